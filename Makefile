@@ -1,0 +1,62 @@
+# ensemble-trader — every target creates .venv and installs what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+export OMP_NUM_THREADS ?= 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
+export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+STAGE ?= dev
+
+.PHONY: demo test test-unit bench synth layers train lint deploy redis-server clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: pip takes the CPU wheel; an unpinned torch would pull a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[lambda,train,broker,infra,dev]'
+	touch $@
+
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# A real redis-server from Debian's packages (the local stack starts it on a free port).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+demo: $(STAMP) redis-server
+	$(VENV)/bin/ensemble-trader demo
+
+test: $(STAMP) $(NODE_STAMP) redis-server
+	$(PY) -m pytest tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+bench: $(STAMP)
+	$(VENV)/bin/ensemble-trader bench --json
+
+train: $(STAMP)
+	$(VENV)/bin/ensemble-trader train agents --out layers/models/agents
+
+layers: $(STAMP)
+	$(PY) layers/build.py
+
+synth: $(STAMP) $(NODE_STAMP)
+	$(PY) -m infra_cdk.app
+
+deploy: $(STAMP) $(NODE_STAMP) layers
+	npx cdk deploy --all -c stage=$(STAGE) --require-approval never
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check layers/core functions training infra_cdk tests
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out build .pytest_cache

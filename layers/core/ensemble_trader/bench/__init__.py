@@ -1,0 +1,58 @@
+"""Benchmarks: each module here defines ``run(quick: bool) -> dict[str, float | int | str]``.
+
+``run_all`` merges them into the JSON that ``ensemble-trader bench --json`` prints. Keys are
+``<stage>_<what>_<unit>`` (``features_update_us_p50``). Timings use ``time.perf_counter_ns``
+and the stage's own code, measured side by side with its naive counterpart in the same run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+
+def percentiles_us(samples_ns: Iterable[int], prefix: str) -> dict[str, float]:
+    """p50/p99 in microseconds of a list of nanosecond samples."""
+    arr = np.asarray(list(samples_ns), dtype=np.float64) / 1e3
+    return {
+        f"{prefix}_us_p50": round(float(np.percentile(arr, 50)), 3),
+        f"{prefix}_us_p99": round(float(np.percentile(arr, 99)), 3),
+    }
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 50) -> list[int]:
+    """Nanoseconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(repeats):
+        t0 = clock()
+        fn()
+        out.append(clock() - t0)
+    return out
+
+
+def run_all(quick: bool = False, only: list[str] | None = None, progress: bool = True) -> dict:
+    results: dict[str, object] = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
+    }
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__))
+    for name in names:
+        if only and name not in only:
+            continue
+        module = importlib.import_module(f"{__name__}.{name}")
+        run = getattr(module, "run", None)
+        if not callable(run):
+            continue
+        if progress:
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        results.update(run(quick=quick))
+    return results

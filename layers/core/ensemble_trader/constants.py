@@ -1,0 +1,136 @@
+"""Resource names and wiring shared by the CDK app and the local stack.
+
+One place names every stream, queue, table, bus and function, so that the local stack creates
+exactly what ``cdk deploy`` creates and the handlers read the same names from their settings.
+Names are prefixed by the stage (``local``, ``dev``, ``prod``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+APP_NAME = "ensemble-trader"
+EVENT_SOURCE = "ensemble-trader"
+"""``source`` of every event the system puts on EventBridge."""
+
+CONTROL_EVENT_SOURCE = "ensemble-trader.control"
+"""``source`` of operator events (KillSwitch on/off)."""
+
+LOCAL_STAGE = "local"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A DynamoDB table: key attribute names (strings) and an optional TTL attribute."""
+
+    logical: str
+    partition_key: str
+    sort_key: str | None = None
+    ttl_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceMapping:
+    """How a function is fed: an event-source mapping over a stream or a queue."""
+
+    source: str  # logical name of a stream (kind "kinesis") or a queue (kind "sqs")
+    kind: str  # "kinesis" | "sqs"
+    batch_size: int
+    batching_window_seconds: int = 0
+    bisect_on_error: bool = True
+    retry_attempts: int = 3
+    max_record_age_seconds: int = 3600
+    report_batch_item_failures: bool = True
+    parallelization_factor: int = 1
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A Lambda function: its folder under functions/, its feed and what it writes."""
+
+    logical: str  # folder name under functions/
+    mapping: SourceMapping
+    dead_letter_queue: str  # logical queue name receiving records that failed all retries
+    outputs: tuple[str, ...] = ()
+    memory_mb: int = 1024
+    timeout_seconds: int = 30
+    hot_path: bool = True
+    extra_entries: tuple[str, ...] = field(default=())  # other handlers in the same folder
+
+
+STREAMS = ("market-data", "features", "market-state")
+"""Kinesis streams, in pipeline order; partition key = symbol everywhere."""
+
+QUEUES = {
+    # logical name -> FIFO?
+    "order-intents": True,
+    "features-dlq": False,
+    "regime-dlq": False,
+    "meta-agent-dlq": False,
+    "orders-dlq": True,
+    "events-dlq": False,
+}
+
+TABLES = (
+    TableSpec("stage-state", "pk", "sk"),  # snapshots of per-symbol stage state (cache backup)
+    TableSpec("regime-history", "symbol", "timestamp"),
+    TableSpec("decisions", "symbol", "timestamp", ttl_attribute="expires_at"),
+    TableSpec("bandit-state", "pk"),
+    TableSpec("orders", "client_order_id"),
+    TableSpec("positions", "symbol"),
+    TableSpec("risk-state", "pk"),
+    TableSpec("idempotency", "id", ttl_attribute="expiration"),
+)
+
+FUNCTIONS = (
+    FunctionSpec(
+        "features",
+        SourceMapping("market-data", "kinesis", batch_size=500, batching_window_seconds=0),
+        dead_letter_queue="features-dlq",
+        outputs=("features",),
+    ),
+    FunctionSpec(
+        "regime",
+        SourceMapping("features", "kinesis", batch_size=500),
+        dead_letter_queue="regime-dlq",
+        outputs=("market-state",),
+        extra_entries=("refit",),
+    ),
+    FunctionSpec(
+        "meta_agent",
+        SourceMapping("market-state", "kinesis", batch_size=200),
+        dead_letter_queue="meta-agent-dlq",
+        outputs=("order-intents",),
+    ),
+    FunctionSpec(
+        "orders",
+        SourceMapping("order-intents", "sqs", batch_size=10, retry_attempts=3),
+        dead_letter_queue="orders-dlq",
+        hot_path=False,
+        extra_entries=("reconcile", "kill_switch"),
+    ),
+)
+
+EVENT_BUS = "events"
+MODEL_BUCKET = "model-registry"
+
+
+def qualified(stage: str, logical: str) -> str:
+    """Physical name of a resource: ``{app}-{stage}-{logical}`` (``.fifo`` kept last for FIFO)."""
+    fifo = QUEUES.get(logical, False)
+    base = f"et-{stage}-{logical}"
+    return base + ".fifo" if fifo else base
+
+
+def function_spec(logical: str) -> FunctionSpec:
+    for spec in FUNCTIONS:
+        if spec.logical == logical:
+            return spec
+    raise KeyError(f"no function named {logical!r}; known: {[f.logical for f in FUNCTIONS]}")
+
+
+def table_spec(logical: str) -> TableSpec:
+    for spec in TABLES:
+        if spec.logical == logical:
+            return spec
+    raise KeyError(f"no table named {logical!r}; known: {[t.logical for t in TABLES]}")

@@ -1,0 +1,1 @@
+"""Pure domain: numpy + pydantic only, no I/O, no boto3."""

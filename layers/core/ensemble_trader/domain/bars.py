@@ -1,0 +1,115 @@
+"""Columnar bars: one symbol's OHLCV history as numpy arrays.
+
+``Bar`` (in :mod:`.models`) is the message for one bar; ``BarSeries`` is the same data for many
+bars at once, for training, backtests and the vectorised feature code. Conversions validate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.models import Bar
+
+
+def to_datetime(ts: np.datetime64) -> datetime:
+    """A numpy datetime64 (UTC) as a timezone-aware datetime."""
+    micros = int(ts.astype("datetime64[us]").astype(np.int64))
+    return datetime.fromtimestamp(micros / 1e6, tz=UTC)
+
+
+def to_datetime64(when: datetime) -> np.datetime64:
+    if when.tzinfo is None:
+        raise DataError(f"timestamp {when!r} has no timezone")
+    return np.datetime64(when.astimezone(UTC).replace(tzinfo=None), "ns")
+
+
+@dataclass(frozen=True)
+class BarSeries:
+    """Bars of one symbol, oldest first. ``timestamp`` is datetime64[ns] in UTC."""
+
+    symbol: str
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamp)
+        for name in ("open", "high", "low", "close", "volume"):
+            col = getattr(self, name)
+            if len(col) != n:
+                raise DataError(f"{self.symbol}: column {name} has {len(col)} rows, timestamp has {n}")
+        if n > 1 and not np.all(self.timestamp[1:] > self.timestamp[:-1]):
+            i = int(np.argmin(self.timestamp[1:] > self.timestamp[:-1])) + 1
+            raise DataError(
+                f"{self.symbol}: timestamps must increase strictly; row {i} "
+                f"({self.timestamp[i]}) is not after row {i - 1} ({self.timestamp[i - 1]})"
+            )
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def __getitem__(self, index: slice) -> BarSeries:
+        if not isinstance(index, slice):
+            raise TypeError("BarSeries supports slicing only; use .bar(i) for one Bar")
+        return BarSeries(
+            self.symbol,
+            self.timestamp[index],
+            self.open[index],
+            self.high[index],
+            self.low[index],
+            self.close[index],
+            self.volume[index],
+        )
+
+    def bar(self, i: int) -> Bar:
+        return Bar(
+            symbol=self.symbol,
+            timestamp=to_datetime(self.timestamp[i]),
+            open=float(self.open[i]),
+            high=float(self.high[i]),
+            low=float(self.low[i]),
+            close=float(self.close[i]),
+            volume=float(self.volume[i]),
+        )
+
+    def bars(self) -> Iterator[Bar]:
+        """Every row as a validated :class:`Bar` (raises InvalidMessageError on a bad row)."""
+        for i in range(len(self)):
+            yield self.bar(i)
+
+    @classmethod
+    def from_bars(cls, bars: Sequence[Bar]) -> BarSeries:
+        if not bars:
+            raise DataError("no bars")
+        symbols = {b.symbol for b in bars}
+        if len(symbols) != 1:
+            raise DataError(f"BarSeries holds one symbol, got {sorted(symbols)}")
+        return cls(
+            symbol=bars[0].symbol,
+            timestamp=np.array([to_datetime64(b.timestamp) for b in bars], dtype="datetime64[ns]"),
+            open=np.array([b.open for b in bars], dtype=np.float64),
+            high=np.array([b.high for b in bars], dtype=np.float64),
+            low=np.array([b.low for b in bars], dtype=np.float64),
+            close=np.array([b.close for b in bars], dtype=np.float64),
+            volume=np.array([b.volume for b in bars], dtype=np.float64),
+        )
+
+    def between(self, start: str | None = None, end: str | None = None) -> BarSeries:
+        """Rows with start <= timestamp < end (ISO dates or datetimes, UTC)."""
+        mask = np.ones(len(self), dtype=bool)
+        if start is not None:
+            mask &= self.timestamp >= np.datetime64(start, "ns")
+        if end is not None:
+            mask &= self.timestamp < np.datetime64(end, "ns")
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return self[0:0]
+        return self[int(idx[0]) : int(idx[-1]) + 1]

@@ -1,0 +1,59 @@
+"""Typed errors of the domain. Adapters translate AWS/Redis failures into these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class EnsembleTraderError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with one field of one message."""
+
+    field: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}={self.value!r}: {self.message}"
+
+
+class InvalidMessageError(EnsembleTraderError, ValueError):
+    """A message that crosses a boundary failed validation.
+
+    ``problems`` names every field that was wrong, with its value, so the reason stored with a
+    dead-lettered record says exactly what to fix.
+    """
+
+    def __init__(self, model: str, problems: list[FieldProblem]):
+        self.model = model
+        self.problems = problems
+        super().__init__(f"invalid {model}: " + "; ".join(str(p) for p in problems))
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class DataError(EnsembleTraderError, ValueError):
+    """Input data (a CSV file, a data set) is malformed; the message names the file and row."""
+
+
+class StateError(EnsembleTraderError):
+    """Persisted state cannot be decoded or is inconsistent with the code that reads it."""
+
+
+class ConcurrencyError(EnsembleTraderError):
+    """A conditional write lost a race (the stored version moved on)."""
+
+
+class ModelArtifactError(EnsembleTraderError):
+    """A model artifact is missing, corrupted or does not match its manifest."""
+
+
+class InfrastructureError(EnsembleTraderError):
+    """A backing service (DynamoDB, Kinesis, Redis, ...) failed; retrying may help."""

@@ -1,0 +1,366 @@
+"""Messages that cross a boundary: frozen pydantic v2 models.
+
+Flow: ``Bar`` → ``FeatureVector`` → ``MarketState`` (features + ``RegimeEstimate``) →
+``OrderIntent`` → ``Order`` / ``Fill`` → ``Position``.
+
+Use :func:`parse` (or ``Model.parse``) at every boundary: it turns pydantic's ValidationError into
+:class:`~ensemble_trader.domain.errors.InvalidMessageError`, which names the model, each bad field
+and its value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from ensemble_trader.domain.errors import FieldProblem, InvalidMessageError
+
+SYMBOL_PATTERN = r"^[A-Z0-9^][A-Z0-9.\-/=_]{0,23}$"
+"""Upper-case tickers such as ``SPX``, ``BRK.B``, ``BTC-USD``, ``^GSPC``, ``EUR/USD``."""
+
+
+class Regime(str, Enum):
+    """Market regimes, always listed in this order wherever probabilities are listed."""
+
+    BULL = "BULL"
+    BEAR = "BEAR"
+    SIDEWAYS = "SIDEWAYS"
+    VOLATILE = "VOLATILE"
+
+
+REGIMES: tuple[Regime, ...] = (Regime.BULL, Regime.BEAR, Regime.SIDEWAYS, Regime.VOLATILE)
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be finite")
+    return v
+
+
+def _finite_positive(v: float) -> float:
+    if not math.isfinite(v) or v <= 0.0:
+        raise ValueError("must be a finite number > 0")
+    return v
+
+
+def _finite_non_negative(v: float) -> float:
+    if not math.isfinite(v) or v < 0.0:
+        raise ValueError("must be a finite number >= 0")
+    return v
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+Price = Annotated[float, AfterValidator(_finite_positive)]
+NonNegative = Annotated[float, AfterValidator(_finite_non_negative)]
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+M = TypeVar("M", bound="Message")
+
+
+class Message(BaseModel):
+    """Base of every boundary message: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | str | bytes) -> Self:
+        """Validate a dict or a JSON document; raise InvalidMessageError naming each bad field."""
+        return parse(cls, data)
+
+
+def parse(model: type[M], data: Mapping[str, Any] | str | bytes) -> M:
+    """Validate ``data`` as ``model``; bad input raises :class:`InvalidMessageError`."""
+    try:
+        if isinstance(data, (str, bytes, bytearray)):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            FieldProblem(
+                field=".".join(str(p) for p in err["loc"]) or "<message>",
+                value=err.get("input"),
+                message=err["msg"],
+            )
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidMessageError(model.__name__, problems) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Market data and features
+# --------------------------------------------------------------------------------------------
+
+
+class Bar(Message):
+    """One OHLCV bar of one symbol. ``timestamp`` is the bar's time (timezone-aware)."""
+
+    symbol: Symbol
+    timestamp: AwareDatetime
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: NonNegative = 0.0
+
+    @model_validator(mode="after")
+    def _consistent_range(self) -> Self:
+        if self.low > min(self.open, self.close):
+            raise ValueError(
+                f"low={self.low!r} must be <= min(open, close) = {min(self.open, self.close)!r}"
+            )
+        if self.high < max(self.open, self.close):
+            raise ValueError(
+                f"high={self.high!r} must be >= max(open, close) = {max(self.open, self.close)!r}"
+            )
+        return self
+
+
+class FeatureVector(Message):
+    """The features of one symbol after one bar.
+
+    ``values`` holds every feature by name (the order of ``FEATURE_NAMES`` in
+    :mod:`ensemble_trader.domain.features`); all values are finite. While the longest window is
+    not yet full, ``warmup_remaining`` > 0 and ``ready`` is False: the values are computed from
+    the bars seen so far and must not be traded on.
+    """
+
+    bar: Bar
+    values: dict[str, Finite]
+    warmup_remaining: int = Field(ge=0)
+    feature_version: str = "1"
+
+    @property
+    def symbol(self) -> str:
+        return self.bar.symbol
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.bar.timestamp
+
+    @property
+    def ready(self) -> bool:
+        return self.warmup_remaining == 0
+
+
+class RegimeEstimate(Message):
+    """Causal (filtered) regime probabilities of one symbol at one bar.
+
+    ``probabilities`` are listed in the order BULL, BEAR, SIDEWAYS, VOLATILE. ``regime`` is the
+    reported regime after the transition rule (hysteresis / minimum dwell), ``confidence`` the
+    filtered probability of that regime.
+    """
+
+    symbol: Symbol
+    timestamp: AwareDatetime
+    probabilities: tuple[Probability, Probability, Probability, Probability]
+    regime: Regime
+    confidence: Probability
+    bars_in_regime: int = Field(ge=0)
+    model_version: str
+
+    @model_validator(mode="after")
+    def _normalised(self) -> Self:
+        total = sum(self.probabilities)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"probabilities must sum to 1, got {total!r}")
+        return self
+
+    def probability(self, regime: Regime) -> float:
+        return self.probabilities[REGIMES.index(regime)]
+
+
+class MarketState(Message):
+    """Features and regime estimate of one symbol at one bar: the meta-agent's input."""
+
+    features: FeatureVector
+    regime: RegimeEstimate
+
+    @model_validator(mode="after")
+    def _same_bar(self) -> Self:
+        f, r = self.features, self.regime
+        if f.symbol != r.symbol or f.timestamp != r.timestamp:
+            raise ValueError(
+                f"features ({f.symbol}@{f.timestamp.isoformat()}) and regime "
+                f"({r.symbol}@{r.timestamp.isoformat()}) describe different bars"
+            )
+        return self
+
+    @property
+    def symbol(self) -> str:
+        return self.features.symbol
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.features.timestamp
+
+
+# --------------------------------------------------------------------------------------------
+# Decisions and orders
+# --------------------------------------------------------------------------------------------
+
+
+def deterministic_id(*parts: object, length: int = 32) -> str:
+    """A stable id from the parts of a decision (never from an attempt): sha256, hex."""
+    text = "|".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def make_intent_id(strategy_id: str, symbol: str, bar_time: datetime, model_version: str) -> str:
+    """Intent id = f(strategy, symbol, bar time, model version): redelivery gives the same id."""
+    return deterministic_id("intent", strategy_id, symbol, bar_time, model_version)
+
+
+class OrderIntent(Message):
+    """What the meta-agent wants: a target position as a signed fraction of equity."""
+
+    intent_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    strategy_id: str = Field(min_length=1, max_length=64)
+    symbol: Symbol
+    timestamp: AwareDatetime
+    target_position: Annotated[float, Field(ge=-2.0, le=2.0)]
+    reference_price: Price
+    model_version: str
+    regime: Regime
+    confidence: Probability
+    agent_weights: dict[str, Probability] = Field(default_factory=dict)
+    explanation: str = ""
+    explanation_detail: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def expected_id(cls, strategy_id: str, symbol: str, timestamp: datetime, model_version: str) -> str:
+        return make_intent_id(strategy_id, symbol, timestamp, model_version)
+
+
+class Side(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(str, Enum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class OrderStatus(str, Enum):
+    PENDING = "PENDING"  # recorded, not yet acknowledged by the broker
+    SUBMITTED = "SUBMITTED"  # acknowledged, working
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    UNKNOWN = "UNKNOWN"  # submit outcome unknown: resolved by lookup at the broker, never resubmitted
+
+    @property
+    def terminal(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
+
+
+class Order(Message):
+    """An order with a client order id derived from the decision."""
+
+    client_order_id: str = Field(min_length=8, max_length=64)
+    intent_id: str
+    strategy_id: str
+    symbol: Symbol
+    side: Side
+    quantity: Annotated[float, Field(gt=0.0)]
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Price | None = None
+    status: OrderStatus = OrderStatus.PENDING
+    filled_quantity: NonNegative = 0.0
+    average_fill_price: Price | None = None
+    broker_order_id: str | None = None
+    reject_reason: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.order_type is OrderType.LIMIT and self.limit_price is None:
+            raise ValueError("a LIMIT order needs limit_price")
+        if self.filled_quantity > self.quantity * (1 + 1e-12):
+            raise ValueError(
+                f"filled_quantity={self.filled_quantity!r} exceeds quantity={self.quantity!r}"
+            )
+        return self
+
+    @property
+    def signed_quantity(self) -> float:
+        return self.quantity if self.side is Side.BUY else -self.quantity
+
+    @property
+    def remaining_quantity(self) -> float:
+        return max(self.quantity - self.filled_quantity, 0.0)
+
+
+class Fill(Message):
+    """One execution of (part of) an order."""
+
+    fill_id: str = Field(min_length=1, max_length=128)
+    client_order_id: str
+    symbol: Symbol
+    side: Side
+    quantity: Annotated[float, Field(gt=0.0)]
+    price: Price
+    fee: NonNegative = 0.0
+    timestamp: AwareDatetime
+
+    @property
+    def signed_quantity(self) -> float:
+        return self.quantity if self.side is Side.BUY else -self.quantity
+
+
+class Position(Message):
+    """Signed holding of one symbol (negative = short) with its average entry price."""
+
+    symbol: Symbol
+    quantity: Finite = 0.0
+    average_price: NonNegative = 0.0
+    realized_pnl: Finite = 0.0
+    fees_paid: NonNegative = 0.0
+    updated_at: AwareDatetime | None = None
+    last_fill_id: str | None = None
+
+    def apply(self, fill: Fill) -> Position:
+        """The position after ``fill`` (average price on increase, realised P&L on decrease)."""
+        if fill.symbol != self.symbol:
+            raise ValueError(f"fill for {fill.symbol} applied to position in {self.symbol}")
+        q0, dq = self.quantity, fill.signed_quantity
+        q1 = q0 + dq
+        realized = self.realized_pnl
+        if q0 == 0.0 or (q0 > 0) == (dq > 0):
+            avg = (abs(q0) * self.average_price + abs(dq) * fill.price) / abs(q1)
+        else:
+            closed = min(abs(q0), abs(dq))
+            realized += closed * (fill.price - self.average_price) * (1.0 if q0 > 0 else -1.0)
+            if abs(dq) > abs(q0):  # flipped through zero: the rest opens at the fill price
+                avg = fill.price
+            elif abs(q1) < 1e-12:
+                q1, avg = 0.0, 0.0
+            else:
+                avg = self.average_price
+        return self.model_copy(
+            update={
+                "quantity": q1,
+                "average_price": avg,
+                "realized_pnl": realized,
+                "fees_paid": self.fees_paid + fill.fee,
+                "updated_at": fill.timestamp,
+                "last_fill_id": fill.fill_id,
+            }
+        )
