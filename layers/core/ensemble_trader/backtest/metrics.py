@@ -1,0 +1,166 @@
+"""Performance metrics of a strategy's per-period returns (pure numpy).
+
+Conventions, shared by every backtest in the project:
+
+* ``returns[t]`` is the strategy's simple net return over period ``t`` (after costs), and
+  ``positions[t]`` the position (fraction of equity, signed) held over that period. The book
+  starts flat, so the first trade is ``|positions[0]|``.
+* ``total_return``  = prod(1 + r) - 1
+* ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric)
+* ``annual_vol``    = std(r, ddof=1) * sqrt(P)
+* ``sharpe``        = mean(r) / std(r, ddof=1) * sqrt(P) (risk-free rate 0); 0 when std is 0
+* ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when no period lost money
+* ``max_drawdown``  = max_t (1 - W_t / max_{s<=t} W_s) over wealth W (starting at 1), a
+  positive fraction (0.25 = a 25 % fall from a peak)
+* ``win_rate``      = share of periods in the market (position != 0) with r > 0; 0 if never in
+* ``turnover``      = mean |Δposition| per period * P, i.e. how many times a year the book is
+  traded through (annualised, so slices of different lengths compare)
+
+Undefined ratios are reported as 0.0, never as inf/NaN, so every metric serialises to JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ensemble_trader.domain.errors import DataError
+
+SECONDS_PER_DAY = 86_400.0
+TRADING_DAYS = 252
+CALENDAR_DAYS = 365
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Summary of one return series; see the module docstring for each formula."""
+
+    total_return: float
+    annual_return: float
+    annual_vol: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    win_rate: float
+    turnover: float
+    periods: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        """The eight metrics as plain floats (``periods`` left out: it is bookkeeping)."""
+        out = asdict(self)
+        out.pop("periods")
+        return {k: float(v) for k, v in out.items()}
+
+
+METRIC_NAMES: tuple[str, ...] = (
+    "total_return",
+    "annual_return",
+    "annual_vol",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "win_rate",
+    "turnover",
+)
+
+
+def _as_1d(name: str, values: np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise DataError(f"{name}[{bad}] is {arr[bad]!r}; every value must be finite")
+    return arr
+
+
+def max_drawdown(returns: np.ndarray) -> float:
+    """Largest fall of wealth from a running peak, as a positive fraction (wealth starts at 1)."""
+    r = _as_1d("returns", returns)
+    if r.size == 0:
+        return 0.0
+    wealth = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    peak = np.maximum.accumulate(wealth)
+    return float(np.max(1.0 - wealth / peak))
+
+
+def performance(
+    returns: np.ndarray,
+    positions: np.ndarray,
+    periods_per_year: float,
+    *,
+    initial_position: float = 0.0,
+) -> Metrics:
+    """Metrics of ``returns`` earned while holding ``positions`` (see the module docstring).
+
+    ``initial_position`` is the position held before the first period (0 = start flat); pass the
+    previous position when measuring a slice of a longer run so its first trade is not invented.
+    """
+    r = _as_1d("returns", returns)
+    pos = _as_1d("positions", positions)
+    if r.shape != pos.shape:
+        raise DataError(f"returns has {r.size} periods but positions has {pos.size}")
+    if not np.isfinite(periods_per_year) or periods_per_year <= 0:
+        raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
+    n = r.size
+    if n == 0:
+        return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, periods=0)
+
+    growth = float(np.prod(1.0 + r))
+    total = growth - 1.0
+    annual = growth ** (periods_per_year / n) - 1.0 if growth > 0 else -1.0
+    std = float(np.std(r, ddof=1)) if n > 1 else 0.0
+    mean = float(np.mean(r))
+    scale = float(np.sqrt(periods_per_year))
+    sharpe = mean / std * scale if std > 1e-15 else 0.0
+    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
+    sortino = mean / downside * scale if downside > 1e-15 else 0.0
+    in_market = pos != 0.0
+    wins = float(np.sum(r[in_market] > 0.0))
+    win_rate = wins / float(np.sum(in_market)) if np.any(in_market) else 0.0
+    trades = np.abs(np.diff(np.concatenate(([initial_position], pos))))
+    turnover = float(np.mean(trades)) * periods_per_year
+    return Metrics(
+        total_return=total,
+        annual_return=annual,
+        annual_vol=std * scale,
+        sharpe=sharpe,
+        sortino=sortino,
+        max_drawdown=max_drawdown(r),
+        win_rate=win_rate,
+        turnover=turnover,
+        periods=n,
+    )
+
+
+def periods_per_year(timestamps: np.ndarray) -> float:
+    """Bars per year inferred from bar times (datetime64).
+
+    Daily bars give 252 (trading days) or 365 when the series trades at weekends (crypto);
+    weekly 52, monthly 12. Intraday bars give bars-per-day times 252 or 365 on the same rule
+    (hourly crypto: 24 * 365 = 8760).
+    """
+    ts = np.asarray(timestamps).astype("datetime64[ns]")
+    if ts.ndim != 1 or ts.size < 2:
+        raise DataError(f"need at least two timestamps to infer the bar frequency, got {ts.size}")
+    seconds = np.diff(ts).astype(np.int64) / 1e9
+    if np.any(seconds <= 0):
+        raise DataError("timestamps must increase strictly to infer the bar frequency")
+    step_days = float(np.median(seconds)) / SECONDS_PER_DAY
+    weekday = (ts.astype("datetime64[D]").astype(np.int64) + 3) % 7  # 0 = Monday
+    trades_weekends = bool(np.any(weekday >= 5))
+    days_per_year = CALENDAR_DAYS if trades_weekends else TRADING_DAYS
+    if 0.5 <= step_days <= 4.0:
+        return float(days_per_year)
+    if 4.0 < step_days <= 10.0:
+        return 52.0
+    if 25.0 <= step_days <= 35.0:
+        return 12.0
+    if step_days < 0.5:
+        if trades_weekends:
+            return CALENDAR_DAYS / step_days
+        days = ts.astype("datetime64[D]")
+        _, counts = np.unique(days, return_counts=True)
+        return float(TRADING_DAYS * np.median(counts))
+    return CALENDAR_DAYS / step_days

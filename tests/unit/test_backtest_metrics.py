@@ -1,0 +1,80 @@
+"""Metrics on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ensemble_trader.backtest.metrics import (
+    METRIC_NAMES,
+    max_drawdown,
+    performance,
+    periods_per_year,
+)
+from ensemble_trader.domain.errors import DataError
+
+
+def test_hand_computed_case():
+    r = np.array([0.10, -0.05, 0.02, 0.0])
+    pos = np.array([1.0, 1.0, 0.5, 0.0])
+    m = performance(r, pos, periods_per_year=4.0)
+    growth = 1.10 * 0.95 * 1.02 * 1.0
+    assert m.total_return == pytest.approx(growth - 1)
+    assert m.annual_return == pytest.approx(growth ** (4 / 4) - 1)
+    std = np.std(r, ddof=1)
+    assert m.annual_vol == pytest.approx(std * 2.0)
+    assert m.sharpe == pytest.approx(np.mean(r) / std * 2.0)
+    downside = math.sqrt(0.05**2 / 4)
+    assert m.sortino == pytest.approx(np.mean(r) / downside * 2.0)
+    # wealth 1, 1.1, 1.045: drawdown 0.05 from the 1.1 peak
+    assert m.max_drawdown == pytest.approx(0.05)
+    # in market for 3 periods, 2 of them with a gain
+    assert m.win_rate == pytest.approx(2 / 3)
+    # trades: 1 (from flat), 0, 0.5, 0.5 -> mean 0.5 per period, x4 per year
+    assert m.turnover == pytest.approx(2.0)
+    assert set(m.as_dict()) == set(METRIC_NAMES)
+
+
+def test_cash_is_all_zero():
+    m = performance(np.zeros(10), np.zeros(10), 252)
+    assert m.as_dict() == dict.fromkeys(METRIC_NAMES, 0.0)
+
+
+def test_initial_position_avoids_invented_trade():
+    m = performance(np.array([0.01, 0.01]), np.array([1.0, 1.0]), 2.0, initial_position=1.0)
+    assert m.turnover == 0.0
+
+
+def test_max_drawdown_positive_fraction():
+    assert max_drawdown(np.array([0.5, -0.5, 0.2])) == pytest.approx(0.5)
+    assert max_drawdown(np.array([0.01, 0.02])) == 0.0
+
+
+def test_annual_return_is_geometric():
+    r = np.full(252, 0.001)
+    m = performance(r, np.ones(252), 252)
+    assert m.annual_return == pytest.approx(1.001**252 - 1)
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(DataError, match="positions has 1"):
+        performance(np.zeros(2), np.zeros(1), 252)
+    with pytest.raises(DataError, match=r"returns\[1\]"):
+        performance(np.array([0.0, np.nan]), np.zeros(2), 252)
+    with pytest.raises(DataError, match="periods_per_year"):
+        performance(np.zeros(2), np.zeros(2), 0)
+
+
+def test_periods_per_year_inference():
+    business = np.array(np.busday_offset("2020-01-01", np.arange(300), roll="forward"), dtype="datetime64[ns]")
+    assert periods_per_year(business) == 252
+    hourly = np.datetime64("2021-01-01T00:00", "ns") + np.arange(500) * np.timedelta64(1, "h")
+    assert periods_per_year(hourly) == pytest.approx(24 * 365)
+    calendar_daily = np.datetime64("2021-01-01", "ns") + np.arange(100) * np.timedelta64(1, "D")
+    assert periods_per_year(calendar_daily) == 365
+    weekly = np.datetime64("2021-01-04", "ns") + np.arange(60) * np.timedelta64(7, "D")
+    assert periods_per_year(weekly) == 52
+    with pytest.raises(DataError):
+        periods_per_year(hourly[:1])
