@@ -51,6 +51,16 @@ class QueuePublisher(Protocol):
 
 
 @runtime_checkable
+class DeadLetterWriter(Protocol):
+    """Sends a record that cannot be processed, with the reason, to a dead-letter queue."""
+
+    def send(self, record: Any, reason: str, *, source: str = "") -> None:
+        """``record`` is the raw input (a Lambda event record dict, bytes or a model);
+        ``reason`` says what was wrong (for an InvalidMessageError: field and value)."""
+        ...
+
+
+@runtime_checkable
 class EventBus(Protocol):
     """Publishes domain events (EventBridge). Off the hot path."""
 
