@@ -1,0 +1,633 @@
+"""Multi-armed bandits and exponential weights for choosing among the trading agents.
+
+Every learner here shares one interface:
+
+``select()``
+    choose an arm now; returns a :class:`Selection` with the arm and the diagnostics that
+    explain it (each arm's estimate, its exploration bonus or posterior sample, the weights).
+``weights()``
+    the learner's current distribution over arms (what blending uses).
+``update(arm, reward)``
+    *bandit feedback*: only the reward of the arm that was played is seen.
+``update_all(rewards)``
+    *full information*: the reward every arm would have earned is seen.
+
+Bandit feedback vs full information
+-----------------------------------
+A bandit must spend rounds on arms it believes are worse, only to learn about them; its
+regret against the best arm grows like ``sqrt(K T log K)`` (EXP3) or ``log T`` per gap (UCB).
+With full information every round teaches something about every arm, so there is nothing to
+explore: Hedge's regret is ``sqrt(T log K / 2)``, with no factor ``K`` and no exploration
+cost. Here every agent's counterfactual return is observable (each agent's virtual position
+times the bar's return), so full information is the right default for the meta-agent; bandit
+feedback stays available for settings where only the executed choice is observed (for
+example when the agents' orders would move the price, or when an agent's counterfactual
+cannot be replayed), and for comparison with the bandit literature.
+
+Non-stationarity
+----------------
+Regimes shift, so an arm's mean reward is piecewise stationary. UCB1 and plain Thompson
+sampling weigh a reward from a year ago like today's and adapt slowly after a change point.
+Discounted UCB and discounted Thompson sampling multiply their statistics by ``gamma`` every
+round (an effective memory of ``1 / (1 - gamma)`` rounds); sliding-window UCB keeps only the
+last ``window`` rounds; Hedge and EXP3 accept a ``discount`` on their log-weights.
+
+Randomness comes from one seeded :class:`numpy.random.Generator` per learner. The whole
+learner (parameters, statistics and generator state) round-trips through :meth:`to_dict` /
+:func:`bandit_from_dict` as plain JSON; a restored learner makes exactly the same next
+selections as the original.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ensemble_trader.domain.errors import EnsembleTraderError, StateError
+
+
+class BanditError(EnsembleTraderError, ValueError):
+    """A bandit was given an invalid parameter, arm or reward."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One choice of a learner and why it was made.
+
+    ``estimates`` are the learner's reward estimates per arm (posterior means, empirical means,
+    or log-weights for the exponential-weights family); ``bonuses`` the exploration bonus per
+    arm (UCB family, else None); ``samples`` the posterior draw per arm (Thompson sampling,
+    else None); ``weights`` the distribution the choice was made from.
+    """
+
+    arm: int
+    weights: np.ndarray
+    estimates: np.ndarray
+    bonuses: np.ndarray | None = None
+    samples: np.ndarray | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "arm": self.arm,
+            "weights": [float(w) for w in self.weights],
+            "estimates": [float(e) for e in self.estimates],
+        }
+        if self.bonuses is not None:
+            out["bonuses"] = [_json_float(b) for b in self.bonuses]
+        if self.samples is not None:
+            out["samples"] = [float(s) for s in self.samples]
+        return out
+
+
+def _json_float(x: float) -> float | str:
+    """Infinite bonuses (an arm never played) as the string ``"inf"`` so JSON stays valid."""
+    return float(x) if math.isfinite(x) else "inf"
+
+
+def _one_hot_of_max(values: np.ndarray) -> np.ndarray:
+    """Equal weight on every arm attaining the maximum (ties split)."""
+    top = values == values.max()
+    return top / top.sum()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+class Bandit(ABC):
+    """Base of every learner: parameter checks, generator, serialisation, copy."""
+
+    name: ClassVar[str]
+    _params: ClassVar[tuple[str, ...]] = ()
+    _arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_arms: int, random_state: int | None = None):
+        if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
+            raise BanditError(f"n_arms must be a positive integer, got {n_arms!r}")
+        self.n_arms = int(n_arms)
+        self.random_state = random_state
+        self.rng_ = np.random.default_rng(random_state)
+        self.t_ = 0  # rounds of feedback seen
+
+    # ---- the interface -------------------------------------------------------------------
+
+    @abstractmethod
+    def select(self) -> Selection:
+        """Choose an arm now (may draw from the generator)."""
+
+    @abstractmethod
+    def weights(self) -> np.ndarray:
+        """The current distribution over arms, shape (n_arms,), summing to 1."""
+
+    def update(self, arm: int, reward: float) -> Bandit:
+        """Bandit feedback: ``reward`` of the arm that was played. Returns self."""
+        self._update(self._check_arm(arm), self._check_reward(reward))
+        self.t_ += 1
+        return self
+
+    def update_all(self, rewards: np.ndarray) -> Bandit:
+        """Full information: the reward of every arm this round. Returns self."""
+        self._update_all(self._check_rewards(rewards))
+        self.t_ += 1
+        return self
+
+    @abstractmethod
+    def _update(self, arm: int, reward: float) -> None: ...
+
+    @abstractmethod
+    def _update_all(self, rewards: np.ndarray) -> None: ...
+
+    # ---- input checks ----------------------------------------------------------------------
+
+    def _check_arm(self, arm: int) -> int:
+        if not isinstance(arm, (int, np.integer)) or not 0 <= arm < self.n_arms:
+            raise BanditError(f"{self.name}: arm must be an integer in [0, {self.n_arms}), got {arm!r}")
+        return int(arm)
+
+    def _check_reward(self, reward: float) -> float:
+        r = float(reward)
+        if not math.isfinite(r):
+            raise BanditError(f"{self.name}: reward must be finite, got {reward!r}")
+        return r
+
+    def _check_rewards(self, rewards: np.ndarray) -> np.ndarray:
+        arr = np.asarray(rewards, dtype=np.float64)
+        if arr.shape != (self.n_arms,):
+            raise BanditError(f"{self.name}: rewards must have shape ({self.n_arms},), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise BanditError(f"{self.name}: reward of arm {bad} is not finite ({arr[bad]!r})")
+        return arr
+
+    def _pick(self, scores: np.ndarray) -> int:
+        """Arg-max with ties broken at random (so no arm is favoured by its index)."""
+        top = np.flatnonzero(scores == scores.max())
+        return int(top[0]) if top.size == 1 else int(self.rng_.choice(top))
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        return {"n_arms": self.n_arms, "random_state": self.random_state} | {
+            p: getattr(self, p) for p in self._params
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Parameters, statistics and generator state as plain JSON-compatible values."""
+        return {
+            "policy": self.name,
+            "params": self.get_params(),
+            "t": self.t_,
+            "arrays": {a: getattr(self, a).tolist() for a in self._arrays},
+            "rng": self.rng_.bit_generator.state,
+        }
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        self.t_ = int(data["t"])
+        for a in self._arrays:
+            current = getattr(self, a)
+            value = np.asarray(data["arrays"][a], dtype=current.dtype)
+            if value.shape != current.shape:
+                raise StateError(
+                    f"{self.name}: stored array {a} has shape {value.shape}, expected {current.shape}"
+                )
+            setattr(self, a, value)
+        self.rng_ = np.random.Generator(np.random.PCG64())
+        self.rng_.bit_generator.state = data["rng"]
+
+    def copy(self) -> Bandit:
+        """An independent copy (statistics and generator state)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for a in self._arrays:
+            setattr(new, a, getattr(self, a).copy())
+        new.rng_ = np.random.Generator(np.random.PCG64())
+        new.rng_.bit_generator.state = self.rng_.bit_generator.state
+        return new
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+# ============================================================================================
+# Upper confidence bounds
+# ============================================================================================
+
+
+class UCB1(Bandit):
+    """UCB1 (Auer et al. 2002): play the arm maximising ``mean + alpha * sqrt(2 ln n / n_i)``.
+
+    ``alpha`` scales the bonus to the reward range (1 for rewards in [0, 1]). An arm never
+    played has an infinite bonus and is played first. ``weights()`` puts all mass on the arm
+    with the highest index (UCB is deterministic apart from ties).
+    """
+
+    name = "ucb"
+    _params = ("alpha",)
+    _arrays = ("counts_", "sums_")
+
+    def __init__(self, n_arms: int, alpha: float = 1.0, random_state: int | None = None):
+        super().__init__(n_arms, random_state)
+        if not alpha > 0:
+            raise BanditError(f"{self.name}: alpha must be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.counts_ = np.zeros(self.n_arms)
+        self.sums_ = np.zeros(self.n_arms)
+
+    def _log_total(self) -> float:
+        return math.log(max(self.counts_.sum(), 1.0))
+
+    def _index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        counts = self.counts_
+        played = counts > 0
+        means = np.divide(self.sums_, counts, out=np.zeros(self.n_arms), where=played)
+        bonus = np.full(self.n_arms, np.inf)
+        bonus[played] = self.alpha * np.sqrt(2.0 * self._log_total() / counts[played])
+        return means, bonus, means + bonus
+
+    def select(self) -> Selection:
+        means, bonus, index = self._index()
+        arm = self._pick(index)
+        return Selection(arm, _one_hot_of_max(index), means, bonuses=bonus)
+
+    def weights(self) -> np.ndarray:
+        return _one_hot_of_max(self._index()[2])
+
+    def _update(self, arm: int, reward: float) -> None:
+        self.counts_[arm] += 1.0
+        self.sums_[arm] += reward
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        self.counts_ += 1.0
+        self.sums_ += rewards
+
+
+class DiscountedUCB(UCB1):
+    """Discounted UCB (Garivier & Moulines 2011): statistics decay by ``gamma`` every round.
+
+    Counts and sums of every arm are multiplied by ``gamma`` before each update, so a reward
+    ``k`` rounds old weighs ``gamma**k``; the bonus uses the discounted counts. Effective memory
+    ``1 / (1 - gamma)`` rounds.
+    """
+
+    name = "ducb"
+    _params = ("alpha", "gamma")
+
+    def __init__(
+        self, n_arms: int, gamma: float = 0.99, alpha: float = 1.0, random_state: int | None = None
+    ):
+        super().__init__(n_arms, alpha=alpha, random_state=random_state)
+        if not 0.0 < gamma <= 1.0:
+            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
+        self.gamma = float(gamma)
+
+    def _update(self, arm: int, reward: float) -> None:
+        self.counts_ *= self.gamma
+        self.sums_ *= self.gamma
+        super()._update(arm, reward)
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        self.counts_ *= self.gamma
+        self.sums_ *= self.gamma
+        super()._update_all(rewards)
+
+
+class SlidingWindowUCB(UCB1):
+    """Sliding-window UCB (Garivier & Moulines 2011): statistics of the last ``window`` rounds.
+
+    A ring buffer keeps each round's rewards and which arms they belong to; counts and sums are
+    recomputed from the buffer, so nothing older than ``window`` rounds has any influence.
+    """
+
+    name = "swucb"
+    _params = ("alpha", "window")
+    _arrays = ("buffer_rewards_", "buffer_mask_")
+
+    def __init__(
+        self, n_arms: int, window: int = 200, alpha: float = 1.0, random_state: int | None = None
+    ):
+        Bandit.__init__(self, n_arms, random_state)
+        if not alpha > 0:
+            raise BanditError(f"{self.name}: alpha must be > 0, got {alpha!r}")
+        if not isinstance(window, (int, np.integer)) or window < 1:
+            raise BanditError(f"{self.name}: window must be a positive integer, got {window!r}")
+        self.alpha = float(alpha)
+        self.window = int(window)
+        self.buffer_rewards_ = np.zeros((self.window, self.n_arms))
+        self.buffer_mask_ = np.zeros((self.window, self.n_arms))
+
+    @property
+    def counts_(self) -> np.ndarray:  # type: ignore[override]
+        return self.buffer_mask_.sum(axis=0)
+
+    @property
+    def sums_(self) -> np.ndarray:  # type: ignore[override]
+        return (self.buffer_rewards_ * self.buffer_mask_).sum(axis=0)
+
+    def _log_total(self) -> float:
+        return math.log(max(min(self.t_, self.window), 1))
+
+    def _slot(self) -> int:
+        return self.t_ % self.window
+
+    def _update(self, arm: int, reward: float) -> None:
+        row = self._slot()
+        self.buffer_rewards_[row] = 0.0
+        self.buffer_mask_[row] = 0.0
+        self.buffer_rewards_[row, arm] = reward
+        self.buffer_mask_[row, arm] = 1.0
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        row = self._slot()
+        self.buffer_rewards_[row] = rewards
+        self.buffer_mask_[row] = 1.0
+
+
+# ============================================================================================
+# Thompson sampling, Gaussian rewards with unknown mean and variance
+# ============================================================================================
+
+
+class GaussianThompson(Bandit):
+    """Thompson sampling for Gaussian rewards of unknown mean and variance.
+
+    Each arm has a Normal-Gamma posterior over (mean, precision) with prior
+    ``mu ~ N(mu0, 1 / (kappa0 * tau))``, ``tau ~ Gamma(alpha0, rate=beta0)``. The sufficient
+    statistics (weight, sum, sum of squares) are kept per arm; with ``gamma < 1`` they decay
+    every round (discounted Thompson sampling). ``select()`` draws (tau, mu) from every
+    posterior and plays the arm with the largest mu. ``weights()`` estimates each arm's posterior
+    probability of being the best from ``n_weight_samples`` joint draws.
+    """
+
+    name = "thompson"
+    _params = ("mu0", "kappa0", "alpha0", "beta0", "gamma", "n_weight_samples")
+    _arrays = ("s0_", "s1_", "s2_")
+
+    def __init__(
+        self,
+        n_arms: int,
+        mu0: float = 0.0,
+        kappa0: float = 1.0,
+        alpha0: float = 1.0,
+        beta0: float = 1.0,
+        gamma: float = 1.0,
+        n_weight_samples: int = 256,
+        random_state: int | None = None,
+    ):
+        super().__init__(n_arms, random_state)
+        for label, value in (("kappa0", kappa0), ("alpha0", alpha0), ("beta0", beta0)):
+            if not value > 0:
+                raise BanditError(f"{self.name}: {label} must be > 0, got {value!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
+        if not isinstance(n_weight_samples, int) or n_weight_samples < 1:
+            raise BanditError(f"{self.name}: n_weight_samples must be a positive integer")
+        self.mu0 = float(mu0)
+        self.kappa0 = float(kappa0)
+        self.alpha0 = float(alpha0)
+        self.beta0 = float(beta0)
+        self.gamma = float(gamma)
+        self.n_weight_samples = n_weight_samples
+        self.s0_ = np.zeros(self.n_arms)
+        self.s1_ = np.zeros(self.n_arms)
+        self.s2_ = np.zeros(self.n_arms)
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(mu_n, kappa_n, alpha_n, beta_n) of every arm."""
+        n = self.s0_
+        kappa = self.kappa0 + n
+        mu = (self.kappa0 * self.mu0 + self.s1_) / kappa
+        mean = np.divide(self.s1_, n, out=np.full(self.n_arms, self.mu0), where=n > 0)
+        scatter = np.maximum(self.s2_ - n * mean**2, 0.0)
+        alpha = self.alpha0 + 0.5 * n
+        beta = self.beta0 + 0.5 * scatter + self.kappa0 * n * (mean - self.mu0) ** 2 / (2.0 * kappa)
+        return mu, kappa, alpha, beta
+
+    def _draw(self, size: int | None) -> np.ndarray:
+        mu, kappa, alpha, beta = self.posterior()
+        shape = (self.n_arms,) if size is None else (size, self.n_arms)
+        tau = self.rng_.gamma(alpha, 1.0 / beta, size=shape)
+        return mu + self.rng_.standard_normal(shape) / np.sqrt(kappa * tau)
+
+    def select(self) -> Selection:
+        samples = self._draw(None)
+        arm = self._pick(samples)
+        weights = np.zeros(self.n_arms)
+        weights[arm] = 1.0
+        return Selection(arm, weights, self.posterior()[0], samples=samples)
+
+    def weights(self) -> np.ndarray:
+        draws = self._draw(self.n_weight_samples)
+        wins = np.bincount(draws.argmax(axis=1), minlength=self.n_arms)
+        return wins / wins.sum()
+
+    def _decay(self) -> None:
+        if self.gamma < 1.0:
+            self.s0_ *= self.gamma
+            self.s1_ *= self.gamma
+            self.s2_ *= self.gamma
+
+    def _update(self, arm: int, reward: float) -> None:
+        self._decay()
+        self.s0_[arm] += 1.0
+        self.s1_[arm] += reward
+        self.s2_[arm] += reward * reward
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        self._decay()
+        self.s0_ += 1.0
+        self.s1_ += rewards
+        self.s2_ += rewards * rewards
+
+
+class DiscountedThompson(GaussianThompson):
+    """Discounted Thompson sampling: :class:`GaussianThompson` with ``gamma = 0.98`` by default."""
+
+    name = "dts"
+
+    def __init__(
+        self,
+        n_arms: int,
+        gamma: float = 0.98,
+        mu0: float = 0.0,
+        kappa0: float = 1.0,
+        alpha0: float = 1.0,
+        beta0: float = 1.0,
+        n_weight_samples: int = 256,
+        random_state: int | None = None,
+    ):
+        super().__init__(
+            n_arms,
+            mu0=mu0,
+            kappa0=kappa0,
+            alpha0=alpha0,
+            beta0=beta0,
+            gamma=gamma,
+            n_weight_samples=n_weight_samples,
+            random_state=random_state,
+        )
+
+
+# ============================================================================================
+# Exponential weights: EXP3 (bandit feedback) and Hedge (full information)
+# ============================================================================================
+
+
+class EXP3(Bandit):
+    """EXP3 (Auer et al. 2002): exponential weights with importance-weighted reward estimates.
+
+    Rewards are mapped to [0, 1] through ``reward_range`` (values outside are clipped). Play
+    probabilities are ``(1 - gamma) * softmax(log_w) + gamma / K``; after playing arm ``i`` with
+    probability ``p_i`` and observing ``x``, ``log_w[i] += gamma * (x / p_i) / K``. With
+    ``update_all`` no importance weighting is needed (every arm's reward is seen). ``discount``
+    < 1 shrinks the log-weights toward uniform every round, so the learner can recover from a
+    change point.
+    """
+
+    name = "exp3"
+    _params = ("gamma", "reward_range", "discount")
+    _arrays = ("log_weights_",)
+
+    def __init__(
+        self,
+        n_arms: int,
+        gamma: float = 0.1,
+        reward_range: tuple[float, float] = (-3.0, 3.0),
+        discount: float = 1.0,
+        random_state: int | None = None,
+    ):
+        super().__init__(n_arms, random_state)
+        if not 0.0 < gamma <= 1.0:
+            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
+        lo, hi = (float(v) for v in reward_range)
+        if not hi > lo:
+            raise BanditError(f"{self.name}: reward_range must be (low, high) with high > low")
+        if not 0.0 < discount <= 1.0:
+            raise BanditError(f"{self.name}: discount must be in (0, 1], got {discount!r}")
+        self.gamma = float(gamma)
+        self.reward_range = (lo, hi)
+        self.discount = float(discount)
+        self.log_weights_ = np.zeros(self.n_arms)
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        params["reward_range"] = list(self.reward_range)
+        return params
+
+    def weights(self) -> np.ndarray:
+        return (1.0 - self.gamma) * _softmax(self.log_weights_) + self.gamma / self.n_arms
+
+    def select(self) -> Selection:
+        p = self.weights()
+        arm = int(self.rng_.choice(self.n_arms, p=p))
+        return Selection(arm, p, self.log_weights_.copy())
+
+    def _scaled(self, reward: float | np.ndarray) -> float | np.ndarray:
+        lo, hi = self.reward_range
+        return np.clip((reward - lo) / (hi - lo), 0.0, 1.0)
+
+    def _normalise(self) -> None:
+        self.log_weights_ *= self.discount
+        self.log_weights_ -= self.log_weights_.max()
+
+    def _update(self, arm: int, reward: float) -> None:
+        p = self.weights()[arm]
+        self.log_weights_[arm] += self.gamma * float(self._scaled(reward)) / (p * self.n_arms)
+        self._normalise()
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        self.log_weights_ += self.gamma * self._scaled(rewards) / self.n_arms
+        self._normalise()
+
+
+class Hedge(Bandit):
+    """Hedge / exponential weights for full information: ``log_w += eta * reward`` per round.
+
+    ``weights()`` is ``softmax(log_w)``; ``select()`` samples an arm from it. ``discount`` < 1
+    multiplies the log-weights every round (a fading memory, for non-stationary rewards).
+    With bandit feedback (``update``) the unseen rewards are replaced by the unbiased estimate
+    ``reward / p_arm`` for the played arm and 0 for the others; prefer EXP3 there, whose forced
+    exploration keeps that estimate's variance bounded.
+    """
+
+    name = "hedge"
+    _params = ("eta", "discount")
+    _arrays = ("log_weights_",)
+
+    def __init__(
+        self, n_arms: int, eta: float = 0.1, discount: float = 1.0, random_state: int | None = None
+    ):
+        super().__init__(n_arms, random_state)
+        if not eta > 0:
+            raise BanditError(f"{self.name}: eta must be > 0, got {eta!r}")
+        if not 0.0 < discount <= 1.0:
+            raise BanditError(f"{self.name}: discount must be in (0, 1], got {discount!r}")
+        self.eta = float(eta)
+        self.discount = float(discount)
+        self.log_weights_ = np.zeros(self.n_arms)
+
+    def weights(self) -> np.ndarray:
+        return _softmax(self.log_weights_)
+
+    def select(self) -> Selection:
+        p = self.weights()
+        arm = int(self.rng_.choice(self.n_arms, p=p))
+        return Selection(arm, p, self.log_weights_.copy())
+
+    def _normalise(self) -> None:
+        self.log_weights_ *= self.discount
+        self.log_weights_ -= self.log_weights_.max()
+
+    def _update(self, arm: int, reward: float) -> None:
+        p = self.weights()[arm]
+        self.log_weights_[arm] += self.eta * reward / p
+        self._normalise()
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        self.log_weights_ += self.eta * rewards
+        self._normalise()
+
+
+# ============================================================================================
+# Registry and serialisation
+# ============================================================================================
+
+POLICIES: dict[str, type[Bandit]] = {
+    cls.name: cls
+    for cls in (UCB1, DiscountedUCB, SlidingWindowUCB, GaussianThompson, DiscountedThompson, EXP3, Hedge)
+}
+"""Policy name (as used on the command line) → learner class."""
+
+
+def make_bandit(policy: str, n_arms: int, random_state: int | None = None, **params: Any) -> Bandit:
+    """A fresh learner by policy name (``ucb``, ``ducb``, ``swucb``, ``thompson``, ``dts``,
+    ``exp3``, ``hedge``) with the given hyperparameters."""
+    try:
+        cls = POLICIES[policy]
+    except KeyError:
+        raise BanditError(f"unknown bandit policy {policy!r}; known: {sorted(POLICIES)}") from None
+    try:
+        return cls(n_arms, random_state=random_state, **params)
+    except TypeError as exc:
+        raise BanditError(f"{policy}: bad hyperparameters {params!r}: {exc}") from None
+
+
+def bandit_from_dict(data: dict[str, Any]) -> Bandit:
+    """Rebuild a learner from :meth:`Bandit.to_dict` output (raises StateError if malformed)."""
+    try:
+        params = dict(data["params"])
+        policy = data["policy"]
+        n_arms = params.pop("n_arms")
+        seed = params.pop("random_state")
+        if "reward_range" in params:
+            params["reward_range"] = tuple(params["reward_range"])
+        learner = make_bandit(policy, n_arms, random_state=seed, **params)
+        learner._restore(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"cannot restore bandit state: {type(exc).__name__}: {exc}") from exc
+    return learner

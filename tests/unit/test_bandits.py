@@ -1,0 +1,186 @@
+"""Bandit library: convergence, serialisation, weights, forgetting, input checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ensemble_trader.domain.bandits import (
+    EXP3,
+    POLICIES,
+    UCB1,
+    BanditError,
+    DiscountedThompson,
+    DiscountedUCB,
+    GaussianThompson,
+    Hedge,
+    SlidingWindowUCB,
+    bandit_from_dict,
+    make_bandit,
+)
+from ensemble_trader.domain.errors import StateError
+
+MEANS = np.array([0.0, 0.2, 0.6, 0.1])
+BEST = int(MEANS.argmax())
+
+
+def _play(learner, rounds: int, seed: int, full_information: bool) -> np.ndarray:
+    """Run a Gaussian problem (sd 1); return the arm chosen in each round."""
+    rng = np.random.default_rng(seed)
+    chosen = np.empty(rounds, dtype=int)
+    for t in range(rounds):
+        arm = learner.select().arm
+        chosen[t] = arm
+        rewards = MEANS + rng.standard_normal(MEANS.size)
+        if full_information:
+            learner.update_all(rewards)
+        else:
+            learner.update(arm, rewards[arm])
+    return chosen
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("full_information", [False, True])
+def test_converges_to_the_best_arm(policy: str, full_information: bool) -> None:
+    params = {"eta": 0.05} if policy == "hedge" else {}
+    learner = make_bandit(policy, 4, random_state=7, **params)
+    chosen = _play(learner, 1500, seed=11, full_information=full_information)
+    share_best = float(np.mean(chosen[-500:] == BEST))
+    assert share_best > 0.6, f"{policy}: best arm chosen in only {share_best:.0%} of late rounds"
+    assert int(np.argmax(learner.weights())) == BEST
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_state_round_trip_gives_identical_next_selections(policy: str) -> None:
+    learner = make_bandit(policy, 4, random_state=3)
+    _play(learner, 60, seed=5, full_information=False)
+    restored = bandit_from_dict(json.loads(json.dumps(learner.to_dict())))
+    assert type(restored) is type(learner)
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        a, b = learner.select(), restored.select()
+        assert a.arm == b.arm
+        np.testing.assert_array_equal(a.weights, b.weights)
+        reward = float(rng.standard_normal())
+        learner.update(a.arm, reward)
+        restored.update(b.arm, reward)
+    np.testing.assert_array_equal(learner.weights(), restored.weights())
+
+
+def test_copy_is_independent() -> None:
+    learner = GaussianThompson(3, random_state=1)
+    twin = learner.copy()
+    learner.update(0, 5.0)
+    assert twin.s0_.sum() == 0.0
+    # identical generator state: identical draws until their histories differ
+    fresh = GaussianThompson(3, random_state=1)
+    assert [fresh.select().arm for _ in range(10)] == [twin.select().arm for _ in range(10)]
+
+
+def test_exp3_weights_are_a_valid_distribution_with_exploration_floor() -> None:
+    learner = EXP3(4, gamma=0.2, random_state=0)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        p = learner.weights()
+        assert p.shape == (4,)
+        assert abs(p.sum() - 1.0) < 1e-12
+        assert np.all(p >= 0.2 / 4 - 1e-12)
+        sel = learner.select()
+        learner.update(sel.arm, float(rng.normal(MEANS[sel.arm], 1.0)))
+
+
+def test_weights_sum_to_one_for_every_policy() -> None:
+    for policy in POLICIES:
+        learner = make_bandit(policy, 4, random_state=2)
+        _play(learner, 30, seed=1, full_information=True)
+        w = learner.weights()
+        assert abs(w.sum() - 1.0) < 1e-12 and np.all(w >= 0), policy
+
+
+def _change_point(learner) -> np.ndarray:
+    """Arm 0 pays 1 for 500 rounds, then arm 1 pays 1 for 300 rounds (full information)."""
+    for _ in range(500):
+        learner.update_all(np.array([1.0, 0.0]))
+    for _ in range(300):
+        learner.update_all(np.array([0.0, 1.0]))
+    return learner.weights()
+
+
+@pytest.mark.parametrize(
+    "forgetful",
+    [
+        DiscountedUCB(2, gamma=0.98),
+        SlidingWindowUCB(2, window=100),
+        DiscountedThompson(2, gamma=0.98, random_state=0),
+        Hedge(2, eta=0.5, discount=0.9, random_state=0),
+        EXP3(2, gamma=0.1, reward_range=(0.0, 1.0), discount=0.99, random_state=0),
+    ],
+    ids=lambda b: b.name,
+)
+def test_discounting_forgets_and_stationary_learners_do_not(forgetful) -> None:
+    assert _change_point(forgetful)[1] > 0.9
+    assert _change_point(UCB1(2))[0] == 1.0  # long memory: still on the old best arm
+    stale = _change_point(GaussianThompson(2, random_state=0))
+    assert stale[0] > 0.9
+
+
+def test_discounted_estimates_track_the_new_means() -> None:
+    ducb = DiscountedUCB(2, gamma=0.98)
+    _change_point(ducb)
+    means = ducb.select().estimates
+    assert means[0] < 0.01 and means[1] > 0.99
+    ucb = UCB1(2)
+    _change_point(ucb)
+    np.testing.assert_allclose(ucb.select().estimates, [500 / 800, 300 / 800])
+
+
+def test_ucb_plays_every_arm_once_first_and_reports_bonuses() -> None:
+    learner = UCB1(3, random_state=0)
+    seen = set()
+    for _ in range(3):
+        sel = learner.select()
+        assert np.isinf(sel.bonuses[sel.arm])
+        seen.add(sel.arm)
+        learner.update(sel.arm, 0.5)
+    assert seen == {0, 1, 2}
+    sel = learner.select()
+    assert np.all(np.isfinite(sel.bonuses))
+    json.dumps(sel.as_dict())
+
+
+def test_thompson_posterior_matches_closed_form() -> None:
+    learner = GaussianThompson(1, mu0=0.0, kappa0=1.0, alpha0=1.0, beta0=1.0)
+    data = [1.0, 2.0, 3.0]
+    for x in data:
+        learner.update(0, x)
+    mu, kappa, alpha, beta = (v[0] for v in learner.posterior())
+    n, xbar = 3, 2.0
+    assert kappa == pytest.approx(4.0)
+    assert mu == pytest.approx(n * xbar / 4.0)
+    assert alpha == pytest.approx(2.5)
+    assert beta == pytest.approx(1.0 + 0.5 * 2.0 + 1.0 * n * xbar**2 / (2 * 4.0))
+    assert learner.select().samples is not None
+
+
+def test_bad_input_raises_typed_errors() -> None:
+    learner = UCB1(3)
+    with pytest.raises(BanditError, match="arm"):
+        learner.update(3, 1.0)
+    with pytest.raises(BanditError, match="finite"):
+        learner.update(0, float("nan"))
+    with pytest.raises(BanditError, match="shape"):
+        learner.update_all(np.zeros(2))
+    with pytest.raises(BanditError, match="unknown bandit policy"):
+        make_bandit("greedy", 3)
+    with pytest.raises(BanditError, match="gamma"):
+        DiscountedUCB(3, gamma=1.5)
+    with pytest.raises(BanditError, match="n_arms"):
+        UCB1(0)
+    with pytest.raises(StateError):
+        bandit_from_dict({"policy": "ucb"})
+    broken = UCB1(3).to_dict()
+    broken["arrays"]["counts_"] = [1.0]
+    with pytest.raises(StateError, match="shape"):
+        bandit_from_dict(broken)
