@@ -1,0 +1,530 @@
+"""Online regime detection: a causal HMM forward filter, a transition rule and the stage step.
+
+Per bar, for a model with K hidden states (:class:`~.regime_model.RegimeModel`):
+
+1. the model's features are read from the :class:`FeatureVector`, transformed (log of the
+   volatilities) and standardised;
+2. the forward filter advances in log space, O(K²):
+   ``log a_t = log b_t + logsumexp_i(log a_{t-1,i} + log A_ij)``, normalised, where ``b_t`` are
+   the Gaussian emission densities. The result is the *filtered* distribution
+   P(state_t | x_1..x_t): it uses only bars up to t, unlike hmmlearn's ``predict_proba``, which
+   smooths with future bars. At every t it equals the last row of hmmlearn's posterior on the
+   prefix ``x_1..x_t`` (tested to 1e-8);
+3. regime probabilities are the sums of state probabilities by the model's state→regime map, in
+   the order BULL, BEAR, SIDEWAYS, VOLATILE;
+4. the :class:`TransitionRule` decides the *reported* regime: it switches only when another
+   regime's probability exceeds the current one's by a margin for a number of consecutive bars
+   (and the current one has been held a minimum dwell). A switch emits :class:`RegimeChanged`.
+   The confidence is the filtered probability of the reported regime.
+
+Bars still in feature warm-up (``FeatureVector.ready`` is False) do not enter the filter; their
+estimate is the model's start distribution. A bar at or before the last applied bar of the
+symbol (a redelivery) is a no-op. Everything here is numpy + pydantic: the Lambda needs no
+hmmlearn, scipy or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from pydantic import AwareDatetime, Field
+
+from ensemble_trader.domain.errors import (
+    FieldProblem,
+    InvalidMessageError,
+    ModelArtifactError,
+    StateError,
+)
+from ensemble_trader.domain.models import (
+    REGIMES,
+    FeatureVector,
+    MarketState,
+    Message,
+    Probability,
+    Regime,
+    RegimeEstimate,
+    Symbol,
+    deterministic_id,
+)
+from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
+
+__all__ = [
+    "FeatureSpec",
+    "RegimeChanged",
+    "RegimeDetector",
+    "RegimeFilterState",
+    "RegimeModel",
+    "RegimeStep",
+    "RegimeStepOutput",
+    "TransitionRule",
+    "forward_step",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+STATE_FORMAT = 1
+
+
+def epoch_micros(when: datetime) -> int:
+    """Exact integer microseconds since the epoch of a timezone-aware datetime."""
+    return (when - _EPOCH) // _MICROSECOND
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------
+
+
+class RegimeChanged(Message):
+    """The reported regime of a symbol changed at a bar (published to EventBridge).
+
+    ``bars_since_previous_change`` counts the bars the previous regime was reported for (since
+    the previous change, or since the first estimate of the symbol).
+    """
+
+    event_id: str
+    symbol: Symbol
+    from_regime: Regime
+    to_regime: Regime
+    confidence: Probability
+    timestamp: AwareDatetime
+    bars_since_previous_change: int = Field(ge=0)
+    model_version: str
+
+    @classmethod
+    def create(
+        cls,
+        symbol: str,
+        from_regime: Regime,
+        to_regime: Regime,
+        confidence: float,
+        timestamp: datetime,
+        bars_since_previous_change: int,
+        model_version: str,
+    ) -> RegimeChanged:
+        """An event whose id derives from (symbol, time, change, model): redelivery-safe."""
+        return cls(
+            event_id=deterministic_id(
+                "regime-changed", symbol, timestamp, from_regime.value, to_regime.value, model_version
+            ),
+            symbol=symbol,
+            from_regime=from_regime,
+            to_regime=to_regime,
+            confidence=confidence,
+            timestamp=timestamp,
+            bars_since_previous_change=bars_since_previous_change,
+            model_version=model_version,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The forward filter
+# --------------------------------------------------------------------------------------------
+
+
+def forward_step(
+    log_alpha: np.ndarray | None,
+    log_b: np.ndarray,
+    log_start: np.ndarray,
+    transmat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One step of the normalised forward recursion in log space.
+
+    ``log_alpha`` is the previous filtered log distribution (normalised; None before the first
+    observation), ``log_b`` the log emission densities of the new observation. Returns the new
+    normalised log distribution, the same as probabilities, and ``log c_t`` = log p(x_t | x_<t),
+    whose running sum is the log-likelihood of the sequence.
+
+    The predict step ``logsumexp_i(log a_i + log A_ij)`` is computed as
+    ``m + log(exp(log a - m) @ A)`` with ``m = max log a``: one matrix-vector product, exact
+    because every entry of A is > 0 (the artifact guarantees it) and ``exp(log a - m) <= 1``.
+    """
+    if log_alpha is None:
+        log_pred = log_start
+    else:
+        m = log_alpha.max()
+        log_pred = np.log(np.exp(log_alpha - m) @ transmat) + m
+    log_post = log_pred + log_b
+    top = log_post.max()
+    if not math.isfinite(top):
+        raise StateError(f"forward filter lost all probability mass (max log density {top})")
+    probs = np.exp(log_post - top)
+    total = probs.sum()
+    log_c = top + math.log(total)
+    return log_post - log_c, probs / total, log_c
+
+
+@dataclass(frozen=True)
+class TransitionRule:
+    """When the reported regime may change.
+
+    The regime with the highest filtered probability (the candidate) replaces the reported one
+    when its probability exceeds the reported one's by more than ``margin`` on ``confirm_bars``
+    consecutive bars, and the reported regime has been held at least ``min_dwell`` bars.
+    ``TransitionRule(0.0, 1, 1)`` reports the plain argmax of every bar.
+    """
+
+    margin: float = 0.10
+    confirm_bars: int = 2
+    min_dwell: int = 1
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.margin < 1.0):
+            raise ValueError(f"margin {self.margin!r} must be in [0, 1)")
+        if self.confirm_bars < 1:
+            raise ValueError(f"confirm_bars {self.confirm_bars!r} must be >= 1")
+        if self.min_dwell < 1:
+            raise ValueError(f"min_dwell {self.min_dwell!r} must be >= 1")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"margin": self.margin, "confirm_bars": self.confirm_bars, "min_dwell": self.min_dwell}
+
+
+@dataclass(slots=True)
+class RegimeFilterState:
+    """Everything the detector keeps per symbol between bars; serialisable to bytes (Redis).
+
+    ``log_alpha`` is the filtered log distribution over hidden states after the last observed
+    bar (None before the first). ``regime`` is the reported regime (None before the first
+    estimate), held for ``bars_in_regime`` bars; ``pending`` / ``pending_count`` track a
+    candidate regime waiting for confirmation. ``last_micros`` is the time of the last applied
+    bar (epoch microseconds): a bar at or before it is a redelivery.
+    """
+
+    symbol: str
+    model_version: str
+    log_alpha: np.ndarray | None = None
+    last_micros: int | None = None
+    n_bars: int = 0
+    n_observed: int = 0
+    log_likelihood: float = 0.0
+    regime: Regime | None = None
+    bars_in_regime: int = 0
+    pending: Regime | None = None
+    pending_count: int = 0
+    changes: int = field(default=0)
+
+    def copy(self) -> RegimeFilterState:
+        return RegimeFilterState(
+            self.symbol,
+            self.model_version,
+            self.log_alpha,  # never mutated in place: every update assigns a new array
+            self.last_micros,
+            self.n_bars,
+            self.n_observed,
+            self.log_likelihood,
+            self.regime,
+            self.bars_in_regime,
+            self.pending,
+            self.pending_count,
+            self.changes,
+        )
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON; floats are written with ``repr`` so a round trip is exact."""
+        return json.dumps(
+            {
+                "format": STATE_FORMAT,
+                "symbol": self.symbol,
+                "model_version": self.model_version,
+                "log_alpha": None if self.log_alpha is None else self.log_alpha.tolist(),
+                "last_micros": self.last_micros,
+                "n_bars": self.n_bars,
+                "n_observed": self.n_observed,
+                "log_likelihood": self.log_likelihood,
+                "regime": None if self.regime is None else self.regime.value,
+                "bars_in_regime": self.bars_in_regime,
+                "pending": None if self.pending is None else self.pending.value,
+                "pending_count": self.pending_count,
+                "changes": self.changes,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RegimeFilterState:
+        """Decode :meth:`to_bytes`; anything malformed raises :class:`StateError`."""
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != STATE_FORMAT:
+                raise ValueError(f"format {raw.get('format')!r}, expected {STATE_FORMAT}")
+            log_alpha = raw["log_alpha"]
+            if log_alpha is not None:
+                log_alpha = np.array(log_alpha, dtype=np.float64)
+                if log_alpha.ndim != 1 or not np.all(np.isfinite(log_alpha)):
+                    raise ValueError("log_alpha must be a finite vector")
+            state = cls(
+                symbol=str(raw["symbol"]),
+                model_version=str(raw["model_version"]),
+                log_alpha=log_alpha,
+                last_micros=None if raw["last_micros"] is None else int(raw["last_micros"]),
+                n_bars=int(raw["n_bars"]),
+                n_observed=int(raw["n_observed"]),
+                log_likelihood=float(raw["log_likelihood"]),
+                regime=None if raw["regime"] is None else Regime(raw["regime"]),
+                bars_in_regime=int(raw["bars_in_regime"]),
+                pending=None if raw["pending"] is None else Regime(raw["pending"]),
+                pending_count=int(raw["pending_count"]),
+                changes=int(raw["changes"]),
+            )
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"cannot decode regime filter state: {exc!r}") from None
+        return state
+
+
+# --------------------------------------------------------------------------------------------
+# The detector
+# --------------------------------------------------------------------------------------------
+
+
+_REGIME_INDEX = {r: i for i, r in enumerate(REGIMES)}
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Batch output of :meth:`RegimeDetector.label_matrix`, one row per input bar."""
+
+    state_probabilities: np.ndarray  # (n, K); the start distribution on warm-up rows
+    probabilities: np.ndarray  # (n, 4) regime probabilities, REGIMES order
+    regime: np.ndarray  # (n,) index into REGIMES of the reported regime
+    confidence: np.ndarray  # (n,) probability of the reported regime
+    observed: np.ndarray  # (n,) bool: the row entered the filter (not warm-up)
+
+    @property
+    def regime_names(self) -> list[str]:
+        return [REGIMES[i].value for i in self.regime]
+
+
+class RegimeDetector:
+    """A :class:`RegimeModel` plus a :class:`TransitionRule`: the per-symbol online detector."""
+
+    def __init__(self, model: RegimeModel, rule: TransitionRule | None = None):
+        self.model = model
+        self.rule = rule or TransitionRule()
+        self._log_start = np.log(model.start_prob)
+        self._transmat = model.transmat
+        self._regime_matrix = model.regime_matrix
+        self._prior_regime_probs = model.start_prob @ model.regime_matrix
+
+    def initial_state(self, symbol: str) -> RegimeFilterState:
+        return RegimeFilterState(symbol=symbol, model_version=self.model.version)
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def observe(self, state: RegimeFilterState, raw: np.ndarray) -> np.ndarray:
+        """Advance ``state`` in place with one observation (raw features in model order).
+
+        Returns the regime probabilities (REGIMES order). Does not touch the reported regime.
+        """
+        z = self.model.transform(raw)
+        log_b = self.model.log_emission(z)
+        state.log_alpha, probs, log_c = forward_step(state.log_alpha, log_b, self._log_start, self._transmat)
+        state.n_observed += 1
+        state.log_likelihood += log_c
+        return probs @ self._regime_matrix
+
+    def decide(self, state: RegimeFilterState, regime_probs: np.ndarray) -> tuple[Regime, Regime, int] | None:
+        """Apply the transition rule in place.
+
+        Returns ``(from, to, bars the previous regime was held)`` when the reported regime
+        changed, else None. The first estimate of a symbol sets the regime without a change.
+        """
+        rule = self.rule
+        candidate = REGIMES[int(regime_probs.argmax())]
+        current = state.regime
+        if current is None:
+            state.regime, state.bars_in_regime = candidate, 1
+            return None
+        if candidate is not current and (
+            regime_probs[_REGIME_INDEX[candidate]] - regime_probs[_REGIME_INDEX[current]] > rule.margin
+        ):
+            if state.pending is candidate:
+                state.pending_count += 1
+            else:
+                state.pending, state.pending_count = candidate, 1
+            if state.pending_count >= rule.confirm_bars and state.bars_in_regime >= rule.min_dwell:
+                held = state.bars_in_regime
+                state.regime, state.bars_in_regime = candidate, 1
+                state.pending, state.pending_count = None, 0
+                state.changes += 1
+                return current, candidate, held
+        else:
+            state.pending, state.pending_count = None, 0
+        state.bars_in_regime += 1
+        return None
+
+    def update(
+        self, state: RegimeFilterState, raw: np.ndarray
+    ) -> tuple[np.ndarray, tuple[Regime, Regime, int] | None]:
+        """One observed bar, in place: filter update, then the transition rule."""
+        probs = self.observe(state, raw)
+        return probs, self.decide(state, probs)
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def step(
+        self, state: RegimeFilterState | None, features: FeatureVector
+    ) -> tuple[RegimeFilterState, MarketState | None, list[RegimeChanged]]:
+        """Pure step: returns a new state, the MarketState (None on redelivery) and events.
+
+        A state written under another model version keeps its reported regime but restarts
+        the filter from the new model's start distribution (hidden states are not comparable
+        across versions).
+        """
+        symbol = features.symbol
+        if state is None:
+            state = self.initial_state(symbol)
+        elif state.symbol != symbol:
+            raise StateError(f"regime state of {state.symbol} applied to a bar of {symbol}")
+        micros = epoch_micros(features.timestamp)
+        if state.last_micros is not None and micros <= state.last_micros:
+            return state, None, []
+        new = state.copy()
+        if new.model_version != self.model.version:
+            new.model_version, new.log_alpha = self.model.version, None
+        new.last_micros = micros
+        new.n_bars += 1
+        events: list[RegimeChanged] = []
+        if features.ready:
+            try:
+                raw = self.model.raw_vector(features.values)
+            except ModelArtifactError as exc:
+                raise InvalidMessageError(
+                    "FeatureVector",
+                    [FieldProblem("values", sorted(features.values), f"{exc} (model {self.model.version})")],
+                ) from None
+            probs, change = self.update(new, raw)
+            if change is not None:
+                from_regime, to_regime, held = change
+                events.append(
+                    RegimeChanged.create(
+                        symbol,
+                        from_regime,
+                        to_regime,
+                        float(probs[_REGIME_INDEX[to_regime]]),
+                        features.timestamp,
+                        held,
+                        self.model.version,
+                    )
+                )
+            regime = new.regime
+            bars_in_regime = new.bars_in_regime
+        else:
+            probs = self._prior_regime_probs
+            regime = new.regime if new.regime is not None else REGIMES[int(probs.argmax())]
+            bars_in_regime = new.bars_in_regime
+        estimate = RegimeEstimate(
+            symbol=symbol,
+            timestamp=features.timestamp,
+            probabilities=_as_probabilities(probs),
+            regime=regime,
+            confidence=float(min(max(probs[_REGIME_INDEX[regime]], 0.0), 1.0)),
+            bars_in_regime=bars_in_regime,
+            model_version=self.model.version,
+        )
+        return new, MarketState(features=features, regime=estimate), events
+
+    # -- batch (CLI, evaluation): the same per-bar code in a loop --------------------------------
+
+    def label_matrix(
+        self,
+        values: np.ndarray,
+        feature_names: Sequence[str],
+        observed: np.ndarray | None = None,
+        symbol: str = "SYN",
+    ) -> Labels:
+        """Label every row of a feature matrix causally, exactly as :meth:`step` would.
+
+        ``values`` is (n, F) with columns named by ``feature_names``; rows where ``observed`` is
+        False (feature warm-up) do not enter the filter and carry the start distribution.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        n = values.shape[0]
+        names = list(feature_names)
+        try:
+            cols = [names.index(name) for name in self.model.feature_names]
+        except ValueError:
+            missing = sorted(set(self.model.feature_names) - set(names))
+            raise ModelArtifactError(f"the regime model needs features {missing}, not among {names}") from None
+        raw = values[:, cols]
+        mask = np.ones(n, dtype=bool) if observed is None else np.asarray(observed, dtype=bool)
+        bad = mask & ~np.all(np.isfinite(raw), axis=1)
+        if bad.any():
+            raise ModelArtifactError(f"non-finite feature values in row {int(np.flatnonzero(bad)[0])}")
+        state = self.initial_state(symbol)
+        state_probs = np.tile(self.model.start_prob, (n, 1))
+        probs = np.tile(self._prior_regime_probs, (n, 1))
+        regime = np.empty(n, dtype=int)
+        prior_regime = int(self._prior_regime_probs.argmax())
+        for t in range(n):
+            if mask[t]:
+                probs[t] = self.observe(state, raw[t])
+                state_probs[t] = np.exp(state.log_alpha)  # type: ignore[arg-type]
+                self.decide(state, probs[t])
+            regime[t] = prior_regime if state.regime is None else _REGIME_INDEX[state.regime]
+        confidence = probs[np.arange(n), regime]
+        return Labels(state_probs, probs, regime, confidence, mask)
+
+
+def _as_probabilities(p: np.ndarray) -> tuple[float, float, float, float]:
+    """Regime probabilities as a tuple that sums to 1 within rounding and lies in [0, 1]."""
+    clipped = np.clip(p, 0.0, 1.0)
+    clipped = clipped / clipped.sum()
+    return (float(clipped[0]), float(clipped[1]), float(clipped[2]), float(clipped[3]))
+
+
+# --------------------------------------------------------------------------------------------
+# The stage step (for the stateful stage runner)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegimeStepOutput:
+    """What one FeatureVector produces: a MarketState for the next stream, and events."""
+
+    market_state: MarketState | None
+    events: tuple[RegimeChanged, ...] = ()
+
+
+class RegimeStep:
+    """The regime stage as a pure step: ``(state, FeatureVector) -> (state, RegimeStepOutput)``.
+
+    State is a :class:`RegimeFilterState` per symbol, encoded with ``encode``/``decode`` for the
+    cache. A bar at or before the symbol's last applied bar returns the state unchanged and no
+    output (redelivery is a no-op).
+    """
+
+    name = "regime"
+    message_type = FeatureVector
+
+    def __init__(self, model: RegimeModel, rule: TransitionRule | None = None):
+        self.detector = RegimeDetector(model, rule)
+
+    @property
+    def model_version(self) -> str:
+        return self.detector.model.version
+
+    def key(self, message: FeatureVector) -> str:
+        return message.symbol
+
+    def __call__(
+        self, state: RegimeFilterState | None, message: FeatureVector
+    ) -> tuple[RegimeFilterState, RegimeStepOutput]:
+        new, market_state, events = self.detector.step(state, message)
+        return new, RegimeStepOutput(market_state, tuple(events))
+
+    step = __call__
+
+    @staticmethod
+    def encode(state: RegimeFilterState) -> bytes:
+        return state.to_bytes()
+
+    @staticmethod
+    def decode(data: bytes) -> RegimeFilterState:
+        return RegimeFilterState.from_bytes(data)
