@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from ensemble_trader.backtest.metrics import (
     METRIC_NAMES,
     max_drawdown,

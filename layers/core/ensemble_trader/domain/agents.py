@@ -1,0 +1,238 @@
+"""The four trading agents at run time: ONNX policies evaluated with onnxruntime (no torch).
+
+A *model set* is a folder holding one ONNX file per agent, optionally one fused ONNX file that
+evaluates all four in a single call, and ``manifest.json`` (:class:`AgentManifest`) which pins
+every file by its sha256. :meth:`AgentPool.load` refuses a set whose files are missing or do not
+match the manifest, with a :class:`ModelArtifactError` naming the file.
+
+Observation of agent *i* = the feature vector (in the manifest's ``feature_names`` order, the
+order of :data:`ensemble_trader.domain.features.FEATURE_NAMES`) followed by the agent's own
+current position. Observation normalisation is part of each ONNX graph, and so is the clamp of
+the action to ``[-L_i, L_i]``; the pool clips again so the contract holds for any graph.
+
+ONNX graphs
+    per agent:  input ``obs`` float32 (n, F + 1)              → output ``action`` float32 (n, 1)
+    fused:      inputs ``features`` (n, F), ``positions`` (n, A) → output ``actions`` (n, A)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ensemble_trader.domain.errors import DataError, ModelArtifactError
+
+AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
+"""Every agent the system knows, in the order used for positions and actions arrays."""
+
+DEFAULT_LEVERAGE: dict[str, float] = {
+    "conservative": 1.0,
+    "aggressive": 2.0,
+    "balanced": 1.0,
+    "contrarian": 1.0,
+}
+"""Leverage limit L of each agent: actions are target positions in [-L, L] (fraction of equity)."""
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class ArtifactRef(_Frozen):
+    """One file of a model set, pinned by its content hash."""
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class AgentEntry(ArtifactRef):
+    """One agent of a model set: its policy file and how it was made."""
+
+    leverage: float = Field(gt=0.0, le=10.0)
+    algorithm: str = "PPO"
+    reward: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    test: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentManifest(_Frozen):
+    """``manifest.json`` of a model set: version, provenance, metrics and file hashes."""
+
+    format: int = MANIFEST_FORMAT
+    version: str = Field(min_length=1)
+    created: datetime
+    feature_names: tuple[str, ...] = Field(min_length=1)
+    agents: dict[str, AgentEntry] = Field(min_length=1)
+    fused: ArtifactRef | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_agents(self) -> AgentManifest:
+        unknown = sorted(set(self.agents) - set(AGENT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown agent names {unknown}; known: {list(AGENT_NAMES)}")
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The set's agents in :data:`AGENT_NAMES` order."""
+        return tuple(n for n in AGENT_NAMES if n in self.agents)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_models_dir() -> Path:
+    """The committed model set: ``Settings().models_dir / "agents"``."""
+    from ensemble_trader.runtime.settings import Settings
+
+    return Settings().models_dir / "agents"
+
+
+def read_manifest(models_dir: Path) -> AgentManifest:
+    """Parse and validate ``models_dir/manifest.json`` (ModelArtifactError on any problem)."""
+    path = Path(models_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelArtifactError(f"model set {models_dir}: {MANIFEST_FILE} is missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return AgentManifest.model_validate(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelArtifactError(f"{path}: not valid JSON ({exc})") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ModelArtifactError(f"{path}: invalid manifest: {problems}") from exc
+
+
+def verify_file(models_dir: Path, ref: ArtifactRef) -> Path:
+    """The path of ``ref`` after checking it exists and its sha256 matches the manifest."""
+    path = Path(models_dir) / ref.file
+    if not path.is_file():
+        raise ModelArtifactError(f"model set {models_dir}: {ref.file} is missing (listed in {MANIFEST_FILE})")
+    actual = sha256_file(path)
+    if actual != ref.sha256:
+        raise ModelArtifactError(
+            f"model set {models_dir}: {ref.file} is corrupted: sha256 {actual[:16]}… "
+            f"does not match the manifest's {ref.sha256[:16]}…"
+        )
+    return path
+
+
+def _session(path: Path) -> Any:
+    """An onnxruntime session tuned for one small decision at a time on a shared core."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+        raise ModelArtifactError(f"{path.name}: onnxruntime cannot load it: {exc}") from exc
+
+
+class AgentPool:
+    """All agents of one model set, ready to decide.
+
+    Use :meth:`load`. ``act`` takes one feature vector and each agent's own current position and
+    returns each agent's target position; ``act_batch`` does the same for many rows at once.
+    With ``fused=True`` (the default when the set has a fused graph) one onnxruntime call
+    evaluates every agent; otherwise one call per agent.
+    """
+
+    def __init__(self, manifest: AgentManifest, sessions: dict[str, Any], fused_session: Any | None):
+        self.manifest = manifest
+        self.version: str = manifest.version
+        self.names: tuple[str, ...] = manifest.names
+        self.feature_names: tuple[str, ...] = manifest.feature_names
+        self.leverage: dict[str, float] = {n: manifest.agents[n].leverage for n in self.names}
+        self._limits = np.array([self.leverage[n] for n in self.names], dtype=np.float32)
+        self._sessions = [sessions[n] for n in self.names]
+        self._fused = fused_session
+        self._n_features = len(self.feature_names)
+
+    @classmethod
+    def load(cls, models_dir: Path | None = None, *, fused: bool | None = None) -> AgentPool:
+        """Load and verify a model set (default: the committed ``layers/models/agents``).
+
+        Every file is checked against the manifest's sha256 before onnxruntime sees it.
+        ``fused=None`` uses the fused graph when the set has one; ``False`` forces one session
+        per agent; ``True`` requires the fused graph.
+        """
+        models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+        if not models_dir.is_dir():
+            raise ModelArtifactError(f"model set folder {models_dir} does not exist")
+        manifest = read_manifest(models_dir)
+        sessions = {}
+        for name in manifest.names:
+            sessions[name] = _session(verify_file(models_dir, manifest.agents[name]))
+        fused_session = None
+        if fused is None:
+            fused = manifest.fused is not None
+        if fused:
+            if manifest.fused is None:
+                raise ModelArtifactError(f"model set {models_dir}: the manifest lists no fused graph")
+            fused_session = _session(verify_file(models_dir, manifest.fused))
+        pool = cls(manifest, sessions, fused_session)
+        pool._check_shapes(models_dir)
+        return pool
+
+    def _check_shapes(self, models_dir: Path) -> None:
+        """Fail at load time, not at the first decision, if a graph expects another input width."""
+        for name, sess in zip(self.names, self._sessions, strict=True):
+            width = sess.get_inputs()[0].shape[-1]
+            if isinstance(width, int) and width != self._n_features + 1:
+                raise ModelArtifactError(
+                    f"model set {models_dir}: {self.manifest.agents[name].file} expects observations of "
+                    f"width {width}, the manifest's {self._n_features} features + position need "
+                    f"{self._n_features + 1}"
+                )
+
+    def _inputs(self, features: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f = np.asarray(features, dtype=np.float32)
+        p = np.asarray(positions, dtype=np.float32)
+        if f.ndim != 2 or f.shape[1] != self._n_features:
+            raise DataError(f"features must have shape (n, {self._n_features}), got {f.shape}")
+        if p.shape != (f.shape[0], len(self.names)):
+            raise DataError(f"positions must have shape ({f.shape[0]}, {len(self.names)}), got {p.shape}")
+        if not (np.all(np.isfinite(f)) and np.all(np.isfinite(p))):
+            raise DataError("features and positions must be finite (is the feature engine still warming up?)")
+        return f, p
+
+    def act_batch(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Targets (n, A) for features (n, F) and each agent's current positions (n, A)."""
+        f, p = self._inputs(features, positions)
+        if self._fused is not None:
+            out = self._fused.run(None, {"features": f, "positions": p})[0]
+        else:
+            out = np.empty_like(p)
+            for i, sess in enumerate(self._sessions):
+                obs = np.concatenate((f, p[:, i : i + 1]), axis=1)
+                out[:, i] = sess.run(None, {"obs": obs})[0][:, 0]
+        return np.clip(out, -self._limits, self._limits)
+
+    def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Targets (A,) for one feature vector (F,) and each agent's current position (A,)."""
+        f = np.asarray(features, dtype=np.float32).reshape(1, -1)
+        p = np.asarray(positions, dtype=np.float32).reshape(1, -1)
+        return self.act_batch(f, p)[0]

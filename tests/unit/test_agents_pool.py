@@ -1,0 +1,179 @@
+"""AgentPool: loading and verifying a model set, decisions, clear errors on bad artifacts.
+
+The model sets here are tiny linear policies written with ``onnx.helper`` (no torch), with the
+same input/output contract as the exported PPO policies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
+from ensemble_trader.domain.errors import DataError, ModelArtifactError
+from onnx import TensorProto, helper, numpy_helper
+
+from training.agents.modelset import write_model_set
+
+FEATURES = tuple(f"f{i}" for i in range(5))
+OPSET = [helper.make_opsetid("", 18)]
+
+
+def _agent_graph(w: np.ndarray, b: float, limit: float) -> onnx.ModelProto:
+    """action = clip(obs @ w + b, -limit, limit) with obs (n, F+1)."""
+    nodes = [
+        helper.make_node("MatMul", ["obs", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["raw"]),
+        helper.make_node("Clip", ["raw", "lo", "hi"], ["action"]),
+    ]
+    inits = [
+        numpy_helper.from_array(w.reshape(-1, 1).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([b], np.float32), "b"),
+        numpy_helper.from_array(np.array(-limit, np.float32), "lo"),
+        numpy_helper.from_array(np.array(limit, np.float32), "hi"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "agent",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", len(w)])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["n", 1])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+def _fused_graph(ws: np.ndarray, bs: np.ndarray, limits: np.ndarray) -> onnx.ModelProto:
+    """actions[:, i] = clip(features @ ws[i, :F] + positions[:, i] * ws[i, F] + bs[i])."""
+    f = ws.shape[1] - 1
+    nodes = [
+        helper.make_node("MatMul", ["features", "wf"], ["fw"]),
+        helper.make_node("Mul", ["positions", "wp"], ["pw"]),
+        helper.make_node("Add", ["fw", "pw"], ["s"]),
+        helper.make_node("Add", ["s", "b"], ["raw"]),
+        helper.make_node("Max", ["raw", "lo"], ["m"]),
+        helper.make_node("Min", ["m", "hi"], ["actions"]),
+    ]
+    inits = [
+        numpy_helper.from_array(ws[:, :f].T.astype(np.float32), "wf"),
+        numpy_helper.from_array(ws[:, f].astype(np.float32), "wp"),
+        numpy_helper.from_array(bs.astype(np.float32), "b"),
+        numpy_helper.from_array((-limits).astype(np.float32), "lo"),
+        numpy_helper.from_array(limits.astype(np.float32), "hi"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pool",
+        [
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["n", f]),
+            helper.make_tensor_value_info("positions", TensorProto.FLOAT, ["n", ws.shape[0]]),
+        ],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["n", ws.shape[0]])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+@pytest.fixture
+def model_set(tmp_path):
+    rng = np.random.default_rng(0)
+    ws = rng.normal(size=(4, len(FEATURES) + 1))
+    bs = rng.normal(size=4) * 0.1
+    limits = np.array([DEFAULT_LEVERAGE[n] for n in AGENT_NAMES])
+    agents = {}
+    for i, name in enumerate(AGENT_NAMES):
+        onnx.save(_agent_graph(ws[i], bs[i], limits[i]), tmp_path / f"{name}.onnx")
+        agents[name] = {"file": f"{name}.onnx", "leverage": float(limits[i]), "reward": {"kind": name}}
+    onnx.save(_fused_graph(ws, bs, limits), tmp_path / "pool.onnx")
+    write_model_set(tmp_path, agents=agents, feature_names=FEATURES, fused_file="pool.onnx", training={"seed": 0})
+    return tmp_path, ws, bs, limits
+
+
+def _expected(ws, bs, limits, features, positions):
+    obs_w = features @ ws[:, :-1].T + positions * ws[:, -1] + bs
+    return np.clip(obs_w, -limits, limits)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_act_matches_the_policies(model_set, fused):
+    folder, ws, bs, limits = model_set
+    pool = AgentPool.load(folder, fused=fused)
+    assert pool.names == AGENT_NAMES
+    assert pool.leverage == DEFAULT_LEVERAGE
+    assert pool.version.startswith("agents-")
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(50, len(FEATURES))) * 3
+    positions = rng.uniform(-1, 1, size=(50, 4))
+    out = pool.act_batch(features, positions)
+    assert out.shape == (50, 4)
+    np.testing.assert_allclose(out, _expected(ws, bs, limits, features, positions), atol=1e-5)
+    assert np.all(np.abs(out) <= limits + 1e-7)
+    one = pool.act(features[3], positions[3])
+    np.testing.assert_allclose(one, out[3], atol=1e-6)
+
+
+def test_fused_and_separate_agree(model_set):
+    folder, *_ = model_set
+    x = np.random.default_rng(2).normal(size=(20, len(FEATURES)))
+    p = np.zeros((20, 4))
+    np.testing.assert_allclose(
+        AgentPool.load(folder, fused=True).act_batch(x, p),
+        AgentPool.load(folder, fused=False).act_batch(x, p),
+        atol=1e-6,
+    )
+
+
+def test_corrupted_file_is_named(model_set):
+    folder, *_ = model_set
+    with open(folder / "balanced.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelArtifactError, match=r"balanced\.onnx is corrupted"):
+        AgentPool.load(folder)
+
+
+def test_missing_file_is_named(model_set):
+    folder, *_ = model_set
+    (folder / "contrarian.onnx").unlink()
+    with pytest.raises(ModelArtifactError, match=r"contrarian\.onnx is missing"):
+        AgentPool.load(folder)
+
+
+def test_missing_manifest_and_folder(model_set, tmp_path):
+    folder, *_ = model_set
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ModelArtifactError, match=r"manifest\.json is missing"):
+        AgentPool.load(folder)
+    with pytest.raises(ModelArtifactError, match="does not exist"):
+        AgentPool.load(tmp_path / "nowhere")
+
+
+def test_invalid_manifest_names_the_field(model_set):
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["agents"]["balanced"]["sha256"] = "not-a-hash"
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelArtifactError, match=r"agents\.balanced\.sha256"):
+        AgentPool.load(folder)
+
+
+def test_graph_that_is_not_onnx_is_rejected(model_set):
+    folder, *_ = model_set
+    (folder / "aggressive.onnx").write_bytes(b"garbage")
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["agents"]["aggressive"]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelArtifactError, match=r"aggressive\.onnx: onnxruntime cannot load it"):
+        AgentPool.load(folder)
+
+
+def test_bad_inputs_are_typed_errors(model_set):
+    folder, *_ = model_set
+    pool = AgentPool.load(folder)
+    with pytest.raises(DataError, match="features must have shape"):
+        pool.act(np.zeros(len(FEATURES) + 1), np.zeros(4))
+    with pytest.raises(DataError, match="positions must have shape"):
+        pool.act(np.zeros(len(FEATURES)), np.zeros(3))
+    with pytest.raises(DataError, match="finite"):
+        pool.act(np.full(len(FEATURES), np.nan), np.zeros(4))

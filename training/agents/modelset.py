@@ -1,0 +1,65 @@
+"""Writing a model set folder: ONNX files plus ``manifest.json`` pinning each by sha256.
+
+The reading side (verification, loading) is :func:`ensemble_trader.domain.agents.AgentPool.load`;
+both use :class:`ensemble_trader.domain.agents.AgentManifest`, so a set written here is exactly
+what the pool accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ensemble_trader.domain.agents import (
+    MANIFEST_FILE,
+    AgentEntry,
+    AgentManifest,
+    ArtifactRef,
+    sha256_file,
+)
+from ensemble_trader.domain.errors import ModelArtifactError
+
+
+def content_version(hashes: list[str]) -> str:
+    """A version derived from the files' hashes: the same weights always get the same version."""
+    digest = hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
+    return f"agents-{digest[:12]}"
+
+
+def write_model_set(
+    out_dir: Path,
+    *,
+    agents: Mapping[str, Mapping[str, Any]],
+    feature_names: tuple[str, ...],
+    fused_file: str | None = None,
+    training: Mapping[str, Any] | None = None,
+    created: datetime | None = None,
+) -> AgentManifest:
+    """Hash the files named in ``agents`` (each mapping holds ``file``, ``leverage`` and the
+    other :class:`AgentEntry` fields except ``sha256``) and write ``out_dir/manifest.json``."""
+    out_dir = Path(out_dir)
+    entries: dict[str, AgentEntry] = {}
+    for name, meta in agents.items():
+        path = out_dir / meta["file"]
+        if not path.is_file():
+            raise ModelArtifactError(f"cannot write the manifest: {path.name} does not exist in {out_dir}")
+        entries[name] = AgentEntry(sha256=sha256_file(path), **meta)
+    fused = None
+    if fused_file is not None:
+        fused = ArtifactRef(file=fused_file, sha256=sha256_file(out_dir / fused_file))
+    hashes = [e.sha256 for e in entries.values()] + ([fused.sha256] if fused else [])
+    manifest = AgentManifest(
+        version=content_version(hashes),
+        created=created or datetime.now(UTC).replace(microsecond=0),
+        feature_names=tuple(feature_names),
+        agents=entries,
+        fused=fused,
+        training=dict(training or {}),
+    )
+    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    (out_dir / MANIFEST_FILE).write_text(text, encoding="utf-8")
+    return manifest
