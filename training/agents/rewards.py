@@ -1,0 +1,214 @@
+r"""Reward functions of the four agents.
+
+Each reward sees one :class:`StepOutcome` per environment step. Notation, for the step taken at
+bar *t*:
+
+* :math:`p_t` — the target position chosen at *t* (fraction of equity, in :math:`[-L, L]`),
+  :math:`p_{t-1}` the position held before;
+* :math:`r_{t+1} = C_{t+1}/C_t - 1` — the asset's return over the next bar, *after* the action;
+* :math:`c_t = (\text{cost\_bps} + \text{slippage\_bps}) \cdot 10^{-4} \cdot |p_t - p_{t-1}|`;
+* :math:`R_t = p_t r_{t+1} - c_t` — the portfolio's net return; wealth :math:`W_t = W_{t-1}(1+R_t)`;
+* :math:`D_t = 1 - W_t / \max_{s \le t} W_s` — the drawdown;
+* :math:`\sigma_t` — the asset's EWMA volatility per bar known at *t*
+  (:math:`\sigma_t^2 = \lambda \sigma_{t-1}^2 + (1-\lambda) r_t^2`, :math:`\lambda = 0.94`);
+* :math:`z_t` — the short-term excursion at *t*: the feature ``zscore_20`` (distance of the close
+  from its 20-bar mean in standard deviations).
+
+Rewards (``k`` is a scale that brings rewards to order one for PPO; all are clipped to
+``[-clip, clip]``):
+
+Conservative — return penalised by drawdown increments and volatility exposure
+    :math:`k \left(R_t - \lambda_{dd} \max(0, D_t - D_{t-1}) - \lambda_{vol} (p_t \sigma_t)^2\right)`
+
+    Loss while sliding into a drawdown counts :math:`1 + \lambda_{dd}` times; the variance term
+    makes the mean-variance optimal position :math:`\mu / (2 \lambda_{vol} \sigma^2)` shrink as
+    volatility rises.
+
+Aggressive — log growth of wealth (the Kelly criterion)
+    :math:`k \log(1 + R_t)` — its sum over an episode is :math:`k \log W_T`.
+
+Balanced — differential Sharpe ratio (Moody & Saffell, 1998/2001)
+    With exponential moving estimates of the first and second moments of :math:`R`,
+    :math:`A_t = A_{t-1} + \eta (R_t - A_{t-1})` and :math:`B_t = B_{t-1} + \eta (R_t^2 - B_{t-1})`,
+
+    :math:`\mathrm{DSR}_t = \dfrac{B_{t-1} \Delta A_t - \tfrac12 A_{t-1} \Delta B_t}
+    {\max(B_{t-1} - A_{t-1}^2, v_{min})^{3/2}}`, with :math:`\Delta A_t = R_t - A_{t-1}`,
+    :math:`\Delta B_t = R_t^2 - B_{t-1}`.
+
+    It is the first-order effect of this step on the moving Sharpe ratio :math:`A/\sqrt{B-A^2}`
+    for adaptation rate :math:`\eta` (default 0.01, a memory of about 100 bars). :math:`A_0 = 0`,
+    :math:`B_0` is a prior second moment (default :math:`10^{-4}`, i.e. 1 % per bar) and
+    :math:`v_{min}` a variance floor (default :math:`10^{-6}`) that keeps the ratio finite
+    after a flat spell.
+
+Contrarian — profits from positions against short-term excursions
+    :math:`k \left(R_t (1 + \beta \,\mathbb{1}[p_t z_t < 0]) - \gamma \max(0, p_t z_t)\, \sigma_t\right)`
+
+    P&L of a position that leans against the excursion (short above the mean, long below it)
+    counts :math:`1 + \beta` times — gains and losses alike, so it still has to be right — and
+    a position that follows the excursion costs :math:`\gamma\,\sigma_t` per unit of
+    :math:`p_t z_t`. It is trained on mean-reverting data, where the edge exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from ensemble_trader.domain.errors import EnsembleTraderError
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What happened over one bar after the agent's action (see the module docstring)."""
+
+    position: float  # p_t, the new position
+    previous_position: float  # p_{t-1}
+    asset_return: float  # r_{t+1}
+    cost: float  # c_t, as a fraction of equity
+    net_return: float  # R_t
+    wealth: float  # W_t
+    peak_wealth: float  # max_{s<=t} W_s
+    previous_drawdown: float  # D_{t-1}
+    volatility: float  # sigma_t, per bar
+    excursion: float  # z_t
+
+    @property
+    def drawdown(self) -> float:
+        return 1.0 - self.wealth / self.peak_wealth
+
+
+class Reward(Protocol):
+    """A (possibly stateful) reward: ``reset`` at each episode start, then one call per step."""
+
+    name: str
+
+    def reset(self) -> None: ...
+
+    def __call__(self, outcome: StepOutcome) -> float: ...
+
+    def params(self) -> dict[str, float | str]: ...
+
+
+def _clip(value: float, bound: float) -> float:
+    return max(-bound, min(bound, value))
+
+
+@dataclass
+class ConservativeReward:
+    """Return penalised by drawdown increments and volatility exposure."""
+
+    drawdown_penalty: float = 1.0
+    vol_penalty: float = 2.0
+    scale: float = 100.0
+    clip: float = 10.0
+    name: str = "conservative"
+
+    def reset(self) -> None:
+        """Stateless: the drawdown is tracked by the environment."""
+
+    def __call__(self, o: StepOutcome) -> float:
+        dd_increase = max(0.0, o.drawdown - o.previous_drawdown)
+        exposure = (o.position * o.volatility) ** 2
+        raw = o.net_return - self.drawdown_penalty * dd_increase - self.vol_penalty * exposure
+        return _clip(self.scale * raw, self.clip)
+
+    def params(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+@dataclass
+class AggressiveReward:
+    """Log growth of wealth."""
+
+    scale: float = 100.0
+    clip: float = 10.0
+    name: str = "aggressive"
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def __call__(self, o: StepOutcome) -> float:
+        growth = max(1.0 + o.net_return, 1e-6)  # a step that wipes out equity is the floor
+        return _clip(self.scale * math.log(growth), self.clip)
+
+    def params(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+@dataclass
+class BalancedReward:
+    """Differential Sharpe ratio of Moody & Saffell with adaptation rate ``eta``."""
+
+    eta: float = 0.01
+    initial_second_moment: float = 1e-4
+    variance_floor: float = 1e-6
+    scale: float = 1.0
+    clip: float = 10.0
+    name: str = "balanced"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eta < 1.0:
+            raise EnsembleTraderError(f"BalancedReward: eta must be in (0, 1), got {self.eta}")
+        self.reset()
+
+    def reset(self) -> None:
+        self.mean_ = 0.0  # A
+        self.second_moment_ = self.initial_second_moment  # B
+
+    def __call__(self, o: StepOutcome) -> float:
+        a, b, r = self.mean_, self.second_moment_, o.net_return
+        delta_a = r - a
+        delta_b = r * r - b
+        variance = max(b - a * a, self.variance_floor)
+        dsr = (b * delta_a - 0.5 * a * delta_b) / variance**1.5
+        self.mean_ = a + self.eta * delta_a
+        self.second_moment_ = b + self.eta * delta_b
+        return _clip(self.scale * dsr, self.clip)
+
+    def params(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+@dataclass
+class ContrarianReward:
+    """Profit from leaning against short-term excursions; following them is penalised."""
+
+    contrarian_bonus: float = 0.5
+    trend_penalty: float = 0.2
+    scale: float = 100.0
+    clip: float = 10.0
+    name: str = "contrarian"
+
+    def reset(self) -> None:
+        """Stateless."""
+
+    def __call__(self, o: StepOutcome) -> float:
+        lean = o.position * o.excursion
+        weight = 1.0 + self.contrarian_bonus if lean < 0.0 else 1.0
+        raw = o.net_return * weight - self.trend_penalty * max(0.0, lean) * o.volatility
+        return _clip(self.scale * raw, self.clip)
+
+    def params(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+REWARDS: dict[str, type] = {
+    "conservative": ConservativeReward,
+    "aggressive": AggressiveReward,
+    "balanced": BalancedReward,
+    "contrarian": ContrarianReward,
+}
+
+
+def make_reward(agent: str, **params: float) -> Reward:
+    """The reward of ``agent`` with optional parameter overrides."""
+    try:
+        cls = REWARDS[agent]
+    except KeyError:
+        raise EnsembleTraderError(f"no reward for agent {agent!r}; known: {sorted(REWARDS)}") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise EnsembleTraderError(f"bad parameters for the {agent} reward: {exc}") from None
