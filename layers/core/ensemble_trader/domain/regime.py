@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +69,7 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 STATE_FORMAT = 1
+_REGIME_INDEX = {r: i for i, r in enumerate(REGIMES)}
 
 
 def epoch_micros(when: datetime) -> int:
@@ -185,6 +186,35 @@ class TransitionRule:
     def as_dict(self) -> dict[str, Any]:
         return {"margin": self.margin, "confirm_bars": self.confirm_bars, "min_dwell": self.min_dwell}
 
+    def apply(self, state: RegimeFilterState, regime_probs: np.ndarray) -> tuple[Regime, Regime, int] | None:
+        """Update the reported regime of ``state`` in place from this bar's regime probabilities.
+
+        Returns ``(from, to, bars the previous regime was held)`` when the reported regime
+        changed, else None. The first estimate of a symbol sets the regime without a change.
+        """
+        candidate = REGIMES[int(regime_probs.argmax())]
+        current = state.regime
+        if current is None:
+            state.regime, state.bars_in_regime = candidate, 1
+            return None
+        if candidate is not current and (
+            regime_probs[_REGIME_INDEX[candidate]] - regime_probs[_REGIME_INDEX[current]] > self.margin
+        ):
+            if state.pending is candidate:
+                state.pending_count += 1
+            else:
+                state.pending, state.pending_count = candidate, 1
+            if state.pending_count >= self.confirm_bars and state.bars_in_regime >= self.min_dwell:
+                held = state.bars_in_regime
+                state.regime, state.bars_in_regime = candidate, 1
+                state.pending, state.pending_count = None, 0
+                state.changes += 1
+                return current, candidate, held
+        else:
+            state.pending, state.pending_count = None, 0
+        state.bars_in_regime += 1
+        return None
+
 
 @dataclass(slots=True)
 class RegimeFilterState:
@@ -283,9 +313,6 @@ class RegimeFilterState:
 # --------------------------------------------------------------------------------------------
 
 
-_REGIME_INDEX = {r: i for i, r in enumerate(REGIMES)}
-
-
 @dataclass(frozen=True)
 class Labels:
     """Batch output of :meth:`RegimeDetector.label_matrix`, one row per input bar."""
@@ -330,34 +357,8 @@ class RegimeDetector:
         return probs @ self._regime_matrix
 
     def decide(self, state: RegimeFilterState, regime_probs: np.ndarray) -> tuple[Regime, Regime, int] | None:
-        """Apply the transition rule in place.
-
-        Returns ``(from, to, bars the previous regime was held)`` when the reported regime
-        changed, else None. The first estimate of a symbol sets the regime without a change.
-        """
-        rule = self.rule
-        candidate = REGIMES[int(regime_probs.argmax())]
-        current = state.regime
-        if current is None:
-            state.regime, state.bars_in_regime = candidate, 1
-            return None
-        if candidate is not current and (
-            regime_probs[_REGIME_INDEX[candidate]] - regime_probs[_REGIME_INDEX[current]] > rule.margin
-        ):
-            if state.pending is candidate:
-                state.pending_count += 1
-            else:
-                state.pending, state.pending_count = candidate, 1
-            if state.pending_count >= rule.confirm_bars and state.bars_in_regime >= rule.min_dwell:
-                held = state.bars_in_regime
-                state.regime, state.bars_in_regime = candidate, 1
-                state.pending, state.pending_count = None, 0
-                state.changes += 1
-                return current, candidate, held
-        else:
-            state.pending, state.pending_count = None, 0
-        state.bars_in_regime += 1
-        return None
+        """Apply the transition rule to ``state`` in place (see :meth:`TransitionRule.apply`)."""
+        return self.rule.apply(state, regime_probs)
 
     def update(
         self, state: RegimeFilterState, raw: np.ndarray

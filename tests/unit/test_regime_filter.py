@@ -1,0 +1,277 @@
+"""The online regime filter: parity with hmmlearn, transition rule, state bytes, the stage step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from ensemble_trader.domain.errors import InvalidMessageError, StateError
+from ensemble_trader.domain.models import REGIMES, Bar, FeatureVector, Regime
+from ensemble_trader.domain.regime import (
+    RegimeChanged,
+    RegimeDetector,
+    RegimeFilterState,
+    RegimeStep,
+    TransitionRule,
+)
+from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
+
+B, R, S, V = Regime.BULL, Regime.BEAR, Regime.SIDEWAYS, Regime.VOLATILE
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A 5-state full-covariance hmmlearn model and the same parameters as a RegimeModel."""
+    hmm = pytest.importorskip("hmmlearn.hmm")
+    rng = np.random.default_rng(11)
+    means = rng.normal(0.0, 1.5, size=(5, 3))
+    x = np.concatenate([rng.normal(means[i % 5], 0.7, size=(60, 3)) for i in range(12)])
+    model = hmm.GaussianHMM(5, covariance_type="full", n_iter=15, random_state=0).fit(x)
+    trans = np.maximum(model.transmat_, 1e-6)
+    trans /= trans.sum(axis=1, keepdims=True)
+    start = np.maximum(model.startprob_, 1e-6)
+    start /= start.sum()
+    model.transmat_, model.startprob_ = trans, start
+    ours = RegimeModel(
+        features=tuple(FeatureSpec(f"f{i}", "identity", 0.0, 1.0) for i in range(3)),
+        start_prob=start,
+        transmat=trans,
+        means=model.means_,
+        covariances=model.covars_,
+        covariance_type="full",
+        state_regimes=(B, R, S, V, B),
+    )
+    return model, ours, x
+
+
+def test_filtered_probabilities_equal_hmmlearn_prefix_posteriors(fitted):
+    hmm_model, model, x = fitted
+    detector = RegimeDetector(model)
+    state = detector.initial_state("SYN")
+    worst = 0.0
+    for t in range(240):
+        detector.observe(state, x[t])
+        reference = hmm_model.predict_proba(x[: t + 1])[-1]
+        worst = max(worst, float(np.abs(np.exp(state.log_alpha) - reference).max()))
+    assert worst < 1e-8
+    assert state.log_likelihood == pytest.approx(hmm_model.score(x[:240]), abs=1e-7)
+
+
+def test_diag_covariance_parity():
+    hmm = pytest.importorskip("hmmlearn.hmm")
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(m, 1.0, size=(50, 2)) for m in (-2, 2, 0, 3, -1)])
+    h = hmm.GaussianHMM(3, covariance_type="diag", n_iter=10, random_state=1).fit(x)
+    trans = np.maximum(h.transmat_, 1e-6)
+    trans /= trans.sum(axis=1, keepdims=True)
+    start = np.maximum(h.startprob_, 1e-6)
+    start /= start.sum()
+    h.transmat_, h.startprob_ = trans, start
+    ours = RegimeModel(
+        tuple(FeatureSpec(f"f{i}", "identity", 0.0, 1.0) for i in range(2)),
+        start,
+        trans,
+        h.means_,
+        np.stack([np.diag(c) for c in h.covars_]),
+        "diag",
+        (B, R, S),
+    )
+    labels = RegimeDetector(ours).label_matrix(x, ["f0", "f1"])
+    for t in (0, 7, 60, 149, 249):
+        np.testing.assert_allclose(labels.state_probabilities[t], h.predict_proba(x[: t + 1])[-1], atol=1e-8)
+
+
+def test_regime_probabilities_are_sums_by_the_state_map(fitted):
+    _, model, x = fitted
+    labels = RegimeDetector(model).label_matrix(x[:50], ["f0", "f1", "f2"])
+    sp = labels.state_probabilities
+    np.testing.assert_allclose(labels.probabilities[:, 0], sp[:, 0] + sp[:, 4])
+    np.testing.assert_allclose(labels.probabilities[:, 1:], sp[:, 1:4])
+    np.testing.assert_allclose(labels.probabilities.sum(axis=1), 1.0)
+    idx = np.arange(50)
+    np.testing.assert_allclose(labels.confidence, labels.probabilities[idx, labels.regime])
+
+
+# --------------------------------------------------------------------------------------------
+# transition rule on hand-made probability sequences
+# --------------------------------------------------------------------------------------------
+
+
+def run_rule(rule: TransitionRule, sequence: list[tuple[float, float, float, float]]):
+    state = RegimeFilterState("SYN", "v")
+    reported, changes = [], []
+    for p in sequence:
+        change = rule.apply(state, np.array(p))
+        reported.append(state.regime)
+        if change is not None:
+            changes.append(change)
+    return reported, changes, state
+
+
+BULLISH = (0.7, 0.1, 0.1, 0.1)
+BEARISH = (0.1, 0.7, 0.1, 0.1)
+LEAN_BEAR = (0.40, 0.45, 0.1, 0.05)  # bear ahead by only 0.05
+
+
+def test_plain_argmax_rule_follows_every_bar():
+    reported, changes, _ = run_rule(TransitionRule(0.0, 1, 1), [BULLISH, BEARISH, BULLISH])
+    assert reported == [B, R, B]
+    assert changes == [(B, R, 1), (R, B, 1)]
+
+
+def test_confirmation_requires_consecutive_bars():
+    rule = TransitionRule(margin=0.0, confirm_bars=3, min_dwell=1)
+    reported, changes, _ = run_rule(rule, [BULLISH, BEARISH, BEARISH, BULLISH, BEARISH, BEARISH, BEARISH])
+    assert reported == [B, B, B, B, B, B, R]
+    assert changes == [(B, R, 6)]
+
+
+def test_margin_blocks_a_narrow_lead():
+    rule = TransitionRule(margin=0.1, confirm_bars=1, min_dwell=1)
+    reported, changes, state = run_rule(rule, [BULLISH, LEAN_BEAR, LEAN_BEAR, BEARISH])
+    assert reported == [B, B, B, R]
+    assert changes == [(B, R, 3)]
+    assert state.bars_in_regime == 1
+
+
+def test_minimum_dwell_holds_a_fresh_regime():
+    rule = TransitionRule(margin=0.0, confirm_bars=1, min_dwell=3)
+    reported, changes, _ = run_rule(rule, [BULLISH, BULLISH, BULLISH, BEARISH, BULLISH, BULLISH, BULLISH])
+    assert reported == [B, B, B, R, R, R, B]
+    assert changes == [(B, R, 3), (R, B, 3)]
+
+
+def test_pending_candidate_resets_when_the_candidate_changes():
+    rule = TransitionRule(margin=0.0, confirm_bars=2, min_dwell=1)
+    volatile = (0.1, 0.1, 0.1, 0.7)
+    reported, changes, _ = run_rule(rule, [BULLISH, BEARISH, volatile, BEARISH, BEARISH])
+    assert reported == [B, B, B, B, R]
+    assert changes == [(B, R, 4)]
+
+
+def test_rule_validates_its_parameters():
+    with pytest.raises(ValueError, match="confirm_bars"):
+        TransitionRule(confirm_bars=0)
+    with pytest.raises(ValueError, match="margin"):
+        TransitionRule(margin=1.5)
+
+
+# --------------------------------------------------------------------------------------------
+# state bytes and the stage step
+# --------------------------------------------------------------------------------------------
+
+
+def test_state_round_trips_exactly_through_bytes(fitted):
+    _, model, x = fitted
+    detector = RegimeDetector(model)
+    state = detector.initial_state("SYN")
+    for t in range(30):
+        detector.update(state, x[t])
+    copy = RegimeFilterState.from_bytes(state.to_bytes())
+    np.testing.assert_array_equal(copy.log_alpha, state.log_alpha)
+    assert (copy.regime, copy.bars_in_regime, copy.log_likelihood) == (
+        state.regime,
+        state.bars_in_regime,
+        state.log_likelihood,
+    )
+    # continuing from the decoded copy gives bit-identical results
+    a, _ = detector.update(state, x[30])
+    b, _ = detector.update(copy, x[30])
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b"not json", b'{"format": 1, "symbol": "X"}', b"[1,2]"])
+def test_state_decoding_errors_are_typed(data):
+    with pytest.raises(StateError):
+        RegimeFilterState.from_bytes(data)
+
+
+T0 = datetime(2024, 1, 2, tzinfo=UTC)
+
+
+def vector(t: int, values: np.ndarray, warmup: int = 0, symbol: str = "SYN") -> FeatureVector:
+    bar = Bar(symbol=symbol, timestamp=T0 + timedelta(days=t), open=100, high=101, low=99, close=100.5)
+    return FeatureVector(
+        bar=bar, values={f"f{i}": float(v) for i, v in enumerate(values)}, warmup_remaining=warmup
+    )
+
+
+def test_step_matches_batch_labels_and_emits_events(fitted):
+    _, model, x = fitted
+    rule = TransitionRule(margin=0.05, confirm_bars=2, min_dwell=1)
+    step = RegimeStep(model, rule)
+    n = 200
+    warm = 5
+    labels = step.detector.label_matrix(x[:n], ["f0", "f1", "f2"], observed=np.arange(n) >= warm)
+    state = None
+    events: list[RegimeChanged] = []
+    for t in range(n):
+        state, out = step(state, vector(t, x[t], warmup=max(warm - t, 0)))
+        est = out.market_state.regime
+        np.testing.assert_allclose(est.probabilities, labels.probabilities[t], atol=1e-12)
+        assert est.regime is REGIMES[labels.regime[t]]
+        assert est.confidence == pytest.approx(labels.confidence[t])
+        events.extend(out.events)
+    assert state.changes == len(events) > 0
+    reported = [REGIMES[i] for i in labels.regime]
+    for ev in events:
+        t = (ev.timestamp - T0).days
+        assert reported[t] is ev.to_regime and reported[t - 1] is ev.from_regime
+        assert ev.bars_since_previous_change >= rule.min_dwell
+        assert ev.confidence == pytest.approx(labels.probabilities[t, REGIMES.index(ev.to_regime)])
+
+
+def test_redelivery_is_a_no_op(fitted):
+    _, model, x = fitted
+    step = RegimeStep(model)
+    state = None
+    for t in range(10):
+        state, _ = step(state, vector(t, x[t]))
+    encoded = state.to_bytes()
+    for t in (9, 3):  # the last bar again, and an older one
+        again, out = step(state, vector(t, x[t]))
+        assert out.market_state is None and out.events == ()
+        assert again.to_bytes() == encoded
+
+
+def test_step_is_pure(fitted):
+    _, model, x = fitted
+    step = RegimeStep(model)
+    state, _ = step(None, vector(0, x[0]))
+    before = state.to_bytes()
+    step(state, vector(1, x[1]))
+    assert state.to_bytes() == before
+
+
+def test_new_model_version_restarts_the_filter_but_keeps_the_regime(fitted):
+    _, model, x = fitted
+    step = RegimeStep(model)
+    state = None
+    for t in range(20):
+        state, _ = step(state, vector(t, x[t]))
+    stale = RegimeFilterState.from_bytes(state.to_bytes())
+    stale.model_version = "r-old"
+    restarted, out = step(stale, vector(20, x[20]))
+    fresh = step.detector.initial_state("SYN")
+    step.detector.observe(fresh, x[20])
+    np.testing.assert_allclose(restarted.log_alpha, fresh.log_alpha)
+    assert restarted.model_version == model.version
+    assert out.market_state is not None
+
+
+def test_missing_feature_and_wrong_symbol_are_typed_errors(fitted):
+    _, model, x = fitted
+    step = RegimeStep(model)
+    bad = FeatureVector(bar=vector(0, x[0]).bar, values={"f0": 1.0}, warmup_remaining=0)
+    with pytest.raises(InvalidMessageError, match="f1"):
+        step(None, bad)
+    state, _ = step(None, vector(0, x[0]))
+    with pytest.raises(StateError, match="SYN"):
+        step(state, vector(1, x[1], symbol="OTHER"))
+
+
+def test_event_ids_are_deterministic():
+    args = ("SYN", B, R, 0.8, T0, 12, "r1")
+    assert RegimeChanged.create(*args).event_id == RegimeChanged.create(*args).event_id
+    assert RegimeChanged.create(*args).event_id != RegimeChanged.create("SYN", B, V, 0.8, T0, 12, "r1").event_id
