@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from ensemble_trader.domain.bandits import (
     EXP3,
     POLICIES,

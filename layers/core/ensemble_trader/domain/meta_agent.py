@@ -1,0 +1,780 @@
+"""The meta-agent: chooses and weights the four trading agents per regime, bar by bar.
+
+A pure step, ``(MetaAgentState, MarketState, agent targets) -> (MetaAgentState, OrderIntent,
+events)``, shared by the meta_agent Lambda, the local stack and the in-process backtester.
+
+Order of operations at bar ``t`` (nothing from after ``t`` is used):
+
+1. the realised return ``r_t = close_t / close_{t-1} - 1``;
+2. each agent's reward for the position it held over ``(t-1, t]``: ``pos_i * r_t`` minus the cost
+   of the trade it made at ``t-1``, divided by the EWMA volatility known at ``t-1`` (risk
+   adjustment, so rewards have unit scale in every regime);
+3. the learners of the regime current at ``t-1`` (and the global learner) are updated with those
+   rewards (full information: every agent's counterfactual reward; or bandit feedback: only the
+   played agent's) and the regret accumulators of that regime advance;
+4. the agents' targets at ``t`` (computed by the caller from the features at ``t`` and each
+   agent's own virtual position) are combined: hard selection of one agent or a blend with the
+   learner's weights; with ``context="probability"`` the weights of the four regime learners
+   are mixed by the regime probabilities at ``t``;
+5. smoothing: when the leading agent changes, the position ramps to the new target over
+   ``ramp_bars`` bars, and no bar moves the position by more than ``max_position_change``;
+6. the :class:`OrderIntent` (deterministic id), its explanation, and an :class:`AgentSwitched`
+   event when the leading agent changed.
+
+Regret: for each regime, the cumulative reward of every agent and of the meta-agent's choices
+(the weights it used, before smoothing) over the bars that began in that regime. Regret against
+the best agent in hindsight is ``max_i sum(reward_i) - sum(reward_meta)``, per regime and overall.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ensemble_trader.domain.bandits import POLICIES, Bandit, Selection, bandit_from_dict, make_bandit
+from ensemble_trader.domain.errors import (
+    DataError,
+    FieldProblem,
+    InvalidMessageError,
+    StateError,
+)
+from ensemble_trader.domain.models import (
+    REGIMES,
+    MarketState,
+    Message,
+    OrderIntent,
+    Probability,
+    Regime,
+    Symbol,
+    deterministic_id,
+    make_intent_id,
+)
+
+DEFAULT_AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
+GLOBAL = "ALL"
+"""Key of the learner that sees every bar, whatever the regime."""
+STATE_FORMAT = 1
+
+DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
+    # Rewards are risk-adjusted (return / EWMA vol): roughly unit scale per bar.
+    "ucb": {"alpha": 1.0},
+    "ducb": {"alpha": 1.0, "gamma": 0.99},
+    "swucb": {"alpha": 1.0, "window": 250},
+    "thompson": {},
+    "dts": {"gamma": 0.99},
+    "exp3": {"gamma": 0.05, "reward_range": (-4.0, 4.0), "discount": 0.995},
+    "hedge": {"eta": 0.1, "discount": 0.99},
+}
+"""Hyperparameters used when a config names a policy without its own ``policy_params``."""
+
+
+# ============================================================================================
+# Configuration
+# ============================================================================================
+
+
+class MetaAgentConfig(BaseModel):
+    """How the meta-agent chooses, combines and smooths (frozen; bad values raise on build).
+
+    policy
+        a bandit policy of :mod:`ensemble_trader.domain.bandits` (``ucb``, ``ducb``, ``swucb``,
+        ``thompson``, ``dts``, ``exp3``, ``hedge``); ``policy_params`` overrides its
+        hyperparameters (default :data:`DEFAULT_POLICY_PARAMS`).
+    context
+        ``regime``: one learner per reported regime (falling back to the global learner until
+        it has ``min_regime_rounds`` updates); ``probability``: the regime learners' weights
+        mixed by the regime probabilities; ``global``: one learner for every bar.
+    mode
+        ``select``: hold the chosen agent's target; ``blend``: the weighted mean of all targets.
+    feedback
+        ``full``: every agent's counterfactual reward updates the learner; ``bandit``: only
+        the reward of the agent that was played.
+    max_position_change, ramp_bars
+        smoothing: the largest |Δposition| per bar, and the number of bars over which the
+        position moves to a new leading agent's target.
+    cost_bps, risk_adjustment, vol_halflife
+        the reward: ``pos * r - cost_bps/1e4 * |Δpos|``, divided by the EWMA volatility of
+        returns (half-life in bars) when ``risk_adjustment == "vol"``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy_id: str = Field(default="ensemble", min_length=1, max_length=64)
+    policy: str = "hedge"
+    policy_params: dict[str, Any] | None = None
+    context: Literal["regime", "probability", "global"] = "regime"
+    mode: Literal["select", "blend"] = "blend"
+    feedback: Literal["full", "bandit"] = "full"
+    min_regime_rounds: int = Field(default=20, ge=0)
+    max_position_change: float = Field(default=0.5, gt=0.0)
+    ramp_bars: int = Field(default=3, ge=1)
+    max_position: float = Field(default=2.0, gt=0.0, le=2.0)
+    cost_bps: float = Field(default=1.0, ge=0.0)
+    risk_adjustment: Literal["vol", "none"] = "vol"
+    vol_halflife: float = Field(default=20.0, gt=0.0)
+    vol_floor: float = Field(default=1e-4, gt=0.0)
+    random_state: int = 0
+
+    @classmethod
+    def create(cls, **options: Any) -> MetaAgentConfig:
+        """Build and validate; bad options raise :class:`InvalidMessageError` naming each one."""
+        try:
+            config = cls(**options)
+        except ValidationError as exc:
+            problems = [
+                FieldProblem(".".join(str(p) for p in e["loc"]), e.get("input"), e["msg"])
+                for e in exc.errors(include_url=False)
+            ]
+            raise InvalidMessageError(cls.__name__, problems) from None
+        if config.policy not in POLICIES:
+            raise InvalidMessageError(
+                cls.__name__,
+                [FieldProblem("policy", config.policy, f"unknown policy; known: {sorted(POLICIES)}")],
+            )
+        return config
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        if self.policy_params is not None:
+            return dict(self.policy_params)
+        return dict(DEFAULT_POLICY_PARAMS.get(self.policy, {}))
+
+    def fingerprint(self) -> str:
+        """Short hash of every setting: part of the intent's model version."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+# ============================================================================================
+# State
+# ============================================================================================
+
+
+@dataclass
+class RegretLedger:
+    """Cumulative rewards of each agent and of the meta-agent, per regime.
+
+    ``agent_rewards[regime]`` (A,), ``meta_reward[regime]`` and ``bars[regime]`` count the bars
+    that *began* in that regime (the regime when the positions were taken).
+    """
+
+    n_agents: int
+    agent_rewards: dict[str, np.ndarray] = field(default_factory=dict)
+    meta_reward: dict[str, float] = field(default_factory=dict)
+    bars: dict[str, int] = field(default_factory=dict)
+
+    def add(self, regime: str, agent_rewards: np.ndarray, meta_reward: float) -> None:
+        if regime not in self.agent_rewards:
+            self.agent_rewards[regime] = np.zeros(self.n_agents)
+            self.meta_reward[regime] = 0.0
+            self.bars[regime] = 0
+        self.agent_rewards[regime] = self.agent_rewards[regime] + agent_rewards
+        self.meta_reward[regime] += float(meta_reward)
+        self.bars[regime] += 1
+
+    def regret(self, regime: str) -> float:
+        """Best agent's cumulative reward in ``regime`` minus the meta-agent's (0 if unseen)."""
+        if regime not in self.agent_rewards:
+            return 0.0
+        return float(self.agent_rewards[regime].max() - self.meta_reward[regime])
+
+    def totals(self) -> tuple[np.ndarray, float]:
+        agents = np.zeros(self.n_agents)
+        for v in self.agent_rewards.values():
+            agents = agents + v
+        return agents, float(sum(self.meta_reward.values()))
+
+    def overall(self) -> float:
+        """Regret against the single best agent over every bar."""
+        agents, meta = self.totals()
+        return float(agents.max() - meta) if self.bars else 0.0
+
+    def summary(self, agent_names: Sequence[str]) -> dict[str, Any]:
+        """Regret per regime and overall, with the best agent of each, for reports and metrics."""
+        agents, meta = self.totals()
+        by_regime = {
+            r: {
+                "regret": self.regret(r),
+                "bars": self.bars[r],
+                "best_agent": agent_names[int(np.argmax(self.agent_rewards[r]))],
+                "meta_reward": self.meta_reward[r],
+            }
+            for r in sorted(self.agent_rewards, key=_regime_order)
+        }
+        return {
+            "overall": self.overall(),
+            "best_agent": agent_names[int(np.argmax(agents))] if self.bars else None,
+            "meta_reward": meta,
+            "agent_rewards": {n: float(v) for n, v in zip(agent_names, agents, strict=True)},
+            "vs_regime_oracle": float(sum(v["regret"] for v in by_regime.values())),
+            "by_regime": by_regime,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent_rewards": {r: v.tolist() for r, v in self.agent_rewards.items()},
+            "meta_reward": dict(self.meta_reward),
+            "bars": dict(self.bars),
+        }
+
+    @classmethod
+    def from_dict(cls, n_agents: int, data: Mapping[str, Any]) -> RegretLedger:
+        return cls(
+            n_agents,
+            {r: np.asarray(v, dtype=np.float64) for r, v in data["agent_rewards"].items()},
+            {r: float(v) for r, v in data["meta_reward"].items()},
+            {r: int(v) for r, v in data["bars"].items()},
+        )
+
+    def copy(self) -> RegretLedger:
+        return RegretLedger(self.n_agents, dict(self.agent_rewards), dict(self.meta_reward), dict(self.bars))
+
+
+def _regime_order(name: str) -> int:
+    names = [r.value for r in REGIMES]
+    return names.index(name) if name in names else len(names)
+
+
+@dataclass
+class MetaAgentState:
+    """Everything the meta-agent remembers about one symbol (JSON round-trip via to_dict).
+
+    ``agent_positions`` is each agent's *virtual* position (its last target, fed back into its
+    observation); ``agent_costs`` the cost of the trade each made at the last bar;
+    ``weights``/``arm`` what the meta-agent chose at the last bar; ``position`` the smoothed
+    ensemble target; ``version`` the number of bars applied (the snapshot's version).
+    """
+
+    symbol: str
+    learners: dict[str, Bandit]
+    agent_positions: np.ndarray
+    agent_costs: np.ndarray
+    weights: np.ndarray
+    regret: RegretLedger
+    arm: int | None = None
+    leader: int | None = None
+    position: float = 0.0
+    ramp_left: int = 0
+    last_price: float | None = None
+    last_timestamp: datetime | None = None
+    last_regime: str | None = None
+    last_rewards: np.ndarray | None = None
+    variance: float | None = None
+    version: int = 0
+
+    def copy(self) -> MetaAgentState:
+        """A shallow copy whose learners dict and ledger can be changed without touching self
+        (learners themselves are copied on write by the step)."""
+        return MetaAgentState(
+            symbol=self.symbol,
+            learners=dict(self.learners),
+            agent_positions=self.agent_positions.copy(),
+            agent_costs=self.agent_costs.copy(),
+            weights=self.weights.copy(),
+            regret=self.regret.copy(),
+            arm=self.arm,
+            leader=self.leader,
+            position=self.position,
+            ramp_left=self.ramp_left,
+            last_price=self.last_price,
+            last_timestamp=self.last_timestamp,
+            last_regime=self.last_regime,
+            last_rewards=None if self.last_rewards is None else self.last_rewards.copy(),
+            variance=self.variance,
+            version=self.version,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "symbol": self.symbol,
+            "learners": {k: v.to_dict() for k, v in self.learners.items()},
+            "agent_positions": self.agent_positions.tolist(),
+            "agent_costs": self.agent_costs.tolist(),
+            "weights": self.weights.tolist(),
+            "regret": self.regret.to_dict(),
+            "arm": self.arm,
+            "leader": self.leader,
+            "position": self.position,
+            "ramp_left": self.ramp_left,
+            "last_price": self.last_price,
+            "last_timestamp": None if self.last_timestamp is None else self.last_timestamp.isoformat(),
+            "last_regime": self.last_regime,
+            "last_rewards": None if self.last_rewards is None else self.last_rewards.tolist(),
+            "variance": self.variance,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetaAgentState:
+        try:
+            if data.get("format") != STATE_FORMAT:
+                raise StateError(f"meta-agent state format {data.get('format')!r}, expected {STATE_FORMAT}")
+            positions = np.asarray(data["agent_positions"], dtype=np.float64)
+            ts = data["last_timestamp"]
+            return cls(
+                symbol=str(data["symbol"]),
+                learners={k: bandit_from_dict(v) for k, v in data["learners"].items()},
+                agent_positions=positions,
+                agent_costs=np.asarray(data["agent_costs"], dtype=np.float64),
+                weights=np.asarray(data["weights"], dtype=np.float64),
+                regret=RegretLedger.from_dict(positions.size, data["regret"]),
+                arm=data["arm"],
+                leader=data["leader"],
+                position=float(data["position"]),
+                ramp_left=int(data["ramp_left"]),
+                last_price=data["last_price"],
+                last_timestamp=None if ts is None else datetime.fromisoformat(ts),
+                last_regime=data["last_regime"],
+                last_rewards=None
+                if data["last_rewards"] is None
+                else np.asarray(data["last_rewards"], dtype=np.float64),
+                variance=data["variance"],
+                version=int(data["version"]),
+            )
+        except StateError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"cannot decode meta-agent state: {type(exc).__name__}: {exc}") from exc
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MetaAgentState:
+        try:
+            decoded = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StateError(f"meta-agent state is not valid JSON: {exc}") from exc
+        if not isinstance(decoded, dict):
+            raise StateError("meta-agent state must be a JSON object")
+        return cls.from_dict(decoded)
+
+
+# ============================================================================================
+# Events and outputs
+# ============================================================================================
+
+
+class AgentSwitched(Message):
+    """The meta-agent's leading agent for a symbol changed at a bar (to EventBridge)."""
+
+    event_id: str
+    symbol: Symbol
+    timestamp: AwareDatetime
+    from_agent: str
+    to_agent: str
+    regime: Regime
+    confidence: Probability
+    weights: dict[str, Probability]
+    reason: str
+    intent_id: str
+
+
+@dataclass(frozen=True)
+class MetaDecision:
+    """What one MarketState produces. ``intent`` is None only for a redelivered bar."""
+
+    intent: OrderIntent | None
+    events: tuple[AgentSwitched, ...] = ()
+    agent_targets: np.ndarray | None = None
+    agent_rewards: np.ndarray | None = None
+    meta_reward: float | None = None
+
+
+class AgentPolicy(Protocol):
+    """What the step needs from the agents (``domain.agents.AgentPool`` satisfies it)."""
+
+    names: tuple[str, ...]
+    version: str
+    feature_names: tuple[str, ...]
+
+    def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray: ...
+
+
+# ============================================================================================
+# The step
+# ============================================================================================
+
+
+class MetaAgentStep:
+    """The meta-agent stage as a pure step (see the module docstring for the order of work).
+
+    ``decide(state, market_state, targets)`` takes the agents' targets from the caller (tests,
+    vectorised backtests); ``__call__(state, market_state)`` asks ``agents`` for them, feeding
+    each agent its own virtual position.
+    """
+
+    name = "meta_agent"
+    message_type = MarketState
+
+    def __init__(
+        self,
+        config: MetaAgentConfig | None = None,
+        agents: AgentPolicy | None = None,
+        *,
+        agent_names: Sequence[str] | None = None,
+        agent_version: str | None = None,
+    ):
+        self.config = config or MetaAgentConfig()
+        self.agents = agents
+        names = agent_names or (agents.names if agents is not None else DEFAULT_AGENT_NAMES)
+        self.agent_names: tuple[str, ...] = tuple(names)
+        version = agent_version or (agents.version if agents is not None else "none")
+        self.model_version = f"{version}+meta-{self.config.fingerprint()}"
+        self._n = len(self.agent_names)
+        self._decay = 0.5 ** (1.0 / self.config.vol_halflife)
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def key(self, message: MarketState) -> str:
+        return message.symbol
+
+    def new_learner(self, context: str) -> Bandit:
+        seed = int(deterministic_id(self.config.random_state, context, length=8), 16)
+        return make_bandit(self.config.policy, self._n, random_state=seed, **self.config.hyperparameters)
+
+    def new_state(self, symbol: str) -> MetaAgentState:
+        return MetaAgentState(
+            symbol=symbol,
+            learners={GLOBAL: self.new_learner(GLOBAL)},
+            agent_positions=np.zeros(self._n),
+            agent_costs=np.zeros(self._n),
+            weights=np.full(self._n, 1.0 / self._n),
+            regret=RegretLedger(self._n),
+        )
+
+    @staticmethod
+    def encode(state: MetaAgentState) -> bytes:
+        return state.to_bytes()
+
+    @staticmethod
+    def decode(data: bytes) -> MetaAgentState:
+        return MetaAgentState.from_bytes(data)
+
+    @staticmethod
+    def sequence(state: MetaAgentState) -> datetime | None:
+        return state.last_timestamp
+
+    # ---- the step --------------------------------------------------------------------------
+
+    def features_of(self, market: MarketState) -> np.ndarray:
+        """The feature vector in the agents' order (a missing feature raises DataError)."""
+        names = self.agents.feature_names if self.agents is not None else ()
+        values = market.features.values
+        try:
+            return np.array([values[n] for n in names], dtype=np.float64)
+        except KeyError as exc:
+            raise DataError(
+                f"{market.symbol}@{market.timestamp.isoformat()}: feature {exc.args[0]!r} needed by the "
+                f"agents is missing from the MarketState"
+            ) from None
+
+    def __call__(
+        self, state: MetaAgentState | None, market: MarketState
+    ) -> tuple[MetaAgentState, MetaDecision]:
+        if self.agents is None:
+            raise DataError("MetaAgentStep was built without agents: call decide() with targets")
+        if state is not None and state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
+            return state, MetaDecision(None)
+        current = state if state is not None else self.new_state(market.symbol)
+        if market.features.ready:
+            targets = self.agents.act(self.features_of(market), current.agent_positions)
+        else:
+            targets = np.zeros(self._n)
+        return self.decide(state, market, targets)
+
+    step = __call__
+
+    def decide(
+        self, state: MetaAgentState | None, market: MarketState, targets: np.ndarray
+    ) -> tuple[MetaAgentState, MetaDecision]:
+        """One bar: learn from (t-1, t], then choose at t. ``targets`` are the agents' at t."""
+        if state is None:
+            state = self.new_state(market.symbol)
+        elif state.symbol != market.symbol:
+            raise DataError(f"state of {state.symbol} given a MarketState of {market.symbol}")
+        if state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
+            return state, MetaDecision(None)  # redelivery (or out of order): no-op
+        targets = self._check_targets(market, targets)
+        cfg = self.config
+        new = state.copy()
+        price = market.features.bar.close
+
+        # 1-3. learn from the bar that just ended (only if the agents held positions over it)
+        copied: set[str] = set()
+        rewards = meta_reward = None
+        if state.last_price is not None:
+            r = price / state.last_price - 1.0
+            if state.arm is not None and state.last_regime is not None:
+                rewards = (state.agent_positions * r - state.agent_costs) / self._risk_scale(state.variance, r)
+                meta_reward = float(state.weights @ rewards)
+                self._learn(new, copied, state.last_regime, state.arm, rewards)
+                new.regret.add(state.last_regime, rewards, meta_reward)
+            new.variance = (
+                r * r
+                if state.variance is None
+                else self._decay * state.variance + (1.0 - self._decay) * r * r
+            )
+        new.last_rewards = rewards
+
+        # 4. choose at t
+        regime = market.regime.regime
+        if market.features.ready:
+            weights, selection, learner_key = self._choose(new, copied, market)
+            arm = selection.arm
+        else:
+            weights, selection, learner_key = np.full(self._n, 1.0 / self._n), None, None
+            arm = None
+            targets = np.zeros(self._n)
+        desired = float(weights @ targets)
+        leader = int(np.argmax(weights)) if selection is not None else None
+
+        # 5. smooth
+        switched = leader is not None and state.leader is not None and leader != state.leader
+        ramp_left = cfg.ramp_bars if switched else state.ramp_left
+        position = state.position
+        step_target = desired
+        if ramp_left > 0:
+            step_target = position + (desired - position) / ramp_left
+            ramp_left -= 1
+        delta = float(np.clip(step_target - position, -cfg.max_position_change, cfg.max_position_change))
+        new_position = float(np.clip(position + delta, -cfg.max_position, cfg.max_position))
+
+        # bookkeeping for the next bar
+        cost = cfg.cost_bps * 1e-4
+        new.agent_costs = cost * np.abs(targets - state.agent_positions)
+        new.agent_positions = targets
+        new.weights = weights
+        new.arm = arm
+        new.leader = leader if leader is not None else state.leader
+        new.position = new_position
+        new.ramp_left = ramp_left
+        new.last_price = price
+        new.last_timestamp = market.timestamp
+        new.last_regime = regime.value
+        new.version = state.version + 1
+
+        # 6. intent, explanation, events
+        intent_id = make_intent_id(cfg.strategy_id, market.symbol, market.timestamp, self.model_version)
+        detail = self._detail(
+            state, new, market, targets, weights, selection, learner_key, desired, switched
+        )
+        intent = OrderIntent(
+            intent_id=intent_id,
+            strategy_id=cfg.strategy_id,
+            symbol=market.symbol,
+            timestamp=market.timestamp,
+            target_position=new_position,
+            reference_price=price,
+            model_version=self.model_version,
+            regime=regime,
+            confidence=market.regime.confidence,
+            agent_weights={n: float(w) for n, w in zip(self.agent_names, weights, strict=True)},
+            explanation=self._one_line(state, new, market, weights, selection, desired, switched),
+            explanation_detail=detail,
+        )
+        events: tuple[AgentSwitched, ...] = ()
+        if switched and leader is not None and state.leader is not None:
+            events = (
+                AgentSwitched(
+                    event_id=deterministic_id("agent-switched", intent_id),
+                    symbol=market.symbol,
+                    timestamp=market.timestamp,
+                    from_agent=self.agent_names[state.leader],
+                    to_agent=self.agent_names[leader],
+                    regime=regime,
+                    confidence=market.regime.confidence,
+                    weights=intent.agent_weights,
+                    reason=detail["why"],
+                    intent_id=intent_id,
+                ),
+            )
+        return new, MetaDecision(intent, events, targets, rewards, meta_reward)
+
+    # ---- parts of the step ---------------------------------------------------------------
+
+    def _check_targets(self, market: MarketState, targets: np.ndarray) -> np.ndarray:
+        arr = np.asarray(targets, dtype=np.float64).reshape(-1)
+        if arr.shape != (self._n,):
+            raise DataError(
+                f"{market.symbol}@{market.timestamp.isoformat()}: expected {self._n} agent targets "
+                f"({', '.join(self.agent_names)}), got shape {np.shape(targets)}"
+            )
+        if not np.all(np.isfinite(arr)):
+            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise DataError(
+                f"{market.symbol}@{market.timestamp.isoformat()}: target of agent "
+                f"{self.agent_names[bad]} is {arr[bad]!r}"
+            )
+        return np.clip(arr, -self.config.max_position, self.config.max_position)
+
+    def _risk_scale(self, variance: float | None, r: float) -> float:
+        if self.config.risk_adjustment == "none":
+            return 1.0
+        sigma = math.sqrt(variance) if variance is not None else abs(r)
+        return max(sigma, self.config.vol_floor)
+
+    def _writable(self, state: MetaAgentState, copied: set[str], key: str) -> Bandit:
+        """The learner under ``key`` in the new state, copied before its first change this bar
+        (the old state's learners are never modified: the step stays pure)."""
+        if key not in copied:
+            learner = state.learners.get(key)
+            state.learners[key] = learner.copy() if learner is not None else self.new_learner(key)
+            copied.add(key)
+        return state.learners[key]
+
+    def _learn(
+        self, new: MetaAgentState, copied: set[str], regime: str, arm: int, rewards: np.ndarray
+    ) -> None:
+        keys = [GLOBAL] if self.config.context == "global" else [GLOBAL, regime]
+        for key in keys:
+            learner = self._writable(new, copied, key)
+            if self.config.feedback == "full":
+                learner.update_all(rewards)
+            else:
+                learner.update(arm, float(rewards[arm]))
+
+    def _primary_key(self, state: MetaAgentState, regime: str) -> str:
+        if self.config.context == "global":
+            return GLOBAL
+        learner = state.learners.get(regime)
+        if learner is None or learner.t_ < self.config.min_regime_rounds:
+            return GLOBAL
+        return regime
+
+    def _choose(
+        self, new: MetaAgentState, copied: set[str], market: MarketState
+    ) -> tuple[np.ndarray, Selection, str]:
+        key = self._primary_key(new, market.regime.regime.value)
+        learner = self._writable(new, copied, key)  # selection may draw from its generator
+        selection = learner.select()
+        if self.config.context == "probability":
+            weights = np.zeros(self._n)
+            for r, p in zip(REGIMES, market.regime.probabilities, strict=True):
+                if p > 0.0:
+                    weights += p * self._writable(new, copied, self._primary_key(new, r.value)).weights()
+            if self.config.mode == "select":
+                weights = np.eye(self._n)[int(np.argmax(weights))]
+        elif self.config.mode == "blend":
+            weights = learner.weights()
+        else:
+            weights = np.eye(self._n)[selection.arm]
+        return weights / weights.sum(), selection, key
+
+    # ---- explanations ----------------------------------------------------------------------
+
+    def _why(self, selection: Selection | None, leader: int | None, learner_key: str | None) -> str:
+        if selection is None or leader is None:
+            return "features warming up: staying flat"
+        name = self.agent_names[leader]
+        source = (
+            f"{learner_key} learner" if learner_key != GLOBAL else "global learner (regime learner still cold)"
+        )
+        if self.config.context == "global":
+            source = "global learner"
+        if selection.bonuses is not None:
+            est, bonus = selection.estimates[leader], selection.bonuses[leader]
+            shown = "inf" if not math.isfinite(bonus) else f"{bonus:.3f}"
+            return f"{name} has the highest UCB index (estimate {est:.3f} + bonus {shown}) in the {source}"
+        if selection.samples is not None:
+            return (
+                f"{name} leads the posterior (mean {selection.estimates[leader]:.3f}, "
+                f"draw {selection.samples[leader]:.3f}) in the {source}"
+            )
+        return f"{name} has the largest exponential weight in the {source}"
+
+    def _detail(
+        self,
+        old: MetaAgentState,
+        new: MetaAgentState,
+        market: MarketState,
+        targets: np.ndarray,
+        weights: np.ndarray,
+        selection: Selection | None,
+        learner_key: str | None,
+        desired: float,
+        switched: bool,
+    ) -> dict[str, Any]:
+        agents: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(self.agent_names):
+            entry: dict[str, Any] = {"target": float(targets[i]), "weight": float(weights[i])}
+            if selection is not None:
+                entry["estimate"] = float(selection.estimates[i])
+                if selection.bonuses is not None:
+                    b = float(selection.bonuses[i])
+                    entry["bonus"] = b if math.isfinite(b) else "inf"
+                if selection.samples is not None:
+                    entry["sample"] = float(selection.samples[i])
+            if new.last_rewards is not None:
+                entry["last_reward"] = float(new.last_rewards[i])
+            agents[name] = entry
+        leader = new.leader if selection is not None else None
+        return {
+            "policy": self.config.policy,
+            "context": self.config.context,
+            "mode": self.config.mode,
+            "feedback": self.config.feedback,
+            "learner": learner_key,
+            "learner_rounds": new.learners[learner_key].t_ if learner_key is not None else 0,
+            "regime": market.regime.regime.value,
+            "confidence": float(market.regime.confidence),
+            "probabilities": {r.value: float(p) for r, p in zip(REGIMES, market.regime.probabilities, strict=True)},
+            "agents": agents,
+            "chosen": self.agent_names[leader] if leader is not None else None,
+            "why": self._why(selection, leader, learner_key),
+            "previous": {
+                "chosen": self.agent_names[old.leader] if old.leader is not None else None,
+                "weights": {n: float(w) for n, w in zip(self.agent_names, old.weights, strict=True)},
+                "regime": old.last_regime,
+                "position": old.position,
+            },
+            "switched": switched,
+            "desired_position": desired,
+            "position": new.position,
+            "ramp_left": new.ramp_left,
+            "capped": abs(new.position - old.position) + 1e-12 < abs(desired - old.position),
+            "regret": {
+                "overall": new.regret.overall(),
+                "regime": new.regret.regret(market.regime.regime.value),
+            },
+        }
+
+    def _one_line(
+        self,
+        old: MetaAgentState,
+        new: MetaAgentState,
+        market: MarketState,
+        weights: np.ndarray,
+        selection: Selection | None,
+        desired: float,
+        switched: bool,
+    ) -> str:
+        regime = market.regime
+        head = f"{regime.regime.value} ({regime.confidence:.0%})"
+        if selection is None:
+            return f"{head}: features warming up ({market.features.warmup_remaining} bars left), target 0"
+        order = np.argsort(-weights)
+        leader = int(order[0])
+        shown = ", ".join(f"{self.agent_names[i]} {weights[i]:.2f}" for i in order if weights[i] >= 0.005)
+        why = self._why(selection, leader, self._primary_key(new, regime.regime.value))
+        changes = []
+        if old.last_regime is not None and old.last_regime != regime.regime.value:
+            changes.append(f"regime {old.last_regime}→{regime.regime.value}")
+        if switched and old.leader is not None:
+            changes.append(f"switched from {self.agent_names[old.leader]}")
+        if abs(new.position - desired) > 1e-9:
+            changes.append(f"smoothed toward {desired:+.2f}")
+        changed = "; ".join(changes) if changes else "no change of leader"
+        return (
+            f"{head}: {self.config.mode} [{shown}] — {why}; {changed}; "
+            f"target {new.position:+.2f} (was {old.position:+.2f})"
+        )

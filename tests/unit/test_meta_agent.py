@@ -1,0 +1,257 @@
+"""Meta-agent step: no look-ahead, smoothing, ramp, ids, explanations, regret, state."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from ensemble_trader.domain.errors import DataError, InvalidMessageError, StateError
+from ensemble_trader.domain.meta_agent import (
+    AgentSwitched,
+    MetaAgentConfig,
+    MetaAgentState,
+    MetaAgentStep,
+    RegretLedger,
+)
+from ensemble_trader.domain.models import (
+    REGIMES,
+    Bar,
+    FeatureVector,
+    MarketState,
+    Regime,
+    RegimeEstimate,
+    make_intent_id,
+)
+
+T0 = datetime(2024, 1, 2, tzinfo=UTC)
+
+
+def market(i: int, price: float, regime: Regime = Regime.BULL, warmup: int = 0, conf: float = 0.7) -> MarketState:
+    ts = T0 + timedelta(days=i)
+    bar = Bar(symbol="SPX", timestamp=ts, open=price, high=price, low=price, close=price, volume=1.0)
+    rest = (1.0 - conf) / 3.0
+    probs = tuple(conf if r is regime else rest for r in REGIMES)
+    return MarketState(
+        features=FeatureVector(bar=bar, values={"ret_1": 0.0}, warmup_remaining=warmup),
+        regime=RegimeEstimate(
+            symbol="SPX",
+            timestamp=ts,
+            probabilities=probs,
+            regime=regime,
+            confidence=conf,
+            bars_in_regime=1,
+            model_version="test",
+        ),
+    )
+
+
+def path(n: int, seed: int = 0) -> tuple[np.ndarray, list[Regime], np.ndarray]:
+    """Prices, regimes and agent targets of a synthetic run (agent 0 follows the trend)."""
+    rng = np.random.default_rng(seed)
+    drift = np.where(np.arange(n) < n // 2, 0.002, -0.002)
+    returns = drift + 0.01 * rng.standard_normal(n)
+    prices = 100.0 * np.cumprod(1.0 + returns)
+    regimes = [Regime.BULL if d > 0 else Regime.BEAR for d in drift]
+    targets = np.column_stack(
+        [np.sign(drift), np.full(n, 1.5), rng.uniform(-1, 1, n), -np.sign(drift)]
+    )
+    return prices, regimes, targets
+
+
+def run(step: MetaAgentStep, prices, regimes, targets, warmup: int = 0):
+    state, decisions = None, []
+    for i, p in enumerate(prices):
+        state, decision = step.decide(state, market(i, p, regimes[i], warmup=max(warmup - i, 0)), targets[i])
+        decisions.append(decision)
+    return state, decisions
+
+
+@pytest.mark.parametrize("policy", ["hedge", "ucb", "thompson", "exp3", "dts"])
+@pytest.mark.parametrize("context", ["regime", "probability"])
+def test_no_look_ahead_changing_the_future_does_not_change_past_intents(policy: str, context: str) -> None:
+    prices, regimes, targets = path(120)
+    step = MetaAgentStep(MetaAgentConfig.create(policy=policy, context=context, min_regime_rounds=5))
+    _, base = run(step, prices, regimes, targets)
+    k = 70
+    future_prices = prices.copy()
+    future_prices[k + 1 :] *= 1.3
+    future_targets = targets.copy()
+    future_targets[k + 1 :] = -future_targets[k + 1 :]
+    future_regimes = regimes[: k + 1] + [Regime.VOLATILE] * (len(regimes) - k - 1)
+    _, other = run(step, future_prices, future_regimes, future_targets)
+    for a, b in zip(base[: k + 1], other[: k + 1], strict=True):
+        assert a.intent == b.intent
+    assert any(a.intent != b.intent for a, b in zip(base[k + 1 :], other[k + 1 :], strict=True))
+
+
+def test_position_change_per_bar_is_bounded() -> None:
+    prices, regimes, targets = path(150, seed=3)
+    targets = np.where(np.arange(150)[:, None] % 2 == 0, 2.0, -2.0) * np.ones((1, 4))
+    step = MetaAgentStep(MetaAgentConfig.create(max_position_change=0.3, ramp_bars=1))
+    _, decisions = run(step, prices, regimes, targets)
+    positions = np.array([0.0] + [d.intent.target_position for d in decisions])
+    assert np.max(np.abs(np.diff(positions))) <= 0.3 + 1e-12
+    assert any(d.intent.explanation_detail["capped"] for d in decisions)
+
+
+def test_switch_ramps_to_the_new_leader_over_ramp_bars() -> None:
+    names = ("a", "b")
+    cfg = MetaAgentConfig.create(
+        policy="ucb", mode="select", context="global", ramp_bars=4, max_position_change=2.0,
+        risk_adjustment="none", cost_bps=0.0,
+    )
+    step = MetaAgentStep(cfg, agent_names=names)
+    # agent a is long, agent b short; prices rise then fall hard so the leader flips to b
+    prices = np.concatenate([100 * 1.01 ** np.arange(30), 100 * 1.01**29 * 0.97 ** np.arange(1, 31)])
+    targets = np.tile([1.0, -1.0], (60, 1))
+    state, decisions = run(step, prices, [Regime.BULL] * 60, targets)
+    switches = [i for i, d in enumerate(decisions) if d.events]
+    assert switches, "the leader never changed"
+    i = switches[-1]
+    event = decisions[i].events[0]
+    assert isinstance(event, AgentSwitched) and event.to_agent == decisions[i].intent.explanation_detail["chosen"]
+    before = decisions[i - 1].intent.target_position
+    desired = decisions[i].intent.explanation_detail["desired_position"]
+    ramp = [d.intent.target_position for d in decisions[i : i + 4]]
+    expected, pos = [], before
+    for left in (4, 3, 2, 1):
+        pos = pos + (desired - pos) / left
+        expected.append(pos)
+    assert all(not d.events for d in decisions[i + 1 : i + 4])
+    np.testing.assert_allclose(ramp, expected)
+    assert ramp[-1] == pytest.approx(desired)
+    assert len({round(x, 9) for x in ramp}) == 4  # four distinct steps, not a jump
+    assert "switched from" in decisions[i].intent.explanation
+
+
+def test_intent_ids_are_deterministic_and_follow_make_intent_id() -> None:
+    prices, regimes, targets = path(30)
+    step = MetaAgentStep(MetaAgentConfig.create(strategy_id="ens-1"), agent_version="v7")
+    _, first = run(step, prices, regimes, targets)
+    _, second = run(MetaAgentStep(MetaAgentConfig.create(strategy_id="ens-1"), agent_version="v7"), prices, regimes, targets)
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        assert a.intent.intent_id == b.intent.intent_id
+        assert a.intent.intent_id == make_intent_id("ens-1", "SPX", T0 + timedelta(days=i), step.model_version)
+    assert step.model_version.startswith("v7+meta-")
+    other = MetaAgentStep(MetaAgentConfig.create(strategy_id="ens-1", policy="ucb"), agent_version="v7")
+    assert other.model_version != step.model_version
+
+
+def test_explanations_are_present_and_structured() -> None:
+    prices, regimes, targets = path(60)
+    for policy, key in (("ucb", "bonus"), ("thompson", "sample"), ("hedge", "estimate")):
+        _, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy=policy)), prices, regimes, targets)
+        intent = decisions[-1].intent
+        assert intent.explanation.startswith("BEAR (")
+        detail = intent.explanation_detail
+        for field in ("regime", "confidence", "agents", "chosen", "why", "previous", "regret", "position"):
+            assert field in detail
+        assert set(detail["agents"]) == {"conservative", "aggressive", "balanced", "contrarian"}
+        assert all(key in a and "weight" in a and "target" in a for a in detail["agents"].values())
+        assert abs(sum(intent.agent_weights.values()) - 1.0) < 1e-9
+        json.dumps(detail)  # serialisable as is
+
+
+def test_warm_up_keeps_flat_and_does_not_learn() -> None:
+    prices, regimes, targets = path(40)
+    state, decisions = run(MetaAgentStep(), prices, regimes, targets, warmup=10)
+    assert all(d.intent.target_position == 0.0 for d in decisions[:10])
+    assert "warming up" in decisions[0].intent.explanation
+    assert decisions[10].agent_rewards is None  # positions before bar 10 were all flat
+    assert decisions[11].agent_rewards is not None
+    assert sum(state.regret.bars.values()) == 40 - 11
+
+
+def test_redelivery_is_a_no_op_and_the_step_is_pure() -> None:
+    prices, regimes, targets = path(50)
+    step = MetaAgentStep(MetaAgentConfig.create(policy="thompson"))
+    state, _ = run(step, prices[:30], regimes, targets)
+    snapshot = state.to_dict()
+    again, decision = step.decide(state, market(29, prices[29], regimes[29]), targets[29])
+    assert decision.intent is None and again is state
+    new, decision = step.decide(state, market(30, prices[30], regimes[30]), targets[30])
+    assert decision.intent is not None and new.version == state.version + 1
+    assert state.to_dict() == snapshot  # the input state was not modified
+
+
+def test_state_round_trip_gives_identical_next_intents() -> None:
+    prices, regimes, targets = path(80)
+    step = MetaAgentStep(MetaAgentConfig.create(policy="dts", context="probability"))
+    state, _ = run(step, prices[:40], regimes, targets)
+    restored = MetaAgentState.from_bytes(state.to_bytes())
+    for i in range(40, 80):
+        state, a = step.decide(state, market(i, prices[i], regimes[i]), targets[i])
+        restored, b = step.decide(restored, market(i, prices[i], regimes[i]), targets[i])
+        assert a.intent == b.intent
+    with pytest.raises(StateError):
+        MetaAgentState.from_bytes(b"{not json")
+    with pytest.raises(StateError):
+        MetaAgentState.from_bytes(json.dumps({"format": 1, "symbol": "SPX"}).encode())
+
+
+def test_regret_ledger_hand_made_case() -> None:
+    ledger = RegretLedger(2)
+    ledger.add("BULL", np.array([1.0, 0.0]), 0.5)
+    ledger.add("BEAR", np.array([0.0, 2.0]), 2.0)
+    ledger.add("BULL", np.array([1.0, 0.0]), 0.0)
+    assert ledger.regret("BULL") == pytest.approx(1.5)
+    assert ledger.regret("BEAR") == pytest.approx(0.0)
+    assert ledger.overall() == pytest.approx(2.0 - 2.5)  # beat every single agent
+    summary = ledger.summary(("a", "b"))
+    assert summary["vs_regime_oracle"] == pytest.approx(1.5)
+    assert summary["by_regime"]["BULL"]["best_agent"] == "a"
+    assert list(summary["by_regime"]) == ["BULL", "BEAR"]
+
+
+def test_regret_of_the_step_on_a_hand_made_path() -> None:
+    """Two agents, long 1 and short 1, prices +1 % per bar, raw rewards, no costs.
+
+    Bar 0: Hedge is cold, weights (0.5, 0.5). Bar 1: rewards (+0.01, -0.01); the meta-agent
+    earned 0.5 * 0.01 - 0.5 * 0.01 = 0, so regret = 0.01 in BULL and overall.
+    """
+    cfg = MetaAgentConfig.create(policy="hedge", context="global", risk_adjustment="none", cost_bps=0.0)
+    step = MetaAgentStep(cfg, agent_names=("long", "short"))
+    state, d0 = step.decide(None, market(0, 100.0), [1.0, -1.0])
+    assert d0.intent.agent_weights == {"long": 0.5, "short": 0.5}
+    state, d1 = step.decide(state, market(1, 101.0), [1.0, -1.0])
+    np.testing.assert_allclose(d1.agent_rewards, [0.01, -0.01])
+    assert d1.meta_reward == pytest.approx(0.0)
+    assert state.regret.regret("BULL") == pytest.approx(0.01)
+    assert d1.intent.explanation_detail["regret"]["overall"] == pytest.approx(0.01)
+
+
+def test_costs_are_charged_for_the_trade_made_at_the_previous_bar() -> None:
+    cfg = MetaAgentConfig.create(context="global", risk_adjustment="none", cost_bps=10.0)
+    step = MetaAgentStep(cfg, agent_names=("a", "b"))
+    state, _ = step.decide(None, market(0, 100.0), [1.0, 0.0])
+    state, d = step.decide(state, market(1, 100.0), [1.0, 0.0])
+    np.testing.assert_allclose(d.agent_rewards, [-0.001, 0.0])  # a bought 1 unit at 10 bp
+    state, d = step.decide(state, market(2, 100.0), [1.0, 0.0])
+    np.testing.assert_allclose(d.agent_rewards, [0.0, 0.0])  # no trade, no cost
+
+
+def test_full_information_learns_from_agents_that_were_not_played() -> None:
+    prices, regimes, targets = path(200, seed=2)
+    regimes = [Regime.BULL] * 200
+    prices = 100 * 1.002 ** np.arange(200) * (1 + 0.001 * np.sin(np.arange(200)))
+    targets = np.tile([1.0, 0.0, 0.2, -1.0], (200, 1))
+    state, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy="hedge", context="global")), prices, regimes, targets)
+    assert decisions[-1].intent.agent_weights["conservative"] > 0.9
+
+
+def test_bad_input_raises_typed_errors() -> None:
+    step = MetaAgentStep()
+    with pytest.raises(DataError, match="expected 4 agent targets"):
+        step.decide(None, market(0, 100.0), [1.0, 2.0])
+    with pytest.raises(DataError, match="aggressive"):
+        step.decide(None, market(0, 100.0), [0.0, float("nan"), 0.0, 0.0])
+    with pytest.raises(InvalidMessageError, match="policy"):
+        MetaAgentConfig.create(policy="greedy")
+    with pytest.raises(InvalidMessageError, match="ramp_bars"):
+        MetaAgentConfig.create(ramp_bars=0)
+    state, _ = step.decide(None, market(0, 100.0), [0.0] * 4)
+    other = market(1, 100.0).model_copy()
+    with pytest.raises(DataError, match="without agents"):
+        step(state, other)
