@@ -1,0 +1,472 @@
+"""Synthetic regime-switching OHLCV bars with ground-truth regime labels.
+
+A hidden Markov chain over the four regimes (BULL, BEAR, SIDEWAYS, VOLATILE) drives the
+close-to-close log return of every bar; each regime has its own drift, volatility, optional
+short-term mean reversion, optional GARCH-like volatility clustering and volume level. Each
+bar's open/high/low/close come from a discretised Brownian bridge between the open and the
+close, so high and low are consistent with open and close and the bar's range carries the
+regime's volatility (range-based volatility estimators work as on real data).
+
+Everything is pure numpy, seeded through one ``numpy.random.Generator``: the same
+``(scenario, n_bars, seed, symbol, start, freq)`` gives bit-identical arrays.
+
+The model of one bar ``t`` in regime ``k`` (log prices):
+
+* shock ``z_t``: standard normal, or a unit-variance Student-t when ``tail_df`` is finite;
+* conditional variance ``h_t = vol_k² (1 - α_k - β_k) + α_k ε_{t-1}² + β_k h_{t-1}`` with
+  ``ε = √h z`` (variance targeting; reset to ``vol_k²`` when the regime is entered);
+* anchor level ``m_t = m_{t-1} + drift_k + level_vol_k η_t`` (reset to the price on entering a
+  mean-reverting regime);
+* return ``r_t = drift_k + κ_k (m_{t-1} - p_{t-1}) + √h_t z_t``; with ``κ_k > 0`` the price is an
+  Ornstein-Uhlenbeck deviation around the slowly moving anchor, so returns are negatively
+  autocorrelated and a contrarian profits;
+* volume ``log V_t = log base_volume + volume_level_k + u_t + volume_response (|z_t| - E|z|)``
+  with ``u`` a persistent AR(1) noise.
+
+See docs/data.md for the parameters of every preset. The files of a generated data set
+(``bars.csv``, ``truth.csv``) are written and read by :mod:`ensemble_trader.marketdata`
+(``write_bars_csv``, ``write_truth_csv``, ``read_truth_csv``): this module does no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN
+
+REGIME_NAMES: tuple[str, ...] = tuple(r.value for r in REGIMES)
+"""``("BULL", "BEAR", "SIDEWAYS", "VOLATILE")``: the order of every per-regime tuple here."""
+
+_VOLUME_AR = 0.6  # persistence of the volume noise u_t
+
+
+@dataclass(frozen=True)
+class RegimeParams:
+    """How one regime moves the market (per bar, log-return units).
+
+    ``drift``: mean log return per bar. ``vol``: unconditional volatility of the shock per bar.
+    ``dwell``: expected number of bars per visit (the chain leaves with probability 1/dwell).
+    ``mean_reversion``: κ, the fraction of the deviation from the anchor level removed per bar
+    (0 = random walk). ``level_vol``: volatility per bar of the anchor level itself.
+    ``garch_alpha`` / ``garch_beta``: volatility clustering (0, 0 = constant volatility).
+    ``volume_level``: log-volume offset from the scenario's base volume.
+    """
+
+    drift: float
+    vol: float
+    dwell: float
+    mean_reversion: float = 0.0
+    level_vol: float = 0.0
+    garch_alpha: float = 0.0
+    garch_beta: float = 0.0
+    volume_level: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.drift) and abs(self.drift) < 0.1):
+            raise DataError(f"drift={self.drift!r}: must be finite and below 0.1 per bar in size")
+        if not (0.0 < self.vol < 0.5):
+            raise DataError(f"vol={self.vol!r}: must be in (0, 0.5) per bar")
+        if not self.dwell >= 1.0:
+            raise DataError(f"dwell={self.dwell!r}: must be >= 1 bar")
+        if not 0.0 <= self.mean_reversion < 1.0:
+            raise DataError(f"mean_reversion={self.mean_reversion!r}: must be in [0, 1)")
+        if not self.level_vol >= 0.0:
+            raise DataError(f"level_vol={self.level_vol!r}: must be >= 0")
+        if not (
+            self.garch_alpha >= 0.0 and self.garch_beta >= 0.0 and self.garch_alpha + self.garch_beta < 1.0
+        ):
+            raise DataError(
+                f"garch_alpha={self.garch_alpha!r}, garch_beta={self.garch_beta!r}: "
+                "must be >= 0 with alpha + beta < 1"
+            )
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """A difficulty preset: the four regimes' parameters and how the chain moves between them.
+
+    ``regimes`` lists BULL, BEAR, SIDEWAYS, VOLATILE. ``exit_weights[i][j]`` is the relative
+    weight of moving to regime j when leaving regime i (the diagonal is ignored).
+    """
+
+    name: str
+    description: str
+    regimes: tuple[RegimeParams, RegimeParams, RegimeParams, RegimeParams]
+    exit_weights: tuple[tuple[float, float, float, float], ...]
+    tail_df: float = math.inf
+    gap_scale: float = 0.0
+    intrabar_steps: int = 24
+    start_price: float = 100.0
+    base_volume: float = 1.0e6
+    volume_sigma: float = 0.25
+    volume_response: float = 0.3
+    _matrix: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.regimes) != 4 or len(self.exit_weights) != 4:
+            raise DataError(f"scenario {self.name!r}: needs four regimes and a 4x4 exit_weights")
+        w = np.array(self.exit_weights, dtype=np.float64)
+        if w.shape != (4, 4) or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise DataError(f"scenario {self.name!r}: exit_weights must be a 4x4 of finite weights >= 0")
+        np.fill_diagonal(w, 0.0)
+        row = w.sum(axis=1)
+        if np.any(row <= 0):
+            raise DataError(f"scenario {self.name!r}: every regime needs somewhere to go")
+        if not (self.tail_df > 2.0):
+            raise DataError(f"scenario {self.name!r}: tail_df={self.tail_df!r} must be > 2 (or inf)")
+        if not 0.0 <= self.gap_scale < 1.0:
+            raise DataError(f"scenario {self.name!r}: gap_scale={self.gap_scale!r} must be in [0, 1)")
+        if self.intrabar_steps < 2:
+            raise DataError(f"scenario {self.name!r}: intrabar_steps must be >= 2")
+        leave = np.array([1.0 / r.dwell for r in self.regimes])
+        matrix = (w / row[:, None]) * leave[:, None]
+        matrix[np.diag_indices(4)] = 1.0 - leave
+        object.__setattr__(self, "_matrix", matrix)
+
+    @property
+    def transition_matrix(self) -> np.ndarray:
+        """P[i, j] = probability of regime j at bar t+1 given regime i at bar t (a copy)."""
+        return self._matrix.copy()
+
+    def stationary(self) -> np.ndarray:
+        """Long-run share of bars in each regime (the chain's stationary distribution)."""
+        a = self._matrix.T - np.eye(4)
+        a[-1, :] = 1.0
+        b = np.zeros(4)
+        b[-1] = 1.0
+        return np.linalg.solve(a, b)
+
+    def expected_dwell(self) -> np.ndarray:
+        """Expected bars per visit of each regime."""
+        return np.array([r.dwell for r in self.regimes])
+
+    def long_run_drift(self) -> float:
+        """Average drift per bar over the regimes' long-run shares (log-return units)."""
+        return float(self.stationary() @ np.array([r.drift for r in self.regimes]))
+
+
+def _p(drift: float, vol: float, dwell: float, **kw: float) -> RegimeParams:
+    return RegimeParams(drift=drift, vol=vol, dwell=dwell, **kw)
+
+
+# Exit weights: rows are the regime left, columns the regime entered (BULL, BEAR, SIDEWAYS,
+# VOLATILE). Bull markets mostly pause (SIDEWAYS) or crack (VOLATILE); bear markets end in a
+# sideways base or a volatile capitulation; volatile spells resolve into either trend.
+_TYPICAL_EXITS = (
+    (0.0, 0.25, 0.50, 0.25),
+    (0.20, 0.0, 0.40, 0.40),
+    (0.45, 0.25, 0.0, 0.30),
+    (0.30, 0.40, 0.30, 0.0),
+)
+
+SCENARIOS: dict[str, ScenarioSpec] = {
+    spec.name: spec
+    for spec in (
+        ScenarioSpec(
+            name="easy",
+            description="very distinct regimes, long dwell (~100-150 bars), Gaussian shocks",
+            regimes=(
+                _p(0.0025, 0.007, 150),
+                _p(-0.0035, 0.015, 100, volume_level=0.3),
+                _p(0.0, 0.004, 120, mean_reversion=0.30, level_vol=0.0005, volume_level=-0.3),
+                _p(-0.0005, 0.030, 80, garch_alpha=0.05, garch_beta=0.85, volume_level=0.7),
+            ),
+            exit_weights=_TYPICAL_EXITS,
+        ),
+        ScenarioSpec(
+            name="realistic",
+            description="overlapping drifts, dwell ~20-60 bars, fat tails, volatility clustering",
+            regimes=(
+                _p(0.0010, 0.009, 60, garch_alpha=0.03, garch_beta=0.90),
+                _p(-0.0016, 0.016, 30, garch_alpha=0.05, garch_beta=0.88, volume_level=0.25),
+                _p(0.0, 0.006, 40, mean_reversion=0.25, level_vol=0.001, volume_level=-0.2),
+                _p(-0.0005, 0.026, 20, garch_alpha=0.10, garch_beta=0.80, volume_level=0.55),
+            ),
+            exit_weights=_TYPICAL_EXITS,
+            tail_df=5.0,
+            gap_scale=0.15,
+        ),
+        ScenarioSpec(
+            name="hard",
+            description="close parameters, short dwell (~10-25 bars), fat tails",
+            regimes=(
+                _p(0.0005, 0.010, 25, garch_alpha=0.05, garch_beta=0.85),
+                _p(-0.0007, 0.013, 15, garch_alpha=0.05, garch_beta=0.85, volume_level=0.1),
+                _p(0.0, 0.008, 18, mean_reversion=0.10, level_vol=0.002, volume_level=-0.1),
+                _p(-0.0002, 0.019, 10, garch_alpha=0.10, garch_beta=0.80, volume_level=0.25),
+            ),
+            exit_weights=_TYPICAL_EXITS,
+            tail_df=4.0,
+            gap_scale=0.2,
+            volume_sigma=0.35,
+        ),
+        ScenarioSpec(
+            name="mean_reverting",
+            description="SIDEWAYS-heavy market with strong short-term mean reversion (contrarian)",
+            regimes=(
+                _p(0.0010, 0.009, 25),
+                _p(-0.0012, 0.014, 20, volume_level=0.25),
+                _p(0.0, 0.008, 90, mean_reversion=0.45, level_vol=0.0008, volume_level=-0.2),
+                _p(-0.0003, 0.024, 12, garch_alpha=0.08, garch_beta=0.80, volume_level=0.5),
+            ),
+            exit_weights=(
+                (0.0, 0.15, 0.70, 0.15),
+                (0.15, 0.0, 0.70, 0.15),
+                (0.35, 0.30, 0.0, 0.35),
+                (0.20, 0.20, 0.60, 0.0),
+            ),
+            tail_df=6.0,
+            gap_scale=0.1,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Generated bars with their hidden regime (one label per bar)."""
+
+    series: BarSeries
+    regimes: np.ndarray
+    scenario: str
+    seed: int
+
+    @property
+    def regime_codes(self) -> np.ndarray:
+        """Regimes as integers 0..3 in the order BULL, BEAR, SIDEWAYS, VOLATILE."""
+        return regime_codes(self.regimes)
+
+    def switches(self) -> int:
+        """Number of bars whose regime differs from the previous bar's."""
+        return int(np.count_nonzero(self.regimes[1:] != self.regimes[:-1]))
+
+    def shares(self) -> dict[str, float]:
+        """Fraction of bars in each regime."""
+        n = max(len(self.regimes), 1)
+        return {name: float(np.count_nonzero(self.regimes == name)) / n for name in REGIME_NAMES}
+
+
+def regime_codes(regimes: np.ndarray) -> np.ndarray:
+    """Map regime strings to 0..3 (BULL, BEAR, SIDEWAYS, VOLATILE); unknown labels → DataError."""
+    labels = np.asarray(regimes)
+    codes = np.full(labels.shape, -1, dtype=np.int64)
+    for i, name in enumerate(REGIME_NAMES):
+        codes[labels == name] = i
+    if np.any(codes < 0):
+        bad = str(labels[codes < 0][0])
+        raise DataError(f"unknown regime label {bad!r}; expected one of {list(REGIME_NAMES)}")
+    return codes
+
+
+_FREQ = re.compile(r"^\s*(\d+)\s*(D|d|H|h|min|T|m|S|s)\s*$")
+_FREQ_UNITS = {"D": "D", "d": "D", "H": "h", "h": "h", "min": "m", "T": "m", "m": "m", "S": "s", "s": "s"}
+
+
+def parse_freq(freq: str) -> np.timedelta64:
+    """``"1D"``, ``"4h"``, ``"15min"``, ``"30s"`` → a numpy timedelta64."""
+    match = _FREQ.match(freq)
+    if match is None or int(match.group(1)) <= 0:
+        raise DataError(
+            f"freq={freq!r}: expected a positive count and a unit D, h, min or s (e.g. '1D', '15min')"
+        )
+    return np.timedelta64(int(match.group(1)), _FREQ_UNITS[match.group(2)]).astype("timedelta64[ns]")
+
+
+def _parse_start(start: str) -> np.datetime64:
+    try:
+        when = datetime.fromisoformat(start)
+    except ValueError:
+        raise DataError(f"start={start!r}: not an ISO-8601 date or datetime") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return np.datetime64(when, "ns")
+
+
+def generate(
+    scenario: str,
+    n_bars: int,
+    seed: int,
+    symbol: str = "SYN",
+    start: str = "2000-01-03",
+    freq: str = "1D",
+) -> SyntheticData:
+    """Generate ``n_bars`` bars of ``scenario`` (a key of :data:`SCENARIOS`) and their regimes.
+
+    ``start`` is the first bar's time (ISO-8601; naive means UTC), ``freq`` the bar spacing.
+    Deterministic: the same arguments give identical arrays.
+    """
+    spec = SCENARIOS.get(scenario)
+    if spec is None:
+        raise DataError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
+    if isinstance(n_bars, bool) or not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
+        raise DataError(f"n_bars={n_bars!r}: must be an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed={seed!r}: must be an integer >= 0")
+    if not re.match(SYMBOL_PATTERN, symbol):
+        raise DataError(f"symbol={symbol!r}: not a valid symbol (upper-case ticker)")
+    step = parse_freq(freq)
+    t0 = _parse_start(start)
+    last_ns = int(t0.astype(np.int64)) + (int(n_bars) - 1) * int(step.astype(np.int64))
+    if last_ns >= np.iinfo(np.int64).max:
+        raise DataError(
+            f"{n_bars} bars of {freq} from {start} end after 2262-04-11, the limit of "
+            "datetime64[ns]: choose a shorter freq or an earlier start"
+        )
+
+    n = int(n_bars)
+    rng = np.random.default_rng(int(seed))
+    states = _simulate_chain(spec, n, rng)
+    shocks = _shocks(spec, n, rng)
+    closes_log, sigma, abs_z = _simulate_returns(spec, states, shocks, rng)
+    opens_log = _opens(spec, closes_log, sigma, rng)
+    high, low = _intrabar_extremes(spec, opens_log, closes_log, sigma, rng)
+    volume = _volume(spec, states, abs_z, rng)
+
+    open_ = np.exp(opens_log)
+    close = np.exp(closes_log)
+    # exp() is monotone, so the log-space ordering carries over; clip guards the last ulp.
+    high = np.maximum(np.exp(high), np.maximum(open_, close))
+    low = np.minimum(np.exp(low), np.minimum(open_, close))
+    timestamps = t0 + np.arange(n, dtype=np.int64) * step
+    series = BarSeries(
+        symbol=symbol,
+        timestamp=timestamps.astype("datetime64[ns]"),
+        open=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+    )
+    labels = np.array(REGIME_NAMES, dtype="<U8")[states]
+    return SyntheticData(series=series, regimes=labels, scenario=scenario, seed=int(seed))
+
+
+def _simulate_chain(spec: ScenarioSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Regime index of every bar: first from the stationary law, then the Markov chain."""
+    cumulative = np.cumsum(spec.transition_matrix, axis=1)
+    cumulative[:, -1] = 1.0
+    u = rng.random(n)
+    first = np.cumsum(spec.stationary())
+    first[-1] = 1.0
+    states = np.empty(n, dtype=np.int64)
+    state = int(np.searchsorted(first, u[0], side="right"))
+    states[0] = state
+    rows = [list(r) for r in cumulative]
+    for t in range(1, n):
+        row = rows[state]
+        x = u[t]
+        state = 0
+        while x >= row[state]:
+            state += 1
+        states[t] = state
+    return states
+
+
+def _shocks(spec: ScenarioSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance shocks: Gaussian, or Student-t scaled to variance 1."""
+    if math.isinf(spec.tail_df):
+        return rng.standard_normal(n)
+    df = spec.tail_df
+    return rng.standard_t(df, n) / math.sqrt(df / (df - 2.0))
+
+
+def _simulate_returns(
+    spec: ScenarioSpec, states: np.ndarray, z: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log closes, the per-bar conditional volatility, and |z| (for volume)."""
+    n = len(states)
+    eta = rng.standard_normal(n).tolist()
+    params = spec.regimes
+    drift = [p.drift for p in params]
+    target = [p.vol * p.vol for p in params]
+    alpha = [p.garch_alpha for p in params]
+    beta = [p.garch_beta for p in params]
+    kappa = [p.mean_reversion for p in params]
+    level_vol = [p.level_vol for p in params]
+
+    log_close = np.empty(n)
+    sigma = np.empty(n)
+    zs = z.tolist()
+    st = states.tolist()
+    price = math.log(spec.start_price)
+    level = price
+    prev_state = -1
+    h = 0.0
+    prev_eps2 = 0.0
+    for t in range(n):
+        k = st[t]
+        if k != prev_state:  # entering a regime: its own volatility, anchor at today's price
+            h = target[k]
+            level = price
+            prev_state = k
+        else:
+            h = target[k] * (1.0 - alpha[k] - beta[k]) + alpha[k] * prev_eps2 + beta[k] * h
+        s = math.sqrt(h)
+        eps = s * zs[t]
+        price_next = price + drift[k] + kappa[k] * (level - price) + eps
+        level += drift[k] + level_vol[k] * eta[t]
+        price = price_next
+        prev_eps2 = eps * eps
+        log_close[t] = price
+        sigma[t] = s
+    return log_close, sigma, np.abs(z)
+
+
+def _opens(
+    spec: ScenarioSpec, log_close: np.ndarray, sigma: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Open = previous close plus a small overnight gap (scale ``gap_scale`` × the bar's vol)."""
+    prev = np.empty_like(log_close)
+    prev[0] = math.log(spec.start_price)
+    prev[1:] = log_close[:-1]
+    gaps = rng.standard_normal(len(log_close)) * sigma * spec.gap_scale
+    return prev + gaps
+
+
+def _intrabar_extremes(
+    spec: ScenarioSpec,
+    log_open: np.ndarray,
+    log_close: np.ndarray,
+    sigma: np.ndarray,
+    rng: np.random.Generator,
+    chunk: int = 16_384,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log high and low of a discretised Brownian bridge from open to close (vol = sigma)."""
+    n = len(log_open)
+    steps = spec.intrabar_steps
+    frac = np.arange(1, steps + 1) / steps
+    high = np.empty(n)
+    low = np.empty(n)
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        m = hi - lo
+        walk = np.cumsum(rng.standard_normal((m, steps)), axis=1) * (sigma[lo:hi, None] / math.sqrt(steps))
+        bridge = walk - frac[None, :] * walk[:, -1:]
+        path = log_open[lo:hi, None] + frac[None, :] * (log_close[lo:hi] - log_open[lo:hi])[:, None] + bridge
+        high[lo:hi] = np.maximum(path.max(axis=1), log_open[lo:hi])
+        low[lo:hi] = np.minimum(path.min(axis=1), log_open[lo:hi])
+    return high, low
+
+
+def _volume(
+    spec: ScenarioSpec, states: np.ndarray, abs_z: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Log-normal volume: regime level + persistent AR(1) noise + response to the shock size."""
+    n = len(states)
+    e = rng.standard_normal(n) * spec.volume_sigma * math.sqrt(1.0 - _VOLUME_AR**2)
+    u = np.empty(n)
+    acc = rng.standard_normal() * spec.volume_sigma
+    for t, x in enumerate(e.tolist()):
+        acc = _VOLUME_AR * acc + x
+        u[t] = acc
+    level = np.array([p.volume_level for p in spec.regimes])[states]
+    mean_abs = math.sqrt(2.0 / math.pi)
+    log_v = math.log(spec.base_volume) + level + u + spec.volume_response * (abs_z - mean_abs)
+    return np.round(np.exp(log_v))

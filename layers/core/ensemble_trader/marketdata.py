@@ -1,0 +1,517 @@
+"""Market data in and out: the bars CSV format, the daily bars shipped in ``arch``, ../shared/data.
+
+The bars CSV (DESIGN.md §4) has the header ``timestamp,open,high,low,close,volume`` and an
+optional ``symbol`` column (then one file holds several symbols). Timestamps are ISO-8601 and
+timezone-aware (``2019-10-17T09:00:00Z`` or ``+00:00``); they are stored in UTC.
+
+Every row is checked with the rules of the :class:`~ensemble_trader.domain.models.Bar` model
+(finite positive prices, ``low <= min(open, close)``, ``high >= max(open, close)``, finite
+``volume >= 0``, known symbol format) plus strictly increasing time per symbol. A bad row raises
+:class:`~ensemble_trader.domain.errors.DataError` naming the file, the line, the column and the
+value; nothing is skipped or repaired.
+
+This module does file I/O, so it lives outside ``domain/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar
+from ensemble_trader.domain.synthetic import REGIME_NAMES, SyntheticData, generate, regime_codes
+
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+BAR_COLUMNS: tuple[str, ...] = ("timestamp", *PRICE_COLUMNS, "volume")
+"""The required header of a bars CSV, in the order :func:`write_bars_csv` writes it."""
+
+ARCH_DATASETS: dict[str, str] = {"sp500": "SPX", "nasdaq": "IXIC"}
+"""Daily data sets shipped in ``arch.data`` and the symbol each is given."""
+
+SHARED_DATA_ENV = "ET_SHARED_DATA"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
+
+
+# --------------------------------------------------------------------------------------------
+# Row validation (the Bar model's rules, with line and column numbers)
+# --------------------------------------------------------------------------------------------
+
+
+def _where(source: str, line: int) -> str:
+    return f"{source}, line {line}"
+
+
+def _bad(source: str, line: int, column: str, value: object, reason: str) -> DataError:
+    return DataError(f"{_where(source, line)}: column {column}={value!r}: {reason}")
+
+
+def _row_problem(o: float, h: float, lo: float, c: float, v: float) -> tuple[str, float, str] | None:
+    """The first rule of the Bar model this row breaks, as (column, value, reason), or None."""
+    for name, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        if not (math.isfinite(x) and x > 0.0):
+            return name, x, "must be a finite number > 0"
+    if not (math.isfinite(v) and v >= 0.0):
+        return "volume", v, "must be a finite number >= 0"
+    if lo > min(o, c):
+        return "low", lo, f"must be <= min(open, close) = {min(o, c)!r}"
+    if h < max(o, c):
+        return "high", h, f"must be >= max(open, close) = {max(o, c)!r}"
+    return None
+
+
+def _invalid_rows(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Indices of rows that break a Bar rule (the vectorised twin of :func:`_row_problem`)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.ones(len(o), dtype=bool)
+        for x in (o, h, lo, c):
+            ok &= np.isfinite(x) & (x > 0.0)
+        ok &= np.isfinite(v) & (v >= 0.0)
+        ok &= lo <= np.minimum(o, c)
+        ok &= h >= np.maximum(o, c)
+    return np.flatnonzero(~ok)
+
+
+def _parse_timestamp(text: str, source: str, line: int) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _bad(source, line, "timestamp", text, "not an ISO-8601 datetime") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise _bad(source, line, "timestamp", text, "has no timezone (write a trailing Z or +00:00 for UTC)")
+    return when.astimezone(UTC)
+
+
+def _parse_float(text: str, column: str, source: str, line: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise _bad(source, line, column, text, "not a number") from None
+
+
+def _check_symbol(symbol: str, source: str, line: int | None, column: str = "symbol") -> str:
+    if not _SYMBOL_RE.match(symbol):
+        reason = f"not a valid symbol (pattern {SYMBOL_PATTERN})"
+        if line is None:
+            raise DataError(f"{source}: symbol {symbol!r}: {reason}")
+        raise _bad(source, line, column, symbol, reason)
+    return symbol
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Columns:
+    """Parsed rows of one symbol (plain lists while reading, arrays at the end)."""
+
+    micros: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    values: list[list[float]] = field(default_factory=lambda: [[], [], [], [], []])
+
+
+class _Reader:
+    """Line-numbered row parser shared by :func:`read_bars_csv` and :func:`iter_bars_csv`."""
+
+    def __init__(self, path: str | os.PathLike[str], symbol: str | None):
+        self.path = Path(path)
+        self.source = str(path)
+        self.symbol = symbol
+
+    def rows(self) -> Iterator[tuple[int, str, datetime, tuple[float, float, float, float, float]]]:
+        """Yield (line, symbol, timestamp, (open, high, low, close, volume)) for every data row."""
+        if not self.path.is_file():
+            raise DataError(f"{self.source}: no such file")
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{self.source}: empty file (expected the header {','.join(BAR_COLUMNS)})")
+            index = self._header_index([h.strip() for h in header])
+            has_symbol = "symbol" in index
+            if has_symbol:
+                fixed = None
+            else:
+                fixed = self.symbol if self.symbol is not None else self.path.stem.upper()
+                _check_symbol(fixed, self.source, None)
+            width = len(header)
+            columns = [(name, index[name]) for name in (*PRICE_COLUMNS, "volume")]
+            t_col = index["timestamp"]
+            s_col = index.get("symbol")
+            for row in reader:
+                line = reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # a blank line holds no data
+                if len(row) != width:
+                    raise DataError(
+                        f"{_where(self.source, line)}: expected {width} columns "
+                        f"({','.join(h.strip() for h in header)}), got {len(row)}: {','.join(row)!r}"
+                    )
+                if s_col is not None:
+                    sym = _check_symbol(row[s_col].strip(), self.source, line)
+                else:
+                    sym = fixed  # type: ignore[assignment]
+                when = _parse_timestamp(row[t_col], self.source, line)
+                o, h, lo, c, v = (_parse_float(row[i], name, self.source, line) for name, i in columns)
+                problem = _row_problem(o, h, lo, c, v)
+                if problem is not None:
+                    raise _bad(self.source, line, *problem)
+                yield line, sym, when, (o, h, lo, c, v)
+
+    def _header_index(self, header: list[str]) -> dict[str, int]:
+        known = set(BAR_COLUMNS) | {"symbol"}
+        unknown = [h for h in header if h not in known]
+        if unknown:
+            raise DataError(
+                f"{_where(self.source, 1)}: unknown column(s) {unknown}; a bars CSV has "
+                f"{','.join(BAR_COLUMNS)} and an optional symbol column"
+            )
+        duplicated = sorted({h for h in header if header.count(h) > 1})
+        if duplicated:
+            raise DataError(f"{_where(self.source, 1)}: duplicated column(s) {duplicated}")
+        missing = [c for c in BAR_COLUMNS if c not in header]
+        if missing:
+            raise DataError(f"{_where(self.source, 1)}: missing column(s) {missing} in header {header}")
+        return {name: i for i, name in enumerate(header)}
+
+
+def _micros(when: datetime) -> int:
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def read_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> list[BarSeries]:
+    """Read a bars CSV into one :class:`BarSeries` per symbol (in order of first appearance).
+
+    Without a ``symbol`` column, the symbol is ``symbol`` or the file's stem upper-cased. With a
+    ``symbol`` column, ``symbol`` (if given) selects that symbol's rows only and a DataError says
+    so when the file has none. Any bad row raises DataError naming file, line, column and value.
+    """
+    reader = _Reader(path, symbol)
+    per_symbol: dict[str, _Columns] = {}
+    for line, sym, when, values in reader.rows():
+        cols = per_symbol.get(sym)
+        if cols is None:
+            cols = per_symbol[sym] = _Columns()
+        t = _micros(when)
+        if cols.micros and t <= cols.micros[-1]:
+            raise _bad(
+                reader.source,
+                line,
+                "timestamp",
+                when.isoformat().replace("+00:00", "Z"),
+                f"not after the previous {sym} bar (line {cols.lines[-1]}): time must increase strictly",
+            )
+        cols.micros.append(t)
+        cols.lines.append(line)
+        for target, x in zip(cols.values, values, strict=True):
+            target.append(x)
+    if not per_symbol:
+        raise DataError(f"{reader.source}: no data rows after the header")
+    out = []
+    for sym, cols in per_symbol.items():
+        o, h, lo, c, v = (np.asarray(x, dtype=np.float64) for x in cols.values)
+        out.append(
+            BarSeries(
+                symbol=sym,
+                timestamp=np.asarray(cols.micros, dtype=np.int64)
+                .astype("datetime64[us]")
+                .astype("datetime64[ns]"),
+                open=o,
+                high=h,
+                low=lo,
+                close=c,
+                volume=v,
+            )
+        )
+    if symbol is not None and any(s.symbol != symbol for s in out):
+        chosen = [s for s in out if s.symbol == symbol]
+        if not chosen:
+            raise DataError(
+                f"{reader.source}: no rows for symbol {symbol!r}; it holds {[s.symbol for s in out]}"
+            )
+        return chosen
+    return out
+
+
+def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> Iterator[Bar]:
+    """Stream a bars CSV row by row as validated :class:`Bar` messages (for the feed replayer).
+
+    Same rules and errors as :func:`read_bars_csv`; a bad row raises when it is reached, after
+    the rows before it were yielded. ``symbol`` names the symbol of a file without a symbol
+    column; with a symbol column it selects one symbol.
+    """
+    reader = _Reader(path, symbol)
+    last: dict[str, tuple[datetime, int]] = {}
+    has_rows = False
+    for line, sym, when, (o, h, lo, c, v) in reader.rows():
+        has_rows = True
+        prev = last.get(sym)
+        if prev is not None and when <= prev[0]:
+            raise _bad(
+                reader.source,
+                line,
+                "timestamp",
+                when.isoformat().replace("+00:00", "Z"),
+                f"not after the previous {sym} bar (line {prev[1]}): time must increase strictly",
+            )
+        last[sym] = (when, line)
+        if symbol is not None and sym != symbol:
+            continue
+        yield Bar(symbol=sym, timestamp=when, open=o, high=h, low=lo, close=c, volume=v)
+    if not has_rows:
+        raise DataError(f"{reader.source}: no data rows after the header")
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _format_float(x: float) -> str:
+    """Shortest text that reads back as the same float (``12.0`` is written ``12``)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _format_timestamps(ts: np.ndarray) -> list[str]:
+    ns = ts.astype("datetime64[ns]")
+    whole_seconds = np.all(ns.astype(np.int64) % 1_000_000_000 == 0)
+    if not whole_seconds and np.any(ns.astype(np.int64) % 1_000 != 0):
+        raise DataError("timestamps with sub-microsecond precision cannot be written as ISO-8601 text")
+    unit = "s" if whole_seconds else "us"
+    return [s + "Z" for s in np.datetime_as_string(ns, unit=unit).tolist()]
+
+
+def write_bars_csv(
+    path: str | os.PathLike[str], series: Sequence[BarSeries], *, symbol_column: bool | None = None
+) -> None:
+    """Write bars as CSV (timestamps in UTC with a trailing Z; floats round-trip exactly).
+
+    One series gives ``timestamp,open,high,low,close,volume``; several give
+    ``timestamp,symbol,open,...`` with the rows merged in time order (ties keep the order of
+    ``series``). ``symbol_column=True`` writes the symbol column for a single series too, so the
+    symbol survives a file name that is not the ticker. Parent directories are created.
+    """
+    if isinstance(series, BarSeries):
+        series = [series]
+    if not series:
+        raise DataError(f"{path}: nothing to write (no series)")
+    symbols = [s.symbol for s in series]
+    if len(set(symbols)) != len(symbols):
+        raise DataError(f"{path}: symbols must be distinct, got {symbols}")
+    for s in series:
+        _check_symbol(s.symbol, str(path), None)
+        bad = _invalid_rows(s.open, s.high, s.low, s.close, s.volume)
+        if bad.size:
+            i = int(bad[0])
+            column, value, reason = _row_problem(
+                float(s.open[i]), float(s.high[i]), float(s.low[i]), float(s.close[i]), float(s.volume[i])
+            ) or ("?", None, "invalid")
+            raise DataError(
+                f"{s.symbol} row {i}: column {column}={value!r}: {reason} (not written to {path})"
+            )
+    multi = len(series) > 1 if symbol_column is None else symbol_column
+    if len(series) > 1 and not multi:
+        raise DataError(f"{path}: several series need the symbol column (symbol_column=False given)")
+    header = ["timestamp", "symbol", *PRICE_COLUMNS, "volume"] if multi else list(BAR_COLUMNS)
+    rows: list[tuple[int, int, int, list[str]]] = []
+    for order, s in enumerate(series):
+        stamps = _format_timestamps(s.timestamp)
+        ns = s.timestamp.astype("datetime64[ns]").astype(np.int64).tolist()
+        cols = [s.open.tolist(), s.high.tolist(), s.low.tolist(), s.close.tolist(), s.volume.tolist()]
+        for i, stamp in enumerate(stamps):
+            values = [_format_float(c[i]) for c in cols]
+            rows.append((ns[i], order, i, [stamp, s.symbol, *values] if multi else [stamp, *values]))
+    if multi:
+        rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(r[3] for r in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth of synthetic data (the generator is pure; its files are written here)
+# --------------------------------------------------------------------------------------------
+
+TRUTH_COLUMNS: tuple[str, ...] = ("timestamp", "regime")
+
+
+def write_truth_csv(path: str | os.PathLike[str], data: SyntheticData) -> None:
+    """Write the hidden regime of every bar: header ``timestamp,regime``."""
+    stamps = _format_timestamps(data.series.timestamp)
+    if len(stamps) != len(data.regimes):
+        raise DataError(f"{path}: {len(stamps)} bars but {len(data.regimes)} regime labels")
+    regime_codes(data.regimes)  # raises on an unknown label
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(TRUTH_COLUMNS)
+        writer.writerows(zip(stamps, data.regimes.tolist(), strict=True))
+
+
+def read_truth_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read a truth CSV: (timestamps as datetime64[ns] UTC, regimes as an array of str).
+
+    Labels must be BULL, BEAR, SIDEWAYS or VOLATILE and time must increase strictly; a bad row
+    raises DataError naming the file, line, column and value.
+    """
+    source = str(path)
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{source}: no such file")
+    micros: list[int] = []
+    labels: list[str] = []
+    with file.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        if header != list(TRUTH_COLUMNS):
+            raise DataError(
+                f"{_where(source, 1)}: expected the header {','.join(TRUTH_COLUMNS)}, got {header}"
+            )
+        for row in reader:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != 2:
+                raise DataError(
+                    f"{_where(source, line)}: expected 2 columns (timestamp,regime), got {len(row)}"
+                )
+            t = _micros(_parse_timestamp(row[0], source, line))
+            label = row[1].strip()
+            if label not in REGIME_NAMES:
+                raise _bad(source, line, "regime", row[1], f"must be one of {list(REGIME_NAMES)}")
+            if micros and t <= micros[-1]:
+                raise _bad(
+                    source,
+                    line,
+                    "timestamp",
+                    row[0],
+                    "not after the previous row: time must increase strictly",
+                )
+            micros.append(t)
+            labels.append(label)
+    if not micros:
+        raise DataError(f"{source}: no data rows after the header")
+    stamps = np.asarray(micros, dtype=np.int64).astype("datetime64[us]").astype("datetime64[ns]")
+    return stamps, np.asarray(labels, dtype="<U8")
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets: arch, ../shared/data, and one entry point for the CLIs
+# --------------------------------------------------------------------------------------------
+
+
+def load_arch(name: str) -> BarSeries:
+    """Daily bars shipped in ``arch.data`` (no network): ``"sp500"`` → SPX, ``"nasdaq"`` → IXIC.
+
+    Bars are stamped 00:00 UTC of the trading day; columns Open/High/Low/Close/Volume (not Adj
+    Close). Nothing is repaired: a row breaking a Bar rule raises DataError with the count of
+    such rows and the first one (arch 8.0 ships none: all 5,031 rows of both sets pass).
+    """
+    symbol = ARCH_DATASETS.get(name)
+    if symbol is None:
+        raise DataError(f"unknown arch data set {name!r}; choose one of {sorted(ARCH_DATASETS)}")
+    import importlib
+
+    module = importlib.import_module(f"arch.data.{name}")
+    frame = module.load()
+    source = f"arch.data.{name}"
+    missing = [c for c in ("Open", "High", "Low", "Close", "Volume") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; it has {list(frame.columns)}")
+    index = frame.index
+    if getattr(index, "tz", None) is not None:
+        index = index.tz_convert("UTC").tz_localize(None)
+    days = np.asarray(index.values).astype("datetime64[D]")
+    arrays = [frame[c].to_numpy(dtype=np.float64) for c in ("Open", "High", "Low", "Close", "Volume")]
+    bad = _invalid_rows(*arrays)
+    if bad.size:
+        i = int(bad[0])
+        column, value, reason = _row_problem(*(float(a[i]) for a in arrays)) or ("?", None, "invalid")
+        raise DataError(
+            f"{source}: {bad.size} row(s) break the Bar rules and are not repaired; first on "
+            f"{days[i]}: column {column}={value!r}: {reason}"
+        )
+    return BarSeries(symbol, days.astype("datetime64[ns]"), *arrays)
+
+
+def shared_data_dir() -> Path | None:
+    """The shared data folder: ``$ET_SHARED_DATA`` if set, else ``../shared/data`` beside the repo.
+
+    Returns None when the folder does not exist (a fresh clone has no ../shared).
+    """
+    env = os.environ.get(SHARED_DATA_ENV)
+    candidate = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+def load_shared(name: str = "btcusd_1h") -> BarSeries:
+    """One data set of the shared data folder (``<name>.csv``), e.g. BTC-USD hourly bars."""
+    folder = shared_data_dir()
+    if folder is None:
+        env = os.environ.get(SHARED_DATA_ENV)
+        where = f"${SHARED_DATA_ENV}={env}" if env else "../shared/data next to the repository"
+        raise DataError(
+            f"shared data folder not found ({where}); it exists only on the development machine. "
+            f"Set ${SHARED_DATA_ENV} or use arch:sp500 / tests/fixtures/btcusd_1h_slice.csv"
+        )
+    path = folder / f"{name}.csv"
+    if not path.is_file():
+        available = sorted(p.stem for p in folder.glob("*.csv"))
+        raise DataError(
+            f"shared data set {name!r} not found in the shared data folder; available: {available}"
+        )
+    series = read_bars_csv(path)
+    if len(series) != 1:
+        raise DataError(
+            f"shared data set {name!r} holds {len(series)} symbols {[s.symbol for s in series]}; "
+            "use read_bars_csv for multi-symbol files"
+        )
+    return series[0]
+
+
+def load_bars(spec: str) -> list[BarSeries]:
+    """One entry point for the CLIs.
+
+    ``arch:sp500`` / ``arch:nasdaq``; ``shared:<name>`` (a CSV of the shared data folder);
+    ``synth:<scenario>[:<seed>[:<bars>]]`` (generated bars, seed 0 and 2,000 bars by default);
+    anything else is a bars CSV path.
+    """
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "arch":
+        return [load_arch(rest)]
+    if sep and kind == "shared":
+        return [load_shared(rest or "btcusd_1h")]
+    if sep and kind == "synth":
+        parts = rest.split(":")
+        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts[1:]):
+            raise DataError(
+                f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>]] with integer seed and bars"
+            )
+        seed = int(parts[1]) if len(parts) > 1 else 0
+        bars = int(parts[2]) if len(parts) > 2 else 2_000
+        return [generate(parts[0], bars, seed).series]
+    path = Path(spec)
+    if not path.is_file():
+        raise DataError(
+            f"{spec!r}: no such file; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
+            "synth:<scenario>[:<seed>[:<bars>]] or a bars CSV path"
+        )
+    return read_bars_csv(path)

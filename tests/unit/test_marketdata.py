@@ -1,0 +1,323 @@
+"""Bars CSV reader/writer, arch and shared-data loaders, load_bars, truth CSV."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError, InvalidMessageError
+from ensemble_trader.domain.models import Bar
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.marketdata import (
+    _row_problem,
+    iter_bars_csv,
+    load_arch,
+    load_bars,
+    load_shared,
+    read_bars_csv,
+    read_truth_csv,
+    shared_data_dir,
+    write_bars_csv,
+    write_truth_csv,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BTC_SLICE = FIXTURES / "btcusd_1h_slice.csv"
+
+GOOD = """timestamp,open,high,low,close,volume
+2024-01-02T00:00:00Z,10,11,9.5,10.5,100
+2024-01-03T00:00:00+00:00,10.5,10.75,10,10.25,0
+2024-01-04T01:00:00+01:00,10.25,10.5,10,10.5,12.5
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "abc.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_reads_a_good_file_and_takes_the_symbol_from_the_stem(tmp_path: Path) -> None:
+    [s] = read_bars_csv(_write(tmp_path, GOOD))
+    assert s.symbol == "ABC"
+    assert len(s) == 3
+    assert s.timestamp.dtype == np.dtype("datetime64[ns]")
+    # +01:00 is converted to UTC
+    assert s.timestamp[2] == np.datetime64("2024-01-04T00:00:00", "ns")
+    np.testing.assert_array_equal(s.close, [10.5, 10.25, 10.5])
+    np.testing.assert_array_equal(s.volume, [100.0, 0.0, 12.5])
+
+
+def test_symbol_argument_names_a_file_without_symbol_column(tmp_path: Path) -> None:
+    [s] = read_bars_csv(_write(tmp_path, GOOD), symbol="BRK.B")
+    assert s.symbol == "BRK.B"
+
+
+def test_invalid_stem_symbol_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a valid symbol"):
+        read_bars_csv(_write(tmp_path, GOOD, name="my bars.csv"))
+
+
+def test_symbol_column_gives_one_series_per_symbol_in_order(tmp_path: Path) -> None:
+    text = """timestamp,symbol,open,high,low,close,volume
+2024-01-02T00:00:00Z,ZZZ,10,11,9,10,1
+2024-01-02T00:00:00Z,AAA,20,21,19,20,2
+2024-01-03T00:00:00Z,ZZZ,10,11,9,10.5,3
+"""
+    out = read_bars_csv(_write(tmp_path, text))
+    assert [s.symbol for s in out] == ["ZZZ", "AAA"]
+    assert [len(s) for s in out] == [2, 1]
+    [only] = read_bars_csv(tmp_path / "abc.csv", symbol="AAA")
+    assert only.symbol == "AAA" and len(only) == 1
+    with pytest.raises(DataError, match="no rows for symbol 'QQQ'"):
+        read_bars_csv(tmp_path / "abc.csv", symbol="QQQ")
+
+
+def _bad_row(row: str) -> str:
+    return "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,10,11,9,10,1\n" + row + "\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value"),
+    [
+        ("2024-01-02T00:00:00Z,abc,11,9,10,1", "open", "'abc'"),
+        ("2024-01-02T00:00:00Z,10,11,9,10,", "volume", "''"),
+        ("2024-01-02T00:00:00Z,-10,11,9,10,1", "open", "-10.0"),
+        ("2024-01-02T00:00:00Z,0,11,9,10,1", "open", "0.0"),
+        ("2024-01-02T00:00:00Z,10,inf,9,10,1", "high", "inf"),
+        ("2024-01-02T00:00:00Z,10,11,9,nan,1", "close", "nan"),
+        ("2024-01-02T00:00:00Z,10,11,9,10,-1", "volume", "-1.0"),
+        ("2024-01-02T00:00:00Z,10,11,10.5,10,1", "low", "10.5"),
+        ("2024-01-02T00:00:00Z,10,10.2,9,10.5,1", "high", "10.2"),
+        ("2024-01-02T00:00:00,10,11,9,10,1", "timestamp", "'2024-01-02T00:00:00'"),
+        ("2024-01-02,10,11,9,10,1", "timestamp", "'2024-01-02'"),
+        ("yesterday,10,11,9,10,1", "timestamp", "'yesterday'"),
+        ("2024-01-01T00:00:00Z,10,11,9,10,1", "timestamp", "'2024-01-01T00:00:00Z'"),
+        ("2023-12-31T23:00:00Z,10,11,9,10,1", "timestamp", "'2023-12-31T23:00:00Z'"),
+    ],
+)
+def test_every_bad_row_names_file_line_column_and_value(
+    tmp_path: Path, row: str, column: str, value: str
+) -> None:
+    path = _write(tmp_path, _bad_row(row))
+    for read in (read_bars_csv, lambda p: list(iter_bars_csv(p))):
+        with pytest.raises(DataError) as info:
+            read(path)
+        message = str(info.value)
+        assert str(path) in message
+        assert "line 3" in message
+        assert f"column {column}={value}" in message
+
+
+def test_naive_timestamp_message_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="has no timezone"):
+        read_bars_csv(_write(tmp_path, _bad_row("2024-01-02T00:00:00,10,11,9,10,1")))
+
+
+def test_non_increasing_time_names_the_previous_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"line 3: column timestamp=.*previous ABC bar \(line 2\)"):
+        read_bars_csv(_write(tmp_path, _bad_row("2024-01-01T00:00:00Z,10,11,9,10,1")))
+
+
+def test_time_order_is_checked_per_symbol(tmp_path: Path) -> None:
+    text = """timestamp,symbol,open,high,low,close,volume
+2024-01-02T00:00:00Z,AAA,10,11,9,10,1
+2024-01-01T00:00:00Z,BBB,10,11,9,10,1
+2024-01-01T00:00:00Z,AAA,10,11,9,10,1
+"""
+    with pytest.raises(DataError, match="line 4: column timestamp"):
+        read_bars_csv(_write(tmp_path, text))
+
+
+def test_bad_symbol_value(tmp_path: Path) -> None:
+    text = "timestamp,symbol,open,high,low,close,volume\n2024-01-02T00:00:00Z,btc usd,10,11,9,10,1\n"
+    with pytest.raises(DataError, match="line 2: column symbol='btc usd'"):
+        read_bars_csv(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty file"),
+        ("timestamp,open,high,low,close,volume\n", "no data rows"),
+        (
+            "timestamp,open,high,low,close\n2024-01-02T00:00:00Z,1,1,1,1\n",
+            r"missing column\(s\) \['volume'\]",
+        ),
+        ("timestamp,open,high,low,close,volume,adj\n", r"unknown column\(s\) \['adj'\]"),
+        ("timestamp,open,open,high,low,close,volume\n", "duplicated"),
+        (
+            "timestamp,open,high,low,close,volume\n2024-01-02T00:00:00Z,1,1,1,1\n",
+            "line 2: expected 6 columns",
+        ),
+    ],
+)
+def test_malformed_files(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        read_bars_csv(_write(tmp_path, text))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_bars_csv(tmp_path / "nope.csv")
+
+
+def test_blank_lines_are_not_rows(tmp_path: Path) -> None:
+    [s] = read_bars_csv(_write(tmp_path, GOOD + "\n\n"))
+    assert len(s) == 3
+
+
+def test_row_rules_agree_with_the_bar_model() -> None:
+    """The reader's fast check accepts exactly the rows the Bar model accepts."""
+    rng = np.random.default_rng(5)
+    candidates = [0.0, -1.0, 1.0, 2.0, 3.0, math.inf, math.nan, 2.5]
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    for _ in range(400):
+        o, h, lo, c = (float(x) for x in rng.choice(candidates, 4))
+        v = float(rng.choice([0.0, 1.0, -1.0, math.nan, math.inf]))
+        try:
+            Bar(symbol="X", timestamp=when, open=o, high=h, low=lo, close=c, volume=v)
+            bar_ok = True
+        except (InvalidMessageError, ValueError):
+            bar_ok = False
+        assert (_row_problem(o, h, lo, c, v) is None) == bar_ok, (o, h, lo, c, v)
+
+
+def test_iter_yields_validated_bars(tmp_path: Path) -> None:
+    bars = list(iter_bars_csv(_write(tmp_path, GOOD)))
+    assert [b.symbol for b in bars] == ["ABC"] * 3
+    assert bars[2].timestamp == datetime(2024, 1, 4, tzinfo=UTC)
+    assert all(isinstance(b, Bar) for b in bars)
+
+
+def test_iter_streams_rows_before_a_bad_one(tmp_path: Path) -> None:
+    path = _write(tmp_path, _bad_row("2024-01-02T00:00:00Z,10,11,9,10,-5"))
+    seen = []
+    with pytest.raises(DataError, match="line 3"):
+        for bar in iter_bars_csv(path):
+            seen.append(bar)
+    assert len(seen) == 1
+
+
+def _same(a: BarSeries, b: BarSeries) -> None:
+    assert a.symbol == b.symbol
+    for col in ("timestamp", "open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(a, col), getattr(b, col))
+
+
+def test_write_read_round_trip_is_exact(tmp_path: Path) -> None:
+    data = generate("realistic", 500, 3, symbol="SYN", freq="1h")
+    path = tmp_path / "out" / "syn.csv"
+    write_bars_csv(path, [data.series])
+    assert path.read_text().splitlines()[0] == "timestamp,open,high,low,close,volume"
+    _same(read_bars_csv(path)[0], data.series)
+
+
+def test_write_several_series_adds_symbol_column_in_time_order(tmp_path: Path) -> None:
+    a = generate("easy", 5, 1, symbol="AAA").series
+    b = generate("easy", 3, 2, symbol="BBB", start="2000-01-04").series
+    path = tmp_path / "two.csv"
+    write_bars_csv(path, [a, b])
+    lines = path.read_text().splitlines()
+    assert lines[0] == "timestamp,symbol,open,high,low,close,volume"
+    assert [ln.split(",")[1] for ln in lines[1:5]] == ["AAA", "AAA", "BBB", "AAA"]
+    back = read_bars_csv(path)
+    _same(back[0], a)
+    _same(back[1], b)
+
+
+def test_symbol_column_keeps_a_single_series_symbol(tmp_path: Path) -> None:
+    s = generate("easy", 5, 1, symbol="SYN").series
+    write_bars_csv(tmp_path / "bars.csv", [s], symbol_column=True)
+    assert read_bars_csv(tmp_path / "bars.csv")[0].symbol == "SYN"
+
+
+def test_writer_refuses_invalid_bars(tmp_path: Path) -> None:
+    s = generate("easy", 5, 1).series
+    broken = BarSeries(s.symbol, s.timestamp, s.open, s.high, s.high * 1.01, s.close, s.volume)
+    with pytest.raises(DataError, match="row 0: column low="):
+        write_bars_csv(tmp_path / "x.csv", [broken])
+    assert not (tmp_path / "x.csv").exists()
+    with pytest.raises(DataError, match="nothing to write"):
+        write_bars_csv(tmp_path / "x.csv", [])
+
+
+def test_truth_round_trip_and_errors(tmp_path: Path) -> None:
+    data = generate("hard", 300, 9)
+    path = tmp_path / "truth.csv"
+    write_truth_csv(path, data)
+    stamps, regimes = read_truth_csv(path)
+    np.testing.assert_array_equal(stamps, data.series.timestamp)
+    np.testing.assert_array_equal(regimes, data.regimes)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,regime\n2024-01-01T00:00:00Z,BULL\n2024-01-02T00:00:00Z,CRASH\n")
+    with pytest.raises(DataError, match="line 3: column regime='CRASH'"):
+        read_truth_csv(bad)
+    bad.write_text("timestamp,label\n")
+    with pytest.raises(DataError, match="expected the header timestamp,regime"):
+        read_truth_csv(bad)
+
+
+def test_btc_fixture_slice() -> None:
+    [s] = read_bars_csv(BTC_SLICE)
+    assert s.symbol == "BTC-USD"
+    assert len(s) == 2000
+    assert np.all(np.diff(s.timestamp) == np.timedelta64(1, "h"))
+
+
+@pytest.mark.parametrize(("name", "symbol"), [("sp500", "SPX"), ("nasdaq", "IXIC")])
+def test_arch_loaders(name: str, symbol: str) -> None:
+    s = load_arch(name)
+    assert s.symbol == symbol
+    assert len(s) == 5031
+    assert s.timestamp[0] == np.datetime64("1999-01-04T00:00:00", "ns")
+    assert s.timestamp[-1] == np.datetime64("2018-12-31T00:00:00", "ns")
+    assert np.all(s.low <= np.minimum(s.open, s.close))
+    assert np.all(s.high >= np.maximum(s.open, s.close))
+    assert s.bar(0).timestamp.tzinfo is not None
+
+
+def test_unknown_arch_name() -> None:
+    with pytest.raises(DataError, match="unknown arch data set 'vix'"):
+        load_arch("vix")
+
+
+def test_shared_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ET_SHARED_DATA", str(tmp_path))
+    assert shared_data_dir() == tmp_path
+    with pytest.raises(DataError, match=r"'btcusd_1h' not found .* available: \[\]"):
+        load_shared()
+    (tmp_path / "btcusd_1h.csv").write_bytes(BTC_SLICE.read_bytes())
+    assert len(load_shared()) == 2000
+    monkeypatch.setenv("ET_SHARED_DATA", str(tmp_path / "absent"))
+    assert shared_data_dir() is None
+    with pytest.raises(DataError, match="shared data folder not found"):
+        load_shared()
+
+
+def test_load_shared_real_data() -> None:
+    if shared_data_dir() is None:
+        pytest.skip("../shared/data is absent (fresh clone)")
+    s = load_shared("btcusd_1h")
+    assert s.symbol == "BTC-USD"
+    assert len(s) == 20_111
+    [fixture] = read_bars_csv(BTC_SLICE)
+    start = int(np.searchsorted(s.timestamp, fixture.timestamp[0]))
+    _same(s[start : start + len(fixture)], fixture)
+
+
+def test_load_bars_specs(tmp_path: Path) -> None:
+    assert load_bars("arch:sp500")[0].symbol == "SPX"
+    [syn] = load_bars("synth:hard:4:300")
+    assert len(syn) == 300
+    _same(syn, generate("hard", 300, 4).series)
+    [btc] = load_bars(str(BTC_SLICE))
+    assert btc.symbol == "BTC-USD"
+    with pytest.raises(DataError, match="no such file; a data spec is"):
+        load_bars(str(tmp_path / "missing.csv"))
+    with pytest.raises(DataError, match="synth:<scenario>"):
+        load_bars("synth:easy:x")

@@ -1,0 +1,194 @@
+"""Synthetic regime-switching generator: determinism, OHLC consistency, regime statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.synthetic import (
+    REGIME_NAMES,
+    SCENARIOS,
+    RegimeParams,
+    ScenarioSpec,
+    generate,
+    parse_freq,
+    regime_codes,
+)
+
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+def test_required_presets_exist() -> None:
+    assert {"easy", "realistic", "hard", "mean_reverting"} <= set(SCENARIOS)
+
+
+def test_same_seed_same_arrays_different_seed_different() -> None:
+    a = generate("realistic", 3000, 11)
+    b = generate("realistic", 3000, 11)
+    c = generate("realistic", 3000, 12)
+    for col in COLUMNS:
+        assert getattr(a.series, col).tobytes() == getattr(b.series, col).tobytes()
+    assert a.regimes.tobytes() == b.regimes.tobytes()
+    assert not np.array_equal(a.series.close, c.series.close)
+    assert not np.array_equal(a.regimes, c.regimes)
+
+
+def test_labels_timestamps_and_metadata() -> None:
+    d = generate("easy", 50, 2, symbol="ABC", start="2021-06-01T09:30:00", freq="15min")
+    assert d.series.symbol == "ABC"
+    assert d.scenario == "easy" and d.seed == 2
+    assert d.regimes.shape == (50,)
+    assert set(d.regimes.tolist()) <= set(REGIME_NAMES)
+    assert d.series.timestamp[0] == np.datetime64("2021-06-01T09:30:00", "ns")
+    assert np.all(np.diff(d.series.timestamp) == np.timedelta64(15, "m"))
+    np.testing.assert_array_equal(REGIME_NAMES_ARRAY[d.regime_codes], d.regimes)
+
+
+REGIME_NAMES_ARRAY = np.array(REGIME_NAMES)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_ohlc_consistent_on_100k_bars(scenario: str) -> None:
+    s = generate(scenario, 100_000, 7, freq="1h").series
+    for col in ("open", "high", "low", "close"):
+        x = getattr(s, col)
+        assert np.all(np.isfinite(x)) and np.all(x > 0)
+    assert np.all(s.low <= np.minimum(s.open, s.close))
+    assert np.all(s.high >= np.maximum(s.open, s.close))
+    assert np.all(s.volume >= 0) and np.all(np.isfinite(s.volume))
+    # open = previous close plus a small gap: never far from it
+    gap = np.abs(np.log(s.open[1:] / s.close[:-1]))
+    assert np.percentile(gap, 99) < 0.05
+    # the bars pass the Bar model too (a sample, the model is slow)
+    for i in range(0, 100_000, 9_973):
+        s.bar(i)
+
+
+def _dwell_runs(codes: np.ndarray) -> list[np.ndarray]:
+    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    bounds = np.concatenate([[0], change, [len(codes)]])
+    lengths = np.diff(bounds)
+    starts = bounds[:-1]
+    # drop the first and last (censored) runs
+    return [lengths[1:-1][codes[starts[1:-1]] == k] for k in range(4)]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_regime_shares_and_dwell_near_the_spec(scenario: str) -> None:
+    spec = SCENARIOS[scenario]
+    d = generate(scenario, 60_000, 3, freq="1h")
+    shares = np.array([d.shares()[r] for r in REGIME_NAMES])
+    np.testing.assert_allclose(shares, spec.stationary(), atol=0.06)
+    runs = _dwell_runs(d.regime_codes)
+    for k, expected in enumerate(spec.expected_dwell()):
+        assert len(runs[k]) > 20
+        assert abs(runs[k].mean() / expected - 1.0) < 0.3, (REGIME_NAMES[k], runs[k].mean(), expected)
+
+
+def test_transition_matrix_is_stochastic_and_persistent() -> None:
+    for spec in SCENARIOS.values():
+        p = spec.transition_matrix
+        np.testing.assert_allclose(p.sum(axis=1), 1.0)
+        assert np.all(np.diag(p) > 0.85)
+        pi = spec.stationary()
+        np.testing.assert_allclose(pi @ p, pi, atol=1e-12)
+    assert 20 <= SCENARIOS["realistic"].expected_dwell().min()
+    assert SCENARIOS["realistic"].expected_dwell().max() <= 60
+
+
+def _per_regime(d, values: np.ndarray) -> dict[str, np.ndarray]:
+    codes = d.regime_codes[1:]
+    return {name: values[codes == k] for k, name in enumerate(REGIME_NAMES)}
+
+
+def test_regimes_carry_their_character() -> None:
+    d = generate("realistic", 80_000, 5, freq="1h")
+    s = d.series
+    log_ret = np.diff(np.log(s.close))
+    by = _per_regime(d, log_ret)
+    assert by["BULL"].mean() > 0 > by["BEAR"].mean()
+    sd = {k: v.std() for k, v in by.items()}
+    assert sd["SIDEWAYS"] < sd["BULL"] < sd["BEAR"] < sd["VOLATILE"]
+    # the bar's range carries the regime's volatility (Parkinson estimator within 25% of close-to-close)
+    park = _per_regime(d, np.log(s.high / s.low)[1:] ** 2)
+    for name, x in park.items():
+        estimate = np.sqrt(x.mean() / (4 * np.log(2)))
+        assert 0.75 < estimate / sd[name] < 1.25, name
+    # volume is higher in VOLATILE and BEAR than in SIDEWAYS
+    vol = _per_regime(d, s.volume[1:])
+    assert vol["VOLATILE"].mean() > vol["BEAR"].mean() > vol["SIDEWAYS"].mean()
+
+
+def test_sideways_mean_reverts_so_a_contrarian_profits() -> None:
+    d = generate("mean_reverting", 50_000, 8, freq="1h")
+    log_ret = np.diff(np.log(d.series.close))
+    sideways = d.regime_codes[1:] == REGIME_NAMES.index("SIDEWAYS")
+    both = sideways[1:] & sideways[:-1]
+    r_prev, r_next = log_ret[:-1][both], log_ret[1:][both]
+    assert float(np.corrcoef(r_prev, r_next)[0, 1]) < -0.15
+    # fading yesterday's move earns money on average
+    assert float(np.mean(-np.sign(r_prev) * r_next)) > 0
+    trend = d.regime_codes[1:] == REGIME_NAMES.index("BULL")
+    both = trend[1:] & trend[:-1]
+    assert abs(float(np.corrcoef(log_ret[:-1][both], log_ret[1:][both])[0, 1])) < 0.05
+
+
+def test_volatile_regime_has_volatility_clustering() -> None:
+    d = generate("realistic", 80_000, 4, freq="1h")
+    log_ret = np.diff(np.log(d.series.close))
+    volatile = d.regime_codes[1:] == REGIME_NAMES.index("VOLATILE")
+    both = volatile[1:] & volatile[:-1]
+    sq = log_ret**2
+    assert float(np.corrcoef(sq[:-1][both], sq[1:][both])[0, 1]) > 0.05
+
+
+def test_100k_bars_are_fast_enough_to_generate() -> None:
+    """Not a timing assertion: just that 100k bars work (the time is in docs/data.md)."""
+    d = generate("hard", 100_000, 1, freq="1min")
+    assert len(d.series) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scenario": "nope"}, "unknown scenario 'nope'"),
+        ({"n_bars": 0}, "n_bars=0"),
+        ({"seed": -1}, "seed=-1"),
+        ({"symbol": "bad sym"}, "symbol='bad sym'"),
+        ({"freq": "1 week"}, "freq='1 week'"),
+        ({"start": "yesterday"}, "start='yesterday'"),
+        ({"n_bars": 200_000, "freq": "1D"}, "2262"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    args = {"scenario": "easy", "n_bars": 10, "seed": 0, **kwargs}
+    with pytest.raises(DataError, match=match):
+        generate(**args)
+
+
+def test_parse_freq() -> None:
+    assert parse_freq("1D") == np.timedelta64(1, "D")
+    assert parse_freq("4h") == np.timedelta64(4, "h")
+    assert parse_freq("15min") == np.timedelta64(15, "m")
+    assert parse_freq("30s") == np.timedelta64(30, "s")
+
+
+def test_regime_codes_rejects_unknown_labels() -> None:
+    np.testing.assert_array_equal(regime_codes(np.array(["BEAR", "BULL"])), [1, 0])
+    with pytest.raises(DataError, match="unknown regime label 'CRASH'"):
+        regime_codes(np.array(["BULL", "CRASH"]))
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(DataError, match="alpha \\+ beta < 1"):
+        RegimeParams(drift=0.0, vol=0.01, dwell=10, garch_alpha=0.5, garch_beta=0.6)
+    with pytest.raises(DataError, match="dwell"):
+        RegimeParams(drift=0.0, vol=0.01, dwell=0.5)
+    good = RegimeParams(drift=0.0, vol=0.01, dwell=10)
+    with pytest.raises(DataError, match="somewhere to go"):
+        ScenarioSpec(
+            name="x",
+            description="",
+            regimes=(good, good, good, good),
+            exit_weights=((0, 0, 0, 0), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0)),
+        )
