@@ -10,6 +10,7 @@ from ensemble_trader.domain.synthetic import (
     SCENARIOS,
     RegimeParams,
     ScenarioSpec,
+    bar_times,
     generate,
     parse_freq,
     regime_codes,
@@ -171,6 +172,15 @@ def test_parse_freq() -> None:
     assert parse_freq("4h") == np.timedelta64(4, "h")
     assert parse_freq("15min") == np.timedelta64(15, "m")
     assert parse_freq("30s") == np.timedelta64(30, "s")
+
+
+def test_business_day_frequency_skips_weekends() -> None:
+    stamps = bar_times("2024-01-05T21:00:00", "1B", 4)  # a Friday
+    expected = ["2024-01-05T21:00:00", "2024-01-08T21:00:00", "2024-01-09T21:00:00", "2024-01-10T21:00:00"]
+    np.testing.assert_array_equal(stamps, np.array(expected, dtype="datetime64[ns]"))
+    d = generate("easy", 500, 1, freq="1B")
+    weekday = (d.series.timestamp.astype("datetime64[D]").astype(np.int64) + 3) % 7  # Monday = 0
+    assert weekday.max() <= 4
 
 
 def test_regime_codes_rejects_unknown_labels() -> None:

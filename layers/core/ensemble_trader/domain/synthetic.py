@@ -44,8 +44,6 @@ from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN
 REGIME_NAMES: tuple[str, ...] = tuple(r.value for r in REGIMES)
 """``("BULL", "BEAR", "SIDEWAYS", "VOLATILE")``: the order of every per-regime tuple here."""
 
-_VOLUME_AR = 0.6  # persistence of the volume noise u_t
-
 
 @dataclass(frozen=True)
 class RegimeParams:
@@ -106,7 +104,8 @@ class ScenarioSpec:
     start_price: float = 100.0
     base_volume: float = 1.0e6
     volume_sigma: float = 0.25
-    volume_response: float = 0.3
+    volume_persistence: float = 0.8
+    volume_response: float = 0.2
     _matrix: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +122,8 @@ class ScenarioSpec:
             raise DataError(f"scenario {self.name!r}: tail_df={self.tail_df!r} must be > 2 (or inf)")
         if not 0.0 <= self.gap_scale < 1.0:
             raise DataError(f"scenario {self.name!r}: gap_scale={self.gap_scale!r} must be in [0, 1)")
+        if not 0.0 <= self.volume_persistence < 1.0:
+            raise DataError(f"scenario {self.name!r}: volume_persistence must be in [0, 1)")
         if self.intrabar_steps < 2:
             raise DataError(f"scenario {self.name!r}: intrabar_steps must be >= 2")
         leave = np.array([1.0 / r.dwell for r in self.regimes])
@@ -203,7 +204,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
                 _p(-0.0002, 0.019, 10, garch_alpha=0.10, garch_beta=0.80, volume_level=0.25),
             ),
             exit_weights=_TYPICAL_EXITS,
-            tail_df=4.0,
+            tail_df=5.0,
             gap_scale=0.2,
             volume_sigma=0.35,
         ),
@@ -265,18 +266,21 @@ def regime_codes(regimes: np.ndarray) -> np.ndarray:
     return codes
 
 
-_FREQ = re.compile(r"^\s*(\d+)\s*(D|d|H|h|min|T|m|S|s)\s*$")
+_FREQ = re.compile(r"^\s*(\d+)\s*(B|D|d|H|h|min|T|m|S|s)\s*$")
 _FREQ_UNITS = {"D": "D", "d": "D", "H": "h", "h": "h", "min": "m", "T": "m", "m": "m", "S": "s", "s": "s"}
+_LAST_NS = np.datetime64("2262-04-11T00:00:00", "ns")
 
 
 def parse_freq(freq: str) -> np.timedelta64:
-    """``"1D"``, ``"4h"``, ``"15min"``, ``"30s"`` → a numpy timedelta64."""
+    """``"1D"``, ``"4h"``, ``"15min"``, ``"30s"`` → a numpy timedelta64 (``"1B"``: see bar_times)."""
     match = _FREQ.match(freq)
     if match is None or int(match.group(1)) <= 0:
         raise DataError(
-            f"freq={freq!r}: expected a positive count and a unit D, h, min or s (e.g. '1D', '15min')"
+            f"freq={freq!r}: expected a positive count and a unit B (business days), D, h, min or s "
+            "(e.g. '1B', '1D', '15min')"
         )
-    return np.timedelta64(int(match.group(1)), _FREQ_UNITS[match.group(2)]).astype("timedelta64[ns]")
+    unit = "D" if match.group(2) == "B" else _FREQ_UNITS[match.group(2)]
+    return np.timedelta64(int(match.group(1)), unit).astype("timedelta64[ns]")
 
 
 def _parse_start(start: str) -> np.datetime64:
@@ -287,6 +291,33 @@ def _parse_start(start: str) -> np.datetime64:
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
     return np.datetime64(when, "ns")
+
+
+def bar_times(start: str, freq: str, n: int) -> np.ndarray:
+    """``n`` bar times (datetime64[ns], UTC) from ``start`` every ``freq``.
+
+    ``"<k>B"`` steps over business days (Monday-Friday, at the start's time of day), like daily
+    equity bars; the other units are fixed steps. Raises DataError past 2262-04-11, the end of
+    datetime64[ns].
+    """
+    step = parse_freq(freq)
+    t0 = _parse_start(start)
+    if freq.strip().endswith("B"):
+        day = t0.astype("datetime64[D]")
+        time_of_day = t0 - day.astype("datetime64[ns]")
+        k = int(step // np.timedelta64(1, "D"))
+        last_day = np.busday_offset(day, (n - 1) * k, roll="forward")
+        if last_day.astype("datetime64[ns]") + time_of_day >= _LAST_NS:
+            raise DataError(f"{n} bars of {freq} from {start} end after 2262-04-11: choose an earlier start")
+        days = np.busday_offset(day, np.arange(n, dtype=np.int64) * k, roll="forward")
+        return days.astype("datetime64[ns]") + time_of_day
+    last_ns = int(t0.astype(np.int64)) + (n - 1) * int(step.astype(np.int64))
+    if last_ns >= int(_LAST_NS.astype(np.int64)):
+        raise DataError(
+            f"{n} bars of {freq} from {start} end after 2262-04-11, the limit of "
+            "datetime64[ns]: choose a shorter freq or an earlier start"
+        )
+    return t0 + np.arange(n, dtype=np.int64) * step
 
 
 def generate(
@@ -311,14 +342,7 @@ def generate(
         raise DataError(f"seed={seed!r}: must be an integer >= 0")
     if not re.match(SYMBOL_PATTERN, symbol):
         raise DataError(f"symbol={symbol!r}: not a valid symbol (upper-case ticker)")
-    step = parse_freq(freq)
-    t0 = _parse_start(start)
-    last_ns = int(t0.astype(np.int64)) + (int(n_bars) - 1) * int(step.astype(np.int64))
-    if last_ns >= np.iinfo(np.int64).max:
-        raise DataError(
-            f"{n_bars} bars of {freq} from {start} end after 2262-04-11, the limit of "
-            "datetime64[ns]: choose a shorter freq or an earlier start"
-        )
+    timestamps = bar_times(start, freq, int(n_bars))
 
     n = int(n_bars)
     rng = np.random.default_rng(int(seed))
@@ -334,7 +358,6 @@ def generate(
     # exp() is monotone, so the log-space ordering carries over; clip guards the last ulp.
     high = np.maximum(np.exp(high), np.maximum(open_, close))
     low = np.minimum(np.exp(low), np.minimum(open_, close))
-    timestamps = t0 + np.arange(n, dtype=np.int64) * step
     series = BarSeries(
         symbol=symbol,
         timestamp=timestamps.astype("datetime64[ns]"),
@@ -460,11 +483,12 @@ def _volume(
 ) -> np.ndarray:
     """Log-normal volume: regime level + persistent AR(1) noise + response to the shock size."""
     n = len(states)
-    e = rng.standard_normal(n) * spec.volume_sigma * math.sqrt(1.0 - _VOLUME_AR**2)
+    phi = spec.volume_persistence
+    e = rng.standard_normal(n) * spec.volume_sigma * math.sqrt(1.0 - phi * phi)
     u = np.empty(n)
     acc = rng.standard_normal() * spec.volume_sigma
     for t, x in enumerate(e.tolist()):
-        acc = _VOLUME_AR * acc + x
+        acc = phi * acc + x
         u[t] = acc
     level = np.array([p.volume_level for p in spec.regimes])[states]
     mean_abs = math.sqrt(2.0 / math.pi)
