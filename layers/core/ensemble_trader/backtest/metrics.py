@@ -91,11 +91,14 @@ def performance(
     periods_per_year: float,
     *,
     initial_position: float = 0.0,
+    trades: np.ndarray | None = None,
 ) -> Metrics:
     """Metrics of ``returns`` earned while holding ``positions`` (see the module docstring).
 
     ``initial_position`` is the position held before the first period (0 = start flat); pass the
     previous position when measuring a slice of a longer run so its first trade is not invented.
+    ``trades`` (|Δposition| of each period) overrides the trades derived from ``positions``, for
+    periods that are not contiguous (one regime's periods taken out of a longer run).
     """
     r = _as_1d("returns", returns)
     pos = _as_1d("positions", positions)
@@ -119,7 +122,10 @@ def performance(
     in_market = pos != 0.0
     wins = float(np.sum(r[in_market] > 0.0))
     win_rate = wins / float(np.sum(in_market)) if np.any(in_market) else 0.0
-    trades = np.abs(np.diff(np.concatenate(([initial_position], pos))))
+    if trades is None:
+        trades = np.abs(np.diff(np.concatenate(([initial_position], pos))))
+    elif np.shape(trades) != pos.shape:
+        raise DataError(f"trades has shape {np.shape(trades)}, positions {pos.shape}")
     turnover = float(np.mean(trades)) * periods_per_year
     return Metrics(
         total_return=total,

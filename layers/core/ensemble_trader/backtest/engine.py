@@ -1,0 +1,234 @@
+"""In-process backtester: the same features and the same ONNX agents as live, bar by bar.
+
+Timing convention (shared with the training environment, so training, backtest and live agree):
+at the close of bar ``t`` the features of bar ``t`` are known; the agent chooses a target
+position ``p_t`` and holds it over the next bar, earning ``p_t * r_{t+1}`` with
+``r_{t+1} = C_{t+1} / C_t - 1``; the trade ``|p_t - p_{t-1}|`` pays costs at ``t``. So a series of
+``n`` bars yields ``n - 1`` periods and nothing uses a price after the decision it informs.
+
+Building blocks (reusable by every backtest — single agents, baselines, the ensemble):
+
+* :class:`CostModel` — commission and slippage in basis points of the traded notional;
+* :func:`asset_returns`, :func:`strategy_returns` — positions → net returns;
+* :func:`period_regimes` — the regime label of each period;
+* :func:`summarise` — :class:`~ensemble_trader.backtest.metrics.Metrics` overall and per regime;
+* :func:`run_pool` — the four agents driven step by step, each seeing its own position;
+* :func:`evaluate_agents` — agents plus buy-and-hold and cash on one series, as a report dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ensemble_trader.backtest.metrics import performance, periods_per_year
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.models import REGIMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ensemble_trader.domain.agents import AgentPool
+
+REGIME_NAMES: tuple[str, ...] = tuple(r.value for r in REGIMES)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Trading frictions as a fraction of the traded notional: ``(cost_bps + slippage_bps) / 1e4``.
+
+    A change of position from ``p`` to ``q`` (fractions of equity) costs
+    ``(cost_bps + slippage_bps) * 1e-4 * |q - p|`` of equity.
+    """
+
+    cost_bps: float = 1.0
+    slippage_bps: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("cost_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise DataError(f"CostModel.{name} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def rate(self) -> float:
+        return (self.cost_bps + self.slippage_bps) * 1e-4
+
+    def cost(self, previous: float, target: float) -> float:
+        return self.rate * abs(target - previous)
+
+
+def asset_returns(close: np.ndarray) -> np.ndarray:
+    """Simple returns ``r[t] = close[t+1] / close[t] - 1`` of the ``n - 1`` periods."""
+    c = np.asarray(close, dtype=np.float64)
+    if c.ndim != 1 or c.size < 2:
+        raise DataError(f"need at least two closes, got shape {c.shape}")
+    if not np.all(np.isfinite(c)) or np.any(c <= 0):
+        raise DataError("closes must be finite and > 0")
+    return c[1:] / c[:-1] - 1.0
+
+
+def strategy_returns(
+    positions: np.ndarray, returns: np.ndarray, costs: CostModel, initial_position: float = 0.0
+) -> np.ndarray:
+    """Net returns ``p_t r_{t+1} - rate |p_t - p_{t-1}|`` for positions (m,) or (m, k)."""
+    p = np.asarray(positions, dtype=np.float64)
+    r = np.asarray(returns, dtype=np.float64)
+    if p.shape[0] != r.shape[0]:
+        raise DataError(f"{p.shape[0]} positions but {r.shape[0]} returns")
+    if p.ndim == 2:
+        r = r[:, None]
+    previous = np.concatenate((np.full((1,) + p.shape[1:], initial_position), p[:-1]), axis=0)
+    return p * r - costs.rate * np.abs(p - previous)
+
+
+def period_regimes(bar_regimes: np.ndarray) -> np.ndarray:
+    """The regime of each period ``t -> t+1``: the label of bar ``t+1``, where the return lands."""
+    labels = np.asarray(bar_regimes).astype(str)
+    unknown = sorted(set(np.unique(labels)) - set(REGIME_NAMES))
+    if unknown:
+        raise DataError(f"unknown regime labels {unknown}; expected {list(REGIME_NAMES)}")
+    return labels[1:]
+
+
+def summarise(
+    returns: np.ndarray,
+    positions: np.ndarray,
+    ppy: float,
+    regimes: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """``{"overall": M, "by_regime": {regime: M}}`` with M a metrics dict.
+
+    Per regime, the periods of that regime are taken together in time order (a strategy's
+    wealth while the market is in that regime), with the trades actually made in them;
+    regimes that never occur are left out.
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    positions = np.asarray(positions, dtype=np.float64)
+    report: dict[str, Any] = {"overall": performance(returns, positions, ppy).as_dict(), "by_regime": {}}
+    if regimes is not None:
+        trades = np.abs(np.diff(np.concatenate(([0.0], positions))))
+        labels = np.asarray(regimes)
+        if labels.shape[0] != np.asarray(returns).shape[0]:
+            raise DataError(f"{labels.shape[0]} regime labels for {np.asarray(returns).shape[0]} periods")
+        for name in REGIME_NAMES:
+            mask = labels == name
+            if np.any(mask):
+                report["by_regime"][name] = performance(
+                    returns[mask], positions[mask], ppy, trades=trades[mask]
+                ).as_dict()
+    return report
+
+
+def run_policy(
+    act: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    features: np.ndarray,
+    n_agents: int,
+    initial_positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Drive a policy bar by bar: ``act(features[t], positions) -> targets``; returns (n, A).
+
+    Each agent sees its own current position, which is its previous target: the loop is
+    sequential because a decision depends on the one before.
+    """
+    f = np.asarray(features, dtype=np.float32)
+    out = np.empty((f.shape[0], n_agents), dtype=np.float64)
+    current = (
+        np.zeros(n_agents, dtype=np.float32)
+        if initial_positions is None
+        else np.asarray(initial_positions, dtype=np.float32)
+    )
+    for t in range(f.shape[0]):
+        current = np.asarray(act(f[t], current), dtype=np.float32)
+        out[t] = current
+    return out
+
+
+def run_pool(pool: AgentPool, features: np.ndarray) -> np.ndarray:
+    """Target positions (n, A) of every agent of ``pool`` at each row of ``features``."""
+    return run_policy(pool.act, features, len(pool.names))
+
+
+@dataclass(frozen=True)
+class PreparedSeries:
+    """A series ready for a backtest: warm rows only, with the features the agents see."""
+
+    symbol: str
+    timestamp: np.ndarray  # (n,)
+    close: np.ndarray  # (n,)
+    features: np.ndarray  # (n, F)
+    regimes: np.ndarray | None  # (n,) labels, or None
+
+    @property
+    def periods_per_year(self) -> float:
+        return periods_per_year(self.timestamp)
+
+
+def prepare(series: BarSeries, regimes: np.ndarray | None = None, start: str | None = None,
+            end: str | None = None) -> PreparedSeries:
+    """Compute features over the whole series (so windows are warm), then keep the warm rows
+    with ``start <= timestamp < end``. ``regimes`` (one label per bar of ``series``) are cut alike."""
+    from ensemble_trader.domain.features import compute_features
+
+    fm = compute_features(series)
+    mask = fm.ready.copy()
+    ts = np.asarray(series.timestamp)
+    if start is not None:
+        mask &= ts >= np.datetime64(start, "ns")
+    if end is not None:
+        mask &= ts < np.datetime64(end, "ns")
+    if regimes is not None and len(regimes) != len(series):
+        raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
+    if np.count_nonzero(mask) < 2:
+        raise DataError(f"{series.symbol}: fewer than two warm bars in [{start}, {end})")
+    return PreparedSeries(
+        symbol=series.symbol,
+        timestamp=ts[mask],
+        close=np.asarray(series.close, dtype=np.float64)[mask],
+        features=fm.values[mask],
+        regimes=None if regimes is None else np.asarray(regimes).astype(str)[mask],
+    )
+
+
+def align_truth(series: BarSeries, truth_ts: np.ndarray, truth_labels: np.ndarray) -> np.ndarray:
+    """Regime label of every bar of ``series`` from a truth file (every bar must be covered)."""
+    index = {int(t): lab for t, lab in zip(np.asarray(truth_ts).astype("datetime64[ns]").astype(np.int64),
+                                           truth_labels, strict=True)}
+    stamps = np.asarray(series.timestamp).astype("datetime64[ns]").astype(np.int64)
+    missing = [i for i, t in enumerate(stamps) if int(t) not in index]
+    if missing:
+        raise DataError(
+            f"{series.symbol}: {len(missing)} bar(s) have no regime in the truth file; first at "
+            f"{np.datetime64(int(stamps[missing[0]]), 'ns')}"
+        )
+    return np.array([index[int(t)] for t in stamps], dtype="<U8")
+
+
+def evaluate_agents(
+    prepared: PreparedSeries,
+    positions: Mapping[str, np.ndarray],
+    costs: CostModel,
+) -> dict[str, Any]:
+    """Report of each named position path plus buy-and-hold and cash on ``prepared``.
+
+    ``positions[name]`` holds one target per bar (n,); the last bar's target earns nothing (there
+    is no next bar), so the periods are the first ``n - 1``. Shape of the result::
+
+        {"agents": {name: {"overall": M, "by_regime": {...}}},
+         "baselines": {"buy_and_hold": {...}, "cash": {...}}}
+    """
+    r = asset_returns(prepared.close)
+    ppy = prepared.periods_per_year
+    regimes = period_regimes(prepared.regimes) if prepared.regimes is not None else None
+    report: dict[str, Any] = {"agents": {}, "baselines": {}}
+    for name, path in positions.items():
+        p = np.asarray(path, dtype=np.float64)[:-1]
+        report["agents"][name] = summarise(strategy_returns(p, r, costs), p, ppy, regimes)
+    hold = np.ones_like(r)
+    report["baselines"]["buy_and_hold"] = summarise(strategy_returns(hold, r, costs), hold, ppy, regimes)
+    flat = np.zeros_like(r)
+    report["baselines"]["cash"] = summarise(flat, flat, ppy, regimes)
+    return report
+
