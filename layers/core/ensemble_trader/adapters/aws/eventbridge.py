@@ -1,0 +1,87 @@
+"""EventBridge publisher: domain events as ``PutEvents`` entries, chunked and retried."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
+
+from ensemble_trader import constants
+from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws.clients import client as make_client
+from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.runtime.settings import Settings, get_settings
+
+MAX_ENTRIES = 10
+
+
+def to_entry(event: BaseModel, bus: str, source: str = constants.EVENT_SOURCE) -> dict[str, Any]:
+    """One PutEvents entry: detail-type = the model's class name, detail = its JSON."""
+    return {
+        "Source": source,
+        "DetailType": type(event).__name__,
+        "Detail": event.model_dump_json(),
+        "EventBusName": bus,
+    }
+
+
+class EventBridgePublisher:
+    """:class:`ensemble_trader.ports.EventBus` over EventBridge ``PutEvents``.
+
+    Events go to the stage's bus (``constants.EVENT_BUS``) with ``source`` =
+    ``constants.EVENT_SOURCE`` and ``detail-type`` = the event model's class name, ten entries
+    per call; entries EventBridge reports as failed are sent again with backoff, and after
+    ``max_attempts`` an InfrastructureError names how many are still failing.
+    """
+
+    def __init__(
+        self,
+        events_client: Any | None = None,
+        *,
+        settings: Settings | None = None,
+        bus: str = constants.EVENT_BUS,
+        source: str = constants.EVENT_SOURCE,
+        max_attempts: int = 4,
+        base_delay_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings or get_settings()
+        self._client = events_client or make_client("events", self._settings)
+        self.bus = physical(bus, self._settings)
+        self.source = source
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self._sleep = sleep
+
+    def publish(self, events: Sequence[BaseModel]) -> None:
+        entries = [to_entry(e, self.bus, self.source) for e in events]
+        for start in range(0, len(entries), MAX_ENTRIES):
+            self._put(entries[start : start + MAX_ENTRIES])
+
+    def _put(self, entries: list[dict[str, Any]]) -> None:
+        pending = entries
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self._client.put_events(Entries=pending)
+            except (ClientError, BotoCoreError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                if not response.get("FailedEntryCount"):
+                    return
+                results = response["Entries"]
+                failed = [e for e, r in zip(pending, results, strict=True) if r.get("ErrorCode")]
+                last_error = "; ".join(
+                    sorted({f"{r['ErrorCode']}: {r.get('ErrorMessage', '')}" for r in results if r.get("ErrorCode")})
+                )
+                pending = failed
+            if attempt < self.max_attempts:
+                self._sleep(self.base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+        raise InfrastructureError(
+            f"EventBridge PutEvents to {self.bus}: {len(pending)} of {len(entries)} events still "
+            f"failing after {self.max_attempts} attempts; last error: {last_error}"
+        )

@@ -1,0 +1,139 @@
+"""Kinesis publisher: PutRecords in bounded chunks, retrying only the entries that failed."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws.clients import client as make_client
+from ensemble_trader.domain.errors import DataError, InfrastructureError
+from ensemble_trader.runtime.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_CALL = 500
+MAX_BYTES_PER_CALL = 5 * 1024 * 1024
+MAX_BYTES_PER_RECORD = 1024 * 1024
+
+
+def chunk_records(
+    records: Sequence[tuple[str, bytes]],
+    max_records: int = MAX_RECORDS_PER_CALL,
+    max_bytes: int = MAX_BYTES_PER_CALL,
+) -> list[list[tuple[str, bytes]]]:
+    """Split ``records`` (in order) into PutRecords requests within Kinesis' limits.
+
+    The size of an entry is its data plus its partition key, as Kinesis counts it. An entry
+    over 1 MiB can never be put and raises :class:`DataError` naming its key and size.
+    """
+    chunks: list[list[tuple[str, bytes]]] = []
+    current: list[tuple[str, bytes]] = []
+    size = 0
+    for key, data in records:
+        entry = len(data) + len(key.encode())
+        if entry > MAX_BYTES_PER_RECORD:
+            raise DataError(
+                f"Kinesis record for partition key {key!r} is {entry} bytes; the limit is "
+                f"{MAX_BYTES_PER_RECORD}"
+            )
+        if current and (len(current) >= max_records or size + entry > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append((key, data))
+        size += entry
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class KinesisPublisher:
+    """:class:`ensemble_trader.ports.StreamPublisher` over Kinesis ``PutRecords``.
+
+    ``stream`` may be a logical name (``"features"``, qualified with the stage) or a physical
+    one. Records go out in chunks of at most 500 entries and 5 MB, in the order given. When
+    Kinesis rejects some entries of a chunk (``FailedRecordCount`` > 0, typically throttling),
+    only those entries are sent again, in their original order, after an exponential backoff
+    with jitter; after ``max_attempts`` calls an :class:`InfrastructureError` says how many
+    entries are still failing and why.
+
+    Ordering: records of one partition key keep their order as long as a chunk fails from
+    some entry onwards (how a throttled shard behaves). Kinesis does allow a later entry of a
+    key to succeed where an earlier one failed; a retry cannot undo that, so it is logged as a
+    warning naming the key.
+    """
+
+    def __init__(
+        self,
+        kinesis_client: Any | None = None,
+        *,
+        settings: Settings | None = None,
+        max_attempts: int = 6,
+        base_delay_s: float = 0.05,
+        max_delay_s: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings or get_settings()
+        self._client = kinesis_client or make_client("kinesis", self._settings)
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self._sleep = sleep
+        self.calls = 0
+        self.retried_entries = 0
+
+    def put(self, stream: str, records: Sequence[tuple[str, bytes]]) -> None:
+        """Put ``(partition_key, data)`` records on ``stream``; raise InfrastructureError on failure."""
+        name = physical(stream, self._settings)
+        for chunk in chunk_records(records):
+            self._put_chunk(name, chunk)
+
+    def _put_chunk(self, stream: str, chunk: list[tuple[str, bytes]]) -> None:
+        pending = chunk
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                self.calls += 1
+                response = self._client.put_records(
+                    StreamName=stream,
+                    Records=[{"PartitionKey": key, "Data": data} for key, data in pending],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                failed = pending
+            else:
+                if not response.get("FailedRecordCount"):
+                    return
+                entries = response["Records"]
+                failed = [rec for rec, res in zip(pending, entries, strict=True) if "ErrorCode" in res]
+                codes = sorted({res["ErrorCode"] for res in entries if "ErrorCode" in res})
+                last_error = f"{len(failed)} of {len(pending)} entries rejected ({', '.join(codes)})"
+                _warn_if_reordered(pending, entries)
+            self.retried_entries += len(failed)
+            pending = failed
+            if attempt < self.max_attempts:
+                delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+                self._sleep(delay * (0.5 + random.random() / 2))
+        raise InfrastructureError(
+            f"Kinesis PutRecords to {stream}: {len(pending)} of {len(chunk)} records still failing "
+            f"after {self.max_attempts} attempts; last error: {last_error}"
+        )
+
+
+def _warn_if_reordered(sent: list[tuple[str, bytes]], results: list[dict]) -> None:
+    failed_keys: set[str] = set()
+    for (key, _), res in zip(sent, results, strict=True):
+        if "ErrorCode" in res:
+            failed_keys.add(key)
+        elif key in failed_keys:
+            log.warning(
+                "Kinesis accepted a record of partition key %r after rejecting an earlier one; "
+                "the retry puts the earlier record after it",
+                key,
+            )
+            failed_keys.discard(key)

@@ -1,0 +1,56 @@
+"""S3 model store: the model registry bucket as :class:`ensemble_trader.ports.ModelStore`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ensemble_trader.adapters.aws.clients import client as make_client
+from ensemble_trader.adapters.aws.clients import error_code
+from ensemble_trader.domain.errors import InfrastructureError, ModelArtifactError
+from ensemble_trader.runtime.settings import Settings, get_settings
+
+
+class S3ModelStore:
+    """Reads and writes model artifacts under ``prefix`` in the stage's registry bucket."""
+
+    def __init__(
+        self,
+        s3_client: Any | None = None,
+        *,
+        settings: Settings | None = None,
+        bucket: str | None = None,
+        prefix: str = "",
+    ) -> None:
+        self._settings = settings or get_settings()
+        self._client = s3_client or make_client("s3", self._settings)
+        self.bucket = bucket or self._settings.bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def read(self, key: str) -> bytes:
+        full = self.prefix + key
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ModelArtifactError(f"s3://{self.bucket}/{full} does not exist") from exc
+            raise InfrastructureError(f"S3 get s3://{self.bucket}/{full}: {exc}") from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        full = self.prefix + key
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise InfrastructureError(f"S3 put s3://{self.bucket}/{full}: {exc}") from exc
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys (relative to the store's prefix) that start with ``prefix``."""
+        keys: list[str] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise InfrastructureError(f"S3 list s3://{self.bucket}/{self.prefix}{prefix}: {exc}") from exc
+        return keys

@@ -1,0 +1,184 @@
+"""SQS adapters: a FIFO/standard queue publisher and the dead-letter writer."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
+
+from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws.clients import client as make_client
+from ensemble_trader.domain.errors import DataError, InfrastructureError
+from ensemble_trader.runtime.settings import Settings, get_settings
+
+MAX_BATCH = 10
+MAX_BATCH_BYTES = 256 * 1024
+DLQ_RECORD_LIMIT = 200 * 1024
+"""A dead-lettered record longer than this (as JSON) is stored truncated, marked as such."""
+
+
+class SqsPublisher:
+    """:class:`ensemble_trader.ports.QueuePublisher`: ``SendMessageBatch`` in batches of 10.
+
+    For a FIFO queue (name ending in ``.fifo``) each message carries its group id (the symbol:
+    order is kept per group) and deduplication id (the intent id: a resend within five minutes
+    is dropped by SQS). For a standard queue both are ignored. Entries SQS rejects are sent
+    again with backoff; after ``max_attempts`` an InfrastructureError names how many failed.
+    """
+
+    def __init__(
+        self,
+        sqs_client: Any | None = None,
+        *,
+        settings: Settings | None = None,
+        max_attempts: int = 5,
+        base_delay_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings or get_settings()
+        self._client = sqs_client or make_client("sqs", self._settings)
+        self._urls: dict[str, str] = {}
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self._sleep = sleep
+
+    def queue_url(self, queue: str) -> str:
+        name = physical(queue, self._settings)
+        url = self._urls.get(name)
+        if url is None:
+            try:
+                url = self._client.get_queue_url(QueueName=name)["QueueUrl"]
+            except (ClientError, BotoCoreError) as exc:
+                raise InfrastructureError(f"SQS queue {name} not reachable: {exc}") from exc
+            self._urls[name] = url
+        return url
+
+    def send(self, queue: str, messages: Sequence[tuple[str, str, bytes]]) -> None:
+        """Send ``(group_id, deduplication_id, body)`` messages in order."""
+        name = physical(queue, self._settings)
+        fifo = name.endswith(".fifo")
+        url = self.queue_url(queue)
+        entries = []
+        for i, (group, dedup, body) in enumerate(messages):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": _text(body)}
+            if fifo:
+                entry["MessageGroupId"] = group
+                entry["MessageDeduplicationId"] = dedup
+            entries.append(entry)
+        for batch in _batches(entries):
+            self._send_batch(name, url, batch)
+
+    def _send_batch(self, name: str, url: str, batch: list[dict[str, Any]]) -> None:
+        pending = batch
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self._client.send_message_batch(QueueUrl=url, Entries=pending)
+            except (ClientError, BotoCoreError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                failed_ids = {f["Id"]: f for f in response.get("Failed", [])}
+                if not failed_ids:
+                    return
+                permanent = [f for f in failed_ids.values() if f.get("SenderFault")]
+                if permanent:
+                    raise InfrastructureError(
+                        f"SQS {name} rejected {len(permanent)} messages: "
+                        + "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in permanent)
+                    )
+                last_error = "; ".join(f"{f.get('Code')}" for f in failed_ids.values())
+                pending = [e for e in pending if e["Id"] in failed_ids]
+            if attempt < self.max_attempts:
+                self._sleep(self.base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+        raise InfrastructureError(
+            f"SQS SendMessageBatch to {name}: {len(pending)} of {len(batch)} messages still failing "
+            f"after {self.max_attempts} attempts; last error: {last_error}"
+        )
+
+
+class SqsDeadLetterWriter:
+    """:class:`ensemble_trader.ports.DeadLetterWriter`: one JSON message per failed record.
+
+    The body is ``{"reason", "source", "failed_at", "record"}``; ``record`` is the input as it
+    arrived (a Lambda event record dict, a model as JSON, text, or bytes as base64 under
+    ``record_base64``), so the message can be inspected and replayed.
+    """
+
+    def __init__(
+        self,
+        queue: str,
+        sqs_client: Any | None = None,
+        *,
+        settings: Settings | None = None,
+        source: str = "",
+    ) -> None:
+        self.queue = queue
+        self.source = source
+        self._publisher = SqsPublisher(sqs_client, settings=settings)
+
+    def send(self, record: Any, reason: str, *, source: str = "") -> None:
+        body = dead_letter_body(record, reason, source=source or self.source)
+        group = source or self.source or "dead-letters"
+        dedup = hashlib.sha256(body.encode()).hexdigest()
+        self._publisher.send(self.queue, [(group, dedup, body.encode())])
+
+
+def dead_letter_body(record: Any, reason: str, *, source: str = "") -> str:
+    """The JSON document a dead-lettered record is stored as."""
+    doc: dict[str, Any] = {
+        "reason": reason,
+        "source": source,
+        "failed_at": datetime.now(UTC).isoformat(),
+    }
+    if isinstance(record, BaseModel):
+        doc["record"] = record.model_dump(mode="json")
+    elif isinstance(record, (bytes, bytearray)):
+        try:
+            doc["record"] = bytes(record).decode("utf-8")
+        except UnicodeDecodeError:
+            doc["record_base64"] = base64.b64encode(bytes(record)).decode()
+    elif isinstance(record, (Mapping, list, str, int, float)) or record is None:
+        doc["record"] = record
+    else:
+        doc["record"] = repr(record)
+    body = json.dumps(doc, default=str)
+    if len(body) > DLQ_RECORD_LIMIT:
+        text = json.dumps(doc.pop("record", doc.pop("record_base64", None)), default=str)
+        doc["record_truncated"] = text[:DLQ_RECORD_LIMIT]
+        doc["truncated"] = True
+        body = json.dumps(doc, default=str)
+    return body
+
+
+def _text(body: bytes | str) -> str:
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError("an SQS message body must be UTF-8 text") from exc
+
+
+def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    batches: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        n = len(entry["MessageBody"].encode())
+        if current and (len(current) >= MAX_BATCH or size + n > MAX_BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        entry = {**entry, "Id": str(len(current))}
+        current.append(entry)
+        size += n
+    if current:
+        batches.append(current)
+    return batches

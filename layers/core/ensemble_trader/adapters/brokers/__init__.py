@@ -1,0 +1,1 @@
+"""Brokers behind :class:`ensemble_trader.ports.Broker`: ``paper`` (default) and ``alpaca``."""

@@ -1,0 +1,82 @@
+"""``RedisCache``: the :class:`ensemble_trader.ports.Cache` port over redis-py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ensemble_trader.domain.errors import InfrastructureError
+
+
+class RedisCache:
+    """Bytes by key in Redis: one ``MGET`` per read, one pipelined ``SET`` batch per write.
+
+    Every redis error (connection refused, timeout, ``NOREPLICAS``, ``OOM``, ...) becomes an
+    :class:`InfrastructureError`, which the stage runner treats as transient. ``ttl_seconds``
+    sets an expiry on written keys (``None``: keep them; the cache is rebuilt from DynamoDB
+    snapshots after an eviction anyway). ``prefix`` namespaces the keys of one stage.
+    """
+
+    def __init__(self, client: Any, *, prefix: str = "", ttl_seconds: int | None = None) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "",
+        ttl_seconds: int | None = None,
+        timeout_s: float = 2.0,
+    ) -> RedisCache:
+        """A cache over a new connection pool to ``url`` (``redis://host:port/db``, ``rediss://``)."""
+        import redis
+
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        return cls(client, prefix=prefix, ttl_seconds=ttl_seconds)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    def get(self, key: str) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            return list(self._client.mget([self._k(k) for k in keys]))
+        except Exception as exc:  # redis.RedisError and socket errors alike
+            raise InfrastructureError(f"Redis MGET of {len(keys)} keys failed: {exc}") from exc
+
+    def set_many(self, items: Mapping[str, bytes]) -> None:
+        if not items:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.set(self._k(key), value, ex=self.ttl_seconds)
+            results = pipe.execute(raise_on_error=True)
+        except Exception as exc:
+            raise InfrastructureError(f"Redis SET of {len(items)} keys failed: {exc}") from exc
+        if not all(results):
+            raise InfrastructureError(f"Redis SET of {len(items)} keys: some writes were refused")
+
+    def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        try:
+            self._client.delete(*(self._k(k) for k in keys))
+        except Exception as exc:
+            raise InfrastructureError(f"Redis DEL of {len(keys)} keys failed: {exc}") from exc

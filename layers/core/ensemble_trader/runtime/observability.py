@@ -1,0 +1,55 @@
+"""Powertools Logger, Metrics and Tracer shared by every handler.
+
+Each handler asks for its trio once at import time::
+
+    obs = observability("features")
+    logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+
+The service name is ``POWERTOOLS_SERVICE_NAME`` when set (the CDK app sets it per function),
+else the name passed in, so handlers loaded side by side in one local process still log under
+their own names. Metrics go to the ``EnsembleTrader`` namespace with a ``stage`` dimension
+(``ET_STAGE``). The tracer is disabled outside Lambda (Powertools' own rule) and by
+``POWERTOOLS_TRACE_DISABLED``, which the local stack sets.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+
+METRICS_NAMESPACE = "EnsembleTrader"
+
+
+@dataclass(frozen=True)
+class Observability:
+    service: str
+    logger: Logger
+    metrics: Metrics
+    tracer: Tracer
+
+
+_lock = threading.Lock()
+_instances: dict[str, Observability] = {}
+
+
+def observability(default_service: str) -> Observability:
+    """The Logger/Metrics/Tracer of a service (created once per process and service)."""
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME") or default_service
+    with _lock:
+        found = _instances.get(service)
+        if found is None:
+            from ensemble_trader.runtime.settings import get_settings
+
+            metrics = Metrics(namespace=METRICS_NAMESPACE, service=service)
+            metrics.set_default_dimensions(stage=get_settings().stage)
+            found = Observability(
+                service=service,
+                logger=Logger(service=service),
+                metrics=metrics,
+                tracer=Tracer(service=service),
+            )
+            _instances[service] = found
+        return found

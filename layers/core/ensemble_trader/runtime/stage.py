@@ -1,0 +1,548 @@
+"""The stateful per-symbol stage runner shared by every Kinesis-fed Lambda.
+
+A stage of the pipeline (features, regime, meta-agent) is a pure step over per-symbol state::
+
+    Kinesis records ──decode/validate──▶ group by symbol (order kept)
+        ──one MGET──▶ state per symbol (cache; DynamoDB snapshot on a miss; new state otherwise)
+        ──step.apply(state, message) for each new record──▶ outputs, events
+        ──▶ outputs on the next stream / queue ──▶ events on the bus
+        ──▶ conditional snapshot per symbol (DynamoDB) ──▶ one pipelined write-back (cache)
+
+:class:`SymbolStep` is what a stage implements (in the core, no I/O); :class:`KinesisStageRunner`
+is the I/O around it, so a handler is a few lines. The response is exactly Lambda's partial-batch
+response, ``{"batchItemFailures": [{"itemIdentifier": <sequenceNumber>}, ...]}``, for an event
+source mapping with ``ReportBatchItemFailures``.
+
+Rules, in the order they apply:
+
+* **Permanent errors are dead-lettered at once.** A record that is not a valid Kinesis record or
+  whose data does not validate as ``step.input_model`` (:class:`InvalidMessageError`, naming field
+  and value), or that the step rejects with InvalidMessageError/DataError, is sent to the
+  function's dead-letter queue with the reason and is *not* reported as failed: a retry cannot fix
+  it and would block the shard. (If the DLQ itself cannot be reached the item is reported failed.)
+* **Redelivery is a no-op.** The state records the last applied sequence (the bar time in ns); a
+  record at or below it is skipped and counted as a duplicate. Outputs of a stage carry
+  deterministic content, so a re-emitted output is a duplicate downstream too.
+* **Transient errors fail a symbol from its first unprocessed record.** An InfrastructureError of
+  the cache, the sink, the bus or DynamoDB, a ConcurrencyError of the snapshot, or an unexpected
+  exception inside ``apply`` reports that symbol's first unprocessed record and every later record
+  of that symbol as batch item failures; the ESM then retries from the lowest failed sequence
+  number, and the records already applied before it are no-ops on the retry. Other symbols in the
+  batch are unaffected.
+* **Write order makes a crash harmless.** Outputs and events go out before the state is written,
+  so a crash in between re-emits (harmless) rather than loses outputs. The DynamoDB snapshot
+  (``stage-state`` table, pk = stage name, sk = symbol) is written with a ``version`` condition
+  *before* the cache: two concurrent writers cannot both win, and the loser drops its cache key
+  so its retry reloads the newer snapshot. A cache loss is repaired from the snapshots.
+
+``apply`` must not leave its state changed when it raises (validate first, then mutate).
+Measurements go to Powertools metrics (``<stage>_compute_us`` per record and counts per batch)
+and to a process-wide :class:`StageStats` (the local demo and benchmarks read it).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from ensemble_trader.domain.errors import (
+    ConcurrencyError,
+    DataError,
+    FieldProblem,
+    InfrastructureError,
+    InvalidMessageError,
+    StateError,
+)
+from ensemble_trader.domain.models import parse
+from ensemble_trader.ports import Cache, DeadLetterWriter, EventBus, KeyValueStore, QueuePublisher, StreamPublisher
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+In = TypeVar("In", bound=BaseModel)
+
+SNAPSHOT_TABLE = "stage-state"
+_ENVELOPE = struct.Struct(">3sQ")  # magic, version
+_MAGIC = b"ET1"
+
+
+def timestamp_ns(when: datetime) -> int:
+    """Nanoseconds since the epoch of a timezone-aware datetime (exact, no float rounding)."""
+    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+class SymbolStep(Protocol[S, In]):
+    """A pure per-symbol stage: what the runner needs to know about it.
+
+    ``name`` is the stage name (metric prefix, snapshot partition key). ``apply`` returns the new
+    state, the records for the next stream or queue, and the events for the bus.
+    """
+
+    name: str
+    input_model: type[In]
+
+    def key(self, symbol: str) -> str: ...
+
+    def symbol_of(self, message: In) -> str: ...
+
+    def message_sequence(self, message: In) -> int: ...
+
+    def new_state(self, symbol: str) -> S: ...
+
+    def load(self, data: bytes) -> S: ...
+
+    def dump(self, state: S) -> bytes: ...
+
+    def sequence(self, state: S) -> int | None: ...
+
+    def apply(self, state: S, message: In) -> tuple[S, list[BaseModel], list[BaseModel]]: ...
+
+
+class BaseSymbolStep(Generic[S, In]):
+    """Defaults for a :class:`SymbolStep` whose messages have ``symbol`` and ``timestamp``.
+
+    A subclass sets ``name`` and ``input_model`` and implements ``new_state``, ``load``,
+    ``dump``, ``sequence`` and ``apply``.
+    """
+
+    name: str
+    input_model: type[In]
+
+    def key(self, symbol: str) -> str:
+        return f"{self.name}:{symbol}"
+
+    def symbol_of(self, message: In) -> str:
+        return message.symbol  # type: ignore[attr-defined]
+
+    def message_sequence(self, message: In) -> int:
+        return timestamp_ns(message.timestamp)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where outputs go
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordSink(Protocol):
+    """Where a stage's output records go (the next stream, a FIFO queue)."""
+
+    def emit(self, records: Sequence[BaseModel]) -> None: ...
+
+
+class StreamSink:
+    """Outputs as JSON records on a Kinesis stream, partition key = the record's symbol."""
+
+    def __init__(
+        self,
+        publisher: StreamPublisher,
+        stream: str,
+        partition_key: Callable[[BaseModel], str] = lambda m: m.symbol,  # type: ignore[attr-defined]
+    ) -> None:
+        self.publisher = publisher
+        self.stream = stream
+        self.partition_key = partition_key
+
+    def emit(self, records: Sequence[BaseModel]) -> None:
+        self.publisher.put(
+            self.stream, [(self.partition_key(r), r.model_dump_json().encode()) for r in records]
+        )
+
+
+class QueueSink:
+    """Outputs as JSON messages on a FIFO queue: group = symbol, deduplication id from the record."""
+
+    def __init__(
+        self,
+        publisher: QueuePublisher,
+        queue: str,
+        deduplication_id: Callable[[BaseModel], str],
+        group_id: Callable[[BaseModel], str] = lambda m: m.symbol,  # type: ignore[attr-defined]
+    ) -> None:
+        self.publisher = publisher
+        self.queue = queue
+        self.deduplication_id = deduplication_id
+        self.group_id = group_id
+
+    def emit(self, records: Sequence[BaseModel]) -> None:
+        self.publisher.send(
+            self.queue,
+            [(self.group_id(r), self.deduplication_id(r), r.model_dump_json().encode()) for r in records],
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+
+class MetricsSink(Protocol):
+    """The part of Powertools ``Metrics`` the runner uses."""
+
+    def add_metric(self, name: str, unit: str, value: float) -> None: ...
+
+
+@dataclass
+class StageStats:
+    """What one stage did in this process (a Lambda container, or the local stack)."""
+
+    invocations: int = 0
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed_items: int = 0
+    outputs: int = 0
+    events: int = 0
+    rejection_reasons: Counter = field(default_factory=Counter)
+    compute_ns: list[int] = field(default_factory=list)
+
+    def compute_us(self) -> dict[str, float]:
+        """p50/p99/mean per-record compute latency in microseconds (empty when none)."""
+        if not self.compute_ns:
+            return {}
+        arr = np.asarray(self.compute_ns, dtype=np.float64) / 1e3
+        return {
+            "p50": float(np.percentile(arr, 50)),
+            "p99": float(np.percentile(arr, 99)),
+            "mean": float(arr.mean()),
+        }
+
+
+_stats: dict[str, StageStats] = {}
+
+
+def stage_stats(name: str) -> StageStats:
+    """The process-wide statistics of stage ``name`` (created empty on first use)."""
+    return _stats.setdefault(name, StageStats())
+
+
+def reset_stage_stats() -> None:
+    _stats.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    item_id: str | None
+    raw: Mapping[str, Any]
+    message: BaseModel
+
+
+@dataclass
+class _Group:
+    items: list[_Item]
+    state: Any = None
+    version: int = 0
+    outputs: list[BaseModel] = field(default_factory=list)
+    events: list[BaseModel] = field(default_factory=list)
+    changed: bool = False
+    warm: bool = False  # loaded from the snapshot on a cache miss: write it back to the cache
+    failed_from: int | None = None  # index of the first unprocessed item after a failure
+
+    def fail(self, index: int = 0) -> None:
+        self.failed_from = index if self.failed_from is None else min(self.failed_from, index)
+        if index == 0:
+            self.changed = False
+
+
+def encode_cached(version: int, state: bytes) -> bytes:
+    """Cache value: magic, snapshot version, state bytes."""
+    return _ENVELOPE.pack(_MAGIC, version) + state
+
+
+def decode_cached(blob: bytes) -> tuple[int, bytes]:
+    if len(blob) < _ENVELOPE.size or blob[:3] != _MAGIC:
+        raise StateError("cached state has no ET1 envelope")
+    _, version = _ENVELOPE.unpack_from(blob)
+    return version, blob[_ENVELOPE.size :]
+
+
+class KinesisStageRunner(Generic[S, In]):
+    """Runs a :class:`SymbolStep` over a Kinesis event; see the module docstring for the rules.
+
+    ``sink`` receives the outputs (``StreamSink`` / ``QueueSink``; ``None`` for a stage without
+    outputs), ``events`` the domain events, ``dlq`` the rejected records, ``snapshots`` the state
+    snapshots (``None``: the cache is the only copy — tests and the backtester only).
+    """
+
+    def __init__(
+        self,
+        step: SymbolStep[S, In],
+        *,
+        cache: Cache,
+        dlq: DeadLetterWriter,
+        sink: RecordSink | None = None,
+        events: EventBus | None = None,
+        snapshots: KeyValueStore | None = None,
+        metrics: MetricsSink | None = None,
+        snapshot_table: str = SNAPSHOT_TABLE,
+        stats: StageStats | None = None,
+    ) -> None:
+        self.step = step
+        self.cache = cache
+        self.dlq = dlq
+        self.sink = sink
+        self.events = events
+        self.snapshots = snapshots
+        self.metrics = metrics
+        self.snapshot_table = snapshot_table
+        self.stats = stats if stats is not None else stage_stats(step.name)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def process(self, event: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+        """Process a Kinesis Lambda event; return Lambda's partial batch response."""
+        records = event.get("Records") if isinstance(event, Mapping) else None
+        if not isinstance(records, list):
+            raise InvalidMessageError(
+                "KinesisEvent", [FieldProblem("Records", type(records).__name__, "must be a list of records")]
+            )
+        stats = self.stats
+        stats.invocations += 1
+        stats.records += len(records)
+        failures: list[str] = []
+        duplicates_before = stats.duplicates
+        groups = self._decode(records, failures)
+        self._load_states(groups)
+        self._apply(groups, failures)
+        self._persist(groups)
+
+        for group in groups.values():
+            if group.failed_from is not None:
+                for item in group.items[group.failed_from :]:
+                    if item.item_id is not None:
+                        failures.append(item.item_id)
+        position = {_sequence_number(r): i for i, r in enumerate(records)}
+        failures = sorted(_ordered_unique(failures), key=lambda f: position.get(f, len(records)))
+        stats.failed_items += len(failures)
+        self._count("records", len(records))
+        self._count("duplicates", stats.duplicates - duplicates_before)
+        self._count("failed_items", len(failures))
+        return {"batchItemFailures": [{"itemIdentifier": f} for f in failures]}
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def _decode(self, records: list[Any], failures: list[str]) -> dict[str, _Group]:
+        from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamRecord
+
+        groups: dict[str, _Group] = {}
+        for raw in records:
+            item_id = _sequence_number(raw)
+            try:
+                envelope = KinesisDataStreamRecord.model_validate(raw)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+                )
+                self._reject(raw, item_id, f"invalid Kinesis record: {problems}", failures)
+                continue
+            try:
+                message = parse(self.step.input_model, envelope.kinesis.data)  # type: ignore[arg-type]
+            except InvalidMessageError as exc:
+                self._reject(raw, item_id, exc.reason, failures)
+                continue
+            symbol = self.step.symbol_of(message)
+            groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message))
+        return groups
+
+    def _load_states(self, groups: dict[str, _Group]) -> None:
+        if not groups:
+            return
+        symbols = list(groups)
+        try:
+            blobs = self.cache.get_many([self.step.key(s) for s in symbols])
+        except InfrastructureError as exc:
+            log.warning("stage %s: cache read failed, failing %d symbols: %s", self.step.name, len(symbols), exc)
+            for g in groups.values():
+                g.fail(0)
+            return
+        for symbol, blob in zip(symbols, blobs, strict=True):
+            group = groups[symbol]
+            try:
+                group.state, group.version, group.warm = self._load_one(symbol, blob)
+            except (InfrastructureError, StateError) as exc:
+                log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
+                group.fail(0)
+
+    def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool]:
+        """(state, version, loaded_from_snapshot) of one symbol."""
+        if blob is not None:
+            try:
+                version, data = decode_cached(blob)
+                return self.step.load(data), version, False
+            except Exception as exc:  # a corrupt cache entry is repaired from the snapshot
+                if self.snapshots is None:
+                    raise StateError(f"cached state of {symbol} cannot be decoded: {exc}") from exc
+                log.warning("stage %s: cached state of %s unreadable (%s); using snapshot", self.step.name, symbol, exc)
+        if self.snapshots is not None:
+            item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})
+            if item is not None:
+                try:
+                    return self.step.load(bytes(item["state"])), int(item["version"]), True
+                except Exception as exc:
+                    raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
+        return self.step.new_state(symbol), 0, False
+
+    def _apply(self, groups: dict[str, _Group], failures: list[str]) -> None:
+        step, stats = self.step, self.stats
+        clock = time.perf_counter_ns
+        compute_metric = f"{step.name}_compute_us"
+        for symbol, group in groups.items():
+            if group.failed_from is not None:
+                continue
+            state = group.state
+            last = step.sequence(state)
+            for index, item in enumerate(group.items):
+                seq = step.message_sequence(item.message)
+                if last is not None and seq <= last:
+                    stats.duplicates += 1
+                    continue
+                t0 = clock()
+                try:
+                    state, outputs, events = step.apply(state, item.message)
+                except (InvalidMessageError, DataError) as exc:
+                    if not self._reject(item.raw, item.item_id, str(exc), failures):
+                        group.fail(index)
+                        break
+                    continue
+                except Exception:
+                    log.exception("stage %s: step failed on %s seq %s", step.name, symbol, item.item_id)
+                    group.fail(index)
+                    break
+                elapsed = clock() - t0
+                stats.compute_ns.append(elapsed)
+                if self.metrics is not None:
+                    self.metrics.add_metric(compute_metric, "Microseconds", elapsed / 1e3)
+                stats.applied += 1
+                last = seq
+                group.changed = True
+                group.outputs.extend(outputs)
+                group.events.extend(events)
+            group.state = state
+
+    def _persist(self, groups: dict[str, _Group]) -> None:
+        step = self.step
+        with_outputs = [g for g in groups.values() if g.changed and g.outputs]
+        if self.sink is not None and with_outputs:
+            try:
+                self.sink.emit([o for g in with_outputs for o in g.outputs])
+                n = sum(len(g.outputs) for g in with_outputs)
+                self.stats.outputs += n
+                self._count("outputs", n)
+            except InfrastructureError as exc:
+                log.warning("stage %s: outputs not published: %s", step.name, exc)
+                for g in with_outputs:
+                    g.fail(0)
+        with_events = [g for g in groups.values() if g.changed and g.events]
+        if self.events is not None and with_events:
+            try:
+                self.events.publish([e for g in with_events for e in g.events])
+                self.stats.events += sum(len(g.events) for g in with_events)
+            except InfrastructureError as exc:
+                log.warning("stage %s: events not published: %s", step.name, exc)
+                for g in with_events:
+                    g.fail(0)
+
+        to_write = {s: g for s, g in groups.items() if g.changed}
+        dumped: dict[str, bytes] = {}
+        for symbol, group in list(to_write.items()):
+            try:
+                dumped[symbol] = step.dump(group.state)
+            except Exception:
+                log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
+                group.fail(0)
+                del to_write[symbol]
+        if self.snapshots is not None:
+            for symbol, group in list(to_write.items()):
+                item = {
+                    "pk": step.name,
+                    "sk": symbol,
+                    "version": group.version + 1,
+                    "sequence": step.sequence(group.state),
+                    "state": dumped[symbol],
+                    "updated_at": datetime.now(UTC).isoformat(),
+                }
+                try:
+                    self.snapshots.put_item(self.snapshot_table, item, expected_version=group.version)
+                except ConcurrencyError as exc:
+                    log.warning("stage %s: snapshot of %s lost a race: %s", step.name, symbol, exc)
+                    self._drop_cached(symbol)
+                    group.fail(0)
+                    del to_write[symbol]
+                except InfrastructureError as exc:
+                    log.warning("stage %s: snapshot of %s failed: %s", step.name, symbol, exc)
+                    group.fail(0)
+                    del to_write[symbol]
+        cache_items = {step.key(s): encode_cached(g.version + 1, dumped[s]) for s, g in to_write.items()}
+        for symbol, group in groups.items():
+            if group.warm and not group.changed and group.failed_from is None:
+                try:
+                    cache_items[step.key(symbol)] = encode_cached(group.version, step.dump(group.state))
+                except Exception:
+                    log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
+        if cache_items:
+            try:
+                self.cache.set_many(cache_items)
+            except InfrastructureError as exc:
+                log.warning("stage %s: state write-back failed for %d symbols: %s", step.name, len(to_write), exc)
+                for g in to_write.values():
+                    g.fail(0)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _reject(self, raw: Any, item_id: str | None, reason: str, failures: list[str]) -> bool:
+        """Dead-letter a record; if the DLQ is unreachable report it failed. True when sent."""
+        try:
+            self.dlq.send(raw, reason, source=self.step.name)
+        except InfrastructureError as exc:
+            log.warning("stage %s: dead-letter queue unreachable: %s", self.step.name, exc)
+            if item_id is None:
+                raise
+            failures.append(item_id)
+            return False
+        self.stats.rejected += 1
+        self.stats.rejection_reasons[reason[:300]] += 1
+        self._count("rejected", 1)
+        return True
+
+    def _drop_cached(self, symbol: str) -> None:
+        try:
+            self.cache.delete(self.step.key(symbol))
+        except InfrastructureError as exc:
+            log.warning("stage %s: could not drop cached state of %s: %s", self.step.name, symbol, exc)
+
+    def _count(self, what: str, n: int) -> None:
+        if self.metrics is not None and n:
+            self.metrics.add_metric(f"{self.step.name}_{what}", "Count", n)
+
+
+def _sequence_number(raw: Any) -> str | None:
+    try:
+        seq = raw["kinesis"]["sequenceNumber"]
+    except (KeyError, TypeError):
+        return None
+    return seq if isinstance(seq, str) and seq else None
+
+
+def _ordered_unique(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for v in values:
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+    return out

@@ -1,0 +1,287 @@
+"""Semantics of the per-symbol stage runner, with in-memory fakes of every port."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import AwareDatetime
+
+from ensemble_trader.adapters.memory import (
+    MemoryCache,
+    MemoryDeadLetters,
+    MemoryEventBus,
+    MemoryKeyValueStore,
+    MemoryStreamPublisher,
+)
+from ensemble_trader.domain.errors import DataError, InvalidMessageError
+from ensemble_trader.domain.models import Bar, Message
+from ensemble_trader.local.events import kinesis_event, kinesis_record
+from ensemble_trader.runtime.stage import (
+    BaseSymbolStep,
+    KinesisStageRunner,
+    StageStats,
+    StreamSink,
+    decode_cached,
+    timestamp_ns,
+)
+
+T0 = datetime(2024, 1, 2, tzinfo=UTC)
+
+
+class Tally(Message):
+    symbol: str
+    timestamp: AwareDatetime
+    count: int
+    total: float
+
+
+class Milestone(Message):
+    symbol: str
+    count: int
+
+
+class TallyStep(BaseSymbolStep[dict, Bar]):
+    """Counts bars and sums closes; volume 13 is a permanent error, 666 an unexpected crash."""
+
+    name = "tally"
+    input_model = Bar
+
+    def __init__(self) -> None:
+        self.crash_on_volume: float | None = 666.0
+
+    def new_state(self, symbol: str) -> dict:
+        return {"symbol": symbol, "last": None, "count": 0, "total": 0.0}
+
+    def load(self, data: bytes) -> dict:
+        return json.loads(data)
+
+    def dump(self, state: dict) -> bytes:
+        return json.dumps(state).encode()
+
+    def sequence(self, state: dict) -> int | None:
+        return state["last"]
+
+    def apply(self, state: dict, bar: Bar):
+        if bar.volume == 13.0:
+            raise DataError(f"volume 13 is unlucky for {bar.symbol}")
+        if self.crash_on_volume is not None and bar.volume == self.crash_on_volume:
+            raise RuntimeError("bug in the step")
+        new = {
+            "symbol": state["symbol"],
+            "last": timestamp_ns(bar.timestamp),
+            "count": state["count"] + 1,
+            "total": state["total"] + bar.close,
+        }
+        out = Tally(symbol=bar.symbol, timestamp=bar.timestamp, count=new["count"], total=new["total"])
+        events = [Milestone(symbol=bar.symbol, count=new["count"])] if new["count"] % 3 == 0 else []
+        return new, [out], events
+
+
+def bar_json(symbol: str, i: int, volume: float = 100.0, **override) -> bytes:
+    close = 100.0 + i
+    doc = {
+        "symbol": symbol,
+        "timestamp": (T0 + timedelta(days=i)).isoformat(),
+        "open": close,
+        "high": close + 1,
+        "low": close - 1,
+        "close": close,
+        "volume": volume,
+    }
+    doc.update(override)
+    return json.dumps(doc).encode()
+
+
+def event_of(payloads: list[tuple[str, bytes]], first_seq: int = 1000) -> dict:
+    return kinesis_event(
+        [
+            kinesis_record(data, partition_key=key, sequence_number=str(first_seq + n), stream="et-test-in")
+            for n, (key, data) in enumerate(payloads)
+        ]
+    )
+
+
+@pytest.fixture()
+def world():
+    class World:
+        def __init__(self) -> None:
+            self.step = TallyStep()
+            self.cache = MemoryCache()
+            self.dlq = MemoryDeadLetters()
+            self.publisher = MemoryStreamPublisher()
+            self.bus = MemoryEventBus()
+            self.snapshots = MemoryKeyValueStore()
+            self.stats = StageStats()
+            self.runner = self.make_runner()
+
+        def make_runner(self) -> KinesisStageRunner:
+            return KinesisStageRunner(
+                self.step,
+                cache=self.cache,
+                dlq=self.dlq,
+                sink=StreamSink(self.publisher, "out"),
+                events=self.bus,
+                snapshots=self.snapshots,
+                stats=self.stats,
+            )
+
+        def outputs(self) -> list[Tally]:
+            return [Tally.parse(data) for _, data in self.publisher.streams["out"]]
+
+        def state(self, symbol: str) -> tuple[int, dict]:
+            version, data = decode_cached(self.cache.data[f"tally:{symbol}"])
+            return version, json.loads(data)
+
+    return World()
+
+
+def failures(response: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def interleaved(n: int) -> list[tuple[str, bytes]]:
+    return [(s, bar_json(s, i)) for i in range(n) for s in ("AAA", "BBB")]
+
+
+def test_processes_every_symbol_in_order_and_writes_state(world):
+    response = world.runner.process(event_of(interleaved(4)))
+    assert response == {"batchItemFailures": []}
+    outs = world.outputs()
+    assert [(o.symbol, o.count) for o in outs if o.symbol == "AAA"] == [("AAA", c) for c in (1, 2, 3, 4)]
+    assert [o.count for o in outs if o.symbol == "BBB"] == [1, 2, 3, 4]
+    version, state = world.state("AAA")
+    assert version == 1 and state["count"] == 4 and state["total"] == pytest.approx(406.0)
+    snap = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    assert snap["version"] == 1 and json.loads(snap["state"]) == state
+    assert snap["sequence"] == timestamp_ns(T0 + timedelta(days=3))
+    assert [e.count for e in world.bus.events] == [3, 3]
+    assert world.stats.applied == 8 and len(world.stats.compute_ns) == 8
+
+
+def test_redelivered_batch_is_a_no_op(world):
+    event = event_of(interleaved(5))
+    world.runner.process(event)
+    cached = dict(world.cache.data)
+    n_out = len(world.publisher.streams["out"])
+    response = world.runner.process(event)
+    assert failures(response) == []
+    assert world.cache.data == cached
+    assert len(world.publisher.streams["out"]) == n_out
+    assert world.stats.duplicates == 10
+    assert world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "BBB"})["version"] == 1
+
+
+def test_overlapping_batch_applies_only_new_records(world):
+    world.runner.process(event_of(interleaved(3)))
+    world.runner.process(event_of(interleaved(5), first_seq=2000))
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4, 5]
+    assert world.state("AAA")[0] == 2
+
+
+def test_invalid_message_goes_to_dlq_with_reason_and_is_not_retried(world):
+    payloads = interleaved(3)
+    payloads.insert(2, ("AAA", bar_json("AAA", 7, high=50.0)))  # high below open/close
+    payloads.insert(4, ("AAA", b"not json at all"))
+    response = world.runner.process(event_of(payloads))
+    assert failures(response) == []
+    assert len(world.dlq.letters) == 2
+    record, reason, source = world.dlq.letters[0]
+    assert source == "tally"
+    assert "high=50.0" in reason and "Bar" in reason
+    assert record["kinesis"]["sequenceNumber"] == "1002"
+    assert "invalid Bar" in world.dlq.letters[1][1]
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3]
+    assert world.stats.rejected == 2
+
+
+def test_malformed_kinesis_record_goes_to_dlq(world):
+    event = event_of(interleaved(1))
+    event["Records"][0]["kinesis"]["data"] = "%%% not base64 %%%"
+    del event["Records"][1]["eventSource"]
+    response = world.runner.process(event)
+    assert failures(response) == []
+    assert len(world.dlq.letters) == 2
+    assert all(reason.startswith("invalid Kinesis record") for reason in world.dlq.reasons)
+
+
+def test_permanent_error_raised_by_step_is_dead_lettered(world):
+    payloads = interleaved(2) + [("AAA", bar_json("AAA", 2, volume=13.0)), ("AAA", bar_json("AAA", 3))]
+    response = world.runner.process(event_of(payloads))
+    assert failures(response) == []
+    assert world.dlq.reasons == ["volume 13 is unlucky for AAA"]
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3]
+
+
+def test_unexpected_step_error_fails_that_symbol_from_the_failing_record(world):
+    payloads = interleaved(2) + [("AAA", bar_json("AAA", 2, volume=666.0)), ("BBB", bar_json("BBB", 2)),
+                                 ("AAA", bar_json("AAA", 3))]
+    event = event_of(payloads)
+    response = world.runner.process(event)
+    assert failures(response) == ["1004", "1006"]  # AAA's crashing record and the AAA after it
+    assert world.state("AAA")[1]["count"] == 2  # records before the crash are kept
+    assert world.state("BBB")[1]["count"] == 3
+    world.step.crash_on_volume = None  # the bug is fixed; the ESM redelivers from seq 1004
+    retry = kinesis_event([r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= 1004])
+    assert failures(world.runner.process(retry)) == []
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4]
+    assert [o.count for o in world.outputs() if o.symbol == "BBB"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("broken", ["cache.get_many", "cache.set_many", "publisher.put", "snapshots.put_item"])
+def test_transient_failure_fails_the_symbols_and_a_retry_completes(world, broken):
+    holder, operation = broken.split(".")
+    getattr(world, holder).failures.fail(operation)
+    event = event_of(interleaved(3))
+    response = world.runner.process(event)
+    expected = [str(1000 + n) for n in range(6)] if holder != "snapshots" else ["1000", "1002", "1004"]
+    assert failures(response) == expected
+    response = world.runner.process(event)
+    assert failures(response) == []
+    for symbol in ("AAA", "BBB"):
+        assert world.state(symbol)[1]["count"] == 3
+    # nothing lost, and after the retry each symbol's state was applied exactly once
+    assert [o.count for o in world.outputs() if o.symbol == "BBB"][-3:] == [1, 2, 3]
+
+
+def test_cache_loss_is_repaired_from_the_snapshot(world):
+    world.runner.process(event_of(interleaved(3)))
+    world.cache.data.clear()
+    world.runner.process(event_of(interleaved(4), first_seq=3000))
+    assert world.state("AAA") == (2, {"symbol": "AAA", "last": timestamp_ns(T0 + timedelta(days=3)),
+                                      "count": 4, "total": pytest.approx(406.0)})
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4]
+
+
+def test_concurrent_writer_is_detected_and_the_retry_reloads_its_snapshot(world):
+    world.runner.process(event_of(interleaved(2)))
+    # Another container processed AAA's next bar and snapshotted version 2; our cache is at 1.
+    other = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    ahead = {"symbol": "AAA", "last": timestamp_ns(T0 + timedelta(days=2)), "count": 3, "total": 303.0}
+    world.snapshots.put_item("stage-state", {**other, "version": 2, "state": json.dumps(ahead).encode()},
+                             expected_version=1)
+    event = event_of([("AAA", bar_json("AAA", 2)), ("AAA", bar_json("AAA", 3))], first_seq=5000)
+    assert failures(world.runner.process(event)) == ["5000", "5001"]
+    assert "tally:AAA" not in world.cache.data  # dropped, so the retry reads the snapshot
+    assert failures(world.runner.process(event)) == []
+    version, state = world.state("AAA")
+    assert version == 3 and state["count"] == 4  # the other writer's bar counted once
+
+
+def test_unreachable_dlq_reports_the_bad_record_as_failed(world):
+    world.dlq.failures.fail("send")
+    payloads = [("AAA", bar_json("AAA", 0)), ("AAA", b"{}")]
+    assert failures(world.runner.process(event_of(payloads))) == ["1001"]
+
+
+def test_event_without_records_is_rejected_loudly(world):
+    with pytest.raises(InvalidMessageError, match="Records"):
+        world.runner.process({"nothing": []})
+
+
+def test_without_snapshots_the_cache_is_the_state(world):
+    runner = KinesisStageRunner(world.step, cache=world.cache, dlq=world.dlq, stats=StageStats())
+    assert failures(runner.process(event_of(interleaved(2)))) == []
+    assert world.state("BBB")[1]["count"] == 2
+    assert world.snapshots.items("stage-state") == []
