@@ -191,7 +191,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
                 _p(-0.0005, 0.026, 20, garch_alpha=0.10, garch_beta=0.80, volume_level=0.55),
             ),
             exit_weights=_TYPICAL_EXITS,
-            tail_df=5.0,
+            tail_df=6.0,
             gap_scale=0.15,
         ),
         ScenarioSpec(
