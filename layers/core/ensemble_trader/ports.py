@@ -88,3 +88,79 @@ class ModelStore(Protocol):
     def read(self, key: str) -> bytes: ...
 
     def write(self, key: str, data: bytes) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Orders and risk (issue 6). Types live in ensemble_trader.domain.orders / domain.risk.
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """Where orders go (paper or Alpaca). Idempotent on ``client_order_id``.
+
+    ``submit`` raises ``BrokerRejectedError`` (definitive refusal), ``UnknownOutcomeError``
+    (timeout, 5xx, lost connection: resolve by ``get_order_by_client_id``, never resubmit under a
+    new id) or ``DuplicateClientOrderIdError``; reads raise ``BrokerUnavailableError``.
+    """
+
+    name: str
+
+    def submit(self, order: Any) -> Any:
+        """Send an ``Order``; returns the broker's ``BrokerOrder`` acknowledgement."""
+        ...
+
+    def get_order_by_client_id(self, client_order_id: str) -> Any | None:
+        """The ``BrokerOrder`` with this client order id, or None if the broker has none."""
+        ...
+
+    def cancel(self, client_order_id: str) -> Any | None:
+        """Request cancellation; returns the order's ``BrokerOrder`` after the request."""
+        ...
+
+    def list_open_orders(self) -> Sequence[Any]:
+        """Every working ``BrokerOrder``."""
+        ...
+
+    def list_positions(self) -> Sequence[Any]:
+        """Every non-zero ``BrokerPosition``."""
+        ...
+
+
+@runtime_checkable
+class OrdersStore(Protocol):
+    """Orders, positions and risk state (DynamoDB in AWS, a dict in memory)."""
+
+    def create_order(self, order: Any) -> bool:
+        """Conditional put (the id must be new): True if written, False if it already existed."""
+        ...
+
+    def get_order(self, client_order_id: str) -> Any | None: ...
+
+    def update_order(self, order: Any, *, expected_status: Any, expected_filled: float) -> bool:
+        """Write ``order`` if the stored one still has this status and filled quantity; False
+        (nothing written) if another writer changed it first."""
+        ...
+
+    def list_orders(self, *, working_only: bool = False) -> list[Any]: ...
+
+    def apply_fill(self, order: Any, fill: Any, *, expected_filled: float) -> Any | None:
+        """Atomically write ``order`` and the symbol's position after ``fill`` (one transaction).
+        Returns the new ``Position``, or None (nothing written) if the stored order's filled
+        quantity is no longer ``expected_filled`` (the fill was applied already)."""
+        ...
+
+    def get_position(self, symbol: str) -> Any | None: ...
+
+    def list_positions(self) -> list[Any]: ...
+
+    def put_position(self, position: Any) -> None: ...
+
+    def load_risk_state(self) -> Any:
+        """The ``RiskState`` (a fresh one if none is stored); its ``version`` is the stored one."""
+        ...
+
+    def save_risk_state(self, state: Any) -> None:
+        """Write ``state`` if the stored version is still ``state.version`` (then bump it), else
+        ConcurrencyError. The kill-switch flag is stored as its own attribute."""
+        ...

@@ -288,6 +288,12 @@ class Order(Message):
     reject_reason: str | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    # Added by the order stage: the decision behind the order (bar time and price the intent saw),
+    # cumulative fees, and the machine-readable code of a rejection (a RejectReason value).
+    decision_time: AwareDatetime | None = None
+    decision_price: Price | None = None
+    fees_paid: NonNegative = 0.0
+    reject_code: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -1,0 +1,363 @@
+"""The order stage (pure): an OrderIntent and the current position become orders.
+
+An intent states a *target* position as a signed fraction of equity. The stage turns it into
+shares (``target_quantity``), subtracts what is held and what is already working at the broker,
+rounds toward zero to the tradable step and emits at most two orders: when the target lies on the
+other side of zero, the first order closes the position (risk-reducing, so it may pass while the
+breaker only allows reductions) and the second opens the new side.
+
+Every order's client order id is derived from the decision — strategy, symbol, bar time, model
+version and leg — never from the attempt, so a redelivered intent names the same orders and the
+store's conditional put (and the broker's own uniqueness check) turns a duplicate into a lookup.
+
+This module also holds what brokers report (:class:`BrokerOrder`, :class:`BrokerPosition`), the
+errors a broker adapter raises, the events the stage publishes, and :func:`fill_from_progress`,
+which turns a broker's cumulative fill progress into an idempotent :class:`Fill`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, Field
+
+from ensemble_trader.domain.errors import EnsembleTraderError
+from ensemble_trader.domain.models import (
+    Fill,
+    Message,
+    NonNegative,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    Position,
+    Price,
+    Side,
+    Symbol,
+    deterministic_id,
+)
+
+QUANTITY_EPSILON = 1e-9
+"""Quantities closer than this are equal (fill progress, position comparisons)."""
+
+WORKING_STATUSES = frozenset(
+    {OrderStatus.PENDING, OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNKNOWN}
+)
+"""Orders that may still trade: their remaining quantity counts toward the position."""
+
+
+# --------------------------------------------------------------------------------------------
+# Errors raised by broker adapters
+# --------------------------------------------------------------------------------------------
+
+
+class BrokerError(EnsembleTraderError):
+    """A broker call failed."""
+
+
+class BrokerRejectedError(BrokerError):
+    """The broker refused the order (definitive: it will not trade). ``reason`` says why."""
+
+    def __init__(self, client_order_id: str, reason: str):
+        self.client_order_id = client_order_id
+        self.reason = reason
+        super().__init__(f"broker rejected {client_order_id}: {reason}")
+
+
+class UnknownOutcomeError(BrokerError):
+    """A submit whose outcome is unknown (timeout, 5xx, lost connection).
+
+    The order may or may not exist at the broker: resolve it by looking the client order id up,
+    never by submitting again under a new id.
+    """
+
+    def __init__(self, client_order_id: str, cause: str):
+        self.client_order_id = client_order_id
+        self.cause = cause
+        super().__init__(f"outcome of {client_order_id} unknown: {cause}")
+
+
+class DuplicateClientOrderIdError(BrokerError):
+    """The broker already holds an order with this client order id (resolve by lookup)."""
+
+    def __init__(self, client_order_id: str):
+        self.client_order_id = client_order_id
+        super().__init__(f"broker already has an order with client_order_id {client_order_id}")
+
+
+class BrokerUnavailableError(BrokerError):
+    """A read (lookup, listing, cancel) could not reach the broker; retrying may help."""
+
+
+# --------------------------------------------------------------------------------------------
+# What a broker reports
+# --------------------------------------------------------------------------------------------
+
+
+class BrokerOrder(Message):
+    """The broker's view of one order: cumulative progress, not individual executions."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: Symbol
+    side: Side
+    quantity: Annotated[float, Field(gt=0.0)]
+    status: OrderStatus
+    filled_quantity: NonNegative = 0.0
+    average_fill_price: Price | None = None
+    fees_paid: NonNegative = 0.0
+    reject_reason: str | None = None
+    updated_at: AwareDatetime
+
+
+class BrokerPosition(Message):
+    """The broker's holding of one symbol (signed quantity)."""
+
+    symbol: Symbol
+    quantity: float
+    average_price: NonNegative = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Events (EventBridge detail-type = class name)
+# --------------------------------------------------------------------------------------------
+
+
+class OrderSubmitted(Message):
+    client_order_id: str
+    intent_id: str
+    symbol: Symbol
+    side: Side
+    quantity: float
+    broker_order_id: str | None
+    timestamp: AwareDatetime
+
+
+class OrderFilled(Message):
+    client_order_id: str
+    fill_id: str
+    symbol: Symbol
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    position_after: float
+    order_status: OrderStatus
+    timestamp: AwareDatetime
+
+
+class OrderRejected(Message):
+    client_order_id: str | None
+    intent_id: str | None
+    symbol: str | None
+    reason_code: str
+    message: str
+    timestamp: AwareDatetime
+
+
+class OrderCanceled(Message):
+    client_order_id: str
+    symbol: Symbol
+    reason: str
+    timestamp: AwareDatetime
+
+
+class CircuitBreakerTripped(Message):
+    previous: str
+    current: str
+    reason: str
+    equity: float
+    daily_loss: float
+    drawdown: float
+    timestamp: AwareDatetime
+
+
+class KillSwitchChanged(Message):
+    active: bool
+    reason: str
+    canceled: list[str]
+    timestamp: AwareDatetime
+
+
+class ReconciliationFailed(Message):
+    symbol: str
+    reasons: list[str]
+    timestamp: AwareDatetime
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------
+
+
+def client_order_id(intent: OrderIntent, leg: int = 0) -> str:
+    """The order id of leg ``leg`` of an intent: a function of the decision only."""
+    return "et" + deterministic_id(
+        "order", intent.strategy_id, intent.symbol, intent.timestamp, intent.model_version, leg,
+        length=30,
+    )
+
+
+def round_toward_zero(quantity: float, step: float) -> float:
+    """``quantity`` rounded toward zero to a multiple of ``step`` (whole shares when step = 1)."""
+    if step <= 0 or not math.isfinite(step):
+        raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
+    units = math.floor(abs(quantity) / step + 1e-9)
+    return math.copysign(units * step, quantity) if units else 0.0
+
+
+def target_quantity(target_fraction: float, equity: float, price: float, step: float) -> float:
+    """Shares that make ``target_fraction`` of ``equity`` at ``price``, rounded toward zero."""
+    if not (math.isfinite(equity) and equity > 0):
+        raise ValueError(f"equity must be a finite number > 0, got {equity!r}")
+    if not (math.isfinite(price) and price > 0):
+        raise ValueError(f"price must be a finite number > 0, got {price!r}")
+    return round_toward_zero(target_fraction * equity / price, step)
+
+
+def plan_orders(
+    intent: OrderIntent,
+    *,
+    position: float,
+    working: float,
+    equity: float,
+    step: float,
+    now: datetime,
+) -> list[Order]:
+    """Orders that move ``position + working`` to the intent's target.
+
+    ``position`` is the signed holding, ``working`` the signed remaining quantity of orders still
+    working at the broker. A move through zero is split into a closing and an opening leg.
+    Returns an empty list when the difference is below one ``step``.
+    """
+    target = target_quantity(intent.target_position, equity, intent.reference_price, step)
+    current = position + working
+    delta = round_toward_zero(target - current, step)
+    if delta == 0.0:
+        return []
+    legs: list[float]
+    crosses_zero = current != 0.0 and target != 0.0 and (current > 0) != (target > 0)
+    if crosses_zero:
+        close = round_toward_zero(-current, step)
+        legs = [q for q in (close, round_toward_zero(delta - close, step)) if q != 0.0]
+    else:
+        legs = [delta]
+    return [
+        Order(
+            client_order_id=client_order_id(intent, leg),
+            intent_id=intent.intent_id,
+            strategy_id=intent.strategy_id,
+            symbol=intent.symbol,
+            side=Side.BUY if qty > 0 else Side.SELL,
+            quantity=abs(qty),
+            created_at=now,
+            updated_at=now,
+            decision_time=intent.timestamp,
+            decision_price=intent.reference_price,
+        )
+        for leg, qty in enumerate(legs)
+    ]
+
+
+def working_quantity(orders: list[Order], symbol: str) -> float:
+    """Signed remaining quantity of the working orders of ``symbol``."""
+    return sum(
+        (o.remaining_quantity if o.side is Side.BUY else -o.remaining_quantity)
+        for o in orders
+        if o.symbol == symbol and o.status in WORKING_STATUSES
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Fills from broker progress
+# --------------------------------------------------------------------------------------------
+
+
+def fill_id(client_order_id: str, cumulative_quantity: float) -> str:
+    """Id of the fill that brought an order to ``cumulative_quantity``: stable across re-reads."""
+    return f"{client_order_id}@{cumulative_quantity:.8f}"
+
+
+def fill_from_progress(order: Order, report: BrokerOrder, when: datetime) -> Fill | None:
+    """The execution between the stored order and the broker's report, or None if nothing new.
+
+    Brokers report cumulative filled quantity and average price; the increment since the stored
+    state is one :class:`Fill` whose price is the increment's own average. Its id is derived from
+    the cumulative quantity, so reading the same report twice yields the same fill.
+    """
+    if report.client_order_id != order.client_order_id:
+        raise ValueError(
+            f"report for {report.client_order_id} applied to order {order.client_order_id}"
+        )
+    increment = report.filled_quantity - order.filled_quantity
+    if increment <= QUANTITY_EPSILON:
+        return None
+    if report.average_fill_price is None:
+        raise ValueError(
+            f"broker reports filled_quantity={report.filled_quantity} for {order.client_order_id} "
+            "without an average fill price"
+        )
+    old_value = order.filled_quantity * (order.average_fill_price or 0.0)
+    new_value = report.filled_quantity * report.average_fill_price
+    price = (new_value - old_value) / increment
+    if not (math.isfinite(price) and price > 0):
+        price = report.average_fill_price
+    return Fill(
+        fill_id=fill_id(order.client_order_id, report.filled_quantity),
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=increment,
+        price=price,
+        fee=max(report.fees_paid - order.fees_paid, 0.0),
+        timestamp=when,
+    )
+
+
+def order_after_report(order: Order, report: BrokerOrder, now: datetime) -> Order:
+    """The stored order updated with the broker's status, progress and ids."""
+    status = report.status
+    if status is OrderStatus.PENDING:  # the broker has it: it is at least submitted
+        status = OrderStatus.SUBMITTED
+    return order.model_copy(
+        update={
+            "status": status,
+            "filled_quantity": min(report.filled_quantity, order.quantity),
+            "average_fill_price": report.average_fill_price,
+            "fees_paid": max(report.fees_paid, order.fees_paid),
+            "broker_order_id": report.broker_order_id,
+            "reject_reason": report.reject_reason or order.reject_reason,
+            "updated_at": now,
+        }
+    )
+
+
+def position_after_fill(position: Position | None, fill: Fill) -> Position:
+    """Apply ``fill`` to ``position`` (a flat position when there is none yet)."""
+    return (position or Position(symbol=fill.symbol)).apply(fill)
+
+
+def report_matches(order: Order, report: BrokerOrder) -> list[str]:
+    """What differs between our order and the broker's order of the same id (empty = same)."""
+    problems = []
+    if report.symbol != order.symbol:
+        problems.append(f"symbol {order.symbol} here, {report.symbol} at the broker")
+    if report.side is not order.side:
+        problems.append(f"side {order.side.value} here, {report.side.value} at the broker")
+    if abs(report.quantity - order.quantity) > QUANTITY_EPSILON:
+        problems.append(f"quantity {order.quantity} here, {report.quantity} at the broker")
+    return problems
+
+
+def describe(order: Order) -> dict[str, Any]:
+    """A compact JSON-able description (logs, handler results)."""
+    return {
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "quantity": order.quantity,
+        "status": order.status.value,
+        "filled_quantity": order.filled_quantity,
+        "reject_code": order.reject_code,
+    }

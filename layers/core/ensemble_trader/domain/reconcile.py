@@ -1,0 +1,131 @@
+"""Reconciliation (pure): compare our orders and positions with the broker's, which is authoritative.
+
+The order stage can crash between any two steps: after the conditional put but before the
+submit, after the broker accepted but before the store was updated, between two fills. These
+functions decide, for each difference, whether it can be repaired from the broker's records:
+
+* an order of ours the broker reports differently (status, fill progress) → **sync** it (fills
+  are derived from the cumulative progress, so a repeated sync changes nothing);
+* an order of ours the broker does not know, older than a grace period → it never reached the
+  broker: mark it rejected (``NOT_AT_BROKER``); younger → **wait** (a submit may be in flight);
+* an order of ours whose symbol, side or quantity differ from the broker's order of the same id,
+  an open order at the broker that we never placed, or a position that differs after every order
+  is synced → **not reconcilable**: the symbol stays halted (fail closed) and the reasons are
+  published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from ensemble_trader.domain.models import Order
+from ensemble_trader.domain.orders import (
+    QUANTITY_EPSILON,
+    WORKING_STATUSES,
+    BrokerOrder,
+    report_matches,
+)
+
+
+class Verdict(str, Enum):
+    IN_SYNC = "IN_SYNC"
+    SYNC = "SYNC"
+    NOT_AT_BROKER = "NOT_AT_BROKER"
+    WAIT = "WAIT"
+    MISMATCH = "MISMATCH"
+
+
+@dataclass(frozen=True)
+class OrderVerdict:
+    verdict: Verdict
+    detail: str = ""
+
+
+def compare_order(
+    local: Order, report: BrokerOrder | None, now: datetime, grace_seconds: float
+) -> OrderVerdict:
+    """What to do about one of our orders given the broker's record of the same id."""
+    if report is None:
+        if local.status not in WORKING_STATUSES:
+            return OrderVerdict(Verdict.IN_SYNC)
+        age = (now - local.created_at).total_seconds()
+        if age >= grace_seconds:
+            return OrderVerdict(
+                Verdict.NOT_AT_BROKER,
+                f"{local.client_order_id} ({local.status.value}) unknown to the broker after {age:.0f} s",
+            )
+        return OrderVerdict(Verdict.WAIT, f"{local.client_order_id} is {age:.1f} s old")
+    problems = report_matches(local, report)
+    if problems:
+        return OrderVerdict(Verdict.MISMATCH, f"{local.client_order_id}: " + "; ".join(problems))
+    if report.filled_quantity + QUANTITY_EPSILON < local.filled_quantity:
+        return OrderVerdict(
+            Verdict.MISMATCH,
+            f"{local.client_order_id}: filled {local.filled_quantity} here but only "
+            f"{report.filled_quantity} at the broker",
+        )
+    same_progress = abs(report.filled_quantity - local.filled_quantity) <= QUANTITY_EPSILON
+    same_status = report.status is local.status
+    if same_progress and same_status and report.broker_order_id == local.broker_order_id:
+        return OrderVerdict(Verdict.IN_SYNC)
+    return OrderVerdict(
+        Verdict.SYNC,
+        f"{local.client_order_id}: {local.status.value}/{local.filled_quantity:g} here, "
+        f"{report.status.value}/{report.filled_quantity:g} at the broker",
+    )
+
+
+def foreign_orders(broker_open: Iterable[BrokerOrder], known_ids: set[str]) -> dict[str, list[str]]:
+    """Open broker orders we never placed, by symbol."""
+    out: dict[str, list[str]] = {}
+    for b in broker_open:
+        if b.client_order_id not in known_ids:
+            out.setdefault(b.symbol, []).append(
+                f"open order {b.client_order_id} ({b.side.value} {b.quantity:g}) at the broker "
+                "was not placed by this system"
+            )
+    return out
+
+
+def compare_positions(
+    local: Mapping[str, float], broker: Mapping[str, float], tolerance: float = 1e-6
+) -> dict[str, str]:
+    """Symbols whose quantity differs between our positions and the broker's, with the figures."""
+    out = {}
+    for symbol in sorted(set(local) | set(broker)):
+        ours, theirs = local.get(symbol, 0.0), broker.get(symbol, 0.0)
+        if abs(ours - theirs) > tolerance:
+            out[symbol] = f"position {ours:g} here, {theirs:g} at the broker"
+    return out
+
+
+@dataclass
+class ReconciliationReport:
+    """What a reconciliation run found and did."""
+
+    checked_orders: int = 0
+    synced: list[str] = field(default_factory=list)
+    not_at_broker: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+    cleared_symbols: list[str] = field(default_factory=list)
+
+    def fail(self, symbol: str, reason: str) -> None:
+        self.failures.setdefault(symbol, []).append(reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return {
+            "checked_orders": self.checked_orders,
+            "synced": self.synced,
+            "not_at_broker": self.not_at_broker,
+            "waiting": self.waiting,
+            "failures": self.failures,
+            "cleared_symbols": self.cleared_symbols,
+        }

@@ -1,0 +1,452 @@
+"""Pre-trade risk engine, circuit breaker and kill switch (pure: pydantic and the standard library).
+
+The checks follow the controls SEC Rule 15c3-5 (market access) requires of a broker-dealer and
+the pre-trade limits the FIA recommends for automated trading:
+
+========================  ==================================================================
+check                     rejects an order when ...
+========================  ==================================================================
+kill switch               the operator's kill switch is on (EventBridge event or DynamoDB flag)
+trading state             the breaker is HALTED, or REDUCING and the order adds exposure
+symbol halt               reconciliation could not account for the symbol (fail closed)
+restricted list           the symbol is on the restricted list
+order sanity              quantity or decision price is not a finite positive number
+reference price           the independent reference is missing, zero/NaN, or older than allowed
+price collar              the order's price deviates from the reference by more than the collar
+max order quantity        the quantity exceeds the per-order limit
+max order notional        quantity x price exceeds the per-order notional limit
+max position              the potential position (held + working + order) would exceed the
+                          per-symbol quantity or notional limit *and* the order adds exposure
+gross exposure            the sum of |position x price| over all symbols would exceed the limit
+                          *and* the order adds exposure
+throttle                  too many orders in the sliding window, per symbol or overall
+duplicate                 the same client order id, or the same symbol/side/quantity within the
+                          duplicate window
+========================  ==================================================================
+
+Orders that reduce exposure are never blocked by the position and gross-exposure limits (a breach
+must stay repairable), but every other check applies to them.
+
+Circuit breaker: the trading state moves ACTIVE → REDUCING (only risk-reducing orders) → HALTED
+as the daily loss (against the equity at the start of the day) or the drawdown (against the peak
+equity) crosses its soft and hard thresholds. Within a day the state never relaxes; at a day roll
+it is re-evaluated. A drawdown halt is latched until an operator resets it.
+
+Every rejection carries a :class:`RejectReason` code and a message with the numbers involved.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ensemble_trader.domain.models import Order, Side
+
+
+class RejectReason(str, Enum):
+    """Why an order (or an intent) was not sent to the broker."""
+
+    KILL_SWITCH = "KILL_SWITCH"
+    HALTED = "HALTED"
+    REDUCING_ONLY = "REDUCING_ONLY"
+    SYMBOL_HALTED = "SYMBOL_HALTED"
+    RESTRICTED_SYMBOL = "RESTRICTED_SYMBOL"
+    INVALID_ORDER = "INVALID_ORDER"
+    REFERENCE_MISSING = "REFERENCE_MISSING"
+    REFERENCE_INVALID = "REFERENCE_INVALID"
+    REFERENCE_STALE = "REFERENCE_STALE"
+    PRICE_COLLAR = "PRICE_COLLAR"
+    MAX_ORDER_QUANTITY = "MAX_ORDER_QUANTITY"
+    MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
+    MAX_POSITION = "MAX_POSITION"
+    MAX_GROSS_EXPOSURE = "MAX_GROSS_EXPOSURE"
+    THROTTLE_SYMBOL = "THROTTLE_SYMBOL"
+    THROTTLE_GLOBAL = "THROTTLE_GLOBAL"
+    DUPLICATE_ORDER = "DUPLICATE_ORDER"
+    # Intent-level and broker-level outcomes, reported with the same codes.
+    STALE_INTENT = "STALE_INTENT"
+    MALFORMED_INTENT = "MALFORMED_INTENT"
+    INTENT_CONFLICT = "INTENT_CONFLICT"
+    BROKER_REJECTED = "BROKER_REJECTED"
+    NOT_AT_BROKER = "NOT_AT_BROKER"
+
+
+class TradingState(str, Enum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+_SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+
+class RiskLimits(BaseModel):
+    """Pre-trade limits and breaker thresholds (the runtime reads them from ``ET_RISK_*``).
+
+    Money amounts are in the account currency; loss and drawdown thresholds are fractions of
+    equity. ``clock`` chooses the time the time-based checks use: ``wall`` (live trading) or
+    ``event`` (the intent's bar time: replays and backtests, where wall time is meaningless).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_order_quantity: float = Field(default=50_000.0, gt=0)
+    max_order_notional: float = Field(default=2_500_000.0, gt=0)
+    max_position_quantity: float = Field(default=100_000.0, gt=0)
+    max_position_notional: float = Field(default=2_500_000.0, gt=0)
+    max_gross_exposure: float = Field(default=4_000_000.0, gt=0)
+    price_collar: float = Field(default=0.10, gt=0, description="max |price/reference - 1|")
+    max_reference_age_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    throttle_window_seconds: float = Field(default=1.0, gt=0)
+    max_orders_per_symbol: int = Field(default=5, ge=1)
+    max_orders_global: int = Field(default=50, ge=1)
+    duplicate_window_seconds: float = Field(default=5.0, ge=0)
+    restricted_symbols: frozenset[str] = frozenset()
+    daily_loss_reduce: float = Field(default=0.03, gt=0, lt=1)
+    daily_loss_halt: float = Field(default=0.06, gt=0, lt=1)
+    drawdown_reduce: float = Field(default=0.15, gt=0, lt=1)
+    drawdown_halt: float = Field(default=0.25, gt=0, lt=1)
+    clock: Literal["wall", "event"] = "wall"
+    max_intent_age_seconds: float | None = Field(
+        default=None, gt=0, description="reject intents older than this (wall clock); None = off"
+    )
+
+    @field_validator("restricted_symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, v: object) -> object:
+        if isinstance(v, str):
+            return frozenset(s.strip().upper() for s in v.split(",") if s.strip())
+        return v
+
+    @field_validator("daily_loss_halt")
+    @classmethod
+    def _daily_ordered(cls, v: float, info) -> float:
+        soft = info.data.get("daily_loss_reduce")
+        if soft is not None and v < soft:
+            raise ValueError(f"daily_loss_halt={v} must be >= daily_loss_reduce={soft}")
+        return v
+
+    @field_validator("drawdown_halt")
+    @classmethod
+    def _drawdown_ordered(cls, v: float, info) -> float:
+        soft = info.data.get("drawdown_reduce")
+        if soft is not None and v < soft:
+            raise ValueError(f"drawdown_halt={v} must be >= drawdown_reduce={soft}")
+        return v
+
+
+class Mark(BaseModel):
+    """The last price seen for a symbol and the one before it (the reference of a redelivery)."""
+
+    price: float
+    timestamp: datetime
+    previous_price: float | None = None
+    previous_timestamp: datetime | None = None
+
+
+class RecentOrder(BaseModel):
+    """An order that passed the checks, remembered for the throttle and duplicate checks."""
+
+    at: float  # seconds since the epoch, on the engine's clock
+    symbol: str
+    side: Side
+    quantity: float
+    client_order_id: str
+
+
+class RiskState(BaseModel):
+    """What the risk engine remembers between invocations (one DynamoDB item, versioned)."""
+
+    model_config = ConfigDict(validate_assignment=False)
+
+    version: int = 0
+    trading_state: TradingState = TradingState.ACTIVE
+    state_reason: str = ""
+    breaker_latched: bool = False
+    kill_switch: bool = False
+    kill_switch_reason: str = ""
+    halted_symbols: dict[str, str] = Field(default_factory=dict)
+    day: date | None = None
+    day_start_equity: float | None = None
+    peak_equity: float | None = None
+    equity: float | None = None
+    marks: dict[str, Mark] = Field(default_factory=dict)
+    recent: list[RecentOrder] = Field(default_factory=list)
+
+    @property
+    def effective_state(self) -> TradingState:
+        """HALTED while the kill switch is on, else the breaker's state."""
+        return TradingState.HALTED if self.kill_switch else self.trading_state
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """An independent reference price and when it was observed."""
+
+    price: float
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderContext:
+    """What the engine needs to know besides the order.
+
+    ``position`` is the symbol's held quantity plus the signed remaining quantity of its working
+    orders (the potential position before this order); ``other_gross`` is the gross notional of
+    every other symbol (|potential quantity| x mark).
+    """
+
+    now: datetime
+    reference: Reference | None
+    position: float
+    other_gross: float
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    accepted: bool
+    reason: RejectReason | None = None
+    message: str = ""
+
+
+ACCEPTED = RiskDecision(True)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTransition:
+    """A change of trading state, with the figures that caused it."""
+
+    previous: TradingState
+    current: TradingState
+    reason: str
+    equity: float
+    daily_loss: float
+    drawdown: float
+
+
+def reduces_exposure(position: float, signed_quantity: float) -> bool:
+    """True if the order moves the position toward zero without crossing it."""
+    after = position + signed_quantity
+    return abs(after) < abs(position) and (after == 0.0 or (after > 0) == (position > 0))
+
+
+class RiskEngine:
+    """Pre-trade checks and the breaker state machine over a :class:`RiskState`.
+
+    ``check`` is a pure function of the order, the state and the context; ``record`` remembers an
+    accepted order (throttle and duplicate windows); ``update_breaker`` moves the trading state.
+    """
+
+    def __init__(self, limits: RiskLimits | None = None):
+        self.limits = limits or RiskLimits()
+
+    # -- pre-trade ---------------------------------------------------------------------------
+
+    def check(self, order: Order, state: RiskState, ctx: OrderContext) -> RiskDecision:
+        lim = self.limits
+        symbol = order.symbol
+        signed = order.quantity if order.side is Side.BUY else -order.quantity
+        reducing = reduces_exposure(ctx.position, signed)
+
+        if state.kill_switch:
+            return _reject(RejectReason.KILL_SWITCH, f"kill switch on: {state.kill_switch_reason}")
+        if state.trading_state is TradingState.HALTED:
+            return _reject(RejectReason.HALTED, f"trading HALTED: {state.state_reason}")
+        if state.trading_state is TradingState.REDUCING and not reducing:
+            return _reject(
+                RejectReason.REDUCING_ONLY,
+                f"trading REDUCING ({state.state_reason}): {order.side.value} {order.quantity:g} "
+                f"{symbol} would not reduce position {ctx.position:g}",
+            )
+        if symbol in state.halted_symbols:
+            return _reject(
+                RejectReason.SYMBOL_HALTED, f"{symbol} halted: {state.halted_symbols[symbol]}"
+            )
+        if symbol in lim.restricted_symbols:
+            return _reject(RejectReason.RESTRICTED_SYMBOL, f"{symbol} is on the restricted list")
+
+        price = order.decision_price
+        if not (math.isfinite(order.quantity) and order.quantity > 0):
+            return _reject(RejectReason.INVALID_ORDER, f"quantity {order.quantity!r} is not > 0")
+        if price is None or not (math.isfinite(price) and price > 0):
+            return _reject(RejectReason.INVALID_ORDER, f"decision price {price!r} is not > 0")
+
+        ref = ctx.reference
+        if ref is None:
+            return _reject(RejectReason.REFERENCE_MISSING, f"no reference price for {symbol}")
+        if not (math.isfinite(ref.price) and ref.price > 0):
+            return _reject(
+                RejectReason.REFERENCE_INVALID, f"reference price {ref.price!r} for {symbol}"
+            )
+        age = (ctx.now - ref.timestamp).total_seconds()
+        if age > lim.max_reference_age_seconds or age < 0:
+            return _reject(
+                RejectReason.REFERENCE_STALE,
+                f"reference for {symbol} is {age:,.0f} s old (limit "
+                f"{lim.max_reference_age_seconds:,.0f} s)",
+            )
+        deviation = abs(price / ref.price - 1.0)
+        if deviation > lim.price_collar:
+            return _reject(
+                RejectReason.PRICE_COLLAR,
+                f"price {price:g} is {deviation:.2%} from reference {ref.price:g} "
+                f"(collar {lim.price_collar:.2%})",
+            )
+
+        if order.quantity > lim.max_order_quantity:
+            return _reject(
+                RejectReason.MAX_ORDER_QUANTITY,
+                f"quantity {order.quantity:g} > max {lim.max_order_quantity:g}",
+            )
+        notional = order.quantity * price
+        if notional > lim.max_order_notional:
+            return _reject(
+                RejectReason.MAX_ORDER_NOTIONAL,
+                f"notional {notional:,.2f} > max {lim.max_order_notional:,.2f}",
+            )
+
+        after = ctx.position + signed
+        if not reducing:
+            if abs(after) > lim.max_position_quantity:
+                return _reject(
+                    RejectReason.MAX_POSITION,
+                    f"position {symbol} would be {after:g} (max {lim.max_position_quantity:g})",
+                )
+            if abs(after) * price > lim.max_position_notional:
+                return _reject(
+                    RejectReason.MAX_POSITION,
+                    f"position {symbol} would be worth {abs(after) * price:,.2f} "
+                    f"(max {lim.max_position_notional:,.2f})",
+                )
+            gross = ctx.other_gross + abs(after) * price
+            if gross > lim.max_gross_exposure:
+                return _reject(
+                    RejectReason.MAX_GROSS_EXPOSURE,
+                    f"gross exposure would be {gross:,.2f} (max {lim.max_gross_exposure:,.2f})",
+                )
+
+        now_s = ctx.now.timestamp()
+        window_start = now_s - lim.throttle_window_seconds
+        dup_start = now_s - lim.duplicate_window_seconds
+        n_symbol = n_global = 0
+        for r in state.recent:
+            if r.client_order_id == order.client_order_id:
+                return _reject(
+                    RejectReason.DUPLICATE_ORDER, f"{order.client_order_id} was already accepted"
+                )
+            if r.at > window_start:
+                n_global += 1
+                if r.symbol == symbol:
+                    n_symbol += 1
+            if (
+                r.at > dup_start
+                and r.symbol == symbol
+                and r.side is order.side
+                and abs(r.quantity - order.quantity) < 1e-9
+            ):
+                return _reject(
+                    RejectReason.DUPLICATE_ORDER,
+                    f"same {order.side.value} {order.quantity:g} {symbol} as "
+                    f"{r.client_order_id} {now_s - r.at:.3f} s ago",
+                )
+        if n_symbol >= lim.max_orders_per_symbol:
+            return _reject(
+                RejectReason.THROTTLE_SYMBOL,
+                f"{n_symbol} orders in {symbol} in the last {lim.throttle_window_seconds:g} s "
+                f"(max {lim.max_orders_per_symbol})",
+            )
+        if n_global >= lim.max_orders_global:
+            return _reject(
+                RejectReason.THROTTLE_GLOBAL,
+                f"{n_global} orders in the last {lim.throttle_window_seconds:g} s "
+                f"(max {lim.max_orders_global})",
+            )
+        return ACCEPTED
+
+    def record(self, order: Order, state: RiskState, now: datetime) -> None:
+        """Remember an accepted order; forget those older than every window."""
+        now_s = now.timestamp()
+        horizon = now_s - max(self.limits.throttle_window_seconds, self.limits.duplicate_window_seconds)
+        state.recent = [r for r in state.recent if r.at > horizon]
+        state.recent.append(
+            RecentOrder(
+                at=now_s,
+                symbol=order.symbol,
+                side=order.side,
+                quantity=order.quantity,
+                client_order_id=order.client_order_id,
+            )
+        )
+
+    # -- circuit breaker ---------------------------------------------------------------------
+
+    def update_breaker(self, state: RiskState, equity: float, today: date) -> BreakerTransition | None:
+        """Feed the current equity; move the trading state; return the transition if any."""
+        if not math.isfinite(equity):
+            raise ValueError(f"equity must be finite, got {equity!r}")
+        lim = self.limits
+        new_day = state.day != today
+        if new_day:
+            state.day = today
+            state.day_start_equity = state.equity if state.equity is not None else equity
+        state.equity = equity
+        state.peak_equity = equity if state.peak_equity is None else max(state.peak_equity, equity)
+        start = state.day_start_equity or equity
+        daily_loss = max(0.0, (start - equity) / start) if start > 0 else 1.0
+        peak = state.peak_equity
+        drawdown = max(0.0, (peak - equity) / peak) if peak > 0 else 1.0
+
+        if state.breaker_latched:
+            return None
+        if daily_loss >= lim.daily_loss_halt:
+            desired, why = TradingState.HALTED, f"daily loss {daily_loss:.2%} >= {lim.daily_loss_halt:.2%}"
+        elif drawdown >= lim.drawdown_halt:
+            desired, why = TradingState.HALTED, f"drawdown {drawdown:.2%} >= {lim.drawdown_halt:.2%}"
+        elif daily_loss >= lim.daily_loss_reduce:
+            desired, why = (
+                TradingState.REDUCING,
+                f"daily loss {daily_loss:.2%} >= {lim.daily_loss_reduce:.2%}",
+            )
+        elif drawdown >= lim.drawdown_reduce:
+            desired, why = TradingState.REDUCING, f"drawdown {drawdown:.2%} >= {lim.drawdown_reduce:.2%}"
+        else:
+            desired, why = TradingState.ACTIVE, "within limits"
+
+        current = state.trading_state
+        if not new_day and _SEVERITY[desired] < _SEVERITY[current]:
+            return None  # within a day the state never relaxes
+        if desired is TradingState.HALTED and drawdown >= lim.drawdown_halt:
+            state.breaker_latched = True
+        if desired is current:
+            return None
+        state.trading_state = desired
+        state.state_reason = why
+        return BreakerTransition(current, desired, why, equity, daily_loss, drawdown)
+
+    @staticmethod
+    def reset_breaker(state: RiskState, reason: str) -> BreakerTransition | None:
+        """Operator reset: ACTIVE again, the peak rebased to the current equity."""
+        previous = state.trading_state
+        state.breaker_latched = False
+        state.trading_state = TradingState.ACTIVE
+        state.state_reason = f"reset: {reason}"
+        state.peak_equity = state.equity
+        state.day_start_equity = state.equity
+        if previous is TradingState.ACTIVE:
+            return None
+        eq = state.equity or 0.0
+        return BreakerTransition(previous, TradingState.ACTIVE, state.state_reason, eq, 0.0, 0.0)
+
+
+def _reject(reason: RejectReason, message: str) -> RiskDecision:
+    return RiskDecision(False, reason, message)
+
+
+def clock_now(limits: RiskLimits, wall: datetime, event: datetime) -> datetime:
+    """The time the checks use: the wall clock, or the intent's bar time in replays."""
+    return event if limits.clock == "event" else wall

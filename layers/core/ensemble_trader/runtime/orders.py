@@ -1,0 +1,562 @@
+"""The order stage at run time: settings, the router (intent → risk → broker), reconciliation, kill switch.
+
+:class:`OrderRouter` is what the orders Lambda, the local stack, the benchmark and the tests all
+call. It talks to the outside only through ports (an :class:`~ensemble_trader.ports.OrdersStore`,
+a :class:`~ensemble_trader.ports.Broker`, an :class:`~ensemble_trader.ports.EventBus`, a
+:class:`~ensemble_trader.ports.Clock`), so the same code runs over DynamoDB + Alpaca in AWS and
+over dictionaries + the paper broker in process.
+
+Exactly-once effect, step by step, for each order an intent needs:
+
+1. the client order id is derived from the decision (:func:`~ensemble_trader.domain.orders.client_order_id`);
+2. if the store already has that id, the order is *resolved* (looked up at the broker and synced),
+   never submitted again under another id;
+3. otherwise the risk engine checks it; a rejection is recorded (conditional put) and published;
+4. an accepted order is written ``PENDING`` with a conditional put **before** the broker is
+   called; losing that put to a concurrent delivery means the other delivery owns the order;
+5. the submit: an acknowledgement is synced; a definitive refusal is recorded as rejected; an
+   unknown outcome (timeout, 5xx, lost connection) marks the order ``UNKNOWN`` and is resolved
+   by looking the id up — if the broker cannot be reached, reconciliation resolves it later;
+6. fills are derived from the broker's cumulative progress and written with the position in one
+   transaction that only succeeds if the order's filled quantity is still the one read.
+
+The whole intent is retried when the versioned risk-state write loses a race; the steps above
+make the retry harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ensemble_trader.domain.errors import ConcurrencyError
+from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position
+from ensemble_trader.domain.orders import (
+    BrokerOrder,
+    BrokerRejectedError,
+    BrokerUnavailableError,
+    CircuitBreakerTripped,
+    DuplicateClientOrderIdError,
+    KillSwitchChanged,
+    OrderCanceled,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    ReconciliationFailed,
+    UnknownOutcomeError,
+    describe,
+    fill_from_progress,
+    order_after_report,
+    plan_orders,
+    working_quantity,
+)
+from ensemble_trader.domain.reconcile import (
+    ReconciliationReport,
+    Verdict,
+    compare_order,
+    compare_positions,
+    foreign_orders,
+)
+from ensemble_trader.domain.risk import (
+    BreakerTransition,
+    Mark,
+    OrderContext,
+    Reference,
+    RejectReason,
+    RiskEngine,
+    RiskLimits,
+    RiskState,
+    clock_now,
+)
+from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+"""How often one intent is retried after losing the versioned risk-state write."""
+
+
+class RiskSettings(RiskLimits, BaseSettings):
+    """:class:`RiskLimits` read from the environment: ``ET_RISK_MAX_ORDER_QUANTITY`` and so on.
+
+    ``ET_RISK_RESTRICTED_SYMBOLS`` takes a JSON list (``'["GME","AMC"]'``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ET_RISK_", frozen=True, extra="ignore")
+
+    def limits(self) -> RiskLimits:
+        return RiskLimits(**self.model_dump())
+
+
+class OrdersSettings(BaseSettings):
+    """The order stage's own settings (``ET_ORDERS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ET_ORDERS_", frozen=True, extra="ignore")
+
+    broker: Literal["paper", "alpaca"] = "paper"
+    initial_equity: float = Field(default=1_000_000.0, gt=0)
+    quantity_step: float = Field(default=1.0, gt=0)
+    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
+    paper_slippage_bps: float = Field(default=1.0, ge=0)
+    paper_fee_bps: float = Field(default=0.5, ge=0)
+    paper_fee_per_share: float = Field(default=0.0, ge=0)
+    paper_fill_fraction: float = Field(default=1.0, gt=0, le=1)
+    alpaca_secret_name: str | None = None  # default: the stage's "broker-keys" secret
+    alpaca_paper: bool = True
+    alpaca_timeout_seconds: float = Field(default=5.0, gt=0)
+
+
+@dataclass
+class IntentOutcome:
+    """What handling one intent did (returned by the Lambda for its logs and idempotency record)."""
+
+    intent_id: str
+    symbol: str
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[dict[str, str]] = field(default_factory=list)
+    fills: int = 0
+    resolved_existing: int = 0
+    attempts: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "intent_id": self.intent_id,
+            "symbol": self.symbol,
+            "orders": self.orders,
+            "rejections": self.rejections,
+            "fills": self.fills,
+            "resolved_existing": self.resolved_existing,
+            "attempts": self.attempts,
+        }
+
+
+class OrderRouter:
+    """Intent → risk checks → idempotent submission → fills, plus reconciliation and kill switch."""
+
+    def __init__(
+        self,
+        store: OrdersStore,
+        broker: Broker,
+        clock: Clock,
+        *,
+        limits: RiskLimits | None = None,
+        events: EventBus | None = None,
+        initial_equity: float = 1_000_000.0,
+        quantity_step: float = 1.0,
+        reconcile_grace_seconds: float = 120.0,
+        reconcile_on_start: bool = True,
+    ):
+        self.store = store
+        self.broker = broker
+        self.clock = clock
+        self.engine = RiskEngine(limits)
+        self.events = events
+        self.initial_equity = initial_equity
+        self.quantity_step = quantity_step
+        self.reconcile_grace_seconds = reconcile_grace_seconds
+        self._needs_reconcile = reconcile_on_start
+
+    @property
+    def limits(self) -> RiskLimits:
+        return self.engine.limits
+
+    # ------------------------------------------------------------------------------------------
+    # Intents
+    # ------------------------------------------------------------------------------------------
+
+    def handle(self, intent: OrderIntent) -> IntentOutcome:
+        """Turn one intent into orders, exactly once whatever the number of deliveries."""
+        if self._needs_reconcile:
+            self.reconcile()
+        events: list[BaseModel] = []
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            outcome = IntentOutcome(intent.intent_id, intent.symbol, attempts=attempt)
+            try:
+                self._handle_once(intent, outcome, events)
+            except ConcurrencyError:
+                if attempt == MAX_ATTEMPTS:
+                    self._publish(events)
+                    raise
+                log.info("intent %s lost a risk-state race; retrying", intent.intent_id)
+                continue
+            self._publish(events)
+            return outcome
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _handle_once(self, intent: OrderIntent, outcome: IntentOutcome, events: list[BaseModel]) -> None:
+        state = self.store.load_risk_state()
+        wall = self.clock.now()
+        now = clock_now(self.limits, wall, intent.timestamp)
+        symbol = intent.symbol
+
+        stale = self._stale_intent(intent, state, wall)
+        if stale:
+            outcome.rejections.append({"reason": RejectReason.STALE_INTENT.value, "message": stale})
+            events.append(
+                OrderRejected(
+                    client_order_id=None, intent_id=intent.intent_id, symbol=symbol,
+                    reason_code=RejectReason.STALE_INTENT.value, message=stale, timestamp=wall,
+                )
+            )
+            return
+
+        # The intent's price is also the newest market observation of the symbol: it fills the
+        # paper broker's working orders (decided on earlier bars) and becomes the next reference.
+        reference = _reference_for(state.marks.get(symbol), intent.timestamp)
+        on_price = getattr(self.broker, "on_price", None)
+        if on_price is not None:
+            for report in on_price(symbol, intent.reference_price, intent.timestamp):
+                outcome.fills += self._sync_report(report, events)
+        state.marks[symbol] = Mark(
+            price=intent.reference_price,
+            timestamp=intent.timestamp,
+            previous_price=reference.price if reference else None,
+            previous_timestamp=reference.timestamp if reference else None,
+        )
+
+        if state.kill_switch:
+            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
+
+        positions = {p.symbol: p for p in self.store.list_positions()}
+        equity = self.equity(positions.values(), state)
+        transition = self.engine.update_breaker(state, equity, now.date())
+        if transition is not None:
+            events.append(_breaker_event(transition, wall))
+
+        working = self.store.list_orders(working_only=True)
+        held = positions[symbol].quantity if symbol in positions else 0.0
+        working_here = working_quantity(working, symbol)
+        planned = plan_orders(
+            intent, position=held, working=working_here, equity=equity,
+            step=self.quantity_step, now=wall,
+        )
+        potential = held + working_here
+        other_gross = self._other_gross(positions, working, state, symbol)
+
+        for order in planned:
+            existing = self.store.get_order(order.client_order_id)
+            if existing is not None:
+                outcome.resolved_existing += 1
+                outcome.fills += self._resolve(existing, events)
+                continue
+            decision = self.engine.check(
+                order, state, OrderContext(now, reference, potential, other_gross)
+            )
+            if not decision.accepted:
+                assert decision.reason is not None
+                rejected = order.model_copy(
+                    update={
+                        "status": OrderStatus.REJECTED,
+                        "reject_code": decision.reason.value,
+                        "reject_reason": decision.message,
+                    }
+                )
+                if self.store.create_order(rejected):
+                    events.append(_rejected_event(rejected, wall))
+                outcome.rejections.append(
+                    {"client_order_id": order.client_order_id, "reason": decision.reason.value,
+                     "message": decision.message}
+                )
+                continue
+            if not self.store.create_order(order):
+                outcome.resolved_existing += 1  # a concurrent delivery wrote it first: it owns it
+                continue
+            self.engine.record(order, state, now)
+            potential += order.signed_quantity
+            final, fills = self._submit(order, events)
+            outcome.fills += fills
+            outcome.orders.append(describe(final))
+
+        self.store.save_risk_state(state)
+
+    def _stale_intent(self, intent: OrderIntent, state: RiskState, wall: datetime) -> str:
+        mark = state.marks.get(intent.symbol)
+        if mark is not None and intent.timestamp < mark.timestamp:
+            return (
+                f"intent for {intent.symbol}@{intent.timestamp.isoformat()} is older than the "
+                f"latest price seen ({mark.timestamp.isoformat()})"
+            )
+        max_age = self.limits.max_intent_age_seconds
+        if max_age is not None and (wall - intent.timestamp).total_seconds() > max_age:
+            return f"intent is {(wall - intent.timestamp).total_seconds():,.0f} s old (max {max_age:,.0f} s)"
+        return ""
+
+    # ------------------------------------------------------------------------------------------
+    # Submission and synchronisation
+    # ------------------------------------------------------------------------------------------
+
+    def _submit(self, order: Order, events: list[BaseModel]) -> tuple[Order, int]:
+        """Send a freshly recorded PENDING order; returns the stored order and fills applied."""
+        try:
+            report = self.broker.submit(order)
+        except BrokerRejectedError as exc:
+            rejected = order.model_copy(
+                update={
+                    "status": OrderStatus.REJECTED,
+                    "reject_code": RejectReason.BROKER_REJECTED.value,
+                    "reject_reason": exc.reason,
+                    "updated_at": self.clock.now(),
+                }
+            )
+            self.store.update_order(
+                rejected, expected_status=order.status, expected_filled=order.filled_quantity
+            )
+            events.append(_rejected_event(rejected, self.clock.now()))
+            return rejected, 0
+        except (UnknownOutcomeError, DuplicateClientOrderIdError) as exc:
+            log.warning("submit of %s: %s; resolving by lookup", order.client_order_id, exc)
+            unknown = order.model_copy(
+                update={"status": OrderStatus.UNKNOWN, "updated_at": self.clock.now()}
+            )
+            self.store.update_order(
+                unknown, expected_status=order.status, expected_filled=order.filled_quantity
+            )
+            fills = self._resolve(unknown, events)
+            return self.store.get_order(order.client_order_id) or unknown, fills
+        fills = self._sync_report(report, events, order)
+        stored = self.store.get_order(order.client_order_id) or order
+        events.append(
+            OrderSubmitted(
+                client_order_id=order.client_order_id, intent_id=order.intent_id,
+                symbol=order.symbol, side=order.side, quantity=order.quantity,
+                broker_order_id=report.broker_order_id, timestamp=self.clock.now(),
+            )
+        )
+        return stored, fills
+
+    def _resolve(self, order: Order, events: list[BaseModel]) -> int:
+        """Settle a stored, still-working order by looking its id up at the broker.
+
+        Found → synced. Not found and PENDING (the submit never happened: a crash between the
+        conditional put and the call) → submitted now under the same id; the broker's own
+        uniqueness on client order ids makes a racing submit harmless. Not found and UNKNOWN →
+        left for reconciliation, which marks it NOT_AT_BROKER after the grace period.
+        """
+        if order.status.terminal:
+            return 0
+        try:
+            report = self.broker.get_order_by_client_id(order.client_order_id)
+        except BrokerUnavailableError as exc:
+            log.warning("lookup of %s failed (%s); reconciliation will settle it",
+                        order.client_order_id, exc)
+            return 0
+        if report is not None:
+            return self._sync_report(report, events, order)
+        if order.status is OrderStatus.PENDING:
+            _, fills = self._submit(order, events)
+            return fills
+        return 0
+
+    def _sync_report(self, report: BrokerOrder, events: list[BaseModel], order: Order | None = None) -> int:
+        """Bring the stored order (and position) to the broker's report; returns fills applied."""
+        for _ in range(MAX_ATTEMPTS):
+            order = self.store.get_order(report.client_order_id) if order is None else order
+            if order is None:
+                log.error("broker reports %s, which is not in the store", report.client_order_id)
+                return 0
+            now = self.clock.now()
+            updated = order_after_report(order, report, now)
+            fill = fill_from_progress(order, report, report.updated_at)
+            if fill is None:
+                if updated == order:
+                    return 0
+                if self.store.update_order(
+                    updated, expected_status=order.status, expected_filled=order.filled_quantity
+                ):
+                    if updated.status is OrderStatus.CANCELED and order.status is not OrderStatus.CANCELED:
+                        events.append(
+                            OrderCanceled(client_order_id=order.client_order_id, symbol=order.symbol,
+                                          reason=report.reject_reason or "canceled", timestamp=now)
+                        )
+                    return 0
+            else:
+                position = self.store.apply_fill(updated, fill, expected_filled=order.filled_quantity)
+                if position is not None:
+                    events.append(
+                        OrderFilled(
+                            client_order_id=order.client_order_id, fill_id=fill.fill_id,
+                            symbol=order.symbol, side=order.side, quantity=fill.quantity,
+                            price=fill.price, fee=fill.fee, position_after=position.quantity,
+                            order_status=updated.status, timestamp=fill.timestamp,
+                        )
+                    )
+                    return 1
+            order = None  # another writer moved the order on: read it again
+        raise ConcurrencyError(f"order {report.client_order_id} kept changing while syncing")
+
+    # ------------------------------------------------------------------------------------------
+    # Equity and exposure
+    # ------------------------------------------------------------------------------------------
+
+    def equity(self, positions: Sequence[Position] | Any, state: RiskState) -> float:
+        """Initial equity + realised P&L − fees + unrealised P&L at the latest marks."""
+        total = self.initial_equity
+        for p in positions:
+            mark = state.marks.get(p.symbol)
+            price = mark.price if mark is not None else p.average_price
+            total += p.realized_pnl - p.fees_paid + p.quantity * (price - p.average_price)
+        return total
+
+    @staticmethod
+    def _other_gross(positions: dict[str, Position], working: list[Order], state: RiskState,
+                     symbol: str) -> float:
+        symbols = (set(positions) | {o.symbol for o in working}) - {symbol}
+        gross = 0.0
+        for s in symbols:
+            qty = (positions[s].quantity if s in positions else 0.0) + working_quantity(working, s)
+            mark = state.marks.get(s)
+            price = mark.price if mark else (positions[s].average_price if s in positions else 0.0)
+            gross += abs(qty) * price
+        return gross
+
+    # ------------------------------------------------------------------------------------------
+    # Kill switch and breaker reset
+    # ------------------------------------------------------------------------------------------
+
+    def set_kill_switch(self, active: bool, reason: str, *, reset_breaker: bool = False) -> dict[str, Any]:
+        """Turn the kill switch on (halt new orders, cancel working ones) or off."""
+        events: list[BaseModel] = []
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            state = self.store.load_risk_state()
+            state.kill_switch = active
+            state.kill_switch_reason = reason
+            transition = self.engine.reset_breaker(state, reason) if reset_breaker else None
+            try:
+                self.store.save_risk_state(state)
+                break
+            except ConcurrencyError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+        if transition is not None:
+            events.append(_breaker_event(transition, self.clock.now()))
+        canceled = self._cancel_working(f"kill switch: {reason}", events) if active else []
+        events.append(
+            KillSwitchChanged(active=active, reason=reason, canceled=canceled, timestamp=self.clock.now())
+        )
+        self._publish(events)
+        return {"active": active, "reason": reason, "canceled": canceled,
+                "trading_state": state.effective_state.value}
+
+    def _cancel_working(self, reason: str, events: list[BaseModel]) -> list[str]:
+        """Cancel every working order, ours and any the broker lists as open."""
+        ids = {o.client_order_id for o in self.store.list_orders(working_only=True)}
+        ids |= {o.client_order_id for o in self.broker.list_open_orders()}
+        canceled = []
+        for coid in sorted(ids):
+            report = self.broker.cancel(coid)
+            if report is None:
+                continue
+            if self.store.get_order(coid) is not None:
+                self._sync_report(report, events)
+            if report.status is OrderStatus.CANCELED:
+                canceled.append(coid)
+        if canceled:
+            log.warning("canceled %d working orders (%s)", len(canceled), reason)
+        return canceled
+
+    # ------------------------------------------------------------------------------------------
+    # Reconciliation
+    # ------------------------------------------------------------------------------------------
+
+    def reconcile(self) -> ReconciliationReport:
+        """Compare orders and positions with the broker (authoritative); repair or halt symbols."""
+        self._needs_reconcile = False
+        report = ReconciliationReport()
+        events: list[BaseModel] = []
+        now = self.clock.now()
+        for order in self.store.list_orders(working_only=True):
+            report.checked_orders += 1
+            broker_order = self.broker.get_order_by_client_id(order.client_order_id)
+            verdict = compare_order(order, broker_order, now, self.reconcile_grace_seconds)
+            if verdict.verdict is Verdict.SYNC:
+                assert broker_order is not None
+                self._sync_report(broker_order, events, order)
+                report.synced.append(verdict.detail)
+            elif verdict.verdict is Verdict.NOT_AT_BROKER:
+                rejected = order.model_copy(
+                    update={"status": OrderStatus.REJECTED, "reject_code": RejectReason.NOT_AT_BROKER.value,
+                            "reject_reason": verdict.detail, "updated_at": now}
+                )
+                if self.store.update_order(
+                    rejected, expected_status=order.status, expected_filled=order.filled_quantity
+                ):
+                    events.append(_rejected_event(rejected, now))
+                report.not_at_broker.append(verdict.detail)
+            elif verdict.verdict is Verdict.WAIT:
+                report.waiting.append(verdict.detail)
+            elif verdict.verdict is Verdict.MISMATCH:
+                report.fail(order.symbol, verdict.detail)
+
+        broker_open = self.broker.list_open_orders()
+        known = {o.client_order_id for o in broker_open if self.store.get_order(o.client_order_id)}
+        for symbol, reasons in foreign_orders(broker_open, known).items():
+            for reason in reasons:
+                report.fail(symbol, reason)
+
+        ours = {p.symbol: p.quantity for p in self.store.list_positions()}
+        theirs = {p.symbol: p.quantity for p in self.broker.list_positions()}
+        for symbol, problem in compare_positions(ours, theirs).items():
+            report.fail(symbol, problem)
+
+        self._apply_halts(report, events, now)
+        self._publish(events)
+        return report
+
+    def _apply_halts(self, report: ReconciliationReport, events: list[BaseModel], now: datetime) -> None:
+        """Halt the symbols that failed; lift reconciliation halts of symbols that now agree."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            state = self.store.load_risk_state()
+            before = dict(state.halted_symbols)
+            cleared = [s for s in before if s not in report.failures]
+            for s in cleared:
+                del state.halted_symbols[s]
+            for symbol, reasons in report.failures.items():
+                state.halted_symbols[symbol] = "reconciliation failed: " + "; ".join(reasons)
+            if state.halted_symbols == before:
+                break
+            try:
+                self.store.save_risk_state(state)
+                break
+            except ConcurrencyError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+        report.cleared_symbols = cleared
+        for symbol, reasons in report.failures.items():
+            events.append(ReconciliationFailed(symbol=symbol, reasons=reasons, timestamp=now))
+
+    def _publish(self, events: list[BaseModel]) -> None:
+        if events and self.events is not None:
+            self.events.publish(list(events))
+        events.clear()
+
+
+def _reference_for(mark: Mark | None, bar_time: datetime) -> Reference | None:
+    """The reference of an intent: the last price before its bar (the previous one on redelivery)."""
+    if mark is None:
+        return None
+    if mark.timestamp < bar_time:
+        return Reference(mark.price, mark.timestamp)
+    if mark.previous_price is not None and mark.previous_timestamp is not None:
+        return Reference(mark.previous_price, mark.previous_timestamp)
+    return None
+
+
+def _rejected_event(order: Order, when: datetime) -> OrderRejected:
+    return OrderRejected(
+        client_order_id=order.client_order_id, intent_id=order.intent_id, symbol=order.symbol,
+        reason_code=order.reject_code or RejectReason.BROKER_REJECTED.value,
+        message=order.reject_reason or "", timestamp=when,
+    )
+
+
+def _breaker_event(t: BreakerTransition, when: datetime) -> CircuitBreakerTripped:
+    return CircuitBreakerTripped(
+        previous=t.previous.value, current=t.current.value, reason=t.reason, equity=t.equity,
+        daily_loss=t.daily_loss, drawdown=t.drawdown, timestamp=when,
+    )
