@@ -139,8 +139,7 @@ class StaleBarError(EnsembleTraderError):
         self.timestamp_ns = timestamp_ns
         self.last_timestamp_ns = last_timestamp_ns
         super().__init__(
-            f"{symbol}: bar at {timestamp_ns} ns is not after the last applied bar "
-            f"({last_timestamp_ns} ns)"
+            f"{symbol}: bar at {timestamp_ns} ns is not after the last applied bar ({last_timestamp_ns} ns)"
         )
 
 
@@ -317,9 +316,7 @@ class FeatureEngine:
         """Apply one validated bar and return its :class:`FeatureVector`."""
         if bar.symbol != self.symbol:
             raise DataError(f"bar of {bar.symbol!r} given to the feature engine of {self.symbol!r}")
-        row = self._step(
-            timestamp_ns(bar.timestamp), bar.open, bar.high, bar.low, bar.close, bar.volume
-        )
+        row = self._step(timestamp_ns(bar.timestamp), bar.open, bar.high, bar.low, bar.close, bar.volume)
         return FeatureVector(
             bar=bar,
             values=dict(zip(FEATURE_NAMES, row, strict=True)),
@@ -328,7 +325,13 @@ class FeatureEngine:
         )
 
     def update_raw(
-        self, ts_ns: int, o: float, h: float, l: float, c: float, v: float  # noqa: E741
+        self,
+        ts_ns: int,
+        o: float,
+        h: float,
+        l: float,  # noqa: E741  (the contract's name for the low)
+        c: float,
+        v: float,
     ) -> np.ndarray:
         """Fast path: apply one bar given as numbers; the features in ``FEATURE_NAMES`` order."""
         return np.array(self._step(ts_ns, o, h, l, c, v))
@@ -371,7 +374,7 @@ class FeatureEngine:
             ag = self._avg_gain = self._avg_gain + (gain - self._avg_gain) * a
             al = self._avg_loss = self._avg_loss + (loss - self._avg_loss) * a
             total = ag + al
-            rsi = 100.0 * ag / total if total > 0.0 else 50.0
+            rsi = 100.0 * (ag / total) if total > 0.0 else 50.0
             if c > self._peak:
                 self._peak = c
 
@@ -390,12 +393,12 @@ class FeatureEngine:
         cw = self._close_win
         cw.push(c)
         m2 = cw.m2()
-        zscore = (c - cw.mean()) / sqrt(m2 / (cw.count - 1)) if m2 > 0.0 else 0.0
+        zscore = ((c - cw.anchor) - cw.s1 / cw.count) / sqrt(m2 / (cw.count - 1)) if m2 > 0.0 else 0.0
 
         vw = self._volume_win
         vw.push(v)
         m2 = vw.m2()
-        volume_z = (v - vw.mean()) / sqrt(m2 / (vw.count - 1)) if m2 > 0.0 else 0.0
+        volume_z = ((v - vw.anchor) - vw.s1 / vw.count) / sqrt(m2 / (vw.count - 1)) if m2 > 0.0 else 0.0
 
         self._bars = i + 1
         self._last_ts = ts
@@ -440,9 +443,7 @@ class FeatureEngine:
             if not isinstance(d, dict):
                 raise StateError(f"feature state must be a dict, got {type(d).__name__}")
             if d.get("version") != STATE_VERSION:
-                raise StateError(
-                    f"feature state version {d.get('version')!r} != supported {STATE_VERSION}"
-                )
+                raise StateError(f"feature state version {d.get('version')!r} != supported {STATE_VERSION}")
             symbol = d["symbol"]
             if not isinstance(symbol, str) or not symbol:
                 raise StateError(f"symbol={symbol!r}: expected a non-empty string")
@@ -451,7 +452,9 @@ class FeatureEngine:
             last = d["last_timestamp_ns"]
             if (last is None) != (engine._bars == 0):
                 raise StateError(f"last_timestamp_ns={last!r} inconsistent with bars_seen={engine._bars}")
-            engine._last_ts = None if last is None else _int_in(last, -(2**63), 2**63 - 1, "last_timestamp_ns")
+            engine._last_ts = (
+                None if last is None else _int_in(last, -(2**63), 2**63 - 1, "last_timestamp_ns")
+            )
             engine._closes = _float_list(d["closes"], CLOSE_HISTORY, "closes")
             engine._peak = _finite(d["peak"], "peak")
             for key, (wa, ma) in _PAIRS.items():
@@ -478,12 +481,7 @@ class FeatureEngine:
             w: _Window = getattr(self, attr)
             floats += [*w.values, w.anchor, w.s1, w.s2, w.scale]
             ints += [w.pos, w.count]
-        body = (
-            _HEADER.pack(_MAGIC, STATE_VERSION, len(sym))
-            + sym
-            + _INTS.pack(*ints)
-            + _FLOATS.pack(*floats)
-        )
+        body = _HEADER.pack(_MAGIC, STATE_VERSION, len(sym)) + sym + _INTS.pack(*ints) + _FLOATS.pack(*floats)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
@@ -605,9 +603,11 @@ def compute_features(series: BarSeries) -> FeatureMatrix:
     Raises :class:`DataError` if a bar has non-finite or non-positive prices, ``low`` above
     open/close, ``high`` below them, or a negative volume.
     """
-    o, h, l, c, v = (np.asarray(getattr(series, k), dtype=np.float64) for k in ("open", "high", "low", "close", "volume"))  # noqa: E741
+    o, h, lo, c, v = (
+        np.asarray(getattr(series, k), dtype=np.float64) for k in ("open", "high", "low", "close", "volume")
+    )
     n = len(c)
-    _check_bars(series.symbol, o, h, l, c, v)
+    _check_bars(series.symbol, o, h, lo, c, v)
     out = np.zeros((n, N_FEATURES), dtype=np.float64)
     warm = np.maximum(0, WARMUP_BARS - np.arange(1, n + 1)).astype(np.int64)
     if n == 0:
@@ -631,14 +631,14 @@ def compute_features(series: BarSeries) -> FeatureMatrix:
         ag, al = _wilder_mean(gain, RSI_PERIOD), _wilder_mean(loss, RSI_PERIOD)
         total = ag + al
         safe = np.where(total > 0.0, total, 1.0)
-        out[1:, col["rsi_14"]] = np.where(total > 0.0, 100.0 * ag / safe, 50.0)
+        out[1:, col["rsi_14"]] = np.where(total > 0.0, 100.0 * (ag / safe), 50.0)
     out[0, col["rsi_14"]] = 50.0
 
-    hl, co = np.log(h / l), np.log(c / o)
+    hl, co = np.log(h / lo), np.log(c / o)
     gk = 0.5 * hl * hl - GK_COEF * co * co
     out[:, col["range_vol_1"]] = np.sqrt(np.maximum(gk, 0.0))
-    _, gk_mean, _ = _rolling_moments(gk, WINDOW)
-    out[:, col["range_vol_20"]] = np.sqrt(np.maximum(gk_mean, 0.0))
+    _, gk_offset, _ = _rolling_moments(gk, WINDOW)
+    out[:, col["range_vol_20"]] = np.sqrt(np.maximum(gk + gk_offset, 0.0))
 
     fast = _normalised_ewm(c, _FAST_DECAY)
     slow = _normalised_ewm(c, _SLOW_DECAY)
@@ -650,22 +650,33 @@ def compute_features(series: BarSeries) -> FeatureMatrix:
     return FeatureMatrix(out, warm, np.asarray(series.timestamp).copy())
 
 
-def _check_bars(symbol: str, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:  # noqa: E741
+def _check_bars(
+    symbol: str, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray
+) -> None:
     with np.errstate(invalid="ignore"):
-        ok = (0.0 < l) & (l <= o) & (o <= h) & (l <= c) & (c <= h) & (h < np.inf) & (v >= 0.0) & (v < np.inf)
+        ok = (
+            (0.0 < lo)
+            & (lo <= o)
+            & (o <= h)
+            & (lo <= c)
+            & (c <= h)
+            & (h < np.inf)
+            & (v >= 0.0)
+            & (v < np.inf)
+        )
     if not ok.all():
         i = int(np.argmin(ok))
         raise DataError(
-            f"{symbol}: invalid bar at row {i}: open={o[i]!r} high={h[i]!r} low={l[i]!r} "
+            f"{symbol}: invalid bar at row {i}: open={o[i]!r} high={h[i]!r} low={lo[i]!r} "
             f"close={c[i]!r} volume={v[i]!r} (need finite 0 < low <= open, close <= high, volume >= 0)"
         )
 
 
 def _zscore(x: np.ndarray, window: int) -> np.ndarray:
-    count, mean, m2 = _rolling_moments(x, window)
+    count, offset, m2 = _rolling_moments(x, window)
     std = _std(m2, count)
     safe = np.where(std > 0.0, std, 1.0)
-    return np.where(std > 0.0, (x - mean) / safe, 0.0)
+    return np.where(std > 0.0, -offset / safe, 0.0)
 
 
 def _std(m2: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -678,33 +689,31 @@ _CHUNK_ROWS = 1 << 16
 
 
 def _rolling_moments(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean and centred sum of squares over the last ``min(i + 1, window)`` values.
+    """Count, ``mean - x_i`` and centred sum of squares over the last ``min(i + 1, window)`` values.
 
-    Two-pass per window (exact to rounding). Windows whose values are all equal get exactly
-    ``mean = x_i`` and ``m2 = 0``.
+    Two passes per window on the values shifted by the window's newest value ``x_i`` (exact
+    differences for nearby values, so a large level costs no digits). The mean is returned as
+    its offset from ``x_i``; a window whose values are all equal gets exactly 0 and 0.
     """
     n = len(x)
     count = np.minimum(np.arange(1, n + 1), window)
-    mean = np.empty(n)
+    offset = np.empty(n)
     m2 = np.empty(n)
     for i in range(min(n, window - 1)):
-        seg = x[: i + 1]
-        mean[i] = seg.mean()
-        m2[i] = np.sum((seg - mean[i]) ** 2)
-        if seg.max() == seg.min():
-            mean[i], m2[i] = x[i], 0.0
+        shifted = x[: i + 1] - x[i]
+        offset[i] = shifted.mean()
+        m2[i] = np.sum((shifted - offset[i]) ** 2)
     if n >= window:
         views = sliding_window_view(x, window)
         for start in range(0, len(views), _CHUNK_ROWS):
             win = views[start : start + _CHUNK_ROWS]
             rows = slice(start + window - 1, start + window - 1 + len(win))
-            mu = win.mean(axis=1)
-            dev = win - mu[:, None]
-            s = np.einsum("ij,ij->i", dev, dev)
-            flat = win.max(axis=1) == win.min(axis=1)
-            mean[rows] = np.where(flat, win[:, -1], mu)
-            m2[rows] = np.where(flat, 0.0, s)
-    return count, mean, m2
+            shifted = win - win[:, -1:]
+            mu = shifted.mean(axis=1)
+            dev = shifted - mu[:, None]
+            offset[rows] = mu
+            m2[rows] = np.einsum("ij,ij->i", dev, dev)
+    return count, offset, m2
 
 
 def _normalised_ewm(x: np.ndarray, decay: float) -> np.ndarray:
