@@ -172,7 +172,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
     for spec in (
         ScenarioSpec(
             name="easy",
-            description="very distinct regimes, long dwell (~100-150 bars), Gaussian shocks",
+            description="very distinct regimes, long dwell (~100-150 bars)",
             regimes=(
                 _p(0.0025, 0.007, 150),
                 _p(-0.0035, 0.015, 100, volume_level=0.3),
@@ -196,7 +196,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
         ),
         ScenarioSpec(
             name="hard",
-            description="close parameters, short dwell (~10-25 bars), fat tails",
+            description="close parameters, short dwell (~10-25 bars), fatter tails",
             regimes=(
                 _p(0.0005, 0.010, 25, garch_alpha=0.05, garch_beta=0.85),
                 _p(-0.0007, 0.013, 15, garch_alpha=0.05, garch_beta=0.85, volume_level=0.1),
