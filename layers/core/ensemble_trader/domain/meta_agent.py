@@ -101,7 +101,8 @@ class MetaAgentConfig(BaseModel):
         smoothing: the largest |Δposition| per bar, and the number of bars over which the
         position moves to a new leading agent's target.
     cost_bps, risk_adjustment, vol_halflife
-        the reward: ``pos * r - cost_bps/1e4 * |Δpos|``, divided by the EWMA volatility of
+        the reward: ``pos * r - cost_bps/1e4 * |Δpos|`` (default 3 bp, the backtest CostModel's
+        1 bp commission + 2 bp slippage), divided by the EWMA volatility of
         returns (half-life in bars) when ``risk_adjustment == "vol"``.
     """
 
@@ -117,7 +118,7 @@ class MetaAgentConfig(BaseModel):
     max_position_change: float = Field(default=0.5, gt=0.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
-    cost_bps: float = Field(default=1.0, ge=0.0)
+    cost_bps: float = Field(default=3.0, ge=0.0)
     risk_adjustment: Literal["vol", "none"] = "vol"
     vol_halflife: float = Field(default=20.0, gt=0.0)
     vol_floor: float = Field(default=1e-4, gt=0.0)

@@ -1,0 +1,286 @@
+"""Ensemble backtest: features → regime → agents → meta-agent in process, with the live steps.
+
+Two passes, because the agents' decisions do not depend on the meta-agent (each agent sees the
+features and its *own* virtual position, never the ensemble's):
+
+1. :func:`run_pipeline` drives the same objects the Lambdas run — :class:`FeatureEngine`,
+   :class:`RegimeStep`, :class:`AgentPool` — bar by bar and keeps every ``MarketState`` and
+   every agent's targets. It is the expensive part and runs once per series.
+2. :func:`run_meta` drives :class:`MetaAgentStep` over those ``MarketState`` s with the targets
+   the meta_agent Lambda would compute (``MetaAgentStep.__call__`` asks the pool with the same
+   features and the same virtual positions); it can be repeated cheaply for several policies.
+
+:func:`evaluate` turns a run into the report dict the CLI prints: metrics (the
+:mod:`ensemble_trader.backtest.engine` conventions: a target set at the close of bar ``t`` earns
+``p_t r_{t+1}`` and pays the cost of ``|p_t - p_{t-1}|``) for the ensemble, each single agent
+and buy-and-hold, overall and per detected regime, the regret over the evaluated window and
+the check of the issue's target. Evaluation can start after the first warm bar (``start``):
+everything before it only warms the features, the regime filter and the learners, so the
+evaluated window is strictly out of sample for the meta-agent (it learns online, causally).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ensemble_trader.backtest.engine import (
+    CostModel,
+    asset_returns,
+    period_regimes,
+    strategy_returns,
+    summarise,
+)
+from ensemble_trader.backtest.metrics import periods_per_year
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.meta_agent import (
+    AgentPolicy,
+    AgentSwitched,
+    MetaAgentConfig,
+    MetaAgentState,
+    MetaAgentStep,
+    RegretLedger,
+)
+from ensemble_trader.domain.models import REGIMES, MarketState, OrderIntent
+from ensemble_trader.domain.regime import RegimeStep
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One series through features → regime → agents (independent of the meta policy)."""
+
+    symbol: str
+    timestamp: np.ndarray  # (n,) datetime64[ns]
+    close: np.ndarray  # (n,)
+    market_states: tuple[MarketState, ...]
+    agent_targets: np.ndarray  # (n, A); zeros while the features warm up
+    ready: np.ndarray  # (n,) bool
+    agent_names: tuple[str, ...]
+    agent_version: str
+    regime_version: str
+    regime_changes: int
+
+    @property
+    def regimes(self) -> np.ndarray:
+        return np.array([m.regime.regime.value for m in self.market_states])
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return np.array([m.regime.confidence for m in self.market_states])
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return np.array([m.regime.probabilities for m in self.market_states])
+
+
+def run_pipeline(
+    series: BarSeries, agents: AgentPolicy, regime: RegimeStep, *, progress: bool = False
+) -> PipelineRun:
+    """Features, regime and agents for every bar of ``series``, with the stages' own step code."""
+    if len(series) < 2:
+        raise DataError(f"{series.symbol}: need at least two bars, got {len(series)}")
+    engine = FeatureEngine(series.symbol)
+    probe = MetaAgentStep(agents=agents)  # the meta_agent Lambda's feature ordering
+    n, a = len(series), len(agents.names)
+    targets = np.zeros((n, a))
+    ready = np.zeros(n, dtype=bool)
+    states: list[MarketState] = []
+    regime_state = None
+    positions = np.zeros(a)
+    changes = 0
+    bars = tqdm(series.bars(), total=n, desc=f"{series.symbol} pipeline", disable=not progress, unit="bar")
+    for i, bar in enumerate(bars):
+        vector = engine.update(bar)
+        regime_state, out = regime.step(regime_state, vector)
+        if out.market_state is None:
+            raise DataError(f"{series.symbol}: regime stage produced no state at {bar.timestamp.isoformat()}")
+        changes += len(out.events)
+        states.append(out.market_state)
+        if vector.ready:
+            ready[i] = True
+            positions = np.asarray(agents.act(probe.features_of(out.market_state), positions), dtype=np.float64)
+            targets[i] = positions
+        else:
+            positions = np.zeros(a)
+    return PipelineRun(
+        symbol=series.symbol,
+        timestamp=np.asarray(series.timestamp),
+        close=np.asarray(series.close, dtype=np.float64),
+        market_states=tuple(states),
+        agent_targets=targets,
+        ready=ready,
+        agent_names=tuple(agents.names),
+        agent_version=agents.version,
+        regime_version=regime.model_version,
+        regime_changes=changes,
+    )
+
+
+@dataclass(frozen=True)
+class EnsembleRun:
+    """The meta-agent over a :class:`PipelineRun`: every intent and the per-bar diagnostics."""
+
+    pipeline: PipelineRun
+    config: MetaAgentConfig
+    intents: tuple[OrderIntent, ...]
+    switches: tuple[AgentSwitched, ...]
+    positions: np.ndarray  # (n,) smoothed ensemble target per bar
+    weights: np.ndarray  # (n, A)
+    leaders: np.ndarray  # (n,) index of the leading agent, -1 while warming up
+    agent_rewards: np.ndarray  # (n, A) reward of each agent for (t-1, t]; NaN when none
+    meta_rewards: np.ndarray  # (n,) the meta-agent's reward for (t-1, t]; NaN when none
+    final_state: MetaAgentState
+
+    def regret_curve(self, start: int = 0) -> np.ndarray:
+        """Cumulative regret against the best agent in hindsight *at each bar* from ``start``."""
+        r = np.nan_to_num(self.agent_rewards[start:])
+        m = np.nan_to_num(self.meta_rewards[start:])
+        return np.cumsum(r, axis=0).max(axis=1) - np.cumsum(m)
+
+
+def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool = False) -> EnsembleRun:
+    """Drive :class:`MetaAgentStep` over the pipeline's market states and agent targets."""
+    step = MetaAgentStep(config, agent_names=pipeline.agent_names, agent_version=pipeline.agent_version)
+    n, a = pipeline.agent_targets.shape
+    positions = np.zeros(n)
+    weights = np.zeros((n, a))
+    leaders = np.full(n, -1)
+    agent_rewards = np.full((n, a), np.nan)
+    meta_rewards = np.full(n, np.nan)
+    intents: list[OrderIntent] = []
+    switches: list[AgentSwitched] = []
+    state: MetaAgentState | None = None
+    rows = tqdm(range(n), desc=f"meta-agent ({config.policy})", disable=not progress, unit="bar")
+    for i in rows:
+        state, decision = step.decide(state, pipeline.market_states[i], pipeline.agent_targets[i])
+        intent = decision.intent
+        if intent is None:
+            raise DataError(f"{pipeline.symbol}: bar {i} was treated as a redelivery (timestamps not increasing?)")
+        intents.append(intent)
+        switches.extend(decision.events)
+        positions[i] = intent.target_position
+        weights[i] = [intent.agent_weights[name] for name in pipeline.agent_names]
+        if pipeline.ready[i]:
+            leaders[i] = int(np.argmax(weights[i]))
+        if decision.agent_rewards is not None:
+            agent_rewards[i] = decision.agent_rewards
+            meta_rewards[i] = decision.meta_reward
+    if state is None:
+        raise DataError(f"{pipeline.symbol}: no bars")
+    return EnsembleRun(
+        pipeline, config, tuple(intents), tuple(switches), positions, weights, leaders,
+        agent_rewards, meta_rewards, state,
+    )
+
+
+def first_index(pipeline: PipelineRun, start: str | None) -> int:
+    """First bar evaluated: the first warm bar at or after ``start`` (an ISO date)."""
+    mask = pipeline.ready.copy()
+    if start is not None:
+        mask &= pipeline.timestamp >= np.datetime64(start, "ns")
+    idx = np.flatnonzero(mask)
+    if idx.size < 2:
+        raise DataError(f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}")
+    return int(idx[0])
+
+
+def _ledger(run: EnsembleRun, i0: int) -> RegretLedger:
+    """The regret ledger of the evaluated window only (rewards of periods that begin at i0)."""
+    ledger = RegretLedger(len(run.pipeline.agent_names))
+    regimes = run.pipeline.regimes
+    for t in range(i0 + 1, len(run.intents)):
+        if not np.isnan(run.meta_rewards[t]):
+            ledger.add(regimes[t - 1], run.agent_rewards[t], float(run.meta_rewards[t]))
+    return ledger
+
+
+def evaluate(run: EnsembleRun, costs: CostModel | None = None, start: str | None = None) -> dict[str, Any]:
+    """The report: ``{"ensemble": M, "agents": {name: M}, "buy_and_hold": M, "regret": {...}, ...}``.
+
+    M is ``{"overall": metrics, "by_regime": {regime: metrics}}`` as in
+    :func:`ensemble_trader.backtest.engine.summarise`, by the regime the detector reported at
+    the end of each period. ``target`` checks the issue's goal against the best single agent
+    (by Sharpe): ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``.
+    """
+    costs = costs or CostModel()
+    p = run.pipeline
+    i0 = first_index(p, start)
+    r = asset_returns(p.close[i0:])
+    ppy = periods_per_year(p.timestamp[i0:])
+    labels = period_regimes(p.regimes[i0:])
+    prev = i0 - 1
+
+    def report(path: np.ndarray, initial: float) -> dict[str, Any]:
+        held = np.asarray(path, dtype=np.float64)[:-1]
+        return summarise(strategy_returns(held, r, costs, initial), held, ppy, labels)
+
+    out: dict[str, Any] = {
+        "ensemble": report(run.positions[i0:], run.positions[prev] if prev >= 0 else 0.0),
+        "agents": {
+            name: report(p.agent_targets[i0:, k], p.agent_targets[prev, k] if prev >= 0 else 0.0)
+            for k, name in enumerate(p.agent_names)
+        },
+        "buy_and_hold": report(np.ones(len(r) + 1), 0.0),
+    }
+    out["regret"] = _ledger(run, i0).summary(p.agent_names) | {
+        "units": "risk-adjusted reward (return / EWMA vol) summed over bars"
+        if run.config.risk_adjustment == "vol"
+        else "return summed over bars",
+    }
+    best = max(p.agent_names, key=lambda n: out["agents"][n]["overall"]["sharpe"])
+    best_m, ens_m = out["agents"][best]["overall"], out["ensemble"]["overall"]
+    goal = best_m["sharpe"] + 0.2 * abs(best_m["sharpe"])
+    out["target"] = {
+        "best_agent": best,
+        "best_sharpe": best_m["sharpe"],
+        "ensemble_sharpe": ens_m["sharpe"],
+        "sharpe_goal": goal,
+        "sharpe_met": bool(ens_m["sharpe"] >= goal),
+        "best_max_drawdown": best_m["max_drawdown"],
+        "ensemble_max_drawdown": ens_m["max_drawdown"],
+        "drawdown_met": bool(ens_m["max_drawdown"] <= best_m["max_drawdown"] + 1e-12),
+    }
+    switches = [s for s in run.switches if np.datetime64(s.timestamp.replace(tzinfo=None), "ns") >= p.timestamp[i0]]
+    out["run"] = {
+        "symbol": p.symbol,
+        "start": str(p.timestamp[i0]),
+        "start_index": i0,
+        "end": str(p.timestamp[-1]),
+        "periods": int(len(r)),
+        "periods_per_year": ppy,
+        "policy": run.config.policy,
+        "config": run.config.model_dump(mode="json"),
+        "agent_version": p.agent_version,
+        "regime_version": p.regime_version,
+        "switches": len(switches),
+        "regime_share": {
+            reg.value: float(np.mean(p.regimes[i0:] == reg.value)) for reg in REGIMES
+        },
+        "cost_bps": costs.cost_bps + costs.slippage_bps,
+    }
+    return out
+
+
+def compare_policies(
+    pipeline: PipelineRun,
+    configs: Sequence[MetaAgentConfig],
+    costs: CostModel | None = None,
+    start: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Ensemble metrics and regret of several meta-agent configurations on one pipeline run."""
+    out = {}
+    for config in configs:
+        result = evaluate(run_meta(pipeline, config), costs, start)
+        label = f"{config.policy}/{config.context}/{config.mode}/{config.feedback}"
+        out[label] = {
+            "ensemble": result["ensemble"]["overall"],
+            "regret": result["regret"]["overall"],
+            "target": result["target"],
+        }
+    return out

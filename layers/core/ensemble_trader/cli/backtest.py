@@ -1,0 +1,110 @@
+"""``ensemble-trader backtest``: the whole decision pipeline in process, with an HTML report.
+
+features → regime → agents → meta-agent over a bars file or data spec, with the same step code
+the Lambdas run; prints the metrics of the ensemble, each single agent and buy-and-hold (and the
+meta-agent's regret), optionally writes ``report.html`` with plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="run features → regime → agents → meta-agent in process and report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--bars", required=True,
+                   help="bars CSV or data spec (arch:sp500, synth:<scenario>[:seed[:bars]], shared:<name>)")
+    p.add_argument("--models", type=Path, default=None, help="agent model set folder (default: the committed set)")
+    p.add_argument("--regime-model", type=Path, default=None,
+                   help="regime model folder (default: the committed model)")
+    p.add_argument("--policy", choices=POLICY_CHOICES, default="hedge", help="bandit policy (default hedge)")
+    p.add_argument("--context", choices=("regime", "probability", "global"), default="regime",
+                   help="one learner per regime, regime-probability mixture, or one global learner")
+    p.add_argument("--mode", choices=("select", "blend"), default="blend",
+                   help="hold the chosen agent's target, or blend the targets by weight")
+    p.add_argument("--feedback", choices=("full", "bandit"), default="full",
+                   help="learn from every agent's counterfactual reward, or only the played one's")
+    p.add_argument("--start", default=None,
+                   help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
+    p.add_argument("--cost-bps", type=float, default=1.0, help="commission in basis points (default 1)")
+    p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage in basis points (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random_state of the learners")
+    p.add_argument("--compare", action="store_true",
+                   help="also evaluate every policy on the same run (adds a 'policies' table)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", type=Path, default=None, help="folder for report.html and report.json")
+    p.set_defaults(func=_run)
+
+
+def _print_table(result: dict) -> None:
+    rows = [("ensemble", result["ensemble"]["overall"])]
+    rows += [(n, m["overall"]) for n, m in result["agents"].items()]
+    rows.append(("buy_and_hold", result["buy_and_hold"]["overall"]))
+    info = result["run"]
+    print(f"{info['symbol']}  {info['start'][:10]} → {info['end'][:10]}  ({info['periods']} periods, "
+          f"policy {info['policy']}, {info['switches']} switches)")
+    print(f"{'':14}{'sharpe':>8}{'sortino':>9}{'max_dd':>8}{'return':>9}{'win':>7}{'turnover':>10}")
+    for name, m in rows:
+        print(f"{name:14}{m['sharpe']:8.2f}{m['sortino']:9.2f}{m['max_drawdown']:8.1%}"
+              f"{m['total_return']:9.1%}{m['win_rate']:7.1%}{m['turnover']:10.1f}")
+    t, reg = result["target"], result["regret"]
+    print(f"regret vs best agent: {reg['overall']:.2f} (by regime: "
+          + ", ".join(f"{r} {v['regret']:.2f}" for r, v in reg["by_regime"].items()) + ")")
+    print(f"target: Sharpe {t['ensemble_sharpe']:.2f} vs goal {t['sharpe_goal']:.2f} "
+          f"({'met' if t['sharpe_met'] else 'NOT met'}); max drawdown {t['ensemble_max_drawdown']:.1%} vs "
+          f"{t['best_agent']} {t['best_max_drawdown']:.1%} ({'met' if t['drawdown_met'] else 'NOT met'})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ensemble_trader.backtest.engine import CostModel
+    from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline
+    from ensemble_trader.backtest.report import write_report
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.runtime.settings import Settings
+
+    settings = Settings()
+    costs = CostModel(cost_bps=args.cost_bps, slippage_bps=args.slippage_bps)
+    pool = AgentPool.load(args.models)
+    regime = RegimeStep(RegimeModel.load(args.regime_model or settings.models_dir / "regime"))
+    config = MetaAgentConfig.create(
+        policy=args.policy, context=args.context, mode=args.mode, feedback=args.feedback,
+        cost_bps=costs.cost_bps + costs.slippage_bps, random_state=args.seed,
+        strategy_id=settings.strategy_id,
+    )
+    progress = not args.json and sys.stderr.isatty()
+    results = {}
+    series_list = load_bars(args.bars)
+    for series in series_list:
+        pipeline = run_pipeline(series, pool, regime, progress=progress)
+        run = run_meta(pipeline, config, progress=progress)
+        result = evaluate(run, costs, args.start)
+        if args.compare:
+            configs = [config.model_copy(update={"policy": p}) for p in POLICY_CHOICES]
+            result["policies"] = compare_policies(pipeline, configs, costs, args.start)
+        results[series.symbol] = result
+        if args.out is not None:
+            folder = args.out / series.symbol if len(series_list) > 1 else args.out
+            path = write_report(run, result, folder, costs)
+            if not args.json:
+                print(f"report: {path}", file=sys.stderr)
+        if not args.json:
+            _print_table(result)
+    if args.json:
+        single = next(iter(results.values())) if len(results) == 1 else results
+        print(json.dumps(single, indent=2, sort_keys=True))
+    return 0
+

@@ -1,0 +1,143 @@
+"""Ensemble backtest: pipeline with the stages' own steps, evaluation, HTML report.
+
+The agents here are simple rules behind the AgentPool interface and the regime model is built
+by hand, so the test needs no trained artifact; the committed ONNX set is exercised by the
+integration tests and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
+from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline
+from ensemble_trader.backtest.metrics import performance, periods_per_year
+from ensemble_trader.backtest.report import write_report
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
+from ensemble_trader.domain.models import Regime
+from ensemble_trader.domain.regime import RegimeStep
+from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
+from ensemble_trader.domain.synthetic import generate
+
+
+class RuleAgents:
+    """Four hand-written rules with the AgentPool interface (targets from features)."""
+
+    names = ("conservative", "aggressive", "balanced", "contrarian")
+    version = "rules-1"
+    feature_names = FEATURE_NAMES
+
+    def __init__(self) -> None:
+        self._i = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+    def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        f = np.asarray(features, dtype=np.float64)
+        trend, ret20, z = f[self._i["trend_10_50"]], f[self._i["ret_20"]], f[self._i["zscore_20"]]
+        return np.array([
+            0.5 * np.sign(trend),
+            float(np.clip(trend * 50.0, -2.0, 2.0)),
+            float(np.clip(ret20 * 20.0, -1.0, 1.0)),
+            float(np.clip(-z / 2.0, -1.0, 1.0)),
+        ])
+
+
+def hand_regime_model() -> RegimeModel:
+    means = np.array([[1.0, -0.5], [-1.0, 0.5], [0.0, -1.0], [-0.3, 1.5]])
+    return RegimeModel(
+        features=(
+            FeatureSpec("ret_20", "identity", 0.0, 0.05),
+            FeatureSpec("realized_vol_20", "log", math.log(0.01), 0.5),
+        ),
+        start_prob=np.full(4, 0.25),
+        transmat=np.full((4, 4), 0.02) + np.eye(4) * 0.92,
+        means=means,
+        covariances=np.full((4, 2), 0.5),
+        covariance_type="diag",
+        state_regimes=(Regime.BULL, Regime.BEAR, Regime.SIDEWAYS, Regime.VOLATILE),
+        info={"note": "hand-made for tests"},
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    series = generate("easy", 500, seed=4).series
+    return run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model()))
+
+
+def test_pipeline_uses_the_stage_steps_and_warms_up(pipeline) -> None:
+    n = len(pipeline.close)
+    assert pipeline.agent_targets.shape == (n, 4)
+    first = int(np.argmax(pipeline.ready))
+    assert first == 60  # the feature engine's warm-up (61 bars)
+    assert np.all(pipeline.agent_targets[:first] == 0.0)
+    assert np.any(pipeline.agent_targets[first:] != 0.0)
+    assert set(pipeline.regimes) <= {r.value for r in Regime}
+    np.testing.assert_allclose(pipeline.probabilities.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_backtest_equals_the_lambda_step_bar_by_bar(pipeline) -> None:
+    """run_meta (targets precomputed) gives the intents MetaAgentStep.__call__ (pool inside) gives."""
+    config = MetaAgentConfig.create(policy="thompson")
+    run = run_meta(pipeline, config)
+    step = MetaAgentStep(config, RuleAgents())
+    state = None
+    for market, expected in zip(pipeline.market_states, run.intents, strict=True):
+        state, decision = step(state, market)
+        assert decision.intent == expected
+
+
+def test_evaluate_reports_every_strategy_with_the_engine_conventions(pipeline) -> None:
+    costs = CostModel()
+    run = run_meta(pipeline, MetaAgentConfig.create(policy="hedge"))
+    result = evaluate(run, costs)
+    assert set(result) >= {"ensemble", "agents", "buy_and_hold", "regret", "target", "run"}
+    assert set(result["agents"]) == set(RuleAgents.names)
+    i0 = result["run"]["start_index"]
+    r = asset_returns(pipeline.close[i0:])
+    ppy = periods_per_year(pipeline.timestamp[i0:])
+    held = run.positions[i0:-1]
+    expected = performance(strategy_returns(held, r, costs), held, ppy).as_dict()
+    assert result["ensemble"]["overall"] == pytest.approx(expected)
+    k = 2
+    path = pipeline.agent_targets[i0:-1, k]
+    expected = performance(strategy_returns(path, r, costs), path, ppy).as_dict()
+    assert result["agents"]["balanced"]["overall"] == pytest.approx(expected)
+    assert result["buy_and_hold"]["overall"]["turnover"] == pytest.approx(ppy / len(r))
+    regret = result["regret"]
+    assert set(regret["by_regime"]) <= {r.value for r in Regime}
+    assert regret["overall"] == pytest.approx(run.regret_curve(i0)[-1])
+    assert result["target"]["best_agent"] in RuleAgents.names
+    json.dumps(result)
+
+
+def test_walk_forward_start_evaluates_only_later_bars(pipeline) -> None:
+    run = run_meta(pipeline, MetaAgentConfig.create())
+    start = str(pipeline.timestamp[300])[:10]
+    result = evaluate(run, start=start)
+    assert result["run"]["start_index"] == 300
+    assert result["run"]["periods"] == len(pipeline.close) - 301
+    with pytest.raises(DataError, match="fewer than two warm bars"):
+        evaluate(run, start="2100-01-01")
+
+
+def test_compare_policies_runs_every_configuration(pipeline) -> None:
+    configs = [MetaAgentConfig.create(policy=p) for p in ("ucb", "exp3", "dts")]
+    table = compare_policies(pipeline, configs)
+    assert list(table) == ["ucb/regime/blend/full", "exp3/regime/blend/full", "dts/regime/blend/full"]
+    assert all(math.isfinite(v["ensemble"]["sharpe"]) for v in table.values())
+
+
+def test_report_is_self_contained_html_with_plots(pipeline, tmp_path) -> None:
+    run = run_meta(pipeline, MetaAgentConfig.create(policy="ducb", mode="select"))
+    result = evaluate(run)
+    path = write_report(run, result, tmp_path / "out")
+    page = path.read_text()
+    assert page.count("data:image/png;base64,") == 3
+    for text in ("Performance", "Sharpe by regime", "regret", "switches", "buy_and_hold"):
+        assert text in page
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["run"]["policy"] == "ducb"
