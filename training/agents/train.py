@@ -1,0 +1,561 @@
+"""Training job of the four agents (SageMaker training-container contract, runs locally too).
+
+One job trains every agent with stable-baselines3 PPO on torch CPU (one thread), selects each
+agent's checkpoint on the validation window only, exports the set to ONNX (parity-checked),
+measures it on the test window with the served code (:class:`AgentPool`) and writes the model
+set with its manifest.
+
+Walk-forward split: each series is cut by time into train (first ``train_fraction``),
+validation (next ``validation_fraction``) and test (the rest) windows, so validation and test
+lie strictly after everything the agent trained on. The S&P 500 shipped with arch (1999-2018)
+gives train 1999-2012, validation 2013-2014, test 2015-2018. Features are computed over the
+whole series (they are causal), rewards inside a window use only that window's prices.
+
+Data per agent: every series, except the Contrarian, which trains on the mean-reverting series
+(``synth:mean_reverting...``) when the job has one — mean reversion is what it learns to exploit.
+
+Entry points
+    ``ensemble-trader train agents --bars SPEC... --out DIR [--quick] [--seed N]``
+    ``python -m training.agents.train`` — SageMaker: hyperparameters from
+    ``/opt/ml/input/config/hyperparameters.json`` or ``$SM_HPS``; bars CSVs from
+    ``$SM_CHANNEL_TRAIN`` (and ``$SM_CHANNEL_VALIDATION``, which then replaces the validation
+    window); the model set goes to ``$SM_MODEL_DIR``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ensemble_trader.backtest.engine import CostModel, PreparedSeries, evaluate_agents, prepare, run_pool
+from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError
+from ensemble_trader.domain.features import FEATURE_NAMES
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_BARS: tuple[str, ...] = (
+    "arch:sp500",
+    "arch:nasdaq",
+    "synth:realistic:11:5000",
+    "synth:mean_reverting:12:5000",
+)
+QUICK_BARS: tuple[str, ...] = ("synth:realistic:11:1200", "synth:mean_reverting:12:1200")
+SYNTH_DEFAULT_BARS = 5000
+CONTRARIAN_DATA = "mean_reverting"
+
+
+class TrainConfig(BaseModel):
+    """Every knob of the job; SageMaker passes them as strings, pydantic converts them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bars: tuple[str, ...] = DEFAULT_BARS
+    validation_bars: tuple[str, ...] = ()
+    agents: tuple[str, ...] = AGENT_NAMES
+    seed: int = 7
+    quick: bool = False
+    total_timesteps: int | None = Field(default=None, ge=256)
+    eval_every: int | None = Field(default=None, ge=256)
+    train_fraction: float = Field(default=0.70, gt=0.0, le=1.0)
+    validation_fraction: float = Field(default=0.10, ge=0.0, lt=1.0)
+    episode_length: int = Field(default=256, ge=8)
+    cost_bps: float = Field(default=1.0, ge=0.0)
+    slippage_bps: float = Field(default=2.0, ge=0.0)
+    n_envs: int = Field(default=4, ge=1)
+    n_steps: int = Field(default=512, ge=16)
+    batch_size: int = Field(default=256, ge=8)
+    n_epochs: int = Field(default=5, ge=1)
+    learning_rate: float = Field(default=3e-4, gt=0.0)
+    gamma: float = Field(default=0.9, gt=0.0, le=1.0)
+    gae_lambda: float = Field(default=0.9, gt=0.0, le=1.0)
+    clip_range: float = Field(default=0.2, gt=0.0)
+    ent_coef: float = Field(default=0.0, ge=0.0)
+    log_std_init: float = -0.7
+    net_arch: tuple[int, ...] = (64, 64)
+    rewards: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("bars", "validation_bars", "agents", "net_arch", mode="before")
+    @classmethod
+    def _split_strings(cls, value: Any) -> Any:
+        """SageMaker hyperparameters are strings: accept JSON lists and comma-separated lists."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _json_dict(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(AGENT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown agents {unknown}; known: {list(AGENT_NAMES)}")
+        return tuple(n for n in AGENT_NAMES if n in value)
+
+    @property
+    def timesteps(self) -> int:
+        return self.total_timesteps or (2_048 if self.quick else 60_000)
+
+    @property
+    def evaluation_interval(self) -> int:
+        return self.eval_every or (1_024 if self.quick else 6_000)
+
+    def ppo_kwargs(self) -> dict[str, Any]:
+        if self.quick:
+            return dict(n_steps=256, batch_size=128, n_epochs=2)
+        return dict(n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs)
+
+    @property
+    def costs(self) -> CostModel:
+        return CostModel(self.cost_bps, self.slippage_bps)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """One data set, split into walk-forward windows."""
+
+    spec: str
+    series: BarSeries
+    regimes: np.ndarray | None
+    train: PreparedSeries | None = None
+    validation: PreparedSeries | None = None
+    test: PreparedSeries | None = None
+    windows: dict[str, list[str]] = field(default_factory=dict)
+
+
+def load_source(spec: str) -> tuple[BarSeries, np.ndarray | None]:
+    """Bars (and true regimes for synthetic data) of one data spec.
+
+    ``synth:<scenario>[:<seed>[:<bars>]]`` is generated here, keeping its regime labels
+    (default 5,000 bars); every other spec goes through :func:`ensemble_trader.marketdata.load_bars`.
+    """
+    from ensemble_trader.domain.synthetic import generate
+    from ensemble_trader.marketdata import load_bars
+
+    kind, _, rest = spec.partition(":")
+    if kind == "synth":
+        parts = rest.split(":")
+        if not parts[0] or len(parts) > 3 or not all(p.isdigit() for p in parts[1:]):
+            raise DataError(f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>]]")
+        seed = int(parts[1]) if len(parts) > 1 else 0
+        n = int(parts[2]) if len(parts) > 2 else SYNTH_DEFAULT_BARS
+        data = generate(parts[0], n, seed, symbol=f"SYN-{parts[0].upper().replace('_', '-')}"[:24])
+        return data.series, data.regimes
+    loaded = load_bars(spec)
+    if len(loaded) != 1:
+        raise DataError(f"{spec!r} holds {len(loaded)} symbols; give one symbol per data spec")
+    return loaded[0], None
+
+
+def _iso(ts: np.datetime64) -> str:
+    return str(np.datetime_as_string(np.datetime64(ts, "s")))
+
+
+def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
+    """Load ``spec`` and cut it into train / validation / test windows by time."""
+    series, regimes = load_source(spec)
+    src = Source(spec, series, regimes)
+    ts = np.asarray(series.timestamp)
+    n = len(ts)
+    if whole:
+        src.train = prepare(series, regimes)
+        src.windows = {"train": [_iso(ts[0]), _iso(ts[-1])]}
+        return src
+    i_val = int(n * config.train_fraction)
+    i_test = int(n * min(config.train_fraction + config.validation_fraction, 1.0))
+    bounds = {
+        "train": (None, ts[i_val] if i_val < n else None),
+        "validation": (ts[i_val] if i_val < n else None, ts[i_test] if i_test < n else None),
+        "test": (ts[i_test] if i_test < n else None, None),
+    }
+    for name, (start, end) in bounds.items():
+        lo = 0 if start is None else int(np.searchsorted(ts, start))
+        hi = n if end is None else int(np.searchsorted(ts, end))
+        if hi - lo < 3:
+            continue
+        setattr(src, name, prepare(series, regimes, start=start, end=end))
+        src.windows[name] = [_iso(ts[lo]), _iso(ts[hi - 1])]
+    if src.train is None:
+        raise DataError(f"{spec}: the training window has too few warm bars")
+    return src
+
+
+def data_hash(sources: Sequence[Source]) -> str:
+    """sha256 of the bars the job trained and validated on (timestamps and OHLCV)."""
+    digest = hashlib.sha256()
+    for src in sources:
+        digest.update(src.spec.encode())
+        s = src.series
+        for arr in (s.timestamp.astype("datetime64[ns]").astype(np.int64), s.open, s.high, s.low, s.close, s.volume):
+            digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
+def agent_training_data(agent: str, sources: Sequence[Source]) -> list[Source]:
+    """The sources an agent trains on (the Contrarian: the mean-reverting ones when present)."""
+    if agent == "contrarian":
+        chosen = [s for s in sources if CONTRARIAN_DATA in s.spec]
+        if chosen:
+            return chosen
+    return list(sources)
+
+
+def observation_stats(series: Sequence[PreparedSeries], leverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each feature over the training rows; the position scales by L."""
+    x = np.concatenate([s.features for s in series], axis=0)
+    mean = np.append(x.mean(axis=0), 0.0)
+    std = x.std(axis=0)
+    scale = np.append(np.where(std > 1e-12, std, 1.0), leverage)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedAgent:
+    name: str
+    leverage: float
+    policy: Any  # DeterministicPolicy of the selected checkpoint
+    reward_params: dict[str, Any]
+    validation: dict[str, Any]
+    history: list[dict[str, float]]
+    timesteps: int
+    seconds: float
+
+
+def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: TrainConfig) -> dict[str, float]:
+    """Run ``policy`` deterministically over each validation series in the training env.
+
+    Score = mean reward per step for every agent but the Balanced, whose score is the Sharpe
+    ratio of its validation returns (the quantity its differential-Sharpe reward approximates).
+    """
+    import torch
+    from ensemble_trader.backtest.metrics import performance, periods_per_year
+
+    from training.agents.env import TradingEnv
+    from training.agents.rewards import make_reward
+
+    leverage = DEFAULT_LEVERAGE[agent]
+    env = TradingEnv(data, make_reward(agent, **config.rewards.get(agent, {})), leverage=leverage, costs=config.costs)
+    rewards, nets, positions = [], [], []
+    with torch.no_grad():
+        for i in range(len(data)):
+            obs, _ = env.reset(options={"series": i, "start": 0})
+            done = False
+            while not done:
+                action = policy(torch.as_tensor(obs).unsqueeze(0)).numpy()[0]
+                obs, reward, terminated, truncated, info = env.step(action)
+                rewards.append(reward)
+                nets.append(info["net_return"])
+                positions.append(env.position)
+                done = terminated or truncated
+    m = performance(np.array(nets), np.array(positions), periods_per_year(data[0].timestamp))
+    score = m.sharpe if agent == "balanced" else float(np.mean(rewards))
+    return {"score": float(score), "mean_reward": float(np.mean(rewards)), **m.as_dict()}
+
+
+def train_agent(
+    agent: str,
+    train_data: Sequence[PreparedSeries],
+    validation_data: Sequence[PreparedSeries],
+    config: TrainConfig,
+    seed: int,
+    progress: bool = True,
+) -> TrainedAgent:
+    """PPO on the agent's environment; the checkpoint with the best validation score wins."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    from tqdm.auto import tqdm
+
+    from training.agents.env import TradingEnv
+    from training.agents.export import DeterministicPolicy, StandardizedObservation
+    from training.agents.rewards import make_reward
+
+    torch.set_num_threads(1)
+    leverage = DEFAULT_LEVERAGE[agent]
+    reward_params = config.rewards.get(agent, {})
+    mean, scale = observation_stats(train_data, leverage)
+
+    def make_env(rank: int):
+        def _init():
+            return TradingEnv(
+                train_data,
+                make_reward(agent, **reward_params),
+                leverage=leverage,
+                costs=config.costs,
+                episode_length=config.episode_length,
+                random_state=seed * 1000 + rank,
+            )
+
+        return _init
+
+    n_envs = 2 if config.quick else config.n_envs
+    vec_env = DummyVecEnv([make_env(i) for i in range(n_envs)])
+    model = PPO(
+        "MlpPolicy",
+        vec_env,
+        learning_rate=config.learning_rate,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        clip_range=config.clip_range,
+        ent_coef=config.ent_coef,
+        policy_kwargs=dict(
+            net_arch=dict(pi=list(config.net_arch), vf=list(config.net_arch)),
+            activation_fn=torch.nn.Tanh,
+            features_extractor_class=StandardizedObservation,
+            features_extractor_kwargs=dict(mean=mean.tolist(), scale=scale.tolist()),
+            log_std_init=config.log_std_init,
+        ),
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        **config.ppo_kwargs(),
+    )
+    val_data = list(validation_data) or list(train_data)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"score": -np.inf}
+
+    def checkpoint(steps: int) -> None:
+        policy = DeterministicPolicy(model.policy, leverage).eval()
+        result = validate(policy, agent, val_data, config)
+        history.append({"timesteps": steps, **{k: round(v, 6) for k, v in result.items()}})
+        if result["score"] > best["score"]:
+            best.update(score=result["score"], result=result, steps=steps,
+                        state=copy.deepcopy(model.policy.state_dict()))
+
+    bar = tqdm(total=config.timesteps, desc=f"train {agent}", unit="step", disable=not progress, leave=True)
+
+    class _Progress(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._next_eval = config.evaluation_interval
+
+        def _on_step(self) -> bool:
+            bar.update(n_envs)
+            if self.num_timesteps >= self._next_eval:
+                self._next_eval += config.evaluation_interval
+                checkpoint(self.num_timesteps)
+                bar.set_postfix(val=f"{best['score']:.3f}@{best['steps']}")
+            return True
+
+    started = time.perf_counter()
+    checkpoint(0)
+    model.learn(total_timesteps=config.timesteps, callback=_Progress())
+    if history[-1]["timesteps"] != model.num_timesteps:
+        checkpoint(model.num_timesteps)
+    bar.close()
+    model.policy.load_state_dict(best["state"])
+    selected = DeterministicPolicy(model.policy, leverage).eval()
+    return TrainedAgent(
+        name=agent,
+        leverage=leverage,
+        policy=selected,
+        reward_params=make_reward(agent, **reward_params).params(),
+        validation={"selected_at": best["steps"], **{k: round(v, 6) for k, v in best["result"].items()}},
+        history=history,
+        timesteps=int(model.num_timesteps),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------
+
+
+def _heldout_features(sources: Sequence[Source], rng: np.random.Generator, n: int = 512) -> np.ndarray:
+    rows = [s.test.features for s in sources if s.test is not None]
+    rows = rows or [s.validation.features for s in sources if s.validation is not None]
+    rows = rows or [s.train.features for s in sources]
+    x = np.concatenate(rows, axis=0)
+    return x[rng.choice(len(x), size=min(n, len(x)), replace=False)].astype(np.float32)
+
+
+def test_report(models_dir: Path, sources: Sequence[Source], costs: CostModel) -> dict[str, Any]:
+    """Out-of-sample metrics of the exported set, per data source (served code path)."""
+    pool = AgentPool.load(models_dir)
+    report: dict[str, Any] = {}
+    for src in sources:
+        if src.test is None:
+            continue
+        paths = run_pool(pool, src.test.features)
+        result = evaluate_agents(src.test, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
+        report[src.spec] = {"window": src.windows.get("test"), **result}
+    return report
+
+
+def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Train, select, export, test and write the model set to ``out_dir``; returns the manifest."""
+    import platform
+
+    import stable_baselines3
+    import torch
+
+    from training.agents.export import export_fused, export_policy
+    from training.agents.modelset import write_model_set
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bars = config.bars if (config.bars != DEFAULT_BARS or not config.quick) else QUICK_BARS
+    separate_validation = bool(config.validation_bars)
+    sources = [split_source(spec, config, whole=separate_validation) for spec in bars]
+    val_sources = [split_source(spec, config, whole=True) for spec in config.validation_bars]
+    if separate_validation:
+        for src in val_sources:
+            src.validation, src.train = src.train, None
+
+    trained: dict[str, TrainedAgent] = {}
+    for i, agent in enumerate(config.agents):
+        chosen = agent_training_data(agent, sources)
+        train = [s.train for s in chosen if s.train is not None]
+        if separate_validation:
+            validation = [s.validation for s in val_sources if s.validation is not None]
+        else:
+            validation = [s.validation for s in chosen if s.validation is not None]
+        trained[agent] = train_agent(agent, train, validation, config, seed=config.seed + i, progress=progress)
+
+    rng = np.random.default_rng(config.seed)
+    features = _heldout_features(sources, rng)
+    entries: dict[str, dict[str, Any]] = {}
+    parity: dict[str, float] = {}
+    for agent, t in trained.items():
+        positions = rng.uniform(-t.leverage, t.leverage, size=(len(features), 1)).astype(np.float32)
+        parity[agent] = export_policy(t.policy, out_dir / f"{agent}.onnx", np.hstack((features, positions)))
+        entries[agent] = {
+            "file": f"{agent}.onnx",
+            "leverage": t.leverage,
+            "algorithm": "PPO",
+            "reward": t.reward_params,
+            "hyperparameters": {
+                "total_timesteps": t.timesteps,
+                "learning_rate": config.learning_rate,
+                "gamma": config.gamma,
+                "gae_lambda": config.gae_lambda,
+                "clip_range": config.clip_range,
+                "ent_coef": config.ent_coef,
+                "log_std_init": config.log_std_init,
+                "net_arch": list(config.net_arch),
+                "episode_length": config.episode_length,
+                "n_envs": 2 if config.quick else config.n_envs,
+                **config.ppo_kwargs(),
+            },
+            "validation": t.validation,
+        }
+    fused_file = None
+    if set(trained) == set(AGENT_NAMES):
+        limits = np.array([trained[n].leverage for n in AGENT_NAMES], dtype=np.float32)
+        positions = rng.uniform(-limits, limits, size=(len(features), len(limits))).astype(np.float32)
+        parity["fused"] = export_fused([trained[n].policy for n in AGENT_NAMES], out_dir / "pool.onnx",
+                                       features, positions)
+        fused_file = "pool.onnx"
+
+    training = {
+        "data": list(bars),
+        "validation_data": list(config.validation_bars),
+        "data_sha256": data_hash(sources + val_sources),
+        "windows": {s.spec: s.windows for s in sources + val_sources},
+        "agent_data": {a: [s.spec for s in agent_training_data(a, sources)] for a in trained},
+        "seed": config.seed,
+        "quick": config.quick,
+        "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},
+        "onnx_parity_max_abs_error": parity,
+        "seconds_per_agent": {a: round(t.seconds, 1) for a, t in trained.items()},
+        "validation_history": {a: t.history for a, t in trained.items()},
+        "software": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+        },
+    }
+    write_model_set(out_dir, agents=entries, feature_names=FEATURE_NAMES, fused_file=fused_file, training=training)
+    tests = test_report(out_dir, sources, config.costs)
+    for agent in entries:
+        entries[agent]["test"] = {
+            spec: {"window": r["window"], "overall": r["agents"][agent]["overall"],
+                   "buy_and_hold": r["baselines"]["buy_and_hold"]["overall"]}
+            for spec, r in tests.items()
+        }
+    training["seconds_total"] = round(time.perf_counter() - started, 1)
+    manifest = write_model_set(out_dir, agents=entries, feature_names=FEATURE_NAMES, fused_file=fused_file,
+                               training=training)
+    return manifest.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------
+# SageMaker entry point
+# --------------------------------------------------------------------------------------------
+
+SM_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+
+
+def read_hyperparameters(path: Path = SM_HYPERPARAMETERS) -> dict[str, Any]:
+    """Hyperparameters of a SageMaker job: the JSON file if present, else ``$SM_HPS``, else {}."""
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    raw = os.environ.get("SM_HPS")
+    return json.loads(raw) if raw else {}
+
+
+def _channel_bars(channel: str | None) -> tuple[str, ...]:
+    if not channel:
+        return ()
+    folder = Path(channel)
+    if not folder.is_dir():
+        raise DataError(f"channel folder {folder} does not exist")
+    files = sorted(str(p) for p in folder.glob("*.csv") if not p.name.endswith(".truth.csv"))
+    if not files:
+        raise DataError(f"channel folder {folder} holds no bars CSV")
+    return tuple(files)
+
+
+def sagemaker_main() -> int:
+    """Run the job as a SageMaker training container would (works with local folders)."""
+    hps = read_hyperparameters()
+    train_bars = _channel_bars(os.environ.get("SM_CHANNEL_TRAIN"))
+    val_bars = _channel_bars(os.environ.get("SM_CHANNEL_VALIDATION"))
+    if train_bars:
+        hps["bars"] = list(train_bars)
+    if val_bars:
+        hps["validation_bars"] = list(val_bars)
+    out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    try:
+        config = TrainConfig.model_validate(hps)
+        manifest = run_job(config, out, progress=sys.stderr.isatty())
+    except EnsembleTraderError as exc:
+        print(f"training failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"version": manifest["version"], "model_dir": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(sagemaker_main())
