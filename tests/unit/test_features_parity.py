@@ -150,3 +150,14 @@ def test_empty_series_gives_an_empty_matrix():
     m = compute_features(make_series([], [], [], [], []))
     assert m.values.shape == (0, len(FEATURE_NAMES))
     assert len(m) == 0 and m.ready.shape == (0,)
+
+
+def test_online_equals_batch_across_a_very_long_flat_stretch():
+    # 12,000 unchanged closes (a halted or illiquid market) drive Wilder's averages towards the
+    # subnormal range; both paths flush them to zero and resume identically afterwards.
+    rng = np.random.default_rng(12)
+    before = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 100)))
+    flat = np.full(12_000, before[-1])
+    after = before[-1] * np.exp(np.cumsum(rng.normal(0.0, 0.01, 50)))
+    close = np.concatenate([before, flat, after])
+    assert_parity(make_series(close, close, close, close, np.ones(len(close))))

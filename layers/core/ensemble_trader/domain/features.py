@@ -42,7 +42,9 @@ value is finite from the first bar on:
     Wilder's RSI on close-to-close price changes: ``100 * AG / (AG + AL)`` with ``AG``/``AL``
     the average gain/loss — the plain mean over the first 14 changes (while fewer exist, over
     those seen), then Wilder's smoothing ``A_i = A_{i-1} + (x_i - A_{i-1}) / 14``. 50 while
-    ``AG + AL = 0`` (bar 0, or no movement at all).
+    ``AG + AL = 0`` (bar 0, or no movement at all). An average that decays below 1e-200
+    during a very long flat stretch (several thousand bars) is set to exactly 0, before it would
+    reach the subnormal range where a ratio of two such numbers has no precision left.
 ``zscore_20``
     ``(C_i - mean) / std`` over the last ``min(i + 1, 20)`` closes (std with ddof = 1);
     0 when fewer than two closes or when they are all equal.
@@ -128,6 +130,7 @@ WARMUP_BARS: int = max(CLOSE_HISTORY, WINDOW + 1, RSI_PERIOD + 1)
 _FAST_DECAY = 1.0 - 2.0 / (TREND_FAST + 1)
 _SLOW_DECAY = 1.0 - 2.0 / (TREND_SLOW + 1)
 _RECOMPUTE_RATIO = 1e-4
+_RSI_FLUSH = 1e-200
 STATE_VERSION = 1
 
 
@@ -373,8 +376,13 @@ class FeatureEngine:
             a = 1.0 / (i if i < RSI_PERIOD else RSI_PERIOD)
             gain = change if change > 0.0 else 0.0
             loss = -change if change < 0.0 else 0.0
-            ag = self._avg_gain = self._avg_gain + (gain - self._avg_gain) * a
-            al = self._avg_loss = self._avg_loss + (loss - self._avg_loss) * a
+            ag = self._avg_gain + (gain - self._avg_gain) * a
+            al = self._avg_loss + (loss - self._avg_loss) * a
+            if ag < _RSI_FLUSH:  # a long flat stretch: flush before subnormals lose precision
+                ag = 0.0
+            if al < _RSI_FLUSH:
+                al = 0.0
+            self._avg_gain, self._avg_loss = ag, al
             total = ag + al
             rsi = 100.0 * (ag / total) if total > 0.0 else 50.0
             if c > self._peak:
@@ -631,6 +639,8 @@ def compute_features(series: BarSeries) -> FeatureMatrix:
         gain = np.where(change > 0.0, change, 0.0)
         loss = np.where(change < 0.0, -change, 0.0)
         ag, al = _wilder_mean(gain, RSI_PERIOD), _wilder_mean(loss, RSI_PERIOD)
+        ag[ag < _RSI_FLUSH] = 0.0
+        al[al < _RSI_FLUSH] = 0.0
         total = ag + al
         safe = np.where(total > 0.0, total, 1.0)
         out[1:, col["rsi_14"]] = np.where(total > 0.0, 100.0 * (ag / safe), 50.0)
