@@ -1,0 +1,100 @@
+"""Order planning: target → difference → legs with ids from the decision; fills from broker progress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
+from ensemble_trader.domain.orders import (
+    BrokerOrder,
+    client_order_id,
+    fill_from_progress,
+    order_after_report,
+    plan_orders,
+    round_toward_zero,
+    target_quantity,
+    working_quantity,
+)
+
+T = datetime(2024, 5, 6, tzinfo=UTC)
+
+
+def intent(target: float, price: float = 100.0, ts: datetime = T, version: str = "v1") -> OrderIntent:
+    return OrderIntent(
+        intent_id=make_intent_id("ens", "SPX", ts, version), strategy_id="ens", symbol="SPX",
+        timestamp=ts, target_position=target, reference_price=price, model_version=version,
+        regime=Regime.BULL, confidence=0.8,
+    )
+
+
+def test_target_quantity_rounds_toward_zero():
+    assert target_quantity(0.5, 100_000, 33.0, 1.0) == 1515.0
+    assert target_quantity(-0.5, 100_000, 33.0, 1.0) == -1515.0
+    assert round_toward_zero(-7.99, 2.0) == -6.0
+    with pytest.raises(ValueError, match="equity"):
+        target_quantity(0.5, float("nan"), 10, 1)
+
+
+def test_plan_buys_the_difference_to_the_target_counting_working_orders():
+    orders = plan_orders(intent(0.5), position=200, working=100, equity=100_000, step=1, now=T)
+    assert len(orders) == 1
+    o = orders[0]
+    assert (o.side, o.quantity) == (Side.BUY, 200.0)
+    assert o.status is OrderStatus.PENDING and o.decision_price == 100.0 and o.decision_time == T
+    assert plan_orders(intent(0.5), position=500, working=0, equity=100_000, step=1, now=T) == []
+
+
+def test_a_move_through_zero_is_split_into_close_and_open_legs():
+    orders = plan_orders(intent(-0.3), position=400, working=0, equity=100_000, step=1, now=T)
+    assert [(o.side, o.quantity) for o in orders] == [(Side.SELL, 400.0), (Side.SELL, 300.0)]
+    assert len({o.client_order_id for o in orders}) == 2
+
+
+def test_client_order_id_comes_from_the_decision_not_the_attempt():
+    a, b = intent(0.5), intent(0.5)
+    assert client_order_id(a) == client_order_id(b)
+    assert client_order_id(a) != client_order_id(a, leg=1)
+    assert client_order_id(a) != client_order_id(intent(0.5, ts=T + timedelta(days=1)))
+    assert client_order_id(a) != client_order_id(intent(0.5, version="v2"))
+    later = plan_orders(a, position=0, working=0, equity=1e5, step=1, now=T + timedelta(hours=3))
+    assert later[0].client_order_id == client_order_id(a)
+
+
+def _order(**kw) -> Order:
+    base = dict(client_order_id="coid-0001", intent_id="i", strategy_id="s", symbol="SPX",
+                side=Side.BUY, quantity=100.0, created_at=T, updated_at=T)
+    base.update(kw)
+    return Order(**base)
+
+
+def _report(**kw) -> BrokerOrder:
+    base = dict(client_order_id="coid-0001", broker_order_id="b-1", symbol="SPX", side=Side.BUY,
+                quantity=100.0, status=OrderStatus.PARTIALLY_FILLED, updated_at=T)
+    base.update(kw)
+    return BrokerOrder(**base)
+
+
+def test_fills_are_increments_of_cumulative_progress_with_stable_ids():
+    o = _order()
+    r1 = _report(filled_quantity=40, average_fill_price=10.0, fees_paid=0.4)
+    f1 = fill_from_progress(o, r1, T)
+    assert (f1.quantity, f1.price, f1.fee) == (40.0, 10.0, 0.4)
+    assert fill_from_progress(o, r1, T).fill_id == f1.fill_id
+    o2 = order_after_report(o, r1, T)
+    assert fill_from_progress(o2, r1, T) is None  # nothing new
+    r2 = _report(filled_quantity=100, average_fill_price=10.6, fees_paid=1.0, status=OrderStatus.FILLED)
+    f2 = fill_from_progress(o2, r2, T)
+    assert f2.quantity == pytest.approx(60) and f2.price == pytest.approx(11.0) and f2.fee == pytest.approx(0.6)
+    assert order_after_report(o2, r2, T).status is OrderStatus.FILLED
+
+
+def test_working_quantity_is_signed_and_ignores_terminal_orders():
+    orders = [
+        _order(client_order_id="coid-a001", quantity=100, filled_quantity=30, status=OrderStatus.PARTIALLY_FILLED),
+        _order(client_order_id="coid-a002", side=Side.SELL, quantity=50, status=OrderStatus.UNKNOWN),
+        _order(client_order_id="coid-a003", quantity=70, status=OrderStatus.CANCELED),
+        _order(client_order_id="coid-a004", symbol="NDX", quantity=5, status=OrderStatus.SUBMITTED),
+    ]
+    assert working_quantity(orders, "SPX") == pytest.approx(20.0)

@@ -1,0 +1,280 @@
+"""OrderRouter over in-memory stores and the paper broker: exactly-once effect, unknown outcomes,
+crash recovery by reconciliation, kill switch, breaker events."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ensemble_trader.adapters.brokers.paper import PaperBroker
+from ensemble_trader.adapters.memory import MemoryEventBus
+from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore, MemoryPaperLedger
+from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
+from ensemble_trader.domain.orders import BrokerUnavailableError, UnknownOutcomeError
+from ensemble_trader.domain.risk import RejectReason, RiskLimits, TradingState
+from ensemble_trader.runtime.clock import FixedClock
+from ensemble_trader.runtime.orders import OrderRouter
+
+T0 = datetime(2021, 3, 1, tzinfo=UTC)
+WALL = datetime(2026, 1, 5, 12, tzinfo=UTC)
+
+
+def intent(day: int, target: float, price: float, symbol: str = "SPX") -> OrderIntent:
+    ts = T0 + timedelta(days=day)
+    return OrderIntent(
+        intent_id=make_intent_id("ens", symbol, ts, "v1"), strategy_id="ens", symbol=symbol,
+        timestamp=ts, target_position=target, reference_price=price, model_version="v1",
+        regime=Regime.BULL, confidence=0.9,
+    )
+
+
+class Rig:
+    """A router over memory stores and a paper broker, with a settable wall clock."""
+
+    def __init__(self, broker=None, **limits):
+        self.clock = FixedClock(WALL)
+        self.store = MemoryOrdersStore()
+        self.ledger = MemoryPaperLedger()
+        self.paper = PaperBroker(self.ledger, self.clock, slippage_bps=0, fee_bps=0)
+        self.broker = broker(self.paper) if broker else self.paper
+        self.bus = MemoryEventBus()
+        self.limits = RiskLimits(clock="event", **limits)
+        self.router = self.new_router()
+
+    def new_router(self) -> OrderRouter:
+        return OrderRouter(
+            self.store, self.broker, self.clock, events=self.bus,
+            limits=self.limits, initial_equity=100_000,
+            reconcile_grace_seconds=60,
+        )
+
+    def events(self, name: str) -> list:
+        return [e for e in self.bus.events if type(e).__name__ == name]
+
+    def warm(self, symbol="SPX", price=100.0):
+        """A first intent so the symbol has a reference price (its own order is rejected)."""
+        out = self.router.handle(intent(0, 0.0, price, symbol))
+        assert not out.orders
+
+
+def test_same_intent_delivered_1000_times_gives_one_broker_order():
+    rig = Rig()
+    rig.warm()
+    it = intent(1, 0.5, 100.0)
+    outcomes = [rig.router.handle(it) for _ in range(1000)]
+    assert rig.paper.created == 1
+    placed = [o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED]
+    assert len(placed) == 1 and placed[0].quantity == 500
+    assert sum(len(o.orders) for o in outcomes) == 1
+    assert len(rig.events("OrderSubmitted")) == 1
+    # the next bar fills it exactly once, however often that bar is delivered too
+    nxt = intent(2, 0.5, 101.0)
+    for _ in range(50):
+        rig.router.handle(nxt)
+    assert rig.store.get_position("SPX").quantity == 500
+    assert len(rig.events("OrderFilled")) == 1
+
+
+def test_same_intent_delivered_concurrently_gives_one_broker_order():
+    rig = Rig()
+    rig.warm()
+    it = intent(1, 0.5, 100.0)
+    start = threading.Barrier(16)
+
+    def deliver(_):
+        start.wait()
+        for _ in range(63):
+            rig.router.handle(it)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(deliver, range(16)))
+    assert rig.paper.created == 1
+    assert len([o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED]) == 1
+
+
+class CrashAfterAccept:
+    """Delegates the submit, then dies before the caller can record the acknowledgement."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.crash = True
+        self.name = inner.name
+
+    def submit(self, order):
+        ack = self.inner.submit(order)
+        if self.crash:
+            raise SystemExit("process killed after the broker accepted")
+        return ack
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_crash_after_broker_accepted_is_repaired_by_reconciliation_without_duplicate():
+    rig = Rig(broker=CrashAfterAccept)
+    rig.warm()
+    with pytest.raises(SystemExit):
+        rig.router.handle(intent(1, 0.5, 100.0))
+    (stuck,) = [o for o in rig.store.list_orders() if o.status is OrderStatus.PENDING]
+    # the broker fills it while we are down
+    rig.paper.on_price("SPX", 102.0, T0 + timedelta(days=2))
+    assert rig.store.get_position("SPX") is None
+
+    rig.broker.crash = False
+    cold = rig.new_router()  # a new container: reconciles before its first intent
+    report = cold.reconcile()
+    assert report.ok and len(report.synced) == 1
+    repaired = rig.store.get_order(stuck.client_order_id)
+    assert repaired.status is OrderStatus.FILLED and repaired.filled_quantity == 500
+    assert rig.store.get_position("SPX").quantity == 500
+    # redelivery of the same intent: no second order
+    cold.handle(intent(1, 0.5, 100.0))
+    assert rig.paper.created == 1
+    assert cold.reconcile().ok
+
+
+class Flaky:
+    """A broker whose submit times out; ``reached`` says whether the order got there first."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.reached = True
+        self.lookup_down = False
+        self.lookups = 0
+
+    def submit(self, order):
+        if self.reached:
+            self.inner.submit(order)
+        raise UnknownOutcomeError(order.client_order_id, "read timeout after 5 s")
+
+    def get_order_by_client_id(self, coid):
+        self.lookups += 1
+        if self.lookup_down:
+            raise BrokerUnavailableError("connection refused")
+        return self.inner.get_order_by_client_id(coid)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_timeout_with_unknown_outcome_is_resolved_by_lookup():
+    rig = Rig(broker=Flaky)
+    rig.warm()
+    out = rig.router.handle(intent(1, 0.5, 100.0))
+    (order,) = out.orders
+    assert order["status"] == "SUBMITTED"  # found at the broker by its client order id
+    assert rig.broker.lookups == 1 and rig.paper.created == 1
+
+
+def test_unknown_outcome_unresolvable_now_is_settled_by_reconciliation():
+    rig = Rig(broker=Flaky)
+    rig.warm()
+    rig.broker.lookup_down = True
+    rig.router.handle(intent(1, 0.5, 100.0))
+    (unknown,) = [o for o in rig.store.list_orders() if o.status is OrderStatus.UNKNOWN]
+    # while UNKNOWN its quantity counts as working: the next intent does not order again
+    rig.broker.lookup_down = False
+    rig.broker.reached = False  # whatever it submits now would never arrive
+    rig.router.handle(intent(1, 0.5, 100.0))
+    assert rig.paper.created == 1
+    report = rig.router.reconcile()
+    assert report.synced and rig.store.get_order(unknown.client_order_id).status is OrderStatus.SUBMITTED
+
+
+def test_order_that_never_reached_the_broker_is_marked_after_the_grace_period():
+    rig = Rig(broker=Flaky)
+    rig.warm()
+    rig.broker.reached = False
+    rig.router.handle(intent(1, 0.5, 100.0))
+    (unknown,) = [o for o in rig.store.list_orders() if o.status is OrderStatus.UNKNOWN]
+    assert rig.router.reconcile().waiting  # too young to judge
+    rig.clock.set(WALL + timedelta(seconds=61))
+    report = rig.router.reconcile()
+    assert report.not_at_broker
+    settled = rig.store.get_order(unknown.client_order_id)
+    assert settled.status is OrderStatus.REJECTED and settled.reject_code == RejectReason.NOT_AT_BROKER.value
+    assert rig.paper.created == 0
+
+
+def test_kill_switch_cancels_working_orders_and_blocks_new_ones():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))
+    assert len(rig.paper.list_open_orders()) == 1
+    result = rig.router.set_kill_switch(True, "operator drill")
+    assert len(result["canceled"]) == 1 and result["trading_state"] == "HALTED"
+    assert rig.paper.list_open_orders() == []
+    assert all(o.status is not OrderStatus.SUBMITTED for o in rig.store.list_orders())
+    out = rig.router.handle(intent(2, -0.5, 100.0))
+    assert {r["reason"] for r in out.rejections} == {RejectReason.KILL_SWITCH.value}
+    assert rig.paper.created == 1
+    rig.router.set_kill_switch(False, "drill over")
+    assert rig.router.handle(intent(3, -0.5, 100.0)).orders
+
+
+def test_kill_switch_flag_set_directly_in_the_store_also_cancels():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))
+    rig.store.kill_switch_flag = True  # an operator flipped the DynamoDB attribute
+    out = rig.router.handle(intent(1, 0.5, 100.0, symbol="NDX"))
+    assert rig.paper.list_open_orders() == []
+    assert rig.events("OrderCanceled")
+    assert not out.orders
+
+
+def test_foreign_order_at_the_broker_halts_that_symbol_only():
+    rig = Rig()
+    rig.warm("SPX")
+    rig.warm("NDX")
+    rig.paper.submit(Order(
+        client_order_id="manual-0001", intent_id="manual", strategy_id="human", symbol="SPX",
+        side=Side.BUY, quantity=5, created_at=WALL, updated_at=WALL, decision_time=WALL,
+    ))
+    report = rig.router.reconcile()
+    assert not report.ok and "SPX" in report.failures
+    (failed,) = rig.events("ReconciliationFailed")
+    assert failed.symbol == "SPX" and "not placed by this system" in failed.reasons[0]
+    spx = rig.router.handle(intent(1, 0.5, 100.0, "SPX"))
+    assert spx.rejections[0]["reason"] == RejectReason.SYMBOL_HALTED.value
+    assert rig.router.handle(intent(1, 0.5, 100.0, "NDX")).orders
+    rig.paper.cancel("manual-0001")
+    assert "SPX" in rig.router.reconcile().cleared_symbols
+
+
+def test_risk_rejection_is_recorded_and_published_once():
+    rig = Rig(max_order_quantity=100)
+    rig.warm()
+    for _ in range(5):
+        out = rig.router.handle(intent(1, 0.5, 100.0))
+    assert out.resolved_existing == 1
+    (rej,) = rig.events("OrderRejected")
+    assert rej.reason_code == RejectReason.MAX_ORDER_QUANTITY.value
+    assert rig.paper.created == 0
+
+
+def test_losses_trip_the_breaker_and_only_reducing_orders_pass():
+    rig = Rig(daily_loss_reduce=0.02, daily_loss_halt=0.5, drawdown_reduce=0.4, drawdown_halt=0.6)
+    rig.warm()
+    rig.router.handle(intent(1, 1.0, 100.0))  # buy 1,000
+    rig.router.handle(intent(2, 1.0, 100.0))  # filled at 100
+    out = rig.router.handle(intent(3, 1.5, 96.0))  # -4 % on 100k: REDUCING, the add is refused
+    (trip,) = rig.events("CircuitBreakerTripped")
+    assert trip.current == TradingState.REDUCING.value
+    assert out.rejections[0]["reason"] == RejectReason.REDUCING_ONLY.value
+    out = rig.router.handle(intent(3, 0.2, 96.0))  # same bar and model: the same decision id
+    assert not out.orders  # ... already recorded as rejected
+    reduce = rig.router.handle(intent(4, 0.2, 96.0))
+    assert reduce.orders and reduce.orders[0]["side"] == "SELL"
+
+
+def test_stale_intent_is_rejected():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(5, 0.1, 100.0))
+    out = rig.router.handle(intent(3, 0.5, 100.0))
+    assert out.rejections[0]["reason"] == RejectReason.STALE_INTENT.value

@@ -1,0 +1,290 @@
+"""Risk engine: each pre-trade check, a Hypothesis property over all limits, the breaker state machine."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ensemble_trader.domain.models import Order, Side
+from ensemble_trader.domain.risk import (
+    OrderContext,
+    RecentOrder,
+    Reference,
+    RejectReason,
+    RiskEngine,
+    RiskLimits,
+    RiskState,
+    TradingState,
+    reduces_exposure,
+)
+from ensemble_trader.runtime.orders import RiskSettings
+
+NOW = datetime(2024, 3, 1, 15, 0, tzinfo=UTC)
+LIMITS = RiskLimits(
+    max_order_quantity=1_000,
+    max_order_notional=50_000,
+    max_position_quantity=2_000,
+    max_position_notional=150_000,
+    max_gross_exposure=300_000,
+    price_collar=0.05,
+    max_reference_age_seconds=60,
+    throttle_window_seconds=1.0,
+    max_orders_per_symbol=3,
+    max_orders_global=5,
+    duplicate_window_seconds=2.0,
+    restricted_symbols=frozenset({"BAD"}),
+)
+
+
+def order(qty=10.0, side=Side.BUY, price=100.0, symbol="SPX", coid="coid-0001") -> Order:
+    return Order(
+        client_order_id=coid, intent_id="intent-1", strategy_id="s", symbol=symbol, side=side,
+        quantity=qty, created_at=NOW, updated_at=NOW, decision_time=NOW, decision_price=price,
+    )
+
+
+def ctx(position=0.0, ref_price=100.0, ref_age=1.0, other_gross=0.0) -> OrderContext:
+    ref = None if ref_price is None else Reference(ref_price, NOW - timedelta(seconds=ref_age))
+    return OrderContext(now=NOW, reference=ref, position=position, other_gross=other_gross)
+
+
+def check(o: Order, c: OrderContext | None = None, state: RiskState | None = None):
+    return RiskEngine(LIMITS).check(o, state or RiskState(), c or ctx())
+
+
+def test_a_plain_order_passes():
+    decision = check(order())
+    assert decision.accepted and decision.reason is None
+
+
+@pytest.mark.parametrize(
+    ("o", "c", "reason"),
+    [
+        (order(qty=1_001, price=10), ctx(ref_price=10), RejectReason.MAX_ORDER_QUANTITY),
+        (order(qty=600), ctx(), RejectReason.MAX_ORDER_NOTIONAL),
+        (order(qty=400), ctx(position=1_700), RejectReason.MAX_POSITION),
+        (order(qty=10, price=10), ctx(position=1_995, ref_price=10), RejectReason.MAX_POSITION),
+        (order(qty=400), ctx(other_gross=280_000), RejectReason.MAX_GROSS_EXPOSURE),
+        (order(price=106), ctx(), RejectReason.PRICE_COLLAR),
+        (order(price=94), ctx(), RejectReason.PRICE_COLLAR),
+        (order(), ctx(ref_price=None), RejectReason.REFERENCE_MISSING),
+        (order(), ctx(ref_price=float("nan")), RejectReason.REFERENCE_INVALID),
+        (order(), ctx(ref_price=0.0), RejectReason.REFERENCE_INVALID),
+        (order(), ctx(ref_age=61), RejectReason.REFERENCE_STALE),
+        (order(symbol="BAD"), ctx(), RejectReason.RESTRICTED_SYMBOL),
+    ],
+)
+def test_each_limit_rejects_with_its_reason_and_a_message(o, c, reason):
+    decision = check(o, c)
+    assert not decision.accepted
+    assert decision.reason is reason
+    assert decision.message  # says what and by how much
+
+
+def test_reducing_orders_pass_position_and_gross_limits():
+    # Long 2,500 (over the 2,000 limit): selling 500 reduces and must be allowed.
+    assert check(order(qty=500, side=Side.SELL, price=10), ctx(position=2_500, ref_price=10)).accepted
+    assert check(order(qty=400, side=Side.SELL), ctx(position=450, other_gross=1e9)).accepted
+    # ... but not when it flips through zero beyond the limit.
+    flip = check(order(qty=900, side=Side.SELL, price=10), ctx(position=-1_500, ref_price=10))
+    assert flip.reason is RejectReason.MAX_POSITION
+
+
+def test_throttle_per_symbol_and_global_over_a_sliding_window():
+    engine = RiskEngine(LIMITS)
+    state = RiskState()
+    for i in range(3):
+        o = order(qty=10 + i, coid=f"coid-{i:04d}")
+        assert engine.check(o, state, ctx()).accepted
+        engine.record(o, state, NOW)
+    decision = engine.check(order(qty=50, coid="coid-0100"), state, ctx())
+    assert decision.reason is RejectReason.THROTTLE_SYMBOL
+    # another symbol still has room until the global limit (5)
+    for i in range(2):
+        o = order(qty=20 + i, symbol="NDX", coid=f"coid-n{i:03d}")
+        assert engine.check(o, state, ctx()).accepted
+        engine.record(o, state, NOW)
+    assert engine.check(order(qty=60, symbol="DJI", coid="coid-d001"), state, ctx()).reason is (
+        RejectReason.THROTTLE_GLOBAL
+    )
+    # the window slides: 1.5 s later everything is allowed again
+    later = OrderContext(NOW + timedelta(seconds=1.5), Reference(100.0, NOW), 0.0, 0.0)
+    assert engine.check(order(qty=70, coid="coid-0200"), state, later).accepted
+
+
+def test_duplicate_detection_by_id_and_by_content():
+    engine = RiskEngine(LIMITS)
+    state = RiskState()
+    first = order(qty=10, coid="coid-aaaa")
+    engine.record(first, state, NOW)
+    assert engine.check(order(qty=11, coid="coid-aaaa"), state, ctx()).reason is RejectReason.DUPLICATE_ORDER
+    same_content = engine.check(order(qty=10, coid="coid-bbbb"), state, ctx())
+    assert same_content.reason is RejectReason.DUPLICATE_ORDER
+    later = OrderContext(NOW + timedelta(seconds=3), Reference(100.0, NOW), 0.0, 0.0)
+    assert engine.check(order(qty=10, coid="coid-bbbb"), state, later).accepted
+
+
+def test_trading_states_and_kill_switch():
+    reducing = RiskState(trading_state=TradingState.REDUCING, state_reason="test")
+    assert check(order(side=Side.BUY), ctx(position=0), reducing).reason is RejectReason.REDUCING_ONLY
+    assert check(order(side=Side.SELL, qty=5), ctx(position=10), reducing).accepted
+    halted = RiskState(trading_state=TradingState.HALTED)
+    assert check(order(side=Side.SELL, qty=5), ctx(position=10), halted).reason is RejectReason.HALTED
+    killed = RiskState(kill_switch=True, kill_switch_reason="operator")
+    assert check(order(), ctx(), killed).reason is RejectReason.KILL_SWITCH
+    assert killed.effective_state is TradingState.HALTED
+    symbol_halt = RiskState(halted_symbols={"SPX": "reconciliation failed"})
+    assert check(order(), ctx(), symbol_halt).reason is RejectReason.SYMBOL_HALTED
+    assert check(order(symbol="NDX"), ctx(), symbol_halt).accepted
+
+
+# -- the property -------------------------------------------------------------------------------
+
+def mostly(valid, invalid):
+    """Valid values three times as often as invalid ones, so both outcomes are well covered."""
+    return st.integers(0, 4).flatmap(lambda i: invalid if i == 0 else valid)
+
+
+recent_orders = st.lists(
+    st.builds(
+        RecentOrder,
+        at=st.floats(NOW.timestamp() - 5, NOW.timestamp()),
+        symbol=st.sampled_from(["SPX", "NDX"]),
+        side=st.sampled_from(list(Side)),
+        quantity=st.sampled_from([10.0, 100.0, 500.0]),
+        client_order_id=st.sampled_from(["coid-0001", "coid-0002", "coid-0003", "coid-0004"]),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    qty=mostly(st.floats(0.5, 400), st.one_of(st.sampled_from([10.0, 100.0, 500.0]), st.floats(0.5, 3_000))),
+    side=st.sampled_from(list(Side)),
+    price=st.floats(1.0, 200.0),
+    ref_ratio=mostly(
+        st.floats(0.97, 1.03),
+        st.one_of(st.floats(0.8, 1.2), st.sampled_from([float("nan"), 0.0, float("inf")]), st.none()),
+    ),
+    ref_age=mostly(st.floats(0.0, 60.0), st.floats(-5.0, 120.0)),
+    position=mostly(st.floats(-1_500, 1_500), st.floats(-4_000, 4_000)),
+    other_gross=mostly(st.floats(0, 150_000), st.floats(0, 400_000)),
+    symbol=mostly(st.sampled_from(["SPX", "NDX"]), st.just("BAD")),
+    coid=mostly(st.just("coid-0009"), st.just("coid-0001")),
+    trading=mostly(st.just(TradingState.ACTIVE), st.sampled_from(list(TradingState))),
+    kill=mostly(st.just(False), st.booleans()),
+    recent=recent_orders,
+)
+def test_no_order_that_breaches_a_limit_passes(
+    qty, side, price, ref_ratio, ref_age, position, other_gross, symbol, coid, trading, kill, recent
+):
+    lim = LIMITS
+    state = RiskState(trading_state=trading, kill_switch=kill, recent=recent)
+    ref_price = None if ref_ratio is None else price * ref_ratio
+    c = ctx(position=position, ref_price=ref_price, ref_age=ref_age, other_gross=other_gross)
+    o = order(qty=qty, side=side, price=price, symbol=symbol, coid=coid)
+    decision = RiskEngine(lim).check(o, state, c)
+    if not decision.accepted:
+        assert decision.reason is not None and decision.message
+        return
+    # Accepted: verify every limit independently.
+    signed = qty if side is Side.BUY else -qty
+    after = position + signed
+    reducing = abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
+    assert not kill and trading is not TradingState.HALTED
+    assert trading is TradingState.ACTIVE or reducing
+    assert symbol not in lim.restricted_symbols
+    assert ref_price is not None and math.isfinite(ref_price) and ref_price > 0
+    age = (NOW - c.reference.timestamp).total_seconds()  # timedelta keeps microseconds only
+    assert 0 <= age <= lim.max_reference_age_seconds
+    assert abs(price / ref_price - 1) <= lim.price_collar
+    assert qty <= lim.max_order_quantity
+    assert qty * price <= lim.max_order_notional
+    if not reducing:
+        assert abs(after) <= lim.max_position_quantity
+        assert abs(after) * price <= lim.max_position_notional
+        assert other_gross + abs(after) * price <= lim.max_gross_exposure
+    now_s = NOW.timestamp()
+    in_window = [r for r in recent if r.at > now_s - lim.throttle_window_seconds]
+    assert len([r for r in in_window if r.symbol == symbol]) < lim.max_orders_per_symbol
+    assert len(in_window) < lim.max_orders_global
+    assert all(r.client_order_id != coid for r in recent)
+    assert not any(
+        r.at > now_s - lim.duplicate_window_seconds and r.symbol == symbol and r.side is side
+        and abs(r.quantity - qty) < 1e-9
+        for r in recent
+    )
+
+
+def test_reduces_exposure():
+    assert reduces_exposure(10, -5) and reduces_exposure(-10, 10)
+    assert not reduces_exposure(10, -25) and not reduces_exposure(0, 5) and not reduces_exposure(10, 1)
+
+
+# -- circuit breaker ----------------------------------------------------------------------------
+
+BREAKER = RiskLimits(daily_loss_reduce=0.02, daily_loss_halt=0.04, drawdown_reduce=0.10, drawdown_halt=0.20)
+
+
+def test_breaker_active_reducing_halted_then_next_day_recovers():
+    engine = RiskEngine(BREAKER)
+    s = RiskState()
+    d1, d2 = date(2024, 1, 2), date(2024, 1, 3)
+    assert engine.update_breaker(s, 100_000, d1) is None
+    assert s.trading_state is TradingState.ACTIVE
+    t = engine.update_breaker(s, 97_500, d1)  # -2.5 % on the day
+    assert t is not None and t.current is TradingState.REDUCING and "daily loss" in t.reason
+    assert engine.update_breaker(s, 99_000, d1) is None  # recovers intraday: no relaxing
+    assert s.trading_state is TradingState.REDUCING
+    t = engine.update_breaker(s, 95_500, d1)  # -4.5 %
+    assert t.previous is TradingState.REDUCING and t.current is TradingState.HALTED
+    t = engine.update_breaker(s, 95_600, d2)  # new day: daily loss resets, drawdown 4.4 %
+    assert t.current is TradingState.ACTIVE
+    assert s.day_start_equity == pytest.approx(95_500)
+
+
+def test_drawdown_halt_is_latched_until_reset():
+    engine = RiskEngine(BREAKER)
+    s = RiskState()
+    equity = 100_000.0
+    day = date(2024, 1, 1)
+    for _ in range(30):  # slow bleed: -1 %/day, never a daily-loss trip
+        day += timedelta(days=1)
+        equity *= 0.99
+        engine.update_breaker(s, equity, day)
+    assert s.trading_state is TradingState.HALTED and s.breaker_latched
+    assert "drawdown" in s.state_reason
+    engine.update_breaker(s, equity * 1.5, day + timedelta(days=1))
+    assert s.trading_state is TradingState.HALTED  # latched
+    t = engine.reset_breaker(s, "operator reviewed")
+    assert t.current is TradingState.ACTIVE and s.peak_equity == s.equity
+
+
+def test_drawdown_reduce_band():
+    engine = RiskEngine(BREAKER)
+    s = RiskState()
+    engine.update_breaker(s, 100_000, date(2024, 1, 1))
+    for i, eq in enumerate([98_500, 97_000, 95_500, 94_000, 92_500, 91_000, 89_500]):
+        engine.update_breaker(s, eq, date(2024, 1, 2 + i))
+    assert s.trading_state is TradingState.REDUCING and "drawdown" in s.state_reason
+
+
+def test_limits_from_environment(monkeypatch):
+    monkeypatch.setenv("ET_RISK_MAX_ORDER_QUANTITY", "123")
+    monkeypatch.setenv("ET_RISK_RESTRICTED_SYMBOLS", '["GME","AMC"]')
+    monkeypatch.setenv("ET_RISK_CLOCK", "event")
+    limits = RiskSettings().limits()
+    assert limits.max_order_quantity == 123
+    assert limits.restricted_symbols == frozenset({"GME", "AMC"})
+    assert limits.clock == "event"
+
+
+def test_inconsistent_thresholds_are_rejected():
+    with pytest.raises(ValueError, match="daily_loss_halt"):
+        RiskLimits(daily_loss_reduce=0.05, daily_loss_halt=0.01)
+    assert RiskLimits(restricted_symbols="gme, amc").restricted_symbols == frozenset({"GME", "AMC"})
