@@ -244,6 +244,15 @@ def test_invalid_raw_bar_is_rejected_without_state_change(ohlcv):
     assert engine.to_bytes() == before
 
 
+def test_timestamp_must_be_integer_nanoseconds():
+    engine = FeatureEngine("TEST")
+    with pytest.raises(DataError, match="integer nanoseconds"):
+        engine.update_raw(1.7e18, 100.0, 100.0, 100.0, 100.0, 1.0)
+    engine.update_raw(np.int64(T0), 100.0, 100.0, 100.0, 100.0, 1.0)
+    assert type(engine.last_timestamp_ns) is int
+    json.dumps(engine.to_dict())
+
+
 def test_bar_of_another_symbol_is_rejected():
     engine = FeatureEngine("AAA")
     bar = Bar(symbol="BBB", timestamp=datetime(2024, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1)

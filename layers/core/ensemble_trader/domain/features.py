@@ -71,6 +71,7 @@ O(1): recomputation is rare (15 times in all over the 5,031 S&P 500 daily bars).
 from __future__ import annotations
 
 import math
+import operator
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -342,6 +343,10 @@ class FeatureEngine:
         return np.array(self._step(ts_ns, o, h, l, c, v))
 
     def _step(self, ts: int, o: float, h: float, l: float, c: float, v: float) -> list[float]:  # noqa: E741
+        try:
+            ts = operator.index(ts)  # int or numpy integer; never a silently truncated float
+        except TypeError:
+            raise DataError(f"{self.symbol}: timestamp {ts!r} must be integer nanoseconds") from None
         last = self._last_ts
         if last is not None and ts <= last:
             raise StaleBarError(self.symbol, ts, last)
