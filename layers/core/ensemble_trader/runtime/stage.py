@@ -546,3 +546,56 @@ def _ordered_unique(values: list[str]) -> list[str]:
             seen.add(v)
             out.append(v)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring for a Lambda handler
+# ---------------------------------------------------------------------------------------------
+
+
+def runner_for_function(
+    step: SymbolStep[S, In],
+    function: str,
+    *,
+    settings: Any = None,
+    metrics: MetricsSink | None = None,
+    with_events: bool = False,
+    deduplication_id: Callable[[BaseModel], str] | None = None,
+) -> KinesisStageRunner[S, In]:
+    """A runner wired to AWS (or the local stack) for the function ``function`` of constants.
+
+    Built once per container: a Redis cache (keys prefixed with the stage), the function's
+    dead-letter queue, DynamoDB snapshots in ``stage-state``, EventBridge when ``with_events``,
+    and a sink for the function's first output — a Kinesis stream, or for a FIFO queue an SQS
+    sink whose deduplication id is ``deduplication_id(record)``.
+    """
+    from ensemble_trader import constants
+    from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
+    from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+    from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
+    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter, SqsPublisher
+    from ensemble_trader.adapters.redis.cache import RedisCache
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = settings or get_settings()
+    spec = constants.function_spec(function)
+    sink: RecordSink | None = None
+    if spec.outputs:
+        target = spec.outputs[0]
+        if target in constants.STREAMS:
+            sink = StreamSink(KinesisPublisher(settings=settings), target)
+        elif target in constants.QUEUES:
+            if deduplication_id is None:
+                raise ValueError(f"function {function} writes to queue {target}: pass deduplication_id")
+            sink = QueueSink(SqsPublisher(settings=settings), target, deduplication_id)
+        else:
+            raise ValueError(f"function {function}: output {target!r} is neither a stream nor a queue")
+    return KinesisStageRunner(
+        step,
+        cache=RedisCache.from_url(settings.redis_url, prefix=f"{settings.stage}:"),
+        dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source=function),
+        sink=sink,
+        events=EventBridgePublisher(settings=settings) if with_events else None,
+        snapshots=DynamoKeyValueStore(settings=settings),
+        metrics=metrics,
+    )

@@ -1,0 +1,439 @@
+"""An emulator of Lambda event-source mappings over the local stack's Kinesis and SQS.
+
+For each function it polls the function's source the way Lambda does and calls the real handler
+with the real event shape and a fake context:
+
+* **Kinesis**: one tracked shard iterator per shard, ``GetRecords`` up to the batch size, the
+  records as ``Records[].kinesis`` with base64 data. With ``ReportBatchItemFailures`` the batch is
+  retried from the lowest failed sequence number (an unknown or empty ``itemIdentifier`` fails the
+  whole batch, as in AWS); a thrown exception splits the batch in two when ``bisect_on_error`` is
+  set (each half then retried on its own); after ``retry_attempts`` retries, or for records older
+  than ``max_record_age_seconds``, the records go to the function's on-failure destination (its
+  dead-letter queue) with the reason, and the shard moves on.
+* **SQS**: ``ReceiveMessage`` up to the batch size (at most 10); successes are deleted, failures
+  (reported items, or all on an exception) become visible again, and a message received more
+  than ``retry_attempts`` times goes to the dead-letter queue with the reason.
+
+A shard is blocked while its batch is retried, as in Lambda, so per-symbol order holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import redirect_stdout
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ensemble_trader import constants
+from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
+from ensemble_trader.local.events import FakeLambdaContext, kinesis_record, sqs_record
+from ensemble_trader.local.functions import deployed_functions, load_handler
+from ensemble_trader.local.stack import LocalStack
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class MappingStats:
+    """What one event-source mapping did."""
+
+    function: str
+    source: str
+    invocations: int = 0
+    records_received: int = 0  # records read from the source
+    records_succeeded: int = 0  # records whose invocation succeeded (incl. dead-lettered by the handler)
+    item_failures: int = 0  # batchItemFailures reported by the handler
+    function_errors: int = 0  # invocations that raised
+    bisections: int = 0
+    retries: int = 0
+    dead_lettered: int = 0  # records sent to the on-failure destination by the mapping
+    expired: int = 0  # of which: older than the maximum record age
+    invoke_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _LogBuffer(io.TextIOBase):
+    """A function's stdout (its CloudWatch log stream): the last lines, bounded."""
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        self.lines: deque[str] = deque(maxlen=maxlen)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        self.lines.extend(complete)
+        return len(text)
+
+
+@dataclass
+class _Mapping:
+    spec: constants.FunctionSpec
+    handler: Handler
+    stats: MappingStats
+    logs: _LogBuffer = field(default_factory=_LogBuffer)
+    iterators: dict[str, str | None] = field(default_factory=dict)  # Kinesis: shard -> iterator
+    queue_url: str = ""
+
+
+class EventSourceMappingEmulator:
+    """Event-source mappings of ``functions`` (default: every deployed one) over ``stack``.
+
+    ``handlers`` overrides a function's handler (tests use it to inject a failing one);
+    ``start_position`` is ``TRIM_HORIZON`` (all records on the streams) or ``LATEST`` (only what
+    is put after the emulator is created). Handlers are loaded fresh (a cold start) unless
+    ``fresh_handlers`` is False. ``capture_output`` keeps each function's stdout (Powertools
+    metrics) in :meth:`logs` instead of the terminal.
+    """
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        functions: Sequence[constants.FunctionSpec | str] | None = None,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        start_position: str = "TRIM_HORIZON",
+        fresh_handlers: bool = True,
+        capture_output: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if start_position not in ("TRIM_HORIZON", "LATEST"):
+            raise ValueError(f"start_position must be TRIM_HORIZON or LATEST, not {start_position!r}")
+        self.stack = stack
+        self.capture_output = capture_output
+        self.clock = clock
+        specs = [constants.function_spec(f) if isinstance(f, str) else f for f in (functions or deployed_functions())]
+        handlers = dict(handlers or {})
+        self._mappings: dict[str, _Mapping] = {}
+        for spec in specs:
+            handler = handlers.get(spec.logical) or load_handler(spec.logical, fresh=fresh_handlers)
+            mapping = _Mapping(spec, handler, MappingStats(spec.logical, spec.mapping.source))
+            if spec.mapping.kind == "kinesis":
+                self._open_iterators(mapping, start_position)
+            elif spec.mapping.kind == "sqs":
+                mapping.queue_url = stack.queue_url(spec.mapping.source)
+            else:
+                raise ValueError(f"{spec.logical}: unknown source kind {spec.mapping.kind!r}")
+            self._mappings[spec.logical] = mapping
+        self._dlq_writers: dict[str, SqsDeadLetterWriter] = {}
+
+    # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def functions(self) -> list[str]:
+        return list(self._mappings)
+
+    def stats(self) -> dict[str, MappingStats]:
+        return {name: m.stats for name, m in self._mappings.items()}
+
+    def logs(self, function: str) -> list[str]:
+        return list(self._mappings[function].logs.lines)
+
+    def poll(self, function: str) -> int:
+        """One poll of ``function``'s source, delivering what it got; the number of records read."""
+        mapping = self._mappings[function]
+        if mapping.spec.mapping.kind == "kinesis":
+            return self._poll_kinesis(mapping)
+        return self._poll_sqs(mapping)
+
+    def run_until_drained(
+        self,
+        *,
+        max_rounds: int = 100_000,
+        on_batch: Callable[[str, int], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, MappingStats]:
+        """Poll every function round-robin, in pipeline order, until a round reads nothing."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for _ in range(max_rounds):
+            total = 0
+            for name in self._mappings:
+                n = self.poll(name)
+                total += n
+                if n and on_batch is not None:
+                    on_batch(name, n)
+            if total == 0:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("ESM emulator: stopped after %.0f s with records still flowing", timeout_s)
+                break
+        return self.stats()
+
+    # -- invocation ------------------------------------------------------------------------------
+
+    def _invoke(self, mapping: _Mapping, event: dict[str, Any]) -> Any:
+        spec = mapping.spec
+        context = FakeLambdaContext(
+            function_name=self.stack.name(spec.logical),
+            memory_limit_in_mb=spec.memory_mb,
+            timeout_seconds=spec.timeout_seconds,
+        )
+        mapping.stats.invocations += 1
+        t0 = time.perf_counter()
+        try:
+            if self.capture_output:
+                with redirect_stdout(mapping.logs):
+                    return mapping.handler(event, context)
+            return mapping.handler(event, context)
+        finally:
+            mapping.stats.invoke_seconds += time.perf_counter() - t0
+
+    def _dead_letter(self, mapping: _Mapping, records: Sequence[dict[str, Any]], reason: str) -> None:
+        spec = mapping.spec
+        writer = self._dlq_writers.get(spec.dead_letter_queue)
+        if writer is None:
+            writer = SqsDeadLetterWriter(spec.dead_letter_queue, settings=self.stack.settings, source=spec.logical)
+            self._dlq_writers[spec.dead_letter_queue] = writer
+        for record in records:
+            writer.send(record, reason, source=spec.logical)
+        mapping.stats.dead_lettered += len(records)
+        log.info("ESM %s: %d records to %s: %s", spec.logical, len(records), spec.dead_letter_queue, reason)
+
+    # -- Kinesis ---------------------------------------------------------------------------------
+
+    def _open_iterators(self, mapping: _Mapping, start_position: str) -> None:
+        kinesis = self.stack.client("kinesis")
+        stream = self.stack.name(mapping.spec.mapping.source)
+        for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+            mapping.iterators[shard["ShardId"]] = kinesis.get_shard_iterator(
+                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType=start_position
+            )["ShardIterator"]
+
+    def _poll_kinesis(self, mapping: _Mapping) -> int:
+        kinesis = self.stack.client("kinesis")
+        stream = self.stack.name(mapping.spec.mapping.source)
+        read = 0
+        for shard_id, iterator in list(mapping.iterators.items()):
+            if iterator is None:
+                continue
+            response = kinesis.get_records(ShardIterator=iterator, Limit=mapping.spec.mapping.batch_size)
+            mapping.iterators[shard_id] = response.get("NextShardIterator")
+            records = response["Records"]
+            if not records:
+                continue
+            read += len(records)
+            mapping.stats.records_received += len(records)
+            event_records = [
+                kinesis_record(
+                    r["Data"],
+                    partition_key=r["PartitionKey"],
+                    sequence_number=r["SequenceNumber"],
+                    stream=stream,
+                    shard_id=shard_id,
+                    arrival=_epoch_seconds(r["ApproximateArrivalTimestamp"]),
+                    function=self.stack.name(mapping.spec.logical),
+                )
+                for r in records
+            ]
+            self._deliver_kinesis(mapping, event_records)
+        return read
+
+    def _deliver_kinesis(self, mapping: _Mapping, records: list[dict[str, Any]]) -> None:
+        source = mapping.spec.mapping
+        pending = records
+        retries = 0
+        while pending:
+            if source.max_record_age_seconds >= 0:
+                now = self.clock()
+                too_old = [r for r in pending if now - r["kinesis"]["approximateArrivalTimestamp"] > source.max_record_age_seconds]
+                if too_old:
+                    mapping.stats.expired += len(too_old)
+                    self._dead_letter(
+                        mapping, too_old, f"record older than the maximum record age ({source.max_record_age_seconds} s)"
+                    )
+                    old_ids = {id(r) for r in too_old}
+                    pending = [r for r in pending if id(r) not in old_ids]
+                    if not pending:
+                        return
+            try:
+                response = self._invoke(mapping, {"Records": pending})
+            except Exception as exc:  # a function error: bisect, retry or give up
+                mapping.stats.function_errors += 1
+                reason = f"{type(exc).__name__}: {exc}"
+                log.info("ESM %s: function error on %d records: %s", mapping.spec.logical, len(pending), reason)
+                if source.bisect_on_error and len(pending) > 1:
+                    mapping.stats.bisections += 1
+                    middle = len(pending) // 2
+                    self._deliver_kinesis(mapping, pending[:middle])
+                    self._deliver_kinesis(mapping, pending[middle:])
+                    return
+                if retries >= source.retry_attempts:
+                    self._dead_letter(mapping, pending, f"{reason} (after {retries} retries)")
+                    return
+                retries += 1
+                mapping.stats.retries += 1
+                continue
+            start = self._first_failed_kinesis(mapping, pending, response)
+            mapping.stats.records_succeeded += start
+            if start == len(pending):
+                return
+            mapping.stats.item_failures += len(pending) - start
+            pending = pending[start:]
+            if retries >= source.retry_attempts:
+                self._dead_letter(mapping, pending, f"batch item failure after {retries} retries")
+                return
+            retries += 1
+            mapping.stats.retries += 1
+
+    def _first_failed_kinesis(self, mapping: _Mapping, pending: list[dict[str, Any]], response: Any) -> int:
+        """Index of the record to resume from (len(pending) when the whole batch succeeded)."""
+        if not mapping.spec.mapping.report_batch_item_failures:
+            return len(pending)
+        failures = _batch_item_failures(response)
+        if failures is None:
+            return 0  # a malformed response fails the whole batch, as Lambda does
+        if not failures:
+            return len(pending)
+        index = {r["kinesis"]["sequenceNumber"]: i for i, r in enumerate(pending)}
+        positions = [index.get(f) for f in failures]
+        if any(p is None for p in positions):
+            log.warning("ESM %s: unknown itemIdentifier in %s: whole batch failed", mapping.spec.logical, failures)
+            return 0
+        return min(p for p in positions if p is not None)
+
+    # -- SQS -------------------------------------------------------------------------------------
+
+    def _poll_sqs(self, mapping: _Mapping) -> int:
+        sqs = self.stack.client("sqs")
+        spec = mapping.spec
+        response = sqs.receive_message(
+            QueueUrl=mapping.queue_url,
+            MaxNumberOfMessages=min(10, spec.mapping.batch_size),
+            WaitTimeSeconds=0,
+            VisibilityTimeout=spec.timeout_seconds,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        mapping.stats.records_received += len(messages)
+        queue_name = self.stack.name(spec.mapping.source)
+        records = [
+            sqs_record(
+                m["Body"],
+                queue=queue_name,
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                attributes=m.get("Attributes", {}),
+                message_attributes=_lambda_message_attributes(m.get("MessageAttributes", {})),
+                md5_of_body=m.get("MD5OfBody", ""),
+            )
+            for m in messages
+        ]
+        failed: set[str]
+        try:
+            response = self._invoke(mapping, {"Records": records})
+        except Exception as exc:
+            mapping.stats.function_errors += 1
+            reason = f"{type(exc).__name__}: {exc}"
+            failed = {r["messageId"] for r in records}
+        else:
+            reason = ""
+            failed = set()
+            if spec.mapping.report_batch_item_failures:
+                items = _batch_item_failures(response)
+                known = {r["messageId"] for r in records}
+                if items is None or any(i not in known for i in items):
+                    failed = known
+                else:
+                    failed = set(items)
+        succeeded = [r for r in records if r["messageId"] not in failed]
+        mapping.stats.records_succeeded += len(succeeded)
+        mapping.stats.item_failures += len(failed) if not reason else 0
+        self._delete(mapping, succeeded)
+        retry, give_up = [], []
+        for record in records:
+            if record["messageId"] not in failed:
+                continue
+            received = int(record["attributes"].get("ApproximateReceiveCount", "1"))
+            (give_up if received > spec.mapping.retry_attempts else retry).append(record)
+        if give_up:
+            self._dead_letter(
+                mapping, give_up, reason or f"batch item failure after {spec.mapping.retry_attempts} retries"
+            )
+            self._delete(mapping, give_up)
+        if retry:
+            mapping.stats.retries += len(retry)
+            sqs.change_message_visibility_batch(
+                QueueUrl=mapping.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": 0}
+                    for i, r in enumerate(retry)
+                ],
+            )
+        return len(messages)
+
+    def _delete(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
+        sqs = self.stack.client("sqs")
+        for start in range(0, len(records), 10):
+            chunk = records[start : start + 10]
+            sqs.delete_message_batch(
+                QueueUrl=mapping.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)],
+            )
+
+
+def _batch_item_failures(response: Any) -> list[str] | None:
+    """The itemIdentifiers of a partial batch response; None when the response is malformed."""
+    if response is None:
+        return []
+    if not isinstance(response, Mapping):
+        return None
+    items = response.get("batchItemFailures")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        return None
+    out = []
+    for item in items:
+        ident = item.get("itemIdentifier") if isinstance(item, Mapping) else None
+        if not isinstance(ident, str) or not ident:
+            return None
+        out.append(ident)
+    return out
+
+
+def _epoch_seconds(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def _lambda_message_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """SQS API message attributes in the camelCase shape of a Lambda SQS event."""
+    out = {}
+    for name, attr in attributes.items():
+        binary = attr.get("BinaryValue")
+        out[name] = {
+            "stringValue": attr.get("StringValue"),
+            "binaryValue": base64.b64encode(binary).decode() if binary is not None else None,
+            "stringListValues": attr.get("StringListValues", []),
+            "binaryListValues": attr.get("BinaryListValues", []),
+            "dataType": attr.get("DataType", "String"),
+        }
+    return out
+
+
+def summarize_stats(stats: Mapping[str, MappingStats]) -> str:
+    """A small table of the mappings' counters."""
+    lines = [f"{'function':<12} {'received':>9} {'ok':>9} {'item-fail':>9} {'errors':>7} {'retries':>8} {'DLQ':>6}"]
+    for s in stats.values():
+        lines.append(
+            f"{s.function:<12} {s.records_received:>9,} {s.records_succeeded:>9,} {s.item_failures:>9,} "
+            f"{s.function_errors:>7,} {s.retries:>8,} {s.dead_lettered:>6,}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["EventSourceMappingEmulator", "MappingStats", "summarize_stats"]

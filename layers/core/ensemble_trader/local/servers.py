@@ -1,0 +1,182 @@
+"""Starting and stopping the two local services: a moto server and a redis-server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ensemble_trader.domain.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0, what: str = "service") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise InfrastructureError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(pid: int | None, timeout_s: float = 5.0) -> None:
+    """SIGTERM a process we started, then SIGKILL it if it lingers."""
+    if not pid_alive(pid):
+        return
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:  # reap it if it is our child
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free port, no persistence, stopped by its pid.
+
+    When no redis-server binary exists it falls back to fakeredis' TCP server and says so loudly
+    (``fake`` is then True): behaviour is close but not identical to Redis.
+    """
+
+    def __init__(self, port: int | None = None, *, allow_fake: bool = True) -> None:
+        self.port = port or free_port()
+        self.allow_fake = allow_fake
+        self.pid: int | None = None
+        self.fake = False
+        self._fake_server = None
+        self._dir: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if not self.allow_fake:
+                raise InfrastructureError("redis-server is not installed (apt-get install redis-server)")
+            self._start_fake()
+            return self
+        self._dir = tempfile.mkdtemp(prefix="et-redis-")
+        pidfile = Path(self._dir) / "redis.pid"
+        cmd = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", self._dir,
+            "--logfile", str(Path(self._dir) / "redis.log"),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+        if result.returncode != 0:
+            raise InfrastructureError(f"redis-server failed to start: {result.stderr or result.stdout}")
+        wait_for_port(self.port, what="redis-server")
+        deadline = time.monotonic() + 5
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.pid = int(pidfile.read_text().strip())
+        return self
+
+    def _start_fake(self) -> None:
+        import threading
+
+        from fakeredis import TcpFakeServer
+
+        log.warning(
+            "WARNING: no redis-server binary found; the local stack falls back to fakeredis. "
+            "Install redis-server (apt-get install redis-server) to test against real Redis."
+        )
+        self.fake = True
+        self._fake_server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
+        threading.Thread(target=self._fake_server.serve_forever, daemon=True).start()
+        wait_for_port(self.port, what="fakeredis")
+
+    def stop(self) -> None:
+        if self._fake_server is not None:
+            self._fake_server.shutdown()
+            self._fake_server.server_close()
+            self._fake_server = None
+        stop_pid(self.pid)
+        self.pid = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class MotoServer:
+    """A moto server on 127.0.0.1: in this process (a thread) or detached (its own process)."""
+
+    def __init__(self, port: int | None = None, *, detached: bool = False) -> None:
+        self.port = port or free_port()
+        self.detached = detached
+        self.pid: int | None = None
+        self._threaded = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        if self.detached:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self.pid = proc.pid
+        else:
+            from moto.server import ThreadedMotoServer
+
+            self._threaded = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            self._threaded.start()
+        wait_for_port(self.port, timeout_s=30, what="moto server")
+        return self
+
+    def stop(self) -> None:
+        if self._threaded is not None:
+            self._threaded.stop()
+            self._threaded = None
+        stop_pid(self.pid)
+        self.pid = None

@@ -1,0 +1,377 @@
+"""``LocalStack``: every AWS resource of the app in a moto server, plus a real Redis.
+
+::
+
+    with LocalStack() as stack:            # moto server + redis-server on free ports
+        stack.settings                     # Settings pointing at them (ET_* variables set too)
+        stack.read_queue("features-dlq")   # what reached a dead-letter queue
+
+Resources are created from :mod:`ensemble_trader.constants` under
+``qualified(stage, logical)`` names — the names the CDK app deploys — so the real handlers run
+unchanged against it. ``LocalStack.attach()`` joins a stack started by ``ensemble-trader local
+up`` (its state file) instead of starting one; stopping an attached stack leaves the services
+running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ensemble_trader import constants
+from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.local.events import ACCOUNT, sqs_queue_arn
+from ensemble_trader.local.functions import repo_root
+from ensemble_trader.local.servers import MotoServer, RedisServer, pid_alive
+from ensemble_trader.runtime.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_TAP = "events-tap"
+"""Local-only standard queue that receives a copy of every event put on the bus."""
+
+STATE_FILE_NAME = ".local-stack.json"
+
+
+def state_file_path() -> Path:
+    return repo_root() / STATE_FILE_NAME
+
+
+class LocalStack:
+    """The moto server, the Redis server and the resources, with the environment set.
+
+    ``shards`` is the shard count of every stream. ``quiet`` lowers Powertools' log level to
+    WARNING for handlers run in this process (the demo's setting; tests keep INFO).
+    """
+
+    def __init__(
+        self,
+        stage: str = constants.LOCAL_STAGE,
+        *,
+        shards: int = 1,
+        detached: bool = False,
+        quiet: bool = False,
+        allow_fake_redis: bool = True,
+    ) -> None:
+        self.stage = stage
+        self.shards = shards
+        self.detached = detached
+        self.quiet = quiet
+        self.moto = MotoServer(detached=detached)
+        self.redis = RedisServer(allow_fake=allow_fake_redis)
+        self.attached = False
+        self._saved_env: dict[str, str | None] = {}
+        self._started = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def attach(cls, path: Path | None = None, *, quiet: bool = False) -> LocalStack:
+        """A handle on the stack described by a state file (``ensemble-trader local up``)."""
+        path = path or state_file_path()
+        if not path.exists():
+            raise InfrastructureError(f"no local stack state file at {path}; run `ensemble-trader local up`")
+        state = json.loads(path.read_text())
+        stack = cls(state["stage"], shards=state.get("shards", 1), quiet=quiet)
+        stack.moto.port, stack.moto.pid = state["moto_port"], state.get("moto_pid")
+        stack.redis.port, stack.redis.pid = state["redis_port"], state.get("redis_pid")
+        if not (pid_alive(stack.moto.pid) and pid_alive(stack.redis.pid)):
+            raise InfrastructureError(f"the local stack in {path} is not running (stale state file)")
+        stack.attached = True
+        stack._set_environment()
+        stack._started = True
+        return stack
+
+    def start(self, *, create: bool = True) -> LocalStack:
+        try:
+            self.moto.start()
+            self.redis.start()
+            self._set_environment()
+            self._started = True
+            if create:
+                self.create_resources()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if not self.attached:
+            self.moto.stop()
+            self.redis.stop()
+        self._restore_environment()
+        self._started = False
+
+    def __enter__(self) -> LocalStack:
+        return self if self._started else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def write_state_file(self, path: Path | None = None) -> Path:
+        path = path or state_file_path()
+        path.write_text(
+            json.dumps(
+                {
+                    "stage": self.stage,
+                    "shards": self.shards,
+                    "endpoint_url": self.endpoint_url,
+                    "redis_url": self.redis_url,
+                    "moto_port": self.moto.port,
+                    "moto_pid": self.moto.pid,
+                    "redis_port": self.redis.port,
+                    "redis_pid": self.redis.pid,
+                    "redis_fake": self.redis.fake,
+                },
+                indent=2,
+            )
+        )
+        return path
+
+    # -- environment -----------------------------------------------------------------------------
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.moto.url
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    def environment(self) -> dict[str, str]:
+        """What a handler reads to find this stack (also what ``local up`` prints)."""
+        env = {
+            "ET_STAGE": self.stage,
+            "ET_AWS_ENDPOINT_URL": self.endpoint_url,
+            "ET_REDIS_URL": self.redis_url,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+        if self.quiet:
+            env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        return env
+
+    def _set_environment(self) -> None:
+        from ensemble_trader.adapters.aws.clients import clear_client_cache
+
+        for key, value in self.environment().items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+        get_settings.cache_clear()
+        clear_client_cache()
+
+    def _restore_environment(self) -> None:
+        from ensemble_trader.adapters.aws.clients import clear_client_cache
+
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+        get_settings.cache_clear()
+        clear_client_cache()
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(stage=self.stage, aws_endpoint_url=self.endpoint_url, redis_url=self.redis_url)
+
+    def name(self, logical: str) -> str:
+        return constants.qualified(self.stage, logical)
+
+    def client(self, service: str) -> Any:
+        from ensemble_trader.adapters.aws.clients import client
+
+        return client(service, self.settings)
+
+    def redis_client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.redis_url)
+
+    # -- resources -------------------------------------------------------------------------------
+
+    def create_resources(self) -> None:
+        """Create every stream, queue, table, the bus (with the tap rule) and the bucket."""
+        self._create_queues()
+        self._create_streams()
+        self._create_tables()
+        self._create_bus()
+        self.client("s3").create_bucket(Bucket=self.name(constants.MODEL_BUCKET))
+
+    def _create_streams(self) -> None:
+        kinesis = self.client("kinesis")
+        for logical in constants.STREAMS:
+            name = self.name(logical)
+            kinesis.create_stream(StreamName=name, ShardCount=self.shards)
+            kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1})
+            kinesis.start_stream_encryption(StreamName=name, EncryptionType="KMS", KeyId="alias/aws/kinesis")
+
+    def _create_queues(self) -> None:
+        sqs = self.client("sqs")
+        redrive: dict[str, tuple[str, int]] = {}
+        for spec in constants.FUNCTIONS:
+            if spec.mapping.kind == "sqs":
+                # the emulator dead-letters with the reason after retry_attempts; SQS's own
+                # redrive is the backstop one receive later
+                redrive[spec.mapping.source] = (spec.dead_letter_queue, spec.mapping.retry_attempts + 2)
+        # dead-letter queues first, so that every redrive target exists
+        ordered = sorted(constants.QUEUES, key=lambda q: q in redrive)
+        for logical in ordered:
+            attributes = {"VisibilityTimeout": "30"}
+            if constants.QUEUES[logical]:
+                attributes.update({"FifoQueue": "true", "ContentBasedDeduplication": "false"})
+            if logical in redrive:
+                dlq, max_receive = redrive[logical]
+                attributes["RedrivePolicy"] = json.dumps(
+                    {"deadLetterTargetArn": sqs_queue_arn(self.name(dlq)), "maxReceiveCount": str(max_receive)}
+                )
+            sqs.create_queue(QueueName=self.name(logical), Attributes=attributes)
+        sqs.create_queue(QueueName=self.name(EVENTS_TAP))
+
+    def _create_tables(self) -> None:
+        ddb = self.client("dynamodb")
+        for spec in constants.TABLES:
+            keys = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
+            attrs = [{"AttributeName": spec.partition_key, "AttributeType": "S"}]
+            if spec.sort_key:
+                keys.append({"AttributeName": spec.sort_key, "KeyType": "RANGE"})
+                attrs.append({"AttributeName": spec.sort_key, "AttributeType": "S"})
+            name = self.name(spec.logical)
+            ddb.create_table(
+                TableName=name, KeySchema=keys, AttributeDefinitions=attrs, BillingMode="PAY_PER_REQUEST"
+            )
+            if spec.ttl_attribute:
+                ddb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+                )
+
+    def _create_bus(self) -> None:
+        events = self.client("events")
+        bus = self.name(constants.EVENT_BUS)
+        events.create_event_bus(Name=bus)
+        rule = f"{bus}-copy-to-tap"
+        events.put_rule(
+            Name=rule,
+            EventBusName=bus,
+            EventPattern=json.dumps({"source": [constants.EVENT_SOURCE, constants.CONTROL_EVENT_SOURCE]}),
+            State="ENABLED",
+        )
+        events.put_targets(
+            Rule=rule,
+            EventBusName=bus,
+            Targets=[{"Id": "tap", "Arn": sqs_queue_arn(self.name(EVENTS_TAP))}],
+        )
+
+    # -- looking inside --------------------------------------------------------------------------
+
+    def queue_url(self, logical: str) -> str:
+        name = self.name(logical) if logical in constants.QUEUES or logical == EVENTS_TAP else logical
+        return self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+    def read_queue(self, logical: str, *, delete: bool = True, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Every message now in a queue, bodies parsed as JSON (text kept under ``"body"``)."""
+        sqs = self.client("sqs")
+        url = self.queue_url(logical)
+        out: list[dict[str, Any]] = []
+        while len(out) < limit:
+            response = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30,
+                MessageSystemAttributeNames=["All"],
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                break
+            for m in messages:
+                try:
+                    out.append(json.loads(m["Body"]))
+                except json.JSONDecodeError:
+                    out.append({"body": m["Body"]})
+            if delete:
+                sqs.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+                )
+        return out
+
+    def published_events(self, *, delete: bool = True) -> list[dict[str, Any]]:
+        """The events put on the bus so far (from the tap queue), oldest first."""
+        return self.read_queue(EVENTS_TAP, delete=delete)
+
+    def queue_depth(self, logical: str) -> int:
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url(logical),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def stream_records(self, logical: str, *, after: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+        """Every (partition key, data) on a stream, shard by shard; ``after`` = a :meth:`stream_mark`."""
+        return [(r["PartitionKey"], r["Data"]) for r in self.iter_stream(logical, after=after)]
+
+    def iter_stream(self, logical: str, *, after: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        kinesis = self.client("kinesis")
+        name = self.name(logical) if logical in constants.STREAMS else logical
+        for shard in kinesis.list_shards(StreamName=name)["Shards"]:
+            shard_id = shard["ShardId"]
+            kwargs: dict[str, Any] = {"StreamName": name, "ShardId": shard_id}
+            if after and after.get(shard_id):
+                kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after[shard_id])
+            else:
+                kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+            iterator = kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+            while iterator:
+                response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+                for record in response["Records"]:
+                    yield {**record, "_shard": shard_id}
+                if not response["Records"]:
+                    break
+                iterator = response.get("NextShardIterator")
+
+    def stream_mark(self, logical: str) -> dict[str, str]:
+        """The last sequence number of each shard now: read only what comes after with ``after``."""
+        mark: dict[str, str] = {}
+        for record in self.iter_stream(logical):
+            shard = record["_shard"]
+            mark[shard] = record["SequenceNumber"]
+        return mark
+
+    def reset(self) -> None:
+        """Empty Redis, every queue and every table (streams cannot be emptied: use marks)."""
+        self.redis_client().flushdb()
+        sqs = self.client("sqs")
+        for logical in [*constants.QUEUES, EVENTS_TAP]:
+            sqs.purge_queue(QueueUrl=self.queue_url(logical))
+        ddb = self.client("dynamodb")
+        for spec in constants.TABLES:
+            name = self.name(spec.logical)
+            keys = [spec.partition_key] + ([spec.sort_key] if spec.sort_key else [])
+            for page in ddb.get_paginator("scan").paginate(TableName=name):
+                for item in page.get("Items", []):
+                    ddb.delete_item(TableName=name, Key={k: item[k] for k in keys})
+
+    def describe(self) -> dict[str, Any]:
+        """Resource names and counts, for ``ensemble-trader local status``."""
+        return {
+            "stage": self.stage,
+            "endpoint_url": self.endpoint_url,
+            "redis_url": self.redis_url,
+            "redis": "fakeredis (fallback)" if self.redis.fake else "redis-server",
+            "account": ACCOUNT,
+            "streams": {s: self.name(s) for s in constants.STREAMS},
+            "queues": {q: self.queue_depth(q) for q in constants.QUEUES},
+            "tables": [self.name(t.logical) for t in constants.TABLES],
+            "bus": self.name(constants.EVENT_BUS),
+            "bucket": self.name(constants.MODEL_BUCKET),
+        }
