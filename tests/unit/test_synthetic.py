@@ -174,6 +174,33 @@ def test_parse_freq() -> None:
     assert parse_freq("30s") == np.timedelta64(30, "s")
 
 
+def _one_regime_spec(**garch: float) -> ScenarioSpec:
+    """Four identical regimes that practically never switch: isolates the volatility model."""
+    params = RegimeParams(drift=0.0, vol=0.01, dwell=1e9, **garch)
+    return ScenarioSpec(
+        name="test",
+        description="one regime",
+        regimes=(params, params, params, params),
+        exit_weights=((0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0)),
+    )
+
+
+def _down_up_variance_ratio(monkeypatch: pytest.MonkeyPatch, **garch: float) -> float:
+    monkeypatch.setitem(SCENARIOS, "test", _one_regime_spec(**garch))
+    log_ret = np.diff(np.log(generate("test", 100_000, 1, freq="1h").series.close))
+    prev, nxt = log_ret[:-1], log_ret[1:] ** 2
+    return float(nxt[prev < 0].mean() / nxt[prev > 0].mean())
+
+
+def test_garch_gamma_gives_a_leverage_effect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Down moves raise the next bar's variance more than up moves only with the GJR term."""
+    symmetric = _down_up_variance_ratio(monkeypatch, garch_alpha=0.1, garch_beta=0.8)
+    leveraged = _down_up_variance_ratio(monkeypatch, garch_alpha=0.02, garch_beta=0.8, garch_gamma=0.16)
+    assert abs(symmetric - 1.0) < 0.05
+    # theory for the leveraged case: (1 + gamma/2) / (1 - gamma/2) = 1.17
+    assert leveraged > 1.1
+
+
 def test_business_day_frequency_skips_weekends() -> None:
     stamps = bar_times("2024-01-05T21:00:00", "1B", 4)  # a Friday
     expected = ["2024-01-05T21:00:00", "2024-01-08T21:00:00", "2024-01-09T21:00:00", "2024-01-10T21:00:00"]
@@ -190,7 +217,7 @@ def test_regime_codes_rejects_unknown_labels() -> None:
 
 
 def test_spec_validation() -> None:
-    with pytest.raises(DataError, match="alpha \\+ beta < 1"):
+    with pytest.raises(DataError, match="alpha \\+ beta \\+ gamma/2 < 1"):
         RegimeParams(drift=0.0, vol=0.01, dwell=10, garch_alpha=0.5, garch_beta=0.6)
     with pytest.raises(DataError, match="dwell"):
         RegimeParams(drift=0.0, vol=0.01, dwell=0.5)

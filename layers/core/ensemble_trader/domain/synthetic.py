@@ -13,8 +13,9 @@ Everything is pure numpy, seeded through one ``numpy.random.Generator``: the sam
 The model of one bar ``t`` in regime ``k`` (log prices):
 
 * shock ``z_t``: standard normal, or a unit-variance Student-t when ``tail_df`` is finite;
-* conditional variance ``h_t = vol_k² (1 - α_k - β_k) + α_k ε_{t-1}² + β_k h_{t-1}`` with
-  ``ε = √h z`` (variance targeting; reset to ``vol_k²`` when the regime is entered);
+* conditional variance (GJR-GARCH with variance targeting)
+  ``h_t = vol_k² (1 - α_k - β_k - γ_k/2) + (α_k + γ_k 1[ε_{t-1} < 0]) ε_{t-1}² + β_k h_{t-1}``
+  with ``ε = √h z``, reset to ``vol_k²`` when the regime is entered;
 * anchor level ``m_t = m_{t-1} + drift_k + level_vol_k η_t`` (reset to the price on entering a
   mean-reverting regime);
 * return ``r_t = drift_k + κ_k (m_{t-1} - p_{t-1}) + √h_t z_t``; with ``κ_k > 0`` the price is an
@@ -54,6 +55,7 @@ class RegimeParams:
     ``mean_reversion``: κ, the fraction of the deviation from the anchor level removed per bar
     (0 = random walk). ``level_vol``: volatility per bar of the anchor level itself.
     ``garch_alpha`` / ``garch_beta``: volatility clustering (0, 0 = constant volatility).
+    ``garch_gamma``: leverage effect (GJR): extra variance after a down move.
     ``volume_level``: log-volume offset from the scenario's base volume.
     """
 
@@ -64,6 +66,7 @@ class RegimeParams:
     level_vol: float = 0.0
     garch_alpha: float = 0.0
     garch_beta: float = 0.0
+    garch_gamma: float = 0.0
     volume_level: float = 0.0
 
     def __post_init__(self) -> None:
@@ -77,12 +80,11 @@ class RegimeParams:
             raise DataError(f"mean_reversion={self.mean_reversion!r}: must be in [0, 1)")
         if not self.level_vol >= 0.0:
             raise DataError(f"level_vol={self.level_vol!r}: must be >= 0")
-        if not (
-            self.garch_alpha >= 0.0 and self.garch_beta >= 0.0 and self.garch_alpha + self.garch_beta < 1.0
-        ):
+        garch = (self.garch_alpha, self.garch_beta, self.garch_gamma)
+        if min(garch) < 0.0 or self.garch_alpha + self.garch_beta + self.garch_gamma / 2 >= 1.0:
             raise DataError(
-                f"garch_alpha={self.garch_alpha!r}, garch_beta={self.garch_beta!r}: "
-                "must be >= 0 with alpha + beta < 1"
+                f"garch_alpha={self.garch_alpha!r}, garch_beta={self.garch_beta!r}, "
+                f"garch_gamma={self.garch_gamma!r}: must be >= 0 with alpha + beta + gamma/2 < 1"
             )
 
 
@@ -185,10 +187,14 @@ SCENARIOS: dict[str, ScenarioSpec] = {
             name="realistic",
             description="overlapping drifts, dwell ~20-60 bars, fat tails, volatility clustering",
             regimes=(
-                _p(0.0010, 0.009, 60, garch_alpha=0.03, garch_beta=0.90),
-                _p(-0.0016, 0.016, 30, garch_alpha=0.05, garch_beta=0.88, volume_level=0.25),
+                _p(0.0010, 0.009, 60, garch_alpha=0.02, garch_beta=0.90, garch_gamma=0.04),
+                _p(
+                    -0.0016, 0.016, 30, garch_alpha=0.03, garch_beta=0.88, garch_gamma=0.06, volume_level=0.25
+                ),
                 _p(0.0, 0.006, 40, mean_reversion=0.25, level_vol=0.001, volume_level=-0.2),
-                _p(-0.0005, 0.026, 20, garch_alpha=0.10, garch_beta=0.80, volume_level=0.55),
+                _p(
+                    -0.0005, 0.026, 20, garch_alpha=0.06, garch_beta=0.80, garch_gamma=0.10, volume_level=0.55
+                ),
             ),
             exit_weights=_TYPICAL_EXITS,
             tail_df=6.0,
@@ -411,6 +417,7 @@ def _simulate_returns(
     target = [p.vol * p.vol for p in params]
     alpha = [p.garch_alpha for p in params]
     beta = [p.garch_beta for p in params]
+    gamma = [p.garch_gamma for p in params]
     kappa = [p.mean_reversion for p in params]
     level_vol = [p.level_vol for p in params]
 
@@ -423,6 +430,7 @@ def _simulate_returns(
     prev_state = -1
     h = 0.0
     prev_eps2 = 0.0
+    prev_down = False
     for t in range(n):
         k = st[t]
         if k != prev_state:  # entering a regime: its own volatility, anchor at today's price
@@ -430,13 +438,19 @@ def _simulate_returns(
             level = price
             prev_state = k
         else:
-            h = target[k] * (1.0 - alpha[k] - beta[k]) + alpha[k] * prev_eps2 + beta[k] * h
+            shock_weight = alpha[k] + gamma[k] if prev_down else alpha[k]
+            h = (
+                target[k] * (1.0 - alpha[k] - beta[k] - 0.5 * gamma[k])
+                + shock_weight * prev_eps2
+                + beta[k] * h
+            )
         s = math.sqrt(h)
         eps = s * zs[t]
         price_next = price + drift[k] + kappa[k] * (level - price) + eps
         level += drift[k] + level_vol[k] * eta[t]
         price = price_next
         prev_eps2 = eps * eps
+        prev_down = eps < 0.0
         log_close[t] = price
         sigma[t] = s
     return log_close, sigma, np.abs(z)
