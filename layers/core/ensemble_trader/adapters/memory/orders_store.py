@@ -23,6 +23,7 @@ class MemoryOrdersStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.orders: dict[str, Order] = {}
+        self._working: set[str] = set()  # index of working order ids: listing stays O(working)
         self.positions: dict[str, Position] = {}
         self.applied_fills: list[Fill] = []
         self._risk_json: str | None = None
@@ -35,8 +36,15 @@ class MemoryOrdersStore:
         with self._lock:
             if order.client_order_id in self.orders:
                 return False
-            self.orders[order.client_order_id] = order
+            self._put(order)
             return True
+
+    def _put(self, order: Order) -> None:
+        self.orders[order.client_order_id] = order
+        if order.status in WORKING_STATUSES:
+            self._working.add(order.client_order_id)
+        else:
+            self._working.discard(order.client_order_id)
 
     def get_order(self, client_order_id: str) -> Order | None:
         with self._lock:
@@ -51,14 +59,14 @@ class MemoryOrdersStore:
                 or abs(stored.filled_quantity - expected_filled) > QUANTITY_EPSILON
             ):
                 return False
-            self.orders[order.client_order_id] = order
+            self._put(order)
             return True
 
     def list_orders(self, *, working_only: bool = False) -> list[Order]:
         with self._lock:
-            return [
-                o for o in self.orders.values() if not working_only or o.status in WORKING_STATUSES
-            ]
+            if working_only:
+                return [self.orders[c] for c in self._working]
+            return list(self.orders.values())
 
     def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
         with self._lock:
@@ -66,7 +74,7 @@ class MemoryOrdersStore:
             if stored is None or abs(stored.filled_quantity - expected_filled) > QUANTITY_EPSILON:
                 return None
             position = position_after_fill(self.positions.get(fill.symbol), fill)
-            self.orders[order.client_order_id] = order
+            self._put(order)
             self.positions[fill.symbol] = position
             self.applied_fills.append(fill)
             return position
@@ -114,6 +122,7 @@ class MemoryPaperLedger:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self.orders: dict[str, dict[str, Any]] = {}
+        self._open: set[str] = set()
         self.positions: dict[str, dict[str, Any]] = {}
 
     def get_order(self, client_order_id: str) -> dict[str, Any] | None:
@@ -126,6 +135,8 @@ class MemoryPaperLedger:
             if record["client_order_id"] in self.orders:
                 return False
             self.orders[record["client_order_id"]] = dict(record, version=1)
+            if record["open"]:
+                self._open.add(record["client_order_id"])
             return True
 
     def update_order(self, record: dict[str, Any], position: dict[str, Any] | None = None) -> None:
@@ -135,12 +146,16 @@ class MemoryPaperLedger:
             if stored is None or stored["version"] != record["version"]:
                 raise ConcurrencyError(f"paper order {record['client_order_id']} changed meanwhile")
             self.orders[record["client_order_id"]] = dict(record, version=record["version"] + 1)
+            if record["open"]:
+                self._open.add(record["client_order_id"])
+            else:
+                self._open.discard(record["client_order_id"])
             if position is not None:
                 self.positions[position["symbol"]] = dict(position)
 
     def open_orders(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(r) for r in self.orders.values() if r["open"]]
+            return [dict(self.orders[c]) for c in sorted(self._open)]
 
     def list_positions(self) -> list[dict[str, Any]]:
         with self._lock:
