@@ -46,6 +46,7 @@ from ensemble_trader.domain.errors import (
     InvalidMessageError,
     StateError,
 )
+from ensemble_trader.domain.features import timestamp_ns
 from ensemble_trader.domain.models import (
     REGIMES,
     MarketState,
@@ -415,7 +416,6 @@ class MetaAgentStep:
     """
 
     name = "meta_agent"
-    message_type = MarketState
 
     def __init__(
         self,
@@ -434,10 +434,41 @@ class MetaAgentStep:
         self._n = len(self.agent_names)
         self._decay = 0.5 ** (1.0 / self.config.vol_halflife)
 
-    # ---- state ---------------------------------------------------------------------------
+    # ---- the stage runner's SymbolStep protocol ------------------------------------------
 
-    def key(self, message: MarketState) -> str:
+    input_model: type[MarketState] = MarketState
+
+    def key(self, symbol: str) -> str:
+        """Cache key of a symbol's state."""
+        return f"{self.name}:{symbol}"
+
+    @staticmethod
+    def symbol_of(message: MarketState) -> str:
         return message.symbol
+
+    @staticmethod
+    def message_sequence(message: MarketState) -> int:
+        return timestamp_ns(message.timestamp)
+
+    @staticmethod
+    def sequence(state: MetaAgentState) -> int | None:
+        """The last applied bar (ns since the epoch): records at or before it are no-ops."""
+        return None if state.last_timestamp is None else timestamp_ns(state.last_timestamp)
+
+    @staticmethod
+    def load(data: bytes) -> MetaAgentState:
+        return MetaAgentState.from_bytes(data)
+
+    @staticmethod
+    def dump(state: MetaAgentState) -> bytes:
+        return state.to_bytes()
+
+    def apply(
+        self, state: MetaAgentState, message: MarketState
+    ) -> tuple[MetaAgentState, list[OrderIntent], list[AgentSwitched]]:
+        """One record for the stage runner: (new state, [intent], [AgentSwitched...])."""
+        new, decision = self(state, message)
+        return new, [] if decision.intent is None else [decision.intent], list(decision.events)
 
     def new_learner(self, context: str) -> Bandit:
         seed = int(deterministic_id(self.config.random_state, context, length=8), 16)
@@ -452,18 +483,6 @@ class MetaAgentStep:
             weights=np.full(self._n, 1.0 / self._n),
             regret=RegretLedger(self._n),
         )
-
-    @staticmethod
-    def encode(state: MetaAgentState) -> bytes:
-        return state.to_bytes()
-
-    @staticmethod
-    def decode(data: bytes) -> MetaAgentState:
-        return MetaAgentState.from_bytes(data)
-
-    @staticmethod
-    def sequence(state: MetaAgentState) -> datetime | None:
-        return state.last_timestamp
 
     # ---- the step --------------------------------------------------------------------------
 

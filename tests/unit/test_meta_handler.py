@@ -1,0 +1,168 @@
+"""The meta_agent Lambda's wiring with in-memory ports: queue ids, decision rows, redelivery,
+regret metrics and the conditional bandit-state snapshot with two writers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ensemble_trader.adapters.memory import (
+    MemoryCache,
+    MemoryDeadLetters,
+    MemoryEventBus,
+    MemoryKeyValueStore,
+)
+from ensemble_trader.adapters.memory.fakes import MemoryQueuePublisher
+from ensemble_trader.backtest.ensemble import run_meta, run_pipeline
+from ensemble_trader.domain.errors import DataError, InvalidMessageError
+from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentState, MetaAgentStep
+from ensemble_trader.domain.models import OrderIntent
+from ensemble_trader.domain.regime import RegimeStep
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.local.events import kinesis_event, kinesis_record
+from ensemble_trader.local.functions import load_module
+from ensemble_trader.runtime.stage import KinesisStageRunner, QueueSink, StageStats
+
+from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
+
+QUEUE = "order-intents"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.values: list[tuple[str, str, float]] = []
+
+    def add_metric(self, name: str, unit: str, value: float) -> None:
+        self.values.append((name, unit, value))
+
+
+@pytest.fixture(scope="module")
+def handler():
+    return load_module("meta_agent")
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    series = generate("realistic", 160, seed=2).series
+    return run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model()))
+
+
+class Container:
+    """One warm Lambda container: its own cache view, shared queue/tables/bus."""
+
+    def __init__(self, handler, queue, store, snapshots_store, bus, cache=None, config=None):
+        self.metrics = Metrics()
+        self.dlq = MemoryDeadLetters()
+        self.cache = cache if cache is not None else MemoryCache()
+        step = MetaAgentStep(config or MetaAgentConfig.create(), RuleAgents())
+        sink = handler.DecisionSink(QueueSink(queue, QUEUE, lambda i: i.intent_id), store, self.metrics)
+        self.runner = KinesisStageRunner(
+            step, cache=self.cache, dlq=self.dlq, sink=sink, events=bus,
+            snapshots=handler.BanditSnapshots(snapshots_store), snapshot_table=handler.BANDIT_TABLE,
+            metrics=self.metrics, stats=StageStats(),
+        )
+
+    def send(self, states, first_seq: int = 0):
+        records = [
+            kinesis_record(s.model_dump_json().encode(), partition_key=s.symbol,
+                           sequence_number=f"{first_seq + i:020d}", stream="market-state")
+            for i, s in enumerate(states)
+        ]
+        return self.runner.process(kinesis_event(records))
+
+
+@pytest.fixture()
+def world(handler):
+    return {"queue": MemoryQueuePublisher(), "store": MemoryKeyValueStore(),
+            "snapshots": MemoryKeyValueStore(), "bus": MemoryEventBus()}
+
+
+def test_intents_reach_the_fifo_queue_with_symbol_group_and_intent_dedup(handler, pipeline, world) -> None:
+    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+    states = pipeline.market_states
+    for start in range(0, len(states), 40):  # several invocations, as the ESM batches them
+        assert c.send(states[start : start + 40], start) == {"batchItemFailures": []}
+    sent = world["queue"].queues[QUEUE]
+    expected = run_meta(pipeline, MetaAgentConfig.create()).intents
+    assert len(sent) == len(expected)
+    for (group, dedup, body), want in zip(sent, expected, strict=True):
+        intent = OrderIntent.parse(body)
+        assert group == "SYN" and dedup == intent.intent_id
+        assert intent == want  # the Lambda path decides exactly as the backtest
+    rows = world["store"].items("decisions")
+    assert len(rows) == len(expected)
+    last = max(rows, key=lambda r: r["timestamp"])
+    assert last["intent_id"] == expected[-1].intent_id and last["explanation"] == expected[-1].explanation
+    assert json.loads(last["explanation_detail"])["regret"] == expected[-1].explanation_detail["regret"]
+    assert last["expires_at"] > 0
+    names = {n for n, _, _ in c.metrics.values}
+    assert {"meta_agent_regret", "meta_agent_compute_us"} <= names
+    switches = [e for e in world["bus"].events if type(e).__name__ == "AgentSwitched"]
+    assert len(switches) == sum(1 for i in expected if i.explanation_detail["switched"])
+
+
+def test_redelivery_is_a_no_op(handler, pipeline, world) -> None:
+    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+    states = pipeline.market_states[:50]
+    c.send(states)
+    before = len(world["queue"].queues[QUEUE])
+    snapshot = world["snapshots"].items("bandit-state")[0]
+    assert c.send(states) == {"batchItemFailures": []}
+    assert len(world["queue"].queues[QUEUE]) == before
+    assert c.runner.stats.duplicates == 50
+    assert world["snapshots"].items("bandit-state")[0]["version"] == snapshot["version"]
+
+
+def test_bandit_snapshot_is_keyed_by_symbol_and_decodes(handler, pipeline, world) -> None:
+    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+    c.send(pipeline.market_states[:30])
+    (item,) = world["snapshots"].items("bandit-state")
+    assert item["pk"] == "meta_agent#SYN" and item["symbol"] == "SYN" and item["version"] == 1
+    state = MetaAgentState.from_bytes(item["state"])
+    assert state.version == 30
+
+
+def test_two_writers_never_lose_an_update(handler, pipeline, world) -> None:
+    """Container B holds a stale cached state; its snapshot write loses the race and it retries
+    from the newer snapshot instead of overwriting A's update."""
+    states = pipeline.market_states
+    shared = [world["queue"], world["store"], world["snapshots"], world["bus"]]
+    a = Container(handler, *shared)
+    b = Container(handler, *shared)
+    a.send(states[:20])
+    b.cache.data.update(a.cache.data)  # both containers now hold version 1
+    a.send(states[20:30], 20)  # A moves the snapshot to version 2
+    response = b.send(states[30:35], 30)  # B, stale at version 1, tries to write version 2
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:020d}" for i in range(30, 35)]
+    assert b.runner.step.key("SYN") not in b.cache.data  # dropped, so the retry reloads
+    assert b.send(states[30:35], 30) == {"batchItemFailures": []}  # the ESM retries
+    (item,) = world["snapshots"].items("bandit-state")
+    assert item["version"] == 3
+    final = MetaAgentState.from_bytes(item["state"])
+    assert final.version == 35  # every bar applied exactly once: no update was lost
+    reference = run_meta(pipeline, MetaAgentConfig.create())
+    ids = [OrderIntent.parse(body).intent_id for _, _, body in world["queue"].queues[QUEUE]]
+    assert ids == [i.intent_id for i in reference.intents[:35]]
+
+
+def test_bad_records_go_to_the_dead_letter_queue(handler, pipeline, world) -> None:
+    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+    good = pipeline.market_states[0]
+    bad = kinesis_record(b'{"features": {}}', partition_key="SYN", sequence_number="9", stream="market-state")
+    ok = kinesis_record(good.model_dump_json().encode(), partition_key="SYN", sequence_number="10",
+                        stream="market-state")
+    assert c.runner.process(kinesis_event([bad, ok])) == {"batchItemFailures": []}
+    assert len(c.dlq.reasons) == 1 and "MarketState" in c.dlq.reasons[0]
+    assert len(world["queue"].queues[QUEUE]) == 1
+
+
+def test_config_from_the_environment(handler, monkeypatch) -> None:
+    monkeypatch.setenv(handler.CONFIG_ENV, json.dumps({"policy": "dts", "mode": "select"}))
+    config = handler.meta_config("ensemble")
+    assert (config.policy, config.mode, config.strategy_id) == ("dts", "select", "ensemble")
+    monkeypatch.setenv(handler.CONFIG_ENV, "[1]")
+    with pytest.raises(DataError, match="JSON object"):
+        handler.meta_config("ensemble")
+    monkeypatch.setenv(handler.CONFIG_ENV, json.dumps({"policy": "nope"}))
+    with pytest.raises(InvalidMessageError, match="policy"):
+        handler.meta_config("ensemble")
