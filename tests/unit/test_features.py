@@ -233,6 +233,9 @@ def test_stale_bar_raises_and_leaves_state_untouched():
         (100.0, 101.0, 99.0, math.nan, 1.0),  # NaN close
         (100.0, 101.0, 99.0, 100.0, -1.0),  # negative volume
         (100.0, 101.0, 99.0, 100.0, math.nan),  # NaN volume
+        (100.0, 1e200, 99.0, 100.0, 1.0),  # high out of range
+        (100.0, 101.0, 99.0, 100.0, 1e151),  # volume out of range
+        ("100", 101.0, 99.0, 100.0, 1.0),  # not a number
     ],
 )
 def test_invalid_raw_bar_is_rejected_without_state_change(ohlcv):
