@@ -80,6 +80,7 @@ TABLES = (
     TableSpec("positions", "symbol"),
     TableSpec("risk-state", "pk"),
     TableSpec("idempotency", "id", ttl_attribute="expiration"),
+    TableSpec("paper-broker", "pk", "sk"),  # the paper broker's own books (orders, positions)
 )
 
 FUNCTIONS = (
