@@ -1,0 +1,1 @@
+"""The AWS CDK app of ensemble-trader: one construct per capability, one stack composing them."""

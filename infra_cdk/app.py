@@ -1,0 +1,71 @@
+"""Entry point of the CDK app: ``python -m infra_cdk.app`` (``cdk.json`` runs exactly that).
+
+Context: ``-c stage=dev|prod`` (default ``dev``), ``-c training_image_tag=<tag>`` (default
+``latest``), ``-c alarm_email=<address>`` (optional SNS e-mail subscription). The assembly is
+written to ``$CDK_OUTDIR`` (set by the cdk CLI) or ``cdk.out``. Synthesis is offline and needs no
+Docker; it needs the layer folders from ``python layers/build.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+from infra_cdk.config import stage_config
+from infra_cdk.stacks.trader import TraderStack
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS_DIR = ROOT / "functions"
+LAYERS_DIR = ROOT / "build" / "layers"
+
+
+FEATURE_FLAGS = {
+    # Grant S3 log delivery through a bucket policy instead of the legacy LogDeliveryWrite ACL.
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+}
+
+
+def stack_name(stage: str) -> str:
+    return f"ensemble-trader-{stage}"
+
+
+def build_app(
+    *,
+    outdir: str | None = None,
+    context: dict[str, str] | None = None,
+    functions_dir: Path = FUNCTIONS_DIR,
+    layers_dir: Path = LAYERS_DIR,
+) -> tuple[cdk.App, TraderStack]:
+    """The app with its stack and both cdk-nag packs attached (checked when it is synthesised)."""
+    app = cdk.App(
+        outdir=outdir or os.environ.get("CDK_OUTDIR") or "cdk.out",
+        context={**FEATURE_FLAGS, **(context or {})},
+    )
+    config = stage_config(app.node.try_get_context("stage") or "dev")
+    stack = TraderStack(
+        app,
+        stack_name(config.name),
+        config=config,
+        functions_dir=functions_dir,
+        layers_dir=layers_dir,
+        training_image_tag=app.node.try_get_context("training_image_tag") or "latest",
+        alarm_email=app.node.try_get_context("alarm_email"),
+        description=f"ensemble-trader {config.name}: multi-agent RL ensemble trading pipeline",
+        env=cdk.Environment(
+            account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
+        ),
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    return app, stack
+
+
+def main() -> None:
+    app, _ = build_app()
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Per-stage settings of the CDK app, selected with ``-c stage=dev|prod``.
+
+Everything that differs between a cheap development stack and production lives here, so the
+constructs read one typed object instead of branching on the stage name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_logs as logs
+
+
+class UnknownStageError(ValueError):
+    """The ``stage`` context names no configured stage."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Sizing, retention and alarm thresholds of one stage."""
+
+    name: str
+    shard_count: int
+    stream_retention_hours: int
+    nat_gateways: int
+    provisioned_concurrency_min: int
+    provisioned_concurrency_max: int
+    orders_reserved_concurrency: int
+    log_retention: logs.RetentionDays
+    retain_data: bool
+    cache_snapshot_retention_days: int
+    iterator_age_alarm_ms: int
+    error_rate_alarm_percent: float
+    drawdown_alarm_fraction: float
+    reconcile_every_minutes: int = 5
+    regime_refit_hour_utc: int = 22  # after the US close
+    training_weekday: str = "SUN"
+    training_instance_type: str = "ml.m5.xlarge"
+
+    @property
+    def removal_policy(self) -> RemovalPolicy:
+        """RETAIN for data in production (a stack deletion must never drop orders), DESTROY in dev."""
+        return RemovalPolicy.RETAIN if self.retain_data else RemovalPolicy.DESTROY
+
+    @property
+    def stream_retention(self) -> Duration:
+        return Duration.hours(self.stream_retention_hours)
+
+
+STAGES: dict[str, StageConfig] = {
+    "dev": StageConfig(
+        name="dev",
+        shard_count=1,
+        stream_retention_hours=24,
+        nat_gateways=1,
+        provisioned_concurrency_min=1,
+        provisioned_concurrency_max=2,
+        orders_reserved_concurrency=2,
+        log_retention=logs.RetentionDays.TWO_WEEKS,
+        retain_data=False,
+        cache_snapshot_retention_days=1,
+        iterator_age_alarm_ms=60_000,
+        error_rate_alarm_percent=5.0,
+        drawdown_alarm_fraction=0.10,
+    ),
+    "prod": StageConfig(
+        name="prod",
+        shard_count=4,
+        stream_retention_hours=168,  # seven days of replay for disaster recovery
+        nat_gateways=2,
+        provisioned_concurrency_min=4,
+        provisioned_concurrency_max=8,
+        orders_reserved_concurrency=5,
+        log_retention=logs.RetentionDays.THREE_MONTHS,
+        retain_data=True,
+        cache_snapshot_retention_days=7,
+        iterator_age_alarm_ms=5_000,
+        error_rate_alarm_percent=1.0,
+        drawdown_alarm_fraction=0.05,
+    ),
+}
+
+
+def stage_config(stage: str) -> StageConfig:
+    """The configuration of ``stage``; raises :class:`UnknownStageError` naming the known stages."""
+    try:
+        return STAGES[stage]
+    except KeyError:
+        raise UnknownStageError(f"unknown stage {stage!r}; choose one of {sorted(STAGES)}") from None

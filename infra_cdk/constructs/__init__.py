@@ -1,0 +1,1 @@
+"""One construct per capability; :mod:`infra_cdk.stacks.trader` composes them."""

@@ -1,0 +1,41 @@
+"""The Secrets Manager secret that holds the broker's API keys."""
+
+from __future__ import annotations
+
+from aws_cdk import SecretValue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+from ensemble_trader.constants import qualified
+
+from infra_cdk.config import StageConfig
+
+
+class BrokerSecret(Construct):
+    """``{"api_key_id": ..., "api_secret_key": ..., "paper": true}``, set by an operator after deploy.
+
+    Only the order-handling functions are granted read access (:meth:`grant_read`); nothing else
+    in the stack can read it. The value is created with empty keys and ``paper`` set; until an
+    operator stores real keys the orders function can only use the paper broker.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+        self.secret = secretsmanager.Secret(
+            self,
+            "Secret",
+            secret_name=qualified(config.name, "broker"),
+            description="Broker API keys for the orders function (set after deploy; see docs/deployment.md)",
+            encryption_key=key,
+            # Empty keys, not a secret: an operator puts the real ones in after the first deploy.
+            secret_object_value={
+                "api_key_id": SecretValue.unsafe_plain_text(""),
+                "api_secret_key": SecretValue.unsafe_plain_text(""),
+                "paper": SecretValue.unsafe_plain_text("true"),
+            },
+            removal_policy=config.removal_policy,
+        )
+
+    def grant_read(self, grantee: iam.IGrantable) -> None:
+        self.secret.grant_read(grantee)

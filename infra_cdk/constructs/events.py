@@ -1,0 +1,94 @@
+"""The EventBridge bus, its archive, the KillSwitch rule and the schedules.
+
+Every target has its own retry policy and dead-letter queue (``events-dlq``), so an event that
+cannot be delivered is kept with its error for 14 days instead of vanishing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+from ensemble_trader.constants import CONTROL_EVENT_SOURCE, EVENT_BUS, EVENT_SOURCE, qualified
+
+from infra_cdk.config import StageConfig
+
+TARGET_RETRY_ATTEMPTS = 4
+TARGET_MAX_EVENT_AGE = Duration.hours(1)
+KILL_SWITCH_DETAIL_TYPE = "KillSwitch"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A rule that is wired only when its target entry has been deployed."""
+
+    rule_id: str
+    entry: str  # key of a Functions entry, e.g. "orders.kill_switch"
+    description: str
+
+
+class Events(Construct):
+    """The stage's custom bus (domain and control events), archived for replay."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, dlq: sqs.IQueue) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self._dlq = dlq
+        self.bus = events.EventBus(self, "Bus", event_bus_name=qualified(config.name, EVENT_BUS))
+        self.bus.archive(
+            "Archive",
+            archive_name=qualified(config.name, "events-archive"),
+            description="domain and control events, for replay after an incident",
+            event_pattern=events.EventPattern(source=[EVENT_SOURCE, CONTROL_EVENT_SOURCE]),
+            retention=Duration.days(90 if config.retain_data else 7),
+        )
+        self.rules: dict[str, events.Rule] = {}
+
+    def route(self, functions: dict[str, lambda_.IFunction]) -> None:
+        """Create the KillSwitch rule and the schedules whose targets exist in ``functions``."""
+        config = self._config
+        wanted = {
+            Route("KillSwitch", "orders.kill_switch", "operator KillSwitch on/off -> orders kill_switch"): (
+                self.bus,
+                None,
+                events.EventPattern(source=[CONTROL_EVENT_SOURCE], detail_type=[KILL_SWITCH_DETAIL_TYPE]),
+            ),
+            Route("RegimeRefitDaily", "regime.refit", "daily regime-model refit after the close"): (
+                None,
+                events.Schedule.cron(minute="0", hour=str(config.regime_refit_hour_utc)),
+                None,
+            ),
+            Route("ReconcileSchedule", "orders.reconcile", "orders and positions reconciliation with the broker"): (
+                None,
+                events.Schedule.rate(Duration.minutes(config.reconcile_every_minutes)),
+                None,
+            ),
+        }
+        for route, (bus, schedule, pattern) in wanted.items():
+            fn = functions.get(route.entry)
+            if fn is None:
+                continue
+            self.rules[route.rule_id] = events.Rule(
+                self,
+                route.rule_id,
+                rule_name=qualified(config.name, route.rule_id.lower()),
+                description=route.description,
+                event_bus=bus,  # schedules run on the account's default bus
+                schedule=schedule,
+                event_pattern=pattern,
+                targets=[self.target(fn)],
+            )
+
+    def target(self, fn: lambda_.IFunction) -> targets.LambdaFunction:
+        """A Lambda target with the shared retry policy and dead-letter queue."""
+        return targets.LambdaFunction(
+            fn,
+            dead_letter_queue=self._dlq,
+            retry_attempts=TARGET_RETRY_ATTEMPTS,
+            max_event_age=TARGET_MAX_EVENT_AGE,
+        )

@@ -1,0 +1,1 @@
+"""Stacks: each only composes constructs from :mod:`infra_cdk.constructs`."""
