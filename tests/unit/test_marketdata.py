@@ -171,6 +171,20 @@ def test_blank_lines_are_not_rows(tmp_path: Path) -> None:
     assert len(s) == 3
 
 
+def test_windows_line_endings_and_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "abc.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.replace("\n", "\r\n").encode())
+    [s] = read_bars_csv(path)
+    assert len(s) == 3 and s.close[-1] == 10.5
+
+
+def test_non_utf8_file_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "abc.csv"
+    path.write_bytes(GOOD.encode() + b"2024-01-05T00:00:00Z,10,11,9,10,\xff\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_bars_csv(path)
+
+
 def test_row_rules_agree_with_the_bar_model() -> None:
     """The reader's fast check accepts exactly the rows the Bar model accepts."""
     rng = np.random.default_rng(5)

@@ -113,6 +113,26 @@ def _check_symbol(symbol: str, source: str, line: int | None, column: str = "sym
 # --------------------------------------------------------------------------------------------
 
 
+def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every line of a UTF-8 CSV file (a byte order mark is allowed)."""
+    if not file.is_file():
+        raise DataError(f"{source}: no such file")
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as exc:
+            bad = exc.object[exc.start : exc.start + 1]
+            raise DataError(f"{source}: not UTF-8 text (byte {bad!r} after line {reader.line_num})") from None
+        except csv.Error as exc:
+            raise DataError(f"{_where(source, reader.line_num)}: {exc}") from None
+
+
+def _is_blank(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
 @dataclass
 class _Columns:
     """Parsed rows of one symbol (plain lists while reading, arrays at the end)."""
@@ -132,43 +152,39 @@ class _Reader:
 
     def rows(self) -> Iterator[tuple[int, str, datetime, tuple[float, float, float, float, float]]]:
         """Yield (line, symbol, timestamp, (open, high, low, close, volume)) for every data row."""
-        if not self.path.is_file():
-            raise DataError(f"{self.source}: no such file")
-        with self.path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{self.source}: empty file (expected the header {','.join(BAR_COLUMNS)})")
-            index = self._header_index([h.strip() for h in header])
-            has_symbol = "symbol" in index
-            if has_symbol:
-                fixed = None
+        lines = _csv_lines(self.path, self.source)
+        first = next(lines, None)
+        if first is None:
+            raise DataError(f"{self.source}: empty file (expected the header {','.join(BAR_COLUMNS)})")
+        header = first[1]
+        index = self._header_index([h.strip() for h in header])
+        if "symbol" in index:
+            fixed = None
+        else:
+            fixed = self.symbol if self.symbol is not None else self.path.stem.upper()
+            _check_symbol(fixed, self.source, None)
+        width = len(header)
+        columns = [(name, index[name]) for name in (*PRICE_COLUMNS, "volume")]
+        t_col = index["timestamp"]
+        s_col = index.get("symbol")
+        for line, row in lines:
+            if _is_blank(row):
+                continue  # a blank line holds no data
+            if len(row) != width:
+                raise DataError(
+                    f"{_where(self.source, line)}: expected {width} columns "
+                    f"({','.join(h.strip() for h in header)}), got {len(row)}: {','.join(row)!r}"
+                )
+            if s_col is not None:
+                sym = _check_symbol(row[s_col].strip(), self.source, line)
             else:
-                fixed = self.symbol if self.symbol is not None else self.path.stem.upper()
-                _check_symbol(fixed, self.source, None)
-            width = len(header)
-            columns = [(name, index[name]) for name in (*PRICE_COLUMNS, "volume")]
-            t_col = index["timestamp"]
-            s_col = index.get("symbol")
-            for row in reader:
-                line = reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # a blank line holds no data
-                if len(row) != width:
-                    raise DataError(
-                        f"{_where(self.source, line)}: expected {width} columns "
-                        f"({','.join(h.strip() for h in header)}), got {len(row)}: {','.join(row)!r}"
-                    )
-                if s_col is not None:
-                    sym = _check_symbol(row[s_col].strip(), self.source, line)
-                else:
-                    sym = fixed  # type: ignore[assignment]
-                when = _parse_timestamp(row[t_col], self.source, line)
-                o, h, lo, c, v = (_parse_float(row[i], name, self.source, line) for name, i in columns)
-                problem = _row_problem(o, h, lo, c, v)
-                if problem is not None:
-                    raise _bad(self.source, line, *problem)
-                yield line, sym, when, (o, h, lo, c, v)
+                sym = fixed  # type: ignore[assignment]
+            when = _parse_timestamp(row[t_col], self.source, line)
+            o, h, lo, c, v = (_parse_float(row[i], name, self.source, line) for name, i in columns)
+            problem = _row_problem(o, h, lo, c, v)
+            if problem is not None:
+                raise _bad(self.source, line, *problem)
+            yield line, sym, when, (o, h, lo, c, v)
 
     def _header_index(self, header: list[str]) -> dict[str, int]:
         known = set(BAR_COLUMNS) | {"symbol"}
@@ -373,40 +389,31 @@ def read_truth_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     raises DataError naming the file, line, column and value.
     """
     source = str(path)
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{source}: no such file")
     micros: list[int] = []
     labels: list[str] = []
-    with file.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        if header != list(TRUTH_COLUMNS):
-            raise DataError(
-                f"{_where(source, 1)}: expected the header {','.join(TRUTH_COLUMNS)}, got {header}"
+    lines = _csv_lines(Path(path), source)
+    header = [h.strip() for h in next(lines, (1, []))[1]]
+    if header != list(TRUTH_COLUMNS):
+        raise DataError(f"{_where(source, 1)}: expected the header {','.join(TRUTH_COLUMNS)}, got {header}")
+    for line, row in lines:
+        if _is_blank(row):
+            continue
+        if len(row) != 2:
+            raise DataError(f"{_where(source, line)}: expected 2 columns (timestamp,regime), got {len(row)}")
+        t = _micros(_parse_timestamp(row[0], source, line))
+        label = row[1].strip()
+        if label not in REGIME_NAMES:
+            raise _bad(source, line, "regime", row[1], f"must be one of {list(REGIME_NAMES)}")
+        if micros and t <= micros[-1]:
+            raise _bad(
+                source,
+                line,
+                "timestamp",
+                row[0],
+                "not after the previous row: time must increase strictly",
             )
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 2:
-                raise DataError(
-                    f"{_where(source, line)}: expected 2 columns (timestamp,regime), got {len(row)}"
-                )
-            t = _micros(_parse_timestamp(row[0], source, line))
-            label = row[1].strip()
-            if label not in REGIME_NAMES:
-                raise _bad(source, line, "regime", row[1], f"must be one of {list(REGIME_NAMES)}")
-            if micros and t <= micros[-1]:
-                raise _bad(
-                    source,
-                    line,
-                    "timestamp",
-                    row[0],
-                    "not after the previous row: time must increase strictly",
-                )
-            micros.append(t)
-            labels.append(label)
+        micros.append(t)
+        labels.append(label)
     if not micros:
         raise DataError(f"{source}: no data rows after the header")
     stamps = np.asarray(micros, dtype=np.int64).astype("datetime64[us]").astype("datetime64[ns]")
