@@ -16,6 +16,7 @@ This module does file I/O, so it lives outside ``domain/``.
 from __future__ import annotations
 
 import csv
+import importlib
 import math
 import os
 import re
@@ -435,8 +436,6 @@ def load_arch(name: str) -> BarSeries:
     symbol = ARCH_DATASETS.get(name)
     if symbol is None:
         raise DataError(f"unknown arch data set {name!r}; choose one of {sorted(ARCH_DATASETS)}")
-    import importlib
-
     module = importlib.import_module(f"arch.data.{name}")
     frame = module.load()
     source = f"arch.data.{name}"
