@@ -88,6 +88,16 @@ def _json_float(x: float) -> float | str:
     return float(x) if math.isfinite(x) else "inf"
 
 
+_SEED = np.random.SeedSequence(0)
+
+
+def _generator_with_state(state: dict[str, Any]) -> np.random.Generator:
+    """A new PCG64 generator set to ``state`` (seeding from a ready SeedSequence is the cheap path)."""
+    bit_generator = np.random.PCG64(_SEED)
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
 def _one_hot_of_max(values: np.ndarray) -> np.ndarray:
     """Equal weight on every arm attaining the maximum (ties split)."""
     top = values == values.max()
@@ -196,8 +206,7 @@ class Bandit(ABC):
                     f"{self.name}: stored array {a} has shape {value.shape}, expected {current.shape}"
                 )
             setattr(self, a, value)
-        self.rng_ = np.random.Generator(np.random.PCG64())
-        self.rng_.bit_generator.state = data["rng"]
+        self.rng_ = _generator_with_state(data["rng"])
 
     def copy(self) -> Bandit:
         """An independent copy (statistics and generator state)."""
@@ -205,8 +214,7 @@ class Bandit(ABC):
         new.__dict__.update(self.__dict__)
         for a in self._arrays:
             setattr(new, a, getattr(self, a).copy())
-        new.rng_ = np.random.Generator(np.random.PCG64())
-        new.rng_.bit_generator.state = self.rng_.bit_generator.state
+        new.rng_ = _generator_with_state(self.rng_.bit_generator.state)
         return new
 
     def __repr__(self) -> str:

@@ -1,0 +1,113 @@
+"""Meta-agent benchmarks: one meta step, and one whole decision (features → regime → agents → meta).
+
+``meta_step_us_p50/p99``
+    :meth:`MetaAgentStep.decide` for one bar (learn from the last bar, choose, smooth, build the
+    OrderIntent with its explanation), default configuration, over a replay of 2,000 synthetic
+    bars so the state is realistic (four regime learners, regret ledger, ramp).
+``meta_step_<policy>_us_p50/p99``
+    the same for every bandit policy (quick mode: skipped).
+``decision_us_p50/p99``
+    everything a fused deployment computes per bar: ``FeatureEngine.update`` → ``RegimeStep`` →
+    ``AgentPool.act`` (ONNX, the committed model set) → ``MetaAgentStep.decide``. Target: p99
+    ≤ 1 ms. Needs the committed agent set and regime model; without them the keys are absent and
+    ``decision_note`` says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ensemble_trader.bench import percentiles_us
+from ensemble_trader.domain.bandits import POLICIES
+from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
+from ensemble_trader.domain.models import REGIMES, MarketState, RegimeEstimate
+from ensemble_trader.domain.synthetic import generate
+
+REPLAY_BARS = 2_000
+
+
+def _constant_regime(vector: Any, i: int) -> RegimeEstimate:
+    """A plausible estimate cycling through the regimes (for the meta-step-only benchmark)."""
+    regime = REGIMES[(i // 50) % 4]
+    probs = tuple(0.7 if r is regime else 0.1 for r in REGIMES)
+    return RegimeEstimate(
+        symbol=vector.symbol, timestamp=vector.timestamp, probabilities=probs, regime=regime,
+        confidence=0.7, bars_in_regime=i % 50, model_version="bench",
+    )
+
+
+def _replay(n: int) -> tuple[list[MarketState], np.ndarray]:
+    """Market states of a synthetic series and random agent targets for them."""
+    series = generate("realistic", n, seed=11).series
+    engine = FeatureEngine(series.symbol)
+    states = [
+        MarketState(features=(v := engine.update(bar)), regime=_constant_regime(v, i))
+        for i, bar in enumerate(series.bars())
+    ]
+    targets = np.random.default_rng(0).uniform(-1.0, 1.0, size=(n, 4))
+    return states, targets
+
+
+def _time_meta(config: MetaAgentConfig, states: list[MarketState], targets: np.ndarray) -> list[int]:
+    """Nanoseconds of each decide() over the replay (after the features warm up)."""
+    import time
+
+    step = MetaAgentStep(config)
+    state = None
+    out = []
+    clock = time.perf_counter_ns
+    for market, target in zip(states, targets, strict=True):
+        t0 = clock()
+        state, _ = step.decide(state, market, target)
+        elapsed = clock() - t0
+        if market.features.ready:
+            out.append(elapsed)
+    return out
+
+
+def _time_decision(n: int) -> dict[str, Any]:
+    import time
+
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime.settings import Settings
+
+    settings = Settings()
+    try:
+        pool = AgentPool.load(settings.models_dir / "agents")
+        regime = RegimeStep(RegimeModel.load(settings.models_dir / "regime"))
+    except ModelArtifactError as exc:
+        return {"decision_note": f"absent: the committed agent set or regime model is missing ({type(exc).__name__})"}
+    series = generate("realistic", n, seed=12).series
+    engine = FeatureEngine(series.symbol)
+    meta = MetaAgentStep(MetaAgentConfig(), pool)
+    regime_state = meta_state = None
+    samples = []
+    clock = time.perf_counter_ns
+    for bar in series.bars():
+        t0 = clock()
+        vector = engine.update(bar)
+        regime_state, out = regime.step(regime_state, vector)
+        meta_state, _ = meta(meta_state, out.market_state)
+        elapsed = clock() - t0
+        if vector.ready:
+            samples.append(elapsed)
+    return percentiles_us(samples, "decision")
+
+
+def run(quick: bool) -> dict[str, Any]:
+    n = 600 if quick else REPLAY_BARS
+    states, targets = _replay(n)
+    results: dict[str, Any] = {}
+    results.update(percentiles_us(_time_meta(MetaAgentConfig(), states, targets), "meta_step"))
+    if not quick:
+        for policy in sorted(POLICIES):
+            samples = _time_meta(MetaAgentConfig(policy=policy), states, targets)
+            results.update(percentiles_us(samples, f"meta_step_{policy}"))
+    results.update(_time_decision(n))
+    return results
