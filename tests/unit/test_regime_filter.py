@@ -207,12 +207,12 @@ def test_step_matches_batch_labels_and_emits_events(fitted):
     state = None
     events: list[RegimeChanged] = []
     for t in range(n):
-        state, out = step(state, vector(t, x[t], warmup=max(warm - t, 0)))
-        est = out.market_state.regime
+        state, outputs, new_events = step.apply(state, vector(t, x[t], warmup=max(warm - t, 0)))
+        est = outputs[0].regime
         np.testing.assert_allclose(est.probabilities, labels.probabilities[t], atol=1e-12)
         assert est.regime is REGIMES[labels.regime[t]]
         assert est.confidence == pytest.approx(labels.confidence[t])
-        events.extend(out.events)
+        events.extend(new_events)
     assert state.changes == len(events) > 0
     reported = [REGIMES[i] for i in labels.regime]
     for ev in events:
@@ -227,20 +227,21 @@ def test_redelivery_is_a_no_op(fitted):
     step = RegimeStep(model)
     state = None
     for t in range(10):
-        state, _ = step(state, vector(t, x[t]))
-    encoded = state.to_bytes()
+        state, _, _ = step.apply(state, vector(t, x[t]))
+    encoded = step.dump(state)
+    assert step.sequence(state) == step.message_sequence(vector(9, x[9]))
     for t in (9, 3):  # the last bar again, and an older one
-        again, out = step(state, vector(t, x[t]))
-        assert out.market_state is None and out.events == ()
+        again, outputs, events = step.apply(state, vector(t, x[t]))
+        assert outputs == [] and events == []
         assert again.to_bytes() == encoded
 
 
 def test_step_is_pure(fitted):
     _, model, x = fitted
     step = RegimeStep(model)
-    state, _ = step(None, vector(0, x[0]))
+    state, _, _ = step.apply(None, vector(0, x[0]))
     before = state.to_bytes()
-    step(state, vector(1, x[1]))
+    step.apply(state, vector(1, x[1]))
     assert state.to_bytes() == before
 
 
@@ -249,15 +250,15 @@ def test_new_model_version_restarts_the_filter_but_keeps_the_regime(fitted):
     step = RegimeStep(model)
     state = None
     for t in range(20):
-        state, _ = step(state, vector(t, x[t]))
-    stale = RegimeFilterState.from_bytes(state.to_bytes())
+        state, _, _ = step.apply(state, vector(t, x[t]))
+    stale = step.load(step.dump(state))
     stale.model_version = "r-old"
-    restarted, out = step(stale, vector(20, x[20]))
+    restarted, outputs, _ = step.apply(stale, vector(20, x[20]))
     fresh = step.detector.initial_state("SYN")
     step.detector.observe(fresh, x[20])
     np.testing.assert_allclose(restarted.log_alpha, fresh.log_alpha)
     assert restarted.model_version == model.version
-    assert out.market_state is not None
+    assert len(outputs) == 1
 
 
 def test_missing_feature_and_wrong_symbol_are_typed_errors(fitted):
@@ -265,10 +266,10 @@ def test_missing_feature_and_wrong_symbol_are_typed_errors(fitted):
     step = RegimeStep(model)
     bad = FeatureVector(bar=vector(0, x[0]).bar, values={"f0": 1.0}, warmup_remaining=0)
     with pytest.raises(InvalidMessageError, match="f1"):
-        step(None, bad)
-    state, _ = step(None, vector(0, x[0]))
+        step.apply(None, bad)
+    state, _, _ = step.apply(None, vector(0, x[0]))
     with pytest.raises(StateError, match="SYN"):
-        step(state, vector(1, x[1], symbol="OTHER"))
+        step.apply(state, vector(1, x[1], symbol="OTHER"))
 
 
 def test_event_ids_are_deterministic():

@@ -1,0 +1,350 @@
+"""Fitting the regime HMM with hmmlearn and exporting it as a :class:`RegimeModel`.
+
+:class:`RegimeHMM` follows scikit-learn's habits: ``__init__`` stores hyperparameters, ``fit``
+returns self, learned attributes end in ``_``, ``random_state`` seeds every restart.
+
+Fitting, for each candidate number of states K:
+
+1. the model's features are taken from :func:`compute_features` on the bars (rows past the
+   feature warm-up only), transformed (``log`` for volatilities) and standardised;
+2. hmmlearn's ``GaussianHMM`` is fitted by EM from ``n_restarts`` seeds; the restart with the
+   highest log-likelihood is kept;
+3. K is chosen by the lowest BIC among the candidates.
+
+The hidden states are then named without labels (:func:`label_states`): each state's drift
+and volatility are measured on the training bars it explains (posterior-weighted mean of the
+one-bar log return, and root of the weighted mean Garman-Klass variance).
+
+Exported parameters differ from hmmlearn's in two documented ways: every transition
+probability is floored at ``transition_floor`` (then rows renormalised) so no regime is ever
+unreachable online, and the start distribution is the stationary distribution of the fitted
+chain (the online filter starts at an arbitrary bar, not at the training sample's first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
+from ensemble_trader.domain.models import Regime
+from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
+
+DEFAULT_FEATURES: tuple[tuple[str, str], ...] = (("range_vol_1", "log"),)
+"""(name, transform) of the model's inputs. The one-bar Garman-Klass volatility carries most of
+the information on every data set we tried; drift features (ret_1, ret_5, ret_20) make EM split
+states on fat-tailed returns instead of volatility (see docs/regime.md)."""
+
+LOG_FLOOR = 1e-12
+DRIFT_FEATURE = "ret_1"
+VOL_FEATURE = "range_vol_1"
+
+
+def training_rows(series: BarSeries, features: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw model features, one-bar returns and one-bar GK vols of the bars past warm-up."""
+    matrix = compute_features(series)
+    ready = matrix.ready
+    names = [name for name, _ in features]
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise DataError(f"unknown regime feature(s) {unknown}; choose among {FEATURE_NAMES}")
+    raw = matrix.values[ready][:, [FEATURE_NAMES.index(n) for n in names]]
+    return raw, matrix.column(DRIFT_FEATURE)[ready], matrix.column(VOL_FEATURE)[ready]
+
+
+def transform_raw(raw: np.ndarray, features: Sequence[tuple[str, str]]) -> np.ndarray:
+    """Apply the per-feature transforms (``log`` floored at LOG_FLOOR) to raw rows."""
+    out = np.array(raw, dtype=np.float64)
+    for j, (_, transform) in enumerate(features):
+        if transform == "log":
+            out[:, j] = np.log(np.maximum(out[:, j], LOG_FLOOR))
+    return out
+
+
+def bars_hash(series: Sequence[BarSeries]) -> str:
+    """sha256 of the training bars (symbols, times and OHLCV), to pin what a model saw."""
+    digest = hashlib.sha256()
+    for s in series:
+        digest.update(s.symbol.encode())
+        for arr in (s.timestamp.astype("datetime64[ns]").astype(np.int64), s.open, s.high, s.low, s.close, s.volume):
+            digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StateSummary:
+    """What a hidden state looks like on the training data."""
+
+    drift: float  # mean one-bar log return
+    vol: float  # root mean GK variance per bar
+    share: float  # fraction of training bars
+    regime: Regime
+
+    @property
+    def sharpe(self) -> float:
+        return self.drift / self.vol if self.vol > 0 else 0.0
+
+
+def label_states(drift: np.ndarray, vol: np.ndarray, share: np.ndarray, min_share: float = 0.03) -> tuple[Regime, ...]:
+    """Name hidden states BULL/BEAR/SIDEWAYS/VOLATILE from their drift and volatility alone.
+
+    The rule (no labels needed), over the states holding at least ``min_share`` of the bars
+    (the four largest if fewer qualify):
+
+    1. VOLATILE: the state with the highest volatility;
+    2. BEAR: of the others, the lowest drift per unit of volatility (``drift / vol``);
+    3. BULL: of the rest, the highest ``drift / vol``;
+    4. SIDEWAYS: of the rest, the lowest volatility.
+
+    Every other state joins the regime of the nearest of these four anchors in the plane
+    (``drift / vol``, ``log vol``), each axis scaled by the anchors' spread on it
+    (BULL − BEAR and VOLATILE − SIDEWAYS).
+    """
+    drift, vol, share = (np.asarray(a, dtype=np.float64) for a in (drift, vol, share))
+    k = len(drift)
+    if k < 4:
+        raise ValueError(f"need at least 4 hidden states to name 4 regimes, got {k}")
+    sharpe = drift / np.maximum(vol, 1e-300)
+    log_vol = np.log(np.maximum(vol, 1e-300))
+    eligible = [s for s in range(k) if share[s] >= min_share]
+    if len(eligible) < 4:
+        eligible = sorted(np.argsort(-share)[:4].tolist())
+    names: dict[int, Regime] = {}
+    rest = list(eligible)
+    volatile = max(rest, key=lambda s: vol[s])
+    rest.remove(volatile)
+    bear = min(rest, key=lambda s: sharpe[s])
+    rest.remove(bear)
+    bull = max(rest, key=lambda s: sharpe[s])
+    rest.remove(bull)
+    sideways = min(rest, key=lambda s: vol[s])
+    anchors = {Regime.VOLATILE: volatile, Regime.BEAR: bear, Regime.BULL: bull, Regime.SIDEWAYS: sideways}
+    for regime, s in anchors.items():
+        names[s] = regime
+    sharpe_scale = max(abs(sharpe[bull] - sharpe[bear]), 1e-12)
+    vol_scale = max(abs(log_vol[volatile] - log_vol[sideways]), 1e-12)
+    for s in range(k):
+        if s in names:
+            continue
+        names[s] = min(
+            anchors,
+            key=lambda r: ((sharpe[s] - sharpe[anchors[r]]) / sharpe_scale) ** 2
+            + ((log_vol[s] - log_vol[anchors[r]]) / vol_scale) ** 2,
+        )
+    return tuple(names[s] for s in range(k))
+
+
+def stationary_distribution(transmat: np.ndarray) -> np.ndarray:
+    """The left eigenvector of a stochastic matrix for eigenvalue 1, normalised."""
+    k = len(transmat)
+    a = transmat.T - np.eye(k)
+    a[-1, :] = 1.0
+    b = np.zeros(k)
+    b[-1] = 1.0
+    pi = np.linalg.solve(a, b)
+    pi = np.maximum(pi, 0.0)
+    return pi / pi.sum()
+
+
+def floor_stochastic(p: np.ndarray, floor: float) -> np.ndarray:
+    out = np.maximum(np.asarray(p, dtype=np.float64), floor)
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+class RegimeHMM:
+    """Gaussian HMM regime model: hmmlearn for fitting, :class:`RegimeModel` for serving.
+
+    Parameters
+    ----------
+    features : (name, transform) pairs of model inputs (names from ``FEATURE_NAMES``).
+    n_states : candidate numbers of hidden states (>= 4); the lowest BIC wins.
+    covariance_type : ``"full"`` or ``"diag"``.
+    n_restarts : EM restarts per candidate, each from its own seed.
+    n_iter, tol : EM limits (hmmlearn's).
+    transition_floor : lower bound of every exported transition / start probability.
+    min_share : states below this share of bars cannot anchor a regime (see label_states).
+    random_state : seed of the restarts.
+    """
+
+    def __init__(
+        self,
+        features: Sequence[tuple[str, str]] = DEFAULT_FEATURES,
+        n_states: Sequence[int] | int = (4, 5, 6),
+        covariance_type: str = "full",
+        n_restarts: int = 4,
+        n_iter: int = 200,
+        tol: float = 1e-4,
+        transition_floor: float = 1e-6,
+        min_share: float = 0.03,
+        random_state: int | None = None,
+    ):
+        self.features = features
+        self.n_states = n_states
+        self.covariance_type = covariance_type
+        self.n_restarts = n_restarts
+        self.n_iter = n_iter
+        self.tol = tol
+        self.transition_floor = transition_floor
+        self.min_share = min_share
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------------------------------
+
+    def _candidates(self) -> list[int]:
+        ks = [self.n_states] if isinstance(self.n_states, (int, np.integer)) else list(self.n_states)
+        if not ks or any(int(k) < 4 for k in ks):
+            raise ValueError(f"n_states {self.n_states!r}: every candidate must be >= 4 (four regimes)")
+        return [int(k) for k in ks]
+
+    def fit(self, data: BarSeries | Sequence[BarSeries], progress: bool = False) -> RegimeHMM:
+        """Fit on one or more bar series (each its own sequence); returns self."""
+        from hmmlearn.hmm import GaussianHMM  # training-only dependency
+
+        series = [data] if isinstance(data, BarSeries) else list(data)
+        features = tuple((str(n), str(t)) for n, t in self.features)
+        raws, rets, vols, lengths = [], [], [], []
+        for s in series:
+            raw, ret, vol = training_rows(s, features)
+            if len(raw):
+                raws.append(raw)
+                rets.append(ret)
+                vols.append(vol)
+                lengths.append(len(raw))
+        n = sum(lengths)
+        ks = self._candidates()
+        if n < 10 * max(ks):
+            raise DataError(f"too few bars to fit a regime model: {n} usable bars (after warm-up), need >= {10 * max(ks)}")
+        x = transform_raw(np.concatenate(raws), features)
+        center, scale = x.mean(axis=0), x.std(axis=0)
+        if np.any(scale <= 0):
+            flat = [features[j][0] for j in np.flatnonzero(scale <= 0)]
+            raise DataError(f"feature(s) {flat} are constant on the training bars")
+        z = (x - center) / scale
+
+        rng = np.random.default_rng(self.random_state)
+        seeds = rng.integers(0, 2**31 - 1, size=(len(ks), self.n_restarts))
+        candidates: list[dict[str, Any]] = []
+        best_by_k: dict[int, Any] = {}
+        total = len(ks) * self.n_restarts
+        bar = _progress(total, "regime fit") if progress else None
+        for i, k in enumerate(ks):
+            best = None
+            for seed in seeds[i]:
+                hmm = GaussianHMM(
+                    n_components=k,
+                    covariance_type=self.covariance_type,
+                    n_iter=self.n_iter,
+                    tol=self.tol,
+                    random_state=int(seed),
+                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    hmm.fit(z, lengths)
+                    score = hmm.score(z, lengths)
+                if best is None or score > best[0]:
+                    best = (score, hmm)
+                if bar is not None:
+                    bar.update(1)
+            score, hmm = best  # type: ignore[misc]
+            bic = float(hmm.bic(z, lengths))
+            candidates.append(
+                {"n_states": k, "log_likelihood": float(score), "bic": bic, "converged": bool(hmm.monitor_.converged)}
+            )
+            best_by_k[k] = hmm
+        if bar is not None:
+            bar.close()
+        chosen = min(candidates, key=lambda c: c["bic"])
+        hmm = best_by_k[chosen["n_states"]]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            posterior = hmm.predict_proba(z, lengths)
+        weights = posterior / np.maximum(posterior.sum(axis=0), 1e-300)
+        ret, vol = np.concatenate(rets), np.concatenate(vols)
+        drift = weights.T @ ret
+        state_vol = np.sqrt(weights.T @ (vol * vol))
+        share = posterior.mean(axis=0)
+        regimes = label_states(drift, state_vol, share, self.min_share)
+
+        self.hmm_ = hmm
+        self.features_ = features
+        self.center_, self.scale_ = center, scale
+        self.candidates_ = candidates
+        self.n_states_ = int(chosen["n_states"])
+        self.log_likelihood_ = float(chosen["log_likelihood"])
+        self.bic_ = float(chosen["bic"])
+        self.n_samples_ = n
+        self.state_summaries_ = tuple(
+            StateSummary(float(drift[s]), float(state_vol[s]), float(share[s]), regimes[s]) for s in range(self.n_states_)
+        )
+        self.state_regimes_ = regimes
+        self.transmat_ = floor_stochastic(hmm.transmat_, self.transition_floor)
+        self.startprob_ = floor_stochastic(stationary_distribution(self.transmat_), self.transition_floor)
+        self.training_data_hash_ = bars_hash(series)
+        self.training_window_ = [
+            {"symbol": s.symbol, "start": str(s.timestamp[0])[:19], "end": str(s.timestamp[-1])[:19], "bars": len(s)}
+            for s in series
+            if len(s)
+        ]
+        self.model_ = self._export()
+        return self
+
+    def _export(self) -> RegimeModel:
+        hmm = self.hmm_
+        covs = hmm.covars_ if self.covariance_type == "full" else np.stack([np.diag(c) for c in hmm.covars_])
+        return RegimeModel(
+            features=tuple(
+                FeatureSpec(name, transform, float(self.center_[j]), float(self.scale_[j]))
+                for j, (name, transform) in enumerate(self.features_)
+            ),
+            start_prob=self.startprob_,
+            transmat=self.transmat_,
+            means=hmm.means_,
+            covariances=covs,
+            covariance_type=self.covariance_type,
+            state_regimes=self.state_regimes_,
+            log_floor=LOG_FLOOR,
+            info={
+                "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "training_data_hash": self.training_data_hash_,
+                "training_window": self.training_window_,
+                "n_samples": self.n_samples_,
+                "log_likelihood": self.log_likelihood_,
+                "bic": self.bic_,
+                "candidates": self.candidates_,
+                "hyperparameters": self.get_params(),
+                "state_summary": [
+                    {"state": s, "regime": st.regime.value, "drift": st.drift, "vol": st.vol, "share": st.share}
+                    for s, st in enumerate(self.state_summaries_)
+                ],
+                "labelling_rule": "label_states: VOLATILE=max vol; BEAR=min drift/vol; BULL=max drift/vol; "
+                "SIDEWAYS=min vol; others nearest anchor",
+            },
+        )
+
+    def get_params(self) -> dict[str, Any]:
+        ks = self.n_states
+        return {
+            "features": [list(f) for f in self.features],
+            "n_states": [int(k) for k in ks] if not isinstance(ks, (int, np.integer)) else int(ks),
+            "covariance_type": self.covariance_type,
+            "n_restarts": self.n_restarts,
+            "n_iter": self.n_iter,
+            "tol": self.tol,
+            "transition_floor": self.transition_floor,
+            "min_share": self.min_share,
+            "random_state": self.random_state,
+        }
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="fit", leave=False)
