@@ -21,7 +21,7 @@ The model of one bar ``t`` in regime ``k`` (log prices):
 * return ``r_t = drift_k + κ_k (m_{t-1} - p_{t-1}) + √h_t z_t``; with ``κ_k > 0`` the price is an
   Ornstein-Uhlenbeck deviation around the slowly moving anchor, so returns are negatively
   autocorrelated and a contrarian profits;
-* volume ``log V_t = log base_volume + volume_level_k + u_t + volume_response (|z_t| - E|z|)``
+* volume ``log V_t = log base_volume + volume_level_k + u_t + volume_response (|z_t| - √(2/π))``
   with ``u`` a persistent AR(1) noise.
 
 See docs/data.md for the parameters of every preset. The files of a generated data set
