@@ -1,0 +1,372 @@
+"""DynamoDB persistence of the order stage: orders, positions, risk state, the paper broker's books.
+
+Tables (logical names from :mod:`ensemble_trader.constants`):
+
+* ``orders`` (key ``client_order_id``): one item per order, the :class:`Order` as attributes plus
+  a ``working`` flag. ``create_order`` is a conditional put (``attribute_not_exists``);
+  ``update_order`` is conditional on the status and filled quantity the caller read.
+* ``positions`` (key ``symbol``): the :class:`Position` plus a ``version``.
+* ``risk-state`` (key ``pk = "global"``): the :class:`RiskState` as JSON in ``state``, a
+  ``version`` checked on every write, and the kill switch as its own boolean attribute
+  ``kill_switch`` so an operator can flip it with one ``update-item``.
+* ``paper-broker`` (``pk``, ``sk``): ``ORDER``/``<id>`` for every paper order, ``OPEN``/``<id>``
+  (a copy) while it is working, ``POSITION``/``<symbol>``.
+
+A fill is one ``TransactWriteItems``: the order (condition: its filled quantity is still the one
+read) and the position (condition: its version is still the one read). A lost order condition
+means the fill was applied already (returns None); a lost position condition is retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws.clients import client as make_client
+from ensemble_trader.adapters.aws.clients import error_code
+from ensemble_trader.adapters.aws.dynamodb import deserialize_item, serialize_item, translate
+from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, StateError
+from ensemble_trader.domain.models import Fill, Order, OrderStatus, Position
+from ensemble_trader.domain.orders import WORKING_STATUSES, position_after_fill
+from ensemble_trader.domain.risk import RiskState
+from ensemble_trader.runtime.settings import Settings, get_settings
+
+RISK_KEY = "global"
+MAX_POSITION_RETRIES = 8
+
+
+def _num(value: float) -> dict[str, str]:
+    return {"N": repr(float(value))}
+
+
+class _Dynamo:
+    def __init__(self, dynamodb_client: Any | None, settings: Settings | None):
+        self._settings = settings or get_settings()
+        self._client = dynamodb_client or make_client("dynamodb", self._settings)
+
+    def _table(self, logical: str) -> str:
+        return physical(logical, self._settings)
+
+    def _call(self, what: str, fn, **kwargs) -> Any:
+        try:
+            return fn(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, what) from exc
+
+    def _scan(self, table: str, **kwargs) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs["TableName"] = table
+        while True:
+            response = self._call(f"DynamoDB scan {table}", self._client.scan, ConsistentRead=True, **kwargs)
+            items.extend(deserialize_item(i) for i in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return items
+            kwargs["ExclusiveStartKey"] = last
+
+    def _query(self, table: str, pk: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ConsistentRead": True,
+        }
+        while True:
+            response = self._call(f"DynamoDB query {table} {pk}", self._client.query, **kwargs)
+            items.extend(deserialize_item(i) for i in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return items
+            kwargs["ExclusiveStartKey"] = last
+
+
+def _order_item(order: Order) -> dict[str, Any]:
+    item = order.model_dump(mode="json")
+    item["working"] = order.status in WORKING_STATUSES
+    return item
+
+
+def _order_from(item: dict[str, Any]) -> Order:
+    item = dict(item)
+    item.pop("working", None)
+    try:
+        return Order.model_validate(item)
+    except ValueError as exc:
+        raise StateError(f"stored order {item.get('client_order_id')!r} cannot be decoded: {exc}") from exc
+
+
+def _position_from(item: dict[str, Any]) -> Position:
+    item = dict(item)
+    item.pop("version", None)
+    try:
+        return Position.model_validate(item)
+    except ValueError as exc:
+        raise StateError(f"stored position {item.get('symbol')!r} cannot be decoded: {exc}") from exc
+
+
+class DynamoOrdersStore(_Dynamo):
+    """:class:`ensemble_trader.ports.OrdersStore` over the ``orders``, ``positions`` and
+    ``risk-state`` tables."""
+
+    def __init__(self, dynamodb_client: Any | None = None, *, settings: Settings | None = None):
+        super().__init__(dynamodb_client, settings)
+        self.orders_table = self._table("orders")
+        self.positions_table = self._table("positions")
+        self.risk_table = self._table("risk-state")
+
+    # -- orders ------------------------------------------------------------------------------
+
+    def create_order(self, order: Order) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self.orders_table,
+                Item=serialize_item(_order_item(order)),
+                ConditionExpression="attribute_not_exists(client_order_id)",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc, f"DynamoDB create order {order.client_order_id}") from exc
+        return True
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        response = self._call(
+            f"DynamoDB get order {client_order_id}", self._client.get_item,
+            TableName=self.orders_table, Key={"client_order_id": {"S": client_order_id}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _order_from(deserialize_item(item)) if item else None
+
+    def update_order(self, order: Order, *, expected_status: OrderStatus, expected_filled: float) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self.orders_table,
+                Item=serialize_item(_order_item(order)),
+                ConditionExpression="#s = :s AND filled_quantity = :f",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": expected_status.value}, ":f": _num(expected_filled)},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc, f"DynamoDB update order {order.client_order_id}") from exc
+        return True
+
+    def list_orders(self, *, working_only: bool = False) -> list[Order]:
+        kwargs: dict[str, Any] = {}
+        if working_only:
+            kwargs = {"FilterExpression": "working = :t", "ExpressionAttributeValues": {":t": {"BOOL": True}}}
+        return [_order_from(i) for i in self._scan(self.orders_table, **kwargs)]
+
+    def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
+        for _ in range(MAX_POSITION_RETRIES):
+            current, version = self._position_with_version(fill.symbol)
+            position = position_after_fill(current, fill)
+            position_item = position.model_dump(mode="json")
+            position_item["version"] = version + 1
+            if version == 0:
+                position_condition = "attribute_not_exists(symbol)"
+                position_values: dict[str, Any] = {}
+            else:
+                position_condition = "version = :v"
+                position_values = {":v": {"N": str(version)}}
+            items = [
+                {"Put": {
+                    "TableName": self.orders_table,
+                    "Item": serialize_item(_order_item(order)),
+                    "ConditionExpression": "filled_quantity = :f",
+                    "ExpressionAttributeValues": {":f": _num(expected_filled)},
+                }},
+                {"Put": {
+                    "TableName": self.positions_table,
+                    "Item": serialize_item(position_item),
+                    "ConditionExpression": position_condition,
+                    **({"ExpressionAttributeValues": position_values} if position_values else {}),
+                }},
+            ]
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return position
+            except (ClientError, BotoCoreError) as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise translate(exc, f"DynamoDB fill {fill.fill_id}") from exc
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return None  # the order moved on: this fill is applied already
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    continue  # another fill of this symbol landed first: recompute
+                raise InfrastructureError(f"DynamoDB fill {fill.fill_id} canceled: {reasons}") from exc
+        raise ConcurrencyError(f"position {fill.symbol} kept changing while applying {fill.fill_id}")
+
+    # -- positions ---------------------------------------------------------------------------
+
+    def _position_with_version(self, symbol: str) -> tuple[Position | None, int]:
+        response = self._call(
+            f"DynamoDB get position {symbol}", self._client.get_item,
+            TableName=self.positions_table, Key={"symbol": {"S": symbol}}, ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return None, 0
+        data = deserialize_item(item)
+        return _position_from(data), int(data.get("version", 0))
+
+    def get_position(self, symbol: str) -> Position | None:
+        return self._position_with_version(symbol)[0]
+
+    def list_positions(self) -> list[Position]:
+        return [_position_from(i) for i in self._scan(self.positions_table)]
+
+    def put_position(self, position: Position) -> None:
+        for _ in range(MAX_POSITION_RETRIES):
+            _, version = self._position_with_version(position.symbol)
+            item = dict(position.model_dump(mode="json"), version=version + 1)
+            condition = "attribute_not_exists(symbol)" if version == 0 else "version = :v"
+            kwargs: dict[str, Any] = {"ConditionExpression": condition}
+            if version:
+                kwargs["ExpressionAttributeValues"] = {":v": {"N": str(version)}}
+            try:
+                self._client.put_item(TableName=self.positions_table, Item=serialize_item(item), **kwargs)
+                return
+            except (ClientError, BotoCoreError) as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise translate(exc, f"DynamoDB put position {position.symbol}") from exc
+        raise ConcurrencyError(f"position {position.symbol} kept changing")
+
+    # -- risk state --------------------------------------------------------------------------
+
+    def load_risk_state(self) -> RiskState:
+        response = self._call(
+            "DynamoDB get risk state", self._client.get_item,
+            TableName=self.risk_table, Key={"pk": {"S": RISK_KEY}}, ConsistentRead=True,
+        )
+        item = response.get("Item")
+        if not item:
+            return RiskState()
+        data = deserialize_item(item)
+        try:
+            state = RiskState.model_validate_json(data["state"]) if "state" in data else RiskState()
+        except ValueError as exc:
+            raise StateError(f"stored risk state cannot be decoded: {exc}") from exc
+        state.version = int(data.get("version", 0))
+        state.kill_switch = bool(data.get("kill_switch", False))
+        if "kill_switch_reason" in data:
+            state.kill_switch_reason = str(data["kill_switch_reason"])
+        return state
+
+    def save_risk_state(self, state: RiskState) -> None:
+        expected = state.version
+        body = state.model_copy(update={"version": expected + 1})
+        item = {
+            "pk": RISK_KEY,
+            "state": body.model_dump_json(),
+            "version": expected + 1,
+            "kill_switch": state.kill_switch,
+            "kill_switch_reason": state.kill_switch_reason,
+            "trading_state": state.effective_state.value,
+        }
+        condition = "attribute_not_exists(pk)" if expected == 0 else "version = :v"
+        kwargs: dict[str, Any] = {"ConditionExpression": condition}
+        if expected:
+            kwargs["ExpressionAttributeValues"] = {":v": {"N": str(expected)}}
+        try:
+            self._client.put_item(TableName=self.risk_table, Item=serialize_item(item), **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise ConcurrencyError(
+                    f"risk state version {expected} is stale (another writer saved first)"
+                ) from exc
+            raise translate(exc, "DynamoDB save risk state") from exc
+        state.version = expected + 1
+
+
+class DynamoPaperLedger(_Dynamo):
+    """The paper broker's books in the ``paper-broker`` table (see the module docstring)."""
+
+    def __init__(self, dynamodb_client: Any | None = None, *, settings: Settings | None = None):
+        super().__init__(dynamodb_client, settings)
+        self.table = self._table("paper-broker")
+
+    def get_order(self, client_order_id: str) -> dict[str, Any] | None:
+        response = self._call(
+            f"DynamoDB get paper order {client_order_id}", self._client.get_item,
+            TableName=self.table, Key={"pk": {"S": "ORDER"}, "sk": {"S": client_order_id}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _ledger_record(deserialize_item(item)) if item else None
+
+    def create_order(self, record: dict[str, Any]) -> bool:
+        record = dict(record, version=1)
+        coid = record["client_order_id"]
+        items = [
+            {"Put": {
+                "TableName": self.table,
+                "Item": serialize_item(dict(record, pk="ORDER", sk=coid)),
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }},
+        ]
+        if record["open"]:
+            items.append({"Put": {"TableName": self.table,
+                                  "Item": serialize_item(dict(record, pk="OPEN", sk=coid))}})
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+            raise translate(exc, f"DynamoDB create paper order {coid}") from exc
+        return True
+
+    def update_order(self, record: dict[str, Any], position: dict[str, Any] | None = None) -> None:
+        coid = record["client_order_id"]
+        expected = record["version"]
+        new = dict(record, version=expected + 1)
+        items: list[dict[str, Any]] = [
+            {"Put": {
+                "TableName": self.table,
+                "Item": serialize_item(dict(new, pk="ORDER", sk=coid)),
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(expected)}},
+            }},
+        ]
+        if new["open"]:
+            items.append({"Put": {"TableName": self.table, "Item": serialize_item(dict(new, pk="OPEN", sk=coid))}})
+        else:
+            items.append({"Delete": {"TableName": self.table, "Key": {"pk": {"S": "OPEN"}, "sk": {"S": coid}}}})
+        if position is not None:
+            items.append({"Put": {"TableName": self.table,
+                                  "Item": serialize_item(dict(position, pk="POSITION", sk=position["symbol"]))}})
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    raise ConcurrencyError(f"paper order {coid} changed meanwhile") from exc
+            raise translate(exc, f"DynamoDB update paper order {coid}") from exc
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        return [_ledger_record(i) for i in self._query(self.table, "OPEN")]
+
+    def list_positions(self) -> list[dict[str, Any]]:
+        out = []
+        for item in self._query(self.table, "POSITION"):
+            item.pop("pk"), item.pop("sk")
+            out.append(item)
+        return out
+
+
+def _ledger_record(item: dict[str, Any]) -> dict[str, Any]:
+    record = {k: v for k, v in item.items() if k not in ("pk", "sk")}
+    for key in ("quantity", "filled_quantity", "fees_paid"):
+        record[key] = float(record[key])
+    if record.get("average_fill_price") is not None:
+        record["average_fill_price"] = float(record["average_fill_price"])
+    return record
+
