@@ -104,12 +104,13 @@ def test_online_equals_batch_on_random_paths(series):
     assert_parity(series)
 
 
-def test_online_equals_batch_on_sp500():
-    arch_sp500 = pytest.importorskip("arch.data.sp500")
-    df = arch_sp500.load()
+@pytest.mark.parametrize("name", ["sp500", "nasdaq"])
+def test_online_equals_batch_on_real_daily_bars(name):
+    module = pytest.importorskip(f"arch.data.{name}")
+    df = module.load()
     ts = df.index.values.astype("datetime64[ns]")
     series = BarSeries(
-        "SPX",
+        name.upper(),
         ts,
         df["Open"].to_numpy(float),
         df["High"].to_numpy(float),
@@ -161,3 +162,19 @@ def test_online_equals_batch_across_a_very_long_flat_stretch():
     after = before[-1] * np.exp(np.cumsum(rng.normal(0.0, 0.01, 50)))
     close = np.concatenate([before, flat, after])
     assert_parity(make_series(close, close, close, close, np.ones(len(close))))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bar_paths(), st.data())
+def test_state_restored_at_any_bar_continues_identically(series, data):
+    split = data.draw(st.integers(0, len(series)), label="split")
+    ts = series.timestamp.astype(np.int64).tolist()
+    cols = [getattr(series, k).tolist() for k in ("open", "high", "low", "close", "volume")]
+    bars = list(zip(ts, *cols, strict=True))
+    engine = FeatureEngine(series.symbol)
+    for bar in bars[:split]:
+        engine.update_raw(*bar)
+    restored = FeatureEngine.from_bytes(engine.to_bytes())
+    for bar in bars[split:]:
+        assert np.array_equal(restored.update_raw(*bar), engine.update_raw(*bar))
+    assert restored.to_bytes() == engine.to_bytes()
