@@ -258,10 +258,13 @@ def _finite(value: Any, where: str) -> float:
     return out
 
 
+_ONLY_FLOAT = {float}
+
+
 def _float_list(value: Any, size: int, where: str) -> list[float]:
     if not isinstance(value, list) or len(value) != size:
         raise StateError(f"{where}: expected a list of {size} numbers, got {value!r:.80}")
-    if all(type(v) is float for v in value) and all(map(math.isfinite, value)):
+    if set(map(type, value)) == _ONLY_FLOAT and all(map(math.isfinite, value)):
         return list(value)
     return [_finite(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
