@@ -329,6 +329,11 @@ def test_load_bars_specs(tmp_path: Path) -> None:
     [syn] = load_bars("synth:hard:4:300")
     assert len(syn) == 300
     _same(syn, generate("hard", 300, 4).series)
+    [other] = load_bars("synth:hard:4:300:ALT")
+    assert other.symbol == "ALT"
+    np.testing.assert_array_equal(other.close, syn.close)
+    with pytest.raises(DataError, match="symbol='bad sym'"):
+        load_bars("synth:hard:4:300:bad sym")
     [btc] = load_bars(str(BTC_SLICE))
     assert btc.symbol == "BTC-USD"
     with pytest.raises(DataError, match="no such file; a data spec is"):

@@ -497,8 +497,8 @@ def load_bars(spec: str) -> list[BarSeries]:
     """One entry point for the CLIs.
 
     ``arch:sp500`` / ``arch:nasdaq``; ``shared:<name>`` (a CSV of the shared data folder);
-    ``synth:<scenario>[:<seed>[:<bars>]]`` (generated bars, seed 0 and 2,000 bars by default);
-    anything else is a bars CSV path.
+    ``synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]`` (generated daily bars; seed 0, 2,000 bars
+    and symbol SYN by default); anything else is a bars CSV path.
     """
     kind, sep, rest = spec.partition(":")
     if sep and kind == "arch":
@@ -507,17 +507,18 @@ def load_bars(spec: str) -> list[BarSeries]:
         return [load_shared(rest or "btcusd_1h")]
     if sep and kind == "synth":
         parts = rest.split(":")
-        if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts[1:]):
+        if not 1 <= len(parts) <= 4 or not all(p.isdigit() for p in parts[1:3]):
             raise DataError(
-                f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>]] with integer seed and bars"
+                f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] with integer seed and bars"
             )
         seed = int(parts[1]) if len(parts) > 1 else 0
         bars = int(parts[2]) if len(parts) > 2 else 2_000
-        return [generate(parts[0], bars, seed).series]
+        symbol = parts[3] if len(parts) > 3 else "SYN"
+        return [generate(parts[0], bars, seed, symbol=symbol).series]
     path = Path(spec)
     if not path.is_file():
         raise DataError(
             f"{spec!r}: no such file; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
-            "synth:<scenario>[:<seed>[:<bars>]] or a bars CSV path"
+            "synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] or a bars CSV path"
         )
     return read_bars_csv(path)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-_SPEC_HELP = (
-    "arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed>[:<bars>]] | path/to/bars.csv"
-)
+_SPEC_HELP = "arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] | path/to/bars.csv"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
