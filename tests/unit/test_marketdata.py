@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from ensemble_trader.marketdata import (
     write_bars_csv,
     write_truth_csv,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BTC_SLICE = FIXTURES / "btcusd_1h_slice.csv"
@@ -340,3 +343,32 @@ def test_load_bars_specs(tmp_path: Path) -> None:
         load_bars(str(tmp_path / "missing.csv"))
     with pytest.raises(DataError, match="synth:<scenario>"):
         load_bars("synth:easy:x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False),
+            st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False),
+            st.floats(min_value=1.0, max_value=1.5),
+            st.floats(min_value=0.0, max_value=1e12, allow_nan=False, allow_infinity=False),
+            st.integers(min_value=1, max_value=10**6),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_valid_bars_round_trip_exactly(rows: list[tuple[float, float, float, float, int]]) -> None:
+    """Whatever valid floats go in come back bit for bit (shortest repr, timestamps to the µs)."""
+    o = np.array([r[0] for r in rows])
+    c = np.array([r[1] for r in rows])
+    h = np.maximum(o, c) * np.array([r[2] for r in rows])
+    lo = np.minimum(o, c) / np.array([r[2] for r in rows])
+    steps = np.cumsum([r[4] for r in rows]).astype("timedelta64[us]")
+    ts = (np.datetime64("2020-01-01T00:00:00", "us") + steps).astype("datetime64[ns]")
+    series = BarSeries("PROP", ts, o, h, lo, c, np.array([r[3] for r in rows]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "prop.csv"
+        write_bars_csv(path, [series])
+        _same(read_bars_csv(path)[0], series)
