@@ -97,14 +97,15 @@ def run_pipeline(
     bars = tqdm(series.bars(), total=n, desc=f"{series.symbol} pipeline", disable=not progress, unit="bar")
     for i, bar in enumerate(bars):
         vector = engine.update(bar)
-        regime_state, out = regime.step(regime_state, vector)
-        if out.market_state is None:
+        regime_state, outputs, events = regime.apply(regime_state, vector)
+        if len(outputs) != 1:
             raise DataError(f"{series.symbol}: regime stage produced no state at {bar.timestamp.isoformat()}")
-        changes += len(out.events)
-        states.append(out.market_state)
+        market = outputs[0]
+        changes += len(events)
+        states.append(market)
         if vector.ready:
             ready[i] = True
-            positions = np.asarray(agents.act(probe.features_of(out.market_state), positions), dtype=np.float64)
+            positions = np.asarray(agents.act(probe.features_of(market), positions), dtype=np.float64)
             targets[i] = positions
         else:
             positions = np.zeros(a)

@@ -92,8 +92,8 @@ def _time_decision(n: int) -> dict[str, Any]:
     for bar in series.bars():
         t0 = clock()
         vector = engine.update(bar)
-        regime_state, out = regime.step(regime_state, vector)
-        meta_state, _ = meta(meta_state, out.market_state)
+        regime_state, outputs, _ = regime.apply(regime_state, vector)
+        meta_state, _ = meta(meta_state, outputs[0])
         elapsed = clock() - t0
         if vector.ready:
             samples.append(elapsed)

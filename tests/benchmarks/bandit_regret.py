@@ -1,0 +1,228 @@
+"""Regret study: our bandits against MABWiser's on stationary and piecewise-stationary problems.
+
+Not a test: run it by hand (``make bench``'s companion)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python tests/benchmarks/bandit_regret.py [--quick] [--runs N]
+
+Problems (common random numbers: every policy of a run sees the same reward table):
+
+* ``bernoulli``  — stationary, K = 5 Bernoulli arms with means drawn U(0.1, 0.9) per run, T = 5,000;
+* ``gaussian``   — stationary, K = 5 arms N(mu_k, 1) with mu_k ~ N(0, 0.5²) per run, T = 5,000;
+* ``piecewise``  — K = 5 Bernoulli arms whose means are redrawn U(0.1, 0.9) every 2,000 rounds
+  (4 change points, each of which changes the best arm), T = 10,000.
+
+Regret is the pseudo-regret ``sum_t (mu*_t - mu_{a_t})`` (the expected loss of the choices, not
+of the noisy rewards). Every policy first plays each arm once (MABWiser needs a fit before its
+first prediction), then selects and learns from bandit feedback. Non-stationary parameters come
+from Garivier & Moulines' recommendations for T rounds and Y change points, not from tuning on
+these problems: ``gamma = 1 - sqrt(Y / T) / 4`` and ``window = 2 sqrt(T log T / Y)``.
+
+Writes ``docs/img/meta_regret_stationary.png``, ``docs/img/meta_regret_piecewise.png`` and
+``docs/img/meta_regret.json`` (the table of docs/meta-agent.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from ensemble_trader.domain.bandits import (  # noqa: E402
+    UCB1,
+    DiscountedThompson,
+    DiscountedUCB,
+    GaussianThompson,
+    SlidingWindowUCB,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+IMG = REPO / "docs" / "img"
+K = 5
+
+
+# --------------------------------------------------------------------------------------------
+# Problems
+# --------------------------------------------------------------------------------------------
+
+
+def bernoulli_problem(t: int, seed: int, segment: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(means (T, K), rewards (T, K)); means redrawn every ``segment`` rounds if given."""
+    rng = np.random.default_rng(seed)
+    segments = 1 if segment is None else math.ceil(t / segment)
+    blocks = [rng.uniform(0.1, 0.9, K)]
+    for _ in range(segments - 1):
+        fresh = rng.uniform(0.1, 0.9, K)
+        old_best, new_best = int(np.argmax(blocks[-1])), int(np.argmax(fresh))
+        if new_best == old_best:  # a change point changes the best arm
+            fresh[old_best], fresh[int(np.argmin(fresh))] = fresh.min(), fresh[old_best]
+        blocks.append(fresh)
+    means = np.concatenate([np.tile(b, (segment or t, 1)) for b in blocks])[:t]
+    rewards = (rng.random((t, K)) < means).astype(np.float64)
+    return means, rewards
+
+
+def gaussian_problem(t: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = np.tile(rng.normal(0.0, 0.5, K), (t, 1))
+    return means, means + rng.standard_normal((t, K))
+
+
+# --------------------------------------------------------------------------------------------
+# Players: each returns the arm chosen at every round
+# --------------------------------------------------------------------------------------------
+
+
+def play_ours(make: Callable[[], object], rewards: np.ndarray) -> np.ndarray:
+    learner = make()
+    t = rewards.shape[0]
+    chosen = np.empty(t, dtype=int)
+    for i in range(t):
+        arm = i if i < K else learner.select().arm  # type: ignore[attr-defined]
+        chosen[i] = arm
+        learner.update(arm, rewards[i, arm])  # type: ignore[attr-defined]
+    return chosen
+
+
+def play_mabwiser(policy: str, rewards: np.ndarray, seed: int) -> np.ndarray:
+    from mabwiser.mab import MAB, LearningPolicy
+
+    lp = LearningPolicy.UCB1(alpha=1.0) if policy == "ucb" else LearningPolicy.ThompsonSampling()
+    mab = MAB(arms=list(range(K)), learning_policy=lp, seed=seed)
+    t = rewards.shape[0]
+    chosen = np.empty(t, dtype=int)
+    chosen[:K] = np.arange(K)
+    mab.fit(decisions=list(range(K)), rewards=[rewards[i, i] for i in range(K)])
+    for i in range(K, t):
+        arm = int(mab.predict())
+        chosen[i] = arm
+        mab.partial_fit([arm], [rewards[i, arm]])
+    return chosen
+
+
+def pseudo_regret(means: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    best = means.max(axis=1)
+    return np.cumsum(best - means[np.arange(len(chosen)), chosen])
+
+
+# --------------------------------------------------------------------------------------------
+# Study
+# --------------------------------------------------------------------------------------------
+
+
+def study(name: str, problem: Callable[[int], tuple[np.ndarray, np.ndarray]], players: dict, runs: int) -> dict:
+    curves: dict[str, list[np.ndarray]] = {p: [] for p in players}
+    seconds: dict[str, float] = dict.fromkeys(players, 0.0)
+    for run in range(runs):
+        means, rewards = problem(run)
+        for label, play in players.items():
+            t0 = time.perf_counter()
+            chosen = play(rewards, run)
+            seconds[label] += time.perf_counter() - t0
+            curves[label].append(pseudo_regret(means, chosen))
+        print(f"{name}: run {run + 1}/{runs}", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    out = {}
+    for label, runs_curves in curves.items():
+        arr = np.stack(runs_curves)
+        final = arr[:, -1]
+        out[label] = {
+            "final_mean": float(final.mean()),
+            "final_se": float(final.std(ddof=1) / math.sqrt(len(final))) if len(final) > 1 else 0.0,
+            "us_per_round": 1e6 * seconds[label] / (len(final) * arr.shape[1]),
+            "curve_mean": arr.mean(axis=0),
+            "curve_se": arr.std(axis=0, ddof=1) / math.sqrt(len(final)) if len(final) > 1 else np.zeros(arr.shape[1]),
+        }
+    return out
+
+
+def plot(results: dict[str, dict], titles: dict[str, str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.0))
+    axes = np.atleast_1d(axes)
+    for ax, (name, res) in zip(axes, results.items(), strict=True):
+        for label, r in res.items():
+            x = np.arange(1, len(r["curve_mean"]) + 1)
+            style = "--" if label.startswith("mabwiser") else "-"
+            ax.plot(x, r["curve_mean"], style, label=label, lw=1.4)
+            ax.fill_between(x, r["curve_mean"] - 2 * r["curve_se"], r["curve_mean"] + 2 * r["curve_se"], alpha=0.15)
+        ax.set_title(titles[name], fontsize=10)
+        ax.set_xlabel("round")
+        ax.set_ylabel("cumulative pseudo-regret")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=96)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="5 runs, shorter horizons (smoke run)")
+    args = parser.parse_args(argv)
+    runs = 5 if args.quick else args.runs
+    t_stat = 1_000 if args.quick else 5_000
+    t_pw, seg = (2_500, 500) if args.quick else (10_000, 2_000)
+    changes = t_pw // seg - 1
+    gamma = 1.0 - math.sqrt(changes / t_pw) / 4.0
+    window = int(2.0 * math.sqrt(t_pw * math.log(t_pw) / changes))
+
+    stationary_players = {
+        "ours ucb1": lambda r, s: play_ours(lambda: UCB1(K, alpha=1.0, random_state=s), r),
+        "mabwiser ucb1": lambda r, s: play_mabwiser("ucb", r, s),
+        "ours thompson (gaussian)": lambda r, s: play_ours(lambda: GaussianThompson(K, random_state=s), r),
+    }
+    bernoulli_players = dict(stationary_players)
+    bernoulli_players["mabwiser thompson (beta)"] = lambda r, s: play_mabwiser("ts", r, s)
+    piecewise_players = dict(bernoulli_players)
+    piecewise_players.update({
+        f"ours ducb (gamma {gamma:.4f})": lambda r, s: play_ours(lambda: DiscountedUCB(K, gamma=gamma, random_state=s), r),
+        f"ours swucb (window {window})": lambda r, s: play_ours(lambda: SlidingWindowUCB(K, window=window, random_state=s), r),
+        f"ours dts (gamma {gamma:.4f})": lambda r, s: play_ours(lambda: DiscountedThompson(K, gamma=gamma, random_state=s), r),
+    })
+
+    results = {
+        "bernoulli": study("bernoulli", lambda s: bernoulli_problem(t_stat, 1000 + s), bernoulli_players, runs),
+        "gaussian": study("gaussian", lambda s: gaussian_problem(t_stat, 2000 + s), stationary_players, runs),
+        "piecewise": study("piecewise", lambda s: bernoulli_problem(t_pw, 3000 + s, seg), piecewise_players, runs),
+    }
+    titles = {
+        "bernoulli": f"stationary Bernoulli, K={K}, T={t_stat}, {runs} runs",
+        "gaussian": f"stationary Gaussian (sd 1), K={K}, T={t_stat}, {runs} runs",
+        "piecewise": f"piecewise Bernoulli, {changes} change points, T={t_pw}, {runs} runs",
+    }
+    suffix = "_quick" if args.quick else ""
+    plot({k: results[k] for k in ("bernoulli", "gaussian")}, titles, IMG / f"meta_regret_stationary{suffix}.png")
+    plot({"piecewise": results["piecewise"]}, titles, IMG / f"meta_regret_piecewise{suffix}.png")
+    table = {
+        name: {label: {k: round(v, 2) for k, v in r.items() if not k.startswith("curve")} for label, r in res.items()}
+        for name, res in results.items()
+    }
+    table["settings"] = {"runs": runs, "T_stationary": t_stat, "T_piecewise": t_pw, "segment": seg,
+                         "gamma": gamma, "window": window}
+    (IMG / f"meta_regret{suffix}.json").write_text(json.dumps(table, indent=2))
+    for name, res in table.items():
+        if name == "settings":
+            continue
+        print(f"\n{titles[name]}\n| policy | regret at T (mean ± se) | µs/round |\n|---|---|---|")
+        for label, r in res.items():
+            print(f"| {label} | {r['final_mean']:.1f} ± {r['final_se']:.1f} | {r['us_per_round']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
