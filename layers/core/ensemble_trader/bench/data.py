@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 
-def _best_ms(fn, repeats: int) -> float:  # noqa: ANN001 - a zero-argument callable
+def _best_ms(fn: Callable[[], object], repeats: int) -> float:
     """Best wall time of ``repeats`` calls in milliseconds (the least disturbed run)."""
     best = float("inf")
     for _ in range(repeats):

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ensemble_trader.domain.synthetic import SyntheticData
 
 _SPEC_HELP = "arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] | path/to/bars.csv"
 
@@ -107,7 +111,7 @@ def _scenarios(args: argparse.Namespace) -> int:
 REGIME_COLOURS = {"BULL": "tab:green", "BEAR": "tab:red", "SIDEWAYS": "tab:gray", "VOLATILE": "tab:orange"}
 
 
-def plot_synthetic(data, path: Path) -> None:  # noqa: ANN001 - SyntheticData, imported lazily
+def plot_synthetic(data: SyntheticData, path: Path) -> None:
     """Close price (log scale) with the background shaded by the hidden regime."""
     import matplotlib
 
