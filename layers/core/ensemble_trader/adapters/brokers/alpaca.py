@@ -1,0 +1,219 @@
+"""AlpacaBroker: the Broker port over alpaca-py's ``TradingClient`` (paper endpoint by default).
+
+* Keys come from Secrets Manager (:meth:`AlpacaBroker.from_secret`; the secret is a JSON object
+  with ``api_key`` and ``secret_key``, or Alpaca's own ``APCA_API_KEY_ID`` /
+  ``APCA_API_SECRET_KEY`` names). The Secrets Manager client is injected, so this module does
+  not import boto3.
+* Our client order id is passed through unchanged: Alpaca enforces its uniqueness, which is what
+  makes a racing or repeated submit harmless (it answers 422, mapped to
+  :class:`DuplicateClientOrderIdError`, and the router resolves by lookup).
+* Every HTTP call has a timeout (alpaca-py's session has none by default). A submit that times
+  out, loses its connection or gets a 5xx raises :class:`UnknownOutcomeError`; a 4xx is a
+  definitive :class:`BrokerRejectedError`; failed reads raise :class:`BrokerUnavailableError`.
+* alpaca-py retries 429 responses itself; 504 is *not* retried here (a gateway timeout is an
+  unknown outcome, resolved by lookup).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.enums import OrderStatus as AlpacaStatus
+from alpaca.trading.models import Order as AlpacaOrder
+from alpaca.trading.models import Position as AlpacaPosition
+from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
+
+from ensemble_trader.domain.models import Order, OrderStatus, OrderType, Side
+from ensemble_trader.domain.orders import (
+    BrokerOrder,
+    BrokerPosition,
+    BrokerRejectedError,
+    BrokerUnavailableError,
+    DuplicateClientOrderIdError,
+    UnknownOutcomeError,
+)
+
+_STATUS = {
+    AlpacaStatus.NEW: OrderStatus.SUBMITTED,
+    AlpacaStatus.ACCEPTED: OrderStatus.SUBMITTED,
+    AlpacaStatus.PENDING_NEW: OrderStatus.SUBMITTED,
+    AlpacaStatus.ACCEPTED_FOR_BIDDING: OrderStatus.SUBMITTED,
+    AlpacaStatus.PENDING_REVIEW: OrderStatus.SUBMITTED,
+    AlpacaStatus.HELD: OrderStatus.SUBMITTED,
+    AlpacaStatus.CALCULATED: OrderStatus.SUBMITTED,
+    AlpacaStatus.STOPPED: OrderStatus.SUBMITTED,
+    AlpacaStatus.PENDING_CANCEL: OrderStatus.SUBMITTED,
+    AlpacaStatus.PENDING_REPLACE: OrderStatus.SUBMITTED,
+    AlpacaStatus.DONE_FOR_DAY: OrderStatus.SUBMITTED,
+    AlpacaStatus.PARTIALLY_FILLED: OrderStatus.PARTIALLY_FILLED,
+    AlpacaStatus.FILLED: OrderStatus.FILLED,
+    AlpacaStatus.CANCELED: OrderStatus.CANCELED,
+    AlpacaStatus.EXPIRED: OrderStatus.CANCELED,
+    AlpacaStatus.REPLACED: OrderStatus.CANCELED,
+    AlpacaStatus.REJECTED: OrderStatus.REJECTED,
+    AlpacaStatus.SUSPENDED: OrderStatus.REJECTED,
+}
+
+
+class _TimeoutSession(requests.Session):
+    """A session whose requests carry a timeout unless the caller sets one."""
+
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, method, url, **kwargs):  # noqa: ANN001 - requests' signature
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().request(method, url, **kwargs)
+
+
+class AlpacaBroker:
+    """:class:`ensemble_trader.ports.Broker` over Alpaca's trading API."""
+
+    name = "alpaca"
+
+    def __init__(self, client: TradingClient):
+        self.client = client
+
+    @classmethod
+    def from_credentials(
+        cls, api_key: str, secret_key: str, *, paper: bool = True, timeout: float = 5.0
+    ) -> AlpacaBroker:
+        client = TradingClient(api_key, secret_key, paper=paper)
+        # TradingClient exposes neither its retry policy nor its requests.Session; both are set
+        # on the private attributes alpaca-py's RESTClient defines: one retry of a 429 after 1 s
+        # (never of a 504: a gateway timeout is an unknown outcome) and a timeout on every call.
+        client._retry, client._retry_wait, client._retry_codes = 1, 1, [429]
+        client._session = _TimeoutSession(timeout)
+        return cls(client)
+
+    @classmethod
+    def from_secret(
+        cls, secrets_client: Any, secret_id: str, *, paper: bool = True, timeout: float = 5.0
+    ) -> AlpacaBroker:
+        """Read the keys from Secrets Manager (``secrets_client`` is a boto3 client)."""
+        try:
+            raw = secrets_client.get_secret_value(SecretId=secret_id)["SecretString"]
+        except Exception as exc:  # botocore errors, not imported here
+            raise BrokerUnavailableError(f"cannot read broker secret {secret_id!r}: {exc}") from exc
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise BrokerUnavailableError(f"broker secret {secret_id!r} is not JSON") from exc
+        key = data.get("api_key") or data.get("APCA_API_KEY_ID")
+        secret = data.get("secret_key") or data.get("APCA_API_SECRET_KEY")
+        if not key or not secret:
+            raise BrokerUnavailableError(
+                f"broker secret {secret_id!r} lacks api_key/secret_key (has {sorted(data)})"
+            )
+        return cls.from_credentials(key, secret, paper=paper, timeout=timeout)
+
+    # -- Broker port -------------------------------------------------------------------------
+
+    def submit(self, order: Order) -> BrokerOrder:
+        if order.order_type is not OrderType.MARKET:
+            raise BrokerRejectedError(order.client_order_id, "only MARKET orders are routed to Alpaca")
+        request = MarketOrderRequest(
+            symbol=order.symbol,
+            qty=order.quantity,
+            side=OrderSide.BUY if order.side is Side.BUY else OrderSide.SELL,
+            time_in_force=TimeInForce.DAY,
+            client_order_id=order.client_order_id,
+        )
+        try:
+            placed = self.client.submit_order(request)
+        except APIError as exc:
+            status = exc.status_code
+            message = _message(exc)
+            if status is None or status >= 500:
+                raise UnknownOutcomeError(order.client_order_id, f"HTTP {status}: {message}") from exc
+            if status == 422 and "client_order_id" in message.lower():
+                raise DuplicateClientOrderIdError(order.client_order_id) from exc
+            raise BrokerRejectedError(order.client_order_id, f"HTTP {status}: {message}") from exc
+        except requests.RequestException as exc:
+            raise UnknownOutcomeError(order.client_order_id, f"{type(exc).__name__}: {exc}") from exc
+        return _report(placed)
+
+    def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        try:
+            found = self.client.get_order_by_client_id(client_order_id)
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise BrokerUnavailableError(
+                f"lookup of {client_order_id}: HTTP {exc.status_code}: {_message(exc)}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise BrokerUnavailableError(f"lookup of {client_order_id}: {type(exc).__name__}: {exc}") from exc
+        return _report(found)
+
+    def cancel(self, client_order_id: str) -> BrokerOrder | None:
+        current = self.get_order_by_client_id(client_order_id)
+        if current is None or current.status.terminal:
+            return current
+        try:
+            self.client.cancel_order_by_id(current.broker_order_id)
+        except APIError as exc:
+            if exc.status_code != 422:  # 422: not cancelable any more (filled meanwhile)
+                raise BrokerUnavailableError(
+                    f"cancel of {client_order_id}: HTTP {exc.status_code}: {_message(exc)}"
+                ) from exc
+        except requests.RequestException as exc:
+            raise BrokerUnavailableError(f"cancel of {client_order_id}: {type(exc).__name__}: {exc}") from exc
+        return self.get_order_by_client_id(client_order_id)
+
+    def list_open_orders(self) -> list[BrokerOrder]:
+        try:
+            found = self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500))
+        except (APIError, requests.RequestException) as exc:
+            raise BrokerUnavailableError(f"listing open orders: {exc}") from exc
+        return [_report(o) for o in found]
+
+    def list_positions(self) -> list[BrokerPosition]:
+        try:
+            found = self.client.get_all_positions()
+        except (APIError, requests.RequestException) as exc:
+            raise BrokerUnavailableError(f"listing positions: {exc}") from exc
+        return [_position(p) for p in found]
+
+
+def _message(exc: APIError) -> str:
+    try:
+        return str(exc.message)
+    except (ValueError, KeyError, TypeError):
+        return str(exc)
+
+
+def _report(o: AlpacaOrder) -> BrokerOrder:
+    status = _STATUS.get(o.status)
+    if status is None:
+        raise BrokerUnavailableError(f"unknown Alpaca order status {o.status!r} of {o.client_order_id}")
+    filled = float(o.filled_qty or 0.0)
+    avg = float(o.filled_avg_price) if o.filled_avg_price not in (None, "") else None
+    return BrokerOrder(
+        client_order_id=o.client_order_id,
+        broker_order_id=str(o.id),
+        symbol=o.symbol,
+        side=Side.BUY if o.side == OrderSide.BUY else Side.SELL,
+        quantity=float(o.qty),
+        status=status,
+        filled_quantity=filled,
+        average_fill_price=avg if filled > 0 else None,
+        fees_paid=0.0,  # Alpaca charges no commission on equities; regulatory fees come as activities
+        reject_reason=o.status.value if status in (OrderStatus.REJECTED, OrderStatus.CANCELED) else None,
+        updated_at=o.updated_at or datetime.now(UTC),
+    )
+
+
+def _position(p: AlpacaPosition) -> BrokerPosition:
+    qty = float(p.qty)
+    if p.side.value == "short" and qty > 0:
+        qty = -qty
+    return BrokerPosition(symbol=p.symbol, quantity=qty, average_price=abs(float(p.avg_entry_price)))
