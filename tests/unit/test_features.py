@@ -256,6 +256,12 @@ def test_timestamp_must_be_integer_nanoseconds():
     json.dumps(engine.to_dict())
 
 
+@pytest.mark.parametrize("symbol", ["", "spx", "A" * 30, None])
+def test_engine_needs_a_valid_symbol(symbol):
+    with pytest.raises(DataError, match="symbol"):
+        FeatureEngine(symbol)
+
+
 def test_bar_of_another_symbol_is_rejected():
     engine = FeatureEngine("AAA")
     bar = Bar(symbol="BBB", timestamp=datetime(2024, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1)
@@ -353,6 +359,8 @@ def test_version_mismatch_raises_state_error():
         (lambda d: d.__setitem__("bars_seen", "80"), "bars_seen"),
         (lambda d: d.__setitem__("last_timestamp_ns", None), "last_timestamp_ns"),
         (lambda d: d.__setitem__("symbol", ""), "symbol"),
+        (lambda d: d.__setitem__("windows", {**d["windows"], "gk": [1, 2]}), "malformed"),
+        (lambda d: d.__setitem__("bars_seen", 5), "inconsistent with bars_seen"),
     ],
 )
 def test_malformed_dict_raises_state_error(mutate, message):

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError, StateError
-from ensemble_trader.domain.models import Bar, FeatureVector
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar, FeatureVector
 
 __all__ = [
     "FEATURE_NAMES",
@@ -259,6 +260,7 @@ def _finite(value: Any, where: str) -> float:
 
 
 _ONLY_FLOAT = {float}
+_SYMBOL = re.compile(SYMBOL_PATTERN)
 
 
 def _float_list(value: Any, size: int, where: str) -> list[float]:
@@ -291,6 +293,8 @@ class FeatureEngine:
     """
 
     def __init__(self, symbol: str):
+        if not isinstance(symbol, str) or _SYMBOL.fullmatch(symbol) is None:
+            raise DataError(f"symbol={symbol!r} does not match {SYMBOL_PATTERN}")
         self.symbol = symbol
         self._bars = 0
         self._last_ts: int | None = None
@@ -473,8 +477,8 @@ class FeatureEngine:
             if d.get("version") != STATE_VERSION:
                 raise StateError(f"feature state version {d.get('version')!r} != supported {STATE_VERSION}")
             symbol = d["symbol"]
-            if not isinstance(symbol, str) or not symbol:
-                raise StateError(f"symbol={symbol!r}: expected a non-empty string")
+            if not isinstance(symbol, str) or _SYMBOL.fullmatch(symbol) is None:
+                raise StateError(f"symbol={symbol!r}: expected a symbol matching {SYMBOL_PATTERN}")
             engine = cls(symbol)
             engine._bars = _int_in(d["bars_seen"], 0, None, "bars_seen")
             last = d["last_timestamp_ns"]
@@ -496,7 +500,22 @@ class FeatureEngine:
                 setattr(engine, attr, _Window.from_dict(WINDOW, windows[name], name))
         except KeyError as exc:
             raise StateError(f"feature state is missing the key {exc.args[0]!r}") from None
+        except TypeError as exc:
+            raise StateError(f"malformed feature state: {exc}") from None
+        engine._check_counts()
         return engine
+
+    def _check_counts(self) -> None:
+        """Window fill levels must follow from the number of bars seen (catches edited states)."""
+        n = self._bars
+        expected = {"returns": min(max(n - 1, 0), WINDOW)}
+        expected.update({name: min(n, WINDOW) for name, _ in _WINDOWS[1:]})
+        for name, attr in _WINDOWS:
+            count = getattr(self, attr).count
+            if count != expected[name]:
+                raise StateError(
+                    f"windows.{name}.count={count} inconsistent with bars_seen={n} (expected {expected[name]})"
+                )
 
     def to_bytes(self) -> bytes:
         """Compact binary state (about 1.4 kB): header, packed numbers, CRC32 trailer."""
