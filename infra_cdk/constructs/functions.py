@@ -65,13 +65,13 @@ ACCESS: dict[str, Access] = {
         tables=("stage-state", "bandit-state", "decisions"), models="read", put_events=True, cache=True
     ),
     "orders": Access(
-        tables=("orders", "positions", "risk-state", "idempotency"),
+        tables=("orders", "positions", "risk-state", "idempotency", "paper-broker"),
         read_tables=("decisions",),
         put_events=True,
         broker_secret=True,
     ),
     "orders.reconcile": Access(
-        tables=("orders", "positions", "risk-state"), put_events=True, broker_secret=True
+        tables=("orders", "positions", "risk-state", "paper-broker"), put_events=True, broker_secret=True
     ),
     "orders.kill_switch": Access(tables=("risk-state",), put_events=True),
 }

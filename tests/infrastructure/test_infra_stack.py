@@ -1,0 +1,362 @@
+"""The synthesised stack: counts, event-source mappings from the constants, encryption, IAM."""
+
+from __future__ import annotations
+
+import pytest
+from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, TABLES, qualified
+
+from infra_cdk.constructs.functions import ACCESS, discover_entries, function_name
+from infra_cdk.constructs.queues import dead_letter_queues
+
+STAGE = "dev"
+N_ENTRIES = sum(1 + len(spec.extra_entries) for spec in FUNCTIONS)
+KINESIS_SPECS = [spec for spec in FUNCTIONS if spec.mapping.kind == "kinesis"]
+SQS_SPECS = [spec for spec in FUNCTIONS if spec.mapping.kind == "sqs"]
+DATA_SERVICES = ("dynamodb:", "kinesis:", "sqs:", "s3:", "secretsmanager:", "kms:", "elasticache:", "events:")
+
+
+def _logical_id_of(template: dict, kind: str, prop: str, value: str) -> str:
+    matches = [k for k, v in template["Resources"].items() if v["Type"] == kind and v["Properties"].get(prop) == value]
+    assert len(matches) == 1, f"expected one {kind} with {prop}={value!r}, found {matches}"
+    return matches[0]
+
+
+def _function_name_of_mapping(template: dict, mapping: dict) -> str:
+    """Follow an ESM's FunctionName (a Ref to a function or to an alias of one) to the name."""
+    resources = template["Resources"]
+    [ref] = _refs(mapping["FunctionName"])
+    target = resources[ref]
+    if target["Type"] == "AWS::Lambda::Alias":
+        target = resources[target["Properties"]["FunctionName"]["Ref"]]
+    return target["Properties"]["FunctionName"]
+
+
+def _refs(value) -> list[str]:
+    """Every ``Ref`` inside a CloudFormation value (intrinsics nest)."""
+    if isinstance(value, dict):
+        return [value["Ref"]] if "Ref" in value else [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    return []
+
+
+def _statements(policy: dict) -> list[dict]:
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _roles_of_function(template: dict, name: str) -> str:
+    fn = template["Resources"][_logical_id_of(template, "AWS::Lambda::Function", "FunctionName", name)]
+    return fn["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def _policies_of_role(template: dict, role_id: str) -> list[dict]:
+    return [
+        v
+        for v in template["Resources"].values()
+        if v["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in v["Properties"].get("Roles", [])
+    ]
+
+
+# -- counts -----------------------------------------------------------------------------------
+
+
+def test_resource_counts_follow_the_constants(full):
+    assert len(full.resources("AWS::Kinesis::Stream")) == len(STREAMS)
+    assert len(full.resources("AWS::DynamoDB::Table")) == len(TABLES)
+    assert len(full.resources("AWS::SQS::Queue")) == len(QUEUES)
+    assert len(full.resources("AWS::Lambda::Function")) == N_ENTRIES
+    assert len(full.resources("AWS::Lambda::LayerVersion")) == 2
+    assert len(full.resources("AWS::Kinesis::StreamConsumer")) == len(KINESIS_SPECS)
+    assert len(full.resources("AWS::Lambda::EventSourceMapping")) == len(FUNCTIONS)
+    assert len(full.resources("AWS::ElastiCache::ServerlessCache")) == 1
+    assert len(full.resources("AWS::SecretsManager::Secret")) == 1
+    assert len(full.resources("AWS::Events::EventBus")) == 1
+    assert len(full.resources("AWS::CloudWatch::Dashboard")) == 2
+    assert len(full.resources("AWS::StepFunctions::StateMachine")) == 1
+
+
+def test_the_real_tree_deploys_exactly_the_handlers_that_exist(real):
+    expected = {function_name("prod", entry.key) for entry in discover_entries(real.functions_dir)}
+    deployed = {p["FunctionName"] for p in real.props("AWS::Lambda::Function")}
+    assert deployed == expected
+    outputs = real.template["Outputs"]["WiredFunctions"]["Value"]
+    assert outputs == (",".join(sorted(e.key for e in discover_entries(real.functions_dir))) or "none")
+
+
+# -- event-source mappings ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", KINESIS_SPECS, ids=lambda s: s.logical)
+def test_kinesis_mapping_settings_come_from_the_function_spec(full, spec):
+    template = full.template
+    mappings = [
+        p
+        for p in full.props("AWS::Lambda::EventSourceMapping")
+        if _function_name_of_mapping(template, p) == function_name(STAGE, spec.logical)
+    ]
+    assert len(mappings) == 1
+    m, mapping = mappings[0], spec.mapping
+    assert m["BatchSize"] == mapping.batch_size
+    assert m.get("MaximumBatchingWindowInSeconds", 0) == mapping.batching_window_seconds
+    assert m["BisectBatchOnFunctionError"] is mapping.bisect_on_error
+    assert m["MaximumRetryAttempts"] == mapping.retry_attempts
+    assert m["MaximumRecordAgeInSeconds"] == mapping.max_record_age_seconds
+    assert m["ParallelizationFactor"] == mapping.parallelization_factor
+    assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert m["StartingPosition"] == "LATEST"
+    # enhanced fan-out: the source is the function's consumer on its input stream
+    consumer = template["Resources"][m["EventSourceArn"]["Fn::GetAtt"][0]]
+    assert consumer["Type"] == "AWS::Kinesis::StreamConsumer"
+    stream_id = consumer["Properties"]["StreamARN"]["Fn::GetAtt"][0]
+    assert template["Resources"][stream_id]["Properties"]["Name"] == qualified(STAGE, mapping.source)
+    # on-failure destination: the function's own dead-letter queue
+    dlq_id = m["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    assert template["Resources"][dlq_id]["Properties"]["QueueName"] == qualified(STAGE, spec.dead_letter_queue)
+
+
+@pytest.mark.parametrize("spec", SQS_SPECS, ids=lambda s: s.logical)
+def test_sqs_mapping_and_fifo_queue_with_redrive(full, spec):
+    template = full.template
+    queue_id = _logical_id_of(template, "AWS::SQS::Queue", "QueueName", qualified(STAGE, spec.mapping.source))
+    queue = template["Resources"][queue_id]["Properties"]
+    assert queue["FifoQueue"] is True
+    assert queue["VisibilityTimeout"] >= 6 * spec.timeout_seconds
+    redrive = queue["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == spec.mapping.retry_attempts + 1
+    dlq = template["Resources"][redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]]["Properties"]
+    assert dlq["QueueName"] == qualified(STAGE, spec.dead_letter_queue)
+    assert dlq.get("FifoQueue") is True  # a FIFO queue can only redrive to a FIFO queue
+    [m] = [
+        p
+        for p in full.props("AWS::Lambda::EventSourceMapping")
+        if p["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    ]
+    assert m["BatchSize"] == spec.mapping.batch_size
+    assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert _function_name_of_mapping(template, m) == function_name(STAGE, spec.logical)
+
+
+def test_every_dead_letter_queue_keeps_messages_fourteen_days_and_alarms(full):
+    alarms = {p["AlarmName"] for p in full.props("AWS::CloudWatch::Alarm")}
+    for name in dead_letter_queues():
+        queue_id = _logical_id_of(full.template, "AWS::SQS::Queue", "QueueName", qualified(STAGE, name))
+        assert full.template["Resources"][queue_id]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+        camel = "".join(part.capitalize() for part in name.split("-"))
+        assert qualified(STAGE, f"{camel}NotEmpty") in alarms
+
+
+# -- functions ----------------------------------------------------------------------------------
+
+
+def test_functions_runtime_architecture_tracing_vpc_and_environment(full):
+    for props in full.props("AWS::Lambda::Function"):
+        assert props["Runtime"] == "python3.14"
+        assert props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert len(props["Layers"]) == 2
+        assert props["VpcConfig"]["SubnetIds"] and props["VpcConfig"]["SecurityGroupIds"]
+        env = props["Environment"]["Variables"]
+        assert env["ET_STAGE"] == STAGE
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "EnsembleTrader"
+        assert env["ET_MODELS_DIR"] == "/opt/models"
+        assert env["POWERTOOLS_SERVICE_NAME"] in {spec.logical for spec in FUNCTIONS}
+        assert "ET_MODEL_BUCKET" in env
+        readers = {function_name(STAGE, key) for key, access in ACCESS.items() if access.broker_secret}
+        assert ("ET_BROKER_SECRET_ARN" in env) == (props["FunctionName"] in readers)
+        if props["FunctionName"] in {function_name(STAGE, s.logical) for s in KINESIS_SPECS}:
+            assert env["ET_REDIS_URL"]["Fn::Join"][1][0] == "rediss://"  # TLS to the cache
+
+
+def test_log_groups_have_retention_and_encryption(full):
+    groups = {p.get("LogGroupName"): p for p in full.props("AWS::Logs::LogGroup")}
+    for props in full.props("AWS::Lambda::Function"):
+        group = groups[f"/aws/lambda/{props['FunctionName']}"]
+        assert group["RetentionInDays"] == 14
+        assert "KmsKeyId" in group
+
+
+def test_hot_path_provisioned_concurrency_autoscaling_and_reserved_orders(full):
+    aliases = full.props("AWS::Lambda::Alias")
+    hot = [spec for spec in FUNCTIONS if spec.hot_path]
+    assert len(aliases) == len(hot)
+    for alias in aliases:
+        assert alias["Name"] == "live"
+        assert alias["ProvisionedConcurrencyConfig"]["ProvisionedConcurrentExecutions"] >= 1
+    targets = full.props("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert len(targets) == len(hot)
+    assert all(t["ScalableDimension"] == "lambda:function:ProvisionedConcurrency" for t in targets)
+    assert len(full.props("AWS::ApplicationAutoScaling::ScalingPolicy")) == len(hot)
+    orders = full.template["Resources"][
+        _logical_id_of(full.template, "AWS::Lambda::Function", "FunctionName", function_name(STAGE, "orders"))
+    ]["Properties"]
+    assert orders["ReservedConcurrentExecutions"] >= 1
+
+
+def test_asynchronous_entries_have_retries_and_a_failure_destination(full):
+    configs = full.props("AWS::Lambda::EventInvokeConfig")
+    extras = sum(len(spec.extra_entries) for spec in FUNCTIONS)
+    assert len(configs) == extras
+    for config in configs:
+        assert config["MaximumRetryAttempts"] == 2
+        assert "OnFailure" in config["DestinationConfig"]
+
+
+# -- encryption and durability --------------------------------------------------------------------
+
+
+def test_streams_tables_queues_bucket_topic_cache_secret_are_kms_encrypted(full):
+    for props in full.props("AWS::Kinesis::Stream"):
+        assert props["StreamEncryption"]["EncryptionType"] == "KMS"
+    for props in full.props("AWS::DynamoDB::Table"):
+        assert props["SSESpecification"]["SSEEnabled"] is True and props["SSESpecification"]["SSEType"] == "KMS"
+        assert props["SSESpecification"]["KMSMasterKeyId"]
+    for props in full.props("AWS::SQS::Queue"):
+        assert "KmsMasterKeyId" in props
+    for props in full.props("AWS::SNS::Topic"):
+        assert "KmsMasterKeyId" in props
+    [cache] = full.props("AWS::ElastiCache::ServerlessCache")
+    assert cache["Engine"] == "valkey" and "KmsKeyId" in cache and "UserGroupId" in cache
+    [user] = full.props("AWS::ElastiCache::User")
+    assert user["AuthenticationMode"] == {"Type": "iam"}
+    [secret] = full.props("AWS::SecretsManager::Secret")
+    assert "KmsKeyId" in secret
+    [key] = full.props("AWS::KMS::Key")
+    assert key["EnableKeyRotation"] is True
+
+
+def test_tables_on_demand_with_pitr_and_ttl_from_constants(full):
+    for spec in TABLES:
+        table_id = _logical_id_of(full.template, "AWS::DynamoDB::Table", "TableName", qualified(STAGE, spec.logical))
+        props = full.template["Resources"][table_id]["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        keys = {k["KeyType"]: k["AttributeName"] for k in props["KeySchema"]}
+        assert keys["HASH"] == spec.partition_key and keys.get("RANGE") == spec.sort_key
+        ttl = props.get("TimeToLiveSpecification")
+        assert (ttl["AttributeName"] if ttl else None) == spec.ttl_attribute
+
+
+def test_model_registry_bucket_is_versioned_private_tls_only_and_logged(full):
+    buckets = full.resources("AWS::S3::Bucket")
+    registry = [v["Properties"] for v in buckets.values() if "VersioningConfiguration" in v["Properties"]]
+    assert len(registry) == 1
+    props = registry[0]
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert rule["SSEAlgorithm"] == "aws:kms"
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert "LoggingConfiguration" in props
+    for policy in full.props("AWS::S3::BucketPolicy"):
+        denies = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+        assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in denies)
+
+
+def test_prod_retains_data_and_protects_tables(real):
+    for kind in ("AWS::DynamoDB::Table", "AWS::Kinesis::Stream", "AWS::S3::Bucket", "AWS::KMS::Key"):
+        for resource in real.resources(kind).values():
+            assert resource["DeletionPolicy"] == "Retain", kind
+    for props in real.props("AWS::DynamoDB::Table"):
+        assert props["DeletionProtectionEnabled"] is True
+
+
+# -- IAM least privilege -----------------------------------------------------------------------------
+
+
+def test_only_the_order_functions_can_read_the_broker_secret(full):
+    secret_id = next(iter(full.resources("AWS::SecretsManager::Secret")))
+    readers = set()
+    for policy_id, policy in full.resources("AWS::IAM::Policy").items():
+        for statement in _statements(policy):
+            if {"Ref": secret_id} in _as_list(statement.get("Resource")):
+                assert statement["Effect"] == "Allow"
+                readers.update(r["Ref"] for r in policy["Properties"]["Roles"])
+    allowed = {key for key, access in ACCESS.items() if access.broker_secret}
+    assert allowed and all(key.split(".")[0] == "orders" for key in allowed)
+    assert readers == {_roles_of_function(full.template, function_name(STAGE, key)) for key in allowed}
+
+
+def test_no_function_role_has_a_wildcard_resource_on_data_actions(full):
+    function_roles = {p["Role"]["Fn::GetAtt"][0] for p in full.props("AWS::Lambda::Function")}
+    checked = 0
+    for role_id in function_roles:
+        for policy in _policies_of_role(full.template, role_id):
+            for statement in _statements(policy):
+                checked += 1
+                if "*" in _as_list(statement["Resource"]):
+                    actions = _as_list(statement["Action"])
+                    assert not [a for a in actions if a.startswith(DATA_SERVICES)], (role_id, actions)
+                    assert all(a.startswith(("ec2:", "xray:")) for a in actions), (role_id, actions)
+    assert checked > 0
+
+
+def test_each_function_reaches_only_the_tables_it_declares(full):
+    table_ids = {
+        v["Properties"]["TableName"]: k for k, v in full.resources("AWS::DynamoDB::Table").items()
+    }
+    for key, access in ACCESS.items():
+        role_id = _roles_of_function(full.template, function_name(STAGE, key))
+        reached = set()
+        for policy in _policies_of_role(full.template, role_id):
+            for statement in _statements(policy):
+                for resource in _as_list(statement["Resource"]):
+                    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+                        reached.add(resource["Fn::GetAtt"][0])
+        tables = {table_ids[qualified(STAGE, t)] for t in access.tables + access.read_tables}
+        assert reached & set(table_ids.values()) == tables, key
+
+
+# -- events, schedules, monitoring --------------------------------------------------------------
+
+
+def test_rules_kill_switch_and_schedules_each_target_with_dlq_and_retry(full):
+    rules = full.props("AWS::Events::Rule")
+    names = {r["Name"] for r in rules}
+    for rule in ("killswitch", "regimerefitdaily", "reconcileschedule", "train-agents-weekly"):
+        assert qualified(STAGE, rule) in names
+    [kill] = [r for r in rules if r["Name"] == qualified(STAGE, "killswitch")]
+    assert kill["EventPattern"] == {"source": ["ensemble-trader.control"], "detail-type": ["KillSwitch"]}
+    for rule in rules:
+        for target in rule["Targets"]:
+            assert "Arn" in target["DeadLetterConfig"]
+            assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+
+
+def test_alarms_cover_lag_errors_throttles_dlqs_and_business_limits(full):
+    alarms = {p["AlarmName"]: p for p in full.props("AWS::CloudWatch::Alarm")}
+    expected = ["DrawdownLimit", "BreakerTripped", "ReconciliationFailed", "TrainingFailed"]
+    for spec in KINESIS_SPECS:
+        camel = "".join(part.capitalize() for part in spec.logical.split("_"))
+        expected += [f"{camel}IteratorAge", f"{camel}ErrorRate", f"{camel}Throttles"]
+    for name in expected:
+        assert qualified(STAGE, name) in alarms, name
+    topic_id = next(iter(full.resources("AWS::SNS::Topic")))
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": topic_id}]
+
+
+def test_dashboards_show_compute_latency_and_business_metrics(full):
+    bodies = {}
+    for props in full.props("AWS::CloudWatch::Dashboard"):
+        body = props["DashboardBody"]
+        text = "".join(str(part) for part in body["Fn::Join"][1]) if isinstance(body, dict) else body
+        bodies[props["DashboardName"]] = text
+    operations = bodies[qualified(STAGE, "operations")]
+    for spec in FUNCTIONS:
+        assert f"{spec.logical}_compute_us" in operations
+    assert "IteratorAge" in operations and "ApproximateNumberOfMessagesVisible" in operations
+    business = bodies[qualified(STAGE, "business")]
+    for metric in ("decisions", "orders_rejected", "agent_weight", "regret", "pnl", "drawdown", "breaker_tripped"):
+        assert metric in business
+
+
+def test_vpc_endpoints_for_every_service_the_functions_call(full):
+    services = []
+    for props in full.props("AWS::EC2::VPCEndpoint"):
+        name = props["ServiceName"]
+        services.append(name if isinstance(name, str) else "".join(str(p) for p in name["Fn::Join"][1]))
+    for suffix in ("dynamodb", "s3", "kinesis-streams", "sqs", "events", "secretsmanager", "logs", "monitoring"):
+        assert any(s.endswith(suffix) for s in services), suffix
