@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 from pydantic import AwareDatetime, Field
 
+from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import (
     FieldProblem,
     InvalidMessageError,
     ModelArtifactError,
     StateError,
 )
-from ensemble_trader.domain.features import timestamp_ns
+from ensemble_trader.domain.features import FEATURE_NAMES, FeatureEngine, timestamp_ns
 from ensemble_trader.domain.models import (
     REGIMES,
     FeatureVector,
@@ -468,6 +469,30 @@ class RegimeDetector:
             regime[t] = prior_regime if state.regime is None else _REGIME_INDEX[state.regime]
         confidence = probs[np.arange(n), regime]
         return Labels(state_probs, probs, regime, confidence, mask)
+
+
+def label_series(detector: RegimeDetector, series: BarSeries) -> Labels:
+    """Label bars causally through the online path: FeatureEngine, then the detector, per bar.
+
+    This is what the features and regime Lambdas compute for the same bars, bar by bar, so a
+    prefix of the bars always gets the same labels.
+    """
+    engine = FeatureEngine(series.symbol)
+    n = len(series)
+    values = np.empty((n, len(FEATURE_NAMES)))
+    ready = np.empty(n, dtype=bool)
+    ts = series.timestamp.astype("datetime64[ns]").astype(np.int64)
+    for i in range(n):
+        values[i] = engine.update_raw(
+            int(ts[i]),
+            float(series.open[i]),
+            float(series.high[i]),
+            float(series.low[i]),
+            float(series.close[i]),
+            float(series.volume[i]),
+        )
+        ready[i] = engine.warmup_remaining == 0
+    return detector.label_matrix(values, FEATURE_NAMES, ready, symbol=series.symbol)
 
 
 def _as_probabilities(p: np.ndarray) -> tuple[float, float, float, float]:

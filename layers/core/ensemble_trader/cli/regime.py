@@ -1,0 +1,202 @@
+"""``ensemble-trader regime``: fit, label, evaluate and validate the regime detector.
+
+A stable contract other tools rely on:
+
+* ``regime fit --bars TRAIN.csv|SPEC --out MODEL_DIR [--seed N] [--states K[,K...]]``
+* ``regime label --model MODEL_DIR --bars TEST.csv --out LABELS.csv`` — header
+  ``timestamp,regime,confidence,p_bull,p_bear,p_sideways,p_volatile``, one row per input bar,
+  causal (each row uses only the bars up to and including its own);
+* ``regime evaluate [--scenarios ...] [--seeds ...] [--json] [--out DIR]`` — the validation
+  tables on synthetic bars (ours vs hmmlearn vs true-parameter vs jumpmodels);
+* ``regime history [--out DIR]`` — historical validation on S&P 500 (and BTC when present),
+  with plots.
+
+``--model`` defaults to the committed model (``layers/models/regime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+LABEL_HEADER = ("timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile")
+
+
+def default_model_dir() -> Path:
+    from ensemble_trader.runtime.settings import get_settings
+
+    return get_settings().models_dir / "regime"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
+    rsub = p.add_subparsers(dest="regime_command", metavar="ACTION", required=True)
+
+    fit = rsub.add_parser("fit", help="fit the regime HMM on bars and write a model artifact")
+    fit.add_argument("--bars", required=True, help="bars CSV or data spec (arch:sp500, synth:realistic:1:5000, ...)")
+    fit.add_argument("--out", required=True, help="model folder to write")
+    fit.add_argument("--seed", type=int, default=0, help="random_state of the EM restarts")
+    fit.add_argument("--states", default="4,5,6", help="number(s) of hidden states, BIC picks (default 4,5,6)")
+    fit.add_argument("--restarts", type=int, default=4, help="EM restarts per state count")
+    fit.add_argument("--covariance", choices=("full", "diag"), default="full")
+    fit.add_argument("--start", help="first bar time to train on (ISO date)")
+    fit.add_argument("--end", help="train on bars before this time (ISO date)")
+    fit.set_defaults(func=_fit)
+
+    label = rsub.add_parser("label", help="label bars causally with a regime model")
+    label.add_argument("--model", default=None, help="model folder (default: the committed model)")
+    label.add_argument("--bars", required=True, help="bars CSV (one symbol) or data spec")
+    label.add_argument("--out", required=True, help="labels CSV to write")
+    _rule_arguments(label)
+    label.set_defaults(func=_label)
+
+    ev = rsub.add_parser("evaluate", help="validation tables on synthetic bars with known regimes")
+    ev.add_argument("--scenarios", nargs="+", default=None, help="generator presets (default: all four)")
+    ev.add_argument("--seeds", nargs="+", type=int, default=None, help="test seeds (default 0 1 2)")
+    ev.add_argument("--bars", type=int, default=3000, help="test bars per seed")
+    ev.add_argument("--train-bars", type=int, default=6000, help="bars of the training run")
+    ev.add_argument("--methods", nargs="+", default=None, help="subset of ours hmmlearn true_params jumpmodels")
+    ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
+    ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")
+    _rule_arguments(ev)
+    ev.set_defaults(func=_evaluate)
+
+    hist = rsub.add_parser("history", help="historical validation on S&P 500 (and BTC) with plots")
+    hist.add_argument("--model", default=None, help="model folder for S&P 500 (default: the committed model)")
+    hist.add_argument("--out", default="docs/img", help="folder for the plots (default docs/img)")
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=_history)
+
+
+def _rule_arguments(p: argparse.ArgumentParser) -> None:
+    from ensemble_trader.domain.regime import TransitionRule
+
+    d = TransitionRule()
+    p.add_argument("--margin", type=float, default=d.margin, help=f"hysteresis margin (default {d.margin})")
+    p.add_argument("--confirm", type=int, default=d.confirm_bars, help=f"bars to confirm a switch (default {d.confirm_bars})")
+    p.add_argument("--dwell", type=int, default=d.min_dwell, help=f"minimum bars in a regime (default {d.min_dwell})")
+
+
+def _rule(args: argparse.Namespace):
+    from ensemble_trader.domain.regime import TransitionRule
+
+    try:
+        return TransitionRule(args.margin, args.confirm, args.dwell)
+    except ValueError as exc:
+        from ensemble_trader.domain.errors import DataError
+
+        raise DataError(f"transition rule: {exc}") from None
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from ensemble_trader.marketdata import load_bars
+    from training.regime.train import fit_model
+
+    series = load_bars(args.bars)
+    states = [int(s) for s in str(args.states).split(",") if s.strip()]
+    try:
+        estimator, model = fit_model(
+            series,
+            seed=args.seed,
+            states=states,
+            covariance_type=args.covariance,
+            restarts=args.restarts,
+            start=args.start,
+            end=args.end,
+            progress=sys.stderr.isatty(),
+        )
+    except ValueError as exc:
+        print(f"ensemble-trader: error: {exc}", file=sys.stderr)
+        return 1
+    model.save(args.out)
+    print(
+        f"regime model {model.version}: {model.n_states} states "
+        f"({', '.join(r.value for r in model.state_regimes)}), BIC {estimator.bic_:.1f}, "
+        f"{estimator.n_samples_} bars -> {args.out}"
+    )
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    import csv
+
+    import numpy as np
+
+    from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.domain.models import REGIMES
+    from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
+    from ensemble_trader.marketdata import load_bars
+
+    model = RegimeModel.load(args.model or default_model_dir())
+    series = load_bars(args.bars)
+    if len(series) != 1:
+        raise DataError(f"{args.bars}: holds {len(series)} symbols; regime label takes one symbol per file")
+    bars = series[0]
+    labels = label_series(RegimeDetector(model, _rule(args)), bars)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stamps = np.datetime_as_string(bars.timestamp.astype("datetime64[s]"), unit="s")
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(LABEL_HEADER)
+        for i in range(len(bars)):
+            p = labels.probabilities[i]
+            writer.writerow(
+                [
+                    f"{stamps[i]}Z",
+                    REGIMES[labels.regime[i]].value,
+                    f"{labels.confidence[i]:.6f}",
+                    *(f"{x:.6f}" for x in p),
+                ]
+            )
+    counts = np.bincount(labels.regime, minlength=4)
+    shares = ", ".join(f"{r.value} {c / len(bars):.0%}" for r, c in zip(REGIMES, counts, strict=True))
+    print(f"{len(bars)} bars labelled with model {model.version} -> {out} ({shares})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.regime.evaluate import (
+        DEFAULT_SCENARIOS,
+        DEFAULT_SEEDS,
+        METHODS,
+        EvalConfig,
+        evaluate,
+        markdown_table,
+        summarize,
+    )
+
+    cfg = EvalConfig(
+        scenarios=tuple(args.scenarios or DEFAULT_SCENARIOS),
+        seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS),
+        n_bars=args.bars,
+        train_bars=args.train_bars,
+        rule=_rule(args),
+        methods=tuple(args.methods or METHODS),
+    )
+    rows = evaluate(cfg, progress=not args.json and sys.stderr.isatty())
+    summary = summarize(rows)
+    table = markdown_table(summary)
+    if args.out:
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "regime_eval.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        (folder / "regime_eval.md").write_text(table + "\n")
+    if args.json:
+        print(json.dumps({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}, indent=1))
+    else:
+        print(table)
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from training.regime.historical import run_history
+
+    result = run_history(model_dir=args.model or default_model_dir(), out=Path(args.out))
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        print(result["text"])
+    return 0

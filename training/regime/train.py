@@ -1,0 +1,129 @@
+"""The regime-model training job: ``python -m training.regime.train`` (SageMaker's contract).
+
+Inputs, as a SageMaker training container receives them (local folders work the same):
+
+* hyperparameters: ``/opt/ml/input/config/hyperparameters.json`` if present, else the JSON in
+  ``$SM_HPS``, else defaults — ``seed`` (int), ``states`` (int or list, default 4,5,6),
+  ``covariance_type`` (``full``/``diag``), ``restarts`` (int), ``start`` / ``end`` (ISO dates:
+  train on bars with start <= time < end), ``bars`` (a data spec when no channel is given);
+* ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` except ``*.truth.csv``);
+* ``$SM_MODEL_DIR`` (default ``/opt/ml/model``): where the artifact is written.
+
+It prints one JSON line ``{"version": ..., "model_dir": ..., "n_states": ..., "bic": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError
+from ensemble_trader.domain.regime_model import RegimeModel
+
+from training.regime.estimator import RegimeHMM
+
+SM_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+DEFAULT_STATES = (4, 5, 6)
+
+
+def read_hyperparameters(path: Path = SM_HYPERPARAMETERS) -> dict[str, Any]:
+    """The job's hyperparameters: the JSON file if present, else ``$SM_HPS``, else {}."""
+    try:
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        raw = os.environ.get("SM_HPS")
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise DataError(f"hyperparameters are not valid JSON: {exc}") from None
+
+
+def _states(value: Any) -> tuple[int, ...]:
+    if value is None:
+        return DEFAULT_STATES
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else [int(v) for v in value.split(",")]
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+def fit_model(
+    series: Sequence[BarSeries],
+    *,
+    seed: int = 0,
+    states: Sequence[int] | int | None = None,
+    covariance_type: str = "full",
+    restarts: int = 4,
+    start: str | None = None,
+    end: str | None = None,
+    progress: bool = False,
+) -> tuple[RegimeHMM, RegimeModel]:
+    """Fit the regime HMM on bars (optionally cut to [start, end)) and return it with its artifact."""
+    cut = [s.between(start, end) if (start or end) else s for s in series]
+    cut = [s for s in cut if len(s)]
+    if not cut:
+        raise DataError(f"no bars in the training window [{start or '...'}, {end or '...'})")
+    estimator = RegimeHMM(
+        n_states=_states(states),
+        covariance_type=covariance_type,
+        n_restarts=restarts,
+        random_state=seed,
+    ).fit(cut, progress=progress)
+    return estimator, estimator.model_
+
+
+def channel_bars(channel: str | None) -> list[BarSeries]:
+    """Every bars CSV of a channel folder (``*.truth.csv`` files are regime labels, skipped)."""
+    from ensemble_trader.marketdata import read_bars_csv
+
+    if not channel:
+        return []
+    folder = Path(channel)
+    if not folder.is_dir():
+        raise DataError(f"channel folder {folder} does not exist")
+    files = sorted(p for p in folder.glob("*.csv") if not p.name.endswith(".truth.csv"))
+    if not files:
+        raise DataError(f"channel folder {folder} holds no bars CSV")
+    return [s for f in files for s in read_bars_csv(f)]
+
+
+def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progress: bool = False) -> dict[str, Any]:
+    estimator, model = fit_model(
+        series,
+        seed=int(hps.get("seed", 0)),
+        states=hps.get("states"),
+        covariance_type=str(hps.get("covariance_type", "full")),
+        restarts=int(hps.get("restarts", 4)),
+        start=hps.get("start"),
+        end=hps.get("end"),
+        progress=progress,
+    )
+    model.save(out)
+    return {"version": model.version, "model_dir": str(out), "n_states": model.n_states, "bic": estimator.bic_}
+
+
+def sagemaker_main() -> int:
+    """Run the job as a SageMaker training container would."""
+    try:
+        hps = read_hyperparameters()
+        series = channel_bars(os.environ.get("SM_CHANNEL_TRAIN"))
+        if not series:
+            from ensemble_trader.marketdata import load_bars
+
+            series = load_bars(str(hps.get("bars", "arch:sp500")))
+        out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+        result = run_job(hps, series, out, progress=sys.stderr.isatty())
+    except (EnsembleTraderError, ValueError) as exc:
+        print(f"regime training failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(sagemaker_main())
