@@ -99,8 +99,8 @@ def _clip(value: float, bound: float) -> float:
 class ConservativeReward:
     """Return penalised by drawdown increments and volatility exposure."""
 
-    drawdown_penalty: float = 1.0
-    vol_penalty: float = 2.0
+    drawdown_penalty: float = 0.1
+    vol_penalty: float = 1.0
     scale: float = 100.0
     clip: float = 10.0
     name: str = "conservative"

@@ -11,8 +11,9 @@ lie strictly after everything the agent trained on. The S&P 500 shipped with arc
 gives train 1999-2012, validation 2013-2014, test 2015-2018. Features are computed over the
 whole series (they are causal), rewards inside a window use only that window's prices.
 
-Data per agent: every series, except the Contrarian, which trains on the mean-reverting series
-(``synth:mean_reverting...``) when the job has one — mean reversion is what it learns to exploit.
+Data per agent: the Contrarian trains on the mean-reverting series (``synth:mean_reverting...``)
+when the job has one — mean reversion is what it learns to exploit; the other three train on
+the rest (real bars and trending synthetic scenarios).
 
 Entry points
     ``ensemble-trader train agents --bars SPEC... --out DIR [--quick] [--seed N]``
@@ -36,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ensemble_trader.backtest.engine import CostModel, PreparedSeries, evaluate_agents, prepare, run_pool
+from ensemble_trader.backtest.engine import (
+    CostModel,
+    PreparedSeries,
+    evaluate_agents,
+    load_series,
+    prepare,
+    run_pool,
+)
 from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
@@ -144,37 +152,13 @@ class Source:
     windows: dict[str, list[str]] = field(default_factory=dict)
 
 
-def load_source(spec: str) -> tuple[BarSeries, np.ndarray | None]:
-    """Bars (and true regimes for synthetic data) of one data spec.
-
-    ``synth:<scenario>[:<seed>[:<bars>]]`` is generated here, keeping its regime labels
-    (default 5,000 bars); every other spec goes through :func:`ensemble_trader.marketdata.load_bars`.
-    """
-    from ensemble_trader.domain.synthetic import generate
-    from ensemble_trader.marketdata import load_bars
-
-    kind, _, rest = spec.partition(":")
-    if kind == "synth":
-        parts = rest.split(":")
-        if not parts[0] or len(parts) > 3 or not all(p.isdigit() for p in parts[1:]):
-            raise DataError(f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>]]")
-        seed = int(parts[1]) if len(parts) > 1 else 0
-        n = int(parts[2]) if len(parts) > 2 else SYNTH_DEFAULT_BARS
-        data = generate(parts[0], n, seed, symbol=f"SYN-{parts[0].upper().replace('_', '-')}"[:24])
-        return data.series, data.regimes
-    loaded = load_bars(spec)
-    if len(loaded) != 1:
-        raise DataError(f"{spec!r} holds {len(loaded)} symbols; give one symbol per data spec")
-    return loaded[0], None
-
-
 def _iso(ts: np.datetime64) -> str:
     return str(np.datetime_as_string(np.datetime64(ts, "s")))
 
 
 def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
     """Load ``spec`` and cut it into train / validation / test windows by time."""
-    series, regimes = load_source(spec)
+    series, regimes = load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
     src = Source(spec, series, regimes)
     ts = np.asarray(series.timestamp)
     n = len(ts)
@@ -213,12 +197,17 @@ def data_hash(sources: Sequence[Source]) -> str:
 
 
 def agent_training_data(agent: str, sources: Sequence[Source]) -> list[Source]:
-    """The sources an agent trains on (the Contrarian: the mean-reverting ones when present)."""
+    """The sources an agent trains on.
+
+    The Contrarian trains on the mean-reverting series when the job has any (its edge exists
+    there); the others train on the remaining series, whose drifts and volatility regimes are
+    what they specialise in. With only one kind of data, everyone trains on all of it.
+    """
+    reverting = [s for s in sources if CONTRARIAN_DATA in s.spec]
+    trending = [s for s in sources if CONTRARIAN_DATA not in s.spec]
     if agent == "contrarian":
-        chosen = [s for s in sources if CONTRARIAN_DATA in s.spec]
-        if chosen:
-            return chosen
-    return list(sources)
+        return reverting or list(sources)
+    return trending or list(sources)
 
 
 def observation_stats(series: Sequence[PreparedSeries], leverage: float) -> tuple[np.ndarray, np.ndarray]:

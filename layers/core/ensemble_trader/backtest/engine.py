@@ -192,6 +192,32 @@ def prepare(series: BarSeries, regimes: np.ndarray | None = None, start: str | N
     )
 
 
+def load_series(spec: str, synthetic_bars: int = 2_000) -> tuple[BarSeries, np.ndarray | None]:
+    """Bars of one data spec, with the true regimes when the spec is synthetic.
+
+    ``synth:<scenario>[:<seed>[:<bars>]]`` is generated here (``synthetic_bars`` by default) so
+    its hidden regime labels come along; every other spec (``arch:sp500``, ``shared:<name>``, a
+    CSV path) goes through :func:`ensemble_trader.marketdata.load_bars` and has none.
+    """
+    from ensemble_trader.domain.synthetic import generate
+    from ensemble_trader.marketdata import load_bars
+
+    kind, _, rest = spec.partition(":")
+    if kind == "synth":
+        parts = rest.split(":")
+        if not parts[0] or len(parts) > 3 or not all(p.isdigit() for p in parts[1:]):
+            raise DataError(f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>]]")
+        seed = int(parts[1]) if len(parts) > 1 else 0
+        n = int(parts[2]) if len(parts) > 2 else synthetic_bars
+        symbol = f"SYN-{parts[0].upper().replace('_', '-')}"[:24]
+        data = generate(parts[0], n, seed, symbol=symbol)
+        return data.series, data.regimes
+    loaded = load_bars(spec)
+    if len(loaded) != 1:
+        raise DataError(f"{spec!r} holds {len(loaded)} symbols; give one symbol per data spec")
+    return loaded[0], None
+
+
 def align_truth(series: BarSeries, truth_ts: np.ndarray, truth_labels: np.ndarray) -> np.ndarray:
     """Regime label of every bar of ``series`` from a truth file (every bar must be covered)."""
     index = {int(t): lab for t, lab in zip(np.asarray(truth_ts).astype("datetime64[ns]").astype(np.int64),

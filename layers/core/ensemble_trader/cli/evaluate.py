@@ -1,0 +1,161 @@
+"""``ensemble-trader evaluate agents``: backtest a model set against buy-and-hold and cash."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ensemble_trader.backtest.metrics import METRIC_NAMES
+
+REGIME_SOURCES = ("truth", "synthetic truth", "detected", "none")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
+    ev_sub = p.add_subparsers(dest="target", metavar="TARGET")
+    agents = ev_sub.add_parser(
+        "agents",
+        help="backtest each agent, buy-and-hold and cash: overall and per regime",
+        description=(
+            "Runs the ONNX agents bar by bar over the bars (features computed by the same code as "
+            "live, warm-up rows skipped), each agent seeing its own position, with costs. Regimes: "
+            "--truth, else the synthetic generator's labels for synth: specs, else the committed "
+            "regime model's causal detection when it exists."
+        ),
+    )
+    agents.add_argument("--models", type=Path, default=None, help="model set folder (default: the committed one)")
+    agents.add_argument("--bars", required=True,
+                        help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>]]")
+    agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics")
+    agents.add_argument("--start", default=None, help="first bar to evaluate (ISO date), e.g. the test window start")
+    agents.add_argument("--end", default=None, help="evaluate bars before this date")
+    agents.add_argument("--cost-bps", type=float, default=1.0, help="commission, basis points of traded notional")
+    agents.add_argument("--slippage-bps", type=float, default=2.0, help="slippage, basis points of traded notional")
+    agents.add_argument("--regime-model", type=Path, default=None,
+                        help="regime model folder for detected regimes (default: the committed one)")
+    agents.add_argument("--plot", type=Path, default=None, help="write an equity-curve PNG here")
+    agents.add_argument("--json", action="store_true", help="print one JSON object")
+    agents.set_defaults(func=_evaluate_agents)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _detected_regimes(series: Any, model_dir: Path | None) -> Any:
+    """Causal regime labels of every bar from the regime model, or None if there is none."""
+    import numpy as np
+
+    from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
+    from ensemble_trader.domain.models import REGIMES
+    from ensemble_trader.domain.regime import RegimeDetector
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime.settings import Settings
+
+    folder = model_dir or Settings().models_dir / "regime"
+    if not folder.is_dir():
+        return None
+    detector = RegimeDetector(RegimeModel.load(folder))
+    fm = compute_features(series)
+    labels = detector.label_matrix(fm.values, FEATURE_NAMES, observed=fm.ready, symbol=series.symbol)
+    names = np.array([r.value for r in REGIMES], dtype="<U8")
+    return names[labels.regime]
+
+
+def _evaluate_agents(args: argparse.Namespace) -> int:
+    from ensemble_trader.backtest.engine import (
+        CostModel,
+        align_truth,
+        evaluate_agents,
+        load_series,
+        prepare,
+        run_pool,
+    )
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.marketdata import read_truth_csv
+
+    pool = AgentPool.load(args.models)
+    series, regimes = load_series(args.bars)
+    source = "synthetic truth" if regimes is not None else "none"
+    if args.truth is not None:
+        regimes = align_truth(series, *read_truth_csv(args.truth))
+        source = "truth"
+    elif regimes is None:
+        regimes = _detected_regimes(series, args.regime_model)
+        source = "detected" if regimes is not None else "none"
+    prepared = prepare(series, regimes, start=args.start, end=args.end)
+    paths = run_pool(pool, prepared.features)
+    costs = CostModel(args.cost_bps, args.slippage_bps)
+    report = evaluate_agents(prepared, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
+    if args.plot is not None:
+        _plot(prepared, paths, pool.names, costs, args.plot)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    ts = prepared.timestamp
+    print(f"model set {pool.version}   bars {args.bars}   {str(ts[0])[:10]} .. {str(ts[-1])[:10]} "
+          f"({len(ts)} bars)   costs {args.cost_bps}+{args.slippage_bps} bps   regimes: {source}")
+    if source == "none":
+        print("(no per-regime table: give --truth, a synth: spec, or commit a regime model)", file=sys.stderr)
+    print(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as aligned text tables: overall, then one table per regime."""
+    rows: list[tuple[str, dict[str, Any]]] = [(n, r) for n, r in report["agents"].items()]
+    rows += [(n, r) for n, r in report["baselines"].items()]
+    headers = ("total_ret", "annual_ret", "annual_vol", "sharpe", "sortino", "max_dd", "win_rate", "turnover")
+    pct = {"total_return", "annual_return", "annual_vol", "max_drawdown", "win_rate"}
+
+    def table(title: str, pick: Any) -> list[str]:
+        lines = [f"\n{title}", f"{'':<14}" + "".join(f"{h:>11}" for h in headers)]
+        for name, r in rows:
+            m = pick(r)
+            if m is None:
+                continue
+            cells = [f"{100 * m[k]:>10.1f}%" if k in pct else f"{m[k]:>11.2f}" for k in METRIC_NAMES]
+            lines.append(f"{name:<14}" + "".join(cells))
+        return lines
+
+    out = table("overall", lambda r: r["overall"])
+    regimes = sorted({k for _, r in rows for k in r["by_regime"]},
+                     key=lambda k: ("BULL", "BEAR", "SIDEWAYS", "VOLATILE").index(k))
+    for regime in regimes:
+        out += table(regime, lambda r, g=regime: r["by_regime"].get(g))
+    return "\n".join(out).lstrip("\n")
+
+
+def _plot(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, path: Path) -> None:
+    """Equity curves of the agents and buy-and-hold, with the regimes shaded when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ensemble_trader.backtest.engine import asset_returns, strategy_returns
+
+    r = asset_returns(prepared.close)
+    ts = prepared.timestamp[1:]
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
+    colours = {"BULL": "#d8f0d8", "BEAR": "#f6d5d5", "SIDEWAYS": "#eeeeee", "VOLATILE": "#f7e6c4"}
+    if prepared.regimes is not None:
+        labels = prepared.regimes[1:]
+        start = 0
+        for i in range(1, len(labels) + 1):
+            if i == len(labels) or labels[i] != labels[start]:
+                ax.axvspan(ts[start], ts[i - 1], color=colours.get(labels[start], "white"), lw=0)
+                start = i
+    for i, name in enumerate(names):
+        p = paths[:-1, i]
+        ax.plot(ts, np.cumprod(1 + strategy_returns(p, r, costs)), label=name, lw=1.2)
+    ax.plot(ts, np.cumprod(1 + strategy_returns(np.ones_like(r), r, costs)), label="buy and hold", color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylabel("wealth (log scale)")
+    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    ax.set_title(f"{prepared.symbol}: agents vs buy-and-hold" + (" (shading: regime)" if prepared.regimes is not None else ""))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""``ensemble-trader train agents``: the agents' training job, run locally (same code as SageMaker)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="offline training jobs (needs the train extra)")
+    train_sub = p.add_subparsers(dest="target", metavar="TARGET")
+    agents = train_sub.add_parser(
+        "agents",
+        help="train the four RL agents with PPO, export them to ONNX and write a model set",
+        description=(
+            "Walk-forward: each series is split by time into train (70%%), validation (10%%) and "
+            "test (20%%) windows; checkpoints are selected on validation only and the exported set "
+            "is measured on test. Default data: arch:sp500, arch:nasdaq, synth:realistic:11:5000, "
+            "synth:mean_reverting:12:5000 (--quick: two small synthetic series)."
+        ),
+    )
+    agents.add_argument("--bars", nargs="+", default=None, metavar="SPEC",
+                        help="data specs: arch:sp500, arch:nasdaq, shared:<name>, synth:<scenario>[:<seed>[:<bars>]], CSV")
+    agents.add_argument("--validation-bars", nargs="+", default=None, metavar="SPEC",
+                        help="separate validation data (the --bars series are then used whole for training)")
+    agents.add_argument("--out", type=Path, default=None, help="model set folder (default: the committed layers/models/agents)")
+    agents.add_argument("--quick", action="store_true", help="tiny budget (< 60 s), for tests and smoke runs")
+    agents.add_argument("--seed", type=int, default=None, help="random seed (default 7)")
+    agents.add_argument("--timesteps", type=int, default=None, help="PPO timesteps per agent")
+    agents.add_argument("--agents", nargs="+", default=None, help="train only these agents")
+    agents.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other hyperparameter of training.agents.train.TrainConfig (repeatable)")
+    agents.add_argument("--no-progress", action="store_true", help="no progress bars")
+    agents.set_defaults(func=_train_agents)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _train_agents(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from pydantic import ValidationError
+
+    from ensemble_trader.domain.agents import default_models_dir
+    from ensemble_trader.domain.errors import DataError
+
+    try:
+        from training.agents.train import TrainConfig, run_job
+    except ImportError as exc:
+        raise DataError(f"training needs the train extra (torch, stable-baselines3, gymnasium): {exc}") from exc
+
+    params: dict[str, object] = {}
+    for item in args.hp:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DataError(f"--hp {item!r}: expected KEY=VALUE")
+        params[key.strip()] = value
+    for key, value in (("bars", args.bars), ("validation_bars", args.validation_bars), ("agents", args.agents),
+                       ("seed", args.seed), ("total_timesteps", args.timesteps)):
+        if value is not None:
+            params[key] = value
+    params["quick"] = args.quick
+    try:
+        config = TrainConfig.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise DataError(f"bad training parameters: {problems}") from None
+    out = args.out or default_models_dir()
+    manifest = run_job(config, out, progress=not args.no_progress)
+    summary = {
+        "version": manifest["version"],
+        "out": str(out),
+        "seconds": manifest["training"]["seconds_total"],
+        "validation": {a: e["validation"]["score"] for a, e in manifest["agents"].items()},
+    }
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,109 @@
+"""Quick training end to end: CLI → PPO → ONNX (parity-checked) → manifest → AgentPool → evaluate.
+
+The SageMaker entry point is exercised with local folders standing in for the channels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest.metrics import METRIC_NAMES
+from ensemble_trader.cli import main
+from ensemble_trader.domain.agents import AGENT_NAMES, AgentPool, read_manifest, sha256_file
+from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.marketdata import write_bars_csv, write_truth_csv
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick_set(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("agents")
+    code = main(["train", "agents", "--quick", "--seed", "3", "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_quick_training_writes_a_verified_model_set(quick_set):
+    manifest = read_manifest(quick_set)
+    assert manifest.names == AGENT_NAMES
+    assert manifest.feature_names == FEATURE_NAMES
+    assert manifest.fused is not None
+    for entry in list(manifest.agents.values()) + [manifest.fused]:
+        assert sha256_file(quick_set / entry.file) == entry.sha256
+    training = manifest.training
+    assert training["seed"] == 3 and training["quick"] is True
+    assert len(training["data_sha256"]) == 64
+    assert max(training["onnx_parity_max_abs_error"].values()) <= 1e-5
+    # walk-forward: validation starts after training ends, test after validation
+    for windows in training["windows"].values():
+        assert windows["train"][1] < windows["validation"][0] <= windows["validation"][1] < windows["test"][0]
+    for name in AGENT_NAMES:
+        entry = manifest.agents[name]
+        assert entry.reward["name"] == name
+        assert "score" in entry.validation and entry.test
+    assert manifest.agents["aggressive"].leverage == 2.0
+
+
+def test_served_pool_respects_leverage(quick_set):
+    pool = AgentPool.load(quick_set)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(64, len(FEATURE_NAMES))) * 5
+    positions = rng.uniform(-1, 1, size=(64, 4))
+    out = pool.act_batch(features, positions)
+    limits = np.array([pool.leverage[n] for n in pool.names])
+    assert np.all(np.abs(out) <= limits + 1e-6)
+    np.testing.assert_allclose(out, AgentPool.load(quick_set, fused=False).act_batch(features, positions), atol=1e-5)
+
+
+def test_evaluate_json_shape(quick_set, tmp_path, capsys):
+    data = generate("realistic", 600, seed=41)
+    bars, truth = tmp_path / "bars.csv", tmp_path / "truth.csv"
+    write_bars_csv(bars, data.series)
+    write_truth_csv(truth, data)
+    capsys.readouterr()
+    code = main(["evaluate", "agents", "--models", str(quick_set), "--bars", str(bars), "--truth", str(truth), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"agents", "baselines"}
+    assert set(report["agents"]) == set(AGENT_NAMES)
+    assert set(report["baselines"]) == {"buy_and_hold", "cash"}
+    for block in list(report["agents"].values()) + list(report["baselines"].values()):
+        assert set(block["overall"]) == set(METRIC_NAMES)
+        assert set(block["by_regime"]) <= {"BULL", "BEAR", "SIDEWAYS", "VOLATILE"}
+        assert block["by_regime"]
+        for metrics in block["by_regime"].values():
+            assert set(metrics) == set(METRIC_NAMES)
+    assert report["baselines"]["cash"]["overall"]["total_return"] == 0.0
+
+
+def test_sagemaker_entry_point_with_local_channels(tmp_path):
+    train_dir, val_dir, model_dir = tmp_path / "train", tmp_path / "validation", tmp_path / "model"
+    write_bars_csv(train_dir / "syn.csv", generate("realistic", 700, seed=1, symbol="TRN").series)
+    write_bars_csv(val_dir / "syn.csv", generate("realistic", 400, seed=2, symbol="VAL").series)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        SM_CHANNEL_TRAIN=str(train_dir),
+        SM_CHANNEL_VALIDATION=str(val_dir),
+        SM_MODEL_DIR=str(model_dir),
+        SM_HPS=json.dumps({"quick": "true", "seed": "5", "total_timesteps": "512", "agents": "balanced"}),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.agents.train"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = read_manifest(model_dir)
+    assert manifest.names == ("balanced",)
+    assert manifest.training["seed"] == 5
+    assert manifest.training["validation_data"] == [str(val_dir / "syn.csv")]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == manifest.version
