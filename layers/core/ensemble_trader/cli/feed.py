@@ -69,17 +69,23 @@ def replay_bars(
     *,
     rate: float = 0.0,
     limit: int | None = None,
-    extra: Sequence[tuple[str, bytes]] = (),
+    inject: Sequence[tuple[str, bytes]] = (),
     on_progress: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ReplayResult:
-    """Put the bars of ``series`` (merged by time) and then ``extra`` records on ``stream``.
+    """Put the bars of ``series`` (merged by time) on ``stream``.
+
+    ``inject`` records (partition key, data) are spread evenly among the bars — the demo uses
+    them to show malformed input reaching the dead-letter queue while the rest flows.
 
     ``rate`` > 0 paces the feed at that many bars per second (in chunks of at most one second's
     bars); 0 sends as fast as PutRecords allows (chunks of 500). ``on_progress(n)`` is called
     after each chunk with the number of records it held.
     """
-    records = list(interleave(series, limit)) + list(extra)
+    records = list(interleave(series, limit))
+    step = len(records) // (len(inject) + 1) if inject else 0
+    for n, record in enumerate(inject, start=1):
+        records.insert(n * step + n - 1, record)
     chunk = CHUNK if rate <= 0 else max(1, min(CHUNK, int(rate)))
     t0 = time.perf_counter()
     for start in range(0, len(records), chunk):

@@ -92,6 +92,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def directory(self) -> str | None:
+        """The server's working folder (its pid file and log), removed on stop."""
+        return self._dir
+
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:

@@ -126,6 +126,7 @@ class LocalStack:
                     "redis_port": self.redis.port,
                     "redis_pid": self.redis.pid,
                     "redis_fake": self.redis.fake,
+                    "redis_dir": self.redis.directory,
                 },
                 indent=2,
             )
@@ -281,10 +282,14 @@ class LocalStack:
         return self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
 
     def read_queue(self, logical: str, *, delete: bool = True, limit: int = 10_000) -> list[dict[str, Any]]:
-        """Every message now in a queue, bodies parsed as JSON (text kept under ``"body"``)."""
+        """Every message now in a queue, bodies parsed as JSON (text kept under ``"body"``).
+
+        With ``delete=False`` the messages stay in the queue (visible again once read).
+        """
         sqs = self.client("sqs")
         url = self.queue_url(logical)
         out: list[dict[str, Any]] = []
+        hidden: list[str] = []  # read without deleting: made visible again at the end
         while len(out) < limit:
             response = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30,
@@ -293,6 +298,8 @@ class LocalStack:
             messages = response.get("Messages", [])
             if not messages:
                 break
+            if not delete:
+                hidden.extend(m["ReceiptHandle"] for m in messages)
             for m in messages:
                 try:
                     out.append(json.loads(m["Body"]))
@@ -303,6 +310,14 @@ class LocalStack:
                     QueueUrl=url,
                     Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
                 )
+        for start in range(0, len(hidden), 10):
+            sqs.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                    for i, h in enumerate(hidden[start : start + 10])
+                ],
+            )
         return out
 
     def published_events(self, *, delete: bool = True) -> list[dict[str, Any]]:
@@ -316,21 +331,22 @@ class LocalStack:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
-    def stream_records(self, logical: str, *, after: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
-        """Every (partition key, data) on a stream, shard by shard; ``after`` = a :meth:`stream_mark`."""
-        return [(r["PartitionKey"], r["Data"]) for r in self.iter_stream(logical, after=after)]
+    def stream_records(self, logical: str, *, since: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+        """Every (partition key, data) on a stream, shard by shard; ``since`` = a :meth:`stream_mark`."""
+        return [(r["PartitionKey"], r["Data"]) for r in self.iter_stream(logical, since=since)]
 
-    def iter_stream(self, logical: str, *, after: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    def iter_stream(self, logical: str, *, since: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """The stream's records (GetRecords dicts plus ``_shard``), from the start or a mark."""
         kinesis = self.client("kinesis")
         name = self.name(logical) if logical in constants.STREAMS else logical
         for shard in kinesis.list_shards(StreamName=name)["Shards"]:
             shard_id = shard["ShardId"]
-            kwargs: dict[str, Any] = {"StreamName": name, "ShardId": shard_id}
-            if after and after.get(shard_id):
-                kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after[shard_id])
+            if since is not None and shard_id in since:
+                iterator = since[shard_id]
             else:
-                kwargs["ShardIteratorType"] = "TRIM_HORIZON"
-            iterator = kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+                iterator = kinesis.get_shard_iterator(
+                    StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
             while iterator:
                 response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
                 for record in response["Records"]:
@@ -340,19 +356,23 @@ class LocalStack:
                 iterator = response.get("NextShardIterator")
 
     def stream_mark(self, logical: str) -> dict[str, str]:
-        """The last sequence number of each shard now: read only what comes after with ``after``."""
-        mark: dict[str, str] = {}
-        for record in self.iter_stream(logical):
-            shard = record["_shard"]
-            mark[shard] = record["SequenceNumber"]
-        return mark
+        """The stream's current end, per shard (a LATEST iterator): pass it as ``since`` to read
+        only the records put after this call. (Real Kinesis iterators expire after 5 minutes;
+        moto's do not.)"""
+        kinesis = self.client("kinesis")
+        name = self.name(logical) if logical in constants.STREAMS else logical
+        return {
+            shard["ShardId"]: kinesis.get_shard_iterator(
+                StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="LATEST"
+            )["ShardIterator"]
+            for shard in kinesis.list_shards(StreamName=name)["Shards"]
+        }
 
     def reset(self) -> None:
         """Empty Redis, every queue and every table (streams cannot be emptied: use marks)."""
         self.redis_client().flushdb()
-        sqs = self.client("sqs")
         for logical in [*constants.QUEUES, EVENTS_TAP]:
-            sqs.purge_queue(QueueUrl=self.queue_url(logical))
+            self.read_queue(logical, delete=True)  # PurgeQueue is limited to once a minute
         ddb = self.client("dynamodb")
         for spec in constants.TABLES:
             name = self.name(spec.logical)
