@@ -149,21 +149,16 @@ def meta_config(strategy_id: str) -> MetaAgentConfig:
     return MetaAgentConfig.create(**options)
 
 
-@lru_cache(maxsize=1)
-def runner() -> KinesisStageRunner:
-    """Dependencies built once per container (cold start): models, clients, the runner."""
+def build_runner(settings: Any, agents: Any, *, config: MetaAgentConfig | None = None) -> KinesisStageRunner:
+    """The stage runner wired to AWS (or the local stack) for ``settings``, deciding with ``agents``."""
     from ensemble_trader import constants
     from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
     from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
     from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter, SqsPublisher
     from ensemble_trader.adapters.redis.cache import RedisCache
-    from ensemble_trader.domain.agents import AgentPool
-    from ensemble_trader.runtime.settings import get_settings
 
-    settings = get_settings()
     spec = constants.function_spec("meta_agent")
-    pool = AgentPool.load(settings.models_dir / "agents")
-    step = MetaAgentStep(meta_config(settings.strategy_id), pool)
+    step = MetaAgentStep(config or meta_config(settings.strategy_id), agents)
     store = DynamoKeyValueStore(settings=settings)
     queue = QueueSink(SqsPublisher(settings=settings), spec.outputs[0], lambda intent: intent.intent_id)
     return KinesisStageRunner(
@@ -176,6 +171,16 @@ def runner() -> KinesisStageRunner:
         snapshot_table=BANDIT_TABLE,
         metrics=metrics,
     )
+
+
+@lru_cache(maxsize=1)
+def runner() -> KinesisStageRunner:
+    """Dependencies built once per container (cold start): the pinned agent set, clients, runner."""
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = get_settings()
+    return build_runner(settings, AgentPool.load(settings.models_dir / "agents"))
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].eventID")
