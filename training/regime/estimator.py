@@ -11,7 +11,8 @@ Fitting, for each candidate number of states K:
    highest log-likelihood is kept;
 3. K is chosen by the lowest BIC among the candidates.
 
-The hidden states are then named without labels (:func:`label_states`): each state's drift
+The hidden states are then named without labels
+(:func:`~ensemble_trader.domain.regime_fit.label_states`): each state's drift
 and volatility are measured on the training bars it explains (posterior-weighted mean of the
 one-bar log return, and root of the weighted mean Garman-Klass variance).
 
@@ -35,6 +36,12 @@ from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from ensemble_trader.domain.models import Regime
+from ensemble_trader.domain.regime_fit import (
+    floor_stochastic,
+    label_states,
+    state_summary,
+    stationary_distribution,
+)
 from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
 
 DEFAULT_FEATURES: tuple[tuple[str, str], ...] = (("range_vol_1", "log"),)
@@ -90,72 +97,6 @@ class StateSummary:
     @property
     def sharpe(self) -> float:
         return self.drift / self.vol if self.vol > 0 else 0.0
-
-
-def label_states(drift: np.ndarray, vol: np.ndarray, share: np.ndarray, min_share: float = 0.03) -> tuple[Regime, ...]:
-    """Name hidden states BULL/BEAR/SIDEWAYS/VOLATILE from their drift and volatility alone.
-
-    The rule (no labels needed), over the states holding at least ``min_share`` of the bars
-    (the four largest if fewer qualify):
-
-    1. VOLATILE: the state with the highest volatility;
-    2. BEAR: of the others, the lowest drift per unit of volatility (``drift / vol``);
-    3. BULL: of the rest, the highest ``drift / vol``;
-    4. SIDEWAYS: of the rest, the lowest volatility.
-
-    Every other state joins the regime of the nearest of these four anchors in the plane
-    (``drift / vol``, ``log vol``), each axis scaled by the anchors' spread on it
-    (BULL − BEAR and VOLATILE − SIDEWAYS).
-    """
-    drift, vol, share = (np.asarray(a, dtype=np.float64) for a in (drift, vol, share))
-    k = len(drift)
-    if k < 4:
-        raise ValueError(f"need at least 4 hidden states to name 4 regimes, got {k}")
-    sharpe = drift / np.maximum(vol, 1e-300)
-    log_vol = np.log(np.maximum(vol, 1e-300))
-    eligible = [s for s in range(k) if share[s] >= min_share]
-    if len(eligible) < 4:
-        eligible = sorted(np.argsort(-share)[:4].tolist())
-    names: dict[int, Regime] = {}
-    rest = list(eligible)
-    volatile = max(rest, key=lambda s: vol[s])
-    rest.remove(volatile)
-    bear = min(rest, key=lambda s: sharpe[s])
-    rest.remove(bear)
-    bull = max(rest, key=lambda s: sharpe[s])
-    rest.remove(bull)
-    sideways = min(rest, key=lambda s: vol[s])
-    anchors = {Regime.VOLATILE: volatile, Regime.BEAR: bear, Regime.BULL: bull, Regime.SIDEWAYS: sideways}
-    for regime, s in anchors.items():
-        names[s] = regime
-    sharpe_scale = max(abs(sharpe[bull] - sharpe[bear]), 1e-12)
-    vol_scale = max(abs(log_vol[volatile] - log_vol[sideways]), 1e-12)
-    for s in range(k):
-        if s in names:
-            continue
-        names[s] = min(
-            anchors,
-            key=lambda r: ((sharpe[s] - sharpe[anchors[r]]) / sharpe_scale) ** 2
-            + ((log_vol[s] - log_vol[anchors[r]]) / vol_scale) ** 2,
-        )
-    return tuple(names[s] for s in range(k))
-
-
-def stationary_distribution(transmat: np.ndarray) -> np.ndarray:
-    """The left eigenvector of a stochastic matrix for eigenvalue 1, normalised."""
-    k = len(transmat)
-    a = transmat.T - np.eye(k)
-    a[-1, :] = 1.0
-    b = np.zeros(k)
-    b[-1] = 1.0
-    pi = np.linalg.solve(a, b)
-    pi = np.maximum(pi, 0.0)
-    return pi / pi.sum()
-
-
-def floor_stochastic(p: np.ndarray, floor: float) -> np.ndarray:
-    out = np.maximum(np.asarray(p, dtype=np.float64), floor)
-    return out / out.sum(axis=-1, keepdims=True)
 
 
 class RegimeHMM:
@@ -266,11 +207,7 @@ class RegimeHMM:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             posterior = hmm.predict_proba(z, lengths)
-        weights = posterior / np.maximum(posterior.sum(axis=0), 1e-300)
-        ret, vol = np.concatenate(rets), np.concatenate(vols)
-        drift = weights.T @ ret
-        state_vol = np.sqrt(weights.T @ (vol * vol))
-        share = posterior.mean(axis=0)
+        drift, state_vol, share = state_summary(posterior, np.concatenate(rets), np.concatenate(vols))
         regimes = label_states(drift, state_vol, share, self.min_share)
 
         self.hmm_ = hmm

@@ -37,16 +37,11 @@ import numpy as np
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from ensemble_trader.domain.models import REGIMES
 from ensemble_trader.domain.regime import RegimeDetector, TransitionRule
+from ensemble_trader.domain.regime_fit import floor_stochastic, label_states, state_summary
 from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
 from ensemble_trader.domain.synthetic import SCENARIOS, SyntheticData, generate
 
-from training.regime.estimator import (
-    DEFAULT_FEATURES,
-    RegimeHMM,
-    floor_stochastic,
-    label_states,
-    transform_raw,
-)
+from training.regime.estimator import DEFAULT_FEATURES, RegimeHMM, transform_raw
 
 METHODS = ("ours", "hmmlearn", "true_params", "jumpmodels")
 DEFAULT_SCENARIOS = ("easy", "realistic", "hard", "mean_reverting")
@@ -131,10 +126,7 @@ def _detector_labeler(detector: RegimeDetector) -> Labeler:
 
 def _state_stats(train_fm, ready, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drift, GK volatility and share of each state from (soft or hard) training weights."""
-    ret = train_fm.column("ret_1")[ready]
-    vol = train_fm.column("range_vol_1")[ready]
-    w = weights / np.maximum(weights.sum(axis=0), 1e-300)
-    return w.T @ ret, np.sqrt(w.T @ (vol * vol)), weights.mean(axis=0)
+    return state_summary(weights, train_fm.column("ret_1")[ready], train_fm.column("range_vol_1")[ready])
 
 
 def _hmmlearn(train: SyntheticData, cfg: EvalConfig) -> Labeler:

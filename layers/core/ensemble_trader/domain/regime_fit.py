@@ -1,0 +1,212 @@
+"""Regime-model fitting that the Lambda can run: numpy Baum-Welch and the state-naming rule.
+
+The offline job (``training/regime``) fits from scratch with hmmlearn (several restarts, BIC).
+The scheduled refit Lambda cannot ship hmmlearn, so it *refines* the serving model on recent
+history with the same EM algorithm written in numpy here (:func:`refit`): a warm start from the
+current parameters, a few Baum-Welch iterations, the same export conventions (transition floor,
+stationary start distribution) and the same label-free naming rule (:func:`label_states`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.models import Regime
+from ensemble_trader.domain.regime_model import RegimeModel
+
+
+def label_states(drift: np.ndarray, vol: np.ndarray, share: np.ndarray, min_share: float = 0.03) -> tuple[Regime, ...]:
+    """Name hidden states BULL/BEAR/SIDEWAYS/VOLATILE from their drift and volatility alone.
+
+    The rule (no labels needed), over the states holding at least ``min_share`` of the bars
+    (the four largest if fewer qualify):
+
+    1. VOLATILE: the state with the highest volatility;
+    2. BEAR: of the others, the lowest drift per unit of volatility (``drift / vol``);
+    3. BULL: of the rest, the highest ``drift / vol``;
+    4. SIDEWAYS: of the rest, the lowest volatility.
+
+    Every other state joins the regime of the nearest of these four anchors in the plane
+    (``drift / vol``, ``log vol``), each axis scaled by the anchors' spread on it
+    (BULL − BEAR and VOLATILE − SIDEWAYS).
+    """
+    drift, vol, share = (np.asarray(a, dtype=np.float64) for a in (drift, vol, share))
+    k = len(drift)
+    if k < 4:
+        raise ValueError(f"need at least 4 hidden states to name 4 regimes, got {k}")
+    sharpe = drift / np.maximum(vol, 1e-300)
+    log_vol = np.log(np.maximum(vol, 1e-300))
+    eligible = [s for s in range(k) if share[s] >= min_share]
+    if len(eligible) < 4:
+        eligible = sorted(np.argsort(-share)[:4].tolist())
+    rest = list(eligible)
+    volatile = max(rest, key=lambda s: vol[s])
+    rest.remove(volatile)
+    bear = min(rest, key=lambda s: sharpe[s])
+    rest.remove(bear)
+    bull = max(rest, key=lambda s: sharpe[s])
+    rest.remove(bull)
+    sideways = min(rest, key=lambda s: vol[s])
+    anchors = {Regime.VOLATILE: volatile, Regime.BEAR: bear, Regime.BULL: bull, Regime.SIDEWAYS: sideways}
+    names: dict[int, Regime] = {s: r for r, s in anchors.items()}
+    sharpe_scale = max(abs(sharpe[bull] - sharpe[bear]), 1e-12)
+    vol_scale = max(abs(log_vol[volatile] - log_vol[sideways]), 1e-12)
+    for s in range(k):
+        if s not in names:
+            names[s] = min(
+                anchors,
+                key=lambda r: ((sharpe[s] - sharpe[anchors[r]]) / sharpe_scale) ** 2
+                + ((log_vol[s] - log_vol[anchors[r]]) / vol_scale) ** 2,
+            )
+    return tuple(names[s] for s in range(k))
+
+
+def stationary_distribution(transmat: np.ndarray) -> np.ndarray:
+    """The stationary distribution of a stochastic matrix (left eigenvector for eigenvalue 1)."""
+    k = len(transmat)
+    a = np.asarray(transmat, dtype=np.float64).T - np.eye(k)
+    a[-1, :] = 1.0
+    b = np.zeros(k)
+    b[-1] = 1.0
+    pi = np.maximum(np.linalg.solve(a, b), 0.0)
+    return pi / pi.sum()
+
+
+def floor_stochastic(p: np.ndarray, floor: float) -> np.ndarray:
+    """Raise every entry to at least ``floor`` and renormalise the rows."""
+    out = np.maximum(np.asarray(p, dtype=np.float64), floor)
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+def state_summary(posterior: np.ndarray, ret_1: np.ndarray, range_vol_1: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drift (mean one-bar log return), GK volatility and share of bars of each state."""
+    w = posterior / np.maximum(posterior.sum(axis=0), 1e-300)
+    return w.T @ ret_1, np.sqrt(w.T @ (range_vol_1 * range_vol_1)), posterior.mean(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Baum-Welch in numpy
+# --------------------------------------------------------------------------------------------
+
+
+def forward_backward(
+    log_b: np.ndarray, start: np.ndarray, transmat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scaled forward-backward: posteriors (n, K), expected transition counts (K, K), log-lik."""
+    n, k = log_b.shape
+    shift = log_b.max(axis=1, keepdims=True)
+    b = np.exp(log_b - shift)
+    alpha = np.empty((n, k))
+    scale = np.empty(n)
+    a = start * b[0]
+    scale[0] = a.sum()
+    alpha[0] = a / scale[0]
+    for t in range(1, n):
+        a = (alpha[t - 1] @ transmat) * b[t]
+        scale[t] = a.sum()
+        alpha[t] = a / scale[t]
+    beta = np.empty((n, k))
+    beta[-1] = 1.0
+    for t in range(n - 2, -1, -1):
+        beta[t] = transmat @ (b[t + 1] * beta[t + 1]) / scale[t + 1]
+    gamma = alpha * beta
+    gamma /= gamma.sum(axis=1, keepdims=True)
+    xi = transmat * (alpha[:-1].T @ (b[1:] * beta[1:] / scale[1:, None]))
+    return gamma, xi, float(np.log(scale).sum() + shift.sum())
+
+
+@dataclass(frozen=True)
+class RefitResult:
+    model: RegimeModel
+    log_likelihood: float
+    previous_log_likelihood: float
+    iterations: int
+    n_samples: int
+
+
+def refit(
+    model: RegimeModel,
+    raw: np.ndarray,
+    ret_1: np.ndarray,
+    range_vol_1: np.ndarray,
+    *,
+    sequences: Sequence[int] | None = None,
+    n_iter: int = 20,
+    tol: float = 1e-4,
+    transition_floor: float = 1e-6,
+    min_covariance: float = 1e-3,
+    min_share: float = 0.03,
+    info: dict | None = None,
+) -> RefitResult:
+    """Refine ``model`` on ``raw`` rows (model feature order) by Baum-Welch from its parameters.
+
+    ``sequences`` are the lengths of consecutive independent sequences (e.g. one per symbol;
+    default: one). The standardisation of the features is kept, so the refined model reads the
+    same inputs. States are renamed with :func:`label_states` on ``ret_1`` / ``range_vol_1``.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim != 2 or raw.shape[1] != model.n_features:
+        raise DataError(f"refit needs rows of {model.n_features} features {model.feature_names}, got {raw.shape}")
+    if not np.all(np.isfinite(raw)):
+        raise DataError("refit rows contain non-finite feature values")
+    lengths = list(sequences) if sequences is not None else [len(raw)]
+    if sum(lengths) != len(raw) or any(n < 2 for n in lengths):
+        raise DataError(f"sequence lengths {lengths} must be >= 2 each and sum to {len(raw)} rows")
+    k, d = model.n_states, model.n_features
+    if len(raw) < 20 * k:
+        raise DataError(f"refit needs at least {20 * k} rows for {k} states, got {len(raw)}")
+    z = model.transform(raw)
+    bounds = np.cumsum([0, *lengths])
+    start, transmat = model.start_prob, model.transmat
+    means = model.means.copy()
+    full = model.covariance_type == "full"
+    covs = model.covariances.copy()
+    previous = None
+    first = None
+    iterations = 0
+    for iterations in range(1, n_iter + 1):  # noqa: B007 (the count is reported)
+        current = RegimeModel(model.features, start, transmat, means, covs, model.covariance_type, model.state_regimes)
+        log_b = current.log_emission_matrix(z)
+        gamma = np.empty((len(z), k))
+        xi = np.zeros((k, k))
+        loglik = 0.0
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            g, x, ll = forward_backward(log_b[lo:hi], start, transmat)
+            gamma[lo:hi], xi, loglik = g, xi + x, loglik + ll
+        if first is None:
+            first = loglik
+        weight = gamma.sum(axis=0)
+        transmat = floor_stochastic(xi / np.maximum(xi.sum(axis=1, keepdims=True), 1e-300), transition_floor)
+        means = (gamma.T @ z) / np.maximum(weight[:, None], 1e-300)
+        for s in range(k):
+            diff = z - means[s]
+            if full:
+                covs[s] = (gamma[:, s, None] * diff).T @ diff / max(weight[s], 1e-300) + min_covariance * np.eye(d)
+            else:
+                covs[s] = (gamma[:, s, None] * diff * diff).sum(axis=0) / max(weight[s], 1e-300) + min_covariance
+        start = floor_stochastic(stationary_distribution(transmat), transition_floor)
+        if previous is not None and abs(loglik - previous) < tol:
+            previous = loglik
+            break
+        previous = loglik
+    final = RegimeModel(model.features, start, transmat, means, covs, model.covariance_type, model.state_regimes)
+    posterior = np.concatenate(
+        [forward_backward(final.log_emission_matrix(z[lo:hi]), start, transmat)[0] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    )
+    names = label_states(*state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1)), min_share)
+    refined = RegimeModel(
+        model.features,
+        start,
+        transmat,
+        means,
+        covs,
+        model.covariance_type,
+        names,
+        log_floor=model.log_floor,
+        info={**(info or {}), "refit_of": model.version, "n_samples": len(raw), "log_likelihood": previous},
+    )
+    return RefitResult(refined, float(previous), float(first), iterations, len(raw))
