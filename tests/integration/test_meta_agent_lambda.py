@@ -17,7 +17,7 @@ from ensemble_trader.domain.regime import RegimeStep
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.local.events import kinesis_event, kinesis_record
 from ensemble_trader.local.functions import load_module
-from ensemble_trader.local.stack import EVENTS_TAP, LocalStack
+from ensemble_trader.local.stack import EVENTS_TAP
 from ensemble_trader.runtime.stage import StageStats
 
 from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
@@ -25,10 +25,9 @@ from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def stack():
-    with LocalStack(stage="metatest") as s:
-        yield s
+@pytest.fixture()
+def stack(clean_stack):
+    return clean_stack.stack
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def handler():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    series = generate("realistic", 140, seed=5, symbol="METAX").series
+    series = generate("realistic", 110, seed=5, symbol="METAX").series
     return run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model()))
 
 
@@ -81,8 +80,8 @@ def snapshot(stack, symbol: str) -> dict:
 def test_intents_decisions_events_and_redelivery(stack, handler, pipeline) -> None:
     r = runner(handler, stack)
     states = pipeline.market_states
-    for start in range(0, len(states), 50):
-        assert r.process(event(states[start : start + 50], start)) == {"batchItemFailures": []}
+    for start in range(0, len(states), 40):
+        assert r.process(event(states[start : start + 40], start)) == {"batchItemFailures": []}
     expected = run_meta(pipeline, MetaAgentConfig.create()).intents
     messages = drain_fifo(stack)
     assert len(messages) == len(expected)
@@ -106,8 +105,8 @@ def test_intents_decisions_events_and_redelivery(stack, handler, pipeline) -> No
 
     # redelivery of the last batch: a no-op (nothing sent, snapshot version unchanged)
     version = item["version"]
-    assert r.process(event(states[100:], 100)) == {"batchItemFailures": []}
-    assert r.stats.duplicates == len(states) - 100
+    assert r.process(event(states[80:], 80)) == {"batchItemFailures": []}
+    assert r.stats.duplicates == len(states) - 80
     assert drain_fifo(stack) == []
     assert snapshot(stack, "METAX")["version"] == version
 
