@@ -5,7 +5,7 @@ A stage of the pipeline (features, regime, meta-agent) is a pure step over per-s
     Kinesis records ──decode/validate──▶ group by symbol (order kept)
         ──one MGET──▶ state per symbol (cache; DynamoDB snapshot on a miss; new state otherwise)
         ──step.apply(state, message) for each new record──▶ outputs, events
-        ──▶ outputs on the next stream / queue ──▶ events on the bus
+        ──▶ outputs on the next stream / queue (in arrival order) ──▶ events on the bus
         ──▶ conditional snapshot per symbol (DynamoDB) ──▶ one pipelined write-back (cache)
 
 :class:`SymbolStep` is what a stage implements (in the core, no I/O); :class:`KinesisStageRunner`
@@ -240,6 +240,7 @@ class _Item:
     item_id: str | None
     raw: Mapping[str, Any]
     message: BaseModel
+    position: int  # index in the batch: outputs of all symbols go out in arrival order
 
 
 @dataclass
@@ -247,8 +248,8 @@ class _Group:
     items: list[_Item]
     state: Any = None
     version: int = 0
-    outputs: list[BaseModel] = field(default_factory=list)
-    events: list[BaseModel] = field(default_factory=list)
+    outputs: list[tuple[int, BaseModel]] = field(default_factory=list)
+    events: list[tuple[int, BaseModel]] = field(default_factory=list)
     changed: bool = False
     warm: bool = False  # loaded from the snapshot on a cache miss: write it back to the cache
     failed_from: int | None = None  # index of the first unprocessed item after a failure
@@ -340,7 +341,7 @@ class KinesisStageRunner(Generic[S, In]):
         from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamRecord
 
         groups: dict[str, _Group] = {}
-        for raw in records:
+        for position, raw in enumerate(records):
             item_id = _sequence_number(raw)
             try:
                 envelope = KinesisDataStreamRecord.model_validate(raw)
@@ -356,7 +357,7 @@ class KinesisStageRunner(Generic[S, In]):
                 self._reject(raw, item_id, exc.reason, failures)
                 continue
             symbol = self.step.symbol_of(message)
-            groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message))
+            groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message, position))
         return groups
 
     def _load_states(self, groups: dict[str, _Group]) -> None:
@@ -430,8 +431,8 @@ class KinesisStageRunner(Generic[S, In]):
                 stats.applied += 1
                 last = seq
                 group.changed = True
-                group.outputs.extend(outputs)
-                group.events.extend(events)
+                group.outputs.extend((item.position, o) for o in outputs)
+                group.events.extend((item.position, e) for e in events)
             group.state = state
 
     def _persist(self, groups: dict[str, _Group]) -> None:
@@ -439,7 +440,7 @@ class KinesisStageRunner(Generic[S, In]):
         with_outputs = [g for g in groups.values() if g.changed and g.outputs]
         if self.sink is not None and with_outputs:
             try:
-                self.sink.emit([o for g in with_outputs for o in g.outputs])
+                self.sink.emit(_in_arrival_order(g.outputs for g in with_outputs))
                 n = sum(len(g.outputs) for g in with_outputs)
                 self.stats.outputs += n
                 self._count("outputs", n)
@@ -450,7 +451,7 @@ class KinesisStageRunner(Generic[S, In]):
         with_events = [g for g in groups.values() if g.changed and g.events]
         if self.events is not None and with_events:
             try:
-                self.events.publish([e for g in with_events for e in g.events])
+                self.events.publish(_in_arrival_order(g.events for g in with_events))
                 self.stats.events += sum(len(g.events) for g in with_events)
             except InfrastructureError as exc:
                 log.warning("stage %s: events not published: %s", step.name, exc)
@@ -536,6 +537,13 @@ def _sequence_number(raw: Any) -> str | None:
     except (KeyError, TypeError):
         return None
     return seq if isinstance(seq, str) and seq else None
+
+
+def _in_arrival_order(parts: Any) -> list[BaseModel]:
+    """Outputs of several symbols merged back into the order their inputs arrived in."""
+    merged = [pair for part in parts for pair in part]
+    merged.sort(key=lambda pair: pair[0])  # stable: outputs of one input keep their order
+    return [model for _, model in merged]
 
 
 def _ordered_unique(values: list[str]) -> list[str]:
