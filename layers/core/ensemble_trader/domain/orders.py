@@ -186,6 +186,18 @@ class ReconciliationFailed(Message):
     timestamp: AwareDatetime
 
 
+class KillSwitchCommand(Message):
+    """The ``detail`` of a KillSwitch control event (source ``ensemble-trader.control``).
+
+    ``active`` true halts new orders and cancels working ones; false lifts the switch, and with
+    ``reset_breaker`` also resets a latched circuit breaker (an operator decision).
+    """
+
+    active: bool
+    reason: str = Field(min_length=1, max_length=500)
+    reset_breaker: bool = False
+
+
 # --------------------------------------------------------------------------------------------
 # Planning
 # --------------------------------------------------------------------------------------------

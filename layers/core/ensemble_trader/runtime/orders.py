@@ -560,3 +560,178 @@ def _breaker_event(t: BreakerTransition, when: datetime) -> CircuitBreakerTrippe
         previous=t.previous.value, current=t.current.value, reason=t.reason, equity=t.equity,
         daily_loss=t.daily_loss, drawdown=t.drawdown, timestamp=when,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# The Lambda side: one SQS record → one intent, and the wiring to AWS
+# ----------------------------------------------------------------------------------------------
+
+VALIDATED_FIELDS = (
+    "strategy_id", "symbol", "timestamp", "target_position", "reference_price", "model_version",
+    "regime", "confidence",
+)
+"""Intent fields the idempotency record validates: the same intent id with other values is refused."""
+
+
+class IntentConsumer:
+    """Parses one queued intent and routes it; what cannot be processed goes to the DLQ with its reason.
+
+    ``route`` is the router call, normally wrapped in Powertools' idempotency (see
+    :func:`build_service`); it takes the intent as a JSON-able dict and returns the outcome dict.
+    A malformed intent or an intent id seen before with different content is *permanent*: it is
+    dead-lettered with its reason, an OrderRejected event is published, and the record counts as
+    processed (retrying cannot fix it). Anything else that fails is raised, so the record is
+    reported as a batch-item failure and SQS delivers it again.
+    """
+
+    def __init__(
+        self,
+        router: OrderRouter,
+        dead_letters: Any,
+        *,
+        route: Any = None,
+        metrics: Any = None,
+        conflict_errors: tuple[type[BaseException], ...] = (),
+    ):
+        self.router = router
+        self.dead_letters = dead_letters
+        self.route = route or (lambda intent: router.handle(OrderIntent.parse(intent)).as_dict())
+        self.metrics = metrics
+        self.conflict_errors = conflict_errors
+
+    def process(self, body: str | bytes, record: Any = None) -> dict[str, Any]:
+        import time
+
+        from ensemble_trader.domain.errors import InvalidMessageError
+
+        started = time.perf_counter_ns()
+        try:
+            intent = OrderIntent.parse(body)
+        except InvalidMessageError as exc:
+            return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
+                                     str(exc), None)
+        try:
+            result = self.route(intent=intent.model_dump(mode="json"))
+        except self.conflict_errors as exc:
+            return self._dead_letter(
+                record if record is not None else body, RejectReason.INTENT_CONFLICT,
+                f"intent {intent.intent_id} was processed before with different content ({exc})", intent,
+            )
+        self._metric("orders_route_us", "Microseconds", (time.perf_counter_ns() - started) / 1e3)
+        self._metric("intents_routed", "Count", 1)
+        self._metric("orders_placed", "Count", len(result.get("orders", [])))
+        self._metric("orders_rejected", "Count", len(result.get("rejections", [])))
+        self._metric("fills_applied", "Count", result.get("fills", 0))
+        return result
+
+    def _dead_letter(self, record: Any, reason: RejectReason, message: str,
+                     intent: OrderIntent | None) -> dict[str, Any]:
+        text = f"{reason.value}: {message}"
+        self.dead_letters.send(record, text, source="orders")
+        if self.router.events is not None:
+            self.router.events.publish([
+                OrderRejected(
+                    client_order_id=None,
+                    intent_id=intent.intent_id if intent else None,
+                    symbol=intent.symbol if intent else None,
+                    reason_code=reason.value, message=message[:1000], timestamp=self.router.clock.now(),
+                )
+            ])
+        self._metric("intents_dead_lettered", "Count", 1)
+        return {"dead_lettered": True, "reason": reason.value, "message": message}
+
+    def _metric(self, name: str, unit: str, value: float) -> None:
+        if self.metrics is not None:
+            self.metrics.add_metric(name=name, unit=unit, value=value)
+
+
+@dataclass
+class OrdersService:
+    """What an orders Lambda container builds once: the router, the consumer, the idempotency config."""
+
+    router: OrderRouter
+    consumer: IntentConsumer
+    idempotency_config: Any = None
+
+
+def make_broker(settings: Any, orders: OrdersSettings, clock: Clock) -> Broker:
+    """The configured broker: the paper broker over DynamoDB, or Alpaca with keys from Secrets Manager."""
+    if orders.broker == "alpaca":
+        from ensemble_trader.adapters.aws.clients import client
+        from ensemble_trader.adapters.brokers.alpaca import AlpacaBroker
+
+        secret = orders.alpaca_secret_name or settings.name("broker-keys")
+        return AlpacaBroker.from_secret(
+            client("secretsmanager", settings), secret, paper=orders.alpaca_paper,
+            timeout=orders.alpaca_timeout_seconds,
+        )
+    from ensemble_trader.adapters.aws.orders_store import DynamoPaperLedger
+    from ensemble_trader.adapters.brokers.paper import PaperBroker
+
+    return PaperBroker(
+        DynamoPaperLedger(settings=settings), clock,
+        slippage_bps=orders.paper_slippage_bps, fee_bps=orders.paper_fee_bps,
+        fee_per_share=orders.paper_fee_per_share, fill_fraction=orders.paper_fill_fraction,
+        lot=orders.quantity_step,
+    )
+
+
+def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
+                 risk: RiskLimits | None = None, clock: Clock | None = None) -> OrderRouter:
+    """A router wired to DynamoDB, the configured broker and EventBridge (AWS or the local stack)."""
+    from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+    from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+    from ensemble_trader.runtime.clock import SystemClock
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = settings or get_settings()
+    orders = orders or OrdersSettings()
+    clock = clock or SystemClock()
+    return OrderRouter(
+        DynamoOrdersStore(settings=settings),
+        make_broker(settings, orders, clock),
+        clock,
+        limits=risk or RiskSettings().limits(),
+        events=EventBridgePublisher(settings=settings),
+        initial_equity=orders.initial_equity,
+        quantity_step=orders.quantity_step,
+        reconcile_grace_seconds=orders.reconcile_grace_seconds,
+    )
+
+
+def build_service(settings: Any = None, *, metrics: Any = None, router: OrderRouter | None = None,
+                  idempotency_ttl_seconds: int = 86_400) -> OrdersService:
+    """The orders Lambda's dependencies: router, DLQ writer, Powertools idempotency on the intent id."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+
+    from ensemble_trader import constants
+    from ensemble_trader.adapters.aws.clients import client
+    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = settings or get_settings()
+    router = router or build_router(settings)
+    config = IdempotencyConfig(
+        event_key_jmespath="intent_id",
+        payload_validation_jmespath="[" + ", ".join(VALIDATED_FIELDS) + "]",
+        raise_on_no_idempotency_key=True,
+        expires_after_seconds=idempotency_ttl_seconds,
+    )
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings.name("idempotency"), boto3_client=client("dynamodb", settings)
+    )
+
+    @idempotent_function(data_keyword_argument="intent", config=config, persistence_store=persistence)
+    def route(intent: dict[str, Any]) -> dict[str, Any]:
+        return router.handle(OrderIntent.parse(intent)).as_dict()
+
+    dlq = SqsDeadLetterWriter(constants.function_spec("orders").dead_letter_queue, settings=settings,
+                              source="orders")
+    consumer = IntentConsumer(router, dlq, route=route, metrics=metrics,
+                              conflict_errors=(IdempotencyValidationError,))
+    return OrdersService(router, consumer, config)

@@ -1,0 +1,49 @@
+"""orders Lambda: OrderIntents from the ``order-intents`` SQS FIFO queue → risk checks → broker.
+
+Thin: Powertools decorators, ``SqsFifoPartialProcessor`` (a failed record fails the rest of its
+batch, so order within a message group is kept), and one call per record into
+:class:`~ensemble_trader.runtime.orders.IntentConsumer`, which parses the intent, dead-letters a
+malformed one (``orders-dlq``, with the reason) and routes the rest through Powertools
+idempotency keyed on the intent id (same id, different content → refused) into the
+:class:`~ensemble_trader.runtime.orders.OrderRouter`. Orders, positions and risk state live in
+DynamoDB; OrderSubmitted / OrderFilled / OrderRejected / CircuitBreakerTripped go to EventBridge.
+
+Other entries of this function folder: ``reconcile.py`` (EventBridge schedule) and
+``kill_switch.py`` (EventBridge KillSwitch rule).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.runtime.observability import observability
+from ensemble_trader.runtime.orders import OrdersService, build_service
+
+obs = observability("orders")
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+processor = SqsFifoPartialProcessor()
+
+
+@lru_cache(maxsize=1)
+def service() -> OrdersService:
+    """Dependencies built once per container; the first intent reconciles with the broker."""
+    return build_service(metrics=metrics)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> dict[str, Any]:
+    return service().consumer.process(record.body, record.raw_event)
+
+
+@logger.inject_lambda_context(correlation_id_path="Records[0].messageId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    service().idempotency_config.register_lambda_context(context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

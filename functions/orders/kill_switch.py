@@ -1,0 +1,38 @@
+"""orders Lambda, kill_switch entry: the EventBridge KillSwitch control event turns trading off or on.
+
+Event: source ``ensemble-trader.control``, detail-type ``KillSwitch``, detail
+``{"active": true|false, "reason": "...", "reset_breaker": false}``. On: the flag is stored in
+the risk state (new orders are rejected with KILL_SWITCH) and every working order is canceled.
+Off: the flag is cleared; ``reset_breaker`` also resets a latched circuit breaker. A malformed
+event raises, so EventBridge retries it and then sends it to the rule target's DLQ.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.domain.orders import KillSwitchCommand
+from ensemble_trader.runtime.observability import observability
+from ensemble_trader.runtime.orders import OrderRouter, build_router
+
+obs = observability("orders-kill-switch")
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+
+
+@lru_cache(maxsize=1)
+def router() -> OrderRouter:
+    return build_router()
+
+
+@logger.inject_lambda_context(correlation_id_path="id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    command = KillSwitchCommand.parse(event.get("detail") or {})
+    result = router().set_kill_switch(command.active, command.reason, reset_breaker=command.reset_breaker)
+    metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if command.active else 0)
+    metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))
+    logger.warning("kill switch %s", "ON" if command.active else "OFF", extra=result)
+    return result

@@ -1,0 +1,36 @@
+"""orders Lambda, reconcile entry: compare orders and positions with the broker (EventBridge schedule).
+
+The broker is authoritative: orders it reports differently are synced (fills applied in one
+transaction with the position), orders it never received are marked NOT_AT_BROKER after the
+grace period, and a symbol whose state cannot be explained stays HALTED with a
+ReconciliationFailed event saying why (fail closed).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.runtime.observability import observability
+from ensemble_trader.runtime.orders import OrderRouter, build_router
+
+obs = observability("orders-reconcile")
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+
+
+@lru_cache(maxsize=1)
+def router() -> OrderRouter:
+    return build_router()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = router().reconcile()
+    metrics.add_metric(name="reconcile_orders_synced", unit="Count", value=len(report.synced))
+    metrics.add_metric(name="reconcile_symbols_failed", unit="Count", value=len(report.failures))
+    if not report.ok:
+        logger.error("reconciliation failed", extra={"failures": report.failures})
+    return report.as_dict()
