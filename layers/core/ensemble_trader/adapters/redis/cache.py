@@ -33,12 +33,16 @@ class RedisCache:
     ) -> RedisCache:
         """A cache over a new connection pool to ``url`` (``redis://host:port/db``, ``rediss://``)."""
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
 
         client = redis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
+            # fail fast: the stage runner reports the items and the event-source mapping retries
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
         )
         return cls(client, prefix=prefix, ttl_seconds=ttl_seconds)
 

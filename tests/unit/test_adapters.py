@@ -1,0 +1,243 @@
+"""AWS and Redis adapters: chunking, retries of failed entries, error translation, versions."""
+
+from __future__ import annotations
+
+import json
+
+import fakeredis
+import pytest
+from moto import mock_aws
+from pydantic import BaseModel
+
+from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
+from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+from ensemble_trader.adapters.aws.kinesis import KinesisPublisher, chunk_records
+from ensemble_trader.adapters.aws.s3 import S3ModelStore
+from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter, SqsPublisher, dead_letter_body
+from ensemble_trader.adapters.memory import MemoryKeyValueStore
+from ensemble_trader.adapters.redis.cache import RedisCache
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
+from ensemble_trader.runtime.settings import Settings
+
+SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
+
+
+@pytest.fixture()
+def aws(monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield
+
+
+# ---- Kinesis ---------------------------------------------------------------------------------
+
+
+def test_chunks_respect_count_and_size_limits():
+    records = [(f"K{i % 3}", b"x" * 10) for i in range(1234)]
+    chunks = chunk_records(records)
+    assert [len(c) for c in chunks] == [500, 500, 234]
+    assert [r for c in chunks for r in c] == records
+    big = [("K", b"x" * 900_000)] * 12
+    assert [len(c) for c in chunk_records(big)] == [5, 5, 2]  # ≤ 5 MiB per call
+    with pytest.raises(DataError, match="partition key 'K'"):
+        chunk_records([("K", b"x" * (1024 * 1024))])
+
+
+class FlakyKinesis:
+    """Rejects the entries whose data is in ``reject`` for the first ``times`` calls."""
+
+    def __init__(self, reject: set[bytes], times: int) -> None:
+        self.reject, self.times, self.calls = reject, times, []
+
+    def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
+        self.calls.append([r["Data"] for r in Records])
+        failing = len(self.calls) <= self.times
+        results = [
+            {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"}
+            if failing and r["Data"] in self.reject else {"SequenceNumber": "1", "ShardId": "s"}
+            for r in Records
+        ]
+        return {"FailedRecordCount": sum("ErrorCode" in r for r in results), "Records": results}
+
+
+def test_only_failed_entries_are_retried_in_order():
+    client = FlakyKinesis(reject={b"2", b"3"}, times=2)
+    publisher = KinesisPublisher(client, settings=SETTINGS, sleep=lambda s: None)
+    publisher.put("features", [("A", str(i).encode()) for i in range(5)])
+    assert client.calls == [[b"0", b"1", b"2", b"3", b"4"], [b"2", b"3"], [b"2", b"3"]]
+    assert publisher.retried_entries == 4
+
+
+def test_persistent_failure_raises_naming_the_count():
+    client = FlakyKinesis(reject={b"1"}, times=99)
+    publisher = KinesisPublisher(client, settings=SETTINGS, max_attempts=3, sleep=lambda s: None)
+    with pytest.raises(InfrastructureError, match=r"1 of 3 records still failing after 3 attempts.*Provisioned"):
+        publisher.put("features", [("A", b"0"), ("A", b"1"), ("A", b"2")])
+
+
+def test_kinesis_publisher_against_moto(aws):
+    import boto3
+
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    kinesis.create_stream(StreamName="et-unit-features", ShardCount=1)
+    KinesisPublisher(kinesis, settings=SETTINGS).put("features", [("SPX", b"a"), ("IXIC", b"b"), ("SPX", b"c")])
+    shard = kinesis.list_shards(StreamName="et-unit-features")["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(StreamName="et-unit-features", ShardId=shard,
+                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = [(r["PartitionKey"], r["Data"]) for r in kinesis.get_records(ShardIterator=it)["Records"]]
+    assert got == [("SPX", b"a"), ("IXIC", b"b"), ("SPX", b"c")]
+
+
+# ---- SQS -------------------------------------------------------------------------------------
+
+
+def test_fifo_publisher_and_dead_letter_writer(aws):
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    fifo = sqs.create_queue(QueueName="et-unit-order-intents.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    dlq = sqs.create_queue(QueueName="et-unit-features-dlq")["QueueUrl"]
+    SqsPublisher(sqs, settings=SETTINGS).send(
+        "order-intents", [("SPX", f"id-{i}", f'{{"n": {i}}}'.encode()) for i in range(23)] + [("SPX", "id-0", b"dup")]
+    )
+    bodies = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=fifo, MaxNumberOfMessages=10,
+                                   MessageSystemAttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            break
+        bodies += [json.loads(m["Body"])["n"] for m in msgs]
+        assert all(m["Attributes"]["MessageGroupId"] == "SPX" for m in msgs)
+        sqs.delete_message_batch(QueueUrl=fifo, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                         for i, m in enumerate(msgs)])
+    assert bodies == list(range(23))  # in order, the duplicate deduplication id dropped
+
+    SqsDeadLetterWriter("features-dlq", sqs, settings=SETTINGS, source="features").send({"k": 1}, "bad: x=1")
+    (msg,) = sqs.receive_message(QueueUrl=dlq)["Messages"]
+    body = json.loads(msg["Body"])
+    assert body["reason"] == "bad: x=1" and body["record"] == {"k": 1} and body["source"] == "features"
+
+
+def test_dead_letter_body_keeps_any_record_kind():
+    class M(BaseModel):
+        a: int
+
+    assert json.loads(dead_letter_body(M(a=1), "r"))["record"] == {"a": 1}
+    assert json.loads(dead_letter_body(b"\xff\x00", "r"))["record_base64"] == "/wA="
+    huge = json.loads(dead_letter_body("x" * 300_000, "r"))
+    assert huge["truncated"] and len(huge["record_truncated"]) == 200 * 1024
+
+
+# ---- EventBridge -----------------------------------------------------------------------------
+
+
+class Evt(BaseModel):
+    symbol: str
+    n: int
+
+
+class FlakyEvents:
+    def __init__(self) -> None:
+        self.calls: list[list[dict]] = []
+
+    def put_events(self, Entries):  # noqa: N803
+        self.calls.append(Entries)
+        results = [{"ErrorCode": "ThrottlingException", "ErrorMessage": "x"} if len(self.calls) == 1 and i == 3
+                   else {"EventId": "e"} for i, _ in enumerate(Entries)]
+        return {"FailedEntryCount": sum("ErrorCode" in r for r in results), "Entries": results}
+
+
+def test_eventbridge_chunks_by_ten_and_retries_failed_entries():
+    client = FlakyEvents()
+    EventBridgePublisher(client, settings=SETTINGS, sleep=lambda s: None).publish([Evt(symbol="S", n=i) for i in range(12)])
+    assert [len(c) for c in client.calls] == [10, 1, 2]
+    assert json.loads(client.calls[1][0]["Detail"]) == {"symbol": "S", "n": 3}
+    entry = client.calls[0][0]
+    assert entry["Source"] == "ensemble-trader" and entry["DetailType"] == "Evt"
+    assert entry["EventBusName"] == "et-unit-events"
+
+
+# ---- DynamoDB --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def store(request, aws):
+    if request.param == "memory":
+        return MemoryKeyValueStore()
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(TableName="et-unit-stage-state", BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "sk", "AttributeType": "S"}])
+    return DynamoKeyValueStore(ddb, settings=SETTINGS)
+
+
+def test_versioned_puts_detect_a_lost_race(store):
+    key = {"pk": "features", "sk": "SPX"}
+    item = {**key, "version": 1, "state": b"\x00\x01", "x": 0.1, "n": [1, 2.5], "none": None}
+    store.put_item("stage-state", item, expected_version=0)
+    assert store.get_item("stage-state", key) == item
+    with pytest.raises(ConcurrencyError):
+        store.put_item("stage-state", {**key, "version": 1}, expected_version=0)
+    store.put_item("stage-state", {**key, "version": 2}, expected_version=1)
+    with pytest.raises(ConcurrencyError):
+        store.put_item("stage-state", {**key, "version": 2}, expected_version=1)
+    assert store.get_item("stage-state", {"pk": "features", "sk": "NONE"}) is None
+
+
+def test_dynamo_rejects_non_finite_numbers(aws):
+    with pytest.raises(DataError, match="x=nan"):
+        from ensemble_trader.adapters.aws.dynamodb import serialize_item
+
+        serialize_item({"x": float("nan")})
+
+
+def test_dynamo_unreachable_table_is_an_infrastructure_error(aws):
+    import boto3
+
+    store = DynamoKeyValueStore(boto3.client("dynamodb", region_name="us-east-1"), settings=SETTINGS)
+    with pytest.raises(InfrastructureError, match="et-unit-decisions"):
+        store.get_item("decisions", {"symbol": "S", "timestamp": "t"})
+
+
+# ---- S3 and Redis ----------------------------------------------------------------------------
+
+
+def test_s3_model_store(aws):
+    import boto3
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="et-unit-model-registry")
+    store = S3ModelStore(s3, settings=SETTINGS, prefix="agents")
+    store.write("v1/manifest.json", b"{}")
+    assert store.read("v1/manifest.json") == b"{}" and store.list("v1/") == ["v1/manifest.json"]
+    with pytest.raises(ModelArtifactError, match="agents/v2/x.onnx"):
+        store.read("v2/x.onnx")
+
+
+def test_redis_cache_round_trip_and_prefix():
+    client = fakeredis.FakeRedis()
+    cache = RedisCache(client, prefix="local:", ttl_seconds=60)
+    cache.set_many({"a": b"1", "b": b"2"})
+    assert cache.get_many(["a", "missing", "b"]) == [b"1", None, b"2"]
+    assert client.get("local:a") == b"1" and 0 < client.ttl("local:a") <= 60
+    cache.delete("a")
+    assert cache.get("a") is None
+
+
+def test_redis_errors_become_infrastructure_errors():
+    import redis
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = RedisCache(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)))
+    with pytest.raises(InfrastructureError, match="MGET"):
+        dead.get_many(["a"])
+    with pytest.raises(InfrastructureError, match="SET"):
+        dead.set_many({"a": b"1"})
