@@ -124,7 +124,15 @@ def acknowledge_function_role(
         )
 
 
+def _arn_prefix(stack: cdk.Stack, service: str) -> str:
+    """How cdk-nag spells an ARN prefix in a finding id: literals where the stack's env is known."""
+    region = "<AWS::Region>" if cdk.Token.is_unresolved(stack.region) else stack.region
+    account = "<AWS::AccountId>" if cdk.Token.is_unresolved(stack.account) else stack.account
+    return f"arn:<AWS::Partition>:{service}:{region}:{account}"
+
+
 def acknowledge_training(sagemaker_role: IConstruct, state_machine_role: IConstruct, bucket_id: str) -> None:
+    stack = cdk.Stack.of(sagemaker_role)
     acknowledge_grant_wildcards(
         sagemaker_role,
         actions=S3_PREFIX_GRANT + KMS_GRANT,
@@ -138,7 +146,7 @@ def acknowledge_training(sagemaker_role: IConstruct, state_machine_role: IConstr
     )
     acknowledge(
         sagemaker_role,
-        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:log-stream:*]",
+        f"AwsSolutions-IAM5[Resource::{_arn_prefix(stack, 'logs')}:log-group:/aws/sagemaker/TrainingJobs:log-stream:*]",
         "SageMaker names one log stream per training job at run time, inside its fixed log group.",
     )
     for prefix in ("training/data/*", "training/output/*"):
@@ -154,7 +162,7 @@ def acknowledge_training(sagemaker_role: IConstruct, state_machine_role: IConstr
     )
     acknowledge(
         state_machine_role,
-        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/*]",
+        f"AwsSolutions-IAM5[Resource::{_arn_prefix(stack, 'sagemaker')}:training-job/*]",
         "Each run creates a training job named after its execution; the name is unknown at deploy time.",
     )
 

@@ -63,7 +63,9 @@ class Events(Construct):
                 events.Schedule.cron(minute="0", hour=str(config.regime_refit_hour_utc)),
                 None,
             ),
-            Route("ReconcileSchedule", "orders.reconcile", "orders and positions reconciliation with the broker"): (
+            Route(
+                "ReconcileSchedule", "orders.reconcile", "orders and positions reconciliation with the broker"
+            ): (
                 None,
                 events.Schedule.rate(Duration.minutes(config.reconcile_every_minutes)),
                 None,

@@ -57,9 +57,7 @@ class Access:
 
 ACCESS: dict[str, Access] = {
     "features": Access(tables=("stage-state",), cache=True),
-    "regime": Access(
-        tables=("stage-state", "regime-history"), models="read", put_events=True, cache=True
-    ),
+    "regime": Access(tables=("stage-state", "regime-history"), models="read", put_events=True, cache=True),
     "regime.refit": Access(read_tables=("regime-history",), models="write", put_events=True),
     "meta_agent": Access(
         tables=("stage-state", "bandit-state", "decisions"), models="read", put_events=True, cache=True

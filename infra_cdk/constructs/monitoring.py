@@ -47,7 +47,9 @@ class BusinessMetric:
 
 BUSINESS_METRICS = (
     BusinessMetric("decisions", "meta_agent", "Sum", "Decisions"),
-    BusinessMetric("regime", "regime", "Average", "Regime (0 BULL, 1 BEAR, 2 SIDEWAYS, 3 VOLATILE)", by="symbol"),
+    BusinessMetric(
+        "regime", "regime", "Average", "Regime (0 BULL, 1 BEAR, 2 SIDEWAYS, 3 VOLATILE)", by="symbol"
+    ),
     BusinessMetric("regime_changes", "regime", "Sum", "Regime changes"),
     BusinessMetric("agent_weight", "meta_agent", "Average", "Agent weights", by="agent"),
     BusinessMetric("agent_switches", "meta_agent", "Sum", "Agent switches"),
@@ -78,7 +80,7 @@ def _search(metric: BusinessMetric) -> cw.MathExpression:
     """All series of ``metric`` split by its extra dimension (one line per reason, agent, ...)."""
     return cw.MathExpression(
         expression=(
-            f"SEARCH('{{{METRICS_NAMESPACE},service,{metric.by}}} MetricName=\"{metric.name}\" "
+            f'SEARCH(\'{{{METRICS_NAMESPACE},service,{metric.by}}} MetricName="{metric.name}" '
             f"service=\"{metric.service}\"', '{metric.statistic}', {int(PERIOD.to_seconds())})"
         ),
         label=metric.title,
@@ -120,10 +122,16 @@ class Monitoring(Construct):
         wired = functions.functions
 
         self.operations = cw.Dashboard(
-            self, "Operations", dashboard_name=qualified(config.name, "operations"), default_interval=Duration.hours(3)
+            self,
+            "Operations",
+            dashboard_name=qualified(config.name, "operations"),
+            default_interval=Duration.hours(3),
         )
         self.business = cw.Dashboard(
-            self, "Business", dashboard_name=qualified(config.name, "business"), default_interval=Duration.days(1)
+            self,
+            "Business",
+            dashboard_name=qualified(config.name, "business"),
+            default_interval=Duration.days(1),
         )
         self.operations.add_widgets(
             cw.TextWidget(
@@ -170,12 +178,19 @@ class Monitoring(Construct):
             ),
             cw.GraphWidget(
                 title=f"{title}: duration (ms)",
-                left=[fn.metric_duration(statistic="p50", period=PERIOD), fn.metric_duration(statistic="p99", period=PERIOD)],
+                left=[
+                    fn.metric_duration(statistic="p50", period=PERIOD),
+                    fn.metric_duration(statistic="p99", period=PERIOD),
+                ],
                 width=6,
             ),
             cw.GraphWidget(
                 title=f"{title}: invocations, errors, throttles",
-                left=[fn.metric_invocations(period=PERIOD), fn.metric_errors(period=PERIOD), fn.metric_throttles(period=PERIOD)],
+                left=[
+                    fn.metric_invocations(period=PERIOD),
+                    fn.metric_errors(period=PERIOD),
+                    fn.metric_throttles(period=PERIOD),
+                ],
                 width=6,
             ),
         ]
@@ -244,7 +259,10 @@ class Monitoring(Construct):
         self.operations.add_widgets(
             cw.GraphWidget(
                 title="Streams: incoming records",
-                left=[s.metric_incoming_records(period=PERIOD, label=name) for name, s in streams.streams.items()],
+                left=[
+                    s.metric_incoming_records(period=PERIOD, label=name)
+                    for name, s in streams.streams.items()
+                ],
                 width=WIDE,
             ),
             cw.GraphWidget(
@@ -268,7 +286,9 @@ class Monitoring(Construct):
             )
         ]
         for metric in BUSINESS_METRICS:
-            series: cw.IMetric = _search(metric) if metric.by else _emf(metric.name, metric.service, metric.statistic)
+            series: cw.IMetric = (
+                _search(metric) if metric.by else _emf(metric.name, metric.service, metric.statistic)
+            )
             widgets.append(cw.GraphWidget(title=metric.title, left=[series], width=8))
         self.business.add_widgets(*widgets)
         if "orders" in wired:

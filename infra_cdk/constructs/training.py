@@ -75,7 +75,12 @@ class Training(Construct):
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="TrainingJobLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
                 resources=[log_group_arn, f"{log_group_arn}:log-stream:*"],
             )
         )

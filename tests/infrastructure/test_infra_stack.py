@@ -16,7 +16,11 @@ DATA_SERVICES = ("dynamodb:", "kinesis:", "sqs:", "s3:", "secretsmanager:", "kms
 
 
 def _logical_id_of(template: dict, kind: str, prop: str, value: str) -> str:
-    matches = [k for k, v in template["Resources"].items() if v["Type"] == kind and v["Properties"].get(prop) == value]
+    matches = [
+        k
+        for k, v in template["Resources"].items()
+        if v["Type"] == kind and v["Properties"].get(prop) == value
+    ]
     assert len(matches) == 1, f"expected one {kind} with {prop}={value!r}, found {matches}"
     return matches[0]
 
@@ -115,7 +119,9 @@ def test_kinesis_mapping_settings_come_from_the_function_spec(full, spec):
     assert template["Resources"][stream_id]["Properties"]["Name"] == qualified(STAGE, mapping.source)
     # on-failure destination: the function's own dead-letter queue
     dlq_id = m["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
-    assert template["Resources"][dlq_id]["Properties"]["QueueName"] == qualified(STAGE, spec.dead_letter_queue)
+    assert template["Resources"][dlq_id]["Properties"]["QueueName"] == qualified(
+        STAGE, spec.dead_letter_queue
+    )
 
 
 @pytest.mark.parametrize("spec", SQS_SPECS, ids=lambda s: s.logical)
@@ -212,7 +218,9 @@ def test_streams_tables_queues_bucket_topic_cache_secret_are_kms_encrypted(full)
     for props in full.props("AWS::Kinesis::Stream"):
         assert props["StreamEncryption"]["EncryptionType"] == "KMS"
     for props in full.props("AWS::DynamoDB::Table"):
-        assert props["SSESpecification"]["SSEEnabled"] is True and props["SSESpecification"]["SSEType"] == "KMS"
+        assert (
+            props["SSESpecification"]["SSEEnabled"] is True and props["SSESpecification"]["SSEType"] == "KMS"
+        )
         assert props["SSESpecification"]["KMSMasterKeyId"]
     for props in full.props("AWS::SQS::Queue"):
         assert "KmsMasterKeyId" in props
@@ -230,7 +238,9 @@ def test_streams_tables_queues_bucket_topic_cache_secret_are_kms_encrypted(full)
 
 def test_tables_on_demand_with_pitr_and_ttl_from_constants(full):
     for spec in TABLES:
-        table_id = _logical_id_of(full.template, "AWS::DynamoDB::Table", "TableName", qualified(STAGE, spec.logical))
+        table_id = _logical_id_of(
+            full.template, "AWS::DynamoDB::Table", "TableName", qualified(STAGE, spec.logical)
+        )
         props = full.template["Resources"][table_id]["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -269,7 +279,7 @@ def test_prod_retains_data_and_protects_tables(real):
 def test_only_the_order_functions_can_read_the_broker_secret(full):
     secret_id = next(iter(full.resources("AWS::SecretsManager::Secret")))
     readers = set()
-    for policy_id, policy in full.resources("AWS::IAM::Policy").items():
+    for policy in full.resources("AWS::IAM::Policy").values():
         for statement in _statements(policy):
             if {"Ref": secret_id} in _as_list(statement.get("Resource")):
                 assert statement["Effect"] == "Allow"
@@ -294,9 +304,7 @@ def test_no_function_role_has_a_wildcard_resource_on_data_actions(full):
 
 
 def test_each_function_reaches_only_the_tables_it_declares(full):
-    table_ids = {
-        v["Properties"]["TableName"]: k for k, v in full.resources("AWS::DynamoDB::Table").items()
-    }
+    table_ids = {v["Properties"]["TableName"]: k for k, v in full.resources("AWS::DynamoDB::Table").items()}
     for key, access in ACCESS.items():
         role_id = _roles_of_function(full.template, function_name(STAGE, key))
         reached = set()
@@ -349,7 +357,15 @@ def test_dashboards_show_compute_latency_and_business_metrics(full):
         assert f"{spec.logical}_compute_us" in operations
     assert "IteratorAge" in operations and "ApproximateNumberOfMessagesVisible" in operations
     business = bodies[qualified(STAGE, "business")]
-    for metric in ("decisions", "orders_rejected", "agent_weight", "regret", "pnl", "drawdown", "breaker_tripped"):
+    for metric in (
+        "decisions",
+        "orders_rejected",
+        "agent_weight",
+        "regret",
+        "pnl",
+        "drawdown",
+        "breaker_tripped",
+    ):
         assert metric in business
 
 
@@ -358,5 +374,14 @@ def test_vpc_endpoints_for_every_service_the_functions_call(full):
     for props in full.props("AWS::EC2::VPCEndpoint"):
         name = props["ServiceName"]
         services.append(name if isinstance(name, str) else "".join(str(p) for p in name["Fn::Join"][1]))
-    for suffix in ("dynamodb", "s3", "kinesis-streams", "sqs", "events", "secretsmanager", "logs", "monitoring"):
+    for suffix in (
+        "dynamodb",
+        "s3",
+        "kinesis-streams",
+        "sqs",
+        "events",
+        "secretsmanager",
+        "logs",
+        "monitoring",
+    ):
         assert any(s.endswith(suffix) for s in services), suffix

@@ -1,0 +1,87 @@
+"""The Lambda layers built by layers/build.py: size limit, determinism, contents."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+from ensemble_trader.constants import FUNCTIONS
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS_DIR = ROOT / "build" / "layers"
+
+
+def _load_build_module():
+    spec = importlib.util.spec_from_file_location("layers_build", ROOT / "layers" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_build_module()
+
+
+@pytest.fixture(scope="module")
+def deps() -> Path:
+    folder = LAYERS_DIR / "deps"
+    if not folder.is_dir():
+        pytest.skip("build/layers/deps is absent: run `make layers` (python layers/build.py) first")
+    return folder
+
+
+def _function_size(logical: str) -> int:
+    folder = ROOT / "functions" / logical
+    return build.tree_size(folder) if folder.is_dir() else 0
+
+
+def test_functions_plus_layers_fit_lambdas_250_mb_unzipped_limit(deps, tmp_path):
+    core = build.build_core(tmp_path)
+    layers = build.tree_size(deps) + build.tree_size(core)
+    largest_function = max(_function_size(spec.logical) for spec in FUNCTIONS)
+    assert layers + largest_function < build.LAMBDA_UNZIPPED_LIMIT_BYTES, (
+        f"{(layers + largest_function) / 2**20:.1f} MiB"
+    )
+
+
+def test_two_core_builds_have_the_same_hash(tmp_path):
+    first = build.tree_digest(build.build_core(tmp_path / "a"))
+    second = build.tree_digest(build.build_core(tmp_path / "b"))
+    assert first == second
+
+
+def test_core_layer_holds_the_package_and_models_without_junk(tmp_path):
+    core = build.build_core(tmp_path)
+    assert (core / "python" / "ensemble_trader" / "__init__.py").is_file()
+    assert (core / "python" / "ensemble_trader" / "constants.py").is_file()
+    assert (core / "models").is_dir()
+    for path in build.iter_files(core):
+        assert "__pycache__" not in path.parts and path.suffix != ".pyc"
+        assert path.stat().st_mtime == build.FIXED_MTIME
+
+
+def test_deps_layer_is_up_to_date_normalised_and_built_for_lambda(deps):
+    stamp = LAYERS_DIR / build.STAMP_NAME
+    assert stamp.read_text().strip() == build.requirements_fingerprint(), (
+        "the dependency layer is older than layers/requirements-lambda.txt: run `make layers`"
+    )
+    python = deps / "python"
+    for package in ("aws_lambda_powertools", "onnxruntime", "numpy", "pydantic", "pydantic_core", "redis"):
+        assert (python / package).is_dir(), package
+    for heavy in ("torch", "sklearn", "scipy", "hmmlearn", "boto3", "botocore", "pandas"):
+        assert not (python / heavy).exists(), f"{heavy} must not ship in the Lambda bundle"
+    extensions = [p.name for p in (python / "pydantic_core").glob("*.so")]
+    assert extensions and all("cpython-314-aarch64" in name for name in extensions)
+    for path in build.iter_files(deps):
+        assert "__pycache__" not in path.parts and path.suffix != ".pyc"
+        if path.parent.name.endswith(".dist-info"):
+            assert path.name in build.DIST_INFO_KEEP
+        assert os.lstat(path).st_mtime == build.FIXED_MTIME
+
+
+def test_requirements_are_fully_pinned_with_hashes():
+    text = build.REQUIREMENTS.read_text()
+    pins = [line for line in text.splitlines() if build._PIN.match(line)]
+    assert len(pins) >= 10
+    assert text.count("--hash=sha256:") == len(pins)

@@ -1,0 +1,71 @@
+"""Pure parts of the CDK app: handler discovery, stage configuration, missing layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ensemble_trader.constants import function_spec
+
+from infra_cdk.config import STAGES, UnknownStageError, stage_config
+from infra_cdk.constructs.functions import ACCESS, LayersNotBuiltError, discover_entries, function_name
+
+HANDLER = "def lambda_handler(event, context):\n    return event\n"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_discovery_deploys_only_existing_handlers(tmp_path):
+    assert discover_entries(tmp_path) == []
+    _write(tmp_path / "features" / "handler.py", HANDLER)
+    _write(tmp_path / "regime" / "handler.py", "def not_a_handler():\n    pass\n")  # no lambda_handler
+    assert [e.key for e in discover_entries(tmp_path)] == ["features"]
+
+
+def test_extra_entries_from_their_own_module_or_from_handler_functions(tmp_path):
+    _write(tmp_path / "regime" / "handler.py", HANDLER)
+    _write(tmp_path / "regime" / "refit.py", HANDLER)
+    _write(
+        tmp_path / "orders" / "handler.py",
+        HANDLER + "\n\ndef kill_switch_handler(event, context):\n    return 1\n",
+    )
+    entries = {e.key: e.handler for e in discover_entries(tmp_path)}
+    assert entries == {
+        "regime": "handler.lambda_handler",
+        "regime.refit": "refit.lambda_handler",
+        "orders": "handler.lambda_handler",
+        "orders.kill_switch": "handler.kill_switch_handler",
+    }  # orders.reconcile has no code: not deployed
+
+
+def test_every_possible_entry_has_declared_access():
+    for logical in ("features", "regime", "meta_agent", "orders"):
+        spec = function_spec(logical)
+        assert logical in ACCESS
+        for extra in spec.extra_entries:
+            assert f"{logical}.{extra}" in ACCESS
+
+
+def test_function_names_are_stage_qualified_and_dns_friendly():
+    assert function_name("prod", "orders.kill_switch") == "et-prod-orders-kill-switch"
+    assert function_name("dev", "meta_agent") == "et-dev-meta-agent"
+
+
+def test_stage_configuration():
+    assert set(STAGES) == {"dev", "prod"}
+    assert stage_config("prod").retain_data and not stage_config("dev").retain_data
+    with pytest.raises(UnknownStageError, match="'staging'.*dev"):
+        stage_config("staging")
+
+
+def test_synth_without_built_layers_names_the_fix(tmp_path):
+    from infra_cdk.app import build_app
+
+    _write(tmp_path / "functions" / "features" / "handler.py", HANDLER)
+    with pytest.raises(LayersNotBuiltError, match="make layers"):
+        build_app(
+            outdir=str(tmp_path / "out"), functions_dir=tmp_path / "functions", layers_dir=tmp_path / "none"
+        )
