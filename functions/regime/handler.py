@@ -1,0 +1,80 @@
+"""regime Lambda: FeatureVectors from ``features`` → MarketState records on ``market-state``.
+
+Per record (through :class:`~ensemble_trader.runtime.stage.KinesisStageRunner` and
+:class:`~ensemble_trader.domain.regime.RegimeStep`): the causal HMM forward filter of the
+symbol advances one bar, the transition rule decides the reported regime, the MarketState goes
+to ``market-state`` (partition key = symbol) and its row to the ``regime-history`` table,
+RegimeChanged events go to EventBridge. The filter state of each symbol lives in Redis and is
+snapshotted to ``stage-state``; a redelivered bar is a no-op; a bad record goes to
+``regime-dlq`` with its reason.
+
+The model is the version the registry pins (``regime/current.json`` in the model bucket), else
+the committed default; see ``regime_registry``. ``ET_REGIME_RULE`` may hold a JSON object of
+TransitionRule options (``margin``, ``confirm_bars``, ``min_dwell``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.regime import RegimeStep, TransitionRule
+from ensemble_trader.runtime.observability import observability
+from ensemble_trader.runtime.stage import KinesisStageRunner, StreamSink
+from regime_registry import MarketStateSink, load_pinned
+
+obs = observability("regime")
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+
+RULE_ENV = "ET_REGIME_RULE"
+
+
+def transition_rule() -> TransitionRule:
+    """The transition rule: defaults, overridden by the JSON in ``ET_REGIME_RULE``."""
+    raw = os.environ.get(RULE_ENV, "").strip()
+    if not raw:
+        return TransitionRule()
+    try:
+        options = json.loads(raw)
+        return TransitionRule(**options)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{RULE_ENV}={raw!r} is not a valid TransitionRule: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def runner() -> KinesisStageRunner:
+    """Dependencies built once per container (cold start): the model, clients, the runner."""
+    from ensemble_trader import constants
+    from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
+    from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+    from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
+    from ensemble_trader.adapters.aws.s3 import S3ModelStore
+    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
+    from ensemble_trader.adapters.redis.cache import RedisCache
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = get_settings()
+    spec = constants.function_spec("regime")
+    model = load_pinned(S3ModelStore(settings=settings), settings.models_dir / "regime")
+    logger.info("regime model loaded", extra={"model_version": model.version, "n_states": model.n_states})
+    store = DynamoKeyValueStore(settings=settings)
+    return KinesisStageRunner(
+        RegimeStep(model, transition_rule()),
+        cache=RedisCache.from_url(settings.redis_url, prefix=f"{settings.stage}:"),
+        dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source="regime"),
+        sink=MarketStateSink(StreamSink(KinesisPublisher(settings=settings), spec.outputs[0]), store),
+        events=EventBridgePublisher(settings=settings),
+        snapshots=store,
+        metrics=metrics,
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path="Records[0].eventID")
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return runner().process(event)

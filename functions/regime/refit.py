@@ -1,0 +1,124 @@
+"""regime refit Lambda (EventBridge schedule, daily): refine the model on stored history.
+
+It reads the newest ``lookback_bars`` rows of each symbol from the ``regime-history`` table
+(the regime Lambda stores every bar's feature values there), runs numpy Baum-Welch from the
+pinned model (:func:`ensemble_trader.domain.regime_fit.refit`; no hmmlearn in the bundle),
+renames the states with the label-free rule and, when the parameters changed, publishes the new
+version to the model bucket, moves ``regime/current.json`` to it and puts a
+``RegimeModelPublished`` event. Regime Lambda containers started afterwards serve it.
+
+Event: the scheduled event; ``detail`` may hold ``symbols`` (else ``ET_REGIME_SYMBOLS``, comma
+separated) and ``lookback_bars`` (default 2,000).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.models import Message
+from ensemble_trader.domain.regime_fit import refit
+from ensemble_trader.runtime.observability import observability
+from regime_registry import HISTORY_TABLE, load_pinned, publish
+
+obs = observability("regime_refit")
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+
+SYMBOLS_ENV = "ET_REGIME_SYMBOLS"
+DEFAULT_LOOKBACK = 2_000
+
+
+class RegimeModelPublished(Message):
+    """A refit published a new regime model version (EventBridge)."""
+
+    version: str
+    previous: str
+    symbols: list[str]
+    n_samples: int
+    log_likelihood: float
+    previous_log_likelihood: float
+    iterations: int
+
+
+def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dict[str, Any]]]:
+    """The newest ``lookback`` ready rows of each symbol, oldest first."""
+    out = []
+    for symbol in symbols:
+        rows = store.query(HISTORY_TABLE, "symbol", symbol, limit=lookback, newest_first=True)
+        out.append([r for r in reversed(rows) if r.get("ready")])
+    return out
+
+
+def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
+    symbols = detail.get("symbols") or [s for s in os.environ.get(SYMBOLS_ENV, "").split(",") if s.strip()]
+    if not symbols:
+        raise DataError(f"no symbols to refit on: pass detail.symbols or set {SYMBOLS_ENV}")
+    lookback = int(detail.get("lookback_bars", DEFAULT_LOOKBACK))
+    current = load_pinned(model_store, default_dir)
+    per_symbol = [rows for rows in history_rows(history, list(symbols), lookback) if len(rows) >= 2]
+    rows = [r for seq in per_symbol for r in seq]
+    try:
+        raw = np.array([[float(r["features"][n]) for n in current.feature_names] for r in rows], dtype=np.float64)
+        ret_1 = np.array([float(r["features"]["ret_1"]) for r in rows])
+        vol = np.array([float(r["features"]["range_vol_1"]) for r in rows])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"regime-history rows lack the features the refit needs: {exc!r}") from None
+    result = refit(
+        current,
+        raw.reshape(len(rows), current.n_features),
+        ret_1,
+        vol,
+        sequences=[len(seq) for seq in per_symbol],
+        info={"symbols": list(symbols), "source": HISTORY_TABLE},
+    )
+    summary = {
+        "previous": current.version,
+        "version": result.model.version,
+        "n_samples": result.n_samples,
+        "iterations": result.iterations,
+        "log_likelihood": result.log_likelihood,
+        "previous_log_likelihood": result.previous_log_likelihood,
+    }
+    if result.model.version == current.version:
+        return {**summary, "published": False}
+    publish(model_store, result.model, previous=current.version)
+    events.publish(
+        [
+            RegimeModelPublished(
+                version=result.model.version,
+                previous=current.version,
+                symbols=list(symbols),
+                n_samples=result.n_samples,
+                log_likelihood=result.log_likelihood,
+                previous_log_likelihood=result.previous_log_likelihood,
+                iterations=result.iterations,
+            )
+        ]
+    )
+    return {**summary, "published": True}
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
+    from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+    from ensemble_trader.adapters.aws.s3 import S3ModelStore
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = get_settings()
+    detail = event.get("detail") if isinstance(event, dict) and isinstance(event.get("detail"), dict) else {}
+    result = run_refit(
+        S3ModelStore(settings=settings),
+        DynamoKeyValueStore(settings=settings),
+        EventBridgePublisher(settings=settings),
+        settings.models_dir / "regime",
+        detail,
+    )
+    logger.info("regime refit", extra=result)
+    metrics.add_metric("regime_refit_published", "Count", int(result["published"]))
+    return result

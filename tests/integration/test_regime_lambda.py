@@ -1,0 +1,157 @@
+"""The regime Lambda and its refit entry through the local stack (moto server + real Redis)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.models import REGIMES, FeatureVector, MarketState
+from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.local.events import FakeLambdaContext
+from ensemble_trader.local.functions import load_handler, load_module
+from ensemble_trader.runtime.stage import stage_stats
+
+N_BARS = 220
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Synthetic bars of two symbols and their feature vectors, interleaved bar by bar."""
+    series = {s: generate("easy", N_BARS, seed, symbol=s).series for s, seed in (("SYNA", 1), ("SYNB", 2))}
+    vectors = {}
+    for symbol, bars in series.items():
+        engine = FeatureEngine(symbol)
+        vectors[symbol] = [engine.update(bar) for bar in bars.bars()]
+    interleaved = [v for pair in zip(vectors["SYNA"], vectors["SYNB"], strict=True) for v in pair]
+    return series, interleaved
+
+
+def market_states(records) -> list[MarketState]:
+    return [MarketState.parse(body) for _, body in records]
+
+
+def cached(stack, symbol: str) -> bytes | None:
+    return stack.redis_client().get(f"{stack.stage}:regime:{symbol}")
+
+
+def test_market_states_history_events_and_redelivery(clean_stack, data):
+    series, vectors = data
+    stack = clean_stack.stack
+    esm = clean_stack.emulator(["regime"])
+    clean_stack.put_records("features", vectors)
+    esm.run_until_drained()
+
+    records = clean_stack.new_records("market-state")
+    states = market_states(records)
+    assert len(states) == 2 * N_BARS
+    assert {key for key, _ in records} == {"SYNA", "SYNB"}
+    assert all(key == s.symbol for (key, _), s in zip(records, states, strict=True))
+
+    # the Lambda's labels are exactly those of the offline path over the same bars
+    model = RegimeModel.load(stack.settings.models_dir / "regime")
+    for symbol, bars in series.items():
+        mine = [s for s in states if s.symbol == symbol]
+        assert [s.timestamp for s in mine] == [bar.timestamp for bar in bars.bars()]
+        offline = label_series(RegimeDetector(model), bars)
+        assert [s.regime.regime for s in mine] == [REGIMES[i] for i in offline.regime]
+        np.testing.assert_allclose([s.regime.probabilities for s in mine], offline.probabilities, atol=1e-12)
+        assert {s.regime.model_version for s in mine} == {model.version}
+
+    # regime history: one row per bar, keyed by symbol and ISO time, with the features
+    ddb = stack.client("dynamodb")
+    rows = ddb.query(
+        TableName=stack.name("regime-history"),
+        KeyConditionExpression="symbol = :s",
+        ExpressionAttributeValues={":s": {"S": "SYNA"}},
+    )["Items"]
+    assert len(rows) == N_BARS
+    last = max(rows, key=lambda r: r["timestamp"]["S"])
+    expected = [s for s in states if s.symbol == "SYNA"][-1]
+    assert last["timestamp"]["S"] == expected.timestamp.isoformat()
+    assert last["regime"]["S"] == expected.regime.regime.value
+    assert "range_vol_1" in last["features"]["M"]
+
+    # RegimeChanged events on the bus, one per change of the reported regime
+    events = [e for e in stack.published_events() if e.get("detail-type") == "RegimeChanged"]
+    changes = sum(
+        1
+        for symbol in series
+        for a, b in zip(
+            [s for s in states if s.symbol == symbol][:-1], [s for s in states if s.symbol == symbol][1:], strict=True
+        )
+        if a.features.ready and a.regime.regime != b.regime.regime  # warm-up shows the prior, no event
+    )
+    assert changes > 0 and len(events) == changes
+    detail = events[0]["detail"]
+    assert detail["from_regime"] != detail["to_regime"] and detail["symbol"] in series
+
+    # redelivery of the whole batch to the same warm container: a no-op
+    before = {s: cached(stack, s) for s in series}
+    handler = load_handler("regime")
+    response = handler(clean_stack.new_kinesis_event("features", "regime"), FakeLambdaContext("et-local-regime"))
+    assert response == {"batchItemFailures": []}
+    assert {s: cached(stack, s) for s in series} == before
+    assert len(clean_stack.new_records("market-state")) == 2 * N_BARS
+    assert stage_stats("regime").duplicates == 2 * N_BARS
+    assert [e for e in stack.published_events() if e.get("detail-type") == "RegimeChanged"] == []
+
+
+def test_bad_records_go_to_the_dlq_with_their_reason(clean_stack, data):
+    _, vectors = data
+    esm = clean_stack.emulator(["regime"])
+    good = vectors[:40]
+    records = [(v.symbol, v.model_dump_json().encode()) for v in good]
+    broken = json.loads(records[7][1])
+    broken["warmup_remaining"] = -3
+    records[7] = (broken["bar"]["symbol"], json.dumps(broken).encode())
+    lacking = FeatureVector(bar=vectors[41].bar, values={"ret_1": 0.0}, warmup_remaining=0)
+    records.append((lacking.symbol, lacking.model_dump_json().encode()))
+    clean_stack.put_records("features", records)
+    esm.run_until_drained()
+
+    assert len(clean_stack.new_records("market-state")) == 39
+    letters = clean_stack.stack.read_queue("regime-dlq")
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(letters) == 2 and all(letter["source"] == "regime" for letter in letters)
+    assert any("warmup_remaining=-3" in r for r in reasons)
+    assert any("range_vol_1" in r and "lacks" in r for r in reasons)
+
+
+@pytest.mark.slow
+def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, data):
+    series, vectors = data
+    stack = clean_stack.stack
+    esm = clean_stack.emulator(["regime"])
+    clean_stack.put_records("features", vectors)
+    esm.run_until_drained()
+    stack.published_events()  # drop the RegimeChanged events
+
+    refit = load_handler("regime", module="refit")
+    default = RegimeModel.load(stack.settings.models_dir / "regime")
+    result = refit({"detail": {"symbols": sorted(series)}}, FakeLambdaContext("et-local-regime-refit"))
+    assert result["published"] and result["previous"] == default.version
+    assert result["n_samples"] == 2 * (N_BARS - 60)  # ready rows only (61-bar feature warm-up)
+    assert result["log_likelihood"] >= result["previous_log_likelihood"]
+
+    s3 = stack.client("s3")
+    bucket = stack.settings.bucket
+    pointer = json.loads(s3.get_object(Bucket=bucket, Key="regime/current.json")["Body"].read())
+    assert pointer == {**pointer, "version": result["version"], "previous": default.version}
+    published = [e for e in stack.published_events() if e.get("detail-type") == "RegimeModelPublished"]
+    assert [e["detail"]["version"] for e in published] == [result["version"]]
+
+    registry = load_module("regime", "regime_registry")
+    from ensemble_trader.adapters.aws.s3 import S3ModelStore
+
+    served = registry.load_pinned(S3ModelStore(settings=stack.settings), stack.settings.models_dir / "regime")
+    assert served.version == result["version"] and served.info["refit_of"] == default.version
+
+
+def test_refit_without_symbols_is_a_clear_error(clean_stack, monkeypatch):
+    monkeypatch.delenv("ET_REGIME_SYMBOLS", raising=False)
+    refit = load_handler("regime", module="refit")
+    with pytest.raises(Exception, match="no symbols to refit on"):
+        refit({"detail": {}}, FakeLambdaContext("et-local-regime-refit"))
