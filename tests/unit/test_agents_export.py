@@ -1,0 +1,106 @@
+"""ONNX export: the exported graph equals the SB3 policy's deterministic action (torch) to 1e-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ensemble_trader.backtest.engine import prepare  # noqa: E402
+from ensemble_trader.domain.errors import ModelArtifactError  # noqa: E402
+from ensemble_trader.domain.features import FEATURE_NAMES  # noqa: E402
+from ensemble_trader.domain.synthetic import generate  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+
+from training.agents.env import TradingEnv  # noqa: E402
+from training.agents.export import (  # noqa: E402
+    DeterministicPolicy,
+    StandardizedObservation,
+    export_fused,
+    export_policy,
+    max_parity_error,
+)
+from training.agents.rewards import AggressiveReward  # noqa: E402
+from training.agents.train import observation_stats  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    series = prepare(generate("realistic", 300, seed=9).series)
+    mean, scale = observation_stats([series], 2.0)
+    env = TradingEnv([series], AggressiveReward(), leverage=2.0, random_state=0)
+    ppo = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=64,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(
+            net_arch=[16, 16],
+            features_extractor_class=StandardizedObservation,
+            features_extractor_kwargs=dict(mean=mean.tolist(), scale=scale.tolist()),
+        ),
+    )
+    return ppo, series
+
+
+def _observations(series, n=200, leverage=2.0):
+    rng = np.random.default_rng(1)
+    feats = series.features[rng.choice(len(series.features), n)]
+    return np.hstack((feats, rng.uniform(-leverage, leverage, (n, 1)))).astype(np.float32)
+
+
+def test_wrapper_equals_predict_deterministic(model):
+    ppo, series = model
+    obs = _observations(series)
+    wrapper = DeterministicPolicy(ppo.policy, 2.0).eval()
+    with torch.no_grad():
+        ours = wrapper(torch.as_tensor(obs)).numpy()
+    sb3, _ = ppo.predict(obs, deterministic=True)
+    np.testing.assert_allclose(ours, sb3, atol=1e-6)
+
+
+def test_onnx_parity_single_and_fused(model, tmp_path):
+    ppo, series = model
+    obs = _observations(series)
+    wrapper = DeterministicPolicy(ppo.policy, 2.0).eval()
+    error = export_policy(wrapper, tmp_path / "a.onnx", obs)
+    assert error <= 1e-5
+    # the batch dimension is dynamic: one row works as well as 200
+    assert max_parity_error(wrapper, tmp_path / "a.onnx", {"obs": obs[:1]}) <= 1e-5
+    features = obs[:, : len(FEATURE_NAMES)]
+    positions = np.repeat(obs[:, -1:], 2, axis=1)
+    error = export_fused([wrapper, wrapper], tmp_path / "pool.onnx", features, positions)
+    assert error <= 1e-5
+    assert (tmp_path / "a.onnx").stat().st_size < 200_000  # weights inline, no external data file
+    assert not list(tmp_path.glob("*.data"))
+
+
+def test_standardisation_is_inside_the_graph(model):
+    ppo, series = model
+    extractor = ppo.policy.pi_features_extractor
+    obs = torch.as_tensor(_observations(series)[:5])
+    expected = torch.clamp((obs - extractor.mean) / extractor.scale, -10, 10)
+    torch.testing.assert_close(extractor(obs), expected)
+
+
+def test_parity_failure_is_reported(model, tmp_path, monkeypatch):
+    ppo, series = model
+    obs = _observations(series)
+    wrapper = DeterministicPolicy(ppo.policy, 2.0).eval()
+    export_policy(wrapper, tmp_path / "a.onnx", obs)
+    with torch.no_grad():
+        wrapper.action_net.bias.add_(0.5)  # torch changes after export: the check must catch it
+    assert max_parity_error(wrapper, tmp_path / "a.onnx", {"obs": obs}) > 1e-3
+    import training.agents.export as export
+
+    monkeypatch.setattr(export, "PARITY_ATOL", -1.0)  # nothing passes: the export must refuse
+    with pytest.raises(ModelArtifactError, match="differs from torch"):
+        export_policy(wrapper, tmp_path / "b.onnx", obs)
+    with pytest.raises(ValueError):
+        StandardizedObservation(ppo.observation_space, [0.0] * 3, [1.0] * 3)
