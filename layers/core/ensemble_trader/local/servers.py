@@ -73,19 +73,34 @@ def stop_pid(pid: int | None, timeout_s: float = 5.0) -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux), so a killed test run
+    leaves no server behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class RedisServer:
     """A real ``redis-server`` on a free port, no persistence, stopped by its pid.
 
-    When no redis-server binary exists it falls back to fakeredis' TCP server and says so loudly
-    (``fake`` is then True): behaviour is close but not identical to Redis.
+    ``detached`` servers daemonize (``--daemonize yes --pidfile``) and outlive this process
+    (``ensemble-trader local up``); the others run as a child that also ends if this process is
+    killed. When no redis-server binary exists it falls back to fakeredis' TCP server and says so
+    loudly (``fake`` is then True): behaviour is close but not identical to Redis.
     """
 
-    def __init__(self, port: int | None = None, *, allow_fake: bool = True) -> None:
+    def __init__(self, port: int | None = None, *, allow_fake: bool = True, detached: bool = False) -> None:
         self.port = port or free_port()
         self.allow_fake = allow_fake
+        self.detached = detached
         self.pid: int | None = None
         self.fake = False
         self._fake_server = None
+        self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
 
     @property
@@ -108,17 +123,26 @@ class RedisServer:
         pidfile = Path(self._dir) / "redis.pid"
         cmd = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", self._dir,
+            "--daemonize", "yes" if self.detached else "no", "--pidfile", str(pidfile), "--dir", self._dir,
             "--logfile", str(Path(self._dir) / "redis.log"),
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
-        if result.returncode != 0:
-            raise InfrastructureError(f"redis-server failed to start: {result.stderr or result.stdout}")
-        wait_for_port(self.port, what="redis-server")
-        deadline = time.monotonic() + 5
-        while not pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.pid = int(pidfile.read_text().strip())
+        if self.detached:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+            if result.returncode != 0:
+                raise InfrastructureError(f"redis-server failed to start: {result.stderr or result.stdout}")
+            wait_for_port(self.port, what="redis-server")
+            deadline = time.monotonic() + 5
+            while not pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.pid = int(pidfile.read_text().strip())
+        else:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+            self.pid = proc.pid
+            self._proc = proc
+            wait_for_port(self.port, what="redis-server")
         return self
 
     def _start_fake(self) -> None:
@@ -141,6 +165,9 @@ class RedisServer:
             self._fake_server.server_close()
             self._fake_server = None
         stop_pid(self.pid)
+        if self._proc is not None:
+            self._proc.wait(timeout=5)
+            self._proc = None
         self.pid = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)

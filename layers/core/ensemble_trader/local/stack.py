@@ -38,7 +38,9 @@ STATE_FILE_NAME = ".local-stack.json"
 
 
 def state_file_path() -> Path:
-    return repo_root() / STATE_FILE_NAME
+    """``.local-stack.json`` in the repository root, or ``$ET_LOCAL_STATE_FILE``."""
+    override = os.environ.get("ET_LOCAL_STATE_FILE")
+    return Path(override) if override else repo_root() / STATE_FILE_NAME
 
 
 class LocalStack:
@@ -62,7 +64,7 @@ class LocalStack:
         self.detached = detached
         self.quiet = quiet
         self.moto = MotoServer(detached=detached)
-        self.redis = RedisServer(allow_fake=allow_fake_redis)
+        self.redis = RedisServer(allow_fake=allow_fake_redis, detached=detached)
         self.attached = False
         self._saved_env: dict[str, str | None] = {}
         self._started = False
