@@ -1,0 +1,99 @@
+"""``ensemble-trader regime``: the label contract (header, one row per bar, causality), errors, fit."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from ensemble_trader.cli import main
+from ensemble_trader.domain.regime import RegimeModel
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.marketdata import write_bars_csv
+
+HEADER = ["timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile"]
+
+
+@pytest.fixture(scope="module")
+def bars_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bars")
+    series = generate("realistic", 400, 12, symbol="SYN").series
+    write_bars_csv(folder / "full.csv", [series])
+    write_bars_csv(folder / "prefix.csv", [series[:250]])
+    return folder, series
+
+
+def read(path) -> list[list[str]]:
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_label_writes_one_row_per_bar_with_the_contract_header(bars_files, tmp_path, capsys):
+    folder, series = bars_files
+    out = tmp_path / "labels.csv"
+    assert main(["regime", "label", "--bars", str(folder / "full.csv"), "--out", str(out)]) == 0
+    rows = read(out)
+    assert rows[0] == HEADER
+    assert len(rows) == 1 + len(series)
+    assert rows[1][0] == "2000-01-03T00:00:00Z"
+    for row in rows[1:]:
+        probs = [float(x) for x in row[3:]]
+        assert row[1] in ("BULL", "BEAR", "SIDEWAYS", "VOLATILE")
+        assert abs(sum(probs) - 1.0) < 1e-5
+        assert float(row[2]) == pytest.approx(probs[HEADER.index("p_" + row[1].lower()) - 3], abs=1e-6)
+    assert "400 bars labelled" in capsys.readouterr().out
+
+
+def test_labels_of_a_prefix_never_change_when_more_bars_follow(bars_files, tmp_path):
+    folder, _ = bars_files
+    full, prefix = tmp_path / "full.csv", tmp_path / "prefix.csv"
+    assert main(["regime", "label", "--bars", str(folder / "full.csv"), "--out", str(full)]) == 0
+    assert main(["regime", "label", "--bars", str(folder / "prefix.csv"), "--out", str(prefix)]) == 0
+    full_rows, prefix_rows = read(full), read(prefix)
+    assert len(prefix_rows) == 251
+    assert full_rows[: len(prefix_rows)] == prefix_rows
+    assert full_rows[len(prefix_rows) :] != []  # the later bars exist and were labelled too
+
+
+def test_malformed_bars_exit_non_zero_with_a_clear_message(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2020-01-02T00:00:00Z,100,101,99,100.5,10\n"
+        "2020-01-03T00:00:00Z,100,99,101,100.5,10\n"  # high below low
+    )
+    code = main(["regime", "label", "--bars", str(bad), "--out", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err
+    assert code != 0 and "line 3" in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_missing_files_and_bad_rule_exit_non_zero(bars_files, tmp_path, capsys):
+    folder, _ = bars_files
+    out = str(tmp_path / "x.csv")
+    assert main(["regime", "label", "--bars", str(tmp_path / "nope.csv"), "--out", out]) != 0
+    assert "no such file" in capsys.readouterr().err
+    assert main(["regime", "label", "--model", str(tmp_path), "--bars", str(folder / "full.csv"), "--out", out]) != 0
+    assert "manifest.json" in capsys.readouterr().err
+    assert main(["regime", "label", "--bars", str(folder / "full.csv"), "--out", out, "--confirm", "0"]) != 0
+    assert "confirm_bars" in capsys.readouterr().err
+
+
+def test_fit_writes_a_loadable_model(tmp_path, capsys):
+    out = tmp_path / "model"
+    code = main(["regime", "fit", "--bars", "synth:easy:3:1500", "--out", str(out), "--seed", "2", "--states", "4",
+                 "--restarts", "1"])  # fmt: skip
+    assert code == 0
+    model = RegimeModel.load(out)
+    assert model.n_states == 4 and model.version in capsys.readouterr().out
+    bars = tmp_path / "bars.csv"
+    write_bars_csv(bars, [generate("easy", 300, 4).series])
+    assert main(["regime", "label", "--model", str(out), "--bars", str(bars), "--out", str(tmp_path / "l.csv")]) == 0
+
+
+def test_evaluate_prints_the_table_for_a_small_run(capsys, tmp_path):
+    code = main(["regime", "evaluate", "--scenarios", "easy", "--seeds", "0", "--bars", "800", "--train-bars",
+                 "1500", "--methods", "ours", "true_params", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "| easy | ours |" in table and "| easy | true_params |" in table
+    assert (tmp_path / "regime_eval.json").is_file()

@@ -1,0 +1,153 @@
+"""Training the regime model: estimator habits, naming rule, numpy EM, the SageMaker entry point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
+from ensemble_trader.domain.models import REGIMES, Regime
+from ensemble_trader.domain.regime import RegimeDetector, RegimeModel
+from ensemble_trader.domain.regime_fit import forward_backward, label_states, refit
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.marketdata import write_bars_csv
+
+from training.regime.estimator import RegimeHMM
+from training.regime.evaluate import score
+
+B, R, S, V = Regime.BULL, Regime.BEAR, Regime.SIDEWAYS, Regime.VOLATILE
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train = generate("easy", 2500, 21)
+    est = RegimeHMM(n_states=(4, 5), n_restarts=1, random_state=0)
+    assert est.fit(train.series) is est
+    return est
+
+
+def test_estimator_habits_and_exported_model(fitted):
+    est = fitted
+    assert est.n_states_ in (4, 5) and {c["n_states"] for c in est.candidates_} == {4, 5}
+    assert est.bic_ == min(c["bic"] for c in est.candidates_)
+    assert set(est.state_regimes_) == set(REGIMES)
+    model = est.model_
+    assert model.n_states == est.n_states_ and np.all(model.transmat > 0.99e-6)
+    np.testing.assert_allclose(model.start_prob @ model.transmat, model.start_prob, atol=1e-9)  # stationary
+    assert model.info["training_data_hash"] == est.training_data_hash_ and model.info["bic"] == est.bic_
+    assert est.get_params()["random_state"] == 0
+
+
+def test_fit_is_reproducible_with_random_state():
+    train = generate("easy", 1200, 5)
+    a = RegimeHMM(n_states=4, n_restarts=1, random_state=3).fit(train.series).model_
+    b = RegimeHMM(n_states=4, n_restarts=1, random_state=3).fit(train.series).model_
+    assert a.version == b.version
+
+
+def test_fitted_detector_recovers_easy_regimes_without_labels(fitted):
+    test = generate("easy", 2000, 7)
+    fm = compute_features(test.series)
+    labels = RegimeDetector(fitted.model_).label_matrix(fm.values, FEATURE_NAMES, fm.ready)
+    metrics = score(test.regime_codes[fm.ready], labels.regime[fm.ready])
+    assert metrics["accuracy"] > 0.85 and metrics["balanced_accuracy"] > 0.8
+
+
+def test_too_few_bars_and_bad_state_counts_are_errors():
+    tiny = generate("easy", 80, 1).series
+    with pytest.raises(DataError, match="too few bars"):
+        RegimeHMM(n_states=4).fit(tiny)
+    with pytest.raises(ValueError, match=">= 4"):
+        RegimeHMM(n_states=3).fit(generate("easy", 600, 1).series)
+
+
+# --------------------------------------------------------------------------------------------
+# the naming rule
+# --------------------------------------------------------------------------------------------
+
+
+def test_label_states_rule_on_hand_made_statistics():
+    # states: calm up, calm flat, turbulent down, crisis
+    drift = np.array([0.0008, 0.0, -0.0015, -0.002])
+    vol = np.array([0.007, 0.005, 0.015, 0.03])
+    share = np.array([0.4, 0.3, 0.2, 0.1])
+    assert label_states(drift, vol, share) == (B, S, R, V)
+
+
+def test_extra_and_tiny_states_join_the_nearest_anchor():
+    drift = np.array([0.0008, 0.0, -0.0015, -0.002, 0.0007, -0.001])
+    vol = np.array([0.007, 0.005, 0.015, 0.03, 0.0075, 0.05])
+    share = np.array([0.3, 0.3, 0.2, 0.1, 0.09, 0.01])  # the last is a tiny outlier state
+    names = label_states(drift, vol, share)
+    assert names[:4] == (B, S, R, V)
+    assert names[4] is B  # next to the calm up-trend
+    assert names[5] is V  # too small to anchor; nearest is the crisis state
+
+
+def test_label_states_needs_four_states():
+    with pytest.raises(ValueError):
+        label_states(np.zeros(3), np.ones(3), np.ones(3) / 3)
+
+
+# --------------------------------------------------------------------------------------------
+# numpy Baum-Welch (the refit Lambda's)
+# --------------------------------------------------------------------------------------------
+
+
+def test_forward_backward_matches_hmmlearn(fitted):
+    hmm = fitted.hmm_
+    test = generate("easy", 600, 8)
+    fm = compute_features(test.series)
+    model = fitted.model_
+    z = model.transform(fm.values[fm.ready][:, [FEATURE_NAMES.index(n) for n in model.feature_names]])
+    hmm.startprob_, hmm.transmat_ = model.start_prob, model.transmat
+    gamma, _, loglik = forward_backward(model.log_emission_matrix(z), model.start_prob, model.transmat)
+    np.testing.assert_allclose(gamma, hmm.predict_proba(z), atol=1e-8)
+    assert loglik == pytest.approx(hmm.score(z), abs=1e-6)
+
+
+def test_refit_improves_likelihood_and_keeps_inputs(fitted):
+    data = generate("realistic", 1500, 4)
+    fm = compute_features(data.series)
+    model = fitted.model_
+    ready = fm.ready
+    raw = fm.values[ready][:, [FEATURE_NAMES.index(n) for n in model.feature_names]]
+    result = refit(model, raw, fm.column("ret_1")[ready], fm.column("range_vol_1")[ready], n_iter=10)
+    assert result.log_likelihood > result.previous_log_likelihood
+    assert result.model.features == model.features and result.model.version != model.version
+    assert set(result.model.state_regimes) == set(REGIMES)
+    with pytest.raises(DataError, match="at least"):
+        refit(model, raw[:10], fm.column("ret_1")[ready][:10], fm.column("range_vol_1")[ready][:10])
+
+
+# --------------------------------------------------------------------------------------------
+# the SageMaker-style entry point
+# --------------------------------------------------------------------------------------------
+
+
+def test_sagemaker_entry_point_with_local_folders(tmp_path, monkeypatch):
+    from training.regime import train
+
+    channel = tmp_path / "train"
+    write_bars_csv(channel / "bars.csv", [generate("easy", 1500, 2, symbol="SYNX").series], symbol_column=True)
+    (channel / "bars.truth.csv").write_text("not bars: skipped\n")
+    out = tmp_path / "model"
+    monkeypatch.setenv("SM_HPS", json.dumps({"seed": 1, "states": 4, "restarts": 1, "end": "2099-01-01"}))
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(channel))
+    monkeypatch.setenv("SM_MODEL_DIR", str(out))
+    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
+    assert train.sagemaker_main() == 0
+    model = RegimeModel.load(out)
+    assert model.n_states == 4 and model.info["training_window"][0]["symbol"] == "SYNX"
+    assert model.info["hyperparameters"]["random_state"] == 1
+
+
+def test_sagemaker_entry_point_reports_bad_input(tmp_path, monkeypatch, capsys):
+    from training.regime import train
+
+    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
+    monkeypatch.setenv("SM_HPS", "{not json")
+    assert train.sagemaker_main() == 1
+    assert "not valid JSON" in capsys.readouterr().err
