@@ -4,7 +4,7 @@
 whole run: a moto server and a real redis-server on free ports with every resource of
 ``constants.py`` created, and the ``ET_*`` / ``AWS_*`` environment pointing at them (restored at
 the end). Starting it takes ~2-3 s, so tests share it; to keep them independent use the
-``clean_stack`` fixture (tests/integration/conftest.py), which empties Redis, the queues and the
+``clean_stack`` fixture below, which empties Redis, the queues and the
 tables, forgets loaded handlers and stage statistics, and hands out stream marks and emulators
 that only see records put after the test began (streams cannot be emptied).
 """
@@ -12,8 +12,11 @@ that only see records put after the test began (streams cannot be emptied).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -27,3 +30,72 @@ def local_stack():
         yield stack
     finally:
         stack.stop()
+
+
+# ``clean_stack`` gives a StackSession: the shared stack, emptied, plus helpers that only see what
+# this test puts on the streams:
+#
+#     def test_something(clean_stack):
+#         esm = clean_stack.emulator(["features"])     # polls from LATEST: this test's records only
+#         clean_stack.put_bars("market-data", bars)     # Bar models or (key, bytes) records
+#         esm.run_until_drained()
+#         out = clean_stack.new_records("features")     # (partition key, data) put since the start
+#         letters = clean_stack.stack.read_queue("features-dlq")
+
+class StackSession:
+    """The shared local stack for one test: stream marks taken at the start, helpers."""
+
+    def __init__(self, stack: Any) -> None:
+        from ensemble_trader import constants
+
+        self.stack = stack
+        self.marks = {s: stack.stream_mark(s) for s in constants.STREAMS}
+
+    def emulator(self, functions: Sequence[str] | None = None, **kwargs: Any):
+        from ensemble_trader.local.esm import EventSourceMappingEmulator
+
+        kwargs.setdefault("start_position", "LATEST")
+        return EventSourceMappingEmulator(self.stack, functions, **kwargs)
+
+    def put_records(self, stream: str, records: Iterable[tuple[str, bytes] | BaseModel]) -> int:
+        from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
+
+        encoded = [
+            (r.symbol, r.model_dump_json().encode()) if isinstance(r, BaseModel) else r  # type: ignore[attr-defined]
+            for r in records
+        ]
+        KinesisPublisher(settings=self.stack.settings).put(stream, encoded)
+        return len(encoded)
+
+    put_bars = put_records
+
+    def new_records(self, stream: str) -> list[tuple[str, bytes]]:
+        return self.stack.stream_records(stream, since=self.marks[stream])
+
+    def new_kinesis_event(self, stream: str, function: str = "features") -> dict[str, Any]:
+        """The records put on ``stream`` during this test, as one Lambda Kinesis event."""
+        from ensemble_trader.local.events import kinesis_event, kinesis_record
+
+        name = self.stack.name(stream)
+        return kinesis_event(
+            [
+                kinesis_record(
+                    r["Data"], partition_key=r["PartitionKey"], sequence_number=r["SequenceNumber"],
+                    stream=name, shard_id=r["_shard"], arrival=r["ApproximateArrivalTimestamp"].timestamp(),
+                    function=self.stack.name(function),
+                )
+                for r in self.stack.iter_stream(stream, since=self.marks[stream])
+            ]
+        )
+
+
+@pytest.fixture()
+def clean_stack(local_stack):
+    from ensemble_trader.local.functions import forget_loaded
+    from ensemble_trader.runtime.stage import reset_stage_stats
+
+    local_stack.reset()
+    forget_loaded()
+    reset_stage_stats()
+    yield StackSession(local_stack)
+    forget_loaded()

@@ -12,7 +12,6 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from ensemble_trader.runtime.features_stage import FeaturesStep
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function

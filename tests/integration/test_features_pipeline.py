@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from ensemble_trader.domain.models import Bar, FeatureVector
 from ensemble_trader.local.functions import load_handler
 from ensemble_trader.runtime.stage import decode_cached, stage_stats

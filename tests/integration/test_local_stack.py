@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from ensemble_trader import constants
 from ensemble_trader.domain.models import Bar
 

@@ -6,9 +6,6 @@ import json
 
 import fakeredis
 import pytest
-from moto import mock_aws
-from pydantic import BaseModel
-
 from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
 from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
 from ensemble_trader.adapters.aws.kinesis import KinesisPublisher, chunk_records
@@ -18,6 +15,8 @@ from ensemble_trader.adapters.memory import MemoryKeyValueStore
 from ensemble_trader.adapters.redis.cache import RedisCache
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
 from ensemble_trader.runtime.settings import Settings
+from moto import mock_aws
+from pydantic import BaseModel
 
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
 
@@ -232,7 +231,6 @@ def test_redis_cache_round_trip_and_prefix():
 
 def test_redis_errors_become_infrastructure_errors():
     import redis
-
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 

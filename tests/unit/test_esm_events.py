@@ -13,7 +13,6 @@ from aws_lambda_powertools.utilities.parser.models import (
     KinesisDataStreamModel,
     SqsModel,
 )
-
 from ensemble_trader.domain.models import Bar, OrderIntent
 from ensemble_trader.local.esm import _batch_item_failures, _lambda_message_attributes
 from ensemble_trader.local.events import FakeLambdaContext, kinesis_event, kinesis_record, sqs_record

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ensemble_trader.adapters.memory import MemoryCache, MemoryDeadLetters, MemoryKeyValueStore, MemoryStreamPublisher
+from ensemble_trader.adapters.memory import (
+    MemoryCache,
+    MemoryDeadLetters,
+    MemoryKeyValueStore,
+    MemoryStreamPublisher,
+)
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.models import FeatureVector
 from ensemble_trader.runtime.features_stage import FeaturesStep

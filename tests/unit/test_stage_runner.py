@@ -6,8 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pydantic import AwareDatetime
-
 from ensemble_trader.adapters.memory import (
     MemoryCache,
     MemoryDeadLetters,
@@ -26,6 +24,7 @@ from ensemble_trader.runtime.stage import (
     decode_cached,
     timestamp_ns,
 )
+from pydantic import AwareDatetime
 
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 

@@ -63,7 +63,14 @@ from ensemble_trader.domain.errors import (
     StateError,
 )
 from ensemble_trader.domain.models import parse
-from ensemble_trader.ports import Cache, DeadLetterWriter, EventBus, KeyValueStore, QueuePublisher, StreamPublisher
+from ensemble_trader.ports import (
+    Cache,
+    DeadLetterWriter,
+    EventBus,
+    KeyValueStore,
+    QueuePublisher,
+    StreamPublisher,
+)
 
 log = logging.getLogger(__name__)
 
