@@ -155,3 +155,19 @@ def test_refit_without_symbols_is_a_clear_error(clean_stack, monkeypatch):
     refit = load_handler("regime", module="refit")
     with pytest.raises(Exception, match="no symbols to refit on"):
         refit({"detail": {}}, FakeLambdaContext("et-local-regime-refit"))
+
+
+def test_demo_report_prints_the_timeline(clean_stack, data):
+    from ensemble_trader.local.reports.regime import summarize, timelines
+
+    _, vectors = data
+    esm = clean_stack.emulator(["regime"])
+    clean_stack.put_records("features", vectors)
+    esm.run_until_drained()
+    per_symbol, distinct, _ = timelines(clean_stack.stack)
+    assert distinct == 2 * N_BARS
+    assert sum(p.bars for p in per_symbol["SYNA"]) == N_BARS - 60  # bars past the feature warm-up
+    text = summarize(clean_stack.stack)
+    assert "timeline SYNA" in text and "every record accounted for" in text
+    first = per_symbol["SYNA"][0]
+    assert f"{first.regime:<9}" in text and 0.0 < first.mean_confidence <= 1.0
