@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="regime model folder for detected regimes (default: the committed one)")
     agents.add_argument("--plot", type=Path, default=None, help="write an equity-curve PNG here")
     agents.add_argument("--json", action="store_true", help="print one JSON object")
+    agents.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs)")
     agents.set_defaults(func=_evaluate_agents)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -97,25 +98,31 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
           f"({len(ts)} bars)   costs {args.cost_bps}+{args.slippage_bps} bps   regimes: {source}")
     if source == "none":
         print("(no per-regime table: give --truth, a synth: spec, or commit a regime model)", file=sys.stderr)
-    print(format_report(report))
+    print(format_report(report, markdown=args.markdown))
     return 0
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The report as aligned text tables: overall, then one table per regime."""
+def format_report(report: dict[str, Any], markdown: bool = False) -> str:
+    """The report as aligned text (or Markdown) tables: overall, then one table per regime."""
     rows: list[tuple[str, dict[str, Any]]] = [(n, r) for n, r in report["agents"].items()]
     rows += [(n, r) for n, r in report["baselines"].items()]
     headers = ("total_ret", "annual_ret", "annual_vol", "sharpe", "sortino", "max_dd", "win_rate", "turnover")
     pct = {"total_return", "annual_return", "annual_vol", "max_drawdown", "win_rate"}
 
     def table(title: str, pick: Any) -> list[str]:
-        lines = [f"\n{title}", f"{'':<14}" + "".join(f"{h:>11}" for h in headers)]
+        if markdown:
+            lines = [f"\n**{title}**\n", "| | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+        else:
+            lines = [f"\n{title}", f"{'':<14}" + "".join(f"{h:>11}" for h in headers)]
         for name, r in rows:
             m = pick(r)
             if m is None:
                 continue
-            cells = [f"{100 * m[k]:>10.1f}%" if k in pct else f"{m[k]:>11.2f}" for k in METRIC_NAMES]
-            lines.append(f"{name:<14}" + "".join(cells))
+            cells = [f"{100 * m[k]:.1f}%" if k in pct else f"{m[k]:.2f}" for k in METRIC_NAMES]
+            if markdown:
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            else:
+                lines.append(f"{name:<14}" + "".join(f"{c:>11}" for c in cells))
         return lines
 
     out = table("overall", lambda r: r["overall"])

@@ -232,7 +232,25 @@ class AgentPool:
         return np.clip(out, -self._limits, self._limits)
 
     def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Targets (A,) for one feature vector (F,) and each agent's current position (A,)."""
-        f = np.asarray(features, dtype=np.float32).reshape(1, -1)
-        p = np.asarray(positions, dtype=np.float32).reshape(1, -1)
-        return self.act_batch(f, p)[0]
+        """Targets (A,) for one feature vector (F,) and each agent's current position (A,).
+
+        The hot path of the meta-agent stage: one onnxruntime call with the fused graph.
+        """
+        f = np.asarray(features, dtype=np.float32)
+        p = np.asarray(positions, dtype=np.float32)
+        if f.shape != (self._n_features,):
+            raise DataError(f"features must have shape ({self._n_features},), got {f.shape}")
+        if p.shape != (len(self.names),):
+            raise DataError(f"positions must have shape ({len(self.names)},), got {p.shape}")
+        if not (np.isfinite(f).all() and np.isfinite(p).all()):
+            raise DataError("features and positions must be finite (is the feature engine still warming up?)")
+        if self._fused is not None:
+            out = self._fused.run(None, {"features": f[None, :], "positions": p[None, :]})[0][0]
+        else:
+            out = np.empty(len(self.names), dtype=np.float32)
+            obs = np.empty((1, self._n_features + 1), dtype=np.float32)
+            obs[0, :-1] = f
+            for i, sess in enumerate(self._sessions):
+                obs[0, -1] = p[i]
+                out[i] = sess.run(None, {"obs": obs})[0][0, 0]
+        return np.clip(out, -self._limits, self._limits)
