@@ -141,3 +141,15 @@ def test_report_is_self_contained_html_with_plots(pipeline, tmp_path) -> None:
     for text in ("Performance", "Sharpe by regime", "regret", "switches", "buy_and_hold"):
         assert text in page
     assert json.loads((tmp_path / "out" / "report.json").read_text())["run"]["policy"] == "ducb"
+
+
+def test_end_equals_running_on_the_shorter_series(pipeline) -> None:
+    """Every stage is causal: cutting a run at ``end`` equals running on the cut series."""
+    config = MetaAgentConfig.create(policy="dts")
+    full = run_meta(pipeline, config)
+    n = 400
+    end = str(pipeline.timestamp[n])[:10]
+    series = generate("easy", 500, seed=4).series[:n]
+    short = run_meta(run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model())), config)
+    assert evaluate(full, end=end) == evaluate(short)
+    assert evaluate(full, start=str(pipeline.timestamp[200])[:10], end=end)["run"]["periods"] == n - 201

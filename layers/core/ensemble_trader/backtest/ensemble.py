@@ -14,7 +14,8 @@ features and its *own* virtual position, never the ensemble's):
 :mod:`ensemble_trader.backtest.engine` conventions: a target set at the close of bar ``t`` earns
 ``p_t r_{t+1}`` and pays the cost of ``|p_t - p_{t-1}|``) for the ensemble, each single agent
 and buy-and-hold, overall and per detected regime, the regret over the evaluated window and
-the check of the issue's target. Evaluation can start after the first warm bar (``start``):
+the check of the issue's target. Evaluation can start after the first warm bar (``start``) and
+stop before ``end`` (a validation window):
 everything before it only warms the features, the regime filter and the learners, so the
 evaluated window is strictly out of sample for the meta-agent (it learns online, causally).
 """
@@ -22,7 +23,7 @@ evaluated window is strictly out of sample for the meta-agent (it learns online,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,30 @@ def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool =
     )
 
 
+def until(run: EnsembleRun, end: str | None) -> EnsembleRun:
+    """The run restricted to bars before ``end`` (an ISO date; None = unchanged).
+
+    Every stage is causal, so this equals running the pipeline on the shorter series.
+    """
+    if end is None:
+        return run
+    p = run.pipeline
+    n = int(np.searchsorted(p.timestamp, np.datetime64(end, "ns")))
+    if n < 2:
+        raise DataError(f"{p.symbol}: fewer than two bars before {end}")
+    pipeline = replace(
+        p, timestamp=p.timestamp[:n], close=p.close[:n], market_states=p.market_states[:n],
+        agent_targets=p.agent_targets[:n], ready=p.ready[:n],
+    )
+    last = p.market_states[n - 1].timestamp
+    return replace(
+        run, pipeline=pipeline, intents=run.intents[:n],
+        switches=tuple(s for s in run.switches if s.timestamp <= last),
+        positions=run.positions[:n], weights=run.weights[:n], leaders=run.leaders[:n],
+        agent_rewards=run.agent_rewards[:n], meta_rewards=run.meta_rewards[:n],
+    )
+
+
 def first_index(pipeline: PipelineRun, start: str | None) -> int:
     """First bar evaluated: the first warm bar at or after ``start`` (an ISO date)."""
     mask = pipeline.ready.copy()
@@ -201,7 +226,9 @@ def _ledger(run: EnsembleRun, i0: int) -> RegretLedger:
     return ledger
 
 
-def evaluate(run: EnsembleRun, costs: CostModel | None = None, start: str | None = None) -> dict[str, Any]:
+def evaluate(
+    run: EnsembleRun, costs: CostModel | None = None, start: str | None = None, end: str | None = None
+) -> dict[str, Any]:
     """The report: ``{"ensemble": M, "agents": {name: M}, "buy_and_hold": M, "regret": {...}, ...}``.
 
     M is ``{"overall": metrics, "by_regime": {regime: metrics}}`` as in
@@ -210,6 +237,7 @@ def evaluate(run: EnsembleRun, costs: CostModel | None = None, start: str | None
     (by Sharpe): ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``.
     """
     costs = costs or CostModel()
+    run = until(run, end)
     p = run.pipeline
     i0 = first_index(p, start)
     r = asset_returns(p.close[i0:])
@@ -273,11 +301,12 @@ def compare_policies(
     configs: Sequence[MetaAgentConfig],
     costs: CostModel | None = None,
     start: str | None = None,
+    end: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Ensemble metrics and regret of several meta-agent configurations on one pipeline run."""
     out = {}
     for config in configs:
-        result = evaluate(run_meta(pipeline, config), costs, start)
+        result = evaluate(run_meta(pipeline, config), costs, start, end)
         label = f"{config.policy}/{config.context}/{config.mode}/{config.feedback}"
         out[label] = {
             "ensemble": result["ensemble"]["overall"],

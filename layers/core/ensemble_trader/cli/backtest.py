@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="learn from every agent's counterfactual reward, or only the played one's")
     p.add_argument("--start", default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
+    p.add_argument("--end", default=None, help="evaluate bars before this ISO date only")
     p.add_argument("--cost-bps", type=float, default=1.0, help="commission in basis points (default 1)")
     p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage in basis points (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the learners")
@@ -67,7 +68,7 @@ def _print_table(result: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ensemble_trader.backtest.engine import CostModel
-    from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline
+    from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline, until
     from ensemble_trader.backtest.report import write_report
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
@@ -90,11 +91,11 @@ def _run(args: argparse.Namespace) -> int:
     series_list = load_bars(args.bars)
     for series in series_list:
         pipeline = run_pipeline(series, pool, regime, progress=progress)
-        run = run_meta(pipeline, config, progress=progress)
+        run = until(run_meta(pipeline, config, progress=progress), args.end)
         result = evaluate(run, costs, args.start)
         if args.compare:
             configs = [config.model_copy(update={"policy": p}) for p in POLICY_CHOICES]
-            result["policies"] = compare_policies(pipeline, configs, costs, args.start)
+            result["policies"] = compare_policies(pipeline, configs, costs, args.start, args.end)
         results[series.symbol] = result
         if args.out is not None:
             folder = args.out / series.symbol if len(series_list) > 1 else args.out
