@@ -99,6 +99,12 @@ def test_intents_decisions_events_and_redelivery(stack, handler, pipeline) -> No
     item = snapshot(stack, "METAX")
     assert item["symbol"] == "METAX" and MetaAgentState.from_bytes(item["state"]).version == len(states)
 
+    from ensemble_trader.local.reports.meta_agent import summarize
+
+    text = summarize(stack)
+    assert f"{len(states):>8,}  rows in the decisions table" in text
+    assert "METAX:" in text and "regret in" in text and "ALL" in text
+
     taps = stack.read_queue(EVENTS_TAP)
     switched = [t for t in taps if t.get("detail-type") == "AgentSwitched"]
     assert len(switched) == sum(1 for i in expected if i.explanation_detail["switched"])
