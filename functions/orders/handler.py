@@ -43,7 +43,9 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    service().idempotency_config.register_lambda_context(context)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    svc = service()
+    svc.idempotency_config.register_lambda_context(context)
+    with svc.router.batch():  # risk state, positions, working orders read once per batch
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

@@ -98,3 +98,14 @@ def test_working_quantity_is_signed_and_ignores_terminal_orders():
         _order(client_order_id="coid-a004", symbol="NDX", quantity=5, status=OrderStatus.SUBMITTED),
     ]
     assert working_quantity(orders, "SPX") == pytest.approx(20.0)
+
+
+def test_no_trade_band_holds_back_small_rebalances_but_never_exits():
+    small = plan_orders(intent(0.5), position=495, working=0, equity=100_000, step=1, now=T,
+                        min_trade_fraction=0.01)
+    assert small == []  # 5 shares x 100 = 500 < 1 % of 100,000
+    assert plan_orders(intent(0.5), position=480, working=0, equity=100_000, step=1, now=T,
+                       min_trade_fraction=0.01)
+    flat = plan_orders(intent(0.0), position=3, working=0, equity=100_000, step=1, now=T,
+                       min_trade_fraction=0.01)
+    assert [(o.side, o.quantity) for o in flat] == [(Side.SELL, 3.0)]

@@ -278,3 +278,28 @@ def test_stale_intent_is_rejected():
     rig.router.handle(intent(5, 0.1, 100.0))
     out = rig.router.handle(intent(3, 0.5, 100.0))
     assert out.rejections[0]["reason"] == RejectReason.STALE_INTENT.value
+
+
+def test_a_batch_reads_shared_state_once_and_publishes_once():
+    rig = Rig()
+    rig.warm()
+    published_before = len(rig.bus.events)
+    with rig.router.batch():
+        for day in range(1, 6):
+            rig.router.handle(intent(day, 0.1 * day, 100.0 + day))
+        assert len(rig.bus.events) == published_before  # held until the batch ends
+    assert len(rig.events("OrderSubmitted")) == 5 and len(rig.events("OrderFilled")) == 4
+    assert rig.store.load_risk_state().marks["SPX"].price == 105.0  # flushed
+    assert rig.router.reconcile().ok
+
+
+def test_batch_flush_merges_into_a_risk_state_saved_meanwhile():
+    rig = Rig()
+    rig.warm()
+    with rig.router.batch():
+        rig.router.handle(intent(1, 0.2, 101.0))
+        other = rig.store.load_risk_state()  # another writer: the operator's kill switch
+        other.kill_switch, other.kill_switch_reason = True, "operator"
+        rig.store.save_risk_state(other)
+    state = rig.store.load_risk_state()
+    assert state.kill_switch and state.marks["SPX"].price == 101.0 and state.recent

@@ -277,11 +277,11 @@ def test_drawdown_reduce_band():
 def test_limits_from_environment(monkeypatch):
     monkeypatch.setenv("ET_RISK_MAX_ORDER_QUANTITY", "123")
     monkeypatch.setenv("ET_RISK_RESTRICTED_SYMBOLS", '["GME","AMC"]')
-    monkeypatch.setenv("ET_RISK_CLOCK", "event")
+    monkeypatch.setenv("ET_RISK_CLOCK", "wall")
     limits = RiskSettings().limits()
     assert limits.max_order_quantity == 123
     assert limits.restricted_symbols == frozenset({"GME", "AMC"})
-    assert limits.clock == "event"
+    assert limits.clock == "wall"
 
 
 def test_inconsistent_thresholds_are_rejected():

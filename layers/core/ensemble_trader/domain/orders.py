@@ -236,20 +236,26 @@ def plan_orders(
     equity: float,
     step: float,
     now: datetime,
+    min_trade_fraction: float = 0.0,
 ) -> list[Order]:
     """Orders that move ``position + working`` to the intent's target.
 
     ``position`` is the signed holding, ``working`` the signed remaining quantity of orders still
     working at the broker. A move through zero is split into a closing and an opening leg.
-    Returns an empty list when the difference is below one ``step``.
+    Returns an empty list when the difference is below one ``step``, or — the no-trade band —
+    when its notional is below ``min_trade_fraction`` of equity, unless the target is flat or on
+    the other side of zero (exits are never held back).
     """
     target = target_quantity(intent.target_position, equity, intent.reference_price, step)
     current = position + working
     delta = round_toward_zero(target - current, step)
     if delta == 0.0:
         return []
-    legs: list[float]
     crosses_zero = current != 0.0 and target != 0.0 and (current > 0) != (target > 0)
+    exits = target == 0.0 or crosses_zero
+    if not exits and abs(delta) * intent.reference_price < min_trade_fraction * equity:
+        return []
+    legs: list[float]
     if crosses_zero:
         close = round_toward_zero(-current, step)
         legs = [q for q in (close, round_toward_zero(delta - close, step)) if q != 0.0]

@@ -89,8 +89,11 @@ class RiskLimits(BaseModel):
     """Pre-trade limits and breaker thresholds (the runtime reads them from ``ET_RISK_*``).
 
     Money amounts are in the account currency; loss and drawdown thresholds are fractions of
-    equity. ``clock`` chooses the time the time-based checks use: ``wall`` (live trading) or
-    ``event`` (the intent's bar time: replays and backtests, where wall time is meaningless).
+    equity. ``clock`` chooses the time the time-based checks (reference age, throttle and
+    duplicate windows, day boundaries) use: ``event``, the intent's bar time (the default, so a
+    replay, a backtest and live trading decide alike on the same data), or ``wall``. Live
+    deployments also set ``max_intent_age_seconds``, which compares the bar time with the wall
+    clock and refuses intents that arrive late.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -111,7 +114,7 @@ class RiskLimits(BaseModel):
     daily_loss_halt: float = Field(default=0.06, gt=0, lt=1)
     drawdown_reduce: float = Field(default=0.15, gt=0, lt=1)
     drawdown_halt: float = Field(default=0.25, gt=0, lt=1)
-    clock: Literal["wall", "event"] = "wall"
+    clock: Literal["wall", "event"] = "event"
     max_intent_age_seconds: float | None = Field(
         default=None, gt=0, description="reject intents older than this (wall clock); None = off"
     )
@@ -450,3 +453,27 @@ def _reject(reason: RejectReason, message: str) -> RiskDecision:
 def clock_now(limits: RiskLimits, wall: datetime, event: datetime) -> datetime:
     """The time the checks use: the wall clock, or the intent's bar time in replays."""
     return event if limits.clock == "event" else wall
+
+
+def merge_states(stored: RiskState, ours: RiskState) -> RiskState:
+    """Our unsaved risk state folded into a newer stored one (after losing the versioned write).
+
+    The stored copy keeps what other writers own — the kill switch and reconciliation halts —
+    and its version; from ours come newer marks, the orders we accepted (throttle and duplicate
+    windows), the latest equity figures, and the breaker state when ours is more severe.
+    """
+    merged = stored.model_copy(deep=True)
+    for symbol, mark in ours.marks.items():
+        theirs = merged.marks.get(symbol)
+        if theirs is None or mark.timestamp > theirs.timestamp:
+            merged.marks[symbol] = mark
+    seen = {r.client_order_id for r in merged.recent}
+    merged.recent.extend(r for r in ours.recent if r.client_order_id not in seen)
+    merged.recent.sort(key=lambda r: r.at)
+    if ours.equity is not None:
+        merged.day, merged.day_start_equity, merged.equity = ours.day, ours.day_start_equity, ours.equity
+        merged.peak_equity = max(p for p in (merged.peak_equity, ours.peak_equity) if p is not None)
+    if _SEVERITY[ours.trading_state] > _SEVERITY[merged.trading_state] or ours.breaker_latched:
+        merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
+        merged.breaker_latched = merged.breaker_latched or ours.breaker_latched
+    return merged

@@ -27,7 +27,8 @@ make the retry harmless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -73,6 +74,7 @@ from ensemble_trader.domain.risk import (
     RiskLimits,
     RiskState,
     clock_now,
+    merge_states,
 )
 from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
 
@@ -102,6 +104,7 @@ class OrdersSettings(BaseSettings):
     broker: Literal["paper", "alpaca"] = "paper"
     initial_equity: float = Field(default=1_000_000.0, gt=0)
     quantity_step: float = Field(default=1.0, gt=0)
+    min_trade_fraction: float = Field(default=0.01, ge=0, lt=1)  # no-trade band, fraction of equity
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     paper_slippage_bps: float = Field(default=1.0, ge=0)
     paper_fee_bps: float = Field(default=0.5, ge=0)
@@ -136,6 +139,108 @@ class IntentOutcome:
         }
 
 
+class BatchingOrdersStore:
+    """An :class:`OrdersStore` that reads shared state once per batch of intents.
+
+    Wraps the durable store for one SQS batch: the risk state, the positions and the working
+    orders are read at the first use and kept; every write still goes to the durable store at
+    once (conditional puts and fill transactions are unchanged) and updates the copies. Only the
+    risk state is written back once, by :meth:`flush`; if another writer saved it meanwhile, our
+    changes are merged into the newer copy (:func:`~ensemble_trader.domain.risk.merge_states`).
+    The kill switch and halts are therefore seen at the next batch (at most ten intents later).
+    """
+
+    def __init__(self, inner: OrdersStore):
+        self.inner = inner
+        self._state: RiskState | None = None
+        self._dirty = False
+        self._positions: dict[str, Position] | None = None
+        self._working: dict[str, Order] | None = None
+
+    def _track(self, order: Order) -> None:
+        if self._working is None:
+            return
+        if order.status.terminal:
+            self._working.pop(order.client_order_id, None)
+        else:
+            self._working[order.client_order_id] = order
+
+    def create_order(self, order: Order) -> bool:
+        created = self.inner.create_order(order)
+        if created:
+            self._track(order)
+        return created
+
+    def get_order(self, client_order_id: str) -> Order | None:
+        if self._working is not None and client_order_id in self._working:
+            return self._working[client_order_id]
+        return self.inner.get_order(client_order_id)
+
+    def update_order(self, order: Order, *, expected_status: OrderStatus, expected_filled: float) -> bool:
+        written = self.inner.update_order(order, expected_status=expected_status, expected_filled=expected_filled)
+        if written:
+            self._track(order)
+        elif self._working is not None:
+            self._working.pop(order.client_order_id, None)  # stale copy: read it again next time
+            fresh = self.inner.get_order(order.client_order_id)
+            if fresh is not None:
+                self._track(fresh)
+        return written
+
+    def list_orders(self, *, working_only: bool = False) -> list[Order]:
+        if not working_only:
+            return self.inner.list_orders()
+        if self._working is None:
+            self._working = {o.client_order_id: o for o in self.inner.list_orders(working_only=True)}
+        return list(self._working.values())
+
+    def apply_fill(self, order: Order, fill: Any, *, expected_filled: float) -> Position | None:
+        position = self.inner.apply_fill(order, fill, expected_filled=expected_filled)
+        if position is not None:
+            self._track(order)
+            if self._positions is not None:
+                self._positions[position.symbol] = position
+        return position
+
+    def get_position(self, symbol: str) -> Position | None:
+        if self._positions is not None:
+            return self._positions.get(symbol)
+        return self.inner.get_position(symbol)
+
+    def list_positions(self) -> list[Position]:
+        if self._positions is None:
+            self._positions = {p.symbol: p for p in self.inner.list_positions()}
+        return list(self._positions.values())
+
+    def put_position(self, position: Position) -> None:
+        self.inner.put_position(position)
+        if self._positions is not None:
+            self._positions[position.symbol] = position
+
+    def load_risk_state(self) -> RiskState:
+        if self._state is None:
+            self._state = self.inner.load_risk_state()
+        return self._state
+
+    def save_risk_state(self, state: RiskState) -> None:
+        self._state = state
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the risk state back (merging into a newer stored copy if one appeared)."""
+        if not self._dirty or self._state is None:
+            return
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                self.inner.save_risk_state(self._state)
+                self._dirty = False
+                return
+            except ConcurrencyError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                self._state = merge_states(self.inner.load_risk_state(), self._state)
+
+
 class OrderRouter:
     """Intent → risk checks → idempotent submission → fills, plus reconciliation and kill switch."""
 
@@ -149,6 +254,7 @@ class OrderRouter:
         events: EventBus | None = None,
         initial_equity: float = 1_000_000.0,
         quantity_step: float = 1.0,
+        min_trade_fraction: float = 0.0,
         reconcile_grace_seconds: float = 120.0,
         reconcile_on_start: bool = True,
     ):
@@ -159,8 +265,34 @@ class OrderRouter:
         self.events = events
         self.initial_equity = initial_equity
         self.quantity_step = quantity_step
+        self.min_trade_fraction = min_trade_fraction
         self.reconcile_grace_seconds = reconcile_grace_seconds
         self._needs_reconcile = reconcile_on_start
+        self._deferred: list[BaseModel] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[OrderRouter]:
+        """Handle several intents with shared state read once and events published once.
+
+        Inside the block the router works over a :class:`BatchingOrdersStore`; at the end the
+        risk state is written back and the events of the whole batch go out in one call — also
+        when an intent failed, so the effects of those that succeeded are never lost.
+        """
+        if self._deferred is not None:  # already batching
+            yield self
+            return
+        durable = self.store
+        batching = BatchingOrdersStore(durable)
+        self.store, self._deferred = batching, []
+        try:
+            yield self
+        finally:
+            deferred, self._deferred = self._deferred, None
+            self.store = durable
+            try:
+                batching.flush()
+            finally:
+                self._publish(deferred)
 
     @property
     def limits(self) -> RiskLimits:
@@ -208,11 +340,15 @@ class OrderRouter:
 
         # The intent's price is also the newest market observation of the symbol: it fills the
         # paper broker's working orders (decided on earlier bars) and becomes the next reference.
+        # Every paper order is recorded here before it reaches the broker, so a symbol without
+        # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)
         on_price = getattr(self.broker, "on_price", None)
-        if on_price is not None:
+        if on_price is not None and any(
+            o.symbol == symbol for o in self.store.list_orders(working_only=True)
+        ):
             for report in on_price(symbol, intent.reference_price, intent.timestamp):
-                outcome.fills += self._sync_report(report, events)
+                outcome.fills += self._sync_report(report, events)[0]
         state.marks[symbol] = Mark(
             price=intent.reference_price,
             timestamp=intent.timestamp,
@@ -234,7 +370,7 @@ class OrderRouter:
         working_here = working_quantity(working, symbol)
         planned = plan_orders(
             intent, position=held, working=working_here, equity=equity,
-            step=self.quantity_step, now=wall,
+            step=self.quantity_step, now=wall, min_trade_fraction=self.min_trade_fraction,
         )
         potential = held + working_here
         other_gross = self._other_gross(positions, working, state, symbol)
@@ -319,8 +455,7 @@ class OrderRouter:
             )
             fills = self._resolve(unknown, events)
             return self.store.get_order(order.client_order_id) or unknown, fills
-        fills = self._sync_report(report, events, order)
-        stored = self.store.get_order(order.client_order_id) or order
+        fills, stored = self._sync_report(report, events, order)
         events.append(
             OrderSubmitted(
                 client_order_id=order.client_order_id, intent_id=order.intent_id,
@@ -328,7 +463,7 @@ class OrderRouter:
                 broker_order_id=report.broker_order_id, timestamp=self.clock.now(),
             )
         )
-        return stored, fills
+        return stored or order, fills
 
     def _resolve(self, order: Order, events: list[BaseModel]) -> int:
         """Settle a stored, still-working order by looking its id up at the broker.
@@ -347,25 +482,30 @@ class OrderRouter:
                         order.client_order_id, exc)
             return 0
         if report is not None:
-            return self._sync_report(report, events, order)
+            return self._sync_report(report, events, order)[0]
         if order.status is OrderStatus.PENDING:
             _, fills = self._submit(order, events)
             return fills
         return 0
 
-    def _sync_report(self, report: BrokerOrder, events: list[BaseModel], order: Order | None = None) -> int:
-        """Bring the stored order (and position) to the broker's report; returns fills applied."""
+    def _sync_report(
+        self, report: BrokerOrder, events: list[BaseModel], order: Order | None = None
+    ) -> tuple[int, Order | None]:
+        """Bring the stored order (and position) to the broker's report.
+
+        Returns the number of fills applied (0 or 1) and the order as now stored.
+        """
         for _ in range(MAX_ATTEMPTS):
             order = self.store.get_order(report.client_order_id) if order is None else order
             if order is None:
                 log.error("broker reports %s, which is not in the store", report.client_order_id)
-                return 0
+                return 0, None
             now = self.clock.now()
             updated = order_after_report(order, report, now)
             fill = fill_from_progress(order, report, report.updated_at)
             if fill is None:
                 if updated == order:
-                    return 0
+                    return 0, order
                 if self.store.update_order(
                     updated, expected_status=order.status, expected_filled=order.filled_quantity
                 ):
@@ -374,7 +514,7 @@ class OrderRouter:
                             OrderCanceled(client_order_id=order.client_order_id, symbol=order.symbol,
                                           reason=report.reject_reason or "canceled", timestamp=now)
                         )
-                    return 0
+                    return 0, updated
             else:
                 position = self.store.apply_fill(updated, fill, expected_filled=order.filled_quantity)
                 if position is not None:
@@ -386,7 +526,7 @@ class OrderRouter:
                             order_status=updated.status, timestamp=fill.timestamp,
                         )
                     )
-                    return 1
+                    return 1, updated
             order = None  # another writer moved the order on: read it again
         raise ConcurrencyError(f"order {report.client_order_id} kept changing while syncing")
 
@@ -531,7 +671,9 @@ class OrderRouter:
             events.append(ReconciliationFailed(symbol=symbol, reasons=reasons, timestamp=now))
 
     def _publish(self, events: list[BaseModel]) -> None:
-        if events and self.events is not None:
+        if self._deferred is not None:
+            self._deferred.extend(events)
+        elif events and self.events is not None:
             self.events.publish(list(events))
         events.clear()
 
@@ -695,6 +837,7 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
         events=EventBridgePublisher(settings=settings),
         initial_equity=orders.initial_equity,
         quantity_step=orders.quantity_step,
+        min_trade_fraction=orders.min_trade_fraction,
         reconcile_grace_seconds=orders.reconcile_grace_seconds,
     )
 

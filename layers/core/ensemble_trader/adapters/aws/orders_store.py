@@ -4,7 +4,9 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
 
 * ``orders`` (key ``client_order_id``): one item per order, the :class:`Order` as attributes plus
   a ``working`` flag. ``create_order`` is a conditional put (``attribute_not_exists``);
-  ``update_order`` is conditional on the status and filled quantity the caller read.
+  ``update_order`` is conditional on the status and filled quantity the caller read. The item
+  ``client_order_id = "#working"`` holds the string set ``ids`` of the working orders, changed in
+  the same transaction as the order, so listing working orders never scans the table.
 * ``positions`` (key ``symbol``): the :class:`Position` plus a ``version``.
 * ``risk-state`` (key ``pk = "global"``): the :class:`RiskState` as JSON in ``state``, a
   ``version`` checked on every write, and the kill switch as its own boolean attribute
@@ -34,6 +36,7 @@ from ensemble_trader.domain.risk import RiskState
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 RISK_KEY = "global"
+WORKING_INDEX = "#working"
 MAX_POSITION_RETRIES = 8
 
 
@@ -119,18 +122,38 @@ class DynamoOrdersStore(_Dynamo):
 
     # -- orders ------------------------------------------------------------------------------
 
-    def create_order(self, order: Order) -> bool:
+    def _index_update(self, order: Order) -> dict[str, Any]:
+        """The transaction item that keeps ``#working`` in step with ``order``'s status."""
+        working = order.status in WORKING_STATUSES
+        return {"Update": {
+            "TableName": self.orders_table,
+            "Key": {"client_order_id": {"S": WORKING_INDEX}},
+            "UpdateExpression": ("ADD" if working else "DELETE") + " ids :id",
+            "ExpressionAttributeValues": {":id": {"SS": [order.client_order_id]}},
+        }}
+
+    def _transact(self, items: list[dict[str, Any]], what: str) -> str | None:
+        """Run a transaction; the code of the first failed condition (None if it committed)."""
         try:
-            self._client.put_item(
-                TableName=self.orders_table,
-                Item=serialize_item(_order_item(order)),
-                ConditionExpression="attribute_not_exists(client_order_id)",
-            )
+            self._client.transact_write_items(TransactItems=items)
         except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise translate(exc, f"DynamoDB create order {order.client_order_id}") from exc
-        return True
+            if error_code(exc) != "TransactionCanceledException":
+                raise translate(exc, what) from exc
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            for i, code in enumerate(reasons):
+                if code == "ConditionalCheckFailed":
+                    return f"condition:{i}"
+            raise InfrastructureError(f"{what}: transaction canceled: {reasons}") from exc
+        return None
+
+    def create_order(self, order: Order) -> bool:
+        put = {"Put": {
+            "TableName": self.orders_table,
+            "Item": serialize_item(_order_item(order)),
+            "ConditionExpression": "attribute_not_exists(client_order_id)",
+        }}
+        items = [put, self._index_update(order)] if order.status in WORKING_STATUSES else [put]
+        return self._transact(items, f"DynamoDB create order {order.client_order_id}") is None
 
     def get_order(self, client_order_id: str) -> Order | None:
         response = self._call(
@@ -142,25 +165,46 @@ class DynamoOrdersStore(_Dynamo):
         return _order_from(deserialize_item(item)) if item else None
 
     def update_order(self, order: Order, *, expected_status: OrderStatus, expected_filled: float) -> bool:
-        try:
-            self._client.put_item(
-                TableName=self.orders_table,
-                Item=serialize_item(_order_item(order)),
-                ConditionExpression="#s = :s AND filled_quantity = :f",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":s": {"S": expected_status.value}, ":f": _num(expected_filled)},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise translate(exc, f"DynamoDB update order {order.client_order_id}") from exc
-        return True
+        put = {"Put": {
+            "TableName": self.orders_table,
+            "Item": serialize_item(_order_item(order)),
+            "ConditionExpression": "#s = :s AND filled_quantity = :f",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": {"S": expected_status.value}, ":f": _num(expected_filled)},
+        }}
+        if (expected_status in WORKING_STATUSES) == (order.status in WORKING_STATUSES):
+            put = put["Put"]  # the working index does not change: a conditional put is enough
+            try:
+                self._client.put_item(**put)
+            except (ClientError, BotoCoreError) as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise translate(exc, f"DynamoDB update order {order.client_order_id}") from exc
+            return True
+        failed = self._transact([put, self._index_update(order)],
+                                f"DynamoDB update order {order.client_order_id}")
+        return failed is None
 
     def list_orders(self, *, working_only: bool = False) -> list[Order]:
-        kwargs: dict[str, Any] = {}
-        if working_only:
-            kwargs = {"FilterExpression": "working = :t", "ExpressionAttributeValues": {":t": {"BOOL": True}}}
-        return [_order_from(i) for i in self._scan(self.orders_table, **kwargs)]
+        if not working_only:
+            return [
+                _order_from(i) for i in self._scan(self.orders_table)
+                if i.get("client_order_id") != WORKING_INDEX
+            ]
+        response = self._call(
+            "DynamoDB get working index", self._client.get_item, TableName=self.orders_table,
+            Key={"client_order_id": {"S": WORKING_INDEX}}, ConsistentRead=True,
+        )
+        ids = sorted(deserialize_item(response["Item"]).get("ids", ())) if response.get("Item") else []
+        orders: list[Order] = []
+        for start in range(0, len(ids), 100):
+            keys = [{"client_order_id": {"S": i}} for i in ids[start:start + 100]]
+            request: dict[str, Any] = {self.orders_table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                got = self._call("DynamoDB batch get orders", self._client.batch_get_item, RequestItems=request)
+                orders.extend(_order_from(deserialize_item(i)) for i in got["Responses"].get(self.orders_table, []))
+                request = got.get("UnprocessedKeys") or {}
+        return [o for o in orders if o.status in WORKING_STATUSES]
 
     def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
         for _ in range(MAX_POSITION_RETRIES):
@@ -168,12 +212,13 @@ class DynamoOrdersStore(_Dynamo):
             position = position_after_fill(current, fill)
             position_item = position.model_dump(mode="json")
             position_item["version"] = version + 1
-            if version == 0:
-                position_condition = "attribute_not_exists(symbol)"
-                position_values: dict[str, Any] = {}
-            else:
-                position_condition = "version = :v"
-                position_values = {":v": {"N": str(version)}}
+            position_put: dict[str, Any] = {
+                "TableName": self.positions_table,
+                "Item": serialize_item(position_item),
+                "ConditionExpression": "attribute_not_exists(symbol)" if version == 0 else "version = :v",
+            }
+            if version:
+                position_put["ExpressionAttributeValues"] = {":v": {"N": str(version)}}
             items = [
                 {"Put": {
                     "TableName": self.orders_table,
@@ -181,25 +226,15 @@ class DynamoOrdersStore(_Dynamo):
                     "ConditionExpression": "filled_quantity = :f",
                     "ExpressionAttributeValues": {":f": _num(expected_filled)},
                 }},
-                {"Put": {
-                    "TableName": self.positions_table,
-                    "Item": serialize_item(position_item),
-                    "ConditionExpression": position_condition,
-                    **({"ExpressionAttributeValues": position_values} if position_values else {}),
-                }},
+                {"Put": position_put},
+                self._index_update(order),
             ]
-            try:
-                self._client.transact_write_items(TransactItems=items)
+            failed = self._transact(items, f"DynamoDB fill {fill.fill_id}")
+            if failed is None:
                 return position
-            except (ClientError, BotoCoreError) as exc:
-                if error_code(exc) != "TransactionCanceledException":
-                    raise translate(exc, f"DynamoDB fill {fill.fill_id}") from exc
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return None  # the order moved on: this fill is applied already
-                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-                    continue  # another fill of this symbol landed first: recompute
-                raise InfrastructureError(f"DynamoDB fill {fill.fill_id} canceled: {reasons}") from exc
+            if failed == "condition:0":
+                return None  # the order moved on: this fill is applied already
+            # condition:1 — another fill of this symbol landed first: recompute the position
         raise ConcurrencyError(f"position {fill.symbol} kept changing while applying {fill.fill_id}")
 
     # -- positions ---------------------------------------------------------------------------
