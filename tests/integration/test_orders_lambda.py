@@ -105,3 +105,16 @@ def test_intents_through_the_fifo_queue_and_the_esm_emulator(orders_env, clean_s
     assert stack.queue_depth("order-intents") == 0
     assert len(stack.read_queue("orders-dlq")) == 2
     assert DynamoOrdersStore(settings=stack.settings).get_position("SPX") is not None
+
+
+def test_demo_report_summarises_orders_rejections_and_positions(orders_env):
+    from ensemble_trader.local.reports.orders import summarize
+    from ensemble_trader.runtime.orders import reset_route_stats
+
+    stack = orders_env
+    reset_route_stats()
+    invoke("handler", sample("sqs-order-intents-batch.json"), stack)
+    text = summarize(stack)
+    assert "orders λ" in text and "intents routed           3" in text
+    assert "MALFORMED_INTENT" in text and "INTENT_CONFLICT" in text
+    assert "SPX" in text and "route latency" in text

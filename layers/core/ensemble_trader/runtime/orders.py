@@ -715,6 +715,44 @@ VALIDATED_FIELDS = (
 """Intent fields the idempotency record validates: the same intent id with other values is refused."""
 
 
+@dataclass
+class RouteStats:
+    """What the intent consumers of this process did (the demo's report reads it)."""
+
+    intents: int = 0
+    dead_lettered: int = 0
+    orders: int = 0
+    fills: int = 0
+    route_us: list[float] = field(default_factory=list)
+    limit: int = 100_000
+
+    def record(self, result: dict[str, Any], micros: float) -> None:
+        self.intents += 1
+        self.orders += len(result.get("orders", []))
+        self.fills += int(result.get("fills", 0))
+        if len(self.route_us) < self.limit:
+            self.route_us.append(micros)
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.route_us:
+            return {}
+        ordered = sorted(self.route_us)
+
+        def pct(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return {"p50": pct(0.50), "p99": pct(0.99), "mean": sum(ordered) / len(ordered)}
+
+
+ROUTE_STATS = RouteStats()
+"""Process-wide statistics of the orders consumers (a Lambda container, or the local stack)."""
+
+
+def reset_route_stats() -> None:
+    global ROUTE_STATS
+    ROUTE_STATS = RouteStats()
+
+
 class IntentConsumer:
     """Parses one queued intent and routes it; what cannot be processed goes to the DLQ with its reason.
 
@@ -759,7 +797,9 @@ class IntentConsumer:
                 record if record is not None else body, RejectReason.INTENT_CONFLICT,
                 f"intent {intent.intent_id} was processed before with different content ({exc})", intent,
             )
-        self._metric("orders_route_us", "Microseconds", (time.perf_counter_ns() - started) / 1e3)
+        micros = (time.perf_counter_ns() - started) / 1e3
+        ROUTE_STATS.record(result, micros)
+        self._metric("orders_route_us", "Microseconds", micros)
         self._metric("intents_routed", "Count", 1)
         self._metric("orders_placed", "Count", len(result.get("orders", [])))
         self._metric("orders_rejected", "Count", len(result.get("rejections", [])))
@@ -779,6 +819,7 @@ class IntentConsumer:
                     reason_code=reason.value, message=message[:1000], timestamp=self.router.clock.now(),
                 )
             ])
+        ROUTE_STATS.dead_lettered += 1
         self._metric("intents_dead_lettered", "Count", 1)
         return {"dead_lettered": True, "reason": reason.value, "message": message}
 
