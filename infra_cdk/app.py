@@ -1,7 +1,9 @@
 """Entry point of the CDK app: ``python -m infra_cdk.app`` (``cdk.json`` runs exactly that).
 
-Context: ``-c stage=dev|prod`` (default ``dev``), ``-c training_image_tag=<tag>`` (default
-``latest``), ``-c alarm_email=<address>`` (optional SNS e-mail subscription). The assembly is
+Context: ``-c stage=dev|prod`` (default ``dev``), ``-c broker=paper|alpaca`` (default ``paper``),
+``-c symbols=SPY,QQQ`` (symbols the daily regime refit fits on; default ``SPY``),
+``-c training_image_tag=<tag>`` (default ``latest``), ``-c alarm_email=<address>`` (optional SNS
+e-mail subscription). The assembly is
 written to ``$CDK_OUTDIR`` (set by the cdk CLI) or ``cdk.out``. Synthesis is offline and needs no
 Docker; it needs the layer folders from ``python layers/build.py``.
 """
@@ -28,6 +30,17 @@ FEATURE_FLAGS = {
 }
 
 
+class InvalidContextError(ValueError):
+    """A ``-c key=value`` context value the app does not accept."""
+
+
+def _choice(app: cdk.App, key: str, allowed: tuple[str, ...]) -> str:
+    value = str(app.node.try_get_context(key) or allowed[0])
+    if value not in allowed:
+        raise InvalidContextError(f"context {key}={value!r} is not one of {allowed}")
+    return value
+
+
 def stack_name(stage: str) -> str:
     return f"ensemble-trader-{stage}"
 
@@ -52,6 +65,10 @@ def build_app(
         functions_dir=functions_dir,
         layers_dir=layers_dir,
         training_image_tag=app.node.try_get_context("training_image_tag") or "latest",
+        broker_kind=_choice(app, "broker", ("paper", "alpaca")),
+        symbols=tuple(
+            s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip()
+        ),
         alarm_email=app.node.try_get_context("alarm_email"),
         description=f"ensemble-trader {config.name}: multi-agent RL ensemble trading pipeline",
         env=cdk.Environment(

@@ -95,9 +95,7 @@ def acknowledge_sqs_mapping(mapping: IConstruct) -> None:
     )
 
 
-def acknowledge_function_role(
-    role: IConstruct, *, reads_models: bool, writes_models: bool, bucket_id: str
-) -> None:
+def acknowledge_function_role(role: IConstruct, *, uses_registry: bool, bucket_id: str) -> None:
     """A function role: ENI and X-Ray actions take no resource; KMS and S3 grants are key/prefix scoped."""
     acknowledge(
         role,
@@ -111,16 +109,16 @@ def acknowledge_function_role(
         actions=KMS_GRANT,
         reason="kms:GenerateDataKey*/ReEncrypt* on the stage's single data key ARN only (CDK grant).",
     )
-    if reads_models or writes_models:
+    if uses_registry:
         acknowledge_grant_wildcards(
             role,
             actions=S3_PREFIX_GRANT,
-            reason="CDK's S3 grant action groups, restricted to the registry bucket's models/ prefix.",
+            reason="CDK's S3 grant action groups, restricted to the registry bucket's regime/ prefix.",
         )
         acknowledge(
             role,
-            f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/models/*]",
-            "Model artifacts under the registry's models/ prefix; versions are published after deploy.",
+            f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/regime/*]",
+            "Regime-model versions under the registry's regime/ prefix; the refit names them at run time.",
         )
 
 
@@ -184,9 +182,8 @@ def acknowledge_stack_findings(
     acknowledge_broker_secret(broker.secret)
     bucket_id = stack.resolve(stack.get_logical_id(registry.bucket.node.default_child))
     for entry_key, role in functions.roles.items():
-        models = ACCESS[entry_key].models
         acknowledge_function_role(
-            role, reads_models=models == "read", writes_models=models == "write", bucket_id=bucket_id
+            role, uses_registry=bool(ACCESS[entry_key].regime_models), bucket_id=bucket_id
         )
     for entry in functions.entries:
         if entry.is_main:

@@ -1,23 +1,25 @@
 """Reproducible build of the two Lambda layers, without Docker.
 
-``build/layers/deps``  third-party run-time packages (``layers/requirements-lambda.txt``), installed
-                       by pip for Lambda's platform (CPython 3.14, manylinux aarch64) into
-                       ``python/``; Lambda puts ``/opt/python`` on ``sys.path``.
+``build/layers/deps``  third-party run-time packages of every function (``layers/requirements-lambda.txt``),
+                       installed by pip for Lambda's platform (CPython 3.14, manylinux aarch64)
+                       into ``python/``; Lambda puts ``/opt/python`` on ``sys.path``.
+``build/layers/broker`` the live broker client (alpaca-py and its pandas/requests stack,
+                       ``layers/requirements-broker.txt``), attached to the orders functions only.
 ``build/layers/core``  the ``ensemble_trader`` package under ``python/`` and the committed model
                        artifacts (``layers/models``) under ``models/``, which Lambda mounts at
                        ``/opt/models`` (the default of ``Settings.models_dir``).
 
 Both trees are deterministic: files are copied in sorted order, caches, tests and packaging
 records are stripped and every mtime is set to the same instant, so an unchanged source yields
-the same CDK asset hash and ``cdk deploy`` uploads nothing new. The pip step is skipped when the
-pinned requirements (and the pip options) have not changed since the last build.
+the same CDK asset hash and ``cdk deploy`` uploads nothing new. A layer's pip step is skipped
+when its pinned requirements (and the pip options) have not changed since the last build.
 
 Usage::
 
     python layers/build.py            # build both layers (pip only when the pins changed)
-    python layers/build.py --force    # reinstall the dependency layer even if up to date
+    python layers/build.py --force    # reinstall the dependency layers even if up to date
     python layers/build.py --core-only
-    python layers/build.py --lock     # re-pin: rewrite the hashes of requirements-lambda.txt
+    python layers/build.py --lock     # re-pin: rewrite the hashes of the requirements files
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS_SRC = ROOT / "layers"
 REQUIREMENTS = LAYERS_SRC / "requirements-lambda.txt"
+DEPENDENCY_LAYERS = {
+    "deps": REQUIREMENTS,
+    "broker": LAYERS_SRC / "requirements-broker.txt",
+}
 CORE_PACKAGE = LAYERS_SRC / "core" / "ensemble_trader"
 MODELS = LAYERS_SRC / "models"
 DEFAULT_OUT = ROOT / "build" / "layers"
@@ -59,7 +65,6 @@ JUNK_SUFFIXES = (".pyc", ".pyo")
 # Inside *.dist-info only METADATA is kept (importlib.metadata.version() needs it); RECORD holds
 # install-time hashes, INSTALLER/REQUESTED/direct_url.json describe this machine, not the package.
 DIST_INFO_KEEP = frozenset({"METADATA"})
-STAMP_NAME = ".deps-stamp"
 
 
 class LayerBuildError(RuntimeError):
@@ -157,14 +162,20 @@ def _pip(*args: str) -> None:
         raise LayerBuildError(f"pip failed ({' '.join(command[3:6])} ...):\n{result.stderr[-4000:]}")
 
 
-def build_deps(out: Path = DEFAULT_OUT, *, force: bool = False) -> tuple[Path, bool]:
-    """(Re)build ``out/deps``; returns the folder and whether pip actually ran."""
-    deps = out / "deps"
-    stamp = out / STAMP_NAME
-    fingerprint = requirements_fingerprint()
+def stamp_path(out: Path, name: str) -> Path:
+    """Where the fingerprint of the last install of dependency layer ``name`` is kept."""
+    return out / f".{name}-stamp"
+
+
+def build_deps(out: Path = DEFAULT_OUT, name: str = "deps", *, force: bool = False) -> tuple[Path, bool]:
+    """(Re)build dependency layer ``out/<name>``; returns the folder and whether pip actually ran."""
+    requirements = DEPENDENCY_LAYERS[name]
+    deps = out / name
+    stamp = stamp_path(out, name)
+    fingerprint = requirements_fingerprint(requirements)
     if not force and deps.is_dir() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return deps, False
-    staging = out / ".deps-staging"
+    staging = out / f".{name}-staging"
     shutil.rmtree(staging, ignore_errors=True)
     _pip(
         "install",
@@ -176,7 +187,7 @@ def build_deps(out: Path = DEFAULT_OUT, *, force: bool = False) -> tuple[Path, b
         "--target",
         str(staging / "python"),
         "-r",
-        str(REQUIREMENTS),
+        str(requirements),
     )
     shutil.rmtree(staging / "python" / "bin", ignore_errors=True)  # console scripts: unused
     strip_and_normalise(staging)
@@ -187,11 +198,12 @@ def build_deps(out: Path = DEFAULT_OUT, *, force: bool = False) -> tuple[Path, b
 
 
 def build(out: Path = DEFAULT_OUT, *, force: bool = False, core_only: bool = False) -> dict[str, Path]:
-    """Build the layers under ``out``; returns ``{"core": path, "deps": path}`` (deps unless core_only)."""
+    """Build the layers under ``out``; returns ``{name: folder}`` (only ``core`` when core_only)."""
     out.mkdir(parents=True, exist_ok=True)
     built = {"core": build_core(out)}
     if not core_only:
-        built["deps"], _ = build_deps(out, force=force)
+        for name in DEPENDENCY_LAYERS:
+            built[name], _ = build_deps(out, name, force=force)
     return built
 
 
@@ -235,14 +247,15 @@ def lock(requirements: Path = REQUIREMENTS) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/layers)")
-    parser.add_argument("--force", action="store_true", help="reinstall the dependency layer")
+    parser.add_argument("--force", action="store_true", help="reinstall the dependency layers")
     parser.add_argument("--core-only", action="store_true", help="build only the core layer (no pip)")
-    parser.add_argument("--lock", action="store_true", help="rewrite the hashes of the pins file and exit")
+    parser.add_argument("--lock", action="store_true", help="rewrite the hashes of the pins files and exit")
     args = parser.parse_args(argv)
     try:
         if args.lock:
-            lock()
-            print(f"re-pinned {REQUIREMENTS.relative_to(ROOT)}")
+            for requirements in DEPENDENCY_LAYERS.values():
+                lock(requirements)
+                print(f"re-pinned {requirements.relative_to(ROOT)}")
             return 0
         built = build(args.out, force=args.force, core_only=args.core_only)
     except LayerBuildError as exc:
@@ -252,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in built.items():
         size = tree_size(path)
         total += size
-        print(f"{name:5s} {size / 2**20:7.1f} MiB  sha256 {tree_digest(path)[:16]}  {path}")
-    print(f"total {total / 2**20:7.1f} MiB unzipped (Lambda limit with the function code: 250 MiB)")
+        print(f"{name:6s} {size / 2**20:7.1f} MiB  sha256 {tree_digest(path)[:16]}  {path}")
+    print(f"total  {total / 2**20:7.1f} MiB unzipped (Lambda limit with the function code: 250 MiB)")
     return 0
 
 

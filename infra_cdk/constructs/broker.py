@@ -13,26 +13,26 @@ from infra_cdk.config import StageConfig
 
 
 class BrokerSecret(Construct):
-    """``{"api_key_id": ..., "api_secret_key": ..., "paper": true}``, set by an operator after deploy.
+    """``{"api_key": ..., "secret_key": ...}`` (Alpaca's keys), set by an operator after deploy.
 
     Only the order-handling functions are granted read access (:meth:`grant_read`); nothing else
-    in the stack can read it. The value is created with empty keys and ``paper`` set; until an
-    operator stores real keys the orders function can only use the paper broker.
+    in the stack can read it. The value is created with empty keys; the orders functions read it
+    only when ``ET_ORDERS_BROKER=alpaca`` (context ``broker=alpaca``), the paper broker needs none.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
+        self.secret_name = qualified(config.name, "broker-keys")
         self.secret = secretsmanager.Secret(
             self,
             "Secret",
-            secret_name=qualified(config.name, "broker"),
+            secret_name=self.secret_name,
             description="Broker API keys for the orders function (set after deploy; see docs/deployment.md)",
             encryption_key=key,
             # Empty keys, not a secret: an operator puts the real ones in after the first deploy.
             secret_object_value={
-                "api_key_id": SecretValue.unsafe_plain_text(""),
-                "api_secret_key": SecretValue.unsafe_plain_text(""),
-                "paper": SecretValue.unsafe_plain_text("true"),
+                "api_key": SecretValue.unsafe_plain_text(""),
+                "secret_key": SecretValue.unsafe_plain_text(""),
             },
             removal_policy=config.removal_policy,
         )

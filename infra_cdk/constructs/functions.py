@@ -26,7 +26,7 @@ from infra_cdk.config import StageConfig
 from infra_cdk.constructs.broker import BrokerSecret
 from infra_cdk.constructs.network import Network
 from infra_cdk.constructs.queues import Queues
-from infra_cdk.constructs.registry import MODELS_PREFIX, ModelRegistry
+from infra_cdk.constructs.registry import REGIME_PREFIX, ModelRegistry
 from infra_cdk.constructs.streams import Streams, _construct_name
 from infra_cdk.constructs.tables import Tables
 
@@ -49,29 +49,24 @@ class Access:
 
     tables: tuple[str, ...] = ()  # read/write data
     read_tables: tuple[str, ...] = ()
-    models: str = ""  # "" | "read" | "write" (the registry's models/ prefix)
+    regime_models: str = ""  # "" | "read" | "write": the registry's regime/ prefix
     put_events: bool = False
     cache: bool = False
-    broker_secret: bool = False
+    broker: bool = False  # the broker secret and the broker layer (alpaca-py)
 
+
+ORDER_BOOK_TABLES = ("orders", "positions", "risk-state", "paper-broker")
 
 ACCESS: dict[str, Access] = {
     "features": Access(tables=("stage-state",), cache=True),
-    "regime": Access(tables=("stage-state", "regime-history"), models="read", put_events=True, cache=True),
-    "regime.refit": Access(read_tables=("regime-history",), models="write", put_events=True),
-    "meta_agent": Access(
-        tables=("stage-state", "bandit-state", "decisions"), models="read", put_events=True, cache=True
+    "regime": Access(
+        tables=("stage-state", "regime-history"), regime_models="read", put_events=True, cache=True
     ),
-    "orders": Access(
-        tables=("orders", "positions", "risk-state", "idempotency", "paper-broker"),
-        read_tables=("decisions",),
-        put_events=True,
-        broker_secret=True,
-    ),
-    "orders.reconcile": Access(
-        tables=("orders", "positions", "risk-state", "paper-broker"), put_events=True, broker_secret=True
-    ),
-    "orders.kill_switch": Access(tables=("risk-state",), put_events=True),
+    "regime.refit": Access(read_tables=("regime-history",), regime_models="write", put_events=True),
+    "meta_agent": Access(tables=("bandit-state", "decisions"), put_events=True, cache=True),
+    "orders": Access(tables=(*ORDER_BOOK_TABLES, "idempotency"), put_events=True, broker=True),
+    "orders.reconcile": Access(tables=ORDER_BOOK_TABLES, put_events=True, broker=True),
+    "orders.kill_switch": Access(tables=ORDER_BOOK_TABLES, put_events=True, broker=True),
 }
 """Per entry (``<logical>`` or ``<logical>.<extra entry>``) the resources it may use."""
 
@@ -159,6 +154,8 @@ class Functions(Construct):
         registry: ModelRegistry,
         broker: BrokerSecret,
         bus: events.IEventBus,
+        broker_kind: str,
+        symbols: tuple[str, ...],
     ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
@@ -167,7 +164,11 @@ class Functions(Construct):
         self.aliases: dict[str, lambda_.Alias] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
         self.roles: dict[str, iam.Role] = {}
-        layers = self._layers(layers_dir)
+        self._broker_kind = broker_kind
+        self._symbols = symbols
+        layers = self._layers(layers_dir) if self.entries else {}
+        self._broker_layer = layers.get("broker")
+        layers = [layers[name] for name in ("deps", "core") if name in layers]
         for entry in self.entries:
             fn = self._function(entry, functions_dir, layers, key, network, registry, broker, queues)
             self.functions[entry.key] = fn
@@ -179,11 +180,12 @@ class Functions(Construct):
 
     # -- building blocks -----------------------------------------------------------------------
 
-    def _layers(self, layers_dir: Path) -> list[lambda_.ILayerVersion]:
-        layers = []
+    def _layers(self, layers_dir: Path) -> dict[str, lambda_.ILayerVersion]:
+        layers = {}
         for name, description in (
             ("deps", "third-party run-time packages (layers/requirements-lambda.txt)"),
             ("core", "ensemble_trader package and the committed model artifacts (/opt/models)"),
+            ("broker", "live broker client for the orders functions (layers/requirements-broker.txt)"),
         ):
             folder = layers_dir / name
             if not folder.is_dir():
@@ -191,16 +193,14 @@ class Functions(Construct):
                     f"layer folder {folder} is missing: build the layers first (`make layers`, "
                     "i.e. `python layers/build.py`)"
                 )
-            layers.append(
-                lambda_.LayerVersion(
-                    self,
-                    f"{name.capitalize()}Layer",
-                    code=lambda_.Code.from_asset(str(folder)),
-                    compatible_runtimes=[RUNTIME],
-                    compatible_architectures=[ARCHITECTURE],
-                    description=f"ensemble-trader {name}: {description}",
-                    removal_policy=self._config.removal_policy,
-                )
+            layers[name] = lambda_.LayerVersion(
+                self,
+                f"{name.capitalize()}Layer",
+                code=lambda_.Code.from_asset(str(folder)),
+                compatible_runtimes=[RUNTIME],
+                compatible_architectures=[ARCHITECTURE],
+                description=f"ensemble-trader {name}: {description}",
+                removal_policy=self._config.removal_policy,
             )
         return layers
 
@@ -263,8 +263,13 @@ class Functions(Construct):
                 "ET_REDIS_IAM_USER": network.cache.user_name,
                 "ET_REDIS_CACHE_NAME": network.cache.name,
             }
-        if ACCESS[entry.key].broker_secret:
-            environment["ET_BROKER_SECRET_ARN"] = broker.secret.secret_arn
+        if ACCESS[entry.key].broker:
+            environment |= {
+                "ET_ORDERS_BROKER": self._broker_kind,
+                "ET_ORDERS_ALPACA_SECRET_NAME": broker.secret_name,
+            }
+        if entry.key == "regime.refit":
+            environment["ET_REGIME_SYMBOLS"] = ",".join(self._symbols)
         is_orders = entry.is_main and entry.spec.mapping.kind == "sqs"
         fn = lambda_.Function(
             self,
@@ -277,7 +282,7 @@ class Functions(Construct):
             code=lambda_.Code.from_asset(
                 str(functions_dir / entry.spec.logical), exclude=["__pycache__", "*.pyc", "tests"]
             ),
-            layers=layers,
+            layers=[*layers, self._broker_layer] if ACCESS[entry.key].broker else layers,
             memory_size=entry.spec.memory_mb,
             timeout=Duration.seconds(entry.spec.timeout_seconds),
             environment=environment,
@@ -311,20 +316,22 @@ class Functions(Construct):
             tables.tables[logical].grant_read_write_data(fn)
         for logical in access.read_tables:
             tables.tables[logical].grant_read_data(fn)
-        if access.models == "read":
-            registry.bucket.grant_read(fn, f"{MODELS_PREFIX}*")
-        elif access.models == "write":
-            registry.bucket.grant_read_write(fn, f"{MODELS_PREFIX}*")
+        if access.regime_models == "read":
+            registry.bucket.grant_read(fn, f"{REGIME_PREFIX}*")
+        elif access.regime_models == "write":
+            registry.bucket.grant_read_write(fn, f"{REGIME_PREFIX}*")
         if access.put_events:
             bus.grant_put_events_to(fn)
         if access.cache:
             network.cache.grant_connect(fn)
-        if access.broker_secret:
+        if access.broker:
             broker.grant_read(fn)
 
     def _grant_outputs(self, entry: Entry, fn: lambda_.Function, streams: Streams, queues: Queues) -> None:
         if not entry.is_main:
             return
+        # the stage runner sends a record it rejects (bad input) to the DLQ itself, with the reason
+        queues.queues[entry.spec.dead_letter_queue].grant_send_messages(fn)
         for output in entry.spec.outputs:
             if output in STREAMS:
                 streams.streams[output].grant_write(fn)

@@ -1,96 +1,224 @@
 """CloudWatch dashboards (operations, business), alarms and the KMS-encrypted alarm topic.
 
-Metric names are the Powertools EMF metrics the handlers publish in the ``EnsembleTrader``
-namespace with the ``service`` dimension (= the function's folder name); they are listed in
-:data:`BUSINESS_METRICS` and documented in docs/deployment.md.
+Two sources feed them, both produced by the handlers as they are:
+
+* Powertools EMF metrics in the ``EnsembleTrader`` namespace with dimensions ``service`` (the
+  function's folder name, ``POWERTOOLS_SERVICE_NAME``) and ``stage`` (``ET_STAGE``): per-record
+  compute latency, batch counts, orders, regret, kill switch, reconciliation (:data:`EMF_METRICS`).
+* The domain events on the bus, copied to a log group by :class:`DomainEventLog`: rejections by
+  reason, the regime timeline, agent switches with their weights, circuit-breaker transitions
+  with equity and drawdown, reconciliation failures (Logs Insights widgets and metric filters).
+
+Every name is documented in docs/deployment.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from ensemble_trader.constants import FUNCTIONS, qualified
+from ensemble_trader.constants import EVENT_SOURCE, FUNCTIONS, qualified
+from ensemble_trader.domain.models import REGIMES
 
 from infra_cdk.config import StageConfig
+from infra_cdk.constructs.events import TARGET_MAX_EVENT_AGE, TARGET_RETRY_ATTEMPTS
 from infra_cdk.constructs.functions import METRICS_NAMESPACE, Functions
 from infra_cdk.constructs.queues import Queues, dead_letter_queues
 from infra_cdk.constructs.streams import Streams, _construct_name
 from infra_cdk.constructs.training import Training
 
 PERIOD = Duration.minutes(1)
+ALARM_PERIOD = Duration.minutes(5)
 WIDE = 12
 FULL = 24
+AGENTS = ("conservative", "aggressive", "balanced", "contrarian")  # ensemble_trader.domain.agents.AGENT_NAMES
 
 
 def compute_metric_name(logical: str) -> str:
-    """The per-stage compute latency each handler records, in microseconds."""
-    return f"{logical}_compute_us"
+    """The compute-latency metric (µs) of a stage: the stage runner's ``<step>_compute_us``;
+    the orders stage records the whole routing of an intent as ``orders_route_us``."""
+    return "orders_route_us" if logical == "orders" else f"{logical}_compute_us"
 
 
 @dataclass(frozen=True)
-class BusinessMetric:
-    """A business metric: EMF name, the service that emits it, how to aggregate, extra dimension."""
-
+class EmfMetric:
     name: str
     service: str
     statistic: str
-    title: str
-    by: str | None = None  # a further dimension to split by (SEARCH expression)
+    label: str
 
 
-BUSINESS_METRICS = (
-    BusinessMetric("decisions", "meta_agent", "Sum", "Decisions"),
-    BusinessMetric(
-        "regime", "regime", "Average", "Regime (0 BULL, 1 BEAR, 2 SIDEWAYS, 3 VOLATILE)", by="symbol"
+EMF_METRICS: tuple[tuple[str, tuple[EmfMetric, ...]], ...] = (
+    (
+        "Decisions and orders",
+        (
+            EmfMetric("meta_agent_outputs", "meta_agent", "Sum", "decisions (order intents)"),
+            EmfMetric("intents_routed", "orders", "Sum", "intents routed"),
+            EmfMetric("orders_placed", "orders", "Sum", "orders placed"),
+            EmfMetric("fills_applied", "orders", "Sum", "fills"),
+        ),
     ),
-    BusinessMetric("regime_changes", "regime", "Sum", "Regime changes"),
-    BusinessMetric("agent_weight", "meta_agent", "Average", "Agent weights", by="agent"),
-    BusinessMetric("agent_switches", "meta_agent", "Sum", "Agent switches"),
-    BusinessMetric("regret", "meta_agent", "Average", "Meta-agent cumulative regret"),
-    BusinessMetric("orders_submitted", "orders", "Sum", "Orders submitted"),
-    BusinessMetric("orders_filled", "orders", "Sum", "Orders filled"),
-    BusinessMetric("orders_rejected", "orders", "Sum", "Order rejections by reason", by="reason"),
-    BusinessMetric("pnl", "orders", "Average", "P&L (account currency)"),
-    BusinessMetric("drawdown", "orders", "Maximum", "Drawdown (fraction of peak equity)"),
-    BusinessMetric("breaker_tripped", "orders", "Sum", "Circuit-breaker trips"),
-    BusinessMetric("kill_switch_active", "orders", "Maximum", "Kill switch (1 = on)"),
-    BusinessMetric("reconciliation_failed", "orders", "Sum", "Reconciliation failures"),
+    (
+        "Rejections and dead letters",
+        (
+            EmfMetric("orders_rejected", "orders", "Sum", "orders rejected (risk)"),
+            EmfMetric("intents_dead_lettered", "orders", "Sum", "intents dead-lettered"),
+            *(
+                EmfMetric(f"{s.logical}_rejected", s.logical, "Sum", f"{s.logical} bad records")
+                for s in FUNCTIONS[:3]
+            ),
+        ),
+    ),
+    (
+        "Meta-agent regret",
+        (
+            EmfMetric("meta_agent_regret", "meta_agent", "Average", "overall"),
+            *(EmfMetric(f"meta_agent_regret_{r.value}", "meta_agent", "Average", r.value) for r in REGIMES),
+        ),
+    ),
+    (
+        "Agent switches, kill switch",
+        (
+            EmfMetric("meta_agent_switches", "meta_agent", "Sum", "agent switches"),
+            EmfMetric("kill_switch_active", "orders", "Maximum", "kill switch (1 = on)"),
+        ),
+    ),
+    (
+        "Reconciliation and regime refit",
+        (
+            EmfMetric("reconcile_orders_synced", "orders", "Sum", "orders synced"),
+            EmfMetric("reconcile_symbols_failed", "orders", "Sum", "symbols failed"),
+            EmfMetric("regime_refit_published", "regime", "Sum", "regime models published"),
+        ),
+    ),
 )
 
+EVENT_METRICS = {
+    # metric name -> (filter pattern over the event log, metric value)
+    "breaker_transitions": (
+        '{ $.detail-type = "CircuitBreakerTripped" && $.detail.current != "ACTIVE" }',
+        "1",
+    ),
+    "breaker_drawdown": ('{ $.detail-type = "CircuitBreakerTripped" }', "$.detail.drawdown"),
+    "breaker_equity": ('{ $.detail-type = "CircuitBreakerTripped" }', "$.detail.equity"),
+    "order_rejections": ('{ $.detail-type = "OrderRejected" }', "1"),
+    "regime_changes": ('{ $.detail-type = "RegimeChanged" }', "1"),
+    "reconciliation_failures": ('{ $.detail-type = "ReconciliationFailed" }', "1"),
+}
 
-def _emf(name: str, service: str, statistic: str, label: str | None = None) -> cw.Metric:
-    return cw.Metric(
-        namespace=METRICS_NAMESPACE,
-        metric_name=name,
-        dimensions_map={"service": service},
-        statistic=statistic,
-        period=PERIOD,
-        label=label,
-    )
+
+@jsii.implements(events.IRuleTarget)
+class _LogGroupTarget:
+    """A log-group rule target granted by a native log resource policy.
+
+    CDK's ``targets.CloudWatchLogGroup`` installs the resource policy through a custom-resource
+    Lambda (outside every rule this app enforces on its own functions); ``AWS::Logs::ResourcePolicy``
+    does the same declaratively.
+    """
+
+    def __init__(self, log_group: logs.LogGroup, dlq: sqs.IQueue) -> None:
+        self._log_group = log_group
+        self._dlq = dlq
+
+    def bind(self, rule: events.IRule, _id: str | None = None) -> events.RuleTargetConfig:
+        stack = Stack.of(self._log_group)
+        arn = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=self._log_group.log_group_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self._log_group.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                    iam.ServicePrincipal("delivery.logs.amazonaws.com"),
+                ],
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self._log_group.log_group_arn],
+            )
+        )
+        self._dlq.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self._dlq.queue_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": rule.rule_arn}},
+            )
+        )
+        return events.RuleTargetConfig(
+            arn=arn,
+            dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self._dlq.queue_arn),
+            retry_policy=events.CfnRule.RetryPolicyProperty(
+                maximum_retry_attempts=TARGET_RETRY_ATTEMPTS,
+                maximum_event_age_in_seconds=int(TARGET_MAX_EVENT_AGE.to_seconds()),
+            ),
+        )
 
 
-def _search(metric: BusinessMetric) -> cw.MathExpression:
-    """All series of ``metric`` split by its extra dimension (one line per reason, agent, ...)."""
-    return cw.MathExpression(
-        expression=(
-            f'SEARCH(\'{{{METRICS_NAMESPACE},service,{metric.by}}} MetricName="{metric.name}" '
-            f"service=\"{metric.service}\"', '{metric.statistic}', {int(PERIOD.to_seconds())})"
-        ),
-        label=metric.title,
-        using_metrics={},
-        period=PERIOD,
-    )
+class DomainEventLog(Construct):
+    """Every domain event of the bus (source ``ensemble-trader``) copied to a log group.
+
+    The business dashboard queries it with Logs Insights and the metric filters turn selected
+    events into metrics (namespace ``EnsembleTrader/<stage>/events``) for alarms.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        key: kms.IKey,
+        bus: events.IEventBus,
+        dlq: sqs.IQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.namespace = f"{METRICS_NAMESPACE}/{config.name}/events"
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/aws/events/{qualified(config.name, 'domain-events')}",
+            retention=config.log_retention,
+            encryption_key=key,
+            removal_policy=config.removal_policy,
+        )
+        events.Rule(
+            self,
+            "ToLogs",
+            rule_name=qualified(config.name, "domain-events-to-logs"),
+            description="copy every domain event to CloudWatch Logs (business dashboard, alarms)",
+            event_bus=bus,
+            event_pattern=events.EventPattern(source=[EVENT_SOURCE]),
+            targets=[_LogGroupTarget(self.log_group, dlq)],
+        )
+        self.metrics: dict[str, cw.Metric] = {}
+        for name, (pattern, value) in EVENT_METRICS.items():
+            logs.MetricFilter(
+                self,
+                _construct_name(name),
+                log_group=self.log_group,
+                filter_pattern=logs.FilterPattern.literal(pattern),
+                metric_namespace=self.namespace,
+                metric_name=name,
+                metric_value=value,
+            )
+            self.metrics[name] = cw.Metric(namespace=self.namespace, metric_name=name, period=ALARM_PERIOD)
 
 
 class Monitoring(Construct):
-    """Two dashboards per stage and the alarms that page through :attr:`topic`."""
+    """Two dashboards per stage and the alarms that notify through :attr:`topic`."""
 
     def __init__(
         self,
@@ -103,6 +231,7 @@ class Monitoring(Construct):
         queues: Queues,
         functions: Functions,
         training: Training,
+        bus: events.IEventBus,
         alarm_email: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -119,6 +248,9 @@ class Monitoring(Construct):
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self._action = cw_actions.SnsAction(self.topic)
         self.alarms: dict[str, cw.Alarm] = {}
+        self.event_log = DomainEventLog(
+            self, "DomainEvents", config=config, key=key, bus=bus, dlq=queues.queues["events-dlq"]
+        )
         wired = functions.functions
 
         self.operations = cw.Dashboard(
@@ -137,8 +269,8 @@ class Monitoring(Construct):
             cw.TextWidget(
                 markdown=(
                     f"# ensemble-trader {config.name}: operations\n"
-                    f"Wired functions: {', '.join(sorted(wired)) or 'none yet'}. "
-                    "Compute = Powertools `<stage>_compute_us`; iterator age = Kinesis lag."
+                    f"Functions deployed: {', '.join(sorted(wired)) or 'none yet'}. "
+                    "Compute = per-record stage latency (Powertools EMF); iterator age = Kinesis lag."
                 ),
                 width=FULL,
                 height=2,
@@ -146,20 +278,29 @@ class Monitoring(Construct):
         )
         for spec in FUNCTIONS:
             fn = wired.get(spec.logical)
-            if fn is None:
-                continue
-            self._function_row(spec.logical, fn, kinesis=spec.mapping.kind == "kinesis")
+            if fn is not None:
+                self._function_row(spec.logical, fn, kinesis=spec.mapping.kind == "kinesis")
         for entry_key, fn in sorted(wired.items()):
-            if "." in entry_key:  # extra entries: errors and throttles only
+            if "." in entry_key:  # extra entries: errors and throttles
                 self._error_alarms(entry_key, fn)
         self._queue_row(queues)
         self._stream_row(streams)
         self._business(wired)
         self._alarm(
             "TrainingFailed",
-            training.state_machine.metric_failed(period=Duration.minutes(5), statistic="Sum"),
+            training.state_machine.metric_failed(period=ALARM_PERIOD, statistic="Sum"),
             threshold=1,
             description="the weekly agent-training execution failed (SageMaker job or its start)",
+        )
+
+    def _emf(self, name: str, service: str, statistic: str, label: str | None = None) -> cw.Metric:
+        return cw.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=name,
+            dimensions_map={"service": service, "stage": self._config.name},
+            statistic=statistic,
+            period=PERIOD,
+            label=label,
         )
 
     # -- operations ----------------------------------------------------------------------------
@@ -169,18 +310,15 @@ class Monitoring(Construct):
         compute = compute_metric_name(logical)
         widgets: list[cw.IWidget] = [
             cw.GraphWidget(
-                title=f"{title}: compute (µs)",
-                left=[
-                    _emf(compute, logical, "p50", "p50"),
-                    _emf(compute, logical, "p99", "p99"),
-                ],
+                title=f"{title}: compute (µs, {compute})",
+                left=[self._emf(compute, logical, "p50", "p50"), self._emf(compute, logical, "p99", "p99")],
                 width=6,
             ),
             cw.GraphWidget(
                 title=f"{title}: duration (ms)",
                 left=[
-                    fn.metric_duration(statistic="p50", period=PERIOD),
-                    fn.metric_duration(statistic="p99", period=PERIOD),
+                    fn.metric_duration(statistic="p50", period=PERIOD, label="p50"),
+                    fn.metric_duration(statistic="p99", period=PERIOD, label="p99"),
                 ],
                 width=6,
             ),
@@ -212,21 +350,21 @@ class Monitoring(Construct):
         error_rate = cw.MathExpression(
             expression="100 * errors / MAX([invocations, 1])",
             using_metrics={
-                "errors": fn.metric_errors(period=Duration.minutes(5)),
-                "invocations": fn.metric_invocations(period=Duration.minutes(5)),
+                "errors": fn.metric_errors(period=ALARM_PERIOD),
+                "invocations": fn.metric_invocations(period=ALARM_PERIOD),
             },
             label=f"{entry_key} error rate (%)",
-            period=Duration.minutes(5),
+            period=ALARM_PERIOD,
         )
         self._alarm(
             f"{title}ErrorRate",
             error_rate,
             threshold=self._config.error_rate_alarm_percent,
-            description=f"{entry_key}: more than {self._config.error_rate_alarm_percent}% of invocations fail",
+            description=f"{entry_key}: at least {self._config.error_rate_alarm_percent}% of invocations fail",
         )
         self._alarm(
             f"{title}Throttles",
-            fn.metric_throttles(period=Duration.minutes(5), statistic="Sum"),
+            fn.metric_throttles(period=ALARM_PERIOD, statistic="Sum"),
             threshold=1,
             description=f"{entry_key} is throttled (concurrency exhausted)",
         )
@@ -278,38 +416,93 @@ class Monitoring(Construct):
     # -- business ------------------------------------------------------------------------------
 
     def _business(self, wired: dict) -> None:
+        events_log = self.event_log
         widgets: list[cw.IWidget] = [
             cw.TextWidget(
-                markdown=f"# ensemble-trader {self._config.name}: business\nEMF metrics of namespace `{METRICS_NAMESPACE}`.",
+                markdown=(
+                    f"# ensemble-trader {self._config.name}: business\n"
+                    f"EMF metrics of `{METRICS_NAMESPACE}` and the domain events in "
+                    f"`{events_log.log_group.log_group_name}`."
+                ),
                 width=FULL,
                 height=2,
             )
         ]
-        for metric in BUSINESS_METRICS:
-            series: cw.IMetric = (
-                _search(metric) if metric.by else _emf(metric.name, metric.service, metric.statistic)
+        for title, metrics in EMF_METRICS:
+            widgets.append(
+                cw.GraphWidget(
+                    title=title,
+                    left=[self._emf(m.name, m.service, m.statistic, m.label) for m in metrics],
+                    width=8,
+                )
             )
-            widgets.append(cw.GraphWidget(title=metric.title, left=[series], width=8))
+        widgets.append(
+            cw.GraphWidget(
+                title="Equity and drawdown at circuit-breaker transitions",
+                left=[events_log.metrics["breaker_equity"].with_(statistic="Average", label="equity")],
+                right=[events_log.metrics["breaker_drawdown"].with_(statistic="Maximum", label="drawdown")],
+                width=8,
+            )
+        )
+        group = [events_log.log_group.log_group_name]
+        weights = ", ".join(f"detail.weights.{agent}" for agent in AGENTS)
+        for title, query, view in (
+            (
+                "Order rejections by reason",
+                'filter `detail-type` = "OrderRejected" | stats count(*) as rejections by detail.reason_code',
+                cw.LogQueryVisualizationType.BAR,
+            ),
+            (
+                "Regime timeline (changes)",
+                'filter `detail-type` = "RegimeChanged" | fields @timestamp, detail.symbol, detail.from_regime, '
+                "detail.to_regime, detail.confidence | sort @timestamp desc | limit 100",
+                cw.LogQueryVisualizationType.TABLE,
+            ),
+            (
+                "Agent switches and weights",
+                'filter `detail-type` = "AgentSwitched" | fields @timestamp, detail.symbol, detail.regime, '
+                f"detail.from_agent, detail.to_agent, {weights} | sort @timestamp desc | limit 100",
+                cw.LogQueryVisualizationType.TABLE,
+            ),
+            (
+                "Circuit breaker (state, equity, daily loss, drawdown)",
+                'filter `detail-type` = "CircuitBreakerTripped" | fields @timestamp, detail.previous, '
+                "detail.current, detail.reason, detail.equity, detail.daily_loss, detail.drawdown "
+                "| sort @timestamp desc | limit 50",
+                cw.LogQueryVisualizationType.TABLE,
+            ),
+            (
+                "Reconciliation failures",
+                'filter `detail-type` = "ReconciliationFailed" | fields @timestamp, detail.symbol, detail.reasons '
+                "| sort @timestamp desc | limit 50",
+                cw.LogQueryVisualizationType.TABLE,
+            ),
+        ):
+            widgets.append(
+                cw.LogQueryWidget(
+                    title=title, log_group_names=group, query_string=query, view=view, width=WIDE
+                )
+            )
         self.business.add_widgets(*widgets)
         if "orders" in wired:
             self._alarm(
                 "DrawdownLimit",
-                _emf("drawdown", "orders", "Maximum"),
+                events_log.metrics["breaker_drawdown"].with_(statistic="Maximum"),
                 threshold=self._config.drawdown_alarm_fraction,
-                description=f"drawdown above {self._config.drawdown_alarm_fraction:.0%} of peak equity",
+                description=f"drawdown at a breaker transition reached {self._config.drawdown_alarm_fraction:.0%}",
             )
             self._alarm(
                 "BreakerTripped",
-                _emf("breaker_tripped", "orders", "Sum"),
+                events_log.metrics["breaker_transitions"].with_(statistic="Sum"),
                 threshold=1,
-                description="the risk engine's circuit breaker tripped: trading is halted",
+                description="the risk engine's circuit breaker left ACTIVE (REDUCING or HALTED)",
             )
         if "orders.reconcile" in wired:
             self._alarm(
                 "ReconciliationFailed",
-                _emf("reconciliation_failed", "orders", "Sum", None).with_(period=Duration.minutes(5)),
+                self._emf("reconcile_symbols_failed", "orders", "Sum").with_(period=ALARM_PERIOD),
                 threshold=1,
-                description="orders/positions disagree with the broker or reconciliation could not run",
+                description="reconciliation left symbols HALTED: orders/positions disagree with the broker",
             )
 
     # -- helpers -------------------------------------------------------------------------------

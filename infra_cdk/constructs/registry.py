@@ -12,16 +12,16 @@ from infra_cdk.config import StageConfig
 
 TRAINING_DATA_PREFIX = "training/data/"
 TRAINING_OUTPUT_PREFIX = "training/output/"
-TRAINING_SOURCE_PREFIX = "training/source/"
-MODELS_PREFIX = "models/"
+REGIME_PREFIX = "regime/"
 
 
 class ModelRegistry(Construct):
     """A versioned, KMS-encrypted bucket that refuses plain HTTP and public access.
 
-    Layout: ``models/<version>/...`` with a manifest pinning the version the functions load;
-    ``training/{data,source,output}/`` for the training job. Versioning keeps every model ever
-    published, so redeploying an older model is a manifest change (see docs/runbook.md). Server
+    Layout: ``regime/<version>/...`` with ``regime/current.json`` pinning the version the regime
+    function loads (the daily refit publishes there); ``training/{data,output}/`` for the agent
+    training job. Versioning keeps every object ever written, so going back to an older model is a
+    pointer change (see docs/runbook.md). Server
     access logs go to a separate bucket (SSE-S3: log delivery cannot use a customer key).
     """
 

@@ -35,6 +35,8 @@ class TraderStack(Stack):
         functions_dir: Path,
         layers_dir: Path,
         training_image_tag: str,
+        broker_kind: str,
+        symbols: tuple[str, ...],
         alarm_email: str | None = None,
         **kwargs,
     ) -> None:
@@ -64,6 +66,8 @@ class TraderStack(Stack):
             registry=registry,
             broker=broker,
             bus=events.bus,
+            broker_kind=broker_kind,
+            symbols=symbols,
         )
         events.route(functions.functions)
         training = Training(
@@ -84,6 +88,7 @@ class TraderStack(Stack):
             queues=queues,
             functions=functions,
             training=training,
+            bus=events.bus,
             alarm_email=alarm_email,
         )
         self.functions = functions

@@ -25,10 +25,9 @@ build = _load_build_module()
 
 @pytest.fixture(scope="module")
 def deps() -> Path:
-    folder = LAYERS_DIR / "deps"
-    if not folder.is_dir():
-        pytest.skip("build/layers/deps is absent: run `make layers` (python layers/build.py) first")
-    return folder
+    if not all((LAYERS_DIR / name).is_dir() for name in build.DEPENDENCY_LAYERS):
+        pytest.skip("build/layers is absent: run `make layers` (python layers/build.py) first")
+    return LAYERS_DIR / "deps"
 
 
 def _function_size(logical: str) -> int:
@@ -37,12 +36,19 @@ def _function_size(logical: str) -> int:
 
 
 def test_functions_plus_layers_fit_lambdas_250_mb_unzipped_limit(deps, tmp_path):
+    """The heaviest function: orders, with the deps, core and broker layers."""
     core = build.build_core(tmp_path)
-    layers = build.tree_size(deps) + build.tree_size(core)
+    layers = build.tree_size(deps) + build.tree_size(core) + build.tree_size(LAYERS_DIR / "broker")
     largest_function = max(_function_size(spec.logical) for spec in FUNCTIONS)
-    assert layers + largest_function < build.LAMBDA_UNZIPPED_LIMIT_BYTES, (
-        f"{(layers + largest_function) / 2**20:.1f} MiB"
-    )
+    total = layers + largest_function
+    assert total < build.LAMBDA_UNZIPPED_LIMIT_BYTES, f"{total / 2**20:.1f} MiB"
+
+
+def test_broker_layer_holds_alpaca_and_nothing_the_deps_layer_has(deps):
+    broker = LAYERS_DIR / "broker" / "python"
+    assert (broker / "alpaca" / "trading" / "client.py").is_file() and (broker / "pandas").is_dir()
+    shared = {p.name for p in broker.iterdir()} & {p.name for p in (deps / "python").iterdir()}
+    assert not shared, f"installed twice: {sorted(shared)}"
 
 
 def test_two_core_builds_have_the_same_hash(tmp_path):
@@ -62,10 +68,11 @@ def test_core_layer_holds_the_package_and_models_without_junk(tmp_path):
 
 
 def test_deps_layer_is_up_to_date_normalised_and_built_for_lambda(deps):
-    stamp = LAYERS_DIR / build.STAMP_NAME
-    assert stamp.read_text().strip() == build.requirements_fingerprint(), (
-        "the dependency layer is older than layers/requirements-lambda.txt: run `make layers`"
-    )
+    for name, requirements in build.DEPENDENCY_LAYERS.items():
+        stamp = build.stamp_path(LAYERS_DIR, name)
+        assert stamp.is_file() and stamp.read_text().strip() == build.requirements_fingerprint(
+            requirements
+        ), f"the {name} layer is older than {requirements.name}: run `make layers`"
     python = deps / "python"
     for package in ("aws_lambda_powertools", "onnxruntime", "numpy", "pydantic", "pydantic_core", "redis"):
         assert (python / package).is_dir(), package

@@ -6,6 +6,7 @@ import pytest
 from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, TABLES, qualified
 
 from infra_cdk.constructs.functions import ACCESS, discover_entries, function_name
+from infra_cdk.constructs.monitoring import EVENT_METRICS, compute_metric_name
 from infra_cdk.constructs.queues import dead_letter_queues
 
 STAGE = "dev"
@@ -73,7 +74,7 @@ def test_resource_counts_follow_the_constants(full):
     assert len(full.resources("AWS::DynamoDB::Table")) == len(TABLES)
     assert len(full.resources("AWS::SQS::Queue")) == len(QUEUES)
     assert len(full.resources("AWS::Lambda::Function")) == N_ENTRIES
-    assert len(full.resources("AWS::Lambda::LayerVersion")) == 2
+    assert len(full.resources("AWS::Lambda::LayerVersion")) == 3  # deps, core, broker
     assert len(full.resources("AWS::Kinesis::StreamConsumer")) == len(KINESIS_SPECS)
     assert len(full.resources("AWS::Lambda::EventSourceMapping")) == len(FUNCTIONS)
     assert len(full.resources("AWS::ElastiCache::ServerlessCache")) == 1
@@ -163,7 +164,6 @@ def test_functions_runtime_architecture_tracing_vpc_and_environment(full):
         assert props["Runtime"] == "python3.14"
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
-        assert len(props["Layers"]) == 2
         assert props["VpcConfig"]["SubnetIds"] and props["VpcConfig"]["SecurityGroupIds"]
         env = props["Environment"]["Variables"]
         assert env["ET_STAGE"] == STAGE
@@ -171,8 +171,10 @@ def test_functions_runtime_architecture_tracing_vpc_and_environment(full):
         assert env["ET_MODELS_DIR"] == "/opt/models"
         assert env["POWERTOOLS_SERVICE_NAME"] in {spec.logical for spec in FUNCTIONS}
         assert "ET_MODEL_BUCKET" in env
-        readers = {function_name(STAGE, key) for key, access in ACCESS.items() if access.broker_secret}
-        assert ("ET_BROKER_SECRET_ARN" in env) == (props["FunctionName"] in readers)
+        brokers = {function_name(STAGE, key) for key, access in ACCESS.items() if access.broker}
+        talks_to_broker = props["FunctionName"] in brokers
+        assert ("ET_ORDERS_BROKER" in env) == talks_to_broker
+        assert len(props["Layers"]) == (3 if talks_to_broker else 2)  # the broker layer only where needed
         if props["FunctionName"] in {function_name(STAGE, s.logical) for s in KINESIS_SPECS}:
             assert env["ET_REDIS_URL"]["Fn::Join"][1][0] == "rediss://"  # TLS to the cache
 
@@ -284,7 +286,7 @@ def test_only_the_order_functions_can_read_the_broker_secret(full):
             if {"Ref": secret_id} in _as_list(statement.get("Resource")):
                 assert statement["Effect"] == "Allow"
                 readers.update(r["Ref"] for r in policy["Properties"]["Roles"])
-    allowed = {key for key, access in ACCESS.items() if access.broker_secret}
+    allowed = {key for key, access in ACCESS.items() if access.broker}
     assert allowed and all(key.split(".")[0] == "orders" for key in allowed)
     assert readers == {_roles_of_function(full.template, function_name(STAGE, key)) for key in allowed}
 
@@ -354,19 +356,25 @@ def test_dashboards_show_compute_latency_and_business_metrics(full):
         bodies[props["DashboardName"]] = text
     operations = bodies[qualified(STAGE, "operations")]
     for spec in FUNCTIONS:
-        assert f"{spec.logical}_compute_us" in operations
+        assert compute_metric_name(spec.logical) in operations
     assert "IteratorAge" in operations and "ApproximateNumberOfMessagesVisible" in operations
     business = bodies[qualified(STAGE, "business")]
-    for metric in (
-        "decisions",
+    for emitted in (
+        "meta_agent_outputs",
+        "orders_placed",
         "orders_rejected",
-        "agent_weight",
-        "regret",
-        "pnl",
-        "drawdown",
-        "breaker_tripped",
+        "meta_agent_regret",
+        "kill_switch_active",
     ):
-        assert metric in business
+        assert emitted in business
+    for event in (
+        "OrderRejected",
+        "RegimeChanged",
+        "AgentSwitched",
+        "CircuitBreakerTripped",
+        "ReconciliationFailed",
+    ):
+        assert event in business  # Logs Insights over the domain-event log
 
 
 def test_vpc_endpoints_for_every_service_the_functions_call(full):
@@ -385,3 +393,30 @@ def test_vpc_endpoints_for_every_service_the_functions_call(full):
         "monitoring",
     ):
         assert any(s.endswith(suffix) for s in services), suffix
+
+
+def test_domain_events_reach_a_log_group_through_a_native_resource_policy(full):
+    [rule] = [
+        r for r in full.props("AWS::Events::Rule") if r["Name"] == qualified(STAGE, "domain-events-to-logs")
+    ]
+    assert rule["EventPattern"] == {"source": ["ensemble-trader"]}
+    assert len(full.props("AWS::Logs::ResourcePolicy")) == 1
+    assert not full.resources("Custom::CloudwatchLogResourcePolicy")  # no custom-resource Lambda
+    filters = full.props("AWS::Logs::MetricFilter")
+    assert {f["MetricTransformations"][0]["MetricName"] for f in filters} == set(EVENT_METRICS)
+
+
+def test_stage_runners_may_send_rejected_records_to_their_own_dlq(full):
+    for spec in FUNCTIONS:
+        role_id = _roles_of_function(full.template, function_name(STAGE, spec.logical))
+        dlq_id = _logical_id_of(
+            full.template, "AWS::SQS::Queue", "QueueName", qualified(STAGE, spec.dead_letter_queue)
+        )
+        sends = [
+            st
+            for policy in _policies_of_role(full.template, role_id)
+            for st in _statements(policy)
+            if "sqs:SendMessage" in _as_list(st["Action"])
+            and {"Fn::GetAtt": [dlq_id, "Arn"]} in _as_list(st["Resource"])
+        ]
+        assert sends, spec.logical
