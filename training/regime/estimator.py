@@ -49,7 +49,10 @@ DEFAULT_FEATURES: tuple[tuple[str, str], ...] = (("range_vol_1", "log"),)
 the information on every data set we tried; drift features (ret_1, ret_5, ret_20) make EM split
 states on fat-tailed returns instead of volatility (see docs/regime.md)."""
 
-LOG_FLOOR = 1e-12
+LOG_FLOOR_FRACTION = 0.1
+"""Log-transformed features are floored at this fraction of their training median before the
+log, so a flat bar (zero range, common in hourly crypto data) reads as "very quiet", not as an
+outlier 20 log-units away that EM would give a hidden state of its own."""
 DRIFT_FEATURE = "ret_1"
 VOL_FEATURE = "range_vol_1"
 
@@ -66,12 +69,21 @@ def training_rows(series: BarSeries, features: Sequence[tuple[str, str]]) -> tup
     return raw, matrix.column(DRIFT_FEATURE)[ready], matrix.column(VOL_FEATURE)[ready]
 
 
-def transform_raw(raw: np.ndarray, features: Sequence[tuple[str, str]]) -> np.ndarray:
-    """Apply the per-feature transforms (``log`` floored at LOG_FLOOR) to raw rows."""
+def log_floor(raw: np.ndarray, features: Sequence[tuple[str, str]]) -> float:
+    """The floor of the log transform: LOG_FLOOR_FRACTION of the smallest training median of the
+    log-transformed features (1e-12 when none is positive)."""
+    medians = [float(np.median(raw[:, j])) for j, (_, t) in enumerate(features) if t == "log"]
+    positive = [m for m in medians if m > 0]
+    return LOG_FLOOR_FRACTION * min(positive) if positive else 1e-12
+
+
+def transform_raw(raw: np.ndarray, features: Sequence[tuple[str, str]], floor: float | None = None) -> np.ndarray:
+    """Apply the per-feature transforms (``log`` floored, see :func:`log_floor`) to raw rows."""
     out = np.array(raw, dtype=np.float64)
+    floor = log_floor(out, features) if floor is None else floor
     for j, (_, transform) in enumerate(features):
         if transform == "log":
-            out[:, j] = np.log(np.maximum(out[:, j], LOG_FLOOR))
+            out[:, j] = np.log(np.maximum(out[:, j], floor))
     return out
 
 
@@ -162,7 +174,9 @@ class RegimeHMM:
         ks = self._candidates()
         if n < 10 * max(ks):
             raise DataError(f"too few bars to fit a regime model: {n} usable bars (after warm-up), need >= {10 * max(ks)}")
-        x = transform_raw(np.concatenate(raws), features)
+        raw_all = np.concatenate(raws)
+        floor = log_floor(raw_all, features)
+        x = transform_raw(raw_all, features, floor)
         center, scale = x.mean(axis=0), x.std(axis=0)
         if np.any(scale <= 0):
             flat = [features[j][0] for j in np.flatnonzero(scale <= 0)]
@@ -218,6 +232,7 @@ class RegimeHMM:
         self.log_likelihood_ = float(chosen["log_likelihood"])
         self.bic_ = float(chosen["bic"])
         self.n_samples_ = n
+        self.log_floor_ = floor
         self.state_summaries_ = tuple(
             StateSummary(float(drift[s]), float(state_vol[s]), float(share[s]), regimes[s]) for s in range(self.n_states_)
         )
@@ -247,7 +262,7 @@ class RegimeHMM:
             covariances=covs,
             covariance_type=self.covariance_type,
             state_regimes=self.state_regimes_,
-            log_floor=LOG_FLOOR,
+            log_floor=self.log_floor_,
             info={
                 "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "training_data_hash": self.training_data_hash_,

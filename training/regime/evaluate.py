@@ -41,7 +41,7 @@ from ensemble_trader.domain.regime_fit import floor_stochastic, label_states, st
 from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
 from ensemble_trader.domain.synthetic import SCENARIOS, SyntheticData, generate
 
-from training.regime.estimator import DEFAULT_FEATURES, RegimeHMM, transform_raw
+from training.regime.estimator import DEFAULT_FEATURES, RegimeHMM, log_floor, transform_raw
 
 METHODS = ("ours", "hmmlearn", "true_params", "jumpmodels")
 DEFAULT_SCENARIOS = ("easy", "realistic", "hard", "mean_reverting")
@@ -105,11 +105,14 @@ def score(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _rows(data: SyntheticData, features: Sequence[tuple[str, str]]):
+def _rows(data: SyntheticData, features: Sequence[tuple[str, str]], floor: float | None = None):
+    """Features past warm-up, transformed; ``floor`` of the log transform (None: from these rows,
+    for a training run; a test run passes the training run's)."""
     fm = compute_features(data.series)
     ready = fm.ready
     raw = fm.values[ready][:, [FEATURE_NAMES.index(n) for n, _ in features]]
-    return fm, ready, transform_raw(raw, features)
+    floor = log_floor(raw, features) if floor is None else floor
+    return fm, ready, transform_raw(raw, features, floor), floor
 
 
 def _ours(train: SyntheticData, cfg: EvalConfig) -> Labeler:
@@ -134,7 +137,7 @@ def _hmmlearn(train: SyntheticData, cfg: EvalConfig) -> Labeler:
     from hmmlearn import _hmmc
     from hmmlearn.hmm import GaussianHMM
 
-    fm, ready, x = _rows(train, PLAIN_FEATURES)
+    fm, ready, x, floor = _rows(train, PLAIN_FEATURES)
     center, scale = x.mean(axis=0), x.std(axis=0)
     hmm = GaussianHMM(4, covariance_type="full", n_iter=200, tol=1e-4, random_state=cfg.random_state)
     with warnings.catch_warnings():
@@ -144,7 +147,7 @@ def _hmmlearn(train: SyntheticData, cfg: EvalConfig) -> Labeler:
     names = label_states(*_state_stats(fm, ready, posterior))
 
     def label(test: SyntheticData) -> np.ndarray:
-        _, _, xt = _rows(test, PLAIN_FEATURES)
+        _, _, xt, _ = _rows(test, PLAIN_FEATURES, floor)
         log_frame = hmm._compute_log_likelihood((xt - center) / scale)
         _, fwd = _hmmc.forward_log(hmm.startprob_, hmm.transmat_, log_frame)
         return np.array([REGIMES.index(names[s]) for s in fwd.argmax(axis=1)])
@@ -154,7 +157,7 @@ def _hmmlearn(train: SyntheticData, cfg: EvalConfig) -> Labeler:
 
 def true_parameter_model(train: SyntheticData, features: Sequence[tuple[str, str]] = DEFAULT_FEATURES) -> RegimeModel:
     """The generator's transition matrix with emissions fitted on the labelled training run."""
-    _, ready, x = _rows(train, features)
+    _, ready, x, floor = _rows(train, features)
     codes = train.regime_codes[ready]
     center, scale = x.mean(axis=0), x.std(axis=0)
     z = (x - center) / scale
@@ -169,6 +172,7 @@ def true_parameter_model(train: SyntheticData, features: Sequence[tuple[str, str
         covariances=covs,
         covariance_type="full",
         state_regimes=REGIMES,
+        log_floor=floor,
     )
 
 
@@ -179,7 +183,7 @@ def _true_params(train: SyntheticData, cfg: EvalConfig) -> Labeler:
 def _jumpmodels(train: SyntheticData, cfg: EvalConfig) -> Labeler:
     from jumpmodels.jump import JumpModel
 
-    fm, ready, x = _rows(train, DEFAULT_FEATURES)
+    fm, ready, x, floor = _rows(train, DEFAULT_FEATURES)
     center, scale = x.mean(axis=0), x.std(axis=0)
     jm = JumpModel(n_components=4, jump_penalty=JUMP_PENALTY, cont=False, random_state=cfg.random_state)
     jm.fit((x - center) / scale, sort_by=None)
@@ -187,7 +191,7 @@ def _jumpmodels(train: SyntheticData, cfg: EvalConfig) -> Labeler:
     names = label_states(*_state_stats(fm, ready, hard))
 
     def label(test: SyntheticData) -> np.ndarray:
-        _, _, xt = _rows(test, DEFAULT_FEATURES)
+        _, _, xt, _ = _rows(test, DEFAULT_FEATURES, floor)
         states = np.asarray(jm.predict_online((xt - center) / scale), dtype=int)
         return np.array([REGIMES.index(names[s]) for s in states])
 
