@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore, DynamoPaperLedger
 from ensemble_trader.domain.models import OrderStatus
 from ensemble_trader.local.events import FakeLambdaContext

@@ -13,9 +13,6 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from moto import mock_aws
-from requests.adapters import BaseAdapter
-
 from ensemble_trader.adapters.brokers.alpaca import AlpacaBroker
 from ensemble_trader.domain.models import Order, OrderStatus, Side
 from ensemble_trader.domain.orders import (
@@ -24,6 +21,8 @@ from ensemble_trader.domain.orders import (
     DuplicateClientOrderIdError,
     UnknownOutcomeError,
 )
+from moto import mock_aws
+from requests.adapters import BaseAdapter
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpaca"
 COID = "et0123456789abcdef0123456789abcd"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory.orders_store import MemoryPaperLedger
 from ensemble_trader.domain.models import Order, OrderStatus, Side

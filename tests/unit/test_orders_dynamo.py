@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from ensemble_trader import constants
 from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore, DynamoPaperLedger
 from ensemble_trader.adapters.brokers.paper import PaperBroker
@@ -18,6 +16,7 @@ from ensemble_trader.domain.risk import RiskLimits
 from ensemble_trader.runtime.clock import FixedClock
 from ensemble_trader.runtime.orders import OrderRouter
 from ensemble_trader.runtime.settings import Settings
+from moto import mock_aws
 
 T = datetime(2022, 6, 1, tzinfo=UTC)
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None)

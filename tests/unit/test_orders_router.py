@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore, MemoryPaperLedger

@@ -6,9 +6,6 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from ensemble_trader.domain.models import Order, Side
 from ensemble_trader.domain.risk import (
     OrderContext,
@@ -22,6 +19,8 @@ from ensemble_trader.domain.risk import (
     reduces_exposure,
 )
 from ensemble_trader.runtime.orders import RiskSettings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 NOW = datetime(2024, 3, 1, 15, 0, tzinfo=UTC)
 LIMITS = RiskLimits(

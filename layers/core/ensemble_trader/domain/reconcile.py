@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from ensemble_trader.domain.models import Order
 from ensemble_trader.domain.orders import (
@@ -30,7 +30,7 @@ from ensemble_trader.domain.orders import (
 )
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     IN_SYNC = "IN_SYNC"
     SYNC = "SYNC"
     NOT_AT_BROKER = "NOT_AT_BROKER"

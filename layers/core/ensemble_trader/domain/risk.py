@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ensemble_trader.domain.models import Order, Side
 
 
-class RejectReason(str, Enum):
+class RejectReason(StrEnum):
     """Why an order (or an intent) was not sent to the broker."""
 
     KILL_SWITCH = "KILL_SWITCH"
@@ -76,7 +76,7 @@ class RejectReason(str, Enum):
     NOT_AT_BROKER = "NOT_AT_BROKER"
 
 
-class TradingState(str, Enum):
+class TradingState(StrEnum):
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"
     HALTED = "HALTED"
