@@ -1,9 +1,9 @@
 """Entry point of the CDK app: ``python -m infra_cdk.app`` (``cdk.json`` runs exactly that).
 
-Context: ``-c stage=dev|prod`` (default ``dev``), ``-c broker=paper|alpaca`` (default ``paper``),
+Context: ``-c stage=dev|staging|prod`` (default ``dev``), ``-c broker=paper|alpaca`` (default ``paper``),
 ``-c symbols=SPY,QQQ`` (symbols the daily regime refit fits on; default ``SPY``),
-``-c training_image_tag=<tag>`` (default ``latest``), ``-c alarm_email=<address>`` (optional SNS
-e-mail subscription). The assembly is
+``-c training_image_tag=<tag>`` (default ``latest``), ``-c alarm_email=<address>`` or
+``ET_ALARM_EMAIL`` (optional SNS e-mail subscription of the alarm topic). The assembly is
 written to ``$CDK_OUTDIR`` (set by the cdk CLI) or ``cdk.out``. Synthesis is offline and needs no
 Docker; it needs the layer folders from ``python layers/build.py``.
 """
@@ -69,7 +69,7 @@ def build_app(
         symbols=tuple(
             s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip()
         ),
-        alarm_email=app.node.try_get_context("alarm_email"),
+        alarm_email=app.node.try_get_context("alarm_email") or os.environ.get("ET_ALARM_EMAIL") or None,
         description=f"ensemble-trader {config.name}: multi-agent RL ensemble trading pipeline",
         env=cdk.Environment(
             account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")

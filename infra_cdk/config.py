@@ -1,4 +1,4 @@
-"""Per-stage settings of the CDK app, selected with ``-c stage=dev|prod``.
+"""Per-stage settings of the CDK app, selected with ``-c stage=dev|staging|prod``.
 
 Everything that differs between a cheap development stack and production lives here, so the
 constructs read one typed object instead of branching on the stage name.
@@ -63,6 +63,22 @@ STAGES: dict[str, StageConfig] = {
         iterator_age_alarm_ms=60_000,
         error_rate_alarm_percent=5.0,
         drawdown_alarm_fraction=0.10,
+    ),
+    # Production's shape at a smaller size: what CI deploys and smoke-tests before production.
+    "staging": StageConfig(
+        name="staging",
+        shard_count=1,
+        stream_retention_hours=24,
+        nat_gateways=1,
+        provisioned_concurrency_min=1,
+        provisioned_concurrency_max=2,
+        orders_reserved_concurrency=2,
+        log_retention=logs.RetentionDays.ONE_MONTH,
+        retain_data=False,
+        cache_snapshot_retention_days=1,
+        iterator_age_alarm_ms=10_000,
+        error_rate_alarm_percent=1.0,
+        drawdown_alarm_fraction=0.05,
     ),
     "prod": StageConfig(
         name="prod",

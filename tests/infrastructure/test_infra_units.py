@@ -55,7 +55,7 @@ def test_function_names_are_stage_qualified_and_dns_friendly():
 
 
 def test_stage_configuration():
-    assert set(STAGES) == {"dev", "prod"}
+    assert set(STAGES) == {"dev", "staging", "prod"}
     assert stage_config("prod").retain_data and not stage_config("dev").retain_data
     with pytest.raises(UnknownStageError, match="'staging'.*dev"):
         stage_config("staging")
