@@ -117,3 +117,35 @@ def test_demo_report_summarises_orders_rejections_and_positions(orders_env):
     assert "orders λ" in text and "intents routed           3" in text
     assert "MALFORMED_INTENT" in text and "INTENT_CONFLICT" in text
     assert "SPX" in text and "route latency" in text
+
+
+def test_one_intent_delivered_100_times_through_the_lambda_gives_one_broker_order(orders_env):
+    stack = orders_env
+    first, second = sample("sqs-order-intents-batch.json")["Records"][:2]
+    invoke("handler", {"Records": [first]}, stack)
+    handler = load_module("orders", fresh=True)
+    for batch in range(10):  # ten batches of ten copies (SQS at-least-once, new message ids)
+        records = [dict(second, messageId=f"copy-{batch}-{i}") for i in range(10)]
+        assert handler.lambda_handler({"Records": records}, FakeLambdaContext(stack.name("orders"))) == {
+            "batchItemFailures": []
+        }
+    placed = [o for o in DynamoOrdersStore(settings=stack.settings).list_orders()
+              if o.status is not OrderStatus.REJECTED]
+    assert len(placed) == 1
+    ledger = DynamoPaperLedger(settings=stack.settings)
+    assert len(ledger.open_orders()) == 1 and ledger.get_order(placed[0].client_order_id)["version"] == 1
+
+
+def test_operator_cli_status_and_kill_switch(orders_env, capsys):
+    from ensemble_trader.cli import main
+
+    stack = orders_env
+    invoke("handler", {"Records": sample("sqs-order-intents-batch.json")["Records"][:2]}, stack)
+    assert main(["orders", "kill-switch", "on", "--reason", "cli drill"]) == 0
+    capsys.readouterr()
+    assert main(["orders", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["trading_state"] == "HALTED" and status["kill_switch"]["reason"] == "cli drill"
+    assert status["working_orders"] == []
+    assert main(["orders", "kill-switch", "off", "--reason", "drill over"]) == 0
+    assert main(["orders", "reconcile"]) == 0

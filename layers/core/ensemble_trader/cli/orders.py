@@ -1,0 +1,84 @@
+"""``ensemble-trader orders``: operate the order stage — status, kill switch, reconciliation.
+
+Works against the local stack (``ET_AWS_ENDPOINT_URL`` set, e.g. by ``ensemble-trader local
+up``) or real AWS (credentials from the usual chain), with the same code the orders Lambda's
+``kill_switch`` and ``reconcile`` entries run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    orders = sub.add_parser("orders", help="order stage: status, kill switch, reconciliation")
+    orders_sub = orders.add_subparsers(dest="orders_command", metavar="SUBCOMMAND", required=True)
+
+    p = orders_sub.add_parser("status", help="trading state, kill switch, halts, positions, working orders")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_status)
+
+    p = orders_sub.add_parser("kill-switch", help="turn the kill switch on (cancel working orders) or off")
+    p.add_argument("state", choices=["on", "off"])
+    p.add_argument("--reason", required=True, help="why (stored with the flag and published)")
+    p.add_argument("--reset-breaker", action="store_true",
+                   help="with 'off': also reset a latched circuit breaker")
+    p.set_defaults(func=_kill_switch)
+
+    p = orders_sub.add_parser("reconcile", help="compare orders and positions with the broker now")
+    p.set_defaults(func=_reconcile)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+
+    store = DynamoOrdersStore()
+    state = store.load_risk_state()
+    positions = sorted(store.list_positions(), key=lambda p: p.symbol)
+    working = store.list_orders(working_only=True)
+    doc = {
+        "trading_state": state.effective_state.value,
+        "breaker": {"state": state.trading_state.value, "reason": state.state_reason,
+                    "latched": state.breaker_latched},
+        "kill_switch": {"active": state.kill_switch, "reason": state.kill_switch_reason},
+        "halted_symbols": state.halted_symbols,
+        "equity": state.equity,
+        "positions": {p.symbol: {"quantity": p.quantity, "average_price": p.average_price,
+                                 "realized_pnl": p.realized_pnl} for p in positions},
+        "working_orders": [
+            {"client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side.value,
+             "quantity": o.quantity, "filled": o.filled_quantity, "status": o.status.value}
+            for o in working
+        ],
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    print(f"trading state  {doc['trading_state']}  (breaker {state.trading_state.value}"
+          f"{': ' + state.state_reason if state.state_reason else ''})")
+    print(f"kill switch    {'ON: ' + state.kill_switch_reason if state.kill_switch else 'off'}")
+    for symbol, reason in state.halted_symbols.items():
+        print(f"halted         {symbol}: {reason}")
+    for p in positions:
+        print(f"position       {p.symbol:<8} {p.quantity:>12,.2f} @ {p.average_price:,.4f}")
+    for o in doc["working_orders"]:
+        print(f"working        {o['client_order_id']} {o['side']} {o['quantity']:g} {o['symbol']} "
+              f"({o['status']}, filled {o['filled']:g})")
+    return 0
+
+
+def _kill_switch(args: argparse.Namespace) -> int:
+    from ensemble_trader.runtime.orders import build_router
+
+    result = build_router().set_kill_switch(args.state == "on", args.reason, reset_breaker=args.reset_breaker)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from ensemble_trader.runtime.orders import build_router
+
+    report = build_router().reconcile()
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.ok else 1
