@@ -264,3 +264,38 @@ def markdown_table(summary: list[dict]) -> str:
             f"(true {r['true_switches_per_1000']:.1f}) | {r['flip_ratio']:.2f} | {r['best_perm_accuracy']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def plot_example(path, scenario: str = "realistic", seed: int = 0, n_bars: int = 3_000, window: int = 600,
+                 cfg: EvalConfig | None = None):  # fmt: skip
+    """Truth against our labels and the true-parameter filter's on one test run (a PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.regime.historical import COLORS
+
+    cfg = cfg or EvalConfig()
+    train = generate(scenario, cfg.train_bars, TRAIN_SEED_OFFSET + cfg.random_state)
+    test = generate(scenario, n_bars, seed)
+    ready = compute_features(test.series).ready
+    truth = test.regime_codes[ready][:window]
+    rows = {"truth": truth}
+    for method in ("ours", "true_params"):
+        rows[method] = DETECTORS[method](train, cfg)(test)[:window]
+    close = test.series.close[ready][:window]
+    fig, axes = plt.subplots(len(rows) + 1, 1, figsize=(13, 5), sharex=True,
+                             gridspec_kw={"height_ratios": [3] + [0.6] * len(rows)})  # fmt: skip
+    axes[0].plot(close, color="black", lw=0.8)
+    axes[0].set_title(f"synthetic '{scenario}' (seed {seed}): first {window} bars past warm-up")
+    cmap = matplotlib.colors.ListedColormap([COLORS[r] for r in REGIMES])
+    for ax, (name, codes) in zip(axes[1:], rows.items(), strict=True):
+        ax.imshow(codes[None, :], aspect="auto", cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
+        ax.set_yticks([0], [name])
+    handles = [matplotlib.patches.Patch(color=COLORS[r], label=r.value) for r in REGIMES]
+    axes[0].legend(handles=handles, loc="upper left", ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -74,6 +74,7 @@ def episode_table(series: BarSeries, labels: Labels, episodes: tuple[Episode, ..
             continue
         expected = [REGIMES.index(r) for r in ep.expected]
         hit = np.isin(labels.regime[idx], expected)
+        stress = np.isin(labels.regime[idx], [REGIMES.index(r) for r in STRESS])
         first = int(idx[np.argmax(hit)]) if hit.any() else None
         out.append(
             {
@@ -84,6 +85,7 @@ def episode_table(series: BarSeries, labels: Labels, episodes: tuple[Episode, ..
                 "detected_on": None if first is None else str(ts[first])[:16].replace("T00:00", ""),
                 "delay_bars": None if first is None else int(first - idx[0]),
                 "coverage": float(hit.mean()),
+                "stress_share": float(stress.mean()),
                 "bars": int(idx.size),
             }
         )
@@ -123,14 +125,14 @@ def plot(series: BarSeries, labels: Labels, path: Path, title: str, log_price: b
 
 def markdown(rows: list[dict[str, Any]], unit: str) -> str:
     lines = [
-        f"| episode | from | to | expected | first detected | delay ({unit}) | share of episode so labelled |",
-        "|---|---|---|---|---|---|---|",
+        f"| episode | from | to | expected | first detected | delay ({unit}) | share so labelled | share BEAR or VOLATILE |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         delay = "never" if r["delay_bars"] is None else str(r["delay_bars"])
         lines.append(
             f"| {r['episode']} | {r['start']} | {r['end']} | {r['expected']} | {r['detected_on'] or '—'} | "
-            f"{delay} | {r['coverage']:.0%} |"
+            f"{delay} | {r['coverage']:.0%} | {r['stress_share']:.0%} |"
         )
     return "\n".join(lines)
 

@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--methods", nargs="+", default=None, help="subset of ours hmmlearn true_params jumpmodels")
     ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
     ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")
+    ev.add_argument("--plot", help="also write a PNG of truth vs labels on one realistic run here")
     _rule_arguments(ev)
     ev.set_defaults(func=_evaluate)
 
@@ -184,6 +185,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "regime_eval.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
         (folder / "regime_eval.md").write_text(table + "\n")
+    if args.plot:
+        from training.regime.evaluate import plot_example
+
+        plot_example(Path(args.plot), cfg=cfg)
     if args.json:
         print(json.dumps({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}, indent=1))
     else:
