@@ -46,6 +46,10 @@ TRANSFORMS = ("identity", "log")
 COVARIANCE_TYPES = ("full", "diag")
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_DERIVED_MANIFEST_KEYS = frozenset(
+    {"version", "n_states", "covariance_type", "feature_names", "state_regimes", "parameters_file", "parameters_sha256"}
+)
+"""Manifest fields computed from the parameters (everything else is descriptive ``info``)."""
 
 
 @dataclass(frozen=True)
@@ -332,20 +336,7 @@ class RegimeModel:
                 FeatureSpec(str(f["name"]), str(f["transform"]), float(f["center"]), float(f["scale"]))
                 for f in params["features"]
             )
-            info = {
-                key: value
-                for key, value in manifest.items()
-                if key
-                not in {
-                    "version",
-                    "n_states",
-                    "covariance_type",
-                    "feature_names",
-                    "state_regimes",
-                    "parameters_file",
-                    "parameters_sha256",
-                }
-            }
+            info = {key: value for key, value in manifest.items() if key not in _DERIVED_MANIFEST_KEYS}
             model = cls(
                 features=features,
                 start_prob=params["start_prob"],
