@@ -85,6 +85,19 @@ def test_risk_state_is_versioned_and_the_kill_switch_is_its_own_attribute(dynamo
     )
     c = store.load_risk_state()
     assert c.kill_switch and c.kill_switch_reason == "operator" and c.halted_symbols == {"SPX": "test"}
+    # a routine save of a copy read before the flip must not switch it back off
+    a.marks.clear()
+    a.kill_switch = False
+    dynamodb.update_item(  # the operator's flip did not bump the version
+        TableName=SETTINGS.name("risk-state"), Key={"pk": {"S": "global"}},
+        UpdateExpression="SET kill_switch = :t", ExpressionAttributeValues={":t": {"BOOL": True}},
+    )
+    store.save_risk_state(a)
+    assert store.load_risk_state().kill_switch
+    d = store.load_risk_state()
+    d.kill_switch = False
+    store.save_risk_state(d, write_kill_switch=True)
+    assert not store.load_risk_state().kill_switch
 
 
 def test_router_over_dynamodb_and_the_persistent_paper_broker(dynamodb):

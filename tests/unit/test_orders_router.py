@@ -299,6 +299,6 @@ def test_batch_flush_merges_into_a_risk_state_saved_meanwhile():
         rig.router.handle(intent(1, 0.2, 101.0))
         other = rig.store.load_risk_state()  # another writer: the operator's kill switch
         other.kill_switch, other.kill_switch_reason = True, "operator"
-        rig.store.save_risk_state(other)
+        rig.store.save_risk_state(other, write_kill_switch=True)
     state = rig.store.load_risk_state()
     assert state.kill_switch and state.marks["SPX"].price == 101.0 and state.recent

@@ -160,7 +160,8 @@ class OrdersStore(Protocol):
         """The ``RiskState`` (a fresh one if none is stored); its ``version`` is the stored one."""
         ...
 
-    def save_risk_state(self, state: Any) -> None:
+    def save_risk_state(self, state: Any, *, write_kill_switch: bool = False) -> None:
         """Write ``state`` if the stored version is still ``state.version`` (then bump it), else
-        ConcurrencyError. The kill-switch flag is stored as its own attribute."""
+        ConcurrencyError. The kill-switch flag is its own attribute, written only with
+        ``write_kill_switch`` (so an operator's direct flip is never overwritten)."""
         ...

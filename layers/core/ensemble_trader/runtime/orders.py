@@ -222,7 +222,11 @@ class BatchingOrdersStore:
             self._state = self.inner.load_risk_state()
         return self._state
 
-    def save_risk_state(self, state: RiskState) -> None:
+    def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
+        if write_kill_switch:  # an operator action: straight through, and re-read afterwards
+            self.inner.save_risk_state(state, write_kill_switch=True)
+            self._state, self._dirty = None, False
+            return
         self._state = state
         self._dirty = True
 
@@ -568,7 +572,7 @@ class OrderRouter:
             state.kill_switch_reason = reason
             transition = self.engine.reset_breaker(state, reason) if reset_breaker else None
             try:
-                self.store.save_risk_state(state)
+                self.store.save_risk_state(state, write_kill_switch=True)
                 break
             except ConcurrencyError:
                 if attempt == MAX_ATTEMPTS:

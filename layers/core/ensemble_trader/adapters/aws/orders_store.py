@@ -293,23 +293,35 @@ class DynamoOrdersStore(_Dynamo):
             state.kill_switch_reason = str(data["kill_switch_reason"])
         return state
 
-    def save_risk_state(self, state: RiskState) -> None:
+    def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
+        """Conditional update of the risk-state item (``version`` must still be ``state.version``).
+
+        The kill-switch attributes are written only with ``write_kill_switch`` (the kill-switch
+        entry): an operator's direct ``update-item`` of the flag, which does not bump the version,
+        is never overwritten by the router's routine saves.
+        """
         expected = state.version
         body = state.model_copy(update={"version": expected + 1})
-        item = {
-            "pk": RISK_KEY,
-            "state": body.model_dump_json(),
-            "version": expected + 1,
-            "kill_switch": state.kill_switch,
-            "kill_switch_reason": state.kill_switch_reason,
-            "trading_state": state.effective_state.value,
+        sets = ["#st = :st", "#v = :nv", "#ts = :ts"]
+        values: dict[str, Any] = {
+            ":st": {"S": body.model_dump_json()},
+            ":nv": {"N": str(expected + 1)},
+            ":ts": {"S": state.trading_state.value},
+            ":v": {"N": str(expected)},
         }
-        condition = "attribute_not_exists(pk)" if expected == 0 else "version = :v"
-        kwargs: dict[str, Any] = {"ConditionExpression": condition}
-        if expected:
-            kwargs["ExpressionAttributeValues"] = {":v": {"N": str(expected)}}
+        if write_kill_switch:
+            sets += ["kill_switch = :k", "kill_switch_reason = :kr"]
+            values[":k"] = {"BOOL": state.kill_switch}
+            values[":kr"] = {"S": state.kill_switch_reason}
         try:
-            self._client.put_item(TableName=self.risk_table, Item=serialize_item(item), **kwargs)
+            self._client.update_item(
+                TableName=self.risk_table,
+                Key={"pk": {"S": RISK_KEY}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_not_exists(#v) OR #v = :v" if expected == 0 else "#v = :v",
+                ExpressionAttributeNames={"#st": "state", "#v": "version", "#ts": "trading_state"},
+                ExpressionAttributeValues=values,
+            )
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConcurrencyError(

@@ -28,7 +28,8 @@ class MemoryOrdersStore:
         self.applied_fills: list[Fill] = []
         self._risk_json: str | None = None
         self._risk_version = 0
-        self.kill_switch_flag = False
+        self.kill_switch_flag = False  # its own attribute, as in DynamoDB: operators flip it directly
+        self.kill_switch_reason = ""
 
     # -- orders ------------------------------------------------------------------------------
 
@@ -102,9 +103,10 @@ class MemoryOrdersStore:
             )
             state.version = self._risk_version
             state.kill_switch = self.kill_switch_flag
+            state.kill_switch_reason = self.kill_switch_reason
             return state
 
-    def save_risk_state(self, state: RiskState) -> None:
+    def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         with self._lock:
             if state.version != self._risk_version:
                 raise ConcurrencyError(
@@ -112,7 +114,9 @@ class MemoryOrdersStore:
                 )
             state.version += 1
             self._risk_version = state.version
-            self.kill_switch_flag = state.kill_switch
+            if write_kill_switch:
+                self.kill_switch_flag = state.kill_switch
+                self.kill_switch_reason = state.kill_switch_reason
             self._risk_json = state.model_dump_json()
 
 
