@@ -178,3 +178,15 @@ def test_records_older_than_the_maximum_age_are_dead_lettered(clean_stack):
     assert stats.expired == 3 and stats.invocations == 0
     letters = clean_stack.stack.read_queue("features-dlq")
     assert [letter["reason"] for letter in letters] == ["record older than the maximum record age (3600 s)"] * 3
+
+
+def test_a_mapping_that_only_fails_can_be_switched_off(clean_stack):
+    def always_raises(event, context):
+        raise FileNotFoundError("model.onnx is missing")
+
+    esm = clean_stack.emulator(["features"], handlers={"features": always_raises}, disable_after_errors=2)
+    clean_stack.put_bars("market-data", bars("SPX", 6))
+    stats = esm.run_until_drained()["features"]
+    assert stats.dead_lettered == 2 and stats.undelivered == 4
+    assert stats.disabled == "2 records in a row failed: FileNotFoundError: model.onnx is missing"
+    assert esm.poll("features") == 0

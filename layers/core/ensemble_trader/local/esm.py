@@ -57,6 +57,8 @@ class MappingStats:
     dead_lettered: int = 0  # records sent to the on-failure destination by the mapping
     expired: int = 0  # of which: older than the maximum record age
     invoke_seconds: float = 0.0
+    disabled: str = ""  # why the mapping was switched off (``disable_after_errors``)
+    undelivered: int = 0  # records read but not delivered because the mapping was switched off
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +86,7 @@ class _Mapping:
     logs: _LogBuffer = field(default_factory=_LogBuffer)
     iterators: dict[str, str | None] = field(default_factory=dict)  # Kinesis: shard -> iterator
     queue_url: str = ""
+    consecutive_failures: int = 0  # records dead-lettered after function errors, none succeeding since
 
 
 class EventSourceMappingEmulator:
@@ -94,6 +97,11 @@ class EventSourceMappingEmulator:
     is put after the emulator is created). Handlers are loaded fresh (a cold start) unless
     ``fresh_handlers`` is False. ``capture_output`` keeps each function's stdout (Powertools
     metrics) in :meth:`logs` instead of the terminal.
+
+    ``disable_after_errors`` (off by default: Lambda has no such rule) switches a mapping off
+    once that many records in a row were dead-lettered after function errors with no success in
+    between — a function that cannot work at all (say, its model is missing) then costs seconds
+    instead of bisecting through every record. The demo uses it and reports the reason.
     """
 
     def __init__(
@@ -106,12 +114,14 @@ class EventSourceMappingEmulator:
         fresh_handlers: bool = True,
         capture_output: bool = True,
         clock: Callable[[], float] = time.time,
+        disable_after_errors: int | None = None,
     ) -> None:
         if start_position not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start_position must be TRIM_HORIZON or LATEST, not {start_position!r}")
         self.stack = stack
         self.capture_output = capture_output
         self.clock = clock
+        self.disable_after_errors = disable_after_errors
         specs = [constants.function_spec(f) if isinstance(f, str) else f for f in (functions or deployed_functions())]
         handlers = dict(handlers or {})
         self._mappings: dict[str, _Mapping] = {}
@@ -142,6 +152,8 @@ class EventSourceMappingEmulator:
     def poll(self, function: str) -> int:
         """One poll of ``function``'s source, delivering what it got; the number of records read."""
         mapping = self._mappings[function]
+        if mapping.stats.disabled:
+            return 0
         if mapping.spec.mapping.kind == "kinesis":
             return self._poll_kinesis(mapping)
         return self._poll_sqs(mapping)
@@ -243,6 +255,9 @@ class EventSourceMappingEmulator:
         pending = records
         retries = 0
         while pending:
+            if mapping.stats.disabled:
+                mapping.stats.undelivered += len(pending)
+                return
             if source.max_record_age_seconds >= 0:
                 now = self.clock()
                 too_old = [r for r in pending if now - r["kinesis"]["approximateArrivalTimestamp"] > source.max_record_age_seconds]
@@ -269,10 +284,12 @@ class EventSourceMappingEmulator:
                     return
                 if retries >= source.retry_attempts:
                     self._dead_letter(mapping, pending, f"{reason} (after {retries} retries)")
+                    self._count_failure(mapping, len(pending), reason)
                     return
                 retries += 1
                 mapping.stats.retries += 1
                 continue
+            mapping.consecutive_failures = 0
             start = self._first_failed_kinesis(mapping, pending, response)
             mapping.stats.records_succeeded += start
             if start == len(pending):
@@ -284,6 +301,13 @@ class EventSourceMappingEmulator:
                 return
             retries += 1
             mapping.stats.retries += 1
+
+    def _count_failure(self, mapping: _Mapping, n: int, reason: str) -> None:
+        mapping.consecutive_failures += n
+        limit = self.disable_after_errors
+        if limit is not None and mapping.consecutive_failures >= limit and not mapping.stats.disabled:
+            mapping.stats.disabled = f"{mapping.consecutive_failures} records in a row failed: {reason}"
+            log.warning("ESM %s: mapping switched off: %s", mapping.spec.logical, mapping.stats.disabled)
 
     def _first_failed_kinesis(self, mapping: _Mapping, pending: list[dict[str, Any]], response: Any) -> int:
         """Index of the record to resume from (len(pending) when the whole batch succeeded)."""
@@ -350,6 +374,8 @@ class EventSourceMappingEmulator:
                     failed = set(items)
         succeeded = [r for r in records if r["messageId"] not in failed]
         mapping.stats.records_succeeded += len(succeeded)
+        if succeeded:
+            mapping.consecutive_failures = 0
         mapping.stats.item_failures += len(failed) if not reason else 0
         self._delete(mapping, succeeded)
         retry, give_up = [], []
@@ -363,6 +389,8 @@ class EventSourceMappingEmulator:
                 mapping, give_up, reason or f"batch item failure after {spec.mapping.retry_attempts} retries"
             )
             self._delete(mapping, give_up)
+            if reason:
+                self._count_failure(mapping, len(give_up), reason)
         if retry:
             mapping.stats.retries += len(retry)
             sqs.change_message_visibility_batch(
@@ -433,6 +461,8 @@ def summarize_stats(stats: Mapping[str, MappingStats]) -> str:
             f"{s.function:<12} {s.records_received:>9,} {s.records_succeeded:>9,} {s.item_failures:>9,} "
             f"{s.function_errors:>7,} {s.retries:>8,} {s.dead_lettered:>6,}"
         )
+        if s.disabled:
+            lines.append(f"  ! {s.function} mapping switched off ({s.undelivered:,} records left undelivered): {s.disabled}")
     return "\n".join(lines)
 
 
