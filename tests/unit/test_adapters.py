@@ -189,6 +189,13 @@ def test_versioned_puts_detect_a_lost_race(store):
     assert store.get_item("stage-state", {"pk": "features", "sk": "NONE"}) is None
 
 
+def test_batch_puts_write_every_row_once(store):
+    rows = [{"pk": "regime", "sk": f"S{i:03d}", "version": 0, "p": i / 10} for i in range(60)]
+    store.put_items("stage-state", rows + [{**rows[0], "p": 9.5}])  # a repeated key: last one wins
+    assert store.get_item("stage-state", {"pk": "regime", "sk": "S059"})["p"] == 5.9
+    assert store.get_item("stage-state", {"pk": "regime", "sk": "S000"})["p"] == 9.5
+
+
 def test_dynamo_rejects_non_finite_numbers(aws):
     with pytest.raises(DataError, match="x=nan"):
         from ensemble_trader.adapters.aws.dynamodb import serialize_item

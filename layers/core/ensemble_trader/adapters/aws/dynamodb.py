@@ -7,7 +7,8 @@ Items are plain dicts on the Python side: ``float`` goes to DynamoDB as a number
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -66,6 +67,15 @@ def deserialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _from_dynamo_value(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
+def _key_names(table: str) -> tuple[str, ...]:
+    from ensemble_trader import constants
+
+    for spec in constants.TABLES:
+        if spec.logical == table:
+            return (spec.partition_key,) + ((spec.sort_key,) if spec.sort_key else ())
+    return ()
+
+
 def translate(exc: Exception, what: str) -> Exception:
     """A botocore error as the domain's exception (ConcurrencyError for a lost condition)."""
     if error_code(exc) == "ConditionalCheckFailedException":
@@ -122,6 +132,36 @@ class DynamoKeyValueStore:
             raise translate(
                 exc, f"DynamoDB put_item {name} (expected version {expected_version})"
             ) from exc
+
+    def put_items(self, table: str, items: Sequence[Mapping[str, Any]], *, max_attempts: int = 5) -> None:
+        """Unconditional puts in ``BatchWriteItem`` calls of 25, retrying unprocessed items.
+
+        For append-style rows (regime history, decisions) where one ``PutItem`` per row would
+        dominate the handler's time. For a logical table of ``constants.TABLES``, rows with the
+        same key collapse to the last one (DynamoDB rejects a batch that repeats a key).
+        """
+        name = self.table_name(table)
+        rows = [dict(i) for i in items]
+        keys = _key_names(table)
+        if keys:
+            rows = list({tuple(r.get(k) for k in keys): r for r in rows}.values())
+        for start in range(0, len(rows), 25):
+            pending = [{"PutRequest": {"Item": serialize_item(r)}} for r in rows[start : start + 25]]
+            for attempt in range(1, max_attempts + 1):
+                try:
+                    response = self._client.batch_write_item(RequestItems={name: pending})
+                except (ClientError, BotoCoreError) as exc:
+                    raise translate(exc, f"DynamoDB batch_write_item {name}") from exc
+                pending = response.get("UnprocessedItems", {}).get(name, [])
+                if not pending:
+                    break
+                if attempt < max_attempts:
+                    time.sleep(0.05 * 2 ** (attempt - 1))
+            else:
+                raise InfrastructureError(
+                    f"DynamoDB batch_write_item {name}: {len(pending)} items still unprocessed after "
+                    f"{max_attempts} attempts"
+                )
 
     def delete_item(self, table: str, key: Mapping[str, Any]) -> None:
         name = self.table_name(table)

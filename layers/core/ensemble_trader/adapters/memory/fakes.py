@@ -170,6 +170,13 @@ class MemoryKeyValueStore:
                 )
         self.tables[table][k] = copy.deepcopy(dict(item))
 
+    def put_items(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Unconditional puts of many rows (DynamoKeyValueStore's BatchWriteItem)."""
+        self.failures.check("put_items")
+        for item in items:
+            names = self._key_names(table, item)
+            self.tables[table][tuple(item[n] for n in names)] = copy.deepcopy(dict(item))
+
     def items(self, table: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(v) for v in self.tables[table].values()]
 
