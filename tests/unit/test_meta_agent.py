@@ -255,3 +255,32 @@ def test_bad_input_raises_typed_errors() -> None:
     other = market(1, 100.0).model_copy()
     with pytest.raises(DataError, match="without agents"):
         step(state, other)
+
+
+def test_agent_vol_rewards_are_per_unit_of_each_agents_own_risk() -> None:
+    """Agent b holds a tenth of a's position: per unit of market risk it earns a tenth, per unit
+    of its own risk exactly as much."""
+    cfg = MetaAgentConfig.create(context="global", cost_bps=0.0, risk_adjustment="agent_vol")
+    step = MetaAgentStep(cfg, agent_names=("a", "b"))
+    state, _ = step.decide(None, market(0, 100.0), [1.0, 0.1])
+    state, d1 = step.decide(state, market(1, 101.0), [1.0, 0.1])
+    np.testing.assert_allclose(d1.agent_rewards, [1.0, 0.1])  # no agent vol yet: market scale |r|
+    np.testing.assert_allclose(state.agent_variance, [1e-4, 1e-6])
+    state, d2 = step.decide(state, market(2, 101.0 * 1.01), [1.0, 0.1])
+    np.testing.assert_allclose(d2.agent_rewards, [1.0, 1.0])
+    restored = MetaAgentState.from_bytes(state.to_bytes())
+    np.testing.assert_array_equal(restored.agent_variance, state.agent_variance)
+
+
+def test_risk_blend_normalises_each_agent_by_its_own_volatility() -> None:
+    prices, regimes, targets = path(60, seed=4)
+    targets[:, 1] *= 0.1  # a timid agent
+    cfg = MetaAgentConfig.create(blend_by="risk", risk_adjustment="agent_vol", max_position_change=2.0, ramp_bars=1)
+    step = MetaAgentStep(cfg)
+    state, _ = run(step, prices[:59], regimes, targets)
+    new, decision = step.decide(state, market(59, prices[59], regimes[59]), targets[59])
+    w = np.array(list(decision.intent.agent_weights.values()))
+    sigma = np.sqrt(new.agent_variance)
+    expected = float((w @ (targets[59] / sigma)) * (w @ sigma))
+    assert decision.intent.explanation_detail["desired_position"] == pytest.approx(expected)
+    assert expected != pytest.approx(float(w @ targets[59]))

@@ -93,18 +93,25 @@ class MetaAgentConfig(BaseModel):
         ``regime``: one learner per reported regime (falling back to the global learner until
         it has ``min_regime_rounds`` updates); ``probability``: the regime learners' weights
         mixed by the regime probabilities; ``global``: one learner for every bar.
-    mode
-        ``select``: hold the chosen agent's target; ``blend``: the weighted mean of all targets.
+    mode, blend_by
+        ``select``: hold the chosen agent's target; ``blend``: the weighted mean of all targets
+        (``blend_by="position"``) or of their risk-normalised targets, rescaled to the weighted
+        risk of the agents (``"risk"``, see ``MetaAgentStep._combine``).
     feedback
         ``full``: every agent's counterfactual reward updates the learner; ``bandit``: only
         the reward of the agent that was played.
     max_position_change, ramp_bars
         smoothing: the largest |Δposition| per bar, and the number of bars over which the
         position moves to a new leading agent's target.
-    cost_bps, risk_adjustment, vol_halflife
+    cost_bps, risk_adjustment, vol_halflife, agent_vol_floor
         the reward: ``pos * r - cost_bps/1e4 * |Δpos|`` (default 3 bp, the backtest CostModel's
-        1 bp commission + 2 bp slippage), divided by the EWMA volatility of
-        returns (half-life in bars) when ``risk_adjustment == "vol"``.
+        1 bp commission + 2 bp slippage), divided by a volatility known at the previous bar
+        (EWMA, half-life ``vol_halflife`` bars): with ``risk_adjustment == "vol"`` the market's,
+        the same for every agent (the learner maximises return per unit of market risk); with
+        ``"agent_vol"`` each agent's own (floored at ``agent_vol_floor`` times the market's), so
+        the learner maximises each agent's return per unit of its own risk — a Sharpe ratio, the
+        quantity the ensemble is judged on, which no longer favours an agent merely for taking
+        bigger positions; ``"none"`` leaves rewards raw.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,13 +121,15 @@ class MetaAgentConfig(BaseModel):
     policy_params: dict[str, Any] | None = None
     context: Literal["regime", "probability", "global"] = "regime"
     mode: Literal["select", "blend"] = "blend"
+    blend_by: Literal["position", "risk"] = "position"
     feedback: Literal["full", "bandit"] = "full"
     min_regime_rounds: int = Field(default=20, ge=0)
     max_position_change: float = Field(default=0.5, gt=0.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
     cost_bps: float = Field(default=3.0, ge=0.0)
-    risk_adjustment: Literal["vol", "none"] = "vol"
+    risk_adjustment: Literal["vol", "agent_vol", "none"] = "vol"
+    agent_vol_floor: float = Field(default=0.1, gt=0.0)
     vol_halflife: float = Field(default=20.0, gt=0.0)
     vol_floor: float = Field(default=1e-4, gt=0.0)
     random_state: int = 0
@@ -270,6 +279,7 @@ class MetaAgentState:
     last_regime: str | None = None
     last_rewards: np.ndarray | None = None
     variance: float | None = None
+    agent_variance: np.ndarray | None = None
     version: int = 0
 
     def copy(self) -> MetaAgentState:
@@ -291,6 +301,7 @@ class MetaAgentState:
             last_regime=self.last_regime,
             last_rewards=None if self.last_rewards is None else self.last_rewards.copy(),
             variance=self.variance,
+            agent_variance=None if self.agent_variance is None else self.agent_variance.copy(),
             version=self.version,
         )
 
@@ -312,6 +323,7 @@ class MetaAgentState:
             "last_regime": self.last_regime,
             "last_rewards": None if self.last_rewards is None else self.last_rewards.tolist(),
             "variance": self.variance,
+            "agent_variance": None if self.agent_variance is None else self.agent_variance.tolist(),
             "version": self.version,
         }
 
@@ -340,6 +352,9 @@ class MetaAgentState:
                 if data["last_rewards"] is None
                 else np.asarray(data["last_rewards"], dtype=np.float64),
                 variance=data["variance"],
+                agent_variance=None
+                if data["agent_variance"] is None
+                else np.asarray(data["agent_variance"], dtype=np.float64),
                 version=int(data["version"]),
             )
         except StateError:
@@ -535,7 +550,13 @@ class MetaAgentStep:
         if state.last_price is not None:
             r = price / state.last_price - 1.0
             if state.arm is not None and state.last_regime is not None:
-                rewards = (state.agent_positions * r - state.agent_costs) / self._risk_scale(state.variance, r)
+                net = state.agent_positions * r - state.agent_costs
+                rewards = net / self._risk_scale(state, r)
+                new.agent_variance = (
+                    net * net
+                    if state.agent_variance is None
+                    else self._decay * state.agent_variance + (1.0 - self._decay) * net * net
+                )
                 meta_reward = float(state.weights @ rewards)
                 self._learn(new, copied, state.last_regime, state.arm, rewards)
                 new.regret.add(state.last_regime, rewards, meta_reward)
@@ -555,7 +576,7 @@ class MetaAgentStep:
             weights, selection, learner_key = np.full(self._n, 1.0 / self._n), None, None
             arm = None
             targets = np.zeros(self._n)
-        desired = float(weights @ targets)
+        desired = self._combine(weights, targets, new.agent_variance)
         leader = int(np.argmax(weights)) if selection is not None else None
 
         # 5. smooth
@@ -637,11 +658,31 @@ class MetaAgentStep:
             )
         return np.clip(arr, -self.config.max_position, self.config.max_position)
 
-    def _risk_scale(self, variance: float | None, r: float) -> float:
-        if self.config.risk_adjustment == "none":
+    def _combine(self, weights: np.ndarray, targets: np.ndarray, agent_variance: np.ndarray | None) -> float:
+        """The desired position: ``sum w_i p_i``, or with ``blend_by == "risk"`` the blend of the
+        agents' risk-normalised targets ``p_i / s_i`` brought back to the weighted risk
+        ``sum w_i s_i`` (``s_i`` = each agent's EWMA return volatility), so an agent that takes
+        small positions is not drowned by agents that take large ones at low weight."""
+        if self.config.blend_by == "position" or agent_variance is None:
+            return float(weights @ targets)
+        sigma = np.sqrt(agent_variance)
+        active = sigma > 0.0
+        if not np.any(active & (weights > 0.0)):
+            return float(weights @ targets)
+        w = np.where(active, weights, 0.0)
+        w = w / w.sum()
+        safe = np.where(active, sigma, 1.0)
+        return float((w @ (targets / safe)) * (w @ np.where(active, sigma, 0.0)))
+
+    def _risk_scale(self, state: MetaAgentState, r: float) -> float | np.ndarray:
+        """What the bar's net returns are divided by (volatilities known at the previous bar)."""
+        cfg = self.config
+        if cfg.risk_adjustment == "none":
             return 1.0
-        sigma = math.sqrt(variance) if variance is not None else abs(r)
-        return max(sigma, self.config.vol_floor)
+        market = max(math.sqrt(state.variance) if state.variance is not None else abs(r), cfg.vol_floor)
+        if cfg.risk_adjustment == "vol" or state.agent_variance is None:
+            return market
+        return np.maximum(np.sqrt(state.agent_variance), cfg.agent_vol_floor * market)
 
     def _writable(self, state: MetaAgentState, copied: set[str], key: str) -> Bandit:
         """The learner under ``key`` in the new state, copied before its first change this bar
