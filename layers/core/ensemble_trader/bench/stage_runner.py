@@ -1,0 +1,63 @@
+"""The stage runner's own cost per record, with in-memory fakes (no network, no Redis).
+
+``stage_runner_features_us_per_record`` is one 500-record Kinesis batch of two symbols through
+``KinesisStageRunner(FeaturesStep)`` — envelope validation, base64, Bar parsing, grouping,
+state load/store, FeatureEngine.update, FeatureVector JSON — divided by 500;
+``stage_runner_features_step_us_per_record`` is ``FeaturesStep.apply`` alone on the same bars,
+measured in the same run, so the difference is what the runner adds around the step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _event(n: int):
+    from ensemble_trader.local.events import kinesis_event, kinesis_record
+    from ensemble_trader.marketdata import load_arch
+
+    spx, ixic = load_arch("sp500"), load_arch("nasdaq")
+    records = []
+    for i in range(n // 2):
+        for s in (spx, ixic):
+            records.append(kinesis_record(s.bar(i).model_dump_json().encode(), partition_key=s.symbol,
+                                          sequence_number=str(len(records)), stream="bench"))
+    return kinesis_event(records), [s.bar(i) for i in range(n // 2) for s in (spx, ixic)]
+
+
+def run(quick: bool = False) -> dict[str, float | int | str]:
+    from ensemble_trader.adapters.memory import (
+        MemoryCache,
+        MemoryDeadLetters,
+        MemoryKeyValueStore,
+        MemoryStreamPublisher,
+    )
+    from ensemble_trader.runtime.features_stage import FeaturesStep
+    from ensemble_trader.runtime.stage import KinesisStageRunner, StageStats, StreamSink
+
+    batch = 500
+    repeats = 3 if quick else 15
+    event, bars = _event(batch)
+    runner_ns, step_ns = [], []
+    for _ in range(repeats):
+        runner = KinesisStageRunner(FeaturesStep(), cache=MemoryCache(), dlq=MemoryDeadLetters(),
+                                    sink=StreamSink(MemoryStreamPublisher(), "features"),
+                                    snapshots=MemoryKeyValueStore(), stats=StageStats())
+        t0 = time.perf_counter_ns()
+        response = runner.process(event)
+        runner_ns.append((time.perf_counter_ns() - t0) / batch)
+        if response["batchItemFailures"]:
+            raise RuntimeError(f"benchmark batch failed: {response}")
+        step = FeaturesStep()
+        states = {"SPX": step.new_state("SPX"), "IXIC": step.new_state("IXIC")}
+        t0 = time.perf_counter_ns()
+        for bar in bars:
+            step.apply(states[bar.symbol], bar)
+        step_ns.append((time.perf_counter_ns() - t0) / batch)
+    return {
+        "stage_runner_features_us_per_record": round(float(np.median(runner_ns)) / 1e3, 3),
+        "stage_runner_features_step_us_per_record": round(float(np.median(step_ns)) / 1e3, 3),
+        "stage_runner_batch_size": batch,
+    }
