@@ -97,12 +97,14 @@ class DecisionSink:
 
     The queue comes first: a failure after it re-sends on retry, which FIFO deduplication (by
     intent id) absorbs; a decision row is keyed by (symbol, bar time), so rewriting it is harmless.
+    Rows go in ``BatchWriteItem`` calls (``store.put_items``: the DynamoDB store or its in-memory
+    twin).
     """
 
     def __init__(
         self,
         queue: RecordSink,
-        store: KeyValueStore,
+        store: Any,
         metrics: MetricsSink | None = None,
         clock: Any = None,
         table: str = DECISIONS_TABLE,
@@ -119,8 +121,7 @@ class DecisionSink:
             raise DataError("the meta_agent stage emits OrderIntent records only")
         self.queue.emit(intents)
         now = self.clock.now() if self.clock is not None else datetime.now(UTC)
-        for intent in intents:
-            self.store.put_item(self.table, decision_item(intent, now))
+        self.store.put_items(self.table, [decision_item(intent, now) for intent in intents])
         if self.metrics is not None:
             latest = {i.symbol: i for i in intents}
             for intent in latest.values():
