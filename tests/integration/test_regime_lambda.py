@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.models import REGIMES, FeatureVector, MarketState
 from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
@@ -98,6 +99,17 @@ def test_market_states_history_events_and_redelivery(clean_stack, data):
     assert stage_stats("regime").duplicates == 2 * N_BARS
     assert [e for e in stack.published_events() if e.get("detail-type") == "RegimeChanged"] == []
 
+    # the demo's section: accounting and the timeline of each symbol
+    from ensemble_trader.local.reports.regime import summarize, timelines
+
+    per_symbol, distinct, _ = timelines(stack)
+    assert distinct == 2 * N_BARS
+    assert sum(p.bars for p in per_symbol["SYNA"]) == N_BARS - 60  # bars past the feature warm-up
+    text = summarize(stack)
+    assert "timeline SYNA" in text and "every record accounted for" in text
+    first = per_symbol["SYNA"][0]
+    assert f"{first.regime:<9}" in text and 0.0 < first.mean_confidence <= 1.0
+
 
 def test_bad_records_go_to_the_dlq_with_their_reason(clean_stack, data):
     _, vectors = data
@@ -121,7 +133,7 @@ def test_bad_records_go_to_the_dlq_with_their_reason(clean_stack, data):
 
 
 @pytest.mark.slow
-def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, data):
+def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, data, monkeypatch):
     series, vectors = data
     stack = clean_stack.stack
     esm = clean_stack.emulator(["regime"])
@@ -149,25 +161,7 @@ def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, da
     served = registry.load_pinned(S3ModelStore(settings=stack.settings), stack.settings.models_dir / "regime")
     assert served.version == result["version"] and served.info["refit_of"] == default.version
 
-
-def test_refit_without_symbols_is_a_clear_error(clean_stack, monkeypatch):
     monkeypatch.delenv("ET_REGIME_SYMBOLS", raising=False)
-    refit = load_handler("regime", module="refit")
-    with pytest.raises(Exception, match="no symbols to refit on"):
+    with pytest.raises(DataError, match="no symbols to refit on"):
         refit({"detail": {}}, FakeLambdaContext("et-local-regime-refit"))
 
-
-def test_demo_report_prints_the_timeline(clean_stack, data):
-    from ensemble_trader.local.reports.regime import summarize, timelines
-
-    _, vectors = data
-    esm = clean_stack.emulator(["regime"])
-    clean_stack.put_records("features", vectors)
-    esm.run_until_drained()
-    per_symbol, distinct, _ = timelines(clean_stack.stack)
-    assert distinct == 2 * N_BARS
-    assert sum(p.bars for p in per_symbol["SYNA"]) == N_BARS - 60  # bars past the feature warm-up
-    text = summarize(clean_stack.stack)
-    assert "timeline SYNA" in text and "every record accounted for" in text
-    first = per_symbol["SYNA"][0]
-    assert f"{first.regime:<9}" in text and 0.0 < first.mean_confidence <= 1.0

@@ -92,7 +92,7 @@ def test_fit_writes_a_loadable_model(tmp_path, capsys):
 
 def test_evaluate_prints_the_table_for_a_small_run(capsys, tmp_path):
     code = main(["regime", "evaluate", "--scenarios", "easy", "--seeds", "0", "--bars", "800", "--train-bars",
-                 "1500", "--methods", "ours", "true_params", "--out", str(tmp_path)])  # fmt: skip
+                 "1500", "--methods", "ours", "true_params", "--restarts", "1", "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     table = capsys.readouterr().out
     assert "| easy | ours |" in table and "| easy | true_params |" in table

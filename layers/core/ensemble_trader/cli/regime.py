@@ -58,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--bars", type=int, default=3000, help="test bars per seed")
     ev.add_argument("--train-bars", type=int, default=6000, help="bars of the training run")
     ev.add_argument("--methods", nargs="+", default=None, help="subset of ours hmmlearn true_params jumpmodels")
+    ev.add_argument("--restarts", type=int, default=3, help="EM restarts per state count of our fit (default 3)")
     ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
     ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")
     ev.add_argument("--plot", help="also write a PNG of truth vs labels on one realistic run here")
@@ -176,6 +177,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         train_bars=args.train_bars,
         rule=_rule(args),
         methods=tuple(args.methods or METHODS),
+        n_restarts=args.restarts,
     )
     rows = evaluate(cfg, progress=not args.json and sys.stderr.isatty())
     summary = summarize(rows)
