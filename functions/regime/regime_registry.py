@@ -109,5 +109,10 @@ class MarketStateSink:
         if len(states) != len(records):
             raise DataError("the regime stage emits MarketState records only")
         self.stream.emit(states)
-        for state in states:
-            self.store.put_item(self.table, history_item(state))
+        rows = [history_item(state) for state in states]
+        put_items = getattr(self.store, "put_items", None)  # BatchWriteItem when the store has it
+        if put_items is not None:
+            put_items(self.table, rows)
+        else:
+            for row in rows:
+                self.store.put_item(self.table, row)
