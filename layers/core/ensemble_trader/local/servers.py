@@ -112,13 +112,42 @@ class RedisServer:
         """The server's working folder (its pid file and log), removed on stop."""
         return self._dir
 
-    def start(self) -> RedisServer:
+    def start(self, attempts: int = 5) -> RedisServer:
+        """Start the server; if another process took the port meanwhile, retry on a new port."""
         binary = shutil.which("redis-server")
         if binary is None:
             if not self.allow_fake:
                 raise InfrastructureError("redis-server is not installed (apt-get install redis-server)")
             self._start_fake()
             return self
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_real(binary)
+                self._check_identity()
+                return self
+            except (InfrastructureError, OSError, ValueError) as exc:
+                self.stop()
+                if attempt == attempts:
+                    raise InfrastructureError(f"redis-server did not start after {attempts} attempts: {exc}") from exc
+                log.info("redis-server on port %d failed (%s); retrying on another port", self.port, exc)
+                self.port = free_port()
+        return self
+
+    def _check_identity(self) -> None:
+        """The server answering on our port is the one we started (not a port-race neighbour)."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            pid = int(client.info("server")["process_id"])
+        except redis.RedisError as exc:
+            raise InfrastructureError(f"redis on port {self.port} does not answer: {exc}") from exc
+        finally:
+            client.close()
+        if pid != self.pid:
+            raise InfrastructureError(f"port {self.port} is served by pid {pid}, not by our redis-server {self.pid}")
+
+    def _start_real(self, binary: str) -> None:
         self._dir = tempfile.mkdtemp(prefix="et-redis-")
         pidfile = Path(self._dir) / "redis.pid"
         cmd = [
@@ -143,7 +172,6 @@ class RedisServer:
             self.pid = proc.pid
             self._proc = proc
             wait_for_port(self.port, what="redis-server")
-        return self
 
     def _start_fake(self) -> None:
         import threading
@@ -175,7 +203,10 @@ class RedisServer:
 
 
 class MotoServer:
-    """A moto server on 127.0.0.1: in this process (a thread) or detached (its own process)."""
+    """A moto server on 127.0.0.1: in this process (a thread) or detached (its own process).
+
+    In-process, the port is chosen by the OS at bind time (``port`` is then read back).
+    """
 
     def __init__(self, port: int | None = None, *, detached: bool = False) -> None:
         self.port = port or free_port()
@@ -198,12 +229,18 @@ class MotoServer:
                 start_new_session=True,
             )
             self.pid = proc.pid
+            wait_for_port(self.port, timeout_s=30, what="moto server")
+            if proc.poll() is not None:
+                raise InfrastructureError(f"moto server exited with code {proc.returncode} (port {self.port} taken?)")
         else:
             from moto.server import ThreadedMotoServer
 
-            self._threaded = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            # port 0: the OS picks a free port when the server binds, so no other process can
+            # take it between choosing and binding
+            self._threaded = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
             self._threaded.start()
-        wait_for_port(self.port, timeout_s=30, what="moto server")
+            self.port = self._threaded.get_host_and_port()[1]
+            wait_for_port(self.port, timeout_s=30, what="moto server")
         return self
 
     def stop(self) -> None:
