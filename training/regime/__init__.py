@@ -1,0 +1,1 @@
+"""Regime-model training, validation and historical checks (offline; uses hmmlearn)."""

@@ -321,10 +321,6 @@ class Labels:
     confidence: np.ndarray  # (n,) probability of the reported regime
     observed: np.ndarray  # (n,) bool: the row entered the filter (not warm-up)
 
-    @property
-    def regime_names(self) -> list[str]:
-        return [REGIMES[i].value for i in self.regime]
-
 
 class RegimeDetector:
     """A :class:`RegimeModel` plus a :class:`TransitionRule`: the per-symbol online detector."""
