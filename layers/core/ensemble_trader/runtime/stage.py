@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +78,7 @@ S = TypeVar("S")
 In = TypeVar("In", bound=BaseModel)
 
 SNAPSHOT_TABLE = "stage-state"
+COMPUTE_SAMPLES = 200_000
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC = b"ET1"
 
@@ -211,7 +212,8 @@ class StageStats:
     outputs: int = 0
     events: int = 0
     rejection_reasons: Counter = field(default_factory=Counter)
-    compute_ns: list[int] = field(default_factory=list)
+    # the latest per-record compute times (bounded: a warm container may live for millions)
+    compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
     def compute_us(self) -> dict[str, float]:
         """p50/p99/mean per-record compute latency in microseconds (empty when none)."""
