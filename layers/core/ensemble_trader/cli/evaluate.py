@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _detected_regimes(series: Any, model_dir: Path | None) -> Any:
+def detected_regimes(series: Any, model_dir: Path | None) -> Any:
     """Causal regime labels of every bar from the regime model, or None if there is none."""
     import numpy as np
 
@@ -82,14 +82,14 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         regimes = align_truth(series, *read_truth_csv(args.truth))
         source = "truth"
     elif regimes is None:
-        regimes = _detected_regimes(series, args.regime_model)
+        regimes = detected_regimes(series, args.regime_model)
         source = "detected" if regimes is not None else "none"
     prepared = prepare(series, regimes, start=args.start, end=args.end)
     paths = run_pool(pool, prepared.features)
     costs = CostModel(args.cost_bps, args.slippage_bps)
     report = evaluate_agents(prepared, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
     if args.plot is not None:
-        _plot(prepared, paths, pool.names, costs, args.plot)
+        plot_equity(prepared, paths, pool.names, costs, args.plot)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -133,7 +133,7 @@ def format_report(report: dict[str, Any], markdown: bool = False) -> str:
     return "\n".join(out).lstrip("\n")
 
 
-def _plot(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, path: Path) -> None:
+def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, path: Path) -> None:
     """Equity curves of the agents and buy-and-hold, with the regimes shaded when known."""
     import matplotlib
 
