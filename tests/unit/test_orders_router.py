@@ -302,3 +302,21 @@ def test_batch_flush_merges_into_a_risk_state_saved_meanwhile():
         rig.store.save_risk_state(other, write_kill_switch=True)
     state = rig.store.load_risk_state()
     assert state.kill_switch and state.marks["SPX"].price == 101.0 and state.recent
+
+
+def test_batch_recovers_when_another_writer_synced_a_fill_first():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))  # order working at the broker
+    with rig.router.batch():
+        rig.router.store.list_orders(working_only=True)  # the batch caches the working order
+        # meanwhile the scheduled reconciliation (another container) applies the fill
+        rig.paper.on_price("SPX", 101.0, T0 + timedelta(days=2))
+        assert rig.new_router().reconcile().synced
+        rig.router.handle(intent(2, 0.5, 101.0))
+    assert rig.store.get_position("SPX").quantity == 500
+    assert len(rig.store.applied_fills) == 1
+    # the next order is the small rebalance to 50 % of equity at 101, not a 500-share sell
+    # computed from a stale copy of the filled order
+    second = [o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED][1:]
+    assert [(o.side, o.quantity) for o in second] == [(Side.SELL, 5.0)]

@@ -180,12 +180,43 @@ class BatchingOrdersStore:
         written = self.inner.update_order(order, expected_status=expected_status, expected_filled=expected_filled)
         if written:
             self._track(order)
-        elif self._working is not None:
-            self._working.pop(order.client_order_id, None)  # stale copy: read it again next time
-            fresh = self.inner.get_order(order.client_order_id)
-            if fresh is not None:
-                self._track(fresh)
+        else:
+            self._refresh(order.client_order_id)
         return written
+
+    def refresh_symbol(self, symbol: str) -> None:
+        """Re-read the symbol's working orders (and its position if one of them moved on).
+
+        Only other writers' progress can make our copies stale — the scheduled reconciliation or
+        the kill switch settling an order — never a new order (a symbol's intents are handled by
+        one consumer at a time: FIFO message group = symbol). A symbol with no working order in
+        the copy therefore needs no read.
+        """
+        if self._working is None:
+            return
+        changed = False
+        for order in [o for o in self._working.values() if o.symbol == symbol]:
+            fresh = self.inner.get_order(order.client_order_id)
+            if fresh != order:
+                changed = True
+                self._working.pop(order.client_order_id, None)
+                if fresh is not None:
+                    self._track(fresh)
+        if changed and self._positions is not None:
+            position = self.inner.get_position(symbol)
+            if position is None:
+                self._positions.pop(symbol, None)
+            else:
+                self._positions[symbol] = position
+
+    def _refresh(self, client_order_id: str) -> None:
+        """Another writer changed this order: replace our copy with the stored one."""
+        if self._working is None:
+            return
+        self._working.pop(client_order_id, None)
+        fresh = self.inner.get_order(client_order_id)
+        if fresh is not None:
+            self._track(fresh)
 
     def list_orders(self, *, working_only: bool = False) -> list[Order]:
         if not working_only:
@@ -196,7 +227,9 @@ class BatchingOrdersStore:
 
     def apply_fill(self, order: Order, fill: Any, *, expected_filled: float) -> Position | None:
         position = self.inner.apply_fill(order, fill, expected_filled=expected_filled)
-        if position is not None:
+        if position is None:
+            self._refresh(order.client_order_id)
+        else:
             self._track(order)
             if self._positions is not None:
                 self._positions[position.symbol] = position
@@ -344,6 +377,9 @@ class OrderRouter:
 
         # The intent's price is also the newest market observation of the symbol: it fills the
         # paper broker's working orders (decided on earlier bars) and becomes the next reference.
+        refresh = getattr(self.store, "refresh_symbol", None)  # batch copies: see BatchingOrdersStore
+        if refresh is not None:
+            refresh(symbol)
         # Every paper order is recorded here before it reaches the broker, so a symbol without
         # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)

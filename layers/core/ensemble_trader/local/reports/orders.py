@@ -42,7 +42,8 @@ def summarize(stack: LocalStack) -> str:
     lines = [
         "orders λ  (order-intents → risk engine → paper broker)",
         f"  intents routed    {stats.intents:>8,}  in this process; {stats.dead_lettered:,} dead-lettered",
-        f"  orders            {len(orders):>8,}  " + ", ".join(f"{k} {v:,}" for k, v in statuses.most_common()),
+        f"  orders            {len(orders):>8,}  "
+        + (", ".join(f"{k} {v:,}" for k, v in statuses.most_common()) or "none"),
         f"  filled            {filled_qty:>12,.0f} shares, fees {fees:,.2f}",
         f"  rejected orders   {sum(rejected.values()):>8,}  by reason: "
         + (", ".join(f"{k} {v:,}" for k, v in rejected.most_common()) or "none"),
