@@ -195,6 +195,11 @@ def _report(o: AlpacaOrder) -> BrokerOrder:
     status = _STATUS.get(o.status)
     if status is None:
         raise BrokerUnavailableError(f"unknown Alpaca order status {o.status!r} of {o.client_order_id}")
+    if o.qty in (None, "") or o.symbol is None:
+        raise BrokerUnavailableError(
+            f"Alpaca order {o.client_order_id} has no quantity or symbol (a notional or multi-leg "
+            "order): this adapter cannot account for it"
+        )
     filled = float(o.filled_qty or 0.0)
     avg = float(o.filled_avg_price) if o.filled_avg_price not in (None, "") else None
     return BrokerOrder(
