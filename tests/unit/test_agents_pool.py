@@ -14,6 +14,7 @@ import onnx
 import pytest
 from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
+from ensemble_trader.domain.features import FEATURE_NAMES
 from onnx import TensorProto, helper, numpy_helper
 
 from training.agents.modelset import write_model_set
@@ -99,7 +100,7 @@ def _expected(ws, bs, limits, features, positions):
 @pytest.mark.parametrize("fused", [True, False])
 def test_act_matches_the_policies(model_set, fused):
     folder, ws, bs, limits = model_set
-    pool = AgentPool.load(folder, fused=fused)
+    pool = AgentPool.load(folder, fused=fused, feature_names=FEATURES)
     assert pool.names == AGENT_NAMES
     assert pool.leverage == DEFAULT_LEVERAGE
     assert pool.version.startswith("agents-")
@@ -119,8 +120,8 @@ def test_fused_and_separate_agree(model_set):
     x = np.random.default_rng(2).normal(size=(20, len(FEATURES)))
     p = np.zeros((20, 4))
     np.testing.assert_allclose(
-        AgentPool.load(folder, fused=True).act_batch(x, p),
-        AgentPool.load(folder, fused=False).act_batch(x, p),
+        AgentPool.load(folder, fused=True, feature_names=FEATURES).act_batch(x, p),
+        AgentPool.load(folder, fused=False, feature_names=FEATURES).act_batch(x, p),
         atol=1e-6,
     )
 
@@ -130,21 +131,21 @@ def test_corrupted_file_is_named(model_set):
     with open(folder / "balanced.onnx", "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ModelArtifactError, match=r"balanced\.onnx is corrupted"):
-        AgentPool.load(folder)
+        AgentPool.load(folder, feature_names=FEATURES)
 
 
 def test_missing_file_is_named(model_set):
     folder, *_ = model_set
     (folder / "contrarian.onnx").unlink()
     with pytest.raises(ModelArtifactError, match=r"contrarian\.onnx is missing"):
-        AgentPool.load(folder)
+        AgentPool.load(folder, feature_names=FEATURES)
 
 
 def test_missing_manifest_and_folder(model_set, tmp_path):
     folder, *_ = model_set
     (folder / "manifest.json").unlink()
     with pytest.raises(ModelArtifactError, match=r"manifest\.json is missing"):
-        AgentPool.load(folder)
+        AgentPool.load(folder, feature_names=FEATURES)
     with pytest.raises(ModelArtifactError, match="does not exist"):
         AgentPool.load(tmp_path / "nowhere")
 
@@ -155,7 +156,7 @@ def test_invalid_manifest_names_the_field(model_set):
     raw["agents"]["balanced"]["sha256"] = "not-a-hash"
     (folder / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ModelArtifactError, match=r"agents\.balanced\.sha256"):
-        AgentPool.load(folder)
+        AgentPool.load(folder, feature_names=FEATURES)
 
 
 def test_graph_that_is_not_onnx_is_rejected(model_set):
@@ -165,15 +166,36 @@ def test_graph_that_is_not_onnx_is_rejected(model_set):
     raw["agents"]["aggressive"]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
     (folder / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ModelArtifactError, match=r"aggressive\.onnx: onnxruntime cannot load it"):
-        AgentPool.load(folder)
+        AgentPool.load(folder, feature_names=FEATURES)
 
 
 def test_bad_inputs_are_typed_errors(model_set):
     folder, *_ = model_set
-    pool = AgentPool.load(folder)
+    pool = AgentPool.load(folder, feature_names=FEATURES)
     with pytest.raises(DataError, match="features must have shape"):
         pool.act(np.zeros(len(FEATURES) + 1), np.zeros(4))
     with pytest.raises(DataError, match="positions must have shape"):
         pool.act(np.zeros(len(FEATURES)), np.zeros(3))
     with pytest.raises(DataError, match="finite"):
         pool.act(np.full(len(FEATURES), np.nan), np.zeros(4))
+
+
+def test_feature_names_must_match_the_feature_engine(model_set):
+    folder, *_ = model_set
+    with pytest.raises(ModelArtifactError, match="trained on features"):
+        AgentPool.load(folder)  # default: the engine's FEATURE_NAMES, not f0..f4
+
+
+def test_committed_model_set_is_intact():
+    """The set in layers/models/agents loads, matches the feature engine and respects leverage."""
+    pool = AgentPool.load()
+    assert pool.names == AGENT_NAMES
+    assert pool.feature_names == FEATURE_NAMES
+    assert pool.manifest.fused is not None
+    training = pool.manifest.training
+    assert max(training["onnx_parity_max_abs_error"].values()) <= 1e-5
+    for windows in training["windows"].values():
+        assert windows["train"][1] < windows["validation"][0] <= windows["validation"][1] < windows["test"][0]
+    x = np.random.default_rng(3).normal(size=(32, len(FEATURE_NAMES)))
+    out = pool.act_batch(x, np.zeros((32, 4)))
+    assert np.all(np.abs(out) <= np.array([pool.leverage[n] for n in AGENT_NAMES]) + 1e-6)

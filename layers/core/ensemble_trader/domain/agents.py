@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
+from ensemble_trader.domain.features import FEATURE_NAMES
 
 AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 """Every agent the system knows, in the order used for positions and actions arrays."""
@@ -172,17 +173,29 @@ class AgentPool:
         self._n_features = len(self.feature_names)
 
     @classmethod
-    def load(cls, models_dir: Path | None = None, *, fused: bool | None = None) -> AgentPool:
+    def load(
+        cls,
+        models_dir: Path | None = None,
+        *,
+        fused: bool | None = None,
+        feature_names: tuple[str, ...] | None = FEATURE_NAMES,
+    ) -> AgentPool:
         """Load and verify a model set (default: the committed ``layers/models/agents``).
 
-        Every file is checked against the manifest's sha256 before onnxruntime sees it.
-        ``fused=None`` uses the fused graph when the set has one; ``False`` forces one session
-        per agent; ``True`` requires the fused graph.
+        Every file is checked against the manifest's sha256 before onnxruntime sees it, and the
+        manifest's feature names against ``feature_names`` (the feature engine's, by default;
+        None skips the check). ``fused=None`` uses the fused graph when the set has one;
+        ``False`` forces one session per agent; ``True`` requires the fused graph.
         """
         models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
         if not models_dir.is_dir():
             raise ModelArtifactError(f"model set folder {models_dir} does not exist")
         manifest = read_manifest(models_dir)
+        if feature_names is not None and tuple(manifest.feature_names) != tuple(feature_names):
+            raise ModelArtifactError(
+                f"model set {models_dir} was trained on features {list(manifest.feature_names)}, "
+                f"but this code computes {list(feature_names)}: retrain the agents"
+            )
         sessions = {}
         for name in manifest.names:
             sessions[name] = _session(verify_file(models_dir, manifest.agents[name]))
