@@ -40,7 +40,7 @@ def _up(args: argparse.Namespace) -> int:
     stack = LocalStack(args.stage, shards=args.shards, detached=True)
     stack.start()
     stack.write_state_file(path)
-    env = stack.environment()
+    env = stack.environment(for_shell=True)
     stack.attached = True  # leave the servers running when this handle goes away
     stack.stop()
     print(f"# local stack up: moto {env['ET_AWS_ENDPOINT_URL']} (pid {stack.moto.pid}), "

@@ -203,44 +203,61 @@ class RedisServer:
 
 
 class MotoServer:
-    """A moto server on 127.0.0.1: in this process (a thread) or detached (its own process).
+    """A moto server on 127.0.0.1, in one of three modes.
 
-    In-process, the port is chosen by the OS at bind time (``port`` is then read back).
+    * ``process`` (default): a child ``python -m moto.server`` that ends with this process. Its
+      state is its own: moto's in-process ``mock_aws`` (used by other tests in the same session)
+      resets the backends of *this* process and would wipe a threaded server's resources.
+    * ``detached``: the same, in its own session, outliving this process (``local up``).
+    * ``thread``: ``ThreadedMotoServer`` in this process, bound to port 0 (the OS picks the port).
     """
 
-    def __init__(self, port: int | None = None, *, detached: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, mode: str = "process") -> None:
+        if mode not in ("process", "detached", "thread"):
+            raise ValueError(f"moto server mode must be process, detached or thread, not {mode!r}")
         self.port = port or free_port()
-        self.detached = detached
+        self.mode = mode
         self.pid: int | None = None
         self._threaded = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def detached(self) -> bool:
+        return self.mode == "detached"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> MotoServer:
+    def start(self, attempts: int = 5) -> MotoServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        if self.detached:
+        if self.mode == "thread":
+            from moto.server import ThreadedMotoServer
+
+            self._threaded = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._threaded.start()
+            self.port = self._threaded.get_host_and_port()[1]
+            wait_for_port(self.port, timeout_s=30, what="moto server")
+            return self
+        for attempt in range(1, attempts + 1):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=self.detached,
+                preexec_fn=None if self.detached else _die_with_parent,
             )
-            self.pid = proc.pid
-            wait_for_port(self.port, timeout_s=30, what="moto server")
-            if proc.poll() is not None:
-                raise InfrastructureError(f"moto server exited with code {proc.returncode} (port {self.port} taken?)")
-        else:
-            from moto.server import ThreadedMotoServer
-
-            # port 0: the OS picks a free port when the server binds, so no other process can
-            # take it between choosing and binding
-            self._threaded = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            self._threaded.start()
-            self.port = self._threaded.get_host_and_port()[1]
-            wait_for_port(self.port, timeout_s=30, what="moto server")
+            self.pid, self._proc = proc.pid, proc
+            try:
+                _wait_for_child_port(proc, self.port, "moto server")
+                return self
+            except InfrastructureError as exc:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                log.info("moto server on port %d failed (%s); retrying on another port", self.port, exc)
+                self.port = free_port()
         return self
 
     def stop(self) -> None:
@@ -248,4 +265,29 @@ class MotoServer:
             self._threaded.stop()
             self._threaded = None
         stop_pid(self.pid)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._proc = None
         self.pid = None
+
+
+def _wait_for_child_port(proc: subprocess.Popen, port: int, what: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``proc`` listens on ``port``; fail at once if it exits (port taken)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InfrastructureError(f"{what} exited with code {proc.returncode} (port {port} taken?)")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+        except OSError:
+            time.sleep(0.05)
+            continue
+        time.sleep(0.05)  # a neighbour could answer while our child fails to bind: check once more
+        if proc.poll() is not None:
+            raise InfrastructureError(f"{what} exited with code {proc.returncode} (port {port} taken?)")
+        return
+    raise InfrastructureError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s")

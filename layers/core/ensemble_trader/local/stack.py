@@ -48,6 +48,9 @@ class LocalStack:
 
     ``shards`` is the shard count of every stream. ``quiet`` lowers Powertools' log level to
     WARNING for handlers run in this process (the demo's setting; tests keep INFO).
+    ``detached`` servers outlive this process (``local up``); otherwise the moto server is a child
+    process (``moto_mode="process"``, immune to ``mock_aws`` in the same process) or a thread
+    (``"thread"``), and both servers end with this process even if it is killed.
     """
 
     def __init__(
@@ -58,12 +61,13 @@ class LocalStack:
         detached: bool = False,
         quiet: bool = False,
         allow_fake_redis: bool = True,
+        moto_mode: str = "process",
     ) -> None:
         self.stage = stage
         self.shards = shards
         self.detached = detached
         self.quiet = quiet
-        self.moto = MotoServer(detached=detached)
+        self.moto = MotoServer(mode="detached" if detached else moto_mode)
         self.redis = RedisServer(allow_fake=allow_fake_redis, detached=detached)
         self.attached = False
         self._saved_env: dict[str, str | None] = {}
@@ -145,13 +149,17 @@ class LocalStack:
     def redis_url(self) -> str:
         return self.redis.url
 
-    def environment(self) -> dict[str, str]:
-        """What a handler reads to find this stack (also what ``local up`` prints)."""
+    def environment(self, *, for_shell: bool = False) -> dict[str, str]:
+        """What a handler reads to find this stack.
+
+        ``for_shell`` adds ``AWS_ENDPOINT_URL`` (so the aws CLI in that shell talks to moto too),
+        which ``local up`` prints. It is not set inside this process: it would also redirect the
+        clients of moto's in-process ``mock_aws`` in other tests of the same session.
+        """
         env = {
             "ET_STAGE": self.stage,
             "ET_AWS_ENDPOINT_URL": self.endpoint_url,
             "ET_REDIS_URL": self.redis_url,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "testing",
@@ -160,6 +168,8 @@ class LocalStack:
         }
         if self.quiet:
             env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        if for_shell:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
         return env
 
     def _set_environment(self) -> None:
