@@ -49,7 +49,7 @@ from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPo
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_BARS: tuple[str, ...] = (
     "arch:sp500",
@@ -551,6 +551,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
 # --------------------------------------------------------------------------------------------
 
 SM_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+SM_FAILURE_FILE = Path("/opt/ml/output/failure")
 
 
 def read_hyperparameters(path: Path = SM_HYPERPARAMETERS) -> dict[str, Any]:
@@ -586,8 +587,10 @@ def sagemaker_main() -> int:
     try:
         config = TrainConfig.model_validate(hps)
         manifest = run_job(config, out, progress=sys.stderr.isatty())
-    except EnsembleTraderError as exc:
+    except (EnsembleTraderError, ValidationError) as exc:
         print(f"training failed: {exc}", file=sys.stderr)
+        if SM_FAILURE_FILE.parent.is_dir():  # SageMaker shows this file as the job's failure reason
+            SM_FAILURE_FILE.write_text(str(exc)[:1000], encoding="utf-8")
         return 1
     print(json.dumps({"version": manifest["version"], "model_dir": str(out)}))
     return 0
