@@ -195,7 +195,7 @@ def prepare(series: BarSeries, regimes: np.ndarray | None = None, start: str | N
 def load_series(spec: str, synthetic_bars: int = 2_000) -> tuple[BarSeries, np.ndarray | None]:
     """Bars of one data spec, with the true regimes when the spec is synthetic.
 
-    ``synth:<scenario>[:<seed>[:<bars>]]`` is generated here (``synthetic_bars`` by default) so
+    ``synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]`` is generated here (``synthetic_bars`` by default) so
     its hidden regime labels come along; every other spec (``arch:sp500``, ``shared:<name>``, a
     CSV path) goes through :func:`ensemble_trader.marketdata.load_bars` and has none.
     """
@@ -205,11 +205,11 @@ def load_series(spec: str, synthetic_bars: int = 2_000) -> tuple[BarSeries, np.n
     kind, _, rest = spec.partition(":")
     if kind == "synth":
         parts = rest.split(":")
-        if not parts[0] or len(parts) > 3 or not all(p.isdigit() for p in parts[1:]):
-            raise DataError(f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>]]")
+        if not parts[0] or len(parts) > 4 or not all(p.isdigit() for p in parts[1:3]):
+            raise DataError(f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]")
         seed = int(parts[1]) if len(parts) > 1 else 0
         n = int(parts[2]) if len(parts) > 2 else synthetic_bars
-        symbol = f"SYN-{parts[0].upper().replace('_', '-')}"[:24]
+        symbol = parts[3] if len(parts) > 3 else f"SYN-{parts[0].upper().replace('_', '-')}"[:24]
         data = generate(parts[0], n, seed, symbol=symbol)
         return data.series, data.regimes
     loaded = load_bars(spec)
