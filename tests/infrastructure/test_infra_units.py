@@ -57,8 +57,8 @@ def test_function_names_are_stage_qualified_and_dns_friendly():
 def test_stage_configuration():
     assert set(STAGES) == {"dev", "staging", "prod"}
     assert stage_config("prod").retain_data and not stage_config("dev").retain_data
-    with pytest.raises(UnknownStageError, match="'staging'.*dev"):
-        stage_config("staging")
+    with pytest.raises(UnknownStageError, match="'qa'.*dev"):
+        stage_config("qa")
 
 
 def test_synth_without_built_layers_names_the_fix(tmp_path):
@@ -69,3 +69,22 @@ def test_synth_without_built_layers_names_the_fix(tmp_path):
         build_app(
             outdir=str(tmp_path / "out"), functions_dir=tmp_path / "functions", layers_dir=tmp_path / "none"
         )
+
+
+def test_the_app_writes_to_cdk_outdir_or_cdk_out(tmp_path, monkeypatch):
+    from infra_cdk.app import build_app
+
+    monkeypatch.setenv("CDK_OUTDIR", str(tmp_path / "from-env"))
+    app, _ = build_app(functions_dir=tmp_path / "no-functions")
+    assert app.outdir == str(tmp_path / "from-env")
+    monkeypatch.delenv("CDK_OUTDIR")
+    monkeypatch.chdir(tmp_path)
+    app, _ = build_app(functions_dir=tmp_path / "no-functions")
+    assert app.outdir.endswith("cdk.out")
+
+
+def test_invalid_broker_context_is_refused(tmp_path):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match="broker='ib'"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"broker": "ib"})
