@@ -237,7 +237,8 @@ def test_full_information_learns_from_agents_that_were_not_played() -> None:
     regimes = [Regime.BULL] * 200
     prices = 100 * 1.002 ** np.arange(200) * (1 + 0.001 * np.sin(np.arange(200)))
     targets = np.tile([1.0, 0.0, 0.2, -1.0], (200, 1))
-    state, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy="hedge", context="global")), prices, regimes, targets)
+    cfg = MetaAgentConfig.create(policy="hedge", context="global", risk_adjustment="vol")
+    state, decisions = run(MetaAgentStep(cfg), prices, regimes, targets)
     assert decisions[-1].intent.agent_weights["conservative"] > 0.9
 
 
@@ -275,7 +276,10 @@ def test_agent_vol_rewards_are_per_unit_of_each_agents_own_risk() -> None:
 def test_risk_blend_normalises_each_agent_by_its_own_volatility() -> None:
     prices, regimes, targets = path(60, seed=4)
     targets[:, 1] *= 0.1  # a timid agent
-    cfg = MetaAgentConfig.create(blend_by="risk", risk_adjustment="agent_vol", max_position_change=2.0, ramp_bars=1)
+    cfg = MetaAgentConfig.create(
+        blend_by="risk", risk_adjustment="agent_vol", max_position_change=2.0, ramp_bars=1,
+        policy_params={"eta": 0.01, "discount": 1.0},
+    )
     step = MetaAgentStep(cfg)
     state, _ = run(step, prices[:59], regimes, targets)
     new, decision = step.decide(state, market(59, prices[59], regimes[59]), targets[59])

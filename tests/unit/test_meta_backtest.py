@@ -128,7 +128,7 @@ def test_walk_forward_start_evaluates_only_later_bars(pipeline) -> None:
 def test_compare_policies_runs_every_configuration(pipeline) -> None:
     configs = [MetaAgentConfig.create(policy=p) for p in ("ucb", "exp3", "dts")]
     table = compare_policies(pipeline, configs)
-    assert list(table) == ["ucb/regime/blend/full", "exp3/regime/blend/full", "dts/regime/blend/full"]
+    assert list(table) == ["ucb/global/blend/full", "exp3/global/blend/full", "dts/global/blend/full"]
     assert all(math.isfinite(v["ensemble"]["sharpe"]) for v in table.values())
 
 

@@ -27,13 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", type=Path, default=None, help="agent model set folder (default: the committed set)")
     p.add_argument("--regime-model", type=Path, default=None,
                    help="regime model folder (default: the committed model)")
-    p.add_argument("--policy", choices=POLICY_CHOICES, default="hedge", help="bandit policy (default hedge)")
-    p.add_argument("--context", choices=("regime", "probability", "global"), default="regime",
-                   help="one learner per regime, regime-probability mixture, or one global learner")
-    p.add_argument("--mode", choices=("select", "blend"), default="blend",
-                   help="hold the chosen agent's target, or blend the targets by weight")
-    p.add_argument("--feedback", choices=("full", "bandit"), default="full",
-                   help="learn from every agent's counterfactual reward, or only the played one's")
+    p.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="bandit policy (default hedge)")
+    p.add_argument("--context", choices=("regime", "probability", "global"), default=None,
+                   help="one learner per regime, regime-probability mixture, or one global learner (default)")
+    p.add_argument("--mode", choices=("select", "blend"), default=None,
+                   help="hold the chosen agent's target, or blend the targets by weight (default)")
+    p.add_argument("--feedback", choices=("full", "bandit"), default=None,
+                   help="learn from every agent's counterfactual reward (default), or only the played one's")
+    p.add_argument("--risk-adjustment", choices=("agent_vol", "vol", "none"), default=None,
+                   help="reward per unit of each agent's own risk (default), of market risk, or raw")
+    p.add_argument("--blend-by", choices=("risk", "position"), default=None,
+                   help="blend risk-normalised targets (default) or raw targets")
     p.add_argument("--start", default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
     p.add_argument("--end", default=None, help="evaluate bars before this ISO date only")
@@ -81,8 +85,12 @@ def _run(args: argparse.Namespace) -> int:
     costs = CostModel(cost_bps=args.cost_bps, slippage_bps=args.slippage_bps)
     pool = AgentPool.load(args.models)
     regime = RegimeStep(RegimeModel.load(args.regime_model or settings.models_dir / "regime"))
+    chosen = {
+        "policy": args.policy, "context": args.context, "mode": args.mode, "feedback": args.feedback,
+        "risk_adjustment": args.risk_adjustment, "blend_by": args.blend_by,
+    }
     config = MetaAgentConfig.create(
-        policy=args.policy, context=args.context, mode=args.mode, feedback=args.feedback,
+        **{k: v for k, v in chosen.items() if v is not None},
         cost_bps=costs.cost_bps + costs.slippage_bps, random_state=args.seed,
         strategy_id=settings.strategy_id,
     )

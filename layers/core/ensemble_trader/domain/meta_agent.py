@@ -72,7 +72,7 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
     "thompson": {},
     "dts": {"gamma": 0.99},
     "exp3": {"gamma": 0.05, "reward_range": (-4.0, 4.0), "discount": 0.995},
-    "hedge": {"eta": 0.1, "discount": 0.99},
+    "hedge": {"eta": 0.3, "discount": 0.998},
 }
 """Hyperparameters used when a config names a policy without its own ``policy_params``."""
 
@@ -84,6 +84,10 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
 
 class MetaAgentConfig(BaseModel):
     """How the meta-agent chooses, combines and smooths (frozen; bad values raise on build).
+
+    The defaults (Hedge with η = 0.3 and discount 0.998, one global learner, blending of
+    risk-normalised targets, rewards per unit of each agent's own risk, full information) were
+    chosen on validation data only — see docs/meta-agent.md, "Choosing the configuration".
 
     policy
         a bandit policy of :mod:`ensemble_trader.domain.bandits` (``ucb``, ``ducb``, ``swucb``,
@@ -119,16 +123,16 @@ class MetaAgentConfig(BaseModel):
     strategy_id: str = Field(default="ensemble", min_length=1, max_length=64)
     policy: str = "hedge"
     policy_params: dict[str, Any] | None = None
-    context: Literal["regime", "probability", "global"] = "regime"
+    context: Literal["regime", "probability", "global"] = "global"
     mode: Literal["select", "blend"] = "blend"
-    blend_by: Literal["position", "risk"] = "position"
+    blend_by: Literal["position", "risk"] = "risk"
     feedback: Literal["full", "bandit"] = "full"
     min_regime_rounds: int = Field(default=20, ge=0)
     max_position_change: float = Field(default=0.5, gt=0.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
     cost_bps: float = Field(default=3.0, ge=0.0)
-    risk_adjustment: Literal["vol", "agent_vol", "none"] = "vol"
+    risk_adjustment: Literal["vol", "agent_vol", "none"] = "agent_vol"
     agent_vol_floor: float = Field(default=0.1, gt=0.0)
     vol_halflife: float = Field(default=20.0, gt=0.0)
     vol_floor: float = Field(default=1e-4, gt=0.0)
