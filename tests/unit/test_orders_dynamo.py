@@ -132,3 +132,21 @@ def test_router_over_dynamodb_and_the_persistent_paper_broker(dynamodb):
     held = store.get_position("SPX").quantity
     assert held == b.list_positions()[0].quantity and abs(held - 500) < 10  # small rebalances
     assert r.reconcile().ok
+
+
+def test_fill_with_a_stale_known_position_re_reads_it(dynamodb):
+    ours, other = DynamoOrdersStore(dynamodb, settings=SETTINGS), DynamoOrdersStore(dynamodb, settings=SETTINGS)
+    for coid in ("coid-a001", "coid-b001"):
+        ours.create_order(_order(coid, status=OrderStatus.SUBMITTED))
+
+    def fill(store, coid, qty):
+        f = Fill(fill_id=f"{coid}@{qty}", client_order_id=coid, symbol="SPX", side=Side.BUY,
+                 quantity=qty, price=10.0, timestamp=T)
+        done = _order(coid, status=OrderStatus.PARTIALLY_FILLED, filled_quantity=qty, average_fill_price=10.0)
+        return store.apply_fill(done, f, expected_filled=0.0)
+
+    assert fill(ours, "coid-a001", 10).quantity == 10  # ours now "knows" version 1
+    assert fill(other, "coid-b001", 5).quantity == 15  # another container moves it to version 2
+    ours.create_order(_order("coid-c001", status=OrderStatus.SUBMITTED))
+    assert fill(ours, "coid-c001", 1).quantity == 16  # stale version → condition fails → re-read
+    assert ours.get_position("SPX").quantity == 16

@@ -119,6 +119,9 @@ class DynamoOrdersStore(_Dynamo):
         self.orders_table = self._table("orders")
         self.positions_table = self._table("positions")
         self.risk_table = self._table("risk-state")
+        # Last position and version this instance read or wrote, per symbol: a fill transaction
+        # tries it first (its version condition catches any other writer) and re-reads on a miss.
+        self._known: dict[str, tuple[Position | None, int]] = {}
 
     # -- orders ------------------------------------------------------------------------------
 
@@ -208,7 +211,8 @@ class DynamoOrdersStore(_Dynamo):
 
     def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
         for _ in range(MAX_POSITION_RETRIES):
-            current, version = self._position_with_version(fill.symbol)
+            known = self._known.get(fill.symbol)
+            current, version = known if known is not None else self._position_with_version(fill.symbol)
             position = position_after_fill(current, fill)
             position_item = position.model_dump(mode="json")
             position_item["version"] = version + 1
@@ -231,10 +235,12 @@ class DynamoOrdersStore(_Dynamo):
             ]
             failed = self._transact(items, f"DynamoDB fill {fill.fill_id}")
             if failed is None:
+                self._known[fill.symbol] = (position, version + 1)
                 return position
+            self._known.pop(fill.symbol, None)
             if failed == "condition:0":
                 return None  # the order moved on: this fill is applied already
-            # condition:1 — another fill of this symbol landed first: recompute the position
+            # condition:1 — another writer changed the position: re-read and recompute
         raise ConcurrencyError(f"position {fill.symbol} kept changing while applying {fill.fill_id}")
 
     # -- positions ---------------------------------------------------------------------------
@@ -246,9 +252,12 @@ class DynamoOrdersStore(_Dynamo):
         )
         item = response.get("Item")
         if not item:
-            return None, 0
-        data = deserialize_item(item)
-        return _position_from(data), int(data.get("version", 0))
+            found: tuple[Position | None, int] = (None, 0)
+        else:
+            data = deserialize_item(item)
+            found = (_position_from(data), int(data.get("version", 0)))
+        self._known[symbol] = found
+        return found
 
     def get_position(self, symbol: str) -> Position | None:
         return self._position_with_version(symbol)[0]
@@ -266,6 +275,7 @@ class DynamoOrdersStore(_Dynamo):
                 kwargs["ExpressionAttributeValues"] = {":v": {"N": str(version)}}
             try:
                 self._client.put_item(TableName=self.positions_table, Item=serialize_item(item), **kwargs)
+                self._known[position.symbol] = (position, version + 1)
                 return
             except (ClientError, BotoCoreError) as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
