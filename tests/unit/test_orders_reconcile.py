@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from ensemble_trader.domain.models import Order, OrderStatus, Position, Side
 from ensemble_trader.domain.orders import BrokerOrder
 from ensemble_trader.domain.reconcile import Verdict, compare_order, compare_positions, foreign_orders
@@ -73,3 +74,25 @@ def test_reconcile_at_the_first_intent_of_a_container():
     cold.handle(intent(2, 0.5, 100.0))
     assert rig.store.get_position("SPX").quantity == 500
     assert not [o for o in rig.store.list_orders(working_only=True)]
+
+
+def test_a_container_that_could_not_reconcile_retries_before_trading():
+    from ensemble_trader.domain.orders import BrokerUnavailableError
+
+    rig = Rig()
+    rig.warm()
+    cold = rig.new_router()
+    calls = {"n": 0}
+    real = rig.paper.list_positions
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise BrokerUnavailableError("broker API down")
+        return real()
+
+    rig.paper.list_positions = flaky
+    with pytest.raises(BrokerUnavailableError):  # no trading before the books are reconciled
+        cold.handle(intent(1, 0.5, 100.0))
+    assert rig.paper.created == 0
+    assert cold.handle(intent(1, 0.5, 100.0)).orders and calls["n"] == 2

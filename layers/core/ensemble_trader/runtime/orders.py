@@ -645,8 +645,11 @@ class OrderRouter:
     # ------------------------------------------------------------------------------------------
 
     def reconcile(self) -> ReconciliationReport:
-        """Compare orders and positions with the broker (authoritative); repair or halt symbols."""
-        self._needs_reconcile = False
+        """Compare orders and positions with the broker (authoritative); repair or halt symbols.
+
+        Raises if the broker cannot be reached; a container that has not reconciled yet tries
+        again at its next intent (until then its intents fail and SQS redelivers them).
+        """
         report = ReconciliationReport()
         events: list[BaseModel] = []
         now = self.clock.now()
@@ -686,6 +689,7 @@ class OrderRouter:
 
         self._apply_halts(report, events, now)
         self._publish(events)
+        self._needs_reconcile = False
         return report
 
     def _apply_halts(self, report: ReconciliationReport, events: list[BaseModel], now: datetime) -> None:
