@@ -375,11 +375,11 @@ class OrderRouter:
             )
             return
 
-        # The intent's price is also the newest market observation of the symbol: it fills the
-        # paper broker's working orders (decided on earlier bars) and becomes the next reference.
         refresh = getattr(self.store, "refresh_symbol", None)  # batch copies: see BatchingOrdersStore
         if refresh is not None:
             refresh(symbol)
+        # The intent's price is also the newest market observation of the symbol: it fills the
+        # paper broker's working orders (decided on earlier bars) and becomes the next reference.
         # Every paper order is recorded here before it reaches the broker, so a symbol without
         # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)
@@ -416,32 +416,28 @@ class OrderRouter:
         other_gross = self._other_gross(positions, working, state, symbol)
 
         for order in planned:
-            existing = self.store.get_order(order.client_order_id)
-            if existing is not None:
-                outcome.resolved_existing += 1
-                outcome.fills += self._resolve(existing, events)
-                continue
             decision = self.engine.check(
                 order, state, OrderContext(now, reference, potential, other_gross)
             )
+            reason = decision.reason or RejectReason.INVALID_ORDER  # used only when rejected
+            record = order if decision.accepted else order.model_copy(
+                update={"status": OrderStatus.REJECTED, "reject_code": reason.value,
+                        "reject_reason": decision.message}
+            )
+            if not self.store.create_order(record):
+                # The decision was recorded before (a redelivery, or a concurrent delivery): the
+                # stored order is authoritative — look it up at the broker, never order again.
+                outcome.resolved_existing += 1
+                existing = self.store.get_order(order.client_order_id)
+                if existing is not None:
+                    outcome.fills += self._resolve(existing, events)
+                continue
             if not decision.accepted:
-                assert decision.reason is not None
-                rejected = order.model_copy(
-                    update={
-                        "status": OrderStatus.REJECTED,
-                        "reject_code": decision.reason.value,
-                        "reject_reason": decision.message,
-                    }
-                )
-                if self.store.create_order(rejected):
-                    events.append(_rejected_event(rejected, wall))
+                events.append(_rejected_event(record, wall))
                 outcome.rejections.append(
-                    {"client_order_id": order.client_order_id, "reason": decision.reason.value,
+                    {"client_order_id": order.client_order_id, "reason": reason.value,
                      "message": decision.message}
                 )
-                continue
-            if not self.store.create_order(order):
-                outcome.resolved_existing += 1  # a concurrent delivery wrote it first: it owns it
                 continue
             self.engine.record(order, state, now)
             potential += order.signed_quantity
