@@ -156,12 +156,14 @@ class PaperBroker:
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price of {symbol} must be a finite number > 0, got {price!r}")
         changed = []
-        positions = {p["symbol"]: p for p in self.ledger.list_positions()}
+        positions: dict[str, dict[str, Any]] | None = None  # read once, only if something fills
         for record in self.ledger.open_orders():
             if record["symbol"] != symbol:
                 continue
             if datetime.fromisoformat(record["decision_time"]) >= timestamp:
                 continue
+            if positions is None:
+                positions = {p["symbol"]: p for p in self.ledger.list_positions()}
             report = self._fill(record, price, timestamp, positions)
             if report is not None:
                 changed.append(report)
