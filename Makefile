@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 STAGE ?= dev
 
-.PHONY: demo test test-unit bench synth layers train lint deploy redis-server clean
+.PHONY: demo test test-unit bench synth layers train lint deploy redis-server regime-validate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ redis-server:
 demo: $(STAMP) redis-server
 	$(VENV)/bin/ensemble-trader demo
 
-test: $(STAMP) $(NODE_STAMP) redis-server
+test: $(STAMP) $(NODE_STAMP) redis-server layers
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP)
@@ -49,11 +49,15 @@ train: $(STAMP)
 layers: $(STAMP)
 	$(PY) layers/build.py
 
-synth: $(STAMP) $(NODE_STAMP)
+synth: $(STAMP) $(NODE_STAMP) layers
 	$(PY) -m infra_cdk.app
 
 deploy: $(STAMP) $(NODE_STAMP) layers
-	npx cdk deploy --all -c stage=$(STAGE) --require-approval never
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk deploy --all -c stage=$(STAGE) --require-approval never
+
+regime-validate: $(STAMP)
+	$(VENV)/bin/ensemble-trader regime evaluate --out build/regime --plot docs/img/regime_synthetic.png
+	$(VENV)/bin/ensemble-trader regime history --out docs/img
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check layers/core functions training infra_cdk tests
