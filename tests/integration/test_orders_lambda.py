@@ -149,3 +149,39 @@ def test_operator_cli_status_and_kill_switch(orders_env, capsys):
     assert status["working_orders"] == []
     assert main(["orders", "kill-switch", "off", "--reason", "drill over"]) == 0
     assert main(["orders", "reconcile"]) == 0
+
+
+@pytest.mark.slow
+def test_two_symbols_through_the_esm_every_intent_accounted_for(orders_env, clean_stack):
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+    from ensemble_trader.domain.models import OrderIntent, Regime, make_intent_id
+    from ensemble_trader.marketdata import load_arch
+    from ensemble_trader.runtime import orders as runtime
+    from ensemble_trader.runtime.orders import build_router
+
+    stack = orders_env
+    messages = []
+    for series in (load_arch("sp500"), load_arch("nasdaq")):
+        for i in range(20):
+            bar = series.bar(1000 + i)
+            price = bar.close * (0.5 if i == 12 else 1.0)  # one bad print: outside the 10 % collar
+            intent = OrderIntent(
+                intent_id=make_intent_id("ens", bar.symbol, bar.timestamp, "v1"), strategy_id="ens",
+                symbol=bar.symbol, timestamp=bar.timestamp, target_position=0.4 if i < 10 else -0.2,
+                reference_price=price, model_version="v1", regime=Regime.SIDEWAYS, confidence=0.6,
+            )
+            messages.append((intent.symbol, intent.intent_id, intent.model_dump_json().encode()))
+    messages.append(("SPX", "garbage-1", b'{"intent_id": "x"}'))
+    SqsPublisher(settings=stack.settings).send("order-intents", messages)
+    runtime.reset_route_stats()
+    clean_stack.emulator(["orders"]).run_until_drained()
+
+    stats = runtime.ROUTE_STATS  # every intent routed or dead-lettered, none lost or doubled
+    assert (stats.intents, stats.dead_lettered) == (len(messages) - 1, 1)
+    assert len(stack.read_queue("orders-dlq")) == 1
+    orders = DynamoOrdersStore(settings=stack.settings).list_orders()
+    codes = {o.reject_code for o in orders if o.status is OrderStatus.REJECTED}
+    assert "PRICE_COLLAR" in codes and "REFERENCE_MISSING" in codes
+    flips = [o for o in orders if o.status is OrderStatus.FILLED and o.side.value == "SELL"]
+    assert {o.symbol for o in flips} == {"SPX", "IXIC"}  # long 40 % → short 20 % on both
+    assert build_router(stack.settings).reconcile().ok  # our books agree with the paper broker
