@@ -115,6 +115,7 @@ class EventSourceMappingEmulator:
         capture_output: bool = True,
         clock: Callable[[], float] = time.time,
         disable_after_errors: int | None = None,
+        sqs_batches_per_poll: int = 100,
     ) -> None:
         if start_position not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start_position must be TRIM_HORIZON or LATEST, not {start_position!r}")
@@ -122,6 +123,7 @@ class EventSourceMappingEmulator:
         self.capture_output = capture_output
         self.clock = clock
         self.disable_after_errors = disable_after_errors
+        self.sqs_batches_per_poll = sqs_batches_per_poll
         specs = [constants.function_spec(f) if isinstance(f, str) else f for f in (functions or deployed_functions())]
         handlers = dict(handlers or {})
         self._mappings: dict[str, _Mapping] = {}
@@ -328,6 +330,21 @@ class EventSourceMappingEmulator:
     # -- SQS -------------------------------------------------------------------------------------
 
     def _poll_sqs(self, mapping: _Mapping) -> int:
+        """Receive and deliver batches until the queue is empty (or ``sqs_batches_per_poll``).
+
+        Lambda runs several SQS pollers at once and scales them with the backlog; polling one
+        batch per round would let the queue grow far beyond what Lambda allows (and moto's SQS
+        slows down with the queue length).
+        """
+        total = 0
+        for _ in range(self.sqs_batches_per_poll):
+            n = self._poll_sqs_once(mapping)
+            total += n
+            if n == 0 or mapping.stats.disabled:
+                break
+        return total
+
+    def _poll_sqs_once(self, mapping: _Mapping) -> int:
         sqs = self.stack.client("sqs")
         spec = mapping.spec
         response = sqs.receive_message(
