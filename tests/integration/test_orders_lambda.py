@@ -185,3 +185,12 @@ def test_two_symbols_through_the_esm_every_intent_accounted_for(orders_env, clea
     flips = [o for o in orders if o.status is OrderStatus.FILLED and o.side.value == "SELL"]
     assert {o.symbol for o in flips} == {"SPX", "IXIC"}  # long 40 % → short 20 % on both
     assert build_router(stack.settings).reconcile().ok  # our books agree with the paper broker
+
+
+def test_plot_of_positions_and_rejections(orders_env, tmp_path):
+    from ensemble_trader.cli import main
+
+    invoke("handler", sample("sqs-order-intents-batch.json"), orders_env)
+    out = tmp_path / "orders.png"
+    assert main(["orders", "plot", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

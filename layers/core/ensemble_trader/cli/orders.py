@@ -1,4 +1,4 @@
-"""``ensemble-trader orders``: operate the order stage — status, kill switch, reconciliation.
+"""``ensemble-trader orders``: operate the order stage — status, kill switch, reconciliation, plot.
 
 Works against the local stack (``ET_AWS_ENDPOINT_URL`` set, e.g. by ``ensemble-trader local
 up``) or real AWS (credentials from the usual chain), with the same code the orders Lambda's
@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = orders_sub.add_parser("reconcile", help="compare orders and positions with the broker now")
     p.set_defaults(func=_reconcile)
+
+    p = orders_sub.add_parser("plot", help="positions over time and rejections by reason (PNG)")
+    p.add_argument("--out", default="orders.png", help="image file to write (default orders.png)")
+    p.set_defaults(func=_plot)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -82,3 +86,49 @@ def _reconcile(args: argparse.Namespace) -> int:
     report = build_router().reconcile()
     print(json.dumps(report.as_dict(), indent=2))
     return 0 if report.ok else 1
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+    from ensemble_trader.domain.models import OrderStatus, Side
+
+    orders = DynamoOrdersStore().list_orders()
+    filled = sorted((o for o in orders if o.filled_quantity > 0),
+                    key=lambda o: (o.decision_time or o.created_at, o.client_order_id))
+    rejected = Counter(o.reject_code or "?" for o in orders if o.status is OrderStatus.REJECTED)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    for symbol in sorted({o.symbol for o in filled}):
+        held, times, path = 0.0, [], []
+        for o in (o for o in filled if o.symbol == symbol):
+            when = o.decision_time or o.created_at
+            if not times:
+                times.append(when)
+                path.append(0.0)  # flat before the first fill
+            held += o.filled_quantity if o.side is Side.BUY else -o.filled_quantity
+            times.append(when)
+            path.append(held)
+        left.plot(times, path, drawstyle="steps-post", marker=".", label=symbol)
+    left.axhline(0.0, color="grey", linewidth=0.8)
+    left.set_title("position from filled orders (by decision time)")
+    left.set_ylabel("shares")
+    if filled:
+        left.legend()
+    reasons = rejected.most_common()
+    if reasons:
+        right.barh([r for r, _ in reasons][::-1], [n for _, n in reasons][::-1], color="tab:red")
+    else:
+        right.set_axis_off()
+        right.text(0.5, 0.5, "no rejected orders", ha="center", va="center")
+    right.set_title(f"rejected orders by reason ({sum(rejected.values()):,})")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {args.out}: {len(filled):,} filled orders, {sum(rejected.values()):,} rejections")
+    return 0
