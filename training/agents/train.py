@@ -58,6 +58,7 @@ DEFAULT_BARS: tuple[str, ...] = (
     "synth:mean_reverting:12:5000",
 )
 QUICK_BARS: tuple[str, ...] = ("synth:realistic:11:1200", "synth:mean_reverting:12:1200")
+SHARED_BTC = "btcusd_1h"
 SYNTH_DEFAULT_BARS = 5000
 CONTRARIAN_DATA = "mean_reverting"
 AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -75,12 +76,23 @@ OVERRIDABLE = frozenset(
 )
 
 
+def default_bars() -> tuple[str, ...]:
+    """:data:`DEFAULT_BARS`, plus the shared BTC-USD hourly bars where the shared data folder
+    holds them (the development machine; a fresh clone has no ../shared)."""
+    from ensemble_trader.marketdata import shared_data_dir
+
+    folder = shared_data_dir()
+    if folder is not None and (folder / f"{SHARED_BTC}.csv").is_file():
+        return DEFAULT_BARS + (f"shared:{SHARED_BTC}",)
+    return DEFAULT_BARS
+
+
 class TrainConfig(BaseModel):
     """Every knob of the job; SageMaker passes them as strings, pydantic converts them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bars: tuple[str, ...] = DEFAULT_BARS
+    bars: tuple[str, ...] | None = None  # None: default_bars(), or QUICK_BARS with quick
     validation_bars: tuple[str, ...] = ()
     agents: tuple[str, ...] = AGENT_NAMES
     seed: int = 7
@@ -472,7 +484,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bars = config.bars if (config.bars != DEFAULT_BARS or not config.quick) else QUICK_BARS
+    bars = config.bars or (QUICK_BARS if config.quick else default_bars())
     separate_validation = bool(config.validation_bars)
     sources = [split_source(spec, config, whole=separate_validation) for spec in bars]
     val_sources = [split_source(spec, config, whole=True) for spec in config.validation_bars]
