@@ -320,3 +320,14 @@ def test_batch_recovers_when_another_writer_synced_a_fill_first():
     # computed from a stale copy of the filled order
     second = [o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED][1:]
     assert [(o.side, o.quantity) for o in second] == [(Side.SELL, 5.0)]
+
+
+def test_a_flip_with_two_equal_legs_is_not_a_duplicate():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.3, 100.0))
+    rig.router.handle(intent(2, 0.3, 100.0))  # filled: long 300
+    assert rig.store.get_position("SPX").quantity == 300
+    out = rig.router.handle(intent(3, -0.3, 100.0))  # close 300, open 300 short
+    assert [(o["side"], o["quantity"]) for o in out.orders] == [("SELL", 300.0), ("SELL", 300.0)]
+    assert not out.rejections

@@ -39,9 +39,9 @@ LIMITS = RiskLimits(
 )
 
 
-def order(qty=10.0, side=Side.BUY, price=100.0, symbol="SPX", coid="coid-0001") -> Order:
+def order(qty=10.0, side=Side.BUY, price=100.0, symbol="SPX", coid="coid-0001", intent_id="intent-1") -> Order:
     return Order(
-        client_order_id=coid, intent_id="intent-1", strategy_id="s", symbol=symbol, side=side,
+        client_order_id=coid, intent_id=intent_id, strategy_id="s", symbol=symbol, side=side,
         quantity=qty, created_at=NOW, updated_at=NOW, decision_time=NOW, decision_price=price,
     )
 
@@ -121,10 +121,12 @@ def test_duplicate_detection_by_id_and_by_content():
     first = order(qty=10, coid="coid-aaaa")
     engine.record(first, state, NOW)
     assert engine.check(order(qty=11, coid="coid-aaaa"), state, ctx()).reason is RejectReason.DUPLICATE_ORDER
-    same_content = engine.check(order(qty=10, coid="coid-bbbb"), state, ctx())
+    same_content = engine.check(order(qty=10, coid="coid-bbbb", intent_id="intent-2"), state, ctx())
     assert same_content.reason is RejectReason.DUPLICATE_ORDER
+    other_leg = engine.check(order(qty=10, coid="coid-cccc"), state, ctx())  # same intent: a leg
+    assert other_leg.accepted
     later = OrderContext(NOW + timedelta(seconds=3), Reference(100.0, NOW), 0.0, 0.0)
-    assert engine.check(order(qty=10, coid="coid-bbbb"), state, later).accepted
+    assert engine.check(order(qty=10, coid="coid-bbbb", intent_id="intent-2"), state, later).accepted
 
 
 def test_trading_states_and_kill_switch():
@@ -156,6 +158,7 @@ recent_orders = st.lists(
         side=st.sampled_from(list(Side)),
         quantity=st.sampled_from([10.0, 100.0, 500.0]),
         client_order_id=st.sampled_from(["coid-0001", "coid-0002", "coid-0003", "coid-0004"]),
+        intent_id=st.sampled_from(["intent-0", "intent-1"]),
     ),
     max_size=4,
 )
@@ -215,7 +218,7 @@ def test_no_order_that_breaches_a_limit_passes(
     assert all(r.client_order_id != coid for r in recent)
     assert not any(
         r.at > now_s - lim.duplicate_window_seconds and r.symbol == symbol and r.side is side
-        and abs(r.quantity - qty) < 1e-9
+        and abs(r.quantity - qty) < 1e-9 and r.intent_id != o.intent_id
         for r in recent
     )
 

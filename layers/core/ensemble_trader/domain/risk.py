@@ -20,8 +20,8 @@ max position              the potential position (held + working + order) would 
 gross exposure            the sum of |position x price| over all symbols would exceed the limit
                           *and* the order adds exposure
 throttle                  too many orders in the sliding window, per symbol or overall
-duplicate                 the same client order id, or the same symbol/side/quantity within the
-                          duplicate window
+duplicate                 the same client order id, or the same symbol/side/quantity (from another
+                          intent) within the duplicate window
 ========================  ==================================================================
 
 Orders that reduce exposure are never blocked by the position and gross-exposure limits (a breach
@@ -160,6 +160,7 @@ class RecentOrder(BaseModel):
     side: Side
     quantity: float
     client_order_id: str
+    intent_id: str = ""  # legs of one intent (close + open) are not duplicates of each other
 
 
 class RiskState(BaseModel):
@@ -351,6 +352,7 @@ class RiskEngine:
                 and r.symbol == symbol
                 and r.side is order.side
                 and abs(r.quantity - order.quantity) < 1e-9
+                and r.intent_id != order.intent_id
             ):
                 return _reject(
                     RejectReason.DUPLICATE_ORDER,
@@ -383,6 +385,7 @@ class RiskEngine:
                 side=order.side,
                 quantity=order.quantity,
                 client_order_id=order.client_order_id,
+                intent_id=order.intent_id,
             )
         )
 
