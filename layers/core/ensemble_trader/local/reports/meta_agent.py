@@ -62,7 +62,7 @@ def summarize(stack: LocalStack) -> str:
     names: tuple[str, ...] = ()
     if decisions:
         names = tuple(sorted(decisions[0]["agent_weights"]))
-    chosen = Counter(str(d.get("chosen")) for d in decisions)
+    chosen = Counter("(warm-up, flat)" if d.get("chosen") is None else str(d["chosen"]) for d in decisions)
     regimes = Counter(str(d.get("regime")) for d in decisions)
     lines = [
         "meta_agent λ  (market-state → order-intents)",
