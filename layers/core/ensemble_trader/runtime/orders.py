@@ -313,7 +313,8 @@ class OrderRouter:
 
         Inside the block the router works over a :class:`BatchingOrdersStore`; at the end the
         risk state is written back and the events of the whole batch go out in one call — also
-        when an intent failed, so the effects of those that succeeded are never lost.
+        when an intent failed, so the effects of those that succeeded are never lost. A batch
+        belongs to one thread (a Lambda invocation); outside batches the router may be shared.
         """
         if self._deferred is not None:  # already batching
             yield self
