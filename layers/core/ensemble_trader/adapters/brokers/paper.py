@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ensemble_trader.domain.errors import ConcurrencyError
-from ensemble_trader.domain.models import Fill, Order, OrderStatus, Position, Side
+from ensemble_trader.domain.models import Fill, Order, OrderStatus, OrderType, Position, Side
 from ensemble_trader.domain.orders import (
     BrokerOrder,
     BrokerPosition,
@@ -88,7 +88,7 @@ class PaperBroker:
     # -- Broker port -------------------------------------------------------------------------
 
     def submit(self, order: Order) -> BrokerOrder:
-        if order.order_type.value != "MARKET":
+        if order.order_type is not OrderType.MARKET:
             raise BrokerRejectedError(order.client_order_id, "the paper broker takes MARKET orders only")
         now = self.clock.now()
         record = {
