@@ -72,7 +72,7 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
     "thompson": {},
     "dts": {"gamma": 0.99},
     "exp3": {"gamma": 0.05, "reward_range": (-4.0, 4.0), "discount": 0.995},
-    "hedge": {"eta": 0.3, "discount": 0.998},
+    "hedge": {"eta": 0.1, "discount": 1.0},
 }
 """Hyperparameters used when a config names a policy without its own ``policy_params``."""
 
@@ -85,7 +85,7 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
 class MetaAgentConfig(BaseModel):
     """How the meta-agent chooses, combines and smooths (frozen; bad values raise on build).
 
-    The defaults (Hedge with η = 0.3 and discount 0.998, one global learner, blending of
+    The defaults (Hedge with η = 0.1 and no discount, one global learner, blending of
     risk-normalised targets, rewards per unit of each agent's own risk, full information) were
     chosen on validation data only — see docs/meta-agent.md, "Choosing the configuration".
 
