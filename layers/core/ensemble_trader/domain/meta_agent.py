@@ -531,8 +531,6 @@ class MetaAgentStep:
             targets = np.zeros(self._n)
         return self.decide(state, market, targets)
 
-    step = __call__
-
     def decide(
         self, state: MetaAgentState | None, market: MarketState, targets: np.ndarray
     ) -> tuple[MetaAgentState, MetaDecision]:
