@@ -5,6 +5,11 @@ each) plus a handful of deliberately malformed records through Kinesis, runs the
 event-source mappings over every deployed function until the pipeline is drained, and prints a
 summary: the mappings' counters, end-to-end throughput, and one section per stage from
 ``ensemble_trader.local.reports.<function>`` when such a module exists.
+
+The market stages (features, regime: they only write streams) see the whole history; the
+trading stages (meta-agent, orders) are attached for the last ``--trade-bars`` bars of each symbol,
+as if they went live after the market state had warmed up. That keeps the demo to minutes: each
+order costs a dozen DynamoDB round trips to moto.
 """
 
 from __future__ import annotations
@@ -12,8 +17,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ensemble_trader.constants import FunctionSpec
+
+TRADE_BARS = 250
 
 MALFORMED = (
     ("SPX", {"symbol": "SPX", "timestamp": "2010-06-01T00:00:00+00:00", "open": 1070.0, "high": 1060.0,
@@ -39,9 +50,22 @@ def malformed_records() -> list[tuple[str, bytes]]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="replay S&P 500 + NASDAQ bars through the local stack and summarise")
-    p.add_argument("--limit", type=int, default=None, help="replay at most N bars (default: all 10,062)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="replay only the first N bars of each symbol (default: all 5,031)")
+    p.add_argument("--trade-bars", type=int, default=TRADE_BARS,
+                   help="attach the trading stages for the last N bars of each symbol "
+                        f"(default {TRADE_BARS}, about a year; 0 = the whole history)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
+
+
+def split_stages(functions: Sequence[FunctionSpec]) -> tuple[list[FunctionSpec], list[FunctionSpec]]:
+    """(market stages, trading stages): a market stage only writes Kinesis streams (features,
+    regime); the others (meta-agent, orders) decide and trade."""
+    from ensemble_trader import constants
+
+    market = [f for f in functions if f.outputs and all(o in constants.STREAMS for o in f.outputs)]
+    return market, [f for f in functions if f not in market]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -49,45 +73,60 @@ def _run(args: argparse.Namespace) -> int:
 
     from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
     from ensemble_trader.cli.feed import replay_bars
-    from ensemble_trader.local.esm import EventSourceMappingEmulator, summarize_stats
+    from ensemble_trader.local.esm import EventSourceMappingEmulator, drain, summarize_stats
     from ensemble_trader.local.functions import deployed_functions
     from ensemble_trader.local.stack import LocalStack
     from ensemble_trader.marketdata import load_arch
 
     t_start = time.perf_counter()
     series = [load_arch("sp500"), load_arch("nasdaq")]
+    if args.limit is not None:
+        series = [s[: args.limit] for s in series]
     bad = malformed_records()
     functions = deployed_functions()
+    market, trading = split_stages(functions)
+    n_trade = min(args.trade_bars, min(len(s) for s in series)) if trading and args.trade_bars > 0 else 0
+    split = [len(s) - n_trade for s in series] if n_trade else [0] * len(series)
     print(f"ensemble-trader demo: {', '.join(f'{s.symbol} {len(s):,} bars' for s in series)}, "
           f"{len(bad)} malformed records; functions: {', '.join(f.logical for f in functions) or 'none'}")
+    if n_trade:
+        print(f"market stages ({', '.join(f.logical for f in market)}) run over the whole history; the trading "
+              f"stages ({', '.join(f.logical for f in trading)}) are attached for the last {n_trade:,} bars "
+              f"of each symbol (--trade-bars)")
     with LocalStack(quiet=True) as stack:
         print(f"local stack: moto {stack.endpoint_url}, "
               f"{'fakeredis (fallback!)' if stack.redis.fake else 'redis-server'} {stack.redis_url}")
         # a stage that fails on every record (e.g. its model is not trained yet) is switched off
         # after 20 dead letters in a row instead of bisecting through all 10,000 records
-        esm = EventSourceMappingEmulator(stack, functions, disable_after_errors=20)
+        emulators = [EventSourceMappingEmulator(stack, market if n_trade else functions, disable_after_errors=20)]
         publisher = KinesisPublisher(settings=stack.settings)
-        total = min(sum(len(s) for s in series), args.limit or sys.maxsize) + len(bad)
-        with tqdm(total=total, unit="rec", desc="replay → market-data", disable=args.no_progress) as bar:
-            replay = replay_bars(series, publisher, "market-data", limit=args.limit, inject=bad,
-                                 on_progress=bar.update)
-        t_drain = time.perf_counter()
+        total_in = sum(len(s) for s in series) + len(bad)
         first = functions[0].logical if functions else None
-        with tqdm(total=replay.bars, unit="rec", desc="pipeline (records read by features)",
+        replayed, replay_s, t_drain = 0, 0.0, time.perf_counter()
+        phases = ([[s[:k] for s, k in zip(series, split, strict=True)], [s[k:] for s, k in zip(series, split, strict=True)]]
+                  if n_trade else [series])
+        with tqdm(total=total_in, unit="rec", desc="pipeline (bars through features)",
                   disable=args.no_progress) as bar:
             def on_batch(function: str, n: int) -> None:
                 if function == first:
                     bar.update(n)
                 else:
-                    bar.set_postfix({k: v.records_received for k, v in esm.stats().items() if k != first})
+                    bar.set_postfix({k: v.records_received for e in emulators for k, v in e.stats().items()
+                                     if k != first})
 
-            stats = esm.run_until_drained(on_batch=on_batch)
-        drain_s = time.perf_counter() - t_drain
+            for number, part in enumerate(phases):
+                if number == 1:  # the trading stages start reading from here on
+                    emulators.append(EventSourceMappingEmulator(stack, trading, start_position="LATEST",
+                                                                disable_after_errors=20))
+                replay = replay_bars(part, publisher, "market-data", inject=bad if number == 0 else ())
+                replayed += replay.bars
+                replay_s += replay.seconds
+                stats = drain(emulators, on_batch=on_batch)
+        drain_s = time.perf_counter() - t_drain - replay_s
 
         print()
-        print(f"replayed {replay.bars:,} records in {replay.seconds:.2f} s "
-              f"({replay.bars_per_second:,.0f} records/s into Kinesis)")
-        print(f"pipeline drained in {drain_s:.2f} s: {replay.bars / drain_s:,.0f} records/s end to end "
+        print(f"replayed {replayed:,} records in {replay_s:.2f} s ({replayed / replay_s:,.0f} records/s into Kinesis)")
+        print(f"pipeline drained in {drain_s:.2f} s: {replayed / drain_s:,.0f} bars/s through the whole pipeline "
               f"(moto + Redis + handlers on this machine)")
         print()
         print(summarize_stats(stats))

@@ -168,20 +168,7 @@ class EventSourceMappingEmulator:
         timeout_s: float | None = None,
     ) -> dict[str, MappingStats]:
         """Poll every function round-robin, in pipeline order, until a round reads nothing."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for _ in range(max_rounds):
-            total = 0
-            for name in self._mappings:
-                n = self.poll(name)
-                total += n
-                if n and on_batch is not None:
-                    on_batch(name, n)
-            if total == 0:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                log.warning("ESM emulator: stopped after %.0f s with records still flowing", timeout_s)
-                break
-        return self.stats()
+        return drain([self], max_rounds=max_rounds, on_batch=on_batch, timeout_s=timeout_s)
 
     # -- invocation ------------------------------------------------------------------------------
 
@@ -429,6 +416,31 @@ class EventSourceMappingEmulator:
             )
 
 
+def drain(
+    emulators: Sequence[EventSourceMappingEmulator],
+    *,
+    max_rounds: int = 100_000,
+    on_batch: Callable[[str, int], None] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, MappingStats]:
+    """Poll the functions of several emulators round-robin until a whole round reads nothing."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    for _ in range(max_rounds):
+        total = 0
+        for emulator in emulators:
+            for name in emulator.functions:
+                n = emulator.poll(name)
+                total += n
+                if n and on_batch is not None:
+                    on_batch(name, n)
+        if total == 0:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            log.warning("ESM emulator: stopped after %.0f s with records still flowing", timeout_s)
+            break
+    return {name: stats for emulator in emulators for name, stats in emulator.stats().items()}
+
+
 def _batch_item_failures(response: Any) -> list[str] | None:
     """The itemIdentifiers of a partial batch response; None when the response is malformed."""
     if response is None:
@@ -483,4 +495,4 @@ def summarize_stats(stats: Mapping[str, MappingStats]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EventSourceMappingEmulator", "MappingStats", "summarize_stats"]
+__all__ = ["EventSourceMappingEmulator", "MappingStats", "drain", "summarize_stats"]
