@@ -288,3 +288,20 @@ def test_risk_blend_normalises_each_agent_by_its_own_volatility() -> None:
     expected = float((w @ (targets[59] / sigma)) * (w @ sigma))
     assert decision.intent.explanation_detail["desired_position"] == pytest.approx(expected)
     assert expected != pytest.approx(float(w @ targets[59]))
+
+
+def test_a_new_model_version_restarts_the_learners_but_keeps_the_book() -> None:
+    prices, regimes, targets = path(80)
+    old = MetaAgentStep(MetaAgentConfig.create(policy="ucb"), agent_version="v1")
+    state, _ = run(old, prices[:60], regimes, targets)
+    assert state.model_version == old.model_version
+    new_step = MetaAgentStep(MetaAgentConfig.create(policy="hedge"), agent_version="v2")
+    again, decision = new_step.decide(state, market(59, prices[59], regimes[59]), targets[59])
+    assert decision.intent is None and again is state  # a redelivery stays a no-op
+    new, decision = new_step.decide(state, market(60, prices[60], regimes[60]), targets[60])
+    assert new.model_version == new_step.model_version
+    assert {type(b).__name__ for b in new.learners.values()} == {"Hedge"}
+    assert new.regret.bars == {} and decision.agent_rewards is None  # nothing learnt from old positions
+    assert decision.intent.explanation_detail["previous"]["position"] == state.position
+    assert abs(decision.intent.target_position - state.position) <= new_step.config.max_position_change + 1e-12
+    assert MetaAgentState.from_bytes(new.to_bytes()).model_version == new_step.model_version

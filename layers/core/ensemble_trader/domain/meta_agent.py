@@ -265,7 +265,9 @@ class MetaAgentState:
     ``agent_positions`` is each agent's *virtual* position (its last target, fed back into its
     observation); ``agent_costs`` the cost of the trade each made at the last bar;
     ``weights``/``arm`` what the meta-agent chose at the last bar; ``position`` the smoothed
-    ensemble target; ``version`` the number of bars applied (the snapshot's version).
+    ensemble target; ``version`` the number of bars applied (the snapshot's version);
+    ``model_version`` the step's (agent set + configuration) that wrote it — a step with another
+    model version restarts the learners (:meth:`MetaAgentStep.restart`).
     """
 
     symbol: str
@@ -285,6 +287,7 @@ class MetaAgentState:
     variance: float | None = None
     agent_variance: np.ndarray | None = None
     version: int = 0
+    model_version: str = ""
 
     def copy(self) -> MetaAgentState:
         """A shallow copy whose learners dict and ledger can be changed without touching self
@@ -307,6 +310,7 @@ class MetaAgentState:
             variance=self.variance,
             agent_variance=None if self.agent_variance is None else self.agent_variance.copy(),
             version=self.version,
+            model_version=self.model_version,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,6 +333,7 @@ class MetaAgentState:
             "variance": self.variance,
             "agent_variance": None if self.agent_variance is None else self.agent_variance.tolist(),
             "version": self.version,
+            "model_version": self.model_version,
         }
 
     @classmethod
@@ -357,9 +362,10 @@ class MetaAgentState:
                 else np.asarray(data["last_rewards"], dtype=np.float64),
                 variance=data["variance"],
                 agent_variance=None
-                if data["agent_variance"] is None
+                if data.get("agent_variance") is None
                 else np.asarray(data["agent_variance"], dtype=np.float64),
                 version=int(data["version"]),
+                model_version=str(data.get("model_version", "")),
             )
         except StateError:
             raise
@@ -501,7 +507,21 @@ class MetaAgentStep:
             agent_costs=np.zeros(self._n),
             weights=np.full(self._n, 1.0 / self._n),
             regret=RegretLedger(self._n),
+            model_version=self.model_version,
         )
+
+    def restart(self, state: MetaAgentState) -> MetaAgentState:
+        """A state saved under another model version (agent set or configuration): fresh learners,
+        agents and regret, but the same book (position, last price and time, market volatility),
+        so the position moves on smoothly and a redelivered bar is still a no-op."""
+        fresh = self.new_state(state.symbol)
+        fresh.position = state.position
+        fresh.last_price = state.last_price
+        fresh.last_timestamp = state.last_timestamp
+        fresh.last_regime = state.last_regime
+        fresh.variance = state.variance
+        fresh.version = state.version
+        return fresh
 
     # ---- the step --------------------------------------------------------------------------
 
@@ -542,6 +562,8 @@ class MetaAgentStep:
         if state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
             return state, MetaDecision(None)  # redelivery (or out of order): no-op
         targets = self._check_targets(market, targets)
+        if state.model_version != self.model_version:
+            state = self.restart(state)
         cfg = self.config
         new = state.copy()
         price = market.features.bar.close
