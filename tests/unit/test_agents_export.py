@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,8 @@ from training.agents.rewards import AggressiveReward  # noqa: E402
 from training.agents.train import observation_stats  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,10 @@ def test_onnx_parity_single_and_fused(model, tmp_path):
     assert error <= 1e-5
     assert (tmp_path / "a.onnx").stat().st_size < 200_000  # weights inline, no external data file
     assert not list(tmp_path.glob("*.data"))
+    # no exporter debugging metadata: it holds absolute source paths of this checkout
+    for name in ("a.onnx", "pool.onnx"):
+        data = (tmp_path / name).read_bytes()
+        assert b"stack_trace" not in data and str(REPO).encode() not in data
 
 
 def test_standardisation_is_inside_the_graph(model):

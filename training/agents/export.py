@@ -4,7 +4,8 @@ Each stable-baselines3 PPO policy is wrapped as one deterministic function of th
 observation: the features extractor (which holds the observation standardisation, see
 :class:`StandardizedObservation`) → ``mlp_extractor.forward_actor`` → ``action_net`` (the
 Gaussian mean, i.e. ``predict(deterministic=True)``) → clamp to ``[-L, L]``. The wrappers are
-exported with the dynamo exporter (opset 18, dynamic batch). A fused graph evaluates all four
+exported with the dynamo exporter (opset 18, dynamic batch; the exporter's per-node debugging
+metadata, which holds absolute source paths, is stripped). A fused graph evaluates all four
 agents in one call for serving. Every exported file is checked: onnxruntime's output must equal
 torch's to ``PARITY_ATOL`` on held-out observations, or the export fails.
 """
@@ -100,6 +101,29 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
             opset_version=OPSET,
             verbose=False,
         )
+    _strip_metadata(path)
+
+
+def _strip_metadata(path: Path) -> None:
+    """Drop the exporter's per-node metadata (Python stack traces with absolute source paths,
+    FX node dumps): it is debugging noise, makes files depend on where the code was checked out
+    and would leak the machine's paths into the committed model set."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        graph.doc_string = ""
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            graphs.extend(attr.g for attr in node.attribute if attr.HasField("g"))
+    for function in model.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 def _session(path: Path):
