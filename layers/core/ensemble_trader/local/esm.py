@@ -203,11 +203,15 @@ class EventSourceMappingEmulator:
     # -- Kinesis ---------------------------------------------------------------------------------
 
     def _open_iterators(self, mapping: _Mapping, start_position: str) -> None:
+        """One iterator per shard; TRIM_HORIZON means where the stream begins since the stack's
+        last reset (the stack keeps that mark)."""
         kinesis = self.stack.client("kinesis")
         stream = self.stack.name(mapping.spec.mapping.source)
+        begins = self.stack.start_position(mapping.spec.mapping.source) if start_position == "TRIM_HORIZON" else {}
         for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-            mapping.iterators[shard["ShardId"]] = kinesis.get_shard_iterator(
-                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType=start_position
+            shard_id = shard["ShardId"]
+            mapping.iterators[shard_id] = begins.get(shard_id) or kinesis.get_shard_iterator(
+                StreamName=stream, ShardId=shard_id, ShardIteratorType=start_position
             )["ShardIterator"]
 
     def _poll_kinesis(self, mapping: _Mapping) -> int:

@@ -72,6 +72,7 @@ class LocalStack:
         self.attached = False
         self._saved_env: dict[str, str | None] = {}
         self._started = False
+        self._marks: dict[str, dict[str, str]] = {}  # where each stream "begins" since reset()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -344,13 +345,17 @@ class LocalStack:
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
     def stream_records(self, logical: str, *, since: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
-        """Every (partition key, data) on a stream, shard by shard; ``since`` = a :meth:`stream_mark`."""
+        """Every (partition key, data) on a stream since the last :meth:`reset` (or since a
+        :meth:`stream_mark`), shard by shard."""
         return [(r["PartitionKey"], r["Data"]) for r in self.iter_stream(logical, since=since)]
 
     def iter_stream(self, logical: str, *, since: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
-        """The stream's records (GetRecords dicts plus ``_shard``), from the start or a mark."""
+        """The stream's records (GetRecords dicts plus ``_shard``) since ``since`` — by default the
+        mark :meth:`reset` left (``since={}``: from the very beginning)."""
         kinesis = self.client("kinesis")
         name = self.name(logical) if logical in constants.STREAMS else logical
+        if since is None:
+            since = self._marks.get(logical, {})
         for shard in kinesis.list_shards(StreamName=name)["Shards"]:
             shard_id = shard["ShardId"]
             if since is not None and shard_id in since:
@@ -380,8 +385,14 @@ class LocalStack:
             for shard in kinesis.list_shards(StreamName=name)["Shards"]
         }
 
+    def start_position(self, logical: str) -> dict[str, str]:
+        """Where a stream begins since the last :meth:`reset` (per shard; empty: from the start)."""
+        return dict(self._marks.get(logical, {}))
+
     def reset(self) -> None:
-        """Empty Redis, every queue and every table (streams cannot be emptied: use marks)."""
+        """Empty Redis, every queue and every table. Kinesis streams cannot be emptied: their
+        current ends become their beginnings for :meth:`stream_records` and for emulators that
+        start at TRIM_HORIZON, so a reset stack looks empty to readers in this process."""
         self.redis_client().flushdb()
         for logical in [*constants.QUEUES, EVENTS_TAP]:
             self.read_queue(logical, delete=True)  # PurgeQueue is limited to once a minute
@@ -392,6 +403,7 @@ class LocalStack:
             for page in ddb.get_paginator("scan").paginate(TableName=name):
                 for item in page.get("Items", []):
                     ddb.delete_item(TableName=name, Key={k: item[k] for k in keys})
+        self._marks = {s: self.stream_mark(s) for s in constants.STREAMS}
 
     def describe(self) -> dict[str, Any]:
         """Resource names and counts, for ``ensemble-trader local status``."""
