@@ -111,3 +111,19 @@ def test_local_up_status_down(tmp_path):
     from ensemble_trader.local.servers import pid_alive
 
     assert not pid_alive(state["moto_pid"]) and not pid_alive(state["redis_pid"])
+
+
+def test_feed_replay_cli_puts_interleaved_bars(clean_stack, capsys):
+    from ensemble_trader.cli import main
+    from ensemble_trader.runtime.settings import get_settings
+
+    get_settings.cache_clear()
+    code = main(["feed", "replay", "--bars", "arch:sp500", "--bars", "arch:nasdaq", "--limit", "700", "--no-progress"])
+    assert code == 0
+    assert "put 700 bars of SPX, IXIC on et-local-market-data" in capsys.readouterr().out
+    records = clean_stack.new_records("market-data")
+    assert len(records) == 700
+    bars = [Bar.parse(data) for _, data in records]
+    assert [key for key, _ in records] == [b.symbol for b in bars]
+    assert [b.symbol for b in bars[:4]] == ["SPX", "IXIC", "SPX", "IXIC"]  # merged by bar time
+    assert all(a.timestamp <= b.timestamp for a, b in zip(bars, bars[1:], strict=False))

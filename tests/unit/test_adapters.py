@@ -246,3 +246,24 @@ def test_redis_errors_become_infrastructure_errors():
         dead.get_many(["a"])
     with pytest.raises(InfrastructureError, match="SET"):
         dead.set_many({"a": b"1"})
+
+
+def test_replay_paces_the_feed_and_spreads_injected_records():
+    from ensemble_trader.adapters.memory import MemoryStreamPublisher
+    from ensemble_trader.cli.feed import replay_bars
+    from ensemble_trader.marketdata import load_arch
+
+    publisher, naps, now = MemoryStreamPublisher(), [], [0.0]
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        now[0] += seconds
+
+    series = [load_arch("sp500")[:300], load_arch("nasdaq")[:300]]
+    result = replay_bars(series, publisher, "market-data", rate=250, inject=[("X", b"1"), ("X", b"2")],
+                         sleep=sleep, clock=lambda: now[0])
+    sent = publisher.streams["market-data"]
+    assert result.bars == len(sent) == 602
+    assert [i for i, (k, _) in enumerate(sent) if k == "X"] == [200, 401]  # spread through the feed
+    assert naps == pytest.approx([1.0, 1.0, 0.408])  # 250 bars a second, in one-second chunks
+    assert result.seconds == pytest.approx(602 / 250)

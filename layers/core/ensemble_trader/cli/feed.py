@@ -72,6 +72,7 @@ def replay_bars(
     inject: Sequence[tuple[str, bytes]] = (),
     on_progress: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> ReplayResult:
     """Put the bars of ``series`` (merged by time) on ``stream``.
 
@@ -87,7 +88,7 @@ def replay_bars(
     for n, record in enumerate(inject, start=1):
         records.insert(n * step + n - 1, record)
     chunk = CHUNK if rate <= 0 else max(1, min(CHUNK, int(rate)))
-    t0 = time.perf_counter()
+    t0 = clock()
     for start in range(0, len(records), chunk):
         part = records[start : start + chunk]
         publisher.put(stream, part)
@@ -95,10 +96,10 @@ def replay_bars(
             on_progress(len(part))
         if rate > 0:
             due = (start + len(part)) / rate
-            ahead = due - (time.perf_counter() - t0)
+            ahead = due - (clock() - t0)
             if ahead > 0:
                 sleep(ahead)
-    return ReplayResult(len(records), time.perf_counter() - t0, tuple(s.symbol for s in series))
+    return ReplayResult(len(records), clock() - t0, tuple(s.symbol for s in series))
 
 
 def _run_replay(args: argparse.Namespace) -> int:
