@@ -87,7 +87,6 @@ class TradingEnv(gym.Env):
         self.action_space = gym.spaces.Box(-self.leverage, self.leverage, shape=(1,), dtype=np.float32)
         weights = np.array([t.n - 1 for t in self.tracks], dtype=np.float64)
         self._weights = weights / weights.sum()
-        self._rate = self.costs.rate
         self._rng = np.random.default_rng(random_state)
         self._track = self.tracks[0]
         self._t = 0
@@ -128,7 +127,7 @@ class TradingEnv(gym.Env):
     def step(self, action):
         target = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -self.leverage, self.leverage))
         tr, t = self._track, self._t
-        cost = self._rate * abs(target - self._position)
+        cost = self.costs.cost(self._position, target)
         asset_return = tr.close[t + 1] / tr.close[t] - 1.0
         net = target * asset_return - cost
         previous_drawdown = 1.0 - self._wealth / self._peak

@@ -20,6 +20,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from ensemble_trader.domain.agents import inference_session
 from ensemble_trader.domain.errors import ModelArtifactError
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
@@ -126,20 +127,11 @@ def _strip_metadata(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def max_parity_error(module: nn.Module, path: Path, feeds: Mapping[str, np.ndarray]) -> float:
     """Largest |onnxruntime - torch| over ``feeds`` (float32 arrays, in input order)."""
     with torch.no_grad():
         expected = module(*(torch.as_tensor(v) for v in feeds.values())).numpy()
-    got = _session(path).run(None, dict(feeds))[0]
+    got = inference_session(path).run(None, dict(feeds))[0]
     if got.shape != expected.shape:
         raise ModelArtifactError(f"{path.name}: onnxruntime output shape {got.shape} != torch {expected.shape}")
     return float(np.max(np.abs(got - expected)))

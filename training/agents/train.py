@@ -48,7 +48,7 @@ from ensemble_trader.backtest.engine import (
 from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
-from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_BARS: tuple[str, ...] = (
@@ -206,10 +206,11 @@ def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
     """Load ``spec`` and cut it into train / validation / test windows by time."""
     series, regimes = load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
     src = Source(spec, series, regimes)
+    features = compute_features(series)  # once; every window is cut from it
     ts = np.asarray(series.timestamp)
     n = len(ts)
     if whole:
-        src.train = prepare(series, regimes)
+        src.train = prepare(series, regimes, features=features)
         src.windows = {"train": [_iso(ts[0]), _iso(ts[-1])]}
         return src
     i_val = int(n * config.train_fraction)
@@ -224,7 +225,7 @@ def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
         hi = n if end is None else int(np.searchsorted(ts, end))
         if hi - lo < 3:
             continue
-        setattr(src, name, prepare(series, regimes, start=start, end=end))
+        setattr(src, name, prepare(series, regimes, start=start, end=end, features=features))
         src.windows[name] = [_iso(ts[lo]), _iso(ts[hi - 1])]
     if src.train is None:
         raise DataError(f"{spec}: the training window has too few warm bars")

@@ -27,6 +27,7 @@ import numpy as np
 from ensemble_trader.backtest.metrics import performance, periods_per_year
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FeatureMatrix, compute_features
 from ensemble_trader.domain.models import REGIMES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -166,13 +167,19 @@ class PreparedSeries:
         return periods_per_year(self.timestamp)
 
 
-def prepare(series: BarSeries, regimes: np.ndarray | None = None, start: str | None = None,
-            end: str | None = None) -> PreparedSeries:
+def prepare(
+    series: BarSeries,
+    regimes: np.ndarray | None = None,
+    start: Any = None,
+    end: Any = None,
+    features: FeatureMatrix | None = None,
+) -> PreparedSeries:
     """Compute features over the whole series (so windows are warm), then keep the warm rows
-    with ``start <= timestamp < end``. ``regimes`` (one label per bar of ``series``) are cut alike."""
-    from ensemble_trader.domain.features import compute_features
-
-    fm = compute_features(series)
+    with ``start <= timestamp < end``. ``regimes`` (one label per bar of ``series``) are cut alike.
+    Pass ``features`` (``compute_features(series)``) to cut several windows from one computation."""
+    fm = features if features is not None else compute_features(series)
+    if len(fm) != len(series):
+        raise DataError(f"{series.symbol}: {len(fm)} feature rows for {len(series)} bars")
     mask = fm.ready.copy()
     ts = np.asarray(series.timestamp)
     if start is not None:

@@ -44,21 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def detected_regimes(series: Any, model_dir: Path | None) -> Any:
-    """Causal regime labels of every bar from the regime model, or None if there is none."""
+    """Causal regime labels of every bar from the regime model (the same per-bar path as the
+    features and regime Lambdas), or None when there is no regime model."""
     import numpy as np
 
-    from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
     from ensemble_trader.domain.models import REGIMES
-    from ensemble_trader.domain.regime import RegimeDetector
+    from ensemble_trader.domain.regime import RegimeDetector, label_series
     from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime.settings import Settings
 
     folder = model_dir or Settings().models_dir / "regime"
     if not folder.is_dir():
         return None
-    detector = RegimeDetector(RegimeModel.load(folder))
-    fm = compute_features(series)
-    labels = detector.label_matrix(fm.values, FEATURE_NAMES, observed=fm.ready, symbol=series.symbol)
+    labels = label_series(RegimeDetector(RegimeModel.load(folder)), series)
     names = np.array([r.value for r in REGIMES], dtype="<U8")
     return names[labels.regime]
 

@@ -136,8 +136,9 @@ def verify_file(models_dir: Path, ref: ArtifactRef) -> Path:
     return path
 
 
-def _session(path: Path) -> Any:
-    """An onnxruntime session tuned for one small decision at a time on a shared core."""
+def inference_session(path: Path) -> Any:
+    """An onnxruntime session tuned for one small decision at a time on a shared core
+    (ModelArtifactError naming the file if onnxruntime cannot load it)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -198,14 +199,14 @@ class AgentPool:
             )
         sessions = {}
         for name in manifest.names:
-            sessions[name] = _session(verify_file(models_dir, manifest.agents[name]))
+            sessions[name] = inference_session(verify_file(models_dir, manifest.agents[name]))
         fused_session = None
         if fused is None:
             fused = manifest.fused is not None
         if fused:
             if manifest.fused is None:
                 raise ModelArtifactError(f"model set {models_dir}: the manifest lists no fused graph")
-            fused_session = _session(verify_file(models_dir, manifest.fused))
+            fused_session = inference_session(verify_file(models_dir, manifest.fused))
         pool = cls(manifest, sessions, fused_session)
         pool._check_shapes(models_dir)
         return pool
