@@ -190,3 +190,17 @@ def test_a_mapping_that_only_fails_can_be_switched_off(clean_stack):
     assert stats.dead_lettered == 2 and stats.undelivered == 4
     assert stats.disabled == "2 records in a row failed: FileNotFoundError: model.onnx is missing"
     assert esm.poll("features") == 0
+
+
+def test_sample_event_invokes_the_handler_like_sam_local(clean_stack):
+    from pathlib import Path
+
+    from ensemble_trader.local.events import FakeLambdaContext
+
+    sample = Path(__file__).resolve().parents[2] / "events" / "kinesis-market-data-bad-record.json"
+    handler = load_handler("features", fresh=True)
+    response = handler(json.loads(sample.read_text()), FakeLambdaContext("et-local-features"))
+    assert response == {"batchItemFailures": []}
+    assert len(vectors(clean_stack.new_records("features"))) == 6
+    (letter,) = clean_stack.stack.read_queue("features-dlq")
+    assert "low=" in letter["reason"] and letter["source"] == "features"
