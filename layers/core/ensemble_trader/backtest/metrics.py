@@ -44,13 +44,10 @@ class Metrics:
     max_drawdown: float
     win_rate: float
     turnover: float
-    periods: int = 0
 
     def as_dict(self) -> dict[str, float]:
-        """The eight metrics as plain floats (``periods`` left out: it is bookkeeping)."""
-        out = asdict(self)
-        out.pop("periods")
-        return {k: float(v) for k, v in out.items()}
+        """The eight metrics as plain floats, keyed by name."""
+        return {k: float(v) for k, v in asdict(self).items()}
 
 
 METRIC_NAMES: tuple[str, ...] = (
@@ -108,7 +105,7 @@ def performance(
         raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
     n = r.size
     if n == 0:
-        return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, periods=0)
+        return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     growth = float(np.prod(1.0 + r))
     total = growth - 1.0
@@ -136,7 +133,6 @@ def performance(
         max_drawdown=max_drawdown(r),
         win_rate=win_rate,
         turnover=turnover,
-        periods=n,
     )
 
 
