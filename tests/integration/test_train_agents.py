@@ -96,7 +96,9 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
         SM_CHANNEL_TRAIN=str(train_dir),
         SM_CHANNEL_VALIDATION=str(val_dir),
         SM_MODEL_DIR=str(model_dir),
-        SM_HPS=json.dumps({"quick": "true", "seed": "5", "total_timesteps": "512", "agents": "balanced"}),
+        SM_HPS=json.dumps(
+            {"quick": "true", "seed": "5", "total_timesteps": "512", "agents": "balanced", "n_seeds": "2"}
+        ),
     )
     proc = subprocess.run(
         [sys.executable, "-m", "training.agents.train"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
@@ -106,4 +108,10 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
     assert manifest.names == ("balanced",)
     assert manifest.training["seed"] == 5
     assert manifest.training["validation_data"] == [str(val_dir / "syn.csv")]
+    # two seeds trained (5 + index of balanced, and +100); the one with the better validation score kept
+    entry = manifest.agents["balanced"]
+    scores = entry.validation["seed_scores"]
+    assert set(scores) == {"7", "107"}
+    assert entry.validation["score"] == max(scores.values())
+    assert str(entry.hyperparameters["seed"]) == max(scores, key=scores.get)
     assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == manifest.version

@@ -60,6 +60,8 @@ DEFAULT_BARS: tuple[str, ...] = (
 QUICK_BARS: tuple[str, ...] = ("synth:realistic:11:1200", "synth:mean_reverting:12:1200")
 SHARED_BTC = "btcusd_1h"
 SYNTH_DEFAULT_BARS = 5000
+SEED_STRIDE = 100
+"""Seed k of an agent is ``seed + index of the agent + 100 k``."""
 CONTRARIAN_DATA = "mean_reverting"
 AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     # Chosen on validation scores (never on test data): a longer horizon (gamma 0.95) and a wider
@@ -96,6 +98,7 @@ class TrainConfig(BaseModel):
     validation_bars: tuple[str, ...] = ()
     agents: tuple[str, ...] = AGENT_NAMES
     seed: int = 7
+    n_seeds: int = Field(default=1, ge=1)  # >1: best seed per agent on validation
     quick: bool = False
     total_timesteps: int | None = Field(default=None, ge=256)
     eval_every: int | None = Field(default=None, ge=256)
@@ -274,6 +277,7 @@ def observation_stats(series: Sequence[PreparedSeries], leverage: float) -> tupl
 @dataclass
 class TrainedAgent:
     name: str
+    seed: int
     leverage: float
     policy: Any  # DeterministicPolicy of the selected checkpoint
     reward_params: dict[str, Any]
@@ -416,6 +420,7 @@ def train_agent(
     selected = DeterministicPolicy(model.policy, leverage).eval()
     return TrainedAgent(
         name=agent,
+        seed=seed,
         leverage=leverage,
         policy=selected,
         reward_params=make_reward(agent, **reward_params).params(),
@@ -494,6 +499,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
             src.validation, src.train = src.train, None
 
     trained: dict[str, TrainedAgent] = {}
+    seconds: dict[str, float] = {}
     for agent in config.agents:
         chosen = agent_training_data(agent, sources)
         train = [s.train for s in chosen if s.train is not None]
@@ -501,8 +507,14 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
             validation = [s.validation for s in val_sources if s.validation is not None]
         else:
             validation = [s.validation for s in chosen if s.validation is not None]
-        seed = config.seed + AGENT_NAMES.index(agent)
-        trained[agent] = train_agent(agent, train, validation, config, seed=seed, progress=progress)
+        candidates = []
+        for k in range(config.n_seeds):
+            seed = config.seed + AGENT_NAMES.index(agent) + SEED_STRIDE * k
+            candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
+        best = max(candidates, key=lambda t: t.validation["score"])  # first wins a tie
+        best.validation["seed_scores"] = {str(t.seed): t.validation["score"] for t in candidates}
+        trained[agent] = best
+        seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
     rng = np.random.default_rng(config.seed)
     features = _heldout_features(sources, rng)
@@ -516,7 +528,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
             "leverage": t.leverage,
             "algorithm": "PPO",
             "reward": t.reward_params,
-            "hyperparameters": _hyperparameters(config.for_agent(agent), t.timesteps),
+            "hyperparameters": {"seed": t.seed, **_hyperparameters(config.for_agent(agent), t.timesteps)},
             "validation": t.validation,
         }
     fused_file = None
@@ -537,7 +549,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         "quick": config.quick,
         "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},
         "onnx_parity_max_abs_error": parity,
-        "seconds_per_agent": {a: round(t.seconds, 1) for a, t in trained.items()},
+        "seconds_per_agent": seconds,
         "validation_history": {a: t.history for a, t in trained.items()},
         "software": {
             "python": platform.python_version(),
