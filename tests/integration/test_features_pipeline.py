@@ -44,6 +44,12 @@ def test_bars_become_feature_vectors_in_order(clean_stack):
     spx = [v for v in out if v.symbol == "SPX"]
     assert [v.timestamp for v in spx] == [b.timestamp for b in bars("SPX", 70)]
     assert spx[0].warmup_remaining > 0 and spx[-1].ready
+    # the per-record compute metric went out as CloudWatch EMF on the function's stdout
+    emf = [json.loads(line) for line in esm.logs("features") if line.startswith('{"_aws"')]
+    emf = [doc for doc in emf if "features_compute_us" in doc]
+    values = [v for doc in emf for v in doc["features_compute_us"]]
+    assert len(values) == 140 and all(v > 0 for v in values)
+    assert {(doc["stage"], doc["service"]) for doc in emf} == {("local", "features")}
     version, _ = decode_cached(cached_state(clean_stack.stack, "SPX"))
     snapshot = clean_stack.stack.client("dynamodb").get_item(
         TableName=clean_stack.stack.name("stage-state"), Key={"pk": {"S": "features"}, "sk": {"S": "SPX"}}

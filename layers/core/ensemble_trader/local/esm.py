@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import redirect_stdout
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -59,9 +59,6 @@ class MappingStats:
     invoke_seconds: float = 0.0
     disabled: str = ""  # why the mapping was switched off (``disable_after_errors``)
     undelivered: int = 0  # records read but not delivered because the mapping was switched off
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _LogBuffer(io.TextIOBase):

@@ -104,9 +104,6 @@ class MemoryEventBus:
         self.failures.check("publish")
         self.events.extend(events)
 
-    def of_type(self, name: str) -> list[BaseModel]:
-        return [e for e in self.events if type(e).__name__ == name]
-
 
 class MemoryDeadLetters:
     """:class:`~ensemble_trader.ports.DeadLetterWriter`: ``(record, reason, source)`` tuples."""
