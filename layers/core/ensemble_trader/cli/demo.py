@@ -18,6 +18,7 @@ import argparse
 import importlib
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,9 @@ def _run(args: argparse.Namespace) -> int:
     from ensemble_trader.local.stack import LocalStack
     from ensemble_trader.marketdata import load_arch
 
+    # a handler invocation that only skipped redelivered records flushes no metrics; Powertools
+    # warns about that on every such call, which is noise in a demo
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     t_start = time.perf_counter()
     series = [load_arch("sp500"), load_arch("nasdaq")]
     if args.limit is not None:
