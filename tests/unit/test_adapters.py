@@ -159,6 +159,19 @@ def test_eventbridge_chunks_by_ten_and_retries_failed_entries():
     assert entry["EventBusName"] == "et-unit-events"
 
 
+def test_eventbridge_batches_stay_under_256_kb():
+    class Big(BaseModel):
+        blob: str
+
+    client = FlakyEvents()
+    client.calls.append([])  # no injected failure
+    publisher = EventBridgePublisher(client, settings=SETTINGS, sleep=lambda s: None)
+    publisher.publish([Big(blob="x" * 100_000) for _ in range(5)])
+    assert [len(c) for c in client.calls[1:]] == [2, 2, 1]
+    with pytest.raises(DataError, match="at most 262144"):
+        publisher.publish([Big(blob="x" * 300_000)])
+
+
 # ---- DynamoDB --------------------------------------------------------------------------------
 
 

@@ -13,10 +13,16 @@ from pydantic import BaseModel
 from ensemble_trader import constants
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_ENTRIES = 10
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    """An entry's size as EventBridge counts it (source, detail-type, detail, in UTF-8)."""
+    return sum(len(str(entry.get(k, "")).encode()) for k in ("Source", "DetailType", "Detail"))
 
 
 def to_entry(event: BaseModel, bus: str, source: str = constants.EVENT_SOURCE) -> dict[str, Any]:
@@ -58,9 +64,21 @@ class EventBridgePublisher:
         self._sleep = sleep
 
     def publish(self, events: Sequence[BaseModel]) -> None:
-        entries = [to_entry(e, self.bus, self.source) for e in events]
-        for start in range(0, len(entries), MAX_ENTRIES):
-            self._put(entries[start : start + MAX_ENTRIES])
+        """Put ``events`` in order, at most 10 entries and 256 KB per call."""
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for event in events:
+            entry = to_entry(event, self.bus, self.source)
+            n = entry_size(entry)
+            if n > MAX_REQUEST_BYTES:
+                raise DataError(f"{entry['DetailType']} event is {n} bytes; EventBridge accepts at most {MAX_REQUEST_BYTES}")
+            if batch and (len(batch) == MAX_ENTRIES or size + n > MAX_REQUEST_BYTES):
+                self._put(batch)
+                batch, size = [], 0
+            batch.append(entry)
+            size += n
+        if batch:
+            self._put(batch)
 
     def _put(self, entries: list[dict[str, Any]]) -> None:
         pending = entries
