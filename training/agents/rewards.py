@@ -95,8 +95,19 @@ def _clip(value: float, bound: float) -> float:
     return max(-bound, min(bound, value))
 
 
+class _RewardBase:
+    """Shared by the reward dataclasses: parameters as a dict; nothing to reset by default."""
+
+    def reset(self) -> None:
+        """Stateless: the reward depends on the current step only (the drawdown is tracked by
+        the environment)."""
+
+    def params(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
 @dataclass
-class ConservativeReward:
+class ConservativeReward(_RewardBase):
     """Return penalised by drawdown increments and volatility exposure."""
 
     drawdown_penalty: float = 0.1
@@ -105,40 +116,28 @@ class ConservativeReward:
     clip: float = 10.0
     name: str = "conservative"
 
-    def reset(self) -> None:
-        """Stateless: the drawdown is tracked by the environment."""
-
     def __call__(self, o: StepOutcome) -> float:
         dd_increase = max(0.0, o.drawdown - o.previous_drawdown)
         exposure = (o.position * o.volatility) ** 2
         raw = o.net_return - self.drawdown_penalty * dd_increase - self.vol_penalty * exposure
         return _clip(self.scale * raw, self.clip)
 
-    def params(self) -> dict[str, float | str]:
-        return asdict(self)
-
 
 @dataclass
-class AggressiveReward:
+class AggressiveReward(_RewardBase):
     """Log growth of wealth."""
 
     scale: float = 100.0
     clip: float = 10.0
     name: str = "aggressive"
 
-    def reset(self) -> None:
-        """Stateless."""
-
     def __call__(self, o: StepOutcome) -> float:
         growth = max(1.0 + o.net_return, 1e-6)  # a step that wipes out equity is the floor
         return _clip(self.scale * math.log(growth), self.clip)
 
-    def params(self) -> dict[str, float | str]:
-        return asdict(self)
-
 
 @dataclass
-class BalancedReward:
+class BalancedReward(_RewardBase):
     """Differential Sharpe ratio of Moody & Saffell with adaptation rate ``eta``."""
 
     eta: float = 0.01
@@ -167,12 +166,9 @@ class BalancedReward:
         self.second_moment_ = b + self.eta * delta_b
         return _clip(self.scale * dsr, self.clip)
 
-    def params(self) -> dict[str, float | str]:
-        return asdict(self)
-
 
 @dataclass
-class ContrarianReward:
+class ContrarianReward(_RewardBase):
     """Profit from leaning against short-term excursions; following them is penalised."""
 
     contrarian_bonus: float = 0.5
@@ -181,17 +177,11 @@ class ContrarianReward:
     clip: float = 10.0
     name: str = "contrarian"
 
-    def reset(self) -> None:
-        """Stateless."""
-
     def __call__(self, o: StepOutcome) -> float:
         lean = o.position * o.excursion
         weight = 1.0 + self.contrarian_bonus if lean < 0.0 else 1.0
         raw = o.net_return * weight - self.trend_penalty * max(0.0, lean) * o.volatility
         return _clip(self.scale * raw, self.clip)
-
-    def params(self) -> dict[str, float | str]:
-        return asdict(self)
 
 
 REWARDS: dict[str, type] = {
