@@ -236,7 +236,7 @@ def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
 
 
 def data_hash(sources: Sequence[Source]) -> str:
-    """sha256 of the bars the job trained and validated on (timestamps and OHLCV)."""
+    """sha256 of the bars the job read: each spec and its whole series (timestamps and OHLCV)."""
     digest = hashlib.sha256()
     for src in sources:
         digest.update(src.spec.encode())
@@ -497,6 +497,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     if separate_validation:
         for src in val_sources:
             src.validation, src.train = src.train, None
+            src.windows = {"validation": src.windows["train"]}
 
     trained: dict[str, TrainedAgent] = {}
     seconds: dict[str, float] = {}
