@@ -105,6 +105,7 @@ def replay_bars(
 def _run_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ensemble_trader.adapters.aws._names import physical
     from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
     from ensemble_trader.marketdata import load_bars
     from ensemble_trader.runtime.settings import get_settings
@@ -115,7 +116,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         total = min(total, args.limit)
     settings = get_settings()
     publisher = KinesisPublisher(settings=settings)
-    target = settings.name(args.stream) if args.stream == "market-data" else args.stream
+    target = physical(args.stream, settings)
     where = settings.aws_endpoint_url or "AWS"
     with tqdm(total=total, unit="bar", desc=f"replay → {target}", disable=args.no_progress, file=sys.stderr) as bar:
         result = replay_bars(series, publisher, args.stream, rate=args.rate, limit=args.limit, on_progress=bar.update)
