@@ -164,7 +164,7 @@ def build_runner(settings: Any, agents: Any, *, config: MetaAgentConfig | None =
     queue = QueueSink(SqsPublisher(settings=settings), spec.outputs[0], lambda intent: intent.intent_id)
     return KinesisStageRunner(
         step,
-        cache=RedisCache.from_url(settings.redis_url, prefix=f"{settings.stage}:"),
+        cache=RedisCache.from_settings(settings, prefix=f"{settings.stage}:"),
         dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source="meta_agent"),
         sink=DecisionSink(queue, store, metrics),
         events=EventBridgePublisher(settings=settings),

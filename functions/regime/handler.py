@@ -64,7 +64,7 @@ def runner() -> KinesisStageRunner:
     store = DynamoKeyValueStore(settings=settings)
     return KinesisStageRunner(
         RegimeStep(model, transition_rule()),
-        cache=RedisCache.from_url(settings.redis_url, prefix=f"{settings.stage}:"),
+        cache=RedisCache.from_settings(settings, prefix=f"{settings.stage}:"),
         dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source="regime"),
         sink=MarketStateSink(StreamSink(KinesisPublisher(settings=settings), spec.outputs[0]), store),
         events=EventBridgePublisher(settings=settings),

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     aws_endpoint_url: str | None = None  # the moto server locally; unset in AWS
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_iam_user: str | None = None  # ElastiCache Serverless IAM auth (the deployed cache needs it)
+    redis_cache_name: str | None = None
     model_bucket: str | None = None  # defaults to the stage's registry bucket name
     models_dir: Path = Field(default_factory=_default_models_dir)
     strategy_id: str = "ensemble"

@@ -609,7 +609,7 @@ def runner_for_function(
             raise ValueError(f"function {function}: output {target!r} is neither a stream nor a queue")
     return KinesisStageRunner(
         step,
-        cache=RedisCache.from_url(settings.redis_url, prefix=f"{settings.stage}:"),
+        cache=RedisCache.from_settings(settings, prefix=f"{settings.stage}:"),
         dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source=function),
         sink=sink,
         events=EventBridgePublisher(settings=settings) if with_events else None,

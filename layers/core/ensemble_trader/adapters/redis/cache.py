@@ -30,8 +30,13 @@ class RedisCache:
         prefix: str = "",
         ttl_seconds: int | None = None,
         timeout_s: float = 2.0,
+        credential_provider: Any = None,
     ) -> RedisCache:
-        """A cache over a new connection pool to ``url`` (``redis://host:port/db``, ``rediss://``)."""
+        """A cache over a new connection pool to ``url`` (``redis://host:port/db``, ``rediss://``).
+
+        ``credential_provider`` (a redis-py ``CredentialProvider``) supplies the user and password
+        of each new connection, e.g. the IAM token of ElastiCache Serverless.
+        """
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
@@ -43,8 +48,21 @@ class RedisCache:
             health_check_interval=30,
             # fail fast: the stage runner reports the items and the event-source mapping retries
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            credential_provider=credential_provider,
         )
         return cls(client, prefix=prefix, ttl_seconds=ttl_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, prefix: str = "", ttl_seconds: int | None = None) -> RedisCache:
+        """The cache a handler uses: ``ET_REDIS_URL``, with IAM auth when ``ET_REDIS_IAM_USER`` is set."""
+        provider = None
+        if settings.redis_iam_user:
+            from ensemble_trader.adapters.aws.elasticache_auth import ElastiCacheIAMProvider
+
+            if not settings.redis_cache_name:
+                raise ValueError("ET_REDIS_IAM_USER is set but ET_REDIS_CACHE_NAME is not")
+            provider = ElastiCacheIAMProvider(settings.redis_cache_name, settings.redis_iam_user, settings.region)
+        return cls.from_url(settings.redis_url, prefix=prefix, ttl_seconds=ttl_seconds, credential_provider=provider)
 
     @property
     def client(self) -> Any:
