@@ -106,7 +106,7 @@ class Training(Construct):
             ),
             input_data_config=[
                 tasks.Channel(
-                    channel_name="data",
+                    channel_name="train",
                     data_source=tasks.DataSource(
                         s3_data_source=tasks.S3DataSource(
                             s3_location=tasks.S3Location.from_bucket(registry.bucket, TRAINING_DATA_PREFIX),
