@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 STAGE ?= dev
 
-.PHONY: demo test test-unit bench synth layers train lint deploy redis-server regime-validate clean
+.PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents lint deploy redis-server regime-validate local-up local-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,20 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/ensemble-trader bench --json
 
+bench-regret: $(STAMP)
+	$(PY) tests/benchmarks/bandit_regret.py
+
 train: $(STAMP)
 	$(VENV)/bin/ensemble-trader train agents --out layers/models/agents
+
+evaluate-agents: $(STAMP)
+	$(PY) -m training.agents.evaluate --img-dir docs/img
+
+local-up: $(STAMP) redis-server
+	$(VENV)/bin/ensemble-trader local up
+
+local-down: $(STAMP)
+	$(VENV)/bin/ensemble-trader local down
 
 layers: $(STAMP)
 	$(PY) layers/build.py
