@@ -52,13 +52,23 @@ def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dic
     return out
 
 
-def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
-    symbols = detail.get("symbols") or [s for s in os.environ.get(SYMBOLS_ENV, "").split(",") if s.strip()]
+def refit_options(detail: dict[str, Any]) -> tuple[list[str], int]:
+    """(symbols, lookback bars) from the event detail, else ``ET_REGIME_SYMBOLS`` and the default."""
+    symbols = detail.get("symbols") or [s.strip() for s in os.environ.get(SYMBOLS_ENV, "").split(",") if s.strip()]
     if not symbols:
         raise DataError(f"no symbols to refit on: pass detail.symbols or set {SYMBOLS_ENV}")
-    lookback = int(detail.get("lookback_bars", DEFAULT_LOOKBACK))
+    if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
+        raise DataError(f"detail.symbols={symbols!r} must be a list of symbol strings")
+    lookback = detail.get("lookback_bars", DEFAULT_LOOKBACK)
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 2:
+        raise DataError(f"detail.lookback_bars={lookback!r} must be an integer >= 2")
+    return symbols, lookback
+
+
+def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
+    symbols, lookback = refit_options(detail)
     current = load_pinned(model_store, default_dir)
-    per_symbol = [rows for rows in history_rows(history, list(symbols), lookback) if len(rows) >= 2]
+    per_symbol = [rows for rows in history_rows(history, symbols, lookback) if len(rows) >= 2]
     rows = [r for seq in per_symbol for r in seq]
     try:
         raw = np.array([[float(r["features"][n]) for n in current.feature_names] for r in rows], dtype=np.float64)
@@ -72,7 +82,7 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
         ret_1,
         vol,
         sequences=[len(seq) for seq in per_symbol],
-        info={"symbols": list(symbols), "source": HISTORY_TABLE},
+        info={"symbols": symbols, "source": HISTORY_TABLE},
     )
     summary = {
         "previous": current.version,
@@ -90,7 +100,7 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
             RegimeModelPublished(
                 version=result.model.version,
                 previous=current.version,
-                symbols=list(symbols),
+                symbols=symbols,
                 n_samples=result.n_samples,
                 log_likelihood=result.log_likelihood,
                 previous_log_likelihood=result.previous_log_likelihood,

@@ -165,3 +165,14 @@ def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, da
     with pytest.raises(DataError, match="no symbols to refit on"):
         refit({"detail": {}}, FakeLambdaContext("et-local-regime-refit"))
 
+
+
+def test_refit_rejects_malformed_options_naming_the_field(monkeypatch):
+    options = load_module("regime", "refit").refit_options
+    monkeypatch.setenv("ET_REGIME_SYMBOLS", " SPX, IXIC ,")
+    assert options({}) == (["SPX", "IXIC"], 2_000)
+    with pytest.raises(DataError, match=r"detail.symbols='SPX'"):
+        options({"symbols": "SPX"})  # a string, not a list: not the symbols S, P, X
+    for bad in ("500", 1.5, 0, True):
+        with pytest.raises(DataError, match="detail.lookback_bars="):
+            options({"symbols": ["SPX"], "lookback_bars": bad})
