@@ -41,10 +41,16 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 50) -> list
 
 
 def run_all(quick: bool = False, only: list[str] | None = None, progress: bool = True) -> dict:
+    """Every benchmark module's results (or those named in ``only``; an unknown name is a DataError)."""
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__))
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        from ensemble_trader.domain.errors import DataError
+
+        raise DataError(f"unknown benchmark(s) {unknown}; choose from {names}")
     results: dict[str, object] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, Python {platform.python_version()}",
     }
-    names = sorted(m.name for m in pkgutil.iter_modules(__path__))
     for name in names:
         if only and name not in only:
             continue

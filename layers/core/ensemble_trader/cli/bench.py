@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
             value = results[key]
             shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
             print(f"{key:<{width}}  {shown}")
-    return 0 if results else 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
