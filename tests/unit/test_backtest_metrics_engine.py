@@ -55,6 +55,15 @@ def test_summarise_per_regime_counts_real_trades():
     assert bull["turnover"] == pytest.approx(2 / 3 * 4.0)
 
 
+def test_summarise_of_a_slice_counts_trades_from_the_position_held_before_it():
+    r = np.array([0.01, 0.02])
+    p = np.array([1.0, 1.0])
+    fresh = summarise(r, p, 2.0, np.array(["BULL", "BULL"]))
+    held = summarise(r, p, 2.0, np.array(["BULL", "BULL"]), initial_position=1.0)
+    assert fresh["overall"]["turnover"] == pytest.approx(0.5 * 2.0)  # the entry trade
+    assert held["overall"]["turnover"] == 0.0 == held["by_regime"]["BULL"]["turnover"]
+
+
 def test_run_policy_feeds_each_agent_its_own_position():
     seen = []
 

@@ -99,18 +99,24 @@ def summarise(
     positions: np.ndarray,
     ppy: float,
     regimes: np.ndarray | None = None,
+    initial_position: float = 0.0,
 ) -> dict[str, Any]:
     """``{"overall": M, "by_regime": {regime: M}}`` with M a metrics dict.
 
     Per regime, the periods of that regime are taken together in time order (a strategy's
     wealth while the market is in that regime), with the trades actually made in them;
-    regimes that never occur are left out.
+    regimes that never occur are left out. ``initial_position`` is the position held before
+    the first period (as in :func:`strategy_returns`), so a slice of a longer run does not
+    count an invented first trade in its turnover.
     """
     returns = np.asarray(returns, dtype=np.float64)
     positions = np.asarray(positions, dtype=np.float64)
-    report: dict[str, Any] = {"overall": performance(returns, positions, ppy).as_dict(), "by_regime": {}}
+    trades = np.abs(np.diff(np.concatenate(([initial_position], positions))))
+    report: dict[str, Any] = {
+        "overall": performance(returns, positions, ppy, trades=trades).as_dict(),
+        "by_regime": {},
+    }
     if regimes is not None:
-        trades = np.abs(np.diff(np.concatenate(([0.0], positions))))
         labels = np.asarray(regimes)
         if labels.shape[0] != np.asarray(returns).shape[0]:
             raise DataError(f"{labels.shape[0]} regime labels for {np.asarray(returns).shape[0]} periods")

@@ -52,6 +52,14 @@ from ensemble_trader.domain.models import REGIMES, MarketState, OrderIntent
 from ensemble_trader.domain.regime import RegimeStep
 
 
+REWARD_UNITS = {
+    "vol": "risk-adjusted reward (net return / market EWMA vol) summed over bars",
+    "agent_vol": "risk-adjusted reward (net return / each agent's EWMA vol) summed over bars",
+    "none": "net return summed over bars",
+}
+"""What the regret is measured in, by ``MetaAgentConfig.risk_adjustment``."""
+
+
 @dataclass(frozen=True)
 class PipelineRun:
     """One series through features → regime → agents (independent of the meta policy)."""
@@ -247,7 +255,7 @@ def evaluate(
 
     def report(path: np.ndarray, initial: float) -> dict[str, Any]:
         held = np.asarray(path, dtype=np.float64)[:-1]
-        return summarise(strategy_returns(held, r, costs, initial), held, ppy, labels)
+        return summarise(strategy_returns(held, r, costs, initial), held, ppy, labels, initial)
 
     out: dict[str, Any] = {
         "ensemble": report(run.positions[i0:], run.positions[prev] if prev >= 0 else 0.0),
@@ -257,11 +265,7 @@ def evaluate(
         },
         "buy_and_hold": report(np.ones(len(r) + 1), 0.0),
     }
-    out["regret"] = _ledger(run, i0).summary(p.agent_names) | {
-        "units": "risk-adjusted reward (return / EWMA vol) summed over bars"
-        if run.config.risk_adjustment == "vol"
-        else "return summed over bars",
-    }
+    out["regret"] = _ledger(run, i0).summary(p.agent_names) | {"units": REWARD_UNITS[run.config.risk_adjustment]}
     best = max(p.agent_names, key=lambda n: out["agents"][n]["overall"]["sharpe"])
     best_m, ens_m = out["agents"][best]["overall"], out["ensemble"]["overall"]
     goal = best_m["sharpe"] + 0.2 * abs(best_m["sharpe"])
