@@ -305,3 +305,26 @@ def test_a_new_model_version_restarts_the_learners_but_keeps_the_book() -> None:
     assert decision.intent.explanation_detail["previous"]["position"] == state.position
     assert abs(decision.intent.target_position - state.position) <= new_step.config.max_position_change + 1e-12
     assert MetaAgentState.from_bytes(new.to_bytes()).model_version == new_step.model_version
+
+
+def test_after_a_model_version_change_the_agents_see_the_restarted_virtual_positions() -> None:
+    class Agents:
+        names = ("a", "b", "c", "d")
+        version = "v2"
+        feature_names = ("ret_1",)
+
+        def __init__(self) -> None:
+            self.seen: list[np.ndarray] = []
+
+        def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            self.seen.append(np.array(positions))
+            return np.full(4, 0.5)
+
+    prices, regimes, targets = path(10)
+    state, _ = run(MetaAgentStep(agent_version="v1"), prices[:5], regimes, targets)
+    assert np.any(state.agent_positions != 0.0)
+    agents = Agents()
+    new, decision = MetaAgentStep(agents=agents)(state, market(5, prices[5], regimes[5]))
+    np.testing.assert_array_equal(agents.seen[0], np.zeros(4))  # not the old agent set's positions
+    np.testing.assert_allclose(new.agent_costs, 3e-4 * 0.5)  # the trade booked from those positions
+    assert decision.intent is not None and new.model_version.startswith("v2+")

@@ -545,11 +545,13 @@ class MetaAgentStep:
         if state is not None and state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
             return state, MetaDecision(None)
         current = state if state is not None else self.new_state(market.symbol)
+        if current.model_version != self.model_version:
+            current = self.restart(current)  # the agents see the virtual positions decide() books
         if market.features.ready:
             targets = self.agents.act(self.features_of(market), current.agent_positions)
         else:
             targets = np.zeros(self._n)
-        return self.decide(state, market, targets)
+        return self.decide(current, market, targets)
 
     def decide(
         self, state: MetaAgentState | None, market: MarketState, targets: np.ndarray
