@@ -120,6 +120,19 @@ def test_fifo_publisher_and_dead_letter_writer(aws):
     assert body["reason"] == "bad: x=1" and body["record"] == {"k": 1} and body["source"] == "features"
 
 
+def test_dead_letter_redelivery_is_stored_once_on_a_fifo_queue(aws):
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="et-unit-orders-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    writer = SqsDeadLetterWriter("orders-dlq", sqs, settings=SETTINGS, source="orders")
+    writer.send({"k": 1}, "bad: x=1")
+    writer.send({"k": 1}, "bad: x=1")  # the same record redelivered: same deduplication id
+    writer.send({"k": 2}, "bad: x=1")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["record"] for m in got] == [{"k": 1}, {"k": 2}]
+
+
 def test_dead_letter_body_keeps_any_record_kind():
     class M(BaseModel):
         a: int

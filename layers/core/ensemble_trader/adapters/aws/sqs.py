@@ -109,7 +109,9 @@ class SqsDeadLetterWriter:
 
     The body is ``{"reason", "source", "failed_at", "record"}``; ``record`` is the input as it
     arrived (a Lambda event record dict, a model as JSON, text, or bytes as base64 under
-    ``record_base64``), so the message can be inspected and replayed.
+    ``record_base64``), so the message can be inspected and replayed. On a FIFO dead-letter
+    queue the deduplication id is derived from everything but ``failed_at``, so a redelivered
+    record dead-lettered again within SQS's five-minute window is stored once.
     """
 
     def __init__(
@@ -127,7 +129,9 @@ class SqsDeadLetterWriter:
     def send(self, record: Any, reason: str, *, source: str = "") -> None:
         body = dead_letter_body(record, reason, source=source or self.source)
         group = source or self.source or "dead-letters"
-        dedup = hashlib.sha256(body.encode()).hexdigest()
+        content = json.loads(body)
+        del content["failed_at"]  # the same record and reason give the same id on every attempt
+        dedup = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
         self._publisher.send(self.queue, [(group, dedup, body.encode())])
 
 
