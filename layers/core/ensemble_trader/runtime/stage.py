@@ -62,6 +62,7 @@ from ensemble_trader.domain.errors import (
     InvalidMessageError,
     StateError,
 )
+from ensemble_trader.domain.features import timestamp_ns
 from ensemble_trader.domain.models import parse
 from ensemble_trader.ports import (
     Cache,
@@ -81,12 +82,6 @@ SNAPSHOT_TABLE = "stage-state"
 COMPUTE_SAMPLES = 200_000
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC = b"ET1"
-
-
-def timestamp_ns(when: datetime) -> int:
-    """Nanoseconds since the epoch of a timezone-aware datetime (exact, no float rounding)."""
-    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 class SymbolStep(Protocol[S, In]):
