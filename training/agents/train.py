@@ -51,6 +51,8 @@ from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from training.sagemaker import HYPERPARAMETERS_FILE, channel_files, read_hyperparameters, report_failure
+
 DEFAULT_BARS: tuple[str, ...] = (
     "arch:sp500",
     "arch:nasdaq",
@@ -218,16 +220,12 @@ def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
         return src
     i_val = int(n * config.train_fraction)
     i_test = int(n * min(config.train_fraction + config.validation_fraction, 1.0))
-    bounds = {
-        "train": (None, ts[i_val] if i_val < n else None),
-        "validation": (ts[i_val] if i_val < n else None, ts[i_test] if i_test < n else None),
-        "test": (ts[i_test] if i_test < n else None, None),
-    }
-    for name, (start, end) in bounds.items():
-        lo = 0 if start is None else int(np.searchsorted(ts, start))
-        hi = n if end is None else int(np.searchsorted(ts, end))
-        if hi - lo < 3:
+    cuts = {"train": (0, i_val), "validation": (i_val, i_test), "test": (i_test, n)}  # bar indices [lo, hi)
+    for name, (lo, hi) in cuts.items():
+        if hi - lo < 3:  # an empty window (e.g. fractions summing to 1) stays empty, never the whole series
             continue
+        start = ts[lo] if lo > 0 else None
+        end = ts[hi] if hi < n else None
         setattr(src, name, prepare(series, regimes, start=start, end=end, features=features))
         src.windows[name] = [_iso(ts[lo]), _iso(ts[hi - 1])]
     if src.train is None:
@@ -576,47 +574,22 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
 # SageMaker entry point
 # --------------------------------------------------------------------------------------------
 
-SM_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
-SM_FAILURE_FILE = Path("/opt/ml/output/failure")
-
-
-def read_hyperparameters(path: Path = SM_HYPERPARAMETERS) -> dict[str, Any]:
-    """Hyperparameters of a SageMaker job: the JSON file if present, else ``$SM_HPS``, else {}."""
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    raw = os.environ.get("SM_HPS")
-    return json.loads(raw) if raw else {}
-
-
-def _channel_bars(channel: str | None) -> tuple[str, ...]:
-    if not channel:
-        return ()
-    folder = Path(channel)
-    if not folder.is_dir():
-        raise DataError(f"channel folder {folder} does not exist")
-    files = sorted(str(p) for p in folder.glob("*.csv") if not p.name.endswith(".truth.csv"))
-    if not files:
-        raise DataError(f"channel folder {folder} holds no bars CSV")
-    return tuple(files)
+SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
 
 
 def sagemaker_main() -> int:
     """Run the job as a SageMaker training container would (works with local folders)."""
-    hps = read_hyperparameters()
-    train_bars = _channel_bars(os.environ.get("SM_CHANNEL_TRAIN"))
-    val_bars = _channel_bars(os.environ.get("SM_CHANNEL_VALIDATION"))
-    if train_bars:
-        hps["bars"] = list(train_bars)
-    if val_bars:
-        hps["validation_bars"] = list(val_bars)
     out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     try:
+        hps = read_hyperparameters(SM_HYPERPARAMETERS)
+        for key, channel in (("bars", "SM_CHANNEL_TRAIN"), ("validation_bars", "SM_CHANNEL_VALIDATION")):
+            files = channel_files(os.environ.get(channel))
+            if files:
+                hps[key] = [str(f) for f in files]
         config = TrainConfig.model_validate(hps)
         manifest = run_job(config, out, progress=sys.stderr.isatty())
     except (EnsembleTraderError, ValidationError) as exc:
-        print(f"training failed: {exc}", file=sys.stderr)
-        if SM_FAILURE_FILE.parent.is_dir():  # SageMaker shows this file as the job's failure reason
-            SM_FAILURE_FILE.write_text(str(exc)[:1000], encoding="utf-8")
+        report_failure("training", exc)
         return 1
     print(json.dumps({"version": manifest["version"], "model_dir": str(out)}))
     return 0
