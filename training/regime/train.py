@@ -26,20 +26,10 @@ from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.regime_model import RegimeModel
 
 from training.regime.estimator import RegimeHMM
+from training.sagemaker import HYPERPARAMETERS_FILE, channel_files, read_hyperparameters, report_failure
 
-SM_HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
+SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
 DEFAULT_STATES = (4, 5, 6)
-
-
-def read_hyperparameters(path: Path = SM_HYPERPARAMETERS) -> dict[str, Any]:
-    """The job's hyperparameters: the JSON file if present, else ``$SM_HPS``, else {}."""
-    try:
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-        raw = os.environ.get("SM_HPS")
-        return json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise DataError(f"hyperparameters are not valid JSON: {exc}") from None
 
 
 def _states(value: Any) -> tuple[int, ...]:
@@ -81,15 +71,7 @@ def channel_bars(channel: str | None) -> list[BarSeries]:
     """Every bars CSV of a channel folder (``*.truth.csv`` files are regime labels, skipped)."""
     from ensemble_trader.marketdata import read_bars_csv
 
-    if not channel:
-        return []
-    folder = Path(channel)
-    if not folder.is_dir():
-        raise DataError(f"channel folder {folder} does not exist")
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.endswith(".truth.csv"))
-    if not files:
-        raise DataError(f"channel folder {folder} holds no bars CSV")
-    return [s for f in files for s in read_bars_csv(f)]
+    return [s for f in channel_files(channel) for s in read_bars_csv(f)]
 
 
 def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progress: bool = False) -> dict[str, Any]:
@@ -110,7 +92,7 @@ def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progres
 def sagemaker_main() -> int:
     """Run the job as a SageMaker training container would."""
     try:
-        hps = read_hyperparameters()
+        hps = read_hyperparameters(SM_HYPERPARAMETERS)
         series = channel_bars(os.environ.get("SM_CHANNEL_TRAIN"))
         if not series:
             from ensemble_trader.marketdata import load_bars
@@ -119,7 +101,7 @@ def sagemaker_main() -> int:
         out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
         result = run_job(hps, series, out, progress=sys.stderr.isatty())
     except (EnsembleTraderError, ValueError) as exc:
-        print(f"regime training failed: {exc}", file=sys.stderr)
+        report_failure("regime training", exc)
         return 1
     print(json.dumps(result))
     return 0

@@ -1,0 +1,51 @@
+"""The SageMaker training-container contract shared by the training jobs (local folders work too).
+
+Hyperparameters come from ``/opt/ml/input/config/hyperparameters.json`` if present, else the JSON
+in ``$SM_HPS``; data channels are folders of bars CSVs; a failed job writes its reason to
+``/opt/ml/output/failure``, which SageMaker shows as the job's failure reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ensemble_trader.domain.errors import DataError
+
+HYPERPARAMETERS_FILE = Path("/opt/ml/input/config/hyperparameters.json")
+FAILURE_FILE = Path("/opt/ml/output/failure")
+
+
+def read_hyperparameters(path: Path = HYPERPARAMETERS_FILE) -> dict[str, Any]:
+    """The job's hyperparameters: the JSON file if present, else ``$SM_HPS``, else {}."""
+    try:
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        raw = os.environ.get("SM_HPS")
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise DataError(f"hyperparameters are not valid JSON: {exc}") from None
+
+
+def channel_files(channel: str | None) -> list[Path]:
+    """The bars CSVs of a channel folder (``*.truth.csv`` files are regime labels, skipped);
+    [] when the channel is not set."""
+    if not channel:
+        return []
+    folder = Path(channel)
+    if not folder.is_dir():
+        raise DataError(f"channel folder {folder} does not exist")
+    files = sorted(p for p in folder.glob("*.csv") if not p.name.endswith(".truth.csv"))
+    if not files:
+        raise DataError(f"channel folder {folder} holds no bars CSV")
+    return files
+
+
+def report_failure(job: str, exc: Exception, failure_file: Path = FAILURE_FILE) -> None:
+    """Print the reason to stderr and, inside a SageMaker container, to its failure file."""
+    print(f"{job} failed: {exc}", file=sys.stderr)
+    if failure_file.parent.is_dir():
+        failure_file.write_text(str(exc)[:1000], encoding="utf-8")
