@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from infra_cdk.constructs.training import Training
 
 KMS_GRANT = ("kms:ReEncrypt*", "kms:GenerateDataKey*")
-S3_PREFIX_GRANT = ("s3:GetObject*", "s3:GetBucket*", "s3:List*", "s3:DeleteObject*", "s3:Abort*")
+S3_READ_GRANT = ("s3:GetObject*", "s3:GetBucket*", "s3:List*")
+S3_PUT_GRANT = ("s3:Abort*",)
 
 
 def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
@@ -95,7 +96,7 @@ def acknowledge_sqs_mapping(mapping: IConstruct) -> None:
     )
 
 
-def acknowledge_function_role(role: IConstruct, *, uses_registry: bool, bucket_id: str) -> None:
+def acknowledge_function_role(role: IConstruct, *, regime_models: str, bucket_id: str) -> None:
     """A function role: ENI and X-Ray actions take no resource; KMS and S3 grants are key/prefix scoped."""
     acknowledge(
         role,
@@ -109,10 +110,10 @@ def acknowledge_function_role(role: IConstruct, *, uses_registry: bool, bucket_i
         actions=KMS_GRANT,
         reason="kms:GenerateDataKey*/ReEncrypt* on the stage's single data key ARN only (CDK grant).",
     )
-    if uses_registry:
+    if regime_models:
         acknowledge_grant_wildcards(
             role,
-            actions=S3_PREFIX_GRANT,
+            actions=S3_READ_GRANT + (S3_PUT_GRANT if regime_models == "write" else ()),
             reason="CDK's S3 grant action groups, restricted to the registry bucket's regime/ prefix.",
         )
         acknowledge(
@@ -133,8 +134,14 @@ def acknowledge_training(sagemaker_role: IConstruct, state_machine_role: IConstr
     stack = cdk.Stack.of(sagemaker_role)
     acknowledge_grant_wildcards(
         sagemaker_role,
-        actions=S3_PREFIX_GRANT + KMS_GRANT,
+        actions=S3_READ_GRANT + S3_PUT_GRANT + KMS_GRANT,
         reason="CDK grant action groups scoped to the registry's training/ prefixes and the stage's data key.",
+    )
+    acknowledge_grant_wildcards(
+        sagemaker_role,
+        actions=("s3:DeleteObject*",),
+        reason="Emitted by the SageMakerCreateTrainingJob task's write grant on its output location, "
+        "the registry's training/output/ prefix only; promoted models live under other prefixes.",
     )
     acknowledge(
         sagemaker_role,
@@ -183,7 +190,7 @@ def acknowledge_stack_findings(
     bucket_id = stack.resolve(stack.get_logical_id(registry.bucket.node.default_child))
     for entry_key, role in functions.roles.items():
         acknowledge_function_role(
-            role, uses_registry=bool(ACCESS[entry_key].regime_models), bucket_id=bucket_id
+            role, regime_models=ACCESS[entry_key].regime_models, bucket_id=bucket_id
         )
     for entry in functions.entries:
         if entry.is_main:

@@ -318,8 +318,9 @@ class Functions(Construct):
             tables.tables[logical].grant_read_data(fn)
         if access.regime_models == "read":
             registry.bucket.grant_read(fn, f"{REGIME_PREFIX}*")
-        elif access.regime_models == "write":
-            registry.bucket.grant_read_write(fn, f"{REGIME_PREFIX}*")
+        elif access.regime_models == "write":  # publishes new versions; never deletes one
+            registry.bucket.grant_read(fn, f"{REGIME_PREFIX}*")
+            registry.bucket.grant_put(fn, f"{REGIME_PREFIX}*")
         if access.put_events:
             bus.grant_put_events_to(fn)
         if access.cache:

@@ -65,7 +65,7 @@ class Training(Construct):
             description=f"ensemble-trader {config.name}: SageMaker agent-training job",
         )
         registry.bucket.grant_read(self.role, f"{TRAINING_DATA_PREFIX}*")
-        registry.bucket.grant_read_write(self.role, f"{TRAINING_OUTPUT_PREFIX}*")
+        # write on training/output/ is granted by the task's output location (S3Location.bind, for writing)
         self.repository.grant_pull(self.role)
         key.grant_encrypt_decrypt(self.role)
         stack = Stack.of(self)
