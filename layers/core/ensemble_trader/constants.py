@@ -28,6 +28,11 @@ class TableSpec:
     sort_key: str | None = None
     ttl_attribute: str | None = None
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The key attributes: partition key, then the sort key if any."""
+        return (self.partition_key,) + ((self.sort_key,) if self.sort_key else ())
+
 
 @dataclass(frozen=True)
 class SourceMapping:
@@ -117,7 +122,7 @@ MODEL_BUCKET = "model-registry"
 
 
 def qualified(stage: str, logical: str) -> str:
-    """Physical name of a resource: ``{app}-{stage}-{logical}`` (``.fifo`` kept last for FIFO)."""
+    """Physical name of a resource: ``et-{stage}-{logical}`` (``.fifo`` appended for a FIFO queue)."""
     fifo = QUEUES.get(logical, False)
     base = f"et-{stage}-{logical}"
     return base + ".fifo" if fifo else base

@@ -222,7 +222,7 @@ class RegimeFilterState:
     bar (None before the first). ``regime`` is the reported regime (None before the first
     estimate), held for ``bars_in_regime`` bars; ``pending`` / ``pending_count`` track a
     candidate regime waiting for confirmation. ``last_ns`` is the time of the last applied
-    bar (epoch microseconds): a bar at or before it is a redelivery.
+    bar (nanoseconds since the epoch): a bar at or before it is a redelivery.
     """
 
     symbol: str

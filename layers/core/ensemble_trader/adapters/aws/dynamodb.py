@@ -70,10 +70,10 @@ def deserialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
 def _key_names(table: str) -> tuple[str, ...]:
     from ensemble_trader import constants
 
-    for spec in constants.TABLES:
-        if spec.logical == table:
-            return (spec.partition_key,) + ((spec.sort_key,) if spec.sort_key else ())
-    return ()
+    try:
+        return constants.table_spec(table).key_names
+    except KeyError:  # a physical name: rows are not collapsed
+        return ()
 
 
 def translate(exc: Exception, what: str) -> Exception:

@@ -124,8 +124,9 @@ class MemoryDeadLetters:
 class MemoryKeyValueStore:
     """:class:`~ensemble_trader.ports.KeyValueStore` with DynamoDB's conditional-put rule.
 
-    ``key_names`` gives each table's key attributes (default: the tables in
-    ``constants.TABLES``, else every key passed to get_item must match the item's values).
+    Tables are those of ``constants.TABLES``, by logical name or a physical name ending in it,
+    keyed by their key attributes; any other table name is a ValueError (a put keyed by guesswork
+    could never be read back by key).
     """
 
     def __init__(self, failures: FailureInjector | None = None) -> None:
@@ -133,17 +134,17 @@ class MemoryKeyValueStore:
         self.failures = failures or FailureInjector()
 
     @staticmethod
-    def _key_names(table: str, given: Mapping[str, Any]) -> tuple[str, ...]:
+    def _key_names(table: str) -> tuple[str, ...]:
         from ensemble_trader import constants
 
         for spec in constants.TABLES:
             if table == spec.logical or table.endswith("-" + spec.logical):
-                return (spec.partition_key,) + ((spec.sort_key,) if spec.sort_key else ())
-        return tuple(sorted(given))
+                return spec.key_names
+        raise ValueError(f"MemoryKeyValueStore: {table!r} is not a table of constants.TABLES")
 
     def get_item(self, table: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
         self.failures.check("get_item")
-        names = self._key_names(table, key)
+        names = self._key_names(table)
         found = self.tables[table].get(tuple(key[n] for n in names))
         return copy.deepcopy(found) if found is not None else None
 
@@ -151,7 +152,7 @@ class MemoryKeyValueStore:
         self, table: str, item: Mapping[str, Any], *, expected_version: int | None = None
     ) -> None:
         self.failures.check("put_item")
-        names = self._key_names(table, item)
+        names = self._key_names(table)
         missing = [n for n in names if n not in item]
         if missing:
             raise InfrastructureError(f"item for table {table} lacks key attributes {missing}")
@@ -170,8 +171,8 @@ class MemoryKeyValueStore:
     def put_items(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Unconditional puts of many rows (DynamoKeyValueStore's BatchWriteItem)."""
         self.failures.check("put_items")
+        names = self._key_names(table)
         for item in items:
-            names = self._key_names(table, item)
             self.tables[table][tuple(item[n] for n in names)] = copy.deepcopy(dict(item))
 
     def items(self, table: str) -> list[dict[str, Any]]:
