@@ -6,7 +6,6 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from ensemble_trader.domain.errors import InvalidMessageError
 from ensemble_trader.domain.models import (
     REGIMES,
@@ -24,6 +23,7 @@ from ensemble_trader.domain.models import (
     make_intent_id,
     parse,
 )
+from pydantic import ValidationError
 
 T0 = datetime(2020, 1, 2, tzinfo=UTC)
 
@@ -96,7 +96,7 @@ def test_unknown_field_and_bad_json_are_rejected():
 
 def test_models_are_frozen():
     b = Bar.parse(bar())
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         b.close = 1.0  # type: ignore[misc]
 
 
