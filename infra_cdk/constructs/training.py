@@ -6,7 +6,8 @@ unique job name per run, which a static scheduler payload cannot produce; one st
 a failed execution that the monitoring construct alarms on. The job runs the project's training
 image (``et-<stage>-training`` in ECR, built and pushed by CI) which writes ONNX agents and their
 manifest to ``/opt/ml/model``; SageMaker uploads them under ``training/output/`` of the registry,
-and promotion to ``models/`` is a reviewed step (docs/runbook.md).
+and promotion (a commit under ``layers/models/agents``, shipped in the core layer) is a reviewed
+step (docs/runbook.md §4).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ set with its manifest.
 Walk-forward split: each series is cut by time into train (first ``train_fraction``),
 validation (next ``validation_fraction``) and test (the rest) windows, so validation and test
 lie strictly after everything the agent trained on. The S&P 500 shipped with arch (1999-2018)
-gives train 1999-2012, validation 2013-2014, test 2015-2018. Features are computed over the
+gives train 1999-01-04 … 2012-12-31, validation 2013-01-02 … 2014-12-30, test 2014-12-31 … 2018-12-31. Features are computed over the
 whole series (they are causal), rewards inside a window use only that window's prices.
 
 Data per agent: the Contrarian trains on the mean-reverting series (``synth:mean_reverting...``)
