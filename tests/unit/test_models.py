@@ -188,3 +188,14 @@ def test_position_accounting_average_price_realised_pnl_and_flip():
     assert p.fees_paid == pytest.approx(2.5) and p.last_fill_id == "f5"
     with pytest.raises(ValueError, match="IXIC"):
         Position(symbol="IXIC").apply(_fill(Side.BUY, 1, 1.0, 6))
+
+
+def test_bar_series_times_convert_exactly_to_the_microsecond():
+    import numpy as np
+    from ensemble_trader.domain.bars import to_datetime, to_datetime64
+
+    # the last one came back 1 µs early through float seconds
+    for text in ("1906-08-16T20:26:40.000001", "2024-03-04T05:06:07.891011", "2248-07-08T17:18:46.538531"):
+        ts = np.datetime64(text, "ns")
+        when = to_datetime(ts)
+        assert when.tzinfo is not None and to_datetime64(when) == ts

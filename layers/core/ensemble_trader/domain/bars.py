@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.models import Bar
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def to_datetime(ts: np.datetime64) -> datetime:
-    """A numpy datetime64 (UTC) as a timezone-aware datetime."""
+    """A numpy datetime64 (UTC) as a timezone-aware datetime (exact to the microsecond)."""
     micros = int(ts.astype("datetime64[us]").astype(np.int64))
-    return datetime.fromtimestamp(micros / 1e6, tz=UTC)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def to_datetime64(when: datetime) -> np.datetime64:
