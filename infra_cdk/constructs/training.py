@@ -4,10 +4,10 @@ Why Step Functions and not a direct EventBridge Scheduler SDK target: ``CreateTr
 unique job name per run, which a static scheduler payload cannot produce; one state with the
 ``.sync`` integration names the job after the execution, waits for it, and turns a failed job into
 a failed execution that the monitoring construct alarms on. The job runs the project's training
-image (``et-<stage>-training`` in ECR, built and pushed by CI) which writes ONNX agents and their
-manifest to ``/opt/ml/model``; SageMaker uploads them under ``training/output/`` of the registry,
-and promotion (a commit under ``layers/models/agents``, shipped in the core layer) is a reviewed
-step (docs/runbook.md §4).
+image (``et-<stage>-training`` in ECR, built from ``training/Dockerfile``; CI does not push it),
+which writes ONNX agents and their manifest to ``/opt/ml/model``; SageMaker uploads them under
+``training/output/`` of the registry, and promotion (a commit under ``layers/models/agents``,
+shipped in the core layer) is a reviewed step (docs/runbook.md §4).
 """
 
 from __future__ import annotations
