@@ -46,6 +46,16 @@ def test_partial_fills_over_several_prices_and_sell_slippage():
     assert b.list_positions()[0].quantity == -10
 
 
+def test_a_redelivered_price_does_not_fill_a_partial_order_again():
+    b = broker(fill_fraction=0.4, slippage_bps=0, fee_bps=0)
+    b.submit(order(qty=10))
+    (first,) = b.on_price("SPX", 11.0, T + timedelta(days=1))
+    assert b.on_price("SPX", 11.0, T + timedelta(days=1)) == []  # the same bar again
+    (second,) = b.on_price("SPX", 12.0, T + timedelta(days=2))
+    assert (first.filled_quantity, second.filled_quantity) == (4, 8)
+    assert b.list_positions()[0].quantity == 8
+
+
 def test_submit_is_idempotent_on_client_order_id_and_cancel_works():
     b = broker()
     first = b.submit(order())

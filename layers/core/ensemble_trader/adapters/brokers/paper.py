@@ -150,8 +150,9 @@ class PaperBroker:
     def on_price(self, symbol: str, price: float, timestamp: datetime) -> list[BrokerOrder]:
         """A new price of ``symbol``: fill the open orders decided before ``timestamp``.
 
-        Returns the orders that changed. Prices at or before an order's decision time do not
-        fill it, so a redelivered price is harmless.
+        Returns the orders that changed. A price at or before an order's decision time, or at or
+        before the price that last filled it, does not fill it, so a redelivered price is
+        harmless (it does not fill another part of a partially filled order).
         """
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price of {symbol} must be a finite number > 0, got {price!r}")
@@ -160,7 +161,7 @@ class PaperBroker:
         for record in self.ledger.open_orders():
             if record["symbol"] != symbol:
                 continue
-            if datetime.fromisoformat(record["decision_time"]) >= timestamp:
+            if datetime.fromisoformat(record.get("last_fill_time") or record["decision_time"]) >= timestamp:
                 continue
             if positions is None:
                 positions = {p["symbol"]: p for p in self.ledger.list_positions()}
@@ -190,6 +191,7 @@ class PaperBroker:
             status=(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED).value,
             open=not done,
             updated_at=when.isoformat(),
+            last_fill_time=when.isoformat(),
         )
         held = positions.get(record["symbol"])
         position = Position(**held) if held else Position(symbol=record["symbol"])
