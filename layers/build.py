@@ -1,4 +1,4 @@
-"""Reproducible build of the two Lambda layers, without Docker.
+"""Reproducible build of the three Lambda layers, without Docker.
 
 ``build/layers/deps``  third-party run-time packages of every function (``layers/requirements-lambda.txt``),
                        installed by pip for Lambda's platform (CPython 3.14, manylinux aarch64)
@@ -9,14 +9,14 @@
                        artifacts (``layers/models``) under ``models/``, which Lambda mounts at
                        ``/opt/models`` (the default of ``Settings.models_dir``).
 
-Both trees are deterministic: files are copied in sorted order, caches, tests and packaging
+Every tree is deterministic: files are copied in sorted order, caches, tests and packaging
 records are stripped and every mtime is set to the same instant, so an unchanged source yields
 the same CDK asset hash and ``cdk deploy`` uploads nothing new. A layer's pip step is skipped
 when its pinned requirements (and the pip options) have not changed since the last build.
 
 Usage::
 
-    python layers/build.py            # build both layers (pip only when the pins changed)
+    python layers/build.py            # build every layer (pip only when the pins changed)
     python layers/build.py --force    # reinstall the dependency layers even if up to date
     python layers/build.py --core-only
     python layers/build.py --lock     # re-pin: rewrite the hashes of the requirements files
