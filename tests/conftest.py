@@ -89,6 +89,15 @@ class StackSession:
         )
 
 
+def clear_pending_metrics() -> None:
+    """Drop metrics a test added but never flushed (say, a runner driven without the handler's
+    ``log_metrics``): Powertools' ``Metrics`` instances share one metric set per process, so they
+    would otherwise come out in the next test's EMF, under another handler's service."""
+    from aws_lambda_powertools import Metrics
+
+    Metrics().clear_metrics()
+
+
 @pytest.fixture()
 def clean_stack(local_stack):
     from ensemble_trader.local.functions import forget_loaded
@@ -97,5 +106,6 @@ def clean_stack(local_stack):
     local_stack.reset()
     forget_loaded()
     reset_stage_stats()
+    clear_pending_metrics()
     yield StackSession(local_stack)
     forget_loaded()
