@@ -107,6 +107,7 @@ def test_market_states_history_events_and_redelivery(clean_stack, data):
     assert sum(p.bars for p in per_symbol["SYNA"]) == N_BARS - 60  # bars past the feature warm-up
     text = summarize(stack)
     assert "timeline SYNA" in text and "every record accounted for" in text
+    assert "       0  in regime-dlq\n" in text  # no dead letters: no "with reasons:" heading over nothing
     first = per_symbol["SYNA"][0]
     assert f"{first.regime:<9}" in text and 0.0 < first.mean_confidence <= 1.0
 

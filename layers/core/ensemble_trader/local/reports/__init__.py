@@ -23,6 +23,21 @@ def dead_letter_summary(stack: LocalStack, queue: str, *, limit: int = 8) -> tup
     return len(letters), lines
 
 
+def rejected_lines(stack: LocalStack, queue: str, label: str = "rejected") -> tuple[int, list[str]]:
+    """How many messages a dead-letter queue holds, and the report lines: a count line (with its
+    reasons below it when there are any)."""
+    count, reasons = dead_letter_summary(stack, queue)
+    head = f"  {label:<17} {count:>8,}  in {queue}" + (", with reasons:" if reasons else "")
+    return count, [head, *(f"    {r}" for r in reasons)]
+
+
+def accounting_line(out: int, rejected: int, records_in: int) -> str:
+    """``out + rejected = N of M in`` with the verdict whether every record is accounted for."""
+    total = out + rejected
+    verdict = "every record accounted for" if total == records_in else "NOT every record accounted for"
+    return f"  accounting        out + rejected = {total:,} of {records_in:,} in: {verdict}"
+
+
 def _short(letter: dict[str, Any], width: int = 160, value_width: int = 40) -> str:
     """The reason of a dead letter, each ``field=value: message`` part with a long value elided."""
     reason = str(letter.get("reason", letter.get("body", "?")))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from ensemble_trader.local.reports import dead_letter_summary
+from ensemble_trader.local.reports import accounting_line, rejected_lines
 from ensemble_trader.local.stack import LocalStack
 from ensemble_trader.runtime.stage import stage_stats
 
 
 def account(stack: LocalStack) -> dict[str, int]:
-    """Records on market-data, distinct bars on features (and re-emitted copies), dead letters."""
+    """Records on market-data, distinct bars on features (and re-emitted copies)."""
     records_in = len(stack.stream_records("market-data"))
     seen: set[tuple[str, str]] = set()
     copies = 0
@@ -19,14 +19,13 @@ def account(stack: LocalStack) -> dict[str, int]:
         ident = (key, bar["timestamp"])
         copies += ident in seen
         seen.add(ident)
-    dead = len(stack.read_queue("features-dlq", delete=False))
-    return {"in": records_in, "out": len(seen), "re_emitted": copies, "rejected": dead}
+    return {"in": records_in, "out": len(seen), "re_emitted": copies}
 
 
 def summarize(stack: LocalStack) -> str:
     stats = stage_stats("features")
     counts = account(stack)
-    dlq_count, reasons = dead_letter_summary(stack, "features-dlq")
+    dlq_count, rejected = rejected_lines(stack, "features-dlq")
     latency = stats.compute_us()
     lines = [
         "features λ  (market-data → features)",
@@ -35,15 +34,12 @@ def summarize(stack: LocalStack) -> str:
         f"  feature vectors   {counts['out']:>8,}  distinct bars on the features stream"
         + (f" (+{counts['re_emitted']:,} re-emitted copies after retries)" if counts["re_emitted"] else ""),
         f"  duplicates        {stats.duplicates:>8,}  redelivered records skipped",
-        f"  rejected          {dlq_count:>8,}  in features-dlq, with reasons:",
-        *(f"    {r}" for r in reasons),
+        *rejected,
     ]
     if latency:
         lines.append(
             f"  compute latency   p50 {latency['p50']:.1f} µs, p99 {latency['p99']:.1f} µs, mean "
             f"{latency['mean']:.1f} µs per bar (FeatureEngine.update + FeatureVector)"
         )
-    total = counts["out"] + counts["rejected"]
-    verdict = "every record accounted for" if total == counts["in"] else "NOT every record accounted for"
-    lines.append(f"  accounting        out + rejected = {total:,} of {counts['in']:,} in: {verdict}")
+    lines.append(accounting_line(counts["out"], dlq_count, counts["in"]))
     return "\n".join(lines)

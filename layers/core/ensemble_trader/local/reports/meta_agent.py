@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ensemble_trader.local.reports import dead_letter_summary
+from ensemble_trader.local.reports import rejected_lines
 from ensemble_trader.local.stack import LocalStack
 from ensemble_trader.runtime.stage import stage_stats
 
@@ -57,7 +57,7 @@ def summarize(stack: LocalStack) -> str:
     stats = stage_stats("meta_agent")
     decisions = _scan(stack, "decisions")
     snapshots = [i for i in _scan(stack, "bandit-state") if str(i.get("pk", "")).startswith("meta_agent#")]
-    dlq_count, reasons = dead_letter_summary(stack, "meta-agent-dlq")
+    _, rejected = rejected_lines(stack, "meta-agent-dlq")
     latency = stats.compute_us()
     names: tuple[str, ...] = ()
     if decisions:
@@ -72,8 +72,7 @@ def summarize(stack: LocalStack) -> str:
         f"  order intents     {stats.outputs:>8,}  sent to the order-intents FIFO queue (group = symbol, "
         "dedup = intent id)",
         f"  agent switches    {stats.events:>8,}  AgentSwitched events to EventBridge",
-        f"  rejected          {dlq_count:>8,}  in meta-agent-dlq" + (", with reasons:" if reasons else ""),
-        *(f"    {r}" for r in reasons),
+        *rejected,
     ]
     if decisions:
         lines.append("  leading agent     " + ", ".join(f"{a} {n:,}" for a, n in chosen.most_common()))

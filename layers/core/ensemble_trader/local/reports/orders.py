@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ensemble_trader.local.reports import dead_letter_summary
+from ensemble_trader.local.reports import rejected_lines
 from ensemble_trader.local.stack import LocalStack
 
 
@@ -30,7 +30,7 @@ def summarize(stack: LocalStack) -> str:
     rejected = Counter(o.reject_code or "?" for o in orders if o.status is OrderStatus.REJECTED)
     filled_qty = sum(o.filled_quantity for o in orders)
     fees = sum(o.fees_paid for o in orders)
-    dlq_count, dlq_reasons = dead_letter_summary(stack, "orders-dlq")
+    _, dead_letters = rejected_lines(stack, "orders-dlq", label="dead letters")
     stats = orders_runtime.ROUTE_STATS
     equity = orders_runtime.OrdersSettings().initial_equity + sum(
         p.realized_pnl - p.fees_paid
@@ -47,8 +47,7 @@ def summarize(stack: LocalStack) -> str:
         f"  filled            {filled_qty:>12,.0f} shares, fees {fees:,.2f}",
         f"  rejected orders   {sum(rejected.values()):>8,}  by reason: "
         + (", ".join(f"{k} {v:,}" for k, v in rejected.most_common()) or "none"),
-        f"  orders-dlq        {dlq_count:>8,}" + (" with reasons:" if dlq_reasons else ""),
-        *(f"    {r}" for r in dlq_reasons),
+        *dead_letters,
         f"  trading state     {state.effective_state.value}"
         + (f" ({state.state_reason})" if state.state_reason else "")
         + (f"; kill switch ON: {state.kill_switch_reason}" if state.kill_switch else "")

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ensemble_trader.local.reports import dead_letter_summary
+from ensemble_trader.local.reports import accounting_line, rejected_lines
 from ensemble_trader.local.stack import LocalStack
 from ensemble_trader.runtime.stage import stage_stats
 
@@ -65,7 +65,7 @@ def summarize(stack: LocalStack) -> str:
     stats = stage_stats("regime")
     per_symbol, distinct, copies = timelines(stack)
     records_in = len(stack.stream_records("features"))
-    dlq_count, reasons = dead_letter_summary(stack, "regime-dlq")
+    dlq_count, rejected = rejected_lines(stack, "regime-dlq")
     latency = stats.compute_us()
     lines = [
         "regime λ  (features → market-state)",
@@ -74,17 +74,14 @@ def summarize(stack: LocalStack) -> str:
         + (f" (+{copies:,} re-emitted copies after retries)" if copies else ""),
         f"  duplicates        {stats.duplicates:>8,}  redelivered records skipped",
         f"  RegimeChanged     {stats.events:>8,}  events put on the bus",
-        f"  rejected          {dlq_count:>8,}  in regime-dlq, with reasons:",
-        *(f"    {r}" for r in reasons),
+        *rejected,
     ]
     if latency:
         lines.append(
             f"  compute latency   p50 {latency['p50']:.1f} µs, p99 {latency['p99']:.1f} µs, mean "
             f"{latency['mean']:.1f} µs per bar (filter + transition rule + MarketState)"
         )
-    total = distinct + dlq_count
-    verdict = "every record accounted for" if total == records_in else "NOT every record accounted for"
-    lines.append(f"  accounting        out + rejected = {total:,} of {records_in:,} in: {verdict}")
+    lines.append(accounting_line(distinct, dlq_count, records_in))
     for symbol, periods in sorted(per_symbol.items()):
         bars = sum(p.bars for p in periods)
         shares = defaultdict(int)
