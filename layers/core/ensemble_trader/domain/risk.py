@@ -43,7 +43,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ensemble_trader.domain.models import Order, Side
 
@@ -126,21 +126,12 @@ class RiskLimits(BaseModel):
             return frozenset(s.strip().upper() for s in v.split(",") if s.strip())
         return v
 
-    @field_validator("daily_loss_halt")
-    @classmethod
-    def _daily_ordered(cls, v: float, info) -> float:
-        soft = info.data.get("daily_loss_reduce")
-        if soft is not None and v < soft:
-            raise ValueError(f"daily_loss_halt={v} must be >= daily_loss_reduce={soft}")
-        return v
-
-    @field_validator("drawdown_halt")
-    @classmethod
-    def _drawdown_ordered(cls, v: float, info) -> float:
-        soft = info.data.get("drawdown_reduce")
-        if soft is not None and v < soft:
-            raise ValueError(f"drawdown_halt={v} must be >= drawdown_reduce={soft}")
-        return v
+    @model_validator(mode="after")
+    def _halt_at_or_above_reduce(self) -> RiskLimits:
+        for soft, hard in (("daily_loss_reduce", "daily_loss_halt"), ("drawdown_reduce", "drawdown_halt")):
+            if getattr(self, hard) < getattr(self, soft):
+                raise ValueError(f"{hard}={getattr(self, hard)} must be >= {soft}={getattr(self, soft)}")
+        return self
 
 
 class Mark(BaseModel):
@@ -254,7 +245,7 @@ class RiskEngine:
     def check(self, order: Order, state: RiskState, ctx: OrderContext) -> RiskDecision:
         lim = self.limits
         symbol = order.symbol
-        signed = order.quantity if order.side is Side.BUY else -order.quantity
+        signed = order.signed_quantity
         reducing = reduces_exposure(ctx.position, signed)
 
         if state.kill_switch:
