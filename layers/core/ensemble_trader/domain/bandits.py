@@ -486,7 +486,23 @@ class DiscountedThompson(GaussianThompson):
 # ============================================================================================
 
 
-class EXP3(Bandit):
+class _ExponentialWeights(Bandit):
+    """Shared by EXP3 and Hedge: log-weights, sampling from ``weights()``, discount + recentre."""
+
+    _arrays = ("log_weights_",)
+    discount: float
+
+    def select(self) -> Selection:
+        p = self.weights()
+        arm = int(self.rng_.choice(self.n_arms, p=p))
+        return Selection(arm, p, self.log_weights_.copy())
+
+    def _normalise(self) -> None:
+        self.log_weights_ *= self.discount
+        self.log_weights_ -= self.log_weights_.max()
+
+
+class EXP3(_ExponentialWeights):
     """EXP3 (Auer et al. 2002): exponential weights with importance-weighted reward estimates.
 
     Rewards are mapped to [0, 1] through ``reward_range`` (values outside are clipped). Play
@@ -499,7 +515,6 @@ class EXP3(Bandit):
 
     name = "exp3"
     _params = ("gamma", "reward_range", "discount")
-    _arrays = ("log_weights_",)
 
     def __init__(
         self,
@@ -530,18 +545,9 @@ class EXP3(Bandit):
     def weights(self) -> np.ndarray:
         return (1.0 - self.gamma) * _softmax(self.log_weights_) + self.gamma / self.n_arms
 
-    def select(self) -> Selection:
-        p = self.weights()
-        arm = int(self.rng_.choice(self.n_arms, p=p))
-        return Selection(arm, p, self.log_weights_.copy())
-
     def _scaled(self, reward: float | np.ndarray) -> float | np.ndarray:
         lo, hi = self.reward_range
         return np.clip((reward - lo) / (hi - lo), 0.0, 1.0)
-
-    def _normalise(self) -> None:
-        self.log_weights_ *= self.discount
-        self.log_weights_ -= self.log_weights_.max()
 
     def _update(self, arm: int, reward: float) -> None:
         p = self.weights()[arm]
@@ -553,7 +559,7 @@ class EXP3(Bandit):
         self._normalise()
 
 
-class Hedge(Bandit):
+class Hedge(_ExponentialWeights):
     """Hedge / exponential weights for full information: ``log_w += eta * reward`` per round.
 
     ``weights()`` is ``softmax(log_w)``; ``select()`` samples an arm from it. ``discount`` < 1
@@ -565,7 +571,6 @@ class Hedge(Bandit):
 
     name = "hedge"
     _params = ("eta", "discount")
-    _arrays = ("log_weights_",)
 
     def __init__(
         self, n_arms: int, eta: float = 0.1, discount: float = 1.0, random_state: int | None = None
@@ -581,15 +586,6 @@ class Hedge(Bandit):
 
     def weights(self) -> np.ndarray:
         return _softmax(self.log_weights_)
-
-    def select(self) -> Selection:
-        p = self.weights()
-        arm = int(self.rng_.choice(self.n_arms, p=p))
-        return Selection(arm, p, self.log_weights_.copy())
-
-    def _normalise(self) -> None:
-        self.log_weights_ *= self.discount
-        self.log_weights_ -= self.log_weights_.max()
 
     def _update(self, arm: int, reward: float) -> None:
         p = self.weights()[arm]
