@@ -646,7 +646,7 @@ class MetaAgentStep:
             regime=regime,
             confidence=market.regime.confidence,
             agent_weights={n: float(w) for n, w in zip(self.agent_names, weights, strict=True)},
-            explanation=self._one_line(state, new, market, weights, selection, desired, switched),
+            explanation=self._one_line(state, new, market, weights, selection, desired, switched, detail["why"]),
             explanation_detail=detail,
         )
         events: tuple[AgentSwitched, ...] = ()
@@ -844,15 +844,14 @@ class MetaAgentStep:
         selection: Selection | None,
         desired: float,
         switched: bool,
+        why: str,
     ) -> str:
         regime = market.regime
         head = f"{regime.regime.value} ({regime.confidence:.0%})"
         if selection is None:
             return f"{head}: features warming up ({market.features.warmup_remaining} bars left), target 0"
-        order = np.argsort(-weights)
-        leader = int(order[0])
+        order = np.argsort(-weights, kind="stable")
         shown = ", ".join(f"{self.agent_names[i]} {weights[i]:.2f}" for i in order if weights[i] >= 0.005)
-        why = self._why(selection, leader, self._primary_key(new, regime.regime.value))
         changes = []
         if old.last_regime is not None and old.last_regime != regime.regime.value:
             changes.append(f"regime {old.last_regime}→{regime.regime.value}")
