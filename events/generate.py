@@ -3,6 +3,9 @@
 The events are built with the same code the ESM emulator uses
 (:mod:`ensemble_trader.local.events`), from real S&P 500 / NASDAQ bars (``arch``), so their
 shapes are exactly what the handlers receive. Fixed ids and times keep the files stable.
+
+It writes the five files listed in ``main``; ``sqs-order-intents-batch.json`` (valid, malformed
+and conflicting intents for the orders tests) and ``eventbridge-reconcile.json`` are kept by hand.
 """
 
 from __future__ import annotations

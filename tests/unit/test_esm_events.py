@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def test_sqs_record_matches_the_lambda_shape():
     parsed = SqsModel.model_validate({"Records": [record]}).Records[0]
     assert parsed.messageId == "m-1" and parsed.attributes.MessageGroupId == "SPX"
     assert parsed.eventSourceARN.endswith(":et-local-order-intents.fifo")
+    assert record["md5OfBody"] == hashlib.md5(b"{}").hexdigest()  # as SQS reports it
 
 
 def test_sample_kinesis_events_carry_real_bars():
@@ -60,6 +62,9 @@ def test_sample_sqs_and_eventbridge_events_parse():
     sqs = SqsModel.model_validate(json.loads((EVENTS / "sqs-order-intent.json").read_text()))
     intent = OrderIntent.parse(sqs.Records[0].body)
     assert sqs.Records[0].attributes.MessageDeduplicationId == intent.intent_id
+    for name in ("sqs-order-intent.json", "sqs-order-intents-batch.json"):
+        for r in json.loads((EVENTS / name).read_text())["Records"]:
+            assert r["md5OfBody"] == hashlib.md5(r["body"].encode()).hexdigest()
     for name in ("eventbridge-kill-switch-on.json", "eventbridge-kill-switch-off.json"):
         event = EventBridgeModel.model_validate(json.loads((EVENTS / name).read_text()))
         assert event.detail_type == "KillSwitch" and event.source == "ensemble-trader.control"

@@ -356,7 +356,7 @@ class EventSourceMappingEmulator:
                 receipt_handle=m["ReceiptHandle"],
                 attributes=m.get("Attributes", {}),
                 message_attributes=_lambda_message_attributes(m.get("MessageAttributes", {})),
-                md5_of_body=m.get("MD5OfBody", ""),
+                md5_of_body=m.get("MD5OfBody"),
             )
             for m in messages
         ]

@@ -7,6 +7,7 @@ events in ``events/``. Field names, types and nesting are exactly AWS's.
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,18 +66,19 @@ def sqs_record(
     receipt_handle: str | None = None,
     attributes: Mapping[str, str] | None = None,
     message_attributes: Mapping[str, Any] | None = None,
-    md5_of_body: str = "",
+    md5_of_body: str | None = None,
     region: str = "us-east-1",
 ) -> dict[str, Any]:
     """One record of an SQS event. For a FIFO queue ``attributes`` carries MessageGroupId,
-    MessageDeduplicationId and SequenceNumber, as SQS reports them."""
+    MessageDeduplicationId and SequenceNumber, as SQS reports them. ``md5OfBody`` is the MD5
+    of the body unless given (as SQS reports it)."""
     return {
         "messageId": message_id or str(uuid.uuid4()),
         "receiptHandle": receipt_handle or base64.b64encode(uuid.uuid4().bytes).decode(),
         "body": body,
         "attributes": dict(attributes or {}),
         "messageAttributes": dict(message_attributes or {}),
-        "md5OfBody": md5_of_body,
+        "md5OfBody": md5_of_body or hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
         "eventSource": "aws:sqs",
         "eventSourceARN": sqs_queue_arn(queue, region),
         "awsRegion": region,
