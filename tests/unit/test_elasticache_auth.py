@@ -6,7 +6,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import botocore.session
 import pytest
-
 from ensemble_trader.adapters.aws.elasticache_auth import (
     REFRESH_MARGIN_S,
     TOKEN_LIFETIME_S,
