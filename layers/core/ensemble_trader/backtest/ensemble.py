@@ -37,7 +37,7 @@ from ensemble_trader.backtest.engine import (
     summarise,
 )
 from ensemble_trader.backtest.metrics import periods_per_year
-from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.bars import BarSeries, to_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.meta_agent import (
@@ -50,7 +50,6 @@ from ensemble_trader.domain.meta_agent import (
 )
 from ensemble_trader.domain.models import REGIMES, MarketState, OrderIntent
 from ensemble_trader.domain.regime import RegimeStep
-
 
 REWARD_UNITS = {
     "vol": "risk-adjusted reward (net return / market EWMA vol) summed over bars",
@@ -224,6 +223,12 @@ def first_index(pipeline: PipelineRun, start: str | None) -> int:
     return int(idx[0])
 
 
+def switches_from(run: EnsembleRun, i0: int) -> list[AgentSwitched]:
+    """The switches of the leading agent at or after bar ``i0``."""
+    start = run.pipeline.timestamp[i0]
+    return [s for s in run.switches if to_datetime64(s.timestamp) >= start]
+
+
 def _ledger(run: EnsembleRun, i0: int) -> RegretLedger:
     """The regret ledger of the evaluated window only (rewards of periods that begin at i0)."""
     ledger = RegretLedger(len(run.pipeline.agent_names))
@@ -279,7 +284,6 @@ def evaluate(
         "ensemble_max_drawdown": ens_m["max_drawdown"],
         "drawdown_met": bool(ens_m["max_drawdown"] <= best_m["max_drawdown"] + 1e-12),
     }
-    switches = [s for s in run.switches if np.datetime64(s.timestamp.replace(tzinfo=None), "ns") >= p.timestamp[i0]]
     out["run"] = {
         "symbol": p.symbol,
         "start": str(p.timestamp[i0]),
@@ -291,7 +295,7 @@ def evaluate(
         "config": run.config.model_dump(mode="json"),
         "agent_version": p.agent_version,
         "regime_version": p.regime_version,
-        "switches": len(switches),
+        "switches": len(switches_from(run, i0)),
         "regime_share": {
             reg.value: float(np.mean(p.regimes[i0:] == reg.value)) for reg in REGIMES
         },

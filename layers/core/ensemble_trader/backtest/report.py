@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
-from ensemble_trader.backtest.ensemble import EnsembleRun
+from ensemble_trader.backtest.ensemble import EnsembleRun, switches_from
 from ensemble_trader.domain.models import REGIMES
 
 REGIME_COLOURS = {"BULL": "#2ca02c", "BEAR": "#d62728", "SIDEWAYS": "#7f7f7f", "VOLATILE": "#ff7f0e"}
@@ -228,8 +228,7 @@ def _target_table(result: dict[str, Any]) -> str:
 
 
 def _switches_table(run: EnsembleRun, i0: int, limit: int = 25) -> str:
-    start = run.pipeline.timestamp[i0]
-    rows = [s for s in run.switches if np.datetime64(s.timestamp.replace(tzinfo=None), "ns") >= start]
+    rows = switches_from(run, i0)
     body = "".join(
         f"<tr><td>{s.timestamp.date().isoformat()}</td><td>{html.escape(s.from_agent)} → "
         f"{html.escape(s.to_agent)}</td><td>{s.regime.value} ({s.confidence:.0%})</td>"
