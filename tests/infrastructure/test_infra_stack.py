@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, TABLES, qualified
 
@@ -303,6 +305,23 @@ def test_no_function_role_has_a_wildcard_resource_on_data_actions(full):
                     assert not [a for a in actions if a.startswith(DATA_SERVICES)], (role_id, actions)
                     assert all(a.startswith(("ec2:", "xray:")) for a in actions), (role_id, actions)
     assert checked > 0
+
+
+def test_no_function_can_delete_a_registry_object(full):
+    """Model versions are only ever added (the refit puts, the regime function reads)."""
+    bucket_id = next(
+        k for k, v in full.resources("AWS::S3::Bucket").items() if v["Properties"].get("VersioningConfiguration")
+    )
+    s3_actions: dict[str, set[str]] = {}
+    for key in ACCESS:
+        role_id = _roles_of_function(full.template, function_name(STAGE, key))
+        for policy in _policies_of_role(full.template, role_id):
+            for statement in _statements(policy):
+                if f'"{bucket_id}"' in json.dumps(statement["Resource"]):  # Fn::GetAtt [bucket, Arn]
+                    s3_actions.setdefault(key, set()).update(_as_list(statement["Action"]))
+    assert {k for k, a in s3_actions.items() if "s3:PutObject" in a} == {"regime.refit"}
+    assert "s3:GetObject*" in s3_actions["regime"]
+    assert not [(k, a) for k, actions in s3_actions.items() for a in actions if a.startswith("s3:Delete")]
 
 
 def test_each_function_reaches_only_the_tables_it_declares(full):
