@@ -83,6 +83,12 @@ def _invalid_rows(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v
     return np.flatnonzero(~ok)
 
 
+def _not_after(source: str, line: int, symbol: str, when: datetime, previous_line: int) -> DataError:
+    stamp = when.isoformat().replace("+00:00", "Z")
+    reason = f"not after the previous {symbol} bar (line {previous_line}): time must increase strictly"
+    return _bad(source, line, "timestamp", stamp, reason)
+
+
 def _parse_timestamp(text: str, source: str, line: int) -> datetime:
     try:
         when = datetime.fromisoformat(text.strip())
@@ -224,13 +230,7 @@ def read_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> li
             cols = per_symbol[sym] = _Columns()
         t = _micros(when)
         if cols.micros and t <= cols.micros[-1]:
-            raise _bad(
-                reader.source,
-                line,
-                "timestamp",
-                when.isoformat().replace("+00:00", "Z"),
-                f"not after the previous {sym} bar (line {cols.lines[-1]}): time must increase strictly",
-            )
+            raise _not_after(reader.source, line, sym, when, cols.lines[-1])
         cols.micros.append(t)
         cols.lines.append(line)
         for target, x in zip(cols.values, values, strict=True):
@@ -277,13 +277,7 @@ def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> It
         has_rows = True
         prev = last.get(sym)
         if prev is not None and when <= prev[0]:
-            raise _bad(
-                reader.source,
-                line,
-                "timestamp",
-                when.isoformat().replace("+00:00", "Z"),
-                f"not after the previous {sym} bar (line {prev[1]}): time must increase strictly",
-            )
+            raise _not_after(reader.source, line, sym, when, prev[1])
         last[sym] = (when, line)
         if symbol is not None and sym != symbol:
             continue
