@@ -10,12 +10,31 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ensemble_trader import __version__
 from ensemble_trader.domain.errors import EnsembleTraderError
+
+
+def at_least(minimum: float, kind: type[int] | type[float] = int) -> Callable[[str], float]:
+    """An argparse ``type``: a finite ``kind`` (int or float) >= ``minimum``, else a usage error
+    that names the argument and the value."""
+
+    noun = "an integer" if kind is int else "a finite number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not (math.isfinite(value) and value >= minimum):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {noun} >= {minimum}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,9 +51,11 @@ def malformed_records() -> list[tuple[str, bytes]]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="replay S&P 500 + NASDAQ bars through the local stack and summarise")
-    p.add_argument("--limit", type=int, default=None,
+    from ensemble_trader.cli import at_least
+
+    p.add_argument("--limit", type=at_least(1), default=None,
                    help="replay only the first N bars of each symbol (default: all 5,031)")
-    p.add_argument("--trade-bars", type=int, default=TRADE_BARS,
+    p.add_argument("--trade-bars", type=at_least(0), default=TRADE_BARS,
                    help="attach the trading stages for the last N bars of each symbol "
                         f"(default {TRADE_BARS}, about a year; 0 = the whole history)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

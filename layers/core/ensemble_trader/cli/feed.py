@@ -24,6 +24,8 @@ CHUNK = 500
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import at_least
+
     feed = sub.add_parser("feed", help="replay bars onto Kinesis (local stack or AWS)")
     feed_sub = feed.add_subparsers(dest="feed_command", metavar="SUBCOMMAND", required=True)
     p = feed_sub.add_parser("replay", help="put bars on a Kinesis stream, partition key = symbol")
@@ -31,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a bars CSV or a data spec (arch:sp500, arch:nasdaq, synth:NAME[:SEED[:N]]); repeatable")
     p.add_argument("--stream", default="market-data",
                    help="stream name: logical (market-data, qualified with ET_STAGE) or physical")
-    p.add_argument("--rate", type=float, default=0.0, help="bars per second (0 = as fast as possible)")
-    p.add_argument("--limit", type=int, default=None, help="replay at most N bars in total")
+    p.add_argument("--rate", type=at_least(0.0, float), default=0.0, help="bars per second (0 = as fast as possible)")
+    p.add_argument("--limit", type=at_least(1), default=None, help="replay at most N bars in total")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_replay)
 

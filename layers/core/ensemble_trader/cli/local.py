@@ -13,11 +13,13 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import at_least
+
     p = sub.add_parser("local", help="start/stop the local AWS stack (moto server + redis-server)")
     local_sub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
     up = local_sub.add_parser("up", help="start the stack in the background and create every resource")
     up.add_argument("--stage", default="local", help="stage name in resource names (default: local)")
-    up.add_argument("--shards", type=int, default=1, help="shards per Kinesis stream")
+    up.add_argument("--shards", type=at_least(1), default=1, help="shards per Kinesis stream")
     up.set_defaults(func=_up)
     down = local_sub.add_parser("down", help="stop the stack started by `local up`")
     down.set_defaults(func=_down)
@@ -37,7 +39,8 @@ def _up(args: argparse.Namespace) -> int:
             print(f"a local stack is already running ({path.name}); `ensemble-trader local down` first",
                   file=sys.stderr)
             return 1
-    stack = LocalStack(args.stage, shards=args.shards, detached=True)
+    # no fakeredis fallback: it would be a thread of this command and end with it
+    stack = LocalStack(args.stage, shards=args.shards, detached=True, allow_fake_redis=False)
     stack.start()
     stack.write_state_file(path)
     env = stack.environment(for_shell=True)
