@@ -122,8 +122,11 @@ def test_naive_timestamp_message_says_how_to_fix(tmp_path: Path) -> None:
 
 
 def test_non_increasing_time_names_the_previous_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, _bad_row("2024-01-01T00:00:00Z,10,11,9,10,1"))
     with pytest.raises(DataError, match=r"line 3: column timestamp=.*previous ABC bar \(line 2\)"):
-        read_bars_csv(_write(tmp_path, _bad_row("2024-01-01T00:00:00Z,10,11,9,10,1")))
+        read_bars_csv(path)
+    with pytest.raises(DataError, match=r"line 3: column timestamp=.*previous ABC bar \(line 2\)"):
+        list(iter_bars_csv(path))
 
 
 def test_time_order_is_checked_per_symbol(tmp_path: Path) -> None:
