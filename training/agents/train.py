@@ -175,6 +175,10 @@ class TrainConfig(BaseModel):
     def evaluation_interval(self) -> int:
         return self.eval_every or (1_024 if self.quick else 6_000)
 
+    @property
+    def environments(self) -> int:
+        return 2 if self.quick else self.n_envs
+
     def ppo_kwargs(self) -> dict[str, Any]:
         if self.quick:
             return dict(n_steps=256, batch_size=128, n_epochs=2)
@@ -359,7 +363,7 @@ def train_agent(
 
         return _init
 
-    n_envs = 2 if config.quick else config.n_envs
+    n_envs = config.environments
     vec_env = DummyVecEnv([make_env(i) for i in range(n_envs)])
     model = PPO(
         "MlpPolicy",
@@ -467,7 +471,7 @@ def _hyperparameters(cfg: TrainConfig, timesteps: int) -> dict[str, Any]:
         "log_std_init": cfg.log_std_init,
         "net_arch": list(cfg.net_arch),
         "episode_length": cfg.episode_length,
-        "n_envs": 2 if cfg.quick else cfg.n_envs,
+        "n_envs": cfg.environments,
         "training_costs": {"cost_bps": cfg.cost_bps, "slippage_bps": cfg.slippage_bps},
         **cfg.ppo_kwargs(),
     }
