@@ -98,14 +98,21 @@ def clear_pending_metrics() -> None:
     Metrics().clear_metrics()
 
 
-@pytest.fixture()
-def clean_stack(local_stack):
+def fresh_session(stack: Any) -> StackSession:
+    """The shared stack emptied; loaded handlers, stage statistics and pending metrics forgotten."""
     from ensemble_trader.local.functions import forget_loaded
     from ensemble_trader.runtime.stage import reset_stage_stats
 
-    local_stack.reset()
+    stack.reset()
     forget_loaded()
     reset_stage_stats()
     clear_pending_metrics()
-    yield StackSession(local_stack)
+    return StackSession(stack)
+
+
+@pytest.fixture()
+def clean_stack(local_stack):
+    from ensemble_trader.local.functions import forget_loaded
+
+    yield fresh_session(local_stack)
     forget_loaded()

@@ -114,19 +114,12 @@ def _run(session_factory, *, wipe_cache_between_halves: bool) -> dict:
 @pytest.mark.slow
 def test_wiping_the_cache_mid_run_gives_the_same_outputs_as_an_uninterrupted_run(local_stack):
     from ensemble_trader.local.functions import forget_loaded
-    from ensemble_trader.runtime.stage import reset_stage_stats
 
-    from tests.conftest import StackSession
-
-    def fresh_session() -> StackSession:
-        local_stack.reset()
-        forget_loaded()
-        reset_stage_stats()
-        return StackSession(local_stack)
+    from tests.conftest import fresh_session
 
     try:
-        uninterrupted = _run(fresh_session, wipe_cache_between_halves=False)
-        recovered = _run(fresh_session, wipe_cache_between_halves=True)
+        uninterrupted = _run(lambda: fresh_session(local_stack), wipe_cache_between_halves=False)
+        recovered = _run(lambda: fresh_session(local_stack), wipe_cache_between_halves=True)
     finally:
         forget_loaded()
 
