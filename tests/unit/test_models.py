@@ -199,3 +199,12 @@ def test_bar_series_times_convert_exactly_to_the_microsecond():
         ts = np.datetime64(text, "ns")
         when = to_datetime(ts)
         assert when.tzinfo is not None and to_datetime64(when) == ts
+
+
+def test_closing_a_position_with_rounding_noise_leaves_it_flat():
+    p = Position(symbol="SPX", quantity=0.3, average_price=10.0)
+    fill = Fill(fill_id="f", client_order_id="c", symbol="SPX", side=Side.SELL, quantity=0.1 + 0.2,
+                price=11.0, timestamp=T0)
+    after = p.apply(fill)  # 0.1 + 0.2 sells 5.6e-17 more than is held
+    assert (after.quantity, after.average_price) == (0.0, 0.0)
+    assert after.realized_pnl == pytest.approx(0.3)

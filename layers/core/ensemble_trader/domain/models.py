@@ -354,10 +354,10 @@ class Position(Message):
         else:
             closed = min(abs(q0), abs(dq))
             realized += closed * (fill.price - self.average_price) * (1.0 if q0 > 0 else -1.0)
-            if abs(dq) > abs(q0):  # flipped through zero: the rest opens at the fill price
-                avg = fill.price
-            elif abs(q1) < 1e-12:
+            if abs(q1) < 1e-12:  # closed (rounding noise either side of zero is flat too)
                 q1, avg = 0.0, 0.0
+            elif abs(dq) > abs(q0):  # flipped through zero: the rest opens at the fill price
+                avg = fill.price
             else:
                 avg = self.average_price
         return self.model_copy(
