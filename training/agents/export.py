@@ -137,14 +137,19 @@ def max_parity_error(module: nn.Module, path: Path, feeds: Mapping[str, np.ndarr
     return float(np.max(np.abs(got - expected)))
 
 
+def checked_parity(module: nn.Module, path: Path, feeds: Mapping[str, np.ndarray]) -> float:
+    """:func:`max_parity_error`, raising ModelArtifactError when it exceeds ``PARITY_ATOL``."""
+    error = max_parity_error(module, path, feeds)
+    if not error <= PARITY_ATOL:
+        raise ModelArtifactError(f"{path.name}: onnxruntime differs from torch by {error:.2e} > {PARITY_ATOL:.0e}")
+    return error
+
+
 def export_policy(policy: DeterministicPolicy, path: Path, heldout_obs: np.ndarray) -> float:
     """Export one agent to ``path`` and return its parity error on ``heldout_obs`` (n, F+1)."""
     obs = np.ascontiguousarray(heldout_obs, dtype=np.float32)
     _export(policy, (torch.as_tensor(obs[:2]),), path, ["obs"], "action")
-    error = max_parity_error(policy, path, {"obs": obs})
-    if not error <= PARITY_ATOL:
-        raise ModelArtifactError(f"{path.name}: onnxruntime differs from torch by {error:.2e} > {PARITY_ATOL:.0e}")
-    return error
+    return checked_parity(policy, path, {"obs": obs})
 
 
 def export_fused(
@@ -155,7 +160,4 @@ def export_fused(
     f = np.ascontiguousarray(features, dtype=np.float32)
     p = np.ascontiguousarray(positions, dtype=np.float32)
     _export(fused, (torch.as_tensor(f[:2]), torch.as_tensor(p[:2])), path, ["features", "positions"], "actions")
-    error = max_parity_error(fused, path, {"features": f, "positions": p})
-    if not error <= PARITY_ATOL:
-        raise ModelArtifactError(f"{path.name}: onnxruntime differs from torch by {error:.2e} > {PARITY_ATOL:.0e}")
-    return error
+    return checked_parity(fused, path, {"features": f, "positions": p})
