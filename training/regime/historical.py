@@ -148,7 +148,9 @@ def run_history(model_dir: Path, out: Path) -> dict[str, Any]:
     spx = load_arch("sp500")
     spx_labels = label_series(RegimeDetector(model), spx)
     spx_rows = episode_table(spx, spx_labels, SP500_EPISODES)
-    plot(spx, spx_labels, out / "regime_sp500.png", f"S&P 500, causal regime labels (model {model.version}, trained 1999-2006)")
+    window = model.info.get("training_window") or []
+    trained = f"trained {window[0]['start'][:4]}-{window[-1]['end'][:4]}" if window else "training window unknown"
+    plot(spx, spx_labels, out / "regime_sp500.png", f"S&P 500, causal regime labels (model {model.version}, {trained})")
     result: dict[str, Any] = {"sp500": {"model": model.version, "episodes": spx_rows}}
     text = [f"S&P 500 daily, model {model.version}", markdown(spx_rows, "trading days")]
     try:
