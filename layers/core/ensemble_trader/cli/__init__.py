@@ -37,6 +37,22 @@ def at_least(minimum: float, kind: type[int] | type[float] = int) -> Callable[[s
     return parse
 
 
+def iso_time(text: str) -> str:
+    """An argparse ``type``: an ISO-8601 date or time that numpy reads (the backtest and evaluation
+    windows compare ``np.datetime64`` bar times with it); returned unchanged."""
+    import warnings
+
+    import numpy as np
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about a trailing Z but reads it as UTC
+            np.datetime64(text, "ns")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ensemble-trader",

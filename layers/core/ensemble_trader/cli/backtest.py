@@ -16,6 +16,8 @@ POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import iso_time
+
     p = sub.add_parser(
         "backtest",
         help="run features → regime → agents → meta-agent in process and report",
@@ -38,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reward per unit of each agent's own risk (default), of market risk, or raw")
     p.add_argument("--blend-by", choices=("risk", "position"), default=None,
                    help="blend risk-normalised targets (default) or raw targets")
-    p.add_argument("--start", default=None,
+    p.add_argument("--start", type=iso_time, default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
-    p.add_argument("--end", default=None, help="evaluate bars before this ISO date only")
+    p.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this ISO date only")
     p.add_argument("--cost-bps", type=float, default=1.0, help="commission in basis points (default 1)")
     p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage in basis points (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the learners")

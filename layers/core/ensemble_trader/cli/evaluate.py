@@ -14,6 +14,8 @@ REGIME_SOURCES = ("truth", "synthetic truth", "detected", "none")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import iso_time
+
     p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
     ev_sub = p.add_subparsers(dest="target", metavar="TARGET")
     agents = ev_sub.add_parser(
@@ -30,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     agents.add_argument("--bars", required=True,
                         help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>]]")
     agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics")
-    agents.add_argument("--start", default=None, help="first bar to evaluate (ISO date), e.g. the test window start")
-    agents.add_argument("--end", default=None, help="evaluate bars before this date")
+    agents.add_argument("--start", type=iso_time, default=None, help="first bar to evaluate (ISO date), e.g. the test window start")
+    agents.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this date")
     agents.add_argument("--cost-bps", type=float, default=1.0, help="commission, basis points of traded notional")
     agents.add_argument("--slippage-bps", type=float, default=2.0, help="slippage, basis points of traded notional")
     agents.add_argument("--regime-model", type=Path, default=None,

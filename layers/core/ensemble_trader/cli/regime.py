@@ -30,7 +30,20 @@ def default_model_dir() -> Path:
     return get_settings().models_dir / "regime"
 
 
+def _state_counts(text: str) -> list[int]:
+    """``--states 4,5,6``: comma-separated numbers of hidden states, each >= 2."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of state counts >= 2 (e.g. 4,5,6)")
+    return counts
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import iso_time
+
     p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
     rsub = p.add_subparsers(dest="regime_command", metavar="ACTION", required=True)
 
@@ -38,11 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--bars", required=True, help="bars CSV or data spec (arch:sp500, synth:realistic:1:5000, ...)")
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.add_argument("--seed", type=int, default=0, help="random_state of the EM restarts")
-    fit.add_argument("--states", default="4,5,6", help="number(s) of hidden states, BIC picks (default 4,5,6)")
+    fit.add_argument("--states", type=_state_counts, default=[4, 5, 6], help="number(s) of hidden states, BIC picks (default 4,5,6)")
     fit.add_argument("--restarts", type=int, default=4, help="EM restarts per state count")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
-    fit.add_argument("--start", help="first bar time to train on (ISO date)")
-    fit.add_argument("--end", help="train on bars before this time (ISO date)")
+    fit.add_argument("--start", type=iso_time, help="first bar time to train on (ISO date)")
+    fit.add_argument("--end", type=iso_time, help="train on bars before this time (ISO date)")
     fit.set_defaults(func=_fit)
 
     label = rsub.add_parser("label", help="label bars causally with a regime model")
@@ -97,12 +110,11 @@ def _fit(args: argparse.Namespace) -> int:
     from training.regime.train import fit_model
 
     series = load_bars(args.bars)
-    states = [int(s) for s in str(args.states).split(",") if s.strip()]
     try:
         estimator, model = fit_model(
             series,
             seed=args.seed,
-            states=states,
+            states=args.states,
             covariance_type=args.covariance,
             restarts=args.restarts,
             start=args.start,
