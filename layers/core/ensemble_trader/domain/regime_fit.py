@@ -194,9 +194,12 @@ def refit(
             break
         previous = loglik
     final = RegimeModel(model.features, start, transmat, means, covs, model.covariance_type, model.state_regimes)
-    posterior = np.concatenate(
-        [forward_backward(final.log_emission_matrix(z[lo:hi]), start, transmat)[0] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    )
+    passes = [
+        forward_backward(final.log_emission_matrix(z[lo:hi]), start, transmat)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    posterior = np.concatenate([g for g, _, _ in passes])
+    loglik = float(sum(ll for _, _, ll in passes))  # of the returned parameters, not the last E-step's
     names = label_states(*state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1)), min_share)
     refined = RegimeModel(
         model.features,
@@ -207,6 +210,6 @@ def refit(
         model.covariance_type,
         names,
         log_floor=model.log_floor,
-        info={**(info or {}), "refit_of": model.version, "n_samples": len(raw), "log_likelihood": previous},
+        info={**(info or {}), "refit_of": model.version, "n_samples": len(raw), "log_likelihood": loglik},
     )
-    return RefitResult(refined, float(previous), float(first), iterations, len(raw))
+    return RefitResult(refined, loglik, float(first), iterations, len(raw))
