@@ -228,7 +228,7 @@ def test_unexpected_step_error_fails_that_symbol_from_the_failing_record(world):
     assert [o.count for o in world.outputs() if o.symbol == "BBB"] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("broken", ["cache.get_many", "cache.set_many", "publisher.put", "snapshots.put_item"])
+@pytest.mark.parametrize("broken", ["cache.get_many", "cache.set_many", "publisher.put", "bus.publish", "snapshots.put_item"])
 def test_transient_failure_fails_the_symbols_and_a_retry_completes(world, broken):
     holder, operation = broken.split(".")
     getattr(world, holder).failures.fail(operation)
@@ -242,6 +242,7 @@ def test_transient_failure_fails_the_symbols_and_a_retry_completes(world, broken
         assert world.state(symbol)[1]["count"] == 3
     # nothing lost, and after the retry each symbol's state was applied exactly once
     assert [o.count for o in world.outputs() if o.symbol == "BBB"][-3:] == [1, 2, 3]
+    assert {(e.symbol, e.count) for e in world.bus.events} == {("AAA", 3), ("BBB", 3)}  # at least once
 
 
 def test_cache_loss_is_repaired_from_the_snapshot(world):
