@@ -241,10 +241,6 @@ class OrderIntent(Message):
     explanation: str = ""
     explanation_detail: dict[str, Any] = Field(default_factory=dict)
 
-    @classmethod
-    def expected_id(cls, strategy_id: str, symbol: str, timestamp: datetime, model_version: str) -> str:
-        return make_intent_id(strategy_id, symbol, timestamp, model_version)
-
 
 class Side(str, Enum):
     BUY = "BUY"

@@ -108,10 +108,10 @@ class RegimeModel:
     ``state_regimes[k]`` is the regime that hidden state ``k`` counts towards.
     ``info`` carries the manifest's descriptive fields (training-data hash, BIC, ...).
 
-    The constructor validates everything and precomputes what the per-bar update needs:
-    the log transition matrix, and for each state a whitening matrix ``W_k`` (the inverse
-    Cholesky factor of its covariance) so that the Mahalanobis distance of ``z`` is
-    ``|z W_k - mu_k W_k|^2``, all K states in one matrix product.
+    The constructor validates everything and precomputes what the per-bar update needs: for
+    each state a whitening matrix ``W_k`` (the inverse Cholesky factor of its covariance) so
+    that the Mahalanobis distance of ``z`` is ``|z W_k - mu_k W_k|^2``, all K states in one
+    matrix product.
     """
 
     features: tuple[FeatureSpec, ...]
@@ -222,10 +222,6 @@ class RegimeModel:
     def regime_matrix(self) -> np.ndarray:
         """(K, 4) indicator: state probabilities @ this = regime probabilities (REGIMES order)."""
         return self._regime_matrix
-
-    @property
-    def log_transmat(self) -> np.ndarray:
-        return np.log(self.transmat)
 
     def raw_vector(self, values: Mapping[str, float]) -> np.ndarray:
         """The model's features, in model order, from a dict of feature values by name."""

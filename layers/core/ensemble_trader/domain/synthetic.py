@@ -150,10 +150,6 @@ class ScenarioSpec:
         """Expected bars per visit of each regime."""
         return np.array([r.dwell for r in self.regimes])
 
-    def long_run_drift(self) -> float:
-        """Average drift per bar over the regimes' long-run shares (log-return units)."""
-        return float(self.stationary() @ np.array([r.drift for r in self.regimes]))
-
 
 def _p(drift: float, vol: float, dwell: float, **kw: float) -> RegimeParams:
     return RegimeParams(drift=drift, vol=vol, dwell=dwell, **kw)
