@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import iso_time
 
     p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
-    ev_sub = p.add_subparsers(dest="target", metavar="TARGET")
+    ev_sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
     agents = ev_sub.add_parser(
         "agents",
         help="backtest each agent, buy-and-hold and cash: overall and per regime",
