@@ -41,7 +41,8 @@ def summarize(stack: LocalStack) -> str:
 
     lines = [
         "orders λ  (order-intents → risk engine → paper broker)",
-        f"  intents routed    {stats.intents:>8,}  in this process; {stats.dead_lettered:,} dead-lettered",
+        f"  intents routed    {stats.intents:>8,}  in this process: {len({o.intent_id for o in orders}):,} led to "
+        f"orders, the others needed none; {stats.dead_lettered:,} more dead-lettered",
         f"  orders            {len(orders):>8,}  "
         + (", ".join(f"{k} {v:,}" for k, v in statuses.most_common()) or "none"),
         f"  filled            {filled_qty:>12,.0f} shares, fees {fees:,.2f}",
