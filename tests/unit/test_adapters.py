@@ -90,6 +90,26 @@ def test_kinesis_publisher_against_moto(aws):
     assert got == [("SPX", b"a"), ("IXIC", b"b"), ("SPX", b"c")]
 
 
+def test_resend_failed_retries_a_failed_call_and_caps_the_backoff():
+    from botocore.exceptions import EndpointConnectionError
+    from ensemble_trader.adapters.aws._retry import resend_failed
+
+    calls, sleeps = [], []
+
+    def send(pending):
+        calls.append(list(pending))
+        if len(calls) == 1:
+            raise EndpointConnectionError(endpoint_url="http://x")
+        return [e for e in pending if e == "b" and len(calls) < 4], "b throttled"
+
+    left, why = resend_failed(send, ["a", "b"], max_attempts=5, base_delay_s=1.0, max_delay_s=2.0, sleep=sleeps.append)
+    assert (left, why) == ([], "")
+    assert calls == [["a", "b"], ["a", "b"], ["b"], ["b"]]  # the whole call again, then only the rejected entry
+    assert len(sleeps) == 3 and all(0.5 <= s <= 2.0 for s in sleeps) and sleeps[2] >= 1.0  # 4 s capped at 2
+    left, why = resend_failed(lambda p: (p, "still"), ["x"], max_attempts=2, base_delay_s=0.0, sleep=lambda s: None)
+    assert (left, why) == (["x"], "still")
+
+
 # ---- SQS -------------------------------------------------------------------------------------
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from ensemble_trader import constants
 from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
@@ -81,24 +80,20 @@ class EventBridgePublisher:
             self._put(batch)
 
     def _put(self, entries: list[dict[str, Any]]) -> None:
-        pending = entries
-        last_error = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                response = self._client.put_events(Entries=pending)
-            except (ClientError, BotoCoreError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            else:
-                if not response.get("FailedEntryCount"):
-                    return
-                results = response["Entries"]
-                failed = [e for e, r in zip(pending, results, strict=True) if r.get("ErrorCode")]
-                last_error = "; ".join(
-                    sorted({f"{r['ErrorCode']}: {r.get('ErrorMessage', '')}" for r in results if r.get("ErrorCode")})
-                )
-                pending = failed
-            if attempt < self.max_attempts:
-                self._sleep(self.base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+        def send(pending: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+            response = self._client.put_events(Entries=pending)
+            if not response.get("FailedEntryCount"):
+                return [], ""
+            results = response["Entries"]
+            failed = [e for e, r in zip(pending, results, strict=True) if r.get("ErrorCode")]
+            why = sorted({f"{r['ErrorCode']}: {r.get('ErrorMessage', '')}" for r in results if r.get("ErrorCode")})
+            return failed, "; ".join(why)
+
+        pending, last_error = resend_failed(
+            send, entries, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep
+        )
+        if not pending:
+            return
         raise InfrastructureError(
             f"EventBridge PutEvents to {self.bus}: {len(pending)} of {len(entries)} events still "
             f"failing after {self.max_attempts} attempts; last error: {last_error}"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
@@ -94,31 +92,30 @@ class KinesisPublisher:
             self._put_chunk(name, chunk)
 
     def _put_chunk(self, stream: str, chunk: list[tuple[str, bytes]]) -> None:
-        pending = chunk
-        last_error = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                self.calls += 1
-                response = self._client.put_records(
-                    StreamName=stream,
-                    Records=[{"PartitionKey": key, "Data": data} for key, data in pending],
-                )
-            except (ClientError, BotoCoreError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                failed = pending
-            else:
-                if not response.get("FailedRecordCount"):
-                    return
-                entries = response["Records"]
-                failed = [rec for rec, res in zip(pending, entries, strict=True) if "ErrorCode" in res]
-                codes = sorted({res["ErrorCode"] for res in entries if "ErrorCode" in res})
-                last_error = f"{len(failed)} of {len(pending)} entries rejected ({', '.join(codes)})"
-                _warn_if_reordered(pending, entries)
-            self.retried_entries += len(failed)
-            pending = failed
-            if attempt < self.max_attempts:
-                delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
-                self._sleep(delay * (0.5 + random.random() / 2))
+        sent = 0
+
+        def send(pending: list[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], str]:
+            nonlocal sent
+            self.calls += 1
+            sent += len(pending)
+            response = self._client.put_records(
+                StreamName=stream, Records=[{"PartitionKey": key, "Data": data} for key, data in pending]
+            )
+            if not response.get("FailedRecordCount"):
+                return [], ""
+            entries = response["Records"]
+            failed = [rec for rec, res in zip(pending, entries, strict=True) if "ErrorCode" in res]
+            codes = sorted({res["ErrorCode"] for res in entries if "ErrorCode" in res})
+            _warn_if_reordered(pending, entries)
+            return failed, f"{len(failed)} of {len(pending)} entries rejected ({', '.join(codes)})"
+
+        pending, last_error = resend_failed(
+            send, chunk, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s,
+            max_delay_s=self.max_delay_s, sleep=self._sleep,
+        )
+        self.retried_entries += sent - len(chunk)
+        if not pending:
+            return
         raise InfrastructureError(
             f"Kinesis PutRecords to {stream}: {len(pending)} of {len(chunk)} records still failing "
             f"after {self.max_attempts} attempts; last error: {last_error}"

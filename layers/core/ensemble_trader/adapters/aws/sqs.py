@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
@@ -77,27 +77,23 @@ class SqsPublisher:
             self._send_batch(name, url, batch)
 
     def _send_batch(self, name: str, url: str, batch: list[dict[str, Any]]) -> None:
-        pending = batch
-        last_error = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                response = self._client.send_message_batch(QueueUrl=url, Entries=pending)
-            except (ClientError, BotoCoreError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            else:
-                failed_ids = {f["Id"]: f for f in response.get("Failed", [])}
-                if not failed_ids:
-                    return
-                permanent = [f for f in failed_ids.values() if f.get("SenderFault")]
-                if permanent:
-                    raise InfrastructureError(
-                        f"SQS {name} rejected {len(permanent)} messages: "
-                        + "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in permanent)
-                    )
-                last_error = "; ".join(f"{f.get('Code')}" for f in failed_ids.values())
-                pending = [e for e in pending if e["Id"] in failed_ids]
-            if attempt < self.max_attempts:
-                self._sleep(self.base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+        def send(pending: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+            response = self._client.send_message_batch(QueueUrl=url, Entries=pending)
+            failed_ids = {f["Id"]: f for f in response.get("Failed", [])}
+            permanent = [f for f in failed_ids.values() if f.get("SenderFault")]
+            if permanent:
+                raise InfrastructureError(
+                    f"SQS {name} rejected {len(permanent)} messages: "
+                    + "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in permanent)
+                )
+            failed = [e for e in pending if e["Id"] in failed_ids]
+            return failed, "; ".join(f"{f.get('Code')}" for f in failed_ids.values())
+
+        pending, last_error = resend_failed(
+            send, batch, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep
+        )
+        if not pending:
+            return
         raise InfrastructureError(
             f"SQS SendMessageBatch to {name}: {len(pending)} of {len(batch)} messages still failing "
             f"after {self.max_attempts} attempts; last error: {last_error}"

@@ -1,0 +1,46 @@
+"""The retry loop shared by the batch publishers (Kinesis, SQS, EventBridge).
+
+Each batch API answers per entry; only the entries it rejects are sent again, in their original
+order, after an exponential backoff with jitter. A botocore error of the whole call counts as
+every pending entry failing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+E = TypeVar("E")
+
+
+def resend_failed(
+    send: Callable[[list[E]], tuple[list[E], str]],
+    entries: list[E],
+    *,
+    max_attempts: int,
+    base_delay_s: float,
+    sleep: Callable[[float], None],
+    max_delay_s: float = math.inf,
+) -> tuple[list[E], str]:
+    """Call ``send(pending)`` until nothing fails or ``max_attempts`` calls were made.
+
+    ``send`` returns the entries that failed (empty when all went through) and a description
+    of why. Returns what still fails after the last attempt (empty on success) and the last
+    error; the caller turns a non-empty result into its own InfrastructureError.
+    """
+    pending, last_error = entries, ""
+    for attempt in range(1, max_attempts + 1):
+        try:
+            pending, last_error = send(pending)
+        except (ClientError, BotoCoreError) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        if not pending:
+            return [], ""
+        if attempt < max_attempts:
+            delay = min(max_delay_s, base_delay_s * 2 ** (attempt - 1))
+            sleep(delay * (0.5 + random.random() / 2))
+    return pending, last_error
