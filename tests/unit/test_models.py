@@ -208,3 +208,10 @@ def test_closing_a_position_with_rounding_noise_leaves_it_flat():
     after = p.apply(fill)  # 0.1 + 0.2 sells 5.6e-17 more than is held
     assert (after.quantity, after.average_price) == (0.0, 0.0)
     assert after.realized_pnl == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("quantity", [0.0, -1.0, math.inf, math.nan])
+def test_order_and_fill_quantities_must_be_finite_and_positive(quantity):
+    with pytest.raises(InvalidMessageError, match="quantity"):
+        parse(Fill, {"fill_id": "f", "client_order_id": "c", "symbol": "SPX", "side": "BUY",
+                     "quantity": quantity, "price": 10.0, "timestamp": T0.isoformat()})

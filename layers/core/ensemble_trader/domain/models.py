@@ -65,6 +65,7 @@ def _finite_non_negative(v: float) -> float:
 
 Finite = Annotated[float, AfterValidator(_finite)]
 Price = Annotated[float, AfterValidator(_finite_positive)]
+Quantity = Annotated[float, AfterValidator(_finite_positive)]
 NonNegative = Annotated[float, AfterValidator(_finite_non_negative)]
 Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -274,7 +275,7 @@ class Order(Message):
     strategy_id: str
     symbol: Symbol
     side: Side
-    quantity: Annotated[float, Field(gt=0.0)]
+    quantity: Quantity
     order_type: OrderType = OrderType.MARKET
     limit_price: Price | None = None
     status: OrderStatus = OrderStatus.PENDING
@@ -317,7 +318,7 @@ class Fill(Message):
     client_order_id: str
     symbol: Symbol
     side: Side
-    quantity: Annotated[float, Field(gt=0.0)]
+    quantity: Quantity
     price: Price
     fee: NonNegative = 0.0
     timestamp: AwareDatetime

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import AwareDatetime, Field
 
@@ -33,6 +33,7 @@ from ensemble_trader.domain.models import (
     OrderStatus,
     Position,
     Price,
+    Quantity,
     Side,
     Symbol,
     deterministic_id,
@@ -102,7 +103,7 @@ class BrokerOrder(Message):
     broker_order_id: str
     symbol: Symbol
     side: Side
-    quantity: Annotated[float, Field(gt=0.0)]
+    quantity: Quantity
     status: OrderStatus
     filled_quantity: NonNegative = 0.0
     average_fill_price: Price | None = None
