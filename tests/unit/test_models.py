@@ -215,3 +215,10 @@ def test_order_and_fill_quantities_must_be_finite_and_positive(quantity):
     with pytest.raises(InvalidMessageError, match="quantity"):
         parse(Fill, {"fill_id": "f", "client_order_id": "c", "symbol": "SPX", "side": "BUY",
                      "quantity": quantity, "price": 10.0, "timestamp": T0.isoformat()})
+
+
+def test_broker_position_quantity_must_be_finite():
+    from ensemble_trader.domain.orders import BrokerPosition
+
+    with pytest.raises(InvalidMessageError, match="quantity"):
+        BrokerPosition.parse({"symbol": "SPX", "quantity": math.nan})

@@ -26,6 +26,7 @@ from pydantic import AwareDatetime, Field
 from ensemble_trader.domain.errors import EnsembleTraderError
 from ensemble_trader.domain.models import (
     Fill,
+    Finite,
     Message,
     NonNegative,
     Order,
@@ -116,7 +117,7 @@ class BrokerPosition(Message):
     """The broker's holding of one symbol (signed quantity)."""
 
     symbol: Symbol
-    quantity: float
+    quantity: Finite  # a NaN would compare as "in sync" with any position of ours
     average_price: NonNegative = 0.0
 
 
