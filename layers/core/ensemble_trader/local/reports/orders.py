@@ -32,6 +32,7 @@ def summarize(stack: LocalStack) -> str:
     fees = sum(o.fees_paid for o in orders)
     _, dead_letters = rejected_lines(stack, "orders-dlq", label="dead letters")
     stats = orders_runtime.ROUTE_STATS
+    with_orders = len({o.intent_id for o in orders})
     equity = orders_runtime.OrdersSettings().initial_equity + sum(
         p.realized_pnl - p.fees_paid
         + p.quantity * ((state.marks[p.symbol].price if p.symbol in state.marks else p.average_price)
@@ -41,8 +42,8 @@ def summarize(stack: LocalStack) -> str:
 
     lines = [
         "orders λ  (order-intents → risk engine → paper broker)",
-        f"  intents routed    {stats.intents:>8,}  in this process: {len({o.intent_id for o in orders}):,} led to "
-        f"orders, the others needed none; {stats.dead_lettered:,} more dead-lettered",
+        f"  intents routed    {stats.intents:>8,}  in this process: {with_orders:,} led to orders, "
+        f"{stats.intents - with_orders:,} needed none (plus {stats.dead_lettered:,} dead-lettered)",
         f"  orders            {len(orders):>8,}  "
         + (", ".join(f"{k} {v:,}" for k, v in statuses.most_common()) or "none"),
         f"  filled            {filled_qty:>12,.0f} shares, fees {fees:,.2f}",
