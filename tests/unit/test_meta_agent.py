@@ -328,3 +328,10 @@ def test_after_a_model_version_change_the_agents_see_the_restarted_virtual_posit
     np.testing.assert_array_equal(agents.seen[0], np.zeros(4))  # not the old agent set's positions
     np.testing.assert_allclose(new.agent_costs, 3e-4 * 0.5)  # the trade booked from those positions
     assert decision.intent is not None and new.model_version.startswith("v2+")
+
+
+def test_bad_policy_params_are_refused_when_the_config_is_built() -> None:
+    with pytest.raises(InvalidMessageError, match=r"policy_params=\{'eta': -1\}: hedge: eta must be > 0"):
+        MetaAgentConfig.create(policy="hedge", policy_params={"eta": -1})
+    with pytest.raises(InvalidMessageError, match="policy_params"):
+        MetaAgentConfig.create(policy="ucb", policy_params={"window": 5})  # not a UCB1 parameter

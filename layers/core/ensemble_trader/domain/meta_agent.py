@@ -39,7 +39,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ensemble_trader.domain.bandits import POLICIES, Bandit, Selection, bandit_from_dict, make_bandit
+from ensemble_trader.domain.bandits import (
+    POLICIES,
+    Bandit,
+    BanditError,
+    Selection,
+    bandit_from_dict,
+    make_bandit,
+)
 from ensemble_trader.domain.errors import (
     DataError,
     FieldProblem,
@@ -154,6 +161,12 @@ class MetaAgentConfig(BaseModel):
                 cls.__name__,
                 [FieldProblem("policy", config.policy, f"unknown policy; known: {sorted(POLICIES)}")],
             )
+        try:  # bad hyperparameters fail here, not at a symbol's first bar
+            make_bandit(config.policy, len(DEFAULT_AGENT_NAMES), **config.hyperparameters)
+        except BanditError as exc:
+            raise InvalidMessageError(
+                cls.__name__, [FieldProblem("policy_params", config.policy_params, str(exc))]
+            ) from None
         return config
 
     @property
