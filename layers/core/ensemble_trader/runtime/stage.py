@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -206,7 +206,6 @@ class StageStats:
     failed_items: int = 0
     outputs: int = 0
     events: int = 0
-    rejection_reasons: Counter = field(default_factory=Counter)
     # the latest per-record compute times (bounded: a warm container may live for millions)
     compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
@@ -520,7 +519,6 @@ class KinesisStageRunner(Generic[S, In]):
             failures.append(item_id)
             return False
         self.stats.rejected += 1
-        self.stats.rejection_reasons[reason[:300]] += 1
         self._count("rejected", 1)
         return True
 
