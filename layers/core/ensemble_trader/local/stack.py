@@ -358,12 +358,9 @@ class LocalStack:
             since = self._marks.get(logical, {})
         for shard in kinesis.list_shards(StreamName=name)["Shards"]:
             shard_id = shard["ShardId"]
-            if since is not None and shard_id in since:
-                iterator = since[shard_id]
-            else:
-                iterator = kinesis.get_shard_iterator(
-                    StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
+            iterator = since.get(shard_id) or kinesis.get_shard_iterator(
+                StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
             while iterator:
                 response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
                 for record in response["Records"]:
