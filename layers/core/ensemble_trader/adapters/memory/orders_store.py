@@ -66,7 +66,7 @@ class MemoryOrdersStore:
     def list_orders(self, *, working_only: bool = False) -> list[Order]:
         with self._lock:
             if working_only:
-                return [self.orders[c] for c in self._working]
+                return [self.orders[c] for c in sorted(self._working)]  # by id, as DynamoOrdersStore
             return list(self.orders.values())
 
     def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
