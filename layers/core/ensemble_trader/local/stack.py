@@ -387,10 +387,16 @@ class LocalStack:
         return dict(self._marks.get(logical, {}))
 
     def reset(self) -> None:
-        """Empty Redis, every queue and every table. Kinesis streams cannot be emptied: their
-        current ends become their beginnings for :meth:`stream_records` and for emulators that
-        start at TRIM_HORIZON, so a reset stack looks empty to readers in this process."""
+        """Empty Redis, every queue, every table and the model bucket (a model a test published,
+        say a regime refit, must not be served to the next). Kinesis streams cannot be emptied:
+        their current ends become their beginnings for :meth:`stream_records` and for emulators
+        that start at TRIM_HORIZON, so a reset stack looks empty to readers in this process."""
         self.redis_client().flushdb()
+        s3, bucket = self.client("s3"), self.name(constants.MODEL_BUCKET)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
         for logical in [*constants.QUEUES, EVENTS_TAP]:
             self.read_queue(logical, delete=True)  # PurgeQueue is limited to once a minute
         ddb = self.client("dynamodb")
