@@ -30,7 +30,7 @@ from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.ports import KeyValueStore
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.stage import KinesisStageRunner, MetricsSink, QueueSink, RecordSink
+from ensemble_trader.runtime.stage import KinesisStageRunner, MetricsSink, RecordSink, runner_for_function
 from pydantic import BaseModel
 
 obs = observability("meta_agent")
@@ -151,27 +151,18 @@ def meta_config(strategy_id: str) -> MetaAgentConfig:
 
 
 def build_runner(settings: Any, agents: Any, *, config: MetaAgentConfig | None = None) -> KinesisStageRunner:
-    """The stage runner wired to AWS (or the local stack) for ``settings``, deciding with ``agents``."""
-    from ensemble_trader import constants
-    from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
-    from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
-    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter, SqsPublisher
-    from ensemble_trader.adapters.redis.cache import RedisCache
-
-    spec = constants.function_spec("meta_agent")
+    """The stage runner wired to AWS (or the local stack) for ``settings``, deciding with ``agents``:
+    the stage's standard wiring, its FIFO sink also writing the decision rows and regret metrics,
+    its snapshots in ``bandit-state``."""
     step = MetaAgentStep(config or meta_config(settings.strategy_id), agents)
-    store = DynamoKeyValueStore(settings=settings)
-    queue = QueueSink(SqsPublisher(settings=settings), spec.outputs[0], lambda intent: intent.intent_id)
-    return KinesisStageRunner(
-        step,
-        cache=RedisCache.from_settings(settings, prefix=f"{settings.stage}:"),
-        dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source="meta_agent"),
-        sink=DecisionSink(queue, store, metrics),
-        events=EventBridgePublisher(settings=settings),
-        snapshots=BanditSnapshots(store),
-        snapshot_table=BANDIT_TABLE,
-        metrics=metrics,
+    built = runner_for_function(
+        step, "meta_agent", settings=settings, metrics=metrics, with_events=True,
+        deduplication_id=lambda intent: intent.intent_id,
     )
+    store = built.snapshots
+    built.sink = DecisionSink(built.sink, store, metrics)
+    built.snapshots, built.snapshot_table = BanditSnapshots(store), BANDIT_TABLE
+    return built
 
 
 @lru_cache(maxsize=1)

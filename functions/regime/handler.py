@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.stage import KinesisStageRunner, StreamSink
+from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
 from regime_registry import MarketStateSink, load_pinned
 
 obs = observability("regime")
@@ -47,30 +47,19 @@ def transition_rule() -> TransitionRule:
 
 @lru_cache(maxsize=1)
 def runner() -> KinesisStageRunner:
-    """Dependencies built once per container (cold start): the model, clients, the runner."""
-    from ensemble_trader import constants
-    from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
-    from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
-    from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
+    """Dependencies built once per container (cold start): the model, then the stage's standard
+    wiring, whose market-state sink also writes each MarketState's ``regime-history`` row."""
     from ensemble_trader.adapters.aws.s3 import S3ModelStore
-    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
-    from ensemble_trader.adapters.redis.cache import RedisCache
     from ensemble_trader.runtime.settings import get_settings
 
     settings = get_settings()
-    spec = constants.function_spec("regime")
     model = load_pinned(S3ModelStore(settings=settings), settings.models_dir / "regime")
     logger.info("regime model loaded", extra={"model_version": model.version, "n_states": model.n_states})
-    store = DynamoKeyValueStore(settings=settings)
-    return KinesisStageRunner(
-        RegimeStep(model, transition_rule()),
-        cache=RedisCache.from_settings(settings, prefix=f"{settings.stage}:"),
-        dlq=SqsDeadLetterWriter(spec.dead_letter_queue, settings=settings, source="regime"),
-        sink=MarketStateSink(StreamSink(KinesisPublisher(settings=settings), spec.outputs[0]), store),
-        events=EventBridgePublisher(settings=settings),
-        snapshots=store,
-        metrics=metrics,
+    built = runner_for_function(
+        RegimeStep(model, transition_rule()), "regime", settings=settings, metrics=metrics, with_events=True
     )
+    built.sink = MarketStateSink(built.sink, built.snapshots)
+    return built
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].eventID")
