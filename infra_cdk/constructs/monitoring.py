@@ -29,6 +29,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from ensemble_trader.constants import EVENT_SOURCE, FUNCTIONS, qualified
+from ensemble_trader.domain.agents import AGENT_NAMES
 from ensemble_trader.domain.models import REGIMES
 
 from infra_cdk.config import StageConfig
@@ -42,7 +43,6 @@ PERIOD = Duration.minutes(1)
 ALARM_PERIOD = Duration.minutes(5)
 WIDE = 12
 FULL = 24
-AGENTS = ("conservative", "aggressive", "balanced", "contrarian")  # ensemble_trader.domain.agents.AGENT_NAMES
 
 
 def compute_metric_name(logical: str) -> str:
@@ -445,7 +445,7 @@ class Monitoring(Construct):
             )
         )
         group = [events_log.log_group.log_group_name]
-        weights = ", ".join(f"detail.weights.{agent}" for agent in AGENTS)
+        weights = ", ".join(f"detail.weights.{agent}" for agent in AGENT_NAMES)
         for title, query, view in (
             (
                 "Order rejections by reason",
