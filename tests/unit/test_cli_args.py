@@ -19,6 +19,7 @@ from ensemble_trader.cli import main
         (["evaluate", "agents", "--bars", "arch:sp500", "--start", "2015-13-01"], "argument --start: '2015-13-01'"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "4,x"], "argument --states: '4,x'"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "1"], "state counts >= 2"),
+        (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 1"),
     ],
 )
 def test_bad_numbers_are_usage_errors(argv, message, capsys):

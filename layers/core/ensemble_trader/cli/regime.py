@@ -42,7 +42,7 @@ def _state_counts(text: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import iso_time
+    from ensemble_trader.cli import at_least, iso_time
 
     p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
     rsub = p.add_subparsers(dest="regime_command", metavar="ACTION", required=True)
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.add_argument("--seed", type=int, default=0, help="random_state of the EM restarts")
     fit.add_argument("--states", type=_state_counts, default=[4, 5, 6], help="number(s) of hidden states, BIC picks (default 4,5,6)")
-    fit.add_argument("--restarts", type=int, default=4, help="EM restarts per state count")
+    fit.add_argument("--restarts", type=at_least(1), default=4, help="EM restarts per state count")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
     fit.add_argument("--start", type=iso_time, help="first bar time to train on (ISO date)")
     fit.add_argument("--end", type=iso_time, help="train on bars before this time (ISO date)")
@@ -68,10 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = rsub.add_parser("evaluate", help="validation tables on synthetic bars with known regimes")
     ev.add_argument("--scenarios", nargs="+", default=None, help="generator presets (default: all four)")
     ev.add_argument("--seeds", nargs="+", type=int, default=None, help="test seeds (default 0 1 2)")
-    ev.add_argument("--bars", type=int, default=3000, help="test bars per seed")
-    ev.add_argument("--train-bars", type=int, default=6000, help="bars of the training run")
+    ev.add_argument("--bars", type=at_least(1), default=3000, help="test bars per seed")
+    ev.add_argument("--train-bars", type=at_least(1), default=6000, help="bars of the training run")
     ev.add_argument("--methods", nargs="+", default=None, help="subset of ours hmmlearn true_params jumpmodels")
-    ev.add_argument("--restarts", type=int, default=3, help="EM restarts per state count of our fit (default 3)")
+    ev.add_argument("--restarts", type=at_least(1), default=3, help="EM restarts per state count of our fit (default 3)")
     ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
     ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")
     ev.add_argument("--plot", help="also write a PNG of truth vs labels on one realistic run here")
