@@ -4,9 +4,10 @@
 whole run: a moto server and a real redis-server on free ports with every resource of
 ``constants.py`` created, and the ``ET_*`` / ``AWS_*`` environment pointing at them (restored at
 the end). Starting it takes ~2-3 s, so tests share it; to keep them independent use the
-``clean_stack`` fixture below, which empties Redis, the queues and the
-tables, forgets loaded handlers and stage statistics, and hands out stream marks and emulators
-that only see records put after the test began (streams cannot be emptied).
+``clean_stack`` fixture below, which empties Redis, the queues, the
+tables and the model bucket, forgets loaded handlers, stage statistics and unflushed metrics,
+and hands out stream marks and emulators that only see records put after the test began
+(streams cannot be emptied).
 """
 
 from __future__ import annotations
