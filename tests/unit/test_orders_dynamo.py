@@ -12,9 +12,9 @@ from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.domain.errors import ConcurrencyError
 from ensemble_trader.domain.models import Fill, Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
-from ensemble_trader.domain.risk import RiskLimits
+from ensemble_trader.domain.risk import Mark, RiskEngine, RiskLimits, TradingState
 from ensemble_trader.runtime.clock import FixedClock
-from ensemble_trader.runtime.orders import OrderRouter
+from ensemble_trader.runtime.orders import BatchingOrdersStore, OrderRouter
 from ensemble_trader.runtime.settings import Settings
 from moto import mock_aws
 
@@ -98,6 +98,30 @@ def test_risk_state_is_versioned_and_the_kill_switch_is_its_own_attribute(dynamo
     d.kill_switch = False
     store.save_risk_state(d, write_kill_switch=True)
     assert not store.load_risk_state().kill_switch
+
+
+def test_breaker_reset_racing_a_batch_save_survives_in_dynamodb(dynamodb):
+    store = DynamoOrdersStore(dynamodb, settings=SETTINGS)
+    seed = store.load_risk_state()
+    seed.trading_state, seed.breaker_latched = TradingState.HALTED, True
+    seed.peak_equity, seed.equity = 150_000.0, 100_000.0
+    store.save_risk_state(seed)
+    batch = BatchingOrdersStore(store)
+    ours = batch.load_risk_state()  # the router's copy: HALTED, latched
+    ours.marks["SPX"] = Mark(price=101.0, timestamp=T)
+    RiskEngine().update_breaker(ours, 99_000.0, T.date())
+    batch.save_risk_state(ours)
+    operator = store.load_risk_state()  # the reset, saved between the router's load and save
+    RiskEngine.reset_breaker(operator, "reviewed")
+    store.save_risk_state(operator, write_kill_switch=True)
+    batch.flush()
+    stored = store.load_risk_state()
+    assert stored.trading_state is TradingState.ACTIVE and not stored.breaker_latched
+    assert stored.breaker_resets == 1 and stored.version == 3
+    assert stored.peak_equity == pytest.approx(100_000.0)  # rebased, not the stale 150,000
+    assert stored.equity == pytest.approx(99_000.0) and stored.marks["SPX"].price == 101.0
+    item = dynamodb.get_item(TableName=SETTINGS.name("risk-state"), Key={"pk": {"S": "global"}})["Item"]
+    assert item["trading_state"] == {"S": "ACTIVE"}
 
 
 def test_router_over_dynamodb_and_the_persistent_paper_broker(dynamodb):

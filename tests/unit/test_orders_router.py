@@ -11,6 +11,7 @@ import pytest
 from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore, MemoryPaperLedger
+from ensemble_trader.domain.errors import ConcurrencyError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
 from ensemble_trader.domain.orders import BrokerUnavailableError, UnknownOutcomeError
 from ensemble_trader.domain.risk import RejectReason, RiskLimits, TradingState
@@ -302,6 +303,70 @@ def test_batch_flush_merges_into_a_risk_state_saved_meanwhile():
         rig.store.save_risk_state(other, write_kill_switch=True)
     state = rig.store.load_risk_state()
     assert state.kill_switch and state.marks["SPX"].price == 101.0 and state.recent
+
+
+def _seed_latched_halt(rig: Rig) -> None:
+    """A drawdown halt the operator is about to reset: latched, the peak far above the equity."""
+    state = rig.store.load_risk_state()
+    state.trading_state, state.state_reason = TradingState.HALTED, "drawdown 30.00% >= 25.00%"
+    state.breaker_latched, state.peak_equity, state.equity = True, 150_000.0, 100_000.0
+    rig.store.save_risk_state(state)
+
+
+def test_breaker_reset_between_a_batch_load_and_its_save_survives():
+    rig = Rig()
+    rig.warm()
+    _seed_latched_halt(rig)
+    with rig.router.batch():
+        out = rig.router.handle(intent(1, 0.2, 101.0))  # the batch loads the HALTED state
+        assert out.rejections[0]["reason"] == RejectReason.HALTED.value
+        # meanwhile the operator resets the breaker (another container, straight to the store)
+        result = rig.new_router().set_kill_switch(False, "operator reviewed", reset_breaker=True)
+        assert result["trading_state"] == TradingState.ACTIVE.value
+    state = rig.store.load_risk_state()
+    assert state.trading_state is TradingState.ACTIVE and not state.breaker_latched
+    assert state.state_reason == "reset: operator reviewed" and state.breaker_resets == 1
+    assert state.peak_equity == pytest.approx(100_000.0)  # rebased, not the stale 150,000
+    # the router's own updates landed: its mark, its equity and its day
+    assert state.marks["SPX"].price == 101.0
+    assert state.equity == pytest.approx(100_000.0) and state.day == (T0 + timedelta(days=1)).date()
+    # and trading goes on
+    assert rig.router.handle(intent(2, 0.2, 101.0)).orders
+
+
+def test_kill_switch_set_between_a_batch_load_and_its_save_survives():
+    rig = Rig()
+    rig.warm()
+    with rig.router.batch():
+        rig.router.handle(intent(1, 0.2, 101.0))
+        rig.new_router().set_kill_switch(True, "operator drill")
+    state = rig.store.load_risk_state()
+    assert state.kill_switch and state.kill_switch_reason == "operator drill"
+    assert state.marks["SPX"].price == 101.0 and state.recent
+    out = rig.router.handle(intent(2, 0.4, 101.0))
+    assert out.rejections[0]["reason"] == RejectReason.KILL_SWITCH.value
+
+
+def test_kill_switch_with_reset_between_a_batch_load_and_its_save_survives():
+    rig = Rig()
+    rig.warm()
+    _seed_latched_halt(rig)
+    with rig.router.batch():
+        rig.router.handle(intent(1, 0.2, 101.0))
+        rig.new_router().set_kill_switch(True, "reset, then stay off", reset_breaker=True)
+    state = rig.store.load_risk_state()
+    assert state.kill_switch and not state.breaker_latched
+    assert state.trading_state is TradingState.ACTIVE and state.peak_equity == pytest.approx(100_000.0)
+
+
+def test_batch_save_of_a_state_it_did_not_load_is_checked_against_the_stored_version():
+    rig = Rig()
+    rig.warm()
+    stale = rig.store.load_risk_state()
+    rig.store.save_risk_state(rig.store.load_risk_state())  # someone saves first
+    with pytest.raises(ConcurrencyError, match="stale"):
+        with rig.router.batch():
+            rig.router.store.save_risk_state(stale)
 
 
 def test_batch_recovers_when_another_writer_synced_a_fill_first():

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from ensemble_trader.domain.models import Order, Side
 from ensemble_trader.domain.risk import (
+    Mark,
     OrderContext,
     RecentOrder,
     Reference,
@@ -16,6 +17,7 @@ from ensemble_trader.domain.risk import (
     RiskLimits,
     RiskState,
     TradingState,
+    merge_states,
     reduces_exposure,
 )
 from ensemble_trader.runtime.orders import RiskSettings
@@ -290,3 +292,125 @@ def test_inconsistent_thresholds_are_rejected():
     with pytest.raises(ValueError, match="daily_loss_halt"):
         RiskLimits(daily_loss_reduce=0.05, daily_loss_halt=0.01)
     assert RiskLimits(restricted_symbols="gme, amc").restricted_symbols == frozenset({"GME", "AMC"})
+
+
+# -- three-way merge of the risk state (a router's batch save racing an operator) ---------------
+
+D1, D2 = date(2024, 1, 2), date(2024, 1, 3)
+
+
+def _latched_halt() -> RiskState:
+    """The stored state a router loads: drawdown halt latched, peak far above the equity."""
+    return RiskState(
+        version=7, trading_state=TradingState.HALTED, state_reason="drawdown 30.00% >= 20.00%",
+        breaker_latched=True, day=D1, day_start_equity=71_000.0, peak_equity=100_000.0,
+        equity=70_000.0, marks={"SPX": Mark(price=70.0, timestamp=NOW - timedelta(days=1))},
+    )
+
+
+def _router_update(base: RiskState, equity: float, today: date) -> RiskState:
+    """What a router does with its copy: a new mark, an accepted order, the breaker fed."""
+    ours = base.model_copy(deep=True)
+    ours.marks["SPX"] = Mark(price=71.0, timestamp=NOW)
+    RiskEngine(BREAKER).record(order(coid="coid-ours"), ours, NOW)
+    RiskEngine(BREAKER).update_breaker(ours, equity, today)
+    return ours
+
+
+def test_merge_keeps_an_operator_reset_saved_between_the_routers_load_and_save():
+    base = _latched_halt()
+    ours = _router_update(base, 70_500.0, D1)
+    assert ours.trading_state is TradingState.HALTED and ours.breaker_latched  # stale view
+    theirs = base.model_copy(deep=True)
+    RiskEngine.reset_breaker(theirs, "operator reviewed")
+    theirs.version = base.version + 1
+
+    merged = merge_states(base, ours, theirs)
+
+    assert merged.trading_state is TradingState.ACTIVE and not merged.breaker_latched
+    assert merged.state_reason == "reset: operator reviewed"
+    assert merged.breaker_resets == 1 and merged.version == theirs.version
+    # the peak is the rebased one (never the router's stale 100,000), raised to our newer equity
+    assert merged.peak_equity == pytest.approx(70_500.0)
+    assert merged.day_start_equity == pytest.approx(70_000.0)
+    # the router's own updates still land
+    assert merged.equity == pytest.approx(70_500.0) and merged.day == D1
+    assert merged.marks["SPX"].price == 71.0
+    assert [r.client_order_id for r in merged.recent] == ["coid-ours"]
+    # and the next breaker update starts from the reset, not from the old drawdown
+    assert RiskEngine(BREAKER).update_breaker(merged, 70_400.0, D1) is None
+    assert merged.trading_state is TradingState.ACTIVE
+
+
+def test_merge_after_a_reset_keeps_the_routers_newer_day():
+    base = _latched_halt()
+    ours = _router_update(base, 69_000.0, D2)  # the router rolled the day
+    theirs = base.model_copy(deep=True)
+    RiskEngine.reset_breaker(theirs, "ok")
+    merged = merge_states(base, ours, theirs)
+    assert merged.day == D2 and merged.equity == pytest.approx(69_000.0)
+    assert merged.trading_state is TradingState.ACTIVE and not merged.breaker_latched
+    assert merged.peak_equity == pytest.approx(70_000.0) and merged.day_start_equity == pytest.approx(70_000.0)
+
+
+def test_merge_keeps_a_kill_switch_set_meanwhile():
+    base = RiskState(version=3, day=D1, day_start_equity=100_000.0, peak_equity=100_000.0, equity=100_000.0)
+    ours = _router_update(base, 101_000.0, D1)
+    theirs = base.model_copy(update={"version": 4, "kill_switch": True, "kill_switch_reason": "operator"})
+    merged = merge_states(base, ours, theirs)
+    assert merged.kill_switch and merged.kill_switch_reason == "operator"
+    assert merged.effective_state is TradingState.HALTED
+    assert merged.equity == pytest.approx(101_000.0) and merged.peak_equity == pytest.approx(101_000.0)
+    assert merged.marks["SPX"].price == 71.0 and merged.recent
+    # ... and one cleared meanwhile stays cleared
+    on = base.model_copy(update={"kill_switch": True, "kill_switch_reason": "drill"})
+    off = on.model_copy(update={"version": 4, "kill_switch": False, "kill_switch_reason": "drill over"})
+    merged = merge_states(on, on.model_copy(deep=True), off)
+    assert not merged.kill_switch and merged.kill_switch_reason == "drill over"
+
+
+def test_merge_without_operator_action_takes_the_routers_breaker_and_counters():
+    base = RiskState(version=3, day=D1, day_start_equity=100_000.0, peak_equity=100_000.0, equity=100_000.0)
+    ours = _router_update(base, 95_000.0, D1)  # -5 % on the day: HALTED
+    assert ours.trading_state is TradingState.HALTED
+    theirs = base.model_copy(deep=True)  # another router: only a mark of another symbol
+    theirs.version = 4
+    theirs.marks["NDX"] = Mark(price=200.0, timestamp=NOW)
+    merged = merge_states(base, ours, theirs)
+    assert merged.trading_state is TradingState.HALTED and merged.state_reason == ours.state_reason
+    assert merged.equity == pytest.approx(95_000.0) and merged.day_start_equity == pytest.approx(100_000.0)
+    assert set(merged.marks) == {"SPX", "NDX"} and merged.version == 4 and merged.breaker_resets == 0
+
+
+def test_merge_of_two_routers_moving_the_breaker_keeps_the_more_severe():
+    base = RiskState(version=3, day=D1, day_start_equity=100_000.0, peak_equity=100_000.0, equity=100_000.0)
+    ours = _router_update(base, 97_500.0, D1)  # REDUCING
+    theirs = _router_update(base, 95_000.0, D1)  # HALTED
+    theirs.version = 4
+    assert merge_states(base, ours, theirs).trading_state is TradingState.HALTED
+    assert merge_states(base, theirs, ours).trading_state is TradingState.HALTED
+
+
+def test_merge_of_an_unchanged_breaker_keeps_theirs():
+    """We did not move the breaker: a relaxation saved meanwhile (a day roll) is not undone."""
+    base = RiskState(version=3, trading_state=TradingState.REDUCING, state_reason="daily loss",
+                     day=D1, day_start_equity=100_000.0, peak_equity=100_000.0, equity=97_000.0)
+    ours = base.model_copy(deep=True)
+    ours.marks["SPX"] = Mark(price=71.0, timestamp=NOW)
+    theirs = base.model_copy(deep=True)
+    RiskEngine(BREAKER).update_breaker(theirs, 97_100.0, D2)
+    assert theirs.trading_state is TradingState.ACTIVE
+    merged = merge_states(base, ours, theirs)
+    assert merged.trading_state is TradingState.ACTIVE and merged.marks["SPX"].price == 71.0
+
+
+def test_merge_of_symbol_halts_is_per_symbol():
+    base = RiskState(halted_symbols={"A": "recon a", "B": "recon b"})
+    ours = base.model_copy(deep=True)
+    del ours.halted_symbols["A"]  # our reconciliation cleared A and halted C
+    ours.halted_symbols["C"] = "recon c"
+    theirs = base.model_copy(deep=True)
+    theirs.halted_symbols["B"] = "recon b again"  # theirs changed B and halted D
+    theirs.halted_symbols["D"] = "recon d"
+    merged = merge_states(base, ours, theirs)
+    assert merged.halted_symbols == {"B": "recon b again", "C": "recon c", "D": "recon d"}

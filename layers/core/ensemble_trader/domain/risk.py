@@ -170,6 +170,7 @@ class RiskState(BaseModel):
     day_start_equity: float | None = None
     peak_equity: float | None = None
     equity: float | None = None
+    breaker_resets: int = 0  # operator resets so far: tells a merge that one happened meanwhile
     marks: dict[str, Mark] = Field(default_factory=dict)
     recent: list[RecentOrder] = Field(default_factory=list)
 
@@ -434,6 +435,7 @@ class RiskEngine:
         state.state_reason = f"reset: {reason}"
         state.peak_equity = state.equity
         state.day_start_equity = state.equity
+        state.breaker_resets += 1
         if previous is TradingState.ACTIVE:
             return None
         eq = state.equity or 0.0
@@ -449,25 +451,75 @@ def clock_now(limits: RiskLimits, wall: datetime, event: datetime) -> datetime:
     return event if limits.clock == "event" else wall
 
 
-def merge_states(stored: RiskState, ours: RiskState) -> RiskState:
-    """Our unsaved risk state folded into a newer stored one (after losing the versioned write).
+def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskState:
+    """Three-way merge after losing the versioned write: our unsaved state folded into theirs.
 
-    The stored copy keeps what other writers own — the kill switch and reconciliation halts —
-    and its version; from ours come newer marks, the orders we accepted (throttle and duplicate
-    windows), the latest equity figures, and the breaker state when ours is more severe.
+    ``base`` is the state we loaded, ``ours`` the state we want to write, ``theirs`` the newer
+    stored one. The result keeps theirs' version, so it can be written at once.
+
+    Operator-owned fields win when theirs changed them since ``base``: the kill switch and, after
+    a breaker reset (``breaker_resets`` moved), the whole breaker — latched flag, trading state
+    and reason, the rebased peak and day-start equity. Our breaker state computed from the stale
+    pre-reset figures is dropped; the next :meth:`RiskEngine.update_breaker` re-evaluates it from
+    the rebased figures and the latest equity (kept from ours).
+
+    Marks (newest per symbol) and accepted orders (throttle and duplicate windows) are always
+    united. Without a reset in theirs the equity figures come from ours and the peak is the
+    higher of the two; the breaker state is theirs unless we moved it since ``base``, then ours
+    if theirs did not move it, else the more severe of the two (two routers tripping at once).
+    Reconciliation halts merge per symbol: a symbol theirs changed since ``base`` keeps theirs'
+    entry, any other takes ours.
     """
-    merged = stored.model_copy(deep=True)
+    merged = theirs.model_copy(deep=True)
+
+    if (ours.kill_switch, ours.kill_switch_reason) != (base.kill_switch, base.kill_switch_reason) and (
+        theirs.kill_switch, theirs.kill_switch_reason
+    ) == (base.kill_switch, base.kill_switch_reason):
+        merged.kill_switch, merged.kill_switch_reason = ours.kill_switch, ours.kill_switch_reason
+
+    for symbol in set(base.halted_symbols) | set(ours.halted_symbols) | set(theirs.halted_symbols):
+        if theirs.halted_symbols.get(symbol) != base.halted_symbols.get(symbol):
+            continue  # theirs changed it: keep theirs
+        if symbol in ours.halted_symbols:
+            merged.halted_symbols[symbol] = ours.halted_symbols[symbol]
+        else:
+            merged.halted_symbols.pop(symbol, None)
+
     for symbol, mark in ours.marks.items():
-        theirs = merged.marks.get(symbol)
-        if theirs is None or mark.timestamp > theirs.timestamp:
+        stored = merged.marks.get(symbol)
+        if stored is None or mark.timestamp > stored.timestamp:
             merged.marks[symbol] = mark
     seen = {r.client_order_id for r in merged.recent}
     merged.recent.extend(r for r in ours.recent if r.client_order_id not in seen)
     merged.recent.sort(key=lambda r: r.at)
+
+    if theirs.breaker_resets != base.breaker_resets:  # an operator reset since we loaded
+        if ours.equity is not None:
+            merged.equity = ours.equity
+            if ours.day is not None and (merged.day is None or ours.day > merged.day):
+                merged.day = ours.day
+            if merged.day_start_equity is None:
+                merged.day_start_equity = ours.equity
+            merged.peak_equity = max(p for p in (merged.peak_equity, ours.equity) if p is not None)
+        return merged
+
     if ours.equity is not None:
         merged.day, merged.day_start_equity, merged.equity = ours.day, ours.day_start_equity, ours.equity
         merged.peak_equity = max(p for p in (merged.peak_equity, ours.peak_equity) if p is not None)
-    if _SEVERITY[ours.trading_state] > _SEVERITY[merged.trading_state] or ours.breaker_latched:
+    if ours.breaker_resets != base.breaker_resets:  # our own reset: the operator's figures win
+        merged.breaker_resets = ours.breaker_resets
         merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
-        merged.breaker_latched = merged.breaker_latched or ours.breaker_latched
+        merged.breaker_latched = ours.breaker_latched
+        merged.peak_equity, merged.day_start_equity = ours.peak_equity, ours.day_start_equity
+    elif _breaker(ours) != _breaker(base):  # we moved the breaker
+        if _breaker(theirs) == _breaker(base):
+            merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
+            merged.breaker_latched = ours.breaker_latched
+        elif _SEVERITY[ours.trading_state] > _SEVERITY[merged.trading_state] or ours.breaker_latched:
+            merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
+            merged.breaker_latched = merged.breaker_latched or ours.breaker_latched
     return merged
+
+
+def _breaker(state: RiskState) -> tuple[TradingState, str, bool]:
+    return state.trading_state, state.state_reason, state.breaker_latched

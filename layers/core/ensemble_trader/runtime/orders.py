@@ -146,13 +146,16 @@ class BatchingOrdersStore:
     orders are read at the first use and kept; every write still goes to the durable store at
     once (conditional puts and fill transactions are unchanged) and updates the copies. Only the
     risk state is written back once, by :meth:`flush`; if another writer saved it meanwhile, our
-    changes are merged into the newer copy (:func:`~ensemble_trader.domain.risk.merge_states`).
+    changes are merged into the newer copy by a three-way merge against the copy we loaded
+    (:func:`~ensemble_trader.domain.risk.merge_states`), so an operator's reset or kill switch
+    saved meanwhile is kept.
     The kill switch and halts are therefore seen at the next batch (at most ten intents later).
     """
 
     def __init__(self, inner: OrdersStore):
         self.inner = inner
         self._state: RiskState | None = None
+        self._base: RiskState | None = None  # the stored state our copy started from
         self._dirty = False
         self._positions: dict[str, Position] | None = None
         self._working: dict[str, Order] | None = None
@@ -253,13 +256,20 @@ class BatchingOrdersStore:
     def load_risk_state(self) -> RiskState:
         if self._state is None:
             self._state = self.inner.load_risk_state()
+            self._base = self._state.model_copy(deep=True)
         return self._state
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         if write_kill_switch:  # an operator action: straight through, and re-read afterwards
             self.inner.save_risk_state(state, write_kill_switch=True)
-            self._state, self._dirty = None, False
+            self._state, self._base, self._dirty = None, None, False
             return
+        if self._base is None:  # a state we did not load here: what it started from is its version
+            self._base = self.inner.load_risk_state()
+            if self._base.version != state.version:
+                raise ConcurrencyError(
+                    f"risk state version {state.version} is stale (stored {self._base.version})"
+                )
         self._state = state
         self._dirty = True
 
@@ -275,7 +285,10 @@ class BatchingOrdersStore:
             except ConcurrencyError:
                 if attempt == MAX_ATTEMPTS:
                     raise
-                self._state = merge_states(self.inner.load_risk_state(), self._state)
+                assert self._base is not None  # set whenever a state is held
+                theirs = self.inner.load_risk_state()
+                self._state = merge_states(self._base, self._state, theirs)
+                self._base = theirs
 
 
 class OrderRouter:
