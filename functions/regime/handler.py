@@ -10,18 +10,16 @@ snapshotted to ``stage-state``; a redelivered bar is a no-op; a bad record goes 
 
 The model is the version the registry pins (``regime/current.json`` in the model bucket), else
 the committed default; see ``regime_registry``. ``ET_REGIME_RULE`` may hold a JSON object of
-TransitionRule options (``margin``, ``confirm_bars``, ``min_dwell``).
+TransitionRule options (``margin``, ``confirm_bars``, ``min_dwell``); a bad value stops the
+cold start with an error naming the variable.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
@@ -33,30 +31,19 @@ logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 RULE_ENV = "ET_REGIME_RULE"
 
 
-def transition_rule() -> TransitionRule:
-    """The transition rule: defaults, overridden by the JSON in ``ET_REGIME_RULE``."""
-    raw = os.environ.get(RULE_ENV, "").strip()
-    if not raw:
-        return TransitionRule()
-    try:
-        options = json.loads(raw)
-        return TransitionRule(**options)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{RULE_ENV}={raw!r} is not a valid TransitionRule: {exc}") from None
-
-
 @lru_cache(maxsize=1)
 def runner() -> KinesisStageRunner:
     """Dependencies built once per container (cold start): the model, then the stage's standard
     wiring, whose market-state sink also writes each MarketState's ``regime-history`` row."""
     from ensemble_trader.adapters.aws.s3 import S3ModelStore
-    from ensemble_trader.runtime.settings import get_settings
+    from ensemble_trader.runtime.settings import get_settings, json_from_env
 
     settings = get_settings()
     model = load_pinned(S3ModelStore(settings=settings), settings.models_dir / "regime")
     logger.info("regime model loaded", extra={"model_version": model.version, "n_states": model.n_states})
+    rule = json_from_env(RULE_ENV, TransitionRule)
     built = runner_for_function(
-        RegimeStep(model, transition_rule()), "regime", settings=settings, metrics=metrics, with_events=True
+        RegimeStep(model, rule), "regime", settings=settings, metrics=metrics, with_events=True
     )
     built.sink = MarketStateSink(built.sink, built.snapshots)
     return built

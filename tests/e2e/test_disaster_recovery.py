@@ -7,7 +7,8 @@ runners must rebuild every symbol's state from the DynamoDB snapshots (features,
 bandit state) and produce exactly the outputs of the uninterrupted run: the same feature vectors,
 market states, order intents and decision rows.
 
-The meta_agent runs its real handler module and stage runner with four small rule agents
+The meta_agent runs its real stage wiring (``runtime.meta_agent_stage.build_runner``, with its
+handler module's metrics) and stage runner with four small rule agents
 (:class:`MomentumRules`) in place of the trained ONNX set: recovery is about where state lives,
 and the test should not depend on which model set is committed.
 """
@@ -53,8 +54,10 @@ class MomentumRules:
 
 def _meta_agent_handler(stack):
     from ensemble_trader.local.functions import load_module
+    from ensemble_trader.runtime.meta_agent_stage import build_runner
 
-    runner = load_module("meta_agent", fresh=True).build_runner(stack.settings, MomentumRules())
+    module = load_module("meta_agent", fresh=True)
+    runner = build_runner(stack.settings, MomentumRules(), metrics=module.metrics)
 
     def handler(event, context):
         return runner.process(event)

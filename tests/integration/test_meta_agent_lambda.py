@@ -18,6 +18,7 @@ from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.local.events import kinesis_event, kinesis_record
 from ensemble_trader.local.functions import load_module
 from ensemble_trader.local.stack import EVENTS_TAP
+from ensemble_trader.runtime.meta_agent_stage import build_runner
 from ensemble_trader.runtime.stage import StageStats
 
 from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
@@ -50,7 +51,7 @@ def event(states, first: int = 0):
 
 
 def runner(handler, stack, symbol_cache=None):
-    r = handler.build_runner(stack.settings, RuleAgents(), config=MetaAgentConfig.create())
+    r = build_runner(stack.settings, RuleAgents(), metrics=handler.metrics, config=MetaAgentConfig.create())
     r.stats = StageStats()
     if symbol_cache is not None:
         r.cache = symbol_cache(r.cache)

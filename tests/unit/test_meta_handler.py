@@ -1,5 +1,6 @@
-"""The meta_agent Lambda's wiring with in-memory ports: queue ids, decision rows, redelivery,
-regret metrics and the conditional bandit-state snapshot with two writers."""
+"""The meta_agent Lambda's wiring (``runtime.meta_agent_stage``) with in-memory ports: queue ids,
+decision rows, redelivery, regret metrics, the conditional bandit-state snapshot with two
+writers, and the configuration read from the environment (``runtime.settings.json_from_env``)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ from ensemble_trader.backtest.ensemble import run_meta, run_pipeline
 from ensemble_trader.domain.errors import DataError, InvalidMessageError
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentState, MetaAgentStep
 from ensemble_trader.domain.models import OrderIntent
-from ensemble_trader.domain.regime import RegimeStep
+from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.local.events import kinesis_event, kinesis_record
 from ensemble_trader.local.functions import load_module
+from ensemble_trader.runtime.meta_agent_stage import (
+    BANDIT_TABLE,
+    CONFIG_ENV,
+    BanditSnapshots,
+    DecisionSink,
+    meta_config,
+)
+from ensemble_trader.runtime.settings import EnvironmentSettingError, json_from_env
 from ensemble_trader.runtime.stage import KinesisStageRunner, QueueSink, StageStats
 
 from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
@@ -37,11 +46,6 @@ class Metrics:
 
 
 @pytest.fixture(scope="module")
-def handler():
-    return load_module("meta_agent")
-
-
-@pytest.fixture(scope="module")
 def pipeline():
     series = generate("realistic", 160, seed=2).series
     return run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model()))
@@ -50,15 +54,15 @@ def pipeline():
 class Container:
     """One warm Lambda container: its own cache view, shared queue/tables/bus."""
 
-    def __init__(self, handler, queue, store, snapshots_store, bus, cache=None, config=None):
+    def __init__(self, queue, store, snapshots_store, bus, cache=None, config=None):
         self.metrics = Metrics()
         self.dlq = MemoryDeadLetters()
         self.cache = cache if cache is not None else MemoryCache()
         step = MetaAgentStep(config or MetaAgentConfig.create(), RuleAgents())
-        sink = handler.DecisionSink(QueueSink(queue, QUEUE, lambda i: i.intent_id), store, self.metrics)
+        sink = DecisionSink(QueueSink(queue, QUEUE, lambda i: i.intent_id), store, self.metrics)
         self.runner = KinesisStageRunner(
             step, cache=self.cache, dlq=self.dlq, sink=sink, events=bus,
-            snapshots=handler.BanditSnapshots(snapshots_store), snapshot_table=handler.BANDIT_TABLE,
+            snapshots=BanditSnapshots(snapshots_store), snapshot_table=BANDIT_TABLE,
             metrics=self.metrics, stats=StageStats(),
         )
 
@@ -72,13 +76,13 @@ class Container:
 
 
 @pytest.fixture()
-def world(handler):
+def world():
     return {"queue": MemoryQueuePublisher(), "store": MemoryKeyValueStore(),
             "snapshots": MemoryKeyValueStore(), "bus": MemoryEventBus()}
 
 
-def test_intents_reach_the_fifo_queue_with_symbol_group_and_intent_dedup(handler, pipeline, world) -> None:
-    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+def test_intents_reach_the_fifo_queue_with_symbol_group_and_intent_dedup(pipeline, world) -> None:
+    c = Container(world["queue"], world["store"], world["snapshots"], world["bus"])
     states = pipeline.market_states
     for start in range(0, len(states), 40):  # several invocations, as the ESM batches them
         assert c.send(states[start : start + 40], start) == {"batchItemFailures": []}
@@ -101,8 +105,8 @@ def test_intents_reach_the_fifo_queue_with_symbol_group_and_intent_dedup(handler
     assert len(switches) == sum(1 for i in expected if i.explanation_detail["switched"])
 
 
-def test_redelivery_is_a_no_op(handler, pipeline, world) -> None:
-    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+def test_redelivery_is_a_no_op(pipeline, world) -> None:
+    c = Container(world["queue"], world["store"], world["snapshots"], world["bus"])
     states = pipeline.market_states[:50]
     c.send(states)
     before = len(world["queue"].queues[QUEUE])
@@ -113,8 +117,8 @@ def test_redelivery_is_a_no_op(handler, pipeline, world) -> None:
     assert world["snapshots"].items("bandit-state")[0]["version"] == snapshot["version"]
 
 
-def test_bandit_snapshot_is_keyed_by_symbol_and_decodes(handler, pipeline, world) -> None:
-    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+def test_bandit_snapshot_is_keyed_by_symbol_and_decodes(pipeline, world) -> None:
+    c = Container(world["queue"], world["store"], world["snapshots"], world["bus"])
     c.send(pipeline.market_states[:30])
     (item,) = world["snapshots"].items("bandit-state")
     assert item["pk"] == "meta_agent#SYN" and item["symbol"] == "SYN" and item["version"] == 1
@@ -122,13 +126,13 @@ def test_bandit_snapshot_is_keyed_by_symbol_and_decodes(handler, pipeline, world
     assert state.version == 30
 
 
-def test_two_writers_never_lose_an_update(handler, pipeline, world) -> None:
+def test_two_writers_never_lose_an_update(pipeline, world) -> None:
     """Container B holds a stale cached state; its snapshot write loses the race and it retries
     from the newer snapshot instead of overwriting A's update."""
     states = pipeline.market_states
     shared = [world["queue"], world["store"], world["snapshots"], world["bus"]]
-    a = Container(handler, *shared)
-    b = Container(handler, *shared)
+    a = Container(*shared)
+    b = Container(*shared)
     a.send(states[:20])
     b.cache.data.update(a.cache.data)  # both containers now hold version 1
     a.send(states[20:30], 20)  # A moves the snapshot to version 2
@@ -145,8 +149,8 @@ def test_two_writers_never_lose_an_update(handler, pipeline, world) -> None:
     assert ids == [i.intent_id for i in reference.intents[:35]]
 
 
-def test_bad_records_go_to_the_dead_letter_queue(handler, pipeline, world) -> None:
-    c = Container(handler, world["queue"], world["store"], world["snapshots"], world["bus"])
+def test_bad_records_go_to_the_dead_letter_queue(pipeline, world) -> None:
+    c = Container(world["queue"], world["store"], world["snapshots"], world["bus"])
     good = pipeline.market_states[0]
     bad = kinesis_record(b'{"features": {}}', partition_key="SYN", sequence_number="9", stream="market-state")
     ok = kinesis_record(good.model_dump_json().encode(), partition_key="SYN", sequence_number="10",
@@ -156,13 +160,61 @@ def test_bad_records_go_to_the_dead_letter_queue(handler, pipeline, world) -> No
     assert len(world["queue"].queues[QUEUE]) == 1
 
 
-def test_config_from_the_environment(handler, monkeypatch) -> None:
-    monkeypatch.setenv(handler.CONFIG_ENV, json.dumps({"policy": "dts", "mode": "select"}))
-    config = handler.meta_config("ensemble")
+def test_config_from_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert meta_config("ensemble") == MetaAgentConfig.create(strategy_id="ensemble")  # unset: defaults
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"policy": "dts", "mode": "select"}))
+    config = meta_config("ensemble")
     assert (config.policy, config.mode, config.strategy_id) == ("dts", "select", "ensemble")
-    monkeypatch.setenv(handler.CONFIG_ENV, "[1]")
-    with pytest.raises(DataError, match="JSON object"):
-        handler.meta_config("ensemble")
-    monkeypatch.setenv(handler.CONFIG_ENV, json.dumps({"policy": "nope"}))
+    monkeypatch.setenv(CONFIG_ENV, "[1]")
+    with pytest.raises(DataError, match=f"{CONFIG_ENV}: must be a JSON object of MetaAgentConfig options"):
+        meta_config("ensemble")
+    monkeypatch.setenv(CONFIG_ENV, "{policy: dts}")
+    with pytest.raises(DataError, match=f"{CONFIG_ENV}: not valid JSON"):
+        meta_config("ensemble")
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"policy": "nope"}))
+    with pytest.raises(EnvironmentSettingError, match=f"{CONFIG_ENV}: not a valid MetaAgentConfig.*policy") as err:
+        meta_config("ensemble")
+    # the config's own typed error, naming the field, is kept as the cause
+    assert isinstance(err.value.__cause__, InvalidMessageError)
+    assert [p.field for p in err.value.__cause__.problems] == ["policy"]
+    assert err.value.variable == CONFIG_ENV
+
+
+def test_json_from_env_builds_the_regime_rule_the_same_way(monkeypatch) -> None:
+    """The regime handler's ``ET_REGIME_RULE`` goes through the same helper."""
+    name = "ET_TEST_RULE"
+    monkeypatch.setenv(name, "   ")
+    assert json_from_env(name, TransitionRule) == TransitionRule()  # blank: defaults
+    monkeypatch.setenv(name, json.dumps({"margin": 0.1, "min_dwell": 3}))
+    assert json_from_env(name, TransitionRule) == TransitionRule(margin=0.1, min_dwell=3)
+    assert json_from_env(name, TransitionRule, defaults={"confirm_bars": 2, "margin": 0.5}) == TransitionRule(
+        margin=0.1, confirm_bars=2, min_dwell=3
+    )  # the variable overrides the defaults, which fill the rest
+    for value, problem in [
+        ('{"margin": 1.5}', r"not a valid TransitionRule \(margin 1.5 must be in \[0, 1\)\)"),
+        ('{"margins": 0.1}', "not a valid TransitionRule .*margins"),
+        ("0.1", "must be a JSON object of TransitionRule options, got float"),
+        ("{", "not valid JSON"),
+    ]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(EnvironmentSettingError, match=f"^{name}: {problem}") as err:
+            json_from_env(name, TransitionRule)
+        assert err.value.variable == name and isinstance(err.value, DataError)
+
+
+def test_unset_variable_leaves_a_rejection_of_the_defaults_as_it_is(monkeypatch) -> None:
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
     with pytest.raises(InvalidMessageError, match="policy"):
-        handler.meta_config("ensemble")
+        json_from_env(CONFIG_ENV, MetaAgentConfig, build=MetaAgentConfig.create, defaults={"policy": "nope"})
+
+
+def test_handler_builds_its_runner_once_with_the_pinned_agents_and_its_metrics(monkeypatch) -> None:
+    handler = load_module("meta_agent", fresh=True)
+    calls = []
+    monkeypatch.setattr(handler, "build_runner", lambda *a, **kw: calls.append((a, kw)) or object())
+    first = handler.runner()
+    assert handler.runner() is first and len(calls) == 1
+    (settings, agents), options = calls[0]
+    assert options == {"metrics": handler.metrics}
+    assert type(agents).__name__ == "AgentPool" and settings.strategy_id

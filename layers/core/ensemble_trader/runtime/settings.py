@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ensemble_trader import constants
+from ensemble_trader.domain.errors import DataError
+
+T = TypeVar("T")
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -53,3 +60,53 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings read once per process (a Lambda container reads its environment once)."""
     return Settings()
+
+
+class EnvironmentSettingError(DataError):
+    """An environment variable holds a value that cannot configure what it is meant to.
+
+    ``variable`` is the variable's name; the message says what was wrong with its value.
+    """
+
+    def __init__(self, variable: str, problem: str):
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+def json_from_env(
+    name: str,
+    model: type[T],
+    *,
+    build: Callable[..., T] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> T:
+    """``model`` built from ``defaults`` overridden by the JSON object in the variable ``name``.
+
+    Unset or blank, the variable changes nothing: the result is ``build(**defaults)``.
+    ``build`` is how the options become a ``model`` (``model`` itself unless given, e.g. a
+    validating ``create`` classmethod). A value that is not JSON, not a JSON object, or whose
+    options ``build`` rejects raises :class:`EnvironmentSettingError` naming the variable and
+    the problem (the rejection is kept as its ``__cause__``); without the variable, whatever
+    ``build`` raises for the defaults propagates as it is.
+    """
+    options: dict[str, Any] = dict(defaults or {})
+    raw = os.environ.get(name, "").strip()
+    if raw:
+        try:
+            loaded = json.loads(raw)
+        except ValueError as exc:
+            raise EnvironmentSettingError(name, f"not valid JSON ({exc}): {raw!r}") from None
+        if not isinstance(loaded, dict):
+            raise EnvironmentSettingError(
+                name,
+                f"must be a JSON object of {model.__name__} options, got {type(loaded).__name__}: {raw!r}",
+            )
+        options.update(loaded)
+    factory = build if build is not None else model
+    if not raw:  # the defaults alone: a rejection is not the variable's fault, so it propagates
+        return factory(**options)
+    try:
+        return factory(**options)
+    except (ValueError, TypeError) as exc:
+        raise EnvironmentSettingError(name, f"not a valid {model.__name__} ({exc}): {raw!r}") from exc
