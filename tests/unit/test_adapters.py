@@ -110,6 +110,35 @@ def test_resend_failed_retries_a_failed_call_and_caps_the_backoff():
     assert (left, why) == (["x"], "still")
 
 
+def test_missing_credentials_fail_at_once_without_retries():
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    class NoCredentials:
+        def __init__(self, exc: Exception) -> None:
+            self.exc, self.calls = exc, 0
+
+        def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
+            self.calls += 1
+            raise self.exc
+
+    sleeps: list[float] = []
+    client = NoCredentials(NoCredentialsError())
+    with pytest.raises(InfrastructureError, match="misconfigured.*NoCredentialsError"):
+        KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
+    assert client.calls == 1 and sleeps == []
+    denied = ClientError({"Error": {"Code": "UnrecognizedClientException", "Message": "bad token"}}, "PutRecords")
+    client = NoCredentials(denied)
+    with pytest.raises(InfrastructureError, match="UnrecognizedClientException"):
+        KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
+    assert client.calls == 1 and sleeps == []
+    # a throttled call is still retried
+    throttled = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "PutRecords")
+    client = NoCredentials(throttled)
+    with pytest.raises(InfrastructureError, match="still failing after 3 attempts"):
+        KinesisPublisher(client, settings=SETTINGS, max_attempts=3, sleep=sleeps.append).put("features", [("A", b"0")])
+    assert client.calls == 3 and len(sleeps) == 2
+
+
 # ---- SQS -------------------------------------------------------------------------------------
 
 
@@ -138,6 +167,37 @@ def test_fifo_publisher_and_dead_letter_writer(aws):
     (msg,) = sqs.receive_message(QueueUrl=dlq)["Messages"]
     body = json.loads(msg["Body"])
     assert body["reason"] == "bad: x=1" and body["record"] == {"k": 1} and body["source"] == "features"
+
+
+class PickySqs:
+    """Rejects bodies in ``sender_fault`` permanently and bodies in ``busy`` on the first call."""
+
+    def __init__(self, sender_fault: set[str], busy: set[str] = frozenset()) -> None:
+        self.sender_fault, self.busy, self.calls = sender_fault, busy, []
+
+    def get_queue_url(self, QueueName):  # noqa: N803 (boto3's names)
+        return {"QueueUrl": f"https://sqs/{QueueName}"}
+
+    def send_message_batch(self, QueueUrl, Entries):  # noqa: N803 (boto3's names)
+        self.calls.append([e["MessageBody"] for e in Entries])
+        failed = [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidParameterValue", "Message": "too long"}
+                  for e in Entries if e["MessageBody"] in self.sender_fault]
+        if len(self.calls) == 1:
+            failed += [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"}
+                       for e in Entries if e["MessageBody"] in self.busy]
+        ok = [{"Id": e["Id"]} for e in Entries if e["Id"] not in {f["Id"] for f in failed}]
+        return {"Successful": ok, "Failed": failed}
+
+
+def test_sqs_sender_fault_is_a_data_error_and_is_not_retried():
+    client = PickySqs(sender_fault={"bad"}, busy={"slow"})
+    publisher = SqsPublisher(client, settings=SETTINGS, sleep=lambda s: None)
+    with pytest.raises(DataError, match="rejected 1 of 3 messages as the sender's fault: InvalidParameterValue"):
+        publisher.send("features-dlq", [("g", "1", b"ok"), ("g", "2", b"bad"), ("g", "3", b"slow")])
+    assert client.calls == [["ok", "bad", "slow"], ["slow"]]  # the transient one retried, the bad one not
+    client = PickySqs(sender_fault=set(), busy={"slow"})
+    SqsPublisher(client, settings=SETTINGS, sleep=lambda s: None).send("features-dlq", [("g", "1", b"slow")])
+    assert client.calls == [["slow"], ["slow"]]
 
 
 def test_dead_letter_redelivery_is_stored_once_on_a_fifo_queue(aws):

@@ -285,3 +285,133 @@ def test_without_snapshots_the_cache_is_the_state(world):
     assert failures(runner.process(event_of(interleaved(2)))) == []
     assert world.state("BBB")[1]["count"] == 2
     assert world.snapshots.items("stage-state") == []
+
+
+# ---- permanent rejections of outputs and events --------------------------------------------
+
+
+class SizeLimitedStream(MemoryStreamPublisher):
+    """Like Kinesis' publisher: a call holding an oversized record raises DataError, sends nothing."""
+
+    def __init__(self, too_big: set[tuple[str, int]]) -> None:
+        super().__init__()
+        self.too_big, self.calls = too_big, 0
+
+    def put(self, stream, records):
+        self.calls += 1
+        for key, data in records:
+            if (key, json.loads(data)["count"]) in self.too_big:
+                raise DataError(f"Kinesis record for partition key {key!r} is 2000000 bytes; the limit is 1048576")
+        super().put(stream, records)
+
+
+class SizeLimitedBus(MemoryEventBus):
+    """Like EventBridge's publisher: an oversized event raises DataError."""
+
+    def __init__(self, too_big: set[tuple[str, int]]) -> None:
+        super().__init__()
+        self.too_big = too_big
+
+    def publish(self, events):
+        for e in events:
+            if (e.symbol, e.count) in self.too_big:
+                raise DataError("Milestone event is 300000 bytes; EventBridge accepts at most 262144")
+        super().publish(events)
+
+
+def test_oversized_output_dead_letters_only_its_input_record(world):
+    world.publisher = SizeLimitedStream(too_big={("AAA", 2)})
+    world.runner = world.make_runner()
+    response = world.runner.process(event_of(interleaved(4)))
+    assert failures(response) == []  # not a batch failure: a retry could never publish it
+    [(record, reason, source)] = world.dlq.letters
+    assert record["kinesis"]["sequenceNumber"] == "1002" and source == "tally"
+    assert "outputs of this record cannot be published" in reason and "partition key 'AAA'" in reason
+    # the others went out, still in arrival order
+    assert [(o.symbol, o.count) for o in world.outputs()] == [
+        ("AAA", 1), ("BBB", 1), ("BBB", 2), ("AAA", 3), ("BBB", 3), ("AAA", 4), ("BBB", 4)]
+    assert world.state("AAA")[1]["count"] == 4 and world.state("BBB")[1]["count"] == 4
+    assert {(e.symbol, e.count) for e in world.bus.events} == {("AAA", 3), ("BBB", 3)}
+    assert world.stats.rejected == 1 and world.stats.outputs == 7
+    assert world.publisher.calls < 8  # split in halves, not one call per record
+
+
+def test_oversized_event_dead_letters_only_its_input_record(world):
+    world.bus = SizeLimitedBus(too_big={("BBB", 3)})
+    world.runner = world.make_runner()
+    response = world.runner.process(event_of(interleaved(6)))
+    assert failures(response) == []
+    assert [r["kinesis"]["sequenceNumber"] for r, _, _ in world.dlq.letters] == ["1005"]
+    assert "events of this record cannot be published" in world.dlq.reasons[0]
+    assert [(e.symbol, e.count) for e in world.bus.events] == [("AAA", 3), ("AAA", 6), ("BBB", 6)]
+    assert len(world.outputs()) == 12
+
+
+def test_rejected_output_with_unreachable_dlq_fails_only_that_symbol(world):
+    world.publisher = SizeLimitedStream(too_big={("AAA", 2)})
+    world.dlq.failures.fail("send")
+    world.runner = world.make_runner()
+    event = event_of(interleaved(3))
+    response = world.runner.process(event)
+    assert failures(response) == ["1000", "1002", "1004"]  # AAA retried from its first record
+    assert [o.count for o in world.outputs() if o.symbol == "BBB"] == [1, 2, 3]
+    assert "tally:AAA" not in world.cache.data and world.state("BBB")[1]["count"] == 3
+    # on the retry the DLQ is back: the oversized output's input is dead-lettered, the rest goes out
+    assert failures(world.runner.process(event)) == []
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 1, 3]  # 1 re-emitted: harmless
+    assert world.dlq.letters[0][0]["kinesis"]["sequenceNumber"] == "1002"
+
+
+def test_transient_error_while_splitting_fails_only_the_symbols_of_that_call(world):
+    world.publisher = SizeLimitedStream(too_big={("AAA", 1)})
+    world.publisher.failures.fail("put", times=1)  # the first call that gets past the size check
+    world.runner = world.make_runner()
+    event = event_of(interleaved(2))
+    # whole batch: DataError; [AAA1, BBB1]: DataError; AAA1 dead-lettered; BBB1: transient error
+    assert failures(world.runner.process(event)) == ["1001", "1003"]  # BBB from its first record
+    assert [r["kinesis"]["sequenceNumber"] for r, _, _ in world.dlq.letters] == ["1000"]
+    assert [(o.symbol, o.count) for o in world.outputs()] == [("AAA", 2)]  # BBB2 held back: BBB1 failed
+    assert "tally:BBB" not in world.cache.data and world.state("AAA")[1]["count"] == 2
+    retry = kinesis_event([r for r in event["Records"] if r["kinesis"]["sequenceNumber"] in ("1001", "1003")])
+    assert failures(world.runner.process(retry)) == []
+    assert [(o.symbol, o.count) for o in world.outputs()] == [("AAA", 2), ("BBB", 1), ("BBB", 2)]
+
+
+def test_dlq_refusing_a_record_reports_it_failed_instead_of_failing_the_batch(world, monkeypatch):
+    def refuse(record, reason, *, source=""):
+        raise DataError("SQS features-dlq rejected 1 of 1 messages as the sender's fault")
+
+    monkeypatch.setattr(world.dlq, "send", refuse)
+    payloads = [("AAA", bar_json("AAA", 0)), ("AAA", b"{}"), ("BBB", bar_json("BBB", 0))]
+    assert failures(world.runner.process(event_of(payloads))) == ["1001"]
+    assert [o.symbol for o in world.outputs()] == ["AAA", "BBB"]
+
+
+def test_sqs_sender_fault_on_an_output_dead_letters_its_input(world):
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+    from ensemble_trader.runtime.settings import Settings
+    from ensemble_trader.runtime.stage import QueueSink
+
+    class Sqs:
+        def __init__(self) -> None:
+            self.bodies: list[str] = []
+
+        def get_queue_url(self, QueueName):  # noqa: N803 (boto3's names)
+            return {"QueueUrl": f"https://sqs/{QueueName}"}
+
+        def send_message_batch(self, QueueUrl, Entries):  # noqa: N803 (boto3's names)
+            bad = {e["Id"] for e in Entries if json.loads(e["MessageBody"])["count"] == 2}
+            self.bodies += [e["MessageBody"] for e in Entries if e["Id"] not in bad]
+            return {"Failed": [{"Id": i, "SenderFault": True, "Code": "InvalidParameterValue", "Message": "too long"}
+                               for i in bad]}
+
+    sqs = Sqs()
+    publisher = SqsPublisher(sqs, settings=Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused"),
+                             sleep=lambda s: pytest.fail("a sender fault is not retried"))
+    runner = KinesisStageRunner(world.step, cache=world.cache, dlq=world.dlq, stats=StageStats(),
+                                sink=QueueSink(publisher, "order-intents.fifo", lambda m: f"{m.symbol}-{m.count}"))
+    assert failures(runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(3)]))) == []
+    counts = [json.loads(b)["count"] for b in sqs.bodies]
+    assert 2 not in counts and set(counts) == {1, 3}  # 1 and 3 resent while splitting: harmless
+    assert [r["kinesis"]["sequenceNumber"] for r, _, _ in world.dlq.letters] == ["1001"]
+    assert "InvalidParameterValue: too long" in world.dlq.reasons[0]

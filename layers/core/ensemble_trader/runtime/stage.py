@@ -20,6 +20,11 @@ Rules, in the order they apply:
   and value), or that the step rejects with InvalidMessageError/DataError, is sent to the
   function's dead-letter queue with the reason and is *not* reported as failed: a retry cannot fix
   it and would block the shard. (If the DLQ itself cannot be reached the item is reported failed.)
+  The same holds for an output or event that the sink or the bus rejects permanently
+  (DataError, e.g. an entry over the Kinesis 1 MiB or EventBridge 256 KB limit, or an SQS
+  sender fault): the batch is split until the input record whose outputs are rejected is found,
+  that record is dead-lettered with the reason, and the outputs of the other records go out.
+  Its state change stays applied (a retry could not publish its outputs either).
 * **Redelivery is a no-op.** The state records the last applied sequence (the bar time in ns); a
   record at or below it is skipped and counted as a duplicate. Outputs of a stage carry
   deterministic content, so a re-emitted output is a duplicate downstream too.
@@ -247,6 +252,15 @@ class _Item:
 
 
 @dataclass
+class _Unit:
+    """The outputs (or events) of one input record, as one unit of publishing."""
+
+    group: _Group
+    item: _Item
+    models: list[BaseModel]
+
+
+@dataclass
 class _Group:
     items: list[_Item]
     state: Any = None
@@ -442,24 +456,12 @@ class KinesisStageRunner(Generic[S, In]):
         step = self.step
         with_outputs = [g for g in groups.values() if g.changed and g.outputs]
         if self.sink is not None and with_outputs:
-            try:
-                self.sink.emit(_in_arrival_order(g.outputs for g in with_outputs))
-                n = sum(len(g.outputs) for g in with_outputs)
-                self.stats.outputs += n
-                self._count("outputs", n)
-            except InfrastructureError as exc:
-                log.warning("stage %s: outputs not published: %s", step.name, exc)
-                for g in with_outputs:
-                    g.fail(0)
+            n = self._publish("outputs", self.sink.emit, [(g, g.outputs) for g in with_outputs])
+            self.stats.outputs += n
+            self._count("outputs", n)
         with_events = [g for g in groups.values() if g.changed and g.events]
         if self.events is not None and with_events:
-            try:
-                self.events.publish(_in_arrival_order(g.events for g in with_events))
-                self.stats.events += sum(len(g.events) for g in with_events)
-            except InfrastructureError as exc:
-                log.warning("stage %s: events not published: %s", step.name, exc)
-                for g in with_events:
-                    g.fail(0)
+            self.stats.events += self._publish("events", self.events.publish, [(g, g.events) for g in with_events])
 
         to_write = {s: g for s, g in groups.items() if g.changed}
         dumped: dict[str, bytes] = {}
@@ -508,12 +510,65 @@ class KinesisStageRunner(Generic[S, In]):
 
     # -- helpers --------------------------------------------------------------------------------
 
+    def _publish(
+        self,
+        what: str,
+        send: Callable[[list[BaseModel]], None],
+        parts: list[tuple[_Group, list[tuple[int, BaseModel]]]],
+    ) -> int:
+        """Send the outputs (or events) of ``parts`` in arrival order; return how many went out.
+
+        One call when all goes well. A DataError (a permanent, per-entry rejection such as an
+        entry over the size limit) splits the records in halves until the input record whose
+        models are rejected is alone; that input is dead-lettered with the reason and the others
+        go out. An InfrastructureError fails the symbols of the records in that call.
+        """
+        owner = {item.position: (group, item) for group, _ in parts for item in group.items}
+        models: dict[int, list[BaseModel]] = {}
+        for _, part in parts:
+            for position, model in part:
+                models.setdefault(position, []).append(model)
+        units = [_Unit(*owner[p], models[p]) for p in sorted(models)]
+        return self._send_units(what, send, units, set())
+
+    def _send_units(
+        self, what: str, send: Callable[[list[BaseModel]], None], units: list[_Unit], failed: set[int]
+    ) -> int:
+        units = [u for u in units if id(u.group) not in failed]  # a failed symbol keeps its order
+        if not units:
+            return 0
+        try:
+            send([m for u in units for m in u.models])
+            return sum(len(u.models) for u in units)
+        except InfrastructureError as exc:
+            log.warning("stage %s: %s not published: %s", self.step.name, what, exc)
+            for u in units:
+                u.group.fail(0)
+                failed.add(id(u.group))
+            return 0
+        except DataError as exc:
+            if len(units) > 1:
+                mid = len(units) // 2
+                return self._send_units(what, send, units[:mid], failed) + self._send_units(
+                    what, send, units[mid:], failed
+                )
+            unit = units[0]
+            reason = f"the {what} of this record cannot be published: {exc}"
+            try:
+                sent = self._reject(unit.item.raw, unit.item.item_id, reason, [])
+            except (InfrastructureError, DataError):  # no DLQ and no item id: retry the symbol
+                sent = False
+            if not sent:
+                unit.group.fail(0)
+                failed.add(id(unit.group))
+            return 0
+
     def _reject(self, raw: Any, item_id: str | None, reason: str, failures: list[str]) -> bool:
-        """Dead-letter a record; if the DLQ is unreachable report it failed. True when sent."""
+        """Dead-letter a record; if the DLQ is unreachable or refuses it, report it failed. True when sent."""
         try:
             self.dlq.send(raw, reason, source=self.step.name)
-        except InfrastructureError as exc:
-            log.warning("stage %s: dead-letter queue unreachable: %s", self.step.name, exc)
+        except (InfrastructureError, DataError) as exc:
+            log.warning("stage %s: dead-letter queue unreachable or refusing: %s", self.step.name, exc)
             if item_id is None:
                 raise
             failures.append(item_id)
@@ -539,13 +594,6 @@ def _sequence_number(raw: Any) -> str | None:
     except (KeyError, TypeError):
         return None
     return seq if isinstance(seq, str) and seq else None
-
-
-def _in_arrival_order(parts: Any) -> list[BaseModel]:
-    """Outputs of several symbols merged back into the order their inputs arrived in."""
-    merged = [pair for part in parts for pair in part]
-    merged.sort(key=lambda pair: pair[0])  # stable: outputs of one input keep their order
-    return [model for _, model in merged]
 
 
 def _ordered_unique(values: list[str]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Each batch API answers per entry; only the entries it rejects are sent again, in their original
 order, after an exponential backoff with jitter. A botocore error of the whole call counts as
-every pending entry failing.
+every pending entry failing, except a client-configuration error (no or partial credentials,
+no region, an unknown profile, credentials AWS does not recognise or that may not call the API):
+no retry can fix it, so it raises :class:`InfrastructureError` at once.
 """
 
 from __future__ import annotations
@@ -12,9 +14,50 @@ import random
 from collections.abc import Callable
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    UnknownServiceError,
+)
+
+from ensemble_trader.domain.errors import InfrastructureError
 
 E = TypeVar("E")
+
+CONFIGURATION_ERRORS: tuple[type[BotoCoreError], ...] = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+    UnknownServiceError,
+)
+"""botocore errors of the client's configuration: never transient."""
+
+CONFIGURATION_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "UnrecognizedClientException",
+    }
+)
+"""AWS error codes answering a request whose credentials or permissions are wrong."""
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """True when ``exc`` says the client is misconfigured rather than that AWS is busy."""
+    if isinstance(exc, CONFIGURATION_ERRORS):
+        return True
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code") in CONFIGURATION_ERROR_CODES
+    return False
 
 
 def resend_failed(
@@ -37,6 +80,10 @@ def resend_failed(
         try:
             pending, last_error = send(pending)
         except (ClientError, BotoCoreError) as exc:
+            if is_configuration_error(exc):
+                raise InfrastructureError(
+                    f"AWS client misconfigured, not retried ({type(exc).__name__}: {exc})"
+                ) from exc
             last_error = f"{type(exc).__name__}: {exc}"
         if not pending:
             return [], ""

@@ -32,6 +32,8 @@ class SqsPublisher:
     order is kept per group) and deduplication id (the intent id: a resend within five minutes
     is dropped by SQS). For a standard queue both are ignored. Entries SQS rejects are sent
     again with backoff; after ``max_attempts`` an InfrastructureError names how many failed.
+    Entries rejected as the sender's fault (``SenderFault``: too large, invalid characters, a
+    bad id) are not retried: once the others went through, a DataError names them.
     """
 
     def __init__(
@@ -77,27 +79,29 @@ class SqsPublisher:
             self._send_batch(name, url, batch)
 
     def _send_batch(self, name: str, url: str, batch: list[dict[str, Any]]) -> None:
+        rejected: list[dict[str, Any]] = []  # sender faults: a resend would be rejected again
+
         def send(pending: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
             response = self._client.send_message_batch(QueueUrl=url, Entries=pending)
             failed_ids = {f["Id"]: f for f in response.get("Failed", [])}
-            permanent = [f for f in failed_ids.values() if f.get("SenderFault")]
-            if permanent:
-                raise InfrastructureError(
-                    f"SQS {name} rejected {len(permanent)} messages: "
-                    + "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in permanent)
-                )
-            failed = [e for e in pending if e["Id"] in failed_ids]
-            return failed, "; ".join(f"{f.get('Code')}" for f in failed_ids.values())
+            rejected.extend(f for f in failed_ids.values() if f.get("SenderFault"))
+            transient = {i for i, f in failed_ids.items() if not f.get("SenderFault")}
+            failed = [e for e in pending if e["Id"] in transient]
+            return failed, "; ".join(f"{failed_ids[i].get('Code')}" for i in sorted(transient))
 
         pending, last_error = resend_failed(
             send, batch, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep
         )
-        if not pending:
-            return
-        raise InfrastructureError(
-            f"SQS SendMessageBatch to {name}: {len(pending)} of {len(batch)} messages still failing "
-            f"after {self.max_attempts} attempts; last error: {last_error}"
-        )
+        if pending:
+            raise InfrastructureError(
+                f"SQS SendMessageBatch to {name}: {len(pending)} of {len(batch)} messages still failing "
+                f"after {self.max_attempts} attempts; last error: {last_error}"
+            )
+        if rejected:
+            raise DataError(
+                f"SQS {name} rejected {len(rejected)} of {len(batch)} messages as the sender's fault: "
+                + "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in rejected)
+            )
 
 
 class SqsDeadLetterWriter:
