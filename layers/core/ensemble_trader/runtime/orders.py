@@ -27,6 +27,8 @@ make the retry harmless.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,6 +84,13 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 """How often one intent is retried after losing the versioned risk-state write."""
+
+RETRY_BACKOFF_S = 0.002
+"""Base of the jittered pause after a lost race, so writers contending for the risk state spread out."""
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0.0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
 
 
 class RiskSettings(RiskLimits, BaseSettings):
@@ -367,6 +376,7 @@ class OrderRouter:
                     self._publish(events)
                     raise
                 log.info("intent %s lost a risk-state race; retrying", intent.intent_id)
+                _backoff(attempt)
                 continue
             self._publish(events)
             return outcome
