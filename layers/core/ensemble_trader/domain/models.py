@@ -14,7 +14,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
@@ -33,7 +33,7 @@ SYMBOL_PATTERN = r"^[A-Z0-9^][A-Z0-9.\-/=_]{0,23}$"
 """Upper-case tickers such as ``SPX``, ``BRK.B``, ``BTC-USD``, ``^GSPC``, ``EUR/USD``."""
 
 
-class Regime(str, Enum):
+class Regime(StrEnum):
     """Market regimes, always listed in this order wherever probabilities are listed."""
 
     BULL = "BULL"
@@ -243,17 +243,17 @@ class OrderIntent(Message):
     explanation_detail: dict[str, Any] = Field(default_factory=dict)
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
 
 
-class OrderType(str, Enum):
+class OrderType(StrEnum):
     MARKET = "MARKET"
     LIMIT = "LIMIT"
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     PENDING = "PENDING"  # recorded, not yet acknowledged by the broker
     SUBMITTED = "SUBMITTED"  # acknowledged, working
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
