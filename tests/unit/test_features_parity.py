@@ -11,7 +11,13 @@ import math
 import numpy as np
 import pytest
 from ensemble_trader.domain.bars import BarSeries
-from ensemble_trader.domain.features import FEATURE_NAMES, WARMUP_BARS, FeatureEngine, compute_features
+from ensemble_trader.domain.features import (
+    FEATURE_NAMES,
+    WARMUP_BARS,
+    FeatureEngine,
+    compute_features,
+    replay_features,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,22 +26,8 @@ DAY = np.timedelta64(1, "D")
 
 
 def online(series: BarSeries) -> tuple[np.ndarray, np.ndarray]:
-    engine = FeatureEngine(series.symbol)
-    ts = series.timestamp.astype("datetime64[ns]").astype(np.int64)
-    rows, warm = [], []
-    for i in range(len(series)):
-        rows.append(
-            engine.update_raw(
-                int(ts[i]),
-                float(series.open[i]),
-                float(series.high[i]),
-                float(series.low[i]),
-                float(series.close[i]),
-                float(series.volume[i]),
-            )
-        )
-        warm.append(engine.warmup_remaining)
-    return np.array(rows).reshape(len(series), len(FEATURE_NAMES)), np.array(warm)
+    matrix = replay_features(series)
+    return matrix.values, matrix.warmup_remaining
 
 
 def assert_parity(series: BarSeries) -> None:

@@ -644,6 +644,27 @@ class FeatureMatrix:
             raise KeyError(f"unknown feature {name!r}; known: {', '.join(self.names)}") from None
 
 
+def replay_features(series: BarSeries) -> FeatureMatrix:
+    """Every feature of every bar of ``series`` through the online engine, bar by bar.
+
+    Exactly what the features Lambda computes for the same bars (bit for bit), where
+    :func:`compute_features` agrees only to 1e-9; use it when labels must match the live path.
+    """
+    engine = FeatureEngine(series.symbol)
+    n = len(series)
+    values = np.empty((n, N_FEATURES), dtype=np.float64)
+    warm = np.empty(n, dtype=np.int64)
+    ts = np.asarray(series.timestamp).astype("datetime64[ns]").astype(np.int64).tolist()
+    cols = [
+        np.asarray(getattr(series, k), dtype=np.float64).tolist()
+        for k in ("open", "high", "low", "close", "volume")
+    ]
+    for i, bar in enumerate(zip(ts, *cols, strict=True)):
+        values[i] = engine.update_raw(*bar)
+        warm[i] = engine.warmup_remaining
+    return FeatureMatrix(values, warm, np.asarray(series.timestamp).copy())
+
+
 def compute_features(series: BarSeries) -> FeatureMatrix:
     """Every feature of every bar of ``series``, vectorised (the training path).
 

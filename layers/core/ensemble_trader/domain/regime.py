@@ -42,7 +42,7 @@ from ensemble_trader.domain.errors import (
     ModelArtifactError,
     StateError,
 )
-from ensemble_trader.domain.features import FEATURE_NAMES, FeatureEngine, timestamp_ns
+from ensemble_trader.domain.features import FEATURE_NAMES, replay_features, timestamp_ns
 from ensemble_trader.domain.models import (
     REGIMES,
     FeatureVector,
@@ -473,22 +473,8 @@ def label_series(detector: RegimeDetector, series: BarSeries) -> Labels:
     This is what the features and regime Lambdas compute for the same bars, bar by bar, so a
     prefix of the bars always gets the same labels.
     """
-    engine = FeatureEngine(series.symbol)
-    n = len(series)
-    values = np.empty((n, len(FEATURE_NAMES)))
-    ready = np.empty(n, dtype=bool)
-    ts = series.timestamp.astype("datetime64[ns]").astype(np.int64)
-    for i in range(n):
-        values[i] = engine.update_raw(
-            int(ts[i]),
-            float(series.open[i]),
-            float(series.high[i]),
-            float(series.low[i]),
-            float(series.close[i]),
-            float(series.volume[i]),
-        )
-        ready[i] = engine.warmup_remaining == 0
-    return detector.label_matrix(values, FEATURE_NAMES, ready, symbol=series.symbol)
+    matrix = replay_features(series)
+    return detector.label_matrix(matrix.values, FEATURE_NAMES, matrix.ready, symbol=series.symbol)
 
 
 def _as_probabilities(p: np.ndarray) -> tuple[float, float, float, float]:
