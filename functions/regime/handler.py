@@ -9,7 +9,7 @@ snapshotted to ``stage-state``; a redelivered bar is a no-op; a bad record goes 
 ``regime-dlq`` with its reason.
 
 The model is the version the registry pins (``regime/current.json`` in the model bucket), else
-the committed default; see ``regime_registry``. ``ET_REGIME_RULE`` may hold a JSON object of
+the committed default; see ``ensemble_trader.runtime.regime_registry``. ``ET_REGIME_RULE`` may hold a JSON object of
 TransitionRule options (``margin``, ``confirm_bars``, ``min_dwell``); a bad value stops the
 cold start with an error naming the variable.
 """
@@ -22,8 +22,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.runtime.observability import observability
+from ensemble_trader.runtime.regime_registry import MarketStateSink, load_pinned
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
-from regime_registry import MarketStateSink, load_pinned
 
 obs = observability("regime")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer

@@ -22,7 +22,7 @@ from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.models import Message
 from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.observability import observability
-from regime_registry import HISTORY_TABLE, load_pinned, publish
+from ensemble_trader.runtime.regime_registry import HISTORY_TABLE, load_pinned, publish
 
 obs = observability("regime_refit")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer

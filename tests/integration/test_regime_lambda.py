@@ -156,8 +156,8 @@ def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, da
     published = [e for e in stack.published_events() if e.get("detail-type") == "RegimeModelPublished"]
     assert [e["detail"]["version"] for e in published] == [result["version"]]
 
-    registry = load_module("regime", "regime_registry")
     from ensemble_trader.adapters.aws.s3 import S3ModelStore
+    from ensemble_trader.runtime import regime_registry as registry
 
     served = registry.load_pinned(S3ModelStore(settings=stack.settings), stack.settings.models_dir / "regime")
     assert served.version == result["version"] and served.info["refit_of"] == default.version

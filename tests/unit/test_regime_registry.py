@@ -11,14 +11,14 @@ from ensemble_trader.domain.errors import ModelArtifactError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.regime import RegimeModel, RegimeStep
 from ensemble_trader.domain.synthetic import generate
-from ensemble_trader.local.functions import load_module
+from ensemble_trader.runtime import regime_registry
 from ensemble_trader.runtime.settings import get_settings
 from ensemble_trader.runtime.stage import StreamSink
 
 
 @pytest.fixture(scope="module")
 def registry():
-    return load_module("regime", "regime_registry")
+    return regime_registry
 
 
 @pytest.fixture(scope="module")

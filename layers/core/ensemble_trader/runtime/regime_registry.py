@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
 from ensemble_trader.domain.models import REGIMES, MarketState
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
-from pydantic import BaseModel
 
 PREFIX = "regime"
 POINTER = f"{PREFIX}/current.json"
