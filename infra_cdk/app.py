@@ -58,6 +58,9 @@ def build_app(
         context={**FEATURE_FLAGS, **(context or {})},
     )
     config = stage_config(app.node.try_get_context("stage") or "dev")
+    symbols = tuple(s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip())
+    if not symbols:
+        raise InvalidContextError("context symbols names no symbol: give a comma-separated list, e.g. SPY,QQQ")
     stack = TraderStack(
         app,
         stack_name(config.name),
@@ -66,9 +69,7 @@ def build_app(
         layers_dir=layers_dir,
         training_image_tag=app.node.try_get_context("training_image_tag") or "latest",
         broker_kind=_choice(app, "broker", ("paper", "alpaca")),
-        symbols=tuple(
-            s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip()
-        ),
+        symbols=symbols,
         alarm_email=app.node.try_get_context("alarm_email") or os.environ.get("ET_ALARM_EMAIL") or None,
         description=f"ensemble-trader {config.name}: multi-agent RL ensemble trading pipeline",
         env=cdk.Environment(

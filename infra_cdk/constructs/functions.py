@@ -267,6 +267,8 @@ class Functions(Construct):
             environment |= {
                 "ET_ORDERS_BROKER": self._broker_kind,
                 "ET_ORDERS_ALPACA_SECRET_NAME": broker.secret_name,
+                # the account is split equally between the traded symbols
+                "ET_ORDERS_DEFAULT_ALLOCATION": f"{1 / len(self._symbols):.6g}",
             }
         if entry.key == "regime.refit":
             environment["ET_REGIME_SYMBOLS"] = ",".join(self._symbols)

@@ -176,6 +176,8 @@ def test_functions_runtime_architecture_tracing_vpc_and_environment(full):
         brokers = {function_name(STAGE, key) for key, access in ACCESS.items() if access.broker}
         talks_to_broker = props["FunctionName"] in brokers
         assert ("ET_ORDERS_BROKER" in env) == talks_to_broker
+        if talks_to_broker:
+            assert float(env["ET_ORDERS_DEFAULT_ALLOCATION"]) == 1.0  # one symbol (SPY) by default
         assert len(props["Layers"]) == (3 if talks_to_broker else 2)  # the broker layer only where needed
         if props["FunctionName"] in {function_name(STAGE, s.logical) for s in KINESIS_SPECS}:
             assert env["ET_REDIS_URL"]["Fn::Join"][1][0] == "rediss://"  # TLS to the cache

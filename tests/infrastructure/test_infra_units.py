@@ -88,3 +88,10 @@ def test_invalid_broker_context_is_refused(tmp_path):
 
     with pytest.raises(InvalidContextError, match="broker='ib'"):
         build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"broker": "ib"})
+
+
+def test_symbols_context_without_a_symbol_is_refused(tmp_path):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match="symbols names no symbol"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"symbols": " , "})

@@ -108,3 +108,12 @@ def test_no_trade_band_holds_back_small_rebalances_but_never_exits():
     flat = plan_orders(intent(0.0), position=3, working=0, equity=100_000, step=1, now=T,
                        min_trade_fraction=0.01)
     assert [(o.side, o.quantity) for o in flat] == [(Side.SELL, 3.0)]
+
+
+def test_allocation_scales_the_capital_behind_the_target():
+    full = plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T)
+    half = plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T, allocation=0.5)
+    assert (full[0].quantity, half[0].quantity) == (500.0, 250.0)
+    for bad in (0.0, -0.2, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="allocation"):
+            plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T, allocation=bad)

@@ -396,3 +396,28 @@ def test_a_flip_with_two_equal_legs_is_not_a_duplicate():
     out = rig.router.handle(intent(3, -0.3, 100.0))  # close 300, open 300 short
     assert [(o["side"], o["quantity"]) for o in out.orders] == [("SELL", 300.0), ("SELL", 300.0)]
     assert not out.rejections
+
+
+def test_each_symbol_trades_its_allocated_share_of_equity():
+    rig = Rig()
+    rig.router.allocations = {"SPX": 0.6}
+    rig.router.default_allocation = 0.25
+    rig.warm("SPX")
+    rig.warm("IXIC")
+    spx = rig.router.handle(intent(1, 1.0, 100.0, "SPX"))
+    ixic = rig.router.handle(intent(1, -1.0, 100.0, "IXIC"))
+    assert [o["quantity"] for o in spx.orders] == [600.0]  # 1.0 x 0.6 x 100,000 / 100
+    assert [o["quantity"] for o in ixic.orders] == [250.0]  # the default allocation
+
+
+def test_orders_settings_read_allocations_and_refuse_more_than_the_account(monkeypatch):
+    from ensemble_trader.runtime.orders import OrdersSettings
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", '{"SPX": 0.5, "IXIC": 0.5}')
+    monkeypatch.setenv("ET_ORDERS_DEFAULT_ALLOCATION", "0.1")
+    settings = OrdersSettings()
+    assert settings.allocations == {"SPX": 0.5, "IXIC": 0.5} and settings.default_allocation == 0.1
+    monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", '{"SPX": 0.7, "IXIC": 0.5}')
+    with pytest.raises(ValidationError, match="allocations add up to 1.2"):
+        OrdersSettings()

@@ -9,7 +9,8 @@ summary: the mappings' counters, end-to-end throughput, and one section per stag
 The market stages (features, regime: they only write streams) see the whole history; the
 trading stages (meta-agent, orders) are attached for the last ``--trade-bars`` bars of each symbol,
 as if they went live after the market state had warmed up. That keeps the demo to minutes: each
-order costs a dozen DynamoDB round trips to moto.
+order costs a dozen DynamoDB round trips to moto. The paper account is split equally between the
+symbols (``ET_ORDERS_DEFAULT_ALLOCATION`` = 1/number of symbols, unless it is set).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -71,6 +74,20 @@ def split_stages(functions: Sequence[FunctionSpec]) -> tuple[list[FunctionSpec],
     return market, [f for f in functions if f not in market]
 
 
+@contextmanager
+def env_default(name: str, value: str) -> Iterator[str]:
+    """Set the environment variable ``name`` to ``value`` unless it is set; restore it afterwards.
+    Yields the value in force."""
+    previous = os.environ.get(name)
+    if previous is None:
+        os.environ[name] = value
+    try:
+        yield os.environ[name]
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -99,7 +116,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"market stages ({', '.join(f.logical for f in market)}) run over the whole history; the trading "
               f"stages ({', '.join(f.logical for f in trading)}) are attached for the last {n_trade:,} bars "
               f"of each symbol (--trade-bars)")
-    with LocalStack(quiet=True) as stack:
+    allocation = env_default("ET_ORDERS_DEFAULT_ALLOCATION", f"{1 / len(series):.6g}")
+    with allocation as share, LocalStack(quiet=True) as stack:
+        if trading:
+            print(f"paper account split between the symbols: {float(share):.0%} of equity each "
+                  "(ET_ORDERS_DEFAULT_ALLOCATION)")
         print(f"local stack: moto {stack.endpoint_url}, "
               f"{'fakeredis (fallback!)' if stack.redis.fake else 'redis-server'} {stack.redis_url}")
         # a stage that fails on every record (e.g. its model is not trained yet) is switched off

@@ -1,6 +1,7 @@
 """The order stage (pure): an OrderIntent and the current position become orders.
 
-An intent states a *target* position as a signed fraction of equity. The stage turns it into
+An intent states a *target* position as a signed fraction of the capital allocated to its
+symbol (``allocation`` × equity; the whole equity when the allocation is 1). The stage turns it into
 shares (``target_quantity``), subtracts what is held and what is already working at the broker,
 rounds toward zero to the tradable step and emits at most two orders: when the target lies on the
 other side of zero, the first order closes the position (risk-reducing, so it may pass while the
@@ -239,16 +240,21 @@ def plan_orders(
     step: float,
     now: datetime,
     min_trade_fraction: float = 0.0,
+    allocation: float = 1.0,
 ) -> list[Order]:
     """Orders that move ``position + working`` to the intent's target.
 
     ``position`` is the signed holding, ``working`` the signed remaining quantity of orders still
-    working at the broker. A move through zero is split into a closing and an opening leg.
+    working at the broker, ``allocation`` the fraction of equity budgeted to the symbol: the target
+    is a fraction of ``allocation · equity``. A move through zero is split into a closing and an
+    opening leg.
     Returns an empty list when the difference is below one ``step``, or — the no-trade band —
     when its notional is below ``min_trade_fraction`` of equity, unless the target is flat or on
     the other side of zero (exits are never held back).
     """
-    target = target_quantity(intent.target_position, equity, intent.reference_price, step)
+    if not (math.isfinite(allocation) and 0.0 < allocation <= 1.0):
+        raise ValueError(f"allocation must be a fraction in (0, 1], got {allocation!r}")
+    target = target_quantity(intent.target_position, allocation * equity, intent.reference_price, step)
     current = position + working
     delta = round_toward_zero(target - current, step)
     if delta == 0.0:

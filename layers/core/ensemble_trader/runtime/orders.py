@@ -29,13 +29,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ensemble_trader.domain.errors import ConcurrencyError
@@ -114,6 +114,10 @@ class OrdersSettings(BaseSettings):
     initial_equity: float = Field(default=1_000_000.0, gt=0)
     quantity_step: float = Field(default=1.0, gt=0)
     min_trade_fraction: float = Field(default=0.01, ge=0, lt=1)  # no-trade band, fraction of equity
+    # Capital per symbol, as a fraction of equity: an intent's target is a fraction of it.
+    # ET_ORDERS_ALLOCATIONS='{"SPX": 0.6, "IXIC": 0.4}'; symbols not named get the default.
+    allocations: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
+    default_allocation: float = Field(default=1.0, gt=0, le=1)
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     paper_slippage_bps: float = Field(default=1.0, ge=0)
     paper_fee_bps: float = Field(default=0.5, ge=0)
@@ -122,6 +126,15 @@ class OrdersSettings(BaseSettings):
     alpaca_secret_name: str | None = None  # default: the stage's "broker-keys" secret
     alpaca_paper: bool = True
     alpaca_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _allocations_fit_the_account(self) -> OrdersSettings:
+        total = sum(self.allocations.values())
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                f"allocations add up to {total:g} of equity, more than 1: {dict(sorted(self.allocations.items()))}"
+            )
+        return self
 
 
 @dataclass
@@ -314,6 +327,8 @@ class OrderRouter:
         initial_equity: float = 1_000_000.0,
         quantity_step: float = 1.0,
         min_trade_fraction: float = 0.0,
+        allocations: Mapping[str, float] | None = None,
+        default_allocation: float = 1.0,
         reconcile_grace_seconds: float = 120.0,
         reconcile_on_start: bool = True,
     ):
@@ -325,6 +340,8 @@ class OrderRouter:
         self.initial_equity = initial_equity
         self.quantity_step = quantity_step
         self.min_trade_fraction = min_trade_fraction
+        self.allocations = dict(allocations or {})
+        self.default_allocation = default_allocation
         self.reconcile_grace_seconds = reconcile_grace_seconds
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
@@ -435,6 +452,7 @@ class OrderRouter:
         planned = plan_orders(
             intent, position=held, working=working_here, equity=equity,
             step=self.quantity_step, now=wall, min_trade_fraction=self.min_trade_fraction,
+            allocation=self.allocation(symbol),
         )
         potential = held + working_here
         other_gross = self._other_gross(positions, working, state, symbol)
@@ -593,6 +611,10 @@ class OrderRouter:
     # ------------------------------------------------------------------------------------------
     # Equity and exposure
     # ------------------------------------------------------------------------------------------
+
+    def allocation(self, symbol: str) -> float:
+        """The fraction of equity budgeted to ``symbol`` (its intents' targets are fractions of it)."""
+        return self.allocations.get(symbol, self.default_allocation)
 
     def equity(self, positions: Sequence[Position] | Any, state: RiskState) -> float:
         """Initial equity + realised P&L − fees + unrealised P&L at the latest marks."""
@@ -943,6 +965,8 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
         initial_equity=orders.initial_equity,
         quantity_step=orders.quantity_step,
         min_trade_fraction=orders.min_trade_fraction,
+        allocations=orders.allocations,
+        default_allocation=orders.default_allocation,
         reconcile_grace_seconds=orders.reconcile_grace_seconds,
     )
 
