@@ -1,0 +1,86 @@
+"""The selection script's pure parts: margin, candidate parsing, summary, ranking, tables."""
+
+from __future__ import annotations
+
+import pytest
+from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
+from training.meta.select import (
+    CANDIDATES,
+    TEST_SETS,
+    VALIDATION_SETS,
+    EvalSet,
+    format_test,
+    format_validation,
+    main,
+    margin,
+    parse_candidates,
+    rank,
+    summarise,
+)
+
+
+def target(ens: float, best: float, ens_dd: float = 0.1, best_dd: float = 0.2) -> dict:
+    goal = best + 0.2 * abs(best)
+    return {
+        "best_agent": "balanced",
+        "best_sharpe": best,
+        "ensemble_sharpe": ens,
+        "sharpe_goal": goal,
+        "sharpe_met": ens >= goal,
+        "best_max_drawdown": best_dd,
+        "ensemble_max_drawdown": ens_dd,
+        "drawdown_met": ens_dd <= best_dd,
+    }
+
+
+def test_margin_is_sharpe_minus_goal_for_positive_and_negative_best():
+    assert margin(target(1.3, 1.0)) == pytest.approx(0.1)
+    assert margin(target(-0.5, -1.0)) == pytest.approx(-0.5 - (-1.0 + 0.2))
+
+
+def test_named_and_json_candidates_are_parsed_and_every_named_one_builds():
+    parsed = parse_candidates(["default", '{"policy": "ucb"}'])
+    assert parsed == {"default": {}, '{"policy": "ucb"}': {"policy": "ucb"}}
+    assert parse_candidates(None) == CANDIDATES
+    for options in CANDIDATES.values():
+        MetaAgentConfig.create(**options)
+
+
+@pytest.mark.parametrize("bad", ["nope", "{not json", "[1, 2]"])
+def test_bad_candidates_are_named_in_the_error(bad):
+    with pytest.raises(ValueError, match="candidate"):
+        parse_candidates([bad])
+
+
+def test_summary_and_ranking():
+    a = {"x": target(1.3, 1.0), "y": target(0.0, 1.0, ens_dd=0.3)}
+    b = {"x": target(1.0, 1.0), "y": target(1.0, 1.0)}
+    sa, sb = summarise(a), summarise(b)
+    assert sa["mean_margin"] == pytest.approx((0.1 - 1.2) / 2)
+    assert (sa["sharpe_met"], sa["drawdown_met"], sa["both_met"], sa["sets"]) == (1, 1, 1, 2)
+    assert sb["mean_margin"] == pytest.approx(-0.2)
+    assert rank({"a": {"summary": sa}, "b": {"summary": sb}}) == ["b", "a"]
+
+
+def test_tables_show_every_set_and_candidate():
+    sets = [EvalSet("x", "synth:easy:1"), EvalSet("y", "synth:hard:2")]
+    per_set = {"x": target(1.3, 1.0), "y": target(0.0, 1.0, ens_dd=0.3)}
+    scores = {"cand": {"sets": per_set, "summary": summarise(per_set)}}
+    text = format_validation(scores, sets)
+    assert "cand" in text and "+0.100*" in text and "-1.200 " in text
+    report = {"target": per_set["x"], "buy_and_hold": {"overall": {"sharpe": 0.5}}, "regret": {"overall": 2.0}}
+    assert "balanced 1.00" in format_test({"x": report})
+
+
+def test_splits_follow_the_protocol():
+    assert [s.spec.split(":")[2] for s in VALIDATION_SETS[:4]] == ["201", "202", "203", "204"]
+    assert [s.spec.split(":")[2] for s in TEST_SETS[:4]] == ["301", "302", "303", "304"]
+    assert all(s.end == "2015-01-01" for s in VALIDATION_SETS[4:])
+    assert all(s.start == "2015-01-01" and s.end is None for s in TEST_SETS[4:])
+
+
+def test_test_split_refuses_several_configurations(capsys):
+    with pytest.raises(SystemExit):
+        main(["--split", "test", "--candidates", "default", "ucb"])
+    assert "exactly one configuration" in capsys.readouterr().err

@@ -1,0 +1,261 @@
+"""Choose the meta-agent's configuration on validation data; report one on the test data.
+
+    python -m training.meta.select [--candidates NAME|JSON ...] [--split validation|test] [--json]
+
+For every evaluation set the expensive part — features → regime → agents
+(:func:`~ensemble_trader.backtest.ensemble.run_pipeline`) — runs once; each candidate
+configuration then drives the meta-agent over it (:func:`~ensemble_trader.backtest.ensemble.run_meta`)
+and is scored by :func:`~ensemble_trader.backtest.ensemble.evaluate`, the same code as
+``ensemble-trader backtest``. The score of a candidate on a set is the margin over the issue's
+target, ``Sharpe_ens - (Sharpe_best + 0.2 |Sharpe_best|)`` (≥ 0: the Sharpe target holds), with
+the drawdown condition beside it; candidates are ranked by the mean margin over the sets.
+
+Walk-forward protocol (docs/meta-agent.md §6): ``validation`` — synthetic seeds 201-204 (2,500
+bars) and S&P 500 / NASDAQ 2013-01-01 → 2015-01-01 — is where configurations are chosen;
+``test`` — seeds 301-304 (3,000 bars) and S&P 500 / NASDAQ from 2015-01-01 — takes exactly one
+configuration, to report it. Bars before a window only warm up features, filter and learners.
+
+A candidate is a name of :data:`CANDIDATES` or a JSON object of ``MetaAgentConfig`` options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One evaluation series: a ``load_bars`` spec and the evaluated window [start, end)."""
+
+    name: str
+    spec: str
+    start: str | None = None
+    end: str | None = None
+
+
+VALIDATION_SETS: tuple[EvalSet, ...] = (
+    EvalSet("synth easy 201", "synth:easy:201:2500"),
+    EvalSet("synth realistic 202", "synth:realistic:202:2500"),
+    EvalSet("synth hard 203", "synth:hard:203:2500"),
+    EvalSet("synth mean-rev 204", "synth:mean_reverting:204:2500"),
+    EvalSet("S&P 500 2013-14", "arch:sp500", "2013-01-01", "2015-01-01"),
+    EvalSet("NASDAQ 2013-14", "arch:nasdaq", "2013-01-01", "2015-01-01"),
+)
+TEST_SETS: tuple[EvalSet, ...] = (
+    EvalSet("synth easy 301", "synth:easy:301:3000"),
+    EvalSet("synth realistic 302", "synth:realistic:302:3000"),
+    EvalSet("synth hard 303", "synth:hard:303:3000"),
+    EvalSet("synth mean-rev 304", "synth:mean_reverting:304:3000"),
+    EvalSet("S&P 500 2015-18", "arch:sp500", "2015-01-01"),
+    EvalSet("NASDAQ 2015-18", "arch:nasdaq", "2015-01-01"),
+)
+SPLITS = {"validation": VALIDATION_SETS, "test": TEST_SETS}
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "hedge-eta0.03": {"policy_params": {"eta": 0.03, "discount": 1.0}},
+    "hedge-eta0.3": {"policy_params": {"eta": 0.3, "discount": 1.0}},
+    "hedge-regime": {"context": "regime"},
+    "hedge-probability": {"context": "probability"},
+    "thompson": {"policy": "thompson"},
+    "ucb": {"policy": "ucb"},
+}
+"""Named candidates: ``MetaAgentConfig`` options on top of the defaults (``{}`` = the default)."""
+
+
+# ---- pure parts -------------------------------------------------------------------------------
+
+
+def margin(target: Mapping[str, Any]) -> float:
+    """``Sharpe_ens - goal`` from ``evaluate()``'s ``target`` entry (≥ 0: the Sharpe target holds)."""
+    return float(target["ensemble_sharpe"] - target["sharpe_goal"])
+
+
+def parse_candidates(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """Candidate label → options; names come from :data:`CANDIDATES`, JSON objects are taken
+    as options and labelled by their text. None → every named candidate."""
+    if not items:
+        return dict(CANDIDATES)
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        text = item.strip()
+        if text.startswith("{"):
+            try:
+                options = json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"candidate {item!r} is not valid JSON: {exc}") from None
+            if not isinstance(options, dict):
+                raise ValueError(f"candidate {item!r} must be a JSON object of MetaAgentConfig options")
+            out[text] = options
+        elif text in CANDIDATES:
+            out[text] = CANDIDATES[text]
+        else:
+            raise ValueError(f"unknown candidate {item!r}; named candidates: {', '.join(CANDIDATES)}")
+    return out
+
+
+def summarise(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean margin and counts over one candidate's per-set targets (set name → ``target``)."""
+    margins = [margin(t) for t in per_set.values()]
+    return {
+        "mean_margin": float(np.mean(margins)),
+        "sharpe_met": sum(bool(t["sharpe_met"]) for t in per_set.values()),
+        "drawdown_met": sum(bool(t["drawdown_met"]) for t in per_set.values()),
+        "both_met": sum(bool(t["sharpe_met"] and t["drawdown_met"]) for t in per_set.values()),
+        "sets": len(margins),
+    }
+
+
+def rank(scores: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Candidate labels, best mean margin first (ties: more sets with both conditions met)."""
+    return sorted(scores, key=lambda c: (-scores[c]["summary"]["mean_margin"], -scores[c]["summary"]["both_met"]))
+
+
+def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[EvalSet]) -> str:
+    """The candidates table: per-set margin (``*`` = drawdown condition met), mean, counts."""
+    width = max([9, *(len(c) for c in scores)])
+    head = f"{'candidate':{width}}" + "".join(f"{s.name[:19]:>21}" for s in sets) + f"{'mean':>9}{'SR/DD/both':>12}"
+    lines = [head]
+    for label in rank(scores):
+        entry = scores[label]
+        cells = "".join(
+            f"{margin(entry['sets'][s.name]):+20.3f}{'*' if entry['sets'][s.name]['drawdown_met'] else ' '}"
+            for s in sets
+        )
+        sm = entry["summary"]
+        lines.append(
+            f"{label:{width}}{cells}{sm['mean_margin']:+9.3f}"
+            f"{sm['sharpe_met']:>6}/{sm['drawdown_met']}/{sm['both_met']}"
+        )
+    lines.append("margin = Sharpe_ens - (Sharpe_best + 0.2|Sharpe_best|); * = max drawdown no worse than the best agent's")
+    return "\n".join(lines)
+
+
+def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """The test table of one configuration: per set, ensemble vs best agent, both conditions."""
+    lines = [
+        f"{'set':22}{'ens SR':>8}{'best agent':>24}{'goal':>7}{'SR':>5}{'ens DD':>8}{'best DD':>9}{'DD':>5}"
+        f"{'B&H SR':>8}{'regret':>8}"
+    ]
+    for name, r in results.items():
+        t = r["target"]
+        best = f"{t['best_agent']} {t['best_sharpe']:.2f}"
+        lines.append(
+            f"{name:22}{t['ensemble_sharpe']:8.2f}{best:>24}{t['sharpe_goal']:7.2f}"
+            f"{'met' if t['sharpe_met'] else 'no':>5}{t['ensemble_max_drawdown']:8.1%}"
+            f"{t['best_max_drawdown']:9.1%}{'met' if t['drawdown_met'] else 'no':>5}"
+            f"{r['buy_and_hold']['overall']['sharpe']:8.2f}{r['regret']['overall']:8.1f}"
+        )
+    return "\n".join(lines)
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+
+def evaluate_candidates(
+    sets: Sequence[EvalSet],
+    candidates: Mapping[str, Mapping[str, Any]],
+    *,
+    models: Path | None = None,
+    regime_model: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Full ``evaluate()`` reports, ``{candidate: {set name: report}}``, and the agent set version."""
+    from ensemble_trader.backtest.engine import CostModel
+    from ensemble_trader.backtest.ensemble import evaluate, run_meta, run_pipeline
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.runtime.settings import Settings
+
+    settings = Settings()
+    costs = CostModel()
+    pool = AgentPool.load(models)
+    regime = RegimeStep(RegimeModel.load(regime_model or settings.models_dir / "regime"))
+    configs = {
+        label: MetaAgentConfig.create(
+            **({"cost_bps": costs.cost_bps + costs.slippage_bps, "random_state": seed} | dict(options))
+        )
+        for label, options in candidates.items()
+    }
+    reports: dict[str, dict[str, Any]] = {label: {} for label in configs}
+    bar = tqdm(total=len(sets) * (1 + len(configs)), desc="select", unit="run", disable=not progress)
+    for s in sets:
+        series = load_bars(s.spec)[0]
+        if s.end is not None:
+            series = series.between(None, s.end)  # every stage is causal: the same as evaluating to `end`
+        bar.set_postfix_str(f"{s.name}: pipeline")
+        pipeline = run_pipeline(series, pool, regime)
+        bar.update()
+        for label, config in configs.items():
+            bar.set_postfix_str(f"{s.name}: {label[:30]}")
+            reports[label][s.name] = evaluate(run_meta(pipeline, config), costs, s.start, s.end)
+            bar.update()
+    bar.close()
+    return reports, pool.version
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.meta.select", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--candidates", nargs="+", default=None,
+                        help="candidate names or JSON objects of MetaAgentConfig options (default: every named one)")
+    parser.add_argument("--split", choices=tuple(SPLITS), default="validation",
+                        help="validation: rank candidates; test: report ONE configuration")
+    parser.add_argument("--models", type=Path, default=None, help="agent set folder (default: the committed set)")
+    parser.add_argument("--regime-model", type=Path, default=None, help="regime model folder (default: committed)")
+    parser.add_argument("--seed", type=int, default=0, help="random_state of the learners")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    try:
+        candidates = parse_candidates(args.candidates or (["default"] if args.split == "test" else None))
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.split == "test" and len(candidates) != 1:
+        parser.error("--split test reports exactly one configuration: choose it on validation first")
+    sets = SPLITS[args.split]
+    reports, version = evaluate_candidates(
+        sets, candidates, models=args.models, regime_model=args.regime_model, seed=args.seed,
+        progress=sys.stderr.isatty() or not args.json,
+    )
+    scores = {
+        label: {
+            "options": candidates[label],
+            "sets": {name: r["target"] for name, r in per_set.items()},
+            "summary": summarise({name: r["target"] for name, r in per_set.items()}),
+        }
+        for label, per_set in reports.items()
+    }
+    if args.json:
+        out: dict[str, Any] = {"split": args.split, "agent_version": version, "candidates": scores}
+        if args.split == "test":
+            (label,) = reports
+            out["reports"] = reports[label]
+        print(json.dumps(out, indent=2, sort_keys=True))
+    elif args.split == "test":
+        (label,) = reports
+        print(f"test split, agent set {version}, configuration {label}: {json.dumps(candidates[label])}")
+        print(format_test(reports[label]))
+        print(f"mean margin {scores[label]['summary']['mean_margin']:+.3f}")
+    else:
+        print(f"validation split, agent set {version}")
+        print(format_validation(scores, sets))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
