@@ -4,7 +4,8 @@ Two sources feed them, both produced by the handlers as they are:
 
 * Powertools EMF metrics in the ``EnsembleTrader`` namespace with dimensions ``service`` (the
   function's folder name, ``POWERTOOLS_SERVICE_NAME``) and ``stage`` (``ET_STAGE``): per-record
-  compute latency, batch counts, orders, regret, kill switch, reconciliation (:data:`EMF_METRICS`).
+  compute latency, batch counts, orders, regret, kill switch, reconciliation (:data:`EMF_METRICS`),
+  and the account (equity, daily loss, drawdown) the orders stage reports with every intent.
 * The domain events on the bus, copied to a log group by :class:`DomainEventLog`: rejections by
   reason, the regime timeline, agent switches with their weights, circuit-breaker transitions
   with equity and drawdown, reconciliation failures (Logs Insights widgets and metric filters).
@@ -438,6 +439,17 @@ class Monitoring(Construct):
             )
         widgets.append(
             cw.GraphWidget(
+                title="Account: equity, daily loss and drawdown (orders stage, every intent)",
+                left=[self._emf("account_equity", "orders", "Average", "equity")],
+                right=[
+                    self._emf("account_daily_loss", "orders", "Maximum", "daily loss"),
+                    self._emf("account_drawdown", "orders", "Maximum", "drawdown"),
+                ],
+                width=8,
+            )
+        )
+        widgets.append(
+            cw.GraphWidget(
                 title="Equity and drawdown at circuit-breaker transitions",
                 left=[events_log.metrics["breaker_equity"].with_(statistic="Average", label="equity")],
                 right=[events_log.metrics["breaker_drawdown"].with_(statistic="Maximum", label="drawdown")],
@@ -487,9 +499,9 @@ class Monitoring(Construct):
         if "orders" in wired:
             self._alarm(
                 "DrawdownLimit",
-                events_log.metrics["breaker_drawdown"].with_(statistic="Maximum"),
+                self._emf("account_drawdown", "orders", "Maximum").with_(period=ALARM_PERIOD),
                 threshold=self._config.drawdown_alarm_fraction,
-                description=f"drawdown at a breaker transition reached {self._config.drawdown_alarm_fraction:.0%}",
+                description=f"the account's drawdown from its peak reached {self._config.drawdown_alarm_fraction:.0%}",
             )
             self._alarm(
                 "BreakerTripped",

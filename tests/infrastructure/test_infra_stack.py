@@ -441,3 +441,10 @@ def test_stage_runners_may_send_rejected_records_to_their_own_dlq(full):
             and {"Fn::GetAtt": [dlq_id, "Arn"]} in _as_list(st["Resource"])
         ]
         assert sends, spec.logical
+
+
+def test_drawdown_alarm_watches_the_account_continuously(full):
+    alarms = {p["AlarmName"]: p for p in full.props("AWS::CloudWatch::Alarm")}
+    drawdown = alarms[qualified(STAGE, "DrawdownLimit")]
+    assert drawdown["MetricName"] == "account_drawdown" and drawdown["Statistic"] == "Maximum"
+    assert {"Name": "service", "Value": "orders"} in drawdown["Dimensions"]

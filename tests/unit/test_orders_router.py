@@ -410,6 +410,30 @@ def test_each_symbol_trades_its_allocated_share_of_equity():
     assert [o["quantity"] for o in ixic.orders] == [250.0]  # the default allocation
 
 
+def test_outcome_and_metrics_report_the_account_seen_by_the_breaker():
+    from ensemble_trader.runtime.orders import IntentConsumer
+
+    class Metrics:
+        def __init__(self):
+            self.values = {}
+
+        def add_metric(self, name, unit, value):
+            self.values[name] = value
+
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 1.0, 100.0))  # 1,000 shares ...
+    rig.router.handle(intent(2, 1.0, 100.0))  # ... filled at the next price, 100
+    metrics = Metrics()
+    consumer = IntentConsumer(rig.router, dead_letters=None, metrics=metrics)
+    result = consumer.process(intent(3, 1.0, 96.0).model_dump_json())  # marked at 96: -4,000
+    assert result["account"] == {"equity": pytest.approx(96_000), "daily_loss": pytest.approx(0.04),
+                                 "drawdown": pytest.approx(0.04), "trading_state": "REDUCING"}  # 4 % >= 3 %
+    assert metrics.values["account_equity"] == pytest.approx(96_000)
+    assert metrics.values["account_drawdown"] == pytest.approx(0.04)
+    assert metrics.values["account_daily_loss"] == pytest.approx(0.04)
+
+
 def test_orders_settings_read_allocations_and_refuse_more_than_the_account(monkeypatch):
     from ensemble_trader.runtime.orders import OrdersSettings
     from pydantic import ValidationError

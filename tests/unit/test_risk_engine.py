@@ -252,6 +252,18 @@ def test_breaker_active_reducing_halted_then_next_day_recovers():
     assert s.day_start_equity == pytest.approx(95_500)
 
 
+def test_losses_report_daily_loss_and_drawdown_of_the_last_equity():
+    engine = RiskEngine(BREAKER)
+    s = RiskState()
+    assert s.losses() == (0.0, 0.0)
+    engine.update_breaker(s, 100_000, date(2024, 1, 2))
+    engine.update_breaker(s, 110_000, date(2024, 1, 2))  # new peak
+    engine.update_breaker(s, 99_000, date(2024, 1, 3))  # day starts at 110,000
+    assert s.losses() == pytest.approx((0.1, 0.1))
+    engine.update_breaker(s, 104_500, date(2024, 1, 3))
+    assert s.losses() == pytest.approx((0.05, 0.05))
+
+
 def test_drawdown_halt_is_latched_until_reset():
     engine = RiskEngine(BREAKER)
     s = RiskState()

@@ -179,6 +179,17 @@ class RiskState(BaseModel):
         """HALTED while the kill switch is on, else the breaker's state."""
         return TradingState.HALTED if self.kill_switch else self.trading_state
 
+    def losses(self) -> tuple[float, float]:
+        """``(daily loss, drawdown)`` of the last equity the breaker saw, as fractions ≥ 0: against
+        the equity at the start of the day and against the peak (0 before any equity was seen)."""
+        if self.equity is None:
+            return 0.0, 0.0
+        start = self.day_start_equity or self.equity
+        peak = self.peak_equity if self.peak_equity is not None else self.equity
+        daily_loss = max(0.0, (start - self.equity) / start) if start > 0 else 1.0
+        drawdown = max(0.0, (peak - self.equity) / peak) if peak > 0 else 1.0
+        return daily_loss, drawdown
+
 
 @dataclass(frozen=True, slots=True)
 class Reference:
@@ -394,10 +405,7 @@ class RiskEngine:
             state.day_start_equity = state.equity if state.equity is not None else equity
         state.equity = equity
         state.peak_equity = equity if state.peak_equity is None else max(state.peak_equity, equity)
-        start = state.day_start_equity or equity
-        daily_loss = max(0.0, (start - equity) / start) if start > 0 else 1.0
-        peak = state.peak_equity
-        drawdown = max(0.0, (peak - equity) / peak) if peak > 0 else 1.0
+        daily_loss, drawdown = state.losses()
 
         if state.breaker_latched:
             return None

@@ -148,6 +148,8 @@ class IntentOutcome:
     fills: int = 0
     resolved_existing: int = 0
     attempts: int = 1
+    # the account as the breaker saw it for this intent: equity, daily_loss, drawdown, trading_state
+    account: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +160,7 @@ class IntentOutcome:
             "fills": self.fills,
             "resolved_existing": self.resolved_existing,
             "attempts": self.attempts,
+            "account": self.account,
         }
 
 
@@ -445,6 +448,9 @@ class OrderRouter:
         transition = self.engine.update_breaker(state, equity, now.date())
         if transition is not None:
             events.append(_breaker_event(transition, wall))
+        daily_loss, drawdown = state.losses()
+        outcome.account = {"equity": equity, "daily_loss": daily_loss, "drawdown": drawdown,
+                           "trading_state": state.effective_state.value}
 
         working = self.store.list_orders(working_only=True)
         held = positions[symbol].quantity if symbol in positions else 0.0
@@ -890,6 +896,10 @@ class IntentConsumer:
         self._metric("orders_placed", "Count", len(result.get("orders", [])))
         self._metric("orders_rejected", "Count", len(result.get("rejections", [])))
         self._metric("fills_applied", "Count", result.get("fills", 0))
+        account = result.get("account") or {}  # absent when the intent stopped before the breaker
+        for key in ("equity", "daily_loss", "drawdown"):
+            if key in account:
+                self._metric(f"account_{key}", "None", account[key])
         return result
 
     def _dead_letter(self, record: Any, reason: RejectReason, message: str,
