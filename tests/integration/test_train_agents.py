@@ -108,10 +108,12 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
     assert manifest.names == ("balanced",)
     assert manifest.training["seed"] == 5
     assert manifest.training["validation_data"] == [str(val_dir / "syn.csv")]
-    # two seeds trained (5 + index of balanced, and +100); the one with the better validation score kept
+    # two seeds trained (5 + index of balanced, and +100) and bagged: one graph averaging both,
+    # scored again on the validation channel
     entry = manifest.agents["balanced"]
-    scores = entry.validation["seed_scores"]
-    assert set(scores) == {"7", "107"}
-    assert entry.validation["score"] == max(scores.values())
-    assert str(entry.hyperparameters["seed"]) == max(scores, key=scores.get)
+    assert set(entry.validation["seed_scores"]) == {"7", "107"}
+    assert entry.hyperparameters["bagged_seeds"] == [7, 107]
+    assert len(entry.validation["selected_at"]) == 2
+    assert {row["seed"] for row in manifest.training["validation_history"]["balanced"]} == {7, 107}
+    assert manifest.training["onnx_parity_max_abs_error"]["balanced"] <= 1e-5
     assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == manifest.version

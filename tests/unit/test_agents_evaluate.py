@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from ensemble_trader.backtest.metrics import METRIC_NAMES
 
-from training.agents.evaluate import specialty_checks
+from training.agents.evaluate import SYNTHETIC, Case, specialty_checks, suite_cases
 
 
 def m(**kw) -> dict[str, float]:
@@ -54,3 +56,38 @@ def test_missing_regime_is_not_judged():
     assert checks["aggressive"]["passed"] is None
     assert checks["conservative"]["passed"] is None
     assert "n/a" in checks["conservative"]["detail"]
+
+
+WINDOWS = {
+    "arch:sp500": {"train": ["1999-01-04T00:00:00", "2012-12-31T00:00:00"],
+                   "validation": ["2013-01-02T00:00:00", "2014-12-30T00:00:00"],
+                   "test": ["2014-12-31T00:00:00", "2018-12-31T00:00:00"]},
+    "arch:nasdaq": {"train": ["1999-01-04T00:00:00", "2018-12-31T00:00:00"]},  # trained on whole
+    "synth:realistic:11:5000": {"validation": ["2013-01-01T00:00:00", "2014-01-01T00:00:00"]},
+}
+
+
+def test_test_split_uses_unseen_seeds_and_test_windows_only():
+    cases = suite_cases("test", WINDOWS)
+    specs = [c.spec for c in cases]
+    assert specs == [s for s, _ in SYNTHETIC["test"]] + ["arch:sp500", "shared:btcusd_1h"]
+    sp500 = cases[2]
+    assert sp500.start == "2014-12-31T00:00:00" and sp500.end is None
+    assert cases[3] == Case("shared:btcusd_1h", "BTC-USD hourly test window, detected regimes")  # never seen: whole
+
+
+def test_validation_split_never_touches_test_data():
+    cases = suite_cases("validation", WINDOWS)
+    specs = [c.spec for c in cases]
+    # reserved synthetic seeds, and the real series with a recorded validation window only
+    assert specs == [s for s, _ in SYNTHETIC["validation"]] + ["arch:sp500"]
+    assert not {s for s, _ in SYNTHETIC["validation"]} & {s for s, _ in SYNTHETIC["test"]}
+    sp500 = cases[2]
+    assert sp500.start == "2013-01-02T00:00:00"
+    # the window's last bar is inside [start, end), the first test bar is not
+    assert np.datetime64("2014-12-30T00:00:00", "ns") < sp500.end <= np.datetime64("2014-12-31T00:00:00", "ns")
+
+
+def test_unknown_split_is_refused():
+    with pytest.raises(ValueError, match="unknown split"):
+        suite_cases("train", WINDOWS)

@@ -17,6 +17,7 @@ from stable_baselines3 import PPO  # noqa: E402
 
 from training.agents.env import TradingEnv  # noqa: E402
 from training.agents.export import (  # noqa: E402
+    AveragedPolicy,
     DeterministicPolicy,
     StandardizedObservation,
     export_fused,
@@ -31,18 +32,15 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(1)
-    series = prepare(generate("realistic", 300, seed=9).series)
+def _ppo(series, seed=0):
     mean, scale = observation_stats([series], 2.0)
     env = TradingEnv([series], AggressiveReward(), leverage=2.0, random_state=0)
-    ppo = PPO(
+    return PPO(
         "MlpPolicy",
         env,
         n_steps=64,
         batch_size=32,
-        seed=0,
+        seed=seed,
         device="cpu",
         policy_kwargs=dict(
             net_arch=[16, 16],
@@ -50,7 +48,13 @@ def model():
             features_extractor_kwargs=dict(mean=mean.tolist(), scale=scale.tolist()),
         ),
     )
-    return ppo, series
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    series = prepare(generate("realistic", 300, seed=9).series)
+    return _ppo(series), series
 
 
 def _observations(series, n=200, leverage=2.0):
@@ -112,3 +116,25 @@ def test_parity_failure_is_reported(model, tmp_path, monkeypatch):
         export_policy(wrapper, tmp_path / "b.onnx", obs)
     with pytest.raises(ValueError):
         StandardizedObservation(ppo.observation_space, [0.0] * 3, [1.0] * 3)
+
+
+def test_averaged_policy_is_the_clipped_mean_of_its_members_and_exports_as_one_graph(model, tmp_path):
+    ppo, series = model
+    obs = _observations(series)
+    members = [DeterministicPolicy(ppo.policy, 2.0).eval(), DeterministicPolicy(_ppo(series, seed=1).policy, 2.0).eval()]
+    with torch.no_grad():
+        members[1].action_net.bias.add_(3.0)  # push the second member against the limit: clipping matters
+        each = [member(torch.as_tensor(obs)).numpy() for member in members]
+        averaged = AveragedPolicy(members).eval()
+        ours = averaged(torch.as_tensor(obs)).numpy()
+    assert np.all(each[1] == 2.0) and not np.allclose(each[0], each[1])
+    np.testing.assert_allclose(ours, (each[0] + each[1]) / 2, atol=1e-6)
+    assert np.all(np.abs(ours) <= 2.0)
+    assert export_policy(averaged, tmp_path / "bag.onnx", obs) <= 1e-5
+    features = obs[:, : len(FEATURE_NAMES)]
+    positions = np.repeat(obs[:, -1:], 2, axis=1)
+    assert export_fused([averaged, members[0]], tmp_path / "pool.onnx", features, positions) <= 1e-5
+    with pytest.raises(ValueError, match="leverage"):
+        AveragedPolicy([members[0], DeterministicPolicy(ppo.policy, 1.0)])
+    with pytest.raises(ValueError, match="at least one"):
+        AveragedPolicy([])

@@ -8,32 +8,83 @@ Each agent must beat the baselines in its specialty, out of sample, and not by d
 * Balanced — higher Sharpe ratio than buy-and-hold overall;
 * Contrarian — positive total return in SIDEWAYS.
 
-``python -m training.agents.evaluate --models DIR [--img-dir docs/img]`` runs the suite on data
-no agent trained or was selected on — synthetic paths with seeds the job never used (true
-regimes) and, for every series the job trained on, its test window as recorded in the manifest
-(regimes detected causally by the committed regime model) — and prints the results as Markdown
-(the tables of docs/agents.md).
+``python -m training.agents.evaluate --models DIR [--split test|validation] [--img-dir docs/img]``
+runs the suite and prints the results as Markdown (the tables of docs/agents.md) ending with the
+number of checks passed:
+
+* ``--split test`` (the default, to report): data no agent trained or was selected on —
+  synthetic paths with seeds the job never used (2024, 2025; true regimes) and, for every series
+  the job trained on, its test window as recorded in the manifest (regimes detected causally by
+  the committed regime model);
+* ``--split validation`` (to choose between candidates): the same checks on data used for
+  selection only — the validation window recorded in the manifest of every real series, and
+  synthetic paths with seeds reserved for validation (2022, 2023). Test data is never read.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ensemble_trader.backtest.engine import CostModel, evaluate_agents, load_series, prepare, run_pool
 from ensemble_trader.domain.agents import AgentPool
 from ensemble_trader.domain.errors import DataError
 
-SUITE: tuple[tuple[str, str], ...] = (
-    # (data spec, what it is); a spec the job trained on is evaluated on its test window only
-    ("synth:realistic:2024:3000", "synthetic 'realistic', unseen seed, true regimes"),
-    ("synth:mean_reverting:2025:3000", "synthetic 'mean_reverting', unseen seed, true regimes"),
-    ("arch:sp500", "S&P 500 test window, detected regimes"),
-    ("arch:nasdaq", "NASDAQ test window, detected regimes"),
-    ("shared:btcusd_1h", "BTC-USD hourly test window, detected regimes"),
+SPLITS = ("test", "validation")
+SYNTHETIC: dict[str, tuple[tuple[str, str], ...]] = {
+    # (data spec, what it is): paths with seeds the training job never uses, one pair per split
+    "test": (
+        ("synth:realistic:2024:3000", "synthetic 'realistic', unseen seed, true regimes"),
+        ("synth:mean_reverting:2025:3000", "synthetic 'mean_reverting', unseen seed, true regimes"),
+    ),
+    "validation": (
+        ("synth:realistic:2022:3000", "synthetic 'realistic', validation seed, true regimes"),
+        ("synth:mean_reverting:2023:3000", "synthetic 'mean_reverting', validation seed, true regimes"),
+    ),
+}
+REAL: tuple[tuple[str, str], ...] = (
+    # a real series the job trained on is evaluated on its recorded test (or validation) window only
+    ("arch:sp500", "S&P 500"),
+    ("arch:nasdaq", "NASDAQ"),
+    ("shared:btcusd_1h", "BTC-USD hourly"),
 )
+@dataclass(frozen=True)
+class Case:
+    """One data set of a suite: a spec and the window ``[start, end)`` to evaluate (None: open)."""
+
+    spec: str
+    title: str
+    start: Any = None
+    end: Any = None
+
+
+def suite_cases(split: str, windows: dict[str, dict[str, list[str]]]) -> list[Case]:
+    """The data sets of ``split`` for a model set whose manifest records ``windows``.
+
+    Test: the unseen synthetic seeds, and each real series on its test window (whole when the
+    job never saw it; skipped when it trained on all of it). Validation: the synthetic seeds
+    reserved for validation, and each real series on its validation window (skipped when the
+    set has none for it: a series the job never saw is test data, not validation data).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
+    cases = [Case(spec, title) for spec, title in SYNTHETIC[split]]
+    for spec, name in REAL:
+        recorded = windows.get(spec)
+        window = (recorded or {}).get(split)
+        if split == "test":
+            if recorded is not None and window is None:
+                continue  # trained on it whole: nothing out of sample
+            cases.append(Case(spec, f"{name} test window, detected regimes", window[0] if window else None))
+        elif window is not None:
+            # the recorded window is [first bar, last bar]; the end of a Case is exclusive
+            end = np.datetime64(window[1], "ns") + np.timedelta64(1, "ns")
+            cases.append(Case(spec, f"{name} validation window, detected regimes", window[0], end))
+    return cases
 
 
 def specialty_checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -77,55 +128,58 @@ def _pct(block: dict[str, float] | None, key: str) -> str:
     return "n/a" if block is None else f"{100 * block[key]:.1f}%"
 
 
-def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel) -> str:
-    """Evaluate every data set of :data:`SUITE`; return the Markdown results."""
+def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, split: str = "test") -> str:
+    """Evaluate every data set of ``split`` (see :func:`suite_cases`); return the Markdown results."""
     from ensemble_trader.cli.evaluate import detected_regimes, format_report, plot_equity
 
     pool = AgentPool.load(models_dir)
-    lines = [f"Model set `{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps.\n"]
+    lines = [f"Model set `{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps, {split} split.\n"]
     summary = ["| data | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 1) + "|"]
     details: list[str] = []
-    windows = pool.manifest.training.get("windows", {})
-    for spec, title in SUITE:
+    passed = counted = 0
+    for case in suite_cases(split, pool.manifest.training.get("windows", {})):
         try:
-            series, regimes = load_series(spec)
+            series, regimes = load_series(case.spec)
         except DataError as exc:  # the shared data folder exists only on the development machine
-            summary.append(f"| {title} | " + " | ".join("not run" for _ in pool.names) + " |")
-            details.append(f"\n#### {title}\n\nnot run: {exc}\n")
+            summary.append(f"| {case.title} | " + " | ".join("not run" for _ in pool.names) + " |")
+            details.append(f"\n#### {case.title}\n\nnot run: {exc}\n")
             continue
         source = "true"
         if regimes is None:
             regimes = detected_regimes(series, None)
             source = "detected" if regimes is not None else "none"
-        test_window = windows.get(spec, {}).get("test")
-        if spec in windows and test_window is None:
-            continue  # trained on it whole: nothing out of sample
-        prepared = prepare(series, regimes, start=test_window[0] if test_window else None)
+        prepared = prepare(series, regimes, start=case.start, end=case.end)
         paths = run_pool(pool, prepared.features)
         report = evaluate_agents(prepared, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
         checks = specialty_checks(report)
         marks = {None: "n/a", True: "pass", False: "**miss**"}
-        summary.append(f"| {title} | " + " | ".join(
+        summary.append(f"| {case.title} | " + " | ".join(
             f"{marks[checks[n]['passed']]}: {checks[n]['detail']}" for n in pool.names) + " |")
+        passed += sum(checks[n]["passed"] is True for n in pool.names)
+        counted += sum(checks[n]["passed"] is not None for n in pool.names)
         ts = prepared.timestamp
-        details.append(f"\n#### {title}\n\n`{spec}`, {str(ts[0])[:10]} .. {str(ts[-1])[:10]}, "
+        details.append(f"\n#### {case.title}\n\n`{case.spec}`, {str(ts[0])[:10]} .. {str(ts[-1])[:10]}, "
                        f"{len(ts)} bars, regimes: {source}\n")
         details.append(format_report(report, markdown=True))
         if img_dir is not None:
-            name = spec.replace(":", "_").replace("/", "_")
+            name = case.spec.replace(":", "_").replace("/", "_")
             plot_equity(prepared, paths, pool.names, costs, img_dir / f"agents_{name}.png")
-            details.append(f"\n![{title}](img/agents_{name}.png)\n")
-    return "\n".join(lines + ["### Specialty checks (out of sample)\n"] + summary + ["\n### Tables"] + details) + "\n"
+            details.append(f"\n![{case.title}](img/agents_{name}.png)\n")
+    summary.append(f"\n**{passed} of {counted} checks passed** ({split} split).")
+    heading = "out of sample" if split == "test" else "validation data"
+    return "\n".join(lines + [f"### Specialty checks ({heading})\n"] + summary + ["\n### Tables"] + details) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=None, help="model set (default: the committed one)")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="test: report (default); validation: choose between candidates")
     parser.add_argument("--img-dir", type=Path, default=None, help="write equity-curve PNGs here")
     parser.add_argument("--cost-bps", type=float, default=1.0)
     parser.add_argument("--slippage-bps", type=float, default=2.0)
     args = parser.parse_args(argv)
-    print(run_suite(args.models, args.img_dir, CostModel(args.cost_bps, args.slippage_bps)))
+    print(run_suite(args.models, args.img_dir, CostModel(args.cost_bps, args.slippage_bps), args.split))
     return 0
 
 

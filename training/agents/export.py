@@ -6,7 +6,8 @@ observation: the features extractor (which holds the observation standardisation
 Gaussian mean, i.e. ``predict(deterministic=True)``) → clamp to ``[-L, L]``. The wrappers are
 exported with the dynamo exporter (opset 18, dynamic batch; the exporter's per-node debugging
 metadata, which holds absolute source paths, is stripped). A fused graph evaluates all four
-agents in one call for serving. Every exported file is checked: onnxruntime's output must equal
+agents in one call for serving. An agent bagged over seeds (:class:`AveragedPolicy`) is still one
+graph whose action is the mean of its members' actions. Every exported file is checked: onnxruntime's output must equal
 torch's to ``PARITY_ATOL`` on held-out observations, or the export fails.
 """
 
@@ -68,10 +69,33 @@ class DeterministicPolicy(nn.Module):
         return torch.clamp(self.action_net(latent), -self.leverage, self.leverage)
 
 
+class AveragedPolicy(nn.Module):
+    """obs (n, F+1) → clamp(mean of the members' deterministic actions, -L, L) (n, 1).
+
+    Bagging over seeds: the members are the same agent trained with different seeds (each with
+    its own validation checkpoint); averaging their actions cuts the seed-to-seed variance of PPO.
+    It is one module, so it exports as one graph and serving sees one action per agent.
+    """
+
+    def __init__(self, members: Sequence[DeterministicPolicy]):
+        super().__init__()
+        if not members:
+            raise ValueError("AveragedPolicy needs at least one member")
+        leverages = {m.leverage for m in members}
+        if len(leverages) != 1:
+            raise ValueError(f"members have different leverage limits {sorted(leverages)}")
+        self.members = nn.ModuleList(members)
+        self.leverage = leverages.pop()
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([member(obs) for member in self.members], dim=0).mean(dim=0)
+        return torch.clamp(mean, -self.leverage, self.leverage)
+
+
 class FusedPolicies(nn.Module):
     """features (n, F), positions (n, A) → actions (n, A): every agent in one graph."""
 
-    def __init__(self, policies: Sequence[DeterministicPolicy]):
+    def __init__(self, policies: Sequence[nn.Module]):
         super().__init__()
         self.policies = nn.ModuleList(policies)
 
@@ -145,7 +169,7 @@ def checked_parity(module: nn.Module, path: Path, feeds: Mapping[str, np.ndarray
     return error
 
 
-def export_policy(policy: DeterministicPolicy, path: Path, heldout_obs: np.ndarray) -> float:
+def export_policy(policy: nn.Module, path: Path, heldout_obs: np.ndarray) -> float:
     """Export one agent to ``path`` and return its parity error on ``heldout_obs`` (n, F+1)."""
     obs = np.ascontiguousarray(heldout_obs, dtype=np.float32)
     _export(policy, (torch.as_tensor(obs[:2]),), path, ["obs"], "action")
@@ -153,7 +177,7 @@ def export_policy(policy: DeterministicPolicy, path: Path, heldout_obs: np.ndarr
 
 
 def export_fused(
-    policies: Sequence[DeterministicPolicy], path: Path, features: np.ndarray, positions: np.ndarray
+    policies: Sequence[nn.Module], path: Path, features: np.ndarray, positions: np.ndarray
 ) -> float:
     """Export the fused graph of ``policies`` and return its parity error."""
     fused = FusedPolicies(policies).eval()

@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from ensemble_trader.backtest.engine import (
@@ -100,7 +100,8 @@ class TrainConfig(BaseModel):
     validation_bars: tuple[str, ...] = ()
     agents: tuple[str, ...] = AGENT_NAMES
     seed: int = 7
-    n_seeds: int = Field(default=1, ge=1)  # >1: best seed per agent on validation
+    n_seeds: int = Field(default=1, ge=1)  # seeds per agent, see combine_seeds
+    combine_seeds: Literal["mean", "best"] = "mean"  # bag the seeds' actions, or keep the best on validation
     quick: bool = False
     total_timesteps: int | None = Field(default=None, ge=256)
     eval_every: int | None = Field(default=None, ge=256)
@@ -287,6 +288,7 @@ class TrainedAgent:
     history: list[dict[str, float]]
     timesteps: int
     seconds: float
+    seeds: list[int] = field(default_factory=list)  # the bagged seeds (empty: one seed)
 
 
 def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: TrainConfig) -> dict[str, float]:
@@ -337,6 +339,7 @@ def train_agent(
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv
     from tqdm.auto import tqdm
 
@@ -385,6 +388,8 @@ def train_agent(
         verbose=0,
         **config.ppo_kwargs(),
     )
+    # no logger output: SB3's default logger leaves an empty /tmp/SB3-<date> folder per run
+    model.set_logger(Logger(folder=None, output_formats=[]))
     val_data = list(validation_data) or list(train_data)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"score": -np.inf}
@@ -430,6 +435,42 @@ def train_agent(
         history=history,
         timesteps=int(model.num_timesteps),
         seconds=time.perf_counter() - started,
+    )
+
+
+def combine_seeds(
+    candidates: Sequence[TrainedAgent], validation_data: Sequence[PreparedSeries], config: TrainConfig
+) -> TrainedAgent:
+    """One agent from its seeds: with ``combine_seeds="mean"`` (bagging) the mean of the
+    seeds' deterministic actions, scored again on the validation data; with ``"best"`` the seed
+    with the best validation score (the first wins a tie). One seed is returned as it is."""
+    from training.agents.export import AveragedPolicy
+
+    seed_scores = {str(t.seed): t.validation["score"] for t in candidates}
+    if len(candidates) == 1:
+        return candidates[0]
+    if config.combine_seeds == "best":
+        best = max(candidates, key=lambda t: t.validation["score"])
+        best.validation["seed_scores"] = seed_scores
+        return best
+    first = candidates[0]
+    policy = AveragedPolicy([t.policy for t in candidates]).eval()
+    result = validate(policy, first.name, validation_data, config)
+    return TrainedAgent(
+        name=first.name,
+        seed=first.seed,
+        leverage=first.leverage,
+        policy=policy,
+        reward_params=first.reward_params,
+        validation={
+            "selected_at": [t.validation["selected_at"] for t in candidates],
+            **{k: round(v, 6) for k, v in result.items()},
+            "seed_scores": seed_scores,
+        },
+        history=[{"seed": t.seed, **row} for t in candidates for row in t.history],
+        timesteps=sum(t.timesteps for t in candidates),
+        seconds=sum(t.seconds for t in candidates),
+        seeds=[t.seed for t in candidates],
     )
 
 
@@ -514,9 +555,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         for k in range(config.n_seeds):
             seed = config.seed + AGENT_NAMES.index(agent) + SEED_STRIDE * k
             candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
-        best = max(candidates, key=lambda t: t.validation["score"])  # first wins a tie
-        best.validation["seed_scores"] = {str(t.seed): t.validation["score"] for t in candidates}
-        trained[agent] = best
+        trained[agent] = combine_seeds(candidates, validation or train, config)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
     rng = np.random.default_rng(config.seed)
@@ -531,7 +570,8 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
             "leverage": t.leverage,
             "algorithm": "PPO",
             "reward": t.reward_params,
-            "hyperparameters": {"seed": t.seed, **_hyperparameters(config.for_agent(agent), t.timesteps)},
+            "hyperparameters": {"seed": t.seed, **({"bagged_seeds": t.seeds} if t.seeds else {}),
+                                **_hyperparameters(config.for_agent(agent), t.timesteps)},
             "validation": t.validation,
         }
     fused_file = None
