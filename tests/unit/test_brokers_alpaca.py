@@ -162,3 +162,26 @@ def test_keys_from_secrets_manager(monkeypatch):
             AlpacaBroker.from_secret(sm, "et-unit-bad")
         with pytest.raises(BrokerUnavailableError, match="cannot read"):
             AlpacaBroker.from_secret(sm, "et-unit-missing")
+
+
+def test_open_orders_are_read_page_by_page_without_losing_orders_that_share_an_instant(alpaca):
+    broker, http = alpaca
+    broker.page_size = 2
+    # page 1: two orders submitted at 14:30:00.906; page 2 (until that instant + 1 µs): one of
+    # them again and an older one; page 3 (until the older one + 1 µs): nothing more
+    http.queue = ["list_open_orders", "list_open_orders_page2", "list_open_orders_empty"]
+    orders = broker.list_open_orders()
+    assert [o.client_order_id for o in orders] == [
+        "etaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "manual-order-1", "etbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]
+    first, second, third = (requests.utils.urlparse(r.url).query for r in http.requests)
+    assert "limit=2" in first and "direction=desc" in first and "until" not in first
+    assert "until=2024-05-06T14%3A30%3A00.906001" in second
+    assert "until=2024-05-06T14%3A29%3A58.120001" in third
+
+
+def test_a_full_page_of_orders_at_one_instant_cannot_be_paged(alpaca):
+    broker, http = alpaca
+    broker.page_size = 2
+    http.queue = ["list_open_orders", "list_open_orders"]
+    with pytest.raises(BrokerUnavailableError, match="cannot be paged"):
+        broker.list_open_orders()

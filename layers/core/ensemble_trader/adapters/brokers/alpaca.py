@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
@@ -78,6 +79,8 @@ class AlpacaBroker:
     """:class:`ensemble_trader.ports.Broker` over Alpaca's trading API."""
 
     name = "alpaca"
+
+    page_size = 500  # Alpaca's largest page of orders
 
     def __init__(self, client: TradingClient):
         self.client = client
@@ -170,11 +173,29 @@ class AlpacaBroker:
         return self.get_order_by_client_id(client_order_id)
 
     def list_open_orders(self) -> list[BrokerOrder]:
-        try:
-            found = self.client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500))
-        except (APIError, requests.RequestException) as exc:
-            raise BrokerUnavailableError(f"listing open orders: {exc}") from exc
-        return [_report(o) for o in found]
+        """Every open order, however many: Alpaca answers at most ``page_size`` (500) per request,
+        newest first, so the next page asks for orders submitted until the oldest one seen —
+        ``until`` is exclusive, so it is moved on by a microsecond to keep orders that share that
+        instant, and the overlap is removed by order id."""
+        found: dict[str, AlpacaOrder] = {}
+        until: datetime | None = None
+        while True:
+            request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=self.page_size,
+                                       direction=Sort.DESC, until=until)
+            try:
+                page = self.client.get_orders(request)
+            except (APIError, requests.RequestException) as exc:
+                raise BrokerUnavailableError(f"listing open orders: {exc}") from exc
+            new = [o for o in page if str(o.id) not in found]
+            found.update((str(o.id), o) for o in new)
+            if len(page) < self.page_size:
+                return [_report(o) for o in found.values()]
+            if not new:
+                raise BrokerUnavailableError(
+                    f"listing open orders: more than {self.page_size} open orders were submitted at "
+                    f"{until}; they cannot be paged by submission time"
+                )
+            until = min(o.submitted_at or o.created_at for o in page) + timedelta(microseconds=1)
 
     def list_positions(self) -> list[BrokerPosition]:
         try:
