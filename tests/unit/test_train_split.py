@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from training.agents.train import TrainConfig, split_source
+import pytest
+from pydantic import ValidationError
+
+from training.agents.train import Source, TrainConfig, agent_training_data, split_source
 
 SPEC = "synth:realistic:3:800:SPLT"
 
@@ -24,3 +27,20 @@ def test_all_training_leaves_no_validation_or_test_window():
     src = split_source(SPEC, TrainConfig(train_fraction=1.0, validation_fraction=0.0))
     assert src.validation is None and src.test is None
     assert set(src.windows) == {"train"}
+
+
+def _sources(*specs: str) -> list[Source]:
+    return [Source(spec, series=None, regimes=None) for spec in specs]
+
+
+def test_data_per_agent_default_rule_and_override():
+    sources = _sources("arch:sp500", "synth:realistic:11:5000", "synth:mean_reverting:12:5000", "shared:btcusd_1h")
+    specs = lambda agent, config=None: [s.spec for s in agent_training_data(agent, sources, config)]  # noqa: E731
+    assert specs("contrarian") == ["synth:mean_reverting:12:5000"]
+    assert specs("balanced") == ["arch:sp500", "synth:realistic:11:5000", "shared:btcusd_1h"]
+    mixed = TrainConfig(agent_data={"contrarian": ["mean_reverting", "arch:", "shared:"]})
+    assert specs("contrarian", mixed) == ["arch:sp500", "synth:mean_reverting:12:5000", "shared:btcusd_1h"]
+    assert specs("balanced", mixed) == specs("balanced")  # agents not named keep the default rule
+    assert specs("contrarian", TrainConfig(agent_data={"contrarian": ["nothing"]})) == [s.spec for s in sources]
+    with pytest.raises(ValidationError, match="unknown agents"):
+        TrainConfig(agent_data={"trend": ["arch:"]})

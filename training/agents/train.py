@@ -74,6 +74,9 @@ AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     "aggressive": {"gamma": 0.95, "slippage_bps": 8.0, "total_timesteps": 400_000},
 }
 """Per-agent departures from the shared hyperparameters (override with ``agent_overrides``)."""
+AGENT_DATA: dict[str, tuple[str, ...]] = {}
+"""Per-agent data selection by spec substrings (override with ``agent_data``); an agent not named
+follows the default rule of :func:`agent_training_data`."""
 OVERRIDABLE = frozenset(
     {"gamma", "gae_lambda", "learning_rate", "ent_coef", "clip_range", "log_std_init", "cost_bps",
      "slippage_bps", "total_timesteps", "episode_length"}
@@ -123,6 +126,7 @@ class TrainConfig(BaseModel):
     net_arch: tuple[int, ...] = (64, 64)
     rewards: dict[str, dict[str, float]] = Field(default_factory=dict)
     agent_overrides: dict[str, dict[str, Any]] = Field(default_factory=lambda: copy.deepcopy(AGENT_OVERRIDES))
+    agent_data: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(AGENT_DATA))
 
     @field_validator("bars", "validation_bars", "agents", "net_arch", mode="before")
     @classmethod
@@ -135,10 +139,18 @@ class TrainConfig(BaseModel):
             return [v.strip() for v in text.split(",") if v.strip()]
         return value
 
-    @field_validator("rewards", "agent_overrides", mode="before")
+    @field_validator("rewards", "agent_overrides", "agent_data", mode="before")
     @classmethod
     def _json_dict(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("agent_data")
+    @classmethod
+    def _known_data_agents(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        unknown = sorted(set(value) - set(AGENT_NAMES))
+        if unknown:
+            raise ValueError(f"agent_data: unknown agents {unknown}; known: {list(AGENT_NAMES)}")
+        return value
 
     @field_validator("agent_overrides")
     @classmethod
@@ -249,13 +261,18 @@ def data_hash(sources: Sequence[Source]) -> str:
     return digest.hexdigest()
 
 
-def agent_training_data(agent: str, sources: Sequence[Source]) -> list[Source]:
-    """The sources an agent trains on.
+def agent_training_data(agent: str, sources: Sequence[Source], config: TrainConfig | None = None) -> list[Source]:
+    """The sources an agent trains on (and is selected on: their validation windows).
 
-    The Contrarian trains on the mean-reverting series when the job has any (its edge exists
-    there); the others train on the remaining series, whose drifts and volatility regimes are
-    what they specialise in. With only one kind of data, everyone trains on all of it.
+    When ``config.agent_data`` names the agent, it trains on the sources whose spec contains
+    one of the listed substrings (all sources when none does). Otherwise the Contrarian trains
+    on the mean-reverting series when the job has any (its edge exists there) and the others on
+    the remaining series, whose drifts and volatility regimes are what they specialise in; with
+    only one kind of data, everyone trains on all of it.
     """
+    if config is not None and agent in config.agent_data:
+        keys = config.agent_data[agent]
+        return [s for s in sources if any(k in s.spec for k in keys)] or list(sources)
     reverting = [s for s in sources if CONTRARIAN_DATA in s.spec]
     trending = [s for s in sources if CONTRARIAN_DATA not in s.spec]
     if agent == "contrarian":
@@ -545,7 +562,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     trained: dict[str, TrainedAgent] = {}
     seconds: dict[str, float] = {}
     for agent in config.agents:
-        chosen = agent_training_data(agent, sources)
+        chosen = agent_training_data(agent, sources, config)
         train = [s.train for s in chosen if s.train is not None]
         if separate_validation:
             validation = [s.validation for s in val_sources if s.validation is not None]
@@ -587,7 +604,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         "validation_data": list(config.validation_bars),
         "data_sha256": data_hash(sources + val_sources),
         "windows": {s.spec: s.windows for s in sources + val_sources},
-        "agent_data": {a: [s.spec for s in agent_training_data(a, sources)] for a in trained},
+        "agent_data": {a: [s.spec for s in agent_training_data(a, sources, config)] for a in trained},
         "seed": config.seed,
         "quick": config.quick,
         "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},
