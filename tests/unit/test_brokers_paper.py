@@ -75,3 +75,19 @@ def test_bad_configuration_is_refused():
         broker(fill_fraction=0)
     with pytest.raises(ValueError, match="slippage_bps"):
         broker(slippage_bps=float("nan"))
+
+
+def test_a_fill_from_a_stale_position_read_is_refused_by_the_ledger():
+    from ensemble_trader.domain.errors import ConcurrencyError
+
+    ledger = MemoryPaperLedger()
+    b = PaperBroker(ledger, FixedClock(T), slippage_bps=0, fee_bps=0)
+    b.submit(order("coid-0001", qty=10))
+    b.submit(order("coid-0002", qty=5))
+    stale = {p["symbol"]: p for p in ledger.list_positions()}  # nothing held yet
+    b.on_price("SPX", 11.0, T + timedelta(days=1))  # fills both, position version 2
+    assert b.list_positions()[0].quantity == 15
+    record = dict(ledger.get_order("coid-0001"), open=True, status="PARTIALLY_FILLED")
+    with pytest.raises(ConcurrencyError, match="position SPX changed meanwhile"):
+        ledger.update_order(record, {"symbol": "SPX", "quantity": 3.0, "version": stale.get("SPX", {}).get("version", 0)})
+    assert b.list_positions()[0].quantity == 15

@@ -174,3 +174,39 @@ def test_fill_with_a_stale_known_position_re_reads_it(dynamodb):
     ours.create_order(_order("coid-c001", status=OrderStatus.SUBMITTED))
     assert fill(ours, "coid-c001", 1).quantity == 16  # stale version → condition fails → re-read
     assert ours.get_position("SPX").quantity == 16
+
+
+def _paper_record(coid: str) -> dict:
+    return {"client_order_id": coid, "symbol": "SPX", "side": "BUY", "quantity": 10.0, "filled_quantity": 0.0,
+            "average_fill_price": None, "fees_paid": 0.0, "status": "SUBMITTED", "open": True,
+            "decision_time": T.isoformat(), "created_at": T.isoformat(), "updated_at": T.isoformat()}
+
+
+def test_paper_ledger_position_writes_are_conditional_on_the_version_read(dynamodb):
+    from ensemble_trader.domain.errors import ConcurrencyError
+
+    ledger = DynamoPaperLedger(dynamodb, settings=SETTINGS)
+    for coid in ("p-1", "p-2"):
+        assert ledger.create_order(_paper_record(coid))
+    position = {"symbol": "SPX", "quantity": 10.0, "average_price": 100.0, "realized_pnl": 0.0, "fees": 0.0}
+    first = dict(ledger.get_order("p-1"), filled_quantity=10.0, open=False, status="FILLED")
+    ledger.update_order(first, dict(position, version=0))
+    (stored,) = ledger.list_positions()
+    assert int(stored["version"]) == 1
+    # a second fill computed from the same (now stale) position read loses, and writes nothing
+    second = dict(ledger.get_order("p-2"), filled_quantity=10.0, open=False, status="FILLED")
+    with pytest.raises(ConcurrencyError, match="changed meanwhile"):
+        ledger.update_order(second, dict(position, quantity=20.0, version=0))
+    assert ledger.get_order("p-2")["open"] is True and ledger.list_positions()[0]["quantity"] == 10.0
+    ledger.update_order(second, dict(position, quantity=20.0, version=1))
+    assert ledger.list_positions()[0]["quantity"] == 20.0
+
+
+def test_paper_ledger_accepts_a_position_written_before_positions_were_versioned(dynamodb):
+    ledger = DynamoPaperLedger(dynamodb, settings=SETTINGS)
+    dynamodb.put_item(TableName=SETTINGS.name("paper-broker"), Item={
+        "pk": {"S": "POSITION"}, "sk": {"S": "SPX"}, "symbol": {"S": "SPX"}, "quantity": {"N": "5"}})
+    assert ledger.create_order(_paper_record("p-3"))
+    record = dict(ledger.get_order("p-3"), filled_quantity=10.0, open=False, status="FILLED")
+    ledger.update_order(record, {"symbol": "SPX", "quantity": 15.0, "version": 0})
+    assert int(ledger.list_positions()[0]["version"]) == 1

@@ -12,7 +12,8 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
   ``version`` checked on every write, and the kill switch as its own boolean attribute
   ``kill_switch`` so an operator can flip it with one ``update-item``.
 * ``paper-broker`` (``pk``, ``sk``): ``ORDER``/``<id>`` for every paper order, ``OPEN``/``<id>``
-  (a copy) while it is working, ``POSITION``/``<symbol>``.
+  (a copy) while it is working, ``POSITION``/``<symbol>`` with a ``version``; an order update and
+  the position it changes are one transaction, each conditional on the version read.
 
 A fill is one ``TransactWriteItems``: the order (condition: its filled quantity is still the one
 read) and the position (condition: its version is still the one read). A lost order condition
@@ -397,15 +398,24 @@ class DynamoPaperLedger(_Dynamo):
         else:
             items.append({"Delete": {"TableName": self.table, "Key": {"pk": {"S": "OPEN"}, "sk": {"S": coid}}}})
         if position is not None:
-            items.append({"Put": {"TableName": self.table,
-                                  "Item": serialize_item(dict(position, pk="POSITION", sk=position["symbol"]))}})
+            held = int(position.get("version", 0))
+            put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": serialize_item(dict(position, version=held + 1, pk="POSITION", sk=position["symbol"])),
+                # version 0: no position yet (or one written before positions were versioned)
+                "ConditionExpression": "attribute_not_exists(sk) OR attribute_not_exists(version)"
+                if held == 0 else "version = :pv",
+            }
+            if held:
+                put["ExpressionAttributeValues"] = {":pv": {"N": str(held)}}
+            items.append({"Put": put})
         try:
             self._client.transact_write_items(TransactItems=items)
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) == "TransactionCanceledException":
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    raise ConcurrencyError(f"paper order {coid} changed meanwhile") from exc
+                if "ConditionalCheckFailed" in reasons:
+                    raise ConcurrencyError(f"paper order {coid} or its position changed meanwhile") from exc
             raise translate(exc, f"DynamoDB update paper order {coid}") from exc
 
     def open_orders(self) -> list[dict[str, Any]]:

@@ -40,7 +40,11 @@ class PaperLedger(Protocol):
 
     def create_order(self, record: dict[str, Any]) -> bool: ...
 
-    def update_order(self, record: dict[str, Any], position: dict[str, Any] | None = None) -> None: ...
+    def update_order(self, record: dict[str, Any], position: dict[str, Any] | None = None) -> None:
+        """Write ``record`` if the stored order's version is ``record['version']``, and ``position``
+        if the stored position's version is ``position['version']`` (0: none yet), in one step;
+        raise :class:`ConcurrencyError` when either changed meanwhile."""
+        ...
 
     def open_orders(self) -> list[dict[str, Any]]: ...
 
@@ -193,9 +197,9 @@ class PaperBroker:
             updated_at=when.isoformat(),
             last_fill_time=when.isoformat(),
         )
-        held = positions.get(record["symbol"])
-        position = Position(**held) if held else Position(symbol=record["symbol"])
-        position = position.apply(
+        held = dict(positions.get(record["symbol"]) or {"symbol": record["symbol"]})
+        version = int(held.pop("version", 0))  # the ledger's write condition, not part of a Position
+        position = Position(**held).apply(
             Fill(
                 fill_id=fill_id(record["client_order_id"], new_filled),
                 client_order_id=record["client_order_id"],
@@ -207,9 +211,9 @@ class PaperBroker:
                 timestamp=when,
             )
         )
-        position_record = position.model_dump(mode="json")
+        position_record = position.model_dump(mode="json") | {"version": version}
         self.ledger.update_order(record, position_record)
-        positions[record["symbol"]] = position_record
+        positions[record["symbol"]] = position_record | {"version": version + 1}
         return _to_report(dict(record, version=record["version"] + 1))
 
 

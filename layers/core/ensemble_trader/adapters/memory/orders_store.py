@@ -144,18 +144,22 @@ class MemoryPaperLedger:
             return True
 
     def update_order(self, record: dict[str, Any], position: dict[str, Any] | None = None) -> None:
-        """Write ``record`` (and ``position``) if the stored version is ``record['version']``."""
+        """Write ``record`` (and ``position``) if the stored versions are the ones they carry."""
         with self._lock:
             stored = self.orders.get(record["client_order_id"])
             if stored is None or stored["version"] != record["version"]:
                 raise ConcurrencyError(f"paper order {record['client_order_id']} changed meanwhile")
+            if position is not None:
+                held = self.positions.get(position["symbol"], {}).get("version", 0)
+                if held != position.get("version", 0):
+                    raise ConcurrencyError(f"paper position {position['symbol']} changed meanwhile")
             self.orders[record["client_order_id"]] = dict(record, version=record["version"] + 1)
             if record["open"]:
                 self._open.add(record["client_order_id"])
             else:
                 self._open.discard(record["client_order_id"])
             if position is not None:
-                self.positions[position["symbol"]] = dict(position)
+                self.positions[position["symbol"]] = dict(position, version=position.get("version", 0) + 1)
 
     def open_orders(self) -> list[dict[str, Any]]:
         with self._lock:
