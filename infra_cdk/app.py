@@ -1,8 +1,10 @@
 """Entry point of the CDK app: ``python -m infra_cdk.app`` (``cdk.json`` runs exactly that).
 
 Context: ``-c stage=dev|staging|prod`` (default ``dev``), ``-c broker=paper|alpaca`` (default ``paper``),
-``-c symbols=SPY,QQQ`` (symbols the daily regime refit fits on; default ``SPY``),
-``-c training_image_tag=<tag>`` (default ``latest``), ``-c alarm_email=<address>`` or
+``-c symbols=SPY,QQQ`` (the symbols traded: the daily regime refit fits on them and the orders
+functions split the account between them; default ``SPY``),
+``-c training_image_tag=<tag>`` (default: the package version, e.g. ``0.1.0``, since the image
+repository's tags are immutable), ``-c alarm_email=<address>`` or
 ``ET_ALARM_EMAIL`` (optional SNS e-mail subscription of the alarm topic). The assembly is
 written to ``$CDK_OUTDIR`` (set by the cdk CLI) or ``cdk.out``. Synthesis is offline and needs no
 Docker; it needs the layer folders from ``python layers/build.py``.
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+from ensemble_trader import __version__
 
 from infra_cdk.config import stage_config
 from infra_cdk.stacks.trader import TraderStack
@@ -67,7 +70,7 @@ def build_app(
         config=config,
         functions_dir=functions_dir,
         layers_dir=layers_dir,
-        training_image_tag=app.node.try_get_context("training_image_tag") or "latest",
+        training_image_tag=app.node.try_get_context("training_image_tag") or __version__,
         broker_kind=_choice(app, "broker", ("paper", "alpaca")),
         symbols=symbols,
         alarm_email=app.node.try_get_context("alarm_email") or os.environ.get("ET_ALARM_EMAIL") or None,

@@ -95,3 +95,14 @@ def test_symbols_context_without_a_symbol_is_refused(tmp_path):
 
     with pytest.raises(InvalidContextError, match="symbols names no symbol"):
         build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"symbols": " , "})
+
+
+def test_training_image_tag_defaults_to_the_package_version(tmp_path):
+    import json
+
+    from ensemble_trader import __version__
+    from infra_cdk.app import build_app
+
+    app, stack = build_app(outdir=str(tmp_path), functions_dir=tmp_path)
+    template = json.dumps(app.synth().get_stack_by_name(stack.stack_name).template)
+    assert f":{__version__}" in template and ":latest" not in template
