@@ -92,11 +92,10 @@ class StackSession:
 
 def clear_pending_metrics() -> None:
     """Drop metrics a test added but never flushed (say, a runner driven without the handler's
-    ``log_metrics``): Powertools' ``Metrics`` instances share one metric set per process, so they
-    would otherwise come out in the next test's EMF, under another handler's service."""
-    from aws_lambda_powertools import Metrics
+    ``log_metrics``): they would otherwise come out in the next test's EMF of that service."""
+    from ensemble_trader.runtime.observability import clear_pending_metrics as clear
 
-    Metrics().clear_metrics()
+    clear()
 
 
 def fresh_session(stack: Any) -> StackSession:

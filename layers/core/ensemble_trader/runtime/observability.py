@@ -8,7 +8,9 @@ Each handler asks for its trio once at import time::
 The service name is ``POWERTOOLS_SERVICE_NAME`` when set (the CDK app sets it per function),
 else the name passed in, so handlers loaded side by side in one local process still log under
 their own names. Metrics go to the ``EnsembleTrader`` namespace with a ``stage`` dimension
-(``ET_STAGE``). The tracer is disabled outside Lambda (Powertools' own rule) and by
+(``ET_STAGE``); each service has its own ``EphemeralMetrics`` (Powertools' plain ``Metrics``
+share one metric set per process, so handlers side by side in the local stack would flush each
+other's metrics under the wrong service). The tracer is disabled outside Lambda (Powertools' own rule) and by
 ``POWERTOOLS_TRACE_DISABLED``, which the local stack sets.
 """
 
@@ -18,7 +20,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.metrics import EphemeralMetrics
 
 METRICS_NAMESPACE = "EnsembleTrader"
 
@@ -27,7 +30,7 @@ METRICS_NAMESPACE = "EnsembleTrader"
 class Observability:
     service: str
     logger: Logger
-    metrics: Metrics
+    metrics: EphemeralMetrics
     tracer: Tracer
 
 
@@ -43,7 +46,7 @@ def observability(default_service: str) -> Observability:
         if found is None:
             from ensemble_trader.runtime.settings import get_settings
 
-            metrics = Metrics(namespace=METRICS_NAMESPACE, service=service)
+            metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service=service)
             metrics.set_default_dimensions(stage=get_settings().stage)
             found = Observability(
                 service=service,
@@ -53,3 +56,10 @@ def observability(default_service: str) -> Observability:
             )
             _instances[service] = found
         return found
+
+
+def clear_pending_metrics() -> None:
+    """Drop the metrics every service added but has not flushed yet (for the local stack's tests)."""
+    with _lock:
+        for found in _instances.values():
+            found.metrics.clear_metrics()
