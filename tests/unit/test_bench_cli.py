@@ -20,6 +20,7 @@ DOCUMENTED_KEYS = [
         "meta_step": ("us_p50", "us_p99"),
         "decision": ("us_p50", "us_p99"),
         "order_route": ("us_p50", "us_p99"),
+        "strategies_bar": ("ms_p50", "ms_p99"),
     }.items()
     for suffix in suffixes
 ]
