@@ -82,5 +82,5 @@ def test_splits_follow_the_protocol():
 
 def test_test_split_refuses_several_configurations(capsys):
     with pytest.raises(SystemExit):
-        main(["--split", "test", "--candidates", "default", "ucb"])
+        main(["--split", "test", "--candidates", "default", "ucb-global"])
     assert "exactly one configuration" in capsys.readouterr().err

@@ -60,16 +60,60 @@ TEST_SETS: tuple[EvalSet, ...] = (
 )
 SPLITS = {"validation": VALIDATION_SETS, "test": TEST_SETS}
 
-CANDIDATES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "hedge-eta0.03": {"policy_params": {"eta": 0.03, "discount": 1.0}},
-    "hedge-eta0.3": {"policy_params": {"eta": 0.3, "discount": 1.0}},
-    "hedge-regime": {"context": "regime"},
-    "hedge-probability": {"context": "probability"},
-    "thompson": {"policy": "thompson"},
-    "ucb": {"policy": "ucb"},
+BASE: dict[str, Any] = {
+    "policy": "hedge",
+    "policy_params": None,
+    "context": "global",
+    "mode": "blend",
+    "blend_by": "risk",
+    "max_position_change": 0.5,
+    "shrinkage": 0.0,
+    "vol_target": "none",
+    "regime_prior_rounds": 0.0,
 }
-"""Named candidates: ``MetaAgentConfig`` options on top of the defaults (``{}`` = the default)."""
+"""The configuration chosen before the overlay and the shrinkage existed (the previous default).
+Named candidates are spelled out against it, so their meaning does not move with the defaults."""
+
+_VT = {"vol_target": "market", "vol_target_max_scale": 1.0, "max_position_change": 2.0}
+_VT_VAR = _VT | {"vol_target_power": 2.0}
+_REGIME = {"context": "regime", "regime_prior_rounds": 300.0}
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "default": {},  # MetaAgentConfig's current defaults
+    # the previous default and its neighbours
+    "hedge-global": BASE,
+    "hedge-global-eta0.03": BASE | {"policy_params": {"eta": 0.03, "discount": 1.0}},
+    "hedge-global-eta0.3": BASE | {"policy_params": {"eta": 0.3, "discount": 1.0}},
+    "thompson-global": BASE | {"policy": "thompson"},
+    "ucb-global": BASE | {"policy": "ucb"},
+    # shrinkage toward equal risk weights; 1.0 is the equal-risk-weight reference blend
+    "hedge-global-shrink0.25": BASE | {"shrinkage": 0.25},
+    "hedge-global-shrink0.5": BASE | {"shrinkage": 0.5},
+    "equal-risk": BASE | {"shrinkage": 1.0},
+    # the per-bar smoothing bound (the ramp on a change of leader stays)
+    "hedge-global-cap1": BASE | {"max_position_change": 1.0},
+    "hedge-global-cap2": BASE | {"max_position_change": 2.0},
+    # the volatility overlay (scale ≤ 1; per-bar bound 2)
+    "hedge-global-vt-ensemble": BASE | _VT | {"vol_target": "ensemble"},
+    "hedge-global-vt-market": BASE | _VT,
+    "hedge-global-vt-market-var": BASE | _VT_VAR,
+    "hedge-global-vt-market-var-scale1.5": BASE | _VT_VAR | {"vol_target_max_scale": 1.5},
+    "hedge-global-vt-market-var-cap0.5": BASE | _VT_VAR | {"max_position_change": 0.5},
+    "thompson-global-vt-market-var": BASE | _VT_VAR | {"policy": "thompson"},
+    # learners per regime
+    "hedge-regime": BASE | {"context": "regime"},
+    "hedge-probability": BASE | {"context": "probability"},
+    "hedge-regime-prior300-cap2": BASE | _REGIME | {"max_position_change": 2.0},
+    "hedge-regime-vt-market-var": BASE | _VT_VAR | {"context": "regime"},
+    "hedge-regime-prior150-vt-market-var": BASE | _VT_VAR | _REGIME | {"regime_prior_rounds": 150.0},
+    "hedge-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME,
+    "hedge-regime-prior300-vt-market-var-shrink0.25": BASE | _VT_VAR | _REGIME | {"shrinkage": 0.25},
+    "hedge-regime-prior300-vt-market-var-cap0.5": BASE | _VT_VAR | _REGIME | {"max_position_change": 0.5},
+    "hedge-probability-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"context": "probability"},
+    "thompson-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"policy": "thompson"},
+}
+"""Named candidates: ``MetaAgentConfig`` options (the rest at the field defaults). A JSON candidate
+on the command line is taken as options over the current defaults."""
 
 
 # ---- pure parts -------------------------------------------------------------------------------

@@ -103,7 +103,9 @@ class MetaAgentConfig(BaseModel):
     context
         ``regime``: one learner per reported regime (falling back to the global learner until
         it has ``min_regime_rounds`` updates); ``probability``: the regime learners' weights
-        mixed by the regime probabilities; ``global``: one learner for every bar.
+        mixed by the regime probabilities; ``global``: one learner for every bar. With
+        ``regime_prior_rounds`` = n0 > 0 a regime learner's blending weights are shrunk toward
+        the global learner's, ``(n w_regime + n0 w_global) / (n + n0)`` after ``n`` updates.
     mode, blend_by
         ``select``: hold the chosen agent's target; ``blend``: the weighted mean of all targets
         (``blend_by="position"``) or of their risk-normalised targets, rescaled to the weighted
@@ -123,6 +125,22 @@ class MetaAgentConfig(BaseModel):
         the learner maximises each agent's return per unit of its own risk — a Sharpe ratio, the
         quantity the ensemble is judged on, which no longer favours an agent merely for taking
         bigger positions; ``"none"`` leaves rewards raw.
+    shrinkage
+        blending weights are ``(1 - shrinkage) * learned + shrinkage / N``: 0 trusts the
+        learner, 1 is the equal(-risk) weight blend whatever the learner says — 1/N is hard to
+        beat when the agents' differences are small against the noise of per-bar rewards.
+    vol_target, vol_target_halflife, vol_target_long_halflife, vol_target_max_scale, vol_target_power
+        a volatility-targeting overlay on the blended position, applied before the smoothing
+        and the position cap: the position is multiplied by ``(target_vol / forecast_vol) **
+        vol_target_power`` (1: volatility targeting; 2: variance targeting, exposure ∝ 1/σ², as
+        in Moreira & Muir's volatility-managed portfolios), capped at ``vol_target_max_scale``
+        (1: the overlay only ever reduces exposure); both are EWMA volatilities known at the bar — the
+        forecast with half-life ``vol_target_halflife``, the target the long-run level of the
+        same return stream (half-life ``vol_target_long_halflife``), so the overlay is unit-free
+        (daily or hourly bars alike) and leaves the average exposure near its unscaled level.
+        ``"market"``: the stream is the market's returns; ``"ensemble"``: the returns of the
+        unscaled blended position; ``"none"`` (default): no overlay. Volatility clusters, so
+        scaling exposure down when recent volatility is high raises the return per unit of risk.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -135,6 +153,7 @@ class MetaAgentConfig(BaseModel):
     blend_by: Literal["position", "risk"] = "risk"
     feedback: Literal["full", "bandit"] = "full"
     min_regime_rounds: int = Field(default=20, ge=0)
+    regime_prior_rounds: float = Field(default=0.0, ge=0.0)
     max_position_change: float = Field(default=0.5, gt=0.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
@@ -143,6 +162,12 @@ class MetaAgentConfig(BaseModel):
     agent_vol_floor: float = Field(default=0.1, gt=0.0)
     vol_halflife: float = Field(default=20.0, gt=0.0)
     vol_floor: float = Field(default=1e-4, gt=0.0)
+    shrinkage: float = Field(default=0.0, ge=0.0, le=1.0)
+    vol_target: Literal["none", "market", "ensemble"] = "none"
+    vol_target_halflife: float = Field(default=10.0, gt=0.0)
+    vol_target_long_halflife: float = Field(default=250.0, gt=0.0)
+    vol_target_max_scale: float = Field(default=2.0, gt=0.0)
+    vol_target_power: float = Field(default=1.0, gt=0.0, le=2.0)
     random_state: int = 0
 
     @classmethod
@@ -278,7 +303,9 @@ class MetaAgentState:
     ``agent_positions`` is each agent's *virtual* position (its last target, fed back into its
     observation); ``agent_costs`` the cost of the trade each made at the last bar;
     ``weights``/``arm`` what the meta-agent chose at the last bar; ``position`` the smoothed
-    ensemble target; ``version`` the number of bars applied (the snapshot's version);
+    ensemble target; ``blend`` the blended position before the volatility overlay,
+    ``overlay_variance`` the overlay's (forecast, long-run) EWMA variances and ``vol_scale`` the
+    scale it applied at the last bar; ``version`` the number of bars applied (the snapshot's version);
     ``model_version`` the step's (agent set + configuration) that wrote it — a step with another
     model version restarts the learners (:meth:`MetaAgentStep.restart`).
     """
@@ -299,6 +326,9 @@ class MetaAgentState:
     last_rewards: np.ndarray | None = None
     variance: float | None = None
     agent_variance: np.ndarray | None = None
+    blend: float | None = None
+    overlay_variance: np.ndarray | None = None
+    vol_scale: float = 1.0
     version: int = 0
     model_version: str = ""
 
@@ -322,6 +352,9 @@ class MetaAgentState:
             last_rewards=None if self.last_rewards is None else self.last_rewards.copy(),
             variance=self.variance,
             agent_variance=None if self.agent_variance is None else self.agent_variance.copy(),
+            blend=self.blend,
+            overlay_variance=None if self.overlay_variance is None else self.overlay_variance.copy(),
+            vol_scale=self.vol_scale,
             version=self.version,
             model_version=self.model_version,
         )
@@ -345,6 +378,9 @@ class MetaAgentState:
             "last_rewards": None if self.last_rewards is None else self.last_rewards.tolist(),
             "variance": self.variance,
             "agent_variance": None if self.agent_variance is None else self.agent_variance.tolist(),
+            "blend": self.blend,
+            "overlay_variance": None if self.overlay_variance is None else self.overlay_variance.tolist(),
+            "vol_scale": self.vol_scale,
             "version": self.version,
             "model_version": self.model_version,
         }
@@ -377,6 +413,11 @@ class MetaAgentState:
                 agent_variance=None
                 if data.get("agent_variance") is None
                 else np.asarray(data["agent_variance"], dtype=np.float64),
+                blend=None if data.get("blend") is None else float(data["blend"]),
+                overlay_variance=None
+                if data.get("overlay_variance") is None
+                else np.asarray(data["overlay_variance"], dtype=np.float64),
+                vol_scale=float(data.get("vol_scale", 1.0)),
                 version=int(data["version"]),
                 model_version=str(data.get("model_version", "")),
             )
@@ -471,6 +512,9 @@ class MetaAgentStep:
         self.model_version = f"{version}+meta-{self.config.fingerprint()}"
         self._n = len(self.agent_names)
         self._decay = 0.5 ** (1.0 / self.config.vol_halflife)
+        self._overlay_decay = 0.5 ** (
+            1.0 / np.array([self.config.vol_target_halflife, self.config.vol_target_long_halflife])
+        )
 
     # ---- the stage runner's SymbolStep protocol ------------------------------------------
 
@@ -604,6 +648,7 @@ class MetaAgentStep:
                 if state.variance is None
                 else self._decay * state.variance + (1.0 - self._decay) * r * r
             )
+            new.overlay_variance = self._overlay_update(state, r)
         new.last_rewards = rewards
 
         # 4. choose at t
@@ -615,7 +660,9 @@ class MetaAgentStep:
             weights, selection, learner_key = np.full(self._n, 1.0 / self._n), None, None
             arm = None
             targets = np.zeros(self._n)
-        desired = self._combine(weights, targets, new.agent_variance)
+        blend = self._combine(weights, targets, new.agent_variance)
+        scale = self._vol_scale(new.overlay_variance) if selection is not None else 1.0
+        desired = blend * scale
         leader = int(np.argmax(weights)) if selection is not None else None
 
         # 5. smooth
@@ -637,6 +684,8 @@ class MetaAgentStep:
         new.arm = arm
         new.leader = leader if leader is not None else state.leader
         new.position = new_position
+        new.blend = blend if selection is not None else None
+        new.vol_scale = scale
         new.ramp_left = ramp_left
         new.last_price = price
         new.last_timestamp = market.timestamp
@@ -659,7 +708,10 @@ class MetaAgentStep:
             regime=regime,
             confidence=market.regime.confidence,
             agent_weights={n: float(w) for n, w in zip(self.agent_names, weights, strict=True)},
-            explanation=self._one_line(state, new, market, weights, selection, desired, switched, detail["why"]),
+            explanation=self._one_line(
+                state, new, market, weights, selection, desired, switched,
+                detail["why"] + self._overlay_phrase(detail["vol_target"]),
+            ),
             explanation_detail=detail,
         )
         events: tuple[AgentSwitched, ...] = ()
@@ -713,6 +765,40 @@ class MetaAgentStep:
         safe = np.where(active, sigma, 1.0)
         return float((w @ (targets / safe)) * (w @ np.where(active, sigma, 0.0)))
 
+    def _overlay_update(self, state: MetaAgentState, r: float) -> np.ndarray | None:
+        """The overlay's EWMA accumulators after the bar's return: ``[forecast, long-run, bars]``
+        (zero-started, bias-corrected in :meth:`overlay_vols`)."""
+        cfg = self.config
+        if cfg.vol_target == "none":
+            return None
+        if cfg.vol_target == "ensemble":
+            if state.blend is None:  # the ensemble held nothing yet: no return to learn from
+                return state.overlay_variance
+            x = state.blend * r
+        else:
+            x = r
+        acc = np.zeros(3) if state.overlay_variance is None else state.overlay_variance
+        out = np.empty(3)
+        out[:2] = self._overlay_decay * acc[:2] + (1.0 - self._overlay_decay) * x * x
+        out[2] = acc[2] + 1.0
+        return out
+
+    def overlay_vols(self, overlay_variance: np.ndarray | None) -> tuple[float, float] | None:
+        """(forecast vol, target vol) of the overlay's stream, or None before its first return."""
+        if overlay_variance is None or overlay_variance[2] < 1.0:
+            return None
+        variances = overlay_variance[:2] / (1.0 - self._overlay_decay ** overlay_variance[2])
+        return float(np.sqrt(variances[0])), float(np.sqrt(variances[1]))
+
+    def _vol_scale(self, overlay_variance: np.ndarray | None) -> float:
+        """``(target_vol / forecast_vol) ** vol_target_power`` capped at ``vol_target_max_scale``;
+        1 without an estimate."""
+        vols = self.overlay_vols(overlay_variance)
+        if vols is None or vols[1] <= 0.0:
+            return 1.0
+        cap = self.config.vol_target_max_scale
+        return min((vols[1] / vols[0]) ** self.config.vol_target_power, cap) if vols[0] > 0.0 else cap
+
     def _risk_scale(self, state: MetaAgentState, r: float) -> float | np.ndarray:
         """What the bar's net returns are divided by (volatilities known at the previous bar)."""
         cfg = self.config
@@ -751,6 +837,17 @@ class MetaAgentStep:
             return GLOBAL
         return regime
 
+    def _learner_weights(self, new: MetaAgentState, copied: set[str], key: str) -> np.ndarray:
+        """The weights of the learner under ``key``; a regime learner's are shrunk toward the
+        global learner's, ``(n w_regime + n0 w_global) / (n + n0)`` with ``n`` its updates and
+        ``n0 = regime_prior_rounds``, so a regime seen for a few bars leans on every bar's evidence."""
+        weights = self._writable(new, copied, key).weights()
+        n0 = self.config.regime_prior_rounds
+        if key == GLOBAL or n0 <= 0.0:
+            return weights
+        n = new.learners[key].t_
+        return (n * weights + n0 * self._writable(new, copied, GLOBAL).weights()) / (n + n0)
+
     def _choose(
         self, new: MetaAgentState, copied: set[str], market: MarketState
     ) -> tuple[np.ndarray, Selection, str]:
@@ -761,14 +858,17 @@ class MetaAgentStep:
             weights = np.zeros(self._n)
             for r, p in zip(REGIMES, market.regime.probabilities, strict=True):
                 if p > 0.0:
-                    weights += p * self._writable(new, copied, self._primary_key(new, r.value)).weights()
+                    weights += p * self._learner_weights(new, copied, self._primary_key(new, r.value))
             if self.config.mode == "select":
                 weights = np.eye(self._n)[int(np.argmax(weights))]
         elif self.config.mode == "blend":
-            weights = learner.weights()
+            weights = self._learner_weights(new, copied, key)
         else:
             weights = np.eye(self._n)[selection.arm]
-        return weights / weights.sum(), selection, key
+        weights = weights / weights.sum()
+        if self.config.shrinkage > 0.0 and self.config.mode == "blend":
+            weights = (1.0 - self.config.shrinkage) * weights + self.config.shrinkage / self._n
+        return weights, selection, key
 
     # ---- explanations ----------------------------------------------------------------------
 
@@ -838,6 +938,7 @@ class MetaAgentStep:
                 "position": old.position,
             },
             "switched": switched,
+            "vol_target": self._overlay_detail(old, new, selection is not None),
             "desired_position": desired,
             "position": new.position,
             "ramp_left": new.ramp_left,
@@ -847,6 +948,31 @@ class MetaAgentStep:
                 "regime": new.regret.regret(market.regime.regime.value),
             },
         }
+
+    def _overlay_detail(self, old: MetaAgentState, new: MetaAgentState, active: bool) -> dict[str, Any] | None:
+        """What the volatility overlay did at this bar (None when it is off)."""
+        if self.config.vol_target == "none":
+            return None
+        vols = self.overlay_vols(new.overlay_variance)
+        return {
+            "source": self.config.vol_target,
+            "scale": new.vol_scale,
+            "previous_scale": old.vol_scale,
+            "forecast_vol": None if vols is None else vols[0],
+            "target_vol": None if vols is None else vols[1],
+            "blend": new.blend,
+            "capped": active and new.vol_scale >= self.config.vol_target_max_scale,
+        }
+
+    def _overlay_phrase(self, detail: dict[str, Any] | None) -> str:
+        """The overlay in the one-line explanation: the scale and why."""
+        if detail is None or detail["forecast_vol"] is None:
+            return ""
+        f, t, scale = detail["forecast_vol"], detail["target_vol"], detail["scale"]
+        why = "cap" if detail["capped"] else ("calmer than" if f < t else "more volatile than")
+        if why == "cap":
+            return f"; vol target ×{scale:.2f} (capped: recent {self.config.vol_target} vol {f:.2%} vs long-run {t:.2%})"
+        return f"; vol target ×{scale:.2f} (recent {self.config.vol_target} vol {f:.2%} {why} long-run {t:.2%})"
 
     def _one_line(
         self,
