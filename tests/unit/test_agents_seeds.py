@@ -21,7 +21,7 @@ def test_one_seed_is_returned_as_it_is():
 
 def test_best_keeps_the_seed_with_the_best_validation_score_first_on_a_tie():
     seeds = [trained(9, 0.2), trained(109, 0.7), trained(209, 0.7)]
-    best = combine_seeds(seeds, [], TrainConfig(combine_seeds="best"))
+    best = combine_seeds(seeds, [], TrainConfig(), mode="best")
     assert best is seeds[1]
     assert best.validation["seed_scores"] == {"9": 0.2, "109": 0.7, "209": 0.7}
 
@@ -30,3 +30,10 @@ def test_bagging_is_the_default_and_the_mode_is_checked():
     assert TrainConfig().combine_seeds == "mean"
     with pytest.raises(ValidationError):
         TrainConfig(combine_seeds="median")
+
+
+def test_seeds_can_differ_per_agent():
+    config = TrainConfig(n_seeds=3, agent_overrides={"aggressive": {"n_seeds": 1, "combine_seeds": "best"}})
+    assert config.for_agent("aggressive").n_seeds == 1
+    assert config.for_agent("aggressive").combine_seeds == "best"
+    assert config.for_agent("balanced").n_seeds == 3

@@ -79,7 +79,7 @@ AGENT_DATA: dict[str, tuple[str, ...]] = {}
 follows the default rule of :func:`agent_training_data`."""
 OVERRIDABLE = frozenset(
     {"gamma", "gae_lambda", "learning_rate", "ent_coef", "clip_range", "log_std_init", "cost_bps",
-     "slippage_bps", "total_timesteps", "episode_length"}
+     "slippage_bps", "total_timesteps", "episode_length", "n_seeds", "combine_seeds"}
 )
 
 
@@ -456,17 +456,21 @@ def train_agent(
 
 
 def combine_seeds(
-    candidates: Sequence[TrainedAgent], validation_data: Sequence[PreparedSeries], config: TrainConfig
+    candidates: Sequence[TrainedAgent],
+    validation_data: Sequence[PreparedSeries],
+    config: TrainConfig,
+    mode: str = "mean",
 ) -> TrainedAgent:
-    """One agent from its seeds: with ``combine_seeds="mean"`` (bagging) the mean of the
-    seeds' deterministic actions, scored again on the validation data; with ``"best"`` the seed
-    with the best validation score (the first wins a tie). One seed is returned as it is."""
+    """One agent from its seeds: with ``mode="mean"`` (bagging) the mean of the seeds'
+    deterministic actions, scored again on the validation data with the job's ``config``; with
+    ``"best"`` the seed with the best validation score (the first wins a tie). One seed is
+    returned as it is."""
     from training.agents.export import AveragedPolicy
 
     seed_scores = {str(t.seed): t.validation["score"] for t in candidates}
     if len(candidates) == 1:
         return candidates[0]
-    if config.combine_seeds == "best":
+    if mode == "best":
         best = max(candidates, key=lambda t: t.validation["score"])
         best.validation["seed_scores"] = seed_scores
         return best
@@ -569,10 +573,11 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         else:
             validation = [s.validation for s in chosen if s.validation is not None]
         candidates = []
-        for k in range(config.n_seeds):
+        own = config.for_agent(agent)
+        for k in range(own.n_seeds):
             seed = config.seed + AGENT_NAMES.index(agent) + SEED_STRIDE * k
             candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
-        trained[agent] = combine_seeds(candidates, validation or train, config)
+        trained[agent] = combine_seeds(candidates, validation or train, config, own.combine_seeds)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
     rng = np.random.default_rng(config.seed)
