@@ -302,6 +302,16 @@ def test_batch_puts_write_every_row_once(store):
     assert store.get_item("stage-state", {"pk": "regime", "sk": "S000"})["p"] == 9.5
 
 
+def test_versions_of_many_keys_in_their_order_with_zero_for_absent_items(store):
+    rows = [{"pk": "features", "sk": f"S{i:03d}", "version": i + 1, "state": b"x"} for i in range(130)]
+    store.put_items("stage-state", rows)
+    keys = [{"pk": "features", "sk": f"S{i:03d}"} for i in range(129, -1, -1)]  # 130 keys: two calls
+    keys.insert(5, {"pk": "features", "sk": "NONE"})
+    versions = store.get_versions("stage-state", keys)
+    assert versions[5] == 0 and versions[:5] == [130, 129, 128, 127, 126] and versions[-1] == 1
+    assert store.get_versions("stage-state", []) == []
+
+
 def test_dynamo_rejects_non_finite_numbers(aws):
     with pytest.raises(DataError, match="x=nan"):
         from ensemble_trader.adapters.aws.dynamodb import serialize_item

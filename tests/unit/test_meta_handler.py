@@ -127,8 +127,9 @@ def test_bandit_snapshot_is_keyed_by_symbol_and_decodes(pipeline, world) -> None
 
 
 def test_two_writers_never_lose_an_update(pipeline, world) -> None:
-    """Container B holds a stale cached state; its snapshot write loses the race and it retries
-    from the newer snapshot instead of overwriting A's update."""
+    """Container B holds a stale cached state: it sees that the snapshot is newer and continues
+    from it instead of overwriting A's update (a write that races past that check loses the
+    conditional put and is retried: tests/unit/test_stage_runner.py)."""
     states = pipeline.market_states
     shared = [world["queue"], world["store"], world["snapshots"], world["bus"]]
     a = Container(*shared)
@@ -136,10 +137,8 @@ def test_two_writers_never_lose_an_update(pipeline, world) -> None:
     a.send(states[:20])
     b.cache.data.update(a.cache.data)  # both containers now hold version 1
     a.send(states[20:30], 20)  # A moves the snapshot to version 2
-    response = b.send(states[30:35], 30)  # B, stale at version 1, tries to write version 2
-    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:020d}" for i in range(30, 35)]
-    assert b.runner.step.key("SYN") not in b.cache.data  # dropped, so the retry reloads
-    assert b.send(states[30:35], 30) == {"batchItemFailures": []}  # the ESM retries
+    assert b.send(states[30:35], 30) == {"batchItemFailures": []}  # B's cache is at version 1
+    assert b.runner.stats.stale_cache == 1
     (item,) = world["snapshots"].items("bandit-state")
     assert item["version"] == 3
     final = MetaAgentState.from_bytes(item["state"])

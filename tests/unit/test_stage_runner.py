@@ -254,19 +254,51 @@ def test_cache_loss_is_repaired_from_the_snapshot(world):
     assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4]
 
 
-def test_concurrent_writer_is_detected_and_the_retry_reloads_its_snapshot(world):
-    world.runner.process(event_of(interleaved(2)))
-    # Another container processed AAA's next bar and snapshotted version 2; our cache is at 1.
+def _other_writer_moves_aaa_to_version_2(world) -> None:
+    """Another container processed AAA's next bar and snapshotted version 2."""
     other = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
     ahead = {"symbol": "AAA", "last": timestamp_ns(T0 + timedelta(days=2)), "count": 3, "total": 303.0}
     world.snapshots.put_item("stage-state", {**other, "version": 2, "state": json.dumps(ahead).encode()},
                              expected_version=1)
+
+
+def test_a_cached_state_behind_its_snapshot_is_replaced_before_anything_is_computed(world):
+    world.runner.process(event_of(interleaved(2)))
+    _other_writer_moves_aaa_to_version_2(world)  # our cache still holds version 1
+    emitted = len(world.outputs())
+    event = event_of([("AAA", bar_json("AAA", 2)), ("AAA", bar_json("AAA", 3))], first_seq=5000)
+    assert failures(world.runner.process(event)) == []
+    version, state = world.state("AAA")
+    assert version == 3 and state["count"] == 4  # the other writer's bar counted once
+    assert world.runner.stats.stale_cache == 1 and world.runner.stats.duplicates == 1
+    assert len(world.outputs()) == emitted + 1  # only bar 3: nothing from the old state
+
+
+def test_a_writer_that_races_past_the_version_check_loses_the_put_and_the_retry_reloads(world):
+    world.runner.process(event_of(interleaved(2)))
+    check = world.snapshots.get_versions
+
+    def racing(table, keys):  # the other container writes right after our check
+        versions = check(table, keys)
+        world.snapshots.get_versions = check
+        _other_writer_moves_aaa_to_version_2(world)
+        return versions
+
+    world.snapshots.get_versions = racing
     event = event_of([("AAA", bar_json("AAA", 2)), ("AAA", bar_json("AAA", 3))], first_seq=5000)
     assert failures(world.runner.process(event)) == ["5000", "5001"]
     assert "tally:AAA" not in world.cache.data  # dropped, so the retry reads the snapshot
     assert failures(world.runner.process(event)) == []
     version, state = world.state("AAA")
-    assert version == 3 and state["count"] == 4  # the other writer's bar counted once
+    assert version == 3 and state["count"] == 4
+
+
+def test_unreadable_snapshot_versions_fail_the_batch_for_a_retry(world):
+    world.runner.process(event_of(interleaved(2)))
+    world.snapshots.failures.fail("get_versions")
+    event = event_of([("AAA", bar_json("AAA", 2)), ("BBB", bar_json("BBB", 2))], first_seq=5000)
+    assert failures(world.runner.process(event)) == ["5000", "5001"]
+    assert failures(world.runner.process(event)) == []
 
 
 def test_unreachable_dlq_reports_the_bad_record_as_failed(world):

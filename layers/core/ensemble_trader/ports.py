@@ -80,6 +80,11 @@ class KeyValueStore(Protocol):
         ``version`` equals it (or the item is absent and it is 0), else ConcurrencyError."""
         ...
 
+    def get_versions(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The stored ``version`` of the item at each key (0 where there is none), read
+        consistently — how a cached copy is checked against the durable one."""
+        ...
+
 
 @runtime_checkable
 class ModelStore(Protocol):

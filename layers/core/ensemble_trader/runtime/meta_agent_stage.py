@@ -58,6 +58,9 @@ class BanditSnapshots:
             return None
         return {**item, "pk": key["pk"], "sk": key["sk"]}
 
+    def get_versions(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        return self.store.get_versions(self.table, [{"pk": self.item_key(k)} for k in keys])
+
     def put_item(self, table: str, item: Mapping[str, Any], *, expected_version: int | None = None) -> None:
         stored = {k: v for k, v in item.items() if k != "sk"}
         stored["pk"] = self.item_key(item)

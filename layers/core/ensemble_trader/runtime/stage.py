@@ -3,7 +3,8 @@
 A stage of the pipeline (features, regime, meta-agent) is a pure step over per-symbol state::
 
     Kinesis records ──decode/validate──▶ group by symbol (order kept)
-        ──one MGET──▶ state per symbol (cache; DynamoDB snapshot on a miss; new state otherwise)
+        ──one MGET──▶ state per symbol (cache, checked against the snapshots' versions;
+                      DynamoDB snapshot on a miss or a stale entry; new state otherwise)
         ──step.apply(state, message) for each new record──▶ outputs, events
         ──▶ outputs on the next stream / queue (in arrival order) ──▶ events on the bus
         ──▶ conditional snapshot per symbol (DynamoDB) ──▶ one pipelined write-back (cache)
@@ -39,6 +40,11 @@ Rules, in the order they apply:
   (``stage-state`` table, pk = stage name, sk = symbol) is written with a ``version`` condition
   *before* the cache: two concurrent writers cannot both win, and the loser drops its cache key
   so its retry reloads the newer snapshot. A cache loss is repaired from the snapshots.
+* **A stale cache is never computed from.** Before applying anything, the cached versions are
+  compared with the snapshots' (one consistent BatchGetItem of the versions per batch); an entry
+  behind its snapshot — a write-back that failed after the snapshot was written, a cache
+  failover that lost recent writes — is replaced by the snapshot, so no output is ever computed
+  from an old state (counted as ``<stage>_stale_cache``).
 
 ``apply`` must not leave its state changed when it raises (validate first, then mutate).
 Measurements go to Powertools metrics (``<stage>_compute_us`` per record and counts per batch)
@@ -211,6 +217,7 @@ class StageStats:
     failed_items: int = 0
     outputs: int = 0
     events: int = 0
+    stale_cache: int = 0  # cached states found behind their snapshot (and reloaded from it)
     # the latest per-record compute times (bounded: a warm container may live for millions)
     compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
@@ -388,6 +395,14 @@ class KinesisStageRunner(Generic[S, In]):
             for g in groups.values():
                 g.fail(0)
             return
+        try:
+            blobs = self._drop_stale(symbols, blobs)
+        except InfrastructureError as exc:
+            log.warning("stage %s: snapshot versions unreadable, failing %d symbols: %s",
+                        self.step.name, len(symbols), exc)
+            for g in groups.values():
+                g.fail(0)
+            return
         for symbol, blob in zip(symbols, blobs, strict=True):
             group = groups[symbol]
             try:
@@ -395,6 +410,35 @@ class KinesisStageRunner(Generic[S, In]):
             except (InfrastructureError, StateError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
+
+    def _drop_stale(self, symbols: list[str], blobs: list[bytes | None]) -> list[bytes | None]:
+        """``blobs`` with every cached state older than its snapshot replaced by ``None`` (a miss).
+
+        The cache can fall behind the snapshots — a write-back that failed after the snapshot was
+        written, a cache failover that lost the newest writes. Computing from such a state would
+        emit wrong outputs before the snapshot's version check caught it, so the cached versions
+        are checked first, with one consistent read of the snapshots' versions per batch.
+        """
+        if self.snapshots is None:
+            return blobs
+        cached = {}
+        for symbol, blob in zip(symbols, blobs, strict=True):
+            if blob is not None:
+                try:
+                    cached[symbol] = decode_cached(blob)[0]
+                except Exception:  # an unreadable entry is repaired from the snapshot in _load_one
+                    continue
+        if not cached:
+            return blobs
+        keys = [{"pk": self.step.name, "sk": symbol} for symbol in cached]
+        stored = dict(zip(cached, self.snapshots.get_versions(self.snapshot_table, keys), strict=True))
+        stale = {symbol for symbol, version in cached.items() if version != stored[symbol]}
+        if not stale:
+            return blobs
+        log.warning("stage %s: cached state of %s behind its snapshot; reloading", self.step.name, sorted(stale))
+        self.stats.stale_cache += len(stale)
+        self._count("stale_cache", len(stale))
+        return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)]
 
     def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool]:
         """(state, version, loaded_from_snapshot) of one symbol."""

@@ -163,6 +163,42 @@ class DynamoKeyValueStore:
                     f"{max_attempts} attempts"
                 )
 
+    def get_versions(
+        self, table: str, keys: Sequence[Mapping[str, Any]], *, max_attempts: int = 5
+    ) -> list[int]:
+        """The ``version`` of each key's item (0 when absent): consistent ``BatchGetItem`` calls of
+        100 keys that fetch only the key and the version, retrying unprocessed keys."""
+        name = self.table_name(table)
+        names = list(keys[0]) if keys else []
+        projection = {f"#k{i}": n for i, n in enumerate(names)} | {"#v": VERSION_ATTRIBUTE}
+        found: dict[tuple, int] = {}
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                "Keys": [serialize_item(k) for k in keys[start : start + 100]],
+                "ConsistentRead": True,
+                "ProjectionExpression": ", ".join(projection),
+                "ExpressionAttributeNames": projection,
+            }
+            for attempt in range(1, max_attempts + 1):
+                try:
+                    response = self._client.batch_get_item(RequestItems={name: request})
+                except (ClientError, BotoCoreError) as exc:
+                    raise translate(exc, f"DynamoDB batch_get_item {name}") from exc
+                for raw in response.get("Responses", {}).get(name, []):
+                    item = deserialize_item(raw)
+                    found[tuple(item[n] for n in names)] = int(item.get(VERSION_ATTRIBUTE, 0))
+                unprocessed = response.get("UnprocessedKeys", {}).get(name)
+                if not unprocessed:
+                    break
+                request = dict(request, Keys=unprocessed["Keys"])
+                if attempt < max_attempts:
+                    time.sleep(0.05 * 2 ** (attempt - 1))
+            else:
+                raise InfrastructureError(
+                    f"DynamoDB batch_get_item {name}: keys still unprocessed after {max_attempts} attempts"
+                )
+        return [found.get(tuple(k[n] for n in names), 0) for k in keys]
+
     def delete_item(self, table: str, key: Mapping[str, Any]) -> None:
         name = self.table_name(table)
         try:

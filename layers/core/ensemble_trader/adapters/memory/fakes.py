@@ -168,6 +168,12 @@ class MemoryKeyValueStore:
                 )
         self.tables[table][k] = copy.deepcopy(dict(item))
 
+    def get_versions(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
+        self.failures.check("get_versions")
+        names = self._key_names(table)
+        rows = self.tables[table]
+        return [int(rows.get(tuple(k[n] for n in names), {}).get(VERSION_ATTRIBUTE, 0)) for k in keys]
+
     def put_items(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Unconditional puts of many rows (DynamoKeyValueStore's BatchWriteItem)."""
         self.failures.check("put_items")
