@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,23 @@ def percentiles_us(samples_ns: Iterable[int], prefix: str) -> dict[str, float]:
         f"{prefix}_us_p50": round(float(np.percentile(arr, 50)), 3),
         f"{prefix}_us_p99": round(float(np.percentile(arr, 99)), 3),
     }
+
+
+def committed_models() -> tuple[Any, Any]:
+    """The committed agent set and regime model as ``(AgentPool, RegimeStep)``, from the settings'
+    models folder; :class:`~ensemble_trader.domain.errors.ModelArtifactError` when one is missing."""
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime.settings import Settings
+
+    models = Settings().models_dir
+    return AgentPool.load(models / "agents"), RegimeStep(RegimeModel.load(models / "regime"))
+
+
+def models_missing(key: str, exc: Exception) -> dict[str, str]:
+    """The note a benchmark that needs :func:`committed_models` returns instead of its figures."""
+    return {key: f"absent: the committed agent set or regime model is missing ({type(exc).__name__})"}
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 50) -> list[int]:

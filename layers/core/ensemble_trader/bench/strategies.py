@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ensemble_trader.bench import percentiles_us
+from ensemble_trader.bench import committed_models, models_missing, percentiles_us
 from ensemble_trader.domain.errors import ModelArtifactError
 
 STRATEGIES = 64
@@ -50,21 +50,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         MemoryQueuePublisher,
         MemoryStreamPublisher,
     )
-    from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentStep
-    from ensemble_trader.domain.regime import RegimeStep
-    from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.domain.synthetic import generate
     from ensemble_trader.runtime.features_stage import FeaturesStep
-    from ensemble_trader.runtime.settings import Settings
     from ensemble_trader.runtime.stage import KinesisStageRunner, QueueSink, StageStats, StreamSink
 
-    settings = Settings()
     try:
-        pool = AgentPool.load(settings.models_dir / "agents")
-        regime = RegimeStep(RegimeModel.load(settings.models_dir / "regime"))
+        pool, regime = committed_models()
     except ModelArtifactError as exc:
-        return {"strategies_note": f"absent: the committed agent set or regime model is missing ({type(exc).__name__})"}
+        return models_missing("strategies_note", exc)
 
     n_bars = WARMUP_BARS + (40 if quick else 200)
     series = [generate("realistic", n_bars, seed=1_000 + k, symbol=f"S{k:03d}").series for k in range(STRATEGIES)]
