@@ -100,7 +100,7 @@ def test_switch_ramps_to_the_new_leader_over_ramp_bars() -> None:
     names = ("a", "b")
     cfg = MetaAgentConfig.create(
         policy="ucb", mode="select", context="global", ramp_bars=4, max_position_change=2.0,
-        risk_adjustment="none", cost_bps=0.0,
+        risk_adjustment="none", cost_bps=0.0, vol_target="none",
     )
     step = MetaAgentStep(cfg, agent_names=names)
     # agent a is long, agent b short; prices rise then fall hard so the leader flips to b

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
-from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline
+from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline, until
 from ensemble_trader.backtest.metrics import performance, periods_per_year
 from ensemble_trader.backtest.report import write_report
 from ensemble_trader.domain.errors import DataError
@@ -128,7 +128,7 @@ def test_walk_forward_start_evaluates_only_later_bars(pipeline) -> None:
 def test_compare_policies_runs_every_configuration(pipeline) -> None:
     configs = [MetaAgentConfig.create(policy=p) for p in ("ucb", "exp3", "dts")]
     table = compare_policies(pipeline, configs)
-    assert list(table) == ["ucb/global/blend/full", "exp3/global/blend/full", "dts/global/blend/full"]
+    assert list(table) == ["ucb/regime/blend/full", "exp3/regime/blend/full", "dts/regime/blend/full"]
     assert all(math.isfinite(v["ensemble"]["sharpe"]) for v in table.values())
 
 
@@ -153,3 +153,37 @@ def test_end_equals_running_on_the_shorter_series(pipeline) -> None:
     short = run_meta(run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model())), config)
     assert evaluate(full, end=end) == evaluate(short)
     assert evaluate(full, start=str(pipeline.timestamp[200])[:10], end=end)["run"]["periods"] == n - 201
+
+
+def test_vol_overlay_scales_are_recorded_and_sliced(pipeline) -> None:
+    run = run_meta(pipeline, MetaAgentConfig.create(vol_target="market", vol_target_max_scale=1.0))
+    scales = [
+        i.explanation_detail["vol_target"]["scale"] if i.explanation_detail.get("vol_target") else 1.0
+        for i in run.intents
+    ]
+    np.testing.assert_array_equal(run.vol_scales, scales)
+    assert run.vol_scales.max() <= 1.0 and run.vol_scales.min() < 1.0
+    result = evaluate(run)
+    assert result["run"]["vol_scale_mean"] == pytest.approx(run.vol_scales[result["run"]["start_index"]:].mean())
+    end = str(pipeline.timestamp[400])[:10]
+    assert len(until(run, end).vol_scales) == 400
+    off = run_meta(pipeline, MetaAgentConfig.create(vol_target="none"))
+    assert np.all(off.vol_scales == 1.0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shrinkage", "1.5"], "argument --shrinkage: expected a number in [0, 1], got '1.5'"),
+        (["--meta-config", "{bad"], "argument --meta-config: not valid JSON"),
+        (["--meta-config", "[1]"], "argument --meta-config: expected a JSON object"),
+        (["--vol-target", "vix"], "argument --vol-target: invalid choice: 'vix'"),
+    ],
+)
+def test_backtest_cli_refuses_bad_meta_options(argv, message, capsys) -> None:
+    from ensemble_trader.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backtest", "--bars", "synth:easy:1:200", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

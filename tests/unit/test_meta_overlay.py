@@ -77,7 +77,9 @@ def test_ensemble_overlay_follows_the_unscaled_blend_returns() -> None:
     prices = calm_then_wild(n=120, spike_at=80)
     n = len(prices)
     targets = np.tile([1.0, 1.0, 1.0, 1.0], (n, 1))  # every blend is +1
-    cfg = MetaAgentConfig.create(vol_target="ensemble", vol_target_max_scale=5.0, max_position_change=4.0)
+    cfg = MetaAgentConfig.create(
+        vol_target="ensemble", vol_target_power=1.0, vol_target_max_scale=5.0, max_position_change=4.0
+    )
     _, decisions = run(MetaAgentStep(cfg), prices, [Regime.BULL] * n, targets, warmup=10)
     returns = prices[1:] / prices[:-1] - 1.0
     assert decisions[10].intent.explanation_detail["vol_target"]["forecast_vol"] is None  # nothing held yet

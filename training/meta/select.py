@@ -99,10 +99,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "hedge-global-vt-market-var": BASE | _VT_VAR,
     "hedge-global-vt-market-var-scale1.5": BASE | _VT_VAR | {"vol_target_max_scale": 1.5},
     "hedge-global-vt-market-var-cap0.5": BASE | _VT_VAR | {"max_position_change": 0.5},
+    "equal-risk-cap2": BASE | {"shrinkage": 1.0, "max_position_change": 2.0},
+    "equal-risk-vt-market-var": BASE | _VT_VAR | {"shrinkage": 1.0},
     "thompson-global-vt-market-var": BASE | _VT_VAR | {"policy": "thompson"},
     # learners per regime
     "hedge-regime": BASE | {"context": "regime"},
     "hedge-probability": BASE | {"context": "probability"},
+    "hedge-regime-prior150-cap2": BASE | _REGIME | {"regime_prior_rounds": 150.0, "max_position_change": 2.0},
     "hedge-regime-prior300-cap2": BASE | _REGIME | {"max_position_change": 2.0},
     "hedge-regime-vt-market-var": BASE | _VT_VAR | {"context": "regime"},
     "hedge-regime-prior150-vt-market-var": BASE | _VT_VAR | _REGIME | {"regime_prior_rounds": 150.0},
@@ -213,8 +216,12 @@ def evaluate_candidates(
     regime_model: Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    img_dir: Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], str]:
-    """Full ``evaluate()`` reports, ``{candidate: {set name: report}}``, and the agent set version."""
+    """Full ``evaluate()`` reports, ``{candidate: {set name: report}}``, and the agent set version.
+
+    With ``img_dir`` (one candidate), the report plots of the S&P 500 set go there as
+    ``meta_backtest_sp500_{equity,weights,drawdown}.png`` (the figures of docs/meta-agent.md)."""
     from ensemble_trader.backtest.engine import CostModel
     from ensemble_trader.backtest.ensemble import evaluate, run_meta, run_pipeline
     from ensemble_trader.domain.agents import AgentPool
@@ -245,10 +252,34 @@ def evaluate_candidates(
         bar.update()
         for label, config in configs.items():
             bar.set_postfix_str(f"{s.name}: {label[:30]}")
-            reports[label][s.name] = evaluate(run_meta(pipeline, config), costs, s.start, s.end)
+            run = run_meta(pipeline, config)
+            reports[label][s.name] = evaluate(run, costs, s.start, s.end)
+            if img_dir is not None and s.spec == "arch:sp500":
+                write_figures(run, reports[label][s.name], costs, img_dir)
             bar.update()
     bar.close()
     return reports, pool.version
+
+
+def write_figures(run: Any, result: dict[str, Any], costs: Any, img_dir: Path) -> list[Path]:
+    """The three plots of the HTML report as PNG files (``meta_backtest_sp500_*.png``)."""
+    import base64
+
+    from ensemble_trader.backtest import report
+
+    i0 = int(result["run"]["start_index"])
+    pngs = {
+        "equity": report.plot_equity(run, costs, i0),
+        "weights": report.plot_regimes_and_weights(run, i0),
+        "drawdown": report.plot_drawdowns_and_regret(run, costs, i0, result["target"]["best_agent"]),
+    }
+    img_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in pngs.items():
+        path = img_dir / f"meta_backtest_sp500_{name}.png"
+        path.write_bytes(base64.b64decode(data))
+        paths.append(path)
+    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=None, help="agent set folder (default: the committed set)")
     parser.add_argument("--regime-model", type=Path, default=None, help="regime model folder (default: committed)")
     parser.add_argument("--seed", type=int, default=0, help="random_state of the learners")
+    parser.add_argument("--img-dir", type=Path, default=None,
+                        help="with --split test: write the S&P 500 report plots here (docs/img)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
@@ -271,10 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.split == "test" and len(candidates) != 1:
         parser.error("--split test reports exactly one configuration: choose it on validation first")
+    if args.img_dir is not None and args.split != "test":
+        parser.error("--img-dir goes with --split test (the figures of the reported configuration)")
     sets = SPLITS[args.split]
     reports, version = evaluate_candidates(
         sets, candidates, models=args.models, regime_model=args.regime_model, seed=args.seed,
-        progress=sys.stderr.isatty() or not args.json,
+        progress=sys.stderr.isatty() or not args.json, img_dir=args.img_dir,
     )
     scores = {
         label: {

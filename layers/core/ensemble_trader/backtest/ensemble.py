@@ -145,6 +145,7 @@ class EnsembleRun:
     agent_rewards: np.ndarray  # (n, A) reward of each agent for (t-1, t]; NaN when none
     meta_rewards: np.ndarray  # (n,) the meta-agent's reward for (t-1, t]; NaN when none
     final_state: MetaAgentState
+    vol_scales: np.ndarray  # (n,) the volatility overlay's scale (1 when off or warming up)
 
     def regret_curve(self, start: int = 0) -> np.ndarray:
         """Cumulative regret against the best agent in hindsight *at each bar* from ``start``."""
@@ -162,6 +163,7 @@ def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool =
     leaders = np.full(n, -1)
     agent_rewards = np.full((n, a), np.nan)
     meta_rewards = np.full(n, np.nan)
+    vol_scales = np.ones(n)
     intents: list[OrderIntent] = []
     switches: list[AgentSwitched] = []
     state: MetaAgentState | None = None
@@ -177,6 +179,9 @@ def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool =
         weights[i] = [intent.agent_weights[name] for name in pipeline.agent_names]
         if pipeline.ready[i]:
             leaders[i] = int(np.argmax(weights[i]))
+        overlay = intent.explanation_detail.get("vol_target")
+        if overlay is not None:
+            vol_scales[i] = overlay["scale"]
         if decision.agent_rewards is not None:
             agent_rewards[i] = decision.agent_rewards
             meta_rewards[i] = decision.meta_reward
@@ -184,7 +189,7 @@ def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool =
         raise DataError(f"{pipeline.symbol}: no bars")
     return EnsembleRun(
         pipeline, config, tuple(intents), tuple(switches), positions, weights, leaders,
-        agent_rewards, meta_rewards, state,
+        agent_rewards, meta_rewards, state, vol_scales,
     )
 
 
@@ -209,6 +214,7 @@ def until(run: EnsembleRun, end: str | None) -> EnsembleRun:
         switches=tuple(s for s in run.switches if s.timestamp <= last),
         positions=run.positions[:n], weights=run.weights[:n], leaders=run.leaders[:n],
         agent_rewards=run.agent_rewards[:n], meta_rewards=run.meta_rewards[:n],
+        vol_scales=run.vol_scales[:n],
     )
 
 
@@ -296,6 +302,7 @@ def evaluate(
         "agent_version": p.agent_version,
         "regime_version": p.regime_version,
         "switches": len(switches_from(run, i0)),
+        "vol_scale_mean": float(np.mean(run.vol_scales[i0:])),
         "regime_share": {
             reg.value: float(np.mean(p.regimes[i0:] == reg.value)) for reg in REGIMES
         },

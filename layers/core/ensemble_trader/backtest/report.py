@@ -3,7 +3,8 @@
 ``write_report(run, result, out_dir)`` writes ``out_dir/report.html`` (self-contained: every plot
 is a base64 PNG in the page) and ``out_dir/report.json`` (the same dict the CLI prints with
 ``--json``). Plots: equity curves over the detected regimes (shaded, opacity = confidence),
-regime probabilities, the meta-agent's weights and leading agent, drawdowns, cumulative regret.
+regime probabilities, the meta-agent's weights and leading agent, its position and the scale of the
+volatility overlay, drawdowns, cumulative regret.
 matplotlib is imported inside the functions (Agg backend), so importing this module is cheap.
 """
 
@@ -134,6 +135,12 @@ def plot_regimes_and_weights(run: EnsembleRun, i0: int) -> str:
     ax3.axhline(0, color="#999999", lw=0.6)
     ax3.set_ylabel("position")
     ax3.legend(loc="upper left", fontsize=7)
+    if run.config.vol_target != "none":
+        twin = ax3.twinx()
+        twin.plot(times, run.vol_scales[i0:], color="#d62728", lw=0.8, alpha=0.8, label="vol-target scale")
+        twin.set_ylabel("vol-target scale", color="#d62728")
+        twin.set_ylim(0, max(1.05, float(run.vol_scales[i0:].max()) * 1.05))
+        twin.legend(loc="upper right", fontsize=7)
     for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
     return _png(fig)

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="regime model folder (default: the committed model)")
     p.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="bandit policy (default hedge)")
     p.add_argument("--context", choices=("regime", "probability", "global"), default=None,
-                   help="one learner per regime, regime-probability mixture, or one global learner (default)")
+                   help="one learner per regime (default), regime-probability mixture, or one global learner")
     p.add_argument("--mode", choices=("select", "blend"), default=None,
                    help="hold the chosen agent's target, or blend the targets by weight (default)")
     p.add_argument("--feedback", choices=("full", "bandit"), default=None,
@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reward per unit of each agent's own risk (default), of market risk, or raw")
     p.add_argument("--blend-by", choices=("risk", "position"), default=None,
                    help="blend risk-normalised targets (default) or raw targets")
+    p.add_argument("--vol-target", choices=("market", "ensemble", "none"), default=None,
+                   help="volatility overlay on the blended position: market vol (default), the ensemble's, or off")
+    p.add_argument("--shrinkage", type=_unit_interval, default=None,
+                   help="shrink blending weights toward equal weights (0 = none, default; 1 = equal weights)")
+    p.add_argument("--meta-config", type=_json_object, default=None,
+                   help="JSON object of further MetaAgentConfig options (as ET_META_CONFIG), e.g. "
+                        "'{\"regime_prior_rounds\": 300}'; the flags above win")
     p.add_argument("--start", type=iso_time, default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
     p.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this ISO date only")
@@ -53,13 +60,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of MetaAgentConfig options, got {text!r}")
+    return value
+
+
 def _print_table(result: dict) -> None:
     rows = [("ensemble", result["ensemble"]["overall"])]
     rows += [(n, m["overall"]) for n, m in result["agents"].items()]
     rows.append(("buy_and_hold", result["buy_and_hold"]["overall"]))
     info = result["run"]
     print(f"{info['symbol']}  {info['start'][:10]} → {info['end'][:10]}  ({info['periods']} periods, "
-          f"policy {info['policy']}, {info['switches']} switches)")
+          f"policy {info['policy']}, {info['switches']} switches, mean vol-target scale {info['vol_scale_mean']:.2f})")
     print(f"{'':14}{'sharpe':>8}{'sortino':>9}{'max_dd':>8}{'return':>9}{'win':>7}{'turnover':>10}")
     for name, m in rows:
         print(f"{name:14}{m['sharpe']:8.2f}{m['sortino']:9.2f}{m['max_drawdown']:8.1%}"
@@ -90,9 +117,10 @@ def _run(args: argparse.Namespace) -> int:
     chosen = {
         "policy": args.policy, "context": args.context, "mode": args.mode, "feedback": args.feedback,
         "risk_adjustment": args.risk_adjustment, "blend_by": args.blend_by,
+        "vol_target": args.vol_target, "shrinkage": args.shrinkage,
     }
     config = MetaAgentConfig.create(
-        **{k: v for k, v in chosen.items() if v is not None},
+        **(args.meta_config or {}) | {k: v for k, v in chosen.items() if v is not None},
         cost_bps=costs.cost_bps + costs.slippage_bps, random_state=args.seed,
         strategy_id=settings.strategy_id,
     )

@@ -92,9 +92,11 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
 class MetaAgentConfig(BaseModel):
     """How the meta-agent chooses, combines and smooths (frozen; bad values raise on build).
 
-    The defaults (Hedge with η = 0.1 and no discount, one global learner, blending of
-    risk-normalised targets, rewards per unit of each agent's own risk, full information) were
-    chosen on validation data only — see docs/meta-agent.md, "Choosing the configuration".
+    The defaults (Hedge with η = 0.1 and no discount; one learner per regime whose weights are
+    shrunk toward the global learner's with a prior of 150 rounds; blending of risk-normalised
+    targets; rewards per unit of each agent's own risk; full information; variance targeting on
+    the market's volatility that only ever reduces exposure; a per-bar bound of 2.0) were chosen
+    on validation data only — see docs/meta-agent.md, "Choosing the configuration".
 
     policy
         a bandit policy of :mod:`ensemble_trader.domain.bandits` (``ucb``, ``ducb``, ``swucb``,
@@ -148,13 +150,13 @@ class MetaAgentConfig(BaseModel):
     strategy_id: str = Field(default="ensemble", min_length=1, max_length=64)
     policy: str = "hedge"
     policy_params: dict[str, Any] | None = None
-    context: Literal["regime", "probability", "global"] = "global"
+    context: Literal["regime", "probability", "global"] = "regime"
     mode: Literal["select", "blend"] = "blend"
     blend_by: Literal["position", "risk"] = "risk"
     feedback: Literal["full", "bandit"] = "full"
     min_regime_rounds: int = Field(default=20, ge=0)
-    regime_prior_rounds: float = Field(default=0.0, ge=0.0)
-    max_position_change: float = Field(default=0.5, gt=0.0)
+    regime_prior_rounds: float = Field(default=150.0, ge=0.0)
+    max_position_change: float = Field(default=2.0, gt=0.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
     cost_bps: float = Field(default=3.0, ge=0.0)
@@ -163,11 +165,11 @@ class MetaAgentConfig(BaseModel):
     vol_halflife: float = Field(default=20.0, gt=0.0)
     vol_floor: float = Field(default=1e-4, gt=0.0)
     shrinkage: float = Field(default=0.0, ge=0.0, le=1.0)
-    vol_target: Literal["none", "market", "ensemble"] = "none"
+    vol_target: Literal["none", "market", "ensemble"] = "market"
     vol_target_halflife: float = Field(default=10.0, gt=0.0)
     vol_target_long_halflife: float = Field(default=250.0, gt=0.0)
-    vol_target_max_scale: float = Field(default=2.0, gt=0.0)
-    vol_target_power: float = Field(default=1.0, gt=0.0, le=2.0)
+    vol_target_max_scale: float = Field(default=1.0, gt=0.0)
+    vol_target_power: float = Field(default=2.0, gt=0.0, le=2.0)
     random_state: int = 0
 
     @classmethod
