@@ -69,7 +69,12 @@ BASE: dict[str, Any] = {
     "max_position_change": 0.5,
     "shrinkage": 0.0,
     "vol_target": "none",
+    "vol_target_power": 1.0,
+    "vol_target_max_scale": 1.0,
+    "vol_target_halflife": 10.0,
+    "vol_target_long_halflife": 250.0,
     "regime_prior_rounds": 0.0,
+    "min_regime_rounds": 20,
 }
 """The configuration chosen before the overlay and the shrinkage existed (the previous default).
 Named candidates are spelled out against it, so their meaning does not move with the defaults."""
