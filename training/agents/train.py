@@ -105,6 +105,7 @@ class TrainConfig(BaseModel):
     seed: int = 7
     n_seeds: int = Field(default=1, ge=1)  # seeds per agent, see combine_seeds
     combine_seeds: Literal["mean", "best"] = "mean"  # bag the seeds' actions, or keep the best on validation
+    balanced_selection: Literal["pooled_sharpe", "mean_sharpe"] = "pooled_sharpe"  # see validate()
     quick: bool = False
     total_timesteps: int | None = Field(default=None, ge=256)
     eval_every: int | None = Field(default=None, ge=256)
@@ -312,8 +313,12 @@ def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: Tr
     """Run ``policy`` deterministically over each validation series in the training env, with
     the job's costs (``config`` is the job's configuration, not an agent's training override).
 
-    Score = mean reward per step for every agent but the Balanced, whose score is the Sharpe
-    ratio of its validation returns (the quantity its differential-Sharpe reward approximates).
+    Score = mean reward per step for every agent but the Balanced, whose score is a Sharpe
+    ratio (the quantity its differential-Sharpe reward approximates): with
+    ``balanced_selection="pooled_sharpe"`` that of all validation returns pooled (annualised at
+    the first series' bar frequency), with ``"mean_sharpe"`` the mean of each validation
+    series' own Sharpe ratio (annualised at its own frequency, so hourly and daily series weigh
+    alike, as in the specialty check, which is made per data set).
     """
     import torch
     from ensemble_trader.backtest.metrics import performance, periods_per_year
@@ -323,20 +328,31 @@ def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: Tr
 
     leverage = DEFAULT_LEVERAGE[agent]
     env = TradingEnv(data, make_reward(agent, **config.rewards.get(agent, {})), leverage=leverage, costs=config.costs)
-    rewards, nets, positions = [], [], []
+    rewards: list[float] = []
+    nets: list[list[float]] = []
+    positions: list[list[float]] = []
     with torch.no_grad():
         for i in range(len(data)):
             obs, _ = env.reset(options={"series": i, "start": 0})
+            nets.append([])
+            positions.append([])
             done = False
             while not done:
                 action = policy(torch.as_tensor(obs).unsqueeze(0)).numpy()[0]
                 obs, reward, terminated, truncated, info = env.step(action)
                 rewards.append(reward)
-                nets.append(info["net_return"])
-                positions.append(env.position)
+                nets[-1].append(info["net_return"])
+                positions[-1].append(env.position)
                 done = terminated or truncated
-    m = performance(np.array(nets), np.array(positions), periods_per_year(data[0].timestamp))
-    score = m.sharpe if agent == "balanced" else float(np.mean(rewards))
+    m = performance(np.concatenate(nets), np.concatenate(positions), periods_per_year(data[0].timestamp))
+    score = float(np.mean(rewards))
+    if agent == "balanced" and config.balanced_selection == "mean_sharpe":
+        score = float(np.mean([
+            performance(np.array(n), np.array(p), periods_per_year(d.timestamp)).sharpe
+            for n, p, d in zip(nets, positions, data, strict=True)
+        ]))
+    elif agent == "balanced":
+        score = m.sharpe
     return {"score": float(score), "mean_reward": float(np.mean(rewards)), **m.as_dict()}
 
 
