@@ -7,6 +7,7 @@ from ensemble_trader.domain.meta_agent import MetaAgentConfig
 
 from training.meta.select import (
     CANDIDATES,
+    CONFIRM_SETS,
     TEST_SETS,
     VALIDATION_SETS,
     EvalSet,
@@ -76,6 +77,7 @@ def test_tables_show_every_set_and_candidate():
 def test_splits_follow_the_protocol():
     assert [s.spec.split(":")[2] for s in VALIDATION_SETS[:4]] == ["201", "202", "203", "204"]
     assert [s.spec.split(":")[2] for s in TEST_SETS[:4]] == ["301", "302", "303", "304"]
+    assert [s.spec.split(":")[2] for s in CONFIRM_SETS] == [str(seed) for seed in range(205, 211)]
     assert all(s.end == "2015-01-01" for s in VALIDATION_SETS[4:])
     assert all(s.start == "2015-01-01" and s.end is None for s in TEST_SETS[4:])
 

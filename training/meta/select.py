@@ -12,6 +12,7 @@ the drawdown condition beside it; candidates are ranked by the mean margin over 
 
 Walk-forward protocol (docs/meta-agent.md §6): ``validation`` — synthetic seeds 201-204 (2,500
 bars) and S&P 500 / NASDAQ 2013-01-01 → 2015-01-01 — is where configurations are chosen;
+``confirm`` — six more synthetic series, seeds 205-210 — checks the ranking of a few candidates;
 ``test`` — seeds 301-304 (3,000 bars) and S&P 500 / NASDAQ from 2015-01-01 — takes exactly one
 configuration, to report it. Bars before a window only warm up features, filter and learners.
 
@@ -58,7 +59,16 @@ TEST_SETS: tuple[EvalSet, ...] = (
     EvalSet("S&P 500 2015-18", "arch:sp500", "2015-01-01"),
     EvalSet("NASDAQ 2015-18", "arch:nasdaq", "2015-01-01"),
 )
-SPLITS = {"validation": VALIDATION_SETS, "test": TEST_SETS}
+CONFIRM_SETS: tuple[EvalSet, ...] = (
+    EvalSet("synth easy 205", "synth:easy:205:2500"),
+    EvalSet("synth realistic 206", "synth:realistic:206:2500"),
+    EvalSet("synth hard 207", "synth:hard:207:2500"),
+    EvalSet("synth mean-rev 208", "synth:mean_reverting:208:2500"),
+    EvalSet("synth realistic 209", "synth:realistic:209:2500"),
+    EvalSet("synth hard 210", "synth:hard:210:2500"),
+)
+"""More validation-type series (never test data) to check that a ranking is not the noise of six sets."""
+SPLITS = {"validation": VALIDATION_SETS, "confirm": CONFIRM_SETS, "test": TEST_SETS}
 
 BASE: dict[str, Any] = {
     "policy": "hedge",
@@ -295,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="+", default=None,
                         help="candidate names or JSON objects of MetaAgentConfig options (default: every named one)")
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation",
-                        help="validation: rank candidates; test: report ONE configuration")
+                        help="validation: rank candidates; confirm: rank them on more synthetic validation "
+                        "series; test: report ONE configuration")
     parser.add_argument("--models", type=Path, default=None, help="agent set folder (default: the committed set)")
     parser.add_argument("--regime-model", type=Path, default=None, help="regime model folder (default: committed)")
     parser.add_argument("--seed", type=int, default=0, help="random_state of the learners")
@@ -336,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_test(reports[label]))
         print(f"mean margin {scores[label]['summary']['mean_margin']:+.3f}")
     else:
-        print(f"validation split, agent set {version}")
+        print(f"{args.split} split, agent set {version}")
         print(format_validation(scores, sets))
     return 0
 

@@ -883,6 +883,8 @@ class MetaAgentStep:
         )
         if self.config.context == "global":
             source = "global learner"
+        elif learner_key != GLOBAL and self.config.regime_prior_rounds > 0.0 and self.config.mode == "blend":
+            source = f"{learner_key} learner shrunk toward the global learner"
         if selection.bonuses is not None:
             est, bonus = selection.estimates[leader], selection.bonuses[leader]
             shown = "inf" if not math.isfinite(bonus) else f"{bonus:.3f}"
