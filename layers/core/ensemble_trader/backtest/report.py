@@ -282,7 +282,8 @@ def render_html(run: EnsembleRun, result: dict[str, Any], costs: CostModel) -> s
 <h1>{html.escape(title)}</h1>
 <p>{info['start'][:10]} → {info['end'][:10]} · {info['periods']} periods · agents {html.escape(info['agent_version'])}
 · regime model {html.escape(info['regime_version'])} · costs {info['cost_bps']:.1f} bp per unit traded
-· {info['switches']} switches of the leading agent. Out of sample: the meta-agent learns online from
+· {info['switches']} switches of the leading agent · volatility overlay {html.escape(run.config.vol_target)}
+(mean scale {info['vol_scale_mean']:.2f}). Out of sample: the meta-agent learns online from
 past bars only; nothing was tuned on this window.</p>
 <h2>Performance</h2>
 <div class="row"><img src="data:image/png;base64,{equity}" alt="equity curves">
