@@ -1,4 +1,4 @@
-"""Validation score of the Balanced: pooled Sharpe ratio, or the mean of the per-series ones."""
+"""Validation scores: pooled over every validation step, or the mean of the per-series scores."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ensemble_trader.domain.synthetic import generate  # noqa: E402
 from training.agents.train import TrainConfig, validate  # noqa: E402
 
 
-def test_mean_sharpe_is_the_mean_of_each_series_sharpe_in_the_backtester():
+def test_per_series_score_is_the_mean_of_each_series_score():
     series = [prepare(generate("realistic", 400, seed=1).series), prepare(generate("hard", 300, seed=2).series)]
 
     def always_long(obs):
@@ -24,10 +24,13 @@ def test_mean_sharpe_is_the_mean_of_each_series_sharpe_in_the_backtester():
         evaluate_agents(s, {"long": np.ones(len(s.close))}, costs)["agents"]["long"]["overall"]["sharpe"]
         for s in series
     ]
-    mean = validate(always_long, "balanced", series, TrainConfig(balanced_selection="mean_sharpe"))
+    mean = validate(always_long, "balanced", series, TrainConfig(selection="per_series"))
     pooled = validate(always_long, "balanced", series, TrainConfig())
     assert mean["score"] == pytest.approx(np.mean(each), abs=1e-9)
     assert pooled["score"] == pytest.approx(pooled["sharpe"]) and pooled["score"] != pytest.approx(mean["score"])
-    # other agents are scored by their mean reward either way
-    other = validate(always_long, "aggressive", series, TrainConfig(balanced_selection="mean_sharpe"))
-    assert other["score"] == other["mean_reward"]
+    # the other agents: mean reward per step, pooled or the mean of each series' mean
+    pooled = validate(always_long, "aggressive", series, TrainConfig())
+    each = [validate(always_long, "aggressive", [s], TrainConfig())["score"] for s in series]
+    mean = validate(always_long, "aggressive", series, TrainConfig(selection="per_series"))
+    assert pooled["score"] == pooled["mean_reward"]
+    assert mean["score"] == pytest.approx(np.mean(each), abs=1e-12) and mean["score"] != pytest.approx(pooled["score"])

@@ -105,7 +105,7 @@ class TrainConfig(BaseModel):
     seed: int = 7
     n_seeds: int = Field(default=1, ge=1)  # seeds per agent, see combine_seeds
     combine_seeds: Literal["mean", "best"] = "mean"  # bag the seeds' actions, or keep the best on validation
-    balanced_selection: Literal["pooled_sharpe", "mean_sharpe"] = "pooled_sharpe"  # see validate()
+    selection: Literal["pooled", "per_series"] = "pooled"  # validation score, see validate()
     quick: bool = False
     total_timesteps: int | None = Field(default=None, ge=256)
     eval_every: int | None = Field(default=None, ge=256)
@@ -313,12 +313,12 @@ def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: Tr
     """Run ``policy`` deterministically over each validation series in the training env, with
     the job's costs (``config`` is the job's configuration, not an agent's training override).
 
-    Score = mean reward per step for every agent but the Balanced, whose score is a Sharpe
-    ratio (the quantity its differential-Sharpe reward approximates): with
-    ``balanced_selection="pooled_sharpe"`` that of all validation returns pooled (annualised at
-    the first series' bar frequency), with ``"mean_sharpe"`` the mean of each validation
-    series' own Sharpe ratio (annualised at its own frequency, so hourly and daily series weigh
-    alike, as in the specialty check, which is made per data set).
+    Score = mean reward per step for every agent but the Balanced, whose score is the Sharpe
+    ratio (the quantity its differential-Sharpe reward approximates). With
+    ``selection="pooled"`` the score is taken over all validation steps pooled (the Sharpe ratio
+    annualised at the first series' bar frequency); with ``"per_series"`` it is the mean of each
+    validation series' own score (Sharpe annualised at its own frequency), so a short daily
+    window weighs as much as a long hourly one, as in the specialty checks, made per data set.
     """
     import torch
     from ensemble_trader.backtest.metrics import performance, periods_per_year
@@ -345,14 +345,17 @@ def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: Tr
                 positions[-1].append(env.position)
                 done = terminated or truncated
     m = performance(np.concatenate(nets), np.concatenate(positions), periods_per_year(data[0].timestamp))
-    score = float(np.mean(rewards))
-    if agent == "balanced" and config.balanced_selection == "mean_sharpe":
-        score = float(np.mean([
-            performance(np.array(n), np.array(p), periods_per_year(d.timestamp)).sharpe
-            for n, p, d in zip(nets, positions, data, strict=True)
-        ]))
-    elif agent == "balanced":
-        score = m.sharpe
+    if config.selection == "pooled":
+        score = m.sharpe if agent == "balanced" else float(np.mean(rewards))
+    else:
+        scores, offset = [], 0
+        for n, p, d in zip(nets, positions, data, strict=True):
+            if agent == "balanced":
+                scores.append(performance(np.array(n), np.array(p), periods_per_year(d.timestamp)).sharpe)
+            else:
+                scores.append(float(np.mean(rewards[offset : offset + len(n)])))
+            offset += len(n)
+        score = float(np.mean(scores))
     return {"score": float(score), "mean_reward": float(np.mean(rewards)), **m.as_dict()}
 
 
