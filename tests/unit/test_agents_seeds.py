@@ -32,8 +32,13 @@ def test_bagging_is_the_default_and_the_mode_is_checked():
         TrainConfig(combine_seeds="median")
 
 
-def test_seeds_can_differ_per_agent():
-    config = TrainConfig(n_seeds=3, agent_overrides={"aggressive": {"n_seeds": 1, "combine_seeds": "best"}})
+def test_seeds_and_selection_can_differ_per_agent():
+    config = TrainConfig(
+        n_seeds=3,
+        agent_overrides={"aggressive": {"n_seeds": 1, "combine_seeds": "best"}, "balanced": {"selection": "per_series"}},
+    )
     assert config.for_agent("aggressive").n_seeds == 1
     assert config.for_agent("aggressive").combine_seeds == "best"
     assert config.for_agent("balanced").n_seeds == 3
+    assert config.for_agent("balanced").selection == "per_series"
+    assert config.for_agent("aggressive").selection == "pooled"

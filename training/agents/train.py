@@ -79,7 +79,7 @@ AGENT_DATA: dict[str, tuple[str, ...]] = {}
 follows the default rule of :func:`agent_training_data`."""
 OVERRIDABLE = frozenset(
     {"gamma", "gae_lambda", "learning_rate", "ent_coef", "clip_range", "log_std_init", "cost_bps",
-     "slippage_bps", "total_timesteps", "episode_length", "n_seeds", "combine_seeds"}
+     "slippage_bps", "total_timesteps", "episode_length", "n_seeds", "combine_seeds", "selection"}
 )
 
 
@@ -309,9 +309,12 @@ class TrainedAgent:
     seeds: list[int] = field(default_factory=list)  # the bagged seeds (empty: one seed)
 
 
-def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: TrainConfig) -> dict[str, float]:
+def validate(
+    policy: Any, agent: str, data: Sequence[PreparedSeries], config: TrainConfig, selection: str | None = None
+) -> dict[str, float]:
     """Run ``policy`` deterministically over each validation series in the training env, with
-    the job's costs (``config`` is the job's configuration, not an agent's training override).
+    the job's costs (``config`` is the job's configuration, not an agent's training override;
+    ``selection``, the agent's own, defaults to the job's).
 
     Score = mean reward per step for every agent but the Balanced, whose score is the Sharpe
     ratio (the quantity its differential-Sharpe reward approximates). With
@@ -345,7 +348,7 @@ def validate(policy: Any, agent: str, data: Sequence[PreparedSeries], config: Tr
                 positions[-1].append(env.position)
                 done = terminated or truncated
     m = performance(np.concatenate(nets), np.concatenate(positions), periods_per_year(data[0].timestamp))
-    if config.selection == "pooled":
+    if (selection or config.selection) == "pooled":
         score = m.sharpe if agent == "balanced" else float(np.mean(rewards))
     else:
         scores, offset = [], 0
@@ -432,7 +435,7 @@ def train_agent(
 
     def checkpoint(steps: int) -> None:
         policy = DeterministicPolicy(model.policy, leverage).eval()
-        result = validate(policy, agent, val_data, job_config)
+        result = validate(policy, agent, val_data, job_config, config.selection)
         history.append({"timesteps": steps, **{k: round(v, 6) for k, v in result.items()}})
         if result["score"] > best["score"]:
             best.update(score=result["score"], result=result, steps=steps,
@@ -479,11 +482,12 @@ def combine_seeds(
     validation_data: Sequence[PreparedSeries],
     config: TrainConfig,
     mode: str = "mean",
+    selection: str | None = None,
 ) -> TrainedAgent:
     """One agent from its seeds: with ``mode="mean"`` (bagging) the mean of the seeds'
     deterministic actions, scored again on the validation data with the job's ``config``; with
     ``"best"`` the seed with the best validation score (the first wins a tie). One seed is
-    returned as it is."""
+    returned as it is. ``selection`` is the agent's validation score (default: the job's)."""
     from training.agents.export import AveragedPolicy
 
     seed_scores = {str(t.seed): t.validation["score"] for t in candidates}
@@ -495,7 +499,7 @@ def combine_seeds(
         return best
     first = candidates[0]
     policy = AveragedPolicy([t.policy for t in candidates]).eval()
-    result = validate(policy, first.name, validation_data, config)
+    result = validate(policy, first.name, validation_data, config, selection)
     return TrainedAgent(
         name=first.name,
         seed=first.seed,
@@ -596,7 +600,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         for k in range(own.n_seeds):
             seed = config.seed + AGENT_NAMES.index(agent) + SEED_STRIDE * k
             candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
-        trained[agent] = combine_seeds(candidates, validation or train, config, own.combine_seeds)
+        trained[agent] = combine_seeds(candidates, validation or train, config, own.combine_seeds, own.selection)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
     rng = np.random.default_rng(config.seed)
