@@ -12,8 +12,12 @@ gives train 1999-01-04 … 2012-12-31, validation 2013-01-02 … 2014-12-30, tes
 whole series (they are causal), rewards inside a window use only that window's prices.
 
 Data per agent: the Contrarian trains on the mean-reverting series (``synth:mean_reverting...``)
-when the job has one — mean reversion is what it learns to exploit; the other three train on
-the rest (real bars and trending synthetic scenarios).
+— mean reversion is what it learns to exploit — and, by default (:data:`AGENT_DATA`), on the
+real series too; the other three train on everything but the mean-reverting series (real bars
+and trending synthetic scenarios).
+
+Seeds: each agent trains ``n_seeds`` times (3 by default, 1 for the Aggressive) and its action
+is the mean of the seeds' selected policies (bagging, one exported graph per agent).
 
 Entry points
     ``ensemble-trader train agents --bars SPEC... --out DIR [--quick] [--seed N]``
