@@ -306,8 +306,8 @@ class MetaAgentState:
     observation); ``agent_costs`` the cost of the trade each made at the last bar;
     ``weights``/``arm`` what the meta-agent chose at the last bar; ``position`` the smoothed
     ensemble target; ``blend`` the blended position before the volatility overlay,
-    ``overlay_variance`` the overlay's (forecast, long-run) EWMA variances and ``vol_scale`` the
-    scale it applied at the last bar; ``version`` the number of bars applied (the snapshot's version);
+    ``overlay_variance`` the overlay's zero-started EWMA accumulators ``[forecast, long-run,
+    bars]`` and ``vol_scale`` the scale it applied at the last bar; ``version`` the number of bars applied (the snapshot's version);
     ``model_version`` the step's (agent set + configuration) that wrote it — a step with another
     model version restarts the learners (:meth:`MetaAgentStep.restart`).
     """
@@ -973,10 +973,11 @@ class MetaAgentStep:
         if detail is None or detail["forecast_vol"] is None:
             return ""
         f, t, scale = detail["forecast_vol"], detail["target_vol"], detail["scale"]
-        why = "cap" if detail["capped"] else ("calmer than" if f < t else "more volatile than")
-        if why == "cap":
-            return f"; vol target ×{scale:.2f} (capped: recent {self.config.vol_target} vol {f:.2%} vs long-run {t:.2%})"
-        return f"; vol target ×{scale:.2f} (recent {self.config.vol_target} vol {f:.2%} {why} long-run {t:.2%})"
+        source = self.config.vol_target
+        if detail["capped"]:
+            return f"; vol target ×{scale:.2f} (capped: recent {source} vol {f:.2%} vs long-run {t:.2%})"
+        why = "calmer than" if f < t else "more volatile than"
+        return f"; vol target ×{scale:.2f} (recent {source} vol {f:.2%} {why} long-run {t:.2%})"
 
     def _one_line(
         self,
