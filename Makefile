@@ -11,7 +11,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 STAGE ?= dev
 
-.PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents lint deploy redis-server regime-validate local-up local-down clean
+.PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents meta-select lint deploy redis-server regime-validate local-up local-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ train: $(STAMP)
 
 evaluate-agents: $(STAMP)
 	$(PY) -m training.agents.evaluate --img-dir docs/img
+
+meta-select: $(STAMP)
+	$(PY) -m training.meta.select
 
 local-up: $(STAMP) redis-server
 	$(VENV)/bin/ensemble-trader local up
