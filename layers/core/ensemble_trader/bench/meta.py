@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ensemble_trader.bench import percentiles_us
+from ensemble_trader.bench import committed_models, models_missing, percentiles_us
 from ensemble_trader.domain.bandits import POLICIES
 from ensemble_trader.domain.errors import ModelArtifactError
 from ensemble_trader.domain.features import FeatureEngine
@@ -73,17 +73,10 @@ def _time_meta(
 
 
 def _time_decision(n: int) -> dict[str, Any]:
-    from ensemble_trader.domain.agents import AgentPool
-    from ensemble_trader.domain.regime import RegimeStep
-    from ensemble_trader.domain.regime_model import RegimeModel
-    from ensemble_trader.runtime.settings import Settings
-
-    settings = Settings()
     try:
-        pool = AgentPool.load(settings.models_dir / "agents")
-        regime = RegimeStep(RegimeModel.load(settings.models_dir / "regime"))
+        pool, regime = committed_models()
     except ModelArtifactError as exc:
-        return {"decision_note": f"absent: the committed agent set or regime model is missing ({type(exc).__name__})"}
+        return models_missing("decision_note", exc)
     series = generate("realistic", n, seed=12).series
     engine = FeatureEngine(series.symbol)
     meta = MetaAgentStep(MetaAgentConfig(), pool)
