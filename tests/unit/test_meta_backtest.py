@@ -91,6 +91,35 @@ def test_backtest_equals_the_lambda_step_bar_by_bar(pipeline) -> None:
         assert decision.intent == expected
 
 
+class Accumulating(RuleAgents):
+    """Rules whose targets build on the agent's own position (0.3 more each bar along the trend),
+    so what the agents are fed back decides every later target."""
+
+    version = "accumulating-1"
+
+    def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        trend = float(np.asarray(features)[self._i["trend_10_50"]])
+        return np.asarray(positions, dtype=np.float64) + 0.3 * (1.0 if trend >= 0 else -1.0)
+
+
+def test_backtest_clips_and_feeds_back_the_targets_as_the_lambda_step_does() -> None:
+    """With a position bound below the agents' reach, the pipeline feeds the agents their
+    clipped targets, as MetaAgentStep books them: the same intents bar by bar."""
+    series = generate("easy", 300, seed=5).series
+    config = MetaAgentConfig.create(policy="hedge", max_position=0.5)
+    pipeline = run_pipeline(series, Accumulating(), RegimeStep(hand_regime_model()), max_position=0.5)
+    assert pipeline.max_position == 0.5
+    assert np.abs(pipeline.agent_targets).max() == pytest.approx(0.5)
+    run = run_meta(pipeline, config)
+    step = MetaAgentStep(config, Accumulating())
+    state = None
+    for market, expected in zip(pipeline.market_states, run.intents, strict=True):
+        state, decision = step(state, market)
+        assert decision.intent == expected
+    with pytest.raises(ValueError, match=r"clipped the agents' targets to ±0.5 .* ±2"):
+        run_meta(pipeline, MetaAgentConfig.create(policy="hedge"))
+
+
 def test_evaluate_reports_every_strategy_with_the_engine_conventions(pipeline) -> None:
     costs = CostModel()
     run = run_meta(pipeline, MetaAgentConfig.create(policy="hedge"))

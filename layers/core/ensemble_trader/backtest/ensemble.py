@@ -5,7 +5,9 @@ features and its *own* virtual position, never the ensemble's):
 
 1. :func:`run_pipeline` drives the same objects the Lambdas run — :class:`FeatureEngine`,
    :class:`RegimeStep`, :class:`AgentPool` — bar by bar and keeps every ``MarketState`` and
-   every agent's targets. It is the expensive part and runs once per series.
+   every agent's targets. It is the expensive part and runs once per series. The targets are
+   clipped to ``max_position`` exactly as ``MetaAgentStep`` clips them before it books them as
+   the agents' virtual positions, so the agents see the same positions here and live.
 2. :func:`run_meta` drives :class:`MetaAgentStep` over those ``MarketState`` s with the targets
    the meta_agent Lambda would compute (``MetaAgentStep.__call__`` asks the pool with the same
    features and the same virtual positions); it can be repeated cheaply for several policies.
@@ -73,6 +75,7 @@ class PipelineRun:
     agent_version: str
     regime_version: str
     regime_changes: int
+    max_position: float  # the bound the targets (and the virtual positions) were clipped to
 
     @property
     def regimes(self) -> np.ndarray:
@@ -88,13 +91,23 @@ class PipelineRun:
 
 
 def run_pipeline(
-    series: BarSeries, agents: AgentPolicy, regime: RegimeStep, *, progress: bool = False
+    series: BarSeries,
+    agents: AgentPolicy,
+    regime: RegimeStep,
+    *,
+    max_position: float | None = None,
+    progress: bool = False,
 ) -> PipelineRun:
-    """Features, regime and agents for every bar of ``series``, with the stages' own step code."""
+    """Features, regime and agents for every bar of ``series``, with the stages' own step code.
+
+    ``max_position`` is the meta-agent configuration's (default: ``MetaAgentConfig``'s); the
+    run can only be replayed by :func:`run_meta` with a configuration of the same bound."""
     if len(series) < 2:
         raise DataError(f"{series.symbol}: need at least two bars, got {len(series)}")
     engine = FeatureEngine(series.symbol)
-    probe = MetaAgentStep(agents=agents)  # the meta_agent Lambda's feature ordering
+    config = MetaAgentConfig() if max_position is None else MetaAgentConfig(max_position=max_position)
+    # the meta_agent Lambda's feature ordering and target clipping
+    probe = MetaAgentStep(config, agents=agents)
     n, a = len(series), len(agents.names)
     targets = np.zeros((n, a))
     ready = np.zeros(n, dtype=bool)
@@ -113,7 +126,8 @@ def run_pipeline(
         states.append(market)
         if vector.ready:
             ready[i] = True
-            positions = np.asarray(agents.act(probe.features_of(market), positions), dtype=np.float64)
+            raw = agents.act(probe.features_of(market), positions)
+            positions = probe.clip_targets(market, raw)
             targets[i] = positions
         else:
             positions = np.zeros(a)
@@ -128,6 +142,7 @@ def run_pipeline(
         agent_version=agents.version,
         regime_version=regime.model_version,
         regime_changes=changes,
+        max_position=config.max_position,
     )
 
 
@@ -156,6 +171,12 @@ class EnsembleRun:
 
 def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool = False) -> EnsembleRun:
     """Drive :class:`MetaAgentStep` over the pipeline's market states and agent targets."""
+    if config.max_position != pipeline.max_position:
+        raise ValueError(
+            f"{pipeline.symbol}: the pipeline clipped the agents' targets to ±{pipeline.max_position:g} "
+            f"but the meta-agent configuration bounds positions at ±{config.max_position:g}: run "
+            f"run_pipeline with max_position={config.max_position:g}"
+        )
     step = MetaAgentStep(config, agent_names=pipeline.agent_names, agent_version=pipeline.agent_version)
     n, a = pipeline.agent_targets.shape
     positions = np.zeros(n)

@@ -622,7 +622,7 @@ class MetaAgentStep:
             raise DataError(f"state of {state.symbol} given a MarketState of {market.symbol}")
         if state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
             return state, MetaDecision(None)  # redelivery (or out of order): no-op
-        targets = self._check_targets(market, targets)
+        targets = self.clip_targets(market, targets)
         if state.model_version != self.model_version:
             state = self.restart(state)
         cfg = self.config
@@ -736,7 +736,9 @@ class MetaAgentStep:
 
     # ---- parts of the step ---------------------------------------------------------------
 
-    def _check_targets(self, market: MarketState, targets: np.ndarray) -> np.ndarray:
+    def clip_targets(self, market: MarketState, targets: np.ndarray) -> np.ndarray:
+        """The agents' targets checked (one finite value per agent) and clipped to
+        ``±max_position``: what the step books as their virtual positions."""
         arr = np.asarray(targets, dtype=np.float64).reshape(-1)
         if arr.shape != (self._n,):
             raise DataError(
