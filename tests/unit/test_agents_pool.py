@@ -126,6 +126,22 @@ def test_fused_and_separate_agree(model_set):
     )
 
 
+def test_from_files_builds_the_pool_from_any_reader_without_a_folder(model_set):
+    """The pure constructor: the set's bytes from a dict (as from an S3 prefix) give the same
+    decisions as the folder; a file absent from the reader is named."""
+    folder, *_ = model_set
+    files = {path.name: path.read_bytes() for path in folder.iterdir()}
+    pool = AgentPool.from_files(files.__getitem__, source="s3://registry/agents/v1", feature_names=FEATURES)
+    x = np.random.default_rng(3).normal(size=(8, len(FEATURES)))
+    p = np.random.default_rng(4).uniform(-1, 1, size=(8, 4))
+    np.testing.assert_array_equal(
+        pool.act_batch(x, p), AgentPool.load(folder, feature_names=FEATURES).act_batch(x, p)
+    )
+    del files["aggressive.onnx"]
+    with pytest.raises(ModelArtifactError, match=r"s3://registry/agents/v1: aggressive\.onnx is missing"):
+        AgentPool.from_files(files.__getitem__, source="s3://registry/agents/v1", feature_names=FEATURES)
+
+
 def test_corrupted_file_is_named(model_set):
     folder, *_ = model_set
     with open(folder / "balanced.onnx", "ab") as fh:

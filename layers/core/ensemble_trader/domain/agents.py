@@ -2,8 +2,10 @@
 
 A *model set* is a folder holding one ONNX file per agent, optionally one fused ONNX file that
 evaluates all four in a single call, and ``manifest.json`` (:class:`AgentManifest`) which pins
-every file by its sha256. :meth:`AgentPool.load` refuses a set whose files are missing or do not
-match the manifest, with a :class:`ModelArtifactError` naming the file.
+every file by its sha256. :meth:`AgentPool.from_files` builds a pool from any reader of file
+names (no I/O of its own; :meth:`AgentPool.load` is the thin folder version) and refuses a set
+whose files are missing or do not match the manifest, with a :class:`ModelArtifactError` naming
+the file.
 
 Observation of agent *i* = the feature vector (in the manifest's ``feature_names`` order, the
 order of :data:`ensemble_trader.domain.features.FEATURE_NAMES`) followed by the agent's own
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -105,40 +108,57 @@ def default_models_dir() -> Path:
     return Settings().models_dir / "agents"
 
 
-def read_manifest(models_dir: Path) -> AgentManifest:
-    """Parse and validate ``models_dir/manifest.json`` (ModelArtifactError on any problem)."""
-    path = Path(models_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise ModelArtifactError(f"model set {models_dir}: {MANIFEST_FILE} is missing")
+def folder_reader(folder: Path) -> Callable[[str], bytes]:
+    """A reader of the files of ``folder`` for :meth:`AgentPool.from_files` (a missing file
+    raises FileNotFoundError, which the pool reports as a ModelArtifactError)."""
+    root = Path(folder)
+    return lambda name: (root / name).read_bytes()
+
+
+def parse_manifest(data: bytes, source: str) -> AgentManifest:
+    """Parse and validate a model set's manifest (ModelArtifactError on any problem)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return AgentManifest.model_validate(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelArtifactError(f"{path}: not valid JSON ({exc})") from exc
+        return AgentManifest.model_validate(json.loads(data))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelArtifactError(f"{source}/{MANIFEST_FILE}: not valid JSON ({exc})") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
         )
-        raise ModelArtifactError(f"{path}: invalid manifest: {problems}") from exc
+        raise ModelArtifactError(f"{source}/{MANIFEST_FILE}: invalid manifest: {problems}") from exc
 
 
-def verify_file(models_dir: Path, ref: ArtifactRef) -> Path:
-    """The path of ``ref`` after checking it exists and its sha256 matches the manifest."""
-    path = Path(models_dir) / ref.file
-    if not path.is_file():
-        raise ModelArtifactError(f"model set {models_dir}: {ref.file} is missing (listed in {MANIFEST_FILE})")
-    actual = sha256_file(path)
+def read_manifest(models_dir: Path) -> AgentManifest:
+    """Parse and validate ``models_dir/manifest.json`` (ModelArtifactError on any problem)."""
+    return parse_manifest(_read(folder_reader(models_dir), MANIFEST_FILE, str(models_dir)), str(models_dir))
+
+
+def _read(read: Callable[[str], bytes], name: str, source: str, listed: bool = False) -> bytes:
+    try:
+        return read(name)
+    except (FileNotFoundError, KeyError):
+        where = f" (listed in {MANIFEST_FILE})" if listed else ""
+        raise ModelArtifactError(f"model set {source}: {name} is missing{where}") from None
+    except OSError as exc:
+        raise ModelArtifactError(f"model set {source}: cannot read {name}: {exc}") from None
+
+
+def verified_bytes(read: Callable[[str], bytes], ref: ArtifactRef, source: str) -> bytes:
+    """The content of ``ref`` after checking that its sha256 matches the manifest."""
+    data = _read(read, ref.file, source, listed=True)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != ref.sha256:
         raise ModelArtifactError(
-            f"model set {models_dir}: {ref.file} is corrupted: sha256 {actual[:16]}… "
+            f"model set {source}: {ref.file} is corrupted: sha256 {actual[:16]}… "
             f"does not match the manifest's {ref.sha256[:16]}…"
         )
-    return path
+    return data
 
 
-def inference_session(path: Path) -> Any:
-    """An onnxruntime session tuned for one small decision at a time on a shared core
-    (ModelArtifactError naming the file if onnxruntime cannot load it)."""
+def inference_session(model: Path | bytes, name: str | None = None) -> Any:
+    """An onnxruntime session tuned for one small decision at a time on a shared core, from a
+    file or from the graph's bytes (ModelArtifactError naming the file if onnxruntime cannot
+    load it)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -147,10 +167,12 @@ def inference_session(path: Path) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    label = name or (model.name if isinstance(model, Path) else "graph")
+    source = str(model) if isinstance(model, Path) else model
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
-        raise ModelArtifactError(f"{path.name}: onnxruntime cannot load it: {exc}") from exc
+        raise ModelArtifactError(f"{label}: onnxruntime cannot load it: {exc}") from exc
 
 
 class AgentPool:
@@ -181,43 +203,61 @@ class AgentPool:
         fused: bool | None = None,
         feature_names: tuple[str, ...] | None = FEATURE_NAMES,
     ) -> AgentPool:
-        """Load and verify a model set (default: the committed ``layers/models/agents``).
+        """Load and verify a model set folder (default: the committed ``layers/models/agents``):
+        :meth:`from_files` over the folder's files."""
+        models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+        if not models_dir.is_dir():
+            raise ModelArtifactError(f"model set folder {models_dir} does not exist")
+        return cls.from_files(
+            folder_reader(models_dir), source=str(models_dir), fused=fused, feature_names=feature_names
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        read: Callable[[str], bytes],
+        *,
+        source: str = "model set",
+        fused: bool | None = None,
+        feature_names: tuple[str, ...] | None = FEATURE_NAMES,
+    ) -> AgentPool:
+        """Build the pool from a reader of file names (a folder, an S3 prefix, a dict's
+        ``__getitem__``); ``source`` names the set in errors.
 
         Every file is checked against the manifest's sha256 before onnxruntime sees it, and the
         manifest's feature names against ``feature_names`` (the feature engine's, by default;
         None skips the check). ``fused=None`` uses the fused graph when the set has one;
-        ``False`` forces one session per agent; ``True`` requires the fused graph.
+        ``False`` forces one session per agent; ``True`` requires the fused graph. Any problem
+        raises :class:`ModelArtifactError` naming the file.
         """
-        models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-        if not models_dir.is_dir():
-            raise ModelArtifactError(f"model set folder {models_dir} does not exist")
-        manifest = read_manifest(models_dir)
+        manifest = parse_manifest(_read(read, MANIFEST_FILE, source), source)
         if feature_names is not None and tuple(manifest.feature_names) != tuple(feature_names):
             raise ModelArtifactError(
-                f"model set {models_dir} was trained on features {list(manifest.feature_names)}, "
+                f"model set {source} was trained on features {list(manifest.feature_names)}, "
                 f"but this code computes {list(feature_names)}: retrain the agents"
             )
         sessions = {}
         for name in manifest.names:
-            sessions[name] = inference_session(verify_file(models_dir, manifest.agents[name]))
+            ref = manifest.agents[name]
+            sessions[name] = inference_session(verified_bytes(read, ref, source), ref.file)
         fused_session = None
         if fused is None:
             fused = manifest.fused is not None
         if fused:
             if manifest.fused is None:
-                raise ModelArtifactError(f"model set {models_dir}: the manifest lists no fused graph")
-            fused_session = inference_session(verify_file(models_dir, manifest.fused))
+                raise ModelArtifactError(f"model set {source}: the manifest lists no fused graph")
+            fused_session = inference_session(verified_bytes(read, manifest.fused, source), manifest.fused.file)
         pool = cls(manifest, sessions, fused_session)
-        pool._check_shapes(models_dir)
+        pool._check_shapes(source)
         return pool
 
-    def _check_shapes(self, models_dir: Path) -> None:
+    def _check_shapes(self, source: str) -> None:
         """Fail at load time, not at the first decision, if a graph expects another input width."""
         for name, sess in zip(self.names, self._sessions, strict=True):
             width = sess.get_inputs()[0].shape[-1]
             if isinstance(width, int) and width != self._n_features + 1:
                 raise ModelArtifactError(
-                    f"model set {models_dir}: {self.manifest.agents[name].file} expects observations of "
+                    f"model set {source}: {self.manifest.agents[name].file} expects observations of "
                     f"width {width}, the manifest's {self._n_features} features + position need "
                     f"{self._n_features + 1}"
                 )
