@@ -20,6 +20,9 @@ from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.marketdata import write_bars_csv, write_truth_csv
 
+from training.agents.evaluate import main as evaluate_main
+from training.agents.train import AGENT_OVERRIDES
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +55,20 @@ def test_quick_training_writes_a_verified_model_set(quick_set):
         assert entry.reward["name"] == name
         assert "score" in entry.validation and entry.test
     assert manifest.agents["aggressive"].leverage == 2.0
+    # the served no-trade bands are the job's per-agent settings, outside the training itself
+    assert {n: e.no_trade_band for n, e in manifest.agents.items()} == {
+        n: AGENT_OVERRIDES[n].get("no_trade_band", 0.0) for n in AGENT_NAMES}
+
+
+def test_band_search_scores_every_band_on_validation_and_picks_by_the_rule(quick_set, capsys):
+    code = evaluate_main(["--models", str(quick_set), "--split", "validation", "--bands", "0,0.3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    chosen = json.loads(out.rsplit("chosen: ", 1)[1])
+    assert set(chosen) == set(AGENT_NAMES) and set(chosen.values()) <= {0.0, 0.3}
+    for name in AGENT_NAMES:
+        assert f"**{name}** (chosen: {chosen[name]:g})" in out
+    assert "test window" not in out  # never the test split
 
 
 def test_served_pool_respects_leverage(quick_set):

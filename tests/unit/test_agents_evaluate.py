@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ensemble_trader.backtest.metrics import METRIC_NAMES
 
-from training.agents.evaluate import SYNTHETIC, Case, specialty_checks, suite_cases
+from training.agents.evaluate import SYNTHETIC, Case, main, specialty_checks, suite_cases
 
 
 def m(**kw) -> dict[str, float]:
@@ -48,6 +48,35 @@ def test_doing_nothing_does_not_pass():
     agents = {n: flat for n in ("conservative", "aggressive", "balanced", "contrarian")}
     checks = specialty_checks(report(agents, HOLD))
     assert {k: v["passed"] for k, v in checks.items()} == dict.fromkeys(agents, False)
+
+
+def test_shortfall_says_how_far_a_missed_check_is_from_passing():
+    agents = {
+        # drawdown 5 points worse than buy-and-hold in BEAR, and a 2 % loss overall
+        "conservative": block(m(total_return=-0.02), BEAR=m(max_drawdown=0.35), VOLATILE=m(max_drawdown=0.1)),
+        "aggressive": block(m(), BULL=m(total_return=0.1)),  # 20 points short of 30 %
+        "balanced": block(m(sharpe=0.8)),  # passes: no shortfall
+        "contrarian": block(m(), SIDEWAYS=m(total_return=-0.03)),
+    }
+    checks = specialty_checks(report(agents, HOLD))
+    assert {k: v["passed"] for k, v in checks.items()} == {
+        "conservative": False, "aggressive": False, "balanced": True, "contrarian": False}
+    assert checks["conservative"]["shortfall"] == pytest.approx(5.0 + 2.0)
+    assert checks["aggressive"]["shortfall"] == pytest.approx(20.0)
+    assert checks["balanced"]["shortfall"] == 0.0
+    assert checks["contrarian"]["shortfall"] == pytest.approx(3.0)
+
+
+def test_bands_are_chosen_on_validation_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["--bands", "0,0.1"])  # the default split is test
+    assert "only with --split validation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--split", "validation", "--bands", "0,3"])
+    assert "[0, 2]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--split", "validation", "--bands", "a,b"])
+    assert "comma-separated" in capsys.readouterr().err
 
 
 def test_missing_regime_is_not_judged():

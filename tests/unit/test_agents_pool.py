@@ -115,6 +115,61 @@ def test_act_matches_the_policies(model_set, fused):
     np.testing.assert_allclose(one, out[3], atol=1e-6)
 
 
+def _banded_set(folder, bands):
+    """Rewrite the fixture's manifest with the given no-trade bands (the files are unchanged)."""
+    raw = json.loads((folder / "manifest.json").read_text())
+    agents = {n: {k: v for k, v in e.items() if k != "sha256"} | {"no_trade_band": bands.get(n, 0.0)}
+              for n, e in raw["agents"].items()}
+    return write_model_set(folder, agents=agents, feature_names=FEATURES, fused_file="pool.onnx", training={})
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_no_trade_band_holds_inside_and_trades_to_the_near_edge(model_set, fused):
+    """target = clip(position, action - b, action + b): inside the band nothing trades; outside
+    it the agent trades only to the band's edge; the result stays within ±L."""
+    folder, ws, bs, limits = model_set
+    plain = AgentPool.load(folder, fused=fused, feature_names=FEATURES)
+    bands = {"conservative": 0.2, "aggressive": 0.5, "balanced": 0.0, "contrarian": 2.0}
+    manifest = _banded_set(folder, bands)
+    pool = AgentPool.load(folder, fused=fused, feature_names=FEATURES)
+    assert pool.no_trade_band == bands
+    assert manifest.version != plain.version  # the band changes what is served, so the version
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(200, len(FEATURES))) * 3
+    positions = rng.uniform(-1, 1, size=(200, 4)) * limits
+    actions = plain.act_batch(features, positions)
+    out = pool.act_batch(features, positions)
+    b = np.array([bands[n] for n in AGENT_NAMES])
+    inside = np.abs(actions - positions) <= b
+    assert inside[:, 0].any() and (~inside[:, 0]).any()
+    np.testing.assert_allclose(out[inside], positions[inside], atol=1e-6)
+    edge = actions - np.sign(actions - positions) * b
+    np.testing.assert_allclose(out[~inside], edge[~inside], atol=1e-6)
+    np.testing.assert_allclose(out[:, 2], actions[:, 2], atol=1e-7)  # band 0: the policy itself
+    np.testing.assert_allclose(out[:, 3], positions[:, 3], atol=1e-6)  # band 2 ≥ 2L: never trades
+    assert np.all(np.abs(out) <= limits + 1e-6)
+    for i in range(0, 200, 37):
+        np.testing.assert_allclose(pool.act(features[i], positions[i]), out[i], atol=1e-6)
+
+
+def test_with_no_trade_bands_shares_the_policies_and_names_the_change(model_set):
+    folder, *_ = model_set
+    plain = AgentPool.load(folder, feature_names=FEATURES)
+    _banded_set(folder, {"contrarian": 0.3})
+    stored = AgentPool.load(folder, feature_names=FEATURES)
+    derived = plain.with_no_trade_bands({"contrarian": 0.3})
+    assert derived.version == f"{plain.version}+band[contrarian=0.3]"
+    assert derived.no_trade_band == stored.no_trade_band
+    x = np.random.default_rng(8).normal(size=(30, len(FEATURES))) * 3
+    p = np.random.default_rng(9).uniform(-1, 1, size=(30, 4))
+    np.testing.assert_array_equal(derived.act_batch(x, p), stored.act_batch(x, p))
+    assert plain.no_trade_band["contrarian"] == 0.0  # the original pool is unchanged
+    with pytest.raises(DataError, match="unknown agents"):
+        plain.with_no_trade_bands({"momentum": 0.1})
+    with pytest.raises(DataError, match=r"\[0, 2\]"):
+        plain.with_no_trade_bands({"balanced": -0.1})
+
+
 def test_fused_and_separate_agree(model_set):
     folder, *_ = model_set
     x = np.random.default_rng(2).normal(size=(20, len(FEATURES)))

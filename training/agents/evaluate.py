@@ -24,6 +24,7 @@ number of checks passed:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 from ensemble_trader.backtest.engine import CostModel, evaluate_agents, load_series, prepare, run_pool
 from ensemble_trader.domain.agents import AgentPool
 from ensemble_trader.domain.errors import DataError
+from tqdm import tqdm
 
 SPLITS = ("test", "validation")
 SYNTHETIC: dict[str, tuple[tuple[str, str], ...]] = {
@@ -88,7 +90,10 @@ def suite_cases(split: str, windows: dict[str, dict[str, list[str]]]) -> list[Ca
 
 
 def specialty_checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Pass/fail of each agent's specialty on one report (``None`` when a regime is absent)."""
+    """Pass/fail of each agent's specialty on one report (``None`` when a regime is absent),
+    with the ``shortfall`` of a missed check — how far it is from passing, in the check's units
+    (percentage points of drawdown or return, Sharpe points; 0 when passed, None when absent):
+    the tie-break when candidates pass as many checks."""
     agents, hold = report["agents"], report["baselines"]["buy_and_hold"]
 
     def regime(block: dict[str, Any], name: str) -> dict[str, float] | None:
@@ -103,23 +108,29 @@ def specialty_checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             parts.append(None if mine is None or base is None else mine["max_drawdown"] < base["max_drawdown"])
         positive = a["overall"]["total_return"] > 0
         ok = None if None in parts else (all(parts) and positive)
-        out["conservative"] = {"passed": ok, "detail": (
+        gaps = [100 * max(0.0, regime(a, n)["max_drawdown"] - regime(hold, n)["max_drawdown"])
+                for n, part in zip(("BEAR", "VOLATILE"), parts, strict=True) if part is False]
+        gap = None if ok is None else sum(gaps) + 100 * max(0.0, -a["overall"]["total_return"])
+        out["conservative"] = {"passed": ok, "shortfall": gap, "detail": (
             f"maxDD BEAR {_pct(regime(a, 'BEAR'), 'max_drawdown')} vs {_pct(regime(hold, 'BEAR'), 'max_drawdown')}, "
             f"VOLATILE {_pct(regime(a, 'VOLATILE'), 'max_drawdown')} vs {_pct(regime(hold, 'VOLATILE'), 'max_drawdown')}; "
             f"total return {_pct(a['overall'], 'total_return')}")}
     if "aggressive" in agents:
         mine, base = regime(agents["aggressive"], "BULL"), regime(hold, "BULL")
         ok = None if mine is None or base is None else mine["total_return"] > base["total_return"]
-        out["aggressive"] = {"passed": ok, "detail": (
+        gap = None if ok is None else 100 * max(0.0, base["total_return"] - mine["total_return"])
+        out["aggressive"] = {"passed": ok, "shortfall": gap, "detail": (
             f"BULL total return {_pct(mine, 'total_return')} vs {_pct(base, 'total_return')}")}
     if "balanced" in agents:
         mine, base = agents["balanced"]["overall"]["sharpe"], hold["overall"]["sharpe"]
-        out["balanced"] = {"passed": mine > base, "detail": f"Sharpe {mine:.2f} vs {base:.2f}"}
+        out["balanced"] = {"passed": mine > base, "shortfall": max(0.0, base - mine),
+                           "detail": f"Sharpe {mine:.2f} vs {base:.2f}"}
     if "contrarian" in agents:
         mine = regime(agents["contrarian"], "SIDEWAYS")
         base = regime(hold, "SIDEWAYS")
         ok = None if mine is None else mine["total_return"] > 0
-        out["contrarian"] = {"passed": ok, "detail": (
+        gap = None if ok is None else 100 * max(0.0, -mine["total_return"])
+        out["contrarian"] = {"passed": ok, "shortfall": gap, "detail": (
             f"SIDEWAYS total return {_pct(mine, 'total_return')} (buy-and-hold {_pct(base, 'total_return')})")}
     return out
 
@@ -170,6 +181,62 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     return "\n".join(lines + [f"### Specialty checks ({heading})\n"] + summary + ["\n### Tables"] + details) + "\n"
 
 
+def band_search(models_dir: Path | None, bands: list[float], costs: CostModel) -> str:
+    """Choose each agent's no-trade band on the validation split (never on test data).
+
+    Every band of ``bands`` is applied to every agent of the set (:meth:`AgentPool.with_no_trade_bands`)
+    and scored with the specialty checks on the validation data sets; per agent the rule is the
+    one used for every configuration choice: most checks passed, then the smallest summed
+    shortfall, then the smallest band. Returns the Markdown table and the choice.
+    """
+    base = AgentPool.load(models_dir)
+    prepared = []
+    for case in suite_cases("validation", base.manifest.training.get("windows", {})):
+        try:
+            series, regimes = load_series(case.spec)
+        except DataError:  # the shared data folder exists only on the development machine
+            continue
+        if regimes is None:
+            from ensemble_trader.cli.evaluate import detected_regimes
+
+            regimes = detected_regimes(series, None)
+        prepared.append((case, prepare(series, regimes, start=case.start, end=case.end)))
+    scores: dict[str, list[tuple[float, int, float, list[str]]]] = {n: [] for n in base.names}
+    for band in tqdm(bands, desc="bands", unit="band", disable=not sys.stderr.isatty()):
+        pool = base.with_no_trade_bands({n: band for n in base.names})
+        cells: dict[str, list[str]] = {n: [] for n in base.names}
+        passed = dict.fromkeys(base.names, 0)
+        short = dict.fromkeys(base.names, 0.0)
+        for _case, data in prepared:
+            paths = run_pool(pool, data.features)
+            report = evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
+            checks = specialty_checks(report)
+            for n in pool.names:
+                turnover = report["agents"][n]["overall"]["turnover"]
+                ok = checks[n]["passed"]
+                passed[n] += ok is True
+                short[n] += checks[n]["shortfall"] or 0.0
+                mark = {None: "n/a", True: "", False: "**miss** "}[ok]
+                cells[n].append(f"{mark}{checks[n]['detail']} (turnover {turnover:.0f})")
+        for n in base.names:
+            scores[n].append((band, passed[n], short[n], cells[n]))
+    titles = [case.title.split(",")[0] for case, _ in prepared]
+    lines = [f"No-trade band search on the validation split, model set `{base.version}`, costs "
+             f"{costs.cost_bps:g} + {costs.slippage_bps:g} bps.\n"]
+    chosen = {}
+    for n in base.names:
+        best = min(scores[n], key=lambda row: (-row[1], round(row[2], 9), row[0]))
+        chosen[n] = best[0]
+        lines += [f"\n**{n}** (chosen: {best[0]:g})\n",
+                  "| band | passed | shortfall | " + " | ".join(titles) + " |",
+                  "|---" * (len(titles) + 3) + "|"]
+        for band, ok, gap, cells in scores[n]:
+            label = f"**{band:g}**" if band == best[0] else f"{band:g}"
+            lines.append(f"| {label} | {ok}/{len(cells)} | {gap:.2f} | " + " | ".join(cells) + " |")
+    lines.append("\nchosen: " + json.dumps(chosen))
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=None, help="model set (default: the committed one)")
@@ -178,8 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-dir", type=Path, default=None, help="write equity-curve PNGs here")
     parser.add_argument("--cost-bps", type=float, default=1.0)
     parser.add_argument("--slippage-bps", type=float, default=2.0)
+    parser.add_argument("--bands", default=None, metavar="B1,B2,...",
+                        help="choose each agent's no-trade band among these on the validation split")
     args = parser.parse_args(argv)
-    print(run_suite(args.models, args.img_dir, CostModel(args.cost_bps, args.slippage_bps), args.split))
+    costs = CostModel(args.cost_bps, args.slippage_bps)
+    if args.bands is not None:
+        if args.split != "validation":
+            parser.error("--bands chooses a configuration: only with --split validation")
+        try:
+            bands = sorted({float(b) for b in args.bands.split(",") if b.strip()})
+        except ValueError:
+            parser.error(f"--bands: not a comma-separated list of numbers: {args.bands!r}")
+        if not bands or not all(0.0 <= b <= 2.0 for b in bands):
+            parser.error(f"--bands: give numbers in [0, 2], got {args.bands!r}")
+        print(band_search(args.models, bands, costs))
+        return 0
+    print(run_suite(args.models, args.img_dir, costs, args.split))
     return 0
 
 

@@ -24,10 +24,14 @@ from ensemble_trader.domain.agents import (
 from ensemble_trader.domain.errors import ModelArtifactError
 
 
-def content_version(hashes: list[str]) -> str:
-    """A version derived from the files' hashes: the same weights always get the same version."""
-    digest = hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()
-    return f"agents-{digest[:12]}"
+def content_version(hashes: list[str], bands: Mapping[str, float] | None = None) -> str:
+    """A version derived from the files' hashes and the agents' non-zero no-trade bands (which
+    change what the served agents do): the same set always gets the same version, and a set
+    without bands keeps the version of its files alone."""
+    text = "".join(sorted(hashes)) + "".join(
+        f"|{name}:band={band!r}" for name, band in sorted((bands or {}).items()) if band
+    )
+    return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def write_model_set(
@@ -53,7 +57,7 @@ def write_model_set(
         fused = ArtifactRef(file=fused_file, sha256=sha256_file(out_dir / fused_file))
     hashes = [e.sha256 for e in entries.values()] + ([fused.sha256] if fused else [])
     manifest = AgentManifest(
-        version=content_version(hashes),
+        version=content_version(hashes, {n: e.no_trade_band for n, e in entries.items()}),
         created=created or datetime.now(UTC).replace(microsecond=0),
         feature_names=tuple(feature_names),
         agents=entries,

@@ -75,11 +75,13 @@ AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     # longer horizon (gamma 0.95) and a wider training slippage, a regulariser against
     # flip-flopping (selection and evaluation use the real costs). The Aggressive keeps one seed
     # (bagging shrank its positions and its BULL returns on validation) and gets more steps; the
-    # Balanced is selected on the mean of the per-series validation Sharpe ratios.
-    "conservative": {"gamma": 0.95, "slippage_bps": 8.0},
-    "aggressive": {"gamma": 0.95, "slippage_bps": 8.0, "total_timesteps": 400_000, "n_seeds": 1},
-    "balanced": {"gamma": 0.95, "slippage_bps": 8.0, "selection": "per_series"},
-    "contrarian": {"gamma": 0.95, "slippage_bps": 8.0},
+    # Balanced is selected on the mean of the per-series validation Sharpe ratios. The no-trade
+    # bands were chosen last, for the trained policies (`evaluate --split validation --bands`).
+    "conservative": {"gamma": 0.95, "slippage_bps": 8.0, "no_trade_band": 0.05},
+    "aggressive": {"gamma": 0.95, "slippage_bps": 8.0, "total_timesteps": 400_000, "n_seeds": 1,
+                   "no_trade_band": 0.15},
+    "balanced": {"gamma": 0.95, "slippage_bps": 8.0, "selection": "per_series", "no_trade_band": 0.1},
+    "contrarian": {"gamma": 0.95, "slippage_bps": 8.0, "no_trade_band": 0.5},
 }
 """Per-agent departures from the shared hyperparameters (override with ``agent_overrides``)."""
 AGENT_DATA: dict[str, tuple[str, ...]] = {
@@ -91,7 +93,8 @@ AGENT_DATA: dict[str, tuple[str, ...]] = {
 follows the default rule of :func:`agent_training_data`."""
 OVERRIDABLE = frozenset(
     {"gamma", "gae_lambda", "learning_rate", "ent_coef", "clip_range", "log_std_init", "cost_bps",
-     "slippage_bps", "total_timesteps", "episode_length", "n_seeds", "combine_seeds", "selection"}
+     "slippage_bps", "total_timesteps", "episode_length", "n_seeds", "combine_seeds", "selection",
+     "no_trade_band"}
 )
 
 
@@ -136,6 +139,9 @@ class TrainConfig(BaseModel):
     clip_range: float = Field(default=0.2, gt=0.0)
     ent_coef: float = Field(default=0.0, ge=0.0)
     log_std_init: float = -0.7
+    # the served agent's no-trade band (AgentPool): an execution rule set after training, in the
+    # manifest; it changes neither the training nor the checkpoint selection
+    no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)
     net_arch: tuple[int, ...] = (64, 64)
     rewards: dict[str, dict[str, float]] = Field(default_factory=dict)
     agent_overrides: dict[str, dict[str, Any]] = Field(default_factory=lambda: copy.deepcopy(AGENT_OVERRIDES))
@@ -625,6 +631,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         entries[agent] = {
             "file": f"{agent}.onnx",
             "leverage": t.leverage,
+            "no_trade_band": config.for_agent(agent).no_trade_band,
             "algorithm": "PPO",
             "reward": t.reward_params,
             "hyperparameters": {"seed": t.seed, **({"bagged_seeds": t.seeds} if t.seeds else {}),

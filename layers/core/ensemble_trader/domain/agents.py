@@ -12,6 +12,12 @@ order of :data:`ensemble_trader.domain.features.FEATURE_NAMES`) followed by the 
 current position. Observation normalisation is part of each ONNX graph, and so is the clamp of
 the action to ``[-L_i, L_i]``; the pool clips again so the contract holds for any graph.
 
+Execution rule (the manifest's ``no_trade_band`` b_i, 0 by default): with proportional trading
+costs the optimal rebalancing policy leaves the position alone inside a band around the
+frictionless target and, outside it, trades only to the band's near edge. The pool applies it
+to each agent's action a_i and own position p_i: ``target = clip(p_i, a_i - b_i, a_i + b_i)``
+(then within ``[-L_i, L_i]``), so a policy's bar-to-bar jitter smaller than b_i costs nothing.
+
 ONNX graphs
     per agent:  input ``obs`` float32 (n, F + 1)              → output ``action`` float32 (n, 1)
     fused:      inputs ``features`` (n, F), ``positions`` (n, A) → output ``actions`` (n, A)
@@ -62,6 +68,7 @@ class AgentEntry(ArtifactRef):
     """One agent of a model set: its policy file and how it was made."""
 
     leverage: float = Field(gt=0.0, le=10.0)
+    no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)  # see AgentPool: trade only beyond it
     algorithm: str = "PPO"
     reward: dict[str, Any] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
@@ -179,7 +186,8 @@ class AgentPool:
     """All agents of one model set, ready to decide.
 
     Use :meth:`load`. ``act`` takes one feature vector and each agent's own current position and
-    returns each agent's target position; ``act_batch`` does the same for many rows at once.
+    returns each agent's target position (its action within ``[-L, L]``, after the agent's
+    no-trade band); ``act_batch`` does the same for many rows at once.
     With ``fused=True`` (the default when the set has a fused graph) one onnxruntime call
     evaluates every agent; otherwise one call per agent.
     """
@@ -191,6 +199,9 @@ class AgentPool:
         self.feature_names: tuple[str, ...] = manifest.feature_names
         self.leverage: dict[str, float] = {n: manifest.agents[n].leverage for n in self.names}
         self._limits = np.array([self.leverage[n] for n in self.names], dtype=np.float32)
+        self.no_trade_band: dict[str, float] = {n: manifest.agents[n].no_trade_band for n in self.names}
+        self._bands = np.array([self.no_trade_band[n] for n in self.names], dtype=np.float32)
+        self._banded = bool(np.any(self._bands > 0))
         self._sessions = [sessions[n] for n in self.names]
         self._fused = fused_session
         self._n_features = len(self.feature_names)
@@ -262,6 +273,31 @@ class AgentPool:
                     f"{self._n_features + 1}"
                 )
 
+    def with_no_trade_bands(self, bands: dict[str, float]) -> AgentPool:
+        """The same policies (sessions shared) with other no-trade bands for the named agents
+        (to choose the bands on validation data); the version names the change."""
+        unknown = sorted(set(bands) - set(self.names))
+        if unknown:
+            raise DataError(f"no-trade bands for unknown agents {unknown}; this set has {list(self.names)}")
+        bad = {n: b for n, b in bands.items() if not 0.0 <= float(b) <= 2.0}
+        if bad:
+            raise DataError(f"no-trade bands must be in [0, 2] (position units), got {bad}")
+        agents = {
+            n: self.manifest.agents[n].model_copy(update={"no_trade_band": float(bands[n])})
+            if n in bands else self.manifest.agents[n]
+            for n in self.names
+        }
+        tag = ",".join(f"{n}={float(bands[n]):g}" for n in self.names if n in bands)
+        manifest = self.manifest.model_copy(update={"agents": agents, "version": f"{self.version}+band[{tag}]"})
+        return AgentPool(manifest, dict(zip(self.names, self._sessions, strict=True)), self._fused)
+
+    def _execute(self, actions: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Actions clipped to ``[-L, L]``, then the no-trade band around them (see the module)."""
+        out = np.clip(actions, -self._limits, self._limits)
+        if self._banded:
+            out = np.clip(np.clip(positions, out - self._bands, out + self._bands), -self._limits, self._limits)
+        return out
+
     def _inputs(self, features: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = np.asarray(features, dtype=np.float32)
         p = np.asarray(positions, dtype=np.float32)
@@ -283,7 +319,7 @@ class AgentPool:
             for i, sess in enumerate(self._sessions):
                 obs = np.concatenate((f, p[:, i : i + 1]), axis=1)
                 out[:, i] = sess.run(None, {"obs": obs})[0][:, 0]
-        return np.clip(out, -self._limits, self._limits)
+        return self._execute(out, p)
 
     def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Targets (A,) for one feature vector (F,) and each agent's current position (A,).
@@ -307,4 +343,4 @@ class AgentPool:
             for i, sess in enumerate(self._sessions):
                 obs[0, -1] = p[i]
                 out[i] = sess.run(None, {"obs": obs})[0][0, 0]
-        return np.clip(out, -self._limits, self._limits)
+        return self._execute(out, p)
