@@ -96,6 +96,31 @@ def test_position_change_per_bar_is_bounded() -> None:
     assert any(d.intent.explanation_detail["capped"] for d in decisions)
 
 
+def test_no_trade_band_holds_small_moves_and_trades_to_the_edge_of_large_ones() -> None:
+    """Every agent wants the same target, so the desired position is that target: moves of
+    less than the band are not made; a larger one stops at the band's near edge."""
+    n = 40
+    prices = 100.0 * np.cumprod(np.full(n, 1.0005))
+    wanted = np.where(np.arange(n) < 20, 0.5 + 0.05 * np.sin(np.arange(n)), -0.5)
+    targets = np.repeat(wanted[:, None], 4, axis=1)
+    config = dict(context="global", vol_target="none", ramp_bars=1, max_position_change=2.0)
+    _, free = run(MetaAgentStep(MetaAgentConfig.create(**config)), prices, [Regime.BULL] * n, targets)
+    _, banded = run(MetaAgentStep(MetaAgentConfig.create(**config, no_trade_band=0.2)),
+                    prices, [Regime.BULL] * n, targets)
+    desired = np.array([d.intent.target_position for d in free])
+    held = np.array([d.intent.target_position for d in banded])
+    assert np.allclose(desired, wanted)
+    assert held[0] == pytest.approx(0.5 - 0.2)  # from flat to 0.5: stops 0.2 short
+    expected, position = [], 0.0
+    for w in wanted:  # the band's rule, bar by bar
+        position = float(np.clip(position, w - 0.2, w + 0.2))
+        expected.append(position)
+    np.testing.assert_allclose(held, expected, atol=1e-12)
+    assert held[20] == pytest.approx(-0.5 + 0.2)  # the reversal stops at the near edge
+    assert np.count_nonzero(np.diff(held[:20])) < np.count_nonzero(np.diff(desired[:20])) / 2
+    assert banded[5].intent.explanation_detail["capped"]
+
+
 def test_switch_ramps_to_the_new_leader_over_ramp_bars() -> None:
     names = ("a", "b")
     cfg = MetaAgentConfig.create(

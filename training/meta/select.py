@@ -85,6 +85,7 @@ BASE: dict[str, Any] = {
     "vol_target_long_halflife": 250.0,
     "regime_prior_rounds": 0.0,
     "min_regime_rounds": 20,
+    "no_trade_band": 0.0,
 }
 """The configuration chosen before the overlay and the shrinkage existed (the previous default).
 Named candidates are spelled out against it, so their meaning does not move with the defaults."""
@@ -129,6 +130,11 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "hedge-regime-prior300-vt-market-var-cap0.5": BASE | _VT_VAR | _REGIME | {"max_position_change": 0.5},
     "hedge-probability-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"context": "probability"},
     "thompson-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"policy": "thompson"},
+    # a no-trade band on the ensemble's own position (the agents have theirs)
+    "hedge-regime-prior300-vt-market-var-band0.05": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.05},
+    "hedge-regime-prior300-vt-market-var-band0.1": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.1},
+    "hedge-regime-prior300-vt-market-var-band0.2": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.2},
+    "hedge-global-vt-market-var-band0.1": BASE | _VT_VAR | {"no_trade_band": 0.1},
 }
 """Named candidates: ``MetaAgentConfig`` options (the rest at the field defaults). A JSON candidate
 on the command line is taken as options over the current defaults."""

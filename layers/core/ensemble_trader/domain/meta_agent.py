@@ -17,7 +17,8 @@ Order of operations at bar ``t`` (nothing from after ``t`` is used):
    learner's weights; with ``context="probability"`` the weights of the four regime learners
    are mixed by the regime probabilities at ``t``;
 5. smoothing: when the leading agent changes, the position ramps to the new target over
-   ``ramp_bars`` bars, and no bar moves the position by more than ``max_position_change``;
+   ``ramp_bars`` bars, a move smaller than ``no_trade_band`` is not made, and no bar moves the
+   position by more than ``max_position_change``;
 6. the :class:`OrderIntent` (deterministic id), its explanation, and an :class:`AgentSwitched`
    event when the leading agent changed.
 
@@ -115,9 +116,11 @@ class MetaAgentConfig(BaseModel):
     feedback
         ``full``: every agent's counterfactual reward updates the learner; ``bandit``: only
         the reward of the agent that was played.
-    max_position_change, ramp_bars
-        smoothing: the largest |Δposition| per bar, and the number of bars over which the
-        position moves to a new leading agent's target.
+    max_position_change, ramp_bars, no_trade_band
+        smoothing: the largest |Δposition| per bar, the number of bars over which the
+        position moves to a new leading agent's target, and a no-trade band around the
+        (ramped) target — a smaller move leaves the position alone, a larger one trades only to
+        the band's near edge (0: off; the agents' own bands are in their model set).
     cost_bps, risk_adjustment, vol_halflife, agent_vol_floor
         the reward: ``pos * r - cost_bps/1e4 * |Δpos|`` (default 3 bp, the backtest CostModel's
         1 bp commission + 2 bp slippage), divided by a volatility known at the previous bar
@@ -157,6 +160,7 @@ class MetaAgentConfig(BaseModel):
     min_regime_rounds: int = Field(default=20, ge=0)
     regime_prior_rounds: float = Field(default=300.0, ge=0.0)
     max_position_change: float = Field(default=2.0, gt=0.0)
+    no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
     cost_bps: float = Field(default=3.0, ge=0.0)
@@ -675,6 +679,8 @@ class MetaAgentStep:
         if ramp_left > 0:
             step_target = position + (desired - position) / ramp_left
             ramp_left -= 1
+        if cfg.no_trade_band > 0.0:  # hold inside the band, trade to its near edge outside it
+            step_target = float(np.clip(position, step_target - cfg.no_trade_band, step_target + cfg.no_trade_band))
         delta = float(np.clip(step_target - position, -cfg.max_position_change, cfg.max_position_change))
         new_position = float(np.clip(position + delta, -cfg.max_position, cfg.max_position))
 
