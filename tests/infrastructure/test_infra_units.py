@@ -101,6 +101,7 @@ def test_training_image_tag_defaults_to_the_package_version(tmp_path):
     import json
 
     from ensemble_trader import __version__
+
     from infra_cdk.app import build_app
 
     app, stack = build_app(outdir=str(tmp_path), functions_dir=tmp_path)
