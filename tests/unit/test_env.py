@@ -65,6 +65,26 @@ def test_costs_are_charged_on_position_changes_only(series):
     assert [o.cost for o in rew.outcomes] == pytest.approx([1.5e-4, 0.0, 4.5e-4, 0.0])
 
 
+def test_no_trade_band_executes_actions_as_the_served_pool_does(series):
+    """With a band the position moves only when the action leaves it, and then to the band's
+    near edge; costs are charged on the executed change only."""
+    flat = dataclasses.replace(series, close=np.full_like(series.close, 100.0))
+    rew = RecordingReward()
+    env = TradingEnv([flat], rew, costs=CostModel(cost_bps=1.0, slippage_bps=2.0), no_trade_band=0.2)
+    env.reset(options={"series": 0, "start": 0, "length": 5})
+    positions = []
+    for a in (0.5, 0.6, 0.35, -1.0, 5.0):
+        obs, *_ = env.step(np.array([a]))
+        positions.append(env.position)
+        assert obs[-1] == pytest.approx(env.position)
+    # 0 → 0.3 (edge of 0.5 ± 0.2); 0.6: 0.3 is outside [0.4, 0.8] → 0.4; 0.35: 0.4 inside → hold;
+    # -1 → -0.8; 5 is clipped to L = 1 first → 0.8
+    assert positions == pytest.approx([0.3, 0.4, 0.4, -0.8, 0.8])
+    assert [o.cost for o in rew.outcomes] == pytest.approx([3e-4 * d for d in (0.3, 0.1, 0.0, 1.2, 1.6)])
+    with pytest.raises(DataError, match="no_trade_band"):
+        TradingEnv([series], RecordingReward(), no_trade_band=-0.1)
+
+
 def test_actions_are_clipped_to_the_leverage_limit(series):
     env = TradingEnv([series], RecordingReward(), leverage=1.0)
     env.reset(options={"series": 0, "start": 0, "length": 2})

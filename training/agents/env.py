@@ -7,7 +7,9 @@ position ``p_t`` in ``[-L, L]`` (fraction of equity; ``L`` = the agent's leverag
 environment then charges the trade's costs (:class:`~ensemble_trader.backtest.engine.CostModel`)
 and moves one bar on: the reward for the action at ``t`` uses the return from ``t`` to ``t+1``,
 which the agent could not see when it acted. The timing and the cost formula are exactly the
-backtester's (:mod:`ensemble_trader.backtest.engine`).
+backtester's (:mod:`ensemble_trader.backtest.engine`). With ``no_trade_band`` b > 0 the action
+is executed as the served pool executes it (:class:`~ensemble_trader.domain.agents.AgentPool`):
+``p_t = clip(p_{t-1}, a_t - b, a_t + b)``.
 
 Episodes are windows of ``episode_length`` bars drawn at random (weighted by length) from a list
 of :class:`~ensemble_trader.backtest.engine.PreparedSeries` — real bars (arch S&P 500 /
@@ -66,6 +68,7 @@ class TradingEnv(gym.Env):
         costs: CostModel | None = None,
         episode_length: int = 256,
         random_state: int | None = None,
+        no_trade_band: float = 0.0,
     ):
         super().__init__()
         if not data:
@@ -74,12 +77,15 @@ class TradingEnv(gym.Env):
             raise DataError(f"leverage must be > 0, got {leverage!r}")
         if episode_length < 1:
             raise DataError(f"episode_length must be >= 1, got {episode_length}")
+        if not 0.0 <= no_trade_band <= 2.0:
+            raise DataError(f"no_trade_band must be in [0, 2], got {no_trade_band!r}")
         self.tracks = [_Track(s) for s in data]
         short = [t.name for t in self.tracks if t.n < 2]
         if short:
             raise DataError(f"series {short} have fewer than two warm bars")
         self.reward = reward
         self.leverage = float(leverage)
+        self.no_trade_band = float(no_trade_band)
         self.costs = costs or CostModel()
         self.episode_length = int(episode_length)
         n_obs = len(FEATURE_NAMES) + 1
@@ -126,6 +132,8 @@ class TradingEnv(gym.Env):
 
     def step(self, action):
         target = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -self.leverage, self.leverage))
+        if self.no_trade_band > 0.0:  # AgentPool's execution rule: hold inside the band, else its edge
+            target = float(np.clip(self._position, target - self.no_trade_band, target + self.no_trade_band))
         tr, t = self._track, self._t
         cost = self.costs.cost(self._position, target)
         asset_return = tr.close[t + 1] / tr.close[t] - 1.0
