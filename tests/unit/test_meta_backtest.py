@@ -63,6 +63,17 @@ def hand_regime_model() -> RegimeModel:
     )
 
 
+def assert_lambda_step_decides_alike(pipeline, config: MetaAgentConfig, agents) -> None:
+    """run_meta over the pipeline gives, bar by bar, the intents of MetaAgentStep.__call__ (the
+    Lambda's step, which asks the agents itself)."""
+    run = run_meta(pipeline, config)
+    step = MetaAgentStep(config, agents)
+    state = None
+    for market, expected in zip(pipeline.market_states, run.intents, strict=True):
+        state, decision = step(state, market)
+        assert decision.intent == expected
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     series = generate("easy", 500, seed=4).series
@@ -83,12 +94,7 @@ def test_pipeline_uses_the_stage_steps_and_warms_up(pipeline) -> None:
 def test_backtest_equals_the_lambda_step_bar_by_bar(pipeline) -> None:
     """run_meta (targets precomputed) gives the intents MetaAgentStep.__call__ (pool inside) gives."""
     config = MetaAgentConfig.create(policy="thompson")
-    run = run_meta(pipeline, config)
-    step = MetaAgentStep(config, RuleAgents())
-    state = None
-    for market, expected in zip(pipeline.market_states, run.intents, strict=True):
-        state, decision = step(state, market)
-        assert decision.intent == expected
+    assert_lambda_step_decides_alike(pipeline, config, RuleAgents())
 
 
 class Accumulating(RuleAgents):
@@ -110,12 +116,7 @@ def test_backtest_clips_and_feeds_back_the_targets_as_the_lambda_step_does() -> 
     pipeline = run_pipeline(series, Accumulating(), RegimeStep(hand_regime_model()), max_position=0.5)
     assert pipeline.max_position == 0.5
     assert np.abs(pipeline.agent_targets).max() == pytest.approx(0.5)
-    run = run_meta(pipeline, config)
-    step = MetaAgentStep(config, Accumulating())
-    state = None
-    for market, expected in zip(pipeline.market_states, run.intents, strict=True):
-        state, decision = step(state, market)
-        assert decision.intent == expected
+    assert_lambda_step_decides_alike(pipeline, config, Accumulating())
     with pytest.raises(ValueError, match=r"clipped the agents' targets to ±0.5 .* ±2"):
         run_meta(pipeline, MetaAgentConfig.create(policy="hedge"))
 
