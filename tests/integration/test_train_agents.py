@@ -114,7 +114,8 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
         SM_CHANNEL_VALIDATION=str(val_dir),
         SM_MODEL_DIR=str(model_dir),
         SM_HPS=json.dumps(
-            {"quick": "true", "seed": "5", "total_timesteps": "512", "agents": "balanced", "n_seeds": "2"}
+            # the job-level n_seeds applies where AGENT_OVERRIDES sets none for the agent
+            {"quick": "true", "seed": "5", "total_timesteps": "512", "agents": "conservative", "n_seeds": "2"}
         ),
     )
     proc = subprocess.run(
@@ -122,15 +123,15 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = read_manifest(model_dir)
-    assert manifest.names == ("balanced",)
+    assert manifest.names == ("conservative",)
     assert manifest.training["seed"] == 5
     assert manifest.training["validation_data"] == [str(val_dir / "syn.csv")]
-    # two seeds trained (5 + index of balanced, and +100) and bagged: one graph averaging both,
-    # scored again on the validation channel
-    entry = manifest.agents["balanced"]
-    assert set(entry.validation["seed_scores"]) == {"7", "107"}
-    assert entry.hyperparameters["bagged_seeds"] == [7, 107]
+    # two seeds trained (5 + index of the conservative, and +100) and bagged: one graph averaging
+    # both, scored again on the validation channel
+    entry = manifest.agents["conservative"]
+    assert set(entry.validation["seed_scores"]) == {"5", "105"}
+    assert entry.hyperparameters["bagged_seeds"] == [5, 105]
     assert len(entry.validation["selected_at"]) == 2
-    assert {row["seed"] for row in manifest.training["validation_history"]["balanced"]} == {7, 107}
-    assert manifest.training["onnx_parity_max_abs_error"]["balanced"] <= 1e-5
+    assert {row["seed"] for row in manifest.training["validation_history"]["conservative"]} == {5, 105}
+    assert manifest.training["onnx_parity_max_abs_error"]["conservative"] <= 1e-5
     assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == manifest.version
