@@ -227,6 +227,11 @@ class TrainConfig(BaseModel):
     def costs(self) -> CostModel:
         return CostModel(self.cost_bps, self.slippage_bps)
 
+    @property
+    def training_band(self) -> float:
+        """The band the environment executes actions through in training and selection."""
+        return self.no_trade_band if self.band_in_training else 0.0
+
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -422,7 +427,7 @@ def train_agent(
     leverage = DEFAULT_LEVERAGE[agent]
     reward_params = config.rewards.get(agent, {})
     mean, scale = observation_stats(train_data, leverage)
-    band = config.no_trade_band if config.band_in_training else 0.0
+    band = config.training_band
 
     def make_env(rank: int):
         def _init():
@@ -636,9 +641,8 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         for k in range(own.n_seeds):
             seed = config.seed + AGENT_NAMES.index(agent) + SEED_STRIDE * k
             candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
-        band = own.no_trade_band if own.band_in_training else 0.0
         trained[agent] = combine_seeds(candidates, validation or train, config, own.combine_seeds, own.selection,
-                                       band)
+                                       own.training_band)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
     rng = np.random.default_rng(config.seed)
