@@ -199,6 +199,7 @@ class AgentPool:
         self.feature_names: tuple[str, ...] = manifest.feature_names
         self.leverage: dict[str, float] = {n: manifest.agents[n].leverage for n in self.names}
         self._limits = np.array([self.leverage[n] for n in self.names], dtype=np.float32)
+        self._lower = -self._limits
         self.no_trade_band: dict[str, float] = {n: manifest.agents[n].no_trade_band for n in self.names}
         self._bands = np.array([self.no_trade_band[n] for n in self.names], dtype=np.float32)
         self._banded = bool(np.any(self._bands > 0))
@@ -292,10 +293,15 @@ class AgentPool:
         return AgentPool(manifest, dict(zip(self.names, self._sessions, strict=True)), self._fused)
 
     def _execute(self, actions: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Actions clipped to ``[-L, L]``, then the no-trade band around them (see the module)."""
-        out = np.clip(actions, -self._limits, self._limits)
+        """Actions clipped to ``[-L, L]``, then the no-trade band around them (see the module).
+
+        ``minimum(maximum(x, lo), hi)`` is ``clip(x, lo, hi)`` for finite inputs (checked on
+        entry) at half the cost of ``np.clip`` on four numbers: this is on every decision."""
+        lo, hi = self._lower, self._limits
+        out = np.minimum(np.maximum(actions, lo), hi)
         if self._banded:
-            out = np.clip(np.clip(positions, out - self._bands, out + self._bands), -self._limits, self._limits)
+            held = np.minimum(np.maximum(positions, out - self._bands), out + self._bands)
+            out = np.minimum(np.maximum(held, lo), hi)
         return out
 
     def _inputs(self, features: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
