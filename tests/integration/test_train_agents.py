@@ -58,6 +58,8 @@ def test_quick_training_writes_a_verified_model_set(quick_set):
     # the served no-trade bands are the job's per-agent settings, outside the training itself
     assert {n: e.no_trade_band for n, e in manifest.agents.items()} == {
         n: AGENT_OVERRIDES[n].get("no_trade_band", 0.0) for n in AGENT_NAMES}
+    assert {n: e.hyperparameters["band_in_training"] for n, e in manifest.agents.items()} == {
+        n: AGENT_OVERRIDES[n].get("band_in_training", False) for n in AGENT_NAMES}
 
 
 def test_band_search_scores_every_band_on_validation_and_picks_by_the_rule(quick_set, capsys):
