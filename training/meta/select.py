@@ -126,6 +126,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "hedge-regime-vt-market-var": BASE | _VT_VAR | {"context": "regime"},
     "hedge-regime-prior150-vt-market-var": BASE | _VT_VAR | _REGIME | {"regime_prior_rounds": 150.0},
     "hedge-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME,
+    "hedge-regime-prior600-vt-market-var": BASE | _VT_VAR | _REGIME | {"regime_prior_rounds": 600.0},
+    "hedge-regime-prior1000-vt-market-var": BASE | _VT_VAR | _REGIME | {"regime_prior_rounds": 1000.0},
     "hedge-regime-prior300-vt-market-var-shrink0.25": BASE | _VT_VAR | _REGIME | {"shrinkage": 0.25},
     "hedge-regime-prior300-vt-market-var-cap0.5": BASE | _VT_VAR | _REGIME | {"max_position_change": 0.5},
     "hedge-probability-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"context": "probability"},
