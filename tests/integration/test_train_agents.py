@@ -62,6 +62,21 @@ def test_quick_training_writes_a_verified_model_set(quick_set):
         n: AGENT_OVERRIDES[n].get("band_in_training", False) for n in AGENT_NAMES}
 
 
+def test_robustness_reports_the_checks_over_unseen_synthetic_paths(quick_set, capsys):
+    code = evaluate_main(["--models", str(quick_set), "--robustness", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "seeds 3001-3002" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| realistic", "| mean_reverting"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")][1:]
+        assert len(cells) == len(AGENT_NAMES)
+        assert all(c.split(" ")[0].endswith("/2") for c in cells)  # every check judged on both paths
+    passed = sum(int(c.split("/")[0]) for row in rows for c in [x.strip() for x in row.strip("|").split("|")][1:])
+    assert f"**{passed} of 16 checks passed**" in out
+
+
 def test_band_search_scores_every_band_on_validation_and_picks_by_the_rule(quick_set, capsys):
     code = evaluate_main(["--models", str(quick_set), "--split", "validation", "--bands", "0,0.3"])
     assert code == 0

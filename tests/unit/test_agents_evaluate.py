@@ -77,6 +77,9 @@ def test_bands_are_chosen_on_validation_only(capsys):
     with pytest.raises(SystemExit):
         main(["--split", "validation", "--bands", "a,b"])
     assert "comma-separated" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--robustness", "0"])
+    assert "positive number of paths" in capsys.readouterr().err
 
 
 def test_missing_regime_is_not_judged():

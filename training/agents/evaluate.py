@@ -237,6 +237,43 @@ def band_search(models_dir: Path | None, bands: list[float], costs: CostModel) -
     return "\n".join(lines) + "\n"
 
 
+ROBUSTNESS_FIRST_SEED = 3001
+"""Synthetic seeds from here on are used by no job and by no other split: the spread report."""
+
+
+def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000) -> str:
+    """How often each specialty holds across ``n_paths`` more unseen synthetic paths per preset
+    (seeds from :data:`ROBUSTNESS_FIRST_SEED`, true regimes): the spread behind the single test
+    path of each preset. A report, never a basis for choosing a configuration."""
+    pool = AgentPool.load(models_dir)
+    lines = [f"Spread over {n_paths} unseen synthetic paths per preset ({bars} bars, seeds "
+             f"{ROBUSTNESS_FIRST_SEED}-{ROBUSTNESS_FIRST_SEED + n_paths - 1}, true regimes), model set "
+             f"`{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps. Cells: checks passed "
+             f"(and judged), then the median shortfall of the misses.\n",
+             "| preset | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 1) + "|"]
+    total = judged = 0
+    for preset in ("realistic", "mean_reverting"):
+        rows = {n: [] for n in pool.names}
+        seeds = range(ROBUSTNESS_FIRST_SEED, ROBUSTNESS_FIRST_SEED + n_paths)
+        for seed in tqdm(seeds, desc=preset, unit="path", disable=not sys.stderr.isatty()):
+            series, regimes = load_series(f"synth:{preset}:{seed}:{bars}")
+            data = prepare(series, regimes)
+            paths = run_pool(pool, data.features)
+            checks = specialty_checks(evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs))
+            for n in pool.names:
+                rows[n].append(checks[n])
+        cells = []
+        for n in pool.names:
+            ok = sum(c["passed"] is True for c in rows[n])
+            seen = sum(c["passed"] is not None for c in rows[n])
+            misses = [c["shortfall"] for c in rows[n] if c["passed"] is False]
+            total, judged = total + ok, judged + seen
+            cells.append(f"{ok}/{seen}" + (f" (misses by {float(np.median(misses)):.2f})" if misses else ""))
+        lines.append(f"| {preset} | " + " | ".join(cells) + " |")
+    lines.append(f"\n**{total} of {judged} checks passed** over the extra paths.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=None, help="model set (default: the committed one)")
@@ -247,8 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slippage-bps", type=float, default=2.0)
     parser.add_argument("--bands", default=None, metavar="B1,B2,...",
                         help="choose each agent's no-trade band among these on the validation split")
+    parser.add_argument("--robustness", type=int, default=None, metavar="N",
+                        help="report the checks over N more unseen synthetic paths per preset")
     args = parser.parse_args(argv)
     costs = CostModel(args.cost_bps, args.slippage_bps)
+    if args.robustness is not None:
+        if args.robustness < 1 or args.bands is not None:
+            parser.error("--robustness takes a positive number of paths, and not with --bands")
+        print(robustness(args.models, args.robustness, costs))
+        return 0
     if args.bands is not None:
         if args.split != "validation":
             parser.error("--bands chooses a configuration: only with --split validation")
