@@ -8,6 +8,7 @@ from ensemble_trader.domain.meta_agent import MetaAgentConfig
 from training.meta.select import (
     CANDIDATES,
     CONFIRM_SETS,
+    SPREAD_SETS,
     TEST_SETS,
     VALIDATION_SETS,
     EvalSet,
@@ -80,9 +81,14 @@ def test_splits_follow_the_protocol():
     assert [s.spec.split(":")[2] for s in CONFIRM_SETS] == [str(seed) for seed in range(205, 211)]
     assert all(s.end == "2015-01-01" for s in VALIDATION_SETS[4:])
     assert all(s.start == "2015-01-01" and s.end is None for s in TEST_SETS[4:])
+    seeds = [int(s.spec.split(":")[2]) for s in SPREAD_SETS]
+    assert len(SPREAD_SETS) == 20 and set(seeds) == set(range(311, 316))
+    used = {int(s.spec.split(":")[2]) for s in VALIDATION_SETS[:4] + TEST_SETS[:4] + CONFIRM_SETS}
+    assert not used & set(seeds)  # the spread's series are in no other split
 
 
-def test_test_split_refuses_several_configurations(capsys):
+@pytest.mark.parametrize("split", ["test", "spread"])
+def test_report_splits_refuse_several_configurations(capsys, split):
     with pytest.raises(SystemExit):
-        main(["--split", "test", "--candidates", "default", "ucb-global"])
+        main(["--split", split, "--candidates", "default", "ucb-global"])
     assert "exactly one configuration" in capsys.readouterr().err

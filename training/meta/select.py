@@ -1,6 +1,6 @@
 """Choose the meta-agent's configuration on validation data; report one on the test data.
 
-    python -m training.meta.select [--candidates NAME|JSON ...] [--split validation|test] [--json]
+    python -m training.meta.select [--candidates NAME|JSON ...] [--split validation|confirm|test|spread] [--json]
 
 For every evaluation set the expensive part — features → regime → agents
 (:func:`~ensemble_trader.backtest.ensemble.run_pipeline`) — runs once; each candidate
@@ -14,7 +14,9 @@ Walk-forward protocol (docs/meta-agent.md §6): ``validation`` — synthetic see
 bars) and S&P 500 / NASDAQ 2013-01-01 → 2015-01-01 — is where configurations are chosen;
 ``confirm`` — six more synthetic series, seeds 205-210 — checks the ranking of a few candidates;
 ``test`` — seeds 301-304 (3,000 bars) and S&P 500 / NASDAQ from 2015-01-01 — takes exactly one
-configuration, to report it. Bars before a window only warm up features, filter and learners.
+configuration, to report it; ``spread`` — five more synthetic series per preset, seeds 311-315 —
+reports the same configuration over more paths. Bars before a window only warm up features,
+filter and learners.
 
 A candidate is a name of :data:`CANDIDATES` or a JSON object of ``MetaAgentConfig`` options.
 """
@@ -68,7 +70,17 @@ CONFIRM_SETS: tuple[EvalSet, ...] = (
     EvalSet("synth hard 210", "synth:hard:210:2500"),
 )
 """More validation-type series (never test data) to check that a ranking is not the noise of six sets."""
-SPLITS = {"validation": VALIDATION_SETS, "confirm": CONFIRM_SETS, "test": TEST_SETS}
+SPREAD_SETS: tuple[EvalSet, ...] = tuple(
+    EvalSet(f"synth {label} {seed}", f"synth:{preset}:{seed}:3000")
+    for label, preset in (("easy", "easy"), ("realistic", "realistic"), ("hard", "hard"),
+                          ("mean-rev", "mean_reverting"))
+    for seed in range(311, 316)
+)
+"""Five more unseen synthetic series per preset (seeds 311-315): the spread behind the single
+test series of each preset, for one configuration, as a report (never to choose)."""
+SPLITS = {"validation": VALIDATION_SETS, "confirm": CONFIRM_SETS, "test": TEST_SETS, "spread": SPREAD_SETS}
+REPORT_SPLITS = ("test", "spread")
+"""Splits that report one configuration already chosen."""
 
 BASE: dict[str, Any] = {
     "policy": "hedge",
@@ -327,11 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
-        candidates = parse_candidates(args.candidates or (["default"] if args.split == "test" else None))
+        candidates = parse_candidates(args.candidates or (["default"] if args.split in REPORT_SPLITS else None))
     except ValueError as exc:
         parser.error(str(exc))
-    if args.split == "test" and len(candidates) != 1:
-        parser.error("--split test reports exactly one configuration: choose it on validation first")
+    if args.split in REPORT_SPLITS and len(candidates) != 1:
+        parser.error(f"--split {args.split} reports exactly one configuration: choose it on validation first")
     if args.img_dir is not None and args.split != "test":
         parser.error("--img-dir goes with --split test (the figures of the reported configuration)")
     sets = SPLITS[args.split]
