@@ -1,7 +1,8 @@
 """Agents benchmark: one decision of all four ONNX agents (the meta-agent stage's inner call).
 
 ``agents_infer_us_p50/_p99`` time :meth:`AgentPool.act` with the committed model set as served
-(the fused graph: one onnxruntime call for the four agents). Side by side, the same decision
+(the fused graph: one onnxruntime call for the four agents), and ``agents_infer_cpu_us_*`` the
+same calls in the thread's CPU time (preemption left out). Side by side, the same decision
 with one session per agent (``agents_infer_separate_us_*``), and the backtest throughput of the
 pool (bars per second, the sequential loop where each agent sees its own position).
 """
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from ensemble_trader.bench import percentiles_us, time_calls
+from ensemble_trader.bench import percentiles_us, time_calls, time_calls_with_cpu
 
 
 def _feature_rows(n: int) -> np.ndarray:
@@ -43,7 +44,9 @@ def run(quick: bool) -> dict[str, float | int | str]:
     results: dict[str, float | int | str] = {"agents_model_version": fused.version}
     mode = "fused" if fused.manifest.fused is not None else "separate"
     results["agents_infer_mode"] = mode
-    results.update(percentiles_us(time_calls(decide(fused), repeats), "agents_infer"))
+    wall, cpu = time_calls_with_cpu(decide(fused), repeats)
+    results.update(percentiles_us(wall, "agents_infer"))
+    results.update(percentiles_us(cpu, "agents_infer_cpu"))
     results.update(percentiles_us(time_calls(decide(separate), repeats), "agents_infer_separate"))
     n = 300 if quick else len(rows)
     t0 = time.perf_counter()
