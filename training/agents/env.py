@@ -24,6 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from ensemble_trader.backtest.engine import CostModel, PreparedSeries
+from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FEATURE_NAMES
 
@@ -77,8 +78,8 @@ class TradingEnv(gym.Env):
             raise DataError(f"leverage must be > 0, got {leverage!r}")
         if episode_length < 1:
             raise DataError(f"episode_length must be >= 1, got {episode_length}")
-        if not 0.0 <= no_trade_band <= 2.0:
-            raise DataError(f"no_trade_band must be in [0, 2], got {no_trade_band!r}")
+        if not 0.0 <= no_trade_band <= MAX_NO_TRADE_BAND:
+            raise DataError(f"no_trade_band must be in [0, {MAX_NO_TRADE_BAND:g}], got {no_trade_band!r}")
         self.tracks = [_Track(s) for s in data]
         short = [t.name for t in self.tracks if t.n < 2]
         if short:

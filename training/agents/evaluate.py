@@ -31,8 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ensemble_trader.backtest.engine import CostModel, evaluate_agents, load_series, prepare, run_pool
-from ensemble_trader.domain.agents import AgentPool
+from ensemble_trader.backtest.engine import (
+    CostModel,
+    PreparedSeries,
+    evaluate_agents,
+    load_series,
+    prepare,
+    run_pool,
+)
+from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND, AgentPool
 from ensemble_trader.domain.errors import DataError
 from tqdm import tqdm
 
@@ -139,9 +146,31 @@ def _pct(block: dict[str, float] | None, key: str) -> str:
     return "n/a" if block is None else f"{100 * block[key]:.1f}%"
 
 
+def case_data(case: Case) -> tuple[PreparedSeries, str]:
+    """The evaluated window of ``case`` and where its regimes come from: ``true`` (a synthetic
+    path), ``detected`` (the committed regime model, causally) or ``none``. A DataError when its
+    bars are not here (the shared data folder exists only on the development machine)."""
+    from ensemble_trader.cli.evaluate import detected_regimes
+
+    series, regimes = load_series(case.spec)
+    source = "true"
+    if regimes is None:
+        regimes = detected_regimes(series, None)
+        source = "detected" if regimes is not None else "none"
+    return prepare(series, regimes, start=case.start, end=case.end), source
+
+
+def score(pool: AgentPool, data: PreparedSeries, costs: CostModel) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    """The pool's positions on ``data`` (each agent seeing its own), the evaluation report and
+    the specialty checks."""
+    paths = run_pool(pool, data.features)
+    report = evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
+    return paths, report, specialty_checks(report)
+
+
 def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, split: str = "test") -> str:
     """Evaluate every data set of ``split`` (see :func:`suite_cases`); return the Markdown results."""
-    from ensemble_trader.cli.evaluate import detected_regimes, format_report, plot_equity
+    from ensemble_trader.cli.evaluate import format_report, plot_equity
 
     pool = AgentPool.load(models_dir)
     lines = [f"Model set `{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps, {split} split.\n"]
@@ -150,19 +179,12 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     passed = counted = 0
     for case in suite_cases(split, pool.manifest.training.get("windows", {})):
         try:
-            series, regimes = load_series(case.spec)
-        except DataError as exc:  # the shared data folder exists only on the development machine
+            prepared, source = case_data(case)
+        except DataError as exc:
             summary.append(f"| {case.title} | " + " | ".join("not run" for _ in pool.names) + " |")
             details.append(f"\n#### {case.title}\n\nnot run: {exc}\n")
             continue
-        source = "true"
-        if regimes is None:
-            regimes = detected_regimes(series, None)
-            source = "detected" if regimes is not None else "none"
-        prepared = prepare(series, regimes, start=case.start, end=case.end)
-        paths = run_pool(pool, prepared.features)
-        report = evaluate_agents(prepared, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
-        checks = specialty_checks(report)
+        paths, report, checks = score(pool, prepared, costs)
         marks = {None: "n/a", True: "pass", False: "**miss**"}
         summary.append(f"| {case.title} | " + " | ".join(
             f"{marks[checks[n]['passed']]}: {checks[n]['detail']}" for n in pool.names) + " |")
@@ -193,14 +215,9 @@ def band_search(models_dir: Path | None, bands: list[float], costs: CostModel) -
     prepared = []
     for case in suite_cases("validation", base.manifest.training.get("windows", {})):
         try:
-            series, regimes = load_series(case.spec)
-        except DataError:  # the shared data folder exists only on the development machine
+            prepared.append((case, case_data(case)[0]))
+        except DataError:  # not on this machine: the band is chosen on the others
             continue
-        if regimes is None:
-            from ensemble_trader.cli.evaluate import detected_regimes
-
-            regimes = detected_regimes(series, None)
-        prepared.append((case, prepare(series, regimes, start=case.start, end=case.end)))
     scores: dict[str, list[tuple[float, int, float, list[str]]]] = {n: [] for n in base.names}
     for band in tqdm(bands, desc="bands", unit="band", disable=not sys.stderr.isatty()):
         pool = base.with_no_trade_bands({n: band for n in base.names})
@@ -208,9 +225,7 @@ def band_search(models_dir: Path | None, bands: list[float], costs: CostModel) -
         passed = dict.fromkeys(base.names, 0)
         short = dict.fromkeys(base.names, 0.0)
         for _case, data in prepared:
-            paths = run_pool(pool, data.features)
-            report = evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
-            checks = specialty_checks(report)
+            _, report, checks = score(pool, data, costs)
             for n in pool.names:
                 turnover = report["agents"][n]["overall"]["turnover"]
                 ok = checks[n]["passed"]
@@ -256,10 +271,8 @@ def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: in
         rows = {n: [] for n in pool.names}
         seeds = range(ROBUSTNESS_FIRST_SEED, ROBUSTNESS_FIRST_SEED + n_paths)
         for seed in tqdm(seeds, desc=preset, unit="path", disable=not sys.stderr.isatty()):
-            series, regimes = load_series(f"synth:{preset}:{seed}:{bars}")
-            data = prepare(series, regimes)
-            paths = run_pool(pool, data.features)
-            checks = specialty_checks(evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs))
+            data, _ = case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))
+            _, _, checks = score(pool, data, costs)
             for n in pool.names:
                 rows[n].append(checks[n])
         cells = []
@@ -300,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             bands = sorted({float(b) for b in args.bands.split(",") if b.strip()})
         except ValueError:
             parser.error(f"--bands: not a comma-separated list of numbers: {args.bands!r}")
-        if not bands or not all(0.0 <= b <= 2.0 for b in bands):
-            parser.error(f"--bands: give numbers in [0, 2], got {args.bands!r}")
+        if not bands or not all(0.0 <= b <= MAX_NO_TRADE_BAND for b in bands):
+            parser.error(f"--bands: give numbers in [0, {MAX_NO_TRADE_BAND:g}], got {args.bands!r}")
         print(band_search(args.models, bands, costs))
         return 0
     print(run_suite(args.models, args.img_dir, costs, args.split))

@@ -49,7 +49,7 @@ from ensemble_trader.backtest.engine import (
     prepare,
     run_pool,
 )
-from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
+from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, MAX_NO_TRADE_BAND, AgentPool
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
@@ -147,7 +147,7 @@ class TrainConfig(BaseModel):
     # the served agent's no-trade band (AgentPool), in the manifest; with band_in_training the
     # environment executes actions through it during training and checkpoint selection too,
     # otherwise it is an execution rule put on the trained policy
-    no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)
+    no_trade_band: float = Field(default=0.0, ge=0.0, le=MAX_NO_TRADE_BAND)
     band_in_training: bool = False
     net_arch: tuple[int, ...] = (64, 64)
     rewards: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -49,6 +49,9 @@ DEFAULT_LEVERAGE: dict[str, float] = {
 }
 """Leverage limit L of each agent: actions are target positions in [-L, L] (fraction of equity)."""
 
+MAX_NO_TRADE_BAND = 2.0
+"""Largest no-trade band (position units): twice the largest leverage limit, a band that never trades."""
+
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 
@@ -68,7 +71,7 @@ class AgentEntry(ArtifactRef):
     """One agent of a model set: its policy file and how it was made."""
 
     leverage: float = Field(gt=0.0, le=10.0)
-    no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)  # see AgentPool: trade only beyond it
+    no_trade_band: float = Field(default=0.0, ge=0.0, le=MAX_NO_TRADE_BAND)  # see AgentPool: trade only beyond it
     algorithm: str = "PPO"
     reward: dict[str, Any] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
@@ -280,9 +283,9 @@ class AgentPool:
         unknown = sorted(set(bands) - set(self.names))
         if unknown:
             raise DataError(f"no-trade bands for unknown agents {unknown}; this set has {list(self.names)}")
-        bad = {n: b for n, b in bands.items() if not 0.0 <= float(b) <= 2.0}
+        bad = {n: b for n, b in bands.items() if not 0.0 <= float(b) <= MAX_NO_TRADE_BAND}
         if bad:
-            raise DataError(f"no-trade bands must be in [0, 2] (position units), got {bad}")
+            raise DataError(f"no-trade bands must be in [0, {MAX_NO_TRADE_BAND:g}] (position units), got {bad}")
         agents = {
             n: self.manifest.agents[n].model_copy(update={"no_trade_band": float(bands[n])})
             if n in bands else self.manifest.agents[n]
