@@ -1,0 +1,132 @@
+"""Hindsight references of the meta-agent's target (training.meta.bounds): the pure parts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest.engine import CostModel, strategy_returns
+
+from training.meta.bounds import (
+    MIN_REGIME_PERIODS,
+    format_table,
+    net_returns,
+    regime_mix,
+    sharpe,
+    simplex_grid,
+    static_mix,
+)
+
+PPY = 252.0
+
+
+def skilled_agents(m: int, hit_rates: list[float], seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Asset returns and the positions of agents who call each bar's direction right with their
+    own probability, independently of each other (so their returns are uncorrelated)."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 0.01, m)
+    right = rng.random((m, len(hit_rates))) < np.asarray(hit_rates)
+    positions = np.where(right, 1.0, -1.0) * np.sign(r)[:, None]
+    return r, positions
+
+
+def test_simplex_grid_is_every_long_only_mix_once():
+    grid = simplex_grid(4, 0.25)
+    assert grid.shape == (math.comb(4 + 3, 3), 4)
+    assert np.allclose(grid.sum(axis=1), 1.0) and (grid >= 0).all()
+    assert len({tuple(row) for row in grid}) == len(grid)
+    assert [1.0, 0.0, 0.0, 0.0] in grid.tolist() and [0.25, 0.25, 0.25, 0.25] in grid.tolist()
+    assert simplex_grid(1, 0.5).tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("step", [0.3, 0.0, 2.0])
+def test_simplex_grid_refuses_a_step_that_does_not_divide_one(step):
+    with pytest.raises(ValueError, match="step"):
+        simplex_grid(3, step)
+
+
+def test_net_returns_are_the_backtests():
+    rng = np.random.default_rng(1)
+    r = rng.normal(0, 0.01, 50)
+    p = rng.uniform(-2, 2, (50, 3))
+    costs = CostModel()
+    expected = strategy_returns(p, r, costs, 0.3)
+    assert np.allclose(net_returns(p, r, costs.rate, 0.3), expected)
+
+
+def test_two_independent_equal_agents_mix_half_and_half_for_a_root_two_gain():
+    r, positions = skilled_agents(20_000, [0.53, 0.53])
+    grid = simplex_grid(2, 0.05)
+    alone = sharpe(net_returns(positions, r, 0.0, 0.0), PPY)
+    best, weights = static_mix(positions, r, 0.0, np.zeros(2), PPY, grid)
+    assert 0.35 <= weights[0] <= 0.65
+    assert best == pytest.approx(math.sqrt(2) * alone.max(), rel=0.15)
+
+
+def test_a_scaled_copy_adds_nothing_to_the_best_agent():
+    r, positions = skilled_agents(5_000, [0.55])
+    both = np.column_stack([positions[:, 0], 0.5 * positions[:, 0]])
+    best, _ = static_mix(both, r, 0.0, np.zeros(2), PPY, simplex_grid(2, 0.1))
+    assert best == pytest.approx(sharpe(net_returns(both, r, 0.0, 0.0), PPY).max(), rel=1e-9)
+
+
+def test_costs_are_charged_on_the_mixed_position():
+    r, positions = skilled_agents(2_000, [0.55, 0.55])
+    grid = simplex_grid(2, 0.5)
+    free, _ = static_mix(positions, r, 0.0, np.zeros(2), PPY, grid)
+    paid, _ = static_mix(positions, r, 3e-4, np.zeros(2), PPY, grid)
+    assert paid < free
+
+
+def test_the_per_regime_reference_holds_each_regimes_specialist():
+    # agent 0 is right in regime X and wrong in Y, agent 1 the other way round
+    m = 4_000
+    r, right = skilled_agents(m, [0.6, 0.6])
+    labels = np.where(np.arange(m) % 200 < 100, "BULL", "BEAR")
+    wrong = -right
+    positions = np.column_stack([
+        np.where(labels == "BULL", right[:, 0], wrong[:, 0]),
+        np.where(labels == "BEAR", right[:, 1], wrong[:, 1]),
+    ])
+    grid = simplex_grid(2, 0.1)
+    static, _ = static_mix(positions, r, 0.0, np.zeros(2), PPY, grid)
+    score, choice, path = regime_mix(positions, r, labels, 0.0, np.zeros(2), PPY, grid)
+    assert choice["BULL"]["weights"].tolist() == [1.0, 0.0]
+    assert choice["BEAR"]["weights"].tolist() == [0.0, 1.0]
+    assert max(c["exposure"] for c in choice.values()) == 1.0
+    assert all(0.0 <= c["exposure"] <= 1.0 for c in choice.values())
+    assert score > static + 2.0
+    assert score == pytest.approx(sharpe(net_returns(path[:, None], r, 0.0, 0.0), PPY)[0])
+
+
+def test_a_rare_regime_keeps_the_static_mix():
+    r, positions = skilled_agents(1_000, [0.56, 0.52])
+    labels = np.array(["BULL"] * 1_000, dtype="<U8")
+    labels[: MIN_REGIME_PERIODS - 1] = "VOLATILE"
+    grid = simplex_grid(2, 0.1)
+    _, weights = static_mix(positions, r, 0.0, np.zeros(2), PPY, grid)
+    _, choice, _ = regime_mix(positions, r, labels, 0.0, np.zeros(2), PPY, grid)
+    assert choice["VOLATILE"]["weights"].tolist() == weights.tolist()
+    assert choice["VOLATILE"]["periods"] == MIN_REGIME_PERIODS - 1
+
+
+def test_table_names_every_set_and_counts_the_goals():
+    entry = {
+        "best_agent": "balanced", "best_sharpe": 1.0, "sharpe_goal": 1.2,
+        "static": {"sharpe": 1.02, "weights": {"balanced": 0.8, "contrarian": 0.2, "aggressive": 0.0}},
+        "per_regime": {"sharpe": 1.5}, "ensemble_sharpe": 0.9,
+    }
+    text = format_table({"set A": entry, "set B": entry | {"per_regime": {"sharpe": 1.1}}})
+    assert "set A" in text and "set B" in text and "bala 0.80 cont 0.20" in text
+    assert "aggr" not in text
+    assert "+0.02 … +0.02" in text and "goal on 0 of 2, the per-regime reference on 1" in text
+
+
+def test_cli_refuses_a_bad_step_before_running(capsys):
+    from training.meta.bounds import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--step", "0.3"])
+    assert exc.value.code == 2
+    assert "step must divide 1" in capsys.readouterr().err

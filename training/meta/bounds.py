@@ -1,0 +1,229 @@
+"""How far could any weighting of the agents go? Hindsight references for the meta-agent's target.
+
+    python -m training.meta.bounds [--split validation|confirm|test|spread] [--step 0.05] [--json]
+
+The issue's target asks the ensemble for a Sharpe ratio 20 % above the best single agent's. An
+ensemble only holds mixes of the agents' target positions, so this asks what mixes can do at
+all, with the future known:
+
+* **static** — the best fixed long-only mix ``w`` (``w >= 0``, ``sum w = 1``, on a grid of step
+  ``--step``) of the agents' positions over the whole window, chosen with hindsight by its net
+  Sharpe ratio (costs on the mixed position's own trades, exactly as the backtest charges them).
+  A fixed mix is what any weighting converges to when the agents' records do not change: if the
+  best one in hindsight is barely above the best agent, weighting alone cannot reach the target.
+* **per regime** — a mix ``w_g`` and an exposure ``k_g`` for each regime ``g`` the detector
+  reports at the decision bar (causal labels; only the weights are hindsight): ``w_g`` is the
+  grid mix with the best net Sharpe over that regime's periods and ``k_g ∝ max(μ_g, 0) / σ_g²``
+  (the mix's mean and variance there) the exposure that maximises the whole window's Sharpe
+  when regimes differ in return per unit of risk. This is what a meta-agent that knew each
+  regime's record in advance would hold: a reference for timing, not a bound (a strategy that
+  changes its mix within a regime can do better).
+
+Both are evaluated with the backtest's own cost model and Sharpe ratio, beside the chosen
+configuration's online ensemble (``MetaAgentConfig()`` through ``run_meta`` and ``evaluate``,
+as in ``training.meta.select``). Nothing here is used to choose a configuration; the figures
+explain docs/meta-agent.md §6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+MIN_REGIME_PERIODS = 20
+"""A regime seen on fewer periods than this keeps the static mix and that mix's exposure over the
+whole window (its own mean and variance would be noise)."""
+
+
+def simplex_grid(n_agents: int, step: float) -> np.ndarray:
+    """Every long-only mix of ``n_agents`` with weights on multiples of ``step`` summing to 1,
+    one per row (stars and bars: the cut points between agents)."""
+    if n_agents < 1:
+        raise ValueError(f"need at least one agent, got {n_agents}")
+    units = round(1.0 / step) if 0.0 < step <= 1.0 else 0
+    if units < 1 or abs(units * step - 1.0) > 1e-9:
+        raise ValueError(f"step must divide 1 (e.g. 0.05, 0.1, 0.25), got {step!r}")
+    rows = []
+    for cuts in combinations(range(units + n_agents - 1), n_agents - 1):
+        edges = (-1, *cuts, units + n_agents - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(n_agents)])
+    return np.asarray(rows, dtype=np.float64) / units
+
+
+def net_returns(positions: np.ndarray, returns: np.ndarray, rate: float, initial: np.ndarray | float) -> np.ndarray:
+    """Net returns of each column of ``positions`` (m, k) held over ``returns`` (m,):
+    ``p_t r_t - rate |p_t - p_{t-1}|`` with ``p_{-1} = initial`` (as ``strategy_returns``)."""
+    previous = np.concatenate((np.broadcast_to(initial, (1, positions.shape[1])), positions[:-1]), axis=0)
+    return positions * returns[:, None] - rate * np.abs(positions - previous)
+
+
+def sharpe(net: np.ndarray, periods_per_year: float) -> np.ndarray:
+    """Annualised Sharpe ratio of each column (the backtest's formula: mean / sample std)."""
+    std = net.std(axis=0, ddof=1)
+    mean = net.mean(axis=0)
+    safe = np.where(std > 1e-15, std, 1.0)
+    return np.where(std > 1e-15, mean / safe * np.sqrt(periods_per_year), 0.0)
+
+
+def static_mix(
+    held: np.ndarray, returns: np.ndarray, rate: float, initial: np.ndarray, ppy: float, grid: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """(net Sharpe, weights) of the best fixed mix of the agents' held positions (m, A)."""
+    mixes = held @ grid.T
+    scores = sharpe(net_returns(mixes, returns, rate, initial @ grid.T), ppy)
+    best = int(np.argmax(scores))
+    return float(scores[best]), grid[best]
+
+
+def regime_mix(
+    held: np.ndarray,
+    returns: np.ndarray,
+    labels: np.ndarray,
+    rate: float,
+    initial: np.ndarray,
+    ppy: float,
+    grid: np.ndarray,
+) -> tuple[float, dict[str, dict[str, Any]], np.ndarray]:
+    """(net Sharpe, per-regime mix and exposure, position path) of the per-regime reference.
+
+    ``labels`` (m,) is the regime reported at each decision bar. The path starts flat and its
+    Sharpe is computed on the positions actually held, so switching between regimes' mixes pays
+    its trades."""
+    mixes = held @ grid.T
+    nets = net_returns(mixes, returns, rate, initial @ grid.T)
+    static = int(np.argmax(sharpe(nets, ppy)))
+    choice: dict[str, dict[str, Any]] = {}
+    for regime in sorted(set(labels.tolist())):
+        rows = labels == regime
+        column, x = static, nets[:, static]  # a rare regime: the static mix at its whole-window exposure
+        if rows.sum() >= MIN_REGIME_PERIODS:
+            column = int(np.argmax(sharpe(nets[rows], ppy)))
+            x = nets[rows, column]
+        variance = float(x.var(ddof=1))
+        kelly = max(float(x.mean()), 0.0) / variance if variance > 1e-18 else 0.0
+        choice[regime] = {"weights": grid[column], "kelly": kelly, "periods": int(rows.sum())}
+    top = max((c["kelly"] for c in choice.values()), default=0.0)
+    path = np.zeros(held.shape[0])
+    for regime, c in choice.items():
+        c["exposure"] = c["kelly"] / top if top > 0 else 0.0
+        rows = labels == regime
+        path[rows] = c["exposure"] * (held[rows] @ c["weights"])
+    score = sharpe(net_returns(path[:, None], returns, rate, 0.0), ppy)[0]
+    return float(score), choice, path
+
+
+def window_bounds(pipeline: Any, costs: Any, start: str | None, grid: np.ndarray) -> dict[str, Any]:
+    """Both references over the evaluated window of a :class:`PipelineRun` (from ``start``; the
+    series already ends where the window does), beside every agent's own net Sharpe."""
+    from ensemble_trader.backtest.engine import asset_returns, periods_per_year
+    from ensemble_trader.backtest.ensemble import first_index
+
+    i0 = first_index(pipeline, start)
+    returns = asset_returns(pipeline.close[i0:])
+    ppy = periods_per_year(pipeline.timestamp[i0:])
+    held = pipeline.agent_targets[i0:-1]
+    initial = pipeline.agent_targets[i0 - 1] if i0 > 0 else np.zeros(held.shape[1])
+    agents = sharpe(net_returns(held, returns, costs.rate, initial), ppy)
+    static, weights = static_mix(held, returns, costs.rate, initial, ppy, grid)
+    labels = pipeline.regimes[i0:-1]
+    per_regime, choice, _ = regime_mix(held, returns, labels, costs.rate, initial, ppy, grid)
+    names = pipeline.agent_names
+    best = int(np.argmax(agents))
+    goal = float(agents[best] + 0.2 * abs(agents[best]))
+    return {
+        "agents": {n: float(s) for n, s in zip(names, agents, strict=True)},
+        "best_agent": names[best],
+        "best_sharpe": float(agents[best]),
+        "sharpe_goal": goal,
+        "static": {"sharpe": static, "weights": dict(zip(names, weights.tolist(), strict=True))},
+        "per_regime": {
+            "sharpe": per_regime,
+            "regimes": {
+                g: {"weights": dict(zip(names, c["weights"].tolist(), strict=True)),
+                    "exposure": c["exposure"], "periods": c["periods"]}
+                for g, c in choice.items()
+            },
+        },
+    }
+
+
+def run(sets: Sequence[Any], step: float, progress: bool = True) -> tuple[dict[str, dict[str, Any]], str]:
+    """Per evaluation set: the references and the chosen configuration's ensemble Sharpe."""
+    from ensemble_trader.backtest.engine import CostModel
+    from ensemble_trader.backtest.ensemble import evaluate, run_meta, run_pipeline
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.runtime.settings import Settings
+
+    costs = CostModel()
+    pool = AgentPool.load(None)
+    regime = RegimeStep(RegimeModel.load(Settings().models_dir / "regime"))
+    config = MetaAgentConfig.create(cost_bps=costs.cost_bps + costs.slippage_bps)
+    grid = simplex_grid(len(pool.names), step)
+    out: dict[str, dict[str, Any]] = {}
+    for s in tqdm(sets, desc="bounds", unit="set", disable=not progress):
+        series = load_bars(s.spec)[0]
+        if s.end is not None:
+            series = series.between(None, s.end)
+        pipeline = run_pipeline(series, pool, regime, max_position=config.max_position)
+        entry = window_bounds(pipeline, costs, s.start, grid)
+        entry["ensemble_sharpe"] = float(evaluate(run_meta(pipeline, config), costs, s.start)["target"]["ensemble_sharpe"])
+        out[s.name] = entry
+    return out, pool.version
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'set':22}{'best agent':>22}{'goal':>7}{'static mix':>12}{'per regime':>12}{'ensemble':>10}   static weights"]
+    for name, r in results.items():
+        best = f"{r['best_agent']} {r['best_sharpe']:.2f}"
+        weights = " ".join(f"{n[:4]} {w:.2f}" for n, w in r["static"]["weights"].items() if w > 0)
+        lines.append(
+            f"{name:22}{best:>22}{r['sharpe_goal']:7.2f}{r['static']['sharpe']:12.2f}"
+            f"{r['per_regime']['sharpe']:12.2f}{r['ensemble_sharpe']:10.2f}   {weights}"
+        )
+    gains = [r["static"]["sharpe"] - r["best_sharpe"] for r in results.values()]
+    reached = sum(r["per_regime"]["sharpe"] >= r["sharpe_goal"] for r in results.values())
+    lines.append(
+        f"static mix minus best agent: {min(gains):+.2f} … {max(gains):+.2f} Sharpe; "
+        f"static mix reaches the goal on {sum(r['static']['sharpe'] >= r['sharpe_goal'] for r in results.values())} "
+        f"of {len(results)}, the per-regime reference on {reached}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.meta.select import SPLITS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m training.meta.bounds", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
+    parser.add_argument("--step", type=float, default=0.05, help="grid step of the mixes' weights (divides 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    try:
+        simplex_grid(2, args.step)
+    except ValueError as exc:
+        parser.error(str(exc))
+    results, version = run(SPLITS[args.split], args.step, progress=sys.stderr.isatty() or not args.json)
+    if args.json:
+        print(json.dumps({"split": args.split, "agent_version": version, "sets": results}, indent=2, sort_keys=True))
+    else:
+        print(f"{args.split} split, agent set {version}; net Sharpe ratios, costs as in the backtest")
+        print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
