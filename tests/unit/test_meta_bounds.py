@@ -130,3 +130,14 @@ def test_cli_refuses_a_bad_step_before_running(capsys):
         main(["--step", "0.3"])
     assert exc.value.code == 2
     assert "step must divide 1" in capsys.readouterr().err
+
+
+def test_plot_writes_a_png(tmp_path):
+    from training.meta.bounds import plot
+
+    entry = {
+        "best_agent": "balanced", "best_sharpe": 1.0, "sharpe_goal": 1.2, "ensemble_sharpe": 0.9,
+        "static": {"sharpe": 1.02, "weights": {"balanced": 1.0}}, "per_regime": {"sharpe": 1.5},
+    }
+    path = plot({"set A": entry, "set B": entry}, "title", tmp_path / "img" / "bounds.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

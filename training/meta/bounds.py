@@ -1,6 +1,6 @@
 """How far could any weighting of the agents go? Hindsight references for the meta-agent's target.
 
-    python -m training.meta.bounds [--split validation|confirm|test|spread] [--step 0.05] [--json]
+    python -m training.meta.bounds [--split validation|confirm|test|spread] [--step 0.05] [--json] [--img-dir DIR]
 
 The issue's target asks the ensemble for a Sharpe ratio 20 % above the best single agent's. An
 ensemble only holds mixes of the agents' target positions, so this asks what mixes can do at
@@ -32,6 +32,7 @@ import json
 import sys
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -201,6 +202,40 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
+    """One row per set: the goal (a bar), and the best agent, the static mix, the per-regime
+    reference and the online ensemble (markers) on a common Sharpe axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    y = np.arange(len(names))[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(names) + 1.4))
+    ax.barh(y, [results[n]["sharpe_goal"] for n in names], color="#dddddd", label="goal (best agent + 20 %)")
+    series = (
+        ("best agent", "best_sharpe", "o", "#555555"),
+        ("best fixed mix (hindsight)", ("static", "sharpe"), "s", "#1f77b4"),
+        ("per-regime reference (hindsight)", ("per_regime", "sharpe"), "D", "#2ca02c"),
+        ("online ensemble (chosen configuration)", "ensemble_sharpe", "*", "#d62728"),
+    )
+    for label, key, marker, colour in series:
+        values = [results[n][key] if isinstance(key, str) else results[n][key[0]][key[1]] for n in names]
+        ax.scatter(values, y, marker=marker, color=colour, s=60 if marker == "*" else 30, zorder=3, label=label)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.axvline(0.0, color="black", lw=0.6)
+    ax.set_xlabel("Sharpe ratio (net of costs)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from training.meta.select import SPLITS
 
@@ -211,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
     parser.add_argument("--step", type=float, default=0.05, help="grid step of the mixes' weights (divides 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--img-dir", type=Path, default=None, help="also write the figure meta_bounds_SPLIT.png here")
     args = parser.parse_args(argv)
     try:
         simplex_grid(2, args.step)
@@ -222,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"{args.split} split, agent set {version}; net Sharpe ratios, costs as in the backtest")
         print(format_table(results))
+    if args.img_dir is not None:
+        title = f"{args.split} split, agent set {version}: what mixes of the agents reach"
+        plot(results, title, args.img_dir / f"meta_bounds_{args.split}.png")
     return 0
 
 
