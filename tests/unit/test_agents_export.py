@@ -19,10 +19,13 @@ from training.agents.env import TradingEnv  # noqa: E402
 from training.agents.export import (  # noqa: E402
     AveragedPolicy,
     DeterministicPolicy,
+    FusedPolicies,
+    StackedPolicies,
     StandardizedObservation,
     export_fused,
     export_policy,
     max_parity_error,
+    stackable,
 )
 from training.agents.rewards import AggressiveReward  # noqa: E402
 from training.agents.train import observation_stats  # noqa: E402
@@ -138,3 +141,53 @@ def test_averaged_policy_is_the_clipped_mean_of_its_members_and_exports_as_one_g
         AveragedPolicy([members[0], DeterministicPolicy(ppo.policy, 1.0)])
     with pytest.raises(ValueError, match="at least one"):
         AveragedPolicy([])
+
+
+def _onnx_ops(path):
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+def test_stacked_graph_equals_the_agents_and_serves_with_far_fewer_nodes(model, tmp_path):
+    ppo, series = model
+    obs = _observations(series)
+    members = [DeterministicPolicy(_ppo(series, seed=k).policy, 2.0).eval() for k in range(3)]
+    one = DeterministicPolicy(_ppo(series, seed=5).policy, 1.0).eval()
+    with torch.no_grad():
+        members[2].action_net.bias.add_(3.0)  # a member at its limit: the member clamp matters
+        one.action_net.bias.sub_(2.0)  # an agent at its own (smaller) limit
+        one.extractor.mean.add_(0.3)  # its own statistics
+    policies = [AveragedPolicy(members).eval(), one, members[0]]
+    assert stackable(policies)
+    features = obs[:, : len(FEATURE_NAMES)]
+    rng = np.random.default_rng(3)
+    positions = rng.uniform(-1, 1, (len(obs), 3)).astype(np.float32)
+    args = (torch.as_tensor(features), torch.as_tensor(positions))
+    with torch.no_grad():
+        reference = FusedPolicies(policies).eval()(*args).numpy()
+        stacked = StackedPolicies(policies).eval()(*args).numpy()
+    np.testing.assert_allclose(stacked, reference, atol=1e-6)
+    assert np.any(reference[:, 1] == -1.0)  # the limits were reached, and kept
+    assert export_fused(policies, tmp_path / "pool.onnx", features, positions) <= 1e-5
+    ops = _onnx_ops(tmp_path / "pool.onnx")
+    assert "Gemm" not in ops and ops.count("MatMul") == 4  # three layers over five members, one average
+    assert len(ops) < 40
+
+
+def test_members_with_other_layouts_fall_back_to_one_chain_per_agent(model, tmp_path):
+    ppo, series = model
+    obs = _observations(series)
+    small = DeterministicPolicy(ppo.policy, 2.0).eval()
+    other = PPO("MlpPolicy", TradingEnv([series], AggressiveReward(), leverage=2.0, random_state=0), n_steps=64,
+                batch_size=32, seed=0, device="cpu", policy_kwargs=dict(
+                    net_arch=[8], features_extractor_class=StandardizedObservation,
+                    features_extractor_kwargs=dict(mean=[0.0] * obs.shape[1], scale=[1.0] * obs.shape[1])))
+    wide = DeterministicPolicy(other.policy, 2.0).eval()
+    assert not stackable([small, wide])
+    with pytest.raises(ValueError, match="layer shapes differ"):
+        StackedPolicies([small, wide])
+    features = obs[:, : len(FEATURE_NAMES)]
+    positions = np.repeat(obs[:, -1:], 2, axis=1)
+    assert export_fused([small, wide], tmp_path / "pool.onnx", features, positions) <= 1e-5
+    assert "Gemm" in _onnx_ops(tmp_path / "pool.onnx")
