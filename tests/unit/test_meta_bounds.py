@@ -71,12 +71,51 @@ def test_a_scaled_copy_adds_nothing_to_the_best_agent():
     assert best == pytest.approx(sharpe(net_returns(both, r, 0.0, 0.0), PPY).max(), rel=1e-9)
 
 
-def test_costs_are_charged_on_the_mixed_position():
-    r, positions = skilled_agents(2_000, [0.55, 0.55])
-    grid = simplex_grid(2, 0.5)
-    free, _ = static_mix(positions, r, 0.0, np.zeros(2), PPY, grid)
-    paid, _ = static_mix(positions, r, 3e-4, np.zeros(2), PPY, grid)
-    assert paid < free
+def test_sharpe_is_the_backtests():
+    from ensemble_trader.backtest.metrics import performance
+
+    rng = np.random.default_rng(4)
+    net = rng.normal(3e-4, 0.01, (300, 2))
+    ours = sharpe(net, PPY)
+    for k in range(2):
+        assert ours[k] == pytest.approx(performance(net[:, k], np.ones(300), PPY).sharpe, rel=1e-12)
+    assert sharpe(np.zeros((10, 1)), PPY)[0] == 0.0
+
+
+def test_costs_are_charged_on_the_mixed_position_not_on_each_agent():
+    # two agents trading against each other every bar: their half-and-half mix never trades
+    m = 500
+    rng = np.random.default_rng(2)
+    r = rng.normal(0.0005, 0.01, m)
+    flip = np.where(np.arange(m) % 2 == 0, 1.0, -1.0)
+    positions = np.column_stack([1.0 + flip, 1.0 - flip])
+    rate = CostModel().rate
+    best, weights = static_mix(positions, r, rate, np.array([1.0, 1.0]), PPY, simplex_grid(2, 0.5))
+    assert weights.tolist() == [0.5, 0.5]
+    held = positions @ weights
+    expected = strategy_returns(held, r, CostModel(), 1.0)
+    assert np.allclose(expected, held * r)  # no trades at all
+    assert best == pytest.approx(sharpe(expected[:, None], PPY)[0])
+
+
+def test_the_grid_is_scored_in_chunks_with_the_same_answer(monkeypatch):
+    import training.meta.bounds as bounds
+
+    r, positions = skilled_agents(1_000, [0.54, 0.53, 0.52])
+    labels = np.where(np.arange(1_000) < 500, "BULL", "BEAR")
+    grid = simplex_grid(3, 0.05)
+    whole = regime_mix(positions, r, labels, 3e-4, np.zeros(3), PPY, grid)
+    monkeypatch.setattr(bounds, "CHUNK", 7)
+    chunked = regime_mix(positions, r, labels, 3e-4, np.zeros(3), PPY, grid)
+    assert chunked[0] == whole[0]
+    assert {g: c["weights"].tolist() for g, c in chunked[1].items()} == {
+        g: c["weights"].tolist() for g, c in whole[1].items()
+    }
+    chunked_static = static_mix(positions, r, 3e-4, np.zeros(3), PPY, grid)  # still CHUNK = 7
+    monkeypatch.setattr(bounds, "CHUNK", 10_000)
+    whole_static = static_mix(positions, r, 3e-4, np.zeros(3), PPY, grid)
+    assert chunked_static[0] == whole_static[0]
+    assert chunked_static[1].tolist() == whole_static[1].tolist()
 
 
 def test_the_per_regime_reference_holds_each_regimes_specialist():
@@ -96,6 +135,12 @@ def test_the_per_regime_reference_holds_each_regimes_specialist():
     assert choice["BEAR"]["weights"].tolist() == [0.0, 1.0]
     assert max(c["exposure"] for c in choice.values()) == 1.0
     assert all(0.0 <= c["exposure"] <= 1.0 for c in choice.values())
+    # exposure ∝ max(mean, 0) / variance of the chosen mix in the regime
+    kelly = {}
+    for g in ("BULL", "BEAR"):
+        x = net_returns(positions @ choice[g]["weights"][:, None], r, 0.0, 0.0)[labels == g, 0]
+        kelly[g] = max(x.mean(), 0.0) / x.var(ddof=1)
+    assert choice["BULL"]["exposure"] / choice["BEAR"]["exposure"] == pytest.approx(kelly["BULL"] / kelly["BEAR"])
     assert score > static + 2.0
     assert score == pytest.approx(sharpe(net_returns(path[:, None], r, 0.0, 0.0), PPY)[0])
 

@@ -3,8 +3,8 @@
     python -m training.meta.bounds [--split validation|confirm|test|spread] [--step 0.05] [--json] [--img-dir DIR]
 
 The issue's target asks the ensemble for a Sharpe ratio 20 % above the best single agent's. An
-ensemble only holds mixes of the agents' target positions, so this asks what mixes can do at
-all, with the future known:
+ensemble holds mixes of the agents' target positions, scaled by its overlay and smoothed, so
+this asks what mixes — and, per regime, how much of them — can do at all, with the future known:
 
 * **static** — the best fixed long-only mix ``w`` (``w >= 0``, ``sum w = 1``, on a grid of step
   ``--step``) of the agents' positions over the whole window, chosen with hindsight by its net
@@ -12,10 +12,10 @@ all, with the future known:
   A fixed mix is what any weighting converges to when the agents' records do not change: if the
   best one in hindsight is barely above the best agent, weighting alone cannot reach the target.
 * **per regime** — a mix ``w_g`` and an exposure ``k_g`` for each regime ``g`` the detector
-  reports at the decision bar (causal labels; only the weights are hindsight): ``w_g`` is the
-  grid mix with the best net Sharpe over that regime's periods and ``k_g ∝ max(μ_g, 0) / σ_g²``
-  (the mix's mean and variance there) the exposure that maximises the whole window's Sharpe
-  when regimes differ in return per unit of risk. This is what a meta-agent that knew each
+  reports at the decision bar (causal labels; the mixes and exposures are hindsight): ``w_g`` is
+  the grid mix with the best net Sharpe over that regime's periods and ``k_g ∝ max(μ_g, 0) / σ_g²``
+  (the mix's mean and variance there) the exposure that (approximately, for small per-bar
+  μ²/σ²) maximises the whole window's Sharpe when regimes differ in return per unit of risk. This is what a meta-agent that knew each
   regime's record in advance would hold: a reference for timing, not a bound (a strategy that
   changes its mix within a regime can do better).
 
@@ -73,14 +73,45 @@ def sharpe(net: np.ndarray, periods_per_year: float) -> np.ndarray:
     return np.where(std > 1e-15, mean / safe * np.sqrt(periods_per_year), 0.0)
 
 
+CHUNK = 1_024
+"""Mixes scored at a time: memory stays at (periods × CHUNK) floats whatever the grid step."""
+
+
+def _best_columns(
+    held: np.ndarray,
+    returns: np.ndarray,
+    rate: float,
+    initial: np.ndarray,
+    ppy: float,
+    grid: np.ndarray,
+    groups: dict[str, np.ndarray] | None = None,
+) -> tuple[int, float, dict[str, int]]:
+    """The grid row with the best net Sharpe over all periods (and its Sharpe), and the best
+    one over each group's periods (boolean masks), scoring :data:`CHUNK` mixes at a time."""
+    groups = groups or {}
+    best, best_score = 0, -np.inf
+    group_best = {g: (0, -np.inf) for g in groups}
+    for lo in range(0, len(grid), CHUNK):
+        rows = grid[lo:lo + CHUNK]
+        nets = net_returns(held @ rows.T, returns, rate, initial @ rows.T)
+        scores = sharpe(nets, ppy)
+        k = int(np.argmax(scores))
+        if scores[k] > best_score:
+            best, best_score = lo + k, float(scores[k])
+        for g, mask in groups.items():
+            part = sharpe(nets[mask], ppy)
+            k = int(np.argmax(part))
+            if part[k] > group_best[g][1]:
+                group_best[g] = (lo + k, float(part[k]))
+    return best, best_score, {g: c for g, (c, _) in group_best.items()}
+
+
 def static_mix(
     held: np.ndarray, returns: np.ndarray, rate: float, initial: np.ndarray, ppy: float, grid: np.ndarray
 ) -> tuple[float, np.ndarray]:
     """(net Sharpe, weights) of the best fixed mix of the agents' held positions (m, A)."""
-    mixes = held @ grid.T
-    scores = sharpe(net_returns(mixes, returns, rate, initial @ grid.T), ppy)
-    best = int(np.argmax(scores))
-    return float(scores[best]), grid[best]
+    best, score, _ = _best_columns(held, returns, rate, initial, ppy, grid)
+    return score, grid[best]
 
 
 def regime_mix(
@@ -94,19 +125,19 @@ def regime_mix(
 ) -> tuple[float, dict[str, dict[str, Any]], np.ndarray]:
     """(net Sharpe, per-regime mix and exposure, position path) of the per-regime reference.
 
-    ``labels`` (m,) is the regime reported at each decision bar. The path starts flat and its
-    Sharpe is computed on the positions actually held, so switching between regimes' mixes pays
-    its trades."""
-    mixes = held @ grid.T
-    nets = net_returns(mixes, returns, rate, initial @ grid.T)
-    static = int(np.argmax(sharpe(nets, ppy)))
+    ``labels`` (m,) is the regime reported at each decision bar. The path starts flat (unlike
+    the agents and the static mix, which start from the position held before the window: one
+    entry trade, at most ``rate``) and its Sharpe is computed on the positions actually held,
+    so switching between regimes' mixes pays its trades."""
+    masks = {g: labels == g for g in sorted(set(labels.tolist()))}
+    frequent = {g: m for g, m in masks.items() if m.sum() >= MIN_REGIME_PERIODS}
+    static, _, columns = _best_columns(held, returns, rate, initial, ppy, grid, frequent)
     choice: dict[str, dict[str, Any]] = {}
-    for regime in sorted(set(labels.tolist())):
-        rows = labels == regime
-        column, x = static, nets[:, static]  # a rare regime: the static mix at its whole-window exposure
-        if rows.sum() >= MIN_REGIME_PERIODS:
-            column = int(np.argmax(sharpe(nets[rows], ppy)))
-            x = nets[rows, column]
+    for regime, rows in masks.items():
+        column = columns.get(regime, static)
+        x = net_returns(held @ grid[column][:, None], returns, rate, initial @ grid[column])[:, 0]
+        if regime in frequent:
+            x = x[rows]  # else a rare regime: the static mix at its whole-window exposure
         variance = float(x.var(ddof=1))
         kelly = max(float(x.mean()), 0.0) / variance if variance > 1e-18 else 0.0
         choice[regime] = {"weights": grid[column], "kelly": kelly, "periods": int(rows.sum())}
@@ -114,7 +145,7 @@ def regime_mix(
     path = np.zeros(held.shape[0])
     for regime, c in choice.items():
         c["exposure"] = c["kelly"] / top if top > 0 else 0.0
-        rows = labels == regime
+        rows = masks[regime]
         path[rows] = c["exposure"] * (held[rows] @ c["weights"])
     score = sharpe(net_returns(path[:, None], returns, rate, 0.0), ppy)[0]
     return float(score), choice, path
