@@ -186,3 +186,29 @@ def test_plot_writes_a_png(tmp_path):
     }
     path = plot({"set A": entry, "set B": entry}, "title", tmp_path / "img" / "bounds.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_true_regimes_replace_the_detected_ones_and_nothing_else():
+    from ensemble_trader.backtest.engine import load_series
+    from ensemble_trader.backtest.ensemble import run_pipeline
+    from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime.settings import Settings
+
+    from training.meta.bounds import with_true_regimes
+
+    series, truth = load_series("synth:realistic:5:200")
+    regime = RegimeStep(RegimeModel.load(Settings().models_dir / "regime"))
+    pipeline = run_pipeline(series, AgentPool.load(None), regime)
+    perfect = with_true_regimes(pipeline, truth)
+    assert perfect.regimes.tolist() == list(truth)
+    assert set(perfect.confidence.tolist()) == {1.0}
+    assert np.all(perfect.probabilities.sum(axis=1) == 1.0) and np.all(perfect.probabilities.max(axis=1) == 1.0)
+    runs = [m.regime.bars_in_regime for m in perfect.market_states]
+    changes = np.flatnonzero(np.asarray(truth[1:]) != np.asarray(truth[:-1])) + 1
+    assert all(runs[i] == 0 for i in changes) and runs[1] == (runs[0] + 1 if truth[1] == truth[0] else 0)
+    np.testing.assert_array_equal(perfect.agent_targets, pipeline.agent_targets)
+    assert [m.features for m in perfect.market_states] == [m.features for m in pipeline.market_states]
+    with pytest.raises(ValueError, match="true regimes for"):
+        with_true_regimes(pipeline, truth[:-1])

@@ -21,7 +21,8 @@ this asks what mixes — and, per regime, how much of them — can do at all, wi
 
 Both are evaluated with the backtest's own cost model and Sharpe ratio, beside the chosen
 configuration's online ensemble (``MetaAgentConfig()`` through ``run_meta`` and ``evaluate``,
-as in ``training.meta.select``). Nothing here is used to choose a configuration; the figures
+as in ``training.meta.select``) and, on synthetic sets, the same ensemble fed the true regimes
+instead of the detected ones (a perfect detector: what better regime labels alone could give). Nothing here is used to choose a configuration; the figures
 explain docs/meta-agent.md §6.
 """
 
@@ -186,15 +187,36 @@ def window_bounds(pipeline: Any, costs: Any, start: str | None, grid: np.ndarray
     }
 
 
+def with_true_regimes(pipeline: Any, truth: np.ndarray) -> Any:
+    """The pipeline with every bar's regime estimate replaced by the true regime (confidence 1),
+    as if the detector were perfect; the agents' targets are unchanged (they never see regimes)."""
+    from dataclasses import replace
+
+    from ensemble_trader.domain.models import REGIMES, Regime
+
+    if len(truth) != len(pipeline.market_states):
+        raise ValueError(f"{len(truth)} true regimes for {len(pipeline.market_states)} bars")
+    states, run_length, previous = [], 0, None
+    for state, label in zip(pipeline.market_states, truth, strict=True):
+        run_length = run_length + 1 if label == previous else 0
+        previous = label
+        probabilities = tuple(1.0 if r.value == label else 0.0 for r in REGIMES)
+        estimate = state.regime.model_copy(update={
+            "regime": Regime(label), "confidence": 1.0, "probabilities": probabilities, "bars_in_regime": run_length,
+        })
+        states.append(state.model_copy(update={"regime": estimate}))
+    return replace(pipeline, market_states=tuple(states))
+
+
 def run(sets: Sequence[Any], step: float, progress: bool = True) -> tuple[dict[str, dict[str, Any]], str]:
-    """Per evaluation set: the references and the chosen configuration's ensemble Sharpe."""
-    from ensemble_trader.backtest.engine import CostModel
+    """Per evaluation set: the references and the chosen configuration's ensemble Sharpe — on a
+    synthetic set also with the true regimes in place of the detected ones."""
+    from ensemble_trader.backtest.engine import CostModel, load_series
     from ensemble_trader.backtest.ensemble import evaluate, run_meta, run_pipeline
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
     from ensemble_trader.domain.regime import RegimeStep
     from ensemble_trader.domain.regime_model import RegimeModel
-    from ensemble_trader.marketdata import load_bars
     from ensemble_trader.runtime.settings import Settings
 
     costs = CostModel()
@@ -204,31 +226,42 @@ def run(sets: Sequence[Any], step: float, progress: bool = True) -> tuple[dict[s
     grid = simplex_grid(len(pool.names), step)
     out: dict[str, dict[str, Any]] = {}
     for s in tqdm(sets, desc="bounds", unit="set", disable=not progress):
-        series = load_bars(s.spec)[0]
+        series, truth = load_series(s.spec)
         if s.end is not None:
             series = series.between(None, s.end)
         pipeline = run_pipeline(series, pool, regime, max_position=config.max_position)
         entry = window_bounds(pipeline, costs, s.start, grid)
         entry["ensemble_sharpe"] = float(evaluate(run_meta(pipeline, config), costs, s.start)["target"]["ensemble_sharpe"])
+        entry["ensemble_true_regimes_sharpe"] = None
+        if truth is not None:
+            perfect = run_meta(with_true_regimes(pipeline, truth), config)
+            entry["ensemble_true_regimes_sharpe"] = float(evaluate(perfect, costs, s.start)["target"]["ensemble_sharpe"])
         out[s.name] = entry
     return out, pool.version
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'set':22}{'best agent':>22}{'goal':>7}{'static mix':>12}{'per regime':>12}{'ensemble':>10}   static weights"]
+    lines = [f"{'set':22}{'best agent':>22}{'goal':>7}{'static mix':>12}{'per regime':>12}{'ensemble':>10}"
+             f"{'true reg.':>11}   static weights"]
     for name, r in results.items():
         best = f"{r['best_agent']} {r['best_sharpe']:.2f}"
         weights = " ".join(f"{n[:4]} {w:.2f}" for n, w in r["static"]["weights"].items() if w > 0)
+        perfect = r.get("ensemble_true_regimes_sharpe")
         lines.append(
             f"{name:22}{best:>22}{r['sharpe_goal']:7.2f}{r['static']['sharpe']:12.2f}"
-            f"{r['per_regime']['sharpe']:12.2f}{r['ensemble_sharpe']:10.2f}   {weights}"
+            f"{r['per_regime']['sharpe']:12.2f}{r['ensemble_sharpe']:10.2f}"
+            f"{'—' if perfect is None else f'{perfect:.2f}':>11}   {weights}"
         )
     gains = [r["static"]["sharpe"] - r["best_sharpe"] for r in results.values()]
     reached = sum(r["per_regime"]["sharpe"] >= r["sharpe_goal"] for r in results.values())
+    online = sum(r["ensemble_sharpe"] >= r["sharpe_goal"] for r in results.values())
+    synthetic = [r for r in results.values() if r.get("ensemble_true_regimes_sharpe") is not None]
     lines.append(
         f"static mix minus best agent: {min(gains):+.2f} … {max(gains):+.2f} Sharpe; "
         f"static mix reaches the goal on {sum(r['static']['sharpe'] >= r['sharpe_goal'] for r in results.values())} "
-        f"of {len(results)}, the per-regime reference on {reached}"
+        f"of {len(results)}, the per-regime reference on {reached}, the online ensemble on {online}"
+        + (f"; with the true regimes on {sum(r['ensemble_true_regimes_sharpe'] >= r['sharpe_goal'] for r in synthetic)} "
+           f"of {len(synthetic)} synthetic sets" if synthetic else "")
     )
     return "\n".join(lines)
 
@@ -250,9 +283,11 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
         ("best fixed mix (hindsight)", ("static", "sharpe"), "s", "#1f77b4"),
         ("per-regime reference (hindsight)", ("per_regime", "sharpe"), "D", "#2ca02c"),
         ("online ensemble (chosen configuration)", "ensemble_sharpe", "*", "#d62728"),
+        ("the same fed the true regimes (synthetic)", "ensemble_true_regimes_sharpe", "x", "#9467bd"),
     )
     for label, key, marker, colour in series:
-        values = [results[n][key] if isinstance(key, str) else results[n][key[0]][key[1]] for n in names]
+        values = [results[n].get(key) if isinstance(key, str) else results[n][key[0]][key[1]] for n in names]
+        values = [np.nan if v is None else v for v in values]
         ax.scatter(values, y, marker=marker, color=colour, s=60 if marker == "*" else 30, zorder=3, label=label)
     ax.set_yticks(y, names, fontsize=8)
     ax.axvline(0.0, color="black", lw=0.6)
