@@ -8,7 +8,8 @@ RegimeChanged events go to EventBridge. The filter state of each symbol lives in
 snapshotted to ``stage-state``; a redelivered bar is a no-op; a bad record goes to
 ``regime-dlq`` with its reason.
 
-The model is the version the registry pins (``regime/current.json`` in the model bucket), else
+The model of a symbol is the version its own registry pointer pins
+(``regime/symbols/<SYMBOL>/current.json``), else the version ``regime/current.json`` pins, else
 the committed default; see ``ensemble_trader.runtime.regime_registry``. ``ET_REGIME_RULE`` may hold a JSON object of
 TransitionRule options (``margin``, ``confirm_bars``, ``min_dwell``); a bad value stops the
 cold start with an error naming the variable.
@@ -22,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.regime_registry import MarketStateSink, load_pinned
+from ensemble_trader.runtime.regime_registry import MarketStateSink, SymbolModels, load_pinned
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
 
 obs = observability("regime")
@@ -33,18 +34,19 @@ RULE_ENV = "ET_REGIME_RULE"
 
 @lru_cache(maxsize=1)
 def runner() -> KinesisStageRunner:
-    """Dependencies built once per container (cold start): the model, then the stage's standard
-    wiring, whose market-state sink also writes each MarketState's ``regime-history`` row."""
+    """Dependencies built once per container (cold start): the model (a symbol's own one is
+    looked up at its first bar in the container), then the stage's standard wiring, whose
+    market-state sink also writes each MarketState's ``regime-history`` row."""
     from ensemble_trader.adapters.aws.s3 import S3ModelStore
     from ensemble_trader.runtime.settings import get_settings, json_from_env
 
     settings = get_settings()
-    model = load_pinned(S3ModelStore(settings=settings), settings.models_dir / "regime")
+    store = S3ModelStore(settings=settings)
+    model = load_pinned(store, settings.models_dir / "regime")
     logger.info("regime model loaded", extra={"model_version": model.version, "n_states": model.n_states})
     rule = json_from_env(RULE_ENV, TransitionRule)
-    built = runner_for_function(
-        RegimeStep(model, rule), "regime", settings=settings, metrics=metrics, with_events=True
-    )
+    step = RegimeStep(model, rule, models_for=SymbolModels(store, model))
+    built = runner_for_function(step, "regime", settings=settings, metrics=metrics, with_events=True)
     built.sink = MarketStateSink(built.sink, built.snapshots)
     return built
 

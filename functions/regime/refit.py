@@ -1,4 +1,4 @@
-"""regime refit Lambda (EventBridge schedule, daily): refine the model on stored history.
+"""regime refit Lambda (EventBridge schedule, daily): refine the models on stored history.
 
 It reads the newest ``lookback_bars`` rows of each symbol from the ``regime-history`` table
 (the regime Lambda stores every bar's feature values there), runs numpy Baum-Welch from the
@@ -6,6 +6,12 @@ pinned model (:func:`ensemble_trader.domain.regime_fit.refit`; no hmmlearn in th
 renames the states with the label-free rule and, when the parameters changed, publishes the new
 version to the model bucket, moves ``regime/current.json`` to it and puts a
 ``RegimeModelPublished`` event. Regime Lambda containers started afterwards serve it.
+
+A symbol with its own pinned model (``regime/symbols/<SYMBOL>/current.json``) is refit alone,
+from its own model on its own rows, and its own pointer moves; the shared model is refit on the
+other symbols only (it does not serve the pinned ones). The result's top-level keys describe
+the shared model's refit (absent when every symbol has its own model); ``symbols`` holds the
+per-symbol ones.
 
 Event: the scheduled event; ``detail`` may hold ``symbols`` (else ``ET_REGIME_SYMBOLS``, comma
 separated) and ``lookback_bars`` (default 2,000).
@@ -22,7 +28,14 @@ from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.models import Message
 from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.regime_registry import HISTORY_TABLE, load_pinned, publish
+from ensemble_trader.runtime.regime_registry import (
+    HISTORY_TABLE,
+    load_pinned,
+    load_version,
+    pinned_version,
+    pointer_key,
+    publish,
+)
 
 obs = observability("regime_refit")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
@@ -37,6 +50,7 @@ class RegimeModelPublished(Message):
     version: str
     previous: str
     symbols: list[str]
+    symbol_model: str | None = None  # the symbol whose own model this is; None: the shared one
     n_samples: int
     log_likelihood: float
     previous_log_likelihood: float
@@ -65,9 +79,17 @@ def refit_options(detail: dict[str, Any]) -> tuple[list[str], int]:
     return symbols, lookback
 
 
-def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
-    symbols, lookback = refit_options(detail)
-    current = load_pinned(model_store, default_dir)
+def refit_one(
+    model_store: Any,
+    history: Any,
+    events: Any,
+    current: Any,
+    symbols: list[str],
+    lookback: int,
+    symbol_model: str | None = None,
+) -> dict[str, Any]:
+    """Refit ``current`` on the rows of ``symbols``; publish it (to the shared pointer, or to
+    ``symbol_model``'s own) and announce it when its parameters changed."""
     per_symbol = [rows for rows in history_rows(history, symbols, lookback) if len(rows) >= 2]
     rows = [r for seq in per_symbol for r in seq]
     try:
@@ -94,13 +116,14 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
     }
     if result.model.version == current.version:
         return {**summary, "published": False}
-    publish(model_store, result.model, previous=current.version)
+    publish(model_store, result.model, previous=current.version, symbol=symbol_model)
     events.publish(
         [
             RegimeModelPublished(
                 version=result.model.version,
                 previous=current.version,
                 symbols=symbols,
+                symbol_model=symbol_model,
                 n_samples=result.n_samples,
                 log_likelihood=result.log_likelihood,
                 previous_log_likelihood=result.previous_log_likelihood,
@@ -109,6 +132,20 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
         ]
     )
     return {**summary, "published": True}
+
+
+def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
+    symbols, lookback = refit_options(detail)
+    own = {s: v for s in symbols if (v := pinned_version(model_store, s)) is not None}
+    shared = [s for s in symbols if s not in own]
+    out: dict[str, Any] = {}
+    if shared:
+        out = refit_one(model_store, history, events, load_pinned(model_store, default_dir), shared, lookback)
+    out["symbols"] = {
+        s: refit_one(model_store, history, events, load_version(model_store, v, pointer_key(s)), [s], lookback, s)
+        for s, v in own.items()
+    }
+    return out
 
 
 @logger.inject_lambda_context
@@ -130,5 +167,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         detail,
     )
     logger.info("regime refit", extra=result)
-    metrics.add_metric("regime_refit_published", "Count", int(result["published"]))
+    published = int(result.get("published", False)) + sum(r["published"] for r in result["symbols"].values())
+    metrics.add_metric("regime_refit_published", "Count", published)
     return result

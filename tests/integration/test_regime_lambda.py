@@ -168,6 +168,51 @@ def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, da
 
 
 
+def test_a_symbol_published_with_its_own_model_is_labelled_by_it(clean_stack, data, tmp_path, capsys):
+    from ensemble_trader.cli import main
+
+    series, vectors = data
+    stack = clean_stack.stack
+    default = RegimeModel.load(stack.settings.models_dir / "regime")
+    own = RegimeModel(
+        default.features, default.start_prob, default.transmat, default.means + 0.3, default.covariances,
+        default.covariance_type, default.state_regimes, log_floor=default.log_floor,
+    )  # fmt: skip
+    own.save(tmp_path / "own")
+    assert main(["regime", "publish", "--model", str(tmp_path / "own"), "--symbol", "SYNA"]) == 0
+    assert f"regime model {own.version} pinned for symbol SYNA" in capsys.readouterr().out
+
+    esm = clean_stack.emulator(["regime"])  # a container started after the publish
+    clean_stack.put_records("features", vectors)
+    esm.run_until_drained()
+    states = market_states(clean_stack.new_records("market-state"))
+    for symbol, model in (("SYNA", own), ("SYNB", default)):
+        mine = [s for s in states if s.symbol == symbol]
+        assert len(mine) == N_BARS and {s.regime.model_version for s in mine} == {model.version}
+        offline = label_series(RegimeDetector(model), series[symbol])
+        np.testing.assert_allclose([s.regime.probabilities for s in mine], offline.probabilities, atol=1e-12)
+    s3 = stack.client("s3")
+    pointer = json.loads(s3.get_object(Bucket=stack.settings.bucket, Key="regime/symbols/SYNA/current.json")["Body"].read())
+    assert pointer["version"] == own.version and pointer["symbol"] == "SYNA"
+
+    # the refit refines SYNA's own model on SYNA's rows alone, and the shared one on SYNB's
+    stack.published_events()
+    refit = load_handler("regime", module="refit")
+    result = refit({"detail": {"symbols": ["SYNA", "SYNB"]}}, FakeLambdaContext("et-local-regime-refit"))
+    assert result["previous"] == default.version and result["n_samples"] == N_BARS - 60
+    syna = result["symbols"]["SYNA"]
+    assert set(result["symbols"]) == {"SYNA"} and syna["previous"] == own.version and syna["n_samples"] == N_BARS - 60
+    assert result["published"] and syna["published"]  # EM moved both models on their own rows
+    published = [e["detail"] for e in stack.published_events() if e.get("detail-type") == "RegimeModelPublished"]
+    assert sorted((e["symbol_model"] or "", e["previous"], e["version"]) for e in published) == sorted(
+        [("", default.version, result["version"]), ("SYNA", own.version, syna["version"])]
+    )
+    moved = json.loads(s3.get_object(Bucket=stack.settings.bucket, Key="regime/symbols/SYNA/current.json")["Body"].read())
+    assert moved["version"] == syna["version"] and moved["previous"] == own.version
+    shared = json.loads(s3.get_object(Bucket=stack.settings.bucket, Key="regime/current.json")["Body"].read())
+    assert shared["version"] == result["version"] and "symbol" not in shared
+
+
 def test_refit_rejects_malformed_options_naming_the_field(monkeypatch):
     options = load_module("regime", "refit").refit_options
     monkeypatch.setenv("ET_REGIME_SYMBOLS", " SPX, IXIC ,")

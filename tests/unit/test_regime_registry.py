@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from ensemble_trader.adapters.memory.fakes import MemoryKeyValueStore, MemoryModelStore, MemoryStreamPublisher
-from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.errors import DataError, ModelArtifactError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.regime import RegimeModel, RegimeStep
 from ensemble_trader.domain.synthetic import generate
@@ -76,3 +76,70 @@ def test_sink_writes_the_stream_then_one_history_row_per_bar(registry, default_d
     assert last["p_bull"] + last["p_bear"] + last["p_sideways"] + last["p_volatile"] == pytest.approx(1.0)
     assert not rows[0]["ready"]
     assert datetime.fromisoformat(rows[1]["timestamp"]) - datetime.fromisoformat(rows[0]["timestamp"]) == timedelta(days=1)
+
+
+def _shifted(model: RegimeModel, by: float) -> RegimeModel:
+    return RegimeModel(
+        model.features, model.start_prob, model.transmat, model.means + by, model.covariances,
+        model.covariance_type, model.state_regimes, log_floor=model.log_floor,
+    )  # fmt: skip
+
+
+def test_a_symbol_pointer_pins_its_own_model_and_the_others_keep_the_global_one(registry, default_dir):
+    store = MemoryModelStore()
+    default = RegimeModel.load(default_dir)
+    own = _shifted(default, 0.2)
+    registry.publish(store, own, previous=None, now=datetime(2026, 1, 2, tzinfo=UTC), symbol="IXIC")
+    assert json.loads(store.objects["regime/symbols/IXIC/current.json"]) == {
+        "version": own.version, "previous": None, "published_at": "2026-01-02T00:00:00+00:00", "symbol": "IXIC",
+    }
+    assert "regime/current.json" not in store.objects  # the global pin is untouched
+    assert registry.pinned_version(store, "IXIC") == own.version
+    assert registry.pinned_version(store) is None and registry.pinned_version(store, "SPX") is None
+    assert registry.load_pinned(store, default_dir).version == default.version
+
+    reads = []
+    read = store.read
+    store.read = lambda key: reads.append(key) or read(key)
+    models = registry.SymbolModels(store, default)
+    assert models("IXIC").version == own.version and models("SPX") is default
+    assert models("IXIC") is models("IXIC") and models("SPX") is default
+    assert reads.count("regime/symbols/IXIC/current.json") == 1 and reads.count("regime/symbols/SPX/current.json") == 1
+    with pytest.raises(DataError, match="does not match"):
+        registry.pointer_key("not a symbol")
+
+
+def test_a_broken_symbol_pin_fails_closed_naming_the_pointer(registry, default_dir):
+    default = RegimeModel.load(default_dir)
+    store = MemoryModelStore({"regime/symbols/IXIC/current.json": json.dumps({"version": "r000000000000"}).encode()})
+    with pytest.raises(ModelArtifactError, match="manifest.json"):
+        registry.SymbolModels(store, default)("IXIC")
+    store = MemoryModelStore({"regime/symbols/IXIC/current.json": b"[]"})
+    with pytest.raises(ModelArtifactError, match="regime/symbols/IXIC/current.json is malformed"):
+        registry.SymbolModels(store, default)("IXIC")
+
+
+def test_the_step_labels_each_symbol_with_its_own_model(registry, default_dir):
+    default = RegimeModel.load(default_dir)
+    own = _shifted(default, 0.5)
+    models = {"SYNA": own}
+    step = RegimeStep(default, models_for=lambda symbol: models.get(symbol, default))
+    states: dict[str, list] = {"SYNA": [], "SYNB": []}
+    last: dict[str, object] = {}
+    bars = {symbol: list(generate("easy", 121, seed, symbol=symbol).series.bars()) for symbol, seed in (("SYNA", 1), ("SYNB", 2))}
+    engines = {symbol: FeatureEngine(symbol) for symbol in bars}
+    for symbol in bars:
+        state = None
+        for bar in bars[symbol][:-1]:
+            state, outputs, _ = step.apply(state, engines[symbol].update(bar))
+            states[symbol].extend(outputs)
+        last[symbol] = state
+    assert {s.regime.model_version for s in states["SYNA"]} == {own.version}
+    assert {s.regime.model_version for s in states["SYNB"]} == {default.version}
+    assert step.model_version == default.version
+    assert step.new_state("SYNA").model_version == own.version
+    # a symbol whose model changes restarts its filter under the new one
+    models["SYNA"] = default
+    moved, outputs, _ = step.apply(last["SYNA"], engines["SYNA"].update(bars["SYNA"][-1]))
+    assert moved.model_version == default.version and outputs[0].regime.model_version == default.version
+    assert last["SYNA"].model_version == own.version  # the old state is left intact

@@ -9,7 +9,10 @@ A stable contract other tools rely on:
 * ``regime evaluate [--scenarios ...] [--seeds ...] [--json] [--out DIR]`` — the validation
   tables on synthetic bars (ours vs hmmlearn vs true-parameter vs jumpmodels);
 * ``regime history [--out DIR]`` — historical validation on S&P 500 (and BTC when present),
-  with plots.
+  with plots;
+* ``regime publish --model MODEL_DIR [--symbol SYMBOL]`` — put a fitted model in the registry
+  of the model bucket (``ET_BUCKET``; the local stack's with its exports) and pin it, for every
+  symbol or for one: regime Lambda containers started afterwards serve it.
 
 ``--model`` defaults to the committed model (``layers/models/regime``).
 """
@@ -83,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     hist.add_argument("--out", default="docs/img", help="folder for the plots (default docs/img)")
     hist.add_argument("--json", action="store_true")
     hist.set_defaults(func=_history)
+
+    pub = rsub.add_parser("publish", help="put a fitted model in the model bucket's registry and pin it")
+    pub.add_argument("--model", required=True, help="model folder (from regime fit)")
+    pub.add_argument("--symbol", default=None, help="pin it for this symbol only (default: for every symbol)")
+    pub.set_defaults(func=_publish)
 
 
 def _rule_arguments(p: argparse.ArgumentParser) -> None:
@@ -218,4 +226,20 @@ def _history(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1, default=str))
     else:
         print(result["text"])
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from ensemble_trader.adapters.aws.s3 import S3ModelStore
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime import regime_registry as registry
+    from ensemble_trader.runtime.settings import get_settings
+
+    model = RegimeModel.load(Path(args.model))
+    store = S3ModelStore(settings=get_settings())
+    previous = registry.pinned_version(store, args.symbol)
+    registry.publish(store, model, previous=previous, symbol=args.symbol)
+    target = f"symbol {args.symbol}" if args.symbol else "every symbol without its own model"
+    print(f"regime model {model.version} pinned for {target} at {registry.pointer_key(args.symbol)} "
+          f"(previous: {previous or 'none'})")
     return 0

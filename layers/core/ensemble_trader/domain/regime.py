@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -496,17 +496,40 @@ class RegimeStep:
     is a :class:`RegimeFilterState` per symbol (``dump``/``load`` for the cache). A bar at or
     before the symbol's last applied bar returns the state unchanged and no output (redelivery
     is a no-op). ``apply`` copies the state before changing it, so an error leaves it intact.
+
+    ``models_for`` (optional) gives a symbol its own model (e.g. the runtime's per-symbol
+    registry); ``model`` serves every other symbol. A symbol whose model changes restarts its
+    filter, as after a refit.
     """
 
     name = "regime"
     input_model = FeatureVector
 
-    def __init__(self, model: RegimeModel, rule: TransitionRule | None = None):
+    def __init__(
+        self,
+        model: RegimeModel,
+        rule: TransitionRule | None = None,
+        models_for: Callable[[str], RegimeModel] | None = None,
+    ):
         self.detector = RegimeDetector(model, rule)
+        self.rule = rule
+        self.models_for = models_for
+        self._detectors: dict[str, RegimeDetector] = {model.version: self.detector}
 
     @property
     def model_version(self) -> str:
+        """The version of the model serving symbols without their own."""
         return self.detector.model.version
+
+    def detector_for(self, symbol: str) -> RegimeDetector:
+        """The detector of ``symbol``'s model (one per model version)."""
+        if self.models_for is None:
+            return self.detector
+        model = self.models_for(symbol)
+        detector = self._detectors.get(model.version)
+        if detector is None:
+            detector = self._detectors[model.version] = RegimeDetector(model, self.rule)
+        return detector
 
     def key(self, symbol: str) -> str:
         """Cache key of a symbol's state."""
@@ -521,7 +544,7 @@ class RegimeStep:
         return timestamp_ns(message.timestamp)
 
     def new_state(self, symbol: str) -> RegimeFilterState:
-        return self.detector.initial_state(symbol)
+        return self.detector_for(symbol).initial_state(symbol)
 
     @staticmethod
     def load(data: bytes) -> RegimeFilterState:
@@ -538,5 +561,5 @@ class RegimeStep:
     def apply(
         self, state: RegimeFilterState | None, message: FeatureVector
     ) -> tuple[RegimeFilterState, list[MarketState], list[RegimeChanged]]:
-        new, market_state, events = self.detector.step(state, message)
+        new, market_state, events = self.detector_for(message.symbol).step(state, message)
         return new, ([] if market_state is None else [market_state]), events

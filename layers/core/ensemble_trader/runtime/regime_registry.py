@@ -3,12 +3,16 @@
 Registry layout in the model bucket (S3 in AWS, the local stack's bucket locally)::
 
     regime/current.json                  {"version": ..., "previous": ..., "published_at": ...}
+    regime/symbols/<SYMBOL>/current.json the same, for one symbol (optional)
     regime/<version>/manifest.json       the artifact (see ensemble_trader.domain.regime_model)
     regime/<version>/regime_model.json
 
-The regime Lambda serves the version ``current.json`` pins; while the bucket has none it serves
-the committed default (``layers/models/regime``, shipped in the models layer). A pinned version
-that cannot be read or fails its checksum is an error (fail closed), never a silent fallback.
+The regime Lambda serves, for each symbol, the version its own pointer pins, else the version
+``current.json`` pins, else the committed default (``layers/models/regime``, shipped in the
+models layer). A model's volatility scale is its training market's, so a symbol unlike the
+default's market (a more volatile index, hourly crypto bars) gets a model fitted on its own
+history (``ensemble-trader regime publish --model DIR --symbol SYMBOL``). A pinned version that
+cannot be read or fails its checksum is an error (fail closed), never a silent fallback.
 
 History rows (table ``regime-history``: pk ``symbol``, sk ``timestamp`` ISO-8601) hold the
 reported regime, its confidence and probabilities, and the bar's feature values, so the daily
@@ -18,6 +22,7 @@ refit can run from the table alone, without bars.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,43 +31,67 @@ from typing import Any
 from pydantic import BaseModel
 
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
-from ensemble_trader.domain.models import REGIMES, MarketState
+from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, MarketState
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
 
 PREFIX = "regime"
+SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 POINTER = f"{PREFIX}/current.json"
 HISTORY_TABLE = "regime-history"
 
 
-def pinned_version(store: ModelStore) -> str | None:
-    """The version ``regime/current.json`` pins, or None when the registry has none yet."""
+def pointer_key(symbol: str | None = None) -> str:
+    """The registry key of the global pointer (``symbol`` None) or of one symbol's pointer."""
+    if symbol is None:
+        return POINTER
+    if not SYMBOL_RE.fullmatch(symbol):
+        raise DataError(f"symbol {symbol!r} does not match {SYMBOL_PATTERN}")
+    return f"{PREFIX}/symbols/{symbol}/current.json"
+
+
+def pinned_version(store: ModelStore, symbol: str | None = None) -> str | None:
+    """The version the global pointer (or ``symbol``'s own) pins, or None when there is none."""
+    key = pointer_key(symbol)
     try:
-        raw = store.read(POINTER)
+        raw = store.read(key)
     except ModelArtifactError:
         return None
     try:
         version = json.loads(raw)["version"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelArtifactError(f"{POINTER} is malformed: {exc!r}") from None
+        raise ModelArtifactError(f"{key} is malformed: {exc!r}") from None
     if not isinstance(version, str) or not version:
-        raise ModelArtifactError(f"{POINTER} pins no version")
+        raise ModelArtifactError(f"{key} pins no version")
     return version
 
 
-def load_pinned(store: ModelStore, default_dir: Path) -> RegimeModel:
-    """The pinned model of the registry, else the committed default."""
-    version = pinned_version(store)
-    if version is None:
-        return RegimeModel.load(default_dir)
+def load_version(store: ModelStore, version: str, pinned_by: str = POINTER) -> RegimeModel:
+    """The stored artifact of ``version``, checked against its manifest and its version."""
     model = RegimeModel.from_files(lambda name: store.read(f"{PREFIX}/{version}/{name}"))
     if model.version != version:
-        raise ModelArtifactError(f"{POINTER} pins {version} but the stored artifact is {model.version}")
+        raise ModelArtifactError(f"{pinned_by} pins {version} but the stored artifact is {model.version}")
     return model
 
 
-def publish(store: ModelStore, model: RegimeModel, previous: str | None, now: datetime | None = None) -> None:
-    """Write the artifact under its version, then move the pointer to it (pointer last)."""
+def load_pinned(store: ModelStore, default_dir: Path) -> RegimeModel:
+    """The globally pinned model of the registry, else the committed default."""
+    version = pinned_version(store)
+    if version is None:
+        return RegimeModel.load(default_dir)
+    return load_version(store, version)
+
+
+def publish(
+    store: ModelStore,
+    model: RegimeModel,
+    previous: str | None,
+    now: datetime | None = None,
+    symbol: str | None = None,
+) -> None:
+    """Write the artifact under its version, then move the pointer — the global one, or
+    ``symbol``'s own — to it (pointer last)."""
+    key = pointer_key(symbol)
     files = model.to_files()
     for name in (PARAMETERS_FILE, MANIFEST_FILE):
         store.write(f"{PREFIX}/{model.version}/{name}", files[name])
@@ -71,7 +100,33 @@ def publish(store: ModelStore, model: RegimeModel, previous: str | None, now: da
         "previous": previous,
         "published_at": (now or datetime.now(UTC)).isoformat(),
     }
-    store.write(POINTER, json.dumps(pointer).encode())
+    if symbol is not None:
+        pointer["symbol"] = symbol
+    store.write(key, json.dumps(pointer).encode())
+
+
+class SymbolModels:
+    """``symbol -> RegimeModel`` for :class:`~ensemble_trader.domain.regime.RegimeStep`: the
+    symbol's own pinned model, else ``default`` (the globally pinned one). Each symbol's
+    pointer is read once (one GET; absent for most symbols), each version loaded once."""
+
+    def __init__(self, store: ModelStore, default: RegimeModel) -> None:
+        self.store = store
+        self.default = default
+        self._by_symbol: dict[str, RegimeModel] = {}
+        self._by_version: dict[str, RegimeModel] = {default.version: default}
+
+    def __call__(self, symbol: str) -> RegimeModel:
+        model = self._by_symbol.get(symbol)
+        if model is None:
+            version = pinned_version(self.store, symbol)
+            if version is None:
+                model = self.default
+            else:
+                model = self._by_version.get(version) or load_version(self.store, version, pointer_key(symbol))
+                self._by_version[version] = model
+            self._by_symbol[symbol] = model
+        return model
 
 
 def history_item(state: MarketState) -> dict[str, Any]:
