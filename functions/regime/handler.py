@@ -34,9 +34,9 @@ RULE_ENV = "ET_REGIME_RULE"
 
 @lru_cache(maxsize=1)
 def runner() -> KinesisStageRunner:
-    """Dependencies built once per container (cold start): the model (a symbol's own one is
-    looked up at its first bar in the container), then the stage's standard wiring, whose
-    market-state sink also writes each MarketState's ``regime-history`` row."""
+    """Dependencies built once per container (cold start): the shared model and every symbol's
+    own pinned model, then the stage's standard wiring, whose market-state sink also writes each
+    MarketState's ``regime-history`` row."""
     from ensemble_trader.adapters.aws.s3 import S3ModelStore
     from ensemble_trader.runtime.settings import get_settings, json_from_env
 

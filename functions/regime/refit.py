@@ -9,9 +9,11 @@ version to the model bucket, moves ``regime/current.json`` to it and puts a
 
 A symbol with its own pinned model (``regime/symbols/<SYMBOL>/current.json``) is refit alone,
 from its own model on its own rows, and its own pointer moves; the shared model is refit on the
-other symbols only (it does not serve the pinned ones). The result's top-level keys describe
-the shared model's refit (absent when every symbol has its own model); ``symbols`` holds the
-per-symbol ones.
+other symbols only (it does not serve the pinned ones). Every model is loaded before anything is
+published (a broken pin fails the run first); a symbol model without enough history yet is
+skipped with its reason, and the others go on. The result's top-level keys describe the shared
+model's refit (absent when every symbol has its own model); ``symbols`` holds the per-symbol
+ones.
 
 Event: the scheduled event; ``detail`` may hold ``symbols`` (else ``ET_REGIME_SYMBOLS``, comma
 separated) and ``lookback_bars`` (default 2,000).
@@ -136,15 +138,24 @@ def refit_one(
 
 def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
     symbols, lookback = refit_options(detail)
-    own = {s: v for s in symbols if (v := pinned_version(model_store, s)) is not None}
+    # every model is loaded before anything is published: a broken pin fails the run up front
+    shared_model = load_pinned(model_store, default_dir)
+    own = {
+        s: load_version(model_store, v, pointer_key(s))
+        for s in symbols
+        if (v := pinned_version(model_store, s)) is not None
+    }
     shared = [s for s in symbols if s not in own]
     out: dict[str, Any] = {}
     if shared:
-        out = refit_one(model_store, history, events, load_pinned(model_store, default_dir), shared, lookback)
-    out["symbols"] = {
-        s: refit_one(model_store, history, events, load_version(model_store, v, pointer_key(s)), [s], lookback, s)
-        for s, v in own.items()
-    }
+        out = refit_one(model_store, history, events, shared_model, shared, lookback)
+    out["symbols"] = {}
+    for symbol, model in own.items():
+        try:
+            out["symbols"][symbol] = refit_one(model_store, history, events, model, [symbol], lookback, symbol)
+        except DataError as exc:  # e.g. a newly pinned symbol without enough history yet
+            logger.warning("regime refit skipped a symbol model", extra={"symbol": symbol, "reason": str(exc)})
+            out["symbols"][symbol] = {"previous": model.version, "published": False, "skipped": str(exc)}
     return out
 
 
@@ -167,6 +178,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         detail,
     )
     logger.info("regime refit", extra=result)
-    published = int(result.get("published", False)) + sum(r["published"] for r in result["symbols"].values())
+    per_symbol = result["symbols"].values()
+    published = int(result.get("published", False)) + sum(r["published"] for r in per_symbol)
     metrics.add_metric("regime_refit_published", "Count", published)
+    metrics.add_metric("regime_refit_skipped", "Count", sum("skipped" in r for r in per_symbol))
     return result

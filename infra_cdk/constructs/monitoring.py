@@ -101,6 +101,7 @@ EMF_METRICS: tuple[tuple[str, tuple[EmfMetric, ...]], ...] = (
             EmfMetric("reconcile_orders_synced", "orders", "Sum", "orders synced"),
             EmfMetric("reconcile_symbols_failed", "orders", "Sum", "symbols failed"),
             EmfMetric("regime_refit_published", "regime", "Sum", "regime models published"),
+            EmfMetric("regime_refit_skipped", "regime", "Sum", "symbol models skipped (too little history)"),
         ),
     ),
 )

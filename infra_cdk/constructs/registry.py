@@ -19,7 +19,8 @@ class ModelRegistry(Construct):
     """A versioned, KMS-encrypted bucket that refuses plain HTTP and public access.
 
     Layout: ``regime/<version>/...`` with ``regime/current.json`` pinning the version the regime
-    function loads (the daily refit publishes there); ``training/{data,output}/`` for the agent
+    function loads and ``regime/symbols/<SYMBOL>/current.json`` a symbol's own (the daily refit
+    and ``ensemble-trader regime publish`` write there); ``training/{data,output}/`` for the agent
     training job. Versioning keeps every object ever written, so going back to an older model is a
     pointer change (see docs/runbook.md). Server
     access logs go to a separate bucket (SSE-S3: log delivery cannot use a customer key).

@@ -98,13 +98,17 @@ def test_a_symbol_pointer_pins_its_own_model_and_the_others_keep_the_global_one(
     assert registry.pinned_version(store) is None and registry.pinned_version(store, "SPX") is None
     assert registry.load_pinned(store, default_dir).version == default.version
 
+    registry.publish(store, own, previous=None, symbol="EUR/USD")  # a symbol with "/" nests its key
+    assert registry.pinned_symbols(store) == ["EUR/USD", "IXIC"]
     reads = []
     read = store.read
     store.read = lambda key: reads.append(key) or read(key)
-    models = registry.SymbolModels(store, default)
-    assert models("IXIC").version == own.version and models("SPX") is default
-    assert models("IXIC") is models("IXIC") and models("SPX") is default
-    assert reads.count("regime/symbols/IXIC/current.json") == 1 and reads.count("regime/symbols/SPX/current.json") == 1
+    models = registry.SymbolModels(store, default)  # everything is read here, at the cold start
+    n_reads = len(reads)
+    assert reads.count("regime/symbols/IXIC/current.json") == 1
+    assert sum(k.endswith("regime_model.json") for k in reads) == 1  # one version, loaded once
+    assert models("IXIC").version == own.version and models("EUR/USD") is models("IXIC")
+    assert models("SPX") is default and len(reads) == n_reads  # the hot path reads nothing
     with pytest.raises(DataError, match="does not match"):
         registry.pointer_key("not a symbol")
 
@@ -113,10 +117,10 @@ def test_a_broken_symbol_pin_fails_closed_naming_the_pointer(registry, default_d
     default = RegimeModel.load(default_dir)
     store = MemoryModelStore({"regime/symbols/IXIC/current.json": json.dumps({"version": "r000000000000"}).encode()})
     with pytest.raises(ModelArtifactError, match="manifest.json"):
-        registry.SymbolModels(store, default)("IXIC")
+        registry.SymbolModels(store, default)
     store = MemoryModelStore({"regime/symbols/IXIC/current.json": b"[]"})
     with pytest.raises(ModelArtifactError, match="regime/symbols/IXIC/current.json is malformed"):
-        registry.SymbolModels(store, default)("IXIC")
+        registry.SymbolModels(store, default)
 
 
 def test_the_step_labels_each_symbol_with_its_own_model(registry, default_dir):

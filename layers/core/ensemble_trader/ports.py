@@ -94,6 +94,10 @@ class ModelStore(Protocol):
 
     def write(self, key: str, data: bytes) -> None: ...
 
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key that starts with ``prefix``."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------
 # Orders and risk (issue 6). Types live in ensemble_trader.domain.orders / domain.risk.

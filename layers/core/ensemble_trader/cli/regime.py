@@ -11,8 +11,9 @@ A stable contract other tools rely on:
 * ``regime history [--out DIR]`` — historical validation on S&P 500 (and BTC when present),
   with plots;
 * ``regime publish --model MODEL_DIR [--symbol SYMBOL]`` — put a fitted model in the registry
-  of the model bucket (``ET_BUCKET``; the local stack's with its exports) and pin it, for every
-  symbol or for one: regime Lambda containers started afterwards serve it.
+  of the model bucket (``ET_MODEL_BUCKET``, a stage's ``ModelBucket`` output; the local stack's
+  with its exports) and pin it, for every symbol or for one: regime Lambda containers started
+  afterwards serve it.
 
 ``--model`` defaults to the committed model (``layers/models/regime``).
 """
@@ -231,11 +232,16 @@ def _history(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from ensemble_trader.adapters.aws.s3 import S3ModelStore
+    from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.domain.features import FEATURE_NAMES
     from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime import regime_registry as registry
     from ensemble_trader.runtime.settings import get_settings
 
     model = RegimeModel.load(Path(args.model))
+    unknown = sorted(set(model.feature_names) - set(FEATURE_NAMES))
+    if unknown:
+        raise DataError(f"{args.model}: the model reads features the feature stage does not produce: {unknown}")
     store = S3ModelStore(settings=get_settings())
     previous = registry.pinned_version(store, args.symbol)
     registry.publish(store, model, previous=previous, symbol=args.symbol)

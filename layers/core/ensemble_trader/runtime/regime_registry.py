@@ -105,28 +105,39 @@ def publish(
     store.write(key, json.dumps(pointer).encode())
 
 
+SYMBOLS_PREFIX = f"{PREFIX}/symbols/"
+
+
+def pinned_symbols(store: ModelStore) -> list[str]:
+    """The symbols that have their own pointer (one LIST of ``regime/symbols/``)."""
+    suffix = "/current.json"
+    keys = store.list(SYMBOLS_PREFIX)
+    return sorted(k[len(SYMBOLS_PREFIX) : -len(suffix)] for k in keys if k.endswith(suffix))
+
+
 class SymbolModels:
     """``symbol -> RegimeModel`` for :class:`~ensemble_trader.domain.regime.RegimeStep`: the
-    symbol's own pinned model, else ``default`` (the globally pinned one). Each symbol's
-    pointer is read once (one GET; absent for most symbols), each version loaded once."""
+    symbol's own pinned model, else ``default`` (the globally pinned one).
+
+    Every symbol pointer is read and its model loaded when this is built (a container's cold
+    start: one LIST, then one GET per pinned symbol), so a broken pin fails the cold start as a
+    broken global pin does, and the hot path is a dict lookup. A pin published afterwards is
+    served by containers started afterwards, as for the global pointer."""
 
     def __init__(self, store: ModelStore, default: RegimeModel) -> None:
-        self.store = store
         self.default = default
-        self._by_symbol: dict[str, RegimeModel] = {}
-        self._by_version: dict[str, RegimeModel] = {default.version: default}
+        by_version: dict[str, RegimeModel] = {default.version: default}
+        self.models: dict[str, RegimeModel] = {}
+        for symbol in pinned_symbols(store):
+            version = pinned_version(store, symbol)
+            if version is None:  # the pointer vanished between the LIST and the GET
+                continue
+            if version not in by_version:
+                by_version[version] = load_version(store, version, pointer_key(symbol))
+            self.models[symbol] = by_version[version]
 
     def __call__(self, symbol: str) -> RegimeModel:
-        model = self._by_symbol.get(symbol)
-        if model is None:
-            version = pinned_version(self.store, symbol)
-            if version is None:
-                model = self.default
-            else:
-                model = self._by_version.get(version) or load_version(self.store, version, pointer_key(symbol))
-                self._by_version[version] = model
-            self._by_symbol[symbol] = model
-        return model
+        return self.models.get(symbol, self.default)
 
 
 def history_item(state: MarketState) -> dict[str, Any]:

@@ -199,3 +199,6 @@ class MemoryModelStore:
 
     def write(self, key: str, data: bytes) -> None:
         self.objects[key] = bytes(data)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))

@@ -1,0 +1,95 @@
+"""The regime refit's per-symbol models, with in-memory fakes (the Lambda entry is tested on the local stack)."""
+
+from __future__ import annotations
+
+import pytest
+from ensemble_trader.adapters.memory.fakes import (
+    MemoryEventBus,
+    MemoryKeyValueStore,
+    MemoryModelStore,
+    MemoryStreamPublisher,
+)
+from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.regime import RegimeModel, RegimeStep
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.local.functions import load_module
+from ensemble_trader.runtime import regime_registry as registry
+from ensemble_trader.runtime.settings import get_settings
+from ensemble_trader.runtime.stage import StreamSink
+
+
+class HistoryTable(MemoryKeyValueStore):
+    """The ``query`` the refit uses, over the in-memory rows."""
+
+    def query(self, table, key, value, limit=None, newest_first=False):
+        rows = sorted((r for r in self.items(table) if r[key] == value), key=lambda r: r["timestamp"], reverse=newest_first)
+        return rows[:limit]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    default_dir = get_settings().models_dir / "regime"
+    default = RegimeModel.load(default_dir)
+    table = HistoryTable()
+    for symbol, bars, seed in (("SYNA", 400, 1), ("SYNB", 400, 2), ("THIN", 70, 3)):
+        step, engine, state, states = RegimeStep(default), FeatureEngine(symbol), None, []
+        for bar in generate("easy", bars, seed, symbol=symbol).series.bars():
+            state, outputs, _ = step.apply(state, engine.update(bar))
+            states.extend(outputs)
+        registry.MarketStateSink(StreamSink(MemoryStreamPublisher(), "market-state"), table).emit(states)
+    return load_module("regime", "refit"), default_dir, default, table
+
+
+def shifted(model: RegimeModel, by: float) -> RegimeModel:
+    return RegimeModel(
+        model.features, model.start_prob, model.transmat, model.means + by, model.covariances,
+        model.covariance_type, model.state_regimes, log_floor=model.log_floor,
+    )  # fmt: skip
+
+
+def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(setup):
+    refit, default_dir, default, table = setup
+    store, bus = MemoryModelStore(), MemoryEventBus()
+    thin, own = shifted(default, 0.2), shifted(default, 0.3)
+    registry.publish(store, thin, previous=None, symbol="THIN")
+    registry.publish(store, own, previous=None, symbol="SYNB")
+    out = refit.run_refit(store, table, bus, default_dir, {"symbols": ["SYNA", "SYNB", "THIN"]})
+    assert out["published"] and out["previous"] == default.version and out["n_samples"] == 400 - 60
+    assert out["symbols"]["SYNB"]["published"] and out["symbols"]["SYNB"]["n_samples"] == 400 - 60
+    skipped = out["symbols"]["THIN"]
+    assert not skipped["published"] and "at least" in skipped["skipped"] and skipped["previous"] == thin.version
+    assert registry.pinned_version(store, "THIN") == thin.version  # untouched
+    assert registry.pinned_version(store, "SYNB") == out["symbols"]["SYNB"]["version"]
+    assert registry.pinned_version(store) == out["version"]
+    assert sorted((e.symbol_model or "", e.previous) for e in bus.events) == [("", default.version), ("SYNB", own.version)]
+
+
+def test_every_symbol_pinned_refits_no_shared_model_and_a_broken_pin_publishes_nothing(setup):
+    refit, default_dir, default, table = setup
+    store, bus = MemoryModelStore(), MemoryEventBus()
+    registry.publish(store, shifted(default, 0.2), previous=None, symbol="SYNA")
+    out = refit.run_refit(store, table, bus, default_dir, {"symbols": ["SYNA"]})
+    assert set(out) == {"symbols"} and out["symbols"]["SYNA"]["published"]
+    assert registry.pinned_version(store) is None and len(bus.events) == 1
+
+    store, bus = MemoryModelStore(), MemoryEventBus()
+    store.write("regime/symbols/SYNB/current.json", b'{"version": "r000000000000"}')
+    with pytest.raises(ModelArtifactError, match="manifest.json"):
+        refit.run_refit(store, table, bus, default_dir, {"symbols": ["SYNA", "SYNB"]})
+    assert registry.pinned_version(store) is None and bus.events == []  # nothing was published first
+
+
+def test_publish_refuses_a_model_reading_features_the_stage_does_not_make(setup, tmp_path, capsys):
+    from dataclasses import replace
+
+    from ensemble_trader.cli import main
+
+    _, _, default, _ = setup
+    alien = RegimeModel(
+        (replace(default.features[0], name="not_a_feature"),), default.start_prob, default.transmat, default.means,
+        default.covariances, default.covariance_type, default.state_regimes, log_floor=default.log_floor,
+    )  # fmt: skip
+    alien.save(tmp_path / "alien")
+    assert main(["regime", "publish", "--model", str(tmp_path / "alien"), "--symbol", "SYNA"]) == 1
+    assert "not_a_feature" in capsys.readouterr().err
