@@ -116,3 +116,18 @@ def clean_stack(local_stack):
 
     yield fresh_session(local_stack)
     forget_loaded()
+
+
+@pytest.fixture(scope="session")
+def shifted_regime_model():
+    """``shift(model, by)``: a valid regime model whose state means are ``model``'s plus ``by``
+    (another content version, to publish beside the default)."""
+    from ensemble_trader.domain.regime_model import RegimeModel
+
+    def shift(model: RegimeModel, by: float) -> RegimeModel:
+        return RegimeModel(
+            model.features, model.start_prob, model.transmat, model.means + by, model.covariances,
+            model.covariance_type, model.state_regimes, log_floor=model.log_floor,
+        )  # fmt: skip
+
+    return shift

@@ -34,6 +34,7 @@ from ensemble_trader.runtime.regime_registry import (
     HISTORY_TABLE,
     load_pinned,
     load_version,
+    pinned_symbols,
     pinned_version,
     pointer_key,
     publish,
@@ -140,10 +141,11 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
     symbols, lookback = refit_options(detail)
     # every model is loaded before anything is published: a broken pin fails the run up front
     shared_model = load_pinned(model_store, default_dir)
+    pinned = set(pinned_symbols(model_store))  # one LIST instead of a GET per symbol
     own = {
         s: load_version(model_store, v, pointer_key(s))
         for s in symbols
-        if (v := pinned_version(model_store, s)) is not None
+        if s in pinned and (v := pinned_version(model_store, s)) is not None
     }
     shared = [s for s in symbols if s not in own]
     out: dict[str, Any] = {}

@@ -168,16 +168,13 @@ def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, da
 
 
 
-def test_a_symbol_published_with_its_own_model_is_labelled_by_it(clean_stack, data, tmp_path, capsys):
+def test_a_symbol_published_with_its_own_model_is_labelled_by_it(clean_stack, data, tmp_path, capsys, shifted_regime_model):
     from ensemble_trader.cli import main
 
     series, vectors = data
     stack = clean_stack.stack
     default = RegimeModel.load(stack.settings.models_dir / "regime")
-    own = RegimeModel(
-        default.features, default.start_prob, default.transmat, default.means + 0.3, default.covariances,
-        default.covariance_type, default.state_regimes, log_floor=default.log_floor,
-    )  # fmt: skip
+    own = shifted_regime_model(default, 0.3)
     own.save(tmp_path / "own")
     assert main(["regime", "publish", "--model", str(tmp_path / "own"), "--symbol", "SYNA"]) == 0
     assert f"regime model {own.version} pinned for symbol SYNA" in capsys.readouterr().out

@@ -41,17 +41,10 @@ def setup():
     return load_module("regime", "refit"), default_dir, default, table
 
 
-def shifted(model: RegimeModel, by: float) -> RegimeModel:
-    return RegimeModel(
-        model.features, model.start_prob, model.transmat, model.means + by, model.covariances,
-        model.covariance_type, model.state_regimes, log_floor=model.log_floor,
-    )  # fmt: skip
-
-
-def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(setup):
+def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(setup, shifted_regime_model):
     refit, default_dir, default, table = setup
     store, bus = MemoryModelStore(), MemoryEventBus()
-    thin, own = shifted(default, 0.2), shifted(default, 0.3)
+    thin, own = shifted_regime_model(default, 0.2), shifted_regime_model(default, 0.3)
     registry.publish(store, thin, previous=None, symbol="THIN")
     registry.publish(store, own, previous=None, symbol="SYNB")
     out = refit.run_refit(store, table, bus, default_dir, {"symbols": ["SYNA", "SYNB", "THIN"]})
@@ -65,10 +58,10 @@ def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(s
     assert sorted((e.symbol_model or "", e.previous) for e in bus.events) == [("", default.version), ("SYNB", own.version)]
 
 
-def test_every_symbol_pinned_refits_no_shared_model_and_a_broken_pin_publishes_nothing(setup):
+def test_every_symbol_pinned_refits_no_shared_model_and_a_broken_pin_publishes_nothing(setup, shifted_regime_model):
     refit, default_dir, default, table = setup
     store, bus = MemoryModelStore(), MemoryEventBus()
-    registry.publish(store, shifted(default, 0.2), previous=None, symbol="SYNA")
+    registry.publish(store, shifted_regime_model(default, 0.2), previous=None, symbol="SYNA")
     out = refit.run_refit(store, table, bus, default_dir, {"symbols": ["SYNA"]})
     assert set(out) == {"symbols"} and out["symbols"]["SYNA"]["published"]
     assert registry.pinned_version(store) is None and len(bus.events) == 1

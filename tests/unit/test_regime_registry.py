@@ -78,17 +78,10 @@ def test_sink_writes_the_stream_then_one_history_row_per_bar(registry, default_d
     assert datetime.fromisoformat(rows[1]["timestamp"]) - datetime.fromisoformat(rows[0]["timestamp"]) == timedelta(days=1)
 
 
-def _shifted(model: RegimeModel, by: float) -> RegimeModel:
-    return RegimeModel(
-        model.features, model.start_prob, model.transmat, model.means + by, model.covariances,
-        model.covariance_type, model.state_regimes, log_floor=model.log_floor,
-    )  # fmt: skip
-
-
-def test_a_symbol_pointer_pins_its_own_model_and_the_others_keep_the_global_one(registry, default_dir):
+def test_a_symbol_pointer_pins_its_own_model_and_the_others_keep_the_global_one(registry, default_dir, shifted_regime_model):
     store = MemoryModelStore()
     default = RegimeModel.load(default_dir)
-    own = _shifted(default, 0.2)
+    own = shifted_regime_model(default, 0.2)
     registry.publish(store, own, previous=None, now=datetime(2026, 1, 2, tzinfo=UTC), symbol="IXIC")
     assert json.loads(store.objects["regime/symbols/IXIC/current.json"]) == {
         "version": own.version, "previous": None, "published_at": "2026-01-02T00:00:00+00:00", "symbol": "IXIC",
@@ -123,9 +116,9 @@ def test_a_broken_symbol_pin_fails_closed_naming_the_pointer(registry, default_d
         registry.SymbolModels(store, default)
 
 
-def test_the_step_labels_each_symbol_with_its_own_model(registry, default_dir):
+def test_the_step_labels_each_symbol_with_its_own_model(registry, default_dir, shifted_regime_model):
     default = RegimeModel.load(default_dir)
-    own = _shifted(default, 0.5)
+    own = shifted_regime_model(default, 0.5)
     models = {"SYNA": own}
     step = RegimeStep(default, models_for=lambda symbol: models.get(symbol, default))
     states: dict[str, list] = {"SYNA": [], "SYNB": []}

@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from ensemble_trader.backtest.engine import CostModel, PreparedSeries
-from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND
+from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND, no_trade_target
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FEATURE_NAMES
 
@@ -134,7 +134,7 @@ class TradingEnv(gym.Env):
     def step(self, action):
         target = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -self.leverage, self.leverage))
         if self.no_trade_band > 0.0:  # AgentPool's execution rule: hold inside the band, else its edge
-            target = float(np.clip(self._position, target - self.no_trade_band, target + self.no_trade_band))
+            target = float(no_trade_target(self._position, target, self.no_trade_band))
         tr, t = self._track, self._t
         cost = self.costs.cost(self._position, target)
         asset_return = tr.close[t + 1] / tr.close[t] - 1.0

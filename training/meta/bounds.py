@@ -156,7 +156,7 @@ def window_bounds(pipeline: Any, costs: Any, start: str | None, grid: np.ndarray
     """Both references over the evaluated window of a :class:`PipelineRun` (from ``start``; the
     series already ends where the window does), beside every agent's own net Sharpe."""
     from ensemble_trader.backtest.engine import asset_returns, periods_per_year
-    from ensemble_trader.backtest.ensemble import first_index
+    from ensemble_trader.backtest.ensemble import first_index, sharpe_goal
 
     i0 = first_index(pipeline, start)
     returns = asset_returns(pipeline.close[i0:])
@@ -169,7 +169,7 @@ def window_bounds(pipeline: Any, costs: Any, start: str | None, grid: np.ndarray
     per_regime, choice, _ = regime_mix(held, returns, labels, costs.rate, initial, ppy, grid)
     names = pipeline.agent_names
     best = int(np.argmax(agents))
-    goal = float(agents[best] + 0.2 * abs(agents[best]))
+    goal = sharpe_goal(float(agents[best]))
     return {
         "agents": {n: float(s) for n, s in zip(names, agents, strict=True)},
         "best_agent": names[best],

@@ -266,6 +266,12 @@ def _ledger(run: EnsembleRun, i0: int) -> RegretLedger:
     return ledger
 
 
+def sharpe_goal(best_sharpe: float) -> float:
+    """The issue's Sharpe target for an ensemble whose best single agent has ``best_sharpe``:
+    20 % above it, ``best + 0.2 |best|``."""
+    return float(best_sharpe + 0.2 * abs(best_sharpe))
+
+
 def evaluate(
     run: EnsembleRun, costs: CostModel | None = None, start: str | None = None, end: str | None = None
 ) -> dict[str, Any]:
@@ -300,7 +306,7 @@ def evaluate(
     out["regret"] = _ledger(run, i0).summary(p.agent_names) | {"units": REWARD_UNITS[run.config.risk_adjustment]}
     best = max(p.agent_names, key=lambda n: out["agents"][n]["overall"]["sharpe"])
     best_m, ens_m = out["agents"][best]["overall"], out["ensemble"]["overall"]
-    goal = best_m["sharpe"] + 0.2 * abs(best_m["sharpe"])
+    goal = sharpe_goal(best_m["sharpe"])
     out["target"] = {
         "best_agent": best,
         "best_sharpe": best_m["sharpe"],

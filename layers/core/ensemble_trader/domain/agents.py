@@ -56,6 +56,15 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 
 
+def no_trade_target(position: Any, target: Any, band: Any) -> Any:
+    """The no-trade band's execution rule, ``clip(position, target - band, target + band)``:
+    hold a position within ``band`` of the target, else trade to the band's near edge. Scalars
+    or arrays (``band >= 0``); ``minimum(maximum(...))`` costs half of ``np.clip`` on a few numbers.
+    The pool executes the agents' actions with it, the training environment too (band in
+    training), and the meta-agent step its own smoothed target."""
+    return np.minimum(np.maximum(position, target - band), target + band)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
@@ -303,8 +312,7 @@ class AgentPool:
         lo, hi = self._lower, self._limits
         out = np.minimum(np.maximum(actions, lo), hi)
         if self._banded:
-            held = np.minimum(np.maximum(positions, out - self._bands), out + self._bands)
-            out = np.minimum(np.maximum(held, lo), hi)
+            out = np.minimum(np.maximum(no_trade_target(positions, out, self._bands), lo), hi)
         return out
 
     def _inputs(self, features: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from ensemble_trader.domain.agents import no_trade_target
 from ensemble_trader.domain.bandits import (
     POLICIES,
     Bandit,
@@ -680,7 +681,7 @@ class MetaAgentStep:
             step_target = position + (desired - position) / ramp_left
             ramp_left -= 1
         if cfg.no_trade_band > 0.0:  # hold inside the band, trade to its near edge outside it
-            step_target = float(np.clip(position, step_target - cfg.no_trade_band, step_target + cfg.no_trade_band))
+            step_target = float(no_trade_target(position, step_target, cfg.no_trade_band))
         delta = float(np.clip(step_target - position, -cfg.max_position_change, cfg.max_position_change))
         new_position = float(np.clip(position + delta, -cfg.max_position, cfg.max_position))
 
