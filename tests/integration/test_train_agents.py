@@ -77,6 +77,21 @@ def test_robustness_reports_the_checks_over_unseen_synthetic_paths(quick_set, ca
     assert f"**{passed} of 16 checks passed**" in out
 
 
+def test_validation_score_runs_on_validation_paths(quick_set, capsys):
+    code = evaluate_main(["--models", str(quick_set), "--split", "validation", "--score", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "synthetic seeds 4001-4002" in out
+    scores = json.loads(out.split("scores: ")[1])
+    assert set(scores) == set(AGENT_NAMES)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in out.splitlines() if line.startswith(tuple(f"| {n} " for n in AGENT_NAMES))}
+    for name, cells in rows.items():
+        # the quick set saw no real series: the score is the two synthetic pass rates
+        rates = [int(c.split("/")[0]) / int(c.split("/")[1]) for c in cells[:-2]]
+        assert len(rates) == 2 and scores[name]["score"] == pytest.approx(sum(rates), abs=1e-4)
+
+
 def test_band_search_scores_every_band_on_validation_and_picks_by_the_rule(quick_set, capsys):
     code = evaluate_main(["--models", str(quick_set), "--split", "validation", "--bands", "0,0.3"])
     assert code == 0

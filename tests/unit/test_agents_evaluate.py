@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from ensemble_trader.backtest.metrics import METRIC_NAMES
+from ensemble_trader.domain.errors import DataError
 
-from training.agents.evaluate import SYNTHETIC, Case, main, specialty_checks, suite_cases
+import training.agents.evaluate as evaluate
+from training.agents.evaluate import (
+    ROBUSTNESS_FIRST_SEED,
+    SYNTHETIC,
+    Case,
+    main,
+    specialty_checks,
+    suite_cases,
+    validation_score,
+)
 
 
 def m(**kw) -> dict[str, float]:
@@ -79,7 +91,13 @@ def test_bands_are_chosen_on_validation_only(capsys):
     assert "comma-separated" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--robustness", "0"])
-    assert "positive number of paths" in capsys.readouterr().err
+    assert "number of paths in [1, 1000]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--score", "30"])  # the default split is test
+    assert "only with --split validation" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--split", "validation", "--score", "0"])
+    assert "number of paths in [1, 1000]" in capsys.readouterr().err
 
 
 def test_missing_regime_is_not_judged():
@@ -123,3 +141,59 @@ def test_validation_split_never_touches_test_data():
 def test_unknown_split_is_refused():
     with pytest.raises(ValueError, match="unknown split"):
         suite_cases("train", WINDOWS)
+
+
+def test_extra_path_seeds_of_the_splits_do_not_overlap():
+    first = ROBUSTNESS_FIRST_SEED
+    assert set(first) == {"test", "validation"}
+    ranges = [range(v, v + evaluate.MAX_ROBUSTNESS_PATHS) for v in first.values()]
+    assert not set(ranges[0]) & set(ranges[1])
+    single = {int(spec.split(":")[2]) for pairs in SYNTHETIC.values() for spec, _ in pairs}
+    assert not single & (set(ranges[0]) | set(ranges[1]))
+
+
+def test_validation_score_adds_real_passes_and_synthetic_pass_rates(monkeypatch):
+    """Real windows count 1 per pass, each preset the share of its paths that pass; shortfalls
+    add over the missed windows and average over the paths. A window whose bars are missing is
+    skipped; only validation seeds are read."""
+
+    class Pool:
+        names = ("aggressive", "contrarian")
+        version = "agents-test"
+
+        class manifest:  # noqa: N801
+            training = {"windows": WINDOWS | {"shared:btcusd_1h": {"validation": ["2019-02-08", "2019-05-02"]}}}
+
+    read: list[str] = []
+
+    def case_data(case):
+        read.append(case.spec)
+        if case.spec.startswith("shared:"):
+            raise DataError("no shared data here")
+        return case.spec, "true"
+
+    def check(ok, gap):
+        return {"passed": ok, "shortfall": None if ok is None else gap, "detail": ""}
+
+    def score(pool, spec, costs):
+        if spec == "arch:sp500":  # the aggressive passes, the contrarian misses by 4
+            return None, None, {"aggressive": check(True, 0.0), "contrarian": check(False, 4.0)}
+        seed = int(spec.split(":")[2])
+        odd = seed % 2 == 1  # seeds 4001, 4003: the aggressive passes; 4002, 4004: misses by 10
+        return None, None, {"aggressive": check(True, 0.0) if odd else check(False, 10.0),
+                            "contrarian": check(None, 0.0) if seed == 4001 else check(True, 0.0)}
+
+    monkeypatch.setattr(evaluate.AgentPool, "load", staticmethod(lambda models_dir: Pool()))
+    monkeypatch.setattr(evaluate, "case_data", case_data)
+    monkeypatch.setattr(evaluate, "score", score)
+    out = validation_score(None, 4, evaluate.CostModel(1.0, 2.0))
+    scores = json.loads(out.split("scores: ")[1])
+    # aggressive: 1 (S&P) + 2/4 + 2/4; shortfall 0 + mean(0, 10, 0, 10) twice
+    assert scores["aggressive"] == {"score": 2.0, "shortfall": 10.0}
+    # contrarian: S&P missed by 4; the seed without the regime is not judged: 3/3 per preset
+    assert scores["contrarian"] == {"score": 2.0, "shortfall": 4.0}
+    synthetic = [s for s in read if s.startswith("synth:")]
+    assert {int(s.split(":")[2]) for s in synthetic} == {4001, 4002, 4003, 4004}
+    assert "shared:btcusd_1h" in read and "| aggressive | pass | 2/4 | 2/4 | 2.00 | 10.00 |" in out
+    with pytest.raises(ValueError, match="n_paths"):
+        validation_score(None, 0, evaluate.CostModel(1.0, 2.0))

@@ -19,6 +19,12 @@ number of checks passed:
 * ``--split validation`` (to choose between candidates): the same checks on data used for
   selection only — the validation window recorded in the manifest of every real series, and
   synthetic paths with seeds reserved for validation (2022, 2023). Test data is never read.
+
+``--robustness N`` runs the synthetic checks over N more paths per preset with the split's own
+seeds (a report on the test split); ``--split validation --score N`` prints each agent's
+validation score, the number candidates are chosen by: the real validation windows passed plus
+the synthetic checks' pass rates over N validation paths per preset (one path decides a check by
+a coin toss).
 """
 
 from __future__ import annotations
@@ -252,29 +258,36 @@ def band_search(models_dir: Path | None, bands: list[float], costs: CostModel) -
     return "\n".join(lines) + "\n"
 
 
-ROBUSTNESS_FIRST_SEED = 3001
-"""Synthetic seeds from here on are used by no job and by no other split: the spread report."""
+PRESETS = ("realistic", "mean_reverting")
+"""The synthetic presets of the extra paths."""
+ROBUSTNESS_FIRST_SEED: dict[str, int] = {"test": 3001, "validation": 4001}
+"""First synthetic seed of the extra paths of each split; no job and no other split uses seeds
+from there on (up to 1,000 paths per split)."""
+MAX_ROBUSTNESS_PATHS = 1000
 
 
-def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000) -> str:
-    """How often each specialty holds across ``n_paths`` more unseen synthetic paths per preset
-    (seeds from :data:`ROBUSTNESS_FIRST_SEED`, true regimes): the spread behind the single test
-    path of each preset. A report, never a basis for choosing a configuration."""
+def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000,
+               split: str = "test") -> str:
+    """How often each specialty holds across ``n_paths`` more synthetic paths per preset (seeds
+    from :data:`ROBUSTNESS_FIRST_SEED` of ``split``, true regimes). On the test split: the
+    spread behind the single test path of each preset, a report, never a basis for choosing.
+    On the validation split: the pass rate of the synthetic checks that candidates are chosen
+    on (a single validation path per preset decides a check by a coin toss)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
+    if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
+        raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
     pool = AgentPool.load(models_dir)
-    lines = [f"Spread over {n_paths} unseen synthetic paths per preset ({bars} bars, seeds "
-             f"{ROBUSTNESS_FIRST_SEED}-{ROBUSTNESS_FIRST_SEED + n_paths - 1}, true regimes), model set "
+    first = ROBUSTNESS_FIRST_SEED[split]
+    kind = "unseen" if split == "test" else "validation"
+    lines = [f"Spread over {n_paths} {kind} synthetic paths per preset ({bars} bars, seeds "
+             f"{first}-{first + n_paths - 1}, true regimes), model set "
              f"`{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps. Cells: checks passed "
              f"(and judged), then the median shortfall of the misses.\n",
              "| preset | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 1) + "|"]
     total = judged = 0
-    for preset in ("realistic", "mean_reverting"):
-        rows = {n: [] for n in pool.names}
-        seeds = range(ROBUSTNESS_FIRST_SEED, ROBUSTNESS_FIRST_SEED + n_paths)
-        for seed in tqdm(seeds, desc=preset, unit="path", disable=not sys.stderr.isatty()):
-            data, _ = case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))
-            _, _, checks = score(pool, data, costs)
-            for n in pool.names:
-                rows[n].append(checks[n])
+    for preset in PRESETS:
+        rows = path_checks(pool, preset, range(first, first + n_paths), costs, bars)
         cells = []
         for n in pool.names:
             ok = sum(c["passed"] is True for c in rows[n])
@@ -283,7 +296,67 @@ def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: in
             total, judged = total + ok, judged + seen
             cells.append(f"{ok}/{seen}" + (f" (misses by {float(np.median(misses)):.2f})" if misses else ""))
         lines.append(f"| {preset} | " + " | ".join(cells) + " |")
-    lines.append(f"\n**{total} of {judged} checks passed** over the extra paths.")
+    lines.append(f"\n**{total} of {judged} checks passed** over the extra paths ({split} split).")
+    return "\n".join(lines) + "\n"
+
+
+def path_checks(pool: AgentPool, preset: str, seeds: range, costs: CostModel,
+                bars: int) -> dict[str, list[dict[str, Any]]]:
+    """The specialty checks of every agent on one synthetic path per seed of ``preset``."""
+    rows: dict[str, list[dict[str, Any]]] = {n: [] for n in pool.names}
+    for seed in tqdm(seeds, desc=preset, unit="path", disable=not sys.stderr.isatty()):
+        data, _ = case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))
+        _, _, checks = score(pool, data, costs)
+        for n in pool.names:
+            rows[n].append(checks[n])
+    return rows
+
+
+def validation_score(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000) -> str:
+    """Each agent's validation score, the number candidates are chosen by: the checks passed on
+    the real series' validation windows plus, per synthetic preset, the share of ``n_paths``
+    validation paths (seeds from ``ROBUSTNESS_FIRST_SEED["validation"]``) where the check
+    passes — at most 5 — then the shortfall: summed over the missed real windows, plus the mean
+    shortfall over each preset's paths. Never reads test data."""
+    if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
+        raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
+    pool = AgentPool.load(models_dir)
+    real = [c for c in suite_cases("validation", pool.manifest.training.get("windows", {}))
+            if not c.spec.startswith("synth:")]
+    first = ROBUSTNESS_FIRST_SEED["validation"]
+    points = dict.fromkeys(pool.names, 0.0)
+    short = dict.fromkeys(pool.names, 0.0)
+    cells: dict[str, list[str]] = {n: [] for n in pool.names}
+    titles: list[str] = []
+    for case in real:
+        try:
+            data, _ = case_data(case)
+        except DataError:  # not on this machine: scored on the others
+            continue
+        titles.append(case.title.split(" validation")[0])
+        checks = score(pool, data, costs)[2]
+        for n in pool.names:
+            c = checks[n]
+            points[n] += c["passed"] is True
+            short[n] += c["shortfall"] or 0.0
+            cells[n].append({None: "n/a", True: "pass", False: f"miss ({c['shortfall']:.2f})"}[c["passed"]])
+    for preset in PRESETS:
+        titles.append(f"{preset} ({n_paths} paths)")
+        rows = path_checks(pool, preset, range(first, first + n_paths), costs, bars)
+        for n in pool.names:
+            judged = [c for c in rows[n] if c["passed"] is not None]
+            ok = sum(c["passed"] is True for c in judged)
+            points[n] += ok / len(judged) if judged else 0.0
+            short[n] += float(np.mean([c["shortfall"] for c in judged])) if judged else 0.0
+            cells[n].append(f"{ok}/{len(judged)}")
+    lines = [f"Validation score, model set `{pool.version}`, costs {costs.cost_bps:g} + "
+             f"{costs.slippage_bps:g} bps, synthetic seeds {first}-{first + n_paths - 1}.\n",
+             "| agent | " + " | ".join(titles) + " | score | shortfall |",
+             "|---" * (len(titles) + 3) + "|"]
+    for n in pool.names:
+        lines.append(f"| {n} | " + " | ".join(cells[n]) + f" | {points[n]:.2f} | {short[n]:.2f} |")
+    lines.append("\nscores: " + json.dumps({n: {"score": round(points[n], 4), "shortfall": round(short[n], 4)}
+                                             for n in pool.names}))
     return "\n".join(lines) + "\n"
 
 
@@ -298,13 +371,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bands", default=None, metavar="B1,B2,...",
                         help="choose each agent's no-trade band among these on the validation split")
     parser.add_argument("--robustness", type=int, default=None, metavar="N",
-                        help="report the checks over N more unseen synthetic paths per preset")
+                        help="the checks over N more synthetic paths per preset, with the split's seeds")
+    parser.add_argument("--score", type=int, default=None, metavar="N",
+                        help="each agent's validation score, with N validation paths per preset (only with --split validation)")
     args = parser.parse_args(argv)
     costs = CostModel(args.cost_bps, args.slippage_bps)
+    if args.score is not None:
+        if args.split != "validation" or args.bands is not None or args.robustness is not None:
+            parser.error("--score chooses between candidates: only with --split validation, alone")
+        if not 1 <= args.score <= MAX_ROBUSTNESS_PATHS:
+            parser.error(f"--score takes a number of paths in [1, {MAX_ROBUSTNESS_PATHS}]")
+        print(validation_score(args.models, args.score, costs))
+        return 0
     if args.robustness is not None:
-        if args.robustness < 1 or args.bands is not None:
-            parser.error("--robustness takes a positive number of paths, and not with --bands")
-        print(robustness(args.models, args.robustness, costs))
+        if not 1 <= args.robustness <= MAX_ROBUSTNESS_PATHS or args.bands is not None:
+            parser.error(f"--robustness takes a number of paths in [1, {MAX_ROBUSTNESS_PATHS}], and not with --bands")
+        print(robustness(args.models, args.robustness, costs, split=args.split))
         return 0
     if args.bands is not None:
         if args.split != "validation":
