@@ -93,14 +93,14 @@ def test_validation_score_runs_on_validation_paths(quick_set, capsys):
 
 
 def test_band_search_scores_every_band_on_validation_and_picks_by_the_rule(quick_set, capsys):
-    code = evaluate_main(["--models", str(quick_set), "--split", "validation", "--bands", "0,0.3"])
+    code = evaluate_main(["--models", str(quick_set), "--split", "validation", "--bands", "0,0.3", "--score", "2"])
     assert code == 0
     out = capsys.readouterr().out
     chosen = json.loads(out.rsplit("chosen: ", 1)[1])
     assert set(chosen) == set(AGENT_NAMES) and set(chosen.values()) <= {0.0, 0.3}
     for name in AGENT_NAMES:
         assert f"**{name}** (chosen: {chosen[name]:g})" in out
-    assert "test window" not in out  # never the test split
+    assert "test window" not in out and "seeds 4001-4002" in out  # never the test split
 
 
 def test_served_pool_respects_leverage(quick_set):

@@ -209,61 +209,14 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     return "\n".join(lines + [f"### Specialty checks ({heading})\n"] + summary + ["\n### Tables"] + details) + "\n"
 
 
-def band_search(models_dir: Path | None, bands: list[float], costs: CostModel) -> str:
-    """Choose each agent's no-trade band on the validation split (never on test data).
-
-    Every band of ``bands`` is applied to every agent of the set (:meth:`AgentPool.with_no_trade_bands`)
-    and scored with the specialty checks on the validation data sets; per agent the rule is the
-    one used for every configuration choice: most checks passed, then the smallest summed
-    shortfall, then the smallest band. Returns the Markdown table and the choice.
-    """
-    base = AgentPool.load(models_dir)
-    prepared = []
-    for case in suite_cases("validation", base.manifest.training.get("windows", {})):
-        try:
-            prepared.append((case, case_data(case)[0]))
-        except DataError:  # not on this machine: the band is chosen on the others
-            continue
-    scores: dict[str, list[tuple[float, int, float, list[str]]]] = {n: [] for n in base.names}
-    for band in tqdm(bands, desc="bands", unit="band", disable=not sys.stderr.isatty()):
-        pool = base.with_no_trade_bands({n: band for n in base.names})
-        cells: dict[str, list[str]] = {n: [] for n in base.names}
-        passed = dict.fromkeys(base.names, 0)
-        short = dict.fromkeys(base.names, 0.0)
-        for _case, data in prepared:
-            _, report, checks = score(pool, data, costs)
-            for n in pool.names:
-                turnover = report["agents"][n]["overall"]["turnover"]
-                ok = checks[n]["passed"]
-                passed[n] += ok is True
-                short[n] += checks[n]["shortfall"] or 0.0
-                mark = {None: "n/a", True: "", False: "**miss** "}[ok]
-                cells[n].append(f"{mark}{checks[n]['detail']} (turnover {turnover:.0f})")
-        for n in base.names:
-            scores[n].append((band, passed[n], short[n], cells[n]))
-    titles = [case.title.split(",")[0] for case, _ in prepared]
-    lines = [f"No-trade band search on the validation split, model set `{base.version}`, costs "
-             f"{costs.cost_bps:g} + {costs.slippage_bps:g} bps.\n"]
-    chosen = {}
-    for n in base.names:
-        best = min(scores[n], key=lambda row: (-row[1], round(row[2], 9), row[0]))
-        chosen[n] = best[0]
-        lines += [f"\n**{n}** (chosen: {best[0]:g})\n",
-                  "| band | passed | shortfall | " + " | ".join(titles) + " |",
-                  "|---" * (len(titles) + 3) + "|"]
-        for band, ok, gap, cells in scores[n]:
-            label = f"**{band:g}**" if band == best[0] else f"{band:g}"
-            lines.append(f"| {label} | {ok}/{len(cells)} | {gap:.2f} | " + " | ".join(cells) + " |")
-    lines.append("\nchosen: " + json.dumps(chosen))
-    return "\n".join(lines) + "\n"
-
-
 PRESETS = ("realistic", "mean_reverting")
 """The synthetic presets of the extra paths."""
 ROBUSTNESS_FIRST_SEED: dict[str, int] = {"test": 3001, "validation": 4001}
 """First synthetic seed of the extra paths of each split; no job and no other split uses seeds
 from there on (up to 1,000 paths per split)."""
 MAX_ROBUSTNESS_PATHS = 1000
+DEFAULT_SCORE_PATHS = 30
+"""Validation paths per preset of the band search's validation score."""
 
 
 def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000,
@@ -312,51 +265,118 @@ def path_checks(pool: AgentPool, preset: str, seeds: range, costs: CostModel,
     return rows
 
 
-def validation_score(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000) -> str:
-    """Each agent's validation score, the number candidates are chosen by: the checks passed on
-    the real series' validation windows plus, per synthetic preset, the share of ``n_paths``
-    validation paths (seeds from ``ROBUSTNESS_FIRST_SEED["validation"]``) where the check
-    passes — at most 5 — then the shortfall: summed over the missed real windows, plus the mean
-    shortfall over each preset's paths. Never reads test data."""
-    if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
-        raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
-    pool = AgentPool.load(models_dir)
-    real = [c for c in suite_cases("validation", pool.manifest.training.get("windows", {}))
-            if not c.spec.startswith("synth:")]
-    first = ROBUSTNESS_FIRST_SEED["validation"]
+@dataclass(frozen=True)
+class ValidationData:
+    """What candidates are scored on: the real series' validation windows (title, data) and,
+    per synthetic preset, ``n_paths`` validation paths."""
+
+    real: list[tuple[str, PreparedSeries]]
+    paths: dict[str, list[PreparedSeries]]
+    first_seed: int
+
+    @classmethod
+    def load(cls, windows: dict[str, dict[str, list[str]]], n_paths: int, bars: int = 3000) -> ValidationData:
+        if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
+            raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
+        real = []
+        for case in suite_cases("validation", windows):
+            if case.spec.startswith("synth:"):
+                continue  # the presets are scored on their paths below
+            try:
+                real.append((case.title.split(" validation")[0], case_data(case)[0]))
+            except DataError:  # not on this machine: scored on the others
+                continue
+        first = ROBUSTNESS_FIRST_SEED["validation"]
+        paths = {preset: [case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))[0]
+                          for seed in range(first, first + n_paths)] for preset in PRESETS}
+        return cls(real, paths, first)
+
+    @property
+    def titles(self) -> list[str]:
+        return [t for t, _ in self.real] + [f"{p} ({len(v)} paths)" for p, v in self.paths.items()]
+
+
+def validation_points(pool: AgentPool, data: ValidationData,
+                      costs: CostModel) -> dict[str, tuple[float, float, list[str]]]:
+    """Per agent: the validation score (real windows passed plus each preset's pass rate over its
+    paths), the shortfall (summed over the missed windows, plus each preset's mean over its
+    paths) and one cell per column of ``data.titles``."""
     points = dict.fromkeys(pool.names, 0.0)
     short = dict.fromkeys(pool.names, 0.0)
     cells: dict[str, list[str]] = {n: [] for n in pool.names}
-    titles: list[str] = []
-    for case in real:
-        try:
-            data, _ = case_data(case)
-        except DataError:  # not on this machine: scored on the others
-            continue
-        titles.append(case.title.split(" validation")[0])
-        checks = score(pool, data, costs)[2]
+    for _title, series in data.real:
+        checks = score(pool, series, costs)[2]
         for n in pool.names:
             c = checks[n]
             points[n] += c["passed"] is True
             short[n] += c["shortfall"] or 0.0
             cells[n].append({None: "n/a", True: "pass", False: f"miss ({c['shortfall']:.2f})"}[c["passed"]])
-    for preset in PRESETS:
-        titles.append(f"{preset} ({n_paths} paths)")
-        rows = path_checks(pool, preset, range(first, first + n_paths), costs, bars)
+    for paths in data.paths.values():
+        rows: dict[str, list[dict[str, Any]]] = {n: [] for n in pool.names}
+        for series in paths:
+            checks = score(pool, series, costs)[2]
+            for n in pool.names:
+                if checks[n]["passed"] is not None:
+                    rows[n].append(checks[n])
         for n in pool.names:
-            judged = [c for c in rows[n] if c["passed"] is not None]
-            ok = sum(c["passed"] is True for c in judged)
-            points[n] += ok / len(judged) if judged else 0.0
-            short[n] += float(np.mean([c["shortfall"] for c in judged])) if judged else 0.0
-            cells[n].append(f"{ok}/{len(judged)}")
+            ok = sum(c["passed"] is True for c in rows[n])
+            points[n] += ok / len(rows[n]) if rows[n] else 0.0
+            short[n] += float(np.mean([c["shortfall"] for c in rows[n]])) if rows[n] else 0.0
+            cells[n].append(f"{ok}/{len(rows[n])}")
+    return {n: (points[n], short[n], cells[n]) for n in pool.names}
+
+
+def validation_score(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000) -> str:
+    """Each agent's validation score, the number candidates are chosen by: the checks passed on
+    the real series' validation windows plus, per synthetic preset, the share of ``n_paths``
+    validation paths (seeds from ``ROBUSTNESS_FIRST_SEED["validation"]``) where the check
+    passes — at most 5 — then the shortfall (see :func:`validation_points`). Never reads test
+    data."""
+    pool = AgentPool.load(models_dir)
+    data = ValidationData.load(pool.manifest.training.get("windows", {}), n_paths, bars)
+    scored = validation_points(pool, data, costs)
     lines = [f"Validation score, model set `{pool.version}`, costs {costs.cost_bps:g} + "
-             f"{costs.slippage_bps:g} bps, synthetic seeds {first}-{first + n_paths - 1}.\n",
-             "| agent | " + " | ".join(titles) + " | score | shortfall |",
-             "|---" * (len(titles) + 3) + "|"]
-    for n in pool.names:
-        lines.append(f"| {n} | " + " | ".join(cells[n]) + f" | {points[n]:.2f} | {short[n]:.2f} |")
-    lines.append("\nscores: " + json.dumps({n: {"score": round(points[n], 4), "shortfall": round(short[n], 4)}
-                                             for n in pool.names}))
+             f"{costs.slippage_bps:g} bps, synthetic seeds {data.first_seed}-{data.first_seed + n_paths - 1}.\n",
+             "| agent | " + " | ".join(data.titles) + " | score | shortfall |",
+             "|---" * (len(data.titles) + 3) + "|"]
+    for n, (points, short, cells) in scored.items():
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {points:.2f} | {short:.2f} |")
+    lines.append("\nscores: " + json.dumps({n: {"score": round(p, 4), "shortfall": round(g, 4)}
+                                             for n, (p, g, _) in scored.items()}))
+    return "\n".join(lines) + "\n"
+
+
+def band_search(models_dir: Path | None, bands: list[float], costs: CostModel,
+                n_paths: int = DEFAULT_SCORE_PATHS) -> str:
+    """Choose each agent's no-trade band on the validation split (never on test data).
+
+    Every band of ``bands`` is applied to every agent of the set (:meth:`AgentPool.with_no_trade_bands`)
+    and scored by the validation score (:func:`validation_points`, ``n_paths`` validation paths
+    per preset); per agent the rule is the one used for every configuration choice: the highest
+    score, then the smallest shortfall, then the smallest band. Returns the Markdown table and
+    the choice.
+    """
+    base = AgentPool.load(models_dir)
+    data = ValidationData.load(base.manifest.training.get("windows", {}), n_paths)
+    scores: dict[str, list[tuple[float, float, float, list[str]]]] = {n: [] for n in base.names}
+    for band in tqdm(bands, desc="bands", unit="band", disable=not sys.stderr.isatty()):
+        scored = validation_points(base.with_no_trade_bands({n: band for n in base.names}), data, costs)
+        for n, (points, short, cells) in scored.items():
+            scores[n].append((band, points, short, cells))
+    lines = [f"No-trade band search on the validation split, model set `{base.version}`, costs "
+             f"{costs.cost_bps:g} + {costs.slippage_bps:g} bps, synthetic seeds "
+             f"{data.first_seed}-{data.first_seed + n_paths - 1}.\n"]
+    chosen = {}
+    for n in base.names:
+        best = min(scores[n], key=lambda row: (-round(row[1], 9), round(row[2], 9), row[0]))
+        chosen[n] = best[0]
+        lines += [f"\n**{n}** (chosen: {best[0]:g})\n",
+                  "| band | score | shortfall | " + " | ".join(data.titles) + " |",
+                  "|---" * (len(data.titles) + 3) + "|"]
+        for band, points, gap, cells in scores[n]:
+            label = f"**{band:g}**" if band == best[0] else f"{band:g}"
+            lines.append(f"| {label} | {points:.2f} | {gap:.2f} | " + " | ".join(cells) + " |")
+    lines.append("\nchosen: " + json.dumps(chosen))
     return "\n".join(lines) + "\n"
 
 
@@ -373,16 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--robustness", type=int, default=None, metavar="N",
                         help="the checks over N more synthetic paths per preset, with the split's seeds")
     parser.add_argument("--score", type=int, default=None, metavar="N",
-                        help="each agent's validation score, with N validation paths per preset (only with --split validation)")
+                        help="each agent's validation score with N validation paths per preset (only with --split "
+                             f"validation; with --bands, the paths the bands are scored on, default {DEFAULT_SCORE_PATHS})")
     args = parser.parse_args(argv)
     costs = CostModel(args.cost_bps, args.slippage_bps)
     if args.score is not None:
-        if args.split != "validation" or args.bands is not None or args.robustness is not None:
-            parser.error("--score chooses between candidates: only with --split validation, alone")
+        if args.split != "validation" or args.robustness is not None:
+            parser.error("--score chooses between candidates: only with --split validation, not with --robustness")
         if not 1 <= args.score <= MAX_ROBUSTNESS_PATHS:
             parser.error(f"--score takes a number of paths in [1, {MAX_ROBUSTNESS_PATHS}]")
-        print(validation_score(args.models, args.score, costs))
-        return 0
+        if args.bands is None:
+            print(validation_score(args.models, args.score, costs))
+            return 0
     if args.robustness is not None:
         if not 1 <= args.robustness <= MAX_ROBUSTNESS_PATHS or args.bands is not None:
             parser.error(f"--robustness takes a number of paths in [1, {MAX_ROBUSTNESS_PATHS}], and not with --bands")
@@ -397,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--bands: not a comma-separated list of numbers: {args.bands!r}")
         if not bands or not all(0.0 <= b <= MAX_NO_TRADE_BAND for b in bands):
             parser.error(f"--bands: give numbers in [0, {MAX_NO_TRADE_BAND:g}], got {args.bands!r}")
-        print(band_search(args.models, bands, costs))
+        print(band_search(args.models, bands, costs, n_paths=args.score or DEFAULT_SCORE_PATHS))
         return 0
     print(run_suite(args.models, args.img_dir, costs, args.split))
     return 0
