@@ -81,12 +81,14 @@ AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     # the Aggressive and the Contrarian are then trained and selected with their band in the
     # environment (smaller validation shortfall than the band put on afterwards; the other two
     # were not better with it). The Balanced bags five seeds (one more validation check than
-    # three), its band chosen again for them.
+    # three). The bands were searched again with the validation score (pass rates over 30
+    # validation paths per preset): the Balanced's became 0.05 (was 0.2), and the Aggressive
+    # trained with 0.25 scored higher than with 0.15.
     "conservative": {"gamma": 0.95, "slippage_bps": 8.0, "no_trade_band": 0.05},
     "aggressive": {"gamma": 0.95, "slippage_bps": 8.0, "total_timesteps": 1_200_000, "n_seeds": 1,
-                   "no_trade_band": 0.15, "band_in_training": True},
+                   "no_trade_band": 0.25, "band_in_training": True},
     "balanced": {"gamma": 0.95, "slippage_bps": 8.0, "selection": "per_series", "n_seeds": 5,
-                 "no_trade_band": 0.2},
+                 "no_trade_band": 0.05},
     "contrarian": {"gamma": 0.95, "slippage_bps": 8.0, "no_trade_band": 0.5, "band_in_training": True},
 }
 """Per-agent departures from the shared hyperparameters (override with ``agent_overrides``)."""
