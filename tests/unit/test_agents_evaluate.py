@@ -197,3 +197,24 @@ def test_validation_score_adds_real_passes_and_synthetic_pass_rates(monkeypatch)
     assert "shared:btcusd_1h" in read and "| aggressive | pass | 2/4 | 2/4 | 2.00 | 10.00 |" in out
     with pytest.raises(ValueError, match="n_paths"):
         validation_score(None, 0, evaluate.CostModel(1.0, 2.0))
+
+
+def test_validation_score_leaves_an_unjudged_real_window_out(monkeypatch):
+    """A real window without the agent's regime is not judged: "n/a", no point, no shortfall."""
+
+    class Pool:
+        names = ("aggressive",)
+        version = "agents-test"
+
+        class manifest:  # noqa: N801
+            training = {"windows": WINDOWS}
+
+    def score(pool, spec, costs):
+        passed = None if spec == "arch:sp500" else True
+        return None, None, {"aggressive": {"passed": passed, "shortfall": None if passed is None else 0.0}}
+
+    monkeypatch.setattr(evaluate.AgentPool, "load", staticmethod(lambda models_dir: Pool()))
+    monkeypatch.setattr(evaluate, "case_data", lambda case: (case.spec, "true"))
+    monkeypatch.setattr(evaluate, "score", score)
+    out = validation_score(None, 2, evaluate.CostModel(1.0, 2.0))
+    assert "| aggressive | n/a | 2/2 | 2/2 | 2.00 | 0.00 |" in out

@@ -219,6 +219,21 @@ DEFAULT_SCORE_PATHS = 30
 """Validation paths per preset of the band search's validation score."""
 
 
+def extra_seeds(split: str, n_paths: int) -> range:
+    """The seeds of ``n_paths`` extra synthetic paths per preset of ``split``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
+    if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
+        raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
+    first = ROBUSTNESS_FIRST_SEED[split]
+    return range(first, first + n_paths)
+
+
+def path_data(preset: str, seed: int, bars: int) -> PreparedSeries:
+    """One synthetic path of ``preset`` (true regimes)."""
+    return case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))[0]
+
+
 def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: int = 3000,
                split: str = "test") -> str:
     """How often each specialty holds across ``n_paths`` more synthetic paths per preset (seeds
@@ -226,21 +241,17 @@ def robustness(models_dir: Path | None, n_paths: int, costs: CostModel, bars: in
     spread behind the single test path of each preset, a report, never a basis for choosing.
     On the validation split: the pass rate of the synthetic checks that candidates are chosen
     on (a single validation path per preset decides a check by a coin toss)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
-    if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
-        raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
+    seeds = extra_seeds(split, n_paths)
     pool = AgentPool.load(models_dir)
-    first = ROBUSTNESS_FIRST_SEED[split]
     kind = "unseen" if split == "test" else "validation"
     lines = [f"Spread over {n_paths} {kind} synthetic paths per preset ({bars} bars, seeds "
-             f"{first}-{first + n_paths - 1}, true regimes), model set "
+             f"{seeds[0]}-{seeds[-1]}, true regimes), model set "
              f"`{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps. Cells: checks passed "
              f"(and judged), then the median shortfall of the misses.\n",
              "| preset | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 1) + "|"]
     total = judged = 0
     for preset in PRESETS:
-        rows = path_checks(pool, preset, range(first, first + n_paths), costs, bars)
+        rows = path_checks(pool, preset, seeds, costs, bars)
         cells = []
         for n in pool.names:
             ok = sum(c["passed"] is True for c in rows[n])
@@ -258,8 +269,7 @@ def path_checks(pool: AgentPool, preset: str, seeds: range, costs: CostModel,
     """The specialty checks of every agent on one synthetic path per seed of ``preset``."""
     rows: dict[str, list[dict[str, Any]]] = {n: [] for n in pool.names}
     for seed in tqdm(seeds, desc=preset, unit="path", disable=not sys.stderr.isatty()):
-        data, _ = case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))
-        _, _, checks = score(pool, data, costs)
+        _, _, checks = score(pool, path_data(preset, seed, bars), costs)
         for n in pool.names:
             rows[n].append(checks[n])
     return rows
@@ -272,12 +282,11 @@ class ValidationData:
 
     real: list[tuple[str, PreparedSeries]]
     paths: dict[str, list[PreparedSeries]]
-    first_seed: int
+    seeds: range
 
     @classmethod
     def load(cls, windows: dict[str, dict[str, list[str]]], n_paths: int, bars: int = 3000) -> ValidationData:
-        if not 1 <= n_paths <= MAX_ROBUSTNESS_PATHS:
-            raise ValueError(f"n_paths={n_paths}: must be in [1, {MAX_ROBUSTNESS_PATHS}]")
+        seeds = extra_seeds("validation", n_paths)
         real = []
         for case in suite_cases("validation", windows):
             if case.spec.startswith("synth:"):
@@ -286,10 +295,8 @@ class ValidationData:
                 real.append((case.title.split(" validation")[0], case_data(case)[0]))
             except DataError:  # not on this machine: scored on the others
                 continue
-        first = ROBUSTNESS_FIRST_SEED["validation"]
-        paths = {preset: [case_data(Case(f"synth:{preset}:{seed}:{bars}", preset))[0]
-                          for seed in range(first, first + n_paths)] for preset in PRESETS}
-        return cls(real, paths, first)
+        paths = {preset: [path_data(preset, seed, bars) for seed in seeds] for preset in PRESETS}
+        return cls(real, paths, seeds)
 
     @property
     def titles(self) -> list[str]:
@@ -310,7 +317,7 @@ def validation_points(pool: AgentPool, data: ValidationData,
             c = checks[n]
             points[n] += c["passed"] is True
             short[n] += c["shortfall"] or 0.0
-            cells[n].append({None: "n/a", True: "pass", False: f"miss ({c['shortfall']:.2f})"}[c["passed"]])
+            cells[n].append("n/a" if c["passed"] is None else "pass" if c["passed"] else f"miss ({c['shortfall']:.2f})")
     for paths in data.paths.values():
         rows: dict[str, list[dict[str, Any]]] = {n: [] for n in pool.names}
         for series in paths:
@@ -336,7 +343,7 @@ def validation_score(models_dir: Path | None, n_paths: int, costs: CostModel, ba
     data = ValidationData.load(pool.manifest.training.get("windows", {}), n_paths, bars)
     scored = validation_points(pool, data, costs)
     lines = [f"Validation score, model set `{pool.version}`, costs {costs.cost_bps:g} + "
-             f"{costs.slippage_bps:g} bps, synthetic seeds {data.first_seed}-{data.first_seed + n_paths - 1}.\n",
+             f"{costs.slippage_bps:g} bps, synthetic seeds {data.seeds[0]}-{data.seeds[-1]}.\n",
              "| agent | " + " | ".join(data.titles) + " | score | shortfall |",
              "|---" * (len(data.titles) + 3) + "|"]
     for n, (points, short, cells) in scored.items():
@@ -365,7 +372,7 @@ def band_search(models_dir: Path | None, bands: list[float], costs: CostModel,
             scores[n].append((band, points, short, cells))
     lines = [f"No-trade band search on the validation split, model set `{base.version}`, costs "
              f"{costs.cost_bps:g} + {costs.slippage_bps:g} bps, synthetic seeds "
-             f"{data.first_seed}-{data.first_seed + n_paths - 1}.\n"]
+             f"{data.seeds[0]}-{data.seeds[-1]}.\n"]
     chosen = {}
     for n in base.names:
         best = min(scores[n], key=lambda row: (-round(row[1], 9), round(row[2], 9), row[0]))

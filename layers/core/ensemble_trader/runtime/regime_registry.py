@@ -38,6 +38,8 @@ from ensemble_trader.ports import KeyValueStore, ModelStore
 PREFIX = "regime"
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 POINTER = f"{PREFIX}/current.json"
+SYMBOLS_PREFIX = f"{PREFIX}/symbols/"
+POINTER_FILE = "/current.json"
 HISTORY_TABLE = "regime-history"
 
 
@@ -47,7 +49,7 @@ def pointer_key(symbol: str | None = None) -> str:
         return POINTER
     if not SYMBOL_RE.fullmatch(symbol):
         raise DataError(f"symbol {symbol!r} does not match {SYMBOL_PATTERN}")
-    return f"{PREFIX}/symbols/{symbol}/current.json"
+    return f"{SYMBOLS_PREFIX}{symbol}{POINTER_FILE}"
 
 
 def pinned_version(store: ModelStore, symbol: str | None = None) -> str | None:
@@ -105,14 +107,10 @@ def publish(
     store.write(key, json.dumps(pointer).encode())
 
 
-SYMBOLS_PREFIX = f"{PREFIX}/symbols/"
-
-
 def pinned_symbols(store: ModelStore) -> list[str]:
     """The symbols that have their own pointer (one LIST of ``regime/symbols/``)."""
-    suffix = "/current.json"
     keys = store.list(SYMBOLS_PREFIX)
-    return sorted(k[len(SYMBOLS_PREFIX) : -len(suffix)] for k in keys if k.endswith(suffix))
+    return sorted(k[len(SYMBOLS_PREFIX) : -len(POINTER_FILE)] for k in keys if k.endswith(POINTER_FILE))
 
 
 class SymbolModels:
