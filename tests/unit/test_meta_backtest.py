@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
 from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline, until
-from ensemble_trader.backtest.metrics import performance, periods_per_year
+from ensemble_trader.backtest.metrics import performance, periods_per_year, sharpe_margin_se
 from ensemble_trader.backtest.report import write_report
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FEATURE_NAMES
@@ -141,7 +141,14 @@ def test_evaluate_reports_every_strategy_with_the_engine_conventions(pipeline) -
     regret = result["regret"]
     assert set(regret["by_regime"]) <= {r.value for r in Regime}
     assert regret["overall"] == pytest.approx(run.regret_curve(i0)[-1])
-    assert result["target"]["best_agent"] in RuleAgents.names
+    t = result["target"]
+    assert t["best_agent"] in RuleAgents.names
+    k_best = list(pipeline.agent_names).index(t["best_agent"])
+    best_path = pipeline.agent_targets[i0:-1, k_best]
+    c = 1.2 if t["best_sharpe"] >= 0 else 0.8
+    assert t["margin_se"] == pytest.approx(sharpe_margin_se(
+        strategy_returns(held, r, costs), strategy_returns(best_path, r, costs), c, ppy))
+    assert t["margin_se"] > 0
     json.dumps(result)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from ensemble_trader.domain.meta_agent import MetaAgentConfig
 
@@ -33,6 +35,7 @@ def target(ens: float, best: float, ens_dd: float = 0.1, best_dd: float = 0.2) -
         "best_max_drawdown": best_dd,
         "ensemble_max_drawdown": ens_dd,
         "drawdown_met": ens_dd <= best_dd,
+        "margin_se": 0.25,
     }
 
 
@@ -60,6 +63,7 @@ def test_summary_and_ranking():
     b = {"x": target(1.0, 1.0), "y": target(1.0, 1.0)}
     sa, sb = summarise(a), summarise(b)
     assert sa["mean_margin"] == pytest.approx((0.1 - 1.2) / 2)
+    assert sa["mean_margin_se"] == pytest.approx(math.sqrt(2 * 0.25**2) / 2)
     assert (sa["sharpe_met"], sa["drawdown_met"], sa["both_met"], sa["sets"]) == (1, 1, 1, 2)
     assert sb["mean_margin"] == pytest.approx(-0.2)
     assert rank({"a": {"summary": sa}, "b": {"summary": sb}}) == ["b", "a"]
@@ -73,6 +77,7 @@ def test_tables_show_every_set_and_candidate():
     assert "cand" in text and "+0.100*" in text and "-1.200 " in text
     report = {"target": per_set["x"], "buy_and_hold": {"overall": {"sharpe": 0.5}}, "regret": {"overall": 2.0}}
     assert "balanced 1.00" in format_test({"x": report})
+    assert "+0.10  0.25" in format_test({"x": report})
 
 
 def test_splits_follow_the_protocol():

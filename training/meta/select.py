@@ -186,10 +186,15 @@ def parse_candidates(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def summarise(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean margin and counts over one candidate's per-set targets (set name → ``target``)."""
+    """Mean margin and counts over one candidate's per-set targets (set name → ``target``).
+
+    ``mean_margin_se`` is the standard error of the mean margin, the sets taken as independent
+    (each set's ``margin_se`` from ``evaluate()``)."""
     margins = [margin(t) for t in per_set.values()]
+    errors = np.array([float(t.get("margin_se", np.nan)) for t in per_set.values()])
     return {
         "mean_margin": float(np.mean(margins)),
+        "mean_margin_se": float(np.sqrt(np.sum(errors**2)) / len(errors)),
         "sharpe_met": sum(bool(t["sharpe_met"]) for t in per_set.values()),
         "drawdown_met": sum(bool(t["drawdown_met"]) for t in per_set.values()),
         "both_met": sum(bool(t["sharpe_met"] and t["drawdown_met"]) for t in per_set.values()),
@@ -205,7 +210,7 @@ def rank(scores: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[EvalSet]) -> str:
     """The candidates table: per-set margin (``*`` = drawdown condition met), mean, counts."""
     width = max([9, *(len(c) for c in scores)])
-    head = f"{'candidate':{width}}" + "".join(f"{s.name[:19]:>21}" for s in sets) + f"{'mean':>9}{'SR/DD/both':>12}"
+    head = f"{'candidate':{width}}" + "".join(f"{s.name[:19]:>21}" for s in sets) + f"{'mean':>9}{'s.e.':>7}{'SR/DD/both':>12}"
     lines = [head]
     for label in rank(scores):
         entry = scores[label]
@@ -215,25 +220,27 @@ def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[Ev
         )
         sm = entry["summary"]
         lines.append(
-            f"{label:{width}}{cells}{sm['mean_margin']:+9.3f}"
+            f"{label:{width}}{cells}{sm['mean_margin']:+9.3f}{sm['mean_margin_se']:7.3f}"
             f"{sm['sharpe_met']:>6}/{sm['drawdown_met']}/{sm['both_met']}"
         )
     lines.append("margin = Sharpe_ens - (Sharpe_best + 0.2|Sharpe_best|); * = max drawdown no worse than the best agent's")
+    lines.append("s.e. = standard error of a candidate's mean margin (not of the difference between two candidates "
+                 "on the same sets, whose errors are strongly correlated)")
     return "\n".join(lines)
 
 
 def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The test table of one configuration: per set, ensemble vs best agent, both conditions."""
     lines = [
-        f"{'set':22}{'ens SR':>8}{'best agent':>24}{'goal':>7}{'SR':>5}{'ens DD':>8}{'best DD':>9}{'DD':>5}"
-        f"{'B&H SR':>8}{'regret':>8}"
+        f"{'set':22}{'ens SR':>8}{'best agent':>24}{'goal':>7}{'SR':>5}{'margin':>8}{'s.e.':>6}{'ens DD':>8}"
+        f"{'best DD':>9}{'DD':>5}{'B&H SR':>8}{'regret':>8}"
     ]
     for name, r in results.items():
         t = r["target"]
         best = f"{t['best_agent']} {t['best_sharpe']:.2f}"
         lines.append(
             f"{name:22}{t['ensemble_sharpe']:8.2f}{best:>24}{t['sharpe_goal']:7.2f}"
-            f"{'met' if t['sharpe_met'] else 'no':>5}{t['ensemble_max_drawdown']:8.1%}"
+            f"{'met' if t['sharpe_met'] else 'no':>5}{margin(t):+8.2f}{t['margin_se']:6.2f}{t['ensemble_max_drawdown']:8.1%}"
             f"{t['best_max_drawdown']:9.1%}{'met' if t['drawdown_met'] else 'no':>5}"
             f"{r['buy_and_hold']['overall']['sharpe']:8.2f}{r['regret']['overall']:8.1f}"
         )
@@ -369,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (label,) = reports
         print(f"test split, agent set {version}, configuration {label}: {json.dumps(candidates[label])}")
         print(format_test(reports[label]))
-        print(f"mean margin {scores[label]['summary']['mean_margin']:+.3f}")
+        summary = scores[label]["summary"]
+        print(f"mean margin {summary['mean_margin']:+.3f} (standard error {summary['mean_margin_se']:.3f})")
     else:
         print(f"{args.split} split, agent set {version}")
         print(format_validation(scores, sets))

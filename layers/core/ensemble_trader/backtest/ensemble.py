@@ -38,7 +38,7 @@ from ensemble_trader.backtest.engine import (
     strategy_returns,
     summarise,
 )
-from ensemble_trader.backtest.metrics import periods_per_year
+from ensemble_trader.backtest.metrics import periods_per_year, sharpe_margin_se
 from ensemble_trader.domain.bars import BarSeries, to_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
@@ -269,7 +269,12 @@ def _ledger(run: EnsembleRun, i0: int) -> RegretLedger:
 def sharpe_goal(best_sharpe: float) -> float:
     """The issue's Sharpe target for an ensemble whose best single agent has ``best_sharpe``:
     20 % above it, ``best + 0.2 |best|``."""
-    return float(best_sharpe + 0.2 * abs(best_sharpe))
+    return float(goal_factor(best_sharpe) * best_sharpe)
+
+
+def goal_factor(best_sharpe: float) -> float:
+    """``c`` with ``sharpe_goal(best) == c * best``: 1.2 for a positive best Sharpe, 0.8 for a negative one."""
+    return 1.2 if best_sharpe >= 0 else 0.8
 
 
 def evaluate(
@@ -280,7 +285,8 @@ def evaluate(
     M is ``{"overall": metrics, "by_regime": {regime: metrics}}`` as in
     :func:`ensemble_trader.backtest.engine.summarise`, by the regime the detector reported at
     the end of each period. ``target`` checks the issue's goal against the best single agent
-    (by Sharpe): ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``.
+    (by Sharpe): ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``; ``margin_se`` is
+    the standard error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`).
     """
     costs = costs or CostModel()
     run = until(run, end)
@@ -291,17 +297,20 @@ def evaluate(
     labels = period_regimes(p.regimes[i0:])
     prev = i0 - 1
 
-    def report(path: np.ndarray, initial: float) -> dict[str, Any]:
+    net: dict[str, np.ndarray] = {}
+
+    def report(key: str, path: np.ndarray, initial: float) -> dict[str, Any]:
         held = np.asarray(path, dtype=np.float64)[:-1]
-        return summarise(strategy_returns(held, r, costs, initial), held, ppy, labels, initial)
+        net[key] = strategy_returns(held, r, costs, initial)
+        return summarise(net[key], held, ppy, labels, initial)
 
     out: dict[str, Any] = {
-        "ensemble": report(run.positions[i0:], run.positions[prev] if prev >= 0 else 0.0),
+        "ensemble": report("ensemble", run.positions[i0:], run.positions[prev] if prev >= 0 else 0.0),
         "agents": {
-            name: report(p.agent_targets[i0:, k], p.agent_targets[prev, k] if prev >= 0 else 0.0)
+            name: report(name, p.agent_targets[i0:, k], p.agent_targets[prev, k] if prev >= 0 else 0.0)
             for k, name in enumerate(p.agent_names)
         },
-        "buy_and_hold": report(np.ones(len(r) + 1), 0.0),
+        "buy_and_hold": report("buy_and_hold", np.ones(len(r) + 1), 0.0),
     }
     out["regret"] = _ledger(run, i0).summary(p.agent_names) | {"units": REWARD_UNITS[run.config.risk_adjustment]}
     best = max(p.agent_names, key=lambda n: out["agents"][n]["overall"]["sharpe"])
@@ -313,6 +322,7 @@ def evaluate(
         "ensemble_sharpe": ens_m["sharpe"],
         "sharpe_goal": goal,
         "sharpe_met": bool(ens_m["sharpe"] >= goal),
+        "margin_se": sharpe_margin_se(net["ensemble"], net[best], goal_factor(best_m["sharpe"]), ppy),
         "best_max_drawdown": best_m["max_drawdown"],
         "ensemble_max_drawdown": ens_m["max_drawdown"],
         "drawdown_met": bool(ens_m["max_drawdown"] <= best_m["max_drawdown"] + 1e-12),

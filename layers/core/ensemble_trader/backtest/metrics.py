@@ -136,6 +136,40 @@ def performance(
     )
 
 
+def sharpe_margin_se(a: np.ndarray, b: np.ndarray, c: float, periods_per_year: float) -> float:
+    """Standard error of ``Sharpe(a) - c * Sharpe(b)`` (both annualised as in :func:`performance`)
+    for two return series over the same periods.
+
+    The delta-method variance of two estimated Sharpe ratios under i.i.d. normal returns (Jobson
+    and Korkie, with Memmel's correction), per period: ``Var(s) = (1 + s^2 / 2) / n`` and
+    ``Cov(s_a, s_b) = (rho + s_a s_b rho^2 / 2) / n``, scaled by ``periods_per_year``. It is
+    first-order and assumes no autocorrelation: a yardstick for how far a margin is from noise,
+    not an exact test. The dominant term is ``1 + c^2 - 2 c rho``: two correlated strategies are
+    compared more sharply than two independent ones. A series that never varies has Sharpe 0 by
+    convention and contributes no variance.
+    """
+    x = _as_1d("a", a)
+    y = _as_1d("b", b)
+    if x.shape != y.shape:
+        raise DataError(f"a has {x.size} periods but b has {y.size}")
+    if not np.isfinite(periods_per_year) or periods_per_year <= 0:
+        raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
+    n = x.size
+    if n < 3:
+        return 0.0
+    sd_x, sd_y = float(np.std(x, ddof=1)), float(np.std(y, ddof=1))
+    live_x, live_y = sd_x > 1e-15, sd_y > 1e-15
+    s_x = float(np.mean(x)) / sd_x if live_x else 0.0
+    s_y = float(np.mean(y)) / sd_y if live_y else 0.0
+    rho = float(np.corrcoef(x, y)[0, 1]) if live_x and live_y else 0.0
+    var = (
+        (1.0 + s_x**2 / 2.0) * live_x
+        + c**2 * (1.0 + s_y**2 / 2.0) * live_y
+        - 2.0 * c * (rho + s_x * s_y * rho**2 / 2.0)
+    ) / n
+    return float(np.sqrt(max(var, 0.0) * periods_per_year))
+
+
 def periods_per_year(timestamps: np.ndarray) -> float:
     """Bars per year inferred from bar times (datetime64).
 

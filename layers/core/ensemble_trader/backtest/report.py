@@ -229,6 +229,8 @@ def _target_table(result: dict[str, Any]) -> str:
         f"<tr><th>best single agent (Sharpe)</th><td>{html.escape(t['best_agent'])}: {t['best_sharpe']:.2f}</td></tr>"
         f"<tr><th>goal: best + 0.2·|best|</th><td>{t['sharpe_goal']:.2f}</td></tr>"
         f"<tr><th>ensemble Sharpe</th><td>{t['ensemble_sharpe']:.2f} {ok(t['sharpe_met'])}</td></tr>"
+        f"<tr><th>margin over the goal (standard error)</th><td>{t['ensemble_sharpe'] - t['sharpe_goal']:+.2f} "
+        f"(± {t['margin_se']:.2f})</td></tr>"
         f"<tr><th>max drawdown: ensemble vs best</th><td>{t['ensemble_max_drawdown']:.1%} vs "
         f"{t['best_max_drawdown']:.1%} {ok(t['drawdown_met'])}</td></tr></table>"
     )

@@ -95,7 +95,8 @@ def _print_table(result: dict) -> None:
     print(f"regret vs best agent: {reg['overall']:.2f} (by regime: "
           + ", ".join(f"{r} {v['regret']:.2f}" for r, v in reg["by_regime"].items()) + ")")
     print(f"target: Sharpe {t['ensemble_sharpe']:.2f} vs goal {t['sharpe_goal']:.2f} "
-          f"({'met' if t['sharpe_met'] else 'NOT met'}); max drawdown {t['ensemble_max_drawdown']:.1%} vs "
+          f"({'met' if t['sharpe_met'] else 'NOT met'}, margin {t['ensemble_sharpe'] - t['sharpe_goal']:+.2f} "
+          f"± {t['margin_se']:.2f} s.e.); max drawdown {t['ensemble_max_drawdown']:.1%} vs "
           f"{t['best_agent']} {t['best_max_drawdown']:.1%} ({'met' if t['drawdown_met'] else 'NOT met'})")
 
 
