@@ -72,6 +72,18 @@ def _as_1d(name: str, values: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _paired(
+    name_a: str, a: np.ndarray, name_b: str, b: np.ndarray, periods_per_year: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two validated series over the same periods, and a valid bar frequency."""
+    x, y = _as_1d(name_a, a), _as_1d(name_b, b)
+    if x.shape != y.shape:
+        raise DataError(f"{name_a} has {x.size} periods but {name_b} has {y.size}")
+    if not np.isfinite(periods_per_year) or periods_per_year <= 0:
+        raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
+    return x, y
+
+
 def max_drawdown(returns: np.ndarray) -> float:
     """Largest fall of wealth from a running peak, as a positive fraction (wealth starts at 1)."""
     r = _as_1d("returns", returns)
@@ -97,12 +109,7 @@ def performance(
     ``trades`` (|Δposition| of each period) overrides the trades derived from ``positions``, for
     periods that are not contiguous (one regime's periods taken out of a longer run).
     """
-    r = _as_1d("returns", returns)
-    pos = _as_1d("positions", positions)
-    if r.shape != pos.shape:
-        raise DataError(f"returns has {r.size} periods but positions has {pos.size}")
-    if not np.isfinite(periods_per_year) or periods_per_year <= 0:
-        raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
+    r, pos = _paired("returns", returns, "positions", positions, periods_per_year)
     n = r.size
     if n == 0:
         return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -148,12 +155,7 @@ def sharpe_margin_se(a: np.ndarray, b: np.ndarray, c: float, periods_per_year: f
     compared more sharply than two independent ones. A series that never varies has Sharpe 0 by
     convention and contributes no variance.
     """
-    x = _as_1d("a", a)
-    y = _as_1d("b", b)
-    if x.shape != y.shape:
-        raise DataError(f"a has {x.size} periods but b has {y.size}")
-    if not np.isfinite(periods_per_year) or periods_per_year <= 0:
-        raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
+    x, y = _paired("a", a, "b", b, periods_per_year)
     n = x.size
     if n < 3:
         return 0.0
