@@ -13,7 +13,14 @@ import math
 import numpy as np
 import pytest
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
-from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline, until
+from ensemble_trader.backtest.ensemble import (
+    compare_policies,
+    ensemble_net_returns,
+    evaluate,
+    run_meta,
+    run_pipeline,
+    until,
+)
 from ensemble_trader.backtest.metrics import performance, periods_per_year, sharpe_margin_se
 from ensemble_trader.backtest.report import write_report
 from ensemble_trader.domain.errors import DataError
@@ -149,6 +156,9 @@ def test_evaluate_reports_every_strategy_with_the_engine_conventions(pipeline) -
     assert t["margin_se"] == pytest.approx(sharpe_margin_se(
         strategy_returns(held, r, costs), strategy_returns(best_path, r, costs), c, ppy))
     assert t["margin_se"] > 0
+    net, ppy_net = ensemble_net_returns(run, costs)
+    assert ppy_net == ppy
+    assert performance(net, held, ppy).sharpe == pytest.approx(result["ensemble"]["overall"]["sharpe"])
     json.dumps(result)
 
 

@@ -14,10 +14,12 @@ from training.meta.select import (
     TEST_SETS,
     VALIDATION_SETS,
     EvalSet,
+    format_paired,
     format_test,
     format_validation,
     main,
     margin,
+    paired_summary,
     parse_candidates,
     rank,
     summarise,
@@ -97,3 +99,23 @@ def test_report_splits_refuse_several_configurations(capsys, split):
     with pytest.raises(SystemExit):
         main(["--split", split, "--candidates", "default", "ucb-global"])
     assert "exactly one configuration" in capsys.readouterr().err
+
+
+def test_paired_comparison_summary_and_table():
+    sets = [EvalSet("x", "synth:easy:1"), EvalSet("y", "synth:hard:2")]
+    base = {"x": {}, "y": {}}
+    other = {"x": {"paired": {"baseline": "base", "difference": 0.04, "se": 0.01}},
+             "y": {"paired": {"baseline": "base", "difference": -0.01, "se": 0.02}}}
+    sm = paired_summary(other)
+    assert sm["mean_difference"] == pytest.approx(0.015)
+    assert sm["se"] == pytest.approx(math.sqrt(0.01**2 + 0.02**2) / 2)
+    assert (sm["positive"], sm["sets"]) == (1, 2)
+    text = format_paired({"base": base, "other": other}, "base", sets)
+    assert "against base" in text and "+0.040 (0.010)" in text and "1/2" in text
+    assert "\nbase" not in text  # the baseline gets no row of its own
+
+
+def test_paired_baseline_must_be_a_candidate(capsys):
+    with pytest.raises(SystemExit):
+        main(["--split", "confirm", "--candidates", "default", "ucb-global", "--paired", "hedge-global"])
+    assert "--paired" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Choose the meta-agent's configuration on validation data; report one on the test data.
 
-    python -m training.meta.select [--candidates NAME|JSON ...] [--split validation|confirm|test|spread] [--json]
+    python -m training.meta.select [--candidates NAME|JSON ...] [--split validation|confirm|test|spread]
+                                   [--paired CANDIDATE] [--json]
 
 For every evaluation set the expensive part — features → regime → agents
 (:func:`~ensemble_trader.backtest.ensemble.run_pipeline`) — runs once; each candidate
@@ -229,6 +230,36 @@ def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[Ev
     return "\n".join(lines)
 
 
+def paired_summary(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Mean Sharpe difference against the baseline over the sets, its standard error (the sets
+    taken as independent) and how many sets the difference is positive on."""
+    entries = [r["paired"] for r in per_set.values()]
+    diffs = np.array([e["difference"] for e in entries])
+    errors = np.array([e["se"] for e in entries])
+    return {
+        "mean_difference": float(np.mean(diffs)),
+        "se": float(np.sqrt(np.sum(errors**2)) / len(errors)),
+        "positive": int(np.sum(diffs > 0)),
+        "sets": len(entries),
+    }
+
+
+def format_paired(reports: Mapping[str, Mapping[str, Any]], baseline: str, sets: Sequence[EvalSet]) -> str:
+    """Each candidate against the baseline, set by set: Sharpe difference (standard error)."""
+    width = max([9, *(len(c) for c in reports)])
+    head = f"{'candidate':{width}}" + "".join(f"{s.name[:19]:>21}" for s in sets) + f"{'mean':>9}{'s.e.':>7}{'> 0':>6}"
+    lines = [f"Sharpe difference against {baseline}, period by period on the same series (standard error):", head]
+    for label, per_set in reports.items():
+        if label == baseline:
+            continue
+        cells = "".join(
+            f"{per_set[s.name]['paired']['difference']:+13.3f} ({per_set[s.name]['paired']['se']:.3f})" for s in sets
+        )
+        sm = paired_summary(per_set)
+        lines.append(f"{label:{width}}{cells}{sm['mean_difference']:+9.3f}{sm['se']:7.3f}{sm['positive']:>4}/{sm['sets']}")
+    return "\n".join(lines)
+
+
 def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The test table of one configuration: per set, ensemble vs best agent, both conditions."""
     lines = [
@@ -259,13 +290,20 @@ def evaluate_candidates(
     seed: int = 0,
     progress: bool = True,
     img_dir: Path | None = None,
+    paired: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], str]:
     """Full ``evaluate()`` reports, ``{candidate: {set name: report}}``, and the agent set version.
 
     With ``img_dir`` (one candidate), the report plots of the S&P 500 set go there as
-    ``meta_backtest_sp500_{equity,weights,drawdown}.png`` (the figures of docs/meta-agent.md)."""
+    ``meta_backtest_sp500_{equity,weights,drawdown}.png`` (the figures of docs/meta-agent.md).
+    With ``paired`` (a candidate label), every other candidate's report gains ``paired``: its
+    Sharpe minus the baseline's on the same series and the standard error of that difference,
+    period by period (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se` with c = 1) —
+    far smaller than the error of either Sharpe ratio, because the two configurations hold
+    nearly the same positions."""
     from ensemble_trader.backtest.engine import CostModel
-    from ensemble_trader.backtest.ensemble import evaluate, run_meta, run_pipeline
+    from ensemble_trader.backtest.ensemble import ensemble_net_returns, evaluate, run_meta, run_pipeline
+    from ensemble_trader.backtest.metrics import sharpe_margin_se
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
     from ensemble_trader.domain.regime import RegimeStep
@@ -283,6 +321,8 @@ def evaluate_candidates(
         )
         for label, options in candidates.items()
     }
+    if paired is not None and paired not in configs:
+        raise ValueError(f"the paired baseline {paired!r} is not among the candidates")
     reports: dict[str, dict[str, Any]] = {label: {} for label in configs}
     bounds = {config.max_position for config in configs.values()}
     if len(bounds) != 1:
@@ -296,13 +336,26 @@ def evaluate_candidates(
         bar.set_postfix_str(f"{s.name}: pipeline")
         pipeline = run_pipeline(series, pool, regime, max_position=bound)
         bar.update()
+        nets = {}
         for label, config in configs.items():
             bar.set_postfix_str(f"{s.name}: {label[:30]}")
             run = run_meta(pipeline, config)
             reports[label][s.name] = evaluate(run, costs, s.start, s.end)
+            if paired is not None:
+                nets[label] = ensemble_net_returns(run, costs, s.start, s.end)
             if img_dir is not None and s.spec == "arch:sp500":
                 write_figures(run, reports[label][s.name], costs, img_dir)
             bar.update()
+        if paired is not None:
+            base_net, ppy = nets[paired]
+            base_sharpe = reports[paired][s.name]["ensemble"]["overall"]["sharpe"]
+            for label in configs:
+                if label != paired:
+                    reports[label][s.name]["paired"] = {
+                        "baseline": paired,
+                        "difference": reports[label][s.name]["ensemble"]["overall"]["sharpe"] - base_sharpe,
+                        "se": sharpe_margin_se(nets[label][0], base_net, 1.0, ppy),
+                    }
     bar.close()
     return reports, pool.version
 
@@ -343,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random_state of the learners")
     parser.add_argument("--img-dir", type=Path, default=None,
                         help="with --split test: write the S&P 500 report plots here (docs/img)")
+    parser.add_argument("--paired", default=None, metavar="CANDIDATE",
+                        help="also compare every candidate with this one period by period on the same series "
+                        "(Sharpe difference and its standard error)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
@@ -353,10 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--split {args.split} reports exactly one configuration: choose it on validation first")
     if args.img_dir is not None and args.split != "test":
         parser.error("--img-dir goes with --split test (the figures of the reported configuration)")
+    if args.paired is not None and args.paired not in candidates:
+        parser.error(f"--paired {args.paired!r} must be one of the candidates")
     sets = SPLITS[args.split]
     reports, version = evaluate_candidates(
         sets, candidates, models=args.models, regime_model=args.regime_model, seed=args.seed,
-        progress=sys.stderr.isatty() or not args.json, img_dir=args.img_dir,
+        progress=sys.stderr.isatty() or not args.json, img_dir=args.img_dir, paired=args.paired,
     )
     scores = {
         label: {
@@ -366,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for label, per_set in reports.items()
     }
+    if args.paired is not None:
+        for label, per_set in reports.items():
+            if label != args.paired:
+                scores[label]["paired"] = paired_summary(per_set) | {"baseline": args.paired}
     if args.json:
         out: dict[str, Any] = {"split": args.split, "agent_version": version, "candidates": scores}
         if args.split == "test":
@@ -381,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"{args.split} split, agent set {version}")
         print(format_validation(scores, sets))
+        if args.paired is not None:
+            print(format_paired(reports, args.paired, sets))
     return 0
 
 

@@ -277,6 +277,19 @@ def goal_factor(best_sharpe: float) -> float:
     return 1.2 if best_sharpe >= 0 else 0.8
 
 
+def ensemble_net_returns(
+    run: EnsembleRun, costs: CostModel | None = None, start: str | None = None, end: str | None = None
+) -> tuple[np.ndarray, float]:
+    """The ensemble's net per-period returns over the window :func:`evaluate` measures, and the
+    bars per year: for comparing two configurations period by period on the same series."""
+    costs = costs or CostModel()
+    run = until(run, end)
+    i0 = first_index(run.pipeline, start)
+    r = asset_returns(run.pipeline.close[i0:])
+    initial = run.positions[i0 - 1] if i0 > 0 else 0.0
+    return strategy_returns(run.positions[i0:-1], r, costs, initial), periods_per_year(run.pipeline.timestamp[i0:])
+
+
 def evaluate(
     run: EnsembleRun, costs: CostModel | None = None, start: str | None = None, end: str | None = None
 ) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class MetaAgentConfig(BaseModel):
     """How the meta-agent chooses, combines and smooths (frozen; bad values raise on build).
 
     The defaults (Hedge with η = 0.1 and no discount; one learner per regime whose weights are
-    shrunk toward the global learner's with a prior of 300 rounds; blending of risk-normalised
+    shrunk toward the global learner's with a prior of 150 rounds; blending of risk-normalised
     targets; rewards per unit of each agent's own risk; full information; variance targeting on
     the market's volatility that only ever reduces exposure; a per-bar bound of 2.0) were chosen
     on validation data only — see docs/meta-agent.md, "Choosing the configuration".
@@ -159,7 +159,7 @@ class MetaAgentConfig(BaseModel):
     blend_by: Literal["position", "risk"] = "risk"
     feedback: Literal["full", "bandit"] = "full"
     min_regime_rounds: int = Field(default=20, ge=0)
-    regime_prior_rounds: float = Field(default=300.0, ge=0.0)
+    regime_prior_rounds: float = Field(default=150.0, ge=0.0)
     max_position_change: float = Field(default=2.0, gt=0.0)
     no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)
     ramp_bars: int = Field(default=3, ge=1)
