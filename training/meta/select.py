@@ -192,7 +192,7 @@ def summarise(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     ``mean_margin_se`` is the standard error of the mean margin, the sets taken as independent
     (each set's ``margin_se`` from ``evaluate()``)."""
     margins = [margin(t) for t in per_set.values()]
-    errors = np.array([float(t.get("margin_se", np.nan)) for t in per_set.values()])
+    errors = np.array([t["margin_se"] for t in per_set.values()])
     return {
         "mean_margin": float(np.mean(margins)),
         "mean_margin_se": float(np.sqrt(np.sum(errors**2)) / len(errors)),

@@ -277,17 +277,21 @@ def goal_factor(best_sharpe: float) -> float:
     return 1.2 if best_sharpe >= 0 else 0.8
 
 
+def _window(run: EnsembleRun, start: str | None, end: str | None) -> tuple[EnsembleRun, int, np.ndarray, float]:
+    """The run cut at ``end``, the first evaluated bar, the asset's returns from it and the bars per year."""
+    run = until(run, end)
+    i0 = first_index(run.pipeline, start)
+    return run, i0, asset_returns(run.pipeline.close[i0:]), periods_per_year(run.pipeline.timestamp[i0:])
+
+
 def ensemble_net_returns(
     run: EnsembleRun, costs: CostModel | None = None, start: str | None = None, end: str | None = None
 ) -> tuple[np.ndarray, float]:
     """The ensemble's net per-period returns over the window :func:`evaluate` measures, and the
     bars per year: for comparing two configurations period by period on the same series."""
-    costs = costs or CostModel()
-    run = until(run, end)
-    i0 = first_index(run.pipeline, start)
-    r = asset_returns(run.pipeline.close[i0:])
+    run, i0, r, ppy = _window(run, start, end)
     initial = run.positions[i0 - 1] if i0 > 0 else 0.0
-    return strategy_returns(run.positions[i0:-1], r, costs, initial), periods_per_year(run.pipeline.timestamp[i0:])
+    return strategy_returns(run.positions[i0:-1], r, costs or CostModel(), initial), ppy
 
 
 def evaluate(
@@ -302,11 +306,8 @@ def evaluate(
     the standard error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`).
     """
     costs = costs or CostModel()
-    run = until(run, end)
+    run, i0, r, ppy = _window(run, start, end)
     p = run.pipeline
-    i0 = first_index(p, start)
-    r = asset_returns(p.close[i0:])
-    ppy = periods_per_year(p.timestamp[i0:])
     labels = period_regimes(p.regimes[i0:])
     prev = i0 - 1
 
