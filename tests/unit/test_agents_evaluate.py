@@ -6,15 +6,20 @@ import json
 
 import numpy as np
 import pytest
+from ensemble_trader.backtest.engine import CostModel, PreparedSeries, evaluate_agents, period_regimes
 from ensemble_trader.backtest.metrics import METRIC_NAMES
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FEATURE_NAMES
 
 import training.agents.evaluate as evaluate
 from training.agents.evaluate import (
+    FADE_RULES,
     ROBUSTNESS_FIRST_SEED,
     SYNTHETIC,
     Case,
+    format_reversion,
     main,
+    sideways_reversion,
     specialty_checks,
     suite_cases,
     validation_score,
@@ -218,3 +223,58 @@ def test_validation_score_leaves_an_unjudged_real_window_out(monkeypatch):
     monkeypatch.setattr(evaluate, "score", score)
     out = validation_score(None, 2, evaluate.CostModel(1.0, 2.0))
     assert "| aggressive | n/a | 2/2 | 2/2 | 2.00 | 0.00 |" in out
+
+
+def _series(phi: float, labels: list[str] | None, n: int = 4000, seed: int = 3) -> PreparedSeries:
+    """An AR(1) return path (``phi`` < 0: mean reversion) as a prepared series whose features
+    hold the last log return (ret_1) and a z-score column; other features 0."""
+    rng = np.random.default_rng(seed)
+    r = np.empty(n - 1)
+    r[0] = rng.normal(0, 0.01)
+    for t in range(1, n - 1):
+        r[t] = phi * r[t - 1] + rng.normal(0, 0.01)
+    close = 100 * np.exp(np.concatenate(([0.0], np.cumsum(r))))
+    features = np.zeros((n, len(FEATURE_NAMES)))
+    features[1:, FEATURE_NAMES.index("ret_1")] = r
+    features[:, FEATURE_NAMES.index("zscore_20")] = rng.normal(0, 1.5, n)
+    ts = np.datetime64("2020-01-01", "ns") + np.arange(n) * np.timedelta64(1, "D")
+    regimes = None if labels is None else np.resize(np.array(labels), n)
+    return PreparedSeries("TEST", ts, close, features, regimes)
+
+
+def test_reversion_report_tells_mean_reversion_from_momentum():
+    costs = CostModel(0.0, 0.0)
+    flat = np.zeros(4000)
+    reverting = sideways_reversion(_series(-0.4, ["SIDEWAYS"]), flat, costs)
+    trending = sideways_reversion(_series(+0.4, ["SIDEWAYS"]), flat, costs)
+    assert reverting["periods"] == 3999 and reverting["share"] == 1.0
+    assert reverting["corr"] == pytest.approx(-0.4, abs=0.05) and trending["corr"] == pytest.approx(0.4, abs=0.05)
+    assert reverting["corr_se"] == pytest.approx(1 / np.sqrt(3999))
+    assert reverting["total_return"]["fade_last"] > 1.0 and trending["total_return"]["fade_last"] < -0.9
+    assert reverting["total_return"]["contrarian"] == 0.0
+
+
+def test_reversion_report_counts_only_sideways_periods_and_charges_costs():
+    data = _series(-0.3, ["BULL", "SIDEWAYS", "SIDEWAYS", "BEAR"])
+    contrarian = np.sign(np.sin(np.arange(4000) / 7.0))
+    costs = CostModel(1.0, 2.0)
+    row = sideways_reversion(data, contrarian, costs)
+    report = evaluate_agents(data, {"contrarian": contrarian}, costs)
+    # the same periods and the same net returns as the backtest's per-regime figures
+    assert row["periods"] == int(np.sum(period_regimes(data.regimes) == "SIDEWAYS"))
+    assert row["total_return"]["buy_and_hold"] == pytest.approx(
+        report["baselines"]["buy_and_hold"]["by_regime"]["SIDEWAYS"]["total_return"], rel=1e-12)
+    assert row["total_return"]["contrarian"] == pytest.approx(
+        report["agents"]["contrarian"]["by_regime"]["SIDEWAYS"]["total_return"], rel=1e-12)
+    free = sideways_reversion(data, contrarian, CostModel(0.0, 0.0))
+    for rule in FADE_RULES:
+        assert row["total_return"][rule] < free["total_return"][rule]
+
+
+def test_reversion_report_needs_sideways_periods():
+    assert sideways_reversion(_series(0.0, None), np.zeros(4000), CostModel()) is None
+    assert sideways_reversion(_series(0.0, ["BULL", "BEAR"]), np.zeros(4000), CostModel()) is None
+    table = format_reversion([("none here", None),
+                              ("some", sideways_reversion(_series(-0.4, ["SIDEWAYS"]), np.zeros(4000), CostModel()))])
+    lines = table.splitlines()
+    assert len(lines) == 4 and "| none here | none |" in lines[2] and lines[3].startswith("| some | 3999 (100%) | -0.")

@@ -9,8 +9,10 @@ Each agent must beat the baselines in its specialty, out of sample, and not by d
 * Contrarian — positive total return in SIDEWAYS.
 
 ``python -m training.agents.evaluate --models DIR [--split test|validation] [--img-dir docs/img]``
-runs the suite and prints the results as Markdown (the tables of docs/agents.md) ending with the
-number of checks passed:
+runs the suite and prints the results as Markdown (the tables of docs/agents.md): the checks
+and the number passed, how much mean reversion there was to earn where the Contrarian is judged
+(the SIDEWAYS periods' one-bar return correlation and two reference rules that fade the last
+move, :func:`sideways_reversion`), then each data set's tables:
 
 * ``--split test`` (the default, to report): data no agent trained or was selected on —
   synthetic paths with seeds the job never used (2024, 2025; true regimes) and, for every series
@@ -40,13 +42,17 @@ import numpy as np
 from ensemble_trader.backtest.engine import (
     CostModel,
     PreparedSeries,
+    asset_returns,
     evaluate_agents,
     load_series,
+    period_regimes,
     prepare,
     run_pool,
+    strategy_returns,
 )
 from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND, AgentPool
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FEATURE_NAMES
 from tqdm import tqdm
 
 SPLITS = ("test", "validation")
@@ -148,6 +154,61 @@ def specialty_checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+FADE_RULES: dict[str, str] = {
+    "fade_last": "-sign(ret_1)",
+    "fade_zscore": "clip(-zscore_20 / 2, -1, 1)",
+}
+"""Reference rules for the Contrarian's check: positions that lean against the last bar's move
+or against the close's distance from its 20-bar mean, held one bar."""
+
+
+def fade_positions(features: np.ndarray) -> dict[str, np.ndarray]:
+    """The positions of :data:`FADE_RULES` at each row of ``features`` (n, F), in FEATURE_NAMES order."""
+    f = np.asarray(features, dtype=np.float64)
+    last = f[:, FEATURE_NAMES.index("ret_1")]
+    z = f[:, FEATURE_NAMES.index("zscore_20")]
+    return {"fade_last": -np.sign(last), "fade_zscore": np.clip(-z / 2.0, -1.0, 1.0)}
+
+
+def sideways_reversion(data: PreparedSeries, contrarian: np.ndarray, costs: CostModel,
+                       regime: str = "SIDEWAYS") -> dict[str, Any] | None:
+    """Is there mean reversion to earn where the Contrarian is judged? Over the periods of
+    ``regime`` (each period labelled as in the backtest, by the bar where its return lands):
+    the correlation of the last bar's log return with the next one (negative: reversion) and its
+    standard error ``1/sqrt(n)``, and the total net return of buy-and-hold, of each
+    :data:`FADE_RULES` rule and of the ``contrarian``'s positions (one per bar of ``data``).
+    None when ``data`` has no regimes or no period of ``regime``."""
+    if data.regimes is None:
+        return None
+    mask = period_regimes(data.regimes) == regime
+    n = int(mask.sum())
+    if n == 0:
+        return None
+    r = asset_returns(data.close)
+    last = data.features[:-1, FEATURE_NAMES.index("ret_1")][mask]
+    nxt = np.log1p(r[mask])
+    corr = float(np.corrcoef(last, nxt)[0, 1]) if n > 2 and last.std() > 0 and nxt.std() > 0 else float("nan")
+    positions = {"buy_and_hold": np.ones(len(r)), **{k: v[:-1] for k, v in fade_positions(data.features).items()},
+                 "contrarian": np.asarray(contrarian, dtype=np.float64)[:-1]}
+    totals = {k: float(np.prod(1.0 + strategy_returns(p, r, costs)[mask]) - 1.0) for k, p in positions.items()}
+    return {"periods": n, "share": n / len(r), "corr": corr, "corr_se": 1.0 / np.sqrt(n), "total_return": totals}
+
+
+def format_reversion(rows: list[tuple[str, dict[str, Any] | None]]) -> str:
+    """The Markdown table of :func:`sideways_reversion` results, one row per data set."""
+    out = ["| data | SIDEWAYS periods | corr(last, next) ± s.e. | buy-and-hold | "
+           + " | ".join(f"`{rule}`" for rule in FADE_RULES) + " | contrarian |",
+           "|---" * (5 + len(FADE_RULES)) + "|"]
+    for title, row in rows:
+        if row is None:
+            out.append(f"| {title} | none | " + " | ".join("n/a" for _ in range(3 + len(FADE_RULES))) + " |")
+            continue
+        t = row["total_return"]
+        out.append(f"| {title} | {row['periods']} ({row['share']:.0%}) | {row['corr']:+.3f} ± {row['corr_se']:.3f} | "
+                   + " | ".join(f"{100 * t[k]:.1f}%" for k in ("buy_and_hold", *FADE_RULES, "contrarian")) + " |")
+    return "\n".join(out)
+
+
 def _pct(block: dict[str, float] | None, key: str) -> str:
     return "n/a" if block is None else f"{100 * block[key]:.1f}%"
 
@@ -182,6 +243,7 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     lines = [f"Model set `{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps, {split} split.\n"]
     summary = ["| data | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 1) + "|"]
     details: list[str] = []
+    reversion: list[tuple[str, dict[str, Any] | None]] = []
     passed = counted = 0
     for case in suite_cases(split, pool.manifest.training.get("windows", {})):
         try:
@@ -191,6 +253,8 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
             details.append(f"\n#### {case.title}\n\nnot run: {exc}\n")
             continue
         paths, report, checks = score(pool, prepared, costs)
+        if "contrarian" in pool.names:
+            reversion.append((case.title, sideways_reversion(prepared, paths[:, pool.names.index("contrarian")], costs)))
         marks = {None: "n/a", True: "pass", False: "**miss**"}
         summary.append(f"| {case.title} | " + " | ".join(
             f"{marks[checks[n]['passed']]}: {checks[n]['detail']}" for n in pool.names) + " |")
@@ -205,6 +269,12 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
             plot_equity(prepared, paths, pool.names, costs, img_dir / f"agents_{name}.png")
             details.append(f"\n![{case.title}](img/agents_{name}.png)\n")
     summary.append(f"\n**{passed} of {counted} checks passed** ({split} split).")
+    if reversion:
+        summary += ["\n### Mean reversion where the Contrarian is judged\n",
+                    "Over the SIDEWAYS periods: the correlation of one bar's return with the next (negative: "
+                    "reversion to earn), and the total net return of buy-and-hold, of two reference rules that "
+                    "fade the last move (" + ", ".join(f"`{k}` = `{v}`" for k, v in FADE_RULES.items())
+                    + ") and of the Contrarian.\n", format_reversion(reversion)]
     heading = "out of sample" if split == "test" else "validation data"
     return "\n".join(lines + [f"### Specialty checks ({heading})\n"] + summary + ["\n### Tables"] + details) + "\n"
 
