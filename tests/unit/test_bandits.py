@@ -183,3 +183,30 @@ def test_bad_input_raises_typed_errors() -> None:
     broken["arrays"]["counts_"] = [1.0]
     with pytest.raises(StateError, match="shape"):
         bandit_from_dict(broken)
+
+
+@pytest.mark.parametrize("cls", [Hedge, EXP3])
+def test_bandit_feedback_importance_weight_is_the_probability_the_arm_was_played_with(cls) -> None:
+    own = cls(3, random_state=0)
+    own.update_all(np.array([0.5, 0.0, -0.5]))
+    given = own.copy()
+    p_own = own.weights()[2]
+    own.update(2, 0.4)  # default: this learner's own probability
+    given.update(2, 0.4, probability=0.5)  # drawn by another learner with probability 0.5
+    gain_own = own.log_weights_[2] - own.log_weights_[1]
+    gain_given = given.log_weights_[2] - given.log_weights_[1]
+    assert gain_given < gain_own  # 0.5 > p_own: a smaller importance weight
+    assert p_own < 0.5
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(BanditError, match=r"probability an arm was played with must be in \(0, 1\]"):
+            given.update(0, 0.1, probability=bad)
+
+
+def test_hedge_refuses_feedback_for_an_arm_it_could_not_have_played() -> None:
+    learner = Hedge(2, eta=0.1)
+    learner.update_all(np.array([0.0, -8000.0]))  # arm 1's probability underflows to 0
+    assert learner.weights()[1] == 0.0
+    with pytest.raises(BanditError, match="arm 1 has probability 0 here"):
+        learner.update(1, 0.5)
+    learner.update(1, 0.5, probability=0.3)
+    assert np.all(np.isfinite(learner.weights()))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ensemble_trader.domain.errors import DataError, InvalidMessageError, StateError
 from ensemble_trader.domain.meta_agent import (
+    GLOBAL,
     AgentSwitched,
     MetaAgentConfig,
     MetaAgentState,
@@ -290,12 +291,50 @@ def test_agent_vol_rewards_are_per_unit_of_each_agents_own_risk() -> None:
     step = MetaAgentStep(cfg, agent_names=("a", "b"))
     state, _ = step.decide(None, market(0, 100.0), [1.0, 0.1])
     state, d1 = step.decide(state, market(1, 101.0), [1.0, 0.1])
-    np.testing.assert_allclose(d1.agent_rewards, [1.0, 0.1])  # no agent vol yet: market scale |r|
-    np.testing.assert_allclose(state.agent_variance, [1e-4, 1e-6])
+    assert d1.agent_rewards is None  # no volatility known at the previous bar: nothing learnt
+    assert state.variance == pytest.approx(1e-4) and state.agent_variance is None
     state, d2 = step.decide(state, market(2, 101.0 * 1.01), [1.0, 0.1])
-    np.testing.assert_allclose(d2.agent_rewards, [1.0, 1.0])
+    np.testing.assert_allclose(d2.agent_rewards, [1.0, 0.1])  # no agent vol yet: the market's
+    np.testing.assert_allclose(state.agent_variance, [1e-4, 1e-6])
+    state, d3 = step.decide(state, market(3, 101.0 * 1.01**2), [1.0, 0.1])
+    np.testing.assert_allclose(d3.agent_rewards, [1.0, 1.0])
     restored = MetaAgentState.from_bytes(state.to_bytes())
     np.testing.assert_array_equal(restored.agent_variance, state.agent_variance)
+
+
+def test_the_first_reward_never_reads_the_return_it_rewards() -> None:
+    """A state that starts on a ready bar (a new symbol, a lost snapshot) knows no volatility at
+    its first bar: the next bar's reward must not be scaled by that bar's own return."""
+    cfg = MetaAgentConfig.create(context="global", cost_bps=0.0, risk_adjustment="vol")
+    step = MetaAgentStep(cfg, agent_names=("a", "b"))
+    outcomes = []
+    for move in (1.02, 1.0001):
+        state, _ = step.decide(None, market(0, 100.0), [1.0, -1.0])
+        state, d1 = step.decide(state, market(1, 100.0 * move), [1.0, -1.0])
+        state, d2 = step.decide(state, market(2, 100.0 * move * 1.01), [1.0, -1.0])
+        assert d1.agent_rewards is None
+        outcomes.append(d2.agent_rewards)
+    # bar 2's reward is 1 % over the volatility known at bar 1 (that bar's move), not over 1 %
+    np.testing.assert_allclose(outcomes[0], [0.01 / 0.02, -0.01 / 0.02])
+    np.testing.assert_allclose(outcomes[1], [0.01 / 1e-4, -0.01 / 1e-4])
+
+
+def test_risk_blend_keeps_a_flat_agent_and_bounds_a_new_one() -> None:
+    """An agent with no return volatility yet (flat so far) still pulls the blend toward flat by
+    its weight — no jump between a tiny and a zero volatility — and one that has only just
+    entered a position is normalised by the floored volatility."""
+    cfg = MetaAgentConfig.create(blend_by="risk")
+    step = MetaAgentStep(cfg, agent_names=("a", "b"))
+    w, targets = np.array([0.4, 0.6]), np.array([0.0, 1.0])
+    market_var = 0.01**2
+    floor = cfg.agent_vol_floor * 0.01
+    at_zero = step._combine(w, targets, np.array([0.0, 0.02**2]), market_var)
+    at_tiny = step._combine(w, targets, np.array([1e-18, 0.02**2]), market_var)
+    assert at_zero == pytest.approx(at_tiny)
+    assert at_zero == pytest.approx((0.6 * 1.0 / 0.02) * (0.4 * floor + 0.6 * 0.02))
+    assert at_zero < 0.6  # the flat agent's weight pulls toward flat
+    entering = step._combine(np.array([0.5, 0.5]), np.array([0.2, 0.5]), np.array([1e-14, 0.02**2]), market_var)
+    assert entering == pytest.approx((0.5 * 0.2 / floor + 0.5 * 0.5 / 0.02) * (0.5 * floor + 0.5 * 0.02))
 
 
 def test_risk_blend_normalises_each_agent_by_its_own_volatility() -> None:
@@ -309,7 +348,7 @@ def test_risk_blend_normalises_each_agent_by_its_own_volatility() -> None:
     state, _ = run(step, prices[:59], regimes, targets)
     new, decision = step.decide(state, market(59, prices[59], regimes[59]), targets[59])
     w = np.array(list(decision.intent.agent_weights.values()))
-    sigma = np.sqrt(new.agent_variance)
+    sigma = np.maximum(np.sqrt(new.agent_variance), cfg.agent_vol_floor * np.sqrt(new.variance))
     expected = float((w @ (targets[59] / sigma)) * (w @ sigma))
     assert decision.intent.explanation_detail["desired_position"] == pytest.approx(expected)
     assert expected != pytest.approx(float(w @ targets[59]))
@@ -360,3 +399,34 @@ def test_bad_policy_params_are_refused_when_the_config_is_built() -> None:
         MetaAgentConfig.create(policy="hedge", policy_params={"eta": -1})
     with pytest.raises(InvalidMessageError, match="policy_params"):
         MetaAgentConfig.create(policy="ucb", policy_params={"window": 5})  # not a UCB1 parameter
+
+
+def test_bandit_feedback_weights_the_played_arm_by_the_probability_it_was_drawn_with() -> None:
+    """The regime learner drew arm 1 with probability 0.5; the global learner, which gives that
+    arm probability 0, is credited with reward / 0.5 too (not reward / 0: NaN weights)."""
+    prices, regimes, targets = path(40, seed=2)
+    cfg = MetaAgentConfig.create(feedback="bandit", min_regime_rounds=5)
+    step = MetaAgentStep(cfg)
+    state, _ = run(step, prices[:30], regimes, targets)
+    regime = state.last_regime
+    state.learners[GLOBAL].log_weights_ = np.array([0.0, -1000.0, 0.0, 0.0])
+    state.learners[regime].log_weights_ = np.zeros(4)
+    state.arm, state.arm_probability = 1, 0.25
+    before = state.learners[regime].log_weights_.copy()
+    new, decision = step.decide(state, market(30, prices[30], regimes[30]), targets[30])
+    for learner in new.learners.values():
+        assert np.all(np.isfinite(learner.weights()))
+    eta = cfg.hyperparameters["eta"]
+    credited = new.learners[regime].log_weights_ - new.learners[regime].log_weights_.max()
+    expected = before.copy()
+    expected[1] += eta * decision.agent_rewards[1] / 0.25
+    np.testing.assert_allclose(credited, expected - expected.max())
+    assert np.isfinite(decision.intent.target_position)
+    restored = MetaAgentState.from_bytes(new.to_bytes())
+    assert restored.arm_probability == new.arm_probability > 0.0
+
+
+def test_bandit_feedback_with_an_undrawn_held_agent_is_refused() -> None:
+    with pytest.raises(InvalidMessageError, match="feedback='bandit' with context='probability'"):
+        MetaAgentConfig.create(feedback="bandit", context="probability", mode="select")
+    MetaAgentConfig.create(feedback="bandit", context="probability", mode="blend")

@@ -168,6 +168,12 @@ def test_walk_forward_start_evaluates_only_later_bars(pipeline) -> None:
     result = evaluate(run, start=start)
     assert result["run"]["start_index"] == 300
     assert result["run"]["periods"] == len(pipeline.close) - 301
+    # the plotted regret curve ends where the ledger does (the reward at bar 300 is for the
+    # period before the window, and is a number here, not NaN)
+    assert np.isfinite(run.meta_rewards[300])
+    curve = run.regret_curve(300)
+    assert curve[0] == 0.0 and len(curve) == len(pipeline.close) - 300
+    assert curve[-1] == pytest.approx(result["regret"]["overall"])
     with pytest.raises(DataError, match="fewer than two warm bars"):
         evaluate(run, start="2100-01-01")
 

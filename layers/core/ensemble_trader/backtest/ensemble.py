@@ -163,9 +163,13 @@ class EnsembleRun:
     vol_scales: np.ndarray  # (n,) the volatility overlay's scale (1 when off or warming up)
 
     def regret_curve(self, start: int = 0) -> np.ndarray:
-        """Cumulative regret against the best agent in hindsight *at each bar* from ``start``."""
+        """Cumulative regret against the best agent in hindsight *at each bar* from ``start``,
+        over the periods that begin at or after ``start`` (as the report's ledger): 0 at
+        ``start``, whose own reward is for the period (start-1, start]."""
         r = np.nan_to_num(self.agent_rewards[start:])
         m = np.nan_to_num(self.meta_rewards[start:])
+        r[:1] = 0.0
+        m[:1] = 0.0
         return np.cumsum(r, axis=0).max(axis=1) - np.cumsum(m)
 
 

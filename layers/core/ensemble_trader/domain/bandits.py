@@ -134,9 +134,15 @@ class Bandit(ABC):
     def weights(self) -> np.ndarray:
         """The current distribution over arms, shape (n_arms,), summing to 1."""
 
-    def update(self, arm: int, reward: float) -> Bandit:
-        """Bandit feedback: ``reward`` of the arm that was played. Returns self."""
-        self._update(self._check_arm(arm), self._check_reward(reward))
+    def update(self, arm: int, reward: float, probability: float | None = None) -> Bandit:
+        """Bandit feedback: ``reward`` of the arm that was played. Returns self.
+
+        ``probability`` is the probability with which ``arm`` was played, when it was drawn from
+        another distribution than this learner's current one (another learner chose, or this
+        one's weights moved since): the importance weight of EXP3 and Hedge, ignored by the
+        others. Default: this learner's current probability of ``arm``."""
+        checked = None if probability is None else self._check_probability(probability)
+        self._update(self._check_arm(arm), self._check_reward(reward), checked)
         self.t_ += 1
         return self
 
@@ -147,7 +153,7 @@ class Bandit(ABC):
         return self
 
     @abstractmethod
-    def _update(self, arm: int, reward: float) -> None: ...
+    def _update(self, arm: int, reward: float, probability: float | None) -> None: ...
 
     @abstractmethod
     def _update_all(self, rewards: np.ndarray) -> None: ...
@@ -164,6 +170,12 @@ class Bandit(ABC):
         if not math.isfinite(r):
             raise BanditError(f"{self.name}: reward must be finite, got {reward!r}")
         return r
+
+    def _check_probability(self, probability: float) -> float:
+        p = float(probability)
+        if not 0.0 < p <= 1.0:
+            raise BanditError(f"{self.name}: the probability an arm was played with must be in (0, 1], got {probability!r}")
+        return p
 
     def _check_rewards(self, rewards: np.ndarray) -> np.ndarray:
         arr = np.asarray(rewards, dtype=np.float64)
@@ -266,7 +278,7 @@ class UCB1(Bandit):
     def weights(self) -> np.ndarray:
         return _one_hot_of_max(self._index()[2])
 
-    def _update(self, arm: int, reward: float) -> None:
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         self.counts_[arm] += 1.0
         self.sums_[arm] += reward
 
@@ -294,7 +306,7 @@ class DiscountedUCB(UCB1):
             raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
         self.gamma = float(gamma)
 
-    def _update(self, arm: int, reward: float) -> None:
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         self.counts_ *= self.gamma
         self.sums_ *= self.gamma
         super()._update(arm, reward)
@@ -343,7 +355,7 @@ class SlidingWindowUCB(UCB1):
     def _slot(self) -> int:
         return self.t_ % self.window
 
-    def _update(self, arm: int, reward: float) -> None:
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         row = self._slot()
         self.buffer_rewards_[row] = 0.0
         self.buffer_mask_[row] = 0.0
@@ -440,7 +452,7 @@ class GaussianThompson(Bandit):
             self.s1_ *= self.gamma
             self.s2_ *= self.gamma
 
-    def _update(self, arm: int, reward: float) -> None:
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         self._decay()
         self.s0_[arm] += 1.0
         self.s1_[arm] += reward
@@ -501,6 +513,16 @@ class _ExponentialWeights(Bandit):
         self.log_weights_ *= self.discount
         self.log_weights_ -= self.log_weights_.max()
 
+    def _played_with(self, arm: int, probability: float | None) -> float:
+        """The importance weight's denominator: the probability ``arm`` was played with."""
+        p = float(self.weights()[arm]) if probability is None else probability
+        if p <= 0.0:
+            raise BanditError(
+                f"{self.name}: arm {arm} has probability 0 here, so it was not played from these "
+                f"weights: pass the probability it was played with"
+            )
+        return p
+
 
 class EXP3(_ExponentialWeights):
     """EXP3 (Auer et al. 2002): exponential weights with importance-weighted reward estimates.
@@ -549,8 +571,8 @@ class EXP3(_ExponentialWeights):
         lo, hi = self.reward_range
         return np.clip((reward - lo) / (hi - lo), 0.0, 1.0)
 
-    def _update(self, arm: int, reward: float) -> None:
-        p = self.weights()[arm]
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
+        p = self._played_with(arm, probability)
         self.log_weights_[arm] += self.gamma * float(self._scaled(reward)) / (p * self.n_arms)
         self._normalise()
 
@@ -587,8 +609,8 @@ class Hedge(_ExponentialWeights):
     def weights(self) -> np.ndarray:
         return _softmax(self.log_weights_)
 
-    def _update(self, arm: int, reward: float) -> None:
-        p = self.weights()[arm]
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
+        p = self._played_with(arm, probability)
         self.log_weights_[arm] += self.eta * reward / p
         self._normalise()
 

@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ensemble_trader.domain.agents import no_trade_target
 from ensemble_trader.domain.bandits import (
@@ -116,7 +116,9 @@ class MetaAgentConfig(BaseModel):
         risk of the agents (``"risk"``, see ``MetaAgentStep._combine``).
     feedback
         ``full``: every agent's counterfactual reward updates the learner; ``bandit``: only
-        the reward of the agent that was played.
+        the reward of the agent that was drawn, importance-weighted by the probability it was
+        drawn with (not with ``context="probability"`` and ``mode="select"``, which holds an
+        agent no learner drew).
     max_position_change, ramp_bars, no_trade_band
         smoothing: the largest |Δposition| per bar, the number of bars over which the
         position moves to a new leading agent's target, and a no-trade band around the
@@ -144,8 +146,8 @@ class MetaAgentConfig(BaseModel):
         forecast with half-life ``vol_target_halflife``, the target the long-run level of the
         same return stream (half-life ``vol_target_long_halflife``), so the overlay is unit-free
         (daily or hourly bars alike) and leaves the average exposure near its unscaled level.
-        ``"market"``: the stream is the market's returns; ``"ensemble"``: the returns of the
-        unscaled blended position; ``"none"`` (default): no overlay. Volatility clusters, so
+        ``"market"`` (default): the stream is the market's returns; ``"ensemble"``: the returns
+        of the unscaled blended position; ``"none"``: no overlay. Volatility clusters, so
         scaling exposure down when recent volatility is high raises the return per unit of risk.
     """
 
@@ -176,6 +178,16 @@ class MetaAgentConfig(BaseModel):
     vol_target_max_scale: float = Field(default=1.0, gt=0.0)
     vol_target_power: float = Field(default=2.0, gt=0.0, le=2.0)
     random_state: int = 0
+
+    @model_validator(mode="after")
+    def _feedback_needs_a_drawn_arm(self) -> MetaAgentConfig:
+        if self.feedback == "bandit" and self.context == "probability" and self.mode == "select":
+            raise ValueError(
+                "feedback='bandit' with context='probability' and mode='select' would credit an arm "
+                "that was not held (the held agent is the arg-max of the mixed weights, which no "
+                "learner drew): use feedback='full', mode='blend' or another context"
+            )
+        return self
 
     @classmethod
     def create(cls, **options: Any) -> MetaAgentConfig:
@@ -309,7 +321,8 @@ class MetaAgentState:
 
     ``agent_positions`` is each agent's *virtual* position (its last target, fed back into its
     observation); ``agent_costs`` the cost of the trade each made at the last bar;
-    ``weights``/``arm`` what the meta-agent chose at the last bar; ``position`` the smoothed
+    ``weights``/``arm`` what the meta-agent chose at the last bar (``arm_probability``: the
+    probability the arm was drawn with, the importance weight of bandit feedback); ``position`` the smoothed
     ensemble target; ``blend`` the blended position before the volatility overlay,
     ``overlay_variance`` the overlay's zero-started EWMA accumulators ``[forecast, long-run,
     bars]`` and ``vol_scale`` the scale it applied at the last bar; ``version`` the number of bars applied (the snapshot's version);
@@ -324,6 +337,7 @@ class MetaAgentState:
     weights: np.ndarray
     regret: RegretLedger
     arm: int | None = None
+    arm_probability: float | None = None
     leader: int | None = None
     position: float = 0.0
     ramp_left: int = 0
@@ -350,6 +364,7 @@ class MetaAgentState:
             weights=self.weights.copy(),
             regret=self.regret.copy(),
             arm=self.arm,
+            arm_probability=self.arm_probability,
             leader=self.leader,
             position=self.position,
             ramp_left=self.ramp_left,
@@ -376,6 +391,7 @@ class MetaAgentState:
             "weights": self.weights.tolist(),
             "regret": self.regret.to_dict(),
             "arm": self.arm,
+            "arm_probability": self.arm_probability,
             "leader": self.leader,
             "position": self.position,
             "ramp_left": self.ramp_left,
@@ -407,6 +423,7 @@ class MetaAgentState:
                 weights=np.asarray(data["weights"], dtype=np.float64),
                 regret=RegretLedger.from_dict(positions.size, data["regret"]),
                 arm=data["arm"],
+                arm_probability=None if data.get("arm_probability") is None else float(data["arm_probability"]),
                 leader=data["leader"],
                 position=float(data["position"]),
                 ramp_left=int(data["ramp_left"]),
@@ -639,16 +656,19 @@ class MetaAgentStep:
         rewards = meta_reward = None
         if state.last_price is not None:
             r = price / state.last_price - 1.0
-            if state.arm is not None and state.last_regime is not None:
+            # a risk-adjusted reward needs the market's volatility as known at t-1: the first
+            # bar after a state starts on a ready bar only starts that estimate
+            scale_known = cfg.risk_adjustment == "none" or state.variance is not None
+            if state.arm is not None and state.last_regime is not None and scale_known:
                 net = state.agent_positions * r - state.agent_costs
-                rewards = net / self._risk_scale(state, r)
+                rewards = net / self._risk_scale(state)
                 new.agent_variance = (
                     net * net
                     if state.agent_variance is None
                     else self._decay * state.agent_variance + (1.0 - self._decay) * net * net
                 )
                 meta_reward = float(state.weights @ rewards)
-                self._learn(new, copied, state.last_regime, state.arm, rewards)
+                self._learn(new, copied, state.last_regime, state.arm, state.arm_probability, rewards)
                 new.regret.add(state.last_regime, rewards, meta_reward)
             new.variance = (
                 r * r
@@ -663,11 +683,12 @@ class MetaAgentStep:
         if market.features.ready:
             weights, selection, learner_key = self._choose(new, copied, market)
             arm = selection.arm
+            arm_probability = float(selection.weights[arm])
         else:
             weights, selection, learner_key = np.full(self._n, 1.0 / self._n), None, None
-            arm = None
+            arm = arm_probability = None
             targets = np.zeros(self._n)
-        blend = self._combine(weights, targets, new.agent_variance)
+        blend = self._combine(weights, targets, new.agent_variance, new.variance)
         scale = self._vol_scale(new.overlay_variance) if selection is not None else 1.0
         desired = blend * scale
         leader = int(np.argmax(weights)) if selection is not None else None
@@ -691,6 +712,7 @@ class MetaAgentStep:
         new.agent_positions = targets
         new.weights = weights
         new.arm = arm
+        new.arm_probability = arm_probability
         new.leader = leader if leader is not None else state.leader
         new.position = new_position
         new.blend = blend if selection is not None else None
@@ -760,21 +782,24 @@ class MetaAgentStep:
             )
         return np.clip(arr, -self.config.max_position, self.config.max_position)
 
-    def _combine(self, weights: np.ndarray, targets: np.ndarray, agent_variance: np.ndarray | None) -> float:
+    def _combine(
+        self,
+        weights: np.ndarray,
+        targets: np.ndarray,
+        agent_variance: np.ndarray | None,
+        market_variance: float | None,
+    ) -> float:
         """The desired position: ``sum w_i p_i``, or with ``blend_by == "risk"`` the blend of the
         agents' risk-normalised targets ``p_i / s_i`` brought back to the weighted risk
-        ``sum w_i s_i`` (``s_i`` = each agent's EWMA return volatility), so an agent that takes
-        small positions is not drowned by agents that take large ones at low weight."""
+        ``sum w_i s_i`` (``s_i`` = each agent's EWMA return volatility, floored as in the
+        rewards at ``agent_vol_floor`` times the market's), so an agent that takes small
+        positions is not drowned by agents that take large ones at low weight. The floor keeps
+        an agent that has been flat in the blend (its weight pulls toward flat) and bounds the
+        pull of one that has only just entered a position."""
         if self.config.blend_by == "position" or agent_variance is None:
             return float(weights @ targets)
-        sigma = np.sqrt(agent_variance)
-        active = sigma > 0.0
-        if not np.any(active & (weights > 0.0)):
-            return float(weights @ targets)
-        w = np.where(active, weights, 0.0)
-        w = w / w.sum()
-        safe = np.where(active, sigma, 1.0)
-        return float((w @ (targets / safe)) * (w @ np.where(active, sigma, 0.0)))
+        sigma = self._agent_vols(agent_variance, market_variance)
+        return float((weights @ (targets / sigma)) * (weights @ sigma))
 
     def _overlay_update(self, state: MetaAgentState, r: float) -> np.ndarray | None:
         """The overlay's EWMA accumulators after the bar's return: ``[forecast, long-run, bars]``
@@ -810,15 +835,22 @@ class MetaAgentStep:
         cap = self.config.vol_target_max_scale
         return min((vols[1] / vols[0]) ** self.config.vol_target_power, cap) if vols[0] > 0.0 else cap
 
-    def _risk_scale(self, state: MetaAgentState, r: float) -> float | np.ndarray:
-        """What the bar's net returns are divided by (volatilities known at the previous bar)."""
+    def _market_vol(self, variance: float | None) -> float:
+        """The market's EWMA volatility, floored at ``vol_floor`` (the floor without an estimate)."""
+        return max(math.sqrt(variance) if variance is not None else 0.0, self.config.vol_floor)
+
+    def _agent_vols(self, agent_variance: np.ndarray, market_variance: float | None) -> np.ndarray:
+        """Each agent's EWMA return volatility, floored at ``agent_vol_floor`` times the market's."""
+        return np.maximum(np.sqrt(agent_variance), self.config.agent_vol_floor * self._market_vol(market_variance))
+
+    def _risk_scale(self, state: MetaAgentState) -> float | np.ndarray:
+        """What the bar's net returns are divided by: volatilities known at the previous bar."""
         cfg = self.config
         if cfg.risk_adjustment == "none":
             return 1.0
-        market = max(math.sqrt(state.variance) if state.variance is not None else abs(r), cfg.vol_floor)
         if cfg.risk_adjustment == "vol" or state.agent_variance is None:
-            return market
-        return np.maximum(np.sqrt(state.agent_variance), cfg.agent_vol_floor * market)
+            return self._market_vol(state.variance)
+        return self._agent_vols(state.agent_variance, state.variance)
 
     def _writable(self, state: MetaAgentState, copied: set[str], key: str) -> Bandit:
         """The learner under ``key`` in the new state, copied before its first change this bar
@@ -830,15 +862,24 @@ class MetaAgentStep:
         return state.learners[key]
 
     def _learn(
-        self, new: MetaAgentState, copied: set[str], regime: str, arm: int, rewards: np.ndarray
+        self,
+        new: MetaAgentState,
+        copied: set[str],
+        regime: str,
+        arm: int,
+        probability: float | None,
+        rewards: np.ndarray,
     ) -> None:
+        """Update the global learner and the regime's. With bandit feedback both see the played
+        arm's reward, importance-weighted by the probability it was *drawn* with (one learner
+        drew it; the other's own probability of it may differ, or be 0)."""
         keys = [GLOBAL] if self.config.context == "global" else [GLOBAL, regime]
         for key in keys:
             learner = self._writable(new, copied, key)
             if self.config.feedback == "full":
                 learner.update_all(rewards)
             else:
-                learner.update(arm, float(rewards[arm]))
+                learner.update(arm, float(rewards[arm]), probability)
 
     def _primary_key(self, state: MetaAgentState, regime: str) -> str:
         if self.config.context == "global":
