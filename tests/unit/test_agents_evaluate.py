@@ -131,6 +131,20 @@ def test_test_split_uses_unseen_seeds_and_test_windows_only():
     assert cases[3] == Case("shared:btcusd_1h", "BTC-USD hourly test window, detected regimes")  # never seen: whole
 
 
+def test_a_set_trained_on_bars_files_is_not_tested_on_series_they_may_hold():
+    """Trained from files (SageMaker channels, --bars PATH), the manifest records windows under
+    the paths: a real series it has no window for may be in those files, so it is not run (its
+    whole history is not called a test window); a set trained on named sources only still tests
+    an unseen series whole."""
+    windows = {"/data/train/spx.csv": {"train": ["1999-01-04T00:00:00", "2012-12-31T00:00:00"]}}
+    cases = suite_cases("test", windows, trained_on=["/data/train/spx.csv", "synth:realistic:11:5000"])
+    real = [c for c in cases if not c.spec.startswith("synth:")]
+    assert [c.spec for c in real] == [s for s, _ in evaluate.REAL]
+    assert all(c.skip is not None and "/data/train/spx.csv" in c.skip and c.start is None for c in real)
+    named = suite_cases("test", WINDOWS, trained_on=["arch:sp500", "arch:nasdaq", "synth:realistic:11:5000"])
+    assert all(c.skip is None for c in named)
+
+
 def test_validation_split_never_touches_test_data():
     cases = suite_cases("validation", WINDOWS)
     specs = [c.spec for c in cases]

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
+from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentManifest, AgentPool
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES
 from onnx import TensorProto, helper, numpy_helper
@@ -235,8 +235,45 @@ def test_graph_that_is_not_onnx_is_rejected(model_set):
     (folder / "aggressive.onnx").write_bytes(b"garbage")
     raw = json.loads((folder / "manifest.json").read_text())
     raw["agents"]["aggressive"]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
+    raw["version"] = AgentManifest.model_validate(raw).content_version()  # a consistent manifest
     (folder / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ModelArtifactError, match=r"aggressive\.onnx: onnxruntime cannot load it"):
+        AgentPool.load(folder, feature_names=FEATURES)
+
+
+@pytest.mark.parametrize(("field", "value"), [("no_trade_band", 0.3), ("leverage", 1.0)])
+def test_a_manifest_edited_after_writing_is_refused(model_set, field, value):
+    """A band or a leverage limit changes what the agents do, so it is part of the version: an
+    edit that keeps the old version would let the meta-agent carry state over a changed set."""
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["agents"]["aggressive"][field] = value
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelArtifactError, match=r"says version agents-\w+, but its files, no-trade bands and "
+                                                 r"leverage limits give agents-\w+: the manifest was edited"):
+        AgentPool.load(folder, feature_names=FEATURES)
+    # written properly, the same change loads, under a new version
+    before = raw["version"]
+    agents = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items()}
+    written = write_model_set(folder, agents=agents, feature_names=FEATURES, fused_file="pool.onnx", training={})
+    assert written.version != before
+    assert AgentPool.load(folder, feature_names=FEATURES).version == written.version
+
+
+def test_a_fused_graph_that_does_not_match_the_agents_is_refused_at_load(model_set, tmp_path_factory):
+    folder, ws, bs, limits = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    # the manifest lists three agents but keeps the four-agent fused graph
+    three = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items() if n != "contrarian"}
+    write_model_set(folder, agents=three, feature_names=FEATURES, fused_file="pool.onnx", training={})
+    with pytest.raises(ModelArtifactError, match=r"pool\.onnx cannot evaluate the manifest's 3 agents"):
+        AgentPool.load(folder, feature_names=FEATURES)
+    assert AgentPool.load(folder, fused=False, feature_names=FEATURES).names == AGENT_NAMES[:3]
+    # another set's fused graph (other weights), properly hashed
+    onnx.save(_fused_graph(ws * 0.5, bs, limits), folder / "pool.onnx")
+    four = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items()}
+    write_model_set(folder, agents=four, feature_names=FEATURES, fused_file="pool.onnx", training={})
+    with pytest.raises(ModelArtifactError, match=r"pool\.onnx does not compute the per-agent graphs' actions"):
         AgentPool.load(folder, feature_names=FEATURES)
 
 

@@ -44,3 +44,30 @@ def test_data_per_agent_default_rule_and_override():
     assert specs("contrarian", TrainConfig(agent_data={"contrarian": ["nothing"]})) == [s.spec for s in sources]
     with pytest.raises(ValidationError, match="unknown agents"):
         TrainConfig(agent_data={"trend": ["arch:"]})
+
+
+def test_a_validation_channel_selects_each_agent_on_its_own_kind_of_data(monkeypatch, tmp_path):
+    """With separate validation bars (SageMaker's validation channel) each agent is selected on
+    the validation files of the kind it trains on, as it is without a channel."""
+    import training.agents.train as train
+
+    seen: dict[str, tuple[list[str], list[str]]] = {}
+
+    class Recorded(Exception):
+        pass
+
+    def recorder(agent, train_data, validation, config, seed, progress=True):
+        seen[agent] = ([s.symbol for s in train_data], [s.symbol for s in validation])
+        raise Recorded
+
+    monkeypatch.setattr(train, "train_agent", recorder)
+    for agent in ("contrarian", "balanced"):
+        config = TrainConfig(
+            bars=["synth:mean_reverting:1:400:TMR", "synth:realistic:2:400:TRL"],
+            validation_bars=["synth:mean_reverting:3:400:VMR", "synth:realistic:4:400:VRL"],
+            agents=[agent],
+        )
+        with pytest.raises(Recorded):
+            train.run_job(config, tmp_path / agent, progress=False)
+    assert seen["contrarian"] == (["TMR"], ["VMR"])
+    assert seen["balanced"] == (["TRL"], ["VRL"])

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,34 +74,50 @@ REAL: tuple[tuple[str, str], ...] = (
     ("arch:nasdaq", "NASDAQ"),
     ("shared:btcusd_1h", "BTC-USD hourly"),
 )
+NAMED_SOURCES = ("arch:", "shared:", "synth:")
+"""Data specs that name their source; any other training input is a bars file (a path)."""
+
+
 @dataclass(frozen=True)
 class Case:
-    """One data set of a suite: a spec and the window ``[start, end)`` to evaluate (None: open)."""
+    """One data set of a suite: a spec and the window ``[start, end)`` to evaluate (None: open);
+    ``skip`` says why it cannot be evaluated out of sample."""
 
     spec: str
     title: str
     start: Any = None
     end: Any = None
+    skip: str | None = None
 
 
-def suite_cases(split: str, windows: dict[str, dict[str, list[str]]]) -> list[Case]:
-    """The data sets of ``split`` for a model set whose manifest records ``windows``.
+def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on: Sequence[str] = ()) -> list[Case]:
+    """The data sets of ``split`` for a model set whose manifest records ``windows`` (by data
+    spec) and trained on ``trained_on`` (its training and validation inputs).
 
     Test: the unseen synthetic seeds, and each real series on its test window (whole when the
-    job never saw it; skipped when it trained on all of it). Validation: the synthetic seeds
-    reserved for validation, and each real series on its validation window (skipped when the
-    set has none for it: a series the job never saw is test data, not validation data).
+    job never saw it; skipped when it trained on all of it; not run when the job read bars files,
+    which may hold that series under another name). Validation: the synthetic seeds reserved for
+    validation, and each real series on its validation window (skipped when the set has none for
+    it: a series the job never saw is test data, not validation data).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
     cases = [Case(spec, title) for spec, title in SYNTHETIC[split]]
+    files = [f for f in trained_on if not f.startswith(NAMED_SOURCES)]
     for spec, name in REAL:
         recorded = windows.get(spec)
         window = (recorded or {}).get(split)
         if split == "test":
             if recorded is not None and window is None:
                 continue  # trained on it whole: nothing out of sample
-            cases.append(Case(spec, f"{name} test window, detected regimes", window[0] if window else None))
+            title = f"{name} test window, detected regimes"
+            if recorded is None and files:
+                cases.append(Case(spec, title, skip=(
+                    f"the set trained on bars files ({', '.join(files)}), which may hold {name}'s bars: "
+                    f"its test window is unknown; evaluate it with `ensemble-trader evaluate agents "
+                    f"--bars {spec} --start` after the files' last bar")))
+                continue
+            cases.append(Case(spec, title, window[0] if window else None))
         elif window is not None:
             # the recorded window is [first bar, last bar]; the end of a Case is exclusive
             end = np.datetime64(window[1], "ns") + np.timedelta64(1, "ns")
@@ -173,7 +190,7 @@ def fade_positions(features: np.ndarray) -> dict[str, np.ndarray]:
 def sideways_reversion(data: PreparedSeries, contrarian: np.ndarray, costs: CostModel,
                        regime: str = "SIDEWAYS") -> dict[str, Any] | None:
     """Is there mean reversion to earn where the Contrarian is judged? Over the periods of
-    ``regime`` (each period labelled as in the backtest, by the bar where its return lands):
+    ``regime`` (each period labelled as in the backtest, :func:`period_regimes`):
     the correlation of the last bar's log return with the next one (negative: reversion) and its
     standard error ``1/sqrt(n)``, and the total net return of buy-and-hold, of each
     :data:`FADE_RULES` rule and of the ``contrarian``'s positions (one per bar of ``data``).
@@ -245,12 +262,18 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     details: list[str] = []
     reversion: list[tuple[str, dict[str, Any] | None]] = []
     passed = counted = 0
-    for case in suite_cases(split, pool.manifest.training.get("windows", {})):
-        try:
-            prepared, source = case_data(case)
-        except DataError as exc:
+    training = pool.manifest.training
+    trained_on = [*training.get("data", []), *training.get("validation_data", [])]
+    for case in suite_cases(split, training.get("windows", {}), trained_on):
+        reason = case.skip
+        if reason is None:
+            try:
+                prepared, source = case_data(case)
+            except DataError as exc:
+                reason = str(exc)
+        if reason is not None:
             summary.append(f"| {case.title} | " + " | ".join("not run" for _ in pool.names) + " |")
-            details.append(f"\n#### {case.title}\n\nnot run: {exc}\n")
+            details.append(f"\n#### {case.title}\n\nnot run: {reason}\n")
             continue
         paths, report, checks = score(pool, prepared, costs)
         if "contrarian" in pool.names:

@@ -7,7 +7,6 @@ what the pool accepts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,19 +18,10 @@ from ensemble_trader.domain.agents import (
     AgentEntry,
     AgentManifest,
     ArtifactRef,
+    content_version,
     sha256_file,
 )
 from ensemble_trader.domain.errors import ModelArtifactError
-
-
-def content_version(hashes: list[str], bands: Mapping[str, float] | None = None) -> str:
-    """A version derived from the files' hashes and the agents' non-zero no-trade bands (which
-    change what the served agents do): the same set always gets the same version, and a set
-    without bands keeps the version of its files alone."""
-    text = "".join(sorted(hashes)) + "".join(
-        f"|{name}:band={band!r}" for name, band in sorted((bands or {}).items()) if band
-    )
-    return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def write_model_set(
@@ -57,7 +47,9 @@ def write_model_set(
         fused = ArtifactRef(file=fused_file, sha256=sha256_file(out_dir / fused_file))
     hashes = [e.sha256 for e in entries.values()] + ([fused.sha256] if fused else [])
     manifest = AgentManifest(
-        version=content_version(hashes, {n: e.no_trade_band for n, e in entries.items()}),
+        version=content_version(
+            hashes, {n: e.no_trade_band for n, e in entries.items()}, {n: e.leverage for n, e in entries.items()}
+        ),
         created=created or datetime.now(UTC).replace(microsecond=0),
         feature_names=tuple(feature_names),
         agents=entries,

@@ -642,8 +642,9 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     for agent in config.agents:
         chosen = agent_training_data(agent, sources, config)
         train = [s.train for s in chosen if s.train is not None]
-        if separate_validation:
-            validation = [s.validation for s in val_sources if s.validation is not None]
+        if separate_validation:  # the same per-agent choice among the validation channel's files
+            validation = [s.validation for s in agent_training_data(agent, val_sources, config)
+                          if s.validation is not None]
         else:
             validation = [s.validation for s in chosen if s.validation is not None]
         candidates = []

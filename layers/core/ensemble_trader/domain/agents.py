@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,29 @@ MAX_NO_TRADE_BAND = 2.0
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
+FUSED_TOLERANCE = 1e-4
+"""Largest difference allowed at load between the fused graph's actions and the per-agent graphs'
+(they are the same policies; measured differences are below 1e-6)."""
+
+
+def content_version(
+    hashes: list[str],
+    bands: Mapping[str, float] | None = None,
+    leverage: Mapping[str, float] | None = None,
+) -> str:
+    """A model set's version from its files' hashes, the agents' non-zero no-trade bands and any
+    leverage limit other than :data:`DEFAULT_LEVERAGE` (both change what the served agents do):
+    the same set always gets the same version, a set without bands keeps the version of its
+    files alone, and :meth:`AgentPool.from_files` refuses a manifest whose version does not
+    match its content (an edited band or limit would otherwise keep the old version)."""
+    text = "".join(sorted(hashes)) + "".join(
+        f"|{name}:band={band!r}" for name, band in sorted((bands or {}).items()) if band
+    ) + "".join(
+        f"|{name}:leverage={limit!r}"
+        for name, limit in sorted((leverage or {}).items())
+        if limit != DEFAULT_LEVERAGE.get(name)
+    )
+    return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def no_trade_target(position: Any, target: Any, band: Any) -> Any:
@@ -110,6 +133,15 @@ class AgentManifest(_Frozen):
     def names(self) -> tuple[str, ...]:
         """The set's agents in :data:`AGENT_NAMES` order."""
         return tuple(n for n in AGENT_NAMES if n in self.agents)
+
+    def content_version(self) -> str:
+        """The version its files, bands and leverage limits give (see :func:`content_version`)."""
+        hashes = [e.sha256 for e in self.agents.values()] + ([self.fused.sha256] if self.fused else [])
+        return content_version(
+            hashes,
+            {n: e.no_trade_band for n, e in self.agents.items()},
+            {n: e.leverage for n, e in self.agents.items()},
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -255,6 +287,13 @@ class AgentPool:
         raises :class:`ModelArtifactError` naming the file.
         """
         manifest = parse_manifest(_read(read, MANIFEST_FILE, source), source)
+        expected = manifest.content_version()
+        if manifest.version != expected:
+            raise ModelArtifactError(
+                f"model set {source}: {MANIFEST_FILE} says version {manifest.version}, but its files, "
+                f"no-trade bands and leverage limits give {expected}: the manifest was edited after "
+                f"the set was written (write it again with training.agents.modelset.write_model_set)"
+            )
         if feature_names is not None and tuple(manifest.feature_names) != tuple(feature_names):
             raise ModelArtifactError(
                 f"model set {source} was trained on features {list(manifest.feature_names)}, "
@@ -272,11 +311,13 @@ class AgentPool:
                 raise ModelArtifactError(f"model set {source}: the manifest lists no fused graph")
             fused_session = inference_session(verified_bytes(read, manifest.fused, source), manifest.fused.file)
         pool = cls(manifest, sessions, fused_session)
-        pool._check_shapes(source)
+        pool._check_graphs(source)
         return pool
 
-    def _check_shapes(self, source: str) -> None:
-        """Fail at load time, not at the first decision, if a graph expects another input width."""
+    def _check_graphs(self, source: str) -> None:
+        """Fail at load time, not at the first decision: a graph that expects another input
+        width, or a fused graph that does not compute what the per-agent graphs compute (another
+        set's, or one listing other agents) — checked on a few probe observations."""
         for name, sess in zip(self.names, self._sessions, strict=True):
             width = sess.get_inputs()[0].shape[-1]
             if isinstance(width, int) and width != self._n_features + 1:
@@ -285,6 +326,27 @@ class AgentPool:
                     f"width {width}, the manifest's {self._n_features} features + position need "
                     f"{self._n_features + 1}"
                 )
+        if self._fused is None:
+            return
+        probe = np.random.default_rng(0)
+        f = probe.normal(0.0, 0.02, (4, self._n_features)).astype(np.float32)
+        p = probe.uniform(-1.0, 1.0, (4, len(self.names))).astype(np.float32) * self._limits
+        separate = np.empty_like(p)
+        for i, sess in enumerate(self._sessions):
+            separate[:, i] = sess.run(None, {"obs": np.concatenate((f, p[:, i : i + 1]), axis=1)})[0][:, 0]
+        fused_file = self.manifest.fused.file if self.manifest.fused is not None else "fused graph"
+        try:
+            fused = np.asarray(self._fused.run(None, {"features": f, "positions": p})[0])
+        except Exception as exc:  # onnxruntime raises its own types for shape mismatches
+            raise ModelArtifactError(
+                f"model set {source}: {fused_file} cannot evaluate the manifest's {len(self.names)} agents "
+                f"({', '.join(self.names)}) on {self._n_features} features: {exc}"
+            ) from None
+        if fused.shape != separate.shape or not np.allclose(fused, separate, atol=FUSED_TOLERANCE, rtol=0.0):
+            raise ModelArtifactError(
+                f"model set {source}: {fused_file} does not compute the per-agent graphs' actions "
+                f"(shape {fused.shape} vs {separate.shape}) — it belongs to another set or other agents"
+            )
 
     def with_no_trade_bands(self, bands: dict[str, float]) -> AgentPool:
         """The same policies (sessions shared) with other no-trade bands for the named agents
