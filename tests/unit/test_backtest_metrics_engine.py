@@ -37,8 +37,8 @@ def test_cost_model_validates():
         CostModel(1.0, -1.0)
 
 
-def test_period_regimes_use_the_bar_where_the_return_lands():
-    assert period_regimes(np.array(["BULL", "BEAR", "BEAR"])).tolist() == ["BEAR", "BEAR"]
+def test_period_regimes_use_the_label_known_when_the_position_is_taken():
+    assert period_regimes(np.array(["BULL", "BEAR", "BEAR"])).tolist() == ["BULL", "BEAR"]
     with pytest.raises(DataError, match="unknown regime"):
         period_regimes(np.array(["BULL", "UP"]))
 
