@@ -274,6 +274,31 @@ def test_a_cached_state_behind_its_snapshot_is_replaced_before_anything_is_compu
     assert len(world.outputs()) == emitted + 1  # only bar 3: nothing from the old state
 
 
+@pytest.mark.parametrize("lost", ["deleted", "restored"])
+def test_a_snapshot_behind_its_cached_state_is_rewritten_from_the_cache_not_restarted(world, lost):
+    """The cache is written only after the snapshot, so a cache ahead of it means the snapshots
+    lost writes (an item deleted, an older backup restored): the newer cached state is kept and
+    written over the snapshot instead of the symbol silently starting over."""
+    world.runner.process(event_of(interleaved(2)))
+    table = world.snapshots.tables["stage-state"]
+    backup = dict(table[("tally", "AAA")])  # version 1: bars 0-1
+    world.runner.process(event_of([("AAA", bar_json("AAA", 2))], first_seq=3000))  # version 2
+    if lost == "deleted":
+        del table[("tally", "AAA")]
+    else:
+        table[("tally", "AAA")] = backup  # restored from the older backup
+    event = event_of([("AAA", bar_json("AAA", 2)), ("AAA", bar_json("AAA", 3))], first_seq=5000)
+    assert failures(world.runner.process(event)) == []
+    version, state = world.state("AAA")
+    assert state["count"] == 4  # bars 0-2 kept (bar 2 a duplicate), bar 3 applied once
+    assert world.runner.stats.reseeded == 1 and world.runner.stats.duplicates == 1
+    stored = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    assert stored["version"] == version and json.loads(stored["state"])["count"] == 4
+    # from then on cache and snapshot agree again: nothing more to rewrite
+    world.runner.process(event_of([("AAA", bar_json("AAA", 4))], first_seq=6000))
+    assert world.runner.stats.reseeded == 1 and world.state("AAA")[1]["count"] == 5
+
+
 def test_a_writer_that_races_past_the_version_check_loses_the_put_and_the_retry_reloads(world):
     world.runner.process(event_of(interleaved(2)))
     check = world.snapshots.get_versions

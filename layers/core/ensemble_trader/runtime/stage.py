@@ -44,7 +44,17 @@ Rules, in the order they apply:
   compared with the snapshots' (one consistent BatchGetItem of the versions per batch); an entry
   behind its snapshot — a write-back that failed after the snapshot was written, a cache
   failover that lost recent writes — is replaced by the snapshot, so no output is ever computed
-  from an old state (counted as ``<stage>_stale_cache``).
+  from an old state (counted as ``<stage>_stale_cache``). An entry *ahead* of its snapshot (the
+  snapshots lost writes: an item deleted, a table restored) is kept and written over the
+  snapshot, logged as an error (``<stage>_snapshot_reseeded``), not silently restarted.
+* **Outputs are at least once, and per writer.** Two invocations that process the same symbol
+  at the same time — which one event-source mapping never runs (one shard's records go to one
+  invocation at a time), but which a mapping being replaced or a manual replay can cause — both
+  compute from the state they loaded; the snapshot's condition lets only one of them commit, but
+  the other has already emitted outputs computed without the winner's records (same
+  deterministic ids, possibly other content; downstream deduplication keeps whichever came
+  first). Its retry computes from the committed state. A transactional outbox (outputs stored
+  with the state and sent after the conditional write) would close this; it is not built.
 
 ``apply`` must not leave its state changed when it raises (validate first, then mutate).
 Measurements go to Powertools metrics (``<stage>_compute_us`` per record and counts per batch)
@@ -218,6 +228,7 @@ class StageStats:
     outputs: int = 0
     events: int = 0
     stale_cache: int = 0  # cached states found behind their snapshot (and reloaded from it)
+    reseeded: int = 0  # snapshots found behind (or without) their cached state, rewritten from it
     # the latest per-record compute times (bounded: a warm container may live for millions)
     compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
@@ -276,6 +287,7 @@ class _Group:
     events: list[tuple[int, BaseModel]] = field(default_factory=list)
     changed: bool = False
     warm: bool = False  # loaded from the snapshot on a cache miss: write it back to the cache
+    reseed: bool = False  # the snapshot lost writes the cache holds: rewrite it from the cache
     failed_from: int | None = None  # index of the first unprocessed item after a failure
 
     def fail(self, index: int = 0) -> None:
@@ -396,7 +408,7 @@ class KinesisStageRunner(Generic[S, In]):
                 g.fail(0)
             return
         try:
-            blobs = self._drop_stale(symbols, blobs)
+            blobs, reseed = self._drop_stale(symbols, blobs)
         except InfrastructureError as exc:
             log.warning("stage %s: snapshot versions unreadable, failing %d symbols: %s",
                         self.step.name, len(symbols), exc)
@@ -410,17 +422,29 @@ class KinesisStageRunner(Generic[S, In]):
             except (InfrastructureError, StateError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
+                continue
+            if symbol in reseed:  # write the cached state over the snapshot that lost it
+                group.version, group.reseed = reseed[symbol], True
 
-    def _drop_stale(self, symbols: list[str], blobs: list[bytes | None]) -> list[bytes | None]:
-        """``blobs`` with every cached state older than its snapshot replaced by ``None`` (a miss).
+    def _drop_stale(
+        self, symbols: list[str], blobs: list[bytes | None]
+    ) -> tuple[list[bytes | None], dict[str, int]]:
+        """``blobs`` with every cached state older than its snapshot replaced by ``None`` (a miss),
+        and the stored version of every snapshot found *behind* its cached state.
 
         The cache can fall behind the snapshots — a write-back that failed after the snapshot was
         written, a cache failover that lost the newest writes. Computing from such a state would
         emit wrong outputs before the snapshot's version check caught it, so the cached versions
         are checked first, with one consistent read of the snapshots' versions per batch.
+
+        The cache is written only after its snapshot, so a cached version *above* the stored one
+        means the snapshots lost writes (an item deleted, the table restored from an older
+        backup). The cached state was committed once and is the newest there is: it is kept and
+        written over the snapshot (logged as an error and counted as ``<stage>_snapshot_reseeded``)
+        instead of the symbol silently starting over.
         """
         if self.snapshots is None:
-            return blobs
+            return blobs, {}
         cached = {}
         for symbol, blob in zip(symbols, blobs, strict=True):
             if blob is not None:
@@ -429,16 +453,22 @@ class KinesisStageRunner(Generic[S, In]):
                 except Exception:  # an unreadable entry is repaired from the snapshot in _load_one
                     continue
         if not cached:
-            return blobs
+            return blobs, {}
         keys = [{"pk": self.step.name, "sk": symbol} for symbol in cached]
         stored = dict(zip(cached, self.snapshots.get_versions(self.snapshot_table, keys), strict=True))
-        stale = {symbol for symbol, version in cached.items() if version != stored[symbol]}
+        stale = {symbol for symbol, version in cached.items() if version < stored[symbol]}
+        reseed = {symbol: stored[symbol] for symbol, version in cached.items() if version > stored[symbol]}
+        if reseed:
+            log.error("stage %s: snapshots of %s are behind their cached state (lost writes?); rewriting them "
+                      "from the cache", self.step.name, sorted(reseed))
+            self.stats.reseeded += len(reseed)
+            self._count("snapshot_reseeded", len(reseed))
         if not stale:
-            return blobs
+            return blobs, reseed
         log.warning("stage %s: cached state of %s behind its snapshot; reloading", self.step.name, sorted(stale))
         self.stats.stale_cache += len(stale)
         self._count("stale_cache", len(stale))
-        return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)]
+        return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)], reseed
 
     def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool]:
         """(state, version, loaded_from_snapshot) of one symbol."""
@@ -507,7 +537,7 @@ class KinesisStageRunner(Generic[S, In]):
         if self.events is not None and with_events:
             self.stats.events += self._publish("events", self.events.publish, [(g, g.events) for g in with_events])
 
-        to_write = {s: g for s, g in groups.items() if g.changed}
+        to_write = {s: g for s, g in groups.items() if g.changed or (g.reseed and g.failed_from is None)}
         dumped: dict[str, bytes] = {}
         for symbol, group in list(to_write.items()):
             try:
