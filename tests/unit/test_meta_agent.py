@@ -430,3 +430,17 @@ def test_bandit_feedback_with_an_undrawn_held_agent_is_refused() -> None:
     with pytest.raises(InvalidMessageError, match="feedback='bandit' with context='probability'"):
         MetaAgentConfig.create(feedback="bandit", context="probability", mode="select")
     MetaAgentConfig.create(feedback="bandit", context="probability", mode="blend")
+
+
+def test_bandit_feedback_skips_a_bar_whose_draw_probability_an_old_state_did_not_keep() -> None:
+    prices, regimes, targets = path(40, seed=2)
+    step = MetaAgentStep(MetaAgentConfig.create(feedback="bandit", min_regime_rounds=5))
+    state, _ = run(step, prices[:30], regimes, targets)
+    old = MetaAgentState.from_dict({k: v for k, v in state.to_dict().items() if k != "arm_probability"})
+    assert old.arm_probability is None
+    old.learners[GLOBAL].log_weights_ = np.array([0.0, -1000.0, 0.0, 0.0])  # p = 0 for arm 1
+    old.arm = 1
+    rounds = {k: learner.t_ for k, learner in old.learners.items()}
+    new, decision = step.decide(old, market(30, prices[30], regimes[30]), targets[30])
+    assert {k: learner.t_ for k, learner in new.learners.items() if k in rounds} == rounds  # nothing learnt
+    assert decision.intent is not None and new.arm_probability is not None  # and kept from now on

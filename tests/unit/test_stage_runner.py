@@ -299,6 +299,16 @@ def test_a_snapshot_behind_its_cached_state_is_rewritten_from_the_cache_not_rest
     assert world.runner.stats.reseeded == 1 and world.state("AAA")[1]["count"] == 5
 
 
+def test_a_snapshot_behind_its_cached_state_is_rewritten_even_by_a_batch_of_duplicates(world):
+    world.runner.process(event_of(interleaved(3)))
+    del world.snapshots.tables["stage-state"][("tally", "AAA")]
+    assert failures(world.runner.process(event_of([("AAA", bar_json("AAA", 2))], first_seq=5000))) == []
+    assert world.runner.stats.duplicates == 1 and world.runner.stats.applied == 6
+    stored = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    assert stored is not None and json.loads(stored["state"])["count"] == 3
+    assert stored["version"] == world.state("AAA")[0]
+
+
 def test_a_writer_that_races_past_the_version_check_loses_the_put_and_the_retry_reloads(world):
     world.runner.process(event_of(interleaved(2)))
     check = world.snapshots.get_versions
@@ -472,3 +482,23 @@ def test_sqs_sender_fault_on_an_output_dead_letters_its_input(world):
     assert 2 not in counts and set(counts) == {1, 3}  # 1 and 3 resent while splitting: harmless
     assert [r["kinesis"]["sequenceNumber"] for r, _, _ in world.dlq.letters] == ["1001"]
     assert "InvalidParameterValue: too long" in world.dlq.reasons[0]
+
+
+def test_a_reseed_that_loses_a_race_keeps_the_cached_state_for_the_retry(world):
+    """After lost snapshot writes the cache may hold the only copy of the newest state: losing
+    the reseed's conditional write must not drop it."""
+    world.runner.process(event_of(interleaved(3)))
+    table = world.snapshots.tables["stage-state"]
+    del table[("tally", "AAA")]
+    put = world.snapshots.put_item
+
+    def racing(name, item, *, expected_version=None):  # another container writes first, once
+        world.snapshots.put_item = put
+        put(name, {**item, "version": 1, "state": json.dumps({"symbol": "AAA", "last": 0, "count": 0,
+                                                               "total": 0.0}).encode()}, expected_version=0)
+        return put(name, item, expected_version=expected_version)
+
+    world.snapshots.put_item = racing
+    event = event_of([("AAA", bar_json("AAA", 3))], first_seq=5000)
+    assert failures(world.runner.process(event)) == ["5000"]
+    assert "tally:AAA" in world.cache.data and world.state("AAA")[1]["count"] == 3

@@ -74,8 +74,9 @@ REAL: tuple[tuple[str, str], ...] = (
     ("arch:nasdaq", "NASDAQ"),
     ("shared:btcusd_1h", "BTC-USD hourly"),
 )
-NAMED_SOURCES = ("arch:", "shared:", "synth:")
-"""Data specs that name their source; any other training input is a bars file (a path)."""
+FIXED_SOURCES = ("arch:", "synth:")
+"""Data specs whose bars their name fixes (a bundled series, a seeded generator); a ``shared:``
+file or a path may hold any series."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
     cases = [Case(spec, title) for spec, title in SYNTHETIC[split]]
-    files = [f for f in trained_on if not f.startswith(NAMED_SOURCES)]
+    files = [f for f in trained_on if not f.startswith(FIXED_SOURCES)]
     for spec, name in REAL:
         recorded = windows.get(spec)
         window = (recorded or {}).get(split)

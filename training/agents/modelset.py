@@ -18,7 +18,6 @@ from ensemble_trader.domain.agents import (
     AgentEntry,
     AgentManifest,
     ArtifactRef,
-    content_version,
     sha256_file,
 )
 from ensemble_trader.domain.errors import ModelArtifactError
@@ -45,17 +44,15 @@ def write_model_set(
     fused = None
     if fused_file is not None:
         fused = ArtifactRef(file=fused_file, sha256=sha256_file(out_dir / fused_file))
-    hashes = [e.sha256 for e in entries.values()] + ([fused.sha256] if fused else [])
     manifest = AgentManifest(
-        version=content_version(
-            hashes, {n: e.no_trade_band for n, e in entries.items()}, {n: e.leverage for n, e in entries.items()}
-        ),
+        version="pending",  # replaced by the content's version below
         created=created or datetime.now(UTC).replace(microsecond=0),
         feature_names=tuple(feature_names),
         agents=entries,
         fused=fused,
         training=dict(training or {}),
     )
+    manifest = manifest.model_copy(update={"version": manifest.content_version()})
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
     (out_dir / MANIFEST_FILE).write_text(text, encoding="utf-8")
     return manifest

@@ -141,14 +141,14 @@ def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, p
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ensemble_trader.backtest.engine import asset_returns, strategy_returns
+    from ensemble_trader.backtest.engine import asset_returns, period_regimes, strategy_returns
 
     r = asset_returns(prepared.close)
     ts = prepared.timestamp[1:]
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
     colours = {"BULL": "#d8f0d8", "BEAR": "#f6d5d5", "SIDEWAYS": "#eeeeee", "VOLATILE": "#f7e6c4"}
     if prepared.regimes is not None:
-        labels = prepared.regimes[1:]
+        labels = period_regimes(prepared.regimes)  # the period ending at ts[k], as in the tables
         start = 0
         for i in range(1, len(labels) + 1):
             if i == len(labels) or labels[i] != labels[start]:

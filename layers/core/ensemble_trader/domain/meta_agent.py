@@ -873,6 +873,8 @@ class MetaAgentStep:
         """Update the global learner and the regime's. With bandit feedback both see the played
         arm's reward, importance-weighted by the probability it was *drawn* with (one learner
         drew it; the other's own probability of it may differ, or be 0)."""
+        if self.config.feedback == "bandit" and probability is None:
+            return  # a state written before the probability was kept: its weight is unknown
         keys = [GLOBAL] if self.config.context == "global" else [GLOBAL, regime]
         for key in keys:
             learner = self._writable(new, copied, key)

@@ -560,7 +560,8 @@ class KinesisStageRunner(Generic[S, In]):
                     self.snapshots.put_item(self.snapshot_table, item, expected_version=group.version)
                 except ConcurrencyError as exc:
                     log.warning("stage %s: snapshot of %s lost a race: %s", step.name, symbol, exc)
-                    self._drop_cached(symbol)
+                    if not group.reseed:  # a reseeded entry may be the only copy of its state:
+                        self._drop_cached(symbol)  # the retry compares the versions again
                     group.fail(0)
                     del to_write[symbol]
                 except InfrastructureError as exc:
