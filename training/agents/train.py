@@ -639,14 +639,14 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
 
     trained: dict[str, TrainedAgent] = {}
     seconds: dict[str, float] = {}
+    selected_on: dict[str, list[str]] = {}
     for agent in config.agents:
         chosen = agent_training_data(agent, sources, config)
         train = [s.train for s in chosen if s.train is not None]
-        if separate_validation:  # the same per-agent choice among the validation channel's files
-            validation = [s.validation for s in agent_training_data(agent, val_sources, config)
-                          if s.validation is not None]
-        else:
-            validation = [s.validation for s in chosen if s.validation is not None]
+        # with a validation channel, the same per-agent choice among its files
+        judged = agent_training_data(agent, val_sources, config) if separate_validation else chosen
+        validation = [s.validation for s in judged if s.validation is not None]
+        selected_on[agent] = [s.spec for s in judged if s.validation is not None]
         candidates = []
         own = config.for_agent(agent)
         for k in range(own.n_seeds):
@@ -687,6 +687,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         "data_sha256": data_hash(sources + val_sources),
         "windows": {s.spec: s.windows for s in sources + val_sources},
         "agent_data": {a: [s.spec for s in agent_training_data(a, sources, config)] for a in trained},
+        "agent_validation_data": {a: selected_on[a] for a in trained},
         "seed": config.seed,
         "quick": config.quick,
         "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},
