@@ -50,6 +50,8 @@ def test_quick_training_writes_a_verified_model_set(quick_set):
     # walk-forward: validation starts after training ends, test after validation
     for windows in training["windows"].values():
         assert windows["train"][1] < windows["validation"][0] <= windows["validation"][1] < windows["test"][0]
+    # each agent is selected on the validation windows of the series it trains on
+    assert training["agent_validation_data"] == training["agent_data"]
     for name in AGENT_NAMES:
         entry = manifest.agents[name]
         assert entry.reward["name"] == name
