@@ -305,9 +305,10 @@ def evaluate(
 
     M is ``{"overall": metrics, "by_regime": {regime: metrics}}`` as in
     :func:`ensemble_trader.backtest.engine.summarise`, by the regime the detector reported when
-    each period's position was taken (:func:`~ensemble_trader.backtest.engine.period_regimes`). ``target`` checks the issue's goal against the best single agent
-    (by Sharpe): ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``; ``margin_se`` is
-    the standard error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`).
+    each period's position was taken (:func:`~ensemble_trader.backtest.engine.period_regimes`).
+    ``target`` checks the issue's goal against the best single agent (by Sharpe):
+    ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``; ``margin_se`` is the standard
+    error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`).
     """
     costs = costs or CostModel()
     run, i0, r, ppy = _window(run, start, end)
