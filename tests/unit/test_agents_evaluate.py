@@ -17,9 +17,11 @@ from training.agents.evaluate import (
     ROBUSTNESS_FIRST_SEED,
     SYNTHETIC,
     Case,
+    calendar_slices,
     format_reversion,
     main,
     sideways_reversion,
+    slice_checks,
     specialty_checks,
     suite_cases,
     validation_score,
@@ -292,3 +294,42 @@ def test_reversion_report_needs_sideways_periods():
                               ("some", sideways_reversion(_series(-0.4, ["SIDEWAYS"]), np.zeros(4000), CostModel()))])
     lines = table.splitlines()
     assert len(lines) == 4 and "| none here | none |" in lines[2] and lines[3].startswith("| some | 3999 (100%) | -0.")
+
+
+def test_calendar_slices_cut_at_each_new_year_or_month():
+    ts = np.array(["2015-12-30", "2015-12-31", "2016-01-04", "2016-02-01"], dtype="datetime64[ns]")
+    assert calendar_slices(ts, "Y") == [("2015", 0, 2), ("2016", 2, 4)]
+    assert calendar_slices(ts, "M") == [("2015-12", 0, 2), ("2016-01", 2, 3), ("2016-02", 3, 4)]
+    assert calendar_slices(ts[:0], "Y") == []
+
+
+def test_slices_of_one_run_compound_to_the_whole_window():
+    """Each slice enters with the position held (buy-and-hold invested), so the slices' returns
+    compound to the whole window's: no trade is charged twice or forgotten at a boundary."""
+    data = _series(-0.2, ["BULL", "SIDEWAYS", "BEAR", "VOLATILE"], n=1200)
+    rng = np.random.default_rng(5)
+    paths = np.column_stack([np.round(rng.uniform(-1, 1, 1200), 1) for _ in range(4)])
+    names = ("conservative", "aggressive", "balanced", "contrarian")
+    costs = CostModel()
+    whole = evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(names)}, costs)
+    slices = slice_checks(data, paths, names, costs)
+    assert [label for label, _, _ in slices] == ["2020", "2021", "2022", "2023"]  # 2023: 104 bars
+    assert sum(periods for _, periods, _ in slices) == 1199
+    parts = [evaluate_agents(
+        PreparedSeries("TEST", data.timestamp[a:min(b + 1, 1200)], data.close[a:min(b + 1, 1200)],
+                       data.features[a:min(b + 1, 1200)], data.regimes[a:min(b + 1, 1200)]),
+        {n: paths[a:min(b + 1, 1200), i] for i, n in enumerate(names)}, costs,
+        None if a == 0 else {"buy_and_hold": 1.0, **{n: paths[a - 1, i] for i, n in enumerate(names)}})
+        for _, a, b in calendar_slices(data.timestamp, "Y")]
+    for name in names:
+        compounded = np.prod([1 + p["agents"][name]["overall"]["total_return"] for p in parts]) - 1
+        assert compounded == pytest.approx(whole["agents"][name]["overall"]["total_return"], rel=1e-12)
+    held = np.prod([1 + p["baselines"]["buy_and_hold"]["overall"]["total_return"] for p in parts]) - 1
+    assert held == pytest.approx(whole["baselines"]["buy_and_hold"]["overall"]["total_return"], rel=1e-12)
+    assert all(set(checks) == set(names) for _, _, checks in slices)
+
+
+def test_by_period_is_a_report_of_its_own(capsys):
+    with pytest.raises(SystemExit):
+        main(["--by-period", "--robustness", "3"])
+    assert "--by-period is a report of its own" in capsys.readouterr().err

@@ -23,10 +23,11 @@ move, :func:`sideways_reversion`), then each data set's tables:
   synthetic paths with seeds reserved for validation (2022, 2023). Test data is never read.
 
 ``--robustness N`` runs the synthetic checks over N more paths per preset with the split's own
-seeds (a report on the test split); ``--split validation --score N`` prints each agent's
-validation score, the number candidates are chosen by: the real validation windows passed plus
-the synthetic checks' pass rates over N validation paths per preset (one path decides a check by
-a coin toss).
+seeds (a report on the test split); ``--by-period`` the real series' checks per calendar year
+(per month for intraday bars), from one run over each window; ``--split validation --score N``
+prints each agent's validation score, the number candidates are chosen by: the real validation
+windows passed plus the synthetic checks' pass rates over N validation paths per preset (one
+path decides a check by a coin toss).
 """
 
 from __future__ import annotations
@@ -303,6 +304,79 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     return "\n".join(lines + [f"### Specialty checks ({heading})\n"] + summary + ["\n### Tables"] + details) + "\n"
 
 
+MIN_SLICE_PERIODS = 20
+"""Calendar slices with fewer periods are left out of :func:`by_period` (too few to judge)."""
+
+
+def calendar_slices(timestamp: np.ndarray, unit: str) -> list[tuple[str, int, int]]:
+    """``(label, first, end)`` of each calendar year (``unit="Y"``) or month (``"M"``) of
+    ``timestamp``: the bars ``first .. end - 1`` fall in it."""
+    keys = np.asarray(timestamp).astype(f"datetime64[{unit}]")
+    if keys.size == 0:
+        return []
+    change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [keys.size]))
+    return [(str(keys[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def slice_checks(data: PreparedSeries, paths: np.ndarray, names: Sequence[str],
+                 costs: CostModel) -> list[tuple[str, int, dict[str, dict[str, Any]]]]:
+    """The specialty checks on each calendar year of ``data`` (each month for intraday bars),
+    from one run over the whole window (``paths``: (n, A) positions): ``(label, periods,
+    checks)``. A slice's periods are those decided at its bars (the last one ends at the next
+    slice's first bar); every path enters it with the position it held, buy-and-hold invested."""
+    unit = "Y" if data.periods_per_year < 400 else "M"
+    out = []
+    n = len(data.timestamp)
+    for label, first, end in calendar_slices(data.timestamp, unit):
+        hi = min(end + 1, n)
+        if hi - first - 1 < MIN_SLICE_PERIODS:
+            continue
+        part = PreparedSeries(data.symbol, data.timestamp[first:hi], data.close[first:hi], data.features[first:hi],
+                              None if data.regimes is None else data.regimes[first:hi])
+        before = None if first == 0 else {
+            "buy_and_hold": 1.0, **{name: float(paths[first - 1, i]) for i, name in enumerate(names)}}
+        report = evaluate_agents(part, {name: paths[first:hi, i] for i, name in enumerate(names)}, costs, before)
+        out.append((label, hi - first - 1, specialty_checks(report)))
+    return out
+
+
+def by_period(models_dir: Path | None, costs: CostModel, split: str = "test") -> str:
+    """The specialty checks of the real series' windows of ``split``, calendar year by calendar
+    year (month by month for intraday bars): how steady a pass or a miss on the whole window is.
+    A report, never a basis for choosing."""
+    pool = AgentPool.load(models_dir)
+    training = pool.manifest.training
+    trained_on = [*training.get("data", []), *training.get("validation_data", [])]
+    lines = [f"Specialty checks by calendar period ({split} split, real series, detected regimes), model set "
+             f"`{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps. Each period from one run "
+             f"over the window; periods with fewer than {MIN_SLICE_PERIODS} bars are left out; n/a: the "
+             f"regime does not occur.\n",
+             "| data | period | periods | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 3) + "|"]
+    totals: dict[str, list[int]] = {name: [0, 0] for name in pool.names}
+    for case in suite_cases(split, training.get("windows", {}), trained_on):
+        if case.spec.startswith("synth:") or case.skip is not None:
+            continue
+        try:
+            prepared, _ = case_data(case)
+        except DataError as exc:
+            lines.append(f"| {case.title} | not run: {exc} | | " + " | ".join("" for _ in pool.names) + " |")
+            continue
+        paths = run_pool(pool, prepared.features)
+        for label, periods, checks in slice_checks(prepared, paths, pool.names, costs):
+            cells = []
+            for name in pool.names:
+                ok, gap = checks[name]["passed"], checks[name]["shortfall"]
+                cells.append("n/a" if ok is None else "pass" if ok else f"**miss** ({gap:.2f})")
+                totals[name][0] += ok is True
+                totals[name][1] += ok is not None
+            lines.append(f"| {case.title.split(' test window')[0].split(' validation window')[0]} | {label} | "
+                         f"{periods} | " + " | ".join(cells) + " |")
+    lines.append("| **all** | | | " + " | ".join(f"**{ok}/{seen}**" for ok, seen in totals.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 PRESETS = ("realistic", "mean_reverting")
 """The synthetic presets of the extra paths."""
 ROBUSTNESS_FIRST_SEED: dict[str, int] = {"test": 3001, "validation": 4001}
@@ -491,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slippage-bps", type=float, default=2.0)
     parser.add_argument("--bands", default=None, metavar="B1,B2,...",
                         help="choose each agent's no-trade band among these on the validation split")
+    parser.add_argument("--by-period", action="store_true",
+                        help="the checks on the real series, calendar year by year (month by month for intraday bars)")
     parser.add_argument("--robustness", type=int, default=None, metavar="N",
                         help="the checks over N more synthetic paths per preset, with the split's seeds")
     parser.add_argument("--score", type=int, default=None, metavar="N",
@@ -506,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.bands is None:
             print(validation_score(args.models, args.score, costs))
             return 0
+    if args.by_period:
+        if args.robustness is not None or args.bands is not None or args.score is not None:
+            parser.error("--by-period is a report of its own: not with --robustness, --bands or --score")
+        print(by_period(args.models, costs, split=args.split))
+        return 0
     if args.robustness is not None:
         if not 1 <= args.robustness <= MAX_ROBUSTNESS_PATHS or args.bands is not None:
             parser.error(f"--robustness takes a number of paths in [1, {MAX_ROBUSTNESS_PATHS}], and not with --bands")

@@ -257,11 +257,14 @@ def evaluate_agents(
     prepared: PreparedSeries,
     positions: Mapping[str, np.ndarray],
     costs: CostModel,
+    initial_positions: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Report of each named position path plus buy-and-hold and cash on ``prepared``.
 
     ``positions[name]`` holds one target per bar (n,); the last bar's target earns nothing (there
-    is no next bar), so the periods are the first ``n - 1``. Shape of the result::
+    is no next bar), so the periods are the first ``n - 1``. ``initial_positions`` (by name, and
+    ``"buy_and_hold"``) are the positions held before the first bar, for a slice of a longer run
+    (default: flat, so the first trade pays its cost). Shape of the result::
 
         {"agents": {name: {"overall": M, "by_regime": {...}}},
          "baselines": {"buy_and_hold": {...}, "cash": {...}}}
@@ -269,12 +272,15 @@ def evaluate_agents(
     r = asset_returns(prepared.close)
     ppy = prepared.periods_per_year
     regimes = period_regimes(prepared.regimes) if prepared.regimes is not None else None
+    before = dict(initial_positions or {})
     report: dict[str, Any] = {"agents": {}, "baselines": {}}
     for name, path in positions.items():
         p = np.asarray(path, dtype=np.float64)[:-1]
-        report["agents"][name] = summarise(strategy_returns(p, r, costs), p, ppy, regimes)
+        p0 = float(before.get(name, 0.0))
+        report["agents"][name] = summarise(strategy_returns(p, r, costs, p0), p, ppy, regimes, p0)
     hold = np.ones_like(r)
-    report["baselines"]["buy_and_hold"] = summarise(strategy_returns(hold, r, costs), hold, ppy, regimes)
+    h0 = float(before.get("buy_and_hold", 0.0))
+    report["baselines"]["buy_and_hold"] = summarise(strategy_returns(hold, r, costs, h0), hold, ppy, regimes, h0)
     flat = np.zeros_like(r)
     report["baselines"]["cash"] = summarise(flat, flat, ppy, regimes)
     return report
