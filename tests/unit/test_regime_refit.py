@@ -56,6 +56,11 @@ def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(s
     assert registry.pinned_version(store, "SYNB") == out["symbols"]["SYNB"]["version"]
     assert registry.pinned_version(store) == out["version"]
     assert sorted((e.symbol_model or "", e.previous) for e in bus.events) == [("", default.version), ("SYNB", own.version)]
+    # a published refit says what it was fitted on: the rows' time range and a hash of them
+    info = registry.load_version(store, out["version"]).info
+    assert info["symbols"] == ["SYNA"] and info["refit_of"] == default.version and info["n_samples"] == 340
+    first, last = info["training_window"]
+    assert first < last and first.startswith("20") and len(info["training_data_hash"]) == 64 and info["created"]
 
 
 def test_every_symbol_pinned_refits_no_shared_model_and_a_broken_pin_publishes_nothing(setup, shifted_regime_model):

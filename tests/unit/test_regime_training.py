@@ -151,3 +151,33 @@ def test_sagemaker_entry_point_reports_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SM_HPS", "{not json")
     assert train.sagemaker_main() == 1
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_refit_on_a_calm_stretch_keeps_the_states_it_hardly_sees():
+    """400 calm S&P 500 days (2016-06 .. 2017-12) hardly visit the committed model's VOLATILE and
+    BEAR states: re-estimated from a few rows they would collapse onto them (variance on the
+    floor) and a one-day state could be named BULL. They keep their parameters and the states
+    their names, and the refit model still labels BULL days on the 2015-2018 window."""
+    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.runtime.settings import get_settings
+
+    model = RegimeModel.load(get_settings().models_dir / "regime")
+    series = load_bars("arch:sp500")[0]
+    fm = compute_features(series)
+    cols = [FEATURE_NAMES.index(n) for n in model.feature_names]
+    ts = series.timestamp.astype("datetime64[D]")
+    calm = fm.ready & (ts >= np.datetime64("2016-06-01")) & (ts < np.datetime64("2018-01-01"))
+    result = refit(model, fm.values[calm][:, cols], fm.column("ret_1")[calm], fm.column("range_vol_1")[calm])
+    new = result.model
+    gamma, _, _ = forward_backward(new.log_emission_matrix(new.transform(fm.values[calm][:, cols])),
+                                   new.start_prob, new.transmat)
+    thin = gamma.mean(axis=0) < 0.01
+    assert thin.any()  # the stretch does leave states unvisited
+    np.testing.assert_array_equal(new.means[thin], model.means[thin])
+    np.testing.assert_array_equal(new.covariances[thin], model.covariances[thin])
+    assert new.state_regimes == model.state_regimes
+    assert min(np.min(np.diagonal(c)) if c.ndim == 2 else np.min(c) for c in new.covariances) > 2e-3
+    labels = RegimeDetector(new).label_matrix(fm.values, FEATURE_NAMES, observed=fm.ready)
+    window = fm.ready & (ts >= np.datetime64("2015-01-01")) & (ts < np.datetime64("2019-01-01"))
+    bull = REGIMES.index(Regime.BULL)
+    assert np.mean(labels.regime[window] == bull) > 0.1

@@ -140,6 +140,7 @@ def refit(
     transition_floor: float = 1e-6,
     min_covariance: float = 1e-3,
     min_share: float = 0.03,
+    min_state_share: float = 0.01,
     info: dict | None = None,
 ) -> RefitResult:
     """Refine ``model`` on ``raw`` rows (model feature order) by Baum-Welch from its parameters.
@@ -147,6 +148,9 @@ def refit(
     ``sequences`` are the lengths of consecutive independent sequences (e.g. one per symbol;
     default: one). The standardisation of the features is kept, so the refined model reads the
     same inputs. States are renamed with :func:`label_states` on ``ret_1`` / ``range_vol_1``.
+    A state holding less than ``min_state_share`` of the rows keeps its parameters (and its
+    transition row): EM would otherwise collapse it onto those few rows. The states are renamed
+    only when each holds at least ``min_share`` of the rows; otherwise the names stay.
     """
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2 or raw.shape[1] != model.n_features:
@@ -180,9 +184,15 @@ def refit(
         if first is None:
             first = loglik
         weight = gamma.sum(axis=0)
-        transmat = floor_stochastic(xi / np.maximum(xi.sum(axis=1, keepdims=True), 1e-300), transition_floor)
-        means = (gamma.T @ z) / np.maximum(weight[:, None], 1e-300)
+        # a state with too little weight keeps its parameters: re-estimated from a handful of rows
+        # it would collapse onto them (variance on the floor, a name read off a few returns)
+        thin = weight < min_state_share * len(z)
+        fitted = floor_stochastic(xi / np.maximum(xi.sum(axis=1, keepdims=True), 1e-300), transition_floor)
+        transmat = np.where(thin[:, None], transmat, fitted)
+        means = np.where(thin[:, None], means, (gamma.T @ z) / np.maximum(weight[:, None], 1e-300))
         for s in range(k):
+            if thin[s]:
+                continue
             diff = z - means[s]
             if full:
                 covs[s] = (gamma[:, s, None] * diff).T @ diff / max(weight[s], 1e-300) + min_covariance * np.eye(d)
@@ -200,7 +210,9 @@ def refit(
     ]
     posterior = np.concatenate([g for g, _, _ in passes])
     loglik = float(sum(ll for _, _, ll in passes))  # of the returned parameters, not the last E-step's
-    names = label_states(*state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1)), min_share)
+    drift, vol, share = state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1))
+    # rename only when every state is well represented; otherwise the names stay
+    names = label_states(drift, vol, share, min_share) if share.min() >= min_share else model.state_regimes
     refined = RegimeModel(
         model.features,
         start,
