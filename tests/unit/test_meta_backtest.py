@@ -240,3 +240,22 @@ def test_backtest_cli_refuses_bad_meta_options(argv, message, capsys) -> None:
         main(["backtest", "--bars", "synth:easy:1:200", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_backtest_json_is_the_issue_contract(tmp_path, capsys) -> None:
+    """``--json``: {"ensemble": M, "agents": {name: M}, "buy_and_hold": M, "regret": {...}} with M
+    the metrics themselves; the per-regime metrics under ``by_regime``; report.json the same."""
+    from ensemble_trader.backtest.metrics import METRIC_NAMES
+    from ensemble_trader.cli import main
+
+    assert main(["backtest", "--bars", "synth:realistic:7:700", "--json", "--out", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) >= {"ensemble", "agents", "buy_and_hold", "regret", "by_regime", "target", "run"}
+    assert set(printed["ensemble"]) == set(METRIC_NAMES) == set(printed["buy_and_hold"])
+    assert all(set(m) == set(METRIC_NAMES) for m in printed["agents"].values())
+    assert set(printed["by_regime"]) == {"ensemble", "agents", "buy_and_hold"}
+    assert set(printed["by_regime"]["agents"]) == set(printed["agents"])
+    for regime, m in printed["by_regime"]["ensemble"].items():
+        assert regime in {r.value for r in Regime} and set(m) == set(METRIC_NAMES)
+    assert printed["target"]["ensemble_sharpe"] == printed["ensemble"]["sharpe"]
+    assert json.loads((tmp_path / "report.json").read_text()) == printed

@@ -203,7 +203,10 @@ def prepare(
     if regimes is not None and len(regimes) != len(series):
         raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
     if np.count_nonzero(mask) < 2:
-        raise DataError(f"{series.symbol}: fewer than two warm bars in [{start}, {end})")
+        raise DataError(
+            f"{series.symbol}: fewer than two warm bars in [{start}, {end}): its bars run from "
+            f"{str(ts[0])[:19]} to {str(ts[-1])[:19]}" if len(ts) else f"{series.symbol}: no bars"
+        )
     return PreparedSeries(
         symbol=series.symbol,
         timestamp=ts[mask],

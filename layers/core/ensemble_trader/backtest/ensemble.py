@@ -250,7 +250,11 @@ def first_index(pipeline: PipelineRun, start: str | None) -> int:
         mask &= pipeline.timestamp >= np.datetime64(start, "ns")
     idx = np.flatnonzero(mask)
     if idx.size < 2:
-        raise DataError(f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}")
+        ts = pipeline.timestamp
+        raise DataError(
+            f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}: its bars run "
+            f"from {str(ts[0])[:19]} to {str(ts[-1])[:19]}" if len(ts) else f"{pipeline.symbol}: no bars"
+        )
     return int(idx[0])
 
 
@@ -268,6 +272,22 @@ def _ledger(run: EnsembleRun, i0: int) -> RegretLedger:
         if not np.isnan(run.meta_rewards[t]):
             ledger.add(regimes[t - 1], run.agent_rewards[t], float(run.meta_rewards[t]))
     return ledger
+
+
+def as_json(result: dict[str, Any]) -> dict[str, Any]:
+    """The backtest's JSON object (``ensemble-trader backtest --json`` and ``report.json``):
+    ``{"ensemble": M, "agents": {name: M}, "buy_and_hold": M, "regret": {...}, "by_regime":
+    {"ensemble": {regime: M}, "agents": {name: {regime: M}}, "buy_and_hold": {regime: M}},
+    "target": {...}, "run": {...}}`` (and ``policies`` with ``--compare``), M the metrics of the
+    whole window — the shape of :func:`evaluate`'s result with each strategy's per-regime
+    metrics gathered under ``by_regime``."""
+    strategies = {"ensemble": result["ensemble"], "buy_and_hold": result["buy_and_hold"]}
+    out = {k: v for k, v in result.items() if k not in ("ensemble", "agents", "buy_and_hold")}
+    out |= {name: block["overall"] for name, block in strategies.items()}
+    out["agents"] = {name: block["overall"] for name, block in result["agents"].items()}
+    out["by_regime"] = {name: block["by_regime"] for name, block in strategies.items()} | {
+        "agents": {name: block["by_regime"] for name, block in result["agents"].items()}}
+    return out
 
 
 def sharpe_goal(best_sharpe: float) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
-from ensemble_trader.backtest.ensemble import EnsembleRun, switches_from
+from ensemble_trader.backtest.ensemble import EnsembleRun, as_json, switches_from
 from ensemble_trader.domain.models import REGIMES
 
 REGIME_COLOURS = {"BULL": "#2ca02c", "BEAR": "#d62728", "SIDEWAYS": "#7f7f7f", "VOLATILE": "#ff7f0e"}
@@ -309,5 +309,5 @@ def write_report(run: EnsembleRun, result: dict[str, Any], out_dir: str | Path,
     page = render_html(run, result, costs or CostModel())
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")
-    (folder / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
+    (folder / "report.json").write_text(json.dumps(as_json(result), indent=2, sort_keys=True), encoding="utf-8")
     return path

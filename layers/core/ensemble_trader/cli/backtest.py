@@ -102,7 +102,14 @@ def _print_table(result: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ensemble_trader.backtest.engine import CostModel
-    from ensemble_trader.backtest.ensemble import compare_policies, evaluate, run_meta, run_pipeline, until
+    from ensemble_trader.backtest.ensemble import (
+        as_json,
+        compare_policies,
+        evaluate,
+        run_meta,
+        run_pipeline,
+        until,
+    )
     from ensemble_trader.backtest.report import write_report
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
@@ -144,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         if not args.json:
             _print_table(result)
     if args.json:
-        single = next(iter(results.values())) if len(results) == 1 else results
+        shaped = {symbol: as_json(result) for symbol, result in results.items()}
+        single = next(iter(shaped.values())) if len(shaped) == 1 else shaped
         print(json.dumps(single, indent=2, sort_keys=True))
     return 0
 
