@@ -280,6 +280,20 @@ def test_stale_intent_is_rejected():
     assert out.rejections[0]["reason"] == RejectReason.STALE_INTENT.value
 
 
+def test_an_intent_dated_ahead_of_the_clock_is_refused_and_leaves_the_symbol_usable():
+    """Its price would become the newest mark and every genuine intent after it would be stale."""
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(5, 0.1, 100.0))
+    ahead = (WALL - T0).days + 3650
+    out = rig.router.handle(intent(ahead, 0.5, 100.0))
+    assert out.rejections[0]["reason"] == RejectReason.FUTURE_INTENT.value and not out.orders
+    assert "ahead of the clock" in out.rejections[0]["message"]
+    assert rig.store.load_risk_state().marks["SPX"].timestamp == T0 + timedelta(days=5)
+    later = rig.router.handle(intent(6, 0.0, 101.0))
+    assert not later.rejections and later.orders and later.orders[0]["side"] == "SELL"
+
+
 def test_a_batch_reads_shared_state_once_and_publishes_once():
     rig = Rig()
     rig.warm()

@@ -252,6 +252,20 @@ def test_breaker_active_reducing_halted_then_next_day_recovers():
     assert s.day_start_equity == pytest.approx(95_500)
 
 
+def test_an_earlier_day_neither_resets_the_daily_loss_nor_relaxes_the_breaker():
+    """Symbols' intents interleave: one of another symbol stamped the day before must not start
+    a new day (which would reset the day's loss to the current, already lost, equity)."""
+    engine = RiskEngine(BREAKER)
+    s = RiskState()
+    d2, d3 = date(2024, 1, 3), date(2024, 1, 4)
+    engine.update_breaker(s, 100_000, d3)
+    t = engine.update_breaker(s, 94_000, d3)  # -6 % on the day: HALTED
+    assert t.current is TradingState.HALTED
+    assert engine.update_breaker(s, 94_000, d2) is None  # a late intent of another symbol
+    assert s.trading_state is TradingState.HALTED and s.day == d3
+    assert s.day_start_equity == pytest.approx(100_000) and s.losses()[0] == pytest.approx(0.06)
+
+
 def test_losses_report_daily_loss_and_drawdown_of_the_last_equity():
     engine = RiskEngine(BREAKER)
     s = RiskState()

@@ -70,6 +70,7 @@ class RejectReason(StrEnum):
     DUPLICATE_ORDER = "DUPLICATE_ORDER"
     # Intent-level and broker-level outcomes, reported with the same codes.
     STALE_INTENT = "STALE_INTENT"
+    FUTURE_INTENT = "FUTURE_INTENT"
     MALFORMED_INTENT = "MALFORMED_INTENT"
     INTENT_CONFLICT = "INTENT_CONFLICT"
     BROKER_REJECTED = "BROKER_REJECTED"
@@ -117,6 +118,9 @@ class RiskLimits(BaseModel):
     clock: Literal["wall", "event"] = "event"
     max_intent_age_seconds: float | None = Field(
         default=None, gt=0, description="reject intents older than this (wall clock); None = off"
+    )
+    max_intent_lead_seconds: float = Field(
+        default=300.0, gt=0, description="reject intents dated further ahead of the wall clock than this"
     )
 
     @field_validator("restricted_symbols", mode="before")
@@ -399,7 +403,9 @@ class RiskEngine:
         if not math.isfinite(equity):
             raise ValueError(f"equity must be finite, got {equity!r}")
         lim = self.limits
-        new_day = state.day != today
+        # only a later day starts a new one: symbols' intents interleave, and an intent of another
+        # symbol stamped the day before must not reset the day's loss or relax the state
+        new_day = state.day is None or today > state.day
         if new_day:
             state.day = today
             state.day_start_equity = state.equity if state.equity is not None else equity

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -408,13 +408,14 @@ class OrderRouter:
         now = clock_now(self.limits, wall, intent.timestamp)
         symbol = intent.symbol
 
-        stale = self._stale_intent(intent, state, wall)
-        if stale:
-            outcome.rejections.append({"reason": RejectReason.STALE_INTENT.value, "message": stale})
+        refused = self._refused_intent(intent, state, wall)
+        if refused is not None:
+            code, message = refused
+            outcome.rejections.append({"reason": code.value, "message": message})
             events.append(
                 OrderRejected(
                     client_order_id=None, intent_id=intent.intent_id, symbol=symbol,
-                    reason_code=RejectReason.STALE_INTENT.value, message=stale, timestamp=wall,
+                    reason_code=code.value, message=message, timestamp=wall,
                 )
             )
             return
@@ -445,7 +446,7 @@ class OrderRouter:
 
         positions = {p.symbol: p for p in self.store.list_positions()}
         equity = self.equity(positions.values(), state)
-        transition = self.engine.update_breaker(state, equity, now.date())
+        transition = self.engine.update_breaker(state, equity, now.astimezone(UTC).date())
         if transition is not None:
             events.append(_breaker_event(transition, wall))
         daily_loss, drawdown = state.losses()
@@ -495,17 +496,29 @@ class OrderRouter:
 
         self.store.save_risk_state(state)
 
-    def _stale_intent(self, intent: OrderIntent, state: RiskState, wall: datetime) -> str:
+    def _refused_intent(
+        self, intent: OrderIntent, state: RiskState, wall: datetime
+    ) -> tuple[RejectReason, str] | None:
+        """Why the intent is refused before any order is planned (None: it is not).
+
+        Dated ahead of the wall clock (beyond ``max_intent_lead_seconds``): its price would become
+        the symbol's newest mark and every genuine intent after it would look stale."""
+        lead = (intent.timestamp - wall).total_seconds()
+        if lead > self.limits.max_intent_lead_seconds:
+            return RejectReason.FUTURE_INTENT, (
+                f"intent for {intent.symbol}@{intent.timestamp.isoformat()} is dated {lead:,.0f} s ahead of "
+                f"the clock (max {self.limits.max_intent_lead_seconds:,.0f} s)"
+            )
         mark = state.marks.get(intent.symbol)
         if mark is not None and intent.timestamp < mark.timestamp:
-            return (
+            return RejectReason.STALE_INTENT, (
                 f"intent for {intent.symbol}@{intent.timestamp.isoformat()} is older than the "
                 f"latest price seen ({mark.timestamp.isoformat()})"
             )
         max_age = self.limits.max_intent_age_seconds
-        if max_age is not None and (wall - intent.timestamp).total_seconds() > max_age:
-            return f"intent is {(wall - intent.timestamp).total_seconds():,.0f} s old (max {max_age:,.0f} s)"
-        return ""
+        if max_age is not None and -lead > max_age:
+            return RejectReason.STALE_INTENT, f"intent is {-lead:,.0f} s old (max {max_age:,.0f} s)"
+        return None
 
     # ------------------------------------------------------------------------------------------
     # Submission and synchronisation
