@@ -440,3 +440,20 @@ def test_merge_of_symbol_halts_is_per_symbol():
     theirs.halted_symbols["D"] = "recon d"
     merged = merge_states(base, ours, theirs)
     assert merged.halted_symbols == {"B": "recon b again", "C": "recon c", "D": "recon d"}
+
+
+def test_working_orders_that_may_never_fill_do_not_buy_room_past_the_limits():
+    """A working BUY that never executes (a submit that timed out and never arrived) must not
+    make a SELL look reducing: the limits hold for the held position as well as the potential."""
+    ref = Reference(20.0, NOW)  # order notionals within the order limit
+    # flat, with a working BUY 1,000: selling 1,000 is within the limit either way
+    assert check(order(1_000, Side.SELL, price=20.0), OrderContext(NOW, ref, 1_000.0, 0.0, held=0.0)).accepted
+    # short 1,500, with a working BUY 1,000: the SELL 1,000 "reduces" only if that BUY fills
+    decision = check(order(1_000, Side.SELL, price=20.0), OrderContext(NOW, ref, -500.0, 0.0, held=-1_500.0))
+    assert not decision.accepted and decision.reason is RejectReason.MAX_POSITION
+    assert check(order(1_000, Side.SELL, price=20.0), OrderContext(NOW, ref, -500.0, 0.0)).accepted  # held unknown: as before
+    # while REDUCING, only an order that reduces the held position too is let through
+    reducing = RiskState(trading_state=TradingState.REDUCING, state_reason="test")
+    flat_with_buy = OrderContext(NOW, ref, 1_000.0, 0.0, held=0.0)
+    assert check(order(500, Side.SELL, price=20.0), flat_with_buy, reducing).reason is RejectReason.REDUCING_ONLY
+    assert check(order(500, Side.SELL, price=20.0), OrderContext(NOW, ref, 1_000.0, 0.0, held=1_000.0), reducing).accepted

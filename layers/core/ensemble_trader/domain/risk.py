@@ -208,14 +208,19 @@ class OrderContext:
     """What the engine needs to know besides the order.
 
     ``position`` is the symbol's held quantity plus the signed remaining quantity of its working
-    orders (the potential position before this order); ``other_gross`` is the gross notional of
-    every other symbol (|potential quantity| x mark).
+    orders (the potential position before this order); ``held`` the quantity actually held (None:
+    the same). A working order may never execute (a submit that timed out and never arrived, an
+    expiry, a cancel), so the limits hold for both: an order counts as reducing only if it
+    reduces both, and the position limits apply to the larger of the two positions after it.
+    ``other_gross`` is the gross notional of every other symbol (the larger of |held| and
+    |potential| quantity, x mark).
     """
 
     now: datetime
     reference: Reference | None
     position: float
     other_gross: float
+    held: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +267,8 @@ class RiskEngine:
         lim = self.limits
         symbol = order.symbol
         signed = order.signed_quantity
-        reducing = reduces_exposure(ctx.position, signed)
+        held = ctx.position if ctx.held is None else ctx.held
+        reducing = reduces_exposure(ctx.position, signed) and reduces_exposure(held, signed)
 
         if state.kill_switch:
             return _reject(RejectReason.KILL_SWITCH, f"kill switch on: {state.kill_switch_reason}")
@@ -321,7 +327,7 @@ class RiskEngine:
                 f"notional {notional:,.2f} > max {lim.max_order_notional:,.2f}",
             )
 
-        after = ctx.position + signed
+        after = max(ctx.position + signed, held + signed, key=abs)
         if not reducing:
             if abs(after) > lim.max_position_quantity:
                 return _reject(

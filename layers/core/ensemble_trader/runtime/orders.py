@@ -466,7 +466,7 @@ class OrderRouter:
 
         for order in planned:
             decision = self.engine.check(
-                order, state, OrderContext(now, reference, potential, other_gross)
+                order, state, OrderContext(now, reference, potential, other_gross, held)
             )
             reason = decision.reason or RejectReason.INVALID_ORDER  # used only when rejected
             record = order if decision.accepted else order.model_copy(
@@ -490,6 +490,7 @@ class OrderRouter:
                 continue
             self.engine.record(order, state, now)
             potential += order.signed_quantity
+            held += order.signed_quantity  # the worst case: the earlier legs are the ones that fill
             final, fills = self._submit(order, events)
             outcome.fills += fills
             outcome.orders.append(describe(final))
@@ -650,10 +651,11 @@ class OrderRouter:
         symbols = (set(positions) | {o.symbol for o in working}) - {symbol}
         gross = 0.0
         for s in symbols:
-            qty = (positions[s].quantity if s in positions else 0.0) + working_quantity(working, s)
+            held = positions[s].quantity if s in positions else 0.0
+            qty = max(abs(held), abs(held + working_quantity(working, s)))  # working may never fill
             mark = state.marks.get(s)
             price = mark.price if mark else (positions[s].average_price if s in positions else 0.0)
-            gross += abs(qty) * price
+            gross += qty * price
         return gross
 
     # ------------------------------------------------------------------------------------------
