@@ -459,3 +459,69 @@ def test_orders_settings_read_allocations_and_refuse_more_than_the_account(monke
     monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", '{"SPX": 0.7, "IXIC": 0.5}')
     with pytest.raises(ValidationError, match="allocations add up to 1.2"):
         OrdersSettings()
+
+
+class CrashBeforeSubmit:
+    """Dies after the PENDING order is recorded, before the broker is called."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.crash = True
+        self.name = inner.name
+
+    def submit(self, order):
+        if self.crash:
+            self.crash = False
+            raise SystemExit("process killed before the broker call")
+        return self.inner.submit(order)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_the_kill_switch_retires_a_pending_order_the_broker_never_received():
+    rig = Rig(broker=CrashBeforeSubmit)
+    rig.warm()
+    it = intent(1, 0.5, 100.0)
+    with pytest.raises(SystemExit):
+        rig.router.handle(it)
+    (pending,) = [o for o in rig.store.list_orders() if o.status is OrderStatus.PENDING]
+    result = rig.router.set_kill_switch(True, "incident")
+    assert pending.client_order_id in result["canceled"]
+    stored = rig.store.get_order(pending.client_order_id)
+    assert stored.status is OrderStatus.REJECTED and stored.reject_code == RejectReason.KILL_SWITCH.value
+    rig.router.handle(it)  # SQS redelivers the intent: nothing is sent
+    assert rig.paper.created == 0 and rig.broker.list_open_orders() == []
+
+
+def test_a_pending_order_found_on_redelivery_is_checked_again_before_it_is_sent():
+    """The crash left SPX's BUY recorded but unsent. By the redelivery the breaker has HALTED and
+    equity moved (BTC +20 %), so the intent re-plans the same leg and finds the stored order: it
+    is checked again, and refused, instead of being sent as it stood."""
+
+    def scenario(halt: bool) -> Rig:
+        rig = Rig(broker=CrashBeforeSubmit, max_gross_exposure=1e9, max_position_notional=1e9)
+        rig.broker.crash = False
+        rig.warm()
+        rig.warm("BTC")
+        rig.router.handle(intent(1, 0.5, 100.0, "BTC"))
+        rig.router.handle(intent(2, 0.5, 100.0, "BTC"))  # BTC held
+        it = intent(3, 0.5, 100.0)
+        rig.broker.crash = True
+        with pytest.raises(SystemExit):
+            rig.router.handle(it)
+        if halt:
+            state = rig.store.load_risk_state()
+            state.trading_state, state.state_reason, state.breaker_latched = TradingState.HALTED, "test", True
+            rig.store.save_risk_state(state)
+        rig.router.handle(intent(3, 0.5, 120.0, "BTC"))
+        out = rig.router.handle(it)  # SQS redelivers the SPX intent
+        assert out.resolved_existing == 1
+        return rig
+
+    halted = scenario(halt=True)
+    (spx,) = [o for o in halted.store.list_orders() if o.symbol == "SPX" and o.side.value == "BUY"]
+    assert spx.status is OrderStatus.REJECTED and spx.reject_code == RejectReason.HALTED.value
+    assert not [o for o in halted.broker.list_open_orders() if o.symbol == "SPX"]
+    active = scenario(halt=False)  # without the halt the same redelivery sends it, once
+    assert [o.symbol for o in active.broker.list_open_orders()].count("SPX") == 1

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +72,7 @@ from ensemble_trader.domain.risk import (
     OrderContext,
     Reference,
     RejectReason,
+    RiskDecision,
     RiskEngine,
     RiskLimits,
     RiskState,
@@ -479,7 +480,12 @@ class OrderRouter:
                 outcome.resolved_existing += 1
                 existing = self.store.get_order(order.client_order_id)
                 if existing is not None:
-                    outcome.fills += self._resolve(existing, events)
+                    # a PENDING order the broker never received is checked again before it is sent:
+                    # the kill switch, the breaker or the limits may have changed since it was recorded
+                    pending = OrderContext(now, reference, potential - existing.signed_quantity, other_gross, held)
+                    outcome.fills += self._resolve(
+                        existing, events, recheck=lambda o, c=pending: self.engine.check(o, state, c)
+                    )
                 continue
             if not decision.accepted:
                 events.append(_rejected_event(record, wall))
@@ -563,13 +569,16 @@ class OrderRouter:
         )
         return stored or order, fills
 
-    def _resolve(self, order: Order, events: list[BaseModel]) -> int:
+    def _resolve(
+        self, order: Order, events: list[BaseModel], recheck: Callable[[Order], RiskDecision] | None = None
+    ) -> int:
         """Settle a stored, still-working order by looking its id up at the broker.
 
         Found → synced. Not found and PENDING (the submit never happened: a crash between the
-        conditional put and the call) → submitted now under the same id; the broker's own
-        uniqueness on client order ids makes a racing submit harmless. Not found and UNKNOWN →
-        left for reconciliation, which marks it NOT_AT_BROKER after the grace period.
+        conditional put and the call) → submitted now under the same id, if ``recheck`` (the
+        pre-trade checks as they stand now) accepts it, else recorded REJECTED with its reason;
+        the broker's own uniqueness on client order ids makes a racing submit harmless. Not found
+        and UNKNOWN → left for reconciliation, which marks it NOT_AT_BROKER after the grace period.
         """
         if order.status.terminal:
             return 0
@@ -582,9 +591,25 @@ class OrderRouter:
         if report is not None:
             return self._sync_report(report, events, order)[0]
         if order.status is OrderStatus.PENDING:
+            decision = recheck(order) if recheck is not None else None
+            if decision is not None and not decision.accepted:
+                self._reject_unsent(order, decision.reason or RejectReason.INVALID_ORDER, decision.message, events)
+                return 0
             _, fills = self._submit(order, events)
             return fills
         return 0
+
+    def _reject_unsent(self, order: Order, code: RejectReason, message: str, events: list[BaseModel]) -> bool:
+        """Record a PENDING order the broker never received as REJECTED (it will not be sent)."""
+        now = self.clock.now()
+        rejected = order.model_copy(
+            update={"status": OrderStatus.REJECTED, "reject_code": code.value, "reject_reason": message,
+                    "updated_at": now}
+        )
+        if self.store.update_order(rejected, expected_status=order.status, expected_filled=order.filled_quantity):
+            events.append(_rejected_event(rejected, now))
+            return True
+        return False
 
     def _sync_report(
         self, report: BrokerOrder, events: list[BaseModel], order: Order | None = None
@@ -693,7 +718,12 @@ class OrderRouter:
         canceled = []
         for coid in sorted(ids):
             report = self.broker.cancel(coid)
-            if report is None:
+            if report is None:  # not at the broker: a PENDING order of ours is never to be sent
+                stored = self.store.get_order(coid)
+                if stored is not None and stored.status is OrderStatus.PENDING and self._reject_unsent(
+                    stored, RejectReason.KILL_SWITCH, f"never sent: {reason}", events
+                ):
+                    canceled.append(coid)
                 continue
             if self.store.get_order(coid) is not None:
                 self._sync_report(report, events)
