@@ -12,6 +12,7 @@ Docker; it needs the layer folders from ``python layers/build.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -44,6 +45,19 @@ def _choice(app: cdk.App, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _positive_seconds(app: cdk.App, key: str) -> float | None:
+    raw = app.node.try_get_context(key)
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidContextError(f"context {key}={raw!r} is not a number of seconds") from None
+    if not (value > 0 and value < float("inf")):
+        raise InvalidContextError(f"context {key}={raw!r} must be a positive number of seconds")
+    return value
+
+
 def stack_name(stage: str) -> str:
     return f"ensemble-trader-{stage}"
 
@@ -61,6 +75,9 @@ def build_app(
         context={**FEATURE_FLAGS, **(context or {})},
     )
     config = stage_config(app.node.try_get_context("stage") or "dev")
+    max_intent_age = _positive_seconds(app, "max_intent_age_seconds")
+    if max_intent_age is not None:
+        config = dataclasses.replace(config, max_intent_age_seconds=max_intent_age)
     symbols = tuple(s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip())
     if not symbols:
         raise InvalidContextError("context symbols names no symbol: give a comma-separated list, e.g. SPY,QQQ")

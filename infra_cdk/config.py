@@ -37,6 +37,18 @@ class StageConfig:
     regime_refit_hour_utc: int = 22  # after the US close
     training_weekday: str = "SUN"
     training_instance_type: str = "ml.m5.xlarge"
+    # the orders stage refuses intents whose bar time is older than this (ET_RISK_MAX_INTENT_AGE_SECONDS);
+    # it depends on the feed's bar stamps and cadence, so it is set per deployment (-c max_intent_age_seconds=N)
+    max_intent_age_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        # the hot-path functions read Kinesis shards with a parallelization factor of 1 (per-symbol
+        # order): at most one invocation per shard runs, so more provisioned concurrency is idle
+        if not 1 <= self.provisioned_concurrency_min <= self.provisioned_concurrency_max <= self.shard_count:
+            raise ValueError(
+                f"stage {self.name}: provisioned concurrency {self.provisioned_concurrency_min}.."
+                f"{self.provisioned_concurrency_max} must lie in 1..{self.shard_count} (one invocation per shard)"
+            )
 
     @property
     def removal_policy(self) -> RemovalPolicy:
@@ -55,7 +67,7 @@ STAGES: dict[str, StageConfig] = {
         stream_retention_hours=24,
         nat_gateways=1,
         provisioned_concurrency_min=1,
-        provisioned_concurrency_max=2,
+        provisioned_concurrency_max=1,
         orders_reserved_concurrency=2,
         log_retention=logs.RetentionDays.TWO_WEEKS,
         retain_data=False,
@@ -71,7 +83,7 @@ STAGES: dict[str, StageConfig] = {
         stream_retention_hours=24,
         nat_gateways=1,
         provisioned_concurrency_min=1,
-        provisioned_concurrency_max=2,
+        provisioned_concurrency_max=1,
         orders_reserved_concurrency=2,
         log_retention=logs.RetentionDays.ONE_MONTH,
         retain_data=False,
@@ -86,7 +98,7 @@ STAGES: dict[str, StageConfig] = {
         stream_retention_hours=168,  # seven days of replay for disaster recovery
         nat_gateways=2,
         provisioned_concurrency_min=4,
-        provisioned_concurrency_max=8,
+        provisioned_concurrency_max=4,  # one invocation per shard at a time (parallelization factor 1)
         orders_reserved_concurrency=5,
         log_retention=logs.RetentionDays.THREE_MONTHS,
         retain_data=True,

@@ -25,7 +25,7 @@ from ensemble_trader.runtime.orders import OrdersService, build_service
 
 obs = observability("orders")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
-processor = SqsFifoPartialProcessor()
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)  # a failure holds back its own symbol only
 
 
 @lru_cache(maxsize=1)

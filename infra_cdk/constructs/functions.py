@@ -270,6 +270,8 @@ class Functions(Construct):
                 # the account is split equally between the traded symbols
                 "ET_ORDERS_DEFAULT_ALLOCATION": f"{1 / len(self._symbols):.6g}",
             }
+            if config.max_intent_age_seconds is not None:  # late intents are refused (STALE_INTENT)
+                environment["ET_RISK_MAX_INTENT_AGE_SECONDS"] = f"{config.max_intent_age_seconds:g}"
         if entry.key == "regime.refit":
             environment["ET_REGIME_SYMBOLS"] = ",".join(self._symbols)
         is_orders = entry.is_main and entry.spec.mapping.kind == "sqs"
@@ -377,7 +379,11 @@ class Functions(Construct):
                     ),
                     bisect_batch_on_error=mapping.bisect_on_error,
                     retry_attempts=mapping.retry_attempts,
-                    max_record_age=Duration.seconds(mapping.max_record_age_seconds),
+                    max_record_age=(  # None: unlimited (the stream's retention), CloudFormation's -1
+                        Duration.seconds(mapping.max_record_age_seconds)
+                        if mapping.max_record_age_seconds >= 0
+                        else None
+                    ),
                     report_batch_item_failures=mapping.report_batch_item_failures,
                     parallelization_factor=mapping.parallelization_factor,
                     on_failure=sources.SqsDlq(queues.queues[entry.spec.dead_letter_queue]),

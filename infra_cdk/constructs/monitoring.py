@@ -46,6 +46,10 @@ WIDE = 12
 FULL = 24
 
 
+ORDER_INTENT_MAX_AGE_SECONDS = 300
+"""An intent normally leaves the order-intents queue within seconds; older ones mean a stall."""
+
+
 def compute_metric_name(logical: str) -> str:
     """The compute-latency metric (µs) of a stage: the stage runner's ``<step>_compute_us``;
     the orders stage records the whole routing of an intent as ``orders_route_us``."""
@@ -344,6 +348,24 @@ class Monitoring(Construct):
                 evaluation_periods=3,
                 description=f"{logical} is falling behind its stream",
             )
+            # the stage runner reports a symbol's transient failures as partial batch responses,
+            # which Lambda's error metrics never see; and a rewritten snapshot means lost writes
+            failed = self._emf(f"{logical}_failed_items", logical, "Sum")
+            widgets.append(cw.GraphWidget(title=f"{title}: failed records (retried)", left=[failed], width=6))
+            self._alarm(
+                f"{title}FailedItems",
+                failed,
+                threshold=1,
+                evaluation_periods=3,
+                description=f"{logical} keeps reporting records failed (a cache, sink or DynamoDB fault): see the logs",
+            )
+            self._alarm(
+                f"{title}SnapshotReseeded",
+                self._emf(f"{logical}_snapshot_reseeded", logical, "Sum"),
+                threshold=1,
+                description=f"{logical}: state snapshots were behind the cache (lost writes?) and were "
+                            "rewritten from it (docs/runbook.md, cache rebuild)",
+            )
         self.operations.add_widgets(*widgets)
         self._error_alarms(logical, fn)
 
@@ -386,6 +408,14 @@ class Monitoring(Construct):
                 right=[intents.metric_approximate_age_of_oldest_message(period=PERIOD)],
                 width=WIDE,
             ),
+        )
+        self._alarm(
+            "OrderIntentsStalled",
+            intents.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum"),
+            threshold=ORDER_INTENT_MAX_AGE_SECONDS,
+            evaluation_periods=3,
+            description="order-intents holds intents older than "
+                        f"{ORDER_INTENT_MAX_AGE_SECONDS} s: the orders function is failing or stalled",
         )
         for name, metric in zip(dlqs, depth, strict=True):
             self._alarm(

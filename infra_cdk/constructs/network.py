@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Fn, Stack
+from aws_cdk import ArnFormat, Fn, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_iam as iam
@@ -181,7 +181,9 @@ class Cache(Construct):
                 actions=["elasticache:Connect"],
                 resources=[
                     self.resource.attr_arn,
-                    stack.format_arn(service="elasticache", resource="user", resource_name=self.user_name),
+                    # ElastiCache user ARNs use a colon: arn:aws:elasticache:<region>:<account>:user:<id>
+                    stack.format_arn(service="elasticache", resource="user", resource_name=self.user_name,
+                                     arn_format=ArnFormat.COLON_RESOURCE_NAME),
                 ],
             )
         )

@@ -56,14 +56,14 @@ def write_fixture_handlers(functions_dir: Path) -> None:
         (folder / "handler.py").write_text(source)
 
 
-def synthesise(outdir: Path, functions_dir: Path, stage: str) -> Synth:
+def synthesise(outdir: Path, functions_dir: Path, stage: str, **context: object) -> Synth:
     from infra_cdk.app import build_app, stack_name
 
     app, stack = build_app(
         outdir=str(outdir),
         functions_dir=functions_dir,
         layers_dir=LAYERS_DIR,
-        context={"stage": stage, "aws:cdk:disable-asset-staging": True},
+        context={"stage": stage, "aws:cdk:disable-asset-staging": True, **context},
     )
     app.synth()  # runs cdk-nag: raises ValidationFailed on any unacknowledged finding
     template = json.loads((outdir / f"{stack_name(stage)}.template.json").read_text())
@@ -81,7 +81,7 @@ def layers_built() -> Path:
 def full(layers_built, tmp_path_factory) -> Synth:
     base = tmp_path_factory.mktemp("infra-full")
     write_fixture_handlers(base / "functions")
-    return synthesise(base / "cdk.out", base / "functions", "dev")
+    return synthesise(base / "cdk.out", base / "functions", "dev", max_intent_age_seconds=900)
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ def test_kinesis_mapping_settings_come_from_the_function_spec(full, spec):
     assert m.get("MaximumBatchingWindowInSeconds", 0) == mapping.batching_window_seconds
     assert m["BisectBatchOnFunctionError"] is mapping.bisect_on_error
     assert m["MaximumRetryAttempts"] == mapping.retry_attempts
-    assert m["MaximumRecordAgeInSeconds"] == mapping.max_record_age_seconds
+    assert m.get("MaximumRecordAgeInSeconds", -1) == mapping.max_record_age_seconds == -1  # the stream's retention
     assert m["ParallelizationFactor"] == mapping.parallelization_factor
     assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert m["StartingPosition"] == "LATEST"
@@ -135,7 +135,7 @@ def test_sqs_mapping_and_fifo_queue_with_redrive(full, spec):
     assert queue["FifoQueue"] is True
     assert queue["VisibilityTimeout"] >= 6 * spec.timeout_seconds
     redrive = queue["RedrivePolicy"]
-    assert redrive["maxReceiveCount"] == spec.mapping.retry_attempts + 1
+    assert redrive["maxReceiveCount"] == max(10, spec.mapping.retry_attempts + 1)
     dlq = template["Resources"][redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]]["Properties"]
     assert dlq["QueueName"] == qualified(STAGE, spec.dead_letter_queue)
     assert dlq.get("FifoQueue") is True  # a FIFO queue can only redrive to a FIFO queue
@@ -358,10 +358,11 @@ def test_rules_kill_switch_and_schedules_each_target_with_dlq_and_retry(full):
 
 def test_alarms_cover_lag_errors_throttles_dlqs_and_business_limits(full):
     alarms = {p["AlarmName"]: p for p in full.props("AWS::CloudWatch::Alarm")}
-    expected = ["DrawdownLimit", "BreakerTripped", "ReconciliationFailed", "TrainingFailed"]
+    expected = ["DrawdownLimit", "BreakerTripped", "ReconciliationFailed", "TrainingFailed", "OrderIntentsStalled"]
     for spec in KINESIS_SPECS:
         camel = "".join(part.capitalize() for part in spec.logical.split("_"))
-        expected += [f"{camel}IteratorAge", f"{camel}ErrorRate", f"{camel}Throttles"]
+        expected += [f"{camel}IteratorAge", f"{camel}ErrorRate", f"{camel}Throttles",
+                     f"{camel}FailedItems", f"{camel}SnapshotReseeded"]
     for name in expected:
         assert qualified(STAGE, name) in alarms, name
     topic_id = next(iter(full.resources("AWS::SNS::Topic")))
@@ -448,3 +449,25 @@ def test_drawdown_alarm_watches_the_account_continuously(full):
     drawdown = alarms[qualified(STAGE, "DrawdownLimit")]
     assert drawdown["MetricName"] == "account_drawdown" and drawdown["Statistic"] == "Maximum"
     assert {"Name": "service", "Value": "orders"} in drawdown["Dimensions"]
+
+
+def test_the_orders_functions_refuse_late_intents_when_the_deployment_sets_an_age(full):
+    """-c max_intent_age_seconds=900 (the fixture's) reaches every function that talks to the broker."""
+    functions = full.props("AWS::Lambda::Function")
+    brokers = [f["Environment"]["Variables"] for f in functions
+               if "ET_ORDERS_BROKER" in f.get("Environment", {}).get("Variables", {})]
+    assert brokers and all(v["ET_RISK_MAX_INTENT_AGE_SECONDS"] == "900" for v in brokers)
+    others = [f["Environment"]["Variables"] for f in functions
+              if "ET_ORDERS_BROKER" not in f.get("Environment", {}).get("Variables", {})
+              and "Environment" in f]
+    assert all("ET_RISK_MAX_INTENT_AGE_SECONDS" not in v for v in others)
+
+
+def test_cache_connect_names_the_user_with_its_colon_arn(full):
+    """ElastiCache user ARNs are arn:aws:elasticache:<region>:<account>:user:<id>."""
+    statements = [s for p in full.props("AWS::IAM::Policy") for s in p["PolicyDocument"]["Statement"]
+                  if s["Action"] == "elasticache:Connect" or s["Action"] == ["elasticache:Connect"]]
+    assert statements
+    for statement in statements:
+        text = json.dumps(statement["Resource"])
+        assert ":user:" in text and ":user/" not in text

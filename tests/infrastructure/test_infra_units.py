@@ -107,3 +107,11 @@ def test_training_image_tag_defaults_to_the_package_version(tmp_path):
     app, stack = build_app(outdir=str(tmp_path), functions_dir=tmp_path)
     template = json.dumps(app.synth().get_stack_by_name(stack.stack_name).template)
     assert f":{__version__}" in template and ":latest" not in template
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "inf"])
+def test_a_bad_max_intent_age_is_refused(tmp_path, value):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match="max_intent_age_seconds"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"max_intent_age_seconds": value})

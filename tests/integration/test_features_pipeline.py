@@ -175,11 +175,24 @@ def test_unknown_item_identifier_fails_the_whole_batch(clean_stack):
     assert seen == [6, 6]
 
 
-def test_records_older_than_the_maximum_age_are_dead_lettered(clean_stack):
+def test_records_wait_as_long_as_the_stream_keeps_them_unless_a_maximum_age_is_set(clean_stack):
+    """The deployed mappings keep no maximum record age (a paused mapping, a replay: the stream's
+    retention decides); a mapping given one dead-letters the records older than it."""
+    import dataclasses
     import time
 
-    esm = clean_stack.emulator(["features"], clock=lambda: time.time() + 7200)  # two hours later
+    from ensemble_trader import constants
+
+    later = lambda: time.time() + 7200  # noqa: E731 (two hours later)
+    esm = clean_stack.emulator(["features"], clock=later)
     clean_stack.put_bars("market-data", bars("SPX", 3))
+    stats = esm.run_until_drained()["features"]
+    assert stats.expired == 0 and stats.records_succeeded == 3
+
+    (spec,) = [f for f in constants.FUNCTIONS if f.logical == "features"]
+    aged = dataclasses.replace(spec, mapping=dataclasses.replace(spec.mapping, max_record_age_seconds=3600))
+    esm = clean_stack.emulator([aged], clock=later)
+    clean_stack.put_bars("market-data", bars("SPX", 3, start=10))
     stats = esm.run_until_drained()["features"]
     assert stats.expired == 3 and stats.invocations == 0
     letters = clean_stack.stack.read_queue("features-dlq")

@@ -44,7 +44,9 @@ class SourceMapping:
     batching_window_seconds: int = 0
     bisect_on_error: bool = True
     retry_attempts: int = 3
-    max_record_age_seconds: int = 3600
+    # -1: a record waits as long as the stream keeps it (a paused mapping, a replay from
+    # AT_TIMESTAMP: the runbook relies on the stream's retention, not on a shorter age)
+    max_record_age_seconds: int = -1
     report_batch_item_failures: bool = True
     parallelization_factor: int = 1
 

@@ -3,7 +3,7 @@
 A stage of the pipeline (features, regime, meta-agent) is a pure step over per-symbol state::
 
     Kinesis records ──decode/validate──▶ group by symbol (order kept)
-        ──one MGET──▶ state per symbol (cache, checked against the snapshots' versions;
+        ──one round trip of GETs──▶ state per symbol (cache, checked against the snapshots' versions;
                       DynamoDB snapshot on a miss or a stale entry; new state otherwise)
         ──step.apply(state, message) for each new record──▶ outputs, events
         ──▶ outputs on the next stream / queue (in arrival order) ──▶ events on the bus

@@ -9,7 +9,7 @@ from ensemble_trader.domain.errors import InfrastructureError
 
 
 class RedisCache:
-    """Bytes by key in Redis: one ``MGET`` per read, one pipelined ``SET`` batch per write.
+    """Bytes by key in Redis: one pipelined batch of ``GET``s per read, of ``SET``s per write.
 
     Every redis error (connection refused, timeout, ``NOREPLICAS``, ``OOM``, ...) becomes an
     :class:`InfrastructureError`, which the stage runner treats as transient. ``ttl_seconds``
@@ -75,12 +75,17 @@ class RedisCache:
         return self.get_many([key])[0]
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One round trip: a pipeline of single-key GETs, not an MGET — ElastiCache Serverless
+        is cluster-mode, where a multi-key command across hash slots fails with CROSSSLOT."""
         if not keys:
             return []
         try:
-            return list(self._client.mget([self._k(k) for k in keys]))
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(self._k(key))
+            return list(pipe.execute(raise_on_error=True))
         except Exception as exc:  # redis.RedisError and socket errors alike
-            raise InfrastructureError(f"Redis MGET of {len(keys)} keys failed: {exc}") from exc
+            raise InfrastructureError(f"Redis GET of {len(keys)} keys failed: {exc}") from exc
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         if not items:
@@ -99,6 +104,9 @@ class RedisCache:
         if not keys:
             return
         try:
-            self._client.delete(*(self._k(k) for k in keys))
+            pipe = self._client.pipeline(transaction=False)  # one key per command (see get_many)
+            for key in keys:
+                pipe.delete(self._k(key))
+            pipe.execute(raise_on_error=True)
         except Exception as exc:
             raise InfrastructureError(f"Redis DEL of {len(keys)} keys failed: {exc}") from exc
