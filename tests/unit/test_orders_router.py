@@ -95,22 +95,29 @@ def test_same_intent_delivered_concurrently_gives_one_broker_order():
     assert len([o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED]) == 1
 
 
-class CrashAfterAccept:
-    """Delegates the submit, then dies before the caller can record the acknowledgement."""
+class BrokerWrapper:
+    """A broker around another one: everything not overridden is the inner broker's."""
 
     def __init__(self, inner):
         self.inner = inner
-        self.crash = True
         self.name = inner.name
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class CrashAfterAccept(BrokerWrapper):
+    """Delegates the submit, then dies before the caller can record the acknowledgement."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.crash = True
 
     def submit(self, order):
         ack = self.inner.submit(order)
         if self.crash:
             raise SystemExit("process killed after the broker accepted")
         return ack
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def test_crash_after_broker_accepted_is_repaired_by_reconciliation_without_duplicate():
@@ -136,12 +143,11 @@ def test_crash_after_broker_accepted_is_repaired_by_reconciliation_without_dupli
     assert cold.reconcile().ok
 
 
-class Flaky:
+class Flaky(BrokerWrapper):
     """A broker whose submit times out; ``reached`` says whether the order got there first."""
 
     def __init__(self, inner):
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.reached = True
         self.lookup_down = False
         self.lookups = 0
@@ -156,9 +162,6 @@ class Flaky:
         if self.lookup_down:
             raise BrokerUnavailableError("connection refused")
         return self.inner.get_order_by_client_id(coid)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def test_timeout_with_unknown_outcome_is_resolved_by_lookup():
@@ -461,22 +464,18 @@ def test_orders_settings_read_allocations_and_refuse_more_than_the_account(monke
         OrdersSettings()
 
 
-class CrashBeforeSubmit:
+class CrashBeforeSubmit(BrokerWrapper):
     """Dies after the PENDING order is recorded, before the broker is called."""
 
     def __init__(self, inner):
-        self.inner = inner
+        super().__init__(inner)
         self.crash = True
-        self.name = inner.name
 
     def submit(self, order):
         if self.crash:
             self.crash = False
             raise SystemExit("process killed before the broker call")
         return self.inner.submit(order)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def test_the_kill_switch_retires_a_pending_order_the_broker_never_received():
