@@ -370,7 +370,10 @@ class Functions(Construct):
             target.add_event_source(
                 sources.KinesisConsumerEventSource(
                     consumer,
-                    starting_position=lambda_.StartingPosition.LATEST,
+                    # a new mapping (first deployment, or one CloudFormation replaces) reads what the
+                    # stream still holds: the stages skip bars they already applied, so nothing unread
+                    # is lost and nothing is applied twice
+                    starting_position=lambda_.StartingPosition.TRIM_HORIZON,
                     batch_size=mapping.batch_size,
                     max_batching_window=(
                         Duration.seconds(mapping.batching_window_seconds)

@@ -114,7 +114,7 @@ def test_kinesis_mapping_settings_come_from_the_function_spec(full, spec):
     assert m.get("MaximumRecordAgeInSeconds", -1) == mapping.max_record_age_seconds == -1  # the stream's retention
     assert m["ParallelizationFactor"] == mapping.parallelization_factor
     assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert m["StartingPosition"] == "LATEST"
+    assert m["StartingPosition"] == "TRIM_HORIZON"  # a replaced mapping loses no unread record
     # enhanced fan-out: the source is the function's consumer on its input stream
     consumer = template["Resources"][m["EventSourceArn"]["Fn::GetAtt"][0]]
     assert consumer["Type"] == "AWS::Kinesis::StreamConsumer"
