@@ -21,7 +21,7 @@ from training.agents.evaluate import (
     format_reversion,
     main,
     sideways_reversion,
-    slice_checks,
+    slice_reports,
     specialty_checks,
     suite_cases,
     validation_score,
@@ -312,21 +312,16 @@ def test_slices_of_one_run_compound_to_the_whole_window():
     names = ("conservative", "aggressive", "balanced", "contrarian")
     costs = CostModel()
     whole = evaluate_agents(data, {n: paths[:, i] for i, n in enumerate(names)}, costs)
-    slices = slice_checks(data, paths, names, costs)
+    slices = slice_reports(data, paths, names, costs)
     assert [label for label, _, _ in slices] == ["2020", "2021", "2022", "2023"]  # 2023: 104 bars
     assert sum(periods for _, periods, _ in slices) == 1199
-    parts = [evaluate_agents(
-        PreparedSeries("TEST", data.timestamp[a:min(b + 1, 1200)], data.close[a:min(b + 1, 1200)],
-                       data.features[a:min(b + 1, 1200)], data.regimes[a:min(b + 1, 1200)]),
-        {n: paths[a:min(b + 1, 1200), i] for i, n in enumerate(names)}, costs,
-        None if a == 0 else {"buy_and_hold": 1.0, **{n: paths[a - 1, i] for i, n in enumerate(names)}})
-        for _, a, b in calendar_slices(data.timestamp, "Y")]
+    parts = [report for _, _, report in slices]
     for name in names:
         compounded = np.prod([1 + p["agents"][name]["overall"]["total_return"] for p in parts]) - 1
         assert compounded == pytest.approx(whole["agents"][name]["overall"]["total_return"], rel=1e-12)
     held = np.prod([1 + p["baselines"]["buy_and_hold"]["overall"]["total_return"] for p in parts]) - 1
     assert held == pytest.approx(whole["baselines"]["buy_and_hold"]["overall"]["total_return"], rel=1e-12)
-    assert all(set(checks) == set(names) for _, _, checks in slices)
+    assert all(set(specialty_checks(report)) == set(names) for report in parts)
 
 
 def test_by_period_is_a_report_of_its_own(capsys):

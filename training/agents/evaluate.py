@@ -232,6 +232,13 @@ def _pct(block: dict[str, float] | None, key: str) -> str:
     return "n/a" if block is None else f"{100 * block[key]:.1f}%"
 
 
+def model_set_cases(pool: AgentPool, split: str) -> list[Case]:
+    """:func:`suite_cases` of ``split`` for the set ``pool`` serves, from its manifest."""
+    training = pool.manifest.training
+    trained_on = [*training.get("data", []), *training.get("validation_data", [])]
+    return suite_cases(split, training.get("windows", {}), trained_on)
+
+
 def case_data(case: Case) -> tuple[PreparedSeries, str]:
     """The evaluated window of ``case`` and where its regimes come from: ``true`` (a synthetic
     path), ``detected`` (the committed regime model, causally) or ``none``. A DataError when its
@@ -264,9 +271,7 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     details: list[str] = []
     reversion: list[tuple[str, dict[str, Any] | None]] = []
     passed = counted = 0
-    training = pool.manifest.training
-    trained_on = [*training.get("data", []), *training.get("validation_data", [])]
-    for case in suite_cases(split, training.get("windows", {}), trained_on):
+    for case in model_set_cases(pool, split):
         reason = case.skip
         if reason is None:
             try:
@@ -320,11 +325,11 @@ def calendar_slices(timestamp: np.ndarray, unit: str) -> list[tuple[str, int, in
     return [(str(keys[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
-def slice_checks(data: PreparedSeries, paths: np.ndarray, names: Sequence[str],
-                 costs: CostModel) -> list[tuple[str, int, dict[str, dict[str, Any]]]]:
-    """The specialty checks on each calendar year of ``data`` (each month for intraday bars),
+def slice_reports(data: PreparedSeries, paths: np.ndarray, names: Sequence[str],
+                  costs: CostModel) -> list[tuple[str, int, dict[str, Any]]]:
+    """The evaluation report of each calendar year of ``data`` (each month for intraday bars),
     from one run over the whole window (``paths``: (n, A) positions): ``(label, periods,
-    checks)``. A slice's periods are those decided at its bars (the last one ends at the next
+    report)``. A slice's periods are those decided at its bars (the last one ends at the next
     slice's first bar); every path enters it with the position it held, buy-and-hold invested."""
     unit = "Y" if data.periods_per_year < 400 else "M"
     out = []
@@ -338,7 +343,7 @@ def slice_checks(data: PreparedSeries, paths: np.ndarray, names: Sequence[str],
         before = None if first == 0 else {
             "buy_and_hold": 1.0, **{name: float(paths[first - 1, i]) for i, name in enumerate(names)}}
         report = evaluate_agents(part, {name: paths[first:hi, i] for i, name in enumerate(names)}, costs, before)
-        out.append((label, hi - first - 1, specialty_checks(report)))
+        out.append((label, hi - first - 1, report))
     return out
 
 
@@ -347,32 +352,35 @@ def by_period(models_dir: Path | None, costs: CostModel, split: str = "test") ->
     year (month by month for intraday bars): how steady a pass or a miss on the whole window is.
     A report, never a basis for choosing."""
     pool = AgentPool.load(models_dir)
-    training = pool.manifest.training
-    trained_on = [*training.get("data", []), *training.get("validation_data", [])]
+    series_names = dict(REAL)
     lines = [f"Specialty checks by calendar period ({split} split, real series, detected regimes), model set "
              f"`{pool.version}`, costs {costs.cost_bps:g} + {costs.slippage_bps:g} bps. Each period from one run "
              f"over the window; periods with fewer than {MIN_SLICE_PERIODS} bars are left out; n/a: the "
              f"regime does not occur.\n",
              "| data | period | periods | " + " | ".join(pool.names) + " |", "|---" * (len(pool.names) + 3) + "|"]
     totals: dict[str, list[int]] = {name: [0, 0] for name in pool.names}
-    for case in suite_cases(split, training.get("windows", {}), trained_on):
-        if case.spec.startswith("synth:") or case.skip is not None:
-            continue
-        try:
-            prepared, _ = case_data(case)
-        except DataError as exc:
-            lines.append(f"| {case.title} | not run: {exc} | | " + " | ".join("" for _ in pool.names) + " |")
+    for case in model_set_cases(pool, split):
+        if case.spec not in series_names:
+            continue  # the synthetic paths: see --robustness
+        reason = case.skip
+        if reason is None:
+            try:
+                prepared, _ = case_data(case)
+            except DataError as exc:
+                reason = str(exc)
+        if reason is not None:
+            lines.append(f"| {series_names[case.spec]} | not run: {reason} | | " + " | ".join("" for _ in pool.names) + " |")
             continue
         paths = run_pool(pool, prepared.features)
-        for label, periods, checks in slice_checks(prepared, paths, pool.names, costs):
+        for label, periods, report in slice_reports(prepared, paths, pool.names, costs):
+            checks = specialty_checks(report)
             cells = []
             for name in pool.names:
                 ok, gap = checks[name]["passed"], checks[name]["shortfall"]
                 cells.append("n/a" if ok is None else "pass" if ok else f"**miss** ({gap:.2f})")
                 totals[name][0] += ok is True
                 totals[name][1] += ok is not None
-            lines.append(f"| {case.title.split(' test window')[0].split(' validation window')[0]} | {label} | "
-                         f"{periods} | " + " | ".join(cells) + " |")
+            lines.append(f"| {series_names[case.spec]} | {label} | {periods} | " + " | ".join(cells) + " |")
     lines.append("| **all** | | | " + " | ".join(f"**{ok}/{seen}**" for ok, seen in totals.values()) + " |")
     return "\n".join(lines) + "\n"
 
