@@ -331,9 +331,7 @@ class AgentPool:
         probe = np.random.default_rng(0)
         f = probe.normal(0.0, 0.02, (4, self._n_features)).astype(np.float32)
         p = probe.uniform(-1.0, 1.0, (4, len(self.names))).astype(np.float32) * self._limits
-        separate = np.empty_like(p)
-        for i, sess in enumerate(self._sessions):
-            separate[:, i] = sess.run(None, {"obs": np.concatenate((f, p[:, i : i + 1]), axis=1)})[0][:, 0]
+        separate = self._separate_actions(f, p)
         fused_file = self.manifest.fused.file if self.manifest.fused is not None else "fused graph"
         try:
             fused = np.asarray(self._fused.run(None, {"features": f, "positions": p})[0])
@@ -394,11 +392,15 @@ class AgentPool:
         if self._fused is not None:
             out = self._fused.run(None, {"features": f, "positions": p})[0]
         else:
-            out = np.empty_like(p)
-            for i, sess in enumerate(self._sessions):
-                obs = np.concatenate((f, p[:, i : i + 1]), axis=1)
-                out[:, i] = sess.run(None, {"obs": obs})[0][:, 0]
+            out = self._separate_actions(f, p)
         return self._execute(out, p)
+
+    def _separate_actions(self, f: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """The policies' raw actions (n, A), one session per agent (each sees its own position)."""
+        out = np.empty_like(p)
+        for i, sess in enumerate(self._sessions):
+            out[:, i] = sess.run(None, {"obs": np.concatenate((f, p[:, i : i + 1]), axis=1)})[0][:, 0]
+        return out
 
     def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Targets (A,) for one feature vector (F,) and each agent's current position (A,).

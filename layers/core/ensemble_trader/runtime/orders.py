@@ -593,15 +593,18 @@ class OrderRouter:
         if order.status is OrderStatus.PENDING:
             decision = recheck(order) if recheck is not None else None
             if decision is not None and not decision.accepted:
-                self._reject_unsent(order, decision.reason or RejectReason.INVALID_ORDER, decision.message, events)
+                self._reject_absent(order, decision.reason or RejectReason.INVALID_ORDER, decision.message, events)
                 return 0
             _, fills = self._submit(order, events)
             return fills
         return 0
 
-    def _reject_unsent(self, order: Order, code: RejectReason, message: str, events: list[BaseModel]) -> bool:
-        """Record a PENDING order the broker never received as REJECTED (it will not be sent)."""
-        now = self.clock.now()
+    def _reject_absent(
+        self, order: Order, code: RejectReason, message: str, events: list[BaseModel], now: datetime | None = None
+    ) -> bool:
+        """Record a working order the broker does not have (never sent, or not found there) as
+        REJECTED with its reason, unless the stored order changed meanwhile; True when recorded."""
+        now = now or self.clock.now()
         rejected = order.model_copy(
             update={"status": OrderStatus.REJECTED, "reject_code": code.value, "reject_reason": message,
                     "updated_at": now}
@@ -720,7 +723,7 @@ class OrderRouter:
             report = self.broker.cancel(coid)
             if report is None:  # not at the broker: a PENDING order of ours is never to be sent
                 stored = self.store.get_order(coid)
-                if stored is not None and stored.status is OrderStatus.PENDING and self._reject_unsent(
+                if stored is not None and stored.status is OrderStatus.PENDING and self._reject_absent(
                     stored, RejectReason.KILL_SWITCH, f"never sent: {reason}", events
                 ):
                     canceled.append(coid)
@@ -755,14 +758,7 @@ class OrderRouter:
                 self._sync_report(broker_order, events, order)
                 report.synced.append(verdict.detail)
             elif verdict.verdict is Verdict.NOT_AT_BROKER:
-                rejected = order.model_copy(
-                    update={"status": OrderStatus.REJECTED, "reject_code": RejectReason.NOT_AT_BROKER.value,
-                            "reject_reason": verdict.detail, "updated_at": now}
-                )
-                if self.store.update_order(
-                    rejected, expected_status=order.status, expected_filled=order.filled_quantity
-                ):
-                    events.append(_rejected_event(rejected, now))
+                self._reject_absent(order, RejectReason.NOT_AT_BROKER, verdict.detail, events, now)
                 report.not_at_broker.append(verdict.detail)
             elif verdict.verdict is Verdict.WAIT:
                 report.waiting.append(verdict.detail)
