@@ -253,6 +253,17 @@ def case_data(case: Case) -> tuple[PreparedSeries, str]:
     return prepare(series, regimes, start=case.start, end=case.end), source
 
 
+def load_case(case: Case) -> tuple[PreparedSeries, str] | str:
+    """:func:`case_data` of ``case``, or the reason it cannot be run (its ``skip``, or the data
+    not being here)."""
+    if case.skip is not None:
+        return case.skip
+    try:
+        return case_data(case)
+    except DataError as exc:
+        return str(exc)
+
+
 def score(pool: AgentPool, data: PreparedSeries, costs: CostModel) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
     """The pool's positions on ``data`` (each agent seeing its own), the evaluation report and
     the specialty checks."""
@@ -272,16 +283,12 @@ def run_suite(models_dir: Path | None, img_dir: Path | None, costs: CostModel, s
     reversion: list[tuple[str, dict[str, Any] | None]] = []
     passed = counted = 0
     for case in model_set_cases(pool, split):
-        reason = case.skip
-        if reason is None:
-            try:
-                prepared, source = case_data(case)
-            except DataError as exc:
-                reason = str(exc)
-        if reason is not None:
+        loaded = load_case(case)
+        if isinstance(loaded, str):
             summary.append(f"| {case.title} | " + " | ".join("not run" for _ in pool.names) + " |")
-            details.append(f"\n#### {case.title}\n\nnot run: {reason}\n")
+            details.append(f"\n#### {case.title}\n\nnot run: {loaded}\n")
             continue
+        prepared, source = loaded
         paths, report, checks = score(pool, prepared, costs)
         if "contrarian" in pool.names:
             reversion.append((case.title, sideways_reversion(prepared, paths[:, pool.names.index("contrarian")], costs)))
@@ -362,15 +369,11 @@ def by_period(models_dir: Path | None, costs: CostModel, split: str = "test") ->
     for case in model_set_cases(pool, split):
         if case.spec not in series_names:
             continue  # the synthetic paths: see --robustness
-        reason = case.skip
-        if reason is None:
-            try:
-                prepared, _ = case_data(case)
-            except DataError as exc:
-                reason = str(exc)
-        if reason is not None:
-            lines.append(f"| {series_names[case.spec]} | not run: {reason} | | " + " | ".join("" for _ in pool.names) + " |")
+        loaded = load_case(case)
+        if isinstance(loaded, str):
+            lines.append(f"| {series_names[case.spec]} | not run: {loaded} | | " + " | ".join("" for _ in pool.names) + " |")
             continue
+        prepared, _ = loaded
         paths = run_pool(pool, prepared.features)
         for label, periods, report in slice_reports(prepared, paths, pool.names, costs):
             checks = specialty_checks(report)
