@@ -165,6 +165,9 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
     entry = manifest.agents["conservative"]
     assert set(entry.validation["seed_scores"]) == {"5", "105"}
     assert entry.hyperparameters["bagged_seeds"] == [5, 105]
+    # the setting a rerun passes (per seed), beside the steps both seeds took
+    assert entry.hyperparameters["total_timesteps"] == 512
+    assert entry.hyperparameters["timesteps_trained"] >= 2 * 512
     assert len(entry.validation["selected_at"]) == 2
     assert {row["seed"] for row in manifest.training["validation_history"]["conservative"]} == {5, 105}
     assert manifest.training["onnx_parity_max_abs_error"]["conservative"] <= 1e-5

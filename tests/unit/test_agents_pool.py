@@ -249,7 +249,7 @@ def test_a_manifest_edited_after_writing_is_refused(model_set, field, value):
     raw = json.loads((folder / "manifest.json").read_text())
     raw["agents"]["aggressive"][field] = value
     (folder / "manifest.json").write_text(json.dumps(raw))
-    with pytest.raises(ModelArtifactError, match=r"says version agents-\w+, but its files, no-trade bands and "
+    with pytest.raises(ModelArtifactError, match=r"says version agents-\w+, but its agents' files, no-trade bands and "
                                                  r"leverage limits give agents-\w+: the manifest was edited"):
         AgentPool.load(folder, feature_names=FEATURES)
     # written properly, the same change loads, under a new version
@@ -307,3 +307,16 @@ def test_committed_model_set_is_intact():
     x = np.random.default_rng(3).normal(size=(32, len(FEATURE_NAMES)))
     out = pool.act_batch(x, np.zeros((32, 4)))
     assert np.all(np.abs(out) <= np.array([pool.leverage[n] for n in AGENT_NAMES]) + 1e-6)
+
+
+def test_swapping_two_agents_files_changes_the_version(model_set):
+    """Which file serves which agent is part of the version: a manifest whose two agents'
+    entries were swapped (same leverage) would serve one agent's policy under the other's name."""
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    cons, contr = raw["agents"]["conservative"], raw["agents"]["contrarian"]
+    for key in ("file", "sha256"):
+        cons[key], contr[key] = contr[key], cons[key]
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelArtifactError, match=r"the manifest was edited"):
+        AgentPool.load(folder, feature_names=FEATURES, fused=False)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from training.agents.train import Source, TrainConfig, agent_training_data, split_source
+from training.agents.train import Source, TrainConfig, agent_training_data, calendar_cuts, split_source
 
 SPEC = "synth:realistic:3:800:SPLT"
 
@@ -27,6 +30,35 @@ def test_all_training_leaves_no_validation_or_test_window():
     src = split_source(SPEC, TrainConfig(train_fraction=1.0, validation_fraction=0.0))
     assert src.validation is None and src.test is None
     assert set(src.windows) == {"train"}
+
+
+def test_real_series_are_cut_at_the_same_calendar_dates(tmp_path):
+    """A later-starting real series is cut at the dates of the one that starts first: none of
+    its bars can be trained on after another series' test window has begun."""
+    from ensemble_trader.domain.synthetic import generate
+    from ensemble_trader.marketdata import write_bars_csv
+
+    early, late = tmp_path / "early.csv", tmp_path / "late.csv"
+    first_series = generate("realistic", 1000, seed=1, symbol="EARLY").series
+    write_bars_csv(early, first_series)
+    later = generate("realistic", 600, seed=2, symbol="LATE").series
+    shift = first_series.timestamp[400] - later.timestamp[0]  # begins inside the early one's training window
+    write_bars_csv(late, dataclasses.replace(later, timestamp=later.timestamp + shift))
+    config = TrainConfig()
+    cuts = calendar_cuts([str(early), str(late), SPEC], config)
+    first = split_source(str(early), config, cuts=cuts)
+    second = split_source(str(late), config, cuts=cuts)
+    assert first.windows == split_source(str(early), config).windows  # the first keeps its fractions
+    assert second.train is not None and second.windows["train"][1] < first.windows["validation"][0]
+    assert second.windows["test"][0] >= first.windows["test"][0]
+    test_start = np.datetime64(first.windows["test"][0])
+    assert np.all(second.train.timestamp < test_start) and np.all(second.validation.timestamp < test_start)
+    # a real series that begins after the test cut is test data only
+    after = tmp_path / "after.csv"
+    write_bars_csv(after, dataclasses.replace(later, timestamp=later.timestamp + 2 * shift))
+    only = split_source(str(after), config, cuts=calendar_cuts([str(early), str(after)], config))
+    assert only.train is None and only.validation is None and set(only.windows) == {"test"}
+    assert calendar_cuts([SPEC], config) is None  # synthetic series keep their own fractions
 
 
 def _sources(*specs: str) -> list[Source]:

@@ -5,11 +5,15 @@ agent's checkpoint on the validation window only, exports the set to ONNX (parit
 measures it on the test window with the served code (:class:`AgentPool`) and writes the model
 set with its manifest.
 
-Walk-forward split: each series is cut by time into train (first ``train_fraction``),
-validation (next ``validation_fraction``) and test (the rest) windows, so validation and test
-lie strictly after everything the agent trained on. The S&P 500 shipped with arch (1999-2018)
-gives train 1999-01-04 … 2012-12-31, validation 2013-01-02 … 2014-12-30, test 2014-12-31 … 2018-12-31. Features are computed over the
-whole series (they are causal), rewards inside a window use only that window's prices.
+Walk-forward split: the real series that begins first is cut by time into train (first
+``train_fraction`` of its bars), validation (next ``validation_fraction``) and test (the rest),
+and every other real series at the same calendar dates (:func:`calendar_cuts`), so every
+validation and test window lies strictly after everything the agents trained on, in any series.
+The S&P 500 shipped with arch (1999-2018) gives train 1999-03-31 (after the features' warm-up)
+… 2012-12-31, validation 2013-01-02 … 2014-12-30, test 2014-12-31 … 2018-12-31; the BTC-USD
+hourly bars (2017-19) then lie wholly in the test period. Synthetic series are cut at their own
+fractions. Features are computed over the whole series (they are causal), rewards inside a
+window use only that window's prices.
 
 Data per agent: the Contrarian trains on the mean-reverting series (``synth:mean_reverting...``)
 — mean reversion is what it learns to exploit — and, by default (:data:`AGENT_DATA`), on the
@@ -265,8 +269,16 @@ def _iso(ts: np.datetime64) -> str:
     return str(np.datetime_as_string(np.datetime64(ts, "s")))
 
 
-def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
-    """Load ``spec`` and cut it into train / validation / test windows by time."""
+def split_source(
+    spec: str,
+    config: TrainConfig,
+    whole: bool = False,
+    cuts: tuple[np.datetime64, np.datetime64] | None = None,
+) -> Source:
+    """Load ``spec`` and cut it into train / validation / test windows by time: at ``cuts``
+    (the calendar dates where validation and test begin) when given, else at the fractions of
+    its own bars. With ``cuts`` a series that begins after a cut has no window before it (a
+    series that begins after the test cut is test data only)."""
     series, regimes = load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
     src = Source(spec, series, regimes)
     features = compute_features(series)  # once; every window is cut from it
@@ -276,19 +288,48 @@ def split_source(spec: str, config: TrainConfig, whole: bool = False) -> Source:
         src.train = prepare(series, regimes, features=features)
         src.windows = {"train": [_iso(ts[0]), _iso(ts[-1])]}
         return src
-    i_val = int(n * config.train_fraction)
-    i_test = int(n * min(config.train_fraction + config.validation_fraction, 1.0))
-    cuts = {"train": (0, i_val), "validation": (i_val, i_test), "test": (i_test, n)}  # bar indices [lo, hi)
-    for name, (lo, hi) in cuts.items():
+    if cuts is None:
+        i_val, i_test = fraction_cuts(n, config)
+    else:
+        i_val, i_test = (int(np.searchsorted(ts.astype("datetime64[ns]"), c, side="left")) for c in cuts)
+    cuts_at = {"train": (0, i_val), "validation": (i_val, i_test), "test": (i_test, n)}  # bar indices [lo, hi)
+    for name, (lo, hi) in cuts_at.items():
         if hi - lo < 3:  # an empty window (e.g. fractions summing to 1) stays empty, never the whole series
             continue
         start = ts[lo] if lo > 0 else None
         end = ts[hi] if hi < n else None
-        setattr(src, name, prepare(series, regimes, start=start, end=end, features=features))
-        src.windows[name] = [_iso(ts[lo]), _iso(ts[hi - 1])]
-    if src.train is None:
+        prepared = prepare(series, regimes, start=start, end=end, features=features)
+        setattr(src, name, prepared)
+        # the rows the window really holds (training starts after the features' warm-up)
+        src.windows[name] = [_iso(prepared.timestamp[0]), _iso(prepared.timestamp[-1])]
+    if src.train is None and cuts is None:
         raise DataError(f"{spec}: the training window has too few warm bars")
     return src
+
+
+def fraction_cuts(n: int, config: TrainConfig) -> tuple[int, int]:
+    """Bar indices where validation and test begin in a series of ``n`` bars, by the fractions."""
+    i_val = int(n * config.train_fraction)
+    return i_val, int(n * min(config.train_fraction + config.validation_fraction, 1.0))
+
+
+def calendar_cuts(specs: Sequence[str], config: TrainConfig) -> tuple[np.datetime64, np.datetime64] | None:
+    """One pair of calendar dates (validation start, test start) for every real series.
+
+    Cutting each real series at its own fractions would let one series' training window run
+    into another's test window (BTC-USD hourly 2017-19 trained on while the S&P 500 is tested
+    on 2015-18): out of sample per series, not in calendar time. So the series that begins
+    first is cut at its fractions and every other real series at the same dates. Synthetic
+    series keep their own fractions (their dates mean nothing). None when there is no real series.
+    """
+    real = [spec for spec in specs if not spec.startswith("synth:")]
+    if not real:
+        return None
+    loaded = [np.asarray(load_series(spec)[0].timestamp).astype("datetime64[ns]") for spec in real]
+    first = min(loaded, key=lambda ts: ts[0])
+    i_val, i_test = fraction_cuts(len(first), config)
+    end = first[-1] + np.timedelta64(1, "ns")
+    return (first[i_val] if i_val < len(first) else end, first[i_test] if i_test < len(first) else end)
 
 
 def data_hash(sources: Sequence[Source]) -> str:
@@ -595,9 +636,12 @@ def test_report(models_dir: Path, sources: Sequence[Source], costs: CostModel) -
 
 
 def _hyperparameters(cfg: TrainConfig, timesteps: int) -> dict[str, Any]:
-    """What an agent was actually trained with (its overrides applied), for the manifest."""
+    """What an agent was actually trained with (its overrides applied), for the manifest:
+    ``total_timesteps`` is the setting each seed ran with (what a rerun passes), ``timesteps_trained``
+    the steps taken over all its seeds (whole rollouts, so a little more)."""
     return {
-        "total_timesteps": timesteps,
+        "total_timesteps": cfg.timesteps,
+        "timesteps_trained": timesteps,
         "learning_rate": cfg.learning_rate,
         "gamma": cfg.gamma,
         "gae_lambda": cfg.gae_lambda,
@@ -630,7 +674,9 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     bars = config.bars or (QUICK_BARS if config.quick else default_bars())
     separate_validation = bool(config.validation_bars)
-    sources = [split_source(spec, config, whole=separate_validation) for spec in bars]
+    cuts = None if separate_validation else calendar_cuts(bars, config)
+    sources = [split_source(spec, config, whole=separate_validation,
+                            cuts=None if spec.startswith("synth:") else cuts) for spec in bars]
     val_sources = [split_source(spec, config, whole=True) for spec in config.validation_bars]
     if separate_validation:
         for src in val_sources:

@@ -60,16 +60,17 @@ FUSED_TOLERANCE = 1e-4
 
 
 def content_version(
-    hashes: list[str],
+    files: Mapping[str, str],
     bands: Mapping[str, float] | None = None,
     leverage: Mapping[str, float] | None = None,
 ) -> str:
-    """A model set's version from its files' hashes, the agents' non-zero no-trade bands and any
-    leverage limit other than :data:`DEFAULT_LEVERAGE` (both change what the served agents do):
-    the same set always gets the same version, a set without bands keeps the version of its
-    files alone, and :meth:`AgentPool.from_files` refuses a manifest whose version does not
-    match its content (an edited band or limit would otherwise keep the old version)."""
-    text = "".join(sorted(hashes)) + "".join(
+    """A model set's version from which file serves which agent (``files``: agent name, or
+    ``fused``, → the file's sha256), the agents' non-zero no-trade bands and any leverage limit
+    other than :data:`DEFAULT_LEVERAGE` (all three change what the served agents do): the same
+    set always gets the same version, and :meth:`AgentPool.from_files` refuses a manifest whose
+    version does not match its content (an edited band or limit, or two agents' files swapped,
+    would otherwise keep the old version)."""
+    text = "".join(f"{name}={digest}|" for name, digest in sorted(files.items())) + "".join(
         f"|{name}:band={band!r}" for name, band in sorted((bands or {}).items()) if band
     ) + "".join(
         f"|{name}:leverage={limit!r}"
@@ -135,10 +136,12 @@ class AgentManifest(_Frozen):
         return tuple(n for n in AGENT_NAMES if n in self.agents)
 
     def content_version(self) -> str:
-        """The version its files, bands and leverage limits give (see :func:`content_version`)."""
-        hashes = [e.sha256 for e in self.agents.values()] + ([self.fused.sha256] if self.fused else [])
+        """The version its agents' files, bands and leverage limits give (see :func:`content_version`)."""
+        files = {name: e.sha256 for name, e in self.agents.items()}
+        if self.fused is not None:
+            files["fused"] = self.fused.sha256
         return content_version(
-            hashes,
+            files,
             {n: e.no_trade_band for n, e in self.agents.items()},
             {n: e.leverage for n, e in self.agents.items()},
         )
@@ -290,8 +293,8 @@ class AgentPool:
         expected = manifest.content_version()
         if manifest.version != expected:
             raise ModelArtifactError(
-                f"model set {source}: {MANIFEST_FILE} says version {manifest.version}, but its files, "
-                f"no-trade bands and leverage limits give {expected}: the manifest was edited after "
+                f"model set {source}: {MANIFEST_FILE} says version {manifest.version}, but its agents' "
+                f"files, no-trade bands and leverage limits give {expected}: the manifest was edited after "
                 f"the set was written (write it again with training.agents.modelset.write_model_set)"
             )
         if feature_names is not None and tuple(manifest.feature_names) != tuple(feature_names):
