@@ -235,6 +235,7 @@ def test_stale_bar_raises_and_leaves_state_untouched():
         (100.0, 101.0, 99.0, 100.0, math.nan),  # NaN volume
         (100.0, 1e200, 99.0, 100.0, 1.0),  # high out of range
         (100.0, 101.0, 99.0, 100.0, 1e151),  # volume out of range
+        (1e-200, 1e-200, 1e-200, 1e-200, 1.0),  # below the smallest price: 100 / 1e-200 overflows
         ("100", 101.0, 99.0, 100.0, 1.0),  # not a number
     ],
 )
@@ -244,6 +245,28 @@ def test_invalid_raw_bar_is_rejected_without_state_change(ohlcv):
     before = engine.to_bytes()
     with pytest.raises(DataError, match="invalid bar"):
         engine.update_raw(T0 + DAY_NS, *ohlcv)
+    assert engine.to_bytes() == before
+
+
+def test_extreme_but_valid_prices_give_finite_features():
+    """At the price bounds every ratio and its logarithm stay finite, so a bar that passes the
+    check cannot produce an infinite feature (which would poison the saved state)."""
+    engine = FeatureEngine("TEST")
+    rows = [engine.update_raw(T0, 1e149, 1e149, 1e149, 1e149, 1.0),
+            engine.update_raw(T0 + DAY_NS, 1e-150, 1e149, 1e-150, 1e-150, 1e149),
+            engine.update_raw(T0 + 2 * DAY_NS, 1e-150, 1e149, 1e-150, 1e149, 0.0)]
+    assert np.isfinite(np.array(rows)).all()
+    FeatureEngine.from_bytes(engine.to_bytes())  # the state stays loadable
+
+
+@pytest.mark.parametrize("year", [1600, 2300])
+def test_a_time_outside_64_bit_nanoseconds_is_rejected_before_any_change(year):
+    engine = FeatureEngine("TEST")
+    engine.update_raw(T0, 100.0, 100.0, 100.0, 100.0, 1.0)
+    before = engine.to_bytes()
+    bar = Bar(symbol="TEST", timestamp=datetime(year, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1)
+    with pytest.raises(DataError, match="64-bit nanoseconds"):
+        engine.update(bar)
     assert engine.to_bytes() == before
 
 

@@ -213,19 +213,42 @@ def test_permanent_error_raised_by_step_is_dead_lettered(world):
     assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3]
 
 
-def test_unexpected_step_error_fails_that_symbol_from_the_failing_record(world):
+def test_unexpected_step_error_fails_all_of_that_symbols_records(world):
+    """A bug in the step may leave its state half-changed (the features engine updates in
+    place), so nothing of that symbol's batch is kept: all of its records come again."""
     payloads = interleaved(2) + [("AAA", bar_json("AAA", 2, volume=666.0)), ("BBB", bar_json("BBB", 2)),
                                  ("AAA", bar_json("AAA", 3))]
     event = event_of(payloads)
     response = world.runner.process(event)
-    assert failures(response) == ["1004", "1006"]  # AAA's crashing record and the AAA after it
-    assert world.state("AAA")[1]["count"] == 2  # records before the crash are kept
+    assert failures(response) == ["1000", "1002", "1004", "1006"]  # every AAA record
+    assert "tally:AAA" not in world.cache.data  # no state of AAA written
+    assert [o.symbol for o in world.outputs()] == ["BBB"] * 3  # and none of its outputs sent
     assert world.state("BBB")[1]["count"] == 3
-    world.step.crash_on_volume = None  # the bug is fixed; the ESM redelivers from seq 1004
-    retry = kinesis_event([r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= 1004])
+    world.step.crash_on_volume = None  # the bug is fixed; the ESM redelivers from seq 1000
+    retry = kinesis_event([r for r in event["Records"] if int(r["kinesis"]["sequenceNumber"]) >= 1000])
     assert failures(world.runner.process(retry)) == []
     assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4]
     assert [o.count for o in world.outputs() if o.symbol == "BBB"] == [1, 2, 3]
+
+
+def test_a_message_dated_far_ahead_of_its_arrival_is_dead_lettered(world):
+    """Applied, a mistyped future date would make every later genuine bar look like a
+    redelivery: the symbol would stop without a word. It goes to the DLQ instead."""
+    arrival = (T0 + timedelta(days=10)).timestamp()
+    future = bar_json("AAA", 200)  # 190 days after its arrival
+    records = [
+        kinesis_record(data, partition_key="AAA", sequence_number=str(1000 + n), stream="et-test-in", arrival=arrival)
+        for n, data in enumerate([bar_json("AAA", 0), future, bar_json("AAA", 1)])
+    ]
+    response = world.runner.process(kinesis_event(records))
+    assert failures(response) == []
+    assert len(world.dlq.reasons) == 1 and "after the record reached the stream" in world.dlq.reasons[0]
+    assert [o.count for o in world.outputs()] == [1, 2]  # the genuine bars on either side are applied
+    # within the allowance (clock skew) a bar is applied
+    near = kinesis_record(bar_json("AAA", 10), partition_key="AAA", sequence_number="1003", stream="et-test-in",
+                          arrival=(T0 + timedelta(days=10)).timestamp() - 200.0)
+    assert failures(world.runner.process(kinesis_event([near]))) == []
+    assert [o.count for o in world.outputs()] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("broken", ["cache.get_many", "cache.set_many", "publisher.put", "bus.publish", "snapshots.put_item"])

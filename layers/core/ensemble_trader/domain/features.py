@@ -67,8 +67,9 @@ exactly from its ring buffer around a new anchor, the newest value. So the error
 about ``2e-12`` relative, a flat window has exactly zero spread, and the amortised cost stays
 O(1): recomputation is rare (15 times in all over the 5,031 S&P 500 daily bars).
 
-Valid input: ``0 < low <= open, close <= high < 1e150`` and ``0 <= volume < 1e150`` (the bound
-keeps squared window terms finite); anything else raises :class:`DataError`.
+Valid input: ``1e-150 <= low <= open, close <= high < 1e150`` and ``0 <= volume < 1e150`` (the
+bounds keep squared window terms and every price ratio finite and non-zero), at a time inside
+signed 64-bit nanoseconds; anything else raises :class:`DataError` before any state changes.
 """
 
 from __future__ import annotations
@@ -136,7 +137,13 @@ _FAST_DECAY = 1.0 - 2.0 / (TREND_FAST + 1)
 _SLOW_DECAY = 1.0 - 2.0 / (TREND_SLOW + 1)
 MAX_VALUE = 1e150
 """Prices and volumes must stay below this, so that squared window terms cannot overflow."""
-_BAR_RULE = "need 0 < low <= open, close <= high < 1e150 and 0 <= volume < 1e150"
+MIN_PRICE = 1e-150
+"""Prices must be at least this: with :data:`MAX_VALUE`, every price ratio (high/low, close/open,
+close/previous close) and its logarithm stay finite and non-zero."""
+_BAR_RULE = "need 1e-150 <= low <= open, close <= high < 1e150 and 0 <= volume < 1e150"
+MIN_TIMESTAMP_NS = -(2**63)
+MAX_TIMESTAMP_NS = 2**63 - 1
+"""Bar times are kept as signed 64-bit nanoseconds (1677-09-21 … 2262-04-11)."""
 _RECOMPUTE_RATIO = 1e-4
 _RSI_FLUSH = 1e-200
 STATE_VERSION = 1
@@ -360,11 +367,13 @@ class FeatureEngine:
             ts = operator.index(ts)  # int or numpy integer; never a silently truncated float
         except TypeError:
             raise DataError(f"{self.symbol}: timestamp {ts!r} must be integer nanoseconds") from None
+        if not MIN_TIMESTAMP_NS <= ts <= MAX_TIMESTAMP_NS:
+            raise DataError(f"{self.symbol}: timestamp {ts} ns is outside signed 64-bit nanoseconds (1677-2262)")
         last = self._last_ts
         if last is not None and ts <= last:
             raise StaleBarError(self.symbol, ts, last)
         try:
-            valid = 0.0 < l <= o <= h < MAX_VALUE and l <= c <= h and 0.0 <= v < MAX_VALUE
+            valid = MIN_PRICE <= l <= o <= h < MAX_VALUE and l <= c <= h and 0.0 <= v < MAX_VALUE
         except TypeError:
             valid = False
         if not valid:
@@ -724,7 +733,7 @@ def _check_bars(
     symbol: str, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray
 ) -> None:
     with np.errstate(invalid="ignore"):
-        ok = (0.0 < lo) & (lo <= o) & (o <= h) & (h < MAX_VALUE) & (lo <= c) & (c <= h)
+        ok = (MIN_PRICE <= lo) & (lo <= o) & (o <= h) & (h < MAX_VALUE) & (lo <= c) & (c <= h)
         ok &= (v >= 0.0) & (v < MAX_VALUE)
     if not ok.all():
         i = int(np.argmin(ok))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,18 +32,19 @@ def kinesis_record(
     sequence_number: str,
     stream: str,
     shard_id: str = "shardId-000000000000",
-    arrival: float = 0.0,
+    arrival: float | None = None,
     region: str = "us-east-1",
     function: str = "function",
 ) -> dict[str, Any]:
-    """One record of a Kinesis event (``Records[i]``), data base64-encoded as Lambda does."""
+    """One record of a Kinesis event (``Records[i]``), data base64-encoded as Lambda does;
+    ``arrival`` (epoch seconds) defaults to now."""
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
             "partitionKey": partition_key,
             "sequenceNumber": sequence_number,
             "data": base64.b64encode(data).decode("ascii"),
-            "approximateArrivalTimestamp": float(arrival),
+            "approximateArrivalTimestamp": float(time.time() if arrival is None else arrival),
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",

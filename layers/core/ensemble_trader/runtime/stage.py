@@ -30,11 +30,16 @@ Rules, in the order they apply:
   record at or below it is skipped and counted as a duplicate. Outputs of a stage carry
   deterministic content, so a re-emitted output is a duplicate downstream too.
 * **Transient errors fail a symbol from its first unprocessed record.** An InfrastructureError of
-  the cache, the sink, the bus or DynamoDB, a ConcurrencyError of the snapshot, or an unexpected
-  exception inside ``apply`` reports that symbol's first unprocessed record and every later record
-  of that symbol as batch item failures; the ESM then retries from the lowest failed sequence
-  number, and the records already applied before it are no-ops on the retry. Other symbols in the
-  batch are unaffected.
+  the cache, the sink, the bus or DynamoDB, or a ConcurrencyError of the snapshot reports that
+  symbol's first unprocessed record and every later record of that symbol as batch item failures;
+  the ESM then retries from the lowest failed sequence number, and the records already applied
+  before it are no-ops on the retry. An unexpected exception inside ``apply`` (a bug) fails
+  *all* of the symbol's records in the batch and keeps none of its state changes or outputs: the
+  step may have changed its state part-way. Other symbols in the batch are unaffected.
+* **A message dated ahead of its arrival is refused.** A record whose message time is more than
+  ``max_lead_seconds`` (default 300) after the record reached the stream
+  (``approximateArrivalTimestamp``) is dead-lettered with the reason: applied, a mistyped future
+  date would make every later genuine record look like a redelivery and silently stop the symbol.
 * **Write order makes a crash harmless.** Outputs and events go out before the state is written,
   so a crash in between re-emits (harmless) rather than loses outputs. The DynamoDB snapshot
   (``stage-state`` table, pk = stage name, sk = symbol) is written with a ``version`` condition
@@ -100,6 +105,8 @@ S = TypeVar("S")
 In = TypeVar("In", bound=BaseModel)
 
 SNAPSHOT_TABLE = "stage-state"
+MAX_LEAD_SECONDS = 300.0
+"""How far a message's time may lie after its record's arrival on the stream (clock skew)."""
 COMPUTE_SAMPLES = 200_000
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC = b"ET1"
@@ -110,6 +117,8 @@ class SymbolStep(Protocol[S, In]):
 
     ``name`` is the stage name (metric prefix, snapshot partition key). ``apply`` returns the new
     state, the records for the next stream or queue, and the events for the bus.
+    ``message_sequence`` is the message's time in ns since the epoch (redelivery is judged by it,
+    and its lead over the record's arrival is bounded).
     """
 
     name: str
@@ -328,8 +337,10 @@ class KinesisStageRunner(Generic[S, In]):
         metrics: MetricsSink | None = None,
         snapshot_table: str = SNAPSHOT_TABLE,
         stats: StageStats | None = None,
+        max_lead_seconds: float | None = MAX_LEAD_SECONDS,
     ) -> None:
         self.step = step
+        self.max_lead_ns = None if max_lead_seconds is None else int(max_lead_seconds * 1e9)
         self.cache = cache
         self.dlq = dlq
         self.sink = sink
@@ -392,9 +403,23 @@ class KinesisStageRunner(Generic[S, In]):
             except InvalidMessageError as exc:
                 self._reject(raw, item_id, exc.reason, failures)
                 continue
+            lead = self._lead_ns(message, envelope.kinesis.approximateArrivalTimestamp)
+            if lead is not None:
+                self._reject(raw, item_id, (
+                    f"message time is {lead / 1e9:,.0f} s after the record reached the stream (max "
+                    f"{self.max_lead_ns / 1e9:,.0f} s): a future date would make every later record look "
+                    f"like a redelivery"), failures)
+                continue
             symbol = self.step.symbol_of(message)
             groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message, position))
         return groups
+
+    def _lead_ns(self, message: Any, arrival_s: float) -> int | None:
+        """How far past ``max_lead_seconds`` the message's time lies after its arrival (None: not)."""
+        if self.max_lead_ns is None:
+            return None
+        lead = self.step.message_sequence(message) - int(arrival_s * 1e9)
+        return lead if lead > self.max_lead_ns else None
 
     def _load_states(self, groups: dict[str, _Group]) -> None:
         if not groups:
@@ -512,8 +537,11 @@ class KinesisStageRunner(Generic[S, In]):
                         break
                     continue
                 except Exception:
+                    # a step that fails unexpectedly may have changed its state part-way (the
+                    # features engine updates in place): keep nothing of the symbol's batch and
+                    # let all of its records come again onto the stored state
                     log.exception("stage %s: step failed on %s seq %s", step.name, symbol, item.item_id)
-                    group.fail(index)
+                    group.fail(0)
                     break
                 elapsed = clock() - t0
                 stats.compute_ns.append(elapsed)

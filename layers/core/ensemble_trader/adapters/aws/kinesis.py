@@ -1,8 +1,7 @@
-"""Kinesis publisher: PutRecords in bounded chunks, retrying only the entries that failed."""
+"""Kinesis publisher: PutRecords in bounded requests, per-key order kept, retrying only the entries that failed."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,7 +12,6 @@ from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
-log = logging.getLogger(__name__)
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
@@ -50,20 +48,37 @@ def chunk_records(
     return chunks
 
 
+def key_rounds(records: Sequence[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+    """``records`` regrouped so that no partition key appears twice in a group: group ``r`` holds
+    the ``r``-th record of every key (in the given order). Sent group after group, a record
+    Kinesis rejects is retried before its key's next record is sent."""
+    rounds: list[list[tuple[str, bytes]]] = []
+    seen: dict[str, int] = {}
+    for key, data in records:
+        r = seen.get(key, 0)
+        seen[key] = r + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append((key, data))
+    return rounds
+
+
 class KinesisPublisher:
     """:class:`ensemble_trader.ports.StreamPublisher` over Kinesis ``PutRecords``.
 
     ``stream`` may be a logical name (``"features"``, qualified with the stage) or a physical
-    one. Records go out in chunks of at most 500 entries and 5 MB, in the order given. When
-    Kinesis rejects some entries of a chunk (``FailedRecordCount`` > 0, typically throttling),
-    only those entries are sent again, in their original order, after an exponential backoff
-    with jitter; after ``max_attempts`` calls an :class:`InfrastructureError` says how many
-    entries are still failing and why.
+    one. Records go out in requests of at most 500 entries and 5 MB. When Kinesis rejects some
+    entries of a request (``FailedRecordCount`` > 0, typically throttling), only those entries
+    are sent again, after an exponential backoff with jitter; after ``max_attempts`` calls an
+    :class:`InfrastructureError` says how many entries are still failing and why.
 
-    Ordering: records of one partition key keep their order as long as a chunk fails from
-    some entry onwards (how a throttled shard behaves). Kinesis does allow a later entry of a
-    key to succeed where an earlier one failed; a retry cannot undo that, so it is logged as a
-    warning naming the key.
+    Ordering: records of one partition key reach the shard in the order given. Kinesis may
+    accept a later entry of a request where it rejected an earlier one, and a retry would then
+    put the earlier record after the later one — which the next stage takes for a redelivery
+    and skips. So a request never holds two records of one key (:func:`key_rounds`): the
+    ``r``-th records of all keys go together, and a key's next record is sent only once its
+    previous one is in. Many symbols still share each request; one symbol's backlog costs a
+    request per record.
     """
 
     def __init__(
@@ -88,8 +103,9 @@ class KinesisPublisher:
     def put(self, stream: str, records: Sequence[tuple[str, bytes]]) -> None:
         """Put ``(partition_key, data)`` records on ``stream``; raise InfrastructureError on failure."""
         name = physical(stream, self._settings)
-        for chunk in chunk_records(records):
-            self._put_chunk(name, chunk)
+        for group in key_rounds(records):
+            for chunk in chunk_records(group):
+                self._put_chunk(name, chunk)
 
     def _put_chunk(self, stream: str, chunk: list[tuple[str, bytes]]) -> None:
         sent = 0
@@ -106,7 +122,6 @@ class KinesisPublisher:
             entries = response["Records"]
             failed = [rec for rec, res in zip(pending, entries, strict=True) if "ErrorCode" in res]
             codes = sorted({res["ErrorCode"] for res in entries if "ErrorCode" in res})
-            _warn_if_reordered(pending, entries)
             return failed, f"{len(failed)} of {len(pending)} entries rejected ({', '.join(codes)})"
 
         pending, last_error = resend_failed(
@@ -120,17 +135,3 @@ class KinesisPublisher:
             f"Kinesis PutRecords to {stream}: {len(pending)} of {len(chunk)} records still failing "
             f"after {self.max_attempts} attempts; last error: {last_error}"
         )
-
-
-def _warn_if_reordered(sent: list[tuple[str, bytes]], results: list[dict]) -> None:
-    failed_keys: set[str] = set()
-    for (key, _), res in zip(sent, results, strict=True):
-        if "ErrorCode" in res:
-            failed_keys.add(key)
-        elif key in failed_keys:
-            log.warning(
-                "Kinesis accepted a record of partition key %r after rejecting an earlier one; "
-                "the retry puts the earlier record after it",
-                key,
-            )
-            failed_keys.discard(key)
