@@ -58,6 +58,17 @@ def test_annual_return_is_geometric():
     assert m.annual_return == pytest.approx(1.001**252 - 1)
 
 
+def test_annualising_a_few_hourly_periods_stays_a_float():
+    """One hourly period of +9 % compounded over 8,760 hours overflows a float: the annual
+    return of such a slice (a regime seen for one bar) is undefined, reported as 0, and the
+    other metrics are still computed (it used to raise OverflowError out of the backtest)."""
+    m = performance(np.array([0.09]), np.ones(1), 8760.0)
+    assert m.annual_return == 0.0 and m.total_return == pytest.approx(0.09)
+    three = performance(np.full(3, 0.03), np.ones(3), 8760.0)
+    assert three.annual_return == pytest.approx(1.03**8760 - 1, rel=1e-9)  # absurd, but a float
+    assert performance(np.array([-1.0, 0.5]), np.ones(2), 252).annual_return == -1.0  # a total loss
+
+
 def test_bad_inputs_name_the_problem():
     with pytest.raises(DataError, match="positions has 1"):
         performance(np.zeros(2), np.zeros(1), 252)

@@ -261,6 +261,61 @@ def test_new_model_version_restarts_the_filter_but_keeps_the_regime(fitted):
     assert len(outputs) == 1
 
 
+def _one_feature_model(means: list[float], regimes: tuple[Regime, ...], stay: float = 0.97) -> RegimeModel:
+    k = len(means)
+    trans = np.full((k, k), (1.0 - stay) / (k - 1))
+    np.fill_diagonal(trans, stay)
+    return RegimeModel((FeatureSpec("f0", "identity", 0.0, 1.0),), np.full(k, 1.0 / k), trans,
+                       np.array(means, dtype=float)[:, None], np.ones((k, 1, 1)), "full", regimes)
+
+
+def test_a_new_model_version_drops_the_old_models_pending_confirmation():
+    """Two bars of confirmation under the old model are no evidence under the new one: the new
+    model needs its own ``confirm_bars``."""
+    rule = TransitionRule(margin=0.2, confirm_bars=3)
+    old = RegimeStep(_one_feature_model([0.0, 3.0, -3.0, 6.0], (B, R, S, V)), rule)
+    new = RegimeStep(_one_feature_model([0.0, 3.0, -3.0, 6.01], (B, R, S, V)), rule)
+    state = None
+    for t in range(10):
+        state, _, _ = old.apply(state, vector(t, [0.0]))
+    for t in (10, 11):
+        state, _, events = old.apply(state, vector(t, [3.5]))
+    assert state.regime is B and state.pending is R and state.pending_count == 2 and not events
+    switched = []
+    for t in (12, 13, 14):
+        state, _, events = new.apply(state, vector(t, [3.5]))
+        switched.append(bool(events))
+    assert switched == [False, False, True]
+
+
+def test_an_event_confidence_never_exceeds_one_when_two_states_share_a_regime():
+    """A regime's probability sums its hidden states' and can round past 1; the event, like the
+    estimate, carries it clipped (unclipped, the event failed validation on every retry)."""
+    step = RegimeStep(_one_feature_model([0.0, 3.0, 20.0, -20.0, 40.0], (B, B, R, S, V), stay=1.0 - 4e-6),
+                      TransitionRule(0.0, 1, 1))
+    rng = np.random.default_rng(1)
+    calm = 20.0 + 0.3 * rng.normal(size=20)
+    changes = 0
+    for z in rng.uniform(-2.0, 5.0, 400):
+        state = None
+        for t, value in enumerate(calm):
+            state, _, _ = step.apply(state, vector(t, [value]))
+        state, market, events = step.apply(state, vector(len(calm), [z]))
+        for event in events:
+            changes += 1
+            assert 0.0 <= event.confidence <= 1.0
+    assert changes > 300
+
+
+def test_features_no_state_can_explain_are_an_invalid_message():
+    """A finite but extreme value (identity transform) gives every state zero likelihood: the
+    record is refused as invalid (dead-lettered), not retried for ever as a state error."""
+    step = RegimeStep(_one_feature_model([0.0, 3.0, -3.0, 6.0], (B, R, S, V)))
+    state, _, _ = step.apply(None, vector(0, [0.0]))
+    with pytest.raises(InvalidMessageError, match="no regime of model"):
+        step.apply(state, vector(1, [1e160]))
+
+
 def test_missing_feature_and_wrong_symbol_are_typed_errors(fitted):
     _, model, x = fitted
     step = RegimeStep(model)

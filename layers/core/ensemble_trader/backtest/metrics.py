@@ -6,7 +6,8 @@ Conventions, shared by every backtest in the project:
   ``positions[t]`` the position (fraction of equity, signed) held over that period. The book
   starts flat, so the first trade is ``|positions[0]|``.
 * ``total_return``  = prod(1 + r) - 1
-* ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric)
+* ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric);
+  0 when that is beyond a float (a few hourly periods compounded over a year: undefined)
 * ``annual_vol``    = std(r, ddof=1) * sqrt(P)
 * ``sharpe``        = mean(r) / std(r, ddof=1) * sqrt(P) (risk-free rate 0); 0 when std is 0
 * ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when no period lost money
@@ -94,6 +95,17 @@ def max_drawdown(returns: np.ndarray) -> float:
     return float(np.max(1.0 - wealth / peak))
 
 
+_LOG_FLOAT_MAX = float(np.log(np.finfo(np.float64).max))
+
+
+def _annualised(growth: float, years_per_slice: float) -> float:
+    """``growth ** years_per_slice - 1`` (-1 after a total loss; 0 when it overflows a float)."""
+    if growth <= 0.0:
+        return -1.0
+    exponent = years_per_slice * float(np.log(growth))
+    return float(np.expm1(exponent)) if exponent < _LOG_FLOAT_MAX else 0.0
+
+
 def performance(
     returns: np.ndarray,
     positions: np.ndarray,
@@ -116,7 +128,7 @@ def performance(
 
     growth = float(np.prod(1.0 + r))
     total = growth - 1.0
-    annual = growth ** (periods_per_year / n) - 1.0 if growth > 0 else -1.0
+    annual = _annualised(growth, periods_per_year / n)
     std = float(np.std(r, ddof=1)) if n > 1 else 0.0
     mean = float(np.mean(r))
     scale = float(np.sqrt(periods_per_year))

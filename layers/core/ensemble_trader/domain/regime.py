@@ -382,7 +382,9 @@ class RegimeDetector:
             return state, None, []
         new = state.copy()
         if new.model_version != self.model.version:
+            # the old model's pending confirmation is not evidence under the new one either
             new.model_version, new.log_alpha = self.model.version, None
+            new.pending, new.pending_count = None, 0
         new.last_ns = ns
         new.n_bars += 1
         events: list[RegimeChanged] = []
@@ -394,7 +396,15 @@ class RegimeDetector:
                     "FeatureVector",
                     [FieldProblem("values", sorted(features.values), f"{exc} (model {self.model.version})")],
                 ) from None
-            probs, change = self.update(new, raw)
+            try:
+                probs, change = self.update(new, raw)
+            except StateError as exc:  # the bar, not the state: no hidden state can explain it
+                raise InvalidMessageError(
+                    "FeatureVector",
+                    [FieldProblem("values", dict(zip(self.model.feature_names, raw.tolist(), strict=True)),
+                                  f"{exc}: no regime of model {self.model.version} gives these features "
+                                  f"any likelihood")],
+                ) from None
             if change is not None:
                 from_regime, to_regime, held = change
                 events.append(
@@ -402,7 +412,7 @@ class RegimeDetector:
                         symbol,
                         from_regime,
                         to_regime,
-                        float(probs[_REGIME_INDEX[to_regime]]),
+                        _unit(probs[_REGIME_INDEX[to_regime]]),
                         features.timestamp,
                         held,
                         self.model.version,
@@ -419,7 +429,7 @@ class RegimeDetector:
             timestamp=features.timestamp,
             probabilities=_as_probabilities(probs),
             regime=regime,
-            confidence=float(min(max(probs[_REGIME_INDEX[regime]], 0.0), 1.0)),
+            confidence=_unit(probs[_REGIME_INDEX[regime]]),
             bars_in_regime=bars_in_regime,
             model_version=self.model.version,
         )
@@ -475,6 +485,12 @@ def label_series(detector: RegimeDetector, series: BarSeries) -> Labels:
     """
     matrix = replay_features(series)
     return detector.label_matrix(matrix.values, FEATURE_NAMES, matrix.ready, symbol=series.symbol)
+
+
+def _unit(p: float) -> float:
+    """A probability as a float in [0, 1]: a regime's probability sums its hidden states', which
+    can round past 1 (1.0000000000000002) when two states share the regime."""
+    return float(min(max(p, 0.0), 1.0))
 
 
 def _as_probabilities(p: np.ndarray) -> tuple[float, float, float, float]:
