@@ -19,15 +19,36 @@ HYPERPARAMETERS_FILE = Path("/opt/ml/input/config/hyperparameters.json")
 FAILURE_FILE = Path("/opt/ml/output/failure")
 
 
+RESERVED_PREFIXES = ("sagemaker_", "_tuning_")
+"""Hyperparameters SageMaker itself adds (the Python SDK's ``sagemaker_program``,
+``sagemaker_region`` ...; a tuning job's ``_tuning_objective_metric``): not the job's settings."""
+
+
 def read_hyperparameters(path: Path = HYPERPARAMETERS_FILE) -> dict[str, Any]:
-    """The job's hyperparameters: the JSON file if present, else ``$SM_HPS``, else {}."""
+    """The job's hyperparameters: the JSON file if present, else ``$SM_HPS``, else {} — without
+    SageMaker's own keys (:data:`RESERVED_PREFIXES`), and with string values the SageMaker Python
+    SDK JSON-encodes (``'"balanced"'``, ``'"[1, 2]"'``) decoded once."""
     try:
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-        raw = os.environ.get("SM_HPS")
-        return json.loads(raw) if raw else {}
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            text = os.environ.get("SM_HPS")
+            raw = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
         raise DataError(f"hyperparameters are not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"hyperparameters must be a JSON object, got {type(raw).__name__}")
+    return {key: _decoded(value) for key, value in raw.items() if not key.startswith(RESERVED_PREFIXES)}
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON-encoded string value (starting and ending with a double quote) decoded once."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def channel_files(channel: str | None) -> list[Path]:

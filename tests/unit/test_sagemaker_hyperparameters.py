@@ -1,0 +1,43 @@
+"""The SageMaker hyperparameter contract: what the training jobs read from SageMaker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ensemble_trader.domain.errors import DataError
+
+from training.agents.train import TrainConfig
+from training.sagemaker import read_hyperparameters
+
+
+def test_sagemakers_own_keys_are_dropped_and_sdk_encoded_strings_decoded(tmp_path, monkeypatch):
+    """The Python SDK adds ``sagemaker_*`` keys and JSON-encodes string values; a tuning job adds
+    ``_tuning_objective_metric``. None of them is a setting of the job, and with
+    ``extra="forbid"`` they used to fail it."""
+    monkeypatch.delenv("SM_HPS", raising=False)
+    path = tmp_path / "hyperparameters.json"
+    path.write_text(json.dumps({
+        "agents": '"balanced"',
+        "bars": '"[\\"synth:realistic:1:500\\"]"',
+        "seed": "11",
+        "quick": "true",
+        "sagemaker_program": '"train.py"',
+        "sagemaker_region": '"eu-west-1"',
+        "_tuning_objective_metric": "validation:score",
+    }))
+    hps = read_hyperparameters(path)
+    assert hps == {"agents": "balanced", "bars": '["synth:realistic:1:500"]', "seed": "11", "quick": "true"}
+    config = TrainConfig.model_validate(hps)
+    assert config.agents == ("balanced",) and config.bars == ("synth:realistic:1:500",) and config.seed == 11
+
+
+def test_sm_hps_is_read_when_there_is_no_file_and_must_be_an_object(tmp_path, monkeypatch):
+    monkeypatch.setenv("SM_HPS", json.dumps({"seed": "3"}))
+    assert read_hyperparameters(tmp_path / "absent.json") == {"seed": "3"}
+    monkeypatch.setenv("SM_HPS", "[1, 2]")
+    with pytest.raises(DataError, match="must be a JSON object"):
+        read_hyperparameters(tmp_path / "absent.json")
+    monkeypatch.setenv("SM_HPS", "{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_hyperparameters(tmp_path / "absent.json")
