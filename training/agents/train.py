@@ -732,7 +732,8 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         "validation_data": list(config.validation_bars),
         "data_sha256": data_hash(sources + val_sources),
         "windows": {s.spec: s.windows for s in sources + val_sources},
-        "agent_data": {a: [s.spec for s in agent_training_data(a, sources, config)] for a in trained},
+        "agent_data": {a: [s.spec for s in agent_training_data(a, sources, config) if s.train is not None]
+                       for a in trained},
         "agent_validation_data": {a: selected_on[a] for a in trained},
         "seed": config.seed,
         "quick": config.quick,
