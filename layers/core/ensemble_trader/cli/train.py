@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Walk-forward in calendar time: the real series that begins first is split by time into "
             "train (70%), validation (10%) and test (20%) windows and every other real series at the "
             "same dates (synthetic series at their own fractions); checkpoints are selected on "
-            "validation only and the exported set is measured on test. Default data: arch:sp500, arch:nasdaq, synth:realistic:11:5000, "
-            "synth:mean_reverting:12:5000 (--quick: two small synthetic series)."
+            "validation only and the exported set is measured on test. Default data: arch:sp500, "
+            "arch:nasdaq, synth:realistic:11:5000, synth:mean_reverting:12:5000 (--quick: two small "
+            "synthetic series)."
         ),
     )
     agents.add_argument("--bars", nargs="+", default=None, metavar="SPEC",

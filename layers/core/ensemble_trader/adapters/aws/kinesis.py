@@ -12,7 +12,6 @@ from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
-
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
 MAX_BYTES_PER_RECORD = 1024 * 1024
