@@ -121,6 +121,11 @@ def test_naive_timestamp_message_says_how_to_fix(tmp_path: Path) -> None:
         read_bars_csv(_write(tmp_path, _bad_row("2024-01-02T00:00:00,10,11,9,10,1")))
 
 
+def test_a_time_finer_than_a_microsecond_is_refused_not_truncated(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="line 3: column timestamp=.*sub-microsecond"):
+        read_bars_csv(_write(tmp_path, _bad_row("2024-01-02T00:00:00.000000500Z,10,11,9,10,1")))
+
+
 def test_non_increasing_time_names_the_previous_line(tmp_path: Path) -> None:
     path = _write(tmp_path, _bad_row("2024-01-01T00:00:00Z,10,11,9,10,1"))
     with pytest.raises(DataError, match=r"line 3: column timestamp=.*previous ABC bar \(line 2\)"):

@@ -86,6 +86,15 @@ def test_inconsistent_range_names_the_values():
     assert "low=100.1" in str(info.value)
 
 
+def test_a_bar_time_finer_than_a_microsecond_is_refused_not_truncated():
+    """Truncated, two bars less than a microsecond apart would become one time, and the second
+    would be skipped downstream as a redelivery."""
+    with pytest.raises(InvalidMessageError, match="sub-microsecond"):
+        Bar.parse(bar(timestamp="2024-01-02T00:00:00.123456789Z"))
+    assert Bar.parse(bar(timestamp="2024-01-02T00:00:00.123456000Z")).timestamp.microsecond == 123456
+    assert Bar.parse(bar(timestamp="2024-01-02T00:00:00.5+00:00")).timestamp.microsecond == 500000
+
+
 def test_unknown_field_and_bad_json_are_rejected():
     with pytest.raises(InvalidMessageError) as info:
         Bar.parse(bar(extra=1))

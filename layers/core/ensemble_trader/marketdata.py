@@ -29,7 +29,7 @@ import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar, finer_than_microseconds
 from ensemble_trader.domain.synthetic import REGIME_NAMES, SyntheticData, generate, regime_codes
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -96,6 +96,8 @@ def _parse_timestamp(text: str, source: str, line: int) -> datetime:
         raise _bad(source, line, "timestamp", text, "not an ISO-8601 datetime") from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise _bad(source, line, "timestamp", text, "has no timezone (write a trailing Z or +00:00 for UTC)")
+    if finer_than_microseconds(text):
+        raise _bad(source, line, "timestamp", text, "has sub-microsecond digits (times are kept to the microsecond)")
     return when.astimezone(UTC)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -107,6 +109,17 @@ def parse(model: type[M], data: Mapping[str, Any] | str | bytes) -> M:
 # --------------------------------------------------------------------------------------------
 
 
+_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}[.,](\d+)")
+"""The fractional seconds of an ISO-8601 time."""
+
+
+def finer_than_microseconds(text: str) -> bool:
+    """True when the ISO-8601 time ``text`` has non-zero digits past the microsecond (parsers
+    truncate them silently)."""
+    match = _FRACTION.search(text)
+    return bool(match and match.group(1)[6:].strip("0"))
+
+
 class Bar(Message):
     """One OHLCV bar of one symbol. ``timestamp`` is the bar's time (timezone-aware)."""
 
@@ -117,6 +130,16 @@ class Bar(Message):
     low: Price
     close: Price
     volume: NonNegative = 0.0
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _at_most_microseconds(cls, value: Any) -> Any:
+        """Times are kept to the microsecond; a text with finer digits is refused rather than
+        truncated (two bars less than a microsecond apart would become one, and the second be
+        skipped as a redelivery)."""
+        if isinstance(value, str) and finer_than_microseconds(value):
+            raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
+        return value
 
     @model_validator(mode="after")
     def _consistent_range(self) -> Self:
