@@ -45,7 +45,7 @@ def test_real_series_are_cut_at_the_same_calendar_dates(tmp_path):
     shift = first_series.timestamp[400] - later.timestamp[0]  # begins inside the early one's training window
     write_bars_csv(late, dataclasses.replace(later, timestamp=later.timestamp + shift))
     config = TrainConfig()
-    cuts = calendar_cuts([str(early), str(late), SPEC], config)
+    cuts = calendar_cuts(_series(early, late, SPEC), config)
     first = split_source(str(early), config, cuts=cuts)
     second = split_source(str(late), config, cuts=cuts)
     assert first.windows == split_source(str(early), config).windows  # the first keeps its fractions
@@ -56,9 +56,15 @@ def test_real_series_are_cut_at_the_same_calendar_dates(tmp_path):
     # a real series that begins after the test cut is test data only
     after = tmp_path / "after.csv"
     write_bars_csv(after, dataclasses.replace(later, timestamp=later.timestamp + 2 * shift))
-    only = split_source(str(after), config, cuts=calendar_cuts([str(early), str(after)], config))
+    only = split_source(str(after), config, cuts=calendar_cuts(_series(early, after), config))
     assert only.train is None and only.validation is None and set(only.windows) == {"test"}
-    assert calendar_cuts([SPEC], config) is None  # synthetic series keep their own fractions
+    assert calendar_cuts(_series(SPEC), config) is None  # synthetic series keep their own fractions
+
+
+def _series(*specs) -> dict:
+    from ensemble_trader.backtest.engine import load_series
+
+    return {str(spec): load_series(str(spec))[0] for spec in specs}
 
 
 def _sources(*specs: str) -> list[Source]:

@@ -39,7 +39,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -281,12 +281,13 @@ def split_source(
     config: TrainConfig,
     whole: bool = False,
     cuts: tuple[np.datetime64, np.datetime64] | None = None,
+    loaded: tuple[BarSeries, np.ndarray | None] | None = None,
 ) -> Source:
-    """Load ``spec`` and cut it into train / validation / test windows by time: at ``cuts``
-    (the calendar dates where validation and test begin) when given, else at the fractions of
-    its own bars. With ``cuts`` a series that begins after a cut has no window before it (a
-    series that begins after the test cut is test data only)."""
-    series, regimes = load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
+    """Load ``spec`` (unless ``loaded`` holds its bars and regimes) and cut it into train /
+    validation / test windows by time: at ``cuts`` (the calendar dates where validation and test
+    begin) when given, else at the fractions of its own bars. With ``cuts`` a series that begins
+    after a cut has no window before it (a series that begins after the test cut is test data only)."""
+    series, regimes = loaded if loaded is not None else load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
     src = Source(spec, series, regimes)
     features = compute_features(series)  # once; every window is cut from it
     ts = np.asarray(series.timestamp)
@@ -320,20 +321,23 @@ def fraction_cuts(n: int, config: TrainConfig) -> tuple[int, int]:
     return i_val, int(n * min(config.train_fraction + config.validation_fraction, 1.0))
 
 
-def calendar_cuts(specs: Sequence[str], config: TrainConfig) -> tuple[np.datetime64, np.datetime64] | None:
+def calendar_cuts(
+    series: Mapping[str, BarSeries], config: TrainConfig
+) -> tuple[np.datetime64, np.datetime64] | None:
     """One pair of calendar dates (validation start, test start) for every real series.
 
     Cutting each real series at its own fractions would let one series' training window run
     into another's test window (BTC-USD hourly 2017-19 trained on while the S&P 500 is tested
     on 2015-18): out of sample per series, not in calendar time. So the series that begins
     first is cut at its fractions and every other real series at the same dates. Synthetic
-    series keep their own fractions (their dates mean nothing). None when there is no real series.
+    series keep their own fractions (their dates mean nothing). ``series``: bars by data spec.
+    None when there is no real series.
     """
-    real = [spec for spec in specs if not spec.startswith("synth:")]
+    real = [np.asarray(bars.timestamp).astype("datetime64[ns]")
+            for spec, bars in series.items() if not spec.startswith("synth:")]
     if not real:
         return None
-    loaded = [np.asarray(load_series(spec)[0].timestamp).astype("datetime64[ns]") for spec in real]
-    first = min(loaded, key=lambda ts: ts[0])
+    first = min(real, key=lambda ts: ts[0])
     i_val, i_test = fraction_cuts(len(first), config)
     end = first[-1] + np.timedelta64(1, "ns")
     return (first[i_val] if i_val < len(first) else end, first[i_test] if i_test < len(first) else end)
@@ -681,8 +685,9 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     bars = config.bars or (QUICK_BARS if config.quick else default_bars())
     separate_validation = bool(config.validation_bars)
-    cuts = None if separate_validation else calendar_cuts(bars, config)
-    sources = [split_source(spec, config, whole=separate_validation,
+    loaded = {spec: load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS) for spec in bars}
+    cuts = None if separate_validation else calendar_cuts({spec: got[0] for spec, got in loaded.items()}, config)
+    sources = [split_source(spec, config, whole=separate_validation, loaded=loaded[spec],
                             cuts=None if spec.startswith("synth:") else cuts) for spec in bars]
     val_sources = [split_source(spec, config, whole=True) for spec in config.validation_bars]
     if separate_validation:

@@ -276,6 +276,7 @@ class _Item:
     raw: Mapping[str, Any]
     message: BaseModel
     position: int  # index in the batch: outputs of all symbols go out in arrival order
+    sequence: int  # the message's time in ns (step.message_sequence)
 
 
 @dataclass
@@ -403,7 +404,8 @@ class KinesisStageRunner(Generic[S, In]):
             except InvalidMessageError as exc:
                 self._reject(raw, item_id, exc.reason, failures)
                 continue
-            lead = self._lead_ns(message, envelope.kinesis.approximateArrivalTimestamp)
+            sequence = self.step.message_sequence(message)
+            lead = self._lead_ns(sequence, envelope.kinesis.approximateArrivalTimestamp)
             if lead is not None:
                 self._reject(raw, item_id, (
                     f"message time is {lead / 1e9:,.0f} s after the record reached the stream (max "
@@ -411,14 +413,15 @@ class KinesisStageRunner(Generic[S, In]):
                     f"like a redelivery"), failures)
                 continue
             symbol = self.step.symbol_of(message)
-            groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message, position))
+            groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message, position, sequence))
         return groups
 
-    def _lead_ns(self, message: Any, arrival_s: float) -> int | None:
-        """How far past ``max_lead_seconds`` the message's time lies after its arrival (None: not)."""
+    def _lead_ns(self, sequence: int, arrival_s: float) -> int | None:
+        """How far the message's time lies after its arrival, when beyond ``max_lead_seconds``
+        (None: within it)."""
         if self.max_lead_ns is None:
             return None
-        lead = self.step.message_sequence(message) - int(arrival_s * 1e9)
+        lead = sequence - int(arrival_s * 1e9)
         return lead if lead > self.max_lead_ns else None
 
     def _load_states(self, groups: dict[str, _Group]) -> None:
@@ -524,7 +527,7 @@ class KinesisStageRunner(Generic[S, In]):
             state = group.state
             last = step.sequence(state)
             for index, item in enumerate(group.items):
-                seq = step.message_sequence(item.message)
+                seq = item.sequence
                 if last is not None and seq <= last:
                     stats.duplicates += 1
                     continue
