@@ -1,6 +1,8 @@
 """Entry point of the CDK app: ``python -m infra_cdk.app`` (``cdk.json`` runs exactly that).
 
-Context: ``-c stage=dev|staging|prod`` (default ``dev``), ``-c broker=paper|alpaca`` (default ``paper``),
+Context: ``-c stage=dev|staging|prod`` (default ``dev``), ``-c broker=paper|alpaca|alpaca-live``
+(default ``paper``; ``alpaca`` trades on Alpaca's paper endpoint, ``alpaca-live`` with real money
+and needs ``-c max_intent_age_seconds=N``),
 ``-c symbols=SPY,QQQ`` (the symbols traded: the daily regime refit fits on them and the orders
 functions split the account between them; default ``SPY``),
 ``-c training_image_tag=<tag>`` (default: the package version, e.g. ``0.1.0``, since the image
@@ -78,6 +80,12 @@ def build_app(
     max_intent_age = _positive_seconds(app, "max_intent_age_seconds")
     if max_intent_age is not None:
         config = dataclasses.replace(config, max_intent_age_seconds=max_intent_age)
+    broker_kind = _choice(app, "broker", ("paper", "alpaca", "alpaca-live"))
+    if broker_kind == "alpaca-live" and config.max_intent_age_seconds is None:
+        raise InvalidContextError(
+            "context broker='alpaca-live' trades real money: give -c max_intent_age_seconds=N too, so an "
+            "intent retried or redriven long after its bar is refused instead of traded (docs/deployment.md)"
+        )
     symbols = tuple(s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip())
     if not symbols:
         raise InvalidContextError("context symbols names no symbol: give a comma-separated list, e.g. SPY,QQQ")
@@ -88,7 +96,7 @@ def build_app(
         functions_dir=functions_dir,
         layers_dir=layers_dir,
         training_image_tag=app.node.try_get_context("training_image_tag") or __version__,
-        broker_kind=_choice(app, "broker", ("paper", "alpaca")),
+        broker_kind=broker_kind,
         symbols=symbols,
         alarm_email=app.node.try_get_context("alarm_email") or os.environ.get("ET_ALARM_EMAIL") or None,
         description=f"ensemble-trader {config.name}: multi-agent RL ensemble trading pipeline",

@@ -90,6 +90,33 @@ def test_invalid_broker_context_is_refused(tmp_path):
         build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"broker": "ib"})
 
 
+def test_live_trading_needs_an_intent_age(tmp_path):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match="alpaca-live.*max_intent_age_seconds"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"broker": "alpaca-live"})
+
+
+@pytest.mark.parametrize(("broker", "paper"), [("alpaca", "true"), ("alpaca-live", "false"), ("paper", None)])
+def test_the_broker_context_sets_the_alpaca_endpoint(tmp_path, broker, paper):
+    """``alpaca`` trades on Alpaca's paper endpoint, ``alpaca-live`` with real money: the orders
+    functions get ``ET_ORDERS_ALPACA_PAPER`` accordingly (the paper broker needs none)."""
+    from infra_cdk.app import build_app
+
+    functions = tmp_path / "functions"
+    (functions / "orders").mkdir(parents=True)
+    (functions / "orders" / "handler.py").write_text("def lambda_handler(event, context):\n    return event\n")
+    app, stack = build_app(outdir=str(tmp_path / "out"), functions_dir=functions,
+                           context={"broker": broker, "max_intent_age_seconds": "900"})
+    template = app.synth().get_stack_by_name(stack.stack_name).template
+    variables = [r["Properties"]["Environment"]["Variables"] for r in template["Resources"].values()
+                 if r["Type"] == "AWS::Lambda::Function" and "ET_ORDERS_BROKER" in
+                 r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert variables
+    assert {v["ET_ORDERS_BROKER"] for v in variables} == {"paper" if broker == "paper" else "alpaca"}
+    assert {v.get("ET_ORDERS_ALPACA_PAPER") for v in variables} == {paper}
+
+
 def test_symbols_context_without_a_symbol_is_refused(tmp_path):
     from infra_cdk.app import InvalidContextError, build_app
 
