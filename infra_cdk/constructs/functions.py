@@ -264,13 +264,14 @@ class Functions(Construct):
                 "ET_REDIS_CACHE_NAME": network.cache.name,
             }
         if ACCESS[entry.key].broker:
+            alpaca = self._broker_kind in ("alpaca", "alpaca-live")
             environment |= {
-                "ET_ORDERS_BROKER": "alpaca" if self._broker_kind.startswith("alpaca") else self._broker_kind,
+                "ET_ORDERS_BROKER": "alpaca" if alpaca else self._broker_kind,
                 "ET_ORDERS_ALPACA_SECRET_NAME": broker.secret_name,
                 # the account is split equally between the traded symbols
                 "ET_ORDERS_DEFAULT_ALLOCATION": f"{1 / len(self._symbols):.6g}",
             }
-            if self._broker_kind.startswith("alpaca"):  # the paper endpoint unless deployed for live trading
+            if alpaca:  # the paper endpoint unless deployed for live trading
                 environment["ET_ORDERS_ALPACA_PAPER"] = "false" if self._broker_kind == "alpaca-live" else "true"
             if config.max_intent_age_seconds is not None:  # late intents are refused (STALE_INTENT)
                 environment["ET_RISK_MAX_INTENT_AGE_SECONDS"] = f"{config.max_intent_age_seconds:g}"

@@ -284,9 +284,10 @@ def split_source(
     loaded: tuple[BarSeries, np.ndarray | None] | None = None,
 ) -> Source:
     """Load ``spec`` (unless ``loaded`` holds its bars and regimes) and cut it into train /
-    validation / test windows by time: at ``cuts`` (the calendar dates where validation and test
-    begin) when given, else at the fractions of its own bars. With ``cuts`` a series that begins
-    after a cut has no window before it (a series that begins after the test cut is test data only)."""
+    validation / test windows by time: a real series at ``cuts`` (the calendar dates where
+    validation and test begin, :func:`calendar_cuts`) when given, else — and a synthetic one
+    always — at the fractions of its own bars. Cut by date, a series that begins after a cut has
+    no window before it (one that begins after the test cut is test data only)."""
     series, regimes = loaded if loaded is not None else load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
     src = Source(spec, series, regimes)
     features = compute_features(series)  # once; every window is cut from it
@@ -296,10 +297,11 @@ def split_source(
         src.train = prepare(series, regimes, features=features)
         src.windows = {"train": [_iso(ts[0]), _iso(ts[-1])]}
         return src
-    if cuts is None:
-        i_val, i_test = fraction_cuts(n, config)
-    else:
+    by_date = cuts is not None and not is_synthetic(spec)
+    if by_date:
         i_val, i_test = (int(np.searchsorted(ts.astype("datetime64[ns]"), c, side="left")) for c in cuts)
+    else:
+        i_val, i_test = fraction_cuts(n, config)
     cuts_at = {"train": (0, i_val), "validation": (i_val, i_test), "test": (i_test, n)}  # bar indices [lo, hi)
     for name, (lo, hi) in cuts_at.items():
         if hi - lo < 3:  # an empty window (e.g. fractions summing to 1) stays empty, never the whole series
@@ -310,9 +312,14 @@ def split_source(
         setattr(src, name, prepared)
         # the rows the window really holds (training starts after the features' warm-up)
         src.windows[name] = [_iso(prepared.timestamp[0]), _iso(prepared.timestamp[-1])]
-    if src.train is None and cuts is None:
+    if src.train is None and not by_date:
         raise DataError(f"{spec}: the training window has too few warm bars")
     return src
+
+
+def is_synthetic(spec: str) -> bool:
+    """A generated series, whose dates mean nothing (``synth:...``)."""
+    return spec.startswith("synth:")
 
 
 def fraction_cuts(n: int, config: TrainConfig) -> tuple[int, int]:
@@ -334,7 +341,7 @@ def calendar_cuts(
     None when there is no real series.
     """
     real = [np.asarray(bars.timestamp).astype("datetime64[ns]")
-            for spec, bars in series.items() if not spec.startswith("synth:")]
+            for spec, bars in series.items() if not is_synthetic(spec)]
     if not real:
         return None
     first = min(real, key=lambda ts: ts[0])
@@ -687,8 +694,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     separate_validation = bool(config.validation_bars)
     loaded = {spec: load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS) for spec in bars}
     cuts = None if separate_validation else calendar_cuts({spec: got[0] for spec, got in loaded.items()}, config)
-    sources = [split_source(spec, config, whole=separate_validation, loaded=loaded[spec],
-                            cuts=None if spec.startswith("synth:") else cuts) for spec in bars]
+    sources = [split_source(spec, config, whole=separate_validation, cuts=cuts, loaded=loaded[spec]) for spec in bars]
     val_sources = [split_source(spec, config, whole=True) for spec in config.validation_bars]
     if separate_validation:
         for src in val_sources:
@@ -698,9 +704,11 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     trained: dict[str, TrainedAgent] = {}
     seconds: dict[str, float] = {}
     selected_on: dict[str, list[str]] = {}
+    trained_on: dict[str, list[str]] = {}
     for agent in config.agents:
         chosen = agent_training_data(agent, sources, config)
         train = [s.train for s in chosen if s.train is not None]
+        trained_on[agent] = [s.spec for s in chosen if s.train is not None]
         # with a validation channel, the same per-agent choice among its files
         judged = agent_training_data(agent, val_sources, config) if separate_validation else chosen
         validation = [s.validation for s in judged if s.validation is not None]
@@ -744,9 +752,8 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         "validation_data": list(config.validation_bars),
         "data_sha256": data_hash(sources + val_sources),
         "windows": {s.spec: s.windows for s in sources + val_sources},
-        "agent_data": {a: [s.spec for s in agent_training_data(a, sources, config) if s.train is not None]
-                       for a in trained},
-        "agent_validation_data": {a: selected_on[a] for a in trained},
+        "agent_data": trained_on,
+        "agent_validation_data": selected_on,
         "seed": config.seed,
         "quick": config.quick,
         "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},

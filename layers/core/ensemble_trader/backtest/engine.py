@@ -181,6 +181,13 @@ class PreparedSeries:
         return periods_per_year(self.timestamp)
 
 
+def bars_span(timestamp: np.ndarray) -> str:
+    """Where a series' bars run, for an error that says a window holds too few of them."""
+    if len(timestamp) == 0:
+        return "it has no bars"
+    return f"its bars run from {str(timestamp[0])[:19]} to {str(timestamp[-1])[:19]}"
+
+
 def prepare(
     series: BarSeries,
     regimes: np.ndarray | None = None,
@@ -203,10 +210,7 @@ def prepare(
     if regimes is not None and len(regimes) != len(series):
         raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
     if np.count_nonzero(mask) < 2:
-        raise DataError(
-            f"{series.symbol}: fewer than two warm bars in [{start}, {end}): its bars run from "
-            f"{str(ts[0])[:19]} to {str(ts[-1])[:19]}" if len(ts) else f"{series.symbol}: no bars"
-        )
+        raise DataError(f"{series.symbol}: fewer than two warm bars in [{start}, {end}): {bars_span(ts)}")
     return PreparedSeries(
         symbol=series.symbol,
         timestamp=ts[mask],

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ensemble_trader.backtest.engine import (
     CostModel,
     asset_returns,
+    bars_span,
     period_regimes,
     strategy_returns,
     summarise,
@@ -250,11 +251,8 @@ def first_index(pipeline: PipelineRun, start: str | None) -> int:
         mask &= pipeline.timestamp >= np.datetime64(start, "ns")
     idx = np.flatnonzero(mask)
     if idx.size < 2:
-        ts = pipeline.timestamp
-        raise DataError(
-            f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}: its bars run "
-            f"from {str(ts[0])[:19]} to {str(ts[-1])[:19]}" if len(ts) else f"{pipeline.symbol}: no bars"
-        )
+        raise DataError(f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}: "
+                        f"{bars_span(pipeline.timestamp)}")
     return int(idx[0])
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,27 +57,6 @@ MANIFEST_FORMAT = 1
 FUSED_TOLERANCE = 1e-4
 """Largest difference allowed at load between the fused graph's actions and the per-agent graphs'
 (they are the same policies; measured differences are below 1e-6)."""
-
-
-def content_version(
-    files: Mapping[str, str],
-    bands: Mapping[str, float] | None = None,
-    leverage: Mapping[str, float] | None = None,
-) -> str:
-    """A model set's version from which file serves which agent (``files``: agent name, or
-    ``fused``, → the file's sha256), the agents' non-zero no-trade bands and any leverage limit
-    other than :data:`DEFAULT_LEVERAGE` (all three change what the served agents do): the same
-    set always gets the same version, and :meth:`AgentPool.from_files` refuses a manifest whose
-    version does not match its content (an edited band or limit, or two agents' files swapped,
-    would otherwise keep the old version)."""
-    text = "".join(f"{name}={digest}|" for name, digest in sorted(files.items())) + "".join(
-        f"|{name}:band={band!r}" for name, band in sorted((bands or {}).items()) if band
-    ) + "".join(
-        f"|{name}:leverage={limit!r}"
-        for name, limit in sorted((leverage or {}).items())
-        if limit != DEFAULT_LEVERAGE.get(name)
-    )
-    return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def no_trade_target(position: Any, target: Any, band: Any) -> Any:
@@ -136,15 +115,22 @@ class AgentManifest(_Frozen):
         return tuple(n for n in AGENT_NAMES if n in self.agents)
 
     def content_version(self) -> str:
-        """The version its agents' files, bands and leverage limits give (see :func:`content_version`)."""
+        """The version of what the set serves: which file serves which agent (and the fused
+        graph), the agents' non-zero no-trade bands and any leverage limit other than
+        :data:`DEFAULT_LEVERAGE`. The same set always gets the same version, and
+        :meth:`AgentPool.from_files` refuses a manifest whose version does not match (an edited
+        band or limit, or two agents' files swapped, would otherwise keep the old version)."""
         files = {name: e.sha256 for name, e in self.agents.items()}
         if self.fused is not None:
             files["fused"] = self.fused.sha256
-        return content_version(
-            files,
-            {n: e.no_trade_band for n, e in self.agents.items()},
-            {n: e.leverage for n, e in self.agents.items()},
+        text = "".join(f"{name}={digest}|" for name, digest in sorted(files.items()))
+        text += "".join(f"|{name}:band={e.no_trade_band!r}" for name, e in sorted(self.agents.items()) if e.no_trade_band)
+        text += "".join(
+            f"|{name}:leverage={e.leverage!r}"
+            for name, e in sorted(self.agents.items())
+            if e.leverage != DEFAULT_LEVERAGE.get(name)
         )
+        return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def sha256_file(path: Path) -> str:
