@@ -74,6 +74,22 @@ def test_redelivered_batch_leaves_state_and_output_unchanged(clean_stack):
     assert stage_stats("features").duplicates == 60
 
 
+def test_a_late_bar_reaches_the_dlq_even_after_a_cache_loss(clean_stack):
+    esm = clean_stack.emulator(["features"])
+    spx = bars("SPX", 6)
+    clean_stack.put_bars("market-data", [spx[i] for i in (0, 1, 2, 4, 5)])
+    esm.run_until_drained()
+    clean_stack.stack.redis_client().flushall()  # the DynamoDB snapshot keeps the handled times too
+    clean_stack.put_bars("market-data", [spx[3], spx[2]])  # day 3 after day 5; day 2 re-sent
+    stats = esm.run_until_drained()["features"]
+    assert stats.item_failures == 0
+    [letter] = clean_stack.stack.read_queue("features-dlq")
+    assert letter["reason"].startswith("late record: SPX message dated 2015-01-05T00:00:00+00:00")
+    assert stage_stats("features").late == 1 and stage_stats("features").duplicates == 1
+    assert [v.timestamp for v in vectors(clean_stack.new_records("features"))] == [spx[i].timestamp
+                                                                                    for i in (0, 1, 2, 4, 5)]
+
+
 def test_one_poison_record_among_100_reaches_the_dlq_and_99_go_through(clean_stack):
     esm = clean_stack.emulator(["features"])
     good = interleaved(50)

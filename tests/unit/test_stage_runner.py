@@ -13,9 +13,10 @@ from ensemble_trader.adapters.memory import (
     MemoryKeyValueStore,
     MemoryStreamPublisher,
 )
-from ensemble_trader.domain.errors import DataError, InvalidMessageError
+from ensemble_trader.domain.errors import DataError, InvalidMessageError, StateError
 from ensemble_trader.domain.models import Bar, Message
 from ensemble_trader.local.events import kinesis_event, kinesis_record
+from ensemble_trader.runtime import stage
 from ensemble_trader.runtime.stage import (
     BaseSymbolStep,
     KinesisStageRunner,
@@ -177,6 +178,83 @@ def test_overlapping_batch_applies_only_new_records(world):
     world.runner.process(event_of(interleaved(5), first_seq=2000))
     assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4, 5]
     assert world.state("AAA")[0] == 2
+
+
+def test_a_reemitted_batch_with_new_sequence_numbers_is_all_duplicates_not_late(world):
+    world.runner.process(event_of(interleaved(5)))
+    world.runner.process(event_of(interleaved(5), first_seq=2000))  # upstream sent it all again
+    assert world.dlq.letters == [] and world.stats.late == 0 and world.stats.duplicates == 10
+
+
+def test_a_late_record_is_dead_lettered_with_both_times_and_the_others_go_through(world):
+    payloads = [("AAA", bar_json("AAA", i)) for i in (0, 1, 3, 4)]
+    world.runner.process(event_of(payloads))
+    late = ("AAA", bar_json("AAA", 2))  # day 2 reaches the stream after day 4 was applied
+    response = world.runner.process(event_of([late, ("AAA", bar_json("AAA", 5)), ("BBB", bar_json("BBB", 0))], 2000))
+    assert failures(response) == []
+    [(record, reason, source)] = world.dlq.letters
+    assert source == "tally" and record["kinesis"]["sequenceNumber"] == "2000"
+    assert reason.startswith("late record: AAA message dated 2024-01-04T00:00:00+00:00 arrived after the one "
+                             "dated 2024-01-06T00:00:00+00:00 was applied")
+    assert world.stats.late == 1 and world.stats.duplicates == 0
+    assert [o.count for o in world.outputs() if o.symbol == "AAA"] == [1, 2, 3, 4, 5]
+    assert world.state("AAA")[1]["total"] == sum(100.0 + i for i in (0, 1, 3, 4, 5))
+
+    # its redelivery (the mapping retrying the batch) is a duplicate, not a second letter
+    world.runner.process(event_of([late], 2000))
+    assert len(world.dlq.letters) == 1 and world.stats.duplicates == 1
+
+
+def test_a_late_record_alone_is_remembered_across_a_cache_loss(world):
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in (0, 2)]))
+    world.runner.process(event_of([("AAA", bar_json("AAA", 1))], 2000))
+    assert world.stats.late == 1
+    world.cache.data.clear()  # the snapshot keeps the handled times too
+    world.runner.process(event_of([("AAA", bar_json("AAA", 1)), ("AAA", bar_json("AAA", 0))], 2000))
+    assert world.stats.late == 1 and world.stats.duplicates == 2 and len(world.dlq.letters) == 1
+
+
+def test_a_rejected_record_redelivered_after_later_ones_is_not_dead_lettered_again(world):
+    payloads = [("AAA", bar_json("AAA", 0)), ("AAA", bar_json("AAA", 1, volume=13.0)), ("AAA", bar_json("AAA", 2))]
+    world.runner.process(event_of(payloads))
+    world.runner.process(event_of(payloads))
+    assert world.dlq.reasons == ["volume 13 is unlucky for AAA"] and world.stats.late == 0
+
+
+def test_a_record_older_than_the_handled_memory_is_counted_a_duplicate(world, monkeypatch):
+    monkeypatch.setattr(stage, "HANDLED_MEMORY", 3)
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in (0, 2, 4, 6, 8)]))
+    world.runner.process(event_of([("AAA", bar_json("AAA", 1)), ("AAA", bar_json("AAA", 5))], 2000))
+    # day 1 lies before the three remembered times (4, 6, 8): it cannot be told from a redelivery
+    assert world.stats.duplicates == 1 and world.stats.late == 1
+    assert "dated 2024-01-07" in world.dlq.reasons[0]  # day 5, between remembered times
+
+
+@pytest.mark.parametrize("where", ["cache", "snapshot"])
+def test_a_state_stored_without_handled_times_loads_and_counts_old_records_as_duplicates(world, where):
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in (0, 2)]))
+    version, data = world.state("AAA")
+    snap = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    if where == "cache":  # the earlier cache format: magic ET1, version, state
+        world.cache.data["tally:AAA"] = b"ET1" + version.to_bytes(8, "big") + json.dumps(data).encode()
+    else:
+        del snap["handled"]
+        world.snapshots.put_item("stage-state", snap, expected_version=version)
+        world.cache.data.clear()
+    response = world.runner.process(event_of([("AAA", bar_json("AAA", 1)), ("AAA", bar_json("AAA", 3))], 2000))
+    assert failures(response) == [] and world.dlq.letters == []
+    assert world.stats.duplicates == 1 and world.state("AAA")[1]["count"] == 3
+
+
+def test_handled_times_round_trip_compactly_and_refuse_garbage():
+    daily = [timestamp_ns(T0 + timedelta(days=i)) for i in range(1024)]
+    blob = stage.encode_handled(daily)
+    assert stage.decode_handled(blob) == daily and len(blob) < 200
+    assert stage.decode_handled(stage.encode_handled([])) == []
+    with pytest.raises(StateError, match="cannot be decoded"):
+        stage.decode_handled(b"garbage")
+    with pytest.raises(StateError, match="strictly increasing"):
+        stage.decode_handled(stage.encode_handled([5, 3]))
 
 
 def test_invalid_message_goes_to_dlq_with_reason_and_is_not_retried(world):

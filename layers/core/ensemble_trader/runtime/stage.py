@@ -29,6 +29,13 @@ Rules, in the order they apply:
 * **Redelivery is a no-op.** The state records the last applied sequence (the bar time in ns); a
   record at or below it is skipped and counted as a duplicate. Outputs of a stage carry
   deterministic content, so a re-emitted output is a duplicate downstream too.
+* **A late record is dead-lettered, not skipped.** Beside each state the runner keeps the times
+  of the last ``HANDLED_MEMORY`` (1,024) records it applied or dead-lettered. A record below the
+  last applied time whose own time is not among them — a bar that reached the stream after a
+  newer bar of its symbol was applied, e.g. from a producer that retried it out of order — was
+  never applied and never will be: it goes to the dead-letter queue with both times (counted as
+  ``<stage>_late``) instead of vanishing as a duplicate. A record older than that memory is
+  counted as a duplicate, as is every record of a state stored without it.
 * **Transient errors fail a symbol from its first unprocessed record.** An InfrastructureError of
   the cache, the sink, the bus or DynamoDB, or a ConcurrencyError of the snapshot reports that
   symbol's first unprocessed record and every later record of that symbol as batch item failures;
@@ -68,9 +75,11 @@ and to a process-wide :class:`StageStats` (the local demo and benchmarks read it
 
 from __future__ import annotations
 
+import bisect
 import logging
 import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,8 +117,13 @@ SNAPSHOT_TABLE = "stage-state"
 MAX_LEAD_SECONDS = 300.0
 """How far a message's time may lie after its record's arrival on the stream (clock skew)."""
 COMPUTE_SAMPLES = 200_000
+HANDLED_MEMORY = 1024
+"""How many of the latest handled (applied or dead-lettered) message times a state keeps, to
+tell a redelivery from a late record; at least a batch, so an upstream re-emission is known."""
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
-_MAGIC = b"ET1"
+_MAGIC_V1 = b"ET1"  # magic, version, state
+_MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
+_HANDLED_LENGTH = struct.Struct(">I")
 
 
 class SymbolStep(Protocol[S, In]):
@@ -232,6 +246,7 @@ class StageStats:
     records: int = 0
     applied: int = 0
     duplicates: int = 0
+    late: int = 0  # records dated before the last applied one and never handled (dead-lettered)
     rejected: int = 0
     failed_items: int = 0
     outputs: int = 0
@@ -299,6 +314,7 @@ class _Group:
     warm: bool = False  # loaded from the snapshot on a cache miss: write it back to the cache
     reseed: bool = False  # the snapshot lost writes the cache holds: rewrite it from the cache
     failed_from: int | None = None  # index of the first unprocessed item after a failure
+    handled: list[int] = field(default_factory=list)  # sorted times of the latest handled messages
 
     def fail(self, index: int = 0) -> None:
         self.failed_from = index if self.failed_from is None else min(self.failed_from, index)
@@ -306,16 +322,70 @@ class _Group:
             self.changed = False
 
 
-def encode_cached(version: int, state: bytes) -> bytes:
-    """Cache value: magic, snapshot version, state bytes."""
-    return _ENVELOPE.pack(_MAGIC, version) + state
+def encode_handled(times: Sequence[int]) -> bytes:
+    """Sorted message times (ns) as compressed deltas (regular bars take a few bytes in all)."""
+    if not times:
+        return b""
+    arr = np.asarray(times, dtype=np.int64)
+    return zlib.compress(np.diff(arr, prepend=np.int64(0)).astype("<i8").tobytes(), 1)
+
+
+def decode_handled(data: bytes) -> list[int]:
+    if not data:
+        return []
+    try:
+        deltas = np.frombuffer(zlib.decompress(data), dtype="<i8")
+    except (zlib.error, ValueError) as exc:
+        raise StateError(f"handled message times cannot be decoded: {exc}") from exc
+    times = np.cumsum(deltas, dtype=np.int64)
+    if times.size > 1 and bool(np.any(np.diff(times) <= 0)):
+        raise StateError("handled message times are not strictly increasing")
+    return times.tolist()
+
+
+def encode_cached(version: int, state: bytes, handled: bytes = b"") -> bytes:
+    """Cache value: magic, snapshot version, the handled times (:func:`encode_handled`), state bytes."""
+    return _ENVELOPE.pack(_MAGIC, version) + _HANDLED_LENGTH.pack(len(handled)) + handled + state
+
+
+def decode_cached_entry(blob: bytes) -> tuple[int, bytes, bytes]:
+    """(version, handled times, state) of a cache value; an ET1 value has no handled times."""
+    if len(blob) < _ENVELOPE.size or blob[:3] not in (_MAGIC, _MAGIC_V1):
+        raise StateError("cached state has no ET2 (or ET1) envelope")
+    _, version = _ENVELOPE.unpack_from(blob)
+    if blob[:3] == _MAGIC_V1:
+        return version, b"", blob[_ENVELOPE.size :]
+    start = _ENVELOPE.size + _HANDLED_LENGTH.size
+    if len(blob) < start:
+        raise StateError("cached state is truncated")
+    (n,) = _HANDLED_LENGTH.unpack_from(blob, _ENVELOPE.size)
+    if len(blob) < start + n:
+        raise StateError("cached state is truncated")
+    return version, blob[start : start + n], blob[start + n :]
 
 
 def decode_cached(blob: bytes) -> tuple[int, bytes]:
-    if len(blob) < _ENVELOPE.size or blob[:3] != _MAGIC:
-        raise StateError("cached state has no ET1 envelope")
-    _, version = _ENVELOPE.unpack_from(blob)
-    return version, blob[_ENVELOPE.size :]
+    """(version, state bytes) of a cache value."""
+    version, _, state = decode_cached_entry(blob)
+    return version, state
+
+
+def _remember(handled: list[int], sequence: int) -> None:
+    """Insert a handled message time into the sorted ``handled`` (appended in the usual case)."""
+    if not handled or sequence > handled[-1]:
+        handled.append(sequence)
+    else:
+        i = bisect.bisect_left(handled, sequence)
+        if i == len(handled) or handled[i] != sequence:
+            handled.insert(i, sequence)
+
+
+def _is_late(handled: list[int], sequence: int, last: int) -> bool:
+    """True when a message below the last applied time was never handled, as far as memory goes."""
+    if sequence >= last or not handled or sequence < handled[0]:
+        return False
+    i = bisect.bisect_left(handled, sequence)
+    return i == len(handled) or handled[i] != sequence
 
 
 class KinesisStageRunner(Generic[S, In]):
@@ -446,7 +516,7 @@ class KinesisStageRunner(Generic[S, In]):
         for symbol, blob in zip(symbols, blobs, strict=True):
             group = groups[symbol]
             try:
-                group.state, group.version, group.warm = self._load_one(symbol, blob)
+                group.state, group.version, group.warm, group.handled = self._load_one(symbol, blob)
             except (InfrastructureError, StateError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
@@ -498,12 +568,12 @@ class KinesisStageRunner(Generic[S, In]):
         self._count("stale_cache", len(stale))
         return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)], reseed
 
-    def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool]:
-        """(state, version, loaded_from_snapshot) of one symbol."""
+    def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool, list[int]]:
+        """(state, version, loaded_from_snapshot, handled times) of one symbol."""
         if blob is not None:
             try:
-                version, data = decode_cached(blob)
-                return self.step.load(data), version, False
+                version, handled, data = decode_cached_entry(blob)
+                return self.step.load(data), version, False, decode_handled(handled)
             except Exception as exc:  # a corrupt cache entry is repaired from the snapshot
                 if self.snapshots is None:
                     raise StateError(f"cached state of {symbol} cannot be decoded: {exc}") from exc
@@ -512,10 +582,12 @@ class KinesisStageRunner(Generic[S, In]):
             item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})
             if item is not None:
                 try:
-                    return self.step.load(bytes(item["state"])), int(item["version"]), True
+                    state = self.step.load(bytes(item["state"]))
+                    handled = decode_handled(bytes(item.get("handled", b"")))
                 except Exception as exc:
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
-        return self.step.new_state(symbol), 0, False
+                return state, int(item["version"]), True, handled
+        return self.step.new_state(symbol), 0, False, []
 
     def _apply(self, groups: dict[str, _Group], failures: list[str]) -> None:
         step, stats = self.step, self.stats
@@ -524,12 +596,21 @@ class KinesisStageRunner(Generic[S, In]):
         for symbol, group in groups.items():
             if group.failed_from is not None:
                 continue
-            state = group.state
+            state, handled = group.state, group.handled
             last = step.sequence(state)
             for index, item in enumerate(group.items):
                 seq = item.sequence
                 if last is not None and seq <= last:
-                    stats.duplicates += 1
+                    if not _is_late(handled, seq, last):
+                        stats.duplicates += 1
+                        continue
+                    if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last), failures):
+                        group.fail(index)
+                        break
+                    stats.late += 1
+                    self._count("late", 1)
+                    _remember(handled, seq)  # a redelivery of it is a duplicate, not late again
+                    group.changed = True
                     continue
                 t0 = clock()
                 try:
@@ -538,6 +619,8 @@ class KinesisStageRunner(Generic[S, In]):
                     if not self._reject(item.raw, item.item_id, str(exc), failures):
                         group.fail(index)
                         break
+                    _remember(handled, seq)
+                    group.changed = True
                     continue
                 except Exception:
                     # a step that fails unexpectedly may have changed its state part-way (the
@@ -552,6 +635,7 @@ class KinesisStageRunner(Generic[S, In]):
                     self.metrics.add_metric(compute_metric, "Microseconds", elapsed / 1e3)
                 stats.applied += 1
                 last = seq
+                _remember(handled, seq)
                 group.changed = True
                 group.outputs.extend((item.position, o) for o in outputs)
                 group.events.extend((item.position, e) for e in events)
@@ -570,6 +654,7 @@ class KinesisStageRunner(Generic[S, In]):
 
         to_write = {s: g for s, g in groups.items() if g.changed or (g.reseed and g.failed_from is None)}
         dumped: dict[str, bytes] = {}
+        handled: dict[str, bytes] = {}
         for symbol, group in list(to_write.items()):
             try:
                 dumped[symbol] = step.dump(group.state)
@@ -577,6 +662,8 @@ class KinesisStageRunner(Generic[S, In]):
                 log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
                 group.fail(0)
                 del to_write[symbol]
+                continue
+            handled[symbol] = encode_handled(group.handled[-HANDLED_MEMORY:])
         if self.snapshots is not None:
             for symbol, group in list(to_write.items()):
                 item = {
@@ -587,6 +674,8 @@ class KinesisStageRunner(Generic[S, In]):
                     "state": dumped[symbol],
                     "updated_at": datetime.now(UTC).isoformat(),
                 }
+                if handled[symbol]:
+                    item["handled"] = handled[symbol]
                 try:
                     self.snapshots.put_item(self.snapshot_table, item, expected_version=group.version)
                 except ConcurrencyError as exc:
@@ -599,11 +688,13 @@ class KinesisStageRunner(Generic[S, In]):
                     log.warning("stage %s: snapshot of %s failed: %s", step.name, symbol, exc)
                     group.fail(0)
                     del to_write[symbol]
-        cache_items = {step.key(s): encode_cached(g.version + 1, dumped[s]) for s, g in to_write.items()}
+        cache_items = {step.key(s): encode_cached(g.version + 1, dumped[s], handled[s]) for s, g in to_write.items()}
         for symbol, group in groups.items():
             if group.warm and not group.changed and group.failed_from is None:
                 try:
-                    cache_items[step.key(symbol)] = encode_cached(group.version, step.dump(group.state))
+                    cache_items[step.key(symbol)] = encode_cached(
+                        group.version, step.dump(group.state), encode_handled(group.handled[-HANDLED_MEMORY:])
+                    )
                 except Exception:
                     log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
         if cache_items:
@@ -692,6 +783,14 @@ class KinesisStageRunner(Generic[S, In]):
     def _count(self, what: str, n: int) -> None:
         if self.metrics is not None and n:
             self.metrics.add_metric(f"{self.step.name}_{what}", "Count", n)
+
+
+def _late_reason(symbol: str, sequence: int, last: int) -> str:
+    def iso(ns: int) -> str:
+        return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns % 1_000_000_000 // 1000).isoformat()
+
+    return (f"late record: {symbol} message dated {iso(sequence)} arrived after the one dated {iso(last)} was "
+            f"applied; state moves forward only, so it is not applied")
 
 
 def _sequence_number(raw: Any) -> str | None:
