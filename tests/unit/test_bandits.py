@@ -210,3 +210,39 @@ def test_hedge_refuses_feedback_for_an_arm_it_could_not_have_played() -> None:
         learner.update(1, 0.5)
     learner.update(1, 0.5, probability=0.3)
     assert np.all(np.isfinite(learner.weights()))
+
+
+@pytest.mark.parametrize(
+    ("policy", "params"),
+    [
+        ("hedge", {"eta": float("inf")}),
+        ("exp3", {"gamma": 0.1, "reward_range": (-float("inf"), 1.0)}),
+        ("ucb", {"alpha": float("inf")}),
+        ("thompson", {"mu0": float("nan")}),
+    ],
+)
+def test_hyperparameters_must_be_finite(policy: str, params: dict) -> None:
+    with pytest.raises(BanditError, match="must be finite"):
+        make_bandit(policy, 3, **params)
+
+
+def test_an_update_that_would_make_the_weights_non_finite_raises_and_changes_nothing() -> None:
+    huge = Hedge(4, eta=1e308)
+    with pytest.raises(BanditError, match="update with rewards makes the weights non-finite"):
+        huge.update_all(np.array([2.0, 1.0, 0.0, 0.0]))
+    assert huge.t_ == 0 and np.all(huge.log_weights_ == 0.0)
+
+    learner = Hedge(4, eta=0.1).update_all(np.array([0.5, 0.1, 0.0, 0.0]))
+    before = learner.to_dict()
+    with pytest.raises(BanditError, match="probability 1e-310 makes the weights non-finite"):
+        learner.update(0, 1.0, probability=1e-310)  # an importance weight beyond floats
+    assert learner.to_dict() == before and np.all(np.isfinite(learner.weights()))
+
+
+def test_size_bound_covers_a_learner_full_of_long_floats() -> None:
+    learner = make_bandit("swucb", 4, window=50, random_state=1)
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        learner.update_all(rng.standard_normal(4) * 1e-7)
+    assert len(json.dumps(learner.to_dict(), separators=(",", ":"))) <= learner.size_bound()
+    assert make_bandit("swucb", 4, window=500).size_bound() > 9 * make_bandit("swucb", 4, window=50).size_bound()

@@ -334,7 +334,28 @@ def test_risk_blend_keeps_a_flat_agent_and_bounds_a_new_one() -> None:
     assert at_zero == pytest.approx((0.6 * 1.0 / 0.02) * (0.4 * floor + 0.6 * 0.02))
     assert at_zero < 0.6  # the flat agent's weight pulls toward flat
     entering = step._combine(np.array([0.5, 0.5]), np.array([0.2, 0.5]), np.array([1e-14, 0.02**2]), market_var)
-    assert entering == pytest.approx((0.5 * 0.2 / floor + 0.5 * 0.5 / 0.02) * (0.5 * floor + 0.5 * 0.02))
+    # the formula gives (0.5·0.2/floor + 0.5·0.5/0.02)·(0.5·floor + 0.5·0.02) = 1.18, more than
+    # either agent wants: the blend is held to the agents' range
+    assert (0.5 * 0.2 / floor + 0.5 * 0.5 / 0.02) * (0.5 * floor + 0.5 * 0.02) > 1.0
+    assert entering == 0.5
+
+
+def test_the_risk_blend_never_leaves_the_range_of_the_weighted_agents_targets() -> None:
+    cfg = MetaAgentConfig.create(blend_by="risk")
+    step = MetaAgentStep(cfg, agent_names=("a", "b", "c"))
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        w = rng.dirichlet(np.ones(3))
+        w[rng.integers(3)] *= rng.integers(2)  # sometimes an agent has no weight at all
+        w /= w.sum()
+        targets = rng.uniform(-2.0, 2.0, 3)
+        variance = rng.choice([0.0, 1e-10, 1e-4, 4e-4], 3)
+        blend = step._combine(w, targets, variance, 0.01**2)
+        held = targets[w > 0]
+        assert held.min() - 1e-12 <= blend <= held.max() + 1e-12
+    # both agents want +1; the one just in (volatility at the floor) pulled the formula to +3
+    assert step._combine(np.array([0.5, 0.5, 0.0]), np.array([1.0, 1.0, -1.0]),
+                         np.array([0.0, 0.02**2, 0.02**2]), 0.02**2) == 1.0
 
 
 def test_risk_blend_normalises_each_agent_by_its_own_volatility() -> None:
@@ -444,3 +465,96 @@ def test_bandit_feedback_skips_a_bar_whose_draw_probability_an_old_state_did_not
     new, decision = step.decide(old, market(30, prices[30], regimes[30]), targets[30])
     assert {k: learner.t_ for k, learner in new.learners.items() if k in rounds} == rounds  # nothing learnt
     assert decision.intent is not None and new.arm_probability is not None  # and kept from now on
+
+
+def test_policy_params_that_the_meta_agent_sets_itself_or_that_are_not_finite_are_refused() -> None:
+    for params in ({"eta": 0.1, "random_state": 5}, {"n_arms": 4}):
+        with pytest.raises(InvalidMessageError, match="set by the meta-agent"):
+            MetaAgentConfig.create(policy="hedge", policy_params=params)
+    with pytest.raises(InvalidMessageError, match="eta must be finite"):
+        MetaAgentConfig.create(policy="hedge", policy_params={"eta": float("inf")})
+
+
+def test_a_learner_window_whose_state_could_outgrow_a_dynamodb_item_is_refused() -> None:
+    MetaAgentConfig.create(policy="swucb", policy_params={"window": 250, "alpha": 1.0})
+    with pytest.raises(InvalidMessageError, match="KB of state .* smaller window"):
+        MetaAgentConfig.create(policy="swucb", policy_params={"window": 1500, "alpha": 1.0})
+
+
+def _decoded(**changes) -> dict:
+    prices, regimes, targets = path(30)
+    state, _ = run(MetaAgentStep(), prices, regimes, targets)
+    return state.to_dict() | changes
+
+
+@pytest.mark.parametrize(
+    ("changes", "what"),
+    [
+        ({"leader": 9}, "leader must be an agent index"),
+        ({"arm": 7}, "arm must be an agent index"),
+        ({"weights": [0.5, 0.5, 0.0]}, "weights must hold 4 finite numbers"),
+        ({"agent_positions": [0.0, 0.0, 0.0]}, "must hold 3 finite numbers"),  # shorter than the rest
+        ({"last_timestamp": "2024-01-02T00:00:00"}, "last_timestamp must carry a time zone"),
+        ({"last_price": "abc"}, "last_price must be a finite number"),
+        ({"variance": -1.0}, "variance must be a finite number"),
+        ({"position": 3.0}, "position must lie in"),
+        ({"last_regime": "MOON"}, "last_regime must be a regime name"),
+        ({"agent_variance": [1.0, float("nan"), 1.0, 1.0]}, "agent_variance must hold 4 finite"),
+    ],
+)
+def test_a_decoded_state_whose_parts_do_not_fit_is_a_state_error(changes: dict, what: str) -> None:
+    with pytest.raises(StateError, match=what):
+        MetaAgentState.from_dict(_decoded(**changes))
+
+
+def test_a_decoded_state_with_a_learner_of_another_arm_count_is_a_state_error() -> None:
+    data = _decoded()
+    learner = data["learners"][GLOBAL]
+    learner["params"]["n_arms"] = 3
+    learner["arrays"] = {k: v[:3] for k, v in learner["arrays"].items()}
+    with pytest.raises(StateError, match="learner ALL must have one arm per agent"):
+        MetaAgentState.from_dict(data)
+
+
+def test_thompson_blend_explanations_name_the_agent_with_the_largest_weight() -> None:
+    prices, regimes, targets = path(300, seed=3)
+    _, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy="thompson")), prices, regimes, targets)
+    for d in decisions[1:]:
+        weights = d.intent.agent_weights
+        detail = d.intent.explanation_detail
+        assert detail["why"].startswith(detail["chosen"] + " wins the largest share of posterior draws")
+        assert weights[detail["chosen"]] >= max(weights.values()) - 3 / 16 - 1e-12
+
+
+def test_thompson_weights_noise_alone_does_not_switch_the_leader() -> None:
+    """Two identical agents: which one leads is sampling noise, not news."""
+    prices, regimes, _ = path(300, seed=5)
+    twins = np.column_stack([np.ones(300), np.ones(300), -np.ones(300), -np.ones(300)])
+    switches = {}
+    for policy in ("thompson", "hedge"):
+        _, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy=policy, context="global")), prices,
+                           [Regime.BULL] * 300, twins)
+        switches[policy] = sum(len(d.events) for d in decisions)
+    assert switches["thompson"] <= switches["hedge"] + 2
+
+
+def test_probability_context_explanations_name_the_mix_not_one_regime_learner() -> None:
+    prices, regimes, targets = path(120)
+    step = MetaAgentStep(MetaAgentConfig.create(context="probability", regime_prior_rounds=0, min_regime_rounds=5))
+    _, decisions = run(step, prices, regimes, targets)
+    for d in decisions[1:]:
+        detail = d.intent.explanation_detail
+        assert "mix by regime probability" in detail["why"] and "VOLATILE learner" not in detail["why"]
+        top = max(d.intent.agent_weights.values())
+        assert d.intent.agent_weights[detail["chosen"]] == top
+
+
+def test_the_overlay_scale_never_overflows() -> None:
+    step = MetaAgentStep(MetaAgentConfig.create(vol_target_max_scale=1.5))
+    # bias-corrected after one bar: forecast variance 1e-320 (subnormal), long-run 1e-2 — the
+    # ratio of the volatilities squared is beyond the largest float
+    accumulators = np.append(np.array([1e-320, 1e-2]) * (1.0 - step._overlay_decay), 1.0)
+    forecast, target = step.overlay_vols(accumulators)
+    assert forecast > 0.0 and target / forecast > 1e155
+    assert step._vol_scale(accumulators) == 1.5
+    assert step._vol_scale(np.array([4e-4, 1e-4, 1e6])) == pytest.approx(0.5**2)  # (σ_long / σ_recent)²

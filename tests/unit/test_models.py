@@ -20,6 +20,7 @@ from ensemble_trader.domain.models import (
     Regime,
     RegimeEstimate,
     Side,
+    deterministic_id,
     make_intent_id,
     parse,
 )
@@ -147,6 +148,17 @@ def test_feature_values_must_be_finite():
     with pytest.raises(InvalidMessageError) as info:
         parse(FeatureVector, {"bar": bar(), "values": {"ret_1": math.nan}, "warmup_remaining": 0})
     assert "values.ret_1" in problem_fields(info.value)
+
+
+def test_ids_depend_on_the_instant_not_on_the_utc_offset_it_is_written_with():
+    from datetime import timezone
+
+    new_york = T0.astimezone(timezone(timedelta(hours=-5)))
+    assert new_york == T0 and new_york.isoformat() != T0.isoformat()
+    assert make_intent_id("ens", "SPX", new_york, "v1") == make_intent_id("ens", "SPX", T0, "v1")
+    # the ids of UTC times are the ones they always were
+    assert make_intent_id("ens", "SPX", T0, "v1") == deterministic_id("intent", "ens", "SPX",
+                                                                      "2020-01-02T00:00:00+00:00", "v1")
 
 
 def test_intent_id_is_deterministic_and_depends_on_every_part():

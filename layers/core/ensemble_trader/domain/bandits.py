@@ -40,6 +40,7 @@ selections as the original.
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -134,6 +135,12 @@ class Bandit(ABC):
     def weights(self) -> np.ndarray:
         """The current distribution over arms, shape (n_arms,), summing to 1."""
 
+    @property
+    def weights_noise(self) -> float:
+        """How far :meth:`weights` may move between two calls on the same statistics (0: they
+        are a function of the statistics; Thompson sampling's are Monte-Carlo frequencies)."""
+        return 0.0
+
     def update(self, arm: int, reward: float, probability: float | None = None) -> Bandit:
         """Bandit feedback: ``reward`` of the arm that was played. Returns self.
 
@@ -151,6 +158,15 @@ class Bandit(ABC):
         self._update_all(self._check_rewards(rewards))
         self.t_ += 1
         return self
+
+    def _check_params(self) -> None:
+        """Every numeric hyperparameter must be finite (``inf`` passes most range checks)."""
+        for name in self._params:
+            value = getattr(self, name)
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            for v in values:
+                if isinstance(v, (int, float, np.integer, np.floating)) and not math.isfinite(float(v)):
+                    raise BanditError(f"{self.name}: {name} must be finite, got {value!r}")
 
     @abstractmethod
     def _update(self, arm: int, reward: float, probability: float | None) -> None: ...
@@ -207,6 +223,14 @@ class Bandit(ABC):
             "arrays": {a: getattr(self, a).tolist() for a in self._arrays},
             "rng": self.rng_.bit_generator.state,
         }
+
+    def size_bound(self) -> int:
+        """The most bytes :meth:`to_dict` takes as compact JSON: every statistic a float of the
+        longest spelling (a window's buffers, not a count, are what make a learner large)."""
+        full = self.copy()
+        for a in self._arrays:
+            getattr(full, a)[...] = -1.2345678901234567e-123
+        return len(json.dumps(full.to_dict(), separators=(",", ":")))
 
     def _restore(self, data: dict[str, Any]) -> None:
         self.t_ = int(data["t"])
@@ -441,6 +465,12 @@ class GaussianThompson(Bandit):
         weights[arm] = 1.0
         return Selection(arm, weights, self.posterior()[0], samples=samples)
 
+    @property
+    def weights_noise(self) -> float:
+        """Three standard errors (at most) of the difference of two arms' win frequencies over
+        ``n_weight_samples`` draws: ``3 / sqrt(n)``."""
+        return 3.0 / math.sqrt(self.n_weight_samples)
+
     def weights(self) -> np.ndarray:
         draws = self._draw(self.n_weight_samples)
         wins = np.bincount(draws.argmax(axis=1), minlength=self.n_arms)
@@ -509,9 +539,17 @@ class _ExponentialWeights(Bandit):
         arm = int(self.rng_.choice(self.n_arms, p=p))
         return Selection(arm, p, self.log_weights_.copy())
 
-    def _normalise(self) -> None:
-        self.log_weights_ *= self.discount
-        self.log_weights_ -= self.log_weights_.max()
+    def _add(self, arms: int | slice, scale: float, values: float | np.ndarray, what: str) -> None:
+        """``log_w[arms] += scale * values``, then discount and recentre; an update that would make
+        a log-weight non-finite (an importance weight overflowing) raises and changes nothing."""
+        log_weights = self.log_weights_.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            log_weights[arms] += scale * values
+            log_weights *= self.discount
+            log_weights -= log_weights.max()
+        if not np.all(np.isfinite(log_weights)):
+            raise BanditError(f"{self.name}: update with {what} makes the weights non-finite")
+        self.log_weights_ = log_weights
 
     def _played_with(self, arm: int, probability: float | None) -> float:
         """The importance weight's denominator: the probability ``arm`` was played with."""
@@ -573,12 +611,11 @@ class EXP3(_ExponentialWeights):
 
     def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         p = self._played_with(arm, probability)
-        self.log_weights_[arm] += self.gamma * float(self._scaled(reward)) / (p * self.n_arms)
-        self._normalise()
+        self._add(arm, self.gamma / (p * self.n_arms), float(self._scaled(reward)),
+                  f"reward {reward!r} / probability {p!r}")
 
     def _update_all(self, rewards: np.ndarray) -> None:
-        self.log_weights_ += self.gamma * self._scaled(rewards) / self.n_arms
-        self._normalise()
+        self._add(slice(None), self.gamma / self.n_arms, self._scaled(rewards), "rewards")
 
 
 class Hedge(_ExponentialWeights):
@@ -611,12 +648,10 @@ class Hedge(_ExponentialWeights):
 
     def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         p = self._played_with(arm, probability)
-        self.log_weights_[arm] += self.eta * reward / p
-        self._normalise()
+        self._add(arm, self.eta / p, reward, f"reward {reward!r} / probability {p!r}")
 
     def _update_all(self, rewards: np.ndarray) -> None:
-        self.log_weights_ += self.eta * rewards
-        self._normalise()
+        self._add(slice(None), self.eta, rewards, "rewards")
 
 
 # ============================================================================================
@@ -638,9 +673,11 @@ def make_bandit(policy: str, n_arms: int, random_state: int | None = None, **par
     except KeyError:
         raise BanditError(f"unknown bandit policy {policy!r}; known: {sorted(POLICIES)}") from None
     try:
-        return cls(n_arms, random_state=random_state, **params)
+        learner = cls(n_arms, random_state=random_state, **params)
     except TypeError as exc:
         raise BanditError(f"{policy}: bad hyperparameters {params!r}: {exc}") from None
+    learner._check_params()
+    return learner
 
 
 def bandit_from_dict(data: dict[str, Any]) -> Bandit:

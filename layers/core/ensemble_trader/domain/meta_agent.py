@@ -70,6 +70,9 @@ from ensemble_trader.domain.models import (
 
 DEFAULT_AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 GLOBAL = "ALL"
+RESERVED_POLICY_PARAMS = frozenset({"n_arms", "random_state"})
+MAX_LEARNERS_BYTES = 300_000
+"""The most a symbol's learners may take in the serialised state (its snapshot is one DynamoDB item)."""
 """Key of the learner that sees every bar, whatever the regime."""
 STATE_FORMAT = 1
 
@@ -205,12 +208,22 @@ class MetaAgentConfig(BaseModel):
                 cls.__name__,
                 [FieldProblem("policy", config.policy, f"unknown policy; known: {sorted(POLICIES)}")],
             )
+        def bad_params(reason: str) -> InvalidMessageError:
+            return InvalidMessageError(cls.__name__, [FieldProblem("policy_params", config.policy_params, reason)])
+
+        reserved = sorted(RESERVED_POLICY_PARAMS & set(config.hyperparameters))
+        if reserved:
+            raise bad_params(f"{', '.join(reserved)} is set by the meta-agent (the number of agents, the "
+                             f"configuration's random_state), not a hyperparameter")
         try:  # bad hyperparameters fail here, not at a symbol's first bar
-            make_bandit(config.policy, len(DEFAULT_AGENT_NAMES), **config.hyperparameters)
+            learner = make_bandit(config.policy, len(DEFAULT_AGENT_NAMES), random_state=0, **config.hyperparameters)
         except BanditError as exc:
-            raise InvalidMessageError(
-                cls.__name__, [FieldProblem("policy_params", config.policy_params, str(exc))]
-            ) from None
+            raise bad_params(str(exc)) from None
+        size = (1 + len(REGIMES)) * learner.size_bound()  # the global learner and one per regime
+        if size > MAX_LEARNERS_BYTES:
+            raise bad_params(f"the {1 + len(REGIMES)} learners of a symbol would take up to {size / 1e3:,.0f} KB "
+                             f"of state (at most {MAX_LEARNERS_BYTES / 1e3:,.0f} KB: a DynamoDB item holds "
+                             f"400 KB): use a smaller window")
         return config
 
     @property
@@ -444,11 +457,62 @@ class MetaAgentState:
                 vol_scale=float(data.get("vol_scale", 1.0)),
                 version=int(data["version"]),
                 model_version=str(data.get("model_version", "")),
-            )
+            )._checked()
         except StateError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"cannot decode meta-agent state: {type(exc).__name__}: {exc}") from exc
+
+    def _checked(self) -> MetaAgentState:
+        """Self, after checking that every part fits the others (shapes, ranges, finiteness): a
+        decoded state that does not is a StateError here, not an untyped error in a later step."""
+        n = self.agent_positions.size
+
+        def bad(what: str, value: Any) -> StateError:
+            return StateError(f"meta-agent state of {self.symbol}: {what} (got {value!r})")
+
+        if self.agent_positions.ndim != 1 or n < 1:
+            raise bad("agent_positions must be a non-empty list", self.agent_positions.tolist())
+        arrays = {"agent_positions": self.agent_positions, "agent_costs": self.agent_costs,
+                  "weights": self.weights, "last_rewards": self.last_rewards, "agent_variance": self.agent_variance}
+        for name, arr in arrays.items():
+            if arr is not None and (arr.shape != (n,) or not np.all(np.isfinite(arr))):
+                raise bad(f"{name} must hold {n} finite numbers, one per agent", arr.tolist())
+        for name, arr in (("weights", self.weights), ("agent_costs", self.agent_costs),
+                          ("agent_variance", self.agent_variance)):
+            if arr is not None and np.any(arr < 0.0):
+                raise bad(f"{name} must not be negative", arr.tolist())
+        ov = self.overlay_variance
+        if ov is not None and (ov.shape != (3,) or not np.all(np.isfinite(ov)) or np.any(ov < 0.0)):
+            raise bad("overlay_variance must be 3 finite non-negative numbers", ov.tolist())
+        for name, index in (("leader", self.leader), ("arm", self.arm)):
+            if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n):
+                raise bad(f"{name} must be an agent index in [0, {n})", index)
+        if self.arm_probability is not None and not 0.0 < self.arm_probability <= 1.0:
+            raise bad("arm_probability must be in (0, 1]", self.arm_probability)
+        for name, value, low in (("position", self.position, -2.0), ("blend", self.blend, -math.inf),
+                                 ("vol_scale", self.vol_scale, 0.0), ("variance", self.variance, 0.0)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+                raise bad(f"{name} must be a finite number ≥ {low}", value)
+        if abs(self.position) > 2.0:
+            raise bad("position must lie in [-2, 2]", self.position)
+        if self.last_price is not None and not (
+            isinstance(self.last_price, (int, float)) and math.isfinite(self.last_price) and self.last_price > 0.0
+        ):
+            raise bad("last_price must be a finite number > 0", self.last_price)
+        if self.last_timestamp is not None and self.last_timestamp.utcoffset() is None:
+            raise bad("last_timestamp must carry a time zone", self.last_timestamp.isoformat())
+        if self.last_regime is not None and self.last_regime not in {r.value for r in REGIMES}:
+            raise bad("last_regime must be a regime name", self.last_regime)
+        if self.ramp_left < 0 or self.version < 0:
+            raise bad("ramp_left and version must not be negative", (self.ramp_left, self.version))
+        for key, learner in self.learners.items():
+            if learner.n_arms != n:
+                raise bad(f"learner {key} must have one arm per agent ({n})", learner.n_arms)
+        for regime, rewards in self.regret.agent_rewards.items():
+            if rewards.shape != (n,) or not np.all(np.isfinite(rewards)):
+                raise bad(f"regret of {regime} must hold {n} finite numbers", rewards.tolist())
+        return self
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
@@ -691,7 +755,7 @@ class MetaAgentStep:
         blend = self._combine(weights, targets, new.agent_variance, new.variance)
         scale = self._vol_scale(new.overlay_variance) if selection is not None else 1.0
         desired = blend * scale
-        leader = int(np.argmax(weights)) if selection is not None else None
+        leader = None if learner_key is None else self._leader(weights, state.leader, new.learners[learner_key])
 
         # 5. smooth
         switched = leader is not None and state.leader is not None and leader != state.leader
@@ -782,6 +846,16 @@ class MetaAgentStep:
             )
         return np.clip(arr, -self.config.max_position, self.config.max_position)
 
+    @staticmethod
+    def _leader(weights: np.ndarray, previous: int | None, learner: Bandit) -> int:
+        """The agent with the largest weight; the previous leader stays while its weight is
+        within the weights' own noise of the largest (exact ties included), so Monte-Carlo
+        weights do not switch — and restart the ramp — on sampling noise alone."""
+        top = int(np.argmax(weights))
+        if previous is not None and weights[previous] >= weights[top] - learner.weights_noise:
+            return previous
+        return top
+
     def _combine(
         self,
         weights: np.ndarray,
@@ -795,11 +869,16 @@ class MetaAgentStep:
         rewards at ``agent_vol_floor`` times the market's), so an agent that takes small
         positions is not drowned by agents that take large ones at low weight. The floor keeps
         an agent that has been flat in the blend (its weight pulls toward flat) and bounds the
-        pull of one that has only just entered a position."""
+        pull of one that has only just entered a position. The risk blend is not a weighted
+        mean: agents of unequal risk can carry it past every target (two agents at +1, one of
+        them just in at the volatility floor, blend to +3), so it is clipped to the range of the
+        weighted agents' targets — the ensemble never holds a position no agent wants."""
         if self.config.blend_by == "position" or agent_variance is None:
             return float(weights @ targets)
         sigma = self._agent_vols(agent_variance, market_variance)
-        return float((weights @ (targets / sigma)) * (weights @ sigma))
+        blend = float((weights @ (targets / sigma)) * (weights @ sigma))
+        weighted = targets[weights > 0.0]
+        return float(np.clip(blend, weighted.min(), weighted.max())) if weighted.size else blend
 
     def _overlay_update(self, state: MetaAgentState, r: float) -> np.ndarray | None:
         """The overlay's EWMA accumulators after the bar's return: ``[forecast, long-run, bars]``
@@ -832,8 +911,10 @@ class MetaAgentStep:
         vols = self.overlay_vols(overlay_variance)
         if vols is None or vols[1] <= 0.0:
             return 1.0
-        cap = self.config.vol_target_max_scale
-        return min((vols[1] / vols[0]) ** self.config.vol_target_power, cap) if vols[0] > 0.0 else cap
+        cap, power = self.config.vol_target_max_scale, self.config.vol_target_power
+        if vols[0] <= 0.0 or vols[1] / vols[0] >= cap ** (1.0 / power):  # the power could overflow
+            return cap
+        return (vols[1] / vols[0]) ** power
 
     def _market_vol(self, variance: float | None) -> float:
         """The market's EWMA volatility, floored at ``vol_floor`` (the floor without an estimate)."""
@@ -926,7 +1007,9 @@ class MetaAgentStep:
 
     # ---- explanations ----------------------------------------------------------------------
 
-    def _why(self, selection: Selection | None, leader: int | None, learner_key: str | None) -> str:
+    def _why(
+        self, selection: Selection | None, leader: int | None, learner_key: str | None, weights: np.ndarray
+    ) -> str:
         if selection is None or leader is None:
             return "features warming up: staying flat"
         name = self.agent_names[leader]
@@ -935,8 +1018,17 @@ class MetaAgentStep:
         )
         if self.config.context == "global":
             source = "global learner"
+        elif self.config.context == "probability":
+            return f"{name} has the largest weight in the regime learners' mix by regime probability ({weights[leader]:.2f})"
         elif learner_key != GLOBAL and self.config.regime_prior_rounds > 0.0 and self.config.mode == "blend":
             source = f"{learner_key} learner shrunk toward the global learner"
+        if selection.samples is not None and self.config.mode == "blend":
+            # blending weights are win frequencies over many posterior draws, not the one draw
+            return (f"{name} wins the largest share of posterior draws ({weights[leader]:.0%}; mean "
+                    f"{selection.estimates[leader]:.3f}) in the {source}")
+        if self.config.mode == "blend" and selection.bonuses is not None and leader != selection.arm:
+            # the shrinkage toward the global learner outweighs the regime learner's own leader
+            return f"{name} has the largest blending weight ({weights[leader]:.2f}) in the {source}"
         if selection.bonuses is not None:
             est, bonus = selection.estimates[leader], selection.bonuses[leader]
             shown = "inf" if not math.isfinite(bonus) else f"{bonus:.3f}"
@@ -986,7 +1078,7 @@ class MetaAgentStep:
             "probabilities": {r.value: float(p) for r, p in zip(REGIMES, market.regime.probabilities, strict=True)},
             "agents": agents,
             "chosen": self.agent_names[leader] if leader is not None else None,
-            "why": self._why(selection, leader, learner_key),
+            "why": self._why(selection, leader, learner_key, weights),
             "previous": {
                 "chosen": self.agent_names[old.leader] if old.leader is not None else None,
                 "weights": {n: float(w) for n, w in zip(self.agent_names, old.weights, strict=True)},

@@ -14,7 +14,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self, TypeVar
 
@@ -239,9 +239,16 @@ class MarketState(Message):
 
 
 def deterministic_id(*parts: object, length: int = 32) -> str:
-    """A stable id from the parts of a decision (never from an attempt): sha256, hex."""
-    text = "|".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    """A stable id from the parts of a decision (never from an attempt): sha256, hex. A time
+    enters as its UTC instant, so one bar written with another UTC offset keeps its ids."""
+    text = "|".join(_id_text(p) for p in parts)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _id_text(part: object) -> str:
+    if isinstance(part, datetime):
+        return (part.astimezone(UTC) if part.utcoffset() is not None else part).isoformat()
+    return str(part)
 
 
 def make_intent_id(strategy_id: str, symbol: str, bar_time: datetime, model_version: str) -> str:
