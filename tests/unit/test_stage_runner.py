@@ -246,6 +246,17 @@ def test_a_state_stored_without_handled_times_loads_and_counts_old_records_as_du
     assert world.stats.duplicates == 1 and world.state("AAA")[1]["count"] == 3
 
 
+def test_a_snapshot_with_unreadable_handled_times_still_loads_its_state(world):
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in (0, 2)]))
+    version, _ = world.state("AAA")
+    snap = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    world.snapshots.put_item("stage-state", snap | {"handled": b"garbage"}, expected_version=version)
+    world.cache.data.clear()
+    response = world.runner.process(event_of([("AAA", bar_json("AAA", 1)), ("AAA", bar_json("AAA", 3))], 2000))
+    assert failures(response) == [] and world.dlq.letters == []  # day 1 cannot be told late: a duplicate
+    assert world.stats.duplicates == 1 and world.state("AAA")[1]["count"] == 3
+
+
 def test_handled_times_round_trip_compactly_and_refuse_garbage():
     daily = [timestamp_ns(T0 + timedelta(days=i)) for i in range(1024)]
     blob = stage.encode_handled(daily)

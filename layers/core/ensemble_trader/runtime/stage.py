@@ -583,9 +583,13 @@ class KinesisStageRunner(Generic[S, In]):
             if item is not None:
                 try:
                     state = self.step.load(bytes(item["state"]))
-                    handled = decode_handled(bytes(item.get("handled", b"")))
                 except Exception as exc:
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
+                try:
+                    handled = decode_handled(bytes(item.get("handled", b"")))
+                except StateError as exc:  # only late records go unnoticed (counted as duplicates)
+                    log.error("stage %s: snapshot of %s: %s; going on without them", self.step.name, symbol, exc)
+                    handled = []
                 return state, int(item["version"]), True, handled
         return self.step.new_state(symbol), 0, False, []
 
