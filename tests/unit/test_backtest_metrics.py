@@ -91,6 +91,28 @@ def test_periods_per_year_inference():
         periods_per_year(hourly[:1])
 
 
+@pytest.mark.parametrize(("step_hours", "expected"), [(12, 730), (48, 182.625), (72, 121.75), (120, 73.05)])
+def test_bars_of_any_step_round_the_clock_are_counted_as_they_come(step_hours, expected):
+    ts = np.datetime64("2021-01-01", "ns") + np.arange(400) * np.timedelta64(step_hours, "h")
+    assert periods_per_year(ts) == pytest.approx(expected, rel=1e-3)
+
+
+def test_daily_bars_are_trading_days_whatever_utc_weekday_they_fall_on():
+    business = np.array(np.busday_offset("2020-01-01", np.arange(300), roll="forward"), dtype="datetime64[ns]")
+    tokyo_midnight = business - np.timedelta64(9, "h")  # Monday 00:00 JST is Sunday 15:00 UTC
+    assert periods_per_year(tokyo_midnight) == 252
+    stray_saturday = np.sort(np.append(business, np.datetime64("2020-03-07", "ns")))
+    assert periods_per_year(stray_saturday) == 252
+
+
+def test_a_long_series_is_measured_when_no_convention_fits():
+    # every third business day: steps of 3 and 5 days, a median of 5 — the rule says 252 / 5
+    every_third = np.array(np.busday_offset("2015-01-01", np.arange(0, 1200, 3), roll="forward"),
+                           dtype="datetime64[ns]")
+    assert periods_per_year(every_third[:10]) == pytest.approx(252 / 5)
+    assert periods_per_year(every_third) == pytest.approx(365.25 * 5 / 7 / 3, rel=1e-3)
+
+
 @pytest.mark.parametrize(("rho", "c"), [(0.0, 1.0), (0.7, 1.2), (0.95, 1.2), (0.5, 0.8)])
 def test_sharpe_margin_se_matches_the_spread_of_simulated_margins(rho, c):
     # 4,000 pairs of correlated normal series with daily Sharpe 0.05 and 0.03: the formula's

@@ -31,6 +31,8 @@ from ensemble_trader.domain.errors import DataError
 SECONDS_PER_DAY = 86_400.0
 TRADING_DAYS = 252
 CALENDAR_DAYS = 365
+MEASURED_SPAN_DAYS = 90.0
+"""A series spanning this many days or more has its bars per year measured, not inferred."""
 
 
 @dataclass(frozen=True)
@@ -185,11 +187,17 @@ def sharpe_margin_se(a: np.ndarray, b: np.ndarray, c: float, periods_per_year: f
 
 
 def periods_per_year(timestamps: np.ndarray) -> float:
-    """Bars per year inferred from bar times (datetime64).
+    """Bars per year of a series, from its bar times (datetime64).
 
-    Daily bars give 252 (trading days) or 365 when the series trades at weekends (crypto);
-    weekly 52, monthly 12. Intraday bars give bars-per-day times 252 or 365 on the same rule
-    (hourly crypto: 24 * 365 = 8760).
+    A series spanning at least ``MEASURED_SPAN_DAYS`` (90) days is measured: its bars per year
+    are ``(n - 1)`` over its span in years, reported as the conventional figure the rule below
+    gives when within 5 % of it (daily equities 252, not 251.6) and as measured otherwise (bars
+    every 2 or 3 days, exchange hours the rule does not know). A shorter series takes the rule:
+    daily bars give 252, or 365 when the series has bars on all seven weekdays (crypto); bars
+    of less than 18 hours give bars-per-day times 252 or 365 on the same rule (hourly crypto:
+    24 × 365 = 8760); weekly 52, monthly 12; other steps 365.25 / step in days, or 252 / step on
+    a five-day week. Seven weekdays rather than any weekend bar: daily bars stamped at an Asian
+    exchange's midnight fall on Sundays in UTC, and one stray Saturday row is not a crypto series.
     """
     ts = np.asarray(timestamps).astype("datetime64[ns]")
     if ts.ndim != 1 or ts.size < 2:
@@ -197,20 +205,31 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     seconds = np.diff(ts).astype(np.int64) / 1e9
     if np.any(seconds <= 0):
         raise DataError("timestamps must increase strictly to infer the bar frequency")
-    step_days = float(np.median(seconds)) / SECONDS_PER_DAY
-    weekday = (ts.astype("datetime64[D]").astype(np.int64) + 3) % 7  # 0 = Monday
-    trades_weekends = bool(np.any(weekday >= 5))
-    days_per_year = CALENDAR_DAYS if trades_weekends else TRADING_DAYS
-    if 0.5 <= step_days <= 4.0:
-        return float(days_per_year)
-    if 4.0 < step_days <= 10.0:
-        return 52.0
-    if 25.0 <= step_days <= 35.0:
-        return 12.0
-    if step_days < 0.5:
-        if trades_weekends:
+    rule = _periods_by_rule(ts, float(np.median(seconds)) / SECONDS_PER_DAY)
+    span_days = float(seconds.sum()) / SECONDS_PER_DAY
+    if span_days < MEASURED_SPAN_DAYS:
+        return rule
+    measured = (ts.size - 1) * 365.25 / span_days
+    return rule if abs(measured / rule - 1.0) <= 0.05 else measured
+
+
+def _periods_by_rule(ts: np.ndarray, step_days: float) -> float:
+    """Bars per year from the median step and the weekdays the bars fall on."""
+    days = ts.astype("datetime64[D]")
+    weekdays = np.unique((days.astype(np.int64) + 3) % 7)  # 0 = Monday
+    if (days[-1] - days[0]).astype(np.int64) >= 7:
+        all_week = weekdays.size == 7
+    else:  # less than a week: any weekend bar is all there is to go by
+        all_week = bool(np.any(weekdays >= 5))
+    days_per_year = CALENDAR_DAYS if all_week else TRADING_DAYS
+    if step_days < 0.75:  # intraday: round the clock, or the exchange's bars per day
+        if all_week:
             return CALENDAR_DAYS / step_days
-        days = ts.astype("datetime64[D]")
-        _, counts = np.unique(days, return_counts=True)
-        return float(TRADING_DAYS * np.median(counts))
-    return CALENDAR_DAYS / step_days
+        return float(TRADING_DAYS * np.median(np.unique(days, return_counts=True)[1]))
+    if step_days <= 1.5:
+        return float(days_per_year)
+    if 6.0 <= step_days <= 8.0:
+        return 52.0
+    if 27.0 <= step_days <= 32.0:
+        return 12.0
+    return 365.25 / step_days if all_week else TRADING_DAYS / step_days
