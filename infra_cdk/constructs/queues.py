@@ -64,9 +64,7 @@ class Queues(Construct):
                     visibility_timeout=Duration.seconds(6 * consumer.timeout_seconds),
                     dead_letter_queue=sqs.DeadLetterQueue(
                         queue=self.queues[consumer.dead_letter_queue],
-                        # a failed intent fails its symbol's later intents in the batch (FIFO order), so
-                        # healthy intents are received again with it: room for that, as AWS advises (>= 5)
-                        max_receive_count=max(10, mapping.retry_attempts + 1),
+                        max_receive_count=mapping.max_receive_count,
                     ),
                     **common,
                 )

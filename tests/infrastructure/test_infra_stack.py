@@ -135,7 +135,7 @@ def test_sqs_mapping_and_fifo_queue_with_redrive(full, spec):
     assert queue["FifoQueue"] is True
     assert queue["VisibilityTimeout"] >= 6 * spec.timeout_seconds
     redrive = queue["RedrivePolicy"]
-    assert redrive["maxReceiveCount"] == max(10, spec.mapping.retry_attempts + 1)
+    assert redrive["maxReceiveCount"] == spec.mapping.max_receive_count == max(10, spec.mapping.retry_attempts + 1)
     dlq = template["Resources"][redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]]["Properties"]
     assert dlq["QueueName"] == qualified(STAGE, spec.dead_letter_queue)
     assert dlq.get("FifoQueue") is True  # a FIFO queue can only redrive to a FIFO queue

@@ -60,12 +60,13 @@ def test_sqs_mapping_deletes_successes_and_dead_letters_after_retries(clean_stac
     )
     esm = clean_stack.emulator(["orders"], handlers={"orders": orders_handler})
     stats = esm.run_until_drained()["orders"]
-    retries = constants.function_spec("orders").mapping.retry_attempts
+    receives = constants.function_spec("orders").mapping.max_receive_count
+    assert receives == 10  # the deployed queue's maxReceiveCount (tests/infrastructure checks the CDK side)
     assert seen[0] == ["0", "1", "2", "3"] and all(batch == ["2"] for batch in seen[1:])
-    assert len(seen) == retries + 1
+    assert len(seen) == receives
     assert stats.records_succeeded == 3 and stats.dead_lettered == 1
     (letter,) = clean_stack.stack.read_queue("orders-dlq")
-    assert letter["reason"] == f"batch item failure after {retries} retries"
+    assert letter["reason"] == f"batch item failure after {receives} receives"
     assert json.loads(letter["record"]["body"]) == {"n": 2}
     assert clean_stack.stack.queue_depth("order-intents") == 0
 
@@ -127,3 +128,212 @@ def test_feed_replay_cli_puts_interleaved_bars(clean_stack, capsys):
     assert [key for key, _ in records] == [b.symbol for b in bars]
     assert [b.symbol for b in bars[:4]] == ["SPX", "IXIC", "SPX", "IXIC"]  # merged by bar time
     assert all(a.timestamp <= b.timestamp for a, b in zip(bars, bars[1:], strict=False))
+
+
+# -- the emulator: function errors, timeouts, interruptions ---------------------------------------
+
+
+def _numbers(event) -> list[int]:
+    import base64
+
+    return [json.loads(base64.b64decode(r["kinesis"]["data"]))["n"] for r in event["Records"]]
+
+
+def _put_numbers(clean_stack, count: int) -> None:
+    clean_stack.put_records("market-data", [("SPX", json.dumps({"n": n}).encode()) for n in range(count)])
+
+
+def _send_intents(clean_stack, prefix: str, count: int) -> None:
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+
+    SqsPublisher(settings=clean_stack.stack.settings).send(
+        "order-intents", [("SPX", f"{prefix}-{n}", json.dumps({"n": n}).encode()) for n in range(count)]
+    )
+
+
+def test_handler_past_its_timeout_is_a_function_error(clean_stack):
+    now = [0.0]
+    timeout = constants.function_spec("features").timeout_seconds
+    calls = []
+
+    def slow_once(event, context):
+        calls.append(_numbers(event))
+        if len(calls) == 1:
+            now[0] += timeout + 1  # the fake timer: this call took longer than the function timeout
+            return {"batchItemFailures": []}  # a result Lambda never sees
+        return None
+
+    esm = clean_stack.emulator(["features"], handlers={"features": slow_once}, timer=lambda: now[0])
+    _put_numbers(clean_stack, 2)
+    stats = esm.run_until_drained()["features"]
+    assert stats.timeouts == 1 and stats.function_errors == 1 and stats.bisections == 1
+    assert calls == [[0, 1], [0], [1]] and stats.records_succeeded == 2
+
+
+def test_sqs_handler_past_its_timeout_is_retried(clean_stack):
+    now = [0.0]
+    calls = []
+
+    def slow_once(event, context):
+        calls.append(len(event["Records"]))
+        if len(calls) == 1:
+            now[0] += constants.function_spec("orders").timeout_seconds + 1
+
+    _send_intents(clean_stack, "slow", 2)
+    stats = clean_stack.emulator(["orders"], handlers={"orders": slow_once}, timer=lambda: now[0]).run_until_drained()
+    assert calls == [2, 2] and stats["orders"].timeouts == 1 and stats["orders"].records_succeeded == 2
+
+
+def test_system_exit_in_a_handler_is_a_function_error(clean_stack):
+    import sys as system
+
+    calls = []
+
+    def exits_once(event, context):
+        calls.append(_numbers(event))
+        if len(calls) == 1:
+            system.exit(1)
+
+    esm = clean_stack.emulator(["features"], handlers={"features": exits_once})
+    _put_numbers(clean_stack, 3)
+    stats = esm.run_until_drained()["features"]
+    assert stats.function_errors == 1 and stats.records_succeeded == 3 and stats.dead_lettered == 0
+    assert calls[0] == [0, 1, 2] and sorted(n for batch in calls[1:] for n in batch) == [0, 1, 2]
+
+
+def test_keyboard_interrupt_gives_the_kinesis_batch_back(clean_stack):
+    calls = []
+
+    def interrupted_once(event, context):
+        calls.append(_numbers(event))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    esm = clean_stack.emulator(["features"], handlers={"features": interrupted_once})
+    _put_numbers(clean_stack, 3)
+    with pytest.raises(KeyboardInterrupt):
+        esm.run_until_drained()
+    stats = esm.run_until_drained()["features"]  # the same emulator carries on: nothing was lost
+    assert calls == [[0, 1, 2], [0, 1, 2]] and stats.records_succeeded == 3 and stats.function_errors == 0
+
+
+def test_interruption_in_the_second_half_of_a_bisection_resumes_there(clean_stack):
+    calls = []
+
+    class Stop(BaseException):  # what pytest.fail() or pytest-timeout raise inside a handler
+        pass
+
+    def handler(event, context):
+        numbers = _numbers(event)
+        calls.append(numbers)
+        if len(calls) == 1:
+            raise ValueError("bisect me")
+        if numbers == [2, 3] and len(calls) == 3:
+            raise Stop
+
+    esm = clean_stack.emulator(["features"], handlers={"features": handler})
+    _put_numbers(clean_stack, 4)
+    with pytest.raises(Stop):
+        esm.run_until_drained()
+    esm.run_until_drained()
+    assert calls == [[0, 1, 2, 3], [0, 1], [2, 3], [2, 3]]
+
+
+def test_interruption_makes_the_sqs_batch_visible_again(clean_stack):
+    def interrupted(event, context):
+        raise KeyboardInterrupt
+
+    _send_intents(clean_stack, "interrupted", 3)
+    with pytest.raises(KeyboardInterrupt):
+        clean_stack.emulator(["orders"], handlers={"orders": interrupted}).run_until_drained()
+    seen = []
+    clean_stack.emulator(["orders"], handlers={"orders": lambda e, c: seen.extend(
+        json.loads(r["body"])["n"] for r in e["Records"])}).run_until_drained()
+    assert seen == [0, 1, 2]  # at once, not after the 30 s visibility timeout
+
+
+def test_an_empty_function_list_maps_no_function(clean_stack):
+    from ensemble_trader.local.esm import EventSourceMappingEmulator
+
+    assert EventSourceMappingEmulator(clean_stack.stack, [], start_position="LATEST").functions == []
+    assert EventSourceMappingEmulator(clean_stack.stack, None, start_position="LATEST").functions
+
+
+# -- the servers ----------------------------------------------------------------------------------
+
+
+def test_moto_start_moves_off_a_port_another_process_listens_on():
+    import socket
+
+    from ensemble_trader.local.servers import MotoServer, free_port
+
+    port = free_port()
+    with socket.socket() as neighbour:
+        neighbour.bind(("127.0.0.1", port))
+        neighbour.listen(5)
+        moto = MotoServer(port=port).start()
+        try:
+            assert moto.port != port and moto._proc.poll() is None
+        finally:
+            moto.stop()
+
+
+def test_moto_child_ignores_a_profile_this_machine_does_not_define(tmp_path, monkeypatch):
+    import boto3
+    from ensemble_trader.local.servers import MotoServer
+
+    (tmp_path / "config").write_text("[profile someone-else]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_PROFILE", "et-test-no-such-profile")
+    moto = MotoServer().start()
+    monkeypatch.delenv("AWS_PROFILE")  # the child started with it; this process's client must not read it
+    try:
+        sqs = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                            region_name="us-east-1").client("sqs", endpoint_url=moto.url)
+        sqs.create_queue(QueueName="et-test-profile")
+        assert any(u.endswith("/et-test-profile") for u in sqs.list_queues()["QueueUrls"])
+    finally:
+        moto.stop()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("redis-server"), reason="needs redis-server")
+def test_redis_started_by_a_worker_thread_outlives_the_thread():
+    import threading
+
+    from ensemble_trader.local.servers import RedisServer
+
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("redis", RedisServer(allow_fake=False).start()))
+    worker.start()
+    worker.join()
+    redis = box["redis"]
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):  # PR_SET_PDEATHSIG did not fire with the thread
+            redis._proc.wait(timeout=1)
+        assert redis.pid and __import__("redis").Redis.from_url(redis.url).ping()
+    finally:
+        redis.stop()
+
+
+@pytest.mark.skipif(not __import__("shutil").which("redis-server"), reason="needs redis-server")
+def test_detached_redis_without_a_pid_file_is_found_and_stopped(monkeypatch):
+    import tempfile
+
+    from ensemble_trader.local.servers import RedisServer, pid_alive
+
+    real_mkdtemp = tempfile.mkdtemp
+
+    def folder_without_room_for_a_pid_file(*args, **kwargs):
+        folder = real_mkdtemp(*args, **kwargs)
+        os.mkdir(os.path.join(folder, "redis.pid"))  # redis-server cannot write its pid file
+        return folder
+
+    monkeypatch.setattr(tempfile, "mkdtemp", folder_without_room_for_a_pid_file)
+    redis = RedisServer(allow_fake=False, detached=True).start(attempts=1)
+    pid = redis.pid
+    try:
+        assert pid and __import__("redis").Redis.from_url(redis.url).info("server")["process_id"] == pid
+    finally:
+        redis.stop()
+    assert not pid_alive(pid)

@@ -20,6 +20,7 @@ from ensemble_trader.cli import main
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "4,x"], "argument --states: '4,x'"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "1"], "state counts >= 2"),
         (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 1"),
+        (["regime", "evaluate", "--methods", "ours", "bogus"], "argument --methods: invalid choice: 'bogus'"),
     ],
 )
 def test_bad_numbers_are_usage_errors(argv, message, capsys):
@@ -27,3 +28,37 @@ def test_bad_numbers_are_usage_errors(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_regime_evaluate_offers_the_methods_of_the_evaluation_module(capsys):
+    from training.regime.evaluate import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["regime", "evaluate", "--methods", "bogus"])
+    err = capsys.readouterr().err
+    assert all(repr(method) in err for method in METHODS)
+
+
+def test_backtest_out_that_is_a_file_is_a_usage_error_before_the_run(tmp_path, capsys, monkeypatch):
+    existing = tmp_path / "report.csv"
+    existing.write_text("x\n")
+    monkeypatch.setattr("ensemble_trader.cli.backtest._run", lambda args: pytest.fail("the backtest ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backtest", "--bars", "synth:hard:1:300", "--out", str(existing)])
+    assert exit_info.value.code == 2
+    assert f"argument --out: '{existing}' is an existing file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [FileExistsError(17, "File exists", "out.csv"), IsADirectoryError(21, "Is a directory", "out"),
+     PermissionError(13, "Permission denied", "out.csv")],
+)
+def test_os_errors_are_one_line_errors(error, capsys, monkeypatch):
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr("ensemble_trader.cli.local._status", fails)
+    assert main(["local", "status"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"ensemble-trader: error: {error}\n" and "Traceback" not in err

@@ -50,6 +50,15 @@ class SourceMapping:
     report_batch_item_failures: bool = True
     parallelization_factor: int = 1
 
+    @property
+    def max_receive_count(self) -> int:
+        """Receives of an SQS message before the queue's redrive moves it to the dead-letter
+        queue (an SQS mapping has no retry limit of its own). A failed intent fails its symbol's
+        later intents in the batch (FIFO order), so healthy intents are received again with it:
+        room for that, as AWS advises (>= 5). The CDK queue, the local queue and the local
+        emulator all read this one figure."""
+        return max(10, self.retry_attempts + 1)
+
 
 @dataclass(frozen=True)
 class FunctionSpec:

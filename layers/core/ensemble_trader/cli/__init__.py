@@ -14,6 +14,7 @@ import math
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ensemble_trader import __version__
 from ensemble_trader.domain.errors import EnsembleTraderError
@@ -53,6 +54,15 @@ def iso_time(text: str) -> str:
     return text
 
 
+def output_folder(text: str) -> Path:
+    """An argparse ``type``: a folder to write into, which may not exist yet but must not be an
+    existing file (checked before the command does any work)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is an existing file, not a folder")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ensemble-trader",
@@ -85,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnsembleTraderError as exc:
         print(f"ensemble-trader: error: {exc}", file=sys.stderr)
         return 1
-    except FileNotFoundError as exc:
+    except OSError as exc:  # a missing input, an output that is a folder, no permission, ...
         print(f"ensemble-trader: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -16,7 +16,7 @@ POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import iso_time
+    from ensemble_trader.cli import iso_time, output_folder
 
     p = sub.add_parser(
         "backtest",
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true",
                    help="also evaluate every policy on the same run (adds a 'policies' table)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", type=Path, default=None, help="folder for report.html and report.json")
+    p.add_argument("--out", type=output_folder, default=None, help="folder for report.html and report.json")
     p.set_defaults(func=_run)
 
 

@@ -3,6 +3,12 @@
 ``up`` starts a detached moto server and a redis-server on free ports, creates every resource,
 writes ``.local-stack.json`` in the repository root and prints the ``export`` lines a shell (or
 ``feed replay``) needs; ``down`` stops both by pid; ``status`` says what is running.
+
+The state file records each server's pid and identity (boot id + start time). ``down`` and
+``status`` signal or trust a pid only while it is still that process: a pid reused by another
+process (after a reboot, or after the server died) is reported and never signalled, and the stale
+file is removed. A state file of an older version has no identities: its live pids are reported
+as unverifiable and left alone.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,21 +35,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=_status)
 
 
+def _read_state(path: Path) -> object:
+    """The state file's content, or None (with a message) when it cannot be read as JSON."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        print(f"the state file {path} is not valid JSON ({exc})", file=sys.stderr)
+        return None
+
+
 def _up(args: argparse.Namespace) -> int:
-    from ensemble_trader.local.servers import pid_alive
-    from ensemble_trader.local.stack import LocalStack, state_file_path
+    from ensemble_trader.local.servers import RUNNING, UNVERIFIED
+    from ensemble_trader.local.stack import LocalStack, check_state, state_file_path
 
     path = state_file_path()
     if path.exists():
-        state = json.loads(path.read_text())
-        if pid_alive(state.get("moto_pid")) and pid_alive(state.get("redis_pid")):
+        state = _read_state(path)
+        checks = check_state(state) if isinstance(state, dict) else []
+        statuses = {c.status for c in checks}
+        if statuses == {RUNNING}:
             print(f"a local stack is already running ({path.name}); `ensemble-trader local down` first",
                   file=sys.stderr)
             return 1
+        if statuses & {RUNNING, UNVERIFIED}:  # a live server of ours, or maybe ours: never ignore it
+            for check in checks:
+                print(f"{path.name}: {check.describe()}", file=sys.stderr)
+            print("`ensemble-trader local down` first", file=sys.stderr)
+            return 1
+        for check in checks:
+            print(f"stale {path.name}: {check.describe()}; removing it", file=sys.stderr)
+        path.unlink()
     # no fakeredis fallback: it would be a thread of this command and end with it
     stack = LocalStack(args.stage, shards=args.shards, detached=True, allow_fake_redis=False)
     stack.start()
-    stack.write_state_file(path)
+    try:
+        stack.write_state_file(path)
+    except BaseException:
+        stack.stop()  # nobody could find the detached servers without the state file
+        raise
     env = stack.environment(for_shell=True)
     stack.attached = True  # leave the servers running when this handle goes away
     stack.stop()
@@ -54,34 +84,64 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from ensemble_trader.local.servers import stop_pid
-    from ensemble_trader.local.stack import state_file_path
+    """Stop the servers of the state file that are verifiably still ours; never signal a pid
+    that now belongs to another process or that cannot be verified."""
+    from ensemble_trader.local.servers import GONE, OTHER, RUNNING, stop_pid
+    from ensemble_trader.local.stack import check_state, state_file_path
 
     path = state_file_path()
     if not path.exists():
         print("no local stack is running (no state file)", file=sys.stderr)
         return 0
-    state = json.loads(path.read_text())
-    stop_pid(state.get("moto_pid"))
-    stop_pid(state.get("redis_pid"))
+    state = _read_state(path)
+    if not isinstance(state, dict):
+        path.unlink()
+        print(f"removed the unreadable state file {path}; nothing was signalled", file=sys.stderr)
+        return 1
+    code = 0
+    stopped = []
+    for check in check_state(state):
+        if check.status == RUNNING:
+            stop_pid(check.pid)
+            stopped.append(f"{check.name} pid {check.pid}")
+        elif check.status == GONE:
+            print(f"{check.describe()} (already stopped)", file=sys.stderr)
+        elif check.status == OTHER:
+            print(f"stale state file: {check.describe()}; not signalled", file=sys.stderr)
+        else:
+            print(f"{check.describe()}; not signalled: stop it yourself if it is the stack's", file=sys.stderr)
+            code = 1
     if state.get("redis_dir"):
         import shutil
 
         shutil.rmtree(state["redis_dir"], ignore_errors=True)
     path.unlink()
-    print(f"local stack stopped (moto pid {state.get('moto_pid')}, redis pid {state.get('redis_pid')})")
-    return 0
+    if stopped:
+        print(f"local stack stopped ({', '.join(stopped)}); removed {path.name}")
+    elif code:
+        print(f"nothing was signalled; removed {path.name}")
+    else:
+        print(f"no server of the local stack was running; removed {path.name}")
+    return code
 
 
 def _status(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.errors import InfrastructureError
-    from ensemble_trader.local.stack import LocalStack
+    from ensemble_trader.local.servers import UNVERIFIED
+    from ensemble_trader.local.stack import LocalStack, StaleStateError, state_file_path
 
     try:
         stack = LocalStack.attach()
+    except StaleStateError as exc:
+        state_file_path().unlink(missing_ok=True)
+        print(f"not running: {exc}; state file removed", file=sys.stderr)
+        return 1
     except InfrastructureError as exc:
         print(f"not running: {exc}", file=sys.stderr)
         return 1
+    for check in stack.server_checks:
+        if check.status == UNVERIFIED:
+            print(f"warning: {check.describe()}", file=sys.stderr)
     try:
         info = stack.describe()
     finally:

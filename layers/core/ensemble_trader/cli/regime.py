@@ -47,6 +47,7 @@ def _state_counts(text: str) -> list[int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import at_least, iso_time
+    from training.regime.evaluate import METHODS as EVAL_METHODS
 
     p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
     rsub = p.add_subparsers(dest="regime_command", metavar="ACTION", required=True)
@@ -74,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seeds", nargs="+", type=int, default=None, help="test seeds (default 0 1 2)")
     ev.add_argument("--bars", type=at_least(1), default=3000, help="test bars per seed")
     ev.add_argument("--train-bars", type=at_least(1), default=6000, help="bars of the training run")
-    ev.add_argument("--methods", nargs="+", default=None, help="subset of ours hmmlearn true_params jumpmodels")
+    ev.add_argument("--methods", nargs="+", choices=EVAL_METHODS, default=None, metavar="METHOD",
+                    help=f"detectors to compare, among {' '.join(EVAL_METHODS)} (default: all)")
     ev.add_argument("--restarts", type=at_least(1), default=3, help="EM restarts per state count of our fit (default 3)")
     ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
     ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")

@@ -11,10 +11,19 @@ with the real event shape and a fake context:
   than ``max_record_age_seconds``, the records go to the function's on-failure destination (its
   dead-letter queue) with the reason, and the shard moves on.
 * **SQS**: ``ReceiveMessage`` up to the batch size (at most 10); successes are deleted, failures
-  (reported items, or all on an exception) become visible again, and a message received more
-  than ``retry_attempts`` times goes to the dead-letter queue with the reason.
+  (reported items, or all on an exception) become visible again, and a message that failed on
+  its ``max_receive_count``-th receive (10, the deployed queue's ``maxReceiveCount``) goes to the
+  dead-letter queue with the reason.
 
 A shard is blocked while its batch is retried, as in Lambda, so per-symbol order holds.
+
+What counts as a **function error** (retried, bisected, finally dead-lettered): the handler
+raises an ``Exception``; it calls ``sys.exit`` (``SystemExit``: in Lambda the runtime exits and
+the invocation fails); or it runs longer than the function's ``timeout_seconds`` (Lambda's "Task
+timed out": the handler cannot be interrupted in process, so it runs to its end and its result is
+discarded). Any other ``BaseException`` (``KeyboardInterrupt``, pytest's failure outcomes) stops
+the emulator: the batch in hand is given back first — the shard iterator rewound to its first
+unfinished record, the SQS messages made visible again — and the exception is re-raised.
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ class MappingStats:
     records_received: int = 0  # records read from the source
     records_succeeded: int = 0  # records whose invocation succeeded (incl. dead-lettered by the handler)
     item_failures: int = 0  # batchItemFailures reported by the handler
-    function_errors: int = 0  # invocations that raised
+    function_errors: int = 0  # invocations that raised, exited or timed out
+    timeouts: int = 0  # of which: ran longer than the function timeout
     bisections: int = 0
     retries: int = 0
     dead_lettered: int = 0  # records sent to the on-failure destination by the mapping
@@ -99,6 +109,10 @@ class EventSourceMappingEmulator:
     once that many records in a row were dead-lettered after function errors with no success in
     between — a function that cannot work at all (say, its model is missing) then costs seconds
     instead of bisecting through every record. The demo uses it and reports the reason.
+
+    ``functions=None`` maps every deployed function; an empty list maps none. ``timer`` measures
+    the time inside a handler against the function timeout (default ``time.monotonic``, the clock
+    of the context's remaining time; tests inject a fake one).
     """
 
     def __init__(
@@ -113,6 +127,7 @@ class EventSourceMappingEmulator:
         clock: Callable[[], float] = time.time,
         disable_after_errors: int | None = None,
         sqs_batches_per_poll: int = 100,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if start_position not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start_position must be TRIM_HORIZON or LATEST, not {start_position!r}")
@@ -121,7 +136,9 @@ class EventSourceMappingEmulator:
         self.clock = clock
         self.disable_after_errors = disable_after_errors
         self.sqs_batches_per_poll = sqs_batches_per_poll
-        specs = [constants.function_spec(f) if isinstance(f, str) else f for f in (functions or deployed_functions())]
+        self.timer = timer
+        chosen = deployed_functions() if functions is None else functions
+        specs = [constants.function_spec(f) if isinstance(f, str) else f for f in chosen]
         handlers = dict(handlers or {})
         self._mappings: dict[str, _Mapping] = {}
         for spec in specs:
@@ -169,7 +186,11 @@ class EventSourceMappingEmulator:
 
     # -- invocation ------------------------------------------------------------------------------
 
-    def _invoke(self, mapping: _Mapping, event: dict[str, Any]) -> Any:
+    def _invoke(self, mapping: _Mapping, event: dict[str, Any]) -> tuple[Any, str | None]:
+        """Call the handler: ``(response, None)``, or ``(None, reason)`` on a function error (an
+        ``Exception``, ``SystemExit`` or a run past the function timeout). Other
+        exceptions derived only from ``BaseException`` propagate: the caller gives the batch back
+        and re-raises."""
         spec = mapping.spec
         context = FakeLambdaContext(
             function_name=self.stack.name(spec.logical),
@@ -177,14 +198,29 @@ class EventSourceMappingEmulator:
             timeout_seconds=spec.timeout_seconds,
         )
         mapping.stats.invocations += 1
-        t0 = time.perf_counter()
+        response: Any = None
+        t0, started = time.perf_counter(), self.timer()
         try:
             if self.capture_output:
                 with redirect_stdout(mapping.logs):
-                    return mapping.handler(event, context)
-            return mapping.handler(event, context)
+                    response = mapping.handler(event, context)
+            else:
+                response = mapping.handler(event, context)
+        except (Exception, SystemExit) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason = None
         finally:
             mapping.stats.invoke_seconds += time.perf_counter() - t0
+        elapsed = self.timer() - started
+        if elapsed > spec.timeout_seconds:
+            mapping.stats.timeouts += 1
+            reason = f"Task timed out after {elapsed:.2f} seconds"
+        if reason is not None:
+            mapping.stats.function_errors += 1
+            log.info("ESM %s: function error on %d records: %s", spec.logical, len(event["Records"]), reason)
+            return None, reason
+        return response, None
 
     def _dead_letter(self, mapping: _Mapping, records: Sequence[dict[str, Any]], reason: str) -> None:
         spec = mapping.spec
@@ -237,10 +273,10 @@ class EventSourceMappingEmulator:
                 )
                 for r in records
             ]
-            self._deliver_kinesis(mapping, event_records)
+            self._deliver_kinesis(mapping, shard_id, event_records)
         return read
 
-    def _deliver_kinesis(self, mapping: _Mapping, records: list[dict[str, Any]]) -> None:
+    def _deliver_kinesis(self, mapping: _Mapping, shard_id: str, records: list[dict[str, Any]]) -> None:
         source = mapping.spec.mapping
         pending = records
         retries = 0
@@ -261,16 +297,18 @@ class EventSourceMappingEmulator:
                     if not pending:
                         return
             try:
-                response = self._invoke(mapping, {"Records": pending})
-            except Exception as exc:  # a function error: bisect, retry or give up
-                mapping.stats.function_errors += 1
-                reason = f"{type(exc).__name__}: {exc}"
-                log.info("ESM %s: function error on %d records: %s", mapping.spec.logical, len(pending), reason)
+                response, reason = self._invoke(mapping, {"Records": pending})
+            except BaseException:
+                # the emulator is stopped (KeyboardInterrupt, a test's failure): the shard resumes
+                # at the first record not yet done, as if this batch had never been read
+                self._rewind_kinesis(mapping, shard_id, pending[0])
+                raise
+            if reason is not None:  # a function error: bisect, retry or give up
                 if source.bisect_on_error and len(pending) > 1:
                     mapping.stats.bisections += 1
                     middle = len(pending) // 2
-                    self._deliver_kinesis(mapping, pending[:middle])
-                    self._deliver_kinesis(mapping, pending[middle:])
+                    self._deliver_kinesis(mapping, shard_id, pending[:middle])
+                    self._deliver_kinesis(mapping, shard_id, pending[middle:])
                     return
                 if retries >= source.retry_attempts:
                     self._dead_letter(mapping, pending, f"{reason} (after {retries} retries)")
@@ -291,6 +329,19 @@ class EventSourceMappingEmulator:
                 return
             retries += 1
             mapping.stats.retries += 1
+
+    def _rewind_kinesis(self, mapping: _Mapping, shard_id: str, first: dict[str, Any]) -> None:
+        """Point the shard's iterator back at ``first`` (redelivered by the next poll)."""
+        try:
+            mapping.iterators[shard_id] = self.stack.client("kinesis").get_shard_iterator(
+                StreamName=self.stack.name(mapping.spec.mapping.source),
+                ShardId=shard_id,
+                ShardIteratorType="AT_SEQUENCE_NUMBER",
+                StartingSequenceNumber=first["kinesis"]["sequenceNumber"],
+            )["ShardIterator"]
+        except Exception:  # the original exception matters more; say what is lost
+            log.exception("ESM %s: could not rewind %s to %s", mapping.spec.logical, shard_id,
+                          first["kinesis"]["sequenceNumber"])
 
     def _count_failure(self, mapping: _Mapping, n: int, reason: str) -> None:
         mapping.consecutive_failures += n
@@ -362,10 +413,14 @@ class EventSourceMappingEmulator:
         ]
         failed: set[str]
         try:
-            response = self._invoke(mapping, {"Records": records})
-        except Exception as exc:
-            mapping.stats.function_errors += 1
-            reason = f"{type(exc).__name__}: {exc}"
+            response, error = self._invoke(mapping, {"Records": records})
+        except BaseException:
+            # the emulator is stopped: the batch goes back to the queue at once instead of staying
+            # in flight for the visibility timeout (and surfacing in whatever polls next)
+            self._make_visible(mapping, records)
+            raise
+        if error is not None:
+            reason = error
             failed = {r["messageId"] for r in records}
         else:
             reason = ""
@@ -388,24 +443,30 @@ class EventSourceMappingEmulator:
             if record["messageId"] not in failed:
                 continue
             received = int(record["attributes"].get("ApproximateReceiveCount", "1"))
-            (give_up if received > spec.mapping.retry_attempts else retry).append(record)
+            (give_up if received >= spec.mapping.max_receive_count else retry).append(record)
         if give_up:
             self._dead_letter(
-                mapping, give_up, reason or f"batch item failure after {spec.mapping.retry_attempts} retries"
+                mapping, give_up,
+                reason or f"batch item failure after {spec.mapping.max_receive_count} receives",
             )
             self._delete(mapping, give_up)
             if reason:
                 self._count_failure(mapping, len(give_up), reason)
         if retry:
             mapping.stats.retries += len(retry)
+            self._make_visible(mapping, retry)
+        return len(messages)
+
+    def _make_visible(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
+        sqs = self.stack.client("sqs")
+        for start in range(0, len(records), 10):
             sqs.change_message_visibility_batch(
                 QueueUrl=mapping.queue_url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": 0}
-                    for i, r in enumerate(retry)
+                    for i, r in enumerate(records[start : start + 10])
                 ],
             )
-        return len(messages)
 
     def _delete(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
         sqs = self.stack.client("sqs")

@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ensemble_trader.domain.errors import InfrastructureError
@@ -36,7 +38,37 @@ def wait_for_port(port: int, timeout_s: float = 15.0, what: str = "service") -> 
     raise InfrastructureError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
 
+CHILD_ENV_REMOVED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+"""Variables a server child must not inherit: moto's own boto3 sessions fail (HTTP 500) on a
+profile this machine does not define, and a real session token has no business in a local server."""
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a server child: ours without :data:`CHILD_ENV_REMOVED` and with dummy
+    credentials and a region, so the child never reads a real profile or real keys."""
+    env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_REMOVED}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        }
+    )
+    return env
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of ``/proc/<pid>/stat`` (after the command name, which may hold spaces and
+    parentheses); None without /proc or without that process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
 def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` names a live process (a zombie, dead but not yet reaped, is not)."""
     if not pid:
         return False
     try:
@@ -44,8 +76,52 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    fields = _proc_stat_fields(pid)
+    return not (fields and fields[0] in ("Z", "X"))
+
+
+def process_identity(pid: int | None) -> str | None:
+    """Something that tells this process apart from a later one that reuses its pid: on Linux
+    the boot id and the start time (field 22 of ``/proc/<pid>/stat``, clock ticks since boot),
+    elsewhere the start time ``ps`` reports. None when the process does not exist or neither
+    source answers."""
+    if not pid or not pid_alive(pid):
+        return None
+    fields = _proc_stat_fields(pid)
+    if fields is not None and len(fields) > 19:
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot = "?"
+        return f"linux:{boot}:{fields[19]}"  # fields[0] is field 3 (state): 22 - 3 = 19
+    try:
+        result = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    started = " ".join(result.stdout.split())
+    return f"ps:{started}" if result.returncode == 0 and started else None
+
+
+RUNNING, GONE, OTHER, UNVERIFIED = "running", "gone", "other", "unverified"
+
+
+def process_status(pid: int | None, identity: str | None) -> str:
+    """What ``pid`` recorded with ``identity`` (:func:`process_identity`) is now.
+
+    ``running``: alive and still that process; ``gone``: no such process; ``other``: the pid
+    now belongs to another process (never signal it); ``unverified``: alive, but no identity was
+    recorded (a state file of an older version) or none can be read now — it may or may not be
+    ours, so it must not be signalled either.
+    """
+    if not pid_alive(pid):
+        return GONE
+    if not identity:
+        return UNVERIFIED
+    current = process_identity(pid)
+    if current is None:
+        return UNVERIFIED
+    return RUNNING if current == identity else OTHER
 
 
 def stop_pid(pid: int | None, timeout_s: float = 5.0) -> None:
@@ -84,12 +160,36 @@ def _die_with_parent() -> None:
         pass
 
 
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def spawn_dying_with_us(cmd: list[str], **kwargs: object) -> subprocess.Popen:
+    """``Popen(cmd)`` for a child that gets SIGTERM when this process dies (Linux).
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process:
+    a server forked by a short-lived thread (a ``LocalStack`` started in a worker thread) would
+    be killed when that thread ends. So the fork happens in the main thread, or — when called
+    from any other thread — in one spawner thread that lives as long as the process.
+    """
+    global _spawner
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload]
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="et-local-spawner")
+        spawner = _spawner
+    return spawner.submit(subprocess.Popen, cmd, preexec_fn=_die_with_parent, **kwargs).result()
+
+
 class RedisServer:
     """A real ``redis-server`` on a free port, no persistence, stopped by its pid.
 
-    ``detached`` servers daemonize (``--daemonize yes --pidfile``) and outlive this process
-    (``ensemble-trader local up``); the others run as a child that also ends if this process is
-    killed. When no redis-server binary exists it falls back to fakeredis' TCP server and says so
+    ``detached`` servers daemonize (``--daemonize yes``) and outlive this process (``ensemble-trader
+    local up``); their pid comes from the server (``INFO``) once ``CONFIG GET dir`` shows it works
+    in our folder, so a missing pid file cannot leak one. The others run as a child that also
+    ends if this process is killed (:func:`spawn_dying_with_us`). Every child gets
+    :func:`child_environment`. When no redis-server binary exists it falls back to fakeredis' TCP server and says so
     loudly (``fake`` is then True): behaviour is close but not identical to Redis.
     """
 
@@ -149,33 +249,55 @@ class RedisServer:
 
     def _start_real(self, binary: str) -> None:
         self._dir = tempfile.mkdtemp(prefix="et-redis-")
-        pidfile = Path(self._dir) / "redis.pid"
         cmd = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "yes" if self.detached else "no", "--pidfile", str(pidfile), "--dir", self._dir,
-            "--logfile", str(Path(self._dir) / "redis.log"),
+            "--daemonize", "yes" if self.detached else "no", "--pidfile", str(Path(self._dir) / "redis.pid"),
+            "--dir", self._dir, "--logfile", str(Path(self._dir) / "redis.log"),
         ]
         if self.detached:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=15, env=child_environment())
             if result.returncode != 0:
                 raise InfrastructureError(f"redis-server failed to start: {result.stderr or result.stdout}")
             wait_for_port(self.port, what="redis-server")
+            # the daemon's pid from the server itself (not from its pid file, which may never
+            # appear), and only if the server on the port works in our folder: it is ours
             deadline = time.monotonic() + 5
-            while not pidfile.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            self.pid = int(pidfile.read_text().strip())
+            while (pid := self._own_server_pid()) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid is None:
+                raise InfrastructureError(f"port {self.port} is not served by the redis-server started in {self._dir}")
+            self.pid = pid
         else:
-            proc = subprocess.Popen(
+            proc = spawn_dying_with_us(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                env=child_environment(),
             )
             self.pid = proc.pid
             self._proc = proc
             wait_for_port(self.port, what="redis-server")
 
-    def _start_fake(self) -> None:
-        import threading
+    def _own_server_pid(self) -> int | None:
+        """The pid of the redis-server on our port if its working folder is ours, else None."""
+        import redis
 
+        if not self._dir:
+            return None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            config = client.config_get("dir")
+            folder = config.get("dir", config.get(b"dir"))
+            pid = int(client.info("server")["process_id"])
+        except (redis.RedisError, OSError, KeyError, ValueError, TypeError):
+            return None
+        finally:
+            client.close()
+        if isinstance(folder, bytes):
+            folder = folder.decode()
+        if not folder or os.path.realpath(folder) != os.path.realpath(self._dir):
+            return None
+        return pid
+
+    def _start_fake(self) -> None:
         from fakeredis import TcpFakeServer
 
         log.warning(
@@ -192,6 +314,9 @@ class RedisServer:
             self._fake_server.shutdown()
             self._fake_server.server_close()
             self._fake_server = None
+        if self.pid is None and self.detached and self._proc is None:
+            # a daemon whose pid we never learnt (start failed part-way): find it by its folder
+            self.pid = self._own_server_pid()
         stop_pid(self.pid)
         if self._proc is not None:
             self._proc.wait(timeout=5)
@@ -205,11 +330,16 @@ class RedisServer:
 class MotoServer:
     """A moto server on 127.0.0.1, in one of three modes.
 
-    * ``process`` (default): a child ``python -m moto.server`` that ends with this process. Its
+    * ``process`` (default): a child ``python -m moto.server`` that ends with this process
+      (:func:`spawn_dying_with_us`; Linux only, elsewhere a killed parent leaves it behind). Its
       state is its own: moto's in-process ``mock_aws`` (used by other tests in the same session)
       resets the backends of *this* process and would wipe a threaded server's resources.
     * ``detached``: the same, in its own session, outliving this process (``local up``).
     * ``thread``: ``ThreadedMotoServer`` in this process, bound to port 0 (the OS picks the port).
+
+    A child counts as started only once it holds the listening socket itself (see
+    :func:`_wait_for_child_server`), so a port-race neighbour is never mistaken for it; it runs
+    with :func:`child_environment` (no ``AWS_PROFILE``: moto answers HTTP 500 on an unknown one).
     """
 
     def __init__(self, port: int | None = None, *, mode: str = "process") -> None:
@@ -240,17 +370,15 @@ class MotoServer:
             wait_for_port(self.port, timeout_s=30, what="moto server")
             return self
         for attempt in range(1, attempts + 1):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                start_new_session=self.detached,
-                preexec_fn=None if self.detached else _die_with_parent,
-            )
+            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+            streams = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            if self.detached:
+                proc = subprocess.Popen(cmd, start_new_session=True, env=child_environment(), **streams)
+            else:
+                proc = spawn_dying_with_us(cmd, env=child_environment(), **streams)
             self.pid, self._proc = proc.pid, proc
             try:
-                _wait_for_child_port(proc, self.port, "moto server")
+                _wait_for_child_server(proc, self.port, "moto server")
                 return self
             except InfrastructureError as exc:
                 self.stop()
@@ -274,20 +402,76 @@ class MotoServer:
         self.pid = None
 
 
-def _wait_for_child_port(proc: subprocess.Popen, port: int, what: str, timeout_s: float = 30.0) -> None:
-    """Wait until ``proc`` listens on ``port``; fail at once if it exits (port taken)."""
+def _listening_socket_inodes(port: int) -> set[str] | None:
+    """Inodes of the TCP sockets listening on ``port`` (Linux ``/proc/net/tcp``, ``tcp6``);
+    None where there is no such table."""
+    found: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found if readable else None
+
+
+def owns_listening_socket(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the socket listening on TCP ``port`` (matched by socket
+    inode through ``/proc``); None where ``/proc`` cannot tell."""
+    inodes = _listening_socket_inodes(port)
+    if inodes is None:
+        return None
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[len("socket:[") : -1] in inodes:
+            return True
+    return False
+
+
+def _moto_answers(port: int) -> bool:
+    """Whether a moto server answers on ``port`` (its ``/moto-api/data.json`` is a JSON object)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=2) as response:
+            return response.status == 200 and isinstance(json.loads(response.read()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def _wait_for_child_server(proc: subprocess.Popen, port: int, what: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``proc`` itself serves moto on ``port``; fail at once if it exits (port taken).
+
+    Another process may have taken the port between :func:`free_port` and the child's bind, and
+    it answers at once while the child is still importing. So the child must own the listening
+    socket (its inode among the child's file descriptors) before moto's API is asked. Without
+    ``/proc`` (not Linux) this falls back to "moto answers and the child is alive", which a
+    neighbouring moto server could still fool.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise InfrastructureError(f"{what} exited with code {proc.returncode} (port {port} taken?)")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-        except OSError:
-            time.sleep(0.05)
+        owned = owns_listening_socket(proc.pid, port)
+        if owned is not False and _moto_answers(port):
+            if proc.poll() is None:
+                return
             continue
-        time.sleep(0.05)  # a neighbour could answer while our child fails to bind: check once more
-        if proc.poll() is not None:
-            raise InfrastructureError(f"{what} exited with code {proc.returncode} (port {port} taken?)")
-        return
-    raise InfrastructureError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    raise InfrastructureError(f"{what} did not serve on 127.0.0.1:{port} within {timeout_s:.0f} s")

@@ -10,7 +10,8 @@ Resources are created from :mod:`ensemble_trader.constants` under
 ``qualified(stage, logical)`` names — the names the CDK app deploys — so the real handlers run
 unchanged against it. ``LocalStack.attach()`` joins a stack started by ``ensemble-trader local
 up`` (its state file) instead of starting one; stopping an attached stack leaves the services
-running.
+running. The state file records each server's pid with its identity (boot id and start time),
+so a pid that a later process reuses is never taken for the stack's server.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,15 @@ from ensemble_trader import constants
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.local.events import ACCOUNT, sqs_queue_arn
 from ensemble_trader.local.functions import repo_root
-from ensemble_trader.local.servers import MotoServer, RedisServer, pid_alive
+from ensemble_trader.local.servers import (
+    CHILD_ENV_REMOVED,
+    RUNNING,
+    UNVERIFIED,
+    MotoServer,
+    RedisServer,
+    process_identity,
+    process_status,
+)
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +51,40 @@ def state_file_path() -> Path:
     """``.local-stack.json`` in the repository root, or ``$ET_LOCAL_STATE_FILE``."""
     override = os.environ.get("ET_LOCAL_STATE_FILE")
     return Path(override) if override else repo_root() / STATE_FILE_NAME
+
+
+class StaleStateError(InfrastructureError):
+    """The state file describes servers that are gone, or whose pids now belong to other processes."""
+
+
+@dataclass(frozen=True)
+class ServerCheck:
+    """One server of a state file, checked against the process table (:func:`check_state`)."""
+
+    name: str  # "moto" | "redis"
+    pid: int | None
+    status: str  # servers.RUNNING | GONE | OTHER | UNVERIFIED
+
+    def describe(self) -> str:
+        what = {"moto": "moto server", "redis": "redis-server"}.get(self.name, self.name)
+        return {
+            "running": f"{what} (pid {self.pid}) is running",
+            "gone": f"{what} (pid {self.pid}) is not running",
+            "other": f"pid {self.pid} now belongs to another process, not to the stack's {what}",
+            "unverified": f"pid {self.pid} is alive but cannot be verified as the stack's {what} "
+                          "(the state file records no process identity: written by an older version)",
+        }[self.status]
+
+
+def check_state(state: dict[str, Any]) -> list[ServerCheck]:
+    """The moto and Redis servers of a state file: still the processes ``local up`` started?
+    (Their pids and the identities :func:`~ensemble_trader.local.servers.process_identity`
+    recorded; a state file without identities is unverifiable.)"""
+    checks = []
+    for name in ("moto", "redis"):
+        pid = state.get(f"{name}_pid")
+        checks.append(ServerCheck(name, pid, process_status(pid, state.get(f"{name}_identity"))))
+    return checks
 
 
 class LocalStack:
@@ -70,6 +114,7 @@ class LocalStack:
         self.moto = MotoServer(mode="detached" if detached else moto_mode)
         self.redis = RedisServer(allow_fake=allow_fake_redis, detached=detached)
         self.attached = False
+        self.server_checks: list[ServerCheck] = []  # attach(): what the state file's pids are now
         self._saved_env: dict[str, str | None] = {}
         self._started = False
         self._marks: dict[str, dict[str, str]] = {}  # where each stream "begins" since reset()
@@ -83,11 +128,17 @@ class LocalStack:
         if not path.exists():
             raise InfrastructureError(f"no local stack state file at {path}; run `ensemble-trader local up`")
         state = json.loads(path.read_text())
+        checks = check_state(state)
+        stale = [c for c in checks if c.status not in (RUNNING, UNVERIFIED)]
+        if stale:
+            raise StaleStateError(
+                f"the local stack in {path} is not running (stale state file): "
+                + "; ".join(c.describe() for c in stale)
+            )
         stack = cls(state["stage"], shards=state.get("shards", 1), quiet=quiet)
         stack.moto.port, stack.moto.pid = state["moto_port"], state.get("moto_pid")
         stack.redis.port, stack.redis.pid = state["redis_port"], state.get("redis_pid")
-        if not (pid_alive(stack.moto.pid) and pid_alive(stack.redis.pid)):
-            raise InfrastructureError(f"the local stack in {path} is not running (stale state file)")
+        stack.server_checks = checks
         stack.attached = True
         stack._set_environment()
         stack._started = True
@@ -130,8 +181,10 @@ class LocalStack:
                     "redis_url": self.redis_url,
                     "moto_port": self.moto.port,
                     "moto_pid": self.moto.pid,
+                    "moto_identity": process_identity(self.moto.pid),
                     "redis_port": self.redis.port,
                     "redis_pid": self.redis.pid,
+                    "redis_identity": process_identity(self.redis.pid),
                     "redis_fake": self.redis.fake,
                     "redis_dir": self.redis.directory,
                 },
@@ -179,8 +232,11 @@ class LocalStack:
         for key, value in self.environment().items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        os.environ.pop("AWS_PROFILE", None)
+        # a profile or a session token would override the dummy keys (or name a profile this
+        # machine lacks): removed while the stack runs, restored by stop() like the rest
+        for key in CHILD_ENV_REMOVED:
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ.pop(key, None)
         get_settings.cache_clear()
         clear_client_cache()
 
@@ -236,9 +292,9 @@ class LocalStack:
         redrive: dict[str, tuple[str, int]] = {}
         for spec in constants.FUNCTIONS:
             if spec.mapping.kind == "sqs":
-                # the emulator dead-letters with the reason after retry_attempts; SQS's own
-                # redrive is the backstop one receive later
-                redrive[spec.mapping.source] = (spec.dead_letter_queue, spec.mapping.retry_attempts + 2)
+                # the emulator dead-letters with the reason after max_receive_count receives, as
+                # the deployed redrive would; SQS's own redrive is the backstop one receive later
+                redrive[spec.mapping.source] = (spec.dead_letter_queue, spec.mapping.max_receive_count + 1)
         # dead-letter queues first, so that every redrive target exists
         ordered = sorted(constants.QUEUES, key=lambda q: q in redrive)
         for logical in ordered:
