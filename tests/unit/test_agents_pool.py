@@ -325,3 +325,69 @@ def test_swapping_two_agents_files_changes_the_version(model_set):
     (folder / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ModelArtifactError, match=r"the manifest was edited"):
         AgentPool.load(folder, feature_names=FEATURES, fused=False)
+
+
+def _replace_balanced(folder, graph: onnx.ModelProto, fused: bool = False):
+    """The fixture's set with the Balanced's graph replaced (a consistent, re-hashed manifest)."""
+    onnx.save(graph, folder / "balanced.onnx")
+    raw = json.loads((folder / "manifest.json").read_text())
+    agents = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items()}
+    return write_model_set(folder, agents=agents, feature_names=FEATURES,
+                           fused_file="pool.onnx" if fused else None, training={})
+
+
+def _renamed_input(graph: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    for node in graph.graph.node:
+        node.input[:] = [name if i == "obs" else i for i in node.input]
+    graph.graph.input[0].name = name
+    return graph
+
+
+def _two_outputs(w: np.ndarray) -> onnx.ModelProto:
+    """action (n, 2): the first column a policy, the second anything — one action too many."""
+    w2 = np.column_stack([w, w]).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "w"], ["action"])], "agent",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["n", len(w)])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["n", 2])],
+        [numpy_helper.from_array(w2, "w")],
+    )
+    return helper.make_model(graph, opset_imports=OPSET)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda w: _renamed_input(_agent_graph(w, 0.0, 1.0), "x"), "must take one float32 input 'obs', it takes x"),
+        (lambda w: _two_outputs(w), r"must give one action per observation, it gives shape \(4, 2\)"),
+        (lambda w: _agent_graph(w * np.nan, 0.0, 1.0), "gives non-finite actions"),
+    ],
+)
+def test_a_per_agent_graph_of_the_wrong_kind_is_refused_at_load(model_set, fused, make, what):
+    folder, ws, _, _ = model_set
+    _replace_balanced(folder, make(ws[2]), fused=fused)
+    with pytest.raises(ModelArtifactError, match=f"balanced.onnx {what}"):
+        AgentPool.load(folder, fused=fused, feature_names=FEATURES)
+
+
+def test_a_nan_action_at_run_time_is_a_model_error_not_a_position(model_set):
+    folder, *_ = model_set
+    pool = AgentPool.load(folder, fused=False, feature_names=FEATURES)
+    features = np.zeros(len(FEATURES))
+
+    class NanSession:  # a graph that diverges only on some inputs, after the load-time probe
+        def run(self, outputs, feeds):
+            return [np.full((1, 1), np.nan, np.float32)]
+
+    pool._sessions[2] = NanSession()
+    with pytest.raises(ModelArtifactError, match="gave a NaN action for finite inputs"):
+        pool.act(features, np.zeros(4))
+
+
+def test_a_manifest_of_another_format_is_refused(model_set):
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps(raw | {"format": 99}))
+    with pytest.raises(ModelArtifactError, match="manifest format 99; this code reads format 1"):
+        AgentPool.load(folder, feature_names=FEATURES)

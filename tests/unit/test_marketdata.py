@@ -78,6 +78,9 @@ def test_symbol_column_gives_one_series_per_symbol_in_order(tmp_path: Path) -> N
     assert only.symbol == "AAA" and len(only) == 1
     with pytest.raises(DataError, match="no rows for symbol 'QQQ'"):
         read_bars_csv(tmp_path / "abc.csv", symbol="QQQ")
+    assert [b.symbol for b in iter_bars_csv(tmp_path / "abc.csv", symbol="AAA")] == ["AAA"]
+    with pytest.raises(DataError, match=r"no rows for symbol 'QQQ'; it holds \['AAA', 'ZZZ'\]"):
+        list(iter_bars_csv(tmp_path / "abc.csv", symbol="QQQ"))
 
 
 def _bad_row(row: str) -> str:
@@ -93,6 +96,8 @@ def _bad_row(row: str) -> str:
         ("2024-01-02T00:00:00Z,0,11,9,10,1", "open", "0.0"),
         ("2024-01-02T00:00:00Z,10,inf,9,10,1", "high", "inf"),
         ("2024-01-02T00:00:00Z,10,11,9,nan,1", "close", "nan"),
+        ("2024-01-02T00:00:00Z,10,11,9,1_0,1", "close", "'1_0'"),
+        ("2024-01-02T00:00:00Z,10,11,9,\u0661\u0660,1", "close", "'\u0661\u0660'"),  # Arabic-Indic 10
         ("2024-01-02T00:00:00Z,10,11,9,10,-1", "volume", "-1.0"),
         ("2024-01-02T00:00:00Z,10,11,10.5,10,1", "low", "10.5"),
         ("2024-01-02T00:00:00Z,10,10.2,9,10.5,1", "high", "10.2"),

@@ -102,6 +102,9 @@ def _parse_timestamp(text: str, source: str, line: int) -> datetime:
 
 
 def _parse_float(text: str, column: str, source: str, line: int) -> float:
+    # float() also reads "1_500" and non-ASCII digits: neither is a number in a bars file
+    if "_" in text or not text.isascii():
+        raise _bad(source, line, column, text, "not a number")
     try:
         return float(text)
     except ValueError:
@@ -274,7 +277,7 @@ def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> It
     """
     reader = _Reader(path, symbol)
     last: dict[str, tuple[datetime, int]] = {}
-    has_rows = False
+    has_rows = chosen = False
     for line, sym, when, (o, h, lo, c, v) in reader.rows():
         has_rows = True
         prev = last.get(sym)
@@ -283,9 +286,12 @@ def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> It
         last[sym] = (when, line)
         if symbol is not None and sym != symbol:
             continue
+        chosen = True
         yield Bar(symbol=sym, timestamp=when, open=o, high=h, low=lo, close=c, volume=v)
     if not has_rows:
         raise DataError(f"{reader.source}: no data rows after the header")
+    if not chosen:
+        raise DataError(f"{reader.source}: no rows for symbol {symbol!r}; it holds {sorted(last)}")
 
 
 # --------------------------------------------------------------------------------------------

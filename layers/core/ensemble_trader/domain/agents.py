@@ -104,6 +104,8 @@ class AgentManifest(_Frozen):
 
     @model_validator(mode="after")
     def _known_agents(self) -> AgentManifest:
+        if self.format != MANIFEST_FORMAT:
+            raise ValueError(f"manifest format {self.format}; this code reads format {MANIFEST_FORMAT}")
         unknown = sorted(set(self.agents) - set(AGENT_NAMES))
         if unknown:
             raise ValueError(f"unknown agent names {unknown}; known: {list(AGENT_NAMES)}")
@@ -304,23 +306,41 @@ class AgentPool:
         return pool
 
     def _check_graphs(self, source: str) -> None:
-        """Fail at load time, not at the first decision: a graph that expects another input
-        width, or a fused graph that does not compute what the per-agent graphs compute (another
-        set's, or one listing other agents) — checked on a few probe observations."""
-        for name, sess in zip(self.names, self._sessions, strict=True):
-            width = sess.get_inputs()[0].shape[-1]
-            if isinstance(width, int) and width != self._n_features + 1:
-                raise ModelArtifactError(
-                    f"model set {source}: {self.manifest.agents[name].file} expects observations of "
-                    f"width {width}, the manifest's {self._n_features} features + position need "
-                    f"{self._n_features + 1}"
-                )
-        if self._fused is None:
-            return
+        """Fail at load time, not at the first decision: a per-agent graph whose input is not one
+        float32 ``obs`` of the manifest's width or whose output is not one action per row, a graph
+        that gives a non-finite action, or a fused graph that does not compute what the per-agent
+        graphs compute (another set's, or one listing other agents) — checked on a few probe
+        observations."""
+        width_needed = self._n_features + 1
         probe = np.random.default_rng(0)
         f = probe.normal(0.0, 0.02, (4, self._n_features)).astype(np.float32)
         p = probe.uniform(-1.0, 1.0, (4, len(self.names))).astype(np.float32) * self._limits
-        separate = self._separate_actions(f, p)
+        separate = np.empty_like(p)
+        for i, (name, sess) in enumerate(zip(self.names, self._sessions, strict=True)):
+            file = self.manifest.agents[name].file
+            inputs = sess.get_inputs()
+            shape = inputs[0].shape if len(inputs) == 1 else []
+            if len(inputs) != 1 or inputs[0].name != "obs" or inputs[0].type != "tensor(float)":
+                found = ", ".join(f"{x.name}: {x.type}" for x in inputs)
+                raise ModelArtifactError(f"model set {source}: {file} must take one float32 input 'obs', "
+                                         f"it takes {found or 'none'}")
+            if isinstance(shape[-1], int) and shape[-1] != width_needed:
+                raise ModelArtifactError(
+                    f"model set {source}: {file} expects observations of width {shape[-1]}, the manifest's "
+                    f"{self._n_features} features + position need {width_needed}"
+                )
+            try:
+                out = np.asarray(sess.run(None, {"obs": np.concatenate((f, p[:, i : i + 1]), axis=1)})[0])
+            except Exception as exc:  # onnxruntime raises its own types
+                raise ModelArtifactError(f"model set {source}: {file} cannot evaluate observations: {exc}") from None
+            if out.shape != (len(f), 1):
+                raise ModelArtifactError(f"model set {source}: {file} must give one action per observation, "
+                                         f"it gives shape {out.shape} for {len(f)}")
+            if not np.all(np.isfinite(out)):
+                raise ModelArtifactError(f"model set {source}: {file} gives non-finite actions (diverged weights?)")
+            separate[:, i] = out[:, 0]
+        if self._fused is None:
+            return
         fused_file = self.manifest.fused.file if self.manifest.fused is not None else "fused graph"
         try:
             fused = np.asarray(self._fused.run(None, {"features": f, "positions": p})[0])
@@ -356,10 +376,14 @@ class AgentPool:
     def _execute(self, actions: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Actions clipped to ``[-L, L]``, then the no-trade band around them (see the module).
 
-        ``minimum(maximum(x, lo), hi)`` is ``clip(x, lo, hi)`` for finite inputs (checked on
-        entry) at half the cost of ``np.clip`` on four numbers: this is on every decision."""
+        ``minimum(maximum(x, lo), hi)`` is ``clip(x, lo, hi)`` at half the cost of ``np.clip``
+        on four numbers (this is on every decision); a NaN action passes it, so it is checked
+        after (ModelArtifactError: the inputs were checked finite on entry, so the graph is
+        broken, and no position is taken from it)."""
         lo, hi = self._lower, self._limits
         out = np.minimum(np.maximum(actions, lo), hi)
+        if np.isnan(out.sum()):  # NaN passes the clip (an infinity cannot: it is clipped)
+            raise ModelArtifactError(f"model set {self.version} gave a NaN action for finite inputs: {out.tolist()}")
         if self._banded:
             out = np.minimum(np.maximum(no_trade_target(positions, out, self._bands), lo), hi)
         return out
