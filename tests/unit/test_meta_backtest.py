@@ -115,17 +115,18 @@ class Accumulating(RuleAgents):
         return np.asarray(positions, dtype=np.float64) + 0.3 * (1.0 if trend >= 0 else -1.0)
 
 
-def test_backtest_clips_and_feeds_back_the_targets_as_the_lambda_step_does() -> None:
-    """With a position bound below the agents' reach, the pipeline feeds the agents their
-    clipped targets, as MetaAgentStep books them: the same intents bar by bar."""
+def test_a_position_bound_bounds_the_ensemble_not_what_the_agents_are_fed() -> None:
+    """With a position bound below the agents' reach, each agent is still fed back its own
+    targets (as MetaAgentStep books them), the ensemble holds at most the bound, and one
+    pipeline serves configurations of any bound: the same intents bar by bar as the Lambda."""
     series = generate("easy", 300, seed=5).series
-    config = MetaAgentConfig.create(policy="hedge", max_position=0.5)
-    pipeline = run_pipeline(series, Accumulating(), RegimeStep(hand_regime_model()), max_position=0.5)
-    assert pipeline.max_position == 0.5
-    assert np.abs(pipeline.agent_targets).max() == pytest.approx(0.5)
-    assert_lambda_step_decides_alike(pipeline, config, Accumulating())
-    with pytest.raises(ValueError, match=r"clipped the agents' targets to ±0.5 .* ±2"):
-        run_meta(pipeline, MetaAgentConfig.create(policy="hedge"))
+    pipeline = run_pipeline(series, Accumulating(), RegimeStep(hand_regime_model()))
+    assert np.abs(pipeline.agent_targets).max() > 1.5  # the agents accumulate past the bound
+    for bound in (0.5, 2.0):
+        config = MetaAgentConfig.create(policy="hedge", max_position=bound)
+        assert_lambda_step_decides_alike(pipeline, config, Accumulating())
+        run = run_meta(pipeline, config)
+        assert np.abs(run.positions).max() <= bound + 1e-12
 
 
 def test_evaluate_reports_every_strategy_with_the_engine_conventions(pipeline) -> None:

@@ -229,7 +229,7 @@ def run(sets: Sequence[Any], step: float, progress: bool = True) -> tuple[dict[s
         series, truth = load_series(s.spec)
         if s.end is not None:
             series = series.between(None, s.end)
-        pipeline = run_pipeline(series, pool, regime, max_position=config.max_position)
+        pipeline = run_pipeline(series, pool, regime)
         entry = window_bounds(pipeline, costs, s.start, grid)
         entry["ensemble_sharpe"] = float(evaluate(run_meta(pipeline, config), costs, s.start)["target"]["ensemble_sharpe"])
         entry["ensemble_true_regimes_sharpe"] = None

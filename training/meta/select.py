@@ -324,17 +324,13 @@ def evaluate_candidates(
     if paired is not None and paired not in configs:
         raise ValueError(f"the paired baseline {paired!r} is not among the candidates")
     reports: dict[str, dict[str, Any]] = {label: {} for label in configs}
-    bounds = {config.max_position for config in configs.values()}
-    if len(bounds) != 1:
-        raise ValueError(f"the candidates share one pipeline run, so one max_position; got {sorted(bounds)}")
-    (bound,) = bounds
     bar = tqdm(total=len(sets) * (1 + len(configs)), desc="select", unit="run", disable=not progress)
     for s in sets:
         series = load_bars(s.spec)[0]
         if s.end is not None:
             series = series.between(None, s.end)  # every stage is causal: the same as evaluating to `end`
         bar.set_postfix_str(f"{s.name}: pipeline")
-        pipeline = run_pipeline(series, pool, regime, max_position=bound)
+        pipeline = run_pipeline(series, pool, regime)
         bar.update()
         nets = {}
         for label, config in configs.items():

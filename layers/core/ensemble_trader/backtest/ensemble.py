@@ -5,9 +5,10 @@ features and its *own* virtual position, never the ensemble's):
 
 1. :func:`run_pipeline` drives the same objects the Lambdas run — :class:`FeatureEngine`,
    :class:`RegimeStep`, :class:`AgentPool` — bar by bar and keeps every ``MarketState`` and
-   every agent's targets. It is the expensive part and runs once per series. The targets are
-   clipped to ``max_position`` exactly as ``MetaAgentStep`` clips them before it books them as
-   the agents' virtual positions, so the agents see the same positions here and live.
+   every agent's targets. It is the expensive part and runs once per series. Each agent's
+   targets are fed back to it as its position, as ``MetaAgentStep`` books them as its virtual
+   position, so the agents see the same positions here and live (the ensemble's position bound,
+   ``max_position``, bounds the ensemble only: one pipeline serves every configuration).
 2. :func:`run_meta` drives :class:`MetaAgentStep` over those ``MarketState`` s with the targets
    the meta_agent Lambda would compute (``MetaAgentStep.__call__`` asks the pool with the same
    features and the same virtual positions); it can be repeated cheaply for several policies.
@@ -76,7 +77,6 @@ class PipelineRun:
     agent_version: str
     regime_version: str
     regime_changes: int
-    max_position: float  # the bound the targets (and the virtual positions) were clipped to
 
     @property
     def regimes(self) -> np.ndarray:
@@ -96,19 +96,13 @@ def run_pipeline(
     agents: AgentPolicy,
     regime: RegimeStep,
     *,
-    max_position: float | None = None,
     progress: bool = False,
 ) -> PipelineRun:
-    """Features, regime and agents for every bar of ``series``, with the stages' own step code.
-
-    ``max_position`` is the meta-agent configuration's (default: ``MetaAgentConfig``'s); the
-    run can only be replayed by :func:`run_meta` with a configuration of the same bound."""
+    """Features, regime and agents for every bar of ``series``, with the stages' own step code."""
     if len(series) < 2:
         raise DataError(f"{series.symbol}: need at least two bars, got {len(series)}")
     engine = FeatureEngine(series.symbol)
-    config = MetaAgentConfig() if max_position is None else MetaAgentConfig(max_position=max_position)
-    # the meta_agent Lambda's feature ordering and target clipping
-    probe = MetaAgentStep(config, agents=agents)
+    probe = MetaAgentStep(MetaAgentConfig(), agents=agents)  # the meta_agent Lambda's feature order and checks
     n, a = len(series), len(agents.names)
     targets = np.zeros((n, a))
     ready = np.zeros(n, dtype=bool)
@@ -128,7 +122,7 @@ def run_pipeline(
         if vector.ready:
             ready[i] = True
             raw = agents.act(probe.features_of(market), positions)
-            positions = probe.clip_targets(market, raw)
+            positions = probe.check_targets(market, raw)
             targets[i] = positions
         else:
             positions = np.zeros(a)
@@ -143,7 +137,6 @@ def run_pipeline(
         agent_version=agents.version,
         regime_version=regime.model_version,
         regime_changes=changes,
-        max_position=config.max_position,
     )
 
 
@@ -176,12 +169,6 @@ class EnsembleRun:
 
 def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool = False) -> EnsembleRun:
     """Drive :class:`MetaAgentStep` over the pipeline's market states and agent targets."""
-    if config.max_position != pipeline.max_position:
-        raise ValueError(
-            f"{pipeline.symbol}: the pipeline clipped the agents' targets to ±{pipeline.max_position:g} "
-            f"but the meta-agent configuration bounds positions at ±{config.max_position:g}: run "
-            f"run_pipeline with max_position={config.max_position:g}"
-        )
     step = MetaAgentStep(config, agent_names=pipeline.agent_names, agent_version=pipeline.agent_version)
     n, a = pipeline.agent_targets.shape
     positions = np.zeros(n)

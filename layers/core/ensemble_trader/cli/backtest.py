@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     results = {}
     series_list = load_bars(args.bars)
     for series in series_list:
-        pipeline = run_pipeline(series, pool, regime, max_position=config.max_position, progress=progress)
+        pipeline = run_pipeline(series, pool, regime, progress=progress)
         run = until(run_meta(pipeline, config, progress=progress), args.end)
         result = evaluate(run, costs, args.start)
         if args.compare:

@@ -708,7 +708,7 @@ class MetaAgentStep:
             raise DataError(f"state of {state.symbol} given a MarketState of {market.symbol}")
         if state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
             return state, MetaDecision(None)  # redelivery (or out of order): no-op
-        targets = self.clip_targets(market, targets)
+        targets = self.check_targets(market, targets)
         if state.model_version != self.model_version:
             state = self.restart(state)
         cfg = self.config
@@ -829,9 +829,10 @@ class MetaAgentStep:
 
     # ---- parts of the step ---------------------------------------------------------------
 
-    def clip_targets(self, market: MarketState, targets: np.ndarray) -> np.ndarray:
-        """The agents' targets checked (one finite value per agent) and clipped to
-        ``±max_position``: what the step books as their virtual positions."""
+    def check_targets(self, market: MarketState, targets: np.ndarray) -> np.ndarray:
+        """The agents' targets checked (one finite value per agent): what the step books as their
+        virtual positions, as the agents chose them — an agent is fed and judged on its own
+        positions; ``max_position`` bounds the ensemble's position, not what the agents want."""
         arr = np.asarray(targets, dtype=np.float64).reshape(-1)
         if arr.shape != (self._n,):
             raise DataError(
@@ -844,7 +845,7 @@ class MetaAgentStep:
                 f"{market.symbol}@{market.timestamp.isoformat()}: target of agent "
                 f"{self.agent_names[bad]} is {arr[bad]!r}"
             )
-        return np.clip(arr, -self.config.max_position, self.config.max_position)
+        return arr
 
     @staticmethod
     def _leader(weights: np.ndarray, previous: int | None, learner: Bandit) -> int:
