@@ -58,14 +58,18 @@ class StackSession:
         kwargs.setdefault("start_position", "LATEST")
         return EventSourceMappingEmulator(self.stack, functions, **kwargs)
 
-    def put_records(self, stream: str, records: Iterable[tuple[str, bytes] | BaseModel]) -> int:
+    def put_records(
+        self, stream: str, records: Iterable[tuple[str, bytes] | BaseModel], *, aggregate: bool = False
+    ) -> int:
+        """Put messages on ``stream`` — one record each by default, as an external producer
+        would; ``aggregate=True`` packs each key's messages as the stages' own publisher does."""
         from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
 
         encoded = [
             (r.symbol, r.model_dump_json().encode()) if isinstance(r, BaseModel) else r  # type: ignore[attr-defined]
             for r in records
         ]
-        KinesisPublisher(settings=self.stack.settings).put(stream, encoded)
+        KinesisPublisher(settings=self.stack.settings, aggregate=aggregate).put(stream, encoded)
         return len(encoded)
 
     put_bars = put_records

@@ -90,6 +90,18 @@ def test_a_late_bar_reaches_the_dlq_even_after_a_cache_loss(clean_stack):
                                                                                     for i in (0, 1, 2, 4, 5)]
 
 
+def test_a_backlog_of_one_symbol_travels_10_bars_to_a_kinesis_record(clean_stack):
+    esm = clean_stack.emulator(["features"])
+    spx = bars("SPX", 500)
+    clean_stack.put_bars("market-data", spx, aggregate=True)
+    stats = esm.run_until_drained()["features"]
+    assert stats.records_received == 50 and stats.messages_received == 500 and stats.item_failures == 0
+    out = vectors(clean_stack.new_records("features"))
+    assert [v.timestamp for v in out] == [b.timestamp for b in spx]
+    raw = list(clean_stack.stack.iter_stream("features", since=clean_stack.marks["features"]))
+    assert len(raw) == 50  # the stage's outputs are packed the same way
+
+
 def test_one_poison_record_among_100_reaches_the_dlq_and_99_go_through(clean_stack):
     esm = clean_stack.emulator(["features"])
     good = interleaved(50)

@@ -14,6 +14,7 @@ from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter, SqsPublisher, 
 from ensemble_trader.adapters.memory import MemoryKeyValueStore
 from ensemble_trader.adapters.redis.cache import RedisCache
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
+from ensemble_trader.runtime.aggregation import unpack
 from ensemble_trader.runtime.settings import Settings
 from moto import mock_aws
 from pydantic import BaseModel
@@ -75,7 +76,7 @@ def test_a_keys_records_reach_the_stream_in_order_when_one_is_rejected():
     one request, the retry would put the earlier bar after the later one, and the next stage
     would skip it as a redelivery. A request never holds two records of one key."""
     client = FlakyKinesis(reject={b"A1"}, times=2)
-    publisher = KinesisPublisher(client, settings=SETTINGS, sleep=lambda s: None)
+    publisher = KinesisPublisher(client, settings=SETTINGS, sleep=lambda s: None, aggregate=False)
     records = [(key, f"{key}{i}".encode()) for i in range(3) for key in ("A", "B")]
     publisher.put("features", records)
     accepted = [d for n, call in enumerate(client.calls, 1) for d in call if not (n <= 2 and d == b"A1")]
@@ -87,7 +88,7 @@ def test_a_keys_records_reach_the_stream_in_order_when_one_is_rejected():
 
 def test_persistent_failure_raises_naming_the_count():
     client = FlakyKinesis(reject={b"1"}, times=99)
-    publisher = KinesisPublisher(client, settings=SETTINGS, max_attempts=3, sleep=lambda s: None)
+    publisher = KinesisPublisher(client, settings=SETTINGS, max_attempts=3, sleep=lambda s: None, aggregate=False)
     with pytest.raises(InfrastructureError, match=r"1 of 2 records still failing after 3 attempts.*Provisioned"):
         publisher.put("features", [("A", b"0"), ("B", b"1"), ("B", b"2")])
     assert b"2" not in {d for call in client.calls for d in call}  # B's next record waits for it
@@ -98,12 +99,28 @@ def test_kinesis_publisher_against_moto(aws):
 
     kinesis = boto3.client("kinesis", region_name="us-east-1")
     kinesis.create_stream(StreamName="et-unit-features", ShardCount=1)
-    KinesisPublisher(kinesis, settings=SETTINGS).put("features", [("SPX", b"a"), ("IXIC", b"b"), ("SPX", b"c")])
+    records = [("SPX", b"a"), ("IXIC", b"b"), ("SPX", b"c")]
+    KinesisPublisher(kinesis, settings=SETTINGS, aggregate=False).put("features", records)
     shard = kinesis.list_shards(StreamName="et-unit-features")["Shards"][0]["ShardId"]
     it = kinesis.get_shard_iterator(StreamName="et-unit-features", ShardId=shard,
                                     ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    got = [(r["PartitionKey"], r["Data"]) for r in kinesis.get_records(ShardIterator=it)["Records"]]
-    assert got == [("SPX", b"a"), ("IXIC", b"b"), ("SPX", b"c")]
+    response = kinesis.get_records(ShardIterator=it)
+    assert [(r["PartitionKey"], r["Data"]) for r in response["Records"]] == records
+
+    publisher = KinesisPublisher(kinesis, settings=SETTINGS)  # a key's messages share a record
+    publisher.put("features", records)
+    got = kinesis.get_records(ShardIterator=response["NextShardIterator"])["Records"]
+    assert [(r["PartitionKey"], unpack(r["Data"]) or r["Data"]) for r in got] == [("SPX", [b"a", b"c"]), ("IXIC", b"b")]
+    assert publisher.calls == 1
+
+
+def test_a_backlog_of_one_key_takes_a_request_per_10_messages_in_order():
+    client = FlakyKinesis(reject=set(), times=0)
+    publisher = KinesisPublisher(client, settings=SETTINGS, sleep=lambda s: None)
+    messages = [f"{{\"n\":{i}}}".encode() for i in range(500)]
+    publisher.put("features", [("SPX", m) for m in messages])
+    assert publisher.calls == 50 and all(len(call) == 1 for call in client.calls)
+    assert [m for call in client.calls for m in unpack(call[0])] == messages
 
 
 def test_resend_failed_retries_a_failed_call_and_caps_the_backoff():

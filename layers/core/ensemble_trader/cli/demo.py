@@ -138,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
                 if function == first:
                     bar.update(n)
                 else:
-                    bar.set_postfix({k: v.records_received for e in emulators for k, v in e.stats().items()
+                    bar.set_postfix({k: v.messages_received for e in emulators for k, v in e.stats().items()
                                      if k != first})
 
             for number, part in enumerate(phases):
@@ -159,8 +159,9 @@ def _run(args: argparse.Namespace) -> int:
         print(summarize_stats(stats))
         for s in stats.values():
             if s.invoke_seconds > 0:
-                print(f"  {s.function}: {s.records_received / s.invoke_seconds:,.0f} records/s inside the handler "
-                      f"({s.invocations:,} invocations, {1e3 * s.invoke_seconds / max(s.invocations, 1):.1f} ms each)")
+                print(f"  {s.function}: {s.messages_received / s.invoke_seconds:,.0f} messages/s inside the handler "
+                      f"({s.messages_received:,} in {s.records_received:,} records, {s.invocations:,} invocations, "
+                      f"{1e3 * s.invoke_seconds / max(s.invocations, 1):.1f} ms each)")
         for spec in functions:
             try:
                 report = importlib.import_module(f"ensemble_trader.local.reports.{spec.logical}")

@@ -44,6 +44,7 @@ from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
 from ensemble_trader.local.events import FakeLambdaContext, kinesis_record, sqs_record
 from ensemble_trader.local.functions import deployed_functions, load_handler
 from ensemble_trader.local.stack import LocalStack
+from ensemble_trader.runtime.aggregation import unpack
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class MappingStats:
     source: str
     invocations: int = 0
     records_received: int = 0  # records read from the source
+    messages_received: int = 0  # messages in them (an aggregated Kinesis record holds several)
     records_succeeded: int = 0  # records whose invocation succeeded (incl. dead-lettered by the handler)
     item_failures: int = 0  # batchItemFailures reported by the handler
     function_errors: int = 0  # invocations that raised, exited or timed out
@@ -259,8 +261,10 @@ class EventSourceMappingEmulator:
             records = response["Records"]
             if not records:
                 continue
-            read += len(records)
+            messages = sum(len(unpack(r["Data"]) or (r["Data"],)) for r in records)
+            read += messages
             mapping.stats.records_received += len(records)
+            mapping.stats.messages_received += messages
             event_records = [
                 kinesis_record(
                     r["Data"],
@@ -398,6 +402,7 @@ class EventSourceMappingEmulator:
         if not messages:
             return 0
         mapping.stats.records_received += len(messages)
+        mapping.stats.messages_received += len(messages)
         queue_name = self.stack.name(spec.mapping.source)
         records = [
             sqs_record(
@@ -485,7 +490,8 @@ def drain(
     on_batch: Callable[[str, int], None] | None = None,
     timeout_s: float | None = None,
 ) -> dict[str, MappingStats]:
-    """Poll the functions of several emulators round-robin until a whole round reads nothing."""
+    """Poll the functions of several emulators round-robin until a whole round reads nothing;
+    ``on_batch(function, n)`` after each poll that read ``n`` messages."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for _ in range(max_rounds):
         total = 0

@@ -6,7 +6,7 @@ A stage of the pipeline (features, regime, meta-agent) is a pure step over per-s
         ──one round trip of GETs──▶ state per symbol (cache, checked against the snapshots' versions;
                       DynamoDB snapshot on a miss or a stale entry; new state otherwise)
         ──step.apply(state, message) for each new record──▶ outputs, events
-        ──▶ outputs on the next stream / queue (in arrival order) ──▶ events on the bus
+        ──▶ outputs on the next stream / queue (in time order) ──▶ events on the bus
         ──▶ conditional snapshot per symbol (DynamoDB) ──▶ one pipelined write-back (cache)
 
 :class:`SymbolStep` is what a stage implements (in the core, no I/O); :class:`KinesisStageRunner`
@@ -75,6 +75,7 @@ and to a process-wide :class:`StageStats` (the local demo and benchmarks read it
 
 from __future__ import annotations
 
+import base64
 import bisect
 import logging
 import struct
@@ -107,6 +108,7 @@ from ensemble_trader.ports import (
     QueuePublisher,
     StreamPublisher,
 )
+from ensemble_trader.runtime.aggregation import AggregationError, unpack
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +292,7 @@ class _Item:
     item_id: str | None
     raw: Mapping[str, Any]
     message: BaseModel
-    position: int  # index in the batch: outputs of all symbols go out in arrival order
+    position: int  # index of the message in the batch (ties of time go out in this order)
     sequence: int  # the message's time in ns (step.message_sequence)
 
 
@@ -459,7 +461,8 @@ class KinesisStageRunner(Generic[S, In]):
         from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamRecord
 
         groups: dict[str, _Group] = {}
-        for position, raw in enumerate(records):
+        position = 0  # of each message in the batch: outputs go out in this order
+        for raw in records:
             item_id = _sequence_number(raw)
             try:
                 envelope = KinesisDataStreamRecord.model_validate(raw)
@@ -469,21 +472,32 @@ class KinesisStageRunner(Generic[S, In]):
                 )
                 self._reject(raw, item_id, f"invalid Kinesis record: {problems}", failures)
                 continue
+            data: bytes = envelope.kinesis.data  # type: ignore[assignment]
             try:
-                message = parse(self.step.input_model, envelope.kinesis.data)  # type: ignore[arg-type]
-            except InvalidMessageError as exc:
-                self._reject(raw, item_id, exc.reason, failures)
+                packed = unpack(data)
+            except AggregationError as exc:
+                self._reject(raw, item_id, f"invalid aggregated Kinesis record: {exc}", failures)
                 continue
-            sequence = self.step.message_sequence(message)
-            lead = self._lead_ns(sequence, envelope.kinesis.approximateArrivalTimestamp)
-            if lead is not None:
-                self._reject(raw, item_id, (
-                    f"message time is {lead / 1e9:,.0f} s after the record reached the stream (max "
-                    f"{self.max_lead_ns / 1e9:,.0f} s): a future date would make every later record look "
-                    f"like a redelivery"), failures)
-                continue
-            symbol = self.step.symbol_of(message)
-            groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, raw, message, position, sequence))
+            parts = [(raw, data)] if packed is None else [
+                (_message_record(raw, m, i, len(packed)), m) for i, m in enumerate(packed)
+            ]
+            for part, payload in parts:
+                try:
+                    message = parse(self.step.input_model, payload)
+                except InvalidMessageError as exc:
+                    self._reject(part, item_id, exc.reason, failures)
+                    continue
+                sequence = self.step.message_sequence(message)
+                lead = self._lead_ns(sequence, envelope.kinesis.approximateArrivalTimestamp)
+                if lead is not None:
+                    self._reject(part, item_id, (
+                        f"message time is {lead / 1e9:,.0f} s after the record reached the stream (max "
+                        f"{self.max_lead_ns / 1e9:,.0f} s): a future date would make every later record look "
+                        f"like a redelivery"), failures)
+                    continue
+                symbol = self.step.symbol_of(message)
+                groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, part, message, position, sequence))
+                position += 1
         return groups
 
     def _lead_ns(self, sequence: int, arrival_s: float) -> int | None:
@@ -717,7 +731,7 @@ class KinesisStageRunner(Generic[S, In]):
         send: Callable[[list[BaseModel]], None],
         parts: list[tuple[_Group, list[tuple[int, BaseModel]]]],
     ) -> int:
-        """Send the outputs (or events) of ``parts`` in arrival order; return how many went out.
+        """Send the outputs (or events) of ``parts`` in time order; return how many went out.
 
         One call when all goes well. A DataError (a permanent, per-entry rejection such as an
         entry over the size limit) splits the records in halves until the input record whose
@@ -729,7 +743,10 @@ class KinesisStageRunner(Generic[S, In]):
         for _, part in parts:
             for position, model in part:
                 models.setdefault(position, []).append(model)
-        units = [_Unit(*owner[p], models[p]) for p in sorted(models)]
+        # in time order across symbols (each symbol's own order is its time order): what a
+        # batch packed symbol by symbol (aggregated records) carries reaches the next stage
+        # interleaved as the bars happened, ties in arrival order
+        units = [_Unit(*owner[p], models[p]) for p in sorted(models, key=lambda p: (owner[p][1].sequence, p))]
         return self._send_units(what, send, units, set())
 
     def _send_units(
@@ -795,6 +812,14 @@ def _late_reason(symbol: str, sequence: int, last: int) -> str:
 
     return (f"late record: {symbol} message dated {iso(sequence)} arrived after the one dated {iso(last)} was "
             f"applied; state moves forward only, so it is not applied")
+
+
+def _message_record(raw: Mapping[str, Any], message: bytes, index: int, count: int) -> dict[str, Any]:
+    """The Kinesis record ``raw`` as if it held only its ``index``-th message (what a dead letter
+    of that message carries: replayable as is), with where it came from."""
+    kinesis = dict(raw["kinesis"], data=base64.b64encode(message).decode(),
+                   aggregated={"index": index, "messages": count})
+    return {**raw, "kinesis": kinesis}
 
 
 def _sequence_number(raw: Any) -> str | None:
