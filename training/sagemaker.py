@@ -7,9 +7,11 @@ in ``$SM_HPS``; data channels are folders of bars CSVs; a failed job writes its 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,22 @@ FAILURE_FILE = Path("/opt/ml/output/failure")
 RESERVED_PREFIXES = ("sagemaker_", "_tuning_")
 """Hyperparameters SageMaker itself adds (the Python SDK's ``sagemaker_program``,
 ``sagemaker_region`` ...; a tuning job's ``_tuning_objective_metric``): not the job's settings."""
+
+
+def check_no_arguments(prog: str, job: str, local_command: str, argv: Sequence[str] | None = None) -> None:
+    """A training entry point takes no arguments (the container contract passes everything in
+    files and variables): ``--help`` says so and exits 0, any other argument exits 2 — neither
+    starts a job."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            f"The {job} as a SageMaker training container runs it: hyperparameters from "
+            f"{HYPERPARAMETERS_FILE} or $SM_HPS, data channels $SM_CHANNEL_TRAIN and "
+            f"$SM_CHANNEL_VALIDATION (folders of bars CSVs), the model to $SM_MODEL_DIR "
+            f"(default /opt/ml/model). It takes no arguments; on this machine use `{local_command}`."
+        ),
+    )
+    parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
 
 def read_hyperparameters(path: Path = HYPERPARAMETERS_FILE) -> dict[str, Any]:

@@ -41,3 +41,19 @@ def test_sm_hps_is_read_when_there_is_no_file_and_must_be_an_object(tmp_path, mo
     monkeypatch.setenv("SM_HPS", "{not json")
     with pytest.raises(DataError, match="not valid JSON"):
         read_hyperparameters(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("module", ["training.agents.train", "training.regime.train"])
+def test_a_training_entry_point_answers_help_and_refuses_arguments_without_starting_a_job(module, tmp_path, monkeypatch,
+                                                                                           capsys):
+    import importlib
+
+    main = importlib.import_module(module).sagemaker_main
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0 and "It takes no arguments" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as info:
+        main(["--out", "somewhere"])
+    assert info.value.code == 2 and "unrecognized arguments: --out somewhere" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()

@@ -59,7 +59,13 @@ from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from training.sagemaker import HYPERPARAMETERS_FILE, channel_files, read_hyperparameters, report_failure
+from training.sagemaker import (
+    HYPERPARAMETERS_FILE,
+    channel_files,
+    check_no_arguments,
+    read_hyperparameters,
+    report_failure,
+)
 
 DEFAULT_BARS: tuple[str, ...] = (
     "arch:sp500",
@@ -787,8 +793,10 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
 SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
 
 
-def sagemaker_main() -> int:
+def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     """Run the job as a SageMaker training container would (works with local folders)."""
+    check_no_arguments("python -m training.agents.train", "agents training job",
+                       "ensemble-trader train agents --out DIR", argv)
     out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     try:
         hps = read_hyperparameters(SM_HYPERPARAMETERS)

@@ -26,7 +26,13 @@ from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.regime_model import RegimeModel
 
 from training.regime.estimator import RegimeHMM
-from training.sagemaker import HYPERPARAMETERS_FILE, channel_files, read_hyperparameters, report_failure
+from training.sagemaker import (
+    HYPERPARAMETERS_FILE,
+    channel_files,
+    check_no_arguments,
+    read_hyperparameters,
+    report_failure,
+)
 
 SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
 DEFAULT_STATES = (4, 5, 6)
@@ -89,8 +95,10 @@ def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progres
     return {"version": model.version, "model_dir": str(out), "n_states": model.n_states, "bic": estimator.bic_}
 
 
-def sagemaker_main() -> int:
+def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     """Run the job as a SageMaker training container would."""
+    check_no_arguments("python -m training.regime.train", "regime training job",
+                       "ensemble-trader regime fit --bars SPEC --out DIR", argv)
     try:
         hps = read_hyperparameters(SM_HYPERPARAMETERS)
         series = channel_bars(os.environ.get("SM_CHANNEL_TRAIN"))
