@@ -39,7 +39,7 @@ def check_no_arguments(prog: str, job: str, local_command: str, argv: Sequence[s
             f"(default /opt/ml/model). It takes no arguments; on this machine use `{local_command}`."
         ),
     )
-    parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser.parse_args(list(argv or ()))
 
 
 def read_hyperparameters(path: Path = HYPERPARAMETERS_FILE) -> dict[str, Any]:

@@ -116,4 +116,4 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(sagemaker_main())
+    sys.exit(sagemaker_main(sys.argv[1:]))
