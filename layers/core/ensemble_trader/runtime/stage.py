@@ -108,6 +108,7 @@ from ensemble_trader.ports import (
     QueuePublisher,
     StreamPublisher,
 )
+from ensemble_trader.runtime.aggregation import MAGIC as AGGREGATE_MAGIC
 from ensemble_trader.runtime.aggregation import AggregationError, unpack
 
 log = logging.getLogger(__name__)
@@ -473,14 +474,15 @@ class KinesisStageRunner(Generic[S, In]):
                 self._reject(raw, item_id, f"invalid Kinesis record: {problems}", failures)
                 continue
             data: bytes = envelope.kinesis.data  # type: ignore[assignment]
-            try:
-                packed = unpack(data)
-            except AggregationError as exc:
-                self._reject(raw, item_id, f"invalid aggregated Kinesis record: {exc}", failures)
-                continue
-            parts = [(raw, data)] if packed is None else [
-                (_message_record(raw, m, i, len(packed)), m) for i, m in enumerate(packed)
-            ]
+            if data.startswith(AGGREGATE_MAGIC):
+                try:
+                    packed = unpack(data)
+                except AggregationError as exc:
+                    self._reject(raw, item_id, f"invalid aggregated Kinesis record: {exc}", failures)
+                    continue
+                parts = [(_message_record(raw, m, i, len(packed)), m) for i, m in enumerate(packed)]  # type: ignore[arg-type]
+            else:
+                parts = ((raw, data),)
             for part, payload in parts:
                 try:
                     message = parse(self.step.input_model, payload)
@@ -653,7 +655,10 @@ class KinesisStageRunner(Generic[S, In]):
                     self.metrics.add_metric(compute_metric, "Microseconds", elapsed / 1e3)
                 stats.applied += 1
                 last = seq
-                _remember(handled, seq)
+                if not handled or seq > handled[-1]:  # the usual case, inline: this is per record
+                    handled.append(seq)
+                else:
+                    _remember(handled, seq)
                 group.changed = True
                 group.outputs.extend((item.position, o) for o in outputs)
                 group.events.extend((item.position, e) for e in events)
