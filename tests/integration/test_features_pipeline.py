@@ -102,6 +102,20 @@ def test_a_backlog_of_one_symbol_travels_10_bars_to_a_kinesis_record(clean_stack
     assert len(raw) == 50  # the stage's outputs are packed the same way
 
 
+def test_a_corrupt_aggregated_record_is_dead_lettered_and_its_neighbours_go_through(clean_stack):
+    from ensemble_trader.runtime.aggregation import pack
+
+    esm = clean_stack.emulator(["features"])
+    spx, ixic = bars("SPX", 3), bars("IXIC", 3)
+    corrupt = pack([b.model_dump_json().encode() for b in spx[1:]])[:-5]
+    clean_stack.put_records("market-data", [spx[0], ("SPX", corrupt), *ixic])
+    stats = esm.run_until_drained()["features"]
+    assert stats.records_received == 5 and stats.messages_received == 5 and stats.item_failures == 0
+    assert len(vectors(clean_stack.new_records("features"))) == 4
+    [letter] = clean_stack.stack.read_queue("features-dlq")
+    assert letter["reason"].startswith("invalid aggregated Kinesis record: aggregated record truncated")
+
+
 def test_one_poison_record_among_100_reaches_the_dlq_and_99_go_through(clean_stack):
     esm = clean_stack.emulator(["features"])
     good = interleaved(50)

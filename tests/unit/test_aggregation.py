@@ -11,6 +11,7 @@ from ensemble_trader.runtime.aggregation import (
     MAX_MESSAGES,
     AggregationError,
     aggregate,
+    messages_of,
     pack,
     unpack,
 )
@@ -99,3 +100,9 @@ def test_outputs_of_symbols_packed_apart_go_out_interleaved_in_time(world):  # n
     assert [(o.symbol, o.count) for o in world.outputs()] == [
         ("AAA", 1), ("BBB", 1), ("AAA", 2), ("BBB", 2), ("AAA", 3), ("BBB", 3)
     ]
+
+
+def test_messages_of_counts_a_corrupt_record_as_itself():
+    corrupt = pack([b"a", b"b"])[:-1]
+    assert messages_of(corrupt) == [corrupt]
+    assert messages_of(pack([b"a", b"b"])) == [b"a", b"b"] and messages_of(b"{}") == [b"{}"]

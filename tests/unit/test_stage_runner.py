@@ -257,6 +257,19 @@ def test_a_snapshot_with_unreadable_handled_times_still_loads_its_state(world):
     assert world.stats.duplicates == 1 and world.state("AAA")[1]["count"] == 3
 
 
+def test_a_cached_state_with_unreadable_handled_times_is_kept_even_ahead_of_its_snapshot(world):
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(3)]))
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(3, 6)], 2000))
+    version, state = world.state("AAA")
+    assert version == 2 and state["count"] == 6
+    world.snapshots.put_item("stage-state", world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+                             | {"version": 1}, expected_version=2)  # the snapshot lost its last write
+    _, _, data = stage.decode_cached_entry(world.cache.data["tally:AAA"])
+    world.cache.data["tally:AAA"] = stage.encode_cached(2, data, b"\x00garbage")
+    world.runner.process(event_of([("AAA", bar_json("AAA", 6))], 3000))
+    assert world.state("AAA")[1]["count"] == 7  # the cached state (the only copy of bars 3-5) kept
+
+
 def test_handled_times_round_trip_compactly_and_refuse_garbage():
     daily = [timestamp_ns(T0 + timedelta(days=i)) for i in range(1024)]
     blob = stage.encode_handled(daily)

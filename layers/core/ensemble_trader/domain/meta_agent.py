@@ -70,10 +70,11 @@ from ensemble_trader.domain.models import (
 
 DEFAULT_AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 GLOBAL = "ALL"
+"""Key of the learner that sees every bar, whatever the regime."""
 RESERVED_POLICY_PARAMS = frozenset({"n_arms", "random_state"})
+"""Bandit parameters the meta-agent sets itself (not allowed in ``policy_params``)."""
 MAX_LEARNERS_BYTES = 300_000
 """The most a symbol's learners may take in the serialised state (its snapshot is one DynamoDB item)."""
-"""Key of the learner that sees every bar, whatever the regime."""
 STATE_FORMAT = 1
 
 DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
@@ -1025,8 +1026,11 @@ class MetaAgentStep:
             source = f"{learner_key} learner shrunk toward the global learner"
         if selection.samples is not None and self.config.mode == "blend":
             # blending weights are win frequencies over many posterior draws, not the one draw
-            return (f"{name} wins the largest share of posterior draws ({weights[leader]:.0%}; mean "
-                    f"{selection.estimates[leader]:.3f}) in the {source}")
+            share = f"{weights[leader]:.0%}; mean {selection.estimates[leader]:.3f}"
+            if weights[leader] < weights.max():
+                return (f"{name} keeps the lead, within the draws' noise of the largest share ({share}) in "
+                        f"the {source}")
+            return f"{name} wins the largest share of posterior draws ({share}) in the {source}"
         if self.config.mode == "blend" and selection.bonuses is not None and leader != selection.arm:
             # the shrinkage toward the global learner outweighs the regime learner's own leader
             return f"{name} has the largest blending weight ({weights[leader]:.2f}) in the {source}"

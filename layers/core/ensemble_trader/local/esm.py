@@ -44,7 +44,7 @@ from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
 from ensemble_trader.local.events import FakeLambdaContext, kinesis_record, sqs_record
 from ensemble_trader.local.functions import deployed_functions, load_handler
 from ensemble_trader.local.stack import LocalStack
-from ensemble_trader.runtime.aggregation import unpack
+from ensemble_trader.runtime.aggregation import messages_of
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class EventSourceMappingEmulator:
             records = response["Records"]
             if not records:
                 continue
-            messages = sum(len(unpack(r["Data"]) or (r["Data"],)) for r in records)
+            messages = sum(len(messages_of(r["Data"])) for r in records)
             read += messages
             mapping.stats.records_received += len(records)
             mapping.stats.messages_received += messages

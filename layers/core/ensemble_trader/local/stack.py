@@ -37,7 +37,7 @@ from ensemble_trader.local.servers import (
     process_identity,
     process_status,
 )
-from ensemble_trader.runtime.aggregation import unpack
+from ensemble_trader.runtime.aggregation import messages_of
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -403,12 +403,9 @@ class LocalStack:
 
     def stream_records(self, logical: str, *, since: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
         """Every (partition key, message) on a stream since the last :meth:`reset` (or since a
-        :meth:`stream_mark`), shard by shard; an aggregated record gives each of its messages."""
-        out = []
-        for r in self.iter_stream(logical, since=since):
-            messages = unpack(r["Data"])
-            out.extend((r["PartitionKey"], m) for m in (messages if messages is not None else [r["Data"]]))
-        return out
+        :meth:`stream_mark`), shard by shard; an aggregated record gives each of its messages (a
+        corrupt one itself)."""
+        return [(r["PartitionKey"], m) for r in self.iter_stream(logical, since=since) for m in messages_of(r["Data"])]
 
     def iter_stream(self, logical: str, *, since: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """The stream's records (GetRecords dicts plus ``_shard``) since ``since`` — by default the

@@ -68,6 +68,17 @@ def unpack(data: bytes) -> list[bytes] | None:
     return out
 
 
+def messages_of(data: bytes) -> list[bytes]:
+    """The messages of a record for counting and inspection: an aggregated record's messages, a
+    plain or corrupt one as itself (a consumer that must refuse a corrupt record uses
+    :func:`unpack`)."""
+    try:
+        packed = unpack(data)
+    except AggregationError:
+        return [data]
+    return [data] if packed is None else packed
+
+
 def aggregate(records: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """``(key, message)`` records with each key's messages packed into as few records as the
     bounds allow, each key's order kept. A key with one message keeps it plain (the usual case:

@@ -122,7 +122,9 @@ MAX_LEAD_SECONDS = 300.0
 COMPUTE_SAMPLES = 200_000
 HANDLED_MEMORY = 1024
 """How many of the latest handled (applied or dead-lettered) message times a state keeps, to
-tell a redelivery from a late record; at least a batch, so an upstream re-emission is known."""
+tell a redelivery from a late record. A redelivery or re-emission reaching further back (a batch
+of aggregated records may hold more) is counted as duplicates: older than the memory, a message
+is never called late."""
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC_V1 = b"ET1"  # magic, version, state
 _MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
@@ -589,11 +591,13 @@ class KinesisStageRunner(Generic[S, In]):
         if blob is not None:
             try:
                 version, handled, data = decode_cached_entry(blob)
-                return self.step.load(data), version, False, decode_handled(handled)
+                state = self.step.load(data)
             except Exception as exc:  # a corrupt cache entry is repaired from the snapshot
                 if self.snapshots is None:
                     raise StateError(f"cached state of {symbol} cannot be decoded: {exc}") from exc
                 log.warning("stage %s: cached state of %s unreadable (%s); using snapshot", self.step.name, symbol, exc)
+            else:  # the state may be the only copy (ahead of its snapshot): keep it whatever its times
+                return state, version, False, self._handled_or_none(symbol, "cached state", handled)
         if self.snapshots is not None:
             item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})
             if item is not None:
@@ -601,13 +605,18 @@ class KinesisStageRunner(Generic[S, In]):
                     state = self.step.load(bytes(item["state"]))
                 except Exception as exc:
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
-                try:
-                    handled = decode_handled(bytes(item.get("handled", b"")))
-                except StateError as exc:  # only late records go unnoticed (counted as duplicates)
-                    log.error("stage %s: snapshot of %s: %s; going on without them", self.step.name, symbol, exc)
-                    handled = []
+                handled = self._handled_or_none(symbol, "snapshot", bytes(item.get("handled", b"")))
                 return state, int(item["version"]), True, handled
         return self.step.new_state(symbol), 0, False, []
+
+    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> list[int]:
+        """The handled times stored beside a state; none when they cannot be read (logged: only
+        late records then go unnoticed, counted as duplicates — the state itself is kept)."""
+        try:
+            return decode_handled(data)
+        except StateError as exc:
+            log.error("stage %s: %s of %s: %s; going on without them", self.step.name, where, symbol, exc)
+            return []
 
     def _apply(self, groups: dict[str, _Group], failures: list[str]) -> None:
         step, stats = self.step, self.stats
