@@ -879,8 +879,8 @@ class MetaAgentStep:
             return float(weights @ targets)
         sigma = self._agent_vols(agent_variance, market_variance)
         blend = float((weights @ (targets / sigma)) * (weights @ sigma))
-        weighted = targets[weights > 0.0]
-        return float(np.clip(blend, weighted.min(), weighted.max())) if weighted.size else blend
+        held = [t for t, w in zip(targets.tolist(), weights.tolist(), strict=True) if w > 0.0]  # 4 numbers:
+        return min(max(blend, min(held)), max(held)) if held else blend  # plain Python is 5x numpy here
 
     def _overlay_update(self, state: MetaAgentState, r: float) -> np.ndarray | None:
         """The overlay's EWMA accumulators after the bar's return: ``[forecast, long-run, bars]``
