@@ -1021,7 +1021,9 @@ class MetaAgentStep:
         if self.config.context == "global":
             source = "global learner"
         elif self.config.context == "probability":
-            return f"{name} has the largest weight in the regime learners' mix by regime probability ({weights[leader]:.2f})"
+            held = "has the largest weight" if weights[leader] >= weights.max() else (
+                "keeps the lead, within the weights' noise of the largest weight,")
+            return f"{name} {held} in the regime learners' mix by regime probability ({weights[leader]:.2f})"
         elif learner_key != GLOBAL and self.config.regime_prior_rounds > 0.0 and self.config.mode == "blend":
             source = f"{learner_key} learner shrunk toward the global learner"
         if selection.samples is not None and self.config.mode == "blend":
