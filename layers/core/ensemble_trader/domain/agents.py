@@ -324,7 +324,7 @@ class AgentPool:
                 found = ", ".join(f"{x.name}: {x.type}" for x in inputs)
                 raise ModelArtifactError(f"model set {source}: {file} must take one float32 input 'obs', "
                                          f"it takes {found or 'none'}")
-            if isinstance(shape[-1], int) and shape[-1] != width_needed:
+            if shape and isinstance(shape[-1], int) and shape[-1] != width_needed:
                 raise ModelArtifactError(
                     f"model set {source}: {file} expects observations of width {shape[-1]}, the manifest's "
                     f"{self._n_features} features + position need {width_needed}"
