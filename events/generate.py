@@ -4,7 +4,7 @@ The events are built with the same code the ESM emulator uses
 (:mod:`ensemble_trader.local.events`), from real S&P 500 / NASDAQ bars (``arch``), so their
 shapes are exactly what the handlers receive. Fixed ids and times keep the files stable.
 
-It writes the five files listed in ``main``; ``sqs-order-intents-batch.json`` (valid, malformed
+It writes the six files listed in ``main``; ``sqs-order-intents-batch.json`` (valid, malformed
 and conflicting intents for the orders tests) and ``eventbridge-reconcile.json`` are kept by hand.
 """
 
@@ -17,6 +17,7 @@ from ensemble_trader import constants
 from ensemble_trader.domain.models import OrderIntent, Regime, make_intent_id
 from ensemble_trader.local.events import eventbridge_event, kinesis_event, kinesis_record, sqs_record
 from ensemble_trader.marketdata import load_arch
+from ensemble_trader.runtime.aggregation import aggregate
 
 HERE = Path(__file__).resolve().parent
 STAGE = "local"
@@ -24,16 +25,20 @@ ARRIVAL = 1_735_801_200.0  # 2025-01-02T07:00:00Z
 FIRST_SEQUENCE = 49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
 
 
-def _bars_event(bad: bool) -> dict:
+def _bars_event(bad: bool, packed: bool = False) -> dict:
+    """Three bars of each index (or, ``packed``, twelve of each as a backlog arrives: packed ten to
+    a Kinesis record by :func:`~ensemble_trader.runtime.aggregation.aggregate`)."""
     spx, ixic = load_arch("sp500"), load_arch("nasdaq")
     payloads = []
-    for i in range(3):
+    for i in range(12 if packed else 3):
         payloads.append(("SPX", spx.bar(i).model_dump_json().encode()))
         payloads.append(("IXIC", ixic.bar(i).model_dump_json().encode()))
     if bad:
         doc = json.loads(spx.bar(3).model_dump_json())
         doc["low"] = doc["high"] + 10.0  # low above high: rejected to features-dlq with this reason
         payloads.insert(4, ("SPX", json.dumps(doc).encode()))
+    if packed:
+        payloads = aggregate(payloads)
     stream = constants.qualified(STAGE, "market-data")
     return kinesis_event(
         [
@@ -100,6 +105,7 @@ def main() -> None:
     files = {
         "kinesis-market-data.json": _bars_event(bad=False),
         "kinesis-market-data-bad-record.json": _bars_event(bad=True),
+        "kinesis-market-data-packed.json": _bars_event(bad=False, packed=True),
         "sqs-order-intent.json": _order_intent_event(),
         "eventbridge-kill-switch-on.json": _kill_switch_event(True),
         "eventbridge-kill-switch-off.json": _kill_switch_event(False),

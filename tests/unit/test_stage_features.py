@@ -49,3 +49,17 @@ def test_features_match_the_engine_run_directly():
     expected = [direct.update(series.bar(i)).values for i in range(3)]
     got = [FeatureVector.parse(d).values for k, d in pub.streams["features"] if k == "SPX"]
     assert got == expected
+
+
+def test_the_packed_sample_event_gives_the_vectors_of_its_bars_interleaved_in_time():
+    runner, _, dlq, pub = make_runner()
+    event = json.loads((EVENTS / "kinesis-market-data-packed.json").read_text())
+    assert len(event["Records"]) == 4  # twelve bars of each index, ten to a record
+    assert runner.process(event) == {"batchItemFailures": []} and dlq.letters == []
+    vectors = [FeatureVector.parse(d) for _, d in pub.streams["features"]]
+    assert [v.symbol for v in vectors] == ["SPX", "IXIC"] * 12
+    from ensemble_trader.marketdata import load_arch
+
+    direct = FeatureEngine("SPX")
+    expected = [direct.update(load_arch("sp500").bar(i)).values for i in range(12)]
+    assert [v.values for v in vectors if v.symbol == "SPX"] == expected
