@@ -102,13 +102,14 @@ def test_lookup_reports_progress_and_not_found_is_none(alpaca):
         ("submit_duplicate_client_order_id", DuplicateClientOrderIdError),
         ("submit_internal_error", UnknownOutcomeError),
         ("submit_gateway_timeout", UnknownOutcomeError),
+        ("submit_rate_limited", UnknownOutcomeError),  # not a refusal: a redelivery looks it up, resends
         (requests.exceptions.ReadTimeout("read timed out"), UnknownOutcomeError),
         (requests.exceptions.ConnectionError("connection reset by peer"), UnknownOutcomeError),
     ],
 )
 def test_submit_errors_map_to_domain_errors(alpaca, fixture, error):
     broker, http = alpaca
-    http.queue = [fixture]
+    http.queue = [fixture] * (4 if fixture == "submit_rate_limited" else 1)  # alpaca-py retries a 429
     with pytest.raises(error) as info:
         broker.submit(order())
     assert info.value.client_order_id == COID

@@ -11,7 +11,7 @@ import pytest
 from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore, MemoryPaperLedger
-from ensemble_trader.domain.errors import ConcurrencyError
+from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
 from ensemble_trader.domain.orders import BrokerUnavailableError, UnknownOutcomeError
 from ensemble_trader.domain.risk import RejectReason, RiskLimits, TradingState
@@ -524,3 +524,90 @@ def test_a_pending_order_found_on_redelivery_is_checked_again_before_it_is_sent(
     assert not [o for o in halted.broker.list_open_orders() if o.symbol == "SPX"]
     active = scenario(halt=False)  # without the halt the same redelivery sends it, once
     assert [o.symbol for o in active.broker.list_open_orders()].count("SPX") == 1
+
+
+class FailSubmitOnce(BrokerWrapper):
+    """A transient failure between the PENDING order's record and the broker call."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.fail = False
+
+    def submit(self, order):
+        if self.fail:
+            self.fail = False
+            raise InfrastructureError("paper ledger throttled")
+        return self.inner.submit(order)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_redelivered_intent_sends_its_own_pending_order_once(batched):
+    """The planner counts the intent's own unsent PENDING order as working: without looking it up
+    first, the redelivery planned nothing and the order was never sent."""
+    rig = Rig(broker=FailSubmitOnce)
+    rig.warm()
+    it = intent(1, 0.5, 100.0)
+
+    def deliver():
+        if not batched:
+            return rig.router.handle(it)
+        with rig.router.batch():
+            return rig.router.handle(it)
+
+    rig.broker.fail = True
+    with pytest.raises(InfrastructureError):
+        deliver()
+    out = deliver()  # SQS redelivers
+    assert out.resolved_existing == 1
+    assert [(o.side.value, o.quantity) for o in rig.paper.list_open_orders()] == [("BUY", 500.0)]
+    deliver()  # and again: still one order
+    assert len(rig.paper.list_open_orders()) == 1
+    assert [o.status for o in rig.store.list_orders() if o.quantity == 500.0] == [OrderStatus.SUBMITTED]
+
+
+def test_an_intent_that_fails_in_a_batch_leaves_nothing_in_the_batchs_risk_state():
+    """Its `recent` entry had been written back by the next intent of the batch, and on redelivery
+    the recheck took the order for a duplicate of itself: refused, never sent."""
+    rig = Rig(broker=FailSubmitOnce)
+    rig.warm()
+    rig.warm("BTC")
+    spx = intent(1, 0.5, 100.0)
+    rig.broker.fail = True
+    with rig.router.batch():
+        with pytest.raises(InfrastructureError):
+            rig.router.handle(spx)
+        rig.router.handle(intent(1, 0.5, 100.0, "BTC"))
+    assert [r.symbol for r in rig.store.load_risk_state().recent] == ["BTC"]
+    with rig.router.batch():
+        rig.router.handle(spx)
+    (order,) = [o for o in rig.store.list_orders() if o.symbol == "SPX" and o.quantity == 500.0]
+    assert order.status is OrderStatus.SUBMITTED and order.reject_code is None
+
+
+def test_kill_switch_flag_cancels_a_working_order_before_the_next_price_can_fill_it():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))  # BUY 500 working at the paper broker
+    rig.store.kill_switch_flag = True
+    rig.router.handle(intent(2, 0.5, 95.0))  # the same symbol's next bar
+    assert rig.store.get_position("SPX") is None and not rig.events("OrderFilled")
+    assert rig.events("OrderCanceled") and rig.paper.list_open_orders() == []
+
+
+def test_an_intent_whose_quantity_overflows_is_dead_lettered_with_the_reason():
+    from ensemble_trader.runtime.orders import IntentConsumer
+
+    class Letters:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, record, reason, *, source=""):
+            self.sent.append(reason)
+
+    rig = Rig()
+    rig.warm()
+    letters = Letters()
+    consumer = IntentConsumer(rig.router, dead_letters=letters)
+    result = consumer.process(intent(1, 0.5, 1e-310).model_dump_json())  # a valid price, no share count
+    assert result["dead_lettered"] and result["reason"] == "MALFORMED_INTENT"
+    assert letters.sent[0].startswith("MALFORMED_INTENT: intent ") and "inf shares" in letters.sent[0]

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, Field
 
-from ensemble_trader.domain.errors import EnsembleTraderError
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.models import (
     Fill,
     Finite,
@@ -228,7 +228,10 @@ def target_quantity(target_fraction: float, equity: float, price: float, step: f
         raise ValueError(f"equity must be a finite number > 0, got {equity!r}")
     if not (math.isfinite(price) and price > 0):
         raise ValueError(f"price must be a finite number > 0, got {price!r}")
-    return round_toward_zero(target_fraction * equity / price, step)
+    shares = target_fraction * equity / price
+    if not math.isfinite(shares):  # a valid but tiny price (below ~1e-300): no order can say it
+        raise DataError(f"{target_fraction!r} of equity {equity!r} at price {price!r} is {shares!r} shares")
+    return round_toward_zero(shares, step)
 
 
 def plan_orders(

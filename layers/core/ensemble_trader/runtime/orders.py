@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ensemble_trader.domain.errors import ConcurrencyError
+from ensemble_trader.domain.errors import ConcurrencyError, DataError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position
 from ensemble_trader.domain.orders import (
     BrokerOrder,
@@ -280,10 +280,12 @@ class BatchingOrdersStore:
             self._positions[position.symbol] = position
 
     def load_risk_state(self) -> RiskState:
+        """A copy of the batch's risk state: an intent that fails part-way leaves nothing of its
+        changes (its ``recent`` entry, its mark, a breaker move) in what the batch writes back."""
         if self._state is None:
             self._state = self.inner.load_risk_state()
             self._base = self._state.model_copy(deep=True)
-        return self._state
+        return self._state.model_copy(deep=True)
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         if write_kill_switch:  # an operator action: straight through, and re-read afterwards
@@ -429,6 +431,8 @@ class OrderRouter:
         # Every paper order is recorded here before it reaches the broker, so a symbol without
         # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)
+        if state.kill_switch:  # before the price fills anything: a working order is canceled, not filled
+            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
         on_price = getattr(self.broker, "on_price", None)
         if on_price is not None and any(
             o.symbol == symbol for o in self.store.list_orders(working_only=True)
@@ -442,9 +446,6 @@ class OrderRouter:
             previous_timestamp=reference.timestamp if reference else None,
         )
 
-        if state.kill_switch:
-            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
-
         positions = {p.symbol: p for p in self.store.list_positions()}
         equity = self.equity(positions.values(), state)
         transition = self.engine.update_breaker(state, equity, now.astimezone(UTC).date())
@@ -457,6 +458,24 @@ class OrderRouter:
         working = self.store.list_orders(working_only=True)
         held = positions[symbol].quantity if symbol in positions else 0.0
         working_here = working_quantity(working, symbol)
+        own_pending = [o for o in working if o.intent_id == intent.intent_id and o.status is OrderStatus.PENDING]
+        resolved = {o.client_order_id for o in own_pending}
+        if own_pending:
+            # recorded by an earlier delivery of this intent that failed before the broker had it:
+            # the planner would count it as working and plan nothing, so it would never be sent.
+            # It is looked up at the broker and, if absent, checked again and sent (as any PENDING
+            # order found on redelivery), before anything more is planned.
+            other_gross = self._other_gross(positions, working, state, symbol)
+            for existing in own_pending:
+                outcome.resolved_existing += 1
+                context = OrderContext(now, reference, held + working_here - existing.signed_quantity, other_gross, held)
+                outcome.fills += self._resolve(
+                    existing, events, recheck=lambda o, c=context: self.engine.check(o, state, c)
+                )
+            positions = {p.symbol: p for p in self.store.list_positions()}
+            working = self.store.list_orders(working_only=True)
+            held = positions[symbol].quantity if symbol in positions else 0.0
+            working_here = working_quantity(working, symbol)
         planned = plan_orders(
             intent, position=held, working=working_here, equity=equity,
             step=self.quantity_step, now=wall, min_trade_fraction=self.min_trade_fraction,
@@ -475,6 +494,8 @@ class OrderRouter:
                         "reject_reason": decision.message}
             )
             if not self.store.create_order(record):
+                if order.client_order_id in resolved:
+                    continue  # resolved above, before planning
                 # The decision was recorded before (a redelivery, or a concurrent delivery): the
                 # stored order is authoritative — look it up at the broker, never order again.
                 outcome.resolved_existing += 1
@@ -930,6 +951,9 @@ class IntentConsumer:
                 record if record is not None else body, RejectReason.INTENT_CONFLICT,
                 f"intent {intent.intent_id} was processed before with different content ({exc})", intent,
             )
+        except DataError as exc:  # valid as a message, impossible to trade: no retry can change it
+            return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
+                                     f"intent {intent.intent_id} cannot be routed: {exc}", intent)
         micros = (time.perf_counter_ns() - started) / 1e3
         ROUTE_STATS.record(result, micros)
         self._metric("orders_route_us", "Microseconds", micros)

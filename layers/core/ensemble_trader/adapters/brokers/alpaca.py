@@ -135,7 +135,9 @@ class AlpacaBroker:
         except APIError as exc:
             status = exc.status_code
             message = _message(exc)
-            if status is None or status >= 500:
+            if status is None or status >= 500 or status in (408, 429):
+                # a server fault, a timeout or a rate limit (alpaca-py retried it already): the
+                # order may or may not be there — resolved by looking the id up, never refused
                 raise UnknownOutcomeError(order.client_order_id, f"HTTP {status}: {message}") from exc
             if status == 422 and "client_order_id" in message.lower():
                 raise DuplicateClientOrderIdError(order.client_order_id) from exc
