@@ -611,3 +611,26 @@ def test_an_intent_whose_quantity_overflows_is_dead_lettered_with_the_reason():
     result = consumer.process(intent(1, 0.5, 1e-310).model_dump_json())  # a valid price, no share count
     assert result["dead_lettered"] and result["reason"] == "MALFORMED_INTENT"
     assert letters.sent[0].startswith("MALFORMED_INTENT: intent ") and "inf shares" in letters.sent[0]
+
+
+def test_a_submit_under_way_when_the_kill_switch_fires_is_canceled_not_reopened():
+    """The kill-switch entry retires the PENDING order (never to be sent); the orders entry's
+    submit was already under way and lands: the broker's SUBMITTED must not reopen it."""
+
+    class KillSwitchDuringSubmit(BrokerWrapper):
+        other = None  # the kill-switch entry's router, a second container
+
+        def submit(self, order):
+            if self.other is not None:
+                other, self.other = self.other, None
+                other.set_kill_switch(True, "incident")
+            return self.inner.submit(order)
+
+    rig = Rig(broker=KillSwitchDuringSubmit)
+    rig.warm()
+    rig.broker.other = rig.new_router()
+    with rig.router.batch():
+        rig.router.handle(intent(1, 0.5, 100.0))
+    (order,) = [o for o in rig.store.list_orders() if o.quantity == 500.0]
+    assert order.status is OrderStatus.CANCELED and order.reject_code == "KILL_SWITCH"
+    assert rig.paper.list_open_orders() == [] and rig.store.load_risk_state().kill_switch

@@ -41,6 +41,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ensemble_trader.domain.errors import ConcurrencyError, DataError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position
 from ensemble_trader.domain.orders import (
+    WORKING_STATUSES,
     BrokerOrder,
     BrokerRejectedError,
     BrokerUnavailableError,
@@ -317,6 +318,10 @@ class BatchingOrdersStore:
                 theirs = self.inner.load_risk_state()
                 self._state = merge_states(self._base, self._state, theirs)
                 self._base = theirs
+
+
+NEVER_SENT_CODES = frozenset({RejectReason.KILL_SWITCH.value, RejectReason.NOT_AT_BROKER.value})
+"""Reject codes of orders retired because the broker never had them (see ``_sync_report``)."""
 
 
 class OrderRouter:
@@ -647,6 +652,13 @@ class OrderRouter:
             if order is None:
                 log.error("broker reports %s, which is not in the store", report.client_order_id)
                 return 0, None
+            if (order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
+                    and report.status in WORKING_STATUSES):
+                # retired as never sent (the kill switch, reconciliation), yet live at the broker:
+                # a submit already under way landed — cancel it there rather than reopen it here
+                log.warning("order %s was retired (%s) but the broker has it %s: canceling it",
+                            order.client_order_id, order.reject_code, report.status.value)
+                report = self.broker.cancel(order.client_order_id) or report
             now = self.clock.now()
             updated = order_after_report(order, report, now)
             fill = fill_from_progress(order, report, report.updated_at)
