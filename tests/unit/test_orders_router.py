@@ -465,16 +465,19 @@ def test_orders_settings_read_allocations_and_refuse_more_than_the_account(monke
 
 
 class CrashBeforeSubmit(BrokerWrapper):
-    """Dies after the PENDING order is recorded, before the broker is called."""
+    """Dies after the PENDING order is recorded, before the broker is called (once, when armed)."""
+
+    error: BaseException = SystemExit("process killed before the broker call")
+    armed = True
 
     def __init__(self, inner):
         super().__init__(inner)
-        self.crash = True
+        self.crash = self.armed
 
     def submit(self, order):
         if self.crash:
             self.crash = False
-            raise SystemExit("process killed before the broker call")
+            raise self.error
         return self.inner.submit(order)
 
 
@@ -526,18 +529,11 @@ def test_a_pending_order_found_on_redelivery_is_checked_again_before_it_is_sent(
     assert [o.symbol for o in active.broker.list_open_orders()].count("SPX") == 1
 
 
-class FailSubmitOnce(BrokerWrapper):
-    """A transient failure between the PENDING order's record and the broker call."""
+class FailSubmitOnce(CrashBeforeSubmit):
+    """A transient failure between the PENDING order's record and the broker call (armed by the test)."""
 
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.fail = False
-
-    def submit(self, order):
-        if self.fail:
-            self.fail = False
-            raise InfrastructureError("paper ledger throttled")
-        return self.inner.submit(order)
+    error = InfrastructureError("paper ledger throttled")
+    armed = False
 
 
 @pytest.mark.parametrize("batched", [False, True])
@@ -554,7 +550,7 @@ def test_a_redelivered_intent_sends_its_own_pending_order_once(batched):
         with rig.router.batch():
             return rig.router.handle(it)
 
-    rig.broker.fail = True
+    rig.broker.crash = True
     with pytest.raises(InfrastructureError):
         deliver()
     out = deliver()  # SQS redelivers
@@ -572,7 +568,7 @@ def test_an_intent_that_fails_in_a_batch_leaves_nothing_in_the_batchs_risk_state
     rig.warm()
     rig.warm("BTC")
     spx = intent(1, 0.5, 100.0)
-    rig.broker.fail = True
+    rig.broker.crash = True
     with rig.router.batch():
         with pytest.raises(InfrastructureError):
             rig.router.handle(spx)
