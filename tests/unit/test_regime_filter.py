@@ -331,3 +331,28 @@ def test_event_ids_are_deterministic():
     args = ("SYN", B, R, 0.8, T0, 12, "r1")
     assert RegimeChanged.create(*args).event_id == RegimeChanged.create(*args).event_id
     assert RegimeChanged.create(*args).event_id != RegimeChanged.create("SYN", B, V, 0.8, T0, 12, "r1").event_id
+
+
+def test_a_state_ruled_out_by_the_bars_is_stored_and_read_back():
+    """A narrow state whose density underflows holds log-probability -inf: the filter state must
+    still round-trip (refusing it failed every later batch of the symbol)."""
+    k = 4
+    trans = np.full((k, k), 0.1) + np.eye(k) * 0.6
+    model = RegimeModel((FeatureSpec("f0", "identity", 0.0, 1e-4),), np.full(k, 0.25), trans,
+                        np.array([[0.0], [0.0], [1.0], [-1.0]]), np.array([[[1e-300]], [[1.0]], [[1.0]], [[1.0]]]),
+                        "full", (Regime.VOLATILE, Regime.BEAR, Regime.SIDEWAYS, Regime.BULL))
+    step = RegimeStep(model)
+    state, _, _ = step.apply(None, vector(0, np.array([5.0])))
+    assert np.isneginf(state.log_alpha).any()
+    copy = step.load(step.dump(state))
+    np.testing.assert_array_equal(copy.log_alpha, state.log_alpha)
+    step.apply(copy, vector(1, np.array([1.0])))  # and the filter goes on from it
+
+
+@pytest.mark.parametrize("log_alpha", ["[NaN, 0.0]", "[Infinity, 0.0]", "[-Infinity, -Infinity]"])
+def test_a_filter_state_without_a_probability_is_refused(log_alpha):
+    data = ('{"format": 1, "symbol": "X", "model_version": "r1", "log_alpha": ' + log_alpha + ', "last_ns": null, '
+            '"n_bars": 1, "regime": null, "bars_in_regime": 0, "log_likelihood": 0.0, "pending": null, '
+            '"pending_bars": 0}').encode()
+    with pytest.raises(StateError, match="log_alpha"):
+        RegimeFilterState.from_bytes(data)

@@ -172,3 +172,53 @@ def test_core_import_does_not_load_training_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _rehashed(folder, edit_params=None, edit_manifest=None):
+    params = json.loads((folder / PARAMETERS_FILE).read_text())
+    if edit_params:
+        edit_params(params)
+    data = json.dumps(params).encode()
+    (folder / PARAMETERS_FILE).write_bytes(data)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["parameters_sha256"] = hashlib.sha256(data).hexdigest()
+    if edit_manifest:
+        edit_manifest(manifest)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("where", ["center", "means"])
+def test_a_number_beyond_a_float_is_a_model_artifact_error(tmp_path, where):
+    def edit(params):
+        if where == "center":
+            params["features"][0]["center"] = 10**400
+        else:
+            params["means"][0][0] = 10**400
+
+    message = corrupt(tmp_path, lambda f: _rehashed(f, edit_params=edit))
+    assert "int too large" in message
+
+
+@pytest.mark.parametrize(("key", "value"), [("n_states", 6), ("state_regimes", ["BULL"] * 4),
+                                            ("feature_names", ["ret_1", "ret_20", "range_vol_1"])])
+def test_a_manifest_that_contradicts_its_parameters_is_refused(tmp_path, key, value):
+    message = corrupt(tmp_path, lambda f: _rehashed(f, edit_manifest=lambda m: m.update({key: value})))
+    assert f"{key} {value!r} does not match the parameters" in message
+
+
+def test_probabilities_must_sum_to_one_within_1e_9_not_1e_5():
+    m = make_model()
+    start = np.full(4, 0.25)
+    start[0] += 9e-6
+    with pytest.raises(ModelArtifactError, match="start_prob: rows must sum to 1"):
+        RegimeModel(m.features, start, m.transmat, m.means, m.covariances, m.covariance_type, m.state_regimes)
+
+
+def test_parameters_whose_whitened_form_overflows_are_refused():
+    m = make_model()
+    covs = m.covariances.copy()
+    covs[0] = np.eye(3) * 1e-300
+    means = m.means.copy()
+    means[0] = 1e200
+    with pytest.raises(ModelArtifactError, match="non-finite whitened means"):
+        RegimeModel(m.features, m.start_prob, m.transmat, means, covs, m.covariance_type, m.state_regimes)

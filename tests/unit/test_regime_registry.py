@@ -140,3 +140,17 @@ def test_the_step_labels_each_symbol_with_its_own_model(registry, default_dir, s
     moved, outputs, _ = step.apply(last["SYNA"], engines["SYNA"].update(bars["SYNA"][-1]))
     assert moved.model_version == default.version and outputs[0].regime.model_version == default.version
     assert last["SYNA"].model_version == own.version  # the old state is left intact
+
+
+def test_a_pinned_model_reading_a_feature_the_engine_does_not_compute_fails_closed(registry, default_dir):
+    from ensemble_trader.domain.regime_model import FeatureSpec
+
+    default = RegimeModel.load(default_dir)
+    first = default.features[0]
+    renamed = (FeatureSpec("range_vol_l", first.transform, first.center, first.scale),) + tuple(default.features[1:])
+    stray = RegimeModel(renamed, default.start_prob, default.transmat, default.means, default.covariances,
+                        default.covariance_type, default.state_regimes, log_floor=default.log_floor)
+    store = MemoryModelStore()
+    registry.publish(store, stray, previous=None)
+    with pytest.raises(ModelArtifactError, match=r"reads features \['range_vol_l'\] that the feature engine"):
+        registry.load_pinned(store, default_dir)

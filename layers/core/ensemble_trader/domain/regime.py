@@ -285,8 +285,10 @@ class RegimeFilterState:
             log_alpha = raw["log_alpha"]
             if log_alpha is not None:
                 log_alpha = np.array(log_alpha, dtype=np.float64)
-                if log_alpha.ndim != 1 or not np.all(np.isfinite(log_alpha)):
-                    raise ValueError("log_alpha must be a finite vector")
+                # -inf is a state the bars so far have ruled out (its density underflowed): valid
+                if (log_alpha.ndim != 1 or np.isnan(log_alpha).any() or np.isposinf(log_alpha).any()
+                        or not np.isfinite(log_alpha).any()):
+                    raise ValueError("log_alpha must be a vector of log-probabilities, one of them finite")
             state = cls(
                 symbol=str(raw["symbol"]),
                 model_version=str(raw["model_version"]),

@@ -76,7 +76,7 @@ class FeatureSpec:
 def _array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     try:
         arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # an integer beyond a float: OverflowError
         raise ModelArtifactError(f"{name}: not an array of numbers ({exc})") from None
     if arr.shape != shape:
         raise ModelArtifactError(f"{name}: shape {arr.shape}, expected {shape}")
@@ -91,7 +91,7 @@ def _stochastic(name: str, arr: np.ndarray) -> None:
             f"{name}: every entry must be > 0 (the trainer floors them so no regime is unreachable)"
         )
     sums = arr.sum(axis=-1)
-    if not np.allclose(sums, 1.0, atol=1e-9):
+    if not np.allclose(sums, 1.0, rtol=0.0, atol=1e-9):
         raise ModelArtifactError(f"{name}: rows must sum to 1, got {np.round(sums, 12).tolist()}")
 
 
@@ -188,7 +188,12 @@ class RegimeModel:
         set_(self, "covariances", covs)
         set_(self, "info", dict(self.info))
         set_(self, "_whiten", np.ascontiguousarray(whiten.transpose(1, 0, 2).reshape(d, k * d)))
-        set_(self, "_whitened_means", np.einsum("kd,kde->ke", means, whiten))
+        whitened_means = np.einsum("kd,kde->ke", means, whiten)
+        if not (np.all(np.isfinite(whitened_means)) and np.all(np.isfinite(log_norm))):
+            # finite parameters whose whitened form overflows would give a state no bar can
+            # have: its log-density -inf, a filter state that cannot be stored
+            raise ModelArtifactError("means and covariances give non-finite whitened means or densities")
+        set_(self, "_whitened_means", whitened_means)
         set_(self, "_log_norm", log_norm)
         set_(self, "_regime_matrix", regime_map_matrix(regimes))
         transforms = [f.transform for f in features]
@@ -344,7 +349,7 @@ class RegimeModel:
                 log_floor=float(params["log_floor"]),
                 info=info,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, ModelArtifactError):
                 raise
             raise ModelArtifactError(f"{params_name}: missing or malformed field ({exc!r})") from None
@@ -352,6 +357,12 @@ class RegimeModel:
             if stored != model.version:
                 raise ModelArtifactError(
                     f"{name} version {stored!r} does not match the parameters' content ({model.version})"
+                )
+        derived = model.manifest()
+        for key in ("n_states", "covariance_type", "feature_names", "state_regimes"):
+            if key in manifest and manifest[key] != derived[key]:
+                raise ModelArtifactError(
+                    f"{MANIFEST_FILE}: {key} {manifest[key]!r} does not match the parameters ({derived[key]!r})"
                 )
         return model
 

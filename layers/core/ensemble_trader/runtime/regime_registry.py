@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
+from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, MarketState
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
@@ -68,19 +69,31 @@ def pinned_version(store: ModelStore, symbol: str | None = None) -> str | None:
     return version
 
 
+def servable(model: RegimeModel, source: str) -> RegimeModel:
+    """``model``, if the feature engine computes every feature it reads (else every ready record
+    of the stage would be refused): checked at cold start, so a bad pin fails closed there."""
+    missing = [name for name in model.feature_names if name not in FEATURE_NAMES]
+    if missing:
+        raise ModelArtifactError(
+            f"{source} ({model.version}) reads features {missing} that the feature engine does not compute"
+        )
+    return model
+
+
 def load_version(store: ModelStore, version: str, pinned_by: str = POINTER) -> RegimeModel:
-    """The stored artifact of ``version``, checked against its manifest and its version."""
+    """The stored artifact of ``version``, checked against its manifest, its version and the
+    feature engine."""
     model = RegimeModel.from_files(lambda name: store.read(f"{PREFIX}/{version}/{name}"))
     if model.version != version:
         raise ModelArtifactError(f"{pinned_by} pins {version} but the stored artifact is {model.version}")
-    return model
+    return servable(model, pinned_by)
 
 
 def load_pinned(store: ModelStore, default_dir: Path) -> RegimeModel:
     """The globally pinned model of the registry, else the committed default."""
     version = pinned_version(store)
     if version is None:
-        return RegimeModel.load(default_dir)
+        return servable(RegimeModel.load(default_dir), "the committed default model")
     return load_version(store, version)
 
 
