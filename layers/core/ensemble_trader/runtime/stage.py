@@ -321,6 +321,10 @@ class _Group:
     failed_from: int | None = None  # index of the first unprocessed item after a failure
     handled: list[int] = field(default_factory=list)  # sorted times of the latest handled messages
 
+    def handled_bytes(self) -> bytes:
+        """The latest ``HANDLED_MEMORY`` handled times, encoded to be stored beside the state."""
+        return encode_handled(self.handled[-HANDLED_MEMORY:])
+
     def fail(self, index: int = 0) -> None:
         self.failed_from = index if self.failed_from is None else min(self.failed_from, index)
         if index == 0:
@@ -664,10 +668,7 @@ class KinesisStageRunner(Generic[S, In]):
                     self.metrics.add_metric(compute_metric, "Microseconds", elapsed / 1e3)
                 stats.applied += 1
                 last = seq
-                if not handled or seq > handled[-1]:  # the usual case, inline: this is per record
-                    handled.append(seq)
-                else:
-                    _remember(handled, seq)
+                _remember(handled, seq)
                 group.changed = True
                 group.outputs.extend((item.position, o) for o in outputs)
                 group.events.extend((item.position, e) for e in events)
@@ -695,7 +696,7 @@ class KinesisStageRunner(Generic[S, In]):
                 group.fail(0)
                 del to_write[symbol]
                 continue
-            handled[symbol] = encode_handled(group.handled[-HANDLED_MEMORY:])
+            handled[symbol] = group.handled_bytes()
         if self.snapshots is not None:
             for symbol, group in list(to_write.items()):
                 item = {
@@ -724,9 +725,8 @@ class KinesisStageRunner(Generic[S, In]):
         for symbol, group in groups.items():
             if group.warm and not group.changed and group.failed_from is None:
                 try:
-                    cache_items[step.key(symbol)] = encode_cached(
-                        group.version, step.dump(group.state), encode_handled(group.handled[-HANDLED_MEMORY:])
-                    )
+                    cache_items[step.key(symbol)] = encode_cached(group.version, step.dump(group.state),
+                                                                  group.handled_bytes())
                 except Exception:
                     log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
         if cache_items:
