@@ -36,7 +36,7 @@ def test_every_resource_exists_with_its_settings(local_stack):
 def test_published_events_reach_the_tap_queue(clean_stack):
     from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
 
-    bar = Bar(symbol="SPX", timestamp="2020-01-02T00:00:00Z", open=1, high=2, low=0.5, close=1.5)
+    bar = Bar(symbol="SPX", timestamp="2020-01-02T00:00:00Z", open=1, high=2, low=0.5, close=1.5, volume=10)
     EventBridgePublisher(settings=clean_stack.stack.settings).publish([bar])
     (event,) = clean_stack.stack.published_events()
     assert event["detail-type"] == "Bar" and event["source"] == constants.EVENT_SOURCE

@@ -235,6 +235,7 @@ def test_stale_bar_raises_and_leaves_state_untouched():
         (100.0, 101.0, 99.0, 100.0, math.nan),  # NaN volume
         (100.0, 1e200, 99.0, 100.0, 1.0),  # high out of range
         (100.0, 101.0, 99.0, 100.0, 1e151),  # volume out of range
+        (100.0, 101.0, 99.0, 100.0, 3e-160),  # a volume whose square is below the smallest normal float
         (1e-200, 1e-200, 1e-200, 1e-200, 1.0),  # below the smallest price: 100 / 1e-200 overflows
         ("100", 101.0, 99.0, 100.0, 1.0),  # not a number
     ],
@@ -259,12 +260,23 @@ def test_extreme_but_valid_prices_give_finite_features():
     FeatureEngine.from_bytes(engine.to_bytes())  # the state stays loadable
 
 
+def test_the_smallest_volumes_keep_their_z_score():
+    """Two volumes at the bound: the z-score of the second is exactly 1/sqrt(2), as at any scale."""
+    engine = FeatureEngine("TEST")
+    engine.update_raw(T0, 1.0, 1.0, 1.0, 1.0, 3e-150)
+    row = engine.update_raw(T0 + DAY_NS, 1.0, 1.0, 1.0, 1.0, 5e-150)
+    assert row[FEATURE_NAMES.index("volume_z_20")] == pytest.approx(1 / math.sqrt(2), rel=1e-12)
+
+
 @pytest.mark.parametrize("year", [1600, 2300])
 def test_a_time_outside_64_bit_nanoseconds_is_rejected_before_any_change(year):
     engine = FeatureEngine("TEST")
     engine.update_raw(T0, 100.0, 100.0, 100.0, 100.0, 1.0)
     before = engine.to_bytes()
-    bar = Bar(symbol="TEST", timestamp=datetime(year, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1)
+    # Bar refuses such a time itself; the engine checks again for a bar built without validation
+    bar = Bar.model_construct(
+        symbol="TEST", timestamp=datetime(year, 1, 2, tzinfo=UTC), open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0
+    )
     with pytest.raises(DataError, match="64-bit nanoseconds"):
         engine.update(bar)
     assert engine.to_bytes() == before
@@ -287,7 +299,7 @@ def test_engine_needs_a_valid_symbol(symbol):
 
 def test_bar_of_another_symbol_is_rejected():
     engine = FeatureEngine("AAA")
-    bar = Bar(symbol="BBB", timestamp=datetime(2024, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1)
+    bar = Bar(symbol="BBB", timestamp=datetime(2024, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1, volume=1)
     with pytest.raises(DataError, match="BBB"):
         engine.update(bar)
 
@@ -384,6 +396,7 @@ def test_version_mismatch_raises_state_error():
         (lambda d: d.__setitem__("symbol", ""), "symbol"),
         (lambda d: d.__setitem__("windows", {**d["windows"], "gk": [1, 2]}), "malformed"),
         (lambda d: d.__setitem__("bars_seen", 5), "inconsistent with bars_seen"),
+        (lambda d: d.__setitem__("peak", 10**400), "peak: an integer of 1329 bits is beyond a float"),
     ],
 )
 def test_malformed_dict_raises_state_error(mutate, message):

@@ -47,3 +47,12 @@ def test_compute_writes_exact_csv_checks_parity_and_plots(tmp_path, capsys):
 def test_compute_reports_a_missing_source(tmp_path, capsys):
     assert main(["features", "compute", str(tmp_path / "nope.csv"), "--out", str(tmp_path)]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_compute_refuses_two_symbols_that_would_share_a_file(tmp_path, capsys):
+    bars = tmp_path / "two.csv"
+    bars.write_text("timestamp,symbol,open,high,low,close,volume\n"
+                    "2024-01-02T00:00:00Z,^GSPC,1,1,1,1,1\n2024-01-02T00:00:00Z,GSPC,1,1,1,1,1\n")
+    assert main(["features", "compute", str(bars), "--out", str(tmp_path / "out")]) == 1
+    assert "^GSPC and GSPC would both be written to GSPC_features.csv" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -131,6 +131,29 @@ def test_a_time_finer_than_a_microsecond_is_refused_not_truncated(tmp_path: Path
         read_bars_csv(_write(tmp_path, _bad_row("2024-01-02T00:00:00.000000500Z,10,11,9,10,1")))
 
 
+@pytest.mark.parametrize("stamp", ["0224-01-02T00:00:00Z", "2300-01-02T00:00:00Z"])
+def test_a_time_beyond_64_bit_nanoseconds_is_refused_not_wrapped(tmp_path: Path, stamp: str) -> None:
+    """numpy's conversion to nanoseconds wraps such a year round to another date without a word."""
+    path = _write(tmp_path, "timestamp,open,high,low,close,volume\n" + stamp + ",10,11,9,10,1\n"
+                  "2262-01-02T00:00:00Z,10,11,9,10,1\n")
+    with pytest.raises(DataError, match="line 2: column timestamp=.*outside the times kept"):
+        read_bars_csv(path)
+    with pytest.raises(DataError, match="line 2: column timestamp=.*outside the times kept"):
+        list(iter_bars_csv(path))
+
+
+def test_window_bounds_beyond_64_bit_nanoseconds_are_refused() -> None:
+    series = load_arch("sp500")
+    with pytest.raises(DataError, match="'2999-12-31' lies outside the times kept"):
+        series.between("2010-01-01", "2999-12-31")
+    assert len(series.between("2010-01-01", "2011-01-01")) == 252
+
+
+def test_a_synth_spec_takes_ascii_digits_only() -> None:
+    with pytest.raises(DataError, match="integer seed and bars"):
+        load_bars("synth:hard:\u00b2")
+
+
 def test_non_increasing_time_names_the_previous_line(tmp_path: Path) -> None:
     path = _write(tmp_path, _bad_row("2024-01-01T00:00:00Z,10,11,9,10,1"))
     with pytest.raises(DataError, match=r"line 3: column timestamp=.*previous ABC bar \(line 2\)"):

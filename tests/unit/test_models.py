@@ -94,6 +94,25 @@ def test_a_bar_time_finer_than_a_microsecond_is_refused_not_truncated():
         Bar.parse(bar(timestamp="2024-01-02T00:00:00.123456789Z"))
     assert Bar.parse(bar(timestamp="2024-01-02T00:00:00.123456000Z")).timestamp.microsecond == 123456
     assert Bar.parse(bar(timestamp="2024-01-02T00:00:00.5+00:00")).timestamp.microsecond == 500000
+    # every separator the parsers accept is checked, not only an upper-case T
+    for text in ("2024-01-02 00:00:00.1234567Z", "2024-01-02t00:00:00.1234567Z", "20240102T000000.1234567Z"):
+        with pytest.raises(InvalidMessageError, match="sub-microsecond"):
+            Bar.parse(bar(timestamp=text))
+
+
+@pytest.mark.parametrize("text", ["1600-01-02T00:00:00Z", "2300-01-02T00:00:00Z", "0224-01-02T00:00:00Z"])
+def test_a_bar_time_beyond_64_bit_nanoseconds_is_refused(text):
+    """Bar times become int64 nanoseconds downstream; numpy would wrap year 0224 round to 1977."""
+    with pytest.raises(InvalidMessageError, match="outside the times kept"):
+        Bar.parse(bar(timestamp=text))
+    assert Bar.parse(bar(timestamp="2262-04-10T23:59:59Z")).timestamp.year == 2262
+
+
+def test_a_bar_without_a_volume_is_refused():
+    data = bar()
+    del data["volume"]
+    with pytest.raises(InvalidMessageError, match="volume"):
+        Bar.parse(data)
 
 
 def test_unknown_field_and_bad_json_are_rejected():

@@ -191,7 +191,7 @@ T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 def vector(t: int, values: np.ndarray, warmup: int = 0, symbol: str = "SYN") -> FeatureVector:
-    bar = Bar(symbol=symbol, timestamp=T0 + timedelta(days=t), open=100, high=101, low=99, close=100.5)
+    bar = Bar(symbol=symbol, timestamp=T0 + timedelta(days=t), open=100, high=101, low=99, close=100.5, volume=1000)
     return FeatureVector(
         bar=bar, values={f"f{i}": float(v) for i, v in enumerate(values)}, warmup_remaining=warmup
     )

@@ -120,6 +120,28 @@ def test_regimes_carry_their_character() -> None:
     assert vol["VOLATILE"].mean() > vol["BEAR"].mean() > vol["SIDEWAYS"].mean()
 
 
+@pytest.mark.parametrize("scenario", ["easy", "realistic"])
+def test_labels_sit_on_the_bars_their_regime_moved(scenario: str) -> None:
+    """At each switch, the return into the new regime's first bar has that regime's volatility
+    (its variance starts at the regime's own on entry) and the return into the old regime's last
+    bar the old one's; labels shifted one bar either way put each on the wrong side."""
+    d = generate(scenario, 100_000, 11, freq="1h")
+    r = np.diff(np.log(d.series.close))
+    c = d.regime_codes
+    vol = np.array([p.vol for p in SCENARIOS[scenario].regimes])
+    t = np.flatnonzero(c[1:] != c[:-1]) + 1  # first bar of each new regime
+    t = t[t >= 2]
+    first_new, last_old = r[t - 1], r[t - 2]  # returns into bar t and into bar t - 1
+
+    def mean_z2(returns: np.ndarray, labels: np.ndarray) -> float:
+        return float(np.mean((returns / vol[labels]) ** 2))
+
+    assert 0.85 < mean_z2(first_new, c[t]) < 1.2
+    assert 0.85 < mean_z2(last_old, c[t - 1]) < 1.2
+    assert mean_z2(first_new, c[t - 1]) > 2.5  # labels one bar late
+    assert mean_z2(last_old, c[t]) > 2.5  # labels one bar early
+
+
 def test_sideways_mean_reverts_so_a_contrarian_profits() -> None:
     d = generate("mean_reverting", 50_000, 8, freq="1h")
     log_ret = np.diff(np.log(d.series.close))
@@ -158,6 +180,7 @@ def test_100k_bars_are_fast_enough_to_generate() -> None:
         ({"symbol": "bad sym"}, "symbol='bad sym'"),
         ({"freq": "1 week"}, "freq='1 week'"),
         ({"start": "yesterday"}, "start='yesterday'"),
+        ({"start": "1600-01-01"}, "outside the times kept"),
         ({"n_bars": 200_000, "freq": "1D"}, "2262"),
     ],
 )

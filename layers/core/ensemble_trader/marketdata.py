@@ -29,7 +29,7 @@ import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar, finer_than_microseconds
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar, finer_than_microseconds, outside_time_range
 from ensemble_trader.domain.synthetic import REGIME_NAMES, SyntheticData, generate, regime_codes
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -98,6 +98,9 @@ def _parse_timestamp(text: str, source: str, line: int) -> datetime:
         raise _bad(source, line, "timestamp", text, "has no timezone (write a trailing Z or +00:00 for UTC)")
     if finer_than_microseconds(text):
         raise _bad(source, line, "timestamp", text, "has sub-microsecond digits (times are kept to the microsecond)")
+    problem = outside_time_range(when)
+    if problem:
+        raise _bad(source, line, "timestamp", text, problem)
     return when.astimezone(UTC)
 
 
@@ -509,7 +512,7 @@ def load_bars(spec: str) -> list[BarSeries]:
         return [load_shared(rest or "btcusd_1h")]
     if sep and kind == "synth":
         parts = rest.split(":")
-        if not 1 <= len(parts) <= 4 or not all(p.isdigit() for p in parts[1:3]):
+        if not 1 <= len(parts) <= 4 or not all(re.fullmatch("[0-9]+", p) for p in parts[1:3]):
             raise DataError(
                 f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] with integer seed and bars"
             )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ensemble_trader.backtest.metrics import performance, periods_per_year
-from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.bars import BarSeries, parse_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureMatrix, compute_features
 from ensemble_trader.domain.models import REGIMES
@@ -204,9 +204,9 @@ def prepare(
     mask = fm.ready.copy()
     ts = np.asarray(series.timestamp)
     if start is not None:
-        mask &= ts >= np.datetime64(start, "ns")
+        mask &= ts >= parse_datetime64(start)
     if end is not None:
-        mask &= ts < np.datetime64(end, "ns")
+        mask &= ts < parse_datetime64(end)
     if regimes is not None and len(regimes) != len(series):
         raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
     if np.count_nonzero(mask) < 2:

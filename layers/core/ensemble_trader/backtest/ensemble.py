@@ -41,7 +41,7 @@ from ensemble_trader.backtest.engine import (
     summarise,
 )
 from ensemble_trader.backtest.metrics import periods_per_year, sharpe_margin_se
-from ensemble_trader.domain.bars import BarSeries, to_datetime64
+from ensemble_trader.domain.bars import BarSeries, parse_datetime64, to_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.meta_agent import (
@@ -214,7 +214,7 @@ def until(run: EnsembleRun, end: str | None) -> EnsembleRun:
     if end is None:
         return run
     p = run.pipeline
-    n = int(np.searchsorted(p.timestamp, np.datetime64(end, "ns")))
+    n = int(np.searchsorted(p.timestamp, parse_datetime64(end)))
     if n < 2:
         raise DataError(f"{p.symbol}: fewer than two bars before {end}")
     pipeline = replace(
@@ -235,7 +235,7 @@ def first_index(pipeline: PipelineRun, start: str | None) -> int:
     """First bar evaluated: the first warm bar at or after ``start`` (an ISO date)."""
     mask = pipeline.ready.copy()
     if start is not None:
-        mask &= pipeline.timestamp >= np.datetime64(start, "ns")
+        mask &= pipeline.timestamp >= parse_datetime64(start)
     idx = np.flatnonzero(mask)
     if idx.size < 2:
         raise DataError(f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}: "

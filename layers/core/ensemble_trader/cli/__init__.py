@@ -41,16 +41,13 @@ def at_least(minimum: float, kind: type[int] | type[float] = int) -> Callable[[s
 def iso_time(text: str) -> str:
     """An argparse ``type``: an ISO-8601 date or time that numpy reads (the backtest and evaluation
     windows compare ``np.datetime64`` bar times with it); returned unchanged."""
-    import warnings
-
-    import numpy as np
+    from ensemble_trader.domain.bars import parse_datetime64
+    from ensemble_trader.domain.errors import DataError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy warns about a trailing Z but reads it as UTC
-            np.datetime64(text, "ns")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
+        parse_datetime64(text)
+    except DataError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

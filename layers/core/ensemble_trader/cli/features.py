@@ -35,13 +35,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _compute(args: argparse.Namespace) -> int:
+    from ensemble_trader.domain.errors import DataError
     from ensemble_trader.domain.features import compute_features
     from ensemble_trader.marketdata import load_bars
 
     status = 0
-    for series in load_bars(args.spec):
-        matrix = compute_features(series)
+    all_series = load_bars(args.spec)
+    stems: dict[str, str] = {}
+    for series in all_series:
         stem = series.symbol.replace("/", "_").replace("^", "")
+        if stem in stems:
+            raise DataError(
+                f"{stems[stem]} and {series.symbol} would both be written to {stem}_features.csv: "
+                "compute them from separate files"
+            )
+        stems[stem] = series.symbol
+    for series, stem in zip(all_series, stems, strict=True):
+        matrix = compute_features(series)
         path = args.out / f"{stem}_features.csv"
         write_features_csv(path, matrix)
         ready = int(matrix.ready.sum())

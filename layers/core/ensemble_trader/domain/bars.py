@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import Bar
+from ensemble_trader.domain.models import EARLIEST_TIME, LATEST_TIME, Bar, outside_time_range
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -27,7 +27,37 @@ def to_datetime(ts: np.datetime64) -> datetime:
 def to_datetime64(when: datetime) -> np.datetime64:
     if when.tzinfo is None:
         raise DataError(f"timestamp {when!r} has no timezone")
+    problem = outside_time_range(when)
+    if problem:
+        raise DataError(f"timestamp {problem}")
     return np.datetime64(when.astimezone(UTC).replace(tzinfo=None), "ns")
+
+
+_EARLIEST_US = np.datetime64(EARLIEST_TIME.replace(tzinfo=None), "us")
+_LATEST_US = np.datetime64(LATEST_TIME.replace(tzinfo=None), "us")
+
+
+def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
+    """An ISO-8601 date or time (UTC; numpy's reading, a trailing Z allowed), or a datetime64, as
+    datetime64[ns].
+
+    numpy converts to nanoseconds without a range check (year 0224 becomes a day of 1977), so the
+    text is read at microsecond precision, checked against the bar-time range and only then
+    converted. Raises :class:`DataError` naming the text."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about a trailing Z but reads it as UTC
+            when = np.datetime64(text, "us")
+    except (ValueError, OverflowError):
+        raise DataError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
+    if np.isnat(when) or not _EARLIEST_US <= when < _LATEST_US:
+        raise DataError(
+            f"{text!r} lies outside the times kept "
+            f"({EARLIEST_TIME.date().isoformat()} … {LATEST_TIME.date().isoformat()})"
+        )
+    return when.astype("datetime64[ns]")
 
 
 @dataclass(frozen=True)
@@ -108,9 +138,9 @@ class BarSeries:
         """Rows with start <= timestamp < end (ISO dates or datetimes, UTC)."""
         mask = np.ones(len(self), dtype=bool)
         if start is not None:
-            mask &= self.timestamp >= np.datetime64(start, "ns")
+            mask &= self.timestamp >= parse_datetime64(start)
         if end is not None:
-            mask &= self.timestamp < np.datetime64(end, "ns")
+            mask &= self.timestamp < parse_datetime64(end)
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return self[0:0]

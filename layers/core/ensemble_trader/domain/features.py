@@ -67,7 +67,7 @@ exactly from its ring buffer around a new anchor, the newest value. So the error
 about ``2e-12`` relative, a flat window has exactly zero spread, and the amortised cost stays
 O(1): recomputation is rare (15 times in all over the 5,031 S&P 500 daily bars).
 
-Valid input: ``1e-150 <= low <= open, close <= high < 1e150`` and ``0 <= volume < 1e150`` (the
+Valid input: ``1e-150 <= low <= open, close <= high < 1e150`` and a volume of 0 or in ``[1e-150, 1e150)`` (the
 bounds keep squared window terms and every price ratio finite and non-zero), at a time inside
 signed 64-bit nanoseconds; anything else raises :class:`DataError` before any state changes.
 """
@@ -140,7 +140,10 @@ MAX_VALUE = 1e150
 MIN_PRICE = 1e-150
 """Prices must be at least this: with :data:`MAX_VALUE`, every price ratio (high/low, close/open,
 close/previous close) and its logarithm stay finite and non-zero."""
-_BAR_RULE = "need 1e-150 <= low <= open, close <= high < 1e150 and 0 <= volume < 1e150"
+MIN_VOLUME = 1e-150
+"""A volume is 0 or at least this: smaller ones square to below the smallest normal float, and the
+volume window's variance would lose its digits (a z-score of 0 for two different volumes)."""
+_BAR_RULE = "need 1e-150 <= low <= open, close <= high < 1e150 and volume 0 or 1e-150 <= volume < 1e150"
 MIN_TIMESTAMP_NS = -(2**63)
 MAX_TIMESTAMP_NS = 2**63 - 1
 """Bar times are kept as signed 64-bit nanoseconds (1677-09-21 … 2262-04-11)."""
@@ -260,7 +263,10 @@ class _Window:
 def _finite(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise StateError(f"{where}={value!r}: expected a number")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond a float (its repr may be too long to print)
+        raise StateError(f"{where}: an integer of {value.bit_length()} bits is beyond a float") from None
     if not math.isfinite(out):
         raise StateError(f"{where}={value!r}: expected a finite number")
     return out
@@ -373,7 +379,7 @@ class FeatureEngine:
         if last is not None and ts <= last:
             raise StaleBarError(self.symbol, ts, last)
         try:
-            valid = MIN_PRICE <= l <= o <= h < MAX_VALUE and l <= c <= h and 0.0 <= v < MAX_VALUE
+            valid = MIN_PRICE <= l <= o <= h < MAX_VALUE and l <= c <= h and (v == 0.0 or MIN_VOLUME <= v < MAX_VALUE)
         except TypeError:
             valid = False
         if not valid:
@@ -734,7 +740,7 @@ def _check_bars(
 ) -> None:
     with np.errstate(invalid="ignore"):
         ok = (MIN_PRICE <= lo) & (lo <= o) & (o <= h) & (h < MAX_VALUE) & (lo <= c) & (c <= h)
-        ok &= (v >= 0.0) & (v < MAX_VALUE)
+        ok &= (v == 0.0) | ((v >= MIN_VOLUME) & (v < MAX_VALUE))
     if not ok.all():
         i = int(np.argmin(ok))
         raise DataError(

@@ -109,8 +109,25 @@ def parse(model: type[M], data: Mapping[str, Any] | str | bytes) -> M:
 # --------------------------------------------------------------------------------------------
 
 
-_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}[.,](\d+)")
-"""The fractional seconds of an ISO-8601 time."""
+_FRACTION = re.compile(r"[Tt ]\d{2}:?\d{2}:?\d{2}[.,](\d+)")
+"""The fractional seconds of an ISO-8601 time (``T``, ``t`` or a space before the time, basic or
+extended form: every separator the parsers accept)."""
+
+EARLIEST_TIME = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
+"""Bar times are kept as int64 nanoseconds since the epoch (numpy's ``datetime64[ns]``), which
+hold 1677-09-21 … 2262-04-11; a time outside [EARLIEST_TIME, LATEST_TIME) is refused, not wrapped
+around to some other date."""
+
+
+def outside_time_range(when: datetime) -> str | None:
+    """Why the aware datetime ``when`` cannot be a bar time, or None when it can."""
+    if EARLIEST_TIME <= when < LATEST_TIME:
+        return None
+    return (
+        f"{when.isoformat()} lies outside the times kept "
+        f"({EARLIEST_TIME.date().isoformat()} … {LATEST_TIME.date().isoformat()})"
+    )
 
 
 def finer_than_microseconds(text: str) -> bool:
@@ -129,7 +146,7 @@ class Bar(Message):
     high: Price
     low: Price
     close: Price
-    volume: NonNegative = 0.0
+    volume: NonNegative  # required: a feed that leaves it out would flatten volume_z_20 to 0
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -139,6 +156,14 @@ class Bar(Message):
         skipped as a redelivery)."""
         if isinstance(value, str) and finer_than_microseconds(value):
             raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _within_range(cls, value: datetime) -> datetime:
+        problem = outside_time_range(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -40,7 +40,7 @@ import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN
+from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, outside_time_range
 
 REGIME_NAMES: tuple[str, ...] = tuple(r.value for r in REGIMES)
 """``("BULL", "BEAR", "SIDEWAYS", "VOLATILE")``: the order of every per-regime tuple here."""
@@ -290,6 +290,9 @@ def _parse_start(start: str) -> np.datetime64:
         when = datetime.fromisoformat(start)
     except ValueError:
         raise DataError(f"start={start!r}: not an ISO-8601 date or datetime") from None
+    problem = outside_time_range(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+    if problem:
+        raise DataError(f"start={start!r}: {problem}")
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
     return np.datetime64(when, "ns")
