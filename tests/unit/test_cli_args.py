@@ -17,6 +17,7 @@ from ensemble_trader.cli import main
         (["local", "up", "--shards", "0"], "argument --shards: '0' must be an integer >= 1"),
         (["backtest", "--bars", "arch:sp500", "--end", "notadate"], "argument --end: 'notadate' is not an ISO-8601"),
         (["evaluate", "agents", "--bars", "arch:sp500", "--start", "2015-13-01"], "argument --start: '2015-13-01'"),
+        (["backtest", "--bars", "arch:sp500", "--start", "0224-01-01"], "argument --start: '0224-01-01' lies outside"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "4,x"], "argument --states: '4,x'"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "1"], "state counts >= 2"),
         (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 1"),
@@ -62,3 +63,13 @@ def test_os_errors_are_one_line_errors(error, capsys, monkeypatch):
     assert main(["local", "status"]) == 1
     err = capsys.readouterr().err
     assert err == f"ensemble-trader: error: {error}\n" and "Traceback" not in err
+
+
+def test_regime_shading_spans_each_period_from_its_bar_to_the_next():
+    """Period k runs from bar k to bar k + 1: a run of periods is shaded from its first bar to the
+    bar after its last period (it was drawn one period short, a one-period run with no width)."""
+    from ensemble_trader.cli.evaluate import regime_spans
+
+    bars = [0, 1, 2, 3, 4, 5]
+    labels = ["BULL", "BULL", "BEAR", "SIDEWAYS", "SIDEWAYS"]
+    assert regime_spans(bars, labels) == [(0, 2, "BULL"), (2, 3, "BEAR"), (3, 5, "SIDEWAYS")]

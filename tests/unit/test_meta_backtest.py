@@ -186,6 +186,24 @@ def test_compare_policies_runs_every_configuration(pipeline) -> None:
     assert all(math.isfinite(v["ensemble"]["sharpe"]) for v in table.values())
 
 
+def test_a_short_window_is_annualised_at_the_series_frequency(pipeline) -> None:
+    """Three daily bars over a weekend once gave 126 bars a year (their median step alone)."""
+    run = run_meta(pipeline, MetaAgentConfig.create())
+    result = evaluate(run, start=str(pipeline.timestamp[-3])[:10])
+    assert result["run"]["periods"] == 2
+    assert result["run"]["periods_per_year"] == periods_per_year(pipeline.timestamp)
+
+
+def test_compare_prints_the_policies_table(capsys) -> None:
+    from ensemble_trader.cli import main
+
+    assert main(["backtest", "--bars", "synth:easy:1:300", "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "policies on the same run" in out
+    for policy in ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge"):
+        assert f"  {policy}/regime/blend/full" in out
+
+
 def test_report_is_self_contained_html_with_plots(pipeline, tmp_path) -> None:
     run = run_meta(pipeline, MetaAgentConfig.create(policy="ducb", mode="select"))
     result = evaluate(run)
@@ -195,6 +213,9 @@ def test_report_is_self_contained_html_with_plots(pipeline, tmp_path) -> None:
     for text in ("Performance", "Sharpe by regime", "regret", "switches", "buy_and_hold"):
         assert text in page
     assert json.loads((tmp_path / "out" / "report.json").read_text())["run"]["policy"] == "ducb"
+    assert "Policies on the same run" not in page
+    result["policies"] = compare_policies(pipeline, [MetaAgentConfig.create(policy="exp3")])
+    assert "<th>exp3/regime/blend/full</th>" in write_report(run, result, tmp_path / "cmp").read_text()
 
 
 def test_end_equals_running_on_the_shorter_series(pipeline) -> None:
@@ -232,6 +253,10 @@ def test_vol_overlay_scales_are_recorded_and_sliced(pipeline) -> None:
         (["--meta-config", "{bad"], "argument --meta-config: not valid JSON"),
         (["--meta-config", "[1]"], "argument --meta-config: expected a JSON object"),
         (["--vol-target", "vix"], "argument --vol-target: invalid choice: 'vix'"),
+        # set by the backtest's own flags: given twice they crashed MetaAgentConfig.create
+        (["--meta-config", '{"cost_bps": 10}'], "cost_bps is set by --cost-bps and --slippage-bps, not here"),
+        (["--meta-config", '{"random_state": 3, "strategy_id": "x"}'],
+         "random_state is set by --seed, not here; strategy_id is set by the ET_STRATEGY_ID setting"),
     ],
 )
 def test_backtest_cli_refuses_bad_meta_options(argv, message, capsys) -> None:

@@ -346,7 +346,7 @@ def slice_reports(data: PreparedSeries, paths: np.ndarray, names: Sequence[str],
         if hi - first - 1 < MIN_SLICE_PERIODS:
             continue
         part = PreparedSeries(data.symbol, data.timestamp[first:hi], data.close[first:hi], data.features[first:hi],
-                              None if data.regimes is None else data.regimes[first:hi])
+                              None if data.regimes is None else data.regimes[first:hi], data.periods_per_year)
         before = None if first == 0 else {
             "buy_and_hold": 1.0, **{name: float(paths[first - 1, i]) for i, name in enumerate(names)}}
         report = evaluate_agents(part, {name: paths[first:hi, i] for i, name in enumerate(names)}, costs, before)

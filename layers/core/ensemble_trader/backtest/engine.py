@@ -175,10 +175,13 @@ class PreparedSeries:
     close: np.ndarray  # (n,)
     features: np.ndarray  # (n, F)
     regimes: np.ndarray | None  # (n,) labels, or None
+    bars_per_year: float | None = None  # of the whole series; None: inferred from these bars
 
     @property
     def periods_per_year(self) -> float:
-        return periods_per_year(self.timestamp)
+        """Bars per year of the series: measured on the whole series the window was cut from
+        where known, so a short window (a few days over a weekend) is not annualised at 84."""
+        return self.bars_per_year if self.bars_per_year is not None else periods_per_year(self.timestamp)
 
 
 def bars_span(timestamp: np.ndarray) -> str:
@@ -217,6 +220,7 @@ def prepare(
         close=np.asarray(series.close, dtype=np.float64)[mask],
         features=fm.values[mask],
         regimes=None if regimes is None else np.asarray(regimes).astype(str)[mask],
+        bars_per_year=periods_per_year(ts),
     )
 
 

@@ -287,10 +287,11 @@ def goal_factor(best_sharpe: float) -> float:
 
 
 def _window(run: EnsembleRun, start: str | None, end: str | None) -> tuple[EnsembleRun, int, np.ndarray, float]:
-    """The run cut at ``end``, the first evaluated bar, the asset's returns from it and the bars per year."""
+    """The run cut at ``end``, the first evaluated bar, the asset's returns from it and the bars per
+    year (of every bar up to ``end``, warm-up included: a window of a few days is still daily bars)."""
     run = until(run, end)
     i0 = first_index(run.pipeline, start)
-    return run, i0, asset_returns(run.pipeline.close[i0:]), periods_per_year(run.pipeline.timestamp[i0:])
+    return run, i0, asset_returns(run.pipeline.close[i0:]), periods_per_year(run.pipeline.timestamp)
 
 
 def ensemble_net_returns(

@@ -166,7 +166,8 @@ def plot_drawdowns_and_regret(run: EnsembleRun, costs: CostModel, i0: int, best:
     ax1.set_title("Drawdowns, and cumulative regret against the best agent in hindsight")
     ax1.legend(loc="lower left", fontsize=8)
     regret = run.regret_curve(i0)
-    ax2.plot(times, regret, color="#d62728", lw=1.2, label="regret (risk-adjusted units)")
+    units = "net return" if run.config.risk_adjustment == "none" else "risk-adjusted units"
+    ax2.plot(times, regret, color="#d62728", lw=1.2, label=f"regret ({units})")
     ax2.axhline(0, color="#999999", lw=0.6)
     ax2.set_ylabel("regret")
     ax2.legend(loc="upper left", fontsize=8)
@@ -236,6 +237,23 @@ def _target_table(result: dict[str, Any]) -> str:
     )
 
 
+def _policies_table(result: dict[str, Any]) -> str:
+    """``--compare``: each policy's ensemble on the same pipeline run (empty without it)."""
+    policies = result.get("policies")
+    if not policies:
+        return ""
+    rows = "".join(
+        f"<tr><th>{html.escape(label)}</th><td>{e['ensemble']['sharpe']:.2f}</td>"
+        f"<td>{e['ensemble']['max_drawdown']:.1%}</td><td>{e['ensemble']['total_return']:.1%}</td>"
+        f"<td>{e['regret']:.2f}</td><td>{e['target']['ensemble_sharpe'] - e['target']['sharpe_goal']:+.2f}</td></tr>"
+        for label, e in policies.items()
+    )
+    return (
+        "<h2>Policies on the same run</h2><table><tr><th>policy/context/mode/feedback</th><th>Sharpe</th>"
+        f"<th>max DD</th><th>return</th><th>regret</th><th>margin over the goal</th></tr>{rows}</table>"
+    )
+
+
 def _switches_table(run: EnsembleRun, i0: int, limit: int = 25) -> str:
     rows = switches_from(run, i0)
     body = "".join(
@@ -296,6 +314,7 @@ past bars only; nothing was tuned on this window.</p>
 <h2>Drawdowns and regret</h2>
 <div class="row"><img src="data:image/png;base64,{drawdowns}" alt="drawdowns and regret">
 <div>{_regret_table(result)}</div></div>
+{_policies_table(result)}
 <h2>Latest decisions</h2>{_explanations(run)}
 <h2>Configuration</h2><pre>{config}</pre>
 </body></html>"""

@@ -44,9 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="volatility overlay on the blended position: market vol (default), the ensemble's, or off")
     p.add_argument("--shrinkage", type=_unit_interval, default=None,
                    help="shrink blending weights toward equal weights (0 = none, default; 1 = equal weights)")
-    p.add_argument("--meta-config", type=_json_object, default=None,
+    p.add_argument("--meta-config", type=_meta_options, default=None,
                    help="JSON object of further MetaAgentConfig options (as ET_META_CONFIG), e.g. "
-                        "'{\"regime_prior_rounds\": 300}'; the flags above win")
+                        "'{\"regime_prior_rounds\": 300}'; the flags above win (costs, seed and strategy "
+                        "come from --cost-bps/--slippage-bps, --seed and ET_STRATEGY_ID)")
     p.add_argument("--start", type=iso_time, default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
     p.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this ISO date only")
@@ -78,6 +79,30 @@ def _json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object of MetaAgentConfig options, got {text!r}")
     return value
+
+
+_SET_ELSEWHERE = {"cost_bps": "--cost-bps and --slippage-bps", "random_state": "--seed",
+                  "strategy_id": "the ET_STRATEGY_ID setting"}
+
+
+def _meta_options(text: str) -> dict:
+    """``--meta-config``: a JSON object, without the options the backtest sets itself."""
+    value = _json_object(text)
+    clash = sorted(set(value) & set(_SET_ELSEWHERE))
+    if clash:
+        raise argparse.ArgumentTypeError(
+            "; ".join(f"{key} is set by {_SET_ELSEWHERE[key]}, not here" for key in clash)
+        )
+    return value
+
+
+def _print_policies(policies: dict) -> None:
+    """The ``--compare`` table: each policy's ensemble on the same run."""
+    print(f"policies on the same run{'':2}{'sharpe':>8}{'max_dd':>8}{'return':>9}{'regret':>9}{'margin':>8}")
+    for label, entry in policies.items():
+        m, t = entry["ensemble"], entry["target"]
+        print(f"  {label:24}{m['sharpe']:8.2f}{m['max_drawdown']:8.1%}{m['total_return']:9.1%}"
+              f"{entry['regret']:9.2f}{t['ensemble_sharpe'] - t['sharpe_goal']:+8.2f}")
 
 
 def _print_table(result: dict) -> None:
@@ -150,6 +175,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"report: {path}", file=sys.stderr)
         if not args.json:
             _print_table(result)
+            if args.compare:
+                _print_policies(result["policies"])
     if args.json:
         shaped = {symbol: as_json(result) for symbol, result in results.items()}
         single = next(iter(shaped.values())) if len(shaped) == 1 else shaped

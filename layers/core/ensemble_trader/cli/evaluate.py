@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     agents.add_argument("--bars", required=True,
                         help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>]]")
     agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics")
-    agents.add_argument("--start", type=iso_time, default=None, help="first bar to evaluate (ISO date), e.g. the test window start")
+    agents.add_argument("--start", type=iso_time, default=None, help="first bar to evaluate (ISO date), e.g. the test window start; every agent starts it "
+                             "flat (`ensemble-trader backtest` carries their warm-up positions in instead)")
     agents.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this date")
     agents.add_argument("--cost-bps", type=float, default=1.0, help="commission, basis points of traded notional")
     agents.add_argument("--slippage-bps", type=float, default=2.0, help="slippage, basis points of traded notional")
@@ -133,6 +134,18 @@ def format_report(report: dict[str, Any], markdown: bool = False) -> str:
     return "\n".join(out).lstrip("\n")
 
 
+def regime_spans(bars: Any, labels: Any) -> list[tuple[Any, Any, str]]:
+    """(first bar time, last bar time, regime) of each run of periods in one regime; period k runs
+    from bar k to bar k + 1 (``labels`` has one entry fewer than ``bars``)."""
+    spans = []
+    start = 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:  # periods start..i-1 span bars start..i
+            spans.append((bars[start], bars[i], str(labels[start])))
+            start = i
+    return spans
+
+
 def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, path: Path) -> None:
     """Equity curves of the agents and buy-and-hold, with the regimes shaded when known."""
     import matplotlib
@@ -148,12 +161,8 @@ def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, p
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
     colours = {"BULL": "#d8f0d8", "BEAR": "#f6d5d5", "SIDEWAYS": "#eeeeee", "VOLATILE": "#f7e6c4"}
     if prepared.regimes is not None:
-        labels = period_regimes(prepared.regimes)  # the period ending at ts[k], as in the tables
-        start = 0
-        for i in range(1, len(labels) + 1):
-            if i == len(labels) or labels[i] != labels[start]:
-                ax.axvspan(ts[start], ts[i - 1], color=colours.get(labels[start], "white"), lw=0)
-                start = i
+        for first, last, label in regime_spans(prepared.timestamp, period_regimes(prepared.regimes)):
+            ax.axvspan(first, last, color=colours.get(label, "white"), lw=0)
     for i, name in enumerate(names):
         p = paths[:-1, i]
         ax.plot(ts, np.cumprod(1 + strategy_returns(p, r, costs)), label=name, lw=1.2)
