@@ -129,6 +129,41 @@ def test_no_look_ahead_future_prices_do_not_change_past_steps(series):
         np.testing.assert_array_equal(a, b)
 
 
+def test_each_observation_holds_the_features_of_its_own_bar(series):
+    """After every step the observation is the features of the bar the episode has reached (and
+    the position just taken), never a later bar's."""
+    env = TradingEnv([series], RecordingReward())
+    start = 20
+    obs, _ = env.reset(options={"series": 0, "start": start, "length": 12})
+    np.testing.assert_array_equal(obs[:-1], series.features[start].astype(np.float32))
+    for k, a in enumerate(np.linspace(-1, 1, 12), start=1):
+        obs, _, terminated, truncated, _ = env.step(np.array([a]))
+        np.testing.assert_array_equal(obs[:-1], series.features[start + k].astype(np.float32))
+        assert obs[-1] == np.float32(env.position)
+        if terminated or truncated:
+            break
+
+
+def test_observations_are_causal_when_the_features_are_rebuilt_from_shocked_bars():
+    """Features recomputed from bars changed after bar t leave every observation up to t as it was."""
+    data = generate("realistic", 400, seed=3).series
+    scale = np.where(np.arange(len(data)) >= 300, 1.5, 1.0)  # every price from bar 300 on
+    shocked = dataclasses.replace(data, open=data.open * scale, high=data.high * scale, low=data.low * scale,
+                                  close=data.close * scale)
+    a, b = prepare(data), prepare(shocked)
+    cut = int(np.searchsorted(a.timestamp, data.timestamp[300]))
+    observed = []
+    for s in (a, b):
+        env = TradingEnv([s], RecordingReward())
+        obs, _ = env.reset(options={"series": 0, "start": cut - 10, "length": 15})
+        seen = [obs]
+        for _ in range(14):
+            seen.append(env.step(np.array([0.5]))[0])
+        observed.append(np.array(seen))
+    np.testing.assert_array_equal(observed[0][:10], observed[1][:10])  # bars before the change
+    assert not np.array_equal(observed[0][10:], observed[1][10:])  # from the changed bar on
+
+
 def test_env_matches_the_backtester(series):
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, size=30)

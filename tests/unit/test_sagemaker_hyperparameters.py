@@ -57,3 +57,31 @@ def test_a_training_entry_point_answers_help_and_refuses_arguments_without_start
         main(["--out", "somewhere"])
     assert info.value.code == 2 and "unrecognized arguments: --out somewhere" in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
+
+
+def test_the_agents_job_without_a_train_channel_or_bars_fails_instead_of_training_on_built_in_data(
+        tmp_path, monkeypatch, capsys):
+    from training.agents.train import sagemaker_main
+
+    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
+    monkeypatch.delenv("SM_CHANNEL_VALIDATION", raising=False)
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    monkeypatch.setenv("SM_HPS", json.dumps({"quick": "true"}))
+    assert sagemaker_main([]) == 1
+    assert "no training data: give the train channel" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_onnx_parity_rows_come_from_data_no_policy_trained_on():
+    """With a validation channel the training files are whole training windows: the parity check
+    takes the validation files' rows, not training observations."""
+    import numpy as np
+
+    from training.agents.train import TrainConfig, _heldout_features, split_source
+
+    train = split_source("synth:realistic:1:400:TRN", TrainConfig(), whole=True)
+    validation = split_source("synth:realistic:2:400:VAL", TrainConfig(), whole=True)
+    validation.validation, validation.train = validation.train, None
+    rows = _heldout_features([train], [validation], np.random.default_rng(0), n=64)
+    held_out = {r.tobytes() for r in validation.validation.features.astype(np.float32)}
+    assert len(rows) == 64 and all(r.tobytes() in held_out for r in rows)

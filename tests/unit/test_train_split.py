@@ -59,6 +59,15 @@ def test_real_series_are_cut_at_the_same_calendar_dates(tmp_path):
     only = split_source(str(after), config, cuts=calendar_cuts(_series(early, after), config))
     assert only.train is None and only.validation is None and set(only.windows) == {"test"}
     assert calendar_cuts(_series(SPEC), config) is None  # synthetic series keep their own fractions
+    # one that begins fewer bars before a cut than the features need to warm up has no window there
+    warm_only = tmp_path / "warm_only.csv"
+    validation_cut = np.datetime64(first.windows["validation"][0])
+    begin = int(np.searchsorted(first_series.timestamp, validation_cut)) - 30
+    write_bars_csv(warm_only, dataclasses.replace(later, timestamp=later.timestamp + (first_series.timestamp[begin]
+                                                                                        - later.timestamp[0])))
+    short = split_source(str(warm_only), config, cuts=calendar_cuts(_series(early, warm_only), config))
+    assert short.train is None and "train" not in short.windows
+    assert short.validation is not None and np.all(short.validation.timestamp >= validation_cut)
 
 
 def _series(*specs) -> dict:
@@ -109,3 +118,17 @@ def test_a_validation_channel_selects_each_agent_on_its_own_kind_of_data(monkeyp
             train.run_job(config, tmp_path / agent, progress=False)
     assert seen["contrarian"] == (["TMR"], ["VMR"])
     assert seen["balanced"] == (["TRL"], ["VRL"])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"agent_overrides": {"contrarian": {"gamma": 5}}}, r"agent_overrides\[contrarian\]: gamma: "),
+        ({"rewards": {"timid": {"lam": 1.0}}}, r"rewards: unknown agents \['timid'\]"),
+        ({"rewards": {"conservative": {"nonsense": 1.0}}}, r"rewards\[conservative\]: bad parameters"),
+    ],
+)
+def test_every_agents_settings_are_checked_before_any_trains(settings, message):
+    """A bad value for the last agent once failed the job after the other agents had trained."""
+    with pytest.raises(ValidationError, match=message):
+        TrainConfig(**settings)

@@ -20,8 +20,9 @@ Data per agent: the Contrarian trains on the mean-reverting series (``synth:mean
 real series too; the other three train on everything but the mean-reverting series (real bars
 and trending synthetic scenarios).
 
-Seeds: each agent trains ``n_seeds`` times (3 by default, 1 for the Aggressive) and its action
-is the mean of the seeds' selected policies (bagging, one exported graph per agent).
+Seeds: each agent trains ``n_seeds`` times (3 by default, 5 for the Balanced:
+:data:`AGENT_OVERRIDES`) and its action is the mean of the seeds' selected policies (bagging, one
+exported graph per agent).
 
 Entry points
     ``ensemble-trader train agents --bars SPEC... --out DIR [--quick] [--seed N]``
@@ -57,7 +58,7 @@ from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, MAX_NO_
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.sagemaker import (
     HYPERPARAMETERS_FILE,
@@ -233,6 +234,29 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown agents {unknown}; known: {list(AGENT_NAMES)}")
         return tuple(n for n in AGENT_NAMES if n in value)
 
+    @model_validator(mode="after")
+    def _every_agent_settles(self) -> TrainConfig:
+        """Each agent's overrides and reward parameters are checked now, not when its turn comes
+        (a bad value for the last agent once failed the job after the others had trained)."""
+        from training.agents.rewards import make_reward
+
+        unknown = sorted(set(self.rewards) - set(AGENT_NAMES))
+        if unknown:
+            raise ValueError(f"rewards: unknown agents {unknown}; known: {list(AGENT_NAMES)}")
+        for agent, params in self.agent_overrides.items():
+            if params:
+                try:
+                    self.for_agent(agent)
+                except ValidationError as exc:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                    raise ValueError(f"agent_overrides[{agent}]: {problems}") from None
+        for agent, params in self.rewards.items():
+            try:
+                make_reward(agent, **params)
+            except (EnsembleTraderError, ValueError) as exc:
+                raise ValueError(f"rewards[{agent}]: {exc}") from None
+        return self
+
     @property
     def timesteps(self) -> int:
         return self.total_timesteps or (2_048 if self.quick else 300_000)
@@ -312,6 +336,8 @@ def split_source(
     for name, (lo, hi) in cuts_at.items():
         if hi - lo < 3:  # an empty window (e.g. fractions summing to 1) stays empty, never the whole series
             continue
+        if by_date and np.count_nonzero(features.ready[lo:hi]) < 2:
+            continue  # a series starting just before a cut: its window there is all feature warm-up
         start = ts[lo] if lo > 0 else None
         end = ts[hi] if hi < n else None
         prepared = prepare(series, regimes, start=start, end=end, features=features)
@@ -638,9 +664,13 @@ def combine_seeds(
 # --------------------------------------------------------------------------------------------
 
 
-def _heldout_features(sources: Sequence[Source], rng: np.random.Generator, n: int = 512) -> np.ndarray:
+def _heldout_features(sources: Sequence[Source], val_sources: Sequence[Source], rng: np.random.Generator,
+                      n: int = 512) -> np.ndarray:
+    """Observations for the ONNX parity check, from data no policy trained on: the test windows,
+    else the validation windows (of the validation channel's files when there is one), else
+    the training rows."""
     rows = [s.test.features for s in sources if s.test is not None]
-    rows = rows or [s.validation.features for s in sources if s.validation is not None]
+    rows = rows or [s.validation.features for s in [*sources, *val_sources] if s.validation is not None]
     rows = rows or [s.train.features for s in sources]
     x = np.concatenate(rows, axis=0)
     return x[rng.choice(len(x), size=min(n, len(x)), replace=False)].astype(np.float32)
@@ -729,7 +759,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
     rng = np.random.default_rng(config.seed)
-    features = _heldout_features(sources, rng)
+    features = _heldout_features(sources, val_sources, rng)
     entries: dict[str, dict[str, Any]] = {}
     parity: dict[str, float] = {}
     for agent, t in trained.items():
@@ -800,6 +830,11 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     try:
         hps = read_hyperparameters(SM_HYPERPARAMETERS)
+        if not os.environ.get("SM_CHANNEL_TRAIN") and "bars" not in hps:
+            # a container job always gets its data: without either, it would train on the
+            # built-in series and report success
+            raise DataError("no training data: give the train channel ($SM_CHANNEL_TRAIN, a folder of "
+                            "bars CSVs) or the 'bars' hyperparameter (data specs)")
         for key, channel in (("bars", "SM_CHANNEL_TRAIN"), ("validation_bars", "SM_CHANNEL_VALIDATION")):
             files = channel_files(os.environ.get(channel))
             if files:
