@@ -253,7 +253,54 @@ def test_dead_letter_body_keeps_any_record_kind():
     assert json.loads(dead_letter_body(M(a=1), "r"))["record"] == {"a": 1}
     assert json.loads(dead_letter_body(b"\xff\x00", "r"))["record_base64"] == "/wA="
     huge = json.loads(dead_letter_body("x" * 300_000, "r"))
-    assert huge["truncated"] and len(huge["record_truncated"]) == 200 * 1024
+    assert huge["truncated"] and huge["record_truncated"].startswith('"xxx') and len(huge["record_truncated"]) > 190_000
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"a": ["x"] * 60_000}, {"messageId": "m", "body": json.dumps({"k": ["v"] * 40_000})}, "é" * 150_000],
+    ids=["quotes", "json-in-json", "non-ascii"],
+)
+def test_a_dead_letter_always_fits_the_queue(record):
+    """The kept text is escaped again inside the body (quotes, backslashes, \\uXXXX): the letter is
+    cut until its encoded size fits, and a reason quoting thousands of bad fields is cut too."""
+    body = dead_letter_body(record, "bad field " * 200_000)
+    assert len(body.encode()) <= 200 * 1024
+    doc = json.loads(body)
+    assert doc["truncated"] and len(doc["record_truncated"]) > 20_000
+    assert doc["reason"].startswith("bad field") and doc["reason"].endswith("more characters)")
+
+
+def test_an_sqs_message_over_the_size_limit_is_a_data_error_sent_nowhere():
+    client = PickySqs(sender_fault=set(), busy=set())
+    with pytest.raises(DataError, match=r"message 'd-2' is 262,145 bytes, over the 262,144-byte limit"):
+        SqsPublisher(client, settings=SETTINGS, sleep=lambda s: None).send(
+            "features-dlq", [("g", "d-1", b"ok"), ("g", "d-2", b"x" * (256 * 1024 + 1))])
+    assert client.calls == []
+
+
+def test_a_request_aws_refuses_as_malformed_is_a_data_error_and_a_missing_stream_is_not_retried():
+    from botocore.exceptions import ClientError, ParamValidationError
+
+    class Refusing:
+        def __init__(self, exc: Exception) -> None:
+            self.exc, self.calls = exc, 0
+
+        def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
+            self.calls += 1
+            raise self.exc
+
+    sleeps: list[float] = []
+    for exc in (ClientError({"Error": {"Code": "ValidationException", "Message": "too big"}}, "PutRecords"),
+                ParamValidationError(report="Invalid length for parameter Records[0].Data")):
+        client = Refusing(exc)
+        with pytest.raises(DataError, match="request refused, not retried"):
+            KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
+        assert client.calls == 1 and sleeps == []
+    client = Refusing(ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"}}, "PutRecords"))
+    with pytest.raises(InfrastructureError, match="misconfigured.*ResourceNotFoundException"):
+        KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
+    assert client.calls == 1 and sleeps == []
 
 
 # ---- EventBridge -----------------------------------------------------------------------------
@@ -350,6 +397,20 @@ def test_dynamo_rejects_non_finite_numbers(aws):
         from ensemble_trader.adapters.aws.dynamodb import serialize_item
 
         serialize_item({"x": float("nan")})
+
+
+def test_numbers_beyond_dynamodbs_range_are_refused_or_flushed_alike_by_the_store_and_its_fake(store):
+    """DynamoDB holds magnitudes 1e-130 .. <1e126 and 38 digits: an EWMA volatility after ten
+    thousand unchanged closes (~1e-131) made it answer 'Number underflow' and fail the batch."""
+    key = {"pk": "regime", "sk": "FLAT"}
+    store.put_item("stage-state", {**key, "version": 1, "vol": 9.86e-131, "v": [-1e-200, 1e-130]})
+    assert store.get_item("stage-state", key)["vol"] == 0
+    assert store.get_item("stage-state", key)["v"] == [0, 1e-130]
+    with pytest.raises(DataError, match=r"store vol=1e\+126: numbers must be below 1e126"):
+        store.put_item("stage-state", {**key, "version": 2, "vol": 1e126})
+    with pytest.raises(DataError, match="integer n of 39 digits"):
+        store.put_items("stage-state", [{**key, "version": 2, "n": 10**38}])
+    assert store.get_item("stage-state", key)["version"] == 1  # nothing written by either
 
 
 def test_dynamo_unreachable_table_is_an_infrastructure_error(aws):

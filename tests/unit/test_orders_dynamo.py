@@ -210,3 +210,54 @@ def test_paper_ledger_accepts_a_position_written_before_positions_were_versioned
     record = dict(ledger.get_order("p-3"), filled_quantity=10.0, open=False, status="FILLED")
     ledger.update_order(record, {"symbol": "SPX", "quantity": 15.0, "version": 0})
     assert int(ledger.list_positions()[0]["version"]) == 1
+
+
+def test_a_transaction_conflict_is_run_again_and_a_failed_condition_is_not():
+    """Every order write also updates the one '#working' item, so concurrent invocations cancel
+    each other's transactions (TransactionConflict): botocore does not retry that, the store does."""
+    from botocore.stub import Stubber
+    from ensemble_trader.domain.errors import InfrastructureError
+
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    sleeps: list[float] = []
+    store = DynamoOrdersStore(client, settings=SETTINGS, sleep=sleeps.append)
+
+    def cancel(stub: Stubber, *codes: str) -> None:
+        stub.add_client_error("transact_write_items", "TransactionCanceledException", "cancelled",
+                              response_meta={}, modeled_fields={"CancellationReasons": [{"Code": c} for c in codes]})
+
+    with Stubber(client) as stub:
+        cancel(stub, "None", "TransactionConflict")
+        cancel(stub, "TransactionConflict", "None")
+        stub.add_response("transact_write_items", {})
+        assert store.create_order(_order()) is True
+        stub.assert_no_pending_responses()
+    assert len(sleeps) == 2  # a backoff before each retry
+    with Stubber(client) as stub:
+        cancel(stub, "ConditionalCheckFailed", "None")
+        assert store.create_order(_order()) is False  # the order exists: not retried
+        stub.assert_no_pending_responses()
+    with Stubber(client) as stub:
+        for _ in range(6):
+            cancel(stub, "None", "TransactionConflict")
+        with pytest.raises(InfrastructureError, match=r"TransactionConflict.*\(attempt 6\)"):
+            store.create_order(_order())
+        stub.assert_no_pending_responses()
+
+
+def test_unread_keys_of_the_working_orders_are_read_again_a_bounded_number_of_times():
+    from botocore.stub import Stubber
+    from ensemble_trader.domain.errors import InfrastructureError
+
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    sleeps: list[float] = []
+    store = DynamoOrdersStore(client, settings=SETTINGS, sleep=sleeps.append)
+    table = SETTINGS.name("orders")
+    keys = {table: {"Keys": [{"client_order_id": {"S": "coid-0001"}}], "ConsistentRead": True}}
+    with Stubber(client) as stub:
+        stub.add_response("get_item", {"Item": {"client_order_id": {"S": "#working"}, "ids": {"SS": ["coid-0001"]}}})
+        for _ in range(6):
+            stub.add_response("batch_get_item", {"Responses": {table: []}, "UnprocessedKeys": keys})
+        with pytest.raises(InfrastructureError, match="1 keys still unread after 6 attempts"):
+            store.list_orders(working_only=True)
+    assert len(sleeps) == 5

@@ -2,9 +2,13 @@
 
 Each batch API answers per entry; only the entries it rejects are sent again, in their original
 order, after an exponential backoff with jitter. A botocore error of the whole call counts as
-every pending entry failing, except a client-configuration error (no or partial credentials,
-no region, an unknown profile, credentials AWS does not recognise or that may not call the API):
-no retry can fix it, so it raises :class:`InfrastructureError` at once.
+every pending entry failing, except two kinds no retry can fix: a client-configuration error (no
+or partial credentials, no region, an unknown profile, credentials AWS does not recognise or
+that may not call the API, a stream or queue that does not exist) raises
+:class:`InfrastructureError` at once, and a request AWS refuses as malformed (a validation
+error, a batch over the size limit, parameters botocore itself refuses) raises
+:class:`DataError` at once — the caller's data is at fault, so the stage runner dead-letters
+the record behind it instead of retrying its symbol for ever.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     NoCredentialsError,
+    ParamValidationError,
     NoRegionError,
     PartialCredentialsError,
     ProfileNotFound,
     UnknownServiceError,
 )
 
-from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.domain.errors import DataError, InfrastructureError
 
 E = TypeVar("E")
 
@@ -46,9 +51,37 @@ CONFIGURATION_ERROR_CODES = frozenset(
         "InvalidSignatureException",
         "MissingAuthenticationToken",
         "UnrecognizedClientException",
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
     }
 )
-"""AWS error codes answering a request whose credentials or permissions are wrong."""
+"""AWS error codes answering a request whose credentials or permissions are wrong, or whose
+stream or queue does not exist."""
+
+REQUEST_ERROR_CODES = frozenset(
+    {
+        "ValidationException",
+        "InvalidParameterValue",
+        "InvalidParameterException",
+        "BatchRequestTooLong",
+        "BatchEntryIdsNotDistinct",
+        "InvalidBatchEntryId",
+        "TooManyEntriesInBatchRequest",
+        "EmptyBatchRequest",
+        "InvalidArgumentException",
+    }
+)
+"""AWS error codes refusing the request itself: sent again unchanged it would be refused again."""
+
+
+def is_request_error(exc: BaseException) -> bool:
+    """True when ``exc`` refuses the request's content (the same request can never succeed)."""
+    if isinstance(exc, ParamValidationError):
+        return True
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code") in REQUEST_ERROR_CODES
+    return False
 
 
 def is_configuration_error(exc: BaseException) -> bool:
@@ -84,6 +117,8 @@ def resend_failed(
                 raise InfrastructureError(
                     f"AWS client misconfigured, not retried ({type(exc).__name__}: {exc})"
                 ) from exc
+            if is_request_error(exc):
+                raise DataError(f"request refused, not retried ({type(exc).__name__}: {exc})") from exc
             last_error = f"{type(exc).__name__}: {exc}"
         if not pending:
             return [], ""

@@ -1,12 +1,12 @@
 """DynamoDB adapters: a key-value store with optimistic versioning, plus reusable helpers.
 
 Items are plain dicts on the Python side: ``float`` goes to DynamoDB as a number (through
-``Decimal``) and comes back as ``float`` (or ``int`` when integral), ``bytes`` as binary.
+``Decimal``) and comes back as ``float`` (or ``int`` when integral), ``bytes`` as binary. Numbers
+DynamoDB cannot hold are refused, and floats too small for it stored as 0 (:mod:`..dynamo_numbers`).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -18,7 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
+from ensemble_trader.adapters.dynamo_numbers import storable_number
+from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
@@ -30,10 +31,9 @@ _deserializer = TypeDeserializer()
 def _to_dynamo_value(value: Any, path: str) -> Any:
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise DataError(f"DynamoDB cannot store the non-finite number {path}={value!r}")
-        return Decimal(repr(value))
+    if isinstance(value, (float, int)):  # in DynamoDB's range (dynamo_numbers), floats through Decimal
+        number = storable_number(value, path)
+        return Decimal(repr(number)) if isinstance(number, float) else number
     if isinstance(value, Mapping):
         return {str(k): _to_dynamo_value(v, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -22,6 +22,9 @@ means the fill was applied already (returns None); a lost position condition is 
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,6 +42,10 @@ from ensemble_trader.runtime.settings import Settings, get_settings
 RISK_KEY = "global"
 WORKING_INDEX = "#working"
 MAX_POSITION_RETRIES = 8
+MAX_ATTEMPTS = 6
+"""Attempts at a transaction DynamoDB cancels for a conflict with another writer (every order
+write also updates the one ``#working`` item), and at a batch read it leaves keys of unread."""
+BASE_DELAY_S = 0.02
 
 
 def _num(value: float) -> dict[str, str]:
@@ -46,9 +53,15 @@ def _num(value: float) -> dict[str, str]:
 
 
 class _Dynamo:
-    def __init__(self, dynamodb_client: Any | None, settings: Settings | None):
+    def __init__(self, dynamodb_client: Any | None, settings: Settings | None,
+                 sleep: Callable[[float], None] = time.sleep):
         self._settings = settings or get_settings()
         self._client = dynamodb_client or make_client("dynamodb", self._settings)
+        self._sleep = sleep
+
+    def _backoff(self, attempt: int) -> None:
+        """Exponential backoff with jitter before attempt ``attempt + 1``."""
+        self._sleep(BASE_DELAY_S * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
 
     def _table(self, logical: str) -> str:
         return physical(logical, self._settings)
@@ -115,8 +128,9 @@ class DynamoOrdersStore(_Dynamo):
     """:class:`ensemble_trader.ports.OrdersStore` over the ``orders``, ``positions`` and
     ``risk-state`` tables."""
 
-    def __init__(self, dynamodb_client: Any | None = None, *, settings: Settings | None = None):
-        super().__init__(dynamodb_client, settings)
+    def __init__(self, dynamodb_client: Any | None = None, *, settings: Settings | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__(dynamodb_client, settings, sleep)
         self.orders_table = self._table("orders")
         self.positions_table = self._table("positions")
         self.risk_table = self._table("risk-state")
@@ -137,18 +151,27 @@ class DynamoOrdersStore(_Dynamo):
         }}
 
     def _transact(self, items: list[dict[str, Any]], what: str) -> str | None:
-        """Run a transaction; the code of the first failed condition (None if it committed)."""
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except (ClientError, BotoCoreError) as exc:
-            if error_code(exc) != "TransactionCanceledException":
-                raise translate(exc, what) from exc
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            for i, code in enumerate(reasons):
-                if code == "ConditionalCheckFailed":
-                    return f"condition:{i}"
-            raise InfrastructureError(f"{what}: transaction canceled: {reasons}") from exc
-        return None
+        """Run a transaction; the code of the first failed condition (None if it committed).
+
+        A transaction canceled only for a conflict with a concurrent one (``TransactionConflict``,
+        which botocore does not retry) changed nothing and is run again, with backoff."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return None
+            except (ClientError, BotoCoreError) as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise translate(exc, what) from exc
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                for i, code in enumerate(reasons):
+                    if code == "ConditionalCheckFailed":
+                        return f"condition:{i}"
+                if "TransactionConflict" not in reasons or attempt == MAX_ATTEMPTS:
+                    raise InfrastructureError(
+                        f"{what}: transaction canceled: {reasons} (attempt {attempt})"
+                    ) from exc
+            self._backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def create_order(self, order: Order) -> bool:
         put = {"Put": {
@@ -204,10 +227,17 @@ class DynamoOrdersStore(_Dynamo):
         for start in range(0, len(ids), 100):
             keys = [{"client_order_id": {"S": i}} for i in ids[start:start + 100]]
             request: dict[str, Any] = {self.orders_table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
                 got = self._call("DynamoDB batch get orders", self._client.batch_get_item, RequestItems=request)
                 orders.extend(_order_from(deserialize_item(i)) for i in got["Responses"].get(self.orders_table, []))
                 request = got.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                if attempt == MAX_ATTEMPTS:
+                    unread = len(request[self.orders_table]["Keys"])
+                    raise InfrastructureError(f"DynamoDB batch get orders: {unread} keys still unread "
+                                              f"after {MAX_ATTEMPTS} attempts (throttled)")
+                self._backoff(attempt)
         return [o for o in orders if o.status in WORKING_STATUSES]
 
     def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:

@@ -21,8 +21,12 @@ from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024
+MAX_MESSAGE_BYTES = 256 * 1024
+"""SQS's classic message size limit (a queue may allow up to 1 MiB; ours keep the default)."""
 DLQ_RECORD_LIMIT = 200 * 1024
-"""A dead-lettered record longer than this (as JSON) is stored truncated, marked as such."""
+"""A dead letter whose JSON would exceed this many bytes keeps its record truncated, marked as such."""
+DLQ_REASON_LIMIT = 8 * 1024
+"""A reason longer than this (e.g. every field of a record with thousands of bad keys) is cut."""
 
 
 class SqsPublisher:
@@ -70,7 +74,12 @@ class SqsPublisher:
         url = self.queue_url(queue)
         entries = []
         for i, (group, dedup, body) in enumerate(messages):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": _text(body)}
+            text = _text(body)
+            size = len(text.encode())
+            if size > MAX_MESSAGE_BYTES:  # SQS would refuse the whole batch (BatchRequestTooLong)
+                raise DataError(f"SQS {name}: message {dedup!r} is {size:,} bytes, over the "
+                                f"{MAX_MESSAGE_BYTES:,}-byte limit")
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": text}
             if fifo:
                 entry["MessageGroupId"] = group
                 entry["MessageDeduplicationId"] = dedup
@@ -136,7 +145,10 @@ class SqsDeadLetterWriter:
 
 
 def dead_letter_body(record: Any, reason: str, *, source: str = "") -> str:
-    """The JSON document a dead-lettered record is stored as."""
+    """The JSON document a dead-lettered record is stored as: at most ``DLQ_RECORD_LIMIT`` bytes
+    (plus a few hundred for the fields), so the dead-letter queue never refuses it."""
+    if len(reason) > DLQ_REASON_LIMIT:
+        reason = f"{reason[:DLQ_REASON_LIMIT]} … ({len(reason) - DLQ_REASON_LIMIT:,} more characters)"
     doc: dict[str, Any] = {
         "reason": reason,
         "source": source,
@@ -154,12 +166,18 @@ def dead_letter_body(record: Any, reason: str, *, source: str = "") -> str:
     else:
         doc["record"] = repr(record)
     body = json.dumps(doc, default=str)
-    if len(body) > DLQ_RECORD_LIMIT:
-        text = json.dumps(doc.pop("record", doc.pop("record_base64", None)), default=str)
-        doc["record_truncated"] = text[:DLQ_RECORD_LIMIT]
-        doc["truncated"] = True
+    if len(body.encode()) <= DLQ_RECORD_LIMIT:
+        return body
+    text = json.dumps(doc.pop("record", doc.pop("record_base64", None)), default=str)
+    doc["truncated"] = True
+    keep = DLQ_RECORD_LIMIT
+    while True:  # the kept text is escaped again inside the body: shrink until the body fits
+        doc["record_truncated"] = text[:keep]
         body = json.dumps(doc, default=str)
-    return body
+        size = len(body.encode())
+        if size <= DLQ_RECORD_LIMIT or keep == 0:
+            return body
+        keep = max(0, min(keep - 1, int(keep * DLQ_RECORD_LIMIT / size * 0.98)))
 
 
 def _text(body: bytes | str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ensemble_trader.adapters.dynamo_numbers import storable
 from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, ModelArtifactError
 
 VERSION_ATTRIBUTE = "version"
@@ -166,7 +167,7 @@ class MemoryKeyValueStore:
                     f"{table} {dict(zip(names, k, strict=True))}: expected version "
                     f"{expected_version}, stored {stored}"
                 )
-        self.tables[table][k] = copy.deepcopy(dict(item))
+        self.tables[table][k] = {a: storable(copy.deepcopy(v), a) for a, v in item.items()}
 
     def get_versions(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
         self.failures.check("get_versions")
@@ -178,8 +179,9 @@ class MemoryKeyValueStore:
         """Unconditional puts of many rows (DynamoKeyValueStore's BatchWriteItem)."""
         self.failures.check("put_items")
         names = self._key_names(table)
-        for item in items:
-            self.tables[table][tuple(item[n] for n in names)] = copy.deepcopy(dict(item))
+        rows = [{a: storable(copy.deepcopy(v), a) for a, v in item.items()} for item in items]  # checked first
+        for item in rows:
+            self.tables[table][tuple(item[n] for n in names)] = item
 
     def items(self, table: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(v) for v in self.tables[table].values()]
