@@ -386,6 +386,49 @@ def test_batch_save_of_a_state_it_did_not_load_is_checked_against_the_stored_ver
             rig.router.store.save_risk_state(stale)
 
 
+def _failing_saves(rig: Rig, times: int) -> list[int]:
+    """Make the durable store's risk-state write fail ``times`` times; returns the call count."""
+    from ensemble_trader.domain.errors import InfrastructureError
+
+    save, calls = rig.store.save_risk_state, [0]
+
+    def flaky(state, **kw):
+        calls[0] += 1
+        if calls[0] <= times:
+            raise InfrastructureError("DynamoDB put_item risk-state: throttled")
+        return save(state, **kw)
+
+    rig.store.save_risk_state = flaky
+    return calls
+
+
+def test_a_batch_writes_its_risk_state_through_a_transient_failure():
+    rig = Rig()
+    calls = _failing_saves(rig, 2)
+    with rig.router.batch():
+        rig.router.handle(intent(0, 0.0, 100.0))
+    assert calls[0] == 3 and "SPX" in rig.store.load_risk_state().marks
+
+
+def test_a_batch_whose_risk_state_cannot_be_written_hands_it_to_the_next_batch():
+    """The batch's intents are done for idempotency, and their redelivery replays them without
+    routing: their risk changes are kept by the router and written with its next batch."""
+    from ensemble_trader.domain.errors import InfrastructureError
+    from ensemble_trader.runtime.orders import MAX_ATTEMPTS
+
+    rig = Rig()
+    _failing_saves(rig, MAX_ATTEMPTS)
+    with pytest.raises(InfrastructureError, match="throttled"):
+        with rig.router.batch():
+            rig.router.handle(intent(0, 0.0, 100.0))
+    assert "SPX" not in rig.store.load_risk_state().marks
+    rig.store.save_risk_state(rig.store.load_risk_state())  # another writer moves the version meanwhile
+    with rig.router.batch():
+        pass  # the redelivered batch: every intent replayed by idempotency, nothing routed
+    state = rig.store.load_risk_state()
+    assert state.marks["SPX"].price == 100.0 and state.version == 2
+
+
 def test_batch_recovers_when_another_writer_synced_a_fill_first():
     rig = Rig()
     rig.warm()

@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ensemble_trader.domain.errors import ConcurrencyError, DataError
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position
 from ensemble_trader.domain.orders import (
     WORKING_STATUSES,
@@ -177,13 +177,20 @@ class BatchingOrdersStore:
     (:func:`~ensemble_trader.domain.risk.merge_states`), so an operator's reset or kill switch
     saved meanwhile is kept.
     The kill switch and halts are therefore seen at the next batch (at most ten intents later).
+
+    ``carried`` is the unsaved ``(base, state)`` of an earlier batch whose write-back failed
+    (:meth:`unsaved`): its intents are already marked done by idempotency and their redelivery
+    replays them without routing, so their risk-state changes (marks, the throttle's and the
+    duplicate check's recent orders, the breaker) would be lost. It is merged into the stored
+    state at the first load, as a lost race is, and written with this batch.
     """
 
-    def __init__(self, inner: OrdersStore):
+    def __init__(self, inner: OrdersStore, carried: tuple[RiskState, RiskState] | None = None):
         self.inner = inner
         self._state: RiskState | None = None
         self._base: RiskState | None = None  # the stored state our copy started from
         self._dirty = False
+        self._carried = carried
         self._positions: dict[str, Position] | None = None
         self._working: dict[str, Order] | None = None
 
@@ -286,6 +293,10 @@ class BatchingOrdersStore:
         if self._state is None:
             self._state = self.inner.load_risk_state()
             self._base = self._state.model_copy(deep=True)
+            if self._carried is not None:
+                carried_base, carried_state = self._carried
+                self._state = merge_states(carried_base, carried_state, self._state)
+                self._carried, self._dirty = None, True
         return self._state.model_copy(deep=True)
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
@@ -303,7 +314,10 @@ class BatchingOrdersStore:
         self._dirty = True
 
     def flush(self) -> None:
-        """Write the risk state back (merging into a newer stored copy if one appeared)."""
+        """Write the risk state back (merging into a newer stored copy if one appeared, and
+        trying again after a transient failure)."""
+        if self._carried is not None:
+            self.load_risk_state()  # a batch that never read the state still writes the carried one
         if not self._dirty or self._state is None:
             return
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -318,6 +332,18 @@ class BatchingOrdersStore:
                 theirs = self.inner.load_risk_state()
                 self._state = merge_states(self._base, self._state, theirs)
                 self._base = theirs
+            except InfrastructureError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                _backoff(attempt)
+
+    def unsaved(self) -> tuple[RiskState, RiskState] | None:
+        """``(base, state)`` of a risk state not yet written (for the next batch to carry)."""
+        if self._carried is not None:
+            return self._carried
+        if self._dirty and self._state is not None and self._base is not None:
+            return self._base, self._state
+        return None
 
 
 NEVER_SENT_CODES = frozenset({RejectReason.KILL_SWITCH.value, RejectReason.NOT_AT_BROKER.value})
@@ -356,6 +382,7 @@ class OrderRouter:
         self.reconcile_grace_seconds = reconcile_grace_seconds
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
+        self._unsaved: tuple[RiskState, RiskState] | None = None  # a failed batch's risk state
 
     @contextmanager
     def batch(self) -> Iterator[OrderRouter]:
@@ -370,7 +397,8 @@ class OrderRouter:
             yield self
             return
         durable = self.store
-        batching = BatchingOrdersStore(durable)
+        batching = BatchingOrdersStore(durable, carried=self._unsaved)
+        self._unsaved = None
         self.store, self._deferred = batching, []
         try:
             yield self
@@ -379,6 +407,11 @@ class OrderRouter:
             self.store = durable
             try:
                 batching.flush()
+            except (InfrastructureError, ConcurrencyError):
+                # the batch's intents are done for idempotency: keep their risk changes for the
+                # next batch of this container to merge and write (see BatchingOrdersStore)
+                self._unsaved = batching.unsaved()
+                raise
             finally:
                 self._publish(deferred)
 
