@@ -166,7 +166,11 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
     shared = [s for s in symbols if s not in own]
     out: dict[str, Any] = {}
     if shared:
-        out = refit_one(model_store, history, events, shared_model, shared, lookback)
+        try:
+            out = refit_one(model_store, history, events, shared_model, shared, lookback)
+        except DataError as exc:  # e.g. shared symbols without history yet: the pinned ones still refit
+            logger.warning("regime refit skipped the shared model", extra={"reason": str(exc)})
+            out = {"previous": shared_model.version, "published": False, "skipped": str(exc)}
     out["symbols"] = {}
     for symbol, model in own.items():
         try:

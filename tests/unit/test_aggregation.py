@@ -106,3 +106,14 @@ def test_messages_of_counts_a_corrupt_record_as_itself():
     corrupt = pack([b"a", b"b"])[:-1]
     assert messages_of(corrupt) == [corrupt]
     assert messages_of(pack([b"a", b"b"])) == [b"a", b"b"] and messages_of(b"{}") == [b"{}"]
+
+
+def test_an_aggregate_announcing_more_messages_than_a_producer_packs_is_refused_whole():
+    """200,000 empty messages in one record would mean 200,000 dead letters: it is one bad record."""
+    import struct
+
+    from ensemble_trader.runtime.aggregation import MAGIC, AggregationError, unpack
+
+    blob = MAGIC + struct.pack(">I", 200_000) + struct.pack(">I", 0) * 200_000
+    with pytest.raises(AggregationError, match="announces 200000 messages"):
+        unpack(blob)

@@ -63,6 +63,18 @@ def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(s
     assert first < last and first.startswith("20") and len(info["training_data_hash"]) == 64 and info["created"]
 
 
+def test_shared_symbols_without_enough_history_skip_the_shared_model_and_the_pinned_ones_refit(setup,
+                                                                                             shifted_regime_model):
+    refit, default_dir, default, table = setup
+    store, bus = MemoryModelStore(), MemoryEventBus()
+    own = shifted_regime_model(default, 0.3)
+    registry.publish(store, own, previous=None, symbol="SYNB")
+    out = refit.run_refit(store, table, bus, default_dir, {"symbols": ["THIN", "SYNB"]})
+    assert not out["published"] and "at least" in out["skipped"] and out["previous"] == default.version
+    assert out["symbols"]["SYNB"]["published"]
+    assert [e.symbol_model for e in bus.events] == ["SYNB"]
+
+
 def test_every_symbol_pinned_refits_no_shared_model_and_a_broken_pin_publishes_nothing(setup, shifted_regime_model):
     refit, default_dir, default, table = setup
     store, bus = MemoryModelStore(), MemoryEventBus()

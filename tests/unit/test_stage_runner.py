@@ -212,6 +212,18 @@ def test_a_late_record_alone_is_remembered_across_a_cache_loss(world):
     world.cache.data.clear()  # the snapshot keeps the handled times too
     world.runner.process(event_of([("AAA", bar_json("AAA", 1)), ("AAA", bar_json("AAA", 0))], 2000))
     assert world.stats.late == 1 and world.stats.duplicates == 2 and len(world.dlq.letters) == 1
+    world.runner.process(event_of([("AAA", bar_json("AAA", 3))], 3000))
+    world.cache.data.clear()
+    world.runner.process(event_of([("AAA", bar_json("AAA", 2.5))], 4000))  # never handled: known from the snapshot
+    assert world.stats.late == 2 and len(world.dlq.letters) == 2
+
+
+def test_a_new_symbols_late_first_bar_is_dead_lettered(world):
+    """The memory of a new symbol holds every record it handled: an older one was never handled."""
+    world.runner.process(event_of([("NEW", bar_json("NEW", 2))]))
+    world.runner.process(event_of([("NEW", bar_json("NEW", 1))], 2000))
+    assert world.stats.late == 1 and world.stats.duplicates == 0
+    assert "late record: NEW" in world.dlq.reasons[0]
 
 
 def test_a_rejected_record_redelivered_after_later_ones_is_not_dead_lettered_again(world):
@@ -273,8 +285,10 @@ def test_a_cached_state_with_unreadable_handled_times_is_kept_even_ahead_of_its_
 def test_handled_times_round_trip_compactly_and_refuse_garbage():
     daily = [timestamp_ns(T0 + timedelta(days=i)) for i in range(1024)]
     blob = stage.encode_handled(daily)
-    assert stage.decode_handled(blob) == daily and len(blob) < 200
-    assert stage.decode_handled(stage.encode_handled([])) == []
+    assert stage.decode_handled(blob) == (daily, False) and len(blob) < 200
+    assert stage.decode_handled(stage.encode_handled(daily, complete=True)) == (daily, True)
+    assert stage.decode_handled(stage.encode_handled([])) == ([], False)
+    assert stage.decode_handled(stage.encode_handled([], complete=True)) == ([], True)
     with pytest.raises(StateError, match="cannot be decoded"):
         stage.decode_handled(b"garbage")
     with pytest.raises(StateError, match="strictly increasing"):

@@ -52,6 +52,8 @@ def unpack(data: bytes) -> list[bytes] | None:
     (count,) = _LENGTH.unpack_from(data, len(MAGIC))
     if count == 0:
         raise AggregationError("aggregated record holds no message")
+    if count > MAX_MESSAGES:  # not one of ours: refused whole, not dead-lettered message by message
+        raise AggregationError(f"aggregated record announces {count} messages (at most {MAX_MESSAGES})")
     out, i, end = [], head, len(data)
     while len(out) < count:
         if i + _LENGTH.size > end:

@@ -34,8 +34,10 @@ Rules, in the order they apply:
   last applied time whose own time is not among them — a bar that reached the stream after a
   newer bar of its symbol was applied, e.g. from a producer that retried it out of order — was
   never applied and never will be: it goes to the dead-letter queue with both times (counted as
-  ``<stage>_late``) instead of vanishing as a duplicate. A record older than that memory is
-  counted as a duplicate, as is every record of a state stored without it.
+  ``<stage>_late``) instead of vanishing as a duplicate. While the memory holds every record
+  since the state began (a new symbol's first 1,024) a record older than all of them is late
+  too; once times have been forgotten, a record older than the memory is counted as a
+  duplicate, as is every record of a state stored without it.
 * **Transient errors fail a symbol from its first unprocessed record.** An InfrastructureError of
   the cache, the sink, the bus or DynamoDB, or a ConcurrencyError of the snapshot reports that
   symbol's first unprocessed record and every later record of that symbol as batch item failures;
@@ -320,10 +322,13 @@ class _Group:
     reseed: bool = False  # the snapshot lost writes the cache holds: rewrite it from the cache
     failed_from: int | None = None  # index of the first unprocessed item after a failure
     handled: list[int] = field(default_factory=list)  # sorted times of the latest handled messages
+    complete: bool = False  # ``handled`` holds every message handled since the state began
 
     def handled_bytes(self) -> bytes:
-        """The latest ``HANDLED_MEMORY`` handled times, encoded to be stored beside the state."""
-        return encode_handled(self.handled[-HANDLED_MEMORY:])
+        """The latest ``HANDLED_MEMORY`` handled times, encoded to be stored beside the state
+        (complete while none has been forgotten)."""
+        kept = self.handled[-HANDLED_MEMORY:]
+        return encode_handled(kept, complete=self.complete and len(kept) == len(self.handled))
 
     def fail(self, index: int = 0) -> None:
         self.failed_from = index if self.failed_from is None else min(self.failed_from, index)
@@ -331,17 +336,28 @@ class _Group:
             self.changed = False
 
 
-def encode_handled(times: Sequence[int]) -> bytes:
-    """Sorted message times (ns) as compressed deltas (regular bars take a few bytes in all)."""
+_COMPLETE = b"\x01"  # before the times: they are every one handled since the state began (a zlib
+# stream starts with 0x78, so the marker cannot be mistaken for times stored without it)
+
+
+def encode_handled(times: Sequence[int], *, complete: bool = False) -> bytes:
+    """Sorted message times (ns) as compressed deltas (regular bars take a few bytes in all),
+    marked ``complete`` when they are all the state ever handled (so an older, unknown time was
+    never handled: late, not a redelivery)."""
+    marker = _COMPLETE if complete else b""
     if not times:
-        return b""
+        return marker
     arr = np.asarray(times, dtype=np.int64)
-    return zlib.compress(np.diff(arr, prepend=np.int64(0)).astype("<i8").tobytes(), 1)
+    return marker + zlib.compress(np.diff(arr, prepend=np.int64(0)).astype("<i8").tobytes(), 1)
 
 
-def decode_handled(data: bytes) -> list[int]:
+def decode_handled(data: bytes) -> tuple[list[int], bool]:
+    """(sorted times, complete) of :func:`encode_handled`'s bytes."""
+    complete = data[:1] == _COMPLETE
+    if complete:
+        data = data[1:]
     if not data:
-        return []
+        return [], complete
     try:
         deltas = np.frombuffer(zlib.decompress(data), dtype="<i8")
     except (zlib.error, ValueError) as exc:
@@ -349,7 +365,7 @@ def decode_handled(data: bytes) -> list[int]:
     times = np.cumsum(deltas, dtype=np.int64)
     if times.size > 1 and bool(np.any(np.diff(times) <= 0)):
         raise StateError("handled message times are not strictly increasing")
-    return times.tolist()
+    return times.tolist(), complete
 
 
 def encode_cached(version: int, state: bytes, handled: bytes = b"") -> bytes:
@@ -389,10 +405,13 @@ def _remember(handled: list[int], sequence: int) -> None:
             handled.insert(i, sequence)
 
 
-def _is_late(handled: list[int], sequence: int, last: int) -> bool:
-    """True when a message below the last applied time was never handled, as far as memory goes."""
-    if sequence >= last or not handled or sequence < handled[0]:
+def _is_late(handled: list[int], sequence: int, last: int, complete: bool = False) -> bool:
+    """True when a message below the last applied time was never handled, as far as memory goes
+    (below the oldest time remembered only when the memory is ``complete``)."""
+    if sequence >= last:
         return False
+    if not handled or sequence < handled[0]:
+        return complete
     i = bisect.bisect_left(handled, sequence)
     return i == len(handled) or handled[i] != sequence
 
@@ -538,7 +557,7 @@ class KinesisStageRunner(Generic[S, In]):
         for symbol, blob in zip(symbols, blobs, strict=True):
             group = groups[symbol]
             try:
-                group.state, group.version, group.warm, group.handled = self._load_one(symbol, blob)
+                group.state, group.version, group.warm, (group.handled, group.complete) = self._load_one(symbol, blob)
             except (InfrastructureError, StateError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
@@ -590,8 +609,8 @@ class KinesisStageRunner(Generic[S, In]):
         self._count("stale_cache", len(stale))
         return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)], reseed
 
-    def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool, list[int]]:
-        """(state, version, loaded_from_snapshot, handled times) of one symbol."""
+    def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool, tuple[list[int], bool]]:
+        """(state, version, loaded_from_snapshot, (handled times, complete)) of one symbol."""
         if blob is not None:
             try:
                 version, handled, data = decode_cached_entry(blob)
@@ -611,16 +630,16 @@ class KinesisStageRunner(Generic[S, In]):
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
                 handled = self._handled_or_none(symbol, "snapshot", bytes(item.get("handled", b"")))
                 return state, int(item["version"]), True, handled
-        return self.step.new_state(symbol), 0, False, []
+        return self.step.new_state(symbol), 0, False, ([], True)  # a new state: memory from the start
 
-    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> list[int]:
+    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[list[int], bool]:
         """The handled times stored beside a state; none when they cannot be read (logged: only
         late records then go unnoticed, counted as duplicates — the state itself is kept)."""
         try:
             return decode_handled(data)
         except StateError as exc:
             log.error("stage %s: %s of %s: %s; going on without them", self.step.name, where, symbol, exc)
-            return []
+            return [], False
 
     def _apply(self, groups: dict[str, _Group], failures: list[str]) -> None:
         step, stats = self.step, self.stats
@@ -634,7 +653,7 @@ class KinesisStageRunner(Generic[S, In]):
             for index, item in enumerate(group.items):
                 seq = item.sequence
                 if last is not None and seq <= last:
-                    if not _is_late(handled, seq, last):
+                    if not _is_late(handled, seq, last, group.complete):
                         stats.duplicates += 1
                         continue
                     if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last), failures):
