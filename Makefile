@@ -9,6 +9,11 @@ export OMP_NUM_THREADS ?= 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+export CDK_DISABLE_CLI_TELEMETRY ?= true
+# Where pip finds torch 2.13.0's CPU wheel. Empty: the configured indexes (on the development
+# machines a local CPU wheel). Elsewhere PyPI's Linux torch is the CUDA build: pass
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu to take the CPU one.
+TORCH_INDEX ?=
 STAGE ?= dev
 
 .PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents meta-select lint deploy redis-server regime-validate local-up local-down clean
@@ -17,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: pip takes the CPU wheel; an unpinned torch would pull a CUDA build
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[lambda,train,broker,infra,dev]'
 	touch $@
 

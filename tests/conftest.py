@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def local_stack():
     from ensemble_trader.local.stack import LocalStack
 
-    stack = LocalStack().start()
+    stack = LocalStack(allow_fake_redis=False).start()  # the real redis-server `make test` installs
     try:
         yield stack
     finally:

@@ -38,6 +38,7 @@ def test_the_pinned_npm_cdk_cli_synthesises_the_app(layers_built, tmp_path):
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
         "CDK_DISABLE_VERSION_CHECK": "1",
+        "CDK_DISABLE_CLI_TELEMETRY": "true",  # tests never reach the network (cdk.json says so too)
     }
     env.pop("CDK_DEFAULT_ACCOUNT", None)
     result = subprocess.run(
