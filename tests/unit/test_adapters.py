@@ -143,30 +143,33 @@ def test_resend_failed_retries_a_failed_call_and_caps_the_backoff():
     assert (left, why) == (["x"], "still")
 
 
+class RaisingKinesis:
+    """A Kinesis client whose every PutRecords raises ``exc``; counts the calls."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc, self.calls = exc, 0
+
+    def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
+        self.calls += 1
+        raise self.exc
+
+
 def test_missing_credentials_fail_at_once_without_retries():
     from botocore.exceptions import ClientError, NoCredentialsError
 
-    class NoCredentials:
-        def __init__(self, exc: Exception) -> None:
-            self.exc, self.calls = exc, 0
-
-        def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
-            self.calls += 1
-            raise self.exc
-
     sleeps: list[float] = []
-    client = NoCredentials(NoCredentialsError())
+    client = RaisingKinesis(NoCredentialsError())
     with pytest.raises(InfrastructureError, match="misconfigured.*NoCredentialsError"):
         KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
     assert client.calls == 1 and sleeps == []
     denied = ClientError({"Error": {"Code": "UnrecognizedClientException", "Message": "bad token"}}, "PutRecords")
-    client = NoCredentials(denied)
+    client = RaisingKinesis(denied)
     with pytest.raises(InfrastructureError, match="UnrecognizedClientException"):
         KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
     assert client.calls == 1 and sleeps == []
     # a throttled call is still retried
     throttled = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}, "PutRecords")
-    client = NoCredentials(throttled)
+    client = RaisingKinesis(throttled)
     with pytest.raises(InfrastructureError, match="still failing after 3 attempts"):
         KinesisPublisher(client, settings=SETTINGS, max_attempts=3, sleep=sleeps.append).put("features", [("A", b"0")])
     assert client.calls == 3 and len(sleeps) == 2
@@ -282,22 +285,14 @@ def test_an_sqs_message_over_the_size_limit_is_a_data_error_sent_nowhere():
 def test_a_request_aws_refuses_as_malformed_is_a_data_error_and_a_missing_stream_is_not_retried():
     from botocore.exceptions import ClientError, ParamValidationError
 
-    class Refusing:
-        def __init__(self, exc: Exception) -> None:
-            self.exc, self.calls = exc, 0
-
-        def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
-            self.calls += 1
-            raise self.exc
-
     sleeps: list[float] = []
     for exc in (ClientError({"Error": {"Code": "ValidationException", "Message": "too big"}}, "PutRecords"),
                 ParamValidationError(report="Invalid length for parameter Records[0].Data")):
-        client = Refusing(exc)
+        client = RaisingKinesis(exc)
         with pytest.raises(DataError, match="request refused, not retried"):
             KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
         assert client.calls == 1 and sleeps == []
-    client = Refusing(ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"}}, "PutRecords"))
+    client = RaisingKinesis(ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"}}, "PutRecords"))
     with pytest.raises(InfrastructureError, match="misconfigured.*ResourceNotFoundException"):
         KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
     assert client.calls == 1 and sleeps == []

@@ -75,22 +75,18 @@ REQUEST_ERROR_CODES = frozenset(
 """AWS error codes refusing the request itself: sent again unchanged it would be refused again."""
 
 
+def _code_in(exc: BaseException, codes: frozenset[str]) -> bool:
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in codes
+
+
 def is_request_error(exc: BaseException) -> bool:
     """True when ``exc`` refuses the request's content (the same request can never succeed)."""
-    if isinstance(exc, ParamValidationError):
-        return True
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code") in REQUEST_ERROR_CODES
-    return False
+    return isinstance(exc, ParamValidationError) or _code_in(exc, REQUEST_ERROR_CODES)
 
 
 def is_configuration_error(exc: BaseException) -> bool:
     """True when ``exc`` says the client is misconfigured rather than that AWS is busy."""
-    if isinstance(exc, CONFIGURATION_ERRORS):
-        return True
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code") in CONFIGURATION_ERROR_CODES
-    return False
+    return isinstance(exc, CONFIGURATION_ERRORS) or _code_in(exc, CONFIGURATION_ERROR_CODES)
 
 
 def resend_failed(
