@@ -16,6 +16,7 @@ from ensemble_trader.domain.orders import (
     target_quantity,
     working_quantity,
 )
+from ensemble_trader.domain.risk import reduces_exposure
 
 T = datetime(2024, 5, 6, tzinfo=UTC)
 
@@ -34,6 +35,17 @@ def test_target_quantity_rounds_toward_zero():
     assert round_toward_zero(-7.99, 2.0) == -6.0
     with pytest.raises(ValueError, match="equity"):
         target_quantity(0.5, float("nan"), 10, 1)
+
+
+@pytest.mark.parametrize("step", [0.1, 0.01, 0.001])
+def test_a_fractional_step_never_rounds_past_the_quantity_so_exits_go_flat(step):
+    """7 × 0.1 is 0.7000000000000001: an exit of a held 0.7 rounded to that crossed zero by a
+    float step and was refused as adding exposure (REDUCING_ONLY, MAX_GROSS_EXPOSURE)."""
+    for units in range(1, 2000):
+        held = float(f"{units * step:.6f}")  # a position as the broker reports it (0.7, not 7 × 0.1)
+        assert abs(round_toward_zero(-held, step)) <= held
+        [exit_order] = plan_orders(intent(0.0), position=held, working=0, equity=100_000, step=step, now=T)
+        assert reduces_exposure(held, exit_order.signed_quantity), held
 
 
 def test_plan_buys_the_difference_to_the_target_counting_working_orders():
@@ -117,3 +129,23 @@ def test_allocation_scales_the_capital_behind_the_target():
     for bad in (0.0, -0.2, 1.5, float("nan")):
         with pytest.raises(ValueError, match="allocation"):
             plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T, allocation=bad)
+
+
+def test_a_report_behind_the_stored_order_is_recognised():
+    """An out-of-date read (less filled, or working after the order finished) would reopen a
+    filled order and book its fill again: the router keeps the stored order instead."""
+    from ensemble_trader.domain.orders import report_is_behind
+
+    order = plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T)[0]
+    filled = order.model_copy(update={"status": OrderStatus.FILLED, "filled_quantity": order.quantity,
+                                      "average_fill_price": 100.0})
+    old = BrokerOrder(client_order_id=order.client_order_id, broker_order_id="b1", symbol="SPX", side=Side.BUY,
+                      quantity=order.quantity, filled_quantity=0.0, average_fill_price=None,
+                      status=OrderStatus.SUBMITTED, updated_at=T)
+    assert report_is_behind(filled, old)
+    assert report_is_behind(filled, old.model_copy(update={"status": OrderStatus.PARTIALLY_FILLED,
+                                                          "filled_quantity": 100.0, "average_fill_price": 100.0}))
+    current = old.model_copy(update={"status": OrderStatus.FILLED, "filled_quantity": order.quantity,
+                                     "average_fill_price": 100.0})
+    assert not report_is_behind(filled, current)
+    assert not report_is_behind(order.model_copy(update={"status": OrderStatus.SUBMITTED}), old)

@@ -673,3 +673,18 @@ def test_a_submit_under_way_when_the_kill_switch_fires_is_canceled_not_reopened(
     (order,) = [o for o in rig.store.list_orders() if o.quantity == 500.0]
     assert order.status is OrderStatus.CANCELED and order.reject_code == "KILL_SWITCH"
     assert rig.paper.list_open_orders() == [] and rig.store.load_risk_state().kill_switch
+
+
+def test_a_stale_broker_report_does_not_reopen_a_filled_order_or_book_its_fill_twice():
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))  # buy 500, acknowledged
+    [order] = rig.store.list_orders(working_only=True)
+    stale = rig.paper.get_order_by_client_id(order.client_order_id)  # read before the fill
+    rig.router.handle(intent(2, 0.5, 100.0))  # the next price fills it
+    assert rig.store.get_order(order.client_order_id).status is OrderStatus.FILLED
+    rig.router._sync_report(stale, [])  # e.g. a reconcile run that read the broker first
+    assert rig.store.get_order(order.client_order_id).status is OrderStatus.FILLED
+    assert rig.store.list_orders(working_only=True) == []
+    rig.router.reconcile()
+    assert rig.store.get_position("SPX").quantity == 500

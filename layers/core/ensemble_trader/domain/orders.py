@@ -219,7 +219,9 @@ def round_toward_zero(quantity: float, step: float) -> float:
     if step <= 0 or not math.isfinite(step):
         raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
     units = math.floor(abs(quantity) / step + 1e-9)
-    return math.copysign(units * step, quantity) if units else 0.0
+    # never more than the quantity itself: 7 × 0.1 is 0.7000000000000001, and an exit of a held
+    # 0.7 rounded up by that float step would cross zero and no longer count as reducing
+    return math.copysign(min(units * step, abs(quantity)), quantity) if units else 0.0
 
 
 def target_quantity(target_fraction: float, equity: float, price: float, step: float) -> float:
@@ -342,6 +344,15 @@ def fill_from_progress(order: Order, report: BrokerOrder, when: datetime) -> Fil
         fee=max(report.fees_paid - order.fees_paid, 0.0),
         timestamp=when,
     )
+
+
+def report_is_behind(order: Order, report: BrokerOrder) -> bool:
+    """True when the broker's report is older than what the stored order already records: less
+    filled, or working again after the order finished. Applied, it would reopen a filled order
+    and its next report would book the same fill twice."""
+    if report.filled_quantity + QUANTITY_EPSILON < order.filled_quantity:
+        return True
+    return order.status not in WORKING_STATUSES and report.status in WORKING_STATUSES
 
 
 def order_after_report(order: Order, report: BrokerOrder, now: datetime) -> Order:

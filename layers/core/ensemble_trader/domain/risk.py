@@ -245,10 +245,14 @@ class BreakerTransition:
     drawdown: float
 
 
+FLAT_EPSILON = 1e-9
+"""A position this close to zero is flat (a fractional step's float arithmetic leaves ~1e-16)."""
+
+
 def reduces_exposure(position: float, signed_quantity: float) -> bool:
     """True if the order moves the position toward zero without crossing it."""
     after = position + signed_quantity
-    return abs(after) < abs(position) and (after == 0.0 or (after > 0) == (position > 0))
+    return abs(after) < abs(position) and (abs(after) <= FLAT_EPSILON or (after > 0) == (position > 0))
 
 
 class RiskEngine:

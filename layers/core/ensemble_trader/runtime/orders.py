@@ -57,6 +57,7 @@ from ensemble_trader.domain.orders import (
     describe,
     fill_from_progress,
     order_after_report,
+    report_is_behind,
     plan_orders,
     working_quantity,
 )
@@ -692,6 +693,13 @@ class OrderRouter:
                 log.warning("order %s was retired (%s) but the broker has it %s: canceling it",
                             order.client_order_id, order.reject_code, report.status.value)
                 report = self.broker.cancel(order.client_order_id) or report
+            if report_is_behind(order, report):
+                # an out-of-date read (a reconcile that raced a fill, a lagging broker API): the
+                # stored order is ahead — keep it; reconciliation reports the mismatch if it lasts
+                log.warning("broker report of %s is behind the stored order (%s %s filled; report %s %s): "
+                            "not applied", order.client_order_id, order.status.value, order.filled_quantity,
+                            report.status.value, report.filled_quantity)
+                return 0, order
             now = self.clock.now()
             updated = order_after_report(order, report, now)
             fill = fill_from_progress(order, report, report.updated_at)
