@@ -250,6 +250,24 @@ class Monitoring(Construct):
             master_key=key,
             enforce_ssl=True,
         )
+        # enforce_ssl gives the topic a policy of its own, which replaces SNS's default one (that
+        # let the account's services publish): without this statement every alarm's notification
+        # would be refused ("not authorized to perform: SNS:Publish")
+        stack = Stack.of(self)
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": stack.format_arn(
+                        service="cloudwatch", resource="alarm", resource_name="*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME)},
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            )
+        )
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         self._action = cw_actions.SnsAction(self.topic)

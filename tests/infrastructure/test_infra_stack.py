@@ -242,6 +242,18 @@ def test_streams_tables_queues_bucket_topic_cache_secret_are_kms_encrypted(full)
     assert key["EnableKeyRotation"] is True
 
 
+def test_cloudwatch_may_publish_the_alarms_to_their_topic(full):
+    """The topic's own policy (enforce_ssl) replaces SNS's default one: CloudWatch needs a statement
+    of its own, or every alarm's notification is refused."""
+    [policy] = full.props("AWS::SNS::TopicPolicy")
+    statements = policy["PolicyDocument"]["Statement"]
+    [allow] = [s for s in statements if s.get("Sid") == "CloudWatchAlarmsPublish"]
+    assert allow["Effect"] == "Allow" and allow["Action"] == "sns:Publish"
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert "aws:SourceArn" in allow["Condition"]["ArnLike"] and "aws:SourceAccount" in allow["Condition"]["StringEquals"]
+    assert any(s["Effect"] == "Deny" and s["Condition"]["Bool"]["aws:SecureTransport"] == "false" for s in statements)
+
+
 def test_tables_on_demand_with_pitr_and_ttl_from_constants(full):
     for spec in TABLES:
         table_id = _logical_id_of(
