@@ -319,6 +319,27 @@ def test_the_first_reward_never_reads_the_return_it_rewards() -> None:
     np.testing.assert_allclose(outcomes[1], [0.01 / 1e-4, -0.01 / 1e-4])
 
 
+def test_a_state_starting_on_a_ready_bar_takes_its_first_volatility_from_the_features() -> None:
+    """The features' EWMA volatility (60+ bars) seeds the estimate, so a flat first bar no longer
+    makes the next rewards a hundred times their size (a gap in Hedge's weights never closed)."""
+    cfg = MetaAgentConfig.create(context="global", cost_bps=0.0, risk_adjustment="vol")
+    step = MetaAgentStep(cfg, agent_names=("a", "b"))
+
+    def with_vol(m: MarketState) -> MarketState:
+        features = m.features.model_copy(update={"values": {**m.features.values, "ewma_vol": 0.01}})
+        return m.model_copy(update={"features": features})
+
+    state, _ = step.decide(None, with_vol(market(0, 100.0)), [1.0, -1.0])
+    assert state.variance == pytest.approx(1e-4)
+    state, d1 = step.decide(state, with_vol(market(1, 100.0)), [1.0, -1.0])  # a flat first bar
+    np.testing.assert_allclose(d1.agent_rewards, [0.0, 0.0])  # learnt from at once: the scale is known
+    state, d2 = step.decide(state, with_vol(market(2, 101.0)), [1.0, -1.0])
+    assert np.all(np.abs(d2.agent_rewards) < 2.0)  # a 1 % move at a ~1 % volatility, not 100
+    # a state that starts before the features are ready keeps warming up on its own returns
+    state, _ = step.decide(None, with_vol(market(0, 100.0, warmup=5)), [1.0, -1.0])
+    assert state.variance is None
+
+
 def test_risk_blend_keeps_a_flat_agent_and_bounds_a_new_one() -> None:
     """An agent with no return volatility yet (flat so far) still pulls the blend toward flat by
     its weight — no jump between a tiny and a zero volatility — and one that has only just

@@ -741,6 +741,14 @@ class MetaAgentStep:
                 else self._decay * state.variance + (1.0 - self._decay) * r * r
             )
             new.overlay_variance = self._overlay_update(state, r)
+        elif market.features.ready:
+            # a state that starts on a ready bar (a deployment on a running stream, a lost
+            # snapshot) would take its whole volatility estimate from its first return, and a flat
+            # first bar would divide the next rewards by the 1e-4 floor (rewards 100 times their
+            # size, a weight gap Hedge never closes): the features' EWMA volatility seeds it
+            seed = market.features.values.get("ewma_vol")
+            if seed is not None and math.isfinite(seed) and seed > 0.0:
+                new.variance = seed * seed
         new.last_rewards = rewards
 
         # 4. choose at t
