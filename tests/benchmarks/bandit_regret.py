@@ -62,8 +62,9 @@ def bernoulli_problem(t: int, seed: int, segment: int | None = None) -> tuple[np
     for _ in range(segments - 1):
         fresh = rng.uniform(0.1, 0.9, K)
         old_best, new_best = int(np.argmax(blocks[-1])), int(np.argmax(fresh))
-        if new_best == old_best:  # a change point changes the best arm
-            fresh[old_best], fresh[int(np.argmin(fresh))] = fresh.min(), fresh[old_best]
+        if new_best == old_best:  # a change point changes the best arm: swap it with the worst
+            worst = int(np.argmin(fresh))  # taken first: a tuple assignment evaluates its targets left to right
+            fresh[[old_best, worst]] = fresh[[worst, old_best]]
         blocks.append(fresh)
     means = np.concatenate([np.tile(b, (segment or t, 1)) for b in blocks])[:t]
     rewards = (rng.random((t, K)) < means).astype(np.float64)

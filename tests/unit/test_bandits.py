@@ -163,6 +163,65 @@ def test_thompson_posterior_matches_closed_form() -> None:
     assert learner.select().samples is not None
 
 
+def test_ucb_bonuses_are_their_closed_forms() -> None:
+    """UCB1: alpha sqrt(2 ln n / n_i); discounted UCB: the same over discounted counts and their
+    discounted total; sliding-window UCB: counts of the window and ln min(t, W)."""
+    pulls = [0, 1, 0, 2, 0, 1, 0, 0]
+    rewards = [0.2, 0.5, 0.1, 0.9, 0.3, 0.4, 0.6, 0.7]
+    ucb, ducb, sw = UCB1(3, alpha=0.7), DiscountedUCB(3, gamma=0.9, alpha=0.7), SlidingWindowUCB(3, window=5, alpha=0.7)
+    for learner in (ucb, ducb, sw):
+        for arm, r in zip(pulls, rewards, strict=True):
+            learner.update(arm, r)
+    n = np.array([5.0, 2.0, 1.0])
+    np.testing.assert_allclose(ucb.select().bonuses, 0.7 * np.sqrt(2 * np.log(8) / n))
+    weights = 0.9 ** np.arange(7, -1, -1)  # the weight of each round's reward now
+    dn = np.array([weights[[i for i, a in enumerate(pulls) if a == k]].sum() for k in range(3)])
+    np.testing.assert_allclose(ducb.select().bonuses, 0.7 * np.sqrt(2 * np.log(dn.sum()) / dn))
+    window = pulls[-5:]  # rounds 4-8: arm 0 thrice, arms 1 and 2 once
+    wn = np.array([window.count(k) for k in range(3)], dtype=float)
+    np.testing.assert_allclose(sw.select().bonuses, 0.7 * np.sqrt(2 * np.log(min(8, 5)) / wn))
+
+
+def test_thompson_posterior_uses_its_prior_mean_and_strength() -> None:
+    learner = GaussianThompson(1, mu0=1.5, kappa0=2.0, alpha0=3.0, beta0=0.5)
+    for x in (1.0, 2.0, 4.0):
+        learner.update(0, x)
+    mu, kappa, alpha, beta = (v[0] for v in learner.posterior())
+    n, xbar, ss = 3, 7.0 / 3.0, sum((x - 7.0 / 3.0) ** 2 for x in (1.0, 2.0, 4.0))
+    assert kappa == pytest.approx(5.0)
+    assert mu == pytest.approx((2.0 * 1.5 + n * xbar) / 5.0)
+    assert alpha == pytest.approx(3.0 + n / 2)
+    assert beta == pytest.approx(0.5 + ss / 2 + 2.0 * n * (xbar - 1.5) ** 2 / (2 * 5.0))
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_rewards_too_large_for_the_statistics_are_refused_and_change_nothing(policy: str) -> None:
+    learner = make_bandit(policy, 2, random_state=0)
+    learner.update_all(np.array([0.1, 0.2]))
+    before = json.dumps(learner.to_dict())
+    with pytest.raises(BanditError, match="at most 1e\\+100"):
+        learner.update(0, 2e154)
+    with pytest.raises(BanditError, match="at most 1e\\+100"):
+        learner.update_all(np.array([0.0, -2e154]))
+    assert json.dumps(learner.to_dict()) == before
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_a_stored_state_with_a_non_finite_statistic_or_negative_round_is_refused(policy: str) -> None:
+    learner = make_bandit(policy, 3, random_state=0)
+    learner.update_all(np.array([0.1, 0.2, 0.3]))
+    data = json.loads(json.dumps(learner.to_dict()))
+    first = next(iter(data["arrays"]))
+    poisoned = json.loads(json.dumps(data))
+    flat = np.asarray(poisoned["arrays"][first], dtype=float)
+    flat.flat[0] = np.nan
+    poisoned["arrays"][first] = flat.tolist()
+    with pytest.raises(StateError, match="not finite"):
+        bandit_from_dict(poisoned)
+    with pytest.raises(StateError, match="negative"):
+        bandit_from_dict({**data, "t": -1})
+
+
 def test_bad_input_raises_typed_errors() -> None:
     learner = UCB1(3)
     with pytest.raises(BanditError, match="arm"):

@@ -500,6 +500,11 @@ def test_a_learner_window_whose_state_could_outgrow_a_dynamodb_item_is_refused()
     MetaAgentConfig.create(policy="swucb", policy_params={"window": 250, "alpha": 1.0})
     with pytest.raises(InvalidMessageError, match="KB of state .* smaller window"):
         MetaAgentConfig.create(policy="swucb", policy_params={"window": 1500, "alpha": 1.0})
+    # checked for four agents by the configuration, again for the step's own number of agents
+    config = MetaAgentConfig.create(policy="swucb", policy_params={"window": 200, "alpha": 1.0})
+    MetaAgentStep(config, agent_names=("a", "b", "c", "d", "e"))
+    with pytest.raises(InvalidMessageError, match=r"\(6 agents\) would take up to .* KB of state"):
+        MetaAgentStep(config, agent_names=("a", "b", "c", "d", "e", "f"))
 
 
 def _decoded(**changes) -> dict:

@@ -89,6 +89,10 @@ def _json_float(x: float) -> float | str:
     return float(x) if math.isfinite(x) else "inf"
 
 
+MAX_REWARD = 1e100
+"""Rewards beyond this in size are refused: sums of squares over millions of rounds stay finite
+(a reward of 2e154 made Thompson sampling's scatter infinite and its posterior NaN)."""
+
 _SEED = np.random.SeedSequence(0)
 
 
@@ -183,8 +187,8 @@ class Bandit(ABC):
 
     def _check_reward(self, reward: float) -> float:
         r = float(reward)
-        if not math.isfinite(r):
-            raise BanditError(f"{self.name}: reward must be finite, got {reward!r}")
+        if not (math.isfinite(r) and abs(r) <= MAX_REWARD):
+            raise BanditError(f"{self.name}: reward must be finite and at most {MAX_REWARD:g} in size, got {reward!r}")
         return r
 
     def _check_probability(self, probability: float) -> float:
@@ -197,9 +201,11 @@ class Bandit(ABC):
         arr = np.asarray(rewards, dtype=np.float64)
         if arr.shape != (self.n_arms,):
             raise BanditError(f"{self.name}: rewards must have shape ({self.n_arms},), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-            raise BanditError(f"{self.name}: reward of arm {bad} is not finite ({arr[bad]!r})")
+        ok = np.isfinite(arr) & (np.abs(arr) <= MAX_REWARD)
+        if not np.all(ok):
+            bad = int(np.flatnonzero(~ok)[0])
+            raise BanditError(f"{self.name}: reward of arm {bad} must be finite and at most {MAX_REWARD:g} "
+                              f"in size ({arr[bad]!r})")
         return arr
 
     def _pick(self, scores: np.ndarray) -> int:
@@ -234,6 +240,8 @@ class Bandit(ABC):
 
     def _restore(self, data: dict[str, Any]) -> None:
         self.t_ = int(data["t"])
+        if self.t_ < 0:
+            raise StateError(f"{self.name}: stored round count t={self.t_} is negative")
         for a in self._arrays:
             current = getattr(self, a)
             value = np.asarray(data["arrays"][a], dtype=current.dtype)
@@ -241,6 +249,8 @@ class Bandit(ABC):
                 raise StateError(
                     f"{self.name}: stored array {a} has shape {value.shape}, expected {current.shape}"
                 )
+            if not np.all(np.isfinite(value)):  # a NaN statistic would fail every later bar
+                raise StateError(f"{self.name}: stored array {a} holds a number that is not finite")
             setattr(self, a, value)
         self.rng_ = _generator_with_state(data["rng"])
 

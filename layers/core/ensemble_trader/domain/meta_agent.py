@@ -220,11 +220,9 @@ class MetaAgentConfig(BaseModel):
             learner = make_bandit(config.policy, len(DEFAULT_AGENT_NAMES), random_state=0, **config.hyperparameters)
         except BanditError as exc:
             raise bad_params(str(exc)) from None
-        size = (1 + len(REGIMES)) * learner.size_bound()  # the global learner and one per regime
-        if size > MAX_LEARNERS_BYTES:
-            raise bad_params(f"the {1 + len(REGIMES)} learners of a symbol would take up to {size / 1e3:,.0f} KB "
-                             f"of state (at most {MAX_LEARNERS_BYTES / 1e3:,.0f} KB: a DynamoDB item holds "
-                             f"400 KB): use a smaller window")
+        problem = _learners_too_big(learner, len(DEFAULT_AGENT_NAMES))
+        if problem:
+            raise bad_params(problem)
         return config
 
     @property
@@ -575,6 +573,17 @@ class AgentPolicy(Protocol):
 # ============================================================================================
 
 
+def _learners_too_big(learner: Bandit, n_agents: int) -> str | None:
+    """Why a symbol's learners (the global one and one per regime, like ``learner``) would not fit
+    in its state item, or None."""
+    size = (1 + len(REGIMES)) * learner.size_bound()
+    if size <= MAX_LEARNERS_BYTES:
+        return None
+    return (f"the {1 + len(REGIMES)} learners of a symbol ({n_agents} agents) would take up to "
+            f"{size / 1e3:,.0f} KB of state (at most {MAX_LEARNERS_BYTES / 1e3:,.0f} KB: a DynamoDB item "
+            f"holds 400 KB): use a smaller window")
+
+
 class MetaAgentStep:
     """The meta-agent stage as a pure step (see the module docstring for the order of work).
 
@@ -600,6 +609,13 @@ class MetaAgentStep:
         version = agent_version or (agents.version if agents is not None else "none")
         self.model_version = f"{version}+meta-{self.config.fingerprint()}"
         self._n = len(self.agent_names)
+        if self._n != len(DEFAULT_AGENT_NAMES):  # the configuration checked the size for four agents
+            cfg = self.config
+            problem = _learners_too_big(make_bandit(cfg.policy, self._n, random_state=0, **cfg.hyperparameters),
+                                        self._n)
+            if problem:
+                raise InvalidMessageError(type(cfg).__name__,
+                                          [FieldProblem("policy_params", cfg.policy_params, problem)])
         self._decay = 0.5 ** (1.0 / self.config.vol_halflife)
         self._overlay_decay = 0.5 ** (
             1.0 / np.array([self.config.vol_target_halflife, self.config.vol_target_long_halflife])
