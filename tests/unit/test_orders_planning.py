@@ -43,9 +43,12 @@ def test_a_fractional_step_never_rounds_past_the_quantity_so_exits_go_flat(step)
     float step and was refused as adding exposure (REDUCING_ONLY, MAX_GROSS_EXPOSURE)."""
     for units in range(1, 2000):
         held = float(f"{units * step:.6f}")  # a position as the broker reports it (0.7, not 7 × 0.1)
-        assert abs(round_toward_zero(-held, step)) <= held
         [exit_order] = plan_orders(intent(0.0), position=held, working=0, equity=100_000, step=step, now=T)
-        assert reduces_exposure(held, exit_order.signed_quantity), held
+        assert exit_order.signed_quantity == -held and reduces_exposure(held, exit_order.signed_quantity)
+        close, _ = plan_orders(intent(-0.5), position=held, working=0, equity=100_000, step=step, now=T)
+        assert close.signed_quantity == -held  # the closing leg of a flip, exactly
+    # whole-share steps stay whole: a target a hair below an integer is not a fractional order
+    assert round_toward_zero(5.99999999995, 1.0) == 6.0
 
 
 def test_plan_buys_the_difference_to_the_target_counting_working_orders():

@@ -219,9 +219,16 @@ def round_toward_zero(quantity: float, step: float) -> float:
     if step <= 0 or not math.isfinite(step):
         raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
     units = math.floor(abs(quantity) / step + 1e-9)
-    # never more than the quantity itself: 7 × 0.1 is 0.7000000000000001, and an exit of a held
-    # 0.7 rounded up by that float step would cross zero and no longer count as reducing
-    return math.copysign(min(units * step, abs(quantity)), quantity) if units else 0.0
+    return math.copysign(units * step, quantity) if units else 0.0
+
+
+def closing_quantity(current: float, step: float) -> float:
+    """The order that takes ``current`` to flat: exactly ``-current`` when that is a whole number
+    of steps (with a fractional step, 7 × 0.1 is 0.7000000000000001, and an exit of a held 0.7
+    rounded to it would cross zero by a float step and no longer count as reducing), else rounded
+    toward zero like any other order."""
+    rounded = round_toward_zero(-current, step)
+    return -current if math.isclose(rounded, -current, rel_tol=1e-9, abs_tol=1e-12) else rounded
 
 
 def target_quantity(target_fraction: float, equity: float, price: float, step: float) -> float:
@@ -261,7 +268,7 @@ def plan_orders(
         raise ValueError(f"allocation must be a fraction in (0, 1], got {allocation!r}")
     target = target_quantity(intent.target_position, allocation * equity, intent.reference_price, step)
     current = position + working
-    delta = round_toward_zero(target - current, step)
+    delta = closing_quantity(current, step) if target == 0.0 else round_toward_zero(target - current, step)
     if delta == 0.0:
         return []
     crosses_zero = current != 0.0 and target != 0.0 and (current > 0) != (target > 0)
@@ -270,7 +277,7 @@ def plan_orders(
         return []
     legs: list[float]
     if crosses_zero:
-        close = round_toward_zero(-current, step)
+        close = closing_quantity(current, step)
         legs = [q for q in (close, round_toward_zero(delta - close, step)) if q != 0.0]
     else:
         legs = [delta]
