@@ -21,7 +21,7 @@ STAGE ?= dev
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: pip takes the CPU wheel; an unpinned torch would pull a CUDA build
+	# torch first, pinned, from the CPU wheel (see TORCH_INDEX); an unpinned torch would pull a CUDA build
 	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[lambda,train,broker,infra,dev]'
 	touch $@

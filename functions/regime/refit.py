@@ -10,8 +10,8 @@ version to the model bucket, moves ``regime/current.json`` to it and puts a
 A symbol with its own pinned model (``regime/symbols/<SYMBOL>/current.json``) is refit alone,
 from its own model on its own rows, and its own pointer moves; the shared model is refit on the
 other symbols only (it does not serve the pinned ones). Every model is loaded before anything is
-published (a broken pin fails the run first); a symbol model without enough history yet is
-skipped with its reason, and the others go on. A state the rows hardly visit (under 1 % of them,
+published (a broken pin fails the run first); a model without enough history yet (the shared
+one or a symbol's) is skipped with its reason, and the others go on. A state the rows hardly visit (under 1 % of them,
 e.g. VOLATILE in a calm lookback) keeps its parameters instead of collapsing onto a few bars, and
 the states keep their names unless each holds 3 % of the rows. A published refit's manifest
 records the rows' time range, a hash of them and its creation time. The result's top-level keys
@@ -203,5 +203,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     per_symbol = result["symbols"].values()
     published = int(result.get("published", False)) + sum(r["published"] for r in per_symbol)
     metrics.add_metric("regime_refit_published", "Count", published)
-    metrics.add_metric("regime_refit_skipped", "Count", sum("skipped" in r for r in per_symbol))
+    skipped = int("skipped" in result) + sum("skipped" in r for r in per_symbol)
+    metrics.add_metric("regime_refit_skipped", "Count", skipped)
     return result

@@ -220,7 +220,7 @@ def prepare(
         close=np.asarray(series.close, dtype=np.float64)[mask],
         features=fm.values[mask],
         regimes=None if regimes is None else np.asarray(regimes).astype(str)[mask],
-        bars_per_year=periods_per_year(ts),
+        bars_per_year=periods_per_year(ts if end is None else ts[ts < parse_datetime64(end)]),
     )
 
 

@@ -11,6 +11,9 @@
     ``AgentPool.act`` (ONNX, the committed model set) → ``MetaAgentStep.decide``. Target: p99
     ≤ 1 ms. Needs the committed agent set and regime model; without them the keys are absent and
     ``decision_note`` says why.
+Both leave the first ``UNTIMED_READY_BARS`` (50) ready bars untimed: a fresh ONNX session's first
+calls and the learners' first updates are a cold path a warm container pays once.
+
 ``meta_step_cpu_us_*``, ``decision_cpu_us_*``
     the same measured in thread CPU time (``time.thread_time_ns``): on a shared machine the
     wall-clock p99 includes time the thread spent preempted; the CPU-time p99 does not.

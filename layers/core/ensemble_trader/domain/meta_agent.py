@@ -737,8 +737,9 @@ class MetaAgentStep:
         rewards = meta_reward = None
         if state.last_price is not None:
             r = price / state.last_price - 1.0
-            # a risk-adjusted reward needs the market's volatility as known at t-1: the first
-            # bar after a state starts on a ready bar only starts that estimate
+            # a risk-adjusted reward needs the market's volatility as known at t-1 (a state that
+            # starts on a ready bar is seeded from the features below; one that starts in the
+            # warm-up estimates it from its own returns)
             scale_known = cfg.risk_adjustment == "none" or state.variance is not None
             if state.arm is not None and state.last_regime is not None and scale_known:
                 net = state.agent_positions * r - state.agent_costs

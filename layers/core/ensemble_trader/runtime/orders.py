@@ -20,8 +20,10 @@ Exactly-once effect, step by step, for each order an intent needs:
 6. fills are derived from the broker's cumulative progress and written with the position in one
    transaction that only succeeds if the order's filled quantity is still the one read.
 
-The whole intent is retried when the versioned risk-state write loses a race; the steps above
-make the retry harmless.
+Outside a batch, the whole intent is retried when the versioned risk-state write loses a race;
+the steps above make the retry harmless. Inside :meth:`OrderRouter.batch` (the Lambda) the risk
+state is written once at the end: merged into a newer stored copy on a lost race, tried again
+after a transient failure, and carried to the next batch if it still fails.
 """
 
 from __future__ import annotations

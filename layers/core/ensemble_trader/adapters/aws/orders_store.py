@@ -17,7 +17,10 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
 
 A fill is one ``TransactWriteItems``: the order (condition: its filled quantity is still the one
 read) and the position (condition: its version is still the one read). A lost order condition
-means the fill was applied already (returns None); a lost position condition is retried.
+means the fill was applied already (returns None); a lost position condition is retried. A
+transaction DynamoDB cancels for a conflict with a concurrent one (every order write also touches
+``#working``) is run again with backoff (``MAX_ATTEMPTS``), and the batch read of the working
+orders reads unprocessed keys again, at most ``MAX_ATTEMPTS`` times.
 """
 
 from __future__ import annotations

@@ -118,7 +118,9 @@ class SqsDeadLetterWriter:
 
     The body is ``{"reason", "source", "failed_at", "record"}``; ``record`` is the input as it
     arrived (a Lambda event record dict, a model as JSON, text, or bytes as base64 under
-    ``record_base64``), so the message can be inspected and replayed. On a FIFO dead-letter
+    ``record_base64``), so the message can be inspected and replayed — unless the letter would
+    exceed ``DLQ_RECORD_LIMIT``: then it keeps a prefix under ``record_truncated`` (see
+    :func:`dead_letter_body`). On a FIFO dead-letter
     queue the deduplication id is derived from everything but ``failed_at``, so a redelivered
     record dead-lettered again within SQS's five-minute window is stored once.
     """
@@ -146,7 +148,8 @@ class SqsDeadLetterWriter:
 
 def dead_letter_body(record: Any, reason: str, *, source: str = "") -> str:
     """The JSON document a dead-lettered record is stored as: at most ``DLQ_RECORD_LIMIT`` bytes
-    (plus a few hundred for the fields), so the dead-letter queue never refuses it."""
+    in all (the reason cut at ``DLQ_REASON_LIMIT`` characters, the record at the length that
+    fits), so the dead-letter queue never refuses it."""
     if len(reason) > DLQ_REASON_LIMIT:
         reason = f"{reason[:DLQ_REASON_LIMIT]} … ({len(reason) - DLQ_REASON_LIMIT:,} more characters)"
     doc: dict[str, Any] = {
