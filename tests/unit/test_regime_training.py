@@ -61,6 +61,22 @@ def test_too_few_bars_and_bad_state_counts_are_errors():
         RegimeHMM(n_states=4).fit(tiny)
     with pytest.raises(ValueError, match=">= 4"):
         RegimeHMM(n_states=3).fit(generate("easy", 600, 1).series)
+    with pytest.raises(DataError, match="need >= 80 \\(20 per state\\)"):
+        RegimeHMM(n_states=4, n_restarts=1).fit(generate("easy", 130, 1).series)  # 69 rows: too few
+    with pytest.raises(ValueError, match="n_restarts 0: must be an integer >= 1"):
+        RegimeHMM(n_states=4, n_restarts=0).fit(generate("easy", 600, 1).series)
+
+
+def test_a_state_count_named_twice_is_fitted_once():
+    """With --states 4,4 the exported model was the last fit while the manifest described the best."""
+    est = RegimeHMM(n_states=(4, 4), n_restarts=1, random_state=1).fit(generate("easy", 800, 3).series)
+    assert [c["n_states"] for c in est.candidates_] == [4]
+    assert est.model_.info["bic"] == est.bic_ == est.candidates_[0]["bic"]
+
+
+def test_scoring_a_stretch_without_a_regime_switch():
+    metrics = score(np.zeros(10, int), np.zeros(10, int))
+    assert metrics["accuracy"] == 1.0 and np.isnan(metrics["mean_lag"]) and np.isnan(metrics["detected"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +167,15 @@ def test_sagemaker_entry_point_reports_bad_input(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SM_HPS", "{not json")
     assert train.sagemaker_main() == 1
     assert "not valid JSON" in capsys.readouterr().err
+    channel = tmp_path / "train"
+    write_bars_csv(channel / "bars.csv", [generate("easy", 600, 2, symbol="SYNX").series], symbol_column=True)
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(channel))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    for hps, message in (({"restarts": 0}, "n_restarts 0: must be an integer >= 1"),
+                         ({"states": 4.5}, "states=4.5: expected a whole number")):
+        monkeypatch.setenv("SM_HPS", json.dumps(hps))
+        assert train.sagemaker_main() == 1  # a clear failure, not a traceback
+        assert message in capsys.readouterr().err
 
 
 def test_refit_on_a_calm_stretch_keeps_the_states_it_hardly_sees():

@@ -80,7 +80,7 @@ def score(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     accuracy = float(np.mean(pred == truth))
     recalls = [float(np.mean(pred[truth == k] == k)) for k in range(4) if np.any(truth == k)]
     switches = np.flatnonzero(truth[1:] != truth[:-1]) + 1
-    ends = np.append(switches[1:], n)
+    ends = np.append(switches[1:], n)[: len(switches)]  # no switch at all: no lag to measure
     lags = []
     for start, end in zip(switches, ends, strict=True):
         hit = np.flatnonzero(pred[start:end] == truth[start])

@@ -25,7 +25,7 @@ from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.regime_model import RegimeModel
 
-from training.regime.estimator import RegimeHMM
+from training.regime.estimator import DEFAULT_RESTARTS, RegimeHMM
 from training.sagemaker import (
     HYPERPARAMETERS_FILE,
     channel_files,
@@ -43,9 +43,20 @@ def _states(value: Any) -> tuple[int, ...]:
         return DEFAULT_STATES
     if isinstance(value, str):
         value = json.loads(value) if value.strip().startswith("[") else [int(v) for v in value.split(",")]
-    if isinstance(value, int):
-        return (value,)
-    return tuple(int(v) for v in value)
+    if isinstance(value, (int, float)):
+        return (_whole(value, "states"),)
+    return tuple(_whole(v, "states") for v in value)
+
+
+def _whole(value: Any, name: str) -> int:
+    """A hyperparameter that must be a whole number (JSON may spell it 4.0 or "4")."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: expected a whole number") from None
+    if not number.is_integer():
+        raise ValueError(f"{name}={value!r}: expected a whole number")
+    return int(number)
 
 
 def fit_model(
@@ -54,7 +65,7 @@ def fit_model(
     seed: int = 0,
     states: Sequence[int] | int | None = None,
     covariance_type: str = "full",
-    restarts: int = 4,
+    restarts: int = DEFAULT_RESTARTS,
     start: str | None = None,
     end: str | None = None,
     progress: bool = False,
@@ -86,7 +97,7 @@ def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progres
         seed=int(hps.get("seed", 0)),
         states=hps.get("states"),
         covariance_type=str(hps.get("covariance_type", "full")),
-        restarts=int(hps.get("restarts", 4)),
+        restarts=_whole(hps.get("restarts", DEFAULT_RESTARTS), "restarts"),
         start=hps.get("start"),
         end=hps.get("end"),
         progress=progress,

@@ -47,6 +47,7 @@ def _state_counts(text: str) -> list[int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import at_least, iso_time
+    from ensemble_trader.domain.features import WARMUP_BARS
     from training.regime.evaluate import METHODS as EVAL_METHODS
 
     p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.add_argument("--seed", type=int, default=0, help="random_state of the EM restarts")
     fit.add_argument("--states", type=_state_counts, default=[4, 5, 6], help="number(s) of hidden states, BIC picks (default 4,5,6)")
-    fit.add_argument("--restarts", type=at_least(1), default=4, help="EM restarts per state count")
+    fit.add_argument("--restarts", type=at_least(1), default=12, help="EM restarts per state count (default 12)")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
     fit.add_argument("--start", type=iso_time, help="first bar time to train on (ISO date)")
     fit.add_argument("--end", type=iso_time, help="train on bars before this time (ISO date)")
@@ -73,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = rsub.add_parser("evaluate", help="validation tables on synthetic bars with known regimes")
     ev.add_argument("--scenarios", nargs="+", default=None, help="generator presets (default: all four)")
     ev.add_argument("--seeds", nargs="+", type=int, default=None, help="test seeds (default 0 1 2)")
-    ev.add_argument("--bars", type=at_least(1), default=3000, help="test bars per seed")
+    ev.add_argument("--bars", type=at_least(WARMUP_BARS + 2), default=3000,
+                    help=f"test bars per seed (at least {WARMUP_BARS + 2}: the features warm up on the first {WARMUP_BARS})")
     ev.add_argument("--train-bars", type=at_least(1), default=6000, help="bars of the training run")
     ev.add_argument("--methods", nargs="+", choices=EVAL_METHODS, default=None, metavar="METHOD",
                     help=f"detectors to compare, among {' '.join(EVAL_METHODS)} (default: all)")

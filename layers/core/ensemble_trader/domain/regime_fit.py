@@ -119,6 +119,11 @@ def forward_backward(
     return gamma, xi, float(np.log(scale).sum() + shift.sum())
 
 
+MIN_ROWS_PER_STATE = 20
+"""A fit or a refit needs at least this many rows per hidden state (a 4-state model has 23
+parameters: on 40 rows its labels would mean nothing)."""
+
+
 @dataclass(frozen=True)
 class RefitResult:
     model: RegimeModel
@@ -161,8 +166,8 @@ def refit(
     if sum(lengths) != len(raw) or any(n < 2 for n in lengths):
         raise DataError(f"sequence lengths {lengths} must be >= 2 each and sum to {len(raw)} rows")
     k, d = model.n_states, model.n_features
-    if len(raw) < 20 * k:
-        raise DataError(f"refit needs at least {20 * k} rows for {k} states, got {len(raw)}")
+    if len(raw) < MIN_ROWS_PER_STATE * k:
+        raise DataError(f"refit needs at least {MIN_ROWS_PER_STATE * k} rows for {k} states, got {len(raw)}")
     z = model.transform(raw)
     bounds = np.cumsum([0, *lengths])
     start, transmat = model.start_prob, model.transmat

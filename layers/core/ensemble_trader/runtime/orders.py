@@ -59,8 +59,8 @@ from ensemble_trader.domain.orders import (
     describe,
     fill_from_progress,
     order_after_report,
-    report_is_behind,
     plan_orders,
+    report_is_behind,
     working_quantity,
 )
 from ensemble_trader.domain.reconcile import (
