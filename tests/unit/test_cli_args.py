@@ -18,9 +18,17 @@ from ensemble_trader.cli import main
         (["backtest", "--bars", "arch:sp500", "--end", "notadate"], "argument --end: 'notadate' is not an ISO-8601"),
         (["evaluate", "agents", "--bars", "arch:sp500", "--start", "2015-13-01"], "argument --start: '2015-13-01'"),
         (["backtest", "--bars", "arch:sp500", "--start", "0224-01-01"], "argument --start: '0224-01-01' lies outside"),
+        (["train", "agents", "--seed", "-1"], "argument --seed: '-1' must be an integer >= 0"),
+        (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--seed", "4294967296"],
+         "argument --seed: '4294967296' must be an integer below 2**32"),
+        (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "2"], "state counts >= 4"),
+        (["orders", "plot", "--out", "o.txt"], "argument --out: 'o.txt': an image file ends in .png"),
+        (["evaluate", "agents", "--bars", "arch:sp500", "--plot", "e.txt"], "argument --plot: 'e.txt'"),
+        (["regime", "evaluate", "--plot", "r.txt"], "argument --plot: 'r.txt'"),
+        (["local", "up", "--stage", "Bad Stage!"], "argument --stage: 'Bad Stage!': a stage is 1-20 lower-case"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "4,x"], "argument --states: '4,x'"),
-        (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "1"], "state counts >= 2"),
-        (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 1"),
+        (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "1"], "state counts >= 4"),
+        (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 63"),
         (["regime", "evaluate", "--methods", "ours", "bogus"], "argument --methods: invalid choice: 'bogus'"),
     ],
 )
@@ -73,3 +81,14 @@ def test_regime_shading_spans_each_period_from_its_bar_to_the_next():
     bars = [0, 1, 2, 3, 4, 5]
     labels = ["BULL", "BULL", "BEAR", "SIDEWAYS", "SIDEWAYS"]
     assert regime_spans(bars, labels) == [(0, 2, "BULL"), (2, 3, "BEAR"), (3, 5, "SIDEWAYS")]
+
+
+def test_a_named_regime_model_that_does_not_exist_is_an_error(tmp_path, capsys):
+    """Named by --regime-model, a missing folder is not silently 'no regimes'."""
+    from ensemble_trader.domain.synthetic import generate
+    from ensemble_trader.marketdata import write_bars_csv
+
+    bars = tmp_path / "bars.csv"  # a bars file carries no true regimes: the model would label them
+    write_bars_csv(bars, generate("easy", 300, 1).series)
+    code = main(["evaluate", "agents", "--bars", str(bars), "--regime-model", str(tmp_path / "none")])
+    assert code == 1 and "regime model folder" in capsys.readouterr().err

@@ -155,13 +155,32 @@ def test_local_down_stops_servers_that_are_still_ours(state_file, sleeper, capsy
 
 def test_local_status_reports_and_removes_a_stale_state_file(state_file, sleeper, capsys):
     moto, redis = sleeper(), sleeper()
-    write_state(state_file, moto, redis, moto_identity="linux:another-boot:1",
-                redis_identity=process_identity(redis.pid))
+    write_state(state_file, moto, redis, moto_identity="linux:another-boot:1", redis_identity="linux:another-boot:2")
     assert main(["local", "status"]) == 1
     err = capsys.readouterr().err
     assert "stale state file" in err and f"pid {moto.pid} now belongs to another process" in err
     assert not state_file.exists()
     assert moto.poll() is None and redis.poll() is None
+
+
+def test_local_status_keeps_the_state_file_while_one_server_still_runs(state_file, sleeper, capsys):
+    """moto gone, Redis still ours: removing the file would leave `local down` nothing to stop it by."""
+    moto, redis = sleeper(), sleeper()
+    write_state(state_file, moto, redis, moto_identity="linux:another-boot:1",
+                redis_identity=process_identity(redis.pid))
+    assert main(["local", "status"]) == 1
+    assert "partly running" in capsys.readouterr().err and state_file.exists()
+    assert main(["local", "down"]) == 0
+    assert redis.wait(timeout=10) is not None and moto.poll() is None and not state_file.exists()
+
+
+@pytest.mark.parametrize("content", ["{bad", "[]"])
+def test_an_unreadable_state_file_is_a_one_line_error_and_up_never_orphans_its_servers(state_file, content, capsys):
+    state_file.write_text(content)
+    assert main(["local", "status"]) == 1
+    assert "state file" in capsys.readouterr().err
+    assert main(["local", "up"]) == 1
+    assert "cannot be read" in capsys.readouterr().err and state_file.read_text() == content
 
 
 def test_local_up_replaces_a_stale_state_file_without_signalling(state_file, sleeper, monkeypatch, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 from ensemble_trader.cli import main
@@ -97,3 +98,17 @@ def test_evaluate_prints_the_table_for_a_small_run(capsys, tmp_path):
     table = capsys.readouterr().out
     assert "| easy | ours |" in table and "| easy | true_params |" in table
     assert (tmp_path / "regime_eval.json").is_file()
+
+
+def test_evaluate_json_is_strict_json_when_a_run_has_no_regime_switch(capsys):
+    """70 bars leave a few rows and no true switch: no detection lag, printed as null, not NaN."""
+    from ensemble_trader.cli import main
+
+    assert main(["regime", "evaluate", "--scenarios", "easy", "--bars", "70", "--seeds", "0",
+                 "--methods", "ours", "--json"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the JSON")
+
+    out = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert out["rows"][0]["mean_lag"] is None

@@ -38,6 +38,27 @@ def at_least(minimum: float, kind: type[int] | type[float] = int) -> Callable[[s
     return parse
 
 
+def seed(text: str) -> int:
+    """An argparse ``type``: a random seed numpy accepts (an integer in [0, 2**32))."""
+    value = at_least(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer below 2**32")
+    return int(value)
+
+
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def image_path(text: str) -> Path:
+    """An argparse ``type``: a file name matplotlib can write, checked before any work is done."""
+    path = Path(text)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: an image file ends in {', '.join(IMAGE_SUFFIXES)}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not an image file")
+    return path
+
+
 def iso_time(text: str) -> str:
     """An argparse ``type``: an ISO-8601 date or time that numpy reads (the backtest and evaluation
     windows compare ``np.datetime64`` bar times with it); returned unchanged."""

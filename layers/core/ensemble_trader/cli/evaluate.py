@@ -14,7 +14,7 @@ REGIME_SOURCES = ("truth", "synthetic truth", "detected", "none")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import iso_time
+    from ensemble_trader.cli import image_path, iso_time
 
     p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
     ev_sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     agents.add_argument("--slippage-bps", type=float, default=2.0, help="slippage, basis points of traded notional")
     agents.add_argument("--regime-model", type=Path, default=None,
                         help="regime model folder for detected regimes (default: the committed one)")
-    agents.add_argument("--plot", type=Path, default=None, help="write an equity-curve PNG here")
+    agents.add_argument("--plot", type=image_path, default=None, help="write an equity-curve PNG here")
     agents.add_argument("--json", action="store_true", help="print one JSON object")
     agents.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs)")
     agents.set_defaults(func=_evaluate_agents)
@@ -51,6 +51,7 @@ def detected_regimes(series: Any, model_dir: Path | None) -> Any:
     features and regime Lambdas), or None when there is no regime model."""
     import numpy as np
 
+    from ensemble_trader.domain.errors import ModelArtifactError
     from ensemble_trader.domain.models import REGIMES
     from ensemble_trader.domain.regime import RegimeDetector, label_series
     from ensemble_trader.domain.regime_model import RegimeModel
@@ -58,6 +59,8 @@ def detected_regimes(series: Any, model_dir: Path | None) -> Any:
 
     folder = model_dir or Settings().models_dir / "regime"
     if not folder.is_dir():
+        if model_dir is not None:  # asked for by name: not silently "no regimes"
+            raise ModelArtifactError(f"regime model folder {model_dir} does not exist")
         return None
     labels = label_series(RegimeDetector(RegimeModel.load(folder)), series)
     names = np.array([r.value for r in REGIMES], dtype="<U8")

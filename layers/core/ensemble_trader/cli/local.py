@@ -15,8 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+
+
+def _stage(text: str) -> str:
+    """``--stage``: lower-case letters, digits and hyphens, starting with a letter (it goes into
+    every resource name: et-<stage>-<resource>)."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a stage is 1-20 lower-case letters, digits or hyphens, starting with a letter")
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("local", help="start/stop the local AWS stack (moto server + redis-server)")
     local_sub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
     up = local_sub.add_parser("up", help="start the stack in the background and create every resource")
-    up.add_argument("--stage", default="local", help="stage name in resource names (default: local)")
+    up.add_argument("--stage", type=_stage, default="local", help="stage name in resource names (default: local)")
     up.add_argument("--shards", type=at_least(1), default=1, help="shards per Kinesis stream")
     up.set_defaults(func=_up)
     down = local_sub.add_parser("down", help="stop the stack started by `local up`")
@@ -51,7 +61,11 @@ def _up(args: argparse.Namespace) -> int:
     path = state_file_path()
     if path.exists():
         state = _read_state(path)
-        checks = check_state(state) if isinstance(state, dict) else []
+        if not isinstance(state, dict):  # the servers it described may still run: never orphan them
+            print(f"{path.name} cannot be read: check that no server of an earlier `local up` runs, "
+                  f"then remove it", file=sys.stderr)
+            return 1
+        checks = check_state(state)
         statuses = {c.status for c in checks}
         if statuses == {RUNNING}:
             print(f"a local stack is already running ({path.name}); `ensemble-trader local down` first",
@@ -127,13 +141,19 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.errors import InfrastructureError
-    from ensemble_trader.local.servers import UNVERIFIED
-    from ensemble_trader.local.stack import LocalStack, StaleStateError, state_file_path
+    from ensemble_trader.local.servers import RUNNING, UNVERIFIED
+    from ensemble_trader.local.stack import LocalStack, StaleStateError, check_state, state_file_path
 
     try:
         stack = LocalStack.attach()
     except StaleStateError as exc:
-        state_file_path().unlink(missing_ok=True)
+        path = state_file_path()
+        state = _read_state(path)
+        alive = [c for c in check_state(state) if c.status in (RUNNING, UNVERIFIED)] if isinstance(state, dict) else []
+        if alive:  # one server is gone, another still runs: `local down` needs the file to stop it
+            print(f"partly running: {exc}; `ensemble-trader local down` stops the rest", file=sys.stderr)
+            return 1
+        path.unlink(missing_ok=True)
         print(f"not running: {exc}; state file removed", file=sys.stderr)
         return 1
     except InfrastructureError as exc:

@@ -12,6 +12,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import image_path
+
     orders = sub.add_parser("orders", help="order stage: status, kill switch, reconciliation")
     orders_sub = orders.add_subparsers(dest="orders_command", metavar="SUBCOMMAND", required=True)
 
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_reconcile)
 
     p = orders_sub.add_parser("plot", help="positions over time and rejections by reason (PNG)")
-    p.add_argument("--out", default="orders.png", help="image file to write (default orders.png)")
+    p.add_argument("--out", type=image_path, default="orders.png", help="image file to write (default orders.png)")
     p.set_defaults(func=_plot)
 
 

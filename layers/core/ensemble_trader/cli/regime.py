@@ -22,10 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 LABEL_HEADER = ("timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile")
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with NaN and infinities as null (strict JSON has no NaN: a run without a regime
+    switch has no detection lag)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def default_model_dir() -> Path:
@@ -35,18 +48,18 @@ def default_model_dir() -> Path:
 
 
 def _state_counts(text: str) -> list[int]:
-    """``--states 4,5,6``: comma-separated numbers of hidden states, each >= 2."""
+    """``--states 4,5,6``: comma-separated numbers of hidden states, each >= 4 (four regimes)."""
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         counts = []
-    if not counts or min(counts) < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of state counts >= 2 (e.g. 4,5,6)")
+    if not counts or min(counts) < 4:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of state counts >= 4 (e.g. 4,5,6)")
     return counts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import at_least, iso_time
+    from ensemble_trader.cli import at_least, image_path, iso_time, seed
     from ensemble_trader.domain.features import WARMUP_BARS
     from training.regime.evaluate import METHODS as EVAL_METHODS
 
@@ -56,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit = rsub.add_parser("fit", help="fit the regime HMM on bars and write a model artifact")
     fit.add_argument("--bars", required=True, help="bars CSV or data spec (arch:sp500, synth:realistic:1:5000, ...)")
     fit.add_argument("--out", required=True, help="model folder to write")
-    fit.add_argument("--seed", type=int, default=0, help="random_state of the EM restarts")
+    fit.add_argument("--seed", type=seed, default=0, help="random_state of the EM restarts")
     fit.add_argument("--states", type=_state_counts, default=[4, 5, 6], help="number(s) of hidden states, BIC picks (default 4,5,6)")
     fit.add_argument("--restarts", type=at_least(1), default=12, help="EM restarts per state count (default 12)")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
@@ -82,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--restarts", type=at_least(1), default=3, help="EM restarts per state count of our fit (default 3)")
     ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
     ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")
-    ev.add_argument("--plot", help="also write a PNG of truth vs labels on one realistic run here")
+    ev.add_argument("--plot", type=image_path, help="also write a PNG of truth vs labels on one realistic run here")
     _rule_arguments(ev)
     ev.set_defaults(func=_evaluate)
 
@@ -210,14 +223,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "regime_eval.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        (folder / "regime_eval.json").write_text(json.dumps(_json_safe({"rows": rows, "summary": summary}), indent=1))
         (folder / "regime_eval.md").write_text(table + "\n")
     if args.plot:
         from training.regime.evaluate import plot_example
 
         plot_example(Path(args.plot), cfg=cfg)
     if args.json:
-        print(json.dumps({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}, indent=1))
+        print(json.dumps(_json_safe({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}), indent=1))
     else:
         print(table)
     return 0

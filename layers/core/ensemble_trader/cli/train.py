@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import seed
+
     p = sub.add_parser("train", help="offline training jobs (needs the train extra)")
     train_sub = p.add_subparsers(dest="target", metavar="TARGET")
     agents = train_sub.add_parser(
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="separate validation data (the --bars series are then used whole for training)")
     agents.add_argument("--out", type=Path, default=None, help="model set folder (default: the committed layers/models/agents)")
     agents.add_argument("--quick", action="store_true", help="tiny budget (< 60 s), for tests and smoke runs")
-    agents.add_argument("--seed", type=int, default=None, help="random seed (default 7)")
+    agents.add_argument("--seed", type=seed, default=None, help="random seed (default 7)")
     agents.add_argument("--timesteps", type=int, default=None, help="PPO timesteps per agent")
     agents.add_argument("--agents", nargs="+", default=None, help="train only these agents")
     agents.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",

@@ -128,7 +128,12 @@ class LocalStack:
         path = path or state_file_path()
         if not path.exists():
             raise InfrastructureError(f"no local stack state file at {path}; run `ensemble-trader local up`")
-        state = json.loads(path.read_text())
+        try:
+            state = json.loads(path.read_text())
+        except ValueError as exc:
+            raise InfrastructureError(f"the state file {path} is not valid JSON ({exc})") from None
+        if not isinstance(state, dict):
+            raise InfrastructureError(f"the state file {path} does not describe a stack")
         checks = check_state(state)
         stale = [c for c in checks if c.status not in (RUNNING, UNVERIFIED)]
         if stale:
