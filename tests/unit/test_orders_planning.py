@@ -49,6 +49,13 @@ def test_a_fractional_step_never_rounds_past_the_quantity_so_exits_go_flat(step)
         assert close.signed_quantity == -held  # the closing leg of a flip, exactly
     # whole-share steps stay whole: a target a hair below an integer is not a fractional order
     assert round_toward_zero(5.99999999995, 1.0) == 6.0
+    # legs that net out leave float residue, not a position: no dust order to close it
+    working = -0.1 - 0.2  # 0.3 held, sells of 0.1 and 0.2 working: 0.3 + working is -5.55e-17
+    assert 0.3 + working != 0.0
+    assert plan_orders(intent(0.0), position=0.3, working=working, equity=100_000, step=0.1, now=T) == []
+    # a quantity that is not a whole number of fine steps is rounded, not taken as it is
+    [order] = plan_orders(intent(0.0), position=5.123456785, working=0, equity=100_000, step=1e-8, now=T)
+    assert order.quantity == pytest.approx(5.12345678, abs=1e-12)
 
 
 def test_plan_buys_the_difference_to_the_target_counting_working_orders():

@@ -688,3 +688,28 @@ def test_a_stale_broker_report_does_not_reopen_a_filled_order_or_book_its_fill_t
     assert rig.store.list_orders(working_only=True) == []
     rig.router.reconcile()
     assert rig.store.get_position("SPX").quantity == 500
+
+
+def test_a_retired_order_live_at_the_broker_is_reopened_so_its_fills_are_booked():
+    """Retired as never sent, yet live and partly filled at a broker that cancels asynchronously
+    (Alpaca: PENDING_CANCEL, a working status): its report is not 'behind', its fill is booked."""
+    from ensemble_trader.domain.orders import BrokerOrder
+    from ensemble_trader.domain.risk import RejectReason
+
+    rig = Rig()
+    order = Order(client_order_id="coid-00000001", intent_id="i1", strategy_id="ens", symbol="SPX", side=Side.BUY,
+                  quantity=10, status=OrderStatus.REJECTED, reject_code=RejectReason.KILL_SWITCH.value,
+                  reject_reason="never sent", created_at=WALL, updated_at=WALL)
+    rig.store.create_order(order)
+    live = BrokerOrder(client_order_id=order.client_order_id, broker_order_id="b1", symbol="SPX", side=Side.BUY,
+                       quantity=10, status=OrderStatus.PARTIALLY_FILLED, filled_quantity=3, average_fill_price=100.0,
+                       updated_at=WALL)
+
+    class AsyncCancel:
+        def cancel(self, client_order_id):
+            return live.model_copy(update={"status": OrderStatus.SUBMITTED})  # cancel pending
+
+    rig.router.broker = AsyncCancel()
+    fills, _ = rig.router._sync_report(live, [])
+    assert fills == 1 and rig.store.get_position("SPX").quantity == 3
+    assert rig.store.get_order(order.client_order_id).filled_quantity == 3

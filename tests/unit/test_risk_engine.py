@@ -457,3 +457,19 @@ def test_working_orders_that_may_never_fill_do_not_buy_room_past_the_limits():
     flat_with_buy = OrderContext(NOW, ref, 1_000.0, 0.0, held=0.0)
     assert check(order(500, Side.SELL, price=20.0), flat_with_buy, reducing).reason is RejectReason.REDUCING_ONLY
     assert check(order(500, Side.SELL, price=20.0), OrderContext(NOW, ref, 1_000.0, 0.0, held=1_000.0), reducing).accepted
+
+
+def test_a_merge_never_moves_the_day_back():
+    """A risk state carried over from a failed batch can be older than the stored one: its day and
+    day-start equity must not replace a later day's (the daily loss would be measured from them)."""
+    from ensemble_trader.domain.risk import RiskState, merge_states
+
+    base = RiskState(day=date(2026, 1, 5), day_start_equity=100_000.0, equity=100_000.0, peak_equity=100_000.0)
+    ours = base.model_copy(update={"equity": 99_000.0})
+    theirs = base.model_copy(update={"version": 7, "day": date(2026, 1, 6), "day_start_equity": 97_000.0,
+                                     "equity": 95_500.0})
+    merged = merge_states(base, ours, theirs)
+    assert (merged.day, merged.day_start_equity, merged.equity) == (date(2026, 1, 6), 97_000.0, 95_500.0)
+    later = ours.model_copy(update={"day": date(2026, 1, 7), "day_start_equity": 95_000.0, "equity": 94_000.0})
+    merged = merge_states(base, later, theirs)  # our own later day still wins
+    assert (merged.day, merged.day_start_equity, merged.equity) == (date(2026, 1, 7), 95_000.0, 94_000.0)

@@ -227,8 +227,10 @@ def closing_quantity(current: float, step: float) -> float:
     of steps (with a fractional step, 7 × 0.1 is 0.7000000000000001, and an exit of a held 0.7
     rounded to it would cross zero by a float step and no longer count as reducing), else rounded
     toward zero like any other order."""
+    if abs(current) <= QUANTITY_EPSILON:  # float residue of legs that net out: already flat
+        return 0.0
     rounded = round_toward_zero(-current, step)
-    return -current if math.isclose(rounded, -current, rel_tol=1e-9, abs_tol=1e-12) else rounded
+    return -current if abs(rounded + current) <= 1e-6 * step else rounded
 
 
 def target_quantity(target_fraction: float, equity: float, price: float, step: float) -> float:

@@ -527,8 +527,11 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
             merged.peak_equity = max(p for p in (merged.peak_equity, ours.equity) if p is not None)
         return merged
 
-    if ours.equity is not None:
+    if ours.equity is not None and not (ours.day is not None and merged.day is not None and ours.day < merged.day):
+        # our figures, unless theirs already moved into a later day (a state carried over from a
+        # failed batch can be older than the stored one): the day never goes back
         merged.day, merged.day_start_equity, merged.equity = ours.day, ours.day_start_equity, ours.equity
+    if ours.peak_equity is not None:
         merged.peak_equity = max(p for p in (merged.peak_equity, ours.peak_equity) if p is not None)
     if ours.breaker_resets != base.breaker_resets:  # our own reset: the operator's figures win
         merged.breaker_resets = ours.breaker_resets

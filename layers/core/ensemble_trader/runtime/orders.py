@@ -688,16 +688,18 @@ class OrderRouter:
             if order is None:
                 log.error("broker reports %s, which is not in the store", report.client_order_id)
                 return 0, None
-            if (order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
-                    and report.status in WORKING_STATUSES):
+            retired = order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
+            if retired and report.status in WORKING_STATUSES:
                 # retired as never sent (the kill switch, reconciliation), yet live at the broker:
                 # a submit already under way landed — cancel it there rather than reopen it here
                 log.warning("order %s was retired (%s) but the broker has it %s: canceling it",
                             order.client_order_id, order.reject_code, report.status.value)
                 report = self.broker.cancel(order.client_order_id) or report
-            if report_is_behind(order, report):
+            if report_is_behind(order, report) and not retired:
                 # an out-of-date read (a reconcile that raced a fill, a lagging broker API): the
-                # stored order is ahead — keep it; reconciliation reports the mismatch if it lasts
+                # stored order is ahead — keep it; reconciliation reports the mismatch if it lasts.
+                # A retired order live at the broker is the exception: its report reopens it (Alpaca
+                # cancels asynchronously) so that its fills are booked
                 log.warning("broker report of %s is behind the stored order (%s %s filled; report %s %s): "
                             "not applied", order.client_order_id, order.status.value, order.filled_quantity,
                             report.status.value, report.filled_quantity)

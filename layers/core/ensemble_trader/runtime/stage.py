@@ -126,7 +126,8 @@ HANDLED_MEMORY = 1024
 """How many of the latest handled (applied or dead-lettered) message times a state keeps, to
 tell a redelivery from a late record. A redelivery or re-emission reaching further back (a batch
 of aggregated records may hold more) is counted as duplicates: older than the memory, a message
-is never called late."""
+is not called late — unless the memory still holds every message since the state began (a new
+symbol's first 1,024), when an older one was certainly never handled."""
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC_V1 = b"ET1"  # magic, version, state
 _MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
