@@ -187,7 +187,7 @@ class Bandit(ABC):
 
     def _check_reward(self, reward: float) -> float:
         r = float(reward)
-        if not (math.isfinite(r) and abs(r) <= MAX_REWARD):
+        if not abs(r) <= MAX_REWARD:  # false for NaN and infinities too
             raise BanditError(f"{self.name}: reward must be finite and at most {MAX_REWARD:g} in size, got {reward!r}")
         return r
 
@@ -201,7 +201,7 @@ class Bandit(ABC):
         arr = np.asarray(rewards, dtype=np.float64)
         if arr.shape != (self.n_arms,):
             raise BanditError(f"{self.name}: rewards must have shape ({self.n_arms},), got {arr.shape}")
-        ok = np.isfinite(arr) & (np.abs(arr) <= MAX_REWARD)
+        ok = np.abs(arr) <= MAX_REWARD  # false for NaN and infinities too
         if not np.all(ok):
             bad = int(np.flatnonzero(~ok)[0])
             raise BanditError(f"{self.name}: reward of arm {bad} must be finite and at most {MAX_REWARD:g} "
