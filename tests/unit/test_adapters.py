@@ -470,5 +470,10 @@ def test_replay_paces_the_feed_and_spreads_injected_records():
     sent = publisher.streams["market-data"]
     assert result.bars == len(sent) == 602
     assert [i for i, (k, _) in enumerate(sent) if k == "X"] == [200, 401]  # spread through the feed
-    assert naps == pytest.approx([1.0, 1.0, 0.408])  # 250 bars a second, in one-second chunks
-    assert result.seconds == pytest.approx(602 / 250)
+    # 250 bars a second, in one-second chunks, each sent when its first bar is due
+    assert naps == pytest.approx([1.0, 1.0])
+    assert result.seconds == pytest.approx(500 / 250)  # the last chunk goes at 2 s; nothing waits after it
+    naps.clear()
+    replay_bars([load_arch("sp500")[:1]], MemoryStreamPublisher(), "market-data", rate=0.001, sleep=sleep,
+                clock=lambda: now[0])
+    assert naps == []  # one bar at a thousandth of a bar a second: sent, no 1,000 s wait after it

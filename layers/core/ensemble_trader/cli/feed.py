@@ -82,7 +82,8 @@ def replay_bars(
     them to show malformed input reaching the dead-letter queue while the rest flows.
 
     ``rate`` > 0 paces the feed at that many bars per second (in chunks of at most one second's
-    bars); 0 sends as fast as PutRecords allows (chunks of 500). ``on_progress(n)`` is called
+    bars, each sent when its first bar is due: nothing waits after the last one); 0 sends as fast
+    as PutRecords allows (chunks of 500). ``on_progress(n)`` is called
     after each chunk with the number of records it held.
     """
     records = list(interleave(series, limit))
@@ -93,14 +94,13 @@ def replay_bars(
     t0 = clock()
     for start in range(0, len(records), chunk):
         part = records[start : start + chunk]
+        if rate > 0:
+            ahead = start / rate - (clock() - t0)
+            if ahead > 0:
+                sleep(ahead)
         publisher.put(stream, part)
         if on_progress is not None:
             on_progress(len(part))
-        if rate > 0:
-            due = (start + len(part)) / rate
-            ahead = due - (clock() - t0)
-            if ahead > 0:
-                sleep(ahead)
     return ReplayResult(len(records), clock() - t0, tuple(s.symbol for s in series))
 
 
