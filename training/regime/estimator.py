@@ -161,8 +161,6 @@ class RegimeHMM:
         ks = [self.n_states] if isinstance(self.n_states, (int, np.integer)) else list(self.n_states)
         if not ks or any(int(k) < 4 for k in ks):
             raise ValueError(f"n_states {self.n_states!r}: every candidate must be >= 4 (four regimes)")
-        if not isinstance(self.n_restarts, (int, np.integer)) or self.n_restarts < 1:
-            raise ValueError(f"n_restarts {self.n_restarts!r}: must be an integer >= 1")
         return sorted({int(k) for k in ks})  # a count named twice is fitted once
 
     def fit(self, data: BarSeries | Sequence[BarSeries], progress: bool = False) -> RegimeHMM:
@@ -181,6 +179,8 @@ class RegimeHMM:
                 lengths.append(len(raw))
         n = sum(lengths)
         ks = self._candidates()
+        if not isinstance(self.n_restarts, (int, np.integer)) or self.n_restarts < 1:
+            raise ValueError(f"n_restarts {self.n_restarts!r}: must be an integer >= 1")
         if n < MIN_ROWS_PER_STATE * max(ks):
             raise DataError(f"too few bars to fit a regime model: {n} usable bars (after warm-up), "
                             f"need >= {MIN_ROWS_PER_STATE * max(ks)} ({MIN_ROWS_PER_STATE} per state)")

@@ -208,8 +208,11 @@ def prepare(
     ts = np.asarray(series.timestamp)
     if start is not None:
         mask &= ts >= parse_datetime64(start)
+    upto_end = ts  # the series' bars before end, warm-up included: what its bars per year come from
     if end is not None:
-        mask &= ts < parse_datetime64(end)
+        before_end = ts < parse_datetime64(end)
+        mask &= before_end
+        upto_end = ts[before_end]
     if regimes is not None and len(regimes) != len(series):
         raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
     if np.count_nonzero(mask) < 2:
@@ -220,7 +223,7 @@ def prepare(
         close=np.asarray(series.close, dtype=np.float64)[mask],
         features=fm.values[mask],
         regimes=None if regimes is None else np.asarray(regimes).astype(str)[mask],
-        bars_per_year=periods_per_year(ts if end is None else ts[ts < parse_datetime64(end)]),
+        bars_per_year=periods_per_year(upto_end),
     )
 
 

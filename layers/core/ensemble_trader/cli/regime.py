@@ -61,6 +61,7 @@ def _state_counts(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import at_least, image_path, iso_time, seed
     from ensemble_trader.domain.features import WARMUP_BARS
+    from training.regime.estimator import DEFAULT_RESTARTS
     from training.regime.evaluate import METHODS as EVAL_METHODS
 
     p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
@@ -71,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", required=True, help="model folder to write")
     fit.add_argument("--seed", type=seed, default=0, help="random_state of the EM restarts")
     fit.add_argument("--states", type=_state_counts, default=[4, 5, 6], help="number(s) of hidden states, BIC picks (default 4,5,6)")
-    fit.add_argument("--restarts", type=at_least(1), default=12, help="EM restarts per state count (default 12)")
+    fit.add_argument("--restarts", type=at_least(1), default=DEFAULT_RESTARTS,
+                     help=f"EM restarts per state count (default {DEFAULT_RESTARTS})")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
     fit.add_argument("--start", type=iso_time, help="first bar time to train on (ISO date)")
     fit.add_argument("--end", type=iso_time, help="train on bars before this time (ISO date)")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import EARLIEST_TIME, LATEST_TIME, Bar, outside_time_range
+from ensemble_trader.domain.models import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_TEXT, Bar, outside_time_range
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -53,10 +53,7 @@ def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
     except (ValueError, OverflowError):
         raise DataError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
     if np.isnat(when) or not _EARLIEST_US <= when < _LATEST_US:
-        raise DataError(
-            f"{text!r} lies outside the times kept "
-            f"({EARLIEST_TIME.date().isoformat()} … {LATEST_TIME.date().isoformat()})"
-        )
+        raise DataError(f"{text!r} {TIME_RANGE_TEXT}")
     return when.astype("datetime64[ns]")
 
 

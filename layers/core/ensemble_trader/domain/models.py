@@ -120,14 +120,14 @@ hold 1677-09-21 … 2262-04-11; a time outside [EARLIEST_TIME, LATEST_TIME) is r
 around to some other date."""
 
 
+TIME_RANGE_TEXT = f"lies outside the times kept ({EARLIEST_TIME.date().isoformat()} … {LATEST_TIME.date().isoformat()})"
+
+
 def outside_time_range(when: datetime) -> str | None:
     """Why the aware datetime ``when`` cannot be a bar time, or None when it can."""
     if EARLIEST_TIME <= when < LATEST_TIME:
         return None
-    return (
-        f"{when.isoformat()} lies outside the times kept "
-        f"({EARLIEST_TIME.date().isoformat()} … {LATEST_TIME.date().isoformat()})"
-    )
+    return f"{when.isoformat()} {TIME_RANGE_TEXT}"
 
 
 def finer_than_microseconds(text: str) -> bool:

@@ -89,6 +89,12 @@ def is_configuration_error(exc: BaseException) -> bool:
     return isinstance(exc, CONFIGURATION_ERRORS) or _code_in(exc, CONFIGURATION_ERROR_CODES)
 
 
+def backoff_delay(base_delay_s: float, attempt: int, max_delay_s: float = math.inf) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): exponential from ``base_delay_s``,
+    capped at ``max_delay_s``, with jitter (half to all of it) so retrying writers spread out."""
+    return min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
 def resend_failed(
     send: Callable[[list[E]], tuple[list[E], str]],
     entries: list[E],
@@ -119,6 +125,5 @@ def resend_failed(
         if not pending:
             return [], ""
         if attempt < max_attempts:
-            delay = min(max_delay_s, base_delay_s * 2 ** (attempt - 1))
-            sleep(delay * (0.5 + random.random() / 2))
+            sleep(backoff_delay(base_delay_s, attempt, max_delay_s))
     return pending, last_error

@@ -25,7 +25,6 @@ orders reads unprocessed keys again, at most ``MAX_ATTEMPTS`` times.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws._retry import backoff_delay
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
 from ensemble_trader.adapters.aws.dynamodb import deserialize_item, serialize_item, translate
@@ -64,7 +64,7 @@ class _Dynamo:
 
     def _backoff(self, attempt: int) -> None:
         """Exponential backoff with jitter before attempt ``attempt + 1``."""
-        self._sleep(BASE_DELAY_S * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+        self._sleep(backoff_delay(BASE_DELAY_S, attempt))
 
     def _table(self, logical: str) -> str:
         return physical(logical, self._settings)
