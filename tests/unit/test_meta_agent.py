@@ -586,3 +586,23 @@ def test_the_overlay_scale_never_overflows() -> None:
     assert forecast > 0.0 and target / forecast > 1e155
     assert step._vol_scale(accumulators) == 1.5
     assert step._vol_scale(np.array([4e-4, 1e-4, 1e6])) == pytest.approx(0.5**2)  # (σ_long / σ_recent)²
+
+
+def test_two_symbols_draw_independent_samples_from_the_same_inputs() -> None:
+    """A learner's random stream is seeded with its symbol: a randomised policy run for two
+    symbols on identical bars must not make the same draws (correlated bets across symbols)."""
+    prices, regimes, targets = path(80, seed=2)
+    step = MetaAgentStep(MetaAgentConfig.create(policy="thompson"))
+    weights = {}
+    for symbol in ("SPX", "IXIC"):
+        state, seen = None, []
+        for i, p in enumerate(prices):
+            m = market(i, p, regimes[i])
+            m = m.model_copy(update={
+                "features": m.features.model_copy(update={"bar": m.features.bar.model_copy(update={"symbol": symbol})}),
+                "regime": m.regime.model_copy(update={"symbol": symbol}),
+            })
+            state, decision = step.decide(state, m, targets[i])
+            seen.append(tuple(decision.intent.agent_weights.values()))
+        weights[symbol] = seen
+    assert weights["SPX"] != weights["IXIC"]

@@ -657,14 +657,17 @@ class MetaAgentStep:
         new, decision = self(state, message)
         return new, [] if decision.intent is None else [decision.intent], list(decision.events)
 
-    def new_learner(self, context: str) -> Bandit:
-        seed = int(deterministic_id(self.config.random_state, context, length=8), 16)
+    def new_learner(self, symbol: str, context: str) -> Bandit:
+        """A fresh learner for ``context`` of ``symbol``, seeded from the configuration's
+        ``random_state``, the symbol and the context, so the randomised policies of two symbols
+        (or two regimes) draw independent sequences."""
+        seed = int(deterministic_id(self.config.random_state, symbol, context, length=8), 16)
         return make_bandit(self.config.policy, self._n, random_state=seed, **self.config.hyperparameters)
 
     def new_state(self, symbol: str) -> MetaAgentState:
         return MetaAgentState(
             symbol=symbol,
-            learners={GLOBAL: self.new_learner(GLOBAL)},
+            learners={GLOBAL: self.new_learner(symbol, GLOBAL)},
             agent_positions=np.zeros(self._n),
             agent_costs=np.zeros(self._n),
             weights=np.full(self._n, 1.0 / self._n),
@@ -965,7 +968,7 @@ class MetaAgentStep:
         (the old state's learners are never modified: the step stays pure)."""
         if key not in copied:
             learner = state.learners.get(key)
-            state.learners[key] = learner.copy() if learner is not None else self.new_learner(key)
+            state.learners[key] = learner.copy() if learner is not None else self.new_learner(state.symbol, key)
             copied.add(key)
         return state.learners[key]
 
