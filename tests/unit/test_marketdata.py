@@ -203,6 +203,8 @@ def test_malformed_files(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         read_bars_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="a folder, not a file"):
+        read_bars_csv(tmp_path)
 
 
 def test_blank_lines_are_not_rows(tmp_path: Path) -> None:
@@ -377,6 +379,8 @@ def test_load_bars_specs(tmp_path: Path) -> None:
     assert btc.symbol == "BTC-USD"
     with pytest.raises(DataError, match="no such file; a data spec is"):
         load_bars(str(tmp_path / "missing.csv"))
+    with pytest.raises(DataError, match="a folder, not a file; a data spec is"):
+        load_bars(str(tmp_path))
     with pytest.raises(DataError, match="synth:<scenario>"):
         load_bars("synth:easy:x")
 

@@ -131,7 +131,7 @@ def _check_symbol(symbol: str, source: str, line: int | None, column: str = "sym
 def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every line of a UTF-8 CSV file (a byte order mark is allowed)."""
     if not file.is_file():
-        raise DataError(f"{source}: no such file")
+        raise DataError(f"{source}: {'a folder, not a file' if file.is_dir() else 'no such file'}")
     with file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
@@ -523,7 +523,7 @@ def load_bars(spec: str) -> list[BarSeries]:
     path = Path(spec)
     if not path.is_file():
         raise DataError(
-            f"{spec!r}: no such file; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
+            f"{spec!r}: {'a folder, not a file' if path.is_dir() else 'no such file'}; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
             "synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] or a bars CSV path"
         )
     return read_bars_csv(path)
