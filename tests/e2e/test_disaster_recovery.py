@@ -38,6 +38,7 @@ class MomentumRules:
     names = ("conservative", "aggressive", "balanced", "contrarian")
     version = "dr-rules-1"
     feature_names = FEATURE_NAMES
+    feature_version = "1"
 
     def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
         f = dict(zip(FEATURE_NAMES, np.asarray(features, dtype=np.float64), strict=True))

@@ -294,6 +294,30 @@ def test_feature_names_must_match_the_feature_engine(model_set):
         AgentPool.load(folder)  # default: the engine's FEATURE_NAMES, not f0..f4
 
 
+def test_a_set_trained_on_other_feature_formulas_is_refused(model_set):
+    """The same feature names computed by changed formulas (FEATURE_VERSION bumped) are other
+    inputs: a set records the version it was trained on, and it is part of the set's version."""
+    folder, *_ = model_set
+    assert AgentPool.load(folder, feature_names=FEATURES).feature_version == "1"
+    raw = json.loads((folder / "manifest.json").read_text())
+    agents = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items()}
+    old = write_model_set(folder, agents=agents, feature_names=FEATURES, fused_file="pool.onnx", training={})
+    new = write_model_set(folder, agents=agents, feature_names=FEATURES, feature_version="2",
+                          fused_file="pool.onnx", training={})
+    assert new.version != old.version
+    with pytest.raises(ModelArtifactError, match="trained on feature version 2, but this code computes version 1"):
+        AgentPool.load(folder, feature_names=FEATURES)
+    assert AgentPool.load(folder, feature_names=FEATURES, feature_version="2").feature_version == "2"
+
+
+def test_writing_a_set_whose_fused_graph_is_missing_names_it(model_set):
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    agents = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items()}
+    with pytest.raises(ModelArtifactError, match="nope.onnx does not exist"):
+        write_model_set(folder, agents=agents, feature_names=FEATURES, fused_file="nope.onnx", training={})
+
+
 def test_committed_model_set_is_intact():
     """The set in layers/models/agents loads, matches the feature engine and respects leverage."""
     pool = AgentPool.load()
@@ -355,10 +379,19 @@ def _two_outputs(w: np.ndarray) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=OPSET)
 
 
+def _int_action(w: np.ndarray) -> onnx.ModelProto:
+    """The policy's action cast to int64: it loads and runs, but serves whole units only."""
+    graph = _agent_graph(w, 0.0, 1.0)
+    graph.graph.node.append(helper.make_node("Cast", ["action"], ["action_int"], to=TensorProto.INT64))
+    graph.graph.output[0].CopyFrom(helper.make_tensor_value_info("action_int", TensorProto.INT64, ["n", 1]))
+    return graph
+
+
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize(
     ("make", "what"),
     [
+        (lambda w: _int_action(w), r"must give one float32 output, it gives action_int: tensor\(int64\)"),
         (lambda w: _renamed_input(_agent_graph(w, 0.0, 1.0), "x"), "must take one float32 input 'obs', it takes x"),
         (lambda w: _two_outputs(w), r"must give one action per observation, it gives shape \(4, 2\)"),
         (lambda w: _agent_graph(w * np.nan, 0.0, 1.0), "gives non-finite actions"),

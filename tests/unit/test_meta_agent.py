@@ -418,6 +418,7 @@ def test_after_a_model_version_change_the_agents_see_the_restarted_virtual_posit
         names = ("a", "b", "c", "d")
         version = "v2"
         feature_names = ("ret_1",)
+        feature_version = "1"
 
         def __init__(self) -> None:
             self.seen: list[np.ndarray] = []
@@ -606,3 +607,23 @@ def test_two_symbols_draw_independent_samples_from_the_same_inputs() -> None:
             seen.append(tuple(decision.intent.agent_weights.values()))
         weights[symbol] = seen
     assert weights["SPX"] != weights["IXIC"]
+
+
+def test_features_of_another_version_than_the_agents_were_trained_on_are_refused() -> None:
+    class Agents:
+        names = ("a", "b", "c", "d")
+        version = "v1"
+        feature_names = ("ret_1",)
+        feature_version = "1"
+
+        def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            return np.full(4, 0.5)
+
+    step = MetaAgentStep(agents=Agents())
+    ready = market(0, 100.0)
+    state, decision = step(None, ready)
+    assert decision.intent is not None
+    newer = market(1, 101.0)
+    newer = newer.model_copy(update={"features": newer.features.model_copy(update={"feature_version": "2"})})
+    with pytest.raises(DataError, match="features of version '2', but the agents were trained on version '1'"):
+        step(state, newer)

@@ -38,6 +38,7 @@ class RuleAgents:
     names = ("conservative", "aggressive", "balanced", "contrarian")
     version = "rules-1"
     feature_names = FEATURE_NAMES
+    feature_version = "1"
 
     def __init__(self) -> None:
         self._i = {n: i for i, n in enumerate(FEATURE_NAMES)}

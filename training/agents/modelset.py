@@ -21,6 +21,7 @@ from ensemble_trader.domain.agents import (
     sha256_file,
 )
 from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.features import FEATURE_VERSION
 
 
 def write_model_set(
@@ -28,6 +29,7 @@ def write_model_set(
     *,
     agents: Mapping[str, Mapping[str, Any]],
     feature_names: tuple[str, ...],
+    feature_version: str = FEATURE_VERSION,
     fused_file: str | None = None,
     training: Mapping[str, Any] | None = None,
     created: datetime | None = None,
@@ -37,17 +39,15 @@ def write_model_set(
     out_dir = Path(out_dir)
     entries: dict[str, AgentEntry] = {}
     for name, meta in agents.items():
-        path = out_dir / meta["file"]
-        if not path.is_file():
-            raise ModelArtifactError(f"cannot write the manifest: {path.name} does not exist in {out_dir}")
-        entries[name] = AgentEntry(sha256=sha256_file(path), **meta)
+        entries[name] = AgentEntry(sha256=sha256_file(_existing(out_dir, meta["file"])), **meta)
     fused = None
     if fused_file is not None:
-        fused = ArtifactRef(file=fused_file, sha256=sha256_file(out_dir / fused_file))
+        fused = ArtifactRef(file=fused_file, sha256=sha256_file(_existing(out_dir, fused_file)))
     manifest = AgentManifest(
         version="pending",  # replaced by the content's version below
         created=created or datetime.now(UTC).replace(microsecond=0),
         feature_names=tuple(feature_names),
+        feature_version=feature_version,
         agents=entries,
         fused=fused,
         training=dict(training or {}),
@@ -56,3 +56,10 @@ def write_model_set(
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
     (out_dir / MANIFEST_FILE).write_text(text, encoding="utf-8")
     return manifest
+
+
+def _existing(out_dir: Path, file: str) -> Path:
+    path = out_dir / file
+    if not path.is_file():
+        raise ModelArtifactError(f"cannot write the manifest: {path.name} does not exist in {out_dir}")
+    return path

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
-from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.features import FEATURE_NAMES, FEATURE_VERSION
 
 AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 """Every agent the system knows, in the order used for positions and actions arrays."""
@@ -98,6 +98,7 @@ class AgentManifest(_Frozen):
     version: str = Field(min_length=1)
     created: datetime
     feature_names: tuple[str, ...] = Field(min_length=1)
+    feature_version: str = Field(default="1", min_length=1)  # FEATURE_VERSION of the training features
     agents: dict[str, AgentEntry] = Field(min_length=1)
     fused: ArtifactRef | None = None
     training: dict[str, Any] = Field(default_factory=dict)
@@ -119,7 +120,8 @@ class AgentManifest(_Frozen):
     def content_version(self) -> str:
         """The version of what the set serves: which file serves which agent (and the fused
         graph), the agents' non-zero no-trade bands and any leverage limit other than
-        :data:`DEFAULT_LEVERAGE`. The same set always gets the same version, and
+        :data:`DEFAULT_LEVERAGE`, and a feature version other than "1" (the formulas every set
+        before the field was trained on). The same set always gets the same version, and
         :meth:`AgentPool.from_files` refuses a manifest whose version does not match (an edited
         band or limit, or two agents' files swapped, would otherwise keep the old version)."""
         files = {name: e.sha256 for name, e in self.agents.items()}
@@ -132,6 +134,8 @@ class AgentManifest(_Frozen):
             for name, e in sorted(self.agents.items())
             if e.leverage != DEFAULT_LEVERAGE.get(name)
         )
+        if self.feature_version != "1":
+            text += f"|features={self.feature_version}"
         return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -232,6 +236,7 @@ class AgentPool:
         self.version: str = manifest.version
         self.names: tuple[str, ...] = manifest.names
         self.feature_names: tuple[str, ...] = manifest.feature_names
+        self.feature_version: str = manifest.feature_version
         self.leverage: dict[str, float] = {n: manifest.agents[n].leverage for n in self.names}
         self._limits = np.array([self.leverage[n] for n in self.names], dtype=np.float32)
         self._lower = -self._limits
@@ -249,6 +254,7 @@ class AgentPool:
         *,
         fused: bool | None = None,
         feature_names: tuple[str, ...] | None = FEATURE_NAMES,
+        feature_version: str | None = FEATURE_VERSION,
     ) -> AgentPool:
         """Load and verify a model set folder (default: the committed ``layers/models/agents``):
         :meth:`from_files` over the folder's files."""
@@ -256,7 +262,8 @@ class AgentPool:
         if not models_dir.is_dir():
             raise ModelArtifactError(f"model set folder {models_dir} does not exist")
         return cls.from_files(
-            folder_reader(models_dir), source=str(models_dir), fused=fused, feature_names=feature_names
+            folder_reader(models_dir), source=str(models_dir), fused=fused, feature_names=feature_names,
+            feature_version=feature_version,
         )
 
     @classmethod
@@ -267,13 +274,14 @@ class AgentPool:
         source: str = "model set",
         fused: bool | None = None,
         feature_names: tuple[str, ...] | None = FEATURE_NAMES,
+        feature_version: str | None = FEATURE_VERSION,
     ) -> AgentPool:
         """Build the pool from a reader of file names (a folder, an S3 prefix, a dict's
         ``__getitem__``); ``source`` names the set in errors.
 
         Every file is checked against the manifest's sha256 before onnxruntime sees it, and the
-        manifest's feature names against ``feature_names`` (the feature engine's, by default;
-        None skips the check). ``fused=None`` uses the fused graph when the set has one;
+        manifest's feature names and formulas' version against ``feature_names`` and
+        ``feature_version`` (the feature engine's, by default; None skips a check). ``fused=None`` uses the fused graph when the set has one;
         ``False`` forces one session per agent; ``True`` requires the fused graph. Any problem
         raises :class:`ModelArtifactError` naming the file.
         """
@@ -289,6 +297,11 @@ class AgentPool:
             raise ModelArtifactError(
                 f"model set {source} was trained on features {list(manifest.feature_names)}, "
                 f"but this code computes {list(feature_names)}: retrain the agents"
+            )
+        if feature_version is not None and manifest.feature_version != feature_version:
+            raise ModelArtifactError(
+                f"model set {source} was trained on feature version {manifest.feature_version}, but this "
+                f"code computes version {feature_version} (a formula changed): retrain the agents"
             )
         sessions = {}
         for name in manifest.names:
@@ -307,7 +320,8 @@ class AgentPool:
 
     def _check_graphs(self, source: str) -> None:
         """Fail at load time, not at the first decision: a per-agent graph whose input is not one
-        float32 ``obs`` of the manifest's width or whose output is not one action per row, a graph
+        float32 ``obs`` of the manifest's width or whose output is not one float32 action per row
+        (the fused graph's output must be float32 too), a graph
         that gives a non-finite action, or a fused graph that does not compute what the per-agent
         graphs compute (another set's, or one listing other agents) — checked on a few probe
         observations."""
@@ -324,6 +338,11 @@ class AgentPool:
                 found = ", ".join(f"{x.name}: {x.type}" for x in inputs)
                 raise ModelArtifactError(f"model set {source}: {file} must take one float32 input 'obs', "
                                          f"it takes {found or 'none'}")
+            outputs = sess.get_outputs()
+            if len(outputs) != 1 or outputs[0].type != "tensor(float)":
+                found = ", ".join(f"{x.name}: {x.type}" for x in outputs)
+                raise ModelArtifactError(f"model set {source}: {file} must give one float32 output, "
+                                         f"it gives {found or 'none'}")
             if shape and isinstance(shape[-1], int) and shape[-1] != width_needed:
                 raise ModelArtifactError(
                     f"model set {source}: {file} expects observations of width {shape[-1]}, the manifest's "
@@ -342,6 +361,11 @@ class AgentPool:
         if self._fused is None:
             return
         fused_file = self.manifest.fused.file if self.manifest.fused is not None else "fused graph"
+        outputs = self._fused.get_outputs()
+        if len(outputs) != 1 or outputs[0].type != "tensor(float)":
+            found = ", ".join(f"{x.name}: {x.type}" for x in outputs)
+            raise ModelArtifactError(f"model set {source}: {fused_file} must give one float32 output, "
+                                     f"it gives {found or 'none'}")
         try:
             fused = np.asarray(self._fused.run(None, {"features": f, "positions": p})[0])
         except Exception as exc:  # onnxruntime raises its own types for shape mismatches

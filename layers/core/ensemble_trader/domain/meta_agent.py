@@ -564,6 +564,7 @@ class AgentPolicy(Protocol):
     names: tuple[str, ...]
     version: str
     feature_names: tuple[str, ...]
+    feature_version: str  # the FEATURE_VERSION the agents were trained on
 
     def act(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray: ...
 
@@ -691,8 +692,15 @@ class MetaAgentStep:
     # ---- the step --------------------------------------------------------------------------
 
     def features_of(self, market: MarketState) -> np.ndarray:
-        """The feature vector in the agents' order (a missing feature raises DataError)."""
+        """The feature vector in the agents' order (a missing feature, or features computed by
+        other formulas than the agents were trained on, raise DataError)."""
         names = self.agents.feature_names if self.agents is not None else ()
+        trained_on = self.agents.feature_version if self.agents is not None else market.features.feature_version
+        if market.features.feature_version != trained_on:
+            raise DataError(
+                f"{market.symbol}@{market.timestamp.isoformat()}: features of version "
+                f"{market.features.feature_version!r}, but the agents were trained on version {trained_on!r}"
+            )
         values = market.features.values
         try:
             return np.array([values[n] for n in names], dtype=np.float64)
