@@ -444,6 +444,16 @@ def test_bad_policy_params_are_refused_when_the_config_is_built() -> None:
         MetaAgentConfig.create(policy="ucb", policy_params={"window": 5})  # not a UCB1 parameter
 
 
+@pytest.mark.parametrize("option", ["regime_prior_rounds", "cost_bps", "agent_vol_floor", "vol_floor",
+                                    "vol_halflife", "vol_target_halflife", "vol_target_long_halflife",
+                                    "max_position_change", "vol_target_max_scale"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_non_finite_option_is_refused_when_the_config_is_built(option: str, value: float) -> None:
+    """ET_META_CONFIG is JSON, where 1e999 reads as infinity: refused by name, not at every bar."""
+    with pytest.raises(InvalidMessageError, match=f"{option}=.*finite"):
+        MetaAgentConfig.create(**{option: value})
+
+
 def test_bandit_feedback_weights_the_played_arm_by_the_probability_it_was_drawn_with() -> None:
     """The regime learner drew arm 1 with probability 0.5; the global learner, which gives that
     arm probability 0, is credited with reward / 0.5 too (not reward / 0: NaN weights)."""
@@ -527,6 +537,12 @@ def _decoded(**changes) -> dict:
         ({"position": 3.0}, "position must lie in"),
         ({"last_regime": "MOON"}, "last_regime must be a regime name"),
         ({"agent_variance": [1.0, float("nan"), 1.0, 1.0]}, "agent_variance must hold 4 finite"),
+        ({"regret": {"agent_rewards": {"BULL": [0.0] * 4}, "meta_reward": {}, "bars": {"BULL": 3}}},
+         "must name the same regimes"),
+        ({"regret": {"agent_rewards": {"BULL": [0.0] * 4}, "meta_reward": {"BULL": float("nan")},
+                     "bars": {"BULL": 3}}}, "regret of BULL must have a finite meta reward"),
+        ({"regret": {"agent_rewards": {"MOON": [0.0] * 4}, "meta_reward": {"MOON": 0.0}, "bars": {"MOON": 3}}},
+         "regret must be kept per regime name"),
     ],
 )
 def test_a_decoded_state_whose_parts_do_not_fit_is_a_state_error(changes: dict, what: str) -> None:
@@ -627,3 +643,56 @@ def test_features_of_another_version_than_the_agents_were_trained_on_are_refused
     newer = newer.model_copy(update={"features": newer.features.model_copy(update={"feature_version": "2"})})
     with pytest.raises(DataError, match="features of version '2', but the agents were trained on version '1'"):
         step(state, newer)
+
+
+def test_a_restart_keeps_the_overlays_market_estimates() -> None:
+    """The market-volatility overlay follows the market only: a new agent set must not switch it
+    off (fresh estimates from one return give a scale of 1 in the middle of a volatility spike)."""
+    n = 400
+    rng = np.random.default_rng(1)
+    vol = np.where(np.arange(n) < 360, 0.005, 0.04)
+    prices = 100.0 * np.cumprod(1.0 + vol * rng.standard_normal(n))
+    targets = np.ones((n, 4))
+    config = MetaAgentConfig.create()
+    old = MetaAgentStep(config, agent_version="agents-A")
+    state, _ = run(old, prices[:390], [Regime.BULL] * n, targets)
+    assert state.vol_scale < 0.5
+    continued, kept = old.decide(state, market(390, prices[390]), targets[390])
+    restarted, after = MetaAgentStep(config, agent_version="agents-B").decide(state, market(390, prices[390]), targets[390])
+    assert restarted.model_version != continued.model_version
+    assert after.intent.explanation_detail["vol_target"]["scale"] == pytest.approx(
+        kept.intent.explanation_detail["vol_target"]["scale"])
+    assert after.intent.target_position == pytest.approx(kept.intent.target_position)
+
+
+def test_a_restart_keeps_the_leader_and_what_was_held() -> None:
+    prices, _, _ = path(260, seed=5)
+    targets = np.tile([-1.0, 1.0, 0.0, -1.0], (260, 1))
+    config = MetaAgentConfig.create(vol_target="none")
+    old = MetaAgentStep(config, agent_version="agents-A")
+    state, _ = run(old, prices[:250], [Regime.BULL] * 260, targets)
+    assert old.agent_names[state.leader] == "aggressive"
+    new, decision = MetaAgentStep(config, agent_version="agents-B").decide(
+        state, market(250, prices[250]), targets[250])
+    previous = decision.intent.explanation_detail["previous"]
+    assert previous["chosen"] == "aggressive"
+    assert list(previous["weights"].values()) == pytest.approx(state.weights.tolist())
+    switched = decision.intent.explanation_detail["switched"]
+    assert switched == (new.leader != state.leader) and bool(decision.events) == switched
+
+
+@pytest.mark.parametrize("policy", ["hedge", "exp3"])
+def test_select_mode_explanations_say_the_agent_was_drawn_not_that_it_has_the_largest_weight(policy: str) -> None:
+    prices, regimes, targets = path(300, seed=4)
+    _, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy=policy, mode="select", context="global")),
+                       prices, regimes, targets)
+    drawn = 0
+    for d in decisions:
+        detail = d.intent.explanation_detail
+        if detail["chosen"] is None:
+            continue
+        log_weights = {k: v["estimate"] for k, v in detail["agents"].items()}
+        largest = log_weights[detail["chosen"]] >= max(log_weights.values()) - 1e-12
+        assert ("has the largest exponential weight" in detail["why"]) == largest, detail["why"]
+        drawn += "was drawn with probability" in detail["why"]
+    assert drawn > 0

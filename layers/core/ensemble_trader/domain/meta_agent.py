@@ -155,7 +155,9 @@ class MetaAgentConfig(BaseModel):
         scaling exposure down when recent volatility is high raises the return per unit of risk.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: JSON's 1e999 or Infinity (ET_META_CONFIG) would otherwise pass the bounds
+    # and fail every bar later (a NaN target, a bandit error) instead of naming the option here
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     strategy_id: str = Field(default="ensemble", min_length=1, max_length=64)
     policy: str = "hedge"
@@ -508,9 +510,18 @@ class MetaAgentState:
         for key, learner in self.learners.items():
             if learner.n_arms != n:
                 raise bad(f"learner {key} must have one arm per agent ({n})", learner.n_arms)
-        for regime, rewards in self.regret.agent_rewards.items():
+        ledger, regimes = self.regret, {r.value for r in REGIMES}
+        if not set(ledger.agent_rewards) <= regimes:
+            raise bad("regret must be kept per regime name", sorted(set(ledger.agent_rewards) - regimes))
+        if set(ledger.meta_reward) != set(ledger.agent_rewards) or set(ledger.bars) != set(ledger.agent_rewards):
+            raise bad("regret's agent rewards, meta reward and bars must name the same regimes",
+                      [sorted(ledger.agent_rewards), sorted(ledger.meta_reward), sorted(ledger.bars)])
+        for regime, rewards in ledger.agent_rewards.items():
             if rewards.shape != (n,) or not np.all(np.isfinite(rewards)):
                 raise bad(f"regret of {regime} must hold {n} finite numbers", rewards.tolist())
+            if not math.isfinite(ledger.meta_reward[regime]) or ledger.bars[regime] < 0:
+                raise bad(f"regret of {regime} must have a finite meta reward and a bar count ≥ 0",
+                          (ledger.meta_reward[regime], ledger.bars[regime]))
         return self
 
     def to_bytes(self) -> bytes:
@@ -678,8 +689,11 @@ class MetaAgentStep:
 
     def restart(self, state: MetaAgentState) -> MetaAgentState:
         """A state saved under another model version (agent set or configuration): fresh learners,
-        agents and regret, but the same book (position, last price and time, market volatility),
-        so the position moves on smoothly and a redelivered bar is still a no-op."""
+        agents and regret, but the same book (position, last price and time, market volatility,
+        and the overlay's estimates when it follows the market), so the position moves on
+        smoothly and a redelivered bar is still a no-op. With the same number of agents the last
+        weights, leader and any ramp in progress are kept too: a new leader under the new version
+        is a switch (AgentSwitched, a ramp), and the explanation's "previous" is what was held."""
         fresh = self.new_state(state.symbol)
         fresh.position = state.position
         fresh.last_price = state.last_price
@@ -687,6 +701,13 @@ class MetaAgentStep:
         fresh.last_regime = state.last_regime
         fresh.variance = state.variance
         fresh.version = state.version
+        if self.config.vol_target == "market":  # the market's returns: no agent in them
+            fresh.overlay_variance = None if state.overlay_variance is None else state.overlay_variance.copy()
+            fresh.vol_scale = state.vol_scale
+        if len(state.weights) == self._n:
+            fresh.weights = state.weights.copy()
+            fresh.leader = state.leader
+            fresh.ramp_left = state.ramp_left
         return fresh
 
     # ---- the step --------------------------------------------------------------------------
@@ -1081,6 +1102,11 @@ class MetaAgentStep:
                 f"{name} leads the posterior (mean {selection.estimates[leader]:.3f}, "
                 f"draw {selection.samples[leader]:.3f}) in the {source}"
             )
+        drawn = selection.weights
+        if self.config.mode == "select" and leader == selection.arm and drawn[leader] < drawn.max():
+            top = int(np.argmax(drawn))  # select mode holds the arm drawn from the weights, not the largest
+            return (f"{name} was drawn with probability {drawn[leader]:.2f} from the exponential weights "
+                    f"(largest: {self.agent_names[top]} {drawn[top]:.2f}) in the {source}")
         return f"{name} has the largest exponential weight in the {source}"
 
     def _detail(
