@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from ensemble_trader import __version__
+from ensemble_trader.domain.models import SYMBOL_PATTERN
 
 from infra_cdk.config import stage_config
 from infra_cdk.stacks.trader import TraderStack
@@ -60,6 +62,29 @@ def _positive_seconds(app: cdk.App, key: str) -> float | None:
     return value
 
 
+def _symbols(app: cdk.App) -> tuple[str, ...]:
+    """The ``symbols`` context: a comma-separated string (``-c symbols=SPY,QQQ``) or a list of
+    strings (``cdk.json``), each a symbol the bars can carry, none twice (a symbol named twice
+    would halve its allocation and be refit on its rows twice)."""
+    raw = app.node.try_get_context("symbols") or "SPY"
+    if isinstance(raw, str):
+        names = [s.strip() for s in raw.split(",")]
+    elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        names = [s.strip() for s in raw]
+    else:
+        raise InvalidContextError(f"context symbols={raw!r} must be a comma-separated string or a list of strings")
+    symbols = tuple(s for s in names if s)
+    if not symbols:
+        raise InvalidContextError("context symbols names no symbol: give a comma-separated list, e.g. SPY,QQQ")
+    bad = [s for s in symbols if not re.fullmatch(SYMBOL_PATTERN, s)]
+    if bad:
+        raise InvalidContextError(f"context symbols: {bad} are not symbols (pattern {SYMBOL_PATTERN}: upper case)")
+    twice = sorted({s for s in symbols if symbols.count(s) > 1})
+    if twice:
+        raise InvalidContextError(f"context symbols names {twice} more than once")
+    return symbols
+
+
 def stack_name(stage: str) -> str:
     return f"ensemble-trader-{stage}"
 
@@ -86,9 +111,7 @@ def build_app(
             "context broker='alpaca-live' trades real money: give -c max_intent_age_seconds=N too, so an "
             "intent retried or redriven long after its bar is refused instead of traded (docs/deployment.md)"
         )
-    symbols = tuple(s.strip() for s in str(app.node.try_get_context("symbols") or "SPY").split(",") if s.strip())
-    if not symbols:
-        raise InvalidContextError("context symbols names no symbol: give a comma-separated list, e.g. SPY,QQQ")
+    symbols = _symbols(app)
     stack = TraderStack(
         app,
         stack_name(config.name),

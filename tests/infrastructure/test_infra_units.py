@@ -124,6 +124,37 @@ def test_symbols_context_without_a_symbol_is_refused(tmp_path):
         build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"symbols": " , "})
 
 
+@pytest.mark.parametrize(
+    ("symbols", "match"),
+    [
+        ("SPY,SPY", r"names \['SPY'\] more than once"),
+        ("SPY,spy", r"\['spy'\] are not symbols"),
+        (42, "must be a comma-separated string or a list of strings"),
+    ],
+)
+def test_a_symbols_context_that_cannot_be_traded_as_given_is_refused(tmp_path, symbols, match):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match=match):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"symbols": symbols})
+
+
+def test_a_symbols_context_may_be_a_list(tmp_path):
+    from infra_cdk.app import build_app
+
+    functions = tmp_path / "functions"
+    (functions / "regime").mkdir(parents=True)
+    for file in ("handler.py", "refit.py"):
+        (functions / "regime" / file).write_text("def lambda_handler(event, context):\n    return event\n")
+    app, stack = build_app(outdir=str(tmp_path / "out"), functions_dir=functions,
+                           context={"symbols": ["SPY", "QQQ"]})
+    template = app.synth().get_stack_by_name(stack.stack_name).template
+    refit = [r["Properties"]["Environment"]["Variables"]["ET_REGIME_SYMBOLS"] for r in template["Resources"].values()
+             if r["Type"] == "AWS::Lambda::Function"
+             and "ET_REGIME_SYMBOLS" in r["Properties"].get("Environment", {}).get("Variables", {})]
+    assert refit == ["SPY,QQQ"]
+
+
 def test_training_image_tag_defaults_to_the_package_version(tmp_path):
     import json
 
