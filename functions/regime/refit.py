@@ -14,12 +14,14 @@ published (a broken pin fails the run first); a model without enough history yet
 one or a symbol's) is skipped with its reason, and the others go on. A state the rows hardly visit (under 1 % of them,
 e.g. VOLATILE in a calm lookback) keeps its parameters instead of collapsing onto a few bars, and
 the states keep their names unless each holds 3 % of the rows. A published refit's manifest
-records the rows' time range, a hash of them and its creation time. The result's top-level keys
+records the rows' time range (UTC), a hash of them and its creation time. A pointer that no
+longer pins the version a model was refit from (an operator published meanwhile) is left as it
+is: that refit is skipped with its reason, its artifact stays unpinned. The result's top-level keys
 describe the shared model's refit (absent when every symbol has its own model); ``symbols``
 holds the per-symbol ones.
 
 Event: the scheduled event; ``detail`` may hold ``symbols`` (else ``ET_REGIME_SYMBOLS``, comma
-separated) and ``lookback_bars`` (default 2,000).
+separated; a symbol named twice is refused) and ``lookback_bars`` (default 2,000).
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from typing import Any
 
 import numpy as np
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.errors import ConcurrencyError, DataError
 from ensemble_trader.domain.models import Message
 from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.regime_registry import (
     HISTORY_TABLE,
-    load_pinned,
+    history_key,
+    history_time,
+    load_pin,
     load_version,
     pinned_symbols,
     pinned_version,
@@ -67,11 +71,15 @@ class RegimeModelPublished(Message):
 
 
 def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dict[str, Any]]]:
-    """The newest ``lookback`` ready rows of each symbol, oldest first."""
+    """The newest ``lookback`` ready rows of each symbol, oldest first, one per bar time.
+
+    Ordered by the parsed time, not the key text: rows written before the keys were UTC carry
+    the bar's own offset, whose text does not sort as time across a daylight-saving change."""
     out = []
     for symbol in symbols:
         rows = store.query(HISTORY_TABLE, "symbol", symbol, limit=lookback, newest_first=True)
-        out.append([r for r in reversed(rows) if r.get("ready")])
+        by_time = {history_time(r): r for r in rows if r.get("ready")}
+        out.append([by_time[t] for t in sorted(by_time)])
     return out
 
 
@@ -82,6 +90,10 @@ def refit_options(detail: dict[str, Any]) -> tuple[list[str], int]:
         raise DataError(f"no symbols to refit on: pass detail.symbols or set {SYMBOLS_ENV}")
     if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
         raise DataError(f"detail.symbols={symbols!r} must be a list of symbol strings")
+    twice = sorted({s for s in symbols if symbols.count(s) > 1})
+    if twice:  # its rows would count twice, past the short-history guard
+        source = "detail.symbols" if detail.get("symbols") else SYMBOLS_ENV
+        raise DataError(f"{source} names {', '.join(twice)} more than once")
     lookback = detail.get("lookback_bars", DEFAULT_LOOKBACK)
     if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 2:
         raise DataError(f"detail.lookback_bars={lookback!r} must be an integer >= 2")
@@ -93,12 +105,14 @@ def refit_one(
     history: Any,
     events: Any,
     current: Any,
+    pinned: str | None,
     symbols: list[str],
     lookback: int,
     symbol_model: str | None = None,
 ) -> dict[str, Any]:
     """Refit ``current`` on the rows of ``symbols``; publish it (to the shared pointer, or to
-    ``symbol_model``'s own) and announce it when its parameters changed."""
+    ``symbol_model``'s own) and announce it when its parameters changed, unless that pointer no
+    longer pins ``pinned`` (the version ``current`` was loaded from, None for no pointer)."""
     per_symbol = [rows for rows in history_rows(history, symbols, lookback) if len(rows) >= 2]
     rows = [r for seq in per_symbol for r in seq]
     try:
@@ -107,12 +121,12 @@ def refit_one(
         vol = np.array([float(r["features"]["range_vol_1"]) for r in rows])
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"regime-history rows lack the features the refit needs: {exc!r}") from None
-    stamps = sorted(str(r["timestamp"]) for r in rows)
+    times = [history_time(seq[i]) for seq in per_symbol for i in (0, -1)]
     provenance = {
         "symbols": symbols,
         "source": HISTORY_TABLE,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "training_window": [stamps[0], stamps[-1]] if stamps else [],
+        "training_window": [history_key(min(times)), history_key(max(times))] if times else [],
         "training_data_hash": hashlib.sha256(
             json.dumps([[r["symbol"], str(r["timestamp"])] for r in rows]).encode() + raw.tobytes()
         ).hexdigest(),
@@ -135,7 +149,11 @@ def refit_one(
     }
     if result.model.version == current.version:
         return {**summary, "published": False}
-    publish(model_store, result.model, previous=current.version, symbol=symbol_model)
+    try:
+        publish(model_store, result.model, previous=current.version, symbol=symbol_model, expected_pin=pinned)
+    except ConcurrencyError as exc:  # an operator's publish landed while this refit ran: it stays
+        logger.warning("regime refit not published", extra={"symbol_model": symbol_model, "reason": str(exc)})
+        return {**summary, "published": False, "skipped": str(exc)}
     events.publish(
         [
             RegimeModelPublished(
@@ -156,10 +174,10 @@ def refit_one(
 def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
     symbols, lookback = refit_options(detail)
     # every model is loaded before anything is published: a broken pin fails the run up front
-    shared_model = load_pinned(model_store, default_dir)
+    shared_pin, shared_model = load_pin(model_store, default_dir)
     pinned = set(pinned_symbols(model_store))  # one LIST instead of a GET per symbol
     own = {
-        s: load_version(model_store, v, pointer_key(s))
+        s: (v, load_version(model_store, v, pointer_key(s)))
         for s in symbols
         if s in pinned and (v := pinned_version(model_store, s)) is not None
     }
@@ -167,14 +185,16 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
     out: dict[str, Any] = {}
     if shared:
         try:
-            out = refit_one(model_store, history, events, shared_model, shared, lookback)
+            out = refit_one(model_store, history, events, shared_model, shared_pin, shared, lookback)
         except DataError as exc:  # e.g. shared symbols without history yet: the pinned ones still refit
             logger.warning("regime refit skipped the shared model", extra={"reason": str(exc)})
             out = {"previous": shared_model.version, "published": False, "skipped": str(exc)}
     out["symbols"] = {}
-    for symbol, model in own.items():
+    for symbol, (pin, model) in own.items():
         try:
-            out["symbols"][symbol] = refit_one(model_store, history, events, model, [symbol], lookback, symbol)
+            out["symbols"][symbol] = refit_one(
+                model_store, history, events, model, pin, [symbol], lookback, symbol
+            )
         except DataError as exc:  # e.g. a newly pinned symbol without enough history yet
             logger.warning("regime refit skipped a symbol model", extra={"symbol": symbol, "reason": str(exc)})
             out["symbols"][symbol] = {"previous": model.version, "published": False, "skipped": str(exc)}

@@ -133,6 +133,35 @@ def test_bad_records_go_to_the_dlq_with_their_reason(clean_stack, data):
     assert any("range_vol_1" in r and "lacks" in r for r in reasons)
 
 
+def test_history_keys_of_a_local_time_feed_sort_as_time_in_dynamodb(clean_stack):
+    """Bars in Berlin time across the October daylight-saving change: DynamoDB returns the rows
+    in key order, which must be the order the bars happened (the refit reads them so)."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from ensemble_trader.domain.models import Bar
+
+    berlin = ZoneInfo("Europe/Berlin")
+    engine = FeatureEngine("DAX")
+    vectors = [
+        engine.update(Bar(**{**bar.model_dump(), "timestamp": bar.timestamp.astimezone(berlin)}))
+        for bar in generate("easy", 72, 1, symbol="DAX", start="2024-10-26T00:00:00", freq="1h").series.bars()
+    ]
+    esm = clean_stack.emulator(["regime"])
+    clean_stack.put_records("features", vectors)
+    esm.run_until_drained()
+
+    stack = clean_stack.stack
+    rows = stack.client("dynamodb").query(
+        TableName=stack.name("regime-history"),
+        KeyConditionExpression="symbol = :s",
+        ExpressionAttributeValues={":s": {"S": "DAX"}},
+    )["Items"]
+    times = [datetime.fromisoformat(r["timestamp"]["S"]).astimezone(UTC) for r in rows]
+    assert len(times) == len(vectors) and times == sorted(times)  # key order is time order
+    assert [r["timestamp"]["S"] for r in rows] == [v.timestamp.astimezone(UTC).isoformat() for v in vectors]
+
+
 @pytest.mark.slow
 def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, data, monkeypatch):
     series, vectors = data

@@ -157,6 +157,33 @@ def test_rule_validates_its_parameters():
         TransitionRule(margin=1.5)
 
 
+def test_rule_options_must_be_whole_counts_and_a_real_margin():
+    """From ET_REGIME_RULE (JSON) a count of 1.5 or true, or a margin of "0.2", is refused naming
+    the field, not compared as a number (1.5 confirmed after two bars, true as one)."""
+    for options, problem in [
+        ({"confirm_bars": 1.5}, "confirm_bars 1.5 must be an integer >= 1"),
+        ({"min_dwell": True}, "min_dwell True must be an integer >= 1"),
+        ({"confirm_bars": 2.0}, "confirm_bars 2.0 must be an integer"),
+        ({"margin": "0.2"}, "margin '0.2' must be a number in"),
+        ({"margin": True}, "margin True must be a number in"),
+        ({"margin": float("nan")}, r"margin nan must be in \[0, 1\)"),
+        ({"margin": float("inf")}, r"margin inf must be in \[0, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            TransitionRule(**options)
+    rule = TransitionRule(margin=np.float64(0.2), confirm_bars=np.int64(2), min_dwell=3)
+    assert rule.as_dict() == {"margin": 0.2, "confirm_bars": 2, "min_dwell": 3}
+    assert TransitionRule(margin=0).margin == 0
+
+
+def test_the_regime_rule_variable_refuses_a_fractional_count_naming_it(monkeypatch):
+    from ensemble_trader.runtime.settings import EnvironmentSettingError, json_from_env
+
+    monkeypatch.setenv("ET_REGIME_RULE", '{"confirm_bars": 1.5}')
+    with pytest.raises(EnvironmentSettingError, match=r"ET_REGIME_RULE.*confirm_bars 1.5 must be an integer"):
+        json_from_env("ET_REGIME_RULE", TransitionRule)
+
+
 # --------------------------------------------------------------------------------------------
 # state bytes and the stage step
 # --------------------------------------------------------------------------------------------

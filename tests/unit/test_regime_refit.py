@@ -9,7 +9,7 @@ from ensemble_trader.adapters.memory.fakes import (
     MemoryModelStore,
     MemoryStreamPublisher,
 )
-from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.errors import DataError, ModelArtifactError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.regime import RegimeModel, RegimeStep
 from ensemble_trader.domain.synthetic import generate
@@ -103,3 +103,91 @@ def test_publish_refuses_a_model_reading_features_the_stage_does_not_make(setup,
     alien.save(tmp_path / "alien")
     assert main(["regime", "publish", "--model", str(tmp_path / "alien"), "--symbol", "SYNA"]) == 1
     assert "not_a_feature" in capsys.readouterr().err
+
+
+def test_the_refit_reads_rows_in_time_order_whatever_offset_their_keys_carry(setup):
+    """Rows keyed by a local offset (as they were stored before the keys were UTC) across the
+    October daylight-saving change: the key text puts 02:00+01:00 before the earlier 02:00+02:00,
+    and Baum-Welch must see the bars in the order they happened."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from ensemble_trader.domain.models import Bar
+
+    refit, default_dir, default, _ = setup
+    berlin = ZoneInfo("Europe/Berlin")
+    bars = generate("easy", 200, 1, symbol="DAX", start="2024-10-24T00:00:00", freq="1h").series.bars()
+    step, engine, state, states = RegimeStep(default), FeatureEngine("DAX"), None, []
+    for bar in bars:
+        local = Bar(**{**bar.model_dump(), "timestamp": bar.timestamp.astimezone(berlin)})  # the feed's local time
+        state, outputs, _ = step.apply(state, engine.update(local))
+        states.extend(outputs)
+    table = HistoryTable()
+    legacy = [{**registry.history_item(s), "timestamp": s.timestamp.isoformat()} for s in states]
+    table.put_items("regime-history", legacy)
+    utc_key = states[-1].timestamp.astimezone(UTC).isoformat()
+    table.put_item("regime-history", {**legacy[-1], "timestamp": utc_key})  # the last bar again, keyed in UTC
+    assert len(table.items("regime-history")) == 201
+
+    [rows] = refit.history_rows(table, ["DAX"], 2000)
+    times = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in rows]
+    assert times == sorted(times)  # in the order the bars happened
+    assert len(rows) == len(set(times)) == 140  # one row per bar
+    assert times[0] == states[60].timestamp.timestamp() and times[-1] == states[-1].timestamp.timestamp()
+
+    store = MemoryModelStore()
+    out = refit.run_refit(store, table, MemoryEventBus(), default_dir, {"symbols": ["DAX"]})
+    assert out["published"] and out["n_samples"] == 140
+    window = registry.load_version(store, out["version"]).info["training_window"]
+    assert window == [states[60].timestamp.astimezone(UTC).isoformat(), utc_key]
+
+
+class RacingTable(HistoryTable):
+    """The rows of ``table``; ``during()`` runs on the first query, as an operator's publish
+    landing while the refit runs."""
+
+    def __init__(self, table: HistoryTable, during) -> None:
+        super().__init__()
+        self.tables = table.tables
+        self.during = during
+
+    def query(self, *args, **kwargs):
+        during, self.during = self.during, lambda: None
+        during()
+        return super().query(*args, **kwargs)
+
+
+def test_a_publish_made_while_the_refit_runs_is_not_undone(setup, shifted_regime_model):
+    refit, default_dir, default, table = setup
+    store, bus = MemoryModelStore(), MemoryEventBus()
+    operators = shifted_regime_model(default, 0.25)
+    race = RacingTable(table, lambda: registry.publish(store, operators, previous=None))
+    out = refit.run_refit(store, race, bus, default_dir, {"symbols": ["SYNA"]})  # loaded the default: no pointer
+    assert not out["published"] and out["previous"] == default.version and out["version"] != default.version
+    assert f"regime/current.json pins {operators.version} now, not no version" in out["skipped"]
+    assert registry.pinned_version(store) == operators.version and bus.events == []
+
+    # a symbol's own pointer too; the shared model, whose pointer did not move, is published
+    own, mine = shifted_regime_model(default, 0.3), shifted_regime_model(default, 0.35)
+    registry.publish(store, own, previous=None, symbol="SYNB")
+    race = RacingTable(table, lambda: registry.publish(store, mine, previous=own.version, symbol="SYNB"))
+    out = refit.run_refit(store, race, bus, default_dir, {"symbols": ["SYNA", "SYNB"]})
+    assert out["published"] and out["previous"] == operators.version
+    assert registry.pinned_version(store) == out["version"]
+    skipped = out["symbols"]["SYNB"]
+    assert not skipped["published"] and skipped["previous"] == own.version
+    assert f"regime/symbols/SYNB/current.json pins {mine.version} now, not {own.version}" in skipped["skipped"]
+    assert registry.pinned_version(store, "SYNB") == mine.version
+    assert [(e.symbol_model, e.version) for e in bus.events] == [(None, out["version"])]
+
+
+def test_a_symbol_named_twice_is_refused_not_read_twice(setup, monkeypatch):
+    """Read twice, a new symbol's rows would count double against the short-history guard."""
+    refit, default_dir, _, table = setup
+    with pytest.raises(DataError, match="detail.symbols names THIN more than once"):
+        refit.run_refit(MemoryModelStore(), table, MemoryEventBus(), default_dir,
+                        {"symbols": ["THIN", "SYNA", "THIN"]})
+    monkeypatch.setenv("ET_REGIME_SYMBOLS", "SPX, IXIC, SPX")
+    with pytest.raises(DataError, match="ET_REGIME_SYMBOLS names SPX more than once"):
+        refit.refit_options({})
+    assert refit.refit_options({"symbols": ["THIN", "SYNA"]}) == (["THIN", "SYNA"], 2_000)

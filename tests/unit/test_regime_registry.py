@@ -154,3 +154,114 @@ def test_a_pinned_model_reading_a_feature_the_engine_does_not_compute_fails_clos
     registry.publish(store, stray, previous=None)
     with pytest.raises(ModelArtifactError, match=r"reads features \['range_vol_l'\] that the feature engine"):
         registry.load_pinned(store, default_dir)
+
+
+def states_of(step, symbol: str, bars) -> list:
+    engine, state, states = FeatureEngine(symbol), None, []
+    for bar in bars:
+        state, outputs, _ = step.apply(state, engine.update(bar))
+        states.extend(outputs)
+    return states
+
+
+def test_history_rows_are_keyed_by_the_utc_instant_so_the_key_order_is_time_order(registry, default_dir):
+    """A feed in local time (Berlin, hourly) across the October daylight-saving change: keyed by
+    the bar's own offset, 02:00+01:00 sorted before the earlier 02:00+02:00."""
+    from zoneinfo import ZoneInfo
+
+    from ensemble_trader.domain.models import Bar
+
+    berlin = ZoneInfo("Europe/Berlin")
+    bars = generate("easy", 80, 1, symbol="DAX", start="2024-10-26T00:00:00", freq="1h").series.bars()
+    local = [Bar(**{**bar.model_dump(), "timestamp": bar.timestamp.astimezone(berlin)}) for bar in bars]
+    assert {b.timestamp.utcoffset() for b in local} == {timedelta(hours=1), timedelta(hours=2)}
+    states = states_of(RegimeStep(RegimeModel.load(default_dir)), "DAX", local)
+    table = MemoryKeyValueStore()
+    registry.MarketStateSink(StreamSink(MemoryStreamPublisher(), "market-state"), table).emit(states)
+    keys = sorted(row["timestamp"] for row in table.items("regime-history"))  # DynamoDB's (byte) order
+    assert keys == [s.timestamp.astimezone(UTC).isoformat() for s in states]
+    assert all(k.endswith("+00:00") for k in keys) and len(set(keys)) == 80
+    # (compared as UTC: an aware time in a repeated hour never equals one of another zone, PEP 495)
+    assert [registry.history_time({"timestamp": k}) for k in keys] == [s.timestamp.astimezone(UTC) for s in states]
+
+
+def test_a_utc_bar_keeps_its_history_key(registry):
+    """Rows written before the keys were made UTC keep theirs: a UTC time's key is its own text."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    from ensemble_trader.domain.models import Bar
+
+    for text in ("2024-03-01T00:00:00Z", "2024-03-01T14:30:00.250000+00:00", "2024-03-01T14:30:00.000001Z"):
+        bar = Bar(symbol="SPX", timestamp=text, open=1.0, high=1.0, low=1.0, close=1.0, volume=0.0)
+        assert registry.history_key(bar.timestamp) == bar.timestamp.isoformat()
+    for tz in (UTC, timezone(timedelta(0)), ZoneInfo("UTC"), ZoneInfo("Etc/UTC"), ZoneInfo("Europe/London")):
+        when = datetime(2024, 1, 5, 9, 30, 15, tzinfo=tz)
+        assert registry.history_key(when) == when.isoformat() == "2024-01-05T09:30:15+00:00"
+    with pytest.raises(DataError, match=r"'SPX' has timestamp '2024-01-05T09:30:15', not an ISO-8601 time"):
+        registry.history_time({"symbol": "SPX", "timestamp": "2024-01-05T09:30:15"})
+
+
+def test_a_row_dynamodb_cannot_store_is_refused_before_its_market_state_is_published(registry, default_dir):
+    """A feature value of 1e200 (finite, a valid FeatureVector) is beyond DynamoDB's numbers: the
+    stage runner dead-letters that record, and its MarketState must not be on the stream (nor
+    be published again on each split of the batch)."""
+    from ensemble_trader.adapters.memory.fakes import MemoryCache, MemoryDeadLetters, MemoryEventBus
+    from ensemble_trader.domain.models import FeatureVector, MarketState
+    from ensemble_trader.local.events import kinesis_event, kinesis_record
+    from ensemble_trader.runtime.stage import KinesisStageRunner
+
+    model = RegimeModel.load(default_dir)
+    engine = FeatureEngine("SYNA")
+    vectors = [engine.update(bar) for bar in generate("easy", 70, 1, symbol="SYNA").series.bars()][-3:]
+    vectors[1] = FeatureVector.model_validate(
+        vectors[1].model_copy(update={"values": {**vectors[1].values, "drawdown": 1e200}}).model_dump()
+    )
+    publisher, table, dlq = MemoryStreamPublisher(), MemoryKeyValueStore(), MemoryDeadLetters()
+    sink = registry.MarketStateSink(StreamSink(publisher, "market-state"), table)
+    state, outputs, _ = RegimeStep(model).apply(None, vectors[1])
+    with pytest.raises(DataError, match=r"features.drawdown=1e\+200"):
+        sink.emit(outputs)
+    assert publisher.streams.get("market-state", []) == [] and table.items("regime-history") == []
+
+    runner = KinesisStageRunner(
+        RegimeStep(model), cache=MemoryCache(), dlq=dlq, sink=sink, events=MemoryEventBus(),
+        snapshots=MemoryKeyValueStore(), max_lead_seconds=None,
+    )  # fmt: skip
+    records = [
+        kinesis_record(v.model_dump_json().encode(), partition_key="SYNA", sequence_number=str(i),
+                       stream="features")
+        for i, v in enumerate(vectors)
+    ]
+    assert runner.process(kinesis_event(records)) == {"batchItemFailures": []}
+    letters = [(r["kinesis"]["sequenceNumber"], "drawdown=1e+200" in reason) for r, reason, _ in dlq.letters]
+    assert letters == [("1", True)]
+    emitted = [MarketState.model_validate_json(body).timestamp for _, body in publisher.streams["market-state"]]
+    assert emitted == [vectors[0].timestamp, vectors[2].timestamp]  # each once, the refused one never
+    assert sorted(r["timestamp"] for r in table.items("regime-history")) == [
+        registry.history_key(vectors[0].timestamp), registry.history_key(vectors[2].timestamp)
+    ]
+
+
+def test_a_publish_expecting_a_pin_leaves_a_moved_pointer_alone(registry, default_dir, shifted_regime_model):
+    from ensemble_trader.domain.errors import ConcurrencyError
+
+    default = RegimeModel.load(default_dir)
+    first, operators, refit = (shifted_regime_model(default, by) for by in (0.1, 0.2, 0.3))
+    store = MemoryModelStore()
+    registry.publish(store, first, previous=None, expected_pin=None)  # no pointer yet, as expected
+    assert registry.load_pin(store, default_dir)[0] == first.version
+    registry.publish(store, refit, previous=first.version, expected_pin=first.version)
+    assert registry.pinned_version(store) == refit.version
+
+    registry.publish(store, operators, previous=refit.version)  # an operator's publish: whatever is pinned
+    for expected in (refit.version, None):
+        with pytest.raises(ConcurrencyError, match=f"regime/current.json pins {operators.version} now, not "):
+            registry.publish(store, first, previous=refit.version, expected_pin=expected)
+        assert registry.pinned_version(store) == operators.version
+
+    with pytest.raises(ConcurrencyError, match="regime/symbols/IXIC/current.json pins no version now"):
+        registry.publish(store, refit, previous=None, symbol="IXIC", expected_pin=first.version)
+    assert registry.pinned_version(store, "IXIC") is None
+    pin, model = registry.load_pin(MemoryModelStore(), default_dir)
+    assert pin is None and model.version == default.version

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -174,12 +175,17 @@ class TransitionRule:
     min_dwell: int = 1
 
     def __post_init__(self) -> None:
+        # the options come from JSON (ET_REGIME_RULE) too: 1.5 or true would compare as a count
+        if isinstance(self.margin, bool) or not isinstance(self.margin, numbers.Real):
+            raise ValueError(f"margin {self.margin!r} must be a number in [0, 1)")
         if not (0.0 <= self.margin < 1.0):
             raise ValueError(f"margin {self.margin!r} must be in [0, 1)")
-        if self.confirm_bars < 1:
-            raise ValueError(f"confirm_bars {self.confirm_bars!r} must be >= 1")
-        if self.min_dwell < 1:
-            raise ValueError(f"min_dwell {self.min_dwell!r} must be >= 1")
+        for name in ("confirm_bars", "min_dwell"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} {value!r} must be an integer >= 1")
+            if value < 1:
+                raise ValueError(f"{name} {value!r} must be >= 1")
 
     def as_dict(self) -> dict[str, Any]:
         return {"margin": self.margin, "confirm_bars": self.confirm_bars, "min_dwell": self.min_dwell}

@@ -14,9 +14,11 @@ default's market (a more volatile index, hourly crypto bars) gets a model fitted
 history (``ensemble-trader regime publish --model DIR --symbol SYMBOL``). A pinned version that
 cannot be read or fails its checksum is an error (fail closed), never a silent fallback.
 
-History rows (table ``regime-history``: pk ``symbol``, sk ``timestamp`` ISO-8601) hold the
-reported regime, its confidence and probabilities, and the bar's feature values, so the daily
-refit can run from the table alone, without bars.
+History rows (table ``regime-history``: pk ``symbol``, sk ``timestamp``, the bar's time in UTC,
+ISO-8601) hold the reported regime, its confidence and probabilities, and the bar's feature
+values, so the daily refit can run from the table alone, without bars. The key is the UTC
+instant, not the bar's own offset: DynamoDB orders a string key by its bytes, and only texts of
+one offset sort as time (a feed in local time changes offset with daylight saving).
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 
-from ensemble_trader.domain.errors import DataError, ModelArtifactError
+from ensemble_trader.adapters.dynamo_numbers import storable
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, MarketState
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
@@ -89,12 +93,28 @@ def load_version(store: ModelStore, version: str, pinned_by: str = POINTER) -> R
     return servable(model, pinned_by)
 
 
-def load_pinned(store: ModelStore, default_dir: Path) -> RegimeModel:
-    """The globally pinned model of the registry, else the committed default."""
+def load_pin(store: ModelStore, default_dir: Path) -> tuple[str | None, RegimeModel]:
+    """The version the global pointer pins (None when there is none) and the model served: that
+    version's, else the committed default. One read of the pointer, so the two agree."""
     version = pinned_version(store)
     if version is None:
-        return servable(RegimeModel.load(default_dir), "the committed default model")
-    return load_version(store, version)
+        return None, servable(RegimeModel.load(default_dir), "the committed default model")
+    return version, load_version(store, version)
+
+
+def load_pinned(store: ModelStore, default_dir: Path) -> RegimeModel:
+    """The globally pinned model of the registry, else the committed default."""
+    return load_pin(store, default_dir)[1]
+
+
+class _AnyPin(Enum):
+    """The type of :data:`ANY_PIN` (None already means "no pointer")."""
+
+    ANY_PIN = "any"
+
+
+ANY_PIN: Final = _AnyPin.ANY_PIN
+"""``publish(expected_pin=ANY_PIN)``: move the pointer whatever it pins (an operator's publish)."""
 
 
 def publish(
@@ -103,13 +123,28 @@ def publish(
     previous: str | None,
     now: datetime | None = None,
     symbol: str | None = None,
+    *,
+    expected_pin: str | None | _AnyPin = ANY_PIN,
 ) -> None:
     """Write the artifact under its version, then move the pointer — the global one, or
-    ``symbol``'s own — to it (pointer last)."""
+    ``symbol``'s own — to it (pointer last).
+
+    With ``expected_pin`` (the version the pointer pinned when the caller loaded its model, None
+    for no pointer) the pointer is read again right before it is moved, and one that pins
+    something else now raises :class:`ConcurrencyError` and stays as it is: a refit must not
+    undo an operator's publish made while it ran. The read and the write are two requests (the
+    ModelStore port has no conditional write), so a publish landing between them still loses;
+    the artifact, already written under its own version, stays unpinned.
+    """
     key = pointer_key(symbol)
     files = model.to_files()
     for name in (PARAMETERS_FILE, MANIFEST_FILE):
         store.write(f"{PREFIX}/{model.version}/{name}", files[name])
+    if expected_pin is not ANY_PIN and (pinned := pinned_version(store, symbol)) != expected_pin:
+        raise ConcurrencyError(
+            f"{key} pins {pinned or 'no version'} now, not {expected_pin or 'no version'} as when the "
+            f"model was loaded: {model.version} was not pinned and the pointer is left as it is"
+        )
     pointer = {
         "version": model.version,
         "previous": previous,
@@ -151,12 +186,33 @@ class SymbolModels:
         return self.models.get(symbol, self.default)
 
 
+def history_key(when: datetime) -> str:
+    """The sort key of a bar time: its UTC instant in ISO-8601 (a UTC bar's own ``isoformat``)."""
+    return when.astimezone(UTC).isoformat()
+
+
+def history_time(row: dict[str, Any]) -> datetime:
+    """The bar time of a history row (of any offset: rows written before the keys were UTC
+    carry the bar's own)."""
+    text = row.get("timestamp")
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise DataError(
+            f"regime-history row of {row.get('symbol')!r} has timestamp {text!r}, "
+            "not an ISO-8601 time with an offset"
+        )
+    return when
+
+
 def history_item(state: MarketState) -> dict[str, Any]:
     """The regime-history row of one MarketState."""
     est = state.regime
     row: dict[str, Any] = {
         "symbol": state.symbol,
-        "timestamp": state.timestamp.isoformat(),
+        "timestamp": history_key(state.timestamp),
         "regime": est.regime.value,
         "confidence": est.confidence,
         "bars_in_regime": est.bars_in_regime,
@@ -174,7 +230,9 @@ class MarketStateSink:
 
     The stream comes first: a failure after it re-emits on retry (a harmless duplicate, the
     next stage skips it); a history row is keyed by (symbol, bar time), so rewriting it is
-    harmless too.
+    harmless too. A row DynamoDB cannot store (a feature value of 1e126 or more) is refused
+    before anything is emitted: its DataError makes the stage runner split the batch and
+    dead-letter that record, whose MarketState must then not have reached the stream.
     """
 
     def __init__(self, stream: Any, store: KeyValueStore, table: str = HISTORY_TABLE) -> None:
@@ -186,8 +244,9 @@ class MarketStateSink:
         states = [r for r in records if isinstance(r, MarketState)]
         if len(states) != len(records):
             raise DataError("the regime stage emits MarketState records only")
+        # as DynamoDB will hold them, checked before the stream gets anything
+        rows = [{name: storable(value, name) for name, value in history_item(s).items()} for s in states]
         self.stream.emit(states)
-        rows = [history_item(state) for state in states]
         put_items = getattr(self.store, "put_items", None)  # BatchWriteItem when the store has it
         if put_items is not None:
             put_items(self.table, rows)
