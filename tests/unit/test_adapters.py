@@ -431,6 +431,36 @@ def test_s3_model_store(aws):
         store.read("v2/x.onnx")
 
 
+def test_s3_model_store_replace_is_a_conditional_write(aws):
+    """replace() writes only over the content the caller read: S3 refuses the put (412) when
+    another writer changed the object between the adapter's read and its write."""
+    import boto3
+    from ensemble_trader.domain.errors import ConcurrencyError
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="et-unit-model-registry")
+    store = S3ModelStore(s3, settings=SETTINGS, prefix="regime")
+    store.replace("current.json", b"v1", None)  # absent, as expected
+    with pytest.raises(ConcurrencyError, match="changed since it was read"):
+        store.replace("current.json", b"v2", None)  # it exists now
+    store.replace("current.json", b"v2", b"v1")
+    with pytest.raises(ConcurrencyError, match="changed since it was read"):
+        store.replace("current.json", b"v3", b"v1")
+    assert store.read("current.json") == b"v2"
+
+    real_put = s3.put_object
+
+    def operator_first(**kwargs):  # another writer lands between the adapter's read and its write
+        real_put(Bucket=kwargs["Bucket"], Key=kwargs["Key"], Body=b"operator")
+        return real_put(**kwargs)
+
+    s3.put_object = operator_first
+    with pytest.raises(ConcurrencyError, match="changed while it was written"):
+        store.replace("current.json", b"v3", b"v2")
+    s3.put_object = real_put
+    assert store.read("current.json") == b"operator"
+
+
 def test_redis_cache_round_trip_and_prefix():
     client = fakeredis.FakeRedis()
     cache = RedisCache(client, prefix="local:", ttl_seconds=60)

@@ -265,3 +265,24 @@ def test_a_publish_expecting_a_pin_leaves_a_moved_pointer_alone(registry, defaul
     assert registry.pinned_version(store, "IXIC") is None
     pin, model = registry.load_pin(MemoryModelStore(), default_dir)
     assert pin is None and model.version == default.version
+
+
+def test_a_publish_landing_between_the_refits_read_and_write_is_not_undone(registry, default_dir,
+                                                                           shifted_regime_model):
+    """The pointer is moved by one conditional write over the content read: an operator's
+    publish that lands after the refit read the pointer, before it wrote, stays pinned."""
+    from ensemble_trader.domain.errors import ConcurrencyError
+
+    default = RegimeModel.load(default_dir)
+    first, operators, refit = (shifted_regime_model(default, by) for by in (0.1, 0.2, 0.3))
+
+    class Racing(MemoryModelStore):
+        def replace(self, key: str, data: bytes, expected: bytes | None) -> None:
+            self.objects[key] = json.dumps({"version": operators.version}).encode()  # the operator's
+            super().replace(key, data, expected)
+
+    store = Racing()
+    registry.publish(store, first, previous=None)
+    with pytest.raises(ConcurrencyError, match="changed since it was read"):
+        registry.publish(store, refit, previous=first.version, expected_pin=first.version)
+    assert registry.pinned_version(store) == operators.version

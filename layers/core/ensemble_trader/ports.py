@@ -94,6 +94,11 @@ class ModelStore(Protocol):
 
     def write(self, key: str, data: bytes) -> None: ...
 
+    def replace(self, key: str, data: bytes, expected: bytes | None) -> None:
+        """Write ``data`` only if the object still holds ``expected`` (None: it does not exist),
+        as one atomic step; ConcurrencyError otherwise (another writer got there first)."""
+        ...
+
     def list(self, prefix: str = "") -> list[str]:
         """Every key that starts with ``prefix``."""
         ...

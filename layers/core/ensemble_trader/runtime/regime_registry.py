@@ -59,10 +59,18 @@ def pointer_key(symbol: str | None = None) -> str:
 
 def pinned_version(store: ModelStore, symbol: str | None = None) -> str | None:
     """The version the global pointer (or ``symbol``'s own) pins, or None when there is none."""
-    key = pointer_key(symbol)
+    return _pinned_by(pointer_key(symbol), _pointer(store, symbol))
+
+
+def _pointer(store: ModelStore, symbol: str | None) -> bytes | None:
     try:
-        raw = store.read(key)
+        return store.read(pointer_key(symbol))
     except ModelArtifactError:
+        return None
+
+
+def _pinned_by(key: str, raw: bytes | None) -> str | None:
+    if raw is None:
         return None
     try:
         version = json.loads(raw)["version"]
@@ -130,17 +138,18 @@ def publish(
     ``symbol``'s own — to it (pointer last).
 
     With ``expected_pin`` (the version the pointer pinned when the caller loaded its model, None
-    for no pointer) the pointer is read again right before it is moved, and one that pins
-    something else now raises :class:`ConcurrencyError` and stays as it is: a refit must not
-    undo an operator's publish made while it ran. The read and the write are two requests (the
-    ModelStore port has no conditional write), so a publish landing between them still loses;
-    the artifact, already written under its own version, stays unpinned.
+    for no pointer) the pointer is moved only if it still pins that version, in one conditional
+    write (:meth:`~ensemble_trader.ports.ModelStore.replace`: S3's ``If-Match``); otherwise
+    :class:`ConcurrencyError` and the pointer stays as it is: a refit must not undo an operator's
+    publish made while it ran. The artifact, already written under its own version, stays
+    unpinned.
     """
     key = pointer_key(symbol)
     files = model.to_files()
     for name in (PARAMETERS_FILE, MANIFEST_FILE):
         store.write(f"{PREFIX}/{model.version}/{name}", files[name])
-    if expected_pin is not ANY_PIN and (pinned := pinned_version(store, symbol)) != expected_pin:
+    current = _pointer(store, symbol) if expected_pin is not ANY_PIN else None
+    if expected_pin is not ANY_PIN and (pinned := _pinned_by(key, current)) != expected_pin:
         raise ConcurrencyError(
             f"{key} pins {pinned or 'no version'} now, not {expected_pin or 'no version'} as when the "
             f"model was loaded: {model.version} was not pinned and the pointer is left as it is"
@@ -152,7 +161,10 @@ def publish(
     }
     if symbol is not None:
         pointer["symbol"] = symbol
-    store.write(key, json.dumps(pointer).encode())
+    if expected_pin is ANY_PIN:
+        store.write(key, json.dumps(pointer).encode())
+    else:  # refused if another publish moved the pointer since it was read just above
+        store.replace(key, json.dumps(pointer).encode(), current)
 
 
 def pinned_symbols(store: ModelStore) -> list[str]:

@@ -8,7 +8,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
-from ensemble_trader.domain.errors import InfrastructureError, ModelArtifactError
+from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, ModelArtifactError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 
@@ -42,6 +42,28 @@ class S3ModelStore:
         try:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
         except (ClientError, BotoCoreError) as exc:
+            raise InfrastructureError(f"S3 put s3://{self.bucket}/{full}: {exc}") from exc
+
+    def replace(self, key: str, data: bytes, expected: bytes | None) -> None:
+        """A conditional put: ``If-Match`` on the ETag of the object read (it still holds
+        ``expected``), or ``If-None-Match: *`` when ``expected`` is None — S3 refuses the write
+        (412) when another writer changed the object in between."""
+        full = self.prefix + key
+        try:
+            current = self._client.get_object(Bucket=self.bucket, Key=full)
+            body, etag = current["Body"].read(), current["ETag"]
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
+                raise InfrastructureError(f"S3 get s3://{self.bucket}/{full}: {exc}") from exc
+            body, etag = None, None
+        if body != expected:
+            raise ConcurrencyError(f"s3://{self.bucket}/{full} changed since it was read")
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise ConcurrencyError(f"s3://{self.bucket}/{full} changed while it was written") from exc
             raise InfrastructureError(f"S3 put s3://{self.bucket}/{full}: {exc}") from exc
 
     def list(self, prefix: str = "") -> list[str]:

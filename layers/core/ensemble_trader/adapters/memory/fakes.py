@@ -202,5 +202,10 @@ class MemoryModelStore:
     def write(self, key: str, data: bytes) -> None:
         self.objects[key] = bytes(data)
 
+    def replace(self, key: str, data: bytes, expected: bytes | None) -> None:
+        if self.objects.get(key) != expected:
+            raise ConcurrencyError(f"model artifact {key!r} changed since it was read")
+        self.objects[key] = bytes(data)
+
     def list(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
