@@ -114,6 +114,34 @@ def test_local_up_status_down(tmp_path):
     assert not pid_alive(state["moto_pid"]) and not pid_alive(state["redis_pid"])
 
 
+@pytest.mark.slow
+def test_local_status_exports_gives_a_running_stacks_environment(tmp_path):
+    env = {**os.environ, "ET_LOCAL_STATE_FILE": str(tmp_path / "stack.json")}
+    for key in ("ET_AWS_ENDPOINT_URL", "ET_REDIS_URL", "AWS_ENDPOINT_URL"):
+        env.pop(key, None)
+    cli = [sys.executable, "-c", "import sys; from ensemble_trader.cli import main; sys.exit(main())"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, "local", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    absent = run("status", "--exports")
+    assert absent.returncode == 1 and absent.stdout == "" and "not running" in absent.stderr
+    up = run("up")
+    assert up.returncode == 0, up.stderr
+    try:
+        again = run("up")  # the quick start's mistake: a second `up` refuses and prints no exports
+        assert again.returncode == 1 and "export" not in again.stdout and "status --exports" in again.stderr
+        exports = run("status", "--exports")
+        assert exports.returncode == 0, exports.stderr
+        assert exports.stdout.splitlines() == [line for line in up.stdout.splitlines() if line.startswith("export ")]
+        shell = subprocess.run(["bash", "-c", 'eval "$EXPORTS"; echo "$ET_AWS_ENDPOINT_URL"'],
+                               env={**env, "EXPORTS": exports.stdout}, capture_output=True, text=True, timeout=60)
+        assert shell.stdout.strip() == json.loads((tmp_path / "stack.json").read_text())["endpoint_url"]
+    finally:
+        down = run("down")
+    assert down.returncode == 0
+
+
 def test_feed_replay_cli_puts_interleaved_bars(clean_stack, capsys):
     from ensemble_trader.cli import main
     from ensemble_trader.runtime.settings import get_settings
@@ -131,6 +159,69 @@ def test_feed_replay_cli_puts_interleaved_bars(clean_stack, capsys):
         assert len(times) == 350 and times == sorted(times)
     raw = list(clean_stack.stack.iter_stream("market-data", since=clean_stack.marks["market-data"]))
     assert len(raw) == 70  # 350 bars of each symbol, 10 to a record
+
+
+# -- looking inside: read_queue ---------------------------------------------------------------------
+
+
+def test_peeking_a_fifo_queue_reads_every_message_of_a_group_in_order(clean_stack):
+    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
+    from ensemble_trader.local.reports import dead_letter_summary
+
+    stack = clean_stack.stack
+    writer = SqsDeadLetterWriter("orders-dlq", settings=stack.settings, source="orders")  # one group: "orders"
+    for n in range(25):
+        writer.send({"n": n}, f"reason {n % 2}")
+    assert [letter["record"]["n"] for letter in stack.read_queue("orders-dlq", delete=False)] == list(range(25))
+    assert dead_letter_summary(stack, "orders-dlq") == (25, ["   13 × reason 0", "   12 × reason 1"])
+    # still there, in order, in their group, under new deduplication ids (SQS would drop a copy
+    # sent under the original's id within five minutes even after a delete; moto does not)
+    sqs, url = stack.client("sqs"), stack.queue_url("orders-dlq")
+    head = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"])["Messages"]
+    assert {m["Attributes"]["MessageGroupId"] for m in head} == {"orders"}
+    assert all(m["Attributes"]["MessageDeduplicationId"].startswith("peek-") for m in head)
+    sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(head)])
+    assert [letter["record"]["n"] for letter in stack.read_queue("orders-dlq")] == list(range(25))
+    assert stack.queue_depth("orders-dlq") == 0
+
+
+def test_peeking_a_fifo_queue_keeps_each_groups_order_and_the_attributes(clean_stack):
+    stack = clean_stack.stack
+    sqs, url = stack.client("sqs"), stack.queue_url("order-intents")
+    for n in range(12):
+        sqs.send_message_batch(QueueUrl=url, Entries=[
+            {"Id": g, "MessageBody": json.dumps({"g": g, "n": n}), "MessageGroupId": g,
+             "MessageDeduplicationId": f"{g}-{n}",
+             "MessageAttributes": {"n": {"DataType": "Number", "StringValue": str(n)}}}
+            for g in ("SPX", "IXIC")
+        ])
+    peeked = stack.read_queue("order-intents", delete=False)
+    assert len(peeked) == 24 and stack.queue_depth("order-intents") == 24
+    for g in ("SPX", "IXIC"):
+        assert [m["n"] for m in peeked if m["g"] == g] == list(range(12))
+    seen: dict[str, list[int]] = {"SPX": [], "IXIC": []}
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                          MessageSystemAttributeNames=["All"]).get("Messages"):
+        for m in messages:
+            body = json.loads(m["Body"])
+            assert m["Attributes"]["MessageGroupId"] == body["g"]
+            assert m["MessageAttributes"]["n"] == {"DataType": "Number", "StringValue": str(body["n"])}
+            seen[body["g"]].append(body["n"])
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+    assert seen == {"SPX": list(range(12)), "IXIC": list(range(12))}
+
+
+def test_peeking_a_standard_queue_leaves_it_as_it_was(clean_stack):
+    from ensemble_trader.adapters.aws.sqs import SqsDeadLetterWriter
+
+    stack = clean_stack.stack
+    writer = SqsDeadLetterWriter("features-dlq", settings=stack.settings, source="features")
+    for n in range(25):
+        writer.send({"n": n}, "invalid Bar")
+    assert sorted(letter["record"]["n"] for letter in stack.read_queue("features-dlq", delete=False)) == list(range(25))
+    assert sorted(letter["record"]["n"] for letter in stack.read_queue("features-dlq")) == list(range(25))
 
 
 # -- the emulator: function errors, timeouts, interruptions ---------------------------------------
@@ -253,6 +344,88 @@ def test_interruption_makes_the_sqs_batch_visible_again(clean_stack):
     clean_stack.emulator(["orders"], handlers={"orders": lambda e, c: seen.extend(
         json.loads(r["body"])["n"] for r in e["Records"])}).run_until_drained()
     assert seen == [0, 1, 2]  # at once, not after the 30 s visibility timeout
+
+
+def test_item_failures_count_the_reported_records_for_kinesis_and_sqs(clean_stack):
+    def first_record_fails_once(key: str):
+        calls = []
+
+        def handler(event, context):
+            calls.append(len(event["Records"]))
+            first = event["Records"][0]
+            ident = first["kinesis"]["sequenceNumber"] if key == "kinesis" else first["messageId"]
+            return {"batchItemFailures": [{"itemIdentifier": ident}] if len(calls) == 1 else []}
+
+        return handler, calls
+
+    kinesis, kinesis_calls = first_record_fails_once("kinesis")
+    esm = clean_stack.emulator(["features"], handlers={"features": kinesis})
+    _put_numbers(clean_stack, 5)
+    stats = esm.run_until_drained()["features"]
+    assert kinesis_calls == [5, 5]  # every record from the failed one on is retried ...
+    assert stats.item_failures == 1 and stats.retries == 1 and stats.records_succeeded == 5  # ... one failed
+
+    sqs, sqs_calls = first_record_fails_once("sqs")
+    _send_intents(clean_stack, "fails", 5)
+    stats = clean_stack.emulator(["orders"], handlers={"orders": sqs}).run_until_drained()["orders"]
+    assert sqs_calls == [5, 1] and stats.item_failures == 1 and stats.records_succeeded == 5
+
+
+def test_a_malformed_response_counts_every_record_as_failed(clean_stack):
+    calls = []
+
+    def malformed_once(event, context):
+        calls.append(len(event["Records"]))
+        return {"batchItemFailures": [{"itemIdentifier": ""}]} if len(calls) == 1 else None
+
+    esm = clean_stack.emulator(["features"], handlers={"features": malformed_once})
+    _put_numbers(clean_stack, 3)
+    stats = esm.run_until_drained()["features"]
+    assert calls == [3, 3] and stats.item_failures == 3 and stats.records_succeeded == 3
+
+
+def test_the_response_is_read_after_lambdas_json_round_trip(clean_stack):
+    from decimal import Decimal
+
+    calls = []
+
+    def tuple_of_failures(event, context):
+        calls.append(_numbers(event))
+        failed = tuple({"itemIdentifier": r["kinesis"]["sequenceNumber"]} for r in event["Records"][1:])
+        return {"batchItemFailures": failed if len(calls) == 1 else (), "price": Decimal("1.5")}
+
+    esm = clean_stack.emulator(["features"], handlers={"features": tuple_of_failures})
+    _put_numbers(clean_stack, 3)
+    stats = esm.run_until_drained()["features"]
+    # a tuple is a JSON list: the failures are honoured, then an empty one is a success
+    assert calls == [[0, 1, 2], [1, 2]] and stats.item_failures == 2 and stats.records_succeeded == 3
+    assert stats.function_errors == 0 and stats.dead_lettered == 0
+
+
+def test_a_response_json_cannot_encode_is_a_marshal_error(clean_stack):
+    from datetime import UTC, datetime
+
+    calls = []
+
+    def returns_a_datetime(event, context):
+        calls.append(_numbers(event))
+        return {"batchItemFailures": [], "done_at": datetime.now(UTC)} if len(calls) == 1 else None
+
+    esm = clean_stack.emulator(["features"], handlers={"features": returns_a_datetime})
+    _put_numbers(clean_stack, 2)
+    stats = esm.run_until_drained()["features"]
+    assert stats.function_errors == 1 and stats.bisections == 1  # retried as Lambda would
+    assert calls == [[0, 1], [0], [1]] and stats.records_succeeded == 2
+
+    def always_a_set(event, context):
+        return {"batchItemFailures": [], "symbols": {"SPX"}}
+
+    _send_intents(clean_stack, "set", 1)
+    stats = clean_stack.emulator(["orders"], handlers={"orders": always_a_set}).run_until_drained()["orders"]
+    receives = constants.function_spec("orders").mapping.max_receive_count
+    assert stats.function_errors == receives and stats.records_succeeded == 0 and stats.dead_lettered == 1
+    (letter,) = clean_stack.stack.read_queue("orders-dlq")
+    assert letter["reason"] == "Runtime.MarshalError: Unable to marshal response: Object of type set is not JSON serializable"
 
 
 def test_an_empty_function_list_maps_no_function(clean_stack):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from aws_lambda_powertools.utilities.parser.models import (
     SqsModel,
 )
 from ensemble_trader.domain.models import Bar, OrderIntent
-from ensemble_trader.local.esm import _batch_item_failures, _lambda_message_attributes
+from ensemble_trader.local.esm import MarshalError, _batch_item_failures, _lambda_message_attributes, _marshal
 from ensemble_trader.local.events import FakeLambdaContext, kinesis_event, kinesis_record, sqs_record
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -85,6 +87,26 @@ def test_sample_sqs_and_eventbridge_events_parse():
 )
 def test_partial_batch_response_parsing(response, expected):
     assert _batch_item_failures(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (None, None),
+        ({"batchItemFailures": ({"itemIdentifier": "7"},)}, {"batchItemFailures": [{"itemIdentifier": "7"}]}),
+        ({"price": Decimal("1.5"), 1: "a"}, {"price": 1.5, "1": "a"}),  # as the runtime encodes them
+        (b'{"batchItemFailures": []}', {"batchItemFailures": []}),  # bytes are the payload itself
+        (b"not json", b"not json"),  # ... a malformed response
+    ],
+)
+def test_the_response_is_what_lambdas_json_round_trip_gives(response, expected):
+    assert _marshal(response) == expected
+
+
+@pytest.mark.parametrize("response", [{"at": datetime(2024, 1, 2, tzinfo=UTC)}, {"symbols": {"SPX"}}, {(1, 2): 3}])
+def test_a_response_json_cannot_encode_is_a_marshal_error(response):
+    with pytest.raises(MarshalError, match="^Unable to marshal response: "):
+        _marshal(response)
 
 
 def test_message_attributes_use_the_lambda_casing():

@@ -2,7 +2,9 @@
 
 ``up`` starts a detached moto server and a redis-server on free ports, creates every resource,
 writes ``.local-stack.json`` in the repository root and prints the ``export`` lines a shell (or
-``feed replay``) needs; ``down`` stops both by pid; ``status`` says what is running.
+``feed replay``) needs; ``down`` stops both by pid; ``status`` says what is running, and
+``status --exports`` prints the running stack's ``export`` lines again (``up`` refuses a second
+stack, so another shell gets its environment from there).
 
 The state file records each server's pid and identity (boot id + start time). ``down`` and
 ``status`` signal or trust a pid only while it is still that process: a pid reused by another
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -41,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     down = local_sub.add_parser("down", help="stop the stack started by `local up`")
     down.set_defaults(func=_down)
     status = local_sub.add_parser("status", help="show the running stack and its queues")
-    status.add_argument("--json", action="store_true")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--exports", action="store_true",
+                        help="print only the export lines of the running stack, for a shell's eval")
     status.set_defaults(func=_status)
 
 
@@ -68,8 +74,8 @@ def _up(args: argparse.Namespace) -> int:
         checks = check_state(state)
         statuses = {c.status for c in checks}
         if statuses == {RUNNING}:
-            print(f"a local stack is already running ({path.name}); `ensemble-trader local down` first",
-                  file=sys.stderr)
+            print(f"a local stack is already running ({path.name}): `ensemble-trader local status --exports` "
+                  "prints its export lines; `ensemble-trader local down` stops it", file=sys.stderr)
             return 1
         if statuses & {RUNNING, UNVERIFIED}:  # a live server of ours, or maybe ours: never ignore it
             for check in checks:
@@ -92,9 +98,13 @@ def _up(args: argparse.Namespace) -> int:
     stack.stop()
     print(f"# local stack up: moto {env['ET_AWS_ENDPOINT_URL']} (pid {stack.moto.pid}), "
           f"redis {env['ET_REDIS_URL']} (pid {stack.redis.pid}); state in {path.name}")
-    for key, value in env.items():
-        print(f"export {key}={value}")
+    _print_exports(env)
     return 0
+
+
+def _print_exports(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -162,6 +172,11 @@ def _status(args: argparse.Namespace) -> int:
     for check in stack.server_checks:
         if check.status == UNVERIFIED:
             print(f"warning: {check.describe()}", file=sys.stderr)
+    if args.exports:
+        env = stack.environment(for_shell=True)
+        stack.stop()
+        _print_exports(env)
+        return 0
     try:
         info = stack.describe()
     finally:

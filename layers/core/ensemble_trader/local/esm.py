@@ -19,17 +19,21 @@ A shard is blocked while its batch is retried, as in Lambda, so per-symbol order
 
 What counts as a **function error** (retried, bisected, finally dead-lettered): the handler
 raises an ``Exception``; it calls ``sys.exit`` (``SystemExit``: in Lambda the runtime exits and
-the invocation fails); or it runs longer than the function's ``timeout_seconds`` (Lambda's "Task
+the invocation fails); it runs longer than the function's ``timeout_seconds`` (Lambda's "Task
 timed out": the handler cannot be interrupted in process, so it runs to its end and its result is
-discarded). Any other ``BaseException`` (``KeyboardInterrupt``, pytest's failure outcomes) stops
-the emulator: the batch in hand is given back first — the shard iterator rewound to its first
-unfinished record, the SQS messages made visible again — and the exception is re-raised.
+discarded); or it returns what JSON cannot encode (a ``datetime``, a ``set``: Lambda's runtime
+fails such an invocation with ``Runtime.MarshalError``). The mapping reads the response as
+Lambda's does, after a JSON round trip (a tuple of failures is a list). Any other
+``BaseException`` (``KeyboardInterrupt``, pytest's failure outcomes) stops the emulator: the
+batch in hand is given back first — the shard iterator rewound to its first unfinished record,
+the SQS messages made visible again — and the exception is re-raised.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import time
 from collections import deque
@@ -37,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from ensemble_trader import constants
@@ -61,8 +66,8 @@ class MappingStats:
     records_received: int = 0  # records read from the source
     messages_received: int = 0  # messages in them (an aggregated Kinesis record holds several)
     records_succeeded: int = 0  # records whose invocation succeeded (incl. dead-lettered by the handler)
-    item_failures: int = 0  # batchItemFailures reported by the handler
-    function_errors: int = 0  # invocations that raised, exited or timed out
+    item_failures: int = 0  # records a response marked failed: its batchItemFailures (the whole batch if malformed)
+    function_errors: int = 0  # invocations that raised, exited, timed out or returned what JSON cannot encode
     timeouts: int = 0  # of which: ran longer than the function timeout
     bisections: int = 0
     retries: int = 0
@@ -189,8 +194,9 @@ class EventSourceMappingEmulator:
     # -- invocation ------------------------------------------------------------------------------
 
     def _invoke(self, mapping: _Mapping, event: dict[str, Any]) -> tuple[Any, str | None]:
-        """Call the handler: ``(response, None)``, or ``(None, reason)`` on a function error (an
-        ``Exception``, ``SystemExit`` or a run past the function timeout). Other
+        """Call the handler: ``(response, None)`` with the response as the mapping would read it
+        (:func:`_marshal`), or ``(None, reason)`` on a function error (an ``Exception``,
+        ``SystemExit``, a run past the function timeout, a response JSON cannot encode). Other
         exceptions derived only from ``BaseException`` propagate: the caller gives the batch back
         and re-raises."""
         spec = mapping.spec
@@ -218,6 +224,11 @@ class EventSourceMappingEmulator:
         if elapsed > spec.timeout_seconds:
             mapping.stats.timeouts += 1
             reason = f"Task timed out after {elapsed:.2f} seconds"
+        elif reason is None:
+            try:
+                response = _marshal(response)
+            except MarshalError as exc:
+                reason = f"Runtime.MarshalError: {exc}"
         if reason is not None:
             mapping.stats.function_errors += 1
             log.info("ESM %s: function error on %d records: %s", spec.logical, len(event["Records"]), reason)
@@ -322,11 +333,11 @@ class EventSourceMappingEmulator:
                 mapping.stats.retries += 1
                 continue
             mapping.consecutive_failures = 0
-            start = self._first_failed_kinesis(mapping, pending, response)
+            start, failed = self._first_failed_kinesis(mapping, pending, response)
             mapping.stats.records_succeeded += start
+            mapping.stats.item_failures += failed
             if start == len(pending):
                 return
-            mapping.stats.item_failures += len(pending) - start
             pending = pending[start:]
             if retries >= source.retry_attempts:
                 self._dead_letter(mapping, pending, f"batch item failure after {retries} retries")
@@ -354,21 +365,25 @@ class EventSourceMappingEmulator:
             mapping.stats.disabled = f"{mapping.consecutive_failures} records in a row failed: {reason}"
             log.warning("ESM %s: mapping switched off: %s", mapping.spec.logical, mapping.stats.disabled)
 
-    def _first_failed_kinesis(self, mapping: _Mapping, pending: list[dict[str, Any]], response: Any) -> int:
-        """Index of the record to resume from (len(pending) when the whole batch succeeded)."""
+    def _first_failed_kinesis(
+        self, mapping: _Mapping, pending: list[dict[str, Any]], response: Any
+    ) -> tuple[int, int]:
+        """Index of the record to resume from (len(pending) when the whole batch succeeded), and
+        how many records the response marked failed (all of them when it is malformed). The
+        records after the first failure are retried too, but only the reported ones failed."""
         if not mapping.spec.mapping.report_batch_item_failures:
-            return len(pending)
+            return len(pending), 0
         failures = _batch_item_failures(response)
         if failures is None:
-            return 0  # a malformed response fails the whole batch, as Lambda does
+            return 0, len(pending)  # a malformed response fails the whole batch, as Lambda does
         if not failures:
-            return len(pending)
+            return len(pending), 0
         index = {r["kinesis"]["sequenceNumber"]: i for i, r in enumerate(pending)}
         positions = [index.get(f) for f in failures]
         if any(p is None for p in positions):
             log.warning("ESM %s: unknown itemIdentifier in %s: whole batch failed", mapping.spec.logical, failures)
-            return 0
-        return min(p for p in positions if p is not None)
+            return 0, len(pending)
+        return min(p for p in positions if p is not None), len(set(failures))
 
     # -- SQS -------------------------------------------------------------------------------------
 
@@ -509,6 +524,33 @@ def drain(
     return {name: stats for emulator in emulators for name, stats in emulator.stats().items()}
 
 
+class MarshalError(ValueError):
+    """A handler's response that JSON cannot encode (Lambda: ``Runtime.MarshalError``)."""
+
+
+def _marshal(response: Any) -> Any:
+    """The response as the mapping receives it: Lambda's Python runtime encodes it as JSON
+    (a ``Decimal`` as a number, NaN allowed) and the mapping decodes that, so a tuple arrives as
+    a list; bytes are passed on as they are, which the mapping reads if they are JSON. What the
+    runtime cannot encode fails the invocation (:class:`MarshalError`)."""
+    if isinstance(response, (bytes, bytearray)):
+        try:
+            return json.loads(response)
+        except ValueError:
+            return bytes(response)  # not JSON: a malformed response, the whole batch fails
+    try:
+        text = json.dumps(response, default=_decimal_as_number)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise MarshalError(f"Unable to marshal response: {exc}") from None
+    return json.loads(text)
+
+
+def _decimal_as_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _batch_item_failures(response: Any) -> list[str] | None:
     """The itemIdentifiers of a partial batch response; None when the response is malformed."""
     if response is None:
@@ -563,4 +605,4 @@ def summarize_stats(stats: Mapping[str, MappingStats]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EventSourceMappingEmulator", "MappingStats", "drain", "summarize_stats"]
+__all__ = ["EventSourceMappingEmulator", "MappingStats", "MarshalError", "drain", "summarize_stats"]

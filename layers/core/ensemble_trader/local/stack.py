@@ -359,41 +359,80 @@ class LocalStack:
     def read_queue(self, logical: str, *, delete: bool = True, limit: int = 10_000) -> list[dict[str, Any]]:
         """Every message now in a queue, bodies parsed as JSON (text kept under ``"body"``).
 
-        With ``delete=False`` the messages stay in the queue (visible again once read).
+        With ``delete=False`` the messages stay in the queue. A standard queue's are received,
+        held in flight until all are read, then made visible again. A FIFO queue cannot be read
+        that way: SQS returns no message of a group while an earlier one of it is in flight, and
+        making a batch visible again only gives the same batch back, so at most the first ten of
+        each group could be seen. Instead each FIFO batch is sent again as copies (same body,
+        group and message attributes) and only then deleted, until just copies come back (held in
+        flight, then made visible): every group ends holding its messages in their original order.
+        A copy's deduplication id is new (``peek-<message id>``): SQS keeps the original's in its
+        five-minute window even after a delete and would drop a copy sent under it. Like any
+        send, a copy has a new message id, sent time and receive count. The whole FIFO queue is
+        rotated even past ``limit`` (stopping early would leave a group out of order); not for a
+        queue something else sends to or receives from meanwhile.
         """
         sqs = self.client("sqs")
         url = self.queue_url(logical)
+        rotate = not delete and url.endswith(".fifo")
         out: list[dict[str, Any]] = []
-        hidden: list[str] = []  # read without deleting: made visible again at the end
-        while len(out) < limit:
+        # messages kept in flight and made visible at the end (message id -> latest receipt
+        # handle; a copy not received yet has none): a message received again after its
+        # visibility timeout ran out is not counted twice
+        held: dict[str, str | None] = {}
+        while rotate or len(out) < limit:
             response = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30,
-                MessageSystemAttributeNames=["All"],
+                MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"],
             )
             messages = response.get("Messages", [])
             if not messages:
                 break
-            if not delete:
-                hidden.extend(m["ReceiptHandle"] for m in messages)
+            new = []
             for m in messages:
+                if m["MessageId"] in held:
+                    held[m["MessageId"]] = m["ReceiptHandle"]
+                else:
+                    new.append(m)
+            for m in new:
                 try:
                     out.append(json.loads(m["Body"]))
                 except json.JSONDecodeError:
                     out.append({"body": m["Body"]})
-            if delete:
+            if rotate:
+                held.update((self._send_copy(sqs, url, m), None) for m in new)
+            elif not delete:
+                held.update((m["MessageId"], m["ReceiptHandle"]) for m in new)
+            if (delete or rotate) and new:
                 sqs.delete_message_batch(
                     QueueUrl=url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(new)],
                 )
-        for start in range(0, len(hidden), 10):
+        handles = [h for h in held.values() if h is not None]
+        for start in range(0, len(handles), 10):
             sqs.change_message_visibility_batch(
                 QueueUrl=url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
-                    for i, h in enumerate(hidden[start : start + 10])
+                    for i, h in enumerate(handles[start : start + 10])
                 ],
             )
-        return out
+        return out[:limit]
+
+    @staticmethod
+    def _send_copy(sqs: Any, url: str, message: dict[str, Any]) -> str:
+        """Send ``message`` (received from the FIFO queue ``url``) again; the copy's message id."""
+        attributes = {
+            name: {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+            for name, value in message.get("MessageAttributes", {}).items()
+        }
+        return sqs.send_message(
+            QueueUrl=url,
+            MessageBody=message["Body"],
+            MessageGroupId=message["Attributes"]["MessageGroupId"],
+            MessageDeduplicationId=f"peek-{message['MessageId']}",
+            **({"MessageAttributes": attributes} if attributes else {}),
+        )["MessageId"]
 
     def published_events(self, *, delete: bool = True) -> list[dict[str, Any]]:
         """The events put on the bus so far (from the tap queue), oldest first."""
