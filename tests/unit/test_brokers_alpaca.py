@@ -7,6 +7,7 @@ requests and parses the responses; nothing reaches the network.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,12 +30,21 @@ COID = "et0123456789abcdef0123456789abcd"
 T = datetime(2024, 5, 6, 14, 30, tzinfo=UTC)
 
 
+def recorded(name: str, **changes) -> dict:
+    """A fixture as a queueable response, its body (or each order of a list) changed by ``changes``."""
+    fixture = json.loads((FIXTURES / f"{name}.json").read_text())
+    body = fixture["body"]
+    fixture["body"] = [{**o, **changes} for o in body] if isinstance(body, list) else {**body, **changes}
+    return fixture
+
+
 class Recorded(BaseAdapter):
-    """Serves queued fixtures in order; a queued exception is raised instead (timeouts)."""
+    """Serves queued fixtures in order (by name, or as changed by :func:`recorded`); a queued
+    exception is raised instead (timeouts)."""
 
     def __init__(self):
         super().__init__()
-        self.queue: list[str | Exception] = []
+        self.queue: list[str | dict | Exception] = []
         self.requests: list[requests.PreparedRequest] = []
 
     def send(self, request, **kwargs):
@@ -43,7 +53,7 @@ class Recorded(BaseAdapter):
         item = self.queue.pop(0)
         if isinstance(item, Exception):
             raise item
-        fixture = json.loads((FIXTURES / f"{item}.json").read_text())
+        fixture = item if isinstance(item, dict) else json.loads((FIXTURES / f"{item}.json").read_text())
         path = requests.utils.urlparse(request.url).path
         assert (request.method, path) == (fixture["method"], fixture["path"]), (request.method, path)
         response = requests.Response()
@@ -109,10 +119,13 @@ def test_lookup_reports_progress_and_not_found_is_none(alpaca):
 )
 def test_submit_errors_map_to_domain_errors(alpaca, fixture, error):
     broker, http = alpaca
+    broker.client._retry_wait = 0  # the configured one retry of a 429, without its 1 s pause
     http.queue = [fixture] * (4 if fixture == "submit_rate_limited" else 1)  # alpaca-py retries a 429
     with pytest.raises(error) as info:
         broker.submit(order())
     assert info.value.client_order_id == COID
+    # a 429 is sent again once; nothing else is (a 504 or a timeout is resolved by lookup)
+    assert len(http.requests) == (2 if fixture == "submit_rate_limited" else 1)
     if fixture == "submit_insufficient_buying_power":
         assert "insufficient buying power" in info.value.reason
 
@@ -186,3 +199,77 @@ def test_a_full_page_of_orders_at_one_instant_cannot_be_paged(alpaca):
     http.queue = ["list_open_orders", "list_open_orders"]
     with pytest.raises(BrokerUnavailableError, match="cannot be paged"):
         broker.list_open_orders()
+
+
+@pytest.mark.parametrize(("quantity", "wire"), [(10, "10"), (7 * 0.1, "0.7"), (0.1 + 0.2, "0.3"),
+                                                (1.123456789123, "1.123456789")])
+def test_quantities_go_on_the_wire_as_decimal_strings_of_at_most_9_decimals(alpaca, quantity, wire):
+    broker, http = alpaca
+    http.queue = ["submit_accepted"]
+    broker.submit(order().model_copy(update={"quantity": quantity}))
+    assert json.loads(http.requests[0].body)["qty"] == wire
+
+
+def test_a_quantity_with_nothing_left_at_9_decimals_is_refused_before_it_is_sent(alpaca):
+    broker, http = alpaca
+    with pytest.raises(BrokerRejectedError, match="cannot be sent to Alpaca"):
+        broker.submit(order().model_copy(update={"quantity": 4e-10}))
+    assert http.requests == []
+
+
+def test_pending_cancel_after_a_partial_fill_stays_partially_filled(alpaca):
+    broker, http = alpaca
+    http.queue = [recorded("get_partially_filled", status="pending_cancel")]
+    report = broker.get_order_by_client_id(COID)
+    assert (report.status, report.filled_quantity) == (OrderStatus.PARTIALLY_FILLED, 4)
+
+
+def test_a_notional_order_is_listed_with_what_is_known_and_canceled_by_its_id(alpaca):
+    """A dollar-amount order placed by hand has no quantity: listed and canceled all the same."""
+    broker, http = alpaca
+    notional = {"client_order_id": "manual-notional", "qty": None, "notional": "500", "filled_qty": "0"}
+    http.queue = [recorded("list_open_orders", **notional)]
+    listed = broker.list_open_orders()
+    assert [(o.client_order_id, o.symbol, o.side, o.status) for o in listed] == [
+        ("manual-notional", "SPY", Side.BUY, OrderStatus.UNKNOWN),
+        ("manual-notional", "AAPL", Side.SELL, OrderStatus.UNKNOWN)]
+    assert listed[0].broker_order_id.startswith("0b5a3e34") and math.isnan(listed[0].quantity)
+    assert "no quantity" in listed[0].reject_reason
+    http.queue = [recorded("get_partially_filled", **notional), "cancel_accepted",
+                  recorded("get_partially_filled", **notional, status="pending_cancel")]
+    after = broker.cancel("manual-notional")
+    delete = http.requests[-2]
+    assert delete.method == "DELETE" and delete.url.endswith("/v2/orders/" + after.broker_order_id)
+    assert after.status is OrderStatus.UNKNOWN
+    http.queue = [recorded("get_partially_filled", **notional)]
+    with pytest.raises(BrokerUnavailableError, match="no quantity"):
+        broker.get_order_by_client_id("manual-notional")
+
+
+def test_a_status_alpaca_py_does_not_know_is_a_typed_error(alpaca):
+    broker, http = alpaca
+    future = {"status": "some_future_status"}
+    http.queue = [recorded("submit_accepted", **future)]
+    with pytest.raises(UnknownOutcomeError, match="some_future_status"):  # resolved by lookup
+        broker.submit(order())
+    http.queue = [recorded("get_partially_filled", **future)]
+    with pytest.raises(BrokerUnavailableError, match="some_future_status"):
+        broker.get_order_by_client_id(COID)
+    http.queue = [recorded("list_open_orders", **future)]
+    listed = broker.list_open_orders()
+    assert [(o.symbol, o.quantity, o.status) for o in listed] == [
+        ("SPY", 10, OrderStatus.UNKNOWN), ("AAPL", 7, OrderStatus.UNKNOWN)]
+
+
+def test_an_open_order_without_a_symbol_cannot_be_accounted_for(alpaca):
+    broker, http = alpaca
+    http.queue = [recorded("list_open_orders", symbol="", side="", qty=None, order_class="mleg")]
+    with pytest.raises(BrokerUnavailableError, match="names no symbol or side"):
+        broker.list_open_orders()
+
+
+def test_positions_alpaca_py_cannot_read_are_a_typed_error(alpaca):
+    broker, http = alpaca
+    http.queue = [recorded("list_positions", side="some_future_side")]
+    with pytest.raises(BrokerUnavailableError, match="listing positions"):
+        broker.list_positions()

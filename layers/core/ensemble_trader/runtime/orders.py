@@ -44,6 +44,7 @@ from ensemble_trader.domain.errors import ConcurrencyError, DataError, Infrastru
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position
 from ensemble_trader.domain.orders import (
     WORKING_STATUSES,
+    BrokerError,
     BrokerOrder,
     BrokerRejectedError,
     BrokerUnavailableError,
@@ -353,6 +354,27 @@ NEVER_SENT_CODES = frozenset({RejectReason.KILL_SWITCH.value, RejectReason.NOT_A
 """Reject codes of orders retired because the broker never had them (see ``_sync_report``)."""
 
 
+def _retired(order: Order) -> bool:
+    """Retired as never sent (the kill switch, reconciliation): a broker that has it live after
+    all got it from a submit already under way, and it is canceled there (see ``_sync_report``)."""
+    return order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
+
+
+class CancelFailedError(BrokerUnavailableError):
+    """The kill switch could not cancel some working orders; every other one was tried.
+
+    ``canceled`` lists those canceled (or whose cancel is pending), ``failures`` maps
+    each order id that failed — or ``"open orders"`` when the broker's list could not be read —
+    to its error.
+    """
+
+    def __init__(self, canceled: list[str], failures: dict[str, str]):
+        self.canceled = canceled
+        self.failures = failures
+        named = "; ".join(f"{key}: {error}" for key, error in failures.items())
+        super().__init__(f"kill switch: {len(failures)} cancel(s) failed ({named}); canceled {len(canceled)}")
+
+
 class OrderRouter:
     """Intent → risk checks → idempotent submission → fills, plus reconciliation and kill switch."""
 
@@ -473,7 +495,11 @@ class OrderRouter:
         # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)
         if state.kill_switch:  # before the price fills anything: a working order is canceled, not filled
-            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
+            try:
+                self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
+            except CancelFailedError:
+                self._publish(events)  # the cancels that went through
+                raise
         on_price = getattr(self.broker, "on_price", None)
         if on_price is not None and any(
             o.symbol == symbol for o in self.store.list_orders(working_only=True)
@@ -621,14 +647,7 @@ class OrderRouter:
             )
             fills = self._resolve(unknown, events)
             return self.store.get_order(order.client_order_id) or unknown, fills
-        fills, stored = self._sync_report(report, events, order)
-        events.append(
-            OrderSubmitted(
-                client_order_id=order.client_order_id, intent_id=order.intent_id,
-                symbol=order.symbol, side=order.side, quantity=order.quantity,
-                broker_order_id=report.broker_order_id, timestamp=self.clock.now(),
-            )
-        )
+        fills, stored = self._sync_report(report, events, order)  # publishes OrderSubmitted
         return stored or order, fills
 
     def _resolve(
@@ -681,20 +700,30 @@ class OrderRouter:
     ) -> tuple[int, Order | None]:
         """Bring the stored order (and position) to the broker's report.
 
-        Returns the number of fills applied (0 or 1) and the order as now stored.
+        Returns the number of fills applied (0 or 1) and the order as now stored. The events of
+        what changed are added: ``OrderSubmitted`` at the first report of an order not yet
+        acknowledged (also one found by lookup after a lost submit response), ``OrderFilled``,
+        then ``OrderCanceled`` or ``OrderRejected`` (``BROKER_REJECTED``: refused after it was
+        accepted) when it finishes so.
         """
         for _ in range(MAX_ATTEMPTS):
             order = self.store.get_order(report.client_order_id) if order is None else order
             if order is None:
                 log.error("broker reports %s, which is not in the store", report.client_order_id)
                 return 0, None
-            retired = order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
+            retired = _retired(order)
             if retired and report.status in WORKING_STATUSES:
                 # retired as never sent (the kill switch, reconciliation), yet live at the broker:
                 # a submit already under way landed — cancel it there rather than reopen it here
                 log.warning("order %s was retired (%s) but the broker has it %s: canceling it",
                             order.client_order_id, order.reject_code, report.status.value)
                 report = self.broker.cancel(order.client_order_id) or report
+            if report.status is OrderStatus.UNKNOWN:
+                # an adapter could not read the broker's order in full (Alpaca: a status alpaca-py
+                # does not know): nothing in it can be applied; reconciliation reads it again
+                log.warning("broker report of %s could not be read in full (%s): not applied",
+                            order.client_order_id, report.reject_reason)
+                return 0, order
             if report_is_behind(order, report) and not retired:
                 # an out-of-date read (a reconcile that raced a fill, a lagging broker API): the
                 # stored order is ahead — keep it; reconciliation reports the mismatch if it lasts.
@@ -706,6 +735,9 @@ class OrderRouter:
                 return 0, order
             now = self.clock.now()
             updated = order_after_report(order, report, now)
+            if updated.status is OrderStatus.REJECTED and updated.reject_code is None:
+                # refused by the broker after it had accepted the order (Alpaca answers later)
+                updated = updated.model_copy(update={"reject_code": RejectReason.BROKER_REJECTED.value})
             fill = fill_from_progress(order, report, report.updated_at)
             if fill is None:
                 if updated == order:
@@ -713,23 +745,18 @@ class OrderRouter:
                 if self.store.update_order(
                     updated, expected_status=order.status, expected_filled=order.filled_quantity
                 ):
-                    if updated.status is OrderStatus.CANCELED and order.status is not OrderStatus.CANCELED:
-                        events.append(
-                            OrderCanceled(client_order_id=order.client_order_id, symbol=order.symbol,
-                                          reason=report.reject_reason or "canceled", timestamp=now)
-                        )
+                    events.extend(_report_events(order, updated, report, now))
                     return 0, updated
             else:
                 position = self.store.apply_fill(updated, fill, expected_filled=order.filled_quantity)
                 if position is not None:
-                    events.append(
-                        OrderFilled(
-                            client_order_id=order.client_order_id, fill_id=fill.fill_id,
-                            symbol=order.symbol, side=order.side, quantity=fill.quantity,
-                            price=fill.price, fee=fill.fee, position_after=position.quantity,
-                            order_status=updated.status, timestamp=fill.timestamp,
-                        )
+                    filled = OrderFilled(
+                        client_order_id=order.client_order_id, fill_id=fill.fill_id,
+                        symbol=order.symbol, side=order.side, quantity=fill.quantity,
+                        price=fill.price, fee=fill.fee, position_after=position.quantity,
+                        order_status=updated.status, timestamp=fill.timestamp,
                     )
+                    events.extend(_report_events(order, updated, report, now, filled))
                     return 1, updated
             order = None  # another writer moved the order on: read it again
         raise ConcurrencyError(f"order {report.client_order_id} kept changing while syncing")
@@ -784,34 +811,58 @@ class OrderRouter:
                     raise
         if transition is not None:
             events.append(_breaker_event(transition, self.clock.now()))
-        canceled = self._cancel_working(f"kill switch: {reason}", events) if active else []
+        failed: CancelFailedError | None = None
+        try:
+            canceled = self._cancel_working(f"kill switch: {reason}", events) if active else []
+        except CancelFailedError as exc:  # the flag is on: say what was canceled, then fail
+            canceled, failed = exc.canceled, exc
         events.append(
             KillSwitchChanged(active=active, reason=reason, canceled=canceled, timestamp=self.clock.now())
         )
         self._publish(events)
+        if failed is not None:
+            raise failed
         return {"active": active, "reason": reason, "canceled": canceled,
                 "trading_state": state.effective_state.value}
 
     def _cancel_working(self, reason: str, events: list[BaseModel]) -> list[str]:
-        """Cancel every working order, ours and any the broker lists as open."""
+        """Cancel every working order, ours and any the broker lists as open; the ids canceled.
+
+        An order counts as canceled once the broker reports it canceled, or still working after
+        the cancel request: Alpaca cancels asynchronously (``pending_cancel``; the sync publishes
+        ``OrderCanceled`` when it ends).
+        One failure does not stop the others: every order is tried, then
+        :class:`CancelFailedError` names each failure (a broker list that cannot be read is one
+        too, after our own working orders were canceled).
+        """
         ids = {o.client_order_id for o in self.store.list_orders(working_only=True)}
-        ids |= {o.client_order_id for o in self.broker.list_open_orders()}
+        failures: dict[str, str] = {}
+        try:
+            ids |= {o.client_order_id for o in self.broker.list_open_orders()}
+        except BrokerError as exc:
+            failures["open orders"] = str(exc)
         canceled = []
         for coid in sorted(ids):
-            report = self.broker.cancel(coid)
-            if report is None:  # not at the broker: a PENDING order of ours is never to be sent
-                stored = self.store.get_order(coid)
-                if stored is not None and stored.status is OrderStatus.PENDING and self._reject_absent(
-                    stored, RejectReason.KILL_SWITCH, f"never sent: {reason}", events
-                ):
-                    canceled.append(coid)
+            try:
+                report = self.broker.cancel(coid)
+                if report is None:  # not at the broker: a PENDING order of ours is never to be sent
+                    stored = self.store.get_order(coid)
+                    if stored is not None and stored.status is OrderStatus.PENDING and self._reject_absent(
+                        stored, RejectReason.KILL_SWITCH, f"never sent: {reason}", events
+                    ):
+                        canceled.append(coid)
+                    continue
+                if self.store.get_order(coid) is not None:
+                    self._sync_report(report, events)
+            except (BrokerError, InfrastructureError, ConcurrencyError) as exc:
+                failures[coid] = f"{type(exc).__name__}: {exc}"
                 continue
-            if self.store.get_order(coid) is not None:
-                self._sync_report(report, events)
-            if report.status is OrderStatus.CANCELED:
+            if report.status is OrderStatus.CANCELED or report.status in WORKING_STATUSES:
                 canceled.append(coid)
         if canceled:
             log.warning("canceled %d working orders (%s)", len(canceled), reason)
+        if failures:
+            raise CancelFailedError(canceled, failures)
         return canceled
 
     # ------------------------------------------------------------------------------------------
@@ -844,7 +895,18 @@ class OrderRouter:
                 report.fail(order.symbol, verdict.detail)
 
         broker_open = self.broker.list_open_orders()
-        known = {o.client_order_id for o in broker_open if self.store.get_order(o.client_order_id)}
+        known = set()
+        for broker_order in broker_open:
+            stored = self.store.get_order(broker_order.client_order_id)
+            if stored is None:
+                continue
+            known.add(broker_order.client_order_id)
+            if _retired(stored):  # not working here, live there: the sync cancels it, books its fills
+                self._sync_report(broker_order, events, stored)
+                report.synced.append(
+                    f"{stored.client_order_id}: retired ({stored.reject_code}) here, "
+                    f"{broker_order.status.value} at the broker"
+                )
         for symbol, reasons in foreign_orders(broker_open, known).items():
             for reason in reasons:
                 report.fail(symbol, reason)
@@ -906,6 +968,31 @@ def _rejected_event(order: Order, when: datetime) -> OrderRejected:
         reason_code=order.reject_code or RejectReason.BROKER_REJECTED.value,
         message=order.reject_reason or "", timestamp=when,
     )
+
+
+def _report_events(
+    order: Order, updated: Order, report: BrokerOrder, when: datetime, filled: OrderFilled | None = None
+) -> list[BaseModel]:
+    """The events of one applied broker report, in the order they happened."""
+    events: list[BaseModel] = []
+    if order.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN):  # its first acknowledgement
+        events.append(
+            OrderSubmitted(
+                client_order_id=order.client_order_id, intent_id=order.intent_id, symbol=order.symbol,
+                side=order.side, quantity=order.quantity, broker_order_id=report.broker_order_id,
+                timestamp=when,
+            )
+        )
+    if filled is not None:
+        events.append(filled)
+    if updated.status is order.status:
+        return events
+    if updated.status is OrderStatus.CANCELED:  # also after partial fills
+        events.append(OrderCanceled(client_order_id=order.client_order_id, symbol=order.symbol,
+                                    reason=report.reject_reason or "canceled", timestamp=when))
+    elif updated.status is OrderStatus.REJECTED:
+        events.append(_rejected_event(updated, when))
+    return events
 
 
 def _breaker_event(t: BreakerTransition, when: datetime) -> CircuitBreakerTripped:

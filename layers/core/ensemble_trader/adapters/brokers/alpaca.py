@@ -12,12 +12,22 @@
   definitive :class:`BrokerRejectedError`; failed reads raise :class:`BrokerUnavailableError`.
 * alpaca-py retries 429 responses itself; 504 is *not* retried here (a gateway timeout is an
   unknown outcome, resolved by lookup).
+* Quantities go on the wire as decimal strings of at most 9 decimals (Alpaca's limit), so a
+  planned 7 × 0.1 is sent as ``0.7``, not ``0.7000000000000001``.
+* Responses are read item by item with alpaca-py's models. An order this adapter cannot map in
+  full — a dollar-amount (``notional``) order without a quantity placed by hand, or a status
+  alpaca-py does not know — is a typed error when read on its own (a lookup) and an unknown
+  submit outcome when it answers a submit; in the list of open orders it is still returned, with
+  what is known (:func:`_partial_report`), so reconciliation halts its symbol as a foreign order
+  and the kill switch cancels it by its Alpaca id instead of failing for every symbol.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 import requests
@@ -29,6 +39,7 @@ from alpaca.trading.enums import OrderStatus as AlpacaStatus
 from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.models import Position as AlpacaPosition
 from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
+from pydantic import TypeAdapter, ValidationError
 
 from ensemble_trader.domain.models import Order, OrderStatus, OrderType, Side
 from ensemble_trader.domain.orders import (
@@ -60,6 +71,16 @@ _STATUS = {
     AlpacaStatus.REJECTED: OrderStatus.REJECTED,
     AlpacaStatus.SUSPENDED: OrderStatus.REJECTED,
 }
+
+
+QUANTITY_DECIMALS = 9
+"""Alpaca takes quantities with at most 9 decimals."""
+
+_TIME = TypeAdapter(datetime)
+
+
+class _Unmappable(Exception):
+    """An Alpaca order that cannot be mapped into a full :class:`BrokerOrder` (says why)."""
 
 
 class _TimeoutSession(requests.Session):
@@ -123,6 +144,10 @@ class AlpacaBroker:
     def submit(self, order: Order) -> BrokerOrder:
         if order.order_type is not OrderType.MARKET:
             raise BrokerRejectedError(order.client_order_id, "only MARKET orders are routed to Alpaca")
+        try:
+            qty = wire_quantity(order.quantity)
+        except ValueError as exc:
+            raise BrokerRejectedError(order.client_order_id, str(exc)) from exc
         request = MarketOrderRequest(
             symbol=order.symbol,
             qty=order.quantity,
@@ -130,8 +155,10 @@ class AlpacaBroker:
             time_in_force=TimeInForce.DAY,
             client_order_id=order.client_order_id,
         )
+        # alpaca-py's request model holds the quantity as a float and would send its float noise
+        body = {**request.to_request_fields(), "qty": qty}
         try:
-            placed = self.client.submit_order(request)
+            placed = self.client.post("/orders", body)
         except APIError as exc:
             status = exc.status_code
             message = _message(exc)
@@ -144,24 +171,28 @@ class AlpacaBroker:
             raise BrokerRejectedError(order.client_order_id, f"HTTP {status}: {message}") from exc
         except requests.RequestException as exc:
             raise UnknownOutcomeError(order.client_order_id, f"{type(exc).__name__}: {exc}") from exc
-        return _report(placed)
+        try:
+            return _report(placed)
+        except _Unmappable as exc:  # accepted, in a shape we cannot read: the lookup settles it
+            raise UnknownOutcomeError(order.client_order_id, f"Alpaca's answer cannot be read: {exc}") from exc
 
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        found = self._find(client_order_id)
+        if found is None:
+            return None
         try:
-            found = self.client.get_order_by_client_id(client_order_id)
-        except APIError as exc:
-            if exc.status_code == 404:
-                return None
-            raise BrokerUnavailableError(
-                f"lookup of {client_order_id}: HTTP {exc.status_code}: {_message(exc)}"
-            ) from exc
-        except requests.RequestException as exc:
-            raise BrokerUnavailableError(f"lookup of {client_order_id}: {type(exc).__name__}: {exc}") from exc
-        return _report(found)
+            return _report(found)
+        except _Unmappable as exc:
+            raise BrokerUnavailableError(f"lookup of {client_order_id}: {exc}") from exc
 
     def cancel(self, client_order_id: str) -> BrokerOrder | None:
-        current = self.get_order_by_client_id(client_order_id)
-        if current is None or current.status.terminal:
+        """Cancel by Alpaca's order id; an order that cannot be mapped in full (a notional one
+        placed by hand, an unknown status) is canceled too and reported with what is known."""
+        found = self._find(client_order_id)
+        if found is None:
+            return None
+        current = _partial_report(found)
+        if current.status.terminal:
             return current
         try:
             self.client.cancel_order_by_id(current.broker_order_id)
@@ -172,37 +203,57 @@ class AlpacaBroker:
                 ) from exc
         except requests.RequestException as exc:
             raise BrokerUnavailableError(f"cancel of {client_order_id}: {type(exc).__name__}: {exc}") from exc
-        return self.get_order_by_client_id(client_order_id)
+        after = self._find(client_order_id)
+        return None if after is None else _partial_report(after)
 
     def list_open_orders(self) -> list[BrokerOrder]:
         """Every open order, however many: Alpaca answers at most ``page_size`` (500) per request,
         newest first, so the next page asks for orders submitted until the oldest one seen —
         ``until`` is exclusive, so it is moved on by a microsecond to keep orders that share that
-        instant, and the overlap is removed by order id."""
-        found: dict[str, AlpacaOrder] = {}
+        instant, and the overlap is removed by order id. An order that cannot be mapped in full is
+        listed with what is known (:func:`_partial_report`)."""
+        found: dict[str, dict[str, Any]] = {}
         until: datetime | None = None
         while True:
             request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=self.page_size,
                                        direction=Sort.DESC, until=until)
             try:
-                page = self.client.get_orders(request)
+                page = self.client.get("/orders", request.to_request_fields())
             except (APIError, requests.RequestException) as exc:
                 raise BrokerUnavailableError(f"listing open orders: {exc}") from exc
-            new = [o for o in page if str(o.id) not in found]
-            found.update((str(o.id), o) for o in new)
+            if not isinstance(page, list) or not all(isinstance(o, dict) and "id" in o for o in page):
+                raise BrokerUnavailableError(f"listing open orders: not a list of orders: {str(page)[:200]}")
+            new = [o for o in page if str(o["id"]) not in found]
+            found.update((str(o["id"]), o) for o in new)
             if len(page) < self.page_size:
-                return [_report(o) for o in found.values()]
+                return [_partial_report(o) for o in found.values()]
             if not new:
                 raise BrokerUnavailableError(
                     f"listing open orders: more than {self.page_size} open orders were submitted at "
                     f"{until}; they cannot be paged by submission time"
                 )
-            until = min(o.submitted_at or o.created_at for o in page) + timedelta(microseconds=1)
+            until = min(_submitted(o) for o in page) + timedelta(microseconds=1)
+
+    def _find(self, client_order_id: str) -> dict[str, Any] | None:
+        """Alpaca's order with this client order id, as sent (None: Alpaca has none)."""
+        try:
+            found = self.client.get("/orders:by_client_order_id", {"client_order_id": client_order_id})
+        except APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise BrokerUnavailableError(
+                f"lookup of {client_order_id}: HTTP {exc.status_code}: {_message(exc)}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise BrokerUnavailableError(f"lookup of {client_order_id}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(found, dict) or "id" not in found:
+            raise BrokerUnavailableError(f"lookup of {client_order_id}: not an order: {str(found)[:200]}")
+        return found
 
     def list_positions(self) -> list[BrokerPosition]:
         try:
             found = self.client.get_all_positions()
-        except (APIError, requests.RequestException) as exc:
+        except (APIError, requests.RequestException, ValidationError) as exc:
             raise BrokerUnavailableError(f"listing positions: {exc}") from exc
         return [_position(p) for p in found]
 
@@ -214,16 +265,41 @@ def _message(exc: APIError) -> str:
         return str(exc)
 
 
-def _report(o: AlpacaOrder) -> BrokerOrder:
+def wire_quantity(quantity: float) -> str:
+    """``quantity`` as Alpaca takes it: a decimal string rounded to 9 places, without float noise
+    or trailing zeros (``10``, ``0.7``); ValueError if nothing of it is left to send."""
+    try:
+        exact = Decimal(repr(float(quantity))).quantize(Decimal(1).scaleb(-QUANTITY_DECIMALS), ROUND_HALF_EVEN)
+    except InvalidOperation:  # more digits than a decimal context holds (or not a number)
+        exact = Decimal(0)
+    if not exact > 0:
+        raise ValueError(f"quantity {quantity!r} cannot be sent to Alpaca ({QUANTITY_DECIMALS} decimals)")
+    return format(exact.normalize(), "f")
+
+
+def _report(raw: Any) -> BrokerOrder:
+    """The full report of one order as Alpaca sent it; raises :class:`_Unmappable` saying why not."""
+    if not isinstance(raw, dict):
+        raise _Unmappable(f"not an Alpaca order: {str(raw)[:200]}")
+    try:
+        o = AlpacaOrder(**raw)
+    except ValidationError as exc:  # e.g. a status this alpaca-py does not know
+        first = exc.errors()[0]
+        raise _Unmappable(
+            f"Alpaca order {raw.get('client_order_id')} cannot be read by alpaca-py: "
+            f"{'.'.join(map(str, first['loc']))} = {first.get('input')!r}: {first['msg']}"
+        ) from exc
     status = _STATUS.get(o.status)
     if status is None:
-        raise BrokerUnavailableError(f"unknown Alpaca order status {o.status!r} of {o.client_order_id}")
-    if o.qty in (None, "") or o.symbol is None:
-        raise BrokerUnavailableError(
-            f"Alpaca order {o.client_order_id} has no quantity or symbol (a notional or multi-leg "
-            "order): this adapter cannot account for it"
+        raise _Unmappable(f"unknown Alpaca order status {o.status!r} of {o.client_order_id}")
+    if o.qty in (None, "") or not o.symbol or o.side is None:
+        raise _Unmappable(
+            f"Alpaca order {o.client_order_id} has no quantity, symbol or side (a notional or "
+            "multi-leg order): this adapter cannot account for it"
         )
     filled = float(o.filled_qty or 0.0)
+    if status is OrderStatus.SUBMITTED and filled > 0:
+        status = OrderStatus.PARTIALLY_FILLED  # e.g. pending_cancel after a partial fill
     avg = float(o.filled_avg_price) if o.filled_avg_price not in (None, "") else None
     return BrokerOrder(
         client_order_id=o.client_order_id,
@@ -238,6 +314,61 @@ def _report(o: AlpacaOrder) -> BrokerOrder:
         reject_reason=o.status.value if status in (OrderStatus.REJECTED, OrderStatus.CANCELED) else None,
         updated_at=o.updated_at or datetime.now(UTC),
     )
+
+
+def _partial_report(raw: dict[str, Any]) -> BrokerOrder:
+    """The full report if there is one, else what is known of the order, so that it can still be
+    halted (as a foreign order of its symbol) and canceled (by its Alpaca id).
+
+    Such a report is built without validation: its status is ``UNKNOWN`` (the router applies
+    nothing from an ``UNKNOWN`` report: what Alpaca sent could not be read in full), its quantity
+    NaN when Alpaca gives none (a notional order) and ``reject_reason`` says why it is partial.
+    An order without a symbol or side (multi-leg) cannot be accounted to a symbol: a typed error.
+    """
+    try:
+        return _report(raw)
+    except _Unmappable as exc:
+        why = str(exc)
+    coid = str(raw.get("client_order_id"))
+    symbol, side = raw.get("symbol"), raw.get("side")
+    if not symbol or side not in (OrderSide.BUY.value, OrderSide.SELL.value):
+        raise BrokerUnavailableError(f"open Alpaca order {coid} names no symbol or side: {why}")
+    quantity, filled = _number(raw.get("qty")), _number(raw.get("filled_qty"))
+    return BrokerOrder.model_construct(
+        client_order_id=coid,
+        broker_order_id=str(raw["id"]),
+        symbol=symbol,
+        side=Side.BUY if side == OrderSide.BUY.value else Side.SELL,
+        quantity=quantity if quantity > 0 else math.nan,
+        status=OrderStatus.UNKNOWN,
+        filled_quantity=filled if filled > 0 else 0.0,
+        reject_reason=why,
+        updated_at=_time(raw.get("updated_at")) or datetime.now(UTC),
+    )
+
+
+def _number(value: Any) -> float:
+    """A quantity Alpaca sent (a decimal string), NaN when absent or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return _TIME.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _submitted(raw: dict[str, Any]) -> datetime:
+    """When an order was submitted (its creation time if Alpaca gives none): the paging key."""
+    when = _time(raw.get("submitted_at")) or _time(raw.get("created_at"))
+    if when is None:
+        raise BrokerUnavailableError(f"listing open orders: order {raw.get('id')} has no submission time")
+    return when
 
 
 def _position(p: AlpacaPosition) -> BrokerPosition:
