@@ -35,8 +35,8 @@ def service() -> OrdersService:
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> dict[str, Any]:
-    return service().consumer.process(record.body, record.raw_event)
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str, Any]:
+    return service().consumer.process(record.body, record.raw_event, lambda_context)
 
 
 @logger.inject_lambda_context(correlation_id_path="Records[0].messageId")

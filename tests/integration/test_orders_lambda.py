@@ -124,6 +124,9 @@ def test_one_intent_delivered_100_times_through_the_lambda_gives_one_broker_orde
     first, second = sample("sqs-order-intents-batch.json")["Records"][:2]
     invoke("handler", {"Records": [first]}, stack)
     handler = load_module("orders", fresh=True)
+    from ensemble_trader.runtime import orders as runtime_orders
+
+    runtime_orders.reset_route_stats()
     for batch in range(10):  # ten batches of ten copies (SQS at-least-once, new message ids)
         records = [dict(second, messageId=f"copy-{batch}-{i}") for i in range(10)]
         assert handler.lambda_handler({"Records": records}, FakeLambdaContext(stack.name("orders"))) == {
@@ -134,6 +137,8 @@ def test_one_intent_delivered_100_times_through_the_lambda_gives_one_broker_orde
     assert len(placed) == 1
     ledger = DynamoPaperLedger(settings=stack.settings)
     assert len(ledger.open_orders()) == 1 and ledger.get_order(placed[0].client_order_id)["version"] == 1
+    stats = runtime_orders.ROUTE_STATS  # the copies answered from the idempotency table are not routed again
+    assert (stats.intents, stats.orders, stats.replayed) == (1, 1, 99)
 
 
 def test_operator_cli_status_and_kill_switch(orders_env, capsys):

@@ -713,3 +713,128 @@ def test_a_retired_order_live_at_the_broker_is_reopened_so_its_fills_are_booked(
     fills, _ = rig.router._sync_report(live, [])
     assert fills == 1 and rig.store.get_position("SPX").quantity == 3
     assert rig.store.get_order(order.client_order_id).filled_quantity == 3
+
+
+class FailsOnce:
+    """A broker whose next submit fails once (a throttled ledger write), when armed."""
+
+    def __init__(self, inner):
+        self.inner, self.armed = inner, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def submit(self, order):
+        if self.armed:
+            self.armed = False
+            raise InfrastructureError("paper ledger throttled")
+        return self.inner.submit(order)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_an_intent_that_fails_after_booking_a_fill_still_publishes_the_fill(batched):
+    """The bar's price filled an earlier order (booked in the store); then this intent's own
+    submit failed. The redelivery finds the fill booked and will not make its event again."""
+    rig = Rig(broker=FailsOnce)
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))
+    rig.broker.armed = True
+    with pytest.raises(InfrastructureError):
+        if batched:
+            with rig.router.batch():
+                rig.router.handle(intent(2, 0.8, 100.0))
+        else:
+            rig.router.handle(intent(2, 0.8, 100.0))
+    assert rig.store.get_position("SPX").quantity == 500
+    assert len(rig.events("OrderFilled")) == 1
+    rig.router.handle(intent(2, 0.8, 100.0))
+    assert len(rig.events("OrderFilled")) == 1 and len(rig.events("OrderSubmitted")) == 2
+
+
+def test_a_flip_redelivered_after_its_closing_leg_was_recorded_places_its_opening_leg():
+    """The first delivery records the closing leg and fails at the broker; the redelivery sends
+    it and must still place the opening leg (held + working no longer crosses zero, so the
+    replan is one leg — under the closing leg's id it would have been taken for done)."""
+
+    rig = Rig(broker=FailsOnce)
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))
+    rig.router.handle(intent(2, 0.5, 100.0))  # fills the long 500
+    assert rig.store.get_position("SPX").quantity == 500
+    flip = intent(3, -0.5, 100.0)
+    rig.broker.armed = True
+    with pytest.raises(InfrastructureError):
+        rig.router.handle(flip)
+    rig.router.handle(flip)  # SQS delivers it again
+    rig.router.handle(flip)
+    rig.router.handle(intent(4, -0.5, 100.0))  # the next price fills what is working
+    legs = [(o.side, o.quantity, o.status) for o in rig.store.list_orders() if o.intent_id == flip.intent_id]
+    assert sorted(legs) == [(Side.SELL, 500.0, OrderStatus.FILLED)] * 2
+    assert rig.store.get_position("SPX").quantity == -500
+
+
+def test_a_flip_whose_opening_leg_could_not_be_recorded_places_it_on_redelivery():
+    """The closing leg went out; recording the opening leg failed (a DynamoDB error): the
+    redelivery finds the closing leg working and places the opening leg, once."""
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.5, 100.0))
+    rig.router.handle(intent(2, 0.5, 100.0))
+    create, calls = rig.store.create_order, []
+
+    def second_fails(order):
+        calls.append(order.client_order_id)
+        if len(calls) == 2:
+            raise InfrastructureError("ProvisionedThroughputExceededException")
+        return create(order)
+
+    rig.store.create_order = second_fails
+    flip = intent(3, -0.5, 100.0)
+    with pytest.raises(InfrastructureError):
+        rig.router.handle(flip)
+    for _ in range(3):
+        rig.router.handle(flip)
+    rig.router.handle(intent(4, -0.5, 100.0))
+    legs = [(o.side, o.quantity, o.status) for o in rig.store.list_orders() if o.intent_id == flip.intent_id]
+    assert sorted(legs) == [(Side.SELL, 500.0, OrderStatus.FILLED)] * 2
+    assert rig.store.get_position("SPX").quantity == -500 and rig.paper.created == 3
+
+
+def test_events_a_batch_could_not_publish_go_out_with_the_next_batch():
+    """EventBridge down at the end of a batch: its intents are done (their redeliveries answer
+    from the idempotency table), so their events are kept and sent before the next batch's."""
+    rig = Rig()
+    rig.warm()
+    rig.bus.failures.fail("publish")
+    with pytest.raises(InfrastructureError, match="injected failure of publish"):
+        with rig.router.batch():
+            rig.router.handle(intent(1, 0.5, 100.0))
+    assert rig.events("OrderSubmitted") == []
+    with rig.router.batch():
+        rig.router.handle(intent(2, 0.5, 100.0))  # fills the order
+    names = [type(e).__name__ for e in rig.bus.events]
+    assert names.index("OrderSubmitted") < names.index("OrderFilled")
+    assert names.count("OrderSubmitted") == 1 and names.count("OrderFilled") == 1
+
+
+def test_an_intent_is_not_started_when_the_invocation_is_about_to_time_out():
+    from ensemble_trader.adapters.memory import MemoryDeadLetters
+    from ensemble_trader.runtime.orders import IntentConsumer
+
+    class Context:
+        def __init__(self, left_ms: int):
+            self.left_ms = left_ms
+
+        def get_remaining_time_in_millis(self) -> int:
+            return self.left_ms
+
+    rig = Rig()
+    rig.warm()
+    routed = []
+    consumer = IntentConsumer(rig.router, MemoryDeadLetters(), route=lambda intent: routed.append(intent) or {})
+    body = intent(1, 0.5, 100.0).model_dump_json()
+    with pytest.raises(InfrastructureError, match="4999 ms left in this invocation, under 5000 ms"):
+        consumer.process(body, None, Context(4_999))
+    assert routed == []
+    consumer.process(body, None, Context(5_000))
+    assert len(routed) == 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
-from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position
+from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position, Side
 from ensemble_trader.domain.orders import (
     WORKING_STATUSES,
     BrokerError,
@@ -64,6 +65,7 @@ from ensemble_trader.domain.orders import (
     report_is_behind,
     working_quantity,
 )
+from ensemble_trader.domain.orders import client_order_id as leg_order_id
 from ensemble_trader.domain.reconcile import (
     ReconciliationReport,
     Verdict,
@@ -408,6 +410,7 @@ class OrderRouter:
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
         self._unsaved: tuple[RiskState, RiskState] | None = None  # a failed batch's risk state
+        self._unpublished: list[BaseModel] = []  # a failed batch's events
 
     @contextmanager
     def batch(self) -> Iterator[OrderRouter]:
@@ -417,6 +420,9 @@ class OrderRouter:
         risk state is written back and the events of the whole batch go out in one call — also
         when an intent failed, so the effects of those that succeeded are never lost. A batch
         belongs to one thread (a Lambda invocation); outside batches the router may be shared.
+        Events that cannot be published at the end (EventBridge down past its retries) go out
+        with the next batch of this router: the intents that made them are done for idempotency,
+        and their redeliveries answer from the idempotency table without making them again.
         """
         if self._deferred is not None:  # already batching
             yield self
@@ -424,7 +430,8 @@ class OrderRouter:
         durable = self.store
         batching = BatchingOrdersStore(durable, carried=self._unsaved)
         self._unsaved = None
-        self.store, self._deferred = batching, []
+        self.store, self._deferred = batching, self._unpublished
+        self._unpublished = []
         try:
             yield self
         finally:
@@ -438,7 +445,11 @@ class OrderRouter:
                 self._unsaved = batching.unsaved()
                 raise
             finally:
-                self._publish(deferred)
+                try:
+                    self._publish(deferred)
+                except Exception:
+                    self._unpublished = deferred  # the next batch sends them first
+                    raise
 
     @property
     def limits(self) -> RiskLimits:
@@ -464,6 +475,11 @@ class OrderRouter:
                 log.info("intent %s lost a risk-state race; retrying", intent.intent_id)
                 _backoff(attempt)
                 continue
+            except Exception:
+                # what happened before the failure stays done (a fill booked from this price, an
+                # order submitted): its events go out now, since a redelivery will not make them again
+                self._publish(events)
+                raise
             self._publish(events)
             return outcome
         raise AssertionError("unreachable")  # pragma: no cover
@@ -543,15 +559,21 @@ class OrderRouter:
             working = self.store.list_orders(working_only=True)
             held = positions[symbol].quantity if symbol in positions else 0.0
             working_here = working_quantity(working, symbol)
-        planned = plan_orders(
-            intent, position=held, working=working_here, equity=equity,
-            step=self.quantity_step, now=wall, min_trade_fraction=self.min_trade_fraction,
-            allocation=self.allocation(symbol),
-        )
+        def plan(position: float, working: float) -> list[Order]:
+            return plan_orders(
+                intent, position=position, working=working, equity=equity,
+                step=self.quantity_step, now=wall, min_trade_fraction=self.min_trade_fraction,
+                allocation=self.allocation(symbol),
+            )
+
+        planned = deque(plan(held, working_here))
+        seen = {o.client_order_id for o in planned}
+        replanned = False
         potential = held + working_here
         other_gross = self._other_gross(positions, working, state, symbol)
 
-        for order in planned:
+        while planned:
+            order = planned.popleft()
             decision = self.engine.check(
                 order, state, OrderContext(now, reference, potential, other_gross, held)
             )
@@ -561,6 +583,17 @@ class OrderRouter:
                         "reject_reason": decision.message}
             )
             if not self.store.create_order(record):
+                if not replanned:
+                    # a redelivery: the position already holds this intent's recorded legs, so a plan
+                    # from it can differ from the first one (a flip whose closing leg was recorded
+                    # plans one leg, numbered 0 — the closing leg's id — and its opening leg would
+                    # never be placed). Plan again from the position before this intent's own
+                    # orders: the first plan's legs, those not yet recorded among them placed now.
+                    replanned = True
+                    before = held + working_here - self._own_effect(intent, working)
+                    missing = [o for o in plan(before, 0.0) if o.client_order_id not in seen]
+                    planned.extend(missing)
+                    seen.update(o.client_order_id for o in missing)
                 if order.client_order_id in resolved:
                     continue  # resolved above, before planning
                 # The decision was recorded before (a redelivery, or a concurrent delivery): the
@@ -590,6 +623,19 @@ class OrderRouter:
             outcome.orders.append(describe(final))
 
         self.store.save_risk_state(state)
+
+    def _own_effect(self, intent: OrderIntent, working: list[Order]) -> float:
+        """The signed quantity this intent's recorded legs add to held + working: a working leg
+        its whole quantity (filled part held, the rest working), a finished one what it filled."""
+        effect = 0.0
+        for leg in (0, 1):  # a plan has at most a closing and an opening leg
+            coid = leg_order_id(intent, leg)
+            order = next((o for o in working if o.client_order_id == coid), None) or self.store.get_order(coid)
+            if order is None:
+                continue
+            sign = 1.0 if order.side is Side.BUY else -1.0
+            effect += order.signed_quantity if order.status in WORKING_STATUSES else sign * order.filled_quantity
+        return effect
 
     def _refused_intent(
         self, intent: OrderIntent, state: RiskState, wall: datetime
@@ -948,7 +994,7 @@ class OrderRouter:
             self._deferred.extend(events)
         elif events and self.events is not None:
             self.events.publish(list(events))
-        events.clear()
+        events.clear()  # only once published: a failed publish leaves them for the caller
 
 
 def _reference_for(mark: Mark | None, bar_time: datetime) -> Reference | None:
@@ -1019,6 +1065,7 @@ class RouteStats:
 
     intents: int = 0
     dead_lettered: int = 0
+    replayed: int = 0  # deliveries answered from the idempotency table (not routed again)
     orders: int = 0
     fills: int = 0
     route_us: list[float] = field(default_factory=list)
@@ -1041,6 +1088,14 @@ class RouteStats:
 
         return {"p50": pct(0.50), "p99": pct(0.99), "mean": sum(ordered) / len(ordered)}
 
+
+MIN_TIME_LEFT_MS = 5_000
+"""An intent is not started with less of the invocation left (the batch's end writes the risk
+state and publishes the events: a few DynamoDB and EventBridge calls with their retries)."""
+
+REPLAYED = "replayed"
+"""Set in an outcome Powertools answers from the idempotency table (a redelivered intent that
+was routed before): the consumer does not count it again in the route metrics."""
 
 ROUTE_STATS = RouteStats()
 """Process-wide statistics of the orders consumers (a Lambda container, or the local stack)."""
@@ -1070,18 +1125,31 @@ class IntentConsumer:
         route: Any = None,
         metrics: Any = None,
         conflict_errors: tuple[type[BaseException], ...] = (),
+        min_time_left_ms: int = MIN_TIME_LEFT_MS,
     ):
         self.router = router
+        self.min_time_left_ms = min_time_left_ms
         self.dead_letters = dead_letters
         self.route = route or (lambda intent: router.handle(OrderIntent.parse(intent)).as_dict())
         self.metrics = metrics
         self.conflict_errors = conflict_errors
 
-    def process(self, body: str | bytes, record: Any = None) -> dict[str, Any]:
+    def process(self, body: str | bytes, record: Any = None, lambda_context: Any = None) -> dict[str, Any]:
+        """Route one queued intent. With ``lambda_context``, a record is not started when less than
+        ``min_time_left_ms`` of the invocation remains: it fails (SQS delivers it again) instead of
+        being cut off by the timeout, which would also lose the batch's end — the risk state and the
+        events of the intents already done, which their redeliveries do not make again."""
         import time
 
         from ensemble_trader.domain.errors import InvalidMessageError
 
+        if lambda_context is not None:
+            left = lambda_context.get_remaining_time_in_millis()
+            if left < self.min_time_left_ms:
+                raise InfrastructureError(
+                    f"{left} ms left in this invocation, under {self.min_time_left_ms} ms: the intent is "
+                    "left for its next delivery, so the batch can end cleanly"
+                )
         started = time.perf_counter_ns()
         try:
             intent = OrderIntent.parse(body)
@@ -1099,6 +1167,10 @@ class IntentConsumer:
             return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
                                      f"intent {intent.intent_id} cannot be routed: {exc}", intent)
         micros = (time.perf_counter_ns() - started) / 1e3
+        if result.get(REPLAYED):  # a redelivery answered with the stored outcome: nothing new happened
+            ROUTE_STATS.replayed += 1
+            self._metric("intents_replayed", "Count", 1)
+            return result
         ROUTE_STATS.record(result, micros)
         self._metric("orders_route_us", "Microseconds", micros)
         self._metric("intents_routed", "Count", 1)
@@ -1212,6 +1284,7 @@ def build_service(settings: Any = None, *, metrics: Any = None, router: OrderRou
         payload_validation_jmespath="[" + ", ".join(VALIDATED_FIELDS) + "]",
         raise_on_no_idempotency_key=True,
         expires_after_seconds=idempotency_ttl_seconds,
+        response_hook=lambda response, _record: {**response, REPLAYED: True},
     )
     persistence = DynamoDBPersistenceLayer(
         table_name=settings.name("idempotency"), boto3_client=client("dynamodb", settings)
