@@ -838,3 +838,29 @@ def test_an_intent_is_not_started_when_the_invocation_is_about_to_time_out():
     assert routed == []
     consumer.process(body, None, Context(5_000))
     assert len(routed) == 1
+
+
+@pytest.mark.parametrize(("active", "reason", "reset", "match"), [
+    (True, "halt for the night", True, "reset_breaker goes with active=false"),
+    (True, "", False, "reason"),
+    (False, "x" * 501, False, "reason"),
+])
+def test_a_kill_switch_command_the_control_event_would_refuse_changes_nothing(active, reason, reset, match):
+    """A reset folded into "on" would clear a latched drawdown halt unseen (and a later plain
+    "off" would resume trading); the CLI takes the same rules as the EventBridge command."""
+    from ensemble_trader.domain.errors import InvalidMessageError
+    from ensemble_trader.domain.orders import KillSwitchCommand
+
+    rig = Rig(drawdown_reduce=0.05, drawdown_halt=0.1)
+    rig.warm()
+    rig.router.handle(intent(1, 1.0, 100.0))
+    rig.router.handle(intent(2, 1.0, 100.0))
+    rig.router.handle(intent(3, 1.0, 85.0))  # -15 %: a drawdown halt, latched
+    before = rig.store.load_risk_state()
+    assert before.trading_state is TradingState.HALTED and before.breaker_latched
+    with pytest.raises(InvalidMessageError, match=match):
+        rig.router.set_kill_switch(active, reason, reset_breaker=reset)
+    with pytest.raises(InvalidMessageError, match=match):
+        KillSwitchCommand.parse({"active": active, "reason": reason, "reset_breaker": reset})
+    after = rig.store.load_risk_state()
+    assert (after.trading_state, after.breaker_latched, after.kill_switch) == (TradingState.HALTED, True, False)

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("state", choices=["on", "off"])
     p.add_argument("--reason", required=True, help="why (stored with the flag and published)")
     p.add_argument("--reset-breaker", action="store_true",
-                   help="with 'off': also reset a latched circuit breaker")
+                   help="only with 'off': also reset a latched circuit breaker (refused with 'on')")
     p.set_defaults(func=_kill_switch)
 
     p = orders_sub.add_parser("reconcile", help="compare orders and positions with the broker now")

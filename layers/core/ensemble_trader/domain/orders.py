@@ -22,7 +22,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.models import (
@@ -199,6 +199,14 @@ class KillSwitchCommand(Message):
     active: bool
     reason: str = Field(min_length=1, max_length=500)
     reset_breaker: bool = False
+
+    @model_validator(mode="after")
+    def _reset_only_when_lifting(self) -> KillSwitchCommand:
+        # a reset rebases the peak and the day's equity: folded into an "on" it would clear a
+        # latched drawdown halt unseen, and a later plain "off" would resume trading
+        if self.active and self.reset_breaker:
+            raise ValueError("reset_breaker goes with active=false (lifting the switch), not with active=true")
+        return self
 
 
 # --------------------------------------------------------------------------------------------

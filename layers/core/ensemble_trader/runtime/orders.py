@@ -52,6 +52,7 @@ from ensemble_trader.domain.orders import (
     CircuitBreakerTripped,
     DuplicateClientOrderIdError,
     KillSwitchChanged,
+    KillSwitchCommand,
     OrderCanceled,
     OrderFilled,
     OrderRejected,
@@ -842,7 +843,11 @@ class OrderRouter:
     # ------------------------------------------------------------------------------------------
 
     def set_kill_switch(self, active: bool, reason: str, *, reset_breaker: bool = False) -> dict[str, Any]:
-        """Turn the kill switch on (halt new orders, cancel working ones) or off."""
+        """Turn the kill switch on (halt new orders, cancel working ones) or off; lifting it may
+        also reset a latched circuit breaker (an operator decision). A command that
+        :class:`KillSwitchCommand` refuses (an empty reason, a reset with the switch on): an
+        :class:`InvalidMessageError` naming the field, and nothing changes."""
+        KillSwitchCommand.parse({"active": active, "reason": reason, "reset_breaker": reset_breaker})
         events: list[BaseModel] = []
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.store.load_risk_state()
