@@ -69,6 +69,18 @@ def test_doing_nothing_does_not_pass():
     assert {k: v["passed"] for k, v in checks.items()} == dict.fromkeys(agents, False)
 
 
+def test_losing_less_than_a_falling_market_is_not_a_pass():
+    """Cash is a baseline too: where buy-and-hold lost, an agent must also beat staying flat."""
+    losing = block(m(sharpe=-0.6, total_return=-0.2), BULL=m(total_return=-0.02))
+    flat = block(m(), BULL=m())
+    checks = specialty_checks(report({"aggressive": flat, "balanced": flat}, losing))
+    assert {k: v["passed"] for k, v in checks.items()} == {"aggressive": False, "balanced": False}
+    assert checks["aggressive"]["shortfall"] == 0.0 and checks["balanced"]["shortfall"] == 0.0
+    better = block(m(sharpe=0.1), BULL=m(total_return=0.01))
+    checks = specialty_checks(report({"aggressive": better, "balanced": better}, losing))
+    assert {k: v["passed"] for k, v in checks.items()} == {"aggressive": True, "balanced": True}
+
+
 def test_shortfall_says_how_far_a_missed_check_is_from_passing():
     agents = {
         # drawdown 5 points worse than buy-and-hold in BEAR, and a 2 % loss overall
@@ -155,8 +167,10 @@ def test_validation_split_never_touches_test_data():
     assert not {s for s, _ in SYNTHETIC["validation"]} & {s for s, _ in SYNTHETIC["test"]}
     sp500 = cases[2]
     assert sp500.start == "2013-01-02T00:00:00"
-    # the window's last bar is inside [start, end), the first test bar is not
-    assert np.datetime64("2014-12-30T00:00:00", "ns") < sp500.end <= np.datetime64("2014-12-31T00:00:00", "ns")
+    # the window's recorded last bar closes [start, end): no test bar is inside, and the bars kept
+    # are the ones the prepared series holds (an end finer than a microsecond was truncated)
+    assert sp500.end == np.datetime64("2014-12-30T00:00:00", "us")
+    assert sp500.end < np.datetime64("2014-12-31T00:00:00", "us")
 
 
 def test_unknown_split_is_refused():
@@ -328,3 +342,17 @@ def test_by_period_is_a_report_of_its_own(capsys):
     with pytest.raises(SystemExit):
         main(["--by-period", "--robustness", "3"])
     assert "--by-period is a report of its own" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--split", "validation", "--score", "1", "--by-period"],
+    ["--split", "validation", "--bands", "0.1", "--by-period"],
+    ["--robustness", "1", "--img-dir", "imgs"],
+    ["--by-period", "--img-dir", "imgs"],
+])
+def test_options_that_would_be_ignored_are_refused(argv, capsys):
+    from training.agents.evaluate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "not with" in capsys.readouterr().err
