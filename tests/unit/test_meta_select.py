@@ -89,7 +89,9 @@ def test_splits_follow_the_protocol():
     assert all(s.end == "2015-01-01" for s in VALIDATION_SETS[4:])
     assert all(s.start == "2015-01-01" and s.end is None for s in TEST_SETS[4:])
     seeds = [int(s.spec.split(":")[2]) for s in SPREAD_SETS]
-    assert len(SPREAD_SETS) == 20 and set(seeds) == set(range(311, 316))
+    # twenty series, twenty seeds: the generator's shocks come from the seed alone, so a seed shared
+    # by two presets would give two correlated paths
+    assert len(SPREAD_SETS) == 20 and len(set(seeds)) == 20
     used = {int(s.spec.split(":")[2]) for s in VALIDATION_SETS[:4] + TEST_SETS[:4] + CONFIRM_SETS}
     assert not used & set(seeds)  # the spread's series are in no other split
 

@@ -15,7 +15,7 @@ Walk-forward protocol (docs/meta-agent.md §6): ``validation`` — synthetic see
 bars) and S&P 500 / NASDAQ 2013-01-01 → 2015-01-01 — is where configurations are chosen;
 ``confirm`` — six more synthetic series, seeds 205-210 — checks the ranking of a few candidates;
 ``test`` — seeds 301-304 (3,000 bars) and S&P 500 / NASDAQ from 2015-01-01 — takes exactly one
-configuration, to report it; ``spread`` — five more synthetic series per preset, seeds 311-315 —
+configuration, to report it; ``spread`` — five more synthetic series per preset, each preset with its own five seeds —
 reports the same configuration over more paths. Bars before a window only warm up features,
 filter and learners.
 
@@ -73,12 +73,15 @@ CONFIRM_SETS: tuple[EvalSet, ...] = (
 """More validation-type series (never test data) to check that a ranking is not the noise of six sets."""
 SPREAD_SETS: tuple[EvalSet, ...] = tuple(
     EvalSet(f"synth {label} {seed}", f"synth:{preset}:{seed}:3000")
-    for label, preset in (("easy", "easy"), ("realistic", "realistic"), ("hard", "hard"),
-                          ("mean-rev", "mean_reverting"))
-    for seed in range(311, 316)
+    for first, (label, preset) in zip((311, 321, 331, 341), (("easy", "easy"), ("realistic", "realistic"),
+                                                             ("hard", "hard"), ("mean-rev", "mean_reverting")),
+                                      strict=True)
+    for seed in range(first, first + 5)
 )
-"""Five more unseen synthetic series per preset (seeds 311-315): the spread behind the single
-test series of each preset, for one configuration, as a report (never to choose)."""
+"""Five more unseen synthetic series per preset (easy 311-315, realistic 321-325, hard 331-335,
+mean-reverting 341-345): the spread behind the single test series of each preset, for one
+configuration, as a report (never to choose). Each preset has its own seeds: the generator draws
+its shocks from the seed alone, so one seed under two presets gives correlated paths."""
 SPLITS = {"validation": VALIDATION_SETS, "confirm": CONFIRM_SETS, "test": TEST_SETS, "spread": SPREAD_SETS}
 REPORT_SPLITS = ("test", "spread")
 """Splits that report one configuration already chosen."""
