@@ -10,9 +10,11 @@ from ensemble_trader.backtest.engine import (
     align_truth,
     asset_returns,
     evaluate_agents,
+    evaluated_bars,
     period_regimes,
     prepare,
     run_policy,
+    scored_bars,
     strategy_returns,
     summarise,
 )
@@ -40,7 +42,9 @@ def test_cost_model_validates():
 def test_period_regimes_use_the_label_known_when_the_position_is_taken():
     assert period_regimes(np.array(["BULL", "BEAR", "BEAR"])).tolist() == ["BULL", "BEAR"]
     with pytest.raises(DataError, match="unknown regime"):
-        period_regimes(np.array(["BULL", "UP"]))
+        period_regimes(np.array(["UP", "BULL"]))
+    # the last bar's label labels no period: a truth file need not cover it
+    assert period_regimes(np.array(["BULL", "BEAR", ""])).tolist() == ["BULL", "BEAR"]
 
 
 def test_summarise_per_regime_counts_real_trades():
@@ -105,3 +109,32 @@ def test_align_truth_names_missing_bars():
     assert labels.tolist() == data.regimes.tolist()
     with pytest.raises(DataError, match="no regime in the truth file"):
         align_truth(data.series, data.series.timestamp[:50], data.regimes[:50])
+
+
+def test_a_truth_file_needs_labels_only_for_the_scored_bars():
+    """Warm-up bars and bars outside [start, end) are never scored: a truth file covering the
+    evaluated window is enough (it was refused for every bar it left out), and the error names
+    the first evaluated bar it misses."""
+    data = generate("easy", 300, seed=1)
+    ts = data.series.timestamp
+    start, end = str(ts[100])[:10], str(ts[200])[:10]
+    evaluated = evaluated_bars(data.series, start, end)
+    assert np.flatnonzero(evaluated).tolist() == list(range(100, 200))
+    scored = scored_bars(evaluated)
+    assert np.flatnonzero(scored).tolist() == list(range(100, 199))  # bar 199's period runs past the window
+    labels = align_truth(data.series, ts[100:199], data.regimes[100:199], needed=scored)
+    assert labels[100:199].tolist() == data.regimes[100:199].tolist() and set(labels[:100]) == {""}
+    prepared = prepare(data.series, labels, start, end)
+    full = prepare(data.series, data.regimes, start, end)
+    np.testing.assert_array_equal(period_regimes(prepared.regimes), period_regimes(full.regimes))
+    with pytest.raises(DataError, match=r"1 evaluated bar\(s\) have no regime in the truth file; first at 2000-04-12T00:00:00"):
+        align_truth(data.series, ts[101:199], data.regimes[101:199], needed=scored)
+
+
+def test_a_window_without_two_warm_bars_names_the_whole_series_and_open_bounds():
+    data = generate("easy", 300, seed=1)
+    span = "its bars run from 2000-01-03T00:00:00 to 2000-10-28T00:00:00"
+    with pytest.raises(DataError, match=rf"fewer than two warm bars in \[2001-01-01, …\): {span}"):
+        prepare(data.series, start="2001-01-01")
+    with pytest.raises(DataError, match=rf"fewer than two warm bars in \[…, 2000-02-01\): {span}"):
+        evaluated_bars(data.series, end="2000-02-01")

@@ -18,6 +18,16 @@ from ensemble_trader.cli import main
         (["backtest", "--bars", "arch:sp500", "--end", "notadate"], "argument --end: 'notadate' is not an ISO-8601"),
         (["evaluate", "agents", "--bars", "arch:sp500", "--start", "2015-13-01"], "argument --start: '2015-13-01'"),
         (["backtest", "--bars", "arch:sp500", "--start", "0224-01-01"], "argument --start: '0224-01-01' lies outside"),
+        (["backtest", "--bars", "arch:sp500", "--start", "2014-12-31T00:00:00.0000001Z"],
+         "argument --start: '2014-12-31T00:00:00.0000001Z' has digits past the microsecond"),
+        (["backtest", "--bars", "arch:sp500", "--start", "2018-01-01", "--end", "2015-01-01"],
+         "--start 2018-01-01 is not before --end 2015-01-01"),
+        (["evaluate", "agents", "--bars", "arch:sp500", "--end", "2015-01-01", "--start", "20150101"],
+         "--start 20150101 is not before --end 2015-01-01"),
+        (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--start", "2007", "--end", "2006-12-31"],
+         "--start 2007 is not before --end 2006-12-31"),
+        (["feed", "replay", "--bars", "synth:easy:1:5", "--bars", "arch:sp500", "--bars", "synth:easy:1:5"],
+         "argument --bars: 'synth:easy:1:5' is named twice"),
         (["train", "agents", "--seed", "-1"], "argument --seed: '-1' must be an integer >= 0"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--seed", "4294967296"],
          "argument --seed: '4294967296' must be an integer below 2**32"),
@@ -37,6 +47,26 @@ def test_bad_numbers_are_usage_errors(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_compact_iso_dates_are_read_as_dates_in_every_window():
+    """``20150101`` is 2015-01-01 (as for ``data synth --start``), not a year numpy refuses."""
+    from ensemble_trader.cli import build_parser
+
+    args = build_parser().parse_args(["backtest", "--bars", "arch:sp500", "--start", "20150101", "--end", "2016"])
+    assert (args.start, args.end) == ("20150101", "2016")
+    args = build_parser().parse_args(["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--end", "20070101"])
+    assert args.end == "20070101"
+
+
+def test_a_source_named_twice_by_another_path_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """Every bar of a source named twice would go on the stream twice."""
+    (tmp_path / "spx.csv").write_text("timestamp,open,high,low,close,volume\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["feed", "replay", "--bars", "spx.csv", "--bars", str(tmp_path / "spx.csv")])
+    assert exit_info.value.code == 2
+    assert f"argument --bars: '{tmp_path / 'spx.csv'}' is named twice (as spx.csv)" in capsys.readouterr().err
 
 
 def test_regime_evaluate_offers_the_methods_of_the_evaluation_module(capsys):

@@ -11,7 +11,7 @@ from ensemble_trader.domain.regime import RegimeModel
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.marketdata import write_bars_csv
 
-HEADER = ["timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile"]
+HEADER = ["timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile", "ready"]
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,63 @@ def test_label_writes_one_row_per_bar_with_the_contract_header(bars_files, tmp_p
     assert len(rows) == 1 + len(series)
     assert rows[1][0] == "2000-01-03T00:00:00Z"
     for row in rows[1:]:
-        probs = [float(x) for x in row[3:]]
+        probs = [float(x) for x in row[3:7]]
         assert row[1] in ("BULL", "BEAR", "SIDEWAYS", "VOLATILE")
         assert abs(sum(probs) - 1.0) < 1e-5
         assert float(row[2]) == pytest.approx(probs[HEADER.index("p_" + row[1].lower()) - 3], abs=1e-6)
     assert "400 bars labelled" in capsys.readouterr().out
+
+
+def test_warm_up_rows_are_marked_not_ready_and_left_out_of_the_shares(bars_files, tmp_path, capsys):
+    """Warm-up rows carry the filter's start distribution, not a detection: ``ready`` says so and
+    the printed shares count the detected rows only (60 warm-up bars printed "BULL 100%")."""
+    import numpy as np
+    from ensemble_trader.domain.features import compute_features
+    from ensemble_trader.domain.models import REGIMES
+
+    folder, series = bars_files
+    out = tmp_path / "labels.csv"
+    assert main(["regime", "label", "--bars", str(folder / "full.csv"), "--out", str(out)]) == 0
+    rows = read(out)[1:]
+    ready = [row[7] for row in rows]
+    assert set(ready) == {"true", "false"}
+    assert ready == ["true" if r else "false" for r in compute_features(series).ready]
+    detected = [row[1] for row in rows if row[7] == "true"]
+    printed = capsys.readouterr().out
+    for regime in REGIMES:
+        assert f"{regime.value} {detected.count(regime.value) / len(detected):.0%}" in printed
+    assert f"of the {len(detected)} detected; {len(rows) - len(detected)} warm-up bars" in printed
+
+    short = tmp_path / "short.csv"
+    assert main(["regime", "label", "--bars", "synth:hard:3:60", "--out", str(short)]) == 0
+    assert {row[7] for row in read(short)[1:]} == {"false"}
+    printed = capsys.readouterr().out
+    assert "no detection: all 60 bars are feature warm-up" in printed and "100%" not in printed
+    assert np.count_nonzero(compute_features(generate("hard", 60, 3).series).ready) == 0
+
+
+def test_sub_second_bars_keep_their_timestamps(tmp_path):
+    """250 ms bars: each label row has its bar's time, to the microsecond (they collapsed to
+    whole seconds, four rows a second), as the bars CSV writes it; cut to its first two columns
+    the file is a truth file for ``evaluate agents --truth``."""
+    import numpy as np
+    from ensemble_trader.domain.bars import BarSeries
+    from ensemble_trader.marketdata import read_truth_csv
+
+    s = generate("realistic", 200, 3).series
+    ticks = BarSeries(s.symbol, s.timestamp[0] + np.arange(len(s)) * np.timedelta64(250, "ms"),
+                      s.open, s.high, s.low, s.close, s.volume)
+    bars, out = tmp_path / "ticks.csv", tmp_path / "labels.csv"
+    write_bars_csv(bars, [ticks])
+    assert main(["regime", "label", "--bars", str(bars), "--out", str(out)]) == 0
+    rows = read(out)
+    written = [line.split(",")[0] for line in bars.read_text().splitlines()[1:]]
+    assert [row[0] for row in rows[1:]] == written
+    assert rows[2][0] == "2000-01-03T00:00:00.250000Z"
+    truth = tmp_path / "truth.csv"
+    truth.write_text("\n".join(",".join(row[:2]) for row in rows) + "\n")
+    stamps, _ = read_truth_csv(truth)
+    np.testing.assert_array_equal(stamps, ticks.timestamp)
 
 
 def test_labels_of_a_prefix_never_change_when_more_bars_follow(bars_files, tmp_path):

@@ -47,6 +47,23 @@ def test_show_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert spx.symbol == "SPX" and len(spx) == 5031
 
 
+def test_show_prints_sub_second_spacing_and_times(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """250 ms bars: the spacing is not "0 seconds" and the span keeps the last bar's fraction."""
+    from ensemble_trader.domain.bars import BarSeries
+    from ensemble_trader.marketdata import write_bars_csv
+
+    s = generate("realistic", 200, 3, symbol="TICK").series
+    ticks = BarSeries(s.symbol, s.timestamp[0] + np.arange(len(s)) * np.timedelta64(250, "ms"),
+                      s.open, s.high, s.low, s.close, s.volume)
+    write_bars_csv(tmp_path / "ticks.csv", [ticks])
+    assert main(["data", "show", str(tmp_path / "ticks.csv")]) == 0
+    shown = capsys.readouterr().out
+    assert "median spacing 250 milliseconds" in shown
+    assert "2000-01-03T00:00:00.000000Z … 2000-01-03T00:00:49.750000Z" in shown
+    assert main(["data", "show", str(BTC_SLICE)]) == 0
+    assert "median spacing 3600 seconds" in capsys.readouterr().out  # whole seconds as before
+
+
 def test_scenarios_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "scenarios"]) == 0
     text = capsys.readouterr().out

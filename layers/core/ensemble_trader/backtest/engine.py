@@ -13,6 +13,8 @@ Building blocks (reusable by every backtest — single agents, baselines, the en
 * :func:`period_regimes` — the regime label of each period (the label known when its position is taken);
 * :func:`summarise` — :class:`~ensemble_trader.backtest.metrics.Metrics` overall and per regime;
 * :func:`run_pool` — the four agents driven step by step, each seeing its own position;
+* :func:`evaluated_bars`, :func:`align_truth` — the bars a window ``[start, end)`` evaluates, and the
+  truth file's labels of the ones it scores;
 * :func:`evaluate_agents` — agents plus buy-and-hold and cash on one series, as a report dict.
 """
 
@@ -95,11 +97,11 @@ def period_regimes(bar_regimes: np.ndarray) -> np.ndarray:
     +13.3 % in BULL that way and +1.5 % with the label known when the position is taken. The
     meta-agent's regret ledger and learners use the same convention. With true (synthetic)
     regimes the two differ only on the first bar after each switch."""
-    labels = np.asarray(bar_regimes).astype(str)
-    unknown = sorted(set(np.unique(labels)) - set(REGIME_NAMES))
+    periods = np.asarray(bar_regimes).astype(str)[:-1]  # the last bar's label labels no period
+    unknown = sorted(set(np.unique(periods)) - set(REGIME_NAMES))
     if unknown:
         raise DataError(f"unknown regime labels {unknown}; expected {list(REGIME_NAMES)}")
-    return labels[:-1]
+    return periods
 
 
 def summarise(
@@ -174,7 +176,7 @@ class PreparedSeries:
     timestamp: np.ndarray  # (n,)
     close: np.ndarray  # (n,)
     features: np.ndarray  # (n, F)
-    regimes: np.ndarray | None  # (n,) labels, or None
+    regimes: np.ndarray | None  # (n,) labels, or None; the last may be "" (it labels no period)
     bars_per_year: float | None = None  # of the whole series; None: inferred from these bars
 
     @property
@@ -191,6 +193,30 @@ def bars_span(timestamp: np.ndarray) -> str:
     return f"its bars run from {str(timestamp[0])[:19]} to {str(timestamp[-1])[:19]}"
 
 
+def window_text(start: Any, end: Any) -> str:
+    """``[start, end)`` for a message, an open bound shown as ``…``."""
+    return f"[{'…' if start is None else start}, {'…' if end is None else end})"
+
+
+def evaluated_bars(series: BarSeries, start: Any = None, end: Any = None,
+                   features: FeatureMatrix | None = None) -> np.ndarray:
+    """Which bars of ``series`` a backtest of ``[start, end)`` evaluates: the warm ones in the
+    window (a bool mask). Raises :class:`DataError` when that is fewer than two, with the span of
+    the whole series (the window may be what missed it)."""
+    fm = features if features is not None else compute_features(series)
+    if len(fm) != len(series):
+        raise DataError(f"{series.symbol}: {len(fm)} feature rows for {len(series)} bars")
+    mask = fm.ready.copy()
+    ts = np.asarray(series.timestamp)
+    if start is not None:
+        mask &= ts >= parse_datetime64(start)
+    if end is not None:
+        mask &= ts < parse_datetime64(end)
+    if np.count_nonzero(mask) < 2:
+        raise DataError(f"{series.symbol}: fewer than two warm bars in {window_text(start, end)}: {bars_span(ts)}")
+    return mask
+
+
 def prepare(
     series: BarSeries,
     regimes: np.ndarray | None = None,
@@ -202,21 +228,12 @@ def prepare(
     with ``start <= timestamp < end``. ``regimes`` (one label per bar of ``series``) are cut alike.
     Pass ``features`` (``compute_features(series)``) to cut several windows from one computation."""
     fm = features if features is not None else compute_features(series)
-    if len(fm) != len(series):
-        raise DataError(f"{series.symbol}: {len(fm)} feature rows for {len(series)} bars")
-    mask = fm.ready.copy()
+    mask = evaluated_bars(series, start, end, fm)
     ts = np.asarray(series.timestamp)
-    if start is not None:
-        mask &= ts >= parse_datetime64(start)
-    upto_end = ts  # the series' bars before end, warm-up included: what its bars per year come from
-    if end is not None:
-        before_end = ts < parse_datetime64(end)
-        mask &= before_end
-        upto_end = ts[before_end]
+    # the series' bars before end, warm-up included: what its bars per year come from
+    upto_end = ts if end is None else ts[ts < parse_datetime64(end)]
     if regimes is not None and len(regimes) != len(series):
         raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
-    if np.count_nonzero(mask) < 2:
-        raise DataError(f"{series.symbol}: fewer than two warm bars in [{start}, {end}): {bars_span(ts)}")
     return PreparedSeries(
         symbol=series.symbol,
         timestamp=ts[mask],
@@ -253,18 +270,40 @@ def load_series(spec: str, synthetic_bars: int = 2_000) -> tuple[BarSeries, np.n
     return loaded[0], None
 
 
-def align_truth(series: BarSeries, truth_ts: np.ndarray, truth_labels: np.ndarray) -> np.ndarray:
-    """Regime label of every bar of ``series`` from a truth file (every bar must be covered)."""
+def scored_bars(evaluated: np.ndarray) -> np.ndarray:
+    """The bars whose periods an evaluation of the ``evaluated`` bars scores (a bool mask): all
+    but the last, whose period would run past the window (:func:`period_regimes`)."""
+    scored = np.asarray(evaluated, dtype=bool).copy()
+    kept = np.flatnonzero(scored)
+    if kept.size:
+        scored[kept[-1]] = False
+    return scored
+
+
+def align_truth(
+    series: BarSeries, truth_ts: np.ndarray, truth_labels: np.ndarray, needed: np.ndarray | None = None
+) -> np.ndarray:
+    """Regime label of every bar of ``series`` from a truth file.
+
+    Every bar of ``needed`` (a bool mask; default every bar) must be covered — pass
+    ``scored_bars(evaluated_bars(...))`` so a file covering the evaluated window is enough (the
+    warm-up bars and those outside ``[start, end)`` are never scored). A bar the file does not
+    cover and that is not needed gets ``""`` (no label)."""
     index = {int(t): lab for t, lab in zip(np.asarray(truth_ts).astype("datetime64[ns]").astype(np.int64),
                                            truth_labels, strict=True)}
     stamps = np.asarray(series.timestamp).astype("datetime64[ns]").astype(np.int64)
-    missing = [i for i, t in enumerate(stamps) if int(t) not in index]
-    if missing:
+    labels = np.array([index.get(int(t), "") for t in stamps], dtype="<U8")
+    wanted = np.ones(len(stamps), dtype=bool) if needed is None else np.asarray(needed, dtype=bool)
+    if len(wanted) != len(stamps):
+        raise DataError(f"{series.symbol}: a mask of {len(wanted)} bars for {len(stamps)} bars")
+    missing = np.flatnonzero(wanted & (labels == ""))
+    if missing.size:
+        which = "bar(s)" if needed is None else "evaluated bar(s)"
         raise DataError(
-            f"{series.symbol}: {len(missing)} bar(s) have no regime in the truth file; first at "
+            f"{series.symbol}: {missing.size} {which} have no regime in the truth file; first at "
             f"{np.datetime64(int(stamps[missing[0]]), 'ns')}"
         )
-    return np.array([index[int(t)] for t in stamps], dtype="<U8")
+    return labels
 
 
 def evaluate_agents(

@@ -39,6 +39,7 @@ from ensemble_trader.backtest.engine import (
     period_regimes,
     strategy_returns,
     summarise,
+    window_text,
 )
 from ensemble_trader.backtest.metrics import periods_per_year, sharpe_margin_se
 from ensemble_trader.domain.bars import BarSeries, parse_datetime64, to_datetime64
@@ -216,7 +217,7 @@ def until(run: EnsembleRun, end: str | None) -> EnsembleRun:
     p = run.pipeline
     n = int(np.searchsorted(p.timestamp, parse_datetime64(end)))
     if n < 2:
-        raise DataError(f"{p.symbol}: fewer than two bars before {end}")
+        raise DataError(f"{p.symbol}: fewer than two bars before {end}: {bars_span(p.timestamp)}")
     pipeline = replace(
         p, timestamp=p.timestamp[:n], close=p.close[:n], market_states=p.market_states[:n],
         agent_targets=p.agent_targets[:n], ready=p.ready[:n],
@@ -231,14 +232,18 @@ def until(run: EnsembleRun, end: str | None) -> EnsembleRun:
     )
 
 
-def first_index(pipeline: PipelineRun, start: str | None) -> int:
-    """First bar evaluated: the first warm bar at or after ``start`` (an ISO date)."""
+def first_index(pipeline: PipelineRun, start: str | None, end: str | None = None) -> int:
+    """First bar evaluated: the first warm bar at or after ``start`` (an ISO date; ``end``, when
+    given, only checks that the window [start, end) holds two warm bars). Give the pipeline before
+    it is cut at ``end`` (:func:`until`), so an error names where the whole series runs."""
     mask = pipeline.ready.copy()
     if start is not None:
         mask &= pipeline.timestamp >= parse_datetime64(start)
+    if end is not None:
+        mask &= pipeline.timestamp < parse_datetime64(end)
     idx = np.flatnonzero(mask)
     if idx.size < 2:
-        raise DataError(f"{pipeline.symbol}: fewer than two warm bars to evaluate from {start or 'the start'}: "
+        raise DataError(f"{pipeline.symbol}: fewer than two warm bars to evaluate in {window_text(start, end)}: "
                         f"{bars_span(pipeline.timestamp)}")
     return int(idx[0])
 
@@ -289,8 +294,8 @@ def goal_factor(best_sharpe: float) -> float:
 def _window(run: EnsembleRun, start: str | None, end: str | None) -> tuple[EnsembleRun, int, np.ndarray, float]:
     """The run cut at ``end``, the first evaluated bar, the asset's returns from it and the bars per
     year (of every bar up to ``end``, warm-up included: a window of a few days is still daily bars)."""
+    i0 = first_index(run.pipeline, start, end)  # before the cut: its error names the whole series' span
     run = until(run, end)
-    i0 = first_index(run.pipeline, start)
     return run, i0, asset_returns(run.pipeline.close[i0:]), periods_per_year(run.pipeline.timestamp)
 
 

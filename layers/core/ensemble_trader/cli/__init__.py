@@ -60,8 +60,9 @@ def image_path(text: str) -> Path:
 
 
 def iso_time(text: str) -> str:
-    """An argparse ``type``: an ISO-8601 date or time that numpy reads (the backtest and evaluation
-    windows compare ``np.datetime64`` bar times with it); returned unchanged."""
+    """An argparse ``type``: an ISO-8601 date or time as the backtest and evaluation windows read it
+    (:func:`~ensemble_trader.domain.bars.parse_datetime64`: the rules of a bar's timestamp, UTC
+    when it names no offset); returned unchanged."""
     from ensemble_trader.domain.bars import parse_datetime64
     from ensemble_trader.domain.errors import DataError
 
@@ -70,6 +71,22 @@ def iso_time(text: str) -> str:
     except DataError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+class WindowBound(argparse.Action):
+    """The ``action`` of ``--start`` and ``--end`` (``type=iso_time``) of a window [start, end):
+    once both are given, a start at or after the end is a usage error naming both — such a
+    window holds no bar, and the run would otherwise fail later with "fewer than two warm bars"
+    and a span that hides which bound was wrong."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from ensemble_trader.domain.bars import parse_datetime64
+
+        setattr(namespace, self.dest, values)
+        start, end = getattr(namespace, "start", None), getattr(namespace, "end", None)
+        if start is not None and end is not None and parse_datetime64(start) >= parse_datetime64(end):
+            parser.error(f"--start {start} is not before --end {end}: the window [start, end) holds no bar")
 
 
 def output_folder(text: str) -> Path:

@@ -16,7 +16,7 @@ POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import iso_time, output_folder
+    from ensemble_trader.cli import WindowBound, iso_time, output_folder
 
     p = sub.add_parser(
         "backtest",
@@ -48,9 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON object of further MetaAgentConfig options (as ET_META_CONFIG), e.g. "
                         "'{\"regime_prior_rounds\": 300}'; the flags above win (costs, seed and strategy "
                         "come from --cost-bps/--slippage-bps, --seed and ET_STRATEGY_ID)")
-    p.add_argument("--start", type=iso_time, default=None,
+    p.add_argument("--start", type=iso_time, action=WindowBound, default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
-    p.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this ISO date only")
+    p.add_argument("--end", type=iso_time, action=WindowBound, default=None, help="evaluate bars before this ISO date only")
     p.add_argument("--cost-bps", type=float, default=1.0, help="commission in basis points (default 1)")
     p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage in basis points (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the learners")
@@ -162,8 +162,9 @@ def _run(args: argparse.Namespace) -> int:
     series_list = load_bars(args.bars)
     for series in series_list:
         pipeline = run_pipeline(series, pool, regime, progress=progress)
-        run = until(run_meta(pipeline, config, progress=progress), args.end)
-        result = evaluate(run, costs, args.start)
+        whole = run_meta(pipeline, config, progress=progress)
+        result = evaluate(whole, costs, args.start, args.end)  # its window errors name the whole series' span
+        run = until(whole, args.end)
         if args.compare:
             configs = [config.model_copy(update={"policy": p}) for p in POLICY_CHOICES]
             result["policies"] = compare_policies(pipeline, configs, costs, args.start, args.end)

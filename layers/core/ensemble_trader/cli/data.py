@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ensemble_trader.domain.synthetic import SyntheticData
 
 _SPEC_HELP = "arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] | path/to/bars.csv"
@@ -69,6 +71,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ensemble_trader.marketdata import _format_timestamps as format_timestamps
     from ensemble_trader.marketdata import load_bars
 
     for s in load_bars(args.spec):
@@ -76,8 +79,9 @@ def _show(args: argparse.Namespace) -> int:
         if n == 0:
             print(f"{s.symbol}: 0 rows")
             continue
-        span = f"{np.datetime_as_string(s.timestamp[0], unit='s')}Z … {np.datetime_as_string(s.timestamp[-1], unit='s')}Z"
-        step = np.median(np.diff(s.timestamp)).astype("timedelta64[s]") if n > 1 else None
+        first, last = format_timestamps(s.timestamp[[0, -1]])  # as the bars CSV writes them
+        span = f"{first} … {last}"
+        step = spacing(np.median(np.diff(s.timestamp))) if n > 1 else None
         log_ret = np.diff(np.log(s.close))
         vol = f"{float(np.std(log_ret)):.4%}" if n > 2 else "n/a"
         print(
@@ -86,6 +90,19 @@ def _show(args: argparse.Namespace) -> int:
             f"mean volume {float(np.mean(s.volume)):.6g}"
         )
     return 0
+
+
+def spacing(step: np.timedelta64) -> np.timedelta64:
+    """A bar spacing in the coarsest of seconds, milliseconds, microseconds and nanoseconds that
+    holds it exactly: ``86400 seconds`` for daily bars, ``250 milliseconds`` (not ``0 seconds``)
+    for 4 bars a second."""
+    import numpy as np
+
+    ns = step.astype("timedelta64[ns]")
+    for unit in ("s", "ms", "us"):
+        if ns % np.timedelta64(1, unit) == np.timedelta64(0, "ns"):
+            return ns.astype(f"timedelta64[{unit}]")
+    return ns
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ REGIME_SOURCES = ("truth", "synthetic truth", "detected", "none")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import image_path, iso_time
+    from ensemble_trader.cli import WindowBound, image_path, iso_time
 
     p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
     ev_sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -31,10 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     agents.add_argument("--models", type=Path, default=None, help="model set folder (default: the committed one)")
     agents.add_argument("--bars", required=True,
                         help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>]]")
-    agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics")
-    agents.add_argument("--start", type=iso_time, default=None, help="first bar to evaluate (ISO date), e.g. the test window start; every agent starts it "
+    agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics; it needs a row for every evaluated bar "
+                             "but the last (warm-up bars and bars outside [--start, --end) may be left out)")
+    agents.add_argument("--start", type=iso_time, action=WindowBound, default=None, help="first bar to evaluate (ISO date), e.g. the test window start; every agent starts it "
                              "flat (`ensemble-trader backtest` carries their warm-up positions in instead)")
-    agents.add_argument("--end", type=iso_time, default=None, help="evaluate bars before this date")
+    agents.add_argument("--end", type=iso_time, action=WindowBound, default=None, help="evaluate bars before this date")
     agents.add_argument("--cost-bps", type=float, default=1.0, help="commission, basis points of traded notional")
     agents.add_argument("--slippage-bps", type=float, default=2.0, help="slippage, basis points of traded notional")
     agents.add_argument("--regime-model", type=Path, default=None,
@@ -72,23 +73,29 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         CostModel,
         align_truth,
         evaluate_agents,
+        evaluated_bars,
         load_series,
         prepare,
         run_pool,
+        scored_bars,
     )
     from ensemble_trader.domain.agents import AgentPool
+    from ensemble_trader.domain.features import compute_features
     from ensemble_trader.marketdata import read_truth_csv
 
     pool = AgentPool.load(args.models)
     series, regimes = load_series(args.bars)
+    features = compute_features(series)
+    evaluated = evaluated_bars(series, args.start, args.end, features)  # a window without bars fails first
     source = "synthetic truth" if regimes is not None else "none"
     if args.truth is not None:
-        regimes = align_truth(series, *read_truth_csv(args.truth))
+        # labels are needed only where a period is scored: not the warm-up, not outside the window
+        regimes = align_truth(series, *read_truth_csv(args.truth), needed=scored_bars(evaluated))
         source = "truth"
     elif regimes is None:
         regimes = detected_regimes(series, args.regime_model)
         source = "detected" if regimes is not None else "none"
-    prepared = prepare(series, regimes, start=args.start, end=args.end)
+    prepared = prepare(series, regimes, start=args.start, end=args.end, features=features)
     paths = run_pool(pool, prepared.features)
     costs = CostModel(args.cost_bps, args.slippage_bps)
     report = evaluate_agents(prepared, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,14 +30,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     feed = sub.add_parser("feed", help="replay bars onto Kinesis (local stack or AWS)")
     feed_sub = feed.add_subparsers(dest="feed_command", metavar="SUBCOMMAND", required=True)
     p = feed_sub.add_parser("replay", help="put bars on a Kinesis stream, partition key = symbol")
-    p.add_argument("--bars", action="append", required=True,
-                   help="a bars CSV or a data spec (arch:sp500, arch:nasdaq, synth:NAME[:SEED[:N]]); repeatable")
+    p.add_argument("--bars", action=_AppendSource, required=True,
+                   help="a bars CSV or a data spec (arch:sp500, arch:nasdaq, synth:NAME[:SEED[:N]]); "
+                        "repeatable, each source once")
     p.add_argument("--stream", default="market-data",
                    help="stream name: logical (market-data, qualified with ET_STAGE) or physical")
     p.add_argument("--rate", type=at_least(0.0, float), default=0.0, help="bars per second (0 = as fast as possible)")
     p.add_argument("--limit", type=at_least(1), default=None, help="replay at most N bars in total")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_replay)
+
+
+class _AppendSource(argparse.Action):
+    """``--bars``, repeatable: a source named twice (the same spec, or the same file by another
+    path) is a usage error, since every one of its bars would be put on the stream twice."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        given: list[str] = list(getattr(namespace, self.dest, None) or [])
+        text = str(values)
+        key = _source_key(text)
+        earlier = next((g for g in given if _source_key(g) == key), None)
+        if earlier is not None:
+            same = "" if earlier == text else f" (as {earlier})"
+            parser.error(f"argument --bars: {text!r} is named twice{same}: its bars would be sent twice")
+        setattr(namespace, self.dest, [*given, text])
+
+
+def _source_key(text: str) -> str:
+    """What identifies a source: an existing file by its real path, anything else by its text."""
+    path = Path(text)
+    return str(path.resolve()) if path.is_file() else text
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ A stable contract other tools rely on:
 
 * ``regime fit --bars TRAIN.csv|SPEC --out MODEL_DIR [--seed N] [--states K[,K...]]``
 * ``regime label --model MODEL_DIR --bars TEST.csv --out LABELS.csv`` — header
-  ``timestamp,regime,confidence,p_bull,p_bear,p_sideways,p_volatile``, one row per input bar,
-  causal (each row uses only the bars up to and including its own);
+  ``timestamp,regime,confidence,p_bull,p_bear,p_sideways,p_volatile,ready``, one row per input
+  bar, causal (each row uses only the bars up to and including its own); ``ready`` is ``false``
+  on the feature warm-up bars, whose row is the filter's start distribution, not a detection;
 * ``regime evaluate [--scenarios ...] [--seeds ...] [--json] [--out DIR]`` — the validation
   tables on synthetic bars (ours vs hmmlearn vs true-parameter vs jumpmodels);
 * ``regime history [--out DIR]`` — historical validation on S&P 500 (and BTC when present),
@@ -26,7 +27,9 @@ import math
 import sys
 from pathlib import Path
 
-LABEL_HEADER = ("timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile")
+LABEL_HEADER = ("timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile", "ready")
+"""``ready`` comes last so the first two columns stay ``timestamp,regime`` (a truth file for
+``evaluate agents --truth`` once cut to them) and the probabilities keep their positions."""
 
 
 def _json_safe(value: object) -> object:
@@ -59,7 +62,7 @@ def _state_counts(text: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import at_least, image_path, iso_time, seed
+    from ensemble_trader.cli import WindowBound, at_least, image_path, iso_time, seed
     from ensemble_trader.domain.features import WARMUP_BARS
     from training.regime.estimator import DEFAULT_RESTARTS
     from training.regime.evaluate import METHODS as EVAL_METHODS
@@ -75,8 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--restarts", type=at_least(1), default=DEFAULT_RESTARTS,
                      help=f"EM restarts per state count (default {DEFAULT_RESTARTS})")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
-    fit.add_argument("--start", type=iso_time, help="first bar time to train on (ISO date)")
-    fit.add_argument("--end", type=iso_time, help="train on bars before this time (ISO date)")
+    fit.add_argument("--start", type=iso_time, action=WindowBound, help="first bar time to train on (ISO date)")
+    fit.add_argument("--end", type=iso_time, action=WindowBound, help="train on bars before this time (ISO date)")
     fit.set_defaults(func=_fit)
 
     label = rsub.add_parser("label", help="label bars causally with a regime model")
@@ -169,6 +172,7 @@ def _label(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.errors import DataError
     from ensemble_trader.domain.models import REGIMES
     from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
+    from ensemble_trader.marketdata import _format_timestamps as format_timestamps
     from ensemble_trader.marketdata import load_bars
 
     model = RegimeModel.load(args.model or default_model_dir())
@@ -179,7 +183,7 @@ def _label(args: argparse.Namespace) -> int:
     labels = label_series(RegimeDetector(model, _rule(args)), bars)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stamps = np.datetime_as_string(bars.timestamp.astype("datetime64[s]"), unit="s")
+    stamps = format_timestamps(bars.timestamp)  # as the bars CSV writes them: sub-second bars keep their microseconds
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(LABEL_HEADER)
@@ -187,15 +191,22 @@ def _label(args: argparse.Namespace) -> int:
             p = labels.probabilities[i]
             writer.writerow(
                 [
-                    f"{stamps[i]}Z",
+                    stamps[i],
                     REGIMES[labels.regime[i]].value,
                     f"{labels.confidence[i]:.6f}",
                     *(f"{x:.6f}" for x in p),
+                    "true" if labels.observed[i] else "false",
                 ]
             )
-    counts = np.bincount(labels.regime, minlength=4)
-    shares = ", ".join(f"{r.value} {c / len(bars):.0%}" for r, c in zip(REGIMES, counts, strict=True))
-    print(f"{len(bars)} bars labelled with model {model.version} -> {out} ({shares})")
+    detected = labels.regime[labels.observed]  # warm-up rows are the start distribution: no detection
+    warmup = len(bars) - len(detected)
+    if len(detected):
+        counts = np.bincount(detected, minlength=4)
+        shares = ", ".join(f"{r.value} {c / len(detected):.0%}" for r, c in zip(REGIMES, counts, strict=True))
+        summary = f"{shares} of the {len(detected)} detected; {warmup} warm-up bars not detections"
+    else:
+        summary = f"no detection: all {warmup} bars are feature warm-up"
+    print(f"{len(bars)} bars labelled with model {model.version} -> {out} ({summary})")
     return 0
 
 

@@ -6,6 +6,7 @@ bars at once, for training, backtests and the vectorised feature code. Conversio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_TEXT, Bar, outside_time_range
+from ensemble_trader.domain.models import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    TIME_RANGE_TEXT,
+    Bar,
+    finer_than_microseconds,
+    outside_time_range,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -37,24 +45,37 @@ _EARLIEST_US = np.datetime64(EARLIEST_TIME.replace(tzinfo=None), "us")
 _LATEST_US = np.datetime64(LATEST_TIME.replace(tzinfo=None), "us")
 
 
+_REDUCED_DATE = re.compile(r"\d{4}(-\d{2})?")
+"""A year (``2015``) or a month (``2015-01``): ISO-8601 dates of reduced precision, which
+:meth:`datetime.fromisoformat` does not read."""
+
+
 def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
-    """An ISO-8601 date or time (UTC; numpy's reading, a trailing Z allowed), or a datetime64, as
-    datetime64[ns].
+    """An ISO-8601 date or time (UTC when it names no offset), or a datetime64, as datetime64[ns].
 
-    numpy converts to nanoseconds without a range check (year 0224 becomes a day of 1977), so the
-    text is read at microsecond precision, checked against the bar-time range and only then
-    converted. Raises :class:`DataError` naming the text."""
-    import warnings
-
+    Text is read by the rules of a Bar's timestamp (:meth:`datetime.fromisoformat`: the basic
+    form ``20150101`` is a date, as for ``data synth --start``, not the year 20150101 numpy makes
+    of it), and a year or a month (``2015``, ``2015-01``) is its first instant. Digits past the
+    microsecond are refused, not dropped, and so is a time outside the range datetime64[ns] holds
+    (numpy would wrap year 0224 round to a day of 1977). Raises :class:`DataError` naming the text."""
+    if isinstance(text, np.datetime64):
+        if np.isnat(text) or not _EARLIEST_US <= text.astype("datetime64[us]") < _LATEST_US:
+            raise DataError(f"{text!r} {TIME_RANGE_TEXT}")
+        return text.astype("datetime64[ns]")
+    stripped = text.strip()
+    if _REDUCED_DATE.fullmatch(stripped):
+        stripped = (stripped + "-01-01")[:10]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy warns about a trailing Z but reads it as UTC
-            when = np.datetime64(text, "us")
-    except (ValueError, OverflowError):
+        when = datetime.fromisoformat(stripped)
+    except ValueError:
         raise DataError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
-    if np.isnat(when) or not _EARLIEST_US <= when < _LATEST_US:
+    if finer_than_microseconds(stripped):
+        raise DataError(f"{text!r} has digits past the microsecond (times are kept to the microsecond)")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if outside_time_range(when):
         raise DataError(f"{text!r} {TIME_RANGE_TEXT}")
-    return when.astype("datetime64[ns]")
+    return np.datetime64(when.astimezone(UTC).replace(tzinfo=None), "ns")
 
 
 @dataclass(frozen=True)

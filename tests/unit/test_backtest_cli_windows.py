@@ -1,0 +1,42 @@
+"""``backtest`` and ``evaluate agents`` windows: errors name the whole series, a truth file need
+cover only the evaluated bars (the committed model sets, a few hundred synthetic bars)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ensemble_trader.cli import main
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.marketdata import write_bars_csv, write_truth_csv
+
+
+def test_a_window_without_warm_bars_names_the_series_span_not_the_cut_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """The span was that of the bars before --end (to 2000-02-29 here), and None an open bound."""
+    assert main(["backtest", "--bars", "synth:hard:1:300", "--start", "2000-02-01", "--end", "2000-03-01"]) == 1
+    err = capsys.readouterr().err
+    assert ("fewer than two warm bars to evaluate in [2000-02-01, 2000-03-01): "
+            "its bars run from 2000-01-03T00:00:00 to 2000-10-28T00:00:00") in err
+    assert main(["evaluate", "agents", "--bars", "synth:hard:1:300", "--start", "2001-01-01"]) == 1
+    assert "fewer than two warm bars in [2001-01-01, …): its bars run from 2000-01-03" in capsys.readouterr().err
+
+
+def test_a_truth_file_of_the_evaluated_window_is_enough(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = generate("easy", 300, 1)
+    bars, whole, window = tmp_path / "bars.csv", tmp_path / "whole", tmp_path / "window"
+    write_bars_csv(bars, [data.series])
+    write_truth_csv(whole / "truth.csv", data)
+    lines = (whole / "truth.csv").read_text().splitlines()
+    window.mkdir()
+    (window / "truth.csv").write_text("\n".join([lines[0], *lines[1 + 100 : 1 + 199]]) + "\n")  # bars 100..198
+    argv = ["evaluate", "agents", "--bars", str(bars), "--start", str(data.series.timestamp[100])[:10],
+            "--end", str(data.series.timestamp[200])[:10], "--json", "--truth"]
+    assert main([*argv, str(whole / "truth.csv")]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main([*argv, str(window / "truth.csv")]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    (window / "truth.csv").write_text("\n".join([lines[0], *lines[1 + 101 : 1 + 199]]) + "\n")
+    assert main([*argv, str(window / "truth.csv")]) == 1
+    assert ("1 evaluated bar(s) have no regime in the truth file; first at 2000-04-12"
+            in capsys.readouterr().err)
