@@ -512,11 +512,8 @@ class OrderRouter:
         # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)
         if state.kill_switch:  # before the price fills anything: a working order is canceled, not filled
-            try:
-                self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
-            except CancelFailedError:
-                self._publish(events)  # the cancels that went through
-                raise
+            # a CancelFailedError propagates; handle() publishes the cancels that went through
+            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
         on_price = getattr(self.broker, "on_price", None)
         if on_price is not None and any(
             o.symbol == symbol for o in self.store.list_orders(working_only=True)
