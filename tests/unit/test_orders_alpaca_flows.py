@@ -158,10 +158,29 @@ def test_a_notional_order_placed_by_hand_halts_its_symbol_and_is_canceled_by_the
     rig.alpaca.add("manual-notional", "AAPL", "buy", None, notional="500")  # a dollar amount, no quantity
     report = rig.router.reconcile()
     assert list(report.failures) == ["AAPL"] and "manual-notional" in report.failures["AAPL"][0]
+    (reason,) = report.failures["AAPL"]
+    assert "BUY of unknown quantity" in reason and "nan" not in reason  # was "(BUY nan)"
     assert rig.router.handle(intent(0, 0.0, 100.0, "NDX")).account  # other symbols still trade
     result = rig.router.set_kill_switch(True, "operator: stop")
     assert result["canceled"] == sorted([ours.client_order_id, "manual-notional"])
     assert {o["status"] for o in rig.alpaca.orders.values()} == {"pending_cancel"}
+
+
+def test_an_order_of_ours_in_a_status_alpaca_py_does_not_know_halts_its_symbol_only():
+    """It failed every reconciliation (a lookup error), so no symbol was checked or cleared."""
+    rig = AlpacaRig()
+    odd = rig.working("et" + "b" * 30, symbol="AAPL")
+    fine = rig.working("et" + "c" * 30, symbol="NDX")
+    rig.alpaca.orders[odd.client_order_id]["status"] = "some_future_status"
+    rig.alpaca.fill(fine.client_order_id, 10, 100.0)
+    report = rig.router.reconcile()
+    assert list(report.failures) == ["AAPL"]
+    assert "some_future_status" in report.failures["AAPL"][0]
+    assert rig.store.get_order(fine.client_order_id).status is OrderStatus.FILLED  # the others synced
+    assert rig.store.get_order(odd.client_order_id).status is OrderStatus.SUBMITTED  # nothing applied
+    assert rig.router.handle(intent(0, 0.0, 100.0, "SPY")).account  # other symbols still trade
+    rig.alpaca.orders[odd.client_order_id]["status"] = "new"  # readable again: the halt is lifted
+    assert rig.router.reconcile().cleared_symbols == ["AAPL"]
 
 
 def test_the_kill_switch_tries_every_cancel_and_names_the_failures():

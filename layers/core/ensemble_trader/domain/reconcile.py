@@ -8,20 +8,21 @@ functions decide, for each difference, whether it can be repaired from the broke
   are derived from the cumulative progress, so a repeated sync changes nothing);
 * an order of ours the broker does not know, older than a grace period → it never reached the
   broker: mark it rejected (``NOT_AT_BROKER``); younger → **wait** (a submit may be in flight);
-* an order of ours whose symbol, side or quantity differ from the broker's order of the same id,
-  an open order at the broker that we never placed, or a position that differs after every order
-  is synced → **not reconcilable**: the symbol stays halted (fail closed) and the reasons are
-  published.
+* an order of ours whose symbol, side or quantity differ from the broker's order of the same id
+  or whose record there cannot be read in full (an ``UNKNOWN`` report), an open order at the
+  broker that we never placed, or a position that differs after every order is synced → **not
+  reconcilable**: the symbol stays halted (fail closed) and the reasons are published.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from ensemble_trader.domain.models import Order
+from ensemble_trader.domain.models import Order, OrderStatus
 from ensemble_trader.domain.orders import (
     QUANTITY_EPSILON,
     WORKING_STATUSES,
@@ -58,6 +59,11 @@ def compare_order(
                 f"{local.client_order_id} ({local.status.value}) unknown to the broker after {age:.0f} s",
             )
         return OrderVerdict(Verdict.WAIT, f"{local.client_order_id} is {age:.1f} s old")
+    if report.status is OrderStatus.UNKNOWN:  # an adapter could not read the broker's order in full
+        return OrderVerdict(
+            Verdict.MISMATCH,
+            f"{local.client_order_id}: the broker's order cannot be read in full: {report.reject_reason}",
+        )
     problems = report_matches(local, report)
     if problems:
         return OrderVerdict(Verdict.MISMATCH, f"{local.client_order_id}: " + "; ".join(problems))
@@ -83,9 +89,11 @@ def foreign_orders(broker_open: Iterable[BrokerOrder], known_ids: set[str]) -> d
     out: dict[str, list[str]] = {}
     for b in broker_open:
         if b.client_order_id not in known_ids:
+            size = f"{b.quantity:g}" if math.isfinite(b.quantity) else "of unknown quantity"
             out.setdefault(b.symbol, []).append(
-                f"open order {b.client_order_id} ({b.side.value} {b.quantity:g}) at the broker "
+                f"open order {b.client_order_id} ({b.side.value} {size}) at the broker "
                 "was not placed by this system"
+                + (f" ({b.reject_reason})" if b.status is OrderStatus.UNKNOWN and b.reject_reason else "")
             )
     return out
 

@@ -16,10 +16,11 @@
   planned 7 × 0.1 is sent as ``0.7``, not ``0.7000000000000001``.
 * Responses are read item by item with alpaca-py's models. An order this adapter cannot map in
   full — a dollar-amount (``notional``) order without a quantity placed by hand, or a status
-  alpaca-py does not know — is a typed error when read on its own (a lookup) and an unknown
-  submit outcome when it answers a submit; in the list of open orders it is still returned, with
-  what is known (:func:`_partial_report`), so reconciliation halts its symbol as a foreign order
-  and the kill switch cancels it by its Alpaca id instead of failing for every symbol.
+  alpaca-py does not know — is an unknown submit outcome when it answers a submit; read by a
+  lookup, a listing or a cancel it is returned with what is known and the status ``UNKNOWN``
+  (:func:`_partial_report`), so reconciliation halts its symbol (one of ours: unreadable; anyone
+  else's: a foreign order) and the kill switch cancels it by its Alpaca id, instead of failing
+  for every symbol.
 """
 
 from __future__ import annotations
@@ -177,13 +178,11 @@ class AlpacaBroker:
             raise UnknownOutcomeError(order.client_order_id, f"Alpaca's answer cannot be read: {exc}") from exc
 
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        """The broker's order of this id; one that cannot be read in full comes as a partial
+        ``UNKNOWN`` report (:func:`_partial_report`): nothing in it is applied, and reconciliation
+        halts its symbol (not every symbol) until it can be read."""
         found = self._find(client_order_id)
-        if found is None:
-            return None
-        try:
-            return _report(found)
-        except _Unmappable as exc:
-            raise BrokerUnavailableError(f"lookup of {client_order_id}: {exc}") from exc
+        return None if found is None else _partial_report(found)
 
     def cancel(self, client_order_id: str) -> BrokerOrder | None:
         """Cancel by Alpaca's order id; an order that cannot be mapped in full (a notional one
