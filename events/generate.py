@@ -97,8 +97,8 @@ def _kill_switch_event(active: bool) -> dict:
         "KillSwitch",
         {"active": active, "reason": "operator halt: broker incident" if active else "incident resolved"},
         source=constants.CONTROL_EVENT_SOURCE,
-        time="2025-01-02T14:30:00Z",
-    ) | {"id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718"}
+        time="2025-01-02T14:30:00Z" if active else "2025-01-02T15:10:00Z",
+    ) | {"id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718" if active else "c41d2e07-5f3a-4b8e-9d16-2a7f0b9e3c54"}
 
 
 def main() -> None:

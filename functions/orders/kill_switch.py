@@ -3,8 +3,10 @@
 Event: source ``ensemble-trader.control``, detail-type ``KillSwitch``, detail
 ``{"active": true|false, "reason": "...", "reset_breaker": false}``. On: the flag is stored in
 the risk state (new orders are rejected with KILL_SWITCH) and every working order is canceled.
-Off: the flag is cleared; ``reset_breaker`` also resets a latched circuit breaker. A malformed
-event raises, so EventBridge retries it and then sends it to the rule target's DLQ.
+Off: the flag is cleared; ``reset_breaker`` also resets a latched circuit breaker. Any other
+event (another source or detail-type, a blank reason, a malformed detail) raises
+``InvalidMessageError`` naming what was wrong: EventBridge invokes the function asynchronously, so
+Lambda retries it and then sends it to the on-failure destination (the events DLQ).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def router() -> OrderRouter:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    command = KillSwitchCommand.parse(event.get("detail") or {})
+    command = KillSwitchCommand.from_event(event)
     result = router().set_kill_switch(command.active, command.reason, reset_breaker=command.reset_breaker)
     metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if command.active else 0)
     metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))

@@ -83,8 +83,20 @@ def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dic
     return out
 
 
-def refit_options(detail: dict[str, Any]) -> tuple[list[str], int]:
+OPTIONS = ("symbols", "lookback_bars")
+"""What an event's detail may set; any other key is refused (a misspelt one would be ignored)."""
+
+
+def refit_options(detail: Any) -> tuple[list[str], int]:
     """(symbols, lookback bars) from the event detail, else ``ET_REGIME_SYMBOLS`` and the default."""
+    if not isinstance(detail, dict):
+        raise DataError(f"detail must be an object with {' and/or '.join(OPTIONS)}, got {detail!r}")
+    unknown = sorted(set(detail) - set(OPTIONS))
+    if unknown:
+        raise DataError(f"detail has {', '.join(map(repr, unknown))}: the refit takes only {', '.join(OPTIONS)}")
+    if "symbols" in detail and detail["symbols"] in ([], None):
+        raise DataError(f"detail.symbols={detail['symbols']!r} names no symbol: leave it out to refit "
+                        f"on {SYMBOLS_ENV}")
     symbols = detail.get("symbols") or [s.strip() for s in os.environ.get(SYMBOLS_ENV, "").split(",") if s.strip()]
     if not symbols:
         raise DataError(f"no symbols to refit on: pass detail.symbols or set {SYMBOLS_ENV}")
@@ -211,7 +223,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     from ensemble_trader.runtime.settings import get_settings
 
     settings = get_settings()
-    detail = event.get("detail") if isinstance(event, dict) and isinstance(event.get("detail"), dict) else {}
+    if not isinstance(event, dict):
+        raise DataError(f"an EventBridge event is an object, got {event!r}")
+    detail = event.get("detail", {})
     result = run_refit(
         S3ModelStore(settings=settings),
         DynamoKeyValueStore(settings=settings),

@@ -14,13 +14,18 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from ensemble_trader.constants import CONTROL_EVENT_SOURCE, EVENT_BUS, EVENT_SOURCE, qualified
+from ensemble_trader.constants import (
+    CONTROL_EVENT_SOURCE,
+    EVENT_BUS,
+    EVENT_SOURCE,
+    KILL_SWITCH_DETAIL_TYPE,
+    qualified,
+)
 
 from infra_cdk.config import StageConfig
 
 TARGET_RETRY_ATTEMPTS = 4
 TARGET_MAX_EVENT_AGE = Duration.hours(1)
-KILL_SWITCH_DETAIL_TYPE = "KillSwitch"
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@ crash recovery by reconciliation, kill switch, breaker events."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from ensemble_trader.adapters.brokers.paper import PaperBroker
@@ -17,6 +19,8 @@ from ensemble_trader.domain.orders import BrokerUnavailableError, UnknownOutcome
 from ensemble_trader.domain.risk import RejectReason, RiskLimits, TradingState
 from ensemble_trader.runtime.clock import FixedClock
 from ensemble_trader.runtime.orders import OrderRouter
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 T0 = datetime(2021, 3, 1, tzinfo=UTC)
 WALL = datetime(2026, 1, 5, 12, tzinfo=UTC)
@@ -864,3 +868,27 @@ def test_a_kill_switch_command_the_control_event_would_refuse_changes_nothing(ac
         KillSwitchCommand.parse({"active": active, "reason": reason, "reset_breaker": reset})
     after = rig.store.load_risk_state()
     assert (after.trading_state, after.breaker_latched, after.kill_switch) == (TradingState.HALTED, True, False)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"source": "aws.events", "detail-type": "Scheduled Event"}, "source"),  # a schedule pointed at it
+    ({"detail-type": "KillSwitchTest"}, "detail-type"),
+    ({"detail": {"active": True, "reason": "   "}}, "reason"),  # blank: no reason at all
+])
+def test_the_kill_switch_event_must_be_the_control_event_with_a_reason(change, match):
+    from ensemble_trader.domain.errors import InvalidMessageError
+    from ensemble_trader.domain.orders import KillSwitchCommand
+
+    event = json.loads((EVENTS / "eventbridge-kill-switch-on.json").read_text())
+    assert KillSwitchCommand.from_event(event).active
+    with pytest.raises(InvalidMessageError, match=match):
+        KillSwitchCommand.from_event({**event, **change})
+
+
+@pytest.mark.parametrize("event", [[], "on", None])
+def test_a_kill_switch_event_that_is_not_an_object_is_a_typed_error(event):
+    from ensemble_trader.domain.errors import InvalidMessageError
+    from ensemble_trader.domain.orders import KillSwitchCommand
+
+    with pytest.raises(InvalidMessageError, match="EventBridge event"):
+        KillSwitchCommand.from_event(event)

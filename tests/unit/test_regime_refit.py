@@ -191,3 +191,17 @@ def test_a_symbol_named_twice_is_refused_not_read_twice(setup, monkeypatch):
     with pytest.raises(DataError, match="ET_REGIME_SYMBOLS names SPX more than once"):
         refit.refit_options({})
     assert refit.refit_options({"symbols": ["THIN", "SYNA"]}) == (["THIN", "SYNA"], 2_000)
+
+
+def test_options_it_does_not_know_are_refused_not_ignored(setup, monkeypatch):
+    """A misspelt option ran the refit with the default in its place, an empty list with every
+    configured symbol."""
+    refit = setup[0]
+    monkeypatch.setenv("ET_REGIME_SYMBOLS", "SPX")
+    with pytest.raises(DataError, match="lookback"):
+        refit.refit_options({"symbols": ["SPX"], "lookback": 500})
+    with pytest.raises(DataError, match="detail.symbols=\\[\\] names no symbol"):
+        refit.refit_options({"symbols": []})
+    with pytest.raises(DataError, match="detail must be an object"):
+        refit.refit_options(["SPX"])
+    assert refit.refit_options({"lookback_bars": 500}) == (["SPX"], 500)

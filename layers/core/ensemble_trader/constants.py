@@ -16,6 +16,9 @@ EVENT_SOURCE = "ensemble-trader"
 CONTROL_EVENT_SOURCE = "ensemble-trader.control"
 """``source`` of operator events (KillSwitch on/off)."""
 
+KILL_SWITCH_DETAIL_TYPE = "KillSwitch"
+"""``detail-type`` of the operator's kill-switch event (source :data:`CONTROL_EVENT_SOURCE`)."""
+
 LOCAL_STAGE = "local"
 
 

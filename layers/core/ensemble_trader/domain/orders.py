@@ -19,12 +19,14 @@ which turns a broker's cumulative fill progress into an idempotent :class:`Fill`
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, StringConstraints, model_validator
 
-from ensemble_trader.domain.errors import DataError, EnsembleTraderError
+from ensemble_trader.constants import CONTROL_EVENT_SOURCE, KILL_SWITCH_DETAIL_TYPE
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError, FieldProblem, InvalidMessageError
 from ensemble_trader.domain.models import (
     Fill,
     Finite,
@@ -197,8 +199,23 @@ class KillSwitchCommand(Message):
     """
 
     active: bool
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
     reset_breaker: bool = False
+
+    @classmethod
+    def from_event(cls, event: Any) -> KillSwitchCommand:
+        """The command of a whole EventBridge event, which must be the operator's control event
+        (a schedule or another rule pointed at the function by mistake is refused, not obeyed);
+        anything else raises :class:`InvalidMessageError` naming what was wrong."""
+        name = "KillSwitch EventBridge event"
+        if not isinstance(event, Mapping):
+            raise InvalidMessageError(name, [FieldProblem("<message>", event, "an EventBridge event is an object")])
+        wanted = {"source": CONTROL_EVENT_SOURCE, "detail-type": KILL_SWITCH_DETAIL_TYPE}
+        problems = [FieldProblem(key, event.get(key), f"must be {value!r}")
+                    for key, value in wanted.items() if event.get(key) != value]
+        if problems:
+            raise InvalidMessageError(name, problems)
+        return cls.parse(event.get("detail") or {})
 
     @model_validator(mode="after")
     def _reset_only_when_lifting(self) -> KillSwitchCommand:
