@@ -120,6 +120,13 @@ def discover_entries(functions_dir: Path) -> list[Entry]:
     return found
 
 
+def env_number(value: float) -> str:
+    """``value`` as an environment variable's text, exactly (``:g`` keeps six digits: 1234567
+    became 1.23457e+06)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
 def function_name(stage: str, entry_key: str) -> str:
     """Physical function name: ``orders.kill_switch`` → ``et-<stage>-orders-kill-switch``."""
     return qualified(stage, entry_key.replace(".", "-").replace("_", "-"))
@@ -274,7 +281,7 @@ class Functions(Construct):
             if alpaca:  # the paper endpoint unless deployed for live trading
                 environment["ET_ORDERS_ALPACA_PAPER"] = "false" if self._broker_kind == "alpaca-live" else "true"
             if config.max_intent_age_seconds is not None:  # late intents are refused (STALE_INTENT)
-                environment["ET_RISK_MAX_INTENT_AGE_SECONDS"] = f"{config.max_intent_age_seconds:g}"
+                environment["ET_RISK_MAX_INTENT_AGE_SECONDS"] = env_number(config.max_intent_age_seconds)
         if entry.key == "regime.refit":
             environment["ET_REGIME_SYMBOLS"] = ",".join(self._symbols)
         is_orders = entry.is_main and entry.spec.mapping.kind == "sqs"

@@ -8,7 +8,13 @@ import pytest
 from ensemble_trader.constants import function_spec
 
 from infra_cdk.config import STAGES, UnknownStageError, stage_config
-from infra_cdk.constructs.functions import ACCESS, LayersNotBuiltError, discover_entries, function_name
+from infra_cdk.constructs.functions import (
+    ACCESS,
+    LayersNotBuiltError,
+    discover_entries,
+    env_number,
+    function_name,
+)
 
 HANDLER = "def lambda_handler(event, context):\n    return event\n"
 
@@ -173,3 +179,9 @@ def test_a_bad_max_intent_age_is_refused(tmp_path, value):
 
     with pytest.raises(InvalidContextError, match="max_intent_age_seconds"):
         build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"max_intent_age_seconds": value})
+
+
+@pytest.mark.parametrize(("value", "text"), [(900, "900"), (1_234_567.0, "1234567"), (0.25, "0.25"),
+                                             (1e-7, "1e-07"), (86_400.5, "86400.5")])
+def test_numbers_reach_the_functions_environment_exactly(value, text):
+    assert env_number(value) == text and float(text) == value
