@@ -105,12 +105,16 @@ def test_daily_bars_are_trading_days_whatever_utc_weekday_they_fall_on():
     assert periods_per_year(stray_saturday) == 252
 
 
-def test_a_long_series_is_measured_when_no_convention_fits():
-    # every third business day: steps of 3 and 5 days, a median of 5 — the rule says 252 / 5
+def test_bars_a_few_trading_days_apart_count_their_steps_in_business_days():
+    # every third business day: calendar steps of 3 and 5 days (a median of 5, which read as
+    # 252 / 5 = 50.4 bars a year), three business days each — the rule counts those: 252 / 3;
+    # over 1,200 business days it is within 5 % of the measured 365.25 * 5 / 7 / 3 (no holidays)
     every_third = np.array(np.busday_offset("2015-01-01", np.arange(0, 1200, 3), roll="forward"),
                            dtype="datetime64[ns]")
-    assert periods_per_year(every_third[:10]) == pytest.approx(252 / 5)
-    assert periods_per_year(every_third) == pytest.approx(365.25 * 5 / 7 / 3, rel=1e-3)
+    assert periods_per_year(every_third[:10]) == pytest.approx(252 / 3)
+    assert periods_per_year(every_third) == pytest.approx(252 / 3)
+    fortnightly = np.datetime64("2015-01-05", "ns") + np.arange(6) * np.timedelta64(14, "D")
+    assert periods_per_year(fortnightly) == pytest.approx(365.25 / 14)  # was 252 / 14 = 18
 
 
 @pytest.mark.parametrize(("rho", "c"), [(0.0, 1.0), (0.7, 1.2), (0.95, 1.2), (0.5, 0.8)])
@@ -141,3 +145,16 @@ def test_sharpe_margin_se_edge_cases():
         sharpe_margin_se(x, x[:10], 1.0, 252)
     with pytest.raises(DataError, match="periods_per_year"):
         sharpe_margin_se(x, x, 1.0, 0.0)
+
+
+def test_a_long_series_is_measured_when_no_convention_fits():
+    # three business days of every four: a median step of one day says 252, the data say ~196
+    days = np.array(np.busday_offset("2015-01-01", np.arange(1200), roll="forward"), dtype="datetime64[ns]")
+    three_of_four = days[np.arange(days.size) % 4 != 3]
+    assert periods_per_year(three_of_four) == pytest.approx(365.25 * 5 / 7 * 0.75, rel=1e-2)
+
+
+def test_one_period_has_no_ratios():
+    """Sortino was -sqrt(periods a year) for any single loss (Sharpe 0: no spread to divide by)."""
+    m = performance(np.array([-0.01]), np.array([1.0]), 252)
+    assert (m.sharpe, m.sortino) == (0.0, 0.0) and m.total_return == pytest.approx(-0.01)

@@ -305,3 +305,21 @@ def test_size_bound_covers_a_learner_full_of_long_floats() -> None:
         learner.update_all(rng.standard_normal(4) * 1e-7)
     assert len(json.dumps(learner.to_dict(), separators=(",", ":"))) <= learner.size_bound()
     assert make_bandit("swucb", 4, window=500).size_bound() > 9 * make_bandit("swucb", 4, window=50).size_bound()
+
+
+@pytest.mark.parametrize(("policy", "array"), [("thompson", "s0_"), ("thompson", "s2_"), ("ucb", "counts_"),
+                                               ("dts", "s0_"), ("swucb", "buffer_mask_")])
+def test_a_stored_statistic_that_cannot_be_negative_is_refused_at_restore(policy, array):
+    """Accepted, a negative count made every later select() fail with numpy's own error."""
+    d = make_bandit(policy, 3, random_state=1).to_dict()
+    d["arrays"][array] = (-np.abs(np.asarray(d["arrays"][array], dtype=float)) - 5).tolist()
+    with pytest.raises(StateError, match=f"{array}.*negative"):
+        bandit_from_dict(d)
+
+
+def test_a_numpy_integer_seed_is_stored_as_a_plain_integer():
+    bandit = make_bandit("thompson", 3, random_state=np.int64(7))
+    stored = json.dumps(bandit.to_dict())  # raised TypeError: int64 is not JSON serializable
+    assert bandit_from_dict(json.loads(stored)).get_params()["random_state"] == 7
+    with pytest.raises(BanditError, match="random_state"):
+        make_bandit("thompson", 3, random_state=1.5)

@@ -195,6 +195,15 @@ def test_a_short_window_is_annualised_at_the_series_frequency(pipeline) -> None:
     assert result["run"]["periods_per_year"] == periods_per_year(pipeline.timestamp)
 
 
+def test_one_period_meets_no_target(pipeline) -> None:
+    """Every Sharpe of a single period is 0 by convention, so the goal (0) read as met."""
+    run = run_meta(pipeline, MetaAgentConfig.create())
+    result = evaluate(run, start=str(pipeline.timestamp[-2])[:10])
+    assert result["run"]["periods"] == 1
+    assert result["target"]["sharpe_met"] is False
+    assert all(m["overall"]["sortino"] == 0.0 for m in [result["ensemble"], *result["agents"].values()])
+
+
 def test_compare_prints_the_policies_table(capsys) -> None:
     from ensemble_trader.cli import main
 

@@ -351,7 +351,7 @@ def evaluate(
         "best_sharpe": best_m["sharpe"],
         "ensemble_sharpe": ens_m["sharpe"],
         "sharpe_goal": goal,
-        "sharpe_met": bool(ens_m["sharpe"] >= goal),
+        "sharpe_met": bool(len(r) > 1 and ens_m["sharpe"] >= goal),  # one period: no Sharpe to meet
         "margin_se": sharpe_margin_se(net["ensemble"], net[best], goal_factor(best_m["sharpe"]), ppy),
         "best_max_drawdown": best_m["max_drawdown"],
         "ensemble_max_drawdown": ens_m["max_drawdown"],

@@ -10,7 +10,9 @@ Conventions, shared by every backtest in the project:
   0 when that is beyond a float (a few hourly periods compounded over a year: undefined)
 * ``annual_vol``    = std(r, ddof=1) * sqrt(P)
 * ``sharpe``        = mean(r) / std(r, ddof=1) * sqrt(P) (risk-free rate 0); 0 when std is 0
+  or there is one period
 * ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when no period lost money
+  or there is one period
 * ``max_drawdown``  = max_t (1 - W_t / max_{s<=t} W_s) over wealth W (starting at 1), a
   positive fraction (0.25 = a 25 % fall from a peak)
 * ``win_rate``      = share of periods in the market (position != 0) with r > 0; 0 if never in
@@ -136,7 +138,7 @@ def performance(
     scale = float(np.sqrt(periods_per_year))
     sharpe = mean / std * scale if std > 1e-15 else 0.0
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
-    sortino = mean / downside * scale if downside > 1e-15 else 0.0
+    sortino = mean / downside * scale if downside > 1e-15 and n > 1 else 0.0  # undefined, like Sharpe
     in_market = pos != 0.0
     wins = float(np.sum(r[in_market] > 0.0))
     win_rate = wins / float(np.sum(in_market)) if np.any(in_market) else 0.0
@@ -195,8 +197,8 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     every 2 or 3 days, exchange hours the rule does not know). A shorter series takes the rule:
     daily bars give 252, or 365 when the series has bars on all seven weekdays (crypto); bars
     of less than 18 hours give bars-per-day times 252 or 365 on the same rule (hourly crypto:
-    24 × 365 = 8760); weekly 52, monthly 12; other steps 365.25 / step in days, or 252 / step on
-    a five-day week. Seven weekdays rather than any weekend bar: daily bars stamped at an Asian
+    24 × 365 = 8760); weekly 52, monthly 12; other steps 365.25 / step in days, except a step of
+    under six days on a five-day week: 252 / the step in business days. Seven weekdays rather than any weekend bar: daily bars stamped at an Asian
     exchange's midnight fall on Sundays in UTC, and one stray Saturday row is not a crypto series.
     """
     ts = np.asarray(timestamps).astype("datetime64[ns]")
@@ -232,4 +234,10 @@ def _periods_by_rule(ts: np.ndarray, step_days: float) -> float:
         return 52.0
     if 27.0 <= step_days <= 32.0:
         return 12.0
-    return 365.25 / step_days if all_week else TRADING_DAYS / step_days
+    if all_week or step_days >= 6.0:
+        return 365.25 / step_days
+    # a few trading days apart: count the step in business days (every third one is 3, though
+    # its calendar steps are 3 and 5 days)
+    business = np.busday_count(days[:-1], days[1:])
+    business = business[business > 0]
+    return TRADING_DAYS / float(np.median(business)) if business.size else 365.25 / step_days

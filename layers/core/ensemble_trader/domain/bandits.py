@@ -120,12 +120,16 @@ class Bandit(ABC):
     name: ClassVar[str]
     _params: ClassVar[tuple[str, ...]] = ()
     _arrays: ClassVar[tuple[str, ...]] = ()
+    _counts: ClassVar[tuple[str, ...]] = ()  # arrays of counts or sums of squares: never negative
 
     def __init__(self, n_arms: int, random_state: int | None = None):
         if not isinstance(n_arms, (int, np.integer)) or n_arms < 1:
             raise BanditError(f"n_arms must be a positive integer, got {n_arms!r}")
+        if random_state is not None and (isinstance(random_state, bool)
+                                         or not isinstance(random_state, (int, np.integer))):
+            raise BanditError(f"random_state must be an integer or None, got {random_state!r}")
         self.n_arms = int(n_arms)
-        self.random_state = random_state
+        self.random_state = None if random_state is None else int(random_state)  # plain JSON
         self.rng_ = np.random.default_rng(random_state)
         self.t_ = 0  # rounds of feedback seen
 
@@ -251,6 +255,8 @@ class Bandit(ABC):
                 )
             if not np.all(np.isfinite(value)):  # a NaN statistic would fail every later bar
                 raise StateError(f"{self.name}: stored array {a} holds a number that is not finite")
+            if a in self._counts and np.any(value < 0):  # so would a negative count
+                raise StateError(f"{self.name}: stored array {a} holds a negative count {value.min()!r}")
             setattr(self, a, value)
         self.rng_ = _generator_with_state(data["rng"])
 
@@ -284,6 +290,7 @@ class UCB1(Bandit):
     name = "ucb"
     _params = ("alpha",)
     _arrays = ("counts_", "sums_")
+    _counts = ("counts_",)
 
     def __init__(self, n_arms: int, alpha: float = 1.0, random_state: int | None = None):
         super().__init__(n_arms, random_state)
@@ -361,6 +368,7 @@ class SlidingWindowUCB(UCB1):
     name = "swucb"
     _params = ("alpha", "window")
     _arrays = ("buffer_rewards_", "buffer_mask_")
+    _counts = ("buffer_mask_",)
 
     def __init__(
         self, n_arms: int, window: int = 200, alpha: float = 1.0, random_state: int | None = None
@@ -421,6 +429,7 @@ class GaussianThompson(Bandit):
     name = "thompson"
     _params = ("mu0", "kappa0", "alpha0", "beta0", "gamma", "n_weight_samples")
     _arrays = ("s0_", "s1_", "s2_")
+    _counts = ("s0_", "s2_")
 
     def __init__(
         self,
