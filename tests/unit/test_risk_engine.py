@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -312,6 +313,27 @@ def test_limits_from_environment(monkeypatch):
     assert limits.max_order_quantity == 123
     assert limits.restricted_symbols == frozenset({"GME", "AMC"})
     assert limits.clock == "wall"
+
+
+@pytest.mark.parametrize("given", [["gme", " AMC "], ("gme", "amc"), frozenset({"Gme", "aMc"}), " gme, AMC ,"])
+def test_restricted_symbols_are_upper_case_whatever_the_input_type(given):
+    """A list (the JSON form of ET_RISK_RESTRICTED_SYMBOLS) was kept as written: 'gme' never
+    matched the upper-case symbol GME, so a restricted symbol traded."""
+    limits = RiskLimits(restricted_symbols=given)
+    assert limits.restricted_symbols == frozenset({"GME", "AMC"})
+    assert RiskEngine(limits).check(order(symbol="GME"), RiskState(), ctx()).reason is RejectReason.RESTRICTED_SYMBOL
+
+
+def test_restricted_symbols_from_a_json_list_in_the_environment(monkeypatch):
+    monkeypatch.setenv("ET_RISK_RESTRICTED_SYMBOLS", '["gme"," AMC"]')
+    assert RiskSettings().limits().restricted_symbols == frozenset({"GME", "AMC"})
+
+
+@pytest.mark.parametrize(("given", "named"), [(["GME", "not a symbol"], "'not a symbol'"), (["GME", ""], "''"),
+                                              (["GME", 42], "42"), ("GME,$$$", "'$$$'")])
+def test_a_restricted_entry_that_is_not_a_symbol_is_refused_by_name(given, named):
+    with pytest.raises(ValueError, match=f"restricted_symbols.*{re.escape(named)}"):
+        RiskLimits(restricted_symbols=given)
 
 
 def test_inconsistent_thresholds_are_rejected():

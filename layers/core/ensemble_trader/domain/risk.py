@@ -38,6 +38,7 @@ Every rejection carries a :class:`RejectReason` code and a message with the numb
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -45,7 +46,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ensemble_trader.domain.models import Order, Side
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, Side
 
 
 class RejectReason(StrEnum):
@@ -125,10 +126,26 @@ class RiskLimits(BaseModel):
 
     @field_validator("restricted_symbols", mode="before")
     @classmethod
-    def _split_symbols(cls, v: object) -> object:
+    def _normalise_symbols(cls, v: object) -> object:
+        """Every entry stripped and upper-cased (symbols are upper case: a 'gme' would never match
+        GME), whether given as a comma-separated string or as a list, tuple or set (the JSON list
+        of ``ET_RISK_RESTRICTED_SYMBOLS``); an entry that is not a symbol is refused by name."""
         if isinstance(v, str):
-            return frozenset(s.strip().upper() for s in v.split(",") if s.strip())
-        return v
+            entries: list[object] = [s for s in v.split(",") if s.strip()]
+        elif isinstance(v, list | tuple | set | frozenset):
+            entries = list(v)
+        else:
+            return v  # pydantic reports the wrong type
+        symbols = set()
+        for entry in entries:
+            symbol = entry.strip().upper() if isinstance(entry, str) else None
+            if symbol is None or not re.match(SYMBOL_PATTERN, symbol):
+                raise ValueError(
+                    f"restricted_symbols: {entry!r} is not a symbol (an upper-case ticker such as SPX, "
+                    "BRK.B, BTC-USD, ^GSPC; case and surrounding blanks do not matter)"
+                )
+            symbols.add(symbol)
+        return frozenset(symbols)
 
     @model_validator(mode="after")
     def _halt_at_or_above_reduce(self) -> RiskLimits:

@@ -105,7 +105,8 @@ def _backoff(attempt: int) -> None:
 class RiskSettings(RiskLimits, BaseSettings):
     """:class:`RiskLimits` read from the environment: ``ET_RISK_MAX_ORDER_QUANTITY`` and so on.
 
-    ``ET_RISK_RESTRICTED_SYMBOLS`` takes a JSON list (``'["GME","AMC"]'``).
+    ``ET_RISK_RESTRICTED_SYMBOLS`` takes a JSON list (``'["GME","AMC"]'``); its entries are
+    stripped and upper-cased, and one that is not a symbol is refused by name.
     """
 
     model_config = SettingsConfigDict(env_prefix="ET_RISK_", frozen=True, extra="ignore")
