@@ -207,7 +207,7 @@ def test_no_order_that_breaches_a_limit_passes(
     assert ref_price is not None and math.isfinite(ref_price) and ref_price > 0
     age = (NOW - c.reference.timestamp).total_seconds()  # timedelta keeps microseconds only
     assert 0 <= age <= lim.max_reference_age_seconds
-    assert abs(price / ref_price - 1) <= lim.price_collar
+    assert abs(price - ref_price) / ref_price <= lim.price_collar * (1 + 1e-9)
     assert qty <= lim.max_order_quantity
     assert qty * price <= lim.max_order_notional
     if not reducing:
@@ -334,6 +334,26 @@ def test_restricted_symbols_from_a_json_list_in_the_environment(monkeypatch):
 def test_a_restricted_entry_that_is_not_a_symbol_is_refused_by_name(given, named):
     with pytest.raises(ValueError, match=f"restricted_symbols.*{re.escape(named)}"):
         RiskLimits(restricted_symbols=given)
+
+
+@pytest.mark.parametrize("collar", [1.0, 10.0])
+def test_a_price_collar_of_one_or_more_is_refused(collar):
+    """ET_RISK_PRICE_COLLAR=10 (meant as 10 %) was taken as 1,000 %: the fat-finger check was off."""
+    with pytest.raises(ValueError, match="price_collar"):
+        RiskLimits(price_collar=collar)
+    assert RiskLimits(price_collar=0.99).price_collar == 0.99
+
+
+@pytest.mark.parametrize("ref", [1.0, 30.0, 50.0, 100.0, 0.3, 1234.5])
+def test_the_collar_boundary_is_the_same_on_both_sides(ref):
+    """110 against 100 is 0.10000000000000009 from the reference in floats: it was refused at a
+    10 % collar while 90 passed."""
+    engine = RiskEngine(RiskLimits(price_collar=0.10))
+    for price in (ref * 0.9, ref * 1.1):
+        assert engine.check(order(qty=1, price=price), RiskState(), ctx(ref_price=ref)).accepted, price
+    for price in (ref * 0.899, ref * 1.101):
+        decision = engine.check(order(qty=1, price=price), RiskState(), ctx(ref_price=ref))
+        assert decision.reason is RejectReason.PRICE_COLLAR, price
 
 
 def test_inconsistent_thresholds_are_rejected():

@@ -13,6 +13,7 @@ restricted list           the symbol is on the restricted list
 order sanity              quantity or decision price is not a finite positive number
 reference price           the independent reference is missing, zero/NaN, or older than allowed
 price collar              the order's price deviates from the reference by more than the collar
+                          (a fraction < 1, the boundary itself allowed on both sides)
 max order quantity        the quantity exceeds the per-order limit
 max order notional        quantity x price exceeds the per-order notional limit
 max position              the potential position (held + working + order) would exceed the
@@ -105,7 +106,9 @@ class RiskLimits(BaseModel):
     max_position_quantity: float = Field(default=100_000.0, gt=0)
     max_position_notional: float = Field(default=2_500_000.0, gt=0)
     max_gross_exposure: float = Field(default=4_000_000.0, gt=0)
-    price_collar: float = Field(default=0.10, gt=0, description="max |price/reference - 1|")
+    price_collar: float = Field(
+        default=0.10, gt=0, lt=1, description="max |price/reference - 1|, a fraction (0.10 = 10 %)"
+    )
     max_reference_age_seconds: float = Field(default=7 * 86_400.0, gt=0)
     throttle_window_seconds: float = Field(default=1.0, gt=0)
     max_orders_per_symbol: int = Field(default=5, ge=1)
@@ -262,6 +265,10 @@ class BreakerTransition:
     drawdown: float
 
 
+COLLAR_TOLERANCE = 1e-9
+"""Relative tolerance of the collar's boundary: 110 against 100 is 0.10000000000000009 away in
+floats, and must pass a 10 % collar exactly as 90 does."""
+
 FLAT_EPSILON = 1e-9
 """A position this close to zero is flat (a fractional step's float arithmetic leaves ~1e-16)."""
 
@@ -328,8 +335,8 @@ class RiskEngine:
                 f"reference for {symbol} is {age:,.0f} s old (limit "
                 f"{lim.max_reference_age_seconds:,.0f} s)",
             )
-        deviation = abs(price / ref.price - 1.0)
-        if deviation > lim.price_collar:
+        deviation = abs(price - ref.price) / ref.price
+        if deviation > lim.price_collar * (1.0 + COLLAR_TOLERANCE):
             return _reject(
                 RejectReason.PRICE_COLLAR,
                 f"price {price:g} is {deviation:.2%} from reference {ref.price:g} "
