@@ -131,7 +131,7 @@ def study(name: str, problem: Callable[[int], tuple[np.ndarray, np.ndarray]], pl
             curves[label].append(pseudo_regret(means, chosen))
         print(f"{name}: run {run + 1}/{runs}", file=sys.stderr, end="\r")
     print(file=sys.stderr)
-    out = {}
+    out: dict = {}
     for label, runs_curves in curves.items():
         arr = np.stack(runs_curves)
         final = arr[:, -1]
@@ -142,6 +142,24 @@ def study(name: str, problem: Callable[[int], tuple[np.ndarray, np.ndarray]], pl
             "curve_mean": arr.mean(axis=0),
             "curve_se": arr.std(axis=0, ddof=1) / math.sqrt(len(final)) if len(final) > 1 else np.zeros(arr.shape[1]),
         }
+    return out, paired(curves)
+
+
+def paired(curves: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Each of our policies against each MABWiser one, run by run (the same reward table): the
+    mean difference of the final regrets (negative: ours lower), its standard error, and in how
+    many runs ours was lower. Pairing removes the problems' own spread from the comparison."""
+    out = {}
+    theirs = [label for label in curves if label.startswith("mabwiser")]
+    for ours in (label for label in curves if label.startswith("ours")):
+        for other in theirs:
+            diff = np.array([a[-1] - b[-1] for a, b in zip(curves[ours], curves[other], strict=True)])
+            out[f"{ours} - {other}"] = {
+                "mean": float(diff.mean()),
+                "se": float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0,
+                "ours_lower": int((diff < 0).sum()),
+                "runs": len(diff),
+            }
     return out
 
 
@@ -172,10 +190,12 @@ def plot(results: dict[str, dict], titles: dict[str, str], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=None, help="runs per problem (default 20, 5 with --quick)")
     parser.add_argument("--quick", action="store_true", help="5 runs, shorter horizons (smoke run)")
     args = parser.parse_args(argv)
-    runs = 5 if args.quick else args.runs
+    if args.runs is not None and args.runs < 2:
+        parser.error("--runs must be at least 2 (a standard error needs two runs)")
+    runs = args.runs or (5 if args.quick else 20)
     t_stat = 1_000 if args.quick else 5_000
     t_pw, seg = (2_500, 500) if args.quick else (10_000, 2_000)
     changes = t_pw // seg - 1
@@ -196,11 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         f"ours dts (gamma {gamma:.4f})": lambda r, s: play_ours(lambda: DiscountedThompson(K, gamma=gamma, random_state=s), r),
     })
 
-    results = {
+    studied = {
         "bernoulli": study("bernoulli", lambda s: bernoulli_problem(t_stat, 1000 + s), bernoulli_players, runs),
         "gaussian": study("gaussian", lambda s: gaussian_problem(t_stat, 2000 + s), stationary_players, runs),
         "piecewise": study("piecewise", lambda s: bernoulli_problem(t_pw, 3000 + s, seg), piecewise_players, runs),
     }
+    results = {name: res for name, (res, _) in studied.items()}
     titles = {
         "bernoulli": f"stationary Bernoulli, K={K}, T={t_stat}, {runs} runs",
         "gaussian": f"stationary Gaussian (sd 1), K={K}, T={t_stat}, {runs} runs",
@@ -213,15 +234,18 @@ def main(argv: list[str] | None = None) -> int:
         name: {label: {k: round(v, 2) for k, v in r.items() if not k.startswith("curve")} for label, r in res.items()}
         for name, res in results.items()
     }
+    table["paired"] = {name: pairs for name, (_, pairs) in studied.items()}
     table["settings"] = {"runs": runs, "T_stationary": t_stat, "T_piecewise": t_pw, "segment": seg,
                          "gamma": gamma, "window": window}
     (IMG / f"meta_regret{suffix}.json").write_text(json.dumps(table, indent=2))
-    for name, res in table.items():
-        if name == "settings":
-            continue
+    for name in results:
         print(f"\n{titles[name]}\n| policy | regret at T (mean ± se) | µs/round |\n|---|---|---|")
-        for label, r in res.items():
+        for label, r in table[name].items():
             print(f"| {label} | {r['final_mean']:.1f} ± {r['final_se']:.1f} | {r['us_per_round']:.1f} |")
+        print(f"\n{name}, paired by run (ours − MABWiser; negative: ours lower)\n"
+              "| comparison | mean ± se | runs ours lower |\n|---|---|---|")
+        for label, d in table["paired"][name].items():
+            print(f"| {label} | {d['mean']:+.1f} ± {d['se']:.1f} | {d['ours_lower']} of {d['runs']} |")
     return 0
 
 

@@ -11,6 +11,15 @@ def test_unknown_benchmark_name_is_an_error_naming_it(capsys):
     assert "unknown benchmark(s) ['nosuch']" in err and "'features'" in err
 
 
+def test_only_without_a_name_is_a_usage_error(capsys):
+    """It ran every benchmark in full (an empty list read as no filter)."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--json", "--only"])
+    assert exit_info.value.code == 2 and "--only" in capsys.readouterr().err
+
+
 DOCUMENTED_KEYS = [
     f"{prefix}_{suffix}"
     for prefix, suffixes in {

@@ -2,7 +2,8 @@
 
 ``stage_runner_features_us_per_record`` is one 500-record Kinesis batch of two symbols through
 ``KinesisStageRunner(FeaturesStep)`` — envelope validation, base64, Bar parsing, grouping,
-state load/store, FeatureEngine.update, FeatureVector JSON — divided by 500;
+state load/store, FeatureEngine.update, FeatureVector JSON, the Powertools metrics the handler
+emits per record and their flush (:class:`~ensemble_trader.bench.HandlerMetrics`) — divided by 500;
 ``stage_runner_features_step_us_per_record`` is ``FeaturesStep.apply`` alone on the same bars,
 measured in the same run, so the difference is what the runner adds around the step;
 ``stage_runner_features_packed_us_per_message`` is the same 500 bars packed 10 to a Kinesis
@@ -14,6 +15,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+from ensemble_trader.bench import HandlerMetrics
 
 
 def _event(n: int, packed: bool = False):
@@ -48,11 +51,13 @@ def run(quick: bool = False) -> dict[str, float | int | str]:
     runner_ns, packed_ns, step_ns = [], [], []
 
     def timed(ev) -> float:
+        metrics = HandlerMetrics("features")
         runner = KinesisStageRunner(FeaturesStep(), cache=MemoryCache(), dlq=MemoryDeadLetters(),
                                     sink=StreamSink(MemoryStreamPublisher(), "features"),
-                                    snapshots=MemoryKeyValueStore(), stats=StageStats())
+                                    snapshots=MemoryKeyValueStore(), stats=StageStats(),
+                                    metrics=metrics.metrics)
         t0 = time.perf_counter_ns()
-        response = runner.process(ev)
+        response = metrics.process(runner, ev)
         elapsed = (time.perf_counter_ns() - t0) / batch
         if response["batchItemFailures"] or runner.stats.applied != batch:
             raise RuntimeError(f"benchmark batch failed: {response}, {runner.stats.applied} applied")

@@ -5,7 +5,8 @@ strategy with its own feature engine, regime filter and meta-agent learners. For
 benchmark builds one Kinesis event with one record per symbol — what a stage's Lambda receives
 when all strategies tick together — and runs it through the real stage runners of the features,
 regime and meta_agent stages in turn (in-memory cache, snapshots, streams and FIFO queue instead
-of Redis, DynamoDB, Kinesis and SQS, so the figure is the compute of the stages, not the network):
+of Redis, DynamoDB, Kinesis and SQS, so the figure is the compute of the stages, not the network;
+with the Powertools metrics each handler emits, :class:`~ensemble_trader.bench.HandlerMetrics`):
 
 ``strategies_n``
     strategies (symbols) per bar.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ensemble_trader.bench import committed_models, models_missing, percentiles_us
+from ensemble_trader.bench import HandlerMetrics, committed_models, models_missing, percentiles_us
 from ensemble_trader.domain.errors import ModelArtifactError
 
 STRATEGIES = 64
@@ -64,14 +65,16 @@ def run(quick: bool = False) -> dict[str, Any]:
     series = [generate("realistic", n_bars, seed=1_000 + k, symbol=f"S{k:03d}").series for k in range(STRATEGIES)]
     streams, queue = MemoryStreamPublisher(), MemoryQueuePublisher()
 
-    def runner(step: Any, sink: Any) -> KinesisStageRunner:
+    def runner(step: Any, sink: Any) -> tuple[KinesisStageRunner, HandlerMetrics]:
+        metrics = HandlerMetrics(step.name)
         return KinesisStageRunner(step, cache=MemoryCache(), dlq=MemoryDeadLetters(), sink=sink,
-                                  events=MemoryEventBus(), snapshots=MemoryKeyValueStore(), stats=StageStats())
+                                  events=MemoryEventBus(), snapshots=MemoryKeyValueStore(), stats=StageStats(),
+                                  metrics=metrics.metrics), metrics
 
     stages = [
-        ("market-data", runner(FeaturesStep(), StreamSink(streams, "features")), "features"),
-        ("features", runner(regime, StreamSink(streams, "market-state")), "market-state"),
-        ("market-state", runner(MetaAgentStep(agents=pool), QueueSink(queue, "order-intents", lambda i: i.intent_id)),
+        ("market-data", *runner(FeaturesStep(), StreamSink(streams, "features")), "features"),
+        ("features", *runner(regime, StreamSink(streams, "market-state")), "market-state"),
+        ("market-state", *runner(MetaAgentStep(agents=pool), QueueSink(queue, "order-intents", lambda i: i.intent_id)),
          None),
     ]
     per_bar_ns: list[int] = []
@@ -80,8 +83,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         payloads = [(s.symbol, s.bar(t).model_dump_json().encode()) for s in series]
         before = len(queue.queues["order-intents"])
         t0 = time.perf_counter_ns()
-        for stream, stage, output in stages:
-            response = stage.process(_event(stream, payloads, t))
+        for stream, stage, metrics, output in stages:
+            response = metrics.process(stage, _event(stream, payloads, t))
             if response["batchItemFailures"]:
                 raise RuntimeError(f"benchmark batch failed in {stream}: {response}")
             if output is not None:

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure per-stage compute latency (make bench)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these benchmark modules")
+    p.add_argument("--only", nargs="+", default=None, help="run only these benchmark modules")
     p.set_defaults(func=_run)
 
 
