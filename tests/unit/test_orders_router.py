@@ -301,6 +301,24 @@ def test_an_intent_dated_ahead_of_the_clock_is_refused_and_leaves_the_symbol_usa
     assert not later.rejections and later.orders and later.orders[0]["side"] == "SELL"
 
 
+def test_with_the_wall_clock_an_intent_dated_slightly_ahead_leaves_a_usable_reference():
+    """An intent 2 s ahead of the wall clock is allowed (max_intent_lead_seconds); its price is the
+    next intent's reference, which was then refused REFERENCE_STALE as '-2 s old'."""
+    rig = Rig()
+    rig.limits = RiskLimits(clock="wall")
+    rig.router = rig.new_router()
+
+    def at(seconds: float, target: float) -> OrderIntent:
+        ts = WALL + timedelta(seconds=seconds)
+        return OrderIntent(intent_id=make_intent_id("ens", "SPX", ts, "v1"), strategy_id="ens", symbol="SPX",
+                           timestamp=ts, target_position=target, reference_price=100.0, model_version="v1",
+                           regime=Regime.BULL, confidence=0.9)
+
+    rig.router.handle(at(2, 0.0))
+    out = rig.router.handle(at(3, 0.5))
+    assert not out.rejections and [(o["side"], o["quantity"]) for o in out.orders] == [("BUY", 500.0)]
+
+
 def test_a_batch_reads_shared_state_once_and_publishes_once():
     rig = Rig()
     rig.warm()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from ensemble_trader.domain import risk
 from ensemble_trader.domain.models import Order, Side
 from ensemble_trader.domain.risk import (
     Mark,
@@ -146,6 +148,85 @@ def test_trading_states_and_kill_switch():
     assert check(order(symbol="NDX"), ctx(), symbol_halt).accepted
 
 
+def test_a_reducing_only_rejection_names_the_held_and_the_potential_position():
+    """Held flat with a working BUY 1,000: SELL 500 reduces the potential position but not the held
+    one, which decided; the message printed only the potential position (1000)."""
+    reducing = RiskState(trading_state=TradingState.REDUCING, state_reason="daily loss 4%")
+    c = OrderContext(NOW, Reference(100.0, NOW - timedelta(seconds=1)), 1_000.0, 0.0, held=0.0)
+    decision = RiskEngine(LIMITS).check(order(qty=500, side=Side.SELL), reducing, c)
+    assert decision.reason is RejectReason.REDUCING_ONLY
+    assert "held position 0" in decision.message and "1000" in decision.message
+
+
+def test_a_reference_dated_slightly_ahead_is_allowed_up_to_the_intent_lead():
+    """With clock=wall an intent may be dated up to max_intent_lead_seconds ahead of the wall
+    clock; its price is the next intent's reference, which was refused as '-2 s old'."""
+    engine = RiskEngine(LIMITS.model_copy(update={"max_intent_lead_seconds": 300.0}))
+    ahead = OrderContext(NOW, Reference(100.0, NOW + timedelta(seconds=2)), 0.0, 0.0)
+    assert engine.check(order(), RiskState(), ahead).accepted
+    too_far = OrderContext(NOW, Reference(100.0, NOW + timedelta(seconds=301)), 0.0, 0.0)
+    decision = engine.check(order(), RiskState(), too_far)
+    assert decision.reason is RejectReason.REFERENCE_STALE
+    assert "301 s ahead" in decision.message and "300 s" in decision.message
+
+
+CHECK_ORDER = [
+    RejectReason.KILL_SWITCH, RejectReason.HALTED, RejectReason.REDUCING_ONLY, RejectReason.SYMBOL_HALTED,
+    RejectReason.RESTRICTED_SYMBOL, RejectReason.INVALID_ORDER, RejectReason.REFERENCE_MISSING,
+    RejectReason.REFERENCE_INVALID, RejectReason.REFERENCE_STALE, RejectReason.PRICE_COLLAR,
+    RejectReason.MAX_ORDER_QUANTITY, RejectReason.MAX_ORDER_NOTIONAL, RejectReason.MAX_POSITION,
+    RejectReason.MAX_GROSS_EXPOSURE, RejectReason.DUPLICATE_ORDER, RejectReason.THROTTLE_SYMBOL,
+    RejectReason.THROTTLE_GLOBAL,
+]
+
+
+def _failing(faults: set[RejectReason]):
+    """An order, state, context and engine that fail exactly the checks in ``faults``."""
+    f = faults.__contains__
+    limits = LIMITS if f(RejectReason.RESTRICTED_SYMBOL) else LIMITS.model_copy(update={"restricted_symbols": frozenset()})
+    recent = []
+    if f(RejectReason.DUPLICATE_ORDER):
+        recent.append(RecentOrder(at=NOW.timestamp(), symbol="BAD", side=Side.SELL, quantity=1.0,
+                                  client_order_id="coid-0001", intent_id="other"))
+    if f(RejectReason.THROTTLE_SYMBOL):
+        recent += [RecentOrder(at=NOW.timestamp(), symbol="BAD", side=Side.BUY, quantity=11.0 + i,
+                               client_order_id=f"coid-s{i:03d}", intent_id="other") for i in range(3)]
+    if f(RejectReason.THROTTLE_GLOBAL):
+        recent += [RecentOrder(at=NOW.timestamp(), symbol="NDX", side=Side.BUY, quantity=11.0 + i,
+                               client_order_id=f"coid-g{i:03d}", intent_id="other") for i in range(5)]
+    trading = (TradingState.HALTED if f(RejectReason.HALTED)
+               else TradingState.REDUCING if f(RejectReason.REDUCING_ONLY) else TradingState.ACTIVE)
+    state = RiskState(kill_switch=f(RejectReason.KILL_SWITCH), trading_state=trading, recent=recent,
+                      halted_symbols={"BAD": "reconciliation"} if f(RejectReason.SYMBOL_HALTED) else {})
+    price = None if f(RejectReason.INVALID_ORDER) else 110.0 if f(RejectReason.PRICE_COLLAR) else 100.0
+    qty = 1_001.0 if f(RejectReason.MAX_ORDER_QUANTITY) else 600.0 if f(RejectReason.MAX_ORDER_NOTIONAL) else 10.0
+    ref = (None if f(RejectReason.REFERENCE_MISSING)
+           else Reference(float("nan"), NOW) if f(RejectReason.REFERENCE_INVALID)
+           else Reference(100.0, NOW - timedelta(seconds=61)) if f(RejectReason.REFERENCE_STALE)
+           else Reference(100.0, NOW - timedelta(seconds=1)))
+    c = OrderContext(NOW, ref, 1_995.0 if f(RejectReason.MAX_POSITION) else 0.0,
+                     299_500.0 if f(RejectReason.MAX_GROSS_EXPOSURE) else 0.0)
+    return RiskEngine(limits), order(qty=qty, price=price, symbol="BAD"), state, c
+
+
+def test_the_checks_run_in_the_documented_order():
+    """Every check failing at once, then one fault removed at a time: each rejection names the
+    next check. The docs' table lists the same order (it said THROTTLE before DUPLICATE)."""
+    faults = set(CHECK_ORDER)
+    for expected in CHECK_ORDER:
+        engine, o, state, c = _failing(faults)
+        assert engine.check(o, state, c).reason is expected
+        faults.discard(expected)
+    engine, o, state, c = _failing(faults)
+    assert engine.check(o, state, c).accepted
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "orders-and-risk.md").read_text()
+    table = docs.split("| code | rejects when |", 1)[1].split("\n\n", 1)[0]
+    documented = [code for code in re.findall(r"`([A-Z_]+)`", table) if code in RejectReason.__members__]
+    assert documented == [r.value for r in CHECK_ORDER]
+    module_table = risk.__doc__.split("========================  ==", 3)[2]
+    assert module_table.index("duplicate") < module_table.index("throttle")
+
+
 # -- the property -------------------------------------------------------------------------------
 
 def mostly(valid, invalid):
@@ -206,7 +287,7 @@ def test_no_order_that_breaches_a_limit_passes(
     assert symbol not in lim.restricted_symbols
     assert ref_price is not None and math.isfinite(ref_price) and ref_price > 0
     age = (NOW - c.reference.timestamp).total_seconds()  # timedelta keeps microseconds only
-    assert 0 <= age <= lim.max_reference_age_seconds
+    assert -lim.max_intent_lead_seconds <= age <= lim.max_reference_age_seconds
     assert abs(price - ref_price) / ref_price <= lim.price_collar * (1 + 1e-9)
     assert qty <= lim.max_order_quantity
     assert qty * price <= lim.max_order_notional

@@ -11,7 +11,8 @@ trading state             the breaker is HALTED, or REDUCING and the order adds 
 symbol halt               reconciliation could not account for the symbol (fail closed)
 restricted list           the symbol is on the restricted list
 order sanity              quantity or decision price is not a finite positive number
-reference price           the independent reference is missing, zero/NaN, or older than allowed
+reference price           the independent reference is missing, zero/NaN, older than allowed, or
+                          dated further ahead of the clock than an intent may be
 price collar              the order's price deviates from the reference by more than the collar
                           (a fraction < 1, the boundary itself allowed on both sides)
 max order quantity        the quantity exceeds the per-order limit
@@ -20,9 +21,9 @@ max position              the potential position (held + working + order) would 
                           per-symbol quantity or notional limit *and* the order adds exposure
 gross exposure            the sum of |position x price| over all symbols would exceed the limit
                           *and* the order adds exposure
-throttle                  too many orders in the sliding window, per symbol or overall
 duplicate                 the same client order id, or the same symbol/side/quantity (from another
                           intent) within the duplicate window
+throttle                  too many orders in the sliding window, per symbol or overall
 ========================  ==================================================================
 
 Orders that reduce exposure are never blocked by the position and gross-exposure limits (a breach
@@ -306,7 +307,8 @@ class RiskEngine:
             return _reject(
                 RejectReason.REDUCING_ONLY,
                 f"trading REDUCING ({state.state_reason}): {order.side.value} {order.quantity:g} "
-                f"{symbol} would not reduce position {ctx.position:g}",
+                f"{symbol} would not reduce both the held position {held:g} and the position with "
+                f"working orders {ctx.position:g}",
             )
         if symbol in state.halted_symbols:
             return _reject(
@@ -329,11 +331,17 @@ class RiskEngine:
                 RejectReason.REFERENCE_INVALID, f"reference price {ref.price!r} for {symbol}"
             )
         age = (ctx.now - ref.timestamp).total_seconds()
-        if age > lim.max_reference_age_seconds or age < 0:
+        if age > lim.max_reference_age_seconds:
             return _reject(
                 RejectReason.REFERENCE_STALE,
                 f"reference for {symbol} is {age:,.0f} s old (limit "
                 f"{lim.max_reference_age_seconds:,.0f} s)",
+            )
+        if -age > lim.max_intent_lead_seconds:  # dated ahead: at most as far as an intent may be
+            return _reject(
+                RejectReason.REFERENCE_STALE,
+                f"reference for {symbol} is dated {-age:,.0f} s ahead of the clock (limit "
+                f"{lim.max_intent_lead_seconds:,.0f} s ahead)",
             )
         deviation = abs(price - ref.price) / ref.price
         if deviation > lim.price_collar * (1.0 + COLLAR_TOLERANCE):
