@@ -404,3 +404,27 @@ def test_malformed_dict_raises_state_error(mutate, message):
     mutate(d)
     with pytest.raises(StateError, match=message):
         FeatureEngine.from_dict(d)
+
+
+def _state_after(n: int) -> dict:
+    engine = FeatureEngine("SPX")
+    for b in random_bars(n):
+        engine.update_raw(*b)
+    return engine.to_dict()
+
+
+@pytest.mark.parametrize(("n", "edit", "match"), [
+    (3, lambda d: d["closes"].__setitem__(0, 0.0), "closes"),  # the next bar divided by it
+    (80, lambda d: d["closes"].__setitem__(17, -5.0), "closes"),
+    (80, lambda d: d.__setitem__("peak", min(d["closes"]) / 2), "peak"),  # below a close it has seen
+    (80, lambda d: d.__setitem__("ewma", [0.0, d["ewma"][1]]), "ewma"),  # no weight after 80 bars
+    (80, lambda d: d.__setitem__("rsi", [-1.0, d["rsi"][1]]), "rsi"),
+])
+def test_a_state_the_engine_could_not_have_written_is_refused(n, edit, match):
+    """Accepted, a zero close made every later bar of the symbol fail (ZeroDivisionError), so
+    its stage retried the record for ever instead of falling back to its snapshot."""
+    d = _state_after(n)
+    FeatureEngine.from_dict(d)  # as written: fine
+    edit(d)
+    with pytest.raises(StateError, match=match):
+        FeatureEngine.from_dict(d)

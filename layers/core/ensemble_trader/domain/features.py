@@ -521,8 +521,23 @@ class FeatureEngine:
         return engine
 
     def _check_counts(self) -> None:
-        """Window fill levels must follow from the number of bars seen (catches edited states)."""
+        """Window fill levels and the running figures must be ones the engine could have written
+        after the number of bars seen (catches edited or foreign states): the closes in use are
+        valid prices, the peak is one at or above every one of them, the averages carry weight."""
         n = self._bars
+        used = self._closes[: min(n, CLOSE_HISTORY)]
+        bad = next((i for i, c in enumerate(used) if not MIN_PRICE <= c < MAX_VALUE), None)
+        if bad is not None:
+            raise StateError(f"closes[{bad}]={used[bad]!r} is not a price (bars_seen={n})")
+        if used and not max(used) <= self._peak < MAX_VALUE:
+            raise StateError(f"peak={self._peak!r} is below a stored close ({max(used)!r}) or not a price")
+        for key, (wa, ma) in _PAIRS.items():
+            weight, mean = getattr(self, wa), getattr(self, ma)
+            if key == "rsi":
+                if weight < 0.0 or mean < 0.0:
+                    raise StateError(f"rsi=[{weight!r}, {mean!r}]: average gain and loss are never negative")
+            elif weight < (1.0 if n > (key == "ewma") else 0.0):
+                raise StateError(f"{key}=[{weight!r}, {mean!r}]: weight {weight!r} after {n} bars (at least 1)")
         expected = {"returns": min(max(n - 1, 0), WINDOW)}
         expected.update({name: min(n, WINDOW) for name, _ in _WINDOWS[1:]})
         for name, attr in _WINDOWS:
