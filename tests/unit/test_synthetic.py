@@ -252,3 +252,52 @@ def test_spec_validation() -> None:
             regimes=(good, good, good, good),
             exit_weights=((0, 0, 0, 0), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0)),
         )
+
+
+LIMIT = np.datetime64("2262-04-11", "ns")
+
+
+@pytest.mark.parametrize(
+    ("start", "freq", "n"),
+    [
+        ("2000-01-03", "213504D", 5),  # 213,504 days in ns wrapped to 25 minutes
+        ("2000-01-03", "106752D", 2),  # wrapped to a negative step
+        ("2000-01-03", "99999999999999999999D", 10),  # did not fit an int64: OverflowError
+        ("2000-01-03", "99999999999999999999B", 10),
+        ("2000-01-03", "1B", 70_000),  # business days past 2262 wrapped to 1677
+        ("2000-01-03", "1B", 100_000),
+        ("2000-01-03", "9999999999B", 3),
+        ("2000-01-03", "1s", 10**30),
+    ],
+)
+def test_bars_past_the_int64_nanosecond_limit_are_refused(start: str, freq: str, n: int) -> None:
+    with pytest.raises(DataError, match=r"would end after 2262-04-11.*at most [\d,]+ bars"):
+        bar_times(start, freq, n)
+
+
+@pytest.mark.parametrize(("start", "freq"), [("2000-01-03", "1B"), ("2000-01-03", "1D"), ("2262-04-08T12:00", "1B"), ("2000-01-03T10:30", "7h")])
+def test_the_count_of_bars_said_to_fit_does_fit(start: str, freq: str) -> None:
+    """The error names how many bars fit; that many are accepted and end before the limit."""
+    with pytest.raises(DataError) as info:
+        bar_times(start, freq, 10**9)
+    fit = int(str(info.value).split("at most ")[1].split(" bars")[0].replace(",", ""))
+    stamps = bar_times(start, freq, fit)
+    assert len(stamps) == fit and stamps[-1] < LIMIT and np.all(np.diff(stamps) > np.timedelta64(0))
+    with pytest.raises(DataError, match="would end after 2262-04-11"):
+        bar_times(start, freq, fit + 1)
+
+
+def test_one_bar_takes_any_freq_and_generate_refuses_the_overflow() -> None:
+    assert bar_times("2000-01-03", "99999999999999999999D", 1)[0] == np.datetime64("2000-01-03", "ns")
+    with pytest.raises(DataError, match="would end after 2262-04-11"):
+        generate("easy", 5, 0, freq="213504D")
+    with pytest.raises(DataError, match="at most 68,424 bars"):
+        generate("easy", 100_000, 0, freq="1B")
+
+
+def test_the_limit_message_gives_no_advice_the_caller_cannot_follow() -> None:
+    """synth:... specs (regime fit --bars, regime evaluate --train-bars) cannot set a freq."""
+    with pytest.raises(DataError) as info:
+        generate("easy", 100_000, 0)
+    assert "freq" not in str(info.value).split("would end")[1]
+    assert "at most 95,792 bars of 1D fit from 2000-01-03" in str(info.value)

@@ -81,3 +81,14 @@ def test_malformed_input_exits_non_zero_with_the_message(
     assert "line 2" in err and "column timestamp" in err
     assert main(["data", "synth", "--scenario", "nope", "--out", str(tmp_path)]) == 1
     assert "unknown scenario 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("freq", ["99999999999999999999D", "213504D"])
+def test_synth_past_the_time_limit_exits_1_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], freq: str
+) -> None:
+    """An OverflowError traceback (or 25-minute bars for 213504D) before."""
+    assert main(["data", "synth", "--bars", "10", "--freq", freq, "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "would end after 2262-04-11" in err and "at most" in err
+    assert not (tmp_path / "o").exists()

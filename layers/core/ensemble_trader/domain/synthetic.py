@@ -270,19 +270,34 @@ def regime_codes(regimes: np.ndarray) -> np.ndarray:
 
 _FREQ = re.compile(r"^\s*(\d+)\s*(B|D|d|H|h|min|T|m|S|s)\s*$")
 _FREQ_UNITS = {"D": "D", "d": "D", "H": "h", "h": "h", "min": "m", "T": "m", "m": "m", "S": "s", "s": "s"}
-_LAST_NS = np.datetime64("2262-04-11T00:00:00", "ns")
+_UNIT_NS = {"D": 86_400 * 10**9, "h": 3_600 * 10**9, "m": 60 * 10**9, "s": 10**9}
+_LAST_DAY = np.datetime64("2262-04-11", "D")
+_LAST_NS = int(_LAST_DAY.astype("datetime64[ns]").astype(np.int64))
+"""Bars must fall before 2262-04-11 (int64 nanoseconds reach 2262-04-11T23:47:16)."""
+_MAX_NS = 2**63 - 1
 
 
-def parse_freq(freq: str) -> np.timedelta64:
-    """``"1D"``, ``"4h"``, ``"15min"``, ``"30s"`` → a numpy timedelta64 (``"1B"``: see bar_times)."""
-    match = _FREQ.match(freq)
+def _freq_parts(freq: str) -> tuple[int, str, bool]:
+    """``freq`` as (count, numpy unit, business days?), the count a Python int of any size."""
+    match = _FREQ.match(freq) if isinstance(freq, str) else None
     if match is None or int(match.group(1)) <= 0:
         raise DataError(
             f"freq={freq!r}: expected a positive count and a unit B (business days), D, h, min or s "
             "(e.g. '1B', '1D', '15min')"
         )
-    unit = "D" if match.group(2) == "B" else _FREQ_UNITS[match.group(2)]
-    return np.timedelta64(int(match.group(1)), unit).astype("timedelta64[ns]")
+    business = match.group(2) == "B"
+    return int(match.group(1)), "D" if business else _FREQ_UNITS[match.group(2)], business
+
+
+def parse_freq(freq: str) -> np.timedelta64:
+    """``"1D"``, ``"4h"``, ``"15min"``, ``"30s"`` → a numpy timedelta64 (``"1B"``: see bar_times).
+
+    A step longer than int64 nanoseconds hold (~292 years) is a DataError (numpy wrapped it)."""
+    count, unit, _ = _freq_parts(freq)
+    step_ns = count * _UNIT_NS[unit]
+    if step_ns > _MAX_NS:
+        raise DataError(f"freq={freq!r}: a step longer than int64 nanoseconds hold (about 292 years)")
+    return np.timedelta64(count, unit).astype("timedelta64[ns]")
 
 
 def _parse_start(start: str) -> np.datetime64:
@@ -298,31 +313,44 @@ def _parse_start(start: str) -> np.datetime64:
     return np.datetime64(when, "ns")
 
 
+def _past_the_limit(n: int, freq: str, start: str, fit: int) -> DataError:
+    return DataError(
+        f"{n:,} bars of {freq} from {start} would end after 2262-04-11, the last day bar times "
+        f"(int64 nanoseconds) reach: at most {fit:,} bars of {freq} fit from {start}"
+    )
+
+
 def bar_times(start: str, freq: str, n: int) -> np.ndarray:
     """``n`` bar times (datetime64[ns], UTC) from ``start`` every ``freq``.
 
     ``"<k>B"`` steps over business days (Monday-Friday, at the start's time of day), like daily
-    equity bars; the other units are fixed steps. Raises DataError past 2262-04-11, the end of
-    datetime64[ns].
+    equity bars; the other units are fixed steps. Bars that would reach 2262-04-11 (the end of
+    datetime64[ns]) raise a DataError saying how many bars fit; the check is done in Python
+    integers and day units, so no step or count wraps around.
     """
-    step = parse_freq(freq)
+    count, unit, business = _freq_parts(freq)
     t0 = _parse_start(start)
-    if freq.strip().endswith("B"):
+    n = int(n)
+    if n < 1:
+        raise DataError(f"n={n!r}: must be >= 1")
+    t0_ns = int(t0.astype(np.int64))
+    if business:
         day = t0.astype("datetime64[D]")
         time_of_day = t0 - day.astype("datetime64[ns]")
-        k = int(step // np.timedelta64(1, "D"))
-        last_day = np.busday_offset(day, (n - 1) * k, roll="forward")
-        if last_day.astype("datetime64[ns]") + time_of_day >= _LAST_NS:
-            raise DataError(f"{n} bars of {freq} from {start} end after 2262-04-11: choose an earlier start")
-        days = np.busday_offset(day, np.arange(n, dtype=np.int64) * k, roll="forward")
+        first = np.busday_offset(day, 0, roll="forward")
+        open_days = int(np.busday_count(first, _LAST_DAY)) if first < _LAST_DAY else 0
+        fit = (open_days - 1) // count + 1 if open_days > 0 else 0
+        if n > fit:
+            raise _past_the_limit(n, freq, start, fit)
+        days = np.busday_offset(day, np.arange(n, dtype=np.int64) * count, roll="forward")
         return days.astype("datetime64[ns]") + time_of_day
-    last_ns = int(t0.astype(np.int64)) + (n - 1) * int(step.astype(np.int64))
-    if last_ns >= int(_LAST_NS.astype(np.int64)):
-        raise DataError(
-            f"{n} bars of {freq} from {start} end after 2262-04-11, the limit of "
-            "datetime64[ns]: choose a shorter freq or an earlier start"
-        )
-    return t0 + np.arange(n, dtype=np.int64) * step
+    step_ns = count * _UNIT_NS[unit]
+    fit = (_LAST_NS - 1 - t0_ns) // step_ns + 1 if t0_ns < _LAST_NS else 0
+    if n > fit:
+        raise _past_the_limit(n, freq, start, fit)
+    if n == 1:
+        return np.array([t0], dtype="datetime64[ns]")
+    return t0 + np.arange(n, dtype=np.int64) * np.timedelta64(step_ns, "ns")
 
 
 def generate(
