@@ -15,6 +15,7 @@ from ensemble_trader.domain.errors import DataError, StateError
 from ensemble_trader.domain.features import (
     EWMA_LAMBDA,
     FEATURE_NAMES,
+    MIN_PRICE,
     WARMUP_BARS,
     FeatureEngine,
     StaleBarError,
@@ -254,8 +255,8 @@ def test_extreme_but_valid_prices_give_finite_features():
     check cannot produce an infinite feature (which would poison the saved state)."""
     engine = FeatureEngine("TEST")
     rows = [engine.update_raw(T0, 1e149, 1e149, 1e149, 1e149, 1.0),
-            engine.update_raw(T0 + DAY_NS, 1e-150, 1e149, 1e-150, 1e-150, 1e149),
-            engine.update_raw(T0 + 2 * DAY_NS, 1e-150, 1e149, 1e-150, 1e149, 0.0)]
+            engine.update_raw(T0 + DAY_NS, MIN_PRICE, 1e149, MIN_PRICE, MIN_PRICE, 1e149),
+            engine.update_raw(T0 + 2 * DAY_NS, MIN_PRICE, 1e149, MIN_PRICE, 1e149, 0.0)]
     assert np.isfinite(np.array(rows)).all()
     FeatureEngine.from_bytes(engine.to_bytes())  # the state stays loadable
 
@@ -263,9 +264,24 @@ def test_extreme_but_valid_prices_give_finite_features():
 def test_the_smallest_volumes_keep_their_z_score():
     """Two volumes at the bound: the z-score of the second is exactly 1/sqrt(2), as at any scale."""
     engine = FeatureEngine("TEST")
-    engine.update_raw(T0, 1.0, 1.0, 1.0, 1.0, 3e-150)
-    row = engine.update_raw(T0 + DAY_NS, 1.0, 1.0, 1.0, 1.0, 5e-150)
+    engine.update_raw(T0, 1.0, 1.0, 1.0, 1.0, 3e-130)
+    row = engine.update_raw(T0 + DAY_NS, 1.0, 1.0, 1.0, 1.0, 5e-130)
     assert row[FEATURE_NAMES.index("volume_z_20")] == pytest.approx(1 / math.sqrt(2), rel=1e-12)
+
+
+@pytest.mark.parametrize("step", [1e-10, 1e-13, 1e-15])
+def test_values_at_the_bound_a_few_ulps_apart_keep_their_z_scores(step):
+    """At 1e-150 a difference of a few ulps squared to a subnormal or to 0: two different volumes
+    got a z-score of 0, and online and batch differed by 4e-8. The bound keeps such squares normal."""
+    low = MIN_PRICE
+    engine = FeatureEngine("TEST")
+    engine.update_raw(T0, low, low, low, low, low)
+    c = low * (1 + step)
+    row = engine.update_raw(T0 + DAY_NS, c, c, c, c, c)
+    for name in ("volume_z_20", "zscore_20"):
+        assert row[FEATURE_NAMES.index(name)] == pytest.approx(1 / math.sqrt(2), rel=1e-6), name
+    with pytest.raises(DataError, match="invalid bar"):
+        engine.update_raw(T0 + 2 * DAY_NS, 1.0, 1.0, 1.0, 1.0, 1e-140)
 
 
 @pytest.mark.parametrize("year", [1600, 2300])

@@ -67,7 +67,7 @@ exactly from its ring buffer around a new anchor, the newest value. So the error
 about ``2e-12`` relative, a flat window has exactly zero spread, and the amortised cost stays
 O(1): recomputation is rare (15 times in all over the 5,031 S&P 500 daily bars).
 
-Valid input: ``1e-150 <= low <= open, close <= high < 1e150`` and a volume of 0 or in ``[1e-150, 1e150)`` (the
+Valid input: ``1e-130 <= low <= open, close <= high < 1e150`` and a volume of 0 or in ``[1e-130, 1e150)`` (the
 bounds keep squared window terms and every price ratio finite and non-zero), at a time inside
 signed 64-bit nanoseconds; anything else raises :class:`DataError` before any state changes.
 """
@@ -137,13 +137,14 @@ _FAST_DECAY = 1.0 - 2.0 / (TREND_FAST + 1)
 _SLOW_DECAY = 1.0 - 2.0 / (TREND_SLOW + 1)
 MAX_VALUE = 1e150
 """Prices and volumes must stay below this, so that squared window terms cannot overflow."""
-MIN_PRICE = 1e-150
+MIN_PRICE = 1e-130
 """Prices must be at least this: with :data:`MAX_VALUE`, every price ratio (high/low, close/open,
-close/previous close) and its logarithm stay finite and non-zero."""
-MIN_VOLUME = 1e-150
-"""A volume is 0 or at least this: smaller ones square to below the smallest normal float, and the
-volume window's variance would lose its digits (a z-score of 0 for two different volumes)."""
-_BAR_RULE = "need 1e-150 <= low <= open, close <= high < 1e150 and volume 0 or 1e-150 <= volume < 1e150"
+close/previous close) and its logarithm stay finite and non-zero, and the square of a difference
+of one ulp between two prices (about 1e-146 here) is still a normal float, so the windows'
+variances keep their digits (at 1e-150 it was subnormal or 0: a z-score of 0 for two prices)."""
+MIN_VOLUME = MIN_PRICE
+"""A volume is 0 or at least this, for the same reason (the volume window's z-score)."""
+_BAR_RULE = "need 1e-130 <= low <= open, close <= high < 1e150 and volume 0 or 1e-130 <= volume < 1e150"
 MIN_TIMESTAMP_NS = -(2**63)
 MAX_TIMESTAMP_NS = 2**63 - 1
 """Bar times are kept as signed 64-bit nanoseconds (1677-09-21 … 2262-04-11)."""
