@@ -279,6 +279,30 @@ def test_losses_trip_the_breaker_and_only_reducing_orders_pass():
     assert reduce.orders and reduce.orders[0]["side"] == "SELL"
 
 
+def test_equity_at_or_below_zero_halts_and_latches_instead_of_failing_every_intent():
+    """Short 2,000 at 100 on 100,000, marked at 160: equity -20,000. Planning raised ValueError
+    (a target is a fraction of equity), so the HALTED state was published but never saved, the
+    intent was retried and dead-lettered, and the next intent traded on from an ACTIVE state."""
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, -2.0, 100.0))
+    rig.router.handle(intent(2, -2.0, 100.0))  # filled: short 2,000
+    out = rig.router.handle(intent(3, 0.0, 160.0))
+    assert not out.orders and out.account["equity"] == pytest.approx(-20_000)
+    (rejection,) = out.rejections
+    assert rejection["reason"] == RejectReason.HALTED.value and "-20,000" in rejection["message"]
+    state = rig.store.load_risk_state()
+    assert state.trading_state is TradingState.HALTED and state.breaker_latched
+    assert state.equity == pytest.approx(-20_000) and state.marks["SPX"].price == 160.0
+    assert "equity" in state.state_reason
+    assert [e.current for e in rig.events("CircuitBreakerTripped")] == [TradingState.HALTED.value]
+    assert [e.reason_code for e in rig.events("OrderRejected")] == [RejectReason.HALTED.value]
+    # equity back above zero: still HALTED (latched until an operator resets it)
+    later = rig.router.handle(intent(4, 0.0, 100.0))
+    assert not later.orders and later.rejections[0]["reason"] == RejectReason.HALTED.value
+    assert rig.store.get_position("SPX").quantity == -2_000
+
+
 def test_stale_intent_is_rejected():
     rig = Rig()
     rig.warm()

@@ -377,6 +377,18 @@ def test_drawdown_halt_is_latched_until_reset():
     assert t.current is TradingState.ACTIVE and s.peak_equity == s.equity
 
 
+@pytest.mark.parametrize("equity", [0.0, -20_000.0])
+def test_equity_at_or_below_zero_halts_and_latches(equity):
+    engine = RiskEngine()
+    state = RiskState()
+    engine.update_breaker(state, 100_000, date(2024, 1, 1))
+    transition = engine.update_breaker(state, equity, date(2024, 1, 2))
+    assert transition is not None and transition.current is TradingState.HALTED
+    assert state.breaker_latched and "not positive" in state.state_reason
+    engine.update_breaker(state, 100_000, date(2024, 1, 3))  # a later day does not relax it
+    assert state.trading_state is TradingState.HALTED
+
+
 def test_drawdown_reduce_band():
     engine = RiskEngine(BREAKER)
     s = RiskState()

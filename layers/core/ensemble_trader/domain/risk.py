@@ -31,8 +31,9 @@ must stay repairable), but every other check applies to them.
 
 Circuit breaker: the trading state moves ACTIVE → REDUCING (only risk-reducing orders) → HALTED
 as the daily loss (against the equity at the start of the day) or the drawdown (against the peak
-equity) crosses its soft and hard thresholds. Within a day the state never relaxes; at a day roll
-it is re-evaluated. A drawdown halt is latched until an operator resets it.
+equity) crosses its soft and hard thresholds, and to HALTED when equity is zero or negative.
+Within a day the state never relaxes; at a day roll it is re-evaluated. A drawdown halt, and a
+halt for equity at or below zero, is latched until an operator resets it.
 
 Every rejection carries a :class:`RejectReason` code and a message with the numbers involved.
 """
@@ -457,7 +458,9 @@ class RiskEngine:
 
         if state.breaker_latched:
             return None
-        if daily_loss >= lim.daily_loss_halt:
+        if equity <= 0:  # nothing left to trade with: no target (a fraction of equity) can be computed
+            desired, why = TradingState.HALTED, f"equity {equity:,.2f} is not positive"
+        elif daily_loss >= lim.daily_loss_halt:
             desired, why = TradingState.HALTED, f"daily loss {daily_loss:.2%} >= {lim.daily_loss_halt:.2%}"
         elif drawdown >= lim.drawdown_halt:
             desired, why = TradingState.HALTED, f"drawdown {drawdown:.2%} >= {lim.drawdown_halt:.2%}"
@@ -474,7 +477,7 @@ class RiskEngine:
         current = state.trading_state
         if not new_day and _SEVERITY[desired] < _SEVERITY[current]:
             return None  # within a day the state never relaxes
-        if desired is TradingState.HALTED and drawdown >= lim.drawdown_halt:
+        if desired is TradingState.HALTED and (drawdown >= lim.drawdown_halt or equity <= 0):
             state.breaker_latched = True
         if desired is current:
             return None

@@ -558,6 +558,23 @@ class OrderRouter:
             working = self.store.list_orders(working_only=True)
             held = positions[symbol].quantity if symbol in positions else 0.0
             working_here = working_quantity(working, symbol)
+        if equity <= 0:
+            # a target is a fraction of equity: none can be computed. The breaker is HALTED (and
+            # latched) by now; the intent ends here with the state saved, rather than failing
+            # (and being retried and dead-lettered) with the halt never written
+            message = (f"no order planned for {symbol}: equity {equity:,.2f} is not positive "
+                       f"(trading {state.effective_state.value})")
+            log.warning("intent %s: %s", intent.intent_id, message)
+            outcome.rejections.append({"reason": RejectReason.HALTED.value, "message": message})
+            events.append(
+                OrderRejected(
+                    client_order_id=None, intent_id=intent.intent_id, symbol=symbol,
+                    reason_code=RejectReason.HALTED.value, message=message, timestamp=wall,
+                )
+            )
+            self.store.save_risk_state(state)
+            return
+
         def plan(position: float, working: float) -> list[Order]:
             return plan_orders(
                 intent, position=position, working=working, equity=equity,
