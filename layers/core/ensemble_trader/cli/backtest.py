@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feedback", choices=("full", "bandit"), default=None,
                    help="learn from every agent's counterfactual reward (default), or only the played one's")
     p.add_argument("--risk-adjustment", choices=("agent_vol", "vol", "none"), default=None,
-                   help="reward per unit of each agent's own risk (default), of market risk, or raw")
+                   help="reward per unit of each agent's own risk (default), of market risk, or raw "
+                        "(raw returns are ~100x smaller than the default learners' scale: they barely learn)")
     p.add_argument("--blend-by", choices=("risk", "position"), default=None,
                    help="blend risk-normalised targets (default) or raw targets")
     p.add_argument("--vol-target", choices=("market", "ensemble", "none"), default=None,
