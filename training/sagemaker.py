@@ -69,15 +69,33 @@ def _decoded(value: Any) -> Any:
     return value
 
 
+TRUTH_HEADER = ("timestamp", "regime")
+"""The header of a regime-truth file (``marketdata.write_truth_csv``): labels, not bars."""
+
+
+def is_truth_file(path: Path) -> bool:
+    """A regime-truth CSV, not bars: named ``truth.csv`` (as ``data synth`` writes it) or
+    ``*.truth.csv``, or any CSV whose header is ``timestamp,regime``."""
+    if path.name == "truth.csv" or path.name.endswith(".truth.csv"):
+        return True
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            first = fh.readline(4096)
+    except (OSError, UnicodeDecodeError):
+        return False  # the bars reader names the problem
+    return tuple(h.strip() for h in first.strip().split(",")) == TRUTH_HEADER
+
+
 def channel_files(channel: str | None) -> list[Path]:
-    """The bars CSVs of a channel folder (``*.truth.csv`` files are regime labels, skipped);
+    """The bars CSVs of a channel folder (regime-truth files, see :func:`is_truth_file`, are
+    skipped: a folder written by ``ensemble-trader data synth`` holds bars.csv and truth.csv);
     [] when the channel is not set."""
     if not channel:
         return []
     folder = Path(channel)
     if not folder.is_dir():
         raise DataError(f"channel folder {folder} does not exist")
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.endswith(".truth.csv"))
+    files = sorted(p for p in folder.glob("*.csv") if not is_truth_file(p))
     if not files:
         raise DataError(f"channel folder {folder} holds no bars CSV")
     return files

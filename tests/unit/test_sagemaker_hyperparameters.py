@@ -85,3 +85,32 @@ def test_the_onnx_parity_rows_come_from_data_no_policy_trained_on():
     rows = _heldout_features([train], [validation], np.random.default_rng(0), n=64)
     held_out = {r.tobytes() for r in validation.validation.features.astype(np.float32)}
     assert len(rows) == 64 and all(r.tobytes() in held_out for r in rows)
+
+
+def test_a_channel_written_by_data_synth_trains_the_regime_job(tmp_path, monkeypatch):
+    """`data synth` writes truth.csv (not *.truth.csv): the channel read it as bars and failed
+    "truth.csv, line 1: unknown column(s) ['regime']"."""
+    from ensemble_trader.cli import main
+
+    from training.regime import train
+    from training.sagemaker import channel_files
+
+    channel = tmp_path / "ch"
+    assert main(["data", "synth", "--scenario", "easy", "--bars", "1500", "--seed", "2", "--out", str(channel)]) == 0
+    (channel / "labels.csv").write_text("timestamp,regime\n2000-01-03T00:00:00Z,BULL\n")  # a truth file by its header
+    (channel / "more.truth.csv").write_text("timestamp,regime\n")
+    assert [p.name for p in channel_files(str(channel))] == ["bars.csv"]
+    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
+    monkeypatch.setenv("SM_HPS", json.dumps({"states": 4, "restarts": 1}))
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(channel))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    assert train.sagemaker_main() == 0
+    assert (tmp_path / "model" / "manifest.json").is_file()
+
+
+def test_a_channel_holding_only_truth_files_holds_no_bars(tmp_path):
+    from training.sagemaker import channel_files
+
+    (tmp_path / "truth.csv").write_text("timestamp,regime\n")
+    with pytest.raises(DataError, match="holds no bars CSV"):
+        channel_files(str(tmp_path))

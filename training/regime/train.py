@@ -6,7 +6,8 @@ Inputs, as a SageMaker training container receives them (local folders work the 
   ``$SM_HPS``, else defaults — ``seed`` (int), ``states`` (int or list, default 4,5,6),
   ``covariance_type`` (``full``/``diag``), ``restarts`` (int), ``start`` / ``end`` (ISO dates:
   train on bars with start <= time < end), ``bars`` (a data spec when no channel is given);
-* ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` except ``*.truth.csv``);
+* ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` except regime-truth files:
+  ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as ``data synth`` writes them);
 * ``$SM_MODEL_DIR`` (default ``/opt/ml/model``): where the artifact is written.
 
 It prints one JSON line ``{"version": ..., "model_dir": ..., "n_states": ..., "bic": ...}``.
@@ -85,7 +86,7 @@ def fit_model(
 
 
 def channel_bars(channel: str | None) -> list[BarSeries]:
-    """Every bars CSV of a channel folder (``*.truth.csv`` files are regime labels, skipped)."""
+    """Every bars CSV of a channel folder (regime-truth files are skipped: see ``channel_files``)."""
     from ensemble_trader.marketdata import read_bars_csv
 
     return [s for f in channel_files(channel) for s in read_bars_csv(f)]
