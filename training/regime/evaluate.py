@@ -34,10 +34,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from ensemble_trader.domain.models import REGIMES
 from ensemble_trader.domain.regime import RegimeDetector, TransitionRule
-from ensemble_trader.domain.regime_fit import floor_stochastic, label_states, state_summary
+from ensemble_trader.domain.regime_fit import (
+    MIN_ROWS_PER_STATE,
+    floor_stochastic,
+    label_states,
+    state_summary,
+)
 from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
 from ensemble_trader.domain.synthetic import SCENARIOS, SyntheticData, generate
 
@@ -50,6 +56,9 @@ TRAIN_SEED_OFFSET = 10_000
 PLAIN_FEATURES: tuple[tuple[str, str], ...] = (("ret_1", "identity"), ("realized_vol_20", "log"))
 JUMP_PENALTY = 2.0
 """Chosen on the realistic preset among 0.5-100 (accuracy of the online prediction)."""
+
+MIN_ROWS_PER_REGIME = 2
+"""The true-parameter model fits a mean and a covariance per regime: each needs two rows."""
 
 Labeler = Callable[[SyntheticData], np.ndarray]
 """Labels the test bars past warm-up with regime codes 0..3 (REGIMES order)."""
@@ -65,6 +74,19 @@ class EvalConfig:
     n_restarts: int = 3
     random_state: int = 0
     methods: tuple[str, ...] = METHODS
+
+
+def min_train_bars() -> int:
+    """The smallest training run every method is fitted on: our fit's need — the feature
+    warm-up (the first ``WARMUP_BARS - 1`` bars give no row) plus ``MIN_ROWS_PER_STATE`` usable
+    rows per state of its largest candidate K — applied to every method, so none is scored
+    from a fit on a handful of rows (hmmlearn and jumpmodels gave a silent 0.000 on 70 bars)."""
+    return WARMUP_BARS - 1 + MIN_ROWS_PER_STATE * max(RegimeHMM()._candidates())
+
+
+def min_test_bars() -> int:
+    """The smallest test run: two bars past the feature warm-up (a switch needs two)."""
+    return WARMUP_BARS + 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,9 +178,20 @@ def _hmmlearn(train: SyntheticData, cfg: EvalConfig) -> Labeler:
 
 
 def true_parameter_model(train: SyntheticData, features: Sequence[tuple[str, str]] = DEFAULT_FEATURES) -> RegimeModel:
-    """The generator's transition matrix with emissions fitted on the labelled training run."""
+    """The generator's transition matrix with emissions fitted on the labelled training run.
+
+    Every regime needs :data:`MIN_ROWS_PER_REGIME` training rows past the warm-up; a run that
+    never visits one (``easy`` has dwells of 80-150 bars) is a DataError naming it."""
     _, ready, x, floor = _rows(train, features)
     codes = train.regime_codes[ready]
+    counts = np.bincount(codes, minlength=4)
+    short = [f"{REGIMES[k].value} has {int(counts[k])}" for k in range(4) if counts[k] < MIN_ROWS_PER_REGIME]
+    if short:
+        raise DataError(
+            f"true-parameter model of {train.scenario!r} ({len(train.regimes):,} training bars, seed {train.seed}): "
+            f"regime {', '.join(short)} training rows past the warm-up; each regime needs at least "
+            f"{MIN_ROWS_PER_REGIME} to fit its emission (a longer training run visits every regime)"
+        )
     center, scale = x.mean(axis=0), x.std(axis=0)
     z = (x - center) / scale
     means = np.stack([z[codes == k].mean(axis=0) for k in range(4)])
@@ -216,6 +249,15 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> list[dict]:
     unknown = [m for m in cfg.methods if m not in DETECTORS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose among {list(DETECTORS)}")
+    if cfg.train_bars < min_train_bars():
+        raise DataError(
+            f"train_bars={cfg.train_bars}: a training run needs at least {min_train_bars()} bars for every "
+            f"method ({WARMUP_BARS - 1} warm-up bars + {MIN_ROWS_PER_STATE} usable rows per state of our "
+            f"fit's largest K, {max(RegimeHMM()._candidates())})"
+        )
+    if cfg.n_bars < min_test_bars():
+        raise DataError(f"n_bars={cfg.n_bars}: a test run needs at least {min_test_bars()} bars "
+                        f"(the features warm up on the first {WARMUP_BARS})")
     rows: list[dict] = []
     jobs = [(s, seed) for s in cfg.scenarios for seed in cfg.seeds]
     bar = None

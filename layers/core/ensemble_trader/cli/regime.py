@@ -64,8 +64,10 @@ def _state_counts(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import WindowBound, at_least, image_path, iso_time, seed
     from ensemble_trader.domain.features import WARMUP_BARS
+    from ensemble_trader.domain.regime_fit import MIN_ROWS_PER_STATE
     from training.regime.estimator import DEFAULT_RESTARTS
     from training.regime.evaluate import METHODS as EVAL_METHODS
+    from training.regime.evaluate import min_test_bars, min_train_bars
 
     p = sub.add_parser("regime", help="regime detection: fit, label, evaluate, history")
     rsub = p.add_subparsers(dest="regime_command", metavar="ACTION", required=True)
@@ -92,9 +94,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = rsub.add_parser("evaluate", help="validation tables on synthetic bars with known regimes")
     ev.add_argument("--scenarios", nargs="+", default=None, help="generator presets (default: all four)")
     ev.add_argument("--seeds", nargs="+", type=int, default=None, help="test seeds (default 0 1 2)")
-    ev.add_argument("--bars", type=at_least(WARMUP_BARS + 2), default=3000,
-                    help=f"test bars per seed (at least {WARMUP_BARS + 2}: the features warm up on the first {WARMUP_BARS})")
-    ev.add_argument("--train-bars", type=at_least(1), default=6000, help="bars of the training run")
+    ev.add_argument("--bars", type=at_least(min_test_bars()), default=3000,
+                    help=f"test bars per seed (at least {min_test_bars()}: the features warm up on the first {WARMUP_BARS})")
+    ev.add_argument("--train-bars", type=at_least(min_train_bars()), default=6000,
+                    help=f"bars of the training run (at least {min_train_bars()} for every method: the first "
+                         f"{WARMUP_BARS - 1} give no feature row, then {MIN_ROWS_PER_STATE} rows per state of our fit's largest K)")
     ev.add_argument("--methods", nargs="+", choices=EVAL_METHODS, default=None, metavar="METHOD",
                     help=f"detectors to compare, among {' '.join(EVAL_METHODS)} (default: all)")
     ev.add_argument("--restarts", type=at_least(1), default=3, help="EM restarts per state count of our fit (default 3)")
