@@ -63,3 +63,35 @@ def test_true_parameter_model_names_a_regime_missing_from_the_training_run():
     assert "SIDEWAYS" not in set(train.regimes[60:].tolist())
     with pytest.raises(DataError, match=r"SIDEWAYS has 0 training rows.*at least 2"):
         true_parameter_model(train)
+
+
+# --------------------------------------------------------------------------------------------
+# regime evaluate: a test seed is never the training seed
+# --------------------------------------------------------------------------------------------
+
+
+def test_evaluate_refuses_the_training_seed_as_a_test_seed():
+    """The generator's regime path depends on the seed only (a shorter run is a prefix of a
+    longer one): test seed 10,000 would be scored on the training run's own regime path."""
+    import numpy as np
+    from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.domain.synthetic import generate
+
+    from training.regime.evaluate import TRAIN_SEED_OFFSET, EvalConfig, evaluate
+
+    assert np.array_equal(generate("easy", 300, 10_000).regimes, generate("easy", 6000, 10_000).regimes[:300])
+    for random_state in (0, 4):
+        train_seed = TRAIN_SEED_OFFSET + random_state
+        cfg = EvalConfig(scenarios=("easy",), seeds=(0, train_seed), n_bars=300, methods=("true_params",),
+                         random_state=random_state)  # fmt: skip
+        with pytest.raises(DataError, match=rf"test seed {train_seed} is the training run's seed"):
+            evaluate(cfg)
+
+
+def test_evaluate_cli_refuses_the_training_seed_as_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["regime", "evaluate", "--scenarios", "easy", "--seeds", "1", "10000", "--methods", "true_params",
+              "--bars", "100"])  # fmt: skip
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seeds" in err and "10000" in err and "training" in err

@@ -53,6 +53,8 @@ METHODS = ("ours", "hmmlearn", "true_params", "jumpmodels")
 DEFAULT_SCENARIOS = ("easy", "realistic", "hard", "mean_reverting")
 DEFAULT_SEEDS = (0, 1, 2)
 TRAIN_SEED_OFFSET = 10_000
+"""Each scenario's training run is generated with seed ``TRAIN_SEED_OFFSET + random_state``; a
+test seed equal to it is refused (same seed, same regime path: see docs/data.md)."""
 PLAIN_FEATURES: tuple[tuple[str, str], ...] = (("ret_1", "identity"), ("realized_vol_20", "log"))
 JUMP_PENALTY = 2.0
 """Chosen on the realistic preset among 0.5-100 (accuracy of the online prediction)."""
@@ -254,6 +256,13 @@ def evaluate(cfg: EvalConfig, progress: bool = False) -> list[dict]:
             f"train_bars={cfg.train_bars}: a training run needs at least {min_train_bars()} bars for every "
             f"method ({WARMUP_BARS - 1} warm-up bars + {MIN_ROWS_PER_STATE} usable rows per state of our "
             f"fit's largest K, {max(RegimeHMM()._candidates())})"
+        )
+    train_seed = TRAIN_SEED_OFFSET + cfg.random_state
+    if train_seed in cfg.seeds:
+        raise DataError(
+            f"test seed {train_seed} is the training run's seed ({TRAIN_SEED_OFFSET:,} + random_state "
+            f"{cfg.random_state}): the generator's regime path depends on the seed only, so that test run "
+            "would replay the training run's regimes; choose another test seed"
         )
     if cfg.n_bars < min_test_bars():
         raise DataError(f"n_bars={cfg.n_bars}: a test run needs at least {min_test_bars()} bars "

@@ -61,6 +61,28 @@ def _state_counts(text: str) -> list[int]:
     return counts
 
 
+def _training_seed() -> int:
+    """The seed of `regime evaluate`'s training runs (TRAIN_SEED_OFFSET + EvalConfig.random_state,
+    which the command does not change)."""
+    from training.regime.evaluate import TRAIN_SEED_OFFSET, EvalConfig
+
+    return TRAIN_SEED_OFFSET + EvalConfig().random_state
+
+
+def _test_seed(text: str) -> int:
+    """``regime evaluate --seeds``: a seed numpy accepts, other than the training runs' seed (a
+    test run of that seed would replay the training run's regime path)."""
+    from ensemble_trader.cli import seed
+
+    value = seed(text)
+    if value == _training_seed():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is the seed of the training runs: the same seed gives the same regime path, so the "
+            "test would replay the training data; choose another test seed"
+        )
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import WindowBound, at_least, image_path, iso_time, seed
     from ensemble_trader.domain.features import WARMUP_BARS
@@ -93,7 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ev = rsub.add_parser("evaluate", help="validation tables on synthetic bars with known regimes")
     ev.add_argument("--scenarios", nargs="+", default=None, help="generator presets (default: all four)")
-    ev.add_argument("--seeds", nargs="+", type=int, default=None, help="test seeds (default 0 1 2)")
+    ev.add_argument("--seeds", nargs="+", type=_test_seed, default=None,
+                    help=f"test seeds (default 0 1 2; not {_training_seed()}, the training runs' seed)")
     ev.add_argument("--bars", type=at_least(min_test_bars()), default=3000,
                     help=f"test bars per seed (at least {min_test_bars()}: the features warm up on the first {WARMUP_BARS})")
     ev.add_argument("--train-bars", type=at_least(min_train_bars()), default=6000,
