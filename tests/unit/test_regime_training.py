@@ -206,3 +206,20 @@ def test_refit_on_a_calm_stretch_keeps_the_states_it_hardly_sees():
     window = fm.ready & (ts >= np.datetime64("2015-01-01")) & (ts < np.datetime64("2019-01-01"))
     bull = REGIMES.index(Regime.BULL)
     assert np.mean(labels.regime[window] == bull) > 0.1
+
+
+@pytest.mark.parametrize(("seed", "shown"), [(2.7, "2.7"), (True, "True"), ("x", "'x'"), (None, "None")])
+def test_the_job_refuses_a_seed_that_is_not_a_whole_number(seed, shown, tmp_path):
+    """int() turned 2.7 into 2 and true into 1: the job trained with a seed nobody asked for."""
+    from training.regime import train
+
+    with pytest.raises(ValueError, match=rf"seed={shown}: expected a whole number"):
+        train.run_job({"seed": seed}, [], tmp_path / "model")
+
+
+def test_the_job_reads_a_whole_seed_however_json_spells_it():
+    from training.regime.train import _whole
+
+    assert _whole(4.0, "seed") == _whole("4", "seed") == _whole(4, "seed") == 4
+    with pytest.raises(ValueError, match="restarts=True"):
+        _whole(True, "restarts")

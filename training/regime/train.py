@@ -10,6 +10,9 @@ Inputs, as a SageMaker training container receives them (local folders work the 
   ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as ``data synth`` writes them);
 * ``$SM_MODEL_DIR`` (default ``/opt/ml/model``): where the artifact is written.
 
+``seed``, ``restarts`` and ``states`` must be whole numbers (JSON may write 4, 4.0 or "4"):
+2.7 or true fails the job, naming the value, rather than training with 2 or 1.
+
 It prints one JSON line ``{"version": ..., "model_dir": ..., "n_states": ..., "bic": ...}``.
 """
 
@@ -50,7 +53,9 @@ def _states(value: Any) -> tuple[int, ...]:
 
 
 def _whole(value: Any, name: str) -> int:
-    """A hyperparameter that must be a whole number (JSON may spell it 4.0 or "4")."""
+    """A hyperparameter that must be a whole number (JSON may spell it 4.0 or "4"; true is not one)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: expected a whole number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -95,7 +100,7 @@ def channel_bars(channel: str | None) -> list[BarSeries]:
 def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progress: bool = False) -> dict[str, Any]:
     estimator, model = fit_model(
         series,
-        seed=int(hps.get("seed", 0)),
+        seed=_whole(hps.get("seed", 0), "seed"),
         states=hps.get("states"),
         covariance_type=str(hps.get("covariance_type", "full")),
         restarts=_whole(hps.get("restarts", DEFAULT_RESTARTS), "restarts"),
