@@ -15,7 +15,7 @@ from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore, MemoryPaperLedger
 from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
-from ensemble_trader.domain.orders import BrokerUnavailableError, UnknownOutcomeError
+from ensemble_trader.domain.orders import BrokerRejectedError, BrokerUnavailableError, UnknownOutcomeError
 from ensemble_trader.domain.risk import RejectReason, RiskLimits, TradingState
 from ensemble_trader.runtime.clock import FixedClock
 from ensemble_trader.runtime.orders import OrderRouter
@@ -491,6 +491,106 @@ def test_batch_recovers_when_another_writer_synced_a_fill_first():
     # computed from a stale copy of the filled order
     second = [o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED][1:]
     assert [(o.side, o.quantity) for o in second] == [(Side.SELL, 5.0)]
+
+
+@pytest.mark.parametrize("reducing", [False, True])
+def test_an_exit_larger_than_the_per_order_notional_goes_out_in_parts(reducing):
+    """Long 2,000 bought at the 200,000 per-order notional; at 108 the exit is 216,000 and was
+    rejected MAX_ORDER_NOTIONAL on every bar, also while the breaker allowed only reductions."""
+    rig = Rig(max_order_notional=200_000, max_position_notional=1e9, max_gross_exposure=1e9)
+    rig.warm()
+    rig.router.handle(intent(1, 2.0, 100.0))
+    rig.router.handle(intent(2, 2.0, 100.0))  # filled: long 2,000
+    if reducing:
+        state = rig.store.load_risk_state()
+        state.trading_state, state.state_reason, state.breaker_latched = TradingState.REDUCING, "test", True
+        rig.store.save_risk_state(state)
+    exit_ = intent(3, 0.0, 108.0)
+    out = rig.router.handle(exit_)
+    assert not out.rejections
+    (sell,) = out.orders
+    assert (sell["side"], sell["quantity"], sell["planned_quantity"]) == ("SELL", 1_851.0, 2_000.0)  # 200,000 / 108
+    assert "MAX_ORDER_NOTIONAL" in sell["cut"]
+    for _ in range(3):
+        assert not rig.router.handle(exit_).orders  # redeliveries: the same cut order, not another
+    assert rig.paper.created == 2
+    rest = rig.router.handle(intent(4, 0.0, 108.0))  # fills 1,851; the next intent sells the rest
+    assert [(o["side"], o["quantity"]) for o in rest.orders] == [("SELL", 149.0)] and "cut" not in rest.orders[0]
+    rig.router.handle(intent(5, 0.0, 108.0))
+    assert rig.store.get_position("SPX").quantity == 0
+
+
+def test_a_flip_whose_closing_leg_is_cut_holds_its_opening_leg_back():
+    """Long 2,000 under a 1,000-share order limit, flipped to short 1,000: the closing SELL 2,000
+    was rejected and the opening SELL 1,000 went out against the unchanged position. Now the
+    close is cut to 1,000 and the opening leg waits for a later intent that closes in full."""
+    rig = Rig(max_order_quantity=1_000, max_position_notional=1e9, max_gross_exposure=1e9)
+    rig.warm()
+    rig.router.handle(intent(1, 1.0, 100.0))
+    rig.router.handle(intent(2, 2.0, 100.0))
+    rig.router.handle(intent(3, 2.0, 100.0))
+    assert rig.store.get_position("SPX").quantity == 2_000
+    flip = intent(4, -1.0, 100.0)
+    out = rig.router.handle(flip)
+    assert [(o["side"], o["quantity"], o["planned_quantity"]) for o in out.orders] == [("SELL", 1_000.0, 2_000.0)]
+    (held_back,) = out.rejections
+    assert held_back["reason"] == RejectReason.CLOSING_LEG_INCOMPLETE.value
+    assert "cut to 1000 of 2000" in held_back["message"]
+    for _ in range(3):
+        again = rig.router.handle(flip)
+        assert not again.orders and not again.rejections
+    assert rig.paper.created == 3 and len(rig.events("OrderRejected")) == 1
+    out = rig.router.handle(intent(5, -1.0, 100.0))  # fills the cut close: long 1,000, a whole flip now
+    assert [(o["side"], o["quantity"]) for o in out.orders] == [("SELL", 1_000.0), ("SELL", 1_000.0)]
+    rig.router.handle(intent(6, -1.0, 100.0))
+    assert rig.store.get_position("SPX").quantity == -1_000
+
+
+def test_a_flip_cut_then_redelivered_after_a_crash_still_holds_its_opening_leg_back():
+    rig = Rig(broker=CrashBeforeSubmit, max_order_quantity=1_000, max_position_notional=1e9, max_gross_exposure=1e9)
+    rig.broker.crash = False
+    rig.warm()
+    rig.router.handle(intent(1, 1.0, 100.0))
+    rig.router.handle(intent(2, 2.0, 100.0))
+    rig.router.handle(intent(3, 2.0, 100.0))
+    flip = intent(4, -1.0, 100.0)
+    rig.broker.crash = True
+    with pytest.raises(SystemExit):
+        rig.router.handle(flip)  # the cut close is recorded PENDING, then the process dies
+    out = rig.router.handle(flip)  # SQS redelivers: the close is sent, the opening leg held back
+    assert out.resolved_existing == 1
+    assert [o.quantity for o in rig.paper.list_open_orders()] == [1_000.0]
+    assert [r["reason"] for r in out.rejections] == [RejectReason.CLOSING_LEG_INCOMPLETE.value]
+    rig.router.handle(flip)
+    assert len(rig.paper.list_open_orders()) == 1
+
+
+class RejectsNextSell(BrokerWrapper):
+    """Refuses the next SELL (Alpaca: 'insufficient qty available'), once."""
+
+    def submit(self, order):
+        if order.side is Side.SELL and not getattr(self, "refused", False):
+            self.refused = True
+            raise BrokerRejectedError(order.client_order_id, "insufficient qty available")
+        return self.inner.submit(order)
+
+
+def test_a_flip_whose_closing_leg_the_broker_refuses_does_not_send_its_opening_leg():
+    """The opening leg was checked and sent as if the close had happened."""
+    rig = Rig(broker=RejectsNextSell)
+    rig.warm()
+    rig.router.handle(intent(1, 0.3, 100.0))
+    rig.router.handle(intent(2, 0.3, 100.0))  # long 300
+    flip = intent(3, -0.3, 100.0)
+    out = rig.router.handle(flip)
+    assert [(o["side"], o["status"]) for o in out.orders] == [("SELL", "REJECTED")]
+    (held_back,) = out.rejections
+    assert held_back["reason"] == RejectReason.CLOSING_LEG_INCOMPLETE.value and "BROKER_REJECTED" in held_back["message"]
+    assert rig.paper.list_open_orders() == []
+    rig.router.handle(flip)  # a redelivery does not send it either
+    assert rig.paper.list_open_orders() == []
+    nxt = rig.router.handle(intent(4, -0.3, 100.0))  # the next intent flips in full
+    assert [(o["side"], o["quantity"]) for o in nxt.orders] == [("SELL", 300.0), ("SELL", 300.0)]
 
 
 def test_a_flip_with_two_equal_legs_is_not_a_duplicate():

@@ -170,6 +170,39 @@ def test_a_reference_dated_slightly_ahead_is_allowed_up_to_the_intent_lead():
     assert "301 s ahead" in decision.message and "300 s" in decision.message
 
 
+def test_an_order_that_reduces_exposure_is_cut_down_to_the_per_order_limits():
+    """An exit larger than a per-order limit was rejected on every bar, the position itself within
+    limits: it is cut down to the limits (rounded toward zero to the step), and the cut passes."""
+    engine = RiskEngine(LIMITS)  # at most 1,000 shares and 50,000 per order
+    sell = order(qty=2_500, side=Side.SELL, price=10)
+    c = ctx(position=2_500, ref_price=10)
+    cut = engine.cut_to_order_limits(sell, c, step=1.0)
+    assert (cut.quantity, cut.reason) == (1_000, RejectReason.MAX_ORDER_QUANTITY)
+    assert "2500" in cut.message and "1000" in cut.message
+    assert engine.check(sell.model_copy(update={"quantity": cut.quantity}), RiskState(), c).accepted
+    for step, expected in ((1.0, 462.0), (7.0, 462.0), (0.1, 462.9), (0.25, 462.75)):  # 50,000 / 108 = 462.96
+        sell = order(qty=900, side=Side.SELL, price=108)
+        c = ctx(position=900, ref_price=108)
+        cut = engine.cut_to_order_limits(sell, c, step=step)
+        assert cut.quantity == pytest.approx(expected) and cut.reason is RejectReason.MAX_ORDER_NOTIONAL
+        assert engine.check(sell.model_copy(update={"quantity": cut.quantity}), RiskState(), c).accepted
+    buy_back = order(qty=2_000, side=Side.BUY, price=10)
+    assert engine.cut_to_order_limits(buy_back, ctx(position=-3_000, ref_price=10), 1.0).quantity == 1_000
+
+
+def test_an_order_is_not_cut_when_it_fits_adds_exposure_or_cannot_be_cut():
+    engine = RiskEngine(LIMITS)
+    assert engine.cut_to_order_limits(order(qty=500, side=Side.SELL), ctx(position=500), 1.0) is None  # fits
+    assert engine.cut_to_order_limits(order(qty=2_500, price=10), ctx(ref_price=10), 1.0) is None  # adds
+    flip = order(qty=2_500, side=Side.SELL, price=10)
+    assert engine.cut_to_order_limits(flip, ctx(position=1_000, ref_price=10), 1.0) is None  # crosses zero
+    # reduces the position with working orders, not the one held (the working order may never fill)
+    c = OrderContext(NOW, Reference(10.0, NOW), 2_500.0, 0.0, held=0.0)
+    assert engine.cut_to_order_limits(order(qty=2_500, side=Side.SELL, price=10), c, 1.0) is None
+    assert engine.cut_to_order_limits(order(qty=2_500, side=Side.SELL, price=10), ctx(position=2_500, ref_price=10),
+                                      step=2_000.0) is None  # not one step fits: check rejects it
+
+
 CHECK_ORDER = [
     RejectReason.KILL_SWITCH, RejectReason.HALTED, RejectReason.REDUCING_ONLY, RejectReason.SYMBOL_HALTED,
     RejectReason.RESTRICTED_SYMBOL, RejectReason.INVALID_ORDER, RejectReason.REFERENCE_MISSING,

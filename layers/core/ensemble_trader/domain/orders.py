@@ -5,7 +5,11 @@ symbol (``allocation`` × equity; the whole equity when the allocation is 1). Th
 shares (``target_quantity``), subtracts what is held and what is already working at the broker,
 rounds toward zero to the tradable step and emits at most two orders: when the target lies on the
 other side of zero, the first order closes the position (risk-reducing, so it may pass while the
-breaker only allows reductions) and the second opens the new side.
+breaker only allows reductions) and the second opens the new side. Planning does not know the
+limits: the router cuts an order that reduces exposure down to the per-order limits before its
+check (:meth:`~ensemble_trader.domain.risk.RiskEngine.cut_to_order_limits`), so an exit larger
+than one order goes out over several intents, and sends a flip's opening leg only once its
+closing leg went out in full.
 
 Every order's client order id is derived from the decision — strategy, symbol, bar time, model
 version and leg — never from the attempt, so a redelivered intent names the same orders and the

@@ -27,7 +27,9 @@ throttle                  too many orders in the sliding window, per symbol or o
 ========================  ==================================================================
 
 Orders that reduce exposure are never blocked by the position and gross-exposure limits (a breach
-must stay repairable), but every other check applies to them.
+must stay repairable), but every other check applies to them. One larger than the per-order
+quantity or notional limit is cut down to it (:meth:`RiskEngine.cut_to_order_limits`, which the
+router applies before the check) rather than rejected, so an exit goes out in parts over bars.
 
 Circuit breaker: the trading state moves ACTIVE → REDUCING (only risk-reducing orders) → HALTED
 as the daily loss (against the equity at the start of the day) or the drawdown (against the peak
@@ -79,6 +81,8 @@ class RejectReason(StrEnum):
     INTENT_CONFLICT = "INTENT_CONFLICT"
     BROKER_REJECTED = "BROKER_REJECTED"
     NOT_AT_BROKER = "NOT_AT_BROKER"
+    # A flip's opening leg, held back because its closing leg did not go out in full.
+    CLOSING_LEG_INCOMPLETE = "CLOSING_LEG_INCOMPLETE"
 
 
 class TradingState(StrEnum):
@@ -256,6 +260,16 @@ ACCEPTED = RiskDecision(True)
 
 
 @dataclass(frozen=True, slots=True)
+class OrderCut:
+    """An order that reduces exposure, cut down to the per-order limits: its new ``quantity``,
+    the limit that bound (``MAX_ORDER_QUANTITY`` or ``MAX_ORDER_NOTIONAL``) and a message."""
+
+    quantity: float
+    reason: RejectReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerTransition:
     """A change of trading state, with the figures that caused it."""
 
@@ -422,6 +436,52 @@ class RiskEngine:
                 f"(max {lim.max_orders_global})",
             )
         return ACCEPTED
+
+    def cut_to_order_limits(self, order: Order, ctx: OrderContext, step: float) -> OrderCut | None:
+        """The cut that fits an order reducing exposure into the per-order quantity and notional
+        limits, rounded toward zero to ``step``; None when it needs none or cannot have one.
+
+        An exit, a reduction or a flip's closing leg larger than a per-order limit would be
+        rejected on every bar although the position itself is within limits: cut down, part of it
+        goes now and the next intent, planned from the position, sends more. "Reducing" means what
+        it means to :meth:`check` (reduces the held and the potential position). An order that
+        fits, adds exposure (rejected by :meth:`check`), is invalid, or of which not one ``step``
+        fits is not cut.
+        """
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
+        lim = self.limits
+        price, quantity = order.decision_price, order.quantity
+        if price is None or not (math.isfinite(price) and price > 0 and math.isfinite(quantity) and quantity > 0):
+            return None
+
+        def fits(q: float) -> bool:  # the per-order checks of check(), as they are written there
+            return q <= lim.max_order_quantity and q * price <= lim.max_order_notional
+
+        held = ctx.position if ctx.held is None else ctx.held
+        signed = order.signed_quantity
+        if fits(quantity) or not (reduces_exposure(ctx.position, signed) and reduces_exposure(held, signed)):
+            return None
+        room = min(lim.max_order_quantity, lim.max_order_notional / price)
+        units = math.floor(min(room, quantity) / step + 1e-9)
+        while units > 0 and not fits(units * step):  # float rounding may overshoot by a step
+            units -= 1
+        if units == 0:
+            return None
+        cut = units * step
+        if lim.max_order_quantity <= lim.max_order_notional / price:
+            reason, limit = RejectReason.MAX_ORDER_QUANTITY, f"max {lim.max_order_quantity:g} shares an order"
+        else:
+            reason, limit = (
+                RejectReason.MAX_ORDER_NOTIONAL,
+                f"max {lim.max_order_notional:,.2f} an order, at {price:g}",
+            )
+        return OrderCut(
+            cut,
+            reason,
+            f"{order.side.value} {quantity:g} {order.symbol} reduces exposure and is cut to {cut:g} "
+            f"({reason.value}: {limit}); the next intent plans the rest from the position",
+        )
 
     def record(self, order: Order, state: RiskState, now: datetime) -> None:
         """Remember an accepted order; forget those older than every window."""

@@ -44,6 +44,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position, Side
 from ensemble_trader.domain.orders import (
+    QUANTITY_EPSILON,
     WORKING_STATUSES,
     BrokerError,
     BrokerOrder,
@@ -59,6 +60,7 @@ from ensemble_trader.domain.orders import (
     OrderSubmitted,
     ReconciliationFailed,
     UnknownOutcomeError,
+    closing_quantity,
     describe,
     fill_from_progress,
     order_after_report,
@@ -78,6 +80,7 @@ from ensemble_trader.domain.risk import (
     BreakerTransition,
     Mark,
     OrderContext,
+    OrderCut,
     Reference,
     RejectReason,
     RiskDecision,
@@ -586,13 +589,29 @@ class OrderRouter:
         seen = {o.client_order_id for o in planned}
         replanned = False
         potential = held + working_here
+        origin = potential  # where this intent's legs start (on a redelivery: before its own legs)
+        opening_leg = leg_order_id(intent, 1)  # a plan has a second leg only for a flip: the opening one
         other_gross = self._other_gross(positions, working, state, symbol)
 
         while planned:
             order = planned.popleft()
-            decision = self.engine.check(
-                order, state, OrderContext(now, reference, potential, other_gross, held)
-            )
+            context = OrderContext(now, reference, potential, other_gross, held)
+            cut: OrderCut | None = None
+            planned_quantity = order.quantity
+            held_back = self._closing_leg_incomplete(intent, origin) if order.client_order_id == opening_leg else None
+            if held_back is not None:
+                decision = RiskDecision(False, RejectReason.CLOSING_LEG_INCOMPLETE, held_back)
+            else:
+                decision = self.engine.check(order, state, context)
+                if decision.reason in (RejectReason.MAX_ORDER_QUANTITY, RejectReason.MAX_ORDER_NOTIONAL):
+                    # reducing exposure, it is cut down to the per-order limits rather than rejected
+                    # on every bar: the next intent plans the rest from the position. The id stays
+                    # the leg's, so a redelivery finds the cut order recorded
+                    cut = self.engine.cut_to_order_limits(order, context, self.quantity_step)
+                    if cut is not None:
+                        log.warning("intent %s: %s", intent.intent_id, cut.message)
+                        order = order.model_copy(update={"quantity": cut.quantity})
+                        decision = self.engine.check(order, state, context)
             reason = decision.reason or RejectReason.INVALID_ORDER  # used only when rejected
             record = order if decision.accepted else order.model_copy(
                 update={"status": OrderStatus.REJECTED, "reject_code": reason.value,
@@ -607,6 +626,7 @@ class OrderRouter:
                     # orders: the first plan's legs, those not yet recorded among them placed now.
                     replanned = True
                     before = held + working_here - self._own_effect(intent, working)
+                    origin = before
                     missing = [o for o in plan(before, 0.0) if o.client_order_id not in seen]
                     planned.extend(missing)
                     seen.update(o.client_order_id for o in missing)
@@ -636,9 +656,34 @@ class OrderRouter:
             held += order.signed_quantity  # the worst case: the earlier legs are the ones that fill
             final, fills = self._submit(order, events)
             outcome.fills += fills
-            outcome.orders.append(describe(final))
+            described = describe(final)
+            if cut is not None:
+                described.update(planned_quantity=planned_quantity, cut=cut.message)
+            outcome.orders.append(described)
 
         self.store.save_risk_state(state)
+
+    def _closing_leg_incomplete(self, intent: OrderIntent, origin: float) -> str | None:
+        """Why a flip's opening leg is held back (None: it is not): its closing leg (leg 0) did not
+        go out in full — rejected (by a check or by the broker), canceled before it filled, or cut
+        down to the per-order limits. Sent anyway, the opening leg would be checked and placed as
+        if the position had closed. ``origin`` is the position the intent's legs start from (the
+        closing leg was planned to take it to flat); the next intent replans from the position."""
+        coid = leg_order_id(intent, 0)
+        close = self.store.get_order(coid)
+        whole = abs(closing_quantity(origin, self.quantity_step))
+        if close is None:
+            why = "was not recorded"
+        elif close.status is OrderStatus.REJECTED:
+            why = f"was rejected ({close.reject_code}: {close.reject_reason})"
+        elif close.status is OrderStatus.CANCELED and close.filled_quantity < close.quantity - QUANTITY_EPSILON:
+            why = f"was canceled with {close.filled_quantity:g} of {close.quantity:g} filled"
+        elif close.quantity < whole - QUANTITY_EPSILON:
+            why = f"was cut to {close.quantity:g} of {whole:g} by the per-order limits"
+        else:
+            return None
+        return (f"opening leg of the flip not sent: its closing leg {coid} {why}; "
+                "the next intent plans again from the position")
 
     def _own_effect(self, intent: OrderIntent, working: list[Order]) -> float:
         """The signed quantity this intent's recorded legs add to held + working: a working leg
