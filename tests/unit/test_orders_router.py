@@ -593,6 +593,17 @@ def test_a_flip_whose_closing_leg_the_broker_refuses_does_not_send_its_opening_l
     assert [(o["side"], o["quantity"]) for o in nxt.orders] == [("SELL", 300.0), ("SELL", 300.0)]
 
 
+def test_a_flip_under_the_kill_switch_is_rejected_kill_switch_on_both_legs():
+    """Holding the opening leg back does not hide the check that refuses it anyway."""
+    rig = Rig()
+    rig.warm()
+    rig.router.handle(intent(1, 0.3, 100.0))
+    rig.router.handle(intent(2, 0.3, 100.0))  # long 300
+    rig.router.set_kill_switch(True, "incident")
+    out = rig.router.handle(intent(3, -0.3, 100.0))
+    assert [r["reason"] for r in out.rejections] == [RejectReason.KILL_SWITCH.value] * 2
+
+
 def test_a_flip_with_two_equal_legs_is_not_a_duplicate():
     rig = Rig()
     rig.warm()

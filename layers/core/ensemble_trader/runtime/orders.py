@@ -598,20 +598,22 @@ class OrderRouter:
             context = OrderContext(now, reference, potential, other_gross, held)
             cut: OrderCut | None = None
             planned_quantity = order.quantity
-            held_back = self._closing_leg_incomplete(intent, origin) if order.client_order_id == opening_leg else None
-            if held_back is not None:
-                decision = RiskDecision(False, RejectReason.CLOSING_LEG_INCOMPLETE, held_back)
-            else:
-                decision = self.engine.check(order, state, context)
-                if decision.reason in (RejectReason.MAX_ORDER_QUANTITY, RejectReason.MAX_ORDER_NOTIONAL):
-                    # reducing exposure, it is cut down to the per-order limits rather than rejected
-                    # on every bar: the next intent plans the rest from the position. The id stays
-                    # the leg's, so a redelivery finds the cut order recorded
-                    cut = self.engine.cut_to_order_limits(order, context, self.quantity_step)
-                    if cut is not None:
-                        log.warning("intent %s: %s", intent.intent_id, cut.message)
-                        order = order.model_copy(update={"quantity": cut.quantity})
-                        decision = self.engine.check(order, state, context)
+            decision = self.engine.check(order, state, context)
+            if order.client_order_id == opening_leg:
+                # sent only once its closing leg went out in full (else it would be checked and
+                # placed as if the position had closed); a check that refuses it anyway says why
+                held_back = self._closing_leg_incomplete(intent, origin) if decision.accepted else None
+                if held_back is not None:
+                    decision = RiskDecision(False, RejectReason.CLOSING_LEG_INCOMPLETE, held_back)
+            elif decision.reason in (RejectReason.MAX_ORDER_QUANTITY, RejectReason.MAX_ORDER_NOTIONAL):
+                # reducing exposure, it is cut down to the per-order limits rather than rejected on
+                # every bar: the next intent plans the rest from the position. The id stays the
+                # leg's, so a redelivery finds the cut order recorded
+                cut = self.engine.cut_to_order_limits(order, context, self.quantity_step)
+                if cut is not None:
+                    log.warning("intent %s: %s", intent.intent_id, cut.message)
+                    order = order.model_copy(update={"quantity": cut.quantity})
+                    decision = self.engine.check(order, state, context)
             reason = decision.reason or RejectReason.INVALID_ORDER  # used only when rejected
             record = order if decision.accepted else order.model_copy(
                 update={"status": OrderStatus.REJECTED, "reject_code": reason.value,
