@@ -653,14 +653,14 @@ def test_outcome_and_metrics_report_the_account_seen_by_the_breaker():
 
 def test_orders_settings_read_allocations_and_refuse_more_than_the_account(monkeypatch):
     from ensemble_trader.runtime.orders import OrdersSettings
-    from pydantic import ValidationError
+    from ensemble_trader.runtime.settings import EnvironmentSettingError
 
     monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", '{"SPX": 0.5, "IXIC": 0.5}')
     monkeypatch.setenv("ET_ORDERS_DEFAULT_ALLOCATION", "0.1")
     settings = OrdersSettings()
     assert settings.allocations == {"SPX": 0.5, "IXIC": 0.5} and settings.default_allocation == 0.1
     monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", '{"SPX": 0.7, "IXIC": 0.5}')
-    with pytest.raises(ValidationError, match="allocations add up to 1.2"):
+    with pytest.raises(EnvironmentSettingError, match="^ET_ORDERS_ALLOCATIONS: allocations add up to 1.2"):
         OrdersSettings()
 
 

@@ -29,17 +29,19 @@ after a transient failure, and carried to the next batch if it still fails.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
 from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position, Side
@@ -105,6 +107,56 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0.0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
 
 
+@contextmanager
+def _environment_named(model: type[BaseSettings], given: Mapping[str, Any]) -> Iterator[None]:
+    """Re-raise a settings model's refusal of an environment value as an
+    :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming the variable(s)
+    (``ET_RISK_PRICE_COLLAR``, not the field ``price_collar``), the value and the cause; the
+    original error is its ``__cause__``. Values ``given`` in code are not the environment's: a
+    refusal of only those propagates as it is."""
+    from ensemble_trader.runtime.settings import EnvironmentSettingError
+
+    prefix = str(model.model_config.get("env_prefix") or "")
+    environ = {key.upper(): (key, value) for key, value in os.environ.items()}
+
+    def variable(field: str) -> tuple[str, str] | None:  # (name as set, raw value), None: not set
+        return None if field in given else environ.get(f"{prefix}{field}".upper())
+
+    try:
+        yield
+    except SettingsError as exc:  # pydantic-settings could not decode a JSON-valued variable
+        match = re.search(r'field "([^"]+)"', str(exc))
+        found = variable(match.group(1)) if match else None
+        if found is None:
+            raise
+        origin = get_origin(model.model_fields[match.group(1)].annotation)
+        wanted = ('a JSON object, e.g. \'{"SPX": 0.6}\'' if origin is dict
+                  else 'a JSON list, e.g. \'["GME", "AMC"]\'' if origin in (list, set, frozenset) else "JSON")
+        raise EnvironmentSettingError(
+            found[0], f"{found[1]!r} is not valid JSON ({exc.__cause__ or exc}); it takes {wanted}"
+        ) from exc
+    except ValidationError as exc:
+        named: dict[str, str] = {}
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                fields = [str(error["loc"][0])]
+                if len(error["loc"]) > 1:  # inside the value: say where (allocations.SPX)
+                    message = f"{'.'.join(map(str, error['loc']))}: {message}"
+            else:  # a check across fields: the fields its message names
+                fields = [f for f in model.model_fields if re.search(rf"\b{f}\b", message)]
+            for found in filter(None, map(variable, fields)):
+                named[found[0]] = f"{message} (got {found[1]!r})"
+        if not named:
+            raise
+        if len(named) == 1:
+            ((name, problem),) = named.items()
+            raise EnvironmentSettingError(name, problem) from exc
+        raise EnvironmentSettingError(
+            ", ".join(named), "; ".join(f"{name}: {problem}" for name, problem in named.items())
+        ) from exc
+
+
 class RiskSettings(RiskLimits, BaseSettings):
     """:class:`RiskLimits` read from the environment: ``ET_RISK_MAX_ORDER_QUANTITY`` and so on.
 
@@ -114,6 +166,11 @@ class RiskSettings(RiskLimits, BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ET_RISK_", frozen=True, extra="ignore")
 
+    def __init__(self, **values: Any) -> None:
+        """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
+        with _environment_named(type(self), values):
+            super().__init__(**values)
+
     def limits(self) -> RiskLimits:
         return RiskLimits(**self.model_dump())
 
@@ -122,6 +179,11 @@ class OrdersSettings(BaseSettings):
     """The order stage's own settings (``ET_ORDERS_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="ET_ORDERS_", frozen=True, extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
+        with _environment_named(type(self), values):
+            super().__init__(**values)
 
     broker: Literal["paper", "alpaca"] = "paper"
     initial_equity: float = Field(default=1_000_000.0, gt=0)
@@ -1312,13 +1374,16 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
     from ensemble_trader.runtime.settings import get_settings
 
     settings = settings or get_settings()
+    # both read before anything is wired: a bad ET_ORDERS_* / ET_RISK_* variable raises
+    # EnvironmentSettingError naming it
     orders = orders or OrdersSettings()
+    limits = risk or RiskSettings().limits()
     clock = clock or SystemClock()
     return OrderRouter(
         DynamoOrdersStore(settings=settings),
         make_broker(settings, orders, clock),
         clock,
-        limits=risk or RiskSettings().limits(),
+        limits=limits,
         events=EventBridgePublisher(settings=settings),
         initial_equity=orders.initial_equity,
         quantity_step=orders.quantity_step,

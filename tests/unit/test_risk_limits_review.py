@@ -1,0 +1,60 @@
+"""Order-stage settings from the environment: a bad ``ET_ORDERS_*`` / ``ET_RISK_*`` value is refused
+with an :class:`EnvironmentSettingError` naming the variable and the cause (it was a bare pydantic
+``ValidationError`` about a field, or "error parsing value for field ..." with no reason)."""
+
+from __future__ import annotations
+
+import pytest
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.runtime.orders import OrdersSettings, RiskSettings, build_router
+from ensemble_trader.runtime.settings import EnvironmentSettingError, Settings
+from pydantic import ValidationError
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "build", "says"),
+    [
+        ("ET_ORDERS_BROKER", "alpacaa", OrdersSettings, ["'paper' or 'alpaca'", "'alpacaa'"]),
+        ("ET_ORDERS_ALLOCATIONS", "SPX=0.5", OrdersSettings, ["not valid JSON", "'SPX=0.5'", "JSON object"]),
+        ("ET_ORDERS_ALLOCATIONS", '{"SPX": 0.7, "IXIC": 0.5}', OrdersSettings, ["add up to 1.2"]),
+        ("ET_ORDERS_ALLOCATIONS", '{"SPX": 2}', OrdersSettings, ["allocations.SPX", "less than or equal to 1"]),
+        ("ET_ORDERS_INITIAL_EQUITY", "-5", OrdersSettings, ["greater than 0", "'-5'"]),
+        ("ET_RISK_PRICE_COLLAR", "10", RiskSettings, ["less than 1", "'10'"]),
+        ("ET_RISK_RESTRICTED_SYMBOLS", '["gme", "$$"]', RiskSettings, ["'$$' is not a symbol"]),
+        ("ET_RISK_RESTRICTED_SYMBOLS", "gme,amc", RiskSettings, ["not valid JSON", "JSON list"]),
+        ("ET_RISK_DAILY_LOSS_HALT", "0.01", RiskSettings, ["daily_loss_halt=0.01 must be >= daily_loss_reduce=0.03"]),
+        ("ET_RISK_CLOCK", "sometimes", RiskSettings, ["'wall' or 'event'"]),
+    ],
+)
+def test_a_bad_environment_value_names_its_variable_and_the_cause(monkeypatch, variable, value, build, says):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(EnvironmentSettingError) as caught:
+        build()
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+    for text in says:
+        assert text in str(caught.value)
+    assert isinstance(caught.value, DataError) and caught.value.__cause__ is not None
+
+
+def test_every_bad_variable_is_named(monkeypatch):
+    monkeypatch.setenv("ET_RISK_PRICE_COLLAR", "10")
+    monkeypatch.setenv("ET_RISK_MAX_ORDER_QUANTITY", "lots")
+    with pytest.raises(EnvironmentSettingError) as caught:
+        RiskSettings()
+    assert "ET_RISK_PRICE_COLLAR" in caught.value.variable and "ET_RISK_MAX_ORDER_QUANTITY" in caught.value.variable
+    assert "'lots'" in str(caught.value) and "'10'" in str(caught.value)
+
+
+def test_a_bad_value_given_in_code_is_not_blamed_on_the_environment(monkeypatch):
+    monkeypatch.delenv("ET_ORDERS_BROKER", raising=False)
+    with pytest.raises(ValidationError) as caught:
+        OrdersSettings(broker="alpacaa")
+    assert not isinstance(caught.value, EnvironmentSettingError)
+
+
+@pytest.mark.parametrize(("variable", "value"), [("ET_ORDERS_BROKER", "alpacaa"), ("ET_RISK_PRICE_COLLAR", "10")])
+def test_building_the_router_names_the_bad_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(EnvironmentSettingError, match=f"^{variable}: "):
+        build_router(Settings())
