@@ -18,6 +18,7 @@ NASDAQ, shared BTC data) and synthetic scenarios — whose warm-up rows are alre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,14 @@ RUIN_WEALTH = 0.05
 """An episode ends (terminated) when wealth falls below this fraction of its start."""
 
 
+class InvalidActionError(DataError):
+    """An action that is not one finite number (NaN, ±inf, or the wrong size).
+
+    A policy gives it only when it has diverged (PPO's Gaussian sample from a finite network is
+    finite, and SB3 clips it to the action space); clipping NaN would have made it a position of
+    NaN, a reward of +clip and NaN wealth for the rest of the episode."""
+
+
 class _Track:
     """Arrays of one series in the form the step loop reads fastest."""
 
@@ -49,8 +58,16 @@ class _Track:
                 f"{series.symbol}: features must have {len(FEATURE_NAMES)} columns "
                 f"({', '.join(FEATURE_NAMES)}), got shape {self.features.shape}"
             )
-        self.close = np.asarray(series.close, dtype=np.float64).tolist()
+        close = np.asarray(series.close, dtype=np.float64)
         values = np.asarray(series.features, dtype=np.float64)
+        # a NaN here would make NaN returns and rewards (or, through the excursion, a finite
+        # reward that ignores the position): refused before any step
+        checks = (("close", "finite and > 0", ~(np.isfinite(close) & (close > 0))),
+                  ("features", "finite", ~np.isfinite(values)))
+        for column, what, bad in checks:
+            if bad.any():
+                raise DataError(f"{series.symbol}: {column} must be {what}; row {int(np.argwhere(bad)[0][0])} is not")
+        self.close = close.tolist()
         self.vol = values[:, FEATURE_NAMES.index(VOL_FEATURE)].tolist()
         self.excursion = values[:, FEATURE_NAMES.index(EXCURSION_FEATURE)].tolist()
         self.n = len(self.close)
@@ -132,7 +149,14 @@ class TradingEnv(gym.Env):
         return self._observation(), {"series": self._track.name, "start": self._t}
 
     def step(self, action):
-        target = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], -self.leverage, self.leverage))
+        values = np.asarray(action, dtype=np.float64).reshape(-1)
+        if values.size != 1 or not math.isfinite(values[0]):
+            what = "one number" if values.size != 1 else "a finite number"
+            raise InvalidActionError(
+                f"action {np.asarray(action).tolist()!r} at row {self._t} of {self._track.name}: the action "
+                f"must be {what} (a target position in [-{self.leverage:g}, {self.leverage:g}])"
+            )
+        target = float(np.clip(values[0], -self.leverage, self.leverage))
         if self.no_trade_band > 0.0:  # AgentPool's execution rule: hold inside the band, else its edge
             target = float(no_trade_target(self._position, target, self.no_trade_band))
         tr, t = self._track, self._t

@@ -91,7 +91,16 @@ class Reward(Protocol):
     def params(self) -> dict[str, float | str]: ...
 
 
-def _clip(value: float, bound: float) -> float:
+class RewardError(EnsembleTraderError, ValueError):
+    """A reward's parameters are out of range, or a step gave it inputs that make no number."""
+
+
+def _clip(value: float, bound: float, name: str) -> float:
+    """``value`` clipped to ``[-bound, bound]``; NaN is an error (``min(bound, nan)`` is ``bound``:
+    a step with a NaN input would otherwise earn the largest reward)."""
+    if value != value:
+        raise RewardError(f"the {name} reward of a step is nan: one of its inputs (the return, the "
+                          "volatility, the position) is not a number")
     return max(-bound, min(bound, value))
 
 
@@ -120,7 +129,7 @@ class ConservativeReward(_RewardBase):
         dd_increase = max(0.0, o.drawdown - o.previous_drawdown)
         exposure = (o.position * o.volatility) ** 2
         raw = o.net_return - self.drawdown_penalty * dd_increase - self.vol_penalty * exposure
-        return _clip(self.scale * raw, self.clip)
+        return _clip(self.scale * raw, self.clip, self.name)
 
 
 @dataclass
@@ -133,7 +142,7 @@ class AggressiveReward(_RewardBase):
 
     def __call__(self, o: StepOutcome) -> float:
         growth = max(1.0 + o.net_return, 1e-6)  # a step that wipes out equity is the floor
-        return _clip(self.scale * math.log(growth), self.clip)
+        return _clip(self.scale * math.log(growth), self.clip, self.name)
 
 
 @dataclass
@@ -164,7 +173,7 @@ class BalancedReward(_RewardBase):
         dsr = (b * delta_a - 0.5 * a * delta_b) / variance**1.5
         self.mean_ = a + self.eta * delta_a
         self.second_moment_ = b + self.eta * delta_b
-        return _clip(self.scale * dsr, self.clip)
+        return _clip(self.scale * dsr, self.clip, self.name)
 
 
 @dataclass
@@ -181,7 +190,7 @@ class ContrarianReward(_RewardBase):
         lean = o.position * o.excursion
         weight = 1.0 + self.contrarian_bonus if lean < 0.0 else 1.0
         raw = o.net_return * weight - self.trend_penalty * max(0.0, lean) * o.volatility
-        return _clip(self.scale * raw, self.clip)
+        return _clip(self.scale * raw, self.clip, self.name)
 
 
 REWARDS: dict[str, type] = {

@@ -1,0 +1,90 @@
+"""Defects found by a review of the agents' training code (environment, rewards, training job):
+each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest.engine import PreparedSeries, prepare
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError
+from ensemble_trader.domain.synthetic import generate
+
+from training.agents.env import TradingEnv
+from training.agents.rewards import (
+    REWARDS,
+    AggressiveReward,
+    BalancedReward,
+    ConservativeReward,
+    ContrarianReward,
+    StepOutcome,
+    make_reward,
+)
+
+
+@pytest.fixture(scope="module")
+def series() -> PreparedSeries:
+    return prepare(generate("realistic", 300, seed=3).series)
+
+
+def outcome(**kw) -> StepOutcome:
+    base = dict(position=1.0, previous_position=0.0, asset_return=0.0, cost=0.0, net_return=0.0, wealth=1.0,
+                peak_wealth=1.0, previous_drawdown=0.0, volatility=0.01, excursion=0.0)
+    base.update(kw)
+    return StepOutcome(**base)
+
+
+# -- 1. a non-finite action or reward ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reward", sorted(REWARDS))
+@pytest.mark.parametrize("action", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_action_is_a_typed_error_and_changes_nothing(series, reward, action):
+    """NaN once earned the maximum reward (10) and left position and wealth NaN for good, so
+    ruin never ended the episode. PPO and SAC never emit a non-finite action from a finite
+    network; one that does has diverged."""
+    env = TradingEnv([series], make_reward(reward), leverage=1.0)
+    env.reset(options={"series": 0, "start": 0, "length": 5})
+    with pytest.raises(DataError, match=r"action .*(nan|inf)") as info:
+        env.step(np.array([action], dtype=np.float32))
+    assert type(info.value).__name__ == "InvalidActionError"
+    assert env.position == 0.0 and env.wealth == 1.0  # the episode is untouched
+    obs, r, terminated, truncated, _ = env.step(np.array([0.5], dtype=np.float32))
+    assert math.isfinite(r) and math.isfinite(env.wealth) and env.position == 0.5
+    assert np.all(np.isfinite(obs))
+
+
+def test_an_action_of_the_wrong_size_is_a_typed_error(series):
+    env = TradingEnv([series], make_reward("aggressive"), leverage=2.0)
+    env.reset(options={"series": 0, "start": 0})
+    with pytest.raises(DataError, match="one number"):
+        env.step(np.array([], dtype=np.float32))
+    with pytest.raises(DataError, match="one number"):
+        env.step(np.array([0.1, 0.2], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "position", "excursion"),
+    [(ConservativeReward, "net_return", 1.0, 0.0), (ConservativeReward, "volatility", 1.0, 0.0),
+     (AggressiveReward, "net_return", 1.0, 0.0), (BalancedReward, "net_return", 1.0, 0.0),
+     (ContrarianReward, "net_return", -1.0, 1.0), (ContrarianReward, "volatility", 1.0, 1.0)],
+)
+def test_a_nan_reward_is_an_error_not_the_clip(cls, field, position, excursion):
+    """_clip turned NaN into +clip (min(10, nan) is 10): a broken step was the best reward."""
+    reward = cls()
+    assert math.isfinite(reward(outcome(position=position, excursion=excursion, net_return=0.001)))
+    with pytest.raises(EnsembleTraderError, match=rf"{reward.name} reward.*nan") as info:
+        reward(outcome(position=position, excursion=excursion, **{field: math.nan}))
+    assert isinstance(info.value, ValueError) and type(info.value).__name__ == "RewardError"
+
+
+@pytest.mark.parametrize("column", ["close", "features"])
+def test_non_finite_prices_or_features_are_refused_when_the_environment_is_built(series, column):
+    """They would make NaN returns and rewards (a NaN excursion even a finite Contrarian reward)."""
+    import dataclasses
+
+    values = np.array(getattr(series, column), dtype=np.float64, copy=True)
+    values[5] = math.nan
+    with pytest.raises(DataError, match=rf"{series.symbol}: .*{column}.* row 5"):
+        TradingEnv([dataclasses.replace(series, **{column: values})], make_reward("contrarian"))
