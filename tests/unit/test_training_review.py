@@ -88,3 +88,55 @@ def test_non_finite_prices_or_features_are_refused_when_the_environment_is_built
     values[5] = math.nan
     with pytest.raises(DataError, match=rf"{series.symbol}: .*{column}.* row 5"):
         TradingEnv([dataclasses.replace(series, **{column: values})], make_reward("contrarian"))
+
+
+# -- 6. reward parameters out of range ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("agent", "params", "parameter"),
+    [
+        ("aggressive", {"clip": -10}, "clip"),  # every reward was the constant 10
+        ("conservative", {"clip": 0}, "clip"),
+        ("balanced", {"variance_floor": 0, "initial_second_moment": 0}, "variance_floor"),  # ZeroDivisionError
+        ("balanced", {"initial_second_moment": -1e-4}, "initial_second_moment"),
+        ("balanced", {"scale": 0}, "scale"),
+        ("contrarian", {"scale": -100}, "scale"),
+        ("conservative", {"drawdown_penalty": -0.1}, "drawdown_penalty"),
+        ("conservative", {"vol_penalty": -1}, "vol_penalty"),
+        ("contrarian", {"trend_penalty": -0.2}, "trend_penalty"),
+        ("contrarian", {"contrarian_bonus": -0.5}, "contrarian_bonus"),
+        ("conservative", {"drawdown_penalty": math.nan}, "drawdown_penalty"),
+        ("aggressive", {"scale": math.inf}, "scale"),
+        ("balanced", {"eta": math.nan}, "eta"),
+        ("aggressive", {"clip": "10"}, "clip"),
+        ("aggressive", {"clip": True}, "clip"),
+    ],
+)
+def test_reward_parameters_out_of_range_are_refused_naming_agent_and_parameter(agent, params, parameter):
+    with pytest.raises(EnsembleTraderError, match=rf"{agent} reward.*{parameter}") as info:
+        make_reward(agent, **params)
+    assert isinstance(info.value, ValueError) and type(info.value).__name__ == "RewardError"
+    with pytest.raises(EnsembleTraderError, match=rf"{parameter}"):
+        REWARDS[agent](**params)
+
+
+def test_bad_reward_parameters_fail_the_configuration_before_any_agent_trains():
+    from pydantic import ValidationError
+
+    from training.agents.train import TrainConfig
+
+    rewards = '{"aggressive": {"clip": -10}}'
+    with pytest.raises(ValidationError, match=r"rewards\[aggressive\]: .*clip must be finite and > 0"):
+        TrainConfig.model_validate({"rewards": rewards})
+    with pytest.raises(ValidationError, match=r"rewards\[balanced\]: .*variance_floor must be finite and > 0"):
+        TrainConfig.model_validate({"rewards": {"balanced": {"variance_floor": 0, "initial_second_moment": 0}}})
+
+
+def test_the_default_and_edge_reward_parameters_are_still_accepted():
+    for agent in REWARDS:
+        assert make_reward(agent).params() == REWARDS[agent]().params()
+    assert make_reward("balanced", initial_second_moment=0.0, variance_floor=1e-6).initial_second_moment == 0.0
+    assert make_reward("conservative", drawdown_penalty=0, vol_penalty=0).vol_penalty == 0
+    assert make_reward("contrarian", contrarian_bonus=0, trend_penalty=0).trend_penalty == 0
+    assert make_reward("aggressive", clip=1e9, scale=1).clip == 1e9

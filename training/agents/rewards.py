@@ -105,7 +105,25 @@ def _clip(value: float, bound: float, name: str) -> float:
 
 
 class _RewardBase:
-    """Shared by the reward dataclasses: parameters as a dict; nothing to reset by default."""
+    """Shared by the reward dataclasses: parameters as a dict, checked on construction; nothing
+    to reset by default.
+
+    ``_positive`` parameters must be finite and > 0 (a clip <= 0 made every reward the constant
+    +clip, a zero variance floor a division by zero), ``_non_negative`` ones finite and >= 0 (a
+    negative penalty is a bonus for what it penalises)."""
+
+    _positive: tuple[str, ...] = ("scale", "clip")
+    _non_negative: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for names, bound, ok in ((self._positive, "> 0", lambda v: v > 0),
+                                 (self._non_negative, ">= 0", lambda v: v >= 0)):
+            for param in names:
+                value = getattr(self, param)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise RewardError(f"{type(self).__name__}: {param} must be a number, got {value!r}")
+                if not (math.isfinite(value) and ok(value)):
+                    raise RewardError(f"{type(self).__name__}: {param} must be finite and {bound}, got {value!r}")
 
     def reset(self) -> None:
         """Stateless: the reward depends on the current step only (the drawdown is tracked by
@@ -124,6 +142,7 @@ class ConservativeReward(_RewardBase):
     scale: float = 100.0
     clip: float = 10.0
     name: str = "conservative"
+    _non_negative = ("drawdown_penalty", "vol_penalty")
 
     def __call__(self, o: StepOutcome) -> float:
         dd_increase = max(0.0, o.drawdown - o.previous_drawdown)
@@ -155,10 +174,13 @@ class BalancedReward(_RewardBase):
     scale: float = 1.0
     clip: float = 10.0
     name: str = "balanced"
+    _positive = ("eta", "variance_floor", "scale", "clip")
+    _non_negative = ("initial_second_moment",)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.eta < 1.0:
-            raise EnsembleTraderError(f"BalancedReward: eta must be in (0, 1), got {self.eta}")
+            raise RewardError(f"BalancedReward: eta must be in (0, 1), got {self.eta}")
         self.reset()
 
     def reset(self) -> None:
@@ -185,6 +207,7 @@ class ContrarianReward(_RewardBase):
     scale: float = 100.0
     clip: float = 10.0
     name: str = "contrarian"
+    _non_negative = ("contrarian_bonus", "trend_penalty")
 
     def __call__(self, o: StepOutcome) -> float:
         lean = o.position * o.excursion
@@ -209,5 +232,5 @@ def make_reward(agent: str, **params: float) -> Reward:
         raise EnsembleTraderError(f"no reward for agent {agent!r}; known: {sorted(REWARDS)}") from None
     try:
         return cls(**params)
-    except TypeError as exc:
-        raise EnsembleTraderError(f"bad parameters for the {agent} reward: {exc}") from None
+    except (TypeError, RewardError) as exc:
+        raise RewardError(f"bad parameters for the {agent} reward: {exc}") from None
