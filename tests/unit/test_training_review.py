@@ -140,3 +140,109 @@ def test_the_default_and_edge_reward_parameters_are_still_accepted():
     assert make_reward("conservative", drawdown_penalty=0, vol_penalty=0).vol_penalty == 0
     assert make_reward("contrarian", contrarian_bonus=0, trend_penalty=0).trend_penalty == 0
     assert make_reward("aggressive", clip=1e9, scale=1).clip == 1e9
+
+
+# -- 4, 5, 7: the job's settings are checked before anything trains ------------------------------
+
+
+def _problems(**settings) -> str:
+    from pydantic import ValidationError
+
+    from training.agents.train import TrainConfig
+
+    with pytest.raises(ValidationError) as info:
+        TrainConfig.model_validate(settings)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"cost_bps": "inf"}, "cost_bps"),
+        ({"slippage_bps": "nan"}, "slippage_bps"),
+        ({"learning_rate": "inf"}, "learning_rate"),
+        ({"log_std_init": "nan"}, "log_std_init"),
+        ({"clip_range": "inf"}, "clip_range"),
+        ({"rewards": '{"conservative": {"drawdown_penalty": NaN}}'}, "conservative"),
+        ({"rewards": {"aggressive": {"scale": float("inf")}}}, "aggressive"),
+    ],
+)
+def test_non_finite_hyperparameters_are_refused(settings, field):
+    assert field in _problems(**settings)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"cost_bps": "inf"}, {"slippage_bps": float("nan")}, {"learning_rate": "inf"}, {"log_std_init": "-inf"}],
+)
+def test_a_non_finite_override_of_a_later_agent_is_refused_before_the_first_trains(override):
+    """agent_overrides={"contrarian": {"cost_bps": "inf"}} failed only after the Conservative had trained."""
+    message = _problems(agents="conservative,contrarian", agent_overrides={"contrarian": override})
+    assert f"agent_overrides[contrarian]: {next(iter(override))}" in message
+
+
+def test_every_agents_cost_model_is_built_by_the_up_front_check(monkeypatch):
+    """The check builds each agent's cost model, so whatever CostModel refuses is refused now."""
+    import training.agents.train as train
+
+    built: list[tuple[float, float]] = []
+    original = train.CostModel
+
+    def recording(cost_bps=1.0, slippage_bps=2.0):
+        built.append((cost_bps, slippage_bps))
+        return original(cost_bps, slippage_bps)
+
+    monkeypatch.setattr(train, "CostModel", recording)
+    train.TrainConfig(agent_overrides={"contrarian": {"slippage_bps": 16.0}, "balanced": {"cost_bps": 3.0}})
+    assert {(1.0, 2.0), (1.0, 16.0), (3.0, 2.0)} <= set(built)
+
+
+def test_a_bad_rewards_entry_is_blamed_on_rewards_only():
+    """It was reported as agent_overrides[conservative]: ... rewards[contrarian]: ..."""
+    message = _problems(rewards='{"contrarian": {"eta": 0.1}}')
+    assert "rewards[contrarian]: bad parameters for the contrarian reward" in message
+    assert "agent_overrides" not in message
+
+
+@pytest.mark.parametrize("seed", [-1, "-1"])
+def test_a_negative_seed_is_refused(seed):
+    assert "seed" in _problems(seed=seed)
+
+
+def test_a_seed_is_refused_when_a_derived_seed_would_reach_2_to_the_32():
+    """Seed k of an agent is seed + index of the agent + 100 k; numpy (np.random.seed, which
+    PPO calls) takes seeds below 2**32. --seed 4294967295 crashed in the second agent."""
+    from training.agents.train import TrainConfig
+
+    # the Balanced (index 2) bags five seeds: its last is seed + 402, the job's largest
+    limit = 2**32 - 1 - 402
+    assert TrainConfig(seed=limit).seed == limit
+    message = _problems(seed=limit + 1)
+    assert "2**32" in message and f"at most {limit}" in message and "balanced" in message
+    assert "4294967295" in _problems(seed=2**32 - 1)
+    # the limit follows the agents trained and their n_seeds
+    one = {"agents": "conservative", "n_seeds": 1}
+    assert TrainConfig(seed=2**32 - 1, **one).seed == 2**32 - 1
+    assert f"at most {2**32 - 1 - 100}" in _problems(seed=2**32 - 1, agents="conservative", n_seeds=2)
+    assert "at most" in _problems(seed=0, agents="balanced", n_seeds=1, agent_overrides={"balanced": {"n_seeds": 10**8}})
+
+
+def test_the_container_job_reports_a_bad_seed_instead_of_crashing(tmp_path, monkeypatch, capsys):
+    import json
+
+    from training.agents.train import sagemaker_main
+
+    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
+    monkeypatch.delenv("SM_CHANNEL_VALIDATION", raising=False)
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    for seed in ("-1", "4294967295"):
+        monkeypatch.setenv("SM_HPS", json.dumps({"seed": seed, "quick": "true", "bars": "synth:realistic:11:600"}))
+        assert sagemaker_main([]) == 1
+        assert "seed" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("agents", ["", " , ", []])
+def test_no_agent_to_train_is_refused(agents):
+    """agents="" was accepted and the job failed after loading its data, writing the manifest."""
+    assert "agents" in _problems(agents=agents)

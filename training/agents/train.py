@@ -58,7 +58,15 @@ from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, MAX_NO_
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from training.sagemaker import (
     HYPERPARAMETERS_FILE,
@@ -79,6 +87,8 @@ SHARED_BTC = "btcusd_1h"
 SYNTH_DEFAULT_BARS = 5000
 SEED_STRIDE = 100
 """Seed k of an agent is ``seed + index of the agent + 100 k``."""
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy takes (``np.random.seed``, which PPO calls with each agent's seed)."""
 CONTRARIAN_DATA = "mean_reverting"
 AGENT_OVERRIDES: dict[str, dict[str, Any]] = {
     # Chosen on the validation split of training/agents/evaluate.py (never on test data; the
@@ -145,12 +155,13 @@ def default_bars() -> tuple[str, ...]:
 class TrainConfig(BaseModel):
     """Every knob of the job; SageMaker passes them as strings, pydantic converts them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no inf or NaN anywhere (a cost of inf bps, a NaN learning rate or reward parameter)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bars: tuple[str, ...] | None = None  # None: default_bars(), or QUICK_BARS with quick
     validation_bars: tuple[str, ...] = ()
     agents: tuple[str, ...] = AGENT_NAMES
-    seed: int = 7
+    seed: int = Field(default=7, ge=0)  # every derived seed must stay <= MAX_SEED, see agent_seeds
     n_seeds: int = Field(default=3, ge=1)  # seeds per agent, see combine_seeds
     combine_seeds: Literal["mean", "best"] = "mean"  # bag the seeds' actions, or keep the best on validation
     selection: Literal["pooled", "per_series"] = "pooled"  # validation score, see validate()
@@ -224,7 +235,14 @@ class TrainConfig(BaseModel):
             params.pop("total_timesteps", None)
         if not params:
             return self
-        return TrainConfig.model_validate({**self.model_dump(), **params, "agent_overrides": {}})
+        return TrainConfig.model_validate({**self.model_dump(), **params, "agent_overrides": {}},
+                                          context={"for_agent": agent})
+
+    def agent_seeds(self, agent: str) -> range:
+        """The seeds ``agent`` trains with: ``seed + index of the agent + SEED_STRIDE k`` for each
+        of its ``n_seeds`` (its overrides applied)."""
+        first = self.seed + AGENT_NAMES.index(agent)
+        return range(first, first + SEED_STRIDE * self.for_agent(agent).n_seeds, SEED_STRIDE)
 
     @field_validator("agents")
     @classmethod
@@ -232,30 +250,60 @@ class TrainConfig(BaseModel):
         unknown = sorted(set(value) - set(AGENT_NAMES))
         if unknown:
             raise ValueError(f"unknown agents {unknown}; known: {list(AGENT_NAMES)}")
+        if not value:
+            raise ValueError(f"no agent to train: name at least one of {list(AGENT_NAMES)}")
         return tuple(n for n in AGENT_NAMES if n in value)
 
     @model_validator(mode="after")
-    def _every_agent_settles(self) -> TrainConfig:
-        """Each agent's overrides and reward parameters are checked now, not when its turn comes
-        (a bad value for the last agent once failed the job after the others had trained)."""
+    def _every_agent_settles(self, info: ValidationInfo) -> TrainConfig:
+        """Each agent's overrides, cost model, reward parameters and seeds are checked now, not
+        when its turn comes (a bad value for the last agent once failed the job after the others
+        had trained). The rewards come first: an agent's configuration (:meth:`for_agent`)
+        validates them again, and a bad one was reported as that agent's override."""
         from training.agents.rewards import make_reward
 
         unknown = sorted(set(self.rewards) - set(AGENT_NAMES))
         if unknown:
             raise ValueError(f"rewards: unknown agents {unknown}; known: {list(AGENT_NAMES)}")
-        for agent, params in self.agent_overrides.items():
-            if params:
-                try:
-                    self.for_agent(agent)
-                except ValidationError as exc:
-                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                    raise ValueError(f"agent_overrides[{agent}]: {problems}") from None
         for agent, params in self.rewards.items():
             try:
                 make_reward(agent, **params)
             except (EnsembleTraderError, ValueError) as exc:
                 raise ValueError(f"rewards[{agent}]: {exc}") from None
+        if info.context and "for_agent" in info.context:
+            return self  # one agent's configuration: its job's checks below cover it
+        try:
+            self.costs  # noqa: B018 - builds the job's cost model (validation runs with it)
+        except DataError as exc:
+            raise ValueError(str(exc)) from None
+        for agent in AGENT_NAMES:
+            try:
+                self.for_agent(agent).costs  # noqa: B018 - builds the agent's training cost model
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"agent_overrides[{agent}]: {problems}") from None
+            except DataError as exc:
+                raise ValueError(f"agent_overrides[{agent}]: {exc}") from None
+        self._check_seeds()
         return self
+
+    def _check_seeds(self) -> None:
+        """Every seed an agent trains with (:meth:`agent_seeds`) must be at most MAX_SEED."""
+        reach = {agent: self.agent_seeds(agent)[-1] - self.seed for agent in self.agents}
+        agent = max(reach, key=reach.__getitem__)
+        limit = MAX_SEED - reach[agent]
+        if self.seed <= limit:
+            return
+        n = self.for_agent(agent).n_seeds
+        if limit < 0:
+            most = (MAX_SEED - AGENT_NAMES.index(agent)) // SEED_STRIDE + 1
+            raise ValueError(f"n_seeds: the {agent}'s {n} seeds would reach seed + {reach[agent]}, beyond "
+                             f"{MAX_SEED} (2**32 - 1, numpy's largest seed) for any seed; at most {most}")
+        raise ValueError(
+            f"seed {self.seed}: the {agent}'s last seed (seed + {AGENT_NAMES.index(agent)} + {SEED_STRIDE} x "
+            f"{n - 1}) would be {self.seed + reach[agent]}, and numpy takes seeds below 2**32; with these "
+            f"agents and n_seeds the seed can be at most {limit}"
+        )
 
     @property
     def timesteps(self) -> int:
@@ -751,8 +799,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         selected_on[agent] = [s.spec for s in judged if s.validation is not None]
         candidates = []
         own = config.for_agent(agent)
-        for k in range(own.n_seeds):
-            seed = config.seed + AGENT_NAMES.index(agent) + SEED_STRIDE * k
+        for seed in config.agent_seeds(agent):
             candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
         trained[agent] = combine_seeds(candidates, validation or train, config, own.combine_seeds, own.selection,
                                        own.training_band)
