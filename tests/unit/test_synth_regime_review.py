@@ -95,3 +95,40 @@ def test_evaluate_cli_refuses_the_training_seed_as_a_usage_error(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--seeds" in err and "10000" in err and "training" in err
+
+
+# --------------------------------------------------------------------------------------------
+# historical validation: an episode's date-only end includes that whole day
+# --------------------------------------------------------------------------------------------
+
+
+def _constant_labels(n: int, regime: int):
+    import numpy as np
+    from ensemble_trader.domain.regime import Labels
+
+    probs = np.eye(4)[np.full(n, regime)]
+    return Labels(probs, probs, np.full(n, regime), np.ones(n), np.ones(n, dtype=bool))
+
+
+def test_an_episode_ending_on_a_date_includes_that_days_intraday_bars():
+    """ts <= 2018-01-02 stopped at 00:00: two whole days of hourly bars gave 25 bars, not 48."""
+    from ensemble_trader.domain.synthetic import generate
+
+    from training.regime.historical import STRESS, Episode, episode_table
+
+    hourly = generate("easy", 96, 1, start="2017-12-31", freq="1h").series  # 2017-12-31 … 2018-01-03 23:00
+    labels = _constant_labels(len(hourly), 3)
+    [row] = episode_table(hourly, labels, (Episode("two days", "2018-01-01", "2018-01-02", STRESS),))
+    assert row["bars"] == 48
+    [row] = episode_table(hourly, labels, (Episode("to a time", "2018-01-01", "2018-01-02T05:00", STRESS),))
+    assert row["bars"] == 24 + 6  # an end with a time of day is the last bar time included
+
+
+def test_daily_bars_are_counted_as_before():
+    from ensemble_trader.domain.synthetic import generate
+
+    from training.regime.historical import STRESS, Episode, episode_table
+
+    daily = generate("easy", 20, 1, start="2018-01-01", freq="1B").series
+    [row] = episode_table(daily, _constant_labels(len(daily), 3), (Episode("week", "2018-01-01", "2018-01-05", STRESS),))
+    assert row["bars"] == 5

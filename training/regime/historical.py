@@ -8,9 +8,12 @@ labelled. Plots with regime shading go to ``docs/img/regime_*.png``.
 
 S&P 500 uses the committed default model, trained on 1999-2006: the 2000-02 bear market lies
 inside its training window (the labels are still causal), every later episode is out of sample.
-BTC-USD uses a model fitted on its first 12,000 hourly bars (2017-07-01 to 2018-11-12) with the
-same hyperparameters, since hourly crypto volatility has another scale than daily index volatility:
-the 2018 episodes lie inside that window (labels still causal), 2019 is out of sample.
+BTC-USD uses a model fitted on its first 12,000 hourly bars (2017-07-01 11:00 to 2018-11-13 10:00)
+with the same hyperparameters, since hourly crypto volatility has another scale than daily index
+volatility: the February crash, the quiet range and most of the 2018 bear market lie inside that
+window (labels still causal), the November 2018 capitulation and 2019 are out of sample.
+
+An episode's date-only end includes that whole day (intraday bars up to 23:59:59).
 """
 
 from __future__ import annotations
@@ -63,12 +66,24 @@ BTC_EPISODES = (
 BTC_TRAIN_BARS = 12_000
 
 
+def _in_episode(ts: np.ndarray, ep: Episode) -> np.ndarray:
+    """Bars from the episode's start to its end inclusive. A date-only end (``2018-02-10``)
+    includes that whole day: intraday bars up to 23:59:59 count (``ts <= 2018-02-10`` stopped at
+    midnight and dropped the last day's other 23 hours); an end with a time of day is the last
+    bar time included."""
+    end = np.datetime64(ep.end)
+    unit = np.datetime_data(end.dtype)[0]
+    if unit in ("Y", "M", "W", "D"):
+        return (ts >= np.datetime64(ep.start)) & (ts < end + np.timedelta64(1, unit))
+    return (ts >= np.datetime64(ep.start)) & (ts <= end)
+
+
 def episode_table(series: BarSeries, labels: Labels, episodes: tuple[Episode, ...]) -> list[dict[str, Any]]:
-    """Detection day, delay (bars) and coverage of each episode."""
+    """Detection day, delay (bars) and coverage of each episode (its end day included whole)."""
     ts = series.timestamp.astype("datetime64[s]")
     out = []
     for ep in episodes:
-        mask = (ts >= np.datetime64(ep.start)) & (ts <= np.datetime64(ep.end))
+        mask = _in_episode(ts, ep)
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             continue
