@@ -246,3 +246,96 @@ def test_the_container_job_reports_a_bad_seed_instead_of_crashing(tmp_path, monk
 def test_no_agent_to_train_is_refused(agents):
     """agents="" was accepted and the job failed after loading its data, writing the manifest."""
     assert "agents" in _problems(agents=agents)
+
+
+# -- 2, 3 and stale files: what run_job refuses before the first agent trains ------------------------
+
+
+class Trained(Exception):
+    """Raised by the stand-in for train_agent: the job got as far as training an agent."""
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    import training.agents.train as train
+
+    calls: list[str] = []
+
+    def stand_in(agent, *args, **kwargs):
+        calls.append(agent)
+        raise Trained(agent)
+
+    monkeypatch.setattr(train, "train_agent", stand_in)
+    return calls
+
+
+def _real_series(tmp_path):
+    """Two real (dated) series: ``early.csv``, and ``after.csv`` beginning after the calendar
+    test cut, so it has test bars only."""
+    import dataclasses
+
+    from ensemble_trader.marketdata import write_bars_csv
+
+    early, after = tmp_path / "early.csv", tmp_path / "after.csv"
+    first = generate("realistic", 1000, seed=1, symbol="EARLY").series
+    write_bars_csv(early, first)
+    later = generate("realistic", 600, seed=2, symbol="AFTER").series
+    write_bars_csv(after, dataclasses.replace(later, timestamp=later.timestamp + (first.timestamp[-50] - later.timestamp[0])))
+    return str(early), str(after)
+
+
+def test_an_agent_whose_data_hold_no_training_window_fails_the_job_before_any_agent_trains(tmp_path, no_training):
+    """It crashed in observation_stats (np.concatenate of nothing) after the agents before it had trained."""
+    from training.agents.train import TrainConfig, run_job
+
+    early, after = _real_series(tmp_path)
+    config = TrainConfig(bars=[early, after], agents=["balanced", "contrarian"], agent_data={"contrarian": ["after"]},
+                         quick=True)
+    with pytest.raises(DataError, match=r"contrarian.*after\.csv.*no training window"):
+        run_job(config, tmp_path / "out", progress=False)
+    assert no_training == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_agent_without_a_validation_window_fails_the_job_before_any_agent_trains(tmp_path, no_training):
+    """With validation_fraction=0 the checkpoints were chosen on the training data and reported
+    as the validation score."""
+    from training.agents.train import TrainConfig, run_job
+
+    config = TrainConfig(bars=["synth:realistic:11:600"], agents=["conservative"], validation_fraction=0, quick=True)
+    with pytest.raises(DataError, match=r"conservative.*synth:realistic:11:600.*no validation window.*validation_fraction"):
+        run_job(config, tmp_path / "out", progress=False)
+    assert no_training == []
+    # the walk-forward default still gets that far
+    with pytest.raises(Trained):
+        run_job(TrainConfig(bars=["synth:realistic:11:600"], agents=["conservative"], quick=True), tmp_path / "ok",
+                progress=False)
+
+
+def test_train_agent_refuses_to_select_checkpoints_without_validation_data(series):
+    from training.agents.train import TrainConfig, train_agent
+
+    with pytest.raises(DataError, match="no validation data"):
+        train_agent("conservative", [series], [], TrainConfig(quick=True), seed=7, progress=False)
+
+
+def test_a_folder_holding_model_files_the_new_set_would_not_replace_is_refused(tmp_path, no_training):
+    """Training one agent into a folder of a four-agent set left the other three .onnx files
+    beside a manifest that no longer named them."""
+    from training.agents.train import TrainConfig, run_job
+
+    config = TrainConfig(bars=["synth:realistic:11:600"], agents=["conservative"], quick=True)
+    out = tmp_path / "set"
+    out.mkdir()
+    for name in ("conservative.onnx", "aggressive.onnx", "pool.onnx", "manifest.json", "notes.txt"):
+        (out / name).write_text("old")
+    with pytest.raises(DataError, match=r"aggressive\.onnx, pool\.onnx"):
+        run_job(config, out, progress=False)
+    assert no_training == []
+    assert sorted(p.name for p in out.iterdir()) == [
+        "aggressive.onnx", "conservative.onnx", "manifest.json", "notes.txt", "pool.onnx"]
+    # the files this job writes, and files that are no model, are no obstacle
+    (out / "aggressive.onnx").unlink()
+    (out / "pool.onnx").unlink()
+    with pytest.raises(Trained):
+        run_job(config, out, progress=False)

@@ -571,6 +571,11 @@ def train_agent(
     from training.agents.export import DeterministicPolicy, StandardizedObservation
     from training.agents.rewards import make_reward
 
+    if not validation_data:
+        # the training rows would choose the checkpoint and be reported as its validation score
+        raise DataError(f"{agent}: no validation data to select its checkpoints on")
+    if not train_data:
+        raise DataError(f"{agent}: no training data")
     torch.set_num_threads(1)
     job_config, config = config, config.for_agent(agent)
     leverage = DEFAULT_LEVERAGE[agent]
@@ -616,7 +621,7 @@ def train_agent(
     )
     # no logger output: SB3's default logger leaves an empty /tmp/SB3-<date> folder per run
     model.set_logger(Logger(folder=None, output_formats=[]))
-    val_data = list(validation_data) or list(train_data)
+    val_data = list(validation_data)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"score": -np.inf}
 
@@ -759,8 +764,70 @@ def _hyperparameters(cfg: TrainConfig, timesteps: int) -> dict[str, Any]:
     }
 
 
+def model_files(agents: Sequence[str]) -> set[str]:
+    """The ONNX files a model set of ``agents`` holds (the fused graph only with all four)."""
+    return {f"{agent}.onnx" for agent in agents} | ({"pool.onnx"} if set(agents) == set(AGENT_NAMES) else set())
+
+
+def check_out_dir(out_dir: Path, agents: Sequence[str]) -> None:
+    """Refuse a folder holding ONNX files the new set would not replace: they would stay beside
+    a manifest that does not name them (one agent trained into a four-agent set's folder left
+    the other three). Nothing is deleted; the files this job writes are overwritten."""
+    if not out_dir.is_dir():
+        return
+    stale = sorted(p.name for p in out_dir.glob("*.onnx") if p.name not in model_files(agents))
+    if stale:
+        raise DataError(f"{out_dir} holds model files a set of {', '.join(agents)} would not replace: "
+                        f"{', '.join(stale)}; remove them or write the set to another folder")
+
+
+@dataclass
+class AgentData:
+    """The windows one agent trains and is selected on, and the data specs they come from."""
+
+    train: list[PreparedSeries]
+    validation: list[PreparedSeries]
+    trained_on: list[str]
+    selected_on: list[str]
+
+
+def plan_agent_data(config: TrainConfig, sources: Sequence[Source], val_sources: Sequence[Source]
+                    ) -> dict[str, AgentData]:
+    """Each agent's training and validation windows (:func:`agent_training_data`; with a
+    validation channel the same choice among its files), checked before any agent trains: every
+    agent needs a training window and a validation window (checkpoints are selected on
+    validation only)."""
+    plan: dict[str, AgentData] = {}
+    for agent in config.agents:
+        chosen = agent_training_data(agent, sources, config)
+        judged = agent_training_data(agent, val_sources, config) if config.validation_bars else chosen
+        plan[agent] = data = AgentData(
+            train=[s.train for s in chosen if s.train is not None],
+            validation=[s.validation for s in judged if s.validation is not None],
+            trained_on=[s.spec for s in chosen if s.train is not None],
+            selected_on=[s.spec for s in judged if s.validation is not None],
+        )
+        if not data.train:
+            raise DataError(
+                f"{agent}: its data ({', '.join(s.spec for s in chosen)}) hold no training window (a real "
+                "series that begins after the validation cut, or within the features' warm-up before it, has "
+                "none); give it data with bars before the cut (agent_data)"
+            )
+        if not data.validation:
+            raise DataError(
+                f"{agent}: its data ({', '.join(s.spec for s in judged)}) hold no validation window, and "
+                "checkpoints are selected on validation only (the training rows would choose them); give "
+                f"validation_fraction > 0 (it is {config.validation_fraction:g}) or validation_bars"
+            )
+    return plan
+
+
 def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Train, select, export, test and write the model set to ``out_dir``; returns the manifest."""
+    """Train, select, export, test and write the model set to ``out_dir``; returns the manifest.
+
+    Refused before any agent trains: an agent without a training or a validation window
+    (:func:`plan_agent_data`), an ``out_dir`` holding model files the set would not replace
+    (:func:`check_out_dir`)."""
     import platform
 
     import stable_baselines3
@@ -773,7 +840,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     torch.set_num_threads(1)
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, config.agents)
     bars = config.bars or (QUICK_BARS if config.quick else default_bars())
     separate_validation = bool(config.validation_bars)
     loaded = {spec: load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS) for spec in bars}
@@ -784,24 +851,19 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
         for src in val_sources:
             src.validation, src.train = src.train, None
             src.windows = {"validation": src.windows["train"]}
+    plan = plan_agent_data(config, sources, val_sources)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     trained: dict[str, TrainedAgent] = {}
     seconds: dict[str, float] = {}
-    selected_on: dict[str, list[str]] = {}
-    trained_on: dict[str, list[str]] = {}
-    for agent in config.agents:
-        chosen = agent_training_data(agent, sources, config)
-        train = [s.train for s in chosen if s.train is not None]
-        trained_on[agent] = [s.spec for s in chosen if s.train is not None]
-        # with a validation channel, the same per-agent choice among its files
-        judged = agent_training_data(agent, val_sources, config) if separate_validation else chosen
-        validation = [s.validation for s in judged if s.validation is not None]
-        selected_on[agent] = [s.spec for s in judged if s.validation is not None]
+    selected_on = {agent: data.selected_on for agent, data in plan.items()}
+    trained_on = {agent: data.trained_on for agent, data in plan.items()}
+    for agent, data in plan.items():
         candidates = []
         own = config.for_agent(agent)
         for seed in config.agent_seeds(agent):
-            candidates.append(train_agent(agent, train, validation, config, seed=seed, progress=progress))
-        trained[agent] = combine_seeds(candidates, validation or train, config, own.combine_seeds, own.selection,
+            candidates.append(train_agent(agent, data.train, data.validation, config, seed=seed, progress=progress))
+        trained[agent] = combine_seeds(candidates, data.validation, config, own.combine_seeds, own.selection,
                                        own.training_band)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
