@@ -69,7 +69,13 @@ class EventBus(Protocol):
 
 @runtime_checkable
 class KeyValueStore(Protocol):
-    """Durable items (DynamoDB): get / put with an optional optimistic version check."""
+    """Durable items (DynamoDB): get / put with an optional optimistic version check.
+
+    An item DynamoDB can never store (a value it cannot hold, an empty set, an empty key, an item
+    over 400 KB) is a DataError, raised before anything is written; a failure that may pass on a
+    retry is an InfrastructureError. A number reads back as int when it is a whole number of at
+    most 38 digits, else as float.
+    """
 
     def get_item(self, table: str, key: Mapping[str, Any]) -> dict[str, Any] | None: ...
 
@@ -77,7 +83,8 @@ class KeyValueStore(Protocol):
         self, table: str, item: Mapping[str, Any], *, expected_version: int | None = None
     ) -> None:
         """Write ``item``; with ``expected_version`` the write succeeds only if the stored
-        ``version`` equals it (or the item is absent and it is 0), else ConcurrencyError."""
+        ``version`` equals it (or the item is absent and it is 0: an item stored without a
+        ``version`` is not absent), else ConcurrencyError."""
         ...
 
     def get_versions(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:

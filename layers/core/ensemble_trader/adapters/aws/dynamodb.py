@@ -1,25 +1,27 @@
 """DynamoDB adapters: a key-value store with optimistic versioning, plus reusable helpers.
 
 Items are plain dicts on the Python side: ``float`` goes to DynamoDB as a number (through
-``Decimal``) and comes back as ``float`` (or ``int`` when integral), ``bytes`` as binary. Numbers
-DynamoDB cannot hold are refused, and floats too small for it stored as 0 (:mod:`..dynamo_numbers`).
+``Decimal``) and comes back as ``float`` (or ``int`` when a whole number of at most 38 digits),
+``bytes`` as binary, numpy scalars as the Python value they hold. Values DynamoDB cannot hold are
+refused before the call (a DataError naming the attribute), and floats too small for it stored as
+0 (:mod:`..dynamo_numbers`, shared with the in-memory fake).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import DecimalException
 from typing import Any
 
-from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
-from ensemble_trader.adapters.dynamo_numbers import storable_number
-from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError
+from ensemble_trader.adapters.dynamo_numbers import from_dynamo, to_dynamo
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
@@ -28,59 +30,70 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-def _to_dynamo_value(value: Any, path: str) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (float, int)):  # in DynamoDB's range (dynamo_numbers), floats through Decimal
-        number = storable_number(value, path)
-        return Decimal(repr(number)) if isinstance(number, float) else number
-    if isinstance(value, Mapping):
-        return {str(k): _to_dynamo_value(v, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_dynamo_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, bytearray):
-        return bytes(value)
-    return value
-
-
-def _from_dynamo_value(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, Binary):
-        return bytes(value.value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo_value(v) for v in value]
-    if isinstance(value, set):
-        return {_from_dynamo_value(v) for v in value}
-    return value
-
-
 def serialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A Python dict as a DynamoDB attribute map (floats via Decimal, bytes as binary)."""
-    return {k: _serializer.serialize(_to_dynamo_value(v, k)) for k, v in item.items()}
+    """A Python dict as a DynamoDB attribute map (numbers via Decimal, bytes as binary); a value
+    DynamoDB cannot hold is a DataError naming its attribute (:func:`..dynamo_numbers.to_dynamo`)."""
+    out = {}
+    for name, value in item.items():
+        converted = to_dynamo(value, name)
+        try:
+            out[name] = _serializer.serialize(converted)
+        except DataError:
+            raise
+        except (TypeError, ValueError, DecimalException) as exc:  # what to_dynamo let through
+            raise DataError(f"DynamoDB cannot store {name}: {type(exc).__name__}: {exc}") from exc
+    return out
 
 
 def deserialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A DynamoDB attribute map as a Python dict (numbers as int/float, binary as bytes)."""
-    return {k: _from_dynamo_value(_deserializer.deserialize(v)) for k, v in item.items()}
+    """A DynamoDB attribute map as a Python dict (:func:`..dynamo_numbers.from_dynamo`: a whole
+    number of at most 38 digits as int, any other as float; binary as bytes)."""
+    return {k: from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
-def _key_names(table: str) -> tuple[str, ...]:
+def _key_names(table: str, settings: Settings | None = None) -> tuple[str, ...]:
+    """The key attributes of a table of ``constants.TABLES`` named logically (or, given the
+    settings, by its physical name in this stage); ``()`` for any other table."""
     from ensemble_trader import constants
 
-    try:
-        return constants.table_spec(table).key_names
-    except KeyError:  # a physical name: rows are not collapsed
-        return ()
+    for spec in constants.TABLES:
+        if table == spec.logical or (settings is not None and table == settings.name(spec.logical)):
+            return spec.key_names
+    return ()
 
 
 def translate(exc: Exception, what: str) -> Exception:
-    """A botocore error as the domain's exception (ConcurrencyError for a lost condition)."""
+    """A botocore error as the domain's exception: ConcurrencyError for a lost condition,
+    DataError for a request DynamoDB refuses as invalid (``ValidationException``: an item over
+    400 KB, an empty key, an empty set — or a condition or expression the code got wrong; sent
+    again it would be refused again, so it is not worth a retry, and the message names the table
+    and DynamoDB's reason), InfrastructureError for anything else (throttling, a network error:
+    retrying may help)."""
     if error_code(exc) == "ConditionalCheckFailedException":
         return ConcurrencyError(f"{what}: condition failed (another writer got there first)")
+    if error_code(exc) == "ValidationException" or isinstance(exc, ParamValidationError):
+        return DataError(f"{what}: refused by DynamoDB, not retried: {type(exc).__name__}: {exc}")
     return InfrastructureError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _version_condition(expected_version: int, must_be_absent: Sequence[str]) -> dict[str, Any]:
+    """The condition of a put with ``expected_version``: the stored ``version`` equals it — or, for
+    0, no item is stored. "No item" is ``attribute_not_exists`` of the key, for a table whose key
+    is known; else of every attribute of the item written (the stored item, if any, has the same
+    key attributes, so one of them exists). An item stored without a version is not absent."""
+    names = {"#v": VERSION_ATTRIBUTE}
+    condition = "#v = :v"
+    if expected_version == 0:
+        absent = []
+        for i, attribute in enumerate(must_be_absent):
+            names[f"#a{i}"] = attribute
+            absent.append(f"attribute_not_exists(#a{i})")
+        condition = f"({' AND '.join(absent)}) OR #v = :v"
+    return {
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
+    }
 
 
 class DynamoKeyValueStore:
@@ -88,8 +101,11 @@ class DynamoKeyValueStore:
 
     ``table`` may be a logical name from ``constants.TABLES`` (qualified with the stage) or a
     physical one. With ``expected_version`` the put is conditional: it succeeds only if the
-    stored item's ``version`` equals it, or the item does not exist and it is 0; otherwise
-    :class:`ConcurrencyError`. The caller sets the new ``version`` in ``item``.
+    stored item's ``version`` equals it, or the item does not exist and it is 0 (an item stored
+    without a ``version`` is not overwritten); otherwise :class:`ConcurrencyError`. The caller
+    sets the new ``version`` in ``item``. What DynamoDB refuses for good — a value it cannot hold
+    (:mod:`..dynamo_numbers`, checked before the call), an item over 400 KB, an empty key — is a
+    :class:`DataError`; what may pass on a retry an :class:`InfrastructureError`.
     """
 
     def __init__(self, dynamodb_client: Any | None = None, *, settings: Settings | None = None):
@@ -118,14 +134,12 @@ class DynamoKeyValueStore:
         self, table: str, item: Mapping[str, Any], *, expected_version: int | None = None
     ) -> None:
         name = self.table_name(table)
-        kwargs: dict[str, Any] = {"TableName": name, "Item": serialize_item(item)}
+        try:
+            kwargs: dict[str, Any] = {"TableName": name, "Item": serialize_item(item)}
+        except DataError as exc:
+            raise DataError(f"DynamoDB put_item {name}: {exc}") from exc
         if expected_version is not None:
-            if expected_version == 0:
-                kwargs["ConditionExpression"] = "attribute_not_exists(#v) OR #v = :v"
-            else:
-                kwargs["ConditionExpression"] = "#v = :v"
-            kwargs["ExpressionAttributeNames"] = {"#v": VERSION_ATTRIBUTE}
-            kwargs["ExpressionAttributeValues"] = {":v": {"N": str(expected_version)}}
+            kwargs.update(_version_condition(expected_version, _key_names(table, self._settings) or tuple(item)))
         try:
             self._client.put_item(**kwargs)
         except (ClientError, BotoCoreError) as exc:
@@ -142,11 +156,15 @@ class DynamoKeyValueStore:
         """
         name = self.table_name(table)
         rows = [dict(i) for i in items]
-        keys = _key_names(table)
+        keys = _key_names(table, self._settings)
         if keys:
             rows = list({tuple(r.get(k) for k in keys): r for r in rows}.values())
-        for start in range(0, len(rows), 25):
-            pending = [{"PutRequest": {"Item": serialize_item(r)}} for r in rows[start : start + 25]]
+        try:  # every row checked before the first call: a refused row leaves nothing written
+            requests = [{"PutRequest": {"Item": serialize_item(r)}} for r in rows]
+        except DataError as exc:
+            raise DataError(f"DynamoDB batch_write_item {name}: {exc}") from exc
+        for start in range(0, len(requests), 25):
+            pending = requests[start : start + 25]
             for attempt in range(1, max_attempts + 1):
                 try:
                     response = self._client.batch_write_item(RequestItems={name: pending})
@@ -214,7 +232,7 @@ class DynamoKeyValueStore:
             "TableName": name,
             "KeyConditionExpression": "#pk = :pk",
             "ExpressionAttributeNames": {"#pk": partition_key},
-            "ExpressionAttributeValues": {":pk": _serializer.serialize(_to_dynamo_value(value, partition_key))},
+            "ExpressionAttributeValues": {":pk": _serializer.serialize(to_dynamo(value, partition_key))},
             "ScanIndexForward": not newest_first,
         }
         items: list[dict[str, Any]] = []

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
 
-from ensemble_trader.adapters.dynamo_numbers import storable
-from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, ModelArtifactError
+from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
 
 VERSION_ATTRIBUTE = "version"
 
@@ -127,12 +129,18 @@ class MemoryKeyValueStore:
 
     Tables are those of ``constants.TABLES``, by logical name or a physical name ending in it,
     keyed by their key attributes; any other table name is a ValueError (a put keyed by guesswork
-    could never be read back by key).
+    could never be read back by key). Items go through the DynamoDB adapter's conversion
+    (:mod:`..dynamo_numbers`): a value DynamoDB cannot hold, an item over 400 KB, a missing or
+    empty key attribute is a :class:`DataError` (nothing written, in a batch neither), and what is
+    read back is what :class:`~ensemble_trader.adapters.aws.dynamodb.DynamoKeyValueStore` returns
+    (a whole number as int, tuples as lists, bytearrays as bytes, numpy scalars as Python
+    numbers). A conditional put checks and writes under a lock, as DynamoDB does atomically.
     """
 
     def __init__(self, failures: FailureInjector | None = None) -> None:
         self.tables: dict[str, dict[tuple, dict[str, Any]]] = defaultdict(dict)
         self.failures = failures or FailureInjector()
+        self._lock = threading.Lock()
 
     @staticmethod
     def _key_names(table: str) -> tuple[str, ...]:
@@ -143,48 +151,80 @@ class MemoryKeyValueStore:
                 return spec.key_names
         raise ValueError(f"MemoryKeyValueStore: {table!r} is not a table of constants.TABLES")
 
+    @staticmethod
+    def _key(table: str, names: tuple[str, ...], key: Mapping[str, Any]) -> tuple:
+        """The stored key of ``key``'s attributes, checked as DynamoDB checks a key."""
+        missing = [n for n in names if n not in key]
+        if missing:
+            raise DataError(f"{table}: the item lacks its key attributes {missing}")
+        values = []
+        for n in names:
+            value = to_dynamo(key[n], n)
+            if not isinstance(value, (str, bytes, Decimal)):
+                raise DataError(f"{table}: key attribute {n}={key[n]!r} must be a string, a number or bytes")
+            if isinstance(value, (str, bytes)) and not value:
+                raise DataError(f"{table}: key attribute {n} is empty; DynamoDB refuses an empty key value")
+            values.append(from_dynamo(value))
+        return tuple(values)
+
+    def _row(self, table: str, names: tuple[str, ...], item: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """(key, item as DynamoDB would return it), or DataError for an item it would refuse."""
+        try:
+            converted = {a: to_dynamo(v, a) for a, v in item.items()}
+        except DataError as exc:
+            raise DataError(f"{table}: {exc}") from exc
+        size = item_size(converted)
+        if size > MAX_ITEM_BYTES:
+            raise DataError(f"{table}: item size {size:,} bytes has exceeded the maximum allowed size "
+                            f"({MAX_ITEM_BYTES:,})")
+        return self._key(table, names, item), {a: from_dynamo(v) for a, v in converted.items()}
+
     def get_item(self, table: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
         self.failures.check("get_item")
-        names = self._key_names(table)
-        found = self.tables[table].get(tuple(key[n] for n in names))
-        return copy.deepcopy(found) if found is not None else None
+        k = self._key(table, self._key_names(table), key)
+        with self._lock:
+            found = self.tables[table].get(k)
+            return copy.deepcopy(found) if found is not None else None
 
     def put_item(
         self, table: str, item: Mapping[str, Any], *, expected_version: int | None = None
     ) -> None:
         self.failures.check("put_item")
         names = self._key_names(table)
-        missing = [n for n in names if n not in item]
-        if missing:
-            raise InfrastructureError(f"item for table {table} lacks key attributes {missing}")
-        k = tuple(item[n] for n in names)
-        if expected_version is not None:
-            current = self.tables[table].get(k)
-            stored = None if current is None else current.get(VERSION_ATTRIBUTE)
-            ok = (stored == expected_version) or (current is None and expected_version == 0)
-            if not ok:
-                raise ConcurrencyError(
-                    f"{table} {dict(zip(names, k, strict=True))}: expected version "
-                    f"{expected_version}, stored {stored}"
-                )
-        self.tables[table][k] = {a: storable(copy.deepcopy(v), a) for a, v in item.items()}
+        k, row = self._row(table, names, item)
+        with self._lock:  # check and write as one step
+            rows = self.tables[table]
+            current = rows.get(k)
+            if expected_version is not None:
+                stored = None if current is None else current.get(VERSION_ATTRIBUTE)
+                ok = (stored == expected_version) or (current is None and expected_version == 0)
+                if not ok:
+                    raise ConcurrencyError(
+                        f"{table} {dict(zip(names, k, strict=True))}: expected version "
+                        f"{expected_version}, stored {stored}"
+                    )
+            rows[k] = row
 
     def get_versions(self, table: str, keys: Sequence[Mapping[str, Any]]) -> list[int]:
         self.failures.check("get_versions")
         names = self._key_names(table)
-        rows = self.tables[table]
-        return [int(rows.get(tuple(k[n] for n in names), {}).get(VERSION_ATTRIBUTE, 0)) for k in keys]
+        wanted = [self._key(table, names, k) for k in keys]
+        with self._lock:
+            rows = self.tables[table]
+            return [int(rows.get(k, {}).get(VERSION_ATTRIBUTE, 0)) for k in wanted]
 
     def put_items(self, table: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Unconditional puts of many rows (DynamoKeyValueStore's BatchWriteItem)."""
         self.failures.check("put_items")
         names = self._key_names(table)
-        rows = [{a: storable(copy.deepcopy(v), a) for a, v in item.items()} for item in items]  # checked first
-        for item in rows:
-            self.tables[table][tuple(item[n] for n in names)] = item
+        rows = [self._row(table, names, item) for item in items]  # every row checked first
+        with self._lock:
+            for k, row in rows:
+                self.tables[table][k] = row
 
     def items(self, table: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(v) for v in self.tables[table].values()]
+        with self._lock:
+            return [copy.deepcopy(v) for v in self.tables[table].values()]
 
 
 class MemoryModelStore:

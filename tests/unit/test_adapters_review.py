@@ -1,0 +1,205 @@
+"""Adapters (review): what DynamoDB, SQS, Kinesis, EventBridge and Redis refuse is refused alike
+by the real adapters and their in-memory fakes, permanently (DataError) and before anything is
+sent; what they return reads back and writes back the same way."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
+from ensemble_trader.adapters.memory import MemoryKeyValueStore
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
+from ensemble_trader.runtime.settings import Settings
+from moto import mock_aws
+
+SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
+KEY = {"pk": "features", "sk": "SPX"}
+
+
+@pytest.fixture()
+def aws(monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield
+
+
+def _create_table(name: str) -> object:
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "sk", "AttributeType": "S"}])
+    return ddb
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def store(request, aws):
+    if request.param == "memory":
+        return MemoryKeyValueStore()
+    return DynamoKeyValueStore(_create_table("et-unit-stage-state"), settings=SETTINGS)
+
+
+# ---- DynamoDB: refusals ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({**KEY, "version": 1, "state": b"x" * 410_000}, "(?i)item size"),
+        ({**KEY, "version": 1, "tags": set()}, "tags.*empty set"),
+        ({"pk": "", "sk": "SPX", "version": 1}, "(?i)empty"),
+        ({**KEY, "version": 1, "when": object()}, "when"),
+        ({**KEY, "version": 1, "mixed": {"a", 1}}, "mixed"),
+    ],
+    ids=["over-400-KB", "empty-set", "empty-key", "unsupported-type", "mixed-set"],
+)
+def test_an_item_dynamodb_refuses_is_a_data_error_from_the_store_and_its_fake(store, item, reason):
+    """DynamoDB refuses these for good: a DataError (the stage runner's and the router's 'no retry
+    can fix it'), not an InfrastructureError retried for ever; the fake refuses them too."""
+    with pytest.raises(DataError, match=reason):
+        store.put_item("stage-state", item)
+    with pytest.raises(DataError, match=reason):
+        store.put_items("stage-state", [{**KEY, "version": 9}, item])
+    assert store.get_item("stage-state", KEY) is None  # nothing written, nor the batch's other row
+
+
+def test_a_validation_exception_names_the_table_and_the_reason_and_throttling_stays_transient():
+    """A ValidationException (an item too large, but also a condition or expression the code got
+    wrong) is permanent and loud: DataError with the table and DynamoDB's message."""
+
+    class Refusing:
+        def __init__(self, code: str, message: str) -> None:
+            self.error = ClientError({"Error": {"Code": code, "Message": message}}, "PutItem")
+
+        def put_item(self, **kwargs):
+            raise self.error
+
+    bug = Refusing("ValidationException", "Invalid ConditionExpression: Syntax error; token: \"OR\"")
+    with pytest.raises(DataError, match=r"et-unit-stage-state.*Invalid ConditionExpression: Syntax error"):
+        DynamoKeyValueStore(bug, settings=SETTINGS).put_item("stage-state", {**KEY, "version": 1}, expected_version=0)
+    busy = Refusing("ProvisionedThroughputExceededException", "slow down")
+    with pytest.raises(InfrastructureError, match="et-unit-stage-state"):
+        DynamoKeyValueStore(busy, settings=SETTINGS).put_item("stage-state", {**KEY, "version": 1})
+
+
+# ---- DynamoDB: what reads back ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1e40, 1e40),  # read back as the 41-digit int 10**40, which could not be written back
+        (-1.5e100, -1.5e100),
+        (2.0, 2),  # DynamoDB keeps no trace of the float: an integral number reads as int
+        (-0.0, 0),
+        (12345678901234567890123456789012345678, 12345678901234567890123456789012345678),
+        (np.float64(0.1), 0.1),
+        (np.float32(0.5), 0.5),
+        (np.int64(3), 3),
+        (np.bool_(True), True),
+        ((1, 2.5), [1, 2.5]),
+        (bytearray(b"ab"), b"ab"),
+        ({1.5, 2.5}, {1.5, 2.5}),
+        ({np.float64(0.25), 3}, {0.25, 3}),
+        ({"a", "b"}, {"a", "b"}),
+        ({b"a"}, {b"a"}),
+        ({1: (np.int32(2),)}, {"1": [2]}),
+    ],
+    ids=["1e40", "-1.5e100", "2.0", "-0.0", "38-digits", "np.float64", "np.float32", "np.int64", "np.bool_",
+         "tuple", "bytearray", "float-set", "numpy-set", "str-set", "bytes-set", "nested"],
+)
+def test_values_read_back_alike_from_the_store_and_its_fake_and_write_back(store, value, expected):
+    store.put_item("stage-state", {**KEY, "version": 1, "v": value})
+    got = store.get_item("stage-state", KEY)
+    assert got["v"] == expected and type(got["v"]) is type(expected)
+    if isinstance(expected, list | dict | set):
+        assert [type(x) for x in _leaves(got["v"])] == [type(x) for x in _leaves(expected)]
+    assert type(got["version"]) is int
+    store.put_item("stage-state", {**got, "version": 2}, expected_version=1)  # what was read writes back
+    assert store.get_item("stage-state", KEY) == {**got, "version": 2}
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for k in sorted(value) for leaf in _leaves(value[k])]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, set):
+        return sorted(value, key=repr)
+    return [value]
+
+
+def test_the_fake_hands_out_copies():
+    kv = MemoryKeyValueStore()
+    item = {**KEY, "version": 1, "v": [1, {"a": 2}]}
+    kv.put_item("stage-state", item)
+    item["v"][1]["a"] = 99
+    got = kv.get_item("stage-state", KEY)
+    got["v"].append(3)
+    assert kv.get_item("stage-state", KEY)["v"] == [1, {"a": 2}]
+
+
+# ---- DynamoDB: conditional puts --------------------------------------------------------------
+
+
+def test_expected_version_0_writes_only_where_no_item_is(store):
+    """The port: with expected_version=0 the put succeeds only when the item is absent (or
+    stored with version 0) — not over an item that has no version attribute."""
+    store.put_item("stage-state", {**KEY, "note": "written without a version"})
+    with pytest.raises(ConcurrencyError):
+        store.put_item("stage-state", {**KEY, "version": 1}, expected_version=0)
+    assert store.get_item("stage-state", KEY) == {**KEY, "note": "written without a version"}
+    store.put_item("stage-state", {**KEY, "version": 0})
+    store.put_item("stage-state", {**KEY, "version": 1}, expected_version=0)  # stored version 0
+    store.put_item("stage-state", {"pk": "features", "sk": "NEW", "version": 1}, expected_version=0)  # absent
+
+
+def test_expected_version_0_on_a_table_of_another_naming_writes_only_where_no_item_is(aws):
+    """A physical table name constants.TABLES does not know: the key is not known either, and the
+    condition 'absent' still holds (no attribute of the item exists)."""
+    kv = DynamoKeyValueStore(_create_table("someone-elses-table"), settings=SETTINGS)
+    kv.put_item("someone-elses-table", {**KEY, "note": "x"})
+    with pytest.raises(ConcurrencyError):
+        kv.put_item("someone-elses-table", {**KEY, "version": 1}, expected_version=0)
+    kv.put_item("someone-elses-table", {"pk": "features", "sk": "NEW", "version": 1}, expected_version=0)
+    with pytest.raises(ConcurrencyError):
+        kv.put_item("someone-elses-table", {"pk": "features", "sk": "NEW", "version": 1}, expected_version=0)
+
+
+def test_the_fakes_conditional_put_is_atomic():
+    """Two writers that read version 0 and put with expected_version=0: exactly one may win. The
+    second writer is started inside the first one's check-then-set (when it reads the stored
+    row); without a lock it slipped in between, and both 'won' (one update lost)."""
+    kv = MemoryKeyValueStore()
+    outcome: dict[str, str] = {}
+
+    def put(name: str) -> None:
+        try:
+            kv.put_item("stage-state", {**KEY, "version": 1, "by": name}, expected_version=0)
+            outcome[name] = "won"
+        except ConcurrencyError:
+            outcome[name] = "lost"
+
+    second = threading.Thread(target=put, args=("second",))
+
+    class Interleaving(dict):
+        def get(self, key, default=None):
+            found = super().get(key, default)
+            if not second.is_alive() and "second" not in outcome:
+                second.start()
+                second.join(0.3)  # it finishes here without a lock; with one it waits for ours
+            return found
+
+    kv.tables["stage-state"] = Interleaving()
+    put("first")
+    second.join()
+    assert sorted(outcome.values()) == ["lost", "won"]
+    assert kv.get_item("stage-state", KEY)["by"] == next(n for n, o in outcome.items() if o == "won")
