@@ -10,10 +10,18 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
-from ensemble_trader.adapters.memory import MemoryKeyValueStore
+from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
+from ensemble_trader.adapters.memory import (
+    MemoryEventBus,
+    MemoryKeyValueStore,
+    MemoryQueuePublisher,
+    MemoryStreamPublisher,
+)
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings
 from moto import mock_aws
+from pydantic import BaseModel
 
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
 KEY = {"pk": "features", "sk": "SPX"}
@@ -203,3 +211,154 @@ def test_the_fakes_conditional_put_is_atomic():
     second.join()
     assert sorted(outcome.values()) == ["lost", "won"]
     assert kv.get_item("stage-state", KEY)["by"] == next(n for n, o in outcome.items() if o == "won")
+
+
+# ---- batch publishers: nothing sent before a refusal -----------------------------------------
+
+
+class RecordingKinesis:
+    def __init__(self) -> None:
+        self.put: list[tuple[str, int]] = []
+
+    def put_records(self, StreamName, Records):  # noqa: N803 (boto3's names)
+        self.put += [(r["PartitionKey"], len(r["Data"])) for r in Records]
+        return {"FailedRecordCount": 0, "Records": [{"SequenceNumber": "1", "ShardId": "s"} for _ in Records]}
+
+
+@pytest.mark.parametrize("aggregate", [False, True])
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [(("A", b"x" * (1024 * 1024)), "partition key 'A' is 1048577 bytes"),
+     (("K" * 257, b"x"), "partition key 'KKK.*257 characters"),
+     (("", b"x"), "empty partition key")],
+    ids=["over-1-MiB", "long-key", "empty-key"],
+)
+def test_kinesis_refuses_a_call_holding_a_record_it_cannot_put_before_putting_any(aggregate, bad, reason):
+    """Records went out round by round: the first round was put before the second's oversized
+    record raised, and the stage runner, splitting the call, put them again (duplicates)."""
+    client = RecordingKinesis()
+    publisher = KinesisPublisher(client, settings=SETTINGS, aggregate=aggregate)
+    with pytest.raises(DataError, match=reason):
+        publisher.put("features", [("A", b"a1"), ("B", b"b1"), ("A", b"a2"), bad])
+    assert client.put == []
+    with pytest.raises(DataError, match=reason):
+        MemoryStreamPublisher().put("features", [bad])
+
+
+class RecordingEvents:
+    def __init__(self) -> None:
+        self.put: list[dict] = []
+
+    def put_events(self, Entries):  # noqa: N803 (boto3's names)
+        self.put += Entries
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in Entries]}
+
+
+class Small(BaseModel):
+    n: int
+
+
+class Big(BaseModel):
+    blob: str
+
+
+def test_eventbridge_refuses_a_call_holding_an_event_it_cannot_put_before_putting_any():
+    client = RecordingEvents()
+    with pytest.raises(DataError, match="Big event is 300029 bytes; EventBridge accepts at most 262144"):
+        EventBridgePublisher(client, settings=SETTINGS).publish([Small(n=i) for i in range(15)] + [Big(blob="x" * 300_000)])
+    assert client.put == []  # the first ten had gone out
+
+
+# ---- the publisher fakes keep the real limits ------------------------------------------------
+
+
+def test_the_publisher_fakes_refuse_what_the_services_refuse_and_keep_nothing_of_the_call():
+    stream = MemoryStreamPublisher()
+    with pytest.raises(DataError, match="1048576"):
+        stream.put("features", [("A", b"ok"), ("A", b"x" * (2 * 1024 * 1024))])
+    assert stream.streams["features"] == []
+    bus = MemoryEventBus()
+    with pytest.raises(DataError, match="EventBridge accepts at most 262144"):
+        bus.publish([Small(n=1), Big(blob="x" * 300_000)])
+    assert bus.events == []
+    queue = MemoryQueuePublisher()
+    with pytest.raises(DataError, match="over the 262,144-byte limit"):
+        queue.send("features-dlq", [("g", "a", b"ok"), ("g", "b", b"x" * 300_000)])
+    with pytest.raises(DataError, match="UTF-8"):
+        queue.send("features-dlq", [("g", "a", b"ok"), ("g", "c", b"\xff\xfe")])
+    with pytest.raises(DataError, match="character"):
+        queue.send("features-dlq", [("g", "d", b"nul \x00")])
+    assert queue.queues["features-dlq"] == []
+
+
+def test_the_queue_fake_drops_a_repeated_deduplication_id_on_fifo_queues_only():
+    """SQS deduplicates on FIFO queues only: a standard queue (the stages' dead-letter queues)
+    keeps a message sent twice."""
+    queue = MemoryQueuePublisher()
+    for name in ("features-dlq", "et-unit-features-dlq"):
+        queue.send(name, [("g", "same", b"1")])
+        queue.send(name, [("g", "same", b"2")])
+        assert [body for _, _, body in queue.queues[name]] == [b"1", b"2"]
+    for name in ("order-intents", "orders-dlq", "et-unit-order-intents.fifo"):
+        queue.send(name, [("g", "same", b"1"), ("g", "same", b"2")])
+        queue.send(name, [("g", "same", b"3")])
+        assert [body for _, _, body in queue.queues[name]] == [b"1"]
+
+
+# ---- SQS: refusals of the whole batch --------------------------------------------------------
+
+
+def test_an_sqs_batch_refusal_under_its_query_compatible_code_is_not_retried(aws):
+    """botocore reports SQS errors under their query-compatible code
+    (``AWS.SimpleQueueService.BatchEntryIdsNotDistinct``), the plain name in ``QueryErrorCode``:
+    such a refusal was retried 4 times and reported as transient."""
+    import boto3
+    from ensemble_trader.adapters.aws._retry import is_request_error, resend_failed
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    calls, sleeps = [], []
+
+    def send(pending):
+        calls.append(len(pending))
+        sqs.send_message_batch(QueueUrl=url, Entries=pending)
+        return [], ""
+
+    for entries in ([{"Id": "0", "MessageBody": "a"}, {"Id": "0", "MessageBody": "b"}],
+                    [{"Id": str(i), "MessageBody": "a"} for i in range(11)],
+                    [{"Id": "a b", "MessageBody": "a"}],
+                    []):
+        calls.clear()
+        with pytest.raises(DataError, match="request refused, not retried"):
+            resend_failed(send, entries, max_attempts=4, base_delay_s=0.01, sleep=sleeps.append)
+        assert len(calls) == 1 and sleeps == []
+    too_long = ClientError({"Error": {"Code": "AWS.SimpleQueueService.BatchRequestTooLong", "Message": "x"}},
+                           "SendMessageBatch")
+    assert is_request_error(too_long)
+    gone = ClientError({"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue",
+                                  "QueryErrorCode": "QueueDoesNotExist", "Message": "x"}}, "SendMessageBatch")
+    assert not is_request_error(gone)
+
+
+class RecordingSqs:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def get_queue_url(self, QueueName):  # noqa: N803 (boto3's names)
+        return {"QueueUrl": f"https://sqs/{QueueName}"}
+
+    def send_message_batch(self, QueueUrl, Entries):  # noqa: N803 (boto3's names)
+        self.calls.append([e["MessageBody"] for e in Entries])
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+@pytest.mark.parametrize(("body", "reason"), [(b"nul \x00", "holds the character"), (b"\xff\xfe", "UTF-8")])
+def test_sqs_refuses_a_body_it_cannot_send_before_sending_any(body, reason):
+    """A character SQS refuses went out in a batch of 10 after the first batch was sent."""
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+
+    client = RecordingSqs()
+    messages = [("g", f"d-{i}", b"ok") for i in range(12)] + [("g", "bad", body)]
+    with pytest.raises(DataError, match=f"message 'bad'.*{reason}"):
+        SqsPublisher(client, settings=SETTINGS, sleep=lambda s: None).send("features-dlq", messages)
+    assert client.calls == []

@@ -75,8 +75,22 @@ REQUEST_ERROR_CODES = frozenset(
 """AWS error codes refusing the request itself: sent again unchanged it would be refused again."""
 
 
+_SQS_PREFIX = "AWS.SimpleQueueService."
+
+
+def _codes(exc: BaseException) -> set[str]:
+    """The error codes of a ClientError. SQS (a query-compatible JSON API) reports its own errors
+    under ``AWS.SimpleQueueService.<Name>`` in ``Code``, with the plain name in
+    ``QueryErrorCode``: all three spellings count."""
+    if not isinstance(exc, ClientError):
+        return set()
+    error = exc.response.get("Error", {})
+    code, query_code = str(error.get("Code") or ""), str(error.get("QueryErrorCode") or "")
+    return {c for c in (code, query_code, code.removeprefix(_SQS_PREFIX)) if c}
+
+
 def _code_in(exc: BaseException, codes: frozenset[str]) -> bool:
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in codes
+    return not _codes(exc).isdisjoint(codes)
 
 
 def is_request_error(exc: BaseException) -> bool:

@@ -12,26 +12,13 @@ from ensemble_trader import constants
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.domain.errors import DataError, InfrastructureError
+from ensemble_trader.adapters.limits import MAX_EVENT_BYTES, checked_entries, entry_size, to_entry
+from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_ENTRIES = 10
-MAX_REQUEST_BYTES = 256 * 1024
-
-
-def entry_size(entry: dict[str, Any]) -> int:
-    """An entry's size as EventBridge counts it (source, detail-type, detail, in UTF-8)."""
-    return sum(len(str(entry.get(k, "")).encode()) for k in ("Source", "DetailType", "Detail"))
-
-
-def to_entry(event: BaseModel, bus: str, source: str = constants.EVENT_SOURCE) -> dict[str, Any]:
-    """One PutEvents entry: detail-type = the model's class name, detail = its JSON."""
-    return {
-        "Source": source,
-        "DetailType": type(event).__name__,
-        "Detail": event.model_dump_json(),
-        "EventBusName": bus,
-    }
+MAX_REQUEST_BYTES = MAX_EVENT_BYTES
+__all__ = ["MAX_ENTRIES", "MAX_REQUEST_BYTES", "EventBridgePublisher", "entry_size", "to_entry"]
 
 
 class EventBridgePublisher:
@@ -63,14 +50,11 @@ class EventBridgePublisher:
         self._sleep = sleep
 
     def publish(self, events: Sequence[BaseModel]) -> None:
-        """Put ``events`` in order, at most 10 entries and 256 KB per call."""
+        """Put ``events`` in order, at most 10 entries and 256 KB per call. An event over 256 KB
+        is a DataError raised before any event is put."""
         batch: list[dict[str, Any]] = []
         size = 0
-        for event in events:
-            entry = to_entry(event, self.bus, self.source)
-            n = entry_size(entry)
-            if n > MAX_REQUEST_BYTES:
-                raise DataError(f"{entry['DetailType']} event is {n} bytes; EventBridge accepts at most {MAX_REQUEST_BYTES}")
+        for entry, n in checked_entries(events, self.bus, self.source):
             if batch and (len(batch) == MAX_ENTRIES or size + n > MAX_REQUEST_BYTES):
                 self._put(batch)
                 batch, size = [], 0

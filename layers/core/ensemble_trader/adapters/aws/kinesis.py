@@ -10,13 +10,14 @@ from typing import Any
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.domain.errors import DataError, InfrastructureError
+from ensemble_trader.adapters.limits import MAX_BYTES_PER_RECORD, check_stream_record, check_stream_records
+from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.aggregation import aggregate as aggregate_records
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
-MAX_BYTES_PER_RECORD = 1024 * 1024
+__all__ = ["MAX_BYTES_PER_RECORD", "KinesisPublisher", "chunk_records", "key_rounds"]
 
 
 def chunk_records(
@@ -27,18 +28,15 @@ def chunk_records(
     """Split ``records`` (in order) into PutRecords requests within Kinesis' limits.
 
     The size of an entry is its data plus its partition key, as Kinesis counts it. An entry
-    over 1 MiB can never be put and raises :class:`DataError` naming its key and size.
+    Kinesis refuses (over 1 MiB, a partition key empty or over 256 characters) raises
+    :class:`~ensemble_trader.domain.errors.DataError` naming its key
+    (:func:`~ensemble_trader.adapters.limits.check_stream_record`).
     """
     chunks: list[list[tuple[str, bytes]]] = []
     current: list[tuple[str, bytes]] = []
     size = 0
     for key, data in records:
-        entry = len(data) + len(key.encode())
-        if entry > MAX_BYTES_PER_RECORD:
-            raise DataError(
-                f"Kinesis record for partition key {key!r} is {entry} bytes; the limit is "
-                f"{MAX_BYTES_PER_RECORD}"
-            )
+        entry = check_stream_record(key, data)
         if current and (len(current) >= max_records or size + entry > max_bytes):
             chunks.append(current)
             current, size = [], 0
@@ -107,8 +105,13 @@ class KinesisPublisher:
         self.retried_entries = 0
 
     def put(self, stream: str, records: Sequence[tuple[str, bytes]]) -> None:
-        """Put ``(partition_key, data)`` records on ``stream``; raise InfrastructureError on failure."""
+        """Put ``(partition_key, data)`` records on ``stream``; raise InfrastructureError on failure.
+
+        A record Kinesis refuses is a DataError raised before any record is put (records go out
+        round by round: found in a later round, the earlier rounds would already be on the
+        stream, and put again when the caller splits the call to find the bad record)."""
         name = physical(stream, self._settings)
+        check_stream_records(records)
         if self.aggregate:
             records = aggregate_records(records)
         for group in key_rounds(records):

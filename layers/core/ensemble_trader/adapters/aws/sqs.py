@@ -16,13 +16,13 @@ from pydantic import BaseModel
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
+from ensemble_trader.adapters.limits import MAX_MESSAGE_BYTES, is_fifo_queue, message_text
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024
-MAX_MESSAGE_BYTES = 256 * 1024
-"""SQS's classic message size limit (a queue may allow up to 1 MiB; ours keep the default)."""
+__all__ = ["MAX_MESSAGE_BYTES", "SqsDeadLetterWriter", "SqsPublisher", "dead_letter_body"]
 DLQ_RECORD_LIMIT = 200 * 1024
 """A dead letter whose JSON would exceed this many bytes keeps its record truncated, marked as such."""
 DLQ_REASON_LIMIT = 8 * 1024
@@ -36,8 +36,11 @@ class SqsPublisher:
     order is kept per group) and deduplication id (the intent id: a resend within five minutes
     is dropped by SQS). For a standard queue both are ignored. Entries SQS rejects are sent
     again with backoff; after ``max_attempts`` an InfrastructureError names how many failed.
-    Entries rejected as the sender's fault (``SenderFault``: too large, invalid characters, a
-    bad id) are not retried: once the others went through, a DataError names them.
+    A body SQS would refuse (not UTF-8, a character SQS refuses, over 256 KiB:
+    :func:`~ensemble_trader.adapters.limits.message_text`, which the in-memory fake runs too) is
+    a DataError before any message is sent. Entries SQS still rejects as the sender's fault
+    (``SenderFault``: e.g. a bad group id) are not retried: once the others went through, a
+    DataError names them.
     """
 
     def __init__(
@@ -70,15 +73,11 @@ class SqsPublisher:
     def send(self, queue: str, messages: Sequence[tuple[str, str, bytes]]) -> None:
         """Send ``(group_id, deduplication_id, body)`` messages in order."""
         name = physical(queue, self._settings)
-        fifo = name.endswith(".fifo")
+        fifo = is_fifo_queue(name)
         url = self.queue_url(queue)
         entries = []
-        for i, (group, dedup, body) in enumerate(messages):
-            text = _text(body)
-            size = len(text.encode())
-            if size > MAX_MESSAGE_BYTES:  # SQS would refuse the whole batch (BatchRequestTooLong)
-                raise DataError(f"SQS {name}: message {dedup!r} is {size:,} bytes, over the "
-                                f"{MAX_MESSAGE_BYTES:,}-byte limit")
+        for i, (group, dedup, body) in enumerate(messages):  # every body checked before a batch goes
+            text = message_text(name, dedup, body)
             entry: dict[str, Any] = {"Id": str(i), "MessageBody": text}
             if fifo:
                 entry["MessageGroupId"] = group
@@ -181,15 +180,6 @@ def dead_letter_body(record: Any, reason: str, *, source: str = "") -> str:
         if size <= DLQ_RECORD_LIMIT or keep == 0:
             return body
         keep = max(0, min(keep - 1, int(keep * DLQ_RECORD_LIMIT / size * 0.98)))
-
-
-def _text(body: bytes | str) -> str:
-    if isinstance(body, str):
-        return body
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError("an SQS message body must be UTF-8 text") from exc
 
 
 def _batches(entries: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

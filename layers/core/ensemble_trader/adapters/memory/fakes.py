@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
+from ensemble_trader.adapters.limits import check_stream_records, checked_entries, is_fifo_queue, message_text
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
 
 VERSION_ATTRIBUTE = "version"
@@ -68,7 +69,11 @@ class MemoryCache:
 
 
 class MemoryStreamPublisher:
-    """:class:`~ensemble_trader.ports.StreamPublisher`: records per stream, in order."""
+    """:class:`~ensemble_trader.ports.StreamPublisher`: records per stream, in order.
+
+    A record Kinesis refuses (over 1 MiB, a partition key empty or over 256 characters) is a
+    DataError and nothing of the call is kept, as with the real publisher
+    (:func:`~ensemble_trader.adapters.limits.check_stream_records`)."""
 
     def __init__(self, failures: FailureInjector | None = None) -> None:
         self.streams: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
@@ -76,11 +81,19 @@ class MemoryStreamPublisher:
 
     def put(self, stream: str, records: Sequence[tuple[str, bytes]]) -> None:
         self.failures.check("put")
+        check_stream_records(records)
         self.streams[stream].extend(records)
 
 
 class MemoryQueuePublisher:
-    """:class:`~ensemble_trader.ports.QueuePublisher` with FIFO deduplication by id."""
+    """:class:`~ensemble_trader.ports.QueuePublisher` with SQS's limits and FIFO deduplication.
+
+    A body SQS refuses (not UTF-8, a character SQS refuses, over 256 KiB) is a DataError and
+    nothing of the call is kept (:func:`~ensemble_trader.adapters.limits.message_text`, as the
+    real publisher). On a FIFO queue (a logical FIFO name of ``constants.QUEUES`` or a name
+    ending in ``.fifo``) a repeated deduplication id is dropped — for good here, where SQS
+    forgets it after five minutes; a standard queue keeps every message.
+    """
 
     def __init__(self, failures: FailureInjector | None = None) -> None:
         self.queues: dict[str, list[tuple[str, str, bytes]]] = defaultdict(list)
@@ -89,15 +102,22 @@ class MemoryQueuePublisher:
 
     def send(self, queue: str, messages: Sequence[tuple[str, str, bytes]]) -> None:
         self.failures.check("send")
+        for _, dedup, body in messages:
+            message_text(queue, dedup, body)
+        fifo = is_fifo_queue(queue)
         for group, dedup, body in messages:
-            if dedup in self._seen[queue]:
-                continue  # SQS FIFO drops a duplicate deduplication id
-            self._seen[queue].add(dedup)
+            if fifo:
+                if dedup in self._seen[queue]:
+                    continue  # SQS FIFO drops a duplicate deduplication id
+                self._seen[queue].add(dedup)
             self.queues[queue].append((group, dedup, body))
 
 
 class MemoryEventBus:
-    """:class:`~ensemble_trader.ports.EventBus`: the published events, in order."""
+    """:class:`~ensemble_trader.ports.EventBus`: the published events, in order.
+
+    An event over EventBridge's 256 KB is a DataError and nothing of the call is kept
+    (:func:`~ensemble_trader.adapters.limits.checked_entries`, as the real publisher)."""
 
     def __init__(self, failures: FailureInjector | None = None) -> None:
         self.events: list[BaseModel] = []
@@ -105,6 +125,7 @@ class MemoryEventBus:
 
     def publish(self, events: Sequence[BaseModel]) -> None:
         self.failures.check("publish")
+        checked_entries(events, "memory")
         self.events.extend(events)
 
 
