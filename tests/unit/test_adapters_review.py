@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import fakeredis
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
@@ -18,6 +19,7 @@ from ensemble_trader.adapters.memory import (
     MemoryQueuePublisher,
     MemoryStreamPublisher,
 )
+from ensemble_trader.adapters.redis.cache import RedisCache
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings
 from moto import mock_aws
@@ -362,3 +364,37 @@ def test_sqs_refuses_a_body_it_cannot_send_before_sending_any(body, reason):
     with pytest.raises(DataError, match=f"message 'bad'.*{reason}"):
         SqsPublisher(client, settings=SETTINGS, sleep=lambda s: None).send("features-dlq", messages)
     assert client.calls == []
+
+
+# ---- Redis -----------------------------------------------------------------------------------
+
+
+def test_a_cache_key_of_another_type_is_a_miss_not_a_failed_read():
+    """One key holding a hash (a stray HSET) failed the whole pipelined read with WRONGTYPE, and
+    with it every symbol of the batch on every retry; it is a miss, the others read normally,
+    and the next write replaces it."""
+    client = fakeredis.FakeRedis()
+    cache = RedisCache(client, prefix="local:")
+    cache.set_many({"features:AAA": b"1", "features:CCC": b"3"})
+    client.hset("local:features:BBB", "f", "v")
+    assert cache.get_many(["features:AAA", "features:BBB", "features:CCC"]) == [b"1", None, b"3"]
+    cache.set_many({"features:BBB": b"2"})
+    assert cache.get("features:BBB") == b"2"
+
+
+def test_any_other_error_of_one_cache_key_still_fails_the_read():
+    import redis
+
+    class Pipeline:
+        def get(self, key):
+            pass
+
+        def execute(self, raise_on_error=True):
+            return [b"1", redis.exceptions.NoPermissionError("NOPERM this user has no permissions to access the key")]
+
+    class Client:
+        def pipeline(self, transaction=False):
+            return Pipeline()
+
+    with pytest.raises(InfrastructureError, match="failed at local:features:BBB: NOPERM"):
+        RedisCache(Client(), prefix="local:").get_many(["features:AAA", "features:BBB"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ensemble_trader.domain.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
 
 
 class RedisCache:
@@ -76,16 +79,31 @@ class RedisCache:
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """One round trip: a pipeline of single-key GETs, not an MGET — ElastiCache Serverless
-        is cluster-mode, where a multi-key command across hash slots fails with CROSSSLOT."""
+        is cluster-mode, where a multi-key command across hash slots fails with CROSSSLOT.
+
+        A key holding another type than a string (``WRONGTYPE``: a stray ``HSET`` by hand) is a
+        miss, logged, and the other keys read normally: failing the whole read would fail every
+        symbol of the batch, on every retry, until someone deleted the key (the next write of
+        the key replaces it). Any other error, for the pipeline or one key, is an
+        InfrastructureError."""
         if not keys:
             return []
         try:
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
                 pipe.get(self._k(key))
-            return list(pipe.execute(raise_on_error=True))
+            results = list(pipe.execute(raise_on_error=False))
         except Exception as exc:  # redis.RedisError and socket errors alike
             raise InfrastructureError(f"Redis GET of {len(keys)} keys failed: {exc}") from exc
+        for i, (key, result) in enumerate(zip(keys, results, strict=True)):
+            if isinstance(result, Exception):
+                if not str(result).startswith("WRONGTYPE"):
+                    raise InfrastructureError(f"Redis GET of {len(keys)} keys failed at {self._k(key)}: "
+                                              f"{result}") from result
+                log.warning("Redis key %s holds another type than a string (%s): read as a miss",
+                            self._k(key), result)
+                results[i] = None
+        return results
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
         if not items:
