@@ -122,3 +122,14 @@ def test_a_named_regime_model_that_does_not_exist_is_an_error(tmp_path, capsys):
     write_bars_csv(bars, generate("easy", 300, 1).series)
     code = main(["evaluate", "agents", "--bars", str(bars), "--regime-model", str(tmp_path / "none")])
     assert code == 1 and "regime model folder" in capsys.readouterr().err
+
+
+def test_train_names_a_bad_parameter_without_pydantic_noise(tmp_path, capsys):
+    """A check of the whole configuration printed 'bad training parameters: : Value error, ...'."""
+    from ensemble_trader.cli import main
+
+    code = main(["train", "agents", "--quick", "--no-progress", "--out", str(tmp_path / "m"),
+                 "--hp", 'rewards={"contrarian": {"eta": 0.1}}'])
+    err = capsys.readouterr().err
+    assert code == 1 and "rewards[contrarian]" in err
+    assert ": :" not in err and "Value error" not in err

@@ -67,7 +67,7 @@ def _train_agents(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
         raise DataError(f"bad training parameters: {problems}") from None
     out = args.out or default_models_dir()
     manifest = run_job(config, out, progress=not args.no_progress)
@@ -79,3 +79,11 @@ def _train_agents(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as ``field: message``; a check of the whole configuration (no field)
+    already names what it is about, without pydantic's "Value error, " prefix."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(map(str, error["loc"]))
+    return f"{where}: {message}" if where else message
