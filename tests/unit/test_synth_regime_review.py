@@ -3,6 +3,8 @@ evaluation input checks, historical episode windows, training-job inputs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from ensemble_trader.cli import main
 
@@ -132,3 +134,49 @@ def test_daily_bars_are_counted_as_before():
     daily = generate("easy", 20, 1, start="2018-01-01", freq="1B").series
     [row] = episode_table(daily, _constant_labels(len(daily), 3), (Episode("week", "2018-01-01", "2018-01-05", STRESS),))
     assert row["bars"] == 5
+
+
+# --------------------------------------------------------------------------------------------
+# docs/regime.md's historical tables come out of the code
+# --------------------------------------------------------------------------------------------
+
+REGIME_DOC = Path(__file__).resolve().parents[2] / "docs" / "regime.md"
+
+
+def _table_rows(markdown_table: str) -> list[str]:
+    return markdown_table.splitlines()[2:]  # past the header and the rule
+
+
+def test_the_sp500_history_table_in_the_docs_is_what_the_code_gives():
+    from ensemble_trader.cli.regime import default_model_dir
+    from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
+    from ensemble_trader.marketdata import load_arch
+
+    from training.regime.historical import SP500_EPISODES, episode_table, markdown
+
+    spx = load_arch("sp500")
+    rows = episode_table(spx, label_series(RegimeDetector(RegimeModel.load(default_model_dir())), spx), SP500_EPISODES)
+    doc = REGIME_DOC.read_text(encoding="utf-8")
+    for line in _table_rows(markdown(rows, "trading days")):
+        assert line in doc
+
+
+@pytest.mark.slow
+def test_the_btc_history_table_in_the_docs_is_what_the_code_gives():
+    """`regime history` fits the BTC model (seed 0, 12 restarts per K; ~4 min on two cores)."""
+    from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.domain.regime import RegimeDetector, label_series
+    from ensemble_trader.marketdata import load_shared
+
+    from training.regime.historical import BTC_EPISODES, BTC_TRAIN_BARS, episode_table, markdown
+    from training.regime.train import fit_model
+
+    try:
+        btc = load_shared("btcusd_1h")
+    except DataError as exc:
+        pytest.skip(str(exc))
+    _, model = fit_model([btc[:BTC_TRAIN_BARS]], seed=0)
+    rows = episode_table(btc, label_series(RegimeDetector(model), btc), BTC_EPISODES)
+    doc = REGIME_DOC.read_text(encoding="utf-8")
+    for line in _table_rows(markdown(rows, "hours")):
+        assert line in doc
