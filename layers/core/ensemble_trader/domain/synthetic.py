@@ -316,7 +316,7 @@ def _parse_start(start: str) -> np.datetime64:
 def _past_the_limit(n: int, freq: str, start: str, fit: int) -> DataError:
     return DataError(
         f"{n:,} bars of {freq} from {start} would end after 2262-04-11, the last day bar times "
-        f"(int64 nanoseconds) reach: at most {fit:,} bars of {freq} fit from {start}"
+        f"(int64 nanoseconds) reach: at most {fit:,} {'bar' if fit == 1 else 'bars'} of {freq} fit from {start}"
     )
 
 
