@@ -641,3 +641,14 @@ def test_a_reseed_that_loses_a_race_keeps_the_cached_state_for_the_retry(world):
     event = event_of([("AAA", bar_json("AAA", 3))], first_seq=5000)
     assert failures(world.runner.process(event)) == ["5000"]
     assert "tally:AAA" in world.cache.data and world.state("AAA")[1]["count"] == 3
+
+
+def test_a_snapshot_dynamodb_refuses_fails_only_its_symbol(world, monkeypatch):
+    """A state over DynamoDB's 400 KB item limit is a DataError from the store: it raised out of
+    process() and failed the whole invocation, every symbol of the batch with it."""
+    dump = world.step.dump
+    monkeypatch.setattr(world.step, "dump", lambda state: dump(state) + (b" " * 420_000 if state["symbol"] == "AAA" else b""))
+    response = world.runner.process(event_of(interleaved(3)))
+    assert failures(response) == ["1000", "1002", "1004"]  # AAA's records, for a retry
+    assert world.state("BBB")[1]["count"] == 3
+    assert "tally:AAA" not in world.cache.data

@@ -741,6 +741,12 @@ class KinesisStageRunner(Generic[S, In]):
                     log.warning("stage %s: snapshot of %s failed: %s", step.name, symbol, exc)
                     group.fail(0)
                     del to_write[symbol]
+                except DataError as exc:  # DynamoDB refuses the item itself (over 400 KB): only
+                    # this symbol fails, loudly; its records are retried, the others go through
+                    log.error("stage %s: snapshot of %s refused by the store: %s", step.name, symbol, exc)
+                    self._count("snapshot_refused", 1)
+                    group.fail(0)
+                    del to_write[symbol]
         cache_items = {step.key(s): encode_cached(g.version + 1, dumped[s], handled[s]) for s, g in to_write.items()}
         for symbol, group in groups.items():
             if group.warm and not group.changed and group.failed_from is None:
