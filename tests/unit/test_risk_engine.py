@@ -190,6 +190,30 @@ def test_an_order_that_reduces_exposure_is_cut_down_to_the_per_order_limits():
     assert engine.cut_to_order_limits(buy_back, ctx(position=-3_000, ref_price=10), 1.0).quantity == 1_000
 
 
+@pytest.mark.parametrize(
+    ("step", "max_quantity", "max_notional", "held", "expected"),
+    [
+        (0.1, 0.3, 1e9, 0.7, 0.3),  # 3 x 0.1 is 0.30000000000000004 > 0.3: it was cut to 0.2
+        (0.1, 0.7, 1e9, 1.0, 0.7),  # it was cut to 0.6000000000000001
+        (0.01, 0.29, 1e9, 1.0, 0.29),
+        (0.001, 0.007, 1e9, 0.01, 0.007),
+        (0.1, 1e9, 30.0, 0.7, 0.3),  # the notional limit: 0.3 x 100 is 30.000000000000004
+        (1.0, 3.0, 1e9, 7.0, 3.0),
+    ],
+)
+def test_a_fractional_cut_reaches_the_limit_and_is_a_clean_multiple_of_the_step(
+    step, max_quantity, max_notional, held, expected
+):
+    """The cut stepped one step below the limit when the float product of the steps overshot it
+    by a rounding error, and left float noise in the quantity (0.6000000000000001)."""
+    engine = RiskEngine(RiskLimits(max_order_quantity=max_quantity, max_order_notional=max_notional))
+    sell = order(qty=held, side=Side.SELL, price=100.0)
+    c = ctx(position=held, ref_price=100.0)
+    cut = engine.cut_to_order_limits(sell, c, step)
+    assert cut is not None and cut.quantity == expected  # exactly: no float noise
+    assert engine.check(sell.model_copy(update={"quantity": cut.quantity}), RiskState(), c).accepted
+
+
 def test_an_order_is_not_cut_when_it_fits_adds_exposure_or_cannot_be_cut():
     engine = RiskEngine(LIMITS)
     assert engine.cut_to_order_limits(order(qty=500, side=Side.SELL), ctx(position=500), 1.0) is None  # fits
@@ -322,8 +346,8 @@ def test_no_order_that_breaches_a_limit_passes(
     age = (NOW - c.reference.timestamp).total_seconds()  # timedelta keeps microseconds only
     assert -lim.max_intent_lead_seconds <= age <= lim.max_reference_age_seconds
     assert abs(price - ref_price) / ref_price <= lim.price_collar * (1 + 1e-9)
-    assert qty <= lim.max_order_quantity
-    assert qty * price <= lim.max_order_notional
+    assert qty <= lim.max_order_quantity * (1 + 1e-9)  # the per-order limits' tolerance, as the collar's
+    assert qty * price <= lim.max_order_notional * (1 + 1e-9)
     if not reducing:
         assert abs(after) <= lim.max_position_quantity
         assert abs(after) * price <= lim.max_position_notional

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, StringConstraints, model_validator
@@ -249,6 +250,17 @@ def round_toward_zero(quantity: float, step: float) -> float:
         raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
     units = math.floor(abs(quantity) / step + 1e-9)
     return math.copysign(units * step, quantity) if units else 0.0
+
+
+def step_multiple(units: int, step: float) -> float:
+    """``units`` steps as a clean number: the float nearest to the exact decimal product, where
+    ``units * step`` carries float noise (3 × 0.1 is 0.30000000000000004, 6 × 0.1
+    0.6000000000000001). ``step`` is taken as written (its shortest repr): 0.1 is one tenth."""
+    if step <= 0 or not math.isfinite(step):
+        raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
+    exponent = Decimal(repr(step)).as_tuple().exponent
+    digits = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    return round(units * step, digits) if digits else float(units * step)
 
 
 def closing_quantity(current: float, step: float) -> float:

@@ -52,6 +52,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, Side
+from ensemble_trader.domain.orders import step_multiple
 
 
 class RejectReason(StrEnum):
@@ -285,6 +286,11 @@ COLLAR_TOLERANCE = 1e-9
 """Relative tolerance of the collar's boundary: 110 against 100 is 0.10000000000000009 away in
 floats, and must pass a 10 % collar exactly as 90 does."""
 
+ORDER_LIMIT_TOLERANCE = 1e-9
+"""Relative tolerance of the per-order quantity and notional limits: a cut of 3 steps of 0.1
+under a 0.3 limit is 0.30000000000000004 in floats, and 0.3 shares at 100 under a 30 notional
+limit 30.000000000000004; both are at the limit, not over it."""
+
 FLAT_EPSILON = 1e-9
 """A position this close to zero is flat (a fractional step's float arithmetic leaves ~1e-16)."""
 
@@ -366,13 +372,13 @@ class RiskEngine:
                 f"(collar {lim.price_collar:.2%})",
             )
 
-        if order.quantity > lim.max_order_quantity:
+        if not _within(order.quantity, lim.max_order_quantity):
             return _reject(
                 RejectReason.MAX_ORDER_QUANTITY,
                 f"quantity {order.quantity:g} > max {lim.max_order_quantity:g}",
             )
         notional = order.quantity * price
-        if notional > lim.max_order_notional:
+        if not _within(notional, lim.max_order_notional):
             return _reject(
                 RejectReason.MAX_ORDER_NOTIONAL,
                 f"notional {notional:,.2f} > max {lim.max_order_notional:,.2f}",
@@ -439,7 +445,9 @@ class RiskEngine:
 
     def cut_to_order_limits(self, order: Order, ctx: OrderContext, step: float) -> OrderCut | None:
         """The cut that fits an order reducing exposure into the per-order quantity and notional
-        limits, rounded toward zero to ``step``; None when it needs none or cannot have one.
+        limits, rounded toward zero to ``step`` (a clean multiple of it, see :func:`step_multiple`,
+        the limits compared with :data:`ORDER_LIMIT_TOLERANCE` as in :meth:`check`); None when it
+        needs none or cannot have one.
 
         An exit, a reduction or a flip's closing leg larger than a per-order limit would be
         rejected on every bar although the position itself is within limits: cut down, part of it
@@ -456,7 +464,7 @@ class RiskEngine:
             return None
 
         def fits(q: float) -> bool:  # the per-order checks of check(), as they are written there
-            return q <= lim.max_order_quantity and q * price <= lim.max_order_notional
+            return _within(q, lim.max_order_quantity) and _within(q * price, lim.max_order_notional)
 
         held = ctx.position if ctx.held is None else ctx.held
         signed = order.signed_quantity
@@ -464,11 +472,11 @@ class RiskEngine:
             return None
         room = min(lim.max_order_quantity, lim.max_order_notional / price)
         units = math.floor(min(room, quantity) / step + 1e-9)
-        while units > 0 and not fits(units * step):  # float rounding may overshoot by a step
+        while units > 0 and not fits(step_multiple(units, step)):  # float rounding may overshoot by a step
             units -= 1
         if units == 0:
             return None
-        cut = units * step
+        cut = step_multiple(units, step)  # 0.3, not 3 x 0.1 = 0.30000000000000004
         if lim.max_order_quantity <= lim.max_order_notional / price:
             reason, limit = RejectReason.MAX_ORDER_QUANTITY, f"max {lim.max_order_quantity:g} shares an order"
         else:
@@ -559,6 +567,11 @@ class RiskEngine:
             return None
         eq = state.equity or 0.0
         return BreakerTransition(previous, TradingState.ACTIVE, state.state_reason, eq, 0.0, 0.0)
+
+
+def _within(value: float, limit: float) -> bool:
+    """``value`` is at most ``limit``, up to :data:`ORDER_LIMIT_TOLERANCE` (relative)."""
+    return value <= limit * (1.0 + ORDER_LIMIT_TOLERANCE)
 
 
 def _reject(reason: RejectReason, message: str) -> RiskDecision:
