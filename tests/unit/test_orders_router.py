@@ -303,6 +303,20 @@ def test_equity_at_or_below_zero_halts_and_latches_instead_of_failing_every_inte
     assert rig.store.get_position("SPX").quantity == -2_000
 
 
+def test_a_reset_after_equity_went_negative_lets_the_next_day_trade():
+    """The reset rebased the day's start and the peak to equity -20,000; the next day, back at
+    100,000, the breaker HALTED again on a 'daily loss 100.00%' and refused the exit."""
+    rig = Rig(price_collar=0.5)  # 160 → 100 is a 37.5 % move
+    rig.warm()
+    rig.router.handle(intent(1, -2.0, 100.0))
+    rig.router.handle(intent(2, -2.0, 100.0))  # filled: short 2,000
+    rig.router.handle(intent(3, 0.0, 160.0))  # equity -20,000: halted, latched
+    rig.router.set_kill_switch(False, "operator: recapitalised", reset_breaker=True)
+    out = rig.router.handle(intent(4, 0.0, 100.0))  # equity back at 100,000
+    assert out.account["trading_state"] == "ACTIVE" and out.account["daily_loss"] == 0.0
+    assert [(o["side"], o["quantity"]) for o in out.orders] == [("BUY", 2_000.0)] and not out.rejections
+
+
 def test_stale_intent_is_rejected():
     rig = Rig()
     rig.warm()

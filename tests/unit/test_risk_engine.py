@@ -446,6 +446,54 @@ def test_equity_at_or_below_zero_halts_and_latches(equity):
     assert state.trading_state is TradingState.HALTED
 
 
+def test_a_reset_after_equity_at_or_below_zero_keeps_no_baseline_at_or_below_zero():
+    """The reset rebased the peak and the day's start to the negative equity, and losses() read a
+    start at or below zero as a 100 % loss: the next day, equity back at 100,000, the breaker
+    HALTED again on a made-up 'daily loss 100.00%'."""
+    engine = RiskEngine()
+    s = RiskState()
+    engine.update_breaker(s, 100_000, date(2024, 1, 2))
+    engine.update_breaker(s, -20_000, date(2024, 1, 3))  # halted, latched
+    engine.reset_breaker(s, "recapitalised")
+    assert s.day_start_equity is None and s.peak_equity is None  # none until equity is positive
+    engine.update_breaker(s, 100_000, date(2024, 1, 4))
+    assert s.trading_state is TradingState.ACTIVE and not s.breaker_latched
+    assert (s.day_start_equity, s.peak_equity) == (100_000, 100_000) and s.losses() == (0.0, 0.0)
+    engine.update_breaker(s, 95_000, date(2024, 1, 4))  # losses are measured from there
+    assert s.losses() == pytest.approx((0.05, 0.05))
+
+
+def test_a_day_that_starts_at_or_below_zero_is_measured_from_its_first_positive_equity():
+    """Without a reset: the day rolled with the last equity (-20,000) as its start, and losses()
+    reported a daily loss of 100 % at any equity; the start is now the first positive equity."""
+    engine = RiskEngine()
+    s = RiskState()
+    engine.update_breaker(s, 100_000, date(2024, 1, 2))
+    engine.update_breaker(s, -20_000, date(2024, 1, 3))
+    engine.update_breaker(s, -20_000, date(2024, 1, 4))
+    assert s.day_start_equity is None and s.losses() == pytest.approx((0.0, 1.2))  # 120 % below the peak
+    engine.update_breaker(s, 90_000, date(2024, 1, 4))
+    assert s.day_start_equity == 90_000 and s.losses() == pytest.approx((0.0, 0.1))
+    assert s.trading_state is TradingState.HALTED and s.breaker_latched  # still latched
+
+
+@pytest.mark.parametrize(
+    ("start", "peak", "equity", "expected"),
+    [
+        (-20_000.0, -20_000.0, 50_000.0, (0.0, 0.0)),
+        (0.0, 0.0, 50_000.0, (0.0, 0.0)),
+        (-20_000.0, 100_000.0, -30_000.0, (0.0, 1.3)),
+        (100_000.0, 100_000.0, -20_000.0, (1.2, 1.2)),  # a loss of more than all: said as it is
+        (None, None, -5_000.0, (0.0, 0.0)),
+    ],
+)
+def test_losses_are_fractions_of_a_positive_baseline_only(start, peak, equity, expected):
+    """A loss is a fraction of the day's start or of the peak; one at or below zero has no fraction
+    to lose, so none is measured (equity at or below zero halts by its own rule)."""
+    s = RiskState(day_start_equity=start, peak_equity=peak, equity=equity)
+    assert s.losses() == pytest.approx(expected)
+
+
 def test_drawdown_reduce_band():
     engine = RiskEngine(BREAKER)
     s = RiskState()

@@ -33,7 +33,10 @@ router applies before the check) rather than rejected, so an exit goes out in pa
 
 Circuit breaker: the trading state moves ACTIVE → REDUCING (only risk-reducing orders) → HALTED
 as the daily loss (against the equity at the start of the day) or the drawdown (against the peak
-equity) crosses its soft and hard thresholds, and to HALTED when equity is zero or negative.
+equity) crosses its soft and hard thresholds, and to HALTED when equity is zero or negative. A
+loss is a fraction of a positive baseline: a day that starts at or below zero, or a reset there,
+keeps no baseline until equity is positive again, and that equity becomes it (no loss is measured
+against nothing).
 Within a day the state never relaxes; at a day roll it is re-evaluated. A drawdown halt, and a
 halt for equity at or below zero, is latched until an operator resets it.
 
@@ -212,13 +215,19 @@ class RiskState(BaseModel):
 
     def losses(self) -> tuple[float, float]:
         """``(daily loss, drawdown)`` of the last equity the breaker saw, as fractions ≥ 0: against
-        the equity at the start of the day and against the peak (0 before any equity was seen)."""
+        the equity at the start of the day and against the peak (0 before any equity was seen).
+
+        A loss is a fraction of a positive baseline (it may exceed 1: from 100,000 to -20,000 is
+        a loss of 1.2). A baseline at or below zero has nothing to lose a fraction of, so against
+        it no loss is measured (0), rather than a made-up 100 %: equity at or below zero halts by
+        its own rule, and :meth:`RiskEngine.update_breaker` never keeps such a baseline — the
+        first positive equity after it becomes the baseline."""
         if self.equity is None:
             return 0.0, 0.0
-        start = self.day_start_equity or self.equity
+        start = self.day_start_equity if self.day_start_equity is not None else self.equity
         peak = self.peak_equity if self.peak_equity is not None else self.equity
-        daily_loss = max(0.0, (start - self.equity) / start) if start > 0 else 1.0
-        drawdown = max(0.0, (peak - self.equity) / peak) if peak > 0 else 1.0
+        daily_loss = max(0.0, (start - self.equity) / start) if start > 0 else 0.0
+        drawdown = max(0.0, (peak - self.equity) / peak) if peak > 0 else 0.0
         return daily_loss, drawdown
 
 
@@ -522,6 +531,10 @@ class RiskEngine:
             state.day_start_equity = state.equity if state.equity is not None else equity
         state.equity = equity
         state.peak_equity = equity if state.peak_equity is None else max(state.peak_equity, equity)
+        # a baseline at or below zero (a day that starts there, a peak after a reset there) measures
+        # no loss: none is kept until equity is positive, and then that equity is the baseline
+        state.day_start_equity = _positive(state.day_start_equity) or _positive(equity)
+        state.peak_equity = _positive(state.peak_equity) or _positive(equity)
         daily_loss, drawdown = state.losses()
 
         if state.breaker_latched:
@@ -555,18 +568,25 @@ class RiskEngine:
 
     @staticmethod
     def reset_breaker(state: RiskState, reason: str) -> BreakerTransition | None:
-        """Operator reset: ACTIVE again, the peak rebased to the current equity."""
+        """Operator reset: ACTIVE again, the peak and the day's start rebased to the current
+        equity — when it is positive; at or below zero there is no baseline until it is (see
+        :meth:`RiskState.losses`)."""
         previous = state.trading_state
         state.breaker_latched = False
         state.trading_state = TradingState.ACTIVE
         state.state_reason = f"reset: {reason}"
-        state.peak_equity = state.equity
-        state.day_start_equity = state.equity
+        state.peak_equity = _positive(state.equity)
+        state.day_start_equity = _positive(state.equity)
         state.breaker_resets += 1
         if previous is TradingState.ACTIVE:
             return None
         eq = state.equity or 0.0
         return BreakerTransition(previous, TradingState.ACTIVE, state.state_reason, eq, 0.0, 0.0)
+
+
+def _positive(value: float | None) -> float | None:
+    """``value`` when it is a positive number, else None (an equity baseline is positive or none)."""
+    return value if value is not None and value > 0 else None
 
 
 def _within(value: float, limit: float) -> bool:
@@ -630,9 +650,10 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
             merged.equity = ours.equity
             if ours.day is not None and (merged.day is None or ours.day > merged.day):
                 merged.day = ours.day
-            if merged.day_start_equity is None:
-                merged.day_start_equity = ours.equity
-            merged.peak_equity = max(p for p in (merged.peak_equity, ours.equity) if p is not None)
+            if merged.day_start_equity is None:  # a reset at or below zero keeps no baseline
+                merged.day_start_equity = _positive(ours.equity)
+            merged.peak_equity = max((p for p in (merged.peak_equity, ours.equity) if p is not None and p > 0),
+                                     default=None)
         return merged
 
     if ours.equity is not None and not (ours.day is not None and merged.day is not None and ours.day < merged.day):
