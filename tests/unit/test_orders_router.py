@@ -317,6 +317,34 @@ def test_a_reset_after_equity_went_negative_lets_the_next_day_trade():
     assert [(o["side"], o["quantity"]) for o in out.orders] == [("BUY", 2_000.0)] and not out.rejections
 
 
+def test_while_equity_is_at_or_below_zero_exits_trade_once_the_operator_reset_the_halt():
+    """Equity <= 0 ended every intent with no order planned, so the short could never be exited,
+    not even after the documented reset (which the next intent undid, halting again), and the
+    kill switch was reported as HALTED. Now every intent plans the exit to flat (a target is a
+    fraction of equity: of none, no shares): HALTED refuses it until the operator resets, the kill
+    switch refuses it KILL_SWITCH, and after the reset it goes out while nothing adds exposure."""
+    rig = Rig()
+    rig.warm()
+    rig.warm("IXIC")
+    rig.router.handle(intent(1, -2.0, 100.0))
+    rig.router.handle(intent(2, -2.0, 100.0))  # filled: short 2,000
+    out = rig.router.handle(intent(3, 0.0, 160.0))  # equity -20,000: halted, latched
+    assert [(r["reason"], r.get("client_order_id") is not None) for r in out.rejections] == [("HALTED", True)]
+    rig.router.set_kill_switch(True, "incident")
+    out = rig.router.handle(intent(4, 0.0, 170.0))  # equity -40,000
+    assert [r["reason"] for r in out.rejections] == [RejectReason.KILL_SWITCH.value]
+    result = rig.router.set_kill_switch(False, "operator: close the short", reset_breaker=True)
+    assert result["trading_state"] == TradingState.REDUCING.value
+    out = rig.router.handle(intent(5, 0.0, 170.0))  # still -40,000: exits only
+    assert out.account["trading_state"] == "REDUCING" and out.account["equity"] == pytest.approx(-40_000)
+    assert [(o["side"], o["quantity"]) for o in out.orders] == [("BUY", 2_000.0)] and not out.rejections
+    opening = rig.router.handle(intent(5, 0.5, 100.0, "IXIC"))  # adds exposure: refused
+    assert not opening.orders and [r["reason"] for r in opening.rejections] == [RejectReason.REDUCING_ONLY.value]
+    rig.router.handle(intent(6, 0.0, 170.0))  # the exit fills
+    assert rig.store.get_position("SPX").quantity == 0
+    assert rig.store.load_risk_state().trading_state is TradingState.REDUCING
+
+
 def test_stale_intent_is_rejected():
     rig = Rig()
     rig.warm()

@@ -494,6 +494,53 @@ def test_losses_are_fractions_of_a_positive_baseline_only(start, peak, equity, e
     assert s.losses() == pytest.approx(expected)
 
 
+def test_a_reset_while_equity_is_at_or_below_zero_allows_only_exits_until_it_is_positive():
+    """The reset went ACTIVE and the next update halted and latched again on equity <= 0, so the
+    position could never be exited. HALTED still means nothing trades until the reset; after it,
+    equity at or below zero means REDUCING (only orders that reduce exposure), until equity is
+    positive again; falling to zero or below after that halts and latches again."""
+    engine = RiskEngine()
+    s = RiskState()
+    engine.update_breaker(s, 100_000, date(2024, 1, 2))
+    engine.update_breaker(s, -20_000, date(2024, 1, 3))
+    assert s.trading_state is TradingState.HALTED and s.breaker_latched
+    t = engine.reset_breaker(s, "operator: close it out")
+    assert t.current is TradingState.REDUCING and not s.breaker_latched and "exits only" in s.state_reason
+    assert engine.update_breaker(s, -25_000, date(2024, 1, 4)) is None  # not halted again
+    assert s.trading_state is TradingState.REDUCING and not s.breaker_latched
+    engine.update_breaker(s, 10_000, date(2024, 1, 4))
+    assert s.trading_state is TradingState.REDUCING  # within the day the state never relaxes
+    engine.update_breaker(s, 10_000, date(2024, 1, 5))
+    assert s.trading_state is TradingState.ACTIVE
+    t = engine.update_breaker(s, -1_000, date(2024, 1, 6))
+    assert t.current is TradingState.HALTED and s.breaker_latched
+
+
+def test_a_halt_latched_for_equity_at_or_below_zero_says_so():
+    """Already HALTED for the day's loss, the latch kept the reason 'daily loss ...'."""
+    engine = RiskEngine()
+    s = RiskState()
+    engine.update_breaker(s, 100_000, date(2024, 1, 2))
+    engine.update_breaker(s, 93_000, date(2024, 1, 2))  # -7 % on the day, a 7 % drawdown
+    assert s.trading_state is TradingState.HALTED and not s.breaker_latched
+    assert engine.update_breaker(s, -20_000, date(2024, 1, 2)) is None  # no new state, no event
+    assert s.breaker_latched and "not positive" in s.state_reason
+
+
+def test_a_merge_keeps_the_exits_only_reset_with_the_rest_of_the_breaker():
+    engine = RiskEngine()
+    base = RiskState(version=3)
+    engine.update_breaker(base, 100_000, date(2024, 1, 2))
+    engine.update_breaker(base, -20_000, date(2024, 1, 3))
+    ours, theirs = base.model_copy(deep=True), base.model_copy(deep=True)
+    engine.update_breaker(ours, -21_000, date(2024, 1, 3))  # a router's stale, halted view
+    RiskEngine.reset_breaker(theirs, "operator: close it out")
+    merged = merge_states(base, ours, theirs)
+    assert merged.trading_state is TradingState.REDUCING and merged.exits_only_below_zero
+    assert engine.update_breaker(merged, -21_000, date(2024, 1, 3)) is None
+    assert merged.trading_state is TradingState.REDUCING and not merged.breaker_latched
+
+
 def test_drawdown_reduce_band():
     engine = RiskEngine(BREAKER)
     s = RiskState()

@@ -306,10 +306,15 @@ def plan_orders(
     Returns an empty list when the difference is below one ``step``, or — the no-trade band —
     when its notional is below ``min_trade_fraction`` of equity, unless the target is flat or on
     the other side of zero (exits are never held back).
+    With equity at or below zero there is no capital for any position: whatever the intent's
+    target, a fraction of no equity is no shares, and the plan is the exit to flat.
     """
     if not (math.isfinite(allocation) and 0.0 < allocation <= 1.0):
         raise ValueError(f"allocation must be a fraction in (0, 1], got {allocation!r}")
-    target = target_quantity(intent.target_position, allocation * equity, intent.reference_price, step)
+    if not math.isfinite(equity):
+        raise ValueError(f"equity must be a finite number, got {equity!r}")
+    target = (target_quantity(intent.target_position, allocation * equity, intent.reference_price, step)
+              if equity > 0 else 0.0)
     current = position + working
     delta = closing_quantity(current, step) if target == 0.0 else round_toward_zero(target - current, step)
     if delta == 0.0:

@@ -33,7 +33,10 @@ router applies before the check) rather than rejected, so an exit goes out in pa
 
 Circuit breaker: the trading state moves ACTIVE → REDUCING (only risk-reducing orders) → HALTED
 as the daily loss (against the equity at the start of the day) or the drawdown (against the peak
-equity) crosses its soft and hard thresholds, and to HALTED when equity is zero or negative. A
+equity) crosses its soft and hard thresholds, and to HALTED when equity is zero or negative
+(every target, a fraction of equity, is then flat: intents plan the exit, which HALTED refuses
+until an operator resets the breaker; after that reset, while equity stays at or below zero,
+the state is REDUCING — the exit goes out, nothing adds exposure). A
 loss is a fraction of a positive baseline: a day that starts at or below zero, or a reset there,
 keeps no baseline until equity is positive again, and that equity becomes it (no loss is measured
 against nothing).
@@ -205,6 +208,9 @@ class RiskState(BaseModel):
     peak_equity: float | None = None
     equity: float | None = None
     breaker_resets: int = 0  # operator resets so far: tells a merge that one happened meanwhile
+    # an operator reset the breaker while equity was at or below zero: until equity is positive
+    # again, equity there means REDUCING (exits only) instead of a latched HALTED
+    exits_only_below_zero: bool = False
     marks: dict[str, Mark] = Field(default_factory=dict)
     recent: list[RecentOrder] = Field(default_factory=list)
 
@@ -535,11 +541,15 @@ class RiskEngine:
         # no loss: none is kept until equity is positive, and then that equity is the baseline
         state.day_start_equity = _positive(state.day_start_equity) or _positive(equity)
         state.peak_equity = _positive(state.peak_equity) or _positive(equity)
+        if equity > 0:
+            state.exits_only_below_zero = False  # a later fall to zero or below halts again
         daily_loss, drawdown = state.losses()
 
         if state.breaker_latched:
             return None
-        if equity <= 0:  # nothing left to trade with: no target (a fraction of equity) can be computed
+        if equity <= 0 and state.exits_only_below_zero:  # the operator reset the halt: exits only
+            desired, why = TradingState.REDUCING, _exits_only_reason(equity)
+        elif equity <= 0:  # nothing left to trade with: every target (a fraction of equity) is flat
             desired, why = TradingState.HALTED, f"equity {equity:,.2f} is not positive"
         elif daily_loss >= lim.daily_loss_halt:
             desired, why = TradingState.HALTED, f"daily loss {daily_loss:.2%} >= {lim.daily_loss_halt:.2%}"
@@ -560,6 +570,7 @@ class RiskEngine:
             return None  # within a day the state never relaxes
         if desired is TradingState.HALTED and (drawdown >= lim.drawdown_halt or equity <= 0):
             state.breaker_latched = True
+            state.state_reason = why  # already HALTED (a daily loss): the latch says why it holds
         if desired is current:
             return None
         state.trading_state = desired
@@ -570,18 +581,28 @@ class RiskEngine:
     def reset_breaker(state: RiskState, reason: str) -> BreakerTransition | None:
         """Operator reset: ACTIVE again, the peak and the day's start rebased to the current
         equity — when it is positive; at or below zero there is no baseline until it is (see
-        :meth:`RiskState.losses`)."""
+        :meth:`RiskState.losses`), and the state is REDUCING instead: the position can be exited
+        (a breach must stay repairable) but nothing adds exposure until equity is positive again
+        (``exits_only_below_zero``; falling to zero or below after that halts and latches again)."""
         previous = state.trading_state
+        below_zero = state.equity is not None and state.equity <= 0
         state.breaker_latched = False
-        state.trading_state = TradingState.ACTIVE
+        state.exits_only_below_zero = below_zero
+        state.trading_state = TradingState.REDUCING if below_zero else TradingState.ACTIVE
         state.state_reason = f"reset: {reason}"
+        if below_zero:
+            state.state_reason += f"; {_exits_only_reason(state.equity or 0.0)}"
         state.peak_equity = _positive(state.equity)
         state.day_start_equity = _positive(state.equity)
         state.breaker_resets += 1
-        if previous is TradingState.ACTIVE:
+        if previous is state.trading_state:
             return None
         eq = state.equity or 0.0
-        return BreakerTransition(previous, TradingState.ACTIVE, state.state_reason, eq, 0.0, 0.0)
+        return BreakerTransition(previous, state.trading_state, state.state_reason, eq, 0.0, 0.0)
+
+
+def _exits_only_reason(equity: float) -> str:
+    return f"equity {equity:,.2f} is not positive: exits only until it is (breaker reset by an operator)"
 
 
 def _positive(value: float | None) -> float | None:
@@ -665,17 +686,18 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     if ours.breaker_resets != base.breaker_resets:  # our own reset: the operator's figures win
         merged.breaker_resets = ours.breaker_resets
         merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
-        merged.breaker_latched = ours.breaker_latched
+        merged.breaker_latched, merged.exits_only_below_zero = ours.breaker_latched, ours.exits_only_below_zero
         merged.peak_equity, merged.day_start_equity = ours.peak_equity, ours.day_start_equity
     elif _breaker(ours) != _breaker(base):  # we moved the breaker
         if _breaker(theirs) == _breaker(base):
             merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
-            merged.breaker_latched = ours.breaker_latched
+            merged.breaker_latched, merged.exits_only_below_zero = ours.breaker_latched, ours.exits_only_below_zero
         elif _SEVERITY[ours.trading_state] > _SEVERITY[merged.trading_state] or ours.breaker_latched:
             merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
             merged.breaker_latched = merged.breaker_latched or ours.breaker_latched
+            merged.exits_only_below_zero = merged.exits_only_below_zero and ours.exits_only_below_zero
     return merged
 
 
-def _breaker(state: RiskState) -> tuple[TradingState, str, bool]:
-    return state.trading_state, state.state_reason, state.breaker_latched
+def _breaker(state: RiskState) -> tuple[TradingState, str, bool, bool]:
+    return state.trading_state, state.state_reason, state.breaker_latched, state.exits_only_below_zero

@@ -89,6 +89,7 @@ from ensemble_trader.domain.risk import (
     RiskEngine,
     RiskLimits,
     RiskState,
+    TradingState,
     clock_now,
     merge_states,
 )
@@ -623,22 +624,24 @@ class OrderRouter:
             working = self.store.list_orders(working_only=True)
             held = positions[symbol].quantity if symbol in positions else 0.0
             working_here = working_quantity(working, symbol)
-        if equity <= 0:
-            # a target is a fraction of equity: none can be computed. The breaker is HALTED (and
-            # latched) by now; the intent ends here with the state saved, rather than failing
-            # (and being retried and dead-lettered) with the halt never written
-            message = (f"no order planned for {symbol}: equity {equity:,.2f} is not positive "
-                       f"(trading {state.effective_state.value})")
+        if equity <= 0 and intent.target_position != 0.0:
+            # a target is a fraction of equity: of none, no shares. The plan below is the exit to
+            # flat, which the breaker decides like any order (HALTED and latched: refused until an
+            # operator resets it; after the reset, REDUCING: it goes out); the target is refused
+            code = (RejectReason.KILL_SWITCH if state.kill_switch
+                    else RejectReason.HALTED if state.trading_state is TradingState.HALTED
+                    else RejectReason.REDUCING_ONLY)
+            message = (f"target {intent.target_position:+g} for {symbol} refused: equity {equity:,.2f} is not "
+                       f"positive, so the only target is flat (trading {state.effective_state.value}: "
+                       f"{state.kill_switch_reason if state.kill_switch else state.state_reason})")
             log.warning("intent %s: %s", intent.intent_id, message)
-            outcome.rejections.append({"reason": RejectReason.HALTED.value, "message": message})
+            outcome.rejections.append({"reason": code.value, "message": message})
             events.append(
                 OrderRejected(
                     client_order_id=None, intent_id=intent.intent_id, symbol=symbol,
-                    reason_code=RejectReason.HALTED.value, message=message, timestamp=wall,
+                    reason_code=code.value, message=message, timestamp=wall,
                 )
             )
-            self.store.save_risk_state(state)
-            return
 
         def plan(position: float, working: float) -> list[Order]:
             return plan_orders(
