@@ -771,6 +771,57 @@ def test_a_pending_order_found_on_redelivery_is_checked_again_before_it_is_sent(
     assert [o.symbol for o in active.broker.list_open_orders()].count("SPX") == 1
 
 
+class CrashBeforeOpeningLeg(BrokerWrapper):
+    """Dies after the second submit's PENDING record, before the broker call (once, when armed):
+    a flip's closing leg went out, its opening leg did not."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.armed, self.submits = False, 0
+
+    def submit(self, order):
+        if self.armed:
+            self.submits += 1
+            if self.submits == 2:
+                self.armed = False
+                raise SystemExit("process killed before the opening leg's submit")
+        return self.inner.submit(order)
+
+
+@pytest.mark.parametrize("reconciled", [True, False])
+def test_a_redelivered_flip_holds_back_its_pending_opening_leg_when_the_close_was_canceled(reconciled):
+    """Long 300, flipped to -300: the close went out, the process died before the opening leg's
+    submit (PENDING), and the broker canceled the close. The redelivery checked the PENDING
+    opening leg with the pre-trade checks only and sent it against the unchanged long position;
+    it is now held back CLOSING_LEG_INCOMPLETE like on a first delivery — also when no
+    reconciliation has seen the cancel yet (the close is looked up at the broker first)."""
+    from ensemble_trader.domain.orders import client_order_id as leg_id
+
+    rig = Rig(broker=CrashBeforeOpeningLeg)
+    rig.warm()
+    rig.router.handle(intent(1, 0.3, 100.0))
+    rig.router.handle(intent(2, 0.3, 100.0))  # long 300
+    flip = intent(3, -0.3, 100.0)
+    rig.broker.armed = True
+    with pytest.raises(SystemExit):
+        rig.router.handle(flip)
+    close, opening = leg_id(flip, 0), leg_id(flip, 1)
+    assert rig.store.get_order(opening).status is OrderStatus.PENDING
+    rig.paper.cancel(close)  # the broker cancels the close meanwhile (an expiry, an asynchronous reject)
+    router = rig.new_router() if reconciled else rig.router  # a new container reconciles first
+    out = router.handle(flip)  # SQS redelivers
+    stored = rig.store.get_order(opening)
+    assert stored.status is OrderStatus.REJECTED and stored.reject_code == RejectReason.CLOSING_LEG_INCOMPLETE.value
+    assert "canceled with 0 of 300 filled" in stored.reject_reason
+    assert [(r["client_order_id"], r["reason"]) for r in out.rejections] == [
+        (opening, RejectReason.CLOSING_LEG_INCOMPLETE.value)]
+    assert rig.paper.list_open_orders() == []
+    router.handle(flip)
+    assert rig.paper.list_open_orders() == []
+    nxt = router.handle(intent(4, -0.3, 100.0))  # the next intent flips in full
+    assert [(o["side"], o["quantity"]) for o in nxt.orders] == [("SELL", 300.0), ("SELL", 300.0)]
+
+
 class FailSubmitOnce(CrashBeforeSubmit):
     """A transient failure between the PENDING order's record and the broker call (armed by the test)."""
 

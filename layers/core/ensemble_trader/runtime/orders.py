@@ -612,13 +612,18 @@ class OrderRouter:
             # recorded by an earlier delivery of this intent that failed before the broker had it:
             # the planner would count it as working and plan nothing, so it would never be sent.
             # It is looked up at the broker and, if absent, checked again and sent (as any PENDING
-            # order found on redelivery), before anything more is planned.
+            # order found on redelivery), before anything more is planned. A flip's opening leg is
+            # held back, as on a first delivery, when its closing leg did not go out in full;
+            # the legs start where the replan below would start them (before this intent's own)
             other_gross = self._other_gross(positions, working, state, symbol)
-            for existing in own_pending:
+            origin = held + working_here - self._own_effect(intent, working)
+            closing_leg = leg_order_id(intent, 0)
+            for existing in sorted(own_pending, key=lambda o: o.client_order_id != closing_leg):
                 outcome.resolved_existing += 1
                 context = OrderContext(now, reference, held + working_here - existing.signed_quantity, other_gross, held)
                 outcome.fills += self._resolve(
-                    existing, events, recheck=lambda o, c=context: self.engine.check(o, state, c)
+                    existing, events, recheck=self._pending_recheck(intent, state, context, origin, events, outcome),
+                    outcome=outcome,
                 )
             positions = {p.symbol: p for p in self.store.list_positions()}
             working = self.store.list_orders(working_only=True)
@@ -708,7 +713,8 @@ class OrderRouter:
                     # the kill switch, the breaker or the limits may have changed since it was recorded
                     pending = OrderContext(now, reference, potential - existing.signed_quantity, other_gross, held)
                     outcome.fills += self._resolve(
-                        existing, events, recheck=lambda o, c=pending: self.engine.check(o, state, c)
+                        existing, events, recheck=self._pending_recheck(intent, state, pending, origin, events, outcome),
+                        outcome=outcome,
                     )
                 continue
             if not decision.accepted:
@@ -729,6 +735,30 @@ class OrderRouter:
             outcome.orders.append(described)
 
         self.store.save_risk_state(state)
+
+    def _pending_recheck(
+        self, intent: OrderIntent, state: RiskState, context: OrderContext, origin: float,
+        events: list[BaseModel], outcome: IntentOutcome,
+    ) -> Callable[[Order], RiskDecision]:
+        """The decision on one of this intent's PENDING orders the broker does not have, before
+        it is sent (see :meth:`_resolve`): the pre-trade checks as they stand now and, for a
+        flip's opening leg, the rule that holds it back when its closing leg did not go out in
+        full (``origin``: where the intent's legs start). A closing leg still working is looked
+        up at the broker first: it may have been canceled or rejected there meanwhile."""
+
+        def recheck(order: Order) -> RiskDecision:
+            decision = self.engine.check(order, state, context)
+            if not decision.accepted or order.client_order_id != leg_order_id(intent, 1):
+                return decision
+            close = self.store.get_order(leg_order_id(intent, 0))
+            if close is not None and close.status in WORKING_STATUSES and close.status is not OrderStatus.PENDING:
+                outcome.fills += self._resolve(close, events)
+            held_back = self._closing_leg_incomplete(intent, origin)
+            if held_back is not None:
+                return RiskDecision(False, RejectReason.CLOSING_LEG_INCOMPLETE, held_back)
+            return decision
+
+        return recheck
 
     def _closing_leg_incomplete(self, intent: OrderIntent, origin: float) -> str | None:
         """Why a flip's opening leg is held back (None: it is not): its closing leg (leg 0) did not
@@ -825,15 +855,17 @@ class OrderRouter:
         return stored or order, fills
 
     def _resolve(
-        self, order: Order, events: list[BaseModel], recheck: Callable[[Order], RiskDecision] | None = None
+        self, order: Order, events: list[BaseModel], recheck: Callable[[Order], RiskDecision] | None = None,
+        outcome: IntentOutcome | None = None,
     ) -> int:
         """Settle a stored, still-working order by looking its id up at the broker.
 
         Found → synced. Not found and PENDING (the submit never happened: a crash between the
         conditional put and the call) → submitted now under the same id, if ``recheck`` (the
-        pre-trade checks as they stand now) accepts it, else recorded REJECTED with its reason;
-        the broker's own uniqueness on client order ids makes a racing submit harmless. Not found
-        and UNKNOWN → left for reconciliation, which marks it NOT_AT_BROKER after the grace period.
+        pre-trade checks as they stand now) accepts it, else recorded REJECTED with its reason
+        (and reported in ``outcome``); the broker's own uniqueness on client order ids makes a
+        racing submit harmless. Not found and UNKNOWN → left for reconciliation, which marks it
+        NOT_AT_BROKER after the grace period.
         """
         if order.status.terminal:
             return 0
@@ -848,7 +880,11 @@ class OrderRouter:
         if order.status is OrderStatus.PENDING:
             decision = recheck(order) if recheck is not None else None
             if decision is not None and not decision.accepted:
-                self._reject_absent(order, decision.reason or RejectReason.INVALID_ORDER, decision.message, events)
+                code = decision.reason or RejectReason.INVALID_ORDER
+                if self._reject_absent(order, code, decision.message, events) and outcome is not None:
+                    outcome.rejections.append(
+                        {"client_order_id": order.client_order_id, "reason": code.value, "message": decision.message}
+                    )
                 return 0
             _, fills = self._submit(order, events)
             return fills
