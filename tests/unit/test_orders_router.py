@@ -822,6 +822,37 @@ def test_a_redelivered_flip_holds_back_its_pending_opening_leg_when_the_close_wa
     assert [(o["side"], o["quantity"]) for o in nxt.orders] == [("SELL", 300.0), ("SELL", 300.0)]
 
 
+def test_a_pending_cut_order_a_lowered_limit_refuses_on_redelivery_is_reported_and_not_recut():
+    """The exit was cut to 700 and recorded PENDING, the process died, and the limit was lowered
+    to 500 before the redelivery: the order was recorded REJECTED / MAX_ORDER_QUANTITY, but the
+    outcome showed no rejection. It is reported now; the recorded order is not cut again under
+    its id (the next intent plans the rest and cuts it to the new limit)."""
+    from ensemble_trader.domain.orders import client_order_id as leg_id
+
+    rig = Rig(broker=CrashBeforeSubmit, max_position_notional=1e9, max_gross_exposure=1e9)
+    rig.broker.crash = False
+    rig.warm()
+    for day, target in ((1, 1.0), (2, 2.0), (3, 2.0)):
+        rig.router.handle(intent(day, target, 100.0))
+    assert rig.store.get_position("SPX").quantity == 2_000
+    rig.limits = rig.limits.model_copy(update={"max_order_quantity": 700.0})
+    exit_ = intent(4, 0.0, 100.0)
+    rig.broker.crash = True
+    with pytest.raises(SystemExit):
+        rig.new_router().handle(exit_)  # SELL 2,000 cut to 700, recorded PENDING
+    sent = rig.paper.created
+    rig.limits = rig.limits.model_copy(update={"max_order_quantity": 500.0})  # redeployed
+    router = rig.new_router()
+    out = router.handle(exit_)
+    coid = leg_id(exit_, 0)
+    assert [(r["client_order_id"], r["reason"]) for r in out.rejections] == [
+        (coid, RejectReason.MAX_ORDER_QUANTITY.value)]
+    stored = rig.store.get_order(coid)
+    assert (stored.status, stored.quantity) == (OrderStatus.REJECTED, 700.0) and rig.paper.created == sent
+    nxt = router.handle(intent(5, 0.0, 100.0))
+    assert [(o["side"], o["quantity"], o["planned_quantity"]) for o in nxt.orders] == [("SELL", 500.0, 2_000.0)]
+
+
 class FailSubmitOnce(CrashBeforeSubmit):
     """A transient failure between the PENDING order's record and the broker call (armed by the test)."""
 

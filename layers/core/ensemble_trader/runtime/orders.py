@@ -744,7 +744,13 @@ class OrderRouter:
         it is sent (see :meth:`_resolve`): the pre-trade checks as they stand now and, for a
         flip's opening leg, the rule that holds it back when its closing leg did not go out in
         full (``origin``: where the intent's legs start). A closing leg still working is looked
-        up at the broker first: it may have been canceled or rejected there meanwhile."""
+        up at the broker first: it may have been canceled or rejected there meanwhile.
+
+        The order is checked as recorded, never cut again: a PENDING order absent at the broker
+        may still be on its way there (a concurrent delivery's submit, a lookup that lags the
+        submit), and cut under the same id, the broker could hold one quantity and the store
+        another. A limit lowered since it was recorded refuses it; the next intent plans the rest
+        and cuts it to the new limit."""
 
         def recheck(order: Order) -> RiskDecision:
             decision = self.engine.check(order, state, context)
