@@ -4,7 +4,10 @@
 writes ``.local-stack.json`` in the repository root and prints the ``export`` lines a shell (or
 ``feed replay``) needs; ``down`` stops both by pid; ``status`` says what is running, and
 ``status --exports`` prints the running stack's ``export`` lines again (``up`` refuses a second
-stack, so another shell gets its environment from there).
+stack, so another shell gets its environment from there). ``up`` claims the state file first (an
+exclusive lock on ``<state file>.lock``, held from its "already running?" check until the file is
+written), so of two ``up`` started at the same moment one refuses instead of starting a second
+stack that the state file would lose.
 
 The state file records each server's pid and identity (boot id + start time). ``down`` and
 ``status`` signal or trust a pid only while it is still that process: a pid reused by another
@@ -60,11 +63,83 @@ def _read_state(path: Path) -> object:
         return None
 
 
-def _up(args: argparse.Namespace) -> int:
-    from ensemble_trader.local.servers import RUNNING, UNVERIFIED
-    from ensemble_trader.local.stack import LocalStack, check_state, state_file_path
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
 
-    path = state_file_path()
+
+def _claim(path: Path) -> int | None:
+    """Claim the right to start a stack described by ``path``: an exclusive ``flock`` on
+    ``<state file>.lock``, held from the "already running?" check until the state file is
+    written. The open descriptor, or None when another ``local up`` holds it now.
+
+    The lock goes with the process (a killed ``up`` leaves no stale claim). :func:`_release`
+    removes the lock file while still holding it, so a claimant that opened the old file must
+    find, after locking it, that the name now leads elsewhere, and tries again."""
+    import fcntl
+    import os
+
+    lock = _lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        held = os.fstat(fd)
+        try:
+            named = os.stat(lock)
+        except FileNotFoundError:
+            named = None
+        if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)  # released and removed by its holder meanwhile: claim the new one
+
+
+def _release(path: Path, fd: int) -> None:
+    import os
+
+    try:
+        _lock_path(path).unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _being_started(path: Path) -> bool:
+    """Whether a ``local up`` is starting a stack for ``path`` right now (it holds the claim)."""
+    fd = _claim(path)
+    if fd is None:
+        return True
+    _release(path, fd)
+    return False
+
+
+def _up(args: argparse.Namespace) -> int:
+    path = _state_path()
+    claim = _claim(path)
+    if claim is None:
+        print(f"a local stack is being started by another `ensemble-trader local up` ({path.name}); "
+              "`ensemble-trader local status` once it is up", file=sys.stderr)
+        return 1
+    try:
+        return _up_claimed(args, path)
+    finally:
+        _release(path, claim)
+
+
+def _state_path() -> Path:
+    from ensemble_trader.local.stack import state_file_path
+
+    return state_file_path()
+
+
+def _up_claimed(args: argparse.Namespace, path: Path) -> int:
+    from ensemble_trader.local.servers import RUNNING, UNVERIFIED
+    from ensemble_trader.local.stack import LocalStack, check_state
+
     if path.exists():
         state = _read_state(path)
         if not isinstance(state, dict):  # the servers it described may still run: never orphan them
@@ -115,6 +190,10 @@ def _down(args: argparse.Namespace) -> int:
 
     path = state_file_path()
     if not path.exists():
+        if _being_started(path):
+            print(f"a local stack is being started by `ensemble-trader local up` ({path.name}); "
+                  "`ensemble-trader local down` once it is up", file=sys.stderr)
+            return 1
         print("no local stack is running (no state file)", file=sys.stderr)
         return 0
     state = _read_state(path)
@@ -167,7 +246,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"not running: {exc}; state file removed", file=sys.stderr)
         return 1
     except InfrastructureError as exc:
-        print(f"not running: {exc}", file=sys.stderr)
+        path = state_file_path()
+        if not path.exists() and _being_started(path):
+            print(f"not running yet: `ensemble-trader local up` is starting it ({path.name})", file=sys.stderr)
+        else:
+            print(f"not running: {exc}", file=sys.stderr)
         return 1
     for check in stack.server_checks:
         if check.status == UNVERIFIED:

@@ -1,0 +1,112 @@
+"""Defects of the local stack's commands found in review, each pinned without starting moto or
+Redis where that is possible: `local up` claiming its state file, `feed replay` refusing
+colliding symbols, the probes of a port that is not Redis, the demo's settings checked up front,
+cleanup after signals."""
+
+from __future__ import annotations
+
+import pytest
+from ensemble_trader.cli import main
+
+
+@pytest.fixture()
+def state_file(tmp_path, monkeypatch):
+    path = tmp_path / "stack.json"
+    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
+    return path
+
+
+class _Server:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+# -- 1. two `local up` at the same moment ----------------------------------------------------------
+
+
+def test_a_second_local_up_while_the_first_is_starting_refuses(state_file, monkeypatch, capsys):
+    """The second `up` runs while the first is between its "already running?" check and writing
+    the state file (its servers starting): it must refuse, not start a second stack whose state
+    file overwrites the first's (`local down` would then stop only one of them)."""
+    inner: list[int] = []
+    stacks: list[object] = []
+
+    class Stack:  # stands in for LocalStack: no servers
+        def __init__(self, *args, **kwargs):
+            self.attached = False
+            self.moto, self.redis = _Server(1000 + len(stacks)), _Server(2000 + len(stacks))
+            stacks.append(self)
+
+        def start(self):
+            if not inner:  # the first `up`: another `up` starts now, while this one starts
+                inner.append(main(["local", "up"]))
+            return self
+
+        def write_state_file(self, path):
+            path.write_text(f'{{"moto_pid": {self.moto.pid}}}')
+            return path
+
+        def environment(self, for_shell=False):
+            return {"ET_STAGE": "local", "ET_AWS_ENDPOINT_URL": "http://127.0.0.1:1", "ET_REDIS_URL": "redis://x"}
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    assert main(["local", "up"]) == 0
+    assert inner == [1]
+    assert len(stacks) == 1  # the second never started servers
+    assert "is being started" in capsys.readouterr().err
+    assert state_file.read_text() == '{"moto_pid": 1000}'
+    assert [p.name for p in state_file.parent.iterdir()] == [state_file.name]  # no lock file left
+
+
+def test_local_up_releases_its_claim_when_the_start_fails(state_file, monkeypatch):
+    calls = []
+
+    class Stack:
+        def __init__(self, *args, **kwargs):
+            self.attached = False
+
+        def start(self):
+            calls.append("start")
+            raise RuntimeError("no servers")
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    for _ in range(2):  # the second attempt is not refused as "being started"
+        with pytest.raises(RuntimeError, match="no servers"):
+            main(["local", "up"])
+    assert calls == ["start", "start"]
+    assert list(state_file.parent.iterdir()) == []
+
+
+def test_local_down_while_up_is_starting_says_so(state_file, monkeypatch, capsys):
+    seen = []
+
+    class Stack:
+        def __init__(self, *args, **kwargs):
+            self.attached = False
+            self.moto, self.redis = _Server(1), _Server(2)
+
+        def start(self):
+            seen.append(main(["local", "down"]))
+            return self
+
+        def write_state_file(self, path):
+            path.write_text("{}")
+            return path
+
+        def environment(self, for_shell=False):
+            return {"ET_STAGE": "local", "ET_AWS_ENDPOINT_URL": "http://127.0.0.1:1", "ET_REDIS_URL": "redis://x"}
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    assert main(["local", "up"]) == 0
+    assert seen == [1]
+    assert "is being started" in capsys.readouterr().err
+    assert state_file.exists()
