@@ -110,3 +110,60 @@ def test_local_down_while_up_is_starting_says_so(state_file, monkeypatch, capsys
     assert seen == [1]
     assert "is being started" in capsys.readouterr().err
     assert state_file.exists()
+
+
+# -- 2. `feed replay` with two sources of one symbol ------------------------------------------------
+
+
+class _Publisher:
+    """Stands in for KinesisPublisher: records what would be put."""
+
+    puts: list[tuple[str, list]] = []
+
+    def __init__(self, *args, **kwargs):
+        self.retried_entries = 0
+
+    def put(self, stream, records):
+        self.puts.append((stream, list(records)))
+
+
+@pytest.fixture()
+def publisher(monkeypatch):
+    _Publisher.puts = []
+    monkeypatch.setattr("ensemble_trader.adapters.aws.kinesis.KinesisPublisher", _Publisher)
+    monkeypatch.setenv("ET_AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never real AWS, were it reached
+    return _Publisher
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("synth:realistic:1:50", "synth:realistic:2:50"),  # two series of symbol SYN, same timestamps
+        ("synth:realistic:7", "synth:realistic:7:2000"),  # one source spelled twice
+    ],
+)
+def test_feed_replay_refuses_two_sources_of_one_symbol(publisher, first, second, capsys):
+    """The consumers key a bar by (symbol, timestamp): the second source's bars would be skipped
+    as duplicates downstream (or break the first's order) while the replay reports them all put."""
+    assert main(["feed", "replay", "--no-progress", "--bars", first, "--bars", second]) == 1
+    err = capsys.readouterr().err
+    assert f"--bars {first}" in err and f"--bars {second}" in err and "SYN" in err
+    assert publisher.puts == []
+
+
+def test_feed_replay_takes_sources_of_distinct_symbols(publisher, capsys):
+    assert main(["feed", "replay", "--no-progress", "--bars", "synth:realistic:1:50",
+                 "--bars", "synth:realistic:2:50:SYNB"]) == 0
+    assert sum(len(records) for _, records in publisher.puts) == 100
+    assert "put 100 bars of SYN, SYNB" in capsys.readouterr().out
+
+
+def test_replay_bars_refuses_two_series_of_one_symbol(publisher):
+    from ensemble_trader.cli.feed import replay_bars
+    from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.marketdata import load_bars
+
+    series = load_bars("synth:realistic:1:30") + load_bars("synth:realistic:2:30")
+    with pytest.raises(DataError, match="SYN"):
+        replay_bars(series, _Publisher(), "market-data")
+    assert publisher.puts == []

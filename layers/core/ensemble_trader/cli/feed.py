@@ -3,7 +3,8 @@
 Works against the local stack (``ET_AWS_ENDPOINT_URL`` set, e.g. by ``ensemble-trader local
 up``) or real AWS (credentials from the usual chain). Several symbols are merged by bar time so
 they interleave as they would live; the partition key is the symbol, so each symbol's bars stay
-in order on their shard.
+in order on their shard. Each symbol comes from one source: two sources of one symbol (two
+``synth:`` specs both named SYN, or one source spelled twice) are refused before anything is put.
 """
 
 from __future__ import annotations
@@ -88,6 +89,26 @@ def interleave(series: Sequence[BarSeries], limit: int | None = None) -> Iterato
             heapq.heappush(heads, (int(s.timestamp[i + 1].astype("int64")), k, i + 1))
 
 
+def _check_distinct_symbols(sources: Sequence[tuple[str, BarSeries]]) -> None:
+    """Refuse two series of one symbol (``sources``: (where it came from, series)), naming both.
+
+    The consumers key a bar by (symbol, timestamp): of two series with the same symbol and
+    timestamps the second's bars are skipped downstream as duplicates (nothing dead-lettered,
+    while the replay counts them as put), and with other timestamps they would be merged into one
+    series of that symbol."""
+    from ensemble_trader.domain.errors import DataError
+
+    first: dict[str, str] = {}
+    for origin, s in sources:
+        if s.symbol in first:
+            raise DataError(
+                f"{first[s.symbol]} and {origin} both hold symbol {s.symbol}: the consumers key a bar by "
+                "(symbol, timestamp), so one source's bars would be skipped as duplicates or mixed into the "
+                "other's series; give each source its own symbol (synth:<scenario>:<seed>:<bars>:<symbol>)"
+            )
+        first[s.symbol] = origin
+
+
 def replay_bars(
     series: Sequence[BarSeries],
     publisher: StreamPublisher,
@@ -108,8 +129,10 @@ def replay_bars(
     ``rate`` > 0 paces the feed at that many bars per second (in chunks of at most one second's
     bars, each sent when its first bar is due: nothing waits after the last one); 0 sends as fast
     as PutRecords allows (chunks of 500). ``on_progress(n)`` is called
-    after each chunk with the number of records it held.
+    after each chunk with the number of records it held. Two series of one symbol are refused
+    (:class:`~ensemble_trader.domain.errors.DataError`) before anything is put.
     """
+    _check_distinct_symbols([(f"series {k + 1}", s) for k, s in enumerate(series)])
     records = list(interleave(series, limit))
     step = len(records) // (len(inject) + 1) if inject else 0
     for n, record in enumerate(inject, start=1):
@@ -136,7 +159,9 @@ def _run_replay(args: argparse.Namespace) -> int:
     from ensemble_trader.marketdata import load_bars
     from ensemble_trader.runtime.settings import get_settings
 
-    series = [s for spec in args.bars for s in load_bars(spec)]
+    sources = [(f"--bars {spec}", s) for spec in args.bars for s in load_bars(spec)]
+    _check_distinct_symbols(sources)
+    series = [s for _, s in sources]
     total = sum(len(s) for s in series)
     if args.limit is not None:
         total = min(total, args.limit)
