@@ -58,3 +58,66 @@ def test_building_the_router_names_the_bad_variable(monkeypatch, variable, value
     monkeypatch.setenv(variable, value)
     with pytest.raises(EnvironmentSettingError, match=f"^{variable}: "):
         build_router(Settings())
+
+
+def test_a_variable_that_is_not_json_is_named_with_every_other_bad_variable(monkeypatch):
+    """A JSON decode error of one variable stopped the settings before the others were validated:
+    only ALLOCATIONS was named, and the next start failed on the next variable."""
+    monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", "SPX=0.5")
+    monkeypatch.setenv("ET_ORDERS_BROKER", "alpacaa")
+    monkeypatch.setenv("ET_ORDERS_QUANTITY_STEP", "0")
+    with pytest.raises(EnvironmentSettingError) as caught:
+        OrdersSettings()
+    assert set(caught.value.variable.split(", ")) == {
+        "ET_ORDERS_ALLOCATIONS", "ET_ORDERS_BROKER", "ET_ORDERS_QUANTITY_STEP"}
+    message = str(caught.value)
+    assert "'SPX=0.5' is not valid JSON" in message and "JSON object" in message
+    assert "'alpacaa'" in message and "greater than 0 (got '0')" in message
+    monkeypatch.setenv("ET_RISK_RESTRICTED_SYMBOLS", "GME")
+    monkeypatch.setenv("ET_RISK_PRICE_COLLAR", "10")
+    with pytest.raises(EnvironmentSettingError) as caught:
+        RiskSettings()
+    assert set(caught.value.variable.split(", ")) == {"ET_RISK_RESTRICTED_SYMBOLS", "ET_RISK_PRICE_COLLAR"}
+    assert "'GME' is not valid JSON" in str(caught.value) and "JSON list" in str(caught.value)
+
+
+def test_allocation_keys_are_symbols_in_upper_case(monkeypatch):
+    """'{"spx": 0.5}' was kept as {'spx': 0.5}: SPX never matched it and silently traded the
+    default allocation (the whole account)."""
+    monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", '{"spx": 0.5, " ixic ": 0.25}')
+    assert OrdersSettings().allocations == {"SPX": 0.5, "IXIC": 0.25}
+    monkeypatch.delenv("ET_ORDERS_ALLOCATIONS")
+    assert OrdersSettings(allocations={"btc-usd": 0.5}).allocations == {"BTC-USD": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ('{"S P X": 0.5}', "'S P X' is not a symbol"),
+        ('{"": 0.5}', "'' is not a symbol"),
+        ('{"spx": 0.3, "SPX": 0.3}', "SPX is named twice"),
+    ],
+)
+def test_an_allocation_key_that_is_not_a_symbol_is_refused_by_name(monkeypatch, value, says):
+    monkeypatch.setenv("ET_ORDERS_ALLOCATIONS", value)
+    with pytest.raises(EnvironmentSettingError, match="^ET_ORDERS_ALLOCATIONS: ") as caught:
+        OrdersSettings()
+    assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "build"),
+    [
+        ("ET_ORDERS_INITIAL_EQUITY", "inf", OrdersSettings),
+        ("ET_ORDERS_INITIAL_EQUITY", "nan", OrdersSettings),
+        ("ET_ORDERS_QUANTITY_STEP", "inf", OrdersSettings),
+        ("ET_RISK_MAX_ORDER_NOTIONAL", "inf", RiskSettings),
+        ("ET_RISK_MAX_GROSS_EXPOSURE", "Infinity", RiskSettings),
+    ],
+)
+def test_a_money_amount_or_a_limit_must_be_finite(monkeypatch, variable, value, build):
+    """ET_ORDERS_INITIAL_EQUITY=inf was accepted, and then every intent failed; an infinite
+    risk limit switched its check off unseen."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(EnvironmentSettingError, match=f"^{variable}: .*finite"):
+        build()

@@ -105,14 +105,14 @@ class RiskLimits(BaseModel):
     """Pre-trade limits and breaker thresholds (the runtime reads them from ``ET_RISK_*``).
 
     Money amounts are in the account currency; loss and drawdown thresholds are fractions of
-    equity. ``clock`` chooses the time the time-based checks (reference age, throttle and
+    equity; every number must be finite (an infinite limit would check nothing). ``clock`` chooses the time the time-based checks (reference age, throttle and
     duplicate windows, day boundaries) use: ``event``, the intent's bar time (the default, so a
     replay, a backtest and live trading decide alike on the same data), or ``wall``. Live
     deployments also set ``max_intent_age_seconds``, which compares the bar time with the wall
     clock and refuses intents that arrive late.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # an inf limit checks nothing
 
     max_order_quantity: float = Field(default=50_000.0, gt=0)
     max_order_notional: float = Field(default=2_500_000.0, gt=0)

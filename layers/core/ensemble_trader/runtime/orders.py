@@ -40,11 +40,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
-from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Position, Side
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, OrderIntent, OrderStatus, Position, Side
 from ensemble_trader.domain.orders import (
     QUANTITY_EPSILON,
     WORKING_STATUSES,
@@ -108,12 +114,52 @@ def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0.0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
 
 
+class _NotJson:
+    """An environment value that a JSON-valued setting (``ET_ORDERS_ALLOCATIONS``,
+    ``ET_RISK_RESTRICTED_SYMBOLS``) could not decode, handed on instead of aborting: validation
+    refuses it by type along with every other bad variable, and :func:`_environment_named` says
+    it is not JSON."""
+
+    def __init__(self, raw: str, error: ValueError):
+        self.raw = raw
+        self.error = error
+
+    def __repr__(self) -> str:
+        return repr(self.raw)
+
+
+class _CollectingEnvSource(EnvSettingsSource):
+    """The environment source, except that a JSON decode error does not abort the settings
+    (pydantic-settings raises it before anything is validated, so it hid every other bad
+    variable): the value is handed on as :class:`_NotJson`."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError as exc:
+            return _NotJson(value, exc)
+
+
+def _collecting_sources(
+    settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+    dotenv_settings: PydanticBaseSettingsSource, file_secret_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    return init_settings, _CollectingEnvSource(settings_cls), dotenv_settings, file_secret_settings
+
+
+def _json_wanted(model: type[BaseSettings], field: str) -> str:
+    origin = get_origin(model.model_fields[field].annotation)
+    return ('a JSON object, e.g. \'{"SPX": 0.6}\'' if origin is dict
+            else 'a JSON list, e.g. \'["GME", "AMC"]\'' if origin in (list, set, frozenset) else "JSON")
+
+
 @contextmanager
 def _environment_named(model: type[BaseSettings], given: Mapping[str, Any]) -> Iterator[None]:
     """Re-raise a settings model's refusal of an environment value as an
     :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming the variable(s)
-    (``ET_RISK_PRICE_COLLAR``, not the field ``price_collar``), the value and the cause; the
-    original error is its ``__cause__``. Values ``given`` in code are not the environment's: a
+    (``ET_RISK_PRICE_COLLAR``, not the field ``price_collar``), the value and the cause — every
+    bad variable at once, one that is not valid JSON included (see :class:`_CollectingEnvSource`);
+    the original error is its ``__cause__``. Values ``given`` in code are not the environment's: a
     refusal of only those propagates as it is."""
     from ensemble_trader.runtime.settings import EnvironmentSettingError
 
@@ -130,16 +176,21 @@ def _environment_named(model: type[BaseSettings], given: Mapping[str, Any]) -> I
         found = variable(match.group(1)) if match else None
         if found is None:
             raise
-        origin = get_origin(model.model_fields[match.group(1)].annotation)
-        wanted = ('a JSON object, e.g. \'{"SPX": 0.6}\'' if origin is dict
-                  else 'a JSON list, e.g. \'["GME", "AMC"]\'' if origin in (list, set, frozenset) else "JSON")
         raise EnvironmentSettingError(
-            found[0], f"{found[1]!r} is not valid JSON ({exc.__cause__ or exc}); it takes {wanted}"
+            found[0], f"{found[1]!r} is not valid JSON ({exc.__cause__ or exc}); it takes "
+            f"{_json_wanted(model, match.group(1))}"
         ) from exc
     except ValidationError as exc:
         named: dict[str, str] = {}
         for error in exc.errors():
             message = error["msg"].removeprefix("Value error, ")
+            if isinstance(error.get("input"), _NotJson) and error["loc"]:
+                field_name = str(error["loc"][0])
+                found = variable(field_name)
+                if found is not None:
+                    named[found[0]] = (f"{found[1]!r} is not valid JSON ({error['input'].error}); it takes "
+                                       f"{_json_wanted(model, field_name)}")
+                    continue
             if error["loc"]:
                 fields = [str(error["loc"][0])]
                 if len(error["loc"]) > 1:  # inside the value: say where (allocations.SPX)
@@ -172,19 +223,36 @@ class RiskSettings(RiskLimits, BaseSettings):
         with _environment_named(type(self), values):
             super().__init__(**values)
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _collecting_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
+
     def limits(self) -> RiskLimits:
         return RiskLimits(**self.model_dump())
 
 
 class OrdersSettings(BaseSettings):
-    """The order stage's own settings (``ET_ORDERS_*``)."""
+    """The order stage's own settings (``ET_ORDERS_*``). Every number must be finite (an
+    ``inf`` initial equity made every intent fail)."""
 
-    model_config = SettingsConfigDict(env_prefix="ET_ORDERS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ET_ORDERS_", frozen=True, extra="ignore", allow_inf_nan=False)
 
     def __init__(self, **values: Any) -> None:
         """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
         with _environment_named(type(self), values):
             super().__init__(**values)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _collecting_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
 
     broker: Literal["paper", "alpaca"] = "paper"
     initial_equity: float = Field(default=1_000_000.0, gt=0)
@@ -202,6 +270,27 @@ class OrdersSettings(BaseSettings):
     alpaca_secret_name: str | None = None  # default: the stage's "broker-keys" secret
     alpaca_paper: bool = True
     alpaca_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("allocations", mode="before")
+    @classmethod
+    def _allocations_by_symbol(cls, v: object) -> object:
+        """Keys stripped and upper-cased (symbols are upper case: a 'spx' would never match SPX,
+        which would trade the default allocation); a key that is not a symbol, or a symbol named
+        twice, is refused by name."""
+        if not isinstance(v, Mapping):
+            return v  # pydantic reports the wrong type
+        allocations: dict[str, object] = {}
+        for key, value in v.items():
+            symbol = key.strip().upper() if isinstance(key, str) else None
+            if symbol is None or not re.match(SYMBOL_PATTERN, symbol):
+                raise ValueError(
+                    f"{key!r} is not a symbol (an upper-case ticker such as SPX, BRK.B, BTC-USD, ^GSPC; "
+                    "case and surrounding blanks do not matter)"
+                )
+            if symbol in allocations:
+                raise ValueError(f"{symbol} is named twice")
+            allocations[symbol] = value
+        return allocations
 
     @model_validator(mode="after")
     def _allocations_fit_the_account(self) -> OrdersSettings:
