@@ -57,6 +57,23 @@ def timelines(stack: LocalStack) -> tuple[dict[str, list[Period]], int, int]:
     return out, len(seen), copies
 
 
+def features_in(stack: LocalStack) -> tuple[int, int]:
+    """(distinct bars, re-emitted copies) on the features stream: a copy (same symbol and bar
+    time, re-emitted after a features retry) is skipped by the regime stage as a duplicate, so it
+    is no input of its own. A message that is not a feature vector counts as one input each (the
+    stage dead-letters every one)."""
+    seen: set[tuple[str, str]] = set()
+    copies = 0
+    for n, (key, data) in enumerate(stack.stream_records("features")):
+        try:
+            ident = (key, str(json.loads(data)["bar"]["timestamp"]))
+        except (ValueError, KeyError, TypeError):
+            ident = (key, f"#unreadable {n}")
+        copies += ident in seen
+        seen.add(ident)
+    return len(seen), copies
+
+
 def _day(ts: str) -> str:
     return ts[:16].replace("T", " ") if not ts[11:16] == "00:00" else ts[:10]
 
@@ -64,12 +81,14 @@ def _day(ts: str) -> str:
 def summarize(stack: LocalStack) -> str:
     stats = stage_stats("regime")
     per_symbol, distinct, copies = timelines(stack)
-    records_in = len(stack.stream_records("features"))
+    records_in, copies_in = features_in(stack)
     dlq_count, rejected = rejected_lines(stack, "regime-dlq")
     latency = stats.compute_us()
     lines = [
         "regime λ  (features → market-state)",
-        f"  records in        {records_in:>8,}  on features; {stats.records:,} delivered in {stats.invocations:,} invocations",
+        f"  records in        {records_in:>8,}  distinct bars on features"
+        + (f" (+{copies_in:,} re-emitted copies, skipped as duplicates)" if copies_in else "")
+        + f"; {stats.records:,} delivered in {stats.invocations:,} invocations",
         f"  market states     {distinct:>8,}  distinct bars on market-state"
         + (f" (+{copies:,} re-emitted copies after retries)" if copies else ""),
         f"  duplicates        {stats.duplicates:>8,}  redelivered records skipped",
