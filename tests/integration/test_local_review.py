@@ -25,3 +25,77 @@ def test_regime_report_accounts_for_a_re_emitted_features_copy(clean_stack):
     text = regime_report.summarize(stack)
     assert "out + rejected = 100 of 100 in: every record accounted for" in text
     assert "100  distinct bars on features (+1 re-emitted copies" in text
+
+
+def _demo(*args: str, env: dict[str, str] | None = None):
+    """``ensemble-trader demo`` in a session of its own (as a terminal's foreground job), its
+    output unbuffered so the test sees each line when it is printed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    for key in ("ET_AWS_ENDPOINT_URL", "ET_REDIS_URL", "ET_STAGE"):  # not the test session's stack
+        environ.pop(key, None)
+    cli = Path(sys.executable).with_name("ensemble-trader")
+    return subprocess.Popen([str(cli), "demo", "--no-progress", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environ, start_new_session=True)
+
+
+def _until_stack_is_up(proc) -> str:
+    """Read the demo's output up to its 'local stack:' line; that line."""
+    for line in proc.stdout:
+        if line.startswith("local stack:"):
+            return line
+    raise AssertionError(f"the demo ended before its stack was up: {proc.wait()} {proc.stderr.read()}")
+
+
+def _until_the_pipeline_runs(proc, redis_url: str) -> None:
+    """Wait until the features stage has written state to Redis: the pipeline is draining."""
+    import time
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        while proc.poll() is None and not client.dbsize():
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def _port_is_closed(url: str) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        with socket.create_connection(("127.0.0.1", urlparse(url).port), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+def test_ctrl_c_ends_the_demo_with_130_and_one_line():
+    """The terminal's SIGINT goes to the whole foreground process group. The servers must not
+    get it (they would die before the demo's own cleanup, which then failed with a raw botocore
+    EndpointConnectionError traceback and exit 1)."""
+    import os
+    import re
+    import signal
+
+    proc = _demo()
+    try:
+        line = _until_stack_is_up(proc)
+        moto, redis = re.search(r"moto (\S+), .*redis-server (\S+)", line).groups()
+        _until_the_pipeline_runs(proc, redis)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+    assert _port_is_closed(moto) and _port_is_closed(redis)  # stopped by the demo's cleanup

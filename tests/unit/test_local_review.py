@@ -167,3 +167,60 @@ def test_replay_bars_refuses_two_series_of_one_symbol(publisher):
     with pytest.raises(DataError, match="SYN"):
         replay_bars(series, _Publisher(), "market-data")
     assert publisher.puts == []
+
+
+# -- 4. Ctrl-C from a terminal ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("from_thread", [False, True])
+def test_server_children_do_not_share_our_process_group(from_thread):
+    """A terminal's Ctrl-C goes to its whole foreground process group: a server child in ours
+    would die with the SIGINT before our cleanup could use or stop it."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from ensemble_trader.local import servers
+
+    box: dict[str, subprocess.Popen] = {}
+
+    def spawn() -> None:
+        box["proc"] = servers.spawn_dying_with_us([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    if from_thread:
+        worker = threading.Thread(target=spawn)
+        worker.start()
+        worker.join()
+    else:
+        spawn()
+    proc = box["proc"]
+    try:
+        assert os.getpgid(proc.pid) != os.getpgid(0)
+        assert os.getpgid(proc.pid) == proc.pid  # a group of its own
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_a_cleanup_failing_after_an_interrupt_still_ends_the_demo_with_130(monkeypatch, capsys):
+    """Servers already gone when the interrupted demo cleans up: the cleanup's error (raised
+    while handling the KeyboardInterrupt) is no traceback, just the interruption."""
+
+    class Stack:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise ConnectionError("Could not connect to the endpoint URL") from None
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    assert main(["demo", "--limit", "5", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["ensemble-trader demo: interrupted; the local stack is stopped"]

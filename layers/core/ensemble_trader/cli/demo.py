@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -88,7 +89,31 @@ def env_default(name: str, value: str) -> Iterator[str]:
             os.environ.pop(name, None)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is an interruption, or was raised while handling one (a cleanup that
+    failed because a server was gone by then)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _run(args: argparse.Namespace) -> int:
+    """The demo; interrupted (Ctrl-C), one line on stderr and exit 130 once the stack is stopped."""
+    try:
+        return _demo(args)
+    except BaseException as exc:
+        if not _interrupted(exc):
+            raise
+        print("ensemble-trader demo: interrupted; the local stack is stopped", file=sys.stderr)
+        return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ensemble_trader.adapters.aws.kinesis import KinesisPublisher

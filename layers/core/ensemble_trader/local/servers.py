@@ -165,7 +165,14 @@ _spawner_lock = threading.Lock()
 
 
 def spawn_dying_with_us(cmd: list[str], **kwargs: object) -> subprocess.Popen:
-    """``Popen(cmd)`` for a child that gets SIGTERM when this process dies (Linux).
+    """``Popen(cmd)`` for a child that gets SIGTERM when this process dies (Linux), in a process
+    group of its own.
+
+    Its own group, because a terminal sends Ctrl-C (SIGINT) to its whole foreground process group:
+    a server in ours would be killed by it at the same moment as we are interrupted, and our
+    cleanup (give the batch in hand back to the stream, stop the servers) would then find its
+    servers gone. So only we get the terminal's signals, and the server ends when we stop it or
+    when we die.
 
     ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process:
     a server forked by a short-lived thread (a ``LocalStack`` started in a worker thread) would
@@ -173,6 +180,7 @@ def spawn_dying_with_us(cmd: list[str], **kwargs: object) -> subprocess.Popen:
     from any other thread — in one spawner thread that lives as long as the process.
     """
     global _spawner
+    kwargs = {"process_group": 0, **kwargs}
     if threading.current_thread() is threading.main_thread():
         return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)  # type: ignore[call-overload]
     with _spawner_lock:
