@@ -224,3 +224,31 @@ def test_a_cleanup_failing_after_an_interrupt_still_ends_the_demo_with_130(monke
     assert main(["demo", "--limit", "5", "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["ensemble-trader demo: interrupted; the local stack is stopped"]
+
+
+# -- 5. the orders settings, checked before the stack starts ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("ET_ORDERS_DEFAULT_ALLOCATION", "2"),  # every intent failed, then the orders report crashed
+        ("ET_ORDERS_DEFAULT_ALLOCATION", "abc"),  # a raw ValueError from the demo's own float()
+        ("ET_ORDERS_DEFAULT_ALLOCATION", "0"),
+        ("ET_RISK_PRICE_COLLAR", "abc"),
+    ],
+)
+def test_demo_refuses_bad_orders_settings_before_starting_the_stack(monkeypatch, capsys, variable, value):
+    built = []
+
+    class Stack:  # the stack must never be started
+        def __init__(self, *args, **kwargs):
+            built.append(True)
+            raise AssertionError("the local stack was started")
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    monkeypatch.setenv(variable, value)
+    assert main(["demo", "--limit", "5", "--no-progress"]) == 1
+    assert built == []
+    err = capsys.readouterr().err
+    assert err.startswith(f"ensemble-trader: error: {variable}: ") and "Traceback" not in err

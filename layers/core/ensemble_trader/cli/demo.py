@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ensemble_trader.constants import FunctionSpec
+    from ensemble_trader.runtime.orders import OrdersSettings
 
 TRADE_BARS = 250
 
@@ -89,6 +90,20 @@ def env_default(name: str, value: str) -> Iterator[str]:
             os.environ.pop(name, None)
 
 
+def _checked_orders_settings(functions: Sequence[FunctionSpec]) -> OrdersSettings | None:
+    """The orders stage's settings (``ET_ORDERS_*``, ``ET_RISK_*``) read before the stack starts,
+    when the orders function is deployed (else None): a bad variable raises
+    :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming it at once, instead
+    of failing every intent of the run and then the orders section of the summary."""
+    if not any(f.logical == "orders" for f in functions):
+        return None
+    from ensemble_trader.runtime.orders import OrdersSettings, RiskSettings
+
+    settings = OrdersSettings()
+    RiskSettings()
+    return settings
+
+
 def _interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is an interruption, or was raised while handling one (a cleanup that
     failed because a server was gone by then)."""
@@ -142,59 +157,61 @@ def _demo(args: argparse.Namespace) -> int:
               f"stages ({', '.join(f.logical for f in trading)}) are attached for the last {n_trade:,} bars "
               f"of each symbol (--trade-bars)")
     allocation = env_default("ET_ORDERS_DEFAULT_ALLOCATION", f"{1 / len(series):.6g}")
-    with allocation as share, LocalStack(quiet=True) as stack:
-        if trading:
-            print(f"paper account split between the symbols: {float(share):.0%} of equity each "
-                  "(ET_ORDERS_DEFAULT_ALLOCATION)")
-        print(f"local stack: moto {stack.endpoint_url}, "
-              f"{'fakeredis (fallback!)' if stack.redis.fake else 'redis-server'} {stack.redis_url}")
-        # a stage that fails on every record (e.g. its model is not trained yet) is switched off
-        # after 20 dead letters in a row instead of bisecting through all 10,000 records
-        emulators = [EventSourceMappingEmulator(stack, market if n_trade else functions, disable_after_errors=20)]
-        publisher = KinesisPublisher(settings=stack.settings)
-        total_in = sum(len(s) for s in series) + len(bad)
-        first = functions[0].logical if functions else None
-        replayed, replay_s, t_drain = 0, 0.0, time.perf_counter()
-        phases = ([[s[:k] for s, k in zip(series, split, strict=True)], [s[k:] for s, k in zip(series, split, strict=True)]]
-                  if n_trade else [series])
-        with tqdm(total=total_in, unit="rec", desc="pipeline (bars through features)",
-                  disable=args.no_progress) as bar:
-            def on_batch(function: str, n: int) -> None:
-                if function == first:
-                    bar.update(n)
-                else:
-                    bar.set_postfix({k: v.messages_received for e in emulators for k, v in e.stats().items()
-                                     if k != first})
+    with allocation:
+        orders = _checked_orders_settings(functions)  # a bad ET_ORDERS_* / ET_RISK_* fails here, not at the end
+        with LocalStack(quiet=True) as stack:
+            if orders is not None:
+                print(f"paper account split between the symbols: {orders.default_allocation:.0%} of equity each "
+                      "(ET_ORDERS_DEFAULT_ALLOCATION)")
+            print(f"local stack: moto {stack.endpoint_url}, "
+                  f"{'fakeredis (fallback!)' if stack.redis.fake else 'redis-server'} {stack.redis_url}")
+            # a stage that fails on every record (e.g. its model is not trained yet) is switched off
+            # after 20 dead letters in a row instead of bisecting through all 10,000 records
+            emulators = [EventSourceMappingEmulator(stack, market if n_trade else functions, disable_after_errors=20)]
+            publisher = KinesisPublisher(settings=stack.settings)
+            total_in = sum(len(s) for s in series) + len(bad)
+            first = functions[0].logical if functions else None
+            replayed, replay_s, t_drain = 0, 0.0, time.perf_counter()
+            phases = ([[s[:k] for s, k in zip(series, split, strict=True)], [s[k:] for s, k in zip(series, split, strict=True)]]
+                      if n_trade else [series])
+            with tqdm(total=total_in, unit="rec", desc="pipeline (bars through features)",
+                      disable=args.no_progress) as bar:
+                def on_batch(function: str, n: int) -> None:
+                    if function == first:
+                        bar.update(n)
+                    else:
+                        bar.set_postfix({k: v.messages_received for e in emulators for k, v in e.stats().items()
+                                         if k != first})
 
-            for number, part in enumerate(phases):
-                if number == 1:  # the trading stages start reading from here on
-                    emulators.append(EventSourceMappingEmulator(stack, trading, start_position="LATEST",
-                                                                disable_after_errors=20))
-                replay = replay_bars(part, publisher, "market-data", inject=bad if number == 0 else ())
-                replayed += replay.bars
-                replay_s += replay.seconds
-                stats = drain(emulators, on_batch=on_batch)
-        drain_s = time.perf_counter() - t_drain - replay_s
+                for number, part in enumerate(phases):
+                    if number == 1:  # the trading stages start reading from here on
+                        emulators.append(EventSourceMappingEmulator(stack, trading, start_position="LATEST",
+                                                                    disable_after_errors=20))
+                    replay = replay_bars(part, publisher, "market-data", inject=bad if number == 0 else ())
+                    replayed += replay.bars
+                    replay_s += replay.seconds
+                    stats = drain(emulators, on_batch=on_batch)
+            drain_s = time.perf_counter() - t_drain - replay_s
 
-        print()
-        print(f"replayed {replayed:,} records in {replay_s:.2f} s ({replayed / replay_s:,.0f} records/s into Kinesis)")
-        print(f"pipeline drained in {drain_s:.2f} s: {replayed / drain_s:,.0f} bars/s through the whole pipeline "
-              f"(moto + Redis + handlers on this machine)")
-        print()
-        print(summarize_stats(stats))
-        for s in stats.values():
-            if s.invoke_seconds > 0:
-                print(f"  {s.function}: {s.messages_received / s.invoke_seconds:,.0f} messages/s inside the handler "
-                      f"({s.messages_received:,} in {s.records_received:,} records, {s.invocations:,} invocations, "
-                      f"{1e3 * s.invoke_seconds / max(s.invocations, 1):.1f} ms each)")
-        for spec in functions:
-            try:
-                report = importlib.import_module(f"ensemble_trader.local.reports.{spec.logical}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"ensemble_trader.local.reports.{spec.logical}":
-                    raise
-                continue
             print()
-            print(report.summarize(stack))
+            print(f"replayed {replayed:,} records in {replay_s:.2f} s ({replayed / replay_s:,.0f} records/s into Kinesis)")
+            print(f"pipeline drained in {drain_s:.2f} s: {replayed / drain_s:,.0f} bars/s through the whole pipeline "
+                  f"(moto + Redis + handlers on this machine)")
+            print()
+            print(summarize_stats(stats))
+            for s in stats.values():
+                if s.invoke_seconds > 0:
+                    print(f"  {s.function}: {s.messages_received / s.invoke_seconds:,.0f} messages/s inside the handler "
+                          f"({s.messages_received:,} in {s.records_received:,} records, {s.invocations:,} invocations, "
+                          f"{1e3 * s.invoke_seconds / max(s.invocations, 1):.1f} ms each)")
+            for spec in functions:
+                try:
+                    report = importlib.import_module(f"ensemble_trader.local.reports.{spec.logical}")
+                except ModuleNotFoundError as exc:
+                    if exc.name != f"ensemble_trader.local.reports.{spec.logical}":
+                        raise
+                    continue
+                print()
+                print(report.summarize(stack))
     print(f"\ndemo finished in {time.perf_counter() - t_start:.1f} s")
     return 0
