@@ -99,3 +99,64 @@ def test_ctrl_c_ends_the_demo_with_130_and_one_line():
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err, err
     assert _port_is_closed(moto) and _port_is_closed(redis)  # stopped by the demo's cleanup
+
+
+def test_sigterm_ends_the_demo_with_its_cleanup():
+    """`kill -TERM <demo pid>`: the servers are stopped and Redis' working folder is removed
+    (it was left in $TMPDIR), then one line and exit 143."""
+    import os
+    import re
+    import signal
+    from pathlib import Path
+
+    import redis
+
+    proc = _demo()
+    try:
+        line = _until_stack_is_up(proc)
+        moto, redis_url = re.search(r"moto (\S+), .*redis-server (\S+)", line).groups()
+        client = redis.Redis.from_url(redis_url)
+        folder = client.config_get("dir")["dir"]
+        client.close()
+        _until_the_pipeline_runs(proc, redis_url)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["ensemble-trader demo: terminated (SIGTERM); the local stack is stopped"]
+    assert Path(folder).name.startswith("et-redis-") and not Path(folder).exists()
+    assert _port_is_closed(moto) and _port_is_closed(redis_url)
+
+
+def test_a_redis_start_removes_the_folders_of_killed_servers(tmp_path, monkeypatch):
+    """A redis-server killed with its parent (SIGKILL: no cleanup ran) leaves its folder; the
+    next start removes it."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from ensemble_trader.local.servers import RedisServer, pid_alive
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    script = ("from ensemble_trader.local.servers import RedisServer; import sys; "
+              "r = RedisServer(allow_fake=False).start(); print(r.directory, r.pid, flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    folder, pid = child.stdout.readline().split()
+    child.kill()
+    child.wait(timeout=10)
+    while pid_alive(int(pid)):  # its redis-server ends with it (SIGTERM on the parent's death)
+        time.sleep(0.05)
+    assert folder.startswith(str(tmp_path)) and os.path.isdir(folder)
+    server = RedisServer(allow_fake=False)
+    try:
+        server.start()
+        assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(server.directory)]
+    finally:
+        server.stop()
+    assert list(tmp_path.iterdir()) == []

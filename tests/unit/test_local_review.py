@@ -252,3 +252,139 @@ def test_demo_refuses_bad_orders_settings_before_starting_the_stack(monkeypatch,
     assert built == []
     err = capsys.readouterr().err
     assert err.startswith(f"ensemble-trader: error: {variable}: ") and "Traceback" not in err
+
+
+# -- 6. SIGTERM ------------------------------------------------------------------------------------
+
+
+class _GuardTerm(BaseException):
+    """Raised by the test's own SIGTERM handler, so that a SIGTERM the code under test does not
+    handle fails the test instead of killing pytest."""
+
+
+@pytest.fixture()
+def sigterm_guard():
+    import signal
+
+    def guard(signum, frame):
+        raise _GuardTerm()
+
+    previous = signal.signal(signal.SIGTERM, guard)
+    yield guard
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_stops_the_demo_through_its_cleanup(sigterm_guard, monkeypatch, capsys):
+    """`kill -TERM <demo>`: the stack's cleanup must run (it stops the servers and removes Redis'
+    working folder), then one line and exit 143."""
+    import os
+    import signal
+
+    calls = []
+
+    class Stack:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            calls.append("start")
+            return self
+
+        @property
+        def endpoint_url(self):  # the first thing the demo asks of a started stack
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000_000):  # the handler runs at the next bytecode boundary
+                pass
+            calls.append("not interrupted")
+            return "http://127.0.0.1:9"
+
+        def __exit__(self, *exc):
+            calls.append("stop")
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    assert main(["demo", "--limit", "5", "--no-progress"]) == 143
+    assert calls == ["start", "stop"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ensemble-trader demo: terminated (SIGTERM); the local stack is stopped"
+    ]
+    assert signal.getsignal(signal.SIGTERM) is sigterm_guard  # restored
+
+
+def test_sigterm_during_local_up_stops_the_servers_and_releases_the_claim(sigterm_guard, state_file, monkeypatch):
+    import os
+    import signal
+
+    calls = []
+
+    class Stack:
+        def __init__(self, *args, **kwargs):
+            self.attached = False
+
+        def start(self):
+            calls.append("start")
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000_000):
+                    pass
+            except BaseException:
+                self.stop()  # as LocalStack.start does
+                raise
+            return self
+
+        def stop(self):
+            calls.append("stop")
+
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
+    assert main(["local", "up"]) == 143
+    assert calls == ["start", "stop"]
+    assert list(state_file.parent.iterdir()) == []  # no state file, no lock file
+
+
+def test_stale_redis_folders_of_dead_owners_are_removed(tmp_path, monkeypatch, sleeper):
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from ensemble_trader.local import servers
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=10)
+    alive = sleeper()
+
+    def folder(name: str, owners: list | None) -> object:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "redis.log").write_text("log")
+        if owners is not None:
+            (path / servers.REDIS_OWNER_FILE).write_text(json.dumps({"processes": owners}))
+        return path
+
+    stale = folder("et-redis-stale", [[dead.pid, "linux:boot:1"]])
+    reused = folder("et-redis-reused", [[alive.pid, "linux:another-boot:1"]])  # the pid now is another process
+    live = folder("et-redis-live", [[dead.pid, "linux:boot:1"], [alive.pid, servers.process_identity(alive.pid)]])
+    unowned = folder("et-redis-unowned", None)  # being created, or written by an older version
+    other = tmp_path / "et-other"
+    other.mkdir()
+    servers.remove_stale_redis_folders()
+    assert not stale.exists() and not reused.exists()
+    assert live.exists() and unowned.exists() and other.exists()
+
+
+@pytest.fixture()
+def sleeper():
+    import subprocess
+    import sys
+
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -104,26 +104,38 @@ def _checked_orders_settings(functions: Sequence[FunctionSpec]) -> OrdersSetting
     return settings
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` is an interruption, or was raised while handling one (a cleanup that
-    failed because a server was gone by then)."""
+def _stopped_by(exc: BaseException) -> BaseException | None:
+    """The interruption (``KeyboardInterrupt``) or termination (SIGTERM,
+    :class:`~ensemble_trader.local.servers.Terminated`) ``exc`` is, or was raised while handling
+    (a cleanup that failed because a server was gone by then); None when it is neither."""
+    from ensemble_trader.local.servers import Terminated
+
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, KeyboardInterrupt):
-            return True
+        if isinstance(current, (KeyboardInterrupt, Terminated)):
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:
-    """The demo; interrupted (Ctrl-C), one line on stderr and exit 130 once the stack is stopped."""
+    """The demo. Interrupted (Ctrl-C) or terminated (SIGTERM, raised as an exception so that the
+    stack's cleanup runs: servers stopped, Redis' folder removed), one line on stderr and exit
+    130 or 143."""
+    from ensemble_trader.local.servers import Terminated, sigterm_raises
+
     try:
-        return _demo(args)
+        with sigterm_raises():
+            return _demo(args)
     except BaseException as exc:
-        if not _interrupted(exc):
+        cause = _stopped_by(exc)
+        if cause is None:
             raise
+        if isinstance(cause, Terminated):
+            print("ensemble-trader demo: terminated (SIGTERM); the local stack is stopped", file=sys.stderr)
+            return 128 + cause.signum
         print("ensemble-trader demo: interrupted; the local stack is stopped", file=sys.stderr)
         return 130
 

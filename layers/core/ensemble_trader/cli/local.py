@@ -118,16 +118,25 @@ def _being_started(path: Path) -> bool:
 
 
 def _up(args: argparse.Namespace) -> int:
+    """SIGTERM while starting is raised as an exception (:func:`~ensemble_trader.local.servers.sigterm_raises`):
+    the servers started so far are stopped and the claim released, exit 143."""
+    from ensemble_trader.local.servers import Terminated, sigterm_raises
+
     path = _state_path()
-    claim = _claim(path)
-    if claim is None:
-        print(f"a local stack is being started by another `ensemble-trader local up` ({path.name}); "
-              "`ensemble-trader local status` once it is up", file=sys.stderr)
-        return 1
     try:
-        return _up_claimed(args, path)
-    finally:
-        _release(path, claim)
+        with sigterm_raises():
+            claim = _claim(path)
+            if claim is None:
+                print(f"a local stack is being started by another `ensemble-trader local up` ({path.name}); "
+                      "`ensemble-trader local status` once it is up", file=sys.stderr)
+                return 1
+            try:
+                return _up_claimed(args, path)
+            finally:
+                _release(path, claim)
+    except Terminated as exc:
+        print("ensemble-trader local up: terminated (SIGTERM); no stack was left running", file=sys.stderr)
+        return 128 + exc.signum
 
 
 def _state_path() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -12,7 +13,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from ensemble_trader.domain.errors import InfrastructureError
@@ -160,6 +163,42 @@ def _die_with_parent() -> None:
         pass
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by :func:`sigterm_raises`, so that cleanup runs.
+
+    A ``BaseException`` that is neither ``SystemExit`` nor ``KeyboardInterrupt``: the emulator
+    counts a handler's ``SystemExit`` as a function error (and would go on), while any other
+    ``BaseException`` stops it after giving the batch in hand back."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While in this block, SIGTERM raises :class:`Terminated` in the main thread (once: a second
+    SIGTERM during the cleanup that follows is ignored, so the cleanup completes), instead of
+    ending the process on the spot with its servers' folders left behind. The previous handler
+    is restored afterwards. Outside the main thread (where no handler can be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 _spawner: ThreadPoolExecutor | None = None
 _spawner_lock = threading.Lock()
 
@@ -188,6 +227,39 @@ def spawn_dying_with_us(cmd: list[str], **kwargs: object) -> subprocess.Popen:
             _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="et-local-spawner")
         spawner = _spawner
     return spawner.submit(subprocess.Popen, cmd, preexec_fn=_die_with_parent, **kwargs).result()
+
+
+REDIS_DIR_PREFIX = "et-redis-"
+REDIS_OWNER_FILE = "owner.json"
+"""In a redis-server's working folder: the processes (pid, :func:`process_identity`) whose life
+keeps the folder in use — the process that made it, and the server once its pid is known."""
+
+
+def _write_owners(folder: str, pids: list[int | None]) -> None:
+    processes = [[pid, process_identity(pid)] for pid in pids if pid]
+    (Path(folder) / REDIS_OWNER_FILE).write_text(json.dumps({"processes": processes}))
+
+
+def remove_stale_redis_folders() -> list[str]:
+    """Remove the redis-server working folders (``$TMPDIR/et-redis-*``) left by processes that are
+    gone (killed before their cleanup ran: SIGKILL, a crash); the folders removed.
+
+    A folder counts as stale only when its owner file names processes and none of them is still
+    the process it names (:func:`process_status`: gone, or the pid now another process's). A
+    folder without a readable owner file (being created, written by an older version, another
+    user's) and one with a process that cannot be verified are left alone."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{REDIS_DIR_PREFIX}*"):
+        try:
+            processes = json.loads((folder / REDIS_OWNER_FILE).read_text())["processes"]
+            alive = [process_status(int(pid), identity) in (RUNNING, UNVERIFIED) for pid, identity in processes]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if processes and not any(alive):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+            log.info("removed %s, left by a redis-server whose processes are gone", folder)
+    return removed
 
 
 class RedisServer:
@@ -228,6 +300,10 @@ class RedisServer:
                 raise InfrastructureError("redis-server is not installed (apt-get install redis-server)")
             self._start_fake()
             return self
+        try:
+            remove_stale_redis_folders()
+        except OSError as exc:  # tidying up never stops a start
+            log.info("could not look for stale redis-server folders: %s", exc)
         for attempt in range(1, attempts + 1):
             try:
                 self._start_real(binary)
@@ -256,7 +332,8 @@ class RedisServer:
             raise InfrastructureError(f"port {self.port} is served by pid {pid}, not by our redis-server {self.pid}")
 
     def _start_real(self, binary: str) -> None:
-        self._dir = tempfile.mkdtemp(prefix="et-redis-")
+        self._dir = tempfile.mkdtemp(prefix=REDIS_DIR_PREFIX)
+        _write_owners(self._dir, [os.getpid()])
         cmd = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--daemonize", "yes" if self.detached else "no", "--pidfile", str(Path(self._dir) / "redis.pid"),
@@ -275,6 +352,7 @@ class RedisServer:
             if pid is None:
                 raise InfrastructureError(f"port {self.port} is not served by the redis-server started in {self._dir}")
             self.pid = pid
+            _write_owners(self._dir, [os.getpid(), pid])  # the daemon outlives us: its folder with it
         else:
             proc = spawn_dying_with_us(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -282,6 +360,7 @@ class RedisServer:
             )
             self.pid = proc.pid
             self._proc = proc
+            _write_owners(self._dir, [os.getpid(), proc.pid])
             wait_for_port(self.port, what="redis-server")
 
     def _own_server_pid(self) -> int | None:
