@@ -388,3 +388,57 @@ def sleeper():
     for proc in procs:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# -- 7. a port held by something that is not Redis -------------------------------------------------
+
+
+@pytest.fixture()
+def silent_listener():
+    """A TCP listener that accepts connections and never answers; ``.port`` and ``.connections``
+    (how many it accepted)."""
+    import socket
+    import threading
+
+    class Listener:
+        connections = 0
+
+    listener = Listener()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    listener.port = sock.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            held.append(conn)
+            listener.connections += 1
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener
+    sock.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("probe", ["_check_identity", "_own_server_pid"])
+def test_a_probe_of_a_port_that_is_not_redis_asks_once(silent_listener, tmp_path, probe):
+    """redis-py's default retries turned each probe (socket_timeout 2 s) into 26 s; a start that
+    found its port taken spent that on every attempt before trying another port."""
+    from ensemble_trader.domain.errors import InfrastructureError
+    from ensemble_trader.local.servers import RedisServer
+
+    server = RedisServer(port=silent_listener.port, allow_fake=False)
+    server.pid, server._dir = 123, str(tmp_path)
+    if probe == "_check_identity":
+        with pytest.raises(InfrastructureError, match="does not answer"):
+            server._check_identity()
+    else:
+        assert server._own_server_pid() is None
+    assert silent_listener.connections == 1

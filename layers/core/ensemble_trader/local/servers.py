@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ensemble_trader.domain.errors import InfrastructureError
 
@@ -262,6 +263,18 @@ def remove_stale_redis_folders() -> list[str]:
     return removed
 
 
+def _probe_client(port: int) -> Any:
+    """A Redis client that asks once: 2 s to connect or answer, no retry. redis-py retries by
+    default (reconnecting with backoff), which turned one probe of a port held by something that
+    never answers into 26 s (11 connections) — and a start retried on another port only after it."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
+                       retry=Retry(NoBackoff(), 0))
+
+
 class RedisServer:
     """A real ``redis-server`` on a free port, no persistence, stopped by its pid.
 
@@ -321,7 +334,7 @@ class RedisServer:
         """The server answering on our port is the one we started (not a port-race neighbour)."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        client = _probe_client(self.port)
         try:
             pid = int(client.info("server")["process_id"])
         except redis.RedisError as exc:
@@ -369,7 +382,7 @@ class RedisServer:
 
         if not self._dir:
             return None
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        client = _probe_client(self.port)
         try:
             config = client.config_get("dir")
             folder = config.get("dir", config.get(b"dir"))
