@@ -22,6 +22,20 @@ from pydantic import BaseModel
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _hypothesis_profile() -> None:
+    """Under CI (``CI=true``) the property tests draw the same examples on every run, so a red
+    run is reproducible from its log and never caused by an unrelated commit's lucky draw;
+    locally they keep exploring new examples."""
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profile()
+
+
 @pytest.fixture(scope="session")
 def local_stack():
     from ensemble_trader.local.stack import LocalStack

@@ -332,13 +332,17 @@ def test_no_order_that_breaches_a_limit_passes(
     c = ctx(position=position, ref_price=ref_price, ref_age=ref_age, other_gross=other_gross)
     o = order(qty=qty, side=side, price=price, symbol=symbol, coid=coid)
     decision = RiskEngine(lim).check(o, state, c)
-    if not decision.accepted:
-        assert decision.reason is not None and decision.message
-        return
-    # Accepted: verify every limit independently.
     signed = qty if side is Side.BUY else -qty
     after = position + signed
     reducing = abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
+    if not decision.accepted:
+        assert decision.reason is not None and decision.message
+        # and only for a reason: an order clearly inside every limit (by a margin of 1e-6,
+        # away from the boundaries' float tolerance) must pass
+        assert not _clearly_within(lim, qty, side, price, ref_price, c, position, after, reducing,
+                                   other_gross, symbol, coid, trading, kill, recent, o), decision.message
+        return
+    # Accepted: verify every limit independently.
     assert not kill and trading is not TradingState.HALTED
     assert trading is TradingState.ACTIVE or reducing
     assert symbol not in lim.restricted_symbols
@@ -358,6 +362,38 @@ def test_no_order_that_breaches_a_limit_passes(
     assert len(in_window) < lim.max_orders_global
     assert all(r.client_order_id != coid for r in recent)
     assert not any(
+        r.at > now_s - lim.duplicate_window_seconds and r.symbol == symbol and r.side is side
+        and abs(r.quantity - qty) < 1e-9 and r.intent_id != o.intent_id
+        for r in recent
+    )
+
+
+def _clearly_within(lim, qty, side, price, ref_price, c, position, after, reducing, other_gross, symbol, coid,
+                    trading, kill, recent, o) -> bool:
+    """Every limit holds with a relative margin of 1e-6 (the engine's own tolerance is 1e-9)."""
+    inside = 1 - 1e-6
+    if kill or trading is TradingState.HALTED or not (trading is TradingState.ACTIVE or reducing):
+        return False
+    if symbol in lim.restricted_symbols or ref_price is None or not (math.isfinite(ref_price) and ref_price > 0):
+        return False
+    age = (NOW - c.reference.timestamp).total_seconds()
+    if not -lim.max_intent_lead_seconds * inside <= age <= lim.max_reference_age_seconds * inside:
+        return False
+    if abs(price - ref_price) / ref_price > lim.price_collar * inside:
+        return False
+    if qty > lim.max_order_quantity * inside or qty * price > lim.max_order_notional * inside:
+        return False
+    if not reducing and (abs(after) > lim.max_position_quantity * inside
+                         or abs(after) * price > lim.max_position_notional * inside
+                         or other_gross + abs(after) * price > lim.max_gross_exposure * inside):
+        return False
+    now_s = NOW.timestamp()
+    in_window = [r for r in recent if r.at > now_s - lim.throttle_window_seconds]
+    if len([r for r in in_window if r.symbol == symbol]) >= lim.max_orders_per_symbol:
+        return False
+    if len(in_window) >= lim.max_orders_global or any(r.client_order_id == coid for r in recent):
+        return False
+    return not any(
         r.at > now_s - lim.duplicate_window_seconds and r.symbol == symbol and r.side is side
         and abs(r.quantity - qty) < 1e-9 and r.intent_id != o.intent_id
         for r in recent

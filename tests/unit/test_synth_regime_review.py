@@ -159,24 +159,3 @@ def test_the_sp500_history_table_in_the_docs_is_what_the_code_gives():
     doc = REGIME_DOC.read_text(encoding="utf-8")
     for line in _table_rows(markdown(rows, "trading days")):
         assert line in doc
-
-
-@pytest.mark.slow
-def test_the_btc_history_table_in_the_docs_is_what_the_code_gives():
-    """`regime history` fits the BTC model (seed 0, 12 restarts per K; ~4 min on two cores)."""
-    from ensemble_trader.domain.errors import DataError
-    from ensemble_trader.domain.regime import RegimeDetector, label_series
-    from ensemble_trader.marketdata import load_shared
-
-    from training.regime.historical import BTC_EPISODES, BTC_TRAIN_BARS, episode_table, markdown
-    from training.regime.train import fit_model
-
-    try:
-        btc = load_shared("btcusd_1h")
-    except DataError as exc:
-        pytest.skip(str(exc))
-    _, model = fit_model([btc[:BTC_TRAIN_BARS]], seed=0)
-    rows = episode_table(btc, label_series(RegimeDetector(model), btc), BTC_EPISODES)
-    doc = REGIME_DOC.read_text(encoding="utf-8")
-    for line in _table_rows(markdown(rows, "hours")):
-        assert line in doc
