@@ -442,3 +442,83 @@ def test_a_probe_of_a_port_that_is_not_redis_asks_once(silent_listener, tmp_path
     else:
         assert server._own_server_pid() is None
     assert silent_listener.connections == 1
+
+
+# -- the reports: units of their counts, the dead-letter read cap -----------------------------------
+
+
+class _ReportStack:
+    """Stands in for LocalStack in the reports: streams of (key, message), queues of letters,
+    empty tables."""
+
+    def __init__(self, streams=None, letters=None):
+        self.streams, self.letters = streams or {}, letters or {}
+
+    def stream_records(self, logical):
+        return list(self.streams.get(logical, []))
+
+    def read_queue(self, logical, *, delete=True, limit=10_000):
+        return [{"reason": f"bad {i % 3}"} for i in range(min(limit, self.letters.get(logical, 0)))]
+
+    def queue_depth(self, logical):
+        return self.letters.get(logical, 0)
+
+    def client(self, service):
+        class Paginator:
+            def paginate(self, **kwargs):
+                return [{"Items": []}]
+
+        class Client:
+            def get_paginator(self, name):
+                return Paginator()
+
+        return Client()
+
+    def name(self, logical):
+        return f"et-local-{logical}"
+
+
+@pytest.fixture()
+def fresh_stage_stats():
+    from ensemble_trader.runtime.stage import reset_stage_stats
+
+    reset_stage_stats()
+    yield
+    reset_stage_stats()
+
+
+def test_the_reports_say_which_counts_are_kinesis_records(fresh_stage_stats):
+    """The stage statistics count Kinesis records, which the publisher packs (aggregation) with
+    several messages each; the sections' 'records in' counted messages for features and regime
+    but packed records for the meta-agent (2 'records in' beside 10 decisions)."""
+    import json
+
+    from ensemble_trader.local.reports import features, meta_agent, regime
+    from ensemble_trader.runtime.stage import stage_stats
+
+    bars = [("SPX", json.dumps({"bar": {"timestamp": f"2020-01-{d:02d}"}}).encode()) for d in range(1, 11)]
+    stack = _ReportStack({"market-data": bars, "features": bars, "market-state": []})
+    for name in ("features", "regime", "meta_agent"):
+        stats = stage_stats(name)
+        stats.records, stats.invocations = 2, 1
+    text = features.summarize(stack)
+    assert "10  messages on market-data; 2 Kinesis records delivered in 1 invocations" in text
+    text = regime.summarize(stack)
+    assert "10  distinct bars on features; 2 Kinesis records delivered in 1 invocations" in text
+    text = meta_agent.summarize(stack)
+    assert "  Kinesis records          2  delivered in 1 invocations" in text
+    assert "records in" not in text
+
+
+def test_a_dead_letter_queue_beyond_the_read_cap_is_counted_and_said(fresh_stage_stats):
+    """At most 10,000 letters are read for their reasons; the count must not stop there silently."""
+    from ensemble_trader.local.reports import dead_letter_summary, rejected_lines
+
+    stack = _ReportStack(letters={"features-dlq": 12_345})
+    count, lines = dead_letter_summary(stack, "features-dlq")
+    assert count == 12_345
+    assert any("reasons of the first 10,000 letters only" in line for line in lines)
+    count, lines = rejected_lines(stack, "features-dlq")
+    assert count == 12_345 and "12,345  in features-dlq" in lines[0]
+    small = _ReportStack(letters={"features-dlq": 3})
+    assert dead_letter_summary(small, "features-dlq")[0] == 3

@@ -12,15 +12,28 @@ from typing import Any
 
 from ensemble_trader.local.stack import LocalStack
 
+DEAD_LETTERS_READ = 10_000
+"""At most this many letters of a queue are read for their reasons (each read is a receive and a
+visibility change on the local stack)."""
+
 
 def dead_letter_summary(stack: LocalStack, queue: str, *, limit: int = 8) -> tuple[int, list[str]]:
-    """How many messages a dead-letter queue holds and its most common reasons (left in place)."""
-    letters = stack.read_queue(queue, delete=False)
+    """How many messages a dead-letter queue holds and its most common reasons (left in place).
+
+    Only the first :data:`DEAD_LETTERS_READ` letters are read: beyond that the count is the
+    queue's own (``ApproximateNumberOfMessages`` + not visible, exact on moto) and the lines say
+    that the reasons are those of the letters read."""
+    letters = stack.read_queue(queue, delete=False, limit=DEAD_LETTERS_READ + 1)
+    capped = len(letters) > DEAD_LETTERS_READ
+    letters = letters[:DEAD_LETTERS_READ]
+    count = max(stack.queue_depth(queue), len(letters)) if capped else len(letters)
     reasons: Counter[str] = Counter(_short(letter) for letter in letters)
-    lines = [f"{count:>5} × {reason}" for reason, count in reasons.most_common(limit)]
+    lines = [f"{n:>5} × {reason}" for reason, n in reasons.most_common(limit)]
     if len(reasons) > limit:
         lines.append(f"      … and {len(reasons) - limit} other reasons")
-    return len(letters), lines
+    if capped:
+        lines.append(f"      (reasons of the first {DEAD_LETTERS_READ:,} letters only; the queue holds {count:,})")
+    return count, lines
 
 
 def rejected_lines(stack: LocalStack, queue: str, label: str = "rejected") -> tuple[int, list[str]]:

@@ -29,11 +29,11 @@ def summarize(stack: LocalStack) -> str:
     latency = stats.compute_us()
     lines = [
         "features λ  (market-data → features)",
-        f"  records in        {counts['in']:>8,}  on market-data; {stats.records:,} delivered in "
-        f"{stats.invocations:,} invocations",
+        f"  records in        {counts['in']:>8,}  messages on market-data; {stats.records:,} Kinesis records "
+        f"delivered in {stats.invocations:,} invocations",
         f"  feature vectors   {counts['out']:>8,}  distinct bars on the features stream"
         + (f" (+{counts['re_emitted']:,} re-emitted copies after retries)" if counts["re_emitted"] else ""),
-        f"  duplicates        {stats.duplicates:>8,}  redelivered records skipped",
+        f"  duplicates        {stats.duplicates:>8,}  redelivered messages skipped",
         *rejected,
     ]
     if latency:

@@ -66,8 +66,9 @@ def summarize(stack: LocalStack) -> str:
     regimes = Counter(str(d.get("regime")) for d in decisions)
     lines = [
         "meta_agent λ  (market-state → order-intents)",
-        f"  records in        {stats.records:>8,}  delivered in {stats.invocations:,} invocations; "
-        f"{stats.duplicates:,} redelivered records skipped",
+        f"  Kinesis records   {stats.records:>8,}  delivered in {stats.invocations:,} invocations (aggregated: a "
+        f"record packs several market states; one decision per market state below); {stats.duplicates:,} "
+        "redelivered market states skipped",
         f"  decisions         {len(decisions):>8,}  rows in the decisions table (with explanations)",
         f"  order intents     {stats.outputs:>8,}  sent to the order-intents FIFO queue (group = symbol, "
         "dedup = intent id)",

@@ -88,10 +88,10 @@ def summarize(stack: LocalStack) -> str:
         "regime λ  (features → market-state)",
         f"  records in        {records_in:>8,}  distinct bars on features"
         + (f" (+{copies_in:,} re-emitted copies, skipped as duplicates)" if copies_in else "")
-        + f"; {stats.records:,} delivered in {stats.invocations:,} invocations",
+        + f"; {stats.records:,} Kinesis records delivered in {stats.invocations:,} invocations",
         f"  market states     {distinct:>8,}  distinct bars on market-state"
         + (f" (+{copies:,} re-emitted copies after retries)" if copies else ""),
-        f"  duplicates        {stats.duplicates:>8,}  redelivered records skipped",
+        f"  duplicates        {stats.duplicates:>8,}  redelivered messages skipped",
         f"  RegimeChanged     {stats.events:>8,}  events put on the bus",
         *rejected,
     ]
