@@ -674,8 +674,26 @@ class OrderRouter:
         if on_price is not None and any(
             o.symbol == symbol for o in self.store.list_orders(working_only=True)
         ):
+            reported = set()
             for report in on_price(symbol, intent.reference_price, intent.timestamp):
+                reported.add(report.client_order_id)
                 outcome.fills += self._sync_report(report, events)[0]
+            # on_price reports only what this call filled. A fill the broker made on an earlier
+            # call whose booking here failed (a fill write that failed, on_price raising after it
+            # had filled another order) is never reported again: the symbol's acknowledged working
+            # orders it did not report are looked up, so the books are repaired before anything is
+            # planned (a report with nothing new is not written). PENDING and UNKNOWN orders are
+            # settled as before (_resolve on their intent's redelivery, reconciliation), and
+            # brokers without on_price (Alpaca) by lookups and reconciliation.
+            for order in [o for o in self.store.list_orders(working_only=True)
+                          if o.symbol == symbol and o.client_order_id not in reported
+                          and o.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)]:
+                report = self.broker.get_order_by_client_id(order.client_order_id)
+                if report is not None and (
+                    report.status is not order.status
+                    or abs(report.filled_quantity - order.filled_quantity) > QUANTITY_EPSILON
+                ):
+                    outcome.fills += self._sync_report(report, events, order)[0]
         state.marks[symbol] = Mark(
             price=intent.reference_price,
             timestamp=intent.timestamp,

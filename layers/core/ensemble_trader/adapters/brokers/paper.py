@@ -156,7 +156,9 @@ class PaperBroker:
 
         Returns the orders that changed. A price at or before an order's decision time, or at or
         before the price that last filled it, does not fill it, so a redelivered price is
-        harmless (it does not fill another part of a partially filled order).
+        harmless (it does not fill another part of a partially filled order). A fill made by an
+        earlier call is not reported again: the router looks up the working orders this call did
+        not report, so a fill whose booking failed is still booked (see ``OrderRouter``).
         """
         if not (math.isfinite(price) and price > 0):
             raise ValueError(f"price of {symbol} must be a finite number > 0, got {price!r}")
