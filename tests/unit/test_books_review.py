@@ -14,7 +14,9 @@ from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError
 from ensemble_trader.domain.models import OrderIntent, OrderStatus, Regime, make_intent_id
 from ensemble_trader.domain.risk import RiskLimits
 from ensemble_trader.runtime.clock import FixedClock
-from ensemble_trader.runtime.orders import OrderRouter
+from ensemble_trader.runtime.orders import OrderRouter, OrdersSettings
+from ensemble_trader.runtime.settings import EnvironmentSettingError
+from pydantic import ValidationError
 
 T0 = datetime(2021, 3, 1, tzinfo=UTC)
 WALL = datetime(2026, 1, 5, 12, tzinfo=UTC)
@@ -136,3 +138,33 @@ def test_a_fill_committed_before_the_broker_lost_a_race_on_another_order_is_book
     assert rig.store.get_position("SPX").quantity == -500
     assert all(o.status is OrderStatus.FILLED for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED)
     assert out.fills == 2 and len(rig.events("OrderFilled")) == 3
+
+
+@pytest.mark.parametrize("bps", [10_000.0, 20_000.0])
+def test_paper_slippage_of_the_whole_price_or_more_is_refused_by_name(bps):
+    """At 10,000 bps a SELL fills at 0 or less: refused, not accepted to fail at the first fill."""
+    with pytest.raises(ValueError, match="slippage_bps"):
+        PaperBroker(MemoryPaperLedger(), FixedClock(WALL), slippage_bps=bps)
+    with pytest.raises(ValidationError, match="paper_slippage_bps"):
+        OrdersSettings(paper_slippage_bps=bps)
+
+
+def test_paper_slippage_from_the_environment_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("ET_ORDERS_PAPER_SLIPPAGE_BPS", "10000")
+    with pytest.raises(EnvironmentSettingError, match="ET_ORDERS_PAPER_SLIPPAGE_BPS"):
+        OrdersSettings()
+
+
+def test_paper_slippage_just_under_the_whole_price_still_sells_at_a_positive_price():
+    settings = OrdersSettings(paper_slippage_bps=9_999.0)
+    clock = FixedClock(WALL)
+    store, ledger = MemoryOrdersStore(), MemoryPaperLedger()
+    paper = PaperBroker(ledger, clock, slippage_bps=settings.paper_slippage_bps, fee_bps=0)
+    router = OrderRouter(store, paper, clock, events=MemoryEventBus(), limits=RiskLimits(clock="event"),
+                         initial_equity=100_000, reconcile_grace_seconds=60)
+    router.handle(intent(0, 0.0, 100.0))
+    router.handle(intent(1, -0.5, 100.0))
+    out = router.handle(intent(2, -0.5, 100.0))
+    assert out.fills == 1
+    (position,) = store.list_positions()
+    assert position.quantity == -500 and position.average_price == pytest.approx(0.01)

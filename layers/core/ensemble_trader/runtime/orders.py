@@ -263,7 +263,8 @@ class OrdersSettings(BaseSettings):
     allocations: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
     default_allocation: float = Field(default=1.0, gt=0, le=1)
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)
-    paper_slippage_bps: float = Field(default=1.0, ge=0)
+    # below 10,000 bps (the whole price): at or past it a SELL would fill at a price of 0 or less
+    paper_slippage_bps: float = Field(default=1.0, ge=0, lt=10_000)
     paper_fee_bps: float = Field(default=0.5, ge=0)
     paper_fee_per_share: float = Field(default=0.0, ge=0)
     paper_fill_fraction: float = Field(default=1.0, gt=0, le=1)

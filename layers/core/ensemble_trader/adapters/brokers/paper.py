@@ -4,8 +4,8 @@ Fill model. A market order is accepted (``SUBMITTED``) and waits for the next pr
 strictly after its decision time (:meth:`PaperBroker.on_price`): it never fills at the price the
 decision was made on. Each later price fills up to ``fill_fraction`` of the order's quantity
 (whole ``lot`` units, at least one lot), so ``fill_fraction < 1`` gives partial fills spread over
-several bars. The fill price is the new price moved against the order by ``slippage_bps``; the
-fee is ``fee_bps`` of the notional plus ``fee_per_share``.
+several bars. The fill price is the new price moved against the order by ``slippage_bps``
+(below 10,000, so a SELL fills at a positive price); the fee is ``fee_bps`` of the notional plus ``fee_per_share``.
 
 State. Orders and positions live in a ledger (:class:`MemoryPaperLedger`, or the DynamoDB one in
 ``adapters/aws/orders_store.py`` so the books survive a Lambda cold start). Every order update is
@@ -75,6 +75,11 @@ class PaperBroker:
                             ("fee_per_share", fee_per_share)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if slippage_bps >= 1e4:  # a SELL would fill at the price moved down by all of it, or more
+            raise ValueError(
+                f"slippage_bps must be below 10,000 (the whole price: a SELL would fill at a price "
+                f"of 0 or less), got {slippage_bps!r}"
+            )
         if not (0 < fill_fraction <= 1):
             raise ValueError(f"fill_fraction must be in (0, 1], got {fill_fraction!r}")
         if not (math.isfinite(lot) and lot > 0):
