@@ -20,7 +20,9 @@ import importlib
 import math
 import os
 import re
+import secrets
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,6 +304,40 @@ def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> It
 # --------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str], *, newline: str | None = None,
+                  encoding: str = "utf-8") -> Iterator:
+    """Open a text file for writing so that ``path`` holds either its old content or the
+    complete new file, never a part of it.
+
+    Writes go to a temporary file in the same folder (created with the usual permissions, i.e.
+    0o666 less the umask); when the ``with`` block ends normally the file is flushed, synced and
+    :func:`os.replace`-d into place. On any failure (a full disk, a file size limit, Ctrl-C, an
+    exception raised by the caller) the temporary file is deleted and the error propagates.
+    The folder is created when missing.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", newline=newline, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """``Path(path).write_text(text)`` through :func:`atomic_writer`."""
+    with atomic_writer(path, encoding=encoding) as handle:
+        handle.write(text)
+
+
 def _format_float(x: float) -> str:
     """Shortest text that reads back as the same float (``12.0`` is written ``12``)."""
     text = repr(float(x))
@@ -359,9 +395,7 @@ def write_bars_csv(
             rows.append((ns[i], order, i, [stamp, s.symbol, *values] if multi else [stamp, *values]))
     if multi:
         rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_writer(path, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(r[3] for r in rows)
@@ -380,9 +414,7 @@ def write_truth_csv(path: str | os.PathLike[str], data: SyntheticData) -> None:
     if len(stamps) != len(data.regimes):
         raise DataError(f"{path}: {len(stamps)} bars but {len(data.regimes)} regime labels")
     regime_codes(data.regimes)  # raises on an unknown label
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_writer(path, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(TRUTH_COLUMNS)
         writer.writerows(zip(stamps, data.regimes.tolist(), strict=True))

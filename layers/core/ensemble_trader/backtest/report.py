@@ -22,6 +22,7 @@ import numpy as np
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
 from ensemble_trader.backtest.ensemble import EnsembleRun, as_json, switches_from
 from ensemble_trader.domain.models import REGIMES
+from ensemble_trader.marketdata import write_text_atomic
 
 REGIME_COLOURS = {"BULL": "#2ca02c", "BEAR": "#d62728", "SIDEWAYS": "#7f7f7f", "VOLATILE": "#ff7f0e"}
 AGENT_COLOURS = ("#1f77b4", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
@@ -327,6 +328,6 @@ def write_report(run: EnsembleRun, result: dict[str, Any], out_dir: str | Path,
     folder.mkdir(parents=True, exist_ok=True)
     page = render_html(run, result, costs or CostModel())
     path = folder / "report.html"
-    path.write_text(page, encoding="utf-8")
-    (folder / "report.json").write_text(json.dumps(as_json(result), indent=2, sort_keys=True), encoding="utf-8")
+    write_text_atomic(path, page)  # each file whole or not replaced (Ctrl-C, full disk)
+    write_text_atomic(folder / "report.json", json.dumps(as_json(result), indent=2, sort_keys=True))
     return path

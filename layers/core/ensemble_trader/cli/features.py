@@ -72,8 +72,9 @@ def write_features_csv(path: Path, matrix) -> None:  # noqa: ANN001 - FeatureMat
     ns = matrix.timestamp.astype("datetime64[ns]")
     whole_seconds = bool(np.all(ns.astype(np.int64) % 1_000_000_000 == 0))
     stamps = np.datetime_as_string(ns, unit="s" if whole_seconds else "ns").tolist()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    from ensemble_trader.marketdata import atomic_writer
+
+    with atomic_writer(path, newline="") as handle:  # Ctrl-C or a full disk leaves no half file
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["timestamp", "warmup_remaining", *matrix.names])
         for stamp, warm, row in zip(

@@ -200,7 +200,7 @@ def _label(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.models import REGIMES
     from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
     from ensemble_trader.marketdata import _format_timestamps as format_timestamps
-    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.marketdata import atomic_writer, load_bars
 
     model = RegimeModel.load(args.model or default_model_dir())
     series = load_bars(args.bars)
@@ -209,9 +209,8 @@ def _label(args: argparse.Namespace) -> int:
     bars = series[0]
     labels = label_series(RegimeDetector(model, _rule(args)), bars)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stamps = format_timestamps(bars.timestamp)  # as the bars CSV writes them: sub-second bars keep their microseconds
-    with out.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_writer(out, newline="") as fh:  # a failure leaves the old file (or none), never half of one
         writer = csv.writer(fh)
         writer.writerow(LABEL_HEADER)
         for i in range(len(bars)):
@@ -263,8 +262,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "regime_eval.json").write_text(json.dumps(_json_safe({"rows": rows, "summary": summary}), indent=1))
-        (folder / "regime_eval.md").write_text(table + "\n")
+        from ensemble_trader.marketdata import write_text_atomic
+
+        write_text_atomic(folder / "regime_eval.json", json.dumps(_json_safe({"rows": rows, "summary": summary}), indent=1))
+        write_text_atomic(folder / "regime_eval.md", table + "\n")
     if args.plot:
         from training.regime.evaluate import plot_example
 
