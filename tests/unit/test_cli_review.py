@@ -93,3 +93,43 @@ def test_write_report_cut_short_leaves_no_half_page(tmp_path, monkeypatch):
     with pytest.raises(OSError), file_size_limit():
         report.write_report(None, {}, tmp_path / "out")
     assert leftovers(tmp_path / "out") == []
+
+
+# -- defect 2: Ctrl-C and a closed stdout ------------------------------------------------------
+
+
+def test_ctrl_c_during_a_command_says_interrupted(monkeypatch, capsys):
+    import ensemble_trader.marketdata as marketdata
+
+    def interrupted(spec):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(marketdata, "load_bars", interrupted)
+    assert main(["data", "show", "synth:realistic:1:400"]) == 130
+    assert capsys.readouterr().err == "ensemble-trader: interrupted\n"
+
+
+def test_ctrl_c_while_the_parser_imports_the_commands_is_no_traceback(monkeypatch, capsys):
+    import ensemble_trader.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["data", "show", "synth:realistic:1:400"]) == 130
+    assert capsys.readouterr().err == "ensemble-trader: interrupted\n"
+
+
+def test_a_closed_stdout_is_quiet_with_exit_141():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from ensemble_trader.cli import main; sys.exit(main())",
+         "data", "show", "synth:realistic:1:400"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the first line, as `| head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert err == ""

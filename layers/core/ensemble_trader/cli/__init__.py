@@ -115,26 +115,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return 2
+    """Run one command; return its exit code.
+
+    Errors the user can act on (:class:`EnsembleTraderError`, :class:`OSError`) are one line on
+    stderr and exit 1; bad arguments are argparse's usage error, exit 2. Ctrl-C, also while the
+    parser imports the commands, prints ``ensemble-trader: interrupted`` and exits 130 (128 +
+    SIGINT), without a traceback. A closed stdout (``ensemble-trader data show ... | head -1``)
+    is not an error: the rest of the output is discarded quietly (stdout is pointed at
+    /dev/null so the interpreter's final flush does not complain, as the Python documentation on
+    SIGPIPE advises) and the exit code is 141 (128 + SIGPIPE), what a shell reports for a
+    command a closed pipe stops, e.g. ``yes | head -1``.
+    """
+    return run_main(build_parser, argv, prog="ensemble-trader")
+
+
+def run_main(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None,
+             prog: str = "ensemble-trader") -> int:
+    """:func:`main` for any parser whose parsed namespace has ``func`` (and may have
+    ``verbose``): the same error, interrupt and broken-pipe handling (also used by the
+    ``python -m training....`` entry points)."""
     try:
-        return int(func(args) or 0)
-    except EnsembleTraderError as exc:
-        print(f"ensemble-trader: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a missing input, an output that is a folder, no permission, ...
-        print(f"ensemble-trader: error: {exc}", file=sys.stderr)
-        return 1
+        parser = make_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help()
+            return 2
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
+    except (EnsembleTraderError, OSError) as exc:  # a missing input, an output that is a folder, ...
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a closed pipe goes nowhere."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured, replaced): nothing to do
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover
