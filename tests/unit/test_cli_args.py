@@ -120,8 +120,9 @@ def test_a_named_regime_model_that_does_not_exist_is_an_error(tmp_path, capsys):
 
     bars = tmp_path / "bars.csv"  # a bars file carries no true regimes: the model would label them
     write_bars_csv(bars, generate("easy", 300, 1).series)
-    code = main(["evaluate", "agents", "--bars", str(bars), "--regime-model", str(tmp_path / "none")])
-    assert code == 1 and "regime model folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error, before the bars are read
+        main(["evaluate", "agents", "--bars", str(bars), "--regime-model", str(tmp_path / "none")])
+    assert exc.value.code == 2 and "argument --regime-model" in capsys.readouterr().err
 
 
 def test_train_names_a_bad_parameter_without_pydantic_noise(tmp_path, capsys):

@@ -133,3 +133,84 @@ def test_a_closed_stdout_is_quiet_with_exit_141():
     err = proc.stderr.read().decode()
     assert proc.wait() == 141
     assert err == ""
+
+
+# -- defects 3, 4, 7: arguments checked before any work, usage errors naming the flag -----------
+
+
+def no_work(*args, **kwargs):
+    raise AssertionError("the work started before the arguments were checked")
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "flag"),
+    [
+        ("training.agents.evaluate", ["--cost-bps", "-3"], "--cost-bps"),
+        ("training.agents.evaluate", ["--models", "/nonexistent/models"], "--models"),
+        ("training.agents.evaluate", ["--img-dir", "/etc/passwd"], "--img-dir"),
+        ("training.meta.select", ["--models", "/nonexistent/models"], "--models"),
+        ("training.meta.select", ["--regime-model", "/nonexistent/regime"], "--regime-model"),
+        ("training.meta.select", ["--candidates", '{"bogus": 1}'], "--candidates"),
+        ("training.meta.select", ["--split", "test", "--img-dir", "/etc/passwd"], "--img-dir"),
+        ("training.meta.bounds", ["--img-dir", "/etc/passwd"], "--img-dir"),
+    ],
+)
+def test_training_entry_points_refuse_bad_arguments_before_any_work(module, argv, flag, monkeypatch, capsys):
+    import importlib
+
+    mod = importlib.import_module(module)
+    for name in ("run_suite", "evaluate_candidates", "run"):
+        if hasattr(mod, name):
+            monkeypatch.setattr(mod, name, no_work)
+    with pytest.raises(SystemExit) as exc:
+        mod.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+
+
+def test_training_entry_points_report_errors_and_ctrl_c_in_one_line(monkeypatch, capsys):
+    from ensemble_trader.domain.errors import DataError
+
+    import training.agents.evaluate as ev
+    import training.meta.bounds as bounds
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def failing(*args, **kwargs):
+        raise DataError("no such data")
+
+    monkeypatch.setattr(ev, "run_suite", interrupted)
+    assert ev.main([]) == 130
+    assert capsys.readouterr().err == "python -m training.agents.evaluate: interrupted\n"
+    monkeypatch.setattr(bounds, "run", failing)
+    assert bounds.main([]) == 1
+    assert capsys.readouterr().err == "python -m training.meta.bounds: error: no such data\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["regime", "fit", "--bars", "synth:realistic:1:400", "--out", "/etc/passwd"], "--out"),
+        (["regime", "evaluate", "--out", "/etc/passwd"], "--out"),
+        (["regime", "label", "--bars", "synth:realistic:1:400", "--out", "/proc/labels.csv"], "--out"),
+        (["evaluate", "agents", "--bars", "synth:realistic:1:400", "--plot", "/proc/x.png"], "--plot"),
+        (["features", "compute", "synth:realistic:1:400", "--out", "/etc/passwd"], "--out"),
+        (["data", "export", "synth:realistic:1:400", "--out", "/proc/x.csv"], "--out"),
+        (["backtest", "--bars", "synth:realistic:1:400", "--seed", "-1"], "--seed"),
+        (["backtest", "--bars", "synth:realistic:1:400", "--seed", str(2**40)], "--seed"),
+        (["backtest", "--bars", "synth:realistic:1:400", "--cost-bps", "-3"], "--cost-bps"),
+        (["evaluate", "agents", "--bars", "synth:realistic:1:400", "--slippage-bps", "nan"], "--slippage-bps"),
+        (["evaluate", "agents", "--bars", "synth:realistic:1:400", "--regime-model", "/nonexistent"],
+         "--regime-model"),
+    ],
+)
+def test_bad_outputs_and_values_are_usage_errors_before_any_work(argv, flag, monkeypatch, capsys):
+    import ensemble_trader.marketdata as marketdata
+
+    monkeypatch.setattr(marketdata, "load_bars", no_work)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err

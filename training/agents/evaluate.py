@@ -577,13 +577,25 @@ def band_search(models_dir: Path | None, bands: list[float], costs: CostModel,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, default=None, help="model set (default: the committed one)")
+    """Bad arguments (a negative cost, a missing model folder, an --img-dir that cannot be written)
+    are usage errors (exit 2) before any work; errors are one line (exit 1), Ctrl-C exit 130, as
+    ``ensemble-trader`` (:func:`ensemble_trader.cli.run_main`)."""
+    from ensemble_trader.cli import run_main
+
+    return run_main(_build_parser, argv, prog="python -m training.agents.evaluate")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from ensemble_trader.cli import basis_points, existing_folder, output_folder
+
+    parser = argparse.ArgumentParser(prog="python -m training.agents.evaluate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=existing_folder, default=None, help="model set (default: the committed one)")
     parser.add_argument("--split", choices=SPLITS, default="test",
                         help="test: report (default); validation: choose between candidates")
-    parser.add_argument("--img-dir", type=Path, default=None, help="write equity-curve PNGs here")
-    parser.add_argument("--cost-bps", type=float, default=1.0)
-    parser.add_argument("--slippage-bps", type=float, default=2.0)
+    parser.add_argument("--img-dir", type=output_folder, default=None, help="write equity-curve PNGs here")
+    parser.add_argument("--cost-bps", type=basis_points, default=1.0)
+    parser.add_argument("--slippage-bps", type=basis_points, default=2.0)
     parser.add_argument("--bands", default=None, metavar="B1,B2,...",
                         help="choose each agent's no-trade band among these on the validation split")
     parser.add_argument("--by-period", action="store_true",
@@ -593,7 +605,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", type=int, default=None, metavar="N",
                         help="each agent's validation score with N validation paths per preset (only with --split "
                              f"validation; with --bands, the paths the bands are scored on, default {DEFAULT_SCORE_PATHS})")
-    args = parser.parse_args(argv)
+    parser.set_defaults(func=lambda args: _run(parser, args))
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     costs = CostModel(args.cost_bps, args.slippage_bps)
     reports = [name for name, given in (("--score", args.score is not None), ("--by-period", args.by_period),
                                         ("--robustness", args.robustness is not None)) if given]

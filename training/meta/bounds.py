@@ -303,6 +303,17 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Bad arguments (a grid step, an --img-dir that cannot be written) are usage errors (exit 2)
+    before any work; errors are one line (exit 1), Ctrl-C exit 130, as ``ensemble-trader``
+    (:func:`ensemble_trader.cli.run_main`)."""
+    from ensemble_trader.cli import run_main
+
+    return run_main(_build_parser, argv, prog="python -m training.meta.bounds")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from ensemble_trader.cli import output_folder
+
     from training.meta.select import SPLITS
 
     parser = argparse.ArgumentParser(
@@ -312,8 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
     parser.add_argument("--step", type=float, default=0.05, help="grid step of the mixes' weights (divides 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--img-dir", type=Path, default=None, help="also write the figure meta_bounds_SPLIT.png here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--img-dir", type=output_folder, default=None, help="also write the figure meta_bounds_SPLIT.png here")
+    parser.set_defaults(func=lambda args: _run(parser, args))
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from training.meta.select import SPLITS
+
     try:
         simplex_grid(2, args.step)
     except ValueError as exc:

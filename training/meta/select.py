@@ -381,6 +381,17 @@ def write_figures(run: Any, result: dict[str, Any], costs: Any, img_dir: Path) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Bad arguments (an unknown or invalid candidate, a missing model folder, an --img-dir that
+    cannot be written) are usage errors (exit 2) before any work; errors are one line (exit 1),
+    Ctrl-C exit 130, as ``ensemble-trader`` (:func:`ensemble_trader.cli.run_main`)."""
+    from ensemble_trader.cli import run_main
+
+    return run_main(_build_parser, argv, prog="python -m training.meta.select")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from ensemble_trader.cli import existing_folder, output_folder, seed
+
     parser = argparse.ArgumentParser(
         prog="python -m training.meta.select", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -390,18 +401,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation",
                         help="validation: rank candidates; confirm: rank them on more synthetic validation "
                         "series; test: report ONE configuration")
-    parser.add_argument("--models", type=Path, default=None, help="agent set folder (default: the committed set)")
-    parser.add_argument("--regime-model", type=Path, default=None, help="regime model folder (default: committed)")
-    parser.add_argument("--seed", type=int, default=0, help="random_state of the learners")
-    parser.add_argument("--img-dir", type=Path, default=None,
+    parser.add_argument("--models", type=existing_folder, default=None, help="agent set folder (default: the committed set)")
+    parser.add_argument("--regime-model", type=existing_folder, default=None, help="regime model folder (default: committed)")
+    parser.add_argument("--seed", type=seed, default=0, help="random_state of the learners")
+    parser.add_argument("--img-dir", type=output_folder, default=None,
                         help="with --split test: write the S&P 500 report plots here (docs/img)")
     parser.add_argument("--paired", default=None, metavar="CANDIDATE",
                         help="also compare every candidate with this one period by period on the same series "
                         "(Sharpe difference and its standard error)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    args = parser.parse_args(argv)
+    parser.set_defaults(func=lambda args: _run(parser, args))
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from ensemble_trader.domain.errors import EnsembleTraderError
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
     try:
         candidates = parse_candidates(args.candidates or (["default"] if args.split in REPORT_SPLITS else None))
+        for label, options in candidates.items():  # as evaluate_candidates builds them, before any work
+            try:
+                MetaAgentConfig.create(**({"cost_bps": 3.0, "random_state": args.seed} | dict(options)))
+            except (EnsembleTraderError, TypeError, ValueError) as exc:
+                raise ValueError(f"--candidates {label}: {exc}") from None
     except ValueError as exc:
         parser.error(str(exc))
     if args.split in REPORT_SPLITS and len(candidates) != 1:

@@ -56,6 +56,7 @@ def image_path(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r}: an image file ends in {', '.join(IMAGE_SUFFIXES)}")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder, not an image file")
+    _writable(path, text)
     return path
 
 
@@ -89,13 +90,55 @@ class WindowBound(argparse.Action):
             parser.error(f"--start {start} is not before --end {end}: the window [start, end) holds no bar")
 
 
+def _writable(path: Path, text: str) -> None:
+    """Raise ArgumentTypeError unless ``path`` (a file or folder, existing or not) could be written:
+    its nearest existing folder must take a new file (probed with a nameless temporary file, so
+    read-only mounts, /proc and missing permissions are caught even for root)."""
+    import tempfile
+
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
 def output_folder(text: str) -> Path:
     """An argparse ``type``: a folder to write into, which may not exist yet but must not be an
-    existing file (checked before the command does any work)."""
+    existing file, and must be writable (checked before the command does any work)."""
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is an existing file, not a folder")
+    _writable(path, text)
     return path
+
+
+def output_file(text: str) -> Path:
+    """An argparse ``type``: a file to write, which may exist (it is replaced) but must not be a
+    folder, in a place that can be written (checked before the command does any work)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    _writable(path, text)
+    return path
+
+
+def existing_folder(text: str) -> Path:
+    """An argparse ``type``: a folder that must exist (a model set, a regime model)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing folder")
+    return path
+
+
+def basis_points(text: str) -> float:
+    """An argparse ``type``: a cost in basis points, a finite number >= 0."""
+    return at_least(0.0, float)(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import WindowBound, iso_time, output_folder
+    from ensemble_trader.cli import WindowBound, basis_points, existing_folder, iso_time, output_folder, seed
 
     p = sub.add_parser(
         "backtest",
@@ -26,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bars", required=True,
                    help="bars CSV or data spec (arch:sp500, synth:<scenario>[:seed[:bars]], shared:<name>)")
-    p.add_argument("--models", type=Path, default=None, help="agent model set folder (default: the committed set)")
-    p.add_argument("--regime-model", type=Path, default=None,
+    p.add_argument("--models", type=existing_folder, default=None, help="agent model set folder (default: the committed set)")
+    p.add_argument("--regime-model", type=existing_folder, default=None,
                    help="regime model folder (default: the committed model)")
     p.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="bandit policy (default hedge)")
     p.add_argument("--context", choices=("regime", "probability", "global"), default=None,
@@ -52,9 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=iso_time, action=WindowBound, default=None,
                    help="first evaluated bar (ISO date); earlier bars only warm up (walk-forward)")
     p.add_argument("--end", type=iso_time, action=WindowBound, default=None, help="evaluate bars before this ISO date only")
-    p.add_argument("--cost-bps", type=float, default=1.0, help="commission in basis points (default 1)")
-    p.add_argument("--slippage-bps", type=float, default=2.0, help="slippage in basis points (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="random_state of the learners")
+    p.add_argument("--cost-bps", type=basis_points, default=1.0, help="commission in basis points (default 1)")
+    p.add_argument("--slippage-bps", type=basis_points, default=2.0, help="slippage in basis points (default 2)")
+    p.add_argument("--seed", type=seed, default=0, help="random_state of the learners")
     p.add_argument("--compare", action="store_true",
                    help="also evaluate every policy on the same run (adds a 'policies' table)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -23,6 +23,8 @@ _SPEC_HELP = "arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import output_file, output_folder
+
     p = sub.add_parser("data", help="market data: synthetic generator, summaries, CSV export")
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--scenario", default="realistic", help="preset name (see `data scenarios`)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     synth.add_argument("--bars", type=int, default=5_000, help="number of bars")
-    synth.add_argument("--out", type=Path, required=True, help="output directory")
+    synth.add_argument("--out", type=output_folder, required=True, help="output directory")
     synth.add_argument("--symbol", default="SYN", help="symbol of the generated bars")
     synth.add_argument("--start", default="2000-01-03", help="time of the first bar (ISO-8601, UTC)")
     synth.add_argument("--freq", default="1D", help="bar spacing: 1D, 4h, 15min, 30s ...")
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     export = data_sub.add_parser("export", help="write a data source as a bars CSV")
     export.add_argument("spec", help=_SPEC_HELP)
-    export.add_argument("--out", type=Path, required=True, help="output CSV file")
+    export.add_argument("--out", type=output_file, required=True, help="output CSV file")
     export.set_defaults(func=_export)
 
     scenarios = data_sub.add_parser("scenarios", help="list the synthetic presets")

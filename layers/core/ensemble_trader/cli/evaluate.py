@@ -14,7 +14,7 @@ REGIME_SOURCES = ("truth", "synthetic truth", "detected", "none")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import WindowBound, image_path, iso_time
+    from ensemble_trader.cli import WindowBound, basis_points, existing_folder, image_path, iso_time
 
     p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
     ev_sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "regime model's causal detection when it exists."
         ),
     )
-    agents.add_argument("--models", type=Path, default=None, help="model set folder (default: the committed one)")
+    agents.add_argument("--models", type=existing_folder, default=None, help="model set folder (default: the committed one)")
     agents.add_argument("--bars", required=True,
                         help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>]]")
     agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics; it needs a row for every evaluated bar "
@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     agents.add_argument("--start", type=iso_time, action=WindowBound, default=None, help="first bar to evaluate (ISO date), e.g. the test window start; every agent starts it "
                              "flat (`ensemble-trader backtest` carries their warm-up positions in instead)")
     agents.add_argument("--end", type=iso_time, action=WindowBound, default=None, help="evaluate bars before this date")
-    agents.add_argument("--cost-bps", type=float, default=1.0, help="commission, basis points of traded notional")
-    agents.add_argument("--slippage-bps", type=float, default=2.0, help="slippage, basis points of traded notional")
-    agents.add_argument("--regime-model", type=Path, default=None,
+    agents.add_argument("--cost-bps", type=basis_points, default=1.0, help="commission, basis points of traded notional")
+    agents.add_argument("--slippage-bps", type=basis_points, default=2.0, help="slippage, basis points of traded notional")
+    agents.add_argument("--regime-model", type=existing_folder, default=None,
                         help="regime model folder for detected regimes (default: the committed one)")
     agents.add_argument("--plot", type=image_path, default=None, help="write an equity-curve PNG here")
     agents.add_argument("--json", action="store_true", help="print one JSON object")

@@ -22,13 +22,15 @@ PARITY_TOLERANCE = 1e-9
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import output_folder
+
     p = sub.add_parser("features", help="compute, check and plot the incremental features")
     feat_sub = p.add_subparsers(dest="features_command", metavar="FEATURES_COMMAND", required=True)
     compute = feat_sub.add_parser("compute", help="write the features of a data source as CSV")
     compute.add_argument(
         "spec", help="arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario> | bars.csv"
     )
-    compute.add_argument("--out", type=Path, required=True, help="output directory")
+    compute.add_argument("--out", type=output_folder, required=True, help="output directory")
     compute.add_argument("--check", action="store_true", help="replay bar by bar and compare with the batch")
     compute.add_argument("--plot", action="store_true", help="also draw DIR/<SYMBOL>_features.png")
     compute.set_defaults(func=_compute)

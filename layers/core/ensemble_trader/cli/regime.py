@@ -84,7 +84,16 @@ def _test_seed(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import WindowBound, at_least, image_path, iso_time, seed
+    from ensemble_trader.cli import (
+        WindowBound,
+        at_least,
+        existing_folder,
+        image_path,
+        iso_time,
+        output_file,
+        output_folder,
+        seed,
+    )
     from ensemble_trader.domain.features import WARMUP_BARS
     from ensemble_trader.domain.regime_fit import MIN_ROWS_PER_STATE
     from training.regime.estimator import DEFAULT_RESTARTS
@@ -96,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     fit = rsub.add_parser("fit", help="fit the regime HMM on bars and write a model artifact")
     fit.add_argument("--bars", required=True, help="bars CSV or data spec (arch:sp500, synth:realistic:1:5000, ...)")
-    fit.add_argument("--out", required=True, help="model folder to write")
+    fit.add_argument("--out", type=output_folder, required=True, help="model folder to write")
     fit.add_argument("--seed", type=seed, default=0, help="random_state of the EM restarts")
     fit.add_argument("--states", type=_state_counts, default=[4, 5, 6], help="number(s) of hidden states, BIC picks (default 4,5,6)")
     fit.add_argument("--restarts", type=at_least(1), default=DEFAULT_RESTARTS,
@@ -107,9 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=_fit)
 
     label = rsub.add_parser("label", help="label bars causally with a regime model")
-    label.add_argument("--model", default=None, help="model folder (default: the committed model)")
+    label.add_argument("--model", type=existing_folder, default=None, help="model folder (default: the committed model)")
     label.add_argument("--bars", required=True, help="bars CSV (one symbol) or data spec")
-    label.add_argument("--out", required=True, help="labels CSV to write")
+    label.add_argument("--out", type=output_file, required=True, help="labels CSV to write")
     _rule_arguments(label)
     label.set_defaults(func=_label)
 
@@ -126,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"detectors to compare, among {' '.join(EVAL_METHODS)} (default: all)")
     ev.add_argument("--restarts", type=at_least(1), default=3, help="EM restarts per state count of our fit (default 3)")
     ev.add_argument("--json", action="store_true", help="print the per-seed rows and summary as JSON")
-    ev.add_argument("--out", help="folder for regime_eval.json and regime_eval.md")
+    ev.add_argument("--out", type=output_folder, help="folder for regime_eval.json and regime_eval.md")
     ev.add_argument("--plot", type=image_path, help="also write a PNG of truth vs labels on one realistic run here")
     _rule_arguments(ev)
     ev.set_defaults(func=_evaluate)
