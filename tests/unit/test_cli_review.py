@@ -214,3 +214,54 @@ def test_bad_outputs_and_values_are_usage_errors_before_any_work(argv, flag, mon
         main(argv)
     assert exc.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+# -- defect 5: backtest --out folders per symbol ------------------------------------------------
+
+
+def test_symbol_folder_names_stay_inside_the_output_folder():
+    from ensemble_trader.cli import symbol_file_stem
+
+    assert symbol_file_stem("BTC/USD") == "BTC_USD"
+    assert symbol_file_stem("B/../../ESC") == "B_.._.._ESC"
+    assert symbol_file_stem("^GSPC") == "GSPC"
+    assert symbol_file_stem("..") == "_.."
+
+
+def test_backtest_refuses_two_symbols_sharing_a_report_folder(tmp_path, synth, monkeypatch, capsys):
+    import ensemble_trader.backtest.ensemble as ensemble
+
+    bars = tmp_path / "two.csv"
+    write_bars_csv(bars, [_renamed(synth.series, "BTC/USD"), _renamed(synth.series, "BTC_USD")])
+    monkeypatch.setattr(ensemble, "run_pipeline", no_work)
+    assert main(["backtest", "--bars", str(bars), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "BTC/USD and BTC_USD" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _renamed(series, symbol):
+    import dataclasses
+
+    return dataclasses.replace(series, symbol=symbol)
+
+
+# -- defect 6: evaluate agents --regime-model on synth: data ------------------------------------
+
+
+def test_evaluate_agents_uses_a_named_regime_model_on_synthetic_data(capsys):
+    from ensemble_trader.runtime.settings import Settings
+
+    model = Settings().models_dir / "regime"
+    assert main(["evaluate", "agents", "--bars", "synth:realistic:1:400", "--regime-model", str(model)]) == 0
+    assert "regimes: detected" in capsys.readouterr().out
+
+
+def test_evaluate_agents_refuses_truth_with_a_regime_model(tmp_path, synth, capsys):
+    from ensemble_trader.runtime.settings import Settings
+
+    truth = tmp_path / "truth.csv"
+    write_truth_csv(truth, synth)
+    code = main(["evaluate", "agents", "--bars", "synth:realistic:1:400", "--truth", str(truth),
+                 "--regime-model", str(Settings().models_dir / "regime")])
+    assert code == 2 and "not both" in capsys.readouterr().err

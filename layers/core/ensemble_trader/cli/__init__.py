@@ -141,6 +141,16 @@ def basis_points(text: str) -> float:
     return at_least(0.0, float)(text)
 
 
+def symbol_file_stem(symbol: str) -> str:
+    """A file or folder name for a symbol: ``^`` dropped, every character but letters, digits,
+    ``.``, ``_`` and ``-`` made ``_`` (``BTC/USD`` -> ``BTC_USD``, ``B/../../ESC`` ->
+    ``B_.._.._ESC``), never ``.``/``..``/empty: it stays inside the output folder."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", symbol.replace("^", ""))
+    return stem if stem.strip(".") else f"_{stem}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ensemble-trader",

@@ -160,6 +160,18 @@ def _run(args: argparse.Namespace) -> int:
     progress = not args.json and sys.stderr.isatty()
     results = {}
     series_list = load_bars(args.bars)
+    folders: dict[str, str] = {}
+    if args.out is not None and len(series_list) > 1:  # one sub-folder per symbol, inside --out
+        from ensemble_trader.cli import symbol_file_stem
+        from ensemble_trader.domain.errors import DataError
+
+        for series in series_list:
+            stem = symbol_file_stem(series.symbol)
+            if stem in folders.values():
+                other = next(s for s, f in folders.items() if f == stem)
+                raise DataError(f"{other} and {series.symbol} would both be reported in {args.out / stem}: "
+                                "backtest them from separate files")
+            folders[series.symbol] = stem
     for series in series_list:
         pipeline = run_pipeline(series, pool, regime, progress=progress)
         whole = run_meta(pipeline, config, progress=progress)
@@ -170,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
             result["policies"] = compare_policies(pipeline, configs, costs, args.start, args.end)
         results[series.symbol] = result
         if args.out is not None:
-            folder = args.out / series.symbol if len(series_list) > 1 else args.out
+            folder = args.out / folders[series.symbol] if len(series_list) > 1 else args.out
             path = write_report(run, result, folder, costs)
             if not args.json:
                 print(f"report: {path}", file=sys.stderr)

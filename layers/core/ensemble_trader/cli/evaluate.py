@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Runs the ONNX agents bar by bar over the bars (features computed by the same code as "
             "live, warm-up rows skipped), each agent seeing its own position, with costs. Regimes: "
-            "--truth, else the synthetic generator's labels for synth: specs, else the committed "
-            "regime model's causal detection when it exists."
+            "--truth, else --regime-model's causal detection when given (also on synth: specs), else "
+            "the synthetic generator's labels for synth: specs, else the committed regime model's "
+            "causal detection when it exists."
         ),
     )
     agents.add_argument("--models", type=existing_folder, default=None, help="model set folder (default: the committed one)")
@@ -83,6 +84,10 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.features import compute_features
     from ensemble_trader.marketdata import read_truth_csv
 
+    if args.truth is not None and args.regime_model is not None:
+        print("ensemble-trader: error: give --truth or --regime-model, not both: they are two sources of "
+              "the regimes", file=sys.stderr)
+        return 2
     pool = AgentPool.load(args.models)
     series, regimes = load_series(args.bars)
     features = compute_features(series)
@@ -92,7 +97,7 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         # labels are needed only where a period is scored: not the warm-up, not outside the window
         regimes = align_truth(series, *read_truth_csv(args.truth), needed=scored_bars(evaluated))
         source = "truth"
-    elif regimes is None:
+    elif args.regime_model is not None or regimes is None:  # named: detected, even on synth: data
         regimes = detected_regimes(series, args.regime_model)
         source = "detected" if regimes is not None else "none"
     prepared = prepare(series, regimes, start=args.start, end=args.end, features=features)
