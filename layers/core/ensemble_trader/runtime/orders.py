@@ -209,7 +209,25 @@ def _environment_named(model: type[BaseSettings], given: Mapping[str, Any]) -> I
         ) from exc
 
 
-class RiskSettings(RiskLimits, BaseSettings):
+class _NamedEnvironmentSettings(BaseSettings):
+    """Settings whose bad environment variables are named, all at once, in one
+    :class:`EnvironmentSettingError` (see :func:`_environment_named`)."""
+
+    def __init__(self, **values: Any) -> None:
+        """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
+        with _environment_named(type(self), values):
+            super().__init__(**values)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _collecting_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
+
+
+class RiskSettings(RiskLimits, _NamedEnvironmentSettings):
     """:class:`RiskLimits` read from the environment: ``ET_RISK_MAX_ORDER_QUANTITY`` and so on.
 
     ``ET_RISK_RESTRICTED_SYMBOLS`` takes a JSON list (``'["GME","AMC"]'``); its entries are
@@ -218,41 +236,15 @@ class RiskSettings(RiskLimits, BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ET_RISK_", frozen=True, extra="ignore")
 
-    def __init__(self, **values: Any) -> None:
-        """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
-        with _environment_named(type(self), values):
-            super().__init__(**values)
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return _collecting_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
-
     def limits(self) -> RiskLimits:
         return RiskLimits(**self.model_dump())
 
 
-class OrdersSettings(BaseSettings):
+class OrdersSettings(_NamedEnvironmentSettings):
     """The order stage's own settings (``ET_ORDERS_*``). Every number must be finite (an
     ``inf`` initial equity made every intent fail)."""
 
     model_config = SettingsConfigDict(env_prefix="ET_ORDERS_", frozen=True, extra="ignore", allow_inf_nan=False)
-
-    def __init__(self, **values: Any) -> None:
-        """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
-        with _environment_named(type(self), values):
-            super().__init__(**values)
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return _collecting_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
 
     broker: Literal["paper", "alpaca"] = "paper"
     initial_equity: float = Field(default=1_000_000.0, gt=0)
