@@ -36,6 +36,39 @@ def _hypothesis_profile() -> None:
 _hypothesis_profile()
 
 
+@pytest.fixture()
+def aws(monkeypatch):
+    """moto's in-process AWS (``mock_aws``) with test credentials and no endpoint override."""
+    from moto import mock_aws
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture()
+def sleeper():
+    """A child process that would run for a minute: ``sleeper()`` starts one; all are killed after."""
+    import subprocess
+    import sys
+
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def local_stack():
     from ensemble_trader.local.stack import LocalStack

@@ -16,20 +16,9 @@ from ensemble_trader.adapters.redis.cache import RedisCache
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
 from ensemble_trader.runtime.aggregation import unpack
 from ensemble_trader.runtime.settings import Settings
-from moto import mock_aws
 from pydantic import BaseModel
 
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
-
-
-@pytest.fixture()
-def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield
 
 
 # ---- Kinesis ---------------------------------------------------------------------------------

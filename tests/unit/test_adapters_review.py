@@ -21,22 +21,11 @@ from ensemble_trader.adapters.memory import (
 )
 from ensemble_trader.adapters.redis.cache import RedisCache
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
-from ensemble_trader.runtime.settings import Settings
-from moto import mock_aws
 from pydantic import BaseModel
 
-SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
+from tests.unit.test_adapters import SETTINGS
+
 KEY = {"pk": "features", "sk": "SPX"}
-
-
-@pytest.fixture()
-def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield
 
 
 def _create_table(name: str) -> object:

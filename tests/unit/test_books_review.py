@@ -4,31 +4,19 @@ price of zero or less are refused."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore, MemoryPaperLedger
 from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError
-from ensemble_trader.domain.models import OrderIntent, OrderStatus, Regime, make_intent_id
+from ensemble_trader.domain.models import OrderStatus
 from ensemble_trader.domain.risk import RiskLimits
 from ensemble_trader.runtime.clock import FixedClock
 from ensemble_trader.runtime.orders import OrderRouter, OrdersSettings
 from ensemble_trader.runtime.settings import EnvironmentSettingError
 from pydantic import ValidationError
 
-T0 = datetime(2021, 3, 1, tzinfo=UTC)
-WALL = datetime(2026, 1, 5, 12, tzinfo=UTC)
-
-
-def intent(day: int, target: float, price: float, symbol: str = "SPX") -> OrderIntent:
-    ts = T0 + timedelta(days=day)
-    return OrderIntent(
-        intent_id=make_intent_id("ens", symbol, ts, "v1"), strategy_id="ens", symbol=symbol,
-        timestamp=ts, target_position=target, reference_price=price, model_version="v1",
-        regime=Regime.BULL, confidence=0.9,
-    )
+from tests.unit.test_orders_router import WALL, intent
 
 
 class FlakyFillStore(MemoryOrdersStore):

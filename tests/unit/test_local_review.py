@@ -372,22 +372,6 @@ def test_stale_redis_folders_of_dead_owners_are_removed(tmp_path, monkeypatch, s
     assert live.exists() and unowned.exists() and other.exists()
 
 
-@pytest.fixture()
-def sleeper():
-    import subprocess
-    import sys
-
-    procs: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 # -- 7. a port held by something that is not Redis -------------------------------------------------

@@ -28,21 +28,6 @@ from ensemble_trader.local.servers import (
 LINUX_PROC = Path("/proc/self/stat").exists()
 
 
-@pytest.fixture()
-def sleeper():
-    """A child process that would run for a minute: `sleeper()` starts one; all are killed after."""
-    procs: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture()
