@@ -5,7 +5,9 @@ Two sources feed them, both produced by the handlers as they are:
 * Powertools EMF metrics in the ``EnsembleTrader`` namespace with dimensions ``service`` (the
   function's folder name, ``POWERTOOLS_SERVICE_NAME``) and ``stage`` (``ET_STAGE``): per-record
   compute latency, batch counts, orders, regret, kill switch, reconciliation (:data:`EMF_METRICS`),
-  and the account (equity, daily loss, drawdown) the orders stage reports with every intent.
+  and the account (equity, daily loss, drawdown, breaker state, kill switch) the orders stage
+  reports with every routed intent; failed intents (``intents_failed``), which the SQS partial
+  batch response hides from Lambda's error metrics.
 * The domain events on the bus, copied to a log group by :class:`DomainEventLog`: rejections by
   reason, the regime timeline, agent switches with their weights, circuit-breaker transitions
   with equity and drawdown, reconciliation failures (Logs Insights widgets and metric filters).
@@ -93,9 +95,10 @@ EMF_METRICS: tuple[tuple[str, tuple[EmfMetric, ...]], ...] = (
         ),
     ),
     (
-        "Agent switches, kill switch",
+        "Agent switches, breaker state, kill switch",
         (
             EmfMetric("meta_agent_switches", "meta_agent", "Sum", "agent switches"),
+            EmfMetric("account_breaker_state", "orders", "Maximum", "breaker (0 ACTIVE, 1 REDUCING, 2 HALTED)"),
             EmfMetric("kill_switch_active", "orders", "Maximum", "kill switch (1 = on)"),
         ),
     ),
@@ -310,11 +313,22 @@ class Monitoring(Construct):
         self._queue_row(queues)
         self._stream_row(streams)
         self._business(wired)
+        machine = training.state_machine
         self._alarm(
             "TrainingFailed",
-            training.state_machine.metric_failed(period=ALARM_PERIOD, statistic="Sum"),
+            cw.MathExpression(
+                expression="FILL(failed, 0) + FILL(timed_out, 0) + FILL(aborted, 0)",
+                using_metrics={
+                    "failed": machine.metric_failed(period=ALARM_PERIOD, statistic="Sum"),
+                    "timed_out": machine.metric_timed_out(period=ALARM_PERIOD, statistic="Sum"),
+                    "aborted": machine.metric_aborted(period=ALARM_PERIOD, statistic="Sum"),
+                },
+                label="training executions failed, timed out or aborted",
+                period=ALARM_PERIOD,
+            ),
             threshold=1,
-            description="the weekly agent-training execution failed (SageMaker job or its start)",
+            description="the weekly agent-training execution failed, timed out or was aborted "
+                        "(SageMaker job or its start)",
         )
 
     def _emf(self, name: str, service: str, statistic: str, label: str | None = None) -> cw.Metric:
@@ -384,13 +398,29 @@ class Monitoring(Construct):
                 description=f"{logical}: state snapshots were behind the cache (lost writes?) and were "
                             "rewritten from it (docs/runbook.md, cache rebuild)",
             )
+        if logical == "orders":
+            # SqsFifoPartialProcessor reports a failed intent as a batch-item failure: the invocation
+            # succeeds, so Lambda's Errors (and OrdersErrorRate) never count it
+            failed = self._emf("intents_failed", logical, "Sum", "failed (retried by SQS)")
+            widgets.append(cw.GraphWidget(
+                title=f"{title}: failed intents (retried)",
+                left=[failed, self._emf("intents_deferred", logical, "Sum", "deferred (invocation ending)")],
+                width=6,
+            ))
+            self._alarm(
+                f"{title}FailedItems",
+                self._emf("intents_failed", logical, "Sum").with_(period=ALARM_PERIOD),
+                threshold=1,
+                description=f"{logical}: intents failed (broker, DynamoDB or idempotency fault) and are "
+                            "retried by SQS, holding back their symbol: see the logs (docs/runbook.md)",
+            )
         self.operations.add_widgets(*widgets)
         self._error_alarms(logical, fn)
 
     def _error_alarms(self, entry_key: str, fn) -> None:
         title = "".join(_construct_name(part) for part in entry_key.split("."))
         error_rate = cw.MathExpression(
-            expression="100 * errors / MAX([invocations, 1])",
+            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
             using_metrics={
                 "errors": fn.metric_errors(period=ALARM_PERIOD),
                 "invocations": fn.metric_invocations(period=ALARM_PERIOD),
@@ -552,11 +582,24 @@ class Monitoring(Construct):
                 threshold=self._config.drawdown_alarm_fraction,
                 description=f"the account's drawdown from its peak reached {self._config.drawdown_alarm_fraction:.0%}",
             )
+            # state alarms: every routed intent reports the state, and a period without intents
+            # (market closed, nothing decided) keeps the alarm as it was, so OK means a routed
+            # intent saw ACTIVE (or the kill switch off) for a whole period
             self._alarm(
                 "BreakerTripped",
-                events_log.metrics["breaker_transitions"].with_(statistic="Sum"),
+                self._emf("account_breaker_state", "orders", "Maximum").with_(period=ALARM_PERIOD),
                 threshold=1,
-                description="the risk engine's circuit breaker left ACTIVE (REDUCING or HALTED)",
+                description="the risk engine's circuit breaker is not ACTIVE (1 REDUCING, 2 HALTED); "
+                            "OK once intents are routed with it ACTIVE again",
+                treat_missing_data=cw.TreatMissingData.IGNORE,
+            )
+            self._alarm(
+                "KillSwitchOn",
+                self._emf("kill_switch_active", "orders", "Maximum").with_(period=ALARM_PERIOD),
+                threshold=1,
+                description="the kill switch is on: every new order is rejected (KILL_SWITCH); "
+                            "OK once it is turned off",
+                treat_missing_data=cw.TreatMissingData.IGNORE,
             )
         if "orders.reconcile" in wired:
             self._alarm(
@@ -576,6 +619,7 @@ class Monitoring(Construct):
         threshold: float,
         description: str,
         evaluation_periods: int = 1,
+        treat_missing_data: cw.TreatMissingData = cw.TreatMissingData.NOT_BREACHING,
     ) -> cw.Alarm:
         alarm = cw.Alarm(
             self,
@@ -586,7 +630,7 @@ class Monitoring(Construct):
             threshold=threshold,
             evaluation_periods=evaluation_periods,
             comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            treat_missing_data=treat_missing_data,
         )
         alarm.add_alarm_action(self._action)
         alarm.add_ok_action(self._action)

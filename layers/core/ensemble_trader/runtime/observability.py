@@ -7,10 +7,13 @@ Each handler asks for its trio once at import time::
 
 The service name is ``POWERTOOLS_SERVICE_NAME`` when set (the CDK app sets it per function),
 else the name passed in, so handlers loaded side by side in one local process still log under
-their own names. Metrics go to the ``EnsembleTrader`` namespace with a ``stage`` dimension
-(``ET_STAGE``); each service has its own ``EphemeralMetrics`` (Powertools' plain ``Metrics``
-share one metric set per process, so handlers side by side in the local stack would flush each
-other's metrics under the wrong service). The tracer is disabled outside Lambda (Powertools' own rule) and by
+their own names. Metrics go to the ``EnsembleTrader`` namespace with the dimensions ``service``
+and ``stage`` (``ET_STAGE``), except ``ColdStart``: ``log_metrics(capture_cold_start_metric=True)``
+publishes it in a metric set of its own with the dimensions ``function_name`` and ``service``, no
+``stage`` (the function name ``et-<stage>-<fn>`` carries it; see docs/deployment.md). Each
+service has its own ``EphemeralMetrics`` (Powertools' plain ``Metrics`` share one metric set per
+process, so handlers side by side in the local stack would flush each other's metrics under the
+wrong service). The tracer is disabled outside Lambda (Powertools' own rule) and by
 ``POWERTOOLS_TRACE_DISABLED``, which the local stack sets.
 """
 

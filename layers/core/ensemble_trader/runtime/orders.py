@@ -1380,6 +1380,10 @@ def reset_route_stats() -> None:
     ROUTE_STATS = RouteStats()
 
 
+BREAKER_STATE_VALUES = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+"""``account_breaker_state``: the circuit breaker's state as a number (alarm: >= 1)."""
+
+
 class IntentConsumer:
     """Parses one queued intent and routes it; what cannot be processed goes to the DLQ with its reason.
 
@@ -1387,8 +1391,11 @@ class IntentConsumer:
     :func:`build_service`); it takes the intent as a JSON-able dict and returns the outcome dict.
     A malformed intent or an intent id seen before with different content is *permanent*: it is
     dead-lettered with its reason, an OrderRejected event is published, and the record counts as
-    processed (retrying cannot fix it). Anything else that fails is raised, so the record is
-    reported as a batch-item failure and SQS delivers it again.
+    processed (retrying cannot fix it). Anything else that fails is counted (``intents_failed``:
+    the partial batch response hides it from Lambda's error metrics) and raised, so the record is
+    reported as a batch-item failure and SQS delivers it again. Every routed intent also reports
+    the state it left the account in: ``account_breaker_state`` (the circuit breaker: 0 ACTIVE,
+    1 REDUCING, 2 HALTED) and ``kill_switch_active`` (0/1), so their alarms hold while it lasts.
     """
 
     def __init__(
@@ -1413,17 +1420,25 @@ class IntentConsumer:
         ``min_time_left_ms`` of the invocation remains: it fails (SQS delivers it again) instead of
         being cut off by the timeout, which would also lose the batch's end — the risk state and the
         events of the intents already done, which their redeliveries do not make again."""
-        import time
-
-        from ensemble_trader.domain.errors import InvalidMessageError
-
         if lambda_context is not None:
             left = lambda_context.get_remaining_time_in_millis()
             if left < self.min_time_left_ms:
+                self._metric("intents_deferred", "Count", 1)
                 raise InfrastructureError(
                     f"{left} ms left in this invocation, under {self.min_time_left_ms} ms: the intent is "
                     "left for its next delivery, so the batch can end cleanly"
                 )
+        try:
+            return self._process(body, record)
+        except Exception:
+            self._metric("intents_failed", "Count", 1)  # the batch-item failure SQS retries
+            raise
+
+    def _process(self, body: str | bytes, record: Any) -> dict[str, Any]:
+        import time
+
+        from ensemble_trader.domain.errors import InvalidMessageError
+
         started = time.perf_counter_ns()
         try:
             intent = OrderIntent.parse(body)
@@ -1455,7 +1470,20 @@ class IntentConsumer:
         for key in ("equity", "daily_loss", "drawdown"):
             if key in account:
                 self._metric(f"account_{key}", "None", account[key])
+        self._state_metrics()
         return result
+
+    def _state_metrics(self) -> None:
+        """The breaker's state and the kill switch after this intent (the batch's cached risk state)."""
+        store = getattr(self.router, "store", None)
+        if self.metrics is None or store is None:
+            return
+        try:
+            state = store.load_risk_state()
+        except InfrastructureError:  # the intent is done: a missing sample is better than a redelivery
+            return
+        self._metric("account_breaker_state", "None", BREAKER_STATE_VALUES[state.trading_state])
+        self._metric("kill_switch_active", "Count", 1 if state.kill_switch else 0)
 
     def _dead_letter(self, record: Any, reason: RejectReason, message: str,
                      intent: OrderIntent | None) -> dict[str, Any]:
