@@ -16,8 +16,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.orders import KillSwitchCommand
+from ensemble_trader.domain.risk import TradingState
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.orders import OrderRouter, build_router
+from ensemble_trader.runtime.orders import BREAKER_STATE_VALUES, OrderRouter, build_router
 
 obs = observability("orders-kill-switch")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
@@ -36,5 +37,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     result = router().set_kill_switch(command.active, command.reason, reset_breaker=command.reset_breaker)
     metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if command.active else 0)
     metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))
+    if not command.active:  # with the switch off the state is the breaker's: report it at once (a
+        # reset clears the BreakerTripped alarm now, not at the next routed intent)
+        metrics.add_metric(name="account_breaker_state", unit="None",
+                           value=BREAKER_STATE_VALUES[TradingState(result["trading_state"])])
     logger.warning("kill switch %s", "ON" if command.active else "OFF", extra=result)
     return result

@@ -72,7 +72,7 @@ def test_batch_with_malformed_and_conflicting_intents(orders_env):
     assert [ledger.get_order(r["client_order_id"])["version"] for r in before] == [r["version"] for r in before]
 
 
-def test_kill_switch_entry_cancels_working_orders_and_reconcile_entry(orders_env):
+def test_kill_switch_entry_cancels_working_orders_and_reconcile_entry(orders_env, capsys):
     stack = orders_env
     records = sample("sqs-order-intents-batch.json")["Records"][:2]  # reference bar, then an order
     invoke("handler", {"Records": records}, stack)
@@ -87,9 +87,14 @@ def test_kill_switch_entry_cancels_working_orders_and_reconcile_entry(orders_env
     report, _ = invoke("reconcile", sample("eventbridge-reconcile.json"), stack)
     assert report["failures"] == {}
 
+    capsys.readouterr()
     result, _ = invoke("kill_switch", sample("eventbridge-kill-switch-off.json"), stack)
     assert not result["active"] and not store.load_risk_state().kill_switch
     assert "KillSwitchChanged" in event_types(stack)
+    # lifting the switch reports the breaker's state at once (BreakerTripped would otherwise stay
+    # in ALARM after a reset until the next intent is routed)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [doc["account_breaker_state"] for doc in emf if "account_breaker_state" in doc] == [[0.0]]
 
 
 def test_intents_through_the_fifo_queue_and_the_esm_emulator(orders_env, clean_stack):
