@@ -664,9 +664,10 @@ class OrderRouter:
             # a CancelFailedError propagates; handle() publishes the cancels that went through
             self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
         on_price = getattr(self.broker, "on_price", None)
-        if on_price is not None and any(
-            o.symbol == symbol for o in self.store.list_orders(working_only=True)
-        ):
+        working_here_before = [] if on_price is None else [
+            o for o in self.store.list_orders(working_only=True) if o.symbol == symbol
+        ]
+        if working_here_before:
             reported = set()
             for report in on_price(symbol, intent.reference_price, intent.timestamp):
                 reported.add(report.client_order_id)
@@ -678,8 +679,8 @@ class OrderRouter:
             # planned (a report with nothing new is not written). PENDING and UNKNOWN orders are
             # settled as before (_resolve on their intent's redelivery, reconciliation), and
             # brokers without on_price (Alpaca) by lookups and reconciliation.
-            for order in [o for o in self.store.list_orders(working_only=True)
-                          if o.symbol == symbol and o.client_order_id not in reported
+            # (the listing above still holds them as they are: only the reported ones were synced)
+            for order in [o for o in working_here_before if o.client_order_id not in reported
                           and o.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)]:
                 report = self.broker.get_order_by_client_id(order.client_order_id)
                 if report is not None and (
