@@ -652,3 +652,18 @@ def test_a_snapshot_dynamodb_refuses_fails_only_its_symbol(world, monkeypatch):
     assert failures(response) == ["1000", "1002", "1004"]  # AAA's records, for a retry
     assert world.state("BBB")[1]["count"] == 3
     assert "tally:AAA" not in world.cache.data
+
+
+@pytest.mark.parametrize("read", ["get_versions", "get_item"])
+def test_a_snapshot_read_the_store_refuses_fails_the_symbols_not_the_invocation(world, monkeypatch, read):
+    """DynamoDB's ValidationException is a DataError now: on a read it escaped process()."""
+    world.runner.process(event_of(interleaved(1)))
+    if read == "get_item":
+        world.cache.data.clear()  # the states must come from the snapshots (else cached versions are compared)
+
+    def refuse(*args, **kwargs):
+        raise DataError("stage-state: ValidationException: refused")
+
+    monkeypatch.setattr(world.snapshots, read, refuse)
+    response = world.runner.process(event_of(interleaved(3), first_seq=2000))
+    assert failures(response) == [str(2000 + n) for n in range(6)]

@@ -549,7 +549,7 @@ class KinesisStageRunner(Generic[S, In]):
             return
         try:
             blobs, reseed = self._drop_stale(symbols, blobs)
-        except InfrastructureError as exc:
+        except (InfrastructureError, DataError) as exc:  # DataError: the store refused the read
             log.warning("stage %s: snapshot versions unreadable, failing %d symbols: %s",
                         self.step.name, len(symbols), exc)
             for g in groups.values():
@@ -559,7 +559,7 @@ class KinesisStageRunner(Generic[S, In]):
             group = groups[symbol]
             try:
                 group.state, group.version, group.warm, (group.handled, group.complete) = self._load_one(symbol, blob)
-            except (InfrastructureError, StateError) as exc:
+            except (InfrastructureError, StateError, DataError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
                 continue
