@@ -125,3 +125,38 @@ def test_cold_start_is_documented_with_its_real_dimensions():
     from ensemble_trader.runtime import observability
 
     assert "ColdStart" in observability.__doc__
+
+
+def test_an_item_the_orders_store_refuses_fails_the_intent_instead_of_dead_lettering_it_as_malformed():
+    """A DataError from routing meant "impossible to trade" and was dead-lettered MALFORMED_INTENT,
+    also when it was the store refusing an item, possibly after the order went out: the intent
+    fails (counted) and is redelivered, to the queue's DLQ after its receives, whole."""
+    from ensemble_trader.domain.errors import StoreRefusedError
+
+    class NoDeadLetters:
+        def send(self, *args, **kwargs):
+            raise AssertionError("dead-lettered")
+
+    def refused(intent: dict) -> dict:
+        raise StoreRefusedError("DynamoDB put order: refused by DynamoDB, not retried: ValidationException")
+
+    metrics = Recorder()
+    consumer = IntentConsumer(FakeRouter(RiskState()), dead_letters=NoDeadLetters(), route=refused, metrics=metrics)
+    record = _batch()["Records"][0]
+    try:
+        consumer.process(record["body"], record)
+    except StoreRefusedError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("the intent should have failed")
+    assert metrics.values("intents_failed") == [1]
+
+
+def test_dynamodb_refusing_a_request_is_a_store_refusal():
+    from botocore.exceptions import ClientError
+    from ensemble_trader.adapters.aws.dynamodb import translate
+    from ensemble_trader.domain.errors import DataError, StoreRefusedError
+
+    exc = ClientError({"Error": {"Code": "ValidationException", "Message": "Item size has exceeded"}}, "PutItem")
+    refused = translate(exc, "DynamoDB put order")
+    assert isinstance(refused, StoreRefusedError) and isinstance(refused, DataError)

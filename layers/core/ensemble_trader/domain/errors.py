@@ -43,6 +43,13 @@ class DataError(EnsembleTraderError, ValueError):
     """Input data (a CSV file, a data set) is malformed; the message names the file and row."""
 
 
+class StoreRefusedError(DataError):
+    """A store refused an item or a request it will never accept (DynamoDB's ValidationException:
+    an item over 400 KB, an empty key). Retrying does not help, as with any DataError, but the
+    input is not to blame alone: where an input would be dead-lettered as malformed, a refusal of
+    the store's fails the work instead, so it is counted, alarmed and kept whole."""
+
+
 class StateError(EnsembleTraderError):
     """Persisted state cannot be decoded or is inconsistent with the code that reads it."""
 

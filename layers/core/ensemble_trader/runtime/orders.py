@@ -49,7 +49,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
 from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, OrderIntent, OrderStatus, Position, Side
 from ensemble_trader.domain.orders import (
     QUANTITY_EPSILON,
@@ -1453,6 +1453,8 @@ class IntentConsumer:
                 record if record is not None else body, RejectReason.INTENT_CONFLICT,
                 f"intent {intent.intent_id} was processed before with different content ({exc})", intent,
             )
+        except StoreRefusedError:  # the store's refusal, not the intent's fault: the intent fails,
+            raise  # counted and alarmed, and reaches the queue's DLQ whole after its receives
         except DataError as exc:  # valid as a message, impossible to trade: no retry can change it
             return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
                                      f"intent {intent.intent_id} cannot be routed: {exc}", intent)

@@ -21,7 +21,7 @@ from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
 from ensemble_trader.adapters.dynamo_numbers import from_dynamo, to_dynamo
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
@@ -64,15 +64,15 @@ def _key_names(table: str, settings: Settings | None = None) -> tuple[str, ...]:
 
 def translate(exc: Exception, what: str) -> Exception:
     """A botocore error as the domain's exception: ConcurrencyError for a lost condition,
-    DataError for a request DynamoDB refuses as invalid (``ValidationException``: an item over
-    400 KB, an empty key, an empty set — or a condition or expression the code got wrong; sent
-    again it would be refused again, so it is not worth a retry, and the message names the table
-    and DynamoDB's reason), InfrastructureError for anything else (throttling, a network error:
-    retrying may help)."""
+    StoreRefusedError (a DataError) for a request DynamoDB refuses as invalid
+    (``ValidationException``: an item over 400 KB, an empty key, an empty set — or a condition or
+    expression the code got wrong; sent again it would be refused again, so it is not worth a
+    retry, and the message names the table and DynamoDB's reason), InfrastructureError for
+    anything else (throttling, a network error: retrying may help)."""
     if error_code(exc) == "ConditionalCheckFailedException":
         return ConcurrencyError(f"{what}: condition failed (another writer got there first)")
     if error_code(exc) == "ValidationException" or isinstance(exc, ParamValidationError):
-        return DataError(f"{what}: refused by DynamoDB, not retried: {type(exc).__name__}: {exc}")
+        return StoreRefusedError(f"{what}: refused by DynamoDB, not retried: {type(exc).__name__}: {exc}")
     return InfrastructureError(f"{what}: {type(exc).__name__}: {exc}")
 
 

@@ -14,7 +14,13 @@ from pydantic import BaseModel
 
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.adapters.limits import check_stream_records, checked_entries, is_fifo_queue, message_text
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
+from ensemble_trader.domain.errors import (
+    ConcurrencyError,
+    DataError,
+    InfrastructureError,
+    ModelArtifactError,
+    StoreRefusedError,
+)
 
 VERSION_ATTRIBUTE = "version"
 
@@ -184,7 +190,7 @@ class MemoryKeyValueStore:
             if not isinstance(value, (str, bytes, Decimal)):
                 raise DataError(f"{table}: key attribute {n}={key[n]!r} must be a string, a number or bytes")
             if isinstance(value, (str, bytes)) and not value:
-                raise DataError(f"{table}: key attribute {n} is empty; DynamoDB refuses an empty key value")
+                raise StoreRefusedError(f"{table}: key attribute {n} is empty; DynamoDB refuses an empty key value")
             values.append(from_dynamo(value))
         return tuple(values)
 
@@ -196,7 +202,7 @@ class MemoryKeyValueStore:
             raise DataError(f"{table}: {exc}") from exc
         size = item_size(converted)
         if size > MAX_ITEM_BYTES:
-            raise DataError(f"{table}: item size {size:,} bytes has exceeded the maximum allowed size "
+            raise StoreRefusedError(f"{table}: item size {size:,} bytes has exceeded the maximum allowed size "
                             f"({MAX_ITEM_BYTES:,})")
         return self._key(table, names, item), {a: from_dynamo(v) for a, v in converted.items()}
 
