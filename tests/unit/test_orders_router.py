@@ -1169,3 +1169,11 @@ def test_a_kill_switch_event_that_is_not_an_object_is_a_typed_error(event):
 
     with pytest.raises(InvalidMessageError, match="EventBridge event"):
         KillSwitchCommand.from_event(event)
+
+
+def test_the_kill_switch_reason_is_stored_as_the_event_would_store_it():
+    """The control event's reason is stripped of blanks; the CLI's was stored as typed."""
+    rig = Rig()
+    result = rig.router.set_kill_switch(True, "  operator drill \n")
+    assert result["reason"] == "operator drill"
+    assert rig.store.load_risk_state().kill_switch_reason == "operator drill"

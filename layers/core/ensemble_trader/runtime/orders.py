@@ -1117,7 +1117,8 @@ class OrderRouter:
         also reset a latched circuit breaker (an operator decision). A command that
         :class:`KillSwitchCommand` refuses (an empty reason, a reset with the switch on): an
         :class:`InvalidMessageError` naming the field, and nothing changes."""
-        KillSwitchCommand.parse({"active": active, "reason": reason, "reset_breaker": reset_breaker})
+        # the reason as the control event stores it (stripped of surrounding blanks)
+        reason = KillSwitchCommand.parse({"active": active, "reason": reason, "reset_breaker": reset_breaker}).reason
         events: list[BaseModel] = []
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.store.load_risk_state()
