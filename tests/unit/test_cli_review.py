@@ -265,3 +265,24 @@ def test_evaluate_agents_refuses_truth_with_a_regime_model(tmp_path, synth, caps
     code = main(["evaluate", "agents", "--bars", "synth:realistic:1:400", "--truth", str(truth),
                  "--regime-model", str(Settings().models_dir / "regime")])
     assert code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_save_figure_replaces_an_image_whole(tmp_path):
+    """Images were saved straight to their path (every plot of the CLI and the training tools): a
+    size limit or Ctrl-C left half a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ensemble_trader.marketdata import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = tmp_path / "img" / "line.png"
+    save_figure(fig, path, dpi=50)
+    whole = path.read_bytes()
+    assert whole.startswith(b"\x89PNG") and leftovers(path.parent) == ["line.png"]
+    with file_size_limit(len(whole) // 2), pytest.raises(OSError):
+        save_figure(fig, path, dpi=100)  # a larger image, cut short
+    plt.close(fig)
+    assert path.read_bytes() == whole and leftovers(path.parent) == ["line.png"]

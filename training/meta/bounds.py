@@ -296,8 +296,9 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

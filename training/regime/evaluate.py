@@ -347,6 +347,8 @@ def plot_example(path, scenario: str = "realistic", seed: int = 0, n_bars: int =
     handles = [matplotlib.patches.Patch(color=COLORS[r], label=r.value) for r in REGIMES]
     axes[0].legend(handles=handles, loc="upper left", ncol=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

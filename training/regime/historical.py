@@ -132,8 +132,9 @@ def plot(series: BarSeries, labels: Labels, path: Path, title: str, log_price: b
     axp.set_ylim(0, 1)
     axp.set_ylabel("filtered P(regime)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

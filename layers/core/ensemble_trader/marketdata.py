@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import math
 import os
 import re
@@ -26,6 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -306,7 +308,7 @@ def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> It
 
 @contextmanager
 def atomic_writer(path: str | os.PathLike[str], *, newline: str | None = None,
-                  encoding: str = "utf-8") -> Iterator:
+                  encoding: str = "utf-8", binary: bool = False) -> Iterator:
     """Open a text file for writing so that ``path`` holds either its old content or the
     complete new file, never a part of it.
 
@@ -314,14 +316,15 @@ def atomic_writer(path: str | os.PathLike[str], *, newline: str | None = None,
     0o666 less the umask); when the ``with`` block ends normally the file is flushed, synced and
     :func:`os.replace`-d into place. On any failure (a full disk, a file size limit, Ctrl-C, an
     exception raised by the caller) the temporary file is deleted and the error propagates.
-    The folder is created when missing.
+    The folder is created when missing. ``binary``: a file of bytes (images).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", newline=newline, encoding=encoding) as handle:
+        opened = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline=newline, encoding=encoding)
+        with opened as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -336,6 +339,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "
     """``Path(path).write_text(text)`` through :func:`atomic_writer`."""
     with atomic_writer(path, encoding=encoding) as handle:
         handle.write(text)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig: Any) -> None:
+    """``fig.savefig(path, **savefig)`` through :func:`atomic_writer`: the image is drawn in
+    memory (its format from the file's suffix) and the file holds the old image or the whole new
+    one, never a part."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **savefig)
+    with atomic_writer(path, binary=True) as handle:
+        handle.write(buffer.getvalue())
 
 
 def _format_float(x: float) -> str:

@@ -158,6 +158,7 @@ def plot_synthetic(data: SyntheticData, path: Path) -> None:
     ax.set_title(f"synthetic '{data.scenario}' seed {data.seed}: {len(s)} bars of {s.symbol}")
     ax.set_ylabel("close (log scale)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -187,6 +187,7 @@ def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, p
     ax.legend(loc="upper left", fontsize=8, ncol=3)
     ax.set_title(f"{prepared.symbol}: agents vs buy-and-hold" + (" (shading: regime)" if prepared.regimes is not None else ""))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)

@@ -157,6 +157,7 @@ def plot_features(series, matrix, path: Path) -> None:  # noqa: ANN001
         axes[4].axhline(level, color="gray", linewidth=0.5, linestyle="--")
     axes[0].set_title(f"{series.symbol}: {len(series)} bars, features (warm-up shaded)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -130,7 +130,9 @@ def _plot(args: argparse.Namespace) -> int:
         right.text(0.5, 0.5, "no rejected orders", ha="center", va="center")
     right.set_title(f"rejected orders by reason ({sum(rejected.values()):,})")
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
+    from ensemble_trader.marketdata import save_figure
+
+    save_figure(fig, args.out, dpi=110)
     plt.close(fig)
     print(f"wrote {args.out}: {len(filled):,} filled orders, {sum(rejected.values()):,} rejections")
     return 0
