@@ -38,8 +38,6 @@ def serialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
         converted = to_dynamo(value, name)
         try:
             out[name] = _serializer.serialize(converted)
-        except DataError:
-            raise
         except (TypeError, ValueError, DecimalException) as exc:  # what to_dynamo let through
             raise DataError(f"DynamoDB cannot store {name}: {type(exc).__name__}: {exc}") from exc
     return out

@@ -12,13 +12,12 @@ from ensemble_trader import constants
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.limits import MAX_EVENT_BYTES, checked_entries, entry_size, to_entry
+from ensemble_trader.adapters.limits import MAX_EVENT_BYTES, checked_entries
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_ENTRIES = 10
-MAX_REQUEST_BYTES = MAX_EVENT_BYTES
-__all__ = ["MAX_ENTRIES", "MAX_REQUEST_BYTES", "EventBridgePublisher", "entry_size", "to_entry"]
+MAX_REQUEST_BYTES = MAX_EVENT_BYTES  # a PutEvents request, like one entry
 
 
 class EventBridgePublisher:

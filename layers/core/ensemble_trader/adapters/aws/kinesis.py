@@ -10,14 +10,13 @@ from typing import Any
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.limits import MAX_BYTES_PER_RECORD, check_stream_record, check_stream_records
+from ensemble_trader.adapters.limits import check_stream_record, check_stream_records
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.aggregation import aggregate as aggregate_records
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
-__all__ = ["MAX_BYTES_PER_RECORD", "KinesisPublisher", "chunk_records", "key_rounds"]
 
 
 def chunk_records(

@@ -16,13 +16,12 @@ from pydantic import BaseModel
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.limits import MAX_MESSAGE_BYTES, is_fifo_queue, message_text
+from ensemble_trader.adapters.limits import is_fifo_queue, message_text
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024
-__all__ = ["MAX_MESSAGE_BYTES", "SqsDeadLetterWriter", "SqsPublisher", "dead_letter_body"]
 DLQ_RECORD_LIMIT = 200 * 1024
 """A dead letter whose JSON would exceed this many bytes keeps its record truncated, marked as such."""
 DLQ_REASON_LIMIT = 8 * 1024
