@@ -21,6 +21,24 @@ class _Server:
         self.pid = pid
 
 
+class _FakeStack:
+    """Stands in for LocalStack without servers; a test's subclass says what ``start`` does."""
+
+    def __init__(self, moto_pid: int = 1, redis_pid: int = 2) -> None:
+        self.attached = False
+        self.moto, self.redis = _Server(moto_pid), _Server(redis_pid)
+
+    def write_state_file(self, path):
+        path.write_text(f'{{"moto_pid": {self.moto.pid}}}')
+        return path
+
+    def environment(self, for_shell=False):
+        return {"ET_STAGE": "local", "ET_AWS_ENDPOINT_URL": "http://127.0.0.1:1", "ET_REDIS_URL": "redis://x"}
+
+    def stop(self):
+        pass
+
+
 # -- 1. two `local up` at the same moment ----------------------------------------------------------
 
 
@@ -31,26 +49,15 @@ def test_a_second_local_up_while_the_first_is_starting_refuses(state_file, monke
     inner: list[int] = []
     stacks: list[object] = []
 
-    class Stack:  # stands in for LocalStack: no servers
+    class Stack(_FakeStack):
         def __init__(self, *args, **kwargs):
-            self.attached = False
-            self.moto, self.redis = _Server(1000 + len(stacks)), _Server(2000 + len(stacks))
+            super().__init__(1000 + len(stacks), 2000 + len(stacks))
             stacks.append(self)
 
         def start(self):
             if not inner:  # the first `up`: another `up` starts now, while this one starts
                 inner.append(main(["local", "up"]))
             return self
-
-        def write_state_file(self, path):
-            path.write_text(f'{{"moto_pid": {self.moto.pid}}}')
-            return path
-
-        def environment(self, for_shell=False):
-            return {"ET_STAGE": "local", "ET_AWS_ENDPOINT_URL": "http://127.0.0.1:1", "ET_REDIS_URL": "redis://x"}
-
-        def stop(self):
-            pass
 
     monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
     assert main(["local", "up"]) == 0
@@ -86,24 +93,13 @@ def test_local_up_releases_its_claim_when_the_start_fails(state_file, monkeypatc
 def test_local_down_while_up_is_starting_says_so(state_file, monkeypatch, capsys):
     seen = []
 
-    class Stack:
+    class Stack(_FakeStack):
         def __init__(self, *args, **kwargs):
-            self.attached = False
-            self.moto, self.redis = _Server(1), _Server(2)
+            super().__init__()
 
         def start(self):
             seen.append(main(["local", "down"]))
             return self
-
-        def write_state_file(self, path):
-            path.write_text("{}")
-            return path
-
-        def environment(self, for_shell=False):
-            return {"ET_STAGE": "local", "ET_AWS_ENDPOINT_URL": "http://127.0.0.1:1", "ET_REDIS_URL": "redis://x"}
-
-        def stop(self):
-            pass
 
     monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
     assert main(["local", "up"]) == 0
