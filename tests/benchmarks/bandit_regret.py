@@ -43,6 +43,7 @@ from ensemble_trader.domain.bandits import (  # noqa: E402
     GaussianThompson,
     SlidingWindowUCB,
 )
+from ensemble_trader.marketdata import save_figure, write_text_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 IMG = REPO / "docs" / "img"
@@ -183,8 +184,7 @@ def plot(results: dict[str, dict], titles: dict[str, str], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=96)
+    save_figure(fig, path, dpi=96)
     plt.close(fig)
 
 
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     table["paired"] = {name: pairs for name, (_, pairs) in studied.items()}
     table["settings"] = {"runs": runs, "T_stationary": t_stat, "T_piecewise": t_pw, "segment": seg,
                          "gamma": gamma, "window": window}
-    (IMG / f"meta_regret{suffix}.json").write_text(json.dumps(table, indent=2))
+    write_text_atomic(IMG / f"meta_regret{suffix}.json", json.dumps(table, indent=2))
     for name in results:
         print(f"\n{titles[name]}\n| policy | regret at T (mean ± se) | µs/round |\n|---|---|---|")
         for label, r in table[name].items():
