@@ -4,9 +4,15 @@ Event: source ``ensemble-trader.control``, detail-type ``KillSwitch``, detail
 ``{"active": true|false, "reason": "...", "reset_breaker": false}``. On: the flag is stored in
 the risk state (new orders are rejected with KILL_SWITCH) and every working order is canceled.
 Off: the flag is cleared; ``reset_breaker`` also resets a latched circuit breaker. Any other
-event (another source or detail-type, a blank reason, a malformed detail) raises
-``InvalidMessageError`` naming what was wrong: EventBridge invokes the function asynchronously, so
-Lambda retries it and then sends it to the on-failure destination (the events DLQ).
+event (another source or detail-type, a blank reason, a malformed detail, no ``time`` or ``id``)
+raises ``InvalidMessageError`` naming what was wrong: EventBridge invokes the function
+asynchronously, so Lambda retries it and then sends it to the on-failure destination (the events DLQ).
+
+Commands apply in the order of the events' ``time``: Lambda retries a failed invocation up to
+twice, minutes later, and a retried "off" must not undo a later "on". A command issued before the
+one the risk state holds is a logged no-op (``applied: false``, ``ignored`` says why; not an
+error, so it is not retried); the same event delivered again (same ``id``) finishes what its first
+run left undone — the cancels and ``KillSwitchChanged`` — without writing the flag again.
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ def router() -> OrderRouter:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     command = KillSwitchCommand.from_event(event)
-    result = router().set_kill_switch(command.active, command.reason, reset_breaker=command.reset_breaker)
-    metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if command.active else 0)
+    result = router().apply_kill_switch(command)
+    # the switch as it stands: a stale command changed nothing
+    metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if result["active"] else 0)
     metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))
-    if not command.active:  # with the switch off the state is the breaker's: report it at once (a
+    if not result["active"]:  # with the switch off the state is the breaker's: report it at once (a
         # reset clears the BreakerTripped alarm now, not at the next routed intent)
         metrics.add_metric(name="account_breaker_state", unit="None",
                            value=BREAKER_STATE_VALUES[TradingState(result["trading_state"])])
-    logger.warning("kill switch %s", "ON" if command.active else "OFF", extra=result)
+    if not result["applied"]:
+        logger.warning("kill switch command ignored (stale): %s", result["ignored"], extra=result)
+    else:
+        logger.warning("kill switch %s", "ON" if command.active else "OFF", extra=result)
     return result

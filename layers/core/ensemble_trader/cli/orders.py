@@ -47,7 +47,9 @@ def _status(args: argparse.Namespace) -> int:
         "trading_state": state.effective_state.value,
         "breaker": {"state": state.trading_state.value, "reason": state.state_reason,
                     "latched": state.breaker_latched},
-        "kill_switch": {"active": state.kill_switch, "reason": state.kill_switch_reason},
+        "kill_switch": {"active": state.kill_switch, "reason": state.kill_switch_reason,
+                        "issued_at": state.kill_switch_at.isoformat() if state.kill_switch_at else None,
+                        "command_id": state.kill_switch_command_id or None},
         "halted_symbols": state.halted_symbols,
         "equity": state.equity,
         "positions": {p.symbol: {"quantity": p.quantity, "average_price": p.average_price,
@@ -75,10 +77,23 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
+    """The command is ordered by this machine's wall clock (UTC) among the control events (see
+    ``KillSwitchCommand``): one issued before the command the risk state holds is ignored, and
+    the exit status is then 1 with the reason on stderr."""
+    import sys
+    import uuid
+    from datetime import UTC, datetime
+
     from ensemble_trader.runtime.orders import build_router
 
-    result = build_router().set_kill_switch(args.state == "on", args.reason, reset_breaker=args.reset_breaker)
+    result = build_router().set_kill_switch(
+        args.state == "on", args.reason, reset_breaker=args.reset_breaker,
+        issued_at=datetime.now(UTC), command_id=f"cli-{uuid.uuid4()}",
+    )
     print(json.dumps(result, indent=2))
+    if not result["applied"]:
+        print(f"kill switch not changed: {result['ignored']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -28,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, StringConstraints, model_validator
+from pydantic import AwareDatetime, StringConstraints, TypeAdapter, ValidationError, model_validator
 
 from ensemble_trader.constants import CONTROL_EVENT_SOURCE, KILL_SWITCH_DETAIL_TYPE
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError, FieldProblem, InvalidMessageError
@@ -196,31 +196,60 @@ class ReconciliationFailed(Message):
     timestamp: AwareDatetime
 
 
+_EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
 class KillSwitchCommand(Message):
     """The ``detail`` of a KillSwitch control event (source ``ensemble-trader.control``).
 
     ``active`` true halts new orders and cancels working ones; false lifts the switch, and with
     ``reset_breaker`` also resets a latched circuit breaker (an operator decision).
+
+    ``issued_at`` and ``command_id`` order the commands: the control event's ``time`` and ``id``
+    (:meth:`from_event`; EventBridge sets both when the event is put, and Lambda's retries of an
+    asynchronous invocation keep them), or the CLI's wall clock and an id of its own. A command
+    issued before the one the risk state last applied is stale and changes nothing (see
+    :func:`~ensemble_trader.domain.risk.kill_switch_verdict`), so a retried "off" cannot undo a
+    later "on". Without ``issued_at`` (an in-process caller) the command is taken as issued now.
     """
 
     active: bool
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
     reset_breaker: bool = False
+    issued_at: AwareDatetime | None = None
+    command_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @classmethod
     def from_event(cls, event: Any) -> KillSwitchCommand:
         """The command of a whole EventBridge event, which must be the operator's control event
-        (a schedule or another rule pointed at the function by mistake is refused, not obeyed);
-        anything else raises :class:`InvalidMessageError` naming what was wrong."""
+        (a schedule or another rule pointed at the function by mistake is refused, not obeyed),
+        ordered by the event's ``time`` and named by its ``id``; anything else raises
+        :class:`InvalidMessageError` naming what was wrong."""
         name = "KillSwitch EventBridge event"
         if not isinstance(event, Mapping):
             raise InvalidMessageError(name, [FieldProblem("<message>", event, "an EventBridge event is an object")])
         wanted = {"source": CONTROL_EVENT_SOURCE, "detail-type": KILL_SWITCH_DETAIL_TYPE}
         problems = [FieldProblem(key, event.get(key), f"must be {value!r}")
                     for key, value in wanted.items() if event.get(key) != value]
+        try:
+            issued_at = _EVENT_TIME.validate_python(event.get("time"))
+        except ValidationError:
+            issued_at = None
+            problems.append(FieldProblem("time", event.get("time"), "must be the ISO-8601 time EventBridge "
+                                         "stamps on every event, with its time zone (it orders the commands)"))
+        command_id = event.get("id")
+        if not (isinstance(command_id, str) and 0 < len(command_id) <= 200):
+            problems.append(FieldProblem("id", command_id, "must be the event id EventBridge gives every event "
+                                         "(1-200 characters)"))
+        detail = event.get("detail") or {}
+        if isinstance(detail, Mapping):
+            problems += [FieldProblem(f"detail.{key}", detail[key], "is taken from the event's time and id, "
+                                      "not from the detail") for key in ("issued_at", "command_id") if key in detail]
         if problems:
             raise InvalidMessageError(name, problems)
-        return cls.parse(event.get("detail") or {})
+        if not isinstance(detail, Mapping):
+            return cls.parse(detail)  # names the wrong type
+        return cls.parse({**detail, "issued_at": issued_at, "command_id": command_id})
 
     @model_validator(mode="after")
     def _reset_only_when_lifting(self) -> KillSwitchCommand:

@@ -55,10 +55,10 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, Side
-from ensemble_trader.domain.orders import step_multiple
+from ensemble_trader.domain.orders import KillSwitchCommand, step_multiple
 
 
 class RejectReason(StrEnum):
@@ -202,6 +202,10 @@ class RiskState(BaseModel):
     breaker_latched: bool = False
     kill_switch: bool = False
     kill_switch_reason: str = ""
+    # when the command that last set the switch was issued, and its id (an EventBridge event's
+    # time and id, the CLI's clock and its own id): an older command is stale (kill_switch_verdict)
+    kill_switch_at: AwareDatetime | None = None
+    kill_switch_command_id: str = ""
     halted_symbols: dict[str, str] = Field(default_factory=dict)
     day: date | None = None
     day_start_equity: float | None = None
@@ -624,13 +628,86 @@ def clock_now(limits: RiskLimits, wall: datetime, event: datetime) -> datetime:
     return event if limits.clock == "event" else wall
 
 
+class KillSwitchVerdict(StrEnum):
+    """What a kill-switch command does to the stored switch (see :func:`kill_switch_verdict`)."""
+
+    APPLY = "APPLY"  # newer than the command the state holds: set the switch
+    RETRY = "RETRY"  # the command the state holds, delivered again: finish its cancels and events
+    STALE = "STALE"  # issued before the command the state holds: a logged no-op
+
+
+def kill_switch_verdict(state: RiskState, command: KillSwitchCommand) -> tuple[KillSwitchVerdict, str]:
+    """Whether ``command`` applies to ``state``, and why (for the log and the result).
+
+    Commands apply in the order they were issued (``issued_at``), not delivered: Lambda retries
+    a failed asynchronous invocation minutes later, when a newer command may have been applied.
+
+    * the state's own command again (same ``command_id``, the switch still as it set it) is a
+      retry after a partial failure: :data:`KillSwitchVerdict.RETRY` — the flag is not written
+      again (a reset is not repeated), the cancels and the events are;
+    * issued before the state's command, or the same id while the switch has been changed since
+      (by hand, in the table): :data:`KillSwitchVerdict.STALE`;
+    * issued in the same instant as a different command that turned the switch on (EventBridge
+      times are whole seconds): an "on" applies, an "off" is stale — a tie never lifts the switch;
+    * otherwise (later, the first command ever, a state written before commands carried their
+      time, or a command without ``issued_at``): :data:`KillSwitchVerdict.APPLY`.
+    """
+    if command.command_id is not None and command.command_id == state.kill_switch_command_id:
+        if state.kill_switch == command.active:
+            return KillSwitchVerdict.RETRY, f"command {command.command_id} was applied already: finishing its work"
+        return KillSwitchVerdict.STALE, (
+            f"command {command.command_id} was applied already and the switch was changed since "
+            f"(now {'on' if state.kill_switch else 'off'}: {state.kill_switch_reason!r})"
+        )
+    if command.issued_at is None or state.kill_switch_at is None or command.issued_at > state.kill_switch_at:
+        return KillSwitchVerdict.APPLY, "newer than the stored command"
+    stored = (f"the stored command {state.kill_switch_command_id or '(unnamed)'} "
+              f"({'on' if state.kill_switch else 'off'}: {state.kill_switch_reason!r}) issued at "
+              f"{state.kill_switch_at.isoformat()}")
+    if command.issued_at < state.kill_switch_at:
+        return KillSwitchVerdict.STALE, f"issued at {command.issued_at.isoformat()}, before {stored}"
+    if command.active or not state.kill_switch:
+        return KillSwitchVerdict.APPLY, f"issued in the same instant as {stored}"
+    return KillSwitchVerdict.STALE, (
+        f"issued in the same instant as {stored}: a tie never lifts the switch (send the 'off' again)"
+    )
+
+
+def apply_kill_switch(state: RiskState, command: KillSwitchCommand, now: datetime) -> None:
+    """Set the switch, its reason and the command's time and id in ``state`` (a verdict of
+    :data:`KillSwitchVerdict.APPLY`). A command without ``issued_at`` counts as issued ``now``, and
+    never moves the stored time back (a clock behind the stored command's would let an older
+    command in again)."""
+    at = command.issued_at
+    if at is None:
+        at = now if state.kill_switch_at is None else max(now, state.kill_switch_at)
+    state.kill_switch, state.kill_switch_reason = command.active, command.reason
+    state.kill_switch_at, state.kill_switch_command_id = at, command.command_id or ""
+
+
+def _switch(state: RiskState) -> tuple[bool, str, datetime | None, str]:
+    return state.kill_switch, state.kill_switch_reason, state.kill_switch_at, state.kill_switch_command_id
+
+
+def _newer_switch(a: RiskState, b: RiskState) -> bool:
+    """``a``'s kill-switch command was issued after ``b``'s (in the same instant: when only ``a``
+    turned it on — a tie never lifts the switch). A state without a command time is the oldest."""
+    if a.kill_switch_at is None:
+        return False
+    if b.kill_switch_at is None or a.kill_switch_at > b.kill_switch_at:
+        return True
+    return a.kill_switch_at == b.kill_switch_at and a.kill_switch and not b.kill_switch
+
+
 def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskState:
     """Three-way merge after losing the versioned write: our unsaved state folded into theirs.
 
     ``base`` is the state we loaded, ``ours`` the state we want to write, ``theirs`` the newer
     stored one. The result keeps theirs' version, so it can be written at once.
 
-    Operator-owned fields win when theirs changed them since ``base``: the kill switch and, after
+    Operator-owned fields win when theirs changed them since ``base``: the kill switch (its flag,
+    reason, command time and id, as one; when both sides changed it, the later command wins, see
+    :func:`kill_switch_verdict`) and, after
     a breaker reset (``breaker_resets`` moved), the whole breaker — latched flag, trading state
     and reason, the rebased peak and day-start equity. Our breaker state computed from the stale
     pre-reset figures is dropped; the next :meth:`RiskEngine.update_breaker` re-evaluates it from
@@ -645,10 +722,9 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     """
     merged = theirs.model_copy(deep=True)
 
-    if (ours.kill_switch, ours.kill_switch_reason) != (base.kill_switch, base.kill_switch_reason) and (
-        theirs.kill_switch, theirs.kill_switch_reason
-    ) == (base.kill_switch, base.kill_switch_reason):
+    if _switch(ours) != _switch(base) and (_switch(theirs) == _switch(base) or _newer_switch(ours, theirs)):
         merged.kill_switch, merged.kill_switch_reason = ours.kill_switch, ours.kill_switch_reason
+        merged.kill_switch_at, merged.kill_switch_command_id = ours.kill_switch_at, ours.kill_switch_command_id
 
     for symbol in set(base.halted_symbols) | set(ours.halted_symbols) | set(theirs.halted_symbols):
         if theirs.halted_symbols.get(symbol) != base.halted_symbols.get(symbol):

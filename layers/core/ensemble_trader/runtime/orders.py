@@ -86,6 +86,7 @@ from ensemble_trader.domain.reconcile import (
 )
 from ensemble_trader.domain.risk import (
     BreakerTransition,
+    KillSwitchVerdict,
     Mark,
     OrderContext,
     OrderCut,
@@ -96,7 +97,9 @@ from ensemble_trader.domain.risk import (
     RiskLimits,
     RiskState,
     TradingState,
+    apply_kill_switch,
     clock_now,
+    kill_switch_verdict,
     merge_states,
 )
 from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
@@ -1112,40 +1115,77 @@ class OrderRouter:
     # Kill switch and breaker reset
     # ------------------------------------------------------------------------------------------
 
-    def set_kill_switch(self, active: bool, reason: str, *, reset_breaker: bool = False) -> dict[str, Any]:
+    def set_kill_switch(
+        self, active: bool, reason: str, *, reset_breaker: bool = False,
+        issued_at: datetime | None = None, command_id: str | None = None,
+    ) -> dict[str, Any]:
         """Turn the kill switch on (halt new orders, cancel working ones) or off; lifting it may
         also reset a latched circuit breaker (an operator decision). A command that
         :class:`KillSwitchCommand` refuses (an empty reason, a reset with the switch on): an
-        :class:`InvalidMessageError` naming the field, and nothing changes."""
-        # the reason as the control event stores it (stripped of surrounding blanks)
-        reason = KillSwitchCommand.parse({"active": active, "reason": reason, "reset_breaker": reset_breaker}).reason
+        :class:`InvalidMessageError` naming the field, and nothing changes. ``issued_at`` and
+        ``command_id`` order the command among others (see :meth:`apply_kill_switch`)."""
+        return self.apply_kill_switch(KillSwitchCommand.parse({
+            "active": active, "reason": reason, "reset_breaker": reset_breaker,
+            "issued_at": issued_at, "command_id": command_id,
+        }))
+
+    def apply_kill_switch(self, command: KillSwitchCommand) -> dict[str, Any]:
+        """Apply an operator's kill-switch command, in the order the commands were issued.
+
+        A command issued before the one the risk state holds is *stale*: nothing changes, the
+        result says ``"ignored"`` and why, and no error is raised (the control event is not
+        retried for ever). The command the state holds, delivered again — Lambda retries an
+        invocation that failed after the flag was saved (a cancel or the publish failed) —
+        does not write the flag again (nor repeat a breaker reset) but does the rest again: the
+        cancels when it turned the switch on, and ``KillSwitchChanged``. See
+        :func:`~ensemble_trader.domain.risk.kill_switch_verdict`.
+
+        The result: ``active``, ``reason`` and ``trading_state`` of the switch as it now stands,
+        ``canceled``, ``applied`` (False: stale), ``retry`` (True: a redelivery finishing its
+        work), ``ignored`` (why, when stale), ``command_id`` and ``issued_at`` of the command.
+        """
         events: list[BaseModel] = []
+        transition: BreakerTransition | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.store.load_risk_state()
-            state.kill_switch = active
-            state.kill_switch_reason = reason
-            transition = self.engine.reset_breaker(state, reason) if reset_breaker else None
+            verdict, why = kill_switch_verdict(state, command)
+            if verdict is not KillSwitchVerdict.APPLY:
+                break
+            apply_kill_switch(state, command, self.clock.now())
+            transition = self.engine.reset_breaker(state, command.reason) if command.reset_breaker else None
             try:
                 self.store.save_risk_state(state, write_kill_switch=True)
                 break
-            except ConcurrencyError:
+            except ConcurrencyError:  # another writer saved first: decide again on its state
                 if attempt == MAX_ATTEMPTS:
                     raise
+        result: dict[str, Any] = {
+            "active": state.kill_switch, "reason": state.kill_switch_reason, "canceled": [],
+            "trading_state": state.effective_state.value, "applied": verdict is not KillSwitchVerdict.STALE,
+            "retry": verdict is KillSwitchVerdict.RETRY, "command_id": command.command_id,
+            "issued_at": command.issued_at.isoformat() if command.issued_at else None,
+        }
+        if verdict is KillSwitchVerdict.STALE:
+            log.warning("kill switch command %s (%s: %s) ignored: %s", command.command_id,
+                        "on" if command.active else "off", command.reason, why)
+            return {**result, "ignored": why}
+        if verdict is KillSwitchVerdict.RETRY:
+            log.warning("kill switch command %s delivered again: %s", command.command_id, why)
         if transition is not None:
             events.append(_breaker_event(transition, self.clock.now()))
         failed: CancelFailedError | None = None
         try:
-            canceled = self._cancel_working(f"kill switch: {reason}", events) if active else []
+            canceled = self._cancel_working(f"kill switch: {command.reason}", events) if command.active else []
         except CancelFailedError as exc:  # the flag is on: say what was canceled, then fail
             canceled, failed = exc.canceled, exc
         events.append(
-            KillSwitchChanged(active=active, reason=reason, canceled=canceled, timestamp=self.clock.now())
+            KillSwitchChanged(active=command.active, reason=command.reason, canceled=canceled,
+                              timestamp=self.clock.now())
         )
         self._publish(events)
         if failed is not None:
             raise failed
-        return {"active": active, "reason": reason, "canceled": canceled,
-                "trading_state": state.effective_state.value}
+        return {**result, "canceled": canceled}
 
     def _cancel_working(self, reason: str, events: list[BaseModel]) -> list[str]:
         """Cancel every working order, ours and any the broker lists as open; the ids canceled.

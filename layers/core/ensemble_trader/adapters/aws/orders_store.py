@@ -10,7 +10,9 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
 * ``positions`` (key ``symbol``): the :class:`Position` plus a ``version``.
 * ``risk-state`` (key ``pk = "global"``): the :class:`RiskState` as JSON in ``state``, a
   ``version`` checked on every write, and the kill switch as its own boolean attribute
-  ``kill_switch`` so an operator can flip it with one ``update-item``.
+  ``kill_switch`` so an operator can flip it with one ``update-item`` (with ``kill_switch_reason``,
+  and ``kill_switch_at`` / ``kill_switch_command_id``: the time and id of the command that set it,
+  which order the commands).
 * ``paper-broker`` (``pk``, ``sk``): ``ORDER``/``<id>`` for every paper order, ``OPEN``/``<id>``
   (a copy) while it is working, ``POSITION``/``<symbol>`` with a ``version``; an order update and
   the position it changes are one transaction, each conditional on the version read.
@@ -27,9 +29,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import AwareDatetime, TypeAdapter
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import backoff_delay
@@ -43,6 +47,7 @@ from ensemble_trader.domain.risk import RiskState
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 RISK_KEY = "global"
+_SWITCH_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
 WORKING_INDEX = "#working"
 MAX_POSITION_RETRIES = 8
 MAX_ATTEMPTS = 6
@@ -335,14 +340,23 @@ class DynamoOrdersStore(_Dynamo):
         state.kill_switch = bool(data.get("kill_switch", False))
         if "kill_switch_reason" in data:
             state.kill_switch_reason = str(data["kill_switch_reason"])
+        if "kill_switch_at" in data:  # absent from items written before commands carried their time
+            try:
+                state.kill_switch_at = _SWITCH_TIME.validate_python(data["kill_switch_at"])
+            except ValueError as exc:
+                raise StateError(f"stored kill_switch_at {data['kill_switch_at']!r} cannot be decoded: {exc}") from exc
+        if "kill_switch_command_id" in data:
+            state.kill_switch_command_id = str(data["kill_switch_command_id"])
         return state
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         """Conditional update of the risk-state item (``version`` must still be ``state.version``).
 
-        The kill-switch attributes are written only with ``write_kill_switch`` (the kill-switch
-        entry): an operator's direct ``update-item`` of the flag, which does not bump the version,
-        is never overwritten by the router's routine saves.
+        The kill-switch attributes (``kill_switch``, ``kill_switch_reason``, and the time and id of
+        the command that set them, ``kill_switch_at`` and ``kill_switch_command_id``) are written
+        only with ``write_kill_switch`` (the kill-switch entry): an operator's direct
+        ``update-item`` of the flag, which does not bump the version, is never overwritten by the
+        router's routine saves.
         """
         expected = state.version
         body = state.model_copy(update={"version": expected + 1})
@@ -354,9 +368,13 @@ class DynamoOrdersStore(_Dynamo):
             ":v": {"N": str(expected)},
         }
         if write_kill_switch:
-            sets += ["kill_switch = :k", "kill_switch_reason = :kr"]
+            sets += ["kill_switch = :k", "kill_switch_reason = :kr", "kill_switch_command_id = :kc"]
             values[":k"] = {"BOOL": state.kill_switch}
             values[":kr"] = {"S": state.kill_switch_reason}
+            values[":kc"] = {"S": state.kill_switch_command_id}
+            if state.kill_switch_at is not None:
+                sets.append("kill_switch_at = :kt")
+                values[":kt"] = {"S": state.kill_switch_at.isoformat()}
         try:
             self._client.update_item(
                 TableName=self.risk_table,

@@ -9,6 +9,7 @@ threads (the concurrency tests deliver one intent from many threads at once).
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 
 from ensemble_trader.domain.errors import ConcurrencyError
@@ -30,6 +31,8 @@ class MemoryOrdersStore:
         self._risk_version = 0
         self.kill_switch_flag = False  # its own attribute, as in DynamoDB: operators flip it directly
         self.kill_switch_reason = ""
+        self.kill_switch_at: datetime | None = None  # the command's time and id, written with the flag
+        self.kill_switch_command_id = ""
 
     # -- orders ------------------------------------------------------------------------------
 
@@ -104,6 +107,8 @@ class MemoryOrdersStore:
             state.version = self._risk_version
             state.kill_switch = self.kill_switch_flag
             state.kill_switch_reason = self.kill_switch_reason
+            state.kill_switch_at = self.kill_switch_at
+            state.kill_switch_command_id = self.kill_switch_command_id
             return state
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
@@ -117,6 +122,8 @@ class MemoryOrdersStore:
             if write_kill_switch:
                 self.kill_switch_flag = state.kill_switch
                 self.kill_switch_reason = state.kill_switch_reason
+                self.kill_switch_at = state.kill_switch_at
+                self.kill_switch_command_id = state.kill_switch_command_id
             self._risk_json = state.model_dump_json()
 
 
