@@ -2,7 +2,8 @@
 
 Context: ``-c stage=dev|staging|prod`` (default ``dev``), ``-c broker=paper|alpaca|alpaca-live``
 (default ``paper``; ``alpaca`` trades on Alpaca's paper endpoint, ``alpaca-live`` with real money
-and needs ``-c max_intent_age_seconds=N``),
+and needs ``-c max_intent_age_seconds=N``; both Alpaca brokers need ``-c initial_equity=N``, the
+account's equity, since the orders functions never ask the broker for it),
 ``-c symbols=SPY,QQQ`` (the symbols traded: the daily regime refit fits on them and the orders
 functions split the account between them; default ``SPY``),
 ``-c training_image_tag=<tag>`` (default: the package version, e.g. ``0.1.0``, since the image
@@ -24,7 +25,7 @@ from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from ensemble_trader import __version__
 from ensemble_trader.domain.models import SYMBOL_PATTERN
 
-from infra_cdk.config import stage_config
+from infra_cdk.config import StageConfig, stage_config
 from infra_cdk.stacks.trader import TraderStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,17 +50,41 @@ def _choice(app: cdk.App, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _positive_seconds(app: cdk.App, key: str) -> float | None:
+def _positive_number(app: cdk.App, key: str, unit: str) -> float | None:
+    """The ``key`` context as a positive, finite number of ``unit`` (None when not given); anything
+    else (a word, 0, a negative number, inf, nan, true) stops the synth naming the context."""
     raw = app.node.try_get_context(key)
     if raw is None or str(raw).strip() == "":
         return None
     try:
+        if isinstance(raw, bool):  # a JSON true in cdk.json is no number (float(True) is 1.0)
+            raise TypeError(raw)
         value = float(raw)
     except (TypeError, ValueError):
-        raise InvalidContextError(f"context {key}={raw!r} is not a number of seconds") from None
+        raise InvalidContextError(f"context {key}={raw!r} is not a number of {unit}") from None
     if not (value > 0 and value < float("inf")):
-        raise InvalidContextError(f"context {key}={raw!r} must be a positive number of seconds")
+        raise InvalidContextError(f"context {key}={raw!r} must be a positive number of {unit}")
     return value
+
+
+ALPACA_BROKERS = ("alpaca", "alpaca-live")
+DEFAULT_EQUITY_TEXT = "$1,000,000"  # ET_ORDERS_INITIAL_EQUITY's default (OrdersSettings.initial_equity)
+
+
+def _required_for(broker_kind: str, config: StageConfig) -> list[str]:
+    """The contexts ``broker_kind`` needs that were not given, each with the reason."""
+    needed = []
+    if broker_kind == "alpaca-live" and config.max_intent_age_seconds is None:
+        needed.append(
+            "-c max_intent_age_seconds=N, so an intent retried or redriven long after its bar is refused "
+            "instead of traded"
+        )
+    if broker_kind in ALPACA_BROKERS and config.initial_equity is None:
+        needed.append(
+            "-c initial_equity=N (the Alpaca account's equity in dollars), so orders and the loss and drawdown "
+            f"limits are sized for that account instead of the default {DEFAULT_EQUITY_TEXT}"
+        )
+    return needed
 
 
 def _symbols(app: cdk.App) -> tuple[str, ...]:
@@ -102,14 +127,18 @@ def build_app(
         context={**FEATURE_FLAGS, **(context or {})},
     )
     config = stage_config(app.node.try_get_context("stage") or "dev")
-    max_intent_age = _positive_seconds(app, "max_intent_age_seconds")
+    max_intent_age = _positive_number(app, "max_intent_age_seconds", "seconds")
     if max_intent_age is not None:
         config = dataclasses.replace(config, max_intent_age_seconds=max_intent_age)
-    broker_kind = _choice(app, "broker", ("paper", "alpaca", "alpaca-live"))
-    if broker_kind == "alpaca-live" and config.max_intent_age_seconds is None:
+    initial_equity = _positive_number(app, "initial_equity", "dollars (the account's equity)")
+    if initial_equity is not None:
+        config = dataclasses.replace(config, initial_equity=initial_equity)
+    broker_kind = _choice(app, "broker", ("paper", *ALPACA_BROKERS))
+    needed = _required_for(broker_kind, config)
+    if needed:
+        trades = "trades real money" if broker_kind == "alpaca-live" else "trades an Alpaca account"
         raise InvalidContextError(
-            "context broker='alpaca-live' trades real money: give -c max_intent_age_seconds=N too, so an "
-            "intent retried or redriven long after its bar is refused instead of traded (docs/deployment.md)"
+            f"context broker={broker_kind!r} {trades}: give " + "; and ".join(needed) + " (docs/deployment.md)"
         )
     symbols = _symbols(app)
     stack = TraderStack(

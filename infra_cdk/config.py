@@ -40,6 +40,10 @@ class StageConfig:
     # the orders stage refuses intents whose bar time is older than this (ET_RISK_MAX_INTENT_AGE_SECONDS);
     # it depends on the feed's bar stamps and cadence, so it is set per deployment (-c max_intent_age_seconds=N)
     max_intent_age_seconds: float | None = None
+    # the equity the orders functions size orders and the loss/drawdown limits from, before their own
+    # P&L (ET_ORDERS_INITIAL_EQUITY; they never ask the broker): the account's, so set per deployment
+    # (-c initial_equity=N, required with an Alpaca broker); None keeps the settings' default (paper)
+    initial_equity: float | None = None
 
     def __post_init__(self) -> None:
         # the hot-path functions read Kinesis shards with a parallelization factor of 1 (per-symbol

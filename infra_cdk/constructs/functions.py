@@ -280,6 +280,8 @@ class Functions(Construct):
             }
             if alpaca:  # the paper endpoint unless deployed for live trading
                 environment["ET_ORDERS_ALPACA_PAPER"] = "false" if self._broker_kind == "alpaca-live" else "true"
+            if config.initial_equity is not None:  # the account the router sizes orders and limits for
+                environment["ET_ORDERS_INITIAL_EQUITY"] = env_number(config.initial_equity)
             if config.max_intent_age_seconds is not None:  # late intents are refused (STALE_INTENT)
                 environment["ET_RISK_MAX_INTENT_AGE_SECONDS"] = env_number(config.max_intent_age_seconds)
         if entry.key == "regime.refit":

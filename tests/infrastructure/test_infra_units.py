@@ -113,7 +113,7 @@ def test_the_broker_context_sets_the_alpaca_endpoint(tmp_path, broker, paper):
     (functions / "orders").mkdir(parents=True)
     (functions / "orders" / "handler.py").write_text("def lambda_handler(event, context):\n    return event\n")
     app, stack = build_app(outdir=str(tmp_path / "out"), functions_dir=functions,
-                           context={"broker": broker, "max_intent_age_seconds": "900"})
+                           context={"broker": broker, "max_intent_age_seconds": "900", "initial_equity": "25000"})
     template = app.synth().get_stack_by_name(stack.stack_name).template
     variables = [r["Properties"]["Environment"]["Variables"] for r in template["Resources"].values()
                  if r["Type"] == "AWS::Lambda::Function" and "ET_ORDERS_BROKER" in
@@ -121,6 +121,78 @@ def test_the_broker_context_sets_the_alpaca_endpoint(tmp_path, broker, paper):
     assert variables
     assert {v["ET_ORDERS_BROKER"] for v in variables} == {"paper" if broker == "paper" else "alpaca"}
     assert {v.get("ET_ORDERS_ALPACA_PAPER") for v in variables} == {paper}
+
+
+def _orders_environments(tmp_path: Path, context: dict) -> dict[str, dict]:
+    """Synthesise the three orders entries (handler, reconcile, kill_switch) with ``context``:
+    each entry's function name → its environment variables."""
+    from infra_cdk.app import build_app
+
+    functions = tmp_path / "functions"
+    source = HANDLER + "".join(f"\n\ndef {extra}(event, context):\n    return event\n"
+                               for extra in function_spec("orders").extra_entries)
+    _write(functions / "orders" / "handler.py", source)
+    app, stack = build_app(outdir=str(tmp_path / "out"), functions_dir=functions, context=context)
+    template = app.synth().get_stack_by_name(stack.stack_name).template
+    found = {r["Properties"]["FunctionName"]: r["Properties"]["Environment"]["Variables"]
+             for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+             and "ET_ORDERS_BROKER" in r["Properties"].get("Environment", {}).get("Variables", {})}
+    assert set(found) == {function_name("dev", key) for key in ("orders", "orders.reconcile", "orders.kill_switch")}
+    return found
+
+
+@pytest.mark.parametrize("broker", ["alpaca", "alpaca-live"])
+def test_an_alpaca_broker_needs_the_accounts_equity(tmp_path, broker):
+    """The orders functions never ask the broker for the equity: without ``initial_equity`` an
+    Alpaca account was traded as if it held the default $1,000,000."""
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match=rf"broker='{broker}'.*give -c initial_equity=N \(the Alpaca "
+                                                  r"account's equity in dollars\).*default \$1,000,000"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path,
+                  context={"broker": broker, "max_intent_age_seconds": "900"})
+
+
+def test_live_trading_without_both_contexts_names_both(tmp_path):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match=r"max_intent_age_seconds=N.*; and -c initial_equity=N"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"broker": "alpaca-live"})
+
+
+@pytest.mark.parametrize(
+    ("broker", "value", "text"),
+    [("alpaca", "25000", "25000"), ("alpaca-live", "1234567.89", "1234567.89"), ("paper", 50_000, "50000")],
+)
+def test_the_accounts_equity_reaches_every_orders_entry_exactly(tmp_path, monkeypatch, broker, value, text):
+    """``-c initial_equity`` becomes ``ET_ORDERS_INITIAL_EQUITY`` of the orders, reconcile and
+    kill-switch functions (each builds the router), and the settings read exactly that number."""
+    from ensemble_trader.runtime.orders import OrdersSettings
+
+    environments = _orders_environments(
+        tmp_path, {"broker": broker, "max_intent_age_seconds": "900", "initial_equity": value}
+    )
+    for variables in environments.values():
+        assert variables["ET_ORDERS_INITIAL_EQUITY"] == text
+        monkeypatch.setenv("ET_ORDERS_INITIAL_EQUITY", variables["ET_ORDERS_INITIAL_EQUITY"])
+        assert OrdersSettings().initial_equity == float(value)
+
+
+def test_paper_trading_keeps_the_default_equity(tmp_path):
+    environments = _orders_environments(tmp_path, {"broker": "paper"})
+    assert all("ET_ORDERS_INITIAL_EQUITY" not in variables for variables in environments.values())
+
+
+@pytest.mark.parametrize(("value", "problem"), [("0", "must be a positive number"), ("-25000", "must be a positive"),
+                                                ("inf", "must be a positive"), ("nan", "must be a positive"),
+                                                ("1e400", "must be a positive"), ("25k", "is not a number"),
+                                                (True, "is not a number")])
+def test_a_bad_initial_equity_is_refused(tmp_path, value, problem):
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError, match=rf"context initial_equity={value!r} {problem}"):
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path,
+                  context={"broker": "alpaca", "initial_equity": value})
 
 
 def test_symbols_context_without_a_symbol_is_refused(tmp_path):
