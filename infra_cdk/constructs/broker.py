@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import SecretValue
+from aws_cdk import SecretValue, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -36,6 +36,22 @@ class BrokerSecret(Construct):
             },
             removal_policy=config.removal_policy,
         )
+        self._key = key
 
     def grant_read(self, grantee: iam.IGrantable) -> None:
-        self.secret.grant_read(grantee)
+        """Read the secret, and decrypt it through Secrets Manager, by ``grantee``'s own policy.
+
+        Not ``Secret.grant_read``: it puts the decrypt grant in the key's policy, naming the role,
+        and the key (retained in production) would then reference roles a stack deletion removes.
+        """
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            resource_arns=[self.secret.secret_arn],
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Decrypt"],
+            resource_arns=[self._key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{Stack.of(self).region}.amazonaws.com"}},
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Fn, Stack
+from aws_cdk import ArnFormat, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_iam as iam
@@ -106,6 +106,7 @@ class Network(Construct):
 class Cache(Construct):
     """ElastiCache Serverless for Valkey: TLS in transit, KMS at rest, IAM authentication.
 
+    Destroyed with the stack in every stage (a cache: the state is snapshotted to DynamoDB).
     Clients connect with TLS (``rediss://``) as the IAM-authenticated user :attr:`user_name`,
     signing a short-lived token with their role; a role needs ``elasticache:Connect`` on the
     cache and on the user (:meth:`grant_connect`). No password exists to leak or rotate. The
@@ -166,7 +167,10 @@ class Cache(Construct):
             daily_snapshot_time="05:00",
         )
         self.resource.add_resource_dependency(user_group)
-        self.resource.apply_removal_policy(config.removal_policy)
+        # Destroyed with the stack in every stage: it is a cache, never the only copy (state is
+        # snapshotted to DynamoDB and rebuilt from it). Retained, it would outlive the security
+        # group, subnets and user group it uses, and the stack's deletion would fail on them.
+        self.resource.apply_removal_policy(RemovalPolicy.DESTROY)
         self._user = user
         self.url = Fn.join(
             "",

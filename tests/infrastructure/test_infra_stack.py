@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, TABLES, qualified
@@ -289,6 +290,57 @@ def test_prod_retains_data_and_protects_tables(real):
             assert resource["DeletionPolicy"] == "Retain", kind
     for props in real.props("AWS::DynamoDB::Table"):
         assert props["DeletionProtectionEnabled"] is True
+
+
+def test_the_cache_is_destroyed_with_the_stack_even_in_prod(real):
+    """A cache, never the only copy (state snapshots are in DynamoDB): retained, it outlived its
+    security group, subnets and user group, and the stack's deletion failed on them."""
+    [cache] = real.resources("AWS::ElastiCache::ServerlessCache").values()
+    assert cache["DeletionPolicy"] == "Delete"
+
+
+def _references(value) -> set[str]:
+    """Every logical id a CloudFormation value names: Ref, Fn::GetAtt (either form), Fn::Sub."""
+    if isinstance(value, list):
+        return {r for v in value for r in _references(v)}
+    if not isinstance(value, dict):
+        return set()
+    found: set[str] = set()
+    for key, inner in value.items():
+        if key == "Ref" and isinstance(inner, str):
+            found.add(inner)
+        elif key == "Fn::GetAtt":
+            found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+        elif key == "Fn::Sub":
+            text, variables = (inner, {}) if isinstance(inner, str) else (inner[0], inner[1])
+            found |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!][^}]*)\}", text)} - set(variables)
+            found |= _references(variables)
+        else:
+            found |= _references(inner)
+    return found
+
+
+def test_no_retained_resource_references_a_resource_that_is_not_retained(real):
+    """Whatever a stack deletion retains must not use what it deletes: a retained cache held its
+    security group and subnets (the deletion failed), a retained key's policy named the roles."""
+    resources = real.template["Resources"]
+    retained = {k for k, v in resources.items() if v.get("DeletionPolicy") == "Retain"}
+    assert len(retained) > 20  # prod retains its data
+    bad = []
+    for logical_id in sorted(retained):
+        resource = resources[logical_id]
+        depends = _as_list(resource.get("DependsOn", []))
+        for target in sorted(_references(resource.get("Properties", {})) | set(depends)):
+            if target in resources and target not in retained:
+                bad.append(f"{logical_id} ({resource['Type']}) -> {target} ({resources[target]['Type']})")
+    assert not bad, bad
+
+
+def test_the_reference_walk_sees_every_form_of_reference():
+    value = {"A": {"Ref": "One"}, "B": [{"Fn::GetAtt": ["Two", "Arn"]}, {"Fn::GetAtt": "Three.Arn"}],
+             "C": {"Fn::Sub": "${Four.Arn}/${AWS::Region}/${!Literal}"},
+             "D": {"Fn::Sub": ["${Five}-${x}", {"x": {"Ref": "Six"}}]}}
+    assert _references(value) == {"One", "Two", "Three", "Four", "AWS::Region", "Five", "Six"}
 
 
 # -- IAM least privilege -----------------------------------------------------------------------------
