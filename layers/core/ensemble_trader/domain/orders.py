@@ -100,6 +100,13 @@ class BrokerUnavailableError(BrokerError):
     """A read (lookup, listing, cancel) could not reach the broker; retrying may help."""
 
 
+class BrokerAuthenticationError(BrokerUnavailableError):
+    """The broker refused our API keys (HTTP 401, or a 403 that refuses the keys rather than the
+    order), also after the keys were read again from their secret: the secret holds a pair the
+    broker does not accept (revoked before the new pair was put in, mistyped, paper keys against
+    the live endpoint). Nothing was placed; retrying helps once the secret holds a valid pair."""
+
+
 # --------------------------------------------------------------------------------------------
 # What a broker reports
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,13 @@
   with ``api_key`` and ``secret_key``, or Alpaca's own ``APCA_API_KEY_ID`` /
   ``APCA_API_SECRET_KEY`` names). The Secrets Manager client is injected, so this module does
   not import boto3.
+* Keys that stop working are read again: Alpaca answers 401 (or a 403 that refuses the keys, not
+  the order) once the pair in use is revoked, and a container built before a key rotation would
+  otherwise go on with the old pair until it is recycled. On such an answer a broker built by
+  :meth:`AlpacaBroker.from_secret` reads the secret again, and if it now holds another pair,
+  rebuilds its client with it and makes the call once more; a refusal then, or a secret that
+  still holds the refused pair, raises :class:`BrokerAuthenticationError` naming the secret (one
+  place for every caller: the orders, reconcile and kill_switch entries share this adapter).
 * Our client order id is passed through unchanged: Alpaca enforces its uniqueness, which is what
   makes a racing or repeated submit harmless (it answers 422, mapped to
   :class:`DuplicateClientOrderIdError`, and the router resolves by lookup).
@@ -27,9 +34,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from alpaca.common.enums import Sort
@@ -44,6 +53,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ensemble_trader.domain.models import Order, OrderStatus, OrderType, Side
 from ensemble_trader.domain.orders import (
+    BrokerAuthenticationError,
     BrokerOrder,
     BrokerPosition,
     BrokerRejectedError,
@@ -97,48 +107,112 @@ class _TimeoutSession(requests.Session):
         return super().request(method, url, **kwargs)
 
 
+_T = TypeVar("_T")
+
+_KEYS_REFUSED = re.compile(r"forbidden|not authori[sz]ed|unauthori[sz]ed", re.IGNORECASE)
+"""A 403 whose message says this refuses the keys (Alpaca's ``forbidden.``, a gateway's HTML
+page); other 403s refuse the order (``insufficient buying power``, code 40310000)."""
+
+
+def refuses_keys(exc: APIError) -> bool:
+    """True when Alpaca's answer refuses the API keys themselves (HTTP 401 — ``{"code": 40110000,
+    "message": "request is not authorized"}`` for a revoked or unknown pair — or a 403 that says
+    so), not the request: only then can keys read again help."""
+    status = exc.status_code
+    return status == 401 or (status == 403 and bool(_KEYS_REFUSED.search(_message(exc))))
+
+
+def _trading_client(api_key: str, secret_key: str, *, paper: bool, session: requests.Session) -> TradingClient:
+    client = TradingClient(api_key, secret_key, paper=paper)
+    # TradingClient exposes neither its retry policy nor its requests.Session; both are set on the
+    # private attributes alpaca-py's RESTClient defines: one retry of a 429 after 1 s (never of a
+    # 504: a gateway timeout is an unknown outcome) and a timeout on every call. A client rebuilt
+    # with new keys keeps the session (its timeout and its connections).
+    client._retry, client._retry_wait, client._retry_codes = 1, 1, [429]
+    client._session = session
+    return client
+
+
 class AlpacaBroker:
-    """:class:`ensemble_trader.ports.Broker` over Alpaca's trading API."""
+    """:class:`ensemble_trader.ports.Broker` over Alpaca's trading API.
+
+    ``keys`` (set by :meth:`from_secret`) reads the current key pair again; ``keys_source`` names
+    where from (the secret), for the errors. Without it keys refused by Alpaca are not re-read.
+    """
 
     name = "alpaca"
 
     page_size = 500  # Alpaca's largest page of orders
 
-    def __init__(self, client: TradingClient):
+    def __init__(
+        self, client: TradingClient, *, keys: Callable[[], tuple[str, str]] | None = None,
+        keys_source: str = "the configured keys", paper: bool = True,
+    ):
         self.client = client
+        self._keys = keys
+        self._keys_source = keys_source
+        self._paper = paper
+        self._pair: tuple[str, str] | None = None  # the keys the client uses, when read by ``keys``
 
     @classmethod
     def from_credentials(
         cls, api_key: str, secret_key: str, *, paper: bool = True, timeout: float = 5.0
     ) -> AlpacaBroker:
-        client = TradingClient(api_key, secret_key, paper=paper)
-        # TradingClient exposes neither its retry policy nor its requests.Session; both are set
-        # on the private attributes alpaca-py's RESTClient defines: one retry of a 429 after 1 s
-        # (never of a 504: a gateway timeout is an unknown outcome) and a timeout on every call.
-        client._retry, client._retry_wait, client._retry_codes = 1, 1, [429]
-        client._session = _TimeoutSession(timeout)
-        return cls(client)
+        return cls(_trading_client(api_key, secret_key, paper=paper, session=_TimeoutSession(timeout)), paper=paper)
 
     @classmethod
     def from_secret(
         cls, secrets_client: Any, secret_id: str, *, paper: bool = True, timeout: float = 5.0
     ) -> AlpacaBroker:
-        """Read the keys from Secrets Manager (``secrets_client`` is a boto3 client)."""
+        """Read the keys from Secrets Manager (``secrets_client`` is a boto3 client); they are read
+        again when Alpaca refuses them (a key rotation, see the module docstring)."""
+
+        def keys() -> tuple[str, str]:
+            return _read_keys(secrets_client, secret_id)
+
+        pair = keys()
+        broker = cls(_trading_client(*pair, paper=paper, session=_TimeoutSession(timeout)), keys=keys,
+                     keys_source=f"broker secret {secret_id!r}", paper=paper)
+        broker._pair = pair
+        return broker
+
+    def _call(self, what: str, call: Callable[[TradingClient], _T]) -> _T:
+        """``call(self.client)``; when Alpaca refuses the keys (:func:`refuses_keys`), the keys are
+        read again and, if they changed, the client is rebuilt with them and ``call`` made once
+        more. Refused again, or no other keys to try: :class:`BrokerAuthenticationError` naming
+        the keys' source. A 401 is refused before anything happens, so making a submit again is
+        safe (and Alpaca's uniqueness of client order ids would catch a duplicate anyway). Any
+        other error propagates unchanged, for the caller to map."""
         try:
-            raw = secrets_client.get_secret_value(SecretId=secret_id)["SecretString"]
-        except Exception as exc:  # botocore errors, not imported here
-            raise BrokerUnavailableError(f"cannot read broker secret {secret_id!r}: {exc}") from exc
+            return call(self.client)
+        except APIError as exc:
+            if not refuses_keys(exc):
+                raise
+            refused = (f"Alpaca refused the API key of {self._keys_source} "
+                       f"({what}: HTTP {exc.status_code}: {_message(exc)[:200]})")
+            if self._keys is None:
+                raise BrokerAuthenticationError(f"{refused}; the keys cannot be read again") from exc
+            try:
+                pair = self._keys()
+            except BrokerUnavailableError as read_error:
+                raise BrokerAuthenticationError(f"{refused}, and reading them again failed: {read_error}") from exc
+            if pair == self._pair:
+                raise BrokerAuthenticationError(
+                    f"{refused}; the secret still holds that key pair: put a valid pair in it "
+                    "(revoke the old pair at Alpaca only after the new one is in the secret)"
+                ) from exc
+        self.client = _trading_client(*pair, paper=self._paper, session=self.client._session)
+        self._pair = pair
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise BrokerUnavailableError(f"broker secret {secret_id!r} is not JSON") from exc
-        key = data.get("api_key") or data.get("APCA_API_KEY_ID")
-        secret = data.get("secret_key") or data.get("APCA_API_SECRET_KEY")
-        if not key or not secret:
-            raise BrokerUnavailableError(
-                f"broker secret {secret_id!r} lacks api_key/secret_key (has {sorted(data)})"
-            )
-        return cls.from_credentials(key, secret, paper=paper, timeout=timeout)
+            return call(self.client)
+        except APIError as exc:
+            if refuses_keys(exc):
+                raise BrokerAuthenticationError(
+                    f"Alpaca refused the API key of {self._keys_source} also after reading it again "
+                    f"({what}: HTTP {exc.status_code}: {_message(exc)[:200]}): the secret holds a pair Alpaca "
+                    "does not accept (revoked, mistyped, or paper keys for the live endpoint)"
+                ) from exc
+            raise
 
     # -- Broker port -------------------------------------------------------------------------
 
@@ -159,7 +233,7 @@ class AlpacaBroker:
         # alpaca-py's request model holds the quantity as a float and would send its float noise
         body = {**request.to_request_fields(), "qty": qty}
         try:
-            placed = self.client.post("/orders", body)
+            placed = self._call(f"submit of {order.client_order_id}", lambda c: c.post("/orders", body))
         except APIError as exc:
             status = exc.status_code
             message = _message(exc)
@@ -194,7 +268,7 @@ class AlpacaBroker:
         if current.status.terminal:
             return current
         try:
-            self.client.cancel_order_by_id(current.broker_order_id)
+            self._call(f"cancel of {client_order_id}", lambda c: c.cancel_order_by_id(current.broker_order_id))
         except APIError as exc:
             if exc.status_code != 422:  # 422: not cancelable any more (filled meanwhile)
                 raise BrokerUnavailableError(
@@ -216,8 +290,9 @@ class AlpacaBroker:
         while True:
             request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=self.page_size,
                                        direction=Sort.DESC, until=until)
+            fields = request.to_request_fields()
             try:
-                page = self.client.get("/orders", request.to_request_fields())
+                page = self._call("listing open orders", lambda c, fields=fields: c.get("/orders", fields))
             except (APIError, requests.RequestException) as exc:
                 raise BrokerUnavailableError(f"listing open orders: {exc}") from exc
             if not isinstance(page, list) or not all(isinstance(o, dict) and "id" in o for o in page):
@@ -236,7 +311,8 @@ class AlpacaBroker:
     def _find(self, client_order_id: str) -> dict[str, Any] | None:
         """Alpaca's order with this client order id, as sent (None: Alpaca has none)."""
         try:
-            found = self.client.get("/orders:by_client_order_id", {"client_order_id": client_order_id})
+            found = self._call(f"lookup of {client_order_id}", lambda c: c.get(
+                "/orders:by_client_order_id", {"client_order_id": client_order_id}))
         except APIError as exc:
             if exc.status_code == 404:
                 return None
@@ -251,10 +327,32 @@ class AlpacaBroker:
 
     def list_positions(self) -> list[BrokerPosition]:
         try:
-            found = self.client.get_all_positions()
+            found = self._call("listing positions", lambda c: c.get_all_positions())
         except (APIError, requests.RequestException, ValidationError) as exc:
             raise BrokerUnavailableError(f"listing positions: {exc}") from exc
         return [_position(p) for p in found]
+
+
+def _read_keys(secrets_client: Any, secret_id: str) -> tuple[str, str]:
+    """``(api_key, secret_key)`` from the secret (a JSON object with ``api_key`` and
+    ``secret_key``, or Alpaca's ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY``)."""
+    try:
+        raw = secrets_client.get_secret_value(SecretId=secret_id)["SecretString"]
+    except Exception as exc:  # botocore errors, not imported here
+        raise BrokerUnavailableError(f"cannot read broker secret {secret_id!r}: {exc}") from exc
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BrokerUnavailableError(f"broker secret {secret_id!r} is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BrokerUnavailableError(f"broker secret {secret_id!r} is not a JSON object")
+    key = data.get("api_key") or data.get("APCA_API_KEY_ID")
+    secret = data.get("secret_key") or data.get("APCA_API_SECRET_KEY")
+    if not key or not secret:
+        raise BrokerUnavailableError(
+            f"broker secret {secret_id!r} lacks api_key/secret_key (has {sorted(data)})"
+        )
+    return key, secret
 
 
 def _message(exc: APIError) -> str:
