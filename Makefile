@@ -15,6 +15,8 @@ export CDK_DISABLE_CLI_TELEMETRY ?= true
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu to take the CPU one.
 TORCH_INDEX ?=
 STAGE ?= dev
+# Extra CDK context for `make deploy`, e.g. CDK_CONTEXT="-c broker=alpaca -c initial_equity=25000"
+CDK_CONTEXT ?=
 
 .PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents meta-select lint deploy redis-server regime-validate local-up local-down clean
 
@@ -73,7 +75,7 @@ synth: $(STAMP) $(NODE_STAMP) layers
 	$(PY) -m infra_cdk.app
 
 deploy: $(STAMP) $(NODE_STAMP) layers
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk deploy --all -c stage=$(STAGE) --require-approval never
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npx cdk deploy --all -c stage=$(STAGE) $(CDK_CONTEXT) --require-approval never
 
 regime-validate: $(STAMP)
 	$(VENV)/bin/ensemble-trader regime evaluate --out build/regime --plot docs/img/regime_synthetic.png
