@@ -95,6 +95,13 @@ def test_position_change_per_bar_is_bounded() -> None:
     positions = np.array([0.0] + [d.intent.target_position for d in decisions])
     assert np.max(np.abs(np.diff(positions))) <= 0.3 + 1e-12
     assert any(d.intent.explanation_detail["capped"] for d in decisions)
+    for d in decisions:  # capped: the bound held the move back, and only then
+        detail, moved = d.intent.explanation_detail, abs(d.intent.target_position - d.intent.explanation_detail[
+            "previous"]["position"])
+        assert detail["capped"] == (abs(detail["desired_position"] - detail["previous"]["position"]) > 0.3 + 1e-9)
+        assert detail["capped"] == ("per-bar or position cap" in d.intent.explanation)
+        if detail["capped"]:
+            assert moved == pytest.approx(0.3)
 
 
 def test_no_trade_band_holds_small_moves_and_trades_to_the_edge_of_large_ones() -> None:
@@ -119,7 +126,9 @@ def test_no_trade_band_holds_small_moves_and_trades_to_the_edge_of_large_ones() 
     np.testing.assert_allclose(held, expected, atol=1e-12)
     assert held[20] == pytest.approx(-0.5 + 0.2)  # the reversal stops at the near edge
     assert np.count_nonzero(np.diff(held[:20])) < np.count_nonzero(np.diff(desired[:20])) / 2
-    assert banded[5].intent.explanation_detail["capped"]
+    held_back = banded[5].intent.explanation_detail  # the band held the position: no bound bound it
+    assert held_back["banded"] and not held_back["capped"] and not held_back["ramping"]
+    assert "(no-trade band)" in banded[5].intent.explanation
 
 
 def test_switch_ramps_to_the_new_leader_over_ramp_bars() -> None:
@@ -150,6 +159,11 @@ def test_switch_ramps_to_the_new_leader_over_ramp_bars() -> None:
     assert ramp[-1] == pytest.approx(desired)
     assert len({round(x, 9) for x in ramp}) == 4  # four distinct steps, not a jump
     assert "switched from" in decisions[i].intent.explanation
+    # a ramp holds the position back without any bound binding (capped was true on every ramp bar)
+    for k, d in enumerate(decisions[i : i + 4]):
+        detail = d.intent.explanation_detail
+        assert detail["ramping"] == (k < 3) and not detail["capped"] and not detail["banded"]
+        assert ("(ramp, " in d.intent.explanation) == (k < 3)
 
 
 def test_intent_ids_are_deterministic_and_follow_make_intent_id() -> None:
@@ -294,12 +308,57 @@ def test_agent_vol_rewards_are_per_unit_of_each_agents_own_risk() -> None:
     assert d1.agent_rewards is None  # no volatility known at the previous bar: nothing learnt
     assert state.variance == pytest.approx(1e-4) and state.agent_variance is None
     state, d2 = step.decide(state, market(2, 101.0 * 1.01), [1.0, 0.1])
-    np.testing.assert_allclose(d2.agent_rewards, [1.0, 0.1])  # no agent vol yet: the market's
+    # no agent vol yet: each position's risk at the market's volatility, (1 %)² and (0.1 %)²
+    np.testing.assert_allclose(d2.agent_rewards, [1.0, 1.0])
     np.testing.assert_allclose(state.agent_variance, [1e-4, 1e-6])
     state, d3 = step.decide(state, market(3, 101.0 * 1.01**2), [1.0, 0.1])
     np.testing.assert_allclose(d3.agent_rewards, [1.0, 1.0])
     restored = MetaAgentState.from_bytes(state.to_bytes())
     np.testing.assert_array_equal(restored.agent_variance, state.agent_variance)
+
+
+def _with_vol(m: MarketState, vol: float = 0.01) -> MarketState:
+    features = m.features.model_copy(update={"values": {**m.features.values, "ewma_vol": vol}})
+    return m.model_copy(update={"features": features})
+
+
+def _quiet_then_three_sigma(step: MetaAgentStep, state: MetaAgentState | None, i: int, positions) -> np.ndarray:
+    """From a state whose agents' volatilities are not known yet: a flat bar (the agents' first
+    learned bar), then a 3 % move at a market volatility of 1 %; the second bar's rewards."""
+    price = 100.0 if state is None or state.last_price is None else state.last_price
+    state, _ = step.decide(state, _with_vol(market(i, price)), positions)
+    state, first = step.decide(state, _with_vol(market(i + 1, price * 1.00001)), positions)
+    assert first.agent_rewards is not None
+    _, second = step.decide(state, _with_vol(market(i + 2, price * 1.00001 * 1.03)), positions)
+    return second.agent_rewards
+
+
+def test_a_quiet_first_learned_bar_does_not_blow_up_the_next_rewards() -> None:
+    """The agents' volatilities start from each position's risk at the market's volatility, not
+    from one squared net return: after a flat first bar a 3-sigma move is worth about 3 units of
+    each agent's risk (it was 300: the 0.1 × market-vol floor), on a fresh state, after a
+    restart, and from a state saved before the agents' volatilities were kept."""
+    cfg = MetaAgentConfig.create(context="global", cost_bps=0.0, risk_adjustment="agent_vol", vol_target="none")
+    step = MetaAgentStep(cfg, agent_names=("a", "b", "c"))
+    positions = np.array([1.0, -0.5, 2.0])
+    fresh = _quiet_then_three_sigma(step, None, 0, positions)
+    assert np.all(np.abs(fresh) <= 1.2 * 3.0), fresh
+    np.testing.assert_allclose(np.sign(fresh), np.sign(positions))
+    # a restart (another model version) forgets the agents' volatilities with their learners
+    prices, _, _ = path(40, seed=1)
+    state = None
+    for i, p in enumerate(prices):
+        state, _ = step.decide(state, _with_vol(market(i, p)), positions)
+    restarted = MetaAgentStep(cfg, agent_names=("a", "b", "c"), agent_version="v2")
+    again = _quiet_then_three_sigma(restarted, state, 40, positions)
+    assert np.all(np.abs(again) <= 1.2 * 3.0), again
+    # a state stored without the agents' volatilities (older snapshots) loads and is seeded too
+    data = state.to_dict()
+    del data["agent_variance"]
+    old = MetaAgentState.from_dict(data)
+    assert old.agent_variance is None
+    resumed = _quiet_then_three_sigma(step, old, 40, positions)
+    assert np.all(np.abs(resumed) <= 1.2 * 3.0), resumed
 
 
 def test_the_first_reward_never_reads_the_return_it_rewards() -> None:
@@ -671,11 +730,11 @@ def test_a_restart_keeps_the_leader_and_what_was_held() -> None:
     config = MetaAgentConfig.create(vol_target="none")
     old = MetaAgentStep(config, agent_version="agents-A")
     state, _ = run(old, prices[:250], [Regime.BULL] * 260, targets)
-    assert old.agent_names[state.leader] == "aggressive"
+    assert state.leader is not None
     new, decision = MetaAgentStep(config, agent_version="agents-B").decide(
         state, market(250, prices[250]), targets[250])
     previous = decision.intent.explanation_detail["previous"]
-    assert previous["chosen"] == "aggressive"
+    assert previous["chosen"] == old.agent_names[state.leader]
     assert list(previous["weights"].values()) == pytest.approx(state.weights.tolist())
     switched = decision.intent.explanation_detail["switched"]
     assert switched == (new.leader != state.leader) and bool(decision.events) == switched

@@ -133,7 +133,8 @@ class MetaAgentConfig(BaseModel):
         1 bp commission + 2 bp slippage), divided by a volatility known at the previous bar
         (EWMA, half-life ``vol_halflife`` bars): with ``risk_adjustment == "vol"`` the market's,
         the same for every agent (the learner maximises return per unit of market risk); with
-        ``"agent_vol"`` each agent's own (floored at ``agent_vol_floor`` times the market's), so
+        ``"agent_vol"`` each agent's own (floored at ``agent_vol_floor`` times the market's, and
+        started at its first learned bar from its position's risk at the market's volatility), so
         the learner maximises each agent's return per unit of its own risk — a Sharpe ratio, the
         quantity the ensemble is judged on, which no longer favours an agent merely for taking
         bigger positions; ``"none"`` leaves rewards raw.
@@ -693,7 +694,8 @@ class MetaAgentStep:
         and the overlay's estimates when it follows the market), so the position moves on
         smoothly and a redelivered bar is still a no-op. With the same number of agents the last
         weights, leader and any ramp in progress are kept too: a new leader under the new version
-        is a switch (AgentSwitched, a ramp), and the explanation's "previous" is what was held."""
+        is a switch (AgentSwitched, a ramp), and the explanation's "previous" is what was held.
+        The agents' volatilities start again from their positions at the market's volatility."""
         fresh = self.new_state(state.symbol)
         fresh.position = state.position
         fresh.last_price = state.last_price
@@ -775,12 +777,11 @@ class MetaAgentStep:
             scale_known = cfg.risk_adjustment == "none" or state.variance is not None
             if state.arm is not None and state.last_regime is not None and scale_known:
                 net = state.agent_positions * r - state.agent_costs
-                rewards = net / self._risk_scale(state)
-                new.agent_variance = (
-                    net * net
-                    if state.agent_variance is None
-                    else self._decay * state.agent_variance + (1.0 - self._decay) * net * net
-                )
+                # the agents' volatilities known at t-1: at their first learned bar (a fresh state,
+                # a restart) seeded from the risk of the positions held at the market's volatility
+                agent_variance = self._agent_variance_seed(state)
+                rewards = net / self._risk_scale(state, agent_variance)
+                new.agent_variance = self._decay * agent_variance + (1.0 - self._decay) * net * net
                 meta_reward = float(state.weights @ rewards)
                 self._learn(new, copied, state.last_regime, state.arm, state.arm_probability, rewards)
                 new.regret.add(state.last_regime, rewards, meta_reward)
@@ -823,10 +824,17 @@ class MetaAgentStep:
         if ramp_left > 0:
             step_target = position + (desired - position) / ramp_left
             ramp_left -= 1
+        ramped = step_target
         if cfg.no_trade_band > 0.0:  # hold inside the band, trade to its near edge outside it
             step_target = float(no_trade_target(position, step_target, cfg.no_trade_band))
         delta = float(np.clip(step_target - position, -cfg.max_position_change, cfg.max_position_change))
         new_position = float(np.clip(position + delta, -cfg.max_position, cfg.max_position))
+        # which smoothing held the position back from the desired one at this bar
+        held = {
+            "ramping": abs(ramped - desired) > 1e-12,  # a ramp to a new leader is part way
+            "banded": abs(step_target - ramped) > 1e-12,  # the no-trade band held or shortened the move
+            "capped": abs(new_position - step_target) > 1e-12,  # the per-bar bound or max_position bound
+        }
 
         # bookkeeping for the next bar
         cost = cfg.cost_bps * 1e-4
@@ -848,7 +856,7 @@ class MetaAgentStep:
         # 6. intent, explanation, events
         intent_id = make_intent_id(cfg.strategy_id, market.symbol, market.timestamp, self.model_version)
         detail = self._detail(
-            state, new, market, targets, weights, selection, learner_key, desired, switched
+            state, new, market, targets, weights, selection, learner_key, desired, switched, held
         )
         intent = OrderIntent(
             intent_id=intent_id,
@@ -863,7 +871,7 @@ class MetaAgentStep:
             agent_weights={n: float(w) for n, w in zip(self.agent_names, weights, strict=True)},
             explanation=self._one_line(
                 state, new, market, weights, selection, desired, switched,
-                detail["why"] + self._overlay_phrase(detail["vol_target"]),
+                detail["why"] + self._overlay_phrase(detail["vol_target"]), held,
             ),
             explanation_detail=detail,
         )
@@ -983,14 +991,25 @@ class MetaAgentStep:
         """Each agent's EWMA return volatility, floored at ``agent_vol_floor`` times the market's."""
         return np.maximum(np.sqrt(agent_variance), self.config.agent_vol_floor * self._market_vol(market_variance))
 
-    def _risk_scale(self, state: MetaAgentState) -> float | np.ndarray:
+    def _agent_variance_seed(self, state: MetaAgentState) -> np.ndarray:
+        """The agents' return variances known at the previous bar: the state's estimates, or —
+        before the first learned bar (a fresh state, a restart, a state saved without them) —
+        each position's variance at the market's volatility, ``pos_i² σ²`` (the market's
+        estimate floored as in the rewards). Started from one squared net return instead, a
+        quiet first bar made the next bar's rewards tens of times their size, a gap in Hedge's
+        weights that undiscounted Hedge never closes."""
+        if state.agent_variance is not None:
+            return state.agent_variance
+        return state.agent_positions**2 * self._market_vol(state.variance) ** 2
+
+    def _risk_scale(self, state: MetaAgentState, agent_variance: np.ndarray) -> float | np.ndarray:
         """What the bar's net returns are divided by: volatilities known at the previous bar."""
         cfg = self.config
         if cfg.risk_adjustment == "none":
             return 1.0
-        if cfg.risk_adjustment == "vol" or state.agent_variance is None:
+        if cfg.risk_adjustment == "vol":
             return self._market_vol(state.variance)
-        return self._agent_vols(state.agent_variance, state.variance)
+        return self._agent_vols(agent_variance, state.variance)
 
     def _writable(self, state: MetaAgentState, copied: set[str], key: str) -> Bandit:
         """The learner under ``key`` in the new state, copied before its first change this bar
@@ -1103,7 +1122,8 @@ class MetaAgentStep:
                 f"draw {selection.samples[leader]:.3f}) in the {source}"
             )
         drawn = selection.weights
-        if self.config.mode == "select" and leader == selection.arm and drawn[leader] < drawn.max():
+        # (agents whose rewards are equal but for rounding tie: the drawn one is among the largest)
+        if self.config.mode == "select" and leader == selection.arm and drawn[leader] < drawn.max() * (1.0 - 1e-9):
             top = int(np.argmax(drawn))  # select mode holds the arm drawn from the weights, not the largest
             return (f"{name} was drawn with probability {drawn[leader]:.2f} from the exponential weights "
                     f"(largest: {self.agent_names[top]} {drawn[top]:.2f}) in the {source}")
@@ -1120,6 +1140,7 @@ class MetaAgentStep:
         learner_key: str | None,
         desired: float,
         switched: bool,
+        held: Mapping[str, bool],
     ) -> dict[str, Any]:
         agents: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(self.agent_names):
@@ -1159,7 +1180,9 @@ class MetaAgentStep:
             "desired_position": desired,
             "position": new.position,
             "ramp_left": new.ramp_left,
-            "capped": abs(new.position - old.position) + 1e-12 < abs(desired - old.position),
+            "ramping": held["ramping"],
+            "banded": held["banded"],
+            "capped": held["capped"],
             "regret": {
                 "overall": new.regret.overall(),
                 "regime": new.regret.regret(market.regime.regime.value),
@@ -1202,6 +1225,7 @@ class MetaAgentStep:
         desired: float,
         switched: bool,
         why: str,
+        held: Mapping[str, bool],
     ) -> str:
         regime = market.regime
         head = f"{regime.regime.value} ({regime.confidence:.0%})"
@@ -1215,7 +1239,10 @@ class MetaAgentStep:
         if switched and old.leader is not None:
             changes.append(f"switched from {self.agent_names[old.leader]}")
         if abs(new.position - desired) > 1e-9:
-            changes.append(f"smoothed toward {desired:+.2f}")
+            reasons = [text for key, text in (("ramping", f"ramp, {new.ramp_left} bars left"),
+                                              ("banded", "no-trade band"), ("capped", "per-bar or position cap"))
+                       if held[key]]
+            changes.append(f"smoothed toward {desired:+.2f}" + (f" ({', '.join(reasons)})" if reasons else ""))
         changed = "; ".join(changes) if changes else "no change of leader"
         return (
             f"{head}: {self.config.mode} [{shown}] — {why}; {changed}; "
