@@ -23,7 +23,7 @@ from ensemble_trader.backtest.ensemble import (
 )
 from ensemble_trader.backtest.metrics import performance, periods_per_year, sharpe_margin_se
 from ensemble_trader.backtest.report import write_report
-from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.errors import DataError, InvalidMessageError
 from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import Regime
@@ -212,6 +212,27 @@ def test_compare_prints_the_policies_table(capsys) -> None:
     assert "policies on the same run" in out
     for policy in ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge"):
         assert f"  {policy}/regime/blend/full" in out
+
+
+def test_compare_gives_policy_params_to_the_chosen_policy_only(capsys) -> None:
+    """Hedge's ``eta`` was handed to every compared policy (``ucb: bad hyperparameters``); each
+    compared configuration is now built by ``MetaAgentConfig.create``, the chosen policy's with
+    its ``policy_params``, so the chosen policy's row is the main run."""
+    from ensemble_trader.cli import main
+
+    argv = ["backtest", "--bars", "synth:easy:1:300", "--json", "--meta-config", '{"policy_params": {"eta": 0.2}}']
+    assert main([*argv, "--compare"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    hedge = printed["policies"]["hedge/regime/blend/full"]
+    assert hedge["ensemble"] == printed["ensemble"] and hedge["regret"] == printed["regret"]["overall"]
+    assert printed["run"]["config"]["policy_params"] == {"eta": 0.2}
+    from ensemble_trader.cli.backtest import compared_configs
+
+    configs = compared_configs(MetaAgentConfig.create(policy="hedge", policy_params={"eta": 0.2}))
+    assert [c.policy_params for c in configs] == [None] * 6 + [{"eta": 0.2}]
+    unchecked = MetaAgentConfig.create().model_copy(update={"max_position": 9.0})  # model_copy checks nothing
+    with pytest.raises(InvalidMessageError, match="max_position"):  # each compared one is checked as it is built
+        compared_configs(unchecked)
 
 
 def test_report_is_self_contained_html_with_plots(pipeline, tmp_path) -> None:

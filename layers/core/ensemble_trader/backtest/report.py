@@ -21,6 +21,7 @@ import numpy as np
 
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
 from ensemble_trader.backtest.ensemble import EnsembleRun, as_json, switches_from
+from ensemble_trader.backtest.provenance import describe
 from ensemble_trader.domain.models import REGIMES
 from ensemble_trader.marketdata import write_text_atomic
 
@@ -275,6 +276,22 @@ def _explanations(run: EnsembleRun, limit: int = 8) -> str:
     return f"<ul class='expl'>{lines}</ul>"
 
 
+def _sample_note(result: dict[str, Any]) -> str:
+    """Whether the window is out of sample: always for the meta-agent (it learns online); for the
+    agents and the regime model as ``result["in_sample"]`` says (:func:`provenance.in_sample`;
+    absent: not checked, nothing claimed)."""
+    note = "The meta-agent learns online from past bars only."
+    found = result.get("in_sample")
+    if found is None:
+        return note
+    if not found:
+        return (f"{note} Out of sample: the window overlaps none of the agents' training or validation "
+                "windows, nor the regime model's training window, as their manifests record them.")
+    listed = "; ".join(html.escape(describe(entry)) for entry in found)
+    return (f"{note}</p><p class='warn'><b>In sample for:</b> {listed}. The metrics of these models "
+            "here flatter what they do on data they never saw.")
+
+
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1500px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}
@@ -285,6 +302,7 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f6f6
 tr.ens th,tr.ens td{font-weight:bold;background:#eef5ff}tr.best th{color:#1f77b4}
 .ok{color:#2ca02c}.no{color:#d62728}.note{font-size:12px;color:#666}
 .expl{font-size:12px}code{font-size:12px}
+.warn{background:#fff4e5;border-left:4px solid #ff7f0e;padding:6px 10px}
 """
 
 
@@ -304,8 +322,7 @@ def render_html(run: EnsembleRun, result: dict[str, Any], costs: CostModel) -> s
 <p>{info['start'][:10]} → {info['end'][:10]} · {info['periods']} periods · agents {html.escape(info['agent_version'])}
 · regime model {html.escape(info['regime_version'])} · costs {info['cost_bps']:.1f} bp per unit traded
 · {info['switches']} switches of the leading agent · volatility overlay {html.escape(run.config.vol_target)}
-(mean scale {info['vol_scale_mean']:.2f}). Out of sample: the meta-agent learns online from
-past bars only; nothing was tuned on this window.</p>
+(mean scale {info['vol_scale_mean']:.2f}). {_sample_note(result)}</p>
 <h2>Performance</h2>
 <div class="row"><img src="data:image/png;base64,{equity}" alt="equity curves">
 <div>{_metrics_table(result)}{_target_table(result)}{_regime_sharpe_table(result)}</div></div>

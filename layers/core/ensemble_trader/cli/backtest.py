@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
 
 POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
 
@@ -55,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slippage-bps", type=basis_points, default=2.0, help="slippage in basis points (default 2)")
     p.add_argument("--seed", type=seed, default=0, help="random_state of the learners")
     p.add_argument("--compare", action="store_true",
-                   help="also evaluate every policy on the same run (adds a 'policies' table)")
+                   help="also evaluate every policy on the same run (adds a 'policies' table; "
+                        "policy_params of --meta-config apply to the chosen policy only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=output_folder, default=None, help="folder for report.html and report.json")
     p.set_defaults(func=_run)
@@ -94,6 +99,20 @@ def _meta_options(text: str) -> dict:
             "; ".join(f"{key} is set by {_SET_ELSEWHERE[key]}, not here" for key in clash)
         )
     return value
+
+
+def compared_configs(config: MetaAgentConfig) -> list[MetaAgentConfig]:
+    """``--compare``'s configurations: ``config`` under every policy, each built (and checked) by
+    ``MetaAgentConfig.create``; ``policy_params`` belong to ``config``'s policy only, the others
+    run with their defaults (Hedge's ``eta`` means nothing to UCB)."""
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
+    options = config.model_dump()
+    return [
+        config if policy == config.policy
+        else MetaAgentConfig.create(**options | {"policy": policy, "policy_params": None})
+        for policy in POLICY_CHOICES
+    ]
 
 
 def _print_policies(policies: dict) -> None:
@@ -135,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         run_pipeline,
         until,
     )
+    from ensemble_trader.backtest.provenance import describe, in_sample
     from ensemble_trader.backtest.report import write_report
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
@@ -146,7 +166,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = Settings()
     costs = CostModel(cost_bps=args.cost_bps, slippage_bps=args.slippage_bps)
     pool = AgentPool.load(args.models)
-    regime = RegimeStep(RegimeModel.load(args.regime_model or settings.models_dir / "regime"))
+    regime_model = RegimeModel.load(args.regime_model or settings.models_dir / "regime")
+    regime = RegimeStep(regime_model)
     chosen = {
         "policy": args.policy, "context": args.context, "mode": args.mode, "feedback": args.feedback,
         "risk_adjustment": args.risk_adjustment, "blend_by": args.blend_by,
@@ -177,9 +198,14 @@ def _run(args: argparse.Namespace) -> int:
         whole = run_meta(pipeline, config, progress=progress)
         result = evaluate(whole, costs, args.start, args.end)  # its window errors name the whole series' span
         run = until(whole, args.end)
+        timestamps = run.pipeline.timestamp
+        result["in_sample"] = in_sample(  # the fitted windows of the agents and the regime model it overlaps
+            args.bars, series.symbol, timestamps[result["run"]["start_index"]], timestamps[-1],
+            agents_version=pool.version, agent_names=pool.names, agents_training=pool.manifest.training,
+            regime_version=regime_model.version, regime_info=regime_model.info,
+        )
         if args.compare:
-            configs = [config.model_copy(update={"policy": p}) for p in POLICY_CHOICES]
-            result["policies"] = compare_policies(pipeline, configs, costs, args.start, args.end)
+            result["policies"] = compare_policies(pipeline, compared_configs(config), costs, args.start, args.end)
         results[series.symbol] = result
         if args.out is not None:
             folder = args.out / folders[series.symbol] if len(series_list) > 1 else args.out
@@ -188,6 +214,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"report: {path}", file=sys.stderr)
         if not args.json:
             _print_table(result)
+            if result["in_sample"]:
+                print("IN SAMPLE for " + "; ".join(describe(e) for e in result["in_sample"]))
             if args.compare:
                 _print_policies(result["policies"])
     if args.json:
