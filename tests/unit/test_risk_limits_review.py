@@ -121,3 +121,42 @@ def test_a_money_amount_or_a_limit_must_be_finite(monkeypatch, variable, value, 
     monkeypatch.setenv(variable, value)
     with pytest.raises(EnvironmentSettingError, match=f"^{variable}: .*finite"):
         build()
+
+
+@pytest.mark.parametrize(
+    ("variable", "build", "suggestion"),
+    [
+        ("ET_RISK_DRAWDOWN_HALTT", RiskSettings, "ET_RISK_DRAWDOWN_HALT"),
+        ("ET_ORDERS_INITIAL_EQUTY", OrdersSettings, "ET_ORDERS_INITIAL_EQUITY"),
+        ("et_risk_max_order_notionl", RiskSettings, "ET_RISK_MAX_ORDER_NOTIONAL"),
+    ],
+)
+def test_a_misspelt_variable_is_refused_with_the_setting_it_resembles(monkeypatch, variable, build, suggestion):
+    # it was ignored: the limit stayed at its default (a 25 % drawdown halt for a meant 5 %)
+    monkeypatch.setenv(variable, "0.05")
+    with pytest.raises(EnvironmentSettingError) as caught:
+        build()
+    assert caught.value.variable == variable
+    assert f"did you mean {suggestion}?" in str(caught.value)
+
+
+def test_every_unknown_variable_is_named_and_an_unlike_one_gets_the_list(monkeypatch):
+    monkeypatch.setenv("ET_ORDERS_XYZZY", "1")
+    monkeypatch.setenv("ET_ORDERS_BROKR", "paper")
+    with pytest.raises(EnvironmentSettingError) as caught:
+        OrdersSettings()
+    assert caught.value.variable == "ET_ORDERS_BROKR, ET_ORDERS_XYZZY"
+    assert "did you mean ET_ORDERS_BROKER?" in str(caught.value)
+    assert "ET_ORDERS_XYZZY: not a setting; the ET_ORDERS_* settings are " in str(caught.value)
+    assert "ET_ORDERS_INITIAL_EQUITY" in str(caught.value)
+
+
+def test_every_field_is_accepted_by_its_own_name(monkeypatch):
+    for field in RiskSettings.model_fields:
+        monkeypatch.setenv(f"ET_RISK_{field.upper()}", "")
+    for field in OrdersSettings.model_fields:
+        monkeypatch.setenv(f"ET_ORDERS_{field.upper()}", "")
+    from ensemble_trader.runtime.orders import _refuse_unknown_variables
+
+    _refuse_unknown_variables(RiskSettings)
+    _refuse_unknown_variables(OrdersSettings)

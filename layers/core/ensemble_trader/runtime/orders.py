@@ -28,6 +28,7 @@ after a transient failure, and carried to the next batch if it still fails.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import random
@@ -156,6 +157,26 @@ def _json_wanted(model: type[BaseSettings], field: str) -> str:
             else 'a JSON list, e.g. \'["GME", "AMC"]\'' if origin in (list, set, frozenset) else "JSON")
 
 
+def _refuse_unknown_variables(model: type[BaseSettings]) -> None:
+    """:class:`EnvironmentSettingError` naming every environment variable that carries
+    ``model``'s prefix but is none of its settings, with the closest setting's name."""
+    from ensemble_trader.runtime.settings import EnvironmentSettingError
+
+    prefix = str(model.model_config.get("env_prefix") or "").upper()
+    known = {f"{prefix}{field}".upper() for field in model.model_fields}
+    unknown = sorted(name for name in os.environ if name.upper().startswith(prefix) and name.upper() not in known)
+    if not unknown:
+        return
+    def problem(name: str) -> str:
+        close = difflib.get_close_matches(name.upper().removeprefix(prefix), [k.removeprefix(prefix) for k in sorted(known)], n=1)
+        return (f"not a setting (did you mean {prefix}{close[0]}?)" if close
+                else f"not a setting; the {prefix}* settings are {', '.join(sorted(known))}")
+
+    if len(unknown) == 1:
+        raise EnvironmentSettingError(unknown[0], problem(unknown[0]))
+    raise EnvironmentSettingError(", ".join(unknown), "; ".join(f"{name}: {problem(name)}" for name in unknown))
+
+
 @contextmanager
 def _environment_named(model: type[BaseSettings], given: Mapping[str, Any]) -> Iterator[None]:
     """Re-raise a settings model's refusal of an environment value as an
@@ -217,7 +238,11 @@ class _NamedEnvironmentSettings(BaseSettings):
     :class:`EnvironmentSettingError` (see :func:`_environment_named`)."""
 
     def __init__(self, **values: Any) -> None:
-        """A bad variable raises :class:`EnvironmentSettingError` naming it (see :func:`_environment_named`)."""
+        """A bad variable raises :class:`EnvironmentSettingError` naming it (see
+        :func:`_environment_named`), and so does a variable with the class's prefix that is not
+        one of its settings (a misspelt ``ET_RISK_DRAWDOWN_HALTT`` would leave the limit at its
+        default without a word)."""
+        _refuse_unknown_variables(type(self))
         with _environment_named(type(self), values):
             super().__init__(**values)
 
