@@ -38,6 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES, FEATURE_VERSION
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest magnitude the agents' float32 graphs take (an input beyond it is refused)."""
+
 AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 """Every agent the system knows, in the order used for positions and actions arrays."""
 
@@ -413,15 +416,39 @@ class AgentPool:
         return out
 
     def _inputs(self, features: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f = np.asarray(features, dtype=np.float32)
-        p = np.asarray(positions, dtype=np.float32)
+        f = np.asarray(features, dtype=np.float64)
+        p = np.asarray(positions, dtype=np.float64)
         if f.ndim != 2 or f.shape[1] != self._n_features:
             raise DataError(f"features must have shape (n, {self._n_features}), got {f.shape}")
         if p.shape != (f.shape[0], len(self.names)):
             raise DataError(f"positions must have shape ({f.shape[0]}, {len(self.names)}), got {p.shape}")
-        if not (np.all(np.isfinite(f)) and np.all(np.isfinite(p))):
-            raise DataError("features and positions must be finite (is the feature engine still warming up?)")
-        return f, p
+        if not ((np.abs(f) <= FLOAT32_MAX).all() and (np.abs(p) <= FLOAT32_MAX).all()):  # NaN fails too
+            raise DataError(self._out_of_range(f, p))
+        return f.astype(np.float32), p.astype(np.float32)
+
+    def _out_of_range(self, features: np.ndarray, positions: np.ndarray) -> str:
+        """What makes inputs unfit for the float32 graphs, naming each feature (or agent position)
+        and its value: not finite, or finite beyond float32's range (it would become infinity)."""
+        f = features.reshape(-1, self._n_features)
+        p = positions.reshape(-1, len(self.names))
+        batch = features.ndim == 2
+        problems: list[str] = []
+        warming = False
+        for row in range(f.shape[0]):
+            where = f" (row {row})" if batch else ""
+            named = [(f"feature {n}", v) for n, v in zip(self.feature_names, f[row], strict=True)]
+            named += [(f"{n}'s position", v) for n, v in zip(self.names, p[row], strict=True)]
+            for name, value in named:
+                if abs(value) <= FLOAT32_MAX:
+                    continue
+                finite = bool(np.isfinite(value))
+                warming = warming or not finite
+                problems.append(f"{name}{where}={float(value)!r} is " + (
+                    f"beyond float32's range (|x| <= {FLOAT32_MAX:.6g}), which the agents compute in"
+                    if finite else "not finite"))
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        hint = " (is the feature engine still warming up?)" if warming else ""
+        return f"agent inputs must be finite float32 numbers: {shown}{hint}"
 
     def act_batch(self, features: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Targets (n, A) for features (n, F) and each agent's current positions (n, A)."""
@@ -444,14 +471,17 @@ class AgentPool:
 
         The hot path of the meta-agent stage: one onnxruntime call with the fused graph.
         """
-        f = np.asarray(features, dtype=np.float32)
-        p = np.asarray(positions, dtype=np.float32)
-        if f.shape != (self._n_features,):
-            raise DataError(f"features must have shape ({self._n_features},), got {f.shape}")
-        if p.shape != (len(self.names),):
-            raise DataError(f"positions must have shape ({len(self.names)},), got {p.shape}")
-        if not (np.isfinite(f).all() and np.isfinite(p).all()):
-            raise DataError("features and positions must be finite (is the feature engine still warming up?)")
+        f64 = np.asarray(features, dtype=np.float64)
+        p64 = np.asarray(positions, dtype=np.float64)
+        if f64.shape != (self._n_features,):
+            raise DataError(f"features must have shape ({self._n_features},), got {f64.shape}")
+        if p64.shape != (len(self.names),):
+            raise DataError(f"positions must have shape ({len(self.names)},), got {p64.shape}")
+        # checked before the cast: a finite 1e300 would become float32 infinity (NaN fails too)
+        if not ((np.abs(f64) <= FLOAT32_MAX).all() and (np.abs(p64) <= FLOAT32_MAX).all()):
+            raise DataError(self._out_of_range(f64, p64))
+        f = f64.astype(np.float32)
+        p = p64.astype(np.float32)
         if self._fused is not None:
             out = self._fused.run(None, {"features": f[None, :], "positions": p[None, :]})[0][0]
         else:
