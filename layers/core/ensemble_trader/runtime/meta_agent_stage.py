@@ -3,8 +3,9 @@
 The step itself is :class:`~ensemble_trader.domain.meta_agent.MetaAgentStep`; this module adds
 what the Lambda needs around the standard stage runner (see ``functions/meta_agent``):
 
-- :class:`DecisionSink` sends each OrderIntent to the FIFO queue, then writes its row to the
-  ``decisions`` table (:func:`decision_item`) and publishes regret metrics;
+- :class:`DecisionSink` writes each OrderIntent's row to the ``decisions`` table
+  (:func:`decision_item`; first writer wins), then sends the intent that row holds to the FIFO
+  queue, and publishes regret metrics;
 - :class:`BanditSnapshots` stores each symbol's meta-agent state in ``bandit-state`` under the
   runner's conditional version check (a writer that lost the race fails its records, drops its
   cache entry and retries from the newer snapshot);
@@ -16,16 +17,19 @@ what the Lambda needs around the standard stage runner (see ``functions/meta_age
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from ensemble_trader.adapters.limits import message_text
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.ports import KeyValueStore
+from ensemble_trader.runtime.regime_registry import history_key
 from ensemble_trader.runtime.settings import json_from_env
 from ensemble_trader.runtime.stage import KinesisStageRunner, MetricsSink, RecordSink, runner_for_function
 
@@ -34,6 +38,8 @@ BANDIT_TABLE = "bandit-state"
 DECISIONS_TABLE = "decisions"
 DECISION_TTL = timedelta(days=90)
 CONFIG_ENV = "ET_META_CONFIG"
+
+log = logging.getLogger(__name__)
 
 
 class BanditSnapshots:
@@ -69,33 +75,63 @@ class BanditSnapshots:
 
 
 def decision_item(intent: OrderIntent, now: datetime) -> dict[str, Any]:
-    """The ``decisions`` row of an intent (pk symbol, sk bar time; TTL ``expires_at``)."""
+    """The ``decisions`` row of an intent: pk ``symbol``, sk ``timestamp`` — the bar's UTC instant
+    in ISO-8601 (:func:`~ensemble_trader.runtime.regime_registry.history_key`, as regime-history
+    rows), so a symbol's rows sort as time whatever offset its feed carries; ``intent`` holds the
+    queue message body exactly; TTL ``expires_at``."""
     return {
         "symbol": intent.symbol,
-        "timestamp": intent.timestamp.isoformat(),
+        "timestamp": history_key(intent.timestamp),
         "intent_id": intent.intent_id,
         "strategy_id": intent.strategy_id,
         "target_position": intent.target_position,
         "reference_price": intent.reference_price,
         "model_version": intent.model_version,
+        "regime_model_version": intent.explanation_detail.get("regime_model_version"),
         "regime": intent.regime.value,
         "confidence": intent.confidence,
         "agent_weights": dict(intent.agent_weights),
         "chosen": intent.explanation_detail.get("chosen"),
         "explanation": intent.explanation,
         "explanation_detail": json.dumps(intent.explanation_detail, separators=(",", ":")),
+        "intent": intent.model_dump_json(),
         "decided_at": now.isoformat(),
         "expires_at": int((now + DECISION_TTL).timestamp()),
     }
 
 
-class DecisionSink:
-    """Intents to the FIFO queue, then their decision rows, then regret metrics.
+def decision_time(row: Mapping[str, Any]) -> datetime:
+    """The bar time of a ``decisions`` row, aware (rows written before the keys were UTC carry the
+    bar's own offset: compare these, never the key texts); DataError naming the row otherwise."""
+    text = row.get("timestamp")
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise DataError(
+            f"decisions row of {row.get('symbol')!r} has timestamp {text!r}, not an ISO-8601 time with an offset"
+        )
+    return when
 
-    The queue comes first: a failure after it re-sends on retry, which FIFO deduplication (by
-    intent id) absorbs; a decision row is keyed by (symbol, bar time), so rewriting it is harmless.
-    Rows go in ``BatchWriteItem`` calls (``store.put_items``: the DynamoDB store or its in-memory
-    twin).
+
+class DecisionSink:
+    """Decision rows first (first writer wins), then the intents they hold to the FIFO queue,
+    then regret metrics.
+
+    Every row is built and checked — DynamoDB must be able to hold it, SQS its intent's body
+    (:func:`~ensemble_trader.adapters.limits.message_text`) — before anything is written, and
+    every row is written before any intent is sent: a record whose row or message would be
+    refused is dead-lettered with nothing of it on the queue or in the table.
+
+    A row is put only if no row of the same intent id is stored under its key
+    (``store.put_new_items``: conditional ``TransactWriteItems``, or the in-memory twin). When
+    one is stored already — this writer's own earlier attempt, or a concurrent writer that
+    computed the same bar from another state (the runner's snapshot race) — the intent sent is
+    the one that row holds (its ``intent`` attribute), not the one just computed: every message
+    sent under an intent id carries the body of the row stored for it, so what FIFO
+    deduplication keeps on the queue is what the table says was decided (docs/meta-agent.md, §3).
+    A row of another intent id (another model version deciding the bar again) is replaced.
     """
 
     def __init__(
@@ -116,20 +152,48 @@ class DecisionSink:
         intents = [r for r in records if isinstance(r, OrderIntent)]
         if len(intents) != len(records):
             raise DataError("the meta_agent stage emits OrderIntent records only")
-        self.queue.emit(intents)
         now = self.clock.now() if self.clock is not None else datetime.now(UTC)
-        self.store.put_items(self.table, [decision_item(intent, now) for intent in intents])
+        queue = str(getattr(self.queue, "queue", "order-intents"))
+        rows = [decision_item(intent, now) for intent in intents]
+        for intent, row in zip(intents, rows, strict=True):  # SQS's refusal, before any row is written
+            message_text(queue, intent.intent_id, row["intent"])
+        stored = self.store.put_new_items(self.table, rows, unless_same="intent_id")
+        sent = [
+            intent if kept is None else self._stored_intent(intent, kept)
+            for intent, kept in zip(intents, stored, strict=True)
+        ]
+        self.queue.emit(sent)
         if self.metrics is not None:
-            latest = {i.symbol: i for i in intents}
+            latest = {i.symbol: i for i in sent}
             for intent in latest.values():
                 regret = intent.explanation_detail.get("regret", {})
                 self.metrics.add_metric("meta_agent_regret", "None", float(regret.get("overall", 0.0)))
                 self.metrics.add_metric(
                     f"meta_agent_regret_{intent.regime.value}", "None", float(regret.get("regime", 0.0))
                 )
-            switched = sum(1 for i in intents if i.explanation_detail.get("switched"))
+            switched = sum(1 for i in sent if i.explanation_detail.get("switched"))
             if switched:
                 self.metrics.add_metric("meta_agent_switches", "Count", switched)
+
+    @staticmethod
+    def _stored_intent(computed: OrderIntent, row: Mapping[str, Any]) -> OrderIntent:
+        """The intent a stored row of ``computed``'s id holds (``computed`` itself for a row
+        written before rows kept their intent, or one whose intent does not parse: logged)."""
+        body = row.get("intent")
+        if not isinstance(body, str):
+            log.warning("decisions row of %s %s holds no intent body; sending the one computed now",
+                        computed.symbol, computed.intent_id)
+            return computed
+        try:
+            intent = OrderIntent.model_validate_json(body)
+        except ValidationError as exc:
+            log.error("decisions row of %s %s holds an intent that does not parse (%s); sending the one "
+                      "computed now", computed.symbol, computed.intent_id, exc)
+            return computed
+        if intent != computed:
+            log.warning("decisions row of %s %s was written first with other content (a concurrent or earlier "
+                        "writer); sending what it holds", computed.symbol, computed.intent_id)
+        return intent
 
 
 def meta_config(strategy_id: str) -> MetaAgentConfig:

@@ -20,11 +20,14 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
-from ensemble_trader.adapters.dynamo_numbers import from_dynamo, to_dynamo
+from ensemble_trader.adapters.dynamo_numbers import from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
+MAX_TRANSACTION_ITEMS = 100
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+"""``TransactWriteItems``: at most 100 actions and 4 MB of items in one call."""
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -33,11 +36,15 @@ _deserializer = TypeDeserializer()
 def serialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A Python dict as a DynamoDB attribute map (numbers via Decimal, bytes as binary); a value
     DynamoDB cannot hold is a DataError naming its attribute (:func:`..dynamo_numbers.to_dynamo`)."""
+    return _serialize_converted({name: to_dynamo(value, name) for name, value in item.items()})
+
+
+def _serialize_converted(converted: Mapping[str, Any]) -> dict[str, Any]:
+    """An item of :func:`..dynamo_numbers.to_dynamo` values as a DynamoDB attribute map."""
     out = {}
-    for name, value in item.items():
-        converted = to_dynamo(value, name)
+    for name, value in converted.items():
         try:
-            out[name] = _serializer.serialize(converted)
+            out[name] = _serializer.serialize(value)
         except (TypeError, ValueError, DecimalException) as exc:  # what to_dynamo let through
             raise DataError(f"DynamoDB cannot store {name}: {type(exc).__name__}: {exc}") from exc
     return out
@@ -148,7 +155,7 @@ class DynamoKeyValueStore:
     def put_items(self, table: str, items: Sequence[Mapping[str, Any]], *, max_attempts: int = 5) -> None:
         """Unconditional puts in ``BatchWriteItem`` calls of 25, retrying unprocessed items.
 
-        For append-style rows (regime history, decisions) where one ``PutItem`` per row would
+        For append-style rows (regime history) where one ``PutItem`` per row would
         dominate the handler's time. For a logical table of ``constants.TABLES``, rows with the
         same key collapse to the last one (DynamoDB rejects a batch that repeats a key).
         """
@@ -178,6 +185,128 @@ class DynamoKeyValueStore:
                     f"DynamoDB batch_write_item {name}: {len(pending)} items still unprocessed after "
                     f"{max_attempts} attempts"
                 )
+
+    def put_new_items(
+        self, table: str, items: Sequence[Mapping[str, Any]], *, unless_same: str | None = None
+    ) -> list[dict[str, Any] | None]:
+        """First writer wins: each row is put only if no row with its key is stored — with
+        ``unless_same``, no row with its key *and* the same value of that attribute (a stored row
+        with another value is replaced). Returns, per row in order, None when it was written, or
+        the stored row that kept its place: a row refused by the condition is not an error.
+
+        ``BatchWriteItem`` cannot carry a condition, so rows go in ``TransactWriteItems`` calls
+        (at most 100 rows and 4 MB of items each; a single row is a ``PutItem``), every Put
+        conditional (``attribute_not_exists`` of the partition key) and returning the stored
+        item when its condition fails. A transaction is all or nothing: when one is canceled, the
+        rows it reports already stored are taken as such and every other row of it goes in a
+        conditional ``PutItem`` of its own. Every row is checked before the first call (a value
+        DynamoDB cannot hold is a DataError naming it and nothing is written); a row repeated
+        in ``items`` is written once, the first time (the later ones get it back as stored).
+        A transaction costs twice the write units of a plain put.
+        """
+        name = self.table_name(table)
+        keys = _key_names(table, self._settings)
+        if not keys:
+            raise ValueError(f"put_new_items needs a table of constants.TABLES (its key), not {table!r}")
+        first: dict[tuple, int] = {}
+        requests: dict[int, tuple[dict[str, Any], int]] = {}  # position -> (Put, size)
+        try:
+            for position, item in enumerate(items):
+                converted = {a: to_dynamo(v, a) for a, v in item.items()}
+                key = tuple(converted.get(k) for k in keys)
+                if key in first:
+                    continue
+                first[key] = position
+                requests[position] = (self._put_if_new(name, keys[0], _serialize_converted(converted),
+                                                       unless_same), item_size(converted))
+        except DataError as exc:
+            raise DataError(f"DynamoDB put {name}: {exc}") from exc
+        stored: dict[int, dict[str, Any]] = {}
+        chunk: list[int] = []
+        size = 0
+        for position, (_, n) in requests.items():
+            if chunk and (len(chunk) == MAX_TRANSACTION_ITEMS or size + n > MAX_TRANSACTION_BYTES):
+                self._transact_new(name, keys, chunk, requests, stored)
+                chunk, size = [], 0
+            chunk.append(position)
+            size += n
+        if chunk:
+            self._transact_new(name, keys, chunk, requests, stored)
+        out: list[dict[str, Any] | None] = []
+        for position, item in enumerate(items):
+            if position in requests:
+                out.append(stored.get(position))
+            else:  # a repeat of an earlier row: what is stored under its key now
+                earlier = first[tuple(to_dynamo(item.get(k), k) for k in keys)]
+                out.append(stored.get(earlier, deserialize_item(requests[earlier][0]["Item"])))
+        return out
+
+    @staticmethod
+    def _put_if_new(name: str, partition_key: str, item: dict[str, Any], unless_same: str | None) -> dict[str, Any]:
+        """The conditional Put of :meth:`put_new_items` (a transaction item's body)."""
+        put: dict[str, Any] = {
+            "TableName": name,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": partition_key},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if unless_same is not None and unless_same in item:
+            put["ConditionExpression"] += " OR #s <> :s"
+            put["ExpressionAttributeNames"]["#s"] = unless_same
+            put["ExpressionAttributeValues"] = {":s": item[unless_same]}
+        return put
+
+    def _transact_new(
+        self,
+        name: str,
+        keys: Sequence[str],
+        chunk: list[int],
+        requests: dict[int, tuple[dict[str, Any], int]],
+        stored: dict[int, dict[str, Any]],
+    ) -> None:
+        """Write the rows of ``chunk`` (positions into ``requests``); the rows found stored go
+        into ``stored``."""
+        what = f"DynamoDB put new items {name}"
+        if len(chunk) == 1:
+            self._put_new(chunk[0], requests[chunk[0]][0], keys, stored, what)
+            return
+        try:
+            self._client.transact_write_items(TransactItems=[{"Put": requests[p][0]} for p in chunk])
+            return
+        except (ClientError, BotoCoreError) as exc:
+            code = error_code(exc)
+            if code not in ("TransactionCanceledException", "ValidationException"):
+                raise translate(exc, what) from exc
+            reasons = exc.response.get("CancellationReasons", []) if isinstance(exc, ClientError) else []
+        # canceled (a row already stored, a conflict, throttling) or refused as a whole (e.g. over
+        # 4 MB): the rows reported stored are, the others are tried one by one, so a row DynamoDB
+        # refuses is refused alone and with its own reason
+        for position, reason in zip(chunk, reasons, strict=False):
+            if reason.get("Code") == "ConditionalCheckFailed" and reason.get("Item"):
+                stored[position] = deserialize_item(reason["Item"])
+        for position in chunk:
+            if position not in stored:
+                self._put_new(position, requests[position][0], keys, stored, what)
+
+    def _put_new(
+        self, position: int, put: dict[str, Any], keys: Sequence[str], stored: dict[int, dict[str, Any]], what: str
+    ) -> None:
+        try:
+            self._client.put_item(**put)
+        except (ClientError, BotoCoreError) as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise translate(exc, what) from exc
+            found = exc.response.get("Item") if isinstance(exc, ClientError) else None
+            if not found:  # DynamoDB returns it (ALL_OLD); should it not, it is read
+                key = {k: put["Item"][k] for k in keys}
+                try:
+                    found = self._client.get_item(TableName=put["TableName"], Key=key, ConsistentRead=True).get("Item")
+                except (ClientError, BotoCoreError) as read_exc:
+                    raise translate(read_exc, what) from read_exc
+            if not found:  # the stored row went (TTL) between the condition and the read
+                raise InfrastructureError(f"{what}: the condition failed but no row is stored now") from exc
+            stored[position] = deserialize_item(found)
 
     def get_versions(
         self, table: str, keys: Sequence[Mapping[str, Any]], *, max_attempts: int = 5

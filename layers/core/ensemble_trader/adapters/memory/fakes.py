@@ -249,6 +249,32 @@ class MemoryKeyValueStore:
             for k, row in rows:
                 self.tables[table][k] = row
 
+    def put_new_items(
+        self, table: str, items: Sequence[Mapping[str, Any]], *, unless_same: str | None = None
+    ) -> list[dict[str, Any] | None]:
+        """First writer wins (DynamoKeyValueStore's conditional TransactWriteItems): each row is
+        written unless a row with its key — with ``unless_same``, and the same value of that
+        attribute — is stored; per row, None when written, else the stored row that was kept."""
+        self.failures.check("put_new_items")
+        names = self._key_names(table)
+        rows = [self._row(table, names, item) for item in items]  # every row checked first
+        out: list[dict[str, Any] | None] = []
+        seen: set[tuple] = set()  # a key repeated in the call: written once, the first time
+        with self._lock:
+            stored = self.tables[table]
+            for k, row in rows:
+                current = stored.get(k)
+                kept = k in seen or current is not None and (
+                    unless_same is None or unless_same not in row or current.get(unless_same) == row[unless_same]
+                )
+                seen.add(k)
+                if kept:
+                    out.append(copy.deepcopy(current))
+                else:
+                    stored[k] = row
+                    out.append(None)
+        return out
+
     def items(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(v) for v in self.tables[table].values()]

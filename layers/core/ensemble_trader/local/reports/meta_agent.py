@@ -1,17 +1,19 @@
 """The meta-agent stage's section of the demo summary.
 
 Reads what the meta_agent λ left in the local stack: the ``decisions`` table (one row per bar
-with its explanation), the ``bandit-state`` snapshots (each symbol's learners, per regime, and
+with its explanation, keyed by the bar's UTC time), the ``bandit-state`` snapshots (each symbol's learners, per regime, and
 its regret ledger) and the stage's statistics (intents sent, switches, latency).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, time
 from typing import Any
 
 from ensemble_trader.local.reports import rejected_lines
 from ensemble_trader.local.stack import LocalStack
+from ensemble_trader.runtime.meta_agent_stage import decision_time
 from ensemble_trader.runtime.stage import stage_stats
 
 
@@ -53,6 +55,17 @@ def symbol_lines(item: dict[str, Any], names: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def last_decision(decisions: list[dict[str, Any]]) -> str:
+    """``<symbol> <bar time>: <explanation>`` of the latest decision row by bar time (parsed: a
+    row keyed before the keys were UTC carries its bar's own offset, and texts of two offsets do
+    not compare as times), a tie to the last symbol; the time is UTC's, a date for a midnight bar."""
+    when, _, index = max((decision_time(d), str(d["symbol"]), i) for i, d in enumerate(decisions))
+    latest = decisions[index]
+    when = when.astimezone(UTC)
+    shown = when.date().isoformat() if when.time() == time() else when.isoformat()
+    return f"{latest['symbol']} {shown}: {latest['explanation']}"
+
+
 def summarize(stack: LocalStack) -> str:
     stats = stage_stats("meta_agent")
     decisions = _scan(stack, "decisions")
@@ -78,8 +91,7 @@ def summarize(stack: LocalStack) -> str:
     if decisions:
         lines.append("  leading agent     " + ", ".join(f"{a} {n:,}" for a, n in chosen.most_common()))
         lines.append("  regimes           " + ", ".join(f"{r} {n:,}" for r, n in regimes.most_common()))
-        latest = max(decisions, key=lambda d: (d["symbol"], d["timestamp"]))
-        lines.append(f"  last decision     {latest['symbol']} {latest['timestamp'][:10]}: {latest['explanation']}")
+        lines.append(f"  last decision     {last_decision(decisions)}")
     if latency:
         lines.append(
             f"  compute latency   p50 {latency['p50']:.1f} µs, p99 {latency['p99']:.1f} µs, mean "
