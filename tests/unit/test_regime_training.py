@@ -171,7 +171,7 @@ def test_sagemaker_entry_point_reports_bad_input(tmp_path, monkeypatch, capsys):
     write_bars_csv(channel / "bars.csv", [generate("easy", 600, 2, symbol="SYNX").series], symbol_column=True)
     monkeypatch.setenv("SM_CHANNEL_TRAIN", str(channel))
     monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
-    for hps, message in (({"restarts": 0}, "n_restarts 0: must be an integer >= 1"),
+    for hps, message in (({"restarts": 0}, "restarts=0: Input should be greater than or equal to 1"),
                          ({"states": 4.5}, "states=4.5: expected a whole number")):
         monkeypatch.setenv("SM_HPS", json.dumps(hps))
         assert train.sagemaker_main() == 1  # a clear failure, not a traceback
@@ -223,3 +223,102 @@ def test_the_job_reads_a_whole_seed_however_json_spells_it():
     assert _whole(4.0, "seed") == _whole("4", "seed") == _whole(4, "seed") == 4
     with pytest.raises(ValueError, match="restarts=True"):
         _whole(True, "restarts")
+
+
+# --------------------------------------------------------------------------------------------
+# every hyperparameter checked before the fit, failures through report_failure
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("hps", "message"), [
+    ({"covariance_type": "bogus"}, "covariance_type='bogus': Input should be 'full' or 'diag'"),
+    ({"covariance_type": "tied"}, "covariance_type='tied': Input should be 'full' or 'diag'"),
+    ({"end": 2007}, 'end=2007: expected an ISO date as text, e.g. "2007-01-01"'),
+    ({"start": "2007-13-01"}, "start='2007-13-01': "),
+    ({"start": "2010-01-01", "end": "2009-01-01"}, "start='2010-01-01' is not before end='2009-01-01'"),
+    ({"states": "4,x"}, "states='4,x': expected a whole number or a list of them"),
+    ({"states": [3, 4]}, "states=[3, 4]: every state count must be >= 4"),
+    ({"states": []}, "states=[]: expected a whole number"),
+    ({"seed": -1}, "seed=-1: Input should be greater than or equal to 0"),
+    ({"seed": 2**32}, "seed=4294967296: Input should be less than or equal to 4294967295"),
+    ({"restarts": 2.5}, "restarts=2.5: expected a whole number"),
+    ({"bars": ""}, "bars='': String should have at least 1 character"),
+    ({"covariance": "full"}, "covariance: unknown hyperparameter; known: seed, states, covariance_type"),
+])
+def test_the_job_checks_every_hyperparameter_before_reading_data_or_fitting(hps, message, tmp_path, monkeypatch, capsys):
+    """covariance_type "bogus" was a hmmlearn KeyError traceback, end 2007 an AttributeError, "tied"
+    ran the whole EM search and failed at export; "4,x" and -1 gave messages naming no field. Now
+    each fails before the data is read, naming the field, and is written to the failure file."""
+    from training import sagemaker
+    from training.regime import train
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("data read or model fitted despite a bad hyperparameter")
+
+    failure = tmp_path / "output" / "failure"
+    failure.parent.mkdir()
+    monkeypatch.setattr(train, "report_failure", lambda job, exc: sagemaker.report_failure(job, exc, failure))
+    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
+    monkeypatch.setattr(train, "channel_files", must_not_run)
+    monkeypatch.setattr(train, "fit_model", must_not_run)
+    monkeypatch.setenv("SM_HPS", json.dumps(hps))
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    assert train.sagemaker_main() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("regime training failed: bad hyperparameters: ") and message in err
+    assert "Traceback" not in err
+    assert message in failure.read_text()
+
+
+@pytest.mark.parametrize(("hps", "expected"), [
+    ({}, (0, (4, 5, 6), "full", 12, None, None, "arch:sp500")),
+    ({"seed": "3", "states": "4, 5", "covariance_type": "diag", "restarts": 2.0, "start": "2001",
+      "end": "2007-01-01", "bars": "arch:nasdaq"}, (3, (4, 5), "diag", 2, "2001", "2007-01-01", "arch:nasdaq")),
+    ({"states": "[4, 6]"}, (0, (4, 6), "full", 12, None, None, "arch:sp500")),
+    ({"states": 4}, (0, (4,), "full", 12, None, None, "arch:sp500")),
+])
+def test_the_job_reads_good_hyperparameters_however_json_spells_them(hps, expected):
+    from training.regime.train import RegimeJobConfig
+
+    c = RegimeJobConfig.from_hyperparameters(hps)
+    assert (c.seed, c.states, c.covariance_type, c.restarts, c.start, c.end, c.bars) == expected
+
+
+@pytest.mark.parametrize("covariance_type", ["tied", "spherical", "bogus"])
+def test_the_estimator_refuses_a_covariance_type_it_cannot_export_before_any_em(covariance_type, monkeypatch):
+    import training.regime.estimator as estimator
+
+    monkeypatch.setattr(estimator, "training_rows", lambda *a: (_ for _ in ()).throw(AssertionError("features")))
+    with pytest.raises(ValueError, match=f"covariance_type '{covariance_type}': must be one of full, diag"):
+        RegimeHMM(n_states=4, covariance_type=covariance_type, n_restarts=1).fit(generate("easy", 300, 1).series)
+
+
+def test_an_unexpected_error_is_reported_then_raised(tmp_path, monkeypatch):
+    from training import sagemaker
+    from training.regime import train
+
+    failure = tmp_path / "output" / "failure"
+    failure.parent.mkdir()
+    monkeypatch.setattr(train, "report_failure", lambda job, exc: sagemaker.report_failure(job, exc, failure))
+    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
+    monkeypatch.setenv("SM_HPS", "{}")
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(train, "channel_files", bug)
+    with pytest.raises(KeyError):
+        train.sagemaker_main()
+    assert "a bug" in failure.read_text()
+
+
+def test_the_job_records_its_data_in_the_manifest(tmp_path, monkeypatch):
+    """A synthetic spec's dates mean nothing: training.meta.select compares its seed instead."""
+    from training.regime import train
+
+    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
+    monkeypatch.setenv("SM_HPS", json.dumps({"states": 4, "restarts": 1, "bars": "synth:easy:5:800"}))
+    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
+    assert train.sagemaker_main() == 0
+    assert RegimeModel.load(tmp_path / "model").info["training_data"] == ["synth:easy:5:800"]

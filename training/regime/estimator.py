@@ -60,6 +60,9 @@ LOG_FLOOR_FRACTION = 0.1
 """Log-transformed features are floored at this fraction of their training median before the
 log, so a flat bar (zero range, common in hourly crypto data) reads as "very quiet", not as an
 outlier 20 log-units away that EM would give a hidden state of its own."""
+COVARIANCE_TYPES = ("full", "diag")
+"""The covariance types the exported :class:`RegimeModel` stores (hmmlearn's ``tied`` and
+``spherical`` are refused by :meth:`RegimeHMM.fit` before any EM, not at export)."""
 DRIFT_FEATURE = "ret_1"
 VOL_FEATURE = "range_vol_1"
 
@@ -125,7 +128,8 @@ class RegimeHMM:
     ----------
     features : (name, transform) pairs of model inputs (names from ``FEATURE_NAMES``).
     n_states : candidate numbers of hidden states (>= 4); the lowest BIC wins.
-    covariance_type : ``"full"`` or ``"diag"``.
+    covariance_type : ``"full"`` or ``"diag"`` (:data:`COVARIANCE_TYPES`; anything else is a
+        ValueError from ``fit`` before any EM).
     n_restarts : EM restarts per candidate, each from its own seed.
     n_iter, tol : EM limits (hmmlearn's).
     transition_floor : lower bound of every exported transition / start probability.
@@ -167,6 +171,12 @@ class RegimeHMM:
         """Fit on one or more bar series (each its own sequence); returns self."""
         from hmmlearn.hmm import GaussianHMM  # training-only dependency
 
+        if self.covariance_type not in COVARIANCE_TYPES:  # checked before any EM (tied once ran them all)
+            raise ValueError(f"covariance_type {self.covariance_type!r}: must be one of {', '.join(COVARIANCE_TYPES)} "
+                             "(the covariances the exported model stores)")
+        ks = self._candidates()
+        if not isinstance(self.n_restarts, (int, np.integer)) or isinstance(self.n_restarts, bool) or self.n_restarts < 1:
+            raise ValueError(f"n_restarts {self.n_restarts!r}: must be an integer >= 1")
         series = [data] if isinstance(data, BarSeries) else list(data)
         features = tuple((str(n), str(t)) for n, t in self.features)
         raws, rets, vols, lengths = [], [], [], []
@@ -178,9 +188,6 @@ class RegimeHMM:
                 vols.append(vol)
                 lengths.append(len(raw))
         n = sum(lengths)
-        ks = self._candidates()
-        if not isinstance(self.n_restarts, (int, np.integer)) or self.n_restarts < 1:
-            raise ValueError(f"n_restarts {self.n_restarts!r}: must be an integer >= 1")
         if n < MIN_ROWS_PER_STATE * max(ks):
             raise DataError(f"too few bars to fit a regime model: {n} usable bars (after warm-up), "
                             f"need >= {MIN_ROWS_PER_STATE * max(ks)} ({MIN_ROWS_PER_STATE} per state)")

@@ -3,15 +3,21 @@
 Inputs, as a SageMaker training container receives them (local folders work the same):
 
 * hyperparameters: ``/opt/ml/input/config/hyperparameters.json`` if present, else the JSON in
-  ``$SM_HPS``, else defaults — ``seed`` (int), ``states`` (int or list, default 4,5,6),
-  ``covariance_type`` (``full``/``diag``), ``restarts`` (int), ``start`` / ``end`` (ISO dates:
-  train on bars with start <= time < end), ``bars`` (a data spec when no channel is given);
+  ``$SM_HPS``, else defaults — ``seed`` (int in [0, 2**32), default 0), ``states`` (int, list or
+  comma-separated text, each >= 4; default 4,5,6), ``covariance_type`` (``full``/``diag``),
+  ``restarts`` (int >= 1, default 12), ``start`` / ``end`` (ISO dates: train on bars with
+  start <= time < end), ``bars`` (a data spec when no channel is given, default arch:sp500);
 * ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` except regime-truth files:
   ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as ``data synth`` writes them);
 * ``$SM_MODEL_DIR`` (default ``/opt/ml/model``): where the artifact is written.
 
-``seed``, ``restarts`` and ``states`` must be whole numbers (JSON may write 4, 4.0 or "4"):
-2.7 or true fails the job, naming the value, rather than training with 2 or 1.
+Every hyperparameter is checked before any data is read or any EM runs (:class:`RegimeJobConfig`,
+as the agents' job checks its ``TrainConfig``): an unknown name, a covariance type other than
+``full``/``diag``, a date that is not ISO text, a start not before the end, a negative seed or a
+state count below 4 fails the job with a message naming the field, written to
+``/opt/ml/output/failure`` too. ``seed``, ``restarts`` and ``states`` must be whole numbers (JSON
+may write 4, 4.0 or "4"): 2.7 or true fails the job, naming the value, rather than training with
+2 or 1.
 
 It prints one JSON line ``{"version": ..., "model_dir": ..., "n_states": ..., "bic": ...}``.
 """
@@ -22,12 +28,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.bars import BarSeries, parse_datetime64
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.regime_model import RegimeModel
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from training.regime.estimator import DEFAULT_RESTARTS, RegimeHMM
 from training.sagemaker import (
@@ -40,16 +48,30 @@ from training.sagemaker import (
 
 SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
 DEFAULT_STATES = (4, 5, 6)
+DEFAULT_BARS = "arch:sp500"
+MAX_SEED = 2**32 - 1
+"""numpy's largest seed (``default_rng`` refuses a negative one with a message naming no field)."""
 
 
 def _states(value: Any) -> tuple[int, ...]:
+    """``states``: a whole number, a list of them, or text (``4``, ``4,5,6``, ``[4, 5]``), each >= 4."""
     if value is None:
         return DEFAULT_STATES
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else [int(v) for v in value.split(",")]
-    if isinstance(value, (int, float)):
-        return (_whole(value, "states"),)
-    return tuple(_whole(v, "states") for v in value)
+    try:
+        items = value
+        if isinstance(items, str):
+            text = items.strip()
+            items = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        if isinstance(items, (int, float)):
+            items = [items]
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ValueError
+        counts = tuple(_whole(v, "states") for v in items)
+    except ValueError:
+        raise ValueError(f"states={value!r}: expected a whole number or a list of them, e.g. 4,5,6") from None
+    if min(counts) < 4:
+        raise ValueError(f"states={value!r}: every state count must be >= 4 (four regimes)")
+    return counts
 
 
 def _whole(value: Any, name: str) -> int:
@@ -65,6 +87,63 @@ def _whole(value: Any, name: str) -> int:
     return int(number)
 
 
+def _date(name: str):
+    """``start`` / ``end``: ISO-8601 text (``parse_datetime64``'s rules), or absent."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"{name}={value!r}: expected an ISO date as text, e.g. \"2007-01-01\"")
+        try:
+            parse_datetime64(value)
+        except DataError as exc:
+            raise ValueError(f"{name}={value!r}: {exc}") from None
+        return value
+
+    return check
+
+
+class RegimeJobConfig(BaseModel):
+    """The job's hyperparameters, every one checked before any data is read or any EM runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: Annotated[int, BeforeValidator(lambda v: _whole(v, "seed")), Field(ge=0, le=MAX_SEED)] = 0
+    states: Annotated[tuple[int, ...], BeforeValidator(_states)] = DEFAULT_STATES
+    covariance_type: Literal["full", "diag"] = "full"  # estimator.COVARIANCE_TYPES
+    restarts: Annotated[int, BeforeValidator(lambda v: _whole(v, "restarts")), Field(ge=1)] = DEFAULT_RESTARTS
+    start: Annotated[str | None, BeforeValidator(_date("start"))] = None
+    end: Annotated[str | None, BeforeValidator(_date("end"))] = None
+    bars: Annotated[str, Field(min_length=1)] = DEFAULT_BARS
+
+    @model_validator(mode="after")
+    def _window_holds_bars(self) -> RegimeJobConfig:
+        if self.start is not None and self.end is not None and parse_datetime64(self.start) >= parse_datetime64(self.end):
+            raise ValueError(f"start={self.start!r} is not before end={self.end!r}: the window [start, end) holds no bar")
+        return self
+
+    @classmethod
+    def from_hyperparameters(cls, hps: dict[str, Any]) -> RegimeJobConfig:
+        """The configuration, or a :class:`DataError` naming every hyperparameter that is wrong."""
+        try:
+            return cls.model_validate(hps)
+        except ValidationError as exc:
+            problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
+            raise DataError(f"bad hyperparameters: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as ``field=value: message`` (a check of ours already names its field)."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown hyperparameter; known: {', '.join(RegimeJobConfig.model_fields)}"
+    if not where or message.startswith(f"{where}="):
+        return message
+    return f"{where}={error['input']!r}: {message}"
+
+
 def fit_model(
     series: Sequence[BarSeries],
     *,
@@ -75,8 +154,13 @@ def fit_model(
     start: str | None = None,
     end: str | None = None,
     progress: bool = False,
+    data: Sequence[str] | None = None,
 ) -> tuple[RegimeHMM, RegimeModel]:
-    """Fit the regime HMM on bars (optionally cut to [start, end)) and return it with its artifact."""
+    """Fit the regime HMM on bars (optionally cut to [start, end)) and return it with its artifact.
+
+    ``data`` (the data specs or files the bars came from) goes into the manifest as
+    ``training_data``: a synthetic spec's dates mean nothing, so the checks that a model was not
+    fitted on an evaluated window (``training.meta.select``) compare its seed instead."""
     cut = [s.between(start, end) if (start or end) else s for s in series]
     cut = [s for s in cut if len(s)]
     if not cut:
@@ -87,47 +171,60 @@ def fit_model(
         n_restarts=restarts,
         random_state=seed,
     ).fit(cut, progress=progress)
+    if data is not None:
+        estimator.model_ = replace(estimator.model_, info={**estimator.model_.info, "training_data": list(data)})
     return estimator, estimator.model_
 
 
-def channel_bars(channel: str | None) -> list[BarSeries]:
-    """Every bars CSV of a channel folder (regime-truth files are skipped: see ``channel_files``)."""
-    from ensemble_trader.marketdata import read_bars_csv
-
-    return [s for f in channel_files(channel) for s in read_bars_csv(f)]
-
-
-def run_job(hps: dict[str, Any], series: Sequence[BarSeries], out: Path, progress: bool = False) -> dict[str, Any]:
+def run_job(
+    hps: dict[str, Any] | RegimeJobConfig,
+    series: Sequence[BarSeries],
+    out: Path,
+    progress: bool = False,
+    data: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Fit and save the model; the hyperparameters are checked first (:class:`RegimeJobConfig`)."""
+    config = hps if isinstance(hps, RegimeJobConfig) else RegimeJobConfig.from_hyperparameters(hps)
     estimator, model = fit_model(
         series,
-        seed=_whole(hps.get("seed", 0), "seed"),
-        states=hps.get("states"),
-        covariance_type=str(hps.get("covariance_type", "full")),
-        restarts=_whole(hps.get("restarts", DEFAULT_RESTARTS), "restarts"),
-        start=hps.get("start"),
-        end=hps.get("end"),
+        seed=config.seed,
+        states=config.states,
+        covariance_type=config.covariance_type,
+        restarts=config.restarts,
+        start=config.start,
+        end=config.end,
         progress=progress,
+        data=data,
     )
     model.save(out)
     return {"version": model.version, "model_dir": str(out), "n_states": model.n_states, "bic": estimator.bic_}
 
 
 def sagemaker_main(argv: Sequence[str] | None = None) -> int:
-    """Run the job as a SageMaker training container would."""
+    """Run the job as a SageMaker training container would: the hyperparameters are checked
+    before the data is read; every failure — a bad hyperparameter, bad data, or an unexpected
+    error (re-raised after) — is reported through :func:`report_failure`."""
     check_no_arguments("python -m training.regime.train", "regime training job",
                        "ensemble-trader regime fit --bars SPEC --out DIR", argv)
     try:
-        hps = read_hyperparameters(SM_HYPERPARAMETERS)
-        series = channel_bars(os.environ.get("SM_CHANNEL_TRAIN"))
-        if not series:
+        config = RegimeJobConfig.from_hyperparameters(read_hyperparameters(SM_HYPERPARAMETERS))
+        files = channel_files(os.environ.get("SM_CHANNEL_TRAIN"))
+        if files:
+            from ensemble_trader.marketdata import read_bars_csv
+
+            series, data = [s for f in files for s in read_bars_csv(f)], [str(f) for f in files]
+        else:
             from ensemble_trader.marketdata import load_bars
 
-            series = load_bars(str(hps.get("bars", "arch:sp500")))
+            series, data = load_bars(config.bars), [config.bars]
         out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-        result = run_job(hps, series, out, progress=sys.stderr.isatty())
+        result = run_job(config, series, out, progress=sys.stderr.isatty(), data=data)
     except (EnsembleTraderError, ValueError) as exc:
         report_failure("regime training", exc)
         return 1
+    except Exception as exc:  # a bug: SageMaker still shows a reason, and the traceback follows
+        report_failure("regime training", exc)
+        raise
     print(json.dumps(result))
     return 0
 
