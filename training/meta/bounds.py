@@ -304,8 +304,9 @@ def plot(results: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Bad arguments (a grid step, an --img-dir that cannot be written) are usage errors (exit 2)
-    before any work; errors are one line (exit 1), Ctrl-C exit 130, as ``ensemble-trader``
+    """Bad arguments (a grid step, an --img-dir that cannot be written) and models that learned
+    from an evaluated window (:func:`training.meta.select.check_overlap`; ``--allow-overlap``
+    runs anyway, with warnings) are usage errors (exit 2) before any work; errors are one line (exit 1), Ctrl-C exit 130, as ``ensemble-trader``
     (:func:`ensemble_trader.cli.run_main`)."""
     from ensemble_trader.cli import run_main
 
@@ -325,22 +326,31 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", type=float, default=0.05, help="grid step of the mixes' weights (divides 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--img-dir", type=output_folder, default=None, help="also write the figure meta_bounds_SPLIT.png here")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="run even when the agent set or the regime model learned from an evaluated window or "
+                        "synthetic seed (refused otherwise, as in training.meta.select); prints a warning per overlap")
     parser.set_defaults(func=lambda args: _run(parser, args))
     return parser
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from training.meta.select import SPLITS
+    from training.meta.select import SPLITS, check_overlap
 
     try:
         simplex_grid(2, args.step)
     except ValueError as exc:
         parser.error(str(exc))
+    # the committed models (or ET_MODELS_DIR's), as run() loads them
+    refusal, regime_version = check_overlap(SPLITS[args.split], args.split, None, None, args.allow_overlap)
+    if refusal is not None:
+        parser.error(refusal)
     results, version = run(SPLITS[args.split], args.step, progress=sys.stderr.isatty() or not args.json)
     if args.json:
-        print(json.dumps({"split": args.split, "agent_version": version, "sets": results}, indent=2, sort_keys=True))
+        print(json.dumps({"split": args.split, "agent_version": version, "regime_version": regime_version,
+                          "sets": results}, indent=2, sort_keys=True))
     else:
-        print(f"{args.split} split, agent set {version}; net Sharpe ratios, costs as in the backtest")
+        print(f"{args.split} split, agent set {version}, regime model {regime_version}; net Sharpe ratios, "
+              "costs as in the backtest")
         print(format_table(results))
     if args.img_dir is not None:
         title = f"{args.split} split, agent set {version}: what mixes of the agents reach"

@@ -19,6 +19,13 @@ configuration, to report it; ``spread`` — five more synthetic series per prese
 reports the same configuration over more paths. Bars before a window only warm up features,
 filter and learners.
 
+No set is scored with models that learned from it (:func:`check_overlap`, before any work): the
+agent set's training windows (manifest ``training.windows``) and the regime model's
+(``training_window``) must end before every index window's start, no synthetic series either was
+fitted on may share an evaluated set's seed, and on the report splits the agents' validation
+windows must end before the start too. ``--allow-overlap`` evaluates anyway, with a warning per
+overlap. Every header names the agent set and the regime model.
+
 A candidate is a name of :data:`CANDIDATES` or a JSON object of ``MetaAgentConfig`` options.
 """
 
@@ -281,6 +288,126 @@ def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ---- what the models were fitted on ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FittedWindow:
+    """A stretch of data a model learned from, as its manifest records it.
+
+    ``selected`` marks the agents' validation windows: checkpoints were chosen there, nothing was
+    fitted. ``seed`` is set for a synthetic series (its dates mean nothing; its path is its seed's)."""
+
+    model: str
+    data: str
+    part: str
+    first: str | None = None
+    last: str | None = None
+    seed: int | None = None
+    selected: bool = False
+
+
+def synthetic_seed(spec: str) -> int | None:
+    """The seed of a ``synth:<scenario>[:<seed>...]`` spec (0 when it names none, as the loaders
+    read it); None for any other spec or a malformed one."""
+    kind, sep, rest = spec.partition(":")
+    if kind != "synth" or not sep:
+        return None
+    parts = rest.split(":")
+    if len(parts) < 2:
+        return 0
+    return int(parts[1]) if parts[1].isdigit() else None
+
+
+def agent_windows(models: Path | None) -> tuple[list[FittedWindow], str]:
+    """The train and validation windows of an agent set (manifest ``training.windows``, per data
+    spec) and its version."""
+    from ensemble_trader.domain.agents import default_models_dir
+    from ensemble_trader.domain.errors import ModelArtifactError
+
+    folder = Path(models) if models is not None else default_models_dir()
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelArtifactError(f"agent set {folder}: cannot read manifest.json: {exc}") from None
+    version = str(manifest.get("version", folder))
+    out = []
+    for spec, parts in ((manifest.get("training") or {}).get("windows") or {}).items():
+        seed = synthetic_seed(spec)
+        for part in ("train", "validation"):
+            window = parts.get(part)
+            if window:
+                out.append(FittedWindow(f"agent set {version}", spec, part, str(window[0]), str(window[-1]),
+                                        seed, selected=part == "validation"))
+    return out, version
+
+
+def regime_windows(model: Any) -> list[FittedWindow]:
+    """The training window of a regime model: by date (manifest ``training_window``), or by seed
+    when every one of its ``training_data`` specs is synthetic."""
+    name = f"regime model {model.version}"
+    data = [str(d) for d in model.info.get("training_data") or ()]
+    if data and all(synthetic_seed(d) is not None for d in data):
+        return [FittedWindow(name, d, "training", seed=synthetic_seed(d)) for d in data]
+    return [FittedWindow(name, str(w.get("symbol", "?")), "training", str(w["start"]), str(w["end"]))
+            for w in model.info.get("training_window") or ()]
+
+
+def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: bool) -> list[str]:
+    """Why each evaluated set would score a model on data it learned from (empty: none would).
+
+    A set of real bars with a ``start`` (the index windows) is evaluated on the bars at or after
+    it: a fitted window of real bars that ends on or after that start is refused. One that ends
+    before it is not, even on the last bar before it (the committed agents' validation window ends
+    2014-12-30, their test window begins 2014-12-31, the last bar before the test sets' 2015-01-01:
+    that bar only warms up, and its close is the base of no evaluated return). A synthetic set is
+    refused when a model learned from a series of the same seed, under any preset (the generator
+    draws a path's shocks from its seed alone). The agents' validation windows count on the report
+    splits only: the validation split is, by the protocol, the agents' own validation window."""
+    from ensemble_trader.domain.bars import parse_datetime64
+
+    problems = []
+    for s in sets:
+        set_seed = synthetic_seed(s.spec)
+        for w in windows:
+            if w.selected and not report:
+                continue
+            verb = "selected on" if w.selected else "fitted on"
+            if set_seed is not None:
+                if w.seed == set_seed:
+                    problems.append(f"{w.model} was {verb} {w.data} ({w.part}), a synthetic series of seed {set_seed}, "
+                                    f"the seed of the evaluated set {s.name!r} ({s.spec}): the same shocks")
+            elif s.start is not None and w.seed is None and w.last is not None:
+                if parse_datetime64(w.last) >= parse_datetime64(s.start):
+                    problems.append(f"{w.model} was {verb} {w.data} {w.first[:10] if w.first else '...'} → {w.last[:10]} "
+                                    f"({w.part}), which ends on or after the start of the evaluated set {s.name!r} "
+                                    f"({s.start})")
+    return problems
+
+
+def check_overlap(sets: Sequence[EvalSet], split: str, models: Path | None, regime_model: Path | None,
+                  allow: bool) -> tuple[str | None, str]:
+    """The refusal text when the agent set or the regime model learned from an evaluated window
+    (None: nothing overlaps, or ``allow`` — then every overlap is printed as a warning), and the
+    regime model's version."""
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime.settings import Settings
+
+    regime = RegimeModel.load(regime_model or Settings().models_dir / "regime")
+    agents, _ = agent_windows(models)
+    problems = overlaps(sets, agents + regime_windows(regime), report=split in REPORT_SPLITS)
+    if not problems:
+        return None, regime.version
+    if allow:
+        for problem in problems:
+            print(f"warning: --allow-overlap: {problem}; its scores there are in-sample", file=sys.stderr)
+        return None, regime.version
+    lines = "\n  ".join(problems)
+    return (f"the {split} split would score models on data they learned from:\n  {lines}\n"
+            "use models fitted before the evaluated windows (--models, --regime-model), or pass --allow-overlap "
+            "to evaluate them anyway (the scores are then in-sample)"), regime.version
+
+
 # ---- running ------------------------------------------------------------------------------------
 
 
@@ -360,10 +487,12 @@ def evaluate_candidates(
 
 
 def write_figures(run: Any, result: dict[str, Any], costs: Any, img_dir: Path) -> list[Path]:
-    """The three plots of the HTML report as PNG files (``meta_backtest_sp500_*.png``)."""
+    """The three plots of the HTML report as PNG files (``meta_backtest_sp500_*.png``), each
+    written atomically: a size limit or Ctrl-C leaves the old image, never half of a new one."""
     import base64
 
     from ensemble_trader.backtest import report
+    from ensemble_trader.marketdata import atomic_writer
 
     i0 = int(result["run"]["start_index"])
     pngs = {
@@ -375,14 +504,16 @@ def write_figures(run: Any, result: dict[str, Any], costs: Any, img_dir: Path) -
     paths = []
     for name, data in pngs.items():
         path = img_dir / f"meta_backtest_sp500_{name}.png"
-        path.write_bytes(base64.b64decode(data))
+        with atomic_writer(path, binary=True) as handle:
+            handle.write(base64.b64decode(data))
         paths.append(path)
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Bad arguments (an unknown or invalid candidate, a missing model folder, an --img-dir that
-    cannot be written) are usage errors (exit 2) before any work; errors are one line (exit 1),
+    cannot be written) and models that learned from an evaluated window (:func:`check_overlap`;
+    ``--allow-overlap`` runs anyway, with warnings) are usage errors (exit 2) before any work; errors are one line (exit 1),
     Ctrl-C exit 130, as ``ensemble-trader`` (:func:`ensemble_trader.cli.run_main`)."""
     from ensemble_trader.cli import run_main
 
@@ -410,6 +541,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="also compare every candidate with this one period by period on the same series "
                         "(Sharpe difference and its standard error)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--allow-overlap", action="store_true",
+                        help="evaluate even when the agent set or the regime model learned from an evaluated window "
+                        "or synthetic seed (refused otherwise); prints a warning per overlap")
     parser.set_defaults(func=lambda args: _run(parser, args))
     return parser
 
@@ -434,6 +568,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.paired is not None and args.paired not in candidates:
         parser.error(f"--paired {args.paired!r} must be one of the candidates")
     sets = SPLITS[args.split]
+    refusal, regime_version = check_overlap(sets, args.split, args.models, args.regime_model, args.allow_overlap)
+    if refusal is not None:
+        parser.error(refusal)
     reports, version = evaluate_candidates(
         sets, candidates, models=args.models, regime_model=args.regime_model, seed=args.seed,
         progress=sys.stderr.isatty() or not args.json, img_dir=args.img_dir, paired=args.paired,
@@ -451,19 +588,21 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             if label != args.paired:
                 scores[label]["paired"] = paired_summary(per_set) | {"baseline": args.paired}
     if args.json:
-        out: dict[str, Any] = {"split": args.split, "agent_version": version, "candidates": scores}
+        out: dict[str, Any] = {"split": args.split, "agent_version": version, "regime_version": regime_version,
+                               "candidates": scores}
         if args.split == "test":
             (label,) = reports
             out["reports"] = reports[label]
         print(json.dumps(out, indent=2, sort_keys=True))
     elif args.split == "test":
         (label,) = reports
-        print(f"test split, agent set {version}, configuration {label}: {json.dumps(candidates[label])}")
+        print(f"test split, agent set {version}, regime model {regime_version}, configuration {label}: "
+              f"{json.dumps(candidates[label])}")
         print(format_test(reports[label]))
         summary = scores[label]["summary"]
         print(f"mean margin {summary['mean_margin']:+.3f} (standard error {summary['mean_margin_se']:.3f})")
     else:
-        print(f"{args.split} split, agent set {version}")
+        print(f"{args.split} split, agent set {version}, regime model {regime_version}")
         print(format_validation(scores, sets))
         if args.paired is not None:
             print(format_paired(reports, args.paired, sets))
