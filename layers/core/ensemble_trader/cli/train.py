@@ -29,8 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="data specs: arch:sp500, arch:nasdaq, shared:<name>, synth:<scenario>[:<seed>[:<bars>]], CSV")
     agents.add_argument("--validation-bars", nargs="+", default=None, metavar="SPEC",
                         help="separate validation data (the --bars series are then used whole for training)")
-    agents.add_argument("--out", type=Path, default=None, help="model set folder (default: the committed layers/models/agents)")
-    agents.add_argument("--quick", action="store_true", help="tiny budget (< 60 s), for tests and smoke runs")
+    agents.add_argument("--out", type=Path, default=None,
+                        help="model set folder (default: the committed layers/models/agents; required with --quick)")
+    agents.add_argument("--quick", action="store_true",
+                        help="tiny budget (< 60 s), for tests and smoke runs; needs --out (never the committed set)")
     agents.add_argument("--seed", type=seed, default=None, help="random seed (default 7)")
     agents.add_argument("--timesteps", type=int, default=None, help="PPO timesteps per agent")
     agents.add_argument("--agents", nargs="+", default=None, help="train only these agents")
@@ -42,10 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_agents(args: argparse.Namespace) -> int:
+    import sys
+
+    from ensemble_trader.domain.agents import default_models_dir
+
+    committed = default_models_dir()
+    if args.quick and (args.out is None or _same_folder(args.out, committed)):
+        # a smoke-run set (seconds of PPO) would replace the committed agents every stage serves
+        print(f"ensemble-trader: error: --quick trains a smoke-test set, which must not replace the committed "
+              f"model set in {committed}: pass --out DIR (e.g. --out runs/agents)", file=sys.stderr)
+        return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pydantic import ValidationError
 
-    from ensemble_trader.domain.agents import default_models_dir
     from ensemble_trader.domain.errors import DataError
 
     try:
@@ -79,6 +90,14 @@ def _train_agents(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name one folder (resolved: a relative path, a symlink, ``..``)."""
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _problem(error: dict) -> str:

@@ -1,0 +1,54 @@
+"""``ensemble-trader train agents --quick`` never replaces the committed model set."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from ensemble_trader.cli import main
+from ensemble_trader.runtime.settings import Settings
+
+
+@pytest.fixture
+def models_copy(tmp_path, monkeypatch):
+    """A copy of the committed models, made the default folder through ET_MODELS_DIR (as the repro)."""
+    folder = tmp_path / "models"
+    shutil.copytree(Settings().models_dir, folder)
+    monkeypatch.setenv("ET_MODELS_DIR", str(folder))
+    return folder
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("a quick set was trained into the committed folder")
+
+
+@pytest.mark.parametrize("out", [None, "same", "dotted"])
+def test_a_quick_set_into_the_committed_folder_is_refused(out, models_copy, monkeypatch, capsys):
+    import training.agents.train as train
+
+    monkeypatch.setattr(train, "run_job", no_training)
+    before = (models_copy / "agents" / "manifest.json").read_bytes()
+    argv = ["train", "agents", "--quick", "--no-progress"]
+    if out == "same":
+        argv += ["--out", str(models_copy / "agents")]
+    elif out == "dotted":
+        argv += ["--out", str(models_copy / "regime" / ".." / "agents")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--quick" in err and "pass --out DIR" in err and str(models_copy / "agents") in err
+    assert (models_copy / "agents" / "manifest.json").read_bytes() == before
+
+
+def test_a_quick_set_elsewhere_and_a_full_run_into_the_committed_folder_go_ahead(models_copy, tmp_path, monkeypatch):
+    import training.agents.train as train
+
+    calls = []
+
+    def fake_job(config, out, progress):
+        calls.append((config.quick, out))
+        return {"version": "agents-x", "training": {"seconds_total": 0.0}, "agents": {}}
+
+    monkeypatch.setattr(train, "run_job", fake_job)
+    assert main(["train", "agents", "--quick", "--no-progress", "--out", str(tmp_path / "runs")]) == 0
+    assert main(["train", "agents", "--no-progress"]) == 0  # a full training run may replace the set
+    assert calls == [(True, tmp_path / "runs"), (False, models_copy / "agents")]
