@@ -138,6 +138,7 @@ def test_fit_writes_a_loadable_model(tmp_path, capsys):
     assert code == 0
     model = RegimeModel.load(out)
     assert model.n_states == 4 and model.version in capsys.readouterr().out
+    assert model.info["training_data"] == ["synth:easy:3:1500"]  # its seed, for training.meta.select's check
     bars = tmp_path / "bars.csv"
     write_bars_csv(bars, [generate("easy", 300, 4).series])
     assert main(["regime", "label", "--model", str(out), "--bars", str(bars), "--out", str(tmp_path / "l.csv")]) == 0
@@ -164,3 +165,29 @@ def test_evaluate_json_is_strict_json_when_a_run_has_no_regime_switch(capsys):
 
     out = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert out["rows"][0]["mean_lag"] is None
+
+
+@pytest.mark.parametrize(("flag", "values", "named"), [
+    ("--seeds", ["0", "0", "3"], "0"),
+    ("--seeds", ["3", "1", "3", "1"], "1, 3"),
+    ("--scenarios", ["easy", "easy"], "easy"),
+])
+def test_evaluate_refuses_a_seed_or_scenario_named_twice(flag, values, named, monkeypatch, capsys):
+    """--seeds 0 0 3 weighted seed 0 twice in every mean of the summary."""
+    import training.regime.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    argv = ["regime", "evaluate", "--scenarios", "easy", "--seeds", "0", "--methods", "ours"]
+    argv[argv.index(flag) + 1: argv.index(flag) + 2] = values
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {named} named more than once" in err
+
+
+def test_evaluate_library_refuses_duplicate_seeds_too():
+    from ensemble_trader.domain.errors import DataError
+
+    from training.regime.evaluate import EvalConfig, evaluate
+
+    with pytest.raises(DataError, match="seeds: 0 named more than once"):
+        evaluate(EvalConfig(scenarios=("easy",), seeds=(0, 0, 3), methods=("ours",)))

@@ -8,7 +8,8 @@ A stable contract other tools rely on:
   bar, causal (each row uses only the bars up to and including its own); ``ready`` is ``false``
   on the feature warm-up bars, whose row is the filter's start distribution, not a detection;
 * ``regime evaluate [--scenarios ...] [--seeds ...] [--json] [--out DIR]`` — the validation
-  tables on synthetic bars (ours vs hmmlearn vs true-parameter vs jumpmodels);
+  tables on synthetic bars (ours vs hmmlearn vs true-parameter vs jumpmodels), by default on the
+  held-out seeds 20-39;
 * ``regime history [--out DIR]`` — historical validation on S&P 500 (and BTC when present),
   with plots;
 * ``regime publish --model MODEL_DIR [--symbol SYMBOL]`` — put a fitted model in the registry
@@ -125,7 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = rsub.add_parser("evaluate", help="validation tables on synthetic bars with known regimes")
     ev.add_argument("--scenarios", nargs="+", default=None, help="generator presets (default: all four)")
     ev.add_argument("--seeds", nargs="+", type=_test_seed, default=None,
-                    help=f"test seeds (default 0 1 2; not {_training_seed()}, the training runs' seed)")
+                    help=f"test seeds, each once (default the held-out 20-39; 0 1 2 tuned the rule; not "
+                         f"{_training_seed()}, the training runs' seed)")
     ev.add_argument("--bars", type=at_least(min_test_bars()), default=3000,
                     help=f"test bars per seed (at least {min_test_bars()}: the features warm up on the first {WARMUP_BARS})")
     ev.add_argument("--train-bars", type=at_least(min_train_bars()), default=6000,
@@ -187,6 +189,7 @@ def _fit(args: argparse.Namespace) -> int:
             start=args.start,
             end=args.end,
             progress=sys.stderr.isatty(),
+            data=[args.bars],
         )
     except ValueError as exc:
         print(f"ensemble-trader: error: {exc}", file=sys.stderr)
@@ -256,6 +259,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         summarize,
     )
 
+    for flag, values in (("--seeds", args.seeds), ("--scenarios", args.scenarios)):
+        repeated = sorted({v for v in values or () if list(values).count(v) > 1}, key=str)
+        if repeated:  # each would count twice in every mean of the summary
+            print(f"ensemble-trader: error: argument {flag}: {', '.join(map(str, repeated))} named more than once; "
+                  "every run counts once in the means, so name each once", file=sys.stderr)
+            return 2
     cfg = EvalConfig(
         scenarios=tuple(args.scenarios or DEFAULT_SCENARIOS),
         seeds=tuple(args.seeds if args.seeds is not None else DEFAULT_SEEDS),
