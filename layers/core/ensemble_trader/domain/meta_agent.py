@@ -1165,6 +1165,7 @@ class MetaAgentStep:
             "learner_rounds": new.learners[learner_key].t_ if learner_key is not None else 0,
             "regime": market.regime.regime.value,
             "confidence": float(market.regime.confidence),
+            "regime_model_version": market.regime.model_version,
             "probabilities": {r.value: float(p) for r, p in zip(REGIMES, market.regime.probabilities, strict=True)},
             "agents": agents,
             "chosen": self.agent_names[leader] if leader is not None else None,
