@@ -106,14 +106,16 @@ def test_report_splits_refuse_several_configurations(capsys, split):
 def test_paired_comparison_summary_and_table():
     sets = [EvalSet("x", "synth:easy:1"), EvalSet("y", "synth:hard:2")]
     base = {"x": {}, "y": {}}
-    other = {"x": {"paired": {"baseline": "base", "difference": 0.04, "se": 0.01}},
-             "y": {"paired": {"baseline": "base", "difference": -0.01, "se": 0.02}}}
+    other = {"x": {"paired": {"baseline": "base", "difference": 0.04, "se": 0.01, "se_hac": 0.03}},
+             "y": {"paired": {"baseline": "base", "difference": -0.01, "se": 0.02, "se_hac": 0.04}}}
     sm = paired_summary(other)
     assert sm["mean_difference"] == pytest.approx(0.015)
     assert sm["se"] == pytest.approx(math.sqrt(0.01**2 + 0.02**2) / 2)
+    assert sm["se_hac"] == pytest.approx(math.sqrt(0.03**2 + 0.04**2) / 2)
     assert (sm["positive"], sm["sets"]) == (1, 2)
     text = format_paired({"base": base, "other": other}, "base", sets)
-    assert "against base" in text and "+0.040 (0.010)" in text and "1/2" in text
+    assert "against base" in text and "+0.040 (0.010/0.030)" in text and "1/2" in text
+    assert "0.025" in text  # the pooled Newey-West error
     assert "\nbase" not in text  # the baseline gets no row of its own
 
 

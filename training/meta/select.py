@@ -242,31 +242,42 @@ def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[Ev
 
 def paired_summary(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """Mean Sharpe difference against the baseline over the sets, its standard error (the sets
-    taken as independent) and how many sets the difference is positive on."""
+    taken as independent) from the i.i.d.-normal errors (``se``) and from the Newey-West ones
+    (``se_hac``), and how many sets the difference is positive on."""
     entries = [r["paired"] for r in per_set.values()]
     diffs = np.array([e["difference"] for e in entries])
-    errors = np.array([e["se"] for e in entries])
+
+    def pooled(key: str) -> float:
+        errors = np.array([e[key] for e in entries])
+        return float(np.sqrt(np.sum(errors**2)) / len(errors))
+
     return {
         "mean_difference": float(np.mean(diffs)),
-        "se": float(np.sqrt(np.sum(errors**2)) / len(errors)),
+        "se": pooled("se"),
+        "se_hac": pooled("se_hac"),
         "positive": int(np.sum(diffs > 0)),
         "sets": len(entries),
     }
 
 
 def format_paired(reports: Mapping[str, Mapping[str, Any]], baseline: str, sets: Sequence[EvalSet]) -> str:
-    """Each candidate against the baseline, set by set: Sharpe difference (standard error)."""
+    """Each candidate against the baseline, set by set: Sharpe difference (standard error under
+    i.i.d. normal returns / Newey-West)."""
     width = max([9, *(len(c) for c in reports)])
-    head = f"{'candidate':{width}}" + "".join(f"{s.name[:19]:>21}" for s in sets) + f"{'mean':>9}{'s.e.':>7}{'> 0':>6}"
-    lines = [f"Sharpe difference against {baseline}, period by period on the same series (standard error):", head]
+    head = (f"{'candidate':{width}}" + "".join(f"{s.name[:25]:>27}" for s in sets)
+            + f"{'mean':>9}{'s.e.':>7}{'HAC':>7}{'> 0':>6}")
+    lines = [f"Sharpe difference against {baseline}, period by period on the same series "
+             "(standard error: i.i.d. normal / Newey-West HAC):", head]
     for label, per_set in reports.items():
         if label == baseline:
             continue
         cells = "".join(
-            f"{per_set[s.name]['paired']['difference']:+13.3f} ({per_set[s.name]['paired']['se']:.3f})" for s in sets
+            f"{per_set[s.name]['paired']['difference']:+13.3f} ({per_set[s.name]['paired']['se']:.3f}"
+            f"/{per_set[s.name]['paired']['se_hac']:.3f})" for s in sets
         )
         sm = paired_summary(per_set)
-        lines.append(f"{label:{width}}{cells}{sm['mean_difference']:+9.3f}{sm['se']:7.3f}{sm['positive']:>4}/{sm['sets']}")
+        lines.append(f"{label:{width}}{cells}{sm['mean_difference']:+9.3f}{sm['se']:7.3f}{sm['se_hac']:7.3f}"
+                     f"{sm['positive']:>4}/{sm['sets']}")
     return "\n".join(lines)
 
 
@@ -433,7 +444,7 @@ def evaluate_candidates(
     nearly the same positions."""
     from ensemble_trader.backtest.engine import CostModel
     from ensemble_trader.backtest.ensemble import ensemble_net_returns, evaluate, run_meta, run_pipeline
-    from ensemble_trader.backtest.metrics import sharpe_margin_se
+    from ensemble_trader.backtest.metrics import sharpe_margin_se, sharpe_margin_se_hac
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
     from ensemble_trader.domain.regime import RegimeStep
@@ -481,6 +492,7 @@ def evaluate_candidates(
                         "baseline": paired,
                         "difference": reports[label][s.name]["ensemble"]["overall"]["sharpe"] - base_sharpe,
                         "se": sharpe_margin_se(nets[label][0], base_net, 1.0, ppy),
+                        "se_hac": sharpe_margin_se_hac(nets[label][0], base_net, 1.0, ppy),
                     }
     bar.close()
     return reports, pool.version

@@ -41,7 +41,7 @@ from ensemble_trader.backtest.engine import (
     summarise,
     window_text,
 )
-from ensemble_trader.backtest.metrics import periods_per_year, sharpe_margin_se
+from ensemble_trader.backtest.metrics import periods_per_year, sharpe_margin_se, sharpe_margin_se_hac
 from ensemble_trader.domain.bars import BarSeries, parse_datetime64, to_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
@@ -319,7 +319,9 @@ def evaluate(
     each period's position was taken (:func:`~ensemble_trader.backtest.engine.period_regimes`).
     ``target`` checks the issue's goal against the best single agent (by Sharpe):
     ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``; ``margin_se`` is the standard
-    error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`).
+    error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`),
+    ``margin_se_hac`` the same without assuming normal, serially independent returns
+    (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se_hac`, Newey-West).
     """
     costs = costs or CostModel()
     run, i0, r, ppy = _window(run, start, end)
@@ -353,6 +355,7 @@ def evaluate(
         "sharpe_goal": goal,
         "sharpe_met": bool(len(r) > 1 and ens_m["sharpe"] >= goal),  # one period: no Sharpe to meet
         "margin_se": sharpe_margin_se(net["ensemble"], net[best], goal_factor(best_m["sharpe"]), ppy),
+        "margin_se_hac": sharpe_margin_se_hac(net["ensemble"], net[best], goal_factor(best_m["sharpe"]), ppy),
         "best_max_drawdown": best_m["max_drawdown"],
         "ensemble_max_drawdown": ens_m["max_drawdown"],
         "drawdown_met": bool(ens_m["max_drawdown"] <= best_m["max_drawdown"] + 1e-12),
