@@ -4,7 +4,8 @@ A stage of the pipeline (features, regime, meta-agent) is a pure step over per-s
 
     Kinesis records ──decode/validate──▶ group by symbol (order kept)
         ──one round trip of GETs──▶ state per symbol (cache, checked against the snapshots' versions;
-                      DynamoDB snapshot on a miss or a stale entry; new state otherwise)
+                      DynamoDB snapshot on a miss, a stale entry or a cache that cannot be read;
+                      new state otherwise)
         ──step.apply(state, message) for each new record──▶ outputs, events
         ──▶ outputs on the next stream / queue (in time order) ──▶ events on the bus
         ──▶ conditional snapshot per symbol (DynamoDB) ──▶ one pipelined write-back (cache)
@@ -39,12 +40,20 @@ Rules, in the order they apply:
   too; once times have been forgotten, a record older than the memory is counted as a
   duplicate, as is every record of a state stored without it.
 * **Transient errors fail a symbol from its first unprocessed record.** An InfrastructureError of
-  the cache, the sink, the bus or DynamoDB, or a ConcurrencyError of the snapshot reports that
+  the sink, the bus or DynamoDB, or a ConcurrencyError of the snapshot reports that
   symbol's first unprocessed record and every later record of that symbol as batch item failures;
   the ESM then retries from the lowest failed sequence number, and the records already applied
   before it are no-ops on the retry. An unexpected exception inside ``apply`` (a bug) fails
   *all* of the symbol's records in the batch and keeps none of its state changes or outputs: the
   step may have changed its state part-way. Other symbols in the batch are unaffected.
+* **The cache is best effort.** With snapshots, an InfrastructureError of the cache fails no
+  record: a failed read loads every state of the batch from its snapshot (a consistent read, as
+  for a miss) and the batch then leaves the cache alone; a failed write-back after the snapshots
+  committed, or a failed drop of a key, only loses the cache's copy. Each is logged and counted
+  (``<stage>_cache_unavailable``); the next read finds such entries behind their snapshots and
+  replaces them (the stale-cache rule below). A cache outage costs latency (the client's timeout
+  per batch and one GetItem per symbol), never a skipped record. Without snapshots the cache is
+  the only copy, and its errors fail the symbols as above.
 * **A message dated ahead of its arrival is refused.** A record whose message time is more than
   ``max_lead_seconds`` (default 300) after the record reached the stream
   (``approximateArrivalTimestamp``) is dead-lettered with the reason: applied, a mistyped future
@@ -60,7 +69,10 @@ Rules, in the order they apply:
   failover that lost recent writes — is replaced by the snapshot, so no output is ever computed
   from an old state (counted as ``<stage>_stale_cache``). An entry *ahead* of its snapshot (the
   snapshots lost writes: an item deleted, a table restored) is kept and written over the
-  snapshot, logged as an error (``<stage>_snapshot_reseeded``), not silently restarted.
+  snapshot, logged as an error (``<stage>_snapshot_reseeded``), not silently restarted; the
+  rewritten snapshot takes the version after the *cached* one, so versions never go back and
+  an older entry the cache still holds (a failed write-back) is found behind it. Every cached
+  version is thus one the snapshot has committed with the same state, or an older one.
 * **Outputs are at least once, and per writer.** Two invocations that process the same symbol
   at the same time — which one event-source mapping never runs (one shard's records go to one
   invocation at a time), but which a mapping being replaced or a manual replay can cause — both
@@ -261,6 +273,7 @@ class StageStats:
     events: int = 0
     stale_cache: int = 0  # cached states found behind their snapshot (and reloaded from it)
     reseeded: int = 0  # snapshots found behind (or without) their cached state, rewritten from it
+    cache_unavailable: int = 0  # cache calls that failed (read, write-back, key drop): snapshots used instead
     # the latest per-record compute times (bounded: a warm container may live for millions)
     compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
@@ -315,12 +328,15 @@ class _Unit:
 class _Group:
     items: list[_Item]
     state: Any = None
-    version: int = 0
+    version: int = 0  # of the state loaded; the next commit is version + 1
+    stored: int = 0  # the snapshot's version: the condition of the next commit (= version unless reseeding)
     outputs: list[tuple[int, BaseModel]] = field(default_factory=list)
     events: list[tuple[int, BaseModel]] = field(default_factory=list)
     changed: bool = False
     warm: bool = False  # loaded from the snapshot on a cache miss: write it back to the cache
-    reseed: bool = False  # the snapshot lost writes the cache holds: rewrite it from the cache
+    reseed: bool = False  # the snapshot lost writes the cache holds: rewrite it from the cache, at a
+    # version above the cached one (stored < version), so versions never go back and an entry the
+    # cache keeps from before cannot pass for the rewritten state
     failed_from: int | None = None  # index of the first unprocessed item after a failure
     handled: list[int] = field(default_factory=list)  # sorted times of the latest handled messages
     complete: bool = False  # ``handled`` holds every message handled since the state began
@@ -465,9 +481,9 @@ class KinesisStageRunner(Generic[S, In]):
         failures: list[str] = []
         duplicates_before = stats.duplicates
         groups = self._decode(records, failures)
-        self._load_states(groups)
+        cache_ok = self._load_states(groups)
         self._apply(groups, failures)
-        self._persist(groups)
+        self._persist(groups, cache_ok)
 
         for group in groups.values():
             if group.failed_from is not None:
@@ -536,17 +552,24 @@ class KinesisStageRunner(Generic[S, In]):
         lead = sequence - int(arrival_s * 1e9)
         return lead if lead > self.max_lead_ns else None
 
-    def _load_states(self, groups: dict[str, _Group]) -> None:
+    def _load_states(self, groups: dict[str, _Group]) -> bool:
+        """Load every group's state; False when the cache could not be read (the states then
+        come from the snapshots, and the batch leaves the cache alone)."""
         if not groups:
-            return
+            return True
         symbols = list(groups)
+        cache_ok = True
         try:
             blobs = self.cache.get_many([self.step.key(s) for s in symbols])
         except InfrastructureError as exc:
-            log.warning("stage %s: cache read failed, failing %d symbols: %s", self.step.name, len(symbols), exc)
-            for g in groups.values():
-                g.fail(0)
-            return
+            if self.snapshots is None:  # the cache is the only copy: nothing else to load from
+                log.warning("stage %s: cache read failed, failing %d symbols: %s", self.step.name, len(symbols), exc)
+                for g in groups.values():
+                    g.fail(0)
+                return False
+            # a cache, never the only copy: every state is read from its snapshot (consistently)
+            self._cache_unavailable(f"read failed, loading {len(symbols)} symbols from their snapshots", exc)
+            blobs, cache_ok = [None] * len(symbols), False
         try:
             blobs, reseed = self._drop_stale(symbols, blobs)
         except (InfrastructureError, DataError) as exc:  # DataError: the store refused the read
@@ -554,7 +577,7 @@ class KinesisStageRunner(Generic[S, In]):
                         self.step.name, len(symbols), exc)
             for g in groups.values():
                 g.fail(0)
-            return
+            return cache_ok
         for symbol, blob in zip(symbols, blobs, strict=True):
             group = groups[symbol]
             try:
@@ -563,8 +586,10 @@ class KinesisStageRunner(Generic[S, In]):
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
                 continue
+            group.stored = group.version
             if symbol in reseed:  # write the cached state over the snapshot that lost it
-                group.version, group.reseed = reseed[symbol], True
+                group.stored, group.reseed = reseed[symbol], True
+        return cache_ok
 
     def _drop_stale(
         self, symbols: list[str], blobs: list[bytes | None]
@@ -694,7 +719,9 @@ class KinesisStageRunner(Generic[S, In]):
                 group.events.extend((item.position, e) for e in events)
             group.state = state
 
-    def _persist(self, groups: dict[str, _Group]) -> None:
+    def _persist(self, groups: dict[str, _Group], cache_ok: bool = True) -> None:
+        """Outputs, events, conditional snapshots, then the cache write-back (skipped when the
+        batch could not read the cache: it is down, and the next read finds its entries behind)."""
         step = self.step
         with_outputs = [g for g in groups.values() if g.changed and g.outputs]
         if self.sink is not None and with_outputs:
@@ -730,11 +757,11 @@ class KinesisStageRunner(Generic[S, In]):
                 if handled[symbol]:
                     item["handled"] = handled[symbol]
                 try:
-                    self.snapshots.put_item(self.snapshot_table, item, expected_version=group.version)
+                    self.snapshots.put_item(self.snapshot_table, item, expected_version=group.stored)
                 except ConcurrencyError as exc:
                     log.warning("stage %s: snapshot of %s lost a race: %s", step.name, symbol, exc)
-                    if not group.reseed:  # a reseeded entry may be the only copy of its state:
-                        self._drop_cached(symbol)  # the retry compares the versions again
+                    if not group.reseed and cache_ok:  # a reseeded entry may be the only copy of its
+                        self._drop_cached(symbol)  # state; the retry compares the versions again
                     group.fail(0)
                     del to_write[symbol]
                 except InfrastructureError as exc:
@@ -755,13 +782,17 @@ class KinesisStageRunner(Generic[S, In]):
                                                                   group.handled_bytes())
                 except Exception:
                     log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
-        if cache_items:
+        if cache_items and cache_ok:
             try:
                 self.cache.set_many(cache_items)
             except InfrastructureError as exc:
-                log.warning("stage %s: state write-back failed for %d symbols: %s", step.name, len(to_write), exc)
-                for g in to_write.values():
-                    g.fail(0)
+                if self.snapshots is None:  # the cache is the only copy: the states are not stored
+                    log.warning("stage %s: state write-back failed for %d symbols: %s", step.name, len(to_write), exc)
+                    for g in to_write.values():
+                        g.fail(0)
+                else:  # committed in the snapshots; the next read finds these entries behind them
+                    self._cache_unavailable(f"write-back of {len(cache_items)} states failed (committed in "
+                                            "their snapshots)", exc)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -838,8 +869,15 @@ class KinesisStageRunner(Generic[S, In]):
     def _drop_cached(self, symbol: str) -> None:
         try:
             self.cache.delete(self.step.key(symbol))
-        except InfrastructureError as exc:
-            log.warning("stage %s: could not drop cached state of %s: %s", self.step.name, symbol, exc)
+        except InfrastructureError as exc:  # the retry's version check finds the entry behind anyway
+            self._cache_unavailable(f"could not drop cached state of {symbol}", exc)
+
+    def _cache_unavailable(self, what: str, exc: Exception) -> None:
+        """A failed cache call the stage carries on without (the snapshots hold every state):
+        logged, counted (``<stage>_cache_unavailable``), never a failed record."""
+        log.warning("stage %s: cache unavailable, %s: %s", self.step.name, what, exc)
+        self.stats.cache_unavailable += 1
+        self._count("cache_unavailable", 1)
 
     def _count(self, what: str, n: int) -> None:
         if self.metrics is not None and n:
