@@ -106,25 +106,46 @@ class RedisCache:
         return results
 
     def set_many(self, items: Mapping[str, bytes]) -> None:
+        """One round trip of ``SET``s. A refusal names the operation, the key and Redis's error,
+        never the value: redis-py's own message for a failed pipeline command quotes the command
+        with its arguments, i.e. the state's raw bytes, which the stage runner would log."""
         if not items:
             return
+        keys = [self._k(key) for key in items]
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, value in items.items():
-                pipe.set(self._k(key), value, ex=self.ttl_seconds)
-            results = pipe.execute(raise_on_error=True)
+            for key, value in zip(keys, items.values(), strict=True):
+                pipe.set(key, value, ex=self.ttl_seconds)
+            results = list(pipe.execute(raise_on_error=False))
         except Exception as exc:
             raise InfrastructureError(f"Redis SET of {len(items)} keys failed: {exc}") from exc
-        if not all(results):
-            raise InfrastructureError(f"Redis SET of {len(items)} keys: some writes were refused")
+        _raise_refused("SET", keys, results)
+        unwritten = [key for key, result in zip(keys, results, strict=True) if not result]
+        if unwritten:
+            raise InfrastructureError(f"Redis SET of {len(items)} keys: {len(unwritten)} not written, "
+                                      f"first {unwritten[0]}")
 
     def delete(self, *keys: str) -> None:
         if not keys:
             return
+        names = [self._k(key) for key in keys]
         try:
             pipe = self._client.pipeline(transaction=False)  # one key per command (see get_many)
-            for key in keys:
-                pipe.delete(self._k(key))
-            pipe.execute(raise_on_error=True)
+            for name in names:
+                pipe.delete(name)
+            results = list(pipe.execute(raise_on_error=False))
         except Exception as exc:
             raise InfrastructureError(f"Redis DEL of {len(keys)} keys failed: {exc}") from exc
+        _raise_refused("DEL", names, results)
+
+
+def _raise_refused(operation: str, keys: Sequence[str], results: Sequence[Any]) -> None:
+    """An InfrastructureError naming the operation, the first key Redis refused and its error (as
+    Redis sent it: ``execute(raise_on_error=False)`` leaves the errors unannotated, so no command
+    arguments in them), if any command of the pipeline was refused."""
+    refused = [(key, result) for key, result in zip(keys, results, strict=True) if isinstance(result, Exception)]
+    if refused:
+        key, error = refused[0]
+        others = f" (and {len(refused) - 1} other keys)" if len(refused) > 1 else ""
+        raise InfrastructureError(f"Redis {operation} of {len(keys)} keys failed at {key}{others}: "
+                                  f"{error}") from error
