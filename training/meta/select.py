@@ -284,7 +284,7 @@ def format_paired(reports: Mapping[str, Mapping[str, Any]], baseline: str, sets:
 def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The test table of one configuration: per set, ensemble vs best agent, both conditions."""
     lines = [
-        f"{'set':22}{'ens SR':>8}{'best agent':>24}{'goal':>7}{'SR':>5}{'margin':>8}{'s.e.':>6}{'ens DD':>8}"
+        f"{'set':22}{'ens SR':>8}{'best agent':>24}{'goal':>7}{'SR':>5}{'margin':>8}{'s.e.':>6}{'HAC':>6}{'ens DD':>8}"
         f"{'best DD':>9}{'DD':>5}{'B&H SR':>8}{'regret':>8}"
     ]
     for name, r in results.items():
@@ -292,7 +292,8 @@ def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
         best = f"{t['best_agent']} {t['best_sharpe']:.2f}"
         lines.append(
             f"{name:22}{t['ensemble_sharpe']:8.2f}{best:>24}{t['sharpe_goal']:7.2f}"
-            f"{'met' if t['sharpe_met'] else 'no':>5}{margin(t):+8.2f}{t['margin_se']:6.2f}{t['ensemble_max_drawdown']:8.1%}"
+            f"{'met' if t['sharpe_met'] else 'no':>5}{margin(t):+8.2f}{t['margin_se']:6.2f}"
+            f"{t.get('margin_se_hac', float('nan')):6.2f}{t['ensemble_max_drawdown']:8.1%}"
             f"{t['best_max_drawdown']:9.1%}{'met' if t['drawdown_met'] else 'no':>5}"
             f"{r['buy_and_hold']['overall']['sharpe']:8.2f}{r['regret']['overall']:8.1f}"
         )
