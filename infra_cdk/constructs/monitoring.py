@@ -37,7 +37,7 @@ from ensemble_trader.domain.models import REGIMES
 
 from infra_cdk.config import StageConfig
 from infra_cdk.constructs.events import TARGET_MAX_EVENT_AGE, TARGET_RETRY_ATTEMPTS
-from infra_cdk.constructs.functions import METRICS_NAMESPACE, Functions
+from infra_cdk.constructs.functions import ACCESS, METRICS_NAMESPACE, Functions
 from infra_cdk.constructs.queues import Queues, dead_letter_queues
 from infra_cdk.constructs.streams import Streams, _construct_name
 from infra_cdk.constructs.training import Training
@@ -389,7 +389,8 @@ class Monitoring(Construct):
                 failed,
                 threshold=1,
                 evaluation_periods=3,
-                description=f"{logical} keeps reporting records failed (a cache, sink or DynamoDB fault): see the logs",
+                description=f"{logical} keeps reporting records failed (a sink or DynamoDB fault; a cache "
+                            "fault alone fails none): see the logs",
             )
             self._alarm(
                 f"{title}SnapshotReseeded",
@@ -398,6 +399,18 @@ class Monitoring(Construct):
                 description=f"{logical}: state snapshots were behind the cache (lost writes?) and were "
                             "rewritten from it (docs/runbook.md, cache rebuild)",
             )
+            if ACCESS[logical].cache:
+                # a warning: the runner reads the states from their snapshots and fails no record, so
+                # only latency and DynamoDB reads rise; three minutes in a row is an outage, not a blip
+                self._alarm(
+                    f"{title}CacheUnavailable",
+                    self._emf(f"{logical}_cache_unavailable", logical, "Sum"),
+                    threshold=1,
+                    evaluation_periods=3,
+                    description=f"warning: {logical} cannot use the cache (unreachable or refusing) and runs "
+                                "from the DynamoDB snapshots: no record failed, latency and DynamoDB reads "
+                                "rise (docs/runbook.md §3.1)",
+                )
         if logical == "orders":
             # SqsFifoPartialProcessor reports a failed intent as a batch-item failure: the invocation
             # succeeds, so Lambda's Errors (and OrdersErrorRate) never count it

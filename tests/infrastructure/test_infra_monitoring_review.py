@@ -1,10 +1,14 @@
-"""Monitoring review: orders failures, the breaker and kill-switch state alarms, the alarm math."""
+"""Monitoring review: orders failures, the breaker and kill-switch state alarms, the alarm math,
+the cache-outage warning of the stage runners."""
 
 from __future__ import annotations
 
 import json
 
-from ensemble_trader.constants import qualified
+import pytest
+from ensemble_trader.constants import FUNCTIONS, qualified
+
+from infra_cdk.constructs.functions import ACCESS
 
 STAGE = "dev"
 
@@ -21,10 +25,10 @@ def _dashboard(synth, name: str) -> str:
     raise AssertionError(name)
 
 
-def _orders_emf(alarm: dict, metric: str, statistic: str) -> None:
+def _orders_emf(alarm: dict, metric: str, statistic: str, service: str = "orders") -> None:
     assert alarm["Namespace"] == "EnsembleTrader"
     assert alarm["MetricName"] == metric and alarm["Statistic"] == statistic
-    assert {"Name": "service", "Value": "orders"} in alarm["Dimensions"]
+    assert {"Name": "service", "Value": service} in alarm["Dimensions"]
     assert {"Name": "stage", "Value": STAGE} in alarm["Dimensions"]
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
 
@@ -63,3 +67,53 @@ def test_training_failed_counts_timeouts_and_aborts(full):
     names = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
     assert names == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
     assert json.dumps(alarm).count("Sum") == 3
+
+
+CACHE_STAGES = [spec.logical for spec in FUNCTIONS if spec.mapping.kind == "kinesis" and ACCESS[spec.logical].cache]
+
+
+def test_the_cache_using_stages_are_the_three_kinesis_stages():
+    assert CACHE_STAGES == ["features", "regime", "meta_agent"]
+
+
+@pytest.mark.parametrize("logical", CACHE_STAGES)
+def test_a_cache_outage_raises_a_warning_on_the_runners_metric(full, logical):
+    """The stage runner counts every failed cache call as ``<stage>_cache_unavailable`` (EMF,
+    dimensions service + stage) and carries on from the snapshots: an alarm on three minutes in a
+    row, like FailedItems, whose description says no record failed and points at the runbook."""
+    title = "".join(part.capitalize() for part in logical.split("_"))
+    alarm = _alarms(full)[qualified(STAGE, f"{title}CacheUnavailable")]
+    _orders_emf(alarm, f"{logical}_cache_unavailable", "Sum", service=logical)
+    assert len(alarm["Dimensions"]) == 2
+    assert alarm["Period"] == 60 and alarm["EvaluationPeriods"] == 3
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert alarm["AlarmActions"] and alarm["OKActions"]
+    description = alarm["AlarmDescription"]
+    assert description.startswith("warning:") and "no record failed" in description
+    assert "docs/runbook.md §3.1" in description
+
+
+def test_only_the_cache_using_stages_have_a_cache_alarm(full):
+    cache_alarms = {name for name in _alarms(full) if name.endswith("CacheUnavailable")}
+    assert len(cache_alarms) == len(CACHE_STAGES) == 3
+
+
+@pytest.mark.parametrize("logical", CACHE_STAGES)
+def test_failed_items_no_longer_blame_the_cache(full, logical):
+    """A cache fault alone fails no record since the runner reads the snapshots instead."""
+    title = "".join(part.capitalize() for part in logical.split("_"))
+    description = _alarms(full)[qualified(STAGE, f"{title}FailedItems")]["AlarmDescription"]
+    assert "a cache, sink or DynamoDB fault" not in description
+    assert "sink or DynamoDB fault" in description and "cache fault alone fails none" in description
+
+
+def test_the_alarmed_metric_is_the_one_the_stage_runners_emit():
+    """``StageRunner`` emits ``f"{step.name}_cache_unavailable"`` with the service dimension
+    ``POWERTOOLS_SERVICE_NAME`` = the logical name: the step names must be the logical names."""
+    from ensemble_trader.domain.meta_agent import MetaAgentStep
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.runtime.features_stage import FeaturesStep
+    from ensemble_trader.runtime.stage import StageStats
+
+    assert [FeaturesStep.name, RegimeStep.name, MetaAgentStep.name] == CACHE_STAGES
+    assert "cache_unavailable" in StageStats.__dataclass_fields__

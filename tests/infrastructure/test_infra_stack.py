@@ -426,7 +426,7 @@ def test_alarms_cover_lag_errors_throttles_dlqs_and_business_limits(full):
     for spec in KINESIS_SPECS:
         camel = "".join(part.capitalize() for part in spec.logical.split("_"))
         expected += [f"{camel}IteratorAge", f"{camel}ErrorRate", f"{camel}Throttles",
-                     f"{camel}FailedItems", f"{camel}SnapshotReseeded"]
+                     f"{camel}FailedItems", f"{camel}SnapshotReseeded", f"{camel}CacheUnavailable"]
     for name in expected:
         assert qualified(STAGE, name) in alarms, name
     topic_id = next(iter(full.resources("AWS::SNS::Topic")))
