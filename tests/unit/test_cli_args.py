@@ -26,6 +26,14 @@ from ensemble_trader.cli import main
          "--start 20150101 is not before --end 2015-01-01"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--start", "2007", "--end", "2006-12-31"],
          "--start 2007 is not before --end 2006-12-31"),
+        (["backtest", "--bars", "arch:sp500", "--end", "2020", "--start", "2018-01-01", "--end", "2015-01-01"],
+         "--start 2018-01-01 is not before --end 2015-01-01"),  # the last --end counts, as for any option
+        (["feed", "replay", "--bars", "synth:easy:1:5", "--stream", "features"],
+         "argument --stream: 'features' is a stream of the pipeline that carries no bars: bars go on market-data"),
+        (["feed", "replay", "--bars", "synth:easy:1:5", "--stream", "et-local-market-state"],
+         "argument --stream: 'et-local-market-state' is a stream of the pipeline that carries no bars"),
+        (["feed", "replay", "--bars", "synth:easy:1:5", "--stream", "order-intents"],
+         "argument --stream: 'order-intents' is not a stream"),
         (["feed", "replay", "--bars", "synth:easy:1:5", "--bars", "arch:sp500", "--bars", "synth:easy:1:5"],
          "argument --bars: 'synth:easy:1:5' is named twice"),
         (["train", "agents", "--seed", "-1"], "argument --seed: '-1' must be an integer >= 0"),
@@ -57,6 +65,35 @@ def test_compact_iso_dates_are_read_as_dates_in_every_window():
     assert (args.start, args.end) == ("20150101", "2016")
     args = build_parser().parse_args(["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--end", "20070101"])
     assert args.end == "20070101"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--end", "2003-01-01", "--start", "2005-01-01",
+         "--end", "2010-01-01"],
+        ["backtest", "--bars", "arch:sp500", "--end", "2003-01-01", "--start", "2005-01-01", "--end", "2010-01-01"],
+        ["evaluate", "agents", "--bars", "arch:sp500", "--start", "2011-01-01", "--end", "2010-01-01",
+         "--start", "2005-01-01"],
+    ],
+)
+def test_a_repeated_window_bound_is_checked_with_its_last_value(argv):
+    """argparse keeps the last of a repeated option: the window is checked once every argument is
+    read, so an earlier value that the later one replaced neither refuses a valid window nor is
+    named in the error."""
+    from ensemble_trader.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.start, args.end) == ("2005-01-01", "2010-01-01")
+
+
+def test_feed_replay_takes_the_bars_stream_by_logical_or_physical_name():
+    from ensemble_trader.cli import build_parser
+
+    for stream in ("market-data", "et-dev-market-data", "my-own-bars"):
+        args = build_parser().parse_args(["feed", "replay", "--bars", "synth:easy:1:5", "--stream", stream])
+        assert args.stream == stream
+    assert build_parser().parse_args(["feed", "replay", "--bars", "synth:easy:1:5"]).stream == "market-data"
 
 
 def test_a_source_named_twice_by_another_path_is_a_usage_error(tmp_path, monkeypatch, capsys):

@@ -75,19 +75,41 @@ def iso_time(text: str) -> str:
 
 
 class WindowBound(argparse.Action):
-    """The ``action`` of ``--start`` and ``--end`` (``type=iso_time``) of a window [start, end):
-    once both are given, a start at or after the end is a usage error naming both — such a
+    """The ``action`` of ``--start`` and ``--end`` (``type=iso_time``) of a window [start, end).
+
+    It only stores the value (a repeated option: the last one wins, as for any argparse option).
+    The parser checks the window once every argument is read (:class:`Parser`,
+    :func:`check_window`): a start at or after the end is a usage error naming both — such a
     window holds no bar, and the run would otherwise fail later with "fewer than two warm bars"
     and a span that hides which bound was wrong."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        from ensemble_trader.domain.bars import parse_datetime64
-
         setattr(namespace, self.dest, values)
-        start, end = getattr(namespace, "start", None), getattr(namespace, "end", None)
-        if start is not None and end is not None and parse_datetime64(start) >= parse_datetime64(end):
-            parser.error(f"--start {start} is not before --end {end}: the window [start, end) holds no bar")
+
+
+def check_window(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> None:
+    """If ``parser`` has ``--start`` and ``--end`` options of :class:`WindowBound` and both were
+    given, refuse (``parser.error``: usage, exit 2) a start that is not before the end."""
+    from ensemble_trader.domain.bars import parse_datetime64
+
+    dests = {a.dest for a in parser._actions if isinstance(a, WindowBound)}
+    if not {"start", "end"} <= dests:
+        return
+    start, end = getattr(namespace, "start", None), getattr(namespace, "end", None)
+    if start is not None and end is not None and parse_datetime64(start) >= parse_datetime64(end):
+        parser.error(f"--start {start} is not before --end {end}: the window [start, end) holds no bar")
+
+
+class Parser(argparse.ArgumentParser):
+    """The command's parser (its sub-command parsers are of this class too): checks that run once
+    all of a (sub-)command's arguments are read, whatever their order or repetition
+    (:func:`check_window`)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        check_window(self, namespace)
+        return namespace, extras
 
 
 def _writable(path: Path, text: str) -> None:
@@ -152,7 +174,7 @@ def symbol_file_stem(symbol: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ensemble-trader",
         description="Multi-agent ensemble trading: data, features, regimes, agents, backtests, local stack.",
     )

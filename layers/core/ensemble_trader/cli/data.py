@@ -82,13 +82,16 @@ def _show(args: argparse.Namespace) -> int:
             print(f"{s.symbol}: 0 rows")
             continue
         first, last = format_timestamps(s.timestamp[[0, -1]])  # as the bars CSV writes them
-        span = f"{first} … {last}"
-        step = spacing(np.median(np.diff(s.timestamp))) if n > 1 else None
+        if n == 1:  # no spacing, no return, no range to measure
+            print(f"{s.symbol}: 1 row, at {first}, close {s.close[0]:.6g}, volume {float(s.volume[0]):.6g} "
+                  "(one row: no spacing or returns to measure)")
+            continue
+        step = spacing(np.median(np.diff(s.timestamp)))
         log_ret = np.diff(np.log(s.close))
-        vol = f"{float(np.std(log_ret)):.4%}" if n > 2 else "n/a"
+        vol = f"{float(np.std(log_ret)):.4%} per bar" if n > 2 else "n/a (one return)"
         print(
-            f"{s.symbol}: {n:,} rows, {span}, median spacing {step}, close {s.close[0]:.6g} → {s.close[-1]:.6g} "
-            f"(min {s.close.min():.6g}, max {s.close.max():.6g}), log-return sd {vol} per bar, "
+            f"{s.symbol}: {n:,} rows, {first} … {last}, median spacing {step}, close {s.close[0]:.6g} → "
+            f"{s.close[-1]:.6g} (min {s.close.min():.6g}, max {s.close.max():.6g}), log-return sd {vol}, "
             f"mean volume {float(np.mean(s.volume)):.6g}"
         )
     return 0

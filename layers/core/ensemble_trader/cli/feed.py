@@ -25,6 +25,37 @@ if TYPE_CHECKING:
 CHUNK = 500
 
 
+def _bar_streams() -> tuple[str, ...]:
+    from ensemble_trader import constants
+
+    return tuple(s for s in constants.STREAMS if not any(s in f.outputs for f in constants.FUNCTIONS))
+
+
+BAR_STREAMS = _bar_streams()
+"""The streams that take bars from outside: those no function writes (``market-data``); the
+features and regime stages write the others."""
+
+
+def bar_stream(text: str) -> str:
+    """``--stream``: a stream that takes bars — a logical name of :data:`BAR_STREAMS`, or a
+    physical name. Any other logical name of the app (``features``, ``market-state``, a queue, a
+    table), or the physical name ``et-<stage>-<logical>`` of another stream, is refused: its
+    consumer would dead-letter every bar."""
+    import re
+
+    from ensemble_trader import constants
+
+    logical = {*constants.STREAMS, *constants.QUEUES, *(t.logical for t in constants.TABLES),
+               constants.EVENT_BUS, constants.MODEL_BUCKET}
+    others = [s for s in constants.STREAMS if s not in BAR_STREAMS]
+    stage_name = re.fullmatch(r"et-[a-z][a-z0-9-]*?-(" + "|".join(map(re.escape, others)) + ")", text)
+    if text in BAR_STREAMS or (text not in logical and not stage_name):
+        return text
+    what = "a stream of the pipeline that carries no bars" if text in others or stage_name else "not a stream"
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is {what}: bars go on {' or '.join(BAR_STREAMS)} (or its physical name et-<stage>-market-data)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import at_least
 
@@ -32,10 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     feed_sub = feed.add_subparsers(dest="feed_command", metavar="SUBCOMMAND", required=True)
     p = feed_sub.add_parser("replay", help="put bars on a Kinesis stream, partition key = symbol")
     p.add_argument("--bars", action=_AppendSource, required=True,
-                   help="a bars CSV or a data spec (arch:sp500, arch:nasdaq, synth:NAME[:SEED[:N]]); "
-                        "repeatable, each source once")
-    p.add_argument("--stream", default="market-data",
-                   help="stream name: logical (market-data, qualified with ET_STAGE) or physical")
+                   help="a bars CSV or a data spec (arch:sp500, arch:nasdaq, shared:<name>, "
+                        "synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]); repeatable, each source once")
+    p.add_argument("--stream", type=bar_stream, default=BAR_STREAMS[0],
+                   help=f"the stream that takes bars: logical ({', '.join(BAR_STREAMS)}, qualified with ET_STAGE) or "
+                        "a physical name (the other streams of the pipeline carry feature vectors and market "
+                        "states, and are refused)")
     p.add_argument("--rate", type=at_least(0.0, float), default=0.0, help="bars per second (0 = as fast as possible)")
     p.add_argument("--limit", type=at_least(1), default=None, help="replay at most N bars in total")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
