@@ -1,8 +1,11 @@
-"""``ensemble-trader local up|down|status``: a local stack that outlives the command.
+"""``ensemble-trader local up|drain|down|status``: a local stack that outlives the command.
 
 ``up`` starts a detached moto server and a redis-server on free ports, creates every resource,
-writes ``.local-stack.json`` in the repository root and prints the ``export`` lines a shell (or
-``feed replay``) needs; ``down`` stops both by pid; ``status`` says what is running, and
+writes its state file (``.local-stack.json`` in the root of the checkout the package is installed
+from, or ``$ET_LOCAL_STATE_FILE``; the full path is printed) and prints the ``export`` lines a
+shell (or ``feed replay``) needs; ``drain`` runs the emulated event-source mappings over the
+running stack until every source is empty (nothing else runs the handlers of such a stack); ``down``
+stops both servers by pid; ``status`` says what is running, and
 ``status --exports`` prints the running stack's ``export`` lines again (``up`` refuses a second
 stack, so another shell gets its environment from there). ``up`` claims the state file first (an
 exclusive lock on ``<state file>.lock``, held from its "already running?" check until the file is
@@ -24,7 +27,13 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from ensemble_trader.local.esm import MappingStats
+    from ensemble_trader.local.stack import LocalStack
+
+DRAIN_TIMEOUT = 600.0
 
 def _stage(text: str) -> str:
     """``--stage``: lower-case letters, digits and hyphens, starting with a letter (it goes into
@@ -44,6 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--stage", type=_stage, default="local", help="stage name in resource names (default: local)")
     up.add_argument("--shards", type=at_least(1), default=1, help="shards per Kinesis stream")
     up.set_defaults(func=_up)
+    drain = local_sub.add_parser(
+        "drain", help="run the handlers over what the stack's streams and queues hold, until every source is empty",
+        description="Run the emulated event-source mappings of every deployed function over the stack started "
+                    "by `local up` until a whole round reads nothing, then print what each mapping and stage did. "
+                    "Each Kinesis mapping keeps its place in the state file, so the next drain starts after "
+                    "the records this one handled.")
+    drain.add_argument("--timeout", type=at_least(1.0, float), default=DRAIN_TIMEOUT,
+                       help=f"stop after S seconds (default {DRAIN_TIMEOUT:g}); records still waiting then make the "
+                            "exit code 1, and the next drain carries on from there")
+    drain.add_argument("--logs", action="store_true",
+                       help="show the handlers' log lines and metrics (on stderr; by default they are discarded)")
+    drain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    drain.set_defaults(func=_drain)
     down = local_sub.add_parser("down", help="stop the stack started by `local up`")
     down.set_defaults(func=_down)
     status = local_sub.add_parser("status", help="show the running stack and its queues")
@@ -127,7 +149,7 @@ def _up(args: argparse.Namespace) -> int:
         with sigterm_raises():
             claim = _claim(path)
             if claim is None:
-                print(f"a local stack is being started by another `ensemble-trader local up` ({path.name}); "
+                print(f"a local stack is being started by another `ensemble-trader local up` ({path}); "
                       "`ensemble-trader local status` once it is up", file=sys.stderr)
                 return 1
             try:
@@ -152,22 +174,22 @@ def _up_claimed(args: argparse.Namespace, path: Path) -> int:
     if path.exists():
         state = _read_state(path)
         if not isinstance(state, dict):  # the servers it described may still run: never orphan them
-            print(f"{path.name} cannot be read: check that no server of an earlier `local up` runs, "
+            print(f"{path} cannot be read: check that no server of an earlier `local up` runs, "
                   f"then remove it", file=sys.stderr)
             return 1
         checks = check_state(state)
         statuses = {c.status for c in checks}
         if statuses == {RUNNING}:
-            print(f"a local stack is already running ({path.name}): `ensemble-trader local status --exports` "
+            print(f"a local stack is already running ({path}): `ensemble-trader local status --exports` "
                   "prints its export lines; `ensemble-trader local down` stops it", file=sys.stderr)
             return 1
         if statuses & {RUNNING, UNVERIFIED}:  # a live server of ours, or maybe ours: never ignore it
             for check in checks:
-                print(f"{path.name}: {check.describe()}", file=sys.stderr)
+                print(f"{path}: {check.describe()}", file=sys.stderr)
             print("`ensemble-trader local down` first", file=sys.stderr)
             return 1
         for check in checks:
-            print(f"stale {path.name}: {check.describe()}; removing it", file=sys.stderr)
+            print(f"stale {path}: {check.describe()}; removing it", file=sys.stderr)
         path.unlink()
     # no fakeredis fallback: it would be a thread of this command and end with it
     stack = LocalStack(args.stage, shards=args.shards, detached=True, allow_fake_redis=False)
@@ -181,12 +203,18 @@ def _up_claimed(args: argparse.Namespace, path: Path) -> int:
     stack.attached = True  # leave the servers running when this handle goes away
     stack.stop()
     print(f"# local stack up: moto {env['ET_AWS_ENDPOINT_URL']} (pid {stack.moto.pid}), "
-          f"redis {env['ET_REDIS_URL']} (pid {stack.redis.pid}); state in {path.name}")
-    _print_exports(env)
+          f"redis {env['ET_REDIS_URL']} (pid {stack.redis.pid}); state in {path}")
+    _print_exports(env, path)
     return 0
 
 
-def _print_exports(env: dict[str, str]) -> None:
+def _print_exports(env: dict[str, str], path: Path) -> None:
+    """The stack's ``export`` lines; with ``ET_LOCAL_STATE_FILE`` too when the state file is not
+    the default one, so that `local status|drain|down` in the shell that evaluates them find it."""
+    from ensemble_trader.local.stack import default_state_file_path
+
+    if path != default_state_file_path():
+        env = {**env, "ET_LOCAL_STATE_FILE": str(path)}
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
 
@@ -200,7 +228,7 @@ def _down(args: argparse.Namespace) -> int:
     path = state_file_path()
     if not path.exists():
         if _being_started(path):
-            print(f"a local stack is being started by `ensemble-trader local up` ({path.name}); "
+            print(f"a local stack is being started by `ensemble-trader local up` ({path}); "
                   "`ensemble-trader local down` once it is up", file=sys.stderr)
             return 1
         print("no local stack is running (no state file)", file=sys.stderr)
@@ -229,11 +257,11 @@ def _down(args: argparse.Namespace) -> int:
         shutil.rmtree(state["redis_dir"], ignore_errors=True)
     path.unlink()
     if stopped:
-        print(f"local stack stopped ({', '.join(stopped)}); removed {path.name}")
+        print(f"local stack stopped ({', '.join(stopped)}); removed {path}")
     elif code:
-        print(f"nothing was signalled; removed {path.name}")
+        print(f"nothing was signalled; removed {path}")
     else:
-        print(f"no server of the local stack was running; removed {path.name}")
+        print(f"no server of the local stack was running; removed {path}")
     return code
 
 
@@ -247,17 +275,20 @@ def _status(args: argparse.Namespace) -> int:
     except StaleStateError as exc:
         path = state_file_path()
         state = _read_state(path)
-        alive = [c for c in check_state(state) if c.status in (RUNNING, UNVERIFIED)] if isinstance(state, dict) else []
-        if alive:  # one server is gone, another still runs: `local down` needs the file to stop it
-            print(f"partly running: {exc}; `ensemble-trader local down` stops the rest", file=sys.stderr)
+        checks = check_state(state) if isinstance(state, dict) else []
+        servers = "; ".join(c.describe() for c in checks) or str(exc)
+        if any(c.status in (RUNNING, UNVERIFIED) for c in checks):
+            # one server is gone, another still runs: `local down` needs the file to stop it
+            print(f"partly running ({path}): {servers}; `ensemble-trader local down` stops the rest "
+                  "and removes the state file", file=sys.stderr)
             return 1
         path.unlink(missing_ok=True)
-        print(f"not running: {exc}; state file removed", file=sys.stderr)
+        print(f"not running: {servers}; stale state file {path} removed", file=sys.stderr)
         return 1
     except InfrastructureError as exc:
         path = state_file_path()
         if not path.exists() and _being_started(path):
-            print(f"not running yet: `ensemble-trader local up` is starting it ({path.name})", file=sys.stderr)
+            print(f"not running yet: `ensemble-trader local up` is starting it ({path})", file=sys.stderr)
         else:
             print(f"not running: {exc}", file=sys.stderr)
         return 1
@@ -267,7 +298,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.exports:
         env = stack.environment(for_shell=True)
         stack.stop()
-        _print_exports(env)
+        _print_exports(env, state_file_path())
         return 0
     try:
         info = stack.describe()
@@ -281,3 +312,146 @@ def _status(args: argparse.Namespace) -> int:
         print("queues (messages): " + ", ".join(f"{k}={v}" for k, v in info["queues"].items()))
         print("tables: " + ", ".join(info["tables"]))
     return 0
+
+
+def _drain(args: argparse.Namespace) -> int:
+    """Run the emulated event-source mappings over the stack of the state file until every source
+    is empty or ``--timeout`` passes (exit 1 with what is left). One drain at a time per stack
+    (a claim on ``<state file>.drain.lock``). The mappings' places on the streams are saved in the
+    state file at the end, also after Ctrl-C or SIGTERM (exit 130 / 143)."""
+    from ensemble_trader.cli.demo import _checked_orders_settings
+    from ensemble_trader.local.functions import deployed_functions
+    from ensemble_trader.local.servers import Terminated, sigterm_raises
+    from ensemble_trader.local.stack import LocalStack
+
+    path = _state_path()
+    if not path.exists() and _being_started(path):
+        print(f"the local stack is being started by `ensemble-trader local up` ({path}); "
+              "`ensemble-trader local drain` once it is up", file=sys.stderr)
+        return 1
+    _checked_orders_settings(deployed_functions())  # a bad ET_ORDERS_* / ET_RISK_* fails here, not per intent
+    marker = path.with_name(path.name + ".drain")
+    claim = _claim(marker)
+    if claim is None:
+        print(f"another `ensemble-trader local drain` is running on this stack ({path})", file=sys.stderr)
+        return 1
+    try:
+        with sigterm_raises():
+            stack = LocalStack.attach(path, quiet=not args.logs)
+            try:
+                return _drain_attached(args, stack)
+            finally:
+                stack.stop()
+    except Terminated as exc:
+        print("ensemble-trader local drain: terminated (SIGTERM); the next drain carries on where it stopped",
+              file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        _release(marker, claim)
+
+
+def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
+    import contextlib
+    import logging
+    import os
+    import time
+    import warnings
+
+    from tqdm import tqdm
+
+    from ensemble_trader import constants
+    from ensemble_trader.local.esm import EventSourceMappingEmulator, summarize_stats
+
+    # a handler invocation that only skipped redelivered records flushes no metrics; Powertools
+    # warns about that on every such call (as in the demo)
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    t0 = time.monotonic()
+    deadline = t0 + args.timeout
+    # the handlers' stdout (Powertools' log lines and metrics) never reaches ours: discarded, or
+    # on stderr with --logs (a Powertools Logger keeps the stream it was created with, so the
+    # handlers are loaded inside this block too)
+    with contextlib.ExitStack() as scope:
+        # the emulator's own "stopped after the timeout" warning: this command says what is left instead
+        esm_log = logging.getLogger("ensemble_trader.local.esm")
+        esm_log.addFilter(timeout_warning := _NotStartingWith("ESM emulator: stopped after"))
+        scope.callback(esm_log.removeFilter, timeout_warning)
+        sink = sys.stderr if args.logs else scope.enter_context(open(os.devnull, "w"))  # noqa: SIM115
+        scope.enter_context(contextlib.redirect_stdout(sink))
+        emulator = EventSourceMappingEmulator(stack, checkpoints=stack.mapping_checkpoints(),
+                                              capture_output=not args.logs)
+        bar = scope.enter_context(tqdm(unit="msg", desc="draining", disable=args.no_progress, file=sys.stderr))
+        read: list[int] = []
+
+        def on_batch(function: str, n: int) -> None:
+            read.append(n)
+            bar.update(n)
+            bar.set_postfix({k: v.messages_received for k, v in emulator.stats().items()})
+
+        try:
+            while True:
+                read.clear()
+                stats = emulator.run_until_drained(on_batch=on_batch, timeout_s=max(0.0, deadline - time.monotonic()))
+                left = {k: v for k, v in emulator.backlog().items() if v}
+                if not left or time.monotonic() >= deadline:
+                    break
+                if not read:  # only messages in flight (a visibility timeout still running): wait for them
+                    time.sleep(0.5)
+        finally:
+            if not stack.save_mapping_checkpoints(emulator.checkpoints()):
+                print(f"the state file {stack.state_path} no longer describes this stack (`local down` meanwhile?): "
+                      "the mappings' places were not saved", file=sys.stderr)
+    elapsed = time.monotonic() - t0
+    received = sum(s.messages_received for s in stats.values())
+    print(f"local drain: stage {stack.stage} ({stack.endpoint_url}), {len(stats)} mappings, {elapsed:.1f} s"
+          + ("" if received else ": nothing was waiting on any mapping's source"))
+    if received:
+        print(summarize_stats(stats))
+        for line in _stage_lines(stats):
+            print(line)
+    dlqs = dict.fromkeys(constants.function_spec(f).dead_letter_queue for f in emulator.functions)
+    print("dead-letter queues (messages, this drain's and earlier): "
+          + ", ".join(f"{q}={stack.queue_depth(q):,}" for q in dlqs))
+    if left:
+        waiting = ", ".join(f"{function} {n:,} on {constants.function_spec(function).mapping.source}"
+                            for function, n in left.items())
+        print(f"ensemble-trader local drain: the --timeout of {args.timeout:g} s passed with messages still waiting "
+              f"({waiting}); `ensemble-trader local drain` again carries on from there", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _NotStartingWith:
+    """A logging filter that drops the records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def filter(self, record: object) -> bool:
+        return not record.getMessage().startswith(self.prefix)  # type: ignore[attr-defined]
+
+
+def _stage_lines(stats: dict[str, MappingStats]) -> list[str]:
+    """What each stage's handler did with the messages of this drain (in, applied, skipped,
+    dead-lettered, out), from the counters the handlers keep in this process."""
+    from ensemble_trader import constants
+    from ensemble_trader.runtime.stage import stage_stats
+
+    lines = []
+    for name, s in stats.items():
+        spec = constants.function_spec(name)
+        if spec.mapping.kind == "kinesis":
+            st = stage_stats(name)
+            out = f"; {st.outputs:,} out on {', '.join(spec.outputs)}" if spec.outputs else ""
+            lines.append(
+                f"  {name:<11} {s.messages_received:,} messages in ({s.records_received:,} Kinesis records): "
+                f"{st.applied:,} applied, {st.duplicates:,} duplicates skipped, {st.rejected:,} rejected to "
+                f"{spec.dead_letter_queue}{out}")
+        elif name == "orders":
+            from ensemble_trader.runtime import orders as orders_runtime
+
+            route = orders_runtime.ROUTE_STATS
+            lines.append(
+                f"  {name:<11} {s.messages_received:,} intents in: {route.intents:,} routed "
+                f"({route.replayed:,} answered from the idempotency table), {route.orders:,} orders, "
+                f"{route.fills:,} fills; {route.dead_lettered:,} dead-lettered to {spec.dead_letter_queue}")
+    return lines

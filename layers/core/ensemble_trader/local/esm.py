@@ -99,6 +99,7 @@ class _Mapping:
     stats: MappingStats
     logs: _LogBuffer = field(default_factory=_LogBuffer)
     iterators: dict[str, str | None] = field(default_factory=dict)  # Kinesis: shard -> iterator
+    checkpoints: dict[str, str] = field(default_factory=dict)  # Kinesis: shard -> last sequence number handled
     queue_url: str = ""
     consecutive_failures: int = 0  # records dead-lettered after function errors, none succeeding since
 
@@ -116,6 +117,11 @@ class EventSourceMappingEmulator:
     once that many records in a row were dead-lettered after function errors with no success in
     between — a function that cannot work at all (say, its model is missing) then costs seconds
     instead of bisecting through every record. The demo uses it and reports the reason.
+
+    ``checkpoints`` (``{function: {shard id: sequence number}}``, what :meth:`checkpoints` returned
+    earlier) resumes a Kinesis mapping after the records an earlier emulator already handled, as
+    Lambda's mapping keeps its place between invocations (``ensemble-trader local drain`` keeps
+    them in the state file); a shard without one starts at ``start_position``.
 
     ``functions=None`` maps every deployed function; an empty list maps none. ``timer`` measures
     the time inside a handler against the function timeout (default ``time.monotonic``, the clock
@@ -135,6 +141,7 @@ class EventSourceMappingEmulator:
         disable_after_errors: int | None = None,
         sqs_batches_per_poll: int = 100,
         timer: Callable[[], float] = time.monotonic,
+        checkpoints: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if start_position not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start_position must be TRIM_HORIZON or LATEST, not {start_position!r}")
@@ -152,6 +159,7 @@ class EventSourceMappingEmulator:
             handler = handlers.get(spec.logical) or load_handler(spec.logical, fresh=fresh_handlers)
             mapping = _Mapping(spec, handler, MappingStats(spec.logical, spec.mapping.source))
             if spec.mapping.kind == "kinesis":
+                mapping.checkpoints.update((checkpoints or {}).get(spec.logical, {}))
                 self._open_iterators(mapping, start_position)
             elif spec.mapping.kind == "sqs":
                 mapping.queue_url = stack.queue_url(spec.mapping.source)
@@ -171,6 +179,31 @@ class EventSourceMappingEmulator:
 
     def logs(self, function: str) -> list[str]:
         return list(self._mappings[function].logs.lines)
+
+    def checkpoints(self) -> dict[str, dict[str, str]]:
+        """Per Kinesis mapping and shard, the sequence number of the last record handled (delivered,
+        or dead-lettered by the mapping); pass them as ``checkpoints`` to a later emulator."""
+        return {name: dict(m.checkpoints) for name, m in self._mappings.items() if m.spec.mapping.kind == "kinesis"}
+
+    def backlog(self) -> dict[str, int]:
+        """Per function, the messages waiting at its source: on a Kinesis stream those after the
+        mapping's position (read, not delivered: the position does not move), on a queue its
+        visible and in-flight messages. A switched-off mapping's backlog is counted too."""
+        out = {}
+        for name, mapping in self._mappings.items():
+            if mapping.spec.mapping.kind == "sqs":
+                out[name] = self.stack.queue_depth(mapping.spec.mapping.source)
+                continue
+            kinesis, waiting = self.stack.client("kinesis"), 0
+            for iterator in mapping.iterators.values():
+                while iterator:
+                    response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+                    if not response["Records"]:
+                        break
+                    waiting += sum(len(messages_of(r["Data"])) for r in response["Records"])
+                    iterator = response.get("NextShardIterator")
+            out[name] = waiting
+        return out
 
     def poll(self, function: str) -> int:
         """One poll of ``function``'s source, delivering what it got; the number of records read."""
@@ -249,13 +282,21 @@ class EventSourceMappingEmulator:
     # -- Kinesis ---------------------------------------------------------------------------------
 
     def _open_iterators(self, mapping: _Mapping, start_position: str) -> None:
-        """One iterator per shard; TRIM_HORIZON means where the stream begins since the stack's
-        last reset (the stack keeps that mark)."""
+        """One iterator per shard: after the shard's checkpoint if it has one, else at
+        ``start_position``; TRIM_HORIZON means where the stream begins since the stack's last
+        reset (the stack keeps that mark)."""
         kinesis = self.stack.client("kinesis")
         stream = self.stack.name(mapping.spec.mapping.source)
         begins = self.stack.start_position(mapping.spec.mapping.source) if start_position == "TRIM_HORIZON" else {}
         for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
             shard_id = shard["ShardId"]
+            after = mapping.checkpoints.get(shard_id)
+            if after is not None:
+                mapping.iterators[shard_id] = kinesis.get_shard_iterator(
+                    StreamName=stream, ShardId=shard_id, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    StartingSequenceNumber=after,
+                )["ShardIterator"]
+                continue
             mapping.iterators[shard_id] = begins.get(shard_id) or kinesis.get_shard_iterator(
                 StreamName=stream, ShardId=shard_id, ShardIteratorType=start_position
             )["ShardIterator"]
@@ -289,6 +330,8 @@ class EventSourceMappingEmulator:
                 for r in records
             ]
             self._deliver_kinesis(mapping, shard_id, event_records)
+            if not mapping.stats.disabled:  # a switched-off mapping left records undelivered
+                mapping.checkpoints[shard_id] = records[-1]["SequenceNumber"]
         return read
 
     def _deliver_kinesis(self, mapping: _Mapping, shard_id: str, records: list[dict[str, Any]]) -> None:

@@ -48,10 +48,18 @@ EVENTS_TAP = "events-tap"
 STATE_FILE_NAME = ".local-stack.json"
 
 
+def default_state_file_path() -> Path:
+    """``.local-stack.json`` in the root of the checkout this package is installed from (not the
+    current folder)."""
+    return repo_root() / STATE_FILE_NAME
+
+
 def state_file_path() -> Path:
-    """``.local-stack.json`` in the repository root, or ``$ET_LOCAL_STATE_FILE``."""
+    """The state file of ``ensemble-trader local up``, as an absolute path:
+    ``$ET_LOCAL_STATE_FILE`` (a relative one taken from the current folder) when set, else
+    :func:`default_state_file_path`."""
     override = os.environ.get("ET_LOCAL_STATE_FILE")
-    return Path(override) if override else repo_root() / STATE_FILE_NAME
+    return Path(override).absolute() if override else default_state_file_path()
 
 
 class StaleStateError(InfrastructureError):
@@ -116,6 +124,7 @@ class LocalStack:
         self.redis = RedisServer(allow_fake=allow_fake_redis, detached=detached)
         self.attached = False
         self.server_checks: list[ServerCheck] = []  # attach(): what the state file's pids are now
+        self.state_path: Path | None = None  # attach(): the state file it was attached from
         self._saved_env: dict[str, str | None] = {}
         self._started = False
         self._marks: dict[str, dict[str, str]] = {}  # where each stream "begins" since reset()
@@ -145,6 +154,7 @@ class LocalStack:
         stack.moto.port, stack.moto.pid = state["moto_port"], state.get("moto_pid")
         stack.redis.port, stack.redis.pid = state["redis_port"], state.get("redis_pid")
         stack.server_checks = checks
+        stack.state_path = path
         stack.attached = True
         stack._set_environment()
         stack._started = True
@@ -198,6 +208,38 @@ class LocalStack:
             )
         )
         return path
+
+    def mapping_checkpoints(self) -> dict[str, dict[str, str]]:
+        """The event-source mappings' places on the streams (``{function: {shard: sequence
+        number}}``) that ``ensemble-trader local drain`` left in the state file of this attached
+        stack; empty when it has not run yet."""
+        if self.state_path is None:
+            return {}
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        found = state.get("mapping_checkpoints") if isinstance(state, dict) else None
+        return found if isinstance(found, dict) else {}
+
+    def save_mapping_checkpoints(self, checkpoints: dict[str, dict[str, str]]) -> bool:
+        """Keep ``checkpoints`` in the state file of this attached stack (replaced atomically), so
+        the next ``local drain`` resumes there. Written only while the file still describes this
+        stack (a ``local down`` meanwhile removed it, or a new ``local up`` replaced it: nothing
+        is written); True when written."""
+        from ensemble_trader.marketdata import write_text_atomic
+
+        if self.state_path is None:
+            return False
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(state, dict) or (state.get("moto_pid"), state.get("moto_port")) != (self.moto.pid, self.moto.port):
+            return False
+        state["mapping_checkpoints"] = checkpoints
+        write_text_atomic(self.state_path, json.dumps(state, indent=2))
+        return True
 
     # -- environment -----------------------------------------------------------------------------
 
