@@ -117,3 +117,37 @@ def test_the_alarmed_metric_is_the_one_the_stage_runners_emit():
 
     assert [FeaturesStep.name, RegimeStep.name, MetaAgentStep.name] == CACHE_STAGES
     assert "cache_unavailable" in StageStats.__dataclass_fields__
+
+
+def _documented_name(alarm_id: str, titles: list[str]) -> str:
+    """``FeaturesCacheUnavailable`` -> ``<Fn>CacheUnavailable``; ``EventsDlqNotEmpty`` ->
+    ``<Queue>NotEmpty``; the account's and orders' own alarms by name."""
+    if alarm_id.endswith("NotEmpty"):
+        return "<Queue>NotEmpty"
+    if alarm_id == "OrdersFailedItems":
+        return alarm_id
+    for title in sorted(titles, key=len, reverse=True):
+        if alarm_id.startswith(title) and alarm_id[len(title):] in {
+            "IteratorAge", "ErrorRate", "Throttles", "FailedItems", "SnapshotReseeded", "CacheUnavailable",
+        }:
+            return "<Fn>" + alarm_id[len(title):]
+    return alarm_id
+
+
+def test_every_alarm_is_in_the_deployment_guide_and_the_runbook(full):
+    """Both alarm tables name every alarm the stack creates (docs/deployment.md: its condition;
+    docs/runbook.md §1: where to look first)."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    titles = ["".join(p.capitalize() for p in key.replace(".", "_").split("_"))
+              for spec in FUNCTIONS for key in (spec.logical, *(f"{spec.logical}.{e}" for e in spec.extra_entries))]
+    prefix = qualified(STAGE, "")
+    names = {_documented_name(name[len(prefix):], titles) for name in _alarms(full)}
+    assert "<Fn>CacheUnavailable" in names
+    for doc in ("deployment.md", "runbook.md"):
+        rows = {line.split("|")[1].strip() for line in (docs / doc).read_text().splitlines()
+                if line.startswith("| `")}
+        documented = {name.strip("` ") for row in rows for name in row.split(",")}
+        assert names <= documented, (doc, sorted(names - documented))
+    assert "_cache_unavailable" in (docs / "deployment.md").read_text()
