@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from botocore.exceptions import ClientError
 from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
 from ensemble_trader.adapters.memory import MemoryEventBus, MemoryKeyValueStore
 from ensemble_trader.adapters.memory.fakes import MemoryQueuePublisher
 from ensemble_trader.backtest.ensemble import run_pipeline
-from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.domain.regime import RegimeStep
 from ensemble_trader.domain.synthetic import generate
@@ -64,10 +65,10 @@ def _row(i: int, **extra):
 
 def test_first_writer_wins_and_a_kept_row_is_returned_not_an_error(decisions_store) -> None:
     store = decisions_store
-    rows = [_row(i) for i in range(130)]  # more than one transaction of 100
+    rows = [_row(i) for i in range(130)]  # many puts in flight at once
     assert store.put_new_items("decisions", rows, unless_same="intent_id") == [None] * 130
     # a second writer: other content under the same keys and ids is refused, the stored row kept;
-    # new keys in the same call are written (a transaction canceled for some of its rows)
+    # new keys in the same call are written
     again = [_row(i, x=-1.0) for i in (3, 120)] + [_row(200)]
     kept = store.put_new_items("decisions", again, unless_same="intent_id")
     assert kept == [rows[3], rows[120], None]
@@ -87,6 +88,33 @@ def test_a_row_the_store_cannot_hold_writes_nothing(decisions_store) -> None:
     with pytest.raises(DataError, match=r"x=1e\+130"):
         decisions_store.put_new_items("decisions", [_row(1), _row(2, x=1e130)])
     assert decisions_store.get_item("decisions", {"symbol": "S", "timestamp": "t001"}) is None
+    with pytest.raises(DataError, match=r"410,0\d\d bytes"):
+        decisions_store.put_new_items("decisions", [_row(1), _row(2, blob="x" * 410_000)])
+    assert decisions_store.get_item("decisions", {"symbol": "S", "timestamp": "t001"}) is None
+
+
+def test_a_failing_put_lets_the_others_end_and_is_raised(decisions_store, monkeypatch) -> None:
+    if not isinstance(decisions_store, DynamoKeyValueStore):
+        pytest.skip("DynamoDB's puts only")
+    # the rows are independent: one refused by DynamoDB (here: throttled past the client's
+    # retries) fails the call, the others are written, and a retry writes the rest
+    real = decisions_store._client.put_item
+
+    def put_item(**kwargs):
+        if kwargs["Item"]["timestamp"]["S"] == "t007":
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "PutItem")
+        return real(**kwargs)
+
+    monkeypatch.setattr(decisions_store._client, "put_item", put_item)
+    rows = [_row(i) for i in range(20)]
+    with pytest.raises(InfrastructureError):
+        decisions_store.put_new_items("decisions", rows, unless_same="intent_id")
+    written = [decisions_store.get_item("decisions", {"symbol": "S", "timestamp": f"t{i:03d}"}) for i in range(20)]
+    assert [w is None for w in written] == [i == 7 for i in range(20)]
+    monkeypatch.setattr(decisions_store._client, "put_item", real)
+    assert decisions_store.put_new_items("decisions", rows, unless_same="intent_id") == [
+        None if i == 7 else rows[i] for i in range(20)]
 
 
 class HookedPublisher:

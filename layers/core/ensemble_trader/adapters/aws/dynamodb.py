@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import DecimalException
 from typing import Any
 
@@ -20,14 +21,14 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.aws.clients import error_code
-from ensemble_trader.adapters.dynamo_numbers import from_dynamo, item_size, to_dynamo
+from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
-MAX_TRANSACTION_ITEMS = 100
-MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
-"""``TransactWriteItems``: at most 100 actions and 4 MB of items in one call."""
+PUT_NEW_WORKERS = 8
+"""Conditional puts of :meth:`DynamoStore.put_new_items` in flight at once (the client's pool
+holds 20 connections)."""
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -194,56 +195,58 @@ class DynamoKeyValueStore:
         with another value is replaced). Returns, per row in order, None when it was written, or
         the stored row that kept its place: a row refused by the condition is not an error.
 
-        ``BatchWriteItem`` cannot carry a condition, so rows go in ``TransactWriteItems`` calls
-        (at most 100 rows and 4 MB of items each; a single row is a ``PutItem``), every Put
-        conditional (``attribute_not_exists`` of the partition key) and returning the stored
-        item when its condition fails. A transaction is all or nothing: when one is canceled, the
-        rows it reports already stored are taken as such and every other row of it goes in a
-        conditional ``PutItem`` of its own. Every row is checked before the first call (a value
-        DynamoDB cannot hold is a DataError naming it and nothing is written); a row repeated
-        in ``items`` is written once, the first time (the later ones get it back as stored).
-        A transaction costs twice the write units of a plain put.
+        ``BatchWriteItem`` cannot carry a condition, so every row is a conditional ``PutItem``
+        (``attribute_not_exists`` of the partition key) returning the stored item when its
+        condition fails, up to :data:`PUT_NEW_WORKERS` at a time on the thread-safe client. Not
+        ``TransactWriteItems``: the rows need no all-or-nothing, a transaction costs twice the
+        write units, and moto's copies the whole table for every row it holds (a local replay of
+        thousands of bars timed out). Every row is checked before the first call (a value
+        DynamoDB cannot hold, or a row over its 400 KB limit, is a DataError naming it and nothing
+        is written); a row repeated in ``items`` is written once, the first time (the later ones
+        get it back as stored). Should a put fail, the others still run to their end and the
+        first failure is raised.
         """
         name = self.table_name(table)
         keys = _key_names(table, self._settings)
         if not keys:
             raise ValueError(f"put_new_items needs a table of constants.TABLES (its key), not {table!r}")
         first: dict[tuple, int] = {}
-        requests: dict[int, tuple[dict[str, Any], int]] = {}  # position -> (Put, size)
+        requests: dict[int, dict[str, Any]] = {}  # position -> PutItem request
         try:
             for position, item in enumerate(items):
                 converted = {a: to_dynamo(v, a) for a, v in item.items()}
                 key = tuple(converted.get(k) for k in keys)
                 if key in first:
                     continue
+                if (size := item_size(converted)) > MAX_ITEM_BYTES:
+                    raise DataError(f"row {position} ({dict(zip(keys, key, strict=True))}) is {size:,} bytes, "
+                                    f"over DynamoDB's {MAX_ITEM_BYTES:,}")
                 first[key] = position
-                requests[position] = (self._put_if_new(name, keys[0], _serialize_converted(converted),
-                                                       unless_same), item_size(converted))
+                requests[position] = self._put_if_new(name, keys[0], _serialize_converted(converted), unless_same)
         except DataError as exc:
             raise DataError(f"DynamoDB put {name}: {exc}") from exc
         stored: dict[int, dict[str, Any]] = {}
-        chunk: list[int] = []
-        size = 0
-        for position, (_, n) in requests.items():
-            if chunk and (len(chunk) == MAX_TRANSACTION_ITEMS or size + n > MAX_TRANSACTION_BYTES):
-                self._transact_new(name, keys, chunk, requests, stored)
-                chunk, size = [], 0
-            chunk.append(position)
-            size += n
-        if chunk:
-            self._transact_new(name, keys, chunk, requests, stored)
+        what = f"DynamoDB put new items {name}"
+        if len(requests) <= 1:
+            for position, put in requests.items():
+                self._put_new(position, put, keys, stored, what)
+        else:
+            with ThreadPoolExecutor(max_workers=min(PUT_NEW_WORKERS, len(requests))) as pool:
+                futures = [pool.submit(self._put_new, p, put, keys, stored, what) for p, put in requests.items()]
+            for future in futures:  # every put has ended (the pool was joined): the first failure
+                future.result()
         out: list[dict[str, Any] | None] = []
         for position, item in enumerate(items):
             if position in requests:
                 out.append(stored.get(position))
             else:  # a repeat of an earlier row: what is stored under its key now
                 earlier = first[tuple(to_dynamo(item.get(k), k) for k in keys)]
-                out.append(stored.get(earlier, deserialize_item(requests[earlier][0]["Item"])))
+                out.append(stored.get(earlier, deserialize_item(requests[earlier]["Item"])))
         return out
 
     @staticmethod
     def _put_if_new(name: str, partition_key: str, item: dict[str, Any], unless_same: str | None) -> dict[str, Any]:
-        """The conditional Put of :meth:`put_new_items` (a transaction item's body)."""
+        """The conditional ``PutItem`` request of :meth:`put_new_items`."""
         put: dict[str, Any] = {
             "TableName": name,
             "Item": item,
@@ -256,38 +259,6 @@ class DynamoKeyValueStore:
             put["ExpressionAttributeNames"]["#s"] = unless_same
             put["ExpressionAttributeValues"] = {":s": item[unless_same]}
         return put
-
-    def _transact_new(
-        self,
-        name: str,
-        keys: Sequence[str],
-        chunk: list[int],
-        requests: dict[int, tuple[dict[str, Any], int]],
-        stored: dict[int, dict[str, Any]],
-    ) -> None:
-        """Write the rows of ``chunk`` (positions into ``requests``); the rows found stored go
-        into ``stored``."""
-        what = f"DynamoDB put new items {name}"
-        if len(chunk) == 1:
-            self._put_new(chunk[0], requests[chunk[0]][0], keys, stored, what)
-            return
-        try:
-            self._client.transact_write_items(TransactItems=[{"Put": requests[p][0]} for p in chunk])
-            return
-        except (ClientError, BotoCoreError) as exc:
-            code = error_code(exc)
-            if code not in ("TransactionCanceledException", "ValidationException"):
-                raise translate(exc, what) from exc
-            reasons = exc.response.get("CancellationReasons", []) if isinstance(exc, ClientError) else []
-        # canceled (a row already stored, a conflict, throttling) or refused as a whole (e.g. over
-        # 4 MB): the rows reported stored are, the others are tried one by one, so a row DynamoDB
-        # refuses is refused alone and with its own reason
-        for position, reason in zip(chunk, reasons, strict=False):
-            if reason.get("Code") == "ConditionalCheckFailed" and reason.get("Item"):
-                stored[position] = deserialize_item(reason["Item"])
-        for position in chunk:
-            if position not in stored:
-                self._put_new(position, requests[position][0], keys, stored, what)
 
     def _put_new(
         self, position: int, put: dict[str, Any], keys: Sequence[str], stored: dict[int, dict[str, Any]], what: str
