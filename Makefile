@@ -18,7 +18,7 @@ STAGE ?= dev
 # Extra CDK context for `make deploy`, e.g. CDK_CONTEXT="-c broker=alpaca -c initial_equity=25000"
 CDK_CONTEXT ?=
 
-.PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents meta-select lint deploy redis-server regime-validate local-up local-down clean
+.PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents meta-select lint deploy redis-server regime-validate local-up local-drain local-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,9 @@ meta-select: $(STAMP)
 
 local-up: $(STAMP) redis-server
 	$(VENV)/bin/ensemble-trader local up
+
+local-drain: $(STAMP)
+	$(VENV)/bin/ensemble-trader local drain
 
 local-down: $(STAMP)
 	$(VENV)/bin/ensemble-trader local down

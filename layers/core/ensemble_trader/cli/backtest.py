@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bars", required=True,
-                   help="bars CSV or data spec (arch:sp500, synth:<scenario>[:seed[:bars]], shared:<name>)")
+                   help="bars CSV or data spec (arch:sp500, synth:<scenario>[:<seed>[:<bars>[:<symbol>]]], shared:<name>)")
     p.add_argument("--models", type=existing_folder, default=None, help="agent model set folder (default: the committed set)")
     p.add_argument("--regime-model", type=existing_folder, default=None,
                    help="regime model folder (default: the committed model)")

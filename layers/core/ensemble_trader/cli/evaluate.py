@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     agents.add_argument("--models", type=existing_folder, default=None, help="model set folder (default: the committed one)")
     agents.add_argument("--bars", required=True,
-                        help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>]]")
+                        help="bars CSV, arch:sp500, arch:nasdaq, shared:<name> or synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]")
     agents.add_argument("--truth", type=Path, default=None, help="truth CSV (timestamp,regime) for per-regime metrics; it needs a row for every evaluated bar "
                              "but the last (warm-up bars and bars outside [--start, --end) may be left out)")
     agents.add_argument("--start", type=iso_time, action=WindowBound, default=None, help="first bar to evaluate (ISO date), e.g. the test window start; every agent starts it "

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     feat_sub = p.add_subparsers(dest="features_command", metavar="FEATURES_COMMAND", required=True)
     compute = feat_sub.add_parser("compute", help="write the features of a data source as CSV")
     compute.add_argument(
-        "spec", help="arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario> | bars.csv"
+        "spec", help="arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] | bars.csv"
     )
     compute.add_argument("--out", type=output_folder, required=True, help="output directory")
     compute.add_argument("--check", action="store_true", help="replay bar by bar and compare with the batch")

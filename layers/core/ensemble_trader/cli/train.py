@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     agents.add_argument("--bars", nargs="+", default=None, metavar="SPEC",
-                        help="data specs: arch:sp500, arch:nasdaq, shared:<name>, synth:<scenario>[:<seed>[:<bars>]], CSV")
+                        help="data specs: arch:sp500, arch:nasdaq, shared:<name>, synth:<scenario>[:<seed>[:<bars>[:<symbol>]]], CSV")
     agents.add_argument("--validation-bars", nargs="+", default=None, metavar="SPEC",
                         help="separate validation data (the --bars series are then used whole for training)")
     agents.add_argument("--out", type=Path, default=None,
