@@ -255,3 +255,54 @@ def test_the_row_records_the_regime_model_version() -> None:
     row = decision_item(_intent(datetime(2024, 1, 2, tzinfo=UTC)), datetime(2024, 1, 3, tzinfo=UTC))
     assert row["regime_model_version"] == "r-42"
     assert json.loads(row["explanation_detail"])["regime_model_version"] == "r-42"
+
+
+def test_a_retried_batch_does_not_count_its_switches_again() -> None:
+    """A transient snapshot failure makes the mapping retry the batch: its decisions are found
+    stored and sent again, which is not a new switch — the switch metric counts each once
+    (AgentSwitched events are at least once, with deterministic ids)."""
+    from ensemble_trader.adapters.memory import MemoryCache, MemoryDeadLetters
+    from ensemble_trader.domain.errors import InfrastructureError
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
+    from ensemble_trader.local.events import kinesis_event, kinesis_record
+    from ensemble_trader.runtime.meta_agent_stage import BANDIT_TABLE, BanditSnapshots
+    from ensemble_trader.runtime.stage import KinesisStageRunner, StageStats
+
+    class Metrics:
+        def __init__(self):
+            self.values = []
+
+        def add_metric(self, name, unit, value):
+            self.values.append((name, value))
+
+    class FlakyOnce(MemoryKeyValueStore):
+        fail = False
+
+        def put_item(self, table, item, *, expected_version=None):
+            if self.fail:
+                self.fail = False
+                raise InfrastructureError("throttled (simulated)")
+            return super().put_item(table, item, expected_version=expected_version)
+
+    def event(states, first):
+        return kinesis_event([kinesis_record(s.model_dump_json().encode(), partition_key=s.symbol,
+                                             sequence_number=f"{first + i:020d}", stream="market-state")
+                              for i, s in enumerate(states)])
+
+    series = generate("realistic", 200, seed=5, symbol="SW").series  # a series with switches after bar 70
+    states = run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model())).market_states
+    snapshots, bus, metrics = FlakyOnce(), MemoryEventBus(), Metrics()
+    runner = KinesisStageRunner(
+        MetaAgentStep(MetaAgentConfig.create(), RuleAgents()), cache=MemoryCache(), dlq=MemoryDeadLetters(),
+        sink=DecisionSink(QueueSink(MemoryQueuePublisher(), "order-intents", lambda i: i.intent_id),
+                          MemoryKeyValueStore(), metrics),
+        events=bus, snapshots=BanditSnapshots(snapshots), snapshot_table=BANDIT_TABLE, metrics=metrics,
+        stats=StageStats())
+    assert runner.process(event(states[:70], 0)) == {"batchItemFailures": []}
+    events_before, metrics_before = len(bus.events), len(metrics.values)
+    snapshots.fail = True
+    assert len(runner.process(event(states[70:], 70))["batchItemFailures"]) == len(states) - 70
+    assert runner.process(event(states[70:], 70)) == {"batchItemFailures": []}  # the mapping's retry
+    switches = {e.event_id for e in bus.events[events_before:] if type(e).__name__ == "AgentSwitched"}
+    counted = sum(v for n, v in metrics.values[metrics_before:] if n == "meta_agent_switches")
+    assert switches and counted == len(switches)

@@ -171,7 +171,10 @@ class DecisionSink:
                 self.metrics.add_metric(
                     f"meta_agent_regret_{intent.regime.value}", "None", float(regret.get("regime", 0.0))
                 )
-            switched = sum(1 for i in sent if i.explanation_detail.get("switched"))
+            # counted once per decision: a retried record finds its row stored (same intent id)
+            # and sends that row's intent again, which is not a new switch
+            switched = sum(1 for i, kept in zip(sent, stored, strict=True)
+                           if kept is None and i.explanation_detail.get("switched"))
             if switched:
                 self.metrics.add_metric("meta_agent_switches", "Count", switched)
 
