@@ -195,7 +195,7 @@ def test_the_cli_orders_its_command_by_the_wall_clock_and_fails_when_it_is_stale
     from ensemble_trader.runtime import orders as runtime_orders
 
     rig = Rig()
-    monkeypatch.setattr(runtime_orders, "build_router", lambda: rig.router)
+    monkeypatch.setattr(runtime_orders, "build_router", lambda **_: rig.router)
     before = datetime.now(UTC)
     assert main(["orders", "kill-switch", "on", "--reason", "cli drill"]) == 0
     state = rig.store.load_risk_state()

@@ -2,7 +2,10 @@
 
 Works against the local stack (``ET_AWS_ENDPOINT_URL`` set, e.g. by ``ensemble-trader local
 up``) or real AWS (credentials from the usual chain), with the same code the orders Lambda's
-``kill_switch`` and ``reconcile`` entries run.
+``kill_switch`` and ``reconcile`` entries run — but with the broker *this* shell's ``ET_ORDERS_*``
+settings configure (the paper broker by default). ``kill-switch`` and ``reconcile`` therefore
+first compare that broker with the one the stage's order router recorded in the risk state, and
+refuse (exit 1, nothing changed) when they differ: see :class:`~ensemble_trader.runtime.orders.OrderRouter`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def _status(args: argparse.Namespace) -> int:
     positions = sorted(store.list_positions(), key=lambda p: p.symbol)
     working = store.list_orders(working_only=True)
     doc = {
+        "broker": state.broker or None,  # the broker the stage's order router recorded
         "trading_state": state.effective_state.value,
         "breaker": {"state": state.trading_state.value, "reason": state.state_reason,
                     "latched": state.breaker_latched},
@@ -63,6 +67,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 0
+    print(f"broker         {state.broker or '(not recorded yet)'}")
     print(f"trading state  {doc['trading_state']}  (breaker {state.trading_state.value}"
           f"{': ' + state.state_reason if state.state_reason else ''})")
     print(f"kill switch    {'ON: ' + state.kill_switch_reason if state.kill_switch else 'off'}")
@@ -76,20 +81,47 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refused(exc: BaseException, instead: str) -> int:
+    """Print why an operator command was refused for trading another broker, and what to do."""
+    import sys
+
+    from ensemble_trader.runtime.settings import get_settings
+
+    settings = get_settings()
+    print(
+        f"ensemble-trader: error: {exc}.\n"
+        "Either give this shell the stage's order settings — ET_ORDERS_BROKER, ET_ORDERS_ALPACA_PAPER, "
+        "ET_ORDERS_ALPACA_SECRET_NAME and ET_ORDERS_INITIAL_EQUITY as the orders functions have them "
+        f"(aws lambda get-function-configuration --function-name {settings.name('orders')} "
+        "--query Environment.Variables) — and run the command again, or " + instead + ".",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _kill_switch(args: argparse.Namespace) -> int:
     """The command is ordered by this machine's wall clock (UTC) among the control events (see
     ``KillSwitchCommand``): one issued before the command the risk state holds is ignored, and
-    the exit status is then 1 with the reason on stderr."""
+    the exit status is then 1 with the reason on stderr. Refused (exit 1, nothing changed) when
+    the stage's router trades another broker than this shell's settings configure."""
     import sys
     import uuid
     from datetime import UTC, datetime
 
-    from ensemble_trader.runtime.orders import build_router
+    from ensemble_trader.runtime.orders import BrokerMismatchError, build_router
+    from ensemble_trader.runtime.settings import get_settings
 
-    result = build_router().set_kill_switch(
-        args.state == "on", args.reason, reset_breaker=args.reset_breaker,
-        issued_at=datetime.now(UTC), command_id=f"cli-{uuid.uuid4()}",
-    )
+    try:
+        result = build_router(operator_command=f"kill switch {args.state}").set_kill_switch(
+            args.state == "on", args.reason, reset_breaker=args.reset_breaker,
+            issued_at=datetime.now(UTC), command_id=f"cli-{uuid.uuid4()}",
+        )
+    except BrokerMismatchError as exc:
+        settings = get_settings()
+        return _refused(exc, (
+            f"send the KillSwitch control event to the bus {settings.name('events')} (docs/runbook.md §1): "
+            f"the stage's {settings.name('orders-kill-switch')} function applies it at the stage's broker"
+        ))
     print(json.dumps(result, indent=2))
     if not result["applied"]:
         print(f"kill switch not changed: {result['ignored']}", file=sys.stderr)
@@ -98,9 +130,19 @@ def _kill_switch(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from ensemble_trader.runtime.orders import build_router
+    """Refused (exit 1, nothing changed) when the stage's router trades another broker than this
+    shell's settings configure."""
+    from ensemble_trader.runtime.orders import BrokerMismatchError, build_router
+    from ensemble_trader.runtime.settings import get_settings
 
-    report = build_router().reconcile()
+    try:
+        report = build_router(operator_command="reconciliation").reconcile()
+    except BrokerMismatchError as exc:
+        settings = get_settings()
+        return _refused(exc, (
+            f"run the stage's own reconciliation: aws lambda invoke --function-name "
+            f"{settings.name('orders-reconcile')} out.json"
+        ))
     print(json.dumps(report.as_dict(), indent=2))
     return 0 if report.ok else 1
 

@@ -206,6 +206,10 @@ class RiskState(BaseModel):
     # time and id, the CLI's clock and its own id): an older command is stale (kill_switch_verdict)
     kill_switch_at: AwareDatetime | None = None
     kill_switch_command_id: str = ""
+    # the broker the stage's order router trades ("paper", "alpaca-paper", "alpaca-live"; "" for
+    # a state no such router has saved yet): written by the deployed router at every save, so an
+    # operator's command run elsewhere can refuse to cancel or reconcile at another broker
+    broker: str = ""
     halted_symbols: dict[str, str] = Field(default_factory=dict)
     day: date | None = None
     day_start_equity: float | None = None
@@ -713,6 +717,9 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     pre-reset figures is dropped; the next :meth:`RiskEngine.update_breaker` re-evaluates it from
     the rebased figures and the latest equity (kept from ours).
 
+    ``broker`` (the broker the stage's router trades) is ours when we set it — we are the
+    writer whose save lands now — else theirs: an operator's router records none.
+
     Marks (newest per symbol) and accepted orders (throttle and duplicate windows) are always
     united. Without a reset in theirs the equity figures come from ours and the peak is the
     higher of the two; the breaker state is theirs unless we moved it since ``base``, then ours
@@ -725,6 +732,9 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     if _switch(ours) != _switch(base) and (_switch(theirs) == _switch(base) or _newer_switch(ours, theirs)):
         merged.kill_switch, merged.kill_switch_reason = ours.kill_switch, ours.kill_switch_reason
         merged.kill_switch_at, merged.kill_switch_command_id = ours.kill_switch_at, ours.kill_switch_command_id
+
+    if ours.broker:
+        merged.broker = ours.broker
 
     for symbol in set(base.halted_symbols) | set(ours.halted_symbols) | set(theirs.halted_symbols):
         if theirs.halted_symbols.get(symbol) != base.halted_symbols.get(symbol):

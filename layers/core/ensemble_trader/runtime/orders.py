@@ -50,7 +50,13 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
+from ensemble_trader.domain.errors import (
+    ConcurrencyError,
+    DataError,
+    EnsembleTraderError,
+    InfrastructureError,
+    StoreRefusedError,
+)
 from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, OrderIntent, OrderStatus, Position, Side
 from ensemble_trader.domain.orders import (
     QUANTITY_EPSILON,
@@ -540,6 +546,44 @@ def _retired(order: Order) -> bool:
     return order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
 
 
+BROKER_NAMES = {
+    "paper": "the paper broker (ET_ORDERS_BROKER=paper)",
+    "alpaca-paper": "Alpaca's paper endpoint (ET_ORDERS_BROKER=alpaca, ET_ORDERS_ALPACA_PAPER=true)",
+    "alpaca-live": "Alpaca with real money (ET_ORDERS_BROKER=alpaca, ET_ORDERS_ALPACA_PAPER=false)",
+}
+"""The brokers a router can trade, by the name the risk state records (``RiskState.broker``)."""
+
+
+def broker_name(orders: OrdersSettings) -> str:
+    """The name of the broker ``orders`` configures: ``paper``, ``alpaca-paper`` or ``alpaca-live``."""
+    if orders.broker == "alpaca":
+        return "alpaca-paper" if orders.alpaca_paper else "alpaca-live"
+    return "paper"
+
+
+class BrokerMismatchError(EnsembleTraderError):
+    """An operator's command would act at another broker than the one the stage's router trades.
+
+    ``ours`` is the operator router's broker, ``stored`` the one the risk state records (see
+    :attr:`OrderRouter.operator`); nothing was changed, in the state or at either broker."""
+
+    def __init__(self, action: str, ours: str, stored: str):
+        self.action, self.ours, self.stored = action, ours, stored
+        if action.startswith("kill switch"):
+            harm = ("the switch would be set in the stage's risk state, but working orders canceled at "
+                    f"{ours}: the stage's orders at {stored} would stay open")
+        elif action.startswith("reconcil"):
+            harm = (f"the stage's books would be compared with {ours} instead of {stored} and "
+                    "'repaired' to match the wrong broker")
+        else:
+            harm = f"it would act at {ours}, not at the stage's {stored}"
+        super().__init__(
+            f"{action} refused: the risk state says the stage's order router trades {stored} "
+            f"({BROKER_NAMES.get(stored, 'a broker this version does not know')}), but this command's "
+            f"settings trade {ours} ({BROKER_NAMES[ours]}); {harm}. Nothing was changed"
+        )
+
+
 class CancelFailedError(BrokerUnavailableError):
     """The kill switch could not cancel some working orders; every other one was tried.
 
@@ -556,7 +600,15 @@ class CancelFailedError(BrokerUnavailableError):
 
 
 class OrderRouter:
-    """Intent → risk checks → idempotent submission → fills, plus reconciliation and kill switch."""
+    """Intent → risk checks → idempotent submission → fills, plus reconciliation and kill switch.
+
+    ``broker_name`` names the broker it trades (see :data:`BROKER_NAMES`). The stage's router
+    (the orders functions) records it in the risk state at every save (``RiskState.broker``). An
+    ``operator`` router (the CLI, run from an operator's machine with its own ``ET_ORDERS_*``
+    settings) records nothing and refuses — :class:`BrokerMismatchError`, before anything
+    changes — to set the kill switch or reconcile when the state records another broker; a
+    state that records none (a fresh stage, one saved before the field existed) is not refused.
+    """
 
     def __init__(
         self,
@@ -573,7 +625,15 @@ class OrderRouter:
         default_allocation: float = 1.0,
         reconcile_grace_seconds: float = 120.0,
         reconcile_on_start: bool = True,
+        broker_name: str = "",
+        operator: bool = False,
     ):
+        if broker_name and broker_name not in BROKER_NAMES:
+            raise ValueError(f"broker_name {broker_name!r} is none of {', '.join(BROKER_NAMES)}")
+        if operator and not broker_name:
+            raise ValueError("an operator's router needs its broker_name (to compare with the stage's)")
+        self.broker_name = broker_name
+        self.operator = operator
         self.store = store
         self.broker = broker
         self.clock = clock
@@ -863,6 +923,7 @@ class OrderRouter:
                 described.update(planned_quantity=planned_quantity, cut=cut.message)
             outcome.orders.append(described)
 
+        self._record_broker(state)
         self.store.save_risk_state(state)
 
     def _pending_recheck(
@@ -1173,11 +1234,13 @@ class OrderRouter:
         transition: BreakerTransition | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.store.load_risk_state()
+            self.require_stage_broker(f"kill switch {'on' if command.active else 'off'}", state)
             verdict, why = kill_switch_verdict(state, command)
             if verdict is not KillSwitchVerdict.APPLY:
                 break
             apply_kill_switch(state, command, self.clock.now())
             transition = self.engine.reset_breaker(state, command.reason) if command.reset_breaker else None
+            self._record_broker(state)
             try:
                 self.store.save_risk_state(state, write_kill_switch=True)
                 break
@@ -1260,8 +1323,13 @@ class OrderRouter:
         """Compare orders and positions with the broker (authoritative); repair or halt symbols.
 
         Raises if the broker cannot be reached; a container that has not reconciled yet tries
-        again at its next intent (until then its intents fail and SQS redelivers them).
+        again at its next intent (until then its intents fail and SQS redelivers them). An
+        operator's router first checks that the stage trades its broker
+        (:meth:`require_stage_broker`). The stage's router records its broker in the risk state
+        also when no halt changes, so a scheduled reconciliation brings the record up to date
+        after a deployment changed the broker.
         """
+        self.require_stage_broker("reconciliation")
         report = ReconciliationReport()
         events: list[BaseModel] = []
         now = self.clock.now()
@@ -1318,7 +1386,9 @@ class OrderRouter:
                 del state.halted_symbols[s]
             for symbol, reasons in report.failures.items():
                 state.halted_symbols[symbol] = "reconciliation failed: " + "; ".join(reasons)
-            if state.halted_symbols == before:
+            recorded = state.broker
+            self._record_broker(state)
+            if state.halted_symbols == before and state.broker == recorded:
                 break
             try:
                 self.store.save_risk_state(state)
@@ -1329,6 +1399,26 @@ class OrderRouter:
         report.cleared_symbols = cleared
         for symbol, reasons in report.failures.items():
             events.append(ReconciliationFailed(symbol=symbol, reasons=reasons, timestamp=now))
+
+    # ------------------------------------------------------------------------------------------
+    # The broker the stage trades
+    # ------------------------------------------------------------------------------------------
+
+    def _record_broker(self, state: RiskState) -> None:
+        """Write this router's broker into ``state`` before it is saved (the stage's router only)."""
+        if self.broker_name and not self.operator:
+            state.broker = self.broker_name
+
+    def require_stage_broker(self, action: str, state: RiskState | None = None) -> None:
+        """For an operator's router: raise :class:`BrokerMismatchError` (``action`` names the
+        command) unless the risk state (``state``, else the stored one) records this router's
+        broker or none. The stage's own router is never refused: its deployment decides the
+        broker, and its next save records it."""
+        if not self.operator:
+            return
+        stored = (state if state is not None else self.store.load_risk_state()).broker
+        if stored and stored != self.broker_name:
+            raise BrokerMismatchError(action, self.broker_name, stored)
 
     def _publish(self, events: list[BaseModel]) -> None:
         if self._deferred is not None:
@@ -1608,8 +1698,16 @@ def make_broker(settings: Any, orders: OrdersSettings, clock: Clock) -> Broker:
 
 
 def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
-                 risk: RiskLimits | None = None, clock: Clock | None = None) -> OrderRouter:
-    """A router wired to DynamoDB, the configured broker and EventBridge (AWS or the local stack)."""
+                 risk: RiskLimits | None = None, clock: Clock | None = None,
+                 operator_command: str | None = None) -> OrderRouter:
+    """A router wired to DynamoDB, the configured broker and EventBridge (AWS or the local stack).
+
+    The stage's functions build it without ``operator_command``: their router records its broker
+    in the risk state. ``operator_command`` names an operator's command the router is built for
+    (the CLI's ``"kill switch on"``, ``"reconciliation"``): the configured broker is compared with
+    the one the risk state records before the broker is even built (an Alpaca broker reads its
+    keys), :class:`BrokerMismatchError` when they differ, and the router is an ``operator`` one,
+    which checks again when it acts (see :class:`OrderRouter`)."""
     from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
     from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
     from ensemble_trader.runtime.clock import SystemClock
@@ -1621,8 +1719,13 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
     orders = orders or OrdersSettings()
     limits = risk or RiskSettings().limits()
     clock = clock or SystemClock()
+    store = DynamoOrdersStore(settings=settings)
+    if operator_command is not None:
+        stored = store.load_risk_state().broker
+        if stored and stored != broker_name(orders):
+            raise BrokerMismatchError(operator_command, broker_name(orders), stored)
     return OrderRouter(
-        DynamoOrdersStore(settings=settings),
+        store,
         make_broker(settings, orders, clock),
         clock,
         limits=limits,
@@ -1633,6 +1736,8 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
         allocations=orders.allocations,
         default_allocation=orders.default_allocation,
         reconcile_grace_seconds=orders.reconcile_grace_seconds,
+        broker_name=broker_name(orders),
+        operator=operator_command is not None,
     )
 
 

@@ -12,7 +12,8 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
   ``version`` checked on every write, and the kill switch as its own boolean attribute
   ``kill_switch`` so an operator can flip it with one ``update-item`` (with ``kill_switch_reason``,
   and ``kill_switch_at`` / ``kill_switch_command_id``: the time and id of the command that set it,
-  which order the commands).
+  which order the commands). The JSON also names the broker the stage's router trades
+  (``broker``; absent from items written before it was recorded, read as none).
 * ``paper-broker`` (``pk``, ``sk``): ``ORDER``/``<id>`` for every paper order, ``OPEN``/``<id>``
   (a copy) while it is working, ``POSITION``/``<symbol>`` with a ``version``; an order update and
   the position it changes are one transaction, each conditional on the version read.
