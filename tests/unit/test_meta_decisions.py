@@ -257,10 +257,12 @@ def test_the_row_records_the_regime_model_version() -> None:
     assert json.loads(row["explanation_detail"])["regime_model_version"] == "r-42"
 
 
-def test_a_retried_batch_does_not_count_its_switches_again() -> None:
-    """A transient snapshot failure makes the mapping retry the batch: its decisions are found
-    stored and sent again, which is not a new switch — the switch metric counts each once
-    (AgentSwitched events are at least once, with deterministic ids)."""
+@pytest.mark.parametrize("failing", ["snapshot", "queue"])
+def test_a_retried_batch_counts_each_switch_once(failing) -> None:
+    """A transient snapshot (or queue) failure makes the mapping retry the batch: its decisions
+    are found stored and sent again, which is not a new switch — the switch metric counts each
+    once, neither twice (it did after a snapshot failure) nor never (after a queue failure, had it
+    been counted at the send); AgentSwitched events are at least once, with deterministic ids."""
     from ensemble_trader.adapters.memory import MemoryCache, MemoryDeadLetters
     from ensemble_trader.domain.errors import InfrastructureError
     from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
@@ -291,16 +293,19 @@ def test_a_retried_batch_does_not_count_its_switches_again() -> None:
 
     series = generate("realistic", 200, seed=5, symbol="SW").series  # a series with switches after bar 70
     states = run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model())).market_states
-    snapshots, bus, metrics = FlakyOnce(), MemoryEventBus(), Metrics()
+    snapshots, bus, metrics, queue = FlakyOnce(), MemoryEventBus(), Metrics(), MemoryQueuePublisher()
     runner = KinesisStageRunner(
         MetaAgentStep(MetaAgentConfig.create(), RuleAgents()), cache=MemoryCache(), dlq=MemoryDeadLetters(),
-        sink=DecisionSink(QueueSink(MemoryQueuePublisher(), "order-intents", lambda i: i.intent_id),
+        sink=DecisionSink(QueueSink(queue, "order-intents", lambda i: i.intent_id),
                           MemoryKeyValueStore(), metrics),
         events=bus, snapshots=BanditSnapshots(snapshots), snapshot_table=BANDIT_TABLE, metrics=metrics,
         stats=StageStats())
     assert runner.process(event(states[:70], 0)) == {"batchItemFailures": []}
     events_before, metrics_before = len(bus.events), len(metrics.values)
-    snapshots.fail = True
+    if failing == "snapshot":
+        snapshots.fail = True
+    else:
+        queue.failures.fail("send")
     assert len(runner.process(event(states[70:], 70))["batchItemFailures"]) == len(states) - 70
     assert runner.process(event(states[70:], 70)) == {"batchItemFailures": []}  # the mapping's retry
     switches = {e.event_id for e in bus.events[events_before:] if type(e).__name__ == "AgentSwitched"}

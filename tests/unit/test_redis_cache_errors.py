@@ -70,3 +70,28 @@ def test_writes_and_deletes_that_redis_accepts_still_succeed():
     assert cache.get_many(["features:SPY", "features:QQQ"]) == [PAYLOAD, b"q"]
     cache.delete("features:SPY", "features:QQQ")
     assert cache.get_many(["features:SPY", "features:QQQ"]) == [None, None]
+
+
+def test_a_silent_endpoint_costs_a_few_reply_timeouts_not_nine(monkeypatch):
+    # an endpoint that accepts connections and never answers: redis-py retries the handshake
+    # inside every attempt, so the replies waited for grow as (retries + 1)²; with one retry the
+    # stage gives up after four and reads its snapshots (two retries: nine, 18.5 s at 2 s each)
+    import socket
+
+    import redis.connection
+
+    reads = []
+    real = redis.connection.AbstractConnection.read_response
+
+    def counting(self, *args, **kwargs):
+        reads.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", counting)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        cache = RedisCache.from_url(f"redis://127.0.0.1:{server.getsockname()[1]}/0", read_timeout_s=0.05)
+        with pytest.raises(InfrastructureError, match="Timeout reading"):
+            cache.get_many(["a"])
+    assert len(reads) == 4

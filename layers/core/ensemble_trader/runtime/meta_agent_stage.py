@@ -162,6 +162,14 @@ class DecisionSink:
             intent if kept is None else self._stored_intent(intent, kept)
             for intent, kept in zip(intents, stored, strict=True)
         ]
+        if self.metrics is not None:
+            # a switch counts once, when its decision row is first written (before the send, so
+            # a queue failure does not lose it: the retry finds the row stored and sends it again,
+            # which is not a new switch); a put that fails part-way can leave one uncounted
+            switched = sum(1 for i, kept in zip(sent, stored, strict=True)
+                           if kept is None and i.explanation_detail.get("switched"))
+            if switched:
+                self.metrics.add_metric("meta_agent_switches", "Count", switched)
         self.queue.emit(sent)
         if self.metrics is not None:
             latest = {i.symbol: i for i in sent}
@@ -171,12 +179,6 @@ class DecisionSink:
                 self.metrics.add_metric(
                     f"meta_agent_regret_{intent.regime.value}", "None", float(regret.get("regime", 0.0))
                 )
-            # counted once per decision: a retried record finds its row stored (same intent id)
-            # and sends that row's intent again, which is not a new switch
-            switched = sum(1 for i, kept in zip(sent, stored, strict=True)
-                           if kept is None and i.explanation_detail.get("switched"))
-            if switched:
-                self.metrics.add_metric("meta_agent_switches", "Count", switched)
 
     @staticmethod
     def _stored_intent(computed: OrderIntent, row: Mapping[str, Any]) -> OrderIntent:

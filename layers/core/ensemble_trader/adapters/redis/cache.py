@@ -33,12 +33,18 @@ class RedisCache:
         prefix: str = "",
         ttl_seconds: int | None = None,
         timeout_s: float = 2.0,
+        read_timeout_s: float = 1.0,
         credential_provider: Any = None,
     ) -> RedisCache:
         """A cache over a new connection pool to ``url`` (``redis://host:port/db``, ``rediss://``).
 
         ``credential_provider`` (a redis-py ``CredentialProvider``) supplies the user and password
-        of each new connection, e.g. the IAM token of ElastiCache Serverless.
+        of each new connection, e.g. the IAM token of ElastiCache Serverless. ``timeout_s`` bounds
+        a connect, ``read_timeout_s`` a reply. One retry (a pooled connection the server closed
+        while idle is replaced): redis-py retries the connection's handshake inside each attempt,
+        so against an endpoint that accepts connections and never answers a call costs
+        ``(retries + 1)²`` reply timeouts — 4 s here, 18.5 s with two retries and 2 s — and the
+        stage runner reads the snapshots instead once it gives up.
         """
         import redis
         from redis.backoff import ExponentialBackoff
@@ -46,11 +52,11 @@ class RedisCache:
 
         client = redis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            socket_timeout=read_timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
-            # fail fast: the stage runner reports the items and the event-source mapping retries
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            # fail fast: the stage runner works from the DynamoDB snapshots when the cache fails
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
             credential_provider=credential_provider,
         )
         return cls(client, prefix=prefix, ttl_seconds=ttl_seconds)
