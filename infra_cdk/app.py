@@ -1,7 +1,9 @@
 """Entry point of the CDK app: ``python -m infra_cdk.app`` (``cdk.json`` runs exactly that).
 
 Context: ``-c stage=dev|staging|prod`` (default ``dev``), ``-c broker=paper|alpaca|alpaca-live``
-(default ``paper``; ``alpaca`` trades on Alpaca's paper endpoint, ``alpaca-live`` with real money
+(required for ``staging`` and ``prod``, ``paper`` included, so a redeploy that forgets it is refused
+instead of switching the stage's orders functions to another broker; ``dev`` defaults to ``paper``;
+``alpaca`` trades on Alpaca's paper endpoint, ``alpaca-live`` with real money
 and needs ``-c max_intent_age_seconds=N``; both Alpaca brokers need ``-c initial_equity=N``, the
 account's equity, since the orders functions never ask the broker for it),
 ``-c symbols=SPY,QQQ`` (the symbols traded: the daily regime refit fits on them and the orders
@@ -25,7 +27,7 @@ from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 from ensemble_trader import __version__
 from ensemble_trader.domain.models import SYMBOL_PATTERN
 
-from infra_cdk.config import StageConfig, stage_config
+from infra_cdk.config import StageConfig, UnknownStageError, stage_config
 from infra_cdk.stacks.trader import TraderStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +45,28 @@ class InvalidContextError(ValueError):
     """A ``-c key=value`` context value the app does not accept."""
 
 
-def _choice(app: cdk.App, key: str, allowed: tuple[str, ...]) -> str:
-    value = str(app.node.try_get_context(key) or allowed[0])
-    if value not in allowed:
-        raise InvalidContextError(f"context {key}={value!r} is not one of {allowed}")
+ALPACA_BROKERS = ("alpaca", "alpaca-live")
+BROKERS = ("paper", *ALPACA_BROKERS)
+
+
+def _broker(app: cdk.App, config: StageConfig) -> str:
+    """The ``broker`` context: one of :data:`BROKERS`. A stage with ``broker_required`` (staging,
+    prod) refuses to synthesise without it: the broker lives only in each deploy's context, so a
+    default would silently move a stage that trades Alpaca to the paper broker at the next redeploy
+    that omits it (real orders and positions left unmanaged). Dev defaults to ``paper``."""
+    raw = app.node.try_get_context("broker")
+    if raw is None or str(raw).strip() == "":
+        if config.broker_required:
+            raise InvalidContextError(
+                f"context broker is required for stage {config.name!r}: give -c broker=paper|alpaca|alpaca-live, "
+                "paper too (make deploy CDK_CONTEXT=\"...\"; in CI the variable "
+                f"{config.name.upper()}_CDK_CONTEXT), so that a redeploy which forgets it cannot move an Alpaca "
+                "stage's orders functions to the paper broker (docs/deployment.md)"
+            )
+        return BROKERS[0]
+    value = str(raw)
+    if value not in BROKERS:
+        raise InvalidContextError(f"context broker={value!r} is not one of {BROKERS}")
     return value
 
 
@@ -67,7 +87,6 @@ def _positive_number(app: cdk.App, key: str, unit: str) -> float | None:
     return value
 
 
-ALPACA_BROKERS = ("alpaca", "alpaca-live")
 DEFAULT_EQUITY_TEXT = "$1,000,000"  # ET_ORDERS_INITIAL_EQUITY's default (OrdersSettings.initial_equity)
 
 
@@ -133,7 +152,7 @@ def build_app(
     initial_equity = _positive_number(app, "initial_equity", "dollars (the account's equity)")
     if initial_equity is not None:
         config = dataclasses.replace(config, initial_equity=initial_equity)
-    broker_kind = _choice(app, "broker", ("paper", *ALPACA_BROKERS))
+    broker_kind = _broker(app, config)
     needed = _required_for(broker_kind, config)
     if needed:
         trades = "trades real money" if broker_kind == "alpaca-live" else "trades an Alpaca account"
@@ -161,7 +180,10 @@ def build_app(
 
 
 def main() -> None:
-    app, _ = build_app()
+    try:
+        app, _ = build_app()
+    except (InvalidContextError, UnknownStageError) as error:
+        raise SystemExit(f"infra_cdk: {error}") from None  # one line, no traceback, exit status 1
     app.synth()
 
 

@@ -44,6 +44,10 @@ class StageConfig:
     # P&L (ET_ORDERS_INITIAL_EQUITY; they never ask the broker): the account's, so set per deployment
     # (-c initial_equity=N, required with an Alpaca broker); None keeps the settings' default (paper)
     initial_equity: float | None = None
+    # whether the stage takes its broker only from an explicit -c broker=... (paper included): the broker
+    # lives in the per-deploy context, so a default would switch a stage that trades Alpaca to the paper
+    # broker at the first redeploy that forgets it. Only dev (a development stack) defaults to paper
+    broker_required: bool = True
 
     def __post_init__(self) -> None:
         # the hot-path functions read Kinesis shards with a parallelization factor of 1 (per-symbol
@@ -79,6 +83,7 @@ STAGES: dict[str, StageConfig] = {
         iterator_age_alarm_ms=60_000,
         error_rate_alarm_percent=5.0,
         drawdown_alarm_fraction=0.10,
+        broker_required=False,  # -c broker defaults to paper
     ),
     # Production's shape at a smaller size: what CI deploys and smoke-tests before production.
     "staging": StageConfig(

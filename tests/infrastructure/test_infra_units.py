@@ -123,22 +123,71 @@ def test_the_broker_context_sets_the_alpaca_endpoint(tmp_path, broker, paper):
     assert {v.get("ET_ORDERS_ALPACA_PAPER") for v in variables} == {paper}
 
 
-def _orders_environments(tmp_path: Path, context: dict) -> dict[str, dict]:
-    """Synthesise the three orders entries (handler, reconcile, kill_switch) with ``context``:
-    each entry's function name → its environment variables."""
+def _orders_environments(tmp_path: Path, context: dict, stage: str = "dev") -> dict[str, dict]:
+    """Synthesise the three orders entries (handler, reconcile, kill_switch) with ``context`` in
+    ``stage``: each entry's function name → its environment variables."""
     from infra_cdk.app import build_app
 
     functions = tmp_path / "functions"
     source = HANDLER + "".join(f"\n\ndef {extra}(event, context):\n    return event\n"
                                for extra in function_spec("orders").extra_entries)
     _write(functions / "orders" / "handler.py", source)
-    app, stack = build_app(outdir=str(tmp_path / "out"), functions_dir=functions, context=context)
+    app, stack = build_app(outdir=str(tmp_path / "out"), functions_dir=functions,
+                           context={"stage": stage, **context})
     template = app.synth().get_stack_by_name(stack.stack_name).template
     found = {r["Properties"]["FunctionName"]: r["Properties"]["Environment"]["Variables"]
              for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
              and "ET_ORDERS_BROKER" in r["Properties"].get("Environment", {}).get("Variables", {})}
-    assert set(found) == {function_name("dev", key) for key in ("orders", "orders.reconcile", "orders.kill_switch")}
+    assert set(found) == {function_name(stage, key) for key in ("orders", "orders.reconcile", "orders.kill_switch")}
     return found
+
+
+@pytest.mark.parametrize("stage", ["staging", "prod"])
+@pytest.mark.parametrize("context", [{}, {"broker": ""}, {"initial_equity": "25000"}],
+                         ids=["no-broker", "empty-broker", "equity-without-broker"])
+def test_staging_and_prod_refuse_to_synthesise_without_an_explicit_broker(tmp_path, stage, context):
+    """The broker lives only in each deploy's context: with a paper default, `make deploy STAGE=prod`
+    (CI, the runbook's redeploys) switched a stage trading Alpaca to the paper broker."""
+    from infra_cdk.app import InvalidContextError, build_app
+
+    with pytest.raises(InvalidContextError) as refused:
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"stage": stage, **context})
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"context broker is required for stage '{stage}': give -c broker=paper|alpaca|")
+    assert f"{stage.upper()}_CDK_CONTEXT" in message and "paper broker" in message
+
+
+@pytest.mark.parametrize("stage", ["staging", "prod"])
+def test_staging_and_prod_accept_paper_when_it_is_said(tmp_path, stage):
+    environments = _orders_environments(tmp_path, {"broker": "paper"}, stage=stage)
+    assert {v["ET_ORDERS_BROKER"] for v in environments.values()} == {"paper"}
+
+
+def test_staging_and_prod_take_an_alpaca_broker_from_the_context(tmp_path):
+    environments = _orders_environments(tmp_path, {"broker": "alpaca", "initial_equity": "25000"}, stage="prod")
+    assert {(v["ET_ORDERS_BROKER"], v["ET_ORDERS_ALPACA_PAPER"]) for v in environments.values()} == {("alpaca", "true")}
+
+
+def test_dev_still_defaults_to_the_paper_broker(tmp_path):
+    environments = _orders_environments(tmp_path, {})
+    assert {v["ET_ORDERS_BROKER"] for v in environments.values()} == {"paper"}
+
+
+def test_the_app_reports_a_missing_broker_in_one_line_without_a_traceback(tmp_path):
+    """`python -m infra_cdk.app` as the cdk CLI runs it (the context in CDK_CONTEXT_JSON; a process of
+    its own, since the jsii runtime of this one has read its environment already)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CDK_CONTEXT_JSON": '{"stage": "prod"}', "CDK_OUTDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "infra_cdk.app"], cwd=Path(__file__).resolve().parents[2],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("infra_cdk: context broker is required for stage 'prod': give -c broker=")
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("broker", ["alpaca", "alpaca-live"])
