@@ -146,7 +146,9 @@ def test_one_intent_delivered_100_times_through_the_lambda_gives_one_broker_orde
     assert (stats.intents, stats.orders, stats.replayed) == (1, 1, 99)
 
 
-def test_operator_cli_status_and_kill_switch(orders_env, capsys):
+def test_operator_cli_status_and_kill_switch(orders_env, capsys, monkeypatch):
+    from datetime import datetime, timedelta
+
     from ensemble_trader.cli import main
 
     stack = orders_env
@@ -157,6 +159,11 @@ def test_operator_cli_status_and_kill_switch(orders_env, capsys):
     status = json.loads(capsys.readouterr().out)
     assert status["trading_state"] == "HALTED" and status["kill_switch"]["reason"] == "cli drill"
     assert status["working_orders"] == []
+    # stamped by the server's clock (the Date of DynamoDB's answer), in whole seconds
+    assert datetime.fromisoformat(status["kill_switch"]["issued_at"]).microsecond == 0
+    # an "off" in the same second as the "on" would not lift it (a tie never does): a second later
+    server_time = DynamoOrdersStore.server_time
+    monkeypatch.setattr(DynamoOrdersStore, "server_time", lambda self: server_time(self) + timedelta(seconds=1))
     assert main(["orders", "kill-switch", "off", "--reason", "drill over"]) == 0
     assert main(["orders", "reconcile"]) == 0
 

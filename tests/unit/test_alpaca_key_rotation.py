@@ -152,3 +152,72 @@ def test_a_403_refusing_the_keys_reads_the_secret_again():
     assert broker.submit(order()).status is OrderStatus.SUBMITTED
     assert [r.headers["APCA-API-KEY-ID"] for r in http.requests] == ["OLDKEY", "NEWKEY"]
     assert secrets.reads == 2
+
+
+class ForbiddingOrders(KeyCheckingAlpaca):
+    """Alpaca refusing every order with ``403 forbidden.`` while the keys are fine (as it answers an
+    order over the day-trading buying power)."""
+
+    def send(self, request, **kwargs):
+        pair = (request.headers.get("APCA-API-KEY-ID"), request.headers.get("APCA-API-SECRET-KEY"))
+        if pair in self.valid and request.method == "POST" and request.path_url.startswith("/v2/orders"):
+            self.keys_seen.append(pair[0])
+            self.requests.append((request.method, request.path_url))
+            return self.respond(request, 403, {"message": "forbidden."})
+        return super().send(request, **kwargs)
+
+
+def test_a_forbidden_order_with_the_keys_the_secret_holds_is_rejected_and_the_intent_completes():
+    """``403 forbidden.`` with the pair the secret still holds refuses the order, not the keys: the
+    order is REJECTED (BROKER_REJECTED) and the intent done — not PENDING with the intent failing
+    (and the symbol's FIFO group blocked) on every delivery until the DLQ."""
+    router, alpaca, secrets, _ = rig()
+    alpaca.__class__ = ForbiddingOrders
+    router.handle(intent(0, 0.0, 100.0))
+    it = intent(1, 0.5, 100.0)
+    (placed,) = router.handle(it).orders
+    assert (placed["status"], placed["reject_code"]) == ("REJECTED", "BROKER_REJECTED")
+    (stored,) = router.store.list_orders()
+    assert stored.status is OrderStatus.REJECTED and "HTTP 403: forbidden." in stored.reject_reason
+    assert router.handle(it).orders == []  # a redelivery sends nothing again
+    assert sum(m == "POST" for m, _ in alpaca.requests) == 1 and secrets.reads == 2
+
+
+def test_a_403_again_after_new_keys_were_read_is_refused_keys():
+    router, alpaca, secrets, _ = rig(("OTHERKEY", "OTHERSECRET"))
+    alpaca.__class__ = ForbiddingOrders
+
+    def forbid_all(request, **kwargs):  # every request answered 403 forbidden., whatever the keys
+        alpaca.keys_seen.append(request.headers.get("APCA-API-KEY-ID"))
+        return alpaca.respond(request, 403, {"message": "forbidden."})
+
+    alpaca.send = forbid_all
+    secrets.put("NEWKEY", "NEWSECRET")
+    with pytest.raises(BrokerUnavailableError, match="also after reading it again") as info:
+        router.broker.submit(order())
+    assert type(info.value).__name__ == "BrokerAuthenticationError"
+    assert alpaca.keys_seen == ["OLDKEY", "NEWKEY"] and secrets.reads == 2
+
+
+def test_a_redelivered_intent_fails_again_while_the_keys_are_refused_and_trades_once_they_work():
+    """Its order stays PENDING and unsent while the keys are refused: the redelivery's lookup of it
+    is refused too, and the intent must fail again (SQS keeps it) rather than complete with the
+    trade never made. Once the keys work, the next delivery places it once, under the same id."""
+    router, alpaca, secrets, _ = rig()
+    router.handle(intent(0, 0.0, 100.0))
+    alpaca.valid = set()  # the pair is revoked, the secret not updated yet
+    it = intent(1, 0.5, 100.0)
+    for _ in range(2):  # the first delivery, then SQS's redelivery
+        with pytest.raises(BrokerUnavailableError) as info:
+            router.handle(it)
+        assert type(info.value).__name__ == "BrokerAuthenticationError"
+    (stored,) = router.store.list_orders()
+    assert stored.status is OrderStatus.PENDING and not alpaca.orders
+    secrets.put("NEWKEY", "NEWSECRET")
+    alpaca.valid = {("NEWKEY", "NEWSECRET")}
+    outcome = router.handle(it)
+    assert outcome.resolved_existing == 1
+    assert list(alpaca.orders) == [stored.client_order_id]
+    assert router.store.get_order(stored.client_order_id).status is OrderStatus.SUBMITTED
+    router.handle(it)  # delivered once more: nothing new at Alpaca
+    assert list(alpaca.orders) == [stored.client_order_id]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from ensemble_trader.adapters.memory import MemoryEventBus
-from ensemble_trader.domain.errors import InfrastructureError, InvalidMessageError
+from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, InvalidMessageError
 from ensemble_trader.domain.orders import KillSwitchCommand
 from ensemble_trader.domain.risk import RiskState, TradingState, merge_states
 from ensemble_trader.local.events import FakeLambdaContext
@@ -190,24 +190,224 @@ def test_the_control_event_must_carry_its_time_and_id_and_the_detail_cannot_set_
             KillSwitchCommand.from_event({**event, **change})
 
 
-def test_the_cli_orders_its_command_by_the_wall_clock_and_fails_when_it_is_stale(monkeypatch, capsys):
+def test_the_cli_without_a_server_clock_uses_its_own_in_whole_seconds_and_fails_when_stale(monkeypatch, capsys):
     from ensemble_trader.cli import main
     from ensemble_trader.runtime import orders as runtime_orders
 
-    rig = Rig()
+    rig = Rig()  # memory stores: no server clock, the router's clock stands in
+    rig.clock.set(T + timedelta(milliseconds=600))
     monkeypatch.setattr(runtime_orders, "build_router", lambda **_: rig.router)
-    before = datetime.now(UTC)
     assert main(["orders", "kill-switch", "on", "--reason", "cli drill"]) == 0
     state = rig.store.load_risk_state()
     assert state.kill_switch and state.kill_switch_command_id.startswith("cli-")
-    assert before <= state.kill_switch_at <= datetime.now(UTC)
-    # a control event dated ahead of this machine's clock holds the switch: the CLI's "off" is older
+    assert state.kill_switch_at == T  # whole seconds, as EventBridge's time
+    # a control event dated later holds the switch: the CLI's "off" is older
     rig.router.apply_kill_switch(KillSwitchCommand.from_event(
-        control_event(True, "incident", before + timedelta(days=1), "ev-later")))
+        control_event(True, "incident", T + timedelta(days=1), "ev-later")))
     capsys.readouterr()
     assert main(["orders", "kill-switch", "off", "--reason", "drill over"]) == 1
     assert "kill switch not changed" in capsys.readouterr().err
     assert rig.store.load_risk_state().kill_switch
+
+
+class AwsClock:
+    """A DynamoDB client whose answers carry ``Date`` headers of AWS's clock (``now``), not the
+    machine's; moto's give the local clock."""
+
+    def __init__(self, client, now: datetime):
+        self._client, self.now = client, now
+
+    def __getattr__(self, name):
+        call = getattr(self._client, name)
+        if not callable(call):
+            return call
+
+        def stamped(*args, **kwargs):
+            response = call(*args, **kwargs)
+            response["ResponseMetadata"]["HTTPHeaders"]["date"] = self.now.strftime("%a, %d %b %Y %H:%M:%S GMT")
+            return response
+
+        return stamped
+
+
+def test_the_cli_stamps_its_command_with_awss_clock_so_a_later_control_event_on_applies(
+        dynamodb, monkeypatch, capsys):  # noqa: F811
+    """The reviewer's sequence: the CLI lifts the switch at 15:00:00.600 by the operator's clock,
+    another operator's EventBridge "on" follows in the same second (``time`` 15:00:00Z) — it must
+    apply. And an operator clock minutes fast must not hold back the ONs put after its "off"."""
+    from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+    from ensemble_trader.cli import main
+    from ensemble_trader.runtime import orders as runtime_orders
+    from ensemble_trader.runtime.orders import OrderRouter
+
+    from tests.unit.test_orders_dynamo import SETTINGS
+
+    rig = Rig()
+    aws = AwsClock(dynamodb, T)
+    store = DynamoOrdersStore(aws, settings=SETTINGS)
+    router = OrderRouter(store, rig.broker, rig.clock, events=rig.bus, reconcile_on_start=False)
+    monkeypatch.setattr(runtime_orders, "build_router", lambda **_: router)
+    router.apply_kill_switch(KillSwitchCommand.from_event(
+        control_event(True, "incident", T - timedelta(minutes=5), "ev-on-0")))
+
+    rig.clock.set(T + timedelta(milliseconds=600))  # the operator's machine
+    aws.now = T
+    assert main(["orders", "kill-switch", "off", "--reason", "resolved"]) == 0
+    state = store.load_risk_state()
+    assert not state.kill_switch and state.kill_switch_at == T  # AWS's clock, whole seconds
+    on = router.apply_kill_switch(KillSwitchCommand.from_event(control_event(True, "new incident", T, "ev-on-1")))
+    assert on["applied"] and on["active"] and store.load_risk_state().kill_switch
+
+    rig.clock.set(T + timedelta(minutes=12))  # the operator's clock 2 minutes fast
+    aws.now = T + timedelta(minutes=10)
+    assert main(["orders", "kill-switch", "off", "--reason", "resolved again"]) == 0
+    assert store.load_risk_state().kill_switch_at == T + timedelta(minutes=10)
+    on = router.apply_kill_switch(KillSwitchCommand.from_event(
+        control_event(True, "third incident", T + timedelta(minutes=11, seconds=30), "ev-on-2")))
+    assert on["applied"] and store.load_risk_state().kill_switch
+
+
+def test_a_server_answer_without_a_date_is_an_error_not_the_local_clock(dynamodb):  # noqa: F811
+    from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+    from ensemble_trader.domain.errors import InfrastructureError
+
+    from tests.unit.test_orders_dynamo import SETTINGS
+
+    class NoDate(AwsClock):
+        def __getattr__(self, name):
+            call = getattr(self._client, name)
+
+            def undated(*args, **kwargs):
+                response = call(*args, **kwargs)
+                response["ResponseMetadata"]["HTTPHeaders"].pop("date", None)
+                return response
+
+            return undated
+
+    with pytest.raises(InfrastructureError, match="Date"):
+        DynamoOrdersStore(NoDate(dynamodb, T), settings=SETTINGS).server_time()
+
+
+def test_times_are_compared_in_whole_seconds_also_a_stored_one_with_a_fraction():
+    """A state written by an older CLI (its machine's clock, microseconds): an "on" in the same
+    second applies (the tie rule), an "off" in the same second does not lift the switch."""
+    from ensemble_trader.domain.risk import KillSwitchVerdict, kill_switch_verdict
+
+    off = RiskState(kill_switch=False, kill_switch_reason="resolved", kill_switch_at=T + timedelta(milliseconds=600),
+                    kill_switch_command_id="cli-old")
+    on = KillSwitchCommand.from_event(control_event(True, "incident", T, "ev-on"))
+    assert kill_switch_verdict(off, on)[0] is KillSwitchVerdict.APPLY
+    stored_on = off.model_copy(update={"kill_switch": True})
+    late_off = KillSwitchCommand.parse({"active": False, "reason": "x", "issued_at": T + timedelta(milliseconds=900),
+                                        "command_id": "cli-new"})
+    assert late_off.issued_at == T  # kept in whole seconds
+    assert kill_switch_verdict(stored_on, late_off)[0] is KillSwitchVerdict.STALE
+
+
+def test_an_ignored_on_is_an_error_and_an_event(entry, caplog):
+    rig, invoke = entry
+    invoke(control_event(False, "all clear", T, "ev-off"))
+    with caplog.at_level("WARNING"):
+        result = invoke(control_event(True, "incident", T - timedelta(minutes=1), "ev-on-late"))
+    assert not result["applied"] and not result["active"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "ignored" in r.getMessage()]
+    assert errors and "ev-on-late" in errors[0].getMessage()
+    (ignored,) = rig.events("KillSwitchCommandIgnored")
+    assert (ignored.command_id, ignored.active, ignored.switch_active) == ("ev-on-late", True, False)
+    assert "before the stored command ev-off" in ignored.ignored
+    # an ignored "off" (the switch stays on: the safe side) is published too, logged as a warning
+    invoke(control_event(True, "incident 2", T + timedelta(minutes=1), "ev-on-2"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        invoke(control_event(False, "late all clear", T, "ev-off-late"))
+    assert [e.active for e in rig.events("KillSwitchCommandIgnored")] == [True, False]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+class HandFlipBetweenLoadAndSave:
+    """A store on which an operator flips the switch by hand (kill_switch, its reason and time; no
+    version bump, the runbook's update-item before it said so) right after the next load."""
+
+    def __init__(self, inner, flip):
+        self.inner, self.flip, self.armed = inner, flip, True
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def load_risk_state(self):
+        state = self.inner.load_risk_state()
+        if self.armed:
+            self.armed = False
+            self.flip()
+        return state
+
+
+def _late_off_after_a_hand_flip(store, flip) -> tuple[dict, RiskState]:
+    from ensemble_trader.adapters.brokers.paper import PaperBroker
+    from ensemble_trader.adapters.memory.orders_store import MemoryPaperLedger
+    from ensemble_trader.runtime.clock import FixedClock
+    from ensemble_trader.runtime.orders import OrderRouter
+
+    clock = FixedClock(T)
+    router = OrderRouter(store, PaperBroker(MemoryPaperLedger(), clock), clock, reconcile_on_start=False)
+    router.apply_kill_switch(KillSwitchCommand.from_event(control_event(True, "incident", T, "ev-on")))
+    router.apply_kill_switch(KillSwitchCommand.from_event(
+        control_event(False, "ok", T + timedelta(minutes=1), "ev-off")))
+    racing = HandFlipBetweenLoadAndSave(store, flip)
+    router.store = racing
+    # a retried "off" issued before the hand flip, loading just before the flip lands
+    result = router.apply_kill_switch(KillSwitchCommand.from_event(
+        control_event(False, "retry", T + timedelta(minutes=3), "ev-off-3")))
+    return result, store.load_risk_state()
+
+
+def test_a_command_decided_before_a_hand_flip_does_not_overwrite_it_in_memory():
+    from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore
+
+    store = MemoryOrdersStore()
+
+    def flip():
+        store.kill_switch_flag, store.kill_switch_reason = True, "incident 2 (by hand)"
+        store.kill_switch_at = T + timedelta(minutes=5)
+
+    result, state = _late_off_after_a_hand_flip(store, flip)
+    assert not result["applied"] and result["active"]
+    assert (state.kill_switch, state.kill_switch_reason) == (True, "incident 2 (by hand)")
+
+
+def test_a_command_decided_before_a_hand_flip_does_not_overwrite_it_in_dynamodb(dynamodb):  # noqa: F811
+    """The runbook's update-item (without ``ADD version``) lands between a retried older "off"'s load
+    and its save: the save is conditional on the switch as read too, so the "off" is decided
+    again on the flipped state — stale — and the hand-set "on" stays."""
+    from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+
+    from tests.unit.test_orders_dynamo import SETTINGS
+
+    store = DynamoOrdersStore(dynamodb, settings=SETTINGS)
+
+    def flip(minutes: int = 5):
+        dynamodb.update_item(
+            TableName=SETTINGS.name("risk-state"), Key={"pk": {"S": "global"}},
+            UpdateExpression="SET kill_switch = :k, kill_switch_reason = :r, kill_switch_at = :t",
+            ExpressionAttributeValues={":k": {"BOOL": True}, ":r": {"S": "incident 2 (by hand)"},
+                                       ":t": {"S": (T + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")}})
+
+    result, state = _late_off_after_a_hand_flip(store, flip)
+    assert not result["applied"] and result["active"]
+    assert (state.kill_switch, state.kill_switch_reason, state.kill_switch_at) == (
+        True, "incident 2 (by hand)", T + timedelta(minutes=5))
+    # a save of a state read before a flip is refused outright; one read after it goes through
+    stale = store.load_risk_state()
+    flip(minutes=6)
+    stale.kill_switch = False
+    with pytest.raises(ConcurrencyError, match="kill switch was changed"):
+        store.save_risk_state(stale, write_kill_switch=True)
+    fresh = store.load_risk_state()
+    fresh.kill_switch = False
+    store.save_risk_state(fresh, write_kill_switch=True)
+    fresh.kill_switch = True
+    store.save_risk_state(fresh, write_kill_switch=True)  # its own write does not make it stale
+    assert store.load_risk_state().kill_switch
 
 
 def test_dynamodb_keeps_the_command_time_and_id_with_the_flag_and_reads_items_without_them(dynamodb):  # noqa: F811

@@ -100,21 +100,24 @@ def _refused(exc: BaseException, instead: str) -> int:
 
 
 def _kill_switch(args: argparse.Namespace) -> int:
-    """The command is ordered by this machine's wall clock (UTC) among the control events (see
-    ``KillSwitchCommand``): one issued before the command the risk state holds is ignored, and
-    the exit status is then 1 with the reason on stderr. Refused (exit 1, nothing changed) when
-    the stage's router trades another broker than this shell's settings configure."""
+    """The command is ordered among the control events (see ``KillSwitchCommand``) by AWS's
+    clock in whole seconds — the ``Date`` of DynamoDB's answer when the risk state is read
+    (:meth:`~ensemble_trader.runtime.orders.OrderRouter.command_time`), as EventBridge stamps the
+    events' ``time`` —, never by this machine's clock: one issued before the command the risk
+    state holds, or an "off" in the same second as the stored "on", is ignored, and the exit
+    status is then 1 with the reason on stderr. Refused (exit 1, nothing changed) when the
+    stage's router trades another broker than this shell's settings configure."""
     import sys
     import uuid
-    from datetime import UTC, datetime
 
     from ensemble_trader.runtime.orders import BrokerMismatchError, build_router
     from ensemble_trader.runtime.settings import get_settings
 
     try:
-        result = build_router(operator_command=f"kill switch {args.state}").set_kill_switch(
+        router = build_router(operator_command=f"kill switch {args.state}")
+        result = router.set_kill_switch(
             args.state == "on", args.reason, reset_breaker=args.reset_breaker,
-            issued_at=datetime.now(UTC), command_id=f"cli-{uuid.uuid4()}",
+            issued_at=router.command_time(), command_id=f"cli-{uuid.uuid4()}",
         )
     except BrokerMismatchError as exc:
         settings = get_settings()

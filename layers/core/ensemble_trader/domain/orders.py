@@ -28,7 +28,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, StringConstraints, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ensemble_trader.constants import CONTROL_EVENT_SOURCE, KILL_SWITCH_DETAIL_TYPE
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError, FieldProblem, InvalidMessageError
@@ -197,6 +204,21 @@ class KillSwitchChanged(Message):
     timestamp: AwareDatetime
 
 
+class KillSwitchCommandIgnored(Message):
+    """A kill-switch command judged stale (issued before the command the risk state holds): it
+    changed nothing. ``active`` and ``reason`` are the command's, ``switch_active`` the switch as it
+    stands, ``ignored`` why. An ignored "on" means trading goes on although an operator asked to
+    stop it: look at it at once."""
+
+    command_id: str | None
+    active: bool
+    reason: str
+    issued_at: AwareDatetime | None
+    switch_active: bool
+    ignored: str
+    timestamp: AwareDatetime
+
+
 class ReconciliationFailed(Message):
     symbol: str
     reasons: list[str]
@@ -218,6 +240,10 @@ class KillSwitchCommand(Message):
     issued before the one the risk state last applied is stale and changes nothing (see
     :func:`~ensemble_trader.domain.risk.kill_switch_verdict`), so a retried "off" cannot undo a
     later "on". Without ``issued_at`` (an in-process caller) the command is taken as issued now.
+    ``issued_at`` is kept in whole seconds (a fraction is dropped): EventBridge's ``time`` has no
+    finer precision, and within one second the tie rule decides (an "on" applies, an "off" does
+    not lift the switch). The operator CLI stamps its commands with AWS's clock for the same
+    reason (see ``OrderRouter.command_time``).
     """
 
     active: bool
@@ -257,6 +283,11 @@ class KillSwitchCommand(Message):
         if not isinstance(detail, Mapping):
             return cls.parse(detail)  # names the wrong type
         return cls.parse({**detail, "issued_at": issued_at, "command_id": command_id})
+
+    @field_validator("issued_at")
+    @classmethod
+    def _whole_seconds(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.replace(microsecond=0)
 
     @model_validator(mode="after")
     def _reset_only_when_lifting(self) -> KillSwitchCommand:

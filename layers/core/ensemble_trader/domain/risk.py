@@ -53,9 +53,17 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, Side
 from ensemble_trader.domain.orders import KillSwitchCommand, step_multiple
@@ -221,6 +229,22 @@ class RiskState(BaseModel):
     exits_only_below_zero: bool = False
     marks: dict[str, Mark] = Field(default_factory=dict)
     recent: list[RecentOrder] = Field(default_factory=list)
+    # the kill-switch attributes as the store read them (opaque here; None: not read from a
+    # store): a kill-switch save is conditional on them still being so, since a flip by hand
+    # (update-item of the flag) need not bump ``version`` — see :attr:`switch_as_stored`
+    _switch_as_stored: Any = PrivateAttr(default=None)
+
+    @property
+    def switch_as_stored(self) -> Any:
+        """The kill-switch attributes as the store that loaded this state read them, in the
+        store's own form (None: the state was not loaded from a store). Set by the store's load
+        and after its kill-switch save; the store writes the switch only if they are unchanged.
+        Copies of the state (``model_copy``) keep it."""
+        return self._switch_as_stored
+
+    @switch_as_stored.setter
+    def switch_as_stored(self, value: Any) -> None:
+        self._switch_as_stored = value
 
     @property
     def effective_state(self) -> TradingState:
@@ -651,8 +675,10 @@ def kill_switch_verdict(state: RiskState, command: KillSwitchCommand) -> tuple[K
       again (a reset is not repeated), the cancels and the events are;
     * issued before the state's command, or the same id while the switch has been changed since
       (by hand, in the table): :data:`KillSwitchVerdict.STALE`;
-    * issued in the same instant as a different command that turned the switch on (EventBridge
-      times are whole seconds): an "on" applies, an "off" is stale — a tie never lifts the switch;
+    * issued in the same second as a different command that turned the switch on (times are
+      compared in whole seconds, the precision of EventBridge's ``time``, also for a stored time
+      with a fraction — the CLI wrote its machine's clock so before it used AWS's): an "on"
+      applies, an "off" is stale — a tie never lifts the switch;
     * otherwise (later, the first command ever, a state written before commands carried their
       time, or a command without ``issued_at``): :data:`KillSwitchVerdict.APPLY`.
     """
@@ -663,17 +689,20 @@ def kill_switch_verdict(state: RiskState, command: KillSwitchCommand) -> tuple[K
             f"command {command.command_id} was applied already and the switch was changed since "
             f"(now {'on' if state.kill_switch else 'off'}: {state.kill_switch_reason!r})"
         )
-    if command.issued_at is None or state.kill_switch_at is None or command.issued_at > state.kill_switch_at:
+    if command.issued_at is None or state.kill_switch_at is None:
+        return KillSwitchVerdict.APPLY, "newer than the stored command"
+    issued, stored_at = whole_second(command.issued_at), whole_second(state.kill_switch_at)
+    if issued > stored_at:
         return KillSwitchVerdict.APPLY, "newer than the stored command"
     stored = (f"the stored command {state.kill_switch_command_id or '(unnamed)'} "
               f"({'on' if state.kill_switch else 'off'}: {state.kill_switch_reason!r}) issued at "
               f"{state.kill_switch_at.isoformat()}")
-    if command.issued_at < state.kill_switch_at:
+    if issued < stored_at:
         return KillSwitchVerdict.STALE, f"issued at {command.issued_at.isoformat()}, before {stored}"
     if command.active or not state.kill_switch:
-        return KillSwitchVerdict.APPLY, f"issued in the same instant as {stored}"
+        return KillSwitchVerdict.APPLY, f"issued in the same second as {stored}"
     return KillSwitchVerdict.STALE, (
-        f"issued in the same instant as {stored}: a tie never lifts the switch (send the 'off' again)"
+        f"issued in the same second as {stored}: a tie never lifts the switch (send the 'off' again)"
     )
 
 
@@ -689,18 +718,23 @@ def apply_kill_switch(state: RiskState, command: KillSwitchCommand, now: datetim
     state.kill_switch_at, state.kill_switch_command_id = at, command.command_id or ""
 
 
+def whole_second(at: datetime) -> datetime:
+    """``at`` without its fraction of a second: kill-switch commands are ordered in whole seconds."""
+    return at.replace(microsecond=0)
+
+
 def _switch(state: RiskState) -> tuple[bool, str, datetime | None, str]:
     return state.kill_switch, state.kill_switch_reason, state.kill_switch_at, state.kill_switch_command_id
 
 
 def _newer_switch(a: RiskState, b: RiskState) -> bool:
-    """``a``'s kill-switch command was issued after ``b``'s (in the same instant: when only ``a``
+    """``a``'s kill-switch command was issued after ``b``'s (in the same second: when only ``a``
     turned it on — a tie never lifts the switch). A state without a command time is the oldest."""
     if a.kill_switch_at is None:
         return False
-    if b.kill_switch_at is None or a.kill_switch_at > b.kill_switch_at:
+    if b.kill_switch_at is None or whole_second(a.kill_switch_at) > whole_second(b.kill_switch_at):
         return True
-    return a.kill_switch_at == b.kill_switch_at and a.kill_switch and not b.kill_switch
+    return whole_second(a.kill_switch_at) == whole_second(b.kill_switch_at) and a.kill_switch and not b.kill_switch
 
 
 def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskState:

@@ -61,6 +61,7 @@ from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, OrderIntent, Or
 from ensemble_trader.domain.orders import (
     QUANTITY_EPSILON,
     WORKING_STATUSES,
+    BrokerAuthenticationError,
     BrokerError,
     BrokerOrder,
     BrokerRejectedError,
@@ -69,6 +70,7 @@ from ensemble_trader.domain.orders import (
     DuplicateClientOrderIdError,
     KillSwitchChanged,
     KillSwitchCommand,
+    KillSwitchCommandIgnored,
     OrderCanceled,
     OrderFilled,
     OrderRejected,
@@ -1061,13 +1063,22 @@ class OrderRouter:
         pre-trade checks as they stand now) accepts it, else recorded REJECTED with its reason
         (and reported in ``outcome``); the broker's own uniqueness on client order ids makes a
         racing submit harmless. Not found and UNKNOWN → left for reconciliation, which marks it
-        NOT_AT_BROKER after the grace period.
+        NOT_AT_BROKER after the grace period. A lookup that fails is left to reconciliation too —
+        except when the broker refuses our keys (:class:`BrokerAuthenticationError`) on the
+        intent's own PENDING order (``recheck`` given): then it raises, so the intent fails and is
+        delivered again until the keys work, instead of completing with its order never sent.
         """
         if order.status.terminal:
             return 0
         try:
             report = self.broker.get_order_by_client_id(order.client_order_id)
         except BrokerUnavailableError as exc:
+            if isinstance(exc, BrokerAuthenticationError) and recheck is not None and order.status is OrderStatus.PENDING:
+                # the intent's own order, never sent (its submit was refused with the keys): the
+                # intent fails until the keys work, and SQS delivers it again — completing it
+                # would drop the trade (reconciliation retires a PENDING order the broker does
+                # not have). Sent again later under the same id, so it cannot be placed twice.
+                raise
             log.warning("lookup of %s failed (%s); reconciliation will settle it",
                         order.client_order_id, exc)
             return 0
@@ -1201,6 +1212,20 @@ class OrderRouter:
     # Kill switch and breaker reset
     # ------------------------------------------------------------------------------------------
 
+    def command_time(self) -> datetime:
+        """The time to stamp an operator's kill-switch command made now with (the CLI's): AWS's
+        clock in whole seconds — the ``Date`` of DynamoDB's answer to a read of the risk state
+        (the store's ``server_time``) —, the clock and precision of the control events' ``time``.
+        So the CLI's commands and the events are ordered by one clock, and within one second
+        :func:`~ensemble_trader.domain.risk.kill_switch_verdict`'s tie rule decides (an "on"
+        applies, an "off" does not lift the switch) — not the operator machine's clock, whose
+        microseconds (or skew) would make an "on" put in the same second (or minutes later)
+        stale. A store with no server clock (in memory): this router's clock, in whole seconds."""
+        server_time = getattr(self.store, "server_time", None)
+        if server_time is not None:
+            return server_time()
+        return self.clock.now().replace(microsecond=0)
+
     def set_kill_switch(
         self, active: bool, reason: str, *, reset_breaker: bool = False,
         issued_at: datetime | None = None, command_id: str | None = None,
@@ -1225,6 +1250,14 @@ class OrderRouter:
         does not write the flag again (nor repeat a breaker reset) but does the rest again: the
         cancels when it turned the switch on, and ``KillSwitchChanged``. See
         :func:`~ensemble_trader.domain.risk.kill_switch_verdict`.
+
+        A stale command is made loud: ``KillSwitchCommandIgnored`` is published, and a stale
+        "on" — trading goes on although an operator asked to stop it — is logged as an error
+        (a stale "off" as a warning: the switch stays on, the safe side).
+
+        The save is conditional on the version and on the switch as read, so a flip by hand made
+        meanwhile (which need not bump the version) is not overwritten: the command is decided
+        again on the stored state (:class:`ConcurrencyError`, up to ``MAX_ATTEMPTS`` times).
 
         The result: ``active``, ``reason`` and ``trading_state`` of the switch as it now stands,
         ``canceled``, ``applied`` (False: stale), ``retry`` (True: a redelivery finishing its
@@ -1254,8 +1287,15 @@ class OrderRouter:
             "issued_at": command.issued_at.isoformat() if command.issued_at else None,
         }
         if verdict is KillSwitchVerdict.STALE:
-            log.warning("kill switch command %s (%s: %s) ignored: %s", command.command_id,
-                        "on" if command.active else "off", command.reason, why)
+            log.log(logging.ERROR if command.active else logging.WARNING,
+                    "kill switch command %s (%s: %s) ignored: %s", command.command_id,
+                    "on" if command.active else "off", command.reason, why)
+            events.append(KillSwitchCommandIgnored(
+                command_id=command.command_id, active=command.active, reason=command.reason,
+                issued_at=command.issued_at, switch_active=state.kill_switch, ignored=why,
+                timestamp=self.clock.now(),
+            ))
+            self._publish(events)
             return {**result, "ignored": why}
         if verdict is KillSwitchVerdict.RETRY:
             log.warning("kill switch command %s delivered again: %s", command.command_id, why)

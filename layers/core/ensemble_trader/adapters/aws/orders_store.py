@@ -12,8 +12,13 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
   ``version`` checked on every write, and the kill switch as its own boolean attribute
   ``kill_switch`` so an operator can flip it with one ``update-item`` (with ``kill_switch_reason``,
   and ``kill_switch_at`` / ``kill_switch_command_id``: the time and id of the command that set it,
-  which order the commands). The JSON also names the broker the stage's router trades
-  (``broker``; absent from items written before it was recorded, read as none).
+  which order the commands). A kill-switch save is conditional on the version *and* on these
+  four attributes still being as read: an operator's ``update-item`` of the flag need not bump
+  the version, and a command decided on the state from before it must not overwrite it
+  (:class:`ConcurrencyError`: the command is decided again). The JSON also names the broker the
+  stage's router trades (``broker``; absent from items written before it was recorded, read as
+  none). The ``Date`` of the read's response, AWS's clock in whole seconds, is kept
+  (:meth:`DynamoOrdersStore.server_time`): it stamps the operator CLI's kill-switch commands.
 * ``paper-broker`` (``pk``, ``sk``): ``ORDER``/``<id>`` for every paper order, ``OPEN``/``<id>``
   (a copy) while it is working, ``POSITION``/``<symbol>`` with a ``version``; an order update and
   the position it changes are one transaction, each conditional on the version read.
@@ -30,7 +35,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -48,6 +54,9 @@ from ensemble_trader.domain.risk import RiskState
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 RISK_KEY = "global"
+SWITCH_ATTRIBUTES = ("kill_switch", "kill_switch_reason", "kill_switch_at", "kill_switch_command_id")
+"""The risk-state item's kill-switch attributes: written only by a kill-switch save, which is
+conditional on them being as they were read."""
 _SWITCH_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
 WORKING_INDEX = "#working"
 MAX_POSITION_RETRIES = 8
@@ -109,6 +118,19 @@ class _Dynamo:
             kwargs["ExclusiveStartKey"] = last
 
 
+def response_time(response: dict[str, Any]) -> datetime | None:
+    """The ``Date`` header of an AWS response (AWS's clock, whole seconds, UTC); None when the
+    response has none that can be read."""
+    raw = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not raw:
+        return None
+    try:
+        at = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def _order_item(order: Order) -> dict[str, Any]:
     item = order.model_dump(mode="json")
     item["working"] = order.status in WORKING_STATUSES
@@ -146,6 +168,7 @@ class DynamoOrdersStore(_Dynamo):
         # Last position and version this instance read or wrote, per symbol: a fill transaction
         # tries it first (its version condition catches any other writer) and re-reads on a miss.
         self._known: dict[str, tuple[Position | None, int]] = {}
+        self.risk_state_read_at: datetime | None = None  # the Date of the last risk-state read
 
     # -- orders ------------------------------------------------------------------------------
 
@@ -324,14 +347,31 @@ class DynamoOrdersStore(_Dynamo):
 
     # -- risk state --------------------------------------------------------------------------
 
+    def server_time(self) -> datetime:
+        """AWS's clock now, in whole seconds: the ``Date`` header of DynamoDB's answer to a read
+        of the risk state (which this makes). The operator CLI stamps its kill-switch commands
+        with it, so they are ordered on the same clock and at the same precision as the control
+        events' ``time`` (whatever the operator machine's clock says); InfrastructureError when
+        the answer carries no ``Date``."""
+        self.load_risk_state()
+        if self.risk_state_read_at is None:
+            raise InfrastructureError(
+                "DynamoDB get risk state: the response has no readable Date header (AWS's clock)"
+            )
+        return self.risk_state_read_at
+
     def load_risk_state(self) -> RiskState:
         response = self._call(
             "DynamoDB get risk state", self._client.get_item,
             TableName=self.risk_table, Key={"pk": {"S": RISK_KEY}}, ConsistentRead=True,
         )
+        self.risk_state_read_at = response_time(response)
         item = response.get("Item")
         if not item:
-            return RiskState()
+            state = RiskState()
+            state.switch_as_stored = dict.fromkeys(SWITCH_ATTRIBUTES)
+            return state
+        switch = {name: item.get(name) for name in SWITCH_ATTRIBUTES}  # as stored (None: absent)
         data = deserialize_item(item)
         try:
             state = RiskState.model_validate_json(data["state"]) if "state" in data else RiskState()
@@ -348,6 +388,7 @@ class DynamoOrdersStore(_Dynamo):
                 raise StateError(f"stored kill_switch_at {data['kill_switch_at']!r} cannot be decoded: {exc}") from exc
         if "kill_switch_command_id" in data:
             state.kill_switch_command_id = str(data["kill_switch_command_id"])
+        state.switch_as_stored = switch
         return state
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
@@ -357,41 +398,59 @@ class DynamoOrdersStore(_Dynamo):
         the command that set them, ``kill_switch_at`` and ``kill_switch_command_id``) are written
         only with ``write_kill_switch`` (the kill-switch entry): an operator's direct
         ``update-item`` of the flag, which does not bump the version, is never overwritten by the
-        router's routine saves.
+        router's routine saves. A kill-switch save is also conditional on those four attributes
+        being as ``state`` was read (:attr:`RiskState.switch_as_stored`; a state not read from
+        this store: the version only), so it cannot overwrite such a flip made after the read
+        either: :class:`ConcurrencyError`, and the command is decided again on the flipped state.
         """
         expected = state.version
         body = state.model_copy(update={"version": expected + 1})
         sets = ["#st = :st", "#v = :nv", "#ts = :ts"]
+        names = {"#st": "state", "#v": "version", "#ts": "trading_state"}
         values: dict[str, Any] = {
             ":st": {"S": body.model_dump_json()},
             ":nv": {"N": str(expected + 1)},
             ":ts": {"S": state.trading_state.value},
             ":v": {"N": str(expected)},
         }
+        condition = "(attribute_not_exists(#v) OR #v = :v)" if expected == 0 else "#v = :v"
+        written: dict[str, Any] = {}
         if write_kill_switch:
-            sets += ["kill_switch = :k", "kill_switch_reason = :kr", "kill_switch_command_id = :kc"]
-            values[":k"] = {"BOOL": state.kill_switch}
-            values[":kr"] = {"S": state.kill_switch_reason}
-            values[":kc"] = {"S": state.kill_switch_command_id}
+            written = {"kill_switch": {"BOOL": state.kill_switch}, "kill_switch_reason": {"S": state.kill_switch_reason},
+                       "kill_switch_command_id": {"S": state.kill_switch_command_id}}
             if state.kill_switch_at is not None:
-                sets.append("kill_switch_at = :kt")
-                values[":kt"] = {"S": state.kill_switch_at.isoformat()}
+                written["kill_switch_at"] = {"S": state.kill_switch_at.isoformat()}
+            for i, (name, value) in enumerate(written.items()):
+                names[f"#k{i}"], values[f":k{i}"] = name, value
+                sets.append(f"#k{i} = :k{i}")
+            read = state.switch_as_stored
+            if isinstance(read, dict):  # the switch must still be as read (a flip by hand keeps the version)
+                for i, name in enumerate(SWITCH_ATTRIBUTES):
+                    names[f"#r{i}"] = name
+                    if read.get(name) is None:
+                        condition += f" AND attribute_not_exists(#r{i})"
+                    else:
+                        values[f":r{i}"] = read[name]
+                        condition += f" AND #r{i} = :r{i}"
         try:
             self._client.update_item(
                 TableName=self.risk_table,
                 Key={"pk": {"S": RISK_KEY}},
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_not_exists(#v) OR #v = :v" if expected == 0 else "#v = :v",
-                ExpressionAttributeNames={"#st": "state", "#v": "version", "#ts": "trading_state"},
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConcurrencyError(
                     f"risk state version {expected} is stale (another writer saved first)"
+                    + (", or the kill switch was changed since it was read (by hand)" if write_kill_switch else "")
                 ) from exc
             raise translate(exc, "DynamoDB save risk state") from exc
         state.version = expected + 1
+        if write_kill_switch and isinstance(state.switch_as_stored, dict):
+            state.switch_as_stored = {**state.switch_as_stored, **written}
 
 
 class DynamoPaperLedger(_Dynamo):

@@ -4,13 +4,16 @@
   with ``api_key`` and ``secret_key``, or Alpaca's own ``APCA_API_KEY_ID`` /
   ``APCA_API_SECRET_KEY`` names). The Secrets Manager client is injected, so this module does
   not import boto3.
-* Keys that stop working are read again: Alpaca answers 401 (or a 403 that refuses the keys, not
-  the order) once the pair in use is revoked, and a container built before a key rotation would
-  otherwise go on with the old pair until it is recycled. On such an answer a broker built by
-  :meth:`AlpacaBroker.from_secret` reads the secret again, and if it now holds another pair,
-  rebuilds its client with it and makes the call once more; a refusal then, or a secret that
-  still holds the refused pair, raises :class:`BrokerAuthenticationError` naming the secret (one
-  place for every caller: the orders, reconcile and kill_switch entries share this adapter).
+* Keys that stop working are read again: Alpaca answers 401 (or a 403 that may refuse the keys,
+  not the order) once the pair in use is revoked, and a container built before a key rotation
+  would otherwise go on with the old pair until it is recycled. On such an answer a broker built
+  by :meth:`AlpacaBroker.from_secret` reads the secret again, and if it now holds another pair,
+  rebuilds its client with it and makes the call once more; a refusal then, or a 401 while the
+  secret still holds the refused pair, raises :class:`BrokerAuthenticationError` naming the
+  secret (one place for every caller: the orders, reconcile and kill_switch entries share this
+  adapter). A 403 while the secret still holds the pair in use is the request's, not the keys'
+  (Alpaca's ``forbidden.`` also refuses orders, e.g. over the day-trading buying power): it is
+  raised as Alpaca's error, so a submit is a :class:`BrokerRejectedError`.
 * Our client order id is passed through unchanged: Alpaca enforces its uniqueness, which is what
   makes a racing or repeated submit harmless (it answers 422, mapped to
   :class:`DuplicateClientOrderIdError`, and the router resolves by lookup).
@@ -33,6 +36,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -61,6 +65,8 @@ from ensemble_trader.domain.orders import (
     DuplicateClientOrderIdError,
     UnknownOutcomeError,
 )
+
+log = logging.getLogger(__name__)
 
 _STATUS = {
     AlpacaStatus.NEW: OrderStatus.SUBMITTED,
@@ -110,8 +116,10 @@ class _TimeoutSession(requests.Session):
 _T = TypeVar("_T")
 
 _KEYS_REFUSED = re.compile(r"forbidden|not authori[sz]ed|unauthori[sz]ed", re.IGNORECASE)
-"""A 403 whose message says this refuses the keys (Alpaca's ``forbidden.``, a gateway's HTML
-page); other 403s refuse the order (``insufficient buying power``, code 40310000)."""
+"""A 403 whose message says it may refuse the keys (Alpaca's ``forbidden.``, a gateway's HTML
+page) — or the order: Alpaca says ``forbidden.`` to both, so only keys read again tell (see
+:meth:`AlpacaBroker._call`); other 403s refuse the order (``insufficient buying power``, code
+40310000)."""
 
 
 def refuses_keys(exc: APIError) -> bool:
@@ -180,9 +188,12 @@ class AlpacaBroker:
         """``call(self.client)``; when Alpaca refuses the keys (:func:`refuses_keys`), the keys are
         read again and, if they changed, the client is rebuilt with them and ``call`` made once
         more. Refused again, or no other keys to try: :class:`BrokerAuthenticationError` naming
-        the keys' source. A 401 is refused before anything happens, so making a submit again is
-        safe (and Alpaca's uniqueness of client order ids would catch a duplicate anyway). Any
-        other error propagates unchanged, for the caller to map."""
+        the keys' source — except a 403 with no other keys to try, which propagates unchanged:
+        Alpaca answers ``forbidden.`` also to an order it refuses with good keys, and taking that
+        for refused keys would leave the order PENDING and its intent failing until the DLQ; a
+        submit maps it to a rejection. A 401 is refused before anything happens, so making a
+        submit again is safe (and Alpaca's uniqueness of client order ids would catch a duplicate
+        anyway). Any other error propagates unchanged, for the caller to map."""
         try:
             return call(self.client)
         except APIError as exc:
@@ -191,12 +202,22 @@ class AlpacaBroker:
             refused = (f"Alpaca refused the API key of {self._keys_source} "
                        f"({what}: HTTP {exc.status_code}: {_message(exc)[:200]})")
             if self._keys is None:
+                if exc.status_code == 403:
+                    raise  # no other keys to try: a 403 may refuse the request (see below)
                 raise BrokerAuthenticationError(f"{refused}; the keys cannot be read again") from exc
             try:
                 pair = self._keys()
             except BrokerUnavailableError as read_error:
                 raise BrokerAuthenticationError(f"{refused}, and reading them again failed: {read_error}") from exc
             if pair == self._pair:
+                if exc.status_code == 403:
+                    # Alpaca also answers "forbidden." to a request it refuses with keys that are
+                    # fine (an order over the day-trading buying power): with no other keys to
+                    # try, the 403 is the request's — the caller maps it (a submit: rejected)
+                    log.warning("%s: HTTP 403 (%s) with the key pair %s still holds: taken as a "
+                                "refusal of the request, not of the keys", what, _message(exc)[:200],
+                                self._keys_source)
+                    raise
                 raise BrokerAuthenticationError(
                     f"{refused}; the secret still holds that key pair: put a valid pair in it "
                     "(revoke the old pair at Alpaca only after the new one is in the secret)"

@@ -109,7 +109,11 @@ class MemoryOrdersStore:
             state.kill_switch_reason = self.kill_switch_reason
             state.kill_switch_at = self.kill_switch_at
             state.kill_switch_command_id = self.kill_switch_command_id
+            state.switch_as_stored = self._switch()
             return state
+
+    def _switch(self) -> tuple[bool, str, datetime | None, str]:
+        return self.kill_switch_flag, self.kill_switch_reason, self.kill_switch_at, self.kill_switch_command_id
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         with self._lock:
@@ -117,6 +121,10 @@ class MemoryOrdersStore:
                 raise ConcurrencyError(
                     f"risk state version {state.version} is stale (stored {self._risk_version})"
                 )
+            # as in DynamoDB: a kill-switch save also needs the switch as it was read (an
+            # operator's direct flip of the attributes does not bump the version)
+            if write_kill_switch and state.switch_as_stored is not None and state.switch_as_stored != self._switch():
+                raise ConcurrencyError("the kill switch was changed since the risk state was read (by hand)")
             state.version += 1
             self._risk_version = state.version
             if write_kill_switch:
@@ -124,6 +132,7 @@ class MemoryOrdersStore:
                 self.kill_switch_reason = state.kill_switch_reason
                 self.kill_switch_at = state.kill_switch_at
                 self.kill_switch_command_id = state.kill_switch_command_id
+                state.switch_as_stored = self._switch()
             self._risk_json = state.model_dump_json()
 
 
