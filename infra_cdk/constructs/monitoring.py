@@ -614,6 +614,14 @@ class Monitoring(Construct):
                             "OK once it is turned off",
                 treat_missing_data=cw.TreatMissingData.IGNORE,
             )
+            self._alarm(
+                "KillSwitchOnIgnored",
+                self._emf("kill_switch_on_ignored", "orders", "Sum").with_(period=ALARM_PERIOD),
+                threshold=1,
+                description="a KillSwitch ON was ignored as older than the command the risk state holds: "
+                            "the switch may be off although an operator turned it on; check "
+                            "`ensemble-trader orders status` and send ON again (runbook §1)",
+            )
         if "orders.reconcile" in wired:
             self._alarm(
                 "ReconciliationFailed",

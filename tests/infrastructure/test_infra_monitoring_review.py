@@ -151,3 +151,9 @@ def test_every_alarm_is_in_the_deployment_guide_and_the_runbook(full):
         documented = {name.strip("` ") for row in rows for name in row.split(",")}
         assert names <= documented, (doc, sorted(names - documented))
     assert "_cache_unavailable" in (docs / "deployment.md").read_text()
+
+
+def test_an_ignored_kill_switch_on_has_an_alarm(full):
+    alarm = _alarms(full)[qualified(STAGE, "KillSwitchOnIgnored")]
+    _orders_emf(alarm, "kill_switch_on_ignored", "Sum")
+    assert alarm["Threshold"] == 1 and alarm["AlarmActions"]

@@ -442,3 +442,35 @@ def test_dynamodb_keeps_the_command_time_and_id_with_the_flag_and_reads_items_wi
     store.save_risk_state(routine)
     state = store.load_risk_state()
     assert not state.kill_switch and (state.kill_switch_at, state.kill_switch_command_id) == (T, "ev-off")
+
+
+def _emf(captured: str) -> dict:
+    """The metrics of the EMF blob(s) an invocation printed (metric name -> value)."""
+    import json
+
+    out: dict = {}
+    for line in captured.splitlines():
+        try:
+            blob = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(blob, dict) and "_aws" in blob:
+            for directive in blob["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    value = blob[metric["Name"]]
+                    out[metric["Name"]] = value[0] if isinstance(value, list) and len(value) == 1 else value
+    return out
+
+
+def test_an_ignored_on_is_counted_for_its_alarm(entry, capsys):
+    rig, invoke = entry
+    invoke(control_event(False, "all clear", T, "ev-off-9"))
+    capsys.readouterr()
+    result = invoke(control_event(True, "incident", T - timedelta(minutes=2), "ev-on-9"))  # older: ignored
+    assert result["applied"] is False and result["active"] is False
+    emitted = _emf(capsys.readouterr().out)
+    assert emitted["kill_switch_on_ignored"] == 1 and emitted["kill_switch_commands_ignored"] == 1
+    invoke(control_event(True, "incident", T + timedelta(minutes=1), "ev-on-10"))  # current: applied
+    emitted = _emf(capsys.readouterr().out)
+    assert emitted["kill_switch_on_ignored"] == 0 and emitted["kill_switch_commands_ignored"] == 0
+    assert emitted["kill_switch_active"] == 1
