@@ -184,5 +184,11 @@ class OrdersStore(Protocol):
     def save_risk_state(self, state: Any, *, write_kill_switch: bool = False) -> None:
         """Write ``state`` if the stored version is still ``state.version`` (then bump it), else
         ConcurrencyError. The kill-switch flag is its own attribute, written only with
-        ``write_kill_switch`` (so an operator's direct flip is never overwritten)."""
+        ``write_kill_switch`` (so an operator's direct flip is never overwritten); that write is
+        also conditional on the switch, its command time and id being as they were read
+        (ConcurrencyError otherwise: the command is decided again on the new state).
+
+        A store may also offer ``server_time() -> datetime``: its service's clock in whole
+        seconds (DynamoDB: the ``Date`` header), which the operator CLI stamps its kill-switch
+        commands with; without it the router's clock, cut to whole seconds, is used."""
         ...
