@@ -124,6 +124,72 @@ def test_the_committed_manifests_are_read():
     assert regime.last.startswith("2006-12-29")
 
 
+def test_a_real_set_without_a_start_is_checked_from_its_first_bar():
+    """It was never checked (only sets with a start were)."""
+    window = FittedWindow("regime model rX", "SPX", "training", "1999-01-04T00:00:00", "2006-12-29T00:00:00")
+    problems = overlaps([EvalSet("S&P 500 whole", "arch:sp500")], [window], report=True)
+    assert len(problems) == 1 and "'S&P 500 whole' (its first bar → its last bar; overlap 1999-01-04" in problems[0]
+    later = FittedWindow("regime model rY", "SPX", "training", "1980-01-02T00:00:00", "1990-12-31T00:00:00")
+    assert overlaps([EvalSet("S&P 500 whole", "arch:sp500")], [later], report=True) == []  # before its first bar
+
+
+def test_a_window_after_an_evaluated_window_with_an_end_is_no_overlap():
+    """The rule is overlap (as the backtest's report): a model fitted after the window's end
+    never saw its bars."""
+    after = FittedWindow("agent set a", "shared:btcusd_1h", "train", "2017-07-01T11:00:00", "2019-02-07T23:00:00")
+    assert overlaps([EvalSet("S&P 500 2013-14", "arch:sp500", "2013-01-01", "2015-01-01")], [after], report=True) == []
+    problems = overlaps([EvalSet("S&P 500 2015-18", "arch:sp500", "2015-01-01")], [after], report=True)
+    assert len(problems) == 1 and "shared:btcusd_1h 2017-07-01 → 2019-02-07" in problems[0]
+
+
+def test_a_regime_model_with_mixed_training_data_is_checked_by_seed_and_by_date():
+    info = {"training_data": ["arch:sp500", "synth:easy:204:1200"],
+            "training_window": [{"symbol": "SPX", "start": "1999-01-04T00:00:00", "end": "2006-12-29T00:00:00"},
+                                {"symbol": "SYN", "start": "2000-01-03T00:00:00", "end": "2004-10-01T00:00:00"}]}
+    from ensemble_trader.domain import fitted
+
+    windows = fitted.regime_windows(info, "r-mixed")
+    assert [(w.data, w.seed, w.last) for w in windows] == [("synth:easy:204:1200", 204, None),
+                                                            ("arch:sp500", None, "2006-12-29T00:00:00")]
+    assert overlaps([EvalSet("NASDAQ 2013-14", "arch:nasdaq", "2003-01-01", "2005-01-01")], windows, report=False)
+    assert overlaps(SPLITS["validation"], windows, report=False)[0].startswith(
+        "regime model r-mixed was fitted on synth:easy:204:1200 (training), a synthetic series of seed 204")
+
+
+def test_the_refit_jobs_training_window_is_read():
+    """The daily refit records ``[first, last]`` with ``symbols``: select stopped on it (a str has no .get)."""
+    from ensemble_trader.domain import fitted
+
+    info = {"symbols": ["SPY", "QQQ"], "training_window": ["2016-01-04T00:00:00+00:00", "2019-01-02T00:00:00+00:00"]}
+    (window,) = fitted.regime_windows(info, "r-refit")
+    assert (window.data, window.first, window.last) == ("SPY, QQQ", "2016-01-04T00:00:00", "2019-01-02T00:00:00")
+    assert len(overlaps(TEST_SETS, [window], report=True)) == 2
+
+
+@pytest.mark.parametrize(("spec", "start"), [
+    ("synth:realistic:11:5000", None), ("synth:realistic:11:5000:ABC", None), ("synth:realistic:11:3000", None),
+    ("synth:easy:11:5000", None), ("synth:easy:1:300", None), ("synth:hard:12:100:XYZ", None),
+    ("arch:sp500", "2015-01-01"), ("arch:nasdaq", "2015-01-01"), ("arch:nasdaq", "2005-01-01"),
+    ("arch:sp500", "2013-06-01"),
+])
+def test_the_backtest_report_and_select_agree_on_the_committed_models(spec, start):
+    """One rule: the backtest said "Out of sample" where select refused (the agents' training
+    closes under another symbol, the same seed at another length or preset)."""
+    from ensemble_trader.backtest.provenance import in_sample
+    from ensemble_trader.domain.agents import AgentPool
+
+    pool = AgentPool.load(COMMITTED / "agents")
+    regime = RegimeModel.load(COMMITTED / "regime")
+    windows = agent_windows(None)[0] + regime_windows(regime)
+    refused = overlaps([EvalSet("x", spec, start)], windows, report=True)
+    first = "2000-01-03" if start is None else start  # a synthetic series' dates are not used
+    found = in_sample(spec, "ABC", first, "2018-12-31", agents_version=pool.version, agent_names=pool.names,
+                      agents_training=pool.manifest.training, regime_version=regime.version, regime_info=regime.info)
+    assert len(found) == len(refused)
+    assert bool(found) is (spec.startswith("synth:") and ":11:" in spec or spec == "synth:hard:12:100:XYZ"
+                           or start in ("2005-01-01", "2013-06-01"))
+
+
 # -- the commands ----------------------------------------------------------------------------------
 
 
@@ -135,7 +201,8 @@ def test_select_refuses_a_regime_model_fitted_on_the_test_window(regime_fitted_t
     err = capsys.readouterr().err
     version = RegimeModel.load(regime_fitted_to_2018).version
     assert f"regime model {version} was fitted on SPX 1999-01-04 → 2018-12-31" in err
-    assert "'S&P 500 2015-18' (2015-01-01)" in err and "'NASDAQ 2015-18'" in err and "--allow-overlap" in err
+    assert "'S&P 500 2015-18' (2015-01-01 → its last bar; overlap 2015-01-01 → 2018-12-31)" in err
+    assert "'NASDAQ 2015-18'" in err and "--allow-overlap" in err
 
 
 def test_select_refuses_an_agent_set_trained_into_the_test_window(tmp_path, monkeypatch, capsys):
@@ -166,6 +233,29 @@ def test_the_committed_models_are_allowed_on_every_split(split, monkeypatch, cap
     out, err = capsys.readouterr()
     assert "warning" not in err
     assert json.loads(out)["regime_version"] == RegimeModel.load(COMMITTED / "regime").version
+
+
+def test_select_refuses_models_whose_manifests_record_no_windows(tmp_path, monkeypatch, capsys):
+    """They passed silently: nothing recorded, nothing refused."""
+    models = tmp_path / "agents"
+    models.mkdir()
+    (models / "manifest.json").write_text(json.dumps({"version": "agents-0123456789ab", "training": {}}))
+    regime = tmp_path / "regime"
+    shutil.copytree(COMMITTED / "regime", regime)
+    manifest = json.loads((regime / "manifest.json").read_text())
+    del manifest["training_window"]
+    (regime / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(select, "evaluate_candidates", no_work)
+    with pytest.raises(SystemExit) as exc:
+        select.main(["--split", "confirm", "--models", str(models), "--regime-model", str(regime)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "agent set agents-0123456789ab records no train window of its training data" in err
+    assert f"regime model {RegimeModel.load(regime).version} records no training window" in err
+    monkeypatch.setattr(select, "evaluate_candidates", fake_reports)
+    assert select.main(["--split", "confirm", "--models", str(models), "--regime-model", str(regime),
+                        "--allow-overlap"]) == 0
+    assert "warning: --allow-overlap: agent set agents-0123456789ab records no" in capsys.readouterr().err
 
 
 def test_bounds_refuses_the_same_overlap(regime_fitted_to_2018, tmp_path, monkeypatch, capsys):

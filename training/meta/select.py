@@ -19,12 +19,14 @@ configuration, to report it; ``spread`` — five more synthetic series per prese
 reports the same configuration over more paths. Bars before a window only warm up features,
 filter and learners.
 
-No set is scored with models that learned from it (:func:`check_overlap`, before any work): the
-agent set's training windows (manifest ``training.windows``) and the regime model's
-(``training_window``) must end before every index window's start, no synthetic series either was
-fitted on may share an evaluated set's seed, and on the report splits the agents' validation
-windows must end before the start too. ``--allow-overlap`` evaluates anyway, with a warning per
-overlap. Every header names the agent set and the regime model.
+No set is scored with models that learned from it (:func:`check_overlap`, before any work, by the
+rule of ``ensemble-trader backtest``'s in-sample report, :mod:`ensemble_trader.domain.fitted`): no
+real window the agent set trained on (manifest ``training.windows``) or the regime model was
+fitted on (``training_window``), of any real series, may overlap an index set's evaluated window;
+no synthetic series either learned from may share an evaluated set's seed; on the report splits
+the agents' validation windows count too; and a manifest that records no window for data its
+model learned from is refused (it cannot be checked). ``--allow-overlap`` evaluates anyway, with
+a warning per overlap. Every header names the agent set and the regime model.
 
 A candidate is a name of :data:`CANDIDATES` or a JSON object of ``MetaAgentConfig`` options.
 """
@@ -40,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ensemble_trader.domain import fitted
+from ensemble_trader.domain.fitted import FittedWindow, synthetic_seed  # noqa: F401 (re-exported)
 from tqdm import tqdm
 
 
@@ -301,40 +305,13 @@ def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 # ---- what the models were fitted on ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FittedWindow:
-    """A stretch of data a model learned from, as its manifest records it.
-
-    ``selected`` marks the agents' validation windows: checkpoints were chosen there, nothing was
-    fitted. ``seed`` is set for a synthetic series (its dates mean nothing; its path is its seed's)."""
-
-    model: str
-    data: str
-    part: str
-    first: str | None = None
-    last: str | None = None
-    seed: int | None = None
-    selected: bool = False
-
-
-def synthetic_seed(spec: str) -> int | None:
-    """The seed of a ``synth:<scenario>[:<seed>...]`` spec (0 when it names none, as the loaders
-    read it); None for any other spec or a malformed one."""
-    kind, sep, rest = spec.partition(":")
-    if kind != "synth" or not sep:
-        return None
-    parts = rest.split(":")
-    if len(parts) < 2:
-        return 0
-    return int(parts[1]) if parts[1].isdigit() else None
+# One rule with ``ensemble-trader backtest``'s in-sample report: ensemble_trader.domain.fitted.
 
 
 def agent_windows(models: Path | None) -> tuple[list[FittedWindow], str]:
-    """The train and validation windows of an agent set (manifest ``training.windows``, per data
-    spec) and its version."""
-    from ensemble_trader.domain.agents import default_models_dir
+    """The train and validation windows of an agent set (manifest ``training``, per data spec;
+    :func:`ensemble_trader.domain.fitted.agent_windows`) and its version."""
+    from ensemble_trader.domain.agents import AGENT_NAMES, default_models_dir
     from ensemble_trader.domain.errors import ModelArtifactError
 
     folder = Path(models) if models is not None else default_models_dir()
@@ -343,65 +320,65 @@ def agent_windows(models: Path | None) -> tuple[list[FittedWindow], str]:
     except (OSError, ValueError) as exc:
         raise ModelArtifactError(f"agent set {folder}: cannot read manifest.json: {exc}") from None
     version = str(manifest.get("version", folder))
-    out = []
-    for spec, parts in ((manifest.get("training") or {}).get("windows") or {}).items():
-        seed = synthetic_seed(spec)
-        for part in ("train", "validation"):
-            window = parts.get(part)
-            if window:
-                out.append(FittedWindow(f"agent set {version}", spec, part, str(window[0]), str(window[-1]),
-                                        seed, selected=part == "validation"))
-    return out, version
+    names = [n for n in AGENT_NAMES if n in (manifest.get("agents") or {})]
+    return fitted.agent_windows(manifest.get("training") or {}, version, names), version
 
 
 def regime_windows(model: Any) -> list[FittedWindow]:
-    """The training window of a regime model: by date (manifest ``training_window``), or by seed
-    when every one of its ``training_data`` specs is synthetic."""
-    name = f"regime model {model.version}"
-    data = [str(d) for d in model.info.get("training_data") or ()]
-    if data and all(synthetic_seed(d) is not None for d in data):
-        return [FittedWindow(name, d, "training", seed=synthetic_seed(d)) for d in data]
-    return [FittedWindow(name, str(w.get("symbol", "?")), "training", str(w["start"]), str(w["end"]))
-            for w in model.info.get("training_window") or ()]
+    """The training windows of a regime model (:func:`ensemble_trader.domain.fitted.regime_windows`):
+    by seed for its synthetic ``training_data``, by date (``training_window``) for the rest."""
+    return fitted.regime_windows(model.info, model.version)
+
+
+def _first_bar(spec: str) -> np.datetime64:
+    """The first bar of a data spec's series (the earliest, for a file of several symbols)."""
+    from ensemble_trader.marketdata import load_bars
+
+    return min(s.timestamp[0] for s in load_bars(spec) if len(s))
 
 
 def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: bool) -> list[str]:
     """Why each evaluated set would score a model on data it learned from (empty: none would).
 
-    A set of real bars with a ``start`` (the index windows) is evaluated on the bars at or after
-    it: a fitted window of real bars that ends on or after that start is refused. One that ends
-    before it is not, even on the last bar before it (the committed agents' validation window ends
-    2014-12-30, their test window begins 2014-12-31, the last bar before the test sets' 2015-01-01:
-    that bar only warms up, and its close is the base of no evaluated return). A synthetic set is
-    refused when a model learned from a series of the same seed, under any preset (the generator
-    draws a path's shocks from its seed alone). The agents' validation windows count on the report
-    splits only: the validation split is, by the protocol, the agents' own validation window."""
+    The rule is :func:`ensemble_trader.domain.fitted.find_overlaps`, as in the backtest's report.
+    A set of real bars is evaluated on its bars in [start, end) — from the series' first bar when
+    it gives no ``start`` — and a real fitted window of any series that overlaps it is refused.
+    One that ends before the start is not, even on the last bar before it (the committed agents'
+    validation window ends 2014-12-30, their test window begins 2014-12-31, the last bar before the
+    test sets' 2015-01-01: that bar only warms up, and its close is the base of no evaluated
+    return). A synthetic set is refused when a model learned from a series of the same seed,
+    under any preset (the generator draws a path's shocks from its seed alone). A window the
+    manifest does not record is refused too (it cannot be checked). The agents' validation
+    windows count on the report splits only: the validation split is, by the protocol, the
+    agents' own validation window."""
     from ensemble_trader.domain.bars import parse_datetime64
 
     problems = []
     for s in sets:
-        set_seed = synthetic_seed(s.spec)
-        for w in windows:
-            if w.selected and not report:
-                continue
+        real = fitted.data_kind(s.spec) != "synthetic"
+        first = parse_datetime64(s.start) if s.start is not None else (_first_bar(s.spec) if real else None)
+        last = parse_datetime64(s.end) - np.timedelta64(1, "ns") if s.end is not None else None
+        for found in fitted.find_overlaps(s.spec, first, last, windows, selected=report):
+            w = found.window
             verb = "selected on" if w.selected else "fitted on"
-            if set_seed is not None:
-                if w.seed == set_seed:
-                    problems.append(f"{w.model} was {verb} {w.data} ({w.part}), a synthetic series of seed {set_seed}, "
-                                    f"the seed of the evaluated set {s.name!r} ({s.spec}): the same shocks")
-            elif s.start is not None and w.seed is None and w.last is not None:
-                if parse_datetime64(w.last) >= parse_datetime64(s.start):
-                    problems.append(f"{w.model} was {verb} {w.data} {w.first[:10] if w.first else '...'} → {w.last[:10]} "
-                                    f"({w.part}), which ends on or after the start of the evaluated set {s.name!r} "
-                                    f"({s.start})")
+            if found.by == "seed":
+                problems.append(f"{w.model} was {verb} {w.data} ({w.part}), a synthetic series of seed {w.seed}, "
+                                f"the seed of the evaluated set {s.name!r} ({s.spec}): the same shocks")
+            elif found.by == "date":
+                problems.append(f"{w.model} was {verb} {w.data} {w.first[:10]} → {w.last[:10]} ({w.part}), which "
+                                f"overlaps the evaluated set {s.name!r} ({s.start or 'its first bar'} → "
+                                f"{s.end or 'its last bar'}; overlap {found.first[:10]} → {found.last[:10]})")
+            else:
+                problems.append(f"{w.model} records no {w.part} window of {w.data} (it learned from it): the "
+                                f"evaluated set {s.name!r} ({s.spec}) cannot be checked against it")
     return problems
 
 
 def check_overlap(sets: Sequence[EvalSet], split: str, models: Path | None, regime_model: Path | None,
                   allow: bool) -> tuple[str | None, str]:
-    """The refusal text when the agent set or the regime model learned from an evaluated window
-    (None: nothing overlaps, or ``allow`` — then every overlap is printed as a warning), and the
-    regime model's version."""
+    """The refusal text when the agent set or the regime model learned from an evaluated window,
+    or records no window for data it learned from (:func:`overlaps`; None: nothing overlaps, or
+    ``allow`` — then every overlap is printed as a warning), and the regime model's version."""
     from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime.settings import Settings
 

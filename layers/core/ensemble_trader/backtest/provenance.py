@@ -1,72 +1,86 @@
 """Whether a backtest's evaluated window is out of sample for the models it runs.
 
 The meta-agent learns online, from past bars only, so it is out of sample on any window. The
-agents and the regime model were fitted offline: their manifests record the windows they were
-fitted on — the agent set's per data spec (``training.windows[spec]``: the ``train`` window of
-the specs each agent trained on, ``training.agent_data``, and the ``validation`` window of the
-specs it was selected on, ``training.agent_validation_data``), the regime model's per symbol
-(``training_window``: ``{"symbol", "start", "end"}``; it names no data spec, so a series is
-matched by its symbol). :func:`in_sample` lists the fitted windows the evaluated one overlaps:
-metrics measured there flatter what those models do on data they never saw.
+agents and the regime model were fitted offline; their manifests record what on
+(:mod:`ensemble_trader.domain.fitted`, the rule ``training.meta.select`` and ``bounds`` refuse
+by): a synthetic series matches every fitted series of its seed, whatever the preset, length or
+symbol; real bars match, by date, every real window any model was fitted on, of any series; a
+bars file's provenance is unknown, so its bars are compared by date with every real fitted
+window. Unlike select's validation split, the agents' validation windows always count here.
+:func:`assess` lists the fitted windows the evaluated one meets — metrics measured there flatter
+what those models do on data they never saw — and what it could not check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from ensemble_trader.domain import fitted
 
 PARTS = {"train": "training", "validation": "validation"}
 
 
-def _instant(value: Any) -> np.datetime64 | None:
-    """A recorded time (naive ISO text, as the manifests and the report write them) or None."""
-    try:
-        instant = np.datetime64(value if isinstance(value, np.datetime64) else str(value), "ns")
-    except (ValueError, TypeError):
-        return None
-    return None if np.isnat(instant) else instant
+@dataclass(frozen=True)
+class Provenance:
+    """``in_sample``: the entries of :func:`in_sample`; ``notes``: what could not be checked, in words."""
+
+    in_sample: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def _overlap(start: np.datetime64, end: np.datetime64, window: Sequence[Any]) -> tuple[str, str] | None:
-    """The overlap of [start, end] with a recorded [first, last] window (ISO strings), or None."""
-    if len(window) != 2:
-        return None
-    first, last = _instant(window[0]), _instant(window[1])
-    if first is None or last is None:
-        return None
-    lo, hi = max(start, first), min(end, last)
-    if lo > hi:
-        return None
-    return str(lo)[:19], str(hi)[:19]
+def fitted_windows(
+    *,
+    agents_version: str,
+    agent_names: Sequence[str],
+    agents_training: Mapping[str, Any],
+    regime_version: str,
+    regime_info: Mapping[str, Any],
+) -> list[fitted.FittedWindow]:
+    """The agent set's and the regime model's fitted windows, as their manifests record them."""
+    return (fitted.agent_windows(agents_training, agents_version, agent_names)
+            + fitted.regime_windows(regime_info, regime_version))
 
 
-def _agent_windows(training: Mapping[str, Any], names: Sequence[str], spec: str) -> dict[tuple[str, str], list[str]]:
-    """``{(part, window key): [agents]}``: which agents were fitted on which window of ``spec``."""
-    windows = training.get("windows", {}).get(spec) or {}
-    data = list(training.get("data", []))
-    validation_data = list(training.get("validation_data", []))
-    trained_on = training.get("agent_data") or {}
-    selected_on = training.get("agent_validation_data") or {}
-    out: dict[tuple[str, str], list[str]] = {}
-    for name in names:
-        trained = spec in trained_on.get(name, data)
-        if trained and "train" in windows:
-            out.setdefault(("train", "train"), []).append(name)
-        if spec in selected_on.get(name, validation_data or data):
-            if "validation" in windows:
-                out.setdefault(("validation", "validation"), []).append(name)
-            elif not trained and "train" in windows:  # a separate validation source is recorded whole
-                out.setdefault(("validation", "train"), []).append(name)
-    return out
+def _entry(found: fitted.Overlap) -> dict[str, Any]:
+    w = found.window
+    entry: dict[str, Any] = {"model": w.kind, "version": w.version, "part": "validation" if w.selected else "train"}
+    if w.kind == "agents":
+        entry["agents"] = list(w.agents)
+    entry |= {"data": w.data, "match": found.by, "window": None if w.first is None else [w.first, w.last],
+              "overlap": None if found.by != "date" else [found.first, found.last]}
+    if found.by == "seed":
+        entry["seed"] = w.seed
+    return entry
+
+
+def assess(spec: str, start: Any, end: Any, windows: Sequence[fitted.FittedWindow]) -> Provenance:
+    """The fitted windows the evaluated window ``[start, end]`` (its first and last bar) of the
+    data spec or file ``spec`` meets, and notes on what could not be checked: windows the
+    manifests do not record, and — for a file — that its provenance is unknown."""
+    found = fitted.find_overlaps(spec, start, end, windows, selected=True)
+    entries = [_entry(f) for f in found if f.by != "unrecorded"]
+    notes = []
+    for f in found:
+        if f.by == "unrecorded":
+            w = f.window
+            users = f" ({', '.join(w.agents)})" if w.agents else ""
+            notes.append(f"the manifest of the {w.model} records no {PARTS.get(w.part, w.part)} window of "
+                         f"{w.data}{users}: not checked against it")
+    if fitted.data_kind(spec) == "file":
+        seeds = sorted({w.seed for w in windows if w.seed is not None})
+        notes.append("provenance unknown for a file: its bars were compared by date with every real fitted window"
+                     + (f"; whether they are the synthetic series of seed {', '.join(map(str, seeds))} the models "
+                        "were fitted on cannot be told" if seeds else ""))
+    return Provenance(entries, notes)
 
 
 def in_sample(
     spec: str,
     symbol: str,
-    start: str,
-    end: str,
+    start: Any,
+    end: Any,
     *,
     agents_version: str,
     agent_names: Sequence[str],
@@ -74,40 +88,33 @@ def in_sample(
     regime_version: str,
     regime_info: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """The fitted windows that the evaluated window ``[start, end]`` (its first and last bar)
-    overlaps: one entry per model and window, ``{"model": "agents" | "regime", "version",
-    "part": "train" | "validation", "agents" (agents only), "data": the data spec or symbol,
-    "window": [first, last], "overlap": [first, last]}``. Empty: out of sample for every model
-    whose manifest records its windows."""
-    lo, hi = _instant(start), _instant(end)
-    if lo is None or hi is None:
-        return []
-    found: list[dict[str, Any]] = []
-    windows = agents_training.get("windows", {}).get(spec) or {}
-    for (part, key), names in _agent_windows(agents_training, agent_names, spec).items():
-        overlap = _overlap(lo, hi, windows[key])
-        if overlap is not None:
-            found.append({"model": "agents", "version": agents_version, "part": part, "agents": names,
-                          "data": spec, "window": [str(w)[:19] for w in windows[key]], "overlap": list(overlap)})
-    for window in regime_info.get("training_window") or []:
-        if not isinstance(window, Mapping) or window.get("symbol") != symbol:
-            continue
-        overlap = _overlap(lo, hi, [window.get("start"), window.get("end")])
-        if overlap is not None:
-            found.append({"model": "regime", "version": regime_version, "part": "train", "data": symbol,
-                          "window": [str(window["start"])[:19], str(window["end"])[:19]], "overlap": list(overlap)})
-    return found
+    """The fitted windows that the evaluated window ``[start, end]`` (its first and last bar) of
+    ``spec`` meets: one entry per model and window, ``{"model": "agents" | "regime", "version",
+    "part": "train" | "validation", "agents" (agents only), "data": the data spec (or the symbol of
+    a regime model that records no spec), "match": "date" | "seed", "window": [first, last] (None:
+    a synthetic series with no recorded window), "overlap": [first, last] (by date; None by seed),
+    "seed" (by seed)}``. ``symbol`` is not used: the rule matches data, not names."""
+    del symbol
+    windows = fitted_windows(agents_version=agents_version, agent_names=agent_names, agents_training=agents_training,
+                             regime_version=regime_version, regime_info=regime_info)
+    return assess(spec, start, end, windows).in_sample
+
+
+def _whose(model: str, agents: Sequence[str], part: str) -> str:
+    """``the conservative and aggressive agents' training window`` / ``the regime model's ...``."""
+    if model != "agents":
+        return "the regime model's training window"
+    names = list(agents)
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    owner = "agents'" if len(names) > 1 else "agent's"
+    return f"the {who} {owner} {PARTS[part]} window"
 
 
 def describe(entry: Mapping[str, Any]) -> str:
     """One entry of :func:`in_sample` in words."""
+    whose = _whose(entry["model"], entry.get("agents", ()), entry["part"])
+    if entry.get("match") == "seed":
+        return f"{whose} of {entry['data']} (synthetic seed {entry['seed']}, the evaluated series' seed: the same shocks)"
     first, last = (w[:10] for w in entry["window"])
     lo, hi = (w[:10] for w in entry["overlap"])
-    if entry["model"] == "agents":
-        names = list(entry["agents"])
-        who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        owner = "agents'" if len(names) > 1 else "agent's"
-        whose = f"the {who} {owner} {PARTS[entry['part']]} window"
-    else:
-        whose = "the regime model's training window"
     return f"{whose} of {entry['data']} ({first} → {last}; overlap {lo} → {hi})"

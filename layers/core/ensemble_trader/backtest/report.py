@@ -278,18 +278,24 @@ def _explanations(run: EnsembleRun, limit: int = 8) -> str:
 
 def _sample_note(result: dict[str, Any]) -> str:
     """Whether the window is out of sample: always for the meta-agent (it learns online); for the
-    agents and the regime model as ``result["in_sample"]`` says (:func:`provenance.in_sample`;
-    absent: not checked, nothing claimed)."""
+    agents and the regime model as ``result["in_sample"]`` says (:func:`provenance.assess`;
+    absent: not checked, nothing claimed), with ``result["in_sample_notes"]``: what could not be
+    checked (a file's unknown provenance, windows a manifest does not record)."""
     note = "The meta-agent learns online from past bars only."
     found = result.get("in_sample")
     if found is None:
         return note
-    if not found:
+    caveats = result.get("in_sample_notes") or []
+    unchecked = "".join(f" Not checked: {html.escape(c)}." for c in caveats)
+    if not found and not caveats:
         return (f"{note} Out of sample: the window overlaps none of the agents' training or validation "
                 "windows, nor the regime model's training window, as their manifests record them.")
+    if not found:
+        return (f"{note}</p><p class='warn'>The window overlaps none of the fitted windows the manifests "
+                f"record.{unchecked}")
     listed = "; ".join(html.escape(describe(entry)) for entry in found)
     return (f"{note}</p><p class='warn'><b>In sample for:</b> {listed}. The metrics of these models "
-            "here flatter what they do on data they never saw.")
+            f"here flatter what they do on data they never saw.{unchecked}")
 
 
 CSS = """

@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         run_pipeline,
         until,
     )
-    from ensemble_trader.backtest.provenance import describe, in_sample
+    from ensemble_trader.backtest.provenance import assess, describe, fitted_windows
     from ensemble_trader.backtest.report import write_report
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
@@ -181,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     progress = not args.json and sys.stderr.isatty()
     results = {}
     series_list = load_bars(args.bars)
+    windows = fitted_windows(agents_version=pool.version, agent_names=pool.names, agents_training=pool.manifest.training,
+                             regime_version=regime_model.version, regime_info=regime_model.info)
     folders: dict[str, str] = {}
     if args.out is not None and len(series_list) > 1:  # one sub-folder per symbol, inside --out
         from ensemble_trader.cli import symbol_file_stem
@@ -199,11 +201,11 @@ def _run(args: argparse.Namespace) -> int:
         result = evaluate(whole, costs, args.start, args.end)  # its window errors name the whole series' span
         run = until(whole, args.end)
         timestamps = run.pipeline.timestamp
-        result["in_sample"] = in_sample(  # the fitted windows of the agents and the regime model it overlaps
-            args.bars, series.symbol, timestamps[result["run"]["start_index"]], timestamps[-1],
-            agents_version=pool.version, agent_names=pool.names, agents_training=pool.manifest.training,
-            regime_version=regime_model.version, regime_info=regime_model.info,
-        )
+        # the fitted windows of the agents and the regime model it meets (domain.fitted's rule, as select's)
+        provenance = assess(args.bars, timestamps[result["run"]["start_index"]], timestamps[-1], windows)
+        result["in_sample"], result["in_sample_notes"] = provenance.in_sample, provenance.notes
+        for note in provenance.notes:
+            print(f"warning: {series.symbol}: {note}", file=sys.stderr)
         if args.compare:
             result["policies"] = compare_policies(pipeline, compared_configs(config), costs, args.start, args.end)
         results[series.symbol] = result
