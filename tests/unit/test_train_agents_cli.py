@@ -39,6 +39,22 @@ def test_a_quick_set_into_the_committed_folder_is_refused(out, models_copy, monk
     assert (models_copy / "agents" / "manifest.json").read_bytes() == before
 
 
+def test_a_quick_set_into_the_repository_folder_is_refused_when_the_settings_point_elsewhere(
+        models_copy, monkeypatch, capsys):
+    """With ET_MODELS_DIR set, the guard compared --out with $ET_MODELS_DIR/agents only: --quick
+    --out layers/models/agents (the committed set in the repository) went ahead."""
+    from ensemble_trader.runtime.settings import PACKAGE_DIR
+
+    import training.agents.train as train
+
+    monkeypatch.setattr(train, "run_job", no_training)
+    repository = PACKAGE_DIR.parents[1] / "models" / "agents"
+    assert repository.resolve() != (models_copy / "agents").resolve()
+    assert main(["train", "agents", "--quick", "--no-progress", "--out", str(repository)]) == 2
+    err = capsys.readouterr().err
+    assert "--quick" in err and "pass --out DIR" in err and str(repository) in err
+
+
 def test_a_quick_set_elsewhere_and_a_full_run_into_the_committed_folder_go_ahead(models_copy, tmp_path, monkeypatch):
     import training.agents.train as train
 

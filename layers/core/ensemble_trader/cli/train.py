@@ -47,12 +47,15 @@ def _train_agents(args: argparse.Namespace) -> int:
     import sys
 
     from ensemble_trader.domain.agents import default_models_dir
+    from ensemble_trader.runtime.settings import PACKAGE_DIR
 
-    committed = default_models_dir()
-    if args.quick and (args.out is None or _same_folder(args.out, committed)):
+    # the settings' folder ($ET_MODELS_DIR/agents) and the repository's committed one, whichever is the default
+    committed = (default_models_dir(), PACKAGE_DIR.parents[1] / "models" / "agents")
+    hit = next((c for c in committed if args.out is None or _same_folder(args.out, c)), None) if args.quick else None
+    if hit is not None:
         # a smoke-run set (seconds of PPO) would replace the committed agents every stage serves
         print(f"ensemble-trader: error: --quick trains a smoke-test set, which must not replace the committed "
-              f"model set in {committed}: pass --out DIR (e.g. --out runs/agents)", file=sys.stderr)
+              f"model set in {hit}: pass --out DIR (e.g. --out runs/agents)", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pydantic import ValidationError
