@@ -44,11 +44,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # the switch as it stands: a stale command changed nothing
     metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if result["active"] else 0)
     metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))
-    # a command older than the stored one changes nothing; an ignored ON is the dangerous case
-    # (the switch may stay off although an operator turned it on): alarmed (KillSwitchOnIgnored)
+    # a command older than the stored one changes nothing; an ignored ON that leaves the switch
+    # off is the dangerous case (an operator turned it on): alarmed (KillSwitchOnIgnored)
     metrics.add_metric(name="kill_switch_commands_ignored", unit="Count", value=0 if result["applied"] else 1)
     metrics.add_metric(name="kill_switch_on_ignored", unit="Count",
-                       value=1 if command.active and not result["applied"] else 0)
+                       value=1 if command.active and not result["applied"] and not result["active"] else 0)
     if not result["active"]:  # with the switch off the state is the breaker's: report it at once (a
         # reset clears the BreakerTripped alarm now, not at the next routed intent)
         metrics.add_metric(name="account_breaker_state", unit="None",

@@ -618,8 +618,8 @@ class Monitoring(Construct):
                 "KillSwitchOnIgnored",
                 self._emf("kill_switch_on_ignored", "orders", "Sum").with_(period=ALARM_PERIOD),
                 threshold=1,
-                description="a KillSwitch ON was ignored as older than the command the risk state holds: "
-                            "the switch may be off although an operator turned it on; check "
+                description="a KillSwitch ON was ignored as older than the command the risk state holds, "
+                            "and the switch is off although an operator turned it on; check "
                             "`ensemble-trader orders status` and send ON again (runbook §1)",
             )
         if "orders.reconcile" in wired:

@@ -474,3 +474,13 @@ def test_an_ignored_on_is_counted_for_its_alarm(entry, capsys):
     emitted = _emf(capsys.readouterr().out)
     assert emitted["kill_switch_on_ignored"] == 0 and emitted["kill_switch_commands_ignored"] == 0
     assert emitted["kill_switch_active"] == 1
+
+
+def test_a_retried_on_after_a_newer_on_is_not_alarmed(entry, capsys):
+    rig, invoke = entry
+    invoke(control_event(True, "incident", T, "ev-on-20"))
+    capsys.readouterr()
+    result = invoke(control_event(True, "incident, earlier page", T - timedelta(minutes=1), "ev-on-19"))
+    assert result["applied"] is False and result["active"] is True
+    emitted = _emf(capsys.readouterr().out)
+    assert emitted["kill_switch_commands_ignored"] == 1 and emitted["kill_switch_on_ignored"] == 0

@@ -1287,7 +1287,9 @@ class OrderRouter:
             "issued_at": command.issued_at.isoformat() if command.issued_at else None,
         }
         if verdict is KillSwitchVerdict.STALE:
-            log.log(logging.ERROR if command.active else logging.WARNING,
+            # an ignored ON is an error only when it leaves the switch off (a retried ON after a
+            # newer ON changed nothing that matters)
+            log.log(logging.ERROR if command.active and not state.kill_switch else logging.WARNING,
                     "kill switch command %s (%s: %s) ignored: %s", command.command_id,
                     "on" if command.active else "off", command.reason, why)
             events.append(KillSwitchCommandIgnored(
