@@ -56,7 +56,7 @@ def test_only_the_agents_that_trained_on_a_spec_are_named() -> None:
     found = windows("synth:mean_reverting:12:5000", "SYN", "2001-01-01", "2002-01-01")
     assert [(e["model"], e["agents"], e["match"]) for e in found] == [("agents", ["b"], "seed")]
     assert describe(found[0]) == ("the b agent's training window of synth:mean_reverting:12:5000 (synthetic seed 12, "
-                                  "the evaluated series' seed: the same shocks)")
+                                  "the evaluated series' seed: the same regime path, and at equal length the same draws)")
 
 
 @pytest.mark.parametrize("spec", ["synth:mean_reverting:12:3000", "synth:mean_reverting:12:5000:ABC",
@@ -139,7 +139,7 @@ def test_the_report_warns_of_an_in_sample_window_and_the_json_lists_it(tmp_path:
     assert {(e["model"], e["part"]) for e in printed["in_sample"]} == {("agents", "train"), ("regime", "train")}
     assert json.loads((tmp_path / "report.json").read_text())["in_sample"] == printed["in_sample"]
     page = (tmp_path / "report.html").read_text()
-    assert "In sample for:" in page and "the regime model&#x27;s training window of SPX" in page
+    assert "In sample for:" in page and "the regime model&#x27;s training window of arch:sp500" in page
     assert "nothing was tuned" not in page and "Out of sample" not in page
     assert "The meta-agent learns online from past bars only." in page
 
@@ -177,7 +177,7 @@ def test_a_bars_file_is_checked_by_date_and_its_provenance_is_named(tmp_path: Pa
     out, err = capsys.readouterr()
     printed = json.loads(out)
     assert {(e["model"], e["data"]) for e in printed["in_sample"]} == {("agents", "arch:sp500"),
-                                                                       ("agents", "arch:nasdaq"), ("regime", "SPX")}
+                                                                       ("agents", "arch:nasdaq"), ("regime", "arch:sp500")}
     assert printed["in_sample_notes"][0].startswith("provenance unknown for a file: its bars were compared by date")
     assert "warning: " in err and "provenance unknown for a file" in err
     page = (tmp_path / "r" / "report.html").read_text()

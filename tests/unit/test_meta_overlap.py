@@ -200,7 +200,7 @@ def test_select_refuses_a_regime_model_fitted_on_the_test_window(regime_fitted_t
     assert exc.value.code == 2
     err = capsys.readouterr().err
     version = RegimeModel.load(regime_fitted_to_2018).version
-    assert f"regime model {version} was fitted on SPX 1999-01-04 → 2018-12-31" in err
+    assert f"regime model {version} was fitted on arch:sp500 1999-01-04 → 2018-12-31" in err
     assert "'S&P 500 2015-18' (2015-01-01 → its last bar; overlap 2015-01-01 → 2018-12-31)" in err
     assert "'NASDAQ 2015-18'" in err and "--allow-overlap" in err
 
@@ -244,6 +244,7 @@ def test_select_refuses_models_whose_manifests_record_no_windows(tmp_path, monke
     shutil.copytree(COMMITTED / "regime", regime)
     manifest = json.loads((regime / "manifest.json").read_text())
     del manifest["training_window"]
+    del manifest["training_data"]  # a manifest that records neither
     (regime / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(select, "evaluate_candidates", no_work)
     with pytest.raises(SystemExit) as exc:

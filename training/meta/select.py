@@ -363,7 +363,8 @@ def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: b
             verb = "selected on" if w.selected else "fitted on"
             if found.by == "seed":
                 problems.append(f"{w.model} was {verb} {w.data} ({w.part}), a synthetic series of seed {w.seed}, "
-                                f"the seed of the evaluated set {s.name!r} ({s.spec}): the same shocks")
+                                f"the seed of the evaluated set {s.name!r} ({s.spec}): the same regime path, and at equal "
+                                f"length the same draws")
             elif found.by == "date":
                 problems.append(f"{w.model} was {verb} {w.data} {w.first[:10]} → {w.last[:10]} ({w.part}), which "
                                 f"overlaps the evaluated set {s.name!r} ({s.start or 'its first bar'} → "

@@ -114,7 +114,7 @@ def describe(entry: Mapping[str, Any]) -> str:
     """One entry of :func:`in_sample` in words."""
     whose = _whose(entry["model"], entry.get("agents", ()), entry["part"])
     if entry.get("match") == "seed":
-        return f"{whose} of {entry['data']} (synthetic seed {entry['seed']}, the evaluated series' seed: the same shocks)"
+        return f"{whose} of {entry['data']} (synthetic seed {entry['seed']}, the evaluated series' seed: the same regime path, and at equal length the same draws)"
     first, last = (w[:10] for w in entry["window"])
     lo, hi = (w[:10] for w in entry["overlap"])
     return f"{whose} of {entry['data']} ({first} → {last}; overlap {lo} → {hi})"

@@ -12,8 +12,9 @@ and the regime model's ``training_window`` / ``training_data``.
 
 **The rule** (:func:`find_overlaps`), by the kind of data (:func:`data_kind`):
 
-* *synthetic* (``synth:<scenario>[:<seed>...]``): by seed. The generator draws a path's shocks from
-  its seed alone, so every series of that seed — any preset, any length, any symbol — shares them;
+* *synthetic* (``synth:<scenario>[:<seed>...]``): by seed. The generator draws a path from its seed
+  alone: every series of that seed — any preset, any length, any symbol — shares its regime path,
+  and at equal length its random draws too (daily returns correlated at about 0.8 across presets);
   its dates mean nothing, so a synthetic series never matches real bars by date, nor they it.
 * *real* (``arch:``, ``shared:``): by calendar date, **across series**: a real fitted window of any
   series that overlaps the evaluated window (``first <= evaluated last`` and ``last >= evaluated

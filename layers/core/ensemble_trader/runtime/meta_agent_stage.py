@@ -165,7 +165,8 @@ class DecisionSink:
         if self.metrics is not None:
             # a switch counts once, when its decision row is first written (before the send, so
             # a queue failure does not lose it: the retry finds the row stored and sends it again,
-            # which is not a new switch); a put that fails part-way can leave one uncounted
+            # which is not a new switch); a decisions write that fails part-way leaves the
+            # switches of the rows it did write uncounted (the retry finds them stored)
             switched = sum(1 for i, kept in zip(sent, stored, strict=True)
                            if kept is None and i.explanation_detail.get("switched"))
             if switched:
