@@ -29,7 +29,7 @@ from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.ports import KeyValueStore
-from ensemble_trader.runtime.regime_registry import history_key
+from ensemble_trader.runtime.regime_registry import history_key, row_time
 from ensemble_trader.runtime.settings import json_from_env
 from ensemble_trader.runtime.stage import KinesisStageRunner, MetricsSink, RecordSink, runner_for_function
 
@@ -103,16 +103,7 @@ def decision_item(intent: OrderIntent, now: datetime) -> dict[str, Any]:
 def decision_time(row: Mapping[str, Any]) -> datetime:
     """The bar time of a ``decisions`` row, aware (rows written before the keys were UTC carry the
     bar's own offset: compare these, never the key texts); DataError naming the row otherwise."""
-    text = row.get("timestamp")
-    try:
-        when = datetime.fromisoformat(text) if isinstance(text, str) else None
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise DataError(
-            f"decisions row of {row.get('symbol')!r} has timestamp {text!r}, not an ISO-8601 time with an offset"
-        )
-    return when
+    return row_time(row, "decisions")
 
 
 class DecisionSink:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -203,9 +203,10 @@ def history_key(when: datetime) -> str:
     return when.astimezone(UTC).isoformat()
 
 
-def history_time(row: dict[str, Any]) -> datetime:
-    """The bar time of a history row (of any offset: rows written before the keys were UTC
-    carry the bar's own)."""
+def row_time(row: Mapping[str, Any], table: str) -> datetime:
+    """The bar time of a row keyed by :func:`history_key` (regime-history, decisions), aware;
+    rows written before the keys were UTC carry the bar's own offset, so compare these times,
+    never the key texts. DataError naming the table and the row otherwise."""
     text = row.get("timestamp")
     try:
         when = datetime.fromisoformat(text) if isinstance(text, str) else None
@@ -213,10 +214,15 @@ def history_time(row: dict[str, Any]) -> datetime:
         when = None
     if when is None or when.tzinfo is None:
         raise DataError(
-            f"regime-history row of {row.get('symbol')!r} has timestamp {text!r}, "
-            "not an ISO-8601 time with an offset"
+            f"{table} row of {row.get('symbol')!r} has timestamp {text!r}, not an ISO-8601 time with an offset"
         )
     return when
+
+
+def history_time(row: dict[str, Any]) -> datetime:
+    """The bar time of a history row (of any offset: rows written before the keys were UTC
+    carry the bar's own)."""
+    return row_time(row, "regime-history")
 
 
 def history_item(state: MarketState) -> dict[str, Any]:
