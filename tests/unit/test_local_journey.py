@@ -203,6 +203,106 @@ def test_local_drain_with_logs_sends_the_handlers_lines_to_stderr(tmp_path, monk
     assert "a handler's log line" in captured.err and "a handler's log line" not in captured.out
 
 
+def _drain_with(tmp_path, monkeypatch, emulator) -> int:
+    path = tmp_path / "stack.json"
+    path.write_text("{}")
+    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", _DrainStack)
+    monkeypatch.setattr("ensemble_trader.local.esm.EventSourceMappingEmulator", emulator)
+    _DrainStack.saved = []
+    return main(["local", "drain", "--no-progress"])
+
+
+def test_local_drain_runs_the_mappings_as_lambda_would_after_an_interruption(tmp_path, monkeypatch, capsys):
+    """An interrupted SQS batch stays in flight (its idempotency records are INPROGRESS until the
+    function timeout), failures come back after a backoff, Kinesis batches are small enough for
+    the function timeout and --timeout: before, the batch came back at once and its redeliveries
+    used up the receives within a second, dead-lettering the intents."""
+    made = {}
+
+    class Recording(_StuckEmulator):
+        def __init__(self, stack, functions=None, **kwargs):
+            made.update(kwargs)
+            super().__init__(stack, functions, **kwargs)
+
+        def backlog(self):
+            return {"features": 0}
+
+    assert _drain_with(tmp_path, monkeypatch, Recording) == 0
+    assert made["release_interrupted_sqs"] is False
+    assert made["sqs_retry_backoff_s"] > 0
+    assert 1 <= made["kinesis_batch_limit"] < 200
+
+
+def test_local_drain_saves_the_places_after_each_poll_not_only_at_the_end(tmp_path, monkeypatch, capsys):
+    """A SIGKILL (or a closed terminal, before SIGHUP was handled) lost every place of the drain:
+    the next one redelivered everything and dead-lettered the bad records again."""
+    during = []
+
+    class Moving(_StuckEmulator):
+        place = "42"
+
+        def run_until_drained(self, *, on_batch=None, timeout_s=None, max_rounds=100_000):
+            Moving.place = "43"
+            on_batch("features", 5)
+            during.extend(_DrainStack.saved)  # what a SIGKILL here would leave in the state file
+            Moving.place = "44"
+            return self._stats
+
+        def checkpoints(self):
+            return {"features": {"shardId-000000000000": Moving.place}}
+
+        def backlog(self):
+            return {"features": 0}
+
+    assert _drain_with(tmp_path, monkeypatch, Moving) == 0
+    assert during == [{"features": {"shardId-000000000000": "43"}}]
+    assert _DrainStack.saved[-1] == {"features": {"shardId-000000000000": "44"}}
+
+
+def test_local_drain_treats_sighup_like_sigterm_and_keeps_its_place(tmp_path, monkeypatch, capsys):
+    """Closing the terminal (SIGHUP) ended the drain on the spot, its places unsaved."""
+    import signal
+
+    class Hangup(BaseException):
+        pass
+
+    def old_handler(signum, frame):  # SIGHUP's default would end pytest: fail the test instead
+        raise Hangup
+
+    class HungUp(_StuckEmulator):
+        def run_until_drained(self, *, on_batch=None, timeout_s=None, max_rounds=100_000):
+            os.kill(os.getpid(), signal.SIGHUP)
+            return self._stats
+
+    previous = signal.signal(signal.SIGHUP, old_handler)
+    try:
+        assert _drain_with(tmp_path, monkeypatch, HungUp) == 128 + signal.SIGHUP
+        assert signal.getsignal(signal.SIGHUP) is old_handler  # restored
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert "terminated (SIGHUP); the next drain carries on where it stopped" in capsys.readouterr().err
+    assert _DrainStack.saved == [{"features": {"shardId-000000000000": "42"}}]
+
+
+def test_local_drain_of_a_half_stopped_stack_says_what_local_status_says(tmp_path, monkeypatch, sleeper, capsys):
+    """`local drain` said 'is not running (stale state file)' of a stack whose Redis still ran."""
+    from ensemble_trader.local.servers import process_identity
+
+    path = tmp_path / "stack.json"
+    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
+    moto, redis = sleeper(), sleeper()
+    path.write_text(json.dumps({
+        "stage": "local", "shards": 1, "moto_port": 1, "moto_pid": moto.pid, "moto_identity": "linux:another-boot:1",
+        "redis_port": 2, "redis_pid": redis.pid, "redis_identity": process_identity(redis.pid), "redis_dir": None,
+    }))
+    assert main(["local", "status"]) == 1
+    status = capsys.readouterr().err.strip()
+    assert main(["local", "drain", "--no-progress"]) == 1
+    drain = capsys.readouterr().err.strip()
+    assert drain.endswith(status) and "stale" not in drain and path.exists()
+
+
 def test_saved_checkpoints_go_only_into_the_state_file_of_the_same_stack(tmp_path):
     from ensemble_trader.local.stack import LocalStack
 

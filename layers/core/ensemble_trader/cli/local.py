@@ -22,10 +22,12 @@ as unverifiable and left alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,13 @@ if TYPE_CHECKING:
     from ensemble_trader.local.stack import LocalStack
 
 DRAIN_TIMEOUT = 600.0
+# `local drain` caps a Kinesis batch at this many records (the meta_agent's deployed 200 aggregated
+# records hold ~2,000 messages, ~80 s on moto: past the 30 s function timeout, and a --timeout
+# can only be kept between invocations)
+DRAIN_KINESIS_BATCH = 25
+# a failed intent is received again 1 s after its first receive, 2 s after its second ... (at most
+# the function timeout), not at once: its idempotency record may still be INPROGRESS
+DRAIN_SQS_RETRY_BACKOFF_S = 1.0
 
 def _stage(text: str) -> str:
     """``--stage``: lower-case letters, digits and hyphens, starting with a letter (it goes into
@@ -268,7 +277,13 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.errors import InfrastructureError
     from ensemble_trader.local.servers import RUNNING, UNVERIFIED
-    from ensemble_trader.local.stack import LocalStack, StaleStateError, check_state, state_file_path
+    from ensemble_trader.local.stack import (
+        LocalStack,
+        StaleStateError,
+        check_state,
+        stale_state_message,
+        state_file_path,
+    )
 
     try:
         stack = LocalStack.attach()
@@ -279,8 +294,7 @@ def _status(args: argparse.Namespace) -> int:
         servers = "; ".join(c.describe() for c in checks) or str(exc)
         if any(c.status in (RUNNING, UNVERIFIED) for c in checks):
             # one server is gone, another still runs: `local down` needs the file to stop it
-            print(f"partly running ({path}): {servers}; `ensemble-trader local down` stops the rest "
-                  "and removes the state file", file=sys.stderr)
+            print(stale_state_message(path, checks), file=sys.stderr)
             return 1
         path.unlink(missing_ok=True)
         print(f"not running: {servers}; stale state file {path} removed", file=sys.stderr)
@@ -318,10 +332,14 @@ def _drain(args: argparse.Namespace) -> int:
     """Run the emulated event-source mappings over the stack of the state file until every source
     is empty or ``--timeout`` passes (exit 1 with what is left). One drain at a time per stack
     (a claim on ``<state file>.drain.lock``). The mappings' places on the streams are saved in the
-    state file at the end, also after Ctrl-C or SIGTERM (exit 130 / 143)."""
+    state file after every poll that read something and at the end, also after Ctrl-C, SIGTERM
+    or SIGHUP (a closed terminal; exit 130 / 143 / 129)."""
+    import contextlib
+    import signal
+
     from ensemble_trader.cli.demo import _checked_orders_settings
     from ensemble_trader.local.functions import deployed_functions
-    from ensemble_trader.local.servers import Terminated, sigterm_raises
+    from ensemble_trader.local.servers import Terminated
     from ensemble_trader.local.stack import LocalStack
 
     path = _state_path()
@@ -336,22 +354,52 @@ def _drain(args: argparse.Namespace) -> int:
         print(f"another `ensemble-trader local drain` is running on this stack ({path})", file=sys.stderr)
         return 1
     try:
-        with sigterm_raises():
+        with _signals_raise(signal.SIGTERM, signal.SIGHUP):
             stack = LocalStack.attach(path, quiet=not args.logs)
             try:
                 return _drain_attached(args, stack)
             finally:
                 stack.stop()
     except Terminated as exc:
-        print("ensemble-trader local drain: terminated (SIGTERM); the next drain carries on where it stopped",
-              file=sys.stderr)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"ensemble-trader local drain: terminated ({signal.Signals(exc.signum).name}); "
+                  "the next drain carries on where it stopped", file=sys.stderr)
         return 128 + exc.signum
     finally:
         _release(marker, claim)
 
 
+@contextlib.contextmanager
+def _signals_raise(*signums: int) -> Iterator[None]:
+    """While in this block, each of ``signums`` raises
+    :class:`~ensemble_trader.local.servers.Terminated` in the main thread, once (a second signal
+    during the cleanup that follows is ignored); the previous handlers are restored afterwards.
+    Outside the main thread it does nothing."""
+    import signal
+    import threading
+
+    from ensemble_trader.local.servers import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
-    import contextlib
     import logging
     import os
     import time
@@ -377,15 +425,35 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
         scope.callback(esm_log.removeFilter, timeout_warning)
         sink = sys.stderr if args.logs else scope.enter_context(open(os.devnull, "w"))  # noqa: SIM115
         scope.enter_context(contextlib.redirect_stdout(sink))
-        emulator = EventSourceMappingEmulator(stack, checkpoints=stack.mapping_checkpoints(),
-                                              capture_output=not args.logs)
+        saved = stack.mapping_checkpoints()
+        emulator = EventSourceMappingEmulator(
+            stack, checkpoints=saved, capture_output=not args.logs,
+            # as Lambda: an interrupted batch stays in flight for the function timeout, a failed
+            # message comes back after a backoff (at once, an interrupted intent's INPROGRESS
+            # idempotency record would fail its redeliveries until they were dead-lettered)
+            release_interrupted_sqs=False, sqs_retry_backoff_s=DRAIN_SQS_RETRY_BACKOFF_S,
+            kinesis_batch_limit=DRAIN_KINESIS_BATCH)
         bar = scope.enter_context(tqdm(unit="msg", desc="draining", disable=args.no_progress, file=sys.stderr))
         read: list[int] = []
+        unsaved: list[str] = []  # why the places could not be saved, once
+
+        def save_places() -> None:
+            nonlocal saved
+            places = emulator.checkpoints()
+            if unsaved or places == saved:
+                return
+            if stack.save_mapping_checkpoints(places):
+                saved = places
+            elif not unsaved:
+                unsaved.append("x")
+                print(f"the state file {stack.state_path} no longer describes this stack (`local down` meanwhile?): "
+                      "the mappings' places were not saved", file=sys.stderr)
 
         def on_batch(function: str, n: int) -> None:
             read.append(n)
             bar.update(n)
             bar.set_postfix({k: v.messages_received for k, v in emulator.stats().items()})
+            save_places()  # a SIGKILL loses at most the poll in hand
 
         try:
             while True:
@@ -397,7 +465,7 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
                 if not read:  # only messages in flight (a visibility timeout still running): wait for them
                     time.sleep(0.5)
         finally:
-            if not stack.save_mapping_checkpoints(emulator.checkpoints()):
+            if not stack.save_mapping_checkpoints(emulator.checkpoints()) and not unsaved:
                 print(f"the state file {stack.state_path} no longer describes this stack (`local down` meanwhile?): "
                       "the mappings' places were not saved", file=sys.stderr)
     elapsed = time.monotonic() - t0

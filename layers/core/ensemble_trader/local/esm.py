@@ -11,9 +11,10 @@ with the real event shape and a fake context:
   than ``max_record_age_seconds``, the records go to the function's on-failure destination (its
   dead-letter queue) with the reason, and the shard moves on.
 * **SQS**: ``ReceiveMessage`` up to the batch size (at most 10); successes are deleted, failures
-  (reported items, or all on an exception) become visible again, and a message that failed on
-  its ``max_receive_count``-th receive (10, the deployed queue's ``maxReceiveCount``) goes to the
-  dead-letter queue with the reason.
+  (reported items, or all on an exception) become visible again — at once, or after a backoff
+  (``sqs_retry_backoff_s``, doubling with each receive, at most the function timeout) — and a
+  message that failed on its ``max_receive_count``-th receive (10, the deployed queue's
+  ``maxReceiveCount``) goes to the dead-letter queue with the reason.
 
 A shard is blocked while its batch is retried, as in Lambda, so per-symbol order holds.
 
@@ -26,7 +27,9 @@ fails such an invocation with ``Runtime.MarshalError``). The mapping reads the r
 Lambda's does, after a JSON round trip (a tuple of failures is a list). Any other
 ``BaseException`` (``KeyboardInterrupt``, pytest's failure outcomes) stops the emulator: the
 batch in hand is given back first — the shard iterator rewound to its first unfinished record,
-the SQS messages made visible again — and the exception is re-raised.
+the SQS messages made visible again (unless ``release_interrupted_sqs`` is False: then they stay
+in flight for the visibility timeout, as after an invocation Lambda lost) — and the exception is
+re-raised.
 """
 
 from __future__ import annotations
@@ -126,6 +129,18 @@ class EventSourceMappingEmulator:
     ``functions=None`` maps every deployed function; an empty list maps none. ``timer`` measures
     the time inside a handler against the function timeout (default ``time.monotonic``, the clock
     of the context's remaining time; tests inject a fake one).
+
+    ``release_interrupted_sqs`` (default True, what tests want) makes an interrupted SQS batch
+    visible again at once; ``local drain`` sets it False: the batch stays in flight for the
+    function timeout, as in Lambda, so that its idempotency records (``INPROGRESS`` until the
+    function timeout) have expired when it is delivered again — at once, the redelivery would
+    fail on them until the receives run out and the intents were dead-lettered.
+    ``sqs_retry_backoff_s`` (default 0: a failed message is visible again at once) delays a
+    failed message's next receive by that many seconds after its first receive, doubling with
+    each receive, at most the function timeout (``local drain`` uses 1 s: ten receives then span
+    minutes, as the queue's visibility timeout does in AWS, not a fraction of a second).
+    ``kinesis_batch_limit`` caps a Kinesis batch below the mapping's batch size (``local drain``
+    does, so that one invocation stays short and ``--timeout`` can be kept).
     """
 
     def __init__(
@@ -142,9 +157,19 @@ class EventSourceMappingEmulator:
         sqs_batches_per_poll: int = 100,
         timer: Callable[[], float] = time.monotonic,
         checkpoints: Mapping[str, Mapping[str, str]] | None = None,
+        release_interrupted_sqs: bool = True,
+        sqs_retry_backoff_s: float = 0.0,
+        kinesis_batch_limit: int | None = None,
     ) -> None:
         if start_position not in ("TRIM_HORIZON", "LATEST"):
             raise ValueError(f"start_position must be TRIM_HORIZON or LATEST, not {start_position!r}")
+        if not sqs_retry_backoff_s >= 0:
+            raise ValueError(f"sqs_retry_backoff_s must be a number of seconds >= 0, not {sqs_retry_backoff_s!r}")
+        if kinesis_batch_limit is not None and kinesis_batch_limit < 1:
+            raise ValueError(f"kinesis_batch_limit must be at least 1, not {kinesis_batch_limit!r}")
+        self.release_interrupted_sqs = release_interrupted_sqs
+        self.sqs_retry_backoff_s = sqs_retry_backoff_s
+        self.kinesis_batch_limit = kinesis_batch_limit
         self.stack = stack
         self.capture_output = capture_output
         self.clock = clock
@@ -205,14 +230,15 @@ class EventSourceMappingEmulator:
             out[name] = waiting
         return out
 
-    def poll(self, function: str) -> int:
-        """One poll of ``function``'s source, delivering what it got; the number of records read."""
+    def poll(self, function: str, *, deadline: float | None = None) -> int:
+        """One poll of ``function``'s source, delivering what it got; the number of records read.
+        Past ``deadline`` (a ``time.monotonic()`` value) no further batch is started."""
         mapping = self._mappings[function]
-        if mapping.stats.disabled:
+        if mapping.stats.disabled or _past(deadline):
             return 0
         if mapping.spec.mapping.kind == "kinesis":
-            return self._poll_kinesis(mapping)
-        return self._poll_sqs(mapping)
+            return self._poll_kinesis(mapping, deadline)
+        return self._poll_sqs(mapping, deadline)
 
     def run_until_drained(
         self,
@@ -301,14 +327,17 @@ class EventSourceMappingEmulator:
                 StreamName=stream, ShardId=shard_id, ShardIteratorType=start_position
             )["ShardIterator"]
 
-    def _poll_kinesis(self, mapping: _Mapping) -> int:
+    def _poll_kinesis(self, mapping: _Mapping, deadline: float | None = None) -> int:
         kinesis = self.stack.client("kinesis")
         stream = self.stack.name(mapping.spec.mapping.source)
+        limit = min(mapping.spec.mapping.batch_size, self.kinesis_batch_limit or mapping.spec.mapping.batch_size)
         read = 0
         for shard_id, iterator in list(mapping.iterators.items()):
             if iterator is None:
                 continue
-            response = kinesis.get_records(ShardIterator=iterator, Limit=mapping.spec.mapping.batch_size)
+            if _past(deadline):
+                break
+            response = kinesis.get_records(ShardIterator=iterator, Limit=limit)
             mapping.iterators[shard_id] = response.get("NextShardIterator")
             records = response["Records"]
             if not records:
@@ -430,8 +459,9 @@ class EventSourceMappingEmulator:
 
     # -- SQS -------------------------------------------------------------------------------------
 
-    def _poll_sqs(self, mapping: _Mapping) -> int:
-        """Receive and deliver batches until the queue is empty (or ``sqs_batches_per_poll``).
+    def _poll_sqs(self, mapping: _Mapping, deadline: float | None = None) -> int:
+        """Receive and deliver batches until the queue is empty (or ``sqs_batches_per_poll``, or
+        ``deadline`` passed).
 
         Lambda runs several SQS pollers at once and scales them with the backlog; polling one
         batch per round would let the queue grow far beyond what Lambda allows (and moto's SQS
@@ -439,6 +469,8 @@ class EventSourceMappingEmulator:
         """
         total = 0
         for _ in range(self.sqs_batches_per_poll):
+            if _past(deadline):
+                break
             n = self._poll_sqs_once(mapping)
             total += n
             if n == 0 or mapping.stats.disabled:
@@ -478,9 +510,10 @@ class EventSourceMappingEmulator:
         try:
             response, error = self._invoke(mapping, {"Records": records})
         except BaseException:
-            # the emulator is stopped: the batch goes back to the queue at once instead of staying
-            # in flight for the visibility timeout (and surfacing in whatever polls next)
-            self._make_visible(mapping, records)
+            # the emulator is stopped: the batch goes back to the queue at once (a test's next
+            # poll sees it), or stays in flight for the visibility timeout, as in Lambda
+            if self.release_interrupted_sqs:
+                self._make_visible(mapping, records)
             raise
         if error is not None:
             reason = error
@@ -517,16 +550,26 @@ class EventSourceMappingEmulator:
                 self._count_failure(mapping, len(give_up), reason)
         if retry:
             mapping.stats.retries += len(retry)
-            self._make_visible(mapping, retry)
+            self._make_visible(mapping, retry, backoff=True)
         return len(messages)
 
-    def _make_visible(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
+    def _retry_delay(self, mapping: _Mapping, record: dict[str, Any]) -> int:
+        """Seconds before a failed message is received again: ``sqs_retry_backoff_s`` after its
+        first receive, doubling with each receive, at most the function timeout."""
+        if not self.sqs_retry_backoff_s:
+            return 0
+        received = int(record["attributes"].get("ApproximateReceiveCount", "1"))
+        delay = self.sqs_retry_backoff_s * 2 ** min(max(received - 1, 0), 30)
+        return int(min(mapping.spec.timeout_seconds, max(1.0, round(delay))))
+
+    def _make_visible(self, mapping: _Mapping, records: Sequence[dict[str, Any]], *, backoff: bool = False) -> None:
         sqs = self.stack.client("sqs")
         for start in range(0, len(records), 10):
             sqs.change_message_visibility_batch(
                 QueueUrl=mapping.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": 0}
+                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"],
+                     "VisibilityTimeout": self._retry_delay(mapping, r) if backoff else 0}
                     for i, r in enumerate(records[start : start + 10])
                 ],
             )
@@ -549,22 +592,27 @@ def drain(
     timeout_s: float | None = None,
 ) -> dict[str, MappingStats]:
     """Poll the functions of several emulators round-robin until a whole round reads nothing;
-    ``on_batch(function, n)`` after each poll that read ``n`` messages."""
+    ``on_batch(function, n)`` after each poll that read ``n`` messages. Past ``timeout_s`` no
+    further batch is started (a running invocation cannot be interrupted: it ends first)."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for _ in range(max_rounds):
         total = 0
         for emulator in emulators:
             for name in emulator.functions:
-                n = emulator.poll(name)
+                n = emulator.poll(name, deadline=deadline)
                 total += n
                 if n and on_batch is not None:
                     on_batch(name, n)
         if total == 0:
             break
-        if deadline is not None and time.monotonic() > deadline:
+        if _past(deadline):
             log.warning("ESM emulator: stopped after %.0f s with records still flowing", timeout_s)
             break
     return {name: stats for emulator in emulators for name, stats in emulator.stats().items()}
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
 
 
 class MarshalError(ValueError):

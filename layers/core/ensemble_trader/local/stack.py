@@ -96,6 +96,16 @@ def check_state(state: dict[str, Any]) -> list[ServerCheck]:
     return checks
 
 
+def stale_state_message(path: Path, checks: list[ServerCheck]) -> str:
+    """What ``local status`` and ``local drain`` say of a state file whose servers are not all
+    running: each server once, and what ``local down`` does about it."""
+    servers = "; ".join(c.describe() for c in checks)
+    if any(c.status in (RUNNING, UNVERIFIED) for c in checks):
+        return (f"partly running ({path}): {servers}; `ensemble-trader local down` stops the rest "
+                "and removes the state file")
+    return f"not running ({path}): {servers}; `ensemble-trader local down` removes the stale state file"
+
+
 class LocalStack:
     """The moto server, the Redis server and the resources, with the environment set.
 
@@ -144,12 +154,8 @@ class LocalStack:
         if not isinstance(state, dict):
             raise InfrastructureError(f"the state file {path} does not describe a stack")
         checks = check_state(state)
-        stale = [c for c in checks if c.status not in (RUNNING, UNVERIFIED)]
-        if stale:
-            raise StaleStateError(
-                f"the local stack in {path} is not running (stale state file): "
-                + "; ".join(c.describe() for c in stale)
-            )
+        if any(c.status not in (RUNNING, UNVERIFIED) for c in checks):
+            raise StaleStateError(stale_state_message(path, checks))
         stack = cls(state["stage"], shards=state.get("shards", 1), quiet=quiet)
         stack.moto.port, stack.moto.pid = state["moto_port"], state.get("moto_pid")
         stack.redis.port, stack.redis.pid = state["redis_port"], state.get("redis_pid")

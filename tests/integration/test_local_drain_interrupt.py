@@ -1,0 +1,167 @@
+"""`local drain` interrupted during the orders stage, then run again at once: nothing is lost.
+
+The interrupted intent's Powertools idempotency record stays INPROGRESS until the function
+timeout (30 s). The emulator as `local drain` configures it leaves the interrupted batch in flight
+for that long (as Lambda would) and gives a failed message back only after a backoff, so the
+next drain routes every intent and dead-letters none. (With the batch made visible at once and
+failures retried at once, the ten receives ran out within a second: IdempotencyAlreadyInProgress,
+the FIFO group's circuit breaker failing the rest, every intent in orders-dlq.)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from ensemble_trader.cli.local import DRAIN_KINESIS_BATCH, DRAIN_SQS_RETRY_BACKOFF_S
+
+
+def _intents(count: int) -> list[tuple[str, str, bytes]]:
+    from ensemble_trader.domain.models import OrderIntent, Regime, make_intent_id
+    from ensemble_trader.marketdata import load_arch
+
+    series = load_arch("sp500")
+    out = []
+    for i in range(count):
+        bar = series.bar(1000 + i)
+        intent = OrderIntent(
+            intent_id=make_intent_id("ens", bar.symbol, bar.timestamp, "v1"), strategy_id="ens",
+            symbol=bar.symbol, timestamp=bar.timestamp, target_position=0.4 if i % 2 else 0.2,
+            reference_price=bar.close, model_version="v1", regime=Regime.SIDEWAYS, confidence=0.6,
+        )
+        out.append((intent.symbol, intent.intent_id, intent.model_dump_json().encode()))
+    return out
+
+
+def _drain_like_the_cli(emulator, stack) -> None:
+    """What `local drain` does: rounds until no source holds a message, waiting for those in flight
+    (bounded by a generous number of rounds, not by a time)."""
+    read: list[int] = []
+    for _ in range(2_000):
+        read.clear()
+        emulator.run_until_drained(on_batch=lambda f, n: read.append(n))
+        if not any(emulator.backlog().values()):
+            return
+        if not read:
+            time.sleep(0.5)
+    pytest.fail(f"the orders queue never emptied: {emulator.backlog()}")
+
+
+def test_interrupted_orders_then_drained_again_dead_letters_nothing(clean_stack, monkeypatch):
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+    from ensemble_trader.runtime import orders as runtime
+
+    monkeypatch.setenv("ET_RISK_CLOCK", "event")  # replayed bars: the intents' bar time
+    stack = clean_stack.stack
+    messages = _intents(6)
+    SqsPublisher(settings=stack.settings).send("order-intents", messages)
+
+    handle = runtime.OrderRouter.handle
+    calls = []
+
+    def interrupted_once(self, intent):  # Ctrl-C inside the idempotent section of the first intent
+        calls.append(intent.intent_id)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return handle(self, intent)
+
+    monkeypatch.setattr(runtime.OrderRouter, "handle", interrupted_once)
+    settings = {"release_interrupted_sqs": False, "sqs_retry_backoff_s": DRAIN_SQS_RETRY_BACKOFF_S,
+                "kinesis_batch_limit": DRAIN_KINESIS_BATCH}
+    with pytest.raises(KeyboardInterrupt):
+        clean_stack.emulator(["orders"], **settings).run_until_drained()
+    assert stack.queue_depth("order-intents") == len(messages)  # the batch is in flight, not lost
+
+    runtime.reset_route_stats()
+    _drain_like_the_cli(clean_stack.emulator(["orders"], **settings), stack)
+
+    dead = stack.read_queue("orders-dlq")
+    assert [json.loads(m["Body"]).get("reason", m["Body"]) for m in dead] == []
+    assert runtime.ROUTE_STATS.intents == len(messages) and runtime.ROUTE_STATS.dead_lettered == 0
+    assert calls[0] in calls[1:]  # the interrupted intent was routed on the second drain
+
+
+def _delete(stack, records) -> None:
+    """Delete messages left in flight (the stack's reset sees only visible ones: they would
+    surface in a later test)."""
+    sqs, url = stack.client("sqs"), stack.queue_url("order-intents")
+    for r in records:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=r["receiptHandle"])
+
+
+def test_interrupted_sqs_batch_stays_in_flight_when_not_released(clean_stack):
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+
+    SqsPublisher(settings=clean_stack.stack.settings).send(
+        "order-intents", [("SPX", f"held-{n}", json.dumps({"n": n}).encode()) for n in range(3)])
+    held = []
+
+    def interrupted(event, context):
+        held.extend(event["Records"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        clean_stack.emulator(["orders"], handlers={"orders": interrupted},
+                             release_interrupted_sqs=False).run_until_drained()
+    seen = []
+    esm = clean_stack.emulator(["orders"], handlers={"orders": lambda e, c: seen.append(e)})
+    esm.run_until_drained()
+    try:
+        assert seen == [] and esm.backlog() == {"orders": 3}  # in flight: counted, not delivered
+    finally:
+        _delete(clean_stack.stack, held)
+
+
+def test_a_failed_sqs_message_comes_back_after_the_backoff_not_at_once(clean_stack):
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+
+    SqsPublisher(settings=clean_stack.stack.settings).send("order-intents", [("SPX", "fails", b'{"n": 0}')])
+    calls = []
+
+    def fails(event, context):
+        calls.append(event["Records"])
+        raise ValueError("not yet")
+
+    esm = clean_stack.emulator(["orders"], handlers={"orders": fails}, sqs_retry_backoff_s=5.0)
+    esm.run_until_drained()
+    stats = esm.stats()["orders"]
+    try:
+        assert [len(records) for records in calls] == [1]
+        assert stats.function_errors == 1 and stats.dead_lettered == 0
+        assert esm.backlog() == {"orders": 1}  # waiting out its backoff, not received ten times at once
+    finally:
+        _delete(clean_stack.stack, [r for records in calls for r in records])
+
+
+@pytest.mark.parametrize("bad", [{"sqs_retry_backoff_s": -1.0}, {"kinesis_batch_limit": 0}])
+def test_bad_emulator_settings_are_refused_by_name(clean_stack, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        clean_stack.emulator(["orders"], **bad)
+
+
+def test_a_drain_past_its_deadline_starts_no_further_sqs_batch(clean_stack, monkeypatch):
+    """`local drain --timeout` ran minutes over: the deadline was checked only after a whole round
+    (up to 100 SQS batches per poll). Now no batch starts once it has passed."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+    from ensemble_trader.local import esm as esm_module
+
+    now = [0.0]
+    monkeypatch.setattr(esm_module, "time", SimpleNamespace(
+        monotonic=lambda: now[0], time=real_time.time, perf_counter=real_time.perf_counter))
+    SqsPublisher(settings=clean_stack.stack.settings).send(
+        "order-intents", [(f"S{n}", f"late-{n}", json.dumps({"n": n}).encode()) for n in range(25)])
+    seen = []
+
+    def slow(event, context):  # each batch takes 10 s of the fake clock
+        seen.extend(json.loads(r["body"])["n"] for r in event["Records"])
+        now[0] += 10.0
+
+    esm = clean_stack.emulator(["orders"], handlers={"orders": slow}, timer=lambda: 0.0)
+    esm.run_until_drained(timeout_s=5.0)
+    assert len(seen) == 10 and esm.backlog() == {"orders": 15}
+    esm.run_until_drained()  # the next drain carries on
+    assert sorted(seen) == list(range(25))
