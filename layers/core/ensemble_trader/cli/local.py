@@ -27,7 +27,6 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -339,7 +338,7 @@ def _drain(args: argparse.Namespace) -> int:
 
     from ensemble_trader.cli.demo import _checked_orders_settings
     from ensemble_trader.local.functions import deployed_functions
-    from ensemble_trader.local.servers import Terminated
+    from ensemble_trader.local.servers import Terminated, signals_raise
     from ensemble_trader.local.stack import LocalStack
 
     path = _state_path()
@@ -354,7 +353,7 @@ def _drain(args: argparse.Namespace) -> int:
         print(f"another `ensemble-trader local drain` is running on this stack ({path})", file=sys.stderr)
         return 1
     try:
-        with _signals_raise(signal.SIGTERM, signal.SIGHUP):
+        with signals_raise(signal.SIGTERM, signal.SIGHUP):
             stack = LocalStack.attach(path, quiet=not args.logs)
             try:
                 return _drain_attached(args, stack)
@@ -367,36 +366,6 @@ def _drain(args: argparse.Namespace) -> int:
         return 128 + exc.signum
     finally:
         _release(marker, claim)
-
-
-@contextlib.contextmanager
-def _signals_raise(*signums: int) -> Iterator[None]:
-    """While in this block, each of ``signums`` raises
-    :class:`~ensemble_trader.local.servers.Terminated` in the main thread, once (a second signal
-    during the cleanup that follows is ignored); the previous handlers are restored afterwards.
-    Outside the main thread it does nothing."""
-    import signal
-    import threading
-
-    from ensemble_trader.local.servers import Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    raised = False
-
-    def handler(signum: int, frame: object) -> None:
-        nonlocal raised
-        if not raised:
-            raised = True
-            raise Terminated(signum)
-
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:

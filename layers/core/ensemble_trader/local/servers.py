@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -177,11 +178,12 @@ class Terminated(BaseException):
 
 
 @contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While in this block, SIGTERM raises :class:`Terminated` in the main thread (once: a second
-    SIGTERM during the cleanup that follows is ignored, so the cleanup completes), instead of
-    ending the process on the spot with its servers' folders left behind. The previous handler
-    is restored afterwards. Outside the main thread (where no handler can be set) it does nothing."""
+def signals_raise(*signums: int) -> Iterator[None]:
+    """While in this block, each of ``signums`` raises :class:`Terminated` in the main thread
+    (once: a second signal during the cleanup that follows is ignored, so the cleanup completes),
+    instead of ending the process on the spot with its servers' folders left behind. The previous
+    handlers are restored afterwards. Outside the main thread (where no handler can be set) it
+    does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -193,11 +195,17 @@ def sigterm_raises() -> Iterator[None]:
             raised = True
             raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def sigterm_raises() -> contextlib.AbstractContextManager[None]:
+    """:func:`signals_raise` for SIGTERM."""
+    return signals_raise(signal.SIGTERM)
 
 
 _spawner: ThreadPoolExecutor | None = None
