@@ -77,7 +77,7 @@ def test_interrupted_orders_then_drained_again_dead_letters_nothing(clean_stack,
     _drain_like_the_cli(clean_stack.emulator(["orders"], **settings), stack)
 
     dead = stack.read_queue("orders-dlq")
-    assert [json.loads(m["Body"]).get("reason", m["Body"]) for m in dead] == []
+    assert [m.get("reason", m) if isinstance(m, dict) else m for m in dead] == []  # the reasons, if any
     assert runtime.ROUTE_STATS.intents == len(messages) and runtime.ROUTE_STATS.dead_lettered == 0
     assert calls[0] in calls[1:]  # the interrupted intent was routed on the second drain
 

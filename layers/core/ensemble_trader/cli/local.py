@@ -440,7 +440,7 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
     elapsed = time.monotonic() - t0
     received = sum(s.messages_received for s in stats.values())
     print(f"local drain: stage {stack.stage} ({stack.endpoint_url}), {len(stats)} mappings, {elapsed:.1f} s"
-          + ("" if received else ": nothing was waiting on any mapping's source"))
+          + ("" if received else ": nothing was received" if left else ": nothing was waiting on any mapping's source"))
     if received:
         print(summarize_stats(stats))
         for line in _stage_lines(stats):
