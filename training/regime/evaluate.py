@@ -309,7 +309,9 @@ def summarize(rows: list[dict]) -> list[dict]:
         sel = [r for r in rows if r["scenario"] == scenario and r["method"] == method]
         entry = {"scenario": scenario, "method": method, "seeds": len(sel)}
         for m in (*SUMMARY_METRICS, "true_switches_per_1000"):
-            entry[m] = float(np.nanmean([r[m] for r in sel]))
+            values = np.asarray([r[m] for r in sel], dtype=float)
+            # NaN when no seed has the metric (no true switch: no lag), without numpy's warning
+            entry[m] = float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
         out.append(entry)
     return out
 
