@@ -559,13 +559,15 @@ class Monitoring(Construct):
             (
                 "Regime timeline (changes)",
                 'filter `detail-type` = "RegimeChanged" | fields @timestamp, detail.symbol, detail.from_regime, '
-                "detail.to_regime, detail.confidence | sort @timestamp desc | limit 100",
+                "detail.to_regime, detail.confidence, detail.event_id | sort @timestamp desc "
+                "| dedup detail.event_id | limit 100",  # at least once: a retried batch publishes again
                 cw.LogQueryVisualizationType.TABLE,
             ),
             (
                 "Agent switches and weights",
                 'filter `detail-type` = "AgentSwitched" | fields @timestamp, detail.symbol, detail.regime, '
-                f"detail.from_agent, detail.to_agent, {weights} | sort @timestamp desc | limit 100",
+                f"detail.from_agent, detail.to_agent, {weights}, detail.event_id | sort @timestamp desc "
+                "| dedup detail.event_id | limit 100",
                 cw.LogQueryVisualizationType.TABLE,
             ),
             (

@@ -157,3 +157,15 @@ def test_an_ignored_kill_switch_on_has_an_alarm(full):
     alarm = _alarms(full)[qualified(STAGE, "KillSwitchOnIgnored")]
     _orders_emf(alarm, "kill_switch_on_ignored", "Sum")
     assert alarm["Threshold"] == 1 and alarm["AlarmActions"]
+
+
+def test_event_tables_show_each_domain_event_once(full):
+    # RegimeChanged and AgentSwitched are at least once (a retried batch publishes them again,
+    # with the same deterministic event_id): the dashboards' tables deduplicate on it
+    bodies = "".join(_dashboard(full, name) for name in ("business", "operations")
+                     if any(p["DashboardName"] == qualified(STAGE, name)
+                            for p in full.props("AWS::CloudWatch::Dashboard")))
+    for detail_type in ("RegimeChanged", "AgentSwitched"):
+        query = bodies[bodies.index(f'\\"{detail_type}\\"'):]
+        query = query[: query.index("limit 100")]
+        assert "sort @timestamp desc | dedup detail.event_id" in query, detail_type
