@@ -31,13 +31,12 @@ from ensemble_trader.runtime.meta_agent_stage import build_runner
 from ensemble_trader.runtime.stage import StageStats, decode_cached
 
 from tests.conftest import fresh_session
-from tests.e2e.test_disaster_recovery import MomentumRules
+from tests.e2e.test_disaster_recovery import MomentumRules, _scan
 from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
 
 pytestmark = pytest.mark.slow
 
 PIPELINE = ["features", "regime", "meta_agent"]
-NOT_FROM_DATA = {"decided_at", "expires_at", "updated_at"}
 
 
 @pytest.fixture()
@@ -110,21 +109,6 @@ def snapshot_item(stack, logical: str, key: dict) -> dict:
 
 def _series(n: int):
     return [load_arch("sp500")[3000 : 3000 + n], load_arch("nasdaq")[3000 : 3000 + n]]
-
-
-def _scan(stack, logical: str) -> list[dict]:
-    from boto3.dynamodb.types import Binary, TypeDeserializer
-
-    def encode(value):
-        return bytes(value.value).hex() if isinstance(value, Binary) else str(value)
-
-    plain = TypeDeserializer()
-    items = []
-    for page in stack.client("dynamodb").get_paginator("scan").paginate(TableName=stack.name(logical)):
-        for item in page.get("Items", []):
-            row = {k: plain.deserialize(v) for k, v in item.items() if k not in NOT_FROM_DATA}
-            items.append(json.loads(json.dumps(row, sort_keys=True, default=encode)))
-    return sorted(items, key=lambda r: json.dumps(r, sort_keys=True))
 
 
 def _states(stack) -> list[dict]:

@@ -43,6 +43,21 @@ def _exports(out: str) -> dict[str, str]:
 # -- `local up` names its state file ------------------------------------------------------------------
 
 
+def _half_stopped_stack(tmp_path, monkeypatch, sleeper):
+    """A state file whose moto pid now belongs to another process and whose Redis still runs:
+    (its path, the two sleepers standing in for the servers)."""
+    from ensemble_trader.local.servers import process_identity
+
+    path = tmp_path / "stack.json"
+    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
+    moto, redis = sleeper(), sleeper()
+    path.write_text(json.dumps({
+        "stage": "local", "shards": 1, "moto_port": 1, "moto_pid": moto.pid, "moto_identity": "linux:another-boot:1",
+        "redis_port": 2, "redis_pid": redis.pid, "redis_identity": process_identity(redis.pid), "redis_dir": None,
+    }))
+    return path, moto, redis
+
+
 def test_local_up_prints_the_full_state_file_path_and_exports_a_non_default_one(tmp_path, monkeypatch, capsys):
     """A relative ET_LOCAL_STATE_FILE is taken from the current folder; `up` names the file by its
     full path and exports the variable, so `local status|drain|down` in the shell that evaluates
@@ -81,15 +96,7 @@ def test_local_up_with_the_default_state_file_names_it_in_the_checkout_and_expor
 def test_local_status_of_a_half_stopped_stack_names_each_server_once(tmp_path, monkeypatch, sleeper, capsys):
     """moto gone (its pid now another process), Redis still ours: the message said 'partly running:
     the local stack ... is not running (stale state file)' — both at once."""
-    from ensemble_trader.local.servers import process_identity
-
-    path = tmp_path / "stack.json"
-    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
-    moto, redis = sleeper(), sleeper()
-    path.write_text(json.dumps({
-        "stage": "local", "shards": 1, "moto_port": 1, "moto_pid": moto.pid, "moto_identity": "linux:another-boot:1",
-        "redis_port": 2, "redis_pid": redis.pid, "redis_identity": process_identity(redis.pid), "redis_dir": None,
-    }))
+    path, moto, redis = _half_stopped_stack(tmp_path, monkeypatch, sleeper)
     assert main(["local", "status"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"partly running ({path}): pid {moto.pid} now belongs to another process")
@@ -287,15 +294,7 @@ def test_local_drain_treats_sighup_like_sigterm_and_keeps_its_place(tmp_path, mo
 
 def test_local_drain_of_a_half_stopped_stack_says_what_local_status_says(tmp_path, monkeypatch, sleeper, capsys):
     """`local drain` said 'is not running (stale state file)' of a stack whose Redis still ran."""
-    from ensemble_trader.local.servers import process_identity
-
-    path = tmp_path / "stack.json"
-    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
-    moto, redis = sleeper(), sleeper()
-    path.write_text(json.dumps({
-        "stage": "local", "shards": 1, "moto_port": 1, "moto_pid": moto.pid, "moto_identity": "linux:another-boot:1",
-        "redis_port": 2, "redis_pid": redis.pid, "redis_identity": process_identity(redis.pid), "redis_dir": None,
-    }))
+    path, moto, redis = _half_stopped_stack(tmp_path, monkeypatch, sleeper)
     assert main(["local", "status"]) == 1
     status = capsys.readouterr().err.strip()
     assert main(["local", "drain", "--no-progress"]) == 1

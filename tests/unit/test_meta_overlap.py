@@ -4,9 +4,7 @@ report figures are written atomically."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import resource
 import shutil
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from ensemble_trader.runtime.settings import Settings
 
 import training.meta.bounds as bounds
 import training.meta.select as select
+from tests.unit.test_cli_review import file_size_limit
 from training.meta.select import (
     SPLITS,
     TEST_SETS,
@@ -286,17 +285,6 @@ def test_test_sets_start_after_the_committed_agents_validation_window():
 
 
 # -- atomic figures ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int):
-    """RLIMIT_FSIZE for the duration (Python ignores SIGXFSZ: a write past it raises EFBIG)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_a_figure_cut_short_keeps_the_old_png(tmp_path, monkeypatch):
