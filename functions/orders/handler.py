@@ -1,7 +1,8 @@
 """orders Lambda: OrderIntents from the ``order-intents`` SQS FIFO queue → risk checks → broker.
 
-Thin: Powertools decorators, ``SqsFifoPartialProcessor`` (a failed record fails the rest of its
-batch, so order within a message group is kept), and one call per record into
+Thin: Powertools decorators, ``SqsFifoPartialProcessor`` (a failed record fails the later records
+of its message group in the batch unprocessed, so order within a symbol is kept; other symbols go
+on, and the batch's risk state and events are written at its end), and one call per record into
 :class:`~ensemble_trader.runtime.orders.IntentConsumer`, which parses the intent, dead-letters a
 malformed one (``orders-dlq``, with the reason) and routes the rest through Powertools
 idempotency keyed on the intent id (same id, different content → refused) into the

@@ -1,9 +1,10 @@
 """orders Lambda, reconcile entry: compare orders and positions with the broker (EventBridge schedule).
 
 The broker is authoritative: orders it reports differently are synced (fills applied in one
-transaction with the position), orders it never received are marked NOT_AT_BROKER after the
-grace period, and a symbol whose state cannot be explained stays HALTED with a
-ReconciliationFailed event saying why (fail closed).
+transaction with the position), orders it never received are marked NOT_AT_BROKER once nothing
+attempted them for the grace period (``ET_ORDERS_RECONCILE_GRACE_SECONDS``, longer than a failed
+intent's redelivery gap: an intent SQS is still delivering keeps its order), and a symbol whose
+state cannot be explained stays HALTED with a ReconciliationFailed event saying why (fail closed).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, FunctionSpec, qualified
+from ensemble_trader.runtime.orders import reconcile_grace_seconds_for, require_grace_past_redelivery
 
 from infra_cdk.config import StageConfig
 from infra_cdk.constructs.broker import BrokerSecret
@@ -278,6 +279,12 @@ class Functions(Construct):
                 # the account is split equally between the traded symbols
                 "ET_ORDERS_DEFAULT_ALLOCATION": f"{1 / len(self._symbols):.6g}",
             }
+            # a PENDING order is retired NOT_AT_BROKER only once nothing attempted it for longer
+            # than its intent's redelivery gap on the queue as deployed (refused otherwise)
+            environment["ET_ORDERS_RECONCILE_GRACE_SECONDS"] = env_number(require_grace_past_redelivery(
+                reconcile_grace_seconds_for(entry.spec), entry.spec,
+                queues.visibility_timeouts[entry.spec.mapping.source],
+            ))
             if alpaca:  # the paper endpoint unless deployed for live trading
                 environment["ET_ORDERS_ALPACA_PAPER"] = "false" if self._broker_kind == "alpaca-live" else "true"
             if config.initial_equity is not None:  # the account the router sizes orders and limits for

@@ -7,6 +7,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from ensemble_trader.constants import FUNCTIONS, QUEUES, FunctionSpec, qualified
+from ensemble_trader.runtime.orders import visibility_timeout_seconds
 
 from infra_cdk.config import StageConfig
 from infra_cdk.constructs.streams import _construct_name
@@ -23,9 +24,12 @@ class Queues(Construct):
     """Every queue of :data:`ensemble_trader.constants.QUEUES`, KMS-encrypted, TLS-only.
 
     ``order-intents`` (FIFO: message group = symbol, deduplication id = intent id) redrives to
-    the orders function's FIFO dead-letter queue after the mapping's retries. The other
-    dead-letter queues receive Kinesis on-failure records and EventBridge target failures; they
-    keep messages for 14 days.
+    the orders function's FIFO dead-letter queue after the mapping's retries. Its visibility
+    timeout (:func:`~ensemble_trader.runtime.orders.visibility_timeout_seconds`, recorded in
+    ``visibility_timeouts``) is also what the orders functions' reconciliation grace is derived
+    from (see :class:`~infra_cdk.constructs.functions.Functions`). The other dead-letter queues
+    receive Kinesis on-failure records and EventBridge target failures; they keep messages for
+    14 days.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class Queues(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.queues: dict[str, sqs.Queue] = {}
+        self.visibility_timeouts: dict[str, int] = {}  # seconds, of the queues a function reads
         dlqs = dead_letter_queues()
         # Dead-letter queues first: the work queues refer to them.
         for logical in sorted(QUEUES, key=lambda name: name not in dlqs):
@@ -56,12 +61,13 @@ class Queues(Construct):
             else:
                 consumer = _consumer_of(logical)
                 mapping = consumer.mapping
+                # AWS guidance for Lambda consumers: at least six times the function timeout.
+                self.visibility_timeouts[logical] = visibility_timeout_seconds(consumer)
                 queue = sqs.Queue(
                     self,
                     _construct_name(logical),
                     content_based_deduplication=False if fifo else None,
-                    # AWS guidance for Lambda consumers: at least six times the function timeout.
-                    visibility_timeout=Duration.seconds(6 * consumer.timeout_seconds),
+                    visibility_timeout=Duration.seconds(self.visibility_timeouts[logical]),
                     dead_letter_queue=sqs.DeadLetterQueue(
                         queue=self.queues[consumer.dead_letter_queue],
                         max_receive_count=mapping.max_receive_count,

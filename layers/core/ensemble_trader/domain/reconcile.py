@@ -6,8 +6,11 @@ functions decide, for each difference, whether it can be repaired from the broke
 
 * an order of ours the broker reports differently (status, fill progress) → **sync** it (fills
   are derived from the cumulative progress, so a repeated sync changes nothing);
-* an order of ours the broker does not know, older than a grace period → it never reached the
-  broker: mark it rejected (``NOT_AT_BROKER``); younger → **wait** (a submit may be in flight);
+* an order of ours the broker does not know, not attempted for a grace period (measured from
+  its ``updated_at``: its last submit attempt — an intent's redelivery marks one on its unsent
+  orders) → it never reached the broker and nothing will send it: mark it rejected
+  (``NOT_AT_BROKER``); attempted more recently → **wait** (a submit may be in flight, or the
+  intent is still being delivered and will send it);
 * an order of ours whose symbol, side or quantity differ from the broker's order of the same id
   or whose record there cannot be read in full (an ``UNKNOWN`` report), an open order at the
   broker that we never placed, or a position that differs after every order is synced → **not
@@ -48,17 +51,23 @@ class OrderVerdict:
 def compare_order(
     local: Order, report: BrokerOrder | None, now: datetime, grace_seconds: float
 ) -> OrderVerdict:
-    """What to do about one of our orders given the broker's record of the same id."""
+    """What to do about one of our orders given the broker's record of the same id.
+
+    An order the broker does not have is judged by the time since its last attempt
+    (``updated_at``), not since it was created: an intent whose submit was refused is attempted
+    again at each delivery, so its order is retired only once the deliveries stop for
+    ``grace_seconds``."""
     if report is None:
         if local.status not in WORKING_STATUSES:
             return OrderVerdict(Verdict.IN_SYNC)
-        age = (now - local.created_at).total_seconds()
-        if age >= grace_seconds:
+        idle = (now - local.updated_at).total_seconds()
+        if idle >= grace_seconds:
             return OrderVerdict(
                 Verdict.NOT_AT_BROKER,
-                f"{local.client_order_id} ({local.status.value}) unknown to the broker after {age:.0f} s",
+                f"{local.client_order_id} ({local.status.value}) unknown to the broker {idle:.0f} s after "
+                f"its last attempt (created {(now - local.created_at).total_seconds():.0f} s ago)",
             )
-        return OrderVerdict(Verdict.WAIT, f"{local.client_order_id} is {age:.1f} s old")
+        return OrderVerdict(Verdict.WAIT, f"{local.client_order_id} was last attempted {idle:.1f} s ago")
     if report.status is OrderStatus.UNKNOWN:  # an adapter could not read the broker's order in full
         return OrderVerdict(
             Verdict.MISMATCH,

@@ -50,6 +50,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from ensemble_trader.constants import FunctionSpec, function_spec
 from ensemble_trader.domain.errors import (
     ConcurrencyError,
     DataError,
@@ -61,7 +62,6 @@ from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, OrderIntent, Or
 from ensemble_trader.domain.orders import (
     QUANTITY_EPSILON,
     WORKING_STATUSES,
-    BrokerAuthenticationError,
     BrokerError,
     BrokerOrder,
     BrokerRejectedError,
@@ -124,6 +124,64 @@ RETRY_BACKOFF_S = 0.002
 
 def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0.0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
+
+
+VISIBILITY_TIMEOUT_FACTOR = 6
+"""AWS's guidance for a Lambda consumer of an SQS queue: a visibility timeout of at least six times
+the function's timeout. The CDK queue takes its visibility timeout from
+:func:`visibility_timeout_seconds`, and the orders functions their reconciliation grace from
+:func:`reconcile_grace_seconds_for`, so the two cannot drift apart."""
+
+
+def visibility_timeout_seconds(spec: FunctionSpec) -> int:
+    """The visibility timeout of the queue ``spec``'s function reads: a failed record is received
+    again that long after its last receive."""
+    return VISIBILITY_TIMEOUT_FACTOR * spec.timeout_seconds
+
+
+def redelivery_gap_seconds(spec: FunctionSpec) -> int:
+    """The longest time between two deliveries' attempts at a failed intent: the next receive
+    comes a visibility timeout after the last one, and the attempt (:meth:`OrderRouter.handle`
+    touches the intent's PENDING orders first) at most one function timeout after its receive."""
+    return visibility_timeout_seconds(spec) + spec.timeout_seconds
+
+
+def reconcile_grace_seconds_for(spec: FunctionSpec) -> int:
+    """The reconciliation grace deployed with ``spec``'s queue: the redelivery gap plus one more
+    function timeout of slack (the poller's own delay). Reconciliation retires a PENDING order
+    only when nothing attempted it for that long, so an order whose intent SQS is still
+    delivering is never retired ``NOT_AT_BROKER``; one whose intent went to the dead-letter queue
+    (or completed without sending it) is retired this long after its last attempt."""
+    return redelivery_gap_seconds(spec) + spec.timeout_seconds
+
+
+class ReconcileGraceError(ValueError):
+    """A reconciliation grace that is not longer than a failed intent's redelivery gap: the
+    scheduled reconciliation could retire the intent's PENDING order between two deliveries, and
+    the redelivered intent would then complete without trading."""
+
+    def __init__(self, grace_seconds: float, spec: FunctionSpec, visibility_timeout: float):
+        self.grace_seconds = grace_seconds
+        gap = visibility_timeout + spec.timeout_seconds
+        super().__init__(
+            f"ET_ORDERS_RECONCILE_GRACE_SECONDS={grace_seconds:g} is not longer than the redelivery gap of "
+            f"the {spec.mapping.source} queue ({gap:g} s: its visibility timeout of {visibility_timeout:g} s "
+            f"plus the {spec.logical} function's timeout of {spec.timeout_seconds} s): reconciliation "
+            "would retire an intent's unsent PENDING order NOT_AT_BROKER before SQS delivers the intent "
+            "again, and the trade would be dropped"
+        )
+
+
+def require_grace_past_redelivery(
+    grace_seconds: float, spec: FunctionSpec, visibility_timeout: float | None = None
+) -> float:
+    """``grace_seconds``, if longer than the redelivery gap of ``spec``'s queue (its
+    ``visibility_timeout``, by default :func:`visibility_timeout_seconds`, plus the function's
+    timeout); else :class:`ReconcileGraceError`."""
+    visibility = visibility_timeout_seconds(spec) if visibility_timeout is None else visibility_timeout
+    if not grace_seconds > visibility + spec.timeout_seconds:
+        raise ReconcileGraceError(grace_seconds, spec, visibility)
+    return grace_seconds
 
 
 class _NotJson:
@@ -290,7 +348,9 @@ class OrdersSettings(_NamedEnvironmentSettings):
     # ET_ORDERS_ALLOCATIONS='{"SPX": 0.6, "IXIC": 0.4}'; symbols not named get the default.
     allocations: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
     default_allocation: float = Field(default=1.0, gt=0, le=1)
-    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
+    # measured from an order's last submit attempt; the default is the deployed figure (the CDK
+    # app sets it from the same numbers): longer than a failed intent's redelivery gap
+    reconcile_grace_seconds: float = Field(default=reconcile_grace_seconds_for(function_spec("orders")), ge=0)
     # below 10,000 bps (the whole price): at or past it a SELL would fill at a price of 0 or less
     paper_slippage_bps: float = Field(default=1.0, ge=0, lt=10_000)
     paper_fee_bps: float = Field(default=0.5, ge=0)
@@ -625,7 +685,7 @@ class OrderRouter:
         min_trade_fraction: float = 0.0,
         allocations: Mapping[str, float] | None = None,
         default_allocation: float = 1.0,
-        reconcile_grace_seconds: float = 120.0,
+        reconcile_grace_seconds: float = reconcile_grace_seconds_for(function_spec("orders")),
         reconcile_on_start: bool = True,
         broker_name: str = "",
         operator: bool = False,
@@ -700,7 +760,13 @@ class OrderRouter:
     # ------------------------------------------------------------------------------------------
 
     def handle(self, intent: OrderIntent) -> IntentOutcome:
-        """Turn one intent into orders, exactly once whatever the number of deliveries."""
+        """Turn one intent into orders, exactly once whatever the number of deliveries.
+
+        A redelivery first marks the attempt on the intent's own unsent orders
+        (:meth:`touch_pending`), before anything can fail — a container's first reconciliation
+        included — so reconciliation, which measures its grace from an order's last attempt,
+        leaves them to this delivery and the next ones."""
+        self.touch_pending(intent)
         if self._needs_reconcile:
             self.reconcile()
         events: list[BaseModel] = []
@@ -723,6 +789,27 @@ class OrderRouter:
             self._publish(events)
             return outcome
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def touch_pending(self, intent: OrderIntent) -> list[str]:
+        """Record an attempt (``updated_at`` = now) on the intent's own PENDING orders: recorded
+        by an earlier delivery whose submit never reached the broker (refused keys, an outage, a
+        crash), they are sent by this delivery or a later one. Reconciliation measures its grace
+        from ``updated_at``, and the deployed grace is longer than the queue's redelivery gap
+        (:func:`reconcile_grace_seconds_for`): while SQS keeps delivering the intent its orders
+        are never retired ``NOT_AT_BROKER`` (which would let the redelivery complete without
+        trading); once the intent is done or dead-lettered, they are retired a grace after the
+        last attempt. A first delivery has none: the batch's copy of the working orders answers
+        without a read. An order another writer moved on meanwhile is left as it is (conditional
+        write). Returns the ids touched."""
+        touched = []
+        for order in self.store.list_orders(working_only=True):
+            if order.intent_id != intent.intent_id or order.status is not OrderStatus.PENDING:
+                continue
+            attempt = order.model_copy(update={"updated_at": self.clock.now()})
+            if self.store.update_order(attempt, expected_status=OrderStatus.PENDING,
+                                       expected_filled=order.filled_quantity):
+                touched.append(order.client_order_id)
+        return touched
 
     def _handle_once(self, intent: OrderIntent, outcome: IntentOutcome, events: list[BaseModel]) -> None:
         state = self.store.load_risk_state()
@@ -1064,20 +1151,23 @@ class OrderRouter:
         (and reported in ``outcome``); the broker's own uniqueness on client order ids makes a
         racing submit harmless. Not found and UNKNOWN → left for reconciliation, which marks it
         NOT_AT_BROKER after the grace period. A lookup that fails is left to reconciliation too —
-        except when the broker refuses our keys (:class:`BrokerAuthenticationError`) on the
-        intent's own PENDING order (``recheck`` given): then it raises, so the intent fails and is
-        delivered again until the keys work, instead of completing with its order never sent.
+        except on the intent's own PENDING order (``recheck`` given): whatever stopped the lookup
+        (the broker refusing our keys, :class:`BrokerAuthenticationError`, or an outage), it
+        raises, so the intent fails and SQS delivers it again until the broker answers, instead
+        of completing with its order never sent (reconciliation would later retire it
+        NOT_AT_BROKER, and the trade would be dropped).
         """
         if order.status.terminal:
             return 0
         try:
             report = self.broker.get_order_by_client_id(order.client_order_id)
         except BrokerUnavailableError as exc:
-            if isinstance(exc, BrokerAuthenticationError) and recheck is not None and order.status is OrderStatus.PENDING:
-                # the intent's own order, never sent (its submit was refused with the keys): the
-                # intent fails until the keys work, and SQS delivers it again — completing it
-                # would drop the trade (reconciliation retires a PENDING order the broker does
-                # not have). Sent again later under the same id, so it cannot be placed twice.
+            if recheck is not None and order.status is OrderStatus.PENDING:
+                # the intent's own order, never sent: only this intent's deliveries send it, so
+                # the intent fails and is delivered again (its attempts keep reconciliation off
+                # it: see touch_pending). Sent later under the same id: it cannot be placed twice
+                log.warning("lookup of %s, %s's own unsent order, failed (%s): the intent fails and "
+                            "is delivered again", order.client_order_id, order.intent_id, exc)
                 raise
             log.warning("lookup of %s failed (%s); reconciliation will settle it",
                         order.client_order_id, exc)
@@ -1623,6 +1713,7 @@ class IntentConsumer:
             left = lambda_context.get_remaining_time_in_millis()
             if left < self.min_time_left_ms:
                 self._metric("intents_deferred", "Count", 1)
+                self._touch_deferred(body)
                 raise InfrastructureError(
                     f"{left} ms left in this invocation, under {self.min_time_left_ms} ms: the intent is "
                     "left for its next delivery, so the batch can end cleanly"
@@ -1632,6 +1723,20 @@ class IntentConsumer:
         except Exception:
             self._metric("intents_failed", "Count", 1)  # the batch-item failure SQS retries
             raise
+
+    def _touch_deferred(self, body: str | bytes) -> None:
+        """A deferred intent still counts as attempted: its own unsent orders are touched
+        (:meth:`OrderRouter.touch_pending`), so a redelivery that is deferred does not stretch the
+        time between attempts past the reconciliation's grace. Best effort: a body that does not
+        parse, or a store that fails, changes nothing (the intent fails and is delivered again
+        either way); the failure is logged."""
+        touch = getattr(self.router, "touch_pending", None)
+        if touch is None:  # a router without orders of its own (a test's stand-in)
+            return
+        try:
+            touch(OrderIntent.parse(body))
+        except Exception as exc:  # noqa: BLE001 - best effort: the deferral below must still be raised
+            log.warning("deferred intent: its unsent orders could not be touched (%s: %s)", type(exc).__name__, exc)
 
     def _process(self, body: str | bytes, record: Any) -> dict[str, Any]:
         import time

@@ -1,0 +1,280 @@
+"""An intent whose order never reached the broker is delivered again by SQS, and that redelivery
+must win: reconciliation does not retire the order while the intent is still being delivered, and
+a redelivery that cannot look its own unsent order up fails again rather than completing.
+
+Timeline of the deployed figures: the orders function's timeout T = 30 s, the order-intents
+queue's visibility timeout 6 T = 180 s (a failed intent comes back that long after its receive),
+the reconciliation grace VT + 2 T = 240 s, measured from the order's last attempt.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+from ensemble_trader.constants import function_spec
+from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.domain.models import OrderStatus
+from ensemble_trader.domain.orders import (
+    BrokerAuthenticationError,
+    BrokerUnavailableError,
+    UnknownOutcomeError,
+)
+from ensemble_trader.domain.risk import RejectReason
+from ensemble_trader.local.events import FakeLambdaContext
+from ensemble_trader.local.functions import load_module
+from ensemble_trader.runtime.orders import (
+    IntentConsumer,
+    OrderRouter,
+    OrdersService,
+    OrdersSettings,
+    ReconcileGraceError,
+    reconcile_grace_seconds_for,
+    redelivery_gap_seconds,
+    require_grace_past_redelivery,
+    visibility_timeout_seconds,
+)
+
+from tests.unit.test_orders_handler import fifo_record
+from tests.unit.test_orders_router import WALL, BrokerWrapper, Rig, intent
+
+ORDERS = function_spec("orders")
+VT = visibility_timeout_seconds(ORDERS)
+GRACE = reconcile_grace_seconds_for(ORDERS)
+
+
+class Outage(BrokerWrapper):
+    """The paper broker behind a switch: ``refusing`` answers every call as Alpaca does to
+    revoked keys, ``down`` fails every call as an outage (HTTP 503) does; nothing is placed."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.refusing = False
+        self.down = False
+        self.only: str | None = None  # fail only the calls naming this (an order id)
+
+    def _check(self, what: str) -> None:
+        if self.only is not None and self.only not in what:
+            return
+        if self.refusing:
+            raise BrokerAuthenticationError(f"{what}: Alpaca refused the API key (HTTP 401)")
+        if self.down:
+            raise BrokerUnavailableError(f"{what}: HTTP 503: service unavailable")
+
+    def submit(self, order):
+        self._check(f"submit of {order.client_order_id}")
+        return self.inner.submit(order)
+
+    def get_order_by_client_id(self, client_order_id):
+        self._check(f"lookup of {client_order_id}")
+        return self.inner.get_order_by_client_id(client_order_id)
+
+    def list_open_orders(self):
+        self._check("listing open orders")
+        return self.inner.list_open_orders()
+
+    def list_positions(self):
+        self._check("listing positions")
+        return self.inner.list_positions()
+
+    def cancel(self, client_order_id):
+        self._check(f"cancel of {client_order_id}")
+        return self.inner.cancel(client_order_id)
+
+
+def at(seconds: float):
+    return WALL + timedelta(seconds=seconds)
+
+
+def deployed_rig() -> Rig:
+    rig = Rig(broker=Outage)
+    rig.router.reconcile_grace_seconds = GRACE  # as the stage runs it (the settings' default)
+    rig.warm()
+    return rig
+
+
+def container(rig: Rig) -> OrderRouter:
+    """A fresh orders container: its router reconciles before its first intent."""
+    router = rig.new_router()
+    router.reconcile_grace_seconds = GRACE
+    return router
+
+
+def test_the_deployed_grace_is_longer_than_a_failed_intents_redelivery_gap():
+    assert (VT, redelivery_gap_seconds(ORDERS), GRACE) == (180, 210, 240)
+    assert OrdersSettings().reconcile_grace_seconds == GRACE  # the operator's CLI judges as the stage does
+    assert require_grace_past_redelivery(GRACE, ORDERS) == GRACE
+    with pytest.raises(ReconcileGraceError, match=r"GRACE_SECONDS=120 is not longer than the redelivery gap "
+                                                  r"of the order-intents queue \(210 s.*180 s.*30 s"):
+        require_grace_past_redelivery(120, ORDERS)  # the figure deployed before: a refused trade was dropped
+
+
+def test_a_refused_submit_is_not_retired_by_a_reconciliation_between_its_deliveries():
+    """Alpaca refuses the keys at the first delivery and at the redelivery 3 minutes later; the
+    new pair is in place at 4 minutes, and the 5-minute schedule reconciles before SQS brings the
+    intent back at 6. The order was created 300 s before that reconciliation, past the grace —
+    but attempted 120 s before it: it waits for its intent, which then places it, once."""
+    rig = deployed_rig()
+    it = intent(1, 0.5, 100.0)
+    rig.broker.refusing = True
+    for delivery in range(2):  # the first delivery, then SQS's redelivery a visibility timeout later
+        rig.clock.set(at(delivery * VT))
+        with pytest.raises(BrokerAuthenticationError):
+            rig.router.handle(it)
+    (pending,) = rig.store.list_orders(working_only=True)
+    assert pending.status is OrderStatus.PENDING and pending.updated_at == at(VT) > pending.created_at
+    rig.broker.refusing = False
+    rig.clock.set(at(300))
+    report = rig.router.reconcile()  # the scheduled run, with the keys working again
+    assert report.not_at_broker == [] and len(report.waiting) == 1
+    rig.clock.set(at(2 * VT))
+    outcome = rig.router.handle(it)
+    assert outcome.resolved_existing == 1 and not outcome.rejections
+    assert rig.store.get_order(pending.client_order_id).status is OrderStatus.SUBMITTED
+    assert rig.paper.created == 1
+    rig.router.handle(it)  # delivered once more: nothing new at the broker
+    assert rig.paper.created == 1
+
+
+def test_a_containers_first_reconciliation_spares_the_order_of_the_intent_it_was_started_for():
+    """Each delivery lands in a fresh container whose first reconciliation is refused too (the
+    keys): the deliveries still count as attempts, so the container that finally reconciles with
+    working keys leaves the order to the intent it was invoked for."""
+    rig = deployed_rig()
+    it = intent(1, 0.5, 100.0)
+    rig.broker.refusing = True
+    with pytest.raises(BrokerAuthenticationError):
+        rig.router.handle(it)
+    for delivery in (1, 2, 3):
+        rig.clock.set(at(delivery * VT))
+        with pytest.raises(BrokerAuthenticationError, match="listing open orders|lookup of"):
+            container(rig).handle(it)  # refused in its first reconciliation, before planning anything
+    rig.broker.refusing = False
+    rig.clock.set(at(4 * VT))  # 720 s after the order was recorded
+    outcome = container(rig).handle(it)
+    assert outcome.resolved_existing == 1 and not outcome.rejections
+    (placed,) = [o for o in rig.store.list_orders() if o.intent_id == it.intent_id]
+    assert placed.status is OrderStatus.SUBMITTED and rig.paper.created == 1
+
+
+def test_an_order_whose_intent_went_to_the_dead_letter_queue_is_retired_a_grace_after_its_last_attempt():
+    rig = deployed_rig()
+    it = intent(1, 0.5, 100.0)
+    rig.broker.refusing = True
+    last = 9 * VT
+    for delivery in range(10):  # maxReceiveCount 10, then the queue moves it to orders-dlq.fifo
+        rig.clock.set(at(delivery * VT))
+        with pytest.raises(BrokerAuthenticationError):
+            rig.router.handle(it)
+    rig.broker.refusing = False
+    rig.clock.set(at(last + GRACE - 1))
+    assert rig.router.reconcile().not_at_broker == []
+    rig.clock.set(at(last + GRACE))
+    (retired,) = rig.router.reconcile().not_at_broker
+    assert "240 s after its last attempt" in retired
+    (order,) = [o for o in rig.store.list_orders() if o.intent_id == it.intent_id]
+    assert order.status is OrderStatus.REJECTED and order.reject_code == RejectReason.NOT_AT_BROKER.value
+    assert rig.paper.created == 0
+
+
+def test_a_redelivery_whose_lookup_of_its_own_unsent_order_fails_fails_again():
+    """Not only refused keys: any failed lookup of the intent's own PENDING order fails the intent
+    (it was completed with the order never sent, and reconciliation then retired it)."""
+    rig = deployed_rig()
+    it = intent(1, 0.5, 100.0)
+    rig.broker.refusing = True
+    with pytest.raises(BrokerAuthenticationError):
+        rig.router.handle(it)
+    rig.broker.refusing, rig.broker.down = False, True  # the keys work again, Alpaca has an outage
+    rig.clock.set(at(VT))
+    with pytest.raises(BrokerUnavailableError, match="lookup of .*HTTP 503"):
+        rig.router.handle(it)
+    (pending,) = rig.store.list_orders(working_only=True)
+    assert pending.status is OrderStatus.PENDING and pending.updated_at == at(VT)
+    rig.broker.down = False
+    rig.clock.set(at(2 * VT))
+    assert rig.router.handle(it).resolved_existing == 1
+    assert rig.store.get_order(pending.client_order_id).status is OrderStatus.SUBMITTED
+    assert rig.paper.created == 1
+
+
+def test_a_failed_lookup_elsewhere_is_still_left_to_reconciliation():
+    """A submit whose outcome is unknown is resolved by a lookup; when that lookup fails too, the
+    intent completes (the order is UNKNOWN: the broker may have it) and reconciliation settles it."""
+
+    class LostAnswer(Outage):
+        def submit(self, order):
+            self.inner.submit(order)
+            self.down = True  # the answer is lost, and the broker stays unreachable for the lookup
+            raise UnknownOutcomeError(order.client_order_id, "read timeout")
+
+    rig = Rig(broker=LostAnswer)
+    rig.router.reconcile_grace_seconds = GRACE
+    rig.warm()
+    outcome = rig.router.handle(intent(1, 0.5, 100.0))
+    (unknown,) = rig.store.list_orders(working_only=True)
+    assert unknown.status is OrderStatus.UNKNOWN and outcome.orders
+    rig.broker.down = False
+    assert rig.router.reconcile().synced
+    assert rig.store.get_order(unknown.client_order_id).status is OrderStatus.SUBMITTED
+
+
+def test_a_deferred_redelivery_still_counts_as_an_attempt():
+    class Short:
+        def get_remaining_time_in_millis(self) -> int:
+            return 1
+
+    rig = deployed_rig()
+    it = intent(1, 0.5, 100.0)
+    rig.broker.refusing = True
+    with pytest.raises(BrokerAuthenticationError):
+        rig.router.handle(it)
+    consumer = IntentConsumer(rig.router, dead_letters=None)
+    rig.clock.set(at(VT))
+    with pytest.raises(InfrastructureError, match="left for its next delivery"):
+        consumer.process(it.model_dump_json(), None, Short())
+    (pending,) = rig.store.list_orders(working_only=True)
+    assert pending.updated_at == at(VT)
+
+
+def test_the_orders_handler_fails_the_record_and_its_symbols_later_intents_and_keeps_the_others(monkeypatch):
+    """Through functions/orders/handler.py: the intent whose own unsent order cannot be looked up is
+    a batch-item failure, the later intent of its symbol (FIFO group) is failed unprocessed, the
+    other symbol's intent is traded and its risk state saved; the redelivered pair then trades once."""
+    rig = deployed_rig()
+    rig.warm("IXIC", 50.0)
+    first, later, other = intent(1, 0.5, 100.0), intent(2, 0.5, 101.0), intent(1, 0.4, 51.0, "IXIC")
+    rig.broker.refusing = True
+    with pytest.raises(BrokerAuthenticationError):  # its first delivery: the submit is refused
+        rig.router.handle(first)
+    (pending,) = rig.store.list_orders(working_only=True)
+    rig.broker.refusing, rig.broker.down, rig.broker.only = False, True, pending.client_order_id
+    handler = load_module("orders", "handler", fresh=True)
+    service = OrdersService(router=rig.router, consumer=IntentConsumer(rig.router, dead_letters=None),
+                            idempotency_config=IdempotencyConfig())
+    monkeypatch.setattr(handler, "service", lambda: service)
+
+    def record(message_id: str, it, seq: int) -> dict:
+        return dict(fifo_record(message_id, it.symbol, seq), body=it.model_dump_json())
+
+    rig.clock.set(at(VT))
+    event = {"Records": [record("spx-1", first, 1), record("ixic-1", other, 2), record("spx-2", later, 3)]}
+    response = handler.lambda_handler(event, FakeLambdaContext("et-dev-orders"))
+    assert response == {"batchItemFailures": [{"itemIdentifier": "spx-1"}, {"itemIdentifier": "spx-2"}]}
+    spx = [o for o in rig.store.list_orders() if o.symbol == "SPX" and o.status is not OrderStatus.REJECTED]
+    assert [(o.intent_id, o.status) for o in spx] == [(first.intent_id, OrderStatus.PENDING)]  # later: not run
+    (ixic,) = [o for o in rig.store.list_orders(working_only=True) if o.symbol == "IXIC"]
+    assert ixic.status is OrderStatus.SUBMITTED
+    marks = rig.store.load_risk_state().marks
+    assert marks["IXIC"].price == 51.0 and marks["SPX"].price == 100.0  # the batch's risk state was written
+
+    rig.broker.down = False
+    rig.clock.set(at(2 * VT))
+    event = {"Records": [record("spx-1", first, 1), record("spx-2", later, 3)]}
+    assert handler.lambda_handler(event, FakeLambdaContext("et-dev-orders")) == {"batchItemFailures": []}
+    assert rig.store.get_order(spx[0].client_order_id).status is OrderStatus.FILLED  # at the later bar
+    sent = [o for o in rig.store.list_orders() if o.status is not OrderStatus.REJECTED]
+    assert {o.intent_id for o in sent} == {first.intent_id, later.intent_id, other.intent_id}
+    assert rig.paper.created == len(sent) == 3  # one broker order per recorded order: none twice
+    assert rig.store.load_risk_state().marks["SPX"].price == 101.0
