@@ -172,3 +172,39 @@ def test_sagemaker_entry_point_with_local_channels(tmp_path):
     assert {row["seed"] for row in manifest.training["validation_history"]["conservative"]} == {5, 105}
     assert manifest.training["onnx_parity_max_abs_error"]["conservative"] <= 1e-5
     assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == manifest.version
+
+
+def test_a_job_failing_after_export_leaves_the_old_set_loadable(tmp_path, monkeypatch):
+    """The set is written and checked in a staging folder and moved in, manifest last: a job that
+    fails after writing a graph (here the parity check of an exported file) leaves the folder's set
+    as it was — it once left the new graph beside the old manifest, a set that no longer loaded."""
+    from ensemble_trader.domain.errors import ModelArtifactError
+
+    import training.agents.export as export
+    from training.agents.train import STAGING_PREFIX, TrainConfig, run_job
+
+    def config(seed: int) -> TrainConfig:
+        return TrainConfig.model_validate({"quick": True, "seed": seed, "agents": "conservative",
+                                           "total_timesteps": 256, "eval_every": 256, "agent_overrides": {}})
+
+    out = tmp_path / "agents"
+    run_job(config(1), out, progress=False)
+    old = AgentPool.load(out).version
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_export = export.export_policy
+
+    def export_then_fail(policy, path, heldout_obs):
+        real_export(policy, path, heldout_obs)  # the graph is written, then its check fails
+        raise ModelArtifactError(f"{path.name}: onnxruntime differs from torch (simulated)")
+
+    monkeypatch.setattr(export, "export_policy", export_then_fail)
+    with pytest.raises(ModelArtifactError, match="simulated"):
+        run_job(config(2), out, progress=False)
+    assert AgentPool.load(out).version == old
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left either
+
+    monkeypatch.setattr(export, "export_policy", real_export)
+    manifest = run_job(config(2), out, progress=False)
+    assert AgentPool.load(out).version == manifest["version"] != old
+    assert sorted(p.name for p in out.iterdir()) == ["conservative.onnx", "manifest.json"]
+    assert not list(out.glob(f"{STAGING_PREFIX}*"))

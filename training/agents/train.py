@@ -38,7 +38,9 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -772,13 +774,44 @@ def model_files(agents: Sequence[str]) -> set[str]:
 def check_out_dir(out_dir: Path, agents: Sequence[str]) -> None:
     """Refuse a folder holding ONNX files the new set would not replace: they would stay beside
     a manifest that does not name them (one agent trained into a four-agent set's folder left
-    the other three). Nothing is deleted; the files this job writes are overwritten."""
+    the other three). Nothing is deleted here; the files this job writes are overwritten."""
     if not out_dir.is_dir():
         return
     stale = sorted(p.name for p in out_dir.glob("*.onnx") if p.name not in model_files(agents))
     if stale:
         raise DataError(f"{out_dir} holds model files a set of {', '.join(agents)} would not replace: "
                         f"{', '.join(stale)}; remove them or write the set to another folder")
+
+
+STAGING_PREFIX = ".staging-"
+"""The folder inside ``out_dir`` where :func:`run_job` writes and checks a set before publishing
+it (inside, not beside: ``os.replace`` is atomic within one file system, and SageMaker's model
+folder may be a mount of its own); removed when the job ends, failed or not."""
+
+
+def publish_model_set(staging: Path, out_dir: Path) -> None:
+    """Move a written and checked model set from ``staging`` into ``out_dir``: the ONNX files
+    first, ``manifest.json`` last (each an atomic ``os.replace``), so the folder holds a set that
+    verifies before and after, and only for the moment of the moves a manifest whose hashes
+    do not match (:meth:`AgentPool.load` refuses it; never serves a mix). Files the old manifest
+    named that the new set does not hold are removed after (:func:`check_out_dir` refuses a folder
+    with such ONNX files before training, so there are none unless they appeared meanwhile)."""
+    from ensemble_trader.domain.agents import MANIFEST_FILE
+
+    old = set()
+    try:
+        previous = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        old = {a["file"] for a in previous.get("agents", {}).values()} | (
+            {previous["fused"]["file"]} if previous.get("fused") else set())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no old set (or not one the pool could load): nothing of it to remove
+    files = sorted(p for p in staging.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+    for path in files:
+        os.replace(path, out_dir / path.name)
+    os.replace(staging / MANIFEST_FILE, out_dir / MANIFEST_FILE)
+    for name in sorted(old - {p.name for p in files}):
+        if Path(name).name == name:  # a bare file name of the folder, never a path out of it
+            (out_dir / name).unlink(missing_ok=True)
 
 
 @dataclass
@@ -827,7 +860,9 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
 
     Refused before any agent trains: an agent without a training or a validation window
     (:func:`plan_agent_data`), an ``out_dir`` holding model files the set would not replace
-    (:func:`check_out_dir`)."""
+    (:func:`check_out_dir`). The set is written and checked in a staging folder, then
+    published (:func:`publish_model_set`): a job failing after training leaves ``out_dir``'s set
+    as it was."""
     import platform
 
     import stable_baselines3
@@ -867,61 +902,70 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
                                        own.training_band)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
 
-    rng = np.random.default_rng(config.seed)
-    features = _heldout_features(sources, val_sources, rng)
-    entries: dict[str, dict[str, Any]] = {}
-    parity: dict[str, float] = {}
-    for agent, t in trained.items():
-        positions = rng.uniform(-t.leverage, t.leverage, size=(len(features), 1)).astype(np.float32)
-        parity[agent] = export_policy(t.policy, out_dir / f"{agent}.onnx", np.hstack((features, positions)))
-        entries[agent] = {
-            "file": f"{agent}.onnx",
-            "leverage": t.leverage,
-            "no_trade_band": config.for_agent(agent).no_trade_band,
-            "algorithm": "PPO",
-            "reward": t.reward_params,
-            "hyperparameters": {"seed": t.seed, **({"bagged_seeds": t.seeds} if t.seeds else {}),
-                                **_hyperparameters(config.for_agent(agent), t.timesteps)},
-            "validation": t.validation,
-        }
-    fused_file = None
-    if set(trained) == set(AGENT_NAMES):
-        limits = np.array([trained[n].leverage for n in AGENT_NAMES], dtype=np.float32)
-        positions = rng.uniform(-limits, limits, size=(len(features), len(limits))).astype(np.float32)
-        parity["fused"] = export_fused([trained[n].policy for n in AGENT_NAMES], out_dir / "pool.onnx",
-                                       features, positions)
-        fused_file = "pool.onnx"
+    # everything is written and checked in a staging folder first, and moved into out_dir only
+    # once the set loads: a failing export, parity check or test run leaves the set out_dir
+    # held untouched (it once left new graphs beside the old manifest: a set that no longer loaded)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        rng = np.random.default_rng(config.seed)
+        features = _heldout_features(sources, val_sources, rng)
+        entries: dict[str, dict[str, Any]] = {}
+        parity: dict[str, float] = {}
+        for agent, t in trained.items():
+            positions = rng.uniform(-t.leverage, t.leverage, size=(len(features), 1)).astype(np.float32)
+            parity[agent] = export_policy(t.policy, staging / f"{agent}.onnx", np.hstack((features, positions)))
+            entries[agent] = {
+                "file": f"{agent}.onnx",
+                "leverage": t.leverage,
+                "no_trade_band": config.for_agent(agent).no_trade_band,
+                "algorithm": "PPO",
+                "reward": t.reward_params,
+                "hyperparameters": {"seed": t.seed, **({"bagged_seeds": t.seeds} if t.seeds else {}),
+                                    **_hyperparameters(config.for_agent(agent), t.timesteps)},
+                "validation": t.validation,
+            }
+        fused_file = None
+        if set(trained) == set(AGENT_NAMES):
+            limits = np.array([trained[n].leverage for n in AGENT_NAMES], dtype=np.float32)
+            positions = rng.uniform(-limits, limits, size=(len(features), len(limits))).astype(np.float32)
+            parity["fused"] = export_fused([trained[n].policy for n in AGENT_NAMES], staging / "pool.onnx",
+                                           features, positions)
+            fused_file = "pool.onnx"
 
-    training = {
-        "data": list(bars),
-        "validation_data": list(config.validation_bars),
-        "data_sha256": data_hash(sources + val_sources),
-        "windows": {s.spec: s.windows for s in sources + val_sources},
-        "agent_data": trained_on,
-        "agent_validation_data": selected_on,
-        "seed": config.seed,
-        "quick": config.quick,
-        "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},
-        "onnx_parity_max_abs_error": parity,
-        "seconds_per_agent": seconds,
-        "validation_history": {a: t.history for a, t in trained.items()},
-        "software": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "stable_baselines3": stable_baselines3.__version__,
-        },
-    }
-    write_model_set(out_dir, agents=entries, feature_names=FEATURE_NAMES, fused_file=fused_file, training=training)
-    tests = test_report(out_dir, sources, config.costs)
-    for agent in entries:
-        entries[agent]["test"] = {
-            spec: {"window": r["window"], "overall": r["agents"][agent]["overall"],
-                   "buy_and_hold": r["baselines"]["buy_and_hold"]["overall"]}
-            for spec, r in tests.items()
+        training = {
+            "data": list(bars),
+            "validation_data": list(config.validation_bars),
+            "data_sha256": data_hash(sources + val_sources),
+            "windows": {s.spec: s.windows for s in sources + val_sources},
+            "agent_data": trained_on,
+            "agent_validation_data": selected_on,
+            "seed": config.seed,
+            "quick": config.quick,
+            "costs": {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps},
+            "onnx_parity_max_abs_error": parity,
+            "seconds_per_agent": seconds,
+            "validation_history": {a: t.history for a, t in trained.items()},
+            "software": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "stable_baselines3": stable_baselines3.__version__,
+            },
         }
-    training["seconds_total"] = round(time.perf_counter() - started, 1)
-    manifest = write_model_set(out_dir, agents=entries, feature_names=FEATURE_NAMES, fused_file=fused_file,
-                               training=training)
+        write_model_set(staging, agents=entries, feature_names=FEATURE_NAMES, fused_file=fused_file, training=training)
+        tests = test_report(staging, sources, config.costs)
+        for agent in entries:
+            entries[agent]["test"] = {
+                spec: {"window": r["window"], "overall": r["agents"][agent]["overall"],
+                       "buy_and_hold": r["baselines"]["buy_and_hold"]["overall"]}
+                for spec, r in tests.items()
+            }
+        training["seconds_total"] = round(time.perf_counter() - started, 1)
+        manifest = write_model_set(staging, agents=entries, feature_names=FEATURE_NAMES, fused_file=fused_file,
+                                   training=training)
+        AgentPool.load(staging)  # the final manifest and files, as serving reads them
+        publish_model_set(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest.model_dump(mode="json")
 
 
