@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from ensemble_trader.domain.features import WARMUP_BARS
 from pydantic import ValidationError
 
 from training.agents.train import Source, TrainConfig, agent_training_data, calendar_cuts, split_source
@@ -62,7 +63,9 @@ def test_real_series_are_cut_at_the_same_calendar_dates(tmp_path):
     # one that begins fewer bars before a cut than the features need to warm up has no window there
     warm_only = tmp_path / "warm_only.csv"
     validation_cut = np.datetime64(first.windows["validation"][0])
-    begin = int(np.searchsorted(first_series.timestamp, validation_cut)) - 30
+    # (it begins WARMUP_BARS - 30 bars before the cut: its first warm bar is the cut's 30th, read
+    # from the features' own warm-up length, which changes with the features)
+    begin = int(np.searchsorted(first_series.timestamp, validation_cut)) - (WARMUP_BARS - 30)
     write_bars_csv(warm_only, dataclasses.replace(later, timestamp=later.timestamp + (first_series.timestamp[begin]
                                                                                         - later.timestamp[0])))
     short = split_source(str(warm_only), config, cuts=calendar_cuts(_series(early, warm_only), config))
