@@ -142,7 +142,46 @@ def test_test_split_uses_unseen_seeds_and_test_windows_only():
     assert specs == [s for s, _ in SYNTHETIC["test"]] + ["arch:sp500", "shared:btcusd_1h"]
     sp500 = cases[2]
     assert sp500.start == "2014-12-31T00:00:00" and sp500.end is None
-    assert cases[3] == Case("shared:btcusd_1h", "BTC-USD hourly test window, detected regimes")  # never seen: whole
+    # never read: from the second after the last bar any real series was trained on (NASDAQ, whole)
+    assert cases[3] == Case("shared:btcusd_1h", "BTC-USD hourly test window, detected regimes", "2018-12-31T00:00:01")
+
+
+SP500_ONLY = {"arch:sp500": WINDOWS["arch:sp500"], "synth:mean_reverting:3:4000": WINDOWS["synth:realistic:11:5000"]}
+CUTS = {"validation": "2013-01-02T00:00:00", "test": "2014-12-31T00:00:00"}
+
+
+def test_a_real_series_the_job_never_read_is_tested_from_the_test_cut_only():
+    """Trained on the S&P 500 alone (`--bars arch:sp500 synth:mean_reverting:3:4000`), the NASDAQ
+    and BTC-USD are tested from the recorded calendar test cut on: their earlier bars lie in the
+    period the agents trained on (the NASDAQ was scored 1999-2018 as "test", 13 years of it
+    inside the S&P 500's training window)."""
+    cases = {c.spec: c for c in suite_cases("test", SP500_ONLY, ["arch:sp500", "synth:mean_reverting:3:4000"], CUTS)}
+    assert cases["arch:nasdaq"] == Case("arch:nasdaq", "NASDAQ test window, detected regimes", "2014-12-31T00:00:00")
+    assert cases["shared:btcusd_1h"].start == "2014-12-31T00:00:00"
+    assert cases["arch:sp500"].start == "2014-12-31T00:00:00"
+    # a manifest written before the cuts were recorded: the earliest recorded real test window's start
+    assert {c.spec: c.start for c in suite_cases("test", SP500_ONLY)}["arch:nasdaq"] == "2014-12-31T00:00:00"
+    # a set trained on synthetic data only read no real bar: every real series is out of sample, whole
+    synthetic = {"synth:realistic:11:5000": WINDOWS["synth:realistic:11:5000"]}
+    assert all(c.start is None for c in suite_cases("test", synthetic))
+    # a job with a validation channel records no test window: after the last real bar it read
+    channel = {"arch:sp500": {"train": ["1999-03-31T00:00:00", "2012-12-31T00:00:00"]},
+               "arch:nasdaq": {"validation": ["2013-01-02T00:00:00", "2014-12-30T00:00:00"]}}
+    assert {c.spec: c.start for c in suite_cases("test", channel)}["shared:btcusd_1h"] == "2014-12-30T00:00:01"
+    # the validation split is unchanged: a series the job never saw has no validation window
+    assert [c.spec for c in suite_cases("validation", SP500_ONLY, calendar_cuts=CUTS)][2:] == ["arch:sp500"]
+
+
+def test_the_suite_and_by_period_read_the_manifests_calendar_cuts():
+    from types import SimpleNamespace
+
+    from training.agents.evaluate import model_set_cases
+
+    training = {"data": ["arch:sp500", "synth:mean_reverting:3:4000"], "windows": SP500_ONLY,
+                "calendar_cuts": {**CUTS, "test": "2015-06-01T00:00:00"}}
+    pool = SimpleNamespace(manifest=SimpleNamespace(training=training))
+    starts = {c.spec: c.start for c in model_set_cases(pool, "test")}
+    assert starts["arch:nasdaq"] == starts["shared:btcusd_1h"] == "2015-06-01T00:00:00"
 
 
 def test_a_set_trained_on_bars_files_is_not_tested_on_series_they_may_hold():

@@ -135,3 +135,17 @@ def test_every_agents_settings_are_checked_before_any_trains(settings, message):
     """A bad value for the last agent once failed the job after the other agents had trained."""
     with pytest.raises(ValidationError, match=message):
         TrainConfig(**settings)
+
+
+def test_the_manifest_records_the_calendar_cuts_exactly():
+    """``training.calendar_cuts`` (where the evaluation starts a real series the job never read):
+    the S&P 500's dates, and a cut after the last bar (1 ns after it) rounded up to the
+    microsecond, never down onto the last bar."""
+    from training.agents.train import recorded_cuts
+
+    cuts = calendar_cuts(_series("arch:sp500", SPEC), TrainConfig())
+    assert recorded_cuts(cuts) == {"validation": "2013-01-02T00:00:00", "test": "2014-12-31T00:00:00"}
+    last = np.datetime64("2018-12-31T00:00:00", "ns")
+    assert recorded_cuts((last, last + np.timedelta64(1, "ns")))["test"] == "2018-12-31T00:00:00.000001"
+    assert recorded_cuts(None) is None
+

@@ -20,8 +20,9 @@ move, :func:`sideways_reversion`), then each data set's tables:
 
 * ``--split test`` (the default, to report): data no agent trained or was selected on —
   synthetic paths with seeds the job never used (2024, 2025; true regimes) and, for every series
-  the job trained on, its test window as recorded in the manifest (regimes detected causally by
-  the committed regime model);
+  the job trained on, its test window as recorded in the manifest — for a real series it never
+  read, its bars from the recorded test cut on (regimes detected causally by the committed
+  regime model);
 * ``--split validation`` (to choose between candidates): the same checks on data used for
   selection only — the validation window recorded in the manifest of every real series, and
   synthetic paths with seeds reserved for validation (2022, 2023). Test data is never read.
@@ -39,7 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,20 +97,42 @@ class Case:
     skip: str | None = None
 
 
-def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on: Sequence[str] = ()) -> list[Case]:
-    """The data sets of ``split`` for a model set whose manifest records ``windows`` (by data
-    spec) and trained on ``trained_on`` (its training and validation inputs).
+def out_of_sample_start(windows: Mapping[str, Mapping[str, Sequence[str]]],
+                        calendar_cuts: Mapping[str, str] | None = None) -> str | None:
+    """Where the test period of a real series the job never read begins, in calendar time: the
+    recorded test cut (``training.calendar_cuts["test"]`` of the manifest), else — a manifest
+    written before the cuts were recorded — the later of the earliest recorded real test window's
+    first bar and the second after the last bar of any real training or validation window (a
+    job with a validation channel records no test window). None when the set read no real
+    series (every real bar is then out of sample)."""
+    if calendar_cuts and calendar_cuts.get("test"):
+        return str(calendar_cuts["test"])
+    real = [w for spec, w in windows.items() if not spec.startswith("synth:")]
+    tested = [np.datetime64(w["test"][0], "s") for w in real if "test" in w]
+    seen = [np.datetime64(w[k][1], "s") for w in real for k in ("train", "validation") if k in w]
+    bounds = ([min(tested)] if tested else []) + ([max(seen) + np.timedelta64(1, "s")] if seen else [])
+    return str(np.datetime_as_string(max(bounds), unit="s")) if bounds else None
 
-    Test: the unseen synthetic seeds, and each real series on its test window (whole when the
-    job never saw it; skipped when it trained on all of it; not run when the job read bars files,
-    which may hold that series under another name). Validation: the synthetic seeds reserved for
-    validation, and each real series on its validation window (skipped when the set has none for
-    it: a series the job never saw is test data, not validation data).
+
+def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on: Sequence[str] = (),
+                calendar_cuts: Mapping[str, str] | None = None) -> list[Case]:
+    """The data sets of ``split`` for a model set whose manifest records ``windows`` (by data
+    spec) and ``calendar_cuts`` (where validation and test begin in calendar time) and trained
+    on ``trained_on`` (its training and validation inputs).
+
+    Test: the unseen synthetic seeds, and each real series on its test window (a series the job
+    never read from the test cut on, :func:`out_of_sample_start` — its earlier bars lie in the
+    period the agents trained on in the other series; skipped when it trained on all of it; not
+    run when the job read bars files, which may hold that series under another name).
+    Validation: the synthetic seeds reserved for validation, and each real series on its
+    validation window (skipped when the set has none for it: a series the job never saw is test
+    data, not validation data).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
     cases = [Case(spec, title) for spec, title in SYNTHETIC[split]]
     files = [f for f in trained_on if not f.startswith(FIXED_SOURCES)]
+    unseen_start = out_of_sample_start(windows, calendar_cuts) if split == "test" else None
     for spec, name in REAL:
         recorded = windows.get(spec)
         window = (recorded or {}).get(split)
@@ -123,7 +146,7 @@ def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on
                     f"its test window is unknown; evaluate it with `ensemble-trader evaluate agents "
                     f"--bars {spec} --start` after the files' last bar")))
                 continue
-            cases.append(Case(spec, title, window[0] if window else None))
+            cases.append(Case(spec, title, window[0] if window else unseen_start))
         elif window is not None:
             # the recorded window is [first bar, last bar]; the end of a Case is exclusive and the
             # recorded last bar closes the window (every validation figure here and in
@@ -245,7 +268,7 @@ def model_set_cases(pool: AgentPool, split: str) -> list[Case]:
     """:func:`suite_cases` of ``split`` for the set ``pool`` serves, from its manifest."""
     training = pool.manifest.training
     trained_on = [*training.get("data", []), *training.get("validation_data", [])]
-    return suite_cases(split, training.get("windows", {}), trained_on)
+    return suite_cases(split, training.get("windows", {}), trained_on, training.get("calendar_cuts"))
 
 
 def case_data(case: Case) -> tuple[PreparedSeries, str]:

@@ -432,6 +432,22 @@ def calendar_cuts(
     return (first[i_val] if i_val < len(first) else end, first[i_test] if i_test < len(first) else end)
 
 
+def recorded_cuts(cuts: tuple[np.datetime64, np.datetime64] | None) -> dict[str, str] | None:
+    """:func:`calendar_cuts` as the manifest records them (``training.calendar_cuts``, where the
+    evaluation starts a real series the job never read): ISO text to the second, or to the
+    microsecond when finer, rounded up (a cut just after the last bar stays after it)."""
+    if cuts is None:
+        return None
+    out = {}
+    for name, cut in zip(("validation", "test"), cuts, strict=True):
+        us = np.datetime64(cut, "us")
+        if us < cut:
+            us += np.timedelta64(1, "us")
+        whole_second = us == np.datetime64(us, "s")
+        out[name] = str(np.datetime_as_string(us, unit="s" if whole_second else "us"))
+    return out
+
+
 def data_hash(sources: Sequence[Source]) -> str:
     """sha256 of the bars the job read: each spec and its whole series (timestamps and OHLCV)."""
     digest = hashlib.sha256()
@@ -937,6 +953,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
             "validation_data": list(config.validation_bars),
             "data_sha256": data_hash(sources + val_sources),
             "windows": {s.spec: s.windows for s in sources + val_sources},
+            **({"calendar_cuts": recorded_cuts(cuts)} if cuts is not None else {}),
             "agent_data": trained_on,
             "agent_validation_data": selected_on,
             "seed": config.seed,
