@@ -149,3 +149,13 @@ def test_the_manifest_records_the_calendar_cuts_exactly():
     assert recorded_cuts((last, last + np.timedelta64(1, "ns")))["test"] == "2018-12-31T00:00:00.000001"
     assert recorded_cuts(None) is None
 
+
+
+def test_a_whole_series_records_the_rows_the_agents_see():
+    """A series used whole (a validation channel's files, or the train channel's beside one)
+    records the first and last bar of its prepared rows, not the features' warm-up bars before
+    them, as the cut windows do."""
+    whole = split_source(SPEC, TrainConfig(), whole=True)
+    ts = whole.train.timestamp
+    assert whole.windows == {"train": [str(np.datetime_as_string(np.datetime64(t, "s"))) for t in (ts[0], ts[-1])]}
+    assert np.datetime64(whole.windows["train"][0]) > whole.series.timestamp[0]  # the warm-up is not in it

@@ -375,7 +375,8 @@ def split_source(
     n = len(ts)
     if whole:
         src.train = prepare(series, regimes, features=features)
-        src.windows = {"train": [_iso(ts[0]), _iso(ts[-1])]}
+        # the rows the agents see (after the features' warm-up), as for a cut window below
+        src.windows = {"train": [_iso(src.train.timestamp[0]), _iso(src.train.timestamp[-1])]}
         return src
     by_date = cuts is not None and not is_synthetic(spec)
     if by_date:
