@@ -87,17 +87,19 @@ def is_truth_file(path: Path) -> bool:
 
 
 def channel_files(channel: str | None) -> list[Path]:
-    """The bars CSVs of a channel folder (regime-truth files, see :func:`is_truth_file`, are
-    skipped: a folder written by ``ensemble-trader data synth`` holds bars.csv and truth.csv);
-    [] when the channel is not set."""
+    """The bars CSVs of a channel folder and its subfolders, sorted by path (an S3Prefix channel
+    keeps the keys' folders below the prefix: ``s3://bucket/bars/2024/spx.csv`` arrives as
+    ``<channel>/2024/spx.csv``). Regime-truth files (:func:`is_truth_file`) are skipped: a folder
+    written by ``ensemble-trader data synth`` holds bars.csv and truth.csv. [] when the channel
+    is not set."""
     if not channel:
         return []
     folder = Path(channel)
     if not folder.is_dir():
         raise DataError(f"channel folder {folder} does not exist")
-    files = sorted(p for p in folder.glob("*.csv") if not is_truth_file(p))
+    files = sorted(p for p in folder.rglob("*.csv") if p.is_file() and not is_truth_file(p))
     if not files:
-        raise DataError(f"channel folder {folder} holds no bars CSV")
+        raise DataError(f"channel folder {folder} holds no bars CSV (subfolders included)")
     return files
 
 

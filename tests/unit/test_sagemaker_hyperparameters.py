@@ -114,3 +114,18 @@ def test_a_channel_holding_only_truth_files_holds_no_bars(tmp_path):
     (tmp_path / "truth.csv").write_text("timestamp,regime\n")
     with pytest.raises(DataError, match="holds no bars CSV"):
         channel_files(str(tmp_path))
+
+
+def test_a_channel_finds_bars_csvs_in_subfolders_sorted_by_path(tmp_path):
+    """An S3Prefix channel keeps the keys' subfolders below the prefix: a channel holding its
+    CSVs only in subfolders failed "holds no bars CSV"."""
+    from training.sagemaker import channel_files
+
+    for rel in ("b/spx.csv", "a/2024/ndx.csv", "a/2024/truth.csv", "top.csv", "a/notes.txt"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("timestamp,regime\n" if path.name == "truth.csv" else "timestamp,open,high,low,close,volume\n")
+    (tmp_path / "dir.csv").mkdir()  # a folder named like a CSV is not one
+    files = channel_files(str(tmp_path))
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["a/2024/ndx.csv", "b/spx.csv", "top.csv"]
+
