@@ -105,3 +105,22 @@ def test_make_reward_errors():
         make_reward("aggressive", eta=0.1)
     with pytest.raises(EnsembleTraderError, match="eta"):
         BalancedReward(eta=1.5)
+
+
+def test_aggressive_defaults_sum_to_log_wealth_only_while_no_step_is_clipped():
+    """The served defaults (k = 100, clip 10): an episode of ordinary bars sums to k·log W_T; a
+    bar moving more than about 5 % at the full 2x leverage is clipped (a -6 % bar, -12 % net,
+    would be 100·log(0.88) = -12.8), so the sum then overstates the episode's log wealth."""
+    rew = make_reward("aggressive")
+    assert (rew.params()["scale"], rew.params()["clip"]) == (100.0, 10.0)
+    bars = (0.01, -0.03, 0.04, -0.045, 0.05)  # asset returns, each under the clip at 2x
+    total = sum(rew(outcome(position=2.0, asset_return=r, net_return=2 * r)) for r in bars)
+    assert total == pytest.approx(100 * math.log(math.prod(1 + 2 * r for r in bars)))
+    crash = rew(outcome(position=2.0, asset_return=-0.06, net_return=-0.12))
+    assert crash == -10.0 and 100 * math.log(0.88) < -12.7
+    # where it binds: a net return below -9.5 % (e^-0.1 - 1) or above +10.5 % (e^0.1 - 1)
+    assert rew(outcome(net_return=-0.095)) > -10.0 and rew(outcome(net_return=-0.096)) == -10.0
+    assert rew(outcome(net_return=0.105)) < 10.0 and rew(outcome(net_return=0.106)) == 10.0
+    episode = (*bars, -0.06)
+    clipped = sum(rew(outcome(position=2.0, asset_return=r, net_return=2 * r)) for r in episode)
+    assert clipped > 100 * math.log(math.prod(1 + 2 * r for r in episode)) + 2.7
