@@ -369,6 +369,14 @@ class RegimeDetector:
         probs = self.observe(state, raw)
         return probs, self.decide(state, probs)
 
+    def carries_over(self, state: RegimeFilterState) -> bool:
+        """Whether ``state``'s filter (written under ``state.model_version``) goes on under this
+        model: its version is this model's or one it was refit from, and the numbers of hidden
+        states match."""
+        return self.model.states_aligned_with(state.model_version) and (
+            state.log_alpha is None or len(state.log_alpha) == self.model.n_states
+        )
+
     # -- messages -----------------------------------------------------------------------------
 
     def step(
@@ -376,9 +384,12 @@ class RegimeDetector:
     ) -> tuple[RegimeFilterState, MarketState | None, list[RegimeChanged]]:
         """Pure step: returns a new state, the MarketState (None on redelivery) and events.
 
-        A state written under another model version keeps its reported regime but restarts
-        the filter from the new model's start distribution (hidden states are not comparable
-        across versions).
+        A state written under a version this model was refit from (warm-started refits keep
+        the hidden states one to one: :meth:`RegimeModel.states_aligned_with`) carries its
+        filter distribution and pending confirmation over: a refit changes no reported regime
+        by itself. A state written under an unrelated version (or one with another number of
+        states) keeps its reported regime but restarts the filter from the new model's start
+        distribution: its hidden states are not this model's.
         """
         symbol = features.symbol
         if state is None:
@@ -390,9 +401,11 @@ class RegimeDetector:
             return state, None, []
         new = state.copy()
         if new.model_version != self.model.version:
-            # the old model's pending confirmation is not evidence under the new one either
-            new.model_version, new.log_alpha = self.model.version, None
-            new.pending, new.pending_count = None, 0
+            if not self.carries_over(new):
+                # the old model's pending confirmation is not evidence under the new one either
+                new.log_alpha = None
+                new.pending, new.pending_count = None, 0
+            new.model_version = self.model.version
         new.last_ns = ns
         new.n_bars += 1
         events: list[RegimeChanged] = []
@@ -522,8 +535,8 @@ class RegimeStep:
     is a no-op). ``apply`` copies the state before changing it, so an error leaves it intact.
 
     ``models_for`` (optional) gives a symbol its own model (e.g. the runtime's per-symbol
-    registry); ``model`` serves every other symbol. A symbol whose model changes restarts its
-    filter, as after a refit.
+    registry); ``model`` serves every other symbol. A symbol whose model changes to an unrelated
+    one restarts its filter; a refit of its model carries it over (see :meth:`RegimeDetector.step`).
     """
 
     name = "regime"

@@ -9,17 +9,25 @@ stationary start distribution) and the same label-free naming rule (:func:`label
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import Regime
+from ensemble_trader.domain.models import REGIMES, Regime
 from ensemble_trader.domain.regime_model import RegimeModel
 
 
-def label_states(drift: np.ndarray, vol: np.ndarray, share: np.ndarray, min_share: float = 0.03) -> tuple[Regime, ...]:
+def label_states(
+    drift: np.ndarray,
+    vol: np.ndarray,
+    share: np.ndarray,
+    min_share: float = 0.03,
+    prefer: Sequence[Regime] | None = None,
+    tolerance: float = 0.0,
+) -> tuple[Regime, ...]:
     """Name hidden states BULL/BEAR/SIDEWAYS/VOLATILE from their drift and volatility alone.
 
     The rule (no labels needed), over the states holding at least ``min_share`` of the bars
@@ -33,35 +41,68 @@ def label_states(drift: np.ndarray, vol: np.ndarray, share: np.ndarray, min_shar
     Every other state joins the regime of the nearest of these four anchors in the plane
     (``drift / vol``, ``log vol``), each axis scaled by the anchors' spread on it
     (BULL − BEAR and VOLATILE − SIDEWAYS).
+
+    ``prefer`` (the names the states had, e.g. before a warm-started refit) with ``tolerance``
+    > 0 makes the names sticky: at each pick, the state ``prefer`` names so keeps the name when
+    it trails the rule's choice by at most ``tolerance`` of that axis's anchor spread; a state
+    joining an anchor keeps its preferred regime when that anchor is at most ``tolerance``
+    (scaled units) farther than the nearest. So two states whose statistics are nearly tied do
+    not swap names on every refit; the rule renames them once it clearly disagrees.
     """
     drift, vol, share = (np.asarray(a, dtype=np.float64) for a in (drift, vol, share))
     k = len(drift)
     if k < 4:
         raise ValueError(f"need at least 4 hidden states to name 4 regimes, got {k}")
+    if prefer is not None and len(prefer) != k:
+        raise ValueError(f"prefer names {len(prefer)} states, the statistics {k}")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance {tolerance!r} must be finite and >= 0")
     sharpe = drift / np.maximum(vol, 1e-300)
     log_vol = np.log(np.maximum(vol, 1e-300))
     eligible = [s for s in range(k) if share[s] >= min_share]
     if len(eligible) < 4:
         eligible = sorted(np.argsort(-share)[:4].tolist())
+    sticky = prefer is not None and tolerance > 0
+    if sticky:  # the tolerance is relative to the spreads of the rule's own anchors
+        plain = label_states(drift, vol, share, min_share)
+        anchor = {r: [s for s in eligible if plain[s] is r] for r in REGIMES}
+        sharpe_spread = abs(max(sharpe[s] for s in anchor[Regime.BULL]) - min(sharpe[s] for s in anchor[Regime.BEAR]))
+        vol_spread = abs(max(log_vol[s] for s in anchor[Regime.VOLATILE])
+                         - min(log_vol[s] for s in anchor[Regime.SIDEWAYS]))
+
+    def pick(rest: list[int], regime: Regime, value: np.ndarray, highest: bool, spread_of: str) -> int:
+        best = max(rest, key=lambda s: value[s]) if highest else min(rest, key=lambda s: value[s])
+        if sticky:
+            spread = sharpe_spread if spread_of == "sharpe" else vol_spread
+            mine = [s for s in rest if Regime(prefer[s]) is regime]  # type: ignore[index]
+            if mine:
+                own = max(mine, key=lambda s: value[s]) if highest else min(mine, key=lambda s: value[s])
+                if abs(value[best] - value[own]) <= tolerance * max(spread, 1e-12):
+                    return own
+        return best
+
     rest = list(eligible)
-    volatile = max(rest, key=lambda s: vol[s])
+    volatile = pick(rest, Regime.VOLATILE, log_vol, True, "vol")
     rest.remove(volatile)
-    bear = min(rest, key=lambda s: sharpe[s])
+    bear = pick(rest, Regime.BEAR, sharpe, False, "sharpe")
     rest.remove(bear)
-    bull = max(rest, key=lambda s: sharpe[s])
+    bull = pick(rest, Regime.BULL, sharpe, True, "sharpe")
     rest.remove(bull)
-    sideways = min(rest, key=lambda s: vol[s])
+    sideways = pick(rest, Regime.SIDEWAYS, log_vol, False, "vol")
     anchors = {Regime.VOLATILE: volatile, Regime.BEAR: bear, Regime.BULL: bull, Regime.SIDEWAYS: sideways}
     names: dict[int, Regime] = {s: r for r, s in anchors.items()}
     sharpe_scale = max(abs(sharpe[bull] - sharpe[bear]), 1e-12)
     vol_scale = max(abs(log_vol[volatile] - log_vol[sideways]), 1e-12)
     for s in range(k):
         if s not in names:
-            names[s] = min(
-                anchors,
-                key=lambda r: ((sharpe[s] - sharpe[anchors[r]]) / sharpe_scale) ** 2
-                + ((log_vol[s] - log_vol[anchors[r]]) / vol_scale) ** 2,
-            )
+            distance = {
+                r: math.sqrt(((sharpe[s] - sharpe[a]) / sharpe_scale) ** 2 + ((log_vol[s] - log_vol[a]) / vol_scale) ** 2)
+                for r, a in anchors.items()
+            }
+            nearest = min(distance, key=lambda r: distance[r])
+            if sticky and distance[Regime(prefer[s])] <= distance[nearest] + tolerance:  # type: ignore[index]
+                nearest = Regime(prefer[s])  # type: ignore[index]
+            names[s] = nearest
     return tuple(names[s] for s in range(k))
 
 
@@ -124,6 +165,15 @@ MIN_ROWS_PER_STATE = 20
 parameters: on 40 rows its labels would mean nothing)."""
 
 
+RENAME_TOLERANCE = 0.25
+"""How far (a share of the anchors' spread on the axis compared) a state's current name may trail
+the naming rule's choice before a refit renames it."""
+
+MAX_LINEAGE = 400
+"""Versions kept in a refit's ``refit_lineage`` (over a year of daily publishes): a symbol whose
+state was written under an older one restarts its filter."""
+
+
 @dataclass(frozen=True)
 class RefitResult:
     model: RegimeModel
@@ -146,6 +196,7 @@ def refit(
     min_covariance: float = 1e-3,
     min_share: float = 0.03,
     min_state_share: float = 0.01,
+    rename_tolerance: float = RENAME_TOLERANCE,
     info: dict | None = None,
 ) -> RefitResult:
     """Refine ``model`` on ``raw`` rows (model feature order) by Baum-Welch from its parameters.
@@ -155,7 +206,16 @@ def refit(
     same inputs. States are renamed with :func:`label_states` on ``ret_1`` / ``range_vol_1``.
     A state holding less than ``min_state_share`` of the rows keeps its parameters (and its
     transition row): EM would otherwise collapse it onto those few rows. The states are renamed
-    only when each holds at least ``min_share`` of the rows; otherwise the names stay.
+    only when each holds at least ``min_share`` of the rows; otherwise the names stay. The
+    renaming prefers the states' current names (``rename_tolerance``, see :func:`label_states`):
+    a nearly tied pair (BULL and SIDEWAYS of similar drift per unit of volatility) does not swap
+    names on a refit, which would change the reported regime with no market move.
+
+    The refined model's ``info`` records ``refit_of`` (``model``'s version) and
+    ``refit_lineage`` (that version, then ``model``'s own lineage, newest first, at most
+    :data:`MAX_LINEAGE`): its hidden states are those versions' one to one, so the online filter
+    of a symbol carries its distribution across the new version
+    (:meth:`RegimeModel.states_aligned_with`).
     """
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2 or raw.shape[1] != model.n_features:
@@ -216,8 +276,14 @@ def refit(
     posterior = np.concatenate([g for g, _, _ in passes])
     loglik = float(sum(ll for _, _, ll in passes))  # of the returned parameters, not the last E-step's
     drift, vol, share = state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1))
-    # rename only when every state is well represented; otherwise the names stay
-    names = label_states(drift, vol, share, min_share) if share.min() >= min_share else model.state_regimes
+    # rename only when every state is well represented; otherwise the names stay. The states are
+    # the pinned model's, one to one (warm start): a name moves only when the rule clearly says so
+    names = (
+        label_states(drift, vol, share, min_share, prefer=model.state_regimes, tolerance=rename_tolerance)
+        if share.min() >= min_share
+        else model.state_regimes
+    )
+    lineage = [model.version, *model.refit_lineage][:MAX_LINEAGE]
     refined = RegimeModel(
         model.features,
         start,
@@ -227,6 +293,14 @@ def refit(
         model.covariance_type,
         names,
         log_floor=model.log_floor,
-        info={**(info or {}), "refit_of": model.version, "n_samples": len(raw), "log_likelihood": loglik},
+        info={
+            **(info or {}),
+            "refit_of": model.version,
+            "refit_lineage": lineage,
+            "n_samples": len(raw),
+            "log_likelihood": loglik,
+            "previous_log_likelihood": float(first),
+            "iterations": iterations,
+        },
     )
     return RefitResult(refined, loglik, float(first), iterations, len(raw))

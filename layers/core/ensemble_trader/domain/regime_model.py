@@ -187,6 +187,9 @@ class RegimeModel:
         set_(self, "means", means)
         set_(self, "covariances", covs)
         set_(self, "info", dict(self.info))
+        lineage = self.info.get("refit_lineage", [])
+        if not isinstance(lineage, list | tuple) or not all(isinstance(v, str) and v for v in lineage):
+            raise ModelArtifactError(f"refit_lineage {lineage!r} must be a list of model versions")
         set_(self, "_whiten", np.ascontiguousarray(whiten.transpose(1, 0, 2).reshape(d, k * d)))
         whitened_means = np.einsum("kd,kde->ke", means, whiten)
         if not (np.all(np.isfinite(whitened_means)) and np.all(np.isfinite(log_norm))):
@@ -222,6 +225,21 @@ class RegimeModel:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+    @property
+    def refit_lineage(self) -> tuple[str, ...]:
+        """The versions this model was refit from by warm-started refits, newest first (the
+        manifest's ``refit_lineage``; empty for a model fitted from scratch).
+
+        A warm-started refit (:func:`~ensemble_trader.domain.regime_fit.refit`) re-estimates
+        every hidden state from the one of the same index, so the states of these versions are
+        this model's states one to one: a filter distribution over them stays meaningful here."""
+        return tuple(self.info.get("refit_lineage") or ())
+
+    def states_aligned_with(self, version: str) -> bool:
+        """Whether ``version``'s hidden states are this model's, one to one: the same version,
+        or one this model descends from by warm-started refits (:attr:`refit_lineage`)."""
+        return version == self.version or version in self.refit_lineage
 
     @property
     def regime_matrix(self) -> np.ndarray:
