@@ -3,9 +3,21 @@
 It reads the newest ``lookback_bars`` rows of each symbol from the ``regime-history`` table
 (the regime Lambda stores every bar's feature values there), runs numpy Baum-Welch from the
 pinned model (:func:`ensemble_trader.domain.regime_fit.refit`; no hmmlearn in the bundle),
-renames the states with the label-free rule and, when the parameters changed, publishes the new
-version to the model bucket, moves ``regime/current.json`` to it and puts a
-``RegimeModelPublished`` event. Regime Lambda containers started afterwards serve it.
+renames the states with the label-free rule (a state keeps its name unless the rule clearly
+prefers another) and, when the refit is material — its log-likelihood on the rows beats the
+pinned model's by at least ``MIN_GAIN_PER_ROW`` (0.001 nats) per row, or a state was renamed —
+publishes the new version to the model bucket, moves ``regime/current.json`` to it and puts a
+``RegimeModelPublished`` event (its ``event_id`` derives from the pointer, the previous and the
+new version). A refit that is not material publishes nothing (``unchanged`` in the result, the
+``regime_refit_unchanged`` metric): the pin stays. Regime Lambda containers started afterwards
+serve a new version; a refit's hidden states are its pin's one to one (warm start), so the
+regime stage carries each symbol's filter across it instead of restarting it.
+
+One refit per schedule period (the UTC day of the schedule's firing ``time``, which a retried
+invocation keeps): when the pointer already pins this period's refit (the pointer moved, then
+the invocation failed, e.g. putting the event), a retry does not refit it again but puts its
+``RegimeModelPublished`` again, with the same ``event_id`` (``republished`` in the result,
+the ``regime_refit_republished`` metric). An invocation without ``time`` uses the clock.
 
 A symbol with its own pinned model (``regime/symbols/<SYMBOL>/current.json``) is refit alone,
 from its own model on its own rows, and its own pointer moves; the shared model is refit on the
@@ -21,7 +33,9 @@ describe the shared model's refit (absent when every symbol has its own model); 
 holds the per-symbol ones.
 
 Event: the scheduled event; ``detail`` may hold ``symbols`` (else ``ET_REGIME_SYMBOLS``, comma
-separated; a symbol named twice is refused) and ``lookback_bars`` (default 2,000).
+separated; a symbol named twice is refused), ``lookback_bars`` (default 2,000) and
+``min_gain_per_row`` (default ``MIN_GAIN_PER_ROW``; 0 publishes every refit that changed the
+parameters).
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from typing import Any
 import numpy as np
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.errors import ConcurrencyError, DataError
-from ensemble_trader.domain.models import Message
+from ensemble_trader.domain.models import Message, deterministic_id
 from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.regime_registry import (
@@ -58,8 +72,12 @@ DEFAULT_LOOKBACK = 2_000
 
 
 class RegimeModelPublished(Message):
-    """A refit published a new regime model version (EventBridge)."""
+    """A refit published a new regime model version (EventBridge).
 
+    ``event_id`` derives from (model pointer, previous version, version), never from the
+    attempt: the event a retry puts again for the same publish carries the same id."""
+
+    event_id: str
     version: str
     previous: str
     symbols: list[str]
@@ -68,6 +86,51 @@ class RegimeModelPublished(Message):
     log_likelihood: float
     previous_log_likelihood: float
     iterations: int
+
+    @classmethod
+    def of(cls, model: Any, symbols: list[str], symbol_model: str | None) -> RegimeModelPublished:
+        """The event of a refit ``model`` (its manifest info holds what the refit reported)."""
+        info = model.info
+        return cls(
+            event_id=deterministic_id("regime-model-published", symbol_model or "", info["refit_of"], model.version),
+            version=model.version,
+            previous=info["refit_of"],
+            symbols=list(info.get("symbols") or symbols),
+            symbol_model=symbol_model,
+            n_samples=info["n_samples"],
+            log_likelihood=info["log_likelihood"],
+            previous_log_likelihood=info["previous_log_likelihood"],
+            iterations=info["iterations"],
+        )
+
+
+MIN_GAIN_PER_ROW = 1e-3
+"""A refit is published only when it is material: its log-likelihood on the rows beats the pinned
+model's by at least this much per row (nats; 2 over the default 2,000 rows), or the naming rule
+renamed a state. Below it the refit explains the rows no better than the pin: the pin stays (a
+new version would only move the serving model day by day for nothing)."""
+
+
+def refit_period(when: datetime) -> str:
+    """The schedule period of a run: the UTC day of the schedule's firing time (the refit runs
+    once a day; an EventBridge event keeps its ``time`` on every retry of an invocation)."""
+    if when.tzinfo is None:
+        raise DataError(f"the refit time {when.isoformat()} has no UTC offset")
+    return when.astimezone(UTC).date().isoformat()
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """The scheduled event's ``time`` (the schedule's firing time), else the clock's now."""
+    text = event.get("time")
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise DataError(f"event time {text!r} is not an ISO-8601 time with an offset")
+    return when
 
 
 def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dict[str, Any]]]:
@@ -83,12 +146,13 @@ def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dic
     return out
 
 
-OPTIONS = ("symbols", "lookback_bars")
+OPTIONS = ("symbols", "lookback_bars", "min_gain_per_row")
 """What an event's detail may set; any other key is refused (a misspelt one would be ignored)."""
 
 
 def refit_options(detail: Any) -> tuple[list[str], int]:
-    """(symbols, lookback bars) from the event detail, else ``ET_REGIME_SYMBOLS`` and the default."""
+    """(symbols, lookback bars) from the event detail, else ``ET_REGIME_SYMBOLS`` and the default
+    (``min_gain_per_row``: :func:`min_gain_option`)."""
     if not isinstance(detail, dict):
         raise DataError(f"detail must be an object with {' and/or '.join(OPTIONS)}, got {detail!r}")
     unknown = sorted(set(detail) - set(OPTIONS))
@@ -112,6 +176,14 @@ def refit_options(detail: Any) -> tuple[list[str], int]:
     return symbols, lookback
 
 
+def min_gain_option(detail: dict[str, Any]) -> float:
+    """``detail.min_gain_per_row`` (default :data:`MIN_GAIN_PER_ROW`), a number >= 0."""
+    gain = detail.get("min_gain_per_row", MIN_GAIN_PER_ROW)
+    if isinstance(gain, bool) or not isinstance(gain, int | float) or not (0 <= gain < float("inf")):
+        raise DataError(f"detail.min_gain_per_row={gain!r} must be a finite number >= 0")
+    return float(gain)
+
+
 def refit_one(
     model_store: Any,
     history: Any,
@@ -121,10 +193,24 @@ def refit_one(
     symbols: list[str],
     lookback: int,
     symbol_model: str | None = None,
+    *,
+    period: str,
+    min_gain: float = MIN_GAIN_PER_ROW,
 ) -> dict[str, Any]:
     """Refit ``current`` on the rows of ``symbols``; publish it (to the shared pointer, or to
-    ``symbol_model``'s own) and announce it when its parameters changed, unless that pointer no
-    longer pins ``pinned`` (the version ``current`` was loaded from, None for no pointer)."""
+    ``symbol_model``'s own) and announce it when the refit is material (:data:`MIN_GAIN_PER_ROW`),
+    unless that pointer no longer pins ``pinned`` (the version ``current`` was loaded from, None
+    for no pointer).
+
+    When ``current`` is itself this schedule ``period``'s refit (a retry of a run that moved the
+    pointer and then failed, e.g. on EventBridge), it is not refit again: its
+    RegimeModelPublished is put again, with the same event id."""
+    if pinned is not None and current.info.get("refit_period") == period and "refit_of" in current.info:
+        events.publish([RegimeModelPublished.of(current, symbols, symbol_model)])
+        logger.info("regime refit already published this period: its event is put again",
+                    extra={"symbol_model": symbol_model, "version": current.version, "period": period})
+        return {"previous": current.info["refit_of"], "version": current.version, "published": False,
+                "republished": True}
     per_symbol = [rows for rows in history_rows(history, symbols, lookback) if len(rows) >= 2]
     rows = [r for seq in per_symbol for r in seq]
     try:
@@ -142,6 +228,7 @@ def refit_one(
         "training_data_hash": hashlib.sha256(
             json.dumps([[r["symbol"], str(r["timestamp"])] for r in rows]).encode() + raw.tobytes()
         ).hexdigest(),
+        "refit_period": period,
     }
     result = refit(
         current,
@@ -158,33 +245,37 @@ def refit_one(
         "iterations": result.iterations,
         "log_likelihood": result.log_likelihood,
         "previous_log_likelihood": result.previous_log_likelihood,
+        "gain_per_row": (result.log_likelihood - result.previous_log_likelihood) / max(result.n_samples, 1),
     }
-    if result.model.version == current.version:
-        return {**summary, "published": False}
+    renamed = result.model.state_regimes != current.state_regimes
+    if result.model.version == current.version or (summary["gain_per_row"] < min_gain and not renamed):
+        logger.info("regime refit unchanged: the pin stays",
+                    extra={"symbol_model": symbol_model, "gain_per_row": summary["gain_per_row"],
+                           "min_gain_per_row": min_gain})
+        return {**summary, "version": current.version, "candidate": result.model.version,
+                "published": False, "unchanged": True}
     try:
         publish(model_store, result.model, previous=current.version, symbol=symbol_model, expected_pin=pinned)
     except ConcurrencyError as exc:  # an operator's publish landed while this refit ran: it stays
         logger.warning("regime refit not published", extra={"symbol_model": symbol_model, "reason": str(exc)})
         return {**summary, "published": False, "skipped": str(exc)}
-    events.publish(
-        [
-            RegimeModelPublished(
-                version=result.model.version,
-                previous=current.version,
-                symbols=symbols,
-                symbol_model=symbol_model,
-                n_samples=result.n_samples,
-                log_likelihood=result.log_likelihood,
-                previous_log_likelihood=result.previous_log_likelihood,
-                iterations=result.iterations,
-            )
-        ]
-    )
+    # the pointer moved: a failure from here on is retried as a republish of this version's event
+    events.publish([RegimeModelPublished.of(result.model, symbols, symbol_model)])
     return {**summary, "published": True}
 
 
-def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, detail: dict[str, Any]) -> dict[str, Any]:
+def run_refit(
+    model_store: Any,
+    history: Any,
+    events: Any,
+    default_dir: Any,
+    detail: dict[str, Any],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Refit the shared model and each symbol's own; ``now`` is the schedule's firing time (the
+    event's ``time``; default the clock), whose :func:`refit_period` tells a retry."""
     symbols, lookback = refit_options(detail)
+    options = {"period": refit_period(now or datetime.now(UTC)), "min_gain": min_gain_option(detail)}
     # every model is loaded before anything is published: a broken pin fails the run up front
     shared_pin, shared_model = load_pin(model_store, default_dir)
     pinned = set(pinned_symbols(model_store))  # one LIST instead of a GET per symbol
@@ -197,7 +288,7 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
     out: dict[str, Any] = {}
     if shared:
         try:
-            out = refit_one(model_store, history, events, shared_model, shared_pin, shared, lookback)
+            out = refit_one(model_store, history, events, shared_model, shared_pin, shared, lookback, **options)
         except DataError as exc:  # e.g. shared symbols without history yet: the pinned ones still refit
             logger.warning("regime refit skipped the shared model", extra={"reason": str(exc)})
             out = {"previous": shared_model.version, "published": False, "skipped": str(exc)}
@@ -205,7 +296,7 @@ def run_refit(model_store: Any, history: Any, events: Any, default_dir: Any, det
     for symbol, (pin, model) in own.items():
         try:
             out["symbols"][symbol] = refit_one(
-                model_store, history, events, model, pin, [symbol], lookback, symbol
+                model_store, history, events, model, pin, [symbol], lookback, symbol, **options
             )
         except DataError as exc:  # e.g. a newly pinned symbol without enough history yet
             logger.warning("regime refit skipped a symbol model", extra={"symbol": symbol, "reason": str(exc)})
@@ -232,6 +323,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         EventBridgePublisher(settings=settings),
         settings.models_dir / "regime",
         detail,
+        event_time(event),
     )
     logger.info("regime refit", extra=result)
     per_symbol = result["symbols"].values()
@@ -239,4 +331,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric("regime_refit_published", "Count", published)
     skipped = int("skipped" in result) + sum("skipped" in r for r in per_symbol)
     metrics.add_metric("regime_refit_skipped", "Count", skipped)
+    unchanged = int("unchanged" in result) + sum("unchanged" in r for r in per_symbol)
+    metrics.add_metric("regime_refit_unchanged", "Count", unchanged)
+    republished = int("republished" in result) + sum("republished" in r for r in per_symbol)
+    metrics.add_metric("regime_refit_republished", "Count", republished)
     return result
