@@ -1,4 +1,5 @@
-"""Regenerate the sample Lambda events in this folder: ``python events/generate.py``.
+"""Regenerate the sample Lambda events in this folder: ``python events/generate.py``
+(``--out DIR`` writes them to another folder, e.g. to compare them with the committed ones).
 
 The events are built with the same code the ESM emulator uses
 (:mod:`ensemble_trader.local.events`), from real S&P 500 / NASDAQ bars (``arch``), so their
@@ -10,6 +11,7 @@ and conflicting intents for the orders tests) and ``eventbridge-reconcile.json``
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -101,8 +103,9 @@ def _kill_switch_event(active: bool) -> dict:
     ) | {"id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718" if active else "c41d2e07-5f3a-4b8e-9d16-2a7f0b9e3c54"}
 
 
-def main() -> None:
-    files = {
+def generated_events() -> dict[str, dict]:
+    """The generated events by file name (the hand-kept files are not among them)."""
+    return {
         "kinesis-market-data.json": _bars_event(bad=False),
         "kinesis-market-data-bad-record.json": _bars_event(bad=True),
         "kinesis-market-data-packed.json": _bars_event(bad=False, packed=True),
@@ -110,9 +113,25 @@ def main() -> None:
         "eventbridge-kill-switch-on.json": _kill_switch_event(True),
         "eventbridge-kill-switch-off.json": _kill_switch_event(False),
     }
-    for name, event in files.items():
-        (HERE / name).write_text(json.dumps(event, indent=2) + "\n")
-        print(f"wrote events/{name}")
+
+
+def write_events(out_dir: Path = HERE) -> list[Path]:
+    """Write :func:`generated_events` into ``out_dir`` (created if missing); the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, event in generated_events().items():
+        path = out_dir / name
+        path.write_text(json.dumps(event, indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Regenerate the sample Lambda events.")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write to (default: events/)")
+    args = parser.parse_args(argv)
+    for path in write_events(args.out):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
