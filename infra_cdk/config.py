@@ -48,6 +48,10 @@ class StageConfig:
     # lives in the per-deploy context, so a default would switch a stage that trades Alpaca to the paper
     # broker at the first redeploy that forgets it. Only dev (a development stack) defaults to paper
     broker_required: bool = True
+    # whether every function declares ET_AWS_ENDPOINT_URL (empty: AWS's own endpoints), so that
+    # `sam local invoke --env-vars` can point it at the local stack: SAM overrides only the variables
+    # the template declares (docs/deployment.md, `sam local invoke`)
+    declares_local_endpoint: bool = False
 
     def __post_init__(self) -> None:
         # the hot-path functions read Kinesis shards with a parallelization factor of 1 (per-symbol
@@ -84,6 +88,7 @@ STAGES: dict[str, StageConfig] = {
         error_rate_alarm_percent=5.0,
         drawdown_alarm_fraction=0.10,
         broker_required=False,  # -c broker defaults to paper
+        declares_local_endpoint=True,  # for sam local invoke
     ),
     # Production's shape at a smaller size: what CI deploys and smoke-tests before production.
     "staging": StageConfig(

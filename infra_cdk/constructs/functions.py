@@ -265,6 +265,8 @@ class Functions(Construct):
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
+        if config.declares_local_endpoint:  # empty: AWS's endpoints; sam local --env-vars may override it
+            environment["ET_AWS_ENDPOINT_URL"] = ""
         if ACCESS[entry.key].cache:
             environment |= {
                 "ET_REDIS_URL": network.cache.url,

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ensemble_trader import constants
@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     model_bucket: str | None = None  # defaults to the stage's registry bucket name
     models_dir: Path = Field(default_factory=_default_models_dir)
     strategy_id: str = "ensemble"
+
+    @field_validator("aws_endpoint_url", "redis_iam_user", "redis_cache_name", "model_bucket", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty (or blank) value means unset: the dev template declares ``ET_AWS_ENDPOINT_URL=""``
+        so that ``sam local invoke --env-vars`` can override it (SAM only overrides variables the
+        template declares), and a local-env file blanks the cache's IAM user and name; an empty
+        endpoint must not reach boto3 (``endpoint_url=""`` is an invalid endpoint), nor an empty
+        user switch on ElastiCache IAM auth."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     def name(self, logical: str) -> str:
         """Physical name of a stream, queue, table or bus of this stage."""
