@@ -7,7 +7,9 @@ instead of switching the stage's orders functions to another broker; ``dev`` def
 and needs ``-c max_intent_age_seconds=N``; both Alpaca brokers need ``-c initial_equity=N``, the
 account's equity, since the orders functions never ask the broker for it),
 ``-c symbols=SPY,QQQ`` (the symbols traded: the daily regime refit fits on them and the orders
-functions split the account between them; default ``SPY``),
+functions split the account between them; required for ``staging`` and ``prod`` like the broker,
+so a redeploy that forgets it is refused instead of moving the stage to trading ``SPY`` alone;
+``dev`` defaults to ``SPY``),
 ``-c training_image_tag=<tag>`` (default: the package version, e.g. ``0.1.0``, since the image
 repository's tags are immutable), ``-c alarm_email=<address>`` or
 ``ET_ALARM_EMAIL`` (optional SNS e-mail subscription of the alarm topic). The assembly is
@@ -50,13 +52,13 @@ BROKERS = ("paper", *ALPACA_BROKERS)
 
 
 def _broker(app: cdk.App, config: StageConfig) -> str:
-    """The ``broker`` context: one of :data:`BROKERS`. A stage with ``broker_required`` (staging,
+    """The ``broker`` context: one of :data:`BROKERS`. A stage with ``explicit_context_required`` (staging,
     prod) refuses to synthesise without it: the broker lives only in each deploy's context, so a
     default would silently move a stage that trades Alpaca to the paper broker at the next redeploy
     that omits it (real orders and positions left unmanaged). Dev defaults to ``paper``."""
     raw = app.node.try_get_context("broker")
     if raw is None or str(raw).strip() == "":
-        if config.broker_required:
+        if config.explicit_context_required:
             raise InvalidContextError(
                 f"context broker is required for stage {config.name!r}: give -c broker=paper|alpaca|alpaca-live, "
                 "paper too (make deploy CDK_CONTEXT=\"...\"; in CI the variable "
@@ -106,11 +108,27 @@ def _required_for(broker_kind: str, config: StageConfig) -> list[str]:
     return needed
 
 
-def _symbols(app: cdk.App) -> tuple[str, ...]:
+DEFAULT_SYMBOLS = "SPY"  # dev's symbols when -c symbols is not given
+
+
+def _symbols(app: cdk.App, config: StageConfig) -> tuple[str, ...]:
     """The ``symbols`` context: a comma-separated string (``-c symbols=SPY,QQQ``) or a list of
     strings (``cdk.json``), each a symbol the bars can carry, none twice (a symbol named twice
-    would halve its allocation and be refit on its rows twice)."""
-    raw = app.node.try_get_context("symbols") or "SPY"
+    would halve its allocation and be refit on its rows twice). A stage with
+    ``explicit_context_required`` (staging, prod) refuses to synthesise without it: the symbols live
+    only in each deploy's context, so a default would silently move a stage that trades several
+    symbols to ``SPY`` alone at the next redeploy that omits them (the regime refit fitted on SPY
+    only, the orders functions' allocation raised to the whole account). Dev defaults to ``SPY``."""
+    raw = app.node.try_get_context("symbols")
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        if config.explicit_context_required:
+            raise InvalidContextError(
+                f"context symbols is required for stage {config.name!r}: give -c symbols=SPY,QQQ, the symbols the "
+                "stage trades, SPY alone too (make deploy CDK_CONTEXT=\"...\"; in CI the variable "
+                f"{config.name.upper()}_CDK_CONTEXT), so that a redeploy which forgets it cannot move the stage to "
+                "trading SPY alone (its regime refit and its orders functions' allocation; docs/deployment.md)"
+            )
+        raw = DEFAULT_SYMBOLS
     if isinstance(raw, str):
         names = [s.strip() for s in raw.split(",")]
     elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
@@ -159,7 +177,7 @@ def build_app(
         raise InvalidContextError(
             f"context broker={broker_kind!r} {trades}: give " + "; and ".join(needed) + " (docs/deployment.md)"
         )
-    symbols = _symbols(app)
+    symbols = _symbols(app, config)
     stack = TraderStack(
         app,
         stack_name(config.name),

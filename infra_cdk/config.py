@@ -44,10 +44,12 @@ class StageConfig:
     # P&L (ET_ORDERS_INITIAL_EQUITY; they never ask the broker): the account's, so set per deployment
     # (-c initial_equity=N, required with an Alpaca broker); None keeps the settings' default (paper)
     initial_equity: float | None = None
-    # whether the stage takes its broker only from an explicit -c broker=... (paper included): the broker
-    # lives in the per-deploy context, so a default would switch a stage that trades Alpaca to the paper
-    # broker at the first redeploy that forgets it. Only dev (a development stack) defaults to paper
-    broker_required: bool = True
+    # whether the stage takes its broker and its symbols only from an explicit -c broker=... (paper
+    # included) and -c symbols=...: both live in the per-deploy context, so a default would switch a
+    # stage that trades Alpaca to the paper broker, or one that trades SPY,QQQ to SPY alone (the regime
+    # refit and the orders functions' allocation), at the first redeploy that forgets them. Only dev
+    # (a development stack) defaults them (paper, SPY)
+    explicit_context_required: bool = True
     # whether every function declares ET_AWS_ENDPOINT_URL (empty: AWS's own endpoints), so that
     # `sam local invoke --env-vars` can point it at the local stack: SAM overrides only the variables
     # the template declares (docs/deployment.md, `sam local invoke`)
@@ -87,7 +89,7 @@ STAGES: dict[str, StageConfig] = {
         iterator_age_alarm_ms=60_000,
         error_rate_alarm_percent=5.0,
         drawdown_alarm_fraction=0.10,
-        broker_required=False,  # -c broker defaults to paper
+        explicit_context_required=False,  # -c broker defaults to paper, -c symbols to SPY
         declares_local_endpoint=True,  # for sam local invoke
     ),
     # Production's shape at a smaller size: what CI deploys and smoke-tests before production.

@@ -2,8 +2,8 @@
 
 Two assemblies are built: ``full`` (stage dev) over a fixture tree in which every function of
 ``ensemble_trader.constants.FUNCTIONS`` and every extra entry has a handler, so the complete wiring
-is checked whatever the state of ``functions/``; and ``real`` (stage prod, ``-c broker=paper``: prod
-needs the broker given) over the repository's own ``functions/``, which deploys exactly the handlers
+is checked whatever the state of ``functions/``; and ``real`` (stage prod, ``-c broker=paper -c symbols=SPY``:
+prod needs the broker and the symbols given) over the repository's own ``functions/``, which deploys exactly the handlers
 that exist. Both run cdk-nag (synthesis raises
 on any unacknowledged finding). Asset staging is disabled in these synths (the template is the
 same; only the copy of the ~120 MB layer into the assembly is skipped).
@@ -88,5 +88,5 @@ def full(layers_built, tmp_path_factory) -> Synth:
 @pytest.fixture(scope="session")
 def real(layers_built, tmp_path_factory) -> Synth:
     base = tmp_path_factory.mktemp("infra-real")
-    # prod refuses to synthesise without an explicit broker (what the CI variable PROD_CDK_CONTEXT gives)
-    return synthesise(base / "cdk.out", ROOT / "functions", "prod", broker="paper")
+    # prod refuses to synthesise without an explicit broker and symbols (what the CI variable PROD_CDK_CONTEXT gives)
+    return synthesise(base / "cdk.out", ROOT / "functions", "prod", broker="paper", symbols="SPY")

@@ -1,7 +1,8 @@
-"""CI deploys each stage with that stage's CDK context (broker included) from a GitHub variable.
+"""CI deploys each stage with that stage's CDK context (broker and symbols included) from a GitHub variable.
 
-Staging and prod refuse to synthesise without ``-c broker``; before, the deploy jobs ran
-``make deploy STAGE=prod`` with no context, which moved a stage trading Alpaca to the paper broker.
+Staging and prod refuse to synthesise without ``-c broker`` and ``-c symbols``; before, the deploy
+jobs ran ``make deploy STAGE=prod`` with no context, which moved a stage trading Alpaca to the paper
+broker (and, without ``-c symbols``, a stage trading several symbols to SPY alone).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def test_each_deploy_job_passes_its_stages_context_from_a_variable(jobs, job_id)
 
 
 @pytest.mark.parametrize("job_id", sorted(STAGES))
-@pytest.mark.parametrize(("context", "status"), [("", 1), ("   ", 1), ("-c broker=paper", 0)])
+@pytest.mark.parametrize(("context", "status"), [("", 1), ("   ", 1), ("-c broker=paper -c symbols=SPY", 0)])
 def test_each_deploy_job_stops_first_when_its_variable_is_empty(jobs, job_id, context, status):
     """The first step checks the variable, naming it; the app would refuse too, naming the context."""
     stage, variable = STAGES[job_id]
@@ -50,14 +51,14 @@ def test_each_deploy_job_stops_first_when_its_variable_is_empty(jobs, job_id, co
         assert f"variable {variable} is empty" in result.stdout
 
 
-def test_every_cdk_command_of_staging_or_prod_in_ci_names_a_broker(jobs):
-    """No step synthesises or deploys staging/prod on a defaulted broker."""
+def test_every_cdk_command_of_staging_or_prod_in_ci_names_a_broker_and_symbols(jobs):
+    """No step synthesises or deploys staging/prod on a defaulted broker or defaulted symbols."""
     for job_id, job in jobs.items():
         for run in _runs(job):
             command = run.replace("\\\n", " ")
             for line in command.splitlines():
                 if re.search(r"cdk (synth|deploy|diff)", line):
-                    assert "-c broker=" in line, (job_id, line)
+                    assert "-c broker=" in line and "-c symbols=" in line, (job_id, line)
                 if "make deploy" in line:
                     assert "CDK_CONTEXT=" in line, (job_id, line)
 

@@ -151,7 +151,7 @@ def test_staging_and_prod_refuse_to_synthesise_without_an_explicit_broker(tmp_pa
     from infra_cdk.app import InvalidContextError, build_app
 
     with pytest.raises(InvalidContextError) as refused:
-        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"stage": stage, **context})
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context={"stage": stage, "symbols": "SPY", **context})
     message = str(refused.value)
     assert "\n" not in message
     assert message.startswith(f"context broker is required for stage '{stage}': give -c broker=paper|alpaca|")
@@ -160,14 +160,48 @@ def test_staging_and_prod_refuse_to_synthesise_without_an_explicit_broker(tmp_pa
 
 @pytest.mark.parametrize("stage", ["staging", "prod"])
 def test_staging_and_prod_accept_paper_when_it_is_said(tmp_path, stage):
-    environments = _orders_environments(tmp_path, {"broker": "paper"}, stage=stage)
+    environments = _orders_environments(tmp_path, {"broker": "paper", "symbols": "SPY"}, stage=stage)
     assert {v["ET_ORDERS_BROKER"] for v in environments.values()} == {"paper"}
 
 
 def test_staging_and_prod_take_an_alpaca_broker_from_the_context(tmp_path):
-    environments = _orders_environments(tmp_path, {"broker": "alpaca", "initial_equity": "25000"}, stage="prod")
+    environments = _orders_environments(tmp_path, {"broker": "alpaca", "initial_equity": "25000", "symbols": "SPY"},
+                                        stage="prod")
     assert {(v["ET_ORDERS_BROKER"], v["ET_ORDERS_ALPACA_PAPER"]) for v in environments.values()} == {("alpaca", "true")}
 
+
+
+@pytest.mark.parametrize("stage", ["staging", "prod"])
+@pytest.mark.parametrize("symbols", [None, "", "   "], ids=["no-symbols", "empty-symbols", "blank-symbols"])
+def test_staging_and_prod_refuse_to_synthesise_without_explicit_symbols(tmp_path, stage, symbols):
+    """The symbols live only in each deploy's context: with a SPY default, a redeploy of a stage
+    trading SPY,QQQ that forgot ``-c symbols`` moved it to SPY alone (the regime refit fitted on SPY
+    only, the orders functions' allocation raised from 1/2 to the whole account)."""
+    from infra_cdk.app import InvalidContextError, build_app
+
+    context = {"stage": stage, "broker": "paper"} | ({} if symbols is None else {"symbols": symbols})
+    with pytest.raises(InvalidContextError) as refused:
+        build_app(outdir=str(tmp_path), functions_dir=tmp_path, context=context)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"context symbols is required for stage '{stage}': give -c symbols=SPY,QQQ")
+    assert "make deploy CDK_CONTEXT=" in message and f"{stage.upper()}_CDK_CONTEXT" in message
+    assert "trading SPY alone" in message
+
+
+@pytest.mark.parametrize("stage", ["staging", "prod"])
+def test_staging_and_prod_trade_the_symbols_they_are_given(tmp_path, stage):
+    environments = _orders_environments(tmp_path, {"broker": "paper", "symbols": "SPY,QQQ"}, stage=stage)
+    assert {v["ET_ORDERS_DEFAULT_ALLOCATION"] for v in environments.values()} == {"0.5"}
+
+
+def test_dev_still_defaults_to_trading_spy(tmp_path):
+    environments = _orders_environments(tmp_path, {})
+    assert {v["ET_ORDERS_DEFAULT_ALLOCATION"] for v in environments.values()} == {"1"}
+
+
+def test_only_dev_defaults_its_context():
+    assert [name for name, config in STAGES.items() if not config.explicit_context_required] == ["dev"]
 
 def test_dev_still_defaults_to_the_paper_broker(tmp_path):
     environments = _orders_environments(tmp_path, {})
