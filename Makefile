@@ -15,9 +15,11 @@ export CDK_DISABLE_CLI_TELEMETRY ?= true
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu to take the CPU one.
 TORCH_INDEX ?=
 STAGE ?= dev
-# The stage's CDK context for `make deploy`, e.g. CDK_CONTEXT="-c broker=alpaca -c initial_equity=25000".
-# STAGE=staging and STAGE=prod need at least -c broker=... (paper too): the app refuses to synthesise
-# them without it, so a redeploy cannot switch a stage's broker by omission. Dev defaults to paper.
+# The stage's CDK context for `make deploy`, e.g.
+# CDK_CONTEXT="-c broker=alpaca -c initial_equity=25000 -c symbols=SPY".
+# STAGE=staging and STAGE=prod need at least -c broker=... (paper too) and -c symbols=... (SPY too):
+# the app refuses to synthesise them without both, so a redeploy cannot switch a stage's broker or
+# symbols by omission. Dev defaults to paper and SPY.
 CDK_CONTEXT ?=
 
 .PHONY: demo test test-unit bench bench-regret synth layers train evaluate-agents meta-select lint deploy redis-server regime-validate local-up local-drain local-down clean
