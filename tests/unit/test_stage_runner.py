@@ -284,15 +284,136 @@ def test_a_cached_state_with_unreadable_handled_times_is_kept_even_ahead_of_its_
 
 def test_handled_times_round_trip_compactly_and_refuse_garbage():
     daily = [timestamp_ns(T0 + timedelta(days=i)) for i in range(1024)]
-    blob = stage.encode_handled(daily)
-    assert stage.decode_handled(blob) == (daily, False) and len(blob) < 200
-    assert stage.decode_handled(stage.encode_handled(daily, complete=True)) == (daily, True)
-    assert stage.decode_handled(stage.encode_handled([])) == ([], False)
-    assert stage.decode_handled(stage.encode_handled([], complete=True)) == ([], True)
+    unknown = [stage.NO_DIGEST] * len(daily)
+    blob = stage.encode_handled(daily)  # the encoding without digests (stored before they were kept)
+    assert stage.decode_handled(blob) == (daily, unknown, False) and len(blob) < 200
+    assert stage.decode_handled(stage.encode_handled(daily, complete=True)) == (daily, unknown, True)
+    assert stage.decode_handled(stage.encode_handled([])) == ([], [], False)
+    assert stage.decode_handled(stage.encode_handled([], complete=True)) == ([], [], True)
+    digests = [(i * 2654435761) % 2**32 for i in range(1024)]
+    blob = stage.encode_handled(daily, digests, complete=True)
+    assert stage.decode_handled(blob) == (daily, digests, True) and len(blob) < 200 + 4 * 1024
+    assert stage.decode_handled(stage.encode_handled(daily, digests)) == (daily, digests, False)
     with pytest.raises(StateError, match="cannot be decoded"):
         stage.decode_handled(b"garbage")
     with pytest.raises(StateError, match="strictly increasing"):
         stage.decode_handled(stage.encode_handled([5, 3]))
+    with pytest.raises(StateError, match="digests cannot be decoded"):
+        stage.decode_handled(blob[:-1])
+    with pytest.raises(StateError, match="truncated"):
+        stage.decode_handled(stage.encode_handled(daily)[:-3])
+    with pytest.raises(ValueError, match="2 digests for 3"):
+        stage.encode_handled([1, 2, 3], [7, 8])
+
+
+# ---- another version of a handled record is a conflict, not a duplicate ----------------------
+
+
+def test_a_record_at_an_applied_time_with_other_content_is_dead_lettered_as_a_conflict(world):
+    world.runner.metrics = metrics = Recorded()
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(3)]))
+    total = world.state("AAA")[1]["total"]
+    corrected = ("AAA", bar_json("AAA", 1, close=150.0, high=151.0))  # day 1 again, another close
+    response = world.runner.process(event_of([corrected, ("AAA", bar_json("AAA", 3)), ("BBB", bar_json("BBB", 0))],
+                                             2000))
+    assert failures(response) == []
+    [(record, reason, source)] = world.dlq.letters
+    assert source == "tally" and record["kinesis"]["sequenceNumber"] == "2000"
+    applied = stage.record_digest(Bar.parse(bar_json("AAA", 1)))
+    received = stage.record_digest(Bar.parse(corrected[1]))
+    assert reason.startswith("conflicting record: AAA 2024-01-03T00:00:00Z already applied (or dead-lettered) by "
+                             "stage tally with different content")
+    assert f"{applied:08x}" in reason and f"{received:08x}" in reason and applied != received
+    assert world.stats.conflicts == 1 and world.stats.duplicates == 0 and world.stats.late == 0
+    assert metrics.count("tally_conflicts") == 1 and metrics.count("tally_rejected") == 1
+    # the state keeps the first version; the other records went through
+    assert world.state("AAA")[1] == {"symbol": "AAA", "last": timestamp_ns(T0 + timedelta(days=3)), "count": 4,
+                                      "total": total + 103.0}
+    assert sorted((o.symbol, o.count) for o in world.outputs())[-2:] == [("AAA", 4), ("BBB", 1)]
+
+    # the first version redelivered is still a duplicate, and so is the conflict's memory across a cache loss
+    world.cache.data.clear()
+    world.runner.process(event_of([("AAA", bar_json("AAA", 1)), corrected], 3000))
+    assert world.stats.duplicates == 1 and world.stats.conflicts == 2 and len(world.dlq.letters) == 2
+
+
+def test_two_versions_of_the_last_bar_in_one_batch_apply_the_first_and_dead_letter_the_second(world):
+    first, second = bar_json("AAA", 0), bar_json("AAA", 0, close=99.5, low=98.0)
+    world.runner.process(event_of([("AAA", first), ("AAA", second), ("AAA", first)]))
+    assert world.state("AAA")[1]["total"] == 100.0
+    assert world.stats.applied == 1 and world.stats.conflicts == 1 and world.stats.duplicates == 1
+    assert world.dlq.reasons[0].startswith("conflicting record: AAA 2024-01-02T00:00:00Z")
+
+
+def test_a_redelivery_serialised_or_packed_otherwise_is_a_duplicate_not_a_conflict(world):
+    from ensemble_trader.runtime.aggregation import pack
+
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(3)]))
+    doc = json.loads(bar_json("AAA", 1))
+    respelled = json.dumps(dict(reversed(doc.items())), indent=2).replace("101.0", "101").encode()
+    utc_z = bar_json("AAA", 2, timestamp=(T0 + timedelta(days=2)).isoformat().replace("+00:00", "Z"))
+    packed = pack([bar_json("AAA", 0), respelled, utc_z])  # several to a Kinesis record
+    response = world.runner.process(event_of([("AAA", respelled), ("AAA", packed), ("AAA", bar_json("AAA", 3))], 2000))
+    assert failures(response) == [] and world.dlq.letters == []
+    assert world.stats.duplicates == 4 and world.stats.conflicts == 0 and world.state("AAA")[1]["count"] == 4
+
+
+def test_a_conflict_the_dead_letter_queue_refuses_is_reported_failed_and_the_state_kept(world):
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(2)]))
+    world.dlq.failures.fail("send")
+    response = world.runner.process(event_of([("AAA", bar_json("AAA", 0, volume=7.0)), ("AAA", bar_json("AAA", 2)),
+                                              ("BBB", bar_json("BBB", 0))], 2000))
+    assert failures(response) == ["2000", "2001"]  # the symbol stops at the conflict; BBB goes on
+    assert world.state("AAA")[1]["count"] == 2 and world.state("BBB")[1]["count"] == 1
+    response = world.runner.process(event_of([("AAA", bar_json("AAA", 0, volume=7.0)), ("AAA", bar_json("AAA", 2))],
+                                              2000))
+    assert failures(response) == [] and world.stats.conflicts == 1 and world.state("AAA")[1]["count"] == 3
+
+
+@pytest.mark.parametrize("where", ["cache", "snapshot"])
+def test_times_remembered_without_digests_match_any_content_so_an_upgrade_dead_letters_nothing(world, where):
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(3)]))
+    version, data = world.state("AAA")
+    times = [timestamp_ns(T0 + timedelta(days=i)) for i in range(3)]
+    old_handled = stage.encode_handled(times, complete=True)  # as stored before digests were kept
+    snap = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    if where == "cache":
+        world.cache.data["tally:AAA"] = stage.encode_cached(version, json.dumps(data).encode(), old_handled)
+    else:
+        world.snapshots.put_item("stage-state", snap | {"handled": old_handled}, expected_version=version)
+        world.cache.data.clear()
+    other = ("AAA", bar_json("AAA", 1, volume=5.0))  # another version of day 1: unknowable, a duplicate
+    response = world.runner.process(event_of([other, ("AAA", bar_json("AAA", 0.5)), ("AAA", bar_json("AAA", 3))], 2000))
+    assert failures(response) == [] and world.stats.duplicates == 1 and world.stats.conflicts == 0
+    assert world.stats.late == 1  # the memory of times still tells a late record
+    # the times handled since carry digests: another version of day 3 is a conflict
+    world.runner.process(event_of([("AAA", bar_json("AAA", 3, volume=5.0))], 3000))
+    assert world.stats.conflicts == 1 and world.dlq.reasons[-1].startswith("conflicting record: AAA")
+    _, handled, _ = stage.decode_cached_entry(world.cache.data["tally:AAA"])
+    remembered = dict(zip(*stage.decode_handled(handled)[:2], strict=True))
+    assert [remembered[t] for t in times] == [stage.NO_DIGEST] * 3
+    assert stage.NO_DIGEST not in [d for t, d in remembered.items() if t not in times]
+
+
+def test_a_corrected_record_after_a_rejected_one_is_applied_and_the_rejected_one_then_conflicts(world):
+    rejected, corrected = bar_json("AAA", 1, volume=13.0), bar_json("AAA", 1)
+    world.runner.process(event_of([("AAA", bar_json("AAA", 0)), ("AAA", rejected)]))
+    world.runner.process(event_of([("AAA", corrected), ("AAA", bar_json("AAA", 2))], 2000))  # above the last applied
+    assert world.state("AAA")[1]["count"] == 3 and world.dlq.reasons == ["volume 13 is unlucky for AAA"]
+    world.runner.process(event_of([("AAA", corrected), ("AAA", rejected)], 3000))
+    assert world.stats.duplicates == 1 and world.stats.conflicts == 1
+    assert world.dlq.reasons[-1].startswith("conflicting record: AAA 2024-01-03T00:00:00Z")
+
+
+def test_a_digest_is_kept_per_remembered_time_only(world, monkeypatch):
+    monkeypatch.setattr(stage, "HANDLED_MEMORY", 3)
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in range(6)]))
+    _, handled, _ = stage.decode_cached_entry(world.cache.data["tally:AAA"])
+    times, digests, complete = stage.decode_handled(handled)
+    assert len(times) == len(digests) == 3 and not complete
+    assert digests == [stage.record_digest(Bar.parse(bar_json("AAA", i))) for i in (3, 4, 5)]
+    snap = world.snapshots.get_item("stage-state", {"pk": "tally", "sk": "AAA"})
+    assert bytes(snap["handled"]) == handled
 
 
 def test_invalid_message_goes_to_dlq_with_reason_and_is_not_retried(world):

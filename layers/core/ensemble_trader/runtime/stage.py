@@ -28,14 +28,28 @@ Rules, in the order they apply:
   that record is dead-lettered with the reason, and the outputs of the other records go out.
   Its state change stays applied (a retry could not publish its outputs either).
 * **Redelivery is a no-op.** The state records the last applied sequence (the bar time in ns); a
-  record at or below it is skipped and counted as a duplicate. Outputs of a stage carry
-  deterministic content, so a re-emitted output is a duplicate downstream too.
+  record at or below it with the content handled then is skipped and counted as a duplicate.
+  Outputs of a stage carry deterministic content, so a re-emitted output is a duplicate
+  downstream too.
+* **Another version of a handled record is dead-lettered, not skipped.** Beside each remembered
+  time (below) the runner keeps the CRC-32 of the record handled at it (:func:`record_digest`:
+  the validated message's canonical JSON, so a redelivery matches whatever its bytes, plain or
+  packed several to a Kinesis record). A record at or below the last applied time whose time is
+  remembered with another digest — a corrected bar, a producer sending two versions of one bar,
+  two writers upstream computing one output differently — goes to the dead-letter queue as a
+  :class:`ConflictingRecordError` (``conflicting record: SPX 2024-01-02T00:01:00Z already
+  applied ...`` with both digests; counted as ``<stage>_conflicts``, logged); the state keeps the
+  version handled first, the other records go on. A time remembered without a digest (stored
+  before digests were kept) matches any content, and a time older than the memory is a
+  duplicate as before. Above the last applied time the runner does not compare: a corrected
+  record after a rejected one is applied (and its digest remembered).
 * **A late record is dead-lettered, not skipped.** Beside each state the runner keeps the times
-  of the last ``HANDLED_MEMORY`` (1,024) records it applied or dead-lettered. A record below the
-  last applied time whose own time is not among them — a bar that reached the stream after a
-  newer bar of its symbol was applied, e.g. from a producer that retried it out of order — was
-  never applied and never will be: it goes to the dead-letter queue with both times (counted as
-  ``<stage>_late``) instead of vanishing as a duplicate. While the memory holds every record
+  (and digests, 4 bytes each) of the last ``HANDLED_MEMORY`` (1,024) records it applied or
+  dead-lettered. A record below the last applied time whose own time is not among them — a bar
+  that reached the stream after a newer bar of its symbol was applied, e.g. from a producer that
+  retried it out of order — was never applied and never will be: it goes to the dead-letter
+  queue with both times (counted as ``<stage>_late``) instead of vanishing as a duplicate.
+  While the memory holds every record
   since the state began (a new symbol's first 1,024) a record older than all of them is late
   too; once times have been forgotten, a record older than the memory is counted as a
   duplicate, as is every record of a state stored without it.
@@ -144,6 +158,24 @@ _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC_V1 = b"ET1"  # magic, version, state
 _MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
 _HANDLED_LENGTH = struct.Struct(">I")
+NO_DIGEST = 0
+"""The digest of a time remembered without one (stored before digests were kept): it matches any
+content, so a redelivery after an upgrade stays a duplicate. :func:`record_digest` never returns it."""
+
+
+class ConflictingRecordError(DataError):
+    """A record at a time its symbol already handled, with other content than the record handled
+    then (a corrected bar, a producer sending two versions of one bar): not a redelivery. It is
+    dead-lettered with this error's message as the reason and counted as ``<stage>_conflicts``;
+    the state keeps the first version."""
+
+    def __init__(self, stage: str, symbol: str, sequence: int, handled_digest: int, digest: int) -> None:
+        self.stage, self.symbol, self.sequence = stage, symbol, sequence
+        self.handled_digest, self.digest = handled_digest, digest
+        super().__init__(
+            f"conflicting record: {symbol} {_iso(sequence)} already applied (or dead-lettered) by stage "
+            f"{stage} with different content (crc32 {handled_digest:08x}; this record {digest:08x}); "
+            "state moves forward only, so this version is not applied")
 
 
 class SymbolStep(Protocol[S, In]):
@@ -267,6 +299,7 @@ class StageStats:
     applied: int = 0
     duplicates: int = 0
     late: int = 0  # records dated before the last applied one and never handled (dead-lettered)
+    conflicts: int = 0  # records at a handled time with other content than then (dead-lettered)
     rejected: int = 0
     failed_items: int = 0
     outputs: int = 0
@@ -339,13 +372,15 @@ class _Group:
     # cache keeps from before cannot pass for the rewritten state
     failed_from: int | None = None  # index of the first unprocessed item after a failure
     handled: list[int] = field(default_factory=list)  # sorted times of the latest handled messages
+    digests: list[int] = field(default_factory=list)  # the content digest of each (``handled``'s order)
     complete: bool = False  # ``handled`` holds every message handled since the state began
 
     def handled_bytes(self) -> bytes:
-        """The latest ``HANDLED_MEMORY`` handled times, encoded to be stored beside the state
-        (complete while none has been forgotten)."""
+        """The latest ``HANDLED_MEMORY`` handled times and their digests, encoded to be stored
+        beside the state (complete while none has been forgotten)."""
         kept = self.handled[-HANDLED_MEMORY:]
-        return encode_handled(kept, complete=self.complete and len(kept) == len(self.handled))
+        return encode_handled(kept, self.digests[-HANDLED_MEMORY:],
+                              complete=self.complete and len(kept) == len(self.handled))
 
     def fail(self, index: int = 0) -> None:
         self.failed_from = index if self.failed_from is None else min(self.failed_from, index)
@@ -355,34 +390,66 @@ class _Group:
 
 _COMPLETE = b"\x01"  # before the times: they are every one handled since the state began (a zlib
 # stream starts with 0x78, so the marker cannot be mistaken for times stored without it)
+_DIGESTS = b"\x02"  # before the times: their 4-byte digests follow the compressed times
 
 
-def encode_handled(times: Sequence[int], *, complete: bool = False) -> bytes:
+def record_digest(message: BaseModel) -> int:
+    """The content digest of a validated message: CRC-32 of its canonical JSON — the model's own
+    serialisation (``model_dump_json``: its fields in their declared order, numbers in shortest
+    round-trip form, no whitespace), so a redelivery matches whatever its bytes (plain or packed
+    several to a Kinesis record, spacing, the order of the model's fields, ``101`` for ``101.0``),
+    and other values do not — nor do the keys of a dict field in another order, or a time with
+    another UTC offset (upstream stages emit both as they were). Never :data:`NO_DIGEST` (0 is
+    mapped to 1)."""
+    return zlib.crc32(message.__pydantic_serializer__.to_json(message)) or 1  # model_dump_json's bytes
+
+
+def encode_handled(times: Sequence[int], digests: Sequence[int] | None = None, *, complete: bool = False) -> bytes:
     """Sorted message times (ns) as compressed deltas (regular bars take a few bytes in all),
-    marked ``complete`` when they are all the state ever handled (so an older, unknown time was
-    never handled: late, not a redelivery)."""
+    followed by each one's content digest (4 bytes; :data:`NO_DIGEST` where unknown) when
+    ``digests`` are given, marked ``complete`` when they are all the state ever handled (so an
+    older, unknown time was never handled: late, not a redelivery)."""
     marker = _COMPLETE if complete else b""
     if not times:
         return marker
     arr = np.asarray(times, dtype=np.int64)
-    return marker + zlib.compress(np.diff(arr, prepend=np.int64(0)).astype("<i8").tobytes(), 1)
+    packed = zlib.compress(np.diff(arr, prepend=np.int64(0)).astype("<i8").tobytes(), 1)
+    if digests is None:
+        return marker + packed
+    if len(digests) != len(times):
+        raise ValueError(f"{len(digests)} digests for {len(times)} handled times")
+    return marker + _DIGESTS + packed + np.asarray(digests, dtype="<u4").tobytes()
 
 
-def decode_handled(data: bytes) -> tuple[list[int], bool]:
-    """(sorted times, complete) of :func:`encode_handled`'s bytes."""
+def decode_handled(data: bytes) -> tuple[list[int], list[int], bool]:
+    """(sorted times, their digests, complete) of :func:`encode_handled`'s bytes; times stored
+    without digests (the earlier encoding) get :data:`NO_DIGEST`."""
     complete = data[:1] == _COMPLETE
     if complete:
         data = data[1:]
+    with_digests = data[:1] == _DIGESTS
+    if with_digests:
+        data = data[1:]
     if not data:
-        return [], complete
+        return [], [], complete
     try:
-        deltas = np.frombuffer(zlib.decompress(data), dtype="<i8")
+        unpacker = zlib.decompressobj()
+        deltas = np.frombuffer(unpacker.decompress(data), dtype="<i8")
+        if not unpacker.eof:
+            raise ValueError("the compressed times are truncated")
     except (zlib.error, ValueError) as exc:
         raise StateError(f"handled message times cannot be decoded: {exc}") from exc
     times = np.cumsum(deltas, dtype=np.int64)
     if times.size > 1 and bool(np.any(np.diff(times) <= 0)):
         raise StateError("handled message times are not strictly increasing")
-    return times.tolist(), complete
+    rest = unpacker.unused_data
+    if not with_digests:
+        if rest:
+            raise StateError(f"handled message times cannot be decoded: {len(rest)} bytes after them")
+        return times.tolist(), [NO_DIGEST] * times.size, complete
+    if len(rest) != 4 * times.size:
+        raise StateError(f"handled message digests cannot be decoded: {len(rest)} bytes for {times.size} times")
+    return times.tolist(), np.frombuffer(rest, dtype="<u4").tolist(), complete
 
 
 def encode_cached(version: int, state: bytes, handled: bytes = b"") -> bytes:
@@ -412,14 +479,29 @@ def decode_cached(blob: bytes) -> tuple[int, bytes]:
     return version, state
 
 
-def _remember(handled: list[int], sequence: int) -> None:
-    """Insert a handled message time into the sorted ``handled`` (appended in the usual case)."""
+def _remember(handled: list[int], digests: list[int], sequence: int, digest: int) -> None:
+    """Insert a handled message time and its content digest into the sorted ``handled`` and the
+    parallel ``digests`` (appended in the usual case); a time already there takes the new digest
+    (the latest content handled at that time: a corrected record applied after a rejected one)."""
     if not handled or sequence > handled[-1]:
         handled.append(sequence)
+        digests.append(digest)
+        return
+    i = bisect.bisect_left(handled, sequence)
+    if i == len(handled) or handled[i] != sequence:
+        handled.insert(i, sequence)
+        digests.insert(i, digest)
     else:
-        i = bisect.bisect_left(handled, sequence)
-        if i == len(handled) or handled[i] != sequence:
-            handled.insert(i, sequence)
+        digests[i] = digest
+
+
+def _remembered_digest(handled: list[int], digests: list[int], sequence: int) -> int | None:
+    """The digest remembered for ``sequence`` (:data:`NO_DIGEST` when stored without one), or
+    None when the time is not remembered."""
+    i = bisect.bisect_left(handled, sequence)
+    if i < len(handled) and handled[i] == sequence:
+        return digests[i]
+    return None
 
 
 def _is_late(handled: list[int], sequence: int, last: int, complete: bool = False) -> bool:
@@ -581,7 +663,8 @@ class KinesisStageRunner(Generic[S, In]):
         for symbol, blob in zip(symbols, blobs, strict=True):
             group = groups[symbol]
             try:
-                group.state, group.version, group.warm, (group.handled, group.complete) = self._load_one(symbol, blob)
+                (group.state, group.version, group.warm,
+                 (group.handled, group.digests, group.complete)) = self._load_one(symbol, blob)
             except (InfrastructureError, StateError, DataError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
@@ -635,8 +718,10 @@ class KinesisStageRunner(Generic[S, In]):
         self._count("stale_cache", len(stale))
         return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)], reseed
 
-    def _load_one(self, symbol: str, blob: bytes | None) -> tuple[Any, int, bool, tuple[list[int], bool]]:
-        """(state, version, loaded_from_snapshot, (handled times, complete)) of one symbol."""
+    def _load_one(
+        self, symbol: str, blob: bytes | None
+    ) -> tuple[Any, int, bool, tuple[list[int], list[int], bool]]:
+        """(state, version, loaded_from_snapshot, (handled times, digests, complete)) of one symbol."""
         if blob is not None:
             try:
                 version, handled, data = decode_cached_entry(blob)
@@ -656,16 +741,17 @@ class KinesisStageRunner(Generic[S, In]):
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
                 handled = self._handled_or_none(symbol, "snapshot", bytes(item.get("handled", b"")))
                 return state, int(item["version"]), True, handled
-        return self.step.new_state(symbol), 0, False, ([], True)  # a new state: memory from the start
+        return self.step.new_state(symbol), 0, False, ([], [], True)  # a new state: memory from the start
 
-    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[list[int], bool]:
-        """The handled times stored beside a state; none when they cannot be read (logged: only
-        late records then go unnoticed, counted as duplicates — the state itself is kept)."""
+    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[list[int], list[int], bool]:
+        """The handled times and digests stored beside a state; none when they cannot be read
+        (logged: only late and conflicting records then go unnoticed, counted as duplicates — the
+        state itself is kept)."""
         try:
             return decode_handled(data)
         except StateError as exc:
             log.error("stage %s: %s of %s: %s; going on without them", self.step.name, where, symbol, exc)
-            return [], False
+            return [], [], False
 
     def _apply(self, groups: dict[str, _Group], failures: list[str]) -> None:
         step, stats = self.step, self.stats
@@ -674,22 +760,33 @@ class KinesisStageRunner(Generic[S, In]):
         for symbol, group in groups.items():
             if group.failed_from is not None:
                 continue
-            state, handled = group.state, group.handled
+            state, handled, digests = group.state, group.handled, group.digests
             last = step.sequence(state)
             for index, item in enumerate(group.items):
                 seq = item.sequence
+                digest = record_digest(item.message)
                 if last is not None and seq <= last:
-                    if not _is_late(handled, seq, last, group.complete):
+                    known = _remembered_digest(handled, digests, seq)
+                    if known is None and _is_late(handled, seq, last, group.complete):
+                        if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last), failures):
+                            group.fail(index)
+                            break
+                        stats.late += 1
+                        self._count("late", 1)
+                        _remember(handled, digests, seq, digest)  # a redelivery of it is a duplicate, not late again
+                        group.changed = True
+                        continue
+                    if known is None or known == NO_DIGEST or known == digest:
                         stats.duplicates += 1
                         continue
-                    if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last), failures):
+                    conflict = ConflictingRecordError(step.name, symbol, seq, known, digest)
+                    if not self._reject(item.raw, item.item_id, str(conflict), failures):
                         group.fail(index)
                         break
-                    stats.late += 1
-                    self._count("late", 1)
-                    _remember(handled, seq)  # a redelivery of it is a duplicate, not late again
-                    group.changed = True
-                    continue
+                    log.warning("stage %s: %s", step.name, conflict)
+                    stats.conflicts += 1
+                    self._count("conflicts", 1)
+                    continue  # the state and its memory keep the version handled first
                 t0 = clock()
                 try:
                     state, outputs, events = step.apply(state, item.message)
@@ -697,7 +794,7 @@ class KinesisStageRunner(Generic[S, In]):
                     if not self._reject(item.raw, item.item_id, str(exc), failures):
                         group.fail(index)
                         break
-                    _remember(handled, seq)
+                    _remember(handled, digests, seq, digest)
                     group.changed = True
                     continue
                 except Exception:
@@ -713,7 +810,7 @@ class KinesisStageRunner(Generic[S, In]):
                     self.metrics.add_metric(compute_metric, "Microseconds", elapsed / 1e3)
                 stats.applied += 1
                 last = seq
-                _remember(handled, seq)
+                _remember(handled, digests, seq, digest)
                 group.changed = True
                 group.outputs.extend((item.position, o) for o in outputs)
                 group.events.extend((item.position, e) for e in events)
@@ -884,12 +981,19 @@ class KinesisStageRunner(Generic[S, In]):
             self.metrics.add_metric(f"{self.step.name}_{what}", "Count", n)
 
 
-def _late_reason(symbol: str, sequence: int, last: int) -> str:
-    def iso(ns: int) -> str:
-        return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns % 1_000_000_000 // 1000).isoformat()
+def _utc(ns: int) -> datetime:
+    """A message time (ns since the epoch) as an aware UTC datetime (to the microsecond)."""
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns % 1_000_000_000 // 1000)
 
-    return (f"late record: {symbol} message dated {iso(sequence)} arrived after the one dated {iso(last)} was "
-            f"applied; state moves forward only, so it is not applied")
+
+def _iso(ns: int) -> str:
+    """A message time (ns since the epoch) as ISO-8601 UTC with ``Z``."""
+    return _utc(ns).isoformat().replace("+00:00", "Z")
+
+
+def _late_reason(symbol: str, sequence: int, last: int) -> str:
+    return (f"late record: {symbol} message dated {_utc(sequence).isoformat()} arrived after the one dated "
+            f"{_utc(last).isoformat()} was applied; state moves forward only, so it is not applied")
 
 
 def _message_record(raw: Mapping[str, Any], message: bytes, index: int, count: int) -> dict[str, Any]:
