@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from ensemble_trader.domain.features import WARMUP_BARS
 from ensemble_trader.domain.models import Bar, FeatureVector
 from ensemble_trader.local.functions import load_handler
 from ensemble_trader.runtime.stage import decode_cached, stage_stats
@@ -37,18 +38,19 @@ def cached_state(stack, symbol: str) -> bytes | None:
 
 def test_bars_become_feature_vectors_in_order(clean_stack):
     esm = clean_stack.emulator(["features"])
-    clean_stack.put_bars("market-data", interleaved(70))  # past the warm-up (WARMUP_BARS = 61)
+    n = WARMUP_BARS + 9  # past the warm-up
+    clean_stack.put_bars("market-data", interleaved(n))
     stats = esm.run_until_drained()["features"]
     out = vectors(clean_stack.new_records("features"))
-    assert len(out) == 140 and stats.records_succeeded == 140
+    assert len(out) == 2 * n and stats.records_succeeded == 2 * n
     spx = [v for v in out if v.symbol == "SPX"]
-    assert [v.timestamp for v in spx] == [b.timestamp for b in bars("SPX", 70)]
+    assert [v.timestamp for v in spx] == [b.timestamp for b in bars("SPX", n)]
     assert spx[0].warmup_remaining > 0 and spx[-1].ready
     # the per-record compute metric went out as CloudWatch EMF on the function's stdout
     emf = [json.loads(line) for line in esm.logs("features") if line.startswith('{"_aws"')]
     emf = [doc for doc in emf if "features_compute_us" in doc]
     values = [v for doc in emf for v in doc["features_compute_us"]]
-    assert len(values) == 140 and all(v > 0 for v in values)
+    assert len(values) == 2 * n and all(v > 0 for v in values)
     assert {(doc["stage"], doc["service"]) for doc in emf} == {("local", "features")}
     version, _ = decode_cached(cached_state(clean_stack.stack, "SPX"))
     snapshot = clean_stack.stack.client("dynamodb").get_item(

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.features import WARMUP_BARS, FeatureEngine
 from ensemble_trader.domain.models import REGIMES, FeatureVector, MarketState
 from ensemble_trader.domain.regime import RegimeDetector, RegimeModel, label_series
 from ensemble_trader.domain.synthetic import generate
@@ -15,7 +15,7 @@ from ensemble_trader.local.events import FakeLambdaContext
 from ensemble_trader.local.functions import load_handler, load_module
 from ensemble_trader.runtime.stage import stage_stats
 
-N_BARS = 220
+N_BARS = WARMUP_BARS + 159  # 160 ready rows per symbol
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_market_states_history_events_and_redelivery(clean_stack, data):
 
     per_symbol, distinct, _ = timelines(stack)
     assert distinct == 2 * N_BARS
-    assert sum(p.bars for p in per_symbol["SYNA"]) == N_BARS - 60  # bars past the feature warm-up
+    assert sum(p.bars for p in per_symbol["SYNA"]) == N_BARS - (WARMUP_BARS - 1)  # bars past the feature warm-up
     text = summarize(stack)
     assert "timeline SYNA" in text and "every record accounted for" in text
     assert "       0  in regime-dlq\n" in text  # no dead letters: no "with reasons:" heading over nothing
@@ -175,7 +175,7 @@ def test_refit_publishes_a_new_version_that_new_containers_serve(clean_stack, da
     default = RegimeModel.load(stack.settings.models_dir / "regime")
     result = refit({"detail": {"symbols": sorted(series)}}, FakeLambdaContext("et-local-regime-refit"))
     assert result["published"] and result["previous"] == default.version
-    assert result["n_samples"] == 2 * (N_BARS - 60)  # ready rows only (61-bar feature warm-up)
+    assert result["n_samples"] == 2 * (N_BARS - (WARMUP_BARS - 1))  # ready rows only (past the feature warm-up)
     assert result["log_likelihood"] >= result["previous_log_likelihood"]
 
     s3 = stack.client("s3")
@@ -225,9 +225,9 @@ def test_a_symbol_published_with_its_own_model_is_labelled_by_it(clean_stack, da
     stack.published_events()
     refit = load_handler("regime", module="refit")
     result = refit({"detail": {"symbols": ["SYNA", "SYNB"]}}, FakeLambdaContext("et-local-regime-refit"))
-    assert result["previous"] == default.version and result["n_samples"] == N_BARS - 60
+    assert result["previous"] == default.version and result["n_samples"] == N_BARS - (WARMUP_BARS - 1)
     syna = result["symbols"]["SYNA"]
-    assert set(result["symbols"]) == {"SYNA"} and syna["previous"] == own.version and syna["n_samples"] == N_BARS - 60
+    assert set(result["symbols"]) == {"SYNA"} and syna["previous"] == own.version and syna["n_samples"] == N_BARS - (WARMUP_BARS - 1)
     assert result["published"] and syna["published"]  # EM moved both models on their own rows
     published = [e["detail"] for e in stack.published_events() if e.get("detail-type") == "RegimeModelPublished"]
     assert sorted((e["symbol_model"] or "", e["previous"], e["version"]) for e in published) == sorted(

@@ -23,20 +23,20 @@ def test_a_window_without_warm_bars_names_the_series_span_not_the_cut_one(capsys
 
 
 def test_a_truth_file_of_the_evaluated_window_is_enough(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = generate("easy", 300, 1)
+    data = generate("easy", 400, 1)
     bars, whole, window = tmp_path / "bars.csv", tmp_path / "whole", tmp_path / "window"
     write_bars_csv(bars, [data.series])
     write_truth_csv(whole / "truth.csv", data)
     lines = (whole / "truth.csv").read_text().splitlines()
     window.mkdir()
-    (window / "truth.csv").write_text("\n".join([lines[0], *lines[1 + 100 : 1 + 199]]) + "\n")  # bars 100..198
-    argv = ["evaluate", "agents", "--bars", str(bars), "--start", str(data.series.timestamp[100])[:10],
-            "--end", str(data.series.timestamp[200])[:10], "--json", "--truth"]
+    (window / "truth.csv").write_text("\n".join([lines[0], *lines[1 + 200 : 1 + 299]]) + "\n")  # bars 200..298
+    argv = ["evaluate", "agents", "--bars", str(bars), "--start", str(data.series.timestamp[200])[:10],
+            "--end", str(data.series.timestamp[300])[:10], "--json", "--truth"]
     assert main([*argv, str(whole / "truth.csv")]) == 0
     expected = json.loads(capsys.readouterr().out)
     assert main([*argv, str(window / "truth.csv")]) == 0
     assert json.loads(capsys.readouterr().out) == expected
-    (window / "truth.csv").write_text("\n".join([lines[0], *lines[1 + 101 : 1 + 199]]) + "\n")
+    (window / "truth.csv").write_text("\n".join([lines[0], *lines[1 + 201 : 1 + 299]]) + "\n")
     assert main([*argv, str(window / "truth.csv")]) == 1
-    assert ("1 evaluated bar(s) have no regime in the truth file; first at 2000-04-12"
+    assert ("1 evaluated bar(s) have no regime in the truth file; first at 2000-07-21"
             in capsys.readouterr().err)

@@ -20,6 +20,7 @@ from ensemble_trader.backtest.engine import (
 )
 from ensemble_trader.backtest.metrics import METRIC_NAMES
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import WARMUP_BARS
 from ensemble_trader.domain.synthetic import generate
 
 
@@ -97,10 +98,10 @@ def test_evaluate_agents_report_shape():
 def test_prepare_skips_warmup_and_windows_by_date():
     data = generate("easy", 400, seed=1)
     full = prepare(data.series)
-    assert len(full.close) == 400 - 60  # 61 bars fill every window; bar 61 (index 60) is the first warm one
-    cut = prepare(data.series, start=str(data.series.timestamp[100])[:10])
-    assert cut.timestamp[0] == data.series.timestamp[100]
-    np.testing.assert_array_equal(cut.features[0], full.features[40])
+    assert len(full.close) == 400 - (WARMUP_BARS - 1)  # bar WARMUP_BARS (index WARMUP_BARS - 1) is the first warm one
+    cut = prepare(data.series, start=str(data.series.timestamp[200])[:10])
+    assert cut.timestamp[0] == data.series.timestamp[200]
+    np.testing.assert_array_equal(cut.features[0], full.features[200 - (WARMUP_BARS - 1)])
 
 
 def test_align_truth_names_missing_bars():
@@ -115,20 +116,20 @@ def test_a_truth_file_needs_labels_only_for_the_scored_bars():
     """Warm-up bars and bars outside [start, end) are never scored: a truth file covering the
     evaluated window is enough (it was refused for every bar it left out), and the error names
     the first evaluated bar it misses."""
-    data = generate("easy", 300, seed=1)
+    data = generate("easy", 400, seed=1)
     ts = data.series.timestamp
-    start, end = str(ts[100])[:10], str(ts[200])[:10]
+    start, end = str(ts[200])[:10], str(ts[300])[:10]
     evaluated = evaluated_bars(data.series, start, end)
-    assert np.flatnonzero(evaluated).tolist() == list(range(100, 200))
+    assert np.flatnonzero(evaluated).tolist() == list(range(200, 300))
     scored = scored_bars(evaluated)
-    assert np.flatnonzero(scored).tolist() == list(range(100, 199))  # bar 199's period runs past the window
-    labels = align_truth(data.series, ts[100:199], data.regimes[100:199], needed=scored)
-    assert labels[100:199].tolist() == data.regimes[100:199].tolist() and set(labels[:100]) == {""}
+    assert np.flatnonzero(scored).tolist() == list(range(200, 299))  # bar 299's period runs past the window
+    labels = align_truth(data.series, ts[200:299], data.regimes[200:299], needed=scored)
+    assert labels[200:299].tolist() == data.regimes[200:299].tolist() and set(labels[:200]) == {""}
     prepared = prepare(data.series, labels, start, end)
     full = prepare(data.series, data.regimes, start, end)
     np.testing.assert_array_equal(period_regimes(prepared.regimes), period_regimes(full.regimes))
-    with pytest.raises(DataError, match=r"1 evaluated bar\(s\) have no regime in the truth file; first at 2000-04-12T00:00:00"):
-        align_truth(data.series, ts[101:199], data.regimes[101:199], needed=scored)
+    with pytest.raises(DataError, match=r"1 evaluated bar\(s\) have no regime in the truth file; first at 2000-07-21T00:00:00"):
+        align_truth(data.series, ts[201:299], data.regimes[201:299], needed=scored)
 
 
 def test_a_window_without_two_warm_bars_names_the_whole_series_and_open_bounds():

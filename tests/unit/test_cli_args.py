@@ -46,7 +46,7 @@ from ensemble_trader.cli import main
         (["local", "up", "--stage", "Bad Stage!"], "argument --stage: 'Bad Stage!': a stage is 1-20 lower-case"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "4,x"], "argument --states: '4,x'"),
         (["regime", "fit", "--bars", "arch:sp500", "--out", "m", "--states", "1"], "state counts >= 4"),
-        (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 63"),
+        (["regime", "evaluate", "--bars", "0"], "argument --bars: '0' must be an integer >= 175"),
         (["regime", "evaluate", "--methods", "ours", "bogus"], "argument --methods: invalid choice: 'bogus'"),
     ],
 )

@@ -18,6 +18,7 @@ from ensemble_trader.domain.features import (
     MIN_PRICE,
     WARMUP_BARS,
     FeatureEngine,
+    FeatureStateVersionError,
     StaleBarError,
     compute_features,
     timestamp_ns,
@@ -59,7 +60,7 @@ def test_feature_names_are_pinned():
         "ret_1", "ret_5", "ret_20", "ret_60", "ewma_vol", "realized_vol_20", "range_vol_1",
         "range_vol_20", "trend_10_50", "rsi_14", "zscore_20", "drawdown", "volume_z_20",
     )  # fmt: skip
-    assert WARMUP_BARS == 61
+    assert WARMUP_BARS == 173  # EMA50's start down to 1e-3 of its weight (docs/features.md)
 
 
 def test_first_bar_is_finite_and_neutral():
@@ -173,7 +174,7 @@ def test_flat_windows_have_exactly_zero_spread_after_volatility():
     assert np.all(tail[:, F["range_vol_20"]] == 0.0)
 
 
-def test_warmup_counts_down_to_zero_at_bar_61():
+def test_warmup_counts_down_to_zero_at_bar_173():
     engine, _ = feed([100.0] * (WARMUP_BARS - 1))
     assert engine.warmup_remaining == 1
     feed([100.0], engine=engine)
@@ -185,7 +186,7 @@ def test_warmup_counts_down_to_zero_at_bar_61():
 def test_update_with_a_bar_returns_the_same_numbers_as_update_raw():
     fast, slow = FeatureEngine("SPX"), FeatureEngine("SPX")
     start = datetime(2024, 1, 2, 21, tzinfo=UTC)
-    for i, (_, o, h, lo, c, v) in enumerate(random_bars(70, seed=5)):
+    for i, (_, o, h, lo, c, v) in enumerate(random_bars(WARMUP_BARS + 9, seed=5)):
         when = start + timedelta(days=i)
         bar = Bar(symbol="SPX", timestamp=when, open=o, high=h, low=lo, close=c, volume=v)
         vector = slow.update(bar)
@@ -195,7 +196,7 @@ def test_update_with_a_bar_returns_the_same_numbers_as_update_raw():
         assert list(vector.values.values()) == row.tolist()
         assert vector.warmup_remaining == max(0, WARMUP_BARS - (i + 1))
         assert vector.ready == (i + 1 >= WARMUP_BARS)
-    assert slow.last_timestamp_ns == timestamp_ns(start + timedelta(days=69))
+    assert slow.last_timestamp_ns == timestamp_ns(start + timedelta(days=WARMUP_BARS + 8))
 
 
 def test_timestamp_ns_matches_numpy():
@@ -334,7 +335,7 @@ def test_compute_features_rejects_invalid_rows():
 # ---- persistence --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("split", [0, 1, 15, 60, 61, 250])
+@pytest.mark.parametrize("split", [0, 1, 15, 60, 61, 125, 126, 127, WARMUP_BARS, 250])
 @pytest.mark.parametrize("codec", ["bytes", "json"])
 def test_round_trip_mid_stream_gives_identical_outputs(split, codec):
     bars = random_bars(400, seed=split)
@@ -354,9 +355,9 @@ def test_round_trip_mid_stream_gives_identical_outputs(split, codec):
 
 def test_state_is_compact():
     engine = FeatureEngine("SPX")
-    for b in random_bars(100):
+    for b in random_bars(300):
         engine.update_raw(*b)
-    assert len(engine.to_bytes()) < 1500
+    assert len(engine.to_bytes()) < 2000  # 126 closes, 4 x 20-value windows, the averages
 
 
 def _engine_bytes():
@@ -391,10 +392,10 @@ def test_version_mismatch_raises_state_error():
     body = bytearray(_engine_bytes()[:-4])
     body[4] = 99  # version byte, with a valid checksum for the altered body
     data = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
-    with pytest.raises(StateError, match="version 99"):
+    with pytest.raises(FeatureStateVersionError, match="version 99"):
         FeatureEngine.from_bytes(data)
     d = FeatureEngine.from_bytes(_engine_bytes()).to_dict()
-    d["version"] = 2
+    d["version"] = 3
     with pytest.raises(StateError, match="version"):
         FeatureEngine.from_dict(d)
 
@@ -403,7 +404,7 @@ def test_version_mismatch_raises_state_error():
     "mutate, message",
     [
         (lambda d: d.pop("closes"), "closes"),
-        (lambda d: d.__setitem__("peak", float("nan")), "peak"),
+        (lambda d: d["closes"].__setitem__(100, float("nan")), r"closes\[100\]"),
         (lambda d: d.__setitem__("closes", [1.0] * 3), "closes"),
         (lambda d: d["windows"]["gk"].__setitem__("pos", 20), "pos"),
         (lambda d: d["windows"].pop("volumes"), "volumes"),
@@ -412,7 +413,7 @@ def test_version_mismatch_raises_state_error():
         (lambda d: d.__setitem__("symbol", ""), "symbol"),
         (lambda d: d.__setitem__("windows", {**d["windows"], "gk": [1, 2]}), "malformed"),
         (lambda d: d.__setitem__("bars_seen", 5), "inconsistent with bars_seen"),
-        (lambda d: d.__setitem__("peak", 10**400), "peak: an integer of 1329 bits is beyond a float"),
+        (lambda d: d["closes"].__setitem__(5, 10**400), "closes.5.: an integer of 1329 bits is beyond a float"),
     ],
 )
 def test_malformed_dict_raises_state_error(mutate, message):
@@ -432,7 +433,7 @@ def _state_after(n: int) -> dict:
 @pytest.mark.parametrize(("n", "edit", "match"), [
     (3, lambda d: d["closes"].__setitem__(0, 0.0), "closes"),  # the next bar divided by it
     (80, lambda d: d["closes"].__setitem__(17, -5.0), "closes"),
-    (80, lambda d: d.__setitem__("peak", min(d["closes"]) / 2), "peak"),  # below a close it has seen
+    (200, lambda d: d["closes"].__setitem__(120, 0.0), "closes"),  # in the drawdown's window
     (80, lambda d: d.__setitem__("ewma", [0.0, d["ewma"][1]]), "ewma"),  # no weight after 80 bars
     (80, lambda d: d.__setitem__("rsi", [-1.0, d["rsi"][1]]), "rsi"),
 ])

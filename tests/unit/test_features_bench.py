@@ -17,4 +17,4 @@ def test_quick_benchmark_reports_the_required_figures():
         assert isinstance(out[key], float) and out[key] > 0.0, key
     # the pandas baseline recomputes the same windowed features as the engine
     assert out["features_naive_max_abs_diff"] < 1e-9
-    assert 0 < out["features_state_bytes"] < 1500
+    assert 0 < out["features_state_bytes"] < 2000

@@ -7,11 +7,11 @@ import csv
 import numpy as np
 from ensemble_trader.cli import main
 from ensemble_trader.domain.bars import BarSeries
-from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
+from ensemble_trader.domain.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from ensemble_trader.marketdata import write_bars_csv
 
 
-def _series(n: int = 120) -> BarSeries:
+def _series(n: int = WARMUP_BARS + 59) -> BarSeries:
     rng = np.random.default_rng(4)
     close = 20.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, n)))
     open_ = np.concatenate([[20.0], close[:-1]])
@@ -30,7 +30,7 @@ def test_compute_writes_exact_csv_checks_parity_and_plots(tmp_path, capsys):
     assert main(["features", "compute", str(bars), "--out", str(out), "--check", "--plot"]) == 0
 
     printed = capsys.readouterr().out
-    assert "ABC: 120 bars, 60 past warm-up" in printed
+    assert f"ABC: {WARMUP_BARS + 59} bars, 60 past warm-up" in printed
     assert "online vs batch max difference" in printed and "[ok" in printed
     with (out / "ABC_features.csv").open() as handle:
         rows = list(csv.reader(handle))

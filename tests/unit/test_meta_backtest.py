@@ -24,7 +24,7 @@ from ensemble_trader.backtest.ensemble import (
 from ensemble_trader.backtest.metrics import performance, periods_per_year, sharpe_margin_se
 from ensemble_trader.backtest.report import write_report
 from ensemble_trader.domain.errors import DataError, InvalidMessageError
-from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.features import FEATURE_NAMES, WARMUP_BARS
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import Regime
 from ensemble_trader.domain.regime import RegimeStep
@@ -92,7 +92,7 @@ def test_pipeline_uses_the_stage_steps_and_warms_up(pipeline) -> None:
     n = len(pipeline.close)
     assert pipeline.agent_targets.shape == (n, 4)
     first = int(np.argmax(pipeline.ready))
-    assert first == 60  # the feature engine's warm-up (61 bars)
+    assert first == WARMUP_BARS - 1  # the feature engine's warm-up
     assert np.all(pipeline.agent_targets[:first] == 0.0)
     assert np.any(pipeline.agent_targets[first:] != 0.0)
     assert set(pipeline.regimes) <= {r.value for r in Regime}

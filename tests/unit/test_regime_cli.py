@@ -154,10 +154,11 @@ def test_evaluate_prints_the_table_for_a_small_run(capsys, tmp_path):
 
 
 def test_evaluate_json_is_strict_json_when_a_run_has_no_regime_switch(capsys):
-    """70 bars leave a few rows and no true switch: no detection lag, printed as null, not NaN."""
+    """A few rows past the warm-up and no true switch: no detection lag, printed as null, not NaN."""
     from ensemble_trader.cli import main
+    from ensemble_trader.domain.features import WARMUP_BARS
 
-    assert main(["regime", "evaluate", "--scenarios", "easy", "--bars", "70", "--seeds", "0",
+    assert main(["regime", "evaluate", "--scenarios", "easy", "--bars", str(WARMUP_BARS + 9), "--seeds", "0",
                  "--methods", "ours", "--json"]) == 0
 
     def refuse(constant: str) -> None:

@@ -10,7 +10,7 @@ from ensemble_trader.adapters.memory.fakes import (
     MemoryStreamPublisher,
 )
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
-from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.features import WARMUP_BARS, FeatureEngine
 from ensemble_trader.domain.regime import RegimeModel, RegimeStep
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.local.functions import load_module
@@ -32,7 +32,7 @@ def setup():
     default_dir = get_settings().models_dir / "regime"
     default = RegimeModel.load(default_dir)
     table = HistoryTable()
-    for symbol, bars, seed in (("SYNA", 400, 1), ("SYNB", 400, 2), ("THIN", 70, 3)):
+    for symbol, bars, seed in (("SYNA", 400, 1), ("SYNB", 400, 2), ("THIN", WARMUP_BARS + 9, 3)):
         step, engine, state, states = RegimeStep(default), FeatureEngine(symbol), None, []
         for bar in generate("easy", bars, seed, symbol=symbol).series.bars():
             state, outputs, _ = step.apply(state, engine.update(bar))
@@ -48,8 +48,9 @@ def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(s
     registry.publish(store, thin, previous=None, symbol="THIN")
     registry.publish(store, own, previous=None, symbol="SYNB")
     out = refit.run_refit(store, table, bus, default_dir, {"symbols": ["SYNA", "SYNB", "THIN"]})
-    assert out["published"] and out["previous"] == default.version and out["n_samples"] == 400 - 60
-    assert out["symbols"]["SYNB"]["published"] and out["symbols"]["SYNB"]["n_samples"] == 400 - 60
+    ready = 400 - (WARMUP_BARS - 1)
+    assert out["published"] and out["previous"] == default.version and out["n_samples"] == ready
+    assert out["symbols"]["SYNB"]["published"] and out["symbols"]["SYNB"]["n_samples"] == ready
     skipped = out["symbols"]["THIN"]
     assert not skipped["published"] and "at least" in skipped["skipped"] and skipped["previous"] == thin.version
     assert registry.pinned_version(store, "THIN") == thin.version  # untouched
@@ -58,7 +59,7 @@ def test_a_symbol_model_without_enough_history_is_skipped_and_the_others_go_on(s
     assert sorted((e.symbol_model or "", e.previous) for e in bus.events) == [("", default.version), ("SYNB", own.version)]
     # a published refit says what it was fitted on: the rows' time range and a hash of them
     info = registry.load_version(store, out["version"]).info
-    assert info["symbols"] == ["SYNA"] and info["refit_of"] == default.version and info["n_samples"] == 340
+    assert info["symbols"] == ["SYNA"] and info["refit_of"] == default.version and info["n_samples"] == ready
     first, last = info["training_window"]
     assert first < last and first.startswith("20") and len(info["training_data_hash"]) == 64 and info["created"]
 
@@ -116,7 +117,8 @@ def test_the_refit_reads_rows_in_time_order_whatever_offset_their_keys_carry(set
 
     refit, default_dir, default, _ = setup
     berlin = ZoneInfo("Europe/Berlin")
-    bars = generate("easy", 200, 1, symbol="DAX", start="2024-10-24T00:00:00", freq="1h").series.bars()
+    # 140 ready rows; the clocks go back (2024-10-27T01:00Z) 69 rows after the warm-up
+    bars = generate("easy", WARMUP_BARS + 139, 1, symbol="DAX", start="2024-10-17T00:00:00", freq="1h").series.bars()
     step, engine, state, states = RegimeStep(default), FeatureEngine("DAX"), None, []
     for bar in bars:
         local = Bar(**{**bar.model_dump(), "timestamp": bar.timestamp.astimezone(berlin)})  # the feed's local time
@@ -127,19 +129,19 @@ def test_the_refit_reads_rows_in_time_order_whatever_offset_their_keys_carry(set
     table.put_items("regime-history", legacy)
     utc_key = states[-1].timestamp.astimezone(UTC).isoformat()
     table.put_item("regime-history", {**legacy[-1], "timestamp": utc_key})  # the last bar again, keyed in UTC
-    assert len(table.items("regime-history")) == 201
+    assert len(table.items("regime-history")) == WARMUP_BARS + 140
 
     [rows] = refit.history_rows(table, ["DAX"], 2000)
     times = [datetime.fromisoformat(r["timestamp"]).timestamp() for r in rows]
     assert times == sorted(times)  # in the order the bars happened
     assert len(rows) == len(set(times)) == 140  # one row per bar
-    assert times[0] == states[60].timestamp.timestamp() and times[-1] == states[-1].timestamp.timestamp()
+    assert times[0] == states[WARMUP_BARS - 1].timestamp.timestamp() and times[-1] == states[-1].timestamp.timestamp()
 
     store = MemoryModelStore()
     out = refit.run_refit(store, table, MemoryEventBus(), default_dir, {"symbols": ["DAX"]})
     assert out["published"] and out["n_samples"] == 140
     window = registry.load_version(store, out["version"]).info["training_window"]
-    assert window == [states[60].timestamp.astimezone(UTC).isoformat(), utc_key]
+    assert window == [states[WARMUP_BARS - 1].timestamp.astimezone(UTC).isoformat(), utc_key]
 
 
 class RacingTable(HistoryTable):

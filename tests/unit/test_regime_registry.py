@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from ensemble_trader.adapters.memory.fakes import MemoryKeyValueStore, MemoryModelStore, MemoryStreamPublisher
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
-from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.features import WARMUP_BARS, FeatureEngine
 from ensemble_trader.domain.regime import RegimeModel, RegimeStep
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.runtime import regime_registry
@@ -59,7 +59,8 @@ def test_a_broken_pin_fails_closed(registry, default_dir):
 
 def test_sink_writes_the_stream_then_one_history_row_per_bar(registry, default_dir):
     step = RegimeStep(RegimeModel.load(default_dir))
-    bars = generate("easy", 80, 3, symbol="SYNA").series
+    n = WARMUP_BARS + 19  # past the feature warm-up
+    bars = generate("easy", n, 3, symbol="SYNA").series
     engine = FeatureEngine("SYNA")
     state, states = None, []
     for bar in bars.bars():
@@ -67,9 +68,9 @@ def test_sink_writes_the_stream_then_one_history_row_per_bar(registry, default_d
         states.extend(outputs)
     publisher, table = MemoryStreamPublisher(), MemoryKeyValueStore()
     registry.MarketStateSink(StreamSink(publisher, "market-state"), table).emit(states)
-    assert [key for key, _ in publisher.streams["market-state"]] == ["SYNA"] * 80
+    assert [key for key, _ in publisher.streams["market-state"]] == ["SYNA"] * n
     rows = sorted(table.items("regime-history"), key=lambda r: r["timestamp"])
-    assert len(rows) == 80
+    assert len(rows) == n
     last, expected = rows[-1], states[-1]
     assert last["timestamp"] == expected.timestamp.isoformat() and last["regime"] == expected.regime.regime.value
     assert last["ready"] and set(last["features"]) == set(expected.features.values)

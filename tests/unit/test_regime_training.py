@@ -23,7 +23,9 @@ B, R, S, V = Regime.BULL, Regime.BEAR, Regime.SIDEWAYS, Regime.VOLATILE
 @pytest.fixture(scope="module")
 def fitted():
     train = generate("easy", 2500, 21)
-    est = RegimeHMM(n_states=(4, 5), n_restarts=1, random_state=0)
+    # three restarts (as regime evaluate): one restart's optimum depends on the exact rows — with
+    # the 173-bar feature warm-up, random_state 0 landed in one that swaps BULL and BEAR
+    est = RegimeHMM(n_states=(4, 5), n_restarts=3, random_state=0)
     assert est.fit(train.series) is est
     return est
 

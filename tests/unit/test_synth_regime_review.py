@@ -31,18 +31,20 @@ def test_a_synth_source_past_the_time_limit_says_how_many_bars_fit(argv, tmp_pat
 
 
 @pytest.mark.parametrize("method", ["hmmlearn", "jumpmodels", "true_params", "ours"])
-@pytest.mark.parametrize("train_bars", [1, 70, 179])
+@pytest.mark.parametrize("train_bars", [1, 70, 291])
 def test_evaluate_refuses_a_training_run_too_small_for_any_method(method, train_bars):
     """hmmlearn and jumpmodels gave a silent 0.000 row on 70 bars and an sklearn ValueError on 1;
     true_params failed 'means: contains non-finite values'. Every method now needs what our fit
-    needs: 60 warm-up bars + 20 usable rows per state of K = 6."""
+    needs: WARMUP_BARS - 1 = 172 warm-up bars + 20 usable rows per state of K = 6."""
     from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.domain.features import WARMUP_BARS
 
     from training.regime.evaluate import EvalConfig, evaluate, min_train_bars
 
-    assert min_train_bars() == 180
-    cfg = EvalConfig(scenarios=("easy",), seeds=(0,), n_bars=100, train_bars=train_bars, methods=(method,), n_restarts=1)
-    with pytest.raises(DataError, match=rf"train_bars={train_bars}: .*at least 180 bars"):
+    assert min_train_bars() == WARMUP_BARS - 1 + 20 * 6 == 292
+    cfg = EvalConfig(scenarios=("easy",), seeds=(0,), n_bars=WARMUP_BARS + 39, train_bars=train_bars,
+                     methods=(method,), n_restarts=1)
+    with pytest.raises(DataError, match=rf"train_bars={train_bars}: .*at least 292 bars"):
         evaluate(cfg)
 
 
@@ -55,15 +57,16 @@ def test_evaluate_cli_refuses_train_bars_below_the_minimum_as_a_usage_error(caps
 
 
 def test_true_parameter_model_names_a_regime_missing_from_the_training_run():
-    """easy, 500 bars of seed 10,000 (the evaluation's training seed) hold no SIDEWAYS bar."""
+    """easy, 500 bars of seed 10,000 (the evaluation's training seed) hold no SIDEWAYS bar past the warm-up."""
     from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.domain.features import WARMUP_BARS
     from ensemble_trader.domain.synthetic import generate
 
     from training.regime.evaluate import true_parameter_model
 
     train = generate("easy", 500, 10_000)
-    assert "SIDEWAYS" not in set(train.regimes[60:].tolist())
-    with pytest.raises(DataError, match=r"SIDEWAYS has 0 training rows.*at least 2"):
+    assert "SIDEWAYS" not in set(train.regimes[WARMUP_BARS - 1 :].tolist())
+    with pytest.raises(DataError, match=r"SIDEWAYS has 0(, VOLATILE has 0)? training rows.*at least 2"):
         true_parameter_model(train)
 
 

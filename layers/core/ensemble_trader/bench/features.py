@@ -9,8 +9,8 @@ Figures (one symbol, steady state, in-process, after warm-up):
   recompute every feature with pandas rolling/ewm over the trailing 250 bars;
 * ``features_speedup`` — naive p50 / ``update_raw`` p50;
 * ``features_naive_max_abs_diff`` — the largest difference between the naive recompute and
-  the engine on the features whose windows fit in 250 bars (returns, realised, range and
-  z-score features): a check that both compute the same thing;
+  the engine on the features whose windows fit in 250 bars (returns, realised, range, z-score
+  and drawdown features): a check that both compute the same thing;
 * ``features_state_bytes``, ``features_state_roundtrip_us_p50`` — the serialised state and
   one ``to_bytes`` + ``from_bytes`` (what the features Lambda does per symbol and batch);
 * ``features_batch_bars_per_s`` — ``compute_features`` throughput (the training path).
@@ -25,6 +25,7 @@ import numpy as np
 from ensemble_trader.bench import percentiles_us
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.features import (
+    DRAWDOWN_WINDOW,
     EWMA_LAMBDA,
     FEATURE_NAMES,
     GK_COEF,
@@ -39,7 +40,7 @@ from ensemble_trader.domain.features import (
 
 NAIVE_LOOKBACK = 250
 _WINDOWED = ("ret_1", "ret_5", "ret_20", "ret_60", "realized_vol_20", "range_vol_1", "range_vol_20",
-             "zscore_20", "volume_z_20")  # fmt: skip
+             "zscore_20", "drawdown", "volume_z_20")  # fmt: skip
 
 
 def _synthetic_series(n: int, seed: int = 7) -> BarSeries:
@@ -82,7 +83,7 @@ def _naive_features(window):  # window: pandas DataFrame of the trailing bars
     for name, x in (("zscore_20", c), ("volume_z_20", v)):
         roll = x.rolling(WINDOW)
         out[name] = ((x - roll.mean()) / roll.std()).iloc[-1]
-    out["drawdown"] = (c / c.cummax() - 1.0).iloc[-1]
+    out["drawdown"] = (c / c.rolling(DRAWDOWN_WINDOW).max() - 1.0).iloc[-1]
     return pd.Series(out)[list(FEATURE_NAMES)].to_numpy()
 
 

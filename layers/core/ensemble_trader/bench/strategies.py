@@ -28,9 +28,10 @@ from typing import Any
 
 from ensemble_trader.bench import HandlerMetrics, committed_models, models_missing, percentiles_us
 from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.features import WARMUP_BARS as FEATURE_WARMUP_BARS
 
 STRATEGIES = 64
-WARMUP_BARS = 70  # the features need 61 bars; the first decisions come after them
+WARMUP_BARS = FEATURE_WARMUP_BARS + 9  # the first decisions come after the features' warm-up
 
 
 def _event(stream: str, payloads: list[tuple[str, bytes]], bar: int) -> dict[str, Any]:

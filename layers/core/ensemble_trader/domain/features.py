@@ -49,13 +49,28 @@ value is finite from the first bar on:
     ``(C_i - mean) / std`` over the last ``min(i + 1, 20)`` closes (std with ddof = 1);
     0 when fewer than two closes or when they are all equal.
 ``drawdown``
-    ``C_i / max_{j <= i} C_j - 1`` (always ``<= 0``).
+    ``C_i / max_{i-125 <= j <= i} C_j - 1``: the fall from the highest close of the last
+    ``DRAWDOWN_WINDOW = 126`` bars (half a year of daily bars), or of all bars seen so far
+    (always ``<= 0``). A finite window, so that it does not depend on where the history began.
 ``volume_z_20``
     Like ``zscore_20`` on the volume.
 
-Warm-up: ``WARMUP_BARS = 61`` bars fill every finite window (``ret_60`` needs 61 closes; the
-other windows need at most 21). ``warmup_remaining = max(0, 61 - bars_seen)``; the exponential
-means have no finite window and are weight-normalised from the first bar instead.
+Warm-up: a *ready* vector (``warmup_remaining == 0``) must not depend on where the engine's
+history began — a live engine starts at its first bar (a new symbol, a new deployment, a lost
+state), training and backtests at the start of their data. So ``WARMUP_BARS`` is the largest of
+
+* the bars that fill every finite window: 126 for ``drawdown`` (``ret_60`` needs 61, the 20-bar
+  windows 21), and
+* for each exponential average, the bars until the weight that its start (the bars before the
+  engine's first bar, or Wilder's seed mean) still carries falls to ``WARMUP_TOLERANCE = 1e-3``:
+  ``decay^k <= 1e-3`` — 173 bars for ``EMA50`` (35 for ``EMA10``), 1 + 112 for ``ewma_vol``
+  (its first return is on bar 1), 1 + 14 + 94 for ``rsi_14`` (the seed is the mean of the first
+  14 changes).
+
+``WARMUP_BARS = 173`` (derived from the constants below), ``warmup_remaining =
+max(0, WARMUP_BARS - bars_seen)``. On the 5,031 S&P 500 bars, the features of ``series[k:]``
+equal those of the full series at every ready row of the shorter run to within 0.01 standard
+deviations of each feature (docs/features.md gives the measured gaps).
 
 Numerical care (online path): each 20-bar window keeps ``s1 = sum(x - a)`` and
 ``s2 = sum((x - a)^2)`` around an anchor ``a`` and updates them with one add and one remove per
@@ -79,6 +94,7 @@ import operator
 import re
 import struct
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -94,8 +110,11 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "N_FEATURES",
+    "DRAWDOWN_WINDOW",
     "WARMUP_BARS",
+    "WARMUP_TOLERANCE",
     "FeatureEngine",
+    "FeatureStateVersionError",
     "FeatureMatrix",
     "StaleBarError",
     "compute_features",
@@ -119,22 +138,53 @@ FEATURE_NAMES: tuple[str, ...] = (
 """Feature order of every vector and matrix. Append only: agents are trained on this order."""
 
 N_FEATURES = len(FEATURE_NAMES)
-FEATURE_VERSION = "1"
-"""Goes into ``FeatureVector.feature_version``; bump it when a formula changes."""
+FEATURE_VERSION = "2"
+"""Goes into ``FeatureVector.feature_version``; bump it when a formula changes.
+
+"2": ``drawdown`` from the highest close of the last :data:`DRAWDOWN_WINDOW` bars (was: of all
+bars seen) and the warm-up covers the exponential averages (was: 61 bars, the finite windows)."""
 
 RETURN_HORIZONS: tuple[int, ...] = (1, 5, 20, 60)
 WINDOW = 20
 EWMA_LAMBDA = 0.94
 TREND_FAST, TREND_SLOW = 10, 50
 RSI_PERIOD = 14
+DRAWDOWN_WINDOW = 126
+"""``drawdown`` is measured from the highest close of this many bars (the current one included)."""
 GK_COEF = 2.0 * math.log(2.0) - 1.0
 
-CLOSE_HISTORY = max(RETURN_HORIZONS) + 1
-WARMUP_BARS: int = max(CLOSE_HISTORY, WINDOW + 1, RSI_PERIOD + 1)
-"""Bars needed before every finite window is full (61: ``ret_60`` needs 61 closes)."""
+CLOSE_HISTORY = max(max(RETURN_HORIZONS) + 1, DRAWDOWN_WINDOW)
+"""Closes kept per symbol: the multi-horizon returns and the drawdown's window."""
 
 _FAST_DECAY = 1.0 - 2.0 / (TREND_FAST + 1)
 _SLOW_DECAY = 1.0 - 2.0 / (TREND_SLOW + 1)
+_RSI_DECAY = 1.0 - 1.0 / RSI_PERIOD
+
+WARMUP_TOLERANCE = 1e-3
+"""Largest weight the start of an exponential average (the bars before the engine's first bar, or
+Wilder's seed mean) may still carry in a ready vector."""
+
+
+def bars_to_forget(decay: float, tolerance: float = WARMUP_TOLERANCE) -> int:
+    """Updates after which a start weighted 1 weighs at most ``tolerance``: the least ``k`` with
+    ``decay**k <= tolerance``."""
+    if not (0.0 < decay < 1.0 and 0.0 < tolerance < 1.0):
+        raise ValueError(f"need 0 < decay < 1 and 0 < tolerance < 1, got decay={decay!r} tolerance={tolerance!r}")
+    k = math.ceil(math.log(tolerance) / math.log(decay))
+    return k if decay**k <= tolerance else k + 1
+
+
+WARMUP_BARS: int = max(
+    max(RETURN_HORIZONS) + 1,  # ret_60: 61 closes
+    WINDOW + 1,  # realized_vol_20: 20 returns
+    DRAWDOWN_WINDOW,
+    bars_to_forget(_FAST_DECAY),  # EMA10 of the closes, from bar 0
+    bars_to_forget(_SLOW_DECAY),  # EMA50 of the closes, from bar 0 (the largest: 173)
+    1 + bars_to_forget(EWMA_LAMBDA),  # squared returns, from bar 1
+    1 + RSI_PERIOD + bars_to_forget(_RSI_DECAY),  # Wilder: seed mean of 14 changes, then smoothing
+)
+"""Bars before a vector is ready (173): every finite window full and the start of every
+exponential average down to :data:`WARMUP_TOLERANCE` of its weight (see the module notes)."""
 MAX_VALUE = 1e150
 """Prices and volumes must stay below this, so that squared window terms cannot overflow."""
 MIN_PRICE = 1e-130
@@ -150,7 +200,32 @@ MAX_TIMESTAMP_NS = 2**63 - 1
 """Bar times are kept as signed 64-bit nanoseconds (1677-09-21 … 2262-04-11)."""
 _RECOMPUTE_RATIO = 1e-4
 _RSI_FLUSH = 1e-200
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: ``closes`` holds the last :data:`CLOSE_HISTORY` (126) closes and ``peak`` is gone (the
+drawdown's window maximum is rebuilt from them). A version-1 state cannot be migrated: it holds
+61 closes and the all-time peak, not the last 126 closes; loading it raises
+:class:`FeatureStateVersionError`."""
+
+
+class FeatureStateVersionError(StateError):
+    """A stored feature state written in another format version (``found``) than this code reads.
+
+    A version-1 state (feature version 1) cannot be converted: its drawdown came from the
+    all-time peak and it keeps 61 closes, where version 2 needs the last 126. The symbol's state
+    must be rebuilt: delete its cached entry and snapshot and replay at least
+    :data:`WARMUP_BARS` bars (the engine is not ready before them anyway)."""
+
+    def __init__(self, found: Any, where: str = "feature state"):
+        self.found = found
+        self.supported = STATE_VERSION
+        hint = (
+            " (written by feature version 1: drawdown from the all-time peak, 61 closes kept; it cannot "
+            f"be converted — delete the symbol's cached state and snapshot and replay at least {WARMUP_BARS} "
+            "bars to rebuild it)"
+            if found == 1
+            else ""
+        )
+        super().__init__(f"{where} version {found!r} != supported {STATE_VERSION}{hint}")
 
 
 class StaleBarError(EnsembleTraderError):
@@ -313,7 +388,7 @@ class FeatureEngine:
         self._bars = 0
         self._last_ts: int | None = None
         self._closes = [0.0] * CLOSE_HISTORY
-        self._peak = 0.0
+        self._peaks: deque[int] = deque()  # bar numbers of the drawdown window's falling maxima
         self._ewma_w = 0.0
         self._ewma_m = 0.0
         self._fast_w = 0.0
@@ -395,8 +470,17 @@ class FeatureEngine:
         closes[i % n_hist] = c
         rets = [log(c / closes[(i - k) % n_hist]) if i >= k else log(c / closes[0]) for k in RETURN_HORIZONS]
 
+        # drawdown: a monotonic deque of the bars whose close beats every later close in the window
+        # (the expired front goes first: its slot in the ring is the one the new close takes)
+        peaks = self._peaks
+        if peaks and peaks[0] <= i - DRAWDOWN_WINDOW:
+            peaks.popleft()
+        while peaks and closes[peaks[-1] % n_hist] <= c:
+            peaks.pop()
+        peaks.append(i)
+        peak = closes[peaks[0] % n_hist]
+
         if i == 0:
-            self._peak = c
             ewma_vol = 0.0
             rsi = 50.0
             realized = 0.0
@@ -423,8 +507,6 @@ class FeatureEngine:
             self._avg_gain, self._avg_loss = ag, al
             total = ag + al
             rsi = 100.0 * (ag / total) if total > 0.0 else 50.0
-            if c > self._peak:
-                self._peak = c
 
         w = self._fast_w = _FAST_DECAY * self._fast_w + 1.0
         fast = self._fast_m = self._fast_m + (c - self._fast_m) / w
@@ -462,7 +544,7 @@ class FeatureEngine:
             log(fast / slow),
             rsi,
             zscore,
-            c / self._peak - 1.0,
+            c / peak - 1.0,
             volume_z,
         ]
 
@@ -476,7 +558,6 @@ class FeatureEngine:
             "bars_seen": self._bars,
             "last_timestamp_ns": self._last_ts,
             "closes": list(self._closes),
-            "peak": self._peak,
             "ewma": [self._ewma_w, self._ewma_m],
             "ema_fast": [self._fast_w, self._fast_m],
             "ema_slow": [self._slow_w, self._slow_m],
@@ -491,7 +572,7 @@ class FeatureEngine:
             if not isinstance(d, dict):
                 raise StateError(f"feature state must be a dict, got {type(d).__name__}")
             if d.get("version") != STATE_VERSION:
-                raise StateError(f"feature state version {d.get('version')!r} != supported {STATE_VERSION}")
+                raise FeatureStateVersionError(d.get("version"))
             symbol = d["symbol"]
             if not isinstance(symbol, str) or _SYMBOL.fullmatch(symbol) is None:
                 raise StateError(f"symbol={symbol!r}: expected a symbol matching {SYMBOL_PATTERN}")
@@ -504,7 +585,6 @@ class FeatureEngine:
                 None if last is None else _int_in(last, -(2**63), 2**63 - 1, "last_timestamp_ns")
             )
             engine._closes = _float_list(d["closes"], CLOSE_HISTORY, "closes")
-            engine._peak = _finite(d["peak"], "peak")
             for key, (wa, ma) in _PAIRS.items():
                 w, m = _float_list(d[key], 2, key)
                 setattr(engine, wa, w)
@@ -519,19 +599,28 @@ class FeatureEngine:
         except TypeError as exc:
             raise StateError(f"malformed feature state: {exc}") from None
         engine._check_counts()
+        engine._rebuild_peaks()
         return engine
+
+    def _rebuild_peaks(self) -> None:
+        """The drawdown's monotonic deque from the closes of its window (O(DRAWDOWN_WINDOW), on load)."""
+        n, closes, peaks = self._bars, self._closes, self._peaks
+        peaks.clear()
+        for j in range(max(0, n - DRAWDOWN_WINDOW), n):
+            c = closes[j % CLOSE_HISTORY]
+            while peaks and closes[peaks[-1] % CLOSE_HISTORY] <= c:
+                peaks.pop()
+            peaks.append(j)
 
     def _check_counts(self) -> None:
         """Window fill levels and the running figures must be ones the engine could have written
         after the number of bars seen (catches edited or foreign states): the closes in use are
-        valid prices, the peak is one at or above every one of them, the averages carry weight."""
+        valid prices and the averages carry weight."""
         n = self._bars
         used = self._closes[: min(n, CLOSE_HISTORY)]
         bad = next((i for i, c in enumerate(used) if not MIN_PRICE <= c < MAX_VALUE), None)
         if bad is not None:
             raise StateError(f"closes[{bad}]={used[bad]!r} is not a price (bars_seen={n})")
-        if used and not max(used) <= self._peak < MAX_VALUE:
-            raise StateError(f"peak={self._peak!r} is below a stored close ({max(used)!r}) or not a price")
         for key, (wa, ma) in _PAIRS.items():
             weight, mean = getattr(self, wa), getattr(self, ma)
             if key == "rsi":
@@ -549,9 +638,9 @@ class FeatureEngine:
                 )
 
     def to_bytes(self) -> bytes:
-        """Compact binary state (about 1.4 kB): header, packed numbers, CRC32 trailer."""
+        """Compact binary state (about 1.9 kB): header, packed numbers, CRC32 trailer."""
         sym = self.symbol.encode()
-        floats = [*self._closes, self._peak]
+        floats = [*self._closes]
         for wa, ma in _PAIRS.values():
             floats += [getattr(self, wa), getattr(self, ma)]
         ints = [self._bars, 0 if self._last_ts is None else 1, self._last_ts or 0]
@@ -575,7 +664,7 @@ class FeatureEngine:
         if magic != _MAGIC:
             raise StateError(f"not a feature state (magic {magic!r})")
         if version != STATE_VERSION:
-            raise StateError(f"feature state version {version} != supported {STATE_VERSION}")
+            raise FeatureStateVersionError(version)
         expected = _HEADER.size + sym_len + _INTS.size + _FLOATS.size
         if len(body) != expected:
             raise StateError(f"feature state has {len(body)} bytes before the checksum, expected {expected}")
@@ -596,9 +685,8 @@ class FeatureEngine:
             "bars_seen": bars,
             "last_timestamp_ns": ts if has_ts else None,
             "closes": floats[:CLOSE_HISTORY],
-            "peak": floats[CLOSE_HISTORY],
         }
-        f = CLOSE_HISTORY + 1
+        f = CLOSE_HISTORY
         for key in _PAIRS:
             d[key] = floats[f : f + 2]
             f += 2
@@ -639,7 +727,7 @@ _PAIRS = {
 _MAGIC = b"ETFE"
 _HEADER = struct.Struct("<4sBB")
 _INTS = struct.Struct("<qBq" + "HH" * len(_WINDOWS))
-_FLOATS = struct.Struct(f"<{CLOSE_HISTORY + 1 + 2 * len(_PAIRS) + len(_WINDOWS) * (WINDOW + 4)}d")
+_FLOATS = struct.Struct(f"<{CLOSE_HISTORY + 2 * len(_PAIRS) + len(_WINDOWS) * (WINDOW + 4)}d")
 
 
 # --------------------------------------------------------------------------------------------
@@ -746,7 +834,7 @@ def compute_features(series: BarSeries) -> FeatureMatrix:
     out[:, col["trend_10_50"]] = np.log(fast / slow)
 
     out[:, col["zscore_20"]] = _zscore(c, WINDOW)
-    out[:, col["drawdown"]] = c / np.maximum.accumulate(c) - 1.0
+    out[:, col["drawdown"]] = c / _rolling_max(c, DRAWDOWN_WINDOW) - 1.0
     out[:, col["volume_z_20"]] = _zscore(v, WINDOW)
     return FeatureMatrix(out, warm, np.asarray(series.timestamp).copy())
 
@@ -807,6 +895,20 @@ def _rolling_moments(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray
             offset[rows] = mu
             m2[rows] = np.einsum("ij,ij->i", dev, dev)
     return count, offset, m2
+
+
+def _rolling_max(x: np.ndarray, window: int) -> np.ndarray:
+    """Maximum of the last ``min(i + 1, window)`` values (exact), in chunks of rows."""
+    n = len(x)
+    out = np.empty(n)
+    head = min(n, window - 1)
+    out[:head] = np.maximum.accumulate(x[:head])
+    if n >= window:
+        views = sliding_window_view(x, window)
+        for start in range(0, len(views), _CHUNK_ROWS):
+            win = views[start : start + _CHUNK_ROWS]
+            out[start + window - 1 : start + window - 1 + len(win)] = win.max(axis=1)
+    return out
 
 
 def _normalised_ewm(x: np.ndarray, decay: float) -> np.ndarray:

@@ -183,9 +183,12 @@ class FeatureVector(Message):
     """The features of one symbol after one bar.
 
     ``values`` holds every feature by name (the order of ``FEATURE_NAMES`` in
-    :mod:`ensemble_trader.domain.features`); all values are finite. While the longest window is
-    not yet full, ``warmup_remaining`` > 0 and ``ready`` is False: the values are computed from
-    the bars seen so far and must not be traded on.
+    :mod:`ensemble_trader.domain.features`); all values are finite. Until the engine has seen
+    ``WARMUP_BARS`` bars (every window full and every exponential average's start forgotten, so
+    that the values no longer depend on where the history began), ``warmup_remaining`` > 0 and
+    ``ready`` is False: the values are computed from the bars seen so far and must not be traded
+    on. ``feature_version`` defaults to "1", the formulas of every message written before the
+    field existed; the engine always sets it.
     """
 
     bar: Bar
