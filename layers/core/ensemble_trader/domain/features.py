@@ -204,7 +204,8 @@ STATE_VERSION = 2
 """2: ``closes`` holds the last :data:`CLOSE_HISTORY` (126) closes and ``peak`` is gone (the
 drawdown's window maximum is rebuilt from them). A version-1 state cannot be migrated: it holds
 61 closes and the all-time peak, not the last 126 closes; loading it raises
-:class:`FeatureStateVersionError`."""
+:class:`FeatureStateVersionError` (``readable`` when intact: the features stage then starts a new
+engine after its last bar, :meth:`FeatureEngine.restart`)."""
 
 
 class FeatureStateVersionError(StateError):
@@ -212,12 +213,31 @@ class FeatureStateVersionError(StateError):
 
     A version-1 state (feature version 1) cannot be converted: its drawdown came from the
     all-time peak and it keeps 61 closes, where version 2 needs the last 126. The symbol's state
-    must be rebuilt: delete its cached entry and snapshot and replay at least
-    :data:`WARMUP_BARS` bars (the engine is not ready before them anyway)."""
+    must be rebuilt from new bars: the features stage does it by itself (it starts a new engine
+    after the old state's last bar, :meth:`FeatureEngine.restart`, when :attr:`readable`);
+    elsewhere, delete the state and replay at least :data:`WARMUP_BARS` bars (the engine is not
+    ready before them anyway).
 
-    def __init__(self, found: Any, where: str = "feature state"):
+    ``readable`` is True when the bytes check out as a complete state of that older version
+    (its layout, checksum, symbol and bar count/time), so its ``symbol`` and
+    ``last_timestamp_ns`` (None: no bar applied) are known; False for a newer version, a dict
+    state, or bytes that only carry an old version number (corrupt: not to be restarted from)."""
+
+    def __init__(
+        self,
+        found: Any,
+        where: str = "feature state",
+        *,
+        symbol: str | None = None,
+        last_timestamp_ns: int | None = None,
+        readable: bool = False,
+        problem: str | None = None,
+    ):
         self.found = found
         self.supported = STATE_VERSION
+        self.symbol = symbol
+        self.last_timestamp_ns = last_timestamp_ns
+        self.readable = readable
         hint = (
             " (written by feature version 1: drawdown from the all-time peak, 61 closes kept; it cannot "
             f"be converted — delete the symbol's cached state and snapshot and replay at least {WARMUP_BARS} "
@@ -225,7 +245,14 @@ class FeatureStateVersionError(StateError):
             if found == 1
             else ""
         )
-        super().__init__(f"{where} version {found!r} != supported {STATE_VERSION}{hint}")
+        bad = f"; and it is not a valid version-{found} state either: {problem}" if problem else ""
+        super().__init__(f"{where} version {found!r} != supported {STATE_VERSION}{hint}{bad}")
+
+    @property
+    def restartable(self) -> bool:
+        """An intact state of an *older* version: a new engine may replace it (it cannot be
+        converted), starting after its last bar."""
+        return self.readable and isinstance(self.found, int) and self.found < STATE_VERSION
 
 
 class StaleBarError(EnsembleTraderError):
@@ -550,6 +577,17 @@ class FeatureEngine:
 
     # ---- persistence -----------------------------------------------------------------------
 
+    @classmethod
+    def restart(cls, symbol: str, last_timestamp_ns: int | None) -> FeatureEngine:
+        """A new engine (no bars seen: it warms up again over :data:`WARMUP_BARS` bars) that
+        replaces a state it cannot convert (:class:`FeatureStateVersionError`): it takes only
+        bars after ``last_timestamp_ns``, the old state's last bar, so a redelivered bar stays
+        a no-op (:attr:`last_timestamp_ns` is that time until its first bar)."""
+        engine = cls(symbol)
+        if last_timestamp_ns is not None:
+            engine._last_ts = _int_in(last_timestamp_ns, MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS, "last_timestamp_ns")
+        return engine
+
     def to_dict(self) -> dict[str, Any]:
         """The full state as a JSON-safe dict (floats round-trip exactly through JSON)."""
         return {
@@ -579,7 +617,7 @@ class FeatureEngine:
             engine = cls(symbol)
             engine._bars = _int_in(d["bars_seen"], 0, None, "bars_seen")
             last = d["last_timestamp_ns"]
-            if (last is None) != (engine._bars == 0):
+            if last is None and engine._bars > 0:  # (a time with no bar: a restarted engine)
                 raise StateError(f"last_timestamp_ns={last!r} inconsistent with bars_seen={engine._bars}")
             engine._last_ts = (
                 None if last is None else _int_in(last, -(2**63), 2**63 - 1, "last_timestamp_ns")
@@ -664,7 +702,7 @@ class FeatureEngine:
         if magic != _MAGIC:
             raise StateError(f"not a feature state (magic {magic!r})")
         if version != STATE_VERSION:
-            raise FeatureStateVersionError(version)
+            raise _old_version_error(version, body, crc, sym_len)
         expected = _HEADER.size + sym_len + _INTS.size + _FLOATS.size
         if len(body) != expected:
             raise StateError(f"feature state has {len(body)} bytes before the checksum, expected {expected}")
@@ -728,6 +766,36 @@ _MAGIC = b"ETFE"
 _HEADER = struct.Struct("<4sBB")
 _INTS = struct.Struct("<qBq" + "HH" * len(_WINDOWS))
 _FLOATS = struct.Struct(f"<{CLOSE_HISTORY + 2 * len(_PAIRS) + len(_WINDOWS) * (WINDOW + 4)}d")
+_OLD_FLOATS = {1: 61 + 1 + 2 * len(_PAIRS) + len(_WINDOWS) * (WINDOW + 4)}
+"""Floats in the byte layout of each older state version (1: 61 closes, the peak; the header
+and the integers were laid out as now)."""
+
+
+def _old_version_error(version: int, body: bytes, crc: int, sym_len: int) -> FeatureStateVersionError:
+    """The error for a state of another version; ``readable`` (with the symbol and last bar
+    time) when the bytes check out as a complete state of a known older version."""
+    n_floats = _OLD_FLOATS.get(version)
+    if n_floats is None:
+        return FeatureStateVersionError(version)
+    expected = _HEADER.size + sym_len + _INTS.size + 8 * n_floats
+    if len(body) != expected:
+        problem = f"{len(body)} bytes before the checksum, expected {expected}"
+    elif zlib.crc32(body) != crc:
+        problem = "checksum mismatch (corrupted bytes)"
+    else:
+        try:
+            symbol = body[_HEADER.size : _HEADER.size + sym_len].decode()
+        except UnicodeDecodeError:
+            symbol = None
+        bars, has_ts, ts = _INTS.unpack_from(body, _HEADER.size + sym_len)[:3]
+        if symbol is None or _SYMBOL.fullmatch(symbol) is None:
+            problem = f"symbol {body[_HEADER.size : _HEADER.size + sym_len]!r} is not a symbol"
+        elif bars < 0 or has_ts not in (0, 1) or bool(has_ts) != (bars > 0):
+            problem = f"bars_seen={bars} inconsistent with a last bar time flag {has_ts}"
+        else:
+            return FeatureStateVersionError(version, symbol=symbol, last_timestamp_ns=ts if has_ts else None,
+                                            readable=True)
+    return FeatureStateVersionError(version, problem=problem)
 
 
 # --------------------------------------------------------------------------------------------

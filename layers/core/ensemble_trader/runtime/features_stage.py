@@ -4,13 +4,30 @@ State per symbol is a :class:`~ensemble_trader.domain.features.FeatureEngine` (s
 ``to_bytes``/``from_bytes``); each new bar gives one :class:`FeatureVector` for the ``features``
 stream and no events. The engine validates before it mutates, so a rejected bar leaves the
 state as it was, as the runner requires.
+
+Upgrading the feature version: a stored state of an older ``STATE_VERSION`` cannot be converted
+(version 1 lacks the last 126 closes). When it is intact (:attr:`FeatureStateVersionError.readable`)
+and of the symbol it is stored under, :meth:`FeaturesStep.start_over` gives the runner a new
+engine that starts after the old state's last bar (:meth:`FeatureEngine.restart`): redelivered
+bars stay no-ops, new bars warm it up again (``WARMUP_BARS`` = 173 vectors not ready, which the
+regime and meta-agent stages treat as any warm-up), and the runner logs it and counts
+``features_state_restarted``. A corrupt state, a newer version or another symbol's state is
+still refused (the symbol's records fail, as before).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import BaseModel
 
-from ensemble_trader.domain.features import FeatureEngine
+from ensemble_trader.domain.features import (
+    FEATURE_VERSION,
+    STATE_VERSION,
+    WARMUP_BARS,
+    FeatureEngine,
+    FeatureStateVersionError,
+)
 from ensemble_trader.domain.models import Bar
 from ensemble_trader.runtime.stage import BaseSymbolStep
 
@@ -34,3 +51,23 @@ class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
     def apply(self, state: FeatureEngine, message: Bar) -> tuple[FeatureEngine, list[BaseModel], list[BaseModel]]:
         vector = state.update(message)
         return state, [vector], []
+
+    def start_over(self, symbol: str, data: bytes, error: Exception) -> tuple[FeatureEngine, str] | None:
+        """A new engine for an intact state of an older version (which cannot be converted),
+        starting after its last bar, with the note the runner logs; None for anything else."""
+        if not isinstance(error, FeatureStateVersionError) or not error.restartable or error.symbol != symbol:
+            return None
+        last = error.last_timestamp_ns
+        after = "no bar applied" if last is None else f"last bar {_utc_iso(last)}"
+        note = (
+            f"feature state version {error.found} (stored) cannot be converted to version {STATE_VERSION} "
+            f"(feature version {FEATURE_VERSION}); a new engine starts after it ({after}): the next "
+            f"{WARMUP_BARS} vectors of {symbol} are warming up (not ready)"
+        )
+        return FeatureEngine.restart(symbol, last), note
+
+
+def _utc_iso(ns: int) -> str:
+    """A bar time (ns since the epoch) as ISO-8601 UTC, to the second or finer."""
+    when = datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns % 1_000_000_000 // 1000)
+    return when.isoformat().replace("+00:00", "Z")

@@ -96,6 +96,16 @@ Rules, in the order they apply:
   first). Its retry computes from the committed state. A transactional outbox (outputs stored
   with the state and sent after the conditional write) would close this; it is not built.
 
+* **A state the step can only start over from is replaced, loudly.** When ``step.load`` refuses a
+  stored state (cached or snapshot) and the step has the optional hook
+  ``start_over(symbol, data, error) -> (state, note) | None`` — the features stage does, for an
+  intact feature state of an older format version, which cannot be converted — the runner uses
+  the state it returns, logs a warning with the symbol and the note, and counts
+  ``<stage>_state_restarted``. The hook's state must keep the old state's last applied time as
+  its ``sequence`` (redelivery stays a no-op) and the remembered times and digests are kept, so
+  no record is applied twice or dead-lettered because of the upgrade. A hook returning None (a
+  corrupt state) leaves the refusal as it was: the symbol's records fail.
+
 ``apply`` must not leave its state changed when it raises (validate first, then mutate).
 Measurements go to Powertools metrics (``<stage>_compute_us`` per record and counts per batch)
 and to a process-wide :class:`StageStats` (the local demo and benchmarks read it).
@@ -206,6 +216,11 @@ class SymbolStep(Protocol[S, In]):
 
     def apply(self, state: S, message: In) -> tuple[S, list[BaseModel], list[BaseModel]]: ...
 
+    # Optional (looked up with getattr, so not part of the protocol):
+    # def start_over(self, symbol: str, data: bytes, error: Exception) -> tuple[S, str] | None
+    #     a state to use instead of stored bytes ``load`` refused with ``error`` (an older format
+    #     that cannot be converted), with a note for the log; None keeps the refusal.
+
 
 class BaseSymbolStep(Generic[S, In]):
     """Defaults for a :class:`SymbolStep` whose messages have ``symbol`` and ``timestamp``.
@@ -307,6 +322,7 @@ class StageStats:
     stale_cache: int = 0  # cached states found behind their snapshot (and reloaded from it)
     reseeded: int = 0  # snapshots found behind (or without) their cached state, rewritten from it
     cache_unavailable: int = 0  # cache calls that failed (read, write-back, key drop): snapshots used instead
+    restarted: int = 0  # stored states the step could not load and started over from (step.start_over)
     # the latest per-record compute times (bounded: a warm container may live for millions)
     compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
@@ -725,7 +741,7 @@ class KinesisStageRunner(Generic[S, In]):
         if blob is not None:
             try:
                 version, handled, data = decode_cached_entry(blob)
-                state = self.step.load(data)
+                state = self._load_state(symbol, data)
             except Exception as exc:  # a corrupt cache entry is repaired from the snapshot
                 if self.snapshots is None:
                     raise StateError(f"cached state of {symbol} cannot be decoded: {exc}") from exc
@@ -736,12 +752,28 @@ class KinesisStageRunner(Generic[S, In]):
             item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})
             if item is not None:
                 try:
-                    state = self.step.load(bytes(item["state"]))
+                    state = self._load_state(symbol, bytes(item["state"]))
                 except Exception as exc:
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
                 handled = self._handled_or_none(symbol, "snapshot", bytes(item.get("handled", b"")))
                 return state, int(item["version"]), True, handled
         return self.step.new_state(symbol), 0, False, ([], [], True)  # a new state: memory from the start
+
+    def _load_state(self, symbol: str, data: bytes) -> Any:
+        """``step.load(data)``; a state the step refuses but can start over from (its optional
+        ``start_over`` hook) is replaced, logged and counted as ``<stage>_state_restarted``."""
+        try:
+            return self.step.load(data)
+        except Exception as exc:
+            start_over = getattr(self.step, "start_over", None)
+            replacement = start_over(symbol, data, exc) if start_over is not None else None
+            if replacement is None:
+                raise
+            state, note = replacement
+            log.warning("stage %s: state of %s started over: %s", self.step.name, symbol, note)
+            self.stats.restarted += 1
+            self._count("state_restarted", 1)
+            return state
 
     def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[list[int], list[int], bool]:
         """The handled times and digests stored beside a state; none when they cannot be read
