@@ -14,7 +14,7 @@ import onnx
 import pytest
 from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentManifest, AgentPool
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
-from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.features import FEATURE_NAMES, FEATURE_VERSION
 from onnx import TensorProto, helper, numpy_helper
 
 from training.agents.modelset import write_model_set
@@ -298,16 +298,19 @@ def test_a_set_trained_on_other_feature_formulas_is_refused(model_set):
     """The same feature names computed by changed formulas (FEATURE_VERSION bumped) are other
     inputs: a set records the version it was trained on, and it is part of the set's version."""
     folder, *_ = model_set
-    assert AgentPool.load(folder, feature_names=FEATURES).feature_version == "1"
+    current, other = FEATURE_VERSION, str(int(FEATURE_VERSION) + 1)
+    assert AgentPool.load(folder, feature_names=FEATURES).feature_version == current
     raw = json.loads((folder / "manifest.json").read_text())
     agents = {n: {k: v for k, v in e.items() if k != "sha256"} for n, e in raw["agents"].items()}
-    old = write_model_set(folder, agents=agents, feature_names=FEATURES, fused_file="pool.onnx", training={})
-    new = write_model_set(folder, agents=agents, feature_names=FEATURES, feature_version="2",
+    old = write_model_set(folder, agents=agents, feature_names=FEATURES, feature_version=current,
+                          fused_file="pool.onnx", training={})
+    new = write_model_set(folder, agents=agents, feature_names=FEATURES, feature_version=other,
                           fused_file="pool.onnx", training={})
     assert new.version != old.version
-    with pytest.raises(ModelArtifactError, match="trained on feature version 2, but this code computes version 1"):
+    with pytest.raises(ModelArtifactError,
+                       match=f"trained on feature version {other}, but this code computes version {current}"):
         AgentPool.load(folder, feature_names=FEATURES)
-    assert AgentPool.load(folder, feature_names=FEATURES, feature_version="2").feature_version == "2"
+    assert AgentPool.load(folder, feature_names=FEATURES, feature_version=other).feature_version == other
 
 
 def test_writing_a_set_whose_fused_graph_is_missing_names_it(model_set):

@@ -24,7 +24,7 @@ from ensemble_trader.backtest.ensemble import (
 from ensemble_trader.backtest.metrics import performance, periods_per_year, sharpe_margin_se
 from ensemble_trader.backtest.report import write_report
 from ensemble_trader.domain.errors import DataError, InvalidMessageError
-from ensemble_trader.domain.features import FEATURE_NAMES, WARMUP_BARS
+from ensemble_trader.domain.features import FEATURE_NAMES, FEATURE_VERSION, WARMUP_BARS
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import Regime
 from ensemble_trader.domain.regime import RegimeStep
@@ -38,7 +38,7 @@ class RuleAgents:
     names = ("conservative", "aggressive", "balanced", "contrarian")
     version = "rules-1"
     feature_names = FEATURE_NAMES
-    feature_version = "1"
+    feature_version = FEATURE_VERSION
 
     def __init__(self) -> None:
         self._i = {n: i for i, n in enumerate(FEATURE_NAMES)}
