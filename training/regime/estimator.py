@@ -8,7 +8,11 @@ Fitting, for each candidate number of states K:
 1. the model's features are taken from :func:`compute_features` on the bars (rows past the
    feature warm-up only), transformed (``log`` for volatilities) and standardised;
 2. hmmlearn's ``GaussianHMM`` is fitted by EM from ``n_restarts`` seeds; the restart with the
-   highest log-likelihood is kept;
+   highest log-likelihood is kept. A restart that collapses (a state's covariance degenerates:
+   hmmlearn raises, e.g. "array must not contain infs or NaNs", or returns non-finite
+   parameters or score) is discarded with a warning naming the state count, the restart and the
+   reason; a state count none of whose restarts succeeded is dropped from the candidates, and
+   :class:`RegimeFitError` is raised only when every restart of every state count failed;
 3. K is chosen by the lowest BIC among the candidates.
 
 The hidden states are then named without labels
@@ -25,6 +29,7 @@ chain (the online filter starts at an arbitrary bar, not at the training sample'
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from ensemble_trader.domain.bars import BarSeries
-from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from ensemble_trader.domain.models import Regime
 from ensemble_trader.domain.regime_fit import (
@@ -55,6 +60,13 @@ DEFAULT_RESTARTS = 12
 on S&P 500 1999-2006, four restarts reached the best 4-state fit (BIC 4480.2) with seeds 0 and 3
 only — seed 1 named BEAR a state of 1.1 % of the bars, seed 4 chose 5 states — while twelve reach
 it from seed 1 too. Twelve from seed 0 give the committed model again (parameters within 1e-13)."""
+
+_log = logging.getLogger(__name__)
+
+
+class RegimeFitError(EnsembleTraderError, ValueError):
+    """No EM restart of any candidate state count produced a usable fit (each collapsed); the
+    message names every state count and the reason of its restarts' failures."""
 
 LOG_FLOOR_FRACTION = 0.1
 """Log-transformed features are floored at this fraction of their training median before the
@@ -206,9 +218,10 @@ class RegimeHMM:
         best_by_k: dict[int, Any] = {}
         total = len(ks) * self.n_restarts
         bar = _progress(total, "regime fit") if progress else None
+        failures: dict[int, list[str]] = {}
         for i, k in enumerate(ks):
             best = None
-            for seed in seeds[i]:
+            for r, seed in enumerate(seeds[i], start=1):
                 hmm = GaussianHMM(
                     n_components=k,
                     covariance_type=self.covariance_type,
@@ -216,15 +229,20 @@ class RegimeHMM:
                     tol=self.tol,
                     random_state=int(seed),
                 )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    hmm.fit(z, lengths)
-                    score = hmm.score(z, lengths)
-                if best is None or score > best[0]:
-                    best = (score, hmm)
+                outcome = _fit_restart(hmm, z, lengths)
                 if bar is not None:
                     bar.update(1)
-            score, hmm = best  # type: ignore[misc]
+                if isinstance(outcome, str):  # collapsed: discarded, the other restarts go on
+                    _log.warning("regime fit: %d states, restart %d of %d (EM seed %d) discarded: %s",
+                                 k, r, self.n_restarts, int(seed), outcome)
+                    failures.setdefault(k, []).append(f"restart {r} (EM seed {int(seed)}): {outcome}")
+                    continue
+                if best is None or outcome > best[0]:
+                    best = (outcome, hmm)
+            if best is None:
+                _log.warning("regime fit: every restart of %d states collapsed; %d states is not a candidate", k, k)
+                continue
+            score, hmm = best
             bic = float(hmm.bic(z, lengths))
             candidates.append(
                 {"n_states": k, "log_likelihood": float(score), "bic": bic, "converged": bool(hmm.monitor_.converged)}
@@ -232,6 +250,11 @@ class RegimeHMM:
             best_by_k[k] = hmm
         if bar is not None:
             bar.close()
+        if not candidates:
+            raise RegimeFitError(
+                f"every EM restart collapsed ({self.n_restarts} per state count, {n} rows): "
+                + "; ".join(f"{k} states: {', '.join(failures[k])}" for k in ks)
+            )
         chosen = min(candidates, key=lambda c: c["bic"])
         hmm = best_by_k[chosen["n_states"]]
 
@@ -311,6 +334,24 @@ class RegimeHMM:
             "min_share": self.min_share,
             "random_state": self.random_state,
         }
+
+
+def _fit_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> float | str:
+    """Fit one EM restart; its log-likelihood, or why it collapsed (an exception hmmlearn raised on
+    its own degenerate parameters, non-finite parameters or a non-finite score)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hmm.fit(z, lengths)
+            score = float(hmm.score(z, lengths))
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        if not np.all(np.isfinite(getattr(hmm, name))):
+            return f"non-finite {name}"
+    if not np.isfinite(score):
+        return f"non-finite log-likelihood {score}"
+    return score
 
 
 def _progress(total: int, desc: str):
