@@ -273,11 +273,11 @@ def test_the_job_checks_every_hyperparameter_before_reading_data_or_fitting(hps,
 
 
 @pytest.mark.parametrize(("hps", "expected"), [
-    ({}, (0, (4, 5, 6), "full", 12, None, None, "arch:sp500")),
+    ({}, (0, (4, 5, 6), "full", 32, None, None, "arch:sp500")),
     ({"seed": "3", "states": "4, 5", "covariance_type": "diag", "restarts": 2.0, "start": "2001",
       "end": "2007-01-01", "bars": "arch:nasdaq"}, (3, (4, 5), "diag", 2, "2001", "2007-01-01", "arch:nasdaq")),
-    ({"states": "[4, 6]"}, (0, (4, 6), "full", 12, None, None, "arch:sp500")),
-    ({"states": 4}, (0, (4,), "full", 12, None, None, "arch:sp500")),
+    ({"states": "[4, 6]"}, (0, (4, 6), "full", 32, None, None, "arch:sp500")),
+    ({"states": 4}, (0, (4,), "full", 32, None, None, "arch:sp500")),
 ])
 def test_the_job_reads_good_hyperparameters_however_json_spells_them(hps, expected):
     from training.regime.train import RegimeJobConfig

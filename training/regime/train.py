@@ -5,7 +5,7 @@ Inputs, as a SageMaker training container receives them (local folders work the 
 * hyperparameters: ``/opt/ml/input/config/hyperparameters.json`` if present, else the JSON in
   ``$SM_HPS``, else defaults — ``seed`` (int in [0, 2**32), default 0), ``states`` (int, list or
   comma-separated text, each >= 4; default 4,5,6), ``covariance_type`` (``full``/``diag``),
-  ``restarts`` (int >= 1, default 12), ``start`` / ``end`` (ISO dates: train on bars with
+  ``restarts`` (int >= 1, default 32), ``start`` / ``end`` (ISO dates: train on bars with
   start <= time < end), ``bars`` (a data spec when no channel is given, default arch:sp500);
 * ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` except regime-truth files:
   ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as ``data synth`` writes them);
