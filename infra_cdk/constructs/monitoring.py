@@ -109,6 +109,9 @@ EMF_METRICS: tuple[tuple[str, tuple[EmfMetric, ...]], ...] = (
             EmfMetric("reconcile_symbols_failed", "orders", "Sum", "symbols failed"),
             EmfMetric("regime_refit_published", "regime", "Sum", "regime models published"),
             EmfMetric("regime_refit_skipped", "regime", "Sum", "symbol models skipped (too little history)"),
+            EmfMetric("regime_refit_unchanged", "regime", "Sum", "refits not material (pin kept)"),
+            EmfMetric("regime_refit_republished", "regime", "Sum", "retried refits (event sent again)"),
+            EmfMetric("features_state_restarted", "features", "Sum", "feature states of an older version restarted"),
         ),
     ),
 )
