@@ -1,7 +1,8 @@
 """The SageMaker training-container contract shared by the training jobs (local folders work too).
 
 Hyperparameters come from ``/opt/ml/input/config/hyperparameters.json`` if present, else the JSON
-in ``$SM_HPS``; data channels are folders of bars CSVs; a failed job writes its reason to
+in ``$SM_HPS``; data channels are folders of bars CSVs (subfolders included), read into one
+series per symbol (:func:`read_channel`); a failed job writes its reason to
 ``/opt/ml/output/failure``, which SageMaker shows as the job's failure reason.
 """
 
@@ -12,9 +13,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
 
 HYPERPARAMETERS_FILE = Path("/opt/ml/input/config/hyperparameters.json")
@@ -91,7 +95,8 @@ def channel_files(channel: str | None) -> list[Path]:
     keeps the keys' folders below the prefix: ``s3://bucket/bars/2024/spx.csv`` arrives as
     ``<channel>/2024/spx.csv``). Regime-truth files (:func:`is_truth_file`) are skipped: a folder
     written by ``ensemble-trader data synth`` holds bars.csv and truth.csv. [] when the channel
-    is not set."""
+    is not set. The jobs read a channel with :func:`read_channel`, which joins the files of one
+    symbol."""
     if not channel:
         return []
     folder = Path(channel)
@@ -101,6 +106,73 @@ def channel_files(channel: str | None) -> list[Path]:
     if not files:
         raise DataError(f"channel folder {folder} holds no bars CSV (subfolders included)")
     return files
+
+
+@dataclass(frozen=True)
+class ChannelSeries:
+    """One symbol's bars in a channel: ``files`` (in time order) joined into one ``series``."""
+
+    symbol: str
+    series: BarSeries
+    files: tuple[Path, ...]
+
+    @property
+    def spec(self) -> str:
+        """How the jobs name these bars (the agents' data spec, the manifests' data): the file's
+        path, or the paths joined by `` + `` when the symbol is split over several files."""
+        return " + ".join(str(f) for f in self.files)
+
+
+def read_channel(files: Sequence[Path]) -> list[ChannelSeries]:
+    """The bars of a channel's ``files`` (:func:`channel_files`), one series per symbol, in order
+    of the symbol's first file by path. A symbol split over several files (one per year:
+    ``2005/spx.csv``, ``2006/spx.csv``; a file without a ``symbol`` column holds the symbol of its
+    upper-cased stem) is joined in time order into one series, so its features warm up once and
+    the regime HMM sees one unbroken sequence; files of one symbol whose bar times overlap or
+    repeat are refused (:func:`join_series`). Gaps between files are allowed (a market's holidays
+    are gaps too). [] for no files (a channel that is not set)."""
+    from ensemble_trader.marketdata import read_bars_csv
+
+    pieces: dict[str, list[tuple[Path, BarSeries]]] = {}
+    for path in files:
+        for series in read_bars_csv(path):
+            pieces.setdefault(series.symbol, []).append((path, series))
+    out = []
+    for symbol, parts in pieces.items():
+        ordered = sorted(parts, key=lambda part: part[1].timestamp[0])
+        out.append(ChannelSeries(symbol, join_series(ordered), tuple(path for path, _ in ordered)))
+    return out
+
+
+def _when(t: np.datetime64) -> str:
+    """A bar time as ISO text, without a fraction of zeros."""
+    text = str(np.datetime_as_string(np.datetime64(t, "ns")))
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def join_series(parts: Sequence[tuple[Path, BarSeries]]) -> BarSeries:
+    """One symbol's series read from several files (``(file, series)`` in time order: sorted by
+    first bar) as one series. Each file must begin after the previous one ends: a repeated or
+    overlapping bar time raises :class:`DataError` naming both files and the times."""
+    if not parts:
+        raise DataError("no series to join")
+    for (before, a), (after, b) in zip(parts, parts[1:], strict=False):
+        if b.timestamp[0] <= a.timestamp[-1]:
+            inside = int(np.count_nonzero(b.timestamp <= a.timestamp[-1]))
+            raise DataError(
+                f"{a.symbol}: {after} (bars {_when(b.timestamp[0])} .. {_when(b.timestamp[-1])}) overlaps "
+                f"{before} (bars {_when(a.timestamp[0])} .. {_when(a.timestamp[-1])}): {inside} of its bars "
+                f"are at or before {_when(a.timestamp[-1])}; a symbol's files in a channel must not repeat "
+                "or overlap bar times"
+            )
+    if len(parts) == 1:
+        return parts[0][1]
+    series = [s for _, s in parts]
+    return BarSeries(
+        symbol=series[0].symbol,
+        **{name: np.concatenate([getattr(s, name) for s in series])
+           for name in ("timestamp", "open", "high", "low", "close", "volume")},
+    )
 
 
 def report_failure(job: str, exc: Exception, failure_file: Path = FAILURE_FILE) -> None:

@@ -29,7 +29,9 @@ Entry points
     ``python -m training.agents.train`` — SageMaker: hyperparameters from
     ``/opt/ml/input/config/hyperparameters.json`` or ``$SM_HPS``; bars CSVs from
     ``$SM_CHANNEL_TRAIN`` (and ``$SM_CHANNEL_VALIDATION``, which then replaces the validation
-    window); the model set goes to ``$SM_MODEL_DIR``.
+    window), subfolders included, one series per symbol: a symbol split over several files is
+    joined in time order into one data spec ``file1 + file2`` (``training.sagemaker.read_channel``;
+    overlapping bar times fail the job); the model set goes to ``$SM_MODEL_DIR``.
 """
 
 from __future__ import annotations
@@ -72,8 +74,10 @@ from pydantic import (
 
 from training.sagemaker import (
     HYPERPARAMETERS_FILE,
+    ChannelSeries,
     channel_files,
     check_no_arguments,
+    read_channel,
     read_hyperparameters,
     report_failure,
 )
@@ -872,8 +876,11 @@ def plan_agent_data(config: TrainConfig, sources: Sequence[Source], val_sources:
     return plan
 
 
-def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+def run_job(config: TrainConfig, out_dir: Path, progress: bool = True,
+            read: Mapping[str, BarSeries] | None = None) -> dict[str, Any]:
     """Train, select, export, test and write the model set to ``out_dir``; returns the manifest.
+    ``read`` holds bars already read for some of the specs (a channel's symbols, joined across
+    files: :func:`sagemaker_main`); every other spec is loaded here.
 
     Refused before any agent trains: an agent without a training or a validation window
     (:func:`plan_agent_data`), an ``out_dir`` holding model files the set would not replace
@@ -895,10 +902,13 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
     check_out_dir(out_dir, config.agents)
     bars = config.bars or (QUICK_BARS if config.quick else default_bars())
     separate_validation = bool(config.validation_bars)
-    loaded = {spec: load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS) for spec in bars}
+    read = dict(read or {})
+    loaded = {spec: (read[spec], None) if spec in read else load_series(spec, synthetic_bars=SYNTH_DEFAULT_BARS)
+              for spec in bars}
     cuts = None if separate_validation else calendar_cuts({spec: got[0] for spec, got in loaded.items()}, config)
     sources = [split_source(spec, config, whole=separate_validation, cuts=cuts, loaded=loaded[spec]) for spec in bars]
-    val_sources = [split_source(spec, config, whole=True) for spec in config.validation_bars]
+    val_sources = [split_source(spec, config, whole=True, loaded=(read[spec], None) if spec in read else None)
+                   for spec in config.validation_bars]
     if separate_validation:
         for src in val_sources:
             src.validation, src.train = src.train, None
@@ -994,6 +1004,18 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True) -> dict[s
 SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
 
 
+def one_symbol_per_file(symbols: Sequence[ChannelSeries]) -> None:
+    """Each file of an agents' channel holds one symbol (a data spec is one series): a file
+    whose ``symbol`` column names several is a DataError."""
+    held: dict[Path, list[str]] = {}
+    for c in symbols:
+        for f in c.files:
+            held.setdefault(f, []).append(c.symbol)
+    for f, names in held.items():
+        if len(names) > 1:
+            raise DataError(f"{f} holds {len(names)} symbols {names}; give one symbol per file")
+
+
 def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     """Run the job as a SageMaker training container would (works with local folders)."""
     check_no_arguments("python -m training.agents.train", "agents training job",
@@ -1006,12 +1028,15 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
             # built-in series and report success
             raise DataError("no training data: give the train channel ($SM_CHANNEL_TRAIN, a folder of "
                             "bars CSVs) or the 'bars' hyperparameter (data specs)")
+        config = TrainConfig.model_validate(hps)  # checked before any bar is read
+        read: dict[str, BarSeries] = {}
         for key, channel in (("bars", "SM_CHANNEL_TRAIN"), ("validation_bars", "SM_CHANNEL_VALIDATION")):
-            files = channel_files(os.environ.get(channel))
-            if files:
-                hps[key] = [str(f) for f in files]
-        config = TrainConfig.model_validate(hps)
-        manifest = run_job(config, out, progress=sys.stderr.isatty())
+            symbols = read_channel(channel_files(os.environ.get(channel)))  # one series per symbol
+            if symbols:
+                one_symbol_per_file(symbols)
+                config = config.model_copy(update={key: tuple(c.spec for c in symbols)})
+                read.update((c.spec, c.series) for c in symbols)
+        manifest = run_job(config, out, progress=sys.stderr.isatty(), read=read)
     except (EnsembleTraderError, ValidationError) as exc:
         report_failure("training", exc)
         return 1

@@ -7,8 +7,11 @@ Inputs, as a SageMaker training container receives them (local folders work the 
   comma-separated text, each >= 4; default 4,5,6), ``covariance_type`` (``full``/``diag``),
   ``restarts`` (int >= 1, default 32), ``start`` / ``end`` (ISO dates: train on bars with
   start <= time < end), ``bars`` (a data spec when no channel is given, default arch:sp500);
-* ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` except regime-truth files:
-  ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as ``data synth`` writes them);
+* ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` in it and its subfolders except
+  regime-truth files: ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as
+  ``data synth`` writes them), one series per symbol: a symbol split over several files (one per
+  year) is joined in time order, and files of one symbol with overlapping bar times fail the job
+  (``training.sagemaker.read_channel``);
 * ``$SM_MODEL_DIR`` (default ``/opt/ml/model``): where the artifact is written.
 
 Every hyperparameter is checked before any data is read or any EM runs (:class:`RegimeJobConfig`,
@@ -42,6 +45,7 @@ from training.sagemaker import (
     HYPERPARAMETERS_FILE,
     channel_files,
     check_no_arguments,
+    read_channel,
     read_hyperparameters,
     report_failure,
 )
@@ -208,11 +212,9 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
                        "ensemble-trader regime fit --bars SPEC --out DIR", argv)
     try:
         config = RegimeJobConfig.from_hyperparameters(read_hyperparameters(SM_HYPERPARAMETERS))
-        files = channel_files(os.environ.get("SM_CHANNEL_TRAIN"))
-        if files:
-            from ensemble_trader.marketdata import read_bars_csv
-
-            series, data = [s for f in files for s in read_bars_csv(f)], [str(f) for f in files]
+        channel = read_channel(channel_files(os.environ.get("SM_CHANNEL_TRAIN")))  # one series per symbol
+        if channel:
+            series, data = [c.series for c in channel], [str(f) for c in channel for f in c.files]
         else:
             from ensemble_trader.marketdata import load_bars
 
