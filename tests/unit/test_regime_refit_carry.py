@@ -4,11 +4,12 @@ publishes a new version only when the refit is material."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from ensemble_trader.domain.errors import ModelArtifactError
+from ensemble_trader.domain.errors import ModelArtifactError, StateError
 from ensemble_trader.domain.models import Bar, FeatureVector, Regime
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.domain.regime_fit import MAX_LINEAGE, label_states, refit
@@ -116,3 +117,93 @@ def test_states_keep_their_names_unless_the_rule_clearly_disagrees():
     assert label_states(drift(0.02), vol, share, prefer=current, tolerance=0.25) == current
     assert label_states(drift(2.0), vol, share, prefer=current, tolerance=0.25) == (V, R, B, S)
     assert label_states(drift(0.02), vol, share, prefer=current, tolerance=0.0) == (V, R, B, S)
+
+
+def run_alternating(hosts: list[str], new: RegimeModel = REFIT) -> list[tuple[int, bool]]:
+    """Ten quiet bars under OLD, then BEAR-like bars served by OLD or ``new`` containers in
+    turn, the state passing through its encoding (the cache) between bars as in the Lambda."""
+    rule = TransitionRule(margin=0.2, confirm_bars=3)
+    steps = {"old": RegimeStep(OLD, rule), "new": RegimeStep(new, rule)}
+    state = None
+    for t in range(10):
+        state, _, _ = steps["old"].apply(state, vector(t, 0.0))
+    out = []
+    for t, host in enumerate(hosts, start=10):
+        state, _, events = steps[host].apply(RegimeStep.load(RegimeStep.dump(state)), vector(t, 3.5))
+        out.append((state.pending_count, bool(events)))
+    return out
+
+
+def test_old_and_new_containers_alternating_after_a_refit_confirm_on_the_third_bar():
+    """A warm container still serving OLD reads a state REFIT wrote: the state names REFIT's
+    lineage, so OLD carries the filter and the pending confirmation too (it used to restart
+    them: pending 1, 2, 1, 2, 1 and no switch)."""
+    expected = [(1, False), (2, False), (0, True), (0, False), (0, False)]
+    assert run_alternating(["old"] * 5) == expected
+    assert run_alternating(["old", "new", "old", "new", "old"]) == expected
+    assert run_alternating(["new", "old", "new", "old", "new"]) == expected
+    assert OLD.states_aligned_with(REFIT.version, REFIT.refit_lineage)
+    assert not OLD.states_aligned_with(REFIT.version)  # without the writer's lineage it cannot know
+
+
+def test_an_older_model_does_not_make_a_newer_one_restart_along_a_chain_or_between_siblings():
+    """OLD -> mid -> last: OLD carries a state last wrote (OLD is in its recorded lineage) and
+    last carries OLD's state back. Two refits of OLD (after a rollback to OLD and a new refit)
+    share OLD: they carry each other's state."""
+    mid = one_feature_model([0.0, 3.0, -3.0, 6.005], lineage=[OLD.version])
+    last = one_feature_model([0.0, 3.0, -3.0, 6.01], lineage=[mid.version, OLD.version])
+    expected = [(1, False), (2, False), (0, True), (0, False), (0, False)]
+    assert run_alternating(["old", "new", "old", "new", "old"], new=last) == expected
+    sibling = one_feature_model([0.0, 3.0, -3.0, 6.02], lineage=[OLD.version])
+    rule = TransitionRule(margin=0.2, confirm_bars=3)
+    a, b = RegimeStep(REFIT, rule), RegimeStep(sibling, rule)
+    state = None
+    for t in range(10):
+        state, _, _ = a.apply(state, vector(t, 0.0))
+    events = []
+    for t, step in zip(range(10, 13), (a, b, a), strict=True):
+        state, _, ev = step.apply(state, vector(t, 3.5))
+        events.append(bool(ev))
+    assert events == [False, False, True]
+
+
+def test_an_unrelated_model_still_restarts_when_alternating_with_the_old_one():
+    """UNRELATED shares no version with OLD: each switch of container restarts the filter and
+    the confirmation, so three bars alternating between them never confirm."""
+    assert run_alternating(["old", "new", "old", "new", "old"], new=UNRELATED) == [
+        (1, False), (1, False), (1, False), (1, False), (1, False)]
+    assert not OLD.states_aligned_with(UNRELATED.version, UNRELATED.refit_lineage)
+    assert not UNRELATED.states_aligned_with(OLD.version, OLD.refit_lineage)
+
+
+def test_the_state_records_a_bounded_lineage_and_a_state_without_one_still_loads():
+    from ensemble_trader.domain.regime import STATE_LINEAGE, RegimeFilterState
+
+    long = one_feature_model([0.0, 3.0, -3.0, 6.0], lineage=[f"r{i:012x}" for i in range(50)])
+    state, _, _ = RegimeStep(long).apply(None, vector(0, 0.0))
+    assert state.lineage == long.refit_lineage[:STATE_LINEAGE]
+    assert RegimeStep.load(RegimeStep.dump(state)).lineage == state.lineage
+    # a model fitted from scratch: no key, the bytes of the format before lineages were kept
+    plain, _, _ = RegimeStep(OLD).apply(None, vector(0, 0.0))
+    assert b"lineage" not in RegimeStep.dump(plain)
+    # a state REFIT wrote before lineages were recorded (no "lineage" key) loads with none; OLD
+    # cannot tell it is aligned (it restarts once), and REFIT's next write records the lineage
+    old_format = json.loads(RegimeStep.dump(run_state(REFIT)))
+    del old_format["lineage"]
+    loaded = RegimeFilterState.from_bytes(json.dumps(old_format).encode())
+    assert loaded.lineage == () and loaded.pending_count == 2 and loaded.model_version == REFIT.version
+    again, _, _ = RegimeStep(REFIT).apply(loaded, vector(12, 3.5))
+    assert again.lineage == (OLD.version,) and again.regime is R
+    with pytest.raises(StateError, match="lineage"):
+        RegimeFilterState.from_bytes(json.dumps({**old_format, "lineage": "r123"}).encode())
+
+
+def run_state(model: RegimeModel):
+    """A state ``model`` wrote with a BULL → BEAR confirmation two bars along."""
+    step = RegimeStep(model, TransitionRule(margin=0.2, confirm_bars=3))
+    state = None
+    for t in range(10):
+        state, _, _ = step.apply(state, vector(t, 0.0))
+    for t in (10, 11):
+        state, _, _ = step.apply(state, vector(t, 3.5))
+    return state

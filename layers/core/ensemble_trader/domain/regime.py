@@ -69,6 +69,10 @@ __all__ = [
 ]
 
 STATE_FORMAT = 1
+STATE_LINEAGE = 8
+"""Refit-lineage entries a filter state keeps of the model that wrote it (newest first): a
+container still serving a model up to this many refits older than the writer carries the filter
+(a container serves the model of its cold start until it is recycled; refits are daily)."""
 _REGIME_INDEX = {r: i for i, r in enumerate(REGIMES)}
 
 
@@ -229,6 +233,10 @@ class RegimeFilterState:
     estimate), held for ``bars_in_regime`` bars; ``pending`` / ``pending_count`` track a
     candidate regime waiting for confirmation. ``last_ns`` is the time of the last applied
     bar (nanoseconds since the epoch): a bar at or before it is a redelivery.
+    ``lineage`` is the refit lineage of ``model_version`` (its first :data:`STATE_LINEAGE`
+    versions, newest first): a model it names carries the filter too
+    (:meth:`RegimeModel.states_aligned_with`). Encoded only when non-empty, so a state without it
+    (a model fitted from scratch, or written before lineages were recorded) keeps the old bytes.
     """
 
     symbol: str
@@ -243,6 +251,7 @@ class RegimeFilterState:
     pending: Regime | None = None
     pending_count: int = 0
     changes: int = field(default=0)
+    lineage: tuple[str, ...] = ()
 
     def copy(self) -> RegimeFilterState:
         return RegimeFilterState(
@@ -258,28 +267,32 @@ class RegimeFilterState:
             self.pending,
             self.pending_count,
             self.changes,
+            self.lineage,
         )
 
     def to_bytes(self) -> bytes:
-        """Compact JSON; floats are written with ``repr`` so a round trip is exact."""
-        return json.dumps(
-            {
-                "format": STATE_FORMAT,
-                "symbol": self.symbol,
-                "model_version": self.model_version,
-                "log_alpha": None if self.log_alpha is None else self.log_alpha.tolist(),
-                "last_ns": self.last_ns,
-                "n_bars": self.n_bars,
-                "n_observed": self.n_observed,
-                "log_likelihood": self.log_likelihood,
-                "regime": None if self.regime is None else self.regime.value,
-                "bars_in_regime": self.bars_in_regime,
-                "pending": None if self.pending is None else self.pending.value,
-                "pending_count": self.pending_count,
-                "changes": self.changes,
-            },
-            separators=(",", ":"),
-        ).encode()
+        """Compact JSON; floats are written with ``repr`` so a round trip is exact.
+
+        ``lineage`` is an optional key of format 1 (absent when empty): states written before it
+        existed load with an empty lineage, and code that predates it ignores it."""
+        raw: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "symbol": self.symbol,
+            "model_version": self.model_version,
+            "log_alpha": None if self.log_alpha is None else self.log_alpha.tolist(),
+            "last_ns": self.last_ns,
+            "n_bars": self.n_bars,
+            "n_observed": self.n_observed,
+            "log_likelihood": self.log_likelihood,
+            "regime": None if self.regime is None else self.regime.value,
+            "bars_in_regime": self.bars_in_regime,
+            "pending": None if self.pending is None else self.pending.value,
+            "pending_count": self.pending_count,
+            "changes": self.changes,
+        }
+        if self.lineage:
+            raw["lineage"] = list(self.lineage)
+        return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RegimeFilterState:
@@ -295,6 +308,9 @@ class RegimeFilterState:
                 if (log_alpha.ndim != 1 or np.isnan(log_alpha).any() or np.isposinf(log_alpha).any()
                         or not np.isfinite(log_alpha).any()):
                     raise ValueError("log_alpha must be a vector of log-probabilities, one of them finite")
+            lineage = raw.get("lineage", [])  # absent in states written before it was recorded
+            if not isinstance(lineage, list) or not all(isinstance(v, str) and v for v in lineage):
+                raise ValueError(f"lineage {lineage!r} must be a list of model versions")
             state = cls(
                 symbol=str(raw["symbol"]),
                 model_version=str(raw["model_version"]),
@@ -308,6 +324,7 @@ class RegimeFilterState:
                 pending=None if raw["pending"] is None else Regime(raw["pending"]),
                 pending_count=int(raw["pending_count"]),
                 changes=int(raw["changes"]),
+                lineage=tuple(lineage),
             )
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
             raise StateError(f"cannot decode regime filter state: {exc!r}") from None
@@ -340,9 +357,10 @@ class RegimeDetector:
         self._transmat = model.transmat
         self._regime_matrix = model.regime_matrix
         self._prior_regime_probs = model.start_prob @ model.regime_matrix
+        self._state_lineage = model.refit_lineage[:STATE_LINEAGE]
 
     def initial_state(self, symbol: str) -> RegimeFilterState:
-        return RegimeFilterState(symbol=symbol, model_version=self.model.version)
+        return RegimeFilterState(symbol=symbol, model_version=self.model.version, lineage=self._state_lineage)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -370,10 +388,11 @@ class RegimeDetector:
         return probs, self.decide(state, probs)
 
     def carries_over(self, state: RegimeFilterState) -> bool:
-        """Whether ``state``'s filter (written under ``state.model_version``) goes on under this
-        model: its version is this model's or one it was refit from, and the numbers of hidden
-        states match."""
-        return self.model.states_aligned_with(state.model_version) and (
+        """Whether ``state``'s filter (written under ``state.model_version``, whose lineage is
+        ``state.lineage``) goes on under this model: the two are the same version, one was refit
+        from the other (either way round) or both from a common version, and the numbers of
+        hidden states match."""
+        return self.model.states_aligned_with(state.model_version, state.lineage) and (
             state.log_alpha is None or len(state.log_alpha) == self.model.n_states
         )
 
@@ -384,12 +403,16 @@ class RegimeDetector:
     ) -> tuple[RegimeFilterState, MarketState | None, list[RegimeChanged]]:
         """Pure step: returns a new state, the MarketState (None on redelivery) and events.
 
-        A state written under a version this model was refit from (warm-started refits keep
-        the hidden states one to one: :meth:`RegimeModel.states_aligned_with`) carries its
-        filter distribution and pending confirmation over: a refit changes no reported regime
-        by itself. A state written under an unrelated version (or one with another number of
-        states) keeps its reported regime but restarts the filter from the new model's start
-        distribution: its hidden states are not this model's.
+        A state written under a version this model was refit from, or under a refit of this
+        model (a warm container still serving the replaced model reads a state the refit
+        wrote), carries its filter distribution and pending confirmation over: warm-started
+        refits keep the hidden states one to one (:meth:`RegimeModel.states_aligned_with`), so
+        a refit changes no reported regime by itself, even while old and new containers
+        alternate on a symbol's records. A state written under an unrelated version (or one
+        with another number of states) keeps its reported regime but restarts the filter from
+        the new model's start distribution: its hidden states are not this model's. The new
+        state records this model's version and lineage (a newer model's lineage names this
+        one, so it carries the state back).
         """
         symbol = features.symbol
         if state is None:
@@ -406,6 +429,7 @@ class RegimeDetector:
                 new.log_alpha = None
                 new.pending, new.pending_count = None, 0
             new.model_version = self.model.version
+        new.lineage = self._state_lineage  # also fills in a state written before lineages were kept
         new.last_ns = ns
         new.n_bars += 1
         events: list[RegimeChanged] = []
@@ -536,7 +560,8 @@ class RegimeStep:
 
     ``models_for`` (optional) gives a symbol its own model (e.g. the runtime's per-symbol
     registry); ``model`` serves every other symbol. A symbol whose model changes to an unrelated
-    one restarts its filter; a refit of its model carries it over (see :meth:`RegimeDetector.step`).
+    one restarts its filter; a refit of its model carries it over, and so does the replaced
+    model reading a state its refit wrote (see :meth:`RegimeDetector.step`).
     """
 
     name = "regime"

@@ -134,6 +134,7 @@ class RegimeModel:
     _identity_index: np.ndarray = field(init=False, repr=False)
     _center: np.ndarray = field(init=False, repr=False)
     _scale: np.ndarray = field(init=False, repr=False)
+    _aligned_versions: frozenset[str] = field(init=False, repr=False)  # version + refit_lineage
 
     def __post_init__(self) -> None:
         features = tuple(self.features)
@@ -209,6 +210,7 @@ class RegimeModel:
         set_(self, "_center", np.array([f.center for f in features]))
         set_(self, "_scale", np.array([f.scale for f in features]))
         set_(self, "version", "r" + _sha256(self._parameters_bytes())[:12])
+        set_(self, "_aligned_versions", frozenset((self.version, *lineage)))
 
     # ----------------------------------------------------------------------------------------
     # shape and evaluation
@@ -236,10 +238,16 @@ class RegimeModel:
         this model's states one to one: a filter distribution over them stays meaningful here."""
         return tuple(self.info.get("refit_lineage") or ())
 
-    def states_aligned_with(self, version: str) -> bool:
-        """Whether ``version``'s hidden states are this model's, one to one: the same version,
-        or one this model descends from by warm-started refits (:attr:`refit_lineage`)."""
-        return version == self.version or version in self.refit_lineage
+    def states_aligned_with(self, version: str, lineage: Sequence[str] = ()) -> bool:
+        """Whether the hidden states of model ``version`` (whose refit lineage, or its first
+        entries, is ``lineage``) are this model's, one to one.
+
+        True when the two share a version by warm-started refits: the same version, one this
+        model descends from (``version`` in :attr:`refit_lineage`), one that descends from this
+        model (this version in ``lineage``: a container still serving the model a refit
+        replaced reads a state the refit wrote), or a common ancestor (two refits of one model).
+        The relation is symmetric when each side passes its lineage."""
+        return version in self._aligned_versions or not self._aligned_versions.isdisjoint(lineage)
 
     @property
     def regime_matrix(self) -> np.ndarray:
