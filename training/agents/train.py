@@ -9,11 +9,11 @@ Walk-forward split: the real series that begins first is cut by time into train 
 ``train_fraction`` of its bars), validation (next ``validation_fraction``) and test (the rest),
 and every other real series at the same calendar dates (:func:`calendar_cuts`), so every
 validation and test window lies strictly after everything the agents trained on, in any series.
-The S&P 500 shipped with arch (1999-2018) gives train 1999-03-31 (after the features' warm-up)
-… 2012-12-31, validation 2013-01-02 … 2014-12-30, test 2014-12-31 … 2018-12-31; the BTC-USD
-hourly bars (2017-19) then lie wholly in the test period. Synthetic series are cut at their own
-fractions. Features are computed over the whole series (they are causal), rewards inside a
-window use only that window's prices.
+The S&P 500 shipped with arch (1999-2018) gives train 1999-09-09 (after the features' 173-bar
+warm-up) … 2012-12-31, validation 2013-01-02 … 2014-12-30, test 2014-12-31 … 2018-12-31; the
+BTC-USD hourly bars (2017-19) then lie wholly in the test period. Synthetic series are cut at
+their own fractions. Features are computed over the whole series (they are causal), rewards
+inside a window use only that window's prices.
 
 Data per agent: the Contrarian trains on the mean-reverting series (``synth:mean_reverting...``)
 — mean reversion is what it learns to exploit — and, by default (:data:`AGENT_DATA`), on the
