@@ -303,3 +303,67 @@ def test_regime_and_meta_agent_stages_take_the_warm_up_after_ready_vectors():
     assert np.all(np.abs(np.diff(positions)) <= 0.25 + 1e-12) and positions[-1] == 0.0
     assert np.all(np.abs(positions[1:]) <= np.abs(positions[:-1]) + 1e-12)
     assert not any("features warming up" in i.explanation for i in intents[pre + WARMUP_BARS - 1 :])
+
+
+def test_a_features_rebuild_by_replay_is_redelivery_downstream_not_conflicts():
+    """Runbook §4/§3.2: the features state is dropped and rebuilt from the last WARMUP_BARS + 10
+    bars while the regime and meta-agent states are kept. The re-emitted vectors differ from the
+    ones those stages handled at the same times (warming up, or ready but not bit-equal), yet they
+    are redeliveries there: skipped, the first version kept, counted as
+    <stage>_redelivered_changed — no dead letter, no output, no event (fc81e3a dead-lettered every
+    one as a conflict). The features stage itself still dead-letters another version of a bar."""
+    history = bars(2 * WARMUP_BARS + 50)
+    feat, pub = features_stage()
+    for k in range(0, len(history), 100):
+        feat.send(history[k : k + 100])
+    vectors = emitted(pub)
+    regime_out = MemoryStreamPublisher()
+    regime = Stage(RegimeStep(hand_regime_model()), "features", lambda: StreamSink(regime_out, "market-state"))
+    for k in range(0, len(vectors), 100):
+        assert regime.send(vectors[k : k + 100]) == {"batchItemFailures": []}
+    states = [MarketState.parse(d) for _, d in regime_out.streams["market-state"]]
+    queue = MemoryQueuePublisher()
+    meta = Stage(MetaAgentStep(MetaAgentConfig.create(), V2Agents()), "market-state",
+                 lambda: QueueSink(queue, "order-intents", lambda i: i.intent_id))
+    for k in range(0, len(states), 100):
+        assert meta.send(states[k : k + 100]) == {"batchItemFailures": []}
+
+    # the rebuild: a fresh features state (deleted stage-state item and cache key), replay
+    rebuilt, pub2 = features_stage()
+    replay = history[-(WARMUP_BARS + 10) :]
+    for k in range(0, len(replay), 100):
+        assert rebuilt.send(replay[k : k + 100]) == {"batchItemFailures": []}
+    re_vectors = emitted(pub2)
+    assert len(re_vectors) == len(replay)
+    assert not any(a == b for a, b in zip(vectors[-len(replay) :], re_vectors, strict=True))  # none bit-equal
+
+    before = (len(regime_out.streams["market-state"]), len(regime.bus.events), regime.snapshots.get_item(
+        SNAPSHOT_TABLE, {"pk": "regime", "sk": SYMBOL}))
+    for k in range(0, len(re_vectors), 100):
+        assert regime.send(re_vectors[k : k + 100]) == {"batchItemFailures": []}
+    assert regime.dlq.letters == [] and regime.stats.conflicts == 0
+    assert regime.metrics.count("regime_conflicts") == 0 and regime.metrics.count("regime_rejected") == 0
+    assert regime.stats.redelivered_changed == len(re_vectors)
+    assert regime.metrics.count("regime_redelivered_changed") == len(re_vectors)
+    after = (len(regime_out.streams["market-state"]), len(regime.bus.events), regime.snapshots.get_item(
+        SNAPSHOT_TABLE, {"pk": "regime", "sk": SYMBOL}))
+    assert after == before  # nothing emitted, the state untouched
+
+    # market states recomputed from the rebuilt vectors (a regime state rebuilt the same way) are
+    # redeliveries for the meta-agent stage too
+    regime2_out = MemoryStreamPublisher()
+    regime2 = Stage(RegimeStep(hand_regime_model()), "features", lambda: StreamSink(regime2_out, "market-state"))
+    regime2.send(re_vectors)
+    re_states = [MarketState.parse(d) for _, d in regime2_out.streams["market-state"]]
+    intents = len(queue.queues["order-intents"])
+    assert meta.send(re_states) == {"batchItemFailures": []}
+    assert meta.dlq.letters == [] and meta.stats.conflicts == 0
+    assert meta.stats.redelivered_changed == len(re_states) and len(queue.queues["order-intents"]) == intents
+    assert meta.metrics.count("meta_agent_redelivered_changed") == len(re_states)
+
+    # producer data still detects conflicts: another version of a bar the rebuilt state applied
+    corrected = replay[-2].model_copy(update={"close": replay[-2].close * 1.001})
+    assert rebuilt.send([corrected]) == {"batchItemFailures": []}
+    assert rebuilt.stats.conflicts == 1 and rebuilt.stats.redelivered_changed == 0
+    [reason] = rebuilt.dlq.reasons
+    assert reason.startswith(f"conflicting record: {SYMBOL} ") and "by stage features" in reason

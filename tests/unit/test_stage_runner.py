@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -43,10 +44,12 @@ class Milestone(Message):
 
 
 class TallyStep(BaseSymbolStep[dict, Bar]):
-    """Counts bars and sums closes; volume 13 is a permanent error, 666 an unexpected crash."""
+    """Counts bars and sums closes; volume 13 is a permanent error, 666 an unexpected crash. Fed
+    by a producer (bars), so it detects conflicting records, as the features stage does."""
 
     name = "tally"
     input_model = Bar
+    detects_conflicts = True
 
     def __init__(self) -> None:
         self.crash_on_volume: float | None = 666.0
@@ -403,6 +406,54 @@ def test_a_corrected_record_after_a_rejected_one_is_applied_and_the_rejected_one
     world.runner.process(event_of([("AAA", corrected), ("AAA", rejected)], 3000))
     assert world.stats.duplicates == 1 and world.stats.conflicts == 1
     assert world.dlq.reasons[-1].startswith("conflicting record: AAA 2024-01-03T00:00:00Z")
+
+
+class DerivedTallyStep(TallyStep):
+    """The tally step as a stage reading a derived stream (regime, meta-agent): the runner's
+    default, no conflict detection."""
+
+    detects_conflicts = False
+
+
+def test_conflict_detection_is_opt_in():
+    assert BaseSymbolStep.detects_conflicts is False
+    from ensemble_trader.domain.meta_agent import MetaAgentStep
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.runtime.features_stage import FeaturesStep
+
+    assert FeaturesStep.detects_conflicts is True
+    assert not getattr(RegimeStep, "detects_conflicts", False)
+    assert not getattr(MetaAgentStep, "detects_conflicts", False)
+
+
+def test_a_derived_record_at_a_handled_time_with_other_content_is_skipped_first_wins_and_counted(world, caplog):
+    """A derived stream's record recomputed upstream (a rebuilt features state: floats that are not
+    bit-equal) is a redelivery: skipped, counted as <stage>_redelivered_changed, logged at info,
+    never dead-lettered; late records are still dead-lettered and the digests still stored."""
+    world.step = DerivedTallyStep()
+    world.runner = world.make_runner()
+    world.runner.metrics = metrics = Recorded()
+    world.runner.process(event_of([("AAA", bar_json("AAA", i)) for i in (0, 1, 3)]))
+    state = world.state("AAA")[1]
+    outputs = len(world.outputs())
+    recomputed = [("AAA", bar_json("AAA", i, close=100.0 + i + 1e-9)) for i in (0, 1, 3)]
+    with caplog.at_level(logging.INFO, logger="ensemble_trader.runtime.stage"):
+        response = world.runner.process(event_of([*recomputed, ("AAA", bar_json("AAA", 3))], 2000))
+    assert failures(response) == [] and world.dlq.letters == []
+    assert world.stats.redelivered_changed == 3 and world.stats.conflicts == 0
+    assert world.stats.duplicates == 4  # every record skipped as a redelivery, changed or not
+    assert metrics.count("tally_redelivered_changed") == 3 and metrics.count("tally_conflicts") == 0
+    assert metrics.count("tally_rejected") == 0 and metrics.count("tally_duplicates") == 4
+    assert world.state("AAA")[1] == state and len(world.outputs()) == outputs  # the first version wins
+    logged = [r for r in caplog.records if "redelivered with other content" in r.getMessage()]
+    assert len(logged) == 3 and {r.levelno for r in logged} == {logging.INFO}
+    assert "AAA 2024-01-05T00:00:00Z" in logged[-1].getMessage()
+    # the digests of the versions handled first are still kept, in the same encoding
+    _, handled, _ = stage.decode_cached_entry(world.cache.data["tally:AAA"])
+    assert stage.decode_handled(handled)[1] == [stage.record_digest(Bar.parse(bar_json("AAA", i))) for i in (0, 1, 3)]
+    # a late record (never handled) is still dead-lettered
+    world.runner.process(event_of([("AAA", bar_json("AAA", 2))], 3000))
+    assert world.stats.late == 1 and world.dlq.reasons[0].startswith("late record: AAA")
 
 
 def test_a_digest_is_kept_per_remembered_time_only(world, monkeypatch):

@@ -35,6 +35,10 @@ from ensemble_trader.runtime.stage import BaseSymbolStep
 class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
     name = "features"
     input_model = Bar
+    detects_conflicts = True
+    """Bars come from producers outside the pipeline: a bar at a handled time with other content (a
+    vendor's correction, two versions of one bar) is dead-lettered as a conflicting record, not
+    skipped (the derived stages after it keep time-only deduplication)."""
 
     def new_state(self, symbol: str) -> FeatureEngine:
         return FeatureEngine(symbol)

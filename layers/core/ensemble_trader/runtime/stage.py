@@ -28,21 +28,30 @@ Rules, in the order they apply:
   that record is dead-lettered with the reason, and the outputs of the other records go out.
   Its state change stays applied (a retry could not publish its outputs either).
 * **Redelivery is a no-op.** The state records the last applied sequence (the bar time in ns); a
-  record at or below it with the content handled then is skipped and counted as a duplicate.
-  Outputs of a stage carry deterministic content, so a re-emitted output is a duplicate
-  downstream too.
-* **Another version of a handled record is dead-lettered, not skipped.** Beside each remembered
-  time (below) the runner keeps the CRC-32 of the record handled at it (:func:`record_digest`:
-  the validated message's canonical JSON, so a redelivery matches whatever its bytes, plain or
-  packed several to a Kinesis record). A record at or below the last applied time whose time is
-  remembered with another digest — a corrected bar, a producer sending two versions of one bar,
-  two writers upstream computing one output differently — goes to the dead-letter queue as a
-  :class:`ConflictingRecordError` (``conflicting record: SPX 2024-01-02T00:01:00Z already
-  applied ...`` with both digests; counted as ``<stage>_conflicts``, logged); the state keeps the
-  version handled first, the other records go on. A time remembered without a digest (stored
-  before digests were kept) matches any content, and a time older than the memory is a
-  duplicate as before. Above the last applied time the runner does not compare: a corrected
-  record after a rejected one is applied (and its digest remembered).
+  record at or below it is skipped and counted as a duplicate (``<stage>_duplicates``) — for a
+  step that detects conflicts (below) only when its content is the one handled then.
+* **Another version of a producer's record is dead-lettered, not skipped.** Beside each
+  remembered time (below) the runner keeps the CRC-32 of the record handled at it
+  (:func:`record_digest`: the validated message's canonical JSON, so a redelivery matches
+  whatever its bytes, plain or packed several to a Kinesis record). For a step that opts in with
+  ``detects_conflicts = True`` — the features stage, whose input comes from producers outside
+  the pipeline — a record at or below the last applied time whose time is remembered with another
+  digest (a vendor's corrected bar, a producer sending two versions of one bar) goes to the
+  dead-letter queue as a :class:`ConflictingRecordError` (``conflicting record: SPX
+  2024-01-02T00:01:00Z already applied ...`` with both digests; counted as ``<stage>_conflicts``,
+  logged); the state keeps the version handled first, the other records go on. A time remembered
+  without a digest (stored before digests were kept) matches any content, and a time older than
+  the memory is a duplicate as before. Above the last applied time the runner does not compare: a
+  corrected record after a rejected one is applied (and its digest remembered).
+* **A derived stream keeps the first version, quietly.** The other stages (``detects_conflicts``
+  False, the default) read records an upstream stage computed, and recomputed floats are not
+  bit-equal to the first computation: after a rebuild of the features states (a restart, a replay
+  of history) the re-emitted vectors differ from the ones the regime stage handled at those times
+  (warming up instead of ready, or the last digits of a float), and so do the outputs of two
+  upstream writers of one symbol (see *Outputs are at least once* below). Such a record is
+  skipped like any redelivery — the version handled first wins — counted as a duplicate and as
+  ``<stage>_redelivered_changed``, and logged at info with both digests; nothing is
+  dead-lettered. The digests are kept for every stage, in the same encoding.
 * **A late record is dead-lettered, not skipped.** Beside each state the runner keeps the times
   (and digests, 4 bytes each) of the last ``HANDLED_MEMORY`` (1,024) records it applied or
   dead-lettered. A record below the last applied time whose own time is not among them — a bar
@@ -93,8 +102,9 @@ Rules, in the order they apply:
   compute from the state they loaded; the snapshot's condition lets only one of them commit, but
   the other has already emitted outputs computed without the winner's records (same
   deterministic ids, possibly other content; downstream deduplication keeps whichever came
-  first). Its retry computes from the committed state. A transactional outbox (outputs stored
-  with the state and sent after the conditional write) would close this; it is not built.
+  first: a derived stage counts the second as ``<stage>_redelivered_changed``, see above). Its
+  retry computes from the committed state. A transactional outbox (outputs stored with the
+  state and sent after the conditional write) would close this; it is not built.
 
 * **A state the step can only start over from is replaced, loudly.** When ``step.load`` refuses a
   stored state (cached or snapshot) and the step has the optional hook
@@ -175,7 +185,8 @@ content, so a redelivery after an upgrade stays a duplicate. :func:`record_diges
 
 class ConflictingRecordError(DataError):
     """A record at a time its symbol already handled, with other content than the record handled
-    then (a corrected bar, a producer sending two versions of one bar): not a redelivery. It is
+    then (a corrected bar, a producer sending two versions of one bar): not a redelivery. Raised
+    only for a step with ``detects_conflicts = True`` (producer data: the features stage). It is
     dead-lettered with this error's message as the reason and counted as ``<stage>_conflicts``;
     the state keeps the first version."""
 
@@ -217,6 +228,11 @@ class SymbolStep(Protocol[S, In]):
     def apply(self, state: S, message: In) -> tuple[S, list[BaseModel], list[BaseModel]]: ...
 
     # Optional (looked up with getattr, so not part of the protocol):
+    # detects_conflicts: bool = False
+    #     True for a step fed by producers outside the pipeline (the features stage): a record at
+    #     a handled time with other content is dead-lettered as a conflict. False (derived
+    #     streams, whose recomputed floats are never bit-equal): it is skipped as a redelivery
+    #     and counted as ``<stage>_redelivered_changed``.
     # def start_over(self, symbol: str, data: bytes, error: Exception) -> tuple[S, str] | None
     #     a state to use instead of stored bytes ``load`` refused with ``error`` (an older format
     #     that cannot be converted), with a note for the log; None keeps the refusal.
@@ -226,11 +242,13 @@ class BaseSymbolStep(Generic[S, In]):
     """Defaults for a :class:`SymbolStep` whose messages have ``symbol`` and ``timestamp``.
 
     A subclass sets ``name`` and ``input_model`` and implements ``new_state``, ``load``,
-    ``dump``, ``sequence`` and ``apply``.
+    ``dump``, ``sequence`` and ``apply``; a step fed by producers outside the pipeline sets
+    ``detects_conflicts = True``.
     """
 
     name: str
     input_model: type[In]
+    detects_conflicts: bool = False
 
     def key(self, symbol: str) -> str:
         return f"{self.name}:{symbol}"
@@ -314,7 +332,8 @@ class StageStats:
     applied: int = 0
     duplicates: int = 0
     late: int = 0  # records dated before the last applied one and never handled (dead-lettered)
-    conflicts: int = 0  # records at a handled time with other content than then (dead-lettered)
+    conflicts: int = 0  # records at a handled time with other content than then (dead-lettered; detects_conflicts)
+    redelivered_changed: int = 0  # such records of a derived stream, skipped (also in duplicates)
     rejected: int = 0
     failed_items: int = 0
     outputs: int = 0
@@ -789,6 +808,7 @@ class KinesisStageRunner(Generic[S, In]):
         step, stats = self.step, self.stats
         clock = time.perf_counter_ns
         compute_metric = f"{step.name}_compute_us"
+        detects_conflicts = bool(getattr(step, "detects_conflicts", False))
         for symbol, group in groups.items():
             if group.failed_from is not None:
                 continue
@@ -810,6 +830,14 @@ class KinesisStageRunner(Generic[S, In]):
                         continue
                     if known is None or known == NO_DIGEST or known == digest:
                         stats.duplicates += 1
+                        continue
+                    if not detects_conflicts:  # a derived stream: recomputed floats, first version wins
+                        log.info("stage %s: %s %s redelivered with other content (crc32 %08x; this record "
+                                 "%08x): the version handled first is kept", step.name, symbol, _iso(seq), known,
+                                 digest)
+                        stats.duplicates += 1
+                        stats.redelivered_changed += 1
+                        self._count("redelivered_changed", 1)
                         continue
                     conflict = ConflictingRecordError(step.name, symbol, seq, known, digest)
                     if not self._reject(item.raw, item.item_id, str(conflict), failures):
