@@ -1,6 +1,8 @@
 """An intent whose order never reached the broker is delivered again by SQS, and that redelivery
 must win: reconciliation does not retire the order while the intent is still being delivered, and
-a redelivery that cannot look its own unsent order up fails again rather than completing.
+a redelivery that cannot look its own unsent order up fails again rather than completing. Once
+the intent is given up (dead-lettered, or refused on a redelivery) nothing sends its order, and
+the symbol's next intent must not count it as working although the grace still spares it.
 
 Timeline of the deployed figures: the orders function's timeout T = 30 s, the order-intents
 queue's visibility timeout 6 T = 180 s (a failed intent comes back that long after its receive),
@@ -15,7 +17,7 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 from ensemble_trader.constants import function_spec
 from ensemble_trader.domain.errors import InfrastructureError
-from ensemble_trader.domain.models import OrderStatus
+from ensemble_trader.domain.models import OrderStatus, make_intent_id
 from ensemble_trader.domain.orders import (
     BrokerAuthenticationError,
     BrokerUnavailableError,
@@ -278,3 +280,141 @@ def test_the_orders_handler_fails_the_record_and_its_symbols_later_intents_and_k
     assert {o.intent_id for o in sent} == {first.intent_id, later.intent_id, other.intent_id}
     assert rig.paper.created == len(sent) == 3  # one broker order per recorded order: none twice
     assert rig.store.load_risk_state().marks["SPX"].price == 101.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Once the intent is given up (dead-lettered, or refused on a redelivery), nothing sends its
+# PENDING order: the symbol's next intent must not count it as working.
+# ------------------------------------------------------------------------------------------------
+
+
+def fresh_intent(seconds: float, target: float, price: float, symbol: str = "SPX"):
+    """An intent dated ``seconds`` after WALL (for the intent-age limit, which compares with the wall clock)."""
+    ts = at(seconds)
+    return intent(0, target, price, symbol).model_copy(
+        update={"intent_id": make_intent_id("ens", symbol, ts, "v1"), "timestamp": ts}
+    )
+
+
+def superseded_events(rig: Rig, client_order_id: str) -> list:
+    return [e for e in rig.events("OrderRejected") if e.client_order_id == client_order_id]
+
+
+def test_the_unsent_order_of_a_dead_lettered_intent_is_not_traded_against_by_the_next_intent():
+    """A 503 outage through all 10 receives of a buy to 50 %: the 10th delivery recorded an attempt
+    on its PENDING order, SQS moves the intent to the DLQ a visibility timeout later and only then
+    delivers the symbol's next intent — within the grace, so reconciliation still spares the order.
+    The next intent (flat, account flat) counted the dead order's 500 as working and sold 500: the
+    account went short. Now it looks the order up, retires it and plans from the position."""
+    rig = deployed_rig()
+    first = intent(1, 0.5, 100.0)
+    rig.broker.down = True
+    for delivery in range(10):
+        rig.clock.set(at(delivery * VT))
+        with pytest.raises(BrokerUnavailableError):
+            rig.router.handle(first)
+    (dead,) = rig.store.list_orders(working_only=True)
+    assert dead.status is OrderStatus.PENDING and dead.side.value == "BUY" and dead.quantity == 500
+    rig.broker.down = False
+    rig.clock.set(at(10 * VT))  # the 11th receive: moved to orders-dlq.fifo; the next intent comes
+    assert rig.router.reconcile().not_at_broker == []  # 180 s after its last attempt: within the grace
+
+    following = intent(2, 0.0, 100.0)
+    outcome = rig.router.handle(following)
+    assert outcome.orders == [] and outcome.rejections == []  # no SELL 500
+    retired = rig.store.get_order(dead.client_order_id)
+    assert retired.status is OrderStatus.REJECTED and retired.reject_code == RejectReason.NOT_AT_BROKER.value
+    assert f"superseded by intent {following.intent_id}" in retired.reject_reason
+    assert [s["client_order_id"] for s in outcome.superseded] == [dead.client_order_id]
+    (event,) = superseded_events(rig, dead.client_order_id)
+    assert event.reason_code == RejectReason.NOT_AT_BROKER.value
+    assert rig.paper.created == 0 and rig.store.get_position("SPX") is None
+    assert rig.store.list_orders(working_only=True) == []
+
+    later = rig.router.handle(intent(3, 0.5, 100.0))  # the buy is decided again, from the position
+    assert [(o["side"], o["quantity"]) for o in later.orders] == [("BUY", 500.0)]
+    assert rig.paper.created == 1
+
+
+def test_a_redelivery_refused_as_stale_retires_its_unsent_order():
+    """Keys refused for 4 deliveries; the 5th is older than max_intent_age and refused STALE_INTENT.
+    Its PENDING order (touched by that delivery) was left for the grace, and the next intent with
+    the same target 0.5 on a flat account counted it as working and sold 5. Now the refused
+    delivery retires it (looked up first) and the next intent buys to its target."""
+    rig = Rig(broker=Outage, max_intent_age_seconds=600)
+    rig.router.reconcile_grace_seconds = GRACE
+    assert not rig.router.handle(fresh_intent(-120, 0.0, 100.0)).orders  # a reference price
+    first = fresh_intent(-60, 0.5, 100.0)
+    rig.broker.refusing = True
+    for delivery in range(4):
+        rig.clock.set(at(delivery * VT))
+        with pytest.raises(BrokerAuthenticationError):
+            rig.router.handle(first)
+    (pending,) = rig.store.list_orders(working_only=True)
+    rig.broker.refusing = False
+    rig.clock.set(at(4 * VT))  # 780 s old now
+    refused = rig.router.handle(first)
+    assert [r["reason"] for r in refused.rejections] == [RejectReason.STALE_INTENT.value,
+                                                         RejectReason.NOT_AT_BROKER.value]
+    retired = rig.store.get_order(pending.client_order_id)
+    assert retired.status is OrderStatus.REJECTED and retired.reject_code == RejectReason.NOT_AT_BROKER.value
+    assert "its intent was refused (STALE_INTENT: intent is 780 s old" in retired.reject_reason
+    assert len(superseded_events(rig, pending.client_order_id)) == 1
+    assert rig.paper.created == 0
+
+    following = rig.router.handle(fresh_intent(4 * VT - 30, 0.5, 101.0))
+    assert [(o["side"], o["quantity"]) for o in following.orders] == [("BUY", 495.0)]  # not SELL 5
+    assert following.superseded == [] and rig.paper.created == 1
+
+
+def test_a_refused_redelivery_whose_lookup_fails_leaves_the_order_to_the_next_intent():
+    """Never retire an order the broker may have: the refused intent completes with its order
+    PENDING; the next intent fails while the lookup fails, then settles it and trades."""
+    rig = Rig(broker=Outage, max_intent_age_seconds=600)
+    rig.router.reconcile_grace_seconds = GRACE
+    rig.router.handle(fresh_intent(-120, 0.0, 100.0))
+    first = fresh_intent(-60, 0.5, 100.0)
+    rig.broker.refusing = True
+    with pytest.raises(BrokerAuthenticationError):
+        rig.router.handle(first)
+    (pending,) = rig.store.list_orders(working_only=True)
+    rig.broker.refusing, rig.broker.down = False, True
+    rig.clock.set(at(4 * VT))
+    refused = rig.router.handle(first)  # refused STALE_INTENT; the lookup fails: the order is left
+    assert [r["reason"] for r in refused.rejections] == [RejectReason.STALE_INTENT.value]
+    assert rig.store.get_order(pending.client_order_id).status is OrderStatus.PENDING
+    following = fresh_intent(4 * VT - 30, 0.5, 101.0)
+    with pytest.raises(BrokerUnavailableError, match=f"lookup of {pending.client_order_id}"):
+        rig.router.handle(following)  # fails and is delivered again: nothing planned around it
+    assert rig.store.get_order(pending.client_order_id).status is OrderStatus.PENDING
+    assert rig.paper.created == 0
+    rig.broker.down = False
+    rig.clock.set(at(5 * VT))
+    outcome = rig.router.handle(following)
+    assert rig.store.get_order(pending.client_order_id).reject_code == RejectReason.NOT_AT_BROKER.value
+    assert [(o["side"], o["quantity"]) for o in outcome.orders] == [("BUY", 495.0)]
+    assert rig.paper.created == 1
+
+
+def test_an_earlier_intents_pending_order_the_broker_has_is_synced_not_retired():
+    """The submit reached the broker but the process died before recording it (PENDING here):
+    the next intent finds it at the broker, books it and does not buy again."""
+
+    class DiesAfterSubmit(Outage):
+        def submit(self, order):
+            self.inner.submit(order)
+            raise SystemExit("process killed after the broker accepted")
+
+    rig = Rig(broker=DiesAfterSubmit)
+    rig.router.reconcile_grace_seconds = GRACE
+    rig.warm()
+    with pytest.raises(SystemExit):
+        rig.router.handle(intent(1, 0.5, 100.0))
+    (pending,) = rig.store.list_orders(working_only=True)
+    assert pending.status is OrderStatus.PENDING
+    rig.clock.set(at(10 * VT))
+    outcome = rig.router.handle(intent(2, 0.5, 100.0))
+    assert outcome.orders == [] and outcome.superseded == []
+    assert rig.store.get_order(pending.client_order_id).status is OrderStatus.FILLED
+    assert rig.store.get_position("SPX").quantity == 500
+    assert rig.paper.created == 1

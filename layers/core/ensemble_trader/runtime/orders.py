@@ -151,7 +151,9 @@ def reconcile_grace_seconds_for(spec: FunctionSpec) -> int:
     function timeout of slack (the poller's own delay). Reconciliation retires a PENDING order
     only when nothing attempted it for that long, so an order whose intent SQS is still
     delivering is never retired ``NOT_AT_BROKER``; one whose intent went to the dead-letter queue
-    (or completed without sending it) is retired this long after its last attempt."""
+    (or completed without sending it) is retired by the symbol's next intent before it plans
+    (:meth:`OrderRouter._settle_superseded_pending`), or by reconciliation this long after its
+    last attempt, whichever comes first."""
     return redelivery_gap_seconds(spec) + spec.timeout_seconds
 
 
@@ -402,6 +404,8 @@ class IntentOutcome:
     fills: int = 0
     resolved_existing: int = 0
     attempts: int = 1
+    # PENDING orders of the symbol's earlier intents, never sent, that this intent retired
+    superseded: list[dict[str, str]] = field(default_factory=list)
     # the account as the breaker saw it for this intent: equity, daily_loss, drawdown, trading_state
     account: dict[str, Any] = field(default_factory=dict)
 
@@ -414,6 +418,7 @@ class IntentOutcome:
             "fills": self.fills,
             "resolved_existing": self.resolved_existing,
             "attempts": self.attempts,
+            "superseded": self.superseded,
             "account": self.account,
         }
 
@@ -797,10 +802,12 @@ class OrderRouter:
         from ``updated_at``, and the deployed grace is longer than the queue's redelivery gap
         (:func:`reconcile_grace_seconds_for`): while SQS keeps delivering the intent its orders
         are never retired ``NOT_AT_BROKER`` (which would let the redelivery complete without
-        trading); once the intent is done or dead-lettered, they are retired a grace after the
-        last attempt. A first delivery has none: the batch's copy of the working orders answers
-        without a read. An order another writer moved on meanwhile is left as it is (conditional
-        write). Returns the ids touched."""
+        trading). Once the intent is done or dead-lettered nothing sends them: a delivery refused
+        (``STALE_INTENT``...) retires them itself, and the symbol's next intent retires any left
+        before it plans (:meth:`_settle_superseded_pending`: the grace must not make it count
+        them as working), reconciliation a grace after the last attempt. A first delivery has
+        none: the batch's copy of the working orders answers without a read. An order another
+        writer moved on meanwhile is left as it is (conditional write). Returns the ids touched."""
         touched = []
         for order in self.store.list_orders(working_only=True):
             if order.intent_id != intent.intent_id or order.status is not OrderStatus.PENDING:
@@ -827,6 +834,7 @@ class OrderRouter:
                     reason_code=code.value, message=message, timestamp=wall,
                 )
             )
+            self._retire_refused_pending(intent, code, message, events, outcome)
             return
 
         refresh = getattr(self.store, "refresh_symbol", None)  # batch copies: see BatchingOrdersStore
@@ -840,6 +848,8 @@ class OrderRouter:
         if state.kill_switch:  # before the price fills anything: a working order is canceled, not filled
             # a CancelFailedError propagates; handle() publishes the cancels that went through
             self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
+        # before anything counts the symbol's working orders (the paper fills, the plan)
+        self._settle_superseded_pending(intent, events, outcome)
         on_price = getattr(self.broker, "on_price", None)
         working_here_before = [] if on_price is None else [
             o for o in self.store.list_orders(working_only=True) if o.symbol == symbol
@@ -1014,6 +1024,75 @@ class OrderRouter:
 
         self._record_broker(state)
         self.store.save_risk_state(state)
+
+    def _settle_superseded_pending(
+        self, intent: OrderIntent, events: list[BaseModel], outcome: IntentOutcome
+    ) -> None:
+        """Settle the symbol's PENDING orders of *other* intents before this one plans.
+
+        Such an order was recorded by an earlier intent of the symbol whose submit never reached
+        the broker. SQS delivers a FIFO group's next intent only once the earlier one is done
+        (completed, or refused ``STALE_INTENT`` on a redelivery) or moved to the dead-letter
+        queue, and only an intent's own deliveries send its PENDING orders
+        (:meth:`_resolve`): nothing will send it any more. Counted as working — its last attempt
+        keeps reconciliation off it for a grace (:meth:`touch_pending`) — it would make this
+        intent trade against quantity that never comes (a flat target selling what was never
+        bought). Each is looked up at the broker: found → synced (a crash after the broker
+        took it: it is working, or filled); absent → retired ``NOT_AT_BROKER`` (published as
+        reconciliation's retirements are; a submit still under way that lands after all is
+        canceled at the broker by the sync, see ``_sync_report``). A lookup that fails raises:
+        this intent fails and is delivered again, as when its own order cannot be looked up —
+        an order the broker may hold is never retired, nor planned around."""
+        stale = [o for o in self.store.list_orders(working_only=True)
+                 if o.symbol == intent.symbol and o.status is OrderStatus.PENDING
+                 and o.intent_id != intent.intent_id]
+        for order in sorted(stale, key=lambda o: o.client_order_id):
+            try:
+                report = self.broker.get_order_by_client_id(order.client_order_id)
+            except BrokerError as exc:
+                log.warning("lookup of %s, the unsent order of %s (no longer delivered), failed (%s): "
+                            "intent %s fails and is delivered again", order.client_order_id,
+                            order.intent_id, exc, intent.intent_id)
+                raise
+            if report is not None:
+                outcome.fills += self._sync_report(report, events, order)[0]
+                continue
+            message = (f"{order.client_order_id} ({order.side.value} {order.quantity:g} {order.symbol}) of intent "
+                       f"{order.intent_id} was never sent, and its intent is no longer delivered (done or "
+                       f"dead-lettered): superseded by intent {intent.intent_id}")
+            if self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events):
+                log.warning("retired %s", message)
+                outcome.superseded.append({"client_order_id": order.client_order_id,
+                                           "reason": RejectReason.NOT_AT_BROKER.value, "message": message})
+
+    def _retire_refused_pending(
+        self, intent: OrderIntent, code: RejectReason, why: str, events: list[BaseModel],
+        outcome: IntentOutcome,
+    ) -> None:
+        """Retire the refused intent's own PENDING orders (recorded by an earlier delivery whose
+        submit never reached the broker): the intent completes without trading, so nothing will
+        send them. Each is looked up first: found → synced (never retired: the broker has it);
+        absent → ``NOT_AT_BROKER`` with the refusal as the reason, reported in ``outcome``. A
+        lookup that fails leaves the order as it is — the refusal stands and the intent
+        completes; the symbol's next intent settles the order before it plans
+        (:meth:`_settle_superseded_pending`, failing while the broker cannot answer), or
+        reconciliation a grace after its last attempt."""
+        own = [o for o in self.store.list_orders(working_only=True)
+               if o.intent_id == intent.intent_id and o.status is OrderStatus.PENDING]
+        for order in sorted(own, key=lambda o: o.client_order_id):
+            try:
+                report = self.broker.get_order_by_client_id(order.client_order_id)
+            except BrokerError as exc:
+                log.warning("lookup of %s, refused intent %s's unsent order, failed (%s): left for the "
+                            "symbol's next intent or reconciliation", order.client_order_id, intent.intent_id, exc)
+                continue
+            if report is not None:
+                outcome.fills += self._sync_report(report, events, order)[0]
+                continue
+            message = f"never sent: its intent was refused ({code.value}: {why})"
+            if self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events):
+                outcome.rejections.append({"client_order_id": order.client_order_id,
+                                           "reason": RejectReason.NOT_AT_BROKER.value, "message": message})
 
     def _pending_recheck(
         self, intent: OrderIntent, state: RiskState, context: OrderContext, origin: float,
