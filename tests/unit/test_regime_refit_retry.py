@@ -9,7 +9,6 @@ import pytest
 from ensemble_trader.adapters.memory.fakes import (
     FailureInjector,
     MemoryEventBus,
-    MemoryKeyValueStore,
     MemoryModelStore,
     MemoryStreamPublisher,
 )
@@ -22,20 +21,16 @@ from ensemble_trader.runtime import regime_registry as registry
 from ensemble_trader.runtime.settings import get_settings
 from ensemble_trader.runtime.stage import StreamSink
 
+from tests.unit.test_regime_refit import HistoryTable
+
 DAY1 = datetime(2030, 3, 4, 22, 0, tzinfo=UTC)  # the schedule's firing time (22:00 UTC)
-
-
-class HistoryRows(MemoryKeyValueStore):
-    def query(self, table, key, value, limit=None, newest_first=False):
-        rows = sorted((r for r in self.items(table) if r[key] == value), key=lambda r: r["timestamp"], reverse=newest_first)
-        return rows[:limit]
 
 
 @pytest.fixture(scope="module")
 def setup():
     default_dir = get_settings().models_dir / "regime"
     default = RegimeModel.load(default_dir)
-    table = HistoryRows()
+    table = HistoryTable()
     step, engine, state, states = RegimeStep(default), FeatureEngine("SYNA"), None, []
     for bar in generate("easy", 400, 1, symbol="SYNA").series.bars():
         state, out, _ = step.apply(state, engine.update(bar))
