@@ -32,6 +32,7 @@ from ensemble_trader.runtime.orders import (
     OrdersService,
     OrdersSettings,
     ReconcileGraceError,
+    SubmitInFlightError,
     reconcile_grace_seconds_for,
     redelivery_gap_seconds,
     require_grace_past_redelivery,
@@ -418,3 +419,154 @@ def test_an_earlier_intents_pending_order_the_broker_has_is_synced_not_retired()
     assert rig.store.get_order(pending.client_order_id).status is OrderStatus.FILLED
     assert rig.store.get_position("SPX").quantity == 500
     assert rig.paper.created == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# An earlier intent's UNKNOWN order (its submit timed out; the lookup right after did not find it)
+# is settled the same way before the symbol's next intent plans: the grace keeps reconciliation
+# off it for 240 s, and on minute bars the next intent comes 60 s later.
+# ------------------------------------------------------------------------------------------------
+
+
+class LostSubmit(Outage):
+    """A submit that times out: ``reached`` says whether the broker got the order first."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.lose = True
+        self.reached = False
+
+    def submit(self, order):
+        if not self.lose:
+            return super().submit(order)
+        if self.reached:
+            self.inner.submit(order)
+            self.down, self.only = True, order.client_order_id  # and the lookup right after fails
+        raise UnknownOutcomeError(order.client_order_id, "read timeout after 5 s")
+
+
+def minute(n: float, target: float, price: float = 100.0):
+    """The symbol's intent of the bar ``n`` minutes after WALL, handled at its bar time."""
+    return fresh_intent(60 * n, target, price)
+
+
+def timed_out_rig(reached: bool = False) -> tuple[Rig, object]:
+    """A buy to 50 % at minute 0 whose submit timed out: UNKNOWN here, not found by the lookup."""
+    rig = Rig(broker=LostSubmit)
+    rig.router.reconcile_grace_seconds = GRACE
+    rig.router.handle(minute(-1, 0.0))  # a reference price
+    rig.broker.reached = reached
+    first = rig.router.handle(minute(0, 0.5))
+    (unknown,) = rig.store.list_orders(working_only=True)
+    assert unknown.status is OrderStatus.UNKNOWN and unknown.quantity == 500 and first.orders
+    assert rig.paper.created == (1 if reached else 0)  # reached: landed, but the lookup missed it
+    rig.broker.lose, rig.broker.down = False, False
+    return rig, unknown
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.0, []), (0.5, [("BUY", 500.0)])])
+def test_an_unknown_order_that_never_reached_the_broker_is_not_traded_against_by_the_next_intent(target, expected):
+    """The next intent, a minute later (within the grace: reconciliation still waits), counted the
+    phantom BUY 500 as working: a flat target sold 500 (short), the same target sent nothing. Now it
+    looks the order up, retires it NOT_AT_BROKER and plans from the position."""
+    rig, unknown = timed_out_rig()
+    rig.clock.set(at(60))
+    assert rig.router.reconcile().not_at_broker == []  # within the grace
+    following = minute(1, target)
+    outcome = rig.router.handle(following)
+    assert [(o["side"], o["quantity"]) for o in outcome.orders] == expected
+    retired = rig.store.get_order(unknown.client_order_id)
+    assert retired.status is OrderStatus.REJECTED and retired.reject_code == RejectReason.NOT_AT_BROKER.value
+    assert "unknown submit outcome" in retired.reject_reason
+    assert f"superseded by intent {following.intent_id}" in retired.reject_reason
+    assert [s["client_order_id"] for s in outcome.superseded] == [unknown.client_order_id]
+    (event,) = superseded_events(rig, unknown.client_order_id)
+    assert event.reason_code == RejectReason.NOT_AT_BROKER.value
+    rig.clock.set(at(120))
+    rig.router.handle(minute(2, target))  # the next bar fills what was sent: nothing else
+    position = rig.store.get_position("SPX")
+    assert (position.quantity if position else 0.0) == 1000 * target  # 50 % of 100,000 at 100: 500
+    assert rig.paper.created == len(expected)
+
+
+def test_an_earlier_intents_unknown_order_the_broker_has_is_synced_not_retired():
+    """The usual case: the submit did land (its answer was lost, the lookup right after missed it).
+    The next intent finds it, books it and does not buy again."""
+    rig, unknown = timed_out_rig(reached=True)
+    rig.clock.set(at(60))
+    outcome = rig.router.handle(minute(1, 0.5))
+    assert outcome.orders == [] and outcome.superseded == []
+    assert rig.store.get_order(unknown.client_order_id).status is OrderStatus.FILLED
+    assert rig.store.get_position("SPX").quantity == 500
+    assert rig.paper.created == 1
+
+
+def test_a_just_created_unknown_order_fails_the_next_intent_until_its_submit_cannot_be_in_flight():
+    """The next intent comes within the broker client's request timeout of the timed-out submit
+    (the same batch): the request may still be landing, so the order is neither retired nor planned
+    around — the intent fails. Its redelivery finds the order that landed meanwhile: one BUY 500."""
+    rig, unknown = timed_out_rig()
+    assert rig.router.submit_in_flight_seconds == 5.0
+    following = fresh_intent(3, 0.5, 100.0)
+    rig.clock.set(at(4))
+    with pytest.raises(SubmitInFlightError, match=f"outcome of {unknown.client_order_id} unknown: its submit gave "
+                                                  r"up 4\.0 s ago, within the broker request timeout of 5 s"):
+        rig.router.handle(following)
+    assert rig.store.get_order(unknown.client_order_id).status is OrderStatus.UNKNOWN
+    assert rig.paper.created == 0 and [o.intent_id for o in rig.store.list_orders(working_only=True)] == [
+        unknown.intent_id]
+    rig.paper.submit(unknown.model_copy(update={"status": OrderStatus.PENDING}))  # the request landed after all
+    rig.clock.set(at(VT))  # SQS delivers the intent again
+    outcome = rig.router.handle(following)
+    assert outcome.orders == [] and outcome.superseded == []
+    assert rig.store.get_position("SPX").quantity == 500 and rig.paper.created == 1
+
+
+def test_an_unknown_order_absent_past_the_request_timeout_is_retired():
+    """At the request timeout after the submit gave up, absent means never landed: retired, and a
+    flat target a few seconds later sells nothing."""
+    rig, unknown = timed_out_rig()
+    rig.clock.set(at(5))
+    outcome = rig.router.handle(fresh_intent(3, 0.0, 100.0))
+    assert [s["client_order_id"] for s in outcome.superseded] == [unknown.client_order_id]
+    assert outcome.orders == [] and rig.paper.created == 0
+
+
+def test_the_lookup_of_an_earlier_intents_unknown_order_failing_fails_the_next_intent():
+    rig, unknown = timed_out_rig()
+    rig.broker.down, rig.broker.only = True, unknown.client_order_id
+    rig.clock.set(at(60))
+    following = minute(1, 0.0)
+    with pytest.raises(BrokerUnavailableError, match=f"lookup of {unknown.client_order_id}"):
+        rig.router.handle(following)  # no SELL 500 against an order the broker may hold
+    assert rig.store.get_order(unknown.client_order_id).status is OrderStatus.UNKNOWN
+    assert rig.paper.created == 0 and rig.store.get_position("SPX") is None
+    rig.broker.down = False
+    rig.clock.set(at(60 + VT))
+    assert rig.router.handle(following).orders == []
+    assert rig.store.get_order(unknown.client_order_id).reject_code == RejectReason.NOT_AT_BROKER.value
+
+
+def test_a_superseded_unknown_order_whose_submit_lands_later_is_canceled_at_the_broker():
+    """Retired NOT_AT_BROKER (a never-sent code), then the submit lands after all: reconciliation's
+    sync cancels it at the broker instead of reopening it here, and nothing is booked."""
+    rig, unknown = timed_out_rig()
+    rig.clock.set(at(60))
+    rig.router.handle(minute(1, 0.0))
+    assert rig.store.get_order(unknown.client_order_id).reject_code == RejectReason.NOT_AT_BROKER.value
+    rig.paper.submit(unknown.model_copy(update={"status": OrderStatus.PENDING}))  # the late landing
+    assert [o.client_order_id for o in rig.paper.list_open_orders()] == [unknown.client_order_id]
+    rig.clock.set(at(90))
+    report = rig.router.reconcile()
+    assert report.ok and rig.paper.list_open_orders() == []
+    assert rig.paper.get_order_by_client_id(unknown.client_order_id).status is OrderStatus.CANCELED
+    assert rig.store.get_position("SPX") is None
+    assert rig.store.get_order(unknown.client_order_id).status in (OrderStatus.REJECTED, OrderStatus.CANCELED)
+    assert rig.store.list_orders(working_only=True) == []
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan"), "5", True])
+def test_the_in_flight_window_must_be_a_finite_number_of_seconds(bad):
+    rig = Rig()
+    with pytest.raises(ValueError, match="submit_in_flight_seconds must be a finite number of seconds >= 0"):
+        OrderRouter(rig.store, rig.broker, rig.clock, submit_in_flight_seconds=bad)

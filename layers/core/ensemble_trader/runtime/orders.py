@@ -16,7 +16,8 @@ Exactly-once effect, step by step, for each order an intent needs:
    called; losing that put to a concurrent delivery means the other delivery owns the order;
 5. the submit: an acknowledgement is synced; a definitive refusal is recorded as rejected; an
    unknown outcome (timeout, 5xx, lost connection) marks the order ``UNKNOWN`` and is resolved
-   by looking the id up — if the broker cannot be reached, reconciliation resolves it later;
+   by looking the id up — if the broker cannot be reached or does not have it (yet), the symbol's
+   next intent looks it up again before it plans, and reconciliation resolves it at the latest;
 6. fills are derived from the broker's cumulative progress and written with the position in one
    transaction that only succeeds if the order's filled quantity is still the one read.
 
@@ -144,6 +145,12 @@ def redelivery_gap_seconds(spec: FunctionSpec) -> int:
     comes a visibility timeout after the last one, and the attempt (:meth:`OrderRouter.handle`
     touches the intent's PENDING orders first) at most one function timeout after its receive."""
     return visibility_timeout_seconds(spec) + spec.timeout_seconds
+
+
+BROKER_REQUEST_TIMEOUT_SECONDS = 5.0
+"""The broker client's request timeout by default (``ET_ORDERS_ALPACA_TIMEOUT_SECONDS``). Also the
+router's default :attr:`OrderRouter.submit_in_flight_seconds`: an ``UNKNOWN`` order the broker
+does not have is judged absent only once its submit gave up at least this long ago."""
 
 
 def reconcile_grace_seconds_for(spec: FunctionSpec) -> int:
@@ -360,7 +367,9 @@ class OrdersSettings(_NamedEnvironmentSettings):
     paper_fill_fraction: float = Field(default=1.0, gt=0, le=1)
     alpaca_secret_name: str | None = None  # default: the stage's "broker-keys" secret
     alpaca_paper: bool = True
-    alpaca_timeout_seconds: float = Field(default=5.0, gt=0)
+    # every Alpaca HTTP call's timeout; also how long after an unknown submit outcome its order may
+    # still be landing (OrderRouter.submit_in_flight_seconds)
+    alpaca_timeout_seconds: float = Field(default=BROKER_REQUEST_TIMEOUT_SECONDS, gt=0)
 
     @field_validator("allocations", mode="before")
     @classmethod
@@ -404,7 +413,8 @@ class IntentOutcome:
     fills: int = 0
     resolved_existing: int = 0
     attempts: int = 1
-    # PENDING orders of the symbol's earlier intents, never sent, that this intent retired
+    # orders of the symbol's earlier intents the broker does not have (PENDING: never sent;
+    # UNKNOWN: a submit that never landed) that this intent retired before it planned
     superseded: list[dict[str, str]] = field(default_factory=list)
     # the account as the breaker saw it for this intent: equity, daily_loss, drawdown, trading_state
     account: dict[str, Any] = field(default_factory=dict)
@@ -651,6 +661,22 @@ class BrokerMismatchError(EnsembleTraderError):
         )
 
 
+class SubmitInFlightError(UnknownOutcomeError):
+    """An earlier intent's ``UNKNOWN`` order the broker does not have (yet) gave up its submit too
+    recently to be called absent: the request may still be landing. The intent that would plan
+    around it fails and is delivered again (see :meth:`OrderRouter._settle_superseded_pending`)."""
+
+    def __init__(self, client_order_id: str, intent_id: str, age_seconds: float, in_flight_seconds: float):
+        self.intent_id = intent_id
+        self.age_seconds = age_seconds
+        super().__init__(
+            client_order_id,
+            f"its submit gave up {age_seconds:.1f} s ago, within the broker request timeout of "
+            f"{in_flight_seconds:g} s, and the broker does not have it yet: it may still be in flight, so "
+            f"intent {intent_id} fails and is delivered again rather than plan around it or retire it",
+        )
+
+
 class CancelFailedError(BrokerUnavailableError):
     """The kill switch could not cancel some working orders; every other one was tried.
 
@@ -694,6 +720,7 @@ class OrderRouter:
         reconcile_on_start: bool = True,
         broker_name: str = "",
         operator: bool = False,
+        submit_in_flight_seconds: float = BROKER_REQUEST_TIMEOUT_SECONDS,
     ):
         if broker_name and broker_name not in BROKER_NAMES:
             raise ValueError(f"broker_name {broker_name!r} is none of {', '.join(BROKER_NAMES)}")
@@ -712,6 +739,13 @@ class OrderRouter:
         self.allocations = dict(allocations or {})
         self.default_allocation = default_allocation
         self.reconcile_grace_seconds = reconcile_grace_seconds
+        if (isinstance(submit_in_flight_seconds, bool) or not isinstance(submit_in_flight_seconds, int | float)
+                or not 0 <= submit_in_flight_seconds < float("inf")):
+            raise ValueError(f"submit_in_flight_seconds must be a finite number of seconds >= 0, "
+                             f"not {submit_in_flight_seconds!r}")
+        # how long after an unknown submit outcome the order may still be landing at the broker
+        # (the broker client's request timeout): see _settle_superseded_pending
+        self.submit_in_flight_seconds = float(submit_in_flight_seconds)
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
         self._unsaved: tuple[RiskState, RiskState] | None = None  # a failed batch's risk state
@@ -864,7 +898,8 @@ class OrderRouter:
             # had filled another order) is never reported again: the symbol's acknowledged working
             # orders it did not report are looked up, so the books are repaired before anything is
             # planned (a report with nothing new is not written). PENDING and UNKNOWN orders are
-            # settled as before (_resolve on their intent's redelivery, reconciliation), and
+            # settled as before (those of other intents just above, this intent's own by _resolve
+            # below, reconciliation), and
             # brokers without on_price (Alpaca) by lookups and reconciliation.
             # (the listing above still holds them as they are: only the reported ones were synced)
             for order in [o for o in working_here_before if o.client_order_id not in reported
@@ -1028,38 +1063,58 @@ class OrderRouter:
     def _settle_superseded_pending(
         self, intent: OrderIntent, events: list[BaseModel], outcome: IntentOutcome
     ) -> None:
-        """Settle the symbol's PENDING orders of *other* intents before this one plans.
+        """Settle the symbol's PENDING and UNKNOWN orders of *other* intents before this one plans.
 
-        Such an order was recorded by an earlier intent of the symbol whose submit never reached
-        the broker. SQS delivers a FIFO group's next intent only once the earlier one is done
-        (completed, or refused ``STALE_INTENT`` on a redelivery) or moved to the dead-letter
-        queue, and only an intent's own deliveries send its PENDING orders
-        (:meth:`_resolve`): nothing will send it any more. Counted as working — its last attempt
-        keeps reconciliation off it for a grace (:meth:`touch_pending`) — it would make this
-        intent trade against quantity that never comes (a flat target selling what was never
-        bought). Each is looked up at the broker: found → synced (a crash after the broker
-        took it: it is working, or filled); absent → retired ``NOT_AT_BROKER`` (published as
-        reconciliation's retirements are; a submit still under way that lands after all is
-        canceled at the broker by the sync, see ``_sync_report``). A lookup that fails raises:
-        this intent fails and is delivered again, as when its own order cannot be looked up —
-        an order the broker may hold is never retired, nor planned around."""
+        SQS delivers a FIFO group's next intent only once the earlier one is done (completed, or
+        refused ``STALE_INTENT`` on a redelivery) or moved to the dead-letter queue, and only an
+        intent's own deliveries send its PENDING orders (:meth:`_resolve`). Such an order was
+        recorded by an earlier intent of the symbol and its broker status is not known here:
+
+        * PENDING: its submit never reached the broker, and nothing will send it any more;
+        * UNKNOWN: its submit's outcome was unknown (a timeout, a 5xx) and the lookup right after
+          did not find it (or failed); usually the submit did land.
+
+        Counted as working — the grace keeps reconciliation off it for minutes after its last
+        attempt (:meth:`touch_pending`, the UNKNOWN mark) — it would make this intent trade
+        against quantity that may never come (a flat target selling what was never bought; the
+        same target sending nothing). Each is looked up at the broker: found → synced (it is
+        working, or filled); absent → retired ``NOT_AT_BROKER`` (published as reconciliation's
+        retirements are, listed in ``outcome.superseded``; a submit still under way that lands
+        after all is canceled at the broker by the sync, see ``_sync_report``). An UNKNOWN order
+        whose submit gave up less than :attr:`submit_in_flight_seconds` ago (the broker client's
+        request timeout) is not called absent: its request may still be landing — retired now, a
+        late landing would trade beside this intent's own orders until the sync cancels it — so
+        the intent fails (:class:`SubmitInFlightError`) and is delivered again. A lookup that
+        fails raises too: this intent fails and is delivered again, as when its own order cannot
+        be looked up — an order the broker may hold is never retired, nor planned around."""
         stale = [o for o in self.store.list_orders(working_only=True)
-                 if o.symbol == intent.symbol and o.status is OrderStatus.PENDING
+                 if o.symbol == intent.symbol and o.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN)
                  and o.intent_id != intent.intent_id]
         for order in sorted(stale, key=lambda o: o.client_order_id):
+            unsent = order.status is OrderStatus.PENDING
             try:
                 report = self.broker.get_order_by_client_id(order.client_order_id)
             except BrokerError as exc:
-                log.warning("lookup of %s, the unsent order of %s (no longer delivered), failed (%s): "
+                log.warning("lookup of %s, the %s order of %s (no longer delivered), failed (%s): "
                             "intent %s fails and is delivered again", order.client_order_id,
-                            order.intent_id, exc, intent.intent_id)
+                            "unsent" if unsent else "UNKNOWN", order.intent_id, exc, intent.intent_id)
                 raise
             if report is not None:
                 outcome.fills += self._sync_report(report, events, order)[0]
                 continue
-            message = (f"{order.client_order_id} ({order.side.value} {order.quantity:g} {order.symbol}) of intent "
-                       f"{order.intent_id} was never sent, and its intent is no longer delivered (done or "
-                       f"dead-lettered): superseded by intent {intent.intent_id}")
+            what = f"{order.client_order_id} ({order.side.value} {order.quantity:g} {order.symbol}) of intent {order.intent_id}"
+            if unsent:
+                message = (f"{what} was never sent, and its intent is no longer delivered (done or "
+                           f"dead-lettered): superseded by intent {intent.intent_id}")
+            else:
+                age = (self.clock.now() - order.updated_at).total_seconds()
+                if age < self.submit_in_flight_seconds:
+                    error = SubmitInFlightError(order.client_order_id, intent.intent_id, age,
+                                                self.submit_in_flight_seconds)
+                    log.warning("%s", error)
+                    raise error
+                message = (f"{what} had an unknown submit outcome and the broker does not have it "
+                           f"{age:.0f} s after the submit gave up: superseded by intent {intent.intent_id}")
             if self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events):
                 log.warning("retired %s", message)
                 outcome.superseded.append({"client_order_id": order.client_order_id,
@@ -1229,7 +1284,8 @@ class OrderRouter:
         pre-trade checks as they stand now) accepts it, else recorded REJECTED with its reason
         (and reported in ``outcome``); the broker's own uniqueness on client order ids makes a
         racing submit harmless. Not found and UNKNOWN → left for reconciliation, which marks it
-        NOT_AT_BROKER after the grace period. A lookup that fails is left to reconciliation too —
+        NOT_AT_BROKER after the grace period, or for the symbol's next intent, which settles it
+        before it plans (:meth:`_settle_superseded_pending`). A lookup that fails is left to reconciliation too —
         except on the intent's own PENDING order (``recheck`` given): whatever stopped the lookup
         (the broker refusing our keys, :class:`BrokerAuthenticationError`, or an outage), it
         raises, so the intent fails and SQS delivers it again until the broker answers, instead
@@ -1964,6 +2020,7 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
         reconcile_grace_seconds=orders.reconcile_grace_seconds,
         broker_name=broker_name(orders),
         operator=operator_command is not None,
+        submit_in_flight_seconds=orders.alpaca_timeout_seconds,
     )
 
 
