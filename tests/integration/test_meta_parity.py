@@ -17,7 +17,7 @@ import onnx
 import pytest
 from ensemble_trader.backtest.ensemble import run_meta, run_pipeline
 from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, AgentPool
-from ensemble_trader.domain.features import FEATURE_NAMES
+from ensemble_trader.domain.features import FEATURE_NAMES, WARMUP_BARS
 from ensemble_trader.domain.meta_agent import MetaAgentConfig
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.domain.regime import RegimeStep
@@ -30,7 +30,7 @@ from training.agents.modelset import write_model_set
 
 pytestmark = pytest.mark.slow
 
-BARS = 140
+BARS = WARMUP_BARS + 80  # 80 ready bars: the agents act only on ready vectors
 
 
 def linear_policy(w: np.ndarray, limit: float) -> onnx.ModelProto:
