@@ -12,7 +12,9 @@ functions decide, for each difference, whether it can be repaired from the broke
   (``NOT_AT_BROKER``); attempted more recently → **wait** (a submit may be in flight, or the
   intent is still being delivered and will send it; an intent given up meanwhile — refused, or
   dead-lettered — is not: the order stage retires its order at the refusal or before the
-  symbol's next intent plans, so the wait never makes a dead order count as working);
+  symbol's next intent plans, so the wait never makes a dead order count as working; the same
+  holds for an ``UNKNOWN`` order the broker does not have once the broker request timeout has
+  passed since its submit gave up);
 * an order of ours whose symbol, side or quantity differ from the broker's order of the same id
   or whose record there cannot be read in full (an ``UNKNOWN`` report), an open order at the
   broker that we never placed, or a position that differs after every order is synced → **not
