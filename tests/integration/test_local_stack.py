@@ -9,7 +9,10 @@ import sys
 
 import pytest
 from ensemble_trader import constants
+from ensemble_trader.domain.features import WARMUP_BARS
 from ensemble_trader.domain.models import Bar
+
+DRAIN_BARS = WARMUP_BARS + 40  # the drain test's replay: 40 ready bars, so decisions and orders exist
 
 
 def test_every_resource_exists_with_its_settings(local_stack):
@@ -164,11 +167,11 @@ def test_local_drain_runs_the_pipeline_of_a_local_up_stack(tmp_path):
     try:
         env.update(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()
                    if line.startswith("export "))
-        replay = run("feed", "replay", "--bars", "synth:realistic:5:120:DRN", "--no-progress")
+        replay = run("feed", "replay", "--bars", f"synth:realistic:5:{DRAIN_BARS}:DRN", "--no-progress")
         assert replay.returncode == 0, replay.stderr
         drain = run("local", "drain", "--no-progress")
         assert drain.returncode == 0, drain.stderr
-        assert "features    120 messages in" in drain.stdout
+        assert f"features    {DRAIN_BARS} messages in" in drain.stdout
         assert not any(line.startswith("{") for line in drain.stdout.splitlines())  # no handler log lines
         ddb = boto3.client("dynamodb", endpoint_url=env["ET_AWS_ENDPOINT_URL"], region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")

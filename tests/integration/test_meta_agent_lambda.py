@@ -11,6 +11,7 @@ import json
 
 import pytest
 from ensemble_trader.backtest.ensemble import run_meta, run_pipeline
+from ensemble_trader.domain.features import WARMUP_BARS
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentState
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.domain.regime import RegimeStep
@@ -38,7 +39,7 @@ def handler():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    series = generate("realistic", 110, seed=5, symbol="METAX").series
+    series = generate("realistic", WARMUP_BARS + 60, seed=5, symbol="METAX").series  # 60 ready bars
     return run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model()))
 
 
