@@ -9,7 +9,7 @@ from pathlib import Path
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.domain.risk import RiskState, TradingState
-from ensemble_trader.runtime.orders import IntentConsumer
+from ensemble_trader.runtime.orders import IntentConsumer, SubmitInFlightError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,6 +85,27 @@ def test_an_intent_left_for_its_next_delivery_is_counted_as_deferred_not_failed(
         raise AssertionError("the intent should have been left for its next delivery")
     assert metrics.values("intents_deferred") == [1]
     assert metrics.values("intents_failed") == []
+
+
+def test_an_intent_waiting_for_an_earlier_submit_in_flight_is_deferred_not_failed():
+    """SubmitInFlightError is an expected wait (an earlier intent's submit may still land), retried
+    by SQS like any batch-item failure, but it must not count as a failed intent (alarmed)."""
+
+    def in_flight(intent: dict) -> dict:
+        if intent["symbol"] == "QQQ":
+            raise SubmitInFlightError("c" * 32, intent["intent_id"], 1.0, 5.0)
+        return {"orders": [], "rejections": [], "fills": 0}
+
+    metrics = Recorder()
+    consumer = IntentConsumer(FakeRouter(RiskState()), dead_letters=None, route=in_flight, metrics=metrics)
+    response = process_partial_response(
+        event=_batch(), record_handler=lambda record: consumer.process(record.body, record.raw_event),
+        processor=SqsFifoPartialProcessor(skip_group_on_error=True),
+    )
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    assert metrics.values("intents_deferred") == [1]
+    assert metrics.values("intents_failed") == []
+    assert metrics.values("intents_routed") == [1]
 
 
 def test_every_routed_intent_reports_the_breaker_state_and_the_kill_switch():

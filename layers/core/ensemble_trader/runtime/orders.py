@@ -1855,6 +1855,11 @@ class IntentConsumer:
                 )
         try:
             return self._process(body, record)
+        except SubmitInFlightError:
+            # an expected wait, not a fault: an earlier intent's submit may still be landing; the
+            # redelivery settles it. Counted with the deferrals, so OrdersFailedItems stays quiet
+            self._metric("intents_deferred", "Count", 1)
+            raise
         except Exception:
             self._metric("intents_failed", "Count", 1)  # the batch-item failure SQS retries
             raise
