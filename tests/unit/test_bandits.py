@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -323,3 +324,70 @@ def test_a_numpy_integer_seed_is_stored_as_a_plain_integer():
     assert bandit_from_dict(json.loads(stored)).get_params()["random_state"] == 7
     with pytest.raises(BanditError, match="random_state"):
         make_bandit("thompson", 3, random_state=1.5)
+
+
+NOT_REAL_NUMBERS = [None, "x", "0.5", np.array([0.5]), [0.5], 1j, True, np.True_]
+
+
+@pytest.mark.parametrize("cls", list(POLICIES.values()), ids=list(POLICIES))
+@pytest.mark.parametrize("reward", NOT_REAL_NUMBERS, ids=repr)
+def test_a_reward_that_is_not_a_real_number_is_refused_by_name_and_changes_nothing(cls, reward) -> None:
+    learner = cls(3, random_state=0)
+    learner.update_all([0.1, 0.2, 0.3])
+    before = json.dumps(learner.to_dict())
+    with pytest.raises(BanditError, match=f"^{cls.name}: reward must be a real number, got ") as caught:
+        learner.update(0, reward)
+    assert str(caught.value).endswith(f"got {reward!r}")
+    with pytest.raises(BanditError, match=f"^{cls.name}: reward of arm 1 must be a real number, got ") as caught:
+        learner.update_all([0.1, reward, 0.3])
+    assert str(caught.value).endswith(f"got {reward!r}")
+    assert json.dumps(learner.to_dict()) == before
+
+
+@pytest.mark.parametrize("cls", list(POLICIES.values()), ids=list(POLICIES))
+def test_update_all_names_the_rewards_as_given(cls) -> None:
+    learner = cls(3, random_state=0)
+    with pytest.raises(BanditError, match=r"reward of arm 0 must be a real number, got None$"):
+        learner.update_all([None, None, None])
+    with pytest.raises(BanditError, match=r"reward of arm 2 must be a real number, got 'x'$"):
+        learner.update_all([0.5, 1, "x"])  # NumPy alone would make strings of all three
+    with pytest.raises(BanditError, match=r"reward of arm 0 must be a real number, got np\.False_$"):
+        learner.update_all(np.array([False, True, True]))
+    with pytest.raises(BanditError, match=r"reward of arm 1 must be finite and at most 1e\+100 in size, got nan$"):
+        learner.update_all([0.0, float("nan"), 0.0])
+    with pytest.raises(BanditError, match=r"reward of arm 0 must be finite .* got 1000000"):
+        learner.update_all([10**400, 0, 0])  # too large for a float
+    with pytest.raises(BanditError, match=r"reward of arm 0 must be a real number, got \[0\.1\]$"):
+        learner.update_all([[0.1], [0.2, 0.3], 0.4])  # ragged
+    with pytest.raises(BanditError, match=r"rewards must have shape \(3,\)"):
+        learner.update_all(None)
+    assert learner.t_ == 0
+
+
+@pytest.mark.parametrize("cls", list(POLICIES.values()), ids=list(POLICIES))
+def test_real_rewards_of_any_numeric_type_are_accepted(cls) -> None:
+    learner = cls(3, random_state=0)
+    for reward in (1, 0.25, np.float32(0.5), np.int64(-1), np.array(0.75)):
+        learner.update(0, reward)
+    learner.update_all([1, np.float64(0.5), np.int8(-1)])
+    learner.update_all(np.array([1, 2, 3], dtype=np.int32))
+    learner.update_all(np.array([0.1, 0.2, 0.3], dtype=object))
+    assert learner.t_ == 8
+
+
+@pytest.mark.parametrize("cls", list(POLICIES.values()), ids=list(POLICIES))
+@pytest.mark.parametrize("arm", [True, False, np.True_, 1.0, "1", None])
+def test_an_arm_that_is_not_an_integer_is_refused_and_changes_nothing(cls, arm) -> None:
+    learner = cls(2, random_state=0)
+    before = json.dumps(learner.to_dict())
+    with pytest.raises(BanditError, match=f"^{cls.name}: arm must be an integer in \\[0, 2\\), got {arm!r}$"):
+        learner.update(arm, 1.0)
+    assert json.dumps(learner.to_dict()) == before
+    learner.update(np.int64(1), 1.0)  # NumPy integers are arms
+    assert learner.t_ == 1
+
+
+@pytest.mark.parametrize("probability", ["x", True, np.array([0.5])])
+def test_a_probability_that_is_not_a_real_number_is_refused(probability) -> None:
+    with pytest.raises(BanditError, match=f"probability an arm was played with .* got {re.escape(repr(probability))}$"):
+        EXP3(3).update(0, 0.1, probability=probability)

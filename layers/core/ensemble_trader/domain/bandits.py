@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -94,6 +95,20 @@ MAX_REWARD = 1e100
 (a reward of 2e154 made Thompson sampling's scatter infinite and its posterior NaN)."""
 
 _SEED = np.random.SeedSequence(0)
+
+
+def _as_real(value: Any) -> float | None:
+    """``value`` as a float if it is one real number (a Python or NumPy integer or float, or a
+    0-d array of one), else None. Bools are not rewards, probabilities or arms. An integer too
+    large for a float becomes an infinity of its sign (refused by the magnitude checks)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _generator_with_state(state: dict[str, Any]) -> np.random.Generator:
@@ -185,32 +200,64 @@ class Bandit(ABC):
     # ---- input checks ----------------------------------------------------------------------
 
     def _check_arm(self, arm: int) -> int:
-        if not isinstance(arm, (int, np.integer)) or not 0 <= arm < self.n_arms:
+        if (isinstance(arm, (bool, np.bool_)) or not isinstance(arm, (int, np.integer))
+                or not 0 <= arm < self.n_arms):  # True would silently be arm 1
             raise BanditError(f"{self.name}: arm must be an integer in [0, {self.n_arms}), got {arm!r}")
         return int(arm)
 
     def _check_reward(self, reward: float) -> float:
-        r = float(reward)
+        r = _as_real(reward)
+        if r is None:
+            raise BanditError(f"{self.name}: reward must be a real number, got {reward!r}")
         if not abs(r) <= MAX_REWARD:  # false for NaN and infinities too
             raise BanditError(f"{self.name}: reward must be finite and at most {MAX_REWARD:g} in size, got {reward!r}")
         return r
 
     def _check_probability(self, probability: float) -> float:
-        p = float(probability)
-        if not 0.0 < p <= 1.0:
+        p = _as_real(probability)
+        if p is None or not 0.0 < p <= 1.0:
             raise BanditError(f"{self.name}: the probability an arm was played with must be in (0, 1], got {probability!r}")
         return p
 
     def _check_rewards(self, rewards: np.ndarray) -> np.ndarray:
-        arr = np.asarray(rewards, dtype=np.float64)
-        if arr.shape != (self.n_arms,):
-            raise BanditError(f"{self.name}: rewards must have shape ({self.n_arms},), got {arr.shape}")
+        try:
+            given = np.asarray(rewards)
+        except (TypeError, ValueError):  # ragged, e.g. an array among numbers: check elements below
+            try:
+                given = np.asarray(rewards, dtype=object)
+            except (TypeError, ValueError) as exc:
+                raise BanditError(f"{self.name}: rewards must be {self.n_arms} real numbers, "
+                                  f"got {rewards!r}") from exc
+        if given.shape != (self.n_arms,):
+            raise BanditError(f"{self.name}: rewards must have shape ({self.n_arms},), got {given.shape}")
+        if isinstance(rewards, np.ndarray) and given.dtype.kind in "iuf":
+            arr = given.astype(np.float64)
+        else:  # a list (NumPy would turn True into 1.0), objects, strings, bools: element by element
+            given = self._as_given(rewards, given)
+            arr = np.empty(self.n_arms)
+            for i, element in enumerate(given):
+                r = _as_real(element)
+                if r is None:
+                    raise BanditError(f"{self.name}: reward of arm {i} must be a real number, got {element!r}")
+                arr[i] = r
         ok = np.abs(arr) <= MAX_REWARD  # false for NaN and infinities too
         if not np.all(ok):
             bad = int(np.flatnonzero(~ok)[0])
             raise BanditError(f"{self.name}: reward of arm {bad} must be finite and at most {MAX_REWARD:g} "
-                              f"in size ({arr[bad]!r})")
+                              f"in size, got {self._as_given(rewards, given)[bad]!r}")
         return arr
+
+    @staticmethod
+    def _as_given(rewards: Any, converted: np.ndarray) -> np.ndarray:
+        """The caller's own elements (a list's objects, not NumPy's conversions of them, which
+        turn ``[0.5, "x"]`` into two strings and ``None`` into NaN)."""
+        if isinstance(rewards, np.ndarray):
+            return rewards
+        try:
+            given = np.asarray(rewards, dtype=object)
+        except (TypeError, ValueError):
+            return converted
+        return given if given.shape == converted.shape else converted
 
     def _pick(self, scores: np.ndarray) -> int:
         """Arg-max with ties broken at random (so no arm is favoured by its index)."""
