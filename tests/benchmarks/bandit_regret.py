@@ -15,7 +15,13 @@ Regret is the pseudo-regret ``sum_t (mu*_t - mu_{a_t})`` (the expected loss of t
 of the noisy rewards). Every policy first plays each arm once (MABWiser needs a fit before its
 first prediction), then selects and learns from bandit feedback. Non-stationary parameters come
 from Garivier & Moulines' recommendations for T rounds and Y change points, not from tuning on
-these problems: ``gamma = 1 - sqrt(Y / T) / 4`` and ``window = 2 sqrt(T log T / Y)``.
+these problems: ``gamma = 1 - sqrt(Y / T) / 4`` and ``window = 2 sqrt(T log T / Y)``. Their
+exploration bonus is the paper's padding too, with the paper's experimental ``xi = 0.6`` and the
+reward bound ``B = 1`` of the Bernoulli problem: ``c = 2B sqrt(xi ln n_t(gamma) / N_t(gamma, i))``
+for D-UCB and ``c = B sqrt(xi ln min(t, window) / N_t(window, i))`` for SW-UCB. Our classes write
+the bonus as UCB1's ``alpha sqrt(2 ln n / N)``, so ``alpha = B sqrt(2 xi)`` (about 1.095) for
+D-UCB and ``alpha = B sqrt(xi / 2)`` (about 0.548) for SW-UCB — not the library's default
+``alpha = 1``, which is UCB1's padding.
 
 Writes ``docs/img/meta_regret_stationary.png``, ``docs/img/meta_regret_piecewise.png`` and
 ``docs/img/meta_regret.json`` (the table of docs/meta-agent.md).
@@ -48,6 +54,14 @@ from ensemble_trader.marketdata import save_figure, write_text_atomic  # noqa: E
 REPO = Path(__file__).resolve().parents[2]
 IMG = REPO / "docs" / "img"
 K = 5
+XI = 0.6
+"""Garivier & Moulines' padding constant in their experiments (not tuned here)."""
+REWARD_BOUND = 1.0
+"""B of the paddings: the piecewise problem's rewards are Bernoulli, in [0, 1]."""
+DUCB_ALPHA = REWARD_BOUND * math.sqrt(2.0 * XI)
+"""2B sqrt(xi ln n / N) written as alpha sqrt(2 ln n / N)."""
+SWUCB_ALPHA = REWARD_BOUND * math.sqrt(XI / 2.0)
+"""B sqrt(xi ln min(t, window) / N) written as alpha sqrt(2 ln min(t, window) / N)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     bernoulli_players["mabwiser thompson (beta)"] = lambda r, s: play_mabwiser("ts", r, s)
     piecewise_players = dict(bernoulli_players)
     piecewise_players.update({
-        f"ours ducb (gamma {gamma:.4f})": lambda r, s: play_ours(lambda: DiscountedUCB(K, gamma=gamma, random_state=s), r),
-        f"ours swucb (window {window})": lambda r, s: play_ours(lambda: SlidingWindowUCB(K, window=window, random_state=s), r),
+        f"ours D-UCB (G&M, ξ = {XI}, gamma {gamma:.4f})": lambda r, s: play_ours(
+            lambda: DiscountedUCB(K, gamma=gamma, alpha=DUCB_ALPHA, random_state=s), r),
+        f"ours SW-UCB (G&M, ξ = {XI}, window {window})": lambda r, s: play_ours(
+            lambda: SlidingWindowUCB(K, window=window, alpha=SWUCB_ALPHA, random_state=s), r),
         f"ours dts (gamma {gamma:.4f})": lambda r, s: play_ours(lambda: DiscountedThompson(K, gamma=gamma, random_state=s), r),
     })
 
@@ -236,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     table["paired"] = {name: pairs for name, (_, pairs) in studied.items()}
     table["settings"] = {"runs": runs, "T_stationary": t_stat, "T_piecewise": t_pw, "segment": seg,
-                         "gamma": gamma, "window": window}
+                         "gamma": gamma, "window": window, "xi": XI, "reward_bound": REWARD_BOUND,
+                         "ducb_alpha": DUCB_ALPHA, "swucb_alpha": SWUCB_ALPHA}
     write_text_atomic(IMG / f"meta_regret{suffix}.json", json.dumps(table, indent=2))
     for name in results:
         print(f"\n{titles[name]}\n| policy | regret at T (mean ± se) | µs/round |\n|---|---|---|")
