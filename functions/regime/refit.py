@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.errors import ConcurrencyError, DataError
+from ensemble_trader.domain.features import WARMUP_BARS
 from ensemble_trader.domain.models import Message, deterministic_id
 from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.observability import observability
@@ -136,13 +137,16 @@ def event_time(event: dict[str, Any]) -> datetime:
 def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dict[str, Any]]]:
     """The newest ``lookback`` ready rows of each symbol, oldest first, one per bar time.
 
-    Ordered by the parsed time, not the key text: rows written before the keys were UTC carry
-    the bar's own offset, whose text does not sort as time across a daylight-saving change."""
+    The query reads ``WARMUP_BARS`` more rows than asked, so a feature warm-up among the newest
+    rows (a restarted features state: ``WARMUP_BARS - 1`` rows that are not ready) does not
+    shorten the fit. Ordered by the parsed time, not the key text: rows written before the keys
+    were UTC carry the bar's own offset, whose text does not sort as time across a
+    daylight-saving change."""
     out = []
     for symbol in symbols:
-        rows = store.query(HISTORY_TABLE, "symbol", symbol, limit=lookback, newest_first=True)
+        rows = store.query(HISTORY_TABLE, "symbol", symbol, limit=lookback + WARMUP_BARS, newest_first=True)
         by_time = {history_time(r): r for r in rows if r.get("ready")}
-        out.append([by_time[t] for t in sorted(by_time)])
+        out.append([by_time[t] for t in sorted(by_time)][-lookback:])
     return out
 
 

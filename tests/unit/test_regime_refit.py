@@ -144,6 +144,25 @@ def test_the_refit_reads_rows_in_time_order_whatever_offset_their_keys_carry(set
     assert window == [states[WARMUP_BARS - 1].timestamp.astimezone(UTC).isoformat(), utc_key]
 
 
+def test_a_feature_warm_up_among_the_newest_rows_does_not_shorten_the_fit(setup):
+    """After a features state restart the newest history holds WARMUP_BARS - 1 rows that are not
+    ready: the refit still gets the newest ``lookback`` ready rows (it got lookback - 172)."""
+    from datetime import UTC, datetime, timedelta
+
+    refit, *_ = setup
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    readiness = [True] * 300 + [False] * (WARMUP_BARS - 1) + [True] * 20
+    table = HistoryTable()
+    table.put_items("regime-history", [
+        {"symbol": "RST", "timestamp": (start + timedelta(hours=i)).isoformat(), "ready": ready}
+        for i, ready in enumerate(readiness)
+    ])
+    [rows] = refit.history_rows(table, ["RST"], 100)
+    assert len(rows) == 100 and all(r["ready"] for r in rows)
+    assert rows[-1]["timestamp"] == (start + timedelta(hours=len(readiness) - 1)).isoformat()
+    assert rows[0]["timestamp"] == (start + timedelta(hours=300 - 80)).isoformat()  # 80 before the warm-up
+
+
 class RacingTable(HistoryTable):
     """The rows of ``table``; ``during()`` runs on the first query, as an operator's publish
     landing while the refit runs."""
