@@ -170,14 +170,19 @@ class _StuckEmulator:
         return {"features": {"shardId-000000000000": "42"}}
 
 
-def test_local_drain_past_its_timeout_exits_1_naming_what_is_left_and_keeps_its_place(tmp_path, monkeypatch, capsys):
+def _drain_with(tmp_path, monkeypatch, emulator, *options: str, stack=_DrainStack) -> int:
+    """`ensemble-trader local drain --no-progress *options` against a saved (fake) stack."""
     path = tmp_path / "stack.json"
     path.write_text("{}")
     monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
-    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", _DrainStack)
-    monkeypatch.setattr("ensemble_trader.local.esm.EventSourceMappingEmulator", _StuckEmulator)
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", stack)
+    monkeypatch.setattr("ensemble_trader.local.esm.EventSourceMappingEmulator", emulator)
     _DrainStack.saved = []
-    assert main(["local", "drain", "--timeout", "1", "--no-progress"]) == 1
+    return main(["local", "drain", *options, "--no-progress"])
+
+
+def test_local_drain_past_its_timeout_exits_1_naming_what_is_left_and_keeps_its_place(tmp_path, monkeypatch, capsys):
+    assert _drain_with(tmp_path, monkeypatch, _StuckEmulator, "--timeout", "1") == 1
     captured = capsys.readouterr()
     assert "a handler's log line" not in captured.out + captured.err
     assert captured.out.startswith("local drain: stage local (http://127.0.0.1:1), 1 mappings")
@@ -200,24 +205,9 @@ def test_local_drain_with_logs_sends_the_handlers_lines_to_stderr(tmp_path, monk
             assert not quiet
             return cls(path)
 
-    path = tmp_path / "stack.json"
-    path.write_text("{}")
-    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
-    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", Stack)
-    monkeypatch.setattr("ensemble_trader.local.esm.EventSourceMappingEmulator", Drained)
-    assert main(["local", "drain", "--logs", "--no-progress"]) == 0
+    assert _drain_with(tmp_path, monkeypatch, Drained, "--logs", stack=Stack) == 0
     captured = capsys.readouterr()
     assert "a handler's log line" in captured.err and "a handler's log line" not in captured.out
-
-
-def _drain_with(tmp_path, monkeypatch, emulator) -> int:
-    path = tmp_path / "stack.json"
-    path.write_text("{}")
-    monkeypatch.setenv("ET_LOCAL_STATE_FILE", str(path))
-    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", _DrainStack)
-    monkeypatch.setattr("ensemble_trader.local.esm.EventSourceMappingEmulator", emulator)
-    _DrainStack.saved = []
-    return main(["local", "drain", "--no-progress"])
 
 
 def test_local_drain_runs_the_mappings_as_lambda_would_after_an_interruption(tmp_path, monkeypatch, capsys):

@@ -57,13 +57,18 @@ def _route(intent: dict) -> dict:
     return {"orders": [], "rejections": [], "fills": 0}
 
 
-def test_an_intent_that_fails_is_counted_and_still_reported_as_a_batch_item_failure():
-    metrics = Recorder()
-    consumer = IntentConsumer(FakeRouter(RiskState()), dead_letters=None, route=_route, metrics=metrics)
-    response = process_partial_response(
+def _process_batch(consumer: IntentConsumer) -> dict:
+    """The sample batch through the consumer as the orders handler runs it (FIFO, group skipping)."""
+    return process_partial_response(
         event=_batch(), record_handler=lambda record: consumer.process(record.body, record.raw_event),
         processor=SqsFifoPartialProcessor(skip_group_on_error=True),
     )
+
+
+def test_an_intent_that_fails_is_counted_and_still_reported_as_a_batch_item_failure():
+    metrics = Recorder()
+    consumer = IntentConsumer(FakeRouter(RiskState()), dead_letters=None, route=_route, metrics=metrics)
+    response = _process_batch(consumer)
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
     assert metrics.values("intents_failed") == [1]
     assert metrics.values("intents_routed") == [1]
@@ -98,10 +103,7 @@ def test_an_intent_waiting_for_an_earlier_submit_in_flight_is_deferred_not_faile
 
     metrics = Recorder()
     consumer = IntentConsumer(FakeRouter(RiskState()), dead_letters=None, route=in_flight, metrics=metrics)
-    response = process_partial_response(
-        event=_batch(), record_handler=lambda record: consumer.process(record.body, record.raw_event),
-        processor=SqsFifoPartialProcessor(skip_group_on_error=True),
-    )
+    response = _process_batch(consumer)
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
     assert metrics.values("intents_deferred") == [1]
     assert metrics.values("intents_failed") == []

@@ -647,15 +647,7 @@ def test_with_the_cache_down_two_writers_still_cannot_both_commit(world):
     snapshot (cache down) and lost the race fails, and its retry computes from the winner's state."""
     world.runner.process(event_of(interleaved(2)))
     world.cache.failures.fail("get_many", 2)
-    get = world.snapshots.get_item
-
-    def racing(table, key):  # the other container commits right after our read
-        item = get(table, key)
-        world.snapshots.get_item = get
-        _other_writer_moves_aaa_to_version_2(world)
-        return item
-
-    world.snapshots.get_item = racing
+    _race_once_after(world, "get_item")  # the other container commits right after our read
     event = event_of([("AAA", bar_json("AAA", 2)), ("AAA", bar_json("AAA", 3))], first_seq=5000)
     assert failures(world.runner.process(event)) == ["5000", "5001"]
     assert snapshot_of(world, "AAA")[0] == 2
@@ -696,6 +688,20 @@ def _other_writer_moves_aaa_to_version_2(world) -> None:
     ahead = {"symbol": "AAA", "last": timestamp_ns(T0 + timedelta(days=2)), "count": 3, "total": 303.0}
     world.snapshots.put_item("stage-state", {**other, "version": 2, "state": json.dumps(ahead).encode()},
                              expected_version=1)
+
+
+def _race_once_after(world, method: str) -> None:
+    """The snapshot store's ``method`` answers once, as before, and then the other container
+    moves AAA to version 2 (:func:`_other_writer_moves_aaa_to_version_2`); later calls are plain."""
+    original = getattr(world.snapshots, method)
+
+    def racing(*args):
+        answer = original(*args)
+        setattr(world.snapshots, method, original)
+        _other_writer_moves_aaa_to_version_2(world)
+        return answer
+
+    setattr(world.snapshots, method, racing)
 
 
 def test_a_cached_state_behind_its_snapshot_is_replaced_before_anything_is_computed(world):
@@ -747,15 +753,7 @@ def test_a_snapshot_behind_its_cached_state_is_rewritten_even_by_a_batch_of_dupl
 
 def test_a_writer_that_races_past_the_version_check_loses_the_put_and_the_retry_reloads(world):
     world.runner.process(event_of(interleaved(2)))
-    check = world.snapshots.get_versions
-
-    def racing(table, keys):  # the other container writes right after our check
-        versions = check(table, keys)
-        world.snapshots.get_versions = check
-        _other_writer_moves_aaa_to_version_2(world)
-        return versions
-
-    world.snapshots.get_versions = racing
+    _race_once_after(world, "get_versions")  # the other container writes right after our check
     event = event_of([("AAA", bar_json("AAA", 2)), ("AAA", bar_json("AAA", 3))], first_seq=5000)
     assert failures(world.runner.process(event)) == ["5000", "5001"]
     assert "tally:AAA" not in world.cache.data  # dropped, so the retry reads the snapshot
