@@ -6,7 +6,7 @@ stream and no events. The engine validates before it mutates, so a rejected bar 
 state as it was, as the runner requires.
 
 Upgrading the feature version: a stored state of an older ``STATE_VERSION`` cannot be converted
-(version 1 lacks the last 126 closes). When it is intact (:attr:`FeatureStateVersionError.readable`)
+(version 1 lacks the last 126 closes). When it is intact (:attr:`FeatureStateVersionError.restartable`)
 and of the symbol it is stored under, :meth:`FeaturesStep.start_over` gives the runner a new
 engine that starts after the old state's last bar (:meth:`FeatureEngine.restart`): redelivered
 bars stay no-ops, new bars warm it up again (``WARMUP_BARS`` = 173 vectors not ready, which the
@@ -16,8 +16,6 @@ still refused (the symbol's records fail, as before).
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -29,7 +27,7 @@ from ensemble_trader.domain.features import (
     FeatureStateVersionError,
 )
 from ensemble_trader.domain.models import Bar
-from ensemble_trader.runtime.stage import BaseSymbolStep
+from ensemble_trader.runtime.stage import BaseSymbolStep, iso_utc
 
 
 class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
@@ -62,16 +60,10 @@ class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
         if not isinstance(error, FeatureStateVersionError) or not error.restartable or error.symbol != symbol:
             return None
         last = error.last_timestamp_ns
-        after = "no bar applied" if last is None else f"last bar {_utc_iso(last)}"
+        after = "no bar applied" if last is None else f"last bar {iso_utc(last)}"
         note = (
             f"feature state version {error.found} (stored) cannot be converted to version {STATE_VERSION} "
             f"(feature version {FEATURE_VERSION}); a new engine starts after it ({after}): the next "
             f"{WARMUP_BARS} vectors of {symbol} are warming up (not ready)"
         )
         return FeatureEngine.restart(symbol, last), note
-
-
-def _utc_iso(ns: int) -> str:
-    """A bar time (ns since the epoch) as ISO-8601 UTC, to the second or finer."""
-    when = datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns % 1_000_000_000 // 1000)
-    return when.isoformat().replace("+00:00", "Z")

@@ -194,7 +194,7 @@ class ConflictingRecordError(DataError):
         self.stage, self.symbol, self.sequence = stage, symbol, sequence
         self.handled_digest, self.digest = handled_digest, digest
         super().__init__(
-            f"conflicting record: {symbol} {_iso(sequence)} already applied (or dead-lettered) by stage "
+            f"conflicting record: {symbol} {iso_utc(sequence)} already applied (or dead-lettered) by stage "
             f"{stage} with different content (crc32 {handled_digest:08x}; this record {digest:08x}); "
             "state moves forward only, so this version is not applied")
 
@@ -833,7 +833,7 @@ class KinesisStageRunner(Generic[S, In]):
                         continue
                     if not detects_conflicts:  # a derived stream: recomputed floats, first version wins
                         log.info("stage %s: %s %s redelivered with other content (crc32 %08x; this record "
-                                 "%08x): the version handled first is kept", step.name, symbol, _iso(seq), known,
+                                 "%08x): the version handled first is kept", step.name, symbol, iso_utc(seq), known,
                                  digest)
                         stats.duplicates += 1
                         stats.redelivered_changed += 1
@@ -1046,7 +1046,7 @@ def _utc(ns: int) -> datetime:
     return datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=ns % 1_000_000_000 // 1000)
 
 
-def _iso(ns: int) -> str:
+def iso_utc(ns: int) -> str:
     """A message time (ns since the epoch) as ISO-8601 UTC with ``Z``."""
     return _utc(ns).isoformat().replace("+00:00", "Z")
 
