@@ -220,20 +220,15 @@ class Bandit(ABC):
         return p
 
     def _check_rewards(self, rewards: np.ndarray) -> np.ndarray:
-        try:
-            given = np.asarray(rewards)
-        except (TypeError, ValueError):  # ragged, e.g. an array among numbers: check elements below
-            try:
-                given = np.asarray(rewards, dtype=object)
-            except (TypeError, ValueError) as exc:
-                raise BanditError(f"{self.name}: rewards must be {self.n_arms} real numbers, "
-                                  f"got {rewards!r}") from exc
+        try:  # a list is kept as the caller's objects (NumPy would turn True into 1.0, None into NaN)
+            given = rewards if isinstance(rewards, np.ndarray) else np.asarray(rewards, dtype=object)
+        except (TypeError, ValueError) as exc:
+            raise BanditError(f"{self.name}: rewards must be {self.n_arms} real numbers, got {rewards!r}") from exc
         if given.shape != (self.n_arms,):
             raise BanditError(f"{self.name}: rewards must have shape ({self.n_arms},), got {given.shape}")
-        if isinstance(rewards, np.ndarray) and given.dtype.kind in "iuf":
+        if given.dtype.kind in "iuf":
             arr = given.astype(np.float64)
-        else:  # a list (NumPy would turn True into 1.0), objects, strings, bools: element by element
-            given = self._as_given(rewards, given)
+        else:  # objects, strings, bools: element by element
             arr = np.empty(self.n_arms)
             for i, element in enumerate(given):
                 r = _as_real(element)
@@ -244,20 +239,8 @@ class Bandit(ABC):
         if not np.all(ok):
             bad = int(np.flatnonzero(~ok)[0])
             raise BanditError(f"{self.name}: reward of arm {bad} must be finite and at most {MAX_REWARD:g} "
-                              f"in size, got {self._as_given(rewards, given)[bad]!r}")
+                              f"in size, got {given[bad]!r}")
         return arr
-
-    @staticmethod
-    def _as_given(rewards: Any, converted: np.ndarray) -> np.ndarray:
-        """The caller's own elements (a list's objects, not NumPy's conversions of them, which
-        turn ``[0.5, "x"]`` into two strings and ``None`` into NaN)."""
-        if isinstance(rewards, np.ndarray):
-            return rewards
-        try:
-            given = np.asarray(rewards, dtype=object)
-        except (TypeError, ValueError):
-            return converted
-        return given if given.shape == converted.shape else converted
 
     def _pick(self, scores: np.ndarray) -> int:
         """Arg-max with ties broken at random (so no arm is favoured by its index)."""
