@@ -55,6 +55,7 @@ from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.regime_registry import (
     HISTORY_TABLE,
+    aware_time,
     history_key,
     history_time,
     load_pin,
@@ -125,11 +126,8 @@ def event_time(event: dict[str, Any]) -> datetime:
     text = event.get("time")
     if text is None:
         return datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+    when = aware_time(text)
+    if when is None:
         raise DataError(f"event time {text!r} is not an ISO-8601 time with an offset")
     return when
 
@@ -330,13 +328,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         event_time(event),
     )
     logger.info("regime refit", extra=result)
-    per_symbol = result["symbols"].values()
-    published = int(result.get("published", False)) + sum(r["published"] for r in per_symbol)
-    metrics.add_metric("regime_refit_published", "Count", published)
-    skipped = int("skipped" in result) + sum("skipped" in r for r in per_symbol)
-    metrics.add_metric("regime_refit_skipped", "Count", skipped)
-    unchanged = int("unchanged" in result) + sum("unchanged" in r for r in per_symbol)
-    metrics.add_metric("regime_refit_unchanged", "Count", unchanged)
-    republished = int("republished" in result) + sum("republished" in r for r in per_symbol)
-    metrics.add_metric("regime_refit_republished", "Count", republished)
+    results = [result, *result["symbols"].values()]  # the shared model's, then each symbol model's
+    metrics.add_metric("regime_refit_published", "Count", sum(bool(r.get("published")) for r in results))
+    for outcome in ("skipped", "unchanged", "republished"):
+        metrics.add_metric(f"regime_refit_{outcome}", "Count", sum(outcome in r for r in results))
     return result

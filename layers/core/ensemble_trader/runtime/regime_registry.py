@@ -203,16 +203,22 @@ def history_key(when: datetime) -> str:
     return when.astimezone(UTC).isoformat()
 
 
+def aware_time(text: Any) -> datetime | None:
+    """An ISO-8601 time with a UTC offset as an aware datetime; None for anything else."""
+    try:
+        when = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
+
+
 def row_time(row: Mapping[str, Any], table: str) -> datetime:
     """The bar time of a row keyed by :func:`history_key` (regime-history, decisions), aware;
     rows written before the keys were UTC carry the bar's own offset, so compare these times,
     never the key texts. DataError naming the table and the row otherwise."""
     text = row.get("timestamp")
-    try:
-        when = datetime.fromisoformat(text) if isinstance(text, str) else None
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
+    when = aware_time(text)
+    if when is None:
         raise DataError(
             f"{table} row of {row.get('symbol')!r} has timestamp {text!r}, not an ISO-8601 time with an offset"
         )
