@@ -60,7 +60,7 @@ from ensemble_trader.backtest.engine import (
 )
 from ensemble_trader.domain.agents import AGENT_NAMES, DEFAULT_LEVERAGE, MAX_NO_TRADE_BAND, AgentPool
 from ensemble_trader.domain.bars import BarSeries
-from ensemble_trader.domain.errors import DataError, EnsembleTraderError
+from ensemble_trader.domain.errors import DataError, EnsembleTraderError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES, compute_features
 from pydantic import (
     BaseModel,
@@ -817,15 +817,13 @@ def publish_model_set(staging: Path, out_dir: Path) -> None:
     do not match (:meth:`AgentPool.load` refuses it; never serves a mix). Files the old manifest
     named that the new set does not hold are removed after (:func:`check_out_dir` refuses a folder
     with such ONNX files before training, so there are none unless they appeared meanwhile)."""
-    from ensemble_trader.domain.agents import MANIFEST_FILE
+    from ensemble_trader.domain.agents import MANIFEST_FILE, read_manifest
 
-    old = set()
     try:
-        previous = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-        old = {a["file"] for a in previous.get("agents", {}).values()} | (
-            {previous["fused"]["file"]} if previous.get("fused") else set())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # no old set (or not one the pool could load): nothing of it to remove
+        previous = read_manifest(out_dir)
+        old = {a.file for a in previous.agents.values()} | ({previous.fused.file} if previous.fused else set())
+    except ModelArtifactError:
+        old = set()  # no old set (or not one the pool could load): nothing of it to remove
     files = sorted(p for p in staging.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
     for path in files:
         os.replace(path, out_dir / path.name)

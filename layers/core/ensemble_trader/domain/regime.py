@@ -55,7 +55,7 @@ from ensemble_trader.domain.models import (
     Symbol,
     deterministic_id,
 )
-from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
+from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel, is_version_list
 
 __all__ = [
     "FeatureSpec",
@@ -309,7 +309,7 @@ class RegimeFilterState:
                         or not np.isfinite(log_alpha).any()):
                     raise ValueError("log_alpha must be a vector of log-probabilities, one of them finite")
             lineage = raw.get("lineage", [])  # absent in states written before it was recorded
-            if not isinstance(lineage, list) or not all(isinstance(v, str) and v for v in lineage):
+            if not isinstance(lineage, list) or not is_version_list(lineage):
                 raise ValueError(f"lineage {lineage!r} must be a list of model versions")
             state = cls(
                 symbol=str(raw["symbol"]),

@@ -99,6 +99,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_version_list(value: object) -> bool:
+    """A list (or tuple) of non-empty version strings: a refit lineage as a model's manifest and a
+    filter state record it."""
+    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
+
+
 @dataclass(frozen=True, eq=False)
 class RegimeModel:
     """A Gaussian HMM over standardised features, with a map from hidden state to regime.
@@ -189,7 +195,7 @@ class RegimeModel:
         set_(self, "covariances", covs)
         set_(self, "info", dict(self.info))
         lineage = self.info.get("refit_lineage", [])
-        if not isinstance(lineage, list | tuple) or not all(isinstance(v, str) and v for v in lineage):
+        if not is_version_list(lineage):
             raise ModelArtifactError(f"refit_lineage {lineage!r} must be a list of model versions")
         set_(self, "_whiten", np.ascontiguousarray(whiten.transpose(1, 0, 2).reshape(d, k * d)))
         whitened_means = np.einsum("kd,kde->ke", means, whiten)
