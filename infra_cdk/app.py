@@ -23,6 +23,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
@@ -51,20 +52,31 @@ ALPACA_BROKERS = ("alpaca", "alpaca-live")
 BROKERS = ("paper", *ALPACA_BROKERS)
 
 
+def _stage_context(app: cdk.App, config: StageConfig, key: str, example: str, loses: str) -> Any:
+    """The ``key`` context, None when not given (or blank); a stage with
+    ``explicit_context_required`` (staging, prod) refuses to synthesise without it, saying what a
+    redeploy that forgot it would ``lose``."""
+    raw = app.node.try_get_context(key)
+    if raw is not None and str(raw).strip() != "":
+        return raw
+    if config.explicit_context_required:
+        raise InvalidContextError(
+            f"context {key} is required for stage {config.name!r}: give -c {key}={example} "
+            "(make deploy CDK_CONTEXT=\"...\"; in CI the variable "
+            f"{config.name.upper()}_CDK_CONTEXT), so that a redeploy which forgets it cannot {loses} "
+            "(docs/deployment.md)"
+        )
+    return None
+
+
 def _broker(app: cdk.App, config: StageConfig) -> str:
     """The ``broker`` context: one of :data:`BROKERS`. A stage with ``explicit_context_required`` (staging,
     prod) refuses to synthesise without it: the broker lives only in each deploy's context, so a
     default would silently move a stage that trades Alpaca to the paper broker at the next redeploy
     that omits it (real orders and positions left unmanaged). Dev defaults to ``paper``."""
-    raw = app.node.try_get_context("broker")
-    if raw is None or str(raw).strip() == "":
-        if config.explicit_context_required:
-            raise InvalidContextError(
-                f"context broker is required for stage {config.name!r}: give -c broker=paper|alpaca|alpaca-live, "
-                "paper too (make deploy CDK_CONTEXT=\"...\"; in CI the variable "
-                f"{config.name.upper()}_CDK_CONTEXT), so that a redeploy which forgets it cannot move an Alpaca "
-                "stage's orders functions to the paper broker (docs/deployment.md)"
-            )
+    raw = _stage_context(app, config, "broker", "paper|alpaca|alpaca-live, paper too",
+                         "move an Alpaca stage's orders functions to the paper broker")
+    if raw is None:
         return BROKERS[0]
     value = str(raw)
     if value not in BROKERS:
@@ -119,15 +131,10 @@ def _symbols(app: cdk.App, config: StageConfig) -> tuple[str, ...]:
     only in each deploy's context, so a default would silently move a stage that trades several
     symbols to ``SPY`` alone at the next redeploy that omits them (the regime refit fitted on SPY
     only, the orders functions' allocation raised to the whole account). Dev defaults to ``SPY``."""
-    raw = app.node.try_get_context("symbols")
-    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-        if config.explicit_context_required:
-            raise InvalidContextError(
-                f"context symbols is required for stage {config.name!r}: give -c symbols=SPY,QQQ, the symbols the "
-                "stage trades, SPY alone too (make deploy CDK_CONTEXT=\"...\"; in CI the variable "
-                f"{config.name.upper()}_CDK_CONTEXT), so that a redeploy which forgets it cannot move the stage to "
-                "trading SPY alone (its regime refit and its orders functions' allocation; docs/deployment.md)"
-            )
+    raw = _stage_context(app, config, "symbols", "SPY,QQQ, the symbols the stage trades, SPY alone too",
+                         "move the stage to trading SPY alone (its regime refit and its orders functions' "
+                         "allocation)")
+    if raw is None:
         raw = DEFAULT_SYMBOLS
     if isinstance(raw, str):
         names = [s.strip() for s in raw.split(",")]
