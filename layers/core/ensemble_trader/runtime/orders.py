@@ -1115,10 +1115,8 @@ class OrderRouter:
                     raise error
                 message = (f"{what} had an unknown submit outcome and the broker does not have it "
                            f"{age:.0f} s after the submit gave up: superseded by intent {intent.intent_id}")
-            if self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events):
+            if self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events, into=outcome.superseded):
                 log.warning("retired %s", message)
-                outcome.superseded.append({"client_order_id": order.client_order_id,
-                                           "reason": RejectReason.NOT_AT_BROKER.value, "message": message})
 
     def _retire_refused_pending(
         self, intent: OrderIntent, code: RejectReason, why: str, events: list[BaseModel],
@@ -1145,9 +1143,7 @@ class OrderRouter:
                 outcome.fills += self._sync_report(report, events, order)[0]
                 continue
             message = f"never sent: its intent was refused ({code.value}: {why})"
-            if self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events):
-                outcome.rejections.append({"client_order_id": order.client_order_id,
-                                           "reason": RejectReason.NOT_AT_BROKER.value, "message": message})
+            self._reject_absent(order, RejectReason.NOT_AT_BROKER, message, events, into=outcome.rejections)
 
     def _pending_recheck(
         self, intent: OrderIntent, state: RiskState, context: OrderContext, origin: float,
@@ -1313,20 +1309,20 @@ class OrderRouter:
             decision = recheck(order) if recheck is not None else None
             if decision is not None and not decision.accepted:
                 code = decision.reason or RejectReason.INVALID_ORDER
-                if self._reject_absent(order, code, decision.message, events) and outcome is not None:
-                    outcome.rejections.append(
-                        {"client_order_id": order.client_order_id, "reason": code.value, "message": decision.message}
-                    )
+                self._reject_absent(order, code, decision.message, events,
+                                    into=None if outcome is None else outcome.rejections)
                 return 0
             _, fills = self._submit(order, events)
             return fills
         return 0
 
     def _reject_absent(
-        self, order: Order, code: RejectReason, message: str, events: list[BaseModel], now: datetime | None = None
+        self, order: Order, code: RejectReason, message: str, events: list[BaseModel], now: datetime | None = None,
+        into: list[dict[str, str]] | None = None,
     ) -> bool:
         """Record a working order the broker does not have (never sent, or not found there) as
-        REJECTED with its reason, unless the stored order changed meanwhile; True when recorded."""
+        REJECTED with its reason, unless the stored order changed meanwhile; True when recorded
+        (then also listed in ``into``, an outcome's list, when given)."""
         now = now or self.clock.now()
         rejected = order.model_copy(
             update={"status": OrderStatus.REJECTED, "reject_code": code.value, "reject_reason": message,
@@ -1334,6 +1330,8 @@ class OrderRouter:
         )
         if self.store.update_order(rejected, expected_status=order.status, expected_filled=order.filled_quantity):
             events.append(_rejected_event(rejected, now))
+            if into is not None:
+                into.append({"client_order_id": order.client_order_id, "reason": code.value, "message": message})
             return True
         return False
 

@@ -37,8 +37,8 @@ Rules, in the order they apply:
   ``detects_conflicts = True`` — the features stage, whose input comes from producers outside
   the pipeline — a record at or below the last applied time whose time is remembered with another
   digest (a vendor's corrected bar, a producer sending two versions of one bar) goes to the
-  dead-letter queue as a :class:`ConflictingRecordError` (``conflicting record: SPX
-  2024-01-02T00:01:00Z already applied ...`` with both digests; counted as ``<stage>_conflicts``,
+  dead-letter queue with the reason ``conflicting record: SPX 2024-01-02T00:01:00Z already
+  applied ...`` (both digests named; counted as ``<stage>_conflicts``,
   logged); the state keeps the version handled first, the other records go on. A time remembered
   without a digest (stored before digests were kept) matches any content, and a time older than
   the memory is a duplicate as before. Above the last applied time the runner does not compare: a
@@ -181,22 +181,6 @@ _HANDLED_LENGTH = struct.Struct(">I")
 NO_DIGEST = 0
 """The digest of a time remembered without one (stored before digests were kept): it matches any
 content, so a redelivery after an upgrade stays a duplicate. :func:`record_digest` never returns it."""
-
-
-class ConflictingRecordError(DataError):
-    """A record at a time its symbol already handled, with other content than the record handled
-    then (a corrected bar, a producer sending two versions of one bar): not a redelivery. Raised
-    only for a step with ``detects_conflicts = True`` (producer data: the features stage). It is
-    dead-lettered with this error's message as the reason and counted as ``<stage>_conflicts``;
-    the state keeps the first version."""
-
-    def __init__(self, stage: str, symbol: str, sequence: int, handled_digest: int, digest: int) -> None:
-        self.stage, self.symbol, self.sequence = stage, symbol, sequence
-        self.handled_digest, self.digest = handled_digest, digest
-        super().__init__(
-            f"conflicting record: {symbol} {iso_utc(sequence)} already applied (or dead-lettered) by stage "
-            f"{stage} with different content (crc32 {handled_digest:08x}; this record {digest:08x}); "
-            "state moves forward only, so this version is not applied")
 
 
 class SymbolStep(Protocol[S, In]):
@@ -539,17 +523,6 @@ def _remembered_digest(handled: list[int], digests: list[int], sequence: int) ->
     return None
 
 
-def _is_late(handled: list[int], sequence: int, last: int, complete: bool = False) -> bool:
-    """True when a message below the last applied time was never handled, as far as memory goes
-    (below the oldest time remembered only when the memory is ``complete``)."""
-    if sequence >= last:
-        return False
-    if not handled or sequence < handled[0]:
-        return complete
-    i = bisect.bisect_left(handled, sequence)
-    return i == len(handled) or handled[i] != sequence
-
-
 class KinesisStageRunner(Generic[S, In]):
     """Runs a :class:`SymbolStep` over a Kinesis event; see the module docstring for the rules.
 
@@ -819,7 +792,7 @@ class KinesisStageRunner(Generic[S, In]):
                 digest = record_digest(item.message)
                 if last is not None and seq <= last:
                     known = _remembered_digest(handled, digests, seq)
-                    if known is None and _is_late(handled, seq, last, group.complete):
+                    if known is None and seq < last and (group.complete or (handled and seq > handled[0])):
                         if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last), failures):
                             group.fail(index)
                             break
@@ -839,8 +812,8 @@ class KinesisStageRunner(Generic[S, In]):
                         stats.redelivered_changed += 1
                         self._count("redelivered_changed", 1)
                         continue
-                    conflict = ConflictingRecordError(step.name, symbol, seq, known, digest)
-                    if not self._reject(item.raw, item.item_id, str(conflict), failures):
+                    conflict = _conflict_reason(step.name, symbol, seq, known, digest)
+                    if not self._reject(item.raw, item.item_id, conflict, failures):
                         group.fail(index)
                         break
                     log.warning("stage %s: %s", step.name, conflict)
@@ -931,6 +904,8 @@ class KinesisStageRunner(Generic[S, In]):
                     self._count("snapshot_refused", 1)
                     group.fail(0)
                     del to_write[symbol]
+        if not cache_ok:  # the batch could not read the cache: leave it alone
+            return
         cache_items = {step.key(s): encode_cached(g.version + 1, dumped[s], handled[s]) for s, g in to_write.items()}
         for symbol, group in groups.items():
             if group.warm and not group.changed and group.failed_from is None:
@@ -939,7 +914,7 @@ class KinesisStageRunner(Generic[S, In]):
                                                                   group.handled_bytes())
                 except Exception:
                     log.exception("stage %s: cannot serialise state of %s", step.name, symbol)
-        if cache_items and cache_ok:
+        if cache_items:
             try:
                 self.cache.set_many(cache_items)
             except InfrastructureError as exc:
@@ -1049,6 +1024,13 @@ def _utc(ns: int) -> datetime:
 def iso_utc(ns: int) -> str:
     """A message time (ns since the epoch) as ISO-8601 UTC with ``Z``."""
     return _utc(ns).isoformat().replace("+00:00", "Z")
+
+
+def _conflict_reason(stage: str, symbol: str, sequence: int, handled_digest: int, digest: int) -> str:
+    """The dead-letter reason of a record at a handled time with other content (producer data)."""
+    return (f"conflicting record: {symbol} {iso_utc(sequence)} already applied (or dead-lettered) by stage "
+            f"{stage} with different content (crc32 {handled_digest:08x}; this record {digest:08x}); "
+            "state moves forward only, so this version is not applied")
 
 
 def _late_reason(symbol: str, sequence: int, last: int) -> str:
