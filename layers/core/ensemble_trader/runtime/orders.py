@@ -140,11 +140,13 @@ def visibility_timeout_seconds(spec: FunctionSpec) -> int:
     return VISIBILITY_TIMEOUT_FACTOR * spec.timeout_seconds
 
 
-def redelivery_gap_seconds(spec: FunctionSpec) -> int:
+def redelivery_gap_seconds(spec: FunctionSpec, visibility_timeout: float | None = None) -> float:
     """The longest time between two deliveries' attempts at a failed intent: the next receive
-    comes a visibility timeout after the last one, and the attempt (:meth:`OrderRouter.handle`
-    touches the intent's PENDING orders first) at most one function timeout after its receive."""
-    return visibility_timeout_seconds(spec) + spec.timeout_seconds
+    comes a visibility timeout (by default :func:`visibility_timeout_seconds`) after the last one,
+    and the attempt (:meth:`OrderRouter.handle` touches the intent's PENDING orders first) at most
+    one function timeout after its receive."""
+    visibility = visibility_timeout_seconds(spec) if visibility_timeout is None else visibility_timeout
+    return visibility + spec.timeout_seconds
 
 
 BROKER_REQUEST_TIMEOUT_SECONDS = 5.0
@@ -171,7 +173,7 @@ class ReconcileGraceError(ValueError):
 
     def __init__(self, grace_seconds: float, spec: FunctionSpec, visibility_timeout: float):
         self.grace_seconds = grace_seconds
-        gap = visibility_timeout + spec.timeout_seconds
+        gap = redelivery_gap_seconds(spec, visibility_timeout)
         super().__init__(
             f"ET_ORDERS_RECONCILE_GRACE_SECONDS={grace_seconds:g} is not longer than the redelivery gap of "
             f"the {spec.mapping.source} queue ({gap:g} s: its visibility timeout of {visibility_timeout:g} s "
@@ -188,7 +190,7 @@ def require_grace_past_redelivery(
     ``visibility_timeout``, by default :func:`visibility_timeout_seconds`, plus the function's
     timeout); else :class:`ReconcileGraceError`."""
     visibility = visibility_timeout_seconds(spec) if visibility_timeout is None else visibility_timeout
-    if not grace_seconds > visibility + spec.timeout_seconds:
+    if not grace_seconds > redelivery_gap_seconds(spec, visibility):
         raise ReconcileGraceError(grace_seconds, spec, visibility)
     return grace_seconds
 
