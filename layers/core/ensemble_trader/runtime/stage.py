@@ -127,8 +127,10 @@ import base64
 import bisect
 import logging
 import struct
+import sys
 import time
 import zlib
+from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +180,7 @@ _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC_V1 = b"ET1"  # magic, version, state
 _MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
 _HANDLED_LENGTH = struct.Struct(">I")
+_DIGEST_CODE = "I"  # array typecode of the digests: unsigned, 4 bytes on every platform Lambda runs on
 NO_DIGEST = 0
 """The digest of a time remembered without one (stored before digests were kept): it matches any
 content, so a redelivery after an upgrade stays a duplicate. :func:`record_digest` never returns it."""
@@ -390,8 +393,8 @@ class _Group:
     # version above the cached one (stored < version), so versions never go back and an entry the
     # cache keeps from before cannot pass for the rewritten state
     failed_from: int | None = None  # index of the first unprocessed item after a failure
-    handled: list[int] = field(default_factory=list)  # sorted times of the latest handled messages
-    digests: list[int] = field(default_factory=list)  # the content digest of each (``handled``'s order)
+    handled: array = field(default_factory=lambda: array("q"))  # sorted times of the latest handled messages
+    digests: array = field(default_factory=lambda: array(_DIGEST_CODE))  # the content digest of each (same order)
     complete: bool = False  # ``handled`` holds every message handled since the state began
 
     def handled_bytes(self) -> bytes:
@@ -431,18 +434,22 @@ def encode_handled(times: Sequence[int], digests: Sequence[int] | None = None, *
     marker = _COMPLETE if complete else b""
     if not times:
         return marker
-    arr = np.asarray(times, dtype=np.int64)
+    arr = np.frombuffer(times, dtype=np.int64) if isinstance(times, array) else np.asarray(times, dtype=np.int64)
     packed = zlib.compress(np.diff(arr, prepend=np.int64(0)).astype("<i8").tobytes(), 1)
     if digests is None:
         return marker + packed
     if len(digests) != len(times):
         raise ValueError(f"{len(digests)} digests for {len(times)} handled times")
+    if isinstance(digests, array) and digests.typecode == _DIGEST_CODE:
+        return marker + _DIGESTS + packed + np.frombuffer(digests, dtype=np.uint32).astype("<u4").tobytes()
     return marker + _DIGESTS + packed + np.asarray(digests, dtype="<u4").tobytes()
 
 
-def decode_handled(data: bytes) -> tuple[list[int], list[int], bool]:
-    """(sorted times, their digests, complete) of :func:`encode_handled`'s bytes; times stored
-    without digests (the earlier encoding) get :data:`NO_DIGEST`."""
+def decode_handled(data: bytes) -> tuple[array, array, bool]:
+    """(sorted times, their digests, complete) of :func:`encode_handled`'s bytes, as the arrays
+    the runner keeps them in (``array('q')``, ``array('I')``: bisect, insert and append like
+    lists, and encode without a conversion); times stored without digests (the earlier
+    encoding) get :data:`NO_DIGEST`."""
     complete = data[:1] == _COMPLETE
     if complete:
         data = data[1:]
@@ -450,7 +457,7 @@ def decode_handled(data: bytes) -> tuple[list[int], list[int], bool]:
     if with_digests:
         data = data[1:]
     if not data:
-        return [], [], complete
+        return array("q"), array(_DIGEST_CODE), complete
     try:
         unpacker = zlib.decompressobj()
         deltas = np.frombuffer(unpacker.decompress(data), dtype="<i8")
@@ -465,10 +472,13 @@ def decode_handled(data: bytes) -> tuple[list[int], list[int], bool]:
     if not with_digests:
         if rest:
             raise StateError(f"handled message times cannot be decoded: {len(rest)} bytes after them")
-        return times.tolist(), [NO_DIGEST] * times.size, complete
+        return array("q", times.tobytes()), array(_DIGEST_CODE, bytes(4 * times.size)), complete
     if len(rest) != 4 * times.size:
         raise StateError(f"handled message digests cannot be decoded: {len(rest)} bytes for {times.size} times")
-    return times.tolist(), np.frombuffer(rest, dtype="<u4").tolist(), complete
+    digests = array(_DIGEST_CODE, rest)
+    if sys.byteorder == "big":  # stored little-endian
+        digests.byteswap()
+    return array("q", times.tobytes()), digests, complete
 
 
 def encode_cached(version: int, state: bytes, handled: bytes = b"") -> bytes:
@@ -498,7 +508,7 @@ def decode_cached(blob: bytes) -> tuple[int, bytes]:
     return version, state
 
 
-def _remember(handled: list[int], digests: list[int], sequence: int, digest: int) -> None:
+def _remember(handled: array, digests: array, sequence: int, digest: int) -> None:
     """Insert a handled message time and its content digest into the sorted ``handled`` and the
     parallel ``digests`` (appended in the usual case); a time already there takes the new digest
     (the latest content handled at that time: a corrected record applied after a rejected one)."""
@@ -514,7 +524,7 @@ def _remember(handled: list[int], digests: list[int], sequence: int, digest: int
         digests[i] = digest
 
 
-def _remembered_digest(handled: list[int], digests: list[int], sequence: int) -> int | None:
+def _remembered_digest(handled: array, digests: array, sequence: int) -> int | None:
     """The digest remembered for ``sequence`` (:data:`NO_DIGEST` when stored without one), or
     None when the time is not remembered."""
     i = bisect.bisect_left(handled, sequence)
@@ -728,7 +738,7 @@ class KinesisStageRunner(Generic[S, In]):
 
     def _load_one(
         self, symbol: str, blob: bytes | None
-    ) -> tuple[Any, int, bool, tuple[list[int], list[int], bool]]:
+    ) -> tuple[Any, int, bool, tuple[array, array, bool]]:
         """(state, version, loaded_from_snapshot, (handled times, digests, complete)) of one symbol."""
         if blob is not None:
             try:
@@ -749,7 +759,7 @@ class KinesisStageRunner(Generic[S, In]):
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
                 handled = self._handled_or_none(symbol, "snapshot", bytes(item.get("handled", b"")))
                 return state, int(item["version"]), True, handled
-        return self.step.new_state(symbol), 0, False, ([], [], True)  # a new state: memory from the start
+        return self.step.new_state(symbol), 0, False, (array("q"), array(_DIGEST_CODE), True)  # a new state: memory from the start
 
     def _load_state(self, symbol: str, data: bytes) -> Any:
         """``step.load(data)``; a state the step refuses but can start over from (its optional
@@ -767,7 +777,7 @@ class KinesisStageRunner(Generic[S, In]):
             self._count("state_restarted", 1)
             return state
 
-    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[list[int], list[int], bool]:
+    def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[array, array, bool]:
         """The handled times and digests stored beside a state; none when they cannot be read
         (logged: only late and conflicting records then go unnoticed, counted as duplicates — the
         state itself is kept)."""
@@ -775,7 +785,7 @@ class KinesisStageRunner(Generic[S, In]):
             return decode_handled(data)
         except StateError as exc:
             log.error("stage %s: %s of %s: %s; going on without them", self.step.name, where, symbol, exc)
-            return [], [], False
+            return array("q"), array(_DIGEST_CODE), False
 
     def _apply(self, groups: dict[str, _Group], failures: list[str]) -> None:
         step, stats = self.step, self.stats
