@@ -116,6 +116,14 @@ Rules, in the order they apply:
   no record is applied twice or dead-lettered because of the upgrade. A hook returning None (a
   corrupt state) leaves the refusal as it was: the symbol's records fail.
 
+* **A pure step's states are decoded once per container.** A step declaring ``pure_states``
+  (its ``apply`` never changes the state it is given, and a state decodes from its own bytes to
+  one that decides alike — the meta-agent, whose learners are copied on write) has its last
+  decoded or stored state per symbol kept by the runner (``DECODED_MEMORY`` symbols) with the
+  bytes it came from or went to; a batch that loads exactly those bytes reuses it instead of
+  decoding them. Any other bytes (another writer's, an older snapshot after a failed write-back)
+  are decoded as always, so nothing but the decoding is skipped.
+
 ``apply`` must not leave its state changed when it raises (validate first, then mutate).
 Measurements go to Powertools metrics (``<stage>_compute_us`` per record and counts per batch)
 and to a process-wide :class:`StageStats` (the local demo and benchmarks read it).
@@ -176,6 +184,8 @@ tell a redelivery from a late record. A redelivery or re-emission reaching furth
 of aggregated records may hold more) is counted as duplicates: older than the memory, a message
 is not called late — unless the memory still holds every message since the state began (a new
 symbol's first 1,024), when an older one was certainly never handled."""
+DECODED_MEMORY = 4096
+"""How many symbols' last decoded or stored states a runner of a pure step keeps for reuse."""
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC_V1 = b"ET1"  # magic, version, state
 _MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
@@ -220,6 +230,11 @@ class SymbolStep(Protocol[S, In]):
     #     a handled time with other content is dead-lettered as a conflict. False (derived
     #     streams, whose recomputed floats are never bit-equal): it is skipped as a redelivery
     #     and counted as ``<stage>_redelivered_changed``.
+    # pure_states: bool = False
+    #     True when ``apply`` never changes the state it is given (it returns a new one) and
+    #     ``load(dump(state))`` decides exactly like ``state``: the runner then keeps, per symbol,
+    #     the last state it decoded or stored with its bytes, and reuses it while the stored bytes
+    #     are those (a warm container skips decoding its own last write).
     # def start_over(self, symbol: str, data: bytes, error: Exception) -> tuple[S, str] | None
     #     a state to use instead of stored bytes ``load`` refused with ``error`` (an older format
     #     that cannot be converted), with a note for the log; None keeps the refusal.
@@ -565,6 +580,8 @@ class KinesisStageRunner(Generic[S, In]):
         self.metrics = metrics
         self.snapshot_table = snapshot_table
         self.stats = stats if stats is not None else stage_stats(step.name)
+        self._reuse_states = bool(getattr(step, "pure_states", False))
+        self._decoded: dict[str, tuple[bytes, Any]] = {}  # symbol -> (stored bytes, their state)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -764,8 +781,12 @@ class KinesisStageRunner(Generic[S, In]):
     def _load_state(self, symbol: str, data: bytes) -> Any:
         """``step.load(data)``; a state the step refuses but can start over from (its optional
         ``start_over`` hook) is replaced, logged and counted as ``<stage>_state_restarted``."""
+        if self._reuse_states:
+            known = self._decoded.get(symbol)
+            if known is not None and known[0] == data:
+                return known[1]
         try:
-            return self.step.load(data)
+            state = self.step.load(data)
         except Exception as exc:
             start_over = getattr(self.step, "start_over", None)
             replacement = start_over(symbol, data, exc) if start_over is not None else None
@@ -776,6 +797,19 @@ class KinesisStageRunner(Generic[S, In]):
             self.stats.restarted += 1
             self._count("state_restarted", 1)
             return state
+        self._remember_state(symbol, data, state)
+        return state
+
+    def _remember_state(self, symbol: str, data: bytes, state: Any) -> None:
+        """Keep ``state`` as the decoding of ``data`` (a pure step's states only; at most
+        ``DECODED_MEMORY`` symbols, the oldest dropped first)."""
+        if not self._reuse_states:
+            return
+        decoded = self._decoded
+        decoded.pop(symbol, None)
+        if len(decoded) >= DECODED_MEMORY:
+            del decoded[next(iter(decoded))]
+        decoded[symbol] = (data, state)
 
     def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[array, array, bool]:
         """The handled times and digests stored beside a state; none when they cannot be read
@@ -883,6 +917,7 @@ class KinesisStageRunner(Generic[S, In]):
                 group.fail(0)
                 del to_write[symbol]
                 continue
+            self._remember_state(symbol, dumped[symbol], group.state)  # true whether or not it is stored
             handled[symbol] = group.handled_bytes()
         if self.snapshots is not None:
             for symbol, group in list(to_write.items()):
