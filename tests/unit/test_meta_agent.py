@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from ensemble_trader.domain import meta_agent
 from ensemble_trader.domain.errors import DataError, InvalidMessageError, StateError
 from ensemble_trader.domain.meta_agent import (
     GLOBAL,
@@ -470,6 +471,29 @@ def test_a_new_model_version_restarts_the_learners_but_keeps_the_book() -> None:
     assert decision.intent.explanation_detail["previous"]["position"] == state.position
     assert abs(decision.intent.target_position - state.position) <= new_step.config.max_position_change + 1e-12
     assert MetaAgentState.from_bytes(new.to_bytes()).model_version == new_step.model_version
+
+
+def test_changed_default_hyperparameters_are_a_new_model_version_and_restart_the_learners(monkeypatch) -> None:
+    """With ``policy_params`` None the learners get DEFAULT_POLICY_PARAMS: a release that changes
+    those defaults changes the model version, so a stored state restarts under the new settings
+    (not old learners beside new regime learners) and its bars get new intent ids."""
+    prices, regimes, targets = path(80)
+    config = MetaAgentConfig.create(policy="hedge")
+    old = MetaAgentStep(config)
+    state, _ = run(old, prices[:60], regimes, targets)
+    assert {learner.eta for learner in state.learners.values()} == {0.1}
+    monkeypatch.setitem(meta_agent.DEFAULT_POLICY_PARAMS, "hedge", {"eta": 0.3, "discount": 0.998})
+    new_step = MetaAgentStep(config)  # the same configuration object, new defaults
+    assert new_step.model_version != old.model_version
+    new, decision = new_step.decide(state, market(60, prices[60], regimes[60]), targets[60])
+    assert new.model_version == new_step.model_version
+    assert {(learner.eta, learner.discount) for learner in new.learners.values()} == {(0.3, 0.998)}
+    assert new.regret.bars == {} and decision.agent_rewards is None  # restarted: nothing learnt from old ones
+    _, before = old.decide(state, market(60, prices[60], regimes[60]), targets[60])
+    assert decision.intent.intent_id != before.intent.intent_id
+    # explicit policy_params equal to the defaults are the same effective settings
+    explicit = MetaAgentConfig.create(policy="hedge", policy_params={"eta": 0.3, "discount": 0.998})
+    assert MetaAgentStep(explicit).model_version == new_step.model_version
 
 
 def test_after_a_model_version_change_the_agents_see_the_restarted_virtual_positions() -> None:

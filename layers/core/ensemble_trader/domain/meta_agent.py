@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import to_jsonable_python
 
 from ensemble_trader.domain.agents import no_trade_target
 from ensemble_trader.domain.bandits import (
@@ -235,8 +236,15 @@ class MetaAgentConfig(BaseModel):
         return dict(DEFAULT_POLICY_PARAMS.get(self.policy, {}))
 
     def fingerprint(self) -> str:
-        """Short hash of every setting: part of the intent's model version."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Short hash of every effective setting: part of the intent's model version.
+
+        The hyperparameters hashed are the ones the learners get (:attr:`hyperparameters`), the
+        policy's :data:`DEFAULT_POLICY_PARAMS` when ``policy_params`` is None: a release that
+        changes those defaults is a new model version, so stored learners restart with the new
+        settings (not the old ones kept beside new regime learners) and re-decided bars get new
+        intent ids."""
+        settings = self.model_dump(mode="json") | {"policy_params": to_jsonable_python(self.hyperparameters)}
+        text = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
