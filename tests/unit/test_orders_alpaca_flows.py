@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -19,14 +19,15 @@ import requests
 from ensemble_trader.adapters.brokers.alpaca import AlpacaBroker
 from ensemble_trader.adapters.memory import MemoryEventBus
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore
-from ensemble_trader.domain.models import Order, OrderStatus, Side
-from ensemble_trader.domain.risk import RejectReason, RiskLimits
+from ensemble_trader.domain.models import Order, OrderIntent, OrderStatus, Regime, Side, make_intent_id
+from ensemble_trader.domain.orders import BrokerUnavailableError
+from ensemble_trader.domain.risk import RejectReason, RiskLimits, TradingState
 from ensemble_trader.runtime.clock import FixedClock
 from ensemble_trader.runtime.orders import CancelFailedError, OrderRouter
 from requests.adapters import BaseAdapter
 
 from tests.unit.test_brokers_alpaca import FIXTURES
-from tests.unit.test_orders_router import WALL, intent
+from tests.unit.test_orders_router import T0, WALL, intent
 
 FINISHED = {"filled", "canceled", "expired", "rejected"}
 
@@ -281,3 +282,115 @@ def test_a_listing_that_fails_still_cancels_our_working_orders():
     with pytest.raises(CancelFailedError, match="open orders"):
         rig.router.set_kill_switch(True, "operator: stop")
     assert rig.alpaca.orders[ours.client_order_id]["status"] == "pending_cancel"
+
+
+def bar(minute: int, target: float, price: float, symbol: str = "SPX") -> OrderIntent:
+    """An intent on a minute bar of one trading day (the breaker's day does not roll over)."""
+    ts = T0 + timedelta(hours=15, minutes=minute)
+    return OrderIntent(intent_id=make_intent_id("ens", symbol, ts, "v1"), strategy_id="ens", symbol=symbol,
+                       timestamp=ts, target_position=target, reference_price=price, model_version="v1",
+                       regime=Regime.BULL, confidence=0.9)
+
+
+def filled_at_alpaca(rig: AlpacaRig) -> str:
+    """SPX warmed up, a buy of 500 that Alpaca acknowledged, then filled (a market order, within ms)."""
+    rig.router.handle(bar(0, 0.0, 100.0))
+    rig.router.handle(bar(1, 0.5, 100.0))
+    (coid,) = rig.alpaca.orders
+    assert rig.store.get_order(coid).status is OrderStatus.SUBMITTED
+    rig.alpaca.fill(coid, 500, 100.0)
+    return coid
+
+
+def test_an_alpaca_fill_is_booked_before_the_next_intent_plans():
+    """Was booked only by the next reconciliation: equity left out the position's loss (the
+    breaker blind), and the order still counted as working."""
+    rig = AlpacaRig()
+    coid = filled_at_alpaca(rig)
+    out = rig.router.handle(bar(2, 0.5, 93.0))  # SPX -7 %: 500 × 7 = 3,500 lost
+    assert out.fills == 1 and rig.store.get_order(coid).status is OrderStatus.FILLED
+    assert rig.store.get_position("SPX").quantity == 500 == rig.alpaca.positions["SPX"]
+    assert out.account["equity"] == 96_500 and out.account["trading_state"] == "REDUCING"
+    assert out.orders == []  # no top-up bought against an order counted as still working
+    (filled,) = rig.events("OrderFilled")
+    assert filled.client_order_id == coid and filled.quantity == 500
+    out = rig.router.handle(bar(3, 0.5, 88.0))  # 6 % lost: the daily-loss limit halts
+    assert out.account["trading_state"] == "HALTED" and out.orders == []
+
+
+def test_under_reducing_the_exit_of_a_position_filled_at_alpaca_goes_out():
+    """Was refused REDUCING_ONLY: the held position read 0, so selling 500 looked like a new short."""
+    rig = AlpacaRig()
+    filled_at_alpaca(rig)
+    state = rig.store.load_risk_state()
+    state.trading_state, state.state_reason = TradingState.REDUCING, "test"
+    rig.store.save_risk_state(state)
+    out = rig.router.handle(bar(2, 0.0, 100.0))
+    assert out.rejections == []
+    ((side, quantity),) = [(o["side"], o["quantity"]) for o in out.orders]
+    assert (side, quantity) == ("SELL", 500)
+
+
+def test_a_failed_lookup_of_a_working_alpaca_order_fails_the_intent_and_its_redelivery_books_the_fill():
+    rig = AlpacaRig()
+    coid = filled_at_alpaca(rig)
+    rig.alpaca.answers["GET /v2/orders:by_client_order_id"] = [requests.exceptions.ConnectionError("reset")]
+    with pytest.raises(BrokerUnavailableError):
+        rig.router.handle(bar(2, 0.0, 100.0))  # never planned on the stale books
+    assert len(rig.alpaca.orders) == 1 and rig.store.get_order(coid).status is OrderStatus.SUBMITTED
+    out = rig.router.handle(bar(2, 0.0, 100.0))  # SQS delivers it again
+    assert out.fills == 1 and rig.store.get_position("SPX").quantity == 500
+    ((side, quantity),) = [(o["side"], o["quantity"]) for o in out.orders]
+    assert (side, quantity) == ("SELL", 500)
+
+
+def order_placed_and_filled_while_reconcile_lists_open_orders(rig: AlpacaRig) -> OrderRouter:
+    """The orders function (its own router over the same tables and account) places the bar's buy
+    of 500, which Alpaca fills within ms, while reconciliation is listing Alpaca's open orders —
+    after it looked up our working orders, before it reads the positions."""
+    rig.router.handle(bar(0, 0.0, 100.0))
+    orders_fn = OrderRouter(rig.store, rig.router.broker, FixedClock(WALL), events=rig.bus,
+                            limits=RiskLimits(clock="event"), initial_equity=100_000,
+                            reconcile_grace_seconds=60, reconcile_on_start=False)
+    fake, send = rig.alpaca, rig.alpaca.send
+
+    def racing_send(request, **kwargs):
+        if request.method == "GET" and urlparse(request.url).path == "/v2/orders" and not fake.orders:
+            orders_fn.handle(bar(1, 0.5, 100.0))
+            (coid,) = fake.orders
+            fake.fill(coid, 500, 100.0)
+        return send(request, **kwargs)
+
+    fake.send = racing_send
+    return orders_fn
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in-a-batch"])
+def test_reconcile_does_not_halt_a_symbol_for_an_order_placed_and_filled_while_it_ran(batched):
+    """Was 'position 0 here, 500 at the broker': SPX halted (its exit refused SYMBOL_HALTED) and
+    ReconciliationFailed published, until the next run. In a batch (a container's first
+    reconciliation) the batch's copies of the orders and positions are read again too."""
+    rig = AlpacaRig()
+    orders_fn = order_placed_and_filled_while_reconcile_lists_open_orders(rig)
+    if batched:
+        with rig.router.batch():
+            report = rig.router.reconcile()
+            assert rig.router.store.get_position("SPX").quantity == 500  # the batch's copy
+    else:
+        report = rig.router.reconcile()
+    assert report.ok and rig.events("ReconciliationFailed") == []
+    assert rig.store.load_risk_state().halted_symbols == {}
+    (coid,) = rig.alpaca.orders
+    assert rig.store.get_order(coid).status is OrderStatus.FILLED
+    assert rig.store.get_position("SPX").quantity == 500
+    assert orders_fn.handle(bar(2, 0.0, 100.0)).rejections == []  # the exit goes out
+
+
+def test_reconcile_still_halts_a_symbol_whose_position_differs_after_the_second_look():
+    rig = AlpacaRig()
+    coid = rig.traded()
+    rig.alpaca.fill(coid, 500, 100.0)
+    rig.alpaca.positions["SPX"] = 700  # 200 bought at Alpaca by hand
+    report = rig.router.reconcile()
+    assert report.failures == {"SPX": ["position 500 here, 700 at the broker"]}
+    assert rig.store.get_order(coid).status is OrderStatus.FILLED  # synced by the first pass

@@ -515,6 +515,13 @@ class BatchingOrdersStore:
             else:
                 self._positions[symbol] = position
 
+    def forget_copies(self) -> None:
+        """Drop the copies of the working orders and positions: the next reads go to the store.
+        For reconciliation's second look at a symbol whose positions differed (an order another
+        writer created or filled while it ran: :meth:`OrderRouter._recheck_positions`)."""
+        self._working = None
+        self._positions = None
+
     def _refresh(self, client_order_id: str) -> None:
         """Another writer changed this order: replace our copy with the stored one."""
         if self._working is None:
@@ -886,32 +893,7 @@ class OrderRouter:
             self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
         # before anything counts the symbol's working orders (the paper fills, the plan)
         self._settle_superseded_pending(intent, events, outcome)
-        on_price = getattr(self.broker, "on_price", None)
-        working_here_before = [] if on_price is None else [
-            o for o in self.store.list_orders(working_only=True) if o.symbol == symbol
-        ]
-        if working_here_before:
-            reported = set()
-            for report in on_price(symbol, intent.reference_price, intent.timestamp):
-                reported.add(report.client_order_id)
-                outcome.fills += self._sync_report(report, events)[0]
-            # on_price reports only what this call filled. A fill the broker made on an earlier
-            # call whose booking here failed (a fill write that failed, on_price raising after it
-            # had filled another order) is never reported again: the symbol's acknowledged working
-            # orders it did not report are looked up, so the books are repaired before anything is
-            # planned (a report with nothing new is not written). PENDING and UNKNOWN orders are
-            # settled as before (those of other intents just above, this intent's own by _resolve
-            # below, reconciliation), and
-            # brokers without on_price (Alpaca) by lookups and reconciliation.
-            # (the listing above still holds them as they are: only the reported ones were synced)
-            for order in [o for o in working_here_before if o.client_order_id not in reported
-                          and o.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)]:
-                report = self.broker.get_order_by_client_id(order.client_order_id)
-                if report is not None and (
-                    report.status is not order.status
-                    or abs(report.filled_quantity - order.filled_quantity) > QUANTITY_EPSILON
-                ):
-                    outcome.fills += self._sync_report(report, events, order)[0]
+        outcome.fills += self._book_broker_progress(intent, events)
         state.marks[symbol] = Mark(
             price=intent.reference_price,
             timestamp=intent.timestamp,
@@ -1061,6 +1043,56 @@ class OrderRouter:
 
         self._record_broker(state)
         self.store.save_risk_state(state)
+
+    def _book_broker_progress(self, intent: OrderIntent, events: list[BaseModel]) -> int:
+        """Book what the broker did with the symbol's working orders before the intent plans;
+        returns the fills applied.
+
+        A broker with ``on_price`` (the paper broker) first fills them at the intent's price, and
+        reports only what that call filled. Then, for every broker, the symbol's acknowledged
+        working orders (``SUBMITTED``, ``PARTIALLY_FILLED``) not reported are looked up and synced
+        if the broker moved them on: an Alpaca market order that filled milliseconds after its
+        submit, a paper fill whose booking failed (a fill write that failed, ``on_price`` raising
+        after it had filled another order), an order canceled or rejected there. Unbooked, such a
+        fill would be missing from equity (the daily-loss and drawdown limits, the targets' size)
+        and from the position the plan and the ``REDUCING`` check start from, until the next
+        reconciliation. A report with nothing new is not written. A lookup that fails raises: the
+        intent fails and is delivered again (as in :meth:`_settle_superseded_pending`), never
+        planned on books the broker may have moved on. PENDING and UNKNOWN orders are settled
+        elsewhere (those of other intents by :meth:`_settle_superseded_pending` just before, this
+        intent's own by :meth:`_resolve`, reconciliation). A symbol without working orders in
+        the store has nothing to fill or look up: every order is recorded before the broker has it.
+        """
+        symbol = intent.symbol
+        here = [o for o in self.store.list_orders(working_only=True) if o.symbol == symbol]
+        if not here:
+            return 0
+        fills = 0
+        reported: set[str] = set()
+        on_price = getattr(self.broker, "on_price", None)
+        if on_price is not None:
+            for report in on_price(symbol, intent.reference_price, intent.timestamp):
+                reported.add(report.client_order_id)
+                fills += self._sync_report(report, events)[0]
+        # the listing above still holds them as they were: only the reported ones were synced
+        for order in sorted(here, key=lambda o: o.client_order_id):
+            if order.client_order_id in reported or order.status not in (
+                OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED
+            ):
+                continue
+            try:
+                report = self.broker.get_order_by_client_id(order.client_order_id)
+            except BrokerError as exc:
+                log.warning("lookup of %s, a working %s order, failed (%s): intent %s fails and is "
+                            "delivered again rather than plan on books the broker may have moved on",
+                            order.client_order_id, symbol, exc, intent.intent_id)
+                raise
+            if report is not None and (
+                report.status is not order.status
+                or abs(report.filled_quantity - order.filled_quantity) > QUANTITY_EPSILON
+            ):
+                fills += self._sync_report(report, events, order)[0]
+        return fills
 
     def _settle_superseded_pending(
         self, intent: OrderIntent, events: list[BaseModel], outcome: IntentOutcome
@@ -1600,8 +1632,10 @@ class OrderRouter:
         report = ReconciliationReport()
         events: list[BaseModel] = []
         now = self.clock.now()
+        checked = set()
         for order in self.store.list_orders(working_only=True):
             report.checked_orders += 1
+            checked.add(order.client_order_id)
             broker_order = self.broker.get_order_by_client_id(order.client_order_id)
             verdict = compare_order(order, broker_order, now, self.reconcile_grace_seconds)
             if verdict.verdict is Verdict.SYNC:
@@ -1635,13 +1669,61 @@ class OrderRouter:
 
         ours = {p.symbol: p.quantity for p in self.store.list_positions()}
         theirs = {p.symbol: p.quantity for p in self.broker.list_positions()}
-        for symbol, problem in compare_positions(ours, theirs).items():
+        differing = compare_positions(ours, theirs)
+        if differing:
+            differing = self._recheck_positions(differing, checked, report, events, now)
+        for symbol, problem in differing.items():
             report.fail(symbol, problem)
 
         self._apply_halts(report, events, now)
         self._publish(events)
         self._needs_reconcile = False
         return report
+
+    def _recheck_positions(
+        self, differing: dict[str, str], checked: set[str], report: ReconciliationReport,
+        events: list[BaseModel], now: datetime,
+    ) -> dict[str, str]:
+        """The symbols whose positions still differ once their orders are synced again.
+
+        The working orders are synced first and the positions compared last, while the orders
+        functions keep trading: an order created after the working orders were listed, or looked
+        up before it filled, and filled before the positions were read, shows as a position the
+        broker has and the store not yet (or the other way round) — a halt (``SYMBOL_HALTED``
+        refuses exits too) and a ``ReconciliationFailed`` alarm for nothing but timing. So for
+        each differing symbol its working orders are listed again from the store (including
+        those created since the first pass; a batch's copies are read afresh), looked up and
+        synced when the broker moved them on, and both positions of the symbol read again; only
+        a difference that remains is returned. An order of the symbol the first pass did not see
+        is judged as the first pass judges (a mismatch with the broker's order of its id is a
+        failure); one it saw was retired or failed there already, and is only synced here. A
+        lookup that fails raises, as in the first pass."""
+        forget = getattr(self.store, "forget_copies", None)  # batch copies: see BatchingOrdersStore
+        if forget is not None:
+            forget()
+        for order in sorted((o for o in self.store.list_orders(working_only=True) if o.symbol in differing),
+                            key=lambda o: o.client_order_id):
+            new = order.client_order_id not in checked
+            if new:
+                report.checked_orders += 1
+            broker_order = self.broker.get_order_by_client_id(order.client_order_id)
+            verdict = compare_order(order, broker_order, now, self.reconcile_grace_seconds)
+            if verdict.verdict is Verdict.SYNC:
+                assert broker_order is not None
+                self._sync_report(broker_order, events, order)
+                report.synced.append(verdict.detail)
+            elif verdict.verdict is Verdict.MISMATCH and new:
+                report.fail(order.symbol, verdict.detail)
+            elif verdict.verdict is Verdict.WAIT and new:
+                report.waiting.append(verdict.detail)
+        ours = {p.symbol: p.quantity for p in self.store.list_positions() if p.symbol in differing}
+        theirs = {p.symbol: p.quantity for p in self.broker.list_positions() if p.symbol in differing}
+        remaining = compare_positions(ours, theirs)
+        for symbol in sorted(set(differing) - set(remaining)):
+            log.info("reconciliation: %s %s at the first comparison, the same after its orders were "
+                     "synced again (an order placed or filled while reconciliation ran)",
+                     symbol, differing[symbol])
+        return remaining
 
     def _apply_halts(self, report: ReconciliationReport, events: list[BaseModel], now: datetime) -> None:
         """Halt the symbols that failed; lift reconciliation halts of symbols that now agree."""
