@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -203,6 +204,41 @@ def test_warm_up_keeps_flat_and_does_not_learn() -> None:
     assert decisions[10].agent_rewards is None  # positions before bar 10 were all flat
     assert decisions[11].agent_rewards is not None
     assert sum(state.regret.bars.values()) == 40 - 11
+    assert decisions[0].intent.explanation.endswith("staying flat; target +0.00 (was +0.00)")
+
+
+def test_a_warm_up_mid_stream_goes_flat_held_back_by_the_per_bar_bound_only() -> None:
+    """The features restarted (a state upgrade sends 173 warm-up vectors) while the position is
+    +1.3 and a ramp is under way: no ramp and no no-trade band on a warm-up bar — flat is the
+    aim — only the per-bar bound holds the position back, and the explanation says so with the
+    real target, not "target 0"."""
+    prices, regimes, targets = path(40)
+    step = MetaAgentStep(MetaAgentConfig.create(no_trade_band=0.3, max_position_change=0.5, ramp_bars=4,
+                                                vol_target="none"))
+    state, _ = run(step, prices[:30], regimes, targets)
+    state = dataclasses.replace(state, position=1.3, ramp_left=3)  # part way through a ramp
+    bars = state.regret.bars.copy()
+    positions, lines, decisions = [], [], []
+    for i in range(30, 34):
+        state, decision = step.decide(state, market(i, prices[i], regimes[i], warmup=50 - i), targets[i])
+        positions.append(decision.intent.target_position)
+        lines.append(decision.intent.explanation)
+        decisions.append(decision)
+        detail = decision.intent.explanation_detail
+        assert detail["desired_position"] == 0.0 and state.ramp_left == 0
+        assert not detail["ramping"] and not detail["banded"]
+        assert "warming up" in detail["why"] and "staying flat" not in detail["why"]
+    np.testing.assert_allclose(positions, [0.8, 0.3, 0.0, 0.0], atol=1e-12)  # 0.5 a bar, then held at 0
+    assert [d.intent.explanation_detail["capped"] for d in decisions] == [True, True, False, False]
+    assert lines[0].endswith("features warming up (20 bars left), going flat (per-bar or position cap); "
+                             "target +0.80 (was +1.30)")
+    assert lines[2].endswith("going flat; target +0.00 (was +0.30)")  # the band would have held +0.30
+    assert lines[3].endswith("staying flat; target +0.00 (was +0.00)")
+    assert all("target 0" not in line for line in lines)
+    # learnt only from the bar held before the warm-up began, nothing from the warm-up's own bars
+    assert decisions[0].agent_rewards is not None
+    assert all(d.agent_rewards is None for d in decisions[1:])
+    assert sum(state.regret.bars.values()) == sum(bars.values()) + 1
 
 
 def test_redelivery_is_a_no_op_and_the_step_is_pure() -> None:

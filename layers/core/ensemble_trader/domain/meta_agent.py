@@ -18,7 +18,8 @@ Order of operations at bar ``t`` (nothing from after ``t`` is used):
    are mixed by the regime probabilities at ``t``;
 5. smoothing: when the leading agent changes, the position ramps to the new target over
    ``ramp_bars`` bars, a move smaller than ``no_trade_band`` is not made, and no bar moves the
-   position by more than ``max_position_change``;
+   position by more than ``max_position_change`` (on a feature warm-up bar the target is flat,
+   reached without a ramp or band, held back by the per-bar bound only);
 6. the :class:`OrderIntent` (deterministic id), its explanation, and an :class:`AgentSwitched`
    event when the leading agent changed.
 
@@ -824,16 +825,18 @@ class MetaAgentStep:
         desired = blend * scale
         leader = None if learner_key is None else self._leader(weights, state.leader, new.learners[learner_key])
 
-        # 5. smooth
+        # 5. smooth (a warm-up bar goes flat: no ramp — one under way is dropped — and no band;
+        # only the per-bar bound, a risk rule, holds it back)
         switched = leader is not None and state.leader is not None and leader != state.leader
-        ramp_left = cfg.ramp_bars if switched else state.ramp_left
+        warming = selection is None
+        ramp_left = 0 if warming else cfg.ramp_bars if switched else state.ramp_left
         position = state.position
         step_target = desired
         if ramp_left > 0:
             step_target = position + (desired - position) / ramp_left
             ramp_left -= 1
         ramped = step_target
-        if cfg.no_trade_band > 0.0:  # hold inside the band, trade to its near edge outside it
+        if cfg.no_trade_band > 0.0 and not warming:  # hold inside the band, trade to its near edge outside it
             step_target = float(no_trade_target(position, step_target, cfg.no_trade_band))
         delta = float(np.clip(step_target - position, -cfg.max_position_change, cfg.max_position_change))
         new_position = float(np.clip(position + delta, -cfg.max_position, cfg.max_position))
@@ -1097,7 +1100,7 @@ class MetaAgentStep:
         self, selection: Selection | None, leader: int | None, learner_key: str | None, weights: np.ndarray
     ) -> str:
         if selection is None or leader is None:
-            return "features warming up: staying flat"
+            return "features warming up: the agents' targets are not used, the desired position is flat"
         name = self.agent_names[leader]
         source = (
             f"{learner_key} learner" if learner_key != GLOBAL else "global learner (regime learner still cold)"
@@ -1238,8 +1241,12 @@ class MetaAgentStep:
     ) -> str:
         regime = market.regime
         head = f"{regime.regime.value} ({regime.confidence:.0%})"
-        if selection is None:
-            return f"{head}: features warming up ({market.features.warmup_remaining} bars left), target 0"
+        moved = f"target {new.position:+.2f} (was {old.position:+.2f})"
+        if selection is None:  # flat is the aim; the per-bar bound may still hold the position back
+            flat = "staying flat" if old.position == 0.0 and new.position == 0.0 else "going flat"
+            if held["capped"]:
+                flat += " (per-bar or position cap)"
+            return f"{head}: features warming up ({market.features.warmup_remaining} bars left), {flat}; {moved}"
         order = np.argsort(-weights, kind="stable")
         shown = ", ".join(f"{self.agent_names[i]} {weights[i]:.2f}" for i in order if weights[i] >= 0.005)
         changes = []
@@ -1253,7 +1260,4 @@ class MetaAgentStep:
                        if held[key]]
             changes.append(f"smoothed toward {desired:+.2f}" + (f" ({', '.join(reasons)})" if reasons else ""))
         changed = "; ".join(changes) if changes else "no change of leader"
-        return (
-            f"{head}: {self.config.mode} [{shown}] — {why}; {changed}; "
-            f"target {new.position:+.2f} (was {old.position:+.2f})"
-        )
+        return f"{head}: {self.config.mode} [{shown}] — {why}; {changed}; {moved}"
