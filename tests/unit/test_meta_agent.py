@@ -800,6 +800,48 @@ def test_a_restart_keeps_the_leader_and_what_was_held() -> None:
     assert switched == (new.leader != state.leader) and bool(decision.events) == switched
 
 
+@pytest.mark.parametrize("policy", ["hedge", "exp3", "ucb"])
+def test_blend_explanations_never_credit_a_regime_learner_with_a_leader_it_ranks_lower(policy: str) -> None:
+    """A regime learner's blending weights are shrunk toward the global learner's: the agent they
+    put first may not be the one the regime learner alone puts first. The "why" (and the
+    AgentSwitched reason, the same text) then names the blending weight and the regime learner's
+    own favourite, and otherwise quotes the weight it names."""
+    rng = np.random.default_rng(1)
+    n = 600
+    bull = (np.arange(n) // 150) % 2 == 0
+    prices = 100.0 * np.cumprod(1.0 + np.where(bull, 0.004, -0.004) + 0.01 * rng.standard_normal(n))
+    regimes = [Regime.BULL if b else Regime.BEAR for b in bull]
+    targets = np.tile([1.0, 0.5, 0.0, -1.0], (n, 1))
+    step = MetaAgentStep(MetaAgentConfig.create(policy=policy))  # regime learners shrunk toward the global
+    names = step.agent_names
+    state, said = None, {"own": 0, "blending": 0}
+    for i in range(n):
+        state, decision = step.decide(state, market(i, prices[i], regimes[i]), targets[i])
+        detail, why = decision.intent.explanation_detail, decision.intent.explanation_detail["why"]
+        for event in decision.events:
+            assert event.reason == why
+        if detail["learner"] not in ("BULL", "BEAR"):
+            continue
+        chosen, weight = detail["chosen"], decision.intent.agent_weights[detail["chosen"]]
+        if policy == "ucb":  # the regime learner's own favourite: its highest index
+            own = {k: a["estimate"] + float(a["bonus"]) for k, a in detail["agents"].items()}
+        else:  # its own exponential weights (the detail's estimates are their logarithms)
+            own = {k: a["estimate"] for k, a in detail["agents"].items()}
+        favourites = {k for k in names if own[k] >= max(own.values()) - 1e-9}  # agents may tie
+        if chosen in favourites:
+            said["own"] += 1
+            assert "largest blending weight" not in why, why
+            if policy != "ucb":
+                assert why.startswith(f"{chosen} has the largest exponential weight ({weight:.2f}) in the "), why
+        else:
+            said["blending"] += 1
+            assert why.startswith(f"{chosen} has the largest blending weight ({weight:.2f}; the {detail['learner']} "
+                                  f"learner alone prefers "), why
+            assert why.split("alone prefers ")[1].split()[0].rstrip(")") in favourites, why
+            assert "exponential weight" not in why and "UCB index" not in why
+    assert said["own"] > 0 and said["blending"] > 0, said
+
+
 @pytest.mark.parametrize("policy", ["hedge", "exp3"])
 def test_select_mode_explanations_say_the_agent_was_drawn_not_that_it_has_the_largest_weight(policy: str) -> None:
     prices, regimes, targets = path(300, seed=4)

@@ -1120,10 +1120,15 @@ class MetaAgentStep:
                 return (f"{name} keeps the lead, within the draws' noise of the largest share ({share}) in "
                         f"the {source}")
             return f"{name} wins the largest share of posterior draws ({share}) in the {source}"
-        if self.config.mode == "blend" and selection.bonuses is not None and leader != selection.arm:
-            # the shrinkage toward the global learner outweighs the regime learner's own leader
-            return f"{name} has the largest blending weight ({weights[leader]:.2f}) in the {source}"
         if selection.bonuses is not None:
+            index = selection.estimates + selection.bonuses
+            best = index[selection.arm]
+            slack = 1e-9 * max(1.0, abs(best)) if math.isfinite(best) else 0.0
+            if self.config.mode == "blend" and index[leader] < best - slack:
+                # the shrinkage toward the global learner outweighs the regime learner's own leader
+                # (an agent tied with it on the index has the highest index too: said so below)
+                return (f"{name} has the largest blending weight ({weights[leader]:.2f}; the {learner_key} learner "
+                        f"alone prefers {self.agent_names[selection.arm]}) in the {source}")
             est, bonus = selection.estimates[leader], selection.bonuses[leader]
             shown = "inf" if not math.isfinite(bonus) else f"{bonus:.3f}"
             return f"{name} has the highest UCB index (estimate {est:.3f} + bonus {shown}) in the {source}"
@@ -1132,13 +1137,20 @@ class MetaAgentStep:
                 f"{name} leads the posterior (mean {selection.estimates[leader]:.3f}, "
                 f"draw {selection.samples[leader]:.3f}) in the {source}"
             )
-        drawn = selection.weights
+        drawn = selection.weights  # the deciding learner's own exponential weights
+        top = int(np.argmax(drawn))
         # (agents whose rewards are equal but for rounding tie: the drawn one is among the largest)
-        if self.config.mode == "select" and leader == selection.arm and drawn[leader] < drawn.max() * (1.0 - 1e-9):
-            top = int(np.argmax(drawn))  # select mode holds the arm drawn from the weights, not the largest
+        behind = drawn[leader] < drawn.max() * (1.0 - 1e-9)
+        if self.config.mode == "select" and leader == selection.arm and behind:
+            # select mode holds the arm drawn from the weights, not the largest
             return (f"{name} was drawn with probability {drawn[leader]:.2f} from the exponential weights "
                     f"(largest: {self.agent_names[top]} {drawn[top]:.2f}) in the {source}")
-        return f"{name} has the largest exponential weight in the {source}"
+        if self.config.mode == "blend" and behind:
+            # the shrinkage toward the global learner outweighs the regime learner's own leader
+            return (f"{name} has the largest blending weight ({weights[leader]:.2f}; the {learner_key} learner "
+                    f"alone prefers {self.agent_names[top]} {drawn[top]:.2f}) in the {source}")
+        shown = drawn[leader] if self.config.mode == "select" else weights[leader]  # select: weights are one-hot
+        return f"{name} has the largest exponential weight ({shown:.2f}) in the {source}"
 
     def _detail(
         self,
