@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -543,6 +543,46 @@ def load_shared(name: str = "btcusd_1h") -> BarSeries:
     return series[0]
 
 
+SYNTH_SPEC = "synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]"
+SYNTH_DEFAULT_SYMBOL = "SYN"
+SYNTH_DEFAULT_BARS = 2_000
+
+
+class SynthSpec(NamedTuple):
+    """A ``synth:`` data spec, read: what :func:`~ensemble_trader.domain.synthetic.generate` takes."""
+
+    scenario: str
+    seed: int
+    bars: int
+    symbol: str
+
+
+def parse_synth_spec(spec: str, default_bars: int = SYNTH_DEFAULT_BARS) -> SynthSpec | None:
+    """``synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]`` read (seed 0, ``default_bars`` bars and
+    symbol SYN when left out), or None when ``spec`` is not a ``synth:`` spec. The one reader of
+    the form: :func:`load_bars` and :func:`ensemble_trader.backtest.engine.load_series` (which
+    keeps the true regimes) both use it. A malformed spec (no scenario, more than four parts, a
+    seed or bar count that is not ASCII digits) raises :class:`DataError`; the scenario, the
+    count and the symbol are checked by ``generate`` (:func:`generate_synth`)."""
+    kind, sep, rest = spec.partition(":")
+    if not (sep and kind == "synth"):
+        return None
+    parts = rest.split(":")
+    if not parts[0] or len(parts) > 4 or not all(re.fullmatch("[0-9]+", p) for p in parts[1:3]):
+        raise DataError(f"{spec!r}: expected {SYNTH_SPEC} with integer seed and bars")
+    return SynthSpec(
+        scenario=parts[0],
+        seed=int(parts[1]) if len(parts) > 1 else 0,
+        bars=int(parts[2]) if len(parts) > 2 else default_bars,
+        symbol=parts[3] if len(parts) > 3 else SYNTH_DEFAULT_SYMBOL,
+    )
+
+
+def generate_synth(synth: SynthSpec) -> SyntheticData:
+    """The synthetic bars and regimes of a read ``synth:`` spec (daily bars from 2000-01-03)."""
+    return generate(synth.scenario, synth.bars, synth.seed, symbol=synth.symbol)
+
+
 def load_bars(spec: str) -> list[BarSeries]:
     """One entry point for the CLIs.
 
@@ -555,20 +595,13 @@ def load_bars(spec: str) -> list[BarSeries]:
         return [load_arch(rest)]
     if sep and kind == "shared":
         return [load_shared(rest or "btcusd_1h")]
-    if sep and kind == "synth":
-        parts = rest.split(":")
-        if not 1 <= len(parts) <= 4 or not all(re.fullmatch("[0-9]+", p) for p in parts[1:3]):
-            raise DataError(
-                f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] with integer seed and bars"
-            )
-        seed = int(parts[1]) if len(parts) > 1 else 0
-        bars = int(parts[2]) if len(parts) > 2 else 2_000
-        symbol = parts[3] if len(parts) > 3 else "SYN"
-        return [generate(parts[0], bars, seed, symbol=symbol).series]
+    synth = parse_synth_spec(spec)
+    if synth is not None:
+        return [generate_synth(synth).series]
     path = Path(spec)
     if not path.is_file():
         raise DataError(
             f"{spec!r}: {'a folder, not a file' if path.is_dir() else 'no such file'}; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
-            "synth:<scenario>[:<seed>[:<bars>[:<symbol>]]] or a bars CSV path"
+            f"{SYNTH_SPEC} or a bars CSV path"
         )
     return read_bars_csv(path)

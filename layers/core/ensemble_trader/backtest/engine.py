@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ensemble_trader.backtest.metrics import performance, periods_per_year
+from ensemble_trader.backtest.metrics import (
+    apply_ruin,
+    checked_periods_per_year,
+    performance,
+    periods_per_year,
+    ruin_index,
+)
 from ensemble_trader.domain.bars import BarSeries, parse_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureMatrix, compute_features
@@ -76,7 +82,13 @@ def asset_returns(close: np.ndarray) -> np.ndarray:
 def strategy_returns(
     positions: np.ndarray, returns: np.ndarray, costs: CostModel, initial_position: float = 0.0
 ) -> np.ndarray:
-    """Net returns ``p_t r_{t+1} - rate |p_t - p_{t-1}|`` for positions (m,) or (m, k)."""
+    """Net returns ``p_t r_{t+1} - rate |p_t - p_{t-1}|`` for positions (m,) or (m, k).
+
+    Ruin: the first period whose net return is -100 % or worse (``1 + r <= 0``, a leveraged
+    position over a crash) loses the whole account: it returns -1 and every later period 0
+    (:func:`~ensemble_trader.backtest.metrics.apply_ruin`, each column of (m, k) on its own).
+    Wealth stops at 0 instead of turning negative; :func:`summarise` also holds no position
+    and makes no trade after it."""
     p = np.asarray(positions, dtype=np.float64)
     r = np.asarray(returns, dtype=np.float64)
     if p.shape[0] != r.shape[0]:
@@ -84,7 +96,7 @@ def strategy_returns(
     if p.ndim == 2:
         r = r[:, None]
     previous = np.concatenate((np.full((1,) + p.shape[1:], initial_position), p[:-1]), axis=0)
-    return p * r - costs.rate * np.abs(p - previous)
+    return apply_ruin(p * r - costs.rate * np.abs(p - previous))
 
 
 def period_regimes(bar_regimes: np.ndarray) -> np.ndarray:
@@ -115,13 +127,24 @@ def summarise(
 
     Per regime, the periods of that regime are taken together in time order (a strategy's
     wealth while the market is in that regime), with the trades actually made in them;
-    regimes that never occur are left out. ``initial_position`` is the position held before
-    the first period (as in :func:`strategy_returns`), so a slice of a longer run does not
-    count an invented first trade in its turnover.
+    regimes that never occur are left out. So a regime's ``max_drawdown`` is the drawdown of the
+    wealth its periods alone compound to, the periods between them left out: two -10 % BEAR
+    periods separated by a BULL rally are a 19 % BEAR drawdown (0.9 * 0.9), though the whole
+    run's wealth never fell more than 10 % from its peak. ``initial_position`` is the position
+    held before the first period (as in :func:`strategy_returns`), so a slice of a longer run
+    does not count an invented first trade in its turnover.
+
+    A period returning -100 % or worse ruins the account (:func:`strategy_returns`): from the
+    next period on, in every regime, nothing is held, traded or earned.
     """
     returns = np.asarray(returns, dtype=np.float64)
     positions = np.asarray(positions, dtype=np.float64)
     trades = np.abs(np.diff(np.concatenate(([initial_position], positions))))
+    ruin = ruin_index(returns) if returns.ndim == 1 else None
+    if ruin is not None:  # the account is gone: the later periods of every regime are flat
+        returns, positions = apply_ruin(returns), positions.copy()
+        positions[ruin + 1:] = 0.0
+        trades[ruin + 1:] = 0.0
     report: dict[str, Any] = {
         "overall": performance(returns, positions, ppy, trades=trades).as_dict(),
         "by_regime": {},
@@ -177,7 +200,7 @@ class PreparedSeries:
     close: np.ndarray  # (n,)
     features: np.ndarray  # (n, F)
     regimes: np.ndarray | None  # (n,) labels, or None; the last may be "" (it labels no period)
-    bars_per_year: float | None = None  # of the whole series; None: inferred from these bars
+    bars_per_year: float | None = None  # of the whole series (or given); None: inferred from these bars
 
     @property
     def periods_per_year(self) -> float:
@@ -223,10 +246,14 @@ def prepare(
     start: Any = None,
     end: Any = None,
     features: FeatureMatrix | None = None,
+    bars_per_year: float | None = None,
 ) -> PreparedSeries:
     """Compute features over the whole series (so windows are warm), then keep the warm rows
     with ``start <= timestamp < end``. ``regimes`` (one label per bar of ``series``) are cut alike.
-    Pass ``features`` (``compute_features(series)``) to cut several windows from one computation."""
+    Pass ``features`` (``compute_features(series)``) to cut several windows from one computation.
+    ``bars_per_year`` fixes the annualisation (finite, > 0); None measures it on the series'
+    bars before ``end`` (:func:`~ensemble_trader.backtest.metrics.periods_per_year`)."""
+    given = None if bars_per_year is None else checked_periods_per_year(bars_per_year)
     fm = features if features is not None else compute_features(series)
     mask = evaluated_bars(series, start, end, fm)
     ts = np.asarray(series.timestamp)
@@ -240,29 +267,23 @@ def prepare(
         close=np.asarray(series.close, dtype=np.float64)[mask],
         features=fm.values[mask],
         regimes=None if regimes is None else np.asarray(regimes).astype(str)[mask],
-        bars_per_year=periods_per_year(upto_end),
+        bars_per_year=given if given is not None else periods_per_year(upto_end),
     )
 
 
 def load_series(spec: str, synthetic_bars: int = 2_000) -> tuple[BarSeries, np.ndarray | None]:
     """Bars of one data spec, with the true regimes when the spec is synthetic.
 
-    ``synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]`` is generated here (``synthetic_bars`` by default) so
-    its hidden regime labels come along; every other spec (``arch:sp500``, ``shared:<name>``, a
-    CSV path) goes through :func:`ensemble_trader.marketdata.load_bars` and has none.
+    ``synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]`` is generated here (``synthetic_bars`` by default,
+    read by :func:`ensemble_trader.marketdata.parse_synth_spec` as every command reads it) so its
+    hidden regime labels come along; every other spec (``arch:sp500``, ``shared:<name>``, a CSV
+    path) goes through :func:`ensemble_trader.marketdata.load_bars` and has none.
     """
-    from ensemble_trader.domain.synthetic import generate
-    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.marketdata import generate_synth, load_bars, parse_synth_spec
 
-    kind, _, rest = spec.partition(":")
-    if kind == "synth":
-        parts = rest.split(":")
-        if not parts[0] or len(parts) > 4 or not all(p.isdigit() for p in parts[1:3]):
-            raise DataError(f"{spec!r}: expected synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]")
-        seed = int(parts[1]) if len(parts) > 1 else 0
-        n = int(parts[2]) if len(parts) > 2 else synthetic_bars
-        symbol = parts[3] if len(parts) > 3 else f"SYN-{parts[0].upper().replace('_', '-')}"[:24]
-        data = generate(parts[0], n, seed, symbol=symbol)
+    synth = parse_synth_spec(spec, default_bars=synthetic_bars)
+    if synth is not None:
+        data = generate_synth(synth)
         return data.series, data.regimes
     loaded = load_bars(spec)
     if len(loaded) != 1:

@@ -5,6 +5,10 @@ Conventions, shared by every backtest in the project:
 * ``returns[t]`` is the strategy's simple net return over period ``t`` (after costs), and
   ``positions[t]`` the position (fraction of equity, signed) held over that period. The book
   starts flat, so the first trade is ``|positions[0]|``.
+* **ruin**: a period with ``1 + r <= 0`` loses the whole account (a leveraged position over a
+  crash: -50 % at 2x). Its return counts as -1 and every later period as 0, flat, without a
+  trade (:func:`apply_ruin`): wealth stops at 0 instead of turning negative, so ``total_return``
+  is at least -1 and ``max_drawdown`` at most 1, and nothing is earned, traded or won after it.
 * ``total_return``  = prod(1 + r) - 1
 * ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric);
   0 when that is beyond a float (a few hourly periods compounded over a year: undefined)
@@ -14,16 +18,28 @@ Conventions, shared by every backtest in the project:
 * ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when no period lost money
   or there is one period
 * ``max_drawdown``  = max_t (1 - W_t / max_{s<=t} W_s) over wealth W (starting at 1), a
-  positive fraction (0.25 = a 25 % fall from a peak)
+  positive fraction (0.25 = a 25 % fall from a peak; 1 after ruin). Over a subset of the
+  periods (one regime's, ``summarise`` in the engine) W is the wealth those periods alone
+  compound to, taken in time order with the periods between them left out: two -10 % BEAR
+  periods with a BULL rally between them are a 19 % BEAR drawdown (0.9 * 0.9), though the real
+  wealth never fell more than 10 % from its peak. It is the drawdown of a strategy that is in
+  the market only in that regime, not the largest fall of the whole run's wealth during it.
 * ``win_rate``      = share of periods in the market (position != 0) with r > 0; 0 if never in
 * ``turnover``      = mean |Δposition| per period * P, i.e. how many times a year the book is
   traded through (annualised, so slices of different lengths compare)
 
 Undefined ratios are reported as 0.0, never as inf/NaN, so every metric serialises to JSON.
+
+Periods per year P come from the bar times (:func:`periods_per_year`) unless a run fixes them:
+``evaluate agents`` passes ``--bars-per-year`` to the engine; ``backtest`` runs inside
+:func:`assumed_periods_per_year`, which :func:`periods_per_year` then returns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -89,11 +105,30 @@ def _paired(
     return x, y
 
 
+def ruin_index(returns: np.ndarray) -> int | None:
+    """The first period of a 1-D return series with ``1 + r <= 0`` (the account is gone), or None."""
+    hit = np.flatnonzero(np.asarray(returns, dtype=np.float64) <= -1.0)
+    return int(hit[0]) if hit.size else None
+
+
+def apply_ruin(returns: np.ndarray) -> np.ndarray:
+    """``returns`` (periods along axis 0; (m,) or (m, k), each column its own account) with
+    ruin applied: the first period with ``1 + r <= 0`` becomes -1 and every later one 0. A copy."""
+    r = np.array(returns, dtype=np.float64)
+    gone = np.cumsum(r <= -1.0, axis=0) > 0  # at or after the first ruinous period
+    first = gone & ~np.concatenate((np.zeros_like(gone[:1]), gone[:-1]), axis=0)
+    r[gone] = 0.0
+    r[first] = -1.0
+    return r
+
+
 def max_drawdown(returns: np.ndarray) -> float:
-    """Largest fall of wealth from a running peak, as a positive fraction (wealth starts at 1)."""
+    """Largest fall of wealth from a running peak, as a positive fraction (wealth starts at 1;
+    1 when a period loses everything, :func:`apply_ruin`)."""
     r = _as_1d("returns", returns)
     if r.size == 0:
         return 0.0
+    r = apply_ruin(r)
     wealth = np.concatenate(([1.0], np.cumprod(1.0 + r)))
     peak = np.maximum.accumulate(wealth)
     return float(np.max(1.0 - wealth / peak))
@@ -124,11 +159,22 @@ def performance(
     previous position when measuring a slice of a longer run so its first trade is not invented.
     ``trades`` (|Δposition| of each period) overrides the trades derived from ``positions``, for
     periods that are not contiguous (one regime's periods taken out of a longer run).
+    A period with ``1 + r <= 0`` ruins the account (module docstring): it counts -1, and the
+    periods after it are flat, with no return and no trade.
     """
     r, pos = _paired("returns", returns, "positions", positions, periods_per_year)
     n = r.size
     if n == 0:
         return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    if trades is None:
+        trades = np.abs(np.diff(np.concatenate(([initial_position], pos))))
+    elif np.shape(trades) != pos.shape:
+        raise DataError(f"trades has shape {np.shape(trades)}, positions {pos.shape}")
+    ruin = ruin_index(r)
+    if ruin is not None:
+        r, pos, trades = apply_ruin(r), pos.copy(), np.array(trades, dtype=np.float64)
+        pos[ruin + 1:] = 0.0
+        trades[ruin + 1:] = 0.0
 
     growth = float(np.prod(1.0 + r))
     total = growth - 1.0
@@ -142,10 +188,6 @@ def performance(
     in_market = pos != 0.0
     wins = float(np.sum(r[in_market] > 0.0))
     win_rate = wins / float(np.sum(in_market)) if np.any(in_market) else 0.0
-    if trades is None:
-        trades = np.abs(np.diff(np.concatenate(([initial_position], pos))))
-    elif np.shape(trades) != pos.shape:
-        raise DataError(f"trades has shape {np.shape(trades)}, positions {pos.shape}")
     turnover = float(np.mean(trades)) * periods_per_year
     return Metrics(
         total_return=total,
@@ -233,6 +275,35 @@ def sharpe_margin_se_hac(a: np.ndarray, b: np.ndarray, c: float, periods_per_yea
     return float(np.sqrt(max(var, 0.0) * periods_per_year))
 
 
+_ASSUMED_PERIODS_PER_YEAR: ContextVar[float | None] = ContextVar("assumed_periods_per_year", default=None)
+
+
+def checked_periods_per_year(value: float) -> float:
+    """``value`` as bars per year: a finite number > 0, else :class:`DataError`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"bars per year must be a finite number > 0, got {value!r}") from None
+    if not np.isfinite(number) or number <= 0:
+        raise DataError(f"bars per year must be a finite number > 0, got {value!r}")
+    return number
+
+
+@contextmanager
+def assumed_periods_per_year(value: float | None) -> Iterator[None]:
+    """Within the block, :func:`periods_per_year` returns ``value`` (checked: finite, > 0)
+    instead of inferring it from the bar times; None changes nothing. For a run whose bar
+    frequency the rule cannot know (``ensemble-trader backtest --bars-per-year``)."""
+    if value is None:
+        yield
+        return
+    token = _ASSUMED_PERIODS_PER_YEAR.set(checked_periods_per_year(value))
+    try:
+        yield
+    finally:
+        _ASSUMED_PERIODS_PER_YEAR.reset(token)
+
+
 def periods_per_year(timestamps: np.ndarray) -> float:
     """Bars per year of a series, from its bar times (datetime64).
 
@@ -241,10 +312,16 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     gives when within 5 % of it (daily equities 252, not 251.6) and as measured otherwise (bars
     every 2 or 3 days, exchange hours the rule does not know). A shorter series takes the rule:
     daily bars give 252, or 365 when the series has bars on all seven weekdays (crypto); bars
-    of less than 18 hours give bars-per-day times 252 or 365 on the same rule (hourly crypto:
-    24 × 365 = 8760); weekly 52, monthly 12; other steps 365.25 / step in days, except a step of
-    under six days on a five-day week: 252 / the step in business days. Seven weekdays rather than any weekend bar: daily bars stamped at an Asian
+    of less than 18 hours give bars-per-day times 252, or 365 / the step when the market runs
+    round the clock (hourly crypto: 24 × 365 = 8760); weekly 52, monthly 12; other steps
+    365.25 / step in days, except a step of under six days on a five-day week: 252 / the step in
+    business days. Seven weekdays rather than any weekend bar: daily bars stamped at an Asian
     exchange's midnight fall on Sundays in UTC, and one stray Saturday row is not a crypto series.
+    A series of less than a week cannot show seven weekdays: its intraday bars are round the
+    clock when they cover about 24 hours a day (:func:`_round_the_clock`), whatever weekdays they
+    fall on, and its daily bars are 365 a year when one falls on a weekend.
+
+    Inside :func:`assumed_periods_per_year` the assumed figure is returned instead.
     """
     ts = np.asarray(timestamps).astype("datetime64[ns]")
     if ts.ndim != 1 or ts.size < 2:
@@ -252,6 +329,9 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     seconds = np.diff(ts).astype(np.int64) / 1e9
     if np.any(seconds <= 0):
         raise DataError("timestamps must increase strictly to infer the bar frequency")
+    assumed = _ASSUMED_PERIODS_PER_YEAR.get()
+    if assumed is not None:
+        return assumed
     rule = _periods_by_rule(ts, float(np.median(seconds)) / SECONDS_PER_DAY)
     span_days = float(seconds.sum()) / SECONDS_PER_DAY
     if span_days < MEASURED_SPAN_DAYS:
@@ -260,13 +340,34 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     return rule if abs(measured / rule - 1.0) <= 0.05 else measured
 
 
+ROUND_THE_CLOCK_HOURS = 20.0
+"""Intraday bars of under a week are taken as a market open round the clock when their regular
+steps cover this many hours a day: that share (20 / 24) of their span, and this many hours at least."""
+
+
+def _round_the_clock(ts: np.ndarray, step_days: float) -> bool:
+    """Whether intraday bars cover about 24 hours a day: the steps of at most twice the median
+    (a missing bar here and there is no closed market) add up to ``ROUND_THE_CLOCK_HOURS`` / 24
+    of the span, and to ``ROUND_THE_CLOCK_HOURS`` at least. An exchange's session (6.5 hours of
+    24, or 16 with extended hours) leaves overnight gaps far longer; bars spanning less than
+    that cannot show a whole day and count as an exchange's (``--bars-per-year`` settles such
+    a series)."""
+    steps = np.diff(ts).astype(np.int64) / 1e9 / SECONDS_PER_DAY
+    regular = float(steps[steps <= 2.0 * step_days].sum())
+    share = ROUND_THE_CLOCK_HOURS / 24.0
+    return regular >= max(share * float(steps.sum()), share)
+
+
 def _periods_by_rule(ts: np.ndarray, step_days: float) -> float:
-    """Bars per year from the median step and the weekdays the bars fall on."""
+    """Bars per year from the median step and the weekdays the bars fall on (under a week of
+    intraday bars: whether they cover the whole day)."""
     days = ts.astype("datetime64[D]")
     weekdays = np.unique((days.astype(np.int64) + 3) % 7)  # 0 = Monday
     if (days[-1] - days[0]).astype(np.int64) >= 7:
         all_week = weekdays.size == 7
-    else:  # less than a week: any weekend bar is all there is to go by
+    elif step_days < 0.75:  # less than a week of intraday bars: whether they cover the whole day
+        all_week = _round_the_clock(ts, step_days)
+    else:  # less than a week of daily bars: any weekend bar is all there is to go by
         all_week = bool(np.any(weekdays >= 5))
     days_per_year = CALENDAR_DAYS if all_week else TRADING_DAYS
     if step_days < 0.75:  # intraday: round the clock, or the exchange's bars per day

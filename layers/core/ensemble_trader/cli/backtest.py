@@ -20,6 +20,7 @@ POLICY_CHOICES = ("ucb", "ducb", "swucb", "thompson", "dts", "exp3", "hedge")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import WindowBound, basis_points, existing_folder, iso_time, output_folder, seed
+    from ensemble_trader.cli.evaluate import BARS_PER_YEAR_HELP, bars_per_year
 
     p = sub.add_parser(
         "backtest",
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=iso_time, action=WindowBound, default=None, help="evaluate bars before this ISO date only")
     p.add_argument("--cost-bps", type=basis_points, default=1.0, help="commission in basis points (default 1)")
     p.add_argument("--slippage-bps", type=basis_points, default=2.0, help="slippage in basis points (default 2)")
+    p.add_argument("--bars-per-year", type=bars_per_year, default=None, help=BARS_PER_YEAR_HELP)
     p.add_argument("--seed", type=seed, default=0, help="random_state of the learners")
     p.add_argument("--compare", action="store_true",
                    help="also evaluate every policy on the same run (adds a 'policies' table; "
@@ -130,7 +132,7 @@ def _print_table(result: dict) -> None:
     rows.append(("buy_and_hold", result["buy_and_hold"]["overall"]))
     info = result["run"]
     print(f"{info['symbol']}  {info['start'][:10]} → {info['end'][:10]}  ({info['periods']} periods, "
-          f"policy {info['policy']}, {info['switches']} switches, mean vol-target scale {info['vol_scale_mean']:.2f})")
+          f"{info['periods_per_year']:g} bars/year {info.get('periods_per_year_source', 'inferred')}, policy {info['policy']}, {info['switches']} switches, mean vol-target scale {info['vol_scale_mean']:.2f})")
     print(f"{'':14}{'sharpe':>8}{'sortino':>9}{'max_dd':>8}{'return':>9}{'win':>7}{'turnover':>10}")
     for name, m in rows:
         print(f"{name:14}{m['sharpe']:8.2f}{m['sortino']:9.2f}{m['max_drawdown']:8.1%}"
@@ -145,7 +147,14 @@ def _print_table(result: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ensemble_trader.backtest.engine import CostModel
+    from ensemble_trader.backtest.metrics import assumed_periods_per_year
+
+    with assumed_periods_per_year(args.bars_per_year):  # None: inferred from each series' bars
+        return _backtest(args)
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from ensemble_trader.backtest.engine import CostModel, evaluated_bars
     from ensemble_trader.backtest.ensemble import (
         as_json,
         compare_policies,
@@ -195,10 +204,13 @@ def _run(args: argparse.Namespace) -> int:
                 raise DataError(f"{other} and {series.symbol} would both be reported in {args.out / stem}: "
                                 "backtest them from separate files")
             folders[series.symbol] = stem
+    for series in series_list:  # every window before any run: an empty one fails in seconds, not minutes
+        evaluated_bars(series, args.start, args.end)
     for series in series_list:
         pipeline = run_pipeline(series, pool, regime, progress=progress)
         whole = run_meta(pipeline, config, progress=progress)
         result = evaluate(whole, costs, args.start, args.end)  # its window errors name the whole series' span
+        result["run"]["periods_per_year_source"] = "given" if args.bars_per_year is not None else "inferred"
         run = until(whole, args.end)
         timestamps = run.pipeline.timestamp
         # the fitted windows of the agents and the regime model it meets (domain.fitted's rule, as select's)

@@ -13,6 +13,25 @@ from ensemble_trader.backtest.metrics import METRIC_NAMES
 REGIME_SOURCES = ("truth", "synthetic truth", "detected", "none")
 
 
+def bars_per_year(text: str) -> float:
+    """An argparse ``type`` for ``--bars-per-year`` (``evaluate agents``, ``backtest``): a finite
+    number > 0, else a usage error naming the value."""
+    from ensemble_trader.backtest.metrics import checked_periods_per_year
+    from ensemble_trader.domain.errors import DataError
+
+    try:
+        return checked_periods_per_year(text)
+    except DataError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0 (bars per year, e.g. 252 or 8760)") from None
+
+
+BARS_PER_YEAR_HELP = (
+    "annualise at this many bars a year (e.g. 252 daily equities, 8760 hourly crypto, 525600 "
+    "crypto minutes) instead of inferring it from the bar times; for a short series whose market "
+    "hours the rule cannot tell"
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import WindowBound, basis_points, existing_folder, image_path, iso_time
 
@@ -41,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     agents.add_argument("--slippage-bps", type=basis_points, default=2.0, help="slippage, basis points of traded notional")
     agents.add_argument("--regime-model", type=existing_folder, default=None,
                         help="regime model folder for detected regimes (default: the committed one)")
+    agents.add_argument("--bars-per-year", type=bars_per_year, default=None, help=BARS_PER_YEAR_HELP)
     agents.add_argument("--plot", type=image_path, default=None, help="write an equity-curve PNG here")
     agents.add_argument("--json", action="store_true", help="print one JSON object")
     agents.add_argument("--markdown", action="store_true", help="print the tables as Markdown (for docs)")
@@ -100,18 +120,34 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
     elif args.regime_model is not None or regimes is None:  # named: detected, even on synth: data
         regimes = detected_regimes(series, args.regime_model)
         source = "detected" if regimes is not None else "none"
-    prepared = prepare(series, regimes, start=args.start, end=args.end, features=features)
+    prepared = prepare(series, regimes, start=args.start, end=args.end, features=features,
+                       bars_per_year=args.bars_per_year)
     paths = run_pool(pool, prepared.features)
     costs = CostModel(args.cost_bps, args.slippage_bps)
     report = evaluate_agents(prepared, {n: paths[:, i] for i, n in enumerate(pool.names)}, costs)
+    ts = prepared.timestamp
+    report["run"] = {
+        "model_set": pool.version,
+        "bars": args.bars,
+        "symbol": prepared.symbol,
+        "start": str(ts[0]),
+        "end": str(ts[-1]),
+        "evaluated_bars": int(len(ts)),
+        "periods": int(len(ts) - 1),
+        "periods_per_year": prepared.periods_per_year,
+        "periods_per_year_source": "given" if args.bars_per_year is not None else "inferred",
+        "regimes": source,
+        "cost_bps": args.cost_bps,
+        "slippage_bps": args.slippage_bps,
+    }
     if args.plot is not None:
         plot_equity(prepared, paths, pool.names, costs, args.plot)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    ts = prepared.timestamp
     print(f"model set {pool.version}   bars {args.bars}   {str(ts[0])[:10]} .. {str(ts[-1])[:10]} "
-          f"({len(ts)} bars)   costs {args.cost_bps}+{args.slippage_bps} bps   regimes: {source}")
+          f"({len(ts)} bars; {prepared.periods_per_year:g} bars/year, {report['run']['periods_per_year_source']})   "
+          f"costs {args.cost_bps}+{args.slippage_bps} bps   regimes: {source}")
     if source == "none":
         print("(no per-regime table: give --truth, a synth: spec, or commit a regime model)", file=sys.stderr)
     print(format_report(report, markdown=args.markdown))
@@ -119,7 +155,8 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
 
 
 def format_report(report: dict[str, Any], markdown: bool = False) -> str:
-    """The report as aligned text (or Markdown) tables: overall, then one table per regime."""
+    """The report as aligned text (or Markdown) tables: overall, then one table per regime (a
+    ``run`` block, when present, is not a table: the caller prints it as the header)."""
     rows: list[tuple[str, dict[str, Any]]] = [(n, r) for n, r in report["agents"].items()]
     rows += [(n, r) for n, r in report["baselines"].items()]
     headers = ("total_ret", "annual_ret", "annual_vol", "sharpe", "sortino", "max_dd", "win_rate", "turnover")

@@ -1,0 +1,132 @@
+"""Bars per year of a short intraday series, shown and overridable on the command line.
+
+Under a week a series cannot show bars on all seven weekdays; whether its intraday bars are a
+round-the-clock market (365 days) or an exchange's sessions (252) is read from whether they cover
+the whole day, not from the weekday they start on. ``evaluate agents`` reports the figure in a
+``run`` block and its header; ``--bars-per-year`` fixes it in both commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest.engine import prepare
+from ensemble_trader.backtest.metrics import assumed_periods_per_year, periods_per_year
+from ensemble_trader.cli import main
+from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.synthetic import generate
+from ensemble_trader.marketdata import write_bars_csv
+
+MINUTE = np.timedelta64(1, "m")
+
+
+def minutes(start: str, n: int) -> np.ndarray:
+    return (np.datetime64(start, "ns") + np.arange(n) * MINUTE).astype("datetime64[ns]")
+
+
+def sessions(days: list[str], open_: str = "14:30", length: int = 390) -> np.ndarray:
+    """An exchange's minute bars: ``length`` minutes from ``open_`` (UTC) on each day."""
+    return np.concatenate([minutes(f"{d}T{open_}", length) for d in days])
+
+
+def test_a_round_the_clock_minute_series_is_annualised_alike_whatever_weekday_it_starts_on():
+    tuesday, saturday = minutes("2024-01-02T00:00", 2 * 1440), minutes("2024-01-06T00:00", 2 * 1440)
+    assert periods_per_year(tuesday) == periods_per_year(saturday) == 365 * 1440  # was 252 x 1440 on Tuesday
+    hours = np.timedelta64(1, "h")
+    wednesday = (np.datetime64("2024-01-03", "ns") + np.arange(60) * hours).astype("datetime64[ns]")
+    assert periods_per_year(wednesday) == pytest.approx(24 * 365)
+    gappy = np.delete(tuesday, np.arange(100, 2800, 97))  # a missing minute here and there
+    assert periods_per_year(gappy) == 365 * 1440
+
+
+def test_an_exchanges_sessions_stay_trading_days_whatever_weekday_they_fall_on():
+    assert periods_per_year(sessions(["2024-01-02", "2024-01-03", "2024-01-04"])) == 252 * 390
+    assert periods_per_year(sessions(["2024-01-05", "2024-01-08"])) == 252 * 390  # over a weekend
+    assert periods_per_year(sessions(["2024-01-02"])) == 252 * 390  # one session cannot show a whole day
+    extended = sessions(["2024-01-02", "2024-01-03", "2024-01-04"], open_="08:00", length=16 * 60)
+    assert periods_per_year(extended) == 252 * 16 * 60  # 16 hours of 24 is not round the clock
+
+
+def test_an_assumed_figure_replaces_the_inferred_one_only_inside_its_block():
+    tuesday = minutes("2024-01-02T00:00", 100)
+    with assumed_periods_per_year(1234.5):
+        assert periods_per_year(tuesday) == 1234.5
+        with assumed_periods_per_year(None):
+            assert periods_per_year(tuesday) == 1234.5  # None changes nothing
+    assert periods_per_year(tuesday) != 1234.5
+    for bad in (0, -1, float("nan"), float("inf"), "x"):
+        with pytest.raises(DataError, match="bars per year must be a finite number > 0"), \
+                assumed_periods_per_year(bad):
+            pass
+    data = generate("easy", 300, 1)
+    assert prepare(data.series, bars_per_year=100).periods_per_year == 100
+    with pytest.raises(DataError, match="bars per year"):
+        prepare(data.series, bars_per_year=0)
+
+
+@pytest.fixture(scope="module")
+def minute_bars(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same prices as minute bars over two days from a Tuesday and from a Saturday."""
+    out = {}
+    for day, start in (("tue", "2024-01-02"), ("sat", "2024-01-06")):
+        data = generate("realistic", 2 * 1440, 5, start=start, freq="1min")
+        out[day] = tmp_path_factory.mktemp(day) / "bars.csv"
+        write_bars_csv(out[day], [data.series])
+    return out
+
+
+def test_evaluate_agents_reports_the_same_figure_in_its_run_block(minute_bars: dict[str, Path],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    reports = {}
+    for day, path in minute_bars.items():
+        assert main(["evaluate", "agents", "--bars", str(path), "--json"]) == 0
+        reports[day] = json.loads(capsys.readouterr().out)
+    tue, sat = reports["tue"], reports["sat"]
+    assert set(tue) == {"agents", "baselines", "run"}
+    assert tue["run"]["periods_per_year"] == sat["run"]["periods_per_year"] == 365 * 1440
+    assert tue["run"]["periods_per_year_source"] == "inferred"
+    assert tue["run"]["regimes"] in ("detected", "none") and tue["run"]["symbol"] == "BARS"
+    assert tue["run"]["periods"] == tue["run"]["evaluated_bars"] - 1
+    assert tue["agents"] == sat["agents"]  # same prices, same annualisation: the same figures
+    assert main(["evaluate", "agents", "--bars", str(minute_bars["tue"])]) == 0
+    assert "525600 bars/year, inferred" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_bars_per_year_is_used_by_evaluate_agents(minute_bars: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "agents", "--bars", str(minute_bars["tue"]), "--json"]
+    assert main(argv) == 0
+    inferred = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--bars-per-year", str(365 * 1440 // 4)]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["run"]["periods_per_year"] == 365 * 1440 // 4 and given["run"]["periods_per_year_source"] == "given"
+    for name, block in given["agents"].items():
+        m, m0 = block["overall"], inferred["agents"][name]["overall"]
+        assert m["total_return"] == m0["total_return"]
+        assert m["sharpe"] == pytest.approx(m0["sharpe"] / 2)  # sqrt(1/4)
+        assert m["turnover"] == pytest.approx(m0["turnover"] / 4)
+
+
+def test_bars_per_year_is_used_by_the_backtest(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["backtest", "--bars", "synth:realistic:3:400", "--json"]
+    assert main(argv) == 0
+    inferred = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--bars-per-year", "91.25"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert inferred["run"]["periods_per_year"] == 365 and inferred["run"]["periods_per_year_source"] == "inferred"
+    assert given["run"]["periods_per_year"] == 91.25 and given["run"]["periods_per_year_source"] == "given"
+    assert given["ensemble"]["sharpe"] == pytest.approx(inferred["ensemble"]["sharpe"] / 2)
+    assert given["buy_and_hold"]["sharpe"] == pytest.approx(inferred["buy_and_hold"]["sharpe"] / 2)
+    assert main(["backtest", "--bars", "synth:realistic:3:400", "--bars-per-year", "252"]) == 0
+    assert "252 bars/year given" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["backtest"], ["evaluate", "agents"]])
+@pytest.mark.parametrize("value", ["0", "-252", "nan", "inf", "daily"])
+def test_a_bad_bars_per_year_is_a_usage_error_naming_it(command: list[str], value: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--bars", "synth:realistic:3:400", "--bars-per-year", value])
+    assert exit_.value.code == 2
+    assert f"argument --bars-per-year: {value!r} is not a finite number > 0" in capsys.readouterr().err
