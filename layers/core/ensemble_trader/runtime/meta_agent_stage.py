@@ -116,7 +116,7 @@ class DecisionSink:
     refused is dead-lettered with nothing of it on the queue or in the table.
 
     A row is put only if no row of the same intent id is stored under its key
-    (``store.put_new_items``: conditional ``TransactWriteItems``, or the in-memory twin). When
+    (``store.put_new_items``: one conditional ``PutItem`` per row, or the in-memory twin). When
     one is stored already — this writer's own earlier attempt, or a concurrent writer that
     computed the same bar from another state (the runner's snapshot race) — the intent sent is
     the one that row holds (its ``intent`` attribute), not the one just computed: every message

@@ -252,7 +252,7 @@ class MemoryKeyValueStore:
     def put_new_items(
         self, table: str, items: Sequence[Mapping[str, Any]], *, unless_same: str | None = None
     ) -> list[dict[str, Any] | None]:
-        """First writer wins (DynamoKeyValueStore's conditional TransactWriteItems): each row is
+        """First writer wins (DynamoKeyValueStore's conditional PutItem per row): each row is
         written unless a row with its key — with ``unless_same``, and the same value of that
         attribute — is stored; per row, None when written, else the stored row that was kept."""
         self.failures.check("put_new_items")
