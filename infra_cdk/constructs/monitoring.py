@@ -4,9 +4,10 @@ Two sources feed them, both produced by the handlers as they are:
 
 * Powertools EMF metrics in the ``EnsembleTrader`` namespace with dimensions ``service`` (the
   function's folder name, ``POWERTOOLS_SERVICE_NAME``) and ``stage`` (``ET_STAGE``): per-record
-  compute latency, batch counts, orders, regret, kill switch, reconciliation (:data:`EMF_METRICS`),
-  and the account (equity, daily loss, drawdown, breaker state, kill switch) the orders stage
-  reports with every routed intent; failed intents (``intents_failed``), which the SQS partial
+  compute latency, batch counts, orders, kill switch, reconciliation (:data:`EMF_METRICS`); the
+  meta-agent's regret per symbol (a ``symbol`` dimension too, graphed by SEARCH expressions:
+  :data:`REGRET_METRICS`); the account (equity, daily loss, drawdown, breaker state, kill
+  switch) the orders stage reports with every routed intent; failed intents (``intents_failed``), which the SQS partial
   batch response hides from Lambda's error metrics.
 * The domain events on the bus, copied to a log group by :class:`DomainEventLog`: rejections by
   reason, the regime timeline, agent switches with their weights, circuit-breaker transitions
@@ -88,13 +89,6 @@ EMF_METRICS: tuple[tuple[str, tuple[EmfMetric, ...]], ...] = (
         ),
     ),
     (
-        "Meta-agent regret",
-        (
-            EmfMetric("meta_agent_regret", "meta_agent", "Average", "overall"),
-            *(EmfMetric(f"meta_agent_regret_{r.value}", "meta_agent", "Average", r.value) for r in REGIMES),
-        ),
-    ),
-    (
         "Agent switches, breaker state, kill switch",
         (
             EmfMetric("meta_agent_switches", "meta_agent", "Sum", "agent switches"),
@@ -115,6 +109,25 @@ EMF_METRICS: tuple[tuple[str, tuple[EmfMetric, ...]], ...] = (
         ),
     ),
 )
+
+REGRET_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Meta-agent regret by symbol (overall)", ("meta_agent_regret",)),
+    ("Meta-agent regret by symbol and regime", tuple(f"meta_agent_regret_{r.value}" for r in REGIMES)),
+)
+"""The meta-agent's cumulative regret, published per symbol with a ``symbol`` dimension beside
+``service`` and ``stage`` (runtime.meta_agent_stage.EmfSymbolMetrics): one line per symbol (and
+regime), found by a SEARCH expression, so no symbol list is deployed and a symbol's regret is
+never averaged with another's."""
+
+
+def regret_search(metric_names: tuple[str, ...], stage: str) -> str:
+    """The SEARCH expression of the per-symbol regret series ``metric_names`` of ``stage``
+    (quoted values match exactly)."""
+    names = " OR ".join(f'MetricName="{name}"' for name in metric_names)
+    names = f"({names})" if len(metric_names) > 1 else names
+    schema = f"{{{METRICS_NAMESPACE},service,stage,symbol}}"
+    return f"""SEARCH('{schema} service="meta_agent" stage="{stage}" {names}', 'Average', {int(PERIOD.to_seconds())})"""
+
 
 EVENT_METRICS = {
     # metric name -> (filter pattern over the event log, metric value)
@@ -529,6 +542,15 @@ class Monitoring(Construct):
                 cw.GraphWidget(
                     title=title,
                     left=[self._emf(m.name, m.service, m.statistic, m.label) for m in metrics],
+                    width=8,
+                )
+            )
+        for title, names in REGRET_METRICS:  # a line per symbol: the dimension is searched, not listed
+            widgets.append(
+                cw.GraphWidget(
+                    title=title,
+                    left=[cw.SearchExpression(expression=regret_search(names, self._config.name), label="",
+                                              period=PERIOD)],
                     width=8,
                 )
             )

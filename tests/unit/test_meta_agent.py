@@ -31,15 +31,16 @@ from ensemble_trader.domain.models import (
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 
 
-def market(i: int, price: float, regime: Regime = Regime.BULL, warmup: int = 0, conf: float = 0.7) -> MarketState:
+def market(i: int, price: float, regime: Regime = Regime.BULL, warmup: int = 0, conf: float = 0.7,
+           symbol: str = "SPX") -> MarketState:
     ts = T0 + timedelta(days=i)
-    bar = Bar(symbol="SPX", timestamp=ts, open=price, high=price, low=price, close=price, volume=1.0)
+    bar = Bar(symbol=symbol, timestamp=ts, open=price, high=price, low=price, close=price, volume=1.0)
     rest = (1.0 - conf) / 3.0
     probs = tuple(conf if r is regime else rest for r in REGIMES)
     return MarketState(
         features=FeatureVector(bar=bar, values={"ret_1": 0.0}, warmup_remaining=warmup),
         regime=RegimeEstimate(
-            symbol="SPX",
+            symbol=symbol,
             timestamp=ts,
             probabilities=probs,
             regime=regime,

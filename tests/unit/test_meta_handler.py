@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from aws_lambda_powertools.metrics import EphemeralMetrics
 from ensemble_trader.adapters.memory import (
     MemoryCache,
     MemoryDeadLetters,
@@ -27,11 +29,14 @@ from ensemble_trader.runtime.meta_agent_stage import (
     CONFIG_ENV,
     BanditSnapshots,
     DecisionSink,
+    EmfSymbolMetrics,
     meta_config,
 )
+from ensemble_trader.runtime.observability import METRICS_NAMESPACE
 from ensemble_trader.runtime.settings import EnvironmentSettingError, json_from_env
 from ensemble_trader.runtime.stage import KinesisStageRunner, QueueSink, StageStats
 
+from tests.unit.test_meta_agent import market
 from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
 
 QUEUE = "order-intents"
@@ -40,9 +45,13 @@ QUEUE = "order-intents"
 class Metrics:
     def __init__(self) -> None:
         self.values: list[tuple[str, str, float]] = []
+        self.by_symbol: list[tuple[str, str, str, float]] = []
 
     def add_metric(self, name: str, unit: str, value: float) -> None:
         self.values.append((name, unit, value))
+
+    def publish(self, symbol: str, metrics) -> None:  # runtime.meta_agent_stage.SymbolMetrics
+        self.by_symbol.extend((symbol, name, unit, value) for name, unit, value in metrics)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,8 @@ class Container:
         self.dlq = MemoryDeadLetters()
         self.cache = cache if cache is not None else MemoryCache()
         step = MetaAgentStep(config or MetaAgentConfig.create(), RuleAgents())
-        sink = DecisionSink(QueueSink(queue, QUEUE, lambda i: i.intent_id), store, self.metrics)
+        sink = DecisionSink(QueueSink(queue, QUEUE, lambda i: i.intent_id), store, self.metrics,
+                            symbol_metrics=self.metrics)
         self.runner = KinesisStageRunner(
             step, cache=self.cache, dlq=self.dlq, sink=sink, events=bus,
             snapshots=BanditSnapshots(snapshots_store), snapshot_table=BANDIT_TABLE,
@@ -100,9 +110,63 @@ def test_intents_reach_the_fifo_queue_with_symbol_group_and_intent_dedup(pipelin
     assert json.loads(last["explanation_detail"])["regret"] == expected[-1].explanation_detail["regret"]
     assert last["expires_at"] > 0
     names = {n for n, _, _ in c.metrics.values}
-    assert {"meta_agent_regret", "meta_agent_compute_us"} <= names
+    assert "meta_agent_compute_us" in names and not any(n.startswith("meta_agent_regret") for n in names)
+    assert {s for s, _, _, _ in c.metrics.by_symbol} == {"SYN"}  # regret: per symbol only
+    assert c.metrics.by_symbol[-2:] == [
+        ("SYN", "meta_agent_regret", "None", expected[-1].explanation_detail["regret"]["overall"]),
+        ("SYN", f"meta_agent_regret_{expected[-1].regime.value}", "None",
+         expected[-1].explanation_detail["regret"]["regime"]),
+    ]
     switches = [e for e in world["bus"].events if type(e).__name__ == "AgentSwitched"]
     assert len(switches) == sum(1 for i in expected if i.explanation_detail["switched"])
+
+
+def two_symbols_last_intents() -> list[OrderIntent]:
+    """The last intents of two symbols whose best agents differ (so their regrets differ)."""
+    step = MetaAgentStep()
+    rng = np.random.default_rng(0)
+    out = []
+    for symbol, good in (("AAA", 0), ("BBB", 3)):
+        state, price = None, 100.0
+        for i in range(120):
+            price *= 1 + 0.01 * rng.standard_normal()
+            targets = np.zeros(4)
+            targets[good], targets[(good + 1) % 4] = 1.0, -1.0
+            state, decision = step.decide(state, market(i, price, symbol=symbol), targets)
+        out.append(decision.intent)
+    return out
+
+
+def test_regret_is_published_per_symbol_under_a_symbol_dimension(capsys) -> None:
+    """One EMF metric set per symbol with its own regret and a ``symbol`` dimension beside the
+    stage's ``service`` and ``stage``: values of several symbols under one series averaged to
+    nothing on the dashboard (+50 and -50 read 0) and hid which symbol underperforms."""
+    intents = two_symbols_last_intents()
+    regrets = {i.symbol: i.explanation_detail["regret"] for i in intents}
+    assert regrets["AAA"]["overall"] != pytest.approx(regrets["BBB"]["overall"])
+    handler_metrics = EphemeralMetrics(namespace=METRICS_NAMESPACE, service="meta_agent")
+    handler_metrics.set_default_dimensions(stage="test")
+    sink = DecisionSink(QueueSink(MemoryQueuePublisher(), QUEUE, lambda i: i.intent_id), MemoryKeyValueStore(),
+                        handler_metrics, symbol_metrics=EmfSymbolMetrics(handler_metrics))
+    capsys.readouterr()
+    sink.emit(intents)
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert [b["symbol"] for b in blobs] == ["AAA", "BBB"]  # one metric set per symbol
+    for blob in blobs:
+        (directive,) = blob["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == METRICS_NAMESPACE
+        assert sorted(directive["Dimensions"][0]) == ["service", "stage", "symbol"]
+        assert (blob["service"], blob["stage"]) == ("meta_agent", "test")
+        regime = next(i.regime.value for i in intents if i.symbol == blob["symbol"])
+        assert {m["Name"] for m in directive["Metrics"]} == {"meta_agent_regret", f"meta_agent_regret_{regime}"}
+        assert blob["meta_agent_regret"] == [regrets[blob["symbol"]]["overall"]]  # EMF: a list of values
+        assert blob[f"meta_agent_regret_{regime}"] == [regrets[blob["symbol"]]["regime"]]
+    assert not handler_metrics.metric_set  # the handler's own set (no symbol dimension) holds no regret
+
+
+def test_symbol_metrics_need_powertools_metrics() -> None:
+    with pytest.raises(TypeError, match="EmfSymbolMetrics needs Powertools metrics .* not Metrics"):
+        EmfSymbolMetrics(Metrics())
 
 
 def test_redelivery_is_a_no_op(pipeline, world) -> None:

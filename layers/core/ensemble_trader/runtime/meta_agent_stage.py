@@ -5,7 +5,8 @@ what the Lambda needs around the standard stage runner (see ``functions/meta_age
 
 - :class:`DecisionSink` writes each OrderIntent's row to the ``decisions`` table
   (:func:`decision_item`; first writer wins), then sends the intent that row holds to the FIFO
-  queue, and publishes regret metrics;
+  queue, and publishes each symbol's regret metrics with a ``symbol`` dimension
+  (:class:`EmfSymbolMetrics`);
 - :class:`BanditSnapshots` stores each symbol's meta-agent state in ``bandit-state`` under the
   runner's conditional version check (a writer that lost the race fails its records, drops its
   cache entry and retries from the newer snapshot);
@@ -20,8 +21,9 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from aws_lambda_powertools.metrics import EphemeralMetrics
 from pydantic import BaseModel, ValidationError
 
 from ensemble_trader.adapters.limits import message_text
@@ -106,9 +108,53 @@ def decision_time(row: Mapping[str, Any]) -> datetime:
     return row_time(row, "decisions")
 
 
+class SymbolMetrics(Protocol):
+    """Publishes metrics of one symbol under a ``symbol`` dimension (beside the service's own)."""
+
+    def publish(self, symbol: str, metrics: Sequence[tuple[str, str, float]]) -> None: ...
+
+
+class EmfSymbolMetrics:
+    """:class:`SymbolMetrics` in CloudWatch EMF through Powertools: per symbol one metric set in
+    the namespace, ``service`` and default dimensions (``stage``) of the stage's own Powertools
+    ``metrics``, plus ``symbol``, flushed at once (an ``EphemeralMetrics`` of its own, so the
+    handler's metric set — one dimension set for all its metrics — is left as it is).
+
+    Each symbol's regret is then a series of its own: one value per metric name, service, stage
+    and symbol, where values of several symbols under one series averaged to nothing (+50 and −50
+    read 0). Each such series is a CloudWatch custom metric, billed per month (docs/deployment.md).
+    """
+
+    def __init__(self, metrics: Any) -> None:
+        try:
+            self.namespace = metrics.namespace
+            self.service = metrics.service
+            self.dimensions = {str(k): str(v) for k, v in metrics.default_dimensions.items()}
+        except AttributeError as exc:
+            raise TypeError(f"EmfSymbolMetrics needs Powertools metrics (namespace, service, default dimensions), "
+                            f"not {type(metrics).__name__}") from exc
+
+    def publish(self, symbol: str, metrics: Sequence[tuple[str, str, float]]) -> None:
+        emf = EphemeralMetrics(namespace=self.namespace, service=self.service,
+                               default_dimensions={**self.dimensions, "symbol": symbol})
+        for name, unit, value in metrics:
+            emf.add_metric(name=name, unit=unit, value=value)
+        emf.flush_metrics()
+
+
+def regret_metrics(intent: OrderIntent) -> list[tuple[str, str, float]]:
+    """The regret metrics of a symbol's latest intent: ``meta_agent_regret`` (overall) and
+    ``meta_agent_regret_<REGIME>`` (its regime's), cumulative, in risk-adjusted reward units."""
+    regret = intent.explanation_detail.get("regret", {})
+    return [
+        ("meta_agent_regret", "None", float(regret.get("overall", 0.0))),
+        (f"meta_agent_regret_{intent.regime.value}", "None", float(regret.get("regime", 0.0))),
+    ]
+
+
 class DecisionSink:
     """Decision rows first (first writer wins), then the intents they hold to the FIFO queue,
-    then regret metrics.
+    then each symbol's regret metrics (to ``symbol_metrics``, under a ``symbol`` dimension).
 
     Every row is built and checked — DynamoDB must be able to hold it, SQS its intent's body
     (:func:`~ensemble_trader.adapters.limits.message_text`) — before anything is written, and
@@ -132,12 +178,14 @@ class DecisionSink:
         metrics: MetricsSink | None = None,
         clock: Any = None,
         table: str = DECISIONS_TABLE,
+        symbol_metrics: SymbolMetrics | None = None,
     ):
         self.queue = queue
         self.store = store
         self.metrics = metrics
         self.clock = clock
         self.table = table
+        self.symbol_metrics = symbol_metrics
 
     def emit(self, records: Sequence[BaseModel]) -> None:
         intents = [r for r in records if isinstance(r, OrderIntent)]
@@ -163,14 +211,10 @@ class DecisionSink:
             if switched:
                 self.metrics.add_metric("meta_agent_switches", "Count", switched)
         self.queue.emit(sent)
-        if self.metrics is not None:
-            latest = {i.symbol: i for i in sent}
-            for intent in latest.values():
-                regret = intent.explanation_detail.get("regret", {})
-                self.metrics.add_metric("meta_agent_regret", "None", float(regret.get("overall", 0.0)))
-                self.metrics.add_metric(
-                    f"meta_agent_regret_{intent.regime.value}", "None", float(regret.get("regime", 0.0))
-                )
+        if self.symbol_metrics is not None:
+            latest = {i.symbol: i for i in sent}  # regret is cumulative: a symbol's last bar says it
+            for symbol, intent in latest.items():
+                self.symbol_metrics.publish(symbol, regret_metrics(intent))
 
     @staticmethod
     def _stored_intent(computed: OrderIntent, row: Mapping[str, Any]) -> OrderIntent:
@@ -209,8 +253,9 @@ def build_runner(
     config: MetaAgentConfig | None = None,
 ) -> KinesisStageRunner:
     """The stage runner wired to AWS (or the local stack) for ``settings``, deciding with ``agents``:
-    the stage's standard wiring, its FIFO sink also writing the decision rows and regret metrics
-    (to ``metrics``), its snapshots in ``bandit-state``. ``config`` defaults to :func:`meta_config`."""
+    the stage's standard wiring, its FIFO sink also writing the decision rows and each symbol's
+    regret metrics (in the namespace and dimensions of the Powertools ``metrics``, plus ``symbol``),
+    its snapshots in ``bandit-state``. ``config`` defaults to :func:`meta_config`."""
     step = MetaAgentStep(config or meta_config(settings.strategy_id), agents)
     built = runner_for_function(
         step,
@@ -221,6 +266,7 @@ def build_runner(
         deduplication_id=lambda intent: intent.intent_id,
     )
     store = built.snapshots
-    built.sink = DecisionSink(built.sink, store, metrics)
+    built.sink = DecisionSink(built.sink, store, metrics,
+                              symbol_metrics=None if metrics is None else EmfSymbolMetrics(metrics))
     built.snapshots, built.snapshot_table = BanditSnapshots(store), BANDIT_TABLE
     return built
