@@ -125,7 +125,7 @@ def test_evaluate_json_shape(quick_set, tmp_path, capsys):
     code = main(["evaluate", "agents", "--models", str(quick_set), "--bars", str(bars), "--truth", str(truth), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"agents", "baselines"}
+    assert set(report) == {"agents", "baselines", "run"}
     assert set(report["agents"]) == set(AGENT_NAMES)
     assert set(report["baselines"]) == {"buy_and_hold", "cash"}
     for block in list(report["agents"].values()) + list(report["baselines"].values()):

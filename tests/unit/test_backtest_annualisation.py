@@ -13,9 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ensemble_trader.backtest.engine import prepare
-from ensemble_trader.backtest.metrics import assumed_periods_per_year, periods_per_year
+from ensemble_trader.backtest.ensemble import run_meta, run_pipeline, until
+from ensemble_trader.backtest.metrics import periods_per_year
+from ensemble_trader.bench import committed_models
 from ensemble_trader.cli import main
+from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.features import WARMUP_BARS
+from ensemble_trader.domain.meta_agent import MetaAgentConfig
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.marketdata import write_bars_csv
 
@@ -49,21 +54,19 @@ def test_an_exchanges_sessions_stay_trading_days_whatever_weekday_they_fall_on()
     assert periods_per_year(extended) == 252 * 16 * 60  # 16 hours of 24 is not round the clock
 
 
-def test_an_assumed_figure_replaces_the_inferred_one_only_inside_its_block():
-    tuesday = minutes("2024-01-02T00:00", 100)
-    with assumed_periods_per_year(1234.5):
-        assert periods_per_year(tuesday) == 1234.5
-        with assumed_periods_per_year(None):
-            assert periods_per_year(tuesday) == 1234.5  # None changes nothing
-    assert periods_per_year(tuesday) != 1234.5
-    for bad in (0, -1, float("nan"), float("inf"), "x"):
-        with pytest.raises(DataError, match="bars per year must be a finite number > 0"), \
-                assumed_periods_per_year(bad):
-            pass
+def test_a_given_figure_is_checked_and_carried_by_the_run():
     data = generate("easy", 300, 1)
     assert prepare(data.series, bars_per_year=100).periods_per_year == 100
-    with pytest.raises(DataError, match="bars per year"):
-        prepare(data.series, bars_per_year=0)
+    pool, regime = committed_models()
+    short = BarSeries.from_bars(list(data.series.bars())[:WARMUP_BARS + 20])
+    run = run_pipeline(short, pool, regime, bars_per_year=100)
+    assert run.bars_per_year == 100 and until(run_meta(run, MetaAgentConfig()), None).pipeline.bars_per_year == 100
+    assert run_pipeline(short, pool, regime).bars_per_year is None  # inferred from the bar times
+    for bad in (0, -1, float("nan"), float("inf"), "x"):
+        with pytest.raises(DataError, match="bars per year must be a finite number > 0"):
+            prepare(data.series, bars_per_year=bad)
+        with pytest.raises(DataError, match="bars per year must be a finite number > 0"):
+            run_pipeline(short, pool, regime, bars_per_year=bad)
 
 
 @pytest.fixture(scope="module")

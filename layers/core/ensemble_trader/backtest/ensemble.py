@@ -41,7 +41,12 @@ from ensemble_trader.backtest.engine import (
     summarise,
     window_text,
 )
-from ensemble_trader.backtest.metrics import periods_per_year, sharpe_margin_se, sharpe_margin_se_hac
+from ensemble_trader.backtest.metrics import (
+    checked_periods_per_year,
+    periods_per_year,
+    sharpe_margin_se,
+    sharpe_margin_se_hac,
+)
 from ensemble_trader.domain.bars import BarSeries, parse_datetime64, to_datetime64
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
@@ -78,6 +83,7 @@ class PipelineRun:
     agent_version: str
     regime_version: str
     regime_changes: int
+    bars_per_year: float | None = None  # given (``--bars-per-year``); None: inferred from the bar times
 
     @property
     def regimes(self) -> np.ndarray:
@@ -98,8 +104,12 @@ def run_pipeline(
     regime: RegimeStep,
     *,
     progress: bool = False,
+    bars_per_year: float | None = None,
 ) -> PipelineRun:
-    """Features, regime and agents for every bar of ``series``, with the stages' own step code."""
+    """Features, regime and agents for every bar of ``series``, with the stages' own step code.
+    ``bars_per_year`` annualises every figure of the run when given (else it is inferred from
+    the bar times, :func:`~ensemble_trader.backtest.metrics.periods_per_year`)."""
+    given = None if bars_per_year is None else checked_periods_per_year(bars_per_year)
     if len(series) < 2:
         raise DataError(f"{series.symbol}: need at least two bars, got {len(series)}")
     engine = FeatureEngine(series.symbol)
@@ -138,6 +148,7 @@ def run_pipeline(
         agent_version=agents.version,
         regime_version=regime.model_version,
         regime_changes=changes,
+        bars_per_year=given,
     )
 
 
@@ -293,10 +304,13 @@ def goal_factor(best_sharpe: float) -> float:
 
 def _window(run: EnsembleRun, start: str | None, end: str | None) -> tuple[EnsembleRun, int, np.ndarray, float]:
     """The run cut at ``end``, the first evaluated bar, the asset's returns from it and the bars per
-    year (of every bar up to ``end``, warm-up included: a window of a few days is still daily bars)."""
+    year (the run's given figure, or inferred from every bar up to ``end``, warm-up included: a
+    window of a few days is still daily bars)."""
     i0 = first_index(run.pipeline, start, end)  # before the cut: its error names the whole series' span
     run = until(run, end)
-    return run, i0, asset_returns(run.pipeline.close[i0:]), periods_per_year(run.pipeline.timestamp)
+    given = run.pipeline.bars_per_year
+    ppy = given if given is not None else periods_per_year(run.pipeline.timestamp)
+    return run, i0, asset_returns(run.pipeline.close[i0:]), ppy
 
 
 def ensemble_net_returns(

@@ -30,16 +30,13 @@ Conventions, shared by every backtest in the project:
 
 Undefined ratios are reported as 0.0, never as inf/NaN, so every metric serialises to JSON.
 
-Periods per year P come from the bar times (:func:`periods_per_year`) unless a run fixes them:
-``evaluate agents`` passes ``--bars-per-year`` to the engine; ``backtest`` runs inside
-:func:`assumed_periods_per_year`, which :func:`periods_per_year` then returns.
+Periods per year P come from the bar times (:func:`periods_per_year`) unless a run fixes them
+(``--bars-per-year``: ``evaluate agents`` passes it to the engine's ``prepare``, ``backtest`` to
+``run_pipeline``, whose run carries it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -275,9 +272,6 @@ def sharpe_margin_se_hac(a: np.ndarray, b: np.ndarray, c: float, periods_per_yea
     return float(np.sqrt(max(var, 0.0) * periods_per_year))
 
 
-_ASSUMED_PERIODS_PER_YEAR: ContextVar[float | None] = ContextVar("assumed_periods_per_year", default=None)
-
-
 def checked_periods_per_year(value: float) -> float:
     """``value`` as bars per year: a finite number > 0, else :class:`DataError`."""
     try:
@@ -287,21 +281,6 @@ def checked_periods_per_year(value: float) -> float:
     if not np.isfinite(number) or number <= 0:
         raise DataError(f"bars per year must be a finite number > 0, got {value!r}")
     return number
-
-
-@contextmanager
-def assumed_periods_per_year(value: float | None) -> Iterator[None]:
-    """Within the block, :func:`periods_per_year` returns ``value`` (checked: finite, > 0)
-    instead of inferring it from the bar times; None changes nothing. For a run whose bar
-    frequency the rule cannot know (``ensemble-trader backtest --bars-per-year``)."""
-    if value is None:
-        yield
-        return
-    token = _ASSUMED_PERIODS_PER_YEAR.set(checked_periods_per_year(value))
-    try:
-        yield
-    finally:
-        _ASSUMED_PERIODS_PER_YEAR.reset(token)
 
 
 def periods_per_year(timestamps: np.ndarray) -> float:
@@ -320,8 +299,6 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     A series of less than a week cannot show seven weekdays: its intraday bars are round the
     clock when they cover about 24 hours a day (:func:`_round_the_clock`), whatever weekdays they
     fall on, and its daily bars are 365 a year when one falls on a weekend.
-
-    Inside :func:`assumed_periods_per_year` the assumed figure is returned instead.
     """
     ts = np.asarray(timestamps).astype("datetime64[ns]")
     if ts.ndim != 1 or ts.size < 2:
@@ -329,9 +306,6 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     seconds = np.diff(ts).astype(np.int64) / 1e9
     if np.any(seconds <= 0):
         raise DataError("timestamps must increase strictly to infer the bar frequency")
-    assumed = _ASSUMED_PERIODS_PER_YEAR.get()
-    if assumed is not None:
-        return assumed
     rule = _periods_by_rule(ts, float(np.median(seconds)) / SECONDS_PER_DAY)
     span_days = float(seconds.sum()) / SECONDS_PER_DAY
     if span_days < MEASURED_SPAN_DAYS:

@@ -147,13 +147,6 @@ def _print_table(result: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ensemble_trader.backtest.metrics import assumed_periods_per_year
-
-    with assumed_periods_per_year(args.bars_per_year):  # None: inferred from each series' bars
-        return _backtest(args)
-
-
-def _backtest(args: argparse.Namespace) -> int:
     from ensemble_trader.backtest.engine import CostModel, evaluated_bars
     from ensemble_trader.backtest.ensemble import (
         as_json,
@@ -207,7 +200,7 @@ def _backtest(args: argparse.Namespace) -> int:
     for series in series_list:  # every window before any run: an empty one fails in seconds, not minutes
         evaluated_bars(series, args.start, args.end)
     for series in series_list:
-        pipeline = run_pipeline(series, pool, regime, progress=progress)
+        pipeline = run_pipeline(series, pool, regime, progress=progress, bars_per_year=args.bars_per_year)
         whole = run_meta(pipeline, config, progress=progress)
         result = evaluate(whole, costs, args.start, args.end)  # its window errors name the whole series' span
         result["run"]["periods_per_year_source"] = "given" if args.bars_per_year is not None else "inferred"
