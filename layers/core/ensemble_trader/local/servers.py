@@ -14,11 +14,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ensemble_trader.domain.errors import InfrastructureError
 
@@ -41,6 +41,59 @@ def wait_for_port(port: int, timeout_s: float = 15.0, what: str = "service") -> 
         except OSError:
             time.sleep(0.05)
     raise InfrastructureError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+class PortTakenError(InfrastructureError):
+    """A server could not have its port: another process binds it (the child said "Address already
+    in use"), or answers on it. The start is tried again on another port."""
+
+
+OUTPUT_TAIL_LINES = 20
+"""How many of a failed server's last output lines its start error quotes (per source)."""
+
+
+def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _read_output(output: IO[bytes] | None) -> str:
+    """What a child wrote to ``output`` (the temporary file its stdout and stderr went to)."""
+    if output is None or output.closed:
+        return ""
+    try:
+        output.flush()
+        output.seek(0)
+        return output.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return ""
+
+
+def _start_failed(what: str, problem: str, port: int, sources: dict[str, str]) -> InfrastructureError:
+    """The error of a server that did not start: ``problem`` and the last lines of each of its
+    outputs (``{"stderr": text, "redis.log": text}``); a :class:`PortTakenError` when the output
+    says its address is in use (retried on another port), else an :class:`InfrastructureError`
+    (not retried: the same failure would only repeat)."""
+    quoted = [f"--- {name} (last lines) ---\n{_tail(text)}" for name, text in sources.items() if text.strip()]
+    message = f"{what} {problem} (port {port})" + (":\n" + "\n".join(quoted) if quoted else "; it wrote nothing")
+    in_use = any("address already in use" in text.lower() for text in sources.values())
+    return (PortTakenError if in_use else InfrastructureError)(message)
+
+
+def _wait_for_child_port(
+    proc: subprocess.Popen, port: int, what: str, outputs: Callable[[], dict[str, str]], timeout_s: float = 15.0
+) -> None:
+    """Wait until something accepts connections on ``port``, failing at once (with the child's
+    output) when the child ``proc`` exits meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _start_failed(what, f"exited with code {proc.returncode} while starting", port, outputs())
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise _start_failed(what, f"did not accept connections within {timeout_s:.0f} s", port, outputs())
 
 
 CHILD_ENV_REMOVED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -303,6 +356,8 @@ class RedisServer:
         self._fake_server = None
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
+        self._output: IO[bytes] | None = None  # the child's stdout and stderr while it starts
+        self.attempts = 0  # start attempts of the last start() (a port taken meanwhile adds one)
 
     @property
     def url(self) -> str:
@@ -314,7 +369,9 @@ class RedisServer:
         return self._dir
 
     def start(self, attempts: int = 5) -> RedisServer:
-        """Start the server; if another process took the port meanwhile, retry on a new port."""
+        """Start the server; if another process took the port meanwhile (the server says "Address
+        already in use", or something else answers there), retry on a new port. Any other failure
+        is raised at once with the server's last output lines (stderr and ``redis.log``)."""
         binary = shutil.which("redis-server")
         if binary is None:
             if not self.allow_fake:
@@ -325,18 +382,41 @@ class RedisServer:
             remove_stale_redis_folders()
         except OSError as exc:  # tidying up never stops a start
             log.info("could not look for stale redis-server folders: %s", exc)
+        self.attempts = 0
         for attempt in range(1, attempts + 1):
+            self.attempts = attempt
             try:
                 self._start_real(binary)
                 self._check_identity()
+                self._close_output()
                 return self
-            except (InfrastructureError, OSError, ValueError) as exc:
+            except PortTakenError as exc:
                 self.stop()
                 if attempt == attempts:
                     raise InfrastructureError(f"redis-server did not start after {attempts} attempts: {exc}") from exc
                 log.info("redis-server on port %d failed (%s); retrying on another port", self.port, exc)
                 self.port = free_port()
+            except (InfrastructureError, OSError, ValueError) as exc:
+                self.stop()
+                if isinstance(exc, InfrastructureError):
+                    raise
+                raise InfrastructureError(f"redis-server ({binary}) could not be started: {exc}") from exc
         return self
+
+    def _outputs(self) -> dict[str, str]:
+        """What the server wrote so far: its stdout and stderr, and its log file."""
+        found = {"stderr": _read_output(self._output)}
+        if self._dir:
+            try:
+                found["redis.log"] = (Path(self._dir) / "redis.log").read_text(errors="replace")
+            except OSError:
+                pass
+        return found
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
     def _check_identity(self) -> None:
         """The server answering on our port is the one we started (not a port-race neighbour)."""
@@ -346,11 +426,19 @@ class RedisServer:
         try:
             pid = int(client.info("server")["process_id"])
         except redis.RedisError as exc:
-            raise InfrastructureError(f"redis on port {self.port} does not answer: {exc}") from exc
+            self._raise_if_exited()
+            raise PortTakenError(f"redis on port {self.port} does not answer: {exc}") from exc
         finally:
             client.close()
         if pid != self.pid:
-            raise InfrastructureError(f"port {self.port} is served by pid {pid}, not by our redis-server {self.pid}")
+            self._raise_if_exited()
+            raise PortTakenError(f"port {self.port} is served by pid {pid}, not by our redis-server {self.pid}")
+
+    def _raise_if_exited(self) -> None:
+        """Our child has exited (what answered on the port is someone else): say why it did."""
+        if self._proc is not None and self._proc.poll() is not None:
+            raise _start_failed("redis-server", f"exited with code {self._proc.returncode} while starting",
+                                self.port, self._outputs())
 
     def _start_real(self, binary: str) -> None:
         self._dir = tempfile.mkdtemp(prefix=REDIS_DIR_PREFIX)
@@ -363,26 +451,34 @@ class RedisServer:
         if self.detached:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=15, env=child_environment())
             if result.returncode != 0:
-                raise InfrastructureError(f"redis-server failed to start: {result.stderr or result.stdout}")
-            wait_for_port(self.port, what="redis-server")
+                raise _start_failed("redis-server", f"exited with code {result.returncode} while starting",
+                                    self.port, {"stderr": result.stderr + result.stdout, **self._outputs()})
+            try:  # the daemon logs a failure after it detached (a port taken meanwhile) to redis.log
+                wait_for_port(self.port, what="redis-server")
+            except InfrastructureError:
+                raise _start_failed("redis-server", "did not accept connections within 15 s", self.port,
+                                    self._outputs()) from None
             # the daemon's pid from the server itself (not from its pid file, which may never
             # appear), and only if the server on the port works in our folder: it is ours
             deadline = time.monotonic() + 5
             while (pid := self._own_server_pid()) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             if pid is None:
-                raise InfrastructureError(f"port {self.port} is not served by the redis-server started in {self._dir}")
+                raise PortTakenError(f"port {self.port} is not served by the redis-server started in {self._dir}")
             self.pid = pid
             _write_owners(self._dir, [os.getpid(), pid])  # the daemon outlives us: its folder with it
         else:
+            # its output goes to an unnamed temporary file: read if the start fails, closed once it
+            # works (the server itself logs to redis.log)
+            self._output = tempfile.TemporaryFile()
             proc = spawn_dying_with_us(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cmd, stdin=subprocess.DEVNULL, stdout=self._output, stderr=self._output,
                 env=child_environment(),
             )
             self.pid = proc.pid
             self._proc = proc
             _write_owners(self._dir, [os.getpid(), proc.pid])
-            wait_for_port(self.port, what="redis-server")
+            _wait_for_child_port(proc, self.port, "redis-server", self._outputs)
 
     def _own_server_pid(self) -> int | None:
         """The pid of the redis-server on our port if its working folder is ours, else None."""
@@ -430,6 +526,7 @@ class RedisServer:
             self._proc.wait(timeout=5)
             self._proc = None
         self.pid = None
+        self._close_output()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -458,6 +555,7 @@ class MotoServer:
         self.pid: int | None = None
         self._threaded = None
         self._proc: subprocess.Popen | None = None
+        self.attempts = 0  # start attempts of the last start() (a port taken meanwhile adds one)
 
     @property
     def detached(self) -> bool:
@@ -477,23 +575,32 @@ class MotoServer:
             self.port = self._threaded.get_host_and_port()[1]
             wait_for_port(self.port, timeout_s=30, what="moto server")
             return self
+        self.attempts = 0
         for attempt in range(1, attempts + 1):
-            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
-            streams = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-            if self.detached:
-                proc = subprocess.Popen(cmd, start_new_session=True, env=child_environment(), **streams)
-            else:
-                proc = spawn_dying_with_us(cmd, env=child_environment(), **streams)
-            self.pid, self._proc = proc.pid, proc
-            try:
-                _wait_for_child_server(proc, self.port, "moto server")
-                return self
-            except InfrastructureError as exc:
-                self.stop()
-                if attempt == attempts:
+            self.attempts = attempt
+            cmd = [sys.executable, "-c", MOTO_SERVER_MAIN, "-H", "127.0.0.1", "-p", str(self.port)]
+            # stdout and stderr to an unnamed temporary file, quoted if the start fails (an import
+            # error, the port taken) and closed once it works: the child keeps writing to the file,
+            # which is freed when it exits; werkzeug's line per request is switched off
+            with tempfile.TemporaryFile() as output:
+                streams = dict(stdout=output, stderr=output, stdin=subprocess.DEVNULL)
+                if self.detached:
+                    proc = subprocess.Popen(cmd, start_new_session=True, env=child_environment(), **streams)
+                else:
+                    proc = spawn_dying_with_us(cmd, env=child_environment(), **streams)
+                self.pid, self._proc = proc.pid, proc
+                try:
+                    _wait_for_child_server(proc, self.port, "moto server", lambda: {"output": _read_output(output)})
+                    return self
+                except PortTakenError as exc:
+                    self.stop()
+                    if attempt == attempts:
+                        raise InfrastructureError(f"moto server did not start after {attempts} attempts: {exc}") from exc
+                    log.info("moto server on port %d failed (%s); retrying on another port", self.port, exc)
+                    self.port = free_port()
+                except BaseException:
+                    self.stop()
                     raise
-                log.info("moto server on port %d failed (%s); retrying on another port", self.port, exc)
-                self.port = free_port()
         return self
 
     def stop(self) -> None:
@@ -563,8 +670,19 @@ def _moto_answers(port: int) -> bool:
         return False
 
 
-def _wait_for_child_server(proc: subprocess.Popen, port: int, what: str, timeout_s: float = 30.0) -> None:
-    """Wait until ``proc`` itself serves moto on ``port``; fail at once if it exits (port taken).
+MOTO_SERVER_MAIN = (
+    "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
+    "from moto.server import main; main(sys.argv[1:])"
+)
+"""The moto server child's program: ``python -m moto.server`` without werkzeug's log line per
+request (its output is kept in a temporary file for as long as it runs)."""
+
+
+def _wait_for_child_server(
+    proc: subprocess.Popen, port: int, what: str, outputs: Callable[[], dict[str, str]] = dict, timeout_s: float = 30.0
+) -> None:
+    """Wait until ``proc`` itself serves moto on ``port``; fail at once if it exits, quoting its
+    output (``outputs()``): a :class:`PortTakenError` when it says the address is in use.
 
     Another process may have taken the port between :func:`free_port` and the child's bind, and
     it answers at once while the child is still importing. So the child must own the listening
@@ -575,11 +693,11 @@ def _wait_for_child_server(proc: subprocess.Popen, port: int, what: str, timeout
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise InfrastructureError(f"{what} exited with code {proc.returncode} (port {port} taken?)")
+            raise _start_failed(what, f"exited with code {proc.returncode} while starting", port, outputs())
         owned = owns_listening_socket(proc.pid, port)
         if owned is not False and _moto_answers(port):
             if proc.poll() is None:
                 return
             continue
         time.sleep(0.05)
-    raise InfrastructureError(f"{what} did not serve on 127.0.0.1:{port} within {timeout_s:.0f} s")
+    raise _start_failed(what, f"did not serve on 127.0.0.1:{port} within {timeout_s:.0f} s", port, outputs())
