@@ -15,14 +15,16 @@ from ensemble_trader.adapters.memory import (
     MemoryStreamPublisher,
 )
 from ensemble_trader.bench import committed_models
+from ensemble_trader.domain.bandits import POLICIES
 from ensemble_trader.domain.features import WARMUP_BARS
-from ensemble_trader.domain.meta_agent import MetaAgentStep
+from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.local.events import kinesis_event, kinesis_record
 from ensemble_trader.runtime import stage
 from ensemble_trader.runtime.features_stage import FeaturesStep
 from ensemble_trader.runtime.stage import KinesisStageRunner, QueueSink, StageStats, StreamSink, encode_cached
 
+from tests.unit.test_meta_agent import market, path
 from tests.unit.test_stage_runner import TallyStep, bar_json, event_of
 
 
@@ -126,3 +128,23 @@ def test_the_meta_agent_decides_alike_with_and_without_reusing_its_states(monkey
     decoded, all_decodes = _pipeline_intents(False, monkeypatch)
     assert len(reused) >= 3 * 35 and reused == decoded
     assert all_decodes > 3 * (WARMUP_BARS + 30) and reused_decodes <= 3  # only after the failed write-back
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize(("mode", "context", "feedback"), [("blend", "regime", "full"), ("select", "regime", "bandit"),
+                                                           ("blend", "probability", "full")])
+def test_the_meta_agent_step_never_changes_the_state_it_is_given(policy, mode, context, feedback):
+    """What ``pure_states`` promises the runner: every policy draws from copies of its learners."""
+    assert MetaAgentStep.pure_states
+    step = MetaAgentStep(MetaAgentConfig.create(policy=policy, mode=mode, context=context, feedback=feedback,
+                                                min_regime_rounds=3))
+    prices, regimes, targets = path(60, seed=3)
+    state = None
+    for i, price in enumerate(prices):
+        before = None if state is None else step.dump(state)
+        new, decision = step.decide(state, market(i, price, regimes[i]), targets[i])
+        if state is not None:
+            assert step.dump(state) == before, f"bar {i} changed the state it was given"
+            again, twice = step.decide(state, market(i, price, regimes[i]), targets[i])
+            assert step.dump(again) == step.dump(new) and twice.intent == decision.intent
+        state = new

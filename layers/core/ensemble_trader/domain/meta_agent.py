@@ -615,6 +615,9 @@ class MetaAgentStep:
     """
 
     name = "meta_agent"
+    pure_states = True
+    """``apply`` never changes the state it is given (learners are copied before they change or
+    draw), so the stage runner may reuse a state it decoded or stored (see runtime.stage)."""
 
     def __init__(
         self,
