@@ -1,6 +1,6 @@
 """Documented replays and backtests of synthetic bars are long enough to trade: a spec
 ``synth:<scenario>:<seed>:<bars>`` in README.md or docs/ whose bars all fall inside the features'
-warm-up makes every intent "warming up, target 0" (no order, no regret), silently."""
+warm-up makes every intent "warming up, going flat" (no order, no regret), silently."""
 
 from __future__ import annotations
 
