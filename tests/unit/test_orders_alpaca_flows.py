@@ -394,3 +394,107 @@ def test_reconcile_still_halts_a_symbol_whose_position_differs_after_the_second_
     report = rig.router.reconcile()
     assert report.failures == {"SPX": ["position 500 here, 700 at the broker"]}
     assert rig.store.get_order(coid).status is OrderStatus.FILLED  # synced by the first pass
+
+
+def fail_second_position_read(rig: AlpacaRig) -> None:
+    """Alpaca answers the run's second read of the positions (the second look's) with HTTP 500."""
+    fake, send = rig.alpaca, rig.alpaca.send
+    reads = []
+
+    def flaky(request, **kwargs):
+        if request.method == "GET" and urlparse(request.url).path == "/v2/positions":
+            reads.append(1)
+            if len(reads) == 2:
+                return fake.respond(request, 500, {"code": 50010000, "message": "internal server error"})
+        return send(request, **kwargs)
+
+    fake.send = flaky
+
+
+def test_a_reconciliation_that_fails_part_way_publishes_the_fills_it_booked():
+    """Was lost for good: the first pass booked the fill, the second look's position read failed,
+    and reconcile() raised before publishing; the next run found the store up to date."""
+    rig = AlpacaRig()
+    coid = rig.traded()
+    rig.alpaca.fill(coid, 500, 100.0)
+    rig.alpaca.positions["SPX"] = 700  # 200 bought at Alpaca by hand: SPX gets a second look
+    fail_second_position_read(rig)
+    with pytest.raises(BrokerUnavailableError, match="listing positions"):
+        rig.router.reconcile()
+    assert rig.store.get_order(coid).status is OrderStatus.FILLED
+    (filled,) = rig.events("OrderFilled")
+    assert (filled.client_order_id, filled.quantity) == (coid, 500)
+    # nothing was found not reconcilable before the failure: no halt, nothing lifted
+    assert rig.events("ReconciliationFailed") == [] and rig.store.load_risk_state().halted_symbols == {}
+    report = rig.router.reconcile()  # the next run halts SPX, and books (publishes) nothing twice
+    assert report.failures == {"SPX": ["position 500 here, 700 at the broker"]}
+    assert len(rig.events("OrderFilled")) == 1
+
+
+def test_a_reconciliation_that_fails_part_way_halts_what_it_found_and_lifts_nothing():
+    rig = AlpacaRig()
+    state = rig.store.load_risk_state()
+    state.halted_symbols = {"NDX": "reconciliation failed: position 5 here, 0 at the broker"}
+    rig.store.save_risk_state(state)
+    rig.alpaca.add("manual-1", "AAPL", "buy", "3")  # an open order we never placed
+    rig.alpaca.answers["GET /v2/positions"] = [(500, {"code": 50010000, "message": "internal server error"})]
+    with pytest.raises(BrokerUnavailableError, match="listing positions"):
+        rig.router.reconcile()
+    halted = rig.store.load_risk_state().halted_symbols
+    assert sorted(halted) == ["AAPL", "NDX"] and "manual-1" in halted["AAPL"]  # NDX was never compared
+    (failed,) = rig.events("ReconciliationFailed")
+    assert failed.symbol == "AAPL"
+
+
+def lookups(rig: AlpacaRig, since: int) -> int:
+    return sum(1 for request in rig.alpaca.requests[since:] if request == ("GET", "/v2/orders:by_client_order_id"))
+
+
+def test_an_unknown_order_settled_before_an_intent_is_not_looked_up_again():
+    """Was two lookups of one order (Alpaca limits requests per minute): the settling of the
+    UNKNOWN order synced it SUBMITTED, then the booking of the symbol's working orders looked it up."""
+    rig = AlpacaRig()
+    rig.router.submit_in_flight_seconds = 0.0
+    rig.router.handle(bar(0, 0.0, 100.0))
+    rig.alpaca.lose_submit_response = True
+    rig.alpaca.answers["GET /v2/orders:by_client_order_id"] = [requests.exceptions.ConnectionError("reset")]
+    rig.router.handle(bar(1, 0.5, 100.0))
+    rig.alpaca.lose_submit_response = False
+    (coid,) = rig.alpaca.orders
+    assert rig.store.get_order(coid).status is OrderStatus.UNKNOWN
+    n = len(rig.alpaca.requests)
+    out = rig.router.handle(bar(2, 0.5, 100.0))
+    assert rig.alpaca.requests[n:] == [("GET", "/v2/orders:by_client_order_id")]
+    assert rig.store.get_order(coid).status is OrderStatus.SUBMITTED and out.orders == []
+
+
+def test_the_kill_switch_does_not_look_up_an_order_its_cancel_just_read():
+    """Was five requests: the cancel's lookup, DELETE and lookup after it, then one more lookup."""
+    rig = AlpacaRig()
+    rig.router.handle(bar(0, 0.0, 100.0))
+    rig.router.handle(bar(1, 0.5, 100.0))
+    (coid,) = rig.alpaca.orders
+    state = rig.store.load_risk_state()
+    state.kill_switch, state.kill_switch_reason = True, "operator: stop"
+    rig.store.save_risk_state(state, write_kill_switch=True)  # this container missed the event
+    n = len(rig.alpaca.requests)
+    out = rig.router.handle(bar(2, 0.5, 100.0))
+    assert [method for method, _ in rig.alpaca.requests[n:]] == ["GET", "GET", "DELETE", "GET"]
+    assert lookups(rig, n) == 2  # the cancel's own, before and after its DELETE
+    assert rig.alpaca.orders[coid]["status"] == "pending_cancel" and out.orders == []
+
+
+def test_a_redelivery_does_not_look_up_its_own_working_order_twice():
+    """Was two lookups: one booking the symbol's working orders, one resolving the intent's own leg."""
+    rig = AlpacaRig()
+    rig.router.handle(bar(0, 0.0, 100.0))
+    first = bar(1, 0.5, 100.0)
+    rig.router.handle(first)
+    (coid,) = rig.alpaca.orders
+    rig.alpaca.fill(coid, 250, 80.0)  # equity is now 105,000: the replan collides with the recorded leg
+    n = len(rig.alpaca.requests)
+    out = rig.router.handle(first)  # SQS delivers it again
+    assert out.resolved_existing == 1 and out.fills == 1 and out.orders == []
+    assert rig.alpaca.requests[n:] == [("GET", "/v2/orders:by_client_order_id")]
+    stored = rig.store.get_order(coid)
+    assert (stored.status, stored.filled_quantity) == (OrderStatus.PARTIALLY_FILLED, 250)

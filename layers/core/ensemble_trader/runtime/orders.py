@@ -888,12 +888,16 @@ class OrderRouter:
         # Every paper order is recorded here before it reaches the broker, so a symbol without
         # working orders in the store has nothing to fill at the broker either.
         reference = _reference_for(state.marks.get(symbol), intent.timestamp)
+        # The orders whose broker record this attempt has read and synced: the store holds that
+        # answer, so none is looked up again below (each lookup is an Alpaca request, and Alpaca
+        # limits their rate; see docs/orders-and-risk.md, "When a broker's fills are booked")
+        read: set[str] = set()
         if state.kill_switch:  # before the price fills anything: a working order is canceled, not filled
             # a CancelFailedError propagates; handle() publishes the cancels that went through
-            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events)
+            self._cancel_working(f"kill switch: {state.kill_switch_reason}", events, read)
         # before anything counts the symbol's working orders (the paper fills, the plan)
-        self._settle_superseded_pending(intent, events, outcome)
-        outcome.fills += self._book_broker_progress(intent, events)
+        self._settle_superseded_pending(intent, events, outcome, read)
+        outcome.fills += self._book_broker_progress(intent, events, read)
         state.marks[symbol] = Mark(
             price=intent.reference_price,
             timestamp=intent.timestamp,
@@ -929,8 +933,9 @@ class OrderRouter:
                 outcome.resolved_existing += 1
                 context = OrderContext(now, reference, held + working_here - existing.signed_quantity, other_gross, held)
                 outcome.fills += self._resolve(
-                    existing, events, recheck=self._pending_recheck(intent, state, context, origin, events, outcome),
-                    outcome=outcome,
+                    existing, events,
+                    recheck=self._pending_recheck(intent, state, context, origin, events, outcome, read),
+                    outcome=outcome, read=read,
                 )
             positions = {p.symbol: p for p in self.store.list_positions()}
             working = self.store.list_orders(working_only=True)
@@ -1020,8 +1025,9 @@ class OrderRouter:
                     # the kill switch, the breaker or the limits may have changed since it was recorded
                     pending = OrderContext(now, reference, potential - existing.signed_quantity, other_gross, held)
                     outcome.fills += self._resolve(
-                        existing, events, recheck=self._pending_recheck(intent, state, pending, origin, events, outcome),
-                        outcome=outcome,
+                        existing, events,
+                        recheck=self._pending_recheck(intent, state, pending, origin, events, outcome, read),
+                        outcome=outcome, read=read,
                     )
                 continue
             if not decision.accepted:
@@ -1044,7 +1050,7 @@ class OrderRouter:
         self._record_broker(state)
         self.store.save_risk_state(state)
 
-    def _book_broker_progress(self, intent: OrderIntent, events: list[BaseModel]) -> int:
+    def _book_broker_progress(self, intent: OrderIntent, events: list[BaseModel], read: set[str]) -> int:
         """Book what the broker did with the symbol's working orders before the intent plans;
         returns the fills applied.
 
@@ -1062,6 +1068,13 @@ class OrderRouter:
         elsewhere (those of other intents by :meth:`_settle_superseded_pending` just before, this
         intent's own by :meth:`_resolve`, reconciliation). A symbol without working orders in
         the store has nothing to fill or look up: every order is recorded before the broker has it.
+
+        ``read`` holds the ids whose broker record this attempt has already read and synced (the
+        kill switch's cancels, :meth:`_settle_superseded_pending`): those are not looked up again.
+        The ids reported or looked up here are added to it, so that :meth:`_resolve` does not look
+        them up again either (a redelivery's own working legs). With Alpaca every lookup is a
+        request under its rate limit: an order costs its submit and, while it is working, one
+        lookup per intent of its symbol (normally one: a market order fills within ms).
         """
         symbol = intent.symbol
         here = [o for o in self.store.list_orders(working_only=True) if o.symbol == symbol]
@@ -1075,8 +1088,11 @@ class OrderRouter:
                 reported.add(report.client_order_id)
                 fills += self._sync_report(report, events)[0]
         # the listing above still holds them as they were: only the reported ones were synced
+        # (and those read before it; their listed copies may be out of date, they are skipped)
+        skip = reported | read
+        read |= reported
         for order in sorted(here, key=lambda o: o.client_order_id):
-            if order.client_order_id in reported or order.status not in (
+            if order.client_order_id in skip or order.status not in (
                 OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED
             ):
                 continue
@@ -1087,6 +1103,7 @@ class OrderRouter:
                             "delivered again rather than plan on books the broker may have moved on",
                             order.client_order_id, symbol, exc, intent.intent_id)
                 raise
+            read.add(order.client_order_id)
             if report is not None and (
                 report.status is not order.status
                 or abs(report.filled_quantity - order.filled_quantity) > QUANTITY_EPSILON
@@ -1095,7 +1112,7 @@ class OrderRouter:
         return fills
 
     def _settle_superseded_pending(
-        self, intent: OrderIntent, events: list[BaseModel], outcome: IntentOutcome
+        self, intent: OrderIntent, events: list[BaseModel], outcome: IntentOutcome, read: set[str] | None = None,
     ) -> None:
         """Settle the symbol's PENDING and UNKNOWN orders of *other* intents before this one plans.
 
@@ -1120,7 +1137,8 @@ class OrderRouter:
         late landing would trade beside this intent's own orders until the sync cancels it — so
         the intent fails (:class:`SubmitInFlightError`) and is delivered again. A lookup that
         fails raises too: this intent fails and is delivered again, as when its own order cannot
-        be looked up — an order the broker may hold is never retired, nor planned around."""
+        be looked up — an order the broker may hold is never retired, nor planned around. The ids
+        found and synced are added to ``read`` (not looked up again by :meth:`_book_broker_progress`)."""
         stale = [o for o in self.store.list_orders(working_only=True)
                  if o.symbol == intent.symbol and o.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN)
                  and o.intent_id != intent.intent_id]
@@ -1135,6 +1153,8 @@ class OrderRouter:
                 raise
             if report is not None:
                 outcome.fills += self._sync_report(report, events, order)[0]
+                if read is not None:
+                    read.add(order.client_order_id)
                 continue
             what = f"{order.client_order_id} ({order.side.value} {order.quantity:g} {order.symbol}) of intent {order.intent_id}"
             if unsent:
@@ -1181,13 +1201,14 @@ class OrderRouter:
 
     def _pending_recheck(
         self, intent: OrderIntent, state: RiskState, context: OrderContext, origin: float,
-        events: list[BaseModel], outcome: IntentOutcome,
+        events: list[BaseModel], outcome: IntentOutcome, read: set[str] | None = None,
     ) -> Callable[[Order], RiskDecision]:
         """The decision on one of this intent's PENDING orders the broker does not have, before
         it is sent (see :meth:`_resolve`): the pre-trade checks as they stand now and, for a
         flip's opening leg, the rule that holds it back when its closing leg did not go out in
         full (``origin``: where the intent's legs start). A closing leg still working is looked
-        up at the broker first: it may have been canceled or rejected there meanwhile.
+        up at the broker first (unless this attempt read it already: ``read``, see
+        :meth:`_resolve`): it may have been canceled or rejected there meanwhile.
 
         The order is checked as recorded, never cut again: a PENDING order absent at the broker
         may still be on its way there (a concurrent delivery's submit, a lookup that lags the
@@ -1201,7 +1222,7 @@ class OrderRouter:
                 return decision
             close = self.store.get_order(leg_order_id(intent, 0))
             if close is not None and close.status in WORKING_STATUSES and close.status is not OrderStatus.PENDING:
-                outcome.fills += self._resolve(close, events)
+                outcome.fills += self._resolve(close, events, read=read)
             held_back = self._closing_leg_incomplete(intent, origin)
             if held_back is not None:
                 return RiskDecision(False, RejectReason.CLOSING_LEG_INCOMPLETE, held_back)
@@ -1305,7 +1326,7 @@ class OrderRouter:
 
     def _resolve(
         self, order: Order, events: list[BaseModel], recheck: Callable[[Order], RiskDecision] | None = None,
-        outcome: IntentOutcome | None = None,
+        outcome: IntentOutcome | None = None, read: set[str] | None = None,
     ) -> int:
         """Settle a stored, still-working order by looking its id up at the broker.
 
@@ -1321,8 +1342,17 @@ class OrderRouter:
         raises, so the intent fails and SQS delivers it again until the broker answers, instead
         of completing with its order never sent (reconciliation would later retire it
         NOT_AT_BROKER, and the trade would be dropped).
+
+        ``read``: the ids whose broker record this attempt of the intent has already read and
+        synced (the kill switch's cancels, :meth:`_settle_superseded_pending`,
+        :meth:`_book_broker_progress`, an earlier call of this one). ``order``, read from the store since, holds
+        that answer: it is not looked up again (one Alpaca request saved; what the broker did in
+        the milliseconds since is booked by the symbol's next intent or reconciliation). An
+        order found here is added to it.
         """
         if order.status.terminal:
+            return 0
+        if read is not None and order.client_order_id in read:
             return 0
         try:
             report = self.broker.get_order_by_client_id(order.client_order_id)
@@ -1338,6 +1368,8 @@ class OrderRouter:
                         order.client_order_id, exc)
             return 0
         if report is not None:
+            if read is not None:
+                read.add(order.client_order_id)
             return self._sync_report(report, events, order)[0]
         if order.status is OrderStatus.PENDING:
             decision = recheck(order) if recheck is not None else None
@@ -1574,7 +1606,7 @@ class OrderRouter:
             raise failed
         return {**result, "canceled": canceled}
 
-    def _cancel_working(self, reason: str, events: list[BaseModel]) -> list[str]:
+    def _cancel_working(self, reason: str, events: list[BaseModel], read: set[str] | None = None) -> list[str]:
         """Cancel every working order, ours and any the broker lists as open; the ids canceled.
 
         An order counts as canceled once the broker reports it canceled, or still working after
@@ -1582,7 +1614,9 @@ class OrderRouter:
         ``OrderCanceled`` when it ends).
         One failure does not stop the others: every order is tried, then
         :class:`CancelFailedError` names each failure (a broker list that cannot be read is one
-        too, after our own working orders were canceled).
+        too, after our own working orders were canceled). The ids of ours whose cancel's report
+        was synced are added to ``read`` (an intent's attempt does not look them up again: the
+        report is the broker's order as the cancel left it).
         """
         ids = {o.client_order_id for o in self.store.list_orders(working_only=True)}
         failures: dict[str, str] = {}
@@ -1603,6 +1637,8 @@ class OrderRouter:
                     continue
                 if self.store.get_order(coid) is not None:
                     self._sync_report(report, events)
+                    if read is not None:
+                        read.add(coid)
             except (BrokerError, InfrastructureError, ConcurrencyError) as exc:
                 failures[coid] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -1627,11 +1663,40 @@ class OrderRouter:
         (:meth:`require_stage_broker`). The stage's router records its broker in the risk state
         also when no halt changes, so a scheduled reconciliation brings the record up to date
         after a deployment changed the broker.
+
+        A run that fails part way (a lookup or a listing the broker does not answer) still
+        publishes the events of what it did — the fills it booked are in the store, so no later
+        run books (or publishes) them again — and halts the symbols it had already found not
+        reconcilable (fail closed: the failure of another call does not make them consistent);
+        it lifts no halt (a symbol it did not get to compare is not known to agree). Then it
+        raises.
         """
         self.require_stage_broker("reconciliation")
         report = ReconciliationReport()
         events: list[BaseModel] = []
         now = self.clock.now()
+        try:
+            try:
+                self._compare_with_broker(report, events, now)
+            except Exception:
+                if report.failures:
+                    try:
+                        self._apply_halts(report, events, now, lift=False)
+                    except Exception as exc:  # the broker's failure is the one to report
+                        log.error("reconciliation failed part way, and halting %s failed too: %s",
+                                  sorted(report.failures), exc)
+                raise
+            self._apply_halts(report, events, now)
+        finally:
+            self._publish(events)
+        self._needs_reconcile = False
+        return report
+
+    def _compare_with_broker(self, report: ReconciliationReport, events: list[BaseModel], now: datetime) -> None:
+        """Reconciliation's comparisons (see :meth:`reconcile`): the working orders, the broker's
+        open orders, the positions (and the second look at those that differ). Fills and retirements
+        are booked as they are found, their events added to ``events``; the symbols not
+        reconcilable are added to ``report.failures``."""
         checked = set()
         for order in self.store.list_orders(working_only=True):
             report.checked_orders += 1
@@ -1674,11 +1739,6 @@ class OrderRouter:
             differing = self._recheck_positions(differing, checked, report, events, now)
         for symbol, problem in differing.items():
             report.fail(symbol, problem)
-
-        self._apply_halts(report, events, now)
-        self._publish(events)
-        self._needs_reconcile = False
-        return report
 
     def _recheck_positions(
         self, differing: dict[str, str], checked: set[str], report: ReconciliationReport,
@@ -1725,12 +1785,15 @@ class OrderRouter:
                      symbol, differing[symbol])
         return remaining
 
-    def _apply_halts(self, report: ReconciliationReport, events: list[BaseModel], now: datetime) -> None:
-        """Halt the symbols that failed; lift reconciliation halts of symbols that now agree."""
+    def _apply_halts(
+        self, report: ReconciliationReport, events: list[BaseModel], now: datetime, lift: bool = True
+    ) -> None:
+        """Halt the symbols that failed; lift reconciliation halts of symbols that now agree
+        (``lift=False``, a run that failed part way: lift none)."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.store.load_risk_state()
             before = dict(state.halted_symbols)
-            cleared = [s for s in before if s not in report.failures]
+            cleared = [s for s in before if s not in report.failures] if lift else []
             for s in cleared:
                 del state.halted_symbols[s]
             for symbol, reasons in report.failures.items():
