@@ -2,7 +2,8 @@
 
 The interrupted intent's Powertools idempotency record stays INPROGRESS until the function
 timeout (30 s). The emulator as `local drain` configures it leaves the interrupted batch in flight
-for that long (as Lambda would) and gives a failed message back only after a backoff, so the
+for that long (Lambda would leave it for the queue's visibility timeout, 180 s) and gives a failed
+message back only after a backoff, so the
 next drain routes every intent and dead-letters none. (With the batch made visible at once and
 failures retried at once, the ten receives ran out within a second: IdempotencyAlreadyInProgress,
 the FIFO group's circuit breaker failing the rest, every intent in orders-dlq.)
@@ -82,23 +83,13 @@ def test_interrupted_orders_then_drained_again_dead_letters_nothing(clean_stack,
     assert calls[0] in calls[1:]  # the interrupted intent was routed on the second drain
 
 
-def _delete(stack, records) -> None:
-    """Delete messages left in flight (the stack's reset sees only visible ones: they would
-    surface in a later test)."""
-    sqs, url = stack.client("sqs"), stack.queue_url("order-intents")
-    for r in records:
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=r["receiptHandle"])
-
-
 def test_interrupted_sqs_batch_stays_in_flight_when_not_released(clean_stack):
     from ensemble_trader.adapters.aws.sqs import SqsPublisher
 
     SqsPublisher(settings=clean_stack.stack.settings).send(
         "order-intents", [("SPX", f"held-{n}", json.dumps({"n": n}).encode()) for n in range(3)])
-    held = []
 
     def interrupted(event, context):
-        held.extend(event["Records"])
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -107,10 +98,8 @@ def test_interrupted_sqs_batch_stays_in_flight_when_not_released(clean_stack):
     seen = []
     esm = clean_stack.emulator(["orders"], handlers={"orders": lambda e, c: seen.append(e)})
     esm.run_until_drained()
-    try:
-        assert seen == [] and esm.backlog() == {"orders": 3}  # in flight: counted, not delivered
-    finally:
-        _delete(clean_stack.stack, held)
+    assert seen == [] and esm.backlog() == {"orders": 3}  # in flight: counted, not delivered
+    # (the next test's reset gives them back and deletes them: the emulator noted them in flight)
 
 
 def test_a_failed_sqs_message_comes_back_after_the_backoff_not_at_once(clean_stack):
@@ -126,12 +115,9 @@ def test_a_failed_sqs_message_comes_back_after_the_backoff_not_at_once(clean_sta
     esm = clean_stack.emulator(["orders"], handlers={"orders": fails}, sqs_retry_backoff_s=5.0)
     esm.run_until_drained()
     stats = esm.stats()["orders"]
-    try:
-        assert [len(records) for records in calls] == [1]
-        assert stats.function_errors == 1 and stats.dead_lettered == 0
-        assert esm.backlog() == {"orders": 1}  # waiting out its backoff, not received ten times at once
-    finally:
-        _delete(clean_stack.stack, [r for records in calls for r in records])
+    assert [len(records) for records in calls] == [1]
+    assert stats.function_errors == 1 and stats.dead_lettered == 0
+    assert esm.backlog() == {"orders": 1}  # waiting out its backoff, not received ten times at once
 
 
 @pytest.mark.parametrize("bad", [{"sqs_retry_backoff_s": -1.0}, {"kinesis_batch_limit": 0}])

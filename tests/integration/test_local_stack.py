@@ -405,7 +405,7 @@ def test_interruption_makes_the_sqs_batch_visible_again(clean_stack):
     seen = []
     clean_stack.emulator(["orders"], handlers={"orders": lambda e, c: seen.extend(
         json.loads(r["body"])["n"] for r in e["Records"])}).run_until_drained()
-    assert seen == [0, 1, 2]  # at once, not after the 30 s visibility timeout
+    assert seen == [0, 1, 2]  # at once, not after the queue's visibility timeout (180 s)
 
 
 def test_item_failures_count_the_reported_records_for_kinesis_and_sqs(clean_stack):

@@ -397,9 +397,10 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
         saved = stack.mapping_checkpoints()
         emulator = EventSourceMappingEmulator(
             stack, checkpoints=saved, capture_output=not args.logs,
-            # as Lambda: an interrupted batch stays in flight for the function timeout, a failed
-            # message comes back after a backoff (at once, an interrupted intent's INPROGRESS
-            # idempotency record would fail its redeliveries until they were dead-lettered)
+            # an interrupted batch stays in flight for the function timeout (Lambda: the queue's
+            # visibility timeout, six times that), a failed message comes back after a backoff (at
+            # once, an interrupted intent's INPROGRESS idempotency record would fail its
+            # redeliveries until they were dead-lettered)
             release_interrupted_sqs=False, sqs_retry_backoff_s=DRAIN_SQS_RETRY_BACKOFF_S,
             kinesis_batch_limit=DRAIN_KINESIS_BATCH)
         bar = scope.enter_context(tqdm(unit="msg", desc="draining", disable=args.no_progress, file=sys.stderr))

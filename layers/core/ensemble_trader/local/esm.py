@@ -10,11 +10,14 @@ with the real event shape and a fake context:
   set (each half then retried on its own); after ``retry_attempts`` retries, or for records older
   than ``max_record_age_seconds``, the records go to the function's on-failure destination (its
   dead-letter queue) with the reason, and the shard moves on.
-* **SQS**: ``ReceiveMessage`` up to the batch size (at most 10); successes are deleted, failures
-  (reported items, or all on an exception) become visible again — at once, or after a backoff
-  (``sqs_retry_backoff_s``, doubling with each receive, at most the function timeout) — and a
-  message that failed on its ``max_receive_count``-th receive (10, the deployed queue's
-  ``maxReceiveCount``) goes to the dead-letter queue with the reason.
+* **SQS**: ``ReceiveMessage`` up to the batch size (at most 10), in flight for the queue's own
+  visibility timeout (the deployed one, six times the function timeout); successes are deleted,
+  failures (reported items, or all on an exception) become visible again — at once, or after a
+  backoff (``sqs_retry_backoff_s``, doubling with each receive, at most the function timeout) —
+  and a message that failed on its ``max_receive_count``-th receive (10, the deployed queue's
+  ``maxReceiveCount``) goes to the dead-letter queue with the reason. What an emulator leaves in
+  flight is noted on the stack: :meth:`EventSourceMappingEmulator.release` and the stack's
+  ``reset()`` make it visible again.
 
 A shard is blocked while its batch is retried, as in Lambda, so per-symbol order holds.
 
@@ -28,8 +31,8 @@ Lambda's does, after a JSON round trip (a tuple of failures is a list). Any othe
 ``BaseException`` (``KeyboardInterrupt``, pytest's failure outcomes) stops the emulator: the
 batch in hand is given back first — the shard iterator rewound to its first unfinished record,
 the SQS messages made visible again (unless ``release_interrupted_sqs`` is False: then they stay
-in flight for the visibility timeout, as after an invocation Lambda lost) — and the exception is
-re-raised.
+in flight for the function timeout, as after an invocation Lambda lost, though Lambda would leave
+them for the queue's longer visibility timeout) — and the exception is re-raised.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class _Mapping:
     iterators: dict[str, str | None] = field(default_factory=dict)  # Kinesis: shard -> iterator
     checkpoints: dict[str, str] = field(default_factory=dict)  # Kinesis: shard -> last sequence number handled
     queue_url: str = ""
+    in_flight: set[str] = field(default_factory=set)  # SQS: ids of messages received, not yet deleted or made visible
     consecutive_failures: int = 0  # records dead-lettered after function errors, none succeeding since
 
 
@@ -132,13 +136,15 @@ class EventSourceMappingEmulator:
 
     ``release_interrupted_sqs`` (default True, what tests want) makes an interrupted SQS batch
     visible again at once; ``local drain`` sets it False: the batch stays in flight for the
-    function timeout, as in Lambda, so that its idempotency records (``INPROGRESS`` until the
-    function timeout) have expired when it is delivered again — at once, the redelivery would
-    fail on them until the receives run out and the intents were dead-lettered.
+    function timeout (Lambda would leave it for the queue's visibility timeout, six times that),
+    so that its idempotency records (``INPROGRESS`` until the function timeout) have expired when
+    it is delivered again — at once, the redelivery would fail on them until the receives run out
+    and the intents were dead-lettered.
     ``sqs_retry_backoff_s`` (default 0: a failed message is visible again at once) delays a
     failed message's next receive by that many seconds after its first receive, doubling with
     each receive, at most the function timeout (``local drain`` uses 1 s: ten receives then span
-    minutes, as the queue's visibility timeout does in AWS, not a fraction of a second).
+    minutes, as the queue's visibility timeout does in AWS, not a fraction of a second; in AWS
+    each retry waits the whole visibility timeout).
     ``kinesis_batch_limit`` caps a Kinesis batch below the mapping's batch size (``local drain``
     does, so that one invocation stays short and ``--timeout`` can be kept).
     """
@@ -209,6 +215,18 @@ class EventSourceMappingEmulator:
         """Per Kinesis mapping and shard, the sequence number of the last record handled (delivered,
         or dead-lettered by the mapping); pass them as ``checkpoints`` to a later emulator."""
         return {name: dict(m.checkpoints) for name, m in self._mappings.items() if m.spec.mapping.kind == "kinesis"}
+
+    def release(self) -> int:
+        """Make every SQS message this emulator left in flight (waiting out a retry backoff, or an
+        interrupted batch with ``release_interrupted_sqs=False``) visible again at once; how many.
+        The stack's :meth:`~ensemble_trader.local.stack.LocalStack.reset` does this for every
+        emulator of the stack."""
+        released = 0
+        for mapping in self._mappings.values():
+            if mapping.in_flight:
+                released += self.stack.release_in_flight(mapping.queue_url, list(mapping.in_flight))
+                mapping.in_flight.clear()
+        return released
 
     def backlog(self) -> dict[str, int]:
         """Per function, the messages waiting at its source: on a Kinesis stream those after the
@@ -480,17 +498,20 @@ class EventSourceMappingEmulator:
     def _poll_sqs_once(self, mapping: _Mapping) -> int:
         sqs = self.stack.client("sqs")
         spec = mapping.spec
-        response = sqs.receive_message(
+        response = sqs.receive_message(  # in flight for the queue's visibility timeout, as deployed
             QueueUrl=mapping.queue_url,
             MaxNumberOfMessages=min(10, spec.mapping.batch_size),
             WaitTimeSeconds=0,
-            VisibilityTimeout=spec.timeout_seconds,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
         messages = response.get("Messages", [])
         if not messages:
             return 0
+        # noted on the stack until deleted or made visible again, so that release() and the
+        # stack's reset() can give back what an emulator left in flight
+        self.stack.hold_in_flight(mapping.queue_url, {m["MessageId"]: m["ReceiptHandle"] for m in messages})
+        mapping.in_flight.update(m["MessageId"] for m in messages)
         mapping.stats.records_received += len(messages)
         mapping.stats.messages_received += len(messages)
         queue_name = self.stack.name(spec.mapping.source)
@@ -511,9 +532,11 @@ class EventSourceMappingEmulator:
             response, error = self._invoke(mapping, {"Records": records})
         except BaseException:
             # the emulator is stopped: the batch goes back to the queue at once (a test's next
-            # poll sees it), or stays in flight for the visibility timeout, as in Lambda
+            # poll sees it), or stays in flight for the function timeout
             if self.release_interrupted_sqs:
                 self._make_visible(mapping, records)
+            else:
+                self._hold_for_function_timeout(mapping, records)
             raise
         if error is not None:
             reason = error
@@ -563,14 +586,29 @@ class EventSourceMappingEmulator:
         return int(min(mapping.spec.timeout_seconds, max(1.0, round(delay))))
 
     def _make_visible(self, mapping: _Mapping, records: Sequence[dict[str, Any]], *, backoff: bool = False) -> None:
+        delays = [self._retry_delay(mapping, r) if backoff else 0 for r in records]
+        self._change_visibility(mapping, records, delays)
+        # a message waiting out a backoff stays noted as in flight (release() gives it back)
+        self._forget(mapping, [r for r, delay in zip(records, delays, strict=True) if delay == 0])
+
+    def _hold_for_function_timeout(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
+        """An interrupted batch (``release_interrupted_sqs=False``) stays in flight for the
+        function timeout, not the queue's visibility timeout (six times as long, what Lambda would
+        leave it for): by then the idempotency records its handler left ``INPROGRESS`` have
+        expired, and the next ``local drain`` waits no longer than it must."""
+        try:
+            self._change_visibility(mapping, records, [mapping.spec.timeout_seconds] * len(records))
+        except Exception:  # the interruption matters more; the batch then waits out the queue's timeout
+            log.exception("ESM %s: could not shorten the interrupted batch's visibility timeout", mapping.spec.logical)
+
+    def _change_visibility(self, mapping: _Mapping, records: Sequence[dict[str, Any]], delays: Sequence[int]) -> None:
         sqs = self.stack.client("sqs")
         for start in range(0, len(records), 10):
             sqs.change_message_visibility_batch(
                 QueueUrl=mapping.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"],
-                     "VisibilityTimeout": self._retry_delay(mapping, r) if backoff else 0}
-                    for i, r in enumerate(records[start : start + 10])
+                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": delay}
+                    for i, (r, delay) in enumerate(zip(records[start : start + 10], delays[start : start + 10], strict=True))
                 ],
             )
 
@@ -582,6 +620,12 @@ class EventSourceMappingEmulator:
                 QueueUrl=mapping.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)],
             )
+        self._forget(mapping, records)
+
+    def _forget(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
+        ids = [r["messageId"] for r in records]
+        mapping.in_flight.difference_update(ids)
+        self.stack.forget_in_flight(mapping.queue_url, ids)
 
 
 def drain(

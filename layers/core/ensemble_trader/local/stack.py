@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,15 @@ from ensemble_trader.runtime.aggregation import messages_of
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+def queue_visibility_timeout(spec: constants.FunctionSpec) -> int:
+    """The visibility timeout of the queue ``spec``'s function reads, as deployed: the CDK app's
+    own :func:`~ensemble_trader.runtime.orders.visibility_timeout_seconds` (six times the
+    function timeout)."""
+    from ensemble_trader.runtime.orders import visibility_timeout_seconds
+
+    return visibility_timeout_seconds(spec)
 
 EVENTS_TAP = "events-tap"
 """Local-only standard queue that receives a copy of every event put on the bus."""
@@ -138,6 +147,9 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self._started = False
         self._marks: dict[str, dict[str, str]] = {}  # where each stream "begins" since reset()
+        # SQS messages an emulator of this stack received and has not deleted or made visible
+        # again (a retry backoff, an interrupted batch): queue url -> {message id: receipt handle}
+        self._in_flight: dict[str, dict[str, str]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -344,15 +356,19 @@ class LocalStack:
     def _create_queues(self) -> None:
         sqs = self.client("sqs")
         redrive: dict[str, tuple[str, int]] = {}
+        visibility: dict[str, int] = {}
         for spec in constants.FUNCTIONS:
             if spec.mapping.kind == "sqs":
                 # the emulator dead-letters with the reason after max_receive_count receives, as
                 # the deployed redrive would; SQS's own redrive is the backstop one receive later
                 redrive[spec.mapping.source] = (spec.dead_letter_queue, spec.mapping.max_receive_count + 1)
+                visibility[spec.mapping.source] = queue_visibility_timeout(spec)
         # dead-letter queues first, so that every redrive target exists
         ordered = sorted(constants.QUEUES, key=lambda q: q in redrive)
         for logical in ordered:
-            attributes = {"VisibilityTimeout": "30"}
+            attributes: dict[str, str] = {}  # no function reads it: SQS's default of 30 s, as deployed
+            if logical in visibility:
+                attributes["VisibilityTimeout"] = str(visibility[logical])
             if constants.QUEUES[logical]:
                 attributes.update({"FifoQueue": "true", "ContentBasedDeduplication": "false"})
             if logical in redrive:
@@ -536,18 +552,62 @@ class LocalStack:
         """Where a stream begins since the last :meth:`reset` (per shard; empty: from the start)."""
         return dict(self._marks.get(logical, {}))
 
+    # -- SQS messages in flight -------------------------------------------------------------------
+
+    def hold_in_flight(self, queue_url: str, handles: Mapping[str, str]) -> None:
+        """Note SQS messages received from ``queue_url`` and still in flight (``{message id:
+        receipt handle}``), so that :meth:`release_in_flight` (and :meth:`reset`) can give them back."""
+        self._in_flight.setdefault(queue_url, {}).update(handles)
+
+    def forget_in_flight(self, queue_url: str, message_ids: Iterable[str]) -> None:
+        """The messages were deleted or made visible again: nothing to give back."""
+        held = self._in_flight.get(queue_url, {})
+        for message_id in message_ids:
+            held.pop(message_id, None)
+
+    def release_in_flight(self, queue_url: str | None = None, message_ids: Iterable[str] | None = None) -> int:
+        """Make the noted in-flight messages visible again at once (all of them, or those of
+        ``queue_url``, or only ``message_ids`` of it); how many were given back. A message deleted
+        or received by someone else meanwhile is skipped."""
+        sqs = self.client("sqs")
+        released = 0
+        for url in [queue_url] if queue_url is not None else list(self._in_flight):
+            held = self._in_flight.get(url, {})
+            chosen = list(held) if message_ids is None else [m for m in message_ids if m in held]
+            handles = [held.pop(m) for m in chosen]
+            for start in range(0, len(handles), 10):
+                response = sqs.change_message_visibility_batch(
+                    QueueUrl=url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                             for i, h in enumerate(handles[start : start + 10])],
+                )
+                released += len(response.get("Successful", []))
+            if not held:
+                self._in_flight.pop(url, None)
+        return released
+
     def reset(self) -> None:
         """Empty Redis, every queue, every table and the model bucket (a model a test published,
         say a regime refit, must not be served to the next). Kinesis streams cannot be emptied:
         their current ends become their beginnings for :meth:`stream_records` and for emulators
-        that start at TRIM_HORIZON, so a reset stack looks empty to readers in this process."""
+        that start at TRIM_HORIZON, so a reset stack looks empty to readers in this process.
+
+        A queue is emptied by receiving and deleting, which cannot reach a message in flight (nor,
+        on a FIFO queue, the later messages of its group): those an emulator of this stack left in
+        flight (a retry backoff, an interrupted batch) are made visible again first
+        (:meth:`release_in_flight`). A queue that still holds messages afterwards (received by
+        something else and not given back) is purged if SQS allows (once a minute per queue) and
+        reset raises :class:`InfrastructureError` naming the queue and the count: they would
+        surface in a later test."""
+        self.release_in_flight()
         self.redis_client().flushdb()
         s3, bucket = self.client("s3"), self.name(constants.MODEL_BUCKET)
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-        for logical in [*constants.QUEUES, EVENTS_TAP]:
+        queues = [*constants.QUEUES, EVENTS_TAP]
+        for logical in queues:
             self.read_queue(logical, delete=True)  # PurgeQueue is limited to once a minute
         ddb = self.client("dynamodb")
         for spec in constants.TABLES:
@@ -557,6 +617,28 @@ class LocalStack:
                 for item in page.get("Items", []):
                     ddb.delete_item(TableName=name, Key={k: item[k] for k in keys})
         self._marks = {s: self.stream_mark(s) for s in constants.STREAMS}
+        left = {logical: n for logical in queues if (n := self.queue_depth(logical))}
+        if left:
+            purged = self._purge(left)
+            raise InfrastructureError(
+                "reset() left messages in "
+                + ", ".join(f"{self.name(q)} ({n})" for q, n in left.items())
+                + ": in flight (received by something other than an emulator of this stack and not "
+                "given back), or queued behind one in its FIFO group; they would be delivered in a later "
+                "test. " + (f"Purged {', '.join(self.name(q) for q in purged)}." if purged
+                            else "PurgeQueue was refused (SQS allows one a minute per queue).")
+            )
+
+    def _purge(self, queues: Iterable[str]) -> list[str]:
+        """PurgeQueue each of ``queues`` (SQS allows one per minute per queue); those purged."""
+        sqs, purged = self.client("sqs"), []
+        for logical in queues:
+            try:
+                sqs.purge_queue(QueueUrl=self.queue_url(logical))
+                purged.append(logical)
+            except sqs.exceptions.PurgeQueueInProgress:
+                pass
+        return purged
 
     def describe(self) -> dict[str, Any]:
         """Resource names and counts, for ``ensemble-trader local status``."""
