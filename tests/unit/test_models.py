@@ -262,3 +262,18 @@ def test_broker_position_quantity_must_be_finite():
 
     with pytest.raises(InvalidMessageError, match="quantity"):
         BrokerPosition.parse({"symbol": "SPX", "quantity": math.nan})
+
+
+def test_a_missing_field_is_named_as_missing_not_shown_with_the_whole_message_as_its_value():
+    """pydantic's "missing" error carries the whole object as its input: the reason printed
+    `timestamp={'symbol': 'SPX', 'open': ...}: Field required`."""
+    from ensemble_trader.domain.errors import MISSING
+
+    data = bar()
+    del data["timestamp"], data["volume"]
+    with pytest.raises(InvalidMessageError) as info:
+        Bar.parse(data)
+    err = info.value
+    assert {p.field: p.value for p in err.problems} == {"timestamp": MISSING, "volume": MISSING}
+    assert str(err) == "invalid Bar: timestamp: missing (Field required); volume: missing (Field required)"
+    assert "SPX" not in err.reason

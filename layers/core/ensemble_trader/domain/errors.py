@@ -10,15 +10,29 @@ class EnsembleTraderError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class _Missing:
+    """The type of :data:`MISSING`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+"""The :attr:`FieldProblem.value` of a field the message lacks (it has no value to show)."""
+
+
 @dataclass(frozen=True)
 class FieldProblem:
-    """One thing wrong with one field of one message."""
+    """One thing wrong with one field of one message (``value`` is :data:`MISSING` when the
+    message lacks the field)."""
 
     field: str
     value: Any
     message: str
 
     def __str__(self) -> str:
+        if self.value is MISSING:
+            return f"{self.field}: missing ({self.message})"
         return f"{self.field}={self.value!r}: {self.message}"
 
 

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from ensemble_trader.domain.errors import FieldProblem, InvalidMessageError
+from ensemble_trader.domain.errors import MISSING, FieldProblem, InvalidMessageError
 
 SYMBOL_PATTERN = r"^[A-Z0-9^][A-Z0-9.\-/=_]{0,23}$"
 """Upper-case tickers such as ``SPX``, ``BRK.B``, ``BTC-USD``, ``^GSPC``, ``EUR/USD``."""
@@ -96,7 +96,8 @@ def parse(model: type[M], data: Mapping[str, Any] | str | bytes) -> M:
         problems = [
             FieldProblem(
                 field=".".join(str(p) for p in err["loc"]) or "<message>",
-                value=err.get("input"),
+                # a missing field's "input" is the whole object that lacks it, not its value
+                value=MISSING if err["type"] == "missing" else err.get("input"),
                 message=err["msg"],
             )
             for err in exc.errors(include_url=False)
