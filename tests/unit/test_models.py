@@ -277,3 +277,16 @@ def test_a_missing_field_is_named_as_missing_not_shown_with_the_whole_message_as
     assert {p.field: p.value for p in err.problems} == {"timestamp": MISSING, "volume": MISSING}
     assert str(err) == "invalid Bar: timestamp: missing (Field required); volume: missing (Field required)"
     assert "SPX" not in err.reason
+
+
+def test_the_meta_agent_configuration_names_its_problems_like_a_message():
+    """One conversion of pydantic's errors: an error of the whole configuration is named as such
+    (it was an empty field name), a bad option by its name and value."""
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
+    with pytest.raises(InvalidMessageError) as info:
+        MetaAgentConfig.create(feedback="bandit", context="probability", mode="select", bogus=1)
+    fields = {p.field for p in info.value.problems}
+    assert fields == {"bogus"} or fields == {"<configuration>", "bogus"}
+    with pytest.raises(InvalidMessageError, match=r"^invalid MetaAgentConfig: <configuration>=\{"):
+        MetaAgentConfig.create(feedback="bandit", context="probability", mode="select")

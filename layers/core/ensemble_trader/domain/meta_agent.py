@@ -67,6 +67,7 @@ from ensemble_trader.domain.models import (
     Regime,
     Symbol,
     deterministic_id,
+    field_problems,
     make_intent_id,
 )
 
@@ -204,11 +205,7 @@ class MetaAgentConfig(BaseModel):
         try:
             config = cls(**options)
         except ValidationError as exc:
-            problems = [
-                FieldProblem(".".join(str(p) for p in e["loc"]), e.get("input"), e["msg"])
-                for e in exc.errors(include_url=False)
-            ]
-            raise InvalidMessageError(cls.__name__, problems) from None
+            raise InvalidMessageError(cls.__name__, field_problems(exc, whole="<configuration>")) from None
         if config.policy not in POLICIES:
             raise InvalidMessageError(
                 cls.__name__,

@@ -93,16 +93,21 @@ def parse(model: type[M], data: Mapping[str, Any] | str | bytes) -> M:
             return model.model_validate_json(data)
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            FieldProblem(
-                field=".".join(str(p) for p in err["loc"]) or "<message>",
-                # a missing field's "input" is the whole object that lacks it, not its value
-                value=MISSING if err["type"] == "missing" else err.get("input"),
-                message=err["msg"],
-            )
-            for err in exc.errors(include_url=False)
-        ]
-        raise InvalidMessageError(model.__name__, problems) from None
+        raise InvalidMessageError(model.__name__, field_problems(exc)) from None
+
+
+def field_problems(exc: ValidationError, whole: str = "<message>") -> list[FieldProblem]:
+    """Each of pydantic's errors as a :class:`FieldProblem` (``whole`` names an error of the
+    object itself, which has no field)."""
+    return [
+        FieldProblem(
+            field=".".join(str(p) for p in err["loc"]) or whole,
+            # a missing field's "input" is the whole object that lacks it, not its value
+            value=MISSING if err["type"] == "missing" else err.get("input"),
+            message=err["msg"],
+        )
+        for err in exc.errors(include_url=False)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
