@@ -431,6 +431,20 @@ def test_a_reconciliation_that_fails_part_way_publishes_the_fills_it_booked():
     assert len(rig.events("OrderFilled")) == 1
 
 
+def test_a_reconciliation_failing_part_way_reports_the_brokers_error_when_publishing_fails_too():
+    """Was the bus's InfrastructureError, with the broker's error only as its context: the
+    scheduled reconciliation's alarm and retry named EventBridge, not the broker."""
+    rig = AlpacaRig()
+    coid = rig.traded()
+    rig.alpaca.fill(coid, 500, 100.0)
+    rig.alpaca.positions["SPX"] = 700
+    fail_second_position_read(rig)
+    rig.bus.failures.fail("publish")
+    with pytest.raises(BrokerUnavailableError, match="listing positions"):
+        rig.router.reconcile()
+    assert rig.store.get_order(coid).status is OrderStatus.FILLED
+
+
 def test_a_reconciliation_that_fails_part_way_halts_what_it_found_and_lifts_nothing():
     rig = AlpacaRig()
     state = rig.store.load_risk_state()

@@ -1676,16 +1676,21 @@ class OrderRouter:
         events: list[BaseModel] = []
         now = self.clock.now()
         try:
+            self._compare_with_broker(report, events, now)
+        except Exception as failure:
+            if report.failures:
+                try:
+                    self._apply_halts(report, events, now, lift=False)
+                except Exception as exc:  # the broker's failure is the one to report
+                    log.error("reconciliation failed part way (%s), and halting %s failed too: %s",
+                              failure, sorted(report.failures), exc)
             try:
-                self._compare_with_broker(report, events, now)
-            except Exception:
-                if report.failures:
-                    try:
-                        self._apply_halts(report, events, now, lift=False)
-                    except Exception as exc:  # the broker's failure is the one to report
-                        log.error("reconciliation failed part way, and halting %s failed too: %s",
-                                  sorted(report.failures), exc)
-                raise
+                self._publish(events)
+            except Exception as exc:  # so is it when the events cannot go out either
+                log.error("reconciliation failed part way (%s), and publishing its %d events failed too: %s",
+                          failure, len(events), exc)
+            raise
+        try:
             self._apply_halts(report, events, now)
         finally:
             self._publish(events)
