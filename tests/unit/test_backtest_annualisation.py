@@ -1,9 +1,11 @@
 """Bars per year of a short intraday series, shown and overridable on the command line.
 
 Under a week a series cannot show bars on all seven weekdays; whether its intraday bars are a
-round-the-clock market (365 days) or an exchange's sessions (252) is read from whether they cover
-the whole day, not from the weekday they start on. ``evaluate agents`` reports the figure in a
-``run`` block and its header; ``--bars-per-year`` fixes it in both commands."""
+round-the-clock market (365 days) or a five-day one (252: FX, futures, an exchange's sessions) is
+read from its weekend — a bar on a Saturday afternoon (UTC), or a step over one — and, with no
+weekend in the series, from whether the bars cover the whole day, noted as an assumption; not
+from the weekday they start on. ``evaluate agents`` reports the figure in a ``run`` block and
+its header; ``--bars-per-year`` fixes it in both commands."""
 
 from __future__ import annotations
 
@@ -13,8 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ensemble_trader.backtest.engine import prepare
-from ensemble_trader.backtest.ensemble import run_meta, run_pipeline, until
-from ensemble_trader.backtest.metrics import periods_per_year
+from ensemble_trader.backtest.ensemble import evaluate, run_meta, run_pipeline, until
+from ensemble_trader.backtest.metrics import (
+    NO_WEEKEND_24_7,
+    NO_WHOLE_DAY_SESSIONS,
+    BarsPerYear,
+    infer_periods_per_year,
+    periods_per_year,
+)
 from ensemble_trader.bench import committed_models
 from ensemble_trader.cli import main
 from ensemble_trader.domain.bars import BarSeries
@@ -54,14 +62,98 @@ def test_an_exchanges_sessions_stay_trading_days_whatever_weekday_they_fall_on()
     assert periods_per_year(extended) == 252 * 16 * 60  # 16 hours of 24 is not round the clock
 
 
+FIVE_MINUTES = np.timedelta64(5, "m")
+
+
+def every(start: str, end: str, step: np.timedelta64 = MINUTE) -> np.ndarray:
+    return np.arange(np.datetime64(start, "ns"), np.datetime64(end, "ns"), step)
+
+
+def weekday(ts: np.ndarray) -> np.ndarray:
+    return (ts.astype("datetime64[D]").astype(np.int64) + 3) % 7  # 0 = Monday
+
+
+def hour(ts: np.ndarray) -> np.ndarray:
+    return ts.astype("datetime64[h]").astype(np.int64) % 24
+
+
+def fx(start: str, end: str) -> np.ndarray:
+    """FX 5-minute bars, 24 hours a day from Sunday 22:00 to Friday 22:00 UTC."""
+    t = every(start, end, FIVE_MINUTES)
+    closed = (weekday(t) == 5) | ((weekday(t) == 4) & (hour(t) >= 22)) | ((weekday(t) == 6) & (hour(t) < 22))
+    return t[~closed]
+
+
+def test_a_24_hour_five_day_market_over_a_weekend_is_252_days_as_over_a_longer_span():
+    five_day = BarsPerYear(252 * 288)
+    assert infer_periods_per_year(fx("2024-03-06", "2024-03-12")) == five_day  # Wed .. Mon: the weekend
+    assert infer_periods_per_year(fx("2024-03-04", "2024-03-12")) == five_day  # 8 days: the weekday rule
+    cme = every("2024-03-06", "2024-03-12")  # E-mini minutes: 23 hours a day, Sunday 23:00 to Friday 22:00
+    cme = cme[(hour(cme) != 22) & ~((weekday(cme) == 5) | ((weekday(cme) == 4) & (hour(cme) >= 22))
+                                     | ((weekday(cme) == 6) & (hour(cme) < 23)))]
+    assert infer_periods_per_year(cme) == BarsPerYear(252 * 23 * 60)
+
+
+def test_with_no_weekend_in_the_series_round_the_clock_is_assumed_and_noted():
+    assert infer_periods_per_year(fx("2024-03-04", "2024-03-08T22:00")) == BarsPerYear(365 * 288, NO_WEEKEND_24_7)
+    cme = every("2024-03-05", "2024-03-08")  # Tuesday .. Thursday, 23 hours a day
+    assert infer_periods_per_year(cme[hour(cme) != 22]) == BarsPerYear(365 * 1440, NO_WEEKEND_24_7)
+    assert infer_periods_per_year(minutes("2024-01-02T00:00", 2 * 1440)).note == NO_WEEKEND_24_7  # crypto alike
+    assert infer_periods_per_year(sessions(["2024-01-02", "2024-01-03"])) == BarsPerYear(252 * 390)  # sessions: no doubt
+    assert infer_periods_per_year(sessions(["2024-01-02"])) == BarsPerYear(252 * 390, NO_WHOLE_DAY_SESSIONS)
+
+
+def test_crypto_over_a_weekend_is_round_the_clock_thin_or_not():
+    complete = every("2024-03-09", "2024-03-12")  # Saturday .. Monday
+    assert infer_periods_per_year(complete) == BarsPerYear(365 * 1440)
+    thin = complete[np.random.default_rng(0).random(complete.size) < 0.45]  # only the minutes that trade
+    assert np.median(np.diff(thin)) == 2 * MINUTE
+    assert infer_periods_per_year(thin) == BarsPerYear(365 * 720)  # was 252 x bars a day: sessions
+    tuesday_to_saturday = every("2024-03-05", "2024-03-09T18:00", np.timedelta64(1, "h"))
+    assert infer_periods_per_year(tuesday_to_saturday) == BarsPerYear(24 * 365)
+    thin_weekdays = every("2024-03-05", "2024-03-08")
+    thin_weekdays = thin_weekdays[np.random.default_rng(1).random(thin_weekdays.size) < 0.45]
+    assert infer_periods_per_year(thin_weekdays) == BarsPerYear(365 * 720, NO_WEEKEND_24_7)  # was sessions
+
+
+def test_friday_extended_hours_past_midnight_utc_are_no_weekend_market():
+    """US extended hours, 04:00-20:00 New York time, run to 01:00 UTC on Saturday in winter."""
+    days = ["2024-01-04", "2024-01-05", "2024-01-08"]  # Thursday, Friday, Monday
+    bars = np.concatenate([every(f"{d}T09:00", str(np.datetime64(d) + 1) + "T01:00") for d in days])
+    assert (weekday(bars) == 5).any()
+    annual = infer_periods_per_year(bars)
+    assert annual.value == periods_per_year(bars) and annual.value % 252 == 0 and annual.note is None
+
+
+def test_the_backtest_run_block_carries_the_note(tmp_path: Path) -> None:
+    pool, regime = committed_models()
+    data = generate("realistic", 1416, 5, start="2024-03-04", freq="5min", symbol="EURUSD")  # Mon .. Fri 21:55
+    assert infer_periods_per_year(data.series.timestamp).note == NO_WEEKEND_24_7
+    run = run_meta(run_pipeline(data.series, pool, regime), MetaAgentConfig())
+    info = evaluate(run)["run"]
+    assert info["periods_per_year"] == 365 * 288 and info["periods_per_year_source"] == "inferred"
+    assert info["periods_per_year_note"] == NO_WEEKEND_24_7
+    assert prepare(data.series).bars_per_year_note == NO_WEEKEND_24_7
+    assert prepare(data.series, bars_per_year=252 * 288).bars_per_year_note is None
+    given = evaluate(run_meta(run_pipeline(data.series, pool, regime, bars_per_year=252 * 288), MetaAgentConfig()))
+    assert given["run"]["periods_per_year_note"] is None and given["run"]["periods_per_year"] == 252 * 288
+
+
 def test_a_given_figure_is_checked_and_carried_by_the_run():
     data = generate("easy", 300, 1)
     assert prepare(data.series, bars_per_year=100).periods_per_year == 100
     pool, regime = committed_models()
     short = BarSeries.from_bars(list(data.series.bars())[:WARMUP_BARS + 20])
     run = run_pipeline(short, pool, regime, bars_per_year=100)
-    assert run.bars_per_year == 100 and until(run_meta(run, MetaAgentConfig()), None).pipeline.bars_per_year == 100
-    assert run_pipeline(short, pool, regime).bars_per_year is None  # inferred from the bar times
+    end = str(short.timestamp[WARMUP_BARS + 10])[:10]  # a date inside the series: the run is cut there
+    cut = until(run_meta(run, MetaAgentConfig()), end)
+    assert len(cut.pipeline.timestamp) < len(short) and cut.pipeline.bars_per_year == 100
+    result = evaluate(run_meta(run, MetaAgentConfig()), end=end)
+    assert result["run"]["periods_per_year"] == 100 and result["run"]["periods_per_year_source"] == "given"
+    assert result["run"]["periods_per_year_note"] is None
+    inferred = run_pipeline(short, pool, regime)
+    assert inferred.bars_per_year is None  # inferred from the bar times
+    assert evaluate(run_meta(inferred, MetaAgentConfig()), end=end)["run"]["periods_per_year"] == 365
     for bad in (0, -1, float("nan"), float("inf"), "x"):
         with pytest.raises(DataError, match="bars per year must be a finite number > 0"):
             prepare(data.series, bars_per_year=bad)

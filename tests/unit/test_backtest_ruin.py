@@ -1,6 +1,7 @@
 """Ruin: a period losing 100 % or more of the account (a leveraged position over a crash) ends
 it. Wealth stops at 0 — it never turns negative and comes back — and nothing is held, traded or
-won afterwards, in every report built on ``strategy_returns`` and ``summarise``."""
+won afterwards, in every report built on ``strategy_returns`` and ``summarise`` and in
+``training.meta.bounds``; a ruined agent is never the best agent the target is measured against."""
 
 from __future__ import annotations
 
@@ -14,17 +15,30 @@ from ensemble_trader.backtest.engine import (
     CostModel,
     asset_returns,
     evaluate_agents,
+    load_series,
     prepare,
     run_pool,
     strategy_returns,
     summarise,
 )
+from ensemble_trader.backtest.ensemble import (
+    PipelineRun,
+    best_agent,
+    evaluate,
+    first_index,
+    run_meta,
+    run_pipeline,
+)
 from ensemble_trader.backtest.metrics import METRIC_NAMES, apply_ruin, max_drawdown, performance
+from ensemble_trader.bench import committed_models
 from ensemble_trader.cli import main
 from ensemble_trader.domain.agents import AgentPool
 from ensemble_trader.domain.bars import BarSeries
+from ensemble_trader.domain.meta_agent import MetaAgentConfig
 from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.marketdata import write_bars_csv
+
+from training.meta.bounds import simplex_grid, window_bounds
 
 FREE = CostModel(0.0, 0.0)
 
@@ -139,3 +153,65 @@ def test_the_backtest_never_reports_wealth_below_zero(tmp_path: Path, capsys: py
     blocks += [m for per in result["by_regime"]["agents"].values() for m in per.values()]
     for m in blocks:
         assert m["total_return"] >= -1.0 and 0.0 <= m["max_drawdown"] <= 1.0
+
+
+def _ruined_leader(n: int = 400) -> tuple[PipelineRun, int]:
+    """A pipeline run (the committed models on synthetic bars) given prices and agent targets
+    where, in the evaluated window, the first agent holds 2x over a -60 % bar on its sixth period
+    (ruin) and the others hold long, most of the time, through a steady fall: the ruined agent,
+    flat after the crash, has the highest Sharpe. Returns the run and the first evaluated bar."""
+    pool, regime = committed_models()
+    pipeline = run_pipeline(generate("realistic", n, 3).series, pool, regime)
+    i0 = first_index(pipeline, None)
+    r = np.random.default_rng(0).normal(-0.002, 0.005, n - 1)
+    r[i0 + 5] = -0.6
+    close = 100.0 * np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    targets = np.zeros_like(pipeline.agent_targets)
+    for k in range(1, targets.shape[1]):  # the others: long, flat every (k + 2)th bar (Sharpe ratios apart)
+        targets[i0:, k] = 1.0
+        targets[i0::k + 2, k] = 0.0
+    targets[i0:, 0] = 2.0
+    return replace(pipeline, close=close, agent_targets=targets), i0
+
+
+def test_a_ruined_agent_is_never_the_best_agent_of_the_target():
+    pipeline, _ = _ruined_leader()
+    result = evaluate(run_meta(pipeline, MetaAgentConfig()), CostModel())
+    names = pipeline.agent_names
+    ruined = result["agents"][names[0]]["overall"]
+    others = {n: result["agents"][n]["overall"] for n in names[1:]}
+    assert ruined["total_return"] == -1.0 and ruined["max_drawdown"] == 1.0
+    assert ruined["sharpe"] > max(m["sharpe"] for m in others.values())  # by Sharpe alone it would lead
+    target = result["target"]
+    best = max(others, key=lambda n: others[n]["sharpe"])
+    assert target["best_agent"] == best  # was the ruined agent: its 100 % drawdown made drawdown_met trivial
+    assert target["best_sharpe"] == others[best]["sharpe"] and target["best_max_drawdown"] < 1.0
+    assert target["drawdown_met"] == (result["ensemble"]["overall"]["max_drawdown"] <= target["best_max_drawdown"] + 1e-12)
+    assert best_agent(["a", "b"], [-0.5, -2.0], [True, False]) == 1
+    assert best_agent(["a", "b"], [-0.5, -2.0], [True, True]) == 0  # every agent ruined: by Sharpe
+    assert best_agent(["a", "b"], [1.0, 1.0], [False, False]) == 0  # a tie: the first
+
+
+def test_window_bounds_rank_a_ruined_agent_as_evaluate_does():
+    pipeline, _ = _ruined_leader()
+    costs = CostModel()
+    target = evaluate(run_meta(pipeline, MetaAgentConfig()), costs)["target"]
+    bounds = window_bounds(pipeline, costs, None, simplex_grid(len(pipeline.agent_names), 0.25))
+    assert bounds["best_agent"] == target["best_agent"] and bounds["best_sharpe"] == pytest.approx(target["best_sharpe"])
+    assert bounds["sharpe_goal"] == pytest.approx(target["sharpe_goal"])
+    assert bounds["static"]["weights"][pipeline.agent_names[0]] < 0.5  # no mix that is ruined too (2x w + 1x (1 - w))
+
+
+def test_window_bounds_agent_sharpes_are_the_backtests_on_a_crash(tmp_path: Path) -> None:
+    path, _ = _crash_series(tmp_path)
+    series, _ = load_series(str(path))
+    pool, regime = committed_models()
+    pipeline = run_pipeline(series, pool, regime)
+    costs = CostModel(1.0, 2.0)
+    result = evaluate(run_meta(pipeline, MetaAgentConfig.create(cost_bps=3.0)), costs)
+    assert result["agents"]["aggressive"]["overall"]["total_return"] == -1.0
+    bounds = window_bounds(pipeline, costs, None, simplex_grid(len(pool.names), 0.25))
+    for name in pool.names:  # the Aggressive's was -0.729 against the backtest's -0.925: no ruin in bounds
+        assert bounds["agents"][name] == pytest.approx(result["agents"][name]["overall"]["sharpe"], rel=1e-9, abs=1e-12)
+    assert bounds["best_agent"] == result["target"]["best_agent"]
+    assert bounds["sharpe_goal"] == pytest.approx(result["target"]["sharpe_goal"])

@@ -53,6 +53,25 @@ def test_net_returns_are_the_backtests():
     costs = CostModel()
     expected = strategy_returns(p, r, costs, 0.3)
     assert np.allclose(net_returns(p, r, costs.rate, 0.3), expected)
+    r[10] = -0.6  # 2x over it or more is ruin: -1, then flat, in both
+    p[10] = [2.5, 1.0, -1.0]
+    expected = strategy_returns(p, r, costs, 0.3)
+    assert expected[10, 0] == -1.0 and (expected[11:, 0] == 0.0).all()
+    np.testing.assert_array_equal(net_returns(p, r, costs.rate, 0.3), expected)
+
+
+def test_a_ruined_mix_is_never_the_best_one():
+    """After ruin an account is flat: its Sharpe, pulled toward 0, beats a steady loser's."""
+    rng = np.random.default_rng(2)
+    r = rng.normal(-0.002, 0.005, 300)
+    r[5] = -0.6
+    positions = np.column_stack([np.full(300, 2.0), np.full(300, 1.0)])  # 2x: ruined at the crash; 1x: -60 %
+    alone = sharpe(net_returns(positions, r, 0.0, 0.0), PPY)
+    assert alone[0] > alone[1]
+    best, weights = static_mix(positions, r, 0.0, np.zeros(2), PPY, simplex_grid(2, 0.25))
+    assert weights[0] <= 0.5  # 0.75 / 0.25 holds 1.75x over the crash: -105 %, ruin; 0.5 / 0.5 1.5x: -90 %
+    mixed = net_returns(positions @ weights[:, None], r, 0.0, 0.0)
+    assert mixed.min() > -1.0 and best == pytest.approx(alone[1])  # any long size: the 1x Sharpe
 
 
 def test_two_independent_equal_agents_mix_half_and_half_for_a_root_two_gain():

@@ -61,9 +61,24 @@ def simplex_grid(n_agents: int, step: float) -> np.ndarray:
 
 def net_returns(positions: np.ndarray, returns: np.ndarray, rate: float, initial: np.ndarray | float) -> np.ndarray:
     """Net returns of each column of ``positions`` (m, k) held over ``returns`` (m,):
-    ``p_t r_t - rate |p_t - p_{t-1}|`` with ``p_{-1} = initial`` (as ``strategy_returns``)."""
+    ``p_t r_t - rate |p_t - p_{t-1}|`` with ``p_{-1} = initial``, each column ruined as its own
+    account (the first period at -100 % or worse counts -1, every later one 0: ``apply_ruin``),
+    as ``strategy_returns``."""
+    from ensemble_trader.backtest.metrics import apply_ruin
+
     previous = np.concatenate((np.broadcast_to(initial, (1, positions.shape[1])), positions[:-1]), axis=0)
-    return positions * returns[:, None] - rate * np.abs(positions - previous)
+    return apply_ruin(positions * returns[:, None] - rate * np.abs(positions - previous))
+
+
+def ruined(net: np.ndarray) -> np.ndarray:
+    """Which columns of :func:`net_returns` lost the whole account (a period at -100 %)."""
+    return np.any(net <= -1.0, axis=0)
+
+
+def _best(scores: np.ndarray, gone: np.ndarray) -> int:
+    """The column with the best score, a ruined one only when every column is: a ruined account's
+    Sharpe is pulled toward 0 by the flat periods after it (``ensemble.best_agent``'s ranking)."""
+    return int(np.argmax(np.where(gone, -np.inf, scores))) if not np.all(gone) else int(np.argmax(scores))
 
 
 def sharpe(net: np.ndarray, periods_per_year: float) -> np.ndarray:
@@ -88,23 +103,25 @@ def _best_columns(
     groups: dict[str, np.ndarray] | None = None,
 ) -> tuple[int, float, dict[str, int]]:
     """The grid row with the best net Sharpe over all periods (and its Sharpe), and the best
-    one over each group's periods (boolean masks), scoring :data:`CHUNK` mixes at a time."""
+    one over each group's periods (boolean masks), scoring :data:`CHUNK` mixes at a time. A mix
+    ruined in the window ranks below every mix that is not (:func:`_best`)."""
     groups = groups or {}
-    best, best_score = 0, -np.inf
-    group_best = {g: (0, -np.inf) for g in groups}
+    best, best_key = 0, (False, -np.inf)
+    group_best = {g: (0, (False, -np.inf)) for g in groups}
     for lo in range(0, len(grid), CHUNK):
         rows = grid[lo:lo + CHUNK]
         nets = net_returns(held @ rows.T, returns, rate, initial @ rows.T)
+        gone = ruined(nets)
         scores = sharpe(nets, ppy)
-        k = int(np.argmax(scores))
-        if scores[k] > best_score:
-            best, best_score = lo + k, float(scores[k])
+        k = _best(scores, gone)
+        if (not gone[k], float(scores[k])) > best_key:
+            best, best_key = lo + k, (not gone[k], float(scores[k]))
         for g, mask in groups.items():
             part = sharpe(nets[mask], ppy)
-            k = int(np.argmax(part))
-            if part[k] > group_best[g][1]:
-                group_best[g] = (lo + k, float(part[k]))
-    return best, best_score, {g: c for g, (c, _) in group_best.items()}
+            k = _best(part, gone)
+            if (not gone[k], float(part[k])) > group_best[g][1]:
+                group_best[g] = (lo + k, (not gone[k], float(part[k])))
+    return best, best_key[1], {g: c for g, (c, _) in group_best.items()}
 
 
 def static_mix(
@@ -154,21 +171,24 @@ def regime_mix(
 
 def window_bounds(pipeline: Any, costs: Any, start: str | None, grid: np.ndarray) -> dict[str, Any]:
     """Both references over the evaluated window of a :class:`PipelineRun` (from ``start``; the
-    series already ends where the window does), beside every agent's own net Sharpe."""
-    from ensemble_trader.backtest.engine import asset_returns, periods_per_year
-    from ensemble_trader.backtest.ensemble import first_index, sharpe_goal
+    series already ends where the window does), beside every agent's own net Sharpe. As in
+    ``evaluate``: the same bars per year (``bars_per_year_of`` the run), ruin, and best agent (by
+    Sharpe, an agent ruined in the window ranked below every other)."""
+    from ensemble_trader.backtest.engine import asset_returns
+    from ensemble_trader.backtest.ensemble import bars_per_year_of, first_index, sharpe_goal
 
     i0 = first_index(pipeline, start)
     returns = asset_returns(pipeline.close[i0:])
-    ppy = periods_per_year(pipeline.timestamp[i0:])
+    ppy = bars_per_year_of(pipeline).value
     held = pipeline.agent_targets[i0:-1]
     initial = pipeline.agent_targets[i0 - 1] if i0 > 0 else np.zeros(held.shape[1])
-    agents = sharpe(net_returns(held, returns, costs.rate, initial), ppy)
+    nets = net_returns(held, returns, costs.rate, initial)
+    agents = sharpe(nets, ppy)
     static, weights = static_mix(held, returns, costs.rate, initial, ppy, grid)
     labels = pipeline.regimes[i0:-1]
     per_regime, choice, _ = regime_mix(held, returns, labels, costs.rate, initial, ppy, grid)
     names = pipeline.agent_names
-    best = int(np.argmax(agents))
+    best = _best(agents, ruined(nets))
     goal = sharpe_goal(float(agents[best]))
     return {
         "agents": {n: float(s) for n, s in zip(names, agents, strict=True)},

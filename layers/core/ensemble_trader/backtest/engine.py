@@ -29,6 +29,7 @@ import numpy as np
 from ensemble_trader.backtest.metrics import (
     apply_ruin,
     checked_periods_per_year,
+    infer_periods_per_year,
     performance,
     periods_per_year,
     ruin_index,
@@ -201,6 +202,7 @@ class PreparedSeries:
     features: np.ndarray  # (n, F)
     regimes: np.ndarray | None  # (n,) labels, or None; the last may be "" (it labels no period)
     bars_per_year: float | None = None  # of the whole series (or given); None: inferred from these bars
+    bars_per_year_note: str | None = None  # what inferring bars_per_year assumed (metrics.BarsPerYear.note)
 
     @property
     def periods_per_year(self) -> float:
@@ -252,7 +254,8 @@ def prepare(
     with ``start <= timestamp < end``. ``regimes`` (one label per bar of ``series``) are cut alike.
     Pass ``features`` (``compute_features(series)``) to cut several windows from one computation.
     ``bars_per_year`` fixes the annualisation (finite, > 0); None measures it on the series'
-    bars before ``end`` (:func:`~ensemble_trader.backtest.metrics.periods_per_year`)."""
+    bars before ``end`` (:func:`~ensemble_trader.backtest.metrics.infer_periods_per_year`; what
+    that assumed, if anything, in ``bars_per_year_note``, for a command to show)."""
     given = None if bars_per_year is None else checked_periods_per_year(bars_per_year)
     fm = features if features is not None else compute_features(series)
     mask = evaluated_bars(series, start, end, fm)
@@ -261,13 +264,15 @@ def prepare(
     upto_end = ts if end is None else ts[ts < parse_datetime64(end)]
     if regimes is not None and len(regimes) != len(series):
         raise DataError(f"{series.symbol}: {len(regimes)} regime labels for {len(series)} bars")
+    inferred = infer_periods_per_year(upto_end) if given is None else None
     return PreparedSeries(
         symbol=series.symbol,
         timestamp=ts[mask],
         close=np.asarray(series.close, dtype=np.float64)[mask],
         features=fm.values[mask],
         regimes=None if regimes is None else np.asarray(regimes).astype(str)[mask],
-        bars_per_year=given if given is not None else periods_per_year(upto_end),
+        bars_per_year=given if inferred is None else inferred.value,
+        bars_per_year_note=None if inferred is None else inferred.note,
     )
 
 

@@ -42,8 +42,10 @@ from ensemble_trader.backtest.engine import (
     window_text,
 )
 from ensemble_trader.backtest.metrics import (
+    BarsPerYear,
     checked_periods_per_year,
-    periods_per_year,
+    infer_periods_per_year,
+    ruin_index,
     sharpe_margin_se,
     sharpe_margin_se_hac,
 )
@@ -302,15 +304,34 @@ def goal_factor(best_sharpe: float) -> float:
     return 1.2 if best_sharpe >= 0 else 0.8
 
 
-def _window(run: EnsembleRun, start: str | None, end: str | None) -> tuple[EnsembleRun, int, np.ndarray, float]:
+def bars_per_year_of(pipeline: PipelineRun) -> BarsPerYear:
+    """The bars per year every figure of a run is annualised at: the run's given figure, or
+    inferred from all its bars, warm-up included (a window of a few days is still daily bars),
+    with what inferring it assumed (:func:`~ensemble_trader.backtest.metrics.infer_periods_per_year`).
+    Cut the run at the window's end first (:func:`until`)."""
+    if pipeline.bars_per_year is not None:
+        return BarsPerYear(pipeline.bars_per_year)
+    return infer_periods_per_year(pipeline.timestamp)
+
+
+def _window(run: EnsembleRun, start: str | None, end: str | None) -> tuple[EnsembleRun, int, np.ndarray, BarsPerYear]:
     """The run cut at ``end``, the first evaluated bar, the asset's returns from it and the bars per
-    year (the run's given figure, or inferred from every bar up to ``end``, warm-up included: a
-    window of a few days is still daily bars)."""
+    year (:func:`bars_per_year_of` the cut run)."""
     i0 = first_index(run.pipeline, start, end)  # before the cut: its error names the whole series' span
     run = until(run, end)
-    given = run.pipeline.bars_per_year
-    ppy = given if given is not None else periods_per_year(run.pipeline.timestamp)
-    return run, i0, asset_returns(run.pipeline.close[i0:]), ppy
+    return run, i0, asset_returns(run.pipeline.close[i0:]), bars_per_year_of(run.pipeline)
+
+
+def best_agent(names: Sequence[str], sharpes: Sequence[float], ruined: Sequence[bool]) -> int:
+    """Index of the best single agent: the highest Sharpe among the agents not ruined, a ruined
+    one only when every agent is (then the highest Sharpe among them). After ruin an agent is
+    flat, so its Sharpe is pulled toward 0 by the periods it no longer trades and could rank
+    above an agent that lost steadily; as the yardstick of the target it would make the
+    drawdown condition (at most its 100 %) trivially met. Ties go to the first agent."""
+    if not len(names) == len(sharpes) == len(ruined) or not names:
+        raise DataError(f"best agent of {len(names)} names, {len(sharpes)} Sharpe ratios, {len(ruined)} ruin flags")
+    alive = [k for k in range(len(names)) if not ruined[k]] or list(range(len(names)))
+    return max(alive, key=lambda k: sharpes[k])
 
 
 def ensemble_net_returns(
@@ -318,9 +339,9 @@ def ensemble_net_returns(
 ) -> tuple[np.ndarray, float]:
     """The ensemble's net per-period returns over the window :func:`evaluate` measures, and the
     bars per year: for comparing two configurations period by period on the same series."""
-    run, i0, r, ppy = _window(run, start, end)
+    run, i0, r, annual = _window(run, start, end)
     initial = run.positions[i0 - 1] if i0 > 0 else 0.0
-    return strategy_returns(run.positions[i0:-1], r, costs or CostModel(), initial), ppy
+    return strategy_returns(run.positions[i0:-1], r, costs or CostModel(), initial), annual.value
 
 
 def evaluate(
@@ -331,14 +352,16 @@ def evaluate(
     M is ``{"overall": metrics, "by_regime": {regime: metrics}}`` as in
     :func:`ensemble_trader.backtest.engine.summarise`, by the regime the detector reported when
     each period's position was taken (:func:`~ensemble_trader.backtest.engine.period_regimes`).
-    ``target`` checks the issue's goal against the best single agent (by Sharpe):
+    ``target`` checks the issue's goal against the best single agent (by Sharpe, an agent ruined
+    in the window ranked below every other, :func:`best_agent`):
     ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``; ``margin_se`` is the standard
     error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`),
     ``margin_se_hac`` the same without assuming normal, serially independent returns
     (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se_hac`, Newey-West).
     """
     costs = costs or CostModel()
-    run, i0, r, ppy = _window(run, start, end)
+    run, i0, r, annual = _window(run, start, end)
+    ppy = annual.value
     p = run.pipeline
     labels = period_regimes(p.regimes[i0:])
     prev = i0 - 1
@@ -359,7 +382,8 @@ def evaluate(
         "buy_and_hold": report("buy_and_hold", np.ones(len(r) + 1), 0.0),
     }
     out["regret"] = _ledger(run, i0).summary(p.agent_names) | {"units": REWARD_UNITS[run.config.risk_adjustment]}
-    best = max(p.agent_names, key=lambda n: out["agents"][n]["overall"]["sharpe"])
+    best = p.agent_names[best_agent(p.agent_names, [out["agents"][n]["overall"]["sharpe"] for n in p.agent_names],
+                                    [ruin_index(net[n]) is not None for n in p.agent_names])]
     best_m, ens_m = out["agents"][best]["overall"], out["ensemble"]["overall"]
     goal = sharpe_goal(best_m["sharpe"])
     out["target"] = {
@@ -381,6 +405,8 @@ def evaluate(
         "end": str(p.timestamp[-1]),
         "periods": int(len(r)),
         "periods_per_year": ppy,
+        "periods_per_year_source": "given" if p.bars_per_year is not None else "inferred",
+        "periods_per_year_note": annual.note,
         "policy": run.config.policy,
         "config": run.config.model_dump(mode="json"),
         "agent_version": p.agent_version,

@@ -30,9 +30,10 @@ Conventions, shared by every backtest in the project:
 
 Undefined ratios are reported as 0.0, never as inf/NaN, so every metric serialises to JSON.
 
-Periods per year P come from the bar times (:func:`periods_per_year`) unless a run fixes them
-(``--bars-per-year``: ``evaluate agents`` passes it to the engine's ``prepare``, ``backtest`` to
-``run_pipeline``, whose run carries it).
+Periods per year P come from the bar times (:func:`periods_per_year`; :func:`infer_periods_per_year`
+also says what it assumed, for a command to show) unless a run fixes them (``--bars-per-year``:
+``evaluate agents`` passes it to the engine's ``prepare``, ``backtest`` to ``run_pipeline``,
+whose run carries it).
 """
 
 from __future__ import annotations
@@ -283,8 +284,27 @@ def checked_periods_per_year(value: float) -> float:
     return number
 
 
+@dataclass(frozen=True)
+class BarsPerYear:
+    """Bars per year inferred from bar times, and what was assumed to get it."""
+
+    value: float
+    note: str | None = None
+    """Why the figure is an assumption the bar times could not settle (a short series with no
+    weekend in it), ending in what settles it (``--bars-per-year``); None when they settle it.
+    For a command to show (``run.periods_per_year_note`` of the backtest); the figure is used
+    either way."""
+
+
 def periods_per_year(timestamps: np.ndarray) -> float:
-    """Bars per year of a series, from its bar times (datetime64).
+    """Bars per year of a series, from its bar times (datetime64): :func:`infer_periods_per_year`'s
+    figure, without its note."""
+    return infer_periods_per_year(timestamps).value
+
+
+def infer_periods_per_year(timestamps: np.ndarray) -> BarsPerYear:
+    """Bars per year of a series, from its bar times (datetime64), with a note when that figure
+    is an assumption (:class:`BarsPerYear`).
 
     A series spanning at least ``MEASURED_SPAN_DAYS`` (90) days is measured: its bars per year
     are ``(n - 1)`` over its span in years, reported as the conventional figure the rule below
@@ -296,9 +316,12 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     365.25 / step in days, except a step of under six days on a five-day week: 252 / the step in
     business days. Seven weekdays rather than any weekend bar: daily bars stamped at an Asian
     exchange's midnight fall on Sundays in UTC, and one stray Saturday row is not a crypto series.
-    A series of less than a week cannot show seven weekdays: its intraday bars are round the
-    clock when they cover about 24 hours a day (:func:`_round_the_clock`), whatever weekdays they
-    fall on, and its daily bars are 365 a year when one falls on a weekend.
+    A series of less than a week cannot show seven weekdays; its intraday bars are read from its
+    weekend (:func:`_intraday_week`): round the clock when a bar falls on a Saturday afternoon
+    (UTC), a five-day market (FX, futures, an exchange) when the series steps over one; with no
+    weekend in the series, round the clock when they cover about 24 hours a day
+    (:func:`_round_the_clock`, noted: a 24-hour five-day market looks the same), an exchange's
+    sessions otherwise. Its daily bars are 365 a year when one falls on a weekend.
     """
     ts = np.asarray(timestamps).astype("datetime64[ns]")
     if ts.ndim != 1 or ts.size < 2:
@@ -311,53 +334,93 @@ def periods_per_year(timestamps: np.ndarray) -> float:
     if span_days < MEASURED_SPAN_DAYS:
         return rule
     measured = (ts.size - 1) * 365.25 / span_days
-    return rule if abs(measured / rule - 1.0) <= 0.05 else measured
+    return BarsPerYear(rule.value) if abs(measured / rule.value - 1.0) <= 0.05 else BarsPerYear(measured)
 
 
 ROUND_THE_CLOCK_HOURS = 20.0
-"""Intraday bars of under a week are taken as a market open round the clock when their regular
-steps cover this many hours a day: that share (20 / 24) of their span, and this many hours at least."""
+"""Intraday bars of under a week with no weekend in them are taken as a market open round the
+clock when their regular steps cover this many hours a day: that share (20 / 24) of their span,
+and this many hours at least."""
+
+REGULAR_STEP_HOURS = 1.0
+"""A step this long or shorter is never a closed market (:func:`_round_the_clock`): thin bars,
+printed only for the minutes that trade, leave gaps of several median steps."""
+
+WEEKEND_CORE_HOURS = (12, 24)
+"""The hours of a Saturday (UTC) no weekday session reaches in any time zone: a bar in them is a
+market open at the weekend; a series stepping over them (a step longer than twice the median)
+is a market closed at the weekend. Saturday's early hours are left out: a US exchange's Friday
+extended hours run to 01:00 UTC on Saturday in winter."""
+
+NO_WEEKEND_24_7 = "24/7 assumed: no weekend in the series; give --bars-per-year"
+NO_WHOLE_DAY_SESSIONS = "an exchange's sessions assumed: the bars span less than a day; give --bars-per-year"
 
 
-def _round_the_clock(ts: np.ndarray, step_days: float) -> bool:
-    """Whether intraday bars cover about 24 hours a day: the steps of at most twice the median
-    (a missing bar here and there is no closed market) add up to ``ROUND_THE_CLOCK_HOURS`` / 24
-    of the span, and to ``ROUND_THE_CLOCK_HOURS`` at least. An exchange's session (6.5 hours of
-    24, or 16 with extended hours) leaves overnight gaps far longer; bars spanning less than
-    that cannot show a whole day and count as an exchange's (``--bars-per-year`` settles such
-    a series)."""
+def _round_the_clock(ts: np.ndarray, step_days: float) -> tuple[bool, bool]:
+    """Whether intraday bars cover about 24 hours a day, and whether they span enough to tell.
+
+    They do when their regular steps — at most twice the median or ``REGULAR_STEP_HOURS`` (a
+    missing bar here and there, or a thin market's untraded minutes, is no closed market) — add up
+    to ``ROUND_THE_CLOCK_HOURS`` / 24 of the span, and to ``ROUND_THE_CLOCK_HOURS`` at least. An
+    exchange's session (6.5 hours of 24, or 16 with extended hours) leaves overnight gaps far
+    longer; bars spanning less than ``ROUND_THE_CLOCK_HOURS`` cannot show a whole day and count
+    as an exchange's (``--bars-per-year`` settles such a series)."""
     steps = np.diff(ts).astype(np.int64) / 1e9 / SECONDS_PER_DAY
-    regular = float(steps[steps <= 2.0 * step_days].sum())
+    regular = float(steps[steps <= max(2.0 * step_days, REGULAR_STEP_HOURS / 24.0)].sum())
     share = ROUND_THE_CLOCK_HOURS / 24.0
-    return regular >= max(share * float(steps.sum()), share)
+    return regular >= max(share * float(steps.sum()), share), float(steps.sum()) >= share
 
 
-def _periods_by_rule(ts: np.ndarray, step_days: float) -> float:
+def _intraday_week(ts: np.ndarray, step_days: float) -> tuple[bool, str | None]:
+    """Whether intraday bars of under a week are a market open every day, and the note when that
+    is assumed: a bar in a Saturday's ``WEEKEND_CORE_HOURS`` (UTC) says yes (crypto, thin or
+    not); a step longer than twice the median over all of them says no (FX and futures close
+    from Friday evening to Sunday evening, exchanges from Friday to Monday); neither — no weekend
+    in the series — leaves the coverage rule (:func:`_round_the_clock`), noted."""
+    days = ts.astype("datetime64[D]")
+    weekday = (days.astype(np.int64) + 3) % 7  # 0 = Monday
+    since_midnight = ts - days.astype(ts.dtype)
+    core_from, core_to = (np.timedelta64(h, "h") for h in WEEKEND_CORE_HOURS)
+    if np.any((weekday == 5) & (since_midnight >= core_from) & (since_midnight < core_to)):
+        return True, None
+    long = np.flatnonzero(np.diff(ts).astype(np.int64) / 1e9 / SECONDS_PER_DAY > 2.0 * step_days)
+    # the Saturday on or after the bar each long step starts from: its core inside the step?
+    saturday = (days[long] + ((5 - weekday[long]) % 7).astype("timedelta64[D]")).astype(ts.dtype)
+    if np.any((ts[long] < saturday + core_from) & (ts[long + 1] >= saturday + core_to)):
+        return False, None
+    all_day, spans_a_day = _round_the_clock(ts, step_days)
+    if all_day:
+        return True, NO_WEEKEND_24_7
+    return False, None if spans_a_day else NO_WHOLE_DAY_SESSIONS
+
+
+def _periods_by_rule(ts: np.ndarray, step_days: float) -> BarsPerYear:
     """Bars per year from the median step and the weekdays the bars fall on (under a week of
-    intraday bars: whether they cover the whole day)."""
+    intraday bars: :func:`_intraday_week`)."""
     days = ts.astype("datetime64[D]")
     weekdays = np.unique((days.astype(np.int64) + 3) % 7)  # 0 = Monday
+    note = None
     if (days[-1] - days[0]).astype(np.int64) >= 7:
         all_week = weekdays.size == 7
-    elif step_days < 0.75:  # less than a week of intraday bars: whether they cover the whole day
-        all_week = _round_the_clock(ts, step_days)
+    elif step_days < 0.75:  # less than a week of intraday bars: its weekend, or whether they cover the day
+        all_week, note = _intraday_week(ts, step_days)
     else:  # less than a week of daily bars: any weekend bar is all there is to go by
         all_week = bool(np.any(weekdays >= 5))
     days_per_year = CALENDAR_DAYS if all_week else TRADING_DAYS
     if step_days < 0.75:  # intraday: round the clock, or the exchange's bars per day
         if all_week:
-            return CALENDAR_DAYS / step_days
-        return float(TRADING_DAYS * np.median(np.unique(days, return_counts=True)[1]))
+            return BarsPerYear(CALENDAR_DAYS / step_days, note)
+        return BarsPerYear(float(TRADING_DAYS * np.median(np.unique(days, return_counts=True)[1])), note)
     if step_days <= 1.5:
-        return float(days_per_year)
+        return BarsPerYear(float(days_per_year))
     if 6.0 <= step_days <= 8.0:
-        return 52.0
+        return BarsPerYear(52.0)
     if 27.0 <= step_days <= 32.0:
-        return 12.0
+        return BarsPerYear(12.0)
     if all_week or step_days >= 6.0:
-        return 365.25 / step_days
+        return BarsPerYear(365.25 / step_days)
     # a few trading days apart: count the step in business days (every third one is 3, though
     # its calendar steps are 3 and 5 days)
     business = np.busday_count(days[:-1], days[1:])
     business = business[business > 0]
-    return TRADING_DAYS / float(np.median(business)) if business.size else 365.25 / step_days
+    return BarsPerYear(TRADING_DAYS / float(np.median(business)) if business.size else 365.25 / step_days)
