@@ -174,11 +174,15 @@ def minute_bars(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_evaluate_agents_reports_the_same_figure_in_its_run_block(minute_bars: dict[str, Path],
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    reports = {}
+    reports, warnings = {}, {}
     for day, path in minute_bars.items():
         assert main(["evaluate", "agents", "--bars", str(path), "--json"]) == 0
-        reports[day] = json.loads(capsys.readouterr().out)
+        out = capsys.readouterr()
+        reports[day], warnings[day] = json.loads(out.out), out.err
     tue, sat = reports["tue"], reports["sat"]
+    # two days from a Tuesday show no weekend: 24/7 is assumed, and said (run block and stderr)
+    assert "no weekend" in tue["run"]["periods_per_year_note"] and sat["run"]["periods_per_year_note"] is None
+    assert "warning: BARS: 525600 bars/year: 24/7 assumed" in warnings["tue"] and "warning" not in warnings["sat"]
     assert set(tue) == {"agents", "baselines", "run"}
     assert tue["run"]["periods_per_year"] == sat["run"]["periods_per_year"] == 365 * 1440
     assert tue["run"]["periods_per_year_source"] == "inferred"
@@ -225,3 +229,11 @@ def test_a_bad_bars_per_year_is_a_usage_error_naming_it(command: list[str], valu
         main([*command, "--bars", "synth:realistic:3:400", "--bars-per-year", value])
     assert exit_.value.code == 2
     assert f"argument --bars-per-year: {value!r} is not a finite number > 0" in capsys.readouterr().err
+
+
+def test_the_backtest_warns_when_its_bars_per_year_are_assumed(minute_bars: dict[str, Path],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backtest", "--bars", str(minute_bars["tue"]), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "no weekend" in json.loads(out.out)["run"]["periods_per_year_note"]
+    assert "warning: BARS: 525600 bars/year: 24/7 assumed" in out.err

@@ -203,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         pipeline = run_pipeline(series, pool, regime, progress=progress, bars_per_year=args.bars_per_year)
         whole = run_meta(pipeline, config, progress=progress)
         result = evaluate(whole, costs, args.start, args.end)  # its window errors name the whole series' span
-        result["run"]["periods_per_year_source"] = "given" if args.bars_per_year is not None else "inferred"
+        if note := result["run"].get("periods_per_year_note"):
+            print(f"warning: {series.symbol}: {result['run']['periods_per_year']:g} bars/year: {note}", file=sys.stderr)
         run = until(whole, args.end)
         timestamps = run.pipeline.timestamp
         # the fitted windows of the agents and the regime model it meets (domain.fitted's rule, as select's)

@@ -136,10 +136,14 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         "periods": int(len(ts) - 1),
         "periods_per_year": prepared.periods_per_year,
         "periods_per_year_source": "given" if args.bars_per_year is not None else "inferred",
+        "periods_per_year_note": prepared.bars_per_year_note,
         "regimes": source,
         "cost_bps": args.cost_bps,
         "slippage_bps": args.slippage_bps,
     }
+    if prepared.bars_per_year_note:
+        print(f"warning: {prepared.symbol}: {prepared.periods_per_year:g} bars/year: {prepared.bars_per_year_note}",
+              file=sys.stderr)
     if args.plot is not None:
         plot_equity(prepared, paths, pool.names, costs, args.plot)
     if args.json:
