@@ -41,7 +41,14 @@ LAYERS_DIR = ROOT / "build" / "layers"
 FEATURE_FLAGS = {
     # Grant S3 log delivery through a bucket policy instead of the legacy LogDeliveryWrite ACL.
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
+    # Hash the function's layers into its current version: without it a deploy that changes only a
+    # layer (core: all domain code, the agents and regime models) updates $LATEST but publishes no
+    # new version, so the `live` aliases (features, regime, meta_agent) keep the old code while the
+    # unversioned functions run the new one.
+    "@aws-cdk/aws-lambda:recognizeLayerVersion": True,
 }
+"""CDK feature flags, kept here only (not in cdk.json): ``python -m infra_cdk.app``, the cdk CLI and
+the tests synthesise the same template."""
 
 
 class InvalidContextError(ValueError):

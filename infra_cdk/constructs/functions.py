@@ -307,6 +307,7 @@ class Functions(Construct):
             code=lambda_.Code.from_asset(
                 str(functions_dir / entry.spec.logical), exclude=["__pycache__", "*.pyc", "tests"]
             ),
+            # CDK lists them sorted by construct path (the layer flag), so no file may be in two layers
             layers=[*layers, self._broker_layer] if ACCESS[entry.key].broker else layers,
             memory_size=entry.spec.memory_mb,
             timeout=Duration.seconds(entry.spec.timeout_seconds),
@@ -367,7 +368,12 @@ class Functions(Construct):
                 raise ValueError(f"{entry.key}: output {output!r} is neither a stream nor a queue")
 
     def _alias(self, entry: Entry, fn: lambda_.Function) -> lambda_.Alias:
-        """A ``live`` alias with provisioned concurrency that follows utilisation."""
+        """A ``live`` alias with provisioned concurrency that follows utilisation.
+
+        ``current_version`` is named by a hash of the function's properties, its layers included
+        only through the feature flag ``@aws-cdk/aws-lambda:recognizeLayerVersion``
+        (``infra_cdk.app.FEATURE_FLAGS``): with it a deploy that changes only a layer (core: the
+        domain code and the models) publishes a new version and moves the alias to it."""
         config = self._config
         alias = lambda_.Alias(
             self,

@@ -57,18 +57,25 @@ def write_fixture_handlers(functions_dir: Path) -> None:
         (folder / "handler.py").write_text(source)
 
 
-def synthesise(outdir: Path, functions_dir: Path, stage: str, **context: object) -> Synth:
+def synthesise(
+    outdir: Path, functions_dir: Path, stage: str, *, layers_dir: Path = LAYERS_DIR, **context: object
+) -> Synth:
     from infra_cdk.app import build_app, stack_name
 
     app, stack = build_app(
         outdir=str(outdir),
         functions_dir=functions_dir,
-        layers_dir=LAYERS_DIR,
+        layers_dir=layers_dir,
         context={"stage": stage, "aws:cdk:disable-asset-staging": True, **context},
     )
     app.synth()  # runs cdk-nag: raises ValidationFailed on any unacknowledged finding
     template = json.loads((outdir / f"{stack_name(stage)}.template.json").read_text())
     return Synth(template=template, stack=stack, outdir=outdir, functions_dir=functions_dir)
+
+
+FULL_CONTEXT = {"max_intent_age_seconds": 900}
+"""The context of the ``full`` synth besides its stage (dev): a test that synthesises it again
+with one thing changed passes the same."""
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +89,7 @@ def layers_built() -> Path:
 def full(layers_built, tmp_path_factory) -> Synth:
     base = tmp_path_factory.mktemp("infra-full")
     write_fixture_handlers(base / "functions")
-    return synthesise(base / "cdk.out", base / "functions", "dev", max_intent_age_seconds=900)
+    return synthesise(base / "cdk.out", base / "functions", "dev", **FULL_CONTEXT)
 
 
 @pytest.fixture(scope="session")

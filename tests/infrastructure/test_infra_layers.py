@@ -51,6 +51,20 @@ def test_broker_layer_holds_alpaca_and_nothing_the_deps_layer_has(deps):
     assert not shared, f"installed twice: {sorted(shared)}"
 
 
+def test_no_file_is_in_two_layers(deps, tmp_path):
+    """With ``@aws-cdk/aws-lambda:recognizeLayerVersion`` (infra_cdk.app.FEATURE_FLAGS) CDK lists a
+    function's layers sorted by construct path (broker, core, deps), not in the order the app gives
+    them, and Lambda extracts them into /opt in that order: a file in two layers would be taken from
+    the later one. With disjoint layers the order does not matter."""
+    trees = {"deps": deps, "core": build.build_core(tmp_path), "broker": LAYERS_DIR / "broker"}
+    files = {name: {p.relative_to(root) for p in build.iter_files(root)} for name, root in trees.items()}
+    names = sorted(files)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = files[first] & files[second]
+            assert not shared, f"{first} and {second} both hold {sorted(map(str, shared))[:5]}"
+
+
 def test_two_core_builds_have_the_same_hash_and_the_same_cdk_asset_fingerprint(tmp_path):
     import aws_cdk as cdk
 
