@@ -503,11 +503,13 @@ class Monitoring(Construct):
             )
 
     def _stream_row(self, streams: Streams) -> None:
+        # records per minute: CDK's default statistic for these is Average, i.e. records per
+        # PutRecords call, which says nothing about throughput
         self.operations.add_widgets(
             cw.GraphWidget(
                 title="Streams: incoming records",
                 left=[
-                    s.metric_incoming_records(period=PERIOD, label=name)
+                    s.metric_incoming_records(period=PERIOD, statistic="Sum", label=name)
                     for name, s in streams.streams.items()
                 ],
                 width=WIDE,
@@ -515,7 +517,7 @@ class Monitoring(Construct):
             cw.GraphWidget(
                 title="Streams: write throttles",
                 left=[
-                    s.metric_put_records_throttled_records(period=PERIOD, label=name)
+                    s.metric_put_records_throttled_records(period=PERIOD, statistic="Sum", label=name)
                     for name, s in streams.streams.items()
                 ],
                 width=WIDE,
@@ -616,15 +618,19 @@ class Monitoring(Construct):
             )
         self.business.add_widgets(*widgets)
         if "orders" in wired:
+            # state alarms: every routed intent reports the state (the drawdown too: only then), and
+            # a period without intents (market closed, nothing decided) keeps the alarm as it was, so
+            # OK means routed intents saw the drawdown below the limit (the breaker ACTIVE, the kill
+            # switch off) for a whole period, not that none were routed
             self._alarm(
                 "DrawdownLimit",
                 self._emf("account_drawdown", "orders", "Maximum").with_(period=ALARM_PERIOD),
                 threshold=self._config.drawdown_alarm_fraction,
-                description=f"the account's drawdown from its peak reached {self._config.drawdown_alarm_fraction:.0%}",
+                description=f"the account's drawdown from its peak reached "
+                            f"{self._config.drawdown_alarm_fraction:.0%}; OK once intents are routed "
+                            "with it below again",
+                treat_missing_data=cw.TreatMissingData.IGNORE,
             )
-            # state alarms: every routed intent reports the state, and a period without intents
-            # (market closed, nothing decided) keeps the alarm as it was, so OK means a routed
-            # intent saw ACTIVE (or the kill switch off) for a whole period
             self._alarm(
                 "BreakerTripped",
                 self._emf("account_breaker_state", "orders", "Maximum").with_(period=ALARM_PERIOD),

@@ -434,6 +434,14 @@ def test_alarms_cover_lag_errors_throttles_dlqs_and_business_limits(full):
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
 
 
+def _dashboard_widgets(synth, name: str) -> list[dict]:
+    """The widgets of dashboard ``et-<stage>-<name>``, each token (a Ref inside a string) read as X."""
+    [props] = [p for p in synth.props("AWS::CloudWatch::Dashboard") if p["DashboardName"] == qualified(STAGE, name)]
+    body = props["DashboardBody"]
+    text = "".join(p if isinstance(p, str) else "X" for p in body["Fn::Join"][1]) if isinstance(body, dict) else body
+    return json.loads(text)["widgets"]
+
+
 def test_dashboards_show_compute_latency_and_business_metrics(full):
     bodies = {}
     for props in full.props("AWS::CloudWatch::Dashboard"):
@@ -444,6 +452,19 @@ def test_dashboards_show_compute_latency_and_business_metrics(full):
     for spec in FUNCTIONS:
         assert compute_metric_name(spec.logical) in operations
     assert "IteratorAge" in operations and "ApproximateNumberOfMessagesVisible" in operations
+    # the streams' record counts are sums (records per minute), not CDK's default Average (records
+    # per PutRecords call)
+    streams = {
+        widget["properties"]["title"]: widget["properties"]["metrics"]
+        for widget in _dashboard_widgets(full, "operations")
+        if widget["properties"].get("title", "").startswith("Streams:")
+    }
+    assert sorted(streams) == ["Streams: incoming records", "Streams: write throttles"]
+    for title, metrics in streams.items():
+        assert len(metrics) == len(STREAMS), title
+        for metric in metrics:
+            assert metric[1] in ("IncomingRecords", "PutRecords.ThrottledRecords"), (title, metric)
+            assert metric[-1].get("stat") == "Sum", (title, metric)  # no stat: CloudWatch's Average
     business = bodies[qualified(STAGE, "business")]
     for emitted in (
         "meta_agent_outputs",
@@ -513,6 +534,10 @@ def test_drawdown_alarm_watches_the_account_continuously(full):
     drawdown = alarms[qualified(STAGE, "DrawdownLimit")]
     assert drawdown["MetricName"] == "account_drawdown" and drawdown["Statistic"] == "Maximum"
     assert {"Name": "service", "Value": "orders"} in drawdown["Dimensions"]
+    # account_drawdown is reported only with a routed intent: a period without intents keeps the
+    # alarm's state (no OK notice while the account is still down; no ALARM cleared by silence)
+    assert drawdown["TreatMissingData"] == "ignore"
+    assert drawdown["OKActions"] == drawdown["AlarmActions"]
 
 
 def test_the_orders_functions_refuse_late_intents_when_the_deployment_sets_an_age(full):
