@@ -59,6 +59,18 @@ def compute_metric_name(logical: str) -> str:
     return "orders_route_us" if logical == "orders" else f"{logical}_compute_us"
 
 
+def failure_destination(entry_key: str) -> str | None:
+    """The on-failure destination (a queue) Lambda sends the record of a failed invocation of
+    ``entry_key`` to, as infra_cdk.constructs.functions wires it: an extra entry (invoked
+    asynchronously) -> ``events-dlq``; a Kinesis-fed main entry -> its stage's DLQ (the mapping's
+    on-failure destination); an SQS-fed one (orders) has none (the queue's redrive policy)."""
+    logical, _, extra = entry_key.partition(".")
+    [spec] = [spec for spec in FUNCTIONS if spec.logical == logical]
+    if extra:
+        return "events-dlq"
+    return spec.dead_letter_queue if spec.mapping.kind == "kinesis" else None
+
+
 @dataclass(frozen=True)
 class EmfMetric:
     name: str
@@ -469,6 +481,17 @@ class Monitoring(Construct):
             threshold=1,
             description=f"{entry_key} is throttled (concurrency exhausted)",
         )
+        dlq = failure_destination(entry_key)
+        if dlq is not None:
+            failed = "event (async invocation)" if "." in entry_key else "batch (Kinesis mapping)"
+            self._alarm(
+                f"{title}DestinationFailures",
+                fn.metric("DestinationDeliveryFailures", statistic="Sum", period=ALARM_PERIOD),
+                threshold=1,
+                description=f"{entry_key}: Lambda could not send the record of a failed {failed} to its "
+                            f"on-failure destination {dlq}, so it is in no queue to inspect or redrive: "
+                            "check the queue, its KMS key and the function's grants (docs/runbook.md §1)",
+            )
 
     def _queue_row(self, queues: Queues) -> None:
         dlqs = sorted(dead_letter_queues())

@@ -4,6 +4,7 @@ the cache-outage warning of the stage runners."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from ensemble_trader.constants import FUNCTIONS, qualified
@@ -129,6 +130,7 @@ def _documented_name(alarm_id: str, titles: list[str]) -> str:
     for title in sorted(titles, key=len, reverse=True):
         if alarm_id.startswith(title) and alarm_id[len(title):] in {
             "IteratorAge", "ErrorRate", "Throttles", "FailedItems", "SnapshotReseeded", "CacheUnavailable",
+            "DestinationFailures",
         }:
             return "<Fn>" + alarm_id[len(title):]
     return alarm_id
@@ -169,3 +171,37 @@ def test_event_tables_show_each_domain_event_once(full):
         query = bodies[bodies.index(f'\\"{detail_type}\\"'):]
         query = query[: query.index("limit 100")]
         assert "sort @timestamp desc | dedup detail.event_id" in query, detail_type
+
+
+def _function_of(resources: dict, name) -> str:
+    """A FunctionName (a Ref to a function, or an expression over a Ref to an alias of one) -> the
+    function's logical id."""
+    [ref] = re.findall(r'"Ref": "([^"]+)"', json.dumps(name))
+    if resources[ref]["Type"] == "AWS::Lambda::Alias":
+        return resources[ref]["Properties"]["FunctionName"]["Ref"]
+    return ref
+
+
+def test_every_on_failure_destination_has_a_delivery_failure_alarm(full):
+    """Lambda counts records of failed invocations it could not send to the on-failure destination
+    (the async entries' events-dlq, the Kinesis mappings' stage DLQs) as DestinationDeliveryFailures:
+    those failures are in no queue, so each function with a destination has an alarm on it."""
+    resources = full.template["Resources"]
+    with_destination = {
+        _function_of(resources, props["FunctionName"])
+        for kind in ("AWS::Lambda::EventInvokeConfig", "AWS::Lambda::EventSourceMapping")
+        for props in full.props(kind)
+        if props.get("DestinationConfig", {}).get("OnFailure")
+    }
+    n_extra = sum(len(spec.extra_entries) for spec in FUNCTIONS)
+    assert len(with_destination) == n_extra + sum(spec.mapping.kind == "kinesis" for spec in FUNCTIONS)
+    watched = {}
+    for alarm in _alarms(full).values():
+        if alarm.get("MetricName") == "DestinationDeliveryFailures":
+            assert alarm["Namespace"] == "AWS/Lambda" and alarm["Statistic"] == "Sum"
+            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and alarm["Threshold"] == 1
+            assert alarm["AlarmActions"] and alarm["OKActions"]
+            [dimension] = alarm["Dimensions"]
+            assert dimension["Name"] == "FunctionName"
+            watched[dimension["Value"]["Ref"]] = alarm["AlarmName"]
+    assert set(watched) == with_destination
