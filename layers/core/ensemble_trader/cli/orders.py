@@ -6,12 +6,18 @@ up``) or real AWS (credentials from the usual chain), with the same code the ord
 settings configure (the paper broker by default). ``kill-switch`` and ``reconcile`` therefore
 first compare that broker with the one the stage's order router recorded in the risk state, and
 refuse (exit 1, nothing changed) when they differ: see :class:`~ensemble_trader.runtime.orders.OrderRouter`.
+
+The region is the AWS CLI's (``AWS_REGION``, ``AWS_DEFAULT_REGION``, then the profile's), so these
+commands reach the stack the runbook's ``aws ...`` commands reach; each prints the stage, region
+and risk-state table on stderr before it acts, and fails naming how to set a region when none is
+set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", required=True, help="why (stored with the flag and published)")
     p.add_argument("--reset-breaker", action="store_true",
                    help="only with 'off': also reset a latched circuit breaker (refused with 'on')")
-    p.set_defaults(func=_kill_switch)
+    p.set_defaults(func=partial(_kill_switch, parser=p))
 
     p = orders_sub.add_parser("reconcile", help="compare orders and positions with the broker now")
     p.set_defaults(func=_reconcile)
@@ -39,9 +45,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_plot)
 
 
+def _target(command: str) -> None:
+    """Say on stderr where ``command`` acts (stage, region, risk-state table; the endpoint when
+    one is set, e.g. the local stack's) before it does anything there: an operator sees at once a
+    command about to reach another region's stack than the runbook's ``aws ...`` commands. With no
+    region set it says so; the command then fails when it builds its first client
+    (:class:`~ensemble_trader.runtime.settings.RegionNotSetError`, which says how to set one)."""
+    import sys
+
+    from ensemble_trader.adapters.aws.clients import aws_region
+    from ensemble_trader.runtime.settings import EnvironmentSettingError, get_settings
+
+    settings = get_settings()
+    try:
+        region = aws_region(settings)
+    except EnvironmentSettingError:
+        region = "(none set)"
+    where = f"stage {settings.stage}, region {region}, table {settings.name('risk-state')}"
+    if settings.aws_endpoint_url:
+        where += f", endpoint {settings.aws_endpoint_url}"
+    print(f"orders {command}: {where}", file=sys.stderr)
+
+
 def _status(args: argparse.Namespace) -> int:
     from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
 
+    _target("status")
     store = DynamoOrdersStore()
     state = store.load_risk_state()
     positions = sorted(store.list_positions(), key=lambda p: p.symbol)
@@ -71,6 +100,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"trading state  {doc['trading_state']}  (breaker {state.trading_state.value}"
           f"{': ' + state.state_reason if state.state_reason else ''})")
     print(f"kill switch    {'ON: ' + state.kill_switch_reason if state.kill_switch else 'off'}")
+    switch = doc["kill_switch"]
+    if switch["issued_at"] or switch["command_id"]:  # the command that set it (a hand flip may name none)
+        print(f"  set by       {switch['command_id'] or '(no command id)'} at {switch['issued_at'] or '(no time)'}")
     for symbol, reason in state.halted_symbols.items():
         print(f"halted         {symbol}: {reason}")
     for p in positions:
@@ -99,20 +131,26 @@ def _refused(exc: BaseException, instead: str) -> int:
     return 1
 
 
-def _kill_switch(args: argparse.Namespace) -> int:
+def _kill_switch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The command is ordered among the control events (see ``KillSwitchCommand``) by AWS's
     clock in whole seconds — the ``Date`` of DynamoDB's answer when the risk state is read
     (:meth:`~ensemble_trader.runtime.orders.OrderRouter.command_time`), as EventBridge stamps the
     events' ``time`` —, never by this machine's clock: one issued before the command the risk
     state holds, or an "off" in the same second as the stored "on", is ignored, and the exit
     status is then 1 with the reason on stderr. Refused (exit 1, nothing changed) when the
-    stage's router trades another broker than this shell's settings configure."""
+    stage's router trades another broker than this shell's settings configure.
+    ``--reset-breaker`` with ``on`` is a usage error (exit 2) before anything is read."""
     import sys
     import uuid
 
     from ensemble_trader.runtime.orders import BrokerMismatchError, build_router
     from ensemble_trader.runtime.settings import get_settings
 
+    if args.reset_breaker and args.state == "on":
+        message = ("argument --reset-breaker: only with 'off' (a latched circuit breaker is reset when the "
+                   "kill switch is lifted, never while it is turned on)")
+        parser.error(message)
+    _target(f"kill-switch {args.state}")
     try:
         router = build_router(operator_command=f"kill switch {args.state}")
         result = router.set_kill_switch(
@@ -138,6 +176,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     from ensemble_trader.runtime.orders import BrokerMismatchError, build_router
     from ensemble_trader.runtime.settings import get_settings
 
+    _target("reconcile")
     try:
         report = build_router(operator_command="reconciliation").reconcile()
     except BrokerMismatchError as exc:
@@ -161,6 +200,7 @@ def _plot(args: argparse.Namespace) -> int:
     from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
     from ensemble_trader.domain.models import OrderStatus, Side
 
+    _target("plot")
     orders = DynamoOrdersStore().list_orders()
     filled = sorted((o for o in orders if o.filled_quantity > 0),
                     key=lambda o: (o.decision_time or o.created_at, o.client_order_id))

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ensemble_trader import constants
@@ -33,12 +33,18 @@ class Settings(BaseSettings):
 
     Resource names derive from ``stage`` through :func:`ensemble_trader.constants.qualified`,
     the function the CDK app uses too, so one variable (``ET_STAGE``) points a handler at a stack.
+
+    ``region`` is the AWS CLI's environment: ``AWS_REGION`` (Lambda sets it; so does the local
+    stack), else ``AWS_DEFAULT_REGION``; None when neither is set (or both are blank). There is no
+    built-in default: an operator command would otherwise reach another region's stack than the
+    runbook's ``aws ...`` commands do. A client is then built for the AWS profile's region, and
+    without one fails naming how to set it (:func:`ensemble_trader.adapters.aws.clients.aws_region`).
     """
 
     model_config = SettingsConfigDict(env_prefix="ET_", frozen=True, extra="ignore")
 
     stage: str = constants.LOCAL_STAGE
-    region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+    region: str | None = Field(default=None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_endpoint_url: str | None = None  # the moto server locally; unset in AWS
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_iam_user: str | None = None  # ElastiCache Serverless IAM auth (the deployed cache needs it)
@@ -47,14 +53,14 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=_default_models_dir)
     strategy_id: str = "ensemble"
 
-    @field_validator("aws_endpoint_url", "redis_iam_user", "redis_cache_name", "model_bucket", mode="before")
+    @field_validator("region", "aws_endpoint_url", "redis_iam_user", "redis_cache_name", "model_bucket", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         """An empty (or blank) value means unset: the dev template declares ``ET_AWS_ENDPOINT_URL=""``
         so that ``sam local invoke --env-vars`` can override it (SAM only overrides variables the
         template declares), and a local-env file blanks the cache's IAM user and name; an empty
         endpoint must not reach boto3 (``endpoint_url=""`` is an invalid endpoint), nor an empty
-        user switch on ElastiCache IAM auth."""
+        user switch on ElastiCache IAM auth; a blank ``AWS_REGION`` is no region."""
         if isinstance(value, str) and not value.strip():
             return None
         return value
@@ -84,6 +90,21 @@ class EnvironmentSettingError(DataError):
         self.variable = variable
         self.problem = problem
         super().__init__(f"{variable}: {problem}")
+
+
+class RegionNotSetError(EnvironmentSettingError):
+    """No AWS region anywhere: neither ``AWS_REGION`` nor ``AWS_DEFAULT_REGION`` is set, and the
+    AWS profile (``AWS_PROFILE``, else ``default``) names none. Raised by a command that reaches
+    AWS, before any request; the message says how to set one."""
+
+    def __init__(self, profile: str | None = None):
+        where = f"the AWS profile {profile!r}" if profile else "the default AWS profile"
+        super().__init__(
+            "AWS_REGION",
+            f"no AWS region is set (not in AWS_REGION, AWS_DEFAULT_REGION or {where}): name the stack's "
+            "region, e.g. export AWS_REGION=eu-west-1, or aws configure set region eu-west-1"
+            + (f" --profile {profile}" if profile else ""),
+        )
 
 
 def json_from_env(

@@ -29,6 +29,10 @@ means the fill was applied already (returns None); a lost position condition is 
 transaction DynamoDB cancels for a conflict with a concurrent one (every order write also touches
 ``#working``) is run again with backoff (``MAX_ATTEMPTS``), and the batch read of the working
 orders reads unprocessed keys again, at most ``MAX_ATTEMPTS`` times.
+
+A failed request's error names the table(s) and the region of the client (DynamoDB's own
+``ResourceNotFoundException`` names neither): ``DynamoDB get risk state (table et-prod-risk-state,
+region eu-west-1): ...``.
 """
 
 from __future__ import annotations
@@ -84,17 +88,31 @@ class _Dynamo:
     def _table(self, logical: str) -> str:
         return physical(logical, self._settings)
 
+    @property
+    def region(self) -> str:
+        """The region the client sends its requests to."""
+        region = getattr(getattr(self._client, "meta", None), "region_name", None)
+        return region if isinstance(region, str) else str(self._settings.region)
+
+    def _at(self, what: str, *tables: str) -> str:
+        """``what`` with the table(s) and region it was done at, for an error message: a table of
+        another region's stack (or none) is then seen at once (ResourceNotFoundException alone
+        names neither)."""
+        names = ", ".join(dict.fromkeys(tables))
+        return f"{what} (table {names}, region {self.region})"
+
     def _call(self, what: str, fn, **kwargs) -> Any:
         try:
             return fn(**kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise translate(exc, what) from exc
+            tables = [kwargs["TableName"]] if "TableName" in kwargs else list(kwargs.get("RequestItems") or ())
+            raise translate(exc, self._at(what, *tables)) from exc
 
     def _scan(self, table: str, **kwargs) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs["TableName"] = table
         while True:
-            response = self._call(f"DynamoDB scan {table}", self._client.scan, ConsistentRead=True, **kwargs)
+            response = self._call("DynamoDB scan", self._client.scan, ConsistentRead=True, **kwargs)
             items.extend(deserialize_item(i) for i in response.get("Items", []))
             last = response.get("LastEvaluatedKey")
             if not last:
@@ -110,7 +128,7 @@ class _Dynamo:
             "ConsistentRead": True,
         }
         while True:
-            response = self._call(f"DynamoDB query {table} {pk}", self._client.query, **kwargs)
+            response = self._call(f"DynamoDB query {pk}", self._client.query, **kwargs)
             items.extend(deserialize_item(i) for i in response.get("Items", []))
             last = response.get("LastEvaluatedKey")
             if not last:
@@ -187,6 +205,7 @@ class DynamoOrdersStore(_Dynamo):
 
         A transaction canceled only for a conflict with a concurrent one (``TransactionConflict``,
         which botocore does not retry) changed nothing and is run again, with backoff."""
+        what = self._at(what, *(t["TableName"] for item in items for t in item.values()))
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 self._client.transact_write_items(TransactItems=items)
@@ -238,7 +257,8 @@ class DynamoOrdersStore(_Dynamo):
             except (ClientError, BotoCoreError) as exc:
                 if error_code(exc) == "ConditionalCheckFailedException":
                     return False
-                raise translate(exc, f"DynamoDB update order {order.client_order_id}") from exc
+                raise translate(exc, self._at(f"DynamoDB update order {order.client_order_id}",
+                                              self.orders_table)) from exc
             return True
         failed = self._transact([put, self._index_update(order)],
                                 f"DynamoDB update order {order.client_order_id}")
@@ -267,8 +287,8 @@ class DynamoOrdersStore(_Dynamo):
                     break
                 if attempt == MAX_ATTEMPTS:
                     unread = len(request[self.orders_table]["Keys"])
-                    raise InfrastructureError(f"DynamoDB batch get orders: {unread} keys still unread "
-                                              f"after {MAX_ATTEMPTS} attempts (throttled)")
+                    raise InfrastructureError(f"{self._at('DynamoDB batch get orders', self.orders_table)}: "
+                                              f"{unread} keys still unread after {MAX_ATTEMPTS} attempts (throttled)")
                 self._backoff(attempt)
         return [o for o in orders if o.status in WORKING_STATUSES]
 
@@ -342,7 +362,8 @@ class DynamoOrdersStore(_Dynamo):
                 return
             except (ClientError, BotoCoreError) as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
-                    raise translate(exc, f"DynamoDB put position {position.symbol}") from exc
+                    raise translate(exc, self._at(f"DynamoDB put position {position.symbol}",
+                                                  self.positions_table)) from exc
         raise ConcurrencyError(f"position {position.symbol} kept changing")
 
     # -- risk state --------------------------------------------------------------------------
@@ -356,7 +377,8 @@ class DynamoOrdersStore(_Dynamo):
         self.load_risk_state()
         if self.risk_state_read_at is None:
             raise InfrastructureError(
-                "DynamoDB get risk state: the response has no readable Date header (AWS's clock)"
+                f"{self._at('DynamoDB get risk state', self.risk_table)}: the response has no readable "
+                "Date header (AWS's clock)"
             )
         return self.risk_state_read_at
 
@@ -447,7 +469,7 @@ class DynamoOrdersStore(_Dynamo):
                     f"risk state version {expected} is stale (another writer saved first)"
                     + (", or the kill switch was changed since it was read (by hand)" if write_kill_switch else "")
                 ) from exc
-            raise translate(exc, "DynamoDB save risk state") from exc
+            raise translate(exc, self._at("DynamoDB save risk state", self.risk_table)) from exc
         state.version = expected + 1
         if write_kill_switch and isinstance(state.switch_as_stored, dict):
             state.switch_as_stored = {**state.switch_as_stored, **written}
@@ -489,7 +511,7 @@ class DynamoPaperLedger(_Dynamo):
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     return False
-            raise translate(exc, f"DynamoDB create paper order {coid}") from exc
+            raise translate(exc, self._at(f"DynamoDB create paper order {coid}", self.table)) from exc
         return True
 
     def update_order(self, record: dict[str, Any], position: dict[str, Any] | None = None) -> None:
@@ -527,7 +549,7 @@ class DynamoPaperLedger(_Dynamo):
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if "ConditionalCheckFailed" in reasons:
                     raise ConcurrencyError(f"paper order {coid} or its position changed meanwhile") from exc
-            raise translate(exc, f"DynamoDB update paper order {coid}") from exc
+            raise translate(exc, self._at(f"DynamoDB update paper order {coid}", self.table)) from exc
 
     def open_orders(self) -> list[dict[str, Any]]:
         return [_ledger_record(i) for i in self._query(self.table, "OPEN")]
