@@ -6,7 +6,8 @@ Inputs, as a SageMaker training container receives them (local folders work the 
   ``$SM_HPS``, else defaults — ``seed`` (int in [0, 2**32), default 0), ``states`` (int, list or
   comma-separated text, each >= 4; default 4,5,6), ``covariance_type`` (``full``/``diag``),
   ``restarts`` (int >= 1, default 32), ``start`` / ``end`` (ISO dates: train on bars with
-  start <= time < end), ``bars`` (a data spec when no channel is given, default arch:sp500);
+  start <= time < end; the features of the first bars of the window are warmed up on the bars
+  before it, see :func:`fit_model`), ``bars`` (a data spec when no channel is given, default arch:sp500);
 * ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` in it and its subfolders except
   regime-truth files: ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as
   ``data synth`` writes them), one series per symbol: a symbol split over several files (one per
@@ -35,8 +36,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from ensemble_trader.domain.bars import BarSeries, parse_datetime64
 from ensemble_trader.domain.errors import DataError, EnsembleTraderError
+from ensemble_trader.domain.features import WARMUP_BARS, compute_features
 from ensemble_trader.domain.regime_model import RegimeModel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -148,6 +151,38 @@ def _problem(error: Any) -> str:
     return f"{where}={error['input']!r}: {message}"
 
 
+def with_warmup(series: BarSeries, start: str | None = None, end: str | None = None) -> BarSeries | None:
+    """The bars of ``series`` the fit of the window [start, end) reads: those of the window and,
+    before them, the ``WARMUP_BARS - 1`` (172) bars the features warm up on (fewer when the series
+    has fewer before ``start``); None when the window holds none of its bars.
+
+    The estimator fits every *ready* feature row of the bars it is given, and the first 172 rows
+    are not ready: cutting the series to the window first spent the window's own first 172 bars
+    on the warm-up (``--start 2016-06-01 --end 2017-01-01``: no row left of 149 bars, with 4,380
+    bars of history before them). With the history before it, every bar of the window is fitted
+    once ``start`` is at least 172 bars into the series, and no bar before it is: the fitted
+    rows are those the backtester evaluates on such a window (features of the whole series, rows
+    in [start, end)) — equal for the default one-bar volatility, and for the exponential averages
+    to within ``WARMUP_TOLERANCE`` of their weight, the bound the warm-up is chosen for.
+    """
+    times = np.asarray(series.timestamp)
+    first = 0 if start is None else int(np.searchsorted(times, parse_datetime64(start), side="left"))
+    stop = len(series) if end is None else int(np.searchsorted(times, parse_datetime64(end), side="left"))
+    if stop <= first:
+        return None
+    return series[max(0, first - (WARMUP_BARS - 1)):stop]
+
+
+def fitted_rows(series: BarSeries) -> dict[str, Any]:
+    """The rows of ``series`` a fit uses (its ready feature rows), for the manifest: the first and
+    last row's time and how many (None, None, 0 when the series is shorter than the warm-up)."""
+    ready = np.flatnonzero(compute_features(series).ready)
+    if not ready.size:
+        return {"fitted_start": None, "fitted_end": None, "fitted_bars": 0}
+    return {"fitted_start": str(series.timestamp[ready[0]])[:19], "fitted_end": str(series.timestamp[ready[-1]])[:19],
+            "fitted_bars": int(ready.size)}
+
+
 def fit_model(
     series: Sequence[BarSeries],
     *,
@@ -160,13 +195,21 @@ def fit_model(
     progress: bool = False,
     data: Sequence[str] | None = None,
 ) -> tuple[RegimeHMM, RegimeModel]:
-    """Fit the regime HMM on bars (optionally cut to [start, end)) and return it with its artifact.
+    """Fit the regime HMM on the bars with start <= time < end (every bar when both are None) and
+    return it with its artifact.
+
+    Each series is given to the estimator with the bars its features warm up on before ``start``
+    (:func:`with_warmup`), so the window's first bars are fitted too. The manifest's
+    ``training_window`` has one entry per series: ``start``, ``end`` and ``bars`` are the bars
+    read (the warm-up history included: the fitted rows' features depend on them), and
+    ``fitted_start``, ``fitted_end`` and ``fitted_bars`` the first and last row actually fitted
+    and how many (their sum is ``n_samples``).
 
     ``data`` (the data specs or files the bars came from) goes into the manifest as
     ``training_data``: a synthetic spec's dates mean nothing, so the checks that a model was not
     fitted on an evaluated window (``training.meta.select``) compare its seed instead."""
-    cut = [s.between(start, end) if (start or end) else s for s in series]
-    cut = [s for s in cut if len(s)]
+    cut = [s if start is None and end is None else with_warmup(s, start, end) for s in series]
+    cut = [s for s in cut if s is not None and len(s)]
     if not cut:
         raise DataError(f"no bars in the training window [{start or '...'}, {end or '...'})")
     estimator = RegimeHMM(
@@ -175,8 +218,12 @@ def fit_model(
         n_restarts=restarts,
         random_state=seed,
     ).fit(cut, progress=progress)
+    # the estimator's entries: one per series given (each non-empty), in their order
+    window = [{**w, **fitted_rows(s)} for w, s in zip(estimator.model_.info["training_window"], cut, strict=True)]
+    info = {**estimator.model_.info, "training_window": window}
     if data is not None:
-        estimator.model_ = replace(estimator.model_, info={**estimator.model_.info, "training_data": list(data)})
+        info["training_data"] = list(data)
+    estimator.model_ = replace(estimator.model_, info=info)
     return estimator, estimator.model_
 
 
