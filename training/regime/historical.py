@@ -153,8 +153,11 @@ def markdown(rows: list[dict[str, Any]], unit: str) -> str:
     return "\n".join(lines)
 
 
-def run_history(model_dir: Path, out: Path) -> dict[str, Any]:
-    """Label S&P 500 (and BTC-USD when the shared data exists), write plots, return the tables."""
+def run_history(model_dir: Path, out: Path, progress: bool = False) -> dict[str, Any]:
+    """Label S&P 500 (and BTC-USD when the shared data exists), write plots, return the tables.
+
+    ``progress``: draw the BTC model fit's progress bar on stderr (the fit takes minutes; the CLI
+    passes whether stderr is a terminal, as ``regime fit`` does)."""
     from ensemble_trader.domain.errors import DataError
     from ensemble_trader.marketdata import load_arch, load_shared
 
@@ -175,7 +178,7 @@ def run_history(model_dir: Path, out: Path) -> dict[str, Any]:
         result["btc"] = {"skipped": str(exc)}
         text.append(f"BTC-USD skipped: {exc}")
     else:
-        _, btc_model = fit_model([btc[:BTC_TRAIN_BARS]], seed=0)
+        _, btc_model = fit_model([btc[:BTC_TRAIN_BARS]], seed=0, progress=progress)
         btc_labels = label_series(RegimeDetector(btc_model), btc)
         btc_rows = episode_table(btc, btc_labels, BTC_EPISODES)
         plot(btc, btc_labels, out / "regime_btcusd.png", f"BTC-USD hourly, causal regime labels (model fitted on the first {BTC_TRAIN_BARS:,} bars)")

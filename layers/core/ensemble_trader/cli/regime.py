@@ -298,7 +298,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from training.regime.historical import run_history
 
-    result = run_history(model_dir=args.model or default_model_dir(), out=Path(args.out))
+    # the BTC fit runs minutes: its progress bar on a terminal (stderr; stdout keeps the tables or JSON)
+    result = run_history(model_dir=args.model or default_model_dir(), out=Path(args.out), progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(result, indent=1, default=str))
     else:
