@@ -8,6 +8,19 @@ import os
 from pathlib import Path
 
 
+def _default_data() -> str:
+    """The default data sets, as ``training.agents.train`` chooses them (:func:`default_bars`):
+    :data:`DEFAULT_BARS`, plus the shared BTC-USD hourly bars where the shared data folder holds
+    them; the help said four data sets where the development machine trains on five."""
+    from ensemble_trader.marketdata import SHARED_DATA_ENV
+    from training.agents.train import DEFAULT_BARS, QUICK_BARS, SHARED_BTC, default_bars
+
+    here = "included here" if f"shared:{SHARED_BTC}" in default_bars() else "not found here"
+    return (f"Default data: {', '.join(DEFAULT_BARS)}, plus shared:{SHARED_BTC} where the shared data folder "
+            f"(${SHARED_DATA_ENV}, else ../shared/data beside the repository) holds {SHARED_BTC}.csv ({here}); "
+            f"--quick: {', '.join(QUICK_BARS)}.")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import seed
 
@@ -20,13 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Walk-forward in calendar time: the real series that begins first is split by time into "
             "train (70%), validation (10%) and test (20%) windows and every other real series at the "
             "same dates (synthetic series at their own fractions); checkpoints are selected on "
-            "validation only and the exported set is measured on test. Default data: arch:sp500, "
-            "arch:nasdaq, synth:realistic:11:5000, synth:mean_reverting:12:5000 (--quick: two small "
-            "synthetic series)."
+            "validation only and the exported set is measured on test. " + _default_data()
         ),
     )
     agents.add_argument("--bars", nargs="+", default=None, metavar="SPEC",
-                        help="data specs: arch:sp500, arch:nasdaq, shared:<name>, synth:<scenario>[:<seed>[:<bars>[:<symbol>]]], CSV")
+                        help="data specs: arch:sp500, arch:nasdaq, shared:<name>, synth:<scenario>[:<seed>[:<bars>[:<symbol>]]], "
+                             "CSV (default: the default data above)")
     agents.add_argument("--validation-bars", nargs="+", default=None, metavar="SPEC",
                         help="separate validation data (the --bars series are then used whole for training)")
     agents.add_argument("--out", type=Path, default=None,
