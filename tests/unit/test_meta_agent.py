@@ -531,6 +531,11 @@ def test_changed_default_hyperparameters_are_a_new_model_version_and_restart_the
     # explicit policy_params equal to the defaults are the same effective settings
     explicit = MetaAgentConfig.create(policy="hedge", policy_params={"eta": 0.3, "discount": 0.998})
     assert MetaAgentStep(explicit).model_version == new_step.model_version
+    # and explicit policy_params are untouched by a change of the defaults
+    other = MetaAgentConfig.create(policy="hedge", policy_params={"eta": 0.2, "discount": 0.99})
+    kept = MetaAgentStep(other).model_version
+    monkeypatch.setitem(meta_agent.DEFAULT_POLICY_PARAMS, "hedge", {"eta": 0.5, "discount": 0.9})
+    assert MetaAgentStep(other).model_version == kept
 
 
 def test_after_a_model_version_change_the_agents_see_the_restarted_virtual_positions() -> None:

@@ -87,6 +87,22 @@ def test_a_state_is_reused_only_for_its_own_bytes_and_the_memory_is_bounded(monk
     assert json.loads(stage.decode_cached(cache.data["tally:CCC"])[1])["total"] == pytest.approx(1.0 + 101.0)
 
 
+def test_the_memory_is_bounded_by_the_bytes_of_the_states_too(monkeypatch):
+    step, cache = CountingTally(pure=True), MemoryCache()
+    runner = tally_runner(step, cache, MemoryKeyValueStore())
+    runner.process(event_of([("AAA", bar_json("AAA", 0))], 1000))
+    size = len(stage.decode_cached(cache.data["tally:AAA"])[1])
+    monkeypatch.setattr(stage, "DECODED_MEMORY_BYTES", 4 * size + 10)  # four states of this size fit
+    for i, symbol in enumerate(("BBB", "CCC", "DDD", "EEE")):
+        runner.process(event_of([(symbol, bar_json(symbol, 0))], 1001 + i))
+    assert list(runner._decoded) == ["BBB", "CCC", "DDD", "EEE"] and runner._decoded_bytes == 4 * size
+    monkeypatch.setattr(stage, "DECODED_MEMORY_BYTES", 3 * size)  # a state above a quarter is not kept
+    runner.process(event_of([("FFF", bar_json("FFF", 0))], 1010))
+    assert "FFF" not in runner._decoded and runner._decoded_bytes == 4 * size
+    runner.process(event_of([("FFF", bar_json("FFF", 1))], 1011))
+    assert step.loads == 1  # decoded, as every batch of a state too large to keep
+
+
 def _pipeline_intents(pure: bool, monkeypatch) -> tuple[list[bytes], int]:
     """Features -> regime -> meta-agent over three synthetic symbols, with a redelivered batch and
     a failed cache write on the way: the order intents' bodies and how many states were decoded."""

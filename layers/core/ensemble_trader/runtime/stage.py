@@ -119,7 +119,8 @@ Rules, in the order they apply:
 * **A pure step's states are decoded once per container.** A step declaring ``pure_states``
   (its ``apply`` never changes the state it is given, and a state decodes from its own bytes to
   one that decides alike — the meta-agent, whose learners are copied on write) has its last
-  decoded or stored state per symbol kept by the runner (``DECODED_MEMORY`` symbols) with the
+  decoded or stored state per symbol kept by the runner (``DECODED_MEMORY`` symbols and
+  ``DECODED_MEMORY_BYTES`` of their bytes, the oldest dropped first) with the
   bytes it came from or went to; a batch that loads exactly those bytes reuses it instead of
   decoding them. Any other bytes (another writer's, an older snapshot after a failed write-back)
   are decoded as always, so nothing but the decoding is skipped.
@@ -186,6 +187,9 @@ is not called late — unless the memory still holds every message since the sta
 symbol's first 1,024), when an older one was certainly never handled."""
 DECODED_MEMORY = 4096
 """How many symbols' last decoded or stored states a runner of a pure step keeps for reuse."""
+DECODED_MEMORY_BYTES = 32 * 2**20
+"""At most this many stored bytes behind those states (a decoded state takes a few times its
+bytes): learners with large windows keep fewer symbols; a state above a quarter of it is not kept."""
 _ENVELOPE = struct.Struct(">3sQ")  # magic, version
 _MAGIC_V1 = b"ET1"  # magic, version, state
 _MAGIC = b"ET2"  # magic, version, length of the handled times, handled times, state
@@ -582,6 +586,7 @@ class KinesisStageRunner(Generic[S, In]):
         self.stats = stats if stats is not None else stage_stats(step.name)
         self._reuse_states = bool(getattr(step, "pure_states", False))
         self._decoded: dict[str, tuple[bytes, Any]] = {}  # symbol -> (stored bytes, their state)
+        self._decoded_bytes = 0
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -802,14 +807,20 @@ class KinesisStageRunner(Generic[S, In]):
 
     def _remember_state(self, symbol: str, data: bytes, state: Any) -> None:
         """Keep ``state`` as the decoding of ``data`` (a pure step's states only; at most
-        ``DECODED_MEMORY`` symbols, the oldest dropped first)."""
+        ``DECODED_MEMORY`` symbols and ``DECODED_MEMORY_BYTES`` stored bytes, the oldest dropped
+        first)."""
         if not self._reuse_states:
             return
         decoded = self._decoded
-        decoded.pop(symbol, None)
-        if len(decoded) >= DECODED_MEMORY:
-            del decoded[next(iter(decoded))]
+        old = decoded.pop(symbol, None)
+        if old is not None:
+            self._decoded_bytes -= len(old[0])
+        if 4 * len(data) > DECODED_MEMORY_BYTES:
+            return
+        while decoded and (len(decoded) >= DECODED_MEMORY or self._decoded_bytes + len(data) > DECODED_MEMORY_BYTES):
+            self._decoded_bytes -= len(decoded.pop(next(iter(decoded)))[0])
         decoded[symbol] = (data, state)
+        self._decoded_bytes += len(data)
 
     def _handled_or_none(self, symbol: str, where: str, data: bytes) -> tuple[array, array, bool]:
         """The handled times and digests stored beside a state; none when they cannot be read
