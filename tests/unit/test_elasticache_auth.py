@@ -62,7 +62,8 @@ def test_provider_reuses_the_token_and_re_signs_before_it_expires():
     assert len(signed) == 2
 
 
-def test_cache_from_settings_uses_iam_only_when_configured():
+def test_cache_from_settings_uses_iam_only_when_configured(monkeypatch):
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # as in Lambda (the sign-in needs a region)
     plain = RedisCache.from_settings(Settings(redis_url="redis://127.0.0.1:1/0"))
     assert plain.client.connection_pool.connection_kwargs.get("credential_provider") is None
     iam = RedisCache.from_settings(
@@ -70,5 +71,6 @@ def test_cache_from_settings_uses_iam_only_when_configured():
     )
     provider = iam.client.connection_pool.connection_kwargs["credential_provider"]
     assert isinstance(provider, ElastiCacheIAMProvider) and provider.cache_name == "c"
+    assert provider.region == "eu-west-1"
     with pytest.raises(ValueError, match="ET_REDIS_CACHE_NAME"):
         RedisCache.from_settings(Settings(redis_iam_user="u"))

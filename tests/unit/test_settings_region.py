@@ -112,3 +112,14 @@ def test_an_operator_command_without_a_region_fails_before_any_request(capsys, m
     err = capsys.readouterr().err
     assert "orders status: stage unit, region (none set), table et-unit-risk-state\n" in err
     assert "ensemble-trader: error: AWS_REGION: no AWS region is set" in err and "Traceback" not in err
+
+
+def test_the_elasticache_sign_in_uses_the_profiles_region_too(_operator_shell):
+    """Its region was ``Settings.region``, None outside Lambda without a region variable."""
+    from ensemble_trader.adapters.redis.cache import RedisCache
+
+    _operator_shell.write_text("[default]\nregion = sa-east-1\n")
+    cache = RedisCache.from_settings(Settings(redis_url="rediss://cache.example:6379/0", redis_iam_user="et-user",
+                                              redis_cache_name="et-unit"))
+    provider = cache.client.connection_pool.connection_kwargs["credential_provider"]
+    assert provider.region == "sa-east-1"

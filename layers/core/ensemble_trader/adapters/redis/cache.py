@@ -70,7 +70,9 @@ class RedisCache:
 
             if not settings.redis_cache_name:
                 raise ValueError("ET_REDIS_IAM_USER is set but ET_REDIS_CACHE_NAME is not")
-            provider = ElastiCacheIAMProvider(settings.redis_cache_name, settings.redis_iam_user, settings.region)
+            from ensemble_trader.adapters.aws.clients import aws_region
+
+            provider = ElastiCacheIAMProvider(settings.redis_cache_name, settings.redis_iam_user, aws_region(settings))
         return cls.from_url(settings.redis_url, prefix=prefix, ttl_seconds=ttl_seconds, credential_provider=provider)
 
     @property
