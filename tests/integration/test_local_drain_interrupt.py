@@ -102,6 +102,48 @@ def test_interrupted_sqs_batch_stays_in_flight_when_not_released(clean_stack):
     # (the next test's reset gives them back and deletes them: the emulator noted them in flight)
 
 
+def test_a_drain_interrupted_after_the_handler_returned_holds_the_batch_for_the_function_timeout(clean_stack):
+    """Ctrl-C while the handled batch is being deleted (or a SIGKILL anywhere) skips the explicit
+    hold of an interrupted handler: the batch then stayed in flight for what it was received with,
+    the queue's own 180 s, and the next `local drain` waited that long. A drain now receives with
+    the function timeout (checked on the request, not by waiting)."""
+    from ensemble_trader import constants
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+
+    stack = clean_stack.stack
+    SqsPublisher(settings=stack.settings).send("order-intents", [("SPX", "after-invoke", b'{"n": 0}')])
+    sqs = stack.client("sqs")
+    receives: list[dict] = []
+    interrupted: list[bool] = []
+
+    def capture(params, **_):
+        receives.append(dict(params))
+
+    def ctrl_c(**_):  # lands after the handler returned, while the emulator deletes the batch
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+
+    hooks = [("provide-client-params.sqs.ReceiveMessage", capture), ("before-call.sqs.DeleteMessageBatch", ctrl_c)]
+    for event, hook in hooks:
+        sqs.meta.events.register(event, hook)
+    try:
+        handled = []
+        with pytest.raises(KeyboardInterrupt):
+            clean_stack.emulator(["orders"], handlers={"orders": lambda e, c: handled.extend(e["Records"])},
+                                 release_interrupted_sqs=False,
+                                 sqs_retry_backoff_s=DRAIN_SQS_RETRY_BACKOFF_S).run_until_drained()
+    finally:
+        for event, hook in hooks:
+            sqs.meta.events.unregister(event, hook)
+    assert interrupted and len(handled) == 1
+    assert stack.queue_depth("order-intents") == 1  # still in flight, not lost
+    timeout = constants.function_spec("orders").timeout_seconds
+    assert timeout == 30
+    assert receives and all(params.get("VisibilityTimeout") == timeout for params in receives)
+    # (the next test's reset gives it back: the emulator noted it in flight)
+
+
 def test_a_failed_sqs_message_comes_back_after_the_backoff_not_at_once(clean_stack):
     from ensemble_trader.adapters.aws.sqs import SqsPublisher
 

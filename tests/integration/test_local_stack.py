@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from ensemble_trader import constants
@@ -111,12 +112,21 @@ def test_local_up_status_down(tmp_path):
                                 timeout=60)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["queues"]["order-intents"] == 0
+        # the detached moto child's output: a named file in the folder `down` removes (it was an
+        # unlinked temporary file that grew unseen for the stack's whole life)
+        moto_log = Path(state["redis_dir"]) / "moto.log"
+        assert state["moto_log"] == str(moto_log) and moto_log.is_file()
+        if Path("/proc/self/fd").exists():
+            assert {os.readlink(f"/proc/{state['moto_pid']}/fd/{fd}") for fd in (1, 2)} == {str(moto_log)}
+        owners = json.loads((Path(state["redis_dir"]) / "owner.json").read_text())["processes"]
+        assert state["moto_pid"] in [pid for pid, _ in owners]  # no start sweeps the folder while moto runs
     finally:
         down = subprocess.run([*cli, "local", "down"], env=env, capture_output=True, text=True, timeout=60)
     assert down.returncode == 0 and not (tmp_path / "stack.json").exists()
     from ensemble_trader.local.servers import pid_alive
 
     assert not pid_alive(state["moto_pid"]) and not pid_alive(state["redis_pid"])
+    assert not Path(state["moto_log"]).exists()
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ with the real event shape and a fake context:
   than ``max_record_age_seconds``, the records go to the function's on-failure destination (its
   dead-letter queue) with the reason, and the shard moves on.
 * **SQS**: ``ReceiveMessage`` up to the batch size (at most 10), in flight for the queue's own
-  visibility timeout (the deployed one, six times the function timeout); successes are deleted,
+  visibility timeout (the deployed one, six times the function timeout) — or, with
+  ``release_interrupted_sqs=False`` (``local drain``), for the function timeout; successes are deleted,
   failures (reported items, or all on an exception) become visible again — at once, or after a
   backoff (``sqs_retry_backoff_s``, doubling with each receive, at most the function timeout) —
   and a message that failed on its ``max_receive_count``-th receive (10, the deployed queue's
@@ -139,7 +140,10 @@ class EventSourceMappingEmulator:
     function timeout (Lambda would leave it for the queue's visibility timeout, six times that),
     so that its idempotency records (``INPROGRESS`` until the function timeout) have expired when
     it is delivered again — at once, the redelivery would fail on them until the receives run out
-    and the intents were dead-lettered.
+    and the intents were dead-lettered. For that the emulator then receives with
+    ``VisibilityTimeout`` = the function timeout, so a batch is never held longer than that
+    whenever the drain stops — during the handler, while deleting or dead-lettering after it
+    returned, or killed (SIGKILL) at any point; with True it keeps the queue's own timeout.
     ``sqs_retry_backoff_s`` (default 0: a failed message is visible again at once) delays a
     failed message's next receive by that many seconds after its first receive, doubling with
     each receive, at most the function timeout (``local drain`` uses 1 s: ten receives then span
@@ -220,7 +224,9 @@ class EventSourceMappingEmulator:
         """Make every SQS message this emulator left in flight (waiting out a retry backoff, or an
         interrupted batch with ``release_interrupted_sqs=False``) visible again at once; how many.
         The stack's :meth:`~ensemble_trader.local.stack.LocalStack.reset` does this for every
-        emulator of the stack."""
+        emulator of the stack. A message someone else received meanwhile is made visible too
+        (moto accepts its old receipt handle: see
+        :meth:`~ensemble_trader.local.stack.LocalStack.release_in_flight`)."""
         released = 0
         for mapping in self._mappings.values():
             if mapping.in_flight:
@@ -498,12 +504,18 @@ class EventSourceMappingEmulator:
     def _poll_sqs_once(self, mapping: _Mapping) -> int:
         sqs = self.stack.client("sqs")
         spec = mapping.spec
-        response = sqs.receive_message(  # in flight for the queue's visibility timeout, as deployed
+        # in flight for the queue's visibility timeout, as deployed; a drain that may be stopped
+        # without giving the batch back (release_interrupted_sqs=False) holds it for the function
+        # timeout only, however it stops: Ctrl-C after the handler returned (while deleting,
+        # dead-lettering or setting a backoff) or SIGKILL, where no handler of ours runs
+        visibility = {} if self.release_interrupted_sqs else {"VisibilityTimeout": spec.timeout_seconds}
+        response = sqs.receive_message(
             QueueUrl=mapping.queue_url,
             MaxNumberOfMessages=min(10, spec.mapping.batch_size),
             WaitTimeSeconds=0,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
+            **visibility,
         )
         messages = response.get("Messages", [])
         if not messages:
@@ -592,13 +604,14 @@ class EventSourceMappingEmulator:
         self._forget(mapping, [r for r, delay in zip(records, delays, strict=True) if delay == 0])
 
     def _hold_for_function_timeout(self, mapping: _Mapping, records: Sequence[dict[str, Any]]) -> None:
-        """An interrupted batch (``release_interrupted_sqs=False``) stays in flight for the
-        function timeout, not the queue's visibility timeout (six times as long, what Lambda would
-        leave it for): by then the idempotency records its handler left ``INPROGRESS`` have
-        expired, and the next ``local drain`` waits no longer than it must."""
+        """A batch interrupted in its handler (``release_interrupted_sqs=False``) stays in flight
+        for the function timeout from now, not the queue's visibility timeout (six times as long,
+        what Lambda would leave it for): by then the idempotency records its handler left
+        ``INPROGRESS`` have expired, and the next ``local drain`` waits no longer than it must.
+        (It was received for the function timeout already; this restarts that from the interrupt.)"""
         try:
             self._change_visibility(mapping, records, [mapping.spec.timeout_seconds] * len(records))
-        except Exception:  # the interruption matters more; the batch then waits out the queue's timeout
+        except Exception:  # the interruption matters more; the batch then waits out the receive's timeout
             log.exception("ESM %s: could not shorten the interrupted batch's visibility timeout", mapping.spec.logical)
 
     def _change_visibility(self, mapping: _Mapping, records: Sequence[dict[str, Any]], delays: Sequence[int]) -> None:

@@ -357,6 +357,7 @@ class RedisServer:
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
         self._output: IO[bytes] | None = None  # the child's stdout and stderr while it starts
+        self._owners: list[int] = []  # the processes named in the folder's owner file
         self.attempts = 0  # start attempts of the last start() (a port taken meanwhile adds one)
 
     @property
@@ -403,6 +404,14 @@ class RedisServer:
                 raise InfrastructureError(f"redis-server ({binary}) could not be started: {exc}") from exc
         return self
 
+    def add_owner(self, pid: int | None) -> None:
+        """Name ``pid`` in the working folder's owner file too: a process that keeps a file in the
+        folder (``local up``'s moto server writes ``moto.log`` there), so that no start removes
+        the folder as stale while that process lives."""
+        if self._dir and pid and pid not in self._owners:
+            self._owners.append(pid)
+            _write_owners(self._dir, self._owners)
+
     def _outputs(self) -> dict[str, str]:
         """What the server wrote so far: its stdout and stderr, and its log file."""
         found = {"stderr": _read_output(self._output)}
@@ -442,7 +451,8 @@ class RedisServer:
 
     def _start_real(self, binary: str) -> None:
         self._dir = tempfile.mkdtemp(prefix=REDIS_DIR_PREFIX)
-        _write_owners(self._dir, [os.getpid()])
+        self._owners = [os.getpid()]
+        _write_owners(self._dir, self._owners)
         cmd = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--daemonize", "yes" if self.detached else "no", "--pidfile", str(Path(self._dir) / "redis.pid"),
@@ -466,7 +476,8 @@ class RedisServer:
             if pid is None:
                 raise PortTakenError(f"port {self.port} is not served by the redis-server started in {self._dir}")
             self.pid = pid
-            _write_owners(self._dir, [os.getpid(), pid])  # the daemon outlives us: its folder with it
+            self._owners.append(pid)
+            _write_owners(self._dir, self._owners)  # the daemon outlives us: its folder with it
         else:
             # its output goes to an unnamed temporary file: read if the start fails, closed once it
             # works (the server itself logs to redis.log)
@@ -477,7 +488,8 @@ class RedisServer:
             )
             self.pid = proc.pid
             self._proc = proc
-            _write_owners(self._dir, [os.getpid(), proc.pid])
+            self._owners.append(proc.pid)
+            _write_owners(self._dir, self._owners)
             _wait_for_child_port(proc, self.port, "redis-server", self._outputs)
 
     def _own_server_pid(self) -> int | None:
@@ -545,21 +557,60 @@ class MotoServer:
     A child counts as started only once it holds the listening socket itself (see
     :func:`_wait_for_child_server`), so a port-race neighbour is never mistaken for it; it runs
     with :func:`child_environment` (no ``AWS_PROFILE``: moto answers HTTP 500 on an unknown one).
+
+    A ``process`` child's stdout and stderr go to an unnamed temporary file (quoted if the start
+    fails; freed when the child ends with us). A ``detached`` child outlives us and writes a
+    traceback per request it fails on for as long as it runs, so its output goes to a named file,
+    :attr:`log_path` (``moto.log`` in ``log_dir``, which ``local up`` sets to the redis-server's
+    working folder, removed by ``local down``; without ``log_dir``, in a folder of its own,
+    ``$TMPDIR/et-moto-*``, removed by :meth:`stop`). Nothing caps or rotates it.
     """
 
-    def __init__(self, port: int | None = None, *, mode: str = "process") -> None:
+    def __init__(
+        self, port: int | None = None, *, mode: str = "process", log_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         if mode not in ("process", "detached", "thread"):
             raise ValueError(f"moto server mode must be process, detached or thread, not {mode!r}")
         self.port = port or free_port()
         self.mode = mode
+        self.log_dir = Path(log_dir) if log_dir is not None else None
         self.pid: int | None = None
         self._threaded = None
         self._proc: subprocess.Popen | None = None
+        self._own_dir: str | None = None  # the folder of its log made for a detached child without log_dir
         self.attempts = 0  # start attempts of the last start() (a port taken meanwhile adds one)
 
     @property
     def detached(self) -> bool:
         return self.mode == "detached"
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file a detached child's stdout and stderr go to (None in the other modes, and
+        before a detached start without ``log_dir``)."""
+        if not self.detached:
+            return None
+        folder = self.log_dir if self.log_dir is not None else (Path(self._own_dir) if self._own_dir else None)
+        return folder / MOTO_LOG_FILE if folder is not None else None
+
+    def _open_output(self) -> tuple[IO[bytes], Callable[[], dict[str, str]]]:
+        """Where the child's output goes, and what reads it back for a start error."""
+        if not self.detached:
+            output = tempfile.TemporaryFile()
+            return output, lambda: {"output": _read_output(output)}
+        if self.log_dir is None and self._own_dir is None:
+            self._own_dir = tempfile.mkdtemp(prefix=MOTO_DIR_PREFIX)
+        path = self.log_path
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def read() -> dict[str, str]:
+            try:
+                return {str(path): path.read_text(errors="replace")}
+            except OSError:
+                return {}
+
+        return open(path, "wb"), read  # closed by start() once the child has it
 
     @property
     def url(self) -> str:
@@ -579,10 +630,11 @@ class MotoServer:
         for attempt in range(1, attempts + 1):
             self.attempts = attempt
             cmd = [sys.executable, "-c", MOTO_SERVER_MAIN, "-H", "127.0.0.1", "-p", str(self.port)]
-            # stdout and stderr to an unnamed temporary file, quoted if the start fails (an import
-            # error, the port taken) and closed once it works: the child keeps writing to the file,
-            # which is freed when it exits; werkzeug's line per request is switched off
-            with tempfile.TemporaryFile() as output:
+            # stdout and stderr to a file (see the class docstring), quoted if the start fails (an
+            # import error, the port taken); our handle is closed once it works, the child keeps
+            # writing; werkzeug's line per request is switched off
+            output, outputs = self._open_output()
+            with output:
                 streams = dict(stdout=output, stderr=output, stdin=subprocess.DEVNULL)
                 if self.detached:
                     proc = subprocess.Popen(cmd, start_new_session=True, env=child_environment(), **streams)
@@ -590,7 +642,7 @@ class MotoServer:
                     proc = spawn_dying_with_us(cmd, env=child_environment(), **streams)
                 self.pid, self._proc = proc.pid, proc
                 try:
-                    _wait_for_child_server(proc, self.port, "moto server", lambda: {"output": _read_output(output)})
+                    _wait_for_child_server(proc, self.port, "moto server", outputs)
                     return self
                 except PortTakenError as exc:
                     self.stop()
@@ -615,6 +667,9 @@ class MotoServer:
                 pass
             self._proc = None
         self.pid = None
+        if self._own_dir:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
 
 
 def _listening_socket_inodes(port: int) -> set[str] | None:
@@ -670,12 +725,19 @@ def _moto_answers(port: int) -> bool:
         return False
 
 
+MOTO_LOG_FILE = "moto.log"
+"""A detached moto child's stdout and stderr, in :attr:`MotoServer.log_dir`."""
+
+MOTO_DIR_PREFIX = "et-moto-"
+"""The folder of a detached moto child's log when no ``log_dir`` is given (removed by ``stop()``)."""
+
 MOTO_SERVER_MAIN = (
     "import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
     "from moto.server import main; main(sys.argv[1:])"
 )
 """The moto server child's program: ``python -m moto.server`` without werkzeug's log line per
-request (its output is kept in a temporary file for as long as it runs)."""
+request (its output is kept for as long as it runs: a temporary file, or a detached child's
+``moto.log``)."""
 
 
 def _wait_for_child_server(

@@ -180,8 +180,16 @@ class LocalStack:
 
     def start(self, *, create: bool = True) -> LocalStack:
         try:
-            self.moto.start()
-            self.redis.start()
+            if self.detached:
+                # the detached moto child logs for as long as it runs: into the redis-server's
+                # working folder, which `local down` removes (and no start sweeps while moto runs)
+                self.redis.start()
+                self.moto.log_dir = Path(self.redis.directory) if self.redis.directory else None
+                self.moto.start()
+                self.redis.add_owner(self.moto.pid)
+            else:
+                self.moto.start()
+                self.redis.start()
             self._set_environment()
             self._started = True
             if create:
@@ -221,6 +229,7 @@ class LocalStack:
                     "redis_identity": process_identity(self.redis.pid),
                     "redis_fake": self.redis.fake,
                     "redis_dir": self.redis.directory,
+                    "moto_log": str(self.moto.log_path) if self.moto.log_path else None,
                 },
                 indent=2,
             )
@@ -568,7 +577,9 @@ class LocalStack:
     def release_in_flight(self, queue_url: str | None = None, message_ids: Iterable[str] | None = None) -> int:
         """Make the noted in-flight messages visible again at once (all of them, or those of
         ``queue_url``, or only ``message_ids`` of it); how many were given back. A message deleted
-        or received by someone else meanwhile is skipped."""
+        meanwhile is skipped (its handle is refused). One that someone else received meanwhile is
+        not: moto accepts any receipt handle a message ever had, so it becomes visible again while
+        that consumer holds it (harmless in :meth:`reset`, which empties every queue next)."""
         sqs = self.client("sqs")
         released = 0
         for url in [queue_url] if queue_url is not None else list(self._in_flight):
