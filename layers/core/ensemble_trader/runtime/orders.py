@@ -1937,9 +1937,19 @@ class RouteStats:
         return {"p50": pct(0.50), "p99": pct(0.99), "mean": sum(ordered) / len(ordered)}
 
 
-MIN_TIME_LEFT_MS = 5_000
-"""An intent is not started with less of the invocation left (the batch's end writes the risk
-state and publishes the events: a few DynamoDB and EventBridge calls with their retries)."""
+MIN_TIME_LEFT_MS = 22_000
+"""An intent is not started with less of the invocation left: the batch's end writes the risk
+state (one conditional DynamoDB update, at most 12 s when DynamoDB stalls:
+:func:`~ensemble_trader.adapters.aws.clients.worst_call_seconds`) and publishes the events (one
+PutEvents request, at most 9.15 s: ``adapters.aws.eventbridge.WORST_CASE_S``) — 21.15 s, rounded up
+(the save counted once: :meth:`BatchingOrdersStore.flush` still tries it up to ``MAX_ATTEMPTS``
+times after an InfrastructureError, which no reserve under the timeout covers).
+The price: with the 30 s function timeout, intents are started during the first 8 s of an
+invocation only; a batch of 10 normally takes well under a second, but one slowed by the broker
+(5 s submit timeout) or by AWS leaves its later intents to their next delivery (after the queue's
+visibility timeout) rather than risk a timeout that loses the risk changes and events of the
+intents already done. The reserve does not cover an intent that itself stalls after starting.
+tests/unit/test_adapter_timeouts.py holds it against the adapters' figures."""
 
 REPLAYED = "replayed"
 """Set in an outcome Powertools answers from the idempotency table (a redelivered intent that
