@@ -111,11 +111,6 @@ def test_the_orders_batch_end_fits_the_time_an_intent_leaves_it():
     assert batch_end_s * 1000 <= MIN_TIME_LEFT_MS < timeout_ms, (batch_end_s, MIN_TIME_LEFT_MS, timeout_ms)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/orders.py BatchingOrdersStore.flush retries an InfrastructureError of the risk-state "
-    "save MAX_ATTEMPTS (8) times, each a DynamoDB call of up to 12 s, though botocore has retried "
-    "the call already and OrderRouter.batch carries an unsaved state to the next batch: it should "
-    "raise at once (retrying only a ConcurrencyError). Not this change's file."))
 def test_a_stalled_risk_state_save_ends_the_batch_within_the_reserve(monkeypatch):
     from ensemble_trader.adapters.aws.clients import client
     from ensemble_trader.domain.risk import RiskState

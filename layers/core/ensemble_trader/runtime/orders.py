@@ -590,8 +590,10 @@ class BatchingOrdersStore:
         self._dirty = True
 
     def flush(self) -> None:
-        """Write the risk state back (merging into a newer stored copy if one appeared, and
-        trying again after a transient failure)."""
+        """Write the risk state back, merging into a newer stored copy if one appeared. A store
+        that fails (:class:`InfrastructureError`: its client has retried already) ends it at
+        once: the batch end must fit ``MIN_TIME_LEFT_MS``, and the router carries the unsaved
+        state to its next batch (:meth:`unsaved`)."""
         if self._carried is not None:
             self.load_risk_state()  # a batch that never read the state still writes the carried one
         if not self._dirty or self._state is None:
@@ -608,10 +610,6 @@ class BatchingOrdersStore:
                 theirs = self.inner.load_risk_state()
                 self._state = merge_states(self._base, self._state, theirs)
                 self._base = theirs
-            except InfrastructureError:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                _backoff(attempt)
 
     def unsaved(self) -> tuple[RiskState, RiskState] | None:
         """``(base, state)`` of a risk state not yet written (for the next batch to carry)."""
