@@ -132,7 +132,8 @@ def _print_table(result: dict) -> None:
     rows.append(("buy_and_hold", result["buy_and_hold"]["overall"]))
     info = result["run"]
     print(f"{info['symbol']}  {info['start'][:10]} → {info['end'][:10]}  ({info['periods']} periods, "
-          f"{info['periods_per_year']:g} bars/year {info.get('periods_per_year_source', 'inferred')}, policy {info['policy']}, {info['switches']} switches, mean vol-target scale {info['vol_scale_mean']:.2f})")
+          f"{info['periods_per_year']:g} bars/year {info['periods_per_year_source']}, policy {info['policy']}, "
+          f"{info['switches']} switches, mean vol-target scale {info['vol_scale_mean']:.2f})")
     print(f"{'':14}{'sharpe':>8}{'sortino':>9}{'max_dd':>8}{'return':>9}{'win':>7}{'turnover':>10}")
     for name, m in rows:
         print(f"{name:14}{m['sharpe']:8.2f}{m['sortino']:9.2f}{m['max_drawdown']:8.1%}"
