@@ -590,10 +590,8 @@ class BatchingOrdersStore:
         self._dirty = True
 
     def flush(self) -> None:
-        """Write the risk state back, merging into a newer stored copy if one appeared. A store
-        that fails (:class:`InfrastructureError`: its client has retried already) ends it at
-        once: the batch end must fit ``MIN_TIME_LEFT_MS``, and the router carries the unsaved
-        state to its next batch (:meth:`unsaved`)."""
+        """Write the risk state back (merging into a newer stored copy if one appeared, and
+        trying again after a transient failure)."""
         if self._carried is not None:
             self.load_risk_state()  # a batch that never read the state still writes the carried one
         if not self._dirty or self._state is None:
@@ -610,6 +608,10 @@ class BatchingOrdersStore:
                 theirs = self.inner.load_risk_state()
                 self._state = merge_states(self._base, self._state, theirs)
                 self._base = theirs
+            except InfrastructureError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                _backoff(attempt)
 
     def unsaved(self) -> tuple[RiskState, RiskState] | None:
         """``(base, state)`` of a risk state not yet written (for the next batch to carry)."""
@@ -1935,19 +1937,9 @@ class RouteStats:
         return {"p50": pct(0.50), "p99": pct(0.99), "mean": sum(ordered) / len(ordered)}
 
 
-MIN_TIME_LEFT_MS = 22_000
-"""An intent is not started with less of the invocation left: the batch's end writes the risk
-state (one conditional DynamoDB update, at most 12 s when DynamoDB stalls:
-:func:`~ensemble_trader.adapters.aws.clients.worst_call_seconds`) and publishes the events (one
-PutEvents request, at most 9.15 s: ``adapters.aws.eventbridge.WORST_CASE_S``) — 21.15 s, rounded up
-(the save counted once: :meth:`BatchingOrdersStore.flush` still tries it up to ``MAX_ATTEMPTS``
-times after an InfrastructureError, which no reserve under the timeout covers).
-The price: with the 30 s function timeout, intents are started during the first 8 s of an
-invocation only; a batch of 10 normally takes well under a second, but one slowed by the broker
-(5 s submit timeout) or by AWS leaves its later intents to their next delivery (after the queue's
-visibility timeout) rather than risk a timeout that loses the risk changes and events of the
-intents already done. The reserve does not cover an intent that itself stalls after starting.
-tests/unit/test_adapter_timeouts.py holds it against the adapters' figures."""
+MIN_TIME_LEFT_MS = 5_000
+"""An intent is not started with less of the invocation left (the batch's end writes the risk
+state and publishes the events: a few DynamoDB and EventBridge calls with their retries)."""
 
 REPLAYED = "replayed"
 """Set in an outcome Powertools answers from the idempotency table (a redelivered intent that

@@ -2,13 +2,11 @@
 
 Each batch API answers per entry; only the entries it rejects are sent again, in their original
 order, after an exponential backoff with jitter. A botocore error of the whole call counts as
-every pending entry failing (the publishers' clients make one attempt per call,
-:data:`~ensemble_trader.adapters.aws.clients.PUBLISHER_SERVICES`: this loop is a publisher's only
-retry layer, and :func:`worst_case_seconds` bounds it), except two kinds no retry can fix: a
-client-configuration error (no or partial credentials, no region, an unknown profile,
-credentials AWS does not recognise or that may not call the API, a stream or queue that does not
-exist) raises :class:`InfrastructureError` at once, and a request AWS refuses as malformed (a
-validation error, a batch over the size limit, parameters botocore itself refuses) raises
+every pending entry failing, except two kinds no retry can fix: a client-configuration error (no
+or partial credentials, no region, an unknown profile, credentials AWS does not recognise or
+that may not call the API, a stream or queue that does not exist) raises
+:class:`InfrastructureError` at once, and a request AWS refuses as malformed (a validation
+error, a batch over the size limit, parameters botocore itself refuses) raises
 :class:`DataError` at once — the caller's data is at fault, so the stage runner dead-letters
 the record behind it instead of retrying its symbol for ever.
 """
@@ -109,16 +107,6 @@ def backoff_delay(base_delay_s: float, attempt: int, max_delay_s: float = math.i
     """Seconds to wait after failed attempt ``attempt`` (1-based): exponential from ``base_delay_s``,
     capped at ``max_delay_s``, with jitter (half to all of it) so retrying writers spread out."""
     return min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-
-
-def worst_case_seconds(
-    call_s: float, max_attempts: int, base_delay_s: float, max_delay_s: float = math.inf
-) -> float:
-    """The longest :func:`resend_failed` can take: ``max_attempts`` calls of at most ``call_s``
-    seconds each (:func:`~ensemble_trader.adapters.aws.clients.worst_call_seconds`) and the
-    longest back-off between every two of them."""
-    sleeps = sum(min(max_delay_s, base_delay_s * 2 ** (attempt - 1)) for attempt in range(1, max_attempts))
-    return max_attempts * call_s + sleeps
 
 
 def resend_failed(

@@ -4,19 +4,8 @@ A Lambda container builds its clients once (at cold start) and reuses them; so d
 process. The endpoint URL comes from ``ET_AWS_ENDPOINT_URL`` (the moto server locally; unset in
 AWS), the region from :func:`aws_region` (the AWS CLI's order: ``AWS_REGION``,
 ``AWS_DEFAULT_REGION``, the profile's region), so an operator command reaches the stack the
-runbook's ``aws ...`` commands reach.
-
-Timeouts and retries are sized for a 30 s Lambda function (:func:`client_config`): a 1 s connect
-timeout, a 2 s read timeout (per socket read, so a large S3 object is not cut off; every object
-the functions load is a few KB), and botocore's ``standard`` retry mode with a *total* number of
-attempts per call of 2 — or 1 for the services whose publishers retry themselves (Kinesis, SQS,
-EventBridge: :mod:`._retry` resends the failed entries, and a failed call, so the two retry
-layers do not multiply). :func:`worst_call_seconds` is the longest one call can then take
-(every attempt running into its timeouts, and botocore's longest back-offs between them); each
-publisher's ``WORST_CASE_S`` multiplies it by the publisher's attempts and adds its back-offs. A
-stalled service thus fails the call with an InfrastructureError well inside the function's
-timeout, instead of eating it (tests/unit/test_adapter_timeouts.py holds the figures against
-:data:`ensemble_trader.constants.FUNCTIONS`' timeouts).
+runbook's ``aws ...`` commands reach. Timeouts are short and retries bounded so that a stalled service fails the invocation
+instead of eating the whole Lambda timeout.
 """
 
 from __future__ import annotations
@@ -35,68 +24,12 @@ from ensemble_trader.runtime.settings import (
     get_settings,
 )
 
-CONNECT_TIMEOUT_S = 1.0
-"""Seconds to open a connection (in-region AWS endpoints answer in milliseconds)."""
-
-READ_TIMEOUT_S = 2.0
-"""Seconds any one socket read (or write) may block; far above the p99 latency of the calls made."""
-
-CALL_ATTEMPTS = 2
-"""botocore attempts per call (``total_max_attempts``: the first one included) of a client without
-a retry loop of its own: DynamoDB (throttling is retried here), S3, Secrets Manager."""
-
-PUBLISHER_SERVICES = frozenset({"kinesis", "sqs", "events"})
-"""Services whose publishers retry both the entries AWS rejects and a failed call
-(:func:`._retry.resend_failed`): their clients make one attempt per call."""
-
-THROTTLING_BACKOFF_S = 1.0
-"""botocore's base back-off after a throttled attempt (``standard`` mode: ``rand(0, 1) * base *
-2 ** i`` seconds before retry ``i + 1``, capped at :data:`BOTOCORE_MAX_BACKOFF_S`; other errors,
-a timeout among them, wait 50 ms * 2 ** i)."""
-
-BOTOCORE_MAX_BACKOFF_S = 20.0
-
-RETRY_AFTER_ALLOWANCE_S = 5.0
-"""How much longer botocore (>= 1.40) may wait before a retry when the throttled answer carries an
-``x-amz-retry-after`` header (``ExponentialBackoff._RETRY_AFTER_MAX_ADDITIONAL``)."""
-
-
-def call_attempts(service: str) -> int:
-    """botocore attempts per call of a ``service`` client (:func:`client_config`)."""
-    return 1 if service in PUBLISHER_SERVICES else CALL_ATTEMPTS
-
-
-def client_config(service: str) -> Config:
-    """The botocore config of a ``service`` client: Lambda-sized timeouts, bounded attempts."""
-    return Config(
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
-        retries={"total_max_attempts": call_attempts(service), "mode": "standard"},
-        max_pool_connections=20,
-    )
-
-
-def worst_call_seconds(service: str, config: Config | None = None) -> float:
-    """The longest one call of a ``service`` client made with ``config`` (default:
-    :func:`client_config`) can take before it raises: every attempt spends its connect and read
-    timeouts, and botocore waits its longest back-off (a throttled answer's, with the
-    ``x-amz-retry-after`` allowance) between them."""
-    config = config or client_config(service)
-    retries = config.retries or {}
-    if "total_max_attempts" in retries:  # a client's ``meta.config`` always says it this way
-        attempts = int(retries["total_max_attempts"])
-    else:  # ``max_attempts`` counts the retries only
-        attempts = int(retries.get("max_attempts", 2)) + 1
-    backoffs = sum(
-        min(THROTTLING_BACKOFF_S * 2**i, BOTOCORE_MAX_BACKOFF_S) + RETRY_AFTER_ALLOWANCE_S
-        for i in range(attempts - 1)
-    )
-    return attempts * (float(config.connect_timeout) + float(config.read_timeout)) + backoffs
-
-
-DEFAULT_CONFIG = client_config("dynamodb")
-"""The config of a client without a retry loop of its own (kept for callers that build clients
-themselves)."""
+DEFAULT_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"max_attempts": 3, "mode": "standard"},
+    max_pool_connections=20,
+)
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, str], Any] = {}
@@ -138,7 +71,7 @@ def client(service: str, settings: Settings | None = None, *, config: Config | N
                 service,
                 region_name=region,
                 endpoint_url=settings.aws_endpoint_url,
-                config=config or client_config(service),
+                config=config or DEFAULT_CONFIG,
             )
             if config is None:
                 _clients[cache_key] = found

@@ -20,17 +20,12 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import error_code, worst_call_seconds
+from ensemble_trader.adapters.aws.clients import error_code
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
-WORST_CALL_S = worst_call_seconds("dynamodb")
-"""The longest one DynamoDB call of the default client can take before it raises an
-InfrastructureError: 2 attempts of at most 1 s to connect and 2 s to read, and botocore's
-longest back-off between them (1 s after a throttled answer, plus up to 5 s an
-``x-amz-retry-after`` header may ask for) — 12 s; 6.03 s when DynamoDB does not answer at all."""
 PUT_NEW_WORKERS = 8
 """Conditional puts of :meth:`DynamoStore.put_new_items` in flight at once (the client's pool
 holds 20 connections)."""

@@ -10,23 +10,14 @@ from pydantic import BaseModel
 
 from ensemble_trader import constants
 from ensemble_trader.adapters.aws._names import physical
-from ensemble_trader.adapters.aws._retry import resend_failed, worst_case_seconds
+from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import worst_call_seconds
 from ensemble_trader.adapters.limits import MAX_EVENT_BYTES, checked_entries
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_ENTRIES = 10
 MAX_REQUEST_BYTES = MAX_EVENT_BYTES  # a PutEvents request, like one entry
-MAX_ATTEMPTS = 3
-"""PutEvents calls per request (the first included) before the entries still failing raise."""
-BASE_DELAY_S = 0.05
-WORST_CASE_S = worst_case_seconds(worst_call_seconds("events"), MAX_ATTEMPTS, BASE_DELAY_S)
-"""The longest one PutEvents request (up to 10 entries) can take before it raises, with the
-default client and retries: 3 calls of at most 3 s (one attempt each: 1 s to connect, 2 s to
-read) and back-offs of at most 0.05 + 0.1 s — 9.15 s. Per request: a
-:meth:`EventBridgePublisher.publish` of several requests ends at the first one that fails."""
 
 
 class EventBridgePublisher:
@@ -34,9 +25,8 @@ class EventBridgePublisher:
 
     Events go to the stage's bus (``constants.EVENT_BUS``) with ``source`` =
     ``constants.EVENT_SOURCE`` and ``detail-type`` = the event model's class name, ten entries
-    per call; entries EventBridge reports as failed, or a call that fails whole (the client makes
-    one attempt per call), are sent again with backoff, and after ``max_attempts`` an
-    InfrastructureError names how many are still failing (:data:`WORST_CASE_S`).
+    per call; entries EventBridge reports as failed are sent again with backoff, and after
+    ``max_attempts`` an InfrastructureError names how many are still failing.
     """
 
     def __init__(
@@ -46,8 +36,8 @@ class EventBridgePublisher:
         settings: Settings | None = None,
         bus: str = constants.EVENT_BUS,
         source: str = constants.EVENT_SOURCE,
-        max_attempts: int = MAX_ATTEMPTS,
-        base_delay_s: float = BASE_DELAY_S,
+        max_attempts: int = 4,
+        base_delay_s: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings or get_settings()

@@ -8,9 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ensemble_trader.adapters.aws._names import physical
-from ensemble_trader.adapters.aws._retry import resend_failed, worst_case_seconds
+from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import worst_call_seconds
 from ensemble_trader.adapters.limits import check_stream_record, check_stream_records
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.aggregation import aggregate as aggregate_records
@@ -18,16 +17,6 @@ from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
-MAX_ATTEMPTS = 4
-"""PutRecords calls per request (the first included) before the entries still rejected raise."""
-BASE_DELAY_S = 0.2
-MAX_DELAY_S = 1.0
-WORST_CASE_S = worst_case_seconds(worst_call_seconds("kinesis"), MAX_ATTEMPTS, BASE_DELAY_S, MAX_DELAY_S)
-"""The longest one PutRecords request (up to 500 records) can take before it raises, with the
-default client and retries: 4 calls of at most 3 s (one attempt each: 1 s to connect, 2 s to
-read) and back-offs of at most 0.2 + 0.4 + 0.8 s (jittered: half to all of it; a shard's
-throughput limits are per second, so throttled entries wait about one) — 13.4 s. Per request: a
-:meth:`KinesisPublisher.put` of several requests ends at the first one that fails."""
 
 
 def chunk_records(
@@ -79,9 +68,7 @@ class KinesisPublisher:
     one. Records go out in requests of at most 500 entries and 5 MB. When Kinesis rejects some
     entries of a request (``FailedRecordCount`` > 0, typically throttling), only those entries
     are sent again, after an exponential backoff with jitter; after ``max_attempts`` calls an
-    :class:`InfrastructureError` says how many entries are still failing and why. A call that
-    fails whole (a timeout, a 5xx, throttling) counts as every entry rejected: the client makes
-    one attempt per call, this loop is the only retry (:data:`WORST_CASE_S`).
+    :class:`InfrastructureError` says how many entries are still failing and why.
 
     Ordering: records of one partition key reach the shard in the order given. Kinesis may
     accept a later entry of a request where it rejected an earlier one, and a retry would then
@@ -100,9 +87,9 @@ class KinesisPublisher:
         kinesis_client: Any | None = None,
         *,
         settings: Settings | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
-        base_delay_s: float = BASE_DELAY_S,
-        max_delay_s: float = MAX_DELAY_S,
+        max_attempts: int = 6,
+        base_delay_s: float = 0.05,
+        max_delay_s: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         aggregate: bool = True,
     ) -> None:

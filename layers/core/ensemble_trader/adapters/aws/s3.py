@@ -13,12 +13,7 @@ from ensemble_trader.runtime.settings import Settings, get_settings
 
 
 class S3ModelStore:
-    """Reads and writes model artifacts under ``prefix`` in the stage's registry bucket.
-
-    The default client has the Lambda-sized timeouts of every client
-    (:func:`~ensemble_trader.adapters.aws.clients.client_config`): the 2 s read timeout bounds each
-    socket read, not a whole transfer, so a large object streams in whole; the artifacts the
-    functions load are a few KB (the agents' ONNX files ship in a layer)."""
+    """Reads and writes model artifacts under ``prefix`` in the stage's registry bucket."""
 
     def __init__(
         self,

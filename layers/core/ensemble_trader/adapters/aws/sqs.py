@@ -14,24 +14,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from ensemble_trader.adapters.aws._names import physical
-from ensemble_trader.adapters.aws._retry import resend_failed, worst_case_seconds
+from ensemble_trader.adapters.aws._retry import resend_failed
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import worst_call_seconds
 from ensemble_trader.adapters.limits import is_fifo_queue, message_text
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_BATCH = 10
 MAX_BATCH_BYTES = 256 * 1024
-MAX_ATTEMPTS = 3
-"""SendMessageBatch calls per batch (the first included) before the messages still failing raise."""
-BASE_DELAY_S = 0.05
-WORST_CASE_S = worst_call_seconds("sqs") + worst_case_seconds(worst_call_seconds("sqs"), MAX_ATTEMPTS, BASE_DELAY_S)
-"""The longest :meth:`SqsPublisher.send` of one batch (up to 10 messages) can take before it
-raises, with the default client and retries: the queue's ``GetQueueUrl`` (first send only) and 3
-calls of at most 3 s each (one attempt each: 1 s to connect, 2 s to read) with back-offs of at
-most 0.05 + 0.1 s — 12.15 s. Per batch: a send of several batches ends at
-the first one that fails."""
 DLQ_RECORD_LIMIT = 200 * 1024
 """A dead letter whose JSON would exceed this many bytes keeps its record truncated, marked as such."""
 DLQ_REASON_LIMIT = 8 * 1024
@@ -43,9 +33,8 @@ class SqsPublisher:
 
     For a FIFO queue (name ending in ``.fifo``) each message carries its group id (the symbol:
     order is kept per group) and deduplication id (the intent id: a resend within five minutes
-    is dropped by SQS). For a standard queue both are ignored. Entries SQS rejects, or a call
-    that fails whole (the client makes one attempt per call), are sent again with backoff; after
-    ``max_attempts`` an InfrastructureError names how many failed (:data:`WORST_CASE_S`).
+    is dropped by SQS). For a standard queue both are ignored. Entries SQS rejects are sent
+    again with backoff; after ``max_attempts`` an InfrastructureError names how many failed.
     A body SQS would refuse (not UTF-8, a character SQS refuses, over 256 KiB:
     :func:`~ensemble_trader.adapters.limits.message_text`, which the in-memory fake runs too) is
     a DataError before any message is sent. Entries SQS still rejects as the sender's fault
@@ -58,8 +47,8 @@ class SqsPublisher:
         sqs_client: Any | None = None,
         *,
         settings: Settings | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
-        base_delay_s: float = BASE_DELAY_S,
+        max_attempts: int = 5,
+        base_delay_s: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings or get_settings()
