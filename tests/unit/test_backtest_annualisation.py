@@ -237,3 +237,13 @@ def test_the_backtest_warns_when_its_bars_per_year_are_assumed(minute_bars: dict
     out = capsys.readouterr()
     assert "no weekend" in json.loads(out.out)["run"]["periods_per_year_note"]
     assert "warning: BARS: 525600 bars/year: 24/7 assumed" in out.err
+
+
+def test_a_five_day_markets_bars_per_day_are_those_of_a_whole_day():
+    """Hourly FX from Friday 02:00 to Monday 24:00 holds 22, 2 and 24 bars on its three UTC days:
+    the median took the Friday's 22 (5,544 bars a year, Sharpe 4 % low)."""
+    hours = np.timedelta64(1, "h")
+    friday = np.datetime64("2024-01-05T02:00", "ns") + np.arange(22) * hours
+    sunday = np.datetime64("2024-01-07T22:00", "ns") + np.arange(26) * hours  # to Monday 24:00
+    fx = np.concatenate([friday, sunday]).astype("datetime64[ns]")
+    assert periods_per_year(fx) == 252 * 24

@@ -410,7 +410,9 @@ def _periods_by_rule(ts: np.ndarray, step_days: float) -> BarsPerYear:
     if step_days < 0.75:  # intraday: round the clock, or the exchange's bars per day
         if all_week:
             return BarsPerYear(CALENDAR_DAYS / step_days, note)
-        return BarsPerYear(float(TRADING_DAYS * np.median(np.unique(days, return_counts=True)[1])), note)
+        # bars of a whole day: the most any calendar day holds (the first and last days, and a
+        # weekend's, may be part-days; a median of a few days could be one of them)
+        return BarsPerYear(float(TRADING_DAYS * np.unique(days, return_counts=True)[1].max()), note)
     if step_days <= 1.5:
         return BarsPerYear(float(days_per_year))
     if 6.0 <= step_days <= 8.0:
