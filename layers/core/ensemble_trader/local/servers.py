@@ -96,6 +96,27 @@ def _wait_for_child_port(
     raise _start_failed(what, f"did not accept connections within {timeout_s:.0f} s", port, outputs())
 
 
+def _start_with_port_retries(server: Any, what: str, attempts: int, start_once: Callable[[], None]) -> None:
+    """Run ``start_once`` until the server is up: a :class:`PortTakenError` stops it and tries
+    again on a new port (``attempts`` in all, counted in ``server.attempts``); anything else stops
+    it and is raised at once (the same failure would only repeat)."""
+    server.attempts = 0
+    for attempt in range(1, attempts + 1):
+        server.attempts = attempt
+        try:
+            start_once()
+            return
+        except PortTakenError as exc:
+            server.stop()
+            if attempt == attempts:
+                raise InfrastructureError(f"{what} did not start after {attempts} attempts: {exc}") from exc
+            log.info("%s on port %d failed (%s); retrying on another port", what, server.port, exc)
+            server.port = free_port()
+        except BaseException:
+            server.stop()
+            raise
+
+
 CHILD_ENV_REMOVED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 """Variables a server child must not inherit: moto's own boto3 sessions fail (HTTP 500) on a
 profile this machine does not define, and a real session token has no business in a local server."""
@@ -383,25 +404,16 @@ class RedisServer:
             remove_stale_redis_folders()
         except OSError as exc:  # tidying up never stops a start
             log.info("could not look for stale redis-server folders: %s", exc)
-        self.attempts = 0
-        for attempt in range(1, attempts + 1):
-            self.attempts = attempt
+
+        def start_once() -> None:
             try:
                 self._start_real(binary)
                 self._check_identity()
-                self._close_output()
-                return self
-            except PortTakenError as exc:
-                self.stop()
-                if attempt == attempts:
-                    raise InfrastructureError(f"redis-server did not start after {attempts} attempts: {exc}") from exc
-                log.info("redis-server on port %d failed (%s); retrying on another port", self.port, exc)
-                self.port = free_port()
-            except (InfrastructureError, OSError, ValueError) as exc:
-                self.stop()
-                if isinstance(exc, InfrastructureError):
-                    raise
+            except (OSError, ValueError) as exc:
                 raise InfrastructureError(f"redis-server ({binary}) could not be started: {exc}") from exc
+            self._close_output()
+
+        _start_with_port_retries(self, "redis-server", attempts, start_once)
         return self
 
     def add_owner(self, pid: int | None) -> None:
@@ -626,9 +638,8 @@ class MotoServer:
             self.port = self._threaded.get_host_and_port()[1]
             wait_for_port(self.port, timeout_s=30, what="moto server")
             return self
-        self.attempts = 0
-        for attempt in range(1, attempts + 1):
-            self.attempts = attempt
+
+        def start_once() -> None:
             cmd = [sys.executable, "-c", MOTO_SERVER_MAIN, "-H", "127.0.0.1", "-p", str(self.port)]
             # stdout and stderr to a file (see the class docstring), quoted if the start fails (an
             # import error, the port taken); our handle is closed once it works, the child keeps
@@ -641,18 +652,9 @@ class MotoServer:
                 else:
                     proc = spawn_dying_with_us(cmd, env=child_environment(), **streams)
                 self.pid, self._proc = proc.pid, proc
-                try:
-                    _wait_for_child_server(proc, self.port, "moto server", outputs)
-                    return self
-                except PortTakenError as exc:
-                    self.stop()
-                    if attempt == attempts:
-                        raise InfrastructureError(f"moto server did not start after {attempts} attempts: {exc}") from exc
-                    log.info("moto server on port %d failed (%s); retrying on another port", self.port, exc)
-                    self.port = free_port()
-                except BaseException:
-                    self.stop()
-                    raise
+                _wait_for_child_server(proc, self.port, "moto server", outputs)
+
+        _start_with_port_retries(self, "moto server", attempts, start_once)
         return self
 
     def stop(self) -> None:

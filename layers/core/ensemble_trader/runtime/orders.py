@@ -1704,21 +1704,8 @@ class OrderRouter:
         reconcilable are added to ``report.failures``."""
         checked = set()
         for order in self.store.list_orders(working_only=True):
-            report.checked_orders += 1
             checked.add(order.client_order_id)
-            broker_order = self.broker.get_order_by_client_id(order.client_order_id)
-            verdict = compare_order(order, broker_order, now, self.reconcile_grace_seconds)
-            if verdict.verdict is Verdict.SYNC:
-                assert broker_order is not None
-                self._sync_report(broker_order, events, order)
-                report.synced.append(verdict.detail)
-            elif verdict.verdict is Verdict.NOT_AT_BROKER:
-                self._reject_absent(order, RejectReason.NOT_AT_BROKER, verdict.detail, events, now)
-                report.not_at_broker.append(verdict.detail)
-            elif verdict.verdict is Verdict.WAIT:
-                report.waiting.append(verdict.detail)
-            elif verdict.verdict is Verdict.MISMATCH:
-                report.fail(order.symbol, verdict.detail)
+            self._reconcile_order(order, report, events, now)
 
         broker_open = self.broker.list_open_orders()
         known = set()
@@ -1745,6 +1732,30 @@ class OrderRouter:
         for symbol, problem in differing.items():
             report.fail(symbol, problem)
 
+    def _reconcile_order(
+        self, order: Order, report: ReconciliationReport, events: list[BaseModel], now: datetime,
+        judge: bool = True,
+    ) -> None:
+        """Look a working order up at the broker and sync it when the broker moved it on; when
+        ``judge`` (an order this run has not judged yet) also count it, retire it when the broker
+        never had it (past the grace), and report a wait or a mismatch."""
+        broker_order = self.broker.get_order_by_client_id(order.client_order_id)
+        verdict = compare_order(order, broker_order, now, self.reconcile_grace_seconds)
+        if verdict.verdict is Verdict.SYNC:
+            assert broker_order is not None
+            self._sync_report(broker_order, events, order)
+            report.synced.append(verdict.detail)
+        if not judge:
+            return
+        report.checked_orders += 1
+        if verdict.verdict is Verdict.NOT_AT_BROKER:
+            self._reject_absent(order, RejectReason.NOT_AT_BROKER, verdict.detail, events, now)
+            report.not_at_broker.append(verdict.detail)
+        elif verdict.verdict is Verdict.WAIT:
+            report.waiting.append(verdict.detail)
+        elif verdict.verdict is Verdict.MISMATCH:
+            report.fail(order.symbol, verdict.detail)
+
     def _recheck_positions(
         self, differing: dict[str, str], checked: set[str], report: ReconciliationReport,
         events: list[BaseModel], now: datetime,
@@ -1768,19 +1779,7 @@ class OrderRouter:
             forget()
         for order in sorted((o for o in self.store.list_orders(working_only=True) if o.symbol in differing),
                             key=lambda o: o.client_order_id):
-            new = order.client_order_id not in checked
-            if new:
-                report.checked_orders += 1
-            broker_order = self.broker.get_order_by_client_id(order.client_order_id)
-            verdict = compare_order(order, broker_order, now, self.reconcile_grace_seconds)
-            if verdict.verdict is Verdict.SYNC:
-                assert broker_order is not None
-                self._sync_report(broker_order, events, order)
-                report.synced.append(verdict.detail)
-            elif verdict.verdict is Verdict.MISMATCH and new:
-                report.fail(order.symbol, verdict.detail)
-            elif verdict.verdict is Verdict.WAIT and new:
-                report.waiting.append(verdict.detail)
+            self._reconcile_order(order, report, events, now, judge=order.client_order_id not in checked)
         ours = {p.symbol: p.quantity for p in self.store.list_positions() if p.symbol in differing}
         theirs = {p.symbol: p.quantity for p in self.broker.list_positions() if p.symbol in differing}
         remaining = compare_positions(ours, theirs)
