@@ -4,8 +4,17 @@ A Lambda container builds its clients once (at cold start) and reuses them; so d
 process. The endpoint URL comes from ``ET_AWS_ENDPOINT_URL`` (the moto server locally; unset in
 AWS), the region from :func:`aws_region` (the AWS CLI's order: ``AWS_REGION``,
 ``AWS_DEFAULT_REGION``, the profile's region), so an operator command reaches the stack the
-runbook's ``aws ...`` commands reach. Timeouts are short and retries bounded so that a stalled service fails the invocation
-instead of eating the whole Lambda timeout.
+runbook's ``aws ...`` commands reach.
+
+Every client is bound by the invocation's deadline (:mod:`ensemble_trader.runtime.deadline`):
+botocore starts no attempt — the first or a retry — with less time left than one attempt can
+take against a service that never answers (:func:`attempt_seconds`: connect timeout + read
+timeout + :data:`ATTEMPT_MARGIN_S`), and sleeps no retry back-off that could end past the
+deadline; either raises :class:`~ensemble_trader.runtime.deadline.DeadlineExceededError` (an
+InfrastructureError) instead. So a stalled service fails the invocation's AWS calls cleanly,
+an attempt in flight ending or timing out inside the invocation, instead of eating the whole
+Lambda timeout. With time to spare, and outside an invocation, the clients behave exactly as
+botocore's standard mode with :data:`DEFAULT_CONFIG`.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
+from botocore.retries import standard
 
+from ensemble_trader.runtime.deadline import DeadlineExceededError, current
 from ensemble_trader.runtime.settings import (
     EnvironmentSettingError,
     RegionNotSetError,
@@ -30,6 +41,10 @@ DEFAULT_CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"},
     max_pool_connections=20,
 )
+
+ATTEMPT_MARGIN_S = 0.5
+"""Added to an attempt's connect and read timeouts for what they do not cover (signing, the DNS
+lookup, parsing the answer, the scheduler)."""
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, str], Any] = {}
@@ -73,9 +88,109 @@ def client(service: str, settings: Settings | None = None, *, config: Config | N
                 endpoint_url=settings.aws_endpoint_url,
                 config=config or DEFAULT_CONFIG,
             )
+            bound_by_deadline(found)
             if config is None:
                 _clients[cache_key] = found
         return found
+
+
+def attempt_seconds(client_or_config: Any = None) -> float:
+    """The longest one AWS attempt can take against a service that accepts the connection and
+    never answers: the connect timeout, the read timeout (each socket read waits at most that
+    long; a stalled service sends nothing) and :data:`ATTEMPT_MARGIN_S`. Of a botocore client's
+    config, or of a Config; of :data:`DEFAULT_CONFIG` for anything else (None, a test's fake
+    client): an attempt of an unknown client is taken to be as long as one of ours."""
+    config = getattr(getattr(client_or_config, "meta", None), "config", client_or_config)
+    if not isinstance(config, Config):
+        config = DEFAULT_CONFIG
+    return float(config.connect_timeout) + float(config.read_timeout) + ATTEMPT_MARGIN_S
+
+
+class _DeadlineGuard:
+    """botocore handlers of one client that keep its attempts inside the invocation's deadline.
+
+    ``before-send`` (emitted before every attempt, the first and each retry) raises
+    DeadlineExceededError when less than one attempt (:func:`attempt_seconds`) is left. botocore's
+    endpoint catches what a ``before-send`` handler raises as the attempt's exception and asks
+    ``needs-retry``; standard mode retries only connection errors, HTTP client errors, throttling
+    and transient codes, so this one is raised to the caller at once, unretried.
+
+    ``needs-retry`` (emitted after every attempt; this handler runs before botocore's retry
+    handler) raises DeadlineExceededError when standard mode would retry (the same conditions,
+    evaluated on the same attempt) and either less than one attempt is left — the retry could
+    never start — or less than the longest back-off botocore may sleep first (its own formula
+    with a jitter of 1: throttling 1 s x 2^(attempt-1), other errors 50 ms (DynamoDB 25 ms) x
+    2^(attempt-1), capped at 20 s, plus what an ``x-amz-retry-after`` header adds). botocore's
+    sleep (``time.sleep`` in ``Endpoint._needs_retry``, after the handlers answered; no handler
+    can shorten it) therefore never crosses the deadline; if it leaves less than an attempt, the
+    ``before-send`` check refuses the retry after it. Raised before botocore's handler runs, the
+    refusal spends no retry quota. (Were the quota used up, botocore would not have retried
+    anyway: the call then ends with this error, which names the attempt's own, instead of it.)
+
+    Without a deadline (outside an invocation) both return at once; with more time left than
+    they ask for they return None, and botocore decides and sleeps exactly as without them.
+    """
+
+    def __init__(self, client: Any):
+        config = client.meta.config
+        self.attempt_s = attempt_seconds(config)
+        self.service = client.meta.service_model.service_id
+        hyphenized = self.service.hyphenize()
+        self._timeouts = f"(connect {config.connect_timeout:g} s + read {config.read_timeout:g} s + {ATTEMPT_MARGIN_S:g} s)"
+        retries = config.retries or {}
+        self._retrying = retries.get("mode", "standard") in ("standard", "adaptive")
+        attempts = retries.get("total_max_attempts") or getattr(standard, "_SERVICE_MAX_ATTEMPTS", {}).get(
+            hyphenized, standard.DEFAULT_MAX_ATTEMPTS)
+        self._adapter = standard.RetryEventAdapter()
+        self._conditions = standard.StandardRetryConditions(max_attempts=attempts)
+        self._longest_backoff = standard.ExponentialBackoff(
+            random=lambda: 1.0, service_name=hyphenized,
+            throttling_detector=standard.ThrottlingErrorDetector(self._adapter),
+        )
+
+    def _what(self, event_name: str) -> str:
+        return f"{self.service} {event_name.rsplit('.', 1)[-1]}"
+
+    def before_send(self, event_name: str = "", **_: Any) -> None:
+        deadline = current()
+        if deadline is None:
+            return None
+        left = deadline.left()
+        if left < self.attempt_s:
+            raise DeadlineExceededError(f"{self._what(event_name)} (attempt not started)", left, self.attempt_s,
+                                        f"one attempt can take {self._timeouts}")
+        return None
+
+    def needs_retry(self, event_name: str = "", **kwargs: Any) -> None:
+        deadline = current()
+        caught = kwargs.get("caught_exception")
+        if deadline is None or not self._retrying or isinstance(caught, DeadlineExceededError):
+            return None
+        context = self._adapter.create_retry_context(**kwargs)
+        if not self._conditions.is_retryable(context):
+            return None  # botocore will not retry either: the call ends with this attempt's outcome
+        backoff = self._longest_backoff.delay_amount(context)
+        left = deadline.left()
+        if left < self.attempt_s or left < backoff:
+            error = (f"{type(caught).__name__}: {caught}" if caught is not None
+                     else context.get_error_code() or f"HTTP {getattr(context.http_response, 'status_code', '?')}")
+            needed, needed_for = ((self.attempt_s, f"another attempt can take {self._timeouts}") if left < self.attempt_s
+                                  else (backoff, "botocore's back-off before the retry may sleep"))
+            raise DeadlineExceededError(
+                f"{self._what(event_name)}: not retried after attempt {kwargs.get('attempts')} ({error})", left,
+                needed, needed_for,
+            )
+        return None
+
+
+def bound_by_deadline(client: Any) -> Any:
+    """Register on ``client`` (a botocore client) the handlers that keep its attempts and retry
+    back-offs inside the invocation's deadline (:class:`_DeadlineGuard`); return the client."""
+    guard = _DeadlineGuard(client)
+    name = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register_first(f"before-send.{name}", guard.before_send, unique_id=f"et-deadline-send-{name}")
+    client.meta.events.register_first(f"needs-retry.{name}", guard.needs_retry, unique_id=f"et-deadline-retry-{name}")
+    return client
 
 
 def clear_client_cache() -> None:

@@ -1,0 +1,224 @@
+"""Retries bounded by the Lambda invocation's deadline (runtime/deadline.py, the botocore guard of
+adapters/aws/clients.py, the publishers' and stores' own retry loops, the orders reserve).
+
+Time is a fake clock: attempts and back-offs advance it, so the tests count attempts and sleeps
+instead of timing anything. Without a deadline, or with time to spare, every retry loop must make
+the same attempts and sleep the same back-offs as before the deadline existed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from ensemble_trader.adapters.aws.clients import DEFAULT_CONFIG, attempt_seconds, bound_by_deadline
+from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.runtime import deadline
+from ensemble_trader.runtime.deadline import (
+    DeadlineExceededError,
+    invocation_deadline,
+    pause,
+    require,
+    time_left,
+)
+from ensemble_trader.runtime.settings import Settings
+from pydantic import BaseModel
+
+SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
+ATTEMPT_S = attempt_seconds(DEFAULT_CONFIG)  # 7.5 s: connect 2 + read 5 + 0.5
+T0 = datetime(2024, 1, 2, tzinfo=UTC)
+
+
+class FakeClock:
+    """``time.monotonic`` for one test: ``sleep`` advances it and is recorded as
+    ``(seconds left to the deadline when it started, seconds slept)``."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[tuple[float | None, float]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append((time_left(), seconds))
+        self.now += seconds
+
+
+class Context:
+    """Lambda's context object, as far as the deadline reads it."""
+
+    def __init__(self, left_s: float):
+        self.left_ms = int(round(left_s * 1000))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left_ms
+
+
+class Ping(BaseModel):
+    n: int
+
+
+# ---- the deadline itself -------------------------------------------------------------------
+
+
+def test_outside_an_invocation_there_is_no_deadline_and_nothing_is_refused():
+    clock = FakeClock()
+    assert deadline.current() is None and time_left() is None
+    require("anything", 1e9)  # no deadline: never refused
+    pause(0.25, "a back-off", then_needed_s=1e9, sleep=clock.sleep)
+    assert clock.sleeps == [(None, 0.25)]
+
+
+def test_the_deadline_is_the_contexts_remaining_time_and_ends_with_its_block():
+    clock = FakeClock()
+    with invocation_deadline(Context(30.0), clock=clock) as held:
+        assert held is not None and time_left() == pytest.approx(30.0)
+        clock.now += 1.5
+        assert time_left() == pytest.approx(28.5)
+        with invocation_deadline(Context(60.0), clock=clock):  # a nested block cannot extend it
+            assert time_left() == pytest.approx(28.5)
+        with invocation_deadline(Context(10.0), clock=clock):  # nor shorten the outer one for good
+            assert time_left() == pytest.approx(10.0)
+        assert time_left() == pytest.approx(28.5)
+    assert time_left() is None
+    with invocation_deadline(None) as held:  # a handler called by hand, without a context
+        assert held is None and time_left() is None
+    with pytest.raises(TypeError, match="get_remaining_time_in_millis"):
+        with invocation_deadline(object()):
+            pass
+
+
+def test_a_back_off_the_deadline_cannot_hold_is_refused_before_it_is_slept():
+    clock = FakeClock()
+    with invocation_deadline(Context(1.0), clock=clock):
+        pause(0.4, "risk-state save", then_needed_s=0.5, sleep=clock.sleep)  # 0.9 s of 1.0: slept
+        with pytest.raises(DeadlineExceededError) as caught:
+            pause(0.4, "risk-state save", then_needed_s=0.5, sleep=clock.sleep)  # 0.9 s of 0.6: not
+    assert [s for _, s in clock.sleeps] == [0.4]
+    assert str(caught.value) == (
+        "risk-state save: stopped with 0.60 s of the invocation left, under the 0.90 s the back-off "
+        "(0.40 s) and the next attempt (0.50 s) could take"
+    )
+    assert isinstance(caught.value, InfrastructureError)  # callers treat it as any infrastructure failure
+
+
+# ---- botocore's own retries (a real client, canned HTTP answers) -------------------------------
+
+
+class Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+THROTTLED = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException",
+                        "message": "Rate of requests exceeds the allowed throughput."}).encode()
+
+
+class Answers:
+    """A ``before-send`` handler answering a client's attempts without a network: DynamoDB's
+    ThrottlingException while ``throttled(clock)`` holds, else ``ok`` (JSON). Each attempt takes
+    ``cost`` seconds of the fake clock; ``attempts`` counts them (by operation)."""
+
+    def __init__(self, clock: FakeClock, throttled, ok=b"{}", cost: float = 0.0):
+        self.clock, self.throttled, self.ok, self.cost = clock, throttled, ok, cost
+        self.attempts: list[str] = []
+
+    def __call__(self, request, event_name, **_):
+        self.attempts.append(event_name.rsplit(".", 1)[-1])
+        self.clock.now += self.cost
+        if self.throttled(self.clock):
+            return AWSResponse(request.url, 400, {"x-amzn-RequestId": "r"}, Raw(THROTTLED))
+        return AWSResponse(request.url, 200, {"x-amzn-RequestId": "r"}, Raw(self.ok))
+
+
+def _client(service: str, answers: Answers, *, guarded: bool = True, config: Config = DEFAULT_CONFIG):
+    client = boto3.session.Session().client(
+        service, region_name="us-east-1", endpoint_url="http://127.0.0.1:9", config=config,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    if guarded:
+        bound_by_deadline(client)
+    client.meta.events.register(f"before-send.{client.meta.service_model.service_id.hyphenize()}", answers)
+    return client
+
+
+@pytest.fixture()
+def clock(monkeypatch) -> FakeClock:
+    """The fake clock, which botocore's retry sleep (``time.sleep`` in botocore.endpoint) advances."""
+    fake = FakeClock()
+    monkeypatch.setattr(time, "sleep", fake.sleep)
+    return fake
+
+
+def _put(client) -> None:
+    client.put_item(TableName="t", Item={"k": {"S": "a"}})
+
+
+def test_botocore_retries_throttling_exactly_as_without_the_guard(clock):
+    """Throttled three times, then accepted: 4 attempts and the same 3 back-offs with the guard
+    (outside an invocation and with time to spare) as without it."""
+    runs = []
+    for guarded, left in ((False, None), (True, None), (True, 30.0)):
+        clock.sleeps.clear()
+        answers = Answers(clock, throttled=lambda c, a=[]: a.append(1) or len(a) <= 3)
+        client = _client("dynamodb", answers, guarded=guarded)
+        random.seed(11)
+        if left is None:
+            _put(client)
+        else:
+            with invocation_deadline(Context(left), clock=clock):
+                _put(client)
+        runs.append((len(answers.attempts), [s for _, s in clock.sleeps]))
+    assert runs[0][0] == 4 and len(runs[0][1]) == 3
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
+def test_botocore_starts_no_attempt_the_deadline_cannot_hold(clock):
+    answers = Answers(clock, throttled=lambda c: False)
+    client = _client("dynamodb", answers)
+    with invocation_deadline(Context(ATTEMPT_S - 0.1), clock=clock):
+        with pytest.raises(DeadlineExceededError) as caught:
+            _put(client)
+    assert answers.attempts == [] and clock.sleeps == []  # refused, and not retried by botocore
+    assert str(caught.value) == (
+        "DynamoDB PutItem (attempt not started): stopped with 7.40 s of the invocation left, under the "
+        "7.50 s one attempt can take (connect 2 s + read 5 s + 0.5 s)"
+    )
+
+
+def test_botocore_retries_no_attempt_the_deadline_cannot_hold(clock):
+    """Attempts of 3 s, 12 s left: the first throttled attempt is retried (9 s left, its back-off
+    at most 1 s); after the second less than one attempt is left, so no back-off is slept and the
+    call ends with DeadlineExceededError naming the throttling."""
+    answers = Answers(clock, throttled=lambda c: True, cost=3.0)
+    client = _client("dynamodb", answers)
+    random.seed(3)
+    with invocation_deadline(Context(12.0), clock=clock):
+        with pytest.raises(DeadlineExceededError) as caught:
+            _put(client)
+    assert answers.attempts == ["PutItem", "PutItem"] and len(clock.sleeps) == 1
+    assert str(caught.value).startswith("DynamoDB PutItem: not retried after attempt 2 (ThrottlingException")
+    assert "under the 7.50 s another attempt can take" in str(caught.value)
+
+
+def test_botocore_sleeps_no_back_off_past_the_deadline(clock):
+    """A client whose attempt takes at most 0.7 s, 0.9 s left: after a throttled attempt botocore
+    may sleep up to 1 s before its retry, past the deadline: refused before the sleep."""
+    answers = Answers(clock, throttled=lambda c: True)
+    small = Config(connect_timeout=0.1, read_timeout=0.1, retries={"max_attempts": 3, "mode": "standard"})
+    client = _client("dynamodb", answers, config=small)
+    with invocation_deadline(Context(0.9), clock=clock):
+        with pytest.raises(DeadlineExceededError, match=r"not retried after attempt 1 \(ThrottlingException.*under the "
+                                                        r"1\.00 s botocore's back-off before the retry may sleep"):
+            _put(client)
+    assert answers.attempts == ["PutItem"] and clock.sleeps == []
