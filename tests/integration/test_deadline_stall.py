@@ -14,6 +14,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ReadTimeoutError
 from ensemble_trader.adapters.aws.clients import attempt_seconds, client
+from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
 from ensemble_trader.runtime.deadline import DeadlineExceededError, invocation_deadline
 from ensemble_trader.runtime.settings import Settings
 
@@ -98,3 +99,18 @@ def test_under_a_deadline_a_stalled_call_stops_before_the_deadline(hole):
     assert 1 <= len(hole.connections) < 6  # not its whole retry chain
     # every attempt started with a whole attempt left: the call ended inside the invocation
     assert time.monotonic() - started < DEADLINE_S + attempt_seconds(dynamodb)
+
+
+def test_under_a_deadline_a_publishers_retries_and_botocores_do_not_multiply(hole):
+    """The Kinesis publisher makes 6 calls of 6 botocore attempts each without a deadline (36
+    attempts, ~12 s here); under a 1.6 s deadline it stops inside it, naming what still fails."""
+    kinesis = client("kinesis", _settings(hole), config=SHORT)
+    publisher = KinesisPublisher(kinesis, settings=_settings(hole))
+    started = time.monotonic()
+    with invocation_deadline(Context(DEADLINE_S)):
+        with pytest.raises(DeadlineExceededError) as caught:
+            publisher.put("features", [("SPX", b"bar")])
+    assert str(caught.value).startswith("Kinesis PutRecords to et-stall-features: 1 of 1 entries still failing after ")
+    assert "ReadTimeoutError" in str(caught.value) and len(caught.value.failing) == 1
+    assert 1 <= len(hole.connections) < 6
+    assert time.monotonic() - started < DEADLINE_S + attempt_seconds(kinesis)  # generous: 36 attempts take ~12 s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -17,8 +18,15 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
+from ensemble_trader.adapters.aws._retry import backoff_delay
 from ensemble_trader.adapters.aws.clients import DEFAULT_CONFIG, attempt_seconds, bound_by_deadline
+from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore
+from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
+from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
+from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
+from ensemble_trader.adapters.aws.sqs import SqsPublisher
 from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.domain.models import Order
 from ensemble_trader.runtime import deadline
 from ensemble_trader.runtime.deadline import (
     DeadlineExceededError,
@@ -222,3 +230,171 @@ def test_botocore_sleeps_no_back_off_past_the_deadline(clock):
                                                         r"1\.00 s botocore's back-off before the retry may sleep"):
             _put(client)
     assert answers.attempts == ["PutItem"] and clock.sleeps == []
+
+
+# ---- the publishers' own retries (fake clients) ----------------------------------------------
+
+
+class FlakyEvents:
+    """PutEvents failing every entry ``failures`` times, then accepting; each call takes ``cost``
+    seconds of the fake clock."""
+
+    def __init__(self, clock: FakeClock, failures: int, cost: float = 0.0):
+        self.clock, self.failures, self.cost, self.calls = clock, failures, cost, 0
+
+    def put_events(self, Entries):  # noqa: N803 - botocore's parameter name
+        self.calls += 1
+        self.clock.now += self.cost
+        if self.calls <= self.failures:
+            return {"FailedEntryCount": len(Entries),
+                    "Entries": [{"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded"}] * len(Entries)}
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": str(i)} for i in range(len(Entries))]}
+
+
+def _ride(left_s: float | None, failures: int = 3, seed: int = 7) -> tuple[int, list[tuple[float | None, float]]]:
+    clock = FakeClock()
+    client = FlakyEvents(clock, failures)
+    publisher = EventBridgePublisher(client, settings=SETTINGS, sleep=clock.sleep)
+    random.seed(seed)
+    if left_s is None:
+        publisher.publish([Ping(n=1)])
+    else:
+        with invocation_deadline(Context(left_s), clock=clock):
+            publisher.publish([Ping(n=1)])
+    return client.calls, clock.sleeps
+
+
+def test_throttling_is_ridden_through_the_same_with_or_without_a_deadline():
+    calls, sleeps = _ride(None)
+    random.seed(7)
+    expected = [backoff_delay(0.05, attempt) for attempt in (1, 2, 3)]  # what the loop always slept
+    assert calls == 4 and [s for _, s in sleeps] == expected
+    assert _ride(30.0) == (4, [(pytest.approx(30.0 - sum(expected[:i])), s) for i, s in enumerate(expected)])
+
+
+def test_with_little_time_no_back_off_crosses_the_deadline_and_no_call_starts_that_cannot_finish():
+    """Back-offs of 0.5-1 s then 1-2 s, calls of 0.1 s, 9 s left: the first call (9 s >= 7.5) and
+    the first back-off (at most 1 s, leaving >= 7.5) happen; the second call then ends with less
+    than 2 s + 7.5 s left, so the second back-off is not slept and DeadlineExceededError names
+    the entry still failing and the last error."""
+    clock = FakeClock()
+    client = FlakyEvents(clock, failures=10, cost=0.1)
+    publisher = EventBridgePublisher(client, settings=SETTINGS, sleep=clock.sleep, base_delay_s=1.0)
+    with invocation_deadline(Context(9.0), clock=clock):
+        with pytest.raises(DeadlineExceededError) as caught:
+            publisher.publish([Ping(n=1)])
+    assert client.calls == 2  # not the 4 attempts it makes with time to spare
+    assert len(clock.sleeps) == 1
+    for left, slept in clock.sleeps:
+        assert left - slept >= ATTEMPT_S  # every back-off left a whole attempt before the deadline
+    error = caught.value
+    assert str(error).startswith(
+        "EventBridge PutEvents to et-unit-events: 1 of 1 entries still failing after 2 attempts "
+        "(last error: ThrottlingException: Rate exceeded): stopped with "
+    )
+    assert "s of the invocation left, under the " in str(error) and error.left_s > 0
+    assert [entry["DetailType"] for entry in error.failing] == ["Ping"]
+
+
+def test_a_publisher_starts_no_call_with_less_than_one_attempt_left():
+    clock = FakeClock()
+    client = FlakyEvents(clock, failures=0)
+    with invocation_deadline(Context(ATTEMPT_S - 0.1), clock=clock):
+        with pytest.raises(DeadlineExceededError, match=r"1 of 1 entries still failing before its first attempt: "
+                                                        r"stopped with 7\.40 s of the invocation left, under the "
+                                                        r"7\.50 s one attempt can take"):
+            EventBridgePublisher(client, settings=SETTINGS, sleep=clock.sleep).publish([Ping(n=1)])
+    assert client.calls == 0
+
+
+@pytest.mark.parametrize("publisher", ["kinesis", "sqs"])
+def test_an_attempt_refused_by_botocores_guard_names_the_entries_still_failing(publisher):
+    """The guard refuses an attempt inside the client's call: the publisher's error says how many
+    entries of its batch still fail, and why."""
+    refusal = DeadlineExceededError("AWS call (attempt not started)", 3.0, ATTEMPT_S, "one attempt can take")
+
+    class Refusing:
+        def put_records(self, **_):
+            raise refusal
+
+        def send_message_batch(self, **_):
+            raise refusal
+
+        def get_queue_url(self, QueueName):  # noqa: N803
+            return {"QueueUrl": f"https://sqs/{QueueName}"}
+
+    with invocation_deadline(Context(20.0)):
+        with pytest.raises(DeadlineExceededError) as caught:
+            if publisher == "kinesis":
+                KinesisPublisher(Refusing(), settings=SETTINGS).put("features", [("SPX", b"a"), ("NDX", b"b")])
+            else:
+                SqsPublisher(Refusing(), settings=SETTINGS).send("order-intents", [("SPX", "1", b"a"), ("NDX", "2", b"b")])
+    assert "2 of 2 entries still failing after 1 attempt (last error: AWS call (attempt not started)): stopped with " \
+           "3.00 s of the invocation left" in str(caught.value)
+    assert len(caught.value.failing) == 2 and caught.value.__cause__ is refusal
+
+
+# ---- the stores' own loops ------------------------------------------------------------------
+
+
+def test_worker_threads_of_put_new_items_keep_to_the_invocations_deadline():
+    """put_new_items runs its conditional puts on a thread pool: each sees the deadline."""
+    seen: list[float | None] = []
+    lock = threading.Lock()
+
+    class Dynamo:
+        def put_item(self, **_):
+            with lock:
+                seen.append(time_left())
+            return {}
+
+    store = DynamoKeyValueStore(Dynamo(), settings=SETTINGS)
+    rows = [{"pk": "p", "sk": f"s{i}", "v": i} for i in range(4)]
+    with invocation_deadline(Context(20.0)):
+        store.put_new_items("stage-state", rows)
+    assert len(seen) == 4 and all(left is not None and 0 < left <= 20.0 for left in seen)
+
+
+class Unprocessing:
+    """BatchWriteItem leaving every item unprocessed; TransactWriteItems canceled for a conflict."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def batch_write_item(self, RequestItems):  # noqa: N803 - botocore's parameter name
+        self.calls += 1
+        return {"UnprocessedItems": RequestItems}
+
+    def transact_write_items(self, TransactItems):  # noqa: N803
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        raise ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                           "CancellationReasons": [{"Code": "TransactionConflict"}]}, "TransactWriteItems")
+
+
+def test_a_stores_retry_loop_makes_its_attempts_without_a_deadline_and_no_back_off_past_one(clock):
+    rows = [{"pk": "p", "sk": f"s{i}"} for i in range(3)]
+    client = Unprocessing()
+    with pytest.raises(InfrastructureError, match="3 items still unprocessed after 5 attempts"):
+        DynamoKeyValueStore(client, settings=SETTINGS).put_items("stage-state", rows)
+    assert client.calls == 5 and [s for _, s in clock.sleeps] == [0.05, 0.1, 0.2, 0.4]  # as always
+    client, clock.sleeps[:] = Unprocessing(), []
+    with invocation_deadline(Context(ATTEMPT_S + 0.04), clock=clock):  # the 0.05 s back-off and an attempt do not fit
+        with pytest.raises(DeadlineExceededError, match=r"^DynamoDB batch_write_item et-unit-stage-state: 3 items "
+                                                        r"still unprocessed after 1 attempt: stopped with 7\.54 s"):
+            DynamoKeyValueStore(client, settings=SETTINGS).put_items("stage-state", rows)
+    assert client.calls == 1 and clock.sleeps == []
+
+
+def test_an_orders_transaction_conflict_is_not_retried_past_the_deadline():
+    clock = FakeClock()
+    client = Unprocessing()
+    store = DynamoOrdersStore(client, settings=SETTINGS, sleep=clock.sleep)
+    order = Order.model_validate({"client_order_id": "order-0001", "intent_id": "i-1", "strategy_id": "ensemble",
+                                  "symbol": "SPX", "side": "BUY", "quantity": 1.0, "created_at": T0.isoformat(),
+                                  "updated_at": T0.isoformat()})
+    with invocation_deadline(Context(ATTEMPT_S), clock=clock):  # no back-off fits before another attempt
+        with pytest.raises(DeadlineExceededError, match="transaction canceled for a conflict 1 time: stopped with"):
+            store.create_order(order)
+    assert client.calls == 1 and clock.sleeps == []

@@ -9,6 +9,15 @@ that may not call the API, a stream or queue that does not exist) raises
 error, a batch over the size limit, parameters botocore itself refuses) raises
 :class:`DataError` at once — the caller's data is at fault, so the stage runner dead-letters
 the record behind it instead of retrying its symbol for ever.
+
+Inside a Lambda invocation the loop keeps to its deadline (:mod:`ensemble_trader.runtime.deadline`):
+it starts no call with less time left than one attempt can take (``attempt_s``, the client's
+:func:`~ensemble_trader.adapters.aws.clients.attempt_seconds`) and sleeps no back-off that would
+not leave that much after it; it then raises
+:class:`~ensemble_trader.runtime.deadline.DeadlineExceededError` (an InfrastructureError) naming
+how many entries still fail and the last error — as it does when botocore's own guard refuses an
+attempt of the call. With time to spare, and outside an invocation, it makes the same calls and
+sleeps the same back-offs as without a deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from botocore.exceptions import (
 )
 
 from ensemble_trader.domain.errors import DataError, InfrastructureError
+from ensemble_trader.runtime import deadline
+from ensemble_trader.runtime.deadline import DeadlineExceededError
 
 E = TypeVar("E")
 
@@ -117,17 +128,37 @@ def resend_failed(
     base_delay_s: float,
     sleep: Callable[[float], None],
     max_delay_s: float = math.inf,
+    what: str = "AWS batch call",
+    attempt_s: float = 0.0,
 ) -> tuple[list[E], str]:
     """Call ``send(pending)`` until nothing fails or ``max_attempts`` calls were made.
 
     ``send`` returns the entries that failed (empty when all went through) and a description
     of why. Returns what still fails after the last attempt (empty on success) and the last
     error; the caller turns a non-empty result into its own InfrastructureError.
+
+    Under an invocation's deadline, a call is not started with less than ``attempt_s`` left and
+    a back-off is not slept unless ``attempt_s`` remains after it: DeadlineExceededError, whose
+    message starts with ``what`` and names the entries still failing (``failing``: them) and the
+    last error.
     """
-    pending, last_error = entries, ""
+    pending, last_error, made = entries, "", 0
+
+    def unfinished() -> str:
+        done = f"after {made} attempt{'' if made == 1 else 's'}" if made else "before its first attempt"
+        return (f"{what}: {len(pending)} of {len(entries)} entries still failing {done}"
+                + (f" (last error: {last_error})" if last_error else ""))
+
     for attempt in range(1, max_attempts + 1):
+        if deadline.current() is not None:
+            deadline.require(unfinished(), attempt_s, "one attempt can take", failing=pending)
+        made = attempt
         try:
             pending, last_error = send(pending)
+        except DeadlineExceededError as exc:  # botocore's guard refused an attempt of this call
+            last_error = exc.what
+            raise DeadlineExceededError(unfinished(), exc.left_s, exc.needed_s, exc.needed_for,
+                                        failing=pending) from exc
         except (ClientError, BotoCoreError) as exc:
             if is_configuration_error(exc):
                 raise InfrastructureError(
@@ -139,5 +170,9 @@ def resend_failed(
         if not pending:
             return [], ""
         if attempt < max_attempts:
-            sleep(backoff_delay(base_delay_s, attempt, max_delay_s))
+            delay = backoff_delay(base_delay_s, attempt, max_delay_s)
+            if deadline.current() is None:
+                sleep(delay)
+            else:
+                deadline.pause(delay, unfinished(), then_needed_s=attempt_s, sleep=sleep, failing=pending)
     return pending, last_error

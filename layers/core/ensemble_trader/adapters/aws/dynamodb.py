@@ -9,7 +9,7 @@ refused before the call (a DataError naming the attribute), and floats too small
 
 from __future__ import annotations
 
-import time
+import contextvars
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import DecimalException
@@ -19,10 +19,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ensemble_trader.adapters.aws._names import physical
+from ensemble_trader.adapters.aws.clients import attempt_seconds, error_code
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import error_code
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
+from ensemble_trader.runtime.deadline import pause
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
@@ -154,7 +155,8 @@ class DynamoKeyValueStore:
             ) from exc
 
     def put_items(self, table: str, items: Sequence[Mapping[str, Any]], *, max_attempts: int = 5) -> None:
-        """Unconditional puts in ``BatchWriteItem`` calls of 25, retrying unprocessed items.
+        """Unconditional puts in ``BatchWriteItem`` calls of 25, retrying unprocessed items (with
+        no back-off the invocation's deadline could not hold: DeadlineExceededError).
 
         For append-style rows (regime history) where one ``PutItem`` per row would
         dominate the handler's time. For a logical table of ``constants.TABLES``, rows with the
@@ -180,7 +182,9 @@ class DynamoKeyValueStore:
                 if not pending:
                     break
                 if attempt < max_attempts:
-                    time.sleep(0.05 * 2 ** (attempt - 1))
+                    pause(0.05 * 2 ** (attempt - 1), f"DynamoDB batch_write_item {name}: {len(pending)} items "
+                          f"still unprocessed after {attempt} attempt{'s' * (attempt > 1)}",
+                          then_needed_s=attempt_seconds(self._client), failing=pending)
             else:
                 raise InfrastructureError(
                     f"DynamoDB batch_write_item {name}: {len(pending)} items still unprocessed after "
@@ -204,7 +208,8 @@ class DynamoKeyValueStore:
         DynamoDB cannot hold, or a row over its 400 KB limit, is a DataError naming it and nothing
         is written); a row repeated in ``items`` is written once, the first time (the later ones
         get it back as stored). Should a put fail, the others still run to their end and the
-        first failure is raised.
+        first failure is raised. The puts keep to the invocation's deadline like any call of
+        this thread (each runs in a copy of its context).
         """
         name = self.table_name(table)
         keys = _key_names(table, self._settings)
@@ -232,7 +237,9 @@ class DynamoKeyValueStore:
                 self._put_new(position, put, keys, stored, what)
         else:
             with ThreadPoolExecutor(max_workers=min(PUT_NEW_WORKERS, len(requests))) as pool:
-                futures = [pool.submit(self._put_new, p, put, keys, stored, what) for p, put in requests.items()]
+                # each put runs in a copy of this thread's context: the invocation's deadline holds there too
+                futures = [pool.submit(contextvars.copy_context().run, self._put_new, p, put, keys, stored, what)
+                           for p, put in requests.items()]
             for future in futures:  # every put has ended (the pool was joined): the first failure
                 future.result()
         out: list[dict[str, Any] | None] = []
@@ -308,7 +315,9 @@ class DynamoKeyValueStore:
                     break
                 request = dict(request, Keys=unprocessed["Keys"])
                 if attempt < max_attempts:
-                    time.sleep(0.05 * 2 ** (attempt - 1))
+                    pause(0.05 * 2 ** (attempt - 1), f"DynamoDB batch_get_item {name}: {len(request['Keys'])} keys "
+                          f"still unprocessed after {attempt} attempt{'s' * (attempt > 1)}",
+                          then_needed_s=attempt_seconds(self._client), failing=request["Keys"])
             else:
                 raise InfrastructureError(
                     f"DynamoDB batch_get_item {name}: keys still unprocessed after {max_attempts} attempts"

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from ensemble_trader import constants
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
+from ensemble_trader.adapters.aws.clients import attempt_seconds
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.limits import MAX_EVENT_BYTES, checked_entries
 from ensemble_trader.domain.errors import InfrastructureError
@@ -26,7 +27,9 @@ class EventBridgePublisher:
     Events go to the stage's bus (``constants.EVENT_BUS``) with ``source`` =
     ``constants.EVENT_SOURCE`` and ``detail-type`` = the event model's class name, ten entries
     per call; entries EventBridge reports as failed are sent again with backoff, and after
-    ``max_attempts`` an InfrastructureError names how many are still failing.
+    ``max_attempts`` an InfrastructureError names how many are still failing. Inside a Lambda
+    invocation no call or back-off is started that its deadline could not hold
+    (DeadlineExceededError, see :func:`~ensemble_trader.adapters.aws._retry.resend_failed`).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class EventBridgePublisher:
     ) -> None:
         self._settings = settings or get_settings()
         self._client = events_client or make_client("events", self._settings)
+        self._attempt_s = attempt_seconds(self._client)
         self.bus = physical(bus, self._settings)
         self.source = source
         self.max_attempts = max_attempts
@@ -73,7 +77,8 @@ class EventBridgePublisher:
             return failed, "; ".join(why)
 
         pending, last_error = resend_failed(
-            send, entries, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep
+            send, entries, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep,
+            what=f"EventBridge PutEvents to {self.bus}", attempt_s=self._attempt_s,
         )
         if not pending:
             return

@@ -9,6 +9,7 @@ from typing import Any
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
+from ensemble_trader.adapters.aws.clients import attempt_seconds
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.limits import check_stream_record, check_stream_records
 from ensemble_trader.domain.errors import InfrastructureError
@@ -68,7 +69,9 @@ class KinesisPublisher:
     one. Records go out in requests of at most 500 entries and 5 MB. When Kinesis rejects some
     entries of a request (``FailedRecordCount`` > 0, typically throttling), only those entries
     are sent again, after an exponential backoff with jitter; after ``max_attempts`` calls an
-    :class:`InfrastructureError` says how many entries are still failing and why.
+    :class:`InfrastructureError` says how many entries are still failing and why. Inside a Lambda
+    invocation no request or back-off is started that the invocation's deadline could not hold
+    (:func:`~ensemble_trader.adapters.aws._retry.resend_failed`: DeadlineExceededError).
 
     Ordering: records of one partition key reach the shard in the order given. Kinesis may
     accept a later entry of a request where it rejected an earlier one, and a retry would then
@@ -96,6 +99,7 @@ class KinesisPublisher:
         self._settings = settings or get_settings()
         self.aggregate = aggregate
         self._client = kinesis_client or make_client("kinesis", self._settings)
+        self._attempt_s = attempt_seconds(self._client)
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
@@ -137,6 +141,7 @@ class KinesisPublisher:
         pending, last_error = resend_failed(
             send, chunk, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s,
             max_delay_s=self.max_delay_s, sleep=self._sleep,
+            what=f"Kinesis PutRecords to {stream}", attempt_s=self._attempt_s,
         )
         self.retried_entries += sent - len(chunk)
         if not pending:

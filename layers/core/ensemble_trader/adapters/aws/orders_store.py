@@ -28,7 +28,9 @@ read) and the position (condition: its version is still the one read). A lost or
 means the fill was applied already (returns None); a lost position condition is retried. A
 transaction DynamoDB cancels for a conflict with a concurrent one (every order write also touches
 ``#working``) is run again with backoff (``MAX_ATTEMPTS``), and the batch read of the working
-orders reads unprocessed keys again, at most ``MAX_ATTEMPTS`` times.
+orders reads unprocessed keys again, at most ``MAX_ATTEMPTS`` times — inside a Lambda invocation
+only while its deadline leaves the back-off and one attempt after it (DeadlineExceededError,
+:mod:`ensemble_trader.runtime.deadline`).
 
 A failed request's error names the table(s) and the region of the client (DynamoDB's own
 ``ResourceNotFoundException`` names neither): ``DynamoDB get risk state (table et-prod-risk-state,
@@ -48,13 +50,14 @@ from pydantic import AwareDatetime, TypeAdapter
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import backoff_delay
+from ensemble_trader.adapters.aws.clients import attempt_seconds, error_code
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import error_code
 from ensemble_trader.adapters.aws.dynamodb import deserialize_item, serialize_item, translate
 from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, StateError
 from ensemble_trader.domain.models import Fill, Order, OrderStatus, Position
 from ensemble_trader.domain.orders import WORKING_STATUSES, position_after_fill
 from ensemble_trader.domain.risk import RiskState
+from ensemble_trader.runtime.deadline import pause
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 RISK_KEY = "global"
@@ -81,9 +84,12 @@ class _Dynamo:
         self._client = dynamodb_client or make_client("dynamodb", self._settings)
         self._sleep = sleep
 
-    def _backoff(self, attempt: int) -> None:
-        """Exponential backoff with jitter before attempt ``attempt + 1``."""
-        self._sleep(backoff_delay(BASE_DELAY_S, attempt))
+    def _backoff(self, attempt: int, what: str) -> None:
+        """Exponential backoff with jitter before attempt ``attempt + 1`` of ``what``; inside an
+        invocation, DeadlineExceededError instead when its deadline would not leave one attempt
+        after it (:func:`~ensemble_trader.runtime.deadline.pause`)."""
+        pause(backoff_delay(BASE_DELAY_S, attempt), what, then_needed_s=attempt_seconds(self._client),
+              sleep=self._sleep)
 
     def _table(self, logical: str) -> str:
         return physical(logical, self._settings)
@@ -221,7 +227,7 @@ class DynamoOrdersStore(_Dynamo):
                     raise InfrastructureError(
                         f"{what}: transaction canceled: {reasons} (attempt {attempt})"
                     ) from exc
-            self._backoff(attempt)
+            self._backoff(attempt, f"{what}: transaction canceled for a conflict {attempt} time{'s' * (attempt > 1)}")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def create_order(self, order: Order) -> bool:
@@ -289,7 +295,9 @@ class DynamoOrdersStore(_Dynamo):
                     unread = len(request[self.orders_table]["Keys"])
                     raise InfrastructureError(f"{self._at('DynamoDB batch get orders', self.orders_table)}: "
                                               f"{unread} keys still unread after {MAX_ATTEMPTS} attempts (throttled)")
-                self._backoff(attempt)
+                self._backoff(attempt, f"{self._at('DynamoDB batch get orders', self.orders_table)}: "
+                                       f"{len(request[self.orders_table]['Keys'])} keys still unread after {attempt} "
+                                       f"attempt{'s' * (attempt > 1)}")
         return [o for o in orders if o.status in WORKING_STATUSES]
 
     def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
+from ensemble_trader.adapters.aws.clients import attempt_seconds
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.limits import is_fifo_queue, message_text
 from ensemble_trader.domain.errors import DataError, InfrastructureError
@@ -39,7 +40,9 @@ class SqsPublisher:
     :func:`~ensemble_trader.adapters.limits.message_text`, which the in-memory fake runs too) is
     a DataError before any message is sent. Entries SQS still rejects as the sender's fault
     (``SenderFault``: e.g. a bad group id) are not retried: once the others went through, a
-    DataError names them.
+    DataError names them. Inside a Lambda invocation no call or back-off is started that its
+    deadline could not hold (DeadlineExceededError, see
+    :func:`~ensemble_trader.adapters.aws._retry.resend_failed`).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SqsPublisher:
     ) -> None:
         self._settings = settings or get_settings()
         self._client = sqs_client or make_client("sqs", self._settings)
+        self._attempt_s = attempt_seconds(self._client)
         self._urls: dict[str, str] = {}
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
@@ -97,7 +101,8 @@ class SqsPublisher:
             return failed, "; ".join(f"{failed_ids[i].get('Code')}" for i in sorted(transient))
 
         pending, last_error = resend_failed(
-            send, batch, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep
+            send, batch, max_attempts=self.max_attempts, base_delay_s=self.base_delay_s, sleep=self._sleep,
+            what=f"SQS SendMessageBatch to {name}", attempt_s=self._attempt_s,
         )
         if pending:
             raise InfrastructureError(
