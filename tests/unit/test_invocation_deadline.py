@@ -27,6 +27,7 @@ from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
 from ensemble_trader.adapters.aws.sqs import SqsPublisher
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.domain.models import Order
+from ensemble_trader.domain.risk import RiskState
 from ensemble_trader.runtime import deadline
 from ensemble_trader.runtime.deadline import (
     DeadlineExceededError,
@@ -35,6 +36,7 @@ from ensemble_trader.runtime.deadline import (
     require,
     time_left,
 )
+from ensemble_trader.runtime.orders import MIN_TIME_LEFT_MS, BatchingOrdersStore
 from ensemble_trader.runtime.settings import Settings
 from pydantic import BaseModel
 
@@ -398,3 +400,53 @@ def test_an_orders_transaction_conflict_is_not_retried_past_the_deadline():
         with pytest.raises(DeadlineExceededError, match="transaction canceled for a conflict 1 time: stopped with"):
             store.create_order(order)
     assert client.calls == 1 and clock.sleeps == []
+
+
+# ---- the orders batch end and its reserve ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_batch_end_started_with_the_reserve_left_saves_and_publishes_through_throttling(clock, seed):
+    """An intent started with MIN_TIME_LEFT_MS left and taking 1.5 s leaves the batch end its
+    risk-state save — throttled for its first 2 s, ridden through by botocore's retries — and
+    the PutEvents call after it, each attempt starting with a whole attempt's time left."""
+    throttled_from: list[float] = []  # the batch end's start: throttled for 2 s from then
+    dynamo_answers = Answers(clock, throttled=lambda c: bool(throttled_from) and c.now < throttled_from[0] + 2.0,
+                             cost=0.02)
+    events_answers = Answers(clock, throttled=lambda c: False, cost=0.02,
+                             ok=json.dumps({"FailedEntryCount": 0, "Entries": [{"EventId": "e"}]}).encode())
+    store = BatchingOrdersStore(DynamoOrdersStore(_client("dynamodb", dynamo_answers), settings=SETTINGS))
+    events = EventBridgePublisher(_client("events", events_answers), settings=SETTINGS, sleep=clock.sleep)
+    random.seed(seed)
+    store.save_risk_state(store.load_risk_state())  # what the batch's intents changed
+    start = clock.now
+    throttled_from.append(start)
+    with invocation_deadline(Context(MIN_TIME_LEFT_MS / 1000 - 1.5), clock=clock):
+        store.flush()  # the batch end, as OrderRouter.batch runs it
+        events.publish([Ping(n=1)])
+    assert store.unsaved() is None
+    assert dynamo_answers.attempts[-1] == "UpdateItem" and events_answers.attempts == ["PutEvents"]
+    assert clock.now - start >= 2.0  # it was throttled until then
+
+
+def test_a_batch_end_out_of_time_makes_no_more_saves_and_keeps_its_state_for_the_next_batch():
+    """A save the deadline refused is not tried again (it was tried up to 8 times, each refused
+    alike): the router carries the unsaved state to its next batch, as after any failure."""
+
+    class Stalled:
+        saves = 0
+
+        def load_risk_state(self) -> RiskState:
+            return RiskState()
+
+        def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
+            self.saves += 1
+            raise DeadlineExceededError("DynamoDB UpdateItem (attempt not started)", 3.0, ATTEMPT_S)
+
+    inner = Stalled()
+    store = BatchingOrdersStore(inner)
+    store.save_risk_state(store.load_risk_state())
+    with invocation_deadline(Context(20.0)):
+        with pytest.raises(DeadlineExceededError, match="DynamoDB UpdateItem"):
+            store.flush()
+    assert inner.saves == 1 and store.unsaved() is not None

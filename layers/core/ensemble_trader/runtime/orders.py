@@ -113,6 +113,7 @@ from ensemble_trader.domain.risk import (
     merge_states,
 )
 from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
+from ensemble_trader.runtime.deadline import DeadlineExceededError, pause
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,12 @@ RETRY_BACKOFF_S = 0.002
 """Base of the jittered pause after a lost race, so writers contending for the risk state spread out."""
 
 
+def _backoff_s(attempt: int) -> float:
+    return random.uniform(0.0, RETRY_BACKOFF_S * 2 ** min(attempt, 6))
+
+
 def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0.0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
+    time.sleep(_backoff_s(attempt))
 
 
 VISIBILITY_TIMEOUT_FACTOR = 6
@@ -591,7 +596,9 @@ class BatchingOrdersStore:
 
     def flush(self) -> None:
         """Write the risk state back (merging into a newer stored copy if one appeared, and
-        trying again after a transient failure)."""
+        trying again after a transient failure — inside an invocation only while its deadline
+        leaves time for it: a save or back-off it could not hold raises DeadlineExceededError at
+        once, and the router carries the unsaved state to its next batch)."""
         if self._carried is not None:
             self.load_risk_state()  # a batch that never read the state still writes the carried one
         if not self._dirty or self._state is None:
@@ -608,10 +615,12 @@ class BatchingOrdersStore:
                 theirs = self.inner.load_risk_state()
                 self._state = merge_states(self._base, self._state, theirs)
                 self._base = theirs
-            except InfrastructureError:
+            except DeadlineExceededError:
+                raise  # no time for another save in this invocation: the router carries the state
+            except InfrastructureError as exc:
                 if attempt == MAX_ATTEMPTS:
                     raise
-                _backoff(attempt)
+                pause(_backoff_s(attempt), f"risk-state save: failed {attempt} times (last error: {exc})")
 
     def unsaved(self) -> tuple[RiskState, RiskState] | None:
         """``(base, state)`` of a risk state not yet written (for the next batch to carry)."""
@@ -1936,9 +1945,18 @@ class RouteStats:
         return {"p50": pct(0.50), "p99": pct(0.99), "mean": sum(ordered) / len(ordered)}
 
 
-MIN_TIME_LEFT_MS = 5_000
-"""An intent is not started with less of the invocation left (the batch's end writes the risk
-state and publishes the events: a few DynamoDB and EventBridge calls with their retries)."""
+MIN_TIME_LEFT_MS = 15_000
+"""An intent is not started with less of the invocation left, so that the batch's end — the
+risk-state save and the events' ``PutEvents`` calls — fits before the invocation's deadline with
+the retries that ride out ordinary throttling. No AWS attempt starts with less than 7.5 s left
+(:func:`~ensemble_trader.adapters.aws.clients.attempt_seconds` of the clients' config: connect
+2 s + read 5 s + 0.5 s; :mod:`ensemble_trader.runtime.deadline`), and the batch end's last call
+needs that much at its start. 15 s = those 7.5 s; 6 s for the save before it to ride out a
+throttling episode of about 2 s (botocore's jittered throttling back-offs of up to 1, 2 and 4 s
+can put its successful attempt up to ~6 s in); and 1.5 s for the intent started at the limit (a
+dozen DynamoDB calls and a broker call take a few hundred ms). An invocation of the 30 s orders
+function therefore starts intents in its first 15 s — a batch of ten normally takes well under
+one —; a later one fails without being started and SQS delivers it again."""
 
 REPLAYED = "replayed"
 """Set in an outcome Powertools answers from the idempotency table (a redelivered intent that
