@@ -9,10 +9,11 @@ the same attempts and sleep the same back-offs as before the deadline existed.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -25,9 +26,16 @@ from ensemble_trader.adapters.aws.eventbridge import EventBridgePublisher
 from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
 from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore
 from ensemble_trader.adapters.aws.sqs import SqsPublisher
+from ensemble_trader.adapters.memory import (
+    MemoryCache,
+    MemoryDeadLetters,
+    MemoryKeyValueStore,
+    MemoryStreamPublisher,
+)
 from ensemble_trader.domain.errors import InfrastructureError
-from ensemble_trader.domain.models import Order
+from ensemble_trader.domain.models import Bar, Message, Order
 from ensemble_trader.domain.risk import RiskState
+from ensemble_trader.local.events import kinesis_event, kinesis_record
 from ensemble_trader.runtime import deadline
 from ensemble_trader.runtime.deadline import (
     DeadlineExceededError,
@@ -38,7 +46,8 @@ from ensemble_trader.runtime.deadline import (
 )
 from ensemble_trader.runtime.orders import MIN_TIME_LEFT_MS, BatchingOrdersStore
 from ensemble_trader.runtime.settings import Settings
-from pydantic import BaseModel
+from ensemble_trader.runtime.stage import BaseSymbolStep, KinesisStageRunner, StageStats, StreamSink
+from pydantic import AwareDatetime, BaseModel
 
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused")
 ATTEMPT_S = attempt_seconds(DEFAULT_CONFIG)  # 7.5 s: connect 2 + read 5 + 0.5
@@ -450,3 +459,121 @@ def test_a_batch_end_out_of_time_makes_no_more_saves_and_keeps_its_state_for_the
         with pytest.raises(DeadlineExceededError, match="DynamoDB UpdateItem"):
             store.flush()
     assert inner.saves == 1 and store.unsaved() is not None
+
+
+# ---- the Kinesis stage runner out of time ------------------------------------------------------
+
+OUT_OF_TIME = DeadlineExceededError("AWS call (attempt not started)", 2.0, ATTEMPT_S, "one attempt can take")
+
+
+class Count(Message):
+    symbol: str
+    timestamp: AwareDatetime
+    count: int
+
+
+class CountStep(BaseSymbolStep[dict, Bar]):
+    name = "count"
+    input_model = Bar
+
+    def new_state(self, symbol: str) -> dict:
+        return {"last": None, "count": 0}
+
+    def load(self, data: bytes) -> dict:
+        return json.loads(data)
+
+    def dump(self, state: dict) -> bytes:
+        return json.dumps(state).encode()
+
+    def sequence(self, state: dict) -> int | None:
+        return state["last"]
+
+    def apply(self, state: dict, bar: Bar):
+        new = {"last": int(bar.timestamp.timestamp() * 1e9), "count": state["count"] + 1}
+        return new, [Count(symbol=bar.symbol, timestamp=bar.timestamp, count=new["count"])], []
+
+
+class OutOfTimeStore(MemoryKeyValueStore):
+    """Snapshots whose reads (``get_item``) or writes (``put_item``) the deadline refuses once
+    ``refuse`` names them; ``calls`` counts the refused calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: set[str] = set()
+        self.calls = {"get_item": 0, "put_item": 0}
+
+    def get_item(self, table, key):
+        if "get_item" in self.refuse:
+            self.calls["get_item"] += 1
+            raise OUT_OF_TIME
+        return super().get_item(table, key)
+
+    def put_item(self, table, item, *, expected_version=None):
+        if "put_item" in self.refuse:
+            self.calls["put_item"] += 1
+            raise OUT_OF_TIME
+        return super().put_item(table, item, expected_version=expected_version)
+
+
+class OutOfTimeStream:
+    """A stream publisher the deadline refuses (as KinesisPublisher does when no attempt fits)."""
+
+    def put(self, stream, records):
+        raise DeadlineExceededError(f"Kinesis PutRecords to {stream}: {len(records)} of {len(records)} entries still "
+                                    "failing before its first attempt", 2.0, ATTEMPT_S, "one attempt can take")
+
+
+SYMBOLS = ("AAA", "BBB", "CCC", "DDD")
+
+
+def _batch(first_seq: int = 1000, days: range = range(2)) -> dict:
+    records = []
+    for day in days:
+        for symbol in SYMBOLS:
+            close = 100.0 + day
+            bar = {"symbol": symbol, "timestamp": (T0 + timedelta(days=day)).isoformat(), "open": close,
+                   "high": close + 1, "low": close - 1, "close": close, "volume": 10.0}
+            records.append(kinesis_record(json.dumps(bar).encode(), partition_key=symbol,
+                                          sequence_number=str(first_seq + len(records)), stream="et-unit-in"))
+    return kinesis_event(records)
+
+
+def _runner(publisher, snapshots) -> KinesisStageRunner:
+    return KinesisStageRunner(CountStep(), cache=MemoryCache(), dlq=MemoryDeadLetters(),
+                              sink=StreamSink(publisher, "out"), snapshots=snapshots, stats=StageStats())
+
+
+def _failed(response: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def test_a_stage_batch_whose_publish_runs_out_of_time_reports_its_records_failed():
+    snapshots = OutOfTimeStore()
+    response = _runner(OutOfTimeStream(), snapshots).process(_batch())
+    assert _failed(response) == [str(1000 + n) for n in range(8)]  # every record, for the mapping's retry
+    for symbol in SYMBOLS:  # no state moved past the outputs that did not go out
+        assert snapshots.get_item("stage-state", {"pk": "count", "sk": symbol}) is None
+
+
+def test_a_stage_batch_out_of_time_for_its_snapshots_tries_no_more_of_them(caplog):
+    """The first snapshot write the deadline refuses fails every symbol still unwritten at once
+    (their writes would be refused alike), with one warning, and reports their records failed."""
+    snapshots = OutOfTimeStore()
+    snapshots.refuse.add("put_item")
+    with caplog.at_level(logging.WARNING, logger="ensemble_trader.runtime.stage"):
+        response = _runner(MemoryStreamPublisher(), snapshots).process(_batch())
+    assert snapshots.calls["put_item"] == 1  # not one refused call (and warning) per symbol
+    assert _failed(response) == [str(1000 + n) for n in range(8)]
+    warnings = [r.getMessage() for r in caplog.records if "out of time" in r.getMessage()]
+    assert len(warnings) == 1 and "failing 4 symbols (AAA, BBB, CCC, DDD)" in warnings[0]
+
+
+def test_a_stage_batch_out_of_time_for_its_state_reads_tries_no_more_of_them(caplog):
+    snapshots = OutOfTimeStore()
+    snapshots.refuse.add("get_item")  # every state is a cache miss read from its snapshot
+    publisher = MemoryStreamPublisher()
+    with caplog.at_level(logging.WARNING, logger="ensemble_trader.runtime.stage"):
+        response = _runner(publisher, snapshots).process(_batch())
+    assert snapshots.calls["get_item"] == 1
+    assert _failed(response) == [str(1000 + n) for n in range(8)] and publisher.streams.get("out", []) == []
+    assert sum("out of time loading states" in r.getMessage() for r in caplog.records) == 1

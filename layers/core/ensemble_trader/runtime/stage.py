@@ -69,6 +69,12 @@ Rules, in the order they apply:
   before it are no-ops on the retry. An unexpected exception inside ``apply`` (a bug) fails
   *all* of the symbol's records in the batch and keeps none of its state changes or outputs: the
   step may have changed its state part-way. Other symbols in the batch are unaffected.
+  Running out of the invocation's time is such an error (DeadlineExceededError, an
+  InfrastructureError: :mod:`ensemble_trader.runtime.deadline` refuses any AWS call or retry that
+  could outlast the invocation): the symbols whose outputs, events, state reads or snapshots it
+  stopped are reported failed, and the invocation returns its response instead of running into
+  its timeout. Once a state read or a snapshot write is refused, the remaining ones are not
+  tried (they would be refused alike): their symbols fail at once, with one warning.
 * **The cache is best effort.** With snapshots, an InfrastructureError of the cache fails no
   record: a failed read loads every state of the batch from its snapshot (a consistent read, as
   for a miss) and the batch then leaves the cache alone; a failed write-back after the snapshots
@@ -169,6 +175,7 @@ from ensemble_trader.ports import (
 )
 from ensemble_trader.runtime.aggregation import MAGIC as AGGREGATE_MAGIC
 from ensemble_trader.runtime.aggregation import AggregationError, unpack
+from ensemble_trader.runtime.deadline import DeadlineExceededError
 
 log = logging.getLogger(__name__)
 
@@ -698,11 +705,16 @@ class KinesisStageRunner(Generic[S, In]):
             for g in groups.values():
                 g.fail(0)
             return cache_ok
-        for symbol, blob in zip(symbols, blobs, strict=True):
+        for i, (symbol, blob) in enumerate(zip(symbols, blobs, strict=True)):
             group = groups[symbol]
             try:
                 (group.state, group.version, group.warm,
                  (group.handled, group.digests, group.complete)) = self._load_one(symbol, blob)
+            except DeadlineExceededError as exc:  # no read can start now: the rest fail with this one
+                self._out_of_time("loading states", symbols[i:], exc)
+                for rest in symbols[i:]:
+                    groups[rest].fail(0)
+                break
             except (InfrastructureError, StateError, DataError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
@@ -929,7 +941,8 @@ class KinesisStageRunner(Generic[S, In]):
             self._remember_state(symbol, dumped[symbol], group.state)  # true whether or not it is stored
             handled[symbol] = group.handled_bytes()
         if self.snapshots is not None:
-            for symbol, group in list(to_write.items()):
+            pending = list(to_write.items())
+            for i, (symbol, group) in enumerate(pending):
                 item = {
                     "pk": step.name,
                     "sk": symbol,
@@ -942,6 +955,12 @@ class KinesisStageRunner(Generic[S, In]):
                     item["handled"] = handled[symbol]
                 try:
                     self.snapshots.put_item(self.snapshot_table, item, expected_version=group.stored)
+                except DeadlineExceededError as exc:  # no write can start now: the rest fail unwritten
+                    self._out_of_time("writing snapshots", [s for s, _ in pending[i:]], exc)
+                    for rest, rest_group in pending[i:]:
+                        rest_group.fail(0)
+                        del to_write[rest]
+                    break
                 except ConcurrencyError as exc:
                     log.warning("stage %s: snapshot of %s lost a race: %s", step.name, symbol, exc)
                     if not group.reseed and cache_ok:  # a reseeded entry may be the only copy of its
@@ -1057,6 +1076,12 @@ class KinesisStageRunner(Generic[S, In]):
             self.cache.delete(self.step.key(symbol))
         except InfrastructureError as exc:  # the retry's version check finds the entry behind anyway
             self._cache_unavailable(f"could not drop cached state of {symbol}", exc)
+
+    def _out_of_time(self, doing: str, symbols: list[str], exc: DeadlineExceededError) -> None:
+        """The invocation's deadline stopped ``doing`` at the first of ``symbols``: they all fail
+        at once, with one warning (the calls of the others would be refused alike)."""
+        log.warning("stage %s: out of time %s, failing %d symbols (%s): %s", self.step.name, doing,
+                    len(symbols), ", ".join(symbols[:5]) + (", ..." if len(symbols) > 5 else ""), exc)
 
     def _cache_unavailable(self, what: str, exc: Exception) -> None:
         """A failed cache call the stage carries on without (the snapshots hold every state):
