@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.features_stage import FeaturesStep
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
@@ -30,4 +31,5 @@ def runner() -> KinesisStageRunner:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return runner().process(event)
+    with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
+        return runner().process(event)

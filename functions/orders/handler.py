@@ -21,6 +21,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.orders import OrdersService, build_service
 
@@ -44,9 +45,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> dict[str
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    svc = service()
-    svc.idempotency_config.register_lambda_context(context)
-    with svc.router.batch():  # risk state, positions, working orders read once per batch
-        return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
+    with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
+        svc = service()
+        svc.idempotency_config.register_lambda_context(context)
+        with svc.router.batch():  # risk state, positions, working orders read once per batch
+            return process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )

@@ -23,6 +23,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.orders import KillSwitchCommand
 from ensemble_trader.domain.risk import TradingState
+from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.orders import BREAKER_STATE_VALUES, OrderRouter, build_router
 
@@ -40,7 +41,8 @@ def router() -> OrderRouter:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     command = KillSwitchCommand.from_event(event)
-    result = router().apply_kill_switch(command)
+    with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
+        result = router().apply_kill_switch(command)
     # the switch as it stands: a stale command changed nothing
     metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if result["active"] else 0)
     metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))

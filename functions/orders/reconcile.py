@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.orders import OrderRouter, build_router
 
@@ -29,7 +30,8 @@ def router() -> OrderRouter:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = router().reconcile()
+    with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
+        report = router().reconcile()
     metrics.add_metric(name="reconcile_orders_synced", unit="Count", value=len(report.synced))
     metrics.add_metric(name="reconcile_symbols_failed", unit="Count", value=len(report.failures))
     if not report.ok:

@@ -52,6 +52,7 @@ from ensemble_trader.domain.errors import ConcurrencyError, DataError
 from ensemble_trader.domain.features import WARMUP_BARS
 from ensemble_trader.domain.models import Message, deterministic_id
 from ensemble_trader.domain.regime_fit import refit
+from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.regime_registry import (
     HISTORY_TABLE,
@@ -319,14 +320,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if not isinstance(event, dict):
         raise DataError(f"an EventBridge event is an object, got {event!r}")
     detail = event.get("detail", {})
-    result = run_refit(
-        S3ModelStore(settings=settings),
-        DynamoKeyValueStore(settings=settings),
-        EventBridgePublisher(settings=settings),
-        settings.models_dir / "regime",
-        detail,
-        event_time(event),
-    )
+    with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
+        result = run_refit(
+            S3ModelStore(settings=settings),
+            DynamoKeyValueStore(settings=settings),
+            EventBridgePublisher(settings=settings),
+            settings.models_dir / "regime",
+            detail,
+            event_time(event),
+        )
     logger.info("regime refit", extra=result)
     results = [result, *result["symbols"].values()]  # the shared model's, then each symbol model's
     metrics.add_metric("regime_refit_published", "Count", sum(bool(r.get("published")) for r in results))

@@ -577,3 +577,67 @@ def test_a_stage_batch_out_of_time_for_its_state_reads_tries_no_more_of_them(cap
     assert snapshots.calls["get_item"] == 1
     assert _failed(response) == [str(1000 + n) for n in range(8)] and publisher.streams.get("out", []) == []
     assert sum("out of time loading states" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---- the handlers enter the deadline -------------------------------------------------------------
+
+
+class _Report:
+    synced: list = []
+    failures: dict = {}
+    ok = True
+
+    def as_dict(self) -> dict:
+        return {}
+
+
+def _stub(module, entry: str, seen: list, monkeypatch) -> dict:
+    """Replace what ``entry``'s handler calls with a recorder of the time left; return its event."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    def note(result):
+        def record(*_, **__):
+            seen.append(time_left())
+            return result
+        return record
+
+    if entry in ("features/handler", "regime/handler", "meta_agent/handler"):
+        monkeypatch.setattr(module, "runner", lambda: SimpleNamespace(process=note({"batchItemFailures": []})))
+        return {"Records": []}
+    if entry == "orders/handler":
+        service = SimpleNamespace(idempotency_config=SimpleNamespace(register_lambda_context=lambda context: None),
+                                  router=SimpleNamespace(batch=nullcontext))
+        monkeypatch.setattr(module, "service", lambda: service)
+        monkeypatch.setattr(module, "process_partial_response", note({"batchItemFailures": []}))
+        return {"Records": []}
+    if entry == "orders/reconcile":
+        monkeypatch.setattr(module, "router", lambda: SimpleNamespace(reconcile=note(_Report())))
+        return {}
+    if entry == "orders/kill_switch":
+        result = {"active": True, "canceled": [], "applied": True, "trading_state": "ACTIVE", "ignored": ""}
+        monkeypatch.setattr(module, "router", lambda: SimpleNamespace(apply_kill_switch=note(result)))
+        return {"version": "0", "id": "ev-1", "detail-type": "KillSwitch", "source": "ensemble-trader.control",
+                "account": "123456789012", "time": "2024-01-02T00:00:00Z", "region": "us-east-1", "resources": [],
+                "detail": {"active": True, "reason": "test"}}
+    assert entry == "regime/refit"
+    for target in ("ensemble_trader.adapters.aws.s3.S3ModelStore",
+                   "ensemble_trader.adapters.aws.dynamodb.DynamoKeyValueStore",
+                   "ensemble_trader.adapters.aws.eventbridge.EventBridgePublisher"):
+        monkeypatch.setattr(target, lambda **_: None)
+    monkeypatch.setattr(module, "run_refit", note({"published": False, "symbols": {}}))
+    return {"time": "2024-01-02T00:00:00Z", "detail": {}}
+
+
+@pytest.mark.parametrize("entry", ["features/handler", "regime/handler", "meta_agent/handler", "orders/handler",
+                                   "orders/reconcile", "orders/kill_switch", "regime/refit"])
+def test_every_handler_works_under_its_invocations_deadline(entry, monkeypatch):
+    from ensemble_trader.local.events import FakeLambdaContext
+    from ensemble_trader.local.functions import load_module
+
+    module = load_module(*entry.split("/"), fresh=True)
+    seen: list[float | None] = []
+    event = _stub(module, entry, seen, monkeypatch)
+    module.lambda_handler(event, FakeLambdaContext(f"et-unit-{entry.replace('/', '-')}", timeout_seconds=12))
+    assert len(seen) == 1 and seen[0] is not None and 10.0 < seen[0] <= 12.0
+    assert time_left() is None  # and only while it runs
