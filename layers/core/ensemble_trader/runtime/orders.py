@@ -239,24 +239,28 @@ def _json_wanted(model: type[BaseSettings], field: str) -> str:
             else 'a JSON list, e.g. \'["GME", "AMC"]\'' if origin in (list, set, frozenset) else "JSON")
 
 
-def _refuse_unknown_variables(model: type[BaseSettings]) -> None:
-    """:class:`EnvironmentSettingError` naming every environment variable that carries
-    ``model``'s prefix but is none of its settings, with the closest setting's name."""
-    from ensemble_trader.runtime.settings import EnvironmentSettingError
-
+def _unknown_variables(model: type[BaseSettings]) -> dict[str, str]:
+    """Every environment variable that carries ``model``'s prefix but is none of its settings
+    (sorted), with what is wrong: not a setting, and the closest setting's name."""
     prefix = str(model.model_config.get("env_prefix") or "").upper()
     known = {f"{prefix}{field}".upper() for field in model.model_fields}
     unknown = sorted(name for name in os.environ if name.upper().startswith(prefix) and name.upper() not in known)
-    if not unknown:
-        return
+
     def problem(name: str) -> str:
         close = difflib.get_close_matches(name.upper().removeprefix(prefix), [k.removeprefix(prefix) for k in sorted(known)], n=1)
         return (f"not a setting (did you mean {prefix}{close[0]}?)" if close
                 else f"not a setting; the {prefix}* settings are {', '.join(sorted(known))}")
 
-    if len(unknown) == 1:
-        raise EnvironmentSettingError(unknown[0], problem(unknown[0]))
-    raise EnvironmentSettingError(", ".join(unknown), "; ".join(f"{name}: {problem(name)}" for name in unknown))
+    return {name: problem(name) for name in unknown}
+
+
+def _refuse_unknown_variables(model: type[BaseSettings]) -> None:
+    """:class:`EnvironmentSettingError` naming every environment variable that carries
+    ``model``'s prefix but is none of its settings, with the closest setting's name."""
+    from ensemble_trader.runtime.settings import EnvironmentSettingError
+
+    if unknown := _unknown_variables(model):
+        raise EnvironmentSettingError.naming(unknown)
 
 
 @contextmanager
@@ -307,12 +311,7 @@ def _environment_named(model: type[BaseSettings], given: Mapping[str, Any]) -> I
                 named[found[0]] = f"{message} (got {found[1]!r})"
         if not named:
             raise
-        if len(named) == 1:
-            ((name, problem),) = named.items()
-            raise EnvironmentSettingError(name, problem) from exc
-        raise EnvironmentSettingError(
-            ", ".join(named), "; ".join(f"{name}: {problem}" for name, problem in named.items())
-        ) from exc
+        raise EnvironmentSettingError.naming(named) from exc
 
 
 class _NamedEnvironmentSettings(BaseSettings):
@@ -323,10 +322,24 @@ class _NamedEnvironmentSettings(BaseSettings):
         """A bad variable raises :class:`EnvironmentSettingError` naming it (see
         :func:`_environment_named`), and so does a variable with the class's prefix that is not
         one of its settings (a misspelt ``ET_RISK_DRAWDOWN_HALTT`` would leave the limit at its
-        default without a word)."""
-        _refuse_unknown_variables(type(self))
-        with _environment_named(type(self), values):
-            super().__init__(**values)
+        default without a word): one error naming the unknown variables and the bad values
+        together."""
+        from ensemble_trader.runtime.settings import EnvironmentSettingError
+
+        unknown = _unknown_variables(type(self))
+        try:
+            with _environment_named(type(self), values):
+                super().__init__(**values)
+        except EnvironmentSettingError as exc:
+            if unknown:
+                raise EnvironmentSettingError.naming({**unknown, **exc.problems}) from exc
+            raise
+        except (ValidationError, SettingsError):
+            if unknown:  # a refusal of values given in code: the environment's fault is named first
+                raise EnvironmentSettingError.naming(unknown) from None
+            raise
+        if unknown:
+            raise EnvironmentSettingError.naming(unknown)
 
     @classmethod
     def settings_customise_sources(
@@ -2151,6 +2164,37 @@ def make_broker(settings: Any, orders: OrdersSettings, clock: Clock) -> Broker:
     )
 
 
+def read_order_settings(
+    orders: OrdersSettings | None = None, risk: RiskLimits | None = None
+) -> tuple[OrdersSettings, RiskLimits]:
+    """The order stage's settings: ``orders`` (else :class:`OrdersSettings` read from the
+    ``ET_ORDERS_*`` variables) and ``risk`` (else the limits of :class:`RiskSettings`, from the
+    ``ET_RISK_*`` variables). Each one not given is read, and every bad variable of both — a
+    refused value, a value that is not JSON, a name that is not a setting — is named in one
+    :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` (``ET_ORDERS_*`` first);
+    the errors of each class are its ``__cause__``, an :class:`ExceptionGroup` when both refused
+    variables. A refusal of values given in code propagates as it is."""
+    from ensemble_trader.runtime.settings import EnvironmentSettingError
+
+    refused: list[EnvironmentSettingError] = []
+    try:
+        orders = orders or OrdersSettings()
+    except EnvironmentSettingError as exc:
+        refused.append(exc)
+    try:
+        risk = risk or RiskSettings().limits()
+    except EnvironmentSettingError as exc:
+        refused.append(exc)
+    if len(refused) == 1:
+        raise refused[0]
+    if refused:
+        raise EnvironmentSettingError.naming(
+            {name: problem for exc in refused for name, problem in exc.problems.items()}
+        ) from ExceptionGroup("ET_ORDERS_* and ET_RISK_* variables refused", refused)
+    assert orders is not None and risk is not None
+    return orders, risk
+
+
 def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
                  risk: RiskLimits | None = None, clock: Clock | None = None,
                  operator_command: str | None = None) -> OrderRouter:
@@ -2168,10 +2212,9 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
     from ensemble_trader.runtime.settings import get_settings
 
     settings = settings or get_settings()
-    # both read before anything is wired: a bad ET_ORDERS_* / ET_RISK_* variable raises
-    # EnvironmentSettingError naming it
-    orders = orders or OrdersSettings()
-    limits = risk or RiskSettings().limits()
+    # both read before anything is wired: the bad ET_ORDERS_* and ET_RISK_* variables raise one
+    # EnvironmentSettingError naming them all
+    orders, limits = read_order_settings(orders, risk)
     clock = clock or SystemClock()
     store = DynamoOrdersStore(settings=settings)
     if operator_command is not None:

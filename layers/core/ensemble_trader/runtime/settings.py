@@ -83,13 +83,28 @@ def get_settings() -> Settings:
 class EnvironmentSettingError(DataError):
     """An environment variable holds a value that cannot configure what it is meant to.
 
-    ``variable`` is the variable's name; the message says what was wrong with its value.
+    ``variable`` is the variable's name; the message says what was wrong with its value. One
+    error can name several variables (see :meth:`naming`): ``variable`` is then their names,
+    comma-separated; ``problems`` maps each variable named to what was wrong with it.
     """
 
-    def __init__(self, variable: str, problem: str):
+    def __init__(self, variable: str, problem: str, *, problems: Mapping[str, str] | None = None):
         self.variable = variable
         self.problem = problem
+        self.problems: dict[str, str] = dict(problems) if problems else {variable: problem}
         super().__init__(f"{variable}: {problem}")
+
+    @classmethod
+    def naming(cls, problems: Mapping[str, str]) -> EnvironmentSettingError:
+        """One error naming every variable of ``problems`` (variable -> what is wrong), in their
+        order: ``NAME: problem`` for one, ``A, B: A: problem; B: problem`` for several."""
+        if not problems:
+            raise ValueError("EnvironmentSettingError.naming needs at least one variable")
+        if len(problems) == 1:
+            ((name, problem),) = problems.items()
+            return cls(name, problem)
+        return cls(", ".join(problems), "; ".join(f"{name}: {problem}" for name, problem in problems.items()),
+                   problems=problems)
 
 
 class RegionNotSetError(EnvironmentSettingError):
