@@ -250,6 +250,15 @@ def test_demo_refuses_bad_orders_settings_before_starting_the_stack(monkeypatch,
     assert err.startswith(f"ensemble-trader: error: {variable}: ") and "Traceback" not in err
 
 
+def test_demo_names_bad_orders_and_risk_settings_in_one_error(monkeypatch, capsys):
+    monkeypatch.setattr("ensemble_trader.local.stack.LocalStack", None)  # never reached
+    monkeypatch.setenv("ET_ORDERS_DEFAULT_ALLOCATION", "2")
+    monkeypatch.setenv("ET_RISK_PRICE_COLLAR", "abc")
+    assert main(["demo", "--limit", "5", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "ET_ORDERS_DEFAULT_ALLOCATION" in err and "ET_RISK_PRICE_COLLAR" in err, err
+
+
 # -- 6. SIGTERM ------------------------------------------------------------------------------------
 
 

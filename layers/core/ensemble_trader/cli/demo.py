@@ -97,10 +97,9 @@ def _checked_orders_settings(functions: Sequence[FunctionSpec]) -> OrdersSetting
     of failing every intent of the run and then the orders section of the summary."""
     if not any(f.logical == "orders" for f in functions):
         return None
-    from ensemble_trader.runtime.orders import OrdersSettings, RiskSettings
+    from ensemble_trader.runtime.orders import read_order_settings
 
-    settings = OrdersSettings()
-    RiskSettings()
+    settings, _limits = read_order_settings()  # every bad variable of both prefixes named at once
     return settings
 
 
