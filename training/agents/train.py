@@ -31,7 +31,8 @@ Entry points
     ``$SM_CHANNEL_TRAIN`` (and ``$SM_CHANNEL_VALIDATION``, which then replaces the validation
     window), subfolders included, one series per symbol: a symbol split over several files is
     joined in time order into one data spec ``file1 + file2`` (``training.sagemaker.read_channel``;
-    overlapping bar times fail the job); the model set goes to ``$SM_MODEL_DIR``.
+    overlapping bar times fail the job); a channel and the hyperparameter it replaces (``bars``,
+    ``validation_bars``) are refused together; the model set goes to ``$SM_MODEL_DIR``.
 """
 
 from __future__ import annotations
@@ -210,6 +211,34 @@ class TrainConfig(BaseModel):
             return [v.strip() for v in text.split(",") if v.strip()]
         return value
 
+    @field_validator("bars")
+    @classmethod
+    def _bars_given_not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        """``bars`` left out (None) means the default data; given, it must name data. An empty
+        value ('', '[]', a blank SageMaker template) once fell back to the built-in series, and
+        the job trained on data nobody asked for and reported success."""
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("empty: give at least one data spec (e.g. arch:sp500, synth:realistic:11:5000, "
+                             "a bars CSV path), or leave 'bars' out for the default data")
+        blank = [i for i, spec in enumerate(value) if not spec.strip()]
+        if blank:
+            raise ValueError(f"entry {blank[0]} is an empty data spec: {list(value)}")
+        return value
+
+    @field_validator("net_arch")
+    @classmethod
+    def _layer_sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        """At least one hidden layer, each of at least one unit (0 trained a constant policy and
+        wrote it; a negative size failed in torch after the data were loaded)."""
+        if not value:
+            raise ValueError("give at least one hidden layer size (e.g. 64,64)")
+        bad = [size for size in value if size < 1]
+        if bad:
+            raise ValueError(f"every layer size must be >= 1, got {list(value)}")
+        return value
+
     @field_validator("rewards", "agent_overrides", "agent_data", mode="before")
     @classmethod
     def _json_dict(cls, value: Any) -> Any:
@@ -278,6 +307,8 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"rewards[{agent}]: {exc}") from None
         if info.context and "for_agent" in info.context:
             return self  # one agent's configuration: its job's checks below cover it
+        self._check_fractions(separate_validation=bool(self.validation_bars or
+                                                       (info.context or {}).get("validation_channel")))
         try:
             self.costs  # noqa: B018 - builds the job's cost model (validation runs with it)
         except DataError as exc:
@@ -292,6 +323,24 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"agent_overrides[{agent}]: {exc}") from None
         self._check_seeds()
         return self
+
+    def _check_fractions(self, separate_validation: bool) -> None:
+        """The walk-forward windows fit in a series: ``train_fraction + validation_fraction <= 1``
+        (the rest is the test window, possibly empty). With separate validation data
+        (``validation_bars``, a validation channel) the training series are used whole and the
+        fractions cut nothing. ``train_fraction`` 1 once passed, and the job then asked for
+        ``validation_fraction > 0`` though it was 0.1: no bar was left after the training window."""
+        if separate_validation:
+            return
+        total = self.train_fraction + self.validation_fraction
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                f"train_fraction {self.train_fraction:g} + validation_fraction {self.validation_fraction:g} = "
+                f"{total:g} exceed 1: the training window takes {self.train_fraction:.0%} of each series and "
+                f"leaves {max(0.0, 1.0 - self.train_fraction):.0%} for validation (and test); lower them so "
+                "they sum to at most 1 (default 0.7 + 0.1, the last 20% being the test window), or give "
+                "validation_bars"
+            )
 
     def _check_seeds(self) -> None:
         """Every seed an agent trains with (:meth:`agent_seeds`) must be at most MAX_SEED."""
@@ -677,6 +726,15 @@ def train_agent(
     if history[-1]["timesteps"] != model.num_timesteps:
         checkpoint(model.num_timesteps)
     bar.close()
+    if best["steps"] == 0:
+        # kept as selected (what the job selects does not change), but said: the policy is the
+        # random initialisation, whose actions are near zero; bagged, it shrinks the mean action
+        n = config.n_seeds
+        bagged = (f"; bagged with its {n - 1} other seed(s), it scales the agent's action to about {n - 1}/{n} of "
+                  "theirs" if n > 1 and config.combine_seeds == "mean" else "")
+        print(f"warning: {agent} seed {seed}: selected at step 0: none of the {len(history) - 1} trained "
+              f"checkpoints beat the untrained network on validation (score {best['score']:.6g}), so the selected "
+              f"policy is the untrained network, whose actions stay near 0{bagged}", file=sys.stderr)
     model.policy.load_state_dict(best["state"])
     selected = DeterministicPolicy(model.policy, leverage).eval()
     return TrainedAgent(
@@ -866,10 +924,19 @@ def plan_agent_data(config: TrainConfig, sources: Sequence[Source], val_sources:
                 "none); give it data with bars before the cut (agent_data)"
             )
         if not data.validation:
+            if config.validation_bars:
+                why = "none of its validation_bars series gives one"
+            elif config.validation_fraction == 0:
+                why = f"train_fraction {config.train_fraction:g} with validation_fraction 0 leaves it no bar"
+            else:
+                why = (f"train_fraction {config.train_fraction:g} and validation_fraction "
+                       f"{config.validation_fraction:g} leave fewer than 3 bars between the training and test "
+                       "windows (a real series cut at the calendar dates may have none there, or only warm-up)")
             raise DataError(
-                f"{agent}: its data ({', '.join(s.spec for s in judged)}) hold no validation window, and "
+                f"{agent}: its data ({', '.join(s.spec for s in judged)}) hold no validation window: {why}, and "
                 "checkpoints are selected on validation only (the training rows would choose them); give "
-                f"validation_fraction > 0 (it is {config.validation_fraction:g}) or validation_bars"
+                "a validation_fraction > 0 that leaves room for it (train_fraction + validation_fraction <= 1), "
+                "or validation_bars"
             )
     return plan
 
@@ -1021,12 +1088,20 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     out = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
     try:
         hps = read_hyperparameters(SM_HYPERPARAMETERS)
-        if not os.environ.get("SM_CHANNEL_TRAIN") and "bars" not in hps:
+        for key, channel in (("bars", "SM_CHANNEL_TRAIN"), ("validation_bars", "SM_CHANNEL_VALIDATION")):
+            if os.environ.get(channel) and key in hps:
+                # the channel's files would replace the specs without a word
+                raise DataError(f"both the {channel.removeprefix('SM_CHANNEL_').lower()} channel (${channel}) and "
+                                f"the '{key}' hyperparameter are given: the job reads that data from one, not both; "
+                                f"drop '{key}' or the channel")
+        # checked before any bar is read; with a validation channel the fractions cut nothing
+        separate = bool(os.environ.get("SM_CHANNEL_VALIDATION"))
+        config = TrainConfig.model_validate(hps, context={"validation_channel": separate})
+        if not os.environ.get("SM_CHANNEL_TRAIN") and config.bars is None:
             # a container job always gets its data: without either, it would train on the
-            # built-in series and report success
+            # built-in series and report success (an empty 'bars' is refused by TrainConfig)
             raise DataError("no training data: give the train channel ($SM_CHANNEL_TRAIN, a folder of "
                             "bars CSVs) or the 'bars' hyperparameter (data specs)")
-        config = TrainConfig.model_validate(hps)  # checked before any bar is read
         read: dict[str, BarSeries] = {}
         for key, channel in (("bars", "SM_CHANNEL_TRAIN"), ("validation_bars", "SM_CHANNEL_VALIDATION")):
             symbols = read_channel(channel_files(os.environ.get(channel)))  # one series per symbol

@@ -61,14 +61,6 @@ def _train_agents(args: argparse.Namespace) -> int:
     from ensemble_trader.domain.agents import default_models_dir
     from ensemble_trader.runtime.settings import PACKAGE_DIR
 
-    # the settings' folder ($ET_MODELS_DIR/agents) and the repository's committed one, whichever is the default
-    committed = (default_models_dir(), PACKAGE_DIR.parents[1] / "models" / "agents")
-    hit = next((c for c in committed if args.out is None or _same_folder(args.out, c)), None) if args.quick else None
-    if hit is not None:
-        # a smoke-run set (seconds of PPO) would replace the committed agents every stage serves
-        print(f"ensemble-trader: error: --quick trains a smoke-test set, which must not replace the committed "
-              f"model set in {hit}: pass --out DIR (e.g. --out runs/agents)", file=sys.stderr)
-        return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pydantic import ValidationError
 
@@ -89,12 +81,23 @@ def _train_agents(args: argparse.Namespace) -> int:
                        ("seed", args.seed), ("total_timesteps", args.timesteps)):
         if value is not None:
             params[key] = value
-    params["quick"] = args.quick
+    if args.quick:  # --hp quick=true counts as well: it is not overwritten by the flag's absence
+        params["quick"] = True
     try:
         config = TrainConfig.model_validate(params)
     except ValidationError as exc:
         problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
         raise DataError(f"bad training parameters: {problems}") from None
+    # the settings' folder ($ET_MODELS_DIR/agents) and the repository's committed one, whichever is the
+    # default; checked on the resolved configuration (--quick or --hp quick=true), before any data is read
+    committed = (default_models_dir(), PACKAGE_DIR.parents[1] / "models" / "agents")
+    hit = next((c for c in committed if args.out is None or _same_folder(args.out, c)), None) if config.quick else None
+    if hit is not None:
+        # a smoke-run set (seconds of PPO) would replace the committed agents every stage serves
+        how = "--quick" if args.quick else "quick=true"
+        print(f"ensemble-trader: error: {how} trains a smoke-test set, which must not replace the committed "
+              f"model set in {hit}: pass --out DIR (e.g. --out runs/agents)", file=sys.stderr)
+        return 2
     out = args.out or default_models_dir()
     manifest = run_job(config, out, progress=not args.no_progress)
     summary = {
