@@ -19,7 +19,8 @@ and the number passed, how much mean reversion there was to earn where the Contr
 move, :func:`sideways_reversion`), then each data set's tables:
 
 * ``--split test`` (the default, to report): data no agent trained or was selected on —
-  synthetic paths with seeds the job never used (2024, 2025; true regimes) and, for every series
+  synthetic paths with seeds the job never used (2024, 2025; true regimes; a seed the manifest
+  shows the set was fitted on is not run, :func:`seed_seen`) and, for every series
   the job trained on, its test window as recorded in the manifest — for a real series it never
   read, its bars from the recorded test cut on (regimes detected causally by the committed
   regime model);
@@ -57,6 +58,7 @@ from ensemble_trader.backtest.engine import (
     run_pool,
     strategy_returns,
 )
+from ensemble_trader.domain import fitted
 from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND, AgentPool
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FEATURE_NAMES
@@ -114,11 +116,34 @@ def out_of_sample_start(windows: Mapping[str, Mapping[str, Sequence[str]]],
     return str(np.datetime_as_string(max(bounds), unit="s")) if bounds else None
 
 
+def seed_seen(spec: str, split: str, windows: Sequence[fitted.FittedWindow]) -> str | None:
+    """Why the synthetic path ``spec`` is not data of ``split`` for the agent set whose fitted
+    ``windows`` are given, or None: a fitted series of the same seed (:func:`fitted.find_overlaps`,
+    the rule ``backtest`` flags by — the same regime path, and at equal length the same draws).
+    On the test split any such series counts (trained or selected on); on the validation split
+    only one the agents trained on (a validation seed the set was selected on is validation data)."""
+    found = [f.window for f in fitted.find_overlaps(spec, None, None, windows, selected=split == "test")
+             if f.by == "seed"]
+    if not found:
+        return None
+    parts: dict[str, list[str]] = {}
+    for w in found:
+        who = "the set" if w.agents in ((), ("all",)) else "the " + ", ".join(w.agents)
+        parts.setdefault(w.data, []).append(f"{'validation' if w.selected else 'training'} data of {who}")
+    uses = "; ".join(f"{data} ({'; '.join(used)})" for data, used in parts.items())
+    kind = "unseen" if split == "test" else "validation-only"
+    return (f"seed {fitted.synthetic_seed(spec)}: {uses} — the same seed, so the same regime path (and at equal "
+            f"length the same draws): not {kind} data for this set")
+
+
 def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on: Sequence[str] = (),
-                calendar_cuts: Mapping[str, str] | None = None) -> list[Case]:
+                calendar_cuts: Mapping[str, str] | None = None, *,
+                training: Mapping[str, Any] | None = None) -> list[Case]:
     """The data sets of ``split`` for a model set whose manifest records ``windows`` (by data
     spec) and ``calendar_cuts`` (where validation and test begin in calendar time) and trained
-    on ``trained_on`` (its training and validation inputs).
+    on ``trained_on`` (its training and validation inputs); ``training``, the manifest's whole
+    ``training`` block when at hand, tells which specs the agents trained on and which they were
+    only selected on (without it, every spec of ``windows`` and ``trained_on`` counts as both).
 
     Test: the unseen synthetic seeds, and each real series on its test window (a series the job
     never read from the test cut on, :func:`out_of_sample_start` — its earlier bars lie in the
@@ -126,11 +151,14 @@ def suite_cases(split: str, windows: dict[str, dict[str, list[str]]], trained_on
     run when the job read bars files, which may hold that series under another name).
     Validation: the synthetic seeds reserved for validation, and each real series on its
     validation window (skipped when the set has none for it: a series the job never saw is test
-    data, not validation data).
+    data, not validation data). A synthetic case whose seed the set was fitted on is skipped
+    (:func:`seed_seen`): the seeds are reserved by convention, and a job may be given any.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {list(SPLITS)}")
-    cases = [Case(spec, title) for spec, title in SYNTHETIC[split]]
+    fitted_windows = fitted.agent_windows(
+        training if training is not None else {"windows": windows, "data": list(trained_on)}, "", ())
+    cases = [Case(spec, title, skip=seed_seen(spec, split, fitted_windows)) for spec, title in SYNTHETIC[split]]
     files = [f for f in trained_on if not f.startswith(FIXED_SOURCES)]
     unseen_start = out_of_sample_start(windows, calendar_cuts) if split == "test" else None
     for spec, name in REAL:
@@ -268,7 +296,8 @@ def model_set_cases(pool: AgentPool, split: str) -> list[Case]:
     """:func:`suite_cases` of ``split`` for the set ``pool`` serves, from its manifest."""
     training = pool.manifest.training
     trained_on = [*training.get("data", []), *training.get("validation_data", [])]
-    return suite_cases(split, training.get("windows", {}), trained_on, training.get("calendar_cuts"))
+    return suite_cases(split, training.get("windows", {}), trained_on, training.get("calendar_cuts"),
+                       training=training)
 
 
 def case_data(case: Case) -> tuple[PreparedSeries, str]:

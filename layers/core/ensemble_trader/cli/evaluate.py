@@ -1,4 +1,5 @@
-"""``ensemble-trader evaluate agents``: backtest a model set against buy-and-hold and cash."""
+"""``ensemble-trader evaluate agents``: backtest a model set against buy-and-hold and cash, and say
+whether the window is out of sample for it (``backtest``'s rule, :func:`fitted_to`)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ BARS_PER_YEAR_HELP = (
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import WindowBound, basis_points, existing_folder, image_path, iso_time
 
-    p = sub.add_parser("evaluate", help="out-of-sample evaluation of trained models")
+    p = sub.add_parser("evaluate", help="evaluation of trained models (a window they were fitted on is flagged in sample)")
     ev_sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
     agents = ev_sub.add_parser(
         "agents",
@@ -45,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "live, warm-up rows skipped), each agent seeing its own position, with costs. Regimes: "
             "--truth, else --regime-model's causal detection when given (also on synth: specs), else "
             "the synthetic generator's labels for synth: specs, else the committed regime model's "
-            "causal detection when it exists."
+            "causal detection when it exists. A window the agents trained or were selected on (or, with "
+            "detected regimes, the regime model was fitted on) is flagged as backtest flags it: a "
+            "'warning: SYMBOL: IN SAMPLE for ...' line on stderr and run.in_sample in --json."
         ),
     )
     agents.add_argument("--models", type=existing_folder, default=None, help="model set folder (default: the committed one)")
@@ -68,21 +71,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def detected_regimes(series: Any, model_dir: Path | None) -> Any:
-    """Causal regime labels of every bar from the regime model (the same per-bar path as the
-    features and regime Lambdas), or None when there is no regime model."""
-    import numpy as np
-
+def regime_model_folder(model_dir: Path | None) -> Path | None:
+    """The regime model folder regimes are detected with: ``model_dir`` (it must exist), else the
+    committed one, or None when there is none."""
     from ensemble_trader.domain.errors import ModelArtifactError
-    from ensemble_trader.domain.models import REGIMES
-    from ensemble_trader.domain.regime import RegimeDetector, label_series
-    from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime.settings import Settings
 
     folder = model_dir or Settings().models_dir / "regime"
     if not folder.is_dir():
         if model_dir is not None:  # asked for by name: not silently "no regimes"
             raise ModelArtifactError(f"regime model folder {model_dir} does not exist")
+        return None
+    return folder
+
+
+def detected_regimes(series: Any, model_dir: Path | None) -> Any:
+    """Causal regime labels of every bar from the regime model (the same per-bar path as the
+    features and regime Lambdas), or None when there is no regime model."""
+    import numpy as np
+
+    from ensemble_trader.domain.models import REGIMES
+    from ensemble_trader.domain.regime import RegimeDetector, label_series
+    from ensemble_trader.domain.regime_model import RegimeModel
+
+    folder = regime_model_folder(model_dir)
+    if folder is None:
         return None
     labels = label_series(RegimeDetector(RegimeModel.load(folder)), series)
     names = np.array([r.value for r in REGIMES], dtype="<U8")
@@ -100,6 +113,7 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         run_pool,
         scored_bars,
     )
+    from ensemble_trader.backtest.provenance import describe
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.features import compute_features
     from ensemble_trader.marketdata import read_truth_csv
@@ -141,9 +155,18 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         "cost_bps": args.cost_bps,
         "slippage_bps": args.slippage_bps,
     }
+    # out of sample? backtest's rule: the agents' fitted windows, and the regime model's when it labelled the periods
+    in_sample, notes = fitted_to(args.bars, ts[0], ts[-1], pool,
+                                 regime_model_folder(args.regime_model) if source == "detected" else None)
+    report["run"] |= {"in_sample": in_sample, "in_sample_notes": notes}
     if prepared.bars_per_year_note:
         print(f"warning: {prepared.symbol}: {prepared.periods_per_year:g} bars/year: {prepared.bars_per_year_note}",
               file=sys.stderr)
+    for note in notes:
+        print(f"warning: {prepared.symbol}: {note}", file=sys.stderr)
+    if in_sample:
+        print(f"warning: {prepared.symbol}: IN SAMPLE for " + "; ".join(describe(e) for e in in_sample)
+              + ": the metrics here flatter what these models do on data they never saw", file=sys.stderr)
     if args.plot is not None:
         plot_equity(prepared, paths, pool.names, costs, args.plot)
     if args.json:
@@ -156,6 +179,27 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         print("(no per-regime table: give --truth, a synth: spec, or commit a regime model)", file=sys.stderr)
     print(format_report(report, markdown=args.markdown))
     return 0
+
+
+def fitted_to(spec: str, first: Any, last: Any, pool: Any,
+              regime_folder: Path | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Whether the evaluated window ``[first, last]`` (its first and last bar) of ``spec`` is out of
+    sample, by the rule ``backtest`` applies (:func:`ensemble_trader.backtest.provenance.assess`):
+    the agent set's training and validation windows, as ``pool``'s manifest records them, and the
+    training window of the regime model in ``regime_folder`` when its detected regimes label the
+    periods (None: true regimes, or none). Returns ``(in_sample, in_sample_notes)``: the fitted
+    windows met, one entry each, and what could not be checked."""
+    from ensemble_trader.backtest.provenance import assess
+    from ensemble_trader.domain import fitted
+
+    windows = fitted.agent_windows(pool.manifest.training, pool.version, pool.names)
+    if regime_folder is not None:
+        from ensemble_trader.domain.regime_model import RegimeModel
+
+        model = RegimeModel.load(regime_folder)
+        windows += fitted.regime_windows(model.info, model.version)
+    found = assess(spec, first, last, windows)
+    return found.in_sample, found.notes
 
 
 def format_report(report: dict[str, Any], markdown: bool = False) -> str:
