@@ -22,9 +22,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -65,12 +67,66 @@ def _finite_non_negative(v: float) -> float:
     return v
 
 
-Finite = Annotated[float, AfterValidator(_finite)]
-Price = Annotated[float, AfterValidator(_finite_positive)]
-Quantity = Annotated[float, AfterValidator(_finite_positive)]
-NonNegative = Annotated[float, AfterValidator(_finite_non_negative)]
+def _number_input(value: Any) -> Any:
+    """A number field takes a number or the plain text of one (``10``, ``10.5``, ``"1e3"``);
+    pydantic's lax float would also read ``true``/``false`` as 1.0/0.0 and ``"1_000"`` as 1000.0
+    (Python's digit grouping), which no producer means: both are refused, as the bars CSV
+    reader refuses them."""
+    if value.__class__ is float or value.__class__ is int:  # the usual case, first
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not a boolean ({value!r})")
+    if isinstance(value, (str, bytes, bytearray)) and ("_" in value if isinstance(value, str) else b"_" in value):
+        raise ValueError(f"{value!r} is not a number (no '_' digit separators)")
+    return value
+
+
+_NUMBER = BeforeValidator(_number_input)
+Finite = Annotated[float, _NUMBER, AfterValidator(_finite)]
+Price = Annotated[float, _NUMBER, AfterValidator(_finite_positive)]
+Quantity = Annotated[float, _NUMBER, AfterValidator(_finite_positive)]
+NonNegative = Annotated[float, _NUMBER, AfterValidator(_finite_non_negative)]
 Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, _NUMBER, Field(ge=0.0, le=1.0)]
+
+_EXTENDED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+TIME_FORMS = (
+    "ISO-8601 text with a date, a time and a UTC offset, extended form ('2024-01-02T00:00:00Z', "
+    "'2024-01-02T09:30:00-05:00'), or a timezone-aware datetime"
+)
+"""What a message's time field takes (in its error messages)."""
+
+
+def _time_input(value: Any, info: ValidationInfo) -> Any:
+    """A time field takes a datetime or ISO-8601 text only. pydantic would also read a number,
+    or text of digits, as a Unix time (seconds, or milliseconds when large): ``"20240102"``
+    became 1970-08-23, ``"2024"`` 1970-01-01 00:33:44, and digits past the microsecond of a
+    number were dropped. A producer sending such times would see its bars dated 1970 (or
+    dead-lettered as late records), so they are refused, naming the field and the forms taken."""
+    if isinstance(value, datetime) or value is None:  # None: an optional time (a required one refuses it)
+        return value
+    field = info.field_name or "time"
+    if isinstance(value, str):
+        if _EXTENDED_DATE.match(value):
+            return value  # pydantic checks the rest (a time, an offset)
+        hint = ""
+        if re.fullmatch(r"[+-]?\d+(\.\d*)?", value):
+            hint = " (numbers are not taken as Unix times"
+            if len(value) == 8 and value.isdigit():  # YYYYMMDD
+                hint += f"; for the date {value} write '{value[:4]}-{value[4:6]}-{value[6:]}T00:00:00Z'"
+            hint += ")"
+        raise ValueError(f"{field} must be {TIME_FORMS}; got the text {value!r}{hint}")
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be {TIME_FORMS}; got a boolean ({value!r})")
+    if isinstance(value, (int, float)):
+        raise ValueError(f"{field} must be {TIME_FORMS}; got the number {value!r} (numbers are not taken as Unix times)")
+    raise ValueError(f"{field} must be {TIME_FORMS}; got a value of type {type(value).__name__}")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_time_input)]
+"""A message's time: a timezone-aware datetime or extended ISO-8601 text with an offset; never
+a number (see :func:`_time_input`)."""
+OptionalTimestamp = Annotated[AwareDatetime | None, BeforeValidator(_time_input)]
 
 M = TypeVar("M", bound="Message")
 
@@ -147,7 +203,7 @@ class Bar(Message):
     """One OHLCV bar of one symbol. ``timestamp`` is the bar's time (timezone-aware)."""
 
     symbol: Symbol
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     open: Price
     high: Price
     low: Price
@@ -224,7 +280,7 @@ class RegimeEstimate(Message):
     """
 
     symbol: Symbol
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     probabilities: tuple[Probability, Probability, Probability, Probability]
     regime: Regime
     confidence: Probability
@@ -296,7 +352,7 @@ class OrderIntent(Message):
     intent_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     strategy_id: str = Field(min_length=1, max_length=64)
     symbol: Symbol
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     target_position: Annotated[float, Field(ge=-2.0, le=2.0)]
     reference_price: Price
     model_version: str
@@ -347,11 +403,11 @@ class Order(Message):
     average_fill_price: Price | None = None
     broker_order_id: str | None = None
     reject_reason: str | None = None
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: Timestamp
+    updated_at: Timestamp
     # Added by the order stage: the decision behind the order (bar time and price the intent saw),
     # cumulative fees, and the machine-readable code of a rejection (a RejectReason value).
-    decision_time: AwareDatetime | None = None
+    decision_time: OptionalTimestamp = None
     decision_price: Price | None = None
     fees_paid: NonNegative = 0.0
     reject_code: str | None = None
@@ -385,7 +441,7 @@ class Fill(Message):
     quantity: Quantity
     price: Price
     fee: NonNegative = 0.0
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
     @property
     def signed_quantity(self) -> float:
@@ -400,7 +456,7 @@ class Position(Message):
     average_price: NonNegative = 0.0
     realized_pnl: Finite = 0.0
     fees_paid: NonNegative = 0.0
-    updated_at: AwareDatetime | None = None
+    updated_at: OptionalTimestamp = None
     last_fill_id: str | None = None
 
     def apply(self, fill: Fill) -> Position:
