@@ -315,9 +315,11 @@ def test_engine_needs_a_valid_symbol(symbol):
 
 
 def test_bar_of_another_symbol_is_rejected():
+    """The engine (a symbol's state) is the wrong one, not the bar: StateError, which the stage
+    runner retries instead of dead-lettering (tests/unit/test_features_state_checks.py)."""
     engine = FeatureEngine("AAA")
     bar = Bar(symbol="BBB", timestamp=datetime(2024, 1, 2, tzinfo=UTC), open=1, high=1, low=1, close=1, volume=1)
-    with pytest.raises(DataError, match="BBB"):
+    with pytest.raises(StateError, match="BBB"):
         engine.update(bar)
 
 

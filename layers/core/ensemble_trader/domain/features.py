@@ -405,7 +405,8 @@ class FeatureEngine:
     Bars must arrive in strictly increasing time; a bar at or before
     :attr:`last_timestamp_ns` raises :class:`StaleBarError` and leaves the state unchanged
     (callers treat it as a redelivery). Invalid prices raise :class:`DataError`, also without
-    touching the state.
+    touching the state; a bar of another symbol raises :class:`StateError` (the engine, a
+    symbol's state, is the wrong one), also without touching it.
     """
 
     def __init__(self, symbol: str):
@@ -442,15 +443,17 @@ class FeatureEngine:
 
     @property
     def warmup_remaining(self) -> int:
-        """Bars still needed before every window is full (0 = ready)."""
+        """Bars still needed before a vector is ready (0 = ready): every finite window full and
+        the start of every exponential average forgotten (:data:`WARMUP_BARS`, 173, set by
+        ``EMA50``; the windows alone fill after 126)."""
         return max(0, WARMUP_BARS - self._bars)
 
     # ---- updates ---------------------------------------------------------------------------
 
     def update(self, bar: Bar) -> FeatureVector:
         """Apply one validated bar and return its :class:`FeatureVector`."""
-        if bar.symbol != self.symbol:
-            raise DataError(f"bar of {bar.symbol!r} given to the feature engine of {self.symbol!r}")
+        if bar.symbol != self.symbol:  # the engine (a state) does not match: StateError, as in the regime step
+            raise StateError(f"bar of {bar.symbol!r} given to the feature engine of {self.symbol!r}")
         row = self._step(timestamp_ns(bar.timestamp), bar.open, bar.high, bar.low, bar.close, bar.volume)
         return FeatureVector(
             bar=bar,
@@ -653,7 +656,8 @@ class FeatureEngine:
     def _check_counts(self) -> None:
         """Window fill levels and the running figures must be ones the engine could have written
         after the number of bars seen (catches edited or foreign states): the closes in use are
-        valid prices and the averages carry weight."""
+        valid prices, the averages carry weight once started (0 and mean 0 before), the EMAs'
+        means are > 0 and ewma's >= 0, so no update of a loaded state fails part-way."""
         n = self._bars
         used = self._closes[: min(n, CLOSE_HISTORY)]
         bad = next((i for i, c in enumerate(used) if not MIN_PRICE <= c < MAX_VALUE), None)
@@ -664,8 +668,20 @@ class FeatureEngine:
             if key == "rsi":
                 if weight < 0.0 or mean < 0.0:
                     raise StateError(f"rsi=[{weight!r}, {mean!r}]: average gain and loss are never negative")
-            elif weight < (1.0 if n > (key == "ewma") else 0.0):
+                continue
+            # each mean is a weighted average of what it averages since its first term: squared
+            # returns (>= 0) for ewma, whose first is on bar 1, closes (>= MIN_PRICE > 0) for the
+            # EMAs. Before it, weight and mean are 0 (a mean there would be mixed into the first
+            # term; a negative one made the update fail on sqrt or log after changing the state)
+            if n <= (key == "ewma"):
+                if weight != 0.0 or mean != 0.0:
+                    raise StateError(f"{key}=[{weight!r}, {mean!r}]: expected [0.0, 0.0] before its first term (bars_seen={n})")
+                continue
+            if weight < 1.0:
                 raise StateError(f"{key}=[{weight!r}, {mean!r}]: weight {weight!r} after {n} bars (at least 1)")
+            if mean < 0.0 if key == "ewma" else mean <= 0.0:
+                what = "a mean of squared returns is never negative" if key == "ewma" else "a mean of closes is always > 0"
+                raise StateError(f"{key}=[{weight!r}, {mean!r}]: {what} (bars_seen={n})")
         expected = {"returns": min(max(n - 1, 0), WINDOW)}
         expected.update({name: min(n, WINDOW) for name, _ in _WINDOWS[1:]})
         for name, attr in _WINDOWS:
@@ -821,7 +837,8 @@ class FeatureMatrix:
 
     @property
     def ready(self) -> np.ndarray:
-        """Boolean mask of the rows whose windows are all full."""
+        """Boolean mask of the ready rows (``warmup_remaining == 0``: every window full and every
+        exponential average's start forgotten, from row ``WARMUP_BARS - 1`` = 172 on)."""
         return self.warmup_remaining == 0
 
     def column(self, name: str) -> np.ndarray:

@@ -6,19 +6,26 @@ stream and no events. The engine validates before it mutates, so a rejected bar 
 state as it was, as the runner requires.
 
 Upgrading the feature version: a stored state of an older ``STATE_VERSION`` cannot be converted
-(version 1 lacks the last 126 closes). When it is intact (:attr:`FeatureStateVersionError.restartable`)
+(version 1 lacks the last 126 closes). When it is intact (:attr:`FeatureStateVersionError.readable`)
 and of the symbol it is stored under, :meth:`FeaturesStep.start_over` gives the runner a new
 engine that starts after the old state's last bar (:meth:`FeatureEngine.restart`): redelivered
-bars stay no-ops, new bars warm it up again (``WARMUP_BARS`` = 173 vectors not ready, which the
-regime and meta-agent stages treat as any warm-up), and the runner logs it and counts
-``features_state_restarted``. A corrupt state, a newer version or another symbol's state is
-still refused (the symbol's records fail, as before).
+bars stay no-ops, new bars warm it up again (``WARMUP_BARS`` − 1 = 172 vectors not ready, the
+173rd ready, which the regime and meta-agent stages treat as any warm-up), and the runner logs
+it and counts ``features_state_restarted``. A corrupt state, a newer version or another
+symbol's state is still refused (the symbol's records fail, as before).
+
+Another symbol's state of the current version loads (its bytes are intact); the first bar of the
+symbol it is stored under then raises :class:`StateError` in :meth:`FeaturesStep.apply`, as the
+regime stage does: the runner fails the symbol's records of the batch (they are retried, never
+dead-lettered) until the state under that key is replaced (delete the symbol's cached state and
+snapshot and replay at least ``WARMUP_BARS`` bars).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ensemble_trader.domain.errors import StateError
 from ensemble_trader.domain.features import (
     FEATURE_VERSION,
     STATE_VERSION,
@@ -51,6 +58,11 @@ class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
         return state.last_timestamp_ns
 
     def apply(self, state: FeatureEngine, message: Bar) -> tuple[FeatureEngine, list[BaseModel], list[BaseModel]]:
+        if state.symbol != message.symbol:  # the state is wrong, not the bar: retried, never dead-lettered
+            raise StateError(
+                f"feature state of {state.symbol} is stored under the key of {message.symbol} (a bar of "
+                f"{message.symbol} cannot be applied to it); replace the state of {message.symbol}"
+            )
         vector = state.update(message)
         return state, [vector], []
 
@@ -64,6 +76,6 @@ class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
         note = (
             f"feature state version {error.found} (stored) cannot be converted to version {STATE_VERSION} "
             f"(feature version {FEATURE_VERSION}); a new engine starts after it ({after}): the next "
-            f"{WARMUP_BARS} vectors of {symbol} are warming up (not ready)"
+            f"{WARMUP_BARS - 1} vectors of {symbol} are warming up (not ready), the {WARMUP_BARS}th is the first ready one"
         )
         return FeatureEngine.restart(symbol, last), note
