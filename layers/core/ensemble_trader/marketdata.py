@@ -276,7 +276,10 @@ def read_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> li
 
 
 def iter_bars_csv(path: str | os.PathLike[str], symbol: str | None = None) -> Iterator[Bar]:
-    """Stream a bars CSV row by row as validated :class:`Bar` messages (for the feed replayer).
+    """Stream a bars CSV row by row as validated :class:`Bar` messages, in constant memory
+    whatever the file's length (for a caller that sends or checks bars one at a time; ``feed
+    replay`` does not use it: it reads through :func:`load_bars` / :func:`read_bars_csv`, which
+    checks every row before the first bar is sent).
 
     Same rules and errors as :func:`read_bars_csv`; a bad row raises when it is reached, after
     the rows before it were yielded. ``symbol`` names the symbol of a file without a symbol

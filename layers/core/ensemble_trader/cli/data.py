@@ -3,7 +3,7 @@
 * ``data synth --scenario NAME --seed N --bars N --out DIR`` writes DIR/bars.csv and DIR/truth.csv
   (``--plot`` also draws DIR/synth.png: the close coloured by the hidden regime);
 * ``data show SPEC`` summarises a source (``arch:sp500``, ``shared:btcusd_1h``, ``synth:hard:7``,
-  or a CSV path);
+  or a CSV path) and warns of one-bar jumps and gaps the features would take for market moves;
 * ``data export SPEC --out FILE.csv`` writes any source as a bars CSV;
 * ``data scenarios`` lists the synthetic presets with their long-run regime shares.
 """
@@ -94,7 +94,50 @@ def _show(args: argparse.Namespace) -> int:
             f"{s.close[-1]:.6g} (min {s.close.min():.6g}, max {s.close.max():.6g}), log-return sd {vol}, "
             f"mean volume {float(np.mean(s.volume)):.6g}"
         )
+        for line in irregularities(s.timestamp, log_ret):
+            print(f"  warning: {line}")
     return 0
+
+
+JUMP_LOG_RETURN = 0.3
+"""``data show`` warns of a close-to-close move above this in one bar (|ln| > 0.3: a fall of 26%
+or a rise of 35%; a 2:1 split is 0.69, 3:2 is 0.41). The largest in the shipped and synthetic
+data: 0.13 (NASDAQ, BTC-USD hourly), 0.24 (``synth:hard``)."""
+GAP_SPACINGS = 5.0
+"""``data show`` warns of a spacing above this many median spacings (daily trading bars: a week
+without a bar; weekends and holidays are 3-4)."""
+
+
+def irregularities(timestamp: np.ndarray, log_ret: np.ndarray) -> list[str]:
+    """What breaks the features' assumptions of split-adjusted, evenly spaced bars, as
+    ``data show`` words it: one-bar jumps above :data:`JUMP_LOG_RETURN` and spacings above
+    :data:`GAP_SPACINGS` times the median (count, the largest and where)."""
+    import numpy as np
+
+    from ensemble_trader.marketdata import _format_timestamps as format_timestamps
+
+    out = []
+    jumps = np.flatnonzero(np.abs(log_ret) > JUMP_LOG_RETURN)
+    if jumps.size:
+        i = int(jumps[np.argmax(np.abs(log_ret[jumps]))])
+        [when] = format_timestamps(timestamp[[i + 1]])
+        out.append(
+            f"{jumps.size} one-bar close-to-close move(s) with |log return| > {JUMP_LOG_RETURN} (largest "
+            f"{log_ret[i]:+.3f}, ×{np.exp(log_ret[i]):.3g}, at {when}): an unadjusted split or a bad price? The "
+            "features take the bars as split-adjusted (docs/data.md)"
+        )
+    steps = np.diff(timestamp.astype("datetime64[ns]").astype(np.int64))
+    median = float(np.median(steps))
+    gaps = np.flatnonzero(steps > GAP_SPACINGS * median)
+    if gaps.size:
+        i = int(gaps[np.argmax(steps[gaps])])
+        [when] = format_timestamps(timestamp[[i + 1]])
+        out.append(
+            f"{gaps.size} spacing(s) over {GAP_SPACINGS:g} × the median (largest {steps[i] / median:.3g} × "
+            f"{spacing(np.timedelta64(int(median), 'ns'))}, before {when}): a gap in the data? The features "
+            "count bars, not time (docs/data.md)"
+        )
+    return out
 
 
 def spacing(step: np.timedelta64) -> np.timedelta64:
