@@ -18,7 +18,11 @@ Per bar, for a model with K hidden states (:class:`~.regime_model.RegimeModel`):
    The confidence is the filtered probability of the reported regime.
 
 Bars still in feature warm-up (``FeatureVector.ready`` is False) do not enter the filter; their
-estimate is the model's start distribution. A bar at or before the last applied bar of the
+estimate is the model's start distribution, its most likely regime, ``bars_in_regime`` 0 (no
+detection). Warm-up bars after ready ones (the symbol's features state restarted) also restart
+the detection: the filter distribution, the reported regime and a pending confirmation are
+dropped, so the first ready bar after them is detected as a new symbol's first bar (its regime
+comes without a ``RegimeChanged``). A bar at or before the last applied bar of the
 symbol (a redelivery) is a no-op. Everything here is numpy + pydantic: the Lambda needs no
 hmmlearn, scipy or scikit-learn.
 """
@@ -86,6 +90,11 @@ class RegimeChanged(Message):
 
     ``bars_since_previous_change`` counts the bars the previous regime was reported for (since
     the previous change, or since the first estimate of the symbol).
+
+    ``event_id`` derives from the symbol, the bar's UTC instant and the change (from, to) only,
+    not from ``model_version`` (which stays in the body): a batch retried on a container serving
+    a refit of the model that first published the change (the filter carries over) publishes
+    the same change at the same bar under the same id, so consumers can drop the duplicate.
     """
 
     event_id: str
@@ -108,11 +117,10 @@ class RegimeChanged(Message):
         bars_since_previous_change: int,
         model_version: str,
     ) -> RegimeChanged:
-        """An event whose id derives from (symbol, time, change, model): redelivery-safe."""
+        """An event whose id derives from (symbol, UTC bar time, from, to): redelivery-safe,
+        whichever model version the redelivery runs on."""
         return cls(
-            event_id=deterministic_id(
-                "regime-changed", symbol, timestamp, from_regime.value, to_regime.value, model_version
-            ),
+            event_id=deterministic_id("regime-changed", symbol, timestamp, from_regime.value, to_regime.value),
             symbol=symbol,
             from_regime=from_regime,
             to_regime=to_regime,
@@ -357,6 +365,7 @@ class RegimeDetector:
         self._transmat = model.transmat
         self._regime_matrix = model.regime_matrix
         self._prior_regime_probs = model.start_prob @ model.regime_matrix
+        self._prior_regime = REGIMES[int(self._prior_regime_probs.argmax())]
         self._state_lineage = model.refit_lineage[:STATE_LINEAGE]
 
     def initial_state(self, symbol: str) -> RegimeFilterState:
@@ -386,6 +395,15 @@ class RegimeDetector:
         """One observed bar, in place: filter update, then the transition rule."""
         probs = self.observe(state, raw)
         return probs, self.decide(state, probs)
+
+    @staticmethod
+    def _restart_detection(state: RegimeFilterState) -> None:
+        """In place, for a bar in feature warm-up: forget the filter distribution, the reported
+        regime and a pending confirmation, so the first ready bar after the warm-up starts the
+        detection as a new symbol's first bar does (a no-op before the first ready bar)."""
+        state.log_alpha = None
+        state.regime, state.bars_in_regime = None, 0
+        state.pending, state.pending_count = None, 0
 
     def carries_over(self, state: RegimeFilterState) -> bool:
         """Whether ``state``'s filter (written under ``state.model_version``, whose lineage is
@@ -466,9 +484,12 @@ class RegimeDetector:
             regime = new.regime
             bars_in_regime = new.bars_in_regime
         else:
+            # feature warm-up: no detection. After ready bars (the features state restarted) the
+            # detection restarts too: the filter, the reported regime and a pending confirmation
+            self._restart_detection(new)
             probs = self._prior_regime_probs
-            regime = new.regime if new.regime is not None else REGIMES[int(probs.argmax())]
-            bars_in_regime = new.bars_in_regime
+            regime = self._prior_regime
+            bars_in_regime = 0
         estimate = RegimeEstimate(
             symbol=symbol,
             timestamp=features.timestamp,
@@ -492,7 +513,8 @@ class RegimeDetector:
         """Label every row of a feature matrix causally, exactly as :meth:`step` would.
 
         ``values`` is (n, F) with columns named by ``feature_names``; rows where ``observed`` is
-        False (feature warm-up) do not enter the filter and carry the start distribution.
+        False (feature warm-up) do not enter the filter, carry the start distribution and its
+        most likely regime, and restart the detection (as :meth:`step` does).
         """
         values = np.asarray(values, dtype=np.float64)
         n = values.shape[0]
@@ -511,13 +533,16 @@ class RegimeDetector:
         state_probs = np.tile(self.model.start_prob, (n, 1))
         probs = np.tile(self._prior_regime_probs, (n, 1))
         regime = np.empty(n, dtype=int)
-        prior_regime = int(self._prior_regime_probs.argmax())
+        prior_regime = _REGIME_INDEX[self._prior_regime]
         for t in range(n):
             if mask[t]:
                 probs[t] = self.observe(state, raw[t])
                 state_probs[t] = np.exp(state.log_alpha)  # type: ignore[arg-type]
                 self.decide(state, probs[t])
-            regime[t] = prior_regime if state.regime is None else _REGIME_INDEX[state.regime]
+                regime[t] = _REGIME_INDEX[state.regime]  # type: ignore[index]
+            else:  # warm-up, also after observed rows: the detection restarts, as in step()
+                self._restart_detection(state)
+                regime[t] = prior_regime
         confidence = probs[np.arange(n), regime]
         return Labels(state_probs, probs, regime, confidence, mask)
 
