@@ -26,9 +26,14 @@ published (a broken pin fails the run first); a model without enough history yet
 one or a symbol's) is skipped with its reason, and the others go on. A state the rows hardly visit (under 1 % of them,
 e.g. VOLATILE in a calm lookback) keeps its parameters instead of collapsing onto a few bars, and
 the states keep their names unless each holds 3 % of the rows. A published refit's manifest
-records the rows' time range (UTC), a hash of them and its creation time. A pointer that no
-longer pins the version a model was refit from (an operator published meanwhile) is left as it
-is: that refit is skipped with its reason, its artifact stays unpinned. The result's top-level keys
+records the symbols whose rows it used, the rows' time range (UTC), a hash of them and its
+creation time; a symbol with fewer than 2 ready rows contributes none: it is left out of the
+manifest and the event, logged, and listed under ``symbols_without_rows`` in the result. A
+pointer that no longer pins the version a model was refit from (an operator published
+meanwhile) is left as it is: that refit is skipped with its reason, its artifact stays unpinned.
+A refused pointer write after which the pointer pins the refit's own version (S3 committed the
+write, its response was lost and botocore's retry of it got 412) is a publish: the event is
+put and the result says ``published``. The result's top-level keys
 describe the shared model's refit (absent when every symbol has its own model); ``symbols``
 holds the per-symbol ones.
 
@@ -214,7 +219,15 @@ def refit_one(
                     extra={"symbol_model": symbol_model, "version": current.version, "period": period})
         return {"previous": current.info["refit_of"], "version": current.version, "published": False,
                 "republished": True}
-    per_symbol = [rows for rows in history_rows(history, symbols, lookback) if len(rows) >= 2]
+    by_symbol = dict(zip(symbols, history_rows(history, symbols, lookback), strict=True))
+    # a sequence needs two rows (a transition) to enter the fit: shorter ones contribute nothing
+    fitted = [s for s in symbols if len(by_symbol[s]) >= 2]
+    without_rows = [s for s in symbols if s not in fitted]
+    if without_rows:
+        logger.warning("regime refit: symbols without ready history rows to fit on (fewer than 2)",
+                       extra={"symbol_model": symbol_model, "symbols": without_rows,
+                              "rows": {s: len(by_symbol[s]) for s in without_rows}})
+    per_symbol = [by_symbol[s] for s in fitted]
     rows = [r for seq in per_symbol for r in seq]
     try:
         raw = np.array([[float(r["features"][n]) for n in current.feature_names] for r in rows], dtype=np.float64)
@@ -224,7 +237,7 @@ def refit_one(
         raise DataError(f"regime-history rows lack the features the refit needs: {exc!r}") from None
     times = [history_time(seq[i]) for seq in per_symbol for i in (0, -1)]
     provenance = {
-        "symbols": symbols,
+        "symbols": fitted,  # the symbols whose rows the refit used
         "source": HISTORY_TABLE,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_window": [history_key(min(times)), history_key(max(times))] if times else [],
@@ -250,6 +263,8 @@ def refit_one(
         "previous_log_likelihood": result.previous_log_likelihood,
         "gain_per_row": (result.log_likelihood - result.previous_log_likelihood) / max(result.n_samples, 1),
     }
+    if without_rows:
+        summary["symbols_without_rows"] = without_rows
     renamed = result.model.state_regimes != current.state_regimes
     if result.model.version == current.version or (summary["gain_per_row"] < min_gain and not renamed):
         logger.info("regime refit unchanged: the pin stays",
@@ -262,8 +277,10 @@ def refit_one(
     except ConcurrencyError as exc:  # an operator's publish landed while this refit ran: it stays
         logger.warning("regime refit not published", extra={"symbol_model": symbol_model, "reason": str(exc)})
         return {**summary, "published": False, "skipped": str(exc)}
-    # the pointer moved: a failure from here on is retried as a republish of this version's event
-    events.publish([RegimeModelPublished.of(result.model, symbols, symbol_model)])
+    # the pointer moved (publish also returns when a refused conditional write finds the pointer
+    # already on this version: its first attempt landed): a failure from here on is retried as a
+    # republish of this version's event
+    events.publish([RegimeModelPublished.of(result.model, fitted, symbol_model)])
     return {**summary, "published": True}
 
 

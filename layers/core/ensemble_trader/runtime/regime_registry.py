@@ -24,6 +24,7 @@ one offset sort as time (a feed in local time changes offset with daylight savin
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ POINTER = f"{PREFIX}/current.json"
 SYMBOLS_PREFIX = f"{PREFIX}/symbols/"
 POINTER_FILE = "/current.json"
 HISTORY_TABLE = "regime-history"
+
+log = logging.getLogger(__name__)
 
 
 def pointer_key(symbol: str | None = None) -> str:
@@ -143,6 +146,13 @@ def publish(
     :class:`ConcurrencyError` and the pointer stays as it is: a refit must not undo an operator's
     publish made while it ran. The artifact, already written under its own version, stays
     unpinned.
+
+    A refused conditional write after which the pointer pins ``model.version`` is a publish that
+    landed, not a conflict: S3 committed the put whose response was lost (a read timeout, a 5xx)
+    and botocore's retry of the same request met that write (412); or another run of the same
+    refit pinned the same content-addressed version first. The pointer is read again on a
+    refusal, and when it pins ``model.version`` the publish returns normally (logged), so the
+    caller announces it; a refusal with any other version pinned raises as above.
     """
     key = pointer_key(symbol)
     files = model.to_files()
@@ -150,6 +160,9 @@ def publish(
         store.write(f"{PREFIX}/{model.version}/{name}", files[name])
     current = _pointer(store, symbol) if expected_pin is not ANY_PIN else None
     if expected_pin is not ANY_PIN and (pinned := _pinned_by(key, current)) != expected_pin:
+        if pinned == model.version:  # another run of this refit pinned it first
+            log.info("%s already pins %s: published", key, model.version)
+            return
         raise ConcurrencyError(
             f"{key} pins {pinned or 'no version'} now, not {expected_pin or 'no version'} as when the "
             f"model was loaded: {model.version} was not pinned and the pointer is left as it is"
@@ -164,7 +177,15 @@ def publish(
     if expected_pin is ANY_PIN:
         store.write(key, json.dumps(pointer).encode())
     else:  # refused if another publish moved the pointer since it was read just above
-        store.replace(key, json.dumps(pointer).encode(), current)
+        try:
+            store.replace(key, json.dumps(pointer).encode(), current)
+        except ConcurrencyError as exc:
+            if pinned_version(store, symbol) != model.version:
+                raise
+            # the write landed and its response was lost (the retried request met it), or
+            # another run of this refit pinned the same version in between: published either way
+            log.warning("%s: the conditional write was refused (%s) but the pointer pins %s: published",
+                        key, exc, model.version)
 
 
 def pinned_symbols(store: ModelStore) -> list[str]:
