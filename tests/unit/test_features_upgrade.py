@@ -284,8 +284,10 @@ def test_regime_and_meta_agent_stages_take_the_warm_up_after_ready_vectors():
     states = [MarketState.parse(d) for _, d in regime_out.streams["market-state"]]
     assert len(states) == len(vectors) and regime.dlq.letters == []
     assert not [e for e in regime.bus.events if e.timestamp in gap]  # no RegimeChanged while warming up
-    held = states[pre - 1].regime.regime
-    assert {s.regime.regime for s in states[pre : pre + WARMUP_BARS - 1]} == {held}
+    # a warm-up bar is no detection: the start distribution's regime, bars_in_regime 0 (docs/regime.md)
+    warm = [s.regime for s in states[pre : pre + WARMUP_BARS - 1]]
+    assert {(r.regime, r.bars_in_regime) for r in warm} == {(states[0].regime.regime, 0)}
+    assert states[pre + WARMUP_BARS - 1].regime.bars_in_regime == 1  # detected afresh after it
 
     queue = MemoryQueuePublisher()
     config = MetaAgentConfig.create(max_position_change=0.25)
