@@ -418,7 +418,7 @@ def test_an_orders_transaction_conflict_is_not_retried_past_the_deadline():
 def test_the_batch_end_started_with_the_reserve_left_saves_and_publishes_through_throttling(clock, seed):
     """An intent started with MIN_TIME_LEFT_MS left and taking 1.5 s leaves the batch end its
     risk-state save — throttled for its first 2 s, ridden through by botocore's retries — and
-    the PutEvents call after it, each attempt starting with a whole attempt's time left."""
+    the PutEvents call before it, each attempt starting with a whole attempt's time left."""
     throttled_from: list[float] = []  # the batch end's start: throttled for 2 s from then
     dynamo_answers = Answers(clock, throttled=lambda c: bool(throttled_from) and c.now < throttled_from[0] + 2.0,
                              cost=0.02)
@@ -431,11 +431,59 @@ def test_the_batch_end_started_with_the_reserve_left_saves_and_publishes_through
     start = clock.now
     throttled_from.append(start)
     with invocation_deadline(Context(MIN_TIME_LEFT_MS / 1000 - 1.5), clock=clock):
-        store.flush()  # the batch end, as OrderRouter.batch runs it
-        events.publish([Ping(n=1)])
+        events.publish([Ping(n=1)])  # the batch end, as OrderRouter.batch runs it
+        store.flush()
     assert store.unsaved() is None
     assert dynamo_answers.attempts[-1] == "UpdateItem" and events_answers.attempts == ["PutEvents"]
     assert clock.now - start >= 2.0  # it was throttled until then
+
+
+def _router_batch_end(clock: FakeClock, *, dynamo_throttled, events_throttled):
+    """An OrderRouter over a DynamoDB orders store and an EventBridge publisher answered by
+    ``Answers``; returns the router and the two answer recorders."""
+    from ensemble_trader.runtime.orders import OrderRouter
+
+    dynamo = Answers(clock, throttled=dynamo_throttled, cost=0.02)
+    events = Answers(clock, throttled=events_throttled, cost=0.02,
+                     ok=json.dumps({"FailedEntryCount": 0, "Entries": [{"EventId": "e"}]}).encode())
+    router = OrderRouter(DynamoOrdersStore(_client("dynamodb", dynamo), settings=SETTINGS), broker=None,
+                         clock=lambda: T0, reconcile_on_start=False,
+                         events=EventBridgePublisher(_client("events", events), settings=SETTINGS, sleep=clock.sleep))
+    return router, dynamo, events
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_risk_state_save_refused_at_the_batch_end_does_not_take_its_events_with_it(clock, seed):
+    """The batch end started with the reserve left, DynamoDB throttled for longer than the save
+    can ride out: the save is refused once less than an attempt is left — which used to leave
+    nothing for the PutEvents after it. The events go out first; the refused state is carried."""
+    throttled_from: list[float] = []
+    router, dynamo, events = _router_batch_end(
+        clock, dynamo_throttled=lambda c: bool(throttled_from), events_throttled=lambda c: False)
+    random.seed(seed)
+    with invocation_deadline(Context(MIN_TIME_LEFT_MS / 1000 - 1.5), clock=clock):
+        with pytest.raises(DeadlineExceededError, match="DynamoDB"):
+            with router.batch():
+                router.store.save_risk_state(router.store.load_risk_state())  # what the intents changed
+                router._publish([Ping(n=1)])  # an event of the batch, held for its end
+                throttled_from.append(clock.now)
+    assert events.attempts == ["PutEvents"] and router._unpublished == []  # the event went out
+    assert router._unsaved is not None  # the state waits for the next batch
+    assert dynamo.attempts[-1] == "UpdateItem"
+
+
+def test_an_unpublished_batch_end_still_saves_its_risk_state(clock):
+    """EventBridge throttled past its retries: the events wait for the next batch, the save
+    after them still runs, and the publish's error is raised."""
+    router, dynamo, events = _router_batch_end(clock, dynamo_throttled=lambda c: False,
+                                               events_throttled=lambda c: True)
+    random.seed(1)
+    with pytest.raises(InfrastructureError, match="EventBridge"):
+        with router.batch():
+            router.store.save_risk_state(router.store.load_risk_state())
+            router._publish([Ping(n=1)])
+    assert [type(e).__name__ for e in router._unpublished] == ["Ping"]  # sent first by the next batch
+    assert router._unsaved is None and dynamo.attempts[-1] == "UpdateItem"  # saved
 
 
 def test_a_batch_end_out_of_time_makes_no_more_saves_and_keeps_its_state_for_the_next_batch():

@@ -787,10 +787,10 @@ class OrderRouter:
         """Handle several intents with shared state read once and events published once.
 
         Inside the block the router works over a :class:`BatchingOrdersStore`; at the end the
-        risk state is written back and the events of the whole batch go out in one call — also
-        when an intent failed, so the effects of those that succeeded are never lost. A batch
-        belongs to one thread (a Lambda invocation); outside batches the router may be shared.
-        Events that cannot be published at the end (EventBridge down past its retries) go out
+        events of the whole batch go out in one call and then the risk state is written back —
+        each also when the other failed, and also when an intent failed, so the effects of those
+        that succeeded are never lost. A batch belongs to one thread (a Lambda invocation);
+        outside batches the router may be shared. Events that cannot be published at the end (EventBridge down past its retries) go out
         with the next batch of this router: the intents that made them are done for idempotency,
         and their redeliveries answer from the idempotency table without making them again.
         """
@@ -807,18 +807,23 @@ class OrderRouter:
         finally:
             deferred, self._deferred = self._deferred, None
             self.store = durable
+            # the events first: they describe work already done (orders sent, fills applied),
+            # whatever the save does; the save, whose attempts ride out throttling, comes last
+            # so a save the deadline refuses (see MIN_TIME_LEFT_MS) does not take the events
+            # with it. Each runs whether the other failed; if both fail, the save's error is
+            # raised with the publish's as its context
             try:
-                batching.flush()
-            except (InfrastructureError, ConcurrencyError):
-                # the batch's intents are done for idempotency: keep their risk changes for the
-                # next batch of this container to merge and write (see BatchingOrdersStore)
-                self._unsaved = batching.unsaved()
+                self._publish(deferred)
+            except Exception:
+                self._unpublished = deferred  # the next batch sends them first
                 raise
             finally:
                 try:
-                    self._publish(deferred)
-                except Exception:
-                    self._unpublished = deferred  # the next batch sends them first
+                    batching.flush()
+                except (InfrastructureError, ConcurrencyError):
+                    # the batch's intents are done for idempotency: keep their risk changes for
+                    # the next batch of this container to merge and write (see BatchingOrdersStore)
+                    self._unsaved = batching.unsaved()
                     raise
 
     @property
@@ -1960,16 +1965,19 @@ class RouteStats:
 
 MIN_TIME_LEFT_MS = 15_000
 """An intent is not started with less of the invocation left, so that the batch's end — the
-risk-state save and the events' ``PutEvents`` calls — fits before the invocation's deadline with
-the retries that ride out ordinary throttling. No AWS attempt starts with less than 7.5 s left
-(:func:`~ensemble_trader.adapters.aws.clients.attempt_seconds` of the clients' config: connect
-2 s + read 5 s + 0.5 s; :mod:`ensemble_trader.runtime.deadline`), and the batch end's last call
-needs that much at its start. 15 s = those 7.5 s; 6 s for the save before it to ride out a
-throttling episode of about 2 s (botocore's jittered throttling back-offs of up to 1, 2 and 4 s
-can put its successful attempt up to ~6 s in); and 1.5 s for the intent started at the limit (a
-dozen DynamoDB calls and a broker call take a few hundred ms). An invocation of the 30 s orders
-function therefore starts intents in its first 15 s — a batch of ten normally takes well under
-one —; a later one fails without being started and SQS delivers it again."""
+events' ``PutEvents`` calls, then the risk-state save (:meth:`OrderRouter.batch`) — fits before
+the invocation's deadline with the retries that ride out ordinary throttling. No AWS attempt
+starts with less than 7.5 s left (:func:`~ensemble_trader.adapters.aws.clients.attempt_seconds`
+of the clients' config: connect 2 s + read 5 s + 0.5 s; :mod:`ensemble_trader.runtime.deadline`),
+and the save's last attempt needs that much at its start. 15 s = those 7.5 s; 6 s for the
+``PutEvents`` call before it (normally tens of ms) and for the save to ride out a throttling
+episode of about 2 s (botocore's jittered throttling back-offs of up to 1, 2 and 4 s can put its
+successful attempt up to ~6 s in); and 1.5 s for the intent started at the limit (a dozen
+DynamoDB calls and a broker call take a few hundred ms). The events go first because they need
+only one attempt's time: a save throttled for longer than the reserve holds is refused without
+taking them with it (its state is carried to the container's next batch). An invocation of the
+30 s orders function therefore starts intents in its first 15 s — a batch of ten normally takes
+well under one —; a later one fails without being started and SQS delivers it again."""
 
 REPLAYED = "replayed"
 """Set in an outcome Powertools answers from the idempotency table (a redelivered intent that
