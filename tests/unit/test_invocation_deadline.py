@@ -227,7 +227,7 @@ def test_botocore_retries_no_attempt_the_deadline_cannot_hold(clock):
             _put(client)
     assert answers.attempts == ["PutItem", "PutItem"] and len(clock.sleeps) == 1
     assert str(caught.value).startswith("DynamoDB PutItem: not retried after attempt 2 (ThrottlingException")
-    assert "under the 7.50 s another attempt can take" in str(caught.value)
+    assert "another attempt (connect 2 s + read 5 s + 0.5 s) could take" in str(caught.value)
 
 
 def test_botocore_sleeps_no_back_off_past_the_deadline(clock):
@@ -238,9 +238,25 @@ def test_botocore_sleeps_no_back_off_past_the_deadline(clock):
     client = _client("dynamodb", answers, config=small)
     with invocation_deadline(Context(0.9), clock=clock):
         with pytest.raises(DeadlineExceededError, match=r"not retried after attempt 1 \(ThrottlingException.*under the "
-                                                        r"1\.00 s botocore's back-off before the retry may sleep"):
+                                                        r"1\.70 s botocore's back-off before the retry \(1\.00 s"):
             _put(client)
     assert answers.attempts == ["PutItem"] and clock.sleeps == []
+
+
+def test_botocore_sleeps_no_back_off_after_which_no_attempt_fits(clock):
+    """9 s left, throttled: after the first attempt a back-off of up to 1 s leaves 8 s (retried);
+    after the second (up to 2 s) it could leave under 7.5 s: refused before the sleep, naming the
+    throttling — not slept, then refused by before-send as 'attempt not started'."""
+    answers = Answers(clock, throttled=lambda c: True, cost=0.02)
+    client = _client("dynamodb", answers)
+    random.seed(5)
+    with invocation_deadline(Context(9.0), clock=clock):
+        with pytest.raises(DeadlineExceededError) as caught:
+            _put(client)
+    assert answers.attempts == ["PutItem", "PutItem"] and len(clock.sleeps) == 1
+    assert str(caught.value).startswith("DynamoDB PutItem: not retried after attempt 2 (ThrottlingException")
+    for left, slept in clock.sleeps:
+        assert left - slept >= ATTEMPT_S
 
 
 # ---- the publishers' own retries (fake clients) ----------------------------------------------

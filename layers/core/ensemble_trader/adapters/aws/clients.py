@@ -117,13 +117,15 @@ class _DeadlineGuard:
 
     ``needs-retry`` (emitted after every attempt; this handler runs before botocore's retry
     handler) raises DeadlineExceededError when standard mode would retry (the same conditions,
-    evaluated on the same attempt) and either less than one attempt is left — the retry could
-    never start — or less than the longest back-off botocore may sleep first (its own formula
-    with a jitter of 1: throttling 1 s x 2^(attempt-1), other errors 50 ms (DynamoDB 25 ms) x
-    2^(attempt-1), capped at 20 s, plus what an ``x-amz-retry-after`` header adds). botocore's
-    sleep (``time.sleep`` in ``Endpoint._needs_retry``, after the handlers answered; no handler
-    can shorten it) therefore never crosses the deadline; if it leaves less than an attempt, the
-    ``before-send`` check refuses the retry after it. Raised before botocore's handler runs, the
+    evaluated on the same attempt) and less is left than the longest back-off botocore may sleep
+    first (its own formula with a jitter of 1: throttling 1 s x 2^(attempt-1), other errors 50 ms
+    (DynamoDB 25 ms) x 2^(attempt-1), capped at 20 s, plus what an ``x-amz-retry-after`` header
+    adds) and one attempt after it — the rule of the adapters' own loops
+    (``pause(then_needed_s=attempt_s)``). botocore's sleep (``time.sleep`` in
+    ``Endpoint._needs_retry``, after the handlers answered; no handler can shorten it) therefore
+    never crosses the deadline, and is never slept for a retry ``before-send`` would then refuse:
+    the call ends at once with an error naming the attempt's own (a ThrottlingException, a
+    ReadTimeoutError). Raised before botocore's handler runs, the
     refusal spends no retry quota. (Were the quota used up, botocore would not have retried
     anyway: the call then ends with this error, which names the attempt's own, instead of it.)
 
@@ -171,14 +173,14 @@ class _DeadlineGuard:
             return None  # botocore will not retry either: the call ends with this attempt's outcome
         backoff = self._longest_backoff.delay_amount(context)
         left = deadline.left()
-        if left < self.attempt_s or left < backoff:
+        if left < backoff + self.attempt_s:
             error = (f"{type(caught).__name__}: {caught}" if caught is not None
                      else context.get_error_code() or f"HTTP {getattr(context.http_response, 'status_code', '?')}")
-            needed, needed_for = ((self.attempt_s, f"another attempt can take {self._timeouts}") if left < self.attempt_s
-                                  else (backoff, "botocore's back-off before the retry may sleep"))
             raise DeadlineExceededError(
                 f"{self._what(event_name)}: not retried after attempt {kwargs.get('attempts')} ({error})", left,
-                needed, needed_for,
+                backoff + self.attempt_s,
+                f"botocore's back-off before the retry ({backoff:.2f} s at most) and another attempt "
+                f"{self._timeouts} could take",
             )
         return None
 
