@@ -8,6 +8,12 @@ mapping left in a stage (a batch sent to the on-failure destination after its re
 the snapshot table refusing writes) is exercised at the end: a re-put of the range is dead-lettered
 as late, dropping the symbol's states and re-feeding it from its first bar restores what an
 uninterrupted run holds.
+
+Every scenario goes on well past the features' warm-up (``WARMUP_BARS`` vectors that are not
+ready, on which the regime filter observes nothing and the meta-agent stays flat and learns
+nothing) before its outage or gap: what the stages must carry through it is a regime filter's
+distribution and the meta-agent's learners and regret ledger, not only a count of bars, and the
+bars after it trade.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ import pytest
 from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
 from ensemble_trader.adapters.redis.cache import RedisCache
 from ensemble_trader.backtest.ensemble import run_meta, run_pipeline
-from ensemble_trader.cli.feed import replay_bars
 from ensemble_trader.domain.errors import InfrastructureError
-from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentState
+from ensemble_trader.domain.features import WARMUP_BARS
+from ensemble_trader.domain.meta_agent import GLOBAL, MetaAgentConfig, MetaAgentState
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.domain.regime import RegimeStep
 from ensemble_trader.domain.synthetic import generate
@@ -31,7 +37,14 @@ from ensemble_trader.runtime.meta_agent_stage import build_runner
 from ensemble_trader.runtime.stage import StageStats, decode_cached
 
 from tests.conftest import fresh_session
-from tests.e2e.test_disaster_recovery import MomentumRules, _scan
+from tests.e2e.test_disaster_recovery import (
+    CHUNK,
+    MomentumRules,
+    _scan,
+    assert_learned_something,
+    feed,
+    learned_state,
+)
 from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
 
 pytestmark = pytest.mark.slow
@@ -62,38 +75,51 @@ def put_states(stack, states) -> None:
 
 
 def test_meta_agent_goes_on_from_its_snapshots_while_redis_is_down(clean_stack, unreachable_redis):
-    """The reviewer's scenario: 80 bars, 10 with Redis down, 10 after. It used to fail the 10
-    bars through the mapping's 3 retries into meta-agent-dlq — no intent for them, and a re-put
-    dead-lettered as late."""
+    """The reviewer's scenario, past the warm-up: 80 ready bars, 10 with Redis down, 10 after. It
+    used to fail the 10 bars through the mapping's 3 retries into meta-agent-dlq — no intent for
+    them, and a re-put dead-lettered as late. The meta-agent has learned from the ready bars
+    before the outage, and decides the 20 bars from there on exactly as the backtest does."""
     stack = clean_stack.stack
-    series = generate("realistic", 110, seed=5, symbol="OUTG").series
+    down, back, n = WARMUP_BARS + 80, WARMUP_BARS + 90, WARMUP_BARS + 100
+    series = generate("realistic", n + 10, seed=5, symbol="OUTG").series
     pipeline = run_pipeline(series, RuleAgents(), RegimeStep(hand_regime_model()))
     states = pipeline.market_states
-    expected = list(run_meta(pipeline, MetaAgentConfig.create()).intents[:100])
+    expected = list(run_meta(pipeline, MetaAgentConfig.create()).intents[:n])
     module = load_module("meta_agent", fresh=True)
     runner = build_runner(stack.settings, RuleAgents(), metrics=module.metrics, config=MetaAgentConfig.create())
     runner.stats = StageStats()
     esm = clean_stack.emulator(["meta_agent"], handlers={"meta_agent": lambda event, context: runner.process(event)})
     redis = runner.cache
+    intents: list[OrderIntent] = []
 
-    put_states(stack, states[:80])
-    esm.run_until_drained()
+    def feed_states(part):
+        """Put ``part`` CHUNK states at a time, each drained and its intents taken off their queue
+        (see test_disaster_recovery.CHUNK); the mapping's cumulative statistics."""
+        for start in range(0, len(part), CHUNK):
+            put_states(stack, part[start : start + CHUNK])
+            stats = esm.run_until_drained()["meta_agent"]
+            intents.extend(OrderIntent.parse(json.dumps(m)) for m in stack.read_queue("order-intents"))
+        return stats
+
+    feed_states(states[:down])
+    before = MetaAgentState.from_bytes(snapshot_item(stack, "bandit-state", {"pk": "meta_agent#OUTG"})["state"])
+    assert before.learners[GLOBAL].t_ > 0 and sum(before.regret.bars.values()) > 0  # learned: state to lose
     runner.cache = unreachable_redis(redis.prefix)  # Redis stops
-    put_states(stack, states[80:90])
-    outage = esm.run_until_drained()["meta_agent"]
+    outage = feed_states(states[down:back])
     assert (outage.item_failures, outage.retries, outage.dead_lettered) == (0, 0, 0)
     assert runner.stats.cache_unavailable == 1
-    runner.cache = redis  # Redis is back, holding the state of bar 80
-    put_states(stack, states[90:100])
-    stats = esm.run_until_drained()["meta_agent"]
+    runner.cache = redis  # Redis is back, holding the state of bar `down`
+    stats = feed_states(states[back:n])
 
     assert (stats.item_failures, stats.retries, stats.dead_lettered) == (0, 0, 0)
     assert stack.read_queue("meta-agent-dlq") == []
-    intents = [OrderIntent.parse(json.dumps(m)) for m in stack.read_queue("order-intents")]
     assert intents == expected  # every bar, each decided from the state of the bar before it
+    assert any(i.target_position != 0.0 for i in intents[down:])  # the bars of and after the outage trade
     assert runner.stats.stale_cache == 1  # the cache's pre-outage state was replaced, not computed from
     item = snapshot_item(stack, "bandit-state", {"pk": "meta_agent#OUTG"})
-    assert MetaAgentState.from_bytes(item["state"]).version == 100
+    after = MetaAgentState.from_bytes(item["state"])
+    assert after.version == n
+    assert after.learners[GLOBAL].t_ == before.learners[GLOBAL].t_ + n - down  # learning went on from `down`
     cached = stack.redis_client().get(f"{stack.stage}:meta_agent:OUTG")
     assert decode_cached(cached)[0] == item["version"]
 
@@ -118,6 +144,15 @@ def _states(stack) -> list[dict]:
             for item in _scan(stack, "stage-state") + _scan(stack, "bandit-state")]
 
 
+def per_symbol(records: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
+    """A stream's records by partition key (the symbol), each key's in stream order: the order
+    Kinesis keeps. Across keys it depends on how the bars were cut into replays and batches."""
+    out: dict[str, list[bytes]] = {}
+    for key, data in records:
+        out.setdefault(key, []).append(data)
+    return out
+
+
 class Pipeline:
     """features → regime (real handlers) → meta_agent (its real wiring, MomentumRules agents)."""
 
@@ -131,10 +166,12 @@ class Pipeline:
                         "meta_agent": self.meta}
         self.redis = {name: r.cache for name, r in self.runners.items()}
         self.publisher = KinesisPublisher(settings=self.stack.settings)
+        self.intents: list[str] = []  # the order intents taken off their queue so far
 
     def feed(self, series) -> dict:
-        replay_bars(series, self.publisher, "market-data")
-        return self.esm.run_until_drained()
+        """Replay in chunks, each drained (see test_disaster_recovery.feed); the emulator's
+        cumulative statistics."""
+        return feed(series, self.publisher, self.esm, self.stack, self.intents)
 
     def redis_down(self, make) -> None:
         for name, runner in self.runners.items():
@@ -146,9 +183,9 @@ class Pipeline:
 
     def outputs(self) -> dict:
         return {
-            "features": self.session.new_records("features"),
-            "market-state": self.session.new_records("market-state"),
-            "order-intents": sorted(json.dumps(m, sort_keys=True) for m in self.stack.read_queue("order-intents")),
+            "features": per_symbol(self.session.new_records("features")),
+            "market-state": per_symbol(self.session.new_records("market-state")),
+            "order-intents": sorted(self.intents),
             "decisions": _scan(self.stack, "decisions"),
             "states": _states(self.stack),
         }
@@ -157,7 +194,7 @@ class Pipeline:
 def test_a_redis_outage_and_write_refusals_mid_run_give_the_outputs_of_an_uninterrupted_run(
     local_stack, unreachable_redis
 ):
-    n = 90
+    down, up, writable, n = (WARMUP_BARS + k for k in (30, 50, 70, 100))  # 30 ready bars before the outage
     try:
         plain = Pipeline(fresh_session(local_stack))
         plain.feed(_series(n))
@@ -165,25 +202,34 @@ def test_a_redis_outage_and_write_refusals_mid_run_give_the_outputs_of_an_uninte
 
         run = Pipeline(fresh_session(local_stack))
         series = _series(n)
-        stats = [run.feed([s[:30] for s in series])]
+        stats = [run.feed([s[:down] for s in series])]
+        learned = {s.symbol: learned_state(local_stack, s.symbol) for s in series}
         run.redis_down(unreachable_redis)  # Redis stopped: every read and write refused
-        stats.append(run.feed([s[30:50] for s in series]))
+        stats.append(run.feed([s[down:up] for s in series]))
         run.redis_up()
         redis = local_stack.redis_client()
-        redis.config_set("min-replicas-to-write", 1)  # back, holding bar 30's states, but refusing writes
+        redis.config_set("min-replicas-to-write", 1)  # back, holding the states of `down`, but refusing writes
         try:
-            stats.append(run.feed([s[50:70] for s in series]))
+            stats.append(run.feed([s[up:writable] for s in series]))
         finally:
             redis.config_set("min-replicas-to-write", 0)
-        stats.append(run.feed([s[70:] for s in series]))
+        stats.append(run.feed([s[writable:] for s in series]))
         recovered = run.outputs()
         emf = [json.loads(line) for name in ("features", "regime") for line in run.esm.logs(name)
                if line.startswith('{"_aws"')]
     finally:
         forget_loaded()
 
-    assert len(uninterrupted["features"]) == len(uninterrupted["market-state"]) == 2 * n
+    for stream in ("features", "market-state"):
+        assert [len(records) for records in uninterrupted[stream].values()] == [n, n], stream
     assert uninterrupted["decisions"]
+    for symbol_learned in learned.values():  # the regime filter and the meta-agent had learned ...
+        assert_learned_something(symbol_learned)
+    outage_began = {s.symbol: s.bar(down).timestamp for s in series}
+    intents = [OrderIntent.model_validate_json(m) for m in recovered["order-intents"]]
+    since_outage = [i for i in intents if i.timestamp >= outage_began[i.symbol]]
+    assert len(since_outage) == 2 * (n - down)
+    assert any(i.target_position != 0.0 for i in since_outage)  # ... and the bars since the outage trade
     for phase in stats:
         for name, s in phase.items():
             assert (s.item_failures, s.retries, s.dead_lettered, s.function_errors) == (0, 0, 0, 0), (name, s)
@@ -236,40 +282,50 @@ def test_a_gap_left_by_the_mapping_is_repaired_by_dropping_the_symbol_and_re_fee
     through every retry) leaves the symbol's state without those bars. Re-putting them is no
     repair (late). Dropping the symbol's states in the three stages and re-feeding it from its
     first bar is: from then on the symbol decides exactly as if the gap never happened. What was
-    decided and sent meanwhile stands (the decision rows keep what was sent, first writer wins)."""
-    n, more = 60, 10
+    decided and sent meanwhile stands (the decision rows keep what was sent, first writer wins).
+
+    The gap falls 20 bars past the features' warm-up: the symbol's features state lacks 10 ready
+    bars, so every vector after it, and what the regime filter and the meta-agent learn from
+    them, differ from an uninterrupted run's. The 40 bars after the repair trade."""
+    gap_from, gap_to = WARMUP_BARS + 20, WARMUP_BARS + 30
+    n, more = WARMUP_BARS + 60, 40
+    series = _series(n + more)
+    symbol = series[0].symbol
     try:
         plain = Pipeline(fresh_session(local_stack))
-        plain.feed([s[:n] for s in _series(n + more)])
+        plain.feed([s[:n] for s in series])
         before_more = plain.outputs()
-        plain.feed([s[n:] for s in _series(n + more)])
+        learned_before_more = learned_state(local_stack, symbol)
+        plain.feed([s[n:] for s in series])
         uninterrupted = plain.outputs()
 
         run = Pipeline(fresh_session(local_stack))
-        series = _series(n + more)
-        symbol = series[0].symbol
         features = run.runners["features"]
         features.snapshots = refusing = RefusingSnapshots(features.snapshots, symbol)
-        run.feed([s[:20] for s in series])
+        run.feed([s[:gap_from] for s in series])
         refusing.down = True  # the snapshot table refuses the symbol's writes: its records fail ...
-        gap = run.feed([s[20:30] for s in series])["features"]
+        gap = run.feed([s[gap_from:gap_to] for s in series])["features"]
         refusing.down = False
-        run.feed([s[30:n] for s in series])  # ... and the mapping went on after its retries
+        run.feed([s[gap_to:n] for s in series])  # ... and the mapping went on after its retries
         letters = local_stack.read_queue("features-dlq")
         assert gap.retries == 3 and gap.dead_lettered >= 1
         assert letters and all("after 3 retries" in letter["reason"] for letter in letters)
         gapped = run.outputs()
         assert gapped["states"] != before_more["states"]
+        # the gap's feature vectors went out before their snapshots failed, so the regime filter and the
+        # meta-agent learned from them; every later vector comes from a features state without those bars
+        assert_learned_something(learned_state(local_stack, symbol))
 
         # the old advice, re-reading the range: every bar of it is late now
         late_before = features.stats.late
-        run.feed([series[0][20:30]])
-        assert features.stats.late - late_before == 10
+        run.feed([series[0][gap_from:gap_to]])
+        assert features.stats.late - late_before == gap_to - gap_from
 
         # the runbook's repair: drop the symbol's states in every stage, re-feed it from its first bar
         drop_symbol_states(local_stack, symbol)
         run.feed([series[0][:n]])
         assert run.outputs()["states"] == before_more["states"]
+        assert learned_state(local_stack, symbol) == learned_before_more
         run.feed([s[n:] for s in series])  # live again
         repaired = run.outputs()
     finally:
@@ -283,5 +339,7 @@ def test_a_gap_left_by_the_mapping_is_repaired_by_dropping_the_symbol_and_re_fee
                 [d for d in rows if (d["symbol"], d["timestamp"]) not in decided_before])
 
     assert split(repaired)[1] and split(repaired)[1] == split(uninterrupted)[1]  # decided as if no gap
+    assert len(split(repaired)[1]) == 2 * more
+    assert any(float(d["target_position"]) != 0.0 for d in split(repaired)[1])  # and they trade
     assert split(repaired)[0] == gapped["decisions"]  # what was decided (and sent) meanwhile stands
     assert gapped["decisions"] != before_more["decisions"]
