@@ -20,6 +20,10 @@ import pytest
 from pydantic import BaseModel
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No test may reach for the EC2 instance metadata service (169.254.169.254): a boto3 client built
+# where no credentials are found would otherwise try it for an instance role (one or more 1 s
+# timeouts off EC2; on an EC2 runner, that machine's real role). Tests talk to moto or to nothing.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 def _hypothesis_profile() -> None:

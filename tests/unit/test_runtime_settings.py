@@ -24,8 +24,15 @@ BLANKABLE = {
 
 @pytest.fixture(autouse=True)
 def _no_et_environment(monkeypatch):
+    """No ET_* variable of BLANKABLE; dummy AWS keys and the EC2 metadata service off, so that the
+    clients built here look no further for credentials (the metadata service first of all)."""
     for variable in BLANKABLE:
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("ET_STAGE", "unit")
     clear_client_cache()
     yield

@@ -24,10 +24,15 @@ from ensemble_trader.runtime.settings import (
 @pytest.fixture(autouse=True)
 def _operator_shell(monkeypatch, tmp_path):
     """No region in the environment and an AWS config file of the test's own (empty: no profile
-    region), whatever this machine's ~/.aws holds."""
+    region), whatever this machine's ~/.aws holds. Dummy keys, and the EC2 metadata service off:
+    a client is built without looking further for credentials (the instance metadata service
+    first of all), whatever this shell holds; where the region comes from is what is tested."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "ET_AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL"):
+                 "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     config = tmp_path / "aws-config"
     config.write_text("")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
