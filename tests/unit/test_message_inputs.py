@@ -152,3 +152,15 @@ def test_a_feed_of_yyyymmdd_dates_is_dead_lettered_naming_the_time_not_dated_197
     assert pub.streams.get("features", []) == []  # before: two vectors dated 1970-08-23
     assert len(dlq.reasons) == 3
     assert all("timestamp must be ISO-8601" in r and "T00:00:00Z'" in r for r in dlq.reasons)
+
+
+def test_an_intent_target_position_is_never_a_boolean():
+    import pytest as _pytest
+
+    from ensemble_trader.domain.models import OrderIntent
+
+    with _pytest.raises(Exception, match="boolean"):
+        OrderIntent.model_fields["target_position"]  # the field exists
+        from pydantic import TypeAdapter
+
+        TypeAdapter(OrderIntent.model_fields["target_position"].rebuild_annotation()).validate_python(True)

@@ -353,7 +353,7 @@ class OrderIntent(Message):
     strategy_id: str = Field(min_length=1, max_length=64)
     symbol: Symbol
     timestamp: Timestamp
-    target_position: Annotated[float, Field(ge=-2.0, le=2.0)]
+    target_position: Annotated[float, _NUMBER, Field(ge=-2.0, le=2.0)]
     reference_price: Price
     model_version: str
     regime: Regime
