@@ -186,3 +186,17 @@ def shifted_regime_model():
         )  # fmt: skip
 
     return shift
+
+
+@pytest.fixture
+def models_copy(tmp_path, monkeypatch):
+    """A copy of the committed models, made the default folder through ET_MODELS_DIR (a run that
+    writes to the default folder cannot touch the committed set)."""
+    import shutil
+
+    from ensemble_trader.runtime.settings import Settings
+
+    folder = tmp_path / "models"
+    shutil.copytree(Settings().models_dir, folder)
+    monkeypatch.setenv("ET_MODELS_DIR", str(folder))
+    return folder

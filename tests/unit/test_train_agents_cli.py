@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from ensemble_trader.cli import main
-from ensemble_trader.runtime.settings import Settings
-
-
-@pytest.fixture
-def models_copy(tmp_path, monkeypatch):
-    """A copy of the committed models, made the default folder through ET_MODELS_DIR (as the repro)."""
-    folder = tmp_path / "models"
-    shutil.copytree(Settings().models_dir, folder)
-    monkeypatch.setenv("ET_MODELS_DIR", str(folder))
-    return folder
 
 
 def no_training(*args, **kwargs):

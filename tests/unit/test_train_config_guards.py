@@ -6,7 +6,6 @@ failed on the code before its fix."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from ensemble_trader.cli import main
@@ -89,16 +88,6 @@ def test_cli_hp_bars_empty_is_refused(monkeypatch, tmp_path, capsys):
 
 # -- 4. --hp quick=true is kept, and the committed folder's guard reads it -------------------------
 
-
-@pytest.fixture
-def models_copy(tmp_path, monkeypatch):
-    """A copy of the committed models, made the default folder through ET_MODELS_DIR."""
-    from ensemble_trader.runtime.settings import Settings
-
-    folder = tmp_path / "models"
-    shutil.copytree(Settings().models_dir, folder)
-    monkeypatch.setenv("ET_MODELS_DIR", str(folder))
-    return folder
 
 
 def test_hp_quick_true_is_a_quick_run_and_is_refused_into_the_committed_folder(models_copy, monkeypatch, capsys):

@@ -71,10 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def regime_model_folder(model_dir: Path | None) -> Path | None:
-    """The regime model folder regimes are detected with: ``model_dir`` (it must exist), else the
-    committed one, or None when there is none."""
+def regime_model(model_dir: Path | None) -> Any:
+    """The regime model regimes are detected with: the one in ``model_dir`` (it must exist), else
+    the committed one, or None when there is none."""
     from ensemble_trader.domain.errors import ModelArtifactError
+    from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime.settings import Settings
 
     folder = model_dir or Settings().models_dir / "regime"
@@ -82,22 +83,22 @@ def regime_model_folder(model_dir: Path | None) -> Path | None:
         if model_dir is not None:  # asked for by name: not silently "no regimes"
             raise ModelArtifactError(f"regime model folder {model_dir} does not exist")
         return None
-    return folder
+    return RegimeModel.load(folder)
 
 
-def detected_regimes(series: Any, model_dir: Path | None) -> Any:
+def detected_regimes(series: Any, model_dir: Path | None, *, model: Any = None) -> Any:
     """Causal regime labels of every bar from the regime model (the same per-bar path as the
-    features and regime Lambdas), or None when there is no regime model."""
+    features and regime Lambdas): ``model`` when given, else :func:`regime_model` of
+    ``model_dir``; None when there is no regime model."""
     import numpy as np
 
     from ensemble_trader.domain.models import REGIMES
     from ensemble_trader.domain.regime import RegimeDetector, label_series
-    from ensemble_trader.domain.regime_model import RegimeModel
 
-    folder = regime_model_folder(model_dir)
-    if folder is None:
+    model = model if model is not None else regime_model(model_dir)
+    if model is None:
         return None
-    labels = label_series(RegimeDetector(RegimeModel.load(folder)), series)
+    labels = label_series(RegimeDetector(model), series)
     names = np.array([r.value for r in REGIMES], dtype="<U8")
     return names[labels.regime]
 
@@ -127,12 +128,14 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
     features = compute_features(series)
     evaluated = evaluated_bars(series, args.start, args.end, features)  # a window without bars fails first
     source = "synthetic truth" if regimes is not None else "none"
+    detector = None  # the regime model that labels the periods, when one does
     if args.truth is not None:
         # labels are needed only where a period is scored: not the warm-up, not outside the window
         regimes = align_truth(series, *read_truth_csv(args.truth), needed=scored_bars(evaluated))
         source = "truth"
     elif args.regime_model is not None or regimes is None:  # named: detected, even on synth: data
-        regimes = detected_regimes(series, args.regime_model)
+        detector = regime_model(args.regime_model)
+        regimes = detected_regimes(series, None, model=detector) if detector is not None else None
         source = "detected" if regimes is not None else "none"
     prepared = prepare(series, regimes, start=args.start, end=args.end, features=features,
                        bars_per_year=args.bars_per_year)
@@ -156,8 +159,7 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
         "slippage_bps": args.slippage_bps,
     }
     # out of sample? backtest's rule: the agents' fitted windows, and the regime model's when it labelled the periods
-    in_sample, notes = fitted_to(args.bars, ts[0], ts[-1], pool,
-                                 regime_model_folder(args.regime_model) if source == "detected" else None)
+    in_sample, notes = fitted_to(args.bars, ts[0], ts[-1], pool, detector)
     report["run"] |= {"in_sample": in_sample, "in_sample_notes": notes}
     if prepared.bars_per_year_note:
         print(f"warning: {prepared.symbol}: {prepared.periods_per_year:g} bars/year: {prepared.bars_per_year_note}",
@@ -181,23 +183,19 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-def fitted_to(spec: str, first: Any, last: Any, pool: Any,
-              regime_folder: Path | None) -> tuple[list[dict[str, Any]], list[str]]:
+def fitted_to(spec: str, first: Any, last: Any, pool: Any, regime: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """Whether the evaluated window ``[first, last]`` (its first and last bar) of ``spec`` is out of
     sample, by the rule ``backtest`` applies (:func:`ensemble_trader.backtest.provenance.assess`):
     the agent set's training and validation windows, as ``pool``'s manifest records them, and the
-    training window of the regime model in ``regime_folder`` when its detected regimes label the
-    periods (None: true regimes, or none). Returns ``(in_sample, in_sample_notes)``: the fitted
-    windows met, one entry each, and what could not be checked."""
+    training window of the regime model ``regime`` when its detected regimes label the periods
+    (None: true regimes, or none). Returns ``(in_sample, in_sample_notes)``: the fitted windows
+    met, one entry each, and what could not be checked."""
     from ensemble_trader.backtest.provenance import assess
     from ensemble_trader.domain import fitted
 
     windows = fitted.agent_windows(pool.manifest.training, pool.version, pool.names)
-    if regime_folder is not None:
-        from ensemble_trader.domain.regime_model import RegimeModel
-
-        model = RegimeModel.load(regime_folder)
-        windows += fitted.regime_windows(model.info, model.version)
+    if regime is not None:
+        windows += fitted.regime_windows(regime.info, regime.version)
     found = assess(spec, first, last, windows)
     return found.in_sample, found.notes
 

@@ -76,7 +76,7 @@ def _number_input(value: Any) -> Any:
         return value
     if isinstance(value, bool):
         raise ValueError(f"must be a number, not a boolean ({value!r})")
-    if isinstance(value, (str, bytes, bytearray)) and ("_" in value if isinstance(value, str) else b"_" in value):
+    if (isinstance(value, str) and "_" in value) or (isinstance(value, (bytes, bytearray)) and b"_" in value):
         raise ValueError(f"{value!r} is not a number (no '_' digit separators)")
     return value
 

@@ -111,7 +111,17 @@ def time_left() -> float | None:
     return None if deadline is None else deadline.left()
 
 
-def require(what: str, needed_s: float, needed_for: str = "it could take", *, failing: Sequence[Any] = ()) -> None:
+Described = str | Callable[[], str]
+"""What is being done, as text or as a function giving it (built only when an error is raised:
+a retry loop's description of its pending entries costs nothing while time is ample)."""
+
+
+def _text(what: Described) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def require(what: Described, needed_s: float, needed_for: str = "it could take", *,
+            failing: Sequence[Any] = ()) -> None:
     """Raise :class:`DeadlineExceededError` unless ``needed_s`` seconds are left before the
     deadline (nothing outside an invocation)."""
     deadline = _current.get()
@@ -119,12 +129,12 @@ def require(what: str, needed_s: float, needed_for: str = "it could take", *, fa
         return
     left = deadline.left()
     if left < needed_s:
-        raise DeadlineExceededError(what, left, needed_s, needed_for, failing=failing)
+        raise DeadlineExceededError(_text(what), left, needed_s, needed_for, failing=failing)
 
 
 def pause(
     seconds: float,
-    what: str,
+    what: Described,
     *,
     then_needed_s: float = 0.0,
     sleep: Callable[[float], None] | None = None,
@@ -140,5 +150,5 @@ def pause(
         if left < seconds + then_needed_s:
             needed_for = (f"the back-off ({seconds:.2f} s) and the next attempt ({then_needed_s:.2f} s) could take"
                           if then_needed_s else f"the back-off ({seconds:.2f} s) takes")
-            raise DeadlineExceededError(what, left, seconds + then_needed_s, needed_for, failing=failing)
+            raise DeadlineExceededError(_text(what), left, seconds + then_needed_s, needed_for, failing=failing)
     (sleep or time.sleep)(seconds)

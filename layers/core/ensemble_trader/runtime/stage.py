@@ -711,9 +711,7 @@ class KinesisStageRunner(Generic[S, In]):
                 (group.state, group.version, group.warm,
                  (group.handled, group.digests, group.complete)) = self._load_one(symbol, blob)
             except DeadlineExceededError as exc:  # no read can start now: the rest fail with this one
-                self._out_of_time("loading states", symbols[i:], exc)
-                for rest in symbols[i:]:
-                    groups[rest].fail(0)
+                self._out_of_time("loading states", {s: groups[s] for s in symbols[i:]}, exc)
                 break
             except (InfrastructureError, StateError, DataError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
@@ -956,9 +954,9 @@ class KinesisStageRunner(Generic[S, In]):
                 try:
                     self.snapshots.put_item(self.snapshot_table, item, expected_version=group.stored)
                 except DeadlineExceededError as exc:  # no write can start now: the rest fail unwritten
-                    self._out_of_time("writing snapshots", [s for s, _ in pending[i:]], exc)
-                    for rest, rest_group in pending[i:]:
-                        rest_group.fail(0)
+                    unwritten = dict(pending[i:])
+                    self._out_of_time("writing snapshots", unwritten, exc)
+                    for rest in unwritten:
                         del to_write[rest]
                     break
                 except ConcurrencyError as exc:
@@ -1077,11 +1075,14 @@ class KinesisStageRunner(Generic[S, In]):
         except InfrastructureError as exc:  # the retry's version check finds the entry behind anyway
             self._cache_unavailable(f"could not drop cached state of {symbol}", exc)
 
-    def _out_of_time(self, doing: str, symbols: list[str], exc: DeadlineExceededError) -> None:
-        """The invocation's deadline stopped ``doing`` at the first of ``symbols``: they all fail
-        at once, with one warning (the calls of the others would be refused alike)."""
+    def _out_of_time(self, doing: str, groups: Mapping[str, _Group], exc: DeadlineExceededError) -> None:
+        """The invocation's deadline stopped ``doing`` at the first of ``groups`` (by symbol): they
+        all fail at once, with one warning (the calls of the others would be refused alike)."""
+        symbols = list(groups)
         log.warning("stage %s: out of time %s, failing %d symbols (%s): %s", self.step.name, doing,
                     len(symbols), ", ".join(symbols[:5]) + (", ..." if len(symbols) > 5 else ""), exc)
+        for group in groups.values():
+            group.fail(0)
 
     def _cache_unavailable(self, what: str, exc: Exception) -> None:
         """A failed cache call the stage carries on without (the snapshots hold every state):

@@ -150,8 +150,7 @@ def resend_failed(
                 + (f" (last error: {last_error})" if last_error else ""))
 
     for attempt in range(1, max_attempts + 1):
-        if deadline.current() is not None:
-            deadline.require(unfinished(), attempt_s, "one attempt can take", failing=pending)
+        deadline.require(unfinished, attempt_s, "one attempt can take", failing=pending)
         made = attempt
         try:
             pending, last_error = send(pending)
@@ -170,9 +169,6 @@ def resend_failed(
         if not pending:
             return [], ""
         if attempt < max_attempts:
-            delay = backoff_delay(base_delay_s, attempt, max_delay_s)
-            if deadline.current() is None:
-                sleep(delay)
-            else:
-                deadline.pause(delay, unfinished(), then_needed_s=attempt_s, sleep=sleep, failing=pending)
+            deadline.pause(backoff_delay(base_delay_s, attempt, max_delay_s), unfinished,
+                           then_needed_s=attempt_s, sleep=sleep, failing=pending)
     return pending, last_error
