@@ -71,7 +71,8 @@ def _number_input(value: Any) -> Any:
     """A number field takes a number or the plain text of one (``10``, ``10.5``, ``"1e3"``);
     pydantic's lax float would also read ``true``/``false`` as 1.0/0.0 and ``"1_000"`` as 1000.0
     (Python's digit grouping), which no producer means: both are refused, as the bars CSV
-    reader refuses them."""
+    reader refuses them. Integer fields (:data:`Count`) go through it too: pydantic's lax int
+    reads ``true`` as 1 and ``"1_000"`` as 1000 the same way."""
     if value.__class__ is float or value.__class__ is int:  # the usual case, first
         return value
     if isinstance(value, bool):
@@ -88,6 +89,9 @@ Quantity = Annotated[float, _NUMBER, AfterValidator(_finite_positive)]
 NonNegative = Annotated[float, _NUMBER, AfterValidator(_finite_non_negative)]
 Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
 Probability = Annotated[float, _NUMBER, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, _NUMBER, Field(ge=0)]
+"""A count of bars in a message: an int >= 0 or integral text (``3``, ``"3"``); a boolean or
+``"1_000"`` is refused (see :func:`_number_input`)."""
 
 _EXTENDED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 TIME_FORMS = (
@@ -255,7 +259,7 @@ class FeatureVector(Message):
 
     bar: Bar
     values: dict[str, Finite]
-    warmup_remaining: int = Field(ge=0)
+    warmup_remaining: Count
     feature_version: str = "1"
 
     @property
@@ -284,7 +288,7 @@ class RegimeEstimate(Message):
     probabilities: tuple[Probability, Probability, Probability, Probability]
     regime: Regime
     confidence: Probability
-    bars_in_regime: int = Field(ge=0)
+    bars_in_regime: Count
     model_version: str
 
     @model_validator(mode="after")

@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import (
@@ -50,6 +50,7 @@ from ensemble_trader.domain.errors import (
 from ensemble_trader.domain.features import FEATURE_NAMES, replay_features, timestamp_ns
 from ensemble_trader.domain.models import (
     REGIMES,
+    Count,
     FeatureVector,
     MarketState,
     Message,
@@ -103,7 +104,7 @@ class RegimeChanged(Message):
     to_regime: Regime
     confidence: Probability
     timestamp: AwareDatetime
-    bars_since_previous_change: int = Field(ge=0)
+    bars_since_previous_change: Count
     model_version: str
 
     @classmethod
