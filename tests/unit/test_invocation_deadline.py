@@ -337,7 +337,7 @@ def test_a_publisher_starts_no_call_with_less_than_one_attempt_left():
 @pytest.mark.parametrize("publisher", ["kinesis", "sqs"])
 def test_an_attempt_refused_by_botocores_guard_names_the_entries_still_failing(publisher):
     """The guard refuses an attempt inside the client's call: the publisher's error says how many
-    entries of its batch still fail, and why."""
+    entries of its batch still fail, and why — before its first attempt, as nothing was sent."""
     refusal = DeadlineExceededError("AWS call (attempt not started)", 3.0, ATTEMPT_S, "one attempt can take")
 
     class Refusing:
@@ -356,8 +356,8 @@ def test_an_attempt_refused_by_botocores_guard_names_the_entries_still_failing(p
                 KinesisPublisher(Refusing(), settings=SETTINGS).put("features", [("SPX", b"a"), ("NDX", b"b")])
             else:
                 SqsPublisher(Refusing(), settings=SETTINGS).send("order-intents", [("SPX", "1", b"a"), ("NDX", "2", b"b")])
-    assert "2 of 2 entries still failing after 1 attempt (last error: AWS call (attempt not started)): stopped with " \
-           "3.00 s of the invocation left" in str(caught.value)
+    assert "2 of 2 entries still failing before its first attempt (last error: AWS call (attempt not started)): " \
+           "stopped with 3.00 s of the invocation left" in str(caught.value)
     assert len(caught.value.failing) == 2 and caught.value.__cause__ is refusal
 
 

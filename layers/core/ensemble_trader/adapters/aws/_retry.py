@@ -114,6 +114,17 @@ def is_configuration_error(exc: BaseException) -> bool:
     return isinstance(exc, CONFIGURATION_ERRORS) or _code_in(exc, CONFIGURATION_ERROR_CODES)
 
 
+NOT_STARTED = "(attempt not started)"
+"""How the ``what`` of a DeadlineExceededError ends when the deadline guard of every client
+(:mod:`ensemble_trader.adapters.aws.clients`, ``before-send``) refused an attempt before sending it."""
+
+
+def _sent(exc: DeadlineExceededError) -> bool:
+    """False when the guard refused the call's attempt before it was sent (``before-send``); True
+    when it refused a retry after an attempt was sent (``needs-retry``) or anything else refused."""
+    return not exc.what.endswith(NOT_STARTED)
+
+
 def backoff_delay(base_delay_s: float, attempt: int, max_delay_s: float = math.inf) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): exponential from ``base_delay_s``,
     capped at ``max_delay_s``, with jitter (half to all of it) so retrying writers spread out."""
@@ -140,7 +151,10 @@ def resend_failed(
     Under an invocation's deadline, a call is not started with less than ``attempt_s`` left and
     a back-off is not slept unless ``attempt_s`` remains after it: DeadlineExceededError, whose
     message starts with ``what`` and names the entries still failing (``failing``: them) and the
-    last error.
+    last error. It counts the calls of ``send`` that sent something: a call whose attempt the
+    client's deadline guard refused before sending it (``before-send``) is not one ("before its
+    first attempt" when it was the first), a call whose retry the guard refused after an attempt
+    (``needs-retry``) is.
     """
     pending, last_error, made = entries, "", 0
 
@@ -155,6 +169,8 @@ def resend_failed(
         try:
             pending, last_error = send(pending)
         except DeadlineExceededError as exc:  # botocore's guard refused an attempt of this call
+            if not _sent(exc):
+                made = attempt - 1
             last_error = exc.what
             raise DeadlineExceededError(unfinished(), exc.left_s, exc.needed_s, exc.needed_for,
                                         failing=pending) from exc

@@ -23,7 +23,7 @@ from ensemble_trader.adapters.aws.clients import attempt_seconds, error_code
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
-from ensemble_trader.runtime.deadline import pause
+from ensemble_trader.runtime.deadline import DeadlineExceededError, pause
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 VERSION_ATTRIBUTE = "version"
@@ -69,13 +69,27 @@ def _key_names(table: str, settings: Settings | None = None) -> tuple[str, ...]:
     return ()
 
 
+CALL_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError, DeadlineExceededError)
+"""What a DynamoDB call of a client raises that :func:`translate` turns into the error naming the
+call: botocore's errors, and the deadline guard's refusal of an attempt
+(:mod:`ensemble_trader.adapters.aws.clients`), which names only the operation."""
+
+
 def translate(exc: Exception, what: str) -> Exception:
     """A botocore error as the domain's exception: ConcurrencyError for a lost condition,
     StoreRefusedError (a DataError) for a request DynamoDB refuses as invalid
     (``ValidationException``: an item over 400 KB, an empty key, an empty set — or a condition or
     expression the code got wrong; sent again it would be refused again, so it is not worth a
     retry, and the message names the table and DynamoDB's reason), InfrastructureError for
-    anything else (throttling, a network error: retrying may help)."""
+    anything else (throttling, a network error: retrying may help).
+
+    A :class:`~ensemble_trader.runtime.deadline.DeadlineExceededError` (the client's deadline
+    guard refused an attempt or a retry: ``DynamoDB PutItem (attempt not started)``) stays one,
+    with the same ``left_s``, ``needed_s``, ``needed_for`` and ``failing``, its message led by
+    ``what`` like the call's other errors (the table, the key or expected version)."""
+    if isinstance(exc, DeadlineExceededError):
+        return DeadlineExceededError(f"{what}: {exc.what}", exc.left_s, exc.needed_s, exc.needed_for,
+                                     failing=exc.failing)
     if error_code(exc) == "ConditionalCheckFailedException":
         return ConcurrencyError(f"{what}: condition failed (another writer got there first)")
     if error_code(exc) == "ValidationException" or isinstance(exc, ParamValidationError):
@@ -112,7 +126,9 @@ class DynamoKeyValueStore:
     without a ``version`` is not overwritten); otherwise :class:`ConcurrencyError`. The caller
     sets the new ``version`` in ``item``. What DynamoDB refuses for good — a value it cannot hold
     (:mod:`..dynamo_numbers`, checked before the call), an item over 400 KB, an empty key — is a
-    :class:`DataError`; what may pass on a retry an :class:`InfrastructureError`.
+    :class:`DataError`; what may pass on a retry an :class:`InfrastructureError` — an attempt the
+    invocation's deadline refused stays a DeadlineExceededError (an InfrastructureError too), its
+    message naming the table like the call's other errors (:func:`translate`).
     """
 
     def __init__(self, dynamodb_client: Any | None = None, *, settings: Settings | None = None):
@@ -132,7 +148,7 @@ class DynamoKeyValueStore:
             response = self._client.get_item(
                 TableName=name, Key=serialize_item(key), ConsistentRead=consistent
             )
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             raise translate(exc, f"DynamoDB get_item {name} {dict(key)}") from exc
         found = response.get("Item")
         return deserialize_item(found) if found is not None else None
@@ -149,7 +165,7 @@ class DynamoKeyValueStore:
             kwargs.update(_version_condition(expected_version, _key_names(table, self._settings) or tuple(item)))
         try:
             self._client.put_item(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             raise translate(
                 exc, f"DynamoDB put_item {name} (expected version {expected_version})"
             ) from exc
@@ -176,7 +192,7 @@ class DynamoKeyValueStore:
             for attempt in range(1, max_attempts + 1):
                 try:
                     response = self._client.batch_write_item(RequestItems={name: pending})
-                except (ClientError, BotoCoreError) as exc:
+                except CALL_ERRORS as exc:
                     raise translate(exc, f"DynamoDB batch_write_item {name}") from exc
                 pending = response.get("UnprocessedItems", {}).get(name, [])
                 if not pending:
@@ -272,7 +288,7 @@ class DynamoKeyValueStore:
     ) -> None:
         try:
             self._client.put_item(**put)
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise translate(exc, what) from exc
             found = exc.response.get("Item") if isinstance(exc, ClientError) else None
@@ -280,7 +296,7 @@ class DynamoKeyValueStore:
                 key = {k: put["Item"][k] for k in keys}
                 try:
                     found = self._client.get_item(TableName=put["TableName"], Key=key, ConsistentRead=True).get("Item")
-                except (ClientError, BotoCoreError) as read_exc:
+                except CALL_ERRORS as read_exc:
                     raise translate(read_exc, what) from read_exc
             if not found:  # the stored row went (TTL) between the condition and the read
                 raise InfrastructureError(f"{what}: the condition failed but no row is stored now") from exc
@@ -305,7 +321,7 @@ class DynamoKeyValueStore:
             for attempt in range(1, max_attempts + 1):
                 try:
                     response = self._client.batch_get_item(RequestItems={name: request})
-                except (ClientError, BotoCoreError) as exc:
+                except CALL_ERRORS as exc:
                     raise translate(exc, f"DynamoDB batch_get_item {name}") from exc
                 for raw in response.get("Responses", {}).get(name, []):
                     item = deserialize_item(raw)
@@ -328,7 +344,7 @@ class DynamoKeyValueStore:
         name = self.table_name(table)
         try:
             self._client.delete_item(TableName=name, Key=serialize_item(key))
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             raise translate(exc, f"DynamoDB delete_item {name}") from exc
 
     def query(self, table: str, partition_key: str, value: Any, *, limit: int | None = None,
@@ -353,5 +369,5 @@ class DynamoKeyValueStore:
                 if not last or (limit is not None and len(items) >= limit):
                     return items
                 kwargs["ExclusiveStartKey"] = last
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             raise translate(exc, f"DynamoDB query {name}") from exc

@@ -34,7 +34,8 @@ only while its deadline leaves the back-off and one attempt after it (DeadlineEx
 
 A failed request's error names the table(s) and the region of the client (DynamoDB's own
 ``ResourceNotFoundException`` names neither): ``DynamoDB get risk state (table et-prod-risk-state,
-region eu-west-1): ...``.
+region eu-west-1): ...``. So does an attempt the client's deadline guard refused, which stays a
+DeadlineExceededError (:func:`~ensemble_trader.adapters.aws.dynamodb.translate`).
 """
 
 from __future__ import annotations
@@ -45,14 +46,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AwareDatetime, TypeAdapter
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import backoff_delay
 from ensemble_trader.adapters.aws.clients import attempt_seconds, error_code
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.dynamodb import deserialize_item, serialize_item, translate
+from ensemble_trader.adapters.aws.dynamodb import CALL_ERRORS, deserialize_item, serialize_item, translate
 from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, StateError
 from ensemble_trader.domain.models import Fill, Order, OrderStatus, Position
 from ensemble_trader.domain.orders import WORKING_STATUSES, position_after_fill
@@ -110,7 +110,7 @@ class _Dynamo:
     def _call(self, what: str, fn, **kwargs) -> Any:
         try:
             return fn(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             tables = [kwargs["TableName"]] if "TableName" in kwargs else list(kwargs.get("RequestItems") or ())
             raise translate(exc, self._at(what, *tables)) from exc
 
@@ -216,7 +216,7 @@ class DynamoOrdersStore(_Dynamo):
             try:
                 self._client.transact_write_items(TransactItems=items)
                 return None
-            except (ClientError, BotoCoreError) as exc:
+            except CALL_ERRORS as exc:
                 if error_code(exc) != "TransactionCanceledException":
                     raise translate(exc, what) from exc
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
@@ -260,7 +260,7 @@ class DynamoOrdersStore(_Dynamo):
             put = put["Put"]  # the working index does not change: a conditional put is enough
             try:
                 self._client.put_item(**put)
-            except (ClientError, BotoCoreError) as exc:
+            except CALL_ERRORS as exc:
                 if error_code(exc) == "ConditionalCheckFailedException":
                     return False
                 raise translate(exc, self._at(f"DynamoDB update order {order.client_order_id}",
@@ -368,7 +368,7 @@ class DynamoOrdersStore(_Dynamo):
                 self._client.put_item(TableName=self.positions_table, Item=serialize_item(item), **kwargs)
                 self._known[position.symbol] = (position, version + 1)
                 return
-            except (ClientError, BotoCoreError) as exc:
+            except CALL_ERRORS as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise translate(exc, self._at(f"DynamoDB put position {position.symbol}",
                                                   self.positions_table)) from exc
@@ -471,7 +471,7 @@ class DynamoOrdersStore(_Dynamo):
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConcurrencyError(
                     f"risk state version {expected} is stale (another writer saved first)"
@@ -514,7 +514,7 @@ class DynamoPaperLedger(_Dynamo):
                                   "Item": serialize_item(dict(record, pk="OPEN", sk=coid))}})
         try:
             self._client.transact_write_items(TransactItems=items)
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) == "TransactionCanceledException":
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if reasons and reasons[0] == "ConditionalCheckFailed":
@@ -552,7 +552,7 @@ class DynamoPaperLedger(_Dynamo):
             items.append({"Put": put})
         try:
             self._client.transact_write_items(TransactItems=items)
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) == "TransactionCanceledException":
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if "ConditionalCheckFailed" in reasons:
