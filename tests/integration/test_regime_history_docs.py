@@ -1,7 +1,7 @@
 """The BTC history table of docs/regime.md is what `regime history` gives today.
 
 Not a unit test: it fits the six-state BTC model on 12,000 hourly bars (32 EM restarts per
-state count, ~200 s on one core) and reads the BTC bars of the shared data folder (skipped
+state count, in worker processes on every core: ~170 s on two) and reads the BTC bars of the shared data folder (skipped
 without them)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _table_rows(markdown_table: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_btc_history_table_in_the_docs_is_what_the_code_gives():
-    """`regime history` fits the BTC model (seed 0, 32 restarts per K; ~200 s on one core)."""
+    """`regime history` fits the BTC model (seed 0, 32 restarts per K, every core)."""
     from ensemble_trader.domain.errors import DataError
     from ensemble_trader.domain.regime import RegimeDetector, label_series
     from ensemble_trader.marketdata import load_shared

@@ -8,7 +8,9 @@ Fitting, for each candidate number of states K:
 1. the model's features are taken from :func:`compute_features` on the bars (rows past the
    feature warm-up only), transformed (``log`` for volatilities) and standardised;
 2. hmmlearn's ``GaussianHMM`` is fitted by EM from ``n_restarts`` seeds; the restart with the
-   highest log-likelihood is kept. A restart that collapses (a state's covariance degenerates:
+   highest log-likelihood is kept (the restarts run in ``n_jobs`` worker processes when asked:
+   each restart's seed is drawn before any runs and the outcomes are compared in seed order, so
+   the fitted model does not depend on ``n_jobs``). A restart that collapses (a state's covariance degenerates:
    hmmlearn raises, e.g. "array must not contain infs or NaNs", or returns non-finite
    parameters or score) is discarded with a warning naming the state count, the restart and the
    reason; a state count none of whose restarts succeeded is dropped from the candidates, and
@@ -148,6 +150,8 @@ class RegimeHMM:
     transition_floor : lower bound of every exported transition / start probability.
     min_share : states below this share of bars cannot anchor a regime (see label_states).
     random_state : seed of the restarts.
+    n_jobs : worker processes for the EM restarts (joblib); 1 fits in this process, -1 on every
+        usable core. The fitted model is the same for any value.
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class RegimeHMM:
         transition_floor: float = 1e-6,
         min_share: float = 0.03,
         random_state: int | None = None,
+        n_jobs: int = 1,
     ):
         self.features = features
         self.n_states = n_states
@@ -171,6 +176,7 @@ class RegimeHMM:
         self.transition_floor = transition_floor
         self.min_share = min_share
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------------------------------
 
@@ -190,6 +196,8 @@ class RegimeHMM:
         ks = self._candidates()
         if not isinstance(self.n_restarts, (int, np.integer)) or isinstance(self.n_restarts, bool) or self.n_restarts < 1:
             raise ValueError(f"n_restarts {self.n_restarts!r}: must be an integer >= 1")
+        if not isinstance(self.n_jobs, (int, np.integer)) or isinstance(self.n_jobs, bool) or self.n_jobs == 0:
+            raise ValueError(f"n_jobs {self.n_jobs!r}: must be a non-zero integer (-1: every usable core)")
         series = [data] if isinstance(data, BarSeries) else list(data)
         features = tuple((str(n), str(t)) for n, t in self.features)
         raws, rets, vols, lengths = [], [], [], []
@@ -217,29 +225,26 @@ class RegimeHMM:
         seeds = rng.integers(0, 2**31 - 1, size=(len(ks), self.n_restarts))
         candidates: list[dict[str, Any]] = []
         best_by_k: dict[int, Any] = {}
-        total = len(ks) * self.n_restarts
-        bar = _progress(total, "regime fit") if progress else None
+        bar = _progress(len(ks) * self.n_restarts, "regime fit") if progress else None
         failures: dict[int, list[str]] = {}
-        for i, k in enumerate(ks):
-            best = None
-            for r, seed in enumerate(seeds[i], start=1):
-                hmm = GaussianHMM(
-                    n_components=k,
-                    covariance_type=self.covariance_type,
-                    n_iter=self.n_iter,
-                    tol=self.tol,
-                    random_state=int(seed),
-                )
-                outcome = _fit_restart(hmm, z, lengths)
-                if bar is not None:
-                    bar.update(1)
-                if isinstance(outcome, str):  # collapsed: discarded, the other restarts go on
-                    _log.warning("regime fit: %d states, restart %d of %d (EM seed %d) discarded: %s",
-                                 k, r, self.n_restarts, int(seed), outcome)
-                    failures.setdefault(k, []).append(f"restart {r} (EM seed {int(seed)}): {outcome}")
-                    continue
-                if best is None or outcome > best[0]:
-                    best = (outcome, hmm)
+        restarts = [(k, r, int(seed)) for i, k in enumerate(ks) for r, seed in enumerate(seeds[i], start=1)]
+        outcomes = _run_restarts(
+            [GaussianHMM(n_components=k, covariance_type=self.covariance_type, n_iter=self.n_iter, tol=self.tol,
+                         random_state=seed) for k, _, seed in restarts],
+            z, lengths, self.n_jobs,
+        )
+        best_of: dict[int, tuple[float, Any]] = {}
+        for (k, r, seed), (outcome, hmm) in zip(restarts, outcomes, strict=True):  # in seed order
+            if bar is not None:
+                bar.update(1)
+            if isinstance(outcome, str):  # collapsed: discarded, the other restarts go on
+                _log.warning("regime fit: %d states, restart %d of %d (EM seed %d) discarded: %s",
+                             k, r, self.n_restarts, seed, outcome)
+                failures.setdefault(k, []).append(f"restart {r} (EM seed {seed}): {outcome}")
+            elif k not in best_of or outcome > best_of[k][0]:
+                best_of[k] = (outcome, hmm)
+        for k in ks:
+            best = best_of.get(k)
             if best is None:
                 _log.warning("regime fit: every restart of %d states collapsed; %d states is not a candidate", k, k)
                 continue
@@ -335,6 +340,21 @@ class RegimeHMM:
             "min_share": self.min_share,
             "random_state": self.random_state,
         }
+
+
+def _run_restarts(hmms: list[Any], z: np.ndarray, lengths: list[int], n_jobs: int):
+    """Each restart's (outcome, fitted hmm), in the order given, as they end: in this process when
+    ``n_jobs`` is 1, else in joblib's worker processes (one BLAS thread each)."""
+    if n_jobs == 1 or len(hmms) == 1:
+        return ((_fit_restart(hmm, z, lengths), hmm) for hmm in hmms)
+    from joblib import Parallel, delayed  # scikit-learn's dependency
+
+    return Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_fitted_restart)(hmm, z, lengths) for hmm in hmms)
+
+
+def _fitted_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> tuple[float | str, Any]:
+    """One restart in a worker process: its outcome and the hmm it fitted (a copy sent back)."""
+    return _fit_restart(hmm, z, lengths), hmm
 
 
 def _fit_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> float | str:

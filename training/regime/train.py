@@ -194,6 +194,7 @@ def fit_model(
     end: str | None = None,
     progress: bool = False,
     data: Sequence[str] | None = None,
+    jobs: int = -1,
 ) -> tuple[RegimeHMM, RegimeModel]:
     """Fit the regime HMM on the bars with start <= time < end (every bar when both are None) and
     return it with its artifact.
@@ -207,7 +208,10 @@ def fit_model(
 
     ``data`` (the data specs or files the bars came from) goes into the manifest as
     ``training_data``: a synthetic spec's dates mean nothing, so the checks that a model was not
-    fitted on an evaluated window (``training.meta.select``) compare its seed instead."""
+    fitted on an evaluated window (``training.meta.select``) compare its seed instead.
+
+    ``jobs``: worker processes for the EM restarts (default -1, every usable core); the model is
+    the same for any value (:class:`RegimeHMM`'s ``n_jobs``)."""
     cut = [s if start is None and end is None else with_warmup(s, start, end) for s in series]
     cut = [s for s in cut if s is not None and len(s)]
     if not cut:
@@ -217,6 +221,7 @@ def fit_model(
         covariance_type=covariance_type,
         n_restarts=restarts,
         random_state=seed,
+        n_jobs=jobs,
     ).fit(cut, progress=progress)
     # the estimator's entries: one per series given (each non-empty), in their order
     window = [{**w, **fitted_rows(s)} for w, s in zip(estimator.model_.info["training_window"], cut, strict=True)]

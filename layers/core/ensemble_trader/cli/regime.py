@@ -112,6 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--restarts", type=at_least(1), default=DEFAULT_RESTARTS,
                      help=f"EM restarts per state count (default {DEFAULT_RESTARTS})")
     fit.add_argument("--covariance", choices=("full", "diag"), default="full")
+    fit.add_argument("--jobs", type=_jobs, default=-1,
+                     help="worker processes for the EM restarts (default -1: every usable core; the model is the same)")
     fit.add_argument("--start", type=iso_time, action=WindowBound, help="first bar time to train on (ISO date)")
     fit.add_argument("--end", type=iso_time, action=WindowBound, help="train on bars before this time (ISO date)")
     fit.set_defaults(func=_fit)
@@ -154,6 +156,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     pub.set_defaults(func=_publish)
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of processes >= 1, or -1 for every usable core")
+    return value
+
+
 def _rule_arguments(p: argparse.ArgumentParser) -> None:
     from ensemble_trader.domain.regime import TransitionRule
 
@@ -190,6 +202,7 @@ def _fit(args: argparse.Namespace) -> int:
             end=args.end,
             progress=sys.stderr.isatty(),
             data=[args.bars],
+            jobs=args.jobs,
         )
     except ValueError as exc:
         print(f"ensemble-trader: error: {exc}", file=sys.stderr)
