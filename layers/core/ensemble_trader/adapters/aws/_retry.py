@@ -38,6 +38,7 @@ from botocore.exceptions import (
     UnknownServiceError,
 )
 
+from ensemble_trader.adapters.aws.clients import NOT_STARTED
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime import deadline
 from ensemble_trader.runtime.deadline import DeadlineExceededError
@@ -112,11 +113,6 @@ def is_request_error(exc: BaseException) -> bool:
 def is_configuration_error(exc: BaseException) -> bool:
     """True when ``exc`` says the client is misconfigured rather than that AWS is busy."""
     return isinstance(exc, CONFIGURATION_ERRORS) or _code_in(exc, CONFIGURATION_ERROR_CODES)
-
-
-NOT_STARTED = "(attempt not started)"
-"""How the ``what`` of a DeadlineExceededError ends when the deadline guard of every client
-(:mod:`ensemble_trader.adapters.aws.clients`, ``before-send``) refused an attempt before sending it."""
 
 
 def _sent(exc: DeadlineExceededError) -> bool:

@@ -106,6 +106,11 @@ def attempt_seconds(client_or_config: Any = None) -> float:
     return float(config.connect_timeout) + float(config.read_timeout) + ATTEMPT_MARGIN_S
 
 
+NOT_STARTED = "(attempt not started)"
+"""How the ``what`` of the guard's DeadlineExceededError ends when ``before-send`` refused an
+attempt before sending it (the publishers' loop then does not count the call as an attempt)."""
+
+
 class _DeadlineGuard:
     """botocore handlers of one client that keep its attempts inside the invocation's deadline.
 
@@ -159,7 +164,7 @@ class _DeadlineGuard:
             return None
         left = deadline.left()
         if left < self.attempt_s:
-            raise DeadlineExceededError(f"{self._what(event_name)} (attempt not started)", left, self.attempt_s,
+            raise DeadlineExceededError(f"{self._what(event_name)} {NOT_STARTED}", left, self.attempt_s,
                                         f"one attempt can take {self._timeouts}")
         return None
 
