@@ -193,3 +193,63 @@ def test_a_drain_past_its_deadline_starts_no_further_sqs_batch(clean_stack, monk
     assert len(seen) == 10 and esm.backlog() == {"orders": 15}
     esm.run_until_drained()  # the next drain carries on
     assert sorted(seen) == list(range(25))
+
+
+class _SlowMotoClock:
+    """moto's clock (``unix_time_millis``) on a slow machine: every reading is a millisecond
+    after the one before, so time passes inside a request, the same way every run."""
+
+    def __init__(self) -> None:
+        self.now = time.time() * 1000.0
+
+    def __call__(self, dt: object = None) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_the_backlog_counts_an_interrupted_batch_while_its_visibility_timeout_ends(monkeypatch):
+    """The drain after an interrupt waits for the held batch while `backlog()` counts it. The
+    count was one GetQueueAttributes for the visible and the in-flight messages, which moto
+    evaluates one after the other: a batch turning visible in between was in neither, the queue
+    read empty and the drain stopped with nothing routed (seen on a loaded machine: intents=0,
+    dead_lettered=0, the queue's six intents undelivered). Here the batch's 30 s hold ends at each
+    of a range of points of the counting requests in turn; every count must hold the whole batch,
+    and a drain then delivers it."""
+    from ensemble_trader import constants
+    from ensemble_trader.adapters.aws.sqs import SqsPublisher
+    from ensemble_trader.local.esm import EventSourceMappingEmulator
+    from ensemble_trader.local.stack import LocalStack
+    from moto.sqs import models as moto_sqs
+
+    clock = _SlowMotoClock()
+    # in-process moto (thread mode) reads this clock; the session's moto child is another process
+    monkeypatch.setattr(moto_sqs, "unix_time_millis", clock)
+
+    def interrupted(event, context):
+        raise KeyboardInterrupt
+
+    short: dict[int, list[int]] = {}
+    with LocalStack(moto_mode="thread") as stack:
+        hold_ms = constants.function_spec("orders").timeout_seconds * 1000.0  # 30 s
+        for shift in range(0, 200, 10):  # where in the counting requests (~100 clock readings each) the hold ends
+            SqsPublisher(settings=stack.settings).send(
+                "order-intents", [("SPX", f"held-{shift}-{n}", json.dumps({"n": n}).encode()) for n in range(6)])
+            with pytest.raises(KeyboardInterrupt):
+                EventSourceMappingEmulator(stack, ["orders"], handlers={"orders": interrupted},
+                                           release_interrupted_sqs=False).run_until_drained()
+            ends = clock.now + hold_ms  # the hold's end, at the latest
+            clock.now = ends - 300.0 + shift  # skip most of the 30 s
+            esm = EventSourceMappingEmulator(stack, ["orders"], handlers={"orders": lambda e, c: None})
+            counts = []
+            while clock.now < ends + 10.0:
+                counts.append(esm.backlog()["orders"])
+            if min(counts) < 6:
+                short[shift] = counts
+            delivered: list[int] = []
+
+            def deliver(event, context, into=delivered):
+                into.extend(json.loads(r["body"])["n"] for r in event["Records"])
+
+            EventSourceMappingEmulator(stack, ["orders"], handlers={"orders": deliver}).run_until_drained()
+            assert sorted(delivered) == list(range(6)) and esm.backlog() == {"orders": 0}, shift
+    assert short == {}  # {shift: the counts}, with a count under the six held (it was 0)
