@@ -237,12 +237,12 @@ class EventSourceMappingEmulator:
     def backlog(self) -> dict[str, int]:
         """Per function, the messages waiting at its source: on a Kinesis stream those after the
         mapping's position (read, not delivered: the position does not move), on a queue its
-        visible, in-flight and delayed messages (:func:`sqs_backlog`: never fewer than it holds,
+        visible, in-flight and delayed messages (:meth:`LocalStack.queue_depth`: never fewer than it holds,
         also while a visibility timeout ends). A switched-off mapping's backlog is counted too."""
         out = {}
         for name, mapping in self._mappings.items():
             if mapping.spec.mapping.kind == "sqs":
-                out[name] = sqs_backlog(self.stack.client("sqs"), mapping.queue_url)
+                out[name] = self.stack.queue_depth(mapping.spec.mapping.source)
                 continue
             kinesis, waiting = self.stack.client("kinesis"), 0
             for iterator in mapping.iterators.values():
@@ -669,26 +669,6 @@ def drain(
     return {name: stats for emulator in emulators for name, stats in emulator.stats().items()}
 
 
-_SQS_HELD = ("ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed")
-
-
-def sqs_backlog(sqs: Any, queue_url: str) -> int:
-    """The messages of the queue at ``queue_url``: in flight and delayed, then visible, in two
-    requests in that order, so that a message counts at least once even if its visibility timeout
-    (or delay) ends while it is counted (it may then count twice). Messages leave those states only
-    for the visible one, or are deleted. One request for the visible and in-flight counts could
-    count none of a batch whose visibility timeout ended during it: moto counts each attribute at
-    its own instant, in the order asked (SQS's counts are approximate too), and a batch turning
-    visible after the visible messages were counted and before the in-flight ones was in neither.
-    A ``local drain`` waiting out an interrupted batch then found the queue empty and stopped
-    without delivering it; more often on a loaded machine, where the request takes longer. A
-    message another consumer receives during the count can still be missed; a drain (one per
-    stack) has none."""
-    held = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(_SQS_HELD))["Attributes"]
-    visible = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-    return sum(int(held.get(name, 0)) for name in _SQS_HELD) + int(visible["ApproximateNumberOfMessages"])
-
-
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() > deadline
 
@@ -774,4 +754,4 @@ def summarize_stats(stats: Mapping[str, MappingStats]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EventSourceMappingEmulator", "MappingStats", "MarshalError", "drain", "sqs_backlog", "summarize_stats"]
+__all__ = ["EventSourceMappingEmulator", "MappingStats", "MarshalError", "drain", "summarize_stats"]
