@@ -27,6 +27,8 @@ from ensemble_trader.domain.risk import RiskState
 from ensemble_trader.runtime.deadline import DeadlineExceededError, invocation_deadline
 from ensemble_trader.runtime.settings import Settings
 
+from tests.unit.test_invocation_deadline import Context, FakeClock
+
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused", region="us-east-1")
 ATTEMPT_S = attempt_seconds(DEFAULT_CONFIG)  # 7.5 s
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
@@ -34,25 +36,6 @@ THROTTLED = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingEx
                         "message": "Rate of requests exceeds the allowed throughput."}).encode()
 NOT_STARTED_TAIL = ("DynamoDB {op} (attempt not started): stopped with 7.40 s of the invocation left, under the "
                     "7.50 s one attempt can take (connect 2 s + read 5 s + 0.5 s)")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Context:
-    def __init__(self, left_s: float):
-        self.left_ms = int(round(left_s * 1000))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.left_ms
 
 
 class Raw:
