@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 def test_regime_report_accounts_for_a_re_emitted_features_copy(clean_stack):
     """A features retry re-emits a feature vector (the features report calls it a re-emitted
@@ -27,11 +29,48 @@ def test_regime_report_accounts_for_a_re_emitted_features_copy(clean_stack):
     assert "100  distinct bars on features (+1 re-emitted copies" in text
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In a child before exec: SIGINT's default action, as a terminal's foreground job has it
+    (Python then raises ``KeyboardInterrupt`` on it).
+
+    An ignored signal stays ignored across fork and exec, and a test run started as a background
+    job of a non-interactive shell (a CI script, ``make test &``: POSIX has such a job ignore
+    SIGINT and SIGQUIT) ignores SIGINT. Python installs its ``KeyboardInterrupt`` handler only
+    over the default action, so a demo spawned from such a run ignored the test's SIGINT and ran
+    on for minutes, into its trading stages, until the test gave up after 120 s."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def foreground_job(command: list[str], env: dict[str, str]):
+    """``command`` as a terminal's foreground job: a session of its own (so its process group
+    gets the "terminal's" SIGINT, not the test run), SIGINT at its default action whatever the
+    test run does with it (:func:`_sigint_as_in_a_terminal`), stdout and stderr piped as text."""
+    import subprocess
+
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
+
+
+@contextmanager
+def sigint_ignored():
+    """SIGINT ignored in this process while in the block (previous handler restored after), as a
+    test run started as a background job of a non-interactive shell has it (CI): what a child
+    spawned meanwhile inherits."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _demo(*args: str, env: dict[str, str] | None = None):
-    """``ensemble-trader demo`` in a session of its own (as a terminal's foreground job), its
+    """``ensemble-trader demo`` as a terminal's foreground job (:func:`foreground_job`), its
     output unbuffered so the test sees each line when it is printed."""
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -39,8 +78,7 @@ def _demo(*args: str, env: dict[str, str] | None = None):
     for key in ("ET_AWS_ENDPOINT_URL", "ET_REDIS_URL", "ET_STAGE"):  # not the test session's stack
         environ.pop(key, None)
     cli = Path(sys.executable).with_name("ensemble-trader")
-    return subprocess.Popen([str(cli), "demo", "--no-progress", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=environ, start_new_session=True)
+    return foreground_job([str(cli), "demo", "--no-progress", *args], environ)
 
 
 def _until_stack_is_up(proc) -> str:
@@ -79,12 +117,17 @@ def _port_is_closed(url: str) -> bool:
 def test_ctrl_c_ends_the_demo_with_130_and_one_line():
     """The terminal's SIGINT goes to the whole foreground process group. The servers must not
     get it (they would die before the demo's own cleanup, which then failed with a raw botocore
-    EndpointConnectionError traceback and exit 1)."""
+    EndpointConnectionError traceback and exit 1).
+
+    Started from a test run that ignores SIGINT (as a CI run started in the background does), so
+    that the demo's SIGINT never depends on how the run was started: the demo is a terminal's
+    foreground job all the same (it ignored the SIGINT and the test waited 120 s in such a run)."""
     import os
     import re
     import signal
 
-    proc = _demo()
+    with sigint_ignored():
+        proc = _demo()
     try:
         line = _until_stack_is_up(proc)
         moto, redis = re.search(r"moto (\S+), .*redis-server (\S+)", line).groups()
