@@ -18,6 +18,7 @@ def _table_rows(markdown_table: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.minutes
 def test_the_btc_history_table_in_the_docs_is_what_the_code_gives():
     """`regime history` fits the BTC model (seed 0, 32 restarts per K, every core)."""
     from ensemble_trader.domain.errors import DataError
