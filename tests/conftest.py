@@ -43,8 +43,9 @@ _hypothesis_profile()
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``minutes`` run first (the others keep their order): under ``make test``'s
-    pytest-xdist their files go to the first workers at once and overlap the rest of the suite,
-    instead of starting last and running alone at the end."""
+    pytest-xdist (``--no-loadscope-reorder``: files in this order, not sorted by their number of
+    tests) their files go to the first workers at once and overlap the rest of the suite, instead
+    of starting last and running alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("minutes") is None)
 
 @pytest.fixture()
