@@ -346,14 +346,14 @@ def _run_restarts(hmms: list[Any], z: np.ndarray, lengths: list[int], n_jobs: in
     """Each restart's (outcome, fitted hmm), in the order given, as they end: in this process when
     ``n_jobs`` is 1, else in joblib's worker processes (one BLAS thread each)."""
     if n_jobs == 1 or len(hmms) == 1:
-        return ((_fit_restart(hmm, z, lengths), hmm) for hmm in hmms)
+        return (_fitted_restart(hmm, z, lengths) for hmm in hmms)
     from joblib import Parallel, delayed  # scikit-learn's dependency
 
     return Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_fitted_restart)(hmm, z, lengths) for hmm in hmms)
 
 
 def _fitted_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> tuple[float | str, Any]:
-    """One restart in a worker process: its outcome and the hmm it fitted (a copy sent back)."""
+    """One restart: its outcome and the hmm it fitted (from a worker process, a copy sent back)."""
     return _fit_restart(hmm, z, lengths), hmm
 
 
