@@ -46,7 +46,8 @@ demo: $(STAMP) redis-server
 	$(VENV)/bin/ensemble-trader demo
 
 # every core (pytest-xdist), a test file's tests on one worker: each worker starts its own moto
-# server and redis-server (session fixtures, free ports); 570 s on 2 cores against 884 s in one process.
+# server and redis-server (session fixtures, free ports): a fresh-clone CI ran the suite in 637 s on
+# 2 cores, 884 s in one process.
 # Files in collection order (no reorder by test count), so tests marked `minutes` start first.
 test: $(STAMP) $(NODE_STAMP) redis-server layers
 	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder tests
