@@ -10,15 +10,11 @@ on a fake clock.
 
 from __future__ import annotations
 
-import json
-import time
 from datetime import UTC, datetime
 
-import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from ensemble_trader.adapters.aws._retry import resend_failed
-from ensemble_trader.adapters.aws.clients import DEFAULT_CONFIG, attempt_seconds, bound_by_deadline
+from ensemble_trader.adapters.aws.clients import DEFAULT_CONFIG, attempt_seconds
 from ensemble_trader.adapters.aws.dynamodb import DynamoKeyValueStore, translate
 from ensemble_trader.adapters.aws.orders_store import DynamoOrdersStore, DynamoPaperLedger
 from ensemble_trader.domain.errors import InfrastructureError
@@ -27,56 +23,20 @@ from ensemble_trader.domain.risk import RiskState
 from ensemble_trader.runtime.deadline import DeadlineExceededError, invocation_deadline
 from ensemble_trader.runtime.settings import Settings
 
-from tests.unit.test_invocation_deadline import Context, FakeClock
+from tests.unit import test_invocation_deadline as fake_aws
+from tests.unit.test_invocation_deadline import Answers, Context
+
+clock = fake_aws.clock  # the fake clock fixture, which botocore's retry sleep advances
 
 SETTINGS = Settings(stage="unit", aws_endpoint_url=None, redis_url="redis://unused", region="us-east-1")
 ATTEMPT_S = attempt_seconds(DEFAULT_CONFIG)  # 7.5 s
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
-THROTTLED = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException",
-                        "message": "Rate of requests exceeds the allowed throughput."}).encode()
 NOT_STARTED_TAIL = ("DynamoDB {op} (attempt not started): stopped with 7.40 s of the invocation left, under the "
                     "7.50 s one attempt can take (connect 2 s + read 5 s + 0.5 s)")
 
 
-class Raw:
-    def __init__(self, body: bytes):
-        self.body = body
-
-    def stream(self, **_):
-        yield self.body
-
-
-class Answers:
-    """Answers the attempts the guard lets through: throttled while ``throttled()`` holds, else
-    ``ok``; each attempt takes ``cost`` seconds of the fake clock."""
-
-    def __init__(self, clock: FakeClock, throttled=lambda: False, ok: bytes = b"{}", cost: float = 0.0):
-        self.clock, self.throttled, self.ok, self.cost = clock, throttled, ok, cost
-        self.attempts = 0
-
-    def __call__(self, request, **_):
-        self.attempts += 1
-        self.clock.now += self.cost
-        if self.throttled():
-            return AWSResponse(request.url, 400, {"x-amzn-RequestId": "r"}, Raw(THROTTLED))
-        return AWSResponse(request.url, 200, {"x-amzn-RequestId": "r"}, Raw(self.ok))
-
-
 def _dynamodb(answers: Answers):
-    client = boto3.session.Session().client(
-        "dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9", config=DEFAULT_CONFIG,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )
-    bound_by_deadline(client)
-    client.meta.events.register("before-send.dynamodb", answers)
-    return client
-
-
-@pytest.fixture()
-def clock(monkeypatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(time, "sleep", fake.sleep)  # botocore's retry back-off
-    return fake
+    return fake_aws._client("dynamodb", answers)
 
 
 def _order() -> Order:
@@ -153,12 +113,12 @@ STORES = {
                          ids=[f"{store}-{name}" for store, name, *_ in CASES])
 def test_an_attempt_the_guard_refused_names_the_table_and_the_store_operation(clock, store, name, call, what,
                                                                              operation):
-    answers = Answers(clock)
+    answers = Answers(clock, lambda c: False)
     target = STORES[store](_dynamodb(answers))
     with invocation_deadline(Context(ATTEMPT_S - 0.1), clock=clock):
         with pytest.raises(DeadlineExceededError) as caught:
             call(target)
-    assert answers.attempts == 0
+    assert answers.attempts == []
     assert str(caught.value) == f"{what}: {NOT_STARTED_TAIL.format(op=operation)}"
     refusal = caught.value.__cause__
     assert isinstance(refusal, DeadlineExceededError) and refusal.what == f"DynamoDB {operation} (attempt not started)"
@@ -170,12 +130,12 @@ def test_an_attempt_the_guard_refused_names_the_table_and_the_store_operation(cl
 def test_a_retry_the_guard_refused_names_the_table_and_the_expected_version(clock):
     """Throttled, with too little left for botocore's back-off and another attempt: the refusal
     from ``needs-retry`` is led by the call's context too."""
-    answers = Answers(clock, throttled=lambda: True, cost=3.0)
+    answers = Answers(clock, lambda c: True, cost=3.0)
     store = DynamoKeyValueStore(_dynamodb(answers), settings=SETTINGS)
     with invocation_deadline(Context(9.0), clock=clock):
         with pytest.raises(DeadlineExceededError) as caught:
             store.put_item("stage-state", {"pk": "a", "sk": "b", "version": 2}, expected_version=1)
-    assert answers.attempts == 1
+    assert len(answers.attempts) == 1
     assert str(caught.value).startswith(
         "DynamoDB put_item et-unit-stage-state (expected version 1): DynamoDB PutItem: not retried after attempt 1 "
         "(ThrottlingException")
@@ -213,11 +173,11 @@ def _resend(client, entries: list[str], *, first_fails: bool = False):
 
 
 def test_a_first_attempt_the_guard_refused_before_sending_it_is_not_counted(clock):
-    answers = Answers(clock)
+    answers = Answers(clock, lambda c: False)
     with invocation_deadline(Context(ATTEMPT_S - 0.1), clock=clock):
         with pytest.raises(DeadlineExceededError) as caught:
             _resend(_dynamodb(answers), ["x", "y"])
-    assert answers.attempts == 0
+    assert answers.attempts == []
     assert str(caught.value).startswith(
         "Batch to t: 2 of 2 entries still failing before its first attempt (last error: DynamoDB PutItem "
         "(attempt not started)): stopped with 7.40 s")
@@ -225,20 +185,20 @@ def test_a_first_attempt_the_guard_refused_before_sending_it_is_not_counted(cloc
 
 
 def test_an_attempt_sent_then_refused_a_retry_by_the_guard_is_counted(clock):
-    answers = Answers(clock, throttled=lambda: True, cost=3.0)
+    answers = Answers(clock, lambda c: True, cost=3.0)
     with invocation_deadline(Context(9.0), clock=clock):
         with pytest.raises(DeadlineExceededError, match=r"^Batch to t: 2 of 2 entries still failing after 1 attempt "
                                                         r"\(last error: DynamoDB PutItem: not retried after attempt 1"):
             _resend(_dynamodb(answers), ["x", "y"])
-    assert answers.attempts == 1
+    assert len(answers.attempts) == 1
 
 
 def test_a_later_attempt_the_guard_refused_before_sending_it_is_not_counted(clock):
     """The first call went through (one entry failing); the guard refused the second before
     sending it: one attempt was made, not two."""
-    answers = Answers(clock, cost=2.0)
+    answers = Answers(clock, lambda c: False, cost=2.0)
     with invocation_deadline(Context(ATTEMPT_S + 1.0), clock=clock):
         with pytest.raises(DeadlineExceededError, match=r"^Batch to t: 1 of 2 entries still failing after 1 attempt "
                                                         r"\(last error: DynamoDB PutItem \(attempt not started\)\)"):
             _resend(_dynamodb(answers), ["x", "y"], first_fails=True)
-    assert answers.attempts == 1
+    assert len(answers.attempts) == 1
