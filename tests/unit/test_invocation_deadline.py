@@ -338,7 +338,8 @@ def test_a_publisher_starts_no_call_with_less_than_one_attempt_left():
 def test_an_attempt_refused_by_botocores_guard_names_the_entries_still_failing(publisher):
     """The guard refuses an attempt inside the client's call: the publisher's error says how many
     entries of its batch still fail, and why — before its first attempt, as nothing was sent."""
-    refusal = DeadlineExceededError("AWS call (attempt not started)", 3.0, ATTEMPT_S, "one attempt can take")
+    refusal = DeadlineExceededError("AWS call (attempt not started)", 3.0, ATTEMPT_S, "one attempt can take",
+                                    attempt_started=False)
 
     class Refusing:
         def put_records(self, **_):

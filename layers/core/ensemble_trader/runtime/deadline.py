@@ -58,19 +58,35 @@ class DeadlineExceededError(InfrastructureError):
     3 of 40 entries still failing ..."``), ``left_s`` the seconds that were left, ``needed_s`` the
     seconds it could have taken and ``needed_for`` what those are (one attempt, a back-off and
     the attempt after it). ``failing`` holds what was still not done (the entries of a batch
-    call), empty when it is not known."""
+    call), empty when it is not known. ``attempt_started`` is False when the refusal stopped an
+    attempt before it was sent (the AWS clients' guard at ``before-send``: nothing of it reached
+    the service), True (the default) when an attempt was sent before it or it is not known; code
+    reads this flag, never the message (whose ``(attempt not started)`` is for people).
+
+    :meth:`led_by` names the caller's context (a table, a bucket and key, a queue) in front of
+    ``what``, keeping everything else; copies and pickles keep every attribute."""
 
     def __init__(self, what: str, left_s: float, needed_s: float, needed_for: str = "it could take",
-                 *, failing: Sequence[Any] = ()):
+                 *, failing: Sequence[Any] = (), attempt_started: bool = True):
         self.what = what
         self.left_s = left_s
         self.needed_s = needed_s
         self.needed_for = needed_for
         self.failing = list(failing)
+        self.attempt_started = attempt_started
         super().__init__(
             f"{what}: stopped with {max(left_s, 0.0):.2f} s of the invocation left, under the "
             f"{needed_s:.2f} s {needed_for}"
         )
+
+    def led_by(self, context: str) -> DeadlineExceededError:
+        """This refusal with ``context`` (what the caller was doing: ``"S3 get s3://bucket/key"``)
+        leading its ``what``; the figures, ``failing`` and ``attempt_started`` unchanged."""
+        return DeadlineExceededError(f"{context}: {self.what}", self.left_s, self.needed_s, self.needed_for,
+                                     failing=self.failing, attempt_started=self.attempt_started)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the message alone (``args``) cannot rebuild it
+        return (type(self), (self.what, self.left_s, self.needed_s, self.needed_for), self.__dict__)
 
 
 @contextmanager

@@ -38,7 +38,6 @@ from botocore.exceptions import (
     UnknownServiceError,
 )
 
-from ensemble_trader.adapters.aws.clients import NOT_STARTED
 from ensemble_trader.domain.errors import DataError, InfrastructureError
 from ensemble_trader.runtime import deadline
 from ensemble_trader.runtime.deadline import DeadlineExceededError
@@ -115,12 +114,6 @@ def is_configuration_error(exc: BaseException) -> bool:
     return isinstance(exc, CONFIGURATION_ERRORS) or _code_in(exc, CONFIGURATION_ERROR_CODES)
 
 
-def _sent(exc: DeadlineExceededError) -> bool:
-    """False when the guard refused the call's attempt before it was sent (``before-send``); True
-    when it refused a retry after an attempt was sent (``needs-retry``) or anything else refused."""
-    return not exc.what.endswith(NOT_STARTED)
-
-
 def backoff_delay(base_delay_s: float, attempt: int, max_delay_s: float = math.inf) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): exponential from ``base_delay_s``,
     capped at ``max_delay_s``, with jitter (half to all of it) so retrying writers spread out."""
@@ -148,8 +141,9 @@ def resend_failed(
     a back-off is not slept unless ``attempt_s`` remains after it: DeadlineExceededError, whose
     message starts with ``what`` and names the entries still failing (``failing``: them) and the
     last error. It counts the calls of ``send`` that sent something: a call whose attempt the
-    client's deadline guard refused before sending it (``before-send``) is not one ("before its
-    first attempt" when it was the first), a call whose retry the guard refused after an attempt
+    client's deadline guard refused before sending it (``before-send``: the error's
+    ``attempt_started`` is False, and stays so on the loop's error) is not one ("before its first
+    attempt" when it was the first), a call whose retry the guard refused after an attempt
     (``needs-retry``) is.
     """
     pending, last_error, made = entries, "", 0
@@ -165,11 +159,11 @@ def resend_failed(
         try:
             pending, last_error = send(pending)
         except DeadlineExceededError as exc:  # botocore's guard refused an attempt of this call
-            if not _sent(exc):
+            if not exc.attempt_started:  # refused before sending (``before-send``): no attempt made
                 made = attempt - 1
             last_error = exc.what
             raise DeadlineExceededError(unfinished(), exc.left_s, exc.needed_s, exc.needed_for,
-                                        failing=pending) from exc
+                                        failing=pending, attempt_started=exc.attempt_started) from exc
         except (ClientError, BotoCoreError) as exc:
             if is_configuration_error(exc):
                 raise InfrastructureError(

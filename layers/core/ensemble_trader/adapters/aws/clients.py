@@ -24,9 +24,10 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ProfileNotFound
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from botocore.retries import standard
 
+from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.deadline import DeadlineExceededError, current
 from ensemble_trader.runtime.settings import (
     EnvironmentSettingError,
@@ -107,15 +108,33 @@ def attempt_seconds(client_or_config: Any = None) -> float:
 
 
 NOT_STARTED = "(attempt not started)"
-"""How the ``what`` of the guard's DeadlineExceededError ends when ``before-send`` refused an
-attempt before sending it (the publishers' loop then does not count the call as an attempt)."""
+"""How the ``what`` of the guard's DeadlineExceededError ends, for people, when ``before-send``
+refused an attempt before sending it; code reads the error's ``attempt_started`` (False then)."""
+
+CALL_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError, DeadlineExceededError)
+"""What a call of one of these clients raises: botocore's errors, and the deadline guard's
+refusal of an attempt or a retry, which names only the service and operation
+(``S3 GetObject (attempt not started)``): an adapter catches all three and leads its error with
+the resource called (:func:`call_error`; DynamoDB's :func:`~ensemble_trader.adapters.aws.dynamodb.translate`)."""
+
+
+def call_error(exc: Exception, what: str) -> InfrastructureError:
+    """The error to raise for ``exc`` (one of :data:`CALL_ERRORS`) of the call ``what`` (the
+    operation and the resource: ``"S3 get s3://bucket/key"``): the guard's DeadlineExceededError
+    led by ``what``, still one, with its figures, ``failing`` and ``attempt_started``
+    (:meth:`~ensemble_trader.runtime.deadline.DeadlineExceededError.led_by`); any other error as
+    an InfrastructureError ``"{what}: {exc}"``."""
+    if isinstance(exc, DeadlineExceededError):
+        return exc.led_by(what)
+    return InfrastructureError(f"{what}: {exc}")
 
 
 class _DeadlineGuard:
     """botocore handlers of one client that keep its attempts inside the invocation's deadline.
 
     ``before-send`` (emitted before every attempt, the first and each retry) raises
-    DeadlineExceededError when less than one attempt (:func:`attempt_seconds`) is left. botocore's
+    DeadlineExceededError (``attempt_started`` False: the attempt was not sent) when less than
+    one attempt (:func:`attempt_seconds`) is left. botocore's
     endpoint catches what a ``before-send`` handler raises as the attempt's exception and asks
     ``needs-retry``; standard mode retries only connection errors, HTTP client errors, throttling
     and transient codes, so this one is raised to the caller at once, unretried.
@@ -165,7 +184,7 @@ class _DeadlineGuard:
         left = deadline.left()
         if left < self.attempt_s:
             raise DeadlineExceededError(f"{self._what(event_name)} {NOT_STARTED}", left, self.attempt_s,
-                                        f"one attempt can take {self._timeouts}")
+                                        f"one attempt can take {self._timeouts}", attempt_started=False)
         return None
 
     def needs_retry(self, event_name: str = "", **kwargs: Any) -> None:

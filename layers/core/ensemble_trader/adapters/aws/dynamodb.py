@@ -16,10 +16,10 @@ from decimal import DecimalException
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from ensemble_trader.adapters.aws._names import physical
-from ensemble_trader.adapters.aws.clients import attempt_seconds, error_code
+from ensemble_trader.adapters.aws.clients import CALL_ERRORS, attempt_seconds, error_code
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, StoreRefusedError
@@ -69,12 +69,6 @@ def _key_names(table: str, settings: Settings | None = None) -> tuple[str, ...]:
     return ()
 
 
-CALL_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError, DeadlineExceededError)
-"""What a DynamoDB call of a client raises that :func:`translate` turns into the error naming the
-call: botocore's errors, and the deadline guard's refusal of an attempt
-(:mod:`ensemble_trader.adapters.aws.clients`), which names only the operation."""
-
-
 def translate(exc: Exception, what: str) -> Exception:
     """A botocore error as the domain's exception: ConcurrencyError for a lost condition,
     StoreRefusedError (a DataError) for a request DynamoDB refuses as invalid
@@ -85,11 +79,11 @@ def translate(exc: Exception, what: str) -> Exception:
 
     A :class:`~ensemble_trader.runtime.deadline.DeadlineExceededError` (the client's deadline
     guard refused an attempt or a retry: ``DynamoDB PutItem (attempt not started)``) stays one,
-    with the same ``left_s``, ``needed_s``, ``needed_for`` and ``failing``, its message led by
-    ``what`` like the call's other errors (the table, the key or expected version)."""
+    with the same ``left_s``, ``needed_s``, ``needed_for``, ``failing`` and ``attempt_started``,
+    its message led by ``what`` like the call's other errors (the table, the key or expected
+    version). ``exc`` is one of :data:`~ensemble_trader.adapters.aws.clients.CALL_ERRORS`."""
     if isinstance(exc, DeadlineExceededError):
-        return DeadlineExceededError(f"{what}: {exc.what}", exc.left_s, exc.needed_s, exc.needed_for,
-                                     failing=exc.failing)
+        return exc.led_by(what)
     if error_code(exc) == "ConditionalCheckFailedException":
         return ConcurrencyError(f"{what}: condition failed (another writer got there first)")
     if error_code(exc) == "ValidationException" or isinstance(exc, ParamValidationError):

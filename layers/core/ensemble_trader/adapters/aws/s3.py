@@ -1,14 +1,17 @@
-"""S3 model store: the model registry bucket as :class:`ensemble_trader.ports.ModelStore`."""
+"""S3 model store: the model registry bucket as :class:`ensemble_trader.ports.ModelStore`.
+
+A failed call's error names the operation and the object (``S3 get s3://bucket/key: ...``): an
+InfrastructureError, or the DeadlineExceededError (an InfrastructureError too) of the client's
+deadline guard led by them (:func:`~ensemble_trader.adapters.aws.clients.call_error`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from ensemble_trader.adapters.aws.clients import CALL_ERRORS, call_error, error_code
 from ensemble_trader.adapters.aws.clients import client as make_client
-from ensemble_trader.adapters.aws.clients import error_code
-from ensemble_trader.domain.errors import ConcurrencyError, InfrastructureError, ModelArtifactError
+from ensemble_trader.domain.errors import ConcurrencyError, ModelArtifactError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 
@@ -32,17 +35,17 @@ class S3ModelStore:
         full = self.prefix + key
         try:
             return self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise ModelArtifactError(f"s3://{self.bucket}/{full} does not exist") from exc
-            raise InfrastructureError(f"S3 get s3://{self.bucket}/{full}: {exc}") from exc
+            raise call_error(exc, f"S3 get s3://{self.bucket}/{full}") from exc
 
     def write(self, key: str, data: bytes) -> None:
         full = self.prefix + key
         try:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
-        except (ClientError, BotoCoreError) as exc:
-            raise InfrastructureError(f"S3 put s3://{self.bucket}/{full}: {exc}") from exc
+        except CALL_ERRORS as exc:
+            raise call_error(exc, f"S3 put s3://{self.bucket}/{full}") from exc
 
     def replace(self, key: str, data: bytes, expected: bytes | None) -> None:
         """A conditional put: ``If-Match`` on the ETag of the object read (it still holds
@@ -52,19 +55,19 @@ class S3ModelStore:
         try:
             current = self._client.get_object(Bucket=self.bucket, Key=full)
             body, etag = current["Body"].read(), current["ETag"]
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
-                raise InfrastructureError(f"S3 get s3://{self.bucket}/{full}: {exc}") from exc
+                raise call_error(exc, f"S3 get s3://{self.bucket}/{full}") from exc
             body, etag = None, None
         if body != expected:
             raise ConcurrencyError(f"s3://{self.bucket}/{full} changed since it was read")
         condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
         try:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
-        except (ClientError, BotoCoreError) as exc:
+        except CALL_ERRORS as exc:
             if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 raise ConcurrencyError(f"s3://{self.bucket}/{full} changed while it was written") from exc
-            raise InfrastructureError(f"S3 put s3://{self.bucket}/{full}: {exc}") from exc
+            raise call_error(exc, f"S3 put s3://{self.bucket}/{full}") from exc
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys (relative to the store's prefix) that start with ``prefix``."""
@@ -73,6 +76,6 @@ class S3ModelStore:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
-        except (ClientError, BotoCoreError) as exc:
-            raise InfrastructureError(f"S3 list s3://{self.bucket}/{self.prefix}{prefix}: {exc}") from exc
+        except CALL_ERRORS as exc:
+            raise call_error(exc, f"S3 list s3://{self.bucket}/{self.prefix}{prefix}") from exc
         return keys

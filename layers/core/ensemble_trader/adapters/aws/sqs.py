@@ -19,6 +19,7 @@ from ensemble_trader.adapters.aws.clients import attempt_seconds
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.limits import is_fifo_queue, message_text
 from ensemble_trader.domain.errors import DataError, InfrastructureError
+from ensemble_trader.runtime.deadline import DeadlineExceededError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_BATCH = 10
@@ -41,7 +42,7 @@ class SqsPublisher:
     a DataError before any message is sent. Entries SQS still rejects as the sender's fault
     (``SenderFault``: e.g. a bad group id) are not retried: once the others went through, a
     DataError names them. Inside a Lambda invocation no call or back-off is started that its
-    deadline could not hold (DeadlineExceededError, see
+    deadline could not hold (DeadlineExceededError naming the queue and the operation, see
     :func:`~ensemble_trader.adapters.aws._retry.resend_failed`).
     """
 
@@ -68,6 +69,8 @@ class SqsPublisher:
         if url is None:
             try:
                 url = self._client.get_queue_url(QueueName=name)["QueueUrl"]
+            except DeadlineExceededError as exc:  # the client's guard names only "SQS GetQueueUrl"
+                raise exc.led_by(f"SQS get_queue_url {name}") from exc
             except (ClientError, BotoCoreError) as exc:
                 raise InfrastructureError(f"SQS queue {name} not reachable: {exc}") from exc
             self._urls[name] = url
