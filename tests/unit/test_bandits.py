@@ -309,7 +309,8 @@ def test_size_bound_covers_a_learner_full_of_long_floats() -> None:
 
 
 @pytest.mark.parametrize(("policy", "array"), [("thompson", "s0_"), ("thompson", "s2_"), ("ucb", "counts_"),
-                                               ("dts", "s0_"), ("swucb", "buffer_mask_")])
+                                               ("dts", "s0_"), ("swucb", "buffer_mask_"),
+                                               ("glrts", "history_n_"), ("glrucb", "restarts_")])
 def test_a_stored_statistic_that_cannot_be_negative_is_refused_at_restore(policy, array):
     """Accepted, a negative count made every later select() fail with numpy's own error."""
     d = make_bandit(policy, 3, random_state=1).to_dict()

@@ -226,10 +226,11 @@ def test_compare_gives_policy_params_to_the_chosen_policy_only(capsys) -> None:
     hedge = printed["policies"]["hedge/regime/blend/full"]
     assert hedge["ensemble"] == printed["ensemble"] and hedge["regret"] == printed["regret"]["overall"]
     assert printed["run"]["config"]["policy_params"] == {"eta": 0.2}
-    from ensemble_trader.cli.backtest import compared_configs
+    from ensemble_trader.cli.backtest import POLICY_CHOICES, compared_configs
 
     configs = compared_configs(MetaAgentConfig.create(policy="hedge", policy_params={"eta": 0.2}))
-    assert [c.policy_params for c in configs] == [None] * 6 + [{"eta": 0.2}]
+    assert [c.policy_params for c in configs] == [None] * (len(configs) - 1) + [{"eta": 0.2}]
+    assert [c.policy for c in configs] == list(POLICY_CHOICES) and POLICY_CHOICES[-1] == "hedge"
     unchecked = MetaAgentConfig.create().model_copy(update={"max_position": 9.0})  # model_copy checks nothing
     with pytest.raises(InvalidMessageError, match="max_position"):  # each compared one is checked as it is built
         compared_configs(unchecked)

@@ -159,6 +159,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "hedge-regime-prior300-vt-market-var-cap0.5": BASE | _VT_VAR | _REGIME | {"max_position_change": 0.5},
     "hedge-probability-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"context": "probability"},
     "thompson-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"policy": "thompson"},
+    # learners that restart when a GLR test finds a change in the agents' rewards
+    "glrts-global-vt-market-var": BASE | _VT_VAR | {"policy": "glrts"},
+    "glrts-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"policy": "glrts"},
     # a no-trade band on the ensemble's own position (the agents have theirs)
     "hedge-regime-prior300-vt-market-var-band0.05": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.05},
     "hedge-regime-prior300-vt-market-var-band0.1": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.1},

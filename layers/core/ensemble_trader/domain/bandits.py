@@ -30,7 +30,9 @@ Regimes shift, so an arm's mean reward is piecewise stationary. UCB1 and plain T
 sampling weigh a reward from a year ago like today's and adapt slowly after a change point.
 Discounted UCB and discounted Thompson sampling multiply their statistics by ``gamma`` every
 round (an effective memory of ``1 / (1 - gamma)`` rounds); sliding-window UCB keeps only the
-last ``window`` rounds; Hedge and EXP3 accept a ``discount`` on their log-weights.
+last ``window`` rounds; Hedge and EXP3 accept a ``discount`` on their log-weights. These forget
+at a fixed rate, changes or not. GLR-UCB and GLR Thompson sampling instead keep everything until
+a generalised likelihood ratio test finds a change in an arm's mean, then restart.
 
 Randomness comes from one seeded :class:`numpy.random.Generator` per learner. The whole
 learner (parameters, statistics and generator state) round-trips through :meth:`to_dict` /
@@ -63,7 +65,8 @@ class Selection:
     ``estimates`` are the learner's reward estimates per arm (posterior means, empirical means,
     or log-weights for the exponential-weights family); ``bonuses`` the exploration bonus per
     arm (UCB family, else None); ``samples`` the posterior draw per arm (Thompson sampling,
-    else None); ``weights`` the distribution the choice was made from.
+    else None); ``weights`` the distribution the choice was made from. ``forced``: the arm was
+    played for forced exploration (change-detecting learners), not for its index or sample.
     """
 
     arm: int
@@ -71,6 +74,7 @@ class Selection:
     estimates: np.ndarray
     bonuses: np.ndarray | None = None
     samples: np.ndarray | None = None
+    forced: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -82,6 +86,8 @@ class Selection:
             out["bonuses"] = [_json_float(b) for b in self.bonuses]
         if self.samples is not None:
             out["samples"] = [float(s) for s in self.samples]
+        if self.forced:
+            out["forced"] = True
         return out
 
 
@@ -573,6 +579,196 @@ class DiscountedThompson(GaussianThompson):
 
 
 # ============================================================================================
+# Change detection: restart on a generalised likelihood ratio test (GLR)
+# ============================================================================================
+
+
+def glr_threshold(n: int | np.ndarray, delta: float) -> float | np.ndarray:
+    """The GLR test's threshold after ``n`` samples, ``ln(3 n^1.5 / delta)`` (Besson et al.)."""
+    return np.log(3.0 * np.asarray(n, dtype=float) ** 1.5 / delta)
+
+
+def glr_statistics(samples: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian GLR statistic of a change in mean, per column of ``samples`` (n, m), n >= 2.
+
+    ``max over s of s (n - s) / n * (mean(x[:s]) - mean(x[s:]))^2 / (2 sigma^2)``: the log
+    likelihood ratio of "one change of mean after some sample s" against "no change", for
+    sigma-sub-Gaussian samples, maximised over every split.
+    """
+    n = samples.shape[0]
+    cumulative = np.cumsum(samples, axis=0)
+    s = np.arange(1, n, dtype=float)[:, None]
+    before = cumulative[:-1] / s
+    after = (cumulative[-1] - cumulative[:-1]) / (n - s)
+    return (s * (n - s) / n * (before - after) ** 2).max(axis=0) / (2.0 * sigma * sigma)
+
+
+class RestartOnChange(Bandit):
+    """Global restarts on detected change points (Besson, Kaufmann, Maillard & Seznec, "Efficient
+    change-point detection for tackling piecewise-stationary bandits", JMLR 2022).
+
+    After every update the rewards each updated arm earned since the last restart (its last
+    ``history`` of them) are tested for one change of mean with the Gaussian GLR test of
+    :func:`glr_statistics` against :func:`glr_threshold` (``delta``: the test's false-alarm
+    probability; ``sigma``: the rewards' sub-Gaussian scale — 1 for unit-scale risk-adjusted
+    rewards, ``B / 2`` for rewards in an interval of width ``B``). A detection in any arm restarts
+    the whole learner (its statistics and every arm's history): when a regime shifts, every
+    agent's reward changes with it. ``explore`` = alpha > 0 forces, in every
+    ``floor(K / alpha)`` rounds since the last restart, one round on each arm, so that a change in
+    an arm the learner no longer plays is seen with bandit feedback (Besson et al. take
+    ``alpha = sqrt(Y ln T / T)`` for ``Y`` change points in ``T`` rounds). With full information
+    every arm is seen every round and ``explore`` should stay 0.
+    """
+
+    _detector_params: ClassVar[tuple[str, ...]] = ("sigma", "delta", "history", "explore")
+    _detector_arrays: ClassVar[tuple[str, ...]] = ("history_", "history_n_", "restarts_")
+    _detector_counts: ClassVar[tuple[str, ...]] = ("history_n_", "restarts_")
+    _base_arrays: ClassVar[tuple[str, ...]]
+
+    def _init_detector(self, sigma: float, delta: float, history: int, explore: float) -> None:
+        if not sigma > 0:
+            raise BanditError(f"{self.name}: sigma must be > 0, got {sigma!r}")
+        if not 0.0 < delta < 1.0:
+            raise BanditError(f"{self.name}: delta must be in (0, 1), got {delta!r}")
+        if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 2:
+            raise BanditError(f"{self.name}: history must be an integer >= 2, got {history!r}")
+        if not 0.0 <= explore < 1.0:
+            raise BanditError(f"{self.name}: explore must be in [0, 1), got {explore!r}")
+        self.sigma = float(sigma)
+        self.delta = float(delta)
+        self.history = int(history)
+        self.explore = float(explore)
+        self.history_ = np.zeros((self.history, self.n_arms))
+        self.history_n_ = np.zeros(self.n_arms)  # rewards per arm since the last restart
+        self.restarts_ = np.zeros(2)  # [rounds since the last restart, restarts so far]
+
+    @property
+    def rounds_since_restart(self) -> int:
+        return int(self.restarts_[0])
+
+    @property
+    def restarts(self) -> int:
+        """Change points detected (and restarts made) so far."""
+        return int(self.restarts_[1])
+
+    def _forced_arm(self) -> int | None:
+        """The arm this round must play for forced exploration, or None."""
+        if self.explore <= 0.0:
+            return None
+        period = max(int(self.n_arms / self.explore), self.n_arms + 1)
+        slot = self.rounds_since_restart % period
+        return slot if slot < self.n_arms else None
+
+    def select(self) -> Selection:
+        selection = super().select()  # type: ignore[safe-super]
+        forced = self._forced_arm()
+        if forced is None:
+            return selection
+        return Selection(forced, np.eye(self.n_arms)[forced], selection.estimates,
+                         bonuses=selection.bonuses, samples=selection.samples, forced=True)
+
+    def _samples(self, arm: int) -> np.ndarray:
+        """The arm's rewards since the last restart (its last ``history``), oldest first."""
+        count = int(self.history_n_[arm])
+        if count <= self.history:
+            return self.history_[:count, arm]
+        return np.roll(self.history_[:, arm], -(count % self.history))
+
+    def _changed(self, arms: np.ndarray) -> bool:
+        counts = self.history_n_[arms]
+        if counts.size and np.all(counts == counts[0]):  # full information: one test for all
+            n = int(min(counts[0], self.history))
+            if n < 2:
+                return False
+            window = np.stack([self._samples(int(a)) for a in arms], axis=1)
+            return bool(np.any(glr_statistics(window, self.sigma) > glr_threshold(n, self.delta)))
+        for arm in arms:
+            window = self._samples(int(arm))
+            if window.size >= 2 and glr_statistics(window[:, None], self.sigma)[0] > glr_threshold(
+                    window.size, self.delta):
+                return True
+        return False
+
+    def _record(self, arms: np.ndarray, rewards: np.ndarray) -> None:
+        slots = self.history_n_[arms].astype(int) % self.history
+        self.history_[slots, arms] = rewards
+        self.history_n_[arms] += 1.0
+        self.restarts_[0] += 1.0
+        if self._changed(arms):
+            for a in self._base_arrays:
+                getattr(self, a)[...] = 0.0
+            self.history_[...] = 0.0
+            self.history_n_[...] = 0.0
+            self.restarts_[0] = 0.0
+            self.restarts_[1] += 1.0
+
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
+        super()._update(arm, reward, probability)  # type: ignore[safe-super]
+        self._record(np.array([arm]), np.array([reward]))
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        super()._update_all(rewards)  # type: ignore[safe-super]
+        self._record(np.arange(self.n_arms), rewards)
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        super()._restore(data)
+        if np.any(self.history_n_ != np.round(self.history_n_)) or np.any(self.restarts_ != np.round(self.restarts_)):
+            raise StateError(f"{self.name}: stored history_n_ and restarts_ must hold whole numbers")
+
+
+class GLRUCB(RestartOnChange, UCB1):
+    """UCB1 restarted whenever the GLR test detects a change point (see :class:`RestartOnChange`)."""
+
+    name = "glrucb"
+    _params = UCB1._params + RestartOnChange._detector_params
+    _base_arrays = UCB1._arrays
+    _arrays = UCB1._arrays + RestartOnChange._detector_arrays
+    _counts = UCB1._counts + RestartOnChange._detector_counts
+
+    def __init__(
+        self,
+        n_arms: int,
+        alpha: float = 1.0,
+        sigma: float = 1.0,
+        delta: float = 0.01,
+        history: int = 250,
+        explore: float = 0.0,
+        random_state: int | None = None,
+    ):
+        super().__init__(n_arms, alpha=alpha, random_state=random_state)
+        self._init_detector(sigma, delta, history, explore)
+
+
+class GLRThompson(RestartOnChange, GaussianThompson):
+    """Gaussian Thompson sampling restarted whenever the GLR test detects a change point (see
+    :class:`RestartOnChange`): after a restart every posterior is the prior again."""
+
+    name = "glrts"
+    _params = tuple(p for p in GaussianThompson._params if p != "gamma") + RestartOnChange._detector_params
+    _base_arrays = GaussianThompson._arrays
+    _arrays = GaussianThompson._arrays + RestartOnChange._detector_arrays
+    _counts = GaussianThompson._counts + RestartOnChange._detector_counts
+
+    def __init__(
+        self,
+        n_arms: int,
+        sigma: float = 1.0,
+        delta: float = 0.01,
+        history: int = 250,
+        explore: float = 0.0,
+        mu0: float = 0.0,
+        kappa0: float = 1.0,
+        alpha0: float = 1.0,
+        beta0: float = 1.0,
+        n_weight_samples: int = 256,
+        random_state: int | None = None,
+    ):
+        super().__init__(n_arms, mu0=mu0, kappa0=kappa0, alpha0=alpha0, beta0=beta0,
+                         n_weight_samples=n_weight_samples, random_state=random_state)
+        self._init_detector(sigma, delta, history, explore)
+
+
+# ============================================================================================
 # Exponential weights: EXP3 (bandit feedback) and Hedge (full information)
 # ============================================================================================
 
@@ -709,14 +905,15 @@ class Hedge(_ExponentialWeights):
 
 POLICIES: dict[str, type[Bandit]] = {
     cls.name: cls
-    for cls in (UCB1, DiscountedUCB, SlidingWindowUCB, GaussianThompson, DiscountedThompson, EXP3, Hedge)
+    for cls in (UCB1, DiscountedUCB, SlidingWindowUCB, GLRUCB, GaussianThompson, DiscountedThompson,
+                GLRThompson, EXP3, Hedge)
 }
 """Policy name (as used on the command line) → learner class."""
 
 
 def make_bandit(policy: str, n_arms: int, random_state: int | None = None, **params: Any) -> Bandit:
-    """A fresh learner by policy name (``ucb``, ``ducb``, ``swucb``, ``thompson``, ``dts``,
-    ``exp3``, ``hedge``) with the given hyperparameters."""
+    """A fresh learner by policy name (``ucb``, ``ducb``, ``swucb``, ``glrucb``, ``thompson``,
+    ``dts``, ``glrts``, ``exp3``, ``hedge``) with the given hyperparameters."""
     try:
         cls = POLICIES[policy]
     except KeyError:

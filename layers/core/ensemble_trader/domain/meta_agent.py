@@ -47,6 +47,7 @@ from ensemble_trader.domain.bandits import (
     POLICIES,
     Bandit,
     BanditError,
+    RestartOnChange,
     Selection,
     bandit_from_dict,
     make_bandit,
@@ -87,6 +88,9 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
     "swucb": {"alpha": 1.0, "window": 250},
     "thompson": {},
     "dts": {"gamma": 0.99},
+    # GLR restarts: sigma 1 for unit-scale rewards; no forced exploration with full information
+    "glrucb": {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0},
+    "glrts": {"sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0},
     "exp3": {"gamma": 0.05, "reward_range": (-4.0, 4.0), "discount": 0.995},
     "hedge": {"eta": 0.1, "discount": 1.0},
 }
@@ -109,8 +113,8 @@ class MetaAgentConfig(BaseModel):
 
     policy
         a bandit policy of :mod:`ensemble_trader.domain.bandits` (``ucb``, ``ducb``, ``swucb``,
-        ``thompson``, ``dts``, ``exp3``, ``hedge``); ``policy_params`` overrides its
-        hyperparameters (default :data:`DEFAULT_POLICY_PARAMS`).
+        ``glrucb``, ``thompson``, ``dts``, ``glrts``, ``exp3``, ``hedge``); ``policy_params``
+        overrides its hyperparameters (default :data:`DEFAULT_POLICY_PARAMS`).
     context
         ``regime``: one learner per reported regime (falling back to the global learner until
         it has ``min_regime_rounds`` updates); ``probability``: the regime learners' weights
@@ -1107,7 +1111,11 @@ class MetaAgentStep:
         )
         if self.config.context == "global":
             source = "global learner"
-        elif self.config.context == "probability":
+        if (selection.forced and self.config.mode == "select" and self.config.context != "probability"
+                and leader == selection.arm):
+            return (f"{name} is played for forced exploration in the {source} (every agent in turn at a "
+                    f"fixed share of the rounds, so that a change in an agent not followed is seen)")
+        if self.config.context == "probability":
             held = "has the largest weight" if weights[leader] >= weights.max() else (
                 "keeps the lead, within the weights' noise of the largest weight,")
             return f"{name} {held} in the regime learners' mix by regime probability ({weights[leader]:.2f})"
@@ -1179,6 +1187,7 @@ class MetaAgentStep:
                 entry["last_reward"] = float(new.last_rewards[i])
             agents[name] = entry
         leader = new.leader if selection is not None else None
+        restarted = self._restarted(old, new)
         return {
             "policy": self.config.policy,
             "context": self.config.context,
@@ -1186,6 +1195,7 @@ class MetaAgentStep:
             "feedback": self.config.feedback,
             "learner": learner_key,
             "learner_rounds": new.learners[learner_key].t_ if learner_key is not None else 0,
+            **({} if restarted is None else {"change_detected": restarted}),
             "regime": market.regime.regime.value,
             "confidence": float(market.regime.confidence),
             "regime_model_version": market.regime.model_version,
@@ -1212,6 +1222,15 @@ class MetaAgentStep:
                 "regime": new.regret.regret(market.regime.regime.value),
             },
         }
+
+    def _restarted(self, old: MetaAgentState, new: MetaAgentState) -> list[str] | None:
+        """The learners whose change detection fired at this bar and restarted them (None: the
+        policy detects no changes)."""
+        if not issubclass(POLICIES[self.config.policy], RestartOnChange):
+            return None
+        return [key for key, learner in new.learners.items()
+                if isinstance(learner, RestartOnChange)
+                and learner.restarts > getattr(old.learners.get(key), "restarts", 0)]
 
     def _overlay_detail(self, old: MetaAgentState, new: MetaAgentState, active: bool) -> dict[str, Any] | None:
         """What the volatility overlay did at this bar (None when it is off)."""
@@ -1264,6 +1283,10 @@ class MetaAgentStep:
         changes = []
         if old.last_regime is not None and old.last_regime != regime.regime.value:
             changes.append(f"regime {old.last_regime}→{regime.regime.value}")
+        restarted = self._restarted(old, new)
+        if restarted:
+            changes.append(f"change detected in the agents' rewards, restarted the {'/'.join(restarted)} "
+                           f"learner{'s' if len(restarted) > 1 else ''}")
         if switched and old.leader is not None:
             changes.append(f"switched from {self.agent_names[old.leader]}")
         if abs(new.position - desired) > 1e-9:

@@ -1,0 +1,178 @@
+"""Change-detecting bandits (GLR-UCB, GLR Thompson): the test statistic, restarts, forced
+exploration, state, and what the meta-agent says when a learner restarts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from ensemble_trader.cli.backtest import POLICY_CHOICES
+from ensemble_trader.domain.bandits import (
+    GLRUCB,
+    POLICIES,
+    BanditError,
+    GLRThompson,
+    bandit_from_dict,
+    glr_statistics,
+    glr_threshold,
+    make_bandit,
+)
+from ensemble_trader.domain.errors import StateError
+from ensemble_trader.domain.meta_agent import GLOBAL, MetaAgentConfig, MetaAgentStep
+from ensemble_trader.domain.models import Regime
+
+from tests.unit.test_meta_agent import market
+
+MEANS = np.array([0.0, 0.2, 0.6, 0.1])
+DETECTING = ["glrucb", "glrts"]
+
+
+def test_glr_statistic_and_threshold_on_hand_computed_cases() -> None:
+    # [0, 0, 1, 1]: splits after 1, 2, 3 samples give s(n-s)/n (m1-m2)^2 / 2 = 1/6, 1/2, 1/6
+    assert glr_statistics(np.array([[0.0], [0.0], [1.0], [1.0]]), sigma=1.0)[0] == pytest.approx(0.5)
+    # sigma halves -> the statistic is four times larger; a constant column has none
+    stats = glr_statistics(np.array([[0.0, 3.0], [0.0, 3.0], [1.0, 3.0], [1.0, 3.0]]), sigma=0.5)
+    assert stats == pytest.approx([2.0, 0.0])
+    assert glr_threshold(100, 0.01) == pytest.approx(math.log(3.0 * 1000.0 / 0.01))
+
+
+@pytest.mark.parametrize("policy", DETECTING)
+def test_a_change_of_mean_restarts_the_learner_soon_after_it_and_only_once(policy: str) -> None:
+    learner = make_bandit(policy, 4, random_state=3)
+    rng = np.random.default_rng(4)
+    for t in range(600):
+        means = MEANS if t < 300 else 2.0 * MEANS[::-1]  # the best arm moves from 2 to 1
+        learner.update_all(means + rng.standard_normal(4))
+        if t < 300:
+            assert learner.restarts == 0, f"false alarm at round {t}"
+    assert learner.restarts == 1
+    assert 600 - 300 - 60 <= learner.rounds_since_restart < 300  # detected within 60 rounds of the change
+    # after the restart the statistics hold post-change rewards only: the new best arm leads
+    assert int(np.argmax(learner.weights())) == 1
+    assert learner.t_ == 600  # the round count is not reset
+
+
+@pytest.mark.parametrize("policy", DETECTING)
+def test_stationary_rewards_rarely_restart(policy: str) -> None:
+    restarts = 0
+    for seed in range(10):
+        learner = make_bandit(policy, 4, random_state=seed)
+        rng = np.random.default_rng(50 + seed)
+        for _ in range(1000):
+            arm = learner.select().arm
+            rewards = MEANS + rng.standard_normal(4)
+            learner.update(arm, rewards[arm])
+        restarts += learner.restarts
+    assert restarts <= 2  # measured: 1 in 40 such streams of 1,500 rounds per policy
+
+
+def test_forced_exploration_plays_every_arm_in_turn_on_its_schedule() -> None:
+    learner = GLRUCB(4, explore=0.4, random_state=0)  # period floor(4 / 0.4) = 10 rounds
+    forced = []
+    for _ in range(30):
+        selection = learner.select()
+        forced.append(selection.arm if selection.forced else None)
+        assert selection.as_dict().get("forced", False) is selection.forced
+        learner.update(selection.arm, 0.0)
+    assert forced[:4] == [0, 1, 2, 3] and forced[10:14] == [0, 1, 2, 3] and forced[20:24] == [0, 1, 2, 3]
+    assert all(f is None for i, f in enumerate(forced) if i % 10 >= 4)
+
+
+def test_without_forced_exploration_no_round_is_forced() -> None:
+    learner = GLRThompson(3, random_state=0)
+    for _ in range(20):
+        selection = learner.select()
+        assert not selection.forced
+        learner.update(selection.arm, 1.0)
+
+
+@pytest.mark.parametrize("policy", DETECTING)
+def test_state_round_trip_keeps_history_and_restarts(policy: str) -> None:
+    learner = make_bandit(policy, 3, random_state=1, history=20, explore=0.3)
+    rng = np.random.default_rng(2)
+    for t in range(120):  # wraps the ring buffer; the jump at 60 is detected
+        arm = learner.select().arm
+        learner.update(arm, (0.0 if t < 60 else 5.0) + rng.standard_normal())
+    restored = bandit_from_dict(json.loads(json.dumps(learner.to_dict())))
+    assert restored.restarts == learner.restarts >= 1
+    for _ in range(40):
+        a, b = learner.select(), restored.select()
+        assert (a.arm, a.forced) == (b.arm, b.forced)
+        reward = rng.standard_normal()
+        learner.update(a.arm, reward)
+        restored.update(b.arm, reward)
+    assert restored.to_dict() == learner.to_dict()
+
+
+@pytest.mark.parametrize("array", ["history_n_", "restarts_"])
+def test_a_stored_count_that_is_not_whole_is_refused(array: str) -> None:
+    data = make_bandit("glrts", 3, random_state=1).to_dict()
+    data["arrays"][array][0] = 0.5
+    with pytest.raises(StateError, match="whole numbers"):
+        bandit_from_dict(data)
+
+
+@pytest.mark.parametrize(("param", "value"), [("sigma", 0.0), ("delta", 1.0), ("delta", 0.0), ("history", 1),
+                                              ("history", True), ("explore", 1.0), ("explore", -0.1)])
+def test_bad_detector_parameters_are_refused_by_name(param: str, value: object) -> None:
+    for policy in DETECTING:
+        with pytest.raises(BanditError, match=f"^{policy}: {param} must be"):
+            make_bandit(policy, 3, **{param: value})
+
+
+def test_the_backtest_offers_every_policy_of_the_library() -> None:
+    assert set(POLICY_CHOICES) == set(POLICIES)
+
+
+def _agent_rewards_flip(n: int, flip: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prices trending up, then down from ``flip``; agents 0-1 are long, 2-3 short throughout."""
+    rng = np.random.default_rng(9)
+    drift = np.where(np.arange(n) < flip, 0.006, -0.006)
+    prices = 100.0 * np.cumprod(1.0 + drift + 0.005 * rng.standard_normal(n))
+    targets = np.tile([1.0, 0.2, -0.2, -1.0], (n, 1))
+    return prices, targets
+
+
+@pytest.mark.parametrize("policy", DETECTING)
+def test_the_meta_agent_names_the_restart_in_its_explanations(policy: str) -> None:
+    step = MetaAgentStep(MetaAgentConfig.create(policy=policy, context="global", mode="select"))
+    prices, targets = _agent_rewards_flip(300, flip=150)
+    state, restarts = None, []
+    for i, price in enumerate(prices):
+        state, decision = step.decide(state, market(i, price, Regime.BULL), targets[i])
+        detail = decision.intent.explanation_detail
+        if detail["change_detected"]:
+            restarts.append((i, detail["change_detected"], decision.intent.explanation))
+    assert restarts, "the reversal of every agent's reward was not detected"
+    first_bar, keys, line = restarts[0]
+    assert 150 < first_bar < 230
+    assert keys == [GLOBAL]
+    assert f"change detected in the agents' rewards, restarted the {GLOBAL} learner" in line
+    assert state.learners[GLOBAL].restarts == len(restarts)
+    assert decision.intent.target_position < 0.0  # a short agent leads at the end
+
+
+def test_policies_without_change_detection_add_no_change_entry() -> None:
+    step = MetaAgentStep(MetaAgentConfig.create(policy="ucb", context="global", mode="select"))
+    prices, targets = _agent_rewards_flip(5, flip=3)
+    state = None
+    for i, price in enumerate(prices):
+        state, decision = step.decide(state, market(i, price), targets[i])
+    assert "change_detected" not in decision.intent.explanation_detail
+
+
+def test_a_forced_exploration_round_is_explained_as_such() -> None:
+    params = {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.4}
+    step = MetaAgentStep(MetaAgentConfig.create(policy="glrucb", policy_params=params, context="global",
+                                                mode="select", feedback="bandit"))
+    prices, targets = _agent_rewards_flip(40, flip=40)
+    state, whys = None, []
+    for i, price in enumerate(prices):
+        state, decision = step.decide(state, market(i, price), targets[i])
+        whys.append(decision.intent.explanation_detail["why"])
+    forced = [w for w in whys if "forced exploration" in w]
+    # one round per agent in every 10 of the learner's, from its first update on
+    assert len(forced) >= 12
+    assert forced[0].startswith("conservative is played for forced exploration in the global learner")
