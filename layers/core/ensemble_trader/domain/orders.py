@@ -44,6 +44,7 @@ from ensemble_trader.domain.models import (
     Finite,
     Message,
     NonNegative,
+    OptionalTimestamp,
     Order,
     OrderIntent,
     OrderStatus,
@@ -52,6 +53,7 @@ from ensemble_trader.domain.models import (
     Quantity,
     Side,
     Symbol,
+    Timestamp,
     deterministic_id,
 )
 
@@ -132,7 +134,7 @@ class BrokerOrder(Message):
     average_fill_price: Price | None = None
     fees_paid: NonNegative = 0.0
     reject_reason: str | None = None
-    updated_at: AwareDatetime
+    updated_at: Timestamp
 
 
 class BrokerPosition(Message):
@@ -153,9 +155,9 @@ class OrderSubmitted(Message):
     intent_id: str
     symbol: Symbol
     side: Side
-    quantity: float
+    quantity: Quantity
     broker_order_id: str | None
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class OrderFilled(Message):
@@ -163,12 +165,12 @@ class OrderFilled(Message):
     fill_id: str
     symbol: Symbol
     side: Side
-    quantity: float
-    price: float
-    fee: float
-    position_after: float
+    quantity: Quantity
+    price: Price
+    fee: NonNegative
+    position_after: Finite
     order_status: OrderStatus
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class OrderRejected(Message):
@@ -177,31 +179,31 @@ class OrderRejected(Message):
     symbol: str | None
     reason_code: str
     message: str
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class OrderCanceled(Message):
     client_order_id: str
     symbol: Symbol
     reason: str
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class CircuitBreakerTripped(Message):
     previous: str
     current: str
     reason: str
-    equity: float
-    daily_loss: float
-    drawdown: float
-    timestamp: AwareDatetime
+    equity: Finite  # at or below zero halts
+    daily_loss: NonNegative  # fractions of the day's start and of the peak; may exceed 1
+    drawdown: NonNegative
+    timestamp: Timestamp
 
 
 class KillSwitchChanged(Message):
     active: bool
     reason: str
     canceled: list[str]
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class KillSwitchCommandIgnored(Message):
@@ -213,16 +215,16 @@ class KillSwitchCommandIgnored(Message):
     command_id: str | None
     active: bool
     reason: str
-    issued_at: AwareDatetime | None
+    issued_at: OptionalTimestamp
     switch_active: bool
     ignored: str
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 class ReconciliationFailed(Message):
     symbol: str
     reasons: list[str]
-    timestamp: AwareDatetime
+    timestamp: Timestamp
 
 
 _EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)

@@ -38,7 +38,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydantic import AwareDatetime
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import (
@@ -58,6 +57,7 @@ from ensemble_trader.domain.models import (
     Regime,
     RegimeEstimate,
     Symbol,
+    Timestamp,
     deterministic_id,
 )
 from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel, is_version_list
@@ -103,7 +103,7 @@ class RegimeChanged(Message):
     from_regime: Regime
     to_regime: Regime
     confidence: Probability
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     bars_since_previous_change: Count
     model_version: str
 
