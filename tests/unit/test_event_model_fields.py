@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from ensemble_trader.domain import orders, regime
+from ensemble_trader.domain import meta_agent, orders, regime
 from ensemble_trader.domain.errors import InvalidMessageError
+from ensemble_trader.domain.meta_agent import AgentSwitched
 from ensemble_trader.domain.models import Message, OrderStatus, Regime, Side
 from ensemble_trader.domain.orders import (
     BrokerOrder,
@@ -56,6 +57,9 @@ VALID = {
                     "model_version": "m1"},
     BrokerOrder: {"client_order_id": "c1", "broker_order_id": "b1", "symbol": "SPX", "side": "BUY", "quantity": 10,
                   "status": "PARTIALLY_FILLED", "filled_quantity": 4, "average_fill_price": 10.5, "updated_at": TEXT},
+    AgentSwitched: {"event_id": "e1", "symbol": "SPX", "timestamp": TEXT, "from_agent": "balanced",
+                    "to_agent": "contrarian", "regime": "BEAR", "confidence": 0.75,
+                    "weights": {"balanced": 0.25, "contrarian": 0.75}, "reason": "r", "intent_id": "i1"},
 }
 """A valid instance of every published event, and of the broker's report (``BrokerOrder``)."""
 
@@ -80,6 +84,9 @@ JSON = {
     BrokerOrder: '{"client_order_id":"c1","broker_order_id":"b1","symbol":"SPX","side":"BUY","quantity":10.0,'
                  '"status":"PARTIALLY_FILLED","filled_quantity":4.0,"average_fill_price":10.5,"fees_paid":0.0,'
                  '"reject_reason":null,"updated_at":"2024-01-02T09:30:00.123456-05:00"}',
+    AgentSwitched: '{"event_id":"e1","symbol":"SPX","timestamp":"2024-01-02T09:30:00.123456-05:00",'
+                   '"from_agent":"balanced","to_agent":"contrarian","regime":"BEAR","confidence":0.75,'
+                   '"weights":{"balanced":0.25,"contrarian":0.75},"reason":"r","intent_id":"i1"}',
 }
 
 MODELS = list(VALID)
@@ -114,6 +121,7 @@ TIME_FIELDS = list(_fields("time"))
 def test_the_fields_checked_are_the_ones_known():
     """A new number or time field of an event shows up here: give it the messages' types."""
     assert sorted(f"{m.__name__}.{f}" for m, f in NUMBER_FIELDS) == [
+        "AgentSwitched.confidence",
         "BrokerOrder.average_fill_price", "BrokerOrder.fees_paid", "BrokerOrder.filled_quantity",
         "BrokerOrder.quantity",
         "CircuitBreakerTripped.daily_loss", "CircuitBreakerTripped.drawdown", "CircuitBreakerTripped.equity",
@@ -122,7 +130,7 @@ def test_the_fields_checked_are_the_ones_known():
         "RegimeChanged.bars_since_previous_change", "RegimeChanged.confidence",
     ]
     assert sorted(f"{m.__name__}.{f}" for m, f in TIME_FIELDS) == [
-        "BrokerOrder.updated_at", "CircuitBreakerTripped.timestamp", "KillSwitchChanged.timestamp",
+        "AgentSwitched.timestamp", "BrokerOrder.updated_at", "CircuitBreakerTripped.timestamp", "KillSwitchChanged.timestamp",
         "KillSwitchCommandIgnored.issued_at", "KillSwitchCommandIgnored.timestamp", "OrderCanceled.timestamp",
         "OrderFilled.timestamp", "OrderRejected.timestamp", "OrderSubmitted.timestamp",
         "ReconciliationFailed.timestamp", "RegimeChanged.timestamp",
@@ -130,9 +138,10 @@ def test_the_fields_checked_are_the_ones_known():
 
 
 def test_every_event_model_is_listed():
-    """The message models of the order and regime modules are the events above plus the inputs."""
+    """The message models of the order, regime and meta-agent modules are the events above plus the
+    inputs."""
     found = {
-        name for module in (orders, regime) for name, cls in vars(module).items()
+        name for module in (orders, regime, meta_agent) for name, cls in vars(module).items()
         if inspect.isclass(cls) and issubclass(cls, Message) and cls.__module__ == module.__name__
     }
     inputs = {"BrokerPosition", "KillSwitchCommand"}  # not published; checked by their own tests

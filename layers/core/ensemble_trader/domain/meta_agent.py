@@ -39,7 +39,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
 from ensemble_trader.domain.agents import no_trade_target
@@ -67,6 +67,7 @@ from ensemble_trader.domain.models import (
     Probability,
     Regime,
     Symbol,
+    Timestamp,
     deterministic_id,
     field_problems,
     make_intent_id,
@@ -559,7 +560,7 @@ class AgentSwitched(Message):
 
     event_id: str
     symbol: Symbol
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     from_agent: str
     to_agent: str
     regime: Regime
