@@ -29,7 +29,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -174,9 +173,14 @@ class OrderFilled(Message):
 
 
 class OrderRejected(Message):
+    """An intent or order refused. ``symbol`` is a valid symbol or None: every rejection names the
+    symbol of a parsed intent or a stored order (both checked), and a queued intent too malformed
+    to parse is rejected with ``symbol`` None — its bad text, as received, is in ``message`` (the
+    :class:`InvalidMessageError` naming each bad field and its value) and in the dead letter."""
+
     client_order_id: str | None
     intent_id: str | None
-    symbol: str | None
+    symbol: Symbol | None
     reason_code: str
     message: str
     timestamp: Timestamp
@@ -227,7 +231,8 @@ class ReconciliationFailed(Message):
     timestamp: Timestamp
 
 
-_EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+_EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+"""The control event's ``time``: ISO-8601 text with its offset, never a number (see ``Timestamp``)."""
 
 
 class KillSwitchCommand(Message):
@@ -242,6 +247,8 @@ class KillSwitchCommand(Message):
     issued before the one the risk state last applied is stale and changes nothing (see
     :func:`~ensemble_trader.domain.risk.kill_switch_verdict`), so a retried "off" cannot undo a
     later "on". Without ``issued_at`` (an in-process caller) the command is taken as issued now.
+    ``issued_at`` is a timezone-aware datetime or ISO-8601 text with an offset, never a number
+    (``Timestamp``: ``1704187800`` is refused, not read as a Unix time), like the event's ``time``.
     ``issued_at`` is kept in whole seconds (a fraction is dropped): EventBridge's ``time`` has no
     finer precision, and within one second the tie rule decides (an "on" applies, an "off" does
     not lift the switch). The operator CLI stamps its commands with AWS's clock for the same
@@ -251,7 +258,7 @@ class KillSwitchCommand(Message):
     active: bool
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
     reset_breaker: bool = False
-    issued_at: AwareDatetime | None = None
+    issued_at: OptionalTimestamp = None
     command_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @classmethod
