@@ -10,16 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from ensemble_trader.adapters.aws._names import physical
 from ensemble_trader.adapters.aws._retry import resend_failed
-from ensemble_trader.adapters.aws.clients import attempt_seconds
+from ensemble_trader.adapters.aws.clients import CALL_ERRORS, attempt_seconds, call_error
 from ensemble_trader.adapters.aws.clients import client as make_client
 from ensemble_trader.adapters.limits import is_fifo_queue, message_text
 from ensemble_trader.domain.errors import DataError, InfrastructureError
-from ensemble_trader.runtime.deadline import DeadlineExceededError
 from ensemble_trader.runtime.settings import Settings, get_settings
 
 MAX_BATCH = 10
@@ -43,7 +41,10 @@ class SqsPublisher:
     (``SenderFault``: e.g. a bad group id) are not retried: once the others went through, a
     DataError names them. Inside a Lambda invocation no call or back-off is started that its
     deadline could not hold (DeadlineExceededError naming the queue and the operation, see
-    :func:`~ensemble_trader.adapters.aws._retry.resend_failed`).
+    :func:`~ensemble_trader.adapters.aws._retry.resend_failed`). A failed queue lookup is an
+    InfrastructureError naming the queue and what SQS said, its error code included
+    (``SQS get_queue_url et-prod-order-intents.fifo: An error occurred (AccessDenied) ...``;
+    :func:`~ensemble_trader.adapters.aws.clients.call_error`).
     """
 
     def __init__(
@@ -69,10 +70,8 @@ class SqsPublisher:
         if url is None:
             try:
                 url = self._client.get_queue_url(QueueName=name)["QueueUrl"]
-            except DeadlineExceededError as exc:  # the client's guard names only "SQS GetQueueUrl"
-                raise exc.led_by(f"SQS get_queue_url {name}") from exc
-            except (ClientError, BotoCoreError) as exc:
-                raise InfrastructureError(f"SQS queue {name} not reachable: {exc}") from exc
+            except CALL_ERRORS as exc:  # what SQS said (AccessDenied, NonExistentQueue, ...), led by the queue
+                raise call_error(exc, f"SQS get_queue_url {name}") from exc
             self._urls[name] = url
         return url
 
