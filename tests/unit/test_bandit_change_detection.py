@@ -106,6 +106,34 @@ def test_state_round_trip_keeps_history_and_restarts(policy: str) -> None:
     assert restored.to_dict() == learner.to_dict()
 
 
+def test_the_threshold_counts_every_reward_since_the_restart_not_only_the_history() -> None:
+    """Re-testing the last ``history`` rewards at the threshold of ``history`` samples for ever let
+    false alarms pile up on a long-running learner; the threshold now grows with all it kept."""
+    blip = [0.0] * 5 + [3.0] * 5  # GLR 1.25 * 9 = 11.25: above ln(3 * 10^1.5 / 0.01) = 9.16
+    fresh = make_bandit("glrts", 1, history=10)
+    for reward in blip:
+        fresh.update(0, reward)
+    assert fresh.restarts == 1
+    seasoned = make_bandit("glrts", 1, history=10)
+    for reward in [0.0] * 990 + blip:  # the same last ten rewards, 1,000 since the restart: threshold 16.07
+        seasoned.update(0, reward)
+    assert seasoned.restarts == 0
+
+
+def test_a_stored_count_above_the_rounds_seen_is_refused() -> None:
+    learner = make_bandit("glrucb", 3, random_state=1)
+    for _ in range(30):
+        learner.update(0, 0.5)
+    data = learner.to_dict()
+    data["arrays"]["history_n_"][0] = 1e19  # stopped advancing and overwrote one slot for ever
+    with pytest.raises(StateError, match="count more than the 30 rounds seen"):
+        bandit_from_dict(data)
+    data = learner.to_dict()
+    data["arrays"]["restarts_"][1] = 31.0
+    with pytest.raises(StateError, match="count more than the 30 rounds seen"):
+        bandit_from_dict(data)
+
+
 @pytest.mark.parametrize("array", ["history_n_", "restarts_"])
 def test_a_stored_count_that_is_not_whole_is_refused(array: str) -> None:
     data = make_bandit("glrts", 3, random_state=1).to_dict()
@@ -115,11 +143,19 @@ def test_a_stored_count_that_is_not_whole_is_refused(array: str) -> None:
 
 
 @pytest.mark.parametrize(("param", "value"), [("sigma", 0.0), ("delta", 1.0), ("delta", 0.0), ("history", 1),
-                                              ("history", True), ("explore", 1.0), ("explore", -0.1)])
+                                              ("history", True), ("explore", 1.0), ("explore", -0.1),
+                                              ("explore", 1e-12)])  # a period of 4e12 rounds: overflowed at 1e-308
 def test_bad_detector_parameters_are_refused_by_name(param: str, value: object) -> None:
     for policy in DETECTING:
         with pytest.raises(BanditError, match=f"^{policy}: {param} must be"):
             make_bandit(policy, 3, **{param: value})
+
+
+def test_a_history_too_long_for_the_state_item_is_refused_by_its_name() -> None:
+    params = {"sigma": 1.0, "delta": 0.01, "history": 600, "explore": 0.0}
+    with pytest.raises(Exception, match="use a smaller history"):
+        MetaAgentConfig.create(policy="glrts", policy_params=params)
+    MetaAgentConfig.create(policy="glrts", policy_params=params | {"history": 570})
 
 
 def test_the_backtest_offers_every_policy_of_the_library() -> None:
@@ -176,3 +212,23 @@ def test_a_forced_exploration_round_is_explained_as_such() -> None:
     # one round per agent in every 10 of the learner's, from its first update on
     assert len(forced) >= 12
     assert forced[0].startswith("conservative is played for forced exploration in the global learner")
+
+
+def test_a_regime_learner_just_restarted_is_cold_again() -> None:
+    """Its statistics are gone: the decisions fall back to the global learner until it has
+    ``min_regime_rounds`` rounds again (it was still used, with its shrinkage weight, as if warm)."""
+    step = MetaAgentStep(MetaAgentConfig.create(policy="glrts", context="regime", mode="blend",
+                                                regime_prior_rounds=150.0, min_regime_rounds=20))
+    prices, targets = _agent_rewards_flip(300, flip=150)
+    state, learners, restart = None, [], None
+    for i, price in enumerate(prices):
+        state, decision = step.decide(state, market(i, price, Regime.BULL), targets[i])
+        detail = decision.intent.explanation_detail
+        learners.append((detail["learner"], detail["learner_rounds"]))
+        if restart is None and "BULL" in detail["change_detected"]:
+            restart = i
+    assert restart is not None
+    assert learners[restart - 1][0] == "BULL"  # warm before the change
+    after = learners[restart + 1: restart + 20]
+    assert after and all(key == GLOBAL for key, _ in after)  # cold for min_regime_rounds bars
+    assert learners[restart + 21][0] == "BULL"

@@ -170,6 +170,12 @@ class Bandit(ABC):
         are a function of the statistics; Thompson sampling's are Monte-Carlo frequencies)."""
         return 0.0
 
+    @property
+    def rounds_learned(self) -> int:
+        """Rounds of feedback behind the current statistics: ``t_``, or for a learner that
+        restarts on a detected change, the rounds since its last restart."""
+        return self.t_
+
     def update(self, arm: int, reward: float, probability: float | None = None) -> Bandit:
         """Bandit feedback: ``reward`` of the arm that was played. Returns self.
 
@@ -603,18 +609,26 @@ def glr_statistics(samples: np.ndarray, sigma: float) -> np.ndarray:
     return (s * (n - s) / n * (before - after) ** 2).max(axis=0) / (2.0 * sigma * sigma)
 
 
+MIN_EXPLORE = 1e-9
+"""The smallest forced-exploration share accepted (0 turns it off): a period of ``K / explore``
+rounds must stay a machine integer."""
+
+
 class RestartOnChange(Bandit):
     """Global restarts on detected change points (Besson, Kaufmann, Maillard & Seznec, "Efficient
     change-point detection for tackling piecewise-stationary bandits", JMLR 2022).
 
     After every update the rewards each updated arm earned since the last restart (its last
     ``history`` of them) are tested for one change of mean with the Gaussian GLR test of
-    :func:`glr_statistics` against :func:`glr_threshold` (``delta``: the test's false-alarm
-    probability; ``sigma``: the rewards' sub-Gaussian scale — 1 for unit-scale risk-adjusted
-    rewards, ``B / 2`` for rewards in an interval of width ``B``). A detection in any arm restarts
+    :func:`glr_statistics` against :func:`glr_threshold` of the number of rewards since the
+    restart (``delta``: the test's nominal false-alarm probability — the threshold is the
+    simplified one of Besson et al.'s experiments; ``sigma``: the rewards' sub-Gaussian scale, 1
+    for unit-scale risk-adjusted rewards, ``B / 2`` for rewards in an interval of width ``B``).
+    A detection in any arm restarts
     the whole learner (its statistics and every arm's history): when a regime shifts, every
     agent's reward changes with it. ``explore`` = alpha > 0 forces, in every
-    ``floor(K / alpha)`` rounds since the last restart, one round on each arm, so that a change in
+    ``max(floor(K / alpha), K + 1)`` rounds since the last restart, one round on each arm (so at
+    most ``K / (K + 1)`` of the rounds, one in each period left to the index), so that a change in
     an arm the learner no longer plays is seen with bandit feedback (Besson et al. take
     ``alpha = sqrt(Y ln T / T)`` for ``Y`` change points in ``T`` rounds). With full information
     every arm is seen every round and ``explore`` should stay 0.
@@ -632,8 +646,8 @@ class RestartOnChange(Bandit):
             raise BanditError(f"{self.name}: delta must be in (0, 1), got {delta!r}")
         if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 2:
             raise BanditError(f"{self.name}: history must be an integer >= 2, got {history!r}")
-        if not 0.0 <= explore < 1.0:
-            raise BanditError(f"{self.name}: explore must be in [0, 1), got {explore!r}")
+        if not (explore == 0.0 or MIN_EXPLORE <= explore < 1.0):
+            raise BanditError(f"{self.name}: explore must be 0 or in [{MIN_EXPLORE:g}, 1), got {explore!r}")
         self.sigma = float(sigma)
         self.delta = float(delta)
         self.history = int(history)
@@ -645,6 +659,10 @@ class RestartOnChange(Bandit):
     @property
     def rounds_since_restart(self) -> int:
         return int(self.restarts_[0])
+
+    @property
+    def rounds_learned(self) -> int:
+        return self.rounds_since_restart
 
     @property
     def restarts(self) -> int:
@@ -675,17 +693,20 @@ class RestartOnChange(Bandit):
         return np.roll(self.history_[:, arm], -(count % self.history))
 
     def _changed(self, arms: np.ndarray) -> bool:
+        """Whether the rewards of any of ``arms`` since the last restart changed mean. The test
+        reads the last ``history`` of them, but its threshold counts all of them: a learner that
+        has run long past its history keeps the false-alarm level of a test over everything it
+        kept, instead of re-testing its last ``history`` rewards at a fixed threshold forever."""
         counts = self.history_n_[arms]
         if counts.size and np.all(counts == counts[0]):  # full information: one test for all
-            n = int(min(counts[0], self.history))
-            if n < 2:
+            if counts[0] < 2:
                 return False
             window = np.stack([self._samples(int(a)) for a in arms], axis=1)
-            return bool(np.any(glr_statistics(window, self.sigma) > glr_threshold(n, self.delta)))
-        for arm in arms:
+            return bool(np.any(glr_statistics(window, self.sigma) > glr_threshold(counts[0], self.delta)))
+        for arm, count in zip(arms, counts, strict=True):
             window = self._samples(int(arm))
             if window.size >= 2 and glr_statistics(window[:, None], self.sigma)[0] > glr_threshold(
-                    window.size, self.delta):
+                    count, self.delta):
                 return True
         return False
 
@@ -714,6 +735,9 @@ class RestartOnChange(Bandit):
         super()._restore(data)
         if np.any(self.history_n_ != np.round(self.history_n_)) or np.any(self.restarts_ != np.round(self.restarts_)):
             raise StateError(f"{self.name}: stored history_n_ and restarts_ must hold whole numbers")
+        if max(self.history_n_.max(), self.restarts_.max()) > self.t_:  # more than the rounds seen
+            raise StateError(f"{self.name}: stored history_n_ {self.history_n_.tolist()} or restarts_ "
+                             f"{self.restarts_.tolist()} count more than the {self.t_} rounds seen")
 
 
 class GLRUCB(RestartOnChange, UCB1):

@@ -605,7 +605,7 @@ def _learners_too_big(learner: Bandit, n_agents: int) -> str | None:
         return None
     return (f"the {1 + len(REGIMES)} learners of a symbol ({n_agents} agents) would take up to "
             f"{size / 1e3:,.0f} KB of state (at most {MAX_LEARNERS_BYTES / 1e3:,.0f} KB: a DynamoDB item "
-            f"holds 400 KB): use a smaller window")
+            f"holds 400 KB): use a smaller {'history' if isinstance(learner, RestartOnChange) else 'window'}")
 
 
 class MetaAgentStep:
@@ -1062,7 +1062,7 @@ class MetaAgentStep:
         if self.config.context == "global":
             return GLOBAL
         learner = state.learners.get(regime)
-        if learner is None or learner.t_ < self.config.min_regime_rounds:
+        if learner is None or learner.rounds_learned < self.config.min_regime_rounds:
             return GLOBAL
         return regime
 
@@ -1074,7 +1074,7 @@ class MetaAgentStep:
         n0 = self.config.regime_prior_rounds
         if key == GLOBAL or n0 <= 0.0:
             return weights
-        n = new.learners[key].t_
+        n = new.learners[key].rounds_learned
         return (n * weights + n0 * self._writable(new, copied, GLOBAL).weights()) / (n + n0)
 
     def _choose(
@@ -1195,7 +1195,7 @@ class MetaAgentStep:
             "mode": self.config.mode,
             "feedback": self.config.feedback,
             "learner": learner_key,
-            "learner_rounds": new.learners[learner_key].t_ if learner_key is not None else 0,
+            "learner_rounds": new.learners[learner_key].rounds_learned if learner_key is not None else 0,
             **({} if restarted is None else {"change_detected": restarted}),
             "regime": market.regime.regime.value,
             "confidence": float(market.regime.confidence),
