@@ -135,7 +135,10 @@ def resend_failed(
 
     ``send`` returns the entries that failed (empty when all went through) and a description
     of why. Returns what still fails after the last attempt (empty on success) and the last
-    error; the caller turns a non-empty result into its own InfrastructureError.
+    error; the caller turns a non-empty result into its own InfrastructureError. A configuration
+    error (:func:`is_configuration_error`) raises InfrastructureError at once, its message led by
+    ``what`` (``SQS SendMessageBatch to et-prod-order-intents.fifo: AWS client misconfigured, not
+    retried (ClientError: ... (AccessDenied) ...)``).
 
     Under an invocation's deadline, a call is not started with less than ``attempt_s`` left and
     a back-off is not slept unless ``attempt_s`` remains after it: DeadlineExceededError, whose
@@ -167,7 +170,7 @@ def resend_failed(
         except (ClientError, BotoCoreError) as exc:
             if is_configuration_error(exc):
                 raise InfrastructureError(
-                    f"AWS client misconfigured, not retried ({type(exc).__name__}: {exc})"
+                    f"{what}: AWS client misconfigured, not retried ({type(exc).__name__}: {exc})"
                 ) from exc
             if is_request_error(exc):
                 raise DataError(f"request refused, not retried ({type(exc).__name__}: {exc})") from exc
