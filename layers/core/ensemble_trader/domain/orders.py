@@ -226,6 +226,13 @@ class KillSwitchCommandIgnored(Message):
 
 
 class ReconciliationFailed(Message):
+    """A symbol reconciliation could not explain, halted (fail closed), with the reasons.
+
+    ``symbol`` is plain text, not ``Symbol``: a broker's open order that this system did not
+    place and that the adapter can read only in part (Alpaca's ``_partial_report``, built without
+    validation) is reported under the symbol the broker sent, unchecked, and refusing it here
+    would lose the alarm of a halt already saved."""
+
     symbol: str
     reasons: list[str]
     timestamp: Timestamp
