@@ -36,6 +36,36 @@ def test_glr_statistic_and_threshold_on_hand_computed_cases() -> None:
     stats = glr_statistics(np.array([[0.0, 3.0], [0.0, 3.0], [1.0, 3.0], [1.0, 3.0]]), sigma=0.5)
     assert stats == pytest.approx([2.0, 0.0])
     assert glr_threshold(100, 0.01) == pytest.approx(math.log(3.0 * 1000.0 / 0.01))
+    # with two samples on each side only the middle split counts; with three there is no split
+    column = np.array([[0.0], [0.0], [1.0], [1.0]])
+    assert glr_statistics(column, sigma=1.0, min_segment=2) == pytest.approx([0.5])
+    late = np.array([[0.0], [0.0], [0.0], [1.0]])  # the best split leaves one sample after it: 3/4 * 1/2
+    assert glr_statistics(late, sigma=1.0) == pytest.approx([0.375])
+    assert glr_statistics(late, sigma=1.0, min_segment=2) == pytest.approx([0.125])  # 2 * 2/4 * 0.5^2 / 2
+    assert glr_statistics(column, sigma=1.0, min_segment=3) == pytest.approx([0.0])
+
+
+def test_one_large_reward_at_the_end_of_the_history_is_not_a_change() -> None:
+    rewards = list(np.random.default_rng(5).standard_normal(200)) + [8.0]  # a fat-tailed day
+    every_split = make_bandit("glrts", 1, min_segment=1)
+    robust = make_bandit("glrts", 1)  # 20 rewards on each side of a split
+    for reward in rewards:
+        every_split.update(0, reward)
+        robust.update(0, reward)
+    assert every_split.restarts == 1 and robust.restarts == 0
+
+
+def test_fat_tailed_stationary_rewards_rarely_restart() -> None:
+    """Student-t rewards (4 degrees of freedom, unit variance): with every split the test read
+    about one outlier in a hundred rounds as a change (22 restarts a stream of 2,300 rounds)."""
+    restarts = 0
+    for seed in range(4):
+        learner = make_bandit("glrts", 4, random_state=seed)
+        rng = np.random.default_rng(700 + seed)
+        for _ in range(1500):
+            learner.update_all(MEANS + rng.standard_t(4, 4) / math.sqrt(2.0))
+        restarts += learner.restarts
+    assert restarts <= 1
 
 
 @pytest.mark.parametrize("policy", DETECTING)
@@ -90,7 +120,7 @@ def test_without_forced_exploration_no_round_is_forced() -> None:
 
 @pytest.mark.parametrize("policy", DETECTING)
 def test_state_round_trip_keeps_history_and_restarts(policy: str) -> None:
-    learner = make_bandit(policy, 3, random_state=1, history=20, explore=0.3)
+    learner = make_bandit(policy, 3, random_state=1, history=20, explore=0.3, min_segment=5)
     rng = np.random.default_rng(2)
     for t in range(120):  # wraps the ring buffer; the jump at 60 is detected
         arm = learner.select().arm
@@ -110,11 +140,11 @@ def test_the_threshold_counts_every_reward_since_the_restart_not_only_the_histor
     """Re-testing the last ``history`` rewards at the threshold of ``history`` samples for ever let
     false alarms pile up on a long-running learner; the threshold now grows with all it kept."""
     blip = [0.0] * 5 + [3.0] * 5  # GLR 1.25 * 9 = 11.25: above ln(3 * 10^1.5 / 0.01) = 9.16
-    fresh = make_bandit("glrts", 1, history=10)
+    fresh = make_bandit("glrts", 1, history=10, min_segment=5)
     for reward in blip:
         fresh.update(0, reward)
     assert fresh.restarts == 1
-    seasoned = make_bandit("glrts", 1, history=10)
+    seasoned = make_bandit("glrts", 1, history=10, min_segment=5)
     for reward in [0.0] * 990 + blip:  # the same last ten rewards, 1,000 since the restart: threshold 16.07
         seasoned.update(0, reward)
     assert seasoned.restarts == 0
@@ -144,7 +174,8 @@ def test_a_stored_count_that_is_not_whole_is_refused(array: str) -> None:
 
 @pytest.mark.parametrize(("param", "value"), [("sigma", 0.0), ("delta", 1.0), ("delta", 0.0), ("history", 1),
                                               ("history", True), ("explore", 1.0), ("explore", -0.1),
-                                              ("explore", 1e-12)])  # a period of 4e12 rounds: overflowed at 1e-308
+                                              ("explore", 1e-12),  # a period of 4e12 rounds: overflowed at 1e-308
+                                              ("min_segment", 0), ("min_segment", 126), ("min_segment", 2.0)])
 def test_bad_detector_parameters_are_refused_by_name(param: str, value: object) -> None:
     for policy in DETECTING:
         with pytest.raises(BanditError, match=f"^{policy}: {param} must be"):
@@ -152,7 +183,7 @@ def test_bad_detector_parameters_are_refused_by_name(param: str, value: object) 
 
 
 def test_a_history_too_long_for_the_state_item_is_refused_by_its_name() -> None:
-    params = {"sigma": 1.0, "delta": 0.01, "history": 600, "explore": 0.0}
+    params = {"sigma": 1.0, "delta": 0.01, "history": 600, "explore": 0.0, "min_segment": 20}
     with pytest.raises(Exception, match="use a smaller history"):
         MetaAgentConfig.create(policy="glrts", policy_params=params)
     MetaAgentConfig.create(policy="glrts", policy_params=params | {"history": 570})
@@ -200,7 +231,7 @@ def test_policies_without_change_detection_add_no_change_entry() -> None:
 
 
 def test_a_forced_exploration_round_is_explained_as_such() -> None:
-    params = {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.4}
+    params = {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.4, "min_segment": 20}
     step = MetaAgentStep(MetaAgentConfig.create(policy="glrucb", policy_params=params, context="global",
                                                 mode="select", feedback="bandit"))
     prices, targets = _agent_rewards_flip(40, flip=40)

@@ -594,18 +594,22 @@ def glr_threshold(n: int | np.ndarray, delta: float) -> float | np.ndarray:
     return np.log(3.0 * np.asarray(n, dtype=float) ** 1.5 / delta)
 
 
-def glr_statistics(samples: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian GLR statistic of a change in mean, per column of ``samples`` (n, m), n >= 2.
+def glr_statistics(samples: np.ndarray, sigma: float, min_segment: int = 1) -> np.ndarray:
+    """Gaussian GLR statistic of a change in mean, per column of ``samples`` (n, m).
 
     ``max over s of s (n - s) / n * (mean(x[:s]) - mean(x[s:]))^2 / (2 sigma^2)``: the log
     likelihood ratio of "one change of mean after some sample s" against "no change", for
-    sigma-sub-Gaussian samples, maximised over every split.
+    sigma-sub-Gaussian samples, maximised over the splits that leave at least ``min_segment``
+    samples on each side (0 when there is none).
     """
     n = samples.shape[0]
+    if n < 2 * min_segment or n < 2:
+        return np.zeros(samples.shape[1])
     cumulative = np.cumsum(samples, axis=0)
-    s = np.arange(1, n, dtype=float)[:, None]
-    before = cumulative[:-1] / s
-    after = (cumulative[-1] - cumulative[:-1]) / (n - s)
+    s = np.arange(min_segment, n - min_segment + 1, dtype=float)[:, None]
+    head = cumulative[min_segment - 1: n - min_segment]
+    before = head / s
+    after = (cumulative[-1] - head) / (n - s)
     return (s * (n - s) / n * (before - after) ** 2).max(axis=0) / (2.0 * sigma * sigma)
 
 
@@ -624,6 +628,10 @@ class RestartOnChange(Bandit):
     restart (``delta``: the test's nominal false-alarm probability — the threshold is the
     simplified one of Besson et al.'s experiments; ``sigma``: the rewards' sub-Gaussian scale, 1
     for unit-scale risk-adjusted rewards, ``B / 2`` for rewards in an interval of width ``B``).
+    Only splits that leave ``min_segment`` rewards on each side count: daily returns have fat
+    tails, and one large reward at either end of the history is otherwise read as a change (with
+    Student-t rewards of 4 degrees of freedom and unit variance, 229 false alarms in 10 streams
+    of 2,300 rounds with every split, 1 with 20 rewards on each side).
     A detection in any arm restarts
     the whole learner (its statistics and every arm's history): when a regime shifts, every
     agent's reward changes with it. ``explore`` = alpha > 0 forces, in every
@@ -634,12 +642,12 @@ class RestartOnChange(Bandit):
     every arm is seen every round and ``explore`` should stay 0.
     """
 
-    _detector_params: ClassVar[tuple[str, ...]] = ("sigma", "delta", "history", "explore")
+    _detector_params: ClassVar[tuple[str, ...]] = ("sigma", "delta", "history", "explore", "min_segment")
     _detector_arrays: ClassVar[tuple[str, ...]] = ("history_", "history_n_", "restarts_")
     _detector_counts: ClassVar[tuple[str, ...]] = ("history_n_", "restarts_")
     _base_arrays: ClassVar[tuple[str, ...]]
 
-    def _init_detector(self, sigma: float, delta: float, history: int, explore: float) -> None:
+    def _init_detector(self, sigma: float, delta: float, history: int, explore: float, min_segment: int) -> None:
         if not sigma > 0:
             raise BanditError(f"{self.name}: sigma must be > 0, got {sigma!r}")
         if not 0.0 < delta < 1.0:
@@ -648,10 +656,15 @@ class RestartOnChange(Bandit):
             raise BanditError(f"{self.name}: history must be an integer >= 2, got {history!r}")
         if not (explore == 0.0 or MIN_EXPLORE <= explore < 1.0):
             raise BanditError(f"{self.name}: explore must be 0 or in [{MIN_EXPLORE:g}, 1), got {explore!r}")
+        if (isinstance(min_segment, bool) or not isinstance(min_segment, (int, np.integer))
+                or not 1 <= min_segment <= history // 2):
+            raise BanditError(f"{self.name}: min_segment must be an integer in [1, history // 2 = {history // 2}], "
+                              f"got {min_segment!r}")
         self.sigma = float(sigma)
         self.delta = float(delta)
         self.history = int(history)
         self.explore = float(explore)
+        self.min_segment = int(min_segment)
         self.history_ = np.zeros((self.history, self.n_arms))
         self.history_n_ = np.zeros(self.n_arms)  # rewards per arm since the last restart
         self.restarts_ = np.zeros(2)  # [rounds since the last restart, restarts so far]
@@ -702,10 +715,11 @@ class RestartOnChange(Bandit):
             if counts[0] < 2:
                 return False
             window = np.stack([self._samples(int(a)) for a in arms], axis=1)
-            return bool(np.any(glr_statistics(window, self.sigma) > glr_threshold(counts[0], self.delta)))
+            statistics = glr_statistics(window, self.sigma, self.min_segment)
+            return bool(np.any(statistics > glr_threshold(counts[0], self.delta)))
         for arm, count in zip(arms, counts, strict=True):
-            window = self._samples(int(arm))
-            if window.size >= 2 and glr_statistics(window[:, None], self.sigma)[0] > glr_threshold(
+            window = self._samples(int(arm))[:, None]
+            if count >= 2 and glr_statistics(window, self.sigma, self.min_segment)[0] > glr_threshold(
                     count, self.delta):
                 return True
         return False
@@ -757,10 +771,11 @@ class GLRUCB(RestartOnChange, UCB1):
         delta: float = 0.01,
         history: int = 250,
         explore: float = 0.0,
+        min_segment: int = 20,
         random_state: int | None = None,
     ):
         super().__init__(n_arms, alpha=alpha, random_state=random_state)
-        self._init_detector(sigma, delta, history, explore)
+        self._init_detector(sigma, delta, history, explore, min_segment)
 
 
 class GLRThompson(RestartOnChange, GaussianThompson):
@@ -780,6 +795,7 @@ class GLRThompson(RestartOnChange, GaussianThompson):
         delta: float = 0.01,
         history: int = 250,
         explore: float = 0.0,
+        min_segment: int = 20,
         mu0: float = 0.0,
         kappa0: float = 1.0,
         alpha0: float = 1.0,
@@ -789,7 +805,7 @@ class GLRThompson(RestartOnChange, GaussianThompson):
     ):
         super().__init__(n_arms, mu0=mu0, kappa0=kappa0, alpha0=alpha0, beta0=beta0,
                          n_weight_samples=n_weight_samples, random_state=random_state)
-        self._init_detector(sigma, delta, history, explore)
+        self._init_detector(sigma, delta, history, explore, min_segment)
 
 
 # ============================================================================================

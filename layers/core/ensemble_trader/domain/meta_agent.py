@@ -90,8 +90,8 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
     "thompson": {},
     "dts": {"gamma": 0.99},
     # GLR restarts: sigma 1 for unit-scale rewards; no forced exploration with full information
-    "glrucb": {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0},
-    "glrts": {"sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0},
+    "glrucb": {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0, "min_segment": 20},
+    "glrts": {"sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0, "min_segment": 20},
     "exp3": {"gamma": 0.05, "reward_range": (-4.0, 4.0), "discount": 0.995},
     "hedge": {"eta": 0.1, "discount": 1.0},
 }
