@@ -278,7 +278,7 @@ def test_a_request_aws_refuses_as_malformed_is_a_data_error_and_a_missing_stream
     for exc in (ClientError({"Error": {"Code": "ValidationException", "Message": "too big"}}, "PutRecords"),
                 ParamValidationError(report="Invalid length for parameter Records[0].Data")):
         client = RaisingKinesis(exc)
-        with pytest.raises(DataError, match="request refused, not retried"):
+        with pytest.raises(DataError, match=r"^Kinesis PutRecords to \S*features\S*: request refused, not retried"):
             KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
         assert client.calls == 1 and sleeps == []
     client = RaisingKinesis(ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"}}, "PutRecords"))

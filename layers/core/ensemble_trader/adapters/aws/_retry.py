@@ -173,7 +173,7 @@ def resend_failed(
                     f"{what}: AWS client misconfigured, not retried ({type(exc).__name__}: {exc})"
                 ) from exc
             if is_request_error(exc):
-                raise DataError(f"request refused, not retried ({type(exc).__name__}: {exc})") from exc
+                raise DataError(f"{what}: request refused, not retried ({type(exc).__name__}: {exc})") from exc
             last_error = f"{type(exc).__name__}: {exc}"
         if not pending:
             return [], ""
