@@ -121,6 +121,23 @@ def test_intents_reach_the_fifo_queue_with_symbol_group_and_intent_dedup(pipelin
     assert len(switches) == sum(1 for i in expected if i.explanation_detail["switched"])
 
 
+@pytest.mark.parametrize("policy", ["glrts", "swucb"])
+def test_learners_that_keep_reward_buffers_decide_in_the_lambda_as_in_the_backtest(pipeline, world, policy) -> None:
+    """A change-detecting learner's history (and a sliding window) goes through the cache and the
+    snapshot between invocations and comes back the same: the same intents as the backtest."""
+    config = MetaAgentConfig.create(policy=policy, mode="select")
+    c = Container(world["queue"], world["store"], world["snapshots"], world["bus"], config=config)
+    states = pipeline.market_states
+    for start in range(0, len(states), 40):
+        assert c.send(states[start : start + 40], start) == {"batchItemFailures": []}
+    reference = run_meta(pipeline, config)
+    assert [OrderIntent.parse(body) for _, _, body in world["queue"].queues[QUEUE]] == list(reference.intents)
+    (item,) = world["snapshots"].items("bandit-state")
+    stored = MetaAgentState.from_bytes(item["state"])
+    assert {k: v.to_dict() for k, v in stored.learners.items()} == {
+        k: v.to_dict() for k, v in reference.final_state.learners.items()}
+
+
 def two_symbols_last_intents() -> list[OrderIntent]:
     """The last intents of two symbols whose best agents differ (so their regrets differ)."""
     step = MetaAgentStep()
