@@ -24,13 +24,19 @@ reward bound ``B = 1`` of the Bernoulli problem: ``c = 2B sqrt(xi ln n_t(gamma) 
 for D-UCB and ``c = B sqrt(xi ln min(t, window) / N_t(window, i))`` for SW-UCB. Our classes write
 the bonus as UCB1's ``alpha sqrt(2 ln n / N)``, so ``alpha = B sqrt(2 xi)`` (about 1.095) for
 D-UCB and ``alpha = B sqrt(xi / 2)`` (about 0.548) for SW-UCB — not the library's default
-``alpha = 1``, which is UCB1's padding.
+``alpha = 1``, which is UCB1's padding. The change-detecting learners (GLR-UCB with UCB1's padding,
+GLR Thompson sampling) take Besson et al.'s test parameters: ``delta = 1 / sqrt(T)``, ``sigma = B / 2``
+(the sub-Gaussian scale of rewards in [0, B]), forced exploration ``sqrt(Y ln T / T)`` (0.061 for
+Y = 4, 0.132 for Y = 19); GLR Thompson sampling also runs without forced exploration. Two
+settings are the library's, not the paper's: the test reads each arm's last 1,000 rewards and
+counts only splits with 20 on each side.
 
 100 runs of each piecewise problem and 40 of each stationary one by default (``--runs N`` sets every
 problem's, ``--stationary-runs N`` the stationary ones'; ``--quick``: 5 runs, shorter horizons,
 files with a ``_quick`` suffix). The default run took 16 min 18 s of wall time on a core shared with
 other work (13.2 min of CPU time): about 4.5 s a run of each piecewise problem and 3 s a run of the
-two stationary ones together, so 100 stationary runs as well would add about 3 min. Each comparison
+two stationary ones together, so 100 stationary runs as well would add about 3 min. The three GLR
+learners added about 9 min (25 min of wall time on a shared core, 2026-11-28). Each comparison
 of ours with MABWiser's is also paired by run (the same reward table). Writes
 ``docs/img/meta_regret_stationary.png``, ``docs/img/meta_regret_piecewise.png``,
 ``docs/img/meta_regret_piecewise_fast.png`` and ``docs/img/meta_regret.json`` (the tables of
@@ -53,10 +59,12 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from ensemble_trader.domain.bandits import (  # noqa: E402
+    GLRUCB,
     UCB1,
     DiscountedThompson,
     DiscountedUCB,
     GaussianThompson,
+    GLRThompson,
     SlidingWindowUCB,
 )
 from ensemble_trader.marketdata import save_figure, write_text_atomic  # noqa: E402
@@ -72,6 +80,14 @@ DUCB_ALPHA = REWARD_BOUND * math.sqrt(2.0 * XI)
 """2B sqrt(xi ln n / N) written as alpha sqrt(2 ln n / N)."""
 SWUCB_ALPHA = REWARD_BOUND * math.sqrt(XI / 2.0)
 """B sqrt(xi ln min(t, window) / N) written as alpha sqrt(2 ln min(t, window) / N)."""
+GLR_SIGMA = REWARD_BOUND / 2.0
+"""Sub-Gaussian scale of rewards in [0, B] (Hoeffding): the GLR test's sigma."""
+GLR_HISTORY = 1_000
+"""Rewards per arm the GLR test looks back over: a cap on time per round (the paper keeps all
+since the last restart; a segment here lasts 500 or 2,000 rounds, detection takes far fewer)."""
+GLR_MIN_SEGMENT = 20
+"""Rewards on each side of a split the test counts: the library's default (against fat tails;
+the paper's test counts every split)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +241,20 @@ def piecewise_players(base: dict, t: int, changes: int) -> tuple[dict, dict]:
             lambda: SlidingWindowUCB(K, window=window, alpha=SWUCB_ALPHA, random_state=s), r),
         f"ours dts (gamma {gamma:.4f})": lambda r, s: play_ours(lambda: DiscountedThompson(K, gamma=gamma, random_state=s), r),
     })
-    return players, {"T": t, "change_points": changes, "gamma": gamma, "window": window}
+    delta = 1.0 / math.sqrt(t)
+    explore = math.sqrt(changes * math.log(t) / t)
+    glr = {"sigma": GLR_SIGMA, "delta": delta, "history": GLR_HISTORY, "min_segment": GLR_MIN_SEGMENT}
+    players.update({
+        f"ours GLR-UCB (explore {explore:.3f})": lambda r, s: play_ours(
+            lambda: GLRUCB(K, explore=explore, random_state=s, **glr), r),
+        f"ours GLR Thompson (explore {explore:.3f})": lambda r, s: play_ours(
+            lambda: GLRThompson(K, explore=explore, random_state=s, **glr), r),
+        "ours GLR Thompson (no forced exploration)": lambda r, s: play_ours(
+            lambda: GLRThompson(K, explore=0.0, random_state=s, **glr), r),
+    })
+    return players, {"T": t, "change_points": changes, "gamma": gamma, "window": window,
+                     "glr_delta": delta, "glr_explore": explore, "glr_sigma": GLR_SIGMA, "glr_history": GLR_HISTORY,
+                     "glr_min_segment": GLR_MIN_SEGMENT}
 
 
 def main(argv: list[str] | None = None) -> int:
