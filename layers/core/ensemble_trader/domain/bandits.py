@@ -698,29 +698,27 @@ class RestartOnChange(Bandit):
         return Selection(forced, np.eye(self.n_arms)[forced], selection.estimates,
                          bonuses=selection.bonuses, samples=selection.samples, forced=True)
 
-    def _samples(self, arm: int) -> np.ndarray:
-        """The arm's rewards since the last restart (its last ``history``), oldest first."""
-        count = int(self.history_n_[arm])
+    def _window(self, arms: np.ndarray | slice, count: int) -> np.ndarray:
+        """The rewards of ``arms`` (which have ``count`` each since the last restart), their last
+        ``history`` of them oldest first: shape (min(count, history), number of arms)."""
         if count <= self.history:
-            return self.history_[:count, arm]
-        return np.roll(self.history_[:, arm], -(count % self.history))
+            return self.history_[:count, arms]
+        start = count % self.history  # the oldest kept reward's slot
+        return np.concatenate((self.history_[start:, arms], self.history_[:start, arms]))
 
     def _changed(self, arms: np.ndarray) -> bool:
         """Whether the rewards of any of ``arms`` since the last restart changed mean. The test
         reads the last ``history`` of them, but its threshold counts all of them: a learner that
         has run long past its history keeps the false-alarm level of a test over everything it
-        kept, instead of re-testing its last ``history`` rewards at a fixed threshold forever."""
+        kept, instead of re-testing its last ``history`` rewards at a fixed threshold for ever."""
         counts = self.history_n_[arms]
-        if counts.size and np.all(counts == counts[0]):  # full information: one test for all
-            if counts[0] < 2:
-                return False
-            window = np.stack([self._samples(int(a)) for a in arms], axis=1)
-            statistics = glr_statistics(window, self.sigma, self.min_segment)
-            return bool(np.any(statistics > glr_threshold(counts[0], self.delta)))
-        for arm, count in zip(arms, counts, strict=True):
-            window = self._samples(int(arm))[:, None]
-            if count >= 2 and glr_statistics(window, self.sigma, self.min_segment)[0] > glr_threshold(
-                    count, self.delta):
+        if counts.size == self.n_arms and np.all(counts == counts[0]):  # full information: one test
+            groups = [(slice(None), int(counts[0]))]
+        else:
+            groups = [(np.array([arm]), int(count)) for arm, count in zip(arms, counts, strict=True)]
+        for columns, count in groups:
+            if count >= 2 and np.any(glr_statistics(self._window(columns, count), self.sigma, self.min_segment)
+                                     > glr_threshold(count, self.delta)):
                 return True
         return False
 
