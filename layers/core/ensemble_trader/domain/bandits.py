@@ -631,10 +631,9 @@ class RestartOnChange(Bandit):
     Only splits that leave ``min_segment`` rewards on each side count: daily returns have fat
     tails, and one large reward at either end of the history is otherwise read as a change (with
     Student-t rewards of 4 degrees of freedom and unit variance, 229 false alarms in 10 streams
-    of 2,300 rounds with every split, 1 with 20 rewards on each side).
-    A detection in any arm restarts
-    the whole learner (its statistics and every arm's history): when a regime shifts, every
-    agent's reward changes with it. ``explore`` = alpha > 0 forces, in every
+    of 2,300 rounds with every split, 1 with 20 rewards on each side). A detection in any arm
+    restarts the whole learner (its statistics and every arm's history): when a regime shifts,
+    every agent's reward changes with it. ``explore`` = alpha > 0 forces, in every
     ``max(floor(K / alpha), K + 1)`` rounds since the last restart, one round on each arm (so at
     most ``K / (K + 1)`` of the rounds, one in each period left to the index), so that a change in
     an arm the learner no longer plays is seen with bandit feedback (Besson et al. take
