@@ -87,6 +87,18 @@ def test_the_retry_loop_counts_an_attempt_for_an_unflagged_refusal_even_with_the
     assert error.attempt_started is True
 
 
+def test_the_retry_loops_own_refusal_before_an_attempt_says_it_was_not_started():
+    """The loop checks the time left before each call it sends; refusing there sends nothing
+    (the error carried the default, True, while its text said "before its first attempt")."""
+    sent = []
+    with invocation_deadline(Context(ATTEMPT_S - 1.0)):
+        with pytest.raises(DeadlineExceededError) as caught:
+            resend_failed(lambda pending: sent.append(pending) or ([], ""), ["x"], max_attempts=3,
+                          base_delay_s=0.0, sleep=lambda s: None, what="Batch to t", attempt_s=ATTEMPT_S)
+    assert sent == [] and caught.value.attempt_started is False
+    assert caught.value.what == "Batch to t: 1 of 1 entries still failing before its first attempt"
+
+
 # ---- re-wrapping, copies and pickles keep it ---------------------------------------------------
 
 

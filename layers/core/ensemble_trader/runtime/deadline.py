@@ -64,7 +64,8 @@ class DeadlineExceededError(InfrastructureError):
     reads this flag, never the message (whose ``(attempt not started)`` is for people).
 
     :meth:`led_by` names the caller's context (a table, a bucket and key, a queue) in front of
-    ``what``, keeping everything else; copies and pickles keep every attribute."""
+    ``what``, keeping the figures, ``failing`` and ``attempt_started`` (not notes or attributes
+    added later); copies and pickles keep every attribute."""
 
     def __init__(self, what: str, left_s: float, needed_s: float, needed_for: str = "it could take",
                  *, failing: Sequence[Any] = (), attempt_started: bool = True):
@@ -137,15 +138,17 @@ def _text(what: Described) -> str:
 
 
 def require(what: Described, needed_s: float, needed_for: str = "it could take", *,
-            failing: Sequence[Any] = ()) -> None:
+            failing: Sequence[Any] = (), attempt_started: bool = True) -> None:
     """Raise :class:`DeadlineExceededError` unless ``needed_s`` seconds are left before the
-    deadline (nothing outside an invocation)."""
+    deadline (nothing outside an invocation). A caller that checks before sending an attempt
+    passes ``attempt_started=False``, which the error then carries."""
     deadline = _current.get()
     if deadline is None:
         return
     left = deadline.left()
     if left < needed_s:
-        raise DeadlineExceededError(_text(what), left, needed_s, needed_for, failing=failing)
+        raise DeadlineExceededError(_text(what), left, needed_s, needed_for, failing=failing,
+                                    attempt_started=attempt_started)
 
 
 def pause(

@@ -157,7 +157,7 @@ def resend_failed(
                 + (f" (last error: {last_error})" if last_error else ""))
 
     for attempt in range(1, max_attempts + 1):
-        deadline.require(unfinished, attempt_s, "one attempt can take", failing=pending)
+        deadline.require(unfinished, attempt_s, "one attempt can take", failing=pending, attempt_started=False)
         made = attempt
         try:
             pending, last_error = send(pending)
