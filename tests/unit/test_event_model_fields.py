@@ -161,9 +161,12 @@ def _refused(model, field, value) -> InvalidMessageError:
 @pytest.mark.parametrize(("model", "field"), NUMBER_FIELDS, ids=[f"{m.__name__}.{f}" for m, f in NUMBER_FIELDS])
 @pytest.mark.parametrize(("value", "says"), [
     (True, "not a boolean"), (False, "not a boolean"), ("1_000", "no '_' digit separators"),
+    (np.True_, "not a boolean"),  # an in-process producer's NumPy comparison was read as 1.0
 ])
 def test_a_number_field_refuses_booleans_and_grouped_digits(model, field, value, says):
     assert says in _refused(model, field, value).problems[0].message
+    if isinstance(value, np.bool_):
+        return  # JSON has no NumPy booleans
     data = json.dumps(VALID[model] | {field: value})
     with pytest.raises(InvalidMessageError, match=field):
         model.parse(data)

@@ -67,6 +67,13 @@ def _finite_non_negative(v: float) -> float:
     return v
 
 
+def _is_numpy_bool(value: Any) -> bool:
+    """NumPy's boolean scalar (``np.True_``), which is no ``bool`` and which pydantic reads as
+    1.0; told by its type, so that this module needs no NumPy."""
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+
+
 def _number_input(value: Any) -> Any:
     """A number field takes a number or the plain text of one (``10``, ``10.5``, ``"1e3"``);
     pydantic's lax float would also read ``true``/``false`` as 1.0/0.0 and ``"1_000"`` as 1000.0
@@ -75,7 +82,7 @@ def _number_input(value: Any) -> Any:
     reads ``true`` as 1 and ``"1_000"`` as 1000 the same way."""
     if value.__class__ is float or value.__class__ is int:  # the usual case, first
         return value
-    if isinstance(value, bool):
+    if isinstance(value, bool) or _is_numpy_bool(value):
         raise ValueError(f"must be a number, not a boolean ({value!r})")
     if (isinstance(value, str) and "_" in value) or (isinstance(value, (bytes, bytearray)) and b"_" in value):
         raise ValueError(f"{value!r} is not a number (no '_' digit separators)")
