@@ -888,6 +888,7 @@ class MetaAgentStep:
             explanation=self._one_line(
                 state, new, market, weights, selection, desired, switched,
                 detail["why"] + self._overlay_phrase(detail["vol_target"]), held,
+                detail.get("change_detected"),
             ),
             explanation_detail=detail,
         )
@@ -1270,6 +1271,7 @@ class MetaAgentStep:
         switched: bool,
         why: str,
         held: Mapping[str, bool],
+        restarted: list[str] | None,
     ) -> str:
         regime = market.regime
         head = f"{regime.regime.value} ({regime.confidence:.0%})"
@@ -1284,7 +1286,6 @@ class MetaAgentStep:
         changes = []
         if old.last_regime is not None and old.last_regime != regime.regime.value:
             changes.append(f"regime {old.last_regime}→{regime.regime.value}")
-        restarted = self._restarted(old, new)
         if restarted:
             changes.append(f"change detected in the agents' rewards, restarted the {'/'.join(restarted)} "
                            f"learner{'s' if len(restarted) > 1 else ''}")
