@@ -13,6 +13,10 @@ Problems (common random numbers: every policy of a run sees the same reward tabl
 * ``piecewise-fast`` — the same arms redrawn every 500 rounds (19 change points, each changing the
   best arm), T = 10,000.
 
+Our Thompson sampling runs twice on the Bernoulli problems: the Normal-Gamma ``GaussianThompson``
+(the meta-agent's model) and ``BetaThompson`` with its default reward range [0, 1], which on 0/1
+rewards is the Beta-Bernoulli sampler MABWiser implements (the same uniform prior).
+
 Regret is the pseudo-regret ``sum_t (mu*_t - mu_{a_t})`` (the expected loss of the choices, not
 of the noisy rewards). Every policy first plays each arm once (MABWiser needs a fit before its
 first prediction), then selects and learns from bandit feedback. Non-stationary parameters come
@@ -61,6 +65,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from ensemble_trader.domain.bandits import (  # noqa: E402
     GLRUCB,
     UCB1,
+    BetaThompson,
     DiscountedThompson,
     DiscountedUCB,
     GaussianThompson,
@@ -280,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours thompson (gaussian)": lambda r, s: play_ours(lambda: GaussianThompson(K, random_state=s), r),
     }
     bernoulli_players = dict(stationary_players)
+    bernoulli_players["ours thompson (beta)"] = lambda r, s: play_ours(lambda: BetaThompson(K, random_state=s), r)
     bernoulli_players["mabwiser thompson (beta)"] = lambda r, s: play_mabwiser("ts", r, s)
 
     studied = {

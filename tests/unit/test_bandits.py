@@ -12,6 +12,7 @@ from ensemble_trader.domain.bandits import (
     POLICIES,
     UCB1,
     BanditError,
+    BetaThompson,
     DiscountedThompson,
     DiscountedUCB,
     GaussianThompson,
@@ -114,6 +115,7 @@ def _change_point(learner) -> np.ndarray:
         DiscountedUCB(2, gamma=0.98),
         SlidingWindowUCB(2, window=100),
         DiscountedThompson(2, gamma=0.98, random_state=0),
+        BetaThompson(2, gamma=0.98, random_state=0),
         Hedge(2, eta=0.5, discount=0.9, random_state=0),
         EXP3(2, gamma=0.1, reward_range=(0.0, 1.0), discount=0.99, random_state=0),
     ],
@@ -124,6 +126,7 @@ def test_discounting_forgets_and_stationary_learners_do_not(forgetful) -> None:
     assert _change_point(UCB1(2))[0] == 1.0  # long memory: still on the old best arm
     stale = _change_point(GaussianThompson(2, random_state=0))
     assert stale[0] > 0.9
+    assert _change_point(BetaThompson(2, random_state=0))[0] > 0.9
 
 
 def test_discounted_estimates_track_the_new_means() -> None:
@@ -162,6 +165,57 @@ def test_thompson_posterior_matches_closed_form() -> None:
     assert alpha == pytest.approx(2.5)
     assert beta == pytest.approx(1.0 + 0.5 * 2.0 + 1.0 * n * xbar**2 / (2 * 4.0))
     assert learner.select().samples is not None
+
+
+def test_beta_thompson_counts_zero_one_rewards_as_bernoulli_observations() -> None:
+    """0/1 rewards are the Beta-Bernoulli model itself: the posterior is Beta(a0 + ones, b0 + zeros)."""
+    learner = BetaThompson(3, a0=2.0, b0=0.5, random_state=4)
+    ones, zeros = np.zeros(3), np.zeros(3)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        arm = learner.select().arm
+        reward = float(rng.random() < 0.3 + 0.2 * arm)
+        learner.update(arm, reward)
+        ones[arm] += reward
+        zeros[arm] += 1.0 - reward
+    learner.update_all(np.array([1.0, 0.0, 1.0]))
+    ones += [1, 0, 1]
+    zeros += [0, 1, 0]
+    a, b = learner.posterior()
+    np.testing.assert_array_equal(a, 2.0 + ones)
+    np.testing.assert_array_equal(b, 0.5 + zeros)
+    np.testing.assert_allclose(learner.select().estimates, a / (a + b))
+
+
+def test_beta_thompson_counts_a_bounded_reward_as_a_trial_that_succeeds_with_its_mapped_value() -> None:
+    """Agrawal & Goyal's trick: reward r in (low, high) succeeds with probability (r - low) / (high - low);
+    rewards beyond the range are clipped to its ends, and estimates and samples are on the reward scale."""
+    learner = BetaThompson(3, reward_range=(-4.0, 4.0), random_state=0)
+    for _ in range(20_000):
+        learner.update_all(np.array([-2.0, 9.0, -7.5]))  # mapped: 0.25, clipped to 1 and to 0
+    share = learner.successes_ / (learner.successes_ + learner.failures_)
+    assert abs(share[0] - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 20_000)
+    assert share[1] == 1.0 and share[2] == 0.0
+    selection = learner.select()
+    a, b = learner.posterior()
+    np.testing.assert_allclose(selection.estimates, -4.0 + 8.0 * a / (a + b))
+    assert selection.estimates[0] == pytest.approx(-2.0, abs=0.05)
+    assert np.all((selection.samples >= -4.0) & (selection.samples <= 4.0))
+    assert selection.arm == 1 and selection.bonuses is None
+
+
+def test_beta_thompson_refuses_bad_hyperparameters() -> None:
+    for params, match in [({"reward_range": (1.0, 1.0)}, "high > low"),
+                          ({"reward_range": "01"}, "two numbers"),
+                          ({"reward_range": (0, True)}, "two numbers"),
+                          ({"reward_range": (0.0, 1.0, 2.0)}, "two numbers"),
+                          ({"reward_range": None}, "two numbers"),
+                          ({"a0": 0.0}, "a0 must be > 0"),
+                          ({"b0": -1.0}, "b0 must be > 0"),
+                          ({"gamma": 0.0}, "gamma"),
+                          ({"n_weight_samples": 0}, "n_weight_samples")]:
+        with pytest.raises(BanditError, match=f"^betats: .*{match}"):
+            BetaThompson(3, **params)
 
 
 def test_ucb_bonuses_are_their_closed_forms() -> None:
@@ -279,6 +333,8 @@ def test_hedge_refuses_feedback_for_an_arm_it_could_not_have_played() -> None:
         ("exp3", {"gamma": 0.1, "reward_range": (-float("inf"), 1.0)}),
         ("ucb", {"alpha": float("inf")}),
         ("thompson", {"mu0": float("nan")}),
+        ("betats", {"reward_range": (0.0, float("inf"))}),
+        ("betats", {"a0": float("inf")}),
     ],
 )
 def test_hyperparameters_must_be_finite(policy: str, params: dict) -> None:
@@ -310,7 +366,8 @@ def test_size_bound_covers_a_learner_full_of_long_floats() -> None:
 
 @pytest.mark.parametrize(("policy", "array"), [("thompson", "s0_"), ("thompson", "s2_"), ("ucb", "counts_"),
                                                ("dts", "s0_"), ("swucb", "buffer_mask_"),
-                                               ("glrts", "history_n_"), ("glrucb", "restarts_")])
+                                               ("glrts", "history_n_"), ("glrucb", "restarts_"),
+                                               ("betats", "successes_"), ("betats", "failures_")])
 def test_a_stored_statistic_that_cannot_be_negative_is_refused_at_restore(policy, array):
     """Accepted, a negative count made every later select() fail with numpy's own error."""
     d = make_bandit(policy, 3, random_state=1).to_dict()

@@ -72,7 +72,7 @@ def run(step: MetaAgentStep, prices, regimes, targets, warmup: int = 0):
     return state, decisions
 
 
-@pytest.mark.parametrize("policy", ["hedge", "ucb", "thompson", "exp3", "dts"])
+@pytest.mark.parametrize("policy", ["hedge", "ucb", "thompson", "exp3", "dts", "betats"])
 @pytest.mark.parametrize("context", ["regime", "probability"])
 def test_no_look_ahead_changing_the_future_does_not_change_past_intents(policy: str, context: str) -> None:
     prices, regimes, targets = path(120)
@@ -184,7 +184,7 @@ def test_intent_ids_are_deterministic_and_follow_make_intent_id() -> None:
 
 def test_explanations_are_present_and_structured() -> None:
     prices, regimes, targets = path(60)
-    for policy, key in (("ucb", "bonus"), ("thompson", "sample"), ("hedge", "estimate")):
+    for policy, key in (("ucb", "bonus"), ("thompson", "sample"), ("betats", "sample"), ("hedge", "estimate")):
         _, decisions = run(MetaAgentStep(MetaAgentConfig.create(policy=policy)), prices, regimes, targets)
         intent = decisions[-1].intent
         assert intent.explanation.startswith("BEAR (")
@@ -254,9 +254,10 @@ def test_redelivery_is_a_no_op_and_the_step_is_pure() -> None:
     assert state.to_dict() == snapshot  # the input state was not modified
 
 
-def test_state_round_trip_gives_identical_next_intents() -> None:
+@pytest.mark.parametrize("policy", ["dts", "betats"])
+def test_state_round_trip_gives_identical_next_intents(policy: str) -> None:
     prices, regimes, targets = path(80)
-    step = MetaAgentStep(MetaAgentConfig.create(policy="dts", context="probability"))
+    step = MetaAgentStep(MetaAgentConfig.create(policy=policy, context="probability"))
     state, _ = run(step, prices[:40], regimes, targets)
     restored = MetaAgentState.from_bytes(state.to_bytes())
     for i in range(40, 80):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
 
-POLICY_CHOICES = ("ucb", "ducb", "swucb", "glrucb", "thompson", "dts", "glrts", "exp3", "hedge")
+POLICY_CHOICES = ("ucb", "ducb", "swucb", "glrucb", "thompson", "dts", "glrts", "betats", "exp3", "hedge")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -135,6 +135,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
+def _reward_range(policy: str, reward_range: Any) -> tuple[float, float]:
+    """``reward_range`` as ``(low, high)`` floats with ``high > low`` (EXP3, Beta Thompson)."""
+    values = [_as_real(v) for v in reward_range] if isinstance(reward_range, (tuple, list, np.ndarray)) else []
+    if len(values) != 2 or None in values:
+        raise BanditError(f"{policy}: reward_range must be two numbers (low, high), got {reward_range!r}")
+    lo, hi = values
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise BanditError(f"{policy}: reward_range must be finite, (low, high) with high > low, got {reward_range!r}")
+    return lo, hi
+
+
+def _to_unit(reward: float | np.ndarray, reward_range: tuple[float, float]) -> float | np.ndarray:
+    """A reward mapped from ``reward_range`` onto [0, 1], values outside clipped to its ends."""
+    lo, hi = reward_range
+    return np.clip((reward - lo) / (hi - lo), 0.0, 1.0)
+
+
 class Bandit(ABC):
     """Base of every learner: parameter checks, generator, serialisation, copy."""
 
@@ -585,6 +602,111 @@ class DiscountedThompson(GaussianThompson):
 
 
 # ============================================================================================
+# Thompson sampling, rewards in a known range (Beta posteriors)
+# ============================================================================================
+
+
+class BetaThompson(Bandit):
+    """Thompson sampling with Beta posteriors, for rewards in a known range.
+
+    Rewards are mapped from ``reward_range`` onto [0, 1] (values outside are clipped to its
+    ends). A mapped reward ``x`` counts as one Bernoulli trial that succeeds with probability
+    ``x`` (Agrawal & Goyal, "Analysis of Thompson Sampling for the Multi-armed Bandit Problem",
+    COLT 2012), so 0/1 rewards update the posterior exactly as Bernoulli observations and other
+    rewards keep the algorithm's guarantees for bounded rewards. Each arm's posterior is
+    ``Beta(a0 + successes, b0 + failures)``; ``select()`` draws from every posterior and plays
+    the largest draw. With ``gamma < 1`` the counts decay every round (discounted Thompson
+    sampling for Bernoulli rewards: a memory of ``1 / (1 - gamma)`` rounds). Estimates and
+    samples are reported on the reward scale (``low + (high - low) * p``).
+
+    Use it where rewards are bounded and the range is known (0/1 outcomes, hit rates); for
+    unbounded rewards the clipping discards what lies beyond the range, and the Normal-Gamma
+    :class:`GaussianThompson` is the better model.
+    """
+
+    name = "betats"
+    _params = ("reward_range", "a0", "b0", "gamma", "n_weight_samples")
+    _arrays = ("successes_", "failures_")
+    _counts = ("successes_", "failures_")
+
+    def __init__(
+        self,
+        n_arms: int,
+        reward_range: tuple[float, float] = (0.0, 1.0),
+        a0: float = 1.0,
+        b0: float = 1.0,
+        gamma: float = 1.0,
+        n_weight_samples: int = 256,
+        random_state: int | None = None,
+    ):
+        super().__init__(n_arms, random_state)
+        self.reward_range = _reward_range(self.name, reward_range)
+        for label, value in (("a0", a0), ("b0", b0)):
+            if not value > 0:
+                raise BanditError(f"{self.name}: {label} must be > 0, got {value!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
+        if not isinstance(n_weight_samples, int) or n_weight_samples < 1:
+            raise BanditError(f"{self.name}: n_weight_samples must be a positive integer")
+        self.a0 = float(a0)
+        self.b0 = float(b0)
+        self.gamma = float(gamma)
+        self.n_weight_samples = n_weight_samples
+        self.successes_ = np.zeros(self.n_arms)
+        self.failures_ = np.zeros(self.n_arms)
+
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        params["reward_range"] = list(self.reward_range)
+        return params
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) of every arm's Beta posterior over its success probability."""
+        return self.a0 + self.successes_, self.b0 + self.failures_
+
+    def _on_reward_scale(self, p: np.ndarray) -> np.ndarray:
+        lo, hi = self.reward_range
+        return lo + (hi - lo) * p
+
+    def _draw(self, size: int | None) -> np.ndarray:
+        a, b = self.posterior()
+        return self.rng_.beta(a, b, size=(self.n_arms,) if size is None else (size, self.n_arms))
+
+    def select(self) -> Selection:
+        samples = self._draw(None)
+        arm = self._pick(samples)
+        weights = np.zeros(self.n_arms)
+        weights[arm] = 1.0
+        a, b = self.posterior()
+        return Selection(arm, weights, self._on_reward_scale(a / (a + b)), samples=self._on_reward_scale(samples))
+
+    @property
+    def weights_noise(self) -> float:
+        """As :attr:`GaussianThompson.weights_noise`: ``3 / sqrt(n_weight_samples)``."""
+        return 3.0 / math.sqrt(self.n_weight_samples)
+
+    def weights(self) -> np.ndarray:
+        wins = np.bincount(self._draw(self.n_weight_samples).argmax(axis=1), minlength=self.n_arms)
+        return wins / wins.sum()
+
+    def _learn(self, arms: int | slice, rewards: float | np.ndarray) -> None:
+        """Decay, then one Bernoulli trial per observed reward (drawn before anything changes)."""
+        unit = _to_unit(rewards, self.reward_range)
+        success = (self.rng_.random(np.shape(unit)) < unit).astype(np.float64)
+        if self.gamma < 1.0:
+            self.successes_ *= self.gamma
+            self.failures_ *= self.gamma
+        self.successes_[arms] += success
+        self.failures_[arms] += 1.0 - success
+
+    def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
+        self._learn(arm, reward)
+
+    def _update_all(self, rewards: np.ndarray) -> None:
+        self._learn(slice(None), rewards)
+
+
+# ============================================================================================
 # Change detection: restart on a generalised likelihood ratio test (GLR)
 # ============================================================================================
 
@@ -869,13 +991,11 @@ class EXP3(_ExponentialWeights):
         super().__init__(n_arms, random_state)
         if not 0.0 < gamma <= 1.0:
             raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        lo, hi = (float(v) for v in reward_range)
-        if not hi > lo:
-            raise BanditError(f"{self.name}: reward_range must be (low, high) with high > low")
+        reward_range = _reward_range(self.name, reward_range)
         if not 0.0 < discount <= 1.0:
             raise BanditError(f"{self.name}: discount must be in (0, 1], got {discount!r}")
         self.gamma = float(gamma)
-        self.reward_range = (lo, hi)
+        self.reward_range = reward_range
         self.discount = float(discount)
         self.log_weights_ = np.zeros(self.n_arms)
 
@@ -887,17 +1007,13 @@ class EXP3(_ExponentialWeights):
     def weights(self) -> np.ndarray:
         return (1.0 - self.gamma) * _softmax(self.log_weights_) + self.gamma / self.n_arms
 
-    def _scaled(self, reward: float | np.ndarray) -> float | np.ndarray:
-        lo, hi = self.reward_range
-        return np.clip((reward - lo) / (hi - lo), 0.0, 1.0)
-
     def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         p = self._played_with(arm, probability)
-        self._add(arm, self.gamma / (p * self.n_arms), float(self._scaled(reward)),
+        self._add(arm, self.gamma / (p * self.n_arms), float(_to_unit(reward, self.reward_range)),
                   f"reward {reward!r} / probability {p!r}")
 
     def _update_all(self, rewards: np.ndarray) -> None:
-        self._add(slice(None), self.gamma / self.n_arms, self._scaled(rewards), "rewards")
+        self._add(slice(None), self.gamma / self.n_arms, _to_unit(rewards, self.reward_range), "rewards")
 
 
 class Hedge(_ExponentialWeights):
@@ -943,14 +1059,14 @@ class Hedge(_ExponentialWeights):
 POLICIES: dict[str, type[Bandit]] = {
     cls.name: cls
     for cls in (UCB1, DiscountedUCB, SlidingWindowUCB, GLRUCB, GaussianThompson, DiscountedThompson,
-                GLRThompson, EXP3, Hedge)
+                GLRThompson, BetaThompson, EXP3, Hedge)
 }
 """Policy name (as used on the command line) → learner class."""
 
 
 def make_bandit(policy: str, n_arms: int, random_state: int | None = None, **params: Any) -> Bandit:
     """A fresh learner by policy name (``ucb``, ``ducb``, ``swucb``, ``glrucb``, ``thompson``,
-    ``dts``, ``glrts``, ``exp3``, ``hedge``) with the given hyperparameters."""
+    ``dts``, ``glrts``, ``betats``, ``exp3``, ``hedge``) with the given hyperparameters."""
     try:
         cls = POLICIES[policy]
     except KeyError:

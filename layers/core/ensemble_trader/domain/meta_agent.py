@@ -92,6 +92,8 @@ DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
     # GLR restarts: sigma 1 for unit-scale rewards; no forced exploration with full information
     "glrucb": {"alpha": 1.0, "sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0, "min_segment": 20},
     "glrts": {"sigma": 1.0, "delta": 0.01, "history": 250, "explore": 0.0, "min_segment": 20},
+    # Beta posteriors over rewards clipped from (-4, 4) into [0, 1], as EXP3's
+    "betats": {"reward_range": (-4.0, 4.0)},
     "exp3": {"gamma": 0.05, "reward_range": (-4.0, 4.0), "discount": 0.995},
     "hedge": {"eta": 0.1, "discount": 1.0},
 }
@@ -114,7 +116,7 @@ class MetaAgentConfig(BaseModel):
 
     policy
         a bandit policy of :mod:`ensemble_trader.domain.bandits` (``ucb``, ``ducb``, ``swucb``,
-        ``glrucb``, ``thompson``, ``dts``, ``glrts``, ``exp3``, ``hedge``); ``policy_params``
+        ``glrucb``, ``thompson``, ``dts``, ``glrts``, ``betats``, ``exp3``, ``hedge``); ``policy_params``
         overrides its hyperparameters (default :data:`DEFAULT_POLICY_PARAMS`).
     context
         ``regime``: one learner per reported regime (falling back to the global learner until
