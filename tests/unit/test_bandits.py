@@ -204,18 +204,46 @@ def test_beta_thompson_counts_a_bounded_reward_as_a_trial_that_succeeds_with_its
     assert selection.arm == 1 and selection.bonuses is None
 
 
+def test_beta_thompson_full_information_ranks_arms_by_their_rewards_not_by_luck() -> None:
+    """One uniform draw per round serves every arm: equal rewards give equal counts, and an arm
+    rewarded more every round never has fewer successes (independent draws ranked equal agents by luck)."""
+    learner = BetaThompson(4, reward_range=(-4.0, 4.0), random_state=0)
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        x = rng.standard_normal()
+        learner.update_all(np.array([x, x, x + 0.1, x - 0.1]))
+    assert learner.successes_[0] == learner.successes_[1]
+    assert learner.successes_[3] <= learner.successes_[0] <= learner.successes_[2]
+    np.testing.assert_allclose(learner.successes_ + learner.failures_, 500.0)
+
+
+def test_thompson_weights_split_tied_draws_instead_of_favouring_the_first_arm() -> None:
+    """Beta draws tie at exactly 0 or 1 under a tiny prior; argmax gave every tie to arm 0."""
+    learner = BetaThompson(4, a0=0.02, b0=0.02, n_weight_samples=20_000, random_state=0)
+    np.testing.assert_allclose(learner.weights(), 0.25, atol=0.02)
+    assert abs(learner.weights().sum() - 1.0) < 1e-12
+    certain = BetaThompson(3, a0=1e300, random_state=0)  # every draw is 1.0
+    np.testing.assert_allclose(certain.weights(), 1 / 3)
+
+
 def test_beta_thompson_refuses_bad_hyperparameters() -> None:
     for params, match in [({"reward_range": (1.0, 1.0)}, "high > low"),
                           ({"reward_range": "01"}, "two numbers"),
                           ({"reward_range": (0, True)}, "two numbers"),
                           ({"reward_range": (0.0, 1.0, 2.0)}, "two numbers"),
                           ({"reward_range": None}, "two numbers"),
-                          ({"a0": 0.0}, "a0 must be > 0"),
-                          ({"b0": -1.0}, "b0 must be > 0"),
+                          ({"reward_range": (-1e308, 1e308)}, "finite width"),
+                          ({"a0": 0.0}, "a0 must be finite and > 0"),
+                          ({"b0": -1.0}, "b0 must be finite and > 0"),
+                          ({"b0": True}, "b0 must be finite and > 0"),
                           ({"gamma": 0.0}, "gamma"),
-                          ({"n_weight_samples": 0}, "n_weight_samples")]:
+                          ({"gamma": True}, "gamma"),
+                          ({"n_weight_samples": 0}, "n_weight_samples"),
+                          ({"n_weight_samples": True}, "n_weight_samples")]:
         with pytest.raises(BanditError, match=f"^betats: .*{match}"):
             BetaThompson(3, **params)
+    with pytest.raises(BanditError, match="^thompson: n_weight_samples must be a positive integer, got True"):
+        GaussianThompson(3, n_weight_samples=True)  # one draw per weight estimate, stored as JSON true
 
 
 def test_ucb_bonuses_are_their_closed_forms() -> None:

@@ -130,6 +130,21 @@ def _one_hot_of_max(values: np.ndarray) -> np.ndarray:
     return top / top.sum()
 
 
+def _win_shares(draws: np.ndarray) -> np.ndarray:
+    """Each arm's share of the rows of ``draws`` (samples, arms) in which it is largest, a tie
+    split among the tied arms (Beta draws can tie at 0 or 1; no arm is favoured by its index)."""
+    top = draws == draws.max(axis=1, keepdims=True)
+    shares = (top / top.sum(axis=1, keepdims=True)).sum(axis=0)
+    return shares / shares.sum()
+
+
+def _check_weight_samples(policy: str, n_weight_samples: Any) -> int:
+    if isinstance(n_weight_samples, bool) or not isinstance(n_weight_samples, (int, np.integer)) \
+            or n_weight_samples < 1:
+        raise BanditError(f"{policy}: n_weight_samples must be a positive integer, got {n_weight_samples!r}")
+    return int(n_weight_samples)
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max())
     return z / z.sum()
@@ -141,8 +156,8 @@ def _reward_range(policy: str, reward_range: Any) -> tuple[float, float]:
     if len(values) != 2 or None in values:
         raise BanditError(f"{policy}: reward_range must be two numbers (low, high), got {reward_range!r}")
     lo, hi = values
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        raise BanditError(f"{policy}: reward_range must be finite, (low, high) with high > low, got {reward_range!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo and math.isfinite(hi - lo)):
+        raise BanditError(f"{policy}: reward_range must be finite: (low, high) with high > low and a finite width, got {reward_range!r}")
     return lo, hi
 
 
@@ -507,8 +522,7 @@ class GaussianThompson(Bandit):
                 raise BanditError(f"{self.name}: {label} must be > 0, got {value!r}")
         if not 0.0 < gamma <= 1.0:
             raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        if not isinstance(n_weight_samples, int) or n_weight_samples < 1:
-            raise BanditError(f"{self.name}: n_weight_samples must be a positive integer")
+        n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
         self.mu0 = float(mu0)
         self.kappa0 = float(kappa0)
         self.alpha0 = float(alpha0)
@@ -550,9 +564,7 @@ class GaussianThompson(Bandit):
         return 3.0 / math.sqrt(self.n_weight_samples)
 
     def weights(self) -> np.ndarray:
-        draws = self._draw(self.n_weight_samples)
-        wins = np.bincount(draws.argmax(axis=1), minlength=self.n_arms)
-        return wins / wins.sum()
+        return _win_shares(self._draw(self.n_weight_samples))
 
     def _decay(self) -> None:
         if self.gamma < 1.0:
@@ -642,16 +654,16 @@ class BetaThompson(Bandit):
         super().__init__(n_arms, random_state)
         self.reward_range = _reward_range(self.name, reward_range)
         for label, value in (("a0", a0), ("b0", b0)):
-            if not value > 0:
-                raise BanditError(f"{self.name}: {label} must be > 0, got {value!r}")
-        if not 0.0 < gamma <= 1.0:
+            real = _as_real(value)
+            if real is None or not 0.0 < real < math.inf:
+                raise BanditError(f"{self.name}: {label} must be finite and > 0, got {value!r}")
+        real_gamma = _as_real(gamma)
+        if real_gamma is None or not 0.0 < real_gamma <= 1.0:
             raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        if not isinstance(n_weight_samples, int) or n_weight_samples < 1:
-            raise BanditError(f"{self.name}: n_weight_samples must be a positive integer")
         self.a0 = float(a0)
         self.b0 = float(b0)
         self.gamma = float(gamma)
-        self.n_weight_samples = n_weight_samples
+        self.n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
         self.successes_ = np.zeros(self.n_arms)
         self.failures_ = np.zeros(self.n_arms)
 
@@ -686,13 +698,15 @@ class BetaThompson(Bandit):
         return 3.0 / math.sqrt(self.n_weight_samples)
 
     def weights(self) -> np.ndarray:
-        wins = np.bincount(self._draw(self.n_weight_samples).argmax(axis=1), minlength=self.n_arms)
-        return wins / wins.sum()
+        return _win_shares(self._draw(self.n_weight_samples))
 
     def _learn(self, arms: int | slice, rewards: float | np.ndarray) -> None:
-        """Decay, then one Bernoulli trial per observed reward (drawn before anything changes)."""
+        """Decay, then one Bernoulli trial per observed reward. One uniform draw serves every arm
+        of a round: each trial still succeeds with its own probability, and an arm rewarded more
+        than another that round never fails where the other succeeds (independent draws gave
+        agents with identical rewards different counts, and a learner that ranked them by luck)."""
         unit = _to_unit(rewards, self.reward_range)
-        success = (self.rng_.random(np.shape(unit)) < unit).astype(np.float64)
+        success = (self.rng_.random() < unit).astype(np.float64)
         if self.gamma < 1.0:
             self.successes_ *= self.gamma
             self.failures_ *= self.gamma
