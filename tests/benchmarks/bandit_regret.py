@@ -40,7 +40,8 @@ problem's, ``--stationary-runs N`` the stationary ones'; ``--quick``: 5 runs, sh
 files with a ``_quick`` suffix). The default run took 16 min 18 s of wall time on a core shared with
 other work (13.2 min of CPU time): about 4.5 s a run of each piecewise problem and 3 s a run of the
 two stationary ones together, so 100 stationary runs as well would add about 3 min. The three GLR
-learners added about 9 min (25 min of wall time on a shared core, 2026-11-28). Each comparison
+learners added about 9 min (25 min of wall time on a shared core, 2026-11-28); with the Beta
+Thompson sampler the whole study took 22.5 min on a quieter machine. Each comparison
 of ours with MABWiser's is also paired by run (the same reward table). Writes
 ``docs/img/meta_regret_stationary.png``, ``docs/img/meta_regret_piecewise.png``,
 ``docs/img/meta_regret_piecewise_fast.png`` and ``docs/img/meta_regret.json`` (the tables of
