@@ -244,6 +244,14 @@ def test_beta_thompson_refuses_bad_hyperparameters() -> None:
             BetaThompson(3, **params)
     with pytest.raises(BanditError, match="^thompson: n_weight_samples must be a positive integer, got True"):
         GaussianThompson(3, n_weight_samples=True)  # one draw per weight estimate, stored as JSON true
+    for params, match in [({"kappa0": True}, "kappa0 must be finite and > 0, got True"),
+                          ({"alpha0": 0.0}, "alpha0 must be finite and > 0"),
+                          ({"beta0": "1"}, "beta0 must be finite and > 0, got '1'"),
+                          ({"mu0": np.True_}, "mu0 must be finite, got np.True_"),
+                          ({"gamma": False}, "gamma must be in")]:
+        with pytest.raises(BanditError, match=f"^thompson: {match}"):
+            GaussianThompson(3, **params)
+    assert GaussianThompson(3, mu0=np.float32(-0.5), kappa0=np.int64(2)).get_params()["kappa0"] == 2.0
 
 
 def test_ucb_bonuses_are_their_closed_forms() -> None:

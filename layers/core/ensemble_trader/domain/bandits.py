@@ -145,6 +145,22 @@ def _check_weight_samples(policy: str, n_weight_samples: Any) -> int:
     return int(n_weight_samples)
 
 
+def _check_prior(policy: str, label: str, value: Any, positive: bool = True) -> float:
+    """A Thompson sampler's prior parameter as a float: one finite real number (bools refused),
+    and > 0 unless ``positive`` is False."""
+    real = _as_real(value)
+    if real is None or not math.isfinite(real) or (positive and not real > 0.0):
+        raise BanditError(f"{policy}: {label} must be finite{' and > 0' if positive else ''}, got {value!r}")
+    return real
+
+
+def _check_gamma(policy: str, gamma: Any) -> float:
+    real = _as_real(gamma)
+    if real is None or not 0.0 < real <= 1.0:
+        raise BanditError(f"{policy}: gamma must be in (0, 1], got {gamma!r}")
+    return real
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max())
     return z / z.sum()
@@ -517,18 +533,12 @@ class GaussianThompson(Bandit):
         random_state: int | None = None,
     ):
         super().__init__(n_arms, random_state)
-        for label, value in (("kappa0", kappa0), ("alpha0", alpha0), ("beta0", beta0)):
-            if not value > 0:
-                raise BanditError(f"{self.name}: {label} must be > 0, got {value!r}")
-        if not 0.0 < gamma <= 1.0:
-            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
-        self.mu0 = float(mu0)
-        self.kappa0 = float(kappa0)
-        self.alpha0 = float(alpha0)
-        self.beta0 = float(beta0)
-        self.gamma = float(gamma)
-        self.n_weight_samples = n_weight_samples
+        self.mu0 = _check_prior(self.name, "mu0", mu0, positive=False)
+        self.kappa0 = _check_prior(self.name, "kappa0", kappa0)
+        self.alpha0 = _check_prior(self.name, "alpha0", alpha0)
+        self.beta0 = _check_prior(self.name, "beta0", beta0)
+        self.gamma = _check_gamma(self.name, gamma)
+        self.n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
         self.s0_ = np.zeros(self.n_arms)
         self.s1_ = np.zeros(self.n_arms)
         self.s2_ = np.zeros(self.n_arms)
@@ -653,16 +663,9 @@ class BetaThompson(Bandit):
     ):
         super().__init__(n_arms, random_state)
         self.reward_range = _reward_range(self.name, reward_range)
-        for label, value in (("a0", a0), ("b0", b0)):
-            real = _as_real(value)
-            if real is None or not 0.0 < real < math.inf:
-                raise BanditError(f"{self.name}: {label} must be finite and > 0, got {value!r}")
-        real_gamma = _as_real(gamma)
-        if real_gamma is None or not 0.0 < real_gamma <= 1.0:
-            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        self.a0 = float(a0)
-        self.b0 = float(b0)
-        self.gamma = float(gamma)
+        self.a0 = _check_prior(self.name, "a0", a0)
+        self.b0 = _check_prior(self.name, "b0", b0)
+        self.gamma = _check_gamma(self.name, gamma)
         self.n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
         self.successes_ = np.zeros(self.n_arms)
         self.failures_ = np.zeros(self.n_arms)
