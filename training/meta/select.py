@@ -162,6 +162,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # learners that restart when a GLR test finds a change in the agents' rewards
     "glrts-global-vt-market-var": BASE | _VT_VAR | {"policy": "glrts"},
     "glrts-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"policy": "glrts"},
+    # Thompson sampling with Beta posteriors over rewards clipped from (-4, 4)
+    "betats-global-vt-market-var": BASE | _VT_VAR | {"policy": "betats"},
+    "betats-regime-prior300-vt-market-var": BASE | _VT_VAR | _REGIME | {"policy": "betats"},
     # a no-trade band on the ensemble's own position (the agents have theirs)
     "hedge-regime-prior300-vt-market-var-band0.05": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.05},
     "hedge-regime-prior300-vt-market-var-band0.1": BASE | _VT_VAR | _REGIME | {"no_trade_band": 0.1},
