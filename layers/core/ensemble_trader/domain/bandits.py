@@ -505,7 +505,38 @@ class SlidingWindowUCB(UCB1):
 # ============================================================================================
 
 
-class GaussianThompson(Bandit):
+class _PosteriorSampling(Bandit):
+    """Shared by the Thompson samplers: play the largest posterior draw; weights are each arm's
+    share of ``n_weight_samples`` joint draws in which it is largest."""
+
+    n_weight_samples: int
+
+    @abstractmethod
+    def _draw(self, size: int | None) -> np.ndarray:
+        """One draw per arm from the posteriors, on the reward scale; ``size`` rows of them if given."""
+
+    @abstractmethod
+    def _posterior_means(self) -> np.ndarray:
+        """Each arm's posterior mean reward (the estimates a selection reports)."""
+
+    def select(self) -> Selection:
+        samples = self._draw(None)
+        arm = self._pick(samples)
+        weights = np.zeros(self.n_arms)
+        weights[arm] = 1.0
+        return Selection(arm, weights, self._posterior_means(), samples=samples)
+
+    @property
+    def weights_noise(self) -> float:
+        """Three standard errors (at most) of the difference of two arms' win frequencies over
+        ``n_weight_samples`` draws: ``3 / sqrt(n)``."""
+        return 3.0 / math.sqrt(self.n_weight_samples)
+
+    def weights(self) -> np.ndarray:
+        return _win_shares(self._draw(self.n_weight_samples))
+
+
+class GaussianThompson(_PosteriorSampling):
     """Thompson sampling for Gaussian rewards of unknown mean and variance.
 
     Each arm has a Normal-Gamma posterior over (mean, precision) with prior
@@ -560,21 +591,8 @@ class GaussianThompson(Bandit):
         tau = self.rng_.gamma(alpha, 1.0 / beta, size=shape)
         return mu + self.rng_.standard_normal(shape) / np.sqrt(kappa * tau)
 
-    def select(self) -> Selection:
-        samples = self._draw(None)
-        arm = self._pick(samples)
-        weights = np.zeros(self.n_arms)
-        weights[arm] = 1.0
-        return Selection(arm, weights, self.posterior()[0], samples=samples)
-
-    @property
-    def weights_noise(self) -> float:
-        """Three standard errors (at most) of the difference of two arms' win frequencies over
-        ``n_weight_samples`` draws: ``3 / sqrt(n)``."""
-        return 3.0 / math.sqrt(self.n_weight_samples)
-
-    def weights(self) -> np.ndarray:
-        return _win_shares(self._draw(self.n_weight_samples))
+    def _posterior_means(self) -> np.ndarray:
+        return self.posterior()[0]
 
     def _decay(self) -> None:
         if self.gamma < 1.0:
@@ -628,7 +646,7 @@ class DiscountedThompson(GaussianThompson):
 # ============================================================================================
 
 
-class BetaThompson(Bandit):
+class BetaThompson(_PosteriorSampling):
     """Thompson sampling with Beta posteriors, for rewards in a known range.
 
     Rewards are mapped from ``reward_range`` onto [0, 1] (values outside are clipped to its
@@ -685,23 +703,11 @@ class BetaThompson(Bandit):
 
     def _draw(self, size: int | None) -> np.ndarray:
         a, b = self.posterior()
-        return self.rng_.beta(a, b, size=(self.n_arms,) if size is None else (size, self.n_arms))
+        return self._on_reward_scale(self.rng_.beta(a, b, size=(self.n_arms,) if size is None else (size, self.n_arms)))
 
-    def select(self) -> Selection:
-        samples = self._draw(None)
-        arm = self._pick(samples)
-        weights = np.zeros(self.n_arms)
-        weights[arm] = 1.0
+    def _posterior_means(self) -> np.ndarray:
         a, b = self.posterior()
-        return Selection(arm, weights, self._on_reward_scale(a / (a + b)), samples=self._on_reward_scale(samples))
-
-    @property
-    def weights_noise(self) -> float:
-        """As :attr:`GaussianThompson.weights_noise`: ``3 / sqrt(n_weight_samples)``."""
-        return 3.0 / math.sqrt(self.n_weight_samples)
-
-    def weights(self) -> np.ndarray:
-        return _win_shares(self._draw(self.n_weight_samples))
+        return self._on_reward_scale(a / (a + b))
 
     def _learn(self, arms: int | slice, rewards: float | np.ndarray) -> None:
         """Decay, then one Bernoulli trial per observed reward. One uniform draw serves every arm
