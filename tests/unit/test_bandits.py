@@ -252,6 +252,13 @@ def test_beta_thompson_refuses_bad_hyperparameters() -> None:
         with pytest.raises(BanditError, match=f"^thompson: {match}"):
             GaussianThompson(3, **params)
     assert GaussianThompson(3, mu0=np.float32(-0.5), kappa0=np.int64(2)).get_params()["kappa0"] == 2.0
+    for make, match in [(lambda: DiscountedUCB(3, gamma=True), "ducb: gamma must be in"),
+                        (lambda: EXP3(3, gamma="0.1"), "exp3: gamma must be in"),
+                        (lambda: EXP3(3, discount=True), "exp3: discount must be in"),
+                        (lambda: Hedge(3, discount=np.True_), "hedge: discount must be in"),
+                        (lambda: Hedge(3, discount=1.5), "hedge: discount must be in")]:
+        with pytest.raises(BanditError, match=f"^{match} \\(0, 1\\], got "):
+            make()  # True was read as 1.0, "0.1" failed with a raw TypeError
 
 
 def test_ucb_bonuses_are_their_closed_forms() -> None:

@@ -154,10 +154,11 @@ def _check_prior(policy: str, label: str, value: Any, positive: bool = True) -> 
     return real
 
 
-def _check_gamma(policy: str, gamma: Any) -> float:
-    real = _as_real(gamma)
+def _check_rate(policy: str, label: str, value: Any) -> float:
+    """A discount or exploration rate as a float in (0, 1] (bools and strings refused)."""
+    real = _as_real(value)
     if real is None or not 0.0 < real <= 1.0:
-        raise BanditError(f"{policy}: gamma must be in (0, 1], got {gamma!r}")
+        raise BanditError(f"{policy}: {label} must be in (0, 1], got {value!r}")
     return real
 
 
@@ -433,9 +434,7 @@ class DiscountedUCB(UCB1):
         self, n_arms: int, gamma: float = 0.99, alpha: float = 1.0, random_state: int | None = None
     ):
         super().__init__(n_arms, alpha=alpha, random_state=random_state)
-        if not 0.0 < gamma <= 1.0:
-            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = _check_rate(self.name, "gamma", gamma)
 
     def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         self.counts_ *= self.gamma
@@ -568,7 +567,7 @@ class GaussianThompson(_PosteriorSampling):
         self.kappa0 = _check_prior(self.name, "kappa0", kappa0)
         self.alpha0 = _check_prior(self.name, "alpha0", alpha0)
         self.beta0 = _check_prior(self.name, "beta0", beta0)
-        self.gamma = _check_gamma(self.name, gamma)
+        self.gamma = _check_rate(self.name, "gamma", gamma)
         self.n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
         self.s0_ = np.zeros(self.n_arms)
         self.s1_ = np.zeros(self.n_arms)
@@ -683,7 +682,7 @@ class BetaThompson(_PosteriorSampling):
         self.reward_range = _reward_range(self.name, reward_range)
         self.a0 = _check_prior(self.name, "a0", a0)
         self.b0 = _check_prior(self.name, "b0", b0)
-        self.gamma = _check_gamma(self.name, gamma)
+        self.gamma = _check_rate(self.name, "gamma", gamma)
         self.n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
         self.successes_ = np.zeros(self.n_arms)
         self.failures_ = np.zeros(self.n_arms)
@@ -1012,14 +1011,9 @@ class EXP3(_ExponentialWeights):
         random_state: int | None = None,
     ):
         super().__init__(n_arms, random_state)
-        if not 0.0 < gamma <= 1.0:
-            raise BanditError(f"{self.name}: gamma must be in (0, 1], got {gamma!r}")
-        reward_range = _reward_range(self.name, reward_range)
-        if not 0.0 < discount <= 1.0:
-            raise BanditError(f"{self.name}: discount must be in (0, 1], got {discount!r}")
-        self.gamma = float(gamma)
-        self.reward_range = reward_range
-        self.discount = float(discount)
+        self.gamma = _check_rate(self.name, "gamma", gamma)
+        self.reward_range = _reward_range(self.name, reward_range)
+        self.discount = _check_rate(self.name, "discount", discount)
         self.log_weights_ = np.zeros(self.n_arms)
 
     def get_params(self) -> dict[str, Any]:
@@ -1058,10 +1052,8 @@ class Hedge(_ExponentialWeights):
         super().__init__(n_arms, random_state)
         if not eta > 0:
             raise BanditError(f"{self.name}: eta must be > 0, got {eta!r}")
-        if not 0.0 < discount <= 1.0:
-            raise BanditError(f"{self.name}: discount must be in (0, 1], got {discount!r}")
         self.eta = float(eta)
-        self.discount = float(discount)
+        self.discount = _check_rate(self.name, "discount", discount)
         self.log_weights_ = np.zeros(self.n_arms)
 
     def weights(self) -> np.ndarray:
