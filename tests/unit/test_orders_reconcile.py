@@ -96,3 +96,21 @@ def test_a_container_that_could_not_reconcile_retries_before_trading():
         cold.handle(intent(1, 0.5, 100.0))
     assert rig.paper.created == 0
     assert cold.handle(intent(1, 0.5, 100.0)).orders and calls["n"] == 2
+
+
+def test_reconciliation_cancels_an_order_placed_by_a_batch_that_read_the_state_before_the_kill_switch():
+    """A batch reads the risk state once: an intent after the kill-switch entry's cancel pass still
+    placed an order, and the scheduled reconciliation left it working while the switch was on."""
+    rig = Rig()
+    for symbol in ("SPX", "IXIC"):
+        rig.warm(symbol)
+    with rig.router.batch():
+        rig.router.handle(intent(1, 0.5, 100.0, "SPX"))
+        assert rig.new_router().set_kill_switch(True, "operator: stop")["active"]
+        late = rig.router.handle(intent(1, 0.5, 100.0, "IXIC"))
+    assert [o["symbol"] for o in late.orders] == ["IXIC"]  # seen at the next batch (documented)
+    assert [o.symbol for o in rig.paper.list_open_orders()] == ["IXIC"]
+    report = rig.new_router().reconcile()
+    assert rig.paper.list_open_orders() == []
+    assert any("kill switch is on" in line for line in report.synced)
+    assert rig.store.load_risk_state().kill_switch

@@ -1691,6 +1691,10 @@ class OrderRouter:
         also when no halt changes, so a scheduled reconciliation brings the record up to date
         after a deployment changed the broker.
 
+        While the kill switch is on, a run cancels every working order too, as the kill-switch
+        entry does: an intent of a batch that read the risk state before the switch was set may
+        have placed one after the entry's cancel pass (a batch sees the switch at its next batch).
+
         A run that fails part way (a lookup or a listing the broker does not answer) still
         publishes the events of what it did — the fills it booked are in the store, so no later
         run books (or publishes) them again — and halts the symbols it had already found not
@@ -1719,6 +1723,10 @@ class OrderRouter:
             raise
         try:
             self._apply_halts(report, events, now)
+            state = self.store.load_risk_state()
+            if state.kill_switch:  # an order placed by a batch that read the state before the switch
+                for coid in self._cancel_working(f"kill switch: {state.kill_switch_reason}", events):
+                    report.synced.append(f"{coid}: canceled, the kill switch is on")
         finally:
             self._publish(events)
         self._needs_reconcile = False
