@@ -33,6 +33,8 @@ def test_target_quantity_rounds_toward_zero():
     assert target_quantity(0.5, 100_000, 33.0, 1.0) == 1515.0
     assert target_quantity(-0.5, 100_000, 33.0, 1.0) == -1515.0
     assert round_toward_zero(-7.99, 2.0) == -6.0
+    # large positions with fine steps: 1e-9 of a step is below the float spacing of the ratio there
+    assert round_toward_zero(-180714.96 - -0.73, 0.01) == pytest.approx(-180714.23, abs=1e-6)
     with pytest.raises(ValueError, match="equity"):
         target_quantity(0.5, float("nan"), 10, 1)
 

@@ -331,7 +331,10 @@ def round_toward_zero(quantity: float, step: float) -> float:
     """``quantity`` rounded toward zero to a multiple of ``step`` (whole shares when step = 1)."""
     if step <= 0 or not math.isfinite(step):
         raise ValueError(f"quantity step must be a finite number > 0, got {step!r}")
-    units = math.floor(abs(quantity) / step + 1e-9)
+    ratio = abs(quantity) / step
+    # tolerance for the division's float error: relative too, as 1e-9 of a step is below the float
+    # spacing of ratios beyond ~1e7 (-180714.96 + 0.73 at step 0.01 rounded to -180714.22)
+    units = math.floor(ratio + 1e-9 + ratio * 1e-12)
     return math.copysign(units * step, quantity) if units else 0.0
 
 
