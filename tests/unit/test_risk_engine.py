@@ -796,3 +796,20 @@ def test_a_merge_never_moves_the_day_back():
     later = ours.model_copy(update={"day": date(2026, 1, 7), "day_start_equity": 95_000.0, "equity": 94_000.0})
     merged = merge_states(base, later, theirs)  # our own later day still wins
     assert (merged.day, merged.day_start_equity, merged.equity) == (date(2026, 1, 7), 95_000.0, 94_000.0)
+
+
+def test_a_drawdown_halt_latched_during_a_daily_loss_halt_names_the_drawdown():
+    """The daily-loss branch is checked first: a drawdown halt latched on the same bar kept the
+    daily-loss reason, which an operator expects to clear at the day roll (it does not)."""
+    from datetime import date
+
+    from ensemble_trader.domain.risk import RiskEngine, RiskLimits, RiskState
+
+    engine, state = RiskEngine(RiskLimits()), RiskState()
+    engine.update_breaker(state, 100_000.0, date(2024, 1, 1))
+    engine.update_breaker(state, 80_000.0, date(2024, 1, 2))  # a daily-loss halt, not latched
+    assert not state.breaker_latched and state.state_reason.startswith("daily loss")
+    engine.update_breaker(state, 70_000.0, date(2024, 1, 2))  # drawdown 30 % >= 25 %: latched
+    assert state.breaker_latched and state.state_reason.startswith("drawdown 30.00% >= 25.00% (latched")
+    engine.update_breaker(state, 70_000.0, date(2024, 1, 3))  # the day roll does not lift it
+    assert state.breaker_latched and state.state_reason.startswith("drawdown")

@@ -602,6 +602,8 @@ class RiskEngine:
             return None  # within a day the state never relaxes
         if desired is TradingState.HALTED and (drawdown >= lim.drawdown_halt or equity <= 0):
             state.breaker_latched = True
+            if equity > 0 and daily_loss >= lim.daily_loss_halt:  # the daily branch named it first
+                why = f"drawdown {drawdown:.2%} >= {lim.drawdown_halt:.2%} (latched; {why})"
             state.state_reason = why  # already HALTED (a daily loss): the latch says why it holds
         if desired is current:
             return None
