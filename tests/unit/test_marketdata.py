@@ -412,3 +412,54 @@ def test_any_valid_bars_round_trip_exactly(rows: list[tuple[float, float, float,
         path = Path(tmp) / "prop.csv"
         write_bars_csv(path, [series])
         _same(read_bars_csv(path)[0], series)
+
+
+# --------------------------------------------------------------------------------------------
+# Review findings: quotes, encodings, blank lines before the header, non-regular files, messages
+# --------------------------------------------------------------------------------------------
+
+HEADER = "timestamp,open,high,low,close,volume\n"
+
+
+def _rows(n: int) -> list[str]:
+    return [f"2024-01-{1 + i // 1440:02d}T{(i // 60) % 24:02d}:{i % 60:02d}:00Z,10,11,9,10.5,100\n" for i in range(n)]
+
+
+def test_a_stray_quote_inside_a_field_is_an_error_not_repaired(tmp_path: Path) -> None:
+    rows = _rows(20)
+    rows[10] = rows[10].replace(",100\n", ',"10"0\n')  # file line 12; lenient csv read it as 100
+    path = _write(tmp_path, HEADER + "".join(rows))
+    for read in (read_bars_csv, lambda p: list(iter_bars_csv(p))):
+        with pytest.raises(DataError, match=r"abc\.csv, line 12: ',' expected after '\"'"):
+            read(path)
+    path.write_text('timestamp,regime\n2024-01-01T00:00:00Z,"BU"LL\n')
+    with pytest.raises(DataError, match="line 2: ',' expected after"):
+        read_truth_csv(path)
+
+
+@pytest.mark.parametrize("n_rows", [1_000, 10_000])  # 10,000 rows: past csv's 128 KiB field limit
+@pytest.mark.parametrize(("old", "new"), [(",10.5,", ',"10.5,'), (",100\n", ',"100\n')])
+def test_an_unclosed_quote_names_the_line_it_opened_on(tmp_path: Path, n_rows: int, old: str, new: str) -> None:
+    rows = _rows(n_rows)
+    rows[9] = rows[9].replace(old, new)  # file line 11
+    path = _write(tmp_path, HEADER + "".join(rows))
+    for read in (read_bars_csv, lambda p: list(iter_bars_csv(p))):
+        with pytest.raises(DataError) as info:
+            read(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}, line 11: the quote opened on line 11 is not closed"), message
+        assert len(message) < 400 + len(str(path)), len(message)
+    path.write_text(HEADER + "".join(_rows(3)) + '2024-02-01T00:00:00Z,10,11,9,10.5,"100')  # ends in the quote
+    with pytest.raises(DataError, match="line 5: the quote opened on line 5 is not closed"):
+        read_bars_csv(path)
+
+
+def test_a_long_row_or_value_is_cut_short_in_the_message(tmp_path: Path) -> None:
+    path = _write(tmp_path, HEADER + "2024-01-01T00:00:00Z,10,11,9,10.5,100," + "9," * 5_000 + "9\n")
+    with pytest.raises(DataError, match=r"line 2: expected 6 columns .*, got 5007: '2024.*'… \(10,039 characters\)$") as info:
+        read_bars_csv(path)
+    assert len(str(info.value)) < 400 + len(str(path))
+    path = _write(tmp_path, HEADER + "2024-01-01T00:00:00Z,10,11,9,10.5," + "1" * 50_000 + "x\n")
+    with pytest.raises(DataError, match=r"line 2: column volume='1111.*'… \(50,001 characters\): not a number$") as info:
+        read_bars_csv(path)
+    assert len(str(info.value)) < 400 + len(str(path))

@@ -57,8 +57,20 @@ def _where(source: str, line: int) -> str:
     return f"{source}, line {line}"
 
 
+SHOWN_CHARS = 200
+"""Row or value text quoted in an error message is cut to this many characters."""
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to :data:`SHOWN_CHARS` characters (with ``…`` and the full length)
+    when longer: a message must not carry half a file."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}… ({len(value):,} characters)"
+    return repr(value)
+
+
 def _bad(source: str, line: int, column: str, value: object, reason: str) -> DataError:
-    return DataError(f"{_where(source, line)}: column {column}={value!r}: {reason}")
+    return DataError(f"{_where(source, line)}: column {column}={_shown(value)}: {reason}")
 
 
 def _row_problem(o: float, h: float, lo: float, c: float, v: float) -> tuple[str, float, str] | None:
@@ -133,19 +145,49 @@ def _check_symbol(symbol: str, source: str, line: int | None, column: str = "sym
 
 
 def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of every line of a UTF-8 CSV file (a byte order mark is allowed)."""
+    """(line number, fields) of every line of a UTF-8 CSV file (a byte order mark is allowed).
+
+    Quotes are read strictly: a field is quoted whole or not at all (``"10"0`` is an error, not
+    ``100``), and a quoted field cannot run past the end of its line (no field of a bars or
+    truth file holds a line break), so an unclosed quote is reported on the line it opened on,
+    as soon as the reader would go on to the next line.
+    """
     if not file.is_file():
         raise DataError(f"{source}: {'a folder, not a file' if file.is_dir() else 'no such file'}")
     with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        end = 0  # the line the last record ended on: the next one starts on line end + 1
+        text = ""  # the last line handed to the csv reader
+
+        def lines() -> Iterator[str]:
+            nonlocal text
+            for number, line in enumerate(handle, 1):
+                if number > end + 1:  # the record that started on the line before is still open
+                    raise _unclosed_quote(source, end + 1, text, "a field cannot run past the end of its line")
+                text = line
+                yield line
+
+        reader = csv.reader(lines(), strict=True)
         try:
             for row in reader:
-                yield reader.line_num, row
+                end = reader.line_num
+                yield end, row
         except UnicodeDecodeError as exc:
             bad = exc.object[exc.start : exc.start + 1]
             raise DataError(f"{source}: not UTF-8 text (byte {bad!r} after line {reader.line_num})") from None
         except csv.Error as exc:
-            raise DataError(f"{_where(source, reader.line_num)}: {exc}") from None
+            if "unexpected end of data" in str(exc):  # strict: the file ends inside a quoted field
+                raise _unclosed_quote(source, end + 1, text, "the file ends inside it") from None
+            hint = " (a field is quoted whole or not at all)" if "expected after" in str(exc) else ""
+            raise DataError(f"{_where(source, end + 1)}: {exc}{hint}: {_shown(text.rstrip(_EOL))}") from None
+
+
+_EOL = "\r\n"
+
+
+def _unclosed_quote(source: str, line: int, text: str, why: str) -> DataError:
+    return DataError(
+        f"{_where(source, line)}: the quote opened on line {line} is not closed ({why}): {_shown(text.rstrip(_EOL))}"
+    )
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -192,7 +234,7 @@ class _Reader:
             if len(row) != width:
                 raise DataError(
                     f"{_where(self.source, line)}: expected {width} columns "
-                    f"({','.join(h.strip() for h in header)}), got {len(row)}: {','.join(row)!r}"
+                    f"({','.join(h.strip() for h in header)}), got {len(row)}: {_shown(','.join(row))}"
                 )
             if s_col is not None:
                 sym = _check_symbol(row[s_col].strip(), self.source, line)
