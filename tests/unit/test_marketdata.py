@@ -463,3 +463,21 @@ def test_a_long_row_or_value_is_cut_short_in_the_message(tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"line 2: column volume='1111.*'… \(50,001 characters\): not a number$") as info:
         read_bars_csv(path)
     assert len(str(info.value)) < 400 + len(str(path))
+
+
+@pytest.mark.parametrize("bad_line", [4, 501])  # was reported "after line 0" / "after line 431"
+def test_a_byte_that_is_not_utf8_is_reported_on_its_line_and_column(tmp_path: Path, bad_line: int) -> None:
+    rows = _rows(1_000)
+    rows[bad_line - 2] = rows[bad_line - 2].replace("100\n", "100\xa0\n")
+    path = tmp_path / "abc.csv"
+    path.write_text(HEADER + "".join(rows), encoding="latin-1")
+    expected = rf"abc\.csv, line {bad_line}: column volume: not UTF-8 text: byte\(s\) b'\\xa0' in b'100\\xa0'"
+    for read in (read_bars_csv, lambda p: list(iter_bars_csv(p))):
+        with pytest.raises(DataError, match=expected):
+            read(path)
+    path.write_bytes(b"timestamp,\xe9\n")
+    with pytest.raises(DataError, match=r"line 1: the header: not UTF-8 text: byte\(s\) b'\\xe9' in b'\\xe9'"):
+        read_bars_csv(path)
+    path.write_bytes(b"timestamp,regime\n2024-01-01T00:00:00Z,BULL\n2024-01-02T00:00:00Z,BE\xc3AR\n")
+    with pytest.raises(DataError, match=r"line 3: column regime: not UTF-8 text: byte\(s\) b'\\xc3' in b'BE\\xc3AR'"):
+        read_truth_csv(path)

@@ -62,9 +62,9 @@ SHOWN_CHARS = 200
 
 
 def _shown(value: object) -> str:
-    """``repr(value)``, cut to :data:`SHOWN_CHARS` characters (with ``…`` and the full length)
+    """``repr(value)`` of a str or bytes, cut to :data:`SHOWN_CHARS` characters (with ``…`` and the full length)
     when longer: a message must not carry half a file."""
-    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+    if isinstance(value, (str, bytes)) and len(value) > SHOWN_CHARS:
         return f"{value[:SHOWN_CHARS]!r}… ({len(value):,} characters)"
     return repr(value)
 
@@ -150,19 +150,25 @@ def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
     Quotes are read strictly: a field is quoted whole or not at all (``"10"0`` is an error, not
     ``100``), and a quoted field cannot run past the end of its line (no field of a bars or
     truth file holds a line break), so an unclosed quote is reported on the line it opened on,
-    as soon as the reader would go on to the next line.
+    as soon as the reader would go on to the next line. A byte that is not UTF-8 is reported
+    with the line and the column (or the header) holding it.
     """
     if not file.is_file():
         raise DataError(f"{source}: {'a folder, not a file' if file.is_dir() else 'no such file'}")
-    with file.open(newline="", encoding="utf-8-sig") as handle:
+    # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate in its line, found there
+    # (a decoding error would come from a block of ~8 KB read ahead, with no line to name)
+    with file.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         end = 0  # the line the last record ended on: the next one starts on line end + 1
         text = ""  # the last line handed to the csv reader
+        header: list[str] | None = None  # the first row that is not blank
 
         def lines() -> Iterator[str]:
             nonlocal text
             for number, line in enumerate(handle, 1):
                 if number > end + 1:  # the record that started on the line before is still open
                     raise _unclosed_quote(source, end + 1, text, "a field cannot run past the end of its line")
+                if not line.isascii() and _NOT_UTF8.search(line):
+                    raise _not_utf8(source, number, line, header)
                 text = line
                 yield line
 
@@ -170,10 +176,9 @@ def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
         try:
             for row in reader:
                 end = reader.line_num
+                if header is None and not _is_blank(row):
+                    header = row
                 yield end, row
-        except UnicodeDecodeError as exc:
-            bad = exc.object[exc.start : exc.start + 1]
-            raise DataError(f"{source}: not UTF-8 text (byte {bad!r} after line {reader.line_num})") from None
         except csv.Error as exc:
             if "unexpected end of data" in str(exc):  # strict: the file ends inside a quoted field
                 raise _unclosed_quote(source, end + 1, text, "the file ends inside it") from None
@@ -182,6 +187,25 @@ def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
 
 
 _EOL = "\r\n"
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]+")
+"""Bytes that are not UTF-8, as ``errors="surrogateescape"`` decodes them."""
+
+
+def _not_utf8(source: str, line: int, text: str, header: list[str] | None) -> DataError:
+    fields = next(csv.reader([text]), None) or [text]
+    i, field = next(((i, f) for i, f in enumerate(fields) if _NOT_UTF8.search(f)), (0, text))
+    if header is None:
+        where = "the header"
+    else:
+        where = f"column {header[i].strip() if i < len(header) else f'#{i + 1}'}"
+    found = _NOT_UTF8.search(field)
+    bad = found.group().encode("utf-8", "surrogateescape") if found else b""
+    raw = field.encode("utf-8", "surrogateescape")
+    return DataError(
+        f"{_where(source, line)}: {where}: not UTF-8 text: byte(s) {bad!r} in {_shown(raw)} (save the file as UTF-8)"
+    )
 
 
 def _unclosed_quote(source: str, line: int, text: str, why: str) -> DataError:
