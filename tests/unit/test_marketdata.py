@@ -481,3 +481,24 @@ def test_a_byte_that_is_not_utf8_is_reported_on_its_line_and_column(tmp_path: Pa
     path.write_bytes(b"timestamp,regime\n2024-01-01T00:00:00Z,BULL\n2024-01-02T00:00:00Z,BE\xc3AR\n")
     with pytest.raises(DataError, match=r"line 3: column regime: not UTF-8 text: byte\(s\) b'\\xc3' in b'BE\\xc3AR'"):
         read_truth_csv(path)
+
+
+def test_blank_lines_before_the_header_are_skipped(tmp_path: Path) -> None:
+    path = _write(tmp_path, "\n \r\n" + GOOD)
+    [s] = read_bars_csv(path)
+    assert len(s) == 3 and s.close[-1] == 10.5
+    assert len(list(iter_bars_csv(path))) == 3
+    _write(tmp_path, "\n\ntimestamp,open,high,low,close\n2024-01-02T00:00:00Z,1,1,1,1\n")
+    with pytest.raises(DataError, match=r"line 3: missing column\(s\) \['volume'\]"):  # the header's line
+        read_bars_csv(path)
+    _write(tmp_path, "\n\n" + GOOD.replace("10.25,0", "10.25,-1"))
+    with pytest.raises(DataError, match="line 5: column volume=-1.0"):
+        read_bars_csv(path)
+    _write(tmp_path, "\n \n")
+    with pytest.raises(DataError, match="empty file"):
+        read_bars_csv(path)
+    path.write_text("\ntimestamp,regime\n2024-01-01T00:00:00Z,BULL\n")
+    assert len(read_truth_csv(path)[0]) == 1
+    path.write_text("\ntimestamp,label\n")
+    with pytest.raises(DataError, match="line 2: expected the header timestamp,regime"):
+        read_truth_csv(path)

@@ -218,6 +218,12 @@ def _is_blank(row: list[str]) -> bool:
     return not row or (len(row) == 1 and not row[0].strip())
 
 
+def _header(lines: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str]] | None:
+    """The first row that is not blank (the header) and its line, or None when there is none:
+    blank lines are not rows, before the header either."""
+    return next(((line, row) for line, row in lines if not _is_blank(row)), None)
+
+
 @dataclass
 class _Columns:
     """Parsed rows of one symbol (plain lists while reading, arrays at the end)."""
@@ -238,11 +244,11 @@ class _Reader:
     def rows(self) -> Iterator[tuple[int, str, datetime, tuple[float, float, float, float, float]]]:
         """Yield (line, symbol, timestamp, (open, high, low, close, volume)) for every data row."""
         lines = _csv_lines(self.path, self.source)
-        first = next(lines, None)
+        first = _header(lines)
         if first is None:
             raise DataError(f"{self.source}: empty file (expected the header {','.join(BAR_COLUMNS)})")
-        header = first[1]
-        index = self._header_index([h.strip() for h in header])
+        header_line, header = first
+        index = self._header_index([h.strip() for h in header], header_line)
         if "symbol" in index:
             fixed = None
         else:
@@ -271,20 +277,20 @@ class _Reader:
                 raise _bad(self.source, line, *problem)
             yield line, sym, when, (o, h, lo, c, v)
 
-    def _header_index(self, header: list[str]) -> dict[str, int]:
+    def _header_index(self, header: list[str], line: int) -> dict[str, int]:
         known = set(BAR_COLUMNS) | {"symbol"}
         unknown = [h for h in header if h not in known]
         if unknown:
             raise DataError(
-                f"{_where(self.source, 1)}: unknown column(s) {unknown}; a bars CSV has "
+                f"{_where(self.source, line)}: unknown column(s) {unknown}; a bars CSV has "
                 f"{','.join(BAR_COLUMNS)} and an optional symbol column"
             )
         duplicated = sorted({h for h in header if header.count(h) > 1})
         if duplicated:
-            raise DataError(f"{_where(self.source, 1)}: duplicated column(s) {duplicated}")
+            raise DataError(f"{_where(self.source, line)}: duplicated column(s) {duplicated}")
         missing = [c for c in BAR_COLUMNS if c not in header]
         if missing:
-            raise DataError(f"{_where(self.source, 1)}: missing column(s) {missing} in header {header}")
+            raise DataError(f"{_where(self.source, line)}: missing column(s) {missing} in header {header}")
         return {name: i for i, name in enumerate(header)}
 
 
@@ -512,9 +518,10 @@ def read_truth_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     micros: list[int] = []
     labels: list[str] = []
     lines = _csv_lines(Path(path), source)
-    header = [h.strip() for h in next(lines, (1, []))[1]]
+    header_line, header = _header(lines) or (1, [])
+    header = [h.strip() for h in header]
     if header != list(TRUTH_COLUMNS):
-        raise DataError(f"{_where(source, 1)}: expected the header {','.join(TRUTH_COLUMNS)}, got {header}")
+        raise DataError(f"{_where(source, header_line)}: expected the header {','.join(TRUTH_COLUMNS)}, got {header}")
     for line, row in lines:
         if _is_blank(row):
             continue
