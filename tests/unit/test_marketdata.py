@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import tempfile
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -502,3 +506,45 @@ def test_blank_lines_before_the_header_are_skipped(tmp_path: Path) -> None:
     path.write_text("\ntimestamp,label\n")
     with pytest.raises(DataError, match="line 2: expected the header timestamp,regime"):
         read_truth_csv(path)
+
+
+def _feed_fifo(path: Path, text: str, timeout: float = 10.0) -> threading.Thread:
+    """Write ``text`` into the FIFO ``path`` once a reader opens it (give up after ``timeout``
+    seconds, so a reader that never opens it does not hang the test)."""
+
+    def write() -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_read_not_reported_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipe (``<(cat bars.csv)``, ``/dev/stdin``) exists but is not a regular file: it was
+    reported as 'no such file'. One reading is all read_bars_csv and load_bars need."""
+    fifo = tmp_path / "abc.csv"
+    os.mkfifo(fifo)
+    for read in (read_bars_csv, lambda p: list(iter_bars_csv(p)), lambda p: load_bars(str(p))):
+        writer = _feed_fifo(fifo, GOOD)
+        got = read(fifo)
+        writer.join()
+        assert len(got) == 3 or len(got[0]) == 3
+    writer = _feed_fifo(fifo, GOOD)
+    from ensemble_trader.cli import main
+
+    assert main(["data", "show", str(fifo)]) == 0
+    writer.join()
+    assert capsys.readouterr().out.startswith("ABC: 3 rows")

@@ -152,9 +152,13 @@ def _csv_lines(file: Path, source: str) -> Iterator[tuple[int, list[str]]]:
     truth file holds a line break), so an unclosed quote is reported on the line it opened on,
     as soon as the reader would go on to the next line. A byte that is not UTF-8 is reported
     with the line and the column (or the header) holding it.
+
+    Any path that exists and is not a folder is read, once, front to back: a regular file, a
+    pipe (``/dev/stdin``, a shell's ``<(...)``, a FIFO).
     """
-    if not file.is_file():
-        raise DataError(f"{source}: {'a folder, not a file' if file.is_dir() else 'no such file'}")
+    problem = _not_readable(file)
+    if problem:
+        raise DataError(f"{source}: {problem}")
     # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate in its line, found there
     # (a decoding error would come from a block of ~8 KB read ahead, with no line to name)
     with file.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
@@ -212,6 +216,15 @@ def _unclosed_quote(source: str, line: int, text: str, why: str) -> DataError:
     return DataError(
         f"{_where(source, line)}: the quote opened on line {line} is not closed ({why}): {_shown(text.rstrip(_EOL))}"
     )
+
+
+def _not_readable(file: Path) -> str | None:
+    """Why ``file`` cannot be read as a data file ('no such file', 'a folder, not a file'), or None."""
+    if file.is_dir():
+        return "a folder, not a file"
+    if not file.exists():
+        return "no such file"
+    return None
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -675,9 +688,10 @@ def load_bars(spec: str) -> list[BarSeries]:
     if synth is not None:
         return [generate_synth(synth).series]
     path = Path(spec)
-    if not path.is_file():
+    problem = _not_readable(path)
+    if problem:
         raise DataError(
-            f"{spec!r}: {'a folder, not a file' if path.is_dir() else 'no such file'}; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
+            f"{spec!r}: {problem}; a data spec is arch:sp500, arch:nasdaq, shared:<name>, "
             f"{SYNTH_SPEC} or a bars CSV path"
         )
-    return read_bars_csv(path)
+    return read_bars_csv(path)  # reads the file once: a pipe will do
