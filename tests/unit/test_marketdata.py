@@ -548,3 +548,31 @@ def test_a_fifo_is_read_not_reported_missing(tmp_path: Path, capsys: pytest.Capt
     assert main(["data", "show", str(fifo)]) == 0
     writer.join()
     assert capsys.readouterr().out.startswith("ABC: 3 rows")
+
+
+def test_a_symbol_from_the_file_name_says_so_and_how_to_fix_it(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD, name="SPX (1).csv")
+    with pytest.raises(DataError) as info:
+        read_bars_csv(path)
+    assert str(info.value) == (
+        f"{path}: symbol 'SPX (1)', taken from the file name, is not a valid symbol (pattern "
+        r"^[A-Z0-9^][A-Z0-9.\-/=_]{0,23}$): rename the file or add a symbol column"
+    )
+    with pytest.raises(DataError, match=r"symbol 'spx': not a valid symbol"):  # given: not the file name
+        read_bars_csv(path, symbol="spx")
+    assert read_bars_csv(path, symbol="SPX")[0].symbol == "SPX"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("synth:realistic:1:0", "'synth:realistic:1:0': n_bars=0: must be an integer >= 1"),
+        ("synth:realistic:1:100:spx", "'synth:realistic:1:100:spx': symbol='spx': not a valid symbol"),
+        ("synth:bad", "'synth:bad': unknown scenario 'bad'"),
+        ("synth:easy:1:99999999", "'synth:easy:1:99999999': 99,999,999 bars of 1D from 2000-01-03 would end"),
+    ],
+)
+def test_a_synth_spec_the_generator_refuses_is_quoted(spec: str, message: str) -> None:
+    with pytest.raises(DataError) as info:
+        load_bars(spec)
+    assert str(info.value).startswith(message), str(info.value)

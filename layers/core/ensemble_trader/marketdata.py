@@ -264,9 +264,15 @@ class _Reader:
         index = self._header_index([h.strip() for h in header], header_line)
         if "symbol" in index:
             fixed = None
+        elif self.symbol is not None:
+            fixed = _check_symbol(self.symbol, self.source, None)
         else:
-            fixed = self.symbol if self.symbol is not None else self.path.stem.upper()
-            _check_symbol(fixed, self.source, None)
+            fixed = self.path.stem.upper()
+            if not _SYMBOL_RE.match(fixed):
+                raise DataError(
+                    f"{self.source}: symbol {fixed!r}, taken from the file name, is not a valid symbol "
+                    f"(pattern {SYMBOL_PATTERN}): rename the file or add a symbol column"
+                )
         width = len(header)
         columns = [(name, index[name]) for name in (*PRICE_COLUMNS, "volume")]
         t_col = index["timestamp"]
@@ -646,6 +652,16 @@ class SynthSpec(NamedTuple):
     symbol: str
 
 
+class _ReadSynthSpec(SynthSpec):
+    """A :class:`SynthSpec` that keeps the text it was read from (``text``: an attribute, not a
+    field, so it compares, unpacks and prints as the SynthSpec it is)."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return "SynthSpec" + SynthSpec.__repr__(self).removeprefix(type(self).__name__)
+
+
 def parse_synth_spec(spec: str, default_bars: int = SYNTH_DEFAULT_BARS) -> SynthSpec | None:
     """``synth:<scenario>[:<seed>[:<bars>[:<symbol>]]]`` read (seed 0, ``default_bars`` bars and
     symbol SYN when left out), or None when ``spec`` is not a ``synth:`` spec. The one reader of
@@ -659,17 +675,27 @@ def parse_synth_spec(spec: str, default_bars: int = SYNTH_DEFAULT_BARS) -> Synth
     parts = rest.split(":")
     if not parts[0] or len(parts) > 4 or not all(re.fullmatch("[0-9]+", p) for p in parts[1:3]):
         raise DataError(f"{spec!r}: expected {SYNTH_SPEC} with integer seed and bars")
-    return SynthSpec(
+    read = _ReadSynthSpec(
         scenario=parts[0],
         seed=int(parts[1]) if len(parts) > 1 else 0,
         bars=int(parts[2]) if len(parts) > 2 else default_bars,
         symbol=parts[3] if len(parts) > 3 else SYNTH_DEFAULT_SYMBOL,
     )
+    read.text = spec
+    return read
 
 
 def generate_synth(synth: SynthSpec) -> SyntheticData:
-    """The synthetic bars and regimes of a read ``synth:`` spec (daily bars from 2000-01-03)."""
-    return generate(synth.scenario, synth.bars, synth.seed, symbol=synth.symbol)
+    """The synthetic bars and regimes of a read ``synth:`` spec (daily bars from 2000-01-03).
+
+    What the generator refuses (an unknown scenario, 0 bars, more bars than fit, a bad symbol)
+    raises DataError quoting the spec as it was typed, e.g. ``'synth:realistic:1:0': n_bars=0:
+    must be an integer >= 1`` (a SynthSpec made in code is quoted with all four parts)."""
+    try:
+        return generate(synth.scenario, synth.bars, synth.seed, symbol=synth.symbol)
+    except DataError as exc:
+        text = getattr(synth, "text", None) or f"synth:{synth.scenario}:{synth.seed}:{synth.bars}:{synth.symbol}"
+        raise DataError(f"{text!r}: {exc}") from None
 
 
 def load_bars(spec: str) -> list[BarSeries]:
