@@ -16,6 +16,7 @@ This module does file I/O, so it lives outside ``domain/``.
 from __future__ import annotations
 
 import csv
+import heapq
 import importlib
 import io
 import math
@@ -451,13 +452,35 @@ def _format_float(x: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def _format_timestamps(ts: np.ndarray) -> list[str]:
-    ns = ts.astype("datetime64[ns]")
-    whole_seconds = np.all(ns.astype(np.int64) % 1_000_000_000 == 0)
-    if not whole_seconds and np.any(ns.astype(np.int64) % 1_000 != 0):
+def _timestamp_unit(ts: np.ndarray) -> str:
+    """``"s"`` when every time is a whole second, else ``"us"``; sub-microsecond times raise."""
+    ns = ts.astype("datetime64[ns]").astype(np.int64)
+    whole_seconds = np.all(ns % 1_000_000_000 == 0)
+    if not whole_seconds and np.any(ns % 1_000 != 0):
         raise DataError("timestamps with sub-microsecond precision cannot be written as ISO-8601 text")
-    unit = "s" if whole_seconds else "us"
-    return [s + "Z" for s in np.datetime_as_string(ns, unit=unit).tolist()]
+    return "s" if whole_seconds else "us"
+
+
+def _format_timestamps(ts: np.ndarray) -> list[str]:
+    unit = _timestamp_unit(ts)
+    return [s + "Z" for s in np.datetime_as_string(ts.astype("datetime64[ns]"), unit=unit).tolist()]
+
+
+_WRITE_CHUNK = 16_384
+"""Rows of a series formatted at a time by :func:`write_bars_csv`."""
+
+
+def _csv_rows(s: BarSeries, unit: str, multi: bool) -> Iterator[tuple[int, list[str]]]:
+    """(time in ns, CSV fields) of every row of ``s``, formatted a chunk at a time."""
+    ns_all = s.timestamp.astype("datetime64[ns]")
+    for a in range(0, len(s), _WRITE_CHUNK):
+        ns = ns_all[a : a + _WRITE_CHUNK]
+        stamps = np.datetime_as_string(ns, unit=unit).tolist()
+        keys = ns.astype(np.int64).tolist()
+        cols = [c[a : a + _WRITE_CHUNK].tolist() for c in (s.open, s.high, s.low, s.close, s.volume)]
+        for i, stamp in enumerate(stamps):
+            values = [_format_float(c[i]) for c in cols]
+            yield keys[i], [stamp + "Z", s.symbol, *values] if multi else [stamp + "Z", *values]
 
 
 def write_bars_csv(
@@ -468,7 +491,8 @@ def write_bars_csv(
     One series gives ``timestamp,open,high,low,close,volume``; several give
     ``timestamp,symbol,open,...`` with the rows merged in time order (ties keep the order of
     ``series``). ``symbol_column=True`` writes the symbol column for a single series too, so the
-    symbol survives a file name that is not the ticker. Parent directories are created.
+    symbol survives a file name that is not the ticker. Parent directories are created. Rows
+    are formatted and written as they go (several series merged lazily), not built in memory.
     """
     if isinstance(series, BarSeries):
         series = [series]
@@ -492,20 +516,15 @@ def write_bars_csv(
     if len(series) > 1 and not multi:
         raise DataError(f"{path}: several series need the symbol column (symbol_column=False given)")
     header = ["timestamp", "symbol", *PRICE_COLUMNS, "volume"] if multi else list(BAR_COLUMNS)
-    rows: list[tuple[int, int, int, list[str]]] = []
-    for order, s in enumerate(series):
-        stamps = _format_timestamps(s.timestamp)
-        ns = s.timestamp.astype("datetime64[ns]").astype(np.int64).tolist()
-        cols = [s.open.tolist(), s.high.tolist(), s.low.tolist(), s.close.tolist(), s.volume.tolist()]
-        for i, stamp in enumerate(stamps):
-            values = [_format_float(c[i]) for c in cols]
-            rows.append((ns[i], order, i, [stamp, s.symbol, *values] if multi else [stamp, *values]))
-    if multi:
-        rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    units = [_timestamp_unit(s.timestamp) for s in series]  # raises before the file is touched
+    per_series = [_csv_rows(s, unit, multi) for s, unit in zip(series, units, strict=True)]
+    # each series' times increase strictly (BarSeries), and heapq.merge keeps the order of the
+    # series on a tie: the order of sorting every row by (time, series, row), without the rows
+    rows = per_series[0] if len(per_series) == 1 else heapq.merge(*per_series, key=lambda r: r[0])
     with atomic_writer(path, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(r[3] for r in rows)
+        writer.writerows(r[1] for r in rows)
 
 
 # --------------------------------------------------------------------------------------------
