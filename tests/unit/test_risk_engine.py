@@ -753,6 +753,34 @@ def test_merge_of_an_unchanged_breaker_keeps_theirs():
     assert merged.trading_state is TradingState.ACTIVE and merged.marks["SPX"].price == 71.0
 
 
+def test_a_merge_does_not_carry_a_daily_halt_into_the_next_day():
+    """One router halts on day D's loss while another, loaded from the same state, has rolled into
+    D+1: the merged state is on D+1, where D's daily loss no longer counts, so D's halt must not
+    hold all of D+1 (within a day the state never relaxes). Either side may write last."""
+    base = RiskState(version=3, day=D1, day_start_equity=100_000.0, peak_equity=100_000.0, equity=100_000.0)
+    halted_on_d1 = _router_update(base, 95_000.0, D1)  # -5 % on D1: HALTED (daily), not latched
+    assert halted_on_d1.trading_state is TradingState.HALTED and not halted_on_d1.breaker_latched
+    rolled = base.model_copy(deep=True)
+    RiskEngine(BREAKER).update_breaker(rolled, 100_000.0, D2)  # D2's first bar: ACTIVE
+    for ours, theirs in ((rolled, halted_on_d1), (halted_on_d1, rolled)):
+        theirs = theirs.model_copy(update={"version": 4})
+        merged = merge_states(base, ours, theirs)
+        assert merged.day == D2 and merged.trading_state is TradingState.ACTIVE, (ours.day, theirs.day)
+        RiskEngine(BREAKER).update_breaker(merged, 100_000.0, D2)  # the next intent of D2
+        assert merged.trading_state is TradingState.ACTIVE
+
+
+def test_a_merge_carries_a_latched_halt_into_the_next_day():
+    base = RiskState(version=3, day=D1, day_start_equity=100_000.0, peak_equity=100_000.0, equity=100_000.0)
+    latched = _router_update(base, 75_000.0, D1)  # drawdown 25 % >= 20 %: latched
+    assert latched.breaker_latched
+    rolled = base.model_copy(deep=True)
+    RiskEngine(BREAKER).update_breaker(rolled, 100_000.0, D2)
+    for ours, theirs in ((rolled, latched), (latched, rolled)):
+        merged = merge_states(base, ours, theirs.model_copy(update={"version": 4}))
+        assert merged.trading_state is TradingState.HALTED and merged.breaker_latched
+
+
 def test_merge_of_symbol_halts_is_per_symbol():
     base = RiskState(halted_symbols={"A": "recon a", "B": "recon b"})
     ours = base.model_copy(deep=True)

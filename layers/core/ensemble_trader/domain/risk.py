@@ -759,7 +759,11 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     Marks (newest per symbol) and accepted orders (throttle and duplicate windows) are always
     united. Without a reset in theirs the equity figures come from ours and the peak is the
     higher of the two; the breaker state is theirs unless we moved it since ``base``, then ours
-    if theirs did not move it, else the more severe of the two (two routers tripping at once).
+    if theirs did not move it, else the more severe of the two (two routers tripping at once). A
+    breaker state that is not latched lasts only for the day it was set on: when one side has
+    rolled into a later day, the other side's daily-loss REDUCING or HALTED of the day before is
+    not carried into it (the later side's own evaluation of its day stands, and the next update
+    measures the drawdown against the merged peak).
     Reconciliation halts merge per symbol: a symbol theirs changed since ``base`` keeps theirs'
     entry, any other takes ours.
     """
@@ -810,8 +814,10 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
         merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
         merged.breaker_latched, merged.exits_only_below_zero = ours.breaker_latched, ours.exits_only_below_zero
         merged.peak_equity, merged.day_start_equity = ours.peak_equity, ours.day_start_equity
-    elif _breaker(ours) != _breaker(base):  # we moved the breaker
-        if _breaker(theirs) == _breaker(base):
+    elif _breaker(ours) != _breaker(base) or _expired(theirs, merged.day):  # we moved the breaker
+        if _expired(ours, merged.day):
+            pass  # ours was set on an earlier day than theirs evaluated: theirs stands
+        elif _expired(theirs, merged.day) or _breaker(theirs) == _breaker(base):
             merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
             merged.breaker_latched, merged.exits_only_below_zero = ours.breaker_latched, ours.exits_only_below_zero
         elif _SEVERITY[ours.trading_state] > _SEVERITY[merged.trading_state] or ours.breaker_latched:
@@ -819,6 +825,13 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
             merged.breaker_latched = merged.breaker_latched or ours.breaker_latched
             merged.exits_only_below_zero = merged.exits_only_below_zero and ours.exits_only_below_zero
     return merged
+
+
+def _expired(side: RiskState, day: date | None) -> bool:
+    """``side``'s breaker state was set on a day before ``day`` and is not latched: its daily-loss
+    part ended with that day (within a day the state never relaxes, but a new day starts afresh),
+    and the other side has evaluated ``day`` itself. A latched halt holds across days."""
+    return side.day is not None and day is not None and side.day < day and not side.breaker_latched
 
 
 def _breaker(state: RiskState) -> tuple[TradingState, str, bool, bool]:
