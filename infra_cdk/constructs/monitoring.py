@@ -621,9 +621,9 @@ class Monitoring(Construct):
                 cw.LogQueryVisualizationType.TABLE,
             ),
             (
-                "Circuit breaker (state, equity, daily loss, drawdown)",
+                "Circuit breaker (state, latch, equity, daily loss, drawdown)",
                 'filter `detail-type` = "CircuitBreakerTripped" | fields @timestamp, detail.previous, '
-                "detail.current, detail.reason, detail.equity, detail.daily_loss, detail.drawdown "
+                "detail.current, detail.latched, detail.reason, detail.equity, detail.daily_loss, detail.drawdown "
                 "| sort @timestamp desc | limit 50",
                 cw.LogQueryVisualizationType.TABLE,
             ),

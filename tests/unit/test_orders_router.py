@@ -279,6 +279,22 @@ def test_losses_trip_the_breaker_and_only_reducing_orders_pass():
     assert reduce.orders and reduce.orders[0]["side"] == "SELL"
 
 
+def test_a_daily_loss_halt_that_becomes_latched_is_published_again():
+    """A daily-loss halt lifts at the day roll; a drawdown halt reached later the same day does
+    not. Without an event of its own the operator saw only the first (a daily loss) and waited for
+    midnight: the latch is published as HALTED to HALTED, ``latched`` true, once."""
+    rig = Rig(daily_loss_reduce=0.02, daily_loss_halt=0.04, drawdown_reduce=0.045, drawdown_halt=0.08)
+    rig.warm()
+    rig.router.handle(intent(1, 1.0, 100.0))  # buy 1,000
+    rig.router.handle(intent(2, 1.0, 100.0))  # filled at 100
+    rig.router.handle(intent(3, 1.0, 95.0))  # -5 % on the day: HALTED for the day
+    rig.router.handle(intent(3.5, 1.0, 91.0))  # the same day, drawdown 9 % >= 8 %: latched
+    rig.router.handle(intent(4, 1.0, 91.0))  # the next day: still HALTED, nothing new to say
+    trips = [(e.previous, e.current, e.latched, e.reason.split()[0]) for e in rig.events("CircuitBreakerTripped")]
+    assert trips == [("ACTIVE", "HALTED", False, "daily"), ("HALTED", "HALTED", True, "drawdown")]
+    assert rig.store.load_risk_state().breaker_latched
+
+
 def test_equity_at_or_below_zero_halts_and_latches_instead_of_failing_every_intent():
     """Short 2,000 at 100 on 100,000, marked at 160: equity -20,000. Planning raised ValueError
     (a target is a fraction of equity), so the HALTED state was published but never saved, the
@@ -295,7 +311,7 @@ def test_equity_at_or_below_zero_halts_and_latches_instead_of_failing_every_inte
     assert state.trading_state is TradingState.HALTED and state.breaker_latched
     assert state.equity == pytest.approx(-20_000) and state.marks["SPX"].price == 160.0
     assert "equity" in state.state_reason
-    assert [e.current for e in rig.events("CircuitBreakerTripped")] == [TradingState.HALTED.value]
+    assert [(e.current, e.latched) for e in rig.events("CircuitBreakerTripped")] == [(TradingState.HALTED.value, True)]
     assert [e.reason_code for e in rig.events("OrderRejected")] == [RejectReason.HALTED.value]
     # equity back above zero: still HALTED (latched until an operator resets it)
     later = rig.router.handle(intent(4, 0.0, 100.0))

@@ -559,8 +559,10 @@ def test_a_halt_latched_for_equity_at_or_below_zero_says_so():
     engine.update_breaker(s, 100_000, date(2024, 1, 2))
     engine.update_breaker(s, 93_000, date(2024, 1, 2))  # -7 % on the day, a 7 % drawdown
     assert s.trading_state is TradingState.HALTED and not s.breaker_latched
-    assert engine.update_breaker(s, -20_000, date(2024, 1, 2)) is None  # no new state, no event
-    assert s.breaker_latched and "not positive" in s.state_reason
+    latch = engine.update_breaker(s, -20_000, date(2024, 1, 2))  # the same state, now latched: an event
+    assert latch is not None and (latch.previous, latch.current, latch.latched) == (
+        TradingState.HALTED, TradingState.HALTED, True)
+    assert s.breaker_latched and "not positive" in s.state_reason and latch.reason == s.state_reason
 
 
 def test_a_merge_keeps_the_exits_only_reset_with_the_rest_of_the_breaker():
@@ -837,7 +839,13 @@ def test_a_drawdown_halt_latched_during_a_daily_loss_halt_names_the_drawdown():
     engine.update_breaker(state, 100_000.0, date(2024, 1, 1))
     engine.update_breaker(state, 80_000.0, date(2024, 1, 2))  # a daily-loss halt, not latched
     assert not state.breaker_latched and state.state_reason.startswith("daily loss")
-    engine.update_breaker(state, 70_000.0, date(2024, 1, 2))  # drawdown 30 % >= 25 %: latched
+    latch = engine.update_breaker(state, 70_000.0, date(2024, 1, 2))  # drawdown 30 % >= 25 %: latched
     assert state.breaker_latched and state.state_reason.startswith("drawdown 30.00% >= 25.00% (latched")
+    # a transition of its own (HALTED to HALTED, latched), so an event tells the operator that this
+    # halt no longer lifts at the day roll; published once
+    assert latch is not None and (latch.previous, latch.current, latch.latched) == (
+        TradingState.HALTED, TradingState.HALTED, True)
+    assert latch.reason == state.state_reason
+    assert engine.update_breaker(state, 65_000.0, date(2024, 1, 2)) is None
     engine.update_breaker(state, 70_000.0, date(2024, 1, 3))  # the day roll does not lift it
     assert state.breaker_latched and state.state_reason.startswith("drawdown")

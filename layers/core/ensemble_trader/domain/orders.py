@@ -194,6 +194,9 @@ class OrderCanceled(Message):
 
 
 class CircuitBreakerTripped(Message):
+    """A move of the breaker. ``latched`` (HALTED only): the halt holds until an operator resets
+    it; a daily-loss halt that becomes latched is published once more, HALTED to HALTED."""
+
     previous: str
     current: str
     reason: str
@@ -201,6 +204,7 @@ class CircuitBreakerTripped(Message):
     daily_loss: NonNegative  # fractions of the day's start and of the peak; may exceed 1
     drawdown: NonNegative
     timestamp: Timestamp
+    latched: bool = False
 
 
 class KillSwitchChanged(Message):

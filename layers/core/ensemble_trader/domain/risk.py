@@ -319,7 +319,9 @@ class OrderCut:
 
 @dataclass(frozen=True, slots=True)
 class BreakerTransition:
-    """A change of trading state, with the figures that caused it."""
+    """A change of trading state, with the figures that caused it. ``latched``: the halt holds
+    until an operator resets it (a drawdown halt, equity at or below zero); a daily-loss halt that
+    becomes latched is a transition too (HALTED to HALTED): it no longer lifts at the day roll."""
 
     previous: TradingState
     current: TradingState
@@ -327,6 +329,7 @@ class BreakerTransition:
     equity: float
     daily_loss: float
     drawdown: float
+    latched: bool = False
 
 
 COLLAR_TOLERANCE = 1e-9
@@ -600,16 +603,16 @@ class RiskEngine:
         current = state.trading_state
         if not new_day and _SEVERITY[desired] < _SEVERITY[current]:
             return None  # within a day the state never relaxes
-        if desired is TradingState.HALTED and (drawdown >= lim.drawdown_halt or equity <= 0):
+        latches = desired is TradingState.HALTED and (drawdown >= lim.drawdown_halt or equity <= 0)
+        if latches:
             state.breaker_latched = True
             if equity > 0 and daily_loss >= lim.daily_loss_halt:  # the daily branch named it first
                 why = f"drawdown {drawdown:.2%} >= {lim.drawdown_halt:.2%} (latched; {why})"
-            state.state_reason = why  # already HALTED (a daily loss): the latch says why it holds
-        if desired is current:
+        if desired is current and not latches:
             return None
         state.trading_state = desired
-        state.state_reason = why
-        return BreakerTransition(current, desired, why, equity, daily_loss, drawdown)
+        state.state_reason = why  # already HALTED (a daily loss) and now latched: the latch says why
+        return BreakerTransition(current, desired, why, equity, daily_loss, drawdown, latched=latches)
 
     @staticmethod
     def reset_breaker(state: RiskState, reason: str) -> BreakerTransition | None:

@@ -1926,7 +1926,7 @@ def _report_events(
 def _breaker_event(t: BreakerTransition, when: datetime) -> CircuitBreakerTripped:
     return CircuitBreakerTripped(
         previous=t.previous.value, current=t.current.value, reason=t.reason, equity=t.equity,
-        daily_loss=t.daily_loss, drawdown=t.drawdown, timestamp=when,
+        daily_loss=t.daily_loss, drawdown=t.drawdown, timestamp=when, latched=t.latched,
     )
 
 
