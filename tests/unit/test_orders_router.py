@@ -279,6 +279,22 @@ def test_losses_trip_the_breaker_and_only_reducing_orders_pass():
     assert reduce.orders and reduce.orders[0]["side"] == "SELL"
 
 
+def test_an_exit_on_a_bar_that_gaps_past_the_collar_goes_out_on_that_bar():
+    """A -15 % bar under a 10 % collar: the exit to flat was refused PRICE_COLLAR and went out a
+    bar later, after a further fall. An order that adds exposure on such a bar is still refused."""
+    rig = Rig(daily_loss_reduce=0.3, daily_loss_halt=0.5, drawdown_reduce=0.3, drawdown_halt=0.5)  # stays ACTIVE
+    rig.warm()
+    rig.warm(symbol="NDX")
+    rig.router.handle(intent(1, 0.3, 100.0))
+    rig.router.handle(intent(2, 0.3, 100.0))  # filled: long 300
+    out = rig.router.handle(intent(3, 0.0, 85.0))
+    assert [(o["side"], o["quantity"]) for o in out.orders] == [("SELL", 300.0)] and not out.rejections
+    out = rig.router.handle(intent(3, 0.3, 85.0, symbol="NDX"))  # an entry at 15 % from its reference
+    assert not out.orders and [r["reason"] for r in out.rejections] == [RejectReason.PRICE_COLLAR.value]
+    rig.router.handle(intent(4, 0.0, 82.0))
+    assert rig.store.get_position("SPX").quantity == 0.0  # filled at the next bar
+
+
 def test_a_daily_loss_halt_that_becomes_latched_is_published_again():
     """A daily-loss halt lifts at the day roll; a drawdown halt reached later the same day does
     not. Without an event of its own the operator saw only the first (a daily loss) and waited for

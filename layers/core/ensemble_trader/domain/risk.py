@@ -14,7 +14,8 @@ order sanity              quantity or decision price is not a finite positive nu
 reference price           the independent reference is missing, zero/NaN, older than allowed, or
                           dated further ahead of the clock than an intent may be
 price collar              the order's price deviates from the reference by more than the collar
-                          (a fraction < 1, the boundary itself allowed on both sides)
+                          (a fraction < 1, the boundary itself allowed on both sides) *and* the
+                          order adds exposure
 max order quantity        the quantity exceeds the per-order limit
 max order notional        quantity x price exceeds the per-order notional limit
 max position              the potential position (held + working + order) would exceed the
@@ -26,8 +27,10 @@ duplicate                 the same client order id, or the same symbol/side/quan
 throttle                  too many orders in the sliding window, per symbol or overall
 ========================  ==================================================================
 
-Orders that reduce exposure are never blocked by the position and gross-exposure limits (a breach
-must stay repairable), but every other check applies to them. One larger than the per-order
+Orders that reduce exposure are never blocked by the price collar or the position and
+gross-exposure limits (a breach must stay repairable, and an exit on a bar that gaps past the
+collar must go out on that bar; a reducing order's size is bounded by the position, so a wrong
+price can at worst reduce it further), but every other check applies to them. One larger than the per-order
 quantity or notional limit is cut down to it (:meth:`RiskEngine.cut_to_order_limits`, which the
 router applies before the check) rather than rejected, so an exit goes out in parts over bars.
 
@@ -415,7 +418,10 @@ class RiskEngine:
                 f"{lim.max_intent_lead_seconds:,.0f} s ahead)",
             )
         deviation = abs(price - ref.price) / ref.price
-        if deviation > lim.price_collar * (1.0 + COLLAR_TOLERANCE):
+        # an order that reduces exposure is not collared: its size is bounded by the position, so
+        # a wrong price can at worst reduce it further, and an exit on a bar that gaps past the
+        # collar (a crash) must go out on that bar, not after it
+        if not reducing and deviation > lim.price_collar * (1.0 + COLLAR_TOLERANCE):
             return _reject(
                 RejectReason.PRICE_COLLAR,
                 f"price {price:g} is {deviation:.2%} from reference {ref.price:g} "
