@@ -134,6 +134,19 @@ def test_no_trade_band_holds_back_small_rebalances_but_never_exits():
     assert [(o.side, o.quantity) for o in flat] == [(Side.SELL, 3.0)]
 
 
+def test_the_no_trade_band_is_a_fraction_of_the_symbols_capital():
+    """A target is a fraction of allocation x equity, and so is the band: with 50 symbols (an
+    allocation of 0.02) a band of 1 % of the whole equity held back every target below 0.5."""
+    entry = plan_orders(intent(0.4), position=0, working=0, equity=1_000_000, step=1, now=T,
+                        min_trade_fraction=0.01, allocation=0.02)
+    assert [(o.side, o.quantity) for o in entry] == [(Side.BUY, 80.0)]  # 0.4 x 20,000 / 100
+    # a change of 0.009 of the symbol's capital is inside the band, 0.011 is not
+    assert plan_orders(intent(0.409), position=80, working=0, equity=1_000_000, step=0.01, now=T,
+                       min_trade_fraction=0.01, allocation=0.02) == []
+    assert plan_orders(intent(0.411), position=80, working=0, equity=1_000_000, step=0.01, now=T,
+                       min_trade_fraction=0.01, allocation=0.02)
+
+
 def test_allocation_scales_the_capital_behind_the_target():
     full = plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T)
     half = plan_orders(intent(0.5), position=0, working=0, equity=100_000, step=1, now=T, allocation=0.5)

@@ -394,8 +394,10 @@ def plan_orders(
     is a fraction of ``allocation · equity``. A move through zero is split into a closing and an
     opening leg.
     Returns an empty list when the difference is below one ``step``, or — the no-trade band —
-    when its notional is below ``min_trade_fraction`` of equity, unless the target is flat or on
-    the other side of zero (exits are never held back).
+    when its notional is below ``min_trade_fraction`` of the symbol's capital (``allocation ·
+    equity``, the amount its target is a fraction of; of the whole equity, the band kept a
+    50-symbol book from entering any target below half its allocation), unless the target is flat
+    or on the other side of zero (exits are never held back).
     With equity at or below zero there is no capital for any position: whatever the intent's
     target, a fraction of no equity is no shares, and the plan is the exit to flat.
     """
@@ -411,7 +413,7 @@ def plan_orders(
         return []
     crosses_zero = current != 0.0 and target != 0.0 and (current > 0) != (target > 0)
     exits = target == 0.0 or crosses_zero
-    if not exits and abs(delta) * intent.reference_price < min_trade_fraction * equity:
+    if not exits and abs(delta) * intent.reference_price < min_trade_fraction * allocation * equity:
         return []
     legs: list[float]
     if crosses_zero:

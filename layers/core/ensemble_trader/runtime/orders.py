@@ -372,7 +372,7 @@ class OrdersSettings(_NamedEnvironmentSettings):
     broker: Literal["paper", "alpaca"] = "paper"
     initial_equity: float = Field(default=1_000_000.0, gt=0)
     quantity_step: float = Field(default=1.0, gt=0)
-    min_trade_fraction: float = Field(default=0.01, ge=0, lt=1)  # no-trade band, fraction of equity
+    min_trade_fraction: float = Field(default=0.01, ge=0, lt=1)  # no-trade band, fraction of allocation x equity
     # Capital per symbol, as a fraction of equity: an intent's target is a fraction of it.
     # ET_ORDERS_ALLOCATIONS='{"SPX": 0.6, "IXIC": 0.4}'; symbols not named get the default.
     allocations: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
@@ -1280,16 +1280,27 @@ class OrderRouter:
                 "the next intent plans again from the position")
 
     def _own_effect(self, intent: OrderIntent, working: list[Order]) -> float:
-        """The signed quantity this intent's recorded legs add to held + working: a working leg
-        its whole quantity (filled part held, the rest working), a finished one what it filled."""
+        """The signed quantity this intent's recorded legs add to held + working, as read in
+        ``working`` (the working orders read with the position): a leg working there its whole
+        quantity (filled part held, the rest working), a finished one what it filled.
+
+        A leg that is not in ``working`` and is working now was recorded after that read — by a
+        concurrent delivery of the same intent — so ``working`` does not count it and nothing is
+        taken off for it. Taken off, it made the position before this intent's legs look short by
+        the leg (from flat, -500 for a BUY 500), the replan a flip, and its "opening leg" a second
+        order for the intent."""
         effect = 0.0
         for leg in (0, 1):  # a plan has at most a closing and an opening leg
             coid = leg_order_id(intent, leg)
-            order = next((o for o in working if o.client_order_id == coid), None) or self.store.get_order(coid)
-            if order is None:
+            listed = next((o for o in working if o.client_order_id == coid), None)
+            if listed is not None:
+                effect += listed.signed_quantity
+                continue
+            order = self.store.get_order(coid)
+            if order is None or order.status in WORKING_STATUSES:
                 continue
             sign = 1.0 if order.side is Side.BUY else -1.0
-            effect += order.signed_quantity if order.status in WORKING_STATUSES else sign * order.filled_quantity
+            effect += sign * order.filled_quantity
         return effect
 
     def _refused_intent(
