@@ -28,6 +28,7 @@ import numpy as np
 
 from ensemble_trader.backtest.metrics import (
     apply_ruin,
+    checked_number,
     checked_periods_per_year,
     infer_periods_per_year,
     performance,
@@ -61,10 +62,9 @@ class CostModel:
     slippage_bps: float = 2.0
 
     def __post_init__(self) -> None:
+        # a real number, finite and >= 0: not True (1 bp), nor "1" or None (a raw TypeError)
         for name in ("cost_bps", "slippage_bps"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise DataError(f"CostModel.{name} must be a finite number >= 0, got {value!r}")
+            checked_number(f"CostModel.{name}", getattr(self, name), 0.0)
 
     @property
     def rate(self) -> float:

@@ -38,7 +38,10 @@ whose run carries it).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,16 +94,36 @@ def _as_1d(name: str, values: np.ndarray) -> np.ndarray:
     return arr
 
 
+def checked_number(name: str, value: Any, minimum: float | None = None, *, strict: bool = False) -> float:
+    """``value`` as a float when it is a finite real number (an int, a float, a numpy integer or
+    float) at least ``minimum`` (above it when ``strict``; no bound when None), else
+    :class:`DataError` naming ``name`` and the value.
+
+    A bool, a string or None is refused, not converted: ``True`` would otherwise pass as 1 (a cost
+    of 1 bp, one bar a year) and a string or None fail deep in numpy with a TypeError that names
+    neither the parameter nor the value. Text is for a command to parse
+    (:func:`checked_periods_per_year` reads ``--bars-per-year``), not for a call from code."""
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    try:
+        number = float(value) if real else math.nan
+    except OverflowError:  # an int beyond a float
+        number = math.inf
+    in_range = minimum is None or (number > minimum if strict else number >= minimum)
+    if not (math.isfinite(number) and in_range):
+        shown = repr(value) if real or value is None else f"{value!r} (a {type(value).__name__})"
+        raise DataError(f"{name} must be a finite number{bound}, got {shown}")
+    return number
+
+
 def _paired(
     name_a: str, a: np.ndarray, name_b: str, b: np.ndarray, periods_per_year: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two validated series over the same periods, and a valid bar frequency."""
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Two validated series over the same periods, and a valid bar frequency (a float > 0)."""
     x, y = _as_1d(name_a, a), _as_1d(name_b, b)
     if x.shape != y.shape:
         raise DataError(f"{name_a} has {x.size} periods but {name_b} has {y.size}")
-    if not np.isfinite(periods_per_year) or periods_per_year <= 0:
-        raise DataError(f"periods_per_year must be a finite number > 0, got {periods_per_year!r}")
-    return x, y
+    return x, y, checked_number("periods_per_year", periods_per_year, 0.0, strict=True)
 
 
 def ruin_index(returns: np.ndarray) -> int | None:
@@ -160,7 +183,7 @@ def performance(
     A period with ``1 + r <= 0`` ruins the account (module docstring): it counts -1, and the
     periods after it are flat, with no return and no trade.
     """
-    r, pos = _paired("returns", returns, "positions", positions, periods_per_year)
+    r, pos, periods_per_year = _paired("returns", returns, "positions", positions, periods_per_year)
     n = r.size
     if n == 0:
         return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -211,7 +234,8 @@ def sharpe_margin_se(a: np.ndarray, b: np.ndarray, c: float, periods_per_year: f
     compared more sharply than two independent ones. A series that never varies has Sharpe 0 by
     convention and contributes no variance.
     """
-    x, y = _paired("a", a, "b", b, periods_per_year)
+    x, y, periods_per_year = _paired("a", a, "b", b, periods_per_year)
+    c = checked_number("c", c)
     n = x.size
     if n < 3:
         return 0.0
@@ -248,15 +272,14 @@ def sharpe_margin_se_hac(a: np.ndarray, b: np.ndarray, c: float, periods_per_yea
     tails and autocorrelated returns widen it; for i.i.d. normal returns it matches
     :func:`sharpe_margin_se` to first order. A series that never varies contributes no variance.
     """
-    x, y = _paired("a", a, "b", b, periods_per_year)
+    x, y, periods_per_year = _paired("a", a, "b", b, periods_per_year)
+    c = checked_number("c", c)
+    if lag is not None and (not isinstance(lag, numbers.Integral) or isinstance(lag, (bool, np.bool_)) or lag < 0):
+        raise DataError(f"lag must be None or an integer >= 0, got {lag!r}")
     n = x.size
     if n < 3:
         return 0.0
-    if lag is None:
-        lag = newey_west_lag(n)
-    if lag < 0:
-        raise DataError(f"lag must be >= 0, got {lag}")
-    lag = min(lag, n - 1)
+    lag = min(newey_west_lag(n) if lag is None else int(lag), n - 1)
     m = np.array([x.mean(), y.mean()])
     g = np.array([np.mean(x * x), np.mean(y * y)])
     sd = np.sqrt(np.maximum(g - m * m, 0.0))
@@ -273,8 +296,11 @@ def sharpe_margin_se_hac(a: np.ndarray, b: np.ndarray, c: float, periods_per_yea
     return float(np.sqrt(max(var, 0.0) * periods_per_year))
 
 
-def checked_periods_per_year(value: float) -> float:
-    """``value`` as bars per year: a finite number > 0, else :class:`DataError`."""
+def checked_periods_per_year(value: float | str) -> float:
+    """``value`` as bars per year: a finite number > 0, or text that reads as one (a command's
+    ``--bars-per-year``), else :class:`DataError`. A bool is refused: True is no 1 bar a year."""
+    if isinstance(value, (bool, np.bool_)):
+        raise DataError(f"bars per year must be a finite number > 0, got {value!r} (a bool)")
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -1,0 +1,79 @@
+"""Inputs of the backtest metrics a caller can get wrong: each is refused with a DataError that
+names the parameter and the value, never a raw TypeError nor a silent conversion."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest.engine import CostModel, summarise
+from ensemble_trader.backtest.metrics import (
+    checked_periods_per_year,
+    performance,
+    sharpe_margin_se,
+    sharpe_margin_se_hac,
+)
+from ensemble_trader.domain.errors import DataError
+
+RNG = np.random.default_rng(7)
+A, B = RNG.normal(0.001, 0.01, 50), RNG.normal(0.0005, 0.01, 50)
+
+
+@pytest.mark.parametrize("field", ["cost_bps", "slippage_bps"])
+@pytest.mark.parametrize(("value", "shown"), [
+    (True, "True (a bool)"), ("1", "'1' (a str)"), (None, "None"), (float("nan"), "nan"),
+    (float("inf"), "inf"), (-0.5, "-0.5"), (np.bool_(True), "np.True_ (a bool)"),
+])
+def test_a_cost_that_is_not_a_finite_number_at_least_zero_is_refused(field, value, shown):
+    with pytest.raises(DataError, match=re.escape(f"CostModel.{field} must be a finite number >= 0, got {shown}")):
+        CostModel(**{field: value})
+
+
+def test_costs_of_any_real_number_type_are_accepted_as_before():
+    assert CostModel(1, np.float32(2.0)).rate == pytest.approx(3e-4)
+    assert CostModel(np.int64(0), 0.0).rate == 0.0
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "None"), ("252", "'252' (a str)"), (True, "True (a bool)"), (0, "0"), (-252.0, "-252.0"),
+    (float("nan"), "nan"), (float("inf"), "inf"), (10**400, str(10**400)),
+])
+def test_periods_per_year_that_is_not_a_finite_number_above_zero_is_refused(value, shown):
+    message = re.escape(f"periods_per_year must be a finite number > 0, got {shown}")
+    with pytest.raises(DataError, match=message):
+        performance(A, np.ones(A.size), value)
+    with pytest.raises(DataError, match=message):
+        sharpe_margin_se(A, B, 1.2, value)
+    with pytest.raises(DataError, match=message):
+        sharpe_margin_se_hac(A, B, 1.2, value)
+    with pytest.raises(DataError, match=message):
+        summarise(A, np.ones(A.size), value)
+
+
+def test_periods_per_year_of_any_real_number_type_give_the_same_figures():
+    as_float = performance(A, np.ones(A.size), 252.0)
+    assert performance(A, np.ones(A.size), 252) == as_float
+    assert performance(A, np.ones(A.size), np.int64(252)) == as_float
+    assert sharpe_margin_se(A, B, 1.2, np.float64(252.0)) == sharpe_margin_se(A, B, 1.2, 252.0)
+
+
+def test_bars_per_year_read_from_text_but_never_from_a_bool():
+    assert checked_periods_per_year("252") == 252.0  # a command's --bars-per-year
+    with pytest.raises(DataError, match=r"bars per year must be a finite number > 0, got True \(a bool\)"):
+        checked_periods_per_year(True)
+
+
+@pytest.mark.parametrize("c", [None, "1.2", True, float("nan"), float("inf")])
+def test_the_goal_factor_of_a_margin_must_be_a_finite_number(c):
+    with pytest.raises(DataError, match="c must be a finite number, got"):
+        sharpe_margin_se(A, B, c, 252)
+    with pytest.raises(DataError, match="c must be a finite number, got"):
+        sharpe_margin_se_hac(A, B, c, 252)
+
+
+@pytest.mark.parametrize("lag", [-1, 1.5, True, "3"])
+def test_the_newey_west_lag_must_be_an_integer_at_least_zero(lag):
+    with pytest.raises(DataError, match=r"lag must be None or an integer >= 0, got"):
+        sharpe_margin_se_hac(A, B, 1.2, 252, lag=lag)
+    assert sharpe_margin_se_hac(A, B, 1.2, 252, lag=np.int64(3)) == sharpe_margin_se_hac(A, B, 1.2, 252, lag=3)
