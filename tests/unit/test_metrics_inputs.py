@@ -77,3 +77,24 @@ def test_the_newey_west_lag_must_be_an_integer_at_least_zero(lag):
     with pytest.raises(DataError, match=r"lag must be None or an integer >= 0, got"):
         sharpe_margin_se_hac(A, B, 1.2, 252, lag=lag)
     assert sharpe_margin_se_hac(A, B, 1.2, 252, lag=np.int64(3)) == sharpe_margin_se_hac(A, B, 1.2, 252, lag=3)
+
+
+@pytest.mark.parametrize(("labels", "unknown"), [
+    (["bull", "BULL", "bear", "bull"], "['bear', 'bull']"),
+    (["BULL", "", "BEAR", "BEAR"], "['']"),
+    ([0, 0, 1, 3], "['0', '1', '3']"),
+])
+def test_summarise_refuses_regime_labels_it_does_not_know(labels, unknown):
+    # they used to be left out of every regime's metrics without a word ("bull": no BULL table)
+    message = re.escape(f"unknown regime labels {unknown}; expected ['BULL', 'BEAR', 'SIDEWAYS', 'VOLATILE']")
+    with pytest.raises(DataError, match=message):
+        summarise(A[:4], np.ones(4), 252, np.array(labels))
+
+
+def test_summarise_takes_the_four_regimes_as_strings_or_regime_members():
+    from ensemble_trader.domain.models import Regime
+
+    names = np.array(["BULL", "BEAR", "BULL", "VOLATILE"])
+    out = summarise(A[:4], np.ones(4), 252, names)
+    assert list(out["by_regime"]) == ["BULL", "BEAR", "VOLATILE"]
+    assert summarise(A[:4], np.ones(4), 252, [Regime(n) for n in names]) == out

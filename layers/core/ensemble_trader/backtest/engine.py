@@ -115,11 +115,17 @@ def period_regimes(bar_regimes: np.ndarray) -> np.ndarray:
     with the label known when the position is taken. The
     meta-agent's regret ledger and learners use the same convention. With true (synthetic)
     regimes the two differ only on the first bar after each switch."""
-    periods = np.asarray(bar_regimes).astype(str)[:-1]  # the last bar's label labels no period
-    unknown = sorted(set(np.unique(periods)) - set(REGIME_NAMES))
+    return _known_regimes(np.asarray(bar_regimes).astype(str)[:-1])  # the last bar's label labels no period
+
+
+def _known_regimes(labels: np.ndarray) -> np.ndarray:
+    """``labels`` (str) when each is one of ``REGIME_NAMES``, else :class:`DataError` naming the
+    others: a label the report does not know ("bull", "" for no label) would otherwise be left
+    out of every regime's metrics without a word."""
+    unknown = sorted(set(np.unique(labels).tolist()) - set(REGIME_NAMES))
     if unknown:
         raise DataError(f"unknown regime labels {unknown}; expected {list(REGIME_NAMES)}")
-    return periods
+    return labels
 
 
 def summarise(
@@ -138,7 +144,9 @@ def summarise(
     periods separated by a BULL rally are a 19 % BEAR drawdown (0.9 * 0.9), though the whole
     run's wealth never fell more than 10 % from its peak. ``initial_position`` is the position
     held before the first period (as in :func:`strategy_returns`), so a slice of a longer run
-    does not count an invented first trade in its turnover.
+    does not count an invented first trade in its turnover. ``regimes`` (one label per period)
+    must each be one of ``REGIME_NAMES``: an unknown label (``"bull"``) is a :class:`DataError`
+    naming it, not a period silently left out of every regime.
 
     A period returning -100 % or worse ruins the account (:func:`strategy_returns`): from the
     next period on, in every regime, nothing is held, traded or earned.
@@ -156,9 +164,10 @@ def summarise(
         "by_regime": {},
     }
     if regimes is not None:
-        labels = np.asarray(regimes)
+        labels = np.asarray(regimes).astype(str)
         if labels.shape[0] != np.asarray(returns).shape[0]:
             raise DataError(f"{labels.shape[0]} regime labels for {np.asarray(returns).shape[0]} periods")
+        _known_regimes(labels)
         for name in REGIME_NAMES:
             mask = labels == name
             if np.any(mask):
