@@ -62,10 +62,11 @@ def test_annual_return_is_geometric():
 
 def test_annualising_a_few_hourly_periods_stays_a_float():
     """One hourly period of +9 % compounded over 8,760 hours overflows a float: the annual
-    return of such a slice (a regime seen for one bar) is undefined, reported as 0, and the
-    other metrics are still computed (it used to raise OverflowError out of the backtest)."""
+    return of such a slice (a regime seen for one bar) cannot be given, reported as NaN (0 read
+    as a flat year), and the other metrics are still computed (it used to raise OverflowError
+    out of the backtest)."""
     m = performance(np.array([0.09]), np.ones(1), 8760.0)
-    assert m.annual_return == 0.0 and m.total_return == pytest.approx(0.09)
+    assert math.isnan(m.annual_return) and m.total_return == pytest.approx(0.09)
     three = performance(np.full(3, 0.03), np.ones(3), 8760.0)
     assert three.annual_return == pytest.approx(1.03**8760 - 1, rel=1e-9)  # absurd, but a float
     assert performance(np.array([-1.0, 0.5]), np.ones(2), 252).annual_return == -1.0  # a total loss
@@ -142,7 +143,7 @@ def test_sharpe_margin_se_edge_cases():
     # cash (constant) against a live series: only the live series' Sharpe varies
     live_only = sharpe_margin_se(x, np.zeros(500), 1.2, 252)
     assert live_only == pytest.approx(math.sqrt((1 + (x.mean() / x.std(ddof=1)) ** 2 / 2) / 500 * 252))
-    assert sharpe_margin_se(x[:2], x[:2], 1.0, 252) == 0.0
+    assert math.isnan(sharpe_margin_se(x[:2], x[:2], 1.0, 252))  # too few periods for an error
     with pytest.raises(DataError, match="periods"):
         sharpe_margin_se(x, x[:10], 1.0, 252)
     with pytest.raises(DataError, match="periods_per_year"):
@@ -194,7 +195,7 @@ def test_the_hac_error_edge_cases():
     live_only = sharpe_margin_se_hac(x, np.zeros(500), 1.2, 252, lag=0)
     skew = float(np.mean((x - x.mean()) ** 3) / x.std() ** 3)
     assert live_only == pytest.approx(math.sqrt((1 - s * skew + s**2 * (kurt - 1) / 4) / 500 * 252), rel=1e-9)
-    assert sharpe_margin_se_hac(x[:2], x[:2], 1.0, 252) == 0.0
+    assert math.isnan(sharpe_margin_se_hac(x[:2], x[:2], 1.0, 252))  # too few periods for an error
     assert newey_west_lag(1000) == 6 and newey_west_lag(3000) == 8 and newey_west_lag(0) == 0
     with pytest.raises(DataError, match="lag"):
         sharpe_margin_se_hac(x, x, 1.0, 252, lag=-1)

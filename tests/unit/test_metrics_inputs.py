@@ -3,6 +3,7 @@ names the parameter and the value, never a raw TypeError nor a silent conversion
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -98,3 +99,41 @@ def test_summarise_takes_the_four_regimes_as_strings_or_regime_members():
     out = summarise(A[:4], np.ones(4), 252, names)
     assert list(out["by_regime"]) == ["BULL", "BEAR", "VOLATILE"]
     assert summarise(A[:4], np.ones(4), 252, [Regime(n) for n in names]) == out
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_a_margin_over_fewer_than_three_periods_has_no_standard_error(n):
+    # NaN, not 0.0: 0.0 read as a margin known exactly (a 2-period window of the backtest had
+    # margin_se 0.0 beside Sharpe ratios of 10 and 16)
+    a, b = np.array([0.012, -0.004])[:n], np.array([0.006, 0.001])[:n]
+    assert math.isnan(sharpe_margin_se(a, b, 1.2, 252))
+    assert math.isnan(sharpe_margin_se_hac(a, b, 1.2, 252))
+    assert math.isnan(sharpe_margin_se_hac(a, b, 1.2, 252, lag=0))
+
+
+def test_three_periods_are_enough_for_a_standard_error():
+    a, b = np.array([0.01, -0.02, 0.03]), np.array([0.0, 0.01, 0.02])
+    assert 0.0 < sharpe_margin_se(a, b, 1.2, 252) < math.inf
+    assert 0.0 < sharpe_margin_se_hac(a, b, 1.2, 252) < math.inf
+
+
+def test_an_annual_return_beyond_a_float_is_nan_not_a_flat_year():
+    # +9 % in one hourly period, or +20 % over two, compounded over 8,760 hours a year
+    for returns in (np.array([0.09]), np.array([0.1, 0.0909])):
+        m = performance(returns, np.ones(returns.size), 8760.0)
+        assert math.isnan(m.annual_return)
+        assert m.total_return == pytest.approx(np.prod(1 + returns) - 1)
+        assert all(math.isfinite(v) for k, v in m.as_dict().items() if k != "annual_return")
+    # within a float it is still the figure, however large, and a total loss is -100 %
+    assert performance(np.array([0.1, 0.0909]), np.ones(2), 7008.0).annual_return == pytest.approx(
+        1.19999 ** 3504 - 1, rel=1e-9)
+    assert performance(np.array([-0.1, -0.0909]), np.ones(2), 8760.0).annual_return == -1.0
+
+
+def test_summarise_reports_the_regime_whose_annual_return_overflows_as_nan():
+    # one BULL hour of +9 % among VOLATILE ones: BULL's annual return cannot be given
+    out = summarise(np.array([0.001, 0.09, -0.001]), np.ones(3), 8760.0, np.array(["VOLATILE", "BULL", "VOLATILE"]))
+    assert math.isnan(out["by_regime"]["BULL"]["annual_return"])
+    assert out["by_regime"]["BULL"]["total_return"] == pytest.approx(0.09)
+    assert math.isfinite(out["by_regime"]["VOLATILE"]["annual_return"])
+    assert math.isfinite(out["overall"]["annual_return"])

@@ -11,7 +11,7 @@ Conventions, shared by every backtest in the project:
   is at least -1 and ``max_drawdown`` at most 1, and nothing is earned, traded or won after it.
 * ``total_return``  = prod(1 + r) - 1
 * ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric);
-  0 when that is beyond a float (a few hourly periods compounded over a year: undefined)
+  NaN when that is beyond a float (one hourly period of +9 % compounded over 8,760 a year)
 * ``annual_vol``    = std(r, ddof=1) * sqrt(P)
 * ``sharpe``        = mean(r) / std(r, ddof=1) * sqrt(P) (risk-free rate 0); 0 when std is 0
   or there is one period
@@ -28,7 +28,12 @@ Conventions, shared by every backtest in the project:
 * ``turnover``      = mean |Δposition| per period * P, i.e. how many times a year the book is
   traded through (annualised, so slices of different lengths compare)
 
-Undefined ratios are reported as 0.0, never as inf/NaN, so every metric serialises to JSON.
+A ratio the data leave undefined is 0.0 by convention (the Sharpe ratio of a series that never
+varies, the win rate of a strategy never in the market). A figure that exists but cannot be given
+is NaN, never 0.0, which would read as a measured flat year or a margin known exactly: an
+``annual_return`` beyond a float, and the standard errors of :func:`sharpe_margin_se` and
+:func:`sharpe_margin_se_hac` over fewer than three periods. Strict JSON has no NaN: whoever writes
+these figures as JSON writes null (as the ``regime`` commands do), and a table shows "n/a".
 
 Periods per year P come from the bar times (:func:`periods_per_year`; :func:`infer_periods_per_year`
 also says what it assumed, for a command to show) unless a run fixes them (``--bars-per-year``:
@@ -159,11 +164,12 @@ _LOG_FLOAT_MAX = float(np.log(np.finfo(np.float64).max))
 
 
 def _annualised(growth: float, years_per_slice: float) -> float:
-    """``growth ** years_per_slice - 1`` (-1 after a total loss; 0 when it overflows a float)."""
+    """``growth ** years_per_slice - 1`` (-1 after a total loss; NaN when it overflows a float:
+    no figure can be given, and 0 would read as a flat year)."""
     if growth <= 0.0:
         return -1.0
     exponent = years_per_slice * float(np.log(growth))
-    return float(np.expm1(exponent)) if exponent < _LOG_FLOAT_MAX else 0.0
+    return float(np.expm1(exponent)) if exponent < _LOG_FLOAT_MAX else math.nan
 
 
 def performance(
@@ -222,6 +228,13 @@ def performance(
     )
 
 
+MIN_PERIODS_FOR_SE = 3
+"""The fewest periods :func:`sharpe_margin_se` and :func:`sharpe_margin_se_hac` give a standard
+error for; fewer give NaN. Two periods have a Sharpe ratio each, but no estimate of its error:
+their correlation is always +1 or -1 and their variance rests on one degree of freedom; 0.0 would
+read as a margin known exactly."""
+
+
 def sharpe_margin_se(a: np.ndarray, b: np.ndarray, c: float, periods_per_year: float) -> float:
     """Standard error of ``Sharpe(a) - c * Sharpe(b)`` (both annualised as in :func:`performance`)
     for two return series over the same periods.
@@ -233,12 +246,14 @@ def sharpe_margin_se(a: np.ndarray, b: np.ndarray, c: float, periods_per_year: f
     not an exact test. The dominant term is ``1 + c^2 - 2 c rho``: two correlated strategies are
     compared more sharply than two independent ones. A series that never varies has Sharpe 0 by
     convention and contributes no variance.
+
+    Fewer than three periods give NaN (:data:`MIN_PERIODS_FOR_SE`).
     """
     x, y, periods_per_year = _paired("a", a, "b", b, periods_per_year)
     c = checked_number("c", c)
     n = x.size
-    if n < 3:
-        return 0.0
+    if n < MIN_PERIODS_FOR_SE:
+        return math.nan
     sd_x, sd_y = float(np.std(x, ddof=1)), float(np.std(y, ddof=1))
     live_x, live_y = sd_x > 1e-15, sd_y > 1e-15
     s_x = float(np.mean(x)) / sd_x if live_x else 0.0
@@ -271,14 +286,15 @@ def sharpe_margin_se_hac(a: np.ndarray, b: np.ndarray, c: float, periods_per_yea
     ``m_x / sqrt(g_x - m_x^2) - c m_y / sqrt(g_y - m_y^2)``, scaled by ``periods_per_year``. Fat
     tails and autocorrelated returns widen it; for i.i.d. normal returns it matches
     :func:`sharpe_margin_se` to first order. A series that never varies contributes no variance.
+    Fewer than three periods give NaN (:data:`MIN_PERIODS_FOR_SE`).
     """
     x, y, periods_per_year = _paired("a", a, "b", b, periods_per_year)
     c = checked_number("c", c)
     if lag is not None and (not isinstance(lag, numbers.Integral) or isinstance(lag, (bool, np.bool_)) or lag < 0):
         raise DataError(f"lag must be None or an integer >= 0, got {lag!r}")
     n = x.size
-    if n < 3:
-        return 0.0
+    if n < MIN_PERIODS_FOR_SE:
+        return math.nan
     lag = min(newey_west_lag(n) if lag is None else int(lag), n - 1)
     m = np.array([x.mean(), y.mean()])
     g = np.array([np.mean(x * x), np.mean(y * y)])
