@@ -90,6 +90,7 @@ signed 64-bit nanoseconds; anything else raises :class:`DataError` before any st
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import re
 import struct
@@ -97,6 +98,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -375,6 +377,38 @@ def _finite(value: Any, where: str) -> float:
     return out
 
 
+_BAR_FIELDS = ("open", "high", "low", "close", "volume")
+_REAL = (numbers.Real, Decimal)  # Decimal is no numbers.Real, but broker SDKs give prices as Decimal
+
+
+def _bar_floats(symbol: str, ts: int, values: tuple[Any, ...]) -> tuple[float, ...]:
+    """The bar's open, high, low, close and volume as plain floats: numbers of any real type
+    (int, float, :class:`~decimal.Decimal`, :class:`~fractions.Fraction`, numpy integer and
+    floating scalars) are converted; a bool, a string, an array, a sequence or ``None`` raises
+    :class:`DataError` naming the field. Called only when a value is not a plain float, before
+    anything is changed, so an update either applies the bar or leaves the state untouched."""
+    out = []
+    for name, x in zip(_BAR_FIELDS, values, strict=True):
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, _REAL):
+            raise DataError(
+                f"{symbol}: invalid bar at {ts} ns: {name}={_short_repr(x)} must be a real number (int, float, "
+                f"Decimal or a numpy scalar), not {type(x).__module__}.{type(x).__qualname__}"
+            )
+        try:
+            out.append(float(x))
+        except (OverflowError, ValueError, TypeError) as exc:  # an int beyond a float, Decimal('sNaN')
+            raise DataError(f"{symbol}: invalid bar at {ts} ns: {name}={_short_repr(x)} is not a float: {exc}") from None
+    return tuple(out)
+
+
+def _short_repr(x: Any) -> str:
+    try:
+        text = repr(x)
+    except ValueError:  # an int over the interpreter's digit limit
+        return f"<an integer of {x.bit_length()} bits>"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 _ONLY_FLOAT = {float}
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 
@@ -471,7 +505,12 @@ class FeatureEngine:
         c: float,
         v: float,
     ) -> np.ndarray:
-        """Fast path: apply one bar given as numbers; the features in ``FEATURE_NAMES`` order."""
+        """Fast path: apply one bar given as numbers; the features in ``FEATURE_NAMES`` order.
+
+        ``ts_ns`` is an integer (int or numpy integer); the prices and the volume are numbers of
+        any real type — float, int, :class:`~decimal.Decimal`, numpy scalars — taken as floats.
+        A bool, a string, an array or a sequence (a 1-element numpy array included) raises
+        :class:`DataError` naming the field, like any invalid bar, before the state changes."""
         return np.array(self._step(ts_ns, o, h, l, c, v))
 
     def _step(self, ts: int, o: float, h: float, l: float, c: float, v: float) -> list[float]:  # noqa: E741
@@ -484,6 +523,8 @@ class FeatureEngine:
         last = self._last_ts
         if last is not None and ts <= last:
             raise StaleBarError(self.symbol, ts, last)
+        if not (type(o) is float and type(h) is float and type(l) is float and type(c) is float and type(v) is float):
+            o, h, l, c, v = _bar_floats(self.symbol, ts, (o, h, l, c, v))  # noqa: E741  (off the hot path)
         try:
             valid = MIN_PRICE <= l <= o <= h < MAX_VALUE and l <= c <= h and (v == 0.0 or MIN_VOLUME <= v < MAX_VALUE)
         except TypeError:
