@@ -14,7 +14,7 @@ import heapq
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,9 +99,17 @@ def _source_key(text: str) -> str:
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """What a replay put: ``bars`` records in all (the injected ones included), ``symbols`` the
+    symbols of the bars actually sent (in the order of their first bar), ``bars_by_symbol`` how
+    many bars of each, ``unsent`` the symbols given whose bars were none of them (``--limit``
+    reached first, or an empty series)."""
+
     bars: int
     seconds: float
     symbols: tuple[str, ...]
+    bars_by_symbol: dict[str, int] = field(default_factory=dict)
+    unsent: tuple[str, ...] = ()
+    injected: int = 0
 
     @property
     def bars_per_second(self) -> float:
@@ -167,6 +175,9 @@ def replay_bars(
     """
     _check_distinct_symbols([(f"series {k + 1}", s) for k, s in enumerate(series)])
     records = list(interleave(series, limit))
+    sent: dict[str, int] = {}
+    for symbol, _ in records:
+        sent[symbol] = sent.get(symbol, 0) + 1
     step = len(records) // (len(inject) + 1) if inject else 0
     for n, record in enumerate(inject, start=1):
         records.insert(n * step + n - 1, record)
@@ -181,7 +192,8 @@ def replay_bars(
         publisher.put(stream, part)
         if on_progress is not None:
             on_progress(len(part))
-    return ReplayResult(len(records), clock() - t0, tuple(s.symbol for s in series))
+    unsent = tuple(s.symbol for s in series if s.symbol not in sent)
+    return ReplayResult(len(records), clock() - t0, tuple(sent), sent, unsent, len(inject))
 
 
 def _run_replay(args: argparse.Namespace) -> int:
@@ -205,7 +217,20 @@ def _run_replay(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="bar", desc=f"replay → {target}", disable=args.no_progress, file=sys.stderr) as bar:
         result = replay_bars(series, publisher, args.stream, rate=args.rate, limit=args.limit, on_progress=bar.update)
     print(
-        f"put {result.bars:,} bars of {', '.join(result.symbols)} on {target} ({where}) in "
+        f"put {result.bars:,} bars of {', '.join(result.symbols) or 'no symbol'} on {target} ({where}) in "
         f"{result.seconds:.2f} s ({result.bars_per_second:,.0f} bars/s; {publisher.retried_entries} entries retried)"
     )
+    if len(result.symbols) > 1:
+        print(f"bars per symbol: {_per_symbol(result)}")
+    empty = {s.symbol for s in series if not len(s)}
+    cut = [symbol for symbol in result.unsent if symbol not in empty]
+    if cut:
+        print(f"not sent (--limit {args.limit:,} reached before their first bar): {', '.join(cut)}")
+    if empty:
+        print(f"not sent (no bars): {', '.join(symbol for symbol in result.unsent if symbol in empty)}")
     return 0
+
+
+def _per_symbol(result: ReplayResult) -> str:
+    """``SPX 500, IXIC 499``: the bars sent of each symbol."""
+    return ", ".join(f"{symbol} {n:,}" for symbol, n in result.bars_by_symbol.items())
