@@ -39,7 +39,10 @@ Rules, in the order they apply:
   digest (a vendor's corrected bar, a producer sending two versions of one bar) goes to the
   dead-letter queue with the reason ``conflicting record: SPX 2024-01-02T00:01:00Z already
   applied ...`` (both digests named; counted as ``<stage>_conflicts``,
-  logged); the state keeps the version handled first, the other records go on. A time remembered
+  logged); the state keeps the version handled first, the other records go on. When the record
+  differs from the one handled only in the UTC offset of a time (the same bar resent as
+  ``…T19:00:00-05:00`` after ``…T00:00:00Z``: the digest covers the time as written) the reason
+  says so (:func:`_offset_only`) — still a conflict, but no correction. A time remembered
   without a digest (stored before digests were kept) matches any content, and a time older than
   the memory is a duplicate as before. Above the last applied time the runner does not compare: a
   corrected record after a rejected one is applied (and its digest remembered).
@@ -149,7 +152,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -875,7 +878,8 @@ class KinesisStageRunner(Generic[S, In]):
                         stats.redelivered_changed += 1
                         self._count("redelivered_changed", 1)
                         continue
-                    conflict = _conflict_reason(step.name, symbol, seq, known, digest)
+                    conflict = _conflict_reason(step.name, symbol, seq, known, digest,
+                                                _offset_only(item.message, known))
                     if not self._reject(item.raw, item.item_id, conflict, failures):
                         group.fail(index)
                         break
@@ -1106,11 +1110,64 @@ def iso_utc(ns: int) -> str:
     return _utc(ns).isoformat().replace("+00:00", "Z")
 
 
-def _conflict_reason(stage: str, symbol: str, sequence: int, handled_digest: int, digest: int) -> str:
-    """The dead-letter reason of a record at a handled time with other content (producer data)."""
-    return (f"conflicting record: {symbol} {iso_utc(sequence)} already applied (or dead-lettered) by stage "
-            f"{stage} with different content (crc32 {handled_digest:08x}; this record {digest:08x}); "
-            "state moves forward only, so this version is not applied")
+def _conflict_reason(
+    stage: str, symbol: str, sequence: int, handled_digest: int, digest: int,
+    offset_only: tuple[str, str, str] | None = None,
+) -> str:
+    """The dead-letter reason of a record at a handled time with other content (producer data).
+
+    ``offset_only`` (:func:`_offset_only`): the record differs from the one handled only in the
+    UTC offset one of its times is written with — the same record, not a correction — and the
+    reason says so."""
+    head = (f"conflicting record: {symbol} {iso_utc(sequence)} already applied (or dead-lettered) by stage "
+            f"{stage} with different content (crc32 {handled_digest:08x}; this record {digest:08x})")
+    if offset_only is None:
+        return f"{head}; state moves forward only, so this version is not applied"
+    name, here, then = offset_only
+    return (f"{head}: the two differ only in the UTC offset of {name} ({here} here, {then} in the one handled "
+            "first) - the same instant and the same values, written with another offset, which gives another "
+            "digest (it covers the time as written); this copy is not applied and nothing is lost, since the "
+            "same record was handled then: have the producer write each time with one offset (e.g. UTC) to "
+            "make such resends duplicates")
+
+
+_OFFSET_CANDIDATES = tuple(timezone(timedelta(minutes=m)) for m in range(-24 * 60 + 15, 24 * 60, 15))
+"""The UTC offsets :func:`_offset_only` tries: every quarter hour strictly within a day (the
+offsets a message's time may carry; every time zone in use is a whole quarter hour from UTC)."""
+
+
+def _offset_only(message: BaseModel, handled_digest: int) -> tuple[str, str, str] | None:
+    """(field, its text here, the offset it had then) when ``message`` with one of its aware
+    datetime fields written at another UTC offset (a whole quarter hour, :data:`_OFFSET_CANDIDATES`)
+    has the digest ``handled_digest`` — the record handled at its time was this one, written with
+    another offset — else None. Run only for a conflict (up to 191 serialisations: about 1 ms)."""
+    for name in type(message).model_fields:
+        value = getattr(message, name)
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            continue
+        own = value.utcoffset()
+        for tz in _OFFSET_CANDIDATES:
+            if tz.utcoffset(None) == own:
+                continue
+            other = message.model_copy(update={name: value.astimezone(tz)})
+            if record_digest(other) == handled_digest:
+                return name, _json_time(value), _offset_text(tz.utcoffset(None))
+    return None
+
+
+def _json_time(value: datetime) -> str:
+    """A time as the message's JSON writes it (``Z`` for UTC)."""
+    from pydantic_core import to_json
+
+    return to_json(value).decode().strip('"')
+
+
+def _offset_text(offset: timedelta) -> str:
+    if not offset:
+        return "Z (+00:00)"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _late_reason(symbol: str, sequence: int, last: int) -> str:
