@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.regime_registry import MarketStateSink, SymbolModels, load_pinned
+from ensemble_trader.runtime.regime_registry import MarketStateSink, SymbolModels, admit_features, load_pinned
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
 
 obs = observability("regime")
@@ -46,7 +46,8 @@ def runner() -> KinesisStageRunner:
     model = load_pinned(store, settings.models_dir / "regime")
     logger.info("regime model loaded", extra={"model_version": model.version, "n_states": model.n_states})
     rule = json_from_env(RULE_ENV, TransitionRule)
-    step = RegimeStep(model, rule, models_for=SymbolModels(store, model))
+    # a record whose regime-history row DynamoDB could not store is refused before it moves the filter
+    step = RegimeStep(model, rule, models_for=SymbolModels(store, model), admit=admit_features)
     built = runner_for_function(step, "regime", settings=settings, metrics=metrics, with_events=True)
     built.sink = MarketStateSink(built.sink, built.snapshots)
     return built

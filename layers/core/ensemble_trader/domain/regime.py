@@ -325,19 +325,28 @@ class RegimeFilterState:
                 model_version=str(raw["model_version"]),
                 log_alpha=log_alpha,
                 last_ns=None if raw["last_ns"] is None else int(raw["last_ns"]),
-                n_bars=int(raw["n_bars"]),
-                n_observed=int(raw["n_observed"]),
+                n_bars=_count(raw, "n_bars"),
+                n_observed=_count(raw, "n_observed"),
                 log_likelihood=float(raw["log_likelihood"]),
                 regime=None if raw["regime"] is None else Regime(raw["regime"]),
-                bars_in_regime=int(raw["bars_in_regime"]),
+                bars_in_regime=_count(raw, "bars_in_regime"),
                 pending=None if raw["pending"] is None else Regime(raw["pending"]),
-                pending_count=int(raw["pending_count"]),
-                changes=int(raw["changes"]),
+                pending_count=_count(raw, "pending_count"),
+                changes=_count(raw, "changes"),
                 lineage=tuple(lineage),
             )
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError,
+                OverflowError) as exc:  # OverflowError: a count of 1e999 (inf) cannot be an int
             raise StateError(f"cannot decode regime filter state: {exc!r}") from None
         return state
+
+
+def _count(raw: dict[str, Any], key: str) -> int:
+    """A count of the stored state: a whole number >= 0 (ValueError otherwise, as a StateError)."""
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
+        raise ValueError(f"{key} {value!r} must be a whole number >= 0")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,6 +450,12 @@ class RegimeDetector:
         ns = timestamp_ns(features.timestamp)
         if state.last_ns is not None and ns <= state.last_ns:
             return state, None, []
+        if (state.model_version == self.model.version and state.log_alpha is not None
+                and len(state.log_alpha) != self.model.n_states):
+            raise StateError(
+                f"regime state of {symbol} under model {state.model_version} holds {len(state.log_alpha)} "
+                f"hidden-state probabilities; that model has {self.model.n_states}"
+            )
         new = state.copy()
         if new.model_version != self.model.version:
             if not self.carries_over(new):
@@ -460,6 +475,15 @@ class RegimeDetector:
                     "FeatureVector",
                     [FieldProblem("values", sorted(features.values), f"{exc} (model {self.model.version})")],
                 ) from None
+            negative = [(f.name, float(v)) for f, v in zip(self.model.features, raw, strict=True)
+                        if f.transform == "log" and v < 0]
+            if negative:  # read as the quietest bar (the log's floor), it would flip the regime unseen
+                raise InvalidMessageError(
+                    "FeatureVector",
+                    [FieldProblem(f"values.{name}", value,
+                                  f"is below 0: a volatility or range, of which model {self.model.version} "
+                                  "takes the logarithm, is never negative") for name, value in negative],
+                )
             try:
                 probs, change = self.update(new, raw)
             except StateError as exc:  # the bar, not the state: no hidden state can explain it
@@ -585,7 +609,11 @@ class RegimeStep:
     is a no-op). ``apply`` copies the state before changing it, so an error leaves it intact.
 
     ``models_for`` (optional) gives a symbol its own model (e.g. the runtime's per-symbol
-    registry); ``model`` serves every other symbol. A symbol whose model changes to an unrelated
+    registry); ``model`` serves every other symbol. ``admit`` (optional) is called with each
+    FeatureVector that would be applied, before anything changes: it raises (``DataError`` or
+    ``InvalidMessageError``) for a record whose outputs could not be kept downstream (the Lambda
+    passes the regime-history row's DynamoDB limits), so the stage runner dead-letters it with the
+    reason before its state moves or a RegimeChanged of it goes out. A symbol whose model changes to an unrelated
     one restarts its filter; a refit of its model carries it over, and so does the replaced
     model reading a state its refit wrote (see :meth:`RegimeDetector.step`).
     """
@@ -598,10 +626,12 @@ class RegimeStep:
         model: RegimeModel,
         rule: TransitionRule | None = None,
         models_for: Callable[[str], RegimeModel] | None = None,
+        admit: Callable[[FeatureVector], None] | None = None,
     ):
         self.detector = RegimeDetector(model, rule)
         self.rule = rule
         self.models_for = models_for
+        self.admit = admit
         self._detectors: dict[str, RegimeDetector] = {model.version: self.detector}
 
     @property
@@ -649,5 +679,9 @@ class RegimeStep:
     def apply(
         self, state: RegimeFilterState | None, message: FeatureVector
     ) -> tuple[RegimeFilterState, list[MarketState], list[RegimeChanged]]:
+        redelivered = state is not None and state.last_ns is not None and (
+            timestamp_ns(message.timestamp) <= state.last_ns)
+        if self.admit is not None and not redelivered:
+            self.admit(message)
         new, market_state, events = self.detector_for(message.symbol).step(state, message)
         return new, ([] if market_state is None else [market_state]), events

@@ -34,10 +34,10 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from ensemble_trader.adapters.dynamo_numbers import storable
+from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, item_size, storable, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES
-from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, MarketState
+from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
 
@@ -270,14 +270,36 @@ def history_item(state: MarketState) -> dict[str, Any]:
     return row
 
 
+HISTORY_ROW_MARGIN = 1024
+"""Bytes a regime-history row holds besides its features (symbol, time, regime, confidence,
+probabilities, model version: about 200), with room to spare."""
+
+
+def admit_features(features: FeatureVector) -> None:
+    """Raise :class:`DataError` for a FeatureVector whose regime-history row DynamoDB could not
+    store — a feature value of 1e126 or more, or so many features that the row passes 400 KB —
+    naming the value or the size. Given to :class:`RegimeStep` as ``admit``, it runs before the
+    record changes any state, so such a record is dead-lettered without its MarketState or a
+    RegimeChanged of it going out, and without moving the symbol's filter."""
+    values = to_dynamo(dict(features.values), "features")
+    size = item_size({"features": values}) + HISTORY_ROW_MARGIN
+    if size > MAX_ITEM_BYTES:
+        raise DataError(
+            f"the regime-history row of {features.symbol} at {features.timestamp.isoformat()} would be about "
+            f"{size:,} bytes ({len(features.values):,} features), over DynamoDB's {MAX_ITEM_BYTES:,}"
+        )
+
+
 class MarketStateSink:
     """MarketStates to the ``market-state`` stream first, then their regime-history rows.
 
     The stream comes first: a failure after it re-emits on retry (a harmless duplicate, the
     next stage skips it); a history row is keyed by (symbol, bar time), so rewriting it is
-    harmless too. A row DynamoDB cannot store (a feature value of 1e126 or more) is refused
-    before anything is emitted: its DataError makes the stage runner split the batch and
-    dead-letter that record, whose MarketState must then not have reached the stream.
+    harmless too. A row DynamoDB cannot store (a feature value of 1e126 or more, a row over
+    400 KB) is refused before anything is emitted: its DataError makes the stage runner split the
+    batch and dead-letter that record, whose MarketState must then not have reached the stream.
+    The Lambda also refuses such a record before the step applies it (:func:`admit_features`),
+    so its state change and events never happen; this check stays as the last guard.
     """
 
     def __init__(self, stream: Any, store: KeyValueStore, table: str = HISTORY_TABLE) -> None:
@@ -291,6 +313,10 @@ class MarketStateSink:
             raise DataError("the regime stage emits MarketState records only")
         # as DynamoDB will hold them, checked before the stream gets anything
         rows = [{name: storable(value, name) for name, value in history_item(s).items()} for s in states]
+        for state, row in zip(states, rows, strict=True):
+            if (size := item_size({name: to_dynamo(value, name) for name, value in row.items()})) > MAX_ITEM_BYTES:
+                raise DataError(f"the regime-history row of {state.symbol} at {state.timestamp.isoformat()} is "
+                                f"{size:,} bytes, over DynamoDB's {MAX_ITEM_BYTES:,}")
         self.stream.emit(states)
         put_items = getattr(self.store, "put_items", None)  # BatchWriteItem when the store has it
         if put_items is not None:
