@@ -16,9 +16,16 @@ symbol's state is still refused (the symbol's records fail, as before).
 
 Another symbol's state of the current version loads (its bytes are intact); the first bar of the
 symbol it is stored under then raises :class:`StateError` in :meth:`FeaturesStep.apply`, as the
-regime stage does: the runner fails the symbol's records of the batch (they are retried, never
-dead-lettered) until the state under that key is replaced (delete the symbol's cached state and
-snapshot and replay at least ``WARMUP_BARS`` bars).
+regime stage does: the runner fails the symbol's records of the batch, never rejecting them as
+invalid. They are not retried for ever, though: the features mapping retries a failed batch
+``retry_attempts`` = 3 times (:mod:`ensemble_trader.constants`), then Lambda sends the batch's
+metadata (shard and sequence range, not the bars) to ``features-dlq`` and goes on; so does every
+later batch with a bar of that symbol, until the state under that key is replaced. The alarm
+``FeaturesDlqNotEmpty`` catches it with the first letter (``FeaturesFailedItems`` only while the
+symbol's bars fail three minutes in a row); nothing names the cause but the function's log.
+Recovery: docs/runbook.md §5, ``features-dlq`` letters of kind (c) — drop the symbol's states
+and cache keys and re-feed its bars from its first bar (§3.2), which applies the dead-lettered
+ones too. docs/features.md ("State format") has the details.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
         return state.last_timestamp_ns
 
     def apply(self, state: FeatureEngine, message: Bar) -> tuple[FeatureEngine, list[BaseModel], list[BaseModel]]:
-        if state.symbol != message.symbol:  # the state is wrong, not the bar: retried, never dead-lettered
+        if state.symbol != message.symbol:  # the state is wrong, not the bar: failed for the mapping to retry
             raise StateError(
                 f"feature state of {state.symbol} is stored under the key of {message.symbol} (a bar of "
                 f"{message.symbol} cannot be applied to it); replace the state of {message.symbol}"
