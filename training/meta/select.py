@@ -210,7 +210,9 @@ def summarise(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Mean margin and counts over one candidate's per-set targets (set name → ``target``).
 
     ``mean_margin_se`` is the standard error of the mean margin, the sets taken as independent
-    (each set's ``margin_se`` from ``evaluate()``)."""
+    (each set's ``margin_se`` from ``evaluate()``); NaN (null in JSON, "n/a" in the tables) when
+    a set's margin has none (fewer than three periods): the mean takes that set's margin, so
+    leaving its error out would understate the mean's."""
     margins = [margin(t) for t in per_set.values()]
     errors = np.array([t["margin_se"] for t in per_set.values()])
     return {
@@ -230,6 +232,8 @@ def rank(scores: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[EvalSet]) -> str:
     """The candidates table: per-set margin (``*`` = drawdown condition met), mean, counts."""
+    from ensemble_trader.backtest.report import figure
+
     width = max([9, *(len(c) for c in scores)])
     head = f"{'candidate':{width}}" + "".join(f"{s.name[:19]:>21}" for s in sets) + f"{'mean':>9}{'s.e.':>7}{'SR/DD/both':>12}"
     lines = [head]
@@ -241,7 +245,7 @@ def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[Ev
         )
         sm = entry["summary"]
         lines.append(
-            f"{label:{width}}{cells}{sm['mean_margin']:+9.3f}{sm['mean_margin_se']:7.3f}"
+            f"{label:{width}}{cells}{sm['mean_margin']:+9.3f}{figure(sm['mean_margin_se'], '.3f'):>7}"
             f"{sm['sharpe_met']:>6}/{sm['drawdown_met']}/{sm['both_met']}"
         )
     lines.append("margin = Sharpe_ens - (Sharpe_best + 0.2|Sharpe_best|); * = max drawdown no worse than the best agent's")
@@ -253,7 +257,8 @@ def format_validation(scores: Mapping[str, Mapping[str, Any]], sets: Sequence[Ev
 def paired_summary(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """Mean Sharpe difference against the baseline over the sets, its standard error (the sets
     taken as independent) from the i.i.d.-normal errors (``se``) and from the Newey-West ones
-    (``se_hac``), and how many sets the difference is positive on."""
+    (``se_hac``), and how many sets the difference is positive on. An error is NaN when a set's
+    is (fewer than three periods), as ``mean_margin_se`` in :func:`summarise`."""
     entries = [r["paired"] for r in per_set.values()]
     diffs = np.array([e["difference"] for e in entries])
 
@@ -273,6 +278,8 @@ def paired_summary(per_set: Mapping[str, Mapping[str, Any]]) -> dict[str, float]
 def format_paired(reports: Mapping[str, Mapping[str, Any]], baseline: str, sets: Sequence[EvalSet]) -> str:
     """Each candidate against the baseline, set by set: Sharpe difference (standard error under
     i.i.d. normal returns / Newey-West)."""
+    from ensemble_trader.backtest.report import figure
+
     width = max([9, *(len(c) for c in reports)])
     head = (f"{'candidate':{width}}" + "".join(f"{s.name[:25]:>27}" for s in sets)
             + f"{'mean':>9}{'s.e.':>7}{'HAC':>7}{'> 0':>6}")
@@ -282,17 +289,20 @@ def format_paired(reports: Mapping[str, Mapping[str, Any]], baseline: str, sets:
         if label == baseline:
             continue
         cells = "".join(
-            f"{per_set[s.name]['paired']['difference']:+13.3f} ({per_set[s.name]['paired']['se']:.3f}"
-            f"/{per_set[s.name]['paired']['se_hac']:.3f})" for s in sets
+            f"{per_set[s.name]['paired']['difference']:+13.3f} ({figure(per_set[s.name]['paired']['se'], '.3f')}"
+            f"/{figure(per_set[s.name]['paired']['se_hac'], '.3f')})" for s in sets
         )
         sm = paired_summary(per_set)
-        lines.append(f"{label:{width}}{cells}{sm['mean_difference']:+9.3f}{sm['se']:7.3f}{sm['se_hac']:7.3f}"
+        lines.append(f"{label:{width}}{cells}{sm['mean_difference']:+9.3f}{figure(sm['se'], '.3f'):>7}"
+                     f"{figure(sm['se_hac'], '.3f'):>7}"
                      f"{sm['positive']:>4}/{sm['sets']}")
     return "\n".join(lines)
 
 
 def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The test table of one configuration: per set, ensemble vs best agent, both conditions."""
+    from ensemble_trader.backtest.report import figure
+
     lines = [
         f"{'set':22}{'ens SR':>8}{'best agent':>24}{'goal':>7}{'SR':>5}{'margin':>8}{'s.e.':>6}{'HAC':>6}{'ens DD':>8}"
         f"{'best DD':>9}{'DD':>5}{'B&H SR':>8}{'regret':>8}"
@@ -302,8 +312,8 @@ def format_test(results: Mapping[str, Mapping[str, Any]]) -> str:
         best = f"{t['best_agent']} {t['best_sharpe']:.2f}"
         lines.append(
             f"{name:22}{t['ensemble_sharpe']:8.2f}{best:>24}{t['sharpe_goal']:7.2f}"
-            f"{'met' if t['sharpe_met'] else 'no':>5}{margin(t):+8.2f}{t['margin_se']:6.2f}"
-            f"{t.get('margin_se_hac', float('nan')):6.2f}{t['ensemble_max_drawdown']:8.1%}"
+            f"{'met' if t['sharpe_met'] else 'no':>5}{margin(t):+8.2f}{figure(t['margin_se'], '.2f'):>6}"
+            f"{figure(t.get('margin_se_hac', float('nan')), '.2f'):>6}{t['ensemble_max_drawdown']:8.1%}"
             f"{t['best_max_drawdown']:9.1%}{'met' if t['drawdown_met'] else 'no':>5}"
             f"{r['buy_and_hold']['overall']['sharpe']:8.2f}{r['regret']['overall']:8.1f}"
         )
@@ -546,6 +556,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from ensemble_trader.backtest.report import figure, json_text
     from ensemble_trader.domain.errors import EnsembleTraderError
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
 
@@ -590,14 +601,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.split == "test":
             (label,) = reports
             out["reports"] = reports[label]
-        print(json.dumps(out, indent=2, sort_keys=True))
+        print(json_text(out, indent=2, sort_keys=True))  # a figure that cannot be given (NaN) as null
     elif args.split == "test":
         (label,) = reports
         print(f"test split, agent set {version}, regime model {regime_version}, configuration {label}: "
               f"{json.dumps(candidates[label])}")
         print(format_test(reports[label]))
         summary = scores[label]["summary"]
-        print(f"mean margin {summary['mean_margin']:+.3f} (standard error {summary['mean_margin_se']:.3f})")
+        print(f"mean margin {summary['mean_margin']:+.3f} (standard error {figure(summary['mean_margin_se'], '.3f')})")
     else:
         print(f"{args.split} split, agent set {version}, regime model {regime_version}")
         print(format_validation(scores, sets))

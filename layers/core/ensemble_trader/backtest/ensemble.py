@@ -357,7 +357,10 @@ def evaluate(
     ``sharpe >= best + 0.2 |best|`` and ``max_drawdown <= best's``; ``margin_se`` is the standard
     error of the margin ``sharpe - goal`` (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se`),
     ``margin_se_hac`` the same without assuming normal, serially independent returns
-    (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se_hac`, Newey-West).
+    (:func:`~ensemble_trader.backtest.metrics.sharpe_margin_se_hac`, Newey-West); both are NaN over
+    fewer than three periods (null in JSON, "n/a" in the tables). ``sharpe_met`` compares the two
+    Sharpe ratios as measured and uses neither error (False over one period, which has no Sharpe
+    ratio), so it is decided over two periods too, where the error is n/a.
     """
     costs = costs or CostModel()
     run, i0, r, annual = _window(run, start, end)

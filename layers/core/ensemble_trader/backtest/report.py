@@ -2,7 +2,7 @@
 
 ``write_report(run, result, out_dir)`` writes ``out_dir/report.html`` (self-contained: every plot
 is a base64 PNG in the page) and ``out_dir/report.json`` (the same dict the CLI prints with
-``--json``). Plots: equity curves over the detected regimes (shaded, opacity = confidence),
+``--json``; a figure that cannot be given, NaN, is null there and "n/a" in the tables). Plots: equity curves over the detected regimes (shaded, opacity = confidence),
 regime probabilities, the meta-agent's weights and leading agent, its position and the scale of the
 volatility overlay, drawdowns, cumulative regret.
 matplotlib is imported inside the functions (Agg backend), so importing this module is cheap.
@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,46 @@ from ensemble_trader.marketdata import write_text_atomic
 REGIME_COLOURS = {"BULL": "#2ca02c", "BEAR": "#d62728", "SIDEWAYS": "#7f7f7f", "VOLATILE": "#ff7f0e"}
 AGENT_COLOURS = ("#1f77b4", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
 METRIC_COLUMNS = (
-    ("sharpe", "Sharpe", "{:.2f}"),
-    ("sortino", "Sortino", "{:.2f}"),
-    ("max_drawdown", "Max DD", "{:.1%}"),
-    ("total_return", "Return", "{:.1%}"),
-    ("annual_return", "Annual", "{:.1%}"),
-    ("annual_vol", "Vol", "{:.1%}"),
-    ("win_rate", "Win rate", "{:.1%}"),
-    ("turnover", "Turnover/yr", "{:.1f}"),
+    ("sharpe", "Sharpe", ".2f"),
+    ("sortino", "Sortino", ".2f"),
+    ("max_drawdown", "Max DD", ".1%"),
+    ("total_return", "Return", ".1%"),
+    ("annual_return", "Annual", ".1%"),
+    ("annual_vol", "Vol", ".1%"),
+    ("win_rate", "Win rate", ".1%"),
+    ("turnover", "Turnover/yr", ".1f"),
 )
+"""(metric, column title, format spec) of the metrics table; a figure not given is "n/a" (:func:`figure`)."""
+
+NOT_GIVEN = "n/a"
+"""How a table shows a figure that cannot be given (NaN: :mod:`ensemble_trader.backtest.metrics`)."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN and infinity as None, for JSON (strict JSON has no NaN): an
+    ``annual_return`` beyond a float, the margin's standard errors over fewer than three periods
+    (:mod:`ensemble_trader.backtest.metrics`). Dicts and lists are copied; the rest is unchanged.
+    Every writer of these figures uses it (``evaluate agents --json``, ``backtest --json``,
+    ``report.json``, ``training.meta.select --json``), as the ``regime`` commands do theirs."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(value)`` (NaN as null), refusing any NaN left."""
+    return json.dumps(json_safe(value), allow_nan=False, **options)
+
+
+def figure(value: float, spec: str, suffix: str = "") -> str:
+    """``format(value, spec) + suffix``, or :data:`NOT_GIVEN` when ``value`` is NaN or infinite
+    (never 'nan%' or '± nan'). Pad the result to a column width outside (``f"{figure(v, '.2f'):>8}"``
+    is ``f"{v:8.2f}"`` for a finite v)."""
+    return format(value, spec) + suffix if math.isfinite(value) else NOT_GIVEN
 
 
 def _png(fig: Any) -> str:
@@ -187,7 +219,7 @@ def _metrics_table(result: dict[str, Any]) -> str:
     body = []
     for name, m in rows:
         cls = ' class="ens"' if name == "ensemble" else (' class="best"' if name == best else "")
-        cells = "".join(f"<td>{fmt.format(m[key])}</td>" for key, _, fmt in METRIC_COLUMNS)
+        cells = "".join(f"<td>{figure(m[key], spec)}</td>" for key, _, spec in METRIC_COLUMNS)
         body.append(f"<tr{cls}><th>{html.escape(name)}</th>{cells}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
@@ -199,7 +231,7 @@ def _regime_sharpe_table(result: dict[str, Any]) -> str:
     head = "".join(f"<th>{r}</th>" for r in regimes)
     body = "".join(
         f"<tr><th>{html.escape(n)}</th>"
-        + "".join(f"<td>{lookup[n]['by_regime'].get(r, {}).get('sharpe', float('nan')):.2f}</td>" for r in regimes)
+        + "".join(f"<td>{figure(lookup[n]['by_regime'].get(r, {}).get('sharpe', math.nan), '.2f')}</td>" for r in regimes)
         + "</tr>"
         for n in names
     )
@@ -233,7 +265,7 @@ def _target_table(result: dict[str, Any]) -> str:
         f"<tr><th>goal: best + 0.2·|best|</th><td>{t['sharpe_goal']:.2f}</td></tr>"
         f"<tr><th>ensemble Sharpe</th><td>{t['ensemble_sharpe']:.2f} {ok(t['sharpe_met'])}</td></tr>"
         f"<tr><th>margin over the goal (standard error)</th><td>{t['ensemble_sharpe'] - t['sharpe_goal']:+.2f} "
-        f"(± {t['margin_se']:.2f})</td></tr>"
+        f"(± {figure(t['margin_se'], '.2f')})</td></tr>"
         f"<tr><th>max drawdown: ensemble vs best</th><td>{t['ensemble_max_drawdown']:.1%} vs "
         f"{t['best_max_drawdown']:.1%} {ok(t['drawdown_met'])}</td></tr></table>"
     )
@@ -352,5 +384,5 @@ def write_report(run: EnsembleRun, result: dict[str, Any], out_dir: str | Path,
     page = render_html(run, result, costs or CostModel())
     path = folder / "report.html"
     write_text_atomic(path, page)  # each file whole or not replaced (Ctrl-C, full disk)
-    write_text_atomic(folder / "report.json", json.dumps(as_json(result), indent=2, sort_keys=True))
+    write_text_atomic(folder / "report.json", json_text(as_json(result), indent=2, sort_keys=True))
     return path

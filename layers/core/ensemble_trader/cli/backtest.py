@@ -127,6 +127,10 @@ def _print_policies(policies: dict) -> None:
 
 
 def _print_table(result: dict) -> None:
+    """The metrics, regret and target of one backtest; the margin's standard error, which cannot be
+    given over fewer than three periods (NaN), is "n/a"."""
+    from ensemble_trader.backtest.report import figure
+
     rows = [("ensemble", result["ensemble"]["overall"])]
     rows += [(n, m["overall"]) for n, m in result["agents"].items()]
     rows.append(("buy_and_hold", result["buy_and_hold"]["overall"]))
@@ -143,7 +147,7 @@ def _print_table(result: dict) -> None:
           + ", ".join(f"{r} {v['regret']:.2f}" for r, v in reg["by_regime"].items()) + ")")
     print(f"target: Sharpe {t['ensemble_sharpe']:.2f} vs goal {t['sharpe_goal']:.2f} "
           f"({'met' if t['sharpe_met'] else 'NOT met'}, margin {t['ensemble_sharpe'] - t['sharpe_goal']:+.2f} "
-          f"± {t['margin_se']:.2f} s.e.); max drawdown {t['ensemble_max_drawdown']:.1%} vs "
+          f"± {figure(t['margin_se'], '.2f')} s.e.); max drawdown {t['ensemble_max_drawdown']:.1%} vs "
           f"{t['best_agent']} {t['best_max_drawdown']:.1%} ({'met' if t['drawdown_met'] else 'NOT met'})")
 
 
@@ -158,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         until,
     )
     from ensemble_trader.backtest.provenance import assess, describe, fitted_windows
-    from ensemble_trader.backtest.report import write_report
+    from ensemble_trader.backtest.report import json_text, write_report
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
     from ensemble_trader.domain.regime import RegimeStep
@@ -230,6 +234,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         shaped = {symbol: as_json(result) for symbol, result in results.items()}
         single = next(iter(shaped.values())) if len(shaped) == 1 else shaped
-        print(json.dumps(single, indent=2, sort_keys=True))
+        print(json_text(single, indent=2, sort_keys=True))  # a figure that cannot be given (NaN) as null
     return 0
 

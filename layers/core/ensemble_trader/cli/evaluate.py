@@ -4,7 +4,6 @@ whether the window is out of sample for it (``backtest``'s rule, :func:`fitted_t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -172,7 +171,9 @@ def _evaluate_agents(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot_equity(prepared, paths, pool.names, costs, args.plot)
     if args.json:
-        print(json.dumps(report, indent=2))
+        from ensemble_trader.backtest.report import json_text
+
+        print(json_text(report, indent=2))  # a figure that cannot be given (NaN) as null
         return 0
     print(f"model set {pool.version}   bars {args.bars}   {str(ts[0])[:10]} .. {str(ts[-1])[:10]} "
           f"({len(ts)} bars; {prepared.periods_per_year:g} bars/year, {report['run']['periods_per_year_source']})   "
@@ -202,7 +203,10 @@ def fitted_to(spec: str, first: Any, last: Any, pool: Any, regime: Any) -> tuple
 
 def format_report(report: dict[str, Any], markdown: bool = False) -> str:
     """The report as aligned text (or Markdown) tables: overall, then one table per regime (a
-    ``run`` block, when present, is not a table: the caller prints it as the header)."""
+    ``run`` block, when present, is not a table: the caller prints it as the header). A figure
+    that cannot be given (NaN, an ``annual_return`` beyond a float) is "n/a"."""
+    from ensemble_trader.backtest.report import figure
+
     rows: list[tuple[str, dict[str, Any]]] = [(n, r) for n, r in report["agents"].items()]
     rows += [(n, r) for n, r in report["baselines"].items()]
     headers = ("total_ret", "annual_ret", "annual_vol", "sharpe", "sortino", "max_dd", "win_rate", "turnover")
@@ -217,7 +221,7 @@ def format_report(report: dict[str, Any], markdown: bool = False) -> str:
             m = pick(r)
             if m is None:
                 continue
-            cells = [f"{100 * m[k]:.1f}%" if k in pct else f"{m[k]:.2f}" for k in METRIC_NAMES]
+            cells = [figure(100 * m[k], ".1f", "%") if k in pct else figure(m[k], ".2f") for k in METRIC_NAMES]
             if markdown:
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             else:
