@@ -24,25 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 LABEL_HEADER = ("timestamp", "regime", "confidence", "p_bull", "p_bear", "p_sideways", "p_volatile", "ready")
 """``ready`` comes last so the first two columns stay ``timestamp,regime`` (a truth file for
 ``evaluate agents --truth`` once cut to them) and the probabilities keep their positions."""
-
-
-def _json_safe(value: object) -> object:
-    """``value`` with NaN and infinities as null (strict JSON has no NaN: a run without a regime
-    switch has no detection lag)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def default_model_dir() -> Path:
@@ -290,19 +277,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows = evaluate(cfg, progress=not args.json and sys.stderr.isatty())
     summary = summarize(rows)
     table = markdown_table(summary)
+    from ensemble_trader.backtest.report import json_safe  # NaN as null: strict JSON has no NaN
+
     if args.out:
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
         from ensemble_trader.marketdata import write_text_atomic
 
-        write_text_atomic(folder / "regime_eval.json", json.dumps(_json_safe({"rows": rows, "summary": summary}), indent=1))
+        write_text_atomic(folder / "regime_eval.json", json.dumps(json_safe({"rows": rows, "summary": summary}), indent=1))
         write_text_atomic(folder / "regime_eval.md", table + "\n")
     if args.plot:
         from training.regime.evaluate import plot_example
 
         plot_example(Path(args.plot), cfg=cfg)
     if args.json:
-        print(json.dumps(_json_safe({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}), indent=1))
+        print(json.dumps(json_safe({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}), indent=1))
     else:
         print(table)
     return 0
