@@ -13,27 +13,28 @@ from ensemble_trader.cli import main
 from ensemble_trader.cli.feed import replay_bars
 from ensemble_trader.marketdata import load_arch
 from ensemble_trader.runtime.aggregation import messages_of
+from test_local_review import _Publisher, publisher  # noqa: F401  (the stub and its fixture)
 
 
-def _put_symbols(publisher: MemoryStreamPublisher) -> list[str]:
-    return [json.loads(m)["symbol"] for _, data in publisher.streams.get("market-data", []) for m in messages_of(data)]
+def _put_symbols(stream: MemoryStreamPublisher) -> list[str]:
+    return [json.loads(m)["symbol"] for _, data in stream.streams.get("market-data", []) for m in messages_of(data)]
 
 
 def test_a_limit_that_stops_before_a_symbol_does_not_report_it():
-    publisher = MemoryStreamPublisher()
+    stream = MemoryStreamPublisher()
     series = [load_arch("sp500")[:50], load_arch("nasdaq")[:50]]  # the same days: SPX first at each
-    result = replay_bars(series, publisher, "market-data", limit=1)
-    assert _put_symbols(publisher) == ["SPX"]
+    result = replay_bars(series, stream, "market-data", limit=1)
+    assert _put_symbols(stream) == ["SPX"]
     assert result.symbols == ("SPX",)
     assert result.bars_by_symbol == {"SPX": 1}
     assert result.unsent == ("IXIC",)
 
 
 def test_the_counts_per_symbol_are_the_bars_sent():
-    publisher = MemoryStreamPublisher()
+    stream = MemoryStreamPublisher()
     series = [load_arch("nasdaq")[:40], load_arch("sp500")[:50]]
-    result = replay_bars(series, publisher, "market-data", limit=61, inject=[("X", b"not a bar")])
-    put = _put_symbols_and_garbage(publisher)
+    result = replay_bars(series, stream, "market-data", limit=61, inject=[("X", b"not a bar")])
+    put = _put_symbols_and_garbage(stream)
     assert result.bars == len(put) == 62  # the injected record counts as put, as before
     assert result.injected == 1
     assert result.bars_by_symbol == {s: put.count(s) for s in ("IXIC", "SPX")}
@@ -41,9 +42,9 @@ def test_the_counts_per_symbol_are_the_bars_sent():
     assert set(result.symbols) == {"IXIC", "SPX"} and result.unsent == ()
 
 
-def _put_symbols_and_garbage(publisher: MemoryStreamPublisher) -> list[str]:
+def _put_symbols_and_garbage(stream: MemoryStreamPublisher) -> list[str]:
     out = []
-    for _, data in publisher.streams["market-data"]:
+    for _, data in stream.streams["market-data"]:
         for m in messages_of(data):
             try:
                 out.append(json.loads(m)["symbol"])
@@ -53,42 +54,24 @@ def _put_symbols_and_garbage(publisher: MemoryStreamPublisher) -> list[str]:
 
 
 def test_an_empty_series_is_not_reported_as_sent():
-    publisher = MemoryStreamPublisher()
-    result = replay_bars([load_arch("sp500")[:3], load_arch("nasdaq")[:0]], publisher, "market-data")
+    stream = MemoryStreamPublisher()
+    result = replay_bars([load_arch("sp500")[:3], load_arch("nasdaq")[:0]], stream, "market-data")
     assert result.symbols == ("SPX",) and result.unsent == ("IXIC",)
 
 
-class _Publisher:
-    """Stands in for KinesisPublisher: records what would be put."""
-
-    puts: list = []
-
-    def __init__(self, *args, **kwargs):
-        self.retried_entries = 0
-
-    def put(self, stream, records):
-        self.puts.append((stream, list(records)))
-
-
-@pytest.fixture()
-def publisher(monkeypatch):
-    _Publisher.puts = []
-    monkeypatch.setattr("ensemble_trader.adapters.aws.kinesis.KinesisPublisher", _Publisher)
-    monkeypatch.setenv("ET_AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never real AWS, were it reached
-    return _Publisher
-
-
-def test_feed_replay_with_a_limit_prints_only_the_symbols_sent(publisher, capsys):
+@pytest.mark.usefixtures("publisher")
+def test_feed_replay_with_a_limit_prints_only_the_symbols_sent(capsys):
     assert main(["feed", "replay", "--no-progress", "--bars", "arch:sp500", "--bars", "arch:nasdaq",
                  "--limit", "1"]) == 0
     out = capsys.readouterr().out
-    assert [json.loads(data)["symbol"] for _, records in publisher.puts for _, data in records] == ["SPX"]
+    assert [json.loads(data)["symbol"] for _, records in _Publisher.puts for _, data in records] == ["SPX"]
     assert "put 1 bars of SPX on " in out
     assert "IXIC" not in out.splitlines()[0]
     assert "not sent (--limit 1 reached before their first bar): IXIC" in out
 
 
-def test_feed_replay_prints_the_bars_of_each_symbol(publisher, capsys):
+@pytest.mark.usefixtures("publisher")
+def test_feed_replay_prints_the_bars_of_each_symbol(capsys):
     assert main(["feed", "replay", "--no-progress", "--bars", "synth:realistic:1:50",
                  "--bars", "synth:realistic:2:30:SYNB"]) == 0
     out = capsys.readouterr().out

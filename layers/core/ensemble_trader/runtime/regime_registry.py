@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, item_size, storable, to_dynamo
+from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState
@@ -312,11 +312,13 @@ class MarketStateSink:
         if len(states) != len(records):
             raise DataError("the regime stage emits MarketState records only")
         # as DynamoDB will hold them, checked before the stream gets anything
-        rows = [{name: storable(value, name) for name, value in history_item(s).items()} for s in states]
-        for state, row in zip(states, rows, strict=True):
-            if (size := item_size({name: to_dynamo(value, name) for name, value in row.items()})) > MAX_ITEM_BYTES:
+        rows = []
+        for state in states:  # each row converted once: sized as DynamoDB counts it, kept as it reads back
+            converted = {name: to_dynamo(value, name) for name, value in history_item(state).items()}
+            if (size := item_size(converted)) > MAX_ITEM_BYTES:
                 raise DataError(f"the regime-history row of {state.symbol} at {state.timestamp.isoformat()} is "
                                 f"{size:,} bytes, over DynamoDB's {MAX_ITEM_BYTES:,}")
+            rows.append({name: from_dynamo(value) for name, value in converted.items()})
         self.stream.emit(states)
         put_items = getattr(self.store, "put_items", None)  # BatchWriteItem when the store has it
         if put_items is not None:
