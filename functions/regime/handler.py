@@ -10,7 +10,9 @@ snapshotted to ``stage-state``; a redelivered bar is a no-op; a bad record goes 
 
 The model of a symbol is the version its own registry pointer pins
 (``regime/symbols/<SYMBOL>/current.json``), else the version ``regime/current.json`` pins, else
-the committed default; see ``ensemble_trader.runtime.regime_registry``. ``ET_REGIME_RULE`` may hold a JSON object of
+the committed default; see ``ensemble_trader.runtime.regime_registry``. A warm container that
+reads a symbol's state written under another version reads the pointers again (at most once a
+minute per symbol and writer) and switches to the version they pin now. ``ET_REGIME_RULE`` may hold a JSON object of
 TransitionRule options (``margin``, ``confirm_bars``, ``min_dwell``); a bad value stops the
 cold start with an error naming the variable.
 """
@@ -47,7 +49,9 @@ def runner() -> KinesisStageRunner:
     logger.info("regime model loaded", extra={"model_version": model.version, "n_states": model.n_states})
     rule = json_from_env(RULE_ENV, TransitionRule)
     # a record whose regime-history row DynamoDB could not store is refused before it moves the filter
-    step = RegimeStep(model, rule, models_for=SymbolModels(store, model), admit=admit_features)
+    models = SymbolModels(store, model)
+    # a state another version wrote makes a warm container read the pointers again (models.recheck)
+    step = RegimeStep(model, rule, models_for=models, admit=admit_features, recheck=models.recheck)
     built = runner_for_function(step, "regime", settings=settings, metrics=metrics, with_events=True)
     built.sink = MarketStateSink(built.sink, built.snapshots)
     return built

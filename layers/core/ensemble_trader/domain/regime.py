@@ -615,7 +615,12 @@ class RegimeStep:
     passes the regime-history row's DynamoDB limits), so the stage runner dead-letters it with the
     reason before its state moves or a RegimeChanged of it goes out. A symbol whose model changes to an unrelated
     one restarts its filter; a refit of its model carries it over, and so does the replaced
-    model reading a state its refit wrote (see :meth:`RegimeDetector.step`).
+    model reading a state its refit wrote (see :meth:`RegimeDetector.step`). ``recheck``
+    (optional, with ``models_for``) is called as ``recheck(symbol, writer_version)`` before a bar
+    is applied to a state another model version wrote; it returns True when ``models_for`` now
+    gives the symbol another model (the runtime reads the registry's pointers again, so a warm
+    container serving a replaced model switches to the published one instead of taking turns
+    with the new containers).
     """
 
     name = "regime"
@@ -627,11 +632,15 @@ class RegimeStep:
         rule: TransitionRule | None = None,
         models_for: Callable[[str], RegimeModel] | None = None,
         admit: Callable[[FeatureVector], None] | None = None,
+        recheck: Callable[[str, str], bool] | None = None,
     ):
+        if recheck is not None and models_for is None:
+            raise ValueError("recheck needs models_for: it changes the model models_for gives a symbol")
         self.detector = RegimeDetector(model, rule)
         self.rule = rule
         self.models_for = models_for
         self.admit = admit
+        self.recheck = recheck
         self._detectors: dict[str, RegimeDetector] = {model.version: self.detector}
 
     @property
@@ -683,5 +692,10 @@ class RegimeStep:
             timestamp_ns(message.timestamp) <= state.last_ns)
         if self.admit is not None and not redelivered:
             self.admit(message)
-        new, market_state, events = self.detector_for(message.symbol).step(state, message)
+        detector = self.detector_for(message.symbol)
+        if (self.recheck is not None and state is not None and not redelivered
+                and state.model_version != detector.model.version
+                and self.recheck(message.symbol, state.model_version)):
+            detector = self.detector_for(message.symbol)
+        new, market_state, events = detector.step(state, message)
         return new, ([] if market_state is None else [market_state]), events

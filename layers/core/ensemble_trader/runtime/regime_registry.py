@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, ModelArtifactError
+from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
@@ -47,6 +49,10 @@ POINTER = f"{PREFIX}/current.json"
 SYMBOLS_PREFIX = f"{PREFIX}/symbols/"
 POINTER_FILE = "/current.json"
 HISTORY_TABLE = "regime-history"
+RECHECK_SECONDS = 60.0
+"""How often a warm container reads a symbol's pointers again for one foreign writer version."""
+MAX_RECHECKS = 10_000
+"""(symbol, writer) pairs remembered for the recheck's rate limit before the memory is cleared."""
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +207,81 @@ class SymbolModels:
     Every symbol pointer is read and its model loaded when this is built (a container's cold
     start: one LIST, then one GET per pinned symbol), so a broken pin fails the cold start as a
     broken global pin does, and the hot path is a dict lookup. A pin published afterwards is
-    served by containers started afterwards, as for the global pointer."""
+    served by containers started afterwards, as for the global pointer, and by a warm container
+    from the first state it reads that another version wrote (:meth:`recheck`)."""
 
-    def __init__(self, store: ModelStore, default: RegimeModel) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        default: RegimeModel,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
         self.default = default
-        by_version: dict[str, RegimeModel] = {default.version: default}
+        self.recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._next_check: dict[tuple[str, str], float] = {}
+        self._by_version: dict[str, RegimeModel] = {default.version: default}
         self.models: dict[str, RegimeModel] = {}
         for symbol in pinned_symbols(store):
             version = pinned_version(store, symbol)
             if version is None:  # the pointer vanished between the LIST and the GET
                 continue
-            if version not in by_version:
-                by_version[version] = load_version(store, version, pointer_key(symbol))
-            self.models[symbol] = by_version[version]
+            self.models[symbol] = self._load(version, pointer_key(symbol))
 
     def __call__(self, symbol: str) -> RegimeModel:
         return self.models.get(symbol, self.default)
+
+    def _load(self, version: str, pinned_by: str) -> RegimeModel:
+        model = self._by_version.get(version)
+        if model is None:
+            model = self._by_version[version] = load_version(self.store, version, pinned_by)
+        return model
+
+    def recheck(self, symbol: str, writer: str) -> bool:
+        """Called when ``symbol``'s state was written under ``writer``, not the version served
+        here: read the symbol's pointers again and serve what they pin now. True when the model
+        served for ``symbol`` changed (the caller looks it up again).
+
+        Containers started before a publish keep the model of their cold start; without this,
+        they and the containers started after it would take turns on a symbol's records, each
+        restarting the other's filter (a model that is not a refit of the other shares no hidden
+        states with it) and reporting its own regimes. With it, an old container switches at the
+        first state the new version wrote, and a rollback spreads the same way. Each (symbol,
+        writer) pair is checked at most once per ``recheck_seconds``, so a container that is
+        already serving the pinned version (the writer is the stale one) reads the pointers
+        rarely. A pointer or artifact that cannot be read now (S3 down, a broken publish) keeps
+        the model served, logged: the container goes on as before and checks again later."""
+        now = self._clock()
+        key = (symbol, writer)
+        if now < self._next_check.get(key, -math.inf):
+            return False
+        if len(self._next_check) >= MAX_RECHECKS:
+            self._next_check.clear()
+        self._next_check[key] = now + self.recheck_seconds
+        served = self(symbol)
+        try:
+            own = pinned_version(self.store, symbol)
+            version = own if own is not None else pinned_version(self.store)
+            if version is None or version == served.version:
+                return False  # no pointer (the committed default serves), or this is the pinned one
+            model = self._load(version, pointer_key(symbol if own is not None else None))
+        except (ModelArtifactError, InfrastructureError) as exc:
+            log.warning("regime model of %s not rechecked (state written under %s, serving %s): %s",
+                        symbol, writer, served.version, exc)
+            return False
+        if own is not None:
+            self.models[symbol] = model
+            whom = symbol
+        else:  # the global pin moved (every symbol without its own follows), or the symbol's own went
+            self.models.pop(symbol, None)
+            whom = symbol if model is self.default else "every symbol without its own pin"
+            self.default = model
+        log.info("regime model of %s switched from %s to %s, which the registry pins now (a state of %s "
+                 "was written under %s)", whom, served.version, model.version, symbol, writer)
+        return True
 
 
 def history_key(when: datetime) -> str:
