@@ -347,6 +347,9 @@ def test_reversion_report_needs_sideways_periods():
                               ("some", sideways_reversion(_series(-0.4, ["SIDEWAYS"]), np.zeros(4000), CostModel()))])
     lines = table.splitlines()
     assert len(lines) == 4 and "| none here | none |" in lines[2] and lines[3].startswith("| some | 3999 (100%) | -0.")
+    flat = sideways_reversion(_series(0.0, ["SIDEWAYS"]), np.zeros(4000), CostModel())
+    flat["corr"] = float("nan")  # a constant return stream has no correlation
+    assert "| n/a ± " in format_reversion([("flat", flat)]).splitlines()[2]
 
 
 def test_calendar_slices_cut_at_each_new_year_or_month():

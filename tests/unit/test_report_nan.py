@@ -46,6 +46,14 @@ def test_figure_is_the_format_or_not_given() -> None:
         assert figure(bad, ".2f") == "n/a" and figure(bad, ".1f", "%") == "n/a"
 
 
+def test_a_huge_finite_figure_is_written_in_exponent_form() -> None:
+    """One hourly period of +1 % annualised over 8,760 periods a year: 43 characters as '.1%'."""
+    annual = 1.01**8760 - 1.0
+    assert figure(annual, ".1%") == "7.17e+39%" and figure(annual, "+.1%") == "+7.17e+39%"
+    assert figure(-3e20, ".2f", " x") == "-3.00e+20 x"
+    assert figure(123_456.0, ".1%") == "12345600.0%"  # up to FIGURE_WIDTH characters: unchanged
+
+
 def test_backtest_over_two_periods_writes_null_and_n_a(tmp_path, capsys) -> None:
     """Two periods: the margin has no standard error. ``--json`` and report.json were not JSON
     (``"margin_se": NaN``); the table said '± nan s.e.' and the HTML '(± nan)'."""

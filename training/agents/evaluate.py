@@ -58,6 +58,7 @@ from ensemble_trader.backtest.engine import (
     run_pool,
     strategy_returns,
 )
+from ensemble_trader.backtest.report import figure
 from ensemble_trader.domain import fitted
 from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND, AgentPool
 from ensemble_trader.domain.errors import DataError
@@ -283,7 +284,7 @@ def format_reversion(rows: list[tuple[str, dict[str, Any] | None]]) -> str:
             out.append(f"| {title} | none | " + " | ".join("n/a" for _ in range(3 + len(FADE_RULES))) + " |")
             continue
         t = row["total_return"]
-        out.append(f"| {title} | {row['periods']} ({row['share']:.0%}) | {row['corr']:+.3f} ± {row['corr_se']:.3f} | "
+        out.append(f"| {title} | {row['periods']} ({row['share']:.0%}) | {figure(row['corr'], '+.3f')} ± {row['corr_se']:.3f} | "
                    + " | ".join(f"{100 * t[k]:.1f}%" for k in ("buy_and_hold", *FADE_RULES, "contrarian")) + " |")
     return "\n".join(out)
 

@@ -64,11 +64,25 @@ def json_text(value: Any, **options: Any) -> str:
     return json.dumps(json_safe(value), allow_nan=False, **options)
 
 
+FIGURE_WIDTH = 16
+"""The longest fixed-point figure :func:`figure` writes; a longer one is written in exponent form."""
+
+
 def figure(value: float, spec: str, suffix: str = "") -> str:
     """``format(value, spec) + suffix``, or :data:`NOT_GIVEN` when ``value`` is NaN or infinite
-    (never 'nan%' or '± nan'). Pad the result to a column width outside (``f"{figure(v, '.2f'):>8}"``
-    is ``f"{v:8.2f}"`` for a finite v)."""
-    return format(value, spec) + suffix if math.isfinite(value) else NOT_GIVEN
+    (never 'nan%' or '± nan'). A figure longer than :data:`FIGURE_WIDTH` characters in ``spec``
+    is written with 3 significant digits in exponent form, keeping ``spec``'s sign flag and
+    percent (one hourly period of +1 % annualised over 8,760 periods a year is an
+    ``annual_return`` of 7.2e37: 43 characters as ``.1%``, ``7.17e+39%`` here). Pad the result to a column width
+    outside (``f"{figure(v, '.2f'):>8}"`` is ``f"{v:8.2f}"`` for a finite v)."""
+    if not math.isfinite(value):
+        return NOT_GIVEN
+    text = format(value, spec)
+    if len(text) > FIGURE_WIDTH:
+        percent = spec.endswith("%")
+        sign = "+" if "+" in spec else ""
+        text = format(value * 100 if percent else value, f"{sign}.2e") + ("%" if percent else "")
+    return text + suffix
 
 
 def _png(fig: Any) -> str:
