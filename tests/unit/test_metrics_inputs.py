@@ -137,3 +137,19 @@ def test_summarise_reports_the_regime_whose_annual_return_overflows_as_nan():
     assert out["by_regime"]["BULL"]["total_return"] == pytest.approx(0.09)
     assert math.isfinite(out["by_regime"]["VOLATILE"]["annual_return"])
     assert math.isfinite(out["overall"]["annual_return"])
+
+
+@pytest.mark.parametrize(("value", "shown"), [(float("nan"), "nan"), (True, "True (a bool)"), ("1", "'1' (a str)")])
+def test_an_initial_position_that_is_not_a_finite_number_is_refused(value, shown):
+    # a NaN start made the first trade, and so the whole turnover, NaN
+    with pytest.raises(DataError, match=re.escape(f"initial_position must be a finite number, got {shown}")):
+        performance(A, np.ones(A.size), 252.0, initial_position=value)
+    assert performance(A, np.ones(A.size), 252.0, initial_position=np.float32(0.5)).turnover == pytest.approx(
+        0.5 / A.size * 252.0)
+
+
+def test_given_trades_must_be_finite_sizes():
+    with pytest.raises(DataError, match=re.escape("trades[3] is nan; every value must be finite")):
+        performance(A, np.ones(A.size), 252.0, trades=np.where(np.arange(A.size) == 3, np.nan, 0.0))
+    with pytest.raises(DataError, match="trades must be sizes of position changes"):
+        performance(A, np.ones(A.size), 252.0, trades=-np.ones(A.size))

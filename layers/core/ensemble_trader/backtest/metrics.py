@@ -95,7 +95,7 @@ def _as_1d(name: str, values: np.ndarray) -> np.ndarray:
         raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise DataError(f"{name}[{bad}] is {arr[bad]!r}; every value must be finite")
+        raise DataError(f"{name}[{bad}] is {float(arr[bad])!r}; every value must be finite")
     return arr
 
 
@@ -194,9 +194,14 @@ def performance(
     if n == 0:
         return Metrics(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     if trades is None:
-        trades = np.abs(np.diff(np.concatenate(([initial_position], pos))))
+        start = checked_number("initial_position", initial_position)  # NaN made the turnover NaN
+        trades = np.abs(np.diff(np.concatenate(([start], pos))))
     elif np.shape(trades) != pos.shape:
         raise DataError(f"trades has shape {np.shape(trades)}, positions {pos.shape}")
+    else:
+        trades = _as_1d("trades", trades)
+        if (trades < 0.0).any():
+            raise DataError(f"trades must be sizes of position changes (>= 0), got {float(trades.min())!r}")
     ruin = ruin_index(r)
     if ruin is not None:
         r, pos, trades = apply_ruin(r), pos.copy(), np.array(trades, dtype=np.float64)
