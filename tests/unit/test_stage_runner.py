@@ -845,6 +845,19 @@ def test_oversized_output_dead_letters_only_its_input_record(world):
     assert world.publisher.calls < 8  # split in halves, not one call per record
 
 
+def test_a_record_whose_outputs_are_dead_lettered_publishes_no_event(world):
+    """Its events would announce outputs that exist nowhere (the meta-agent's AgentSwitched naming
+    an order intent that never reached the queue); the reason says the record was applied."""
+    world.publisher = SizeLimitedStream(too_big={("AAA", 3)})
+    world.runner = world.make_runner()
+    assert failures(world.runner.process(event_of(interleaved(6)))) == []
+    [(record, reason, _)] = world.dlq.letters
+    assert record["kinesis"]["sequenceNumber"] == "1004"
+    assert "was applied to the state of AAA (a redelivery of it is skipped as handled)" in reason
+    assert [(e.symbol, e.count) for e in world.bus.events] == [("BBB", 3), ("AAA", 6), ("BBB", 6)]
+    assert world.stats.events == 3
+
+
 def test_oversized_event_dead_letters_only_its_input_record(world):
     world.bus = SizeLimitedBus(too_big={("BBB", 3)})
     world.runner = world.make_runner()

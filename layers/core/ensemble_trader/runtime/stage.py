@@ -921,13 +921,18 @@ class KinesisStageRunner(Generic[S, In]):
         batch could not read the cache: it is down, and the next read finds its entries behind)."""
         step = self.step
         with_outputs = [g for g in groups.values() if g.changed and g.outputs]
+        dead: set[int] = set()  # positions of records dead-lettered because their outputs were refused
         if self.sink is not None and with_outputs:
-            n = self._publish("outputs", self.sink.emit, [(g, g.outputs) for g in with_outputs])
+            n = self._publish("outputs", self.sink.emit, [(g, g.outputs) for g in with_outputs], dead)
             self.stats.outputs += n
             self._count("outputs", n)
-        with_events = [g for g in groups.values() if g.changed and g.events]
+        # a record whose outputs went to the DLQ announces nothing: its events would name outputs
+        # (an order intent, a market state) that exist nowhere
+        with_events = [(g, [(p, e) for p, e in g.events if p not in dead]) for g in groups.values()
+                       if g.changed and g.events]
+        with_events = [(g, events) for g, events in with_events if events]
         if self.events is not None and with_events:
-            self.stats.events += self._publish("events", self.events.publish, [(g, g.events) for g in with_events])
+            self.stats.events += self._publish("events", self.events.publish, with_events)
 
         to_write = {s: g for s, g in groups.items() if g.changed or (g.reseed and g.failed_from is None)}
         dumped: dict[str, bytes] = {}
@@ -1008,13 +1013,15 @@ class KinesisStageRunner(Generic[S, In]):
         what: str,
         send: Callable[[list[BaseModel]], None],
         parts: list[tuple[_Group, list[tuple[int, BaseModel]]]],
+        dead: set[int] | None = None,
     ) -> int:
         """Send the outputs (or events) of ``parts`` in time order; return how many went out.
 
         One call when all goes well. A DataError (a permanent, per-entry rejection such as an
         entry over the size limit) splits the records in halves until the input record whose
-        models are rejected is alone; that input is dead-lettered with the reason and the others
-        go out. An InfrastructureError fails the symbols of the records in that call.
+        models are rejected is alone; that input is dead-lettered with the reason (its position
+        added to ``dead``) and the others go out. An InfrastructureError fails the symbols of the
+        records in that call.
         """
         owner = {item.position: (group, item) for group, _ in parts for item in group.items}
         models: dict[int, list[BaseModel]] = {}
@@ -1025,10 +1032,15 @@ class KinesisStageRunner(Generic[S, In]):
         # batch packed symbol by symbol (aggregated records) carries reaches the next stage
         # interleaved as the bars happened, ties in arrival order
         units = [_Unit(*owner[p], models[p]) for p in sorted(models, key=lambda p: (owner[p][1].sequence, p))]
-        return self._send_units(what, send, units, set())
+        return self._send_units(what, send, units, set(), set() if dead is None else dead)
 
     def _send_units(
-        self, what: str, send: Callable[[list[BaseModel]], None], units: list[_Unit], failed: set[int]
+        self,
+        what: str,
+        send: Callable[[list[BaseModel]], None],
+        units: list[_Unit],
+        failed: set[int],
+        dead: set[int],
     ) -> int:
         units = [u for u in units if id(u.group) not in failed]  # a failed symbol keeps its order
         if not units:
@@ -1045,16 +1057,19 @@ class KinesisStageRunner(Generic[S, In]):
         except DataError as exc:
             if len(units) > 1:
                 mid = len(units) // 2
-                return self._send_units(what, send, units[:mid], failed) + self._send_units(
-                    what, send, units[mid:], failed
+                return self._send_units(what, send, units[:mid], failed, dead) + self._send_units(
+                    what, send, units[mid:], failed, dead
                 )
             unit = units[0]
-            reason = f"the {what} of this record cannot be published: {exc}"
+            reason = (f"the {what} of this record cannot be published: {exc}; the record was applied to the "
+                      f"state of {self.step.symbol_of(unit.item.message)} (a redelivery of it is skipped as handled)")
             try:
                 sent = self._reject(unit.item.raw, unit.item.item_id, reason, [])
             except (InfrastructureError, DataError):  # no DLQ and no item id: retry the symbol
                 sent = False
-            if not sent:
+            if sent:
+                dead.add(unit.item.position)
+            else:
                 unit.group.fail(0)
                 failed.add(id(unit.group))
             return 0
