@@ -63,11 +63,30 @@ def test_conditional_create_update_and_fill_transaction(dynamodb):
                 quantity=40, price=10.5, fee=0.2, timestamp=T)
     partial = submitted.model_copy(update={"status": OrderStatus.PARTIALLY_FILLED, "filled_quantity": 40.0,
                                            "average_fill_price": 10.5, "fees_paid": 0.2})
-    position = store.apply_fill(partial, fill, expected_filled=0.0)
+    position = store.apply_fill(partial, fill, expected_status=OrderStatus.SUBMITTED, expected_filled=0.0)
     assert position.quantity == 40 and store.get_position("SPX").average_price == 10.5
-    assert store.apply_fill(partial, fill, expected_filled=0.0) is None  # already applied
+    assert store.apply_fill(partial, fill, expected_status=OrderStatus.SUBMITTED, expected_filled=0.0) is None  # already applied
     assert store.get_position("SPX").quantity == 40
     assert store.get_order("coid-0001").filled_quantity == 40
+
+
+def test_a_fill_is_conditional_on_the_order_status_read(dynamodb):
+    """A fill computed from a copy read while the order was PENDING must not overwrite the order
+    another writer retired meanwhile (the kill switch: REJECTED, filled 0 — the same filled
+    quantity as the copy): nothing is written, neither the order nor the position."""
+    store = DynamoOrdersStore(dynamodb, settings=SETTINGS)
+    retired = _order(status=OrderStatus.REJECTED, reject_code="KILL_SWITCH", reject_reason="never sent")
+    assert store.create_order(retired)
+    fill = Fill(fill_id="coid-0001@40", client_order_id="coid-0001", symbol="SPX", side=Side.BUY,
+                quantity=40, price=10.5, timestamp=T)
+    partial = retired.model_copy(update={"status": OrderStatus.PARTIALLY_FILLED, "filled_quantity": 40.0,
+                                         "average_fill_price": 10.5, "reject_code": None})
+    assert store.apply_fill(partial, fill, expected_status=OrderStatus.PENDING, expected_filled=0.0) is None
+    assert store.get_order("coid-0001") == retired and store.get_position("SPX") is None
+    assert store.list_orders(working_only=True) == []
+    # read again as it is stored, the fill goes through (the router cancels the rest first)
+    position = store.apply_fill(partial, fill, expected_status=OrderStatus.REJECTED, expected_filled=0.0)
+    assert position.quantity == 40 and store.get_order("coid-0001").filled_quantity == 40
 
 
 def test_risk_state_is_versioned_and_the_kill_switch_is_its_own_attribute(dynamodb):
@@ -167,7 +186,7 @@ def test_fill_with_a_stale_known_position_re_reads_it(dynamodb):
         f = Fill(fill_id=f"{coid}@{qty}", client_order_id=coid, symbol="SPX", side=Side.BUY,
                  quantity=qty, price=10.0, timestamp=T)
         done = _order(coid, status=OrderStatus.PARTIALLY_FILLED, filled_quantity=qty, average_fill_price=10.0)
-        return store.apply_fill(done, f, expected_filled=0.0)
+        return store.apply_fill(done, f, expected_status=OrderStatus.SUBMITTED, expected_filled=0.0)
 
     assert fill(ours, "coid-a001", 10).quantity == 10  # ours now "knows" version 1
     assert fill(other, "coid-b001", 5).quantity == 15  # another container moves it to version 2

@@ -165,10 +165,12 @@ class OrdersStore(Protocol):
 
     def list_orders(self, *, working_only: bool = False) -> list[Any]: ...
 
-    def apply_fill(self, order: Any, fill: Any, *, expected_filled: float) -> Any | None:
+    def apply_fill(self, order: Any, fill: Any, *, expected_status: Any, expected_filled: float) -> Any | None:
         """Atomically write ``order`` and the symbol's position after ``fill`` (one transaction).
-        Returns the new ``Position``, or None (nothing written) if the stored order's filled
-        quantity is no longer ``expected_filled`` (the fill was applied already)."""
+        Returns the new ``Position``, or None (nothing written) if the stored order's status is
+        no longer ``expected_status`` or its filled quantity no longer ``expected_filled`` (the
+        fill was applied already, or another writer moved the order on — e.g. the kill switch
+        retired it: a fill must not overwrite that)."""
         ...
 
     def get_position(self, symbol: str) -> Any | None: ...

@@ -556,8 +556,11 @@ class BatchingOrdersStore:
             self._working = {o.client_order_id: o for o in self.inner.list_orders(working_only=True)}
         return list(self._working.values())
 
-    def apply_fill(self, order: Order, fill: Any, *, expected_filled: float) -> Position | None:
-        position = self.inner.apply_fill(order, fill, expected_filled=expected_filled)
+    def apply_fill(
+        self, order: Order, fill: Any, *, expected_status: OrderStatus, expected_filled: float
+    ) -> Position | None:
+        position = self.inner.apply_fill(order, fill, expected_status=expected_status,
+                                         expected_filled=expected_filled)
         if position is None:
             self._refresh(order.client_order_id)
         else:
@@ -1492,7 +1495,11 @@ class OrderRouter:
                     events.extend(_report_events(order, updated, report, now))
                     return 0, updated
             else:
-                position = self.store.apply_fill(updated, fill, expected_filled=order.filled_quantity)
+                # conditional on the order as read, status included: a copy read before the kill
+                # switch retired the order (the submit's own PENDING copy, a lookup's listing)
+                # does not overwrite the retirement; read again, it is canceled at the broker above
+                position = self.store.apply_fill(updated, fill, expected_status=order.status,
+                                                 expected_filled=order.filled_quantity)
                 if position is not None:
                     filled = OrderFilled(
                         client_order_id=order.client_order_id, fill_id=fill.fill_id,

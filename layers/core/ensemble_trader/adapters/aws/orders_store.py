@@ -23,9 +23,11 @@ Tables (logical names from :mod:`ensemble_trader.constants`):
   (a copy) while it is working, ``POSITION``/``<symbol>`` with a ``version``; an order update and
   the position it changes are one transaction, each conditional on the version read.
 
-A fill is one ``TransactWriteItems``: the order (condition: its filled quantity is still the one
-read) and the position (condition: its version is still the one read). A lost order condition
-means the fill was applied already (returns None); a lost position condition is retried. A
+A fill is one ``TransactWriteItems``: the order (condition: its status and filled quantity are
+still the ones read) and the position (condition: its version is still the one read). A lost
+order condition means the fill was applied already or another writer moved the order on (the
+kill switch retired it; returns None, and the caller reads it again); a lost position condition
+is retried. A
 transaction DynamoDB cancels for a conflict with a concurrent one (every order write also touches
 ``#working``) is run again with backoff (``MAX_ATTEMPTS``), and the batch read of the working
 orders reads unprocessed keys again, at most ``MAX_ATTEMPTS`` times — inside a Lambda invocation
@@ -300,7 +302,9 @@ class DynamoOrdersStore(_Dynamo):
                                        f"attempt{'s' * (attempt > 1)}")
         return [o for o in orders if o.status in WORKING_STATUSES]
 
-    def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
+    def apply_fill(
+        self, order: Order, fill: Fill, *, expected_status: OrderStatus, expected_filled: float
+    ) -> Position | None:
         for _ in range(MAX_POSITION_RETRIES):
             known = self._known.get(fill.symbol)
             current, version = known if known is not None else self._position_with_version(fill.symbol)
@@ -318,8 +322,12 @@ class DynamoOrdersStore(_Dynamo):
                 {"Put": {
                     "TableName": self.orders_table,
                     "Item": serialize_item(_order_item(order)),
-                    "ConditionExpression": "filled_quantity = :f",
-                    "ExpressionAttributeValues": {":f": _num(expected_filled)},
+                    # as update_order: the order as read, status included — a fill must not
+                    # overwrite an order another writer retired meanwhile (the kill switch)
+                    "ConditionExpression": "#s = :s AND filled_quantity = :f",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {":s": {"S": expected_status.value},
+                                                  ":f": _num(expected_filled)},
                 }},
                 {"Put": position_put},
                 self._index_update(order),
@@ -330,7 +338,7 @@ class DynamoOrdersStore(_Dynamo):
                 return position
             self._known.pop(fill.symbol, None)
             if failed == "condition:0":
-                return None  # the order moved on: this fill is applied already
+                return None  # the order moved on: this fill is applied already, or it was retired
             # condition:1 — another writer changed the position: re-read and recompute
         raise ConcurrencyError(f"position {fill.symbol} kept changing while applying {fill.fill_id}")
 

@@ -72,10 +72,16 @@ class MemoryOrdersStore:
                 return [self.orders[c] for c in sorted(self._working)]  # by id, as DynamoOrdersStore
             return list(self.orders.values())
 
-    def apply_fill(self, order: Order, fill: Fill, *, expected_filled: float) -> Position | None:
+    def apply_fill(
+        self, order: Order, fill: Fill, *, expected_status: OrderStatus, expected_filled: float
+    ) -> Position | None:
         with self._lock:
             stored = self.orders.get(order.client_order_id)
-            if stored is None or abs(stored.filled_quantity - expected_filled) > QUANTITY_EPSILON:
+            if (
+                stored is None
+                or stored.status is not expected_status
+                or abs(stored.filled_quantity - expected_filled) > QUANTITY_EPSILON
+            ):
                 return None
             position = position_after_fill(self.positions.get(fill.symbol), fill)
             self._put(order)
