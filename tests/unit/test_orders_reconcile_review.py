@@ -11,8 +11,8 @@ import pytest
 from ensemble_trader.adapters.brokers.paper import PaperBroker
 from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore
 from ensemble_trader.domain.models import Fill, Order, OrderStatus, Side
-from ensemble_trader.domain.risk import RejectReason
-from ensemble_trader.runtime.orders import OrderRouter
+from ensemble_trader.domain.risk import RejectReason, RiskLimits
+from ensemble_trader.runtime.orders import OrderRouter, _retired
 
 from tests.unit.test_orders_router import WALL, BrokerWrapper, Rig, intent
 
@@ -93,3 +93,90 @@ def test_a_filled_submit_answer_does_not_reopen_an_order_the_kill_switch_retired
     assert [e.client_order_id for e in rig.events("OrderCanceled")] == [order.client_order_id]
     assert rig.store.load_risk_state().kill_switch
     assert rig.router.reconcile().ok
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. An order refused on the re-check of a PENDING order counts as never sent
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "code", "retired"), [
+    (OrderStatus.REJECTED, RejectReason.KILL_SWITCH.value, True),
+    (OrderStatus.REJECTED, RejectReason.NOT_AT_BROKER.value, True),
+    (OrderStatus.REJECTED, RejectReason.MAX_ORDER_QUANTITY.value, True),
+    (OrderStatus.REJECTED, RejectReason.HALTED.value, True),
+    (OrderStatus.REJECTED, RejectReason.CLOSING_LEG_INCOMPLETE.value, True),
+    (OrderStatus.REJECTED, RejectReason.BROKER_REJECTED.value, False),  # the broker's own refusal
+    (OrderStatus.REJECTED, None, False),
+    (OrderStatus.CANCELED, RejectReason.KILL_SWITCH.value, False),  # canceled at the broker since
+])
+def test_an_order_rejected_by_this_system_is_retired_one_the_broker_rejected_is_not(status, code, retired):
+    order = Order(client_order_id="coid-00000001", intent_id="i1", strategy_id="ens", symbol="SPX",
+                  side=Side.BUY, quantity=10, status=status, reject_code=code, created_at=WALL, updated_at=WALL)
+    assert _retired(order) is retired
+
+
+class SecondDeliveryDuringSubmit(BrokerWrapper):
+    """Delivery A's submit is under way; meanwhile delivery B of the same intent (another container,
+    whose per-order limit was lowered to 100) looks the PENDING order up, does not find it, checks
+    it again and rejects it ``MAX_ORDER_QUANTITY``. Then A's submit lands; with ``crash`` A dies
+    before it can sync the answer."""
+
+    rig: Rig | None = None
+    crash = False
+
+    def submit(self, order):
+        rig, self.rig = self.rig, None
+        if rig is not None:
+            other = OrderRouter(rig.store, self, rig.clock, events=rig.bus, initial_equity=100_000,
+                                reconcile_grace_seconds=60, reconcile_on_start=False,
+                                limits=RiskLimits(clock="event", max_order_quantity=100))
+            self.second = other.handle(self.intent)
+        ack = self.inner.submit(order)
+        if rig is not None and self.crash:
+            raise RuntimeError("invocation died before the submit's answer was synced")
+        return ack
+
+
+def _double_delivery(crash: bool) -> tuple[Rig, Order]:
+    rig = Rig(broker=SecondDeliveryDuringSubmit)
+    rig.warm()
+    rig.broker.rig, rig.broker.crash = rig, crash
+    rig.broker.intent = intent(1, 0.5, 100.0)
+    if crash:
+        with pytest.raises(RuntimeError, match="died"):
+            rig.router.handle(rig.broker.intent)
+    else:
+        rig.router.handle(rig.broker.intent)
+    (rejection,) = rig.broker.second.rejections
+    assert rejection["reason"] == RejectReason.MAX_ORDER_QUANTITY.value
+    return rig, order_of(rig, 500.0)
+
+
+def test_a_submit_landing_after_its_order_was_refused_on_the_recheck_is_canceled_not_ordered_again():
+    rig, order = _double_delivery(crash=False)
+    # A's answer meets the rejection: the order is canceled at the broker, not left working there
+    assert order.status is OrderStatus.CANCELED and order.reject_code == RejectReason.MAX_ORDER_QUANTITY.value
+    assert rig.paper.list_open_orders() == []
+    rig.clock.set(WALL + timedelta(minutes=5))
+    nxt = rig.router.handle(intent(2, 0.5, 100.0))  # the same target: the next intent orders it
+    assert [(o["side"], o["quantity"]) for o in nxt.orders] == [("BUY", 500.0)]
+    rig.router.handle(intent(3, 0.5, 100.0))
+    assert {p.symbol: p.quantity for p in rig.paper.list_positions()} == {"SPX": 500.0}
+    assert rig.store.get_position("SPX").quantity == 500.0
+    assert rig.router.reconcile().ok
+
+
+def test_reconciliation_cancels_an_order_refused_on_the_recheck_that_is_live_at_the_broker():
+    rig, order = _double_delivery(crash=True)
+    assert order.status is OrderStatus.REJECTED  # A died: nothing synced its answer
+    assert [b.client_order_id for b in rig.paper.list_open_orders()] == [order.client_order_id]
+    report = rig.new_router().reconcile()
+    assert report.ok
+    assert report.synced == [f"{order.client_order_id}: retired (MAX_ORDER_QUANTITY) here, SUBMITTED at the broker"]
+    assert rig.paper.list_open_orders() == []
+    assert rig.store.get_order(order.client_order_id).status is OrderStatus.CANCELED
+    rig.clock.set(WALL + timedelta(minutes=5))
+    rig.router.handle(intent(2, 0.5, 100.0))
+    rig.router.handle(intent(3, 0.5, 100.0))
+    assert {p.symbol: p.quantity for p in rig.paper.list_positions()} == {"SPX": 500.0}

@@ -647,14 +647,18 @@ class BatchingOrdersStore:
         return None
 
 
-NEVER_SENT_CODES = frozenset({RejectReason.KILL_SWITCH.value, RejectReason.NOT_AT_BROKER.value})
-"""Reject codes of orders retired because the broker never had them (see ``_sync_report``)."""
-
-
 def _retired(order: Order) -> bool:
-    """Retired as never sent (the kill switch, reconciliation): a broker that has it live after
-    all got it from a submit already under way, and it is canceled there (see ``_sync_report``)."""
-    return order.status is OrderStatus.REJECTED and order.reject_code in NEVER_SENT_CODES
+    """Rejected by this system, not by the broker: refused by a check before it was sent, or a
+    recorded order the broker did not have when it was retired — by the kill switch
+    (``KILL_SWITCH``), as absent (``NOT_AT_BROKER``), or refused on the re-check of a PENDING
+    order (any risk code, ``CLOSING_LEG_INCOMPLETE``: :meth:`OrderRouter._resolve`). A broker that
+    has such an order live after all got it from a submit already under way, and it is canceled
+    there and its fills booked (see ``_sync_report``). The broker's own rejections
+    (``BROKER_REJECTED``, or no code: an order stored before codes were recorded) are final there
+    and are not retired orders."""
+    return order.status is OrderStatus.REJECTED and order.reject_code not in (
+        None, RejectReason.BROKER_REJECTED.value
+    )
 
 
 BROKER_NAMES = {
@@ -1460,8 +1464,9 @@ class OrderRouter:
                 return 0, None
             retired = _retired(order)
             if retired and report.status in WORKING_STATUSES:
-                # retired as never sent (the kill switch, reconciliation), yet live at the broker:
-                # a submit already under way landed — cancel it there rather than reopen it here
+                # retired here (the kill switch, reconciliation, a re-check that refused it), yet
+                # live at the broker: a submit already under way landed — cancel it there rather
+                # than reopen it here
                 log.warning("order %s was retired (%s) but the broker has it %s: canceling it",
                             order.client_order_id, order.reject_code, report.status.value)
                 report = self.broker.cancel(order.client_order_id) or report
