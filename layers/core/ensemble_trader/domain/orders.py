@@ -108,6 +108,16 @@ class BrokerUnavailableError(BrokerError):
     """A read (lookup, listing, cancel) could not reach the broker; retrying may help."""
 
 
+class BrokerReportError(BrokerError):
+    """A broker's report of an order that cannot be booked as it stands (progress without the
+    price it was made at). Nothing of it is applied; ``reason`` says what was wrong."""
+
+    def __init__(self, client_order_id: str, reason: str):
+        self.client_order_id = client_order_id
+        self.reason = reason
+        super().__init__(f"broker report of {client_order_id} cannot be booked: {reason}")
+
+
 class BrokerAuthenticationError(BrokerUnavailableError):
     """The broker refused our API keys (HTTP 401, or a 403 that refuses the keys rather than the
     order), also after the keys were read again from their secret: the secret holds a pair the
@@ -134,6 +144,30 @@ class BrokerOrder(Message):
     fees_paid: NonNegative = 0.0
     reject_reason: str | None = None
     updated_at: Timestamp
+
+    @model_validator(mode="after")
+    def _priced_progress(self) -> BrokerOrder:
+        # a fill without its price cannot be booked (an adapter's partial report, status
+        # UNKNOWN, is built without validation and says why it is partial instead)
+        if self.status is not OrderStatus.UNKNOWN:
+            problem = unbookable(self)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
+
+
+def unbookable(report: BrokerOrder) -> str | None:
+    """Why nothing of the broker's ``report`` can be applied to the stored order (None: it can).
+
+    A partial report (status ``UNKNOWN``: an adapter could not read the broker's order in full,
+    ``reject_reason`` says why), or progress without the price it was made at (``filled_quantity``
+    above 0 and no ``average_fill_price``; :class:`BrokerOrder` refuses one, but a report made
+    with ``model_copy`` or ``model_construct`` is not validated)."""
+    if report.status is OrderStatus.UNKNOWN:
+        return f"the broker's order cannot be read in full: {report.reject_reason}"
+    if report.filled_quantity > QUANTITY_EPSILON and report.average_fill_price is None:
+        return f"filled_quantity {report.filled_quantity:g} without an average fill price"
+    return None
 
 
 class BrokerPosition(Message):
@@ -462,7 +496,8 @@ def fill_from_progress(order: Order, report: BrokerOrder, when: datetime) -> Fil
 
     Brokers report cumulative filled quantity and average price; the increment since the stored
     state is one :class:`Fill` whose price is the increment's own average. Its id is derived from
-    the cumulative quantity, so reading the same report twice yields the same fill.
+    the cumulative quantity, so reading the same report twice yields the same fill. Progress
+    without an average fill price raises :class:`BrokerReportError` (see :func:`unbookable`).
     """
     if report.client_order_id != order.client_order_id:
         raise ValueError(
@@ -472,9 +507,8 @@ def fill_from_progress(order: Order, report: BrokerOrder, when: datetime) -> Fil
     if increment <= QUANTITY_EPSILON:
         return None
     if report.average_fill_price is None:
-        raise ValueError(
-            f"broker reports filled_quantity={report.filled_quantity} for {order.client_order_id} "
-            "without an average fill price"
+        raise BrokerReportError(
+            order.client_order_id, f"filled_quantity {report.filled_quantity:g} without an average fill price"
         )
     old_value = order.filled_quantity * (order.average_fill_price or 0.0)
     new_value = report.filled_quantity * report.average_fill_price

@@ -16,7 +16,8 @@ functions decide, for each difference, whether it can be repaired from the broke
   holds for an ``UNKNOWN`` order the broker does not have once the broker request timeout has
   passed since its submit gave up);
 * an order of ours whose symbol, side or quantity differ from the broker's order of the same id
-  or whose record there cannot be read in full (an ``UNKNOWN`` report), an open order at the
+  or whose record there cannot be read in full (an ``UNKNOWN`` report) or booked (a fill without
+  its price), an open order at the
   broker that we never placed, or a position that differs after every order is synced → **not
   reconcilable**: the symbol stays halted (fail closed) and the reasons are published.
 """
@@ -35,6 +36,7 @@ from ensemble_trader.domain.orders import (
     WORKING_STATUSES,
     BrokerOrder,
     report_matches,
+    unbookable,
 )
 
 
@@ -72,11 +74,9 @@ def compare_order(
                 f"its last attempt (created {(now - local.created_at).total_seconds():.0f} s ago)",
             )
         return OrderVerdict(Verdict.WAIT, f"{local.client_order_id} was last attempted {idle:.1f} s ago")
-    if report.status is OrderStatus.UNKNOWN:  # an adapter could not read the broker's order in full
-        return OrderVerdict(
-            Verdict.MISMATCH,
-            f"{local.client_order_id}: the broker's order cannot be read in full: {report.reject_reason}",
-        )
+    problem = unbookable(report)  # a partial report (UNKNOWN), or a fill without its price
+    if problem is not None:
+        return OrderVerdict(Verdict.MISMATCH, f"{local.client_order_id}: {problem}")
     problems = report_matches(local, report)
     if problems:
         return OrderVerdict(Verdict.MISMATCH, f"{local.client_order_id}: " + "; ".join(problems))

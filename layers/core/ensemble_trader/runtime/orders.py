@@ -84,6 +84,7 @@ from ensemble_trader.domain.orders import (
     order_after_report,
     plan_orders,
     report_is_behind,
+    unbookable,
     working_quantity,
 )
 from ensemble_trader.domain.orders import client_order_id as leg_order_id
@@ -1470,11 +1471,12 @@ class OrderRouter:
                 log.warning("order %s was retired (%s) but the broker has it %s: canceling it",
                             order.client_order_id, order.reject_code, report.status.value)
                 report = self.broker.cancel(order.client_order_id) or report
-            if report.status is OrderStatus.UNKNOWN:
+            problem = unbookable(report)
+            if problem is not None:
                 # an adapter could not read the broker's order in full (Alpaca: a status alpaca-py
-                # does not know): nothing in it can be applied; reconciliation reads it again
-                log.warning("broker report of %s could not be read in full (%s): not applied",
-                            order.client_order_id, report.reject_reason)
+                # does not know), or it reports a fill without its price: nothing in it can be
+                # applied; reconciliation reads it again and halts the symbol while it lasts
+                log.warning("broker report of %s not applied: %s", order.client_order_id, problem)
                 return 0, order
             if report_is_behind(order, report) and not retired:
                 # an out-of-date read (a reconcile that raced a fill, a lagging broker API): the
@@ -1664,7 +1666,9 @@ class OrderRouter:
         ``OrderCanceled`` when it ends).
         One failure does not stop the others: every order is tried, then
         :class:`CancelFailedError` names each failure (a broker list that cannot be read is one
-        too, after our own working orders were canceled). The ids of ours whose cancel's report
+        too, after our own working orders were canceled; so is a cancel whose answer could not be
+        synced — whatever raised there: the order counts as canceled, the entry fails and its retry
+        syncs it again). The ids of ours whose cancel's report
         was synced are added to ``read`` (an intent's attempt does not look them up again: the
         report is the broker's order as the cancel left it).
         """
@@ -1685,15 +1689,20 @@ class OrderRouter:
                     ):
                         canceled.append(coid)
                     continue
-                if self.store.get_order(coid) is not None:
-                    self._sync_report(report, events)
-                    if read is not None:
-                        read.add(coid)
             except (BrokerError, InfrastructureError, ConcurrencyError) as exc:
                 failures[coid] = f"{type(exc).__name__}: {exc}"
                 continue
             if report.status is OrderStatus.CANCELED or report.status in WORKING_STATUSES:
                 canceled.append(coid)
+            try:
+                if self.store.get_order(coid) is not None:
+                    self._sync_report(report, events)
+                    if read is not None:
+                        read.add(coid)
+            except Exception as exc:  # one order's answer must not stop the others' cancels
+                # the cancel went through; booking the broker's answer did not (a report that
+                # cannot be applied, a store that failed): that order's failure, the loop goes on
+                failures[coid] = f"canceled, but its report was not synced: {type(exc).__name__}: {exc}"
         if canceled:
             log.warning("canceled %d working orders (%s)", len(canceled), reason)
         if failures:

@@ -419,6 +419,10 @@ def _report(raw: Any) -> BrokerOrder:
     if status is OrderStatus.SUBMITTED and filled > 0:
         status = OrderStatus.PARTIALLY_FILLED  # e.g. pending_cancel after a partial fill
     avg = float(o.filled_avg_price) if o.filled_avg_price not in (None, "") else None
+    if filled > 0 and avg is None:  # a fill cannot be booked without its price
+        raise _Unmappable(
+            f"Alpaca order {o.client_order_id} reports filled_qty {filled:g} with no filled_avg_price"
+        )
     return BrokerOrder(
         client_order_id=o.client_order_id,
         broker_order_id=str(o.id),
