@@ -301,3 +301,80 @@ def test_reconciliation_halts_only_the_symbol_whose_fill_comes_without_its_price
     out = rig.new_router().handle(intent(2, 0.2, 100.0, other))
     assert out.fills == 1 and rig.store.get_position(other).quantity == 200
 
+
+# ---------------------------------------------------------------------------------------------
+# 4. A retired order that landed and filled is booked by reconciliation
+# ---------------------------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    """The orders Lambda dies right after the broker accepted the submit."""
+
+
+class KillSwitchThenCrash(BrokerWrapper):
+    """The kill-switch entry retires the PENDING order while its submit is under way; the submit
+    lands, and the invocation dies before it can sync the answer. Counts the lookups made."""
+
+    other: OrderRouter | None = None
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.lookups: list[str] = []
+
+    def submit(self, order):
+        if self.other is None:
+            return self.inner.submit(order)
+        other, self.other = self.other, None
+        other.set_kill_switch(True, "incident 7")
+        self.inner.submit(order)
+        raise Crash("invocation died before the answer was synced")
+
+    def get_order_by_client_id(self, client_order_id):
+        self.lookups.append(client_order_id)
+        return self.inner.get_order_by_client_id(client_order_id)
+
+
+def test_a_retired_order_that_landed_and_filled_is_booked_not_left_as_a_position_difference():
+    rig = Rig(broker=KillSwitchThenCrash)
+    rig.warm()
+    rig.broker.other = rig.new_router()
+    first = intent(1, 0.5, 100.0)
+    with pytest.raises(Crash):
+        rig.router.handle(first)
+    order = order_of(rig, 500.0)
+    assert order.status is OrderStatus.REJECTED and order.reject_code == RejectReason.KILL_SWITCH.value
+    # the broker fills the market order on its own before any reconciliation sees it open
+    rig.paper.on_price("SPX", 101.0, first.timestamp + timedelta(minutes=1))
+    assert rig.paper.list_open_orders() == []
+    report = rig.new_router().reconcile()
+    assert report.ok and rig.store.load_risk_state().halted_symbols == {}
+    assert report.synced == [f"{order.client_order_id}: retired (KILL_SWITCH) here, FILLED/500 at the broker"]
+    booked = rig.store.get_order(order.client_order_id)
+    assert booked.status is OrderStatus.FILLED and booked.filled_quantity == 500
+    assert rig.store.get_position("SPX").quantity == 500
+    assert [(e.quantity, e.price) for e in rig.events("OrderFilled")] == [(500, 101.0)]
+    # booked once: the next run finds the books in agreement and looks nothing retired up
+    rig.broker.lookups.clear()
+    assert rig.new_router().reconcile().ok and rig.broker.lookups == []
+    assert len(rig.events("OrderFilled")) == 1
+
+
+def test_reconciliation_looks_up_a_bounded_number_of_retired_orders_of_a_differing_symbol():
+    rig = Rig(broker=KillSwitchThenCrash)
+    rig.warm()
+    # twelve orders refused by a check, never at the broker, retired a minute apart
+    for n in range(12):
+        at = WALL + timedelta(minutes=n)
+        rig.store.create_order(Order(
+            client_order_id=f"coid-refused-{n:02d}", intent_id=f"i{n}", strategy_id="ens", symbol="SPX",
+            side=Side.BUY, quantity=10, status=OrderStatus.REJECTED, reject_code=RejectReason.SYMBOL_HALTED.value,
+            reject_reason="halted", created_at=at, updated_at=at))
+    # a position the store cannot explain: bought by hand at the broker
+    hand = Order(client_order_id="by-hand-0001", intent_id="manual", strategy_id="manual", symbol="SPX",
+                 side=Side.BUY, quantity=7, created_at=WALL, updated_at=WALL, decision_time=WALL)
+    rig.paper.submit(hand)
+    rig.paper.on_price("SPX", 100.0, WALL + timedelta(minutes=1))
+    report = rig.new_router().reconcile()
+    assert report.failures == {"SPX": ["position 0 here, 7 at the broker"]}
+    refused = [c for c in rig.broker.lookups if c.startswith("coid-refused-")]
+    assert refused == [f"coid-refused-{n:02d}" for n in range(11, 1, -1)]  # the ten most recent

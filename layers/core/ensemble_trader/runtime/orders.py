@@ -742,6 +742,10 @@ class OrderRouter:
     state that records none (a fresh stage, one saved before the field existed) is not refused.
     """
 
+    retired_lookups_per_symbol = 10
+    """At most this many retired orders of a symbol whose positions differ are looked up per
+    reconciliation, the most recently retired first (see :meth:`_book_retired`)."""
+
     def __init__(
         self,
         store: OrdersStore,
@@ -1850,11 +1854,56 @@ class OrderRouter:
         ours = {p.symbol: p.quantity for p in self.store.list_positions() if p.symbol in differing}
         theirs = {p.symbol: p.quantity for p in self.broker.list_positions() if p.symbol in differing}
         remaining = compare_positions(ours, theirs)
+        if remaining and self._book_retired(set(remaining), report, events):
+            ours = {p.symbol: p.quantity for p in self.store.list_positions() if p.symbol in remaining}
+            theirs = {p.symbol: p.quantity for p in self.broker.list_positions() if p.symbol in remaining}
+            remaining = compare_positions(ours, theirs)
         for symbol in sorted(set(differing) - set(remaining)):
             log.info("reconciliation: %s %s at the first comparison, the same after its orders were "
                      "synced again (an order placed or filled while reconciliation ran)",
                      symbol, differing[symbol])
         return remaining
+
+    def _book_retired(self, symbols: set[str], report: ReconciliationReport, events: list[BaseModel]) -> int:
+        """Look up the retired orders of ``symbols`` that the broker never acknowledged here, and sync
+        those it has (their fills booked); the number of fills booked.
+
+        Such an order (see :func:`_retired`) may still have been on its way when it was retired —
+        a submit under way when the kill switch fired, a concurrent delivery's submit when a
+        re-check refused it — and landed. Open at the broker, the first pass cancels it (its
+        open orders); filled before any run saw it open (an Alpaca market order fills within
+        milliseconds), it is not open any more, and its fill is the difference between the
+        positions. So for a symbol whose positions still differ after its working orders were
+        synced again, the store's orders are read (a scan of the table: only when a symbol
+        differs) and its retired, never-acknowledged orders looked up, at most
+        :attr:`retired_lookups_per_symbol` of them, the most recently retired first (orders refused
+        by a check count too, and a symbol halted for long collects many: each lookup is an
+        Alpaca request). One the broker has is synced; one it does not is left as it is. A
+        lookup that fails raises, as in the first pass."""
+        retired = sorted(
+            (o for o in self.store.list_orders()
+             if o.symbol in symbols and _retired(o) and o.broker_order_id is None),
+            key=lambda o: (o.updated_at, o.client_order_id), reverse=True,
+        )
+        fills = 0
+        looked_up: dict[str, int] = {}
+        for order in retired:
+            if looked_up.get(order.symbol, 0) >= self.retired_lookups_per_symbol:
+                continue
+            looked_up[order.symbol] = looked_up.get(order.symbol, 0) + 1
+            broker_order = self.broker.get_order_by_client_id(order.client_order_id)
+            if broker_order is None:
+                continue
+            log.warning("reconciliation: %s was retired (%s) but the broker has it %s, %g filled: synced",
+                        order.client_order_id, order.reject_code, broker_order.status.value,
+                        broker_order.filled_quantity)
+            booked, _ = self._sync_report(broker_order, events, order)
+            fills += booked
+            report.synced.append(
+                f"{order.client_order_id}: retired ({order.reject_code}) here, "
+                f"{broker_order.status.value}/{broker_order.filled_quantity:g} at the broker"
+            )
+        return fills
 
     def _apply_halts(
         self, report: ReconciliationReport, events: list[BaseModel], now: datetime, lift: bool = True
