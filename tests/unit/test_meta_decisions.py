@@ -190,13 +190,15 @@ def test_a_record_whose_row_is_refused_queues_nothing(pipeline, world) -> None:
     intent must not be on the orders queue (the rows are checked before anything is sent)."""
     c = Container(world["queue"], world["store"], world["snapshots"], world["bus"])
 
-    def scaled(s):
+    def scaled(s, factor):
         bar = s.features.bar
-        bar = bar.model_copy(update={k: getattr(bar, k) * 1e130 for k in ("open", "high", "low", "close")})
+        bar = bar.model_copy(update={k: getattr(bar, k) * factor for k in ("open", "high", "low", "close")})
         return s.model_copy(update={"features": s.features.model_copy(update={"bar": bar})})
 
-    states = list(pipeline.market_states[:6])
-    states[3] = scaled(states[3])
+    # closes near 5e125, one near 2e126: within the step's bound on a bar-to-bar move (a factor of
+    # 1,000), so the step decides the bar and only its row is refused
+    states = [scaled(s, 5e123) for s in pipeline.market_states[:6]]
+    states[3] = scaled(pipeline.market_states[3], 2e124)
     assert c.send(states) == {"batchItemFailures": []}
     assert len(c.dlq.reasons) == 1 and "reference_price" in c.dlq.reasons[0]
     queued = {OrderIntent.parse(body).timestamp for _, _, body in world["queue"].queues[QUEUE]}

@@ -138,10 +138,19 @@ def _win_shares(draws: np.ndarray) -> np.ndarray:
     return shares / shares.sum()
 
 
+MAX_WEIGHT_SAMPLES = 100_000
+"""The most posterior draws a Thompson sampler's :meth:`weights` may take: their noise is then
+3 / sqrt(n) ≈ 0.01 and a call takes 30-60 ms of CPU (four arms; the default 256 takes tens of
+microseconds). 10**30 was accepted and failed at every call, numpy refusing the array; 10**9
+would need gigabytes."""
+
+
 def _check_weight_samples(policy: str, n_weight_samples: Any) -> int:
     if isinstance(n_weight_samples, bool) or not isinstance(n_weight_samples, (int, np.integer)) \
             or n_weight_samples < 1:
         raise BanditError(f"{policy}: n_weight_samples must be a positive integer, got {n_weight_samples!r}")
+    if n_weight_samples > MAX_WEIGHT_SAMPLES:
+        raise BanditError(f"{policy}: n_weight_samples must be at most {MAX_WEIGHT_SAMPLES:,}, got {n_weight_samples!r}")
     return int(n_weight_samples)
 
 

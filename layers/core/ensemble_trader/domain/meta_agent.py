@@ -23,6 +23,12 @@ Order of operations at bar ``t`` (nothing from after ``t`` is used):
 6. the :class:`OrderIntent` (deterministic id), its explanation, and an :class:`AgentSwitched`
    event when the leading agent changed.
 
+A bar the step cannot turn into finite state — a close more than :data:`MAX_PRICE_MOVE` times
+away from the last applied one, an agent target beyond :data:`MAX_AGENT_TARGET`, an ``ewma_vol``
+seed beyond :data:`MAX_SEED_VOL`, rewards a learner refuses — raises :class:`DataError` naming the
+symbol, the time and the value before anything of it is kept, so the stage runner dead-letters
+that record and keeps the symbol's state; every state the step returns loads back from its dump.
+
 Regret: for each regime, the cumulative reward of every agent and of the meta-agent's choices
 (the weights it used, before smoothing) over the bars that began in that regime. Regret against
 the best agent in hindsight is ``max_i sum(reward_i) - sum(reward_meta)``, per regime and overall.
@@ -81,6 +87,24 @@ RESERVED_POLICY_PARAMS = frozenset({"n_arms", "random_state"})
 MAX_LEARNERS_BYTES = 300_000
 """The most a symbol's learners may take in the serialised state (its snapshot is one DynamoDB item)."""
 STATE_FORMAT = 1
+MAX_PRICE_MOVE = 1_000.0
+"""The largest factor by which a bar's close may differ from the last applied close (up or down).
+A bigger jump between two bars (a close of 1e-99 among closes near 100) is taken for a bad print
+and refused with a DataError, the state unchanged, so the next bar is measured against the last
+good close: accepted, a glitch made the next bar's return and rewards astronomically large (a
+reward beyond the learners' limit failed the symbol's every later record). No traded instrument
+moves by a factor of 1,000 between two bars; an unadjusted reverse split can, and then every
+later bar of the symbol is refused with this reason until the series is adjusted and the symbol
+rebuilt (docs/runbook.md: drop its state, re-feed its bars). It also bounds every return the
+step computes by 999, so squares and sums of returns stay finite."""
+MAX_AGENT_TARGET = 100.0
+"""The largest agent target (in size) the step accepts: ten times the largest leverage an agent
+manifest allows. With :data:`MAX_PRICE_MOVE` it bounds the agents' net returns, and so their
+variances and rewards (a target of 1e200 made its squared return infinite)."""
+MAX_SEED_VOL = 10.0
+"""The largest ``ewma_vol`` feature (per bar) that may seed a fresh state's market volatility:
+1,000 % a bar, beyond any series whose moves stay within :data:`MAX_PRICE_MOVE` (``|ln 1000|``
+is 6.9); an ``ewma_vol`` of 1e160 made the seeded variance infinite, a state that cannot be stored."""
 
 DEFAULT_POLICY_PARAMS: dict[str, dict[str, Any]] = {
     # Rewards are risk-adjusted (return / EWMA vol): roughly unit scale per bar.
@@ -167,7 +191,12 @@ class MetaAgentConfig(BaseModel):
     """
 
     # allow_inf_nan=False: JSON's 1e999 or Infinity (ET_META_CONFIG) would otherwise pass the bounds
-    # and fail every bar later (a NaN target, a bandit error) instead of naming the option here
+    # and fail every bar later (a NaN target, a bandit error) instead of naming the option here.
+    # The upper bounds of cost_bps, vol_floor, agent_vol_floor and vol_target_max_scale and the lower
+    # ones of the floors keep, with the step's bounds on prices and targets (MAX_PRICE_MOVE,
+    # MAX_AGENT_TARGET), every reward below 1e23 and every variance and position finite: vol_floor
+    # 1e200 overflowed the agents' variance and cost_bps 1e300 gave rewards beyond the learners'
+    # limit at every bar, floors of 1e-320 divided zero by zero.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     strategy_id: str = Field(default="ensemble", min_length=1, max_length=64)
@@ -183,16 +212,16 @@ class MetaAgentConfig(BaseModel):
     no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)
     ramp_bars: int = Field(default=3, ge=1)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
-    cost_bps: float = Field(default=3.0, ge=0.0)
+    cost_bps: float = Field(default=3.0, ge=0.0, le=10_000.0)  # at most the whole amount traded
     risk_adjustment: Literal["vol", "agent_vol", "none"] = "agent_vol"
-    agent_vol_floor: float = Field(default=0.1, gt=0.0)
+    agent_vol_floor: float = Field(default=0.1, ge=1e-6, le=100.0)
     vol_halflife: float = Field(default=20.0, gt=0.0)
-    vol_floor: float = Field(default=1e-4, gt=0.0)
+    vol_floor: float = Field(default=1e-4, ge=1e-12, le=1.0)
     shrinkage: float = Field(default=0.0, ge=0.0, le=1.0)
     vol_target: Literal["none", "market", "ensemble"] = "market"
     vol_target_halflife: float = Field(default=10.0, gt=0.0)
     vol_target_long_halflife: float = Field(default=250.0, gt=0.0)
-    vol_target_max_scale: float = Field(default=1.0, gt=0.0)
+    vol_target_max_scale: float = Field(default=1.0, gt=0.0, le=100.0)
     vol_target_power: float = Field(default=2.0, gt=0.0, le=2.0)
     random_state: int = 0
 
@@ -225,6 +254,9 @@ class MetaAgentConfig(BaseModel):
         if reserved:
             raise bad_params(f"{', '.join(reserved)} is set by the meta-agent (the number of agents, the "
                              f"configuration's random_state), not a hyperparameter")
+        flags = sorted(name for name, value in config.hyperparameters.items() if _holds_a_bool(value))
+        if flags:  # JSON's true is Python's True, an int: eta=true would pass as 1 and window=true as 1
+            raise bad_params(f"{', '.join(flags)} must be a number, not true/false")
         try:  # bad hyperparameters fail here, not at a symbol's first bar
             learner = make_bandit(config.policy, len(DEFAULT_AGENT_NAMES), random_state=0, **config.hyperparameters)
         except BanditError as exc:
@@ -243,14 +275,54 @@ class MetaAgentConfig(BaseModel):
     def fingerprint(self) -> str:
         """Short hash of every effective setting: part of the intent's model version.
 
-        The hyperparameters hashed are the ones the learners get (:attr:`hyperparameters`), the
-        policy's :data:`DEFAULT_POLICY_PARAMS` when ``policy_params`` is None: a release that
+        The hyperparameters hashed are the ones the learners get (:attr:`hyperparameters`, the
+        policy's :data:`DEFAULT_POLICY_PARAMS` when ``policy_params`` is None): a release that
         changes those defaults is a new model version, so stored learners restart with the new
         settings (not the old ones kept beside new regime learners) and re-decided bars get new
-        intent ids."""
-        settings = self.model_dump(mode="json") | {"policy_params": to_jsonable_python(self.hyperparameters)}
+        intent ids. They are hashed as the learner holds them (:meth:`canonical_policy_params`),
+        so settings written differently but equal hash alike."""
+        settings = self.model_dump(mode="json") | {"policy_params": to_jsonable_python(self.canonical_policy_params())}
         text = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    def canonical_policy_params(self) -> dict[str, Any]:
+        """The learners' hyperparameters in one spelling for every way of writing them: each value
+        as the learner stores it (``1`` → ``1.0``, ``[-4, 4]`` → ``[-4.0, 4.0]``), the parameters
+        of :data:`_ALWAYS_HASHED` always, every other one only when it differs from the learner
+        class's default — so ``{"eta": 0.1}``, ``{"eta": 0.1, "discount": 1}`` and leaving
+        ``policy_params`` unset are one setting and one hash, and the hash of a configuration
+        written in the canonical spelling (the default one included) is what it was before."""
+        n = len(DEFAULT_AGENT_NAMES)
+        given = make_bandit(self.policy, n, random_state=0, **self.hyperparameters).get_params()
+        defaults = make_bandit(self.policy, n, random_state=0).get_params()
+        always = _ALWAYS_HASHED.get(self.policy, ())
+        return {name: value for name, value in given.items()
+                if name not in RESERVED_POLICY_PARAMS and (name in always or value != defaults[name])}
+
+
+_ALWAYS_HASHED: dict[str, tuple[str, ...]] = {
+    "ucb": ("alpha",),
+    "ducb": ("alpha", "gamma"),
+    "swucb": ("alpha", "window"),
+    "thompson": (),
+    "dts": ("gamma",),
+    "glrucb": ("alpha", "sigma", "delta", "history", "explore", "min_segment"),
+    "glrts": ("sigma", "delta", "history", "explore", "min_segment"),
+    "betats": ("reward_range",),
+    "exp3": ("gamma", "reward_range", "discount"),
+    "hedge": ("eta", "discount"),
+}
+"""The hyperparameters a configuration's hash always names, at whatever value: those
+:data:`DEFAULT_POLICY_PARAMS` named when the hash was made canonical, so that the hash of the
+default configuration and of ones written out in full did not move. Fixed on purpose: a later
+change of the defaults changes the hash of the configurations that use them (their values),
+never that of explicit ``policy_params``."""
+
+
+def _holds_a_bool(value: Any) -> bool:
+    """True if a hyperparameter is a bool or a list or tuple holding one."""
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    return any(isinstance(v, (bool, np.bool_)) for v in values)
 
 
 # ============================================================================================
@@ -649,6 +721,11 @@ class MetaAgentStep:
         self._overlay_decay = 0.5 ** (
             1.0 / np.array([self.config.vol_target_halflife, self.config.vol_target_long_halflife])
         )
+        cap, power = self.config.vol_target_max_scale, self.config.vol_target_power
+        try:  # the vol ratio at which the overlay's scale reaches its cap (beyond float: never)
+            self._scale_cap_ratio = cap ** (1.0 / power)
+        except OverflowError:
+            self._scale_cap_ratio = math.inf
 
     # ---- the stage runner's SymbolStep protocol ------------------------------------------
 
@@ -779,14 +856,24 @@ class MetaAgentStep:
         if state.model_version != self.model_version:
             state = self.restart(state)
         cfg = self.config
-        new = state.copy()
         price = market.features.bar.close
+        if state.last_price is not None:
+            ratio = price / state.last_price
+            if not 1.0 / MAX_PRICE_MOVE <= ratio <= MAX_PRICE_MOVE:  # see MAX_PRICE_MOVE
+                when = None if state.last_timestamp is None else state.last_timestamp.isoformat()
+                raise DataError(
+                    f"{market.symbol}@{market.timestamp.isoformat()}: close {price!r} is {ratio:.3g} times the "
+                    f"last applied close {state.last_price!r} (at {when}); a move by more than a factor of "
+                    f"{MAX_PRICE_MOVE:,.0f} between two bars is taken for a bad print (the state keeps the "
+                    f"last applied close)"
+                )
+        new = state.copy()
 
         # 1-3. learn from the bar that just ended (only if the agents held positions over it)
         copied: set[str] = set()
         rewards = meta_reward = None
         if state.last_price is not None:
-            r = price / state.last_price - 1.0
+            r = ratio - 1.0
             # a risk-adjusted reward needs the market's volatility as known at t-1 (a state that
             # starts on a ready bar is seeded from the features below; one that starts in the
             # warm-up estimates it from its own returns)
@@ -799,7 +886,13 @@ class MetaAgentStep:
                 rewards = net / self._risk_scale(state, agent_variance)
                 new.agent_variance = self._decay * agent_variance + (1.0 - self._decay) * net * net
                 meta_reward = float(state.weights @ rewards)
-                self._learn(new, copied, state.last_regime, state.arm, state.arm_probability, rewards)
+                try:  # the learners refuse what they cannot hold (EXP3/Hedge: a log-weight overflowing)
+                    self._learn(new, copied, state.last_regime, state.arm, state.arm_probability, rewards)
+                except BanditError as exc:  # nothing of the new state is kept: the old one stays
+                    raise DataError(
+                        f"{market.symbol}@{market.timestamp.isoformat()}: the learners cannot take the rewards "
+                        f"{rewards.tolist()} of the return {r!r} (close {price!r} after {state.last_price!r}): {exc}"
+                    ) from None
                 new.regret.add(state.last_regime, rewards, meta_reward)
             new.variance = (
                 r * r
@@ -813,14 +906,20 @@ class MetaAgentStep:
             # first bar would divide the next rewards by the 1e-4 floor (rewards 100 times their
             # size, a weight gap Hedge never closes): the features' EWMA volatility seeds it
             seed = market.features.values.get("ewma_vol")
+            if seed is not None and seed > MAX_SEED_VOL:
+                raise DataError(
+                    f"{market.symbol}@{market.timestamp.isoformat()}: ewma_vol {seed!r} cannot seed the market's "
+                    f"volatility (at most {MAX_SEED_VOL:g} a bar)"
+                )
             if seed is not None and math.isfinite(seed) and seed > 0.0:
                 new.variance = seed * seed
         new.last_rewards = rewards
 
         # 4. choose at t
         regime = market.regime.regime
+        mixed = None
         if market.features.ready:
-            weights, selection, learner_key = self._choose(new, copied, market)
+            weights, selection, learner_key, mixed = self._choose(new, copied, market)
             arm = selection.arm
             arm_probability = float(selection.weights[arm])
         else:
@@ -874,7 +973,7 @@ class MetaAgentStep:
         # 6. intent, explanation, events
         intent_id = make_intent_id(cfg.strategy_id, market.symbol, market.timestamp, self.model_version)
         detail = self._detail(
-            state, new, market, targets, weights, selection, learner_key, desired, switched, held
+            state, new, market, targets, weights, selection, learner_key, desired, switched, held, mixed
         )
         intent = OrderIntent(
             intent_id=intent_id,
@@ -915,20 +1014,23 @@ class MetaAgentStep:
     # ---- parts of the step ---------------------------------------------------------------
 
     def check_targets(self, market: MarketState, targets: np.ndarray) -> np.ndarray:
-        """The agents' targets checked (one finite value per agent): what the step books as their
-        virtual positions, as the agents chose them — an agent is fed and judged on its own
-        positions; ``max_position`` bounds the ensemble's position, not what the agents want."""
+        """The agents' targets checked (one finite value per agent, at most
+        :data:`MAX_AGENT_TARGET` in size): what the step books as their virtual positions, as the
+        agents chose them — an agent is fed and judged on its own positions; ``max_position``
+        bounds the ensemble's position, not what the agents want."""
         arr = np.asarray(targets, dtype=np.float64).reshape(-1)
         if arr.shape != (self._n,):
             raise DataError(
                 f"{market.symbol}@{market.timestamp.isoformat()}: expected {self._n} agent targets "
                 f"({', '.join(self.agent_names)}), got shape {np.shape(targets)}"
             )
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        ok = np.abs(arr) <= MAX_AGENT_TARGET  # false for NaN too
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
             raise DataError(
                 f"{market.symbol}@{market.timestamp.isoformat()}: target of agent "
-                f"{self.agent_names[bad]} is {arr[bad]!r}"
+                f"{self.agent_names[bad]} is {float(arr[bad])!r} (a target must be finite and at most "
+                f"{MAX_AGENT_TARGET:g} in size)"
             )
         return arr
 
@@ -997,10 +1099,9 @@ class MetaAgentStep:
         vols = self.overlay_vols(overlay_variance)
         if vols is None or vols[1] <= 0.0:
             return 1.0
-        cap, power = self.config.vol_target_max_scale, self.config.vol_target_power
-        if vols[0] <= 0.0 or vols[1] / vols[0] >= cap ** (1.0 / power):  # the power could overflow
-            return cap
-        return (vols[1] / vols[0]) ** power
+        if vols[0] <= 0.0 or vols[1] / vols[0] >= self._scale_cap_ratio:  # the power could overflow
+            return self.config.vol_target_max_scale
+        return (vols[1] / vols[0]) ** self.config.vol_target_power
 
     def _market_vol(self, variance: float | None) -> float:
         """The market's EWMA volatility, floored at ``vol_floor`` (the floor without an estimate)."""
@@ -1082,16 +1183,20 @@ class MetaAgentStep:
 
     def _choose(
         self, new: MetaAgentState, copied: set[str], market: MarketState
-    ) -> tuple[np.ndarray, Selection, str]:
+    ) -> tuple[np.ndarray, Selection, str, np.ndarray | None]:
+        """(weights held, the deciding learner's selection, its key, and with
+        ``context="probability"`` in select mode the mixed weights the held agent was chosen by)."""
         key = self._primary_key(new, market.regime.regime.value)
         learner = self._writable(new, copied, key)  # selection may draw from its generator
         selection = learner.select()
+        mixed = None
         if self.config.context == "probability":
             weights = np.zeros(self._n)
             for r, p in zip(REGIMES, market.regime.probabilities, strict=True):
                 if p > 0.0:
                     weights += p * self._learner_weights(new, copied, self._primary_key(new, r.value))
             if self.config.mode == "select":
+                mixed = weights / weights.sum()
                 weights = np.eye(self._n)[int(np.argmax(weights))]
         elif self.config.mode == "blend":
             weights = self._learner_weights(new, copied, key)
@@ -1100,12 +1205,17 @@ class MetaAgentStep:
         weights = weights / weights.sum()
         if self.config.shrinkage > 0.0 and self.config.mode == "blend":
             weights = (1.0 - self.config.shrinkage) * weights + self.config.shrinkage / self._n
-        return weights, selection, key
+        return weights, selection, key, mixed
 
     # ---- explanations ----------------------------------------------------------------------
 
     def _why(
-        self, selection: Selection | None, leader: int | None, learner_key: str | None, weights: np.ndarray
+        self,
+        selection: Selection | None,
+        leader: int | None,
+        learner_key: str | None,
+        weights: np.ndarray,
+        mixed: np.ndarray | None = None,
     ) -> str:
         if selection is None or leader is None:
             return "features warming up: the agents' targets are not used, the desired position is flat"
@@ -1120,9 +1230,10 @@ class MetaAgentStep:
             return (f"{name} is played for forced exploration in the {source} (every agent in turn at a "
                     f"fixed share of the rounds, so that a change in an agent not followed is seen)")
         if self.config.context == "probability":
-            held = "has the largest weight" if weights[leader] >= weights.max() else (
+            mix = weights if mixed is None else mixed  # select mode holds one agent: quote its share of the mix
+            held = "has the largest weight" if mix[leader] >= mix.max() else (
                 "keeps the lead, within the weights' noise of the largest weight,")
-            return f"{name} {held} in the regime learners' mix by regime probability ({weights[leader]:.2f})"
+            return f"{name} {held} in the regime learners' mix by regime probability ({mix[leader]:.2f})"
         elif learner_key != GLOBAL and self.config.regime_prior_rounds > 0.0 and self.config.mode == "blend":
             source = f"{learner_key} learner shrunk toward the global learner"
         if selection.samples is not None and self.config.mode == "blend":
@@ -1176,6 +1287,7 @@ class MetaAgentStep:
         desired: float,
         switched: bool,
         held: Mapping[str, bool],
+        mixed: np.ndarray | None = None,
     ) -> dict[str, Any]:
         agents: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(self.agent_names):
@@ -1206,7 +1318,7 @@ class MetaAgentStep:
             "probabilities": {r.value: float(p) for r, p in zip(REGIMES, market.regime.probabilities, strict=True)},
             "agents": agents,
             "chosen": self.agent_names[leader] if leader is not None else None,
-            "why": self._why(selection, leader, learner_key, weights),
+            "why": self._why(selection, leader, learner_key, weights, mixed),
             "previous": {
                 "chosen": self.agent_names[old.leader] if old.leader is not None else None,
                 "weights": {n: float(w) for n, w in zip(self.agent_names, old.weights, strict=True)},
