@@ -53,10 +53,11 @@ class Access:
     regime_models: str = ""  # "" | "read" | "write": the registry's regime/ prefix
     put_events: bool = False
     cache: bool = False
-    broker: bool = False  # the broker secret and the broker layer (alpaca-py)
+    broker: bool = False  # the broker layer (alpaca-py); the broker secret with an Alpaca broker
 
 
-ORDER_BOOK_TABLES = ("orders", "positions", "risk-state", "paper-broker")
+PAPER_BOOK_TABLE = "paper-broker"
+ORDER_BOOK_TABLES = ("orders", "positions", "risk-state", PAPER_BOOK_TABLE)
 
 ACCESS: dict[str, Access] = {
     "features": Access(tables=("stage-state",), cache=True),
@@ -338,7 +339,10 @@ class Functions(Construct):
         bus: events.IEventBus,
     ) -> None:
         access = ACCESS[entry.key]
+        alpaca = self._broker_kind in ("alpaca", "alpaca-live")
         for logical in access.tables:
+            if logical == PAPER_BOOK_TABLE and alpaca:  # the paper book is the paper broker's only
+                continue
             tables.tables[logical].grant_read_write_data(fn)
         for logical in access.read_tables:
             tables.tables[logical].grant_read_data(fn)
@@ -351,7 +355,7 @@ class Functions(Construct):
             bus.grant_put_events_to(fn)
         if access.cache:
             network.cache.grant_connect(fn)
-        if access.broker:
+        if access.broker and alpaca:  # the Alpaca keys, read only by an Alpaca broker (make_broker)
             broker.grant_read(fn)
 
     def _grant_outputs(self, entry: Entry, fn: lambda_.Function, streams: Streams, queues: Queues) -> None:

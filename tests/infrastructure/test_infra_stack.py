@@ -11,6 +11,7 @@ from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, TABLES, qualif
 from infra_cdk.constructs.functions import ACCESS, discover_entries, function_name
 from infra_cdk.constructs.monitoring import EVENT_METRICS, compute_metric_name
 from infra_cdk.constructs.queues import dead_letter_queues
+from tests.infrastructure.conftest import FULL_CONTEXT, synthesise, write_fixture_handlers
 
 STAGE = "dev"
 N_ENTRIES = sum(1 + len(spec.extra_entries) for spec in FUNCTIONS)
@@ -346,17 +347,39 @@ def test_the_reference_walk_sees_every_form_of_reference():
 # -- IAM least privilege -----------------------------------------------------------------------------
 
 
-def test_only_the_order_functions_can_read_the_broker_secret(full):
-    secret_id = next(iter(full.resources("AWS::SecretsManager::Secret")))
-    readers = set()
-    for policy in full.resources("AWS::IAM::Policy").values():
+def _broker_grants(synth) -> tuple[set[str], set[str]]:
+    """The roles that may read the broker secret, and those that may use the paper book."""
+    secret_id = next(iter(synth.resources("AWS::SecretsManager::Secret")))
+    paper_id = next(k for k, v in synth.resources("AWS::DynamoDB::Table").items()
+                    if v["Properties"].get("TableName") == qualified(STAGE, "paper-broker"))
+    readers, book = set(), set()
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        roles = {r["Ref"] for r in policy["Properties"]["Roles"]}
         for statement in _statements(policy):
-            if {"Ref": secret_id} in _as_list(statement.get("Resource")):
-                assert statement["Effect"] == "Allow"
-                readers.update(r["Ref"] for r in policy["Properties"]["Roles"])
+            resources = _as_list(statement.get("Resource"))
+            assert statement["Effect"] == "Allow"
+            if {"Ref": secret_id} in resources:
+                readers |= roles
+            if any(paper_id in _references(r) for r in resources):
+                book |= roles
+    return readers, book
+
+
+def test_the_broker_secret_and_the_paper_book_go_only_to_the_orders_functions_of_their_broker(full, layers_built,
+                                                                                               tmp_path_factory):
+    """The paper broker never reads the Alpaca keys, an Alpaca broker never the paper book."""
     allowed = {key for key, access in ACCESS.items() if access.broker}
     assert allowed and all(key.split(".")[0] == "orders" for key in allowed)
-    assert readers == {_roles_of_function(full.template, function_name(STAGE, key)) for key in allowed}
+    orders_roles = {_roles_of_function(full.template, function_name(STAGE, key)) for key in allowed}
+    readers, book = _broker_grants(full)  # the paper broker (the default)
+    assert readers == set() and book == orders_roles
+    base = tmp_path_factory.mktemp("infra-alpaca")
+    write_fixture_handlers(base / "functions")
+    alpaca = synthesise(base / "cdk.out", base / "functions", "dev", broker="alpaca", initial_equity="25000",
+                        **FULL_CONTEXT)
+    readers, book = _broker_grants(alpaca)
+    assert book == set()
+    assert readers == {_roles_of_function(alpaca.template, function_name(STAGE, key)) for key in allowed}
 
 
 def test_no_function_role_has_a_wildcard_resource_on_data_actions(full):
