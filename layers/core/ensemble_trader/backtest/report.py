@@ -49,7 +49,7 @@ def json_safe(value: Any) -> Any:
     ``annual_return`` beyond a float, the margin's standard errors over fewer than three periods
     (:mod:`ensemble_trader.backtest.metrics`). Dicts and lists are copied; the rest is unchanged.
     Every writer of these figures uses it (``evaluate agents --json``, ``backtest --json``,
-    ``report.json``, ``training.meta.select --json``), as the ``regime`` commands do theirs."""
+    ``report.json``, ``training.meta.select --json``, the ``regime evaluate`` JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -277,21 +277,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows = evaluate(cfg, progress=not args.json and sys.stderr.isatty())
     summary = summarize(rows)
     table = markdown_table(summary)
-    from ensemble_trader.backtest.report import json_safe  # NaN as null: strict JSON has no NaN
+    from ensemble_trader.backtest.report import json_text  # NaN as null: strict JSON has no NaN
 
     if args.out:
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
         from ensemble_trader.marketdata import write_text_atomic
 
-        write_text_atomic(folder / "regime_eval.json", json.dumps(json_safe({"rows": rows, "summary": summary}), indent=1))
+        write_text_atomic(folder / "regime_eval.json", json_text({"rows": rows, "summary": summary}, indent=1))
         write_text_atomic(folder / "regime_eval.md", table + "\n")
     if args.plot:
         from training.regime.evaluate import plot_example
 
         plot_example(Path(args.plot), cfg=cfg)
     if args.json:
-        print(json.dumps(json_safe({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}), indent=1))
+        print(json_text({"rule": cfg.rule.as_dict(), "rows": rows, "summary": summary}, indent=1))
     else:
         print(table)
     return 0

@@ -377,6 +377,7 @@ class RegimeDetector:
         self._prior_regime_probs = model.start_prob @ model.regime_matrix
         self._prior_regime = REGIMES[int(self._prior_regime_probs.argmax())]
         self._state_lineage = model.refit_lineage[:STATE_LINEAGE]
+        self._log_features = np.array([f.transform == "log" for f in model.features])  # never below 0
 
     def initial_state(self, symbol: str) -> RegimeFilterState:
         return RegimeFilterState(symbol=symbol, model_version=self.model.version, lineage=self._state_lineage)
@@ -475,9 +476,10 @@ class RegimeDetector:
                     "FeatureVector",
                     [FieldProblem("values", sorted(features.values), f"{exc} (model {self.model.version})")],
                 ) from None
-            negative = [(f.name, float(v)) for f, v in zip(self.model.features, raw, strict=True)
-                        if f.transform == "log" and v < 0]
-            if negative:  # read as the quietest bar (the log's floor), it would flip the regime unseen
+            if (raw[self._log_features] < 0).any():  # read as the quietest bar (the log's floor), it
+                # would flip the regime unseen
+                negative = [(f.name, float(v)) for f, v in zip(self.model.features, raw, strict=True)
+                            if f.transform == "log" and v < 0]
                 raise InvalidMessageError(
                     "FeatureVector",
                     [FieldProblem(f"values.{name}", value,
@@ -688,13 +690,13 @@ class RegimeStep:
     def apply(
         self, state: RegimeFilterState | None, message: FeatureVector
     ) -> tuple[RegimeFilterState, list[MarketState], list[RegimeChanged]]:
-        redelivered = state is not None and state.last_ns is not None and (
-            timestamp_ns(message.timestamp) <= state.last_ns)
-        if self.admit is not None and not redelivered:
+        if state is not None and state.symbol == message.symbol and state.last_ns is not None and (
+                timestamp_ns(message.timestamp) <= state.last_ns):
+            return state, [], []  # a redelivery: a no-op (what RegimeDetector.step would return)
+        if self.admit is not None:
             self.admit(message)
         detector = self.detector_for(message.symbol)
-        if (self.recheck is not None and state is not None and not redelivered
-                and state.model_version != detector.model.version
+        if (self.recheck is not None and state is not None and state.model_version != detector.model.version
                 and self.recheck(message.symbol, state.model_version)):
             detector = self.detector_for(message.symbol)
         new, market_state, events = detector.step(state, message)

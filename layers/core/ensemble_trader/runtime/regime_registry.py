@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from ensemble_trader.adapters.dynamo_numbers import MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
+from ensemble_trader.adapters.dynamo_numbers import LARGEST, MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
 from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState
@@ -335,6 +335,9 @@ def history_item(state: MarketState) -> dict[str, Any]:
     return row
 
 
+MAX_NUMBER_BYTES = 21
+"""The most bytes DynamoDB counts for one number: 38 significant digits, (38 + 1) // 2 + 1, and
+a sign (dynamo_numbers' size rule)."""
 HISTORY_ROW_MARGIN = 1024
 """Bytes a regime-history row holds besides its features (symbol, time, regime, confidence,
 probabilities, model version: about 200), with room to spare."""
@@ -345,8 +348,19 @@ def admit_features(features: FeatureVector) -> None:
     store — a feature value of 1e126 or more, or so many features that the row passes 400 KB —
     naming the value or the size. Given to :class:`RegimeStep` as ``admit``, it runs before the
     record changes any state, so such a record is dead-lettered without its MarketState or a
-    RegimeChanged of it going out, and without moving the symbol's filter."""
-    values = to_dynamo(dict(features.values), "features")
+    RegimeChanged of it going out, and without moving the symbol's filter.
+
+    Every record passes through here, so the common case is settled without converting the row:
+    values all below 1e126 in size, and a size bound (each number at its largest,
+    :data:`MAX_NUMBER_BYTES`) within the limit. Only a record that fails that quick look is
+    converted as DynamoDB would hold it, which names what is wrong."""
+    values_in = features.values
+    if all(abs(v) < LARGEST for v in values_in.values()):  # False for NaN too
+        bound = (len("features") + 3 + HISTORY_ROW_MARGIN
+                 + sum(len(name.encode()) + MAX_NUMBER_BYTES + 1 for name in values_in))
+        if bound <= MAX_ITEM_BYTES:
+            return
+    values = to_dynamo(dict(values_in), "features")
     size = item_size({"features": values}) + HISTORY_ROW_MARGIN
     if size > MAX_ITEM_BYTES:
         raise DataError(
