@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ensemble_trader.domain.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
+
+GLOB_SPECIAL = frozenset("*?[]\\")
+"""The characters a Redis glob pattern (``SCAN MATCH``, ``KEYS``) gives a meaning: ``*`` and ``?``,
+``[...]`` sets, and ``\\``, which makes the character after it literal."""
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis glob pattern that matches exactly ``text``: each of
+    :data:`GLOB_SPECIAL` preceded by a backslash (``a*b`` -> ``a\\*b``)."""
+    return "".join("\\" + c if c in GLOB_SPECIAL else c for c in text)
 
 
 class RedisCache:
@@ -145,6 +155,71 @@ class RedisCache:
         except Exception as exc:
             raise InfrastructureError(f"Redis DEL of {len(keys)} keys failed: {exc}") from exc
         _raise_refused("DEL", names, results)
+
+
+    # -- maintenance (the cache_admin function): whole key names, as Redis stores them -----------
+
+    def scan_names(self, key_prefix: str = "", *, count: int = 1000) -> Iterator[list[bytes]]:
+        """Pages of the names of the keys beginning with ``prefix + key_prefix``: ``SCAN`` with
+        ``MATCH`` (the prefix glob-escaped, then ``*``) and ``COUNT count`` from cursor 0 until
+        Redis answers cursor 0 again. Names are whole (``prefix`` included) and as stored (bytes).
+
+        ``SCAN`` returns every key present for the whole iteration at least once, possibly twice,
+        and blocks Redis for one page only (never ``KEYS``). A page may be empty. Deleting keys
+        between pages is allowed. A Redis error (a refused command included) is an
+        InfrastructureError naming the pattern."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        pattern = glob_escape(self._k(key_prefix)) + "*"
+        cursor: int | bytes = 0
+        while True:
+            try:
+                cursor, names = self._client.scan(cursor=cursor, match=pattern, count=count)
+            except Exception as exc:
+                raise InfrastructureError(f"Redis SCAN MATCH {pattern} failed: {exc}") from exc
+            yield [name if isinstance(name, bytes) else str(name).encode() for name in names]
+            if int(cursor) == 0:
+                return
+
+    def name_of(self, key: str) -> bytes:
+        """The whole name (prefix included, as stored) of ``key``."""
+        return self._k(key).encode()
+
+    def exist_names(self, names: Sequence[bytes]) -> list[bool]:
+        """Whether each whole key name exists: one round trip of single-key ``EXISTS`` (cluster
+        mode refuses a multi-key command across hash slots, see :meth:`get_many`)."""
+        if not names:
+            return []
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.exists(name)
+            results = list(pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            raise InfrastructureError(f"Redis EXISTS of {len(names)} keys failed: {exc}") from exc
+        _raise_refused("EXISTS", [_text(n) for n in names], results)
+        return [bool(r) for r in results]
+
+    def delete_names(self, names: Sequence[bytes]) -> int:
+        """``DEL`` each whole key name (one key per command, one round trip); the number of keys
+        that existed and are gone. A refusal is an InfrastructureError naming the first key
+        refused (the keys before it in the pipeline are deleted all the same)."""
+        if not names:
+            return 0
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.delete(name)
+            results = list(pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            raise InfrastructureError(f"Redis DEL of {len(names)} keys failed: {exc}") from exc
+        _raise_refused("DEL", [_text(n) for n in names], results)
+        return sum(int(r) for r in results)
+
+
+def _text(name: bytes) -> str:
+    """A key name for a message (bytes that are not UTF-8 shown as escapes)."""
+    return name.decode("utf-8", errors="backslashreplace")
 
 
 def _raise_refused(operation: str, keys: Sequence[str], results: Sequence[Any]) -> None:
