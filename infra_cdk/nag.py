@@ -17,6 +17,7 @@ from infra_cdk.constructs.queues import dead_letter_queues
 
 if TYPE_CHECKING:
     from infra_cdk.constructs.broker import BrokerSecret
+    from infra_cdk.constructs.cache_admin import CacheAdmin
     from infra_cdk.constructs.functions import Functions
     from infra_cdk.constructs.queues import Queues
     from infra_cdk.constructs.registry import ModelRegistry
@@ -84,6 +85,16 @@ def acknowledge_asynchronous_function(fn: IConstruct) -> None:
         "Serverless-LambdaDLQ",
         "Asynchronous failures go to the events DLQ through the function's on-failure destination, "
         "which records the error with the event; a legacy DeadLetterConfig would duplicate it.",
+    )
+
+
+def acknowledge_operator_function(fn: IConstruct) -> None:
+    """A function only an operator invokes, synchronously (``cache_admin``): no event source."""
+    acknowledge(
+        fn,
+        "Serverless-LambdaDLQ",
+        "Invoked only by an operator, synchronously (ensemble-trader cache, aws lambda invoke): the caller "
+        "receives every error in the answer and nothing is retried, so there is no failed event to keep.",
     )
 
 
@@ -181,6 +192,7 @@ def acknowledge_stack_findings(
     registry: ModelRegistry,
     functions: Functions,
     training: Training,
+    cache_admin: CacheAdmin | None = None,
 ) -> None:
     """Apply every acknowledgement above to the constructs of one :class:`TraderStack`."""
     acknowledge_streams(streams)
@@ -201,3 +213,6 @@ def acknowledge_stack_findings(
         else:
             acknowledge_asynchronous_function(functions.functions[entry.key])
     acknowledge_training(training.role, training.state_machine.role, bucket_id)
+    if cache_admin is not None and cache_admin.function is not None:
+        acknowledge_function_role(cache_admin.role, regime_models="", bucket_id=bucket_id)
+        acknowledge_operator_function(cache_admin.function)

@@ -175,9 +175,13 @@ class Functions(Construct):
         self.roles: dict[str, iam.Role] = {}
         self._broker_kind = broker_kind
         self._symbols = symbols
-        layers = self._layers(layers_dir) if self.entries else {}
-        self._broker_layer = layers.get("broker")
-        layers = [layers[name] for name in ("deps", "core") if name in layers]
+        self._layers_dir = layers_dir
+        self._built_layers: dict[str, lambda_.ILayerVersion] = {}
+        self._broker_layer: lambda_.ILayerVersion | None = None
+        # the Kinesis event sources of the stage functions, by logical name (their mappings' ids
+        # and ARNs: the cache_admin function checks that a stage is paused before a flush)
+        self.kinesis_sources: dict[str, sources.KinesisConsumerEventSource] = {}
+        layers = self.shared_layers() if self.entries else []
         for entry in self.entries:
             fn = self._function(entry, functions_dir, layers, key, network, registry, broker, queues)
             self.functions[entry.key] = fn
@@ -188,6 +192,13 @@ class Functions(Construct):
                 self._feed(entry, target, streams, queues)
 
     # -- building blocks -----------------------------------------------------------------------
+
+    def shared_layers(self) -> list[lambda_.ILayerVersion]:
+        """The deps and core layers every function uses (built on first use, once)."""
+        if not self._built_layers:
+            self._built_layers = self._layers(self._layers_dir)
+            self._broker_layer = self._built_layers["broker"]
+        return [self._built_layers[name] for name in ("deps", "core")]
 
     def _layers(self, layers_dir: Path) -> dict[str, lambda_.ILayerVersion]:
         layers = {}
@@ -398,31 +409,31 @@ class Functions(Construct):
         mapping = entry.spec.mapping
         if mapping.kind == "kinesis":
             consumer = streams.consumer(mapping.source, entry.spec.logical)
-            target.add_event_source(
-                sources.KinesisConsumerEventSource(
-                    consumer,
-                    # a new mapping (first deployment, or one CloudFormation replaces) reads what the
-                    # stream still holds: the stages skip bars they already applied, so nothing unread
-                    # is lost and nothing is applied twice
-                    starting_position=lambda_.StartingPosition.TRIM_HORIZON,
-                    batch_size=mapping.batch_size,
-                    max_batching_window=(
-                        Duration.seconds(mapping.batching_window_seconds)
-                        if mapping.batching_window_seconds
-                        else None
-                    ),
-                    bisect_batch_on_error=mapping.bisect_on_error,
-                    retry_attempts=mapping.retry_attempts,
-                    max_record_age=(  # None: unlimited (the stream's retention), CloudFormation's -1
-                        Duration.seconds(mapping.max_record_age_seconds)
-                        if mapping.max_record_age_seconds >= 0
-                        else None
-                    ),
-                    report_batch_item_failures=mapping.report_batch_item_failures,
-                    parallelization_factor=mapping.parallelization_factor,
-                    on_failure=sources.SqsDlq(queues.queues[entry.spec.dead_letter_queue]),
-                )
+            source = sources.KinesisConsumerEventSource(
+                consumer,
+                # a new mapping (first deployment, or one CloudFormation replaces) reads what the
+                # stream still holds: the stages skip bars they already applied, so nothing unread
+                # is lost and nothing is applied twice
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=mapping.batch_size,
+                max_batching_window=(
+                    Duration.seconds(mapping.batching_window_seconds)
+                    if mapping.batching_window_seconds
+                    else None
+                ),
+                bisect_batch_on_error=mapping.bisect_on_error,
+                retry_attempts=mapping.retry_attempts,
+                max_record_age=(  # None: unlimited (the stream's retention), CloudFormation's -1
+                    Duration.seconds(mapping.max_record_age_seconds)
+                    if mapping.max_record_age_seconds >= 0
+                    else None
+                ),
+                report_batch_item_failures=mapping.report_batch_item_failures,
+                parallelization_factor=mapping.parallelization_factor,
+                on_failure=sources.SqsDlq(queues.queues[entry.spec.dead_letter_queue]),
             )
+            target.add_event_source(source)
+            self.kinesis_sources[entry.spec.logical] = source
         elif mapping.kind == "sqs":
             reserved = self._config.orders_reserved_concurrency
             target.add_event_source(

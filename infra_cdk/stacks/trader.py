@@ -10,6 +10,7 @@ from ensemble_trader.constants import APP_NAME
 
 from infra_cdk.config import StageConfig
 from infra_cdk.constructs.broker import BrokerSecret
+from infra_cdk.constructs.cache_admin import CacheAdmin
 from infra_cdk.constructs.encryption import DataKey
 from infra_cdk.constructs.events import Events
 from infra_cdk.constructs.functions import Functions
@@ -70,6 +71,16 @@ class TraderStack(Stack):
             symbols=symbols,
         )
         events.route(functions.functions)
+        cache_admin = CacheAdmin(
+            self,
+            "CacheAdmin",
+            config=config,
+            functions_dir=functions_dir,
+            functions=functions,
+            network=network,
+            registry=registry,
+            key=key,
+        )
         training = Training(
             self,
             "Training",
@@ -100,11 +111,15 @@ class TraderStack(Stack):
             registry=registry,
             functions=functions,
             training=training,
+            cache_admin=cache_admin,
         )
 
         CfnOutput(self, "ModelBucket", value=registry.bucket.bucket_name)
         CfnOutput(self, "EventBus", value=events.bus.event_bus_name)
         CfnOutput(self, "CacheEndpoint", value=network.cache.url)
+        if cache_admin.function is not None:
+            CfnOutput(self, "CacheAdminFunction", value=cache_admin.function.function_name,
+                      description="operator function: count or flush the stages' cache keys (runbook §3.1)")
         CfnOutput(self, "AlarmTopic", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "TrainingRepository", value=training.repository.repository_uri)
         CfnOutput(
