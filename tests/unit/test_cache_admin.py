@@ -1,6 +1,6 @@
 """The cache maintenance path without a server: the request, glob escaping, the flush's batches
 and refusals, the event-source mapping check, the handler and the CLI's deployed path (a stub
-Lambda client). Against a real redis-server: tests/integration/test_cache_admin.py."""
+Lambda client). Against a real redis-server: tests/integration/test_cache_admin_live.py."""
 
 from __future__ import annotations
 
