@@ -231,3 +231,15 @@ def test_true_regimes_replace_the_detected_ones_and_nothing_else():
     assert [m.features for m in perfect.market_states] == [m.features for m in pipeline.market_states]
     with pytest.raises(ValueError, match="true regimes for"):
         with_true_regimes(pipeline, truth[:-1])
+
+
+def test_a_grid_too_fine_for_memory_is_refused_by_its_size():
+    from training.meta.bounds import MAX_GRID_ROWS, grid_size, main
+
+    assert grid_size(4, 0.01) == math.comb(103, 3) <= MAX_GRID_ROWS
+    with pytest.raises(ValueError, match="1,373,701 mixes of 4 agents"):
+        simplex_grid(4, 0.005)
+    assert grid_size(2, 0.001) == 1001  # two agents at that step are few
+    with pytest.raises(SystemExit) as exc:  # the CLI counts the agent set's four agents, before running
+        main(["--step", "0.001"])
+    assert exc.value.code == 2

@@ -60,6 +60,17 @@ def test_bad_candidates_are_named_in_the_error(bad):
         parse_candidates([bad])
 
 
+@pytest.mark.parametrize("options", ['{"random_state": 5, "policy": "thompson"}', '{"cost_bps": 0}'])
+def test_a_candidate_may_not_set_what_the_run_sets_for_all(options):
+    """Its random_state overrode --seed, its cost_bps the costs it is scored at, silently."""
+    with pytest.raises(ValueError, match="which the run sets for every candidate"):
+        parse_candidates([options])
+    from training.meta.select import evaluate_candidates
+
+    with pytest.raises(ValueError, match="sets random_state"):  # before loading anything
+        evaluate_candidates([], {"seeded": {"random_state": 5}}, seed=1)
+
+
 def test_summary_and_ranking():
     a = {"x": target(1.3, 1.0), "y": target(0.0, 1.0, ens_dd=0.3)}
     b = {"x": target(1.0, 1.0), "y": target(1.0, 1.0)}

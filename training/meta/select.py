@@ -183,6 +183,20 @@ def margin(target: Mapping[str, Any]) -> float:
     return float(target["ensemble_sharpe"] - target["sharpe_goal"])
 
 
+SET_BY_THE_RUN = {"cost_bps": "the backtest's cost model (1 + 2 bps)", "random_state": "--seed"}
+"""Options a candidate may not name: the run sets them for every candidate alike (a candidate's
+own ``random_state`` used to override ``--seed`` silently, its ``cost_bps`` the costs it is scored
+at)."""
+
+
+def check_candidate(label: str, options: Mapping[str, Any]) -> None:
+    """A ``ValueError`` naming the options of ``options`` that the run sets itself."""
+    clash = sorted(set(options) & set(SET_BY_THE_RUN))
+    if clash:
+        raise ValueError(f"candidate {label!r} sets {', '.join(clash)}, which the run sets for every candidate "
+                         f"({'; '.join(f'{k}: {SET_BY_THE_RUN[k]}' for k in clash)})")
+
+
 def parse_candidates(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     """Candidate label → options; names come from :data:`CANDIDATES`, JSON objects are taken
     as options and labelled by their text. None → every named candidate."""
@@ -198,6 +212,7 @@ def parse_candidates(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"candidate {item!r} is not valid JSON: {exc}") from None
             if not isinstance(options, dict):
                 raise ValueError(f"candidate {item!r} must be a JSON object of MetaAgentConfig options")
+            check_candidate(text, options)
             out[text] = options
         elif text in CANDIDATES:
             out[text] = CANDIDATES[text]
@@ -447,6 +462,8 @@ def evaluate_candidates(
     from ensemble_trader.marketdata import load_bars
     from ensemble_trader.runtime.settings import Settings
 
+    for label, options in candidates.items():
+        check_candidate(label, options)
     settings = Settings()
     costs = CostModel()
     pool = AgentPool.load(models)
