@@ -385,17 +385,26 @@ def test_hyperparameters_must_be_finite(policy: str, params: dict) -> None:
         make_bandit(policy, 3, **params)
 
 
-def test_an_update_that_would_make_the_weights_non_finite_raises_and_changes_nothing() -> None:
-    huge = Hedge(4, eta=1e308)
-    with pytest.raises(BanditError, match="update with rewards makes the weights non-finite"):
-        huge.update_all(np.array([2.0, 1.0, 0.0, 0.0]))
-    assert huge.t_ == 0 and np.all(huge.log_weights_ == 0.0)
-
-    learner = Hedge(4, eta=0.1).update_all(np.array([0.5, 0.1, 0.0, 0.0]))
+@pytest.mark.parametrize("learner", [Hedge(4, eta=0.1), EXP3(4, gamma=0.1)], ids=["hedge", "exp3"])
+def test_an_update_that_would_make_the_weights_non_finite_raises_and_changes_nothing(learner) -> None:
+    """Bandit feedback: an importance weight beyond floats (an arm played with probability 1e-310)."""
+    learner.update_all(np.array([0.5, 0.1, 0.0, 0.0]))
     before = learner.to_dict()
     with pytest.raises(BanditError, match="probability 1e-310 makes the weights non-finite"):
-        learner.update(0, 1.0, probability=1e-310)  # an importance weight beyond floats
+        learner.update(0, 1.0, probability=1e-310)
     assert learner.to_dict() == before and np.all(np.isfinite(learner.weights()))
+
+
+def test_a_full_information_update_that_would_make_the_weights_non_finite_raises_and_changes_nothing() -> None:
+    """With eta at most MAX_ETA no full-information round from recentred log-weights can overflow
+    (test_bandits_hyperparameters); a stored learner whose log-weights span more than the float
+    range still can (from_dict accepts any finite log-weights), and the guard keeps it whole."""
+    data = Hedge(4, eta=0.1, random_state=3).to_dict()
+    data["arrays"]["log_weights_"] = [1e308, -1e308, 0.0, 0.0]
+    stored = bandit_from_dict(data)
+    with pytest.raises(BanditError, match="^hedge: update with rewards makes the weights non-finite$"):
+        stored.update_all(np.array([2.0, 1.0, 0.0, 0.0]))
+    assert stored.to_dict() == data
 
 
 def test_size_bound_covers_a_learner_full_of_long_floats() -> None:

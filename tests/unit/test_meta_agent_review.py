@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from ensemble_trader.adapters.memory import MemoryCache
 from ensemble_trader.backtest.ensemble import run_pipeline
-from ensemble_trader.domain.bandits import MAX_WEIGHT_SAMPLES, BanditError, GaussianThompson
+from ensemble_trader.domain.bandits import MAX_ETA, MAX_WEIGHT_SAMPLES, BanditError, GaussianThompson
 from ensemble_trader.domain.errors import DataError, InvalidMessageError
 from ensemble_trader.domain.meta_agent import (
+    GLOBAL,
     MAX_AGENT_TARGET,
     MAX_PRICE_MOVE,
     MAX_SEED_VOL,
@@ -144,20 +145,46 @@ def test_an_agent_target_beyond_the_bound_is_refused_by_agent_and_value(value: f
 
 
 def test_rewards_the_learners_cannot_hold_are_a_data_error_and_keep_the_state() -> None:
-    """Hedge with η = 1e308 overflows its log-weights on a reward of 2: the BanditError (a bug to
-    the stage runner, failing the symbol's every record) is the bar's DataError, naming it."""
-    step = MetaAgentStep(MetaAgentConfig.create(policy="hedge", policy_params={"eta": 1e308, "discount": 1.0},
-                                                context="global"))
+    """Bandit feedback credits the played agent with reward / probability: a stored state whose arm
+    was drawn with probability 1e-310 (in (0, 1], so the state loads) overflows Hedge's log-weights.
+    The BanditError (a bug to the stage runner, failing the symbol's every record) is the bar's
+    DataError, naming it. (Full information cannot overflow any more: a learning rate that could,
+    like the 1e308 this test used before, is refused by the configuration, tested below.)"""
+    step = MetaAgentStep(MetaAgentConfig.create(policy="hedge", feedback="bandit", context="global"))
     state = None
-    for i in range(5):  # calm bars: rewards far below 1
+    for i in range(5):
         state, _ = step.decide(state, bar_state(i, 100.0 * 1.0001**i), np.full(4, 0.5))
+    state = MetaAgentState.from_dict(state.to_dict() | {"arm_probability": 1e-310})
     before = state.to_bytes()
-    jump = bar_state(5, state.last_price * 1.05)  # 5 % on a 0.01 volatility: rewards near 2.5
-    with pytest.raises(DataError, match=re.escape(f"SPX@{jump.timestamp.isoformat()}: the learners cannot take "
+    bar = bar_state(5, state.last_price * 1.01)
+    with pytest.raises(DataError, match=re.escape(f"SPX@{bar.timestamp.isoformat()}: the learners cannot take "
                                                   f"the rewards")) as info:
-        step.decide(state, jump, np.full(4, 0.5))
-    assert "hedge: update with rewards makes the weights non-finite" in str(info.value)
+        step.decide(state, bar, np.full(4, 0.5))
+    assert "/ probability 1e-310 makes the weights non-finite" in str(info.value)
     assert state.to_bytes() == before
+    state.arm_probability = 0.25  # the same bar with a probability floats can hold is learnt
+    new, decision = step.decide(state, bar, np.full(4, 0.5))
+    assert new.learners[GLOBAL].t_ == state.learners[GLOBAL].t_ + 1 and np.all(np.isfinite(decision.agent_rewards))
+
+
+@pytest.mark.parametrize(("policy", "params", "named"), [
+    ("hedge", {"eta": 1e308}, "eta must be > 0 and at most 10000"),
+    ("hedge", {"eta": MAX_ETA * 1.5}, "eta must be > 0 and at most 10000"),
+    ("hedge", {"eta": "0.1"}, "eta must be > 0"),
+    ("swucb", {"window": 10**9}, "window must be an integer in \\[1, 100,000\\]"),
+])
+def test_a_hedge_learning_rate_beyond_the_bound_or_a_huge_window_is_a_config_error(
+        policy: str, params: dict, named: str) -> None:
+    """The learner's refusal (a BanditError naming the parameter) is the configuration's, naming
+    policy_params: not an overflow at a symbol's bars, nor a window allocated in gigabytes. Every
+    parameter of every policy: tests/unit/test_bandits_hyperparameters.py."""
+    with pytest.raises(InvalidMessageError, match=f"policy_params=.*: {policy}: {named}"):
+        MetaAgentConfig.create(policy=policy, policy_params=params)
+
+
+def test_the_largest_hedge_learning_rate_is_a_valid_configuration() -> None:
+    config = MetaAgentConfig.create(policy="hedge", policy_params={"eta": MAX_ETA, "discount": 1.0})
+    assert config.canonical_policy_params()["eta"] == MAX_ETA
 
 
 POLICIES = ["hedge", "ucb", "thompson", "exp3", "glrucb", "betats"]
