@@ -16,8 +16,11 @@ features and its *own* virtual position, never the ensemble's):
 :func:`evaluate` turns a run into the report dict the CLI prints: metrics (the
 :mod:`ensemble_trader.backtest.engine` conventions: a target set at the close of bar ``t`` earns
 ``p_t r_{t+1}`` and pays the cost of ``|p_t - p_{t-1}|``) for the ensemble, each single agent
-and buy-and-hold, overall and per detected regime, the regret over the evaluated window and
-the check of the issue's target. Evaluation can start after the first warm bar (``start``) and
+and buy-and-hold, overall and per detected regime, the regret over the evaluated window,
+the check of the issue's target and where the orders stage's circuit breaker would have acted
+(:func:`breaker_crossings`). The backtest ends at the intents: its positions are the targets,
+so no risk check, circuit breaker, minimum trade or share rounding of the orders stage shapes
+its figures (a replay through the local stack runs that stage). Evaluation can start after the first warm bar (``start``) and
 stop before ``end`` (a validation window):
 everything before it only warms the features, the regime filter and the learners, so the
 evaluated window is strictly out of sample for the meta-agent (it learns online, causally).
@@ -344,10 +347,59 @@ def ensemble_net_returns(
     return strategy_returns(run.positions[i0:-1], r, costs or CostModel(), initial), annual.value
 
 
+def breaker_crossings(net: np.ndarray, landed: np.ndarray, limits: Any = None) -> dict[str, Any]:
+    """Where the orders stage's circuit breaker would have acted on this equity curve, which the
+    backtest does not apply (it ends at the intents: its positions are the targets, not orders).
+
+    ``net`` are per-period net returns, ``landed`` (same length, datetime64) the time each
+    period's return lands. The symbol is taken as the whole account (live, the breaker reads the
+    account's equity over every symbol and its allocation). Equity starts at 1; ``drawdown_*_at`` is the first time the drawdown
+    from the running peak reached ``limits.drawdown_reduce`` / ``drawdown_halt``; a UTC day's loss
+    is measured from the equity at the previous day's last bar to each bar of the day, and
+    ``daily_loss_*_days`` counts the days it reached ``daily_loss_reduce`` / ``daily_loss_halt``
+    (``first_daily_loss_*_at`` the first such bar). Live, the breaker would have made the symbol's
+    book reduce-only or flat from the first crossing (a drawdown halt latched until an operator
+    reset), so every figure of the report after it describes trading the orders stage would not
+    have done. ``limits`` defaults to :class:`~ensemble_trader.domain.risk.RiskLimits`'s defaults."""
+    from ensemble_trader.domain.risk import RiskLimits
+
+    limits = limits or RiskLimits()
+    net, landed = np.asarray(net, dtype=np.float64), np.asarray(landed, dtype="datetime64[ns]")
+    if net.shape != landed.shape:
+        raise DataError(f"breaker crossings of {net.shape} returns landing at {landed.shape} times")
+    equity = np.cumprod(1.0 + net)
+    drawdown = 1.0 - equity / np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
+    before = np.concatenate(([1.0], equity[:-1]))  # the equity each period starts from
+    day = landed.astype("datetime64[D]")
+    new_day = np.concatenate(([True], day[1:] != day[:-1]))
+    day_start = before[new_day][np.cumsum(new_day) - 1]  # the equity at the previous day's last bar
+    daily_loss = 1.0 - equity / day_start
+
+    def first(hit: np.ndarray) -> str | None:
+        return str(landed[np.argmax(hit)]) if hit.any() else None
+
+    def days(hit: np.ndarray) -> int:
+        return int(len(np.unique(day[hit])))
+
+    return {
+        "limits": {k: getattr(limits, k) for k in ("drawdown_reduce", "drawdown_halt", "daily_loss_reduce",
+                                                    "daily_loss_halt")},
+        "max_drawdown": float(drawdown.max(initial=0.0)),
+        "drawdown_reduce_at": first(drawdown >= limits.drawdown_reduce),
+        "drawdown_halt_at": first(drawdown >= limits.drawdown_halt),
+        "days": int(new_day.sum()),
+        "daily_loss_reduce_days": days(daily_loss >= limits.daily_loss_reduce),
+        "daily_loss_halt_days": days(daily_loss >= limits.daily_loss_halt),
+        "first_daily_loss_reduce_at": first(daily_loss >= limits.daily_loss_reduce),
+        "first_daily_loss_halt_at": first(daily_loss >= limits.daily_loss_halt),
+    }
+
+
 def evaluate(
     run: EnsembleRun, costs: CostModel | None = None, start: str | None = None, end: str | None = None
 ) -> dict[str, Any]:
-    """The report: ``{"ensemble": M, "agents": {name: M}, "buy_and_hold": M, "regret": {...}, ...}``.
+    """The report: ``{"ensemble": M, "agents": {name: M}, "buy_and_hold": M, "regret": {...},
+    "risk": {...}, ...}`` (``risk``: :func:`breaker_crossings` of the ensemble).
 
     M is ``{"overall": metrics, "by_regime": {regime: metrics}}`` as in
     :func:`ensemble_trader.backtest.engine.summarise`, by the regime the detector reported when
@@ -384,6 +436,7 @@ def evaluate(
         },
         "buy_and_hold": report("buy_and_hold", np.ones(len(r) + 1), 0.0),
     }
+    out["risk"] = breaker_crossings(net["ensemble"], p.timestamp[i0 + 1:i0 + 1 + len(r)])
     out["regret"] = _ledger(run, i0).summary(p.agent_names) | {"units": REWARD_UNITS[run.config.risk_adjustment]}
     best = p.agent_names[best_agent(p.agent_names, [out["agents"][n]["overall"]["sharpe"] for n in p.agent_names],
                                     [ruin_index(net[n]) is not None for n in p.agent_names])]

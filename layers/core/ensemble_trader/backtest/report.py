@@ -282,6 +282,28 @@ def _target_table(result: dict[str, Any]) -> str:
         f"(± {figure(t['margin_se'], '.2f')})</td></tr>"
         f"<tr><th>max drawdown: ensemble vs best</th><td>{t['ensemble_max_drawdown']:.1%} vs "
         f"{t['best_max_drawdown']:.1%} {ok(t['drawdown_met'])}</td></tr></table>"
+        + _breaker_table(result.get("risk"))
+    )
+
+
+def _breaker_table(risk: dict[str, Any] | None) -> str:
+    """Where the orders stage's circuit breaker would have acted (the backtest does not apply it)."""
+    if not risk:
+        return ""
+    limits = risk["limits"]
+
+    def at(key: str) -> str:
+        return html.escape(risk[key][:16].replace("T", " ")) if risk[key] else "never"
+
+    return (
+        "<table>"
+        f"<tr><th>drawdown &ge; {limits['drawdown_reduce']:.0%} (reduce-only)</th><td>{at('drawdown_reduce_at')}</td></tr>"
+        f"<tr><th>drawdown &ge; {limits['drawdown_halt']:.0%} (halt)</th><td>{at('drawdown_halt_at')}</td></tr>"
+        f"<tr><th>days with a loss &ge; {limits['daily_loss_reduce']:.0%}</th><td>{risk['daily_loss_reduce_days']} "
+        f"of {risk['days']} (first {at('first_daily_loss_reduce_at')})</td></tr>"
+        f"<tr><th>days with a loss &ge; {limits['daily_loss_halt']:.0%}</th><td>{risk['daily_loss_halt_days']}</td></tr>"
+        "</table><p class='note'>Where the orders stage's circuit breaker would have acted on this curve, the symbol "
+        "taken as the whole account. The backtest ends at the intents and does not apply it.</p>"
     )
 
 

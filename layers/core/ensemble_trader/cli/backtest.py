@@ -127,7 +127,7 @@ def _print_policies(policies: dict) -> None:
 
 
 def _print_table(result: dict) -> None:
-    """The metrics, regret and target of one backtest; the margin's standard error, which cannot be
+    """The metrics, regret, target and breaker crossings of one backtest; the margin's standard error, which cannot be
     given over fewer than three periods (NaN), is "n/a"."""
     from ensemble_trader.backtest.report import figure
 
@@ -149,6 +149,21 @@ def _print_table(result: dict) -> None:
           f"({'met' if t['sharpe_met'] else 'NOT met'}, margin {t['ensemble_sharpe'] - t['sharpe_goal']:+.2f} "
           f"± {figure(t['margin_se'], '.2f')} s.e.); max drawdown {t['ensemble_max_drawdown']:.1%} vs "
           f"{t['best_agent']} {t['best_max_drawdown']:.1%} ({'met' if t['drawdown_met'] else 'NOT met'})")
+    print(breaker_line(result["risk"]))
+
+
+def breaker_line(risk: dict) -> str:
+    """Where the orders stage's circuit breaker would have acted on the ensemble (not applied here)."""
+    limits = risk["limits"]
+
+    def at(key: str) -> str:
+        return risk[key][:10] if risk[key] else "never"
+
+    return (f"breaker (orders stage, not applied in the backtest): drawdown >= {limits['drawdown_reduce']:.0%} "
+            f"{at('drawdown_reduce_at')}, >= {limits['drawdown_halt']:.0%} {at('drawdown_halt_at')}; daily loss >= "
+            f"{limits['daily_loss_reduce']:.0%} on {risk['daily_loss_reduce_days']} of {risk['days']} days"
+            f" (first {at('first_daily_loss_reduce_at')}), >= {limits['daily_loss_halt']:.0%} on "
+            f"{risk['daily_loss_halt_days']}")
 
 
 def _run(args: argparse.Namespace) -> int:
