@@ -377,3 +377,16 @@ def test_probability_select_quotes_the_held_agents_share_of_the_mix() -> None:
         assert found.group(1) == f"{blend.intent.agent_weights[name]:.2f}"
         quoted.append(float(found.group(1)))
     assert min(quoted) < 0.99  # not the one-hot 1.00
+
+
+@pytest.mark.parametrize("option", ["ramp_bars", "shrinkage", "vol_halflife", "min_regime_rounds", "random_state",
+                                    "cost_bps", "max_position", "vol_target_power"])
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_number_option_refuses_true_and_false(option, flag):
+    """JSON's true is Python's True, an int: {"shrinkage": true} ran as equal weights, ramp_bars as 1."""
+    with pytest.raises(InvalidMessageError, match=f"{option}={flag}: .*must be a number, not true/false"):
+        MetaAgentConfig.create(**{option: flag})
+
+
+def test_numbers_written_as_integers_still_build_the_default_version():
+    assert MetaAgentConfig.create(vol_halflife=20, ramp_bars=3, cost_bps=3).fingerprint() == "4899c2f5"

@@ -45,7 +45,15 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
 
 from ensemble_trader.domain.agents import no_trade_target
@@ -224,6 +232,15 @@ class MetaAgentConfig(BaseModel):
     vol_target_max_scale: float = Field(default=1.0, gt=0.0, le=100.0)
     vol_target_power: float = Field(default=2.0, gt=0.0, le=2.0)
     random_state: int = 0
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_flags(cls, value: Any, info: ValidationInfo) -> Any:
+        # JSON's true is Python's True, an int: ramp_bars=true passed as 1 and shrinkage=true as 1.0
+        # (equal weights), as policy_params refuses for the hyperparameters
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+            raise ValueError("must be a number, not true/false")
+        return value
 
     @model_validator(mode="after")
     def _feedback_needs_a_drawn_arm(self) -> MetaAgentConfig:
