@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -68,7 +69,7 @@ from pydantic import (
     model_validator,
 )
 
-from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, Side
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Order, Position, Side
 from ensemble_trader.domain.orders import KillSwitchCommand, step_multiple
 
 
@@ -569,7 +570,6 @@ class RiskEngine:
         """Feed the current equity; move the trading state; return the transition if any."""
         if not math.isfinite(equity):
             raise ValueError(f"equity must be finite, got {equity!r}")
-        lim = self.limits
         # only a later day starts a new one: symbols' intents interleave, and an intent of another
         # symbol stamped the day before must not reset the day's loss or relax the state
         new_day = state.day is None or today > state.day
@@ -588,7 +588,26 @@ class RiskEngine:
 
         if state.breaker_latched:
             return None
-        if equity <= 0 and state.exits_only_below_zero:  # the operator reset the halt: exits only
+        desired, why, latches = self.desired_state(equity, daily_loss, drawdown, state.exits_only_below_zero)
+        current = state.trading_state
+        if not new_day and _SEVERITY[desired] < _SEVERITY[current]:
+            return None  # within a day the state never relaxes
+        if latches:
+            state.breaker_latched = True
+        if desired is current and not latches:
+            return None
+        state.trading_state = desired
+        state.state_reason = why  # already HALTED (a daily loss) and now latched: the latch says why
+        return BreakerTransition(current, desired, why, equity, daily_loss, drawdown, latched=latches)
+
+    def desired_state(
+        self, equity: float, daily_loss: float, drawdown: float, exits_only_below_zero: bool = False
+    ) -> tuple[TradingState, str, bool]:
+        """The trading state these figures call for, why, and whether it latches (a drawdown
+        halt, a halt for equity at or below zero) — before the rule that a state never relaxes
+        within a day (:meth:`update_breaker` applies it)."""
+        lim = self.limits
+        if equity <= 0 and exits_only_below_zero:  # the operator reset the halt: exits only
             desired, why = TradingState.REDUCING, _exits_only_reason(equity)
         elif equity <= 0:  # nothing left to trade with: every target (a fraction of equity) is flat
             desired, why = TradingState.HALTED, f"equity {equity:,.2f} is not positive"
@@ -605,20 +624,10 @@ class RiskEngine:
             desired, why = TradingState.REDUCING, f"drawdown {drawdown:.2%} >= {lim.drawdown_reduce:.2%}"
         else:
             desired, why = TradingState.ACTIVE, "within limits"
-
-        current = state.trading_state
-        if not new_day and _SEVERITY[desired] < _SEVERITY[current]:
-            return None  # within a day the state never relaxes
         latches = desired is TradingState.HALTED and (drawdown >= lim.drawdown_halt or equity <= 0)
-        if latches:
-            state.breaker_latched = True
-            if equity > 0 and daily_loss >= lim.daily_loss_halt:  # the daily branch named it first
-                why = f"drawdown {drawdown:.2%} >= {lim.drawdown_halt:.2%} (latched; {why})"
-        if desired is current and not latches:
-            return None
-        state.trading_state = desired
-        state.state_reason = why  # already HALTED (a daily loss) and now latched: the latch says why
-        return BreakerTransition(current, desired, why, equity, daily_loss, drawdown, latched=latches)
+        if latches and equity > 0 and daily_loss >= lim.daily_loss_halt:  # the daily branch named it first
+            why = f"drawdown {drawdown:.2%} >= {lim.drawdown_halt:.2%} (latched; {why})"
+        return desired, why, latches
 
     @staticmethod
     def reset_breaker(state: RiskState, reason: str) -> BreakerTransition | None:
@@ -748,7 +757,49 @@ def _newer_switch(a: RiskState, b: RiskState) -> bool:
     return whole_second(a.kill_switch_at) == whole_second(b.kill_switch_at) and a.kill_switch and not b.kill_switch
 
 
-def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskState:
+def account_equity(initial_equity: float, positions: Iterable[Position], marks: Mapping[str, Mark]) -> float:
+    """Initial equity + realised P&L − fees + unrealised P&L at ``marks`` (a position whose symbol
+    has no mark is valued at its average price)."""
+    total = initial_equity
+    for p in positions:
+        mark = marks.get(p.symbol)
+        price = mark.price if mark is not None else p.average_price
+        total += p.realized_pnl - p.fees_paid + p.quantity * (price - p.average_price)
+    return total
+
+
+class Revaluation(BaseModel):
+    """What :func:`merge_states` needs to value the account at the merged marks: the breaker's
+    limits, the initial equity and the positions as stored when the merge is made (the router
+    reads them at its write-back)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    limits: RiskLimits
+    initial_equity: float
+    positions: tuple[Position, ...] = ()
+
+    def equity(self, marks: Mapping[str, Mark]) -> float:
+        """The account's equity with every position valued at ``marks``."""
+        equity = account_equity(self.initial_equity, self.positions, marks)
+        if not math.isfinite(equity):
+            bad = sorted(s for s, m in marks.items() if not math.isfinite(m.price))
+            raise ValueError(f"the merged marks value the account at {equity!r}, not a finite equity"
+                             + (f" (marks of {', '.join(bad)} are not finite)" if bad else ""))
+        return equity
+
+    def held(self) -> frozenset[str]:
+        """The symbols with an open position (the only ones whose marks move equity)."""
+        return frozenset(p.symbol for p in self.positions if abs(p.quantity) > FLAT_EPSILON)
+
+
+EQUITY_TOLERANCE = 1e-9
+"""Relative tolerance within which a side's equity is the recomputed one (the same positions and
+marks summed in another order differ in the last bits)."""
+
+
+def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
+                 revaluation: Revaluation | None = None) -> RiskState:
     """Three-way merge after losing the versioned write: our unsaved state folded into theirs.
 
     ``base`` is the state we loaded, ``ours`` the state we want to write, ``theirs`` the newer
@@ -775,6 +826,16 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     measures the drawdown against the merged peak).
     Reconciliation halts merge per symbol: a symbol theirs changed since ``base`` keeps theirs'
     entry, any other takes ours.
+
+    With a ``revaluation`` the equity is recomputed from the merged marks and its positions
+    (after a reset on either side too). A side whose valuation agrees with it — every held
+    symbol marked as in the merge and the same equity, or no figure or breaker changed since
+    ``base`` — saw the prices the merge keeps; when both sides do, the merge is the one above.
+    Otherwise a side that does not agree valued the other side's symbols at the prices it
+    loaded, and its figures are not taken as they are (:func:`_merge_revalued`): the merged
+    figures are the stored ones updated by the recomputed equity as one intent would update
+    them, a peak either side raised from stale prices is not kept, and a breaker move of such a
+    side stands only where the recomputed figures call for at least as much.
     """
     merged = theirs.model_copy(deep=True)
 
@@ -801,6 +862,8 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     merged.recent.extend(r for r in ours.recent if r.client_order_id not in seen)
     merged.recent.sort(key=lambda r: r.at)
 
+    equity = revaluation.equity(merged.marks) if revaluation is not None else None
+
     if theirs.breaker_resets != base.breaker_resets:  # an operator reset since we loaded
         if ours.equity is not None:
             merged.equity = ours.equity
@@ -810,7 +873,18 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
                 merged.day_start_equity = _positive(ours.equity)
             merged.peak_equity = max((p for p in (merged.peak_equity, ours.equity) if p is not None and p > 0),
                                      default=None)
+        if equity is not None:
+            _take_equity(merged, equity)
         return merged
+
+    if revaluation is not None and equity is not None and ours.breaker_resets == base.breaker_resets:
+        held = revaluation.held()
+        ours_agrees = _agrees(ours, base, merged.marks, held, equity)
+        theirs_agrees = _agrees(theirs, base, merged.marks, held, equity)
+        if not (ours_agrees and theirs_agrees):
+            _merge_revalued(base, ours, theirs, merged, RiskEngine(revaluation.limits), equity,
+                            ours_agrees=ours_agrees, theirs_agrees=theirs_agrees)
+            return merged
 
     if ours.equity is not None and not (ours.day is not None and merged.day is not None and ours.day < merged.day):
         # our figures, unless theirs already moved into a later day (a state carried over from a
@@ -823,6 +897,8 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
         merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
         merged.breaker_latched, merged.exits_only_below_zero = ours.breaker_latched, ours.exits_only_below_zero
         merged.peak_equity, merged.day_start_equity = ours.peak_equity, ours.day_start_equity
+        if equity is not None:
+            _take_equity(merged, equity)
     elif _breaker(ours) != _breaker(base) or _expired(theirs, merged.day):  # we moved the breaker
         if _expired(ours, merged.day):
             pass  # ours was set on an earlier day than theirs evaluated: theirs stands
@@ -836,11 +912,177 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState) -> RiskSta
     return merged
 
 
+def _take_equity(merged: RiskState, equity: float) -> None:
+    """After a reset: the recomputed equity, the peak raised to it, and the day's start set to it
+    when the reset left none (a reset at or below zero keeps no baseline until equity is positive)."""
+    merged.equity = equity
+    merged.day_start_equity = _positive(merged.day_start_equity) or _positive(equity)
+    merged.peak_equity = _positive(max(merged.peak_equity, equity) if merged.peak_equity is not None else equity)
+
+
+def _agrees(side: RiskState, base: RiskState, marks: Mapping[str, Mark], held: frozenset[str],
+            equity: float) -> bool:
+    """``side`` valued the account as the merge does: it changed no figure and no breaker state
+    since ``base``, or it marks every held symbol as ``marks`` do and its equity is ``equity``."""
+    if _figures(side) == _figures(base) and _breaker(side) == _breaker(base):
+        return True
+    return (side.equity is not None
+            and math.isclose(side.equity, equity, rel_tol=EQUITY_TOLERANCE, abs_tol=EQUITY_TOLERANCE)
+            and all(side.marks.get(symbol) == marks.get(symbol) for symbol in held))
+
+
+def _merge_revalued(base: RiskState, ours: RiskState, theirs: RiskState, merged: RiskState, engine: RiskEngine,
+                    equity: float, *, ours_agrees: bool, theirs_agrees: bool) -> None:
+    """The figures and breaker state of a merge in which at least one side valued the other
+    side's symbols at stale prices (no reset in theirs or ours).
+
+    Figures: the stored ones (theirs) updated by ``equity`` on the later of the two days as
+    :meth:`RiskEngine.update_breaker` would (the peak raised to it, baselines at or below zero
+    dropped) — except that a raise of the peak since ``base`` is undone when theirs does not
+    agree with the recomputation, that ours adds its own raise of the peak when it agrees, and
+    that a day begun since ``base`` starts from ``base``'s equity plus each side's own change
+    before that day (:func:`_day_start`), not from a figure either side computed with the other
+    side's symbols at stale prices.
+
+    Breaker: a side that does not agree evaluated any day it rolled into on stale figures: its
+    state counts as set on ``base``'s day, so a merged day after it is evaluated again from the
+    merged figures. A side's move since ``base`` to a more severe state, or to a latched one, stands if
+    the side agrees with the recomputation or if the merged figures call for at least that
+    state (and the latch); otherwise it stands only as far as they support it — the state they
+    call for, unlatched, if that is still more severe than ``base``'s — or not at all, and
+    theirs' state (base's, when nothing of theirs' move stands) stays. Moves that stand combine
+    as without a revaluation (the more severe wins; a daily state of an earlier day does not
+    carry into a later one). A state left standing from an earlier day, unlatched, is replaced
+    by the one the figures call for (a day roll's re-evaluation). Otherwise the merge makes no
+    move of its own: when the figures call for more than the state that stands, the next
+    intent's update makes the move and publishes it.
+    """
+    peak = theirs.peak_equity if theirs_agrees else _unraised(theirs.peak_equity, base.peak_equity)
+    if ours_agrees and ours.peak_equity is not None and (
+            base.peak_equity is None or ours.peak_equity > base.peak_equity):
+        peak = ours.peak_equity if peak is None else max(peak, ours.peak_equity)
+    day = max((d for d in (ours.day, theirs.day) if d is not None), default=None)
+    start = theirs.day_start_equity
+    if day is not None and (theirs.day is None or day > theirs.day):  # the merged day starts here
+        start = theirs.equity if theirs.equity is not None else equity
+    if day is not None and base.day is not None and day > base.day and base.equity is not None:
+        added = _day_start(base, (ours, theirs), day)
+        start = start if added is None else added
+    peak = equity if peak is None else max(peak, equity)
+    merged.day, merged.equity = day, equity
+    merged.day_start_equity = _positive(start) or _positive(equity)
+    merged.peak_equity = _positive(peak) or _positive(equity)
+    # an operator's exits-only reset lasts while equity stays at or below zero, and not once a side saw it positive
+    merged.exits_only_below_zero = (equity <= 0 and base.exits_only_below_zero and ours.exits_only_below_zero
+                                    and theirs.exits_only_below_zero)
+    daily_loss, drawdown = merged.losses()
+    called, called_why, called_latch = engine.desired_state(equity, daily_loss, drawdown,
+                                                            merged.exits_only_below_zero)
+
+    def standing(side: RiskState, agrees: bool) -> tuple[TradingState, str, bool] | None:
+        """What stands of the side's breaker move since ``base`` (None: nothing, or no move)."""
+        if _breaker(side) == _breaker(base):
+            return None
+        trip = (_SEVERITY[side.trading_state] > _SEVERITY[base.trading_state]
+                or (side.breaker_latched and not base.breaker_latched))
+        if not trip:  # a day roll's relaxation: evaluated on stale figures, the roll is evaluated again
+            return (side.trading_state, side.state_reason, side.breaker_latched) if agrees else None
+        if agrees or (_SEVERITY[called] >= _SEVERITY[side.trading_state] and (called_latch or not side.breaker_latched)):
+            return side.trading_state, side.state_reason, side.breaker_latched
+        # as far as the figures support it: the state they call for when it is less severe, unlatched
+        state = side.trading_state if _SEVERITY[side.trading_state] < _SEVERITY[called] else called
+        if _SEVERITY[state] <= _SEVERITY[base.trading_state]:
+            return None  # within the day nothing relaxes below base's state, and nothing of the move stands
+        return state, called_why if state is called else side.state_reason, False
+
+    kept = standing(theirs, theirs_agrees)
+    if kept is not None:
+        (merged.trading_state, merged.state_reason, merged.breaker_latched), state_day = kept, theirs.day
+    else:  # theirs did not move the breaker, or nothing of its move stands: base's state, as of
+        # base's day unless theirs evaluated a later day on the true figures
+        merged.trading_state, merged.state_reason = base.trading_state, base.state_reason
+        merged.breaker_latched = base.breaker_latched
+        state_day = theirs.day if theirs_agrees and _breaker(theirs) == _breaker(base) else base.day
+    ours_kept = standing(ours, ours_agrees)
+    if ours_kept is not None and not _expired_on(ours.day, ours_kept[2], day):
+        state, reason, latched = ours_kept
+        if _expired_on(state_day, merged.breaker_latched, day) or kept is None:
+            merged.trading_state, merged.state_reason, merged.breaker_latched, state_day = state, reason, latched, ours.day
+        elif _SEVERITY[state] > _SEVERITY[merged.trading_state] or latched:
+            merged.trading_state, merged.state_reason = state, reason
+            merged.breaker_latched, state_day = merged.breaker_latched or latched, ours.day
+    if _expired_on(state_day, merged.breaker_latched, day):  # a day roll's re-evaluation
+        merged.trading_state, merged.state_reason, merged.breaker_latched = called, called_why, called_latch
+
+
+def _day_start(base: RiskState, sides: tuple[RiskState, ...], day: date) -> float | None:
+    """The equity at the start of ``day``, a day after ``base``'s, from each side's own change
+    before it: ``base``'s equity plus, for each side, its equity minus ``base``'s if it is still
+    on an earlier day, or its start of ``day`` minus ``base``'s equity if it rolled into it. Each
+    side valued its own symbols at their true prices (only the other side's were stale), so the
+    changes add up; None when a side's figure is missing."""
+    start = base.equity
+    if start is None:
+        return None
+    for side in sides:
+        before = side.equity if side.day is None or side.day < day else side.day_start_equity
+        if before is None:
+            return None
+        start += before - base.equity
+    return start
+
+
+def _unraised(peak: float | None, base_peak: float | None) -> float | None:
+    """``peak`` without a raise since ``base_peak`` (a peak lowered since, by a merge, stays lowered)."""
+    if peak is None or base_peak is None:
+        return None if base_peak is None else peak
+    return min(peak, base_peak)
+
+
+def _figures(state: RiskState) -> tuple[date | None, float | None, float | None, float | None]:
+    return state.day, state.day_start_equity, state.peak_equity, state.equity
+
+
+BreakerMove = tuple[TradingState, bool]
+"""A published breaker state: the trading state and whether it is latched."""
+
+
+def breaker_move(before: RiskState, after: RiskState) -> BreakerMove | None:
+    """``after``'s breaker state and latch when they differ from ``before``'s: every such change a
+    writer saves was published by it (a ``CircuitBreakerTripped``) before the save."""
+    moved = (after.trading_state, after.breaker_latched)
+    return moved if moved != (before.trading_state, before.breaker_latched) else None
+
+
+def merge_corrections(published: Iterable[BreakerMove], saved: RiskState) -> list[BreakerTransition]:
+    """A transition from each published breaker state that a merged save did not keep to the
+    saved one (once per distinct state), so that the last word on the breaker is the stored
+    state: a move the merge dropped, or one outranked by the other side's more severe move."""
+    now = (saved.trading_state, saved.breaker_latched)
+    daily_loss, drawdown = saved.losses()
+    transitions, seen = [], {now}
+    for move in published:
+        if move in seen:
+            continue
+        seen.add(move)
+        previous, latched = move
+        reason = (f"merge of concurrent saves: the stored breaker is {saved.trading_state.value}"
+                  f"{' (latched)' if saved.breaker_latched else ''} ({saved.state_reason or 'no reason recorded'}), "
+                  f"not the {previous.value}{' (latched)' if latched else ''} published before")
+        transitions.append(BreakerTransition(previous, saved.trading_state, reason, saved.equity or 0.0,
+                                             daily_loss, drawdown, latched=saved.breaker_latched))
+    return transitions
+
+
 def _expired(side: RiskState, day: date | None) -> bool:
     """``side``'s breaker state was set on a day before ``day`` and is not latched: its daily-loss
     part ended with that day (within a day the state never relaxes, but a new day starts afresh),
     and the other side has evaluated ``day`` itself. A latched halt holds across days."""
-    return side.day is not None and day is not None and side.day < day and not side.breaker_latched
+    return _expired_on(side.day, side.breaker_latched, day)
+
+
+def _expired_on(set_on: date | None, latched: bool, day: date | None) -> bool:
+    return set_on is not None and day is not None and set_on < day and not latched
 
 
 def _breaker(state: RiskState) -> tuple[TradingState, str, bool, bool]:

@@ -96,6 +96,7 @@ from ensemble_trader.domain.reconcile import (
     foreign_orders,
 )
 from ensemble_trader.domain.risk import (
+    BreakerMove,
     BreakerTransition,
     KillSwitchVerdict,
     Mark,
@@ -103,14 +104,18 @@ from ensemble_trader.domain.risk import (
     OrderCut,
     Reference,
     RejectReason,
+    Revaluation,
     RiskDecision,
     RiskEngine,
     RiskLimits,
     RiskState,
     TradingState,
+    account_equity,
     apply_kill_switch,
+    breaker_move,
     clock_now,
     kill_switch_verdict,
+    merge_corrections,
     merge_states,
 )
 from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
@@ -466,6 +471,14 @@ class BatchingOrdersStore:
     saved meanwhile is kept.
     The kill switch and halts are therefore seen at the next batch (at most ten intents later).
 
+    Given the breaker's ``limits`` and the ``initial_equity`` (the router passes both), a merge
+    values the account at the merged marks and the positions read from the store then
+    (:class:`~ensemble_trader.domain.risk.Revaluation`): the equity, peak, day figures and
+    breaker state follow from that, not from a view in which the other writer's symbols kept
+    the prices we loaded. A breaker state published by either writer (ours by this batch, theirs
+    by the writer that saved it) that the saved merge does not keep gets a correcting transition
+    (:meth:`take_corrections`), so that what was published ends on what is stored.
+
     ``carried`` is the unsaved ``(base, state)`` of an earlier batch whose write-back failed
     (:meth:`unsaved`): its intents are already marked done by idempotency and their redelivery
     replays them without routing, so their risk-state changes (marks, the throttle's and the
@@ -473,10 +486,15 @@ class BatchingOrdersStore:
     state at the first load, as a lost race is, and written with this batch.
     """
 
-    def __init__(self, inner: OrdersStore, carried: tuple[RiskState, RiskState] | None = None):
+    def __init__(self, inner: OrdersStore, carried: tuple[RiskState, RiskState] | None = None, *,
+                 limits: RiskLimits | None = None, initial_equity: float | None = None):
         self.inner = inner
         self._state: RiskState | None = None
         self._base: RiskState | None = None  # the stored state our copy started from
+        self._start: RiskState | None = None  # the state the batch's intents started from (base, or its merge)
+        self._valuation = (limits, initial_equity) if limits is not None and initial_equity is not None else None
+        self._published: list[BreakerMove] = []  # breaker states published by the writers merged so far
+        self._corrections: list[BreakerTransition] = []
         self._dirty = False
         self._carried = carried
         self._positions: dict[str, Position] | None = None
@@ -593,14 +611,37 @@ class BatchingOrdersStore:
             self._base = self._state.model_copy(deep=True)
             if self._carried is not None:
                 carried_base, carried_state = self._carried
-                self._state = merge_states(carried_base, carried_state, self._state)
+                self._state = self._merge(carried_base, carried_state, self._state,
+                                          ours_published=breaker_move(carried_base, carried_state))
                 self._carried, self._dirty = None, True
+            self._start = self._state.model_copy(deep=True)
         return self._state.model_copy(deep=True)
+
+    def _merge(self, base: RiskState, ours: RiskState, theirs: RiskState,
+               ours_published: BreakerMove | None) -> RiskState:
+        """:func:`merge_states` with the account revalued at the merged marks (when this store
+        knows the limits and the initial equity: the positions are read now), noting the breaker
+        states the two writers published: ``ours_published`` (None: ours published none) and
+        theirs' move since ``base``."""
+        for move in (ours_published, breaker_move(base, theirs)):
+            if move is not None:
+                self._published.append(move)
+        revaluation = None
+        if self._valuation is not None:
+            limits, initial_equity = self._valuation
+            revaluation = Revaluation(limits=limits, initial_equity=initial_equity,
+                                      positions=tuple(self.inner.list_positions()))
+        return merge_states(base, ours, theirs, revaluation)
+
+    def take_corrections(self) -> list[BreakerTransition]:
+        """The correcting transitions of the merges saved so far (see the class), once."""
+        corrections, self._corrections = self._corrections, []
+        return corrections
 
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         if write_kill_switch:  # an operator action: straight through, and re-read afterwards
             self.inner.save_risk_state(state, write_kill_switch=True)
-            self._state, self._base, self._dirty = None, None, False
+            self._state, self._base, self._start, self._dirty = None, None, None, False
             return
         if self._base is None:  # a state we did not load here: what it started from is its version
             self._base = self.inner.load_risk_state()
@@ -624,13 +665,18 @@ class BatchingOrdersStore:
             try:
                 self.inner.save_risk_state(self._state)
                 self._dirty = False
+                if self._published:  # saved a merge: what either writer published and it did not keep
+                    self._corrections.extend(merge_corrections(self._published, self._state))
+                    self._published = []
                 return
             except ConcurrencyError:
                 if attempt == MAX_ATTEMPTS:
                     raise
                 assert self._base is not None  # set whenever a state is held
                 theirs = self.inner.load_risk_state()
-                self._state = merge_states(self._base, self._state, theirs)
+                # our own published move counts at the first merge only: later ones merge a merge
+                ours_published = breaker_move(self._start or self._base, self._state) if attempt == 1 else None
+                self._state = self._merge(self._base, self._state, theirs, ours_published)
                 self._base = theirs
             except DeadlineExceededError:
                 raise  # no time for another save in this invocation: the router carries the state
@@ -810,7 +856,8 @@ class OrderRouter:
             yield self
             return
         durable = self.store
-        batching = BatchingOrdersStore(durable, carried=self._unsaved)
+        batching = BatchingOrdersStore(durable, carried=self._unsaved, limits=self.limits,
+                                       initial_equity=self.initial_equity)
         self._unsaved = None
         self.store, self._deferred = batching, self._unpublished
         self._unpublished = []
@@ -837,6 +884,17 @@ class OrderRouter:
                     # the next batch of this container to merge and write (see BatchingOrdersStore)
                     self._unsaved = batching.unsaved()
                     raise
+                # a saved merge that did not keep a published breaker state says so, after the
+                # batch's own events (behind them when those wait for the next batch)
+                corrections = [_breaker_event(t, self.clock.now()) for t in batching.take_corrections()]
+                if corrections and self._unpublished:
+                    self._unpublished.extend(corrections)
+                elif corrections:
+                    try:
+                        self._publish(corrections)
+                    except Exception:
+                        self._unpublished = corrections
+                        raise
 
     @property
     def limits(self) -> RiskLimits:
@@ -1533,12 +1591,7 @@ class OrderRouter:
 
     def equity(self, positions: Sequence[Position] | Any, state: RiskState) -> float:
         """Initial equity + realised P&L − fees + unrealised P&L at the latest marks."""
-        total = self.initial_equity
-        for p in positions:
-            mark = state.marks.get(p.symbol)
-            price = mark.price if mark is not None else p.average_price
-            total += p.realized_pnl - p.fees_paid + p.quantity * (price - p.average_price)
-        return total
+        return account_equity(self.initial_equity, positions, state.marks)
 
     @staticmethod
     def _other_gross(positions: dict[str, Position], working: list[Order], state: RiskState,
