@@ -119,7 +119,8 @@ class RiskLimits(BaseModel):
     Money amounts are in the account currency; loss and drawdown thresholds are fractions of
     equity; every number must be finite (an infinite limit would check nothing). ``clock`` chooses the time the time-based checks (reference age, throttle and
     duplicate windows, day boundaries) use: ``event``, the intent's bar time (the default, so a
-    replay, a backtest and live trading decide alike on the same data), or ``wall``. Live
+    replay of old bars and live trading decide alike on the same data; the in-process backtest
+    stops before this stage), or ``wall``. Live
     deployments also set ``max_intent_age_seconds``, which compares the bar time with the wall
     clock and refuses intents that arrive late.
     """
