@@ -24,7 +24,14 @@ from constructs import Construct
 from ensemble_trader.runtime.cache_admin import CACHE_STAGES, FUNCTION_TIMEOUT_S, MAPPINGS_ENV
 
 from infra_cdk.config import StageConfig
-from infra_cdk.constructs.functions import ARCHITECTURE, METRICS_NAMESPACE, RUNTIME, Functions, function_name
+from infra_cdk.constructs.functions import (
+    ARCHITECTURE,
+    METRICS_NAMESPACE,
+    RUNTIME,
+    Functions,
+    function_name,
+    vpc_interfaces_statement,
+)
 from infra_cdk.constructs.network import Network
 from infra_cdk.constructs.registry import ModelRegistry
 
@@ -82,20 +89,7 @@ class CacheAdmin(Construct):
             description=f"ensemble-trader {config.name} {LOGICAL}",
         )
         self.log_group.grant_write(self.role)
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="VpcNetworkInterfaces",
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeSubnets",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:AssignPrivateIpAddresses",
-                    "ec2:UnassignPrivateIpAddresses",
-                ],
-                resources=["*"],  # Lambda's ENI management; these actions take no resource ARN
-            )
-        )
+        self.role.add_to_policy(vpc_interfaces_statement())
         # the stages whose functions are deployed have a mapping to check before a flush
         mapped = {stage: functions.kinesis_sources[stage] for stage in CACHE_STAGES if stage in functions.kinesis_sources}
         if mapped:

@@ -134,6 +134,22 @@ def function_name(stage: str, entry_key: str) -> str:
     return qualified(stage, entry_key.replace(".", "-").replace("_", "-"))
 
 
+def vpc_interfaces_statement() -> iam.PolicyStatement:
+    """What Lambda needs to manage a function's network interfaces in the VPC."""
+    return iam.PolicyStatement(
+        sid="VpcNetworkInterfaces",
+        actions=[
+            "ec2:CreateNetworkInterface",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSubnets",
+            "ec2:DeleteNetworkInterface",
+            "ec2:AssignPrivateIpAddresses",
+            "ec2:UnassignPrivateIpAddresses",
+        ],
+        resources=["*"],  # Lambda's ENI management; these actions take no resource ARN
+    )
+
+
 class Functions(Construct):
     """Builds every discovered entry with the shared layers and wires its feed.
 
@@ -255,20 +271,7 @@ class Functions(Construct):
         )
         log_group.grant_write(role)
         self.roles[entry.key] = role
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="VpcNetworkInterfaces",
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeSubnets",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:AssignPrivateIpAddresses",
-                    "ec2:UnassignPrivateIpAddresses",
-                ],
-                resources=["*"],  # Lambda's ENI management; these actions take no resource ARN
-            )
-        )
+        role.add_to_policy(vpc_interfaces_statement())
         environment = {
             "ET_STAGE": config.name,
             "ET_MODEL_BUCKET": registry.bucket.bucket_name,

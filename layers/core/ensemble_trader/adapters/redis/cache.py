@@ -188,33 +188,28 @@ class RedisCache:
     def exist_names(self, names: Sequence[bytes]) -> list[bool]:
         """Whether each whole key name exists: one round trip of single-key ``EXISTS`` (cluster
         mode refuses a multi-key command across hash slots, see :meth:`get_many`)."""
-        if not names:
-            return []
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for name in names:
-                pipe.exists(name)
-            results = list(pipe.execute(raise_on_error=False))
-        except Exception as exc:
-            raise InfrastructureError(f"Redis EXISTS of {len(names)} keys failed: {exc}") from exc
-        _raise_refused("EXISTS", [_text(n) for n in names], results)
-        return [bool(r) for r in results]
+        return [bool(r) for r in self._each("EXISTS", names)]
 
     def delete_names(self, names: Sequence[bytes]) -> int:
         """``DEL`` each whole key name (one key per command, one round trip); the number of keys
         that existed and are gone. A refusal is an InfrastructureError naming the first key
         refused (the keys before it in the pipeline are deleted all the same)."""
+        return sum(int(r) for r in self._each("DEL", names))
+
+    def _each(self, command: str, names: Sequence[bytes]) -> list[Any]:
+        """``command`` (``EXISTS`` or ``DEL``) on each whole key name, one key per command, in one
+        pipelined round trip; a refusal is an InfrastructureError naming the first key refused."""
         if not names:
-            return 0
+            return []
         try:
             pipe = self._client.pipeline(transaction=False)
             for name in names:
-                pipe.delete(name)
+                pipe.execute_command(command, name)
             results = list(pipe.execute(raise_on_error=False))
         except Exception as exc:
-            raise InfrastructureError(f"Redis DEL of {len(names)} keys failed: {exc}") from exc
-        _raise_refused("DEL", [_text(n) for n in names], results)
-        return sum(int(r) for r in results)
+            raise InfrastructureError(f"Redis {command} of {len(names)} keys failed: {exc}") from exc
+        _raise_refused(command, [_text(n) for n in names], results)
+        return results
 
 
 def _text(name: bytes) -> str:
