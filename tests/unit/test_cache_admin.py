@@ -295,8 +295,37 @@ def test_a_stage_without_a_mapping_is_quiet_and_a_failed_call_names_it():
                                                   None)}
     denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}},
                          "GetEventSourceMapping")
-    with pytest.raises(InfrastructureError, match="Lambda GetEventSourceMapping a .stage features.: .*AccessDenied"):
-        _check({"a": denied}, {"features": "a"}).check(["features"])
+    detail, why = _check({"a": denied}, {"features": "a"}).check(["features"])["features"]
+    assert detail["mapping"] == "a" and "AccessDenied" in detail["error"]
+    assert why.startswith("the features event-source mapping could not be read: Lambda GetEventSourceMapping a "
+                          "(stage features)")
+
+
+def test_a_mapping_that_cannot_be_read_refuses_a_flush_and_is_reported_by_a_count():
+    """A count must not fail on it (the runbook says a count reports each mapping); a deleting
+    flush fails closed, nothing deleted."""
+    denied = ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "gone"}},
+                         "GetEventSourceMapping")
+    client = _filled()
+    admin = CacheAdmin(RedisCache(client, prefix="dev:"), _check({"a": denied}, {"features": "a"}))
+    doc = admin.run(CacheAdminRequest.parse({"action": "count", "stage": "features"}))
+    assert doc["found"] == 3 and "could not be read" in doc["refused"]["features"]
+    assert "ResourceNotFound" in doc["consumers"]["features"]["error"]
+    with pytest.raises(CacheFlushRefusedError, match="could not be read"):
+        admin.run(_flush("features", dry_run=False))
+    assert len(client.keys("dev:features:*")) == 3
+
+
+def test_a_disabled_mapping_without_its_modification_time_is_not_taken_as_quiet():
+    answer = _mapping("Disabled", 3600)
+    del answer["LastModified"]
+    detail, why = _check({"a": answer}, {"features": "a"}).check(["features"])["features"]
+    assert detail["last_modified"] is None and "reports no LastModified" in why
+
+
+def test_symbols_null_is_refused_not_read_as_every_key():
+    with pytest.raises(InvalidMessageError, match="symbols is null"):
+        CacheAdminRequest.parse({"action": "flush", "stage": "features", "symbols": None, "dry_run": False})
 
 
 def test_the_mapping_ids_come_from_the_environment_or_nothing_is_flushed():

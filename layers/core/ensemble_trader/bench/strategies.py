@@ -4,7 +4,8 @@ Each of ``STRATEGIES`` symbols (a synthetic *realistic* series per symbol, its o
 strategy with its own feature engine, regime filter and meta-agent learners. For every bar the
 benchmark builds one Kinesis event with one record per symbol — what a stage's Lambda receives
 when all strategies tick together — and runs it through the real stage runners of the features,
-regime and meta_agent stages in turn, wired as their handlers wire them: the regime stage admits
+regime and meta_agent stages in turn, wired as their handlers wire them (but the regime stage's
+per-symbol model registry, one dictionary lookup a record, absent here): the regime stage admits
 each record's features (``admit_features``) and writes every MarketState's regime-history row
 (``MarketStateSink``); the meta-agent stage writes every decision row with its explanation
 (``DecisionSink``), one regret metric set per symbol (``EmfSymbolMetrics``) and its snapshots

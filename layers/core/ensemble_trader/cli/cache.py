@@ -84,12 +84,16 @@ def _local(request: Any, settings: Any, action: str) -> dict[str, Any]:
     """The request run here, on the local stack's Redis, while holding off ``local drain``."""
     from ensemble_trader.adapters.redis.cache import RedisCache
     from ensemble_trader.cli.local import _claim, _release
+    from ensemble_trader.domain.errors import InfrastructureError
     from ensemble_trader.local.stack import state_file_path
     from ensemble_trader.runtime.cache_admin import CacheAdmin
 
     print(f"cache {action}: stage {settings.stage}, local stack, redis {settings.redis_url} "
           f"(ET_AWS_ENDPOINT_URL {settings.aws_endpoint_url})", file=sys.stderr)
     path = state_file_path()
+    if not path.parent.is_dir():
+        raise InfrastructureError(f"no local stack: the folder of its state file {path} does not exist "
+                                  "(ensemble-trader local up creates it)")
     marker = path.with_name(path.name + ".drain")  # what `local drain` claims while it runs
     claim = _claim(marker)
     try:

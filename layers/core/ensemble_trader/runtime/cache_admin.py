@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import Field, StrictBool, ValidationInfo, field_validator
+from pydantic import Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from ensemble_trader import constants
 from ensemble_trader.domain.errors import EnsembleTraderError
@@ -87,6 +87,14 @@ class CacheAdminRequest(Message):
     stage: CacheStage | None = Field(default=None, validate_default=True)
     symbols: tuple[Symbol, ...] | None = None
     dry_run: StrictBool = Field(default=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _symbols_given_or_left_out(cls, data: Any) -> Any:
+        # an explicit null would read as "no symbols field": every key of the stage
+        if isinstance(data, dict) and "symbols" in data and data["symbols"] is None:
+            raise ValueError("symbols is null: leave the field out to flush every key of the stage, or name symbols")
+        return data
 
     @field_validator("stage")
     @classmethod

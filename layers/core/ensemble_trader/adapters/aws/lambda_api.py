@@ -57,7 +57,8 @@ class EventSourceMappingCheck:
     def check(self, stages: Sequence[str]) -> dict[str, tuple[dict[str, Any], str | None]]:
         """Per stage: what its mapping is (reported with every answer) and why a flush of the
         stage must wait (None when it need not). One ``GetEventSourceMapping`` per stage that has
-        a mapping; a failed call is an InfrastructureError naming the stage and the mapping."""
+        a mapping; a failed call makes the stage's reason to wait (a deleting flush is refused, a
+        count or a dry run reports it), naming the mapping and the error."""
         found: dict[str, tuple[dict[str, Any], str | None]] = {}
         for stage in stages:
             uuid = self.mappings.get(stage)
@@ -67,7 +68,11 @@ class EventSourceMappingCheck:
             try:
                 answer = self.client.get_event_source_mapping(UUID=uuid)
             except CALL_ERRORS as exc:
-                raise call_error(exc, f"Lambda GetEventSourceMapping {uuid} (stage {stage})") from exc
+                error = call_error(exc, f"Lambda GetEventSourceMapping {uuid} (stage {stage})")
+                # a count or a dry run reports it; a deleting flush is refused (fails closed)
+                found[stage] = ({"mapping": uuid, "error": str(error)},
+                                f"the {stage} event-source mapping could not be read: {error}")
+                continue
             found[stage] = self._judge(stage, uuid, answer)
         return found
 
@@ -85,13 +90,15 @@ class EventSourceMappingCheck:
             return detail, (f"the {stage} event-source mapping {uuid} is {state}, not {QUIET_STATE}: pause it "
                             f"first ({pause}) and flush once its State is {QUIET_STATE}")
         quiet = self._quiet_seconds(stage)
-        if isinstance(modified, datetime):
-            since = self._clock() - modified.timestamp()
-            detail["disabled_for_s"] = round(since, 1)
-            if since < quiet:
-                return detail, (f"the {stage} event-source mapping {uuid} was modified {since:.0f} s ago: a batch it "
-                                f"started before the pause may still run for up to the function's timeout "
-                                f"({quiet:g} s); flush again in {quiet - since:.0f} s")
+        if not isinstance(modified, datetime):  # cannot tell how long it has been paused: wait as if just now
+            return detail, (f"the {stage} event-source mapping {uuid} is {QUIET_STATE} but reports no LastModified: "
+                            f"how long it has been paused cannot be told; flush again later")
+        since = self._clock() - modified.timestamp()
+        detail["disabled_for_s"] = round(since, 1)
+        if since < quiet:
+            return detail, (f"the {stage} event-source mapping {uuid} was modified {since:.0f} s ago: a batch it "
+                            f"started before the pause may still run for up to the function's timeout "
+                            f"({quiet:g} s); flush again in {quiet - since:.0f} s")
         return detail, None
 
 
