@@ -153,6 +153,18 @@ def test_the_number_of_arms_must_be_a_positive_integer(value) -> None:
         bandit_from_dict(data)
 
 
+@pytest.mark.parametrize("value", [True, "5", 2.7, 5.0, None, -1])
+def test_a_stored_round_count_must_be_an_integer_at_least_0(value) -> None:
+    """int() read "5" and 2.7 as rounds and True as one."""
+    learner = make_bandit("hedge", 4)
+    learner.update_all(np.array([0.1, 0.2, 0.0, 0.0]))
+    data = learner.to_dict()
+    assert bandit_from_dict(json.loads(json.dumps(data))).t_ == 1
+    data["t"] = value
+    with pytest.raises(StateError, match=r"stored round count t=.* is (not an integer >= 0|negative)"):
+        bandit_from_dict(data)
+
+
 @pytest.mark.parametrize("value", [True, np.False_, "1", 1.0, -1])
 def test_the_seed_must_be_an_integer_at_least_0_or_none(value) -> None:
     """A negative seed failed with numpy's untyped ValueError; True was seed 1."""

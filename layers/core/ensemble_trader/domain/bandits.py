@@ -383,9 +383,12 @@ class Bandit(ABC):
         return len(json.dumps(full.to_dict(), separators=(",", ":")))
 
     def _restore(self, data: dict[str, Any]) -> None:
-        self.t_ = int(data["t"])
-        if self.t_ < 0:
-            raise StateError(f"{self.name}: stored round count t={self.t_} is negative")
+        rounds = _as_integer(data["t"])  # a learner writes an int: "5", 2.7 or true is not one
+        if rounds is None:
+            raise StateError(f"{self.name}: stored round count t={data['t']!r} is not an integer >= 0")
+        if rounds < 0:
+            raise StateError(f"{self.name}: stored round count t={rounds} is negative")
+        self.t_ = rounds
         for a in self._arrays:
             current = getattr(self, a)
             value = np.asarray(data["arrays"][a], dtype=current.dtype)
