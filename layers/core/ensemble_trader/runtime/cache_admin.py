@@ -235,17 +235,19 @@ class CacheAdmin:
         return doc
 
     def _symbols(self, report: StageReport, symbols: Sequence[str], *, delete: bool) -> None:
-        names = [self.cache.name_of(f"{report.stage}:{symbol}") for symbol in symbols]
-        for start in range(0, len(names), self.delete_batch):
-            chunk = list(zip(symbols[start:start + self.delete_batch], names[start:start + self.delete_batch],
-                             strict=True))
-            exists = self.cache.exist_names([name for _, name in chunk])
-            present = [(symbol, name) for (symbol, name), there in zip(chunk, exists, strict=True) if there]
-            report.missing += [symbol for (symbol, _), there in zip(chunk, exists, strict=True) if not there]
+        for start in range(0, len(symbols), self.delete_batch):
+            chunk = symbols[start:start + self.delete_batch]
+            names = [self.cache.name_of(f"{report.stage}:{symbol}") for symbol in chunk]
+            present = []
+            for symbol, name, there in zip(chunk, names, self.cache.exist_names(names), strict=True):
+                if there:
+                    report.symbols.append(symbol)
+                    present.append(name)
+                else:
+                    report.missing.append(symbol)
             report.found += len(present)
-            report.symbols += [symbol for symbol, _ in present]
             if delete:
-                report.deleted += self.cache.delete_names([name for _, name in present])
+                report.deleted += self.cache.delete_names(present)
 
     def _whole_stage(self, report: StageReport, *, delete: bool) -> bool:
         """Every key under ``<prefix><stage>:``; False when stopped for time."""
