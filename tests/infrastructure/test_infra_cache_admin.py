@@ -20,6 +20,7 @@ from infra_cdk.constructs.cache_admin import has_handler
 from infra_cdk.constructs.functions import discover_entries, function_name
 from tests.infrastructure.conftest import ROOT
 from tests.infrastructure.test_infra_bundle import LAYERS_DIR, _restricted_site
+from tests.infrastructure.test_infra_stack import _refs
 
 NAME = function_name("prod", "cache_admin")
 
@@ -38,14 +39,6 @@ def _statements(synth, role_id: str) -> list[dict]:
         if {"Ref": role_id} in p.get("Roles", [])
         for s in p["PolicyDocument"]["Statement"]
     ]
-
-
-def _refs(value) -> list[str]:
-    if isinstance(value, dict):
-        return [value["Ref"]] if "Ref" in value else [r for v in value.values() for r in _refs(v)]
-    if isinstance(value, list):
-        return [r for v in value for r in _refs(v)]
-    return []
 
 
 def _stage_mappings(synth) -> dict[str, str]:
