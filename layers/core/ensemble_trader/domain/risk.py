@@ -224,6 +224,11 @@ class RiskState(BaseModel):
     # operator's command run elsewhere can refuse to cancel or reconcile at another broker
     broker: str = ""
     halted_symbols: dict[str, str] = Field(default_factory=dict)
+    # the reconciliation run that last set or confirmed each halt (an id unique to the run): a
+    # run lifts only a halt that is still as it was when the run began (:meth:`halt`), so a halt
+    # set or confirmed by a run that began later stands. A halt without one was set before this
+    # field existed, or by hand; an entry of a symbol not halted is dropped when the state is read
+    halt_runs: dict[str, str] = Field(default_factory=dict)
     day: date | None = None
     day_start_equity: float | None = None
     peak_equity: float | None = None
@@ -238,6 +243,21 @@ class RiskState(BaseModel):
     # store): a kill-switch save is conditional on them still being so, since a flip by hand
     # (update-item of the flag) need not bump ``version`` — see :attr:`switch_as_stored`
     _switch_as_stored: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _halt_runs_of_halted_symbols(self) -> RiskState:
+        for symbol in [s for s in self.halt_runs if s not in self.halted_symbols]:
+            del self.halt_runs[symbol]
+        return self
+
+    def halt(self, symbol: str) -> tuple[str, str] | None:
+        """The halt of ``symbol`` as one value — its reason and the run that last set or confirmed
+        it (``""``: not recorded) — or None when it is not halted. Two reads of a halt compare
+        equal only if no run set or confirmed it in between (each run has its own id), also when
+        the reason reads the same."""
+        if symbol not in self.halted_symbols:
+            return None
+        return self.halted_symbols[symbol], self.halt_runs.get(symbol, "")
 
     @property
     def switch_as_stored(self) -> Any:
@@ -825,8 +845,9 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
     rolled into a later day, the other side's daily-loss REDUCING or HALTED of the day before is
     not carried into it (the later side's own evaluation of its day stands, and the next update
     measures the drawdown against the merged peak).
-    Reconciliation halts merge per symbol: a symbol theirs changed since ``base`` keeps theirs'
-    entry, any other takes ours.
+    Reconciliation halts merge per symbol, a halt's reason and run (``halt_runs``) as one: a symbol
+    theirs changed since ``base`` — halted, lifted, or confirmed again by another run, whatever the
+    reason reads — keeps theirs' entry, any other takes ours.
 
     With a ``revaluation`` the equity is recomputed from the merged marks and its positions
     (after a reset on either side too). A side whose valuation agrees with it — every held
@@ -848,12 +869,14 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
         merged.broker = ours.broker
 
     for symbol in set(base.halted_symbols) | set(ours.halted_symbols) | set(theirs.halted_symbols):
-        if theirs.halted_symbols.get(symbol) != base.halted_symbols.get(symbol):
-            continue  # theirs changed it: keep theirs
+        if theirs.halt(symbol) != base.halt(symbol):
+            continue  # theirs changed it (set, lifted, or confirmed by another run): keep theirs
+        merged.halted_symbols.pop(symbol, None)
+        merged.halt_runs.pop(symbol, None)
         if symbol in ours.halted_symbols:
             merged.halted_symbols[symbol] = ours.halted_symbols[symbol]
-        else:
-            merged.halted_symbols.pop(symbol, None)
+            if symbol in ours.halt_runs:
+                merged.halt_runs[symbol] = ours.halt_runs[symbol]
 
     for symbol, mark in ours.marks.items():
         stored = merged.marks.get(symbol)

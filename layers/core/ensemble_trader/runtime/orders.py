@@ -35,6 +35,7 @@ import os
 import random
 import re
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -1790,17 +1791,27 @@ class OrderRouter:
         reconcilable (fail closed: the failure of another call does not make them consistent);
         it lifts no halt (a symbol it did not get to compare is not known to agree). Then it
         raises.
+
+        Runs overlap (the schedule, each container's first intent, operators), so a run lifts
+        only a halt that is as it was when the run began — the halts are read before the
+        comparisons, and each run marks the halts it sets or confirms with its own id
+        (``RiskState.halt_runs``): a halt that another run set or confirmed since this one read
+        them is newer than this run's look at the symbol, and stands until a run begun after it
+        lifts it.
         """
-        self.require_stage_broker("reconciliation")
+        started = self.store.load_risk_state()  # the halts as they stand before any comparison
+        self.require_stage_broker("reconciliation", started)
+        halts = {symbol: started.halt(symbol) for symbol in started.halted_symbols}
         report = ReconciliationReport()
         events: list[BaseModel] = []
         now = self.clock.now()
+        run = f"{now.isoformat()}/{uuid.uuid4().hex[:12]}"  # this run's mark on the halts it sets
         try:
             self._compare_with_broker(report, events, now)
         except Exception as failure:
             if report.failures:
                 try:
-                    self._apply_halts(report, events, now, lift=False)
+                    self._apply_halts(report, events, now, run, halts, lift=False)
                 except Exception as exc:  # the broker's failure is the one to report
                     log.error("reconciliation failed part way (%s), and halting %s failed too: %s",
                               failure, sorted(report.failures), exc)
@@ -1811,7 +1822,7 @@ class OrderRouter:
                           failure, len(events), exc)
             raise
         try:
-            self._apply_halts(report, events, now)
+            self._apply_halts(report, events, now, run, halts)
             state = self.store.load_risk_state()
             if state.kill_switch:  # an order placed by a batch that read the state before the switch
                 for coid in self._cancel_working(f"kill switch: {state.kill_switch_reason}", events):
@@ -1959,21 +1970,29 @@ class OrderRouter:
         return fills
 
     def _apply_halts(
-        self, report: ReconciliationReport, events: list[BaseModel], now: datetime, lift: bool = True
+        self, report: ReconciliationReport, events: list[BaseModel], now: datetime, run: str,
+        halts: Mapping[str, tuple[str, str] | None], lift: bool = True,
     ) -> None:
-        """Halt the symbols that failed; lift reconciliation halts of symbols that now agree
-        (``lift=False``, a run that failed part way: lift none)."""
+        """Halt the symbols that failed, marked with this ``run``'s id (a halt that stood is
+        confirmed: its mark is renewed); lift the halts of symbols that now agree — those still
+        as they were when the run began (``halts``, :meth:`RiskState.halt` of each then). A halt
+        set or confirmed since by another run is newer than this run's look and stays
+        (``lift=False``, a run that failed part way: lift none). A lost conditional save is
+        decided again on the stored state."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             state = self.store.load_risk_state()
-            before = dict(state.halted_symbols)
-            cleared = [s for s in before if s not in report.failures] if lift else []
+            before = (dict(state.halted_symbols), dict(state.halt_runs))
+            agreeing = [s for s in before[0] if s not in report.failures] if lift else []
+            cleared = [s for s in agreeing if halts.get(s) == state.halt(s)]
             for s in cleared:
                 del state.halted_symbols[s]
+                state.halt_runs.pop(s, None)
             for symbol, reasons in report.failures.items():
                 state.halted_symbols[symbol] = "reconciliation failed: " + "; ".join(reasons)
+                state.halt_runs[symbol] = run
             recorded = state.broker
             self._record_broker(state)
-            if state.halted_symbols == before and state.broker == recorded:
+            if (state.halted_symbols, state.halt_runs) == before and state.broker == recorded:
                 break
             try:
                 self.store.save_risk_state(state)
@@ -1982,6 +2001,10 @@ class OrderRouter:
                 if attempt == MAX_ATTEMPTS:
                     raise
         report.cleared_symbols = cleared
+        for symbol in sorted(set(agreeing) - set(cleared)):
+            log.warning("reconciliation: %s agrees in this run, but its halt was set or confirmed by another "
+                        "run since this one began (%s): kept, the next run decides", symbol,
+                        before[0].get(symbol, "?"))
         for symbol, reasons in report.failures.items():
             events.append(ReconciliationFailed(symbol=symbol, reasons=reasons, timestamp=now))
 
