@@ -1648,7 +1648,10 @@ class OrderRouter:
         invocation that failed after the flag was saved (a cancel or the publish failed) —
         does not write the flag again (nor repeat a breaker reset) but does the rest again: the
         cancels when it turned the switch on, and ``KillSwitchChanged``. See
-        :func:`~ensemble_trader.domain.risk.kill_switch_verdict`.
+        :func:`~ensemble_trader.domain.risk.kill_switch_verdict`. A breaker reset's
+        ``CircuitBreakerTripped`` is published only by the delivery whose save applied the command:
+        never by a retry — also not by a delivery that ran at the same time as its twin and lost
+        the save to it (it decides again on the stored state, which is then a retry).
 
         A stale command is made loud: ``KillSwitchCommandIgnored`` is published, and a stale
         "on" — trading goes on although an operator asked to stop it — is logged as an error
@@ -1663,8 +1666,10 @@ class OrderRouter:
         work), ``ignored`` (why, when stale), ``command_id`` and ``issued_at`` of the command.
         """
         events: list[BaseModel] = []
-        transition: BreakerTransition | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            # the reset's transition is this attempt's own: an attempt that lost its save to a twin
+            # delivery of the command finds the command stored (a retry), whose save published it
+            transition: BreakerTransition | None = None
             state = self.store.load_risk_state()
             self.require_stage_broker(f"kill switch {'on' if command.active else 'off'}", state)
             verdict, why = kill_switch_verdict(state, command)
