@@ -19,12 +19,14 @@ NASDAQ, shared BTC data) and synthetic scenarios — whose warm-up rows are alre
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from ensemble_trader.backtest.engine import CostModel, PreparedSeries
+from ensemble_trader.backtest.metrics import checked_number
 from ensemble_trader.domain.agents import MAX_NO_TRADE_BAND, no_trade_target
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FEATURE_NAMES
@@ -91,11 +93,15 @@ class TradingEnv(gym.Env):
         super().__init__()
         if not data:
             raise DataError("TradingEnv needs at least one series")
-        if not leverage > 0:
-            raise DataError(f"leverage must be > 0, got {leverage!r}")
+        # a bool or text is refused, not converted (True was a leverage or band of 1.0)
+        leverage = checked_number("leverage", leverage, 0.0, strict=True)
+        if isinstance(episode_length, (bool, np.bool_)) or not isinstance(episode_length, numbers.Integral):
+            raise DataError(f"episode_length must be a whole number >= 1, got {episode_length!r} "
+                            f"(a {type(episode_length).__name__})")
         if episode_length < 1:
             raise DataError(f"episode_length must be >= 1, got {episode_length}")
-        if not 0.0 <= no_trade_band <= MAX_NO_TRADE_BAND:
+        no_trade_band = checked_number("no_trade_band", no_trade_band, 0.0)
+        if no_trade_band > MAX_NO_TRADE_BAND:
             raise DataError(f"no_trade_band must be in [0, {MAX_NO_TRADE_BAND:g}], got {no_trade_band!r}")
         self.tracks = [_Track(s) for s in data]
         short = [t.name for t in self.tracks if t.n < 2]

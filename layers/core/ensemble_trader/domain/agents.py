@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,67 @@ def no_trade_target(position: Any, target: Any, band: Any) -> Any:
     The pool executes the agents' actions with it, the training environment too (band in
     training), and the meta-agent step its own smoothed target."""
     return np.minimum(np.maximum(position, target - band), target + band)
+
+
+_NUMBER_KINDS = frozenset("fiu")
+"""Array kinds the agents take: floating point, signed and unsigned integers."""
+_KIND_NAMES = {"b": "bool", "c": "complex", "U": "text", "S": "bytes", "M": "datetime", "m": "timedelta",
+               "V": "structured"}
+
+
+def _short(value: Any) -> str:
+    try:
+        text = " ".join(repr(value).split())  # an array's repr spans lines
+    except ValueError:  # an int over the interpreter's digit limit
+        return f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _kind_of(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def real_array(name: str, value: Any, columns: Sequence[str] = ()) -> np.ndarray:
+    """``value`` as a float64 array when it holds real numbers only, else :class:`DataError`
+    naming ``name`` and the value: a bool, text, None, a complex number or anything else is
+    refused, not converted (``True`` would pass as 1, ``"0.1"`` as 0.1, ``0.1+5j`` as 0.1).
+
+    A float or integer ndarray, what the live path passes, is decided by its dtype alone (no
+    per-element work); a bool, complex or text array by its dtype too. A list, a tuple or an
+    object array has each element checked (a Python or numpy int or float passes). ``columns``
+    names the last axis's entries in the error (the features, the agents)."""
+    if isinstance(value, np.ndarray):
+        kind = value.dtype.kind
+        if kind in _NUMBER_KINDS:
+            return np.asarray(value, dtype=np.float64)
+        if kind != "O":
+            what = _KIND_NAMES.get(kind, str(value.dtype))
+            raise DataError(f"{name} must be real numbers (an int or float array), got a {what} array "
+                            f"(dtype {value.dtype}): {_short(value)}")
+    try:
+        items = np.asarray(value, dtype=object)
+    except ValueError as exc:  # nesting numpy cannot shape even as objects
+        raise DataError(f"{name} must be an array of real numbers, got {_short(value)} ({exc})") from None
+    for index, item in np.ndenumerate(items):
+        if isinstance(item, np.ndarray) and item.ndim == 0:
+            item = item[()]  # a 0-d array of one number is that number
+        ragged = isinstance(item, (list, tuple, np.ndarray))
+        real = not isinstance(item, (bool, np.bool_)) and isinstance(item, numbers.Real)
+        if real and not (isinstance(item, int) and abs(item) > FLOAT32_MAX):
+            continue
+        where = f"{name}[{', '.join(map(str, index))}]" if index else name
+        if index and items.shape[-1] == len(columns):
+            where += f" ({columns[index[-1]]})"
+        if ragged:  # rows of different lengths
+            raise DataError(f"{name} must be a rectangular array of real numbers, but {where} is "
+                            f"{_kind_of(item)}: {_short(item)}")
+        if not real:
+            raise DataError(f"{where}={_short(item)} is {_kind_of(item)}, not a real number "
+                            "(bools, text, None and complex numbers are refused, not converted)")
+        # float() of an int beyond float64 would raise OverflowError
+        raise DataError(f"{where}={_short(item)} is beyond float32's range (|x| <= {FLOAT32_MAX:.6g}), "
+                        "which the agents compute in")
+    return items.astype(np.float64)
 
 
 class _Frozen(BaseModel):
@@ -388,15 +450,20 @@ class AgentPool:
         unknown = sorted(set(bands) - set(self.names))
         if unknown:
             raise DataError(f"no-trade bands for unknown agents {unknown}; this set has {list(self.names)}")
-        bad = {n: b for n, b in bands.items() if not 0.0 <= float(b) <= MAX_NO_TRADE_BAND}
+        for n, b in bands.items():  # True would pass as 1.0 and "0.3" as 0.3: refused, not converted
+            if isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Real):
+                raise DataError(f"no-trade band of {n}={_short(b)} is {_kind_of(b)}, not a number "
+                                f"in [0, {MAX_NO_TRADE_BAND:g}] (position units)")
+        chosen = {n: float(b) for n, b in bands.items()}
+        bad = {n: b for n, b in chosen.items() if not 0.0 <= b <= MAX_NO_TRADE_BAND}
         if bad:
             raise DataError(f"no-trade bands must be in [0, {MAX_NO_TRADE_BAND:g}] (position units), got {bad}")
         agents = {
-            n: self.manifest.agents[n].model_copy(update={"no_trade_band": float(bands[n])})
-            if n in bands else self.manifest.agents[n]
+            n: self.manifest.agents[n].model_copy(update={"no_trade_band": chosen[n]})
+            if n in chosen else self.manifest.agents[n]
             for n in self.names
         }
-        tag = ",".join(f"{n}={float(bands[n]):g}" for n in self.names if n in bands)
+        tag = ",".join(f"{n}={chosen[n]:g}" for n in self.names if n in chosen)
         manifest = self.manifest.model_copy(update={"agents": agents, "version": f"{self.version}+band[{tag}]"})
         return AgentPool(manifest, dict(zip(self.names, self._sessions, strict=True)), self._fused)
 
@@ -416,8 +483,8 @@ class AgentPool:
         return out
 
     def _inputs(self, features: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f = np.asarray(features, dtype=np.float64)
-        p = np.asarray(positions, dtype=np.float64)
+        f = real_array("features", features, self.feature_names)
+        p = real_array("positions", positions, self.names)
         if f.ndim != 2 or f.shape[1] != self._n_features:
             raise DataError(f"features must have shape (n, {self._n_features}), got {f.shape}")
         if p.shape != (f.shape[0], len(self.names)):
@@ -471,8 +538,16 @@ class AgentPool:
 
         The hot path of the meta-agent stage: one onnxruntime call with the fused graph.
         """
-        f64 = np.asarray(features, dtype=np.float64)
-        p64 = np.asarray(positions, dtype=np.float64)
+        # the dtype test of real_array inlined for the arrays of numbers the live path passes
+        # (a call less per input); anything else goes through real_array's checks
+        if type(features) is np.ndarray and features.dtype.kind in _NUMBER_KINDS:
+            f64 = np.asarray(features, dtype=np.float64)
+        else:
+            f64 = real_array("features", features, self.feature_names)
+        if type(positions) is np.ndarray and positions.dtype.kind in _NUMBER_KINDS:
+            p64 = np.asarray(positions, dtype=np.float64)
+        else:
+            p64 = real_array("positions", positions, self.names)
         if f64.shape != (self._n_features,):
             raise DataError(f"features must have shape ({self._n_features},), got {f64.shape}")
         if p64.shape != (len(self.names),):
