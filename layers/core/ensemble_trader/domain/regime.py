@@ -41,6 +41,7 @@ import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import (
+    DataError,
     FieldProblem,
     InvalidMessageError,
     ModelArtifactError,
@@ -407,6 +408,36 @@ class RegimeDetector:
         probs = self.observe(state, raw)
         return probs, self.decide(state, probs)
 
+    # -- input checks, shared by step and label_matrix ------------------------------------------
+
+    def _refused(self, raw: np.ndarray) -> np.ndarray:
+        """Whether raw feature values (model order; one row (D,) or rows (n, D)) are refused: a
+        value that is not finite, or a negative value of a feature the model takes the log of
+        (read as the quietest bar, the log's floor, it would flip the regime unseen). A bool,
+        or one per row."""
+        return ~np.isfinite(raw).all(axis=-1) | (raw[..., self._log_features] < 0).any(axis=-1)
+
+    def _value_problems(self, raw: np.ndarray) -> list[FieldProblem]:
+        """Why one refused row of raw feature values (model order) is refused, a problem per
+        value: not finite (the ``FeatureVector`` message refuses it so), or below 0 where the
+        model takes the logarithm."""
+        problems = []
+        for f, v in zip(self.model.features, raw.tolist(), strict=True):
+            if not math.isfinite(v):
+                problems.append(FieldProblem(f"values.{f.name}", v, "must be finite"))
+            elif f.transform == "log" and v < 0:
+                problems.append(FieldProblem(
+                    f"values.{f.name}", v,
+                    f"is below 0: a volatility or range, of which model {self.model.version} "
+                    "takes the logarithm, is never negative"))
+        return problems
+
+    def _unexplained(self, raw: np.ndarray, exc: StateError) -> FieldProblem:
+        """The problem of a row of finite values no hidden state gives any likelihood."""
+        return FieldProblem(
+            "values", dict(zip(self.model.feature_names, raw.tolist(), strict=True)),
+            f"{exc}: no regime of model {self.model.version} gives these features any likelihood")
+
     @staticmethod
     def _restart_detection(state: RegimeFilterState) -> None:
         """In place, for a bar in feature warm-up: forget the filter distribution, the reported
@@ -476,25 +507,12 @@ class RegimeDetector:
                     "FeatureVector",
                     [FieldProblem("values", sorted(features.values), f"{exc} (model {self.model.version})")],
                 ) from None
-            if (raw[self._log_features] < 0).any():  # read as the quietest bar (the log's floor), it
-                # would flip the regime unseen
-                negative = [(f.name, float(v)) for f, v in zip(self.model.features, raw, strict=True)
-                            if f.transform == "log" and v < 0]
-                raise InvalidMessageError(
-                    "FeatureVector",
-                    [FieldProblem(f"values.{name}", value,
-                                  f"is below 0: a volatility or range, of which model {self.model.version} "
-                                  "takes the logarithm, is never negative") for name, value in negative],
-                )
+            if self._refused(raw):
+                raise InvalidMessageError("FeatureVector", self._value_problems(raw))
             try:
                 probs, change = self.update(new, raw)
             except StateError as exc:  # the bar, not the state: no hidden state can explain it
-                raise InvalidMessageError(
-                    "FeatureVector",
-                    [FieldProblem("values", dict(zip(self.model.feature_names, raw.tolist(), strict=True)),
-                                  f"{exc}: no regime of model {self.model.version} gives these features "
-                                  f"any likelihood")],
-                ) from None
+                raise InvalidMessageError("FeatureVector", [self._unexplained(raw, exc)]) from None
             if change is not None:
                 from_regime, to_regime, held = change
                 events.append(
@@ -542,20 +560,41 @@ class RegimeDetector:
         ``values`` is (n, F) with columns named by ``feature_names``; rows where ``observed`` is
         False (feature warm-up) do not enter the filter, carry the start distribution and its
         most likely regime, and restart the detection (as :meth:`step` does).
+
+        Observed rows are refused as :meth:`step` refuses a ready bar's values, with the
+        :class:`InvalidMessageError` step raises (the same problems; the message names the row:
+        ``invalid FeatureVector at row 7: values.range_vol_1=-0.5: is below 0: ...``): a value
+        that is not finite or a negative value of a feature the model takes the logarithm of
+        (every row is checked before the first is labelled), and values no hidden state gives
+        any likelihood (found when the row is reached). Rows not observed are not checked (step
+        does not read a warm-up bar's values either).
+        ``values`` that are not 2-D with a column per name, or an ``observed`` that is not one
+        flag per row, raise a :class:`DataError` naming the shapes.
         """
         values = np.asarray(values, dtype=np.float64)
-        n = values.shape[0]
         names = list(feature_names)
+        if values.ndim != 2 or values.shape[1] != len(names):
+            raise DataError(
+                f"values of shape {values.shape}: expected (n, {len(names)}), a row per bar and a column "
+                f"per feature name ({len(names)} names)"
+            )
+        n = values.shape[0]
         try:
             cols = [names.index(name) for name in self.model.feature_names]
         except ValueError:
             missing = sorted(set(self.model.feature_names) - set(names))
             raise ModelArtifactError(f"the regime model needs features {missing}, not among {names}") from None
         raw = values[:, cols]
-        mask = np.ones(n, dtype=bool) if observed is None else np.asarray(observed, dtype=bool)
-        bad = mask & ~np.all(np.isfinite(raw), axis=1)
+        if observed is None:
+            mask = np.ones(n, dtype=bool)
+        else:
+            mask = np.asarray(observed, dtype=bool)
+            if mask.shape != (n,):
+                raise DataError(f"observed of shape {mask.shape}: expected ({n},), one flag per row of values")
+        bad = mask & self._refused(raw)
         if bad.any():
-            raise ModelArtifactError(f"non-finite feature values in row {int(np.flatnonzero(bad)[0])}")
+            t = int(np.flatnonzero(bad)[0])
+            raise InvalidMessageError(f"FeatureVector at row {t}", self._value_problems(raw[t]))
         state = self.initial_state(symbol)
         state_probs = np.tile(self.model.start_prob, (n, 1))
         probs = np.tile(self._prior_regime_probs, (n, 1))
@@ -563,7 +602,10 @@ class RegimeDetector:
         prior_regime = _REGIME_INDEX[self._prior_regime]
         for t in range(n):
             if mask[t]:
-                probs[t] = self.observe(state, raw[t])
+                try:
+                    probs[t] = self.observe(state, raw[t])
+                except StateError as exc:  # the row, as in step: no hidden state can explain it
+                    raise InvalidMessageError(f"FeatureVector at row {t}", [self._unexplained(raw[t], exc)]) from None
                 state_probs[t] = np.exp(state.log_alpha)  # type: ignore[arg-type]
                 self.decide(state, probs[t])
                 regime[t] = _REGIME_INDEX[state.regime]  # type: ignore[index]
