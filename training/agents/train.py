@@ -40,7 +40,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -146,6 +148,36 @@ OVERRIDABLE = frozenset(
      "slippage_bps", "total_timesteps", "episode_length", "n_seeds", "combine_seeds", "selection",
      "no_trade_band", "band_in_training"}
 )
+LEARNING_RATE_MAX = 1e-2
+"""The largest ``learning_rate`` a job takes (33 times the 3e-4 every committed agent uses).
+Measured in ``--quick``-sized runs of the Balanced (seed 7, 2,048 steps on the preset's
+``synth:realistic:11:1200``): the first update moves the policy by
+an approximate KL divergence of 0.05 at 1e-2, 0.9 at 3e-2 and 1,000 at 0.1 (the update replaces
+the policy instead of improving it: PPO's clip range no longer bounds the step), and from 10 up
+the weights turn NaN within the first update."""
+LOG_STD_INIT_RANGE = (-5.0, 2.0)
+"""The range of ``log_std_init``, the log of the exploration noise's initial standard deviation
+σ, in position units (actions lie in [-L, L], L = 1 or 2). Measured as for
+:data:`LEARNING_RATE_MAX`: below −5 (σ = 0.0067) the noise is so narrow that the first update's
+approximate KL divergence is 2.8 at −6 and 4e4 at −10 (−5: 0.10; the default −0.7: 0.0002),
+and from −50 down σ² falls below float32's normal range and the weights turn NaN; above 2 (σ = 7.4,
+3.7 times the widest range, ±2) 79-89 % of the samples of a zero mean are clipped to ±L, the policy learns less
+(10) or nothing (20, 30), and at 100 σ itself overflows float32 and the weights turn NaN."""
+
+
+class TrainingDivergedError(EnsembleTraderError):
+    """PPO diverged while training one agent's seed: the policy's parameters are no longer
+    finite, or torch refuses its action distribution (a NaN or infinite mean, a standard deviation
+    that is not > 0), or its action is not finite. ``agent``, ``seed`` and ``step`` (environment
+    steps taken when it was seen) name the run."""
+
+    def __init__(self, agent: str, seed: int, step: int, reason: str, config: TrainConfig):
+        self.agent, self.seed, self.step = agent, seed, step
+        super().__init__(
+            f"{agent} seed {seed}: PPO diverged by step {step:,} ({reason}), with learning_rate "
+            f"{config.learning_rate:g} and log_std_init {config.log_std_init:g}: lower the learning rate (the "
+            f"committed agents use 3e-4) or bring log_std_init nearer the default -0.7"
+        )
 
 
 def default_bars() -> tuple[str, ...]:
@@ -184,12 +216,12 @@ class TrainConfig(BaseModel):
     n_steps: int = Field(default=512, ge=16)
     batch_size: int = Field(default=256, ge=8)
     n_epochs: int = Field(default=5, ge=1)
-    learning_rate: float = Field(default=3e-4, gt=0.0)
+    learning_rate: float = 3e-4  # in (0, LEARNING_RATE_MAX], see _stable_updates
     gamma: float = Field(default=0.9, gt=0.0, le=1.0)
     gae_lambda: float = Field(default=0.9, gt=0.0, le=1.0)
     clip_range: float = Field(default=0.2, gt=0.0)
     ent_coef: float = Field(default=0.0, ge=0.0)
-    log_std_init: float = -0.7
+    log_std_init: float = -0.7  # in LOG_STD_INIT_RANGE, see _stable_updates
     # the served agent's no-trade band (AgentPool), in the manifest; with band_in_training the
     # environment executes actions through it during training and checkpoint selection too,
     # otherwise it is an execution rule put on the trained policy
@@ -237,6 +269,30 @@ class TrainConfig(BaseModel):
         bad = [size for size in value if size < 1]
         if bad:
             raise ValueError(f"every layer size must be >= 1, got {list(value)}")
+        return value
+
+    @field_validator("learning_rate", "log_std_init")
+    @classmethod
+    def _stable_updates(cls, value: float, info: ValidationInfo) -> float:
+        """A learning rate in (0, :data:`LEARNING_RATE_MAX`] and a ``log_std_init`` in
+        :data:`LOG_STD_INIT_RANGE`, where PPO's updates stay within its clip range (outside,
+        a job ran until torch failed inside ``model.learn`` with a raw traceback)."""
+        if info.field_name == "learning_rate":
+            if not 0.0 < value <= LEARNING_RATE_MAX:
+                raise ValueError(
+                    f"learning_rate={value!r} must be > 0 and at most {LEARNING_RATE_MAX:g}: beyond it one PPO "
+                    "update replaces the policy instead of improving it, and the weights soon turn NaN "
+                    "(the committed agents use 3e-4)"
+                )
+            return value
+        low, high = LOG_STD_INIT_RANGE
+        if not low <= value <= high:
+            raise ValueError(
+                f"log_std_init={value!r} must be in [{low:g}, {high:g}] (an initial exploration noise σ of "
+                f"{math.exp(low):.2g} to {math.exp(high):.2g} position units): narrower noise makes each PPO "
+                "update leave its clip range, wider clips nearly every sampled action to the leverage limit, and "
+                "far beyond either the weights turn NaN (the committed agents use -0.7)"
+            )
         return value
 
     @field_validator("rewards", "agent_overrides", "agent_data", mode="before")
@@ -317,7 +373,8 @@ class TrainConfig(BaseModel):
             try:
                 self.for_agent(agent).costs  # noqa: B018 - builds the agent's training cost model
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}"
+                                     for e in exc.errors())
                 raise ValueError(f"agent_overrides[{agent}]: {problems}") from None
             except DataError as exc:
                 raise ValueError(f"agent_overrides[{agent}]: {exc}") from None
@@ -639,7 +696,7 @@ def train_agent(
     from stable_baselines3.common.vec_env import DummyVecEnv
     from tqdm.auto import tqdm
 
-    from training.agents.env import TradingEnv
+    from training.agents.env import InvalidActionError, TradingEnv
     from training.agents.export import DeterministicPolicy, StandardizedObservation
     from training.agents.rewards import make_reward
 
@@ -697,9 +754,23 @@ def train_agent(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"score": -np.inf}
 
+    def diverged(reason: str) -> TrainingDivergedError:
+        return TrainingDivergedError(agent, seed, int(model.num_timesteps), reason, config)
+
+    def check_finite() -> None:
+        """After each update: NaN or infinite weights (a NaN loss makes them so) are reported
+        here, not as a NaN action of a validation run or a torch error of the next rollout."""
+        bad = non_finite_parameters(model.policy)
+        if bad:
+            raise diverged(f"non-finite policy parameters: {_names(bad)}")
+
     def checkpoint(steps: int) -> None:
+        check_finite()
         policy = DeterministicPolicy(model.policy, leverage).eval()
-        result = validate(policy, agent, val_data, job_config, config.selection, band)
+        try:
+            result = validate(policy, agent, val_data, job_config, config.selection, band)
+        except InvalidActionError as exc:  # finite weights whose action overflows to NaN
+            raise diverged(f"its deterministic policy gave a non-finite action on validation: {exc}") from exc
         history.append({"timesteps": steps, **{k: round(v, 6) for k, v in result.items()}})
         if result["score"] > best["score"]:
             best.update(score=result["score"], result=result, steps=steps,
@@ -712,6 +783,9 @@ def train_agent(
             super().__init__()
             self._next_eval = config.evaluation_interval
 
+        def _on_rollout_start(self) -> None:
+            check_finite()  # the update before this rollout
+
         def _on_step(self) -> bool:
             bar.update(n_envs)
             if self.num_timesteps >= self._next_eval:
@@ -721,11 +795,25 @@ def train_agent(
             return True
 
     started = time.perf_counter()
-    checkpoint(0)
-    model.learn(total_timesteps=config.timesteps, callback=_Progress())
-    if history[-1]["timesteps"] != model.num_timesteps:
-        checkpoint(model.num_timesteps)
-    bar.close()
+    try:
+        checkpoint(0)
+        try:
+            model.learn(total_timesteps=config.timesteps, callback=_Progress())
+        except ValueError as exc:
+            # torch refuses a Normal whose mean or standard deviation is NaN or infinite: the
+            # weights diverged within an update (or overflow); any other ValueError is a bug
+            bad = non_finite_parameters(model.policy)
+            refused = distribution_refusal(exc)
+            if not (bad or refused):
+                raise
+            reason = "; ".join(([f"non-finite policy parameters: {_names(bad)}"] if bad else []) +
+                               ([refused] if refused else []))
+            raise diverged(reason) from exc
+        check_finite()  # the last update, which no rollout or checkpoint followed
+        if history[-1]["timesteps"] != model.num_timesteps:
+            checkpoint(model.num_timesteps)
+    finally:
+        bar.close()
     if best["steps"] == 0:
         # kept as selected (what the job selects does not change), but said: the policy is the
         # random initialisation, whose actions are near zero; bagged, it shrinks the mean action
@@ -748,6 +836,34 @@ def train_agent(
         timesteps=int(model.num_timesteps),
         seconds=time.perf_counter() - started,
     )
+
+
+def non_finite_parameters(module: Any) -> list[str]:
+    """The names of ``module``'s parameters holding a NaN or an infinity (a diverged policy)."""
+    import torch
+
+    return [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
+_TORCH_REFUSAL = re.compile(
+    r"^Expected parameter (\w+) \(.*\) of distribution (\w+)\(.*\) to satisfy the constraint (.+), but found invalid"
+)
+
+
+def distribution_refusal(exc: ValueError) -> str | None:
+    """What torch's argument check of a distribution refused (``Expected parameter loc ... of
+    distribution Normal(...) to satisfy the constraint Real(), but found invalid values:``,
+    followed by the whole tensor), in one line; None for any other ValueError."""
+    match = _TORCH_REFUSAL.match(str(exc))
+    if match is None:
+        return None
+    parameter, distribution, constraint = match.groups()
+    return f"torch refused the action distribution: its {distribution} {parameter} fails {constraint}"
+
+
+def _names(names: Sequence[str], shown: int = 3) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def combine_seeds(
