@@ -132,7 +132,8 @@ def _parse_float(text: str, column: str, source: str, line: int) -> float:
 
 
 def _check_symbol(symbol: str, source: str, line: int | None, column: str = "symbol") -> str:
-    if not _SYMBOL_RE.match(symbol):
+    # fullmatch: the pattern's "$" also matches before a trailing line break ("SYN\n")
+    if not isinstance(symbol, str) or _SYMBOL_RE.fullmatch(symbol) is None:
         reason = f"not a valid symbol (pattern {SYMBOL_PATTERN})"
         if line is None:
             raise DataError(f"{source}: symbol {symbol!r}: {reason}")
@@ -269,7 +270,7 @@ class _Reader:
             fixed = _check_symbol(self.symbol, self.source, None)
         else:
             fixed = self.path.stem.upper()
-            if not _SYMBOL_RE.match(fixed):
+            if _SYMBOL_RE.fullmatch(fixed) is None:
                 raise DataError(
                     f"{self.source}: symbol {fixed!r}, taken from the file name, is not a valid symbol "
                     f"(pattern {SYMBOL_PATTERN}): rename the file or add a symbol column"

@@ -32,6 +32,7 @@ See docs/data.md for the parameters of every preset. The files of a generated da
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,10 +41,19 @@ import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, outside_time_range
+from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, finer_than_microseconds, outside_time_range
 
 REGIME_NAMES: tuple[str, ...] = tuple(r.value for r in REGIMES)
 """``("BULL", "BEAR", "SIDEWAYS", "VOLATILE")``: the order of every per-regime tuple here."""
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+
+
+def _number(where: str, name: str, value: object) -> float:
+    """``value`` as a float when it is a real number, else a DataError naming the field: a bool
+    (which Python would count as 0 or 1), text or None is no parameter value."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise DataError(f"{where}{name}={value!r}: must be a number")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,12 @@ class RegimeParams:
     ``garch_alpha`` / ``garch_beta``: volatility clustering (0, 0 = constant volatility).
     ``garch_gamma``: leverage effect (GJR): extra variance after a down move.
     ``volume_level``: log-volume offset from the scenario's base volume.
+
+    Every field is a real number (not a bool) in its range, else a DataError names it and its
+    value: ``|drift| < 0.1``; ``0 < vol < 0.5``; ``dwell`` finite and >= 1 (a regime is left
+    some time); ``0 <= mean_reversion < 1``; ``0 <= level_vol < 0.5`` (per bar, as ``vol``);
+    ``garch_alpha``, ``garch_beta``, ``garch_gamma`` >= 0 with ``alpha + beta + gamma/2 < 1``;
+    ``volume_level`` finite.
     """
 
     drift: float
@@ -70,22 +86,30 @@ class RegimeParams:
     volume_level: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("drift", "vol", "dwell", "mean_reversion", "level_vol", "garch_alpha", "garch_beta",
+                     "garch_gamma", "volume_level"):
+            _number("", name, getattr(self, name))
         if not (math.isfinite(self.drift) and abs(self.drift) < 0.1):
             raise DataError(f"drift={self.drift!r}: must be finite and below 0.1 per bar in size")
         if not (0.0 < self.vol < 0.5):
             raise DataError(f"vol={self.vol!r}: must be in (0, 0.5) per bar")
-        if not self.dwell >= 1.0:
-            raise DataError(f"dwell={self.dwell!r}: must be >= 1 bar")
+        if not (math.isfinite(self.dwell) and self.dwell >= 1.0):
+            raise DataError(
+                f"dwell={self.dwell!r}: must be a finite number of bars >= 1 (a regime is left some time)"
+            )
         if not 0.0 <= self.mean_reversion < 1.0:
             raise DataError(f"mean_reversion={self.mean_reversion!r}: must be in [0, 1)")
-        if not self.level_vol >= 0.0:
-            raise DataError(f"level_vol={self.level_vol!r}: must be >= 0")
+        if not 0.0 <= self.level_vol < 0.5:
+            raise DataError(f"level_vol={self.level_vol!r}: must be in [0, 0.5) per bar")
         garch = (self.garch_alpha, self.garch_beta, self.garch_gamma)
-        if min(garch) < 0.0 or self.garch_alpha + self.garch_beta + self.garch_gamma / 2 >= 1.0:
+        # written so that NaN fails too (every comparison with NaN is False)
+        if not (min(garch) >= 0.0 and self.garch_alpha + self.garch_beta + self.garch_gamma / 2 < 1.0):
             raise DataError(
                 f"garch_alpha={self.garch_alpha!r}, garch_beta={self.garch_beta!r}, "
                 f"garch_gamma={self.garch_gamma!r}: must be >= 0 with alpha + beta + gamma/2 < 1"
             )
+        if not math.isfinite(self.volume_level):
+            raise DataError(f"volume_level={self.volume_level!r}: must be finite (a log-volume offset)")
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,20 @@ class ScenarioSpec:
 
     ``regimes`` lists BULL, BEAR, SIDEWAYS, VOLATILE. ``exit_weights[i][j]`` is the relative
     weight of moving to regime j when leaving regime i (the diagonal is ignored).
+    ``tail_df``: degrees of freedom of the Student-t shocks (inf = Gaussian). ``gap_scale``: sd
+    of the overnight gap in units of the bar's volatility. ``intrabar_steps``: steps of the
+    Brownian bridge that gives high and low. ``start_price``: the price before the first bar.
+    ``base_volume``, ``volume_sigma``, ``volume_persistence``, ``volume_response``: median
+    volume, sd and AR(1) coefficient of the log-volume noise, and the log-volume added per unit
+    of ``|z| - E|z|`` (volume is larger on big moves).
+
+    Every field is checked, else a DataError names it and its value: ``name`` a non-empty
+    string, ``description`` a string, four :class:`RegimeParams`, a 4x4 of finite weights >= 0
+    (numbers, not bools) that gives every regime somewhere to go and lets the chain reach one
+    group of regimes it then never leaves (one long-run distribution); ``tail_df > 2`` (or
+    inf); ``0 <= gap_scale < 1``; ``intrabar_steps`` an integer >= 2; ``start_price`` and
+    ``base_volume`` finite and > 0; ``volume_sigma`` and ``volume_response`` finite and >= 0;
+    ``0 <= volume_persistence < 1``.
     """
 
     name: str
@@ -111,27 +149,61 @@ class ScenarioSpec:
     _matrix: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.regimes) != 4 or len(self.exit_weights) != 4:
-            raise DataError(f"scenario {self.name!r}: needs four regimes and a 4x4 exit_weights")
-        w = np.array(self.exit_weights, dtype=np.float64)
-        if w.shape != (4, 4) or not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise DataError(f"scenario {self.name!r}: exit_weights must be a 4x4 of finite weights >= 0")
+        if not isinstance(self.name, str) or not self.name:
+            raise DataError(f"scenario name={self.name!r}: must be a non-empty string")
+        where = f"scenario {self.name!r}: "
+        if not isinstance(self.description, str):
+            raise DataError(f"{where}description={self.description!r}: must be a string")
+        if not isinstance(self.regimes, tuple | list) or len(self.regimes) != 4 or not all(
+                isinstance(r, RegimeParams) for r in self.regimes):
+            raise DataError(
+                f"{where}regimes={self.regimes!r}: must be four RegimeParams (BULL, BEAR, SIDEWAYS, VOLATILE)"
+            )
+        w = self._exit_matrix(where)
         np.fill_diagonal(w, 0.0)
         row = w.sum(axis=1)
         if np.any(row <= 0):
-            raise DataError(f"scenario {self.name!r}: every regime needs somewhere to go")
-        if not (self.tail_df > 2.0):
+            raise DataError(f"{where}exit_weights={self.exit_weights!r}: every regime needs somewhere to go")
+        groups = _closed_groups(w > 0)
+        if len(groups) > 1:
+            named = " and ".join("(" + ", ".join(REGIME_NAMES[i] for i in g) + ")" for g in groups)
+            raise DataError(
+                f"{where}exit_weights={self.exit_weights!r}: the chain splits into groups of regimes it "
+                f"never leaves, {named}: no single long-run share of each regime"
+            )
+        tail_df = _number(where, "tail_df", self.tail_df)
+        if not tail_df > 2.0:
             raise DataError(f"scenario {self.name!r}: tail_df={self.tail_df!r} must be > 2 (or inf)")
-        if not 0.0 <= self.gap_scale < 1.0:
+        if not 0.0 <= _number(where, "gap_scale", self.gap_scale) < 1.0:
             raise DataError(f"scenario {self.name!r}: gap_scale={self.gap_scale!r} must be in [0, 1)")
-        if not 0.0 <= self.volume_persistence < 1.0:
-            raise DataError(f"scenario {self.name!r}: volume_persistence must be in [0, 1)")
-        if self.intrabar_steps < 2:
-            raise DataError(f"scenario {self.name!r}: intrabar_steps must be >= 2")
+        steps = self.intrabar_steps
+        if isinstance(steps, bool | np.bool_) or not isinstance(steps, numbers.Integral) or steps < 2:
+            raise DataError(f"{where}intrabar_steps={steps!r}: must be an integer >= 2")
+        for name in ("start_price", "base_volume"):
+            value = _number(where, name, getattr(self, name))
+            if not (math.isfinite(value) and value > 0.0):
+                raise DataError(f"{where}{name}={getattr(self, name)!r}: must be finite and > 0")
+        for name in ("volume_sigma", "volume_response"):
+            value = _number(where, name, getattr(self, name))
+            if not (math.isfinite(value) and value >= 0.0):
+                raise DataError(f"{where}{name}={getattr(self, name)!r}: must be finite and >= 0")
+        if not 0.0 <= _number(where, "volume_persistence", self.volume_persistence) < 1.0:
+            raise DataError(
+                f"scenario {self.name!r}: volume_persistence={self.volume_persistence!r}: must be in [0, 1)"
+            )
         leave = np.array([1.0 / r.dwell for r in self.regimes])
         matrix = (w / row[:, None]) * leave[:, None]
         matrix[np.diag_indices(4)] = 1.0 - leave
         object.__setattr__(self, "_matrix", matrix)
+
+    def _exit_matrix(self, where: str) -> np.ndarray:
+        """``exit_weights`` as a 4x4 float array, or a DataError naming it."""
+        rows = self.exit_weights
+        shaped = isinstance(rows, tuple | list) and len(rows) == 4 and all(
+            isinstance(r, tuple | list) and len(r) == 4 for r in rows)
+        if not shaped or not all(_is_weight(x) for r in rows for x in r):
+            raise DataError(f"{where}exit_weights={rows!r}: must be a 4x4 of finite weights >= 0")
+        return np.array(rows, dtype=np.float64)
 
     @property
     def transition_matrix(self) -> np.ndarray:
@@ -149,6 +221,23 @@ class ScenarioSpec:
     def expected_dwell(self) -> np.ndarray:
         """Expected bars per visit of each regime."""
         return np.array([r.dwell for r in self.regimes])
+
+
+def _is_weight(x: object) -> bool:
+    """A finite real number >= 0 (not a bool)."""
+    return not isinstance(x, bool | np.bool_) and isinstance(x, numbers.Real) and math.isfinite(x) and x >= 0
+
+
+def _closed_groups(moves: np.ndarray) -> list[tuple[int, ...]]:
+    """The groups of regimes the chain never leaves once in them (its closed classes), given
+    ``moves[i, j]``: regime i can move to regime j. One group: one long-run distribution."""
+    n = len(moves)
+    reach = moves | np.eye(n, dtype=bool)
+    for k in range(n):  # transitive closure (Warshall)
+        reach = reach | (reach[:, k : k + 1] & reach[k : k + 1, :])
+    # regime i is in a group it never leaves when every regime it reaches reaches it back
+    groups = {tuple(np.flatnonzero(reach[i]).tolist()) for i in range(n) if reach[reach[i], i].all()}
+    return sorted(groups)
 
 
 def _p(drift: float, vol: float, dwell: float, **kw: float) -> RegimeParams:
@@ -301,10 +390,14 @@ def parse_freq(freq: str) -> np.timedelta64:
 
 
 def _parse_start(start: str) -> np.datetime64:
+    if not isinstance(start, str):
+        raise DataError(f"start={start!r}: must be ISO-8601 text (a date or a datetime)")
     try:
         when = datetime.fromisoformat(start)
     except ValueError:
         raise DataError(f"start={start!r}: not an ISO-8601 date or datetime") from None
+    if finer_than_microseconds(start):
+        raise DataError(f"start={start!r}: has digits past the microsecond (the parser would drop them)")
     problem = outside_time_range(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
     if problem:
         raise DataError(f"start={start!r}: {problem}")
@@ -373,14 +466,14 @@ def generate(
     run is the prefix of a longer one's. Use distinct seeds for series that must be independent
     (a test run never shares its training run's seed). Kept so for the documented figures.
     """
-    spec = SCENARIOS.get(scenario)
+    spec = SCENARIOS.get(scenario) if isinstance(scenario, str) else None
     if spec is None:
         raise DataError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
     if isinstance(n_bars, bool) or not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
         raise DataError(f"n_bars={n_bars!r}: must be an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataError(f"seed={seed!r}: must be an integer >= 0")
-    if not re.match(SYMBOL_PATTERN, symbol):
+    if not isinstance(symbol, str) or _SYMBOL.fullmatch(symbol) is None:
         raise DataError(f"symbol={symbol!r}: not a valid symbol (upper-case ticker)")
     timestamps = bar_times(start, freq, int(n_bars))
 
@@ -393,11 +486,13 @@ def generate(
     high, low = _intrabar_extremes(spec, opens_log, closes_log, sigma, rng)
     volume = _volume(spec, states, abs_z, rng)
 
-    open_ = np.exp(opens_log)
-    close = np.exp(closes_log)
-    # exp() is monotone, so the log-space ordering carries over; clip guards the last ulp.
-    high = np.maximum(np.exp(high), np.maximum(open_, close))
-    low = np.minimum(np.exp(low), np.minimum(open_, close))
+    with np.errstate(over="ignore"):  # a price past float64 is refused below, naming the bar
+        open_ = np.exp(opens_log)
+        close = np.exp(closes_log)
+        # exp() is monotone, so the log-space ordering carries over; clip guards the last ulp.
+        high = np.maximum(np.exp(high), np.maximum(open_, close))
+        low = np.minimum(np.exp(low), np.minimum(open_, close))
+    _check_bars(scenario, int(seed), open_, high, low, close, volume)
     series = BarSeries(
         symbol=symbol,
         timestamp=timestamps.astype("datetime64[ns]"),
@@ -409,6 +504,23 @@ def generate(
     )
     labels = np.array(REGIME_NAMES, dtype="<U8")[states]
     return SyntheticData(series=series, regimes=labels, scenario=scenario, seed=int(seed))
+
+
+def _check_bars(scenario: str, seed: int, *columns: np.ndarray) -> None:
+    """A DataError when a price is not finite and > 0 or a volume is not finite: parameters each
+    in range can still carry a long series past float64 (a drift of 0.05 a bar for 20,000 bars is
+    e^1000), and a NaN bar must not leave the generator."""
+    open_, high, low, close, volume = columns
+    ok = np.isfinite(volume)
+    for price in (open_, high, low, close):
+        ok &= np.isfinite(price) & (price > 0.0)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise DataError(
+            f"scenario {scenario!r}, seed {seed}: bar {i} is out of float64's range (open={open_[i]!r}, "
+            f"high={high[i]!r}, low={low[i]!r}, close={close[i]!r}, volume={volume[i]!r}): the parameters "
+            "carry prices or volumes past what float64 holds over this many bars"
+        )
 
 
 def _simulate_chain(spec: ScenarioSpec, n: int, rng: np.random.Generator) -> np.ndarray:
