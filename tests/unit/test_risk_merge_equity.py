@@ -291,9 +291,14 @@ def test_kill_switch_and_reset_keep_their_merge_semantics():
 
 
 def test_a_merge_of_identical_states_is_the_identity():
-    for state in (stored_state(), routed(stored_state(), ("SPX", 91.0)),
-                  stored_state(equity=123.0, trading_state=TradingState.REDUCING, state_reason="x")):
+    for state in (stored_state(), routed(stored_state(), ("SPX", 91.0))):
         assert merge_states(state, state, state, REVALUATION) == state
+    # a state whose equity is not the positions at its marks (123 for 100,000) is not taken as it
+    # is: a side that changed nothing agrees only as far as the state it loaded does, and that may
+    # be a writer's stale view. The equity is recomputed, nothing else changes
+    state = stored_state(equity=123.0, trading_state=TradingState.REDUCING, state_reason="x")
+    merged = merge_states(state, state, state, REVALUATION)
+    assert merged == state.model_copy(update={"equity": 100_000.0})
 
 
 def test_a_merge_into_an_unchanged_stored_state_keeps_ours_when_it_agrees():

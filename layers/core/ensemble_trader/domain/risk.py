@@ -234,6 +234,11 @@ class RiskState(BaseModel):
     peak_equity: float | None = None
     equity: float | None = None
     breaker_resets: int = 0  # operator resets so far: tells a merge that one happened meanwhile
+    # CircuitBreakerTripped events published about this breaker so far (each transition of
+    # update_breaker and reset_breaker, each correction of a merged save: every change of the
+    # stored state or latch is one of them): tells a merge whether the other writer published one
+    # since the load, and so whether the stored breaker state is the last one announced
+    breaker_events: int = 0
     # an operator reset the breaker while equity was at or below zero: until equity is positive
     # again, equity there means REDUCING (exits only) instead of a latched HALTED
     exits_only_below_zero: bool = False
@@ -619,6 +624,7 @@ class RiskEngine:
             return None
         state.trading_state = desired
         state.state_reason = why  # already HALTED (a daily loss) and now latched: the latch says why
+        state.breaker_events += 1  # the caller publishes the transition
         return BreakerTransition(current, desired, why, equity, daily_loss, drawdown, latched=latches)
 
     def desired_state(
@@ -670,6 +676,7 @@ class RiskEngine:
         state.breaker_resets += 1
         if previous is state.trading_state:
             return None
+        state.breaker_events += 1  # the caller publishes the transition
         eq = state.equity or 0.0
         return BreakerTransition(previous, state.trading_state, state.state_reason, eq, 0.0, 0.0)
 
@@ -832,14 +839,16 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
     a breaker reset (``breaker_resets`` moved), the whole breaker — latched flag, trading state
     and reason, the rebased peak and day-start equity. Our breaker state computed from the stale
     pre-reset figures is dropped; the next :meth:`RiskEngine.update_breaker` re-evaluates it from
-    the rebased figures and the latest equity (kept from ours).
+    the rebased figures and the latest equity (ours', or with a ``revaluation`` the recomputed
+    one: ours was valued at the prices it loaded, so the peak is never raised to it).
 
     ``broker`` (the broker the stage's router trades) is ours when we set it — we are the
     writer whose save lands now — else theirs: an operator's router records none.
 
     Marks (newest per symbol) and accepted orders (throttle and duplicate windows) are always
     united. Without a reset in theirs the equity figures come from ours and the peak is the
-    higher of the two; the breaker state is theirs unless we moved it since ``base``, then ours
+    higher of the two (unless a side lowered it below ``base``'s: a revaluing merge found it
+    stale, and it stays lowered, :func:`_merged_peak`); the breaker state is theirs unless we moved it since ``base``, then ours
     if theirs did not move it, else the more severe of the two (two routers tripping at once). A
     breaker state that is not latched lasts only for the day it was set on: when one side has
     rolled into a later day, the other side's daily-loss REDUCING or HALTED of the day before is
@@ -851,15 +860,20 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
 
     With a ``revaluation`` the equity is recomputed from the merged marks and its positions
     (after a reset on either side too). A side whose valuation agrees with it — every held
-    symbol marked as in the merge and the same equity, or no figure or breaker changed since
-    ``base`` — saw the prices the merge keeps; when both sides do, the merge is the one above.
+    symbol marked as in the merge and the same equity — saw the prices the merge keeps; when
+    both sides do, the merge is the one above. (A side that changed nothing since ``base``
+    agrees only if ``base`` does: the stored state may be one writer's stale view.)
     Otherwise a side that does not agree valued the other side's symbols at the prices it
     loaded, and its figures are not taken as they are (:func:`_merge_revalued`): the merged
     figures are the stored ones updated by the recomputed equity as one intent would update
     them, a peak either side raised from stale prices is not kept, and a breaker move of such a
     side stands only where the recomputed figures call for at least as much.
+
+    ``breaker_events`` is theirs' plus ours' since ``base``; the corrections the writer publishes
+    once the merge is saved are counted by :func:`announce`.
     """
     merged = theirs.model_copy(deep=True)
+    merged.breaker_events = theirs.breaker_events + max(0, ours.breaker_events - base.breaker_events)
 
     if _switch(ours) != _switch(base) and (_switch(theirs) == _switch(base) or _newer_switch(ours, theirs)):
         merged.kill_switch, merged.kill_switch_reason = ours.kill_switch, ours.kill_switch_reason
@@ -889,16 +903,16 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
     equity = revaluation.equity(merged.marks) if revaluation is not None else None
 
     if theirs.breaker_resets != base.breaker_resets:  # an operator reset since we loaded
-        if ours.equity is not None:
+        if ours.day is not None and (merged.day is None or ours.day > merged.day):
+            merged.day = ours.day
+        if equity is not None:  # the reset's figures updated by the recomputed equity alone
+            _take_equity(merged, equity)
+        elif ours.equity is not None:
             merged.equity = ours.equity
-            if ours.day is not None and (merged.day is None or ours.day > merged.day):
-                merged.day = ours.day
             if merged.day_start_equity is None:  # a reset at or below zero keeps no baseline
                 merged.day_start_equity = _positive(ours.equity)
             merged.peak_equity = max((p for p in (merged.peak_equity, ours.equity) if p is not None and p > 0),
                                      default=None)
-        if equity is not None:
-            _take_equity(merged, equity)
         return merged
 
     if revaluation is not None and equity is not None and ours.breaker_resets == base.breaker_resets:
@@ -914,8 +928,7 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
         # our figures, unless theirs already moved into a later day (a state carried over from a
         # failed batch can be older than the stored one): the day never goes back
         merged.day, merged.day_start_equity, merged.equity = ours.day, ours.day_start_equity, ours.equity
-    if ours.peak_equity is not None:
-        merged.peak_equity = max(p for p in (merged.peak_equity, ours.peak_equity) if p is not None)
+    merged.peak_equity = _merged_peak(base, ((ours, True), (theirs, True)))
     if ours.breaker_resets != base.breaker_resets:  # our own reset: the operator's figures win
         merged.breaker_resets = ours.breaker_resets
         merged.trading_state, merged.state_reason = ours.trading_state, ours.state_reason
@@ -946,10 +959,10 @@ def _take_equity(merged: RiskState, equity: float) -> None:
 
 def _agrees(side: RiskState, base: RiskState, marks: Mapping[str, Mark], held: frozenset[str],
             equity: float) -> bool:
-    """``side`` valued the account as the merge does: it changed no figure and no breaker state
-    since ``base``, or it marks every held symbol as ``marks`` do and its equity is ``equity``."""
-    if _figures(side) == _figures(base) and _breaker(side) == _breaker(base):
-        return True
+    """``side`` valued the account as the merge does: it marks every held symbol as ``marks`` do
+    and its equity is ``equity``. A side that changed nothing since ``base`` agrees only as far
+    as ``base`` does: a stored state may be one writer's stale view (its lone save, before the
+    other writer's merge replaced it)."""
     return (side.equity is not None
             and math.isclose(side.equity, equity, rel_tol=EQUITY_TOLERANCE, abs_tol=EQUITY_TOLERANCE)
             and all(side.marks.get(symbol) == marks.get(symbol) for symbol in held))
@@ -960,13 +973,19 @@ def _merge_revalued(base: RiskState, ours: RiskState, theirs: RiskState, merged:
     """The figures and breaker state of a merge in which at least one side valued the other
     side's symbols at stale prices (no reset in theirs or ours).
 
-    Figures: the stored ones (theirs) updated by ``equity`` on the later of the two days as
-    :meth:`RiskEngine.update_breaker` would (the peak raised to it, baselines at or below zero
-    dropped) — except that a raise of the peak since ``base`` is undone when theirs does not
-    agree with the recomputation, that ours adds its own raise of the peak when it agrees, and
-    that a day begun since ``base`` starts from ``base``'s equity plus each side's own change
-    before that day (:func:`_day_start`), not from a figure either side computed with the other
-    side's symbols at stale prices.
+    Figures, each the same whichever side saved first: the equity is ``equity``, on the later of
+    the two days. The peak is ``base``'s, lowered where a side lowered it (a merge found it stale:
+    the stored side may be the save of one, ours may be one when a merge's save is retried or
+    carried to the next batch), raised where a side that agrees raised it, and raised to
+    ``equity``. Within ``base``'s day the day's start stays ``base``'s (when ``base`` kept none,
+    equity being at or below zero then, only a side that agrees sets one). A day begun since
+    ``base`` starts at ``equity`` less what each side that began it saw the account do since its
+    start of that day: each side valued its own symbols at their true prices and held the other
+    side's at the prices it loaded, so the changes add up, and a side's change before the day,
+    which a later mark of the same symbol may have replaced (a state carried from a failed save),
+    plays no part. Baselines at or below zero are dropped as :meth:`RiskEngine.update_breaker`
+    drops them. The operator's exits-only mode lasts while ``equity`` is at or below zero unless
+    a side that agrees cleared it (a stale view that went positive does not).
 
     Breaker: a side that does not agree evaluated any day it rolled into on stale figures: its
     state counts as set on ``base``'s day, so a merged day after it is evaluated again from the
@@ -979,26 +998,32 @@ def _merge_revalued(base: RiskState, ours: RiskState, theirs: RiskState, merged:
     carry into a later one). A state left standing from an earlier day, unlatched, is replaced
     by the one the figures call for (a day roll's re-evaluation). Otherwise the merge makes no
     move of its own: when the figures call for more than the state that stands, the next
-    intent's update makes the move and publishes it.
+    intent's update makes the move and publishes it. A state the merge stores that neither side
+    announced last is announced by the writer once the merge is saved (:func:`announce`).
     """
-    peak = theirs.peak_equity if theirs_agrees else _unraised(theirs.peak_equity, base.peak_equity)
-    if ours_agrees and ours.peak_equity is not None and (
-            base.peak_equity is None or ours.peak_equity > base.peak_equity):
-        peak = ours.peak_equity if peak is None else max(peak, ours.peak_equity)
-    day = max((d for d in (ours.day, theirs.day) if d is not None), default=None)
-    start = theirs.day_start_equity
-    if day is not None and (theirs.day is None or day > theirs.day):  # the merged day starts here
-        start = theirs.equity if theirs.equity is not None else equity
-    if day is not None and base.day is not None and day > base.day and base.equity is not None:
-        added = _day_start(base, (ours, theirs), day)
-        start = start if added is None else added
+    sides = ((ours, ours_agrees), (theirs, theirs_agrees))
+    peak = _merged_peak(base, sides)
     peak = equity if peak is None else max(peak, equity)
+    day = max((d for d in (ours.day, theirs.day) if d is not None), default=None)
+    if day is not None and day == base.day:
+        start = base.day_start_equity
+        if start is None:
+            start = next((side.day_start_equity for side, agrees in sides
+                          if agrees and side.day_start_equity is not None), None)
+    else:
+        start = equity
+        for side, _ in sides:
+            if side.day is None or side.day != day:
+                continue  # still on an earlier day: all its change is before the merged day
+            if side.equity is None or side.day_start_equity is None:
+                start = None  # it keeps no baseline (equity at or below zero): neither does the merge
+                break
+            start -= side.equity - side.day_start_equity
     merged.day, merged.equity = day, equity
     merged.day_start_equity = _positive(start) or _positive(equity)
     merged.peak_equity = _positive(peak) or _positive(equity)
-    # an operator's exits-only reset lasts while equity stays at or below zero, and not once a side saw it positive
-    merged.exits_only_below_zero = (equity <= 0 and base.exits_only_below_zero and ours.exits_only_below_zero
-                                    and theirs.exits_only_below_zero)
+    merged.exits_only_below_zero = (equity <= 0 and base.exits_only_below_zero
+                                    and all(side.exits_only_below_zero for side, agrees in sides if agrees))
     daily_loss, drawdown = merged.losses()
     called, called_why, called_latch = engine.desired_state(equity, daily_loss, drawdown,
                                                             merged.exits_only_below_zero)
@@ -1039,50 +1064,55 @@ def _merge_revalued(base: RiskState, ours: RiskState, theirs: RiskState, merged:
         merged.trading_state, merged.state_reason, merged.breaker_latched = called, called_why, called_latch
 
 
-def _day_start(base: RiskState, sides: tuple[RiskState, ...], day: date) -> float | None:
-    """The equity at the start of ``day``, a day after ``base``'s, from each side's own change
-    before it: ``base``'s equity plus, for each side, its equity minus ``base``'s if it is still
-    on an earlier day, or its start of ``day`` minus ``base``'s equity if it rolled into it. Each
-    side valued its own symbols at their true prices (only the other side's were stale), so the
-    changes add up; None when a side's figure is missing."""
-    start = base.equity
-    if start is None:
-        return None
-    for side in sides:
-        before = side.equity if side.day is None or side.day < day else side.day_start_equity
-        if before is None:
-            return None
-        start += before - base.equity
-    return start
-
-
-def _unraised(peak: float | None, base_peak: float | None) -> float | None:
-    """``peak`` without a raise since ``base_peak`` (a peak lowered since, by a merge, stays lowered)."""
-    if peak is None or base_peak is None:
-        return None if base_peak is None else peak
-    return min(peak, base_peak)
-
-
-def _figures(state: RiskState) -> tuple[date | None, float | None, float | None, float | None]:
-    return state.day, state.day_start_equity, state.peak_equity, state.equity
+def _merged_peak(base: RiskState, sides: Iterable[tuple[RiskState, bool]]) -> float | None:
+    """``base``'s peak, lowered where a side lowered it (a merge that found it stale, saved by the
+    stored side or, retried or carried, ours), raised where a side whose raise counts (``True``
+    with it: without a revaluation both sides' raises count) raised it."""
+    sides = tuple(sides)
+    peak = base.peak_equity
+    for side, _ in sides:
+        if peak is not None and side.peak_equity is not None and side.peak_equity < base.peak_equity:
+            peak = min(peak, side.peak_equity)
+    for side, counts in sides:
+        if counts and side.peak_equity is not None and (base.peak_equity is None or side.peak_equity > base.peak_equity):
+            peak = side.peak_equity if peak is None else max(peak, side.peak_equity)
+    return peak
 
 
 BreakerMove = tuple[TradingState, bool]
-"""A published breaker state: the trading state and whether it is latched."""
+"""A breaker state as a ``CircuitBreakerTripped`` announces it: the trading state and whether it
+is latched."""
 
 
-def breaker_move(before: RiskState, after: RiskState) -> BreakerMove | None:
-    """``after``'s breaker state and latch when they differ from ``before``'s: every such change a
-    writer saves was published by it (a ``CircuitBreakerTripped``) before the save."""
-    moved = (after.trading_state, after.breaker_latched)
-    return moved if moved != (before.trading_state, before.breaker_latched) else None
+def breaker_of(state: RiskState) -> BreakerMove:
+    """``state``'s breaker state and latch."""
+    return state.trading_state, state.breaker_latched
+
+
+def last_words(base: RiskState, ours: Iterable[BreakerMove] | None, theirs: RiskState) -> list[BreakerMove]:
+    """The breaker states the last ``CircuitBreakerTripped`` published so far may announce when
+    our state, loaded as ``base``, is merged into the stored ``theirs``.
+
+    ``ours`` are those our side's last event may announce: the state it published last, or the
+    states an earlier merge of ours noted and no saved merge has corrected yet (a merge retried,
+    or carried to the next batch); None when our side published nothing since ``base``, whose
+    own state its writer announced. Theirs' last word is its own state: when its writers
+    published since ``base`` (``breaker_events`` moved) the last of their events announced it —
+    every event is counted, a saved merge's corrections included — and when they did not, it is
+    ``base``'s. It is a last word unless ours published since ``base`` and theirs did not. The
+    two sides publish independently, so the last event may be either side's."""
+    words = list(ours or ())
+    if ours is None or theirs.breaker_events != base.breaker_events:
+        words.append(breaker_of(theirs))
+    return list(dict.fromkeys(words))
 
 
 def merge_corrections(published: Iterable[BreakerMove], saved: RiskState) -> list[BreakerTransition]:
-    """A transition from each published breaker state that a merged save did not keep to the
-    saved one (once per distinct state), so that the last word on the breaker is the stored
-    state: a move the merge dropped, or one outranked by the other side's more severe move."""
-    now = (saved.trading_state, saved.breaker_latched)
+    """A transition from each published breaker state (:func:`last_words`) other than the saved
+    one to the saved one (once per distinct state), so that the last word on the breaker is the
+    stored state: a move the merge dropped, one outranked by the other side's more severe move,
+    or a move of the merge's own (a day roll evaluated again from the merged figures)."""
+    now = breaker_of(saved)
     daily_loss, drawdown = saved.losses()
     transitions, seen = [], {now}
     for move in published:
@@ -1096,6 +1126,17 @@ def merge_corrections(published: Iterable[BreakerMove], saved: RiskState) -> lis
         transitions.append(BreakerTransition(previous, saved.trading_state, reason, saved.equity or 0.0,
                                              daily_loss, drawdown, latched=saved.breaker_latched))
     return transitions
+
+
+def announce(state: RiskState, words: Iterable[BreakerMove]) -> tuple[RiskState, list[BreakerTransition]]:
+    """``state`` as its writer saves it, and the corrections it publishes once the save lands:
+    one from each of ``words`` (:func:`last_words`) that is not ``state``'s breaker state
+    (:func:`merge_corrections`), counted in ``breaker_events`` (on a copy; ``state`` itself
+    when there is none)."""
+    corrections = merge_corrections(words, state)
+    if not corrections:
+        return state, []
+    return state.model_copy(update={"breaker_events": state.breaker_events + len(corrections)}), corrections
 
 
 def _expired(side: RiskState, day: date | None) -> bool:

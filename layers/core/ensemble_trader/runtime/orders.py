@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -112,11 +112,12 @@ from ensemble_trader.domain.risk import (
     RiskState,
     TradingState,
     account_equity,
+    announce,
     apply_kill_switch,
-    breaker_move,
+    breaker_of,
     clock_now,
     kill_switch_verdict,
-    merge_corrections,
+    last_words,
     merge_states,
 )
 from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
@@ -460,6 +461,17 @@ class IntentOutcome:
         }
 
 
+class UnsavedRiskState(NamedTuple):
+    """A batch's risk state that was not written (:meth:`BatchingOrdersStore.unsaved`): the stored
+    state it started from, the state, and the breaker states the last event published about it
+    may announce (None: none published since ``base``; see
+    :func:`~ensemble_trader.domain.risk.last_words`)."""
+
+    base: RiskState
+    state: RiskState
+    words: list[BreakerMove] | None
+
+
 class BatchingOrdersStore:
     """An :class:`OrdersStore` that reads shared state once per batch of intents.
 
@@ -476,25 +488,30 @@ class BatchingOrdersStore:
     values the account at the merged marks and the positions read from the store then
     (:class:`~ensemble_trader.domain.risk.Revaluation`): the equity, peak, day figures and
     breaker state follow from that, not from a view in which the other writer's symbols kept
-    the prices we loaded. A breaker state published by either writer (ours by this batch, theirs
-    by the writer that saved it) that the saved merge does not keep gets a correcting transition
-    (:meth:`take_corrections`), so that what was published ends on what is stored.
+    the prices we loaded. Once a merge is saved, a correcting transition goes from each breaker
+    state the last event published may announce — ours' last, the stored writer's last, or the
+    loaded state's when neither published since (:func:`~ensemble_trader.domain.risk.last_words`)
+    — to the stored one when they differ (:meth:`take_corrections`), so that what was published
+    ends on what is stored: a move either writer published that the merge did not keep, and a
+    move of the merge's own.
 
-    ``carried`` is the unsaved ``(base, state)`` of an earlier batch whose write-back failed
+    ``carried`` is the :class:`UnsavedRiskState` of an earlier batch whose write-back failed
     (:meth:`unsaved`): its intents are already marked done by idempotency and their redelivery
     replays them without routing, so their risk-state changes (marks, the throttle's and the
     duplicate check's recent orders, the breaker) would be lost. It is merged into the stored
-    state at the first load, as a lost race is, and written with this batch.
+    state at the first load, as a lost race is, and written with this batch; the breaker states
+    its events (or a merge of it) left as possibly the last word are carried with it.
     """
 
-    def __init__(self, inner: OrdersStore, carried: tuple[RiskState, RiskState] | None = None, *,
+    def __init__(self, inner: OrdersStore, carried: UnsavedRiskState | None = None, *,
                  limits: RiskLimits | None = None, initial_equity: float | None = None):
         self.inner = inner
         self._state: RiskState | None = None
         self._base: RiskState | None = None  # the stored state our copy started from
-        self._start: RiskState | None = None  # the state the batch's intents started from (base, or its merge)
         self._valuation = (limits, initial_equity) if limits is not None and initial_equity is not None else None
-        self._published: list[BreakerMove] = []  # breaker states published by the writers merged so far
+        # the breaker states the last event published about our state may announce (last_words);
+        # None: none published since the load, whose state is the last word
+        self._words: list[BreakerMove] | None = None
         self._corrections: list[BreakerTransition] = []
         self._dirty = False
         self._carried = carried
@@ -610,23 +627,19 @@ class BatchingOrdersStore:
         if self._state is None:
             self._state = self.inner.load_risk_state()
             self._base = self._state.model_copy(deep=True)
+            self._words = None
             if self._carried is not None:
-                carried_base, carried_state = self._carried
-                self._state = self._merge(carried_base, carried_state, self._state,
-                                          ours_published=breaker_move(carried_base, carried_state))
+                carried = self._carried
+                self._words = carried.words
+                self._state = self._merge(carried.base, carried.state, self._state)
                 self._carried, self._dirty = None, True
-            self._start = self._state.model_copy(deep=True)
         return self._state.model_copy(deep=True)
 
-    def _merge(self, base: RiskState, ours: RiskState, theirs: RiskState,
-               ours_published: BreakerMove | None) -> RiskState:
+    def _merge(self, base: RiskState, ours: RiskState, theirs: RiskState) -> RiskState:
         """:func:`merge_states` with the account revalued at the merged marks (when this store
         knows the limits and the initial equity: the positions are read now), noting the breaker
-        states the two writers published: ``ours_published`` (None: ours published none) and
-        theirs' move since ``base``."""
-        for move in (ours_published, breaker_move(base, theirs)):
-            if move is not None:
-                self._published.append(move)
+        states the last event published may announce (:func:`last_words`)."""
+        self._words = last_words(base, self._words, theirs)
         revaluation = None
         if self._valuation is not None:
             limits, initial_equity = self._valuation
@@ -642,7 +655,7 @@ class BatchingOrdersStore:
     def save_risk_state(self, state: RiskState, *, write_kill_switch: bool = False) -> None:
         if write_kill_switch:  # an operator action: straight through, and re-read afterwards
             self.inner.save_risk_state(state, write_kill_switch=True)
-            self._state, self._base, self._start, self._dirty = None, None, None, False
+            self._state, self._base, self._dirty, self._words = None, None, False, None
             return
         if self._base is None:  # a state we did not load here: what it started from is its version
             self._base = self.inner.load_risk_state()
@@ -650,6 +663,9 @@ class BatchingOrdersStore:
                 raise ConcurrencyError(
                     f"risk state version {state.version} is stale (stored {self._base.version})"
                 )
+        held = self._state if self._state is not None else self._base
+        if state.breaker_events != held.breaker_events:  # the intent published a breaker transition
+            self._words = [breaker_of(state)]
         self._state = state
         self._dirty = True
 
@@ -664,20 +680,19 @@ class BatchingOrdersStore:
             return
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                self.inner.save_risk_state(self._state)
-                self._dirty = False
-                if self._published:  # saved a merge: what either writer published and it did not keep
-                    self._corrections.extend(merge_corrections(self._published, self._state))
-                    self._published = []
+                # a merged state that is not the breaker state last announced is announced once
+                # saved (corrections counted in the state: the next merge sees them)
+                state, corrections = announce(self._state, self._words or ())
+                self.inner.save_risk_state(state)
+                self._state, self._dirty, self._words = state, False, None
+                self._corrections.extend(corrections)
                 return
             except ConcurrencyError:
                 if attempt == MAX_ATTEMPTS:
                     raise
                 assert self._base is not None  # set whenever a state is held
                 theirs = self.inner.load_risk_state()
-                # our own published move counts at the first merge only: later ones merge a merge
-                ours_published = breaker_move(self._start or self._base, self._state) if attempt == 1 else None
-                self._state = self._merge(self._base, self._state, theirs, ours_published)
+                self._state = self._merge(self._base, self._state, theirs)
                 self._base = theirs
             except DeadlineExceededError:
                 raise  # no time for another save in this invocation: the router carries the state
@@ -686,12 +701,13 @@ class BatchingOrdersStore:
                     raise
                 pause(_backoff_s(attempt), f"risk-state save: failed {attempt} times (last error: {exc})")
 
-    def unsaved(self) -> tuple[RiskState, RiskState] | None:
-        """``(base, state)`` of a risk state not yet written (for the next batch to carry)."""
+    def unsaved(self) -> UnsavedRiskState | None:
+        """The risk state not yet written, what it started from and the breaker states its last
+        event may announce (for the next batch to carry)."""
         if self._carried is not None:
             return self._carried
         if self._dirty and self._state is not None and self._base is not None:
-            return self._base, self._state
+            return UnsavedRiskState(self._base, self._state, self._words)
         return None
 
 
@@ -838,7 +854,7 @@ class OrderRouter:
         self.submit_in_flight_seconds = float(submit_in_flight_seconds)
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
-        self._unsaved: tuple[RiskState, RiskState] | None = None  # a failed batch's risk state
+        self._unsaved: UnsavedRiskState | None = None  # a failed batch's risk state
         self._unpublished: list[BaseModel] = []  # a failed batch's events
 
     @contextmanager
