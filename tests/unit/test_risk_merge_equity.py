@@ -156,13 +156,14 @@ def stored_state(version: int = 5, **figures) -> RiskState:
     return state.model_copy(update=figures)
 
 
-def routed(base: RiskState, *bars: tuple[str, float], day: date = DAY, at: datetime = OPEN) -> RiskState:
+def routed(base: RiskState, *bars: tuple[str, float], day: date = DAY, at: datetime = OPEN,
+           positions: tuple[Position, ...] = POSITIONS) -> RiskState:
     """A batch's copy of ``base`` after intents marking ``bars`` in turn, the breaker fed with the
     equity this copy sees (the other symbols at the prices it loaded)."""
     side = base.model_copy(deep=True)
     for symbol, price in bars:
         side.marks[symbol] = Mark(price=price, timestamp=at)
-        RiskEngine(LIMITS).update_breaker(side, account_equity(100_000.0, POSITIONS, side.marks), day)
+        RiskEngine(LIMITS).update_breaker(side, account_equity(100_000.0, positions, side.marks), day)
     return side
 
 

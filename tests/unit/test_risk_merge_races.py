@@ -34,7 +34,8 @@ from ensemble_trader.runtime.clock import FixedClock
 from ensemble_trader.runtime.deadline import DeadlineExceededError
 from ensemble_trader.runtime.orders import BatchingOrdersStore, OrderRouter
 
-from tests.unit.test_risk_merge_equity import DAY, LIMITS, LOADED, OPEN, bar_intent
+from tests.unit.test_risk_merge_equity import DAY, LIMITS, LOADED, OPEN, bar_intent, saved
+from tests.unit.test_risk_merge_equity import routed as routed_over
 
 NEXT_DAY = date(2024, 3, 6)
 NEXT_OPEN = OPEN + timedelta(days=1)
@@ -115,17 +116,8 @@ class ThenOnLoad:
 
 def routed(base: RiskState, pos: tuple[Position, ...], *bars: tuple[str, float],
            day: date = DAY, at: datetime = OPEN) -> RiskState:
-    """A batch's copy of ``base`` after intents marking ``bars`` in turn, its breaker fed the
-    equity this copy sees (the other symbols at the prices it loaded)."""
-    side = base.model_copy(deep=True)
-    for symbol, price in bars:
-        side.marks[symbol] = Mark(price=price, timestamp=at)
-        RiskEngine(LIMITS).update_breaker(side, account_equity(100_000.0, pos, side.marks), day)
-    return side
-
-
-def saved(state: RiskState, version: int = 6) -> RiskState:
-    return state.model_copy(update={"version": version})
+    """:func:`tests.unit.test_risk_merge_equity.routed` over the positions ``pos``."""
+    return routed_over(base, *bars, day=day, at=at, positions=pos)
 
 
 def revaluation(pos: tuple[Position, ...]) -> Revaluation:
