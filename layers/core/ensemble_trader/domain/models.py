@@ -373,6 +373,26 @@ class OrderIntent(Message):
     explanation: str = ""
     explanation_detail: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _at_most_microseconds(cls, value: Any) -> Any:
+        """As a bar's: the intent's time is its bar's, kept to the microsecond; finer digits are
+        refused rather than truncated (two intents less than a microsecond apart would share an
+        intent time)."""
+        if isinstance(value, str) and finer_than_microseconds(value):
+            raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _within_range(cls, value: datetime) -> datetime:
+        """As a bar's: a time outside the range bars keep is refused (one at the ends of Python's
+        range, such as 0001-01-01T00:00:00+14:00, cannot even be converted to UTC)."""
+        problem = outside_time_range(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class Side(StrEnum):
     BUY = "BUY"
