@@ -4,7 +4,8 @@ Event: source ``ensemble-trader.control``, detail-type ``KillSwitch``, detail
 ``{"active": true|false, "reason": "...", "reset_breaker": false}``. On: the flag is stored in
 the risk state (new orders are rejected with KILL_SWITCH) and every working order is canceled.
 Off: the flag is cleared; ``reset_breaker`` also resets a latched circuit breaker. Any other
-event (another source or detail-type, a blank reason, a malformed detail, no ``time`` or ``id``)
+event (another source or detail-type, a blank reason, a malformed detail, no ``time`` or ``id``,
+a ``time`` more than ``max_intent_lead_seconds`` — 300 s by default — ahead of the function's clock)
 raises ``InvalidMessageError`` naming what was wrong: EventBridge invokes the function
 asynchronously, so Lambda retries it and then sends it to the on-failure destination (the events DLQ).
 
@@ -40,7 +41,10 @@ def router() -> OrderRouter:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    command = KillSwitchCommand.from_event(event)
+    # a time set by the sender further ahead than an intent may be is refused before anything
+    # is read or stored (dated ahead, it would make every genuine command until then stale)
+    command = KillSwitchCommand.from_event(event, now=router().clock.now(),
+                                           max_lead_seconds=router().limits.max_intent_lead_seconds)
     with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
         result = router().apply_kill_switch(command)
     # the switch as it stands: a stale command changed nothing

@@ -50,6 +50,7 @@ def control_event(active: bool, reason: str, at: datetime, event_id: str, **deta
 def entry(monkeypatch):
     """The kill_switch Lambda entry over a Rig's router (memory stores, paper broker, FlakyBus)."""
     rig = Rig()
+    rig.clock.set(T)  # the function's clock: the events are put now
     rig.bus = rig.router.events = FlakyBus()
     module = load_module("orders", "kill_switch", fresh=True)
     monkeypatch.setattr(module, "router", lambda: rig.router)

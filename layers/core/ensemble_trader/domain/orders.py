@@ -307,11 +307,19 @@ class KillSwitchCommand(Message):
     command_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     @classmethod
-    def from_event(cls, event: Any) -> KillSwitchCommand:
+    def from_event(cls, event: Any, *, now: datetime | None = None,
+                   max_lead_seconds: float | None = None) -> KillSwitchCommand:
         """The command of a whole EventBridge event, which must be the operator's control event
         (a schedule or another rule pointed at the function by mistake is refused, not obeyed),
         ordered by the event's ``time`` and named by its ``id``; anything else raises
-        :class:`InvalidMessageError` naming what was wrong."""
+        :class:`InvalidMessageError` naming what was wrong.
+
+        Given ``now`` (the reader's clock) and ``max_lead_seconds``, a ``time`` more than that
+        far ahead of ``now`` is refused too: ``PutEvents`` lets the sender set ``time``, and a
+        command dated ahead would make every genuine command until then stale (an "off" dated
+        2100 would hold the switch off against every "on"). The kill_switch entry passes both."""
+        if (now is None) != (max_lead_seconds is None):
+            raise ValueError("from_event: give now and max_lead_seconds together, or neither")
         name = "KillSwitch EventBridge event"
         if not isinstance(event, Mapping):
             raise InvalidMessageError(name, [FieldProblem("<message>", event, "an EventBridge event is an object")])
@@ -324,6 +332,13 @@ class KillSwitchCommand(Message):
             issued_at = None
             problems.append(FieldProblem("time", event.get("time"), "must be the ISO-8601 time EventBridge "
                                          "stamps on every event, with its time zone (it orders the commands)"))
+        if issued_at is not None and now is not None and max_lead_seconds is not None:
+            lead = (issued_at - now).total_seconds()
+            if lead > max_lead_seconds:
+                problems.append(FieldProblem("time", event.get("time"), (
+                    f"is {lead:,.0f} s ahead of the clock ({now.isoformat()}; at most "
+                    f"{max_lead_seconds:,.0f} s ahead): a command dated ahead would make every "
+                    "command issued until then stale")))
         command_id = event.get("id")
         if not (isinstance(command_id, str) and 0 < len(command_id) <= 200):
             problems.append(FieldProblem("id", command_id, "must be the event id EventBridge gives every event "
