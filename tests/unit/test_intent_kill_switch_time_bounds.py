@@ -27,32 +27,20 @@ from ensemble_trader.local.events import FakeLambdaContext
 from ensemble_trader.local.functions import load_module
 from ensemble_trader.runtime.orders import IntentConsumer
 
-from tests.unit.test_kill_switch_order import control_event
-from tests.unit.test_orders_router import WALL, Rig, intent
+from tests.unit.test_kill_switch_order import T, control_event
+from tests.unit.test_kill_switch_order import entry as entry  # noqa: F401 - the kill_switch entry fixture
+from tests.unit.test_orders_router import Rig, intent
 
 FAR = "2100-01-01T00:00:00Z"
 
 
-@pytest.fixture()
-def entry(monkeypatch):
-    """The kill_switch Lambda entry over a Rig's router (clock at WALL, memory stores)."""
-    rig = Rig()
-    module = load_module("orders", "kill_switch", fresh=True)
-    monkeypatch.setattr(module, "router", lambda: rig.router)
-
-    def invoke(event: dict) -> dict:
-        return module.lambda_handler(event, FakeLambdaContext("et-unit-orders-kill-switch"))
-
-    return rig, invoke
-
-
 def test_an_off_dated_far_ahead_is_refused_and_the_switch_stays_on(entry):
     rig, invoke = entry
-    assert invoke(control_event(True, "incident", WALL - timedelta(minutes=1), "ev-on-1"))["applied"]
+    assert invoke(control_event(True, "incident", T - timedelta(minutes=1), "ev-on-1"))["applied"]
     before = rig.store.load_risk_state()
     published = len(rig.bus.events)
     with pytest.raises(InvalidMessageError, match="KillSwitch EventBridge event") as info:
-        invoke(control_event(False, "resume", WALL, "ev-off-far") | {"time": FAR})
+        invoke(control_event(False, "resume", T, "ev-off-far") | {"time": FAR})
     [problem] = info.value.problems
     assert (problem.field, problem.value) == ("time", FAR)
     assert "ahead of the clock" in problem.message and "300 s" in problem.message
@@ -61,7 +49,7 @@ def test_an_off_dated_far_ahead_is_refused_and_the_switch_stays_on(entry):
     assert (after.kill_switch_at, after.kill_switch_command_id) == (before.kill_switch_at, "ev-on-1")
     assert len(rig.bus.events) == published  # nothing announced
     # a genuine command after it still applies
-    assert invoke(control_event(False, "resolved", WALL, "ev-off-1"))["applied"]
+    assert invoke(control_event(False, "resolved", T, "ev-off-1"))["applied"]
     assert not rig.store.load_risk_state().kill_switch
 
 
@@ -69,9 +57,9 @@ def test_an_on_after_a_refused_far_off_applies(entry):
     """The reviewer's sequence: the far "off" first, then an operator's "on" now."""
     rig, invoke = entry
     with pytest.raises(InvalidMessageError, match="time="):
-        invoke(control_event(False, "resume", WALL, "ev-off-far") | {"time": FAR})
+        invoke(control_event(False, "resume", T, "ev-off-far") | {"time": FAR})
     assert rig.store.load_risk_state().kill_switch_at is None
-    result = invoke(control_event(True, "halt now", WALL, "ev-on-1"))
+    result = invoke(control_event(True, "halt now", T, "ev-on-1"))
     assert result["applied"] and result["active"] and rig.store.load_risk_state().kill_switch
 
 
@@ -79,15 +67,15 @@ def test_an_on_after_a_refused_far_off_applies(entry):
 def test_a_command_a_little_ahead_of_the_clock_still_applies(entry, lead):
     """Clocks differ by seconds: up to max_intent_lead_seconds (300 s) ahead is taken."""
     rig, invoke = entry
-    result = invoke(control_event(True, "halt", WALL + lead, "ev-on-1"))
-    assert result["applied"] and rig.store.load_risk_state().kill_switch_at == WALL + lead
+    result = invoke(control_event(True, "halt", T + lead, "ev-on-1"))
+    assert result["applied"] and rig.store.load_risk_state().kill_switch_at == T + lead
     assert any(isinstance(e, KillSwitchChanged) for e in rig.bus.events)
 
 
 def test_a_command_just_past_the_lead_is_refused(entry):
     rig, invoke = entry
     with pytest.raises(InvalidMessageError, match="301 s ahead"):
-        invoke(control_event(True, "halt", WALL + timedelta(seconds=301), "ev-on-1"))
+        invoke(control_event(True, "halt", T + timedelta(seconds=301), "ev-on-1"))
     assert not rig.store.load_risk_state().kill_switch
 
 
@@ -96,18 +84,18 @@ def test_the_lead_follows_the_router_s_limit(monkeypatch):
     module = load_module("orders", "kill_switch", fresh=True)
     monkeypatch.setattr(module, "router", lambda: rig.router)
     with pytest.raises(InvalidMessageError, match="at most 10 s ahead"):
-        module.lambda_handler(control_event(True, "halt", WALL + timedelta(seconds=11), "ev-on-1"),
+        module.lambda_handler(control_event(True, "halt", T + timedelta(seconds=11), "ev-on-1"),
                               FakeLambdaContext("et-unit-orders-kill-switch"))
     assert not rig.store.load_risk_state().kill_switch
 
 
 def test_from_event_wants_the_clock_and_the_lead_together():
-    event = control_event(True, "halt", WALL, "ev-on-1")
+    event = control_event(True, "halt", T, "ev-on-1")
     with pytest.raises(ValueError, match="together"):
-        KillSwitchCommand.from_event(event, now=WALL)
+        KillSwitchCommand.from_event(event, now=T)
     with pytest.raises(ValueError, match="together"):
         KillSwitchCommand.from_event(event, max_lead_seconds=300)
-    assert KillSwitchCommand.from_event(event, now=WALL, max_lead_seconds=300).issued_at == WALL
+    assert KillSwitchCommand.from_event(event, now=T, max_lead_seconds=300).issued_at == T
 
 
 # ---- OrderIntent.timestamp ---------------------------------------------------------------------
