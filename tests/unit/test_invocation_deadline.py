@@ -688,7 +688,10 @@ def _stub(module, entry: str, seen: list, monkeypatch, seen_end: list | None = N
         return {}
     if entry == "orders/kill_switch":
         result = {"active": True, "canceled": [], "applied": True, "trading_state": "ACTIVE", "ignored": ""}
-        monkeypatch.setattr(module, "router", lambda: SimpleNamespace(apply_kill_switch=note(result)))
+        # the entry reads the router's clock and lead limit to refuse a command dated ahead
+        stub = SimpleNamespace(apply_kill_switch=note(result), clock=SimpleNamespace(now=lambda: datetime(2024, 1, 2, tzinfo=UTC)),
+                               limits=SimpleNamespace(max_intent_lead_seconds=300.0))
+        monkeypatch.setattr(module, "router", lambda: stub)
         return {"version": "0", "id": "ev-1", "detail-type": "KillSwitch", "source": "ensemble-trader.control",
                 "account": "123456789012", "time": "2024-01-02T00:00:00Z", "region": "us-east-1", "resources": [],
                 "detail": {"active": True, "reason": "test"}}
