@@ -43,10 +43,11 @@ def router() -> OrderRouter:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # a time set by the sender further ahead than an intent may be is refused before anything
     # is read or stored (dated ahead, it would make every genuine command until then stale)
-    command = KillSwitchCommand.from_event(event, now=router().clock.now(),
-                                           max_lead_seconds=router().limits.max_intent_lead_seconds)
+    orders = router()
+    command = KillSwitchCommand.from_event(event, now=orders.clock.now(),
+                                           max_lead_seconds=orders.limits.max_intent_lead_seconds)
     with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
-        result = router().apply_kill_switch(command)
+        result = orders.apply_kill_switch(command)
     # the switch as it stands: a stale command changed nothing
     metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if result["active"] else 0)
     metrics.add_metric(name="orders_canceled_by_kill_switch", unit="Count", value=len(result["canceled"]))

@@ -27,7 +27,6 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -210,34 +209,36 @@ def finer_than_microseconds(text: str) -> bool:
     return bool(match and match.group(1)[6:].strip("0"))
 
 
+def _to_the_microsecond(value: Any) -> Any:
+    if isinstance(value, str) and finer_than_microseconds(value):
+        raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
+    return value
+
+
+def _kept_time(value: datetime) -> datetime:
+    problem = outside_time_range(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+BarTime = Annotated[Timestamp, BeforeValidator(_to_the_microsecond), AfterValidator(_kept_time)]
+"""A bar's time, and an intent's (its bar's): a :data:`Timestamp` kept to the microsecond (text
+with finer digits is refused rather than truncated: two bars less than a microsecond apart would
+become one, and the second be skipped as a redelivery) and within the times bars keep (one at the
+ends of Python's range, such as 0001-01-01T00:00:00+14:00, cannot even be converted to UTC)."""
+
+
 class Bar(Message):
     """One OHLCV bar of one symbol. ``timestamp`` is the bar's time (timezone-aware)."""
 
     symbol: Symbol
-    timestamp: Timestamp
+    timestamp: BarTime
     open: Price
     high: Price
     low: Price
     close: Price
     volume: NonNegative  # required: a feed that leaves it out would flatten volume_z_20 to 0
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _at_most_microseconds(cls, value: Any) -> Any:
-        """Times are kept to the microsecond; a text with finer digits is refused rather than
-        truncated (two bars less than a microsecond apart would become one, and the second be
-        skipped as a redelivery)."""
-        if isinstance(value, str) and finer_than_microseconds(value):
-            raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _within_range(cls, value: datetime) -> datetime:
-        problem = outside_time_range(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="after")
     def _consistent_range(self) -> Self:
@@ -363,7 +364,7 @@ class OrderIntent(Message):
     intent_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     strategy_id: str = Field(min_length=1, max_length=64)
     symbol: Symbol
-    timestamp: Timestamp
+    timestamp: BarTime
     target_position: Annotated[float, _NUMBER, Field(ge=-2.0, le=2.0)]
     reference_price: Price
     model_version: str
@@ -372,26 +373,6 @@ class OrderIntent(Message):
     agent_weights: dict[str, Probability] = Field(default_factory=dict)
     explanation: str = ""
     explanation_detail: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _at_most_microseconds(cls, value: Any) -> Any:
-        """As a bar's: the intent's time is its bar's, kept to the microsecond; finer digits are
-        refused rather than truncated (two intents less than a microsecond apart would share an
-        intent time)."""
-        if isinstance(value, str) and finer_than_microseconds(value):
-            raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _within_range(cls, value: datetime) -> datetime:
-        """As a bar's: a time outside the range bars keep is refused (one at the ends of Python's
-        range, such as 0001-01-01T00:00:00+14:00, cannot even be converted to UTC)."""
-        problem = outside_time_range(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
 
 class Side(StrEnum):
