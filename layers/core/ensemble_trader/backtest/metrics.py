@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.numbers import real_number
 
 SECONDS_PER_DAY = 86_400.0
 TRADING_DAYS = 252
@@ -107,17 +108,20 @@ def checked_number(name: str, value: Any, minimum: float | None = None, *, stric
     A bool, a string or None is refused, not converted: ``True`` would otherwise pass as 1 (a cost
     of 1 bp, one bar a year) and a string or None fail deep in numpy with a TypeError that names
     neither the parameter nor the value. Text is for a command to parse
-    (:func:`checked_periods_per_year` reads ``--bars-per-year``), not for a call from code."""
+    (:func:`checked_periods_per_year` reads ``--bars-per-year``), not for a call from code. What
+    counts as a real number is decided by :func:`ensemble_trader.domain.numbers.real_number`."""
     bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+    def refusal(shown: str) -> str:
+        return f"{name} must be a finite number{bound}, got {shown}"
+
     try:
-        number = float(value) if real else math.nan
+        number = real_number(value, lambda: refusal("None" if value is None else f"{value!r} (a {type(value).__name__})"))
     except OverflowError:  # an int beyond a float
         number = math.inf
     in_range = minimum is None or (number > minimum if strict else number >= minimum)
     if not (math.isfinite(number) and in_range):
-        shown = repr(value) if real or value is None else f"{value!r} (a {type(value).__name__})"
-        raise DataError(f"{name} must be a finite number{bound}, got {shown}")
+        raise DataError(refusal(repr(value)))
     return number
 
 

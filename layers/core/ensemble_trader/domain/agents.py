@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ensemble_trader.domain.errors import DataError, ModelArtifactError
 from ensemble_trader.domain.features import FEATURE_NAMES, FEATURE_VERSION
+from ensemble_trader.domain.numbers import is_real, real_number
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest magnitude the agents' float32 graphs take (an input beyond it is refused)."""
@@ -115,7 +115,7 @@ def real_array(name: str, value: Any, columns: Sequence[str] = ()) -> np.ndarray
         if isinstance(item, np.ndarray) and item.ndim == 0:
             item = item[()]  # a 0-d array of one number is that number
         ragged = isinstance(item, (list, tuple, np.ndarray))
-        real = not isinstance(item, (bool, np.bool_)) and isinstance(item, numbers.Real)
+        real = is_real(item)
         if real and not (isinstance(item, int) and abs(item) > FLOAT32_MAX):
             continue
         where = f"{name}[{', '.join(map(str, index))}]" if index else name
@@ -450,11 +450,10 @@ class AgentPool:
         unknown = sorted(set(bands) - set(self.names))
         if unknown:
             raise DataError(f"no-trade bands for unknown agents {unknown}; this set has {list(self.names)}")
-        for n, b in bands.items():  # True would pass as 1.0 and "0.3" as 0.3: refused, not converted
-            if isinstance(b, (bool, np.bool_)) or not isinstance(b, numbers.Real):
-                raise DataError(f"no-trade band of {n}={_short(b)} is {_kind_of(b)}, not a number "
-                                f"in [0, {MAX_NO_TRADE_BAND:g}] (position units)")
-        chosen = {n: float(b) for n, b in bands.items()}
+        # True would pass as 1.0 and "0.3" as 0.3: refused, not converted
+        chosen = {n: real_number(b, lambda n=n, b=b: f"no-trade band of {n}={_short(b)} is {_kind_of(b)}, not a "
+                                 f"number in [0, {MAX_NO_TRADE_BAND:g}] (position units)")
+                  for n, b in bands.items()}
         bad = {n: b for n, b in chosen.items() if not 0.0 <= b <= MAX_NO_TRADE_BAND}
         if bad:
             raise DataError(f"no-trade bands must be in [0, {MAX_NO_TRADE_BAND:g}] (position units), got {bad}")

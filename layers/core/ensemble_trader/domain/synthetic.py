@@ -42,6 +42,7 @@ import numpy as np
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, finer_than_microseconds, outside_time_range
+from ensemble_trader.domain.numbers import is_real, real_number
 
 REGIME_NAMES: tuple[str, ...] = tuple(r.value for r in REGIMES)
 """``("BULL", "BEAR", "SIDEWAYS", "VOLATILE")``: the order of every per-regime tuple here."""
@@ -50,10 +51,9 @@ _SYMBOL = re.compile(SYMBOL_PATTERN)
 
 def _number(where: str, name: str, value: object) -> float:
     """``value`` as a float when it is a real number, else a DataError naming the field: a bool
-    (which Python would count as 0 or 1), text or None is no parameter value."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise DataError(f"{where}{name}={value!r}: must be a number")
-    return float(value)
+    (which Python would count as 0 or 1), text or None is no parameter value (see
+    :func:`~ensemble_trader.domain.numbers.real_number`)."""
+    return real_number(value, lambda: f"{where}{name}={value!r}: must be a number")
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ class ScenarioSpec:
 
 def _is_weight(x: object) -> bool:
     """A finite real number >= 0 (not a bool)."""
-    return not isinstance(x, bool | np.bool_) and isinstance(x, numbers.Real) and math.isfinite(x) and x >= 0
+    return is_real(x) and math.isfinite(x) and x >= 0
 
 
 def _closed_groups(moves: np.ndarray) -> list[tuple[int, ...]]:
