@@ -38,7 +38,8 @@ describe the shared model's refit (absent when every symbol has its own model); 
 holds the per-symbol ones.
 
 Event: the scheduled event; ``detail`` may hold ``symbols`` (else ``ET_REGIME_SYMBOLS``, comma
-separated; a symbol named twice is refused), ``lookback_bars`` (default 2,000) and
+separated; a symbol off the pattern the bars carry, such as ``spx``, or one named twice is refused,
+naming the field and the value, before anything is read), ``lookback_bars`` (default 2,000) and
 ``min_gain_per_row`` (default ``MIN_GAIN_PER_ROW``; 0 publishes every refit that changed the
 parameters).
 """
@@ -55,12 +56,13 @@ import numpy as np
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.errors import ConcurrencyError, DataError
 from ensemble_trader.domain.features import WARMUP_BARS
-from ensemble_trader.domain.models import Message, deterministic_id
+from ensemble_trader.domain.models import SYMBOL_PATTERN, Message, deterministic_id
 from ensemble_trader.domain.regime_fit import refit
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.regime_registry import (
     HISTORY_TABLE,
+    SYMBOL_RE,
     aware_time,
     history_key,
     history_time,
@@ -166,17 +168,24 @@ def refit_options(detail: Any) -> tuple[list[str], int]:
     unknown = sorted(set(detail) - set(OPTIONS))
     if unknown:
         raise DataError(f"detail has {', '.join(map(repr, unknown))}: the refit takes only {', '.join(OPTIONS)}")
-    if "symbols" in detail and detail["symbols"] in ([], None):
-        raise DataError(f"detail.symbols={detail['symbols']!r} names no symbol: leave it out to refit "
-                        f"on {SYMBOLS_ENV}")
-    symbols = detail.get("symbols") or [s.strip() for s in os.environ.get(SYMBOLS_ENV, "").split(",") if s.strip()]
-    if not symbols:
-        raise DataError(f"no symbols to refit on: pass detail.symbols or set {SYMBOLS_ENV}")
+    if "symbols" in detail:  # present, it is the list (a falsy non-list is refused, not replaced)
+        symbols, source = detail["symbols"], "detail.symbols"
+        if symbols is None or (isinstance(symbols, list) and not symbols):
+            raise DataError(f"detail.symbols={symbols!r} names no symbol: leave it out to refit on {SYMBOLS_ENV}")
+    else:
+        symbols = [s.strip() for s in os.environ.get(SYMBOLS_ENV, "").split(",") if s.strip()]
+        source = SYMBOLS_ENV
+        if not symbols:
+            raise DataError(f"no symbols to refit on: pass detail.symbols or set {SYMBOLS_ENV}")
     if not isinstance(symbols, list) or not all(isinstance(s, str) and s for s in symbols):
-        raise DataError(f"detail.symbols={symbols!r} must be a list of symbol strings")
+        raise DataError(f"{source}={symbols!r} must be a list of symbol strings")
+    # the rows are keyed by the symbol the bars carry: another spelling ('spx') reads none
+    off_pattern = [s for s in symbols if not SYMBOL_RE.fullmatch(s)]
+    if off_pattern:
+        raise DataError(f"{source} has {', '.join(map(repr, off_pattern))}, not a symbol as the bars carry it "
+                        f"(pattern {SYMBOL_PATTERN}: upper case)")
     twice = sorted({s for s in symbols if symbols.count(s) > 1})
     if twice:  # its rows would count twice, past the short-history guard
-        source = "detail.symbols" if detail.get("symbols") else SYMBOLS_ENV
         raise DataError(f"{source} names {', '.join(twice)} more than once")
     lookback = detail.get("lookback_bars", DEFAULT_LOOKBACK)
     if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 2:
