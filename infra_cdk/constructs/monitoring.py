@@ -27,6 +27,7 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -37,6 +38,7 @@ from ensemble_trader.domain.agents import AGENT_NAMES
 from ensemble_trader.domain.models import REGIMES
 
 from infra_cdk.config import StageConfig
+from infra_cdk.constructs.cache_admin import LOGICAL as CACHE_ADMIN
 from infra_cdk.constructs.events import TARGET_MAX_EVENT_AGE, TARGET_RETRY_ATTEMPTS
 from infra_cdk.constructs.functions import ACCESS, METRICS_NAMESPACE, Functions
 from infra_cdk.constructs.queues import Queues, dead_letter_queues
@@ -269,6 +271,7 @@ class Monitoring(Construct):
         functions: Functions,
         training: Training,
         bus: events.IEventBus,
+        cache_admin: lambda_.IFunction | None = None,
         alarm_email: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -338,6 +341,8 @@ class Monitoring(Construct):
         for entry_key, fn in sorted(wired.items()):
             if "." in entry_key:  # extra entries: errors and throttles
                 self._error_alarms(entry_key, fn)
+        if cache_admin is not None:
+            self._cache_admin_row(cache_admin)
         self._queue_row(queues)
         self._stream_row(streams)
         self._business(wired)
@@ -492,6 +497,54 @@ class Monitoring(Construct):
                             f"on-failure destination {dlq}, so it is in no queue to inspect or redrive: "
                             "check the queue, its KMS key and the function's grants (docs/runbook.md §1)",
             )
+
+    def _cache_admin_row(self, fn: lambda_.IFunction) -> None:
+        """The operator's cache maintenance function: a row and two alarms.
+
+        It runs only when an operator invokes it, rarely and by hand, so an error rate over five
+        minutes says no more than a count: any failed run (a refused flush, a bad request, the cache
+        unreachable, the timeout) alarms, as does any throttle (a second run while one holds the
+        single reserved execution). The alarm tells the team, not only whoever invoked it."""
+        title = _construct_name(CACHE_ADMIN)
+        self.operations.add_widgets(
+            cw.GraphWidget(
+                title=f"{title}: invocations, errors, throttles",
+                left=[
+                    fn.metric_invocations(period=PERIOD, statistic="Sum"),
+                    fn.metric_errors(period=PERIOD, statistic="Sum"),
+                    fn.metric_throttles(period=PERIOD, statistic="Sum"),
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title=f"{title}: duration (ms)",
+                left=[fn.metric_duration(statistic="Maximum", period=PERIOD, label="max")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title=f"{title}: keys found and deleted",
+                left=[
+                    self._emf("cache_admin_keys_found", CACHE_ADMIN, "Sum", "found"),
+                    self._emf("cache_admin_keys_deleted", CACHE_ADMIN, "Sum", "deleted"),
+                ],
+                width=8,
+            ),
+        )
+        self._alarm(
+            f"{title}Errors",
+            fn.metric_errors(period=ALARM_PERIOD, statistic="Sum"),
+            threshold=1,
+            description=f"{CACHE_ADMIN}: a run failed (a flush refused while its stage's mapping runs, a "
+                        "bad request, the cache unreachable, the timeout): its error is in the answer to "
+                        "whoever invoked it and in the function's log (docs/runbook.md §3.1)",
+        )
+        self._alarm(
+            f"{title}Throttles",
+            fn.metric_throttles(period=ALARM_PERIOD, statistic="Sum"),
+            threshold=1,
+            description=f"{CACHE_ADMIN} was throttled: a second run was refused while one held its single "
+                        "reserved execution (docs/runbook.md §3.1)",
+        )
 
     def _queue_row(self, queues: Queues) -> None:
         dlqs = sorted(dead_letter_queues())

@@ -100,6 +100,7 @@ class TraderStack(Stack):
             functions=functions,
             training=training,
             bus=events.bus,
+            cache_admin=cache_admin.function,
             alarm_email=alarm_email,
         )
         self.functions = functions
