@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -253,6 +254,10 @@ class Bar(Message):
         return self
 
 
+MAX_FEATURE_NAME_BYTES = 64 * 1024
+"""A feature name must be shorter than this in UTF-8: DynamoDB's limit on an attribute name."""
+
+
 class FeatureVector(Message):
     """The features of one symbol after one bar.
 
@@ -263,12 +268,29 @@ class FeatureVector(Message):
     ``ready`` is False: the values are computed from the bars seen so far and must not be traded
     on. ``feature_version`` defaults to "1", the formulas of every message written before the
     field existed; the engine always sets it.
+
+    A feature's name is stored as an attribute name (the ``features`` map of a regime-history
+    row), so a name DynamoDB cannot hold is refused here, where every stage parses its input: an
+    empty name or one of whitespace only (no feature is named so; an empty name's row could not
+    be read back), or one of :data:`MAX_FEATURE_NAME_BYTES` or more in UTF-8.
     """
 
     bar: Bar
     values: dict[str, Finite]
     warmup_remaining: Count
     feature_version: str = "1"
+
+    @field_validator("values")
+    @classmethod
+    def _storable_names(cls, values: dict[str, float]) -> dict[str, float]:
+        for name in values:
+            if not name.strip():
+                raise ValueError(f"feature name {name!r} is empty or only whitespace: every feature needs a name")
+            # a character takes at most 4 bytes: shorter names need no encoding
+            if len(name) * 4 >= MAX_FEATURE_NAME_BYTES and (size := len(name.encode())) >= MAX_FEATURE_NAME_BYTES:
+                raise ValueError(f"feature name {name[:40]!r}... is {size:,} bytes in UTF-8: DynamoDB takes "
+                                 f"attribute names under {MAX_FEATURE_NAME_BYTES:,}")
+        return values
 
     @property
     def symbol(self) -> str:
