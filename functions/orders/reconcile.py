@@ -5,6 +5,11 @@ transaction with the position), orders it never received are marked NOT_AT_BROKE
 attempted them for the grace period (``ET_ORDERS_RECONCILE_GRACE_SECONDS``, longer than a failed
 intent's redelivery gap: an intent SQS is still delivering keeps its order), and a symbol whose
 state cannot be explained stays HALTED with a ReconciliationFailed event saying why (fail closed).
+
+Event: the schedule's (``source`` ``aws.events``, ``detail-type`` ``Scheduled Event``, ``detail``
+``{}``) or an operator's ``{}`` (``aws lambda invoke`` without a payload); anything else raises
+``InvalidMessageError`` naming what was wrong before the broker or the store is touched
+(:mod:`ensemble_trader.runtime.reconcile_event`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.orders import OrderRouter, build_router
+from ensemble_trader.runtime.reconcile_event import reconcile_trigger
 
 obs = observability("orders-reconcile")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
@@ -30,6 +36,7 @@ def router() -> OrderRouter:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(trigger=reconcile_trigger(event))  # any other event is refused here, first
     with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
         report = router().reconcile()
     metrics.add_metric(name="reconcile_orders_synced", unit="Count", value=len(report.synced))
