@@ -569,7 +569,10 @@ class RegimeDetector:
         any likelihood (found when the row is reached). Rows not observed are not checked (step
         does not read a warm-up bar's values either).
         ``values`` that are not 2-D with a column per name, or an ``observed`` that is not one
-        flag per row, raise a :class:`DataError` naming the shapes.
+        flag per row, raise a :class:`DataError` naming the shapes; ``feature_names`` lacking a
+        feature the model reads raise the :class:`InvalidMessageError` step raises for a
+        FeatureVector lacking it (``invalid feature matrix: feature_names=[...]: lacks ['vol'],
+        which regime model ... reads``).
         """
         values = np.asarray(values, dtype=np.float64)
         names = list(feature_names)
@@ -581,9 +584,10 @@ class RegimeDetector:
         n = values.shape[0]
         try:
             cols = [names.index(name) for name in self.model.feature_names]
-        except ValueError:
+        except ValueError:  # bad input, as a FeatureVector lacking the feature is to step
             missing = sorted(set(self.model.feature_names) - set(names))
-            raise ModelArtifactError(f"the regime model needs features {missing}, not among {names}") from None
+            raise InvalidMessageError("feature matrix", [FieldProblem(
+                "feature_names", names, f"lacks {missing}, which regime model {self.model.version} reads")]) from None
         raw = values[:, cols]
         if observed is None:
             mask = np.ones(n, dtype=bool)
