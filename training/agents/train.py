@@ -164,6 +164,28 @@ and from −50 down σ² falls below float32's normal range and the weights turn
 3.7 times the widest range, ±2) 79-89 % of the samples of a zero mean are clipped to ±L, the policy learns less
 (10) or nothing (20, 30), and at 100 σ itself overflows float32 and the weights turn NaN."""
 
+CLIP_RANGE_MAX = 1.0
+"""The largest ``clip_range`` a job takes (5 times the 0.2 every committed agent uses). PPO clips
+the ratio of an action's new to old probability to [1 - clip_range, 1 + clip_range]; a ratio is
+> 0, so from 1 up the lower edge clips nothing and only the upper edge still bounds an update.
+Measured in ``--quick``-sized runs of the Balanced (seed 7, on ``synth:realistic:11:1200``) at
+the largest learning rate (:data:`LEARNING_RATE_MAX`), the first update: 25 % of the samples
+clipped and an approximate KL divergence of 0.05 at 0.2, 2.5 % and 0.10 at 1, 1.4 % and 0.10 at
+2, 0.9 % and 1.5 at 10, none and 3.0 at 1e6 (the update replaces the policy)."""
+ENT_COEF_MAX = 1.0
+"""The largest ``ent_coef`` a job takes (33 times the Aggressive's 0.03, the largest a committed
+agent uses; 0.1 is the largest value the searches of docs/agents.md tried). The bonus adds
+``ent_coef`` times the policy's entropy to what PPO maximises, so it pulls the log standard
+deviation σ of the exploration noise up by ``ent_coef`` against the pull of the (normalised)
+advantages. Measured in 100,000-step runs of the Balanced with the job's own PPO settings (seed
+7, on ``synth:realistic:11:1200``), σ from 0.50 went to 0.40 at 0, 0.46 at 0.03, 0.64 at 0.1,
+0.85 at 0.3 and 0.89-0.90 at 1, 3, 10, 100 and 1,000: from 1 up σ grows as fast as Adam moves it
+(by the learning rate per step, whatever the reward), which over a 300,000-step job makes it
+about 2.9 (extrapolated), wider than every action range: the sampled positions become a random
+walk between the limits. Beyond 1 the bonus only takes over the clipped gradient norm (0.5) from
+the rest of the policy: the in-sample validation score fell from 3.19 (0) and 2.85 (1) to 2.63
+(10), 2.10 (100) and 1.90 (1,000)."""
+
 
 class TrainingDivergedError(EnsembleTraderError):
     """PPO diverged while training one agent's seed: the policy's parameters are no longer
@@ -219,8 +241,8 @@ class TrainConfig(BaseModel):
     learning_rate: float = 3e-4  # in (0, LEARNING_RATE_MAX], see _stable_updates
     gamma: float = Field(default=0.9, gt=0.0, le=1.0)
     gae_lambda: float = Field(default=0.9, gt=0.0, le=1.0)
-    clip_range: float = Field(default=0.2, gt=0.0)
-    ent_coef: float = Field(default=0.0, ge=0.0)
+    clip_range: float = 0.2  # in (0, CLIP_RANGE_MAX], see _stable_updates
+    ent_coef: float = 0.0  # in [0, ENT_COEF_MAX], see _stable_updates
     log_std_init: float = -0.7  # in LOG_STD_INIT_RANGE, see _stable_updates
     # the served agent's no-trade band (AgentPool), in the manifest; with band_in_training the
     # environment executes actions through it during training and checkpoint selection too,
@@ -271,12 +293,31 @@ class TrainConfig(BaseModel):
             raise ValueError(f"every layer size must be >= 1, got {list(value)}")
         return value
 
-    @field_validator("learning_rate", "log_std_init")
+    @field_validator("learning_rate", "log_std_init", "clip_range", "ent_coef")
     @classmethod
     def _stable_updates(cls, value: float, info: ValidationInfo) -> float:
         """A learning rate in (0, :data:`LEARNING_RATE_MAX`] and a ``log_std_init`` in
         :data:`LOG_STD_INIT_RANGE`, where PPO's updates stay within its clip range (outside,
-        a job ran until torch failed inside ``model.learn`` with a raw traceback)."""
+        a job ran until torch failed inside ``model.learn`` with a raw traceback); a
+        ``clip_range`` in (0, :data:`CLIP_RANGE_MAX`], where it still clips, and an ``ent_coef``
+        in [0, :data:`ENT_COEF_MAX`], below which the reward still shapes the exploration noise
+        (beyond them, 1e6 and 1e3 were taken)."""
+        if info.field_name == "clip_range":
+            if not 0.0 < value <= CLIP_RANGE_MAX:
+                raise ValueError(
+                    f"clip_range={value!r} must be > 0 and at most {CLIP_RANGE_MAX:g}: PPO keeps the ratio of an "
+                    "action's new to old probability within 1 ± clip_range, and from 1 up the lower edge clips "
+                    "nothing, so one update can replace the policy (the committed agents use 0.2)"
+                )
+            return value
+        if info.field_name == "ent_coef":
+            if not 0.0 <= value <= ENT_COEF_MAX:
+                raise ValueError(
+                    f"ent_coef={value!r} must be in [0, {ENT_COEF_MAX:g}]: at {ENT_COEF_MAX:g} the entropy bonus "
+                    "already widens the exploration noise as fast as the optimiser can, whatever the reward, "
+                    "and beyond it only crowds out the policy's other gradients (the committed agents use 0 to 0.03)"
+                )
+            return value
         if info.field_name == "learning_rate":
             if not 0.0 < value <= LEARNING_RATE_MAX:
                 raise ValueError(
