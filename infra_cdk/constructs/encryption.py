@@ -12,11 +12,14 @@ from infra_cdk.config import StageConfig
 
 
 class DataKey(Construct):
-    """One rotating CMK for streams, tables, queues, the registry, the secret, logs and alarms.
+    """One rotating CMK for streams, tables, queues, the registry, the secret, logs, alarms, the
+    event bus and its archive.
 
     AWS services that write into encrypted resources on their own behalf (EventBridge into a
     dead-letter queue, CloudWatch alarms into the SNS topic, CloudWatch Logs into log groups)
-    are allowed to use the key through the key policy, scoped to this account.
+    are allowed to use the key through the key policy, scoped to this account. The bus's and the
+    archive's statements (scoped to the bus) are added by CDK where infra_cdk.constructs.events
+    creates them.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:

@@ -2,15 +2,24 @@
 
 Every target has its own retry policy and dead-letter queue (``events-dlq``), so an event that
 cannot be delivered is kept with its error for 14 days instead of vanishing.
+
+The bus and its archive are encrypted with the stage's customer-managed key (encryption.DataKey),
+not an AWS-owned one. EventBridge uses the key on its own behalf, through the key policy: CDK adds
+the statements (the bus's scoped to this bus by ``aws:SourceAccount``, ``aws:SourceArn`` and the
+``aws:events:event-bus:arn`` encryption context; the archive's by that encryption context), so the
+functions that put events need no KMS permission. The bus has a dead-letter queue of its own
+(``events-dlq``) for events it cannot encrypt or decrypt (the key disabled, its policy changed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -40,18 +49,39 @@ class Route:
 class Events(Construct):
     """The stage's custom bus (domain and control events), archived for replay."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, dlq: sqs.IQueue) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey, dlq: sqs.IQueue
+    ) -> None:
         super().__init__(scope, construct_id)
         self._config = config
         self._dlq = dlq
-        self.bus = events.EventBus(self, "Bus", event_bus_name=qualified(config.name, EVENT_BUS))
-        self.bus.archive(
+        name = qualified(config.name, EVENT_BUS)
+        self.bus = events.EventBus(self, "Bus", event_bus_name=name, kms_key=key, dead_letter_queue=dlq)
+        # the bus's ARN from its name, not the bus's attribute: the archive's key-policy statement
+        # names the bus, and the key policy must not depend on the bus, which depends on the key
+        # (a dependency cycle CloudFormation refuses)
+        bus_arn = Stack.of(self).format_arn(service="events", resource="event-bus", resource_name=name)
+        dlq.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="BusDeadLetters",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[dlq.queue_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": bus_arn}},
+            )
+        )
+        # events.Archive, not bus.archive(): in aws-cdk-lib 2.275 bus.archive() drops kms_key
+        self.archive = events.Archive(
+            self,
             "Archive",
+            source_event_bus=events.EventBus.from_event_bus_arn(self, "ArchivedBus", bus_arn),
             archive_name=qualified(config.name, "events-archive"),
             description="domain and control events, for replay after an incident",
             event_pattern=events.EventPattern(source=[EVENT_SOURCE, CONTROL_EVENT_SOURCE]),
             retention=Duration.days(90 if config.retain_data else 7),
+            kms_key=key,
         )
+        self.archive.node.add_dependency(self.bus)  # the ARN names it, so no reference orders them
         self.rules: dict[str, events.Rule] = {}
 
     def route(self, functions: dict[str, lambda_.IFunction]) -> None:

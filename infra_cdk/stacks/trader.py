@@ -52,7 +52,7 @@ class TraderStack(Stack):
         network = Network(self, "Network", config=config, key=key)
         registry = ModelRegistry(self, "ModelRegistry", config=config, key=key)
         broker = BrokerSecret(self, "BrokerSecret", config=config, key=key)
-        events = Events(self, "Events", config=config, dlq=queues.queues["events-dlq"])
+        events = Events(self, "Events", config=config, key=key, dlq=queues.queues["events-dlq"])
         functions = Functions(
             self,
             "Functions",
