@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
+from pydantic import ValidationError
 
 HYPERPARAMETERS_FILE = Path("/opt/ml/input/config/hyperparameters.json")
 FAILURE_FILE = Path("/opt/ml/output/failure")
@@ -175,8 +176,55 @@ def join_series(parts: Sequence[tuple[Path, BarSeries]]) -> BarSeries:
     )
 
 
+FAILURE_REASON_BYTES = 1024
+"""The most of the failure file SageMaker shows as the job's ``FailureReason`` (UTF-8 bytes)."""
+
+
+def validation_problems(exc: ValidationError, what: str) -> str:
+    """pydantic's errors as one line after ``what``, without its links: each error as
+    ``field=value: message`` (the value left out where the message starts with ``field=``
+    already, and for a check of the whole input, whose message names what it is about), joined by
+    ``; ``. With more than one error the fields come first, ``bad hyperparameters (2: clip_range,
+    log_std_init): ...``, so that a reason cut to :data:`FAILURE_REASON_BYTES` still names them
+    all."""
+    errors = exc.errors(include_url=False)
+    problems = []
+    for error in errors:
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(map(str, error["loc"]))
+        if not where or message.startswith(f"{where}="):
+            problems.append(message)
+        else:
+            shown = repr(error["input"])
+            problems.append(f"{where}={shown if len(shown) <= 80 else shown[:79] + '…'}: {message}")
+    if len(errors) > 1:
+        what += f" ({len(errors)}: {', '.join('.'.join(map(str, e['loc'])) or '(the whole input)' for e in errors)})"
+    return " ".join(f"{what}: {'; '.join(problems)}".split())
+
+
+def failure_reason(exc: Exception) -> str:
+    """What a failed job reports: the error in one line (pydantic's multi-line report as
+    :func:`validation_problems`; any other message with its line breaks made spaces)."""
+    text = validation_problems(exc, f"invalid {exc.title}") if isinstance(exc, ValidationError) else str(exc)
+    return " ".join(text.split())
+
+
+def capped(text: str, limit: int = FAILURE_REASON_BYTES) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (never inside a character), ending in
+    ``…`` where it was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    mark = "…"
+    return data[: limit - len(mark.encode("utf-8"))].decode("utf-8", errors="ignore") + mark
+
+
 def report_failure(job: str, exc: Exception, failure_file: Path = FAILURE_FILE) -> None:
-    """Print the reason to stderr and, inside a SageMaker container, to its failure file."""
-    print(f"{job} failed: {exc}", file=sys.stderr)
+    """Print the reason to stderr and, inside a SageMaker container, to its failure file: one
+    line (:func:`failure_reason`), cut to the :data:`FAILURE_REASON_BYTES` SageMaker shows
+    (pydantic's report, several lines with a link each, was written as it was, cut at 1,000
+    characters rather than bytes)."""
+    reason = failure_reason(exc)
+    print(f"{job} failed: {reason}", file=sys.stderr)
     if failure_file.parent.is_dir():
-        failure_file.write_text(str(exc)[:1000], encoding="utf-8")
+        failure_file.write_text(capped(reason), encoding="utf-8")

@@ -83,6 +83,7 @@ from training.sagemaker import (
     read_channel,
     read_hyperparameters,
     report_failure,
+    validation_problems,
 )
 
 DEFAULT_BARS: tuple[str, ...] = (
@@ -1253,7 +1254,10 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
                                 f"drop '{key}' or the channel")
         # checked before any bar is read; with a validation channel the fractions cut nothing
         separate = bool(os.environ.get("SM_CHANNEL_VALIDATION"))
-        config = TrainConfig.model_validate(hps, context={"validation_channel": separate})
+        try:
+            config = TrainConfig.model_validate(hps, context={"validation_channel": separate})
+        except ValidationError as exc:  # pydantic's report is several lines, with links
+            raise DataError(validation_problems(exc, "bad hyperparameters")) from None
         if not os.environ.get("SM_CHANNEL_TRAIN") and config.bars is None:
             # a container job always gets its data: without either, it would train on the
             # built-in series and report success (an empty 'bars' is refused by TrainConfig)
