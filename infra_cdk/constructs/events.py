@@ -70,9 +70,12 @@ class Events(Construct):
                 conditions={"ArnEquals": {"aws:SourceArn": bus_arn}},
             )
         )
-        # events.Archive, not bus.archive(): in aws-cdk-lib 2.275 bus.archive() drops kms_key
+        # events.Archive, not bus.archive(): in aws-cdk-lib 2.275 bus.archive() drops kms_key. Its
+        # scope is the bus, as bus.archive() made it: the same construct path keeps the archive's
+        # logical id, so a deployed stack updates its archive (and the events it holds) in place
+        # instead of creating a second one under the same name, which CloudFormation refuses
         self.archive = events.Archive(
-            self,
+            self.bus,
             "Archive",
             source_event_bus=events.EventBus.from_event_bus_arn(self, "ArchivedBus", bus_arn),
             archive_name=qualified(config.name, "events-archive"),

@@ -132,3 +132,11 @@ def test_the_template_has_no_dependency_cycle(request, fixture):
             elif child not in done:
                 stack.append((child, iter(sorted(graph[child]))))
                 on_path.add(child)
+
+
+def test_the_archive_keeps_its_logical_id(full):
+    """The ids a deployed stack already has (synthesised before the bus had a key): a new archive
+    id would make CloudFormation create a second archive under the same name, which it refuses,
+    and the old one's events would go with it."""
+    assert list(full.resources("AWS::Events::Archive")) == ["EventsBusArchive3AC72948"]
+    assert list(full.resources("AWS::Events::EventBus")) == ["EventsBus45DE4339"]
