@@ -2308,7 +2308,12 @@ class IntentConsumer:
     def _dead_letter(self, record: Any, reason: RejectReason, message: str,
                      intent: OrderIntent | None) -> dict[str, Any]:
         text = f"{reason.value}: {message}"
-        self.dead_letters.send(record, text, source="orders")
+        try:
+            self.dead_letters.send(record, text, source="orders")
+        except Exception as exc:  # the intent fails and is delivered again: its reason is logged meanwhile
+            self._log_dead_letter(record, reason, text, intent, refused=exc)
+            raise
+        self._log_dead_letter(record, reason, text, intent)
         if self.router.events is not None:
             self.router.events.publish([
                 OrderRejected(
@@ -2321,6 +2326,38 @@ class IntentConsumer:
         ROUTE_STATS.dead_lettered += 1
         self._metric("intents_dead_lettered", "Count", 1)
         return {"dead_lettered": True, "reason": reason.value, "message": message}
+
+    LOG_REASON_LIMIT = 1000
+    """A dead letter's reason is logged up to this many characters (the letter keeps up to 8 KiB)."""
+
+    def _log_dead_letter(self, record: Any, reason: RejectReason, text: str, intent: OrderIntent | None,
+                         refused: Exception | None = None) -> None:
+        """One warning per dead letter, naming the SQS message (id and group, None for a record
+        that lacks them or a body given alone), the intent id when the intent parsed, the reject
+        code and the reason (cut at ``LOG_REASON_LIMIT`` characters), also as ``dead_letter``
+        on the log record. When the dead-letter queue ``refused`` the letter (the intent fails
+        and is delivered again) the warning says so, with the reason, and has no ``dead_letter``."""
+        raw = record if isinstance(record, Mapping) else {}
+        attributes = raw.get("attributes")
+        group = attributes.get("MessageGroupId") if isinstance(attributes, Mapping) else None
+        message_id = raw.get("messageId")
+        if len(text) > self.LOG_REASON_LIMIT:
+            text = f"{text[:self.LOG_REASON_LIMIT]} … ({len(text) - self.LOG_REASON_LIMIT:,} more characters in the letter)"
+        fields = {
+            "source": "orders",
+            "message_id": message_id if isinstance(message_id, str) else None,
+            "message_group": group if isinstance(group, str) else None,
+            "intent_id": intent.intent_id if intent is not None else None,
+            "reason_code": reason.value,
+            "reason": text,
+        }
+        if refused is not None:
+            log.warning("orders: message %s (group %s, intent %s) not dead-lettered, the dead-letter queue is "
+                        "unreachable or refusing (%s); its reason: %s", fields["message_id"], fields["message_group"],
+                        fields["intent_id"] or "unknown", refused, text)
+            return
+        log.warning("orders: dead-lettered message %s (group %s, intent %s): %s", fields["message_id"],
+                    fields["message_group"], fields["intent_id"] or "unknown", text, extra={"dead_letter": fields})
 
     def _metric(self, name: str, unit: str, value: float) -> None:
         if self.metrics is not None:

@@ -1075,15 +1075,24 @@ class KinesisStageRunner(Generic[S, In]):
             return 0
 
     def _reject(self, raw: Any, item_id: str | None, reason: str, failures: list[str]) -> bool:
-        """Dead-letter a record; if the DLQ is unreachable or refuses it, report it failed. True when sent."""
+        """Dead-letter a record; if the DLQ is unreachable or refuses it, report it failed. True when sent.
+
+        Either way one warning names the record (:func:`_dead_letter_fields`) and the reason (cut
+        at ``LOG_REASON_LIMIT`` characters; the letter keeps up to 8 KiB of it), so the function's log
+        says why a record was dead-lettered — or, when the DLQ failed, why it is being retried."""
+        fields = _dead_letter_fields(self.step.name, raw, reason)
+        where = _record_label(fields)
         try:
             self.dlq.send(raw, reason, source=self.step.name)
         except (InfrastructureError, DataError) as exc:
-            log.warning("stage %s: dead-letter queue unreachable or refusing: %s", self.step.name, exc)
+            log.warning("stage %s: %s not dead-lettered, the dead-letter queue is unreachable or refusing (%s); "
+                        "its reason: %s", self.step.name, where, exc, fields["reason"])
             if item_id is None:
                 raise
             failures.append(item_id)
             return False
+        log.warning("stage %s: dead-lettered %s: %s", self.step.name, where, fields["reason"],
+                    extra={"dead_letter": fields})
         self.stats.rejected += 1
         self._count("rejected", 1)
         return True
@@ -1196,6 +1205,43 @@ def _message_record(raw: Mapping[str, Any], message: bytes, index: int, count: i
     kinesis = dict(raw["kinesis"], data=base64.b64encode(message).decode(),
                    aggregated={"index": index, "messages": count})
     return {**raw, "kinesis": kinesis}
+
+
+LOG_REASON_LIMIT = 1000
+"""A dead letter's reason is logged up to this many characters (the letter keeps up to 8 KiB)."""
+
+
+def _log_reason(reason: str) -> str:
+    if len(reason) <= LOG_REASON_LIMIT:
+        return reason
+    return f"{reason[:LOG_REASON_LIMIT]} … ({len(reason) - LOG_REASON_LIMIT:,} more characters in the letter)"
+
+
+def _dead_letter_fields(stage: str, raw: Any, reason: str) -> dict[str, Any]:
+    """What the log line of a dead letter carries: the stage, the Kinesis record's sequence number
+    and partition key (None when the record lacks them), the message's place in an aggregated
+    record when it came from one, and the reason (cut, :data:`LOG_REASON_LIMIT`)."""
+    kinesis = raw.get("kinesis") if isinstance(raw, Mapping) else None
+    key = kinesis.get("partitionKey") if isinstance(kinesis, Mapping) else None
+    fields: dict[str, Any] = {
+        "stage": stage,
+        "sequence_number": _sequence_number(raw),
+        "partition_key": key if isinstance(key, str) else None,
+    }
+    aggregated = kinesis.get("aggregated") if isinstance(kinesis, Mapping) else None
+    if isinstance(aggregated, Mapping):
+        fields["aggregated"] = dict(aggregated)
+    fields["reason"] = _log_reason(reason)
+    return fields
+
+
+def _record_label(fields: Mapping[str, Any]) -> str:
+    """``record 4959… (partition key SPX)``, with ``message 2 of 3`` for a packed message."""
+    label = f"record {fields['sequence_number'] or '(no sequence number)'}"
+    if "aggregated" in fields:
+        place = fields["aggregated"]
+        label = f"message {place.get('index', 0) + 1} of {place.get('messages')} of {label}"
+    return f"{label} (partition key {fields['partition_key']})" if fields["partition_key"] else label
 
 
 def _sequence_number(raw: Any) -> str | None:
