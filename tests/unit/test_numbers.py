@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import math
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -57,9 +58,17 @@ def test_the_message_is_built_only_for_a_refusal():
     assert calls == [1]
 
 
-def test_an_int_beyond_a_float_keeps_floats_overflow_error():
-    with pytest.raises(OverflowError):
-        real_number(10**400, lambda: "refused")
+def test_an_int_beyond_a_float_is_an_infinity_of_its_sign_for_the_callers_range_check():
+    assert real_number(10**400, lambda: "refused") == math.inf
+    assert real_number(-(10**400), lambda: "refused") == -math.inf
+
+
+def test_an_int_beyond_a_float_is_refused_by_value_by_the_generator_and_the_bands():
+    """It used to raise a bare OverflowError from float() in both."""
+    with pytest.raises(DataError, match=r"drift"):
+        RegimeParams(drift=10**400, vol=0.01, dwell=20)
+    with pytest.raises(DataError, match=r"no-trade bands must be in \[0, 2\] \(position units\), got .*inf"):
+        AgentPool.load(AGENTS).with_no_trade_bands({"balanced": 10**400})
 
 
 # -- the three callers: same messages, through the shared check ----------------------------------
@@ -121,3 +130,10 @@ def test_the_no_trade_bands_are_checked_through_the_shared_check(monkeypatch):
     banded = pool.with_no_trade_bands({"balanced": np.float32(0.25), "contrarian": 1})
     assert banded.manifest.agents["balanced"].no_trade_band == 0.25
     assert type(banded.manifest.agents["contrarian"].no_trade_band) is float
+
+
+def test_an_exit_weight_beyond_a_float_is_refused_as_a_weight():
+    """``math.isfinite`` of such an int raised a bare OverflowError."""
+    assert not synthetic._is_weight(10**400)
+    assert synthetic._is_weight(0) and synthetic._is_weight(np.float32(2.5))
+    assert not synthetic._is_weight(True) and not synthetic._is_weight(-1e-9) and not synthetic._is_weight(math.inf)

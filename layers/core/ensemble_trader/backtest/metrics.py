@@ -115,10 +115,7 @@ def checked_number(name: str, value: Any, minimum: float | None = None, *, stric
     def refusal(shown: str) -> str:
         return f"{name} must be a finite number{bound}, got {shown}"
 
-    try:
-        number = real_number(value, lambda: refusal("None" if value is None else f"{value!r} (a {type(value).__name__})"))
-    except OverflowError:  # an int beyond a float
-        number = math.inf
+    number = real_number(value, lambda: refusal("None" if value is None else f"{value!r} (a {type(value).__name__})"))
     in_range = minimum is None or (number > minimum if strict else number >= minimum)
     if not (math.isfinite(number) and in_range):
         raise DataError(refusal(repr(value)))

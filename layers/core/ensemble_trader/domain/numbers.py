@@ -10,6 +10,7 @@ own error (its field names and ranges); this module decides only what counts as 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 
@@ -29,9 +30,13 @@ def real_number(value: object, refusal: Callable[[], str]) -> float:
     / ``False`` and numpy's bools, text, None, a complex number, an array — raises
     :class:`DataError` with the message ``refusal()`` returns (built only then, so a caller's repr
     of the value costs nothing on the way that passes). NaN and infinities are returned as they
-    are: whether they are allowed is the caller's range check. An int too large for a float
-    (beyond ~1.8e308) raises ``float``'s OverflowError, as it did in each caller before they
-    shared this check (``checked_number`` takes it as an infinity and refuses it by value)."""
+    are: whether they are allowed is the caller's range check. So is an int too large for a float
+    (beyond ~1.8e308): it comes back as an infinity of its sign, which every caller's finiteness
+    check refuses by value (``float`` alone would raise a bare OverflowError).
+    """
     if not is_real(value):
         raise DataError(refusal())
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64
+        return math.inf if value > 0 else -math.inf

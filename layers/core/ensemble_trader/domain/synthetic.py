@@ -95,7 +95,10 @@ class RegimeParams:
     def __post_init__(self) -> None:
         for name in ("drift", "vol", "dwell", "mean_reversion", "level_vol", "garch_alpha", "garch_beta",
                      "garch_gamma", "volume_level"):
-            _number("", name, getattr(self, name))
+            value = getattr(self, name)
+            if math.isinf(_number("", name, value)) and not isinstance(value, float | np.floating):
+                # an int beyond a float: the checks below would meet float()'s OverflowError
+                raise DataError(f"{name}={value!r}: beyond a float's range")
         if not (math.isfinite(self.drift) and abs(self.drift) < 0.1):
             raise DataError(f"drift={self.drift!r}: must be finite and below 0.1 per bar in size")
         if not (0.0 < self.vol < 0.5):
@@ -236,7 +239,7 @@ class ScenarioSpec:
 
 def _is_weight(x: object) -> bool:
     """A finite real number >= 0 (not a bool)."""
-    return is_real(x) and math.isfinite(x) and x >= 0
+    return is_real(x) and 0.0 <= real_number(x, str) < math.inf  # an int beyond a float is inf here
 
 
 def _closed_groups(moves: np.ndarray) -> list[tuple[int, ...]]:
