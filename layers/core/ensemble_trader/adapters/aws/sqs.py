@@ -125,9 +125,13 @@ class SqsDeadLetterWriter:
     arrived (a Lambda event record dict, a model as JSON, text, or bytes as base64 under
     ``record_base64``), so the message can be inspected and replayed — unless the letter would
     exceed ``DLQ_RECORD_LIMIT``: then it keeps a prefix under ``record_truncated`` (see
-    :func:`dead_letter_body`). On a FIFO dead-letter
-    queue the deduplication id is derived from everything but ``failed_at``, so a redelivered
-    record dead-lettered again within SQS's five-minute window is stored once.
+    :func:`dead_letter_body`). On a FIFO dead-letter queue (``orders-dlq.fifo``) the
+    deduplication id (:func:`dead_letter_dedup_id`) is derived from the reason, the source and
+    the record without what changes from one delivery of an SQS message to the next, so the
+    letters of one record delivered again and dead-lettered again within SQS's five-minute
+    deduplication window are stored once (the first, its record as that delivery carried it).
+    On a standard queue (the stages' ``features-dlq``, ``regime-dlq``, ``meta-agent-dlq``) SQS
+    has no deduplication: each redelivery dead-lettered again is stored again.
     """
 
     def __init__(
@@ -143,12 +147,33 @@ class SqsDeadLetterWriter:
         self._publisher = SqsPublisher(sqs_client, settings=settings)
 
     def send(self, record: Any, reason: str, *, source: str = "") -> None:
-        body = dead_letter_body(record, reason, source=source or self.source)
-        group = source or self.source or "dead-letters"
-        content = json.loads(body)
-        del content["failed_at"]  # the same record and reason give the same id on every attempt
-        dedup = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-        self._publisher.send(self.queue, [(group, dedup, body.encode())])
+        source = source or self.source
+        body = dead_letter_body(record, reason, source=source)
+        group = source or "dead-letters"
+        self._publisher.send(self.queue, [(group, dead_letter_dedup_id(record, reason, source), body.encode())])
+
+
+SQS_DELIVERY_FIELDS = ("receiptHandle",)
+"""Fields of an SQS event record that change from one delivery of a message to the next."""
+SQS_DELIVERY_ATTRIBUTES = ("ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp")
+"""Its ``attributes`` that may change between deliveries (the receive count does every time)."""
+
+
+def dead_letter_dedup_id(record: Any, reason: str, source: str = "") -> str:
+    """The deduplication id of a dead letter on a FIFO queue: a SHA-256 of the letter's content
+    without ``failed_at``, the record of an SQS event (``eventSource`` ``aws:sqs``) taken without
+    :data:`SQS_DELIVERY_FIELDS` and :data:`SQS_DELIVERY_ATTRIBUTES`. So every delivery of one
+    message (same ``messageId``, body and attributes) refused for the same reason gives one id,
+    while another message, even with the same body, or another reason gives another. Any other
+    record counts whole, as the letter stores it (cut as :func:`dead_letter_body` cuts it)."""
+    if isinstance(record, Mapping) and record.get("eventSource") == "aws:sqs":
+        record = {k: v for k, v in record.items() if k not in SQS_DELIVERY_FIELDS}
+        attributes = record.get("attributes")
+        if isinstance(attributes, Mapping):
+            record["attributes"] = {k: v for k, v in attributes.items() if k not in SQS_DELIVERY_ATTRIBUTES}
+    content = json.loads(dead_letter_body(record, reason, source=source))
+    del content["failed_at"]  # the same record and reason give the same id on every attempt
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def dead_letter_body(record: Any, reason: str, *, source: str = "") -> str:
