@@ -48,3 +48,14 @@ def test_every_missing_column_is_named_and_the_order_of_the_columns_does_not_mat
         DETECTOR.label_matrix(np.array([[1.0]]), ["other"])
     swapped = DETECTOR.label_matrix(np.array([[0.001, 0.02]]), ["ret", "vol"])
     assert (swapped.regime == DETECTOR.label_matrix(np.array([[0.02, 0.001]]), ["vol", "ret"]).regime).all()
+
+
+@pytest.mark.parametrize("names", [["vol", "ret", "vol"], ["vol", "ret", "other", "other"]])
+def test_a_column_named_twice_is_refused_not_resolved_to_the_first(names):
+    """``names.index`` used to pick the first of two ``vol`` columns silently."""
+    values = np.tile([0.02, 0.001, 0.5, 0.5][: len(names)], (3, 1))
+    with pytest.raises(InvalidMessageError, match=r"more than once") as info:
+        DETECTOR.label_matrix(values, names)
+    (problem,) = info.value.problems
+    assert problem.field == "feature_names"
+    assert DETECTOR.label_matrix(values[:, :2], ["vol", "ret"]).regime.shape == (3,)

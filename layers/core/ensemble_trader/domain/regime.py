@@ -572,7 +572,7 @@ class RegimeDetector:
         flag per row, raise a :class:`DataError` naming the shapes; ``feature_names`` lacking a
         feature the model reads raise the :class:`InvalidMessageError` step raises for a
         FeatureVector lacking it (``invalid feature matrix: feature_names=[...]: lacks ['vol'],
-        which regime model ... reads``).
+        which regime model ... reads``), and so do ``feature_names`` naming a column twice.
         """
         values = np.asarray(values, dtype=np.float64)
         names = list(feature_names)
@@ -582,6 +582,10 @@ class RegimeDetector:
                 f"per feature name ({len(names)} names)"
             )
         n = values.shape[0]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # which of two columns is the feature? (a FeatureVector's values cannot repeat one)
+            raise InvalidMessageError("feature matrix", [FieldProblem(
+                "feature_names", names, f"names {repeated} more than once: each column needs a name of its own")])
         try:
             cols = [names.index(name) for name in self.model.feature_names]
         except ValueError:  # bad input, as a FeatureVector lacking the feature is to step
