@@ -38,7 +38,7 @@ def dead_letter_lines(caplog, logger: str) -> list[logging.LogRecord]:
     (b"{not json", "invalid Bar"),
     (bar_json("AAA", 1, volume=13.0), "volume 13 is unlucky for AAA"),  # refused by the step itself
 ])
-def test_a_dead_lettered_kinesis_record_is_logged_with_its_identity_and_reason(world, caplog, payload, reason_part):
+def test_a_dead_lettered_kinesis_record_is_logged_with_its_identity_and_reason(world, caplog, payload, reason_part):  # noqa: F811 (the fixture)
     caplog.set_level(logging.WARNING, logger=STAGE_LOG)
     event = event_of([("AAA", bar_json("AAA", 0)), ("AAA", payload), ("AAA", bar_json("AAA", 2))])
     assert failures(world.runner.process(event)) == []
@@ -53,7 +53,7 @@ def test_a_dead_lettered_kinesis_record_is_logged_with_its_identity_and_reason(w
     assert "tally" in text and "1001" in text and "AAA" in text and reason in text
 
 
-def test_the_message_of_an_aggregated_record_is_named_by_its_place(world, caplog):
+def test_the_message_of_an_aggregated_record_is_named_by_its_place(world, caplog):  # noqa: F811 (the fixture)
     caplog.set_level(logging.WARNING, logger=STAGE_LOG)
     packed = pack([bar_json("AAA", 0), bar_json("AAA", 1, volume=-5.0), bar_json("AAA", 2)])
     event = kinesis_event([kinesis_record(packed, partition_key="AAA", sequence_number="77", stream="et-test-in")])
@@ -64,7 +64,7 @@ def test_the_message_of_an_aggregated_record_is_named_by_its_place(world, caplog
     assert "message 2 of 3" in line.getMessage() and "volume" in line.dead_letter["reason"]
 
 
-def test_a_record_that_is_not_a_kinesis_record_is_logged_without_inventing_an_identity(world, caplog):
+def test_a_record_that_is_not_a_kinesis_record_is_logged_without_inventing_an_identity(world, caplog):  # noqa: F811 (the fixture)
     caplog.set_level(logging.WARNING, logger=STAGE_LOG)
     good = kinesis_record(bar_json("AAA", 0), partition_key="AAA", sequence_number="5", stream="et-test-in")
     bad = {"kinesis": {"sequenceNumber": "6"}}  # no data, no partition key
@@ -74,7 +74,7 @@ def test_a_record_that_is_not_a_kinesis_record_is_logged_without_inventing_an_id
     assert line.dead_letter["reason"].startswith("invalid Kinesis record")
 
 
-def test_a_long_reason_is_cut_in_the_log_and_kept_whole_in_the_letter(world, caplog):
+def test_a_long_reason_is_cut_in_the_log_and_kept_whole_in_the_letter(world, caplog):  # noqa: F811 (the fixture)
     caplog.set_level(logging.WARNING, logger=STAGE_LOG)
     event = event_of([("AAA", bar_json("A" * 5000, 0))])  # the reason quotes the 5,000-character symbol
     world.runner.process(event)
@@ -87,7 +87,7 @@ def test_a_long_reason_is_cut_in_the_log_and_kept_whole_in_the_letter(world, cap
     assert len(line.getMessage()) < 1300
 
 
-def test_a_dead_letter_the_queue_refuses_is_logged_as_not_sent_with_its_reason(world, caplog):
+def test_a_dead_letter_the_queue_refuses_is_logged_as_not_sent_with_its_reason(world, caplog):  # noqa: F811 (the fixture)
     caplog.set_level(logging.WARNING, logger=STAGE_LOG)
     world.dlq.failures.fail("send")
     response = world.runner.process(event_of([("AAA", b"{not json")]))
