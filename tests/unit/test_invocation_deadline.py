@@ -682,7 +682,9 @@ def _stub(module, entry: str, seen: list, monkeypatch, seen_end: list | None = N
                                   router=SimpleNamespace(batch=batch))
         monkeypatch.setattr(module, "service", lambda: service)
         monkeypatch.setattr(module, "process_partial_response", note({"batchItemFailures": []}))
-        return {"Records": []}
+        # one SQS record: an empty batch is answered before the deadline is set (nothing to do)
+        return {"Records": [{"messageId": "m-1", "eventSource": "aws:sqs", "body": "{}",
+                             "attributes": {"MessageGroupId": "SPX"}}]}
     if entry == "orders/reconcile":
         monkeypatch.setattr(module, "router", lambda: SimpleNamespace(reconcile=note(_Report())))
         return {}

@@ -2238,6 +2238,12 @@ class IntentConsumer:
             self._metric("intents_failed", "Count", 1)  # the batch-item failure SQS retries
             raise
 
+    def process_record(self, record: Mapping[str, Any], lambda_context: Any = None) -> dict[str, Any]:
+        """Route the intent of one SQS record of an order-intents batch (its ``body``), as
+        :meth:`process`; a record without a usable body (none, or not text) is dead-lettered
+        ``MALFORMED_INTENT`` naming ``body``: no delivery of it can be routed."""
+        return self.process(record.get("body"), record, lambda_context)
+
     def _touch_deferred(self, body: str | bytes) -> None:
         """A deferred intent still counts as attempted: its own unsent orders are touched
         (:meth:`OrderRouter.touch_pending`), so a redelivery that is deferred does not stretch the
@@ -2245,7 +2251,7 @@ class IntentConsumer:
         parse, or a store that fails, changes nothing (the intent fails and is delivered again
         either way); the failure is logged."""
         touch = getattr(self.router, "touch_pending", None)
-        if touch is None:  # a router without orders of its own (a test's stand-in)
+        if touch is None or not isinstance(body, (str, bytes)):  # a test's stand-in router; no body to parse
             return
         try:
             touch(OrderIntent.parse(body))
@@ -2255,9 +2261,14 @@ class IntentConsumer:
     def _process(self, body: str | bytes, record: Any) -> dict[str, Any]:
         import time
 
-        from ensemble_trader.domain.errors import InvalidMessageError
+        from ensemble_trader.domain.errors import MISSING, FieldProblem, InvalidMessageError
 
         started = time.perf_counter_ns()
+        if not isinstance(body, (str, bytes)):  # an SQS record without a body, or not one of text
+            missing = body is None and (not isinstance(record, Mapping) or "body" not in record)
+            problem = FieldProblem("body", MISSING if missing else type(body).__name__, "must be the intent's JSON text")
+            return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
+                                     str(InvalidMessageError("SQSRecord", [problem])), None)
         try:
             intent = OrderIntent.parse(body)
         except InvalidMessageError as exc:
@@ -2362,6 +2373,56 @@ class IntentConsumer:
     def _metric(self, name: str, unit: str, value: float) -> None:
         if self.metrics is not None:
             self.metrics.add_metric(name=name, unit=unit, value=value)
+
+
+INTENT_BATCH_PROBLEMS_NAMED = 3
+"""How many wrong records the refusal of an event that is not an SQS batch names (then a count)."""
+
+
+def intent_batch(event: Any) -> list[Mapping[str, Any]]:
+    """The records of an orders invocation, checked to be an SQS batch before anything is built.
+
+    An event that is not one — no ``Records`` list, a record that is not an object, whose
+    ``eventSource`` is not ``aws:sqs`` (a Kinesis event) or that has no ``messageId`` (the id a
+    batch-item failure names) — did not come from the order-intents queue, so there is nothing
+    to report failed or to redrive: an :class:`InvalidMessageError` names what was wrong (the
+    first :data:`INTENT_BATCH_PROBLEMS_NAMED` records, then how many more). An SQS event with
+    no records is logged and returns ``[]`` (the handler answers no batch-item failures). A
+    record's body is not checked here: one without a usable body is dead-lettered by
+    :meth:`IntentConsumer.process_record` and the rest of the batch goes on."""
+    from ensemble_trader.domain.errors import MISSING, FieldProblem, InvalidMessageError
+
+    records = event.get("Records", MISSING) if isinstance(event, Mapping) else MISSING
+    if not isinstance(records, list):
+        raise InvalidMessageError("SQSEvent", [FieldProblem(
+            "Records", records if records is MISSING else type(records).__name__,
+            "must be a list of SQS records: the orders function reads the order-intents queue",
+        )])
+    if not records:
+        log.warning("orders: an SQS event with no records: nothing to process")
+        return records
+    problems: list[FieldProblem] = []
+    wrong = 0
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            found = FieldProblem(f"Records[{i}]", type(record).__name__, "must be an SQS record (an object)")
+        elif record.get("eventSource") != "aws:sqs":
+            found = FieldProblem(f"Records[{i}].eventSource", record.get("eventSource", MISSING),
+                                 "must be 'aws:sqs': the record did not come from the order-intents queue")
+        elif not isinstance(record.get("messageId"), str) or not record["messageId"]:
+            found = FieldProblem(f"Records[{i}].messageId", record.get("messageId", MISSING),
+                                 "must be the SQS message id")
+        else:
+            continue
+        wrong += 1
+        if len(problems) < INTENT_BATCH_PROBLEMS_NAMED:
+            problems.append(found)
+    if wrong > len(problems):
+        problems.append(FieldProblem("Records", f"{len(records)} records",
+                                     f"{wrong - len(problems)} more records not named here are wrong as well"))
+    if problems:
+        raise InvalidMessageError("SQSEvent", problems)
+    return records
 
 
 @dataclass
