@@ -73,7 +73,8 @@ JSON = {
                    '"timestamp":"2024-01-02T09:30:00.123456-05:00"}',
     OrderCanceled: '{"client_order_id":"c1","symbol":"SPX","reason":"r","timestamp":"2024-01-02T09:30:00.123456-05:00"}',
     CircuitBreakerTripped: '{"previous":"ACTIVE","current":"HALTED","reason":"r","equity":-20000.0,"daily_loss":1.2,'
-                           '"drawdown":0.0,"timestamp":"2024-01-02T09:30:00.123456-05:00","latched":false}',
+                           '"drawdown":0.0,"timestamp":"2024-01-02T09:30:00.123456-05:00","latched":false,'
+                           '"correction":false}',
     KillSwitchChanged: '{"active":true,"reason":"r","canceled":["a"],"timestamp":"2024-01-02T09:30:00.123456-05:00"}',
     KillSwitchCommandIgnored: '{"command_id":null,"active":false,"reason":"r","issued_at":null,"switch_active":true,'
                               '"ignored":"stale","timestamp":"2024-01-02T09:30:00.123456-05:00"}',

@@ -229,7 +229,11 @@ class OrderCanceled(Message):
 
 class CircuitBreakerTripped(Message):
     """A move of the breaker. ``latched`` (HALTED only): the halt holds until an operator resets
-    it; a daily-loss halt that becomes latched is published once more, HALTED to HALTED."""
+    it; a daily-loss halt that becomes latched is published once more, HALTED to HALTED.
+    ``correction``: published by the writer of a merged risk-state save to announce the stored
+    state, from a state an earlier event may have left as the last word
+    (:func:`~ensemble_trader.domain.risk.announce`), not by a move of the account; False for
+    every other event, and for events stored before the field existed, which lack it."""
 
     previous: str
     current: str
@@ -239,6 +243,7 @@ class CircuitBreakerTripped(Message):
     drawdown: NonNegative
     timestamp: Timestamp
     latched: bool = False
+    correction: bool = False
 
 
 class KillSwitchChanged(Message):
