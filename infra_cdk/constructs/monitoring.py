@@ -146,7 +146,10 @@ def regret_search(metric_names: tuple[str, ...], stage: str) -> str:
 EVENT_METRICS = {
     # metric name -> (filter pattern over the event log, metric value)
     "breaker_transitions": (
-        '{ $.detail-type = "CircuitBreakerTripped" && $.detail.current != "ACTIVE" }',
+        # a merged save's corrections re-announce the stored state (correction: true) and are not
+        # counted; IS FALSE matches only an event that has the field (every event published since
+        # it exists), so one logged before it is not counted either
+        '{ $.detail-type = "CircuitBreakerTripped" && $.detail.current != "ACTIVE" && $.detail.correction IS FALSE }',
         "1",
     ),
     "breaker_drawdown": ('{ $.detail-type = "CircuitBreakerTripped" }', "$.detail.drawdown"),
@@ -674,9 +677,10 @@ class Monitoring(Construct):
                 cw.LogQueryVisualizationType.TABLE,
             ),
             (
-                "Circuit breaker (state, latch, equity, daily loss, drawdown)",
+                "Circuit breaker (state, latch, correction, equity, daily loss, drawdown)",
                 'filter `detail-type` = "CircuitBreakerTripped" | fields @timestamp, detail.previous, '
-                "detail.current, detail.latched, detail.reason, detail.equity, detail.daily_loss, detail.drawdown "
+                "detail.current, detail.latched, detail.correction, detail.reason, detail.equity, detail.daily_loss, "
+                "detail.drawdown "
                 "| sort @timestamp desc | limit 50",
                 cw.LogQueryVisualizationType.TABLE,
             ),
