@@ -15,15 +15,25 @@ service has its own ``EphemeralMetrics`` (Powertools' plain ``Metrics`` share on
 process, so handlers side by side in the local stack would flush each other's metrics under the
 wrong service). The tracer is disabled outside Lambda (Powertools' own rule) and by
 ``POWERTOOLS_TRACE_DISABLED``, which the local stack sets.
+
+Powertools' ``Logger(service=...)`` also puts a filter on every handler the root logger has then
+(in Lambda, the runtime's), so that its own records, which propagate, are not written twice. That
+filter drops every record whose logger *name contains* the service name, and the core's module
+loggers are named after their modules: the service ``orders`` silenced
+``ensemble_trader.runtime.orders`` (the dead-letter, reconciliation and kill-switch warnings),
+``regime`` the regime registry's, ``features`` and ``meta_agent`` their stages'. It is replaced
+here by one that drops the service's own logger and its children only.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.filters import SuppressFilter
 from aws_lambda_powertools.metrics import EphemeralMetrics
 
 METRICS_NAMESPACE = "EnsembleTrader"
@@ -57,8 +67,32 @@ def observability(default_service: str) -> Observability:
                 metrics=metrics,
                 tracer=Tracer(service=service),
             )
+            _own_records_only(service)
             _instances[service] = found
         return found
+
+
+class OwnRecordsFilter(logging.Filter):
+    """Drops the records of the logger ``service`` and its children (``service.x``), which the
+    Powertools Logger of that name writes itself; passes every other record."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        return not (name == self.service or name.startswith(self.service + "."))
+
+
+def _own_records_only(service: str) -> None:
+    """Replace Powertools' name-contains filter for ``service`` on the root handlers (see the
+    module's docstring) by :class:`OwnRecordsFilter`."""
+    for handler in logging.root.handlers:
+        for found in list(handler.filters):
+            if isinstance(found, SuppressFilter) and found.logger == service:
+                handler.removeFilter(found)
+                handler.addFilter(OwnRecordsFilter(service))
 
 
 def clear_pending_metrics() -> None:
