@@ -137,3 +137,11 @@ def test_an_exit_weight_beyond_a_float_is_refused_as_a_weight():
     assert not synthetic._is_weight(10**400)
     assert synthetic._is_weight(0) and synthetic._is_weight(np.float32(2.5))
     assert not synthetic._is_weight(True) and not synthetic._is_weight(-1e-9) and not synthetic._is_weight(math.inf)
+
+
+@pytest.mark.parametrize("field", ["tail_df", "gap_scale", "volume_persistence"])
+def test_a_scenario_field_beyond_a_float_is_refused_at_construction(field):
+    """tail_df may be infinite (Gaussian shocks), so an int beyond a float passed the spec's check
+    as inf and generation then raised a bare OverflowError."""
+    with pytest.raises(DataError, match=rf"{field}=1000.*: beyond a float's range"):
+        dataclasses.replace(SCENARIOS["easy"], **{field: 10**400})

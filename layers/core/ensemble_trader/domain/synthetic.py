@@ -60,7 +60,11 @@ def _number(where: str, name: str, value: object) -> float:
     """``value`` as a float when it is a real number, else a DataError naming the field: a bool
     (which Python would count as 0 or 1), text or None is no parameter value (see
     :func:`~ensemble_trader.domain.numbers.real_number`)."""
-    return real_number(value, lambda: f"{where}{name}={value!r}: must be a number")
+    number = real_number(value, lambda: f"{where}{name}={value!r}: must be a number")
+    if math.isinf(number) and not isinstance(value, float | np.floating):
+        # an int beyond a float: kept as given, it would meet float()'s OverflowError later
+        raise DataError(f"{where}{name}={value!r}: beyond a float's range")
+    return number
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,7 @@ class RegimeParams:
     def __post_init__(self) -> None:
         for name in ("drift", "vol", "dwell", "mean_reversion", "level_vol", "garch_alpha", "garch_beta",
                      "garch_gamma", "volume_level"):
-            value = getattr(self, name)
-            if math.isinf(_number("", name, value)) and not isinstance(value, float | np.floating):
-                # an int beyond a float: the checks below would meet float()'s OverflowError
-                raise DataError(f"{name}={value!r}: beyond a float's range")
+            _number("", name, getattr(self, name))
         if not (math.isfinite(self.drift) and abs(self.drift) < 0.1):
             raise DataError(f"drift={self.drift!r}: must be finite and below 0.1 per bar in size")
         if not (0.0 < self.vol < 0.5):
