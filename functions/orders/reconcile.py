@@ -37,6 +37,7 @@ def router() -> OrderRouter:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(trigger=reconcile_trigger(event))  # any other event is refused here, first
+    logger.info("reconciliation started")  # one line per run, with its trigger
     with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
         report = router().reconcile()
     metrics.add_metric(name="reconcile_orders_synced", unit="Count", value=len(report.synced))

@@ -9,6 +9,7 @@ raised before the router (broker, store) is even built.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,17 @@ def test_the_schedule_and_an_operators_empty_payload_reconcile(entry, event):
     handler, built = entry
     assert run(handler, event) == {"synced": [], "failures": {}}
     assert [r.runs for r in built] == [1]
+
+
+@pytest.mark.parametrize(("event", "trigger"), [(SCHEDULED, "schedule"), ({}, "operator")],
+                         ids=["schedule", "operator"])
+def test_each_run_logs_one_line_naming_its_trigger(entry, event, trigger, caplog):
+    handler, _ = entry
+    logger = load_module("orders", "reconcile").logger  # the entry's Powertools logger (the same module)
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        run(handler, event)
+    [started] = [r for r in caplog.records if r.getMessage() == "reconciliation started"]
+    assert json.loads(logger.registered_formatter.format(started))["trigger"] == trigger
 
 
 BAD = {
