@@ -109,6 +109,15 @@ MAX_AGENT_TARGET = 100.0
 """The largest agent target (in size) the step accepts: ten times the largest leverage an agent
 manifest allows. With :data:`MAX_PRICE_MOVE` it bounds the agents' net returns, and so their
 variances and rewards (a target of 1e200 made its squared return infinite)."""
+MAX_HALFLIFE = 1e6
+"""The longest EWMA half-life, in bars, a configuration may give (``vol_halflife``,
+``vol_target_halflife``, ``vol_target_long_halflife``): a million bars is more than any history
+the step sees (four centuries of daily bars), and the decay ``0.5 ** (1 / h)`` must stay below 1
+in float64 — from h ~ 6e15 it rounds to exactly 1, and the overlay's bias correction
+``1 - decay ** n`` is 0, so every target was 0/0 = NaN."""
+MAX_RAMP_BARS = 10_000
+"""The most bars a ramp to a new leader may take (more than a ramp of any use; 10**400 bars
+overflowed a float at the first change of leader)."""
 MAX_SEED_VOL = 10.0
 """The largest ``ewma_vol`` feature (per bar) that may seed a fresh state's market volatility:
 1,000 % a bar, beyond any series whose moves stay within :data:`MAX_PRICE_MOVE` (``|ln 1000|``
@@ -204,7 +213,8 @@ class MetaAgentConfig(BaseModel):
     # ones of the floors keep, with the step's bounds on prices and targets (MAX_PRICE_MOVE,
     # MAX_AGENT_TARGET), every reward below 1e23 and every variance and position finite: vol_floor
     # 1e200 overflowed the agents' variance and cost_bps 1e300 gave rewards beyond the learners'
-    # limit at every bar, floors of 1e-320 divided zero by zero.
+    # limit at every bar, floors of 1e-320 divided zero by zero. The half-lives and ramp_bars have
+    # upper bounds for the same reason (MAX_HALFLIFE, MAX_RAMP_BARS).
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     strategy_id: str = Field(default="ensemble", min_length=1, max_length=64)
@@ -218,17 +228,17 @@ class MetaAgentConfig(BaseModel):
     regime_prior_rounds: float = Field(default=150.0, ge=0.0)
     max_position_change: float = Field(default=2.0, gt=0.0)
     no_trade_band: float = Field(default=0.0, ge=0.0, le=2.0)
-    ramp_bars: int = Field(default=3, ge=1)
+    ramp_bars: int = Field(default=3, ge=1, le=MAX_RAMP_BARS)
     max_position: float = Field(default=2.0, gt=0.0, le=2.0)
     cost_bps: float = Field(default=3.0, ge=0.0, le=10_000.0)  # at most the whole amount traded
     risk_adjustment: Literal["vol", "agent_vol", "none"] = "agent_vol"
     agent_vol_floor: float = Field(default=0.1, ge=1e-6, le=100.0)
-    vol_halflife: float = Field(default=20.0, gt=0.0)
+    vol_halflife: float = Field(default=20.0, gt=0.0, le=MAX_HALFLIFE)
     vol_floor: float = Field(default=1e-4, ge=1e-12, le=1.0)
     shrinkage: float = Field(default=0.0, ge=0.0, le=1.0)
     vol_target: Literal["none", "market", "ensemble"] = "market"
-    vol_target_halflife: float = Field(default=10.0, gt=0.0)
-    vol_target_long_halflife: float = Field(default=250.0, gt=0.0)
+    vol_target_halflife: float = Field(default=10.0, gt=0.0, le=MAX_HALFLIFE)
+    vol_target_long_halflife: float = Field(default=250.0, gt=0.0, le=MAX_HALFLIFE)
     vol_target_max_scale: float = Field(default=1.0, gt=0.0, le=100.0)
     vol_target_power: float = Field(default=2.0, gt=0.0, le=2.0)
     random_state: int = 0
