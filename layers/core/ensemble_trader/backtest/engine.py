@@ -93,14 +93,23 @@ def strategy_returns(
     position over a crash) loses the whole account: it returns -1 and every later period 0
     (:func:`~ensemble_trader.backtest.metrics.apply_ruin`, each column of (m, k) on its own).
     Wealth stops at 0 instead of turning negative; :func:`summarise` also holds no position
-    and makes no trade after it."""
+    and makes no trade after it.
+
+    ``initial_position`` must be a finite real number (:func:`~ensemble_trader.backtest.metrics.checked_number`:
+    not True, "1" or None) and every position finite, else :class:`DataError` naming it (a NaN
+    would otherwise surface as a NaN return, named as ``returns[i]`` by the metrics)."""
+    start = checked_number("initial_position", initial_position)
     p = np.asarray(positions, dtype=np.float64)
     r = np.asarray(returns, dtype=np.float64)
     if p.shape[0] != r.shape[0]:
         raise DataError(f"{p.shape[0]} positions but {r.shape[0]} returns")
+    if not np.all(np.isfinite(p)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(p))[0])
+        where = ", ".join(str(i) for i in bad)
+        raise DataError(f"positions[{where}] is {float(p[bad])!r}; every position must be finite")
     if p.ndim == 2:
         r = r[:, None]
-    previous = np.concatenate((np.full((1,) + p.shape[1:], initial_position), p[:-1]), axis=0)
+    previous = np.concatenate((np.full((1,) + p.shape[1:], start), p[:-1]), axis=0)
     return apply_ruin(p * r - costs.rate * np.abs(p - previous))
 
 
@@ -146,14 +155,16 @@ def summarise(
     held before the first period (as in :func:`strategy_returns`), so a slice of a longer run
     does not count an invented first trade in its turnover. ``regimes`` (one label per period)
     must each be one of ``REGIME_NAMES``: an unknown label (``"bull"``) is a :class:`DataError`
-    naming it, not a period silently left out of every regime.
+    naming it, not a period silently left out of every regime. ``initial_position`` is checked
+    as in :func:`strategy_returns` (True is not taken as 1).
 
     A period returning -100 % or worse ruins the account (:func:`strategy_returns`): from the
     next period on, in every regime, nothing is held, traded or earned.
     """
+    start = checked_number("initial_position", initial_position)
     returns = np.asarray(returns, dtype=np.float64)
     positions = np.asarray(positions, dtype=np.float64)
-    trades = np.abs(np.diff(np.concatenate(([initial_position], positions))))
+    trades = np.abs(np.diff(np.concatenate(([start], positions))))
     ruin = ruin_index(returns) if returns.ndim == 1 else None
     if ruin is not None:  # the account is gone: the later periods of every regime are flat
         returns, positions = apply_ruin(returns), positions.copy()
@@ -357,7 +368,8 @@ def evaluate_agents(
     ``positions[name]`` holds one target per bar (n,); the last bar's target earns nothing (there
     is no next bar), so the periods are the first ``n - 1``. ``initial_positions`` (by name, and
     ``"buy_and_hold"``) are the positions held before the first bar, for a slice of a longer run
-    (default: flat, so the first trade pays its cost). Shape of the result::
+    (default: flat, so the first trade pays its cost); each must be a finite real number, else
+    :class:`DataError` naming it. Shape of the result::
 
         {"agents": {name: {"overall": M, "by_regime": {...}}},
          "baselines": {"buy_and_hold": {...}, "cash": {...}}}
@@ -369,10 +381,10 @@ def evaluate_agents(
     report: dict[str, Any] = {"agents": {}, "baselines": {}}
     for name, path in positions.items():
         p = np.asarray(path, dtype=np.float64)[:-1]
-        p0 = float(before.get(name, 0.0))
+        p0 = checked_number(f"initial_positions[{name!r}]", before.get(name, 0.0))
         report["agents"][name] = summarise(strategy_returns(p, r, costs, p0), p, ppy, regimes, p0)
     hold = np.ones_like(r)
-    h0 = float(before.get("buy_and_hold", 0.0))
+    h0 = checked_number("initial_positions['buy_and_hold']", before.get("buy_and_hold", 0.0))
     report["baselines"]["buy_and_hold"] = summarise(strategy_returns(hold, r, costs, h0), hold, ppy, regimes, h0)
     flat = np.zeros_like(r)
     report["baselines"]["cash"] = summarise(flat, flat, ppy, regimes)
