@@ -339,11 +339,18 @@ def align_truth(
     Every bar of ``needed`` (a bool mask; default every bar) must be covered — pass
     ``scored_bars(evaluated_bars(...))`` so a file covering the evaluated window is enough (the
     warm-up bars and those outside ``[start, end)`` are never scored). A bar the file does not
-    cover and that is not needed gets ``""`` (no label)."""
-    index = {int(t): lab for t, lab in zip(np.asarray(truth_ts).astype("datetime64[ns]").astype(np.int64),
-                                           truth_labels, strict=True)}
+    cover and that is not needed gets ``""`` (no label).
+
+    Labels are kept whole (``"VOLATILE?"`` is not cut to ``"VOLATILE"``), so one the report does
+    not know is refused where the labels are read (:func:`period_regimes`). A file with more
+    times than labels, or fewer, is a :class:`DataError` giving both counts."""
+    times = np.asarray(truth_ts).astype("datetime64[ns]").astype(np.int64)
+    given = np.asarray(truth_labels)
+    if times.shape[0] != given.shape[0]:
+        raise DataError(f"{series.symbol}: the truth file has {times.shape[0]} times but {given.shape[0]} regime labels")
+    index = {int(t): lab for t, lab in zip(times, given.tolist(), strict=True)}
     stamps = np.asarray(series.timestamp).astype("datetime64[ns]").astype(np.int64)
-    labels = np.array([index.get(int(t), "") for t in stamps], dtype="<U8")
+    labels = np.array([index.get(int(t), "") for t in stamps], dtype=str)  # as long as the longest label
     wanted = np.ones(len(stamps), dtype=bool) if needed is None else np.asarray(needed, dtype=bool)
     if len(wanted) != len(stamps):
         raise DataError(f"{series.symbol}: a mask of {len(wanted)} bars for {len(stamps)} bars")
