@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from ensemble_trader.domain.errors import InvalidMessageError
+from ensemble_trader.domain.models import Regime
 from ensemble_trader.domain.meta_agent import MAX_HALFLIFE, MAX_RAMP_BARS, MetaAgentConfig, MetaAgentStep
 
 from test_meta_agent import path, run
@@ -42,3 +44,44 @@ def test_the_longest_ramp_allowed_runs_through_changes_of_leader() -> None:
     assert sum(len(d.events) for d in decisions) > 0  # the leader changed, and the ramp was entered
     assert all(math.isfinite(d.intent.target_position) for d in decisions)
 
+
+
+# ---- 2. the leader with few Thompson posterior draws --------------------------------------------
+
+
+@pytest.mark.parametrize("draws", [1, 4, 9])
+def test_in_select_mode_the_leader_is_the_agent_held_whatever_the_number_of_draws(draws: int) -> None:
+    """Thompson's weights noise 3/sqrt(n) is >= 1 for n <= 9: it kept one leader for ever while
+    the step held another agent on most bars, and no AgentSwitched was sent."""
+    step = MetaAgentStep(MetaAgentConfig.create(policy="thompson", mode="select", min_regime_rounds=5,
+                                                policy_params={"n_weight_samples": draws}))
+    _, decisions = run(step, *path(200, seed=2))
+    held = [max(d.intent.agent_weights, key=d.intent.agent_weights.get) for d in decisions]
+    assert [d.intent.explanation_detail["chosen"] for d in decisions] == held
+    changes = sum(a != b for a, b in zip(held, held[1:]))
+    assert changes > 0 and sum(len(d.events) for d in decisions) == changes
+
+
+@pytest.mark.parametrize("draws", [1, 9, 16, 64])
+def test_in_blend_mode_the_leader_trails_the_largest_weight_by_at_most_one_over_n(draws: int) -> None:
+    step = MetaAgentStep(MetaAgentConfig.create(policy="thompson", min_regime_rounds=5,
+                                                policy_params={"n_weight_samples": draws}))
+    _, decisions = run(step, *path(200, seed=2))
+    for d in decisions:
+        weights = d.intent.agent_weights
+        chosen = weights[d.intent.explanation_detail["chosen"]]
+        assert chosen > 0.0 and chosen >= max(weights.values()) - 1.0 / len(weights)
+
+
+def test_thompson_leader_switches_when_the_weights_really_moved() -> None:
+    """Companion of test_thompson_weights_noise_alone_does_not_switch_the_leader: the tolerance
+    for sampling noise must not keep a leader once another agent has clearly overtaken it."""
+    prices, _, _ = path(300, seed=5)  # rising for 150 bars, then falling
+    twins = np.column_stack([np.ones(300), np.ones(300), -np.ones(300), -np.ones(300)])
+    for draws in (9, 256):
+        step = MetaAgentStep(MetaAgentConfig.create(policy="thompson", context="global",
+                                                    policy_params={"n_weight_samples": draws}))
+        _, decisions = run(step, prices, [Regime.BULL] * 300, twins)
+        chosen = [d.intent.explanation_detail["chosen"] for d in decisions]
+        assert chosen[140] in ("conservative", "aggressive")  # the long agents led the rise
+        assert chosen[-1] in ("balanced", "contrarian")  # the short agents lead after the fall

@@ -956,7 +956,8 @@ class MetaAgentStep:
         blend = self._combine(weights, targets, new.agent_variance, new.variance)
         scale = self._vol_scale(new.overlay_variance) if selection is not None else 1.0
         desired = blend * scale
-        leader = None if learner_key is None else self._leader(weights, state.leader, new.learners[learner_key])
+        leader = None if learner_key is None else self._leader(weights, state.leader,
+                                                               self._leader_tolerance(new.learners[learner_key]))
 
         # 5. smooth (a warm-up bar goes flat: no ramp — one under way is dropped — and no band;
         # only the per-bar bound, a risk rule, holds it back)
@@ -1061,13 +1062,26 @@ class MetaAgentStep:
             )
         return arr
 
+    def _leader_tolerance(self, learner: Bandit) -> float:
+        """How far the previous leader's weight may trail the largest and still lead.
+
+        In select mode none: the weights are the held agent's one-hot, and the leader is the agent
+        held (a tolerance of 1, Thompson's noise with 9 draws or fewer, kept a leader held on no
+        bar). In blend mode the weights' own noise (Thompson's win frequencies; 0 for the other
+        policies), at most ``1 / N``: a larger tolerance would let a leader stay behind a weight
+        vector that is not even close to equal (the largest weight of any vector with a zero
+        exceeds ``1 / N``), so with too few posterior draws the lead would never pass."""
+        if self.config.mode == "select":
+            return 0.0
+        return min(learner.weights_noise, 1.0 / self._n)
+
     @staticmethod
-    def _leader(weights: np.ndarray, previous: int | None, learner: Bandit) -> int:
+    def _leader(weights: np.ndarray, previous: int | None, tolerance: float) -> int:
         """The agent with the largest weight; the previous leader stays while its weight is
-        within the weights' own noise of the largest (exact ties included), so Monte-Carlo
+        positive and within ``tolerance`` of the largest (exact ties included), so Monte-Carlo
         weights do not switch — and restart the ramp — on sampling noise alone."""
         top = int(np.argmax(weights))
-        if previous is not None and weights[previous] >= weights[top] - learner.weights_noise:
+        if previous is not None and weights[previous] > 0.0 and weights[previous] >= weights[top] - tolerance:
             return previous
         return top
 
