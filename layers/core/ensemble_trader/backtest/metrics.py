@@ -9,16 +9,20 @@ Conventions, shared by every backtest in the project:
   crash: -50 % at 2x). Its return counts as -1 and every later period as 0, flat, without a
   trade (:func:`apply_ruin`): wealth stops at 0 instead of turning negative, so ``total_return``
   is at least -1 and ``max_drawdown`` at most 1, and nothing is earned, traded or won after it.
-* ``total_return``  = prod(1 + r) - 1
-* ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric);
-  NaN when that is beyond a float (one hourly period of +9 % compounded over 8,760 a year)
+* ``total_return``  = prod(1 + r) - 1, taken as expm1(sum(log(1 + r))) when the product
+  overflows a float (or underflows to 0 without a ruin): inf only when the growth itself is
+  beyond a float (log-growth past ~709.8), never NaN
+* ``annual_return`` = (1 + total_return) ** (P / n) - 1, with P periods per year (geometric;
+  from the mean log growth when the product is beyond a float); NaN when the annual figure
+  itself is beyond a float (one hourly period of +9 % compounded over 8,760 a year)
 * ``annual_vol``    = std(r, ddof=1) * sqrt(P)
 * ``sharpe``        = mean(r) / std(r, ddof=1) * sqrt(P) (risk-free rate 0); 0 when std is 0
   or there is one period
 * ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when no period lost money
   or there is one period
 * ``max_drawdown``  = max_t (1 - W_t / max_{s<=t} W_s) over wealth W (starting at 1), a
-  positive fraction (0.25 = a 25 % fall from a peak; 1 after ruin). Over a subset of the
+  positive fraction (0.25 = a 25 % fall from a peak; 1 after ruin; in log space when wealth
+  overflows a float, so never NaN). Over a subset of the
   periods (one regime's, ``summarise`` in the engine) W is the wealth those periods alone
   compound to, taken in time order with the periods between them left out: two -10 % BEAR
   periods with a BULL rally between them are a 19 % BEAR drawdown (0.9 * 0.9), though the real
@@ -149,19 +153,34 @@ def apply_ruin(returns: np.ndarray) -> np.ndarray:
     return r
 
 
+def _log_growth(returns: np.ndarray) -> np.ndarray:
+    """``log(1 + r)`` of each period of ``returns`` (ruin applied): -inf for the ruinous one."""
+    with np.errstate(divide="ignore"):  # log1p(-1) is -inf: the account is gone
+        return np.log1p(returns)
+
+
 def max_drawdown(returns: np.ndarray) -> float:
     """Largest fall of wealth from a running peak, as a positive fraction (wealth starts at 1;
-    1 when a period loses everything, :func:`apply_ruin`)."""
+    1 when a period loses everything, :func:`apply_ruin`).
+
+    Wealth is the product of ``1 + r``; when that product overflows a float (log-wealth past
+    ~709.8, a long winning run), the fall is taken in log space instead,
+    ``-expm1(log W_t - max_{s<=t} log W_s)``, so it is never NaN."""
     r = _as_1d("returns", returns)
     if r.size == 0:
         return 0.0
     r = apply_ruin(r)
-    wealth = np.concatenate(([1.0], np.cumprod(1.0 + r)))
-    peak = np.maximum.accumulate(wealth)
-    return float(np.max(1.0 - wealth / peak))
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, or inf * 0 (NaN) at a ruin: checked below
+        wealth = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    if np.all(np.isfinite(wealth)):
+        peak = np.maximum.accumulate(wealth)
+        return float(np.max(1.0 - wealth / peak))
+    log_wealth = np.concatenate(([0.0], np.cumsum(_log_growth(r))))
+    return float(0.0 - np.min(np.expm1(log_wealth - np.maximum.accumulate(log_wealth))))  # 0.0, not -0.0
 
 
 _LOG_FLOAT_MAX = float(np.log(np.finfo(np.float64).max))
+_FLOAT_TINY = float(np.finfo(np.float64).tiny)
 
 
 def _annualised(growth: float, years_per_slice: float) -> float:
@@ -169,7 +188,14 @@ def _annualised(growth: float, years_per_slice: float) -> float:
     no figure can be given, and 0 would read as a flat year)."""
     if growth <= 0.0:
         return -1.0
-    exponent = years_per_slice * float(np.log(growth))
+    return _annualised_log(float(np.log(growth)), years_per_slice)
+
+
+def _annualised_log(log_growth: float, years_per_slice: float) -> float:
+    """:func:`_annualised` of the growth whose log is ``log_growth`` (-inf after a total loss)."""
+    if log_growth == -math.inf:
+        return -1.0
+    exponent = years_per_slice * log_growth
     return float(np.expm1(exponent)) if exponent < _LOG_FLOAT_MAX else math.nan
 
 
@@ -209,9 +235,16 @@ def performance(
         pos[ruin + 1:] = 0.0
         trades[ruin + 1:] = 0.0
 
-    growth = float(np.prod(1.0 + r))
-    total = growth - 1.0
-    annual = _annualised(growth, periods_per_year / n)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, or inf * 0 (NaN) at a ruin: checked below
+        growth = float(np.prod(1.0 + r))
+    if math.isfinite(growth) and (growth >= _FLOAT_TINY or ruin is not None):
+        total = growth - 1.0
+        annual = _annualised(growth, periods_per_year / n)
+    else:  # the product overflowed, or underflowed without a ruin: the same figures from log(1 + r)
+        log_growth = float(np.sum(_log_growth(r)))
+        with np.errstate(over="ignore"):  # inf only when the growth itself is beyond a float
+            total = float(np.expm1(log_growth))
+        annual = _annualised_log(log_growth, periods_per_year / n)
     std = float(np.std(r, ddof=1)) if n > 1 else 0.0
     mean = float(np.mean(r))
     scale = float(np.sqrt(periods_per_year))
