@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
 
-from ensemble_trader.domain.errors import InvalidMessageError
+from ensemble_trader.domain.errors import InvalidMessageError, StateError
 from ensemble_trader.domain.models import Regime
-from ensemble_trader.domain.meta_agent import MAX_HALFLIFE, MAX_RAMP_BARS, MetaAgentConfig, MetaAgentStep
+from ensemble_trader.domain.meta_agent import (
+    MAX_HALFLIFE,
+    MAX_RAMP_BARS,
+    MetaAgentConfig,
+    MetaAgentState,
+    MetaAgentStep,
+)
 
 from test_meta_agent import path, run
 
@@ -85,3 +93,43 @@ def test_thompson_leader_switches_when_the_weights_really_moved() -> None:
         chosen = [d.intent.explanation_detail["chosen"] for d in decisions]
         assert chosen[140] in ("conservative", "aggressive")  # the long agents led the rise
         assert chosen[-1] in ("balanced", "contrarian")  # the short agents lead after the fall
+
+
+# ---- 3. malformed stored states are StateErrors naming the field ---------------------------------
+
+
+def _stored(**changes: object) -> dict:
+    state, _ = run(MetaAgentStep(), *path(30))
+    return json.loads(state.to_bytes()) | changes
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"learners": []}, "learners must be a JSON object"),
+    ({"regret": []}, "regret must be a JSON object"),
+    ({"regret": {"agent_rewards": [1], "meta_reward": {}, "bars": {}}}, "regret.agent_rewards must be a JSON object"),
+    ({"regret": {"agent_rewards": {"BULL": ["0"] * 4}, "meta_reward": {"BULL": 0.0}, "bars": {"BULL": 1}}},
+     "regret.agent_rewards.BULL must be a list of numbers"),
+    ({"regret": {"agent_rewards": {"BULL": [0.0] * 4}, "meta_reward": {"BULL": True}, "bars": {"BULL": 1}}},
+     "regret.meta_reward.BULL must be a finite number"),
+    ({"regret": {"agent_rewards": {"BULL": [0.0] * 4}, "meta_reward": {"BULL": 0.0}, "bars": {"BULL": 1.5}}},
+     "regret.bars.BULL must be an integer"),
+    ({"version": "5"}, "version must be an integer"),
+    ({"version": 2.9}, "version must be an integer"),
+    ({"version": True}, "version must be an integer"),
+    ({"ramp_left": "5"}, "ramp_left must be an integer"),
+    ({"ramp_left": 2.9}, "ramp_left must be an integer"),
+    ({"last_price": True}, "last_price must be a finite number"),
+    ({"position": "0.5"}, "position must be a finite number"),
+    ({"variance": False}, "variance must be a finite number"),
+    ({"weights": [True, 0, 0, 0]}, "weights must be a list of numbers"),
+    ({"agent_costs": "0000"}, "agent_costs must be a list of numbers"),
+    ({"symbol": 5}, "symbol must be a string"),
+])
+def test_a_stored_state_of_the_wrong_types_is_a_state_error_naming_the_field(changes: dict, named: str) -> None:
+    with pytest.raises(StateError, match=re.escape(named)):
+        MetaAgentState.from_bytes(json.dumps(_stored(**changes)).encode())
+
+
+def test_a_well_formed_stored_state_still_loads_and_round_trips() -> None:
+    data = _stored()
+    assert MetaAgentState.from_bytes(json.dumps(data).encode()).to_dict() == data

@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,6 +87,7 @@ from ensemble_trader.domain.models import (
     field_problems,
     make_intent_id,
 )
+from ensemble_trader.domain.numbers import is_real
 
 DEFAULT_AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 GLOBAL = "ALL"
@@ -425,16 +427,64 @@ class RegretLedger:
         }
 
     @classmethod
-    def from_dict(cls, n_agents: int, data: Mapping[str, Any]) -> RegretLedger:
+    def from_dict(cls, n_agents: int, data: Mapping[str, Any], symbol: str | None = None) -> RegretLedger:
+        """The ledger of a stored state (of ``symbol``, for the errors): ``data`` and its three
+        parts must be JSON objects, the rewards real numbers (not bools, not text) and the bar
+        counts integers, or a StateError names the field."""
+        reader = _StoredFields(symbol)
+        parts = {name: reader.mapping(reader.mapping(data, "regret").get(name), f"regret.{name}")
+                 for name in ("agent_rewards", "meta_reward", "bars")}
         return cls(
             n_agents,
-            {r: np.asarray(v, dtype=np.float64) for r, v in data["agent_rewards"].items()},
-            {r: float(v) for r, v in data["meta_reward"].items()},
-            {r: int(v) for r, v in data["bars"].items()},
+            {r: reader.array(v, f"regret.agent_rewards.{r}") for r, v in parts["agent_rewards"].items()},
+            {r: reader.real(v, f"regret.meta_reward.{r}") for r, v in parts["meta_reward"].items()},
+            {r: reader.integer(v, f"regret.bars.{r}") for r, v in parts["bars"].items()},
         )
 
     def copy(self) -> RegretLedger:
         return RegretLedger(self.n_agents, dict(self.agent_rewards), dict(self.meta_reward), dict(self.bars))
+
+
+class _StoredFields:
+    """Type checks of a stored state's fields as JSON decodes them, each a StateError naming the
+    field: ``int("5")``, ``int(2.9)`` and ``float(True)`` would otherwise take text, a fraction
+    and a bool for numbers, and a list where an object belongs failed with an AttributeError."""
+
+    def __init__(self, symbol: str | None) -> None:
+        self.owner = "meta-agent state" if symbol is None else f"meta-agent state of {symbol}"
+
+    def bad(self, name: str, what: str, value: Any) -> StateError:
+        return StateError(f"{self.owner}: {name} must be {what} (got {value!r})")
+
+    def mapping(self, value: Any, name: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.bad(name, "a JSON object", value)
+        return value
+
+    def integer(self, value: Any, name: str) -> int:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+            raise self.bad(name, "an integer", value)
+        return int(value)
+
+    def real(self, value: Any, name: str, optional: bool = False) -> Any:
+        if value is None and optional:
+            return None
+        if not is_real(value):
+            raise self.bad(name, "a finite number", value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float64: refused by the finiteness checks
+            return math.inf if value > 0 else -math.inf
+
+    def array(self, value: Any, name: str, optional: bool = False) -> np.ndarray | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, list) or not all(is_real(v) for v in value):
+            raise self.bad(name, "a list of numbers", value)
+        try:
+            return np.asarray(value, dtype=np.float64)
+        except OverflowError:  # an int beyond float64
+            raise self.bad(name, "a list of finite numbers", value) from None
 
 
 def _regime_order(name: str) -> int:
@@ -540,37 +590,38 @@ class MetaAgentState:
         try:
             if data.get("format") != STATE_FORMAT:
                 raise StateError(f"meta-agent state format {data.get('format')!r}, expected {STATE_FORMAT}")
-            positions = np.asarray(data["agent_positions"], dtype=np.float64)
+            symbol = data["symbol"]
+            if not isinstance(symbol, str):
+                raise StateError(f"meta-agent state: symbol must be a string (got {symbol!r})")
+            read = _StoredFields(symbol)
+            positions = read.array(data["agent_positions"], "agent_positions")
             ts = data["last_timestamp"]
+            model_version = data.get("model_version", "")
+            if not isinstance(model_version, str):
+                raise read.bad("model_version", "a string", model_version)
             return cls(
-                symbol=str(data["symbol"]),
-                learners={k: bandit_from_dict(v) for k, v in data["learners"].items()},
+                symbol=symbol,
+                learners={k: bandit_from_dict(v) for k, v in read.mapping(data["learners"], "learners").items()},
                 agent_positions=positions,
-                agent_costs=np.asarray(data["agent_costs"], dtype=np.float64),
-                weights=np.asarray(data["weights"], dtype=np.float64),
-                regret=RegretLedger.from_dict(positions.size, data["regret"]),
+                agent_costs=read.array(data["agent_costs"], "agent_costs"),
+                weights=read.array(data["weights"], "weights"),
+                regret=RegretLedger.from_dict(positions.size, data["regret"], symbol),
                 arm=data["arm"],
-                arm_probability=None if data.get("arm_probability") is None else float(data["arm_probability"]),
+                arm_probability=read.real(data.get("arm_probability"), "arm_probability", optional=True),
                 leader=data["leader"],
-                position=float(data["position"]),
-                ramp_left=int(data["ramp_left"]),
-                last_price=data["last_price"],
+                position=read.real(data["position"], "position"),
+                ramp_left=read.integer(data["ramp_left"], "ramp_left"),
+                last_price=read.real(data["last_price"], "last_price", optional=True),
                 last_timestamp=None if ts is None else datetime.fromisoformat(ts),
                 last_regime=data["last_regime"],
-                last_rewards=None
-                if data["last_rewards"] is None
-                else np.asarray(data["last_rewards"], dtype=np.float64),
-                variance=data["variance"],
-                agent_variance=None
-                if data.get("agent_variance") is None
-                else np.asarray(data["agent_variance"], dtype=np.float64),
-                blend=None if data.get("blend") is None else float(data["blend"]),
-                overlay_variance=None
-                if data.get("overlay_variance") is None
-                else np.asarray(data["overlay_variance"], dtype=np.float64),
-                vol_scale=float(data.get("vol_scale", 1.0)),
-                version=int(data["version"]),
-                model_version=str(data.get("model_version", "")),
+                last_rewards=read.array(data["last_rewards"], "last_rewards", optional=True),
+                variance=read.real(data["variance"], "variance", optional=True),
+                agent_variance=read.array(data.get("agent_variance"), "agent_variance", optional=True),
+                blend=read.real(data.get("blend"), "blend", optional=True),
+                overlay_variance=read.array(data.get("overlay_variance"), "overlay_variance", optional=True),
+                vol_scale=read.real(data.get("vol_scale", 1.0), "vol_scale"),
+                version=read.integer(data["version"], "version"),
+                model_version=model_version,
             )._checked()
         except StateError:
             raise
