@@ -373,7 +373,8 @@ def breaker_crossings(net: np.ndarray, landed: np.ndarray, limits: Any = None) -
     day = landed.astype("datetime64[D]")
     new_day = np.concatenate(([True], day[1:] != day[:-1]))
     day_start = before[new_day][np.cumsum(new_day) - 1]  # the equity at the previous day's last bar
-    daily_loss = 1.0 - equity / day_start
+    # after a ruin a day starts from equity 0: nothing is left to lose (0 / 0 was NaN, with a warning)
+    daily_loss = np.where(day_start != 0.0, 1.0 - equity / np.where(day_start != 0.0, day_start, 1.0), 0.0)
 
     def first(hit: np.ndarray) -> str | None:
         return str(landed[np.argmax(hit)]) if hit.any() else None
