@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from ensemble_trader.domain.bandits import BanditError, make_bandit
 from ensemble_trader.domain.errors import InvalidMessageError, StateError
 from ensemble_trader.domain.models import Regime
 from ensemble_trader.domain.meta_agent import (
@@ -133,3 +134,30 @@ def test_a_stored_state_of_the_wrong_types_is_a_state_error_naming_the_field(cha
 def test_a_well_formed_stored_state_still_loads_and_round_trips() -> None:
     data = _stored()
     assert MetaAgentState.from_bytes(json.dumps(data).encode()).to_dict() == data
+
+
+# ---- 4. a zero reward at a tiny draw probability ------------------------------------------------
+
+
+@pytest.mark.parametrize(("policy", "params", "zero"), [
+    ("hedge", {"eta": 0.1}, 0.0), ("hedge", {"eta": 0.1, "discount": 0.9}, 0.0),
+    ("exp3", {"gamma": 0.1}, -3.0),  # EXP3 maps its reward range's low end, -3, to 0
+])
+def test_a_zero_reward_at_a_tiny_probability_adds_nothing(policy: str, params: dict, zero: float) -> None:
+    """eta / 1e-320 is infinite and infinity × 0 is NaN: the update was refused as non-finite."""
+    tiny, usual = make_bandit(policy, 4, random_state=0, **params), make_bandit(policy, 4, random_state=0, **params)
+    for learner in (tiny, usual):
+        learner.update_all(np.array([0.3, -0.2, 0.1, 0.0]))
+    tiny.update(0, zero, 1e-320)
+    usual.update(0, zero, 0.5)  # the same update at an ordinary probability: it too adds nothing
+    assert tiny.to_dict() == usual.to_dict()
+    assert np.all(np.isfinite(tiny.weights()))
+
+
+@pytest.mark.parametrize("policy", ["hedge", "exp3"])
+def test_a_non_zero_reward_at_a_tiny_probability_is_still_refused(policy: str) -> None:
+    learner = make_bandit(policy, 4, random_state=0)
+    before = learner.to_dict()
+    with pytest.raises(BanditError, match="makes the weights non-finite"):
+        learner.update(0, 1.0, 1e-320)
+    assert learner.to_dict() == before

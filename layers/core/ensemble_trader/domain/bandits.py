@@ -1014,10 +1014,12 @@ class _ExponentialWeights(Bandit):
 
     def _add(self, arms: int | slice, scale: float, values: float | np.ndarray, what: str) -> None:
         """``log_w[arms] += scale * values``, then discount and recentre; an update that would make
-        a log-weight non-finite (an importance weight overflowing) raises and changes nothing."""
+        a log-weight non-finite (an importance weight overflowing) raises and changes nothing. A
+        value of 0 adds nothing whatever the scale: at a draw probability of 1e-320 the scale
+        ``eta / p`` is infinite, and infinity × 0 (NaN) refused a reward that moves no weight."""
         log_weights = self.log_weights_.copy()
         with np.errstate(over="ignore", invalid="ignore"):
-            log_weights[arms] += scale * values
+            log_weights[arms] += np.where(np.asarray(values) == 0.0, 0.0, scale * values)
             log_weights *= self.discount
             log_weights -= log_weights.max()
         if not np.all(np.isfinite(log_weights)):
