@@ -8,10 +8,8 @@ import re
 
 import numpy as np
 import pytest
-
 from ensemble_trader.domain.bandits import BanditError, make_bandit
 from ensemble_trader.domain.errors import InvalidMessageError, StateError
-from ensemble_trader.domain.models import Regime
 from ensemble_trader.domain.meta_agent import (
     MAX_HALFLIFE,
     MAX_RAMP_BARS,
@@ -19,16 +17,16 @@ from ensemble_trader.domain.meta_agent import (
     MetaAgentState,
     MetaAgentStep,
 )
-
+from ensemble_trader.domain.models import Regime
 from test_meta_agent import path, run
-
 
 # ---- 1. half-lives and ramp_bars beyond float64's reach are refused when the config is built -----
 
 
 @pytest.mark.parametrize(("option", "value"), [
     ("vol_halflife", 1e17), ("vol_target_halflife", 1e17), ("vol_target_long_halflife", 1e17),
-    ("vol_target_halflife", MAX_HALFLIFE * 1.5), pytest.param("ramp_bars", 10**400, id="ramp_bars-10**400"), ("ramp_bars", MAX_RAMP_BARS + 1),
+    ("vol_target_halflife", MAX_HALFLIFE * 1.5), ("ramp_bars", MAX_RAMP_BARS + 1),
+    pytest.param("ramp_bars", 10**400, id="ramp_bars-10**400"),
 ])
 def test_half_lives_and_ramps_too_long_for_float64_are_refused_by_name(option: str, value: float) -> None:
     with pytest.raises(InvalidMessageError, match=rf"{option}=.*: Input should be less than or equal to"):
@@ -67,7 +65,7 @@ def test_in_select_mode_the_leader_is_the_agent_held_whatever_the_number_of_draw
     _, decisions = run(step, *path(200, seed=2))
     held = [max(d.intent.agent_weights, key=d.intent.agent_weights.get) for d in decisions]
     assert [d.intent.explanation_detail["chosen"] for d in decisions] == held
-    changes = sum(a != b for a, b in zip(held, held[1:]))
+    changes = sum(a != b for a, b in zip(held, held[1:], strict=False))
     assert changes > 0 and sum(len(d.events) for d in decisions) == changes
 
 
