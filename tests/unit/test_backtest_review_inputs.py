@@ -9,7 +9,13 @@ import re
 
 import numpy as np
 import pytest
-from ensemble_trader.backtest.engine import CostModel, PreparedSeries, evaluate_agents, strategy_returns, summarise
+from ensemble_trader.backtest.engine import (
+    CostModel,
+    PreparedSeries,
+    evaluate_agents,
+    strategy_returns,
+    summarise,
+)
 from ensemble_trader.domain.errors import DataError
 
 R = np.array([0.01, 0.02, -0.01])

@@ -13,19 +13,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from ensemble_trader.domain.errors import InvalidMessageError, ModelArtifactError
-from ensemble_trader.domain.models import Bar, FeatureVector, Regime
+from ensemble_trader.domain.models import Bar, FeatureVector
 from ensemble_trader.domain.regime import RegimeDetector
-from ensemble_trader.domain.regime_model import FeatureSpec, RegimeModel
 
-MODEL = RegimeModel(
-    (FeatureSpec("vol", "log", -4.0, 1.0), FeatureSpec("ret", "identity", 0.0, 0.01)),
-    np.full(4, 0.25),
-    np.array([[0.97 if i == j else 0.01 for j in range(4)] for i in range(4)]),
-    np.array([[0.0, 1.0], [0.5, -1.0], [-1.0, 0.0], [1.5, 0.0]]),
-    np.tile(np.eye(2), (4, 1, 1)),
-    "full",
-    (Regime.BULL, Regime.BEAR, Regime.SIDEWAYS, Regime.VOLATILE),
-)
+from tests.unit.test_regime_label_matrix_input import MODEL  # vol (log) and ret, four regimes
+
 DETECTOR = RegimeDetector(MODEL)
 
 
