@@ -97,10 +97,17 @@ def strategy_returns(
 
     ``initial_position`` must be a finite real number (:func:`~ensemble_trader.backtest.metrics.checked_number`:
     not True, "1" or None) and every position finite, else :class:`DataError` naming it (a NaN
-    would otherwise surface as a NaN return, named as ``returns[i]`` by the metrics)."""
+    would otherwise surface as a NaN return, named as ``returns[i]`` by the metrics).
+    ``positions`` of another shape than (m,) or (m, k) (a single number, (m, k, j)) and
+    ``returns`` of another shape than (m,) are a :class:`DataError` naming the argument and
+    its shape."""
     start = checked_number("initial_position", initial_position)
     p = np.asarray(positions, dtype=np.float64)
     r = np.asarray(returns, dtype=np.float64)
+    if p.ndim not in (1, 2):
+        raise DataError(f"positions must have shape (m,) or (m, k), one row per period, got shape {p.shape}")
+    if r.ndim != 1:
+        raise DataError(f"returns must have shape (m,), one asset return per period, got shape {r.shape}")
     if p.shape[0] != r.shape[0]:
         raise DataError(f"{p.shape[0]} positions but {r.shape[0]} returns")
     if not np.all(np.isfinite(p)):
@@ -160,12 +167,19 @@ def summarise(
 
     A period returning -100 % or worse ruins the account (:func:`strategy_returns`): from the
     next period on, in every regime, nothing is held, traded or earned.
+
+    ``returns`` and ``positions`` are of one strategy, shape (m,) each (the metrics take one
+    series); another shape (a 2-D block of several strategies, a single number) is a
+    :class:`DataError` naming the argument and its shape.
     """
     start = checked_number("initial_position", initial_position)
     returns = np.asarray(returns, dtype=np.float64)
     positions = np.asarray(positions, dtype=np.float64)
+    for name, values in (("returns", returns), ("positions", positions)):
+        if values.ndim != 1:
+            raise DataError(f"{name} must have shape (m,), one value per period, got shape {values.shape}")
     trades = np.abs(np.diff(np.concatenate(([start], positions))))
-    ruin = ruin_index(returns) if returns.ndim == 1 else None
+    ruin = ruin_index(returns)
     if ruin is not None:  # the account is gone: the later periods of every regime are flat
         returns, positions = apply_ruin(returns), positions.copy()
         positions[ruin + 1:] = 0.0
