@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,19 +180,25 @@ FAILURE_REASON_BYTES = 1024
 """The most of the failure file SageMaker shows as the job's ``FailureReason`` (UTF-8 bytes)."""
 
 
-def validation_problems(exc: ValidationError, what: str) -> str:
+def validation_problems(exc: ValidationError, what: str, known: Iterable[str] = ()) -> str:
     """pydantic's errors as one line after ``what``, without its links: each error as
     ``field=value: message`` (the value left out where the message starts with ``field=``
-    already, and for a check of the whole input, whose message names what it is about), joined by
-    ``; ``. With more than one error the fields come first, ``bad hyperparameters (2: clip_range,
-    log_std_init): ...``, so that a reason cut to :data:`FAILURE_REASON_BYTES` still names them
-    all."""
+    already, and for a check of the whole input, whose message names what it is about; a value
+    longer than 80 characters cut, ending in ``…``), joined by ``; ``. With more than one error
+    the fields come first, ``bad hyperparameters (2: clip_range, log_std_init): ...``, so that a
+    reason cut to :data:`FAILURE_REASON_BYTES` still names them all. Given the ``known`` names
+    (a model's fields), a name the model forbids is ``name: unknown hyperparameter; known: a,
+    b, ...`` rather than pydantic's "Extra inputs are not permitted". The jobs' failure reasons
+    and ``ensemble-trader train agents`` use this one form."""
+    known = tuple(known)
     errors = exc.errors(include_url=False)
     problems = []
     for error in errors:
         message = str(error["msg"]).removeprefix("Value error, ")
         where = ".".join(map(str, error["loc"]))
-        if not where or message.startswith(f"{where}="):
+        if known and error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown hyperparameter; known: {', '.join(known)}")
+        elif not where or message.startswith(f"{where}="):
             problems.append(message)
         else:
             shown = repr(error["input"])

@@ -51,6 +51,7 @@ from training.sagemaker import (
     read_channel,
     read_hyperparameters,
     report_failure,
+    validation_problems,
 )
 
 SM_HYPERPARAMETERS = HYPERPARAMETERS_FILE
@@ -132,23 +133,12 @@ class RegimeJobConfig(BaseModel):
 
     @classmethod
     def from_hyperparameters(cls, hps: dict[str, Any]) -> RegimeJobConfig:
-        """The configuration, or a :class:`DataError` naming every hyperparameter that is wrong."""
+        """The configuration, or a :class:`DataError` naming every hyperparameter that is wrong
+        (in one line, as the agents' job names its own: :func:`validation_problems`)."""
         try:
             return cls.model_validate(hps)
         except ValidationError as exc:
-            problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
-            raise DataError(f"bad hyperparameters: {problems}") from None
-
-
-def _problem(error: Any) -> str:
-    """One pydantic error as ``field=value: message`` (a check of ours already names its field)."""
-    message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(map(str, error["loc"]))
-    if error["type"] == "extra_forbidden":
-        return f"{where}: unknown hyperparameter; known: {', '.join(RegimeJobConfig.model_fields)}"
-    if not where or message.startswith(f"{where}="):
-        return message
-    return f"{where}={error['input']!r}: {message}"
+            raise DataError(validation_problems(exc, "bad hyperparameters", known=cls.model_fields)) from None
 
 
 def with_warmup(series: BarSeries, start: str | None = None, end: str | None = None) -> BarSeries | None:
