@@ -47,7 +47,9 @@ from ensemble_trader.backtest.engine import (
 from ensemble_trader.backtest.metrics import (
     BarsPerYear,
     checked_periods_per_year,
+    drawdowns,
     infer_periods_per_year,
+    log_wealth,
     ruin_index,
     sharpe_margin_se,
     sharpe_margin_se_hac,
@@ -360,21 +362,33 @@ def breaker_crossings(net: np.ndarray, landed: np.ndarray, limits: Any = None) -
     (``first_daily_loss_*_at`` the first such bar). Live, the breaker would have made the symbol's
     book reduce-only or flat from the first crossing (a drawdown halt latched until an operator
     reset), so every figure of the report after it describes trading the orders stage would not
-    have done. ``limits`` defaults to :class:`~ensemble_trader.domain.risk.RiskLimits`'s defaults."""
+    have done. ``limits`` defaults to :class:`~ensemble_trader.domain.risk.RiskLimits`'s defaults.
+    Equity beyond a float (log-equity past ~709.8: 5,000 periods of +20 %) is followed in log
+    space (:func:`~ensemble_trader.backtest.metrics.drawdowns`,
+    :func:`~ensemble_trader.backtest.metrics.log_wealth`), so no figure is NaN; ordinary equity
+    keeps the product, bit for bit."""
     from ensemble_trader.domain.risk import RiskLimits
 
     limits = limits or RiskLimits()
     net, landed = np.asarray(net, dtype=np.float64), np.asarray(landed, dtype="datetime64[ns]")
     if net.shape != landed.shape:
         raise DataError(f"breaker crossings of {net.shape} returns landing at {landed.shape} times")
-    equity = np.cumprod(1.0 + net)
-    drawdown = 1.0 - equity / np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
-    before = np.concatenate(([1.0], equity[:-1]))  # the equity each period starts from
+    drawdown = drawdowns(net)[1:]  # in log space when equity is beyond a float
     day = landed.astype("datetime64[D]")
     new_day = np.concatenate(([True], day[1:] != day[:-1]))
-    day_start = before[new_day][np.cumsum(new_day) - 1]  # the equity at the previous day's last bar
-    # after a ruin a day starts from equity 0: nothing is left to lose (0 / 0 was NaN, with a warning)
-    daily_loss = np.where(day_start != 0.0, 1.0 - equity / np.where(day_start != 0.0, day_start, 1.0), 0.0)
+    opening = np.cumsum(new_day) - 1  # each bar's day, as an index into the days' first bars
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, or inf * 0 (NaN) at a ruin: checked below
+        equity = np.cumprod(1.0 + net)
+    if np.all(np.isfinite(equity)):
+        before = np.concatenate(([1.0], equity[:-1]))  # the equity each period starts from
+        day_start = before[new_day][opening]  # the equity at the previous day's last bar
+        # after a ruin a day starts from equity 0: nothing is left to lose (0 / 0 was NaN, with a warning)
+        daily_loss = np.where(day_start != 0.0, 1.0 - equity / np.where(day_start != 0.0, day_start, 1.0), 0.0)
+    else:  # equity beyond a float (inf, NaN after a ruin): each day's loss from log-equity
+        logs = log_wealth(net)
+        log_start = logs[:-1][new_day][opening]
+        alive = log_start != -np.inf  # a day starting after a ruin has nothing left to lose
+        daily_loss = np.where(alive, 0.0 - np.expm1(logs[1:] - np.where(alive, log_start, 0.0)), 0.0)
 
     def first(hit: np.ndarray) -> str | None:
         return str(landed[np.argmax(hit)]) if hit.any() else None

@@ -159,24 +159,43 @@ def _log_growth(returns: np.ndarray) -> np.ndarray:
         return np.log1p(returns)
 
 
+def log_wealth(returns: np.ndarray) -> np.ndarray:
+    """``log W_t`` of the wealth ``returns`` compound to, starting at ``W_0 = 1``: ``n + 1`` values,
+    0 first, ruin applied (:func:`apply_ruin`; -inf from the ruinous period on). Finite where
+    ``W_t`` itself is beyond a float (log-wealth past ~709.8), for whoever needs wealth there:
+    :func:`drawdowns`, the circuit-breaker replay and the report's equity curves."""
+    return np.concatenate(([0.0], np.cumsum(_log_growth(apply_ruin(returns)))))
+
+
+def drawdowns(returns: np.ndarray) -> np.ndarray:
+    """The fall ``1 - W_t / max_{s<=t} W_s`` of wealth from its running peak at each point of the
+    wealth ``returns`` compound to (``n + 1`` values, 0 first for ``W_0 = 1``), for returns with
+    ruin applied (:func:`apply_ruin`; :func:`strategy_returns
+    <ensemble_trader.backtest.engine.strategy_returns>` gives them so).
+
+    Wealth is the product of ``1 + r`` while that is a float; when it overflows (a long winning
+    run), every fall is taken in log space instead, ``-expm1(log W_t - max_{s<=t} log W_s)``
+    (:func:`log_wealth`), so none is NaN. :func:`max_drawdown` is their largest."""
+    r = np.asarray(returns, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, or inf * 0 (NaN) at a ruin: checked below
+        wealth = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    if np.all(np.isfinite(wealth)):
+        return 1.0 - wealth / np.maximum.accumulate(wealth)
+    logs = log_wealth(r)
+    return 0.0 - np.expm1(logs - np.maximum.accumulate(logs))  # 0.0, not -0.0, where at a peak
+
+
 def max_drawdown(returns: np.ndarray) -> float:
     """Largest fall of wealth from a running peak, as a positive fraction (wealth starts at 1;
     1 when a period loses everything, :func:`apply_ruin`).
 
     Wealth is the product of ``1 + r``; when that product overflows a float (log-wealth past
     ~709.8, a long winning run), the fall is taken in log space instead,
-    ``-expm1(log W_t - max_{s<=t} log W_s)``, so it is never NaN."""
+    ``-expm1(log W_t - max_{s<=t} log W_s)``, so it is never NaN (:func:`drawdowns`)."""
     r = _as_1d("returns", returns)
     if r.size == 0:
         return 0.0
-    r = apply_ruin(r)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf, or inf * 0 (NaN) at a ruin: checked below
-        wealth = np.concatenate(([1.0], np.cumprod(1.0 + r)))
-    if np.all(np.isfinite(wealth)):
-        peak = np.maximum.accumulate(wealth)
-        return float(np.max(1.0 - wealth / peak))
-    log_wealth = np.concatenate(([0.0], np.cumsum(_log_growth(r))))
-    return float(0.0 - np.min(np.expm1(log_wealth - np.maximum.accumulate(log_wealth))))  # 0.0, not -0.0
+    return float(np.max(drawdowns(apply_ruin(r))))
 
 
 _LOG_FLOAT_MAX = float(np.log(np.finfo(np.float64).max))
