@@ -83,7 +83,7 @@ def test_cli_hp_bars_empty_is_refused(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(train, "run_job", lambda *a, **k: pytest.fail("the job ran"))
     assert main(["train", "agents", "--hp", "bars=", "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert "bad training parameters: bars:" in err and "empty" in err
+    assert "bad training parameters: bars='':" in err and "empty" in err
 
 
 # -- 4. --hp quick=true is kept, and the committed folder's guard reads it -------------------------
@@ -128,7 +128,7 @@ def test_a_bad_net_arch_is_a_config_error(value):
 def test_a_bad_net_arch_fails_the_cli_before_the_job(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(train, "run_job", lambda *a, **k: pytest.fail("the job ran"))
     assert main(["train", "agents", "--hp", "net_arch=-5", "--out", str(tmp_path / "o"), "--no-progress"]) == 1
-    assert "bad training parameters: net_arch:" in capsys.readouterr().err
+    assert "bad training parameters: net_arch='-5':" in capsys.readouterr().err
 
 
 def test_good_net_arch_values_are_kept():

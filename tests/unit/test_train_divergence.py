@@ -63,7 +63,7 @@ def test_the_bounds_keep_every_value_in_use():
 
 
 @pytest.mark.parametrize(("hp", "message"), [
-    ("learning_rate=1000", "bad training parameters: learning_rate: learning_rate=1000.0 must be > 0 and at most 0.01"),
+    ("learning_rate=1000", "bad training parameters: learning_rate=1000.0 must be > 0 and at most 0.01"),
     ('agent_overrides={"balanced": {"log_std_init": -100}}',
      r"bad training parameters: agent_overrides[balanced]: log_std_init: log_std_init=-100.0 must be in [-5, 2]"),
 ])

@@ -68,7 +68,7 @@ def test_the_bounds_keep_every_value_in_use():
 
 
 @pytest.mark.parametrize(("hp", "message"), [
-    ("clip_range=1e6", "bad training parameters: clip_range: clip_range=1000000.0 must be > 0 and at most 1"),
+    ("clip_range=1e6", "bad training parameters: clip_range=1000000.0 must be > 0 and at most 1"),
     ('agent_overrides={"balanced": {"ent_coef": 1000}}',
      "bad training parameters: agent_overrides[balanced]: ent_coef: ent_coef=1000.0 must be in [0, 1]"),
 ])

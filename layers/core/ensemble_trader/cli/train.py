@@ -68,6 +68,7 @@ def _train_agents(args: argparse.Namespace) -> int:
 
     try:
         from training.agents.train import TrainConfig, run_job
+        from training.sagemaker import validation_problems
     except ImportError as exc:
         raise DataError(f"training needs the train extra (torch, stable-baselines3, gymnasium): {exc}") from exc
 
@@ -86,8 +87,8 @@ def _train_agents(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
-        raise DataError(f"bad training parameters: {problems}") from None
+        # the form of the SageMaker jobs' failure reasons: each field with its value, in one line
+        raise DataError(validation_problems(exc, "bad training parameters", known=TrainConfig.model_fields)) from None
     # the settings' folder ($ET_MODELS_DIR/agents) and the repository's committed one, whichever is the
     # default; checked on the resolved configuration (--quick or --hp quick=true), before any data is read
     committed = (default_models_dir(), PACKAGE_DIR.parents[1] / "models" / "agents")
@@ -117,10 +118,3 @@ def _same_folder(a: Path, b: Path) -> bool:
     except OSError:
         return False
 
-
-def _problem(error: dict) -> str:
-    """One pydantic error as ``field: message``; a check of the whole configuration (no field)
-    already names what it is about, without pydantic's "Value error, " prefix."""
-    message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(map(str, error["loc"]))
-    return f"{where}: {message}" if where else message
