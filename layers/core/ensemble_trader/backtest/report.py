@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
 from ensemble_trader.backtest.ensemble import EnsembleRun, as_json, switches_from
+from ensemble_trader.backtest.metrics import drawdowns, log_wealth
 from ensemble_trader.backtest.provenance import describe
 from ensemble_trader.domain.models import REGIMES
 from ensemble_trader.marketdata import write_text_atomic
@@ -105,8 +107,22 @@ def _shade_regimes(ax: Any, times: np.ndarray, regimes: np.ndarray, confidence: 
             start = i
 
 
-def _wealth(returns: np.ndarray) -> np.ndarray:
-    return np.concatenate(([1.0], np.cumprod(1.0 + returns)))
+def _wealth(curves: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+    """The wealth each series of net returns in ``curves`` compounds to (1 at the start), for the
+    equity plot, and whether it is given as log10 wealth.
+
+    Wealth is the product of ``1 + r``, drawn on a log-scale axis. When any curve's wealth is
+    beyond a float (log-wealth past ~709.8: 5,000 periods of +20 %), its product reads inf (NaN
+    after a later ruin) and would not be drawn from there on; then every curve is given as
+    ``log10`` of its wealth instead (True), from
+    :func:`~ensemble_trader.backtest.metrics.log_wealth`), for a linear axis labelled so: 400 is
+    1e400 times the start, and a ruined curve stops at its ruin (-inf, not drawn, as wealth 0 is
+    not drawn on a log-scale axis). Otherwise (False) every curve is the product, bit for bit."""
+    with np.errstate(over="ignore", invalid="ignore"):  # inf, or inf * 0 (NaN) at a ruin: checked below
+        wealth = {name: np.concatenate(([1.0], np.cumprod(1.0 + r))) for name, r in curves.items()}
+    if all(np.all(np.isfinite(w)) for w in wealth.values()):
+        return wealth, False
+    return {name: log_wealth(r) / math.log(10.0) for name, r in curves.items()}, True
 
 
 def _curves(run: EnsembleRun, costs: CostModel, i0: int) -> dict[str, np.ndarray]:
@@ -134,15 +150,19 @@ def plot_equity(run: EnsembleRun, costs: CostModel, i0: int) -> str:
     times = p.timestamp[i0:]
     fig, ax = plt.subplots(figsize=(11, 4.2))
     _shade_regimes(ax, times, p.regimes[i0:], p.confidence[i0:])
-    for k, (name, rets) in enumerate(_curves(run, costs, i0).items()):
+    wealth, in_log10 = _wealth(_curves(run, costs, i0))
+    for k, (name, curve) in enumerate(wealth.items()):
         style = {"lw": 2.4, "color": "black"} if name == "ensemble" else {"lw": 1.1}
         if name == "buy_and_hold":
             style = {"lw": 1.1, "color": "#555555", "ls": "--"}
         elif name != "ensemble":
             style["color"] = AGENT_COLOURS[(k - 1) % len(AGENT_COLOURS)]
-        ax.plot(times, _wealth(rets), label=name, **style)
-    ax.set_yscale("log")
-    ax.set_ylabel("wealth (log scale)")
+        ax.plot(times, curve, label=name, **style)
+    if in_log10:  # wealth beyond a float: its log10, on a linear axis (_wealth)
+        ax.set_ylabel("log10 wealth (wealth beyond a float)")
+    else:
+        ax.set_yscale("log")
+        ax.set_ylabel("wealth (log scale)")
     ax.set_title("Equity curves over the detected regimes (shade opacity = confidence)")
     handles, labels = ax.get_legend_handles_labels()
     import matplotlib.patches as mpatches
@@ -207,8 +227,7 @@ def plot_drawdowns_and_regret(run: EnsembleRun, costs: CostModel, i0: int, best:
     for name, style in (("ensemble", {"color": "black", "lw": 1.8}),
                         (best, {"color": "#1f77b4", "lw": 1.0}),
                         ("buy_and_hold", {"color": "#555555", "lw": 1.0, "ls": "--"})):
-        wealth = _wealth(curves[name])
-        dd = wealth / np.maximum.accumulate(wealth) - 1.0
+        dd = 0.0 - drawdowns(curves[name])  # a fall below 0; in log space when wealth is beyond a float
         ax1.plot(times, dd, label=f"{name}" + (" (best agent)" if name == best else ""), **style)
     ax1.set_ylabel("drawdown")
     ax1.set_title("Drawdowns, and cumulative regret against the best agent in hindsight")
