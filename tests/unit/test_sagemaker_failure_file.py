@@ -51,6 +51,14 @@ def job(tmp_path, monkeypatch):
     return run
 
 
+def test_an_unknown_hyperparameter_is_named_with_the_known_ones(job, capsys):
+    """As the regime job and the CLI say it (it read "Extra inputs are not permitted")."""
+    code, text, _ = job({"bars": "synth:realistic:11:600", "lerning_rate": "0.001"}, capsys)
+    assert code == 1
+    assert text.startswith("bad hyperparameters: lerning_rate: unknown hyperparameter; known: ")
+    assert "learning_rate" in text and "\n" not in text
+
+
 def test_bad_hyperparameters_are_one_line_naming_each_field_and_value(job, capsys):
     code, text, err = job({"bars": "synth:realistic:11:600", "n_envs": "0", "clip_range": "x",
                            "log_std_init": "100", "sagemaker_program": "train.py"}, capsys)

@@ -1257,7 +1257,7 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
         try:
             config = TrainConfig.model_validate(hps, context={"validation_channel": separate})
         except ValidationError as exc:  # pydantic's report is several lines, with links
-            raise DataError(validation_problems(exc, "bad hyperparameters")) from None
+            raise DataError(validation_problems(exc, "bad hyperparameters", known=TrainConfig.model_fields)) from None
         if not os.environ.get("SM_CHANNEL_TRAIN") and config.bars is None:
             # a container job always gets its data: without either, it would train on the
             # built-in series and report success (an empty 'bars' is refused by TrainConfig)
