@@ -107,9 +107,9 @@ def _shade_regimes(ax: Any, times: np.ndarray, regimes: np.ndarray, confidence: 
             start = i
 
 
-def _wealth(curves: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+def wealth_curves(curves: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
     """The wealth each series of net returns in ``curves`` compounds to (1 at the start), for the
-    equity plot, and whether it is given as log10 wealth.
+    equity plots (this report's and ``evaluate agents``'), and whether it is given as log10 wealth.
 
     Wealth is the product of ``1 + r``, drawn on a log-scale axis. When any curve's wealth is
     beyond a float (log-wealth past ~709.8: 5,000 periods of +20 %), its product reads inf (NaN
@@ -150,7 +150,7 @@ def plot_equity(run: EnsembleRun, costs: CostModel, i0: int) -> str:
     times = p.timestamp[i0:]
     fig, ax = plt.subplots(figsize=(11, 4.2))
     _shade_regimes(ax, times, p.regimes[i0:], p.confidence[i0:])
-    wealth, in_log10 = _wealth(_curves(run, costs, i0))
+    wealth, in_log10 = wealth_curves(_curves(run, costs, i0))
     for k, (name, curve) in enumerate(wealth.items()):
         style = {"lw": 2.4, "color": "black"} if name == "ensemble" else {"lw": 1.1}
         if name == "buy_and_hold":
@@ -158,7 +158,7 @@ def plot_equity(run: EnsembleRun, costs: CostModel, i0: int) -> str:
         elif name != "ensemble":
             style["color"] = AGENT_COLOURS[(k - 1) % len(AGENT_COLOURS)]
         ax.plot(times, curve, label=name, **style)
-    if in_log10:  # wealth beyond a float: its log10, on a linear axis (_wealth)
+    if in_log10:  # wealth beyond a float: its log10, on a linear axis (wealth_curves)
         ax.set_ylabel("log10 wealth (wealth beyond a float)")
     else:
         ax.set_yscale("log")

@@ -257,6 +257,7 @@ def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, p
     import numpy as np
 
     from ensemble_trader.backtest.engine import asset_returns, period_regimes, strategy_returns
+    from ensemble_trader.backtest.report import wealth_curves
 
     r = asset_returns(prepared.close)
     ts = prepared.timestamp[1:]
@@ -265,12 +266,17 @@ def plot_equity(prepared: Any, paths: Any, names: tuple[str, ...], costs: Any, p
     if prepared.regimes is not None:
         for first, last, label in regime_spans(prepared.timestamp, period_regimes(prepared.regimes)):
             ax.axvspan(first, last, color=colours.get(label, "white"), lw=0)
-    for i, name in enumerate(names):
-        p = paths[:-1, i]
-        ax.plot(ts, np.cumprod(1 + strategy_returns(p, r, costs)), label=name, lw=1.2)
-    ax.plot(ts, np.cumprod(1 + strategy_returns(np.ones_like(r), r, costs)), label="buy and hold", color="black", lw=1)
-    ax.set_yscale("log")
-    ax.set_ylabel("wealth (log scale)")
+    curves = {name: strategy_returns(paths[:-1, i], r, costs) for i, name in enumerate(names)}
+    curves["buy and hold"] = strategy_returns(np.ones_like(r), r, costs)
+    wealth, in_log10 = wealth_curves(curves)  # the product, or log10 wealth when it is beyond a float
+    for name, curve in wealth.items():
+        style = {"color": "black", "lw": 1} if name == "buy and hold" else {"lw": 1.2}
+        ax.plot(ts, curve[1:], label=name, **style)
+    if in_log10:
+        ax.set_ylabel("log10 wealth (wealth beyond a float)")
+    else:
+        ax.set_yscale("log")
+        ax.set_ylabel("wealth (log scale)")
     ax.legend(loc="upper left", fontsize=8, ncol=3)
     ax.set_title(f"{prepared.symbol}: agents vs buy-and-hold" + (" (shading: regime)" if prepared.regimes is not None else ""))
     fig.tight_layout()
