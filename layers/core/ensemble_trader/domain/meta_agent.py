@@ -87,7 +87,7 @@ from ensemble_trader.domain.models import (
     field_problems,
     make_intent_id,
 )
-from ensemble_trader.domain.numbers import is_real
+from ensemble_trader.domain.numbers import is_real, real_number
 
 DEFAULT_AGENT_NAMES: tuple[str, ...] = ("conservative", "aggressive", "balanced", "contrarian")
 GLOBAL = "ALL"
@@ -471,10 +471,7 @@ class _StoredFields:
             return None
         if not is_real(value):
             raise self.bad(name, "a finite number", value)
-        try:
-            return float(value)
-        except OverflowError:  # an int beyond float64: refused by the finiteness checks
-            return math.inf if value > 0 else -math.inf
+        return real_number(value, str)  # an int beyond float64 is inf: refused by the finiteness checks
 
     def array(self, value: Any, name: str, optional: bool = False) -> np.ndarray | None:
         if value is None and optional:

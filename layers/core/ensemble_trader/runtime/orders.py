@@ -121,6 +121,7 @@ from ensemble_trader.domain.risk import (
     merge_states,
 )
 from ensemble_trader.ports import Broker, Clock, EventBus, OrdersStore
+from ensemble_trader.runtime.dead_letters import logged_reason
 from ensemble_trader.runtime.deadline import DeadlineExceededError, pause
 
 log = logging.getLogger(__name__)
@@ -2342,22 +2343,18 @@ class IntentConsumer:
         self._metric("intents_dead_lettered", "Count", 1)
         return {"dead_lettered": True, "reason": reason.value, "message": message}
 
-    LOG_REASON_LIMIT = 1000
-    """A dead letter's reason is logged up to this many characters (the letter keeps up to 8 KiB)."""
-
     def _log_dead_letter(self, record: Any, reason: RejectReason, text: str, intent: OrderIntent | None,
                          refused: Exception | None = None) -> None:
         """One warning per dead letter, naming the SQS message (id and group, None for a record
         that lacks them or a body given alone), the intent id when the intent parsed, the reject
-        code and the reason (cut at ``LOG_REASON_LIMIT`` characters), also as ``dead_letter``
+        code and the reason (cut by :func:`logged_reason`), also as ``dead_letter``
         on the log record. When the dead-letter queue ``refused`` the letter (the intent fails
         and is delivered again) the warning says so, with the reason, and has no ``dead_letter``."""
         raw = record if isinstance(record, Mapping) else {}
         attributes = raw.get("attributes")
         group = attributes.get("MessageGroupId") if isinstance(attributes, Mapping) else None
         message_id = raw.get("messageId")
-        if len(text) > self.LOG_REASON_LIMIT:
-            text = f"{text[:self.LOG_REASON_LIMIT]} … ({len(text) - self.LOG_REASON_LIMIT:,} more characters in the letter)"
+        text = logged_reason(text)
         fields = {
             "source": "orders",
             "message_id": message_id if isinstance(message_id, str) else None,

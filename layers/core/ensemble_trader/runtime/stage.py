@@ -178,6 +178,7 @@ from ensemble_trader.ports import (
 )
 from ensemble_trader.runtime.aggregation import MAGIC as AGGREGATE_MAGIC
 from ensemble_trader.runtime.aggregation import AggregationError, unpack
+from ensemble_trader.runtime.dead_letters import logged_reason
 from ensemble_trader.runtime.deadline import DeadlineExceededError
 
 log = logging.getLogger(__name__)
@@ -1078,8 +1079,9 @@ class KinesisStageRunner(Generic[S, In]):
         """Dead-letter a record; if the DLQ is unreachable or refuses it, report it failed. True when sent.
 
         Either way one warning names the record (:func:`_dead_letter_fields`) and the reason (cut
-        at ``LOG_REASON_LIMIT`` characters; the letter keeps up to 8 KiB of it), so the function's log
-        says why a record was dead-lettered — or, when the DLQ failed, why it is being retried."""
+        by :func:`~ensemble_trader.runtime.dead_letters.logged_reason`; the letter keeps up to
+        8 KiB of it), so the function's log says why a record was dead-lettered — or, when the DLQ
+        failed, why it is being retried."""
         fields = _dead_letter_fields(self.step.name, raw, reason)
         where = _record_label(fields)
         try:
@@ -1207,20 +1209,10 @@ def _message_record(raw: Mapping[str, Any], message: bytes, index: int, count: i
     return {**raw, "kinesis": kinesis}
 
 
-LOG_REASON_LIMIT = 1000
-"""A dead letter's reason is logged up to this many characters (the letter keeps up to 8 KiB)."""
-
-
-def _log_reason(reason: str) -> str:
-    if len(reason) <= LOG_REASON_LIMIT:
-        return reason
-    return f"{reason[:LOG_REASON_LIMIT]} … ({len(reason) - LOG_REASON_LIMIT:,} more characters in the letter)"
-
-
 def _dead_letter_fields(stage: str, raw: Any, reason: str) -> dict[str, Any]:
     """What the log line of a dead letter carries: the stage, the Kinesis record's sequence number
     and partition key (None when the record lacks them), the message's place in an aggregated
-    record when it came from one, and the reason (cut, :data:`LOG_REASON_LIMIT`)."""
+    record when it came from one, and the reason (cut, :func:`logged_reason`)."""
     kinesis = raw.get("kinesis") if isinstance(raw, Mapping) else None
     key = kinesis.get("partitionKey") if isinstance(kinesis, Mapping) else None
     fields: dict[str, Any] = {
@@ -1231,7 +1223,7 @@ def _dead_letter_fields(stage: str, raw: Any, reason: str) -> dict[str, Any]:
     aggregated = kinesis.get("aggregated") if isinstance(kinesis, Mapping) else None
     if isinstance(aggregated, Mapping):
         fields["aggregated"] = dict(aggregated)
-    fields["reason"] = _log_reason(reason)
+    fields["reason"] = logged_reason(reason)
     return fields
 
 
