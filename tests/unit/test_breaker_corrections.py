@@ -15,10 +15,16 @@ from datetime import timedelta
 
 import pytest
 from ensemble_trader.adapters.limits import checked_entries
-from ensemble_trader.domain.errors import InfrastructureError, InvalidMessageError
+from ensemble_trader.domain.errors import InvalidMessageError
 from ensemble_trader.domain.orders import CircuitBreakerTripped
 
-from tests.unit.test_risk_merge_equity import OPEN, Account, bar_intent, run_concurrently
+from tests.unit.test_risk_merge_equity import (
+    OPEN,
+    Account,
+    bar_intent,
+    merge_while_eventbridge_is_down,
+    run_concurrently,
+)
 from tests.unit.test_risk_merge_races import NEXT_OPEN, Desk
 
 
@@ -77,20 +83,8 @@ def test_a_day_roll_the_merge_evaluates_again_is_announced_by_a_correction_only(
 def test_corrections_held_for_the_next_batch_keep_the_flag():
     """EventBridge down at the merging batch's end: its own REDUCING and the correction wait for
     the next batch, each with its flag, and go out so when the bus is back."""
-
-    class DownBus:
-        def publish(self, events):
-            raise InfrastructureError("EventBridge down")
-
     account = Account()
-    a, b = account.router(), account.router()
-    b.events = DownBus()
-    with a.batch():
-        a.handle(bar_intent("SPX", 109.0))
-        with pytest.raises(InfrastructureError, match="EventBridge down"):
-            with b.batch():
-                b.handle(bar_intent("IXIC", 91.0))
-                a.store.flush()  # A's save lands first: B's write-back merges
+    b = merge_while_eventbridge_is_down(account)
     held = [(e.previous, e.current, e.correction) for e in b._unpublished]
     assert held == [("ACTIVE", "REDUCING", False), ("REDUCING", "ACTIVE", True)]
     b.events = account.bus

@@ -124,12 +124,14 @@ def test_a_move_the_true_equity_calls_for_is_made_by_the_next_intent_not_by_the_
     assert account.trips() == [("ACTIVE", "REDUCING", False)]
 
 
-def test_corrections_wait_behind_the_batchs_events_when_eventbridge_is_down():
-    class DownBus:
-        def publish(self, events):
-            raise InfrastructureError("EventBridge down")
+class DownBus:
+    def publish(self, events):
+        raise InfrastructureError("EventBridge down")
 
-    account = Account()
+
+def merge_while_eventbridge_is_down(account: Account):
+    """Two containers each route a symbol; A's save lands first, so B's write-back merges, and
+    B's EventBridge is down at its batch's end: B's events wait for its next batch. Returns B."""
     a, b = account.router(), account.router()
     b.events = DownBus()
     with a.batch():
@@ -138,6 +140,12 @@ def test_corrections_wait_behind_the_batchs_events_when_eventbridge_is_down():
             with b.batch():
                 b.handle(bar_intent("IXIC", 91.0))
                 a.store.flush()  # A's save lands first: B's write-back merges
+    return b
+
+
+def test_corrections_wait_behind_the_batchs_events_when_eventbridge_is_down():
+    account = Account()
+    b = merge_while_eventbridge_is_down(account)
     held = [(e.previous, e.current) for e in b._unpublished]
     assert held == [("ACTIVE", "REDUCING"), ("REDUCING", "ACTIVE")]  # in the order they happened
     assert account.store.load_risk_state().trading_state is TradingState.ACTIVE

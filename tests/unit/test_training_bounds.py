@@ -17,7 +17,7 @@ from ensemble_trader.cli import main
 from pydantic import ValidationError
 
 import training.agents.train as train
-from training import sagemaker
+from tests.unit.test_sagemaker_failure_file import job  # noqa: F401 - the agents' job in a container's layout
 from training.agents.train import CLIP_RANGE_MAX, ENT_COEF_MAX, TrainConfig
 
 MANIFEST = Path(__file__).resolve().parents[2] / "layers" / "models" / "agents" / "manifest.json"
@@ -79,18 +79,8 @@ def test_the_cli_refuses_them_in_one_line_before_the_job(hp, message, tmp_path, 
     assert err.startswith(f"ensemble-trader: error: {message}") and err.count("\n") == 1
 
 
-def test_the_sagemaker_job_refuses_them_before_reading_bars(tmp_path, monkeypatch, capsys):
-    failure = tmp_path / "output" / "failure"
-    failure.parent.mkdir()
-    hyperparameters = tmp_path / "hyperparameters.json"
-    hyperparameters.write_text(json.dumps({"quick": "true", "bars": "synth:realistic:11:600", "ent_coef": "1000"}))
-    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
-    monkeypatch.delenv("SM_CHANNEL_VALIDATION", raising=False)
-    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
-    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", hyperparameters)
-    monkeypatch.setattr(train, "report_failure", lambda job, exc: sagemaker.report_failure(job, exc, failure))
-    monkeypatch.setattr(train, "load_series", lambda *a, **k: pytest.fail("bars were read"))
-    assert train.sagemaker_main([]) == 1
-    assert "ent_coef=1000.0 must be in [0, 1]" in failure.read_text()
-    assert "Traceback" not in capsys.readouterr().err
-    assert not (tmp_path / "model").exists()
+def test_the_sagemaker_job_refuses_them_before_reading_bars(job, capsys):  # noqa: F811 - the imported fixture
+    code, text, err = job({"quick": "true", "bars": "synth:realistic:11:600", "ent_coef": "1000"}, capsys)
+    assert code == 1
+    assert "ent_coef=1000.0 must be in [0, 1]" in text
+    assert "Traceback" not in err  # and no model was written (the fixture checks it)
