@@ -416,7 +416,7 @@ def test_size_bound_covers_a_learner_full_of_long_floats() -> None:
     assert make_bandit("swucb", 4, window=500).size_bound() > 9 * make_bandit("swucb", 4, window=50).size_bound()
 
 
-@pytest.mark.parametrize(("policy", "array"), [("thompson", "s0_"), ("thompson", "s2_"), ("ucb", "counts_"),
+@pytest.mark.parametrize(("policy", "array"), [("thompson", "s0_"), ("thompson", "m2_"), ("ucb", "counts_"),
                                                ("dts", "s0_"), ("swucb", "buffer_mask_"),
                                                ("glrts", "history_n_"), ("glrucb", "restarts_"),
                                                ("betats", "successes_"), ("betats", "failures_")])

@@ -581,21 +581,34 @@ class _PosteriorSampling(Bandit):
         return _win_shares(self._draw(self.n_weight_samples))
 
 
+def _thompson_moments(arrays: dict[str, Any]) -> dict[str, Any]:
+    """A Gaussian Thompson sampler's statistics stored as weight, sum and sum of squares
+    (``s0_``, ``s1_``, ``s2_``, before 2026-11-29) as weight, mean and sum of squared deviations;
+    the other arrays as stored. The spread is as precise as those sums kept it."""
+    s0, s1, s2 = (np.asarray(arrays[a], dtype=float) for a in ("s0_", "s1_", "s2_"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(s0 > 0, s1 / np.where(s0 > 0, s0, 1.0), 0.0)
+    rest = {k: v for k, v in arrays.items() if k not in ("s1_", "s2_")}
+    return rest | {"mean_": mean.tolist(), "m2_": np.maximum(s2 - s1 * mean, 0.0).tolist()}
+
+
 class GaussianThompson(_PosteriorSampling):
     """Thompson sampling for Gaussian rewards of unknown mean and variance.
 
     Each arm has a Normal-Gamma posterior over (mean, precision) with prior
     ``mu ~ N(mu0, 1 / (kappa0 * tau))``, ``tau ~ Gamma(alpha0, rate=beta0)``. The sufficient
-    statistics (weight, sum, sum of squares) are kept per arm; with ``gamma < 1`` they decay
-    every round (discounted Thompson sampling). ``select()`` draws (tau, mu) from every
+    statistics are kept per arm as weight, mean and sum of squared deviations from the mean
+    (Welford's update, so rewards far from zero keep their spread: sums of squares lose it to
+    cancellation once the mean is ~1e6 times the spread); with ``gamma < 1`` the weight and the
+    squared deviations decay every round (discounted Thompson sampling). ``select()`` draws (tau, mu) from every
     posterior and plays the arm with the largest mu. ``weights()`` estimates each arm's posterior
     probability of being the best from ``n_weight_samples`` joint draws.
     """
 
     name = "thompson"
     _params = ("mu0", "kappa0", "alpha0", "beta0", "gamma", "n_weight_samples")
-    _arrays = ("s0_", "s1_", "s2_")
-    _counts = ("s0_", "s2_")
+    _arrays = ("s0_", "mean_", "m2_")
+    _counts = ("s0_", "m2_")
 
     def __init__(
         self,
@@ -615,19 +628,17 @@ class GaussianThompson(_PosteriorSampling):
         self.beta0 = _check_prior(self.name, "beta0", beta0)
         self.gamma = _check_rate(self.name, "gamma", gamma)
         self.n_weight_samples = _check_weight_samples(self.name, n_weight_samples)
-        self.s0_ = np.zeros(self.n_arms)
-        self.s1_ = np.zeros(self.n_arms)
-        self.s2_ = np.zeros(self.n_arms)
+        self.s0_ = np.zeros(self.n_arms)  # weight of the rewards seen (their count when gamma = 1)
+        self.mean_ = np.zeros(self.n_arms)  # their (weighted) mean; 0 while the weight is 0
+        self.m2_ = np.zeros(self.n_arms)  # their (weighted) sum of squared deviations from it
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(mu_n, kappa_n, alpha_n, beta_n) of every arm."""
         n = self.s0_
         kappa = self.kappa0 + n
-        mu = (self.kappa0 * self.mu0 + self.s1_) / kappa
-        mean = np.divide(self.s1_, n, out=np.full(self.n_arms, self.mu0), where=n > 0)
-        scatter = np.maximum(self.s2_ - n * mean**2, 0.0)
+        mu = self.mu0 + n * (self.mean_ - self.mu0) / kappa
         alpha = self.alpha0 + 0.5 * n
-        beta = self.beta0 + 0.5 * scatter + self.kappa0 * n * (mean - self.mu0) ** 2 / (2.0 * kappa)
+        beta = self.beta0 + 0.5 * self.m2_ + self.kappa0 * n * (self.mean_ - self.mu0) ** 2 / (2.0 * kappa)
         return mu, kappa, alpha, beta
 
     def _draw(self, size: int | None) -> np.ndarray:
@@ -640,22 +651,29 @@ class GaussianThompson(_PosteriorSampling):
         return self.posterior()[0]
 
     def _decay(self) -> None:
-        if self.gamma < 1.0:
+        if self.gamma < 1.0:  # the mean of discounted rewards is unchanged by the discount
             self.s0_ *= self.gamma
-            self.s1_ *= self.gamma
-            self.s2_ *= self.gamma
+            self.m2_ *= self.gamma
 
     def _update(self, arm: int, reward: float, probability: float | None = None) -> None:
         self._decay()
         self.s0_[arm] += 1.0
-        self.s1_[arm] += reward
-        self.s2_[arm] += reward * reward
+        deviation = reward - self.mean_[arm]
+        self.mean_[arm] += deviation / self.s0_[arm]
+        self.m2_[arm] += deviation * (reward - self.mean_[arm])  # = deviation² × old weight / new weight
 
     def _update_all(self, rewards: np.ndarray) -> None:
         self._decay()
         self.s0_ += 1.0
-        self.s1_ += rewards
-        self.s2_ += rewards * rewards
+        deviation = rewards - self.mean_
+        self.mean_ += deviation / self.s0_
+        self.m2_ += deviation * (rewards - self.mean_)
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        arrays = data["arrays"]
+        if "mean_" not in arrays and "s1_" in arrays and "s2_" in arrays:
+            data = {**data, "arrays": _thompson_moments(arrays)}  # stored before 2026-11-29
+        super()._restore(data)
 
 
 class DiscountedThompson(GaussianThompson):
