@@ -144,6 +144,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from ensemble_trader.adapters.aws.kinesis import KinesisPublisher
     from ensemble_trader.cli.feed import replay_bars
+    from ensemble_trader.cli.progress import log_lines_above_bars, shows_progress
     from ensemble_trader.local.esm import EventSourceMappingEmulator, drain, summarize_stats
     from ensemble_trader.local.functions import deployed_functions
     from ensemble_trader.local.stack import LocalStack
@@ -185,8 +186,10 @@ def _demo(args: argparse.Namespace) -> int:
             replayed, replay_s, t_drain = 0, 0.0, time.perf_counter()
             phases = ([[s[:k] for s, k in zip(series, split, strict=True)], [s[k:] for s, k in zip(series, split, strict=True)]]
                       if n_trade else [series])
-            with tqdm(total=total_in, unit="rec", desc="pipeline (bars through features)",
-                      disable=args.no_progress) as bar:
+            # the dead letters' WARNING lines go above the bar, not through it, on a terminal
+            with tqdm(total=total_in, unit="rec", desc="pipeline (bars through features)", file=sys.stderr,
+                      disable=args.no_progress) as bar, \
+                    log_lines_above_bars(sys.stderr, enabled=shows_progress(args.no_progress, sys.stderr)):
                 def on_batch(function: str, n: int) -> None:
                     if function == first:
                         bar.update(n)
