@@ -64,10 +64,11 @@ def test_a_stored_halt_the_other_side_published_is_re_announced_as_a_correction(
     assert desk.last_word_is_stored()
 
 
-def test_a_day_roll_the_merge_evaluates_again_is_announced_by_a_correction_only():
+def test_a_day_roll_the_merge_evaluates_again_is_announced_as_a_move():
     """Both containers roll into the next day 2.9 % down each (ACTIVE, nothing published); the
-    merge evaluates the roll again and stores REDUCING. The only event about it is the merge's
-    correction (the metric does not count it: docs/deployment.md, ``breaker_transitions``)."""
+    merge evaluates the roll again and stores REDUCING. No event announced that trip, so the
+    merge's event about it is a move, not a correction, and the ``breaker_transitions`` metric
+    counts it (docs/deployment.md); until 2026-11-29 it went out as a correction, uncounted."""
     desk = Desk(wall=NEXT_OPEN + timedelta(seconds=5), peak_equity=112_000.0)
     a, b = desk.router(), desk.router()
     batch_a, batch_b = a.batch(), b.batch()
@@ -77,7 +78,8 @@ def test_a_day_roll_the_merge_evaluates_again_is_announced_by_a_correction_only(
     b.handle(bar_intent("IXIC", 94.2, NEXT_OPEN))
     batch_a.__exit__(None, None, None)
     batch_b.__exit__(None, None, None)
-    assert _trips(desk.bus) == [("ACTIVE", "REDUCING", False, True)]
+    assert _trips(desk.bus) == [("ACTIVE", "REDUCING", False, False)]
+    assert desk.last_word_is_stored()
 
 
 def test_corrections_held_for_the_next_batch_keep_the_flag():

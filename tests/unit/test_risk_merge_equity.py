@@ -353,6 +353,26 @@ def test_merge_corrections_name_each_published_state_the_save_did_not_keep():
     assert all(isinstance(c, BreakerTransition) and c.equity == 96_500.0 for c in corrections)
     assert corrections[0].daily_loss == pytest.approx(0.035) and "HALTED (latched) published before" in corrections[1].reason
     assert merge_corrections([(TradingState.REDUCING, False)], stored) == []
+    assert all(c.correction for c in corrections)  # REDUCING was published: a re-announcement
+
+
+def test_a_saved_state_more_severe_than_every_published_one_is_announced_as_one_move():
+    """A trip no event announced (the merge's own evaluation of a day roll) goes out as a move
+    from the first published state, the rest as corrections; a saved state that any published
+    one matches or outranks is announced by corrections only."""
+    stored = stored_state(trading_state=TradingState.REDUCING, state_reason="daily loss 5.80% >= 3.00%",
+                          equity=94_200.0)
+    active, reducing, halted = ((s, False) for s in TradingState)
+    moves = merge_corrections([active], stored)
+    assert [(c.previous, c.current, c.correction) for c in moves] == [
+        (TradingState.ACTIVE, TradingState.REDUCING, False)]
+    halted_latched = stored.model_copy(update={"trading_state": TradingState.HALTED, "breaker_latched": True})
+    moves = merge_corrections([active, halted, active], halted_latched)  # a latch is more severe too
+    assert [(c.previous, c.latched, c.correction) for c in moves] == [
+        (TradingState.ACTIVE, True, False), (TradingState.HALTED, True, True)]
+    assert [c.correction for c in merge_corrections([active, (TradingState.HALTED, False)], stored)] == [True, True]
+    dropped = stored.model_copy(update={"trading_state": TradingState.ACTIVE, "state_reason": None})
+    assert [c.correction for c in merge_corrections([reducing, halted], dropped)] == [True, True]
 
 
 def test_a_revaluation_refuses_what_cannot_value_the_account():

@@ -233,7 +233,9 @@ class CircuitBreakerTripped(Message):
     ``correction``: published by the writer of a merged risk-state save to announce the stored
     state, from a state an earlier event may have left as the last word
     (:func:`~ensemble_trader.domain.risk.announce`), not by a move of the account; False for
-    every other event, and for events stored before the field existed, which lack it."""
+    every other event (a trip only the merge made, beyond every state announced, among them:
+    :func:`~ensemble_trader.domain.risk.merge_corrections`), and for events stored before the
+    field existed, which lack it."""
 
     previous: str
     current: str

@@ -351,7 +351,9 @@ class OrderCut:
 class BreakerTransition:
     """A change of trading state, with the figures that caused it. ``latched``: the halt holds
     until an operator resets it (a drawdown halt, equity at or below zero); a daily-loss halt that
-    becomes latched is a transition too (HALTED to HALTED): it no longer lifts at the day roll."""
+    becomes latched is a transition too (HALTED to HALTED): it no longer lifts at the day roll.
+    ``correction``: one of a merged save's re-announcements of the stored state
+    (:func:`merge_corrections`), not a move of the breaker."""
 
     previous: TradingState
     current: TradingState
@@ -360,6 +362,7 @@ class BreakerTransition:
     daily_loss: float
     drawdown: float
     latched: bool = False
+    correction: bool = False
 
 
 COLLAR_TOLERANCE = 1e-9
@@ -1107,15 +1110,27 @@ def last_words(base: RiskState, ours: Iterable[BreakerMove] | None, theirs: Risk
     return list(dict.fromkeys(words))
 
 
+def _rank(move: BreakerMove) -> tuple[int, bool]:
+    """How severe a breaker state is: HALTED over REDUCING over ACTIVE, a latched halt over one
+    that lifts at the day roll."""
+    return _SEVERITY[move[0]], move[1]
+
+
 def merge_corrections(published: Iterable[BreakerMove], saved: RiskState) -> list[BreakerTransition]:
     """A transition from each published breaker state (:func:`last_words`) other than the saved
     one to the saved one (once per distinct state), so that the last word on the breaker is the
     stored state: a move the merge dropped, one outranked by the other side's more severe move,
-    or a move of the merge's own (a day roll evaluated again from the merged figures)."""
+    or a move of the merge's own (a day roll evaluated again from the merged figures).
+
+    Each is a ``correction``, except that a saved state more severe than every published one —
+    a trip no event announced, which only the merge's own evaluation makes — is announced as a
+    move by the first of them (the ``breaker_transitions`` metric counts it once)."""
     now = breaker_of(saved)
+    words = list(dict.fromkeys(published))
+    trip = bool(words) and all(_rank(now) > _rank(move) for move in words)
     daily_loss, drawdown = saved.losses()
     transitions, seen = [], {now}
-    for move in published:
+    for move in words:
         if move in seen:
             continue
         seen.add(move)
@@ -1124,7 +1139,8 @@ def merge_corrections(published: Iterable[BreakerMove], saved: RiskState) -> lis
                   f"{' (latched)' if saved.breaker_latched else ''} ({saved.state_reason or 'no reason recorded'}), "
                   f"not the {previous.value}{' (latched)' if latched else ''} published before")
         transitions.append(BreakerTransition(previous, saved.trading_state, reason, saved.equity or 0.0,
-                                             daily_loss, drawdown, latched=saved.breaker_latched))
+                                             daily_loss, drawdown, latched=saved.breaker_latched,
+                                             correction=not (trip and not transitions)))
     return transitions
 
 

@@ -904,8 +904,7 @@ class OrderRouter:
                     raise
                 # a saved merge that did not keep a published breaker state says so, after the
                 # batch's own events (behind them when those wait for the next batch)
-                corrections = [_breaker_event(t, self.clock.now(), correction=True)
-                               for t in batching.take_corrections()]
+                corrections = [_breaker_event(t, self.clock.now()) for t in batching.take_corrections()]
                 if corrections and self._unpublished:
                     self._unpublished.extend(corrections)
                 elif corrections:
@@ -2103,13 +2102,13 @@ def _report_events(
     return events
 
 
-def _breaker_event(t: BreakerTransition, when: datetime, *, correction: bool = False) -> CircuitBreakerTripped:
-    """``t`` as published; ``correction``: ``t`` is one of a merged save's corrections
-    (:meth:`BatchingOrdersStore.take_corrections`), not a move of the account."""
+def _breaker_event(t: BreakerTransition, when: datetime) -> CircuitBreakerTripped:
+    """``t`` as published (``t.correction``: one of a merged save's re-announcements,
+    :meth:`BatchingOrdersStore.take_corrections`, not a move of the account)."""
     return CircuitBreakerTripped(
         previous=t.previous.value, current=t.current.value, reason=t.reason, equity=t.equity,
         daily_loss=t.daily_loss, drawdown=t.drawdown, timestamp=when, latched=t.latched,
-        correction=correction,
+        correction=t.correction,
     )
 
 
