@@ -41,6 +41,9 @@ class Network(Construct):
         flow_logs = logs.LogGroup(
             self,
             "FlowLogs",
+            # named under the stage's prefix: the key policy lets CloudWatch Logs use the key for
+            # those names only (infra_cdk.constructs.encryption.LOG_GROUP_PATHS)
+            log_group_name=f"/aws/vpc/{qualified(config.name, 'flow-logs')}",
             retention=config.log_retention,
             encryption_key=key,
             removal_policy=config.removal_policy,

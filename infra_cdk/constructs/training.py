@@ -132,6 +132,10 @@ class Training(Construct):
         log_group = logs.LogGroup(
             self,
             "StateMachineLogs",
+            # named under the stage's prefix: the key policy lets CloudWatch Logs use the key for
+            # those names only (infra_cdk.constructs.encryption.LOG_GROUP_PATHS); /aws/vendedlogs/
+            # is the path AWS recommends for Step Functions' log groups
+            log_group_name=f"/aws/vendedlogs/states/{qualified(config.name, 'train-agents')}",
             retention=config.log_retention,
             encryption_key=key,
             removal_policy=config.removal_policy,
