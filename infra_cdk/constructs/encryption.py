@@ -122,6 +122,17 @@ class DataKey(Construct):
                             )
                             for path in LOG_GROUP_PATHS
                         ]
+                        # the flow logs' and the state machine's groups as CloudFormation named them
+                        # before they had names of their own (``<stack name>-<id>-<suffix>``):
+                        # prod retains them when they are replaced, and they stay readable
+                        + [
+                            stack.format_arn(
+                                service="logs",
+                                resource="log-group",
+                                resource_name=f"{stack.stack_name}-*",
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                            )
+                        ]
                     }
                 },
             )

@@ -132,7 +132,21 @@ def test_cloudwatch_logs_may_use_the_key_for_the_stages_log_groups(request, fixt
     assert list(statement["Condition"]) == ["ArnLike"]
     assert _patterns(statement, "ArnLike", "kms:EncryptionContext:aws:logs:arn") == [
         _arn("logs", f"log-group:{path}et-{stage}-*") for path in LOG_PATHS
-    ]
+    ] + [_arn("logs", f"log-group:ensemble-trader-{stage}-*")]  # the names CloudFormation generated before
+
+
+@pytest.mark.parametrize(("fixture", "stage"), STAGES)
+def test_the_log_groups_named_by_cloudformation_before_stay_readable(request, fixture, stage):
+    """The flow logs' and the state machine's groups had generated names (``<stack>-<id>-<suffix>``)
+    until 2026-11-29; prod retains them when the named ones replace them, and the key must still
+    decrypt their events."""
+    logs = _patterns(_statement(request.getfixturevalue(fixture), "AllowCloudWatchLogs"), "ArnLike",
+                     "kms:EncryptionContext:aws:logs:arn")
+    for old in (f"ensemble-trader-{stage}-NetworkFlowLogs1A2B3C4D-Q7Z8XK2LMN0P",
+                f"ensemble-trader-{stage}-TrainingStateMachineLogs9F8E7D6C-0AB1CD2EF3GH"):
+        assert any(arn_like(p, _arn("logs", f"log-group:{old}")) for p in logs), old
+    other = "prod" if stage != "prod" else "dev"
+    assert not any(arn_like(p, _arn("logs", f"log-group:ensemble-trader-{other}-NetworkFlowLogs1A2B")) for p in logs)
 
 
 @pytest.mark.parametrize(("fixture", "stage"), STAGES)
