@@ -298,8 +298,9 @@ class Monitoring(Construct):
                 actions=["sns:Publish"],
                 resources=[self.topic.topic_arn],
                 conditions={
+                    # the stage's alarms only, all named et-<stage>-... (as in the key policy)
                     "ArnLike": {"aws:SourceArn": stack.format_arn(
-                        service="cloudwatch", resource="alarm", resource_name="*",
+                        service="cloudwatch", resource="alarm", resource_name=qualified(config.name, "*"),
                         arn_format=ArnFormat.COLON_RESOURCE_NAME)},
                     "StringEquals": {"aws:SourceAccount": stack.account},
                 },

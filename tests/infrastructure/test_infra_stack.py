@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, TABLES, qualified
@@ -256,6 +257,9 @@ def test_cloudwatch_may_publish_the_alarms_to_their_topic(full):
     assert allow["Effect"] == "Allow" and allow["Action"] == "sns:Publish"
     assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
     assert "aws:SourceArn" in allow["Condition"]["ArnLike"] and "aws:SourceAccount" in allow["Condition"]["StringEquals"]
+    # the stage's alarms only (all are named et-<stage>-...; test_infra_key_policy_scope checks that)
+    [arn] = allow["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Join"][1][-1:]
+    assert arn == f":alarm:{qualified(STAGE, '*')}"
     assert any(s["Effect"] == "Deny" and s["Condition"]["Bool"]["aws:SecureTransport"] == "false" for s in statements)
 
 
@@ -586,3 +590,25 @@ def test_cache_connect_names_the_user_with_its_colon_arn(full):
     for statement in statements:
         text = json.dumps(statement["Resource"])
         assert ":user:" in text and ":user/" not in text
+
+
+
+NAME_PROPERTIES = {"AWS::DynamoDB::Table": "TableName", "AWS::Kinesis::Stream": "Name", "AWS::SQS::Queue": "QueueName",
+                   "AWS::SecretsManager::Secret": "Name", "AWS::Logs::LogGroup": "LogGroupName",
+                   "AWS::ECR::Repository": "RepositoryName"}
+
+
+def test_the_runbook_lists_every_retained_resource_with_a_fixed_name(real):
+    """docs/runbook.md §6 *Rebuilding prod* names what a new prod stack fails on (each retained
+    resource whose name is fixed): its count and names must be the synthesised stack's."""
+    fixed = sorted(
+        resource["Properties"][NAME_PROPERTIES[resource["Type"]]]
+        for resource in real.template["Resources"].values()
+        if resource.get("DeletionPolicy") == "Retain" and NAME_PROPERTIES.get(resource["Type"]) in resource.get("Properties", {})
+    )
+    assert all(isinstance(name, str) and "et-prod-" in name for name in fixed), fixed
+    text = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text()
+    section = re.sub(r"\s+", "", text[text.index("**Rebuilding prod.**"):text.index("- **Import**")])
+    assert f"failsonthe{len(fixed)}retainedresources" in section, f"{len(fixed)} retained resources have fixed names"
+    missing = [name for name in fixed if name.split("et-prod-", 1)[1] not in section]
+    assert not missing, f"not in docs/runbook.md's list: {missing}"
