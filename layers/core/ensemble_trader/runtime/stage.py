@@ -5,7 +5,7 @@ A stage of the pipeline (features, regime, meta-agent) is a pure step over per-s
     Kinesis records ──decode/validate──▶ group by symbol (order kept)
         ──one round trip of GETs──▶ state per symbol (cache, checked against the snapshots' versions;
                       DynamoDB snapshot on a miss, a stale entry or a cache that cannot be read;
-                      new state otherwise)
+                      new state when neither holds one)
         ──step.apply(state, message) for each new record──▶ outputs, events
         ──▶ outputs on the next stream / queue (in time order) ──▶ events on the bus
         ──▶ conditional snapshot per symbol (DynamoDB) ──▶ one pipelined write-back (cache)
@@ -105,6 +105,15 @@ Rules, in the order they apply:
   rewritten snapshot takes the version after the *cached* one, so versions never go back and
   an older entry the cache still holds (a failed write-back) is found behind it. Every cached
   version is thus one the snapshot has committed with the same state, or an older one.
+* **A cached state that cannot be decoded is repaired only from a snapshot that holds it.** An
+  entry whose bytes the runner or ``step.load`` refuses (corrupt, or a state version newer than
+  the code, as after a rollback) is replaced by its snapshot when the snapshot is at its version
+  (or the entry's envelope is unreadable, so its version is unknown). With no snapshot, or one
+  behind the entry (the snapshots lost writes), the entry may be the only copy of the newest
+  state: the symbol's records fail (:class:`UnreadableStateError`, a StateError, logged as an
+  error naming the symbol, both versions and what to do), the entry is left in the cache, and no
+  new or older state is computed from — the symbol does not silently start over. Only a symbol
+  with neither a cache entry nor a snapshot starts with ``step.new_state``.
 * **Outputs are at least once, and per writer.** Two invocations that process the same symbol
   at the same time — which one event-source mapping never runs (one shard's records go to one
   invocation at a time), but which a mapping being replaced or a manual replay can cause — both
@@ -209,6 +218,11 @@ _DIGEST_CODE = "I"  # array typecode of the digests: unsigned, 4 bytes on every 
 NO_DIGEST = 0
 """The digest of a time remembered without one (stored before digests were kept): it matches any
 content, so a redelivery after an upgrade stays a duplicate. :func:`record_digest` never returns it."""
+
+
+class UnreadableStateError(StateError):
+    """A symbol's cached state cannot be decoded and no snapshot holds it (none, or one behind
+    it): the entry may be the only copy, so the symbol's records fail instead of starting over."""
 
 
 class SymbolStep(Protocol[S, In]):
@@ -713,10 +727,14 @@ class KinesisStageRunner(Generic[S, In]):
             group = groups[symbol]
             try:
                 (group.state, group.version, group.warm,
-                 (group.handled, group.digests, group.complete)) = self._load_one(symbol, blob)
+                 (group.handled, group.digests, group.complete)) = self._load_one(symbol, blob, reseed.get(symbol))
             except DeadlineExceededError as exc:  # no read can start now: the rest fail with this one
                 self._out_of_time("loading states", {s: groups[s] for s in symbols[i:]}, exc)
                 break
+            except UnreadableStateError as exc:  # kept in the cache; the records are retried
+                log.error("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
+                group.fail(0)
+                continue
             except (InfrastructureError, StateError, DataError) as exc:
                 log.warning("stage %s: cannot load state of %s: %s", self.step.name, symbol, exc)
                 group.fail(0)
@@ -724,6 +742,12 @@ class KinesisStageRunner(Generic[S, In]):
             group.stored = group.version
             if symbol in reseed:  # write the cached state over the snapshot that lost it
                 group.stored, group.reseed = reseed[symbol], True
+        reseeded = sorted(s for s, g in groups.items() if g.reseed)
+        if reseeded:
+            log.error("stage %s: snapshots of %s are behind their cached state (lost writes?); rewriting them "
+                      "from the cache", self.step.name, reseeded)
+            self.stats.reseeded += len(reseeded)
+            self._count("snapshot_reseeded", len(reseeded))
         return cache_ok
 
     def _drop_stale(
@@ -758,11 +782,6 @@ class KinesisStageRunner(Generic[S, In]):
         stored = dict(zip(cached, self.snapshots.get_versions(self.snapshot_table, keys), strict=True))
         stale = {symbol for symbol, version in cached.items() if version < stored[symbol]}
         reseed = {symbol: stored[symbol] for symbol, version in cached.items() if version > stored[symbol]}
-        if reseed:
-            log.error("stage %s: snapshots of %s are behind their cached state (lost writes?); rewriting them "
-                      "from the cache", self.step.name, sorted(reseed))
-            self.stats.reseeded += len(reseed)
-            self._count("snapshot_reseeded", len(reseed))
         if not stale:
             return blobs, reseed
         log.warning("stage %s: cached state of %s behind its snapshot; reloading", self.step.name, sorted(stale))
@@ -771,29 +790,58 @@ class KinesisStageRunner(Generic[S, In]):
         return [None if symbol in stale else blob for symbol, blob in zip(symbols, blobs, strict=True)], reseed
 
     def _load_one(
-        self, symbol: str, blob: bytes | None
+        self, symbol: str, blob: bytes | None, behind: int | None = None
     ) -> tuple[Any, int, bool, tuple[array, array, bool]]:
-        """(state, version, loaded_from_snapshot, (handled times, digests, complete)) of one symbol."""
+        """(state, version, loaded_from_snapshot, (handled times, digests, complete)) of one symbol.
+
+        ``behind``: the stored version of a snapshot found behind the cached entry (or 0 without
+        one; :meth:`_drop_stale`). A cached entry that cannot be decoded is repaired from its
+        snapshot only when the snapshot holds the same state or a newer one; with no snapshot, or
+        one behind the entry, the entry may be the only copy of the newest state, so it raises
+        :class:`UnreadableStateError` (the symbol's records fail and are retried, the entry is
+        left as it is) instead of the symbol starting over or going back to an older state."""
+        unreadable: tuple[int | None, Exception] | None = None
         if blob is not None:
+            cached_version: int | None = None
             try:
                 version, handled, data = decode_cached_entry(blob)
+                cached_version = version
                 state = self._load_state(symbol, data)
-            except Exception as exc:  # a corrupt cache entry is repaired from the snapshot
+            except Exception as exc:  # a corrupt cache entry is repaired from the snapshot, if it has one
                 if self.snapshots is None:
                     raise StateError(f"cached state of {symbol} cannot be decoded: {exc}") from exc
-                log.warning("stage %s: cached state of %s unreadable (%s); using snapshot", self.step.name, symbol, exc)
+                unreadable = cached_version, exc
             else:  # the state may be the only copy (ahead of its snapshot): keep it whatever its times
                 return state, version, False, self._handled_or_none(symbol, "cached state", handled)
         if self.snapshots is not None:
             item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})
             if item is not None:
+                if unreadable is not None and behind is not None:
+                    raise UnreadableStateError(self._unreadable_reason(
+                        symbol, *unreadable, f"its snapshot is behind it (version {int(item['version'])})",
+                        "going back to the older snapshot"))
+                if unreadable is not None:
+                    log.warning("stage %s: cached state of %s unreadable (%s); using snapshot", self.step.name,
+                                symbol, unreadable[1])
                 try:
                     state = self._load_state(symbol, bytes(item["state"]))
                 except Exception as exc:
                     raise StateError(f"snapshot of {self.step.name}/{symbol} cannot be decoded: {exc}") from exc
                 handled = self._handled_or_none(symbol, "snapshot", bytes(item.get("handled", b"")))
                 return state, int(item["version"]), True, handled
+        if unreadable is not None:  # never a new state over what may be the only copy of the old one
+            raise UnreadableStateError(self._unreadable_reason(symbol, *unreadable, "it has no snapshot",
+                                                               "starting a new state"))
         return self.step.new_state(symbol), 0, False, (array("q"), array(_DIGEST_CODE), True)  # a new state: memory from the start
+
+    @staticmethod
+    def _unreadable_reason(symbol: str, version: int | None, exc: Exception, snapshot: str, instead: str) -> str:
+        """Why a symbol with an undecodable cached entry and no usable snapshot fails, and what to do."""
+        entry = "cached state" if version is None else f"cached state (version {version})"
+        return (f"{entry} of {symbol} cannot be decoded ({exc}) and {snapshot}: the entry may be the only "
+                f"copy of the state, so it is left in the cache and the records of {symbol} fail (retried) "
+                f"instead of {instead}; if the code that wrote it was rolled back, deploy it again, else "
+                f"rebuild the symbol (docs/runbook.md section 5, letters of kind (c))")
 
     def _load_state(self, symbol: str, data: bytes) -> Any:
         """``step.load(data)``; a state the step refuses but can start over from (its optional
