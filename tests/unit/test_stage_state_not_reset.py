@@ -65,7 +65,7 @@ def bars(n: int, start: int = 0, symbol: str = SYMBOL) -> list[Bar]:
 class Stage:
     """One stage's runner over in-memory ports, with snapshots; ``send`` returns the failed ids."""
 
-    def __init__(self, step, stream: str, sink: Callable[["Stage"], object]) -> None:
+    def __init__(self, step, stream: str, sink: Callable[[Stage], object]) -> None:
         self.cache, self.dlq, self.snapshots = MemoryCache(), MemoryDeadLetters(), MemoryKeyValueStore()
         self.bus, self.stats, self.stream, self.seq = MemoryEventBus(), StageStats(), stream, 0
         self.pub, self.queue = MemoryStreamPublisher(), MemoryQueuePublisher()

@@ -5,6 +5,9 @@ up``) or real AWS (credentials from the usual chain). Several symbols are merged
 they interleave as they would live; the partition key is the symbol, so each symbol's bars stay
 in order on their shard. Each symbol comes from one source: two sources of one symbol (two
 ``synth:`` specs both named SYN, or one source spelled twice) are refused before anything is put.
+So are bars dated after now plus the lead the stages allow
+(:data:`~ensemble_trader.runtime.stage.MAX_LEAD_SECONDS`): the features stage would dead-letter
+each of them (a ``synth:`` spec's daily bars start 2000-01-03, so a long one reaches past today).
 """
 
 from __future__ import annotations
@@ -150,6 +153,48 @@ def _check_distinct_symbols(sources: Sequence[tuple[str, BarSeries]]) -> None:
         first[s.symbol] = origin
 
 
+def _check_not_future(
+    sources: Sequence[tuple[str, BarSeries]],
+    limit: int | None,
+    *,
+    now: float,
+    max_lead_seconds: float | None = None,
+) -> None:
+    """Refuse bars that would be put dated more than ``max_lead_seconds`` (default: the stages'
+    :data:`~ensemble_trader.runtime.stage.MAX_LEAD_SECONDS`) after ``now`` (seconds since the
+    epoch), naming how many, the first of them and how to leave them out.
+
+    The features stage dead-letters a bar dated more than that after it reached the stream (a
+    future date would make every later bar look like a redelivery), so a replay that put them
+    would report them all put while each one went to ``features-dlq``. ``sources``: (where it came
+    from, series); ``limit``: the bars to put in all, earliest first (:func:`interleave`)."""
+    import numpy as np
+
+    from ensemble_trader.domain.errors import DataError
+    from ensemble_trader.runtime.stage import MAX_LEAD_SECONDS, iso_utc
+
+    lead = MAX_LEAD_SECONDS if max_lead_seconds is None else max_lead_seconds
+    cutoff = int(now * 1e9) + int(lead * 1e9)
+    times = {origin: s.timestamp.astype("datetime64[ns]").astype(np.int64) for origin, s in sources}
+    total = sum(len(t) for t in times.values())
+    put = total if limit is None else min(limit, total)
+    # the merge by time puts every series' bars up to the cutoff before any bar after it
+    in_time = {origin: int(np.searchsorted(t, cutoff, side="right")) for origin, t in times.items()}
+    allowed = sum(in_time.values())
+    if put <= allowed:
+        return
+    reaching = [(origin, s) for origin, s in sources if in_time[origin] < len(s)]
+    first_ns, first_symbol = min((int(times[origin][in_time[origin]]), s.symbol) for origin, s in reaching)
+    per_source = "; ".join(f"{origin}: its first {in_time[origin]:,} of {len(s):,} bars" for origin, s in reaching)
+    raise DataError(
+        f"{put - allowed:,} of the {put:,} bars to put are dated more than {lead:,.0f} s after now "
+        f"({iso_utc(int(now) * 1_000_000_000)}), the first {first_symbol} {iso_utc(first_ns)}: the features stage "
+        f"dead-letters a bar dated more than {lead:,.0f} s after it reaches the stream, so nothing was put. Put "
+        f"only the bars up to now: --limit {allowed} (the earliest bars of all sources), or fewer bars from each "
+        f"source that reaches past now ({per_source}; a synth: spec's daily bars start 2000-01-03)"
+    )
+
+
 def replay_bars(
     series: Sequence[BarSeries],
     publisher: StreamPublisher,
@@ -161,6 +206,8 @@ def replay_bars(
     on_progress: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.perf_counter,
+    now: Callable[[], float] = time.time,
+    max_lead_seconds: float | None = None,
 ) -> ReplayResult:
     """Put the bars of ``series`` (merged by time) on ``stream``.
 
@@ -171,9 +218,13 @@ def replay_bars(
     bars, each sent when its first bar is due: nothing waits after the last one); 0 sends as fast
     as PutRecords allows (chunks of 500). ``on_progress(n)`` is called
     after each chunk with the number of records it held. Two series of one symbol are refused
-    (:class:`~ensemble_trader.domain.errors.DataError`) before anything is put.
+    (:class:`~ensemble_trader.domain.errors.DataError`) before anything is put, and so are bars
+    to put dated more than ``max_lead_seconds`` (default: the stages' ``MAX_LEAD_SECONDS``, 300 s)
+    after ``now()``: the features stage would dead-letter each of them.
     """
-    _check_distinct_symbols([(f"series {k + 1}", s) for k, s in enumerate(series)])
+    sources = [(f"series {k + 1} ({s.symbol})", s) for k, s in enumerate(series)]
+    _check_distinct_symbols(sources)
+    _check_not_future(sources, limit, now=now(), max_lead_seconds=max_lead_seconds)
     records = list(interleave(series, limit))
     sent: dict[str, int] = {}
     for symbol, _ in records:
@@ -206,6 +257,7 @@ def _run_replay(args: argparse.Namespace) -> int:
 
     sources = [(f"--bars {spec}", s) for spec in args.bars for s in load_bars(spec)]
     _check_distinct_symbols(sources)
+    _check_not_future(sources, args.limit, now=time.time())  # named by spec, before anything is set up
     series = [s for _, s in sources]
     total = sum(len(s) for s in series)
     if args.limit is not None:
