@@ -2,7 +2,8 @@
 
 The bars CSV (DESIGN.md §4) has the header ``timestamp,open,high,low,close,volume`` and an
 optional ``symbol`` column (then one file holds several symbols). Timestamps are ISO-8601 and
-timezone-aware (``2019-10-17T09:00:00Z`` or ``+00:00``); they are stored in UTC.
+timezone-aware (``2019-10-17T09:00:00Z`` or ``+00:00``), in the form
+:func:`~ensemble_trader.domain.models.time_text_problem` takes; they are stored in UTC.
 
 Every row is checked with the rules of the :class:`~ensemble_trader.domain.models.Bar` model
 (finite positive prices, ``low <= min(open, close)``, ``high >= max(open, close)``, finite
@@ -34,7 +35,13 @@ import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import SYMBOL_PATTERN, Bar, finer_than_microseconds, outside_time_range
+from ensemble_trader.domain.models import (
+    SYMBOL_PATTERN,
+    Bar,
+    outside_time_range,
+    read_time_text,
+    time_text_problem,
+)
 from ensemble_trader.domain.synthetic import REGIME_NAMES, SyntheticData, generate, regime_codes
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -107,14 +114,17 @@ def _not_after(source: str, line: int, symbol: str, when: datetime, previous_lin
 
 
 def _parse_timestamp(text: str, source: str, line: int) -> datetime:
+    stripped = text.strip()
+    # the form first: fromisoformat takes any separator and reads 12.5 as 12:00:00.5
+    problem = time_text_problem(stripped, "not an ISO-8601 datetime")
+    if problem is not None:
+        raise _bad(source, line, "timestamp", text, problem)
     try:
-        when = datetime.fromisoformat(text.strip())
+        when = read_time_text(stripped)
     except ValueError:
         raise _bad(source, line, "timestamp", text, "not an ISO-8601 datetime") from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise _bad(source, line, "timestamp", text, "has no timezone (write a trailing Z or +00:00 for UTC)")
-    if finer_than_microseconds(text):
-        raise _bad(source, line, "timestamp", text, "has sub-microsecond digits (times are kept to the microsecond)")
     problem = outside_time_range(when)
     if problem:
         raise _bad(source, line, "timestamp", text, problem)

@@ -19,8 +19,9 @@ from ensemble_trader.domain.models import (
     LATEST_TIME,
     TIME_RANGE_TEXT,
     Bar,
-    finer_than_microseconds,
     outside_time_range,
+    read_time_text,
+    time_text_problem,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,11 +54,15 @@ _REDUCED_DATE = re.compile(r"\d{4}(-\d{2})?")
 def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
     """An ISO-8601 date or time (UTC when it names no offset), or a datetime64, as datetime64[ns].
 
-    Text is read by the rules of a Bar's timestamp (:meth:`datetime.fromisoformat`: the basic
-    form ``20150101`` is a date, as for ``data synth --start``, not the year 20150101 numpy makes
-    of it), and a year or a month (``2015``, ``2015-01``) is its first instant. Digits past the
-    microsecond are refused, not dropped, and so is a time outside the range datetime64[ns] holds
-    (numpy would wrap year 0224 round to a day of 1977). Raises :class:`DataError` naming the text."""
+    Text is read by the rules of a bar's timestamp (the form
+    :func:`~ensemble_trader.domain.models.time_text_problem` takes, then
+    :meth:`datetime.fromisoformat`: the basic form ``20150101`` is a date, as for ``data synth
+    --start``, not the year 20150101 numpy makes of it), and a year or a month (``2015``,
+    ``2015-01``) is its first instant. Digits past the microsecond are refused, not dropped, and
+    so are a separator other than ``T``, ``t`` or a space between date and time, a fraction of an
+    hour or a minute (``T12.5`` was read as 12:00:00.5) and a time outside the range
+    datetime64[ns] holds (numpy would wrap year 0224 round to a day of 1977). Raises
+    :class:`DataError` naming the text and what is wrong with it."""
     if isinstance(text, np.datetime64):
         if np.isnat(text) or not _EARLIEST_US <= text.astype("datetime64[us]") < _LATEST_US:
             raise DataError(f"{text!r} {TIME_RANGE_TEXT}")
@@ -65,12 +70,13 @@ def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
     stripped = text.strip()
     if _REDUCED_DATE.fullmatch(stripped):
         stripped = (stripped + "-01-01")[:10]
+    problem = time_text_problem(stripped, "is not an ISO-8601 date or time (e.g. 2015-01-02)")
+    if problem is not None:
+        raise DataError(f"{text!r} {problem}")
     try:
-        when = datetime.fromisoformat(stripped)
+        when = read_time_text(stripped)
     except ValueError:
         raise DataError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
-    if finer_than_microseconds(stripped):
-        raise DataError(f"{text!r} has digits past the microsecond (times are kept to the microsecond)")
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     if outside_time_range(when):

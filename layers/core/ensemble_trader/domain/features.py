@@ -510,7 +510,10 @@ class FeatureEngine:
         ``ts_ns`` is an integer (int or numpy integer); the prices and the volume are numbers of
         any real type — float, int, :class:`~decimal.Decimal`, numpy scalars — taken as floats.
         A bool, a string, an array or a sequence (a 1-element numpy array included) raises
-        :class:`DataError` naming the field, like any invalid bar, before the state changes."""
+        :class:`DataError` naming the field, like any invalid bar, before the state changes; so
+        does a bool as ``ts_ns`` (``True`` is an int to Python, and was read as 1 ns)."""
+        if isinstance(ts_ns, bool):
+            raise DataError(f"{self.symbol}: timestamp {ts_ns!r} must be integer nanoseconds, not a bool")
         return np.array(self._step(ts_ns, o, h, l, c, v))
 
     def _step(self, ts: int, o: float, h: float, l: float, c: float, v: float) -> list[float]:  # noqa: E741

@@ -182,9 +182,97 @@ def field_problems(exc: ValidationError, whole: str = "<message>") -> list[Field
 # --------------------------------------------------------------------------------------------
 
 
-_FRACTION = re.compile(r"[Tt ]\d{2}:?\d{2}:?\d{2}[.,](\d+)")
-"""The fractional seconds of an ISO-8601 time (``T``, ``t`` or a space before the time, basic or
-extended form: every separator the parsers accept)."""
+TIME_SEPARATORS = "Tt "
+"""The characters that may stand between the date and the time of a time's text."""
+
+_TIME_TEXT = re.compile(  # \d\d rather than \d{2}: the bars CSV reader matches every row's time
+    r"(?:\d\d\d\d-\d\d-\d\d|\d{8})"  # a calendar date, extended or basic form
+    r"(?:[Tt ]"  # then optionally a time, after one of TIME_SEPARATORS
+    r"(?:\d\d:\d\d(?::\d\d(?:[.,](\d{1,9}))?)?"  # HH:MM[:SS[.fraction]]
+    r"|\d\d\d\d(?:\d\d(?:[.,](\d{1,9}))?)?)"  # HHMM[SS[.fraction]]
+    r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)?)?",  # and an optional offset: Z, +HH, +HHMM, +HH:MM
+    re.ASCII,
+)
+"""A date or a time as this system reads it: the only text handed to a parser of times
+(:meth:`datetime.fromisoformat`, pydantic), which take more forms than these. Python 3.11's
+``fromisoformat`` takes any character between the date and the time and reads ``12.5`` as
+12:00:00.5 (ISO-8601: 12:30); pydantic also takes ``_`` there; both drop digits past the
+microsecond. A fraction is taken after the seconds only, of at most 9 digits."""
+
+_LOOSE_TIME = re.compile(
+    r"(?:\d{4}-\d{2}-\d{2}|\d{8})(?P<separator>\D)"
+    r"(?P<clock>\d{2}(?::?\d{2}(?::?\d{2})?)?)(?:[.,](?P<fraction>\d+))?",
+    re.ASCII,
+)
+"""The parts of a time's text that :data:`_TIME_TEXT` refused, to say what is wrong."""
+
+_WEEK_DATE = re.compile(r"\d{4}-?W", re.ASCII)
+
+FINER_THAN_MICROSECONDS = (
+    "has digits past the microsecond (times are kept to the microsecond: sub-microsecond digits "
+    "are refused, not dropped)"
+)
+
+
+def _sub_microsecond(fraction: str | None) -> bool:
+    return bool(fraction and fraction[6:].strip("0"))
+
+
+def time_text_problem(text: str, otherwise: str) -> str | None:
+    """What is wrong with ``text`` as a date or a time, or None when it has the form times take.
+
+    The form is a calendar date (``2024-01-02`` or ``20240102``), optionally followed by ``T``,
+    ``t`` or a space and a time ``HH:MM[:SS[.fraction]]`` (or ``HHMM[SS[.fraction]]``), the
+    fraction (``.`` or ``,``) after the seconds only, of at most 9 digits with none but zeros
+    past the sixth, and an optional offset (``Z``, ``z``, ``+HH``, ``+HHMM``, ``+HH:MM``).
+    Whether a date alone or a time without an offset will do is the caller's rule. The reason
+    follows the text in a message (``'2024-01-02_09:30Z' separates ...``); ``otherwise`` is the
+    reason given when there is nothing more precise to say (a caller with a check of its own for
+    such text passes ``""``)."""
+    match = _TIME_TEXT.fullmatch(text)
+    if match is not None:
+        # the pattern's only groups are the two fractions: lastindex is None when there is none
+        if match.lastindex is not None and _sub_microsecond(match[match.lastindex]):
+            return FINER_THAN_MICROSECONDS
+        return None
+    loose = _LOOSE_TIME.match(text)
+    if loose is None:
+        if _WEEK_DATE.match(text):
+            return "is a week date (write the calendar date, YYYY-MM-DD)"
+        return otherwise
+    separator, clock, fraction = loose["separator"], loose["clock"], loose["fraction"]
+    if separator not in TIME_SEPARATORS:
+        return f"separates the date and the time with {separator!r} (write T, t or a space)"
+    digits = len(clock.replace(":", ""))
+    if fraction is not None and digits < 6:
+        unit = "an hour" if digits == 2 else "a minute"
+        return (
+            f"has a fraction of {unit} ({clock}{text[loose.start('fraction') - 1]}{fraction}); only the "
+            "seconds take a fraction here (write HH:MM:SS[.ffffff])"
+        )
+    if _sub_microsecond(fraction):
+        return FINER_THAN_MICROSECONDS
+    if fraction is not None and len(fraction) > 9:
+        return f"has {len(fraction)} fraction digits (at most 9)"
+    if digits == 2:
+        return "gives the hour alone (write at least HH:MM)"
+    return otherwise
+
+
+def read_time_text(text: str) -> datetime:
+    """:meth:`datetime.fromisoformat` of ``text`` (which :func:`time_text_problem` passed), taking a
+    trailing ``z`` for UTC as a message's time does (Python 3.11 takes ``Z`` only). Raises
+    ValueError (a month 13, a day 32: what the pattern does not check)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        if text[-1:] != "z":
+            raise
+        return datetime.fromisoformat(text[:-1] + "Z")
+
+
+_FRACTION = re.compile(r"\d{2}:?\d{2}:?\d{2}[.,](\d+)", re.ASCII)
+"""The fractional seconds of an ISO-8601 time, whatever precedes the time."""
 
 EARLIEST_TIME = datetime(1677, 9, 22, tzinfo=UTC)
 LATEST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
@@ -205,14 +293,20 @@ def outside_time_range(when: datetime) -> str | None:
 
 def finer_than_microseconds(text: str) -> bool:
     """True when the ISO-8601 time ``text`` has non-zero digits past the microsecond (parsers
-    truncate them silently)."""
+    truncate them silently), whatever separates its date and time. :func:`time_text_problem`
+    checks this and the rest of the form."""
     match = _FRACTION.search(text)
-    return bool(match and match.group(1)[6:].strip("0"))
+    return bool(match and _sub_microsecond(match.group(1)))
 
 
-def _to_the_microsecond(value: Any) -> Any:
-    if isinstance(value, str) and finer_than_microseconds(value):
-        raise ValueError(f"{value!r} has sub-microsecond digits; times are kept to the microsecond")
+def _bar_time_text(value: Any) -> Any:
+    """A bar's time as text must have the form :func:`time_text_problem` takes (pydantic would
+    take ``2024-01-02_00:00:00.1234567Z`` and drop the 7). Text that is no date at all
+    (``"1704153600"``) is left to :func:`_time_input`, which says what a time field takes."""
+    if isinstance(value, str):
+        problem = time_text_problem(value, f"is not {TIME_FORMS}" if _EXTENDED_DATE.match(value) else "")
+        if problem:  # "": nothing precise to say here, _time_input refuses it
+            raise ValueError(f"{value!r} {problem}")
     return value
 
 
@@ -223,8 +317,9 @@ def _kept_time(value: datetime) -> datetime:
     return value
 
 
-BarTime = Annotated[Timestamp, BeforeValidator(_to_the_microsecond), AfterValidator(_kept_time)]
-"""A bar's time, and an intent's (its bar's): a :data:`Timestamp` kept to the microsecond (text
+BarTime = Annotated[Timestamp, BeforeValidator(_bar_time_text), AfterValidator(_kept_time)]
+"""A bar's time, and an intent's (its bar's): a :data:`Timestamp` whose text has the form
+:func:`time_text_problem` takes, kept to the microsecond (text
 with finer digits is refused rather than truncated: two bars less than a microsecond apart would
 become one, and the second be skipped as a redelivery) and within the times bars keep (one at the
 ends of Python's range, such as 0001-01-01T00:00:00+14:00, cannot even be converted to UTC)."""
