@@ -10,6 +10,7 @@ took ``_``: with such a separator, digits past the microsecond were dropped, not
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ensemble_trader.domain.bars import parse_datetime64
 from ensemble_trader.domain.errors import DataError, InvalidMessageError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.models import Bar, time_text_problem
+from ensemble_trader.domain.synthetic import generate
 from ensemble_trader.marketdata import read_bars_csv
 
 SEPARATOR = "separates the date and the time with"
@@ -199,3 +201,21 @@ def test_update_raw_refuses_a_bool_as_the_time(flag):
     with pytest.raises(DataError, match=rf"SPX: timestamp {flag!r} must be integer nanoseconds"):
         engine.update_raw(flag, 100.0, 101.0, 99.0, 100.0, 1000.0)
     assert engine.update_raw(2, 100.0, 101.0, 99.0, 100.0, 1000.0).shape  # the state is untouched
+
+
+@pytest.mark.parametrize(("start", "reason"), [
+    ("2000-01-03T12.5", "fraction of an hour"),
+    ("2000-01-03T09:30.5Z", "fraction of a minute"),
+    ("2000-01-03_00:00:00.1234567", "separates the date and the time with '_'"),
+    ("2000-01-03T00:00:00.1234567", "past the microsecond"),
+])
+def test_the_generator_refuses_a_start_fromisoformat_would_misread(start, reason):
+    """``data synth --start`` read ``T12.5`` as 12:00:00.5 (ISO-8601: 12:30)."""
+    with pytest.raises(DataError, match=re.escape(reason)):
+        generate("realistic", n_bars=2, seed=1, start=start)
+
+
+def test_the_generator_takes_the_documented_start_forms():
+    for start, first in (("2000-01-03", "2000-01-03T00:00"), ("2000-01-03T12:30Z", "2000-01-03T12:30"),
+                         ("2000-01-03 09:30:00+01:00", "2000-01-03T08:30"), ("2000-01-03t12:30z", "2000-01-03T12:30")):
+        assert generate("realistic", n_bars=2, seed=1, start=start, freq="1h").series.timestamp[0] == np.datetime64(first), start

@@ -35,13 +35,19 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 
 import numpy as np
 
 from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
-from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, finer_than_microseconds, outside_time_range
+from ensemble_trader.domain.models import (
+    REGIMES,
+    SYMBOL_PATTERN,
+    outside_time_range,
+    read_time_text,
+    time_text_problem,
+)
 from ensemble_trader.domain.numbers import is_real, real_number
 
 INTRABAR_STEPS_MAX = 100_000
@@ -407,12 +413,13 @@ def parse_freq(freq: str) -> np.timedelta64:
 def _parse_start(start: str) -> np.datetime64:
     if not isinstance(start, str):
         raise DataError(f"start={start!r}: must be ISO-8601 text (a date or a datetime)")
+    problem = time_text_problem(start, "not an ISO-8601 date or datetime")
+    if problem is not None:  # fromisoformat takes forms it misreads (T12.5 as 12:00:00.5, any separator)
+        raise DataError(f"start={start!r}: {problem}")
     try:
-        when = datetime.fromisoformat(start)
+        when = read_time_text(start)
     except ValueError:
         raise DataError(f"start={start!r}: not an ISO-8601 date or datetime") from None
-    if finer_than_microseconds(start):
-        raise DataError(f"start={start!r}: has digits past the microsecond (the parser would drop them)")
     problem = outside_time_range(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
     if problem:
         raise DataError(f"start={start!r}: {problem}")
