@@ -272,6 +272,15 @@ class StaleBarError(EnsembleTraderError):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _bar_time(ts: int) -> str:
+    """A bar time (int nanoseconds, in range) as an operator reads it in a dead letter:
+    ``2024-01-02T00:00:00Z``, with the fraction when there is one."""
+    text = str(np.datetime64(ts, "ns"))
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0")
+    return f"{whole}.{fraction}Z" if fraction else f"{whole}Z"
+
+
 def timestamp_ns(when: datetime) -> int:
     """A timezone-aware datetime as integer nanoseconds since the epoch (exact)."""
     if when.tzinfo is None:
@@ -391,13 +400,13 @@ def _bar_floats(symbol: str, ts: int, values: tuple[Any, ...]) -> tuple[float, .
     for name, x in zip(_BAR_FIELDS, values, strict=True):
         if isinstance(x, (bool, np.bool_)) or not isinstance(x, _REAL):
             raise DataError(
-                f"{symbol}: invalid bar at {ts} ns: {name}={_short_repr(x)} must be a real number (int, float, "
+                f"{symbol}: invalid bar at {_bar_time(ts)}: {name}={_short_repr(x)} must be a real number (int, float, "
                 f"Decimal or a numpy scalar), not {type(x).__module__}.{type(x).__qualname__}"
             )
         try:
             out.append(float(x))
         except (OverflowError, ValueError, TypeError) as exc:  # an int beyond a float, Decimal('sNaN')
-            raise DataError(f"{symbol}: invalid bar at {ts} ns: {name}={_short_repr(x)} is not a float: {exc}") from None
+            raise DataError(f"{symbol}: invalid bar at {_bar_time(ts)}: {name}={_short_repr(x)} is not a float: {exc}") from None
     return tuple(out)
 
 
@@ -534,7 +543,7 @@ class FeatureEngine:
             valid = False
         if not valid:
             raise DataError(
-                f"{self.symbol}: invalid bar at {ts} ns: open={o!r} high={h!r} low={l!r} "
+                f"{self.symbol}: invalid bar at {_bar_time(ts)}: open={o!r} high={h!r} low={l!r} "
                 f"close={c!r} volume={v!r} ({_BAR_RULE})"
             )
         log, sqrt = math.log, math.sqrt
