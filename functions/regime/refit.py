@@ -140,19 +140,62 @@ def event_time(event: dict[str, Any]) -> datetime:
     return when
 
 
+def stored_rows(store: Any, symbol: str, lookback: int) -> list[dict[str, Any]]:
+    """The newest stored rows of ``symbol``, ready or not, oldest first, one per bar time: enough
+    for its newest ``lookback`` ready rows and the ``WARMUP_BARS - 1`` bars before the first of
+    them (whose data its features hold), across one feature warm-up among them.
+
+    Ordered by the parsed time, not the key text: rows written before the keys were UTC carry
+    the bar's own offset, whose text does not sort as time across a daylight-saving change."""
+    rows = store.query(HISTORY_TABLE, "symbol", symbol, limit=lookback + 2 * WARMUP_BARS, newest_first=True)
+    by_time = {history_time(r): r for r in rows}
+    return [by_time[t] for t in sorted(by_time)]
+
+
+def ready_rows(stored: list[dict[str, Any]], lookback: int) -> list[dict[str, Any]]:
+    """The newest ``lookback`` ready rows of :func:`stored_rows`, oldest first."""
+    return [r for r in stored if r.get("ready")][-lookback:]
+
+
 def history_rows(store: Any, symbols: list[str], lookback: int) -> list[list[dict[str, Any]]]:
     """The newest ``lookback`` ready rows of each symbol, oldest first, one per bar time.
 
-    The query reads ``WARMUP_BARS`` more rows than asked, so a feature warm-up among the newest
-    rows (a restarted features state: ``WARMUP_BARS - 1`` rows that are not ready) does not
-    shorten the fit. Ordered by the parsed time, not the key text: rows written before the keys
-    were UTC carry the bar's own offset, whose text does not sort as time across a
-    daylight-saving change."""
+    The query reads more rows than asked (:func:`stored_rows`), so a feature warm-up among the
+    newest rows (a restarted features state: ``WARMUP_BARS - 1`` rows that are not ready) does not
+    shorten the fit."""
+    return [ready_rows(stored_rows(store, symbol, lookback), lookback) for symbol in symbols]
+
+
+def usable_runs(rows: list[dict[str, Any]], names: list[str]) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Split a symbol's ready rows at those lacking a finite number for one of ``names``:
+    (the runs of consecutive usable rows, the rows left out). A ready row need not hold every
+    feature: the regime stage admits a vector holding the ones its model reads."""
+    runs: list[list[dict[str, Any]]] = [[]]
+    dropped = []
+    for row in rows:
+        features = row.get("features")
+        try:
+            ok = isinstance(features, dict) and all(np.isfinite(float(features[n])) for n in names)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if ok:
+            runs[-1].append(row)
+        else:
+            dropped.append(row)
+            runs.append([])
+    return [run for run in runs if run], dropped
+
+
+def missing_features(row: dict[str, Any], names: list[str]) -> list[str]:
+    """The names of ``names`` a history row holds no finite number for."""
+    features = row.get("features") if isinstance(row.get("features"), dict) else {}
     out = []
-    for symbol in symbols:
-        rows = store.query(HISTORY_TABLE, "symbol", symbol, limit=lookback + WARMUP_BARS, newest_first=True)
-        by_time = {history_time(r): r for r in rows if r.get("ready")}
-        out.append([by_time[t] for t in sorted(by_time)][-lookback:])
+    for n in names:
+        try:
+            if not np.isfinite(float(features[n])):
+                out.append(n)
+        except (KeyError, TypeError, ValueError):
+            out.append(n)
     return out
 
 
@@ -228,39 +271,63 @@ def refit_one(
                     extra={"symbol_model": symbol_model, "version": current.version, "period": period})
         return {"previous": current.info["refit_of"], "version": current.version, "published": False,
                 "republished": True}
-    by_symbol = dict(zip(symbols, history_rows(history, symbols, lookback), strict=True))
+    needed = list(dict.fromkeys([*current.feature_names, "ret_1", "range_vol_1"]))
+    stored = {s: stored_rows(history, s, lookback) for s in symbols}
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    dropped: list[dict[str, Any]] = []
+    for s in symbols:
+        runs[s], left_out = usable_runs(ready_rows(stored[s], lookback), needed)
+        dropped.extend(left_out)
+        runs[s] = [run for run in runs[s] if len(run) >= 2]  # a lone row between two left out has no transition
+    if dropped:  # one such row used to fail every refit for as long as it stayed in the lookback
+        first = dropped[0]
+        logger.warning("regime refit: ready history rows lack features the refit needs; left out",
+                       extra={"symbol_model": symbol_model, "rows_dropped": len(dropped),
+                              "first": {"symbol": first.get("symbol"), "timestamp": str(first.get("timestamp")),
+                                        "missing": missing_features(first, needed)}})
     # a sequence needs two rows (a transition) to enter the fit: shorter ones contribute nothing
-    fitted = [s for s in symbols if len(by_symbol[s]) >= 2]
+    fitted = [s for s in symbols if runs[s]]
     without_rows = [s for s in symbols if s not in fitted]
     if without_rows:
         logger.warning("regime refit: symbols without ready history rows to fit on (fewer than 2)",
                        extra={"symbol_model": symbol_model, "symbols": without_rows,
-                              "rows": {s: len(by_symbol[s]) for s in without_rows}})
-    per_symbol = [by_symbol[s] for s in fitted]
-    rows = [r for seq in per_symbol for r in seq]
-    try:
-        raw = np.array([[float(r["features"][n]) for n in current.feature_names] for r in rows], dtype=np.float64)
-        ret_1 = np.array([float(r["features"]["ret_1"]) for r in rows])
-        vol = np.array([float(r["features"]["range_vol_1"]) for r in rows])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"regime-history rows lack the features the refit needs: {exc!r}") from None
-    times = [history_time(seq[i]) for seq in per_symbol for i in (0, -1)]
+                              "rows": {s: sum(map(len, runs[s])) for s in without_rows}})
+    per_sequence = [run for s in fitted for run in runs[s]]
+    rows = [r for seq in per_sequence for r in seq]
+
+    def column(name: str) -> np.ndarray:
+        return np.array([float(r["features"][name]) for r in rows], dtype=np.float64)
+
+    raw = np.column_stack([column(n) for n in current.feature_names]) if rows else np.empty((0, current.n_features))
+    ret_1, vol = column("ret_1"), column("range_vol_1")
+    # the window covers every bar whose data shaped the refit: its first row's features hold the
+    # WARMUP_BARS - 1 bars before it (as a training manifest's window does), as far as stored
+    starts = []
+    for s in fitted:
+        times = [history_time(r) for r in stored[s]]
+        at = times.index(history_time(runs[s][0][0]))
+        starts.append(times[max(0, at - (WARMUP_BARS - 1))])
+    ends = [history_time(runs[s][-1][-1]) for s in fitted]
     provenance = {
         "symbols": fitted,  # the symbols whose rows the refit used
         "source": HISTORY_TABLE,
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "training_window": [history_key(min(times)), history_key(max(times))] if times else [],
+        "training_window": [history_key(min(starts)), history_key(max(ends))] if fitted else [],
+        "fitted_window": [history_key(min(history_time(seq[0]) for seq in per_sequence)),
+                          history_key(max(ends))] if fitted else [],
         "training_data_hash": hashlib.sha256(
             json.dumps([[r["symbol"], str(r["timestamp"])] for r in rows]).encode() + raw.tobytes()
         ).hexdigest(),
         "refit_period": period,
     }
+    if dropped:
+        provenance["rows_dropped"] = len(dropped)
     result = refit(
         current,
         raw.reshape(len(rows), current.n_features),
         ret_1,
         vol,
-        sequences=[len(seq) for seq in per_symbol],
+        sequences=[len(seq) for seq in per_sequence],
         info=provenance,
     )
     summary = {
@@ -274,6 +341,8 @@ def refit_one(
     }
     if without_rows:
         summary["symbols_without_rows"] = without_rows
+    if dropped:
+        summary["rows_dropped"] = len(dropped)
     renamed = result.model.state_regimes != current.state_regimes
     if result.model.version == current.version or (summary["gain_per_row"] < min_gain and not renamed):
         logger.info("regime refit unchanged: the pin stays",

@@ -140,8 +140,10 @@ def test_the_refit_reads_rows_in_time_order_whatever_offset_their_keys_carry(set
     store = MemoryModelStore()
     out = refit.run_refit(store, table, MemoryEventBus(), default_dir, {"symbols": ["DAX"]})
     assert out["published"] and out["n_samples"] == 140
-    window = registry.load_version(store, out["version"]).info["training_window"]
-    assert window == [states[WARMUP_BARS - 1].timestamp.astimezone(UTC).isoformat(), utc_key]
+    info = registry.load_version(store, out["version"]).info
+    # the window starts with the warm-up bars of the first row fitted (its features hold them)
+    assert info["training_window"] == [states[0].timestamp.astimezone(UTC).isoformat(), utc_key]
+    assert info["fitted_window"] == [states[WARMUP_BARS - 1].timestamp.astimezone(UTC).isoformat(), utc_key]
 
 
 def test_a_feature_warm_up_among_the_newest_rows_does_not_shorten_the_fit(setup):

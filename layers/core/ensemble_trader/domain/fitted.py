@@ -171,6 +171,24 @@ def agent_windows(training: Mapping[str, Any], version: str, names: Sequence[str
     return out
 
 
+WINDOW_FIELDS = ("training_data", "training_window", "symbols")
+"""The manifest fields that say what a regime model was fitted on (:func:`regime_windows`)."""
+
+
+def inherited_windows(info: Mapping[str, Any], version: str) -> list[dict[str, Any]]:
+    """What a refit of the model ``version`` (manifest ``info``) inherits for its
+    ``inherited_windows``: that model's own window fields (with ``"version": version``), then the
+    windows it inherited itself. A refit keeps its ancestor's standardisation, log floor and
+    (for the states its rows hardly visit) parameters, so the ancestor's data shaped it too. An
+    ancestor refit whose manifest predates ``inherited_windows`` gives ``{"version": <the model
+    it was refit from>}`` alone: that window is not recorded."""
+    own = {"version": version, **{k: info[k] for k in WINDOW_FIELDS if k in info}}
+    earlier = info.get("inherited_windows")
+    if not isinstance(earlier, list):
+        earlier = [{"version": str(info["refit_of"])}] if info.get("refit_of") else []
+    return [own, *earlier]
+
+
 def regime_windows(info: Mapping[str, Any], version: str) -> list[FittedWindow]:
     """The training windows of a regime model (its manifest's descriptive fields).
 
@@ -179,8 +197,29 @@ def regime_windows(info: Mapping[str, Any], version: str) -> list[FittedWindow]:
     "start", "end"}``, one per fitted series, in the order of the data) are paired with the specs
     when there are as many; otherwise every dated entry counts (a conservative reading: a
     synthetic series' entry may then flag real dates). The refit job's ``[first, last]`` with
-    ``symbols`` is one dated window. Nothing recorded: one unrecorded window."""
-    model, fields = f"regime model {version}", {"kind": "regime", "version": version}
+    ``symbols`` is one dated window. Nothing recorded: one unrecorded window.
+
+    A refit's ``inherited_windows`` (:func:`inherited_windows`: the models it descends from,
+    newest first) add each of those models' windows, named ``regime model <version> (refit of
+    <ancestor>)``. A refit whose manifest predates that field (``refit_of`` without it) adds one
+    unrecorded window for the model it was refit from."""
+    out = _own_regime_windows(info, f"regime model {version}", version)
+    inherited = info.get("inherited_windows")
+    if isinstance(inherited, list):
+        for item in inherited:
+            entry = item if isinstance(item, Mapping) else {}
+            ancestor = str(entry.get("version") or "?")
+            out.extend(_own_regime_windows(entry, f"regime model {version} (refit of {ancestor})", version))
+    elif info.get("refit_of"):
+        ancestor = str(info["refit_of"])
+        out.append(FittedWindow(f"regime model {version} (refit of {ancestor})", f"the training data of {ancestor}",
+                                "training", recorded=False, kind="regime", version=version))
+    return out
+
+
+def _own_regime_windows(info: Mapping[str, Any], model: str, version: str) -> list[FittedWindow]:
+    """The windows one manifest (or one inherited entry) records itself (:func:`regime_windows`)."""
+    fields = {"kind": "regime", "version": version}
     data = [str(d) for d in info.get("training_data") or ()]
     raw = info.get("training_window") or []
     out: list[FittedWindow] = [FittedWindow(model, d, "training", seed=synthetic_seed(d), **fields)

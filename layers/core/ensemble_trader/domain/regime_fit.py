@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.fitted import inherited_windows
 from ensemble_trader.domain.models import REGIMES, Regime
 from ensemble_trader.domain.regime_model import RegimeModel
 
@@ -169,6 +170,18 @@ RENAME_TOLERANCE = 0.25
 """How far (a share of the anchors' spread on the axis compared) a state's current name may trail
 the naming rule's choice before a refit renames it."""
 
+COVARIANCE_PRIOR = 1e-2
+"""The covariance estimate's prior, as the offline fit has it (hmmlearn's ``covars_prior``, which
+``training/regime`` leaves at its default): a state's covariance is its weighted scatter plus this
+on the diagonal, over its weight. So a state the training fit left narrow (rows sitting on the
+log floor) is estimated the same way by a refit, and a refit from a fitted model does not move it
+away from the training optimum."""
+
+MIN_COVARIANCE = 1e-9
+"""A lower bound on every variance (eigenvalue, for ``full``) a refit estimates, applied as a
+maximum: a variance above it is left as estimated (a numerical guard; the prior above already
+keeps every state's variance above zero)."""
+
 MAX_LINEAGE = 400
 """Versions kept in a refit's ``refit_lineage`` (over a year of daily publishes): a symbol whose
 state was written under an older one restarts its filter."""
@@ -193,7 +206,8 @@ def refit(
     n_iter: int = 20,
     tol: float = 1e-4,
     transition_floor: float = 1e-6,
-    min_covariance: float = 1e-3,
+    covariance_prior: float = COVARIANCE_PRIOR,
+    min_covariance: float = MIN_COVARIANCE,
     min_share: float = 0.03,
     min_state_share: float = 0.01,
     rename_tolerance: float = RENAME_TOLERANCE,
@@ -204,8 +218,15 @@ def refit(
     ``sequences`` are the lengths of consecutive independent sequences (e.g. one per symbol;
     default: one). The standardisation of the features is kept, so the refined model reads the
     same inputs. States are renamed with :func:`label_states` on ``ret_1`` / ``range_vol_1``.
-    A state holding less than ``min_state_share`` of the rows keeps its parameters (and its
-    transition row): EM would otherwise collapse it onto those few rows. The states are renamed
+    A state holding less than ``min_state_share`` of the rows keeps its parameters, its
+    transition row and the other states' transitions into it (the rest of each of their rows is
+    re-estimated and scaled to what those leave): EM would otherwise collapse it onto those few
+    rows, and its few visits would floor the transitions into it, so that a calm lookback made
+    the stress states unreachable. Covariances are estimated as the offline fit estimates them
+    (:data:`COVARIANCE_PRIOR`), floored at ``min_covariance`` by a maximum. EM stops at its best
+    iterate: a step that lowers the log-likelihood on the rows (the floors and the kept states
+    make EM not strictly monotone) is not kept, so the result is never below its starting
+    model. The states are renamed
     only when each holds at least ``min_share`` of the rows; otherwise the names stay. The
     renaming prefers the states' current names (``rename_tolerance``, see :func:`label_states`):
     a nearly tied pair (BULL and SIDEWAYS of similar drift per unit of volatility) does not swap
@@ -215,7 +236,10 @@ def refit(
     ``refit_lineage`` (that version, then ``model``'s own lineage, newest first, at most
     :data:`MAX_LINEAGE`): its hidden states are those versions' one to one, so the online filter
     of a symbol carries its distribution across the new version
-    (:meth:`RegimeModel.states_aligned_with`).
+    (:meth:`RegimeModel.states_aligned_with`). It also records ``inherited_windows``
+    (:func:`~ensemble_trader.domain.fitted.inherited_windows`): the refit keeps ``model``'s
+    standardisation and log floor, so the windows ``model`` and its own ancestors were fitted on
+    count as its training windows too.
     """
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2 or raw.shape[1] != model.n_features:
@@ -230,51 +254,72 @@ def refit(
         raise DataError(f"refit needs at least {MIN_ROWS_PER_STATE * k} rows for {k} states, got {len(raw)}")
     z = model.transform(raw)
     bounds = np.cumsum([0, *lengths])
-    start, transmat = model.start_prob, model.transmat
-    means = model.means.copy()
     full = model.covariance_type == "full"
-    covs = model.covariances.copy()
-    previous = None
-    first = None
-    iterations = 0
-    for iterations in range(1, n_iter + 1):  # noqa: B007 (the count is reported)
-        current = RegimeModel(model.features, start, transmat, means, covs, model.covariance_type, model.state_regimes)
+
+    def e_step(params: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+        p_start, p_transmat, p_means, p_covs = params
+        current = RegimeModel(model.features, p_start, p_transmat, p_means, p_covs, model.covariance_type,
+                              model.state_regimes)
         log_b = current.log_emission_matrix(z)
         gamma = np.empty((len(z), k))
         xi = np.zeros((k, k))
         loglik = 0.0
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            g, x, ll = forward_backward(log_b[lo:hi], start, transmat)
+            g, x, ll = forward_backward(log_b[lo:hi], p_start, p_transmat)
             gamma[lo:hi], xi, loglik = g, xi + x, loglik + ll
-        if first is None:
-            first = loglik
+        return gamma, xi, loglik
+
+    def m_step(params: tuple[np.ndarray, ...], gamma: np.ndarray, xi: np.ndarray) -> tuple[np.ndarray, ...]:
+        _, transmat, means, covs = params
         weight = gamma.sum(axis=0)
         # a state with too little weight keeps its parameters: re-estimated from a handful of rows
         # it would collapse onto them (variance on the floor, a name read off a few returns)
         thin = weight < min_state_share * len(z)
-        fitted = floor_stochastic(xi / np.maximum(xi.sum(axis=1, keepdims=True), 1e-300), transition_floor)
+        fitted = xi / np.maximum(xi.sum(axis=1, keepdims=True), 1e-300)
+        # the transitions INTO a thin state are kept too (its few visits would floor them, and a
+        # calm lookback would make the stress states unreachable); the rest of each row shares
+        # what they leave, in the re-estimated proportions
+        kept = np.where(thin[None, :], transmat, 0.0)
+        rest = np.where(thin[None, :], 0.0, np.maximum(fitted, transition_floor))
+        fitted = kept + rest / np.maximum(rest.sum(axis=1, keepdims=True), 1e-300) * (1.0 - kept.sum(axis=1, keepdims=True))
         transmat = np.where(thin[:, None], transmat, fitted)
         means = np.where(thin[:, None], means, (gamma.T @ z) / np.maximum(weight[:, None], 1e-300))
+        covs = covs.copy()
         for s in range(k):
             if thin[s]:
                 continue
             diff = z - means[s]
+            # training's estimate (hmmlearn's covars_prior over the state's weight), then a floor
+            # that only raises what is below it: never an addition that moves every variance
             if full:
-                covs[s] = (gamma[:, s, None] * diff).T @ diff / max(weight[s], 1e-300) + min_covariance * np.eye(d)
+                scatter = (gamma[:, s, None] * diff).T @ diff + covariance_prior * np.eye(d)
+                values, vectors = np.linalg.eigh(scatter / max(weight[s], 1e-300))
+                covs[s] = (vectors * np.maximum(values, min_covariance)) @ vectors.T
             else:
-                covs[s] = (gamma[:, s, None] * diff * diff).sum(axis=0) / max(weight[s], 1e-300) + min_covariance
+                scatter = (gamma[:, s, None] * diff * diff).sum(axis=0) + covariance_prior
+                covs[s] = np.maximum(scatter / max(weight[s], 1e-300), min_covariance)
         start = floor_stochastic(stationary_distribution(transmat), transition_floor)
-        if previous is not None and abs(loglik - previous) < tol:
-            previous = loglik
+        return start, transmat, means, covs
+
+    params: tuple[np.ndarray, ...] = (model.start_prob, model.transmat, model.means.copy(), model.covariances.copy())
+    gamma, xi, loglik = e_step(params)
+    first = loglik
+    # the best iterate so far (0: the starting model), its posterior and its log-likelihood. The
+    # prior, the floors and the kept states make EM not strictly monotone in the log-likelihood
+    # (from a state the training fit left on the log floor it dips for two steps, then climbs
+    # past its start), so every step is scored and the best one is returned
+    best = (0, params, gamma, loglik)
+    iterations, previous = 0, loglik
+    while iterations < n_iter:
+        iterations += 1
+        params = m_step(params, gamma, xi)
+        gamma, xi, loglik = e_step(params)
+        if loglik > best[3]:
+            best = (iterations, params, gamma, loglik)
+        if abs(loglik - previous) < tol:
             break
         previous = loglik
-    final = RegimeModel(model.features, start, transmat, means, covs, model.covariance_type, model.state_regimes)
-    passes = [
-        forward_backward(final.log_emission_matrix(z[lo:hi]), start, transmat)
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    posterior = np.concatenate([g for g, _, _ in passes])
-    loglik = float(sum(ll for _, _, ll in passes))  # of the returned parameters, not the last E-step's
+    best_iteration, (start, transmat, means, covs), posterior, loglik = best
     drift, vol, share = state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1))
     # rename only when every state is well represented; otherwise the names stay. The states are
     # the pinned model's, one to one (warm start): a name moves only when the rule clearly says so
@@ -297,10 +342,12 @@ def refit(
             **(info or {}),
             "refit_of": model.version,
             "refit_lineage": lineage,
+            "inherited_windows": inherited_windows(model.info, model.version),
             "n_samples": len(raw),
             "log_likelihood": loglik,
             "previous_log_likelihood": float(first),
             "iterations": iterations,
+            "best_iteration": best_iteration,
         },
     )
     return RefitResult(refined, loglik, float(first), iterations, len(raw))
