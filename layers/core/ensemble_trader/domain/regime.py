@@ -47,7 +47,13 @@ from ensemble_trader.domain.errors import (
     ModelArtifactError,
     StateError,
 )
-from ensemble_trader.domain.features import FEATURE_NAMES, replay_features, timestamp_ns
+from ensemble_trader.domain.features import (
+    FEATURE_NAMES,
+    MAX_TIMESTAMP_NS,
+    MIN_TIMESTAMP_NS,
+    replay_features,
+    timestamp_ns,
+)
 from ensemble_trader.domain.models import (
     REGIMES,
     Count,
@@ -325,7 +331,7 @@ class RegimeFilterState:
                 symbol=str(raw["symbol"]),
                 model_version=str(raw["model_version"]),
                 log_alpha=log_alpha,
-                last_ns=None if raw["last_ns"] is None else int(raw["last_ns"]),
+                last_ns=_bar_time_ns(raw),
                 n_bars=_count(raw, "n_bars"),
                 n_observed=_count(raw, "n_observed"),
                 log_likelihood=float(raw["log_likelihood"]),
@@ -340,6 +346,25 @@ class RegimeFilterState:
                 OverflowError) as exc:  # OverflowError: a count of 1e999 (inf) cannot be an int
             raise StateError(f"cannot decode regime filter state: {exc!r}") from None
         return state
+
+
+def _bar_time_ns(raw: dict[str, Any]) -> int | None:
+    """``last_ns`` of the stored state: None (no bar applied) or the time of a bar as
+    :func:`timestamp_ns` gives it, an integer number of nanoseconds since the epoch within signed
+    64 bits (1677-09-21 … 2262-04-11) and a whole microsecond (a bar's time has no finer digits).
+    ValueError otherwise, as a StateError: ``int()`` took 2.7, true, "5" and 1e300, and a time past
+    every bar made each later bar a silent redelivery. A time before 1970 is negative: valid."""
+    value = raw["last_ns"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"last_ns {value!r} must be an integer number of nanoseconds since the epoch")
+    if not MIN_TIMESTAMP_NS <= value <= MAX_TIMESTAMP_NS or value % 1_000:
+        raise ValueError(
+            f"last_ns {value!r} is no bar time: a bar's time is a whole microsecond within signed 64-bit "
+            f"nanoseconds since the epoch ({MIN_TIMESTAMP_NS} … {MAX_TIMESTAMP_NS})"
+        )
+    return value
 
 
 def _count(raw: dict[str, Any], key: str) -> int:

@@ -208,7 +208,12 @@ class SymbolModels:
     start: one LIST, then one GET per pinned symbol), so a broken pin fails the cold start as a
     broken global pin does, and the hot path is a dict lookup. A pin published afterwards is
     served by containers started afterwards, as for the global pointer, and by a warm container
-    from the first state it reads that another version wrote (:meth:`recheck`)."""
+    from the first state it reads that another version wrote (:meth:`recheck`).
+
+    ``default_dir`` is the committed default model's folder (None: ``Settings.models_dir /
+    "regime"``, the folder the Lambda's cold start reads): what a container serves a symbol that
+    no pointer pins, so a warm container goes back to it when the pointers pinning its model are
+    deleted. It is read only then (once)."""
 
     def __init__(
         self,
@@ -217,11 +222,14 @@ class SymbolModels:
         *,
         recheck_seconds: float = RECHECK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        default_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.default = default
+        self.default_dir = default_dir
         self.recheck_seconds = recheck_seconds
         self._clock = clock
+        self._committed: RegimeModel | None = None
         self._next_check: dict[tuple[str, str], float] = {}
         self._by_version: dict[str, RegimeModel] = {default.version: default}
         self.models: dict[str, RegimeModel] = {}
@@ -240,20 +248,38 @@ class SymbolModels:
             model = self._by_version[version] = load_version(self.store, version, pinned_by)
         return model
 
+    def committed_default(self) -> RegimeModel:
+        """The committed default model (``default_dir``), loaded on the first call: what a
+        container started now serves a symbol when neither its own pointer nor the shared one
+        exists."""
+        if self._committed is None:
+            folder = self.default_dir
+            if folder is None:
+                from ensemble_trader.runtime.settings import get_settings
+
+                folder = get_settings().models_dir / "regime"
+            model = servable(RegimeModel.load(folder), "the committed default model")
+            self._committed = self._by_version.setdefault(model.version, model)
+        return self._committed
+
     def recheck(self, symbol: str, writer: str) -> bool:
         """Called when ``symbol``'s state was written under ``writer``, not the version served
-        here: read the symbol's pointers again and serve what they pin now. True when the model
-        served for ``symbol`` changed (the caller looks it up again).
+        here: read the symbol's pointers again and serve what a container started now would
+        serve. True when the model served for ``symbol`` changed (the caller looks it up again).
 
         Containers started before a publish keep the model of their cold start; without this,
         they and the containers started after it would take turns on a symbol's records, each
         restarting the other's filter (a model that is not a refit of the other shares no hidden
         states with it) and reporting its own regimes. With it, an old container switches at the
-        first state the new version wrote, and a rollback spreads the same way. Each (symbol,
-        writer) pair is checked at most once per ``recheck_seconds``, so a container that is
-        already serving the pinned version (the writer is the stale one) reads the pointers
-        rarely. A pointer or artifact that cannot be read now (S3 down, a broken publish) keeps
-        the model served, logged: the container goes on as before and checks again later."""
+        first state the new version wrote, and a rollback spreads the same way. So does a deleted
+        pointer: when neither the symbol's pointer nor the shared one pins a version any more, the
+        container switches to the committed default (:meth:`committed_default`), as it does to a
+        new pin (without this it kept serving the deleted pin's model beside the new containers'
+        committed default). Each (symbol, writer) pair is checked at most once per
+        ``recheck_seconds``, so a container that is already serving the pinned version (the
+        writer is the stale one) reads the pointers rarely. A pointer or artifact that cannot be
+        read now (S3 down, a broken publish) keeps the model served, logged: the container goes on
+        as before and checks again later."""
         now = self._clock()
         key = (symbol, writer)
         if now < self._next_check.get(key, -math.inf):
@@ -265,9 +291,14 @@ class SymbolModels:
         try:
             own = pinned_version(self.store, symbol)
             version = own if own is not None else pinned_version(self.store)
-            if version is None or version == served.version:
-                return False  # no pointer (the committed default serves), or this is the pinned one
-            model = self._load(version, pointer_key(symbol if own is not None else None))
+            if version == served.version:
+                return False  # this is the pinned one
+            if version is None:  # no pointer (any more): a container started now serves the committed default
+                model = self.committed_default()
+                if model.version == served.version:
+                    return False
+            else:
+                model = self._load(version, pointer_key(symbol if own is not None else None))
         except (ModelArtifactError, InfrastructureError) as exc:
             log.warning("regime model of %s not rechecked (state written under %s, serving %s): %s",
                         symbol, writer, served.version, exc)
@@ -275,12 +306,14 @@ class SymbolModels:
         if own is not None:
             self.models[symbol] = model
             whom = symbol
-        else:  # the global pin moved (every symbol without its own follows), or the symbol's own went
+        else:  # the global pin moved or went (every symbol without its own follows), or the symbol's own went
             self.models.pop(symbol, None)
             whom = symbol if model is self.default else "every symbol without its own pin"
             self.default = model
-        log.info("regime model of %s switched from %s to %s, which the registry pins now (a state of %s "
-                 "was written under %s)", whom, served.version, model.version, symbol, writer)
+        pinned = ("which the registry pins now" if version is not None
+                  else "the committed default, as no pointer pins a version any more")
+        log.info("regime model of %s switched from %s to %s, %s (a state of %s was written under %s)",
+                 whom, served.version, model.version, pinned, symbol, writer)
         return True
 
 
