@@ -492,8 +492,10 @@ class RegimeDetector:
         model (a warm container still serving the replaced model reads a state the refit
         wrote), carries its filter distribution and pending confirmation over: warm-started
         refits keep the hidden states one to one (:meth:`RegimeModel.states_aligned_with`), so
-        a refit changes no reported regime by itself, even while old and new containers
-        alternate on a symbol's records. A state written under an unrelated version (or one
+        a refit that keeps its states' names changes no reported regime by itself, even while
+        old and new containers alternate on a symbol's records. A refit that renames a state
+        carries the filter over too, and the reported regime follows the new names at once: its
+        first bar may report another regime (with a RegimeChanged) with no market move. A state written under an unrelated version (or one
         with another number of states) keeps its reported regime but restarts the filter from
         the new model's start distribution: its hidden states are not this model's. The new
         state records this model's version and lineage (a newer model's lineage names this
