@@ -25,9 +25,15 @@ other symbols only (it does not serve the pinned ones). Every model is loaded be
 published (a broken pin fails the run first); a model without enough history yet (the shared
 one or a symbol's) is skipped with its reason, and the others go on. A state the rows hardly visit (under 1 % of them,
 e.g. VOLATILE in a calm lookback) keeps its parameters instead of collapsing onto a few bars, and
-the states keep their names unless each holds 3 % of the rows. A published refit's manifest
-records the symbols whose rows it used, the rows' time range (UTC), a hash of them and its
-creation time; a symbol with fewer than 2 ready rows contributes none: it is left out of the
+the states keep their names unless each holds 3 % of the rows, and the transitions into such a
+state are kept too. A ready row lacking a finite ``ret_1``, ``range_vol_1`` or model feature
+(the regime stage admits a vector holding only what its model reads) is left out, splitting its
+symbol's sequence there: a warning names how many and the first, and the result and manifest
+count them (``rows_dropped``); the refit goes on when enough rows remain. A published refit's
+manifest records the symbols whose rows it used, the time range (UTC) of the bars whose data
+shaped it (``training_window``: from the ``WARMUP_BARS - 1`` bars before its first row, as far
+as stored; ``fitted_window``: the rows fitted), its ancestors' windows (``inherited_windows``),
+a hash of the rows and its creation time; a symbol with fewer than 2 ready rows contributes none: it is left out of the
 manifest and the event, logged, and listed under ``symbols_without_rows`` in the result. A
 pointer that no longer pins the version a model was refit from (an operator published
 meanwhile) is left as it is: that refit is skipped with its reason, its artifact stays unpinned.
