@@ -22,6 +22,8 @@ from ensemble_trader.domain.errors import DataError
 from ensemble_trader.marketdata import load_arch, load_bars
 from ensemble_trader.runtime.stage import MAX_LEAD_SECONDS
 
+from tests.unit.test_local_review import _Publisher  # records what would be put
+
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC).timestamp()
 SPEC = "synth:realistic:7:12000"  # daily bars 2000-01-03 ... 2032-11-09
 IN_TIME = 9_828  # 2000-01-03 ... 2026-11-29: the bars dated before NOW
@@ -90,18 +92,6 @@ def test_the_demos_archive_data_is_replayed_as_before():
     result = replay_bars(series, stream, "market-data")
     assert result.bars == sum(len(s) for s in series)
     assert replay_bars(series, MemoryStreamPublisher(), "market-data", now=lambda: NOW).bars == result.bars
-
-
-class _Publisher:
-    """Stands in for KinesisPublisher: records what would be put."""
-
-    puts: list[tuple[str, list]] = []
-
-    def __init__(self, *args, **kwargs):
-        self.retried_entries = 0
-
-    def put(self, stream, records):
-        self.puts.append((stream, list(records)))
 
 
 @pytest.fixture()
