@@ -85,6 +85,7 @@ from ensemble_trader.domain.orders import (
     order_after_report,
     plan_orders,
     report_is_behind,
+    report_matches,
     unbookable,
     working_quantity,
 )
@@ -1432,9 +1433,10 @@ class OrderRouter:
                     "updated_at": self.clock.now(),
                 }
             )
-            self.store.update_order(
+            if not self.store.update_order(
                 rejected, expected_status=order.status, expected_filled=order.filled_quantity
-            )
+            ):  # changed meanwhile (the kill switch retired it): what is stored stands, announced by its writer
+                return self.store.get_order(order.client_order_id) or order, 0
             events.append(_rejected_event(rejected, self.clock.now()))
             return rejected, 0
         except (UnknownOutcomeError, DuplicateClientOrderIdError) as exc:
@@ -1543,6 +1545,14 @@ class OrderRouter:
             if order is None:
                 log.error("broker reports %s, which is not in the store", report.client_order_id)
                 return 0, None
+            mismatch = report_matches(order, report)
+            if mismatch:
+                # the broker's order of this id is another order (a second system on the account,
+                # a replay after the store was reset): nothing in it is ours to book or to cancel;
+                # reconciliation names it and halts the symbol while it lasts
+                log.error("broker order %s is not the order stored under that id (%s): not applied",
+                          order.client_order_id, "; ".join(mismatch))
+                return 0, order
             retired = _retired(order)
             if retired and report.status in WORKING_STATUSES:
                 # retired here (the kill switch, reconciliation, a re-check that refused it), yet
