@@ -788,7 +788,30 @@ def test_a_restart_keeps_the_overlays_market_estimates() -> None:
     assert restarted.model_version != continued.model_version
     assert after.intent.explanation_detail["vol_target"]["scale"] == pytest.approx(
         kept.intent.explanation_detail["vol_target"]["scale"])
-    assert after.intent.target_position == pytest.approx(kept.intent.target_position)
+    # the same target, reached by the ramp a restart starts (fresh learners blend anew)
+    ramp = max(state.ramp_left, config.ramp_bars)
+    assert after.intent.target_position == pytest.approx(
+        state.position + (kept.intent.target_position - state.position) / ramp)
+
+
+def test_a_restart_ramps_to_what_the_fresh_learners_blend() -> None:
+    """Review 2026-11-29: under equal fresh weights the old leader stays leader by a tie, so no
+    switch started a ramp and the position jumped to the equal-weight blend in one bar (+1.0 to
+    -0.5 on a change of cost_bps alone)."""
+    targets = np.array([-1.0, -1.0, -1.0, 1.0])  # only the contrarian is long, and right
+    old = MetaAgentStep(MetaAgentConfig.create(), agent_version="agents-A")
+    state, price = None, 100.0
+    for i in range(120):
+        price *= 1.002
+        state, _ = old.decide(state, market(i, price, Regime.BULL), targets)
+    assert state.position == pytest.approx(1.0)
+    new_config = MetaAgentConfig.create(cost_bps=4.0)  # an operator edits ET_META_CONFIG
+    restarted, decision = MetaAgentStep(new_config, agent_version="agents-A").decide(
+        state, market(120, price * 1.002, Regime.BULL), targets)
+    assert restarted.model_version != state.model_version  # the configuration is in the version
+    assert restarted.ramp_left == new_config.ramp_bars - 1 > 0
+    assert decision.intent.target_position == pytest.approx(1.0 + (-0.5 - 1.0) / new_config.ramp_bars)
+    assert "ramp" in decision.intent.explanation
 
 
 def test_a_restart_keeps_the_leader_and_what_was_held() -> None:

@@ -861,9 +861,13 @@ class MetaAgentStep:
         agents and regret, but the same book (position, last price and time, market volatility,
         and the overlay's estimates when it follows the market), so the position moves on
         smoothly and a redelivered bar is still a no-op. With the same number of agents the last
-        weights, leader and any ramp in progress are kept too: a new leader under the new version
-        is a switch (AgentSwitched, a ramp), and the explanation's "previous" is what was held.
-        The agents' volatilities start again from their positions at the market's volatility."""
+        weights and leader are kept too: a new leader under the new version is a switch
+        (AgentSwitched, a ramp), and the explanation's "previous" is what was held. Either way the
+        position ramps (``ramp_bars``, or what is left of a longer ramp in progress) to what the
+        fresh learners blend: under equal weights the old leader stays leader by a tie, so no
+        switch starts a ramp, and the position jumped to the equal-weight blend in one bar (+1.0
+        to -0.5 on a change of ``cost_bps`` alone, until 2026-11-29). The agents' volatilities
+        start again from their positions at the market's volatility."""
         fresh = self.new_state(state.symbol)
         fresh.position = state.position
         fresh.last_price = state.last_price
@@ -877,7 +881,7 @@ class MetaAgentStep:
         if len(state.weights) == self._n:
             fresh.weights = state.weights.copy()
             fresh.leader = state.leader
-            fresh.ramp_left = state.ramp_left
+        fresh.ramp_left = max(state.ramp_left, self.config.ramp_bars)
         return fresh
 
     # ---- the step --------------------------------------------------------------------------
