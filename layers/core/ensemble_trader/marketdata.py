@@ -40,7 +40,6 @@ from ensemble_trader.domain.models import (
     Bar,
     outside_time_range,
     read_time_text,
-    time_text_problem,
 )
 from ensemble_trader.domain.synthetic import REGIME_NAMES, SyntheticData, generate, regime_codes
 
@@ -114,15 +113,10 @@ def _not_after(source: str, line: int, symbol: str, when: datetime, previous_lin
 
 
 def _parse_timestamp(text: str, source: str, line: int) -> datetime:
-    stripped = text.strip()
-    # the form first: fromisoformat takes any separator and reads 12.5 as 12:00:00.5
-    problem = time_text_problem(stripped, "not an ISO-8601 datetime")
-    if problem is not None:
-        raise _bad(source, line, "timestamp", text, problem)
     try:
-        when = read_time_text(stripped)
-    except ValueError:
-        raise _bad(source, line, "timestamp", text, "not an ISO-8601 datetime") from None
+        when = read_time_text(text.strip(), "not an ISO-8601 datetime")
+    except ValueError as exc:
+        raise _bad(source, line, "timestamp", text, str(exc)) from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise _bad(source, line, "timestamp", text, "has no timezone (write a trailing Z or +00:00 for UTC)")
     problem = outside_time_range(when)

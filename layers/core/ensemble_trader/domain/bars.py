@@ -21,7 +21,6 @@ from ensemble_trader.domain.models import (
     Bar,
     outside_time_range,
     read_time_text,
-    time_text_problem,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,13 +69,10 @@ def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
     stripped = text.strip()
     if _REDUCED_DATE.fullmatch(stripped):
         stripped = (stripped + "-01-01")[:10]
-    problem = time_text_problem(stripped, "is not an ISO-8601 date or time (e.g. 2015-01-02)")
-    if problem is not None:
-        raise DataError(f"{text!r} {problem}")
     try:
-        when = read_time_text(stripped)
-    except ValueError:
-        raise DataError(f"{text!r} is not an ISO-8601 date or time (e.g. 2015-01-02)") from None
+        when = read_time_text(stripped, "is not an ISO-8601 date or time (e.g. 2015-01-02)")
+    except ValueError as exc:
+        raise DataError(f"{text!r} {exc}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     if outside_time_range(when):

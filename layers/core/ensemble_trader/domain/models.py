@@ -259,20 +259,24 @@ def time_text_problem(text: str, otherwise: str) -> str | None:
     return otherwise
 
 
-def read_time_text(text: str) -> datetime:
-    """:meth:`datetime.fromisoformat` of ``text`` (which :func:`time_text_problem` passed), taking a
-    trailing ``z`` for UTC as a message's time does (Python 3.11 takes ``Z`` only). Raises
-    ValueError (a month 13, a day 32: what the pattern does not check)."""
+def read_time_text(text: str, otherwise: str) -> datetime:
+    """``text`` as a datetime when it has the form :func:`time_text_problem` takes, read by
+    :meth:`datetime.fromisoformat` (a trailing ``z`` taken for UTC, as a message's time takes it;
+    Python 3.11 takes ``Z`` only). Raises ValueError whose message is the reason, to follow the
+    text in the caller's error: :func:`time_text_problem`'s, or ``otherwise`` (also for what the
+    pattern does not check, a month 13 or a day 32)."""
+    problem = time_text_problem(text, otherwise)
+    if problem is not None:  # fromisoformat takes any separator and reads 12.5 as 12:00:00.5
+        raise ValueError(problem)
     try:
         return datetime.fromisoformat(text)
-    except ValueError:
-        if text[-1:] != "z":
-            raise
-        return datetime.fromisoformat(text[:-1] + "Z")
-
-
-_FRACTION = re.compile(r"\d{2}:?\d{2}:?\d{2}[.,](\d+)", re.ASCII)
-"""The fractional seconds of an ISO-8601 time, whatever precedes the time."""
+    except ValueError:  # a good row pays nothing for the z
+        if text[-1:] == "z":
+            try:
+                return datetime.fromisoformat(text[:-1] + "Z")
+            except ValueError:
+                pass
+    raise ValueError(otherwise)
 
 EARLIEST_TIME = datetime(1677, 9, 22, tzinfo=UTC)
 LATEST_TIME = datetime(2262, 4, 11, tzinfo=UTC)
@@ -289,14 +293,6 @@ def outside_time_range(when: datetime) -> str | None:
     if EARLIEST_TIME <= when < LATEST_TIME:
         return None
     return f"{when.isoformat()} {TIME_RANGE_TEXT}"
-
-
-def finer_than_microseconds(text: str) -> bool:
-    """True when the ISO-8601 time ``text`` has non-zero digits past the microsecond (parsers
-    truncate them silently), whatever separates its date and time. :func:`time_text_problem`
-    checks this and the rest of the form."""
-    match = _FRACTION.search(text)
-    return bool(match and _sub_microsecond(match.group(1)))
 
 
 def _bar_time_text(value: Any) -> Any:

@@ -46,7 +46,6 @@ from ensemble_trader.domain.models import (
     SYMBOL_PATTERN,
     outside_time_range,
     read_time_text,
-    time_text_problem,
 )
 from ensemble_trader.domain.numbers import is_real, real_number
 
@@ -413,13 +412,10 @@ def parse_freq(freq: str) -> np.timedelta64:
 def _parse_start(start: str) -> np.datetime64:
     if not isinstance(start, str):
         raise DataError(f"start={start!r}: must be ISO-8601 text (a date or a datetime)")
-    problem = time_text_problem(start, "not an ISO-8601 date or datetime")
-    if problem is not None:  # fromisoformat takes forms it misreads (T12.5 as 12:00:00.5, any separator)
-        raise DataError(f"start={start!r}: {problem}")
     try:
-        when = read_time_text(start)
-    except ValueError:
-        raise DataError(f"start={start!r}: not an ISO-8601 date or datetime") from None
+        when = read_time_text(start, "not an ISO-8601 date or datetime")
+    except ValueError as exc:
+        raise DataError(f"start={start!r}: {exc}") from None
     problem = outside_time_range(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
     if problem:
         raise DataError(f"start={start!r}: {problem}")
