@@ -179,12 +179,7 @@ def usable_runs(rows: list[dict[str, Any]], names: list[str]) -> tuple[list[list
     runs: list[list[dict[str, Any]]] = [[]]
     dropped = []
     for row in rows:
-        features = row.get("features")
-        try:
-            ok = isinstance(features, dict) and all(np.isfinite(float(features[n])) for n in names)
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if ok:
+        if not missing_features(row, names):
             runs[-1].append(row)
         else:
             dropped.append(row)
