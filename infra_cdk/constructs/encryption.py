@@ -16,11 +16,6 @@ LOG_GROUP_PATHS = ("/aws/lambda/", "/aws/events/", "/aws/vpc/", "/aws/vendedlogs
 state machine's), and CloudWatch Logs may use the key for those names only."""
 
 
-def stage_prefix(stage: str) -> str:
-    """The prefix of every physical name of ``stage`` (``et-<stage>-``), from ``qualified``."""
-    return qualified(stage, "")
-
-
 class DataKey(Construct):
     """One rotating CMK for streams, tables, queues, the registry, the secret, logs, alarms, the
     event bus and its archive.
@@ -49,7 +44,7 @@ class DataKey(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        prefix = stage_prefix(config.name)
+        prefix = qualified(config.name, "")  # et-<stage>-: every physical name of the stage
         self.key = kms.Key(
             self,
             "Key",
@@ -59,6 +54,11 @@ class DataKey(Construct):
             removal_policy=config.removal_policy,
         )
         this_account = {"aws:SourceAccount": stack.account}
+
+        def log_group(name: str) -> str:
+            return stack.format_arn(service="logs", resource="log-group", resource_name=name,
+                                    arn_format=ArnFormat.COLON_RESOURCE_NAME)
+
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="EventBridgeDeadLetters",
@@ -113,25 +113,13 @@ class DataKey(Construct):
                 resources=["*"],
                 conditions={
                     "ArnLike": {
+                        # the stage's names, and the flow logs' and the state machine's groups as
+                        # CloudFormation named them before they had names of their own (``<stack
+                        # name>-<id>-<suffix>``): prod retains them when they are replaced, and
+                        # they stay readable
                         "kms:EncryptionContext:aws:logs:arn": [
-                            stack.format_arn(
-                                service="logs",
-                                resource="log-group",
-                                resource_name=f"{path}{prefix}*",
-                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                            )
-                            for path in LOG_GROUP_PATHS
-                        ]
-                        # the flow logs' and the state machine's groups as CloudFormation named them
-                        # before they had names of their own (``<stack name>-<id>-<suffix>``):
-                        # prod retains them when they are replaced, and they stay readable
-                        + [
-                            stack.format_arn(
-                                service="logs",
-                                resource="log-group",
-                                resource_name=f"{stack.stack_name}-*",
-                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                            )
+                            *(log_group(f"{path}{prefix}*") for path in LOG_GROUP_PATHS),
+                            log_group(f"{stack.stack_name}-*"),
                         ]
                     }
                 },
