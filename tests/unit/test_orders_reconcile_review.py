@@ -362,11 +362,16 @@ def test_a_retired_order_that_landed_and_filled_is_booked_not_left_as_a_position
 def test_reconciliation_looks_up_a_bounded_number_of_retired_orders_of_a_differing_symbol():
     rig = Rig(broker=KillSwitchThenCrash)
     rig.warm()
-    # twelve orders refused by a check, never at the broker, retired a minute apart
+    # twelve recorded orders retired a minute after they were recorded (a submit may have been
+    # under way), never at the broker; and twelve refused by a check, never sent
     for n in range(12):
         at = WALL + timedelta(minutes=n)
         rig.store.create_order(Order(
-            client_order_id=f"coid-refused-{n:02d}", intent_id=f"i{n}", strategy_id="ens", symbol="SPX",
+            client_order_id=f"coid-retired-{n:02d}", intent_id=f"i{n}", strategy_id="ens", symbol="SPX",
+            side=Side.BUY, quantity=10, status=OrderStatus.REJECTED, reject_code=RejectReason.KILL_SWITCH.value,
+            reject_reason="never sent: kill switch", created_at=at - timedelta(minutes=1), updated_at=at))
+        rig.store.create_order(Order(
+            client_order_id=f"coid-refused-{n:02d}", intent_id=f"r{n}", strategy_id="ens", symbol="SPX",
             side=Side.BUY, quantity=10, status=OrderStatus.REJECTED, reject_code=RejectReason.SYMBOL_HALTED.value,
             reject_reason="halted", created_at=at, updated_at=at))
     # a position the store cannot explain: bought by hand at the broker
@@ -376,5 +381,6 @@ def test_reconciliation_looks_up_a_bounded_number_of_retired_orders_of_a_differi
     rig.paper.on_price("SPX", 100.0, WALL + timedelta(minutes=1))
     report = rig.new_router().reconcile()
     assert report.failures == {"SPX": ["position 0 here, 7 at the broker"]}
-    refused = [c for c in rig.broker.lookups if c.startswith("coid-refused-")]
-    assert refused == [f"coid-refused-{n:02d}" for n in range(11, 1, -1)]  # the ten most recent
+    retired = [c for c in rig.broker.lookups if c.startswith("coid-retired-")]
+    assert retired == [f"coid-retired-{n:02d}" for n in range(11, 1, -1)]  # the ten most recent
+    assert not [c for c in rig.broker.lookups if c.startswith("coid-refused-")]  # never sent: not looked up

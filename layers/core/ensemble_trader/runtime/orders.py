@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple, get_origin
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -727,6 +727,22 @@ def _retired(order: Order) -> bool:
     )
 
 
+def _may_have_reached_broker(order: Order) -> bool:
+    """A retired order (:func:`_retired`) that was recorded ``PENDING`` before it was retired, so
+    that a submit of it may have been under way: the only ones the broker can hold.
+
+    An order refused by a check when its intent planned it is recorded ``REJECTED`` in one write
+    and never written again (nothing sends it, and no broker report names it): its
+    ``updated_at`` is its ``created_at``. Every retirement of a recorded order is a second write
+    that moves ``updated_at`` on (:meth:`OrderRouter._reject_absent`, which never writes the
+    creation time itself), and ``NOT_AT_BROKER`` is only ever such a retirement. Orders stored by
+    earlier code follow the same rule: refusals have always been recorded in one write, and
+    retirements have always set ``updated_at``."""
+    return _retired(order) and order.broker_order_id is None and (
+        order.reject_code == RejectReason.NOT_AT_BROKER.value or order.updated_at != order.created_at
+    )
+
+
 BROKER_NAMES = {
     "paper": "the paper broker (ET_ORDERS_BROKER=paper)",
     "alpaca-paper": "Alpaca's paper endpoint (ET_ORDERS_BROKER=alpaca, ET_ORDERS_ALPACA_PAPER=true)",
@@ -809,7 +825,9 @@ class OrderRouter:
 
     retired_lookups_per_symbol = 10
     """At most this many retired orders of a symbol whose positions differ are looked up per
-    reconciliation, the most recently retired first (see :meth:`_book_retired`)."""
+    reconciliation, the most recently retired first — only orders that may have reached the
+    broker (recorded ``PENDING``, then retired), never refusals of a check (see
+    :meth:`_book_retired`)."""
 
     def __init__(
         self,
@@ -1518,9 +1536,13 @@ class OrderRouter:
         REJECTED with its reason, unless the stored order changed meanwhile; True when recorded
         (then also listed in ``into``, an outcome's list, when given)."""
         now = now or self.clock.now()
+        # a retirement is a write after the order's creation, and says so: a record whose
+        # updated_at is its created_at is a refusal never sent (see _may_have_reached_broker),
+        # also under a clock that has not moved since the order was recorded
+        at = now if now != order.created_at else now + timedelta(microseconds=1)
         rejected = order.model_copy(
             update={"status": OrderStatus.REJECTED, "reject_code": code.value, "reject_reason": message,
-                    "updated_at": now}
+                    "updated_at": at}
         )
         if self.store.update_order(rejected, expected_status=order.status, expected_filled=order.filled_quantity):
             events.append(_rejected_event(rejected, now))
@@ -1961,24 +1983,26 @@ class OrderRouter:
         return remaining
 
     def _book_retired(self, symbols: set[str], report: ReconciliationReport, events: list[BaseModel]) -> int:
-        """Look up the retired orders of ``symbols`` that the broker never acknowledged here, and sync
-        those it has (their fills booked); the number of fills booked.
+        """Look up the retired orders of ``symbols`` that may have reached the broker and that it
+        never acknowledged here, and sync those it has (their fills booked); the number of fills
+        booked.
 
-        Such an order (see :func:`_retired`) may still have been on its way when it was retired —
-        a submit under way when the kill switch fired, a concurrent delivery's submit when a
-        re-check refused it — and landed. Open at the broker, the first pass cancels it (its
-        open orders); filled before any run saw it open (an Alpaca market order fills within
-        milliseconds), it is not open any more, and its fill is the difference between the
-        positions. So for a symbol whose positions still differ after its working orders were
-        synced again, the store's orders are read (a scan of the table: only when a symbol
-        differs) and its retired, never-acknowledged orders looked up, at most
-        :attr:`retired_lookups_per_symbol` of them, the most recently retired first (orders refused
-        by a check count too, and a symbol halted for long collects many: each lookup is an
-        Alpaca request). One the broker has is synced; one it does not is left as it is. A
-        lookup that fails raises, as in the first pass."""
+        Such an order was recorded ``PENDING`` and retired before any answer of the broker was
+        synced (:func:`_may_have_reached_broker`): by the kill switch while its submit was under
+        way, as ``NOT_AT_BROKER`` after an unknown submit outcome, or on the re-check of a
+        ``PENDING`` order while a concurrent delivery's submit was under way — and it may have
+        landed. Open at the broker, the first pass cancels it (its open orders); filled before
+        any run saw it open (an Alpaca market order fills within milliseconds), it is not open any
+        more, and its fill is the difference between the positions. So for a symbol whose
+        positions still differ after its working orders were synced again, the store's orders
+        are read (a scan of the table: only when a symbol differs) and those orders looked up.
+        An order refused by a check when it was planned was never sent and is not looked up (a
+        halted symbol collects one such refusal per intent; each lookup is an Alpaca request).
+        The bound: at most :attr:`retired_lookups_per_symbol` lookups per symbol per run, the
+        most recently retired first. One the broker has is synced; one it does not is left as it
+        is. A lookup that fails raises, as in the first pass."""
         retired = sorted(
-            (o for o in self.store.list_orders()
-             if o.symbol in symbols and _retired(o) and o.broker_order_id is None),
+            (o for o in self.store.list_orders() if o.symbol in symbols and _may_have_reached_broker(o)),
             key=lambda o: (o.updated_at, o.client_order_id), reverse=True,
         )
         fills = 0
