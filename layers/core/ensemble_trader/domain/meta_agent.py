@@ -97,6 +97,9 @@ RESERVED_POLICY_PARAMS = frozenset({"n_arms", "random_state"})
 MAX_LEARNERS_BYTES = 300_000
 """The most a symbol's learners may take in the serialised state (its snapshot is one DynamoDB item)."""
 STATE_FORMAT = 1
+OVERLAY_STREAMS = ("market", "ensemble")
+"""The return streams the volatility overlay can estimate (``vol_target`` other than "none"); a
+state records which one its estimates are of (``MetaAgentState.overlay_source``)."""
 MAX_PRICE_MOVE = 1_000.0
 """The largest factor by which a bar's close may differ from the last applied close (up or down).
 A bigger jump between two bars (a close of 1e-99 among closes near 100) is taken for a bad print
@@ -499,7 +502,10 @@ class MetaAgentState:
     probability the arm was drawn with, the importance weight of bandit feedback); ``position`` the smoothed
     ensemble target; ``blend`` the blended position before the volatility overlay,
     ``overlay_variance`` the overlay's zero-started EWMA accumulators ``[forecast, long-run,
-    bars]`` and ``vol_scale`` the scale it applied at the last bar; ``version`` the number of bars applied (the snapshot's version);
+    bars]``, ``overlay_source`` the return stream they are of (``"market"`` or ``"ensemble"``;
+    None without estimates, or in a state stored before it was recorded: see
+    :meth:`MetaAgentStep.overlay_estimates`) and ``vol_scale`` the scale the overlay applied at
+    the last bar; ``version`` the number of bars applied (the snapshot's version);
     ``model_version`` the step's (agent set + configuration) that wrote it — a step with another
     model version restarts the learners (:meth:`MetaAgentStep.restart`).
     """
@@ -523,6 +529,7 @@ class MetaAgentState:
     agent_variance: np.ndarray | None = None
     blend: float | None = None
     overlay_variance: np.ndarray | None = None
+    overlay_source: str | None = None
     vol_scale: float = 1.0
     version: int = 0
     model_version: str = ""
@@ -550,6 +557,7 @@ class MetaAgentState:
             agent_variance=None if self.agent_variance is None else self.agent_variance.copy(),
             blend=self.blend,
             overlay_variance=None if self.overlay_variance is None else self.overlay_variance.copy(),
+            overlay_source=self.overlay_source,
             vol_scale=self.vol_scale,
             version=self.version,
             model_version=self.model_version,
@@ -577,6 +585,7 @@ class MetaAgentState:
             "agent_variance": None if self.agent_variance is None else self.agent_variance.tolist(),
             "blend": self.blend,
             "overlay_variance": None if self.overlay_variance is None else self.overlay_variance.tolist(),
+            "overlay_source": self.overlay_source,
             "vol_scale": self.vol_scale,
             "version": self.version,
             "model_version": self.model_version,
@@ -596,6 +605,11 @@ class MetaAgentState:
             model_version = data.get("model_version", "")
             if not isinstance(model_version, str):
                 raise read.bad("model_version", "a string", model_version)
+            # absent from states stored before 2026-11-29: None, resolved by the step that reads
+            # the state (MetaAgentStep.overlay_estimates)
+            overlay_source = data.get("overlay_source")
+            if overlay_source is not None and overlay_source not in OVERLAY_STREAMS:
+                raise read.bad("overlay_source", f"one of {', '.join(OVERLAY_STREAMS)} or null", overlay_source)
             return cls(
                 symbol=symbol,
                 learners={k: bandit_from_dict(v) for k, v in read.mapping(data["learners"], "learners").items()},
@@ -616,6 +630,7 @@ class MetaAgentState:
                 agent_variance=read.array(data.get("agent_variance"), "agent_variance", optional=True),
                 blend=read.real(data.get("blend"), "blend", optional=True),
                 overlay_variance=read.array(data.get("overlay_variance"), "overlay_variance", optional=True),
+                overlay_source=overlay_source,
                 vol_scale=read.real(data.get("vol_scale", 1.0), "vol_scale"),
                 version=read.integer(data["version"], "version"),
                 model_version=model_version,
@@ -647,6 +662,8 @@ class MetaAgentState:
         ov = self.overlay_variance
         if ov is not None and (ov.shape != (3,) or not np.all(np.isfinite(ov)) or np.any(ov < 0.0)):
             raise bad("overlay_variance must be 3 finite non-negative numbers", ov.tolist())
+        if self.overlay_source is not None and ov is None:
+            raise bad("overlay_source names the stream of estimates the state does not hold", self.overlay_source)
         for name, index in (("leader", self.leader), ("arm", self.arm)):
             if index is not None and (isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n):
                 raise bad(f"{name} must be an agent index in [0, {n})", index)
@@ -859,7 +876,8 @@ class MetaAgentStep:
     def restart(self, state: MetaAgentState) -> MetaAgentState:
         """A state saved under another model version (agent set or configuration): fresh learners,
         agents and regret, but the same book (position, last price and time, market volatility,
-        and the overlay's estimates when it follows the market), so the position moves on
+        and the overlay's estimates when they and this configuration's overlay are of the market's
+        returns, :meth:`overlay_estimates`), so the position moves on
         smoothly and a redelivered bar is still a no-op. With the same number of agents the last
         weights and leader are kept too: a new leader under the new version is a switch
         (AgentSwitched, a ramp), and the explanation's "previous" is what was held. Either way the
@@ -875,14 +893,44 @@ class MetaAgentStep:
         fresh.last_regime = state.last_regime
         fresh.variance = state.variance
         fresh.version = state.version
-        if self.config.vol_target == "market":  # the market's returns: no agent in them
-            fresh.overlay_variance = None if state.overlay_variance is None else state.overlay_variance.copy()
+        estimates, _ = self.overlay_estimates(state)
+        if estimates is not None:  # the market's returns, as this overlay's: no agent in them
+            fresh.overlay_variance = estimates.copy()
+            fresh.overlay_source = self.config.vol_target
             fresh.vol_scale = state.vol_scale
         if len(state.weights) == self._n:
             fresh.weights = state.weights.copy()
             fresh.leader = state.leader
         fresh.ramp_left = max(state.ramp_left, self.config.ramp_bars)
         return fresh
+
+    def overlay_estimates(self, state: MetaAgentState) -> tuple[np.ndarray | None, str | None]:
+        """The overlay's estimates of ``state`` this step goes on with, and when it has some it
+        does not (they are started afresh), why: (estimates, None), (None, reason) or (None, None).
+
+        They must be of this configuration's stream (``vol_target``): the ensemble's returns are
+        its blended position times the market's, a tenth of the market's at a blend of 0.1, so one
+        stream's estimates read as the other's put the overlay's scale off for hundreds of bars
+        (the long-run estimate's half-life is 250 bars). The ensemble's returns are those of the
+        model version that held it, so under another model version only the market's go on. A
+        state stored before the stream was recorded (``overlay_source`` None) holds this
+        configuration's stream if this model version wrote it — the version hashes
+        ``vol_target`` — and an unknown one otherwise."""
+        cfg = self.config
+        if state.overlay_variance is None or cfg.vol_target == "none":
+            return None, None
+        same_version = state.model_version == self.model_version
+        source = state.overlay_source
+        if source is None and same_version:  # stored before 2026-11-29 by this configuration
+            source = cfg.vol_target
+        if source is None:
+            return None, ("the stream of the stored estimates was not recorded (a state saved before "
+                          "2026-11-29 under another model version)")
+        if source != cfg.vol_target:
+            return None, f"the stored estimates were of the {source}'s returns"
+        if source == "ensemble" and not same_version:
+            return None, "the stored estimates were of another model version's ensemble"
+        return state.overlay_variance, None
 
     # ---- the step --------------------------------------------------------------------------
 
@@ -919,7 +967,9 @@ class MetaAgentStep:
             targets = self.agents.act(self.features_of(market), current.agent_positions)
         else:
             targets = np.zeros(self._n)
-        return self.decide(current, market, targets)
+        # the state as stored: decide() restarts it the same way (a pure, seeded restart), and
+        # explains what of it the restart did not keep
+        return self.decide(current if state is None else state, market, targets)
 
     def decide(
         self, state: MetaAgentState | None, market: MarketState, targets: np.ndarray
@@ -932,6 +982,9 @@ class MetaAgentStep:
         if state.last_timestamp is not None and market.timestamp <= state.last_timestamp:
             return state, MetaDecision(None)  # redelivery (or out of order): no-op
         targets = self.check_targets(market, targets)
+        # the overlay's estimates go on only if they are of this configuration's stream (else they
+        # start afresh, and the explanation says why): decided on the state as stored
+        overlay_estimates, overlay_restarted = self.overlay_estimates(state)
         if state.model_version != self.model_version:
             state = self.restart(state)
         cfg = self.config
@@ -978,7 +1031,7 @@ class MetaAgentStep:
                 if state.variance is None
                 else self._decay * state.variance + (1.0 - self._decay) * r * r
             )
-            new.overlay_variance = self._overlay_update(state, r)
+            new.overlay_variance = self._overlay_update(state, overlay_estimates, r)
         elif market.features.ready:
             # a state that starts on a ready bar (a deployment on a running stream, a lost
             # snapshot) would take its whole volatility estimate from its first return, and a flat
@@ -992,6 +1045,9 @@ class MetaAgentStep:
                 )
             if seed is not None and math.isfinite(seed) and seed > 0.0:
                 new.variance = seed * seed
+        if state.last_price is None:
+            new.overlay_variance = overlay_estimates
+        new.overlay_source = None if new.overlay_variance is None else cfg.vol_target
         new.last_rewards = rewards
 
         # 4. choose at t
@@ -1053,7 +1109,8 @@ class MetaAgentStep:
         # 6. intent, explanation, events
         intent_id = make_intent_id(cfg.strategy_id, market.symbol, market.timestamp, self.model_version)
         detail = self._detail(
-            state, new, market, targets, weights, selection, learner_key, desired, switched, held, mixed
+            state, new, market, targets, weights, selection, learner_key, desired, switched, held, mixed,
+            overlay_restarted,
         )
         intent = OrderIntent(
             intent_id=intent_id,
@@ -1161,19 +1218,20 @@ class MetaAgentStep:
         held = [t for t, w in zip(targets.tolist(), weights.tolist(), strict=True) if w > 0.0]  # 4 numbers:
         return min(max(blend, min(held)), max(held)) if held else blend  # plain Python is 5x numpy here
 
-    def _overlay_update(self, state: MetaAgentState, r: float) -> np.ndarray | None:
+    def _overlay_update(self, state: MetaAgentState, estimates: np.ndarray | None, r: float) -> np.ndarray | None:
         """The overlay's EWMA accumulators after the bar's return: ``[forecast, long-run, bars]``
-        (zero-started, bias-corrected in :meth:`overlay_vols`)."""
+        (zero-started, bias-corrected in :meth:`overlay_vols`), from ``estimates``, the state's
+        that this step goes on with (:meth:`overlay_estimates`; None: from zero)."""
         cfg = self.config
         if cfg.vol_target == "none":
             return None
         if cfg.vol_target == "ensemble":
             if state.blend is None:  # the ensemble held nothing yet: no return to learn from
-                return state.overlay_variance
+                return estimates
             x = state.blend * r
         else:
             x = r
-        acc = np.zeros(3) if state.overlay_variance is None else state.overlay_variance
+        acc = np.zeros(3) if estimates is None else estimates
         out = np.empty(3)
         out[:2] = self._overlay_decay * acc[:2] + (1.0 - self._overlay_decay) * x * x
         out[2] = acc[2] + 1.0
@@ -1381,6 +1439,7 @@ class MetaAgentStep:
         switched: bool,
         held: Mapping[str, bool],
         mixed: np.ndarray | None = None,
+        overlay_restarted: str | None = None,
     ) -> dict[str, Any]:
         agents: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(self.agent_names):
@@ -1419,7 +1478,7 @@ class MetaAgentStep:
                 "position": old.position,
             },
             "switched": switched,
-            "vol_target": self._overlay_detail(old, new, selection is not None),
+            "vol_target": self._overlay_detail(old, new, selection is not None, overlay_restarted),
             "desired_position": desired,
             "position": new.position,
             "ramp_left": new.ramp_left,
@@ -1441,8 +1500,12 @@ class MetaAgentStep:
                 if isinstance(learner, RestartOnChange)
                 and learner.restarts > getattr(old.learners.get(key), "restarts", 0)]
 
-    def _overlay_detail(self, old: MetaAgentState, new: MetaAgentState, active: bool) -> dict[str, Any] | None:
-        """What the volatility overlay did at this bar (None when it is off)."""
+    def _overlay_detail(
+        self, old: MetaAgentState, new: MetaAgentState, active: bool, restarted: str | None = None
+    ) -> dict[str, Any] | None:
+        """What the volatility overlay did at this bar (None when it is off): ``bars`` counts the
+        returns its estimates hold; ``restarted`` says why the stored estimates were not used and
+        the estimates started afresh at this bar (None on every other bar)."""
         if self.config.vol_target == "none":
             return None
         vols = self.overlay_vols(new.overlay_variance)
@@ -1452,13 +1515,19 @@ class MetaAgentStep:
             "previous_scale": old.vol_scale,
             "forecast_vol": None if vols is None else vols[0],
             "target_vol": None if vols is None else vols[1],
+            "bars": 0 if new.overlay_variance is None else int(new.overlay_variance[2]),
+            "restarted": restarted,
             "blend": new.blend,
             "capped": active and new.vol_scale >= self.config.vol_target_max_scale,
         }
 
     def _overlay_phrase(self, detail: dict[str, Any] | None) -> str:
         """The overlay in the one-line explanation: the scale and why."""
-        if detail is None or detail["forecast_vol"] is None:
+        if detail is None:
+            return ""
+        if detail["restarted"] is not None:
+            return f"; vol target ×{detail['scale']:.2f} (estimates started afresh: {detail['restarted']})"
+        if detail["forecast_vol"] is None:
             return ""
         f, t, scale = detail["forecast_vol"], detail["target_vol"], detail["scale"]
         source = self.config.vol_target

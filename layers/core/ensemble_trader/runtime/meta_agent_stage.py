@@ -142,6 +142,17 @@ class EmfSymbolMetrics:
         emf.flush_metrics()
 
 
+def log_overlay_restart(intent: OrderIntent) -> None:
+    """Log a decision at which the volatility overlay's stored estimates were not used and started
+    afresh (``explanation_detail.vol_target.restarted``: they were of another return stream than
+    ``vol_target`` names, e.g. after ``ET_META_CONFIG`` changed it; docs/meta-agent.md §2)."""
+    overlay = intent.explanation_detail.get("vol_target")
+    reason = overlay.get("restarted") if isinstance(overlay, Mapping) else None
+    if reason:
+        log.warning("meta_agent: %s@%s: the volatility overlay (vol_target=%s) started its estimates afresh: %s",
+                    intent.symbol, intent.timestamp.isoformat(), overlay.get("source"), reason)
+
+
 def regret_metrics(intent: OrderIntent) -> list[tuple[str, str, float]]:
     """The regret metrics of a symbol's latest intent: ``meta_agent_regret`` (overall) and
     ``meta_agent_regret_<REGIME>`` (its regime's), cumulative, in risk-adjusted reward units."""
@@ -201,6 +212,9 @@ class DecisionSink:
             intent if kept is None else self._stored_intent(intent, kept)
             for intent, kept in zip(intents, stored, strict=True)
         ]
+        for intent, kept in zip(sent, stored, strict=True):
+            if kept is None:  # said once, with the decision row that first records it
+                log_overlay_restart(intent)
         if self.metrics is not None:
             # a switch counts once, when its decision row is first written (before the send, so
             # a queue failure does not lose it: the retry finds the row stored and sends it again,
