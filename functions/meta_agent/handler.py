@@ -10,8 +10,9 @@ each symbol lives in Redis and is snapshotted to the ``bandit-state`` table with
 version check. The wiring is :mod:`ensemble_trader.runtime.meta_agent_stage`.
 
 Configuration: ``ET_META_CONFIG`` may hold a JSON object of
-:class:`~ensemble_trader.domain.meta_agent.MetaAgentConfig` options (policy, context, mode, ...);
-the defaults are those of ``ensemble-trader backtest``, so backtest and live decide alike.
+:class:`~ensemble_trader.domain.meta_agent.MetaAgentConfig` options (policy, context, mode, ...)
+but not ``strategy_id``, which is ``ET_STRATEGY_ID`` (refused at cold start); the defaults are
+those of ``ensemble-trader backtest``, so backtest and live decide alike.
 """
 
 from __future__ import annotations

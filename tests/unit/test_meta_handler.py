@@ -30,10 +30,11 @@ from ensemble_trader.runtime.meta_agent_stage import (
     BanditSnapshots,
     DecisionSink,
     EmfSymbolMetrics,
+    build_runner,
     meta_config,
 )
 from ensemble_trader.runtime.observability import METRICS_NAMESPACE
-from ensemble_trader.runtime.settings import EnvironmentSettingError, json_from_env
+from ensemble_trader.runtime.settings import EnvironmentSettingError, Settings, json_from_env
 from ensemble_trader.runtime.stage import KinesisStageRunner, QueueSink, StageStats
 
 from tests.unit.test_meta_agent import market
@@ -259,6 +260,25 @@ def test_config_from_the_environment(monkeypatch) -> None:
     assert isinstance(err.value.__cause__, InvalidMessageError)
     assert [p.field for p in err.value.__cause__.problems] == ["policy"]
     assert err.value.variable == CONFIG_ENV
+
+
+@pytest.mark.parametrize("value", ["other", "ensemble"])
+def test_the_config_cannot_set_the_stages_strategy_id(monkeypatch, value: str) -> None:
+    """The stage's identity comes from its settings (ET_STRATEGY_ID): read over it, ET_META_CONFIG's
+    {"strategy_id": "other"} named the intents, and changed their ids and the client order ids
+    derived from them, while the settings said "ensemble". Refused at cold start, naming the key
+    and where it is set, even when it agrees (it would contradict the next change of either)."""
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"policy": "ucb", "strategy_id": value}))
+    with pytest.raises(EnvironmentSettingError, match=rf"^{CONFIG_ENV}: .*strategy_id={value!r}: set by "
+                                                      r"ET_STRATEGY_ID \(the stage's settings\), not in ET_META_CONFIG"
+                       ) as err:
+        meta_config("ensemble")
+    assert err.value.variable == CONFIG_ENV
+    assert [p.field for p in err.value.__cause__.problems] == ["strategy_id"]
+    with pytest.raises(EnvironmentSettingError, match="strategy_id"):  # the handler's cold start
+        build_runner(Settings(strategy_id="ensemble"), RuleAgents())
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"policy": "ucb"}))
+    assert meta_config("desk-7").strategy_id == "desk-7"  # the settings' value, as before
 
 
 def test_json_from_env_builds_the_regime_rule_the_same_way(monkeypatch) -> None:

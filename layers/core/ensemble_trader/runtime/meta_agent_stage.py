@@ -11,8 +11,9 @@ what the Lambda needs around the standard stage runner (see ``functions/meta_age
   runner's conditional version check (a writer that lost the race fails its records, drops its
   cache entry and retries from the newer snapshot);
 - :func:`meta_config` reads ``ET_META_CONFIG`` (a JSON object of
-  :class:`~ensemble_trader.domain.meta_agent.MetaAgentConfig` options) over the defaults, which
-  are those of ``ensemble-trader backtest``, so backtest and live decide alike.
+  :class:`~ensemble_trader.domain.meta_agent.MetaAgentConfig` options, but not ``strategy_id``:
+  ``ET_STRATEGY_ID``) over the defaults, which are those of ``ensemble-trader backtest``, so
+  backtest and live decide alike.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics
 from pydantic import BaseModel, ValidationError
 
 from ensemble_trader.adapters.limits import message_text
-from ensemble_trader.domain.errors import DataError
+from ensemble_trader.domain.errors import DataError, FieldProblem, InvalidMessageError
 from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.ports import KeyValueStore
@@ -40,6 +41,10 @@ BANDIT_TABLE = "bandit-state"
 DECISIONS_TABLE = "decisions"
 DECISION_TTL = timedelta(days=90)
 CONFIG_ENV = "ET_META_CONFIG"
+SET_ELSEWHERE = {"strategy_id": "ET_STRATEGY_ID (the stage's settings)"}
+"""The ``MetaAgentConfig`` options ``ET_META_CONFIG`` may not set, with where they are set: the
+stage's identity, which names its intents and enters their ids and the client order ids derived
+from them (docs/deployment.md); the backtest's ``--meta-config`` refuses it too."""
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +257,21 @@ class DecisionSink:
 
 
 def meta_config(strategy_id: str) -> MetaAgentConfig:
-    """The configuration from ``ET_META_CONFIG`` (JSON options) over the defaults; a bad value
-    raises :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming it."""
-    return json_from_env(
-        CONFIG_ENV, MetaAgentConfig, build=MetaAgentConfig.create, defaults={"strategy_id": strategy_id}
-    )
+    """The configuration from ``ET_META_CONFIG`` (JSON options) over the defaults, with the stage's
+    ``strategy_id`` (its settings'); a bad value, or an option of :data:`SET_ELSEWHERE` (read over
+    the settings' value, ``{"strategy_id": "x"}`` renamed the stage's intents while
+    ``ET_STRATEGY_ID`` said otherwise), raises
+    :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming it."""
+
+    def build(**options: Any) -> MetaAgentConfig:
+        clash = sorted(set(options) & set(SET_ELSEWHERE))
+        if clash:
+            raise InvalidMessageError(MetaAgentConfig.__name__, [
+                FieldProblem(key, options[key], f"set by {SET_ELSEWHERE[key]}, not in {CONFIG_ENV}") for key in clash
+            ])
+        return MetaAgentConfig.create(**options, strategy_id=strategy_id)
+
+    return json_from_env(CONFIG_ENV, MetaAgentConfig, build=build)
 
 
 def build_runner(
