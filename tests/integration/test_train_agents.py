@@ -64,6 +64,31 @@ def test_quick_training_writes_a_verified_model_set(quick_set):
         n: AGENT_OVERRIDES[n].get("band_in_training", False) for n in AGENT_NAMES}
 
 
+def test_the_job_is_deterministic(tmp_path):
+    """The same configuration writes the same set: the same ONNX files, version and record, but
+    for when and how long it ran (``make train`` reproducing the committed set rests on this)."""
+    from training.agents.train import TrainConfig, run_job
+
+    def record(folder: Path) -> dict:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for key in ("created", "record_sha256"):
+            manifest.pop(key)
+        for key in ("seconds_total", "seconds_per_agent"):
+            manifest["training"].pop(key)
+        return manifest
+
+    runs = []
+    for name in ("first", "second"):
+        run_job(TrainConfig(quick=True, agents=("balanced",), seed=5), tmp_path / name, progress=False)
+        files = {p.name: sha256_file(p) for p in sorted((tmp_path / name).glob("*.onnx"))}
+        runs.append((files, record(tmp_path / name)))
+    (files, first), (again, second) = runs
+    assert files and files == again
+    assert first == second
+    # not only untrained networks: some seed's selected policy was trained
+    assert any(step > 0 for step in first["agents"]["balanced"]["validation"]["selected_at"])
+
+
 def test_robustness_reports_the_checks_over_unseen_synthetic_paths(quick_set, capsys):
     code = evaluate_main(["--models", str(quick_set), "--robustness", "2"])
     assert code == 0
@@ -132,9 +157,11 @@ def test_evaluate_json_shape(quick_set, tmp_path, capsys):
         assert set(block["overall"]) == set(METRIC_NAMES)
         assert set(block["by_regime"]) <= {"BULL", "BEAR", "SIDEWAYS", "VOLATILE"}
         assert block["by_regime"]
-        for metrics in block["by_regime"].values():
+        for metrics in [block["overall"], *block["by_regime"].values()]:
             assert set(metrics) == set(METRIC_NAMES)
+            assert 0.0 <= metrics["max_drawdown"] < 1.0  # a positive fraction of the peak
     assert report["baselines"]["cash"]["overall"]["total_return"] == 0.0
+    assert report["baselines"]["buy_and_hold"]["overall"]["max_drawdown"] > 0.0  # 600 bars of a random walk fall somewhere
 
 
 def test_sagemaker_entry_point_with_local_channels(tmp_path):

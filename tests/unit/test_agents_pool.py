@@ -235,8 +235,8 @@ def test_graph_that_is_not_onnx_is_rejected(model_set):
     (folder / "aggressive.onnx").write_bytes(b"garbage")
     raw = json.loads((folder / "manifest.json").read_text())
     raw["agents"]["aggressive"]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
-    raw["version"] = AgentManifest.model_validate(raw).content_version()  # a consistent manifest
-    (folder / "manifest.json").write_text(json.dumps(raw))
+    sealed = AgentManifest.model_validate(raw).sealed()  # a consistent manifest: version and record
+    (folder / "manifest.json").write_text(sealed.model_dump_json())
     with pytest.raises(ModelArtifactError, match=r"aggressive\.onnx: onnxruntime cannot load it"):
         AgentPool.load(folder, feature_names=FEATURES)
 
@@ -258,6 +258,38 @@ def test_a_manifest_edited_after_writing_is_refused(model_set, field, value):
     written = write_model_set(folder, agents=agents, feature_names=FEATURES, fused_file="pool.onnx", training={})
     assert written.version != before
     assert AgentPool.load(folder, feature_names=FEATURES).version == written.version
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["agents"]["conservative"]["reward"].update(kind="other"),  # a reward parameter
+    lambda m: m["training"].update(seed=999),  # the job's seed
+    lambda m: m["training"].update(data_sha256="0" * 64),  # the training data
+    lambda m: m.update(created="2020-01-01T00:00:00Z"),
+])
+def test_an_edited_record_is_refused_at_load(model_set, edit):
+    """What the version does not cover (how the agents were trained, their metrics) is pinned by
+    the record's digest: an edit that keeps the served content loads no longer."""
+    folder, *_ = model_set
+    manifest = folder / "manifest.json"
+    raw = json.loads(manifest.read_text())
+    assert len(raw["record_sha256"]) == 64
+    manifest.write_text(json.dumps(raw, indent=4, sort_keys=True))  # another layout and key order: the same record
+    assert AgentPool.load(folder, feature_names=FEATURES).manifest.record_sha256 == raw["record_sha256"]
+    edit(raw)
+    manifest.write_text(json.dumps(raw))
+    with pytest.raises(ModelArtifactError, match=r"manifest\.json's record \(reward parameters.*does not match its "
+                                                 r"record_sha256: the manifest was edited after the set was written"):
+        AgentPool.load(folder, feature_names=FEATURES)
+
+
+def test_a_manifest_written_before_the_record_digest_still_loads(model_set):
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    del raw["record_sha256"]
+    raw["training"]["seed"] = 999  # unchecked: nothing pins the record of such a manifest
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    pool = AgentPool.load(folder, feature_names=FEATURES)
+    assert pool.manifest.record_sha256 is None and pool.version == raw["version"]
 
 
 def test_a_fused_graph_that_does_not_match_the_agents_is_refused_at_load(model_set, tmp_path_factory):
@@ -326,6 +358,7 @@ def test_committed_model_set_is_intact():
     pool = AgentPool.load()
     assert pool.names == AGENT_NAMES
     assert pool.feature_names == FEATURE_NAMES
+    assert pool.manifest.record_sha256 == pool.manifest.record_digest()  # its record is pinned too
     assert pool.manifest.fused is not None
     training = pool.manifest.training
     assert max(training["onnx_parity_max_abs_error"].values()) <= 1e-5

@@ -52,7 +52,7 @@ def write_model_set(
         fused=fused,
         training=dict(training or {}),
     )
-    manifest = manifest.model_copy(update={"version": manifest.content_version()})
+    manifest = manifest.sealed()
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
     (out_dir / MANIFEST_FILE).write_text(text, encoding="utf-8")
     return manifest

@@ -1109,7 +1109,22 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True,
     (:func:`plan_agent_data`), an ``out_dir`` holding model files the set would not replace
     (:func:`check_out_dir`). The set is written and checked in a staging folder, then
     published (:func:`publish_model_set`): a job failing after training leaves ``out_dir``'s set
-    as it was."""
+    as it was.
+
+    Every thread pool runs one thread while the job runs — torch's, and the BLAS and OpenMP pools
+    of numpy and the rest (``threadpool_limits``). ``OMP_NUM_THREADS=1`` alone does not do it
+    when numpy was imported before it was set (``ensemble-trader train agents`` imports numpy
+    first): OpenBLAS had already started its two threads there, where ``make train``, which
+    exports the variable before Python starts, runs one."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for any process the job starts
+    with threadpool_limits(limits=1):
+        return _run_job(config, out_dir, progress, read)
+
+
+def _run_job(config: TrainConfig, out_dir: Path, progress: bool,
+             read: Mapping[str, BarSeries] | None) -> dict[str, Any]:
     import platform
 
     import stable_baselines3
@@ -1118,7 +1133,6 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True,
     from training.agents.export import export_fused, export_policy
     from training.agents.modelset import write_model_set
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     started = time.perf_counter()
     out_dir = Path(out_dir)

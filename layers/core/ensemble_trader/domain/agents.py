@@ -167,6 +167,9 @@ class AgentManifest(_Frozen):
     agents: dict[str, AgentEntry] = Field(min_length=1)
     fused: ArtifactRef | None = None
     training: dict[str, Any] = Field(default_factory=dict)
+    record_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    """:meth:`record_digest` when the set was written; None in a manifest written before the
+    field existed (2026-11-29), whose record is then not checked."""
 
     @model_validator(mode="after")
     def _known_agents(self) -> AgentManifest:
@@ -181,6 +184,22 @@ class AgentManifest(_Frozen):
     def names(self) -> tuple[str, ...]:
         """The set's agents in :data:`AGENT_NAMES` order."""
         return tuple(n for n in AGENT_NAMES if n in self.agents)
+
+    def record_digest(self) -> str:
+        """sha256 of everything the manifest records but this digest: the served content that
+        :meth:`content_version` covers, and the record that does not change what is served —
+        reward parameters, hyperparameters, seeds, validation and test metrics, the training
+        data's hash and windows. Computed on the validated fields written as sorted, compact
+        JSON, so the file's layout and key order do not count, a value does."""
+        fields = self.model_dump(mode="json", exclude={"record_sha256"})
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def sealed(self) -> AgentManifest:
+        """This manifest with its :attr:`version` (:meth:`content_version`) and then its
+        :attr:`record_sha256` (:meth:`record_digest`) set, as the set is written."""
+        versioned = self.model_copy(update={"version": self.content_version(), "record_sha256": None})
+        return versioned.model_copy(update={"record_sha256": versioned.record_digest()})
 
     def content_version(self) -> str:
         """The version of what the set serves: which file serves which agent (and the fused
@@ -357,6 +376,12 @@ class AgentPool:
                 f"model set {source}: {MANIFEST_FILE} says version {manifest.version}, but its agents' "
                 f"files, no-trade bands and leverage limits give {expected}: the manifest was edited after "
                 f"the set was written (write it again with training.agents.modelset.write_model_set)"
+            )
+        if manifest.record_sha256 is not None and manifest.record_sha256 != manifest.record_digest():
+            raise ModelArtifactError(
+                f"model set {source}: {MANIFEST_FILE}'s record (reward parameters, hyperparameters, seeds, "
+                f"metrics, training data) does not match its record_sha256: the manifest was edited after "
+                f"the set was written, so it no longer says how the served agents were trained"
             )
         if feature_names is not None and tuple(manifest.feature_names) != tuple(feature_names):
             raise ModelArtifactError(
