@@ -204,6 +204,62 @@ class RecentOrder(BaseModel):
     intent_id: str = ""  # legs of one intent (close + open) are not duplicates of each other
 
 
+class SwitchAnnouncement(BaseModel):
+    """A kill-switch command saved in the risk state whose events are not known to be published.
+
+    The save that applies a command (:func:`kill_switch_verdict`: ``APPLY``) stores one, and the
+    delivery that saved it removes it once ``KillSwitchChanged`` — and the ``CircuitBreakerTripped``
+    of the breaker reset the command made (``reset_*``; None when it reset nothing) — went out.
+    While it stands, a later delivery of the same command and the scheduled reconciliation publish
+    what it names again, once the delivery that saved it cannot still be running (see
+    :meth:`~ensemble_trader.runtime.orders.OrderRouter.apply_kill_switch`). ``breaker_events`` is
+    the state's count of breaker events at the save: the reset is announced again only while no
+    other breaker event followed it (a later one announced the breaker as it then stood)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str
+    active: bool
+    reason: str
+    saved_at: AwareDatetime
+    breaker_events: int = Field(ge=0)
+    reset_previous: TradingState | None = None
+    reset_current: TradingState | None = None
+    reset_reason: str = ""
+    reset_equity: float = 0.0
+
+    @classmethod
+    def of(cls, state: RiskState, reset: BreakerTransition | None, saved_at: datetime,
+           pending: SwitchAnnouncement | None = None) -> SwitchAnnouncement:
+        """What remains to be announced once ``state`` — a command just applied to it, and its
+        breaker ``reset`` if any — is saved. A reset of an earlier command still ``pending`` and
+        still the breaker's last move (no breaker event since) goes with it, when this command
+        reset nothing itself: its announcement would otherwise be lost with the mark it replaces."""
+        if reset is None and pending is not None and pending.reset() is not None \
+                and pending.breaker_events == state.breaker_events:
+            reset = pending.reset()
+        fields: dict[str, Any] = {}
+        if reset is not None:
+            fields = {"reset_previous": reset.previous, "reset_current": reset.current,
+                      "reset_reason": reset.reason, "reset_equity": reset.equity}
+        return cls(command_id=state.kill_switch_command_id, active=state.kill_switch, reason=state.kill_switch_reason,
+                   saved_at=saved_at, breaker_events=state.breaker_events, **fields)
+
+    def reset(self) -> BreakerTransition | None:
+        """The breaker reset to announce (a reset rebases the losses: they are 0)."""
+        if self.reset_previous is None or self.reset_current is None:
+            return None
+        return BreakerTransition(self.reset_previous, self.reset_current, self.reset_reason, self.reset_equity,
+                                 0.0, 0.0)
+
+    def still_current(self, state: RiskState) -> tuple[bool, bool]:
+        """Whether ``state`` still holds what this names: (the switch as the command set it, the
+        breaker as its reset left it — no breaker event since)."""
+        switch = (state.kill_switch_command_id == self.command_id and state.kill_switch == self.active
+                  and state.kill_switch_reason == self.reason)
+        return switch, self.reset() is not None and state.breaker_events == self.breaker_events
+
+
 class RiskState(BaseModel):
     """What the risk engine remembers between invocations (one DynamoDB item, versioned)."""
 
@@ -239,6 +295,9 @@ class RiskState(BaseModel):
     # stored state or latch is one of them): tells a merge whether the other writer published one
     # since the load, and so whether the stored breaker state is the last one announced
     breaker_events: int = 0
+    # the last kill-switch command applied whose events are not known to be published (None:
+    # announced, or saved by code that did not record it): see SwitchAnnouncement
+    unannounced: SwitchAnnouncement | None = None
     # an operator reset the breaker while equity was at or below zero: until equity is positive
     # again, equity there means REDUCING (exits only) instead of a latched HALTED
     exits_only_below_zero: bool = False
@@ -847,6 +906,9 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
 
     ``broker`` (the broker the stage's router trades) is ours when we set it — we are the
     writer whose save lands now — else theirs: an operator's router records none.
+    ``unannounced`` (a kill-switch command whose events are not known to be published,
+    :class:`SwitchAnnouncement`) is ours when only ours changed it since ``base`` (a command
+    ours applied, or a mark ours removed once it announced it), else theirs.
 
     Marks (newest per symbol) and accepted orders (throttle and duplicate windows) are always
     united. Without a reset in theirs the equity figures come from ours and the peak is the
@@ -884,6 +946,9 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
 
     if ours.broker:
         merged.broker = ours.broker
+
+    if ours.unannounced != base.unannounced and theirs.unannounced == base.unannounced:
+        merged.unannounced = ours.unannounced  # ours announced it (or a command of ours set it)
 
     for symbol in set(base.halted_symbols) | set(ours.halted_symbols) | set(theirs.halted_symbols):
         if theirs.halt(symbol) != base.halt(symbol):

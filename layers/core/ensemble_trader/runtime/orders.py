@@ -111,6 +111,7 @@ from ensemble_trader.domain.risk import (
     RiskEngine,
     RiskLimits,
     RiskState,
+    SwitchAnnouncement,
     TradingState,
     account_equity,
     announce,
@@ -812,6 +813,33 @@ class CancelFailedError(BrokerUnavailableError):
         super().__init__(f"kill switch: {len(failures)} cancel(s) failed ({named}); canceled {len(canceled)}")
 
 
+class KillSwitchNotAnnouncedError(InfrastructureError):
+    """A kill-switch command is saved (and its cancels done), but its events could not be
+    published: ``KillSwitchChanged`` and, for a breaker reset, ``CircuitBreakerTripped``.
+
+    The risk state records them as not announced (:class:`SwitchAnnouncement`): Lambda's retry of
+    the control event publishes them again, and so does the next scheduled reconciliation, or the
+    next kill-switch command (a reset it carries). Repeating the command is safe: a repeat is a
+    retry (same id: nothing is written again) or a new command setting the same switch."""
+
+    def __init__(self, command: KillSwitchCommand, announcement: SwitchAnnouncement, cause: BaseException,
+                 cancel_failures: int = 0):
+        self.command = command
+        self.announcement = announcement
+        reset = announcement.reset()
+        what = f"KillSwitchChanged (switch {'on' if announcement.active else 'off'}: {announcement.reason!r})"
+        if reset is not None:
+            what += f" and CircuitBreakerTripped ({reset.previous.value} -> {reset.current.value}, the breaker reset)"
+        failed = f"; {cancel_failures} cancel(s) failed too" if cancel_failures else ""
+        super().__init__(
+            f"kill switch command {command.command_id or '(unnamed)'} is saved, but {what} could not be "
+            f"published ({type(cause).__name__}: {cause}){failed}: subscribers still see the switch and breaker as "
+            "they were. The risk state records them as not announced; a retry of this command, the next "
+            "scheduled reconciliation or the next kill-switch command publishes them. Repeating the command "
+            "is safe"
+        )
+
+
 class OrderRouter:
     """Intent → risk checks → idempotent submission → fills, plus reconciliation and kill switch.
 
@@ -847,6 +875,7 @@ class OrderRouter:
         broker_name: str = "",
         operator: bool = False,
         submit_in_flight_seconds: float = BROKER_REQUEST_TIMEOUT_SECONDS,
+        announce_after_seconds: float = float(function_spec("orders").timeout_seconds),
     ):
         if broker_name and broker_name not in BROKER_NAMES:
             raise ValueError(f"broker_name {broker_name!r} is none of {', '.join(BROKER_NAMES)}")
@@ -872,6 +901,13 @@ class OrderRouter:
         # how long after an unknown submit outcome the order may still be landing at the broker
         # (the broker client's request timeout): see _settle_superseded_pending
         self.submit_in_flight_seconds = float(submit_in_flight_seconds)
+        if (isinstance(announce_after_seconds, bool) or not isinstance(announce_after_seconds, int | float)
+                or not 0 <= announce_after_seconds < float("inf")):
+            raise ValueError(f"announce_after_seconds must be a finite number of seconds >= 0, "
+                             f"not {announce_after_seconds!r}")
+        # how long a kill-switch delivery may still be running after its save (the orders
+        # functions' timeout): until then only it announces its command (see apply_kill_switch)
+        self.announce_after_seconds = float(announce_after_seconds)
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
         self._unsaved: UnsavedRiskState | None = None  # a failed batch's risk state
@@ -1719,13 +1755,17 @@ class OrderRouter:
             # the reset's transition is this attempt's own: an attempt that lost its save to a twin
             # delivery of the command finds the command stored (a retry), whose save published it
             transition: BreakerTransition | None = None
+            mark: SwitchAnnouncement | None = None  # what this delivery announces and then unmarks
             state = self.store.load_risk_state()
             self.require_stage_broker(f"kill switch {'on' if command.active else 'off'}", state)
             verdict, why = kill_switch_verdict(state, command)
             if verdict is not KillSwitchVerdict.APPLY:
                 break
-            apply_kill_switch(state, command, self.clock.now())
+            pending = state.unannounced
+            now = self.clock.now()
+            apply_kill_switch(state, command, now)
             transition = self.engine.reset_breaker(state, command.reason) if command.reset_breaker else None
+            mark = state.unannounced = SwitchAnnouncement.of(state, transition, now, pending)
             self._record_broker(state)
             try:
                 self.store.save_risk_state(state, write_kill_switch=True)
@@ -1754,6 +1794,11 @@ class OrderRouter:
             return {**result, "ignored": why}
         if verdict is KillSwitchVerdict.RETRY:
             log.warning("kill switch command %s delivered again: %s", command.command_id, why)
+            mark = self._announcement_left(state, command.command_id or "")
+            if mark is not None:  # the delivery that saved it is over and did not announce it
+                transition = mark.reset() if mark.still_current(state)[1] else None
+        if mark is not None and mark.reset() is not None and transition is None and verdict is KillSwitchVerdict.APPLY:
+            transition = mark.reset()  # an earlier command's reset, carried: not announced yet
         if transition is not None:
             events.append(_breaker_event(transition, self.clock.now()))
         failed: CancelFailedError | None = None
@@ -1765,10 +1810,83 @@ class OrderRouter:
             KillSwitchChanged(active=command.active, reason=command.reason, canceled=canceled,
                               timestamp=self.clock.now())
         )
-        self._publish(events)
+        try:
+            self._publish(events)
+        except Exception as exc:
+            if mark is None:
+                raise
+            log.error("kill switch command %s saved but not announced: %s", command.command_id, exc)
+            raise KillSwitchNotAnnouncedError(command, mark, exc,
+                                              len(failed.failures) if failed is not None else 0) from exc
+        if mark is not None:
+            self._unmark_announced(mark)
         if failed is not None:
             raise failed
         return {**result, "canceled": canceled}
+
+    def _announcement_left(self, state: RiskState, command_id: str | None = None) -> SwitchAnnouncement | None:
+        """The kill-switch announcement ``state`` records as not made (of the command
+        ``command_id``, when given) that this router may make now: the delivery that saved it
+        started more than :attr:`announce_after_seconds` ago, so it has ended (that is the orders
+        functions' timeout) — its publish failed, or it died before it could unmark it. Before
+        that it may still be publishing, and a second announcement of its breaker reset would
+        be a second reset for subscribers and the ``breaker_transitions`` metric; None then."""
+        mark = state.unannounced
+        if mark is None or (command_id is not None and mark.command_id != command_id):
+            return None
+        if (self.clock.now() - mark.saved_at).total_seconds() < self.announce_after_seconds:
+            return None
+        return mark
+
+    def _announce_left(self, state: RiskState) -> None:
+        """Publish what the risk state records as a kill-switch command not announced
+        (:meth:`_announcement_left`), then unmark it: the reset's ``CircuitBreakerTripped`` while no
+        breaker event followed it, and ``KillSwitchChanged`` (with no cancels: those were
+        announced by their own events) while the switch is still as that command set it. For
+        reconciliation's runs outside a batch; a publish that fails is logged and leaves the
+        mark for the next run."""
+        mark = self._announcement_left(state)
+        if mark is None:
+            return
+        switch, reset = mark.still_current(state)
+        now = self.clock.now()
+        events: list[BaseModel] = []
+        if reset:
+            events.append(_breaker_event(mark.reset(), now))  # type: ignore[arg-type]
+        if switch:
+            events.append(KillSwitchChanged(active=mark.active, reason=mark.reason, canceled=[], timestamp=now))
+        try:
+            if events and self.events is not None:
+                self.events.publish(events)
+        except Exception as exc:  # noqa: BLE001 - the run goes on; the next one tries again
+            log.error("kill switch command %s still not announced (%s: %s): the next run tries again",
+                      mark.command_id or "(unnamed)", type(exc).__name__, exc)
+            return
+        log.warning("kill switch command %s announced by reconciliation (%d events): its own delivery "
+                    "could not publish them", mark.command_id or "(unnamed)", len(events))
+        self._unmark_announced(mark)
+
+    def _unmark_announced(self, mark: SwitchAnnouncement) -> None:
+        """Remove ``mark`` from the stored risk state once its events went out (a routine save:
+        the kill-switch attributes are not written). A newer mark stays; a save that keeps failing
+        is logged and leaves the mark, so its events may be published once more (at least once)."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                state = self.store.load_risk_state()
+                if state.unannounced != mark:
+                    return
+                state.unannounced = None
+                self.store.save_risk_state(state)
+                return
+            except ConcurrencyError:
+                if attempt == MAX_ATTEMPTS:
+                    log.warning("kill switch command %s announced, but its mark kept changing: left; "
+                                "its events may be published once more", mark.command_id)
+                    return
+            except InfrastructureError as exc:
+                log.warning("kill switch command %s announced, but its mark could not be removed (%s): "
+                            "its events may be published once more", mark.command_id, exc)
+                return
 
     def _cancel_working(self, reason: str, events: list[BaseModel], read: set[str] | None = None) -> list[str]:
         """Cancel every working order, ours and any the broker lists as open; the ids canceled.
@@ -1852,9 +1970,15 @@ class OrderRouter:
         (``RiskState.halt_runs``): a halt that another run set or confirmed since this one read
         them is newer than this run's look at the symbol, and stands until a run begun after it
         lifts it.
+
+        A run outside a batch (the schedule's, an operator's) first publishes a kill-switch command
+        the risk state records as not announced, once the delivery that saved it has ended
+        (:meth:`_announce_left`).
         """
         started = self.store.load_risk_state()  # the halts as they stand before any comparison
         self.require_stage_broker("reconciliation", started)
+        if self._deferred is None:  # a scheduled or an operator's run: not a batch's first one
+            self._announce_left(started)
         halts = {symbol: started.halt(symbol) for symbol in started.halted_symbols}
         report = ReconciliationReport()
         events: list[BaseModel] = []
