@@ -281,6 +281,15 @@ def test_the_config_cannot_set_the_stages_strategy_id(monkeypatch, value: str) -
     assert meta_config("desk-7").strategy_id == "desk-7"  # the settings' value, as before
 
 
+def test_a_strategy_id_the_configuration_refuses_names_its_own_variable(monkeypatch) -> None:
+    """ET_STRATEGY_ID longer than an intent's strategy_id may be was blamed on ET_META_CONFIG."""
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"policy": "ucb"}))
+    with pytest.raises(EnvironmentSettingError, match=r"^ET_STRATEGY_ID: not a valid strategy id .*at most 64") as err:
+        meta_config("x" * 65)
+    assert err.value.variable == "ET_STRATEGY_ID"
+    assert [p.field for p in err.value.__cause__.problems] == ["strategy_id"]
+
+
 def test_json_from_env_builds_the_regime_rule_the_same_way(monkeypatch) -> None:
     """The regime handler's ``ET_REGIME_RULE`` goes through the same helper."""
     name = "ET_TEST_RULE"

@@ -33,7 +33,7 @@ from ensemble_trader.domain.meta_agent import MetaAgentConfig, MetaAgentStep
 from ensemble_trader.domain.models import OrderIntent
 from ensemble_trader.ports import KeyValueStore
 from ensemble_trader.runtime.regime_registry import history_key, row_time
-from ensemble_trader.runtime.settings import json_from_env
+from ensemble_trader.runtime.settings import EnvironmentSettingError, json_from_env
 from ensemble_trader.runtime.stage import KinesisStageRunner, MetricsSink, RecordSink, runner_for_function
 
 FUNCTION = "meta_agent"
@@ -41,7 +41,8 @@ BANDIT_TABLE = "bandit-state"
 DECISIONS_TABLE = "decisions"
 DECISION_TTL = timedelta(days=90)
 CONFIG_ENV = "ET_META_CONFIG"
-SET_ELSEWHERE = {"strategy_id": "ET_STRATEGY_ID (the stage's settings)"}
+STRATEGY_ENV = "ET_STRATEGY_ID"
+SET_ELSEWHERE = {"strategy_id": f"{STRATEGY_ENV} (the stage's settings)"}
 """The ``MetaAgentConfig`` options ``ET_META_CONFIG`` may not set, with where they are set: the
 stage's identity, which names its intents and enters their ids and the client order ids derived
 from them (docs/deployment.md); the backtest's ``--meta-config`` refuses it too."""
@@ -261,7 +262,13 @@ def meta_config(strategy_id: str) -> MetaAgentConfig:
     ``strategy_id`` (its settings'); a bad value, or an option of :data:`SET_ELSEWHERE` (read over
     the settings' value, ``{"strategy_id": "x"}`` renamed the stage's intents while
     ``ET_STRATEGY_ID`` said otherwise), raises
-    :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming it."""
+    :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming it; so does a
+    ``strategy_id`` the configuration refuses, naming ``ET_STRATEGY_ID`` (not ``ET_META_CONFIG``,
+    whose options it was checked with)."""
+    try:
+        MetaAgentConfig.create(strategy_id=strategy_id)
+    except InvalidMessageError as exc:
+        raise EnvironmentSettingError(STRATEGY_ENV, f"not a valid strategy id ({exc})") from exc
 
     def build(**options: Any) -> MetaAgentConfig:
         clash = sorted(set(options) & set(SET_ELSEWHERE))
