@@ -990,9 +990,15 @@ class OrderRouter:
         events: list[BaseModel] = []
         for attempt in range(1, MAX_ATTEMPTS + 1):
             outcome = IntentOutcome(intent.intent_id, intent.symbol, attempts=attempt)
+            made = len(events)
             try:
                 self._handle_once(intent, outcome, events)
             except ConcurrencyError:
+                # the risk state of this attempt was not saved: its breaker transition and the
+                # intent's own refusal are made again by the next attempt (what it wrote to the
+                # store — fills, orders — is not, and its events stay)
+                events[made:] = [e for e in _without_intent_refusals(events[made:], intent)
+                                 if not isinstance(e, CircuitBreakerTripped)]
                 if attempt == MAX_ATTEMPTS:
                     self._publish(events)
                     raise
@@ -1001,8 +1007,10 @@ class OrderRouter:
                 continue
             except Exception:
                 # what happened before the failure stays done (a fill booked from this price, an
-                # order submitted): its events go out now, since a redelivery will not make them again
-                self._publish(events)
+                # order submitted): its events go out now, since a redelivery will not make them
+                # again. The intent's own refusal is not among them: the redelivery refuses it
+                # again, and only the delivery that completes the intent announces it
+                self._publish(_without_intent_refusals(events, intent))
                 raise
             self._publish(events)
             return outcome
@@ -2227,6 +2235,16 @@ def _reference_for(mark: Mark | None, bar_time: datetime) -> Reference | None:
     return None
 
 
+def _without_intent_refusals(events: list[BaseModel], intent: OrderIntent) -> list[BaseModel]:
+    """``events`` without the refusals of ``intent`` itself (``OrderRejected`` of no order:
+    ``STALE_INTENT``, ``FUTURE_INTENT``, a target refused for equity at or below zero). Nothing is
+    stored for them, so every delivery that reaches them makes them again: they are published
+    by the delivery that completes the intent (and Powertools' idempotency replays a completed
+    intent without routing it), never by one that fails — one refusal per intent."""
+    return [e for e in events if not (isinstance(e, OrderRejected) and e.client_order_id is None
+                                      and e.intent_id == intent.intent_id)]
+
+
 def _rejected_event(order: Order, when: datetime) -> OrderRejected:
     return OrderRejected(
         client_order_id=order.client_order_id, intent_id=order.intent_id, symbol=order.symbol,
@@ -2367,8 +2385,12 @@ class IntentConsumer:
         metrics: Any = None,
         conflict_errors: tuple[type[BaseException], ...] = (),
         min_time_left_ms: int = MIN_TIME_LEFT_MS,
+        announce_rejection: Callable[[OrderRejected, str, Any], Any] | None = None,
     ):
         self.router = router
+        # publishes a dead-lettered record's OrderRejected once per SQS message id (see
+        # rejection_announcer); None: published directly, at each refusal
+        self.announce_rejection = announce_rejection
         self.min_time_left_ms = min_time_left_ms
         self.dead_letters = dead_letters
         self.route = route or (lambda intent: router.handle(OrderIntent.parse(intent)).as_dict())
@@ -2390,7 +2412,7 @@ class IntentConsumer:
                     "left for its next delivery, so the batch can end cleanly"
                 )
         try:
-            return self._process(body, record)
+            return self._process(body, record, lambda_context)
         except SubmitInFlightError:
             # an expected wait, not a fault: an earlier intent's submit may still be landing; the
             # redelivery settles it. Counted with the deferrals, so OrdersFailedItems stays quiet
@@ -2420,7 +2442,7 @@ class IntentConsumer:
         except Exception as exc:  # noqa: BLE001 - best effort: the deferral below must still be raised
             log.warning("deferred intent: its unsent orders could not be touched (%s: %s)", type(exc).__name__, exc)
 
-    def _process(self, body: str | bytes, record: Any) -> dict[str, Any]:
+    def _process(self, body: str | bytes, record: Any, lambda_context: Any = None) -> dict[str, Any]:
         import time
 
         from ensemble_trader.domain.errors import MISSING, FieldProblem, InvalidMessageError
@@ -2430,24 +2452,25 @@ class IntentConsumer:
             missing = body is None and (not isinstance(record, Mapping) or "body" not in record)
             problem = FieldProblem("body", MISSING if missing else type(body).__name__, "must be the intent's JSON text")
             return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
-                                     str(InvalidMessageError("SQSRecord", [problem])), None)
+                                     str(InvalidMessageError("SQSRecord", [problem])), None, lambda_context)
         try:
             intent = OrderIntent.parse(body)
         except InvalidMessageError as exc:
             return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
-                                     str(exc), None)
+                                     str(exc), None, lambda_context)
         try:
             result = self.route(intent=intent.model_dump(mode="json"))
         except self.conflict_errors as exc:
             return self._dead_letter(
                 record if record is not None else body, RejectReason.INTENT_CONFLICT,
                 f"intent {intent.intent_id} was processed before with different content ({exc})", intent,
+                lambda_context,
             )
         except StoreRefusedError:  # the store's refusal, not the intent's fault: the intent fails,
             raise  # counted and alarmed, and reaches the queue's DLQ whole after its receives
         except DataError as exc:  # valid as a message, impossible to trade: no retry can change it
             return self._dead_letter(record if record is not None else body, RejectReason.MALFORMED_INTENT,
-                                     f"intent {intent.intent_id} cannot be routed: {exc}", intent)
+                                     f"intent {intent.intent_id} cannot be routed: {exc}", intent, lambda_context)
         micros = (time.perf_counter_ns() - started) / 1e3
         if result.get(REPLAYED):  # a redelivery answered with the stored outcome: nothing new happened
             ROUTE_STATS.replayed += 1
@@ -2479,7 +2502,13 @@ class IntentConsumer:
         self._metric("kill_switch_active", "Count", 1 if state.kill_switch else 0)
 
     def _dead_letter(self, record: Any, reason: RejectReason, message: str,
-                     intent: OrderIntent | None) -> dict[str, Any]:
+                     intent: OrderIntent | None, lambda_context: Any = None) -> dict[str, Any]:
+        """Send the record to the dead-letter queue with its reason, log it, publish its
+        ``OrderRejected`` and count it. SQS delivers a record again when its batch's invocation
+        failed after it was dead-lettered (a timeout, the batch's end failing): each refusal sends
+        (the queue deduplicates within five minutes), logs and counts again, but the
+        ``OrderRejected`` goes out once per SQS message (``messageId``) when an
+        :attr:`announce_rejection` is given (the Lambda's: :func:`rejection_announcer`)."""
         text = f"{reason.value}: {message}"
         try:
             self.dead_letters.send(record, text, source="orders")
@@ -2487,15 +2516,17 @@ class IntentConsumer:
             self._log_dead_letter(record, reason, text, intent, refused=exc)
             raise
         self._log_dead_letter(record, reason, text, intent)
-        if self.router.events is not None:
-            self.router.events.publish([
-                OrderRejected(
-                    client_order_id=None,
-                    intent_id=intent.intent_id if intent else None,
-                    symbol=intent.symbol if intent else None,
-                    reason_code=reason.value, message=message[:1000], timestamp=self.router.clock.now(),
-                )
-            ])
+        rejected = OrderRejected(
+            client_order_id=None,
+            intent_id=intent.intent_id if intent else None,
+            symbol=intent.symbol if intent else None,
+            reason_code=reason.value, message=message[:1000], timestamp=self.router.clock.now(),
+        )
+        message_id = record.get("messageId") if isinstance(record, Mapping) else None
+        if self.announce_rejection is not None and isinstance(message_id, str) and message_id:
+            self.announce_rejection(rejected, message_id, lambda_context)
+        elif self.router.events is not None:
+            self.router.events.publish([rejected])
         ROUTE_STATS.dead_lettered += 1
         self._metric("intents_dead_lettered", "Count", 1)
         return {"dead_lettered": True, "reason": reason.value, "message": message}
@@ -2689,6 +2720,35 @@ def build_router(settings: Any = None, *, orders: OrdersSettings | None = None,
     )
 
 
+def rejection_announcer(router: OrderRouter, persistence: Any, *,
+                        ttl_seconds: int = 86_400) -> Callable[[OrderRejected, str, Any], Any]:
+    """The orders Lambda's :attr:`IntentConsumer.announce_rejection`: publishes a dead-lettered
+    record's ``OrderRejected`` once per SQS message, through Powertools' idempotency keyed on the
+    record's ``messageId`` (``persistence``: a persistence layer of its own — Powertools configures
+    a layer once, for the first function that uses it — over the idempotency table, whose keys
+    carry the function's name, so they never meet the intents'). A delivery of the same message
+    within ``ttl_seconds`` is answered from the table and publishes nothing; one whose publish
+    failed left no record and publishes when it is delivered again. The invocation's context
+    (the third argument) bounds a record left in progress by an invocation that died."""
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+
+    config = IdempotencyConfig(event_key_jmespath="message_id", raise_on_no_idempotency_key=True,
+                               expires_after_seconds=ttl_seconds)
+
+    @idempotent_function(data_keyword_argument="rejection", config=config, persistence_store=persistence)
+    def announce_rejection(rejection: dict[str, Any]) -> dict[str, Any]:
+        if router.events is not None:
+            router.events.publish([OrderRejected.model_validate(rejection["event"])])
+        return {"message_id": rejection["message_id"]}
+
+    def announce(event: OrderRejected, message_id: str, lambda_context: Any = None) -> Any:
+        if lambda_context is not None:
+            config.register_lambda_context(lambda_context)
+        return announce_rejection(rejection={"message_id": message_id, "event": event.model_dump(mode="json")})
+
+    return announce
+
+
 def build_service(settings: Any = None, *, metrics: Any = None, router: OrderRouter | None = None,
                   idempotency_ttl_seconds: int = 86_400) -> OrdersService:
     """The orders Lambda's dependencies: router, DLQ writer, Powertools idempotency on the intent id."""
@@ -2723,6 +2783,11 @@ def build_service(settings: Any = None, *, metrics: Any = None, router: OrderRou
 
     dlq = SqsDeadLetterWriter(constants.function_spec("orders").dead_letter_queue, settings=settings,
                               source="orders")
+    rejections = DynamoDBPersistenceLayer(
+        table_name=settings.name("idempotency"), boto3_client=client("dynamodb", settings)
+    )
     consumer = IntentConsumer(router, dlq, route=route, metrics=metrics,
-                              conflict_errors=(IdempotencyValidationError,))
+                              conflict_errors=(IdempotencyValidationError,),
+                              announce_rejection=rejection_announcer(router, rejections,
+                                                                     ttl_seconds=idempotency_ttl_seconds))
     return OrdersService(router, consumer, config)
