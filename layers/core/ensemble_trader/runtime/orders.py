@@ -1826,7 +1826,7 @@ class OrderRouter:
             log.error("kill switch command %s saved but not announced: %s", command.command_id, exc)
             raise KillSwitchNotAnnouncedError(command, mark, exc,
                                               len(failed.failures) if failed is not None else 0) from exc
-        if mark is not None:
+        if mark is not None and self.events is not None:  # announced (without a bus: nothing was)
             self._unmark_announced(mark)
         if failed is not None:
             raise failed
@@ -1863,15 +1863,17 @@ class OrderRouter:
             events.append(_breaker_event(mark.reset(), now))  # type: ignore[arg-type]
         if switch:
             events.append(KillSwitchChanged(active=mark.active, reason=mark.reason, canceled=[], timestamp=now))
-        try:
-            if events and self.events is not None:
+        if events:
+            if self.events is None:  # a router without an event bus announces nothing: left as it is
+                return
+            try:
                 self.events.publish(events)
-        except Exception as exc:  # noqa: BLE001 - the run goes on; the next one tries again
-            log.error("kill switch command %s still not announced (%s: %s): the next run tries again",
-                      mark.command_id or "(unnamed)", type(exc).__name__, exc)
-            return
-        log.warning("kill switch command %s announced by reconciliation (%d events): its own delivery "
-                    "could not publish them", mark.command_id or "(unnamed)", len(events))
+            except Exception as exc:  # noqa: BLE001 - the run goes on; the next one tries again
+                log.error("kill switch command %s still not announced (%s: %s): the next run tries again",
+                          mark.command_id or "(unnamed)", type(exc).__name__, exc)
+                return
+            log.warning("kill switch command %s announced by reconciliation (%d events): its own delivery "
+                        "could not publish them", mark.command_id or "(unnamed)", len(events))
         self._unmark_announced(mark)
 
     def _unmark_announced(self, mark: SwitchAnnouncement) -> None:
