@@ -20,7 +20,7 @@ import pytest
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.domain.orders import KillSwitchCommand
 from ensemble_trader.domain.risk import RiskState, SwitchAnnouncement, TradingState, merge_states
-from ensemble_trader.runtime.orders import KillSwitchNotAnnouncedError
+from ensemble_trader.runtime.orders import KillSwitchNotAnnouncedError, OrderRouter
 
 from tests.unit.test_kill_switch_order import FlakyBus, control_event
 from tests.unit.test_kill_switch_retry import Stage, T, dynamo_store, latched, memory_store
@@ -157,3 +157,10 @@ def test_a_merge_keeps_the_side_that_changed_the_announcement():
 
 def test_a_risk_state_stored_without_the_field_has_nothing_to_announce():
     assert RiskState.model_validate_json('{"version": 3, "kill_switch": true}').unannounced is None
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), True, "30"])
+def test_the_wait_before_another_delivery_announces_must_be_a_finite_number_of_seconds(bad):
+    stage = Stage(memory_store(None))
+    with pytest.raises(ValueError, match="announce_after_seconds must be a finite number of seconds"):
+        OrderRouter(stage.store, stage.paper, stage.clock, announce_after_seconds=bad)
