@@ -14,6 +14,12 @@ twice, minutes later, and a retried "off" must not undo a later "on". A command 
 one the risk state holds is a logged no-op (``applied: false``, ``ignored`` says why; not an
 error, so it is not retried); the same event delivered again (same ``id``) finishes what its first
 run left undone — the cancels and ``KillSwitchChanged`` — without writing the flag again.
+
+A command whose events could not be published (the bus failed after the save) raises
+``KillSwitchNotAnnouncedError``, an InfrastructureError, so Lambda retries it; the risk state
+keeps the command marked as not announced, and Lambda's retry, the next scheduled
+reconciliation or the next command publishes its events once (a breaker reset included), no
+sooner than ``OrderRouter.announce_after_seconds`` after the save (docs/orders-and-risk.md).
 """
 
 from __future__ import annotations

@@ -174,10 +174,11 @@ def test_the_entry_given_the_same_event_twice_publishes_one_reset(entry):
 
 
 def test_a_retry_after_the_first_publish_failed_publishes_no_reset_either(entry):
-    """The limit of publishing the reset only with the save that applied it: when that delivery's
-    publish fails, Lambda's retry finds its command stored and cannot tell whether the event went
-    out, so it publishes KillSwitchChanged (as every retry does) but no reset; the entry's
-    ``account_breaker_state`` metric and ``orders status`` report the breaker as reset."""
+    """A retry that comes while the delivery that saved the reset may still be running (within
+    ``announce_after_seconds`` of the save) publishes KillSwitchChanged (as every retry does) but
+    no reset: the saving delivery may yet publish it, and a reset must not go out twice. The
+    command stays marked as not announced, and a later retry, reconciliation or command publishes
+    the reset once (tests/unit/test_orders_kill_switch_announce.py)."""
     rig, invoke = entry
     latched(rig.store)
     rig.bus.fail = 1
