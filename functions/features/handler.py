@@ -3,7 +3,9 @@
 Kinesis event-source mapping with ReportBatchItemFailures. Per-symbol FeatureEngine state lives
 in Redis (snapshotted to DynamoDB); the stage runner does the rest (see
 ``ensemble_trader.runtime.stage``): a bad record goes to ``features-dlq`` with its reason, a
-redelivered bar is a no-op, a transient failure is reported as failed batch items.
+redelivered bar is a no-op, a transient failure is reported as failed batch items, and a valid
+bar whose record's partition key is not its symbol is applied but counted
+(``features_foreign_partition_keys``) and named in a warning (docs/features.md, "The partition key").
 """
 
 from __future__ import annotations

@@ -51,6 +51,14 @@ class FeaturesStep(BaseSymbolStep[FeatureEngine, Bar]):
     """Bars come from producers outside the pipeline: a bar at a handled time with other content (a
     vendor's correction, two versions of one bar) is dead-lettered as a conflicting record, not
     skipped (the derived stages after it keep time-only deduplication)."""
+    checks_partition_key = True
+    """A producer must put each bar with its symbol as the partition key (the feed does), so that
+    the bars of a symbol share a shard and arrive in order. A valid bar under another key is
+    processed like any other (it is valid, and a key that is another constant per symbol keeps the
+    order as well),
+    counted as ``features_foreign_partition_keys`` and named in one warning per batch; a bar that
+    another key made arrive after a newer one is dead-lettered as late, its reason naming the key
+    (see the runner's rules in :mod:`ensemble_trader.runtime.stage`)."""
 
     def new_state(self, symbol: str) -> FeatureEngine:
         return FeatureEngine(symbol)

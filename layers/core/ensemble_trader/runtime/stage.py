@@ -86,6 +86,17 @@ Rules, in the order they apply:
   replaces them (the stale-cache rule below). A cache outage costs latency (the client's timeout
   per batch and one GetItem per symbol), never a skipped record. Without snapshots the cache is
   the only copy, and its errors fail the symbols as above.
+* **A record whose partition key is not its symbol is applied, and reported.** For a step that
+  opts in with ``checks_partition_key = True`` (the features stage, fed by producers outside the
+  pipeline) each valid message whose Kinesis record's ``partitionKey`` differs from its symbol is
+  processed like any other (applied, unless it is a redelivery or late) — the message itself is
+  valid, and refusing it would lose the bars of a producer whose key is merely another constant
+  per symbol, which keeps their order just as well — but it is counted (``<stage>_foreign_partition_keys``) and the batch logs one warning
+  naming each such symbol, its keys and why it matters: Kinesis puts a record on the shard its
+  key hashes to, so the bars of one symbol put under several keys (random keys, a venue's name
+  per venue) spread over shards, whose batches run concurrently and deliver them out of order;
+  the bars that then arrive after a newer bar of their symbol are dead-lettered as late (their
+  reason names the key too) and the symbol's concurrent batches race on its state.
 * **A message dated ahead of its arrival is refused.** A record whose message time is more than
   ``max_lead_seconds`` (default 300) after the record reached the stream
   (``approximateArrivalTimestamp``) is dead-lettered with the reason: applied, a mistyped future
@@ -259,6 +270,10 @@ class SymbolStep(Protocol[S, In]):
     #     a handled time with other content is dead-lettered as a conflict. False (derived
     #     streams, whose recomputed floats are never bit-equal): it is skipped as a redelivery
     #     and counted as ``<stage>_redelivered_changed``.
+    # checks_partition_key: bool = False
+    #     True for a step whose producers must put each message with its symbol as the Kinesis
+    #     partition key (the features stage): a valid message under another key is processed
+    #     like any other, counted as ``<stage>_foreign_partition_keys`` and named in one warning per batch.
     # pure_states: bool = False
     #     True when ``apply`` never changes the state it is given (it returns a new one) and
     #     ``load(dump(state))`` decides exactly like ``state``: the runner then keeps, per symbol,
@@ -373,6 +388,7 @@ class StageStats:
     reseeded: int = 0  # snapshots found behind (or without) their cached state, rewritten from it
     cache_unavailable: int = 0  # cache calls that failed (read, write-back, key drop): snapshots used instead
     restarted: int = 0  # stored states the step could not load and started over from (step.start_over)
+    foreign_keys: int = 0  # valid messages whose record's partition key is not their symbol (checks_partition_key)
     # the latest per-record compute times (bounded: a warm container may live for millions)
     compute_ns: deque[int] = field(default_factory=lambda: deque(maxlen=COMPUTE_SAMPLES))
 
@@ -412,6 +428,7 @@ class _Item:
     message: BaseModel
     position: int  # index of the message in the batch (ties of time go out in this order)
     sequence: int  # the message's time in ns (step.message_sequence)
+    foreign_key: str | None = None  # the record's partition key, when it is not the symbol (checks_partition_key)
 
 
 @dataclass
@@ -650,6 +667,8 @@ class KinesisStageRunner(Generic[S, In]):
 
         groups: dict[str, _Group] = {}
         position = 0  # of each message in the batch: outputs go out in this order
+        check_keys = bool(getattr(self.step, "checks_partition_key", False))
+        foreign: dict[str, dict[str, int]] = {}  # symbol -> the other partition keys its messages came with
         for raw in records:
             item_id = _sequence_number(raw)
             try:
@@ -685,9 +704,37 @@ class KinesisStageRunner(Generic[S, In]):
                         f"like a redelivery"), failures)
                     continue
                 symbol = self.step.symbol_of(message)
-                groups.setdefault(symbol, _Group(items=[])).items.append(_Item(item_id, part, message, position, sequence))
+                key = envelope.kinesis.partitionKey if check_keys else symbol
+                if key != symbol:
+                    keys = foreign.setdefault(symbol, {})
+                    keys[key] = keys.get(key, 0) + 1
+                groups.setdefault(symbol, _Group(items=[])).items.append(
+                    _Item(item_id, part, message, position, sequence, None if key == symbol else key))
                 position += 1
+        if foreign:
+            self._foreign_keys(foreign)
         return groups
+
+    def _foreign_keys(self, foreign: dict[str, dict[str, int]]) -> None:
+        """Count the batch's messages whose partition key is not their symbol and log one
+        warning naming the symbols (up to 5), their keys (up to 3 each) and why it matters."""
+        n = sum(sum(keys.values()) for keys in foreign.values())
+        self.stats.foreign_keys += n
+        self._count("foreign_partition_keys", n)
+        named = []
+        for symbol, keys in list(foreign.items())[:5]:
+            listed = ", ".join(f"{k!r} x{c}" for k, c in list(keys.items())[:3])
+            more = f" and {len(keys) - 3} other keys" if len(keys) > 3 else ""
+            named.append(f"{symbol} under {listed}{more}")
+        others = f" and {len(foreign) - 5} other symbols" if len(foreign) > 5 else ""
+        log.warning(
+            "stage %s: %d messages of %d symbols came with a partition key other than their symbol (%s%s); they "
+            "are processed like any other, but Kinesis puts a record on the shard its key hashes to, so the messages of one symbol "
+            "under several keys spread over shards whose batches run concurrently and deliver them out of order: "
+            "one arriving after a newer message of its symbol was applied is dead-lettered as late, and concurrent "
+            "batches of one symbol race on its state. Have the producer use the symbol as the partition key",
+            self.step.name, n, len(foreign), "; ".join(named), others,
+            extra={"foreign_partition_keys": {s: dict(k) for s, k in foreign.items()}})
 
     def _lead_ns(self, sequence: int, arrival_s: float) -> int | None:
         """How far the message's time lies after its arrival, when beyond ``max_lead_seconds``
@@ -908,7 +955,8 @@ class KinesisStageRunner(Generic[S, In]):
                 if last is not None and seq <= last:
                     known = _remembered_digest(handled, digests, seq)
                     if known is None and seq < last and (group.complete or (handled and seq > handled[0])):
-                        if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last), failures):
+                        if not self._reject(item.raw, item.item_id, _late_reason(symbol, seq, last, item.foreign_key),
+                                            failures):
                             group.fail(index)
                             break
                         stats.late += 1
@@ -1244,9 +1292,14 @@ def _offset_text(offset: timedelta) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def _late_reason(symbol: str, sequence: int, last: int) -> str:
-    return (f"late record: {symbol} message dated {_utc(sequence).isoformat()} arrived after the one dated "
-            f"{_utc(last).isoformat()} was applied; state moves forward only, so it is not applied")
+def _late_reason(symbol: str, sequence: int, last: int, foreign_key: str | None = None) -> str:
+    reason = (f"late record: {symbol} message dated {_utc(sequence).isoformat()} arrived after the one dated "
+              f"{_utc(last).isoformat()} was applied; state moves forward only, so it is not applied")
+    if foreign_key is None:
+        return reason
+    return (f"{reason}; its record's partition key {foreign_key!r} is not its symbol: messages of {symbol} put "
+            "under other keys than the symbol can reach other shards and arrive out of order - have the producer "
+            "use the symbol as the partition key (docs/runbook.md section 5, late records (b))")
 
 
 def _message_record(raw: Mapping[str, Any], message: bytes, index: int, count: int) -> dict[str, Any]:
