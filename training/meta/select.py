@@ -37,65 +37,22 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ensemble_trader.backtest.selection import (  # noqa: F401 (the sets, one constant for this tool and the backtest's report)
+    CONFIRM_SETS,
+    REPORT_SPLITS,
+    SPLITS,
+    SPREAD_SETS,
+    TEST_SETS,
+    VALIDATION_SETS,
+    EvalSet,
+)
 from ensemble_trader.domain import fitted
 from ensemble_trader.domain.fitted import FittedWindow, synthetic_seed  # noqa: F401 (re-exported)
 from tqdm import tqdm
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """One evaluation series: a ``load_bars`` spec and the evaluated window [start, end)."""
-
-    name: str
-    spec: str
-    start: str | None = None
-    end: str | None = None
-
-
-VALIDATION_SETS: tuple[EvalSet, ...] = (
-    EvalSet("synth easy 201", "synth:easy:201:2500"),
-    EvalSet("synth realistic 202", "synth:realistic:202:2500"),
-    EvalSet("synth hard 203", "synth:hard:203:2500"),
-    EvalSet("synth mean-rev 204", "synth:mean_reverting:204:2500"),
-    EvalSet("S&P 500 2013-14", "arch:sp500", "2013-01-01", "2015-01-01"),
-    EvalSet("NASDAQ 2013-14", "arch:nasdaq", "2013-01-01", "2015-01-01"),
-)
-TEST_SETS: tuple[EvalSet, ...] = (
-    EvalSet("synth easy 301", "synth:easy:301:3000"),
-    EvalSet("synth realistic 302", "synth:realistic:302:3000"),
-    EvalSet("synth hard 303", "synth:hard:303:3000"),
-    EvalSet("synth mean-rev 304", "synth:mean_reverting:304:3000"),
-    EvalSet("S&P 500 2015-18", "arch:sp500", "2015-01-01"),
-    EvalSet("NASDAQ 2015-18", "arch:nasdaq", "2015-01-01"),
-)
-CONFIRM_SETS: tuple[EvalSet, ...] = (
-    EvalSet("synth easy 205", "synth:easy:205:2500"),
-    EvalSet("synth realistic 206", "synth:realistic:206:2500"),
-    EvalSet("synth hard 207", "synth:hard:207:2500"),
-    EvalSet("synth mean-rev 208", "synth:mean_reverting:208:2500"),
-    EvalSet("synth realistic 209", "synth:realistic:209:2500"),
-    EvalSet("synth hard 210", "synth:hard:210:2500"),
-)
-"""More validation-type series (never test data) to check that a ranking is not the noise of six sets."""
-SPREAD_SETS: tuple[EvalSet, ...] = tuple(
-    EvalSet(f"synth {label} {seed}", f"synth:{preset}:{seed}:3000")
-    for first, (label, preset) in zip((311, 321, 331, 341), (("easy", "easy"), ("realistic", "realistic"),
-                                                             ("hard", "hard"), ("mean-rev", "mean_reverting")),
-                                      strict=True)
-    for seed in range(first, first + 5)
-)
-"""Five more unseen synthetic series per preset (easy 311-315, realistic 321-325, hard 331-335,
-mean-reverting 341-345): the spread behind the single test series of each preset, for one
-configuration, as a report (never to choose). Each preset has its own seeds: the generator draws
-its shocks from the seed alone, so one seed under two presets gives correlated paths."""
-SPLITS = {"validation": VALIDATION_SETS, "confirm": CONFIRM_SETS, "test": TEST_SETS, "spread": SPREAD_SETS}
-REPORT_SPLITS = ("test", "spread")
-"""Splits that report one configuration already chosen."""
 
 BASE: dict[str, Any] = {
     "policy": "hedge",
@@ -205,7 +162,7 @@ def parse_candidates(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         text = item.strip()
-        if text.startswith("{"):
+        if text[:1] in ("{", "[", '"') or text[:1].isdigit() or text in ("null", "true", "false"):
             try:
                 options = json.loads(text)
             except ValueError as exc:
@@ -406,11 +363,49 @@ def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: b
     return problems
 
 
+def warm_up_overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow]) -> list[str]:
+    """The fitted windows each real set's warm-up meets by date, in words (empty: none does).
+
+    Not a refusal, as :func:`overlaps` is: the bars before a set's ``start`` only warm up the
+    features, the filter and the learners, and nothing after the start is seen. But on the index
+    sets that warm-up covers the agents' own training years (and, before the test sets, their
+    validation years), where they do better than they will out of sample: the learners start the
+    window trusting the agents that fit those years best, so the set's figures depend on it
+    (the backtest's report says the same, :func:`ensemble_trader.backtest.provenance.describe_warm_up`).
+    A synthetic set has no warm-up apart from its seed, which :func:`overlaps` checks."""
+    from ensemble_trader.domain.bars import parse_datetime64
+
+    notes = []
+    for s in sets:
+        if fitted.data_kind(s.spec) == "synthetic" or s.start is None:
+            continue
+        first, last = _first_bar(s.spec), parse_datetime64(s.start) - np.timedelta64(1, "ns")
+        met = [found for found in fitted.find_overlaps(s.spec, first, last, windows) if found.by == "date"]
+        if met:
+            listed = "; ".join(f"{f.window.model} {f.window.part} window of {f.window.data} "
+                               f"({f.first[:10]} → {f.last[:10]})" for f in met)
+            notes.append(f"the learners of the set {s.name!r} are warmed up on {s.spec} from "
+                         f"{str(np.datetime64(first, 'D'))} until {s.start} (its window's start), which covers {listed}: "
+                         "its figures depend on that warm-up")
+    return notes
+
+
+def warm_up_notes(sets: Sequence[EvalSet], models: Path | None, regime_model: Path | None) -> list[str]:
+    """:func:`warm_up_overlaps` for the agent set and the regime model a run scores with."""
+    from ensemble_trader.domain.regime_model import RegimeModel
+    from ensemble_trader.runtime.settings import Settings
+
+    regime = RegimeModel.load(regime_model or Settings().models_dir / "regime")
+    agents, _ = agent_windows(models)
+    return warm_up_overlaps(sets, agents + regime_windows(regime))
+
+
 def check_overlap(sets: Sequence[EvalSet], split: str, models: Path | None, regime_model: Path | None,
                   allow: bool) -> tuple[str | None, str]:
     """The refusal text when the agent set or the regime model learned from an evaluated window,
     or records no window for data it learned from (:func:`overlaps`; None: nothing overlaps, or
-    ``allow`` — then every overlap is printed as a warning), and the regime model's version."""
+    ``allow`` — then every overlap is printed as a warning), and the regime model's version. The
+    fitted windows a set's warm-up meets are reported, not refused (:func:`warm_up_notes`)."""
     from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime.settings import Settings
 
@@ -596,6 +591,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     refusal, regime_version = check_overlap(sets, args.split, args.models, args.regime_model, args.allow_overlap)
     if refusal is not None:
         parser.error(refusal)
+    warm_up = warm_up_notes(sets, args.models, args.regime_model)
+    for note in warm_up:  # reported, not refused: the warm-up sees nothing of the window
+        print(f"note: {note}", file=sys.stderr)
     reports, version = evaluate_candidates(
         sets, candidates, models=args.models, regime_model=args.regime_model, seed=args.seed,
         progress=sys.stderr.isatty() or not args.json, img_dir=args.img_dir, paired=args.paired,
@@ -614,7 +612,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 scores[label]["paired"] = paired_summary(per_set) | {"baseline": args.paired}
     if args.json:
         out: dict[str, Any] = {"split": args.split, "agent_version": version, "regime_version": regime_version,
-                               "candidates": scores}
+                               "candidates": scores, "warm_up_notes": warm_up}
         if args.split == "test":
             (label,) = reports
             out["reports"] = reports[label]

@@ -54,8 +54,10 @@ class CostModel:
     ``(cost_bps + slippage_bps) * 1e-4 * |q - p|`` of equity. Only changes of the target
     fraction are charged: a book held at a constant fraction other than 0 or ±1 drifts with the
     price, and the trades that would bring it back to its target every bar (what live execution
-    does when it turns the target into shares) are neither charged nor counted in turnover — at
-    a constant 2x on a daily index about 6.9 times the equity a year against the 2.0 counted.
+    does when it turns the target into shares) are neither charged nor counted in turnover. At a
+    constant 2x they come to 4.1 times the equity a year on the S&P 500 1999-2018 and 5.5 on the
+    NASDAQ 1999-2018 (3.0 and 3.6 in the 2015-2018 test window, 8.9 and 9.3 in 2008), while the
+    turnover counts the entry alone, 2.0 once.
     """
 
     cost_bps: float = 1.0

@@ -58,6 +58,7 @@ from ensemble_trader.domain.bars import BarSeries, parse_datetime64, to_datetime
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.features import FeatureEngine
 from ensemble_trader.domain.meta_agent import (
+    MAX_PRICE_MOVE,
     AgentPolicy,
     AgentSwitched,
     MetaAgentConfig,
@@ -184,6 +185,29 @@ class EnsembleRun:
         r[:1] = 0.0
         m[:1] = 0.0
         return np.cumsum(r, axis=0).max(axis=1) - np.cumsum(m)
+
+
+def check_price_moves(series: BarSeries) -> None:
+    """A :class:`DataError` naming the symbol, the bar, both closes and the factor when a close
+    moves by more than :data:`~ensemble_trader.domain.meta_agent.MAX_PRICE_MOVE` from the
+    previous bar's, which the meta-agent step refuses as a bad print (:func:`run_meta` would stop
+    there). A backtest checks every series with it before any run, so one bad symbol of a file
+    does not stop the run after others were reported."""
+    close = np.asarray(series.close, dtype=np.float64)
+    if close.size < 2:
+        return
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = close[1:] / close[:-1]
+    bad = np.flatnonzero(~((ratio >= 1.0 / MAX_PRICE_MOVE) & (ratio <= MAX_PRICE_MOVE)))
+    if bad.size:
+        i = int(bad[0]) + 1
+        when, before = (str(np.datetime64(series.timestamp[k], "s")) for k in (i, i - 1))
+        raise DataError(
+            f"{series.symbol}: bar {i} ({when}): close {float(close[i])!r} is {float(ratio[i - 1]):.3g} times the "
+            f"previous close {float(close[i - 1])!r} (at {before}); the meta-agent refuses a move by more than a "
+            f"factor of {MAX_PRICE_MOVE:,.0f} between two bars as a bad print: correct or drop that bar "
+            "(nothing was run)"
+        )
 
 
 def run_meta(pipeline: PipelineRun, config: MetaAgentConfig, *, progress: bool = False) -> EnsembleRun:
@@ -428,6 +452,12 @@ def evaluate(
     fewer than three periods (null in JSON, "n/a" in the tables). ``sharpe_met`` compares the two
     Sharpe ratios as measured and uses neither error (False over one period, which has no Sharpe
     ratio), so it is decided over two periods too, where the error is n/a.
+
+    ``run.vol_scale_mean`` and ``run.regime_share`` are taken over the window's bars, the last one
+    included: unlike the metrics, which count the periods between bars (the last bar's position
+    is held over none), they describe the bars themselves — the overlay's mean scale and the share
+    of bars the detector labelled with each regime, the last bar's label among them. Over n periods
+    that is n + 1 bars; the last bar's weight, 1 / (n + 1), matters only on a short window.
     """
     costs = costs or CostModel()
     run, i0, r, annual = _window(run, start, end)

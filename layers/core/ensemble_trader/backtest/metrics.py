@@ -18,8 +18,9 @@ Conventions, shared by every backtest in the project:
 * ``annual_vol``    = std(r, ddof=1) * sqrt(P)
 * ``sharpe``        = mean(r) / std(r, ddof=1) * sqrt(P) (risk-free rate 0); 0 when std is 0
   or there is one period
-* ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when no period lost money
-  or there is one period
+* ``sortino``       = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 when there is one period or
+  no period lost or earned money (never in the market); NaN when no period lost money and some
+  earned (the ratio is unbounded: it exists but cannot be given as a number)
 * ``max_drawdown``  = max_t (1 - W_t / max_{s<=t} W_s) over wealth W (starting at 1), a
   positive fraction (0.25 = a 25 % fall from a peak; 1 after ruin; in log space when wealth
   overflows a float, so never NaN). Over a subset of the
@@ -35,7 +36,8 @@ Conventions, shared by every backtest in the project:
 A ratio the data leave undefined is 0.0 by convention (the Sharpe ratio of a series that never
 varies, the win rate of a strategy never in the market). A figure that exists but cannot be given
 is NaN, never 0.0, which would read as a measured flat year or a margin known exactly: an
-``annual_return`` beyond a float, and the standard errors of :func:`sharpe_margin_se` and
+``annual_return`` beyond a float, the ``sortino`` of a strategy that earned and never lost, and the
+standard errors of :func:`sharpe_margin_se` and
 :func:`sharpe_margin_se_hac` over fewer than three periods. Strict JSON has no NaN: whoever writes
 these figures as JSON writes null (as the ``regime`` commands do), and a table shows "n/a".
 
@@ -269,7 +271,12 @@ def performance(
     scale = float(np.sqrt(periods_per_year))
     sharpe = mean / std * scale if std > 1e-15 else 0.0
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
-    sortino = mean / downside * scale if downside > 1e-15 and n > 1 else 0.0  # undefined, like Sharpe
+    if n < 2:
+        sortino = 0.0  # undefined, like Sharpe
+    elif downside > 1e-15:
+        sortino = mean / downside * scale
+    else:  # no loss: unbounded when it earned (NaN, "n/a"; 0.0 would rank it below any loser), 0/0 when flat
+        sortino = math.nan if mean > 0.0 else 0.0
     in_market = pos != 0.0
     wins = float(np.sum(r[in_market] > 0.0))
     win_rate = wins / float(np.sum(in_market)) if np.any(in_market) else 0.0

@@ -9,6 +9,15 @@ bars file's provenance is unknown, so its bars are compared by date with every r
 window. Unlike select's validation split, the agents' validation windows always count here.
 :func:`assess` lists the fitted windows the evaluated one meets — metrics measured there flatter
 what those models do on data they never saw — and what it could not check.
+
+Two more things it says apart from that list. The meta-agent's learners are warmed up on every
+bar before the window (from the series' first bar): on the indexes that warm-up covers the
+agents' training (1999-2012) and validation (2013-14) years, where the agents look better than
+they will out of sample, so the learners start the window trusting them more (``warm_up``: the
+fitted windows the warm-up meets, by date; the window itself may be out of sample). And the
+meta-agent learns online, but its default configuration was chosen by ``training.meta.select``
+on the series of :mod:`ensemble_trader.backtest.selection` (``choice``: the sets of the
+validation and confirm splits the window meets, by the same rule).
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from ensemble_trader.backtest.selection import choice_uses
 from ensemble_trader.domain import fitted
 
 PARTS = {"train": "training", "validation": "validation"}
@@ -24,10 +36,16 @@ PARTS = {"train": "training", "validation": "validation"}
 
 @dataclass(frozen=True)
 class Provenance:
-    """``in_sample``: the entries of :func:`in_sample`; ``notes``: what could not be checked, in words."""
+    """``in_sample``: the entries of :func:`in_sample`; ``notes``: what could not be checked, in words;
+    ``warm_up``: the fitted windows the learners' warm-up meets by date (entries as ``in_sample``'s,
+    each with ``"warm_up": [first, last]``, the warm-up's bars); ``choice``: the sets the default
+    meta-agent configuration was chosen on that the window meets
+    (:func:`~ensemble_trader.backtest.selection.choice_uses`)."""
 
     in_sample: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warm_up: list[dict[str, Any]] = field(default_factory=list)
+    choice: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fitted_windows(
@@ -55,11 +73,22 @@ def _entry(found: fitted.Overlap) -> dict[str, Any]:
     return entry
 
 
-def assess(spec: str, start: Any, end: Any, windows: Sequence[fitted.FittedWindow]) -> Provenance:
+def assess(spec: str, start: Any, end: Any, windows: Sequence[fitted.FittedWindow],
+           warm_up: tuple[Any, Any] | None = None) -> Provenance:
     """The fitted windows the evaluated window ``[start, end]`` (its first and last bar) of the
     data spec or file ``spec`` meets, and notes on what could not be checked: windows the
-    manifests do not record, and — for a file — that its provenance is unknown."""
+    manifests do not record, and — for a file — that its provenance is unknown. ``warm_up``: the
+    first and last bar before the window (None: the window starts at the series' first bar); the
+    fitted windows it meets by date are listed apart (a synthetic series' seed matches are
+    already in ``in_sample``: they hold for its every bar). ``choice``: the selection sets the
+    window meets."""
     found = fitted.find_overlaps(spec, start, end, windows, selected=True)
+    warmed = []
+    if warm_up is not None:
+        first, last = warm_up
+        span = [str(np.datetime64(t, "s")) for t in (first, last)]
+        warmed = [_entry(f) | {"warm_up": span}
+                  for f in fitted.find_overlaps(spec, first, last, windows, selected=True) if f.by == "date"]
     entries = [_entry(f) for f in found if f.by != "unrecorded"]
     notes = []
     for f in found:
@@ -73,7 +102,7 @@ def assess(spec: str, start: Any, end: Any, windows: Sequence[fitted.FittedWindo
         notes.append("provenance unknown for a file: its bars were compared by date with every real fitted window"
                      + (f"; whether they are the synthetic series of seed {', '.join(map(str, seeds))} the models "
                         "were fitted on cannot be told" if seeds else ""))
-    return Provenance(entries, notes)
+    return Provenance(entries, notes, warmed, choice_uses(spec, start, end))
 
 
 def in_sample(
@@ -118,3 +147,37 @@ def describe(entry: Mapping[str, Any]) -> str:
     first, last = (w[:10] for w in entry["window"])
     lo, hi = (w[:10] for w in entry["overlap"])
     return f"{whose} of {entry['data']} ({first} → {last}; overlap {lo} → {hi})"
+
+
+def describe_warm_up(entries: Sequence[Mapping[str, Any]], window_in_sample: bool) -> str:
+    """The fitted windows the learners' warm-up meets (:attr:`Provenance.warm_up`), in words."""
+    first, last = (t[:10] for t in entries[0]["warm_up"])
+    listed = "; ".join(describe(e) for e in entries)
+    lead = ("The window is in sample (above); besides," if window_in_sample
+            else "The window itself is out of sample for the agents and the regime model, but")
+    return (f"{lead} the meta-agent's learners were warmed up on the bars from {first} to {last}, which "
+            f"cover {listed}. The fitted models do better there than they will out of sample, so the learners "
+            "start the window trusting the agents that fit those years best: the window's figures depend on "
+            "that warm-up.")
+
+
+def describe_choice(entry: Mapping[str, Any]) -> str:
+    """One entry of :attr:`Provenance.choice` in words."""
+    use = "chosen" if entry["split"] == "validation" else "its ranking checked"
+    where = f"the {entry['split']} set {entry['set']!r} ({entry['data']}"
+    if entry["match"] == "seed":
+        same = "the same path" if entry["same_preset"] else "the same seed under another preset: a correlated path"
+        return f"{where}, synthetic seed {entry['seed']}: {same}), where the configuration was {use}"
+    lo, hi = (t[:10] if t else "?" for t in entry["overlap"])
+    start, end = entry["window"]
+    return f"{where} {start} → {end}; overlap {lo} → {hi}), where the configuration was {use}"
+
+
+def choice_note(entries: Sequence[Mapping[str, Any]], default: bool) -> str:
+    """Why the window is in sample for the choice of the meta-agent's default configuration
+    (``default``: whether the run uses it)."""
+    which = ("This run uses that configuration: its figures here are in sample for that choice." if default
+             else "This run's configuration is not the default; the default's figures here would be in sample "
+                  "for that choice.")
+    return ("The meta-agent learns online, but its default configuration was chosen by training.meta.select "
+            f"on this data: {'; '.join(describe_choice(e) for e in entries)}. {which}")

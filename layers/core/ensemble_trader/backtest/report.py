@@ -24,7 +24,7 @@ import numpy as np
 from ensemble_trader.backtest.engine import CostModel, asset_returns, strategy_returns
 from ensemble_trader.backtest.ensemble import EnsembleRun, as_json, switches_from
 from ensemble_trader.backtest.metrics import drawdowns, log_wealth
-from ensemble_trader.backtest.provenance import describe
+from ensemble_trader.backtest.provenance import choice_note, describe, describe_warm_up
 from ensemble_trader.domain.models import REGIMES
 from ensemble_trader.marketdata import write_text_atomic
 
@@ -151,12 +151,12 @@ def plot_equity(run: EnsembleRun, costs: CostModel, i0: int) -> str:
     fig, ax = plt.subplots(figsize=(11, 4.2))
     _shade_regimes(ax, times, p.regimes[i0:], p.confidence[i0:])
     wealth, in_log10 = wealth_curves(_curves(run, costs, i0))
-    for k, (name, curve) in enumerate(wealth.items()):
+    for name, curve in wealth.items():
         style = {"lw": 2.4, "color": "black"} if name == "ensemble" else {"lw": 1.1}
         if name == "buy_and_hold":
             style = {"lw": 1.1, "color": "#555555", "ls": "--"}
         elif name != "ensemble":
-            style["color"] = AGENT_COLOURS[(k - 1) % len(AGENT_COLOURS)]
+            style["color"] = agent_colour(wealth, name)
         ax.plot(times, curve, label=name, **style)
     if in_log10:  # wealth beyond a float: its log10, on a linear axis (wealth_curves)
         ax.set_ylabel("log10 wealth (wealth beyond a float)")
@@ -191,7 +191,7 @@ def plot_regimes_and_weights(run: EnsembleRun, i0: int) -> str:
     ax1.legend(loc="upper left", fontsize=7, ncol=5)
     ax1.set_title("Regime probabilities, the meta-agent's weights and its position")
     ax2.stackplot(times, run.weights[i0:].T, labels=list(p.agent_names),
-                  colors=AGENT_COLOURS[: len(p.agent_names)], alpha=0.85)
+                  colors=[agent_colour(p.agent_names, n) for n in p.agent_names], alpha=0.85)
     for s in run.switches:
         ts = np.datetime64(s.timestamp.replace(tzinfo=None), "ns")
         if ts >= times[0]:
@@ -214,6 +214,13 @@ def plot_regimes_and_weights(run: EnsembleRun, i0: int) -> str:
     return _png(fig)
 
 
+def agent_colour(names: Any, name: str) -> str:
+    """The colour of agent ``name`` among ``names`` (the run's agents, in order; other entries of
+    :func:`_curves`, the ensemble and buy-and-hold, are skipped), the same in every plot."""
+    agents = [n for n in names if n not in ("ensemble", "buy_and_hold")]
+    return AGENT_COLOURS[agents.index(name) % len(AGENT_COLOURS)]
+
+
 def plot_drawdowns_and_regret(run: EnsembleRun, costs: CostModel, i0: int, best: str) -> str:
     import matplotlib
 
@@ -225,7 +232,7 @@ def plot_drawdowns_and_regret(run: EnsembleRun, costs: CostModel, i0: int, best:
     curves = _curves(run, costs, i0)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
     for name, style in (("ensemble", {"color": "black", "lw": 1.8}),
-                        (best, {"color": "#1f77b4", "lw": 1.0}),
+                        (best, {"color": agent_colour(curves, best), "lw": 1.0}),
                         ("buy_and_hold", {"color": "#555555", "lw": 1.0, "ls": "--"})):
         dd = 0.0 - drawdowns(curves[name])  # a fall below 0; in log space when wealth is beyond a float
         ax1.plot(times, dd, label=f"{name}" + (" (best agent)" if name == best else ""), **style)
@@ -364,25 +371,38 @@ def _explanations(run: EnsembleRun, limit: int = 8) -> str:
 
 
 def _sample_note(result: dict[str, Any]) -> str:
-    """Whether the window is out of sample: always for the meta-agent (it learns online); for the
-    agents and the regime model as ``result["in_sample"]`` says (:func:`provenance.assess`;
-    absent: not checked, nothing claimed), with ``result["in_sample_notes"]``: what could not be
-    checked (a file's unknown provenance, windows a manifest does not record)."""
+    """Whether the window is out of sample: for the agents and the regime model as
+    ``result["in_sample"]`` says (:func:`provenance.assess`; absent: not checked, nothing claimed),
+    with ``result["in_sample_notes"]``: what could not be checked (a file's unknown provenance,
+    windows a manifest does not record). The meta-agent learns online, but two more things are
+    said apart: the fitted windows its learners' warm-up covers (``warm_up_in_sample``), and the
+    sets its default configuration was chosen on that the window meets (``configuration_choice``)."""
     note = "The meta-agent learns online from past bars only."
     found = result.get("in_sample")
     if found is None:
         return note
     caveats = result.get("in_sample_notes") or []
+    warmed = result.get("warm_up_in_sample") or []
+    choice = result.get("configuration_choice") or {}
     unchecked = "".join(f" Not checked: {html.escape(c)}." for c in caveats)
-    if not found and not caveats:
-        return (f"{note} Out of sample: the window overlaps none of the agents' training or validation "
-                "windows, nor the regime model's training window, as their manifests record them.")
-    if not found:
-        return (f"{note}</p><p class='warn'>The window overlaps none of the fitted windows the manifests "
+    if not found and not caveats and not choice.get("sets"):
+        text = (f"{note} Out of sample: the window overlaps none of the agents' training or validation "
+                "windows, nor the regime model's training window, as their manifests record them, nor the "
+                "series the meta-agent's default configuration was chosen on.")
+    elif not found:
+        text = (f"{note}</p><p class='warn'>The window overlaps none of the fitted windows the manifests "
                 f"record.{unchecked}")
-    listed = "; ".join(html.escape(describe(entry)) for entry in found)
-    return (f"{note}</p><p class='warn'><b>In sample for:</b> {listed}. The metrics of these models "
-            f"here flatter what they do on data they never saw.{unchecked}")
+    else:
+        listed = "; ".join(html.escape(describe(entry)) for entry in found)
+        text = (f"{note}</p><p class='warn'><b>In sample for:</b> {listed}. The metrics of these models "
+                f"here flatter what they do on data they never saw.{unchecked}")
+    if warmed:
+        text += (f"</p><p class='warn'><b>Warm-up in sample:</b> "
+                 f"{html.escape(describe_warm_up(warmed, bool(found)))}")
+    if choice.get("sets"):
+        text += (f"</p><p class='warn'><b>Configuration chosen on this data:</b> "
+                 f"{html.escape(choice_note(choice['sets'], bool(choice.get('default'))))}")
+    return text
 
 
 CSS = """

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "policy_params of --meta-config apply to the chosen policy only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=output_folder, default=None, help="folder for report.html and report.json")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=lambda args: _run(args, p))
 
 
 def _unit_interval(text: str) -> float:
@@ -117,18 +117,29 @@ def compared_configs(config: MetaAgentConfig) -> list[MetaAgentConfig]:
     ]
 
 
+def is_default(config: MetaAgentConfig) -> bool:
+    """Whether ``config`` is the default configuration (the one ``training.meta.select`` chose), the
+    options the run sets for any configuration (costs, seed, strategy) left aside."""
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
+    own = {"cost_bps", "random_state", "strategy_id"}
+    return config.model_dump(exclude=own) == MetaAgentConfig.create().model_dump(exclude=own)
+
+
 def _print_policies(policies: dict) -> None:
     """The ``--compare`` table: each policy's ensemble on the same run."""
-    print(f"policies on the same run{'':2}{'sharpe':>8}{'max_dd':>8}{'return':>9}{'regret':>9}{'margin':>8}")
+    title = "policies on the same run"
+    width = max([len(title) - 2, *(len(label) for label in policies)])  # the labels, indented by two
+    print(f"{title:{width + 2}}{'sharpe':>8}{'max_dd':>8}{'return':>9}{'regret':>9}{'margin':>8}")
     for label, entry in policies.items():
         m, t = entry["ensemble"], entry["target"]
-        print(f"  {label:24}{m['sharpe']:8.2f}{m['max_drawdown']:8.1%}{m['total_return']:9.1%}"
+        print(f"  {label:{width}}{m['sharpe']:8.2f}{m['max_drawdown']:8.1%}{m['total_return']:9.1%}"
               f"{entry['regret']:9.2f}{t['ensemble_sharpe'] - t['sharpe_goal']:+8.2f}")
 
 
 def _print_table(result: dict) -> None:
-    """The metrics, regret, target and breaker crossings of one backtest; the margin's standard error, which cannot be
-    given over fewer than three periods (NaN), is "n/a"."""
+    """The metrics, regret, target and breaker crossings of one backtest; a figure that cannot be given (NaN: the
+    margin's standard error over fewer than three periods, the Sortino ratio of a strategy that never lost) is "n/a"."""
     from ensemble_trader.backtest.report import figure
 
     rows = [("ensemble", result["ensemble"]["overall"])]
@@ -140,7 +151,7 @@ def _print_table(result: dict) -> None:
           f"{info['switches']} switches, mean vol-target scale {info['vol_scale_mean']:.2f})")
     print(f"{'':14}{'sharpe':>8}{'sortino':>9}{'max_dd':>8}{'return':>9}{'win':>7}{'turnover':>10}")
     for name, m in rows:
-        print(f"{name:14}{m['sharpe']:8.2f}{m['sortino']:9.2f}{m['max_drawdown']:8.1%}"
+        print(f"{name:14}{m['sharpe']:8.2f}{figure(m['sortino'], '.2f'):>9}{m['max_drawdown']:8.1%}"
               f"{m['total_return']:9.1%}{m['win_rate']:7.1%}{m['turnover']:10.1f}")
     t, reg = result["target"], result["regret"]
     print(f"regret vs best agent: {reg['overall']:.2f} (by regime: "
@@ -166,17 +177,37 @@ def breaker_line(risk: dict) -> str:
             f"{risk['daily_loss_halt_days']}")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _check_costs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error naming --cost-bps and --slippage-bps when their sum, the meta-agent's
+    ``cost_bps``, is beyond what its configuration takes (``MetaAgentConfig.create`` would blame
+    ``cost_bps``, an option the user never typed)."""
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
+    bound = next(m.le for m in MetaAgentConfig.model_fields["cost_bps"].metadata if hasattr(m, "le"))
+    total = args.cost_bps + args.slippage_bps
+    if total > bound:
+        parser.error(f"--cost-bps {args.cost_bps:g} plus --slippage-bps {args.slippage_bps:g} is {total:g} basis "
+                     f"points per unit traded; the meta-agent takes at most {bound:g} (the whole amount traded)")
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     from ensemble_trader.backtest.engine import CostModel, evaluated_bars
     from ensemble_trader.backtest.ensemble import (
         as_json,
+        check_price_moves,
         compare_policies,
         evaluate,
         run_meta,
         run_pipeline,
         until,
     )
-    from ensemble_trader.backtest.provenance import assess, describe, fitted_windows
+    from ensemble_trader.backtest.provenance import (
+        assess,
+        choice_note,
+        describe,
+        describe_warm_up,
+        fitted_windows,
+    )
     from ensemble_trader.backtest.report import json_text, write_report
     from ensemble_trader.domain.agents import AgentPool
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
@@ -185,6 +216,8 @@ def _run(args: argparse.Namespace) -> int:
     from ensemble_trader.marketdata import load_bars
     from ensemble_trader.runtime.settings import Settings
 
+    if parser is not None:
+        _check_costs(parser, args)
     settings = Settings()
     costs = CostModel(cost_bps=args.cost_bps, slippage_bps=args.slippage_bps)
     pool = AgentPool.load(args.models)
@@ -200,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         cost_bps=costs.cost_bps + costs.slippage_bps, random_state=args.seed,
         strategy_id=settings.strategy_id,
     )
+    default = is_default(config)
     progress = not args.json and sys.stderr.isatty()
     results = {}
     series_list = load_bars(args.bars)
@@ -217,8 +251,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise DataError(f"{other} and {series.symbol} would both be reported in {args.out / stem}: "
                                 "backtest them from separate files")
             folders[series.symbol] = stem
-    for series in series_list:  # every window before any run: an empty one fails in seconds, not minutes
-        evaluated_bars(series, args.start, args.end)
+    for series in series_list:  # every window and every bar before any run: nothing is half done
+        evaluated_bars(series, args.start, args.end)  # an empty window fails in seconds, not minutes
+        check_price_moves(series)  # a bad print the meta-agent would refuse mid-run
     for series in series_list:
         pipeline = run_pipeline(series, pool, regime, progress=progress, bars_per_year=args.bars_per_year)
         whole = run_meta(pipeline, config, progress=progress)
@@ -228,8 +263,12 @@ def _run(args: argparse.Namespace) -> int:
         run = until(whole, args.end)
         timestamps = run.pipeline.timestamp
         # the fitted windows of the agents and the regime model it meets (domain.fitted's rule, as select's)
-        provenance = assess(args.bars, timestamps[result["run"]["start_index"]], timestamps[-1], windows)
+        i0 = result["run"]["start_index"]
+        provenance = assess(args.bars, timestamps[i0], timestamps[-1], windows,
+                            warm_up=(timestamps[0], timestamps[i0 - 1]) if i0 > 0 else None)
         result["in_sample"], result["in_sample_notes"] = provenance.in_sample, provenance.notes
+        result["warm_up_in_sample"] = provenance.warm_up
+        result["configuration_choice"] = {"default": default, "sets": provenance.choice}
         for note in provenance.notes:
             print(f"warning: {series.symbol}: {note}", file=sys.stderr)
         if args.compare:
@@ -244,6 +283,10 @@ def _run(args: argparse.Namespace) -> int:
             _print_table(result)
             if result["in_sample"]:
                 print("IN SAMPLE for " + "; ".join(describe(e) for e in result["in_sample"]))
+            if provenance.warm_up:
+                print("WARM-UP IN SAMPLE: " + describe_warm_up(provenance.warm_up, bool(result["in_sample"])))
+            if provenance.choice:
+                print("CONFIGURATION CHOSEN HERE: " + choice_note(provenance.choice, default))
             if args.compare:
                 _print_policies(result["policies"])
     if args.json:

@@ -1,0 +1,158 @@
+"""The backtest's report on what its figures were shaped by (review of 2026-11-29).
+
+It said "Out of sample: the window overlaps none of …" for ``synth:realistic:202:2500``, a
+validation series the default meta-agent configuration was chosen on; and it checked only the
+evaluated window, not the bars before it that warm the learners up (on the indexes: the agents'
+training and validation years).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ensemble_trader.backtest import selection
+from ensemble_trader.backtest.provenance import assess, choice_note, describe_warm_up
+from ensemble_trader.backtest.report import _sample_note
+from ensemble_trader.domain import fitted
+
+TRAINING = {
+    "data": ["arch:sp500", "synth:realistic:11:5000"],
+    "validation_data": [],
+    "windows": {
+        "arch:sp500": {"train": ["1999-09-09T00:00:00", "2012-12-31T00:00:00"],
+                       "validation": ["2013-01-02T00:00:00", "2014-12-30T00:00:00"],
+                       "test": ["2014-12-31T00:00:00", "2018-12-31T00:00:00"]},
+        "synth:realistic:11:5000": {"train": ["2000-06-23T00:00:00", "2009-08-02T00:00:00"]},
+    },
+}
+WINDOWS = fitted.agent_windows(TRAINING, "agents-x", ("a",))
+
+
+def ns(text: str) -> np.datetime64:
+    return np.datetime64(text, "ns")
+
+
+def test_select_reads_its_sets_from_the_one_constant_the_report_uses() -> None:
+    from training.meta import select
+
+    assert select.VALIDATION_SETS is selection.VALIDATION_SETS and select.CONFIRM_SETS is selection.CONFIRM_SETS
+    assert select.SPLITS is selection.SPLITS and select.EvalSet is selection.EvalSet
+    seeds = sorted(fitted.synthetic_seed(s.spec) for split in selection.CHOOSING_SPLITS
+                   for s in selection.SPLITS[split] if fitted.data_kind(s.spec) == "synthetic")
+    assert seeds == list(range(201, 211))  # docs/meta-agent.md §6
+
+
+@pytest.mark.parametrize(("spec", "split", "same_preset"), [
+    ("synth:realistic:202:2500", "validation", True),
+    ("synth:realistic:202:300:ABC", "validation", True),  # any length or symbol: the same path
+    ("synth:easy:202:2500", "validation", False),  # another preset: the seed's correlated path
+    ("synth:hard:210:2500", "confirm", True),
+])
+def test_a_synthetic_series_the_configuration_was_chosen_on_is_named(spec, split, same_preset) -> None:
+    got = assess(spec, ns("2001-01-01"), ns("2009-01-01"), WINDOWS)
+    assert got.in_sample == [] and got.notes == []
+    assert [(c["split"], c["match"], c["same_preset"]) for c in got.choice] == [(split, "seed", same_preset)]
+    page = _sample_note({"in_sample": got.in_sample, "in_sample_notes": got.notes,
+                         "configuration_choice": {"default": True, "sets": got.choice}})
+    assert "Out of sample" not in page and "Configuration chosen on this data:" in page
+    assert f"the {split} set" in page and "its figures here are in sample for that choice" in page
+
+
+def test_series_of_other_seeds_and_the_report_splits_are_not_flagged() -> None:
+    for spec in ("synth:realistic:101:1500", "synth:realistic:302:3000", "synth:realistic:321:3000"):
+        assert assess(spec, None, None, WINDOWS).choice == []
+
+
+def test_index_bars_of_the_validation_years_are_flagged_by_date_of_any_series() -> None:
+    got = assess("arch:nasdaq", ns("2014-06-02"), ns("2016-01-04"), WINDOWS)
+    assert [(c["set"], c["overlap"]) for c in got.choice] == [
+        ("S&P 500 2013-14", ["2014-06-02T00:00:00", "2014-12-31T23:59:59"]),
+        ("NASDAQ 2013-14", ["2014-06-02T00:00:00", "2014-12-31T23:59:59"])]
+    assert assess("arch:sp500", ns("2015-01-02"), ns("2018-12-31"), WINDOWS).choice == []
+
+
+def test_a_run_under_another_configuration_is_told_apart() -> None:
+    entries = assess("synth:realistic:202:2500", None, None, WINDOWS).choice
+    assert "This run uses that configuration" in choice_note(entries, True)
+    assert "This run's configuration is not the default" in choice_note(entries, False)
+
+
+def test_the_learners_warm_up_on_fitted_years_is_said_apart_from_the_window() -> None:
+    got = assess("arch:sp500", ns("2015-01-02"), ns("2018-12-31"), WINDOWS,
+                 warm_up=(ns("1999-01-04"), ns("2014-12-31")))
+    assert got.in_sample == [] and got.choice == []
+    assert [(e["part"], e["overlap"]) for e in got.warm_up] == [
+        ("train", ["1999-09-09T00:00:00", "2012-12-31T00:00:00"]),
+        ("validation", ["2013-01-02T00:00:00", "2014-12-30T00:00:00"])]
+    text = describe_warm_up(got.warm_up, window_in_sample=False)
+    assert text.startswith("The window itself is out of sample for the agents and the regime model, but the "
+                           "meta-agent's learners were warmed up on the bars from 1999-01-04 to 2014-12-31")
+    page = _sample_note({"in_sample": [], "in_sample_notes": [], "warm_up_in_sample": got.warm_up,
+                         "configuration_choice": {"default": True, "sets": []}})
+    assert "Out of sample: the window overlaps none of" in page and "Warm-up in sample:" in page
+    # a warm-up that ends before every fitted window, or none at all, says nothing
+    assert assess("arch:sp500", ns("1999-06-01"), ns("1999-08-01"), WINDOWS,
+                  warm_up=(ns("1999-01-04"), ns("1999-05-28"))).warm_up == []
+    assert assess("arch:sp500", ns("2015-01-02"), ns("2018-12-31"), WINDOWS).warm_up == []
+
+
+def test_the_backtest_reports_the_choice_and_the_warm_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ensemble_trader.cli import main
+
+    assert main(["backtest", "--bars", "synth:realistic:202:300", "--json", "--out", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["in_sample"] == [] and printed["warm_up_in_sample"] == []
+    choice = printed["configuration_choice"]
+    assert choice["default"] is True
+    assert [(c["split"], c["set"], c["seed"]) for c in choice["sets"]] == [("validation", "synth realistic 202", 202)]
+    page = (tmp_path / "report.html").read_text()
+    assert "Out of sample" not in page and "Configuration chosen on this data:" in page
+
+    assert main(["backtest", "--bars", "synth:realistic:202:300", "--policy", "ucb"]) == 0
+    out = capsys.readouterr().out
+    assert "CONFIGURATION CHOSEN HERE:" in out and "This run's configuration is not the default" in out
+
+
+def test_the_backtest_of_the_index_test_window_names_the_warm_up(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from ensemble_trader.cli import main
+
+    argv = ["backtest", "--bars", "arch:sp500", "--start", "2018-10-01"]
+    assert main([*argv, "--json", "--out", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["in_sample"] == [] and printed["configuration_choice"]["sets"] == []
+    assert {(e["model"], e["part"], e["data"]) for e in printed["warm_up_in_sample"]} >= {
+        ("agents", "train", "arch:sp500"), ("agents", "validation", "arch:sp500"), ("regime", "train", "arch:sp500")}
+    assert {tuple(e["warm_up"]) for e in printed["warm_up_in_sample"]} == {
+        ("1999-01-04T00:00:00", "2018-09-28T00:00:00")}
+    page = (tmp_path / "report.html").read_text()
+    assert "Out of sample: the window overlaps none of" in page
+    assert "Warm-up in sample:</b> The window itself is out of sample" in page
+
+
+def test_select_reports_the_index_sets_warm_up() -> None:
+    from training.meta import select
+
+    notes = select.warm_up_overlaps(selection.TEST_SETS, WINDOWS)
+    assert len(notes) == 2 and notes[0].startswith("the learners of the set 'S&P 500 2015-18' are warmed up on "
+                                                   "arch:sp500 from 1999-01-04 until 2015-01-01")
+    assert "agent set agents-x train window of arch:sp500 (1999-09-09 → 2012-12-31)" in notes[0]
+    assert "validation window of arch:sp500 (2013-01-02 → 2014-12-30)" in notes[0]
+    # NASDAQ bars meet the S&P 500 windows too (the rule is by date, across series); the synthetic sets have none
+    assert select.warm_up_overlaps(selection.VALIDATION_SETS, WINDOWS)[1].startswith(
+        "the learners of the set 'NASDAQ 2013-14'")
+
+
+def test_select_prints_the_warm_up_notes_and_puts_them_in_its_json(monkeypatch, capsys) -> None:
+    from tests.unit.test_meta_overlap import fake_reports
+    from training.meta import select
+
+    monkeypatch.setattr(select, "evaluate_candidates", fake_reports)
+    assert select.main(["--split", "test", "--json"]) == 0
+    out, err = capsys.readouterr()
+    notes = json.loads(out)["warm_up_notes"]
+    assert [n.split("'")[1] for n in notes] == ["S&P 500 2015-18", "NASDAQ 2015-18"]
+    assert err.splitlines() == [f"note: {n}" for n in notes] and "warning" not in err
