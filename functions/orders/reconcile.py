@@ -10,6 +10,13 @@ Event: the schedule's (``source`` ``aws.events``, ``detail-type`` ``Scheduled Ev
 ``{}``) or an operator's ``{}`` (``aws lambda invoke`` without a payload); anything else raises
 ``InvalidMessageError`` naming what was wrong before the broker or the store is touched
 (:mod:`ensemble_trader.runtime.reconcile_event`).
+
+Every run, also one that fails, then reports the kill switch and the circuit breaker as the risk
+state holds them (``kill_switch_active``, ``account_breaker_state``: the names, namespace and
+dimensions the orders entry reports them under with each routed intent). Intents are routed only
+while bars arrive (with daily bars about once a day), so without these samples the alarms
+``KillSwitchOn`` and ``BreakerTripped`` would keep the state of the last intent or command for
+that long; with them they follow the stored state within one schedule period (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.orders import OrderRouter, build_router
+from ensemble_trader.runtime.orders import BREAKER_STATE_VALUES, OrderRouter, build_router
 from ensemble_trader.runtime.reconcile_event import reconcile_trigger
 
 obs = observability("orders-reconcile")
@@ -39,9 +47,28 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(trigger=reconcile_trigger(event))  # any other event is refused here, first
     logger.info("reconciliation started")  # one line per run, with its trigger
     with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
-        report = router().reconcile()
+        orders = router()
+        try:
+            report = orders.reconcile()
+        finally:  # a failed run reports the state too: the switch does not depend on the broker
+            report_state(orders)
     metrics.add_metric(name="reconcile_orders_synced", unit="Count", value=len(report.synced))
     metrics.add_metric(name="reconcile_symbols_failed", unit="Count", value=len(report.failures))
     if not report.ok:
         logger.error("reconciliation failed", extra={"failures": report.failures})
     return report.as_dict()
+
+
+def report_state(orders: OrderRouter) -> None:
+    """Report the kill switch (0/1) and the breaker (0 ACTIVE, 1 REDUCING, 2 HALTED) as stored.
+
+    A state that cannot be read is not reported (the alarms keep their state until the next
+    sample) and is logged; it does not fail the run, nor hide the failure of a run that failed."""
+    try:
+        state = orders.store.load_risk_state()
+    except InfrastructureError as exc:
+        logger.warning("kill switch and breaker state not reported: the risk state could not be read (%s: %s)",
+                       type(exc).__name__, exc)
+        return
+    metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if state.kill_switch else 0)
+    metrics.add_metric(name="account_breaker_state", unit="None", value=BREAKER_STATE_VALUES[state.trading_state])

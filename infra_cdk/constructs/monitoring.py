@@ -47,6 +47,10 @@ from infra_cdk.constructs.training import Training
 
 PERIOD = Duration.minutes(1)
 ALARM_PERIOD = Duration.minutes(5)
+STATE_PERIOD = PERIOD
+"""The period of the state alarms (``KillSwitchOn``, ``BreakerTripped``): one minute, so the
+minute of an OFF or a reset holds only its 0 unless the state was reported on earlier in that
+same minute, and the next scheduled reconciliation (its own minute) settles that case."""
 WIDE = 12
 FULL = 24
 
@@ -712,20 +716,27 @@ class Monitoring(Construct):
                             "with it below again",
                 treat_missing_data=cw.TreatMissingData.IGNORE,
             )
+            # the breaker and the switch are also reported by every scheduled reconciliation (every
+            # reconcile_every_minutes) from the stored risk state, so a minute's maximum is the state
+            # as it stood then: an OFF (or a reset) clears the alarm at its own minute, or at the next
+            # reconciliation when that minute also held the ON; a minute without samples keeps the state
             self._alarm(
                 "BreakerTripped",
-                self._emf("account_breaker_state", "orders", "Maximum").with_(period=ALARM_PERIOD),
+                self._emf("account_breaker_state", "orders", "Maximum").with_(period=STATE_PERIOD),
                 threshold=1,
-                description="the risk engine's circuit breaker is not ACTIVE (1 REDUCING, 2 HALTED); "
-                            "OK once intents are routed with it ACTIVE again",
+                description="the risk engine's circuit breaker is not ACTIVE (1 REDUCING, 2 HALTED), as "
+                            "routed intents, KillSwitch commands and the scheduled reconciliation report it; "
+                            f"OK within {self._config.reconcile_every_minutes} minutes of its reset "
+                            "(docs/runbook.md §1)",
                 treat_missing_data=cw.TreatMissingData.IGNORE,
             )
             self._alarm(
                 "KillSwitchOn",
-                self._emf("kill_switch_active", "orders", "Maximum").with_(period=ALARM_PERIOD),
+                self._emf("kill_switch_active", "orders", "Maximum").with_(period=STATE_PERIOD),
                 threshold=1,
-                description="the kill switch is on: every new order is rejected (KILL_SWITCH); "
-                            "OK once it is turned off",
+                description="the kill switch is on: every new order is rejected (KILL_SWITCH); OK within "
+                            f"{self._config.reconcile_every_minutes} minutes of it being turned off "
+                            "(docs/runbook.md §1)",
                 treat_missing_data=cw.TreatMissingData.IGNORE,
             )
             self._alarm(
