@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth = data_sub.add_parser("synth", help="generate regime-switching bars with ground-truth labels")
     synth.add_argument("--scenario", default="realistic", help="preset name (see `data scenarios`)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    synth.add_argument("--bars", type=int, default=5_000, help="number of bars")
+    synth.add_argument("--bars", type=int, default=5_000,
+                       help="number of bars, at most 1,000,000 (the generator's MAX_BARS; several seeds for more)")
     synth.add_argument("--out", type=output_folder, required=True, help="output directory")
     synth.add_argument("--symbol", default="SYN", help="symbol of the generated bars")
     synth.add_argument("--start", default="2000-01-03", help="time of the first bar (ISO-8601, UTC)")
