@@ -55,6 +55,28 @@ WIDE = 12
 FULL = 24
 
 
+REFIT_HEARTBEAT_PERIOD = Duration.hours(25)
+"""The window the daily refit must have run in: a day and an hour, so that a window always holds
+one 22:00 run however CloudWatch places it and whatever the seconds of the schedule's start.
+CloudWatch takes it: an alarm's period times its evaluation periods may reach seven days for a
+period of an hour or more (one day below an hour; PutMetricAlarm's ``Period``)."""
+
+RECONCILE_HEARTBEAT_RUNS = 3
+"""The reconciliation's heartbeat window, in schedule periods (3 x 5 minutes): no invocation in
+it means the schedule or its target is gone or disabled. Three runs, so that one run's sample
+landing in the next window cannot leave a window empty."""
+
+
+def heartbeat_period(entry_key: str, config: StageConfig) -> Duration | None:
+    """The window an EventBridge-scheduled entry must be invoked in at least once (its heartbeat
+    alarm), or None for an entry without a schedule."""
+    if entry_key == "orders.reconcile":
+        return Duration.minutes(RECONCILE_HEARTBEAT_RUNS * config.reconcile_every_minutes)
+    if entry_key == "regime.refit":
+        return REFIT_HEARTBEAT_PERIOD
+    return None
+
+
 ORDER_INTENT_MAX_AGE_SECONDS = 300
 """An intent normally leaves the order-intents queue within seconds; older ones mean a stall."""
 
@@ -75,6 +97,11 @@ def failure_destination(entry_key: str) -> str | None:
     if extra:
         return "events-dlq"
     return spec.dead_letter_queue if spec.mapping.kind == "kinesis" else None
+
+
+def _duration_text(period: Duration) -> str:
+    minutes = int(period.to_minutes())
+    return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
 
 
 @dataclass(frozen=True)
@@ -347,8 +374,9 @@ class Monitoring(Construct):
             if fn is not None:
                 self._function_row(spec.logical, fn, kinesis=spec.mapping.kind == "kinesis")
         for entry_key, fn in sorted(wired.items()):
-            if "." in entry_key:  # extra entries: errors and throttles
+            if "." in entry_key:  # extra entries: errors and throttles, a heartbeat if scheduled
                 self._error_alarms(entry_key, fn)
+                self._heartbeat_alarm(entry_key, fn)
         if cache_admin is not None:
             self._cache_admin_row(cache_admin)
         self._queue_row(queues)
@@ -505,6 +533,27 @@ class Monitoring(Construct):
                             f"on-failure destination {dlq}, so it is in no queue to inspect or redrive: "
                             "check the queue, its KMS key and the function's grants (docs/runbook.md §1)",
             )
+
+    def _heartbeat_alarm(self, entry_key: str, fn: lambda_.IFunction) -> None:
+        """An alarm when a scheduled entry was not invoked in its window (:func:`heartbeat_period`):
+        the schedule deleted or disabled, its target removed, EventBridge not invoking it. Error
+        alarms cannot see it: nothing runs, so nothing fails. Missing data is breaching (no
+        invocation gives no datapoint), so on a stage's first deployment it is in ALARM until the
+        entry's first scheduled run (docs/deployment.md, alarm table)."""
+        period = heartbeat_period(entry_key, self._config)
+        if period is None:
+            return
+        title = "".join(_construct_name(part) for part in entry_key.split("."))
+        name = qualified(self._config.name, entry_key.replace(".", "-").replace("_", "-"))
+        self._alarm(
+            f"{title}Heartbeat",
+            fn.metric_invocations(period=period, statistic="Sum"),
+            threshold=1,
+            comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.BREACHING,
+            description=f"{name} ({entry_key}) was not invoked in {_duration_text(period)}: its EventBridge "
+                        "schedule is deleted or disabled, or no longer targets it (docs/runbook.md §1)",
+        )
 
     def _cache_admin_row(self, fn: lambda_.IFunction) -> None:
         """The operator's cache maintenance function: a row and two alarms.
@@ -766,6 +815,7 @@ class Monitoring(Construct):
         description: str,
         evaluation_periods: int = 1,
         treat_missing_data: cw.TreatMissingData = cw.TreatMissingData.NOT_BREACHING,
+        comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
     ) -> cw.Alarm:
         alarm = cw.Alarm(
             self,
@@ -775,7 +825,7 @@ class Monitoring(Construct):
             metric=metric,
             threshold=threshold,
             evaluation_periods=evaluation_periods,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            comparison_operator=comparison,
             treat_missing_data=treat_missing_data,
         )
         alarm.add_alarm_action(self._action)
