@@ -47,5 +47,24 @@ def test_a_split_and_a_gap_are_warned_of(tmp_path: Path, capsys: pytest.CaptureF
 def test_regular_bars_give_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "show", str(BTC_SLICE)]) == 0  # hourly, no gap; largest move 0.13
     assert "warning" not in capsys.readouterr().out
-    assert main(["data", "show", "synth:hard:7:20000"]) == 0  # the largest synthetic move: 0.24
+    assert main(["data", "show", "synth:hard:7:20000"]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("spec", "largest"), [("synth:hard:5:95792", 0.355), ("synth:realistic:3:95792", 0.320)])
+def test_generated_bars_are_not_taken_for_a_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, largest: float
+) -> None:
+    """A synth: spec's own shocks pass 0.3 (the docs said the largest was 0.24): ``data show``
+    asked "an unadjusted split or a bad price?" of generated bars. Generated bars hold neither,
+    so the check is not made for a synth: spec; the same bars in a file are still checked."""
+    from ensemble_trader.marketdata import load_bars
+
+    [s] = load_bars(spec)
+    assert float(np.abs(np.diff(np.log(s.close))).max()) == pytest.approx(largest, abs=5e-4)
+    assert main(["data", "show", spec]) == 0
+    assert "warning" not in capsys.readouterr().out
+    write_bars_csv(tmp_path / "syn.csv", [s])
+    assert main(["data", "show", str(tmp_path / "syn.csv")]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "warning" in x]
+    assert f"(largest {largest:+.3f}" in line or f"(largest {-largest:+.3f}" in line

@@ -75,8 +75,10 @@ def _show(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ensemble_trader.marketdata import _format_timestamps as format_timestamps
-    from ensemble_trader.marketdata import load_bars
+    from ensemble_trader.marketdata import load_bars, parse_synth_spec
 
+    # generated bars hold no split or bad price, and their own shocks pass JUMP_LOG_RETURN
+    generated = parse_synth_spec(args.spec) is not None
     for s in load_bars(args.spec):
         n = len(s)
         if n == 0:
@@ -95,30 +97,34 @@ def _show(args: argparse.Namespace) -> int:
             f"{s.close[-1]:.6g} (min {s.close.min():.6g}, max {s.close.max():.6g}), log-return sd {vol}, "
             f"mean volume {float(np.mean(s.volume)):.6g}"
         )
-        for line in irregularities(s.timestamp, log_ret):
+        for line in irregularities(s.timestamp, log_ret, check_jumps=not generated):
             print(f"  warning: {line}")
     return 0
 
 
 JUMP_LOG_RETURN = 0.3
 """``data show`` warns of a close-to-close move above this in one bar (|ln| > 0.3: a fall of 26%
-or a rise of 35%; a 2:1 split is 0.69, 3:2 is 0.41). The largest in the shipped and synthetic
-data: 0.13 (NASDAQ, BTC-USD hourly), 0.24 (``synth:hard``)."""
+or a rise of 35%; a 2:1 split is 0.69, 3:2 is 0.41). The largest in the shipped data: 0.11
+(S&P 500), 0.13 (NASDAQ, BTC-USD hourly). Not applied to a ``synth:`` spec: generated bars hold
+no split or bad price, and their fat-tailed shocks pass any such threshold (the largest move of
+seeds 0-99 at 95,792 bars: 0.17 easy, 0.58 realistic, 1.83 hard, 0.51 mean_reverting; 20, 13 and
+6 of the 100 seeds of the last three pass 0.3), so the warning would only ever be wrong there."""
 GAP_SPACINGS = 5.0
 """``data show`` warns of a spacing above this many median spacings (daily trading bars: a week
 without a bar; weekends and holidays are 3-4)."""
 
 
-def irregularities(timestamp: np.ndarray, log_ret: np.ndarray) -> list[str]:
+def irregularities(timestamp: np.ndarray, log_ret: np.ndarray, *, check_jumps: bool = True) -> list[str]:
     """What breaks the features' assumptions of split-adjusted, evenly spaced bars, as
-    ``data show`` words it: one-bar jumps above :data:`JUMP_LOG_RETURN` and spacings above
+    ``data show`` words it: one-bar jumps above :data:`JUMP_LOG_RETURN` (unless ``check_jumps`` is
+    False: bars known to be adjusted, such as generated ones) and spacings above
     :data:`GAP_SPACINGS` times the median (count, the largest and where)."""
     import numpy as np
 
     from ensemble_trader.marketdata import _format_timestamps as format_timestamps
 
     out = []
-    jumps = np.flatnonzero(np.abs(log_ret) > JUMP_LOG_RETURN)
+    jumps = np.flatnonzero(np.abs(log_ret) > JUMP_LOG_RETURN) if check_jumps else np.empty(0, dtype=np.int64)
     if jumps.size:
         i = int(jumps[np.argmax(np.abs(log_ret[jumps]))])
         [when] = format_timestamps(timestamp[[i + 1]])
