@@ -87,3 +87,47 @@ def test_long_easy_paths_reach_extreme_prices_that_nothing_downstream_minds(tmp_
     [back] = read_bars_csv(tmp_path / "easy.csv")
     for column in ("open", "high", "low", "close"):
         np.testing.assert_array_equal(getattr(back, column), getattr(s, column))
+
+
+@pytest.mark.parametrize(
+    ("start", "first", "second"),
+    [
+        # Monday 00:00 at +05:00 is Sunday 19:00 UTC: its first bar was Tuesday 00:00 local
+        ("2000-01-03T00:00:00+05:00", "2000-01-02T19:00", "2000-01-03T19:00"),
+        # Friday 22:00 at -05:00 is Saturday 03:00 UTC: its first bar was Monday 22:00 local
+        ("2000-01-07T22:00:00-05:00", "2000-01-08T03:00", "2000-01-11T03:00"),
+        ("2000-01-03", "2000-01-03T00:00", "2000-01-04T00:00"),
+    ],
+)
+def test_business_days_are_the_starts_own_and_the_first_bar_is_start(start: str, first: str, second: str) -> None:
+    stamps = generate("easy", 2, 0, start=start, freq="1B").series.timestamp
+    np.testing.assert_array_equal(stamps, np.array([first, second], dtype="datetime64[ns]"))
+
+
+@pytest.mark.parametrize(("start", "weekday", "following"), [
+    ("2000-01-01", "Saturday", "2000-01-03"),  # moved to Monday without a word before
+    ("2000-01-03T02:00:00+05:00", "Monday", None),  # Sunday 21:00 UTC: a business day locally
+    ("2000-01-09T23:00:00-02:00", "Sunday", "2000-01-10"),  # Monday 01:00 UTC, Sunday locally
+])
+def test_a_start_that_is_not_a_business_day_is_refused(start: str, weekday: str, following: str | None) -> None:
+    if following is None:
+        assert len(bar_times(start, "1B", 3)) == 3
+        return
+    with pytest.raises(DataError) as info:
+        bar_times(start, "1B", 3)
+    assert str(info.value).startswith(f"start={start!r} falls on a {weekday}")
+    assert f"(the next is {following})" in str(info.value)
+
+
+def test_business_days_at_an_offset_still_end_before_the_time_limit() -> None:
+    """At -05:00 a local Friday 20:00 is 01:00 UTC the next day: the count said to fit is the
+    count that ends before 2262-04-11 in UTC."""
+    with pytest.raises(DataError, match="at most 1 bar of 1B fit"):
+        bar_times("2262-04-09T20:00-05:00", "1B", 2)
+    [only] = bar_times("2262-04-09T20:00-05:00", "1B", 1)
+    assert only == np.datetime64("2262-04-10T01:00", "ns")
+    with pytest.raises(DataError) as info:
+        bar_times("2000-01-03T20:00-05:00", "1B", 10**6)
+    fit = int(str(info.value).split("at most ")[1].split(" bars")[0].replace(",", ""))
+    stamps = bar_times("2000-01-03T20:00-05:00", "1B", fit)
+    assert stamps[-1] < np.datetime64("2262-04-11", "ns")

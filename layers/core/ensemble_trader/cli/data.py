@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="number of bars, at most 1,000,000 (the generator's MAX_BARS; several seeds for more)")
     synth.add_argument("--out", type=output_folder, required=True, help="output directory")
     synth.add_argument("--symbol", default="SYN", help="symbol of the generated bars")
-    synth.add_argument("--start", default="2000-01-03", help="time of the first bar (ISO-8601, UTC)")
+    synth.add_argument("--start", default="2000-01-03", help="time of the first bar (ISO-8601, UTC unless it names an offset; with "
+                            "--freq <k>B a Monday-Friday at that offset)")
     synth.add_argument("--freq", default="1D", help="bar spacing: 1D, 4h, 15min, 30s ...")
     synth.add_argument("--plot", action="store_true", help="also write DIR/synth.png")
     synth.set_defaults(func=_synth)

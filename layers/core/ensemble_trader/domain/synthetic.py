@@ -392,6 +392,7 @@ _LAST_DAY = np.datetime64("2262-04-11", "D")
 _LAST_NS = int(_LAST_DAY.astype("datetime64[ns]").astype(np.int64))
 """Bars must fall before 2262-04-11 (int64 nanoseconds reach 2262-04-11T23:47:16)."""
 _MAX_NS = 2**63 - 1
+_DAY_NS = 86_400 * 10**9
 
 
 def _freq_parts(freq: str) -> tuple[int, str, bool]:
@@ -417,19 +418,26 @@ def parse_freq(freq: str) -> np.timedelta64:
     return np.timedelta64(count, unit).astype("timedelta64[ns]")
 
 
-def _parse_start(start: str) -> np.datetime64:
+def _parse_start(start: str) -> tuple[np.datetime64, int]:
+    """``start`` as (its instant as datetime64[ns] UTC, its UTC offset in nanoseconds; 0 when
+    naive, which means UTC)."""
     if not isinstance(start, str):
         raise DataError(f"start={start!r}: must be ISO-8601 text (a date or a datetime)")
     try:
         when = read_time_text(start, "not an ISO-8601 date or datetime")
     except ValueError as exc:
         raise DataError(f"start={start!r}: {exc}") from None
-    problem = outside_time_range(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    problem = outside_time_range(when)
     if problem:
         raise DataError(f"start={start!r}: {problem}")
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return np.datetime64(when, "ns")
+    offset = when.utcoffset()
+    offset_ns = 0 if offset is None else (offset.days * 86_400 + offset.seconds) * 10**9 + offset.microseconds * 1_000
+    return np.datetime64(when.astimezone(UTC).replace(tzinfo=None), "ns"), offset_ns
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def _over_max_bars(name: str, n: int) -> DataError | None:
@@ -454,8 +462,10 @@ def _past_the_limit(n: int, freq: str, start: str, fit: int) -> DataError:
 def bar_times(start: str, freq: str, n: int) -> np.ndarray:
     """``n`` bar times (datetime64[ns], UTC) from ``start`` every ``freq``.
 
-    ``"<k>B"`` steps over business days (Monday-Friday, at the start's time of day), like daily
-    equity bars; the other units are fixed steps. Bars that would reach 2262-04-11 (the end of
+    ``"<k>B"`` steps over business days, like daily equity bars: Monday-Friday of the start's
+    own calendar (its local date at its UTC offset; naive means UTC), each bar at the start's
+    local time of day, the first at ``start``; a start that is not a business day there is a
+    DataError naming its weekday and the next business day. The other units are fixed steps. Bars that would reach 2262-04-11 (the end of
     datetime64[ns]) raise a DataError saying how many bars fit; the check is done in Python
     integers and day units, so no step or count wraps around. ``n`` is an integer from 1 to
     :data:`MAX_BARS`, else a DataError.
@@ -466,16 +476,26 @@ def bar_times(start: str, freq: str, n: int) -> np.ndarray:
 def _bar_times(start: str, freq: str, n: int, name: str) -> np.ndarray:
     """:func:`bar_times`, a count above :data:`MAX_BARS` named as argument ``name``."""
     count, unit, business = _freq_parts(freq)
-    t0 = _parse_start(start)
+    t0, offset_ns = _parse_start(start)
     n = int(n)
     if n < 1:
         raise DataError(f"{name}={n!r}: must be >= 1")
     t0_ns = int(t0.astype(np.int64))
     if business:
-        day = t0.astype("datetime64[D]")
-        time_of_day = t0 - day.astype("datetime64[ns]")
-        first = np.busday_offset(day, 0, roll="forward")
-        open_days = int(np.busday_count(first, _LAST_DAY)) if first < _LAST_DAY else 0
+        # business days are the start's own: its local date, time of day and offset
+        local_ns = t0_ns + offset_ns
+        day_number, time_of_day = divmod(local_ns, _DAY_NS)
+        day = np.datetime64(day_number, "D")
+        if not np.is_busday(day):
+            weekday = _WEEKDAYS[(day_number + 3) % 7]  # 1970-01-01 was a Thursday
+            following = np.busday_offset(day, 0, roll="forward")
+            raise DataError(
+                f"start={start!r} falls on a {weekday} ({day}, its own date), not a business day: with "
+                f"freq={freq!r} the first bar is at start, which must be a Monday-Friday (the next is {following})"
+            )
+        # a local day d holds a bar before the UTC limit when d + time_of_day - offset < _LAST_NS
+        end_day = np.datetime64(-((time_of_day - offset_ns - _LAST_NS) // _DAY_NS), "D")
+        open_days = int(np.busday_count(day, end_day)) if day < end_day else 0
         fit = (open_days - 1) // count + 1 if open_days > 0 else 0
         if n > fit:
             raise _past_the_limit(n, freq, start, fit)
@@ -483,7 +503,7 @@ def _bar_times(start: str, freq: str, n: int, name: str) -> np.ndarray:
         if too_many:
             raise too_many
         days = np.busday_offset(day, np.arange(n, dtype=np.int64) * count, roll="forward")
-        return days.astype("datetime64[ns]") + time_of_day
+        return days.astype("datetime64[ns]") + np.timedelta64(time_of_day - offset_ns, "ns")
     step_ns = count * _UNIT_NS[unit]
     fit = (_LAST_NS - 1 - t0_ns) // step_ns + 1 if t0_ns < _LAST_NS else 0
     if n > fit:
