@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from ensemble_trader.adapters.memory.orders_store import MemoryOrdersStore
 from ensemble_trader.domain.errors import InvalidMessageError
 from ensemble_trader.local.events import FakeLambdaContext
 from ensemble_trader.local.functions import load_module
@@ -36,6 +37,7 @@ class Report:
 class Router:
     def __init__(self) -> None:
         self.runs = 0
+        self.store = MemoryOrdersStore()  # the entry reports the stored kill switch and breaker
 
     def reconcile(self) -> Report:
         self.runs += 1
