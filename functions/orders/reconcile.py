@@ -17,6 +17,12 @@ dimensions the orders entry reports them under with each routed intent). Intents
 while bars arrive (with daily bars about once a day), so without these samples the alarms
 ``KillSwitchOn`` and ``BreakerTripped`` would keep the state of the last intent or command for
 that long; with them they follow the stored state within one schedule period (docs/deployment.md).
+
+With the Alpaca broker, a secret that still holds the stack's placeholder (empty keys: a first
+deployment before the operator stored the pair) is not a failure of the run: it is logged as an
+error and counted (``broker_keys_missing``, alarm ``BrokerKeysMissing``) and the run answers
+``skipped``, so Lambda does not retry it nor send a letter to ``events-dlq`` every 5 minutes
+(:mod:`ensemble_trader.runtime.broker_keys`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.errors import InfrastructureError
+from ensemble_trader.domain.orders import BrokerUnavailableError
+from ensemble_trader.runtime.broker_keys import unstored_keys_secret
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
 from ensemble_trader.runtime.orders import BREAKER_STATE_VALUES, OrderRouter, build_router
@@ -47,7 +55,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(trigger=reconcile_trigger(event))  # any other event is refused here, first
     logger.info("reconciliation started")  # one line per run, with its trigger
     with invocation_deadline(context):  # no AWS attempt or retry back-off outlasts the invocation
-        orders = router()
+        try:
+            orders = router()
+        except BrokerUnavailableError:
+            secret = unstored_keys_secret()
+            if secret is None:  # another cause: the invocation fails (retried, then events-dlq)
+                raise
+            return keys_not_stored(secret)
         try:
             report = orders.reconcile()
         finally:  # a failed run reports the state too: the switch does not depend on the broker
@@ -72,3 +86,14 @@ def report_state(orders: OrderRouter) -> None:
         return
     metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if state.kill_switch else 0)
     metrics.add_metric(name="account_breaker_state", unit="None", value=BREAKER_STATE_VALUES[state.trading_state])
+
+
+def keys_not_stored(secret: str) -> dict[str, Any]:
+    """The answer of a run skipped because the broker secret holds the placeholder: an error in
+    the log and ``broker_keys_missing`` (alarm ``BrokerKeysMissing``), no exception."""
+    why = (f"broker secret {secret!r} still holds the empty keys the stack created: put the Alpaca key pair "
+           "in it (docs/deployment.md, First deployment, step 3); until then no orders function can reach "
+           "the broker")
+    logger.error("reconciliation skipped: %s", why)
+    metrics.add_metric(name="broker_keys_missing", unit="Count", value=1)
+    return {"skipped": why}

@@ -8,6 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 from ensemble_trader.constants import qualified
+from ensemble_trader.runtime.broker_keys import PLACEHOLDER
 
 from infra_cdk.config import StageConfig
 
@@ -16,8 +17,10 @@ class BrokerSecret(Construct):
     """``{"api_key": ..., "secret_key": ...}`` (Alpaca's keys), set by an operator after deploy.
 
     Only the order-handling functions are granted read access (:meth:`grant_read`); nothing else
-    in the stack can read it. The value is created with empty keys; the orders functions read it
-    only when ``ET_ORDERS_BROKER=alpaca`` (context ``broker=alpaca``), the paper broker needs none.
+    in the stack can read it. The value is created with empty keys (``runtime.broker_keys.PLACEHOLDER``,
+    which the scheduled reconciliation recognises: it reports the keys missing, alarm
+    ``BrokerKeysMissing``, instead of failing every 5 minutes); the orders functions read it only
+    when ``ET_ORDERS_BROKER=alpaca`` (context ``broker=alpaca``), the paper broker needs none.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: StageConfig, key: kms.IKey) -> None:
@@ -30,10 +33,7 @@ class BrokerSecret(Construct):
             description="Broker API keys for the orders function (set after deploy; see docs/deployment.md)",
             encryption_key=key,
             # Empty keys, not a secret: an operator puts the real ones in after the first deploy.
-            secret_object_value={
-                "api_key": SecretValue.unsafe_plain_text(""),
-                "secret_key": SecretValue.unsafe_plain_text(""),
-            },
+            secret_object_value={name: SecretValue.unsafe_plain_text(value) for name, value in PLACEHOLDER.items()},
             removal_policy=config.removal_policy,
         )
         self._key = key

@@ -798,6 +798,14 @@ class Monitoring(Construct):
             )
         if "orders.reconcile" in wired:
             self._alarm(
+                "BrokerKeysMissing",
+                self._emf("broker_keys_missing", "orders", "Sum").with_(period=ALARM_PERIOD),
+                threshold=1,
+                description="the broker secret still holds the empty keys the stack created: the reconciliation "
+                            "is skipped and no orders function can reach Alpaca; put the key pair in "
+                            f"{qualified(self._config.name, 'broker-keys')} (docs/runbook.md §7.1)",
+            )
+            self._alarm(
                 "ReconciliationFailed",
                 self._emf("reconcile_symbols_failed", "orders", "Sum").with_(period=ALARM_PERIOD),
                 threshold=1,
