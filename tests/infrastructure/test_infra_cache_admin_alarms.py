@@ -77,3 +77,16 @@ def test_the_deployment_guide_lists_both_alarms():
             if line.startswith("| `")}
     documented = {name.strip("` ") for row in rows for name in row.split(",")}
     assert {"CacheAdminErrors", "CacheAdminThrottles"} <= documented
+
+
+def test_no_paragraph_of_the_guides_says_the_cache_admin_has_no_alarm():
+    # the functions section said "has no alarm (an operator reads its errors in the answer)" after
+    # the two alarms existed: every paragraph naming the function that speaks of alarms names them
+    for doc in ("deployment.md", "runbook.md"):
+        for paragraph in (DOCS / doc).read_text().split("\n\n"):
+            text = " ".join(paragraph.split())
+            if "cache-admin" not in text and "cache_admin" not in text:
+                continue
+            assert "no alarm" not in text, (doc, text[:200])
+            if "alarm" in text:
+                assert "CacheAdminErrors" in text and "CacheAdminThrottles" in text, (doc, text[:200])
