@@ -77,6 +77,10 @@ def heartbeat_period(entry_key: str, config: StageConfig) -> Duration | None:
     return None
 
 
+FOREIGN_KEYS_STAGE = "features"
+"""The stage that counts bars whose record's partition key is not their symbol
+(``<stage>_foreign_partition_keys``: the stage runner's ``checks_partition_key``, the features step's)."""
+
 ORDER_INTENT_MAX_AGE_SECONDS = 300
 """An intent normally leaves the order-intents queue within seconds; older ones mean a stall."""
 
@@ -453,6 +457,14 @@ class Monitoring(Construct):
             # which Lambda's error metrics never see; and a rewritten snapshot means lost writes
             failed = self._emf(f"{logical}_failed_items", logical, "Sum")
             widgets.append(cw.GraphWidget(title=f"{title}: failed records (retried)", left=[failed], width=6))
+            if logical == FOREIGN_KEYS_STAGE:
+                # should stay at 0: a producer keying bars by something other than their symbol
+                # spreads a symbol over shards (late letters, racing batches; docs/features.md)
+                widgets.append(cw.GraphWidget(
+                    title=f"{title}: bars under a partition key other than their symbol",
+                    left=[self._emf(f"{logical}_foreign_partition_keys", logical, "Sum", "foreign partition keys")],
+                    width=6,
+                ))
             self._alarm(
                 f"{title}FailedItems",
                 failed,
