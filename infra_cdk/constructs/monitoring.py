@@ -11,7 +11,7 @@ Two sources feed them, both produced by the handlers as they are:
   batch response hides from Lambda's error metrics.
 * The domain events on the bus, copied to a log group by :class:`DomainEventLog`: rejections by
   reason, the regime timeline, agent switches with their weights, circuit-breaker transitions
-  with equity and drawdown, reconciliation failures (Logs Insights widgets and metric filters).
+  with equity and drawdown, reconciliation failures (Logs Insights widgets, and metric filters graphed on the business dashboard).
 
 Every name is documented in docs/deployment.md.
 """
@@ -195,6 +195,15 @@ EVENT_METRICS = {
 }
 
 
+EVENT_COUNTS = (
+    ("breaker_transitions", "breaker transitions (to REDUCING or HALTED)"),
+    ("order_rejections", "OrderRejected events"),
+    ("regime_changes", "RegimeChanged events (at least once)"),
+    ("reconciliation_failures", "ReconciliationFailed events (one per symbol and run)"),
+)
+"""The event counts of :data:`EVENT_METRICS` graphed on the business dashboard (sums)."""
+
+
 @jsii.implements(events.IRuleTarget)
 class _LogGroupTarget:
     """A log-group rule target granted by a native log resource policy.
@@ -247,8 +256,11 @@ class _LogGroupTarget:
 class DomainEventLog(Construct):
     """Every domain event of the bus (source ``ensemble-trader``) copied to a log group.
 
-    The business dashboard queries it with Logs Insights and the metric filters turn selected
-    events into metrics (namespace ``EnsembleTrader/<stage>/events``) for alarms.
+    The business dashboard queries it with Logs Insights, and the metric filters turn selected
+    events into metrics (namespace ``EnsembleTrader/<stage>/events``) that the business dashboard
+    graphs (:data:`EVENT_COUNTS`; the breaker's equity and drawdown beside them). No alarm reads
+    them: the alarms watch the state the functions report (``account_breaker_state``,
+    ``reconcile_symbols_failed``), not the events about it, which are at least once.
     """
 
     def __init__(
@@ -709,6 +721,13 @@ class Monitoring(Construct):
                     self._emf("account_daily_loss", "orders", "Maximum", "daily loss"),
                     self._emf("account_drawdown", "orders", "Maximum", "drawdown"),
                 ],
+                width=8,
+            )
+        )
+        widgets.append(
+            cw.GraphWidget(
+                title="Domain events (event log metric filters, per 5 minutes)",
+                left=[events_log.metrics[name].with_(statistic="Sum", label=label) for name, label in EVENT_COUNTS],
                 width=8,
             )
         )
