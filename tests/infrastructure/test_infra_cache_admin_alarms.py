@@ -83,10 +83,13 @@ def test_no_paragraph_of_the_guides_says_the_cache_admin_has_no_alarm():
     # the functions section said "has no alarm (an operator reads its errors in the answer)" after
     # the two alarms existed: every paragraph naming the function that speaks of alarms names them
     for doc in ("deployment.md", "runbook.md"):
-        for paragraph in (DOCS / doc).read_text().split("\n\n"):
-            text = " ".join(paragraph.split())
+        paragraphs = (DOCS / doc).read_text().split("\n\n")
+        # a table's rows are read one by one (a row about another metric may say "no alarm")
+        units = [row for p in paragraphs for row in (p.splitlines() if p.startswith("|") else [p])]
+        for unit in units:
+            text = " ".join(unit.split())
             if "cache-admin" not in text and "cache_admin" not in text:
                 continue
             assert "no alarm" not in text, (doc, text[:200])
-            if "alarm" in text:
+            if "alarm" in text and not unit.startswith("|"):
                 assert "CacheAdminErrors" in text and "CacheAdminThrottles" in text, (doc, text[:200])
