@@ -11,7 +11,8 @@ Two sources feed them, both produced by the handlers as they are:
   batch response hides from Lambda's error metrics.
 * The domain events on the bus, copied to a log group by :class:`DomainEventLog`: rejections by
   reason, the regime timeline, agent switches with their weights, circuit-breaker transitions
-  with equity and drawdown, reconciliation failures (Logs Insights widgets, and metric filters graphed on the business dashboard).
+  with equity and drawdown, reconciliation failures (Logs Insights widgets, and metric filters
+  graphed on the business dashboard).
 
 Every name is documented in docs/deployment.md.
 """
@@ -65,6 +66,13 @@ RECONCILE_HEARTBEAT_RUNS = 3
 """The reconciliation's heartbeat window, in schedule periods (3 x 5 minutes): no invocation in
 it means the schedule or its target is gone or disabled. Three runs, so that one run's sample
 landing in the next window cannot leave a window empty."""
+
+
+def function_name(stage: str, entry_key: str) -> str:
+    """The function name of an entry as infra_cdk.constructs.functions names it:
+    ``et-<stage>-<entry>``, dots and underscores as dashes (``orders.kill_switch`` ->
+    ``et-<stage>-orders-kill-switch``)."""
+    return qualified(stage, entry_key.replace(".", "-").replace("_", "-"))
 
 
 def heartbeat_period(entry_key: str, config: StageConfig) -> Duration | None:
@@ -390,7 +398,8 @@ class Monitoring(Construct):
             if fn is not None:
                 self._function_row(spec.logical, fn, kinesis=spec.mapping.kind == "kinesis")
         for entry_key, fn in sorted(wired.items()):
-            if "." in entry_key:  # extra entries: errors and throttles, a heartbeat if scheduled
+            if "." in entry_key:  # extra entries: a row, errors and throttles, a heartbeat if scheduled
+                self._entry_row(entry_key, fn)
                 self._error_alarms(entry_key, fn)
                 self._heartbeat_alarm(entry_key, fn)
         if cache_admin is not None:
@@ -412,8 +421,8 @@ class Monitoring(Construct):
                 period=ALARM_PERIOD,
             ),
             threshold=1,
-            description="the weekly agent-training execution failed, timed out or was aborted "
-                        "(SageMaker job or its start)",
+            description=f"the weekly agent-training execution of {qualified(config.name, 'train-agents')} "
+                        "failed, timed out or was aborted (SageMaker job or its start; docs/runbook.md §1)",
         )
 
     def _emf(self, name: str, service: str, statistic: str, label: str | None = None) -> cw.Metric:
@@ -430,6 +439,7 @@ class Monitoring(Construct):
 
     def _function_row(self, logical: str, fn, *, kinesis: bool) -> None:
         title = _construct_name(logical)
+        name = function_name(self._config.name, logical)
         compute = compute_metric_name(logical)
         widgets: list[cw.IWidget] = [
             cw.GraphWidget(
@@ -463,7 +473,7 @@ class Monitoring(Construct):
                 iterator_age,
                 threshold=self._config.iterator_age_alarm_ms,
                 evaluation_periods=3,
-                description=f"{logical} is falling behind its stream",
+                description=f"{name} is falling behind its stream (docs/runbook.md §1)",
             )
             # the stage runner reports a symbol's transient failures as partial batch responses,
             # which Lambda's error metrics never see; and a rewritten snapshot means lost writes
@@ -482,15 +492,15 @@ class Monitoring(Construct):
                 failed,
                 threshold=1,
                 evaluation_periods=3,
-                description=f"{logical} keeps reporting records failed (a sink or DynamoDB fault; a cache "
-                            "fault alone fails none): see the logs",
+                description=f"{name} keeps reporting records failed (a sink or "
+                            "DynamoDB fault; a cache fault alone fails none): see its log (docs/runbook.md §1)",
             )
             self._alarm(
                 f"{title}SnapshotReseeded",
                 self._emf(f"{logical}_snapshot_reseeded", logical, "Sum"),
                 threshold=1,
-                description=f"{logical}: state snapshots were behind the cache (lost writes?) and were "
-                            "rewritten from it (docs/runbook.md, cache rebuild)",
+                description=f"{name}: state snapshots were behind the cache (lost "
+                            "writes?) and were rewritten from it (docs/runbook.md §1, §3)",
             )
             if ACCESS[logical].cache:
                 # a warning: the runner reads the states from their snapshots and fails no record, so
@@ -500,7 +510,7 @@ class Monitoring(Construct):
                     self._emf(f"{logical}_cache_unavailable", logical, "Sum"),
                     threshold=1,
                     evaluation_periods=3,
-                    description=f"warning: {logical} cannot use the cache (unreachable or refusing) and runs "
+                    description=f"warning: {name} cannot use the cache (unreachable or refusing) and runs "
                                 "from the DynamoDB snapshots: no record failed, latency and DynamoDB reads "
                                 "rise (docs/runbook.md §3.1)",
                 )
@@ -517,14 +527,16 @@ class Monitoring(Construct):
                 f"{title}FailedItems",
                 self._emf("intents_failed", logical, "Sum").with_(period=ALARM_PERIOD),
                 threshold=1,
-                description=f"{logical}: intents failed (broker, DynamoDB or idempotency fault) and are "
-                            "retried by SQS, holding back their symbol: see the logs (docs/runbook.md)",
+                description=f"{name}: intents failed (broker, DynamoDB or "
+                            "idempotency fault) and are retried by SQS, holding back their symbol: see its "
+                            "log (docs/runbook.md §1)",
             )
         self.operations.add_widgets(*widgets)
         self._error_alarms(logical, fn)
 
     def _error_alarms(self, entry_key: str, fn) -> None:
         title = "".join(_construct_name(part) for part in entry_key.split("."))
+        name = function_name(self._config.name, entry_key)
         error_rate = cw.MathExpression(
             expression="IF(invocations > 0, 100 * errors / invocations, 0)",
             using_metrics={
@@ -538,13 +550,15 @@ class Monitoring(Construct):
             f"{title}ErrorRate",
             error_rate,
             threshold=self._config.error_rate_alarm_percent,
-            description=f"{entry_key}: at least {self._config.error_rate_alarm_percent}% of invocations fail",
+            description=f"{name} ({entry_key}): at least {self._config.error_rate_alarm_percent}% of "
+                        "invocations fail: see its log (docs/runbook.md §1)",
         )
         self._alarm(
             f"{title}Throttles",
             fn.metric_throttles(period=ALARM_PERIOD, statistic="Sum"),
             threshold=1,
-            description=f"{entry_key} is throttled (concurrency exhausted)",
+            description=f"{name} ({entry_key}) is throttled (concurrency "
+                        "exhausted; docs/runbook.md §1)",
         )
         dlq = failure_destination(entry_key)
         if dlq is not None:
@@ -553,10 +567,38 @@ class Monitoring(Construct):
                 f"{title}DestinationFailures",
                 fn.metric("DestinationDeliveryFailures", statistic="Sum", period=ALARM_PERIOD),
                 threshold=1,
-                description=f"{entry_key}: Lambda could not send the record of a failed {failed} to its "
+                description=f"{name} ({entry_key}): Lambda could not send the "
+                            f"record of a failed {failed} to its "
                             f"on-failure destination {dlq}, so it is in no queue to inspect or redrive: "
                             "check the queue, its KMS key and the function's grants (docs/runbook.md §1)",
             )
+
+    def _entry_row(self, entry_key: str, fn: lambda_.IFunction) -> None:
+        """A row for an EventBridge-invoked entry (the refit, the reconciliation, the kill switch):
+        invocations, errors and throttles, and the duration against the function's timeout."""
+        logical, _, _ = entry_key.partition(".")
+        timeout_ms = next(spec.timeout_seconds for spec in FUNCTIONS if spec.logical == logical) * 1000
+        name = function_name(self._config.name, entry_key)
+        self.operations.add_widgets(
+            cw.GraphWidget(
+                title=f"{name}: invocations, errors, throttles",
+                left=[
+                    fn.metric_invocations(period=PERIOD, statistic="Sum"),
+                    fn.metric_errors(period=PERIOD, statistic="Sum"),
+                    fn.metric_throttles(period=PERIOD, statistic="Sum"),
+                ],
+                width=WIDE,
+            ),
+            cw.GraphWidget(
+                title=f"{name}: duration (ms) against its {timeout_ms // 1000} s timeout",
+                left=[
+                    fn.metric_duration(statistic="Maximum", period=PERIOD, label="max"),
+                    fn.metric_duration(statistic="p50", period=PERIOD, label="p50"),
+                ],
+                left_annotations=[cw.HorizontalAnnotation(value=timeout_ms, label="timeout")],
+                width=WIDE,
+            ),
+        )
 
     def _heartbeat_alarm(self, entry_key: str, fn: lambda_.IFunction) -> None:
         """An alarm when a scheduled entry was not invoked in its window (:func:`heartbeat_period`):
@@ -568,7 +610,7 @@ class Monitoring(Construct):
         if period is None:
             return
         title = "".join(_construct_name(part) for part in entry_key.split("."))
-        name = qualified(self._config.name, entry_key.replace(".", "-").replace("_", "-"))
+        name = function_name(self._config.name, entry_key)
         self._alarm(
             f"{title}Heartbeat",
             fn.metric_invocations(period=period, statistic="Sum"),
@@ -587,6 +629,7 @@ class Monitoring(Construct):
         unreachable, the timeout) alarms, as does any throttle (a second run while one holds the
         single reserved execution). The alarm tells the team, not only whoever invoked it."""
         title = _construct_name(CACHE_ADMIN)
+        name = function_name(self._config.name, CACHE_ADMIN)
         self.operations.add_widgets(
             cw.GraphWidget(
                 title=f"{title}: invocations, errors, throttles",
@@ -615,7 +658,7 @@ class Monitoring(Construct):
             f"{title}Errors",
             fn.metric_errors(period=ALARM_PERIOD, statistic="Sum"),
             threshold=1,
-            description=f"{CACHE_ADMIN}: a run failed (a flush refused while its stage's mapping runs, a "
+            description=f"{name}: a run failed (a flush refused while its stage's mapping runs, a "
                         "bad request, the cache unreachable, the timeout): its error is in the answer to "
                         "whoever invoked it and in the function's log (docs/runbook.md §3.1)",
         )
@@ -623,7 +666,7 @@ class Monitoring(Construct):
             f"{title}Throttles",
             fn.metric_throttles(period=ALARM_PERIOD, statistic="Sum"),
             threshold=1,
-            description=f"{CACHE_ADMIN} was throttled: a second run was refused while one held its single "
+            description=f"{name} was throttled: a second run was refused while one held its single "
                         "reserved execution (docs/runbook.md §3.1)",
         )
 
@@ -649,14 +692,15 @@ class Monitoring(Construct):
             threshold=ORDER_INTENT_MAX_AGE_SECONDS,
             evaluation_periods=3,
             description="order-intents holds intents older than "
-                        f"{ORDER_INTENT_MAX_AGE_SECONDS} s: the orders function is failing or stalled",
+                        f"{ORDER_INTENT_MAX_AGE_SECONDS} s: {function_name(self._config.name, 'orders')} is failing or "
+                        "stalled (docs/runbook.md §1)",
         )
         for name, metric in zip(dlqs, depth, strict=True):
             self._alarm(
                 f"{_construct_name(name)}NotEmpty",
                 metric.with_(statistic="Maximum"),
                 threshold=1,
-                description=f"{name} holds failed records: inspect and redrive (docs/runbook.md)",
+                description=f"{name} holds failed records: inspect and redrive (docs/runbook.md §5)",
             )
 
     def _stream_row(self, streams: Streams) -> None:
@@ -793,7 +837,7 @@ class Monitoring(Construct):
                 threshold=self._config.drawdown_alarm_fraction,
                 description=f"the account's drawdown from its peak reached "
                             f"{self._config.drawdown_alarm_fraction:.0%}; OK once intents are routed "
-                            "with it below again",
+                            "with it below again (docs/runbook.md §1)",
                 treat_missing_data=cw.TreatMissingData.IGNORE,
             )
             # the breaker and the switch are also reported by every scheduled reconciliation (every
@@ -825,22 +869,30 @@ class Monitoring(Construct):
                 threshold=1,
                 description="a KillSwitch ON was ignored as older than the command the risk state holds, "
                             "and the switch is off although an operator turned it on; check "
-                            "`ensemble-trader orders status` and send ON again (runbook §1)",
+                            "`ensemble-trader orders status` and send ON again (docs/runbook.md §1; the "
+                            f"{function_name(self._config.name, 'orders.kill_switch')} log)",
             )
         if "orders.reconcile" in wired:
             self._alarm(
                 "BrokerKeysMissing",
                 self._emf("broker_keys_missing", "orders", "Sum").with_(period=ALARM_PERIOD),
                 threshold=1,
-                description="the broker secret still holds the empty keys the stack created: the reconciliation "
-                            "is skipped and no orders function can reach Alpaca; put the key pair in "
+                description="the broker secret still holds the empty keys the stack created: the "
+                            f"reconciliation ({function_name(self._config.name, 'orders.reconcile')}) is "
+                            "skipped and no orders function can reach Alpaca; put the key pair in "
                             f"{qualified(self._config.name, 'broker-keys')} (docs/runbook.md §7.1)",
             )
+            # every run reports its count, 0 included: a period without a run (the schedule's runs
+            # drift against the periods) keeps the state instead of reading as "none failed", so the
+            # alarm holds while symbols stay halted and clears with the first run that finds none
             self._alarm(
                 "ReconciliationFailed",
-                self._emf("reconcile_symbols_failed", "orders", "Sum").with_(period=ALARM_PERIOD),
+                self._emf("reconcile_symbols_failed", "orders", "Maximum").with_(period=ALARM_PERIOD),
                 threshold=1,
-                description="reconciliation left symbols HALTED: orders/positions disagree with the broker",
+                description="reconciliation left symbols HALTED: orders/positions disagree with the broker (the log "
+                            f"of {function_name(self._config.name, 'orders.reconcile')}); OK once a run finds "
+                            "none (docs/runbook.md §1)",
+                treat_missing_data=cw.TreatMissingData.IGNORE,
             )
 
     # -- helpers -------------------------------------------------------------------------------
