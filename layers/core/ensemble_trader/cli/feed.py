@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from ensemble_trader.ports import StreamPublisher
 
 CHUNK = 500
+MIN_RATE = 1 / 86_400
+"""The slowest pace ``--rate`` (and :func:`replay_bars`) takes other than 0: one bar a day,
+daily bars at the pace they happened. A replay waits ``1 / rate`` seconds between bars, so a
+slower rate is a wait no one means (``--rate 1e-9`` slept 31 years before the second bar and
+``1e-300`` died in an OverflowError traceback from ``time.sleep``)."""
 
 
 def _bar_streams() -> tuple[str, ...]:
@@ -72,10 +77,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"the stream that takes bars: logical ({', '.join(BAR_STREAMS)}, qualified with ET_STAGE) or "
                         "a physical name (the other streams of the pipeline carry feature vectors and market "
                         "states, and are refused)")
-    p.add_argument("--rate", type=at_least(0.0, float), default=0.0, help="bars per second (0 = as fast as possible)")
+    p.add_argument("--rate", type=replay_rate, default=0.0,
+                   help="bars per second: 0 (as fast as possible, the default) or at least 1/86400 (one bar a day)")
     p.add_argument("--limit", type=at_least(1), default=None, help="replay at most N bars in total")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_replay)
+
+
+def rate_problem(rate: float) -> str | None:
+    """Why ``rate`` (bars per second) is no pace of a replay, or None: it must be 0 (as fast as
+    possible) or a finite number >= :data:`MIN_RATE`."""
+    import math
+
+    if not isinstance(rate, bool) and isinstance(rate, int | float) and (
+            rate == 0 or (math.isfinite(rate) and rate >= MIN_RATE)):
+        return None
+    return (f"must be 0 (as fast as possible) or a finite number >= 1/86400 = {MIN_RATE:.4g} (one bar a day): "
+            "a replay waits 1/rate seconds between bars")
+
+
+def replay_rate(text: str) -> float:
+    """``--rate``: bars per second, 0 or at least :data:`MIN_RATE` (else a usage error naming it)."""
+    from ensemble_trader.cli import at_least
+
+    rate = at_least(0.0, float)(text)
+    problem = rate_problem(rate)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return rate
 
 
 class _AppendSource(argparse.Action):
@@ -216,12 +245,18 @@ def replay_bars(
 
     ``rate`` > 0 paces the feed at that many bars per second (in chunks of at most one second's
     bars, each sent when its first bar is due: nothing waits after the last one); 0 sends as fast
-    as PutRecords allows (chunks of 500). ``on_progress(n)`` is called
+    as PutRecords allows (chunks of 500). A rate other than 0 below :data:`MIN_RATE` (one bar a
+    day), or not a finite number, is a DataError before anything is put. ``on_progress(n)`` is called
     after each chunk with the number of records it held. Two series of one symbol are refused
     (:class:`~ensemble_trader.domain.errors.DataError`) before anything is put, and so are bars
     to put dated more than ``max_lead_seconds`` (default: the stages' ``MAX_LEAD_SECONDS``, 300 s)
     after ``now()``: the features stage would dead-letter each of them.
     """
+    problem = rate_problem(rate)
+    if problem:
+        from ensemble_trader.domain.errors import DataError
+
+        raise DataError(f"rate={rate!r}: {problem}")
     sources = [(f"series {k + 1} ({s.symbol})", s) for k, s in enumerate(series)]
     _check_distinct_symbols(sources)
     _check_not_future(sources, limit, now=now(), max_lead_seconds=max_lead_seconds)
