@@ -3,10 +3,14 @@ merge by time whatever the datetime64 unit they were built with."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from ensemble_trader.adapters.memory import MemoryStreamPublisher
 from ensemble_trader.cli import main
-from ensemble_trader.cli.feed import MIN_RATE, replay_bars
+from ensemble_trader.cli.feed import MIN_RATE, interleave, replay_bars
+from ensemble_trader.domain.bars import BarSeries
 from ensemble_trader.domain.errors import DataError
 from ensemble_trader.domain.synthetic import generate
 
@@ -53,3 +57,13 @@ def test_feed_replay_rate_below_one_bar_a_day_is_a_usage_error(
     err = " ".join(capsys.readouterr().err.split())
     assert f"argument --rate: {text!r} must be" in err
     assert publisher.puts == []
+
+
+def test_interleave_merges_series_built_with_different_datetime64_units_by_time() -> None:
+    """A series of datetime64[D] was merged by its raw int64 (days) against another's
+    nanoseconds: all of A's bars went before B's 2020-01-02 bar."""
+    one, two = np.ones(2), np.ones(1)
+    a = BarSeries("A", np.array(["2020-01-01", "2020-01-03"], "datetime64[D]"), one, one * 2, one * 0.5, one, one)
+    b = BarSeries("B", np.array(["2020-01-02"], "datetime64[ns]"), two, two * 2, two * 0.5, two, two)
+    merged = [(symbol, json.loads(data)["timestamp"]) for symbol, data in interleave([a, b])]
+    assert merged == [("A", "2020-01-01T00:00:00Z"), ("B", "2020-01-02T00:00:00Z"), ("A", "2020-01-03T00:00:00Z")]

@@ -80,9 +80,32 @@ def parse_datetime64(text: str | np.datetime64) -> np.datetime64:
     return np.datetime64(when.astimezone(UTC).replace(tzinfo=None), "ns")
 
 
+_NS = np.dtype("datetime64[ns]")
+
+
+def _as_nanoseconds(symbol: str, timestamp: np.ndarray) -> np.ndarray:
+    """``timestamp`` (datetime64 of any unit) as datetime64[ns], or a DataError naming the first
+    row that unit cannot hold: numpy's conversion wraps a time outside 1677-09-22 … 2262-04-11
+    round silently (year 1500 of datetime64[D] became 2084) and drops digits past the
+    nanosecond, so the conversion is read back and compared."""
+    times = np.asarray(timestamp)
+    if times.dtype.kind != "M":
+        raise DataError(f"{symbol}: timestamp must be datetime64 (UTC), got an array of {times.dtype}")
+    ns = times.astype(_NS)
+    lost = (ns.astype(times.dtype) != times) & ~np.isnat(times)
+    if lost.any():
+        i = int(np.argmax(lost))
+        finer = np.datetime_data(times.dtype)[0] in ("ps", "fs", "as")
+        why = "has digits past the nanosecond" if finer else TIME_RANGE_TEXT
+        raise DataError(f"{symbol}: timestamp row {i} ({times[i]}) {why}: bar times are datetime64[ns]")
+    return ns
+
+
 @dataclass(frozen=True)
 class BarSeries:
-    """Bars of one symbol, oldest first. ``timestamp`` is datetime64[ns] in UTC."""
+    """Bars of one symbol, oldest first. ``timestamp`` is datetime64[ns] in UTC: a datetime64
+    array of another unit is converted (a time that unit cannot hold is a DataError), and one
+    that is not datetime64 is refused, so the int64 view of every series counts nanoseconds."""
 
     symbol: str
     timestamp: np.ndarray
@@ -93,6 +116,8 @@ class BarSeries:
     volume: np.ndarray
 
     def __post_init__(self) -> None:
+        if getattr(self.timestamp, "dtype", None) != _NS:
+            object.__setattr__(self, "timestamp", _as_nanoseconds(self.symbol, self.timestamp))
         n = len(self.timestamp)
         for name in ("open", "high", "low", "close", "volume"):
             col = getattr(self, name)
