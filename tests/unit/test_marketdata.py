@@ -97,15 +97,15 @@ def _bad_row(row: str) -> str:
     [
         ("2024-01-02T00:00:00Z,abc,11,9,10,1", "open", "'abc'"),
         ("2024-01-02T00:00:00Z,10,11,9,10,", "volume", "''"),
-        ("2024-01-02T00:00:00Z,-10,11,9,10,1", "open", "-10.0"),
-        ("2024-01-02T00:00:00Z,0,11,9,10,1", "open", "0.0"),
-        ("2024-01-02T00:00:00Z,10,inf,9,10,1", "high", "inf"),
-        ("2024-01-02T00:00:00Z,10,11,9,nan,1", "close", "nan"),
+        ("2024-01-02T00:00:00Z,-10,11,9,10,1", "open", "'-10'"),
+        ("2024-01-02T00:00:00Z,0,11,9,10,1", "open", "'0'"),
+        ("2024-01-02T00:00:00Z,10,inf,9,10,1", "high", "'inf'"),
+        ("2024-01-02T00:00:00Z,10,11,9,nan,1", "close", "'nan'"),
         ("2024-01-02T00:00:00Z,10,11,9,1_0,1", "close", "'1_0'"),
         ("2024-01-02T00:00:00Z,10,11,9,\u0661\u0660,1", "close", "'\u0661\u0660'"),  # Arabic-Indic 10
-        ("2024-01-02T00:00:00Z,10,11,9,10,-1", "volume", "-1.0"),
-        ("2024-01-02T00:00:00Z,10,11,10.5,10,1", "low", "10.5"),
-        ("2024-01-02T00:00:00Z,10,10.2,9,10.5,1", "high", "10.2"),
+        ("2024-01-02T00:00:00Z,10,11,9,10,-1", "volume", "'-1'"),  # the file's text, not -1.0
+        ("2024-01-02T00:00:00Z,10,11,10.5,10,1", "low", "'10.5'"),
+        ("2024-01-02T00:00:00Z,10,10.2,9,10.5,1", "high", "'10.2'"),
         ("2024-01-02T00:00:00,10,11,9,10,1", "timestamp", "'2024-01-02T00:00:00'"),
         ("2024-01-02,10,11,9,10,1", "timestamp", "'2024-01-02'"),
         ("yesterday,10,11,9,10,1", "timestamp", "'yesterday'"),
@@ -497,7 +497,7 @@ def test_blank_lines_before_the_header_are_skipped(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"line 3: missing column\(s\) \['volume'\]"):  # the header's line
         read_bars_csv(path)
     _write(tmp_path, "\n\n" + GOOD.replace("10.25,0", "10.25,-1"))
-    with pytest.raises(DataError, match="line 5: column volume=-1.0"):
+    with pytest.raises(DataError, match="line 5: column volume='-1'"):
         read_bars_csv(path)
     _write(tmp_path, "\n \n")
     with pytest.raises(DataError, match="empty file"):

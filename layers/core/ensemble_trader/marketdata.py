@@ -9,7 +9,7 @@ Every row is checked with the rules of the :class:`~ensemble_trader.domain.model
 (finite positive prices, ``low <= min(open, close)``, ``high >= max(open, close)``, finite
 ``volume >= 0``, known symbol format) plus strictly increasing time per symbol. A bad row raises
 :class:`~ensemble_trader.domain.errors.DataError` naming the file, the line, the column and the
-value; nothing is skipped or repaired.
+value (as the file writes it); nothing is skipped or repaired.
 
 This module does file I/O, so it lives outside ``domain/``.
 """
@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -92,6 +93,22 @@ def _row_problem(o: float, h: float, lo: float, c: float, v: float) -> tuple[str
     if h < max(o, c):
         return "high", h, f"must be >= max(open, close) = {max(o, c)!r}"
     return None
+
+
+def _text_problem(source: str, line: int, problem: tuple[str, float, str], texts: dict[str, str]) -> DataError:
+    """The DataError of a row's ``problem`` (:func:`_row_problem`) quoting the column's text as
+    the file has it, not the float read from it: ``1e-400`` reads as 0.0 and ``1e400`` as inf,
+    and a message showing those would name a value the file does not hold (so it says so)."""
+    column, value, reason = problem
+    text = texts[column]
+    if value == 0.0 or math.isinf(value):
+        try:
+            exact = Decimal(text.strip())
+        except InvalidOperation:
+            exact = Decimal(0)
+        if exact.is_finite() and not exact.is_zero():
+            reason += f" (the number is beyond float64's range and reads as {value!r})"
+    return _bad(source, line, column, text, reason)
 
 
 def _invalid_rows(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -299,7 +316,7 @@ class _Reader:
             o, h, lo, c, v = (_parse_float(row[i], name, self.source, line) for name, i in columns)
             problem = _row_problem(o, h, lo, c, v)
             if problem is not None:
-                raise _bad(self.source, line, *problem)
+                raise _text_problem(self.source, line, problem, {name: row[i] for name, i in columns})
             yield line, sym, when, (o, h, lo, c, v)
 
     def _header_index(self, header: list[str], line: int) -> dict[str, int]:
