@@ -34,3 +34,21 @@ def test_a_bad_value_is_quoted_as_the_file_writes_it(tmp_path: Path, row: str, e
         with pytest.raises(DataError) as info:
             read(path)
         assert str(info.value) == f"{path}, line 3: {expected}"
+
+
+@pytest.mark.parametrize("text", ["-0", "-0.0", "-0e5", " -0 "])
+def test_a_volume_of_minus_zero_is_read_as_zero(tmp_path: Path, text: str) -> None:
+    """``-0`` passes the rule volume >= 0 (as it does in the Bar message) and was stored as -0.0,
+    written back as ``-0``; it is the zero volume it means."""
+    import math
+
+    from ensemble_trader.marketdata import write_bars_csv
+
+    path = tmp_path / "bars.csv"
+    path.write_text(HEADER + FIRST.replace(",10\n", f",{text}\n"))
+    [s] = read_bars_csv(path)
+    assert s.volume[0] == 0.0 and math.copysign(1.0, s.volume[0]) == 1.0
+    [bar] = iter_bars_csv(path)
+    assert math.copysign(1.0, bar.volume) == 1.0
+    write_bars_csv(tmp_path / "back.csv", [s])
+    assert (tmp_path / "back.csv").read_text().splitlines()[1].endswith(",0")

@@ -7,7 +7,8 @@ timezone-aware (``2019-10-17T09:00:00Z`` or ``+00:00``), in the form
 
 Every row is checked with the rules of the :class:`~ensemble_trader.domain.models.Bar` model
 (finite positive prices, ``low <= min(open, close)``, ``high >= max(open, close)``, finite
-``volume >= 0``, known symbol format) plus strictly increasing time per symbol. A bad row raises
+``volume >= 0``, known symbol format) plus strictly increasing time per symbol. A volume written
+``-0`` is such a volume and is read as 0.0 (not -0.0). A bad row raises
 :class:`~ensemble_trader.domain.errors.DataError` naming the file, the line, the column and the
 value (as the file writes it); nothing is skipped or repaired.
 
@@ -317,7 +318,8 @@ class _Reader:
             problem = _row_problem(o, h, lo, c, v)
             if problem is not None:
                 raise _text_problem(self.source, line, problem, {name: row[i] for name, i in columns})
-            yield line, sym, when, (o, h, lo, c, v)
+            # a volume of -0 passes >= 0 (as in the Bar message) and is kept as the 0 it is, not -0.0
+            yield line, sym, when, (o, h, lo, c, v + 0.0)
 
     def _header_index(self, header: list[str], line: int) -> dict[str, int]:
         known = set(BAR_COLUMNS) | {"symbol"}
