@@ -36,7 +36,7 @@ from ensemble_trader.domain.orders import BrokerUnavailableError
 from ensemble_trader.runtime.broker_keys import unstored_keys_secret
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.orders import BREAKER_STATE_VALUES, OrderRouter, build_router
+from ensemble_trader.runtime.orders import OrderRouter, build_router, state_gauges
 from ensemble_trader.runtime.reconcile_event import reconcile_trigger
 
 obs = observability("orders-reconcile")
@@ -84,8 +84,8 @@ def report_state(orders: OrderRouter) -> None:
         logger.warning("kill switch and breaker state not reported: the risk state could not be read (%s: %s)",
                        type(exc).__name__, exc)
         return
-    metrics.add_metric(name="kill_switch_active", unit="Count", value=1 if state.kill_switch else 0)
-    metrics.add_metric(name="account_breaker_state", unit="None", value=BREAKER_STATE_VALUES[state.trading_state])
+    for name, unit, value in state_gauges(state):
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def keys_not_stored(secret: str) -> dict[str, Any]:

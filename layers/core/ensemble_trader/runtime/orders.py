@@ -2364,6 +2364,14 @@ BREAKER_STATE_VALUES = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, Tradin
 """``account_breaker_state``: the circuit breaker's state as a number (alarm: >= 1)."""
 
 
+def state_gauges(state: RiskState) -> tuple[tuple[str, str, int], ...]:
+    """The account's state as the alarms ``BreakerTripped`` and ``KillSwitchOn`` read it, as
+    ``(name, unit, value)``: ``account_breaker_state`` (:data:`BREAKER_STATE_VALUES`) and
+    ``kill_switch_active`` (0/1). Reported after each routed intent and by each reconciliation."""
+    return (("account_breaker_state", "None", BREAKER_STATE_VALUES[state.trading_state]),
+            ("kill_switch_active", "Count", 1 if state.kill_switch else 0))
+
+
 class IntentConsumer:
     """Parses one queued intent and routes it; what cannot be processed goes to the DLQ with its reason.
 
@@ -2500,8 +2508,8 @@ class IntentConsumer:
             state = store.load_risk_state()
         except InfrastructureError:  # the intent is done: a missing sample is better than a redelivery
             return
-        self._metric("account_breaker_state", "None", BREAKER_STATE_VALUES[state.trading_state])
-        self._metric("kill_switch_active", "Count", 1 if state.kill_switch else 0)
+        for name, unit, value in state_gauges(state):
+            self._metric(name, unit, value)
 
     def _dead_letter(self, record: Any, reason: RejectReason, message: str,
                      intent: OrderIntent | None, lambda_context: Any = None) -> dict[str, Any]:
