@@ -282,6 +282,22 @@ def test_an_edited_record_is_refused_at_load(model_set, edit):
         AgentPool.load(folder, feature_names=FEATURES)
 
 
+def test_the_record_digest_is_of_the_file_not_of_the_model_s_defaults(model_set):
+    """The digest hashes the file's own JSON object: a field the model fills with a default when
+    the file lacks it (as a field added to the model after the set was written would be) does not
+    change it, so such an older set still loads."""
+    from ensemble_trader.domain.agents import record_digest
+
+    folder, *_ = model_set
+    raw = json.loads((folder / "manifest.json").read_text())
+    del raw["agents"]["balanced"]["algorithm"]  # a defaulted field ("PPO"), absent from the file
+    raw["record_sha256"] = record_digest(raw)
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    pool = AgentPool.load(folder, feature_names=FEATURES)
+    assert pool.manifest.agents["balanced"].algorithm == "PPO"
+    assert pool.manifest.record_digest() != raw["record_sha256"]  # the model's dump has the default in it
+
+
 def test_a_manifest_written_before_the_record_digest_still_loads(model_set):
     folder, *_ = model_set
     raw = json.loads((folder / "manifest.json").read_text())

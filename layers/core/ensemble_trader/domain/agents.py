@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -186,14 +186,8 @@ class AgentManifest(_Frozen):
         return tuple(n for n in AGENT_NAMES if n in self.agents)
 
     def record_digest(self) -> str:
-        """sha256 of everything the manifest records but this digest: the served content that
-        :meth:`content_version` covers, and the record that does not change what is served —
-        reward parameters, hyperparameters, seeds, validation and test metrics, the training
-        data's hash and windows. Computed on the validated fields written as sorted, compact
-        JSON, so the file's layout and key order do not count, a value does."""
-        fields = self.model_dump(mode="json", exclude={"record_sha256"})
-        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return hashlib.sha256(text.encode()).hexdigest()
+        """:func:`record_digest` of this manifest as it is written (``model_dump(mode="json")``)."""
+        return record_digest(self.model_dump(mode="json"))
 
     def sealed(self) -> AgentManifest:
         """This manifest with its :attr:`version` (:meth:`content_version`) and then its
@@ -223,6 +217,19 @@ class AgentManifest(_Frozen):
         return f"agents-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def record_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of everything a manifest's JSON object records but its ``record_sha256``: the
+    served content that :meth:`AgentManifest.content_version` covers, and the record that does
+    not change what is served — reward parameters, hyperparameters, seeds, validation and test
+    metrics, the training data's hash and windows. The object is written as sorted, compact JSON,
+    so the file's layout and key order do not count, a value does. It is the file's own content
+    that is hashed, not the fields as a model reads them: a field added to the model later, with
+    a default, is not in an older file and does not change its digest."""
+    fields = {key: value for key, value in manifest.items() if key != "record_sha256"}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -246,9 +253,18 @@ def folder_reader(folder: Path) -> Callable[[str], bytes]:
 
 
 def parse_manifest(data: bytes, source: str) -> AgentManifest:
-    """Parse and validate a model set's manifest (ModelArtifactError on any problem)."""
+    """Parse and validate a model set's manifest (ModelArtifactError on any problem), its record
+    checked against its ``record_sha256`` when it has one (:func:`check_record`)."""
+    manifest, raw = _parsed_manifest(data, source)
+    check_record(manifest, raw, source)
+    return manifest
+
+
+def _parsed_manifest(data: bytes, source: str) -> tuple[AgentManifest, dict[str, Any]]:
+    """The validated manifest and the JSON object it was read from (ModelArtifactError)."""
     try:
-        return AgentManifest.model_validate(json.loads(data))
+        raw = json.loads(data)
+        return AgentManifest.model_validate(raw), raw
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelArtifactError(f"{source}/{MANIFEST_FILE}: not valid JSON ({exc})") from exc
     except ValidationError as exc:
@@ -256,6 +272,18 @@ def parse_manifest(data: bytes, source: str) -> AgentManifest:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         raise ModelArtifactError(f"{source}/{MANIFEST_FILE}: invalid manifest: {problems}") from exc
+
+
+def check_record(manifest: AgentManifest, raw: Mapping[str, Any], source: str) -> None:
+    """Refuse (ModelArtifactError) a manifest whose ``record_sha256`` is not the
+    :func:`record_digest` of the JSON object ``raw`` it was read from; one without the digest
+    (written before 2026-11-29) passes unchecked."""
+    if manifest.record_sha256 is not None and manifest.record_sha256 != record_digest(raw):
+        raise ModelArtifactError(
+            f"model set {source}: {MANIFEST_FILE}'s record (reward parameters, hyperparameters, seeds, "
+            f"metrics, training data) does not match its record_sha256: the manifest was edited after "
+            f"the set was written, so it no longer says how the served agents were trained"
+        )
 
 
 def read_manifest(models_dir: Path) -> AgentManifest:
@@ -369,7 +397,7 @@ class AgentPool:
         ``False`` forces one session per agent; ``True`` requires the fused graph. Any problem
         raises :class:`ModelArtifactError` naming the file.
         """
-        manifest = parse_manifest(_read(read, MANIFEST_FILE, source), source)
+        manifest, raw = _parsed_manifest(_read(read, MANIFEST_FILE, source), source)
         expected = manifest.content_version()
         if manifest.version != expected:
             raise ModelArtifactError(
@@ -377,12 +405,7 @@ class AgentPool:
                 f"files, no-trade bands and leverage limits give {expected}: the manifest was edited after "
                 f"the set was written (write it again with training.agents.modelset.write_model_set)"
             )
-        if manifest.record_sha256 is not None and manifest.record_sha256 != manifest.record_digest():
-            raise ModelArtifactError(
-                f"model set {source}: {MANIFEST_FILE}'s record (reward parameters, hyperparameters, seeds, "
-                f"metrics, training data) does not match its record_sha256: the manifest was edited after "
-                f"the set was written, so it no longer says how the served agents were trained"
-            )
+        check_record(manifest, raw, source)  # after the version: an edited band is named as one
         if feature_names is not None and tuple(manifest.feature_names) != tuple(feature_names):
             raise ModelArtifactError(
                 f"model set {source} was trained on features {list(manifest.feature_names)}, "
