@@ -107,16 +107,40 @@ def test_a_run_whose_publish_fails_leaves_the_announcement_to_the_next_run(stage
     assert resets(stage) == [("HALTED", "ACTIVE")]
 
 
-def test_an_operator_repeating_the_command_announces_the_reset_with_it(stage):
-    """The CLI's repeat is a new command (a new id and time): the breaker is already reset, so it
-    resets nothing itself, and carries the reset still to announce."""
+def repeat_at(seconds: int) -> KillSwitchCommand:
+    """The CLI's repeat: a new command (a new id and time) that resets nothing itself (the breaker
+    is already reset) and carries the reset still to announce."""
+    return KillSwitchCommand.from_event(control_event(
+        False, "reviewed: resume", T + timedelta(seconds=seconds), f"cli-repeat-{seconds}", reset_breaker=True))
+
+
+def test_an_operator_repeating_the_command_after_the_wait_announces_the_reset_with_it(stage):
     failed_reset(stage)
-    stage.clock.set(T + timedelta(seconds=20))
-    repeat = KillSwitchCommand.from_event(
-        control_event(False, "reviewed: resume", T + timedelta(seconds=20), "cli-repeat", reset_breaker=True))
-    result = stage.router().apply_kill_switch(repeat)
+    stage.clock.set(T + timedelta(seconds=30))  # the failed delivery has ended (announce_after_seconds)
+    result = stage.router().apply_kill_switch(repeat_at(30))
     assert result["applied"] and not result["retry"]
     assert resets(stage) == [("HALTED", "ACTIVE")]
+    assert stage.store.load_risk_state().unannounced is None
+
+
+def test_an_operator_repeating_the_command_within_the_wait_leaves_the_reset_for_later(stage):
+    """The delivery that saved the reset may still be publishing it: the repeat announces its own
+    switch only and keeps the reset marked; a run once the repeat's own wait is over publishes it."""
+    failed_reset(stage)
+    stage.clock.set(T + timedelta(seconds=29))
+    result = stage.router().apply_kill_switch(repeat_at(29))
+    assert result["applied"] and not result["retry"]
+    assert resets(stage) == [] and len(stage.events("KillSwitchChanged")) == 1
+    left = stage.store.load_risk_state().unannounced
+    assert left is not None and left.switch_announced and left.reset() is not None
+    assert left.command_id == "cli-repeat-29"
+    stage.clock.set(T + timedelta(seconds=29 + 29))  # within the repeat's own wait: nobody publishes
+    stage.router().reconcile()
+    assert resets(stage) == []
+    stage.clock.set(T + timedelta(seconds=29 + 30))
+    stage.router().reconcile()
+    assert resets(stage) == [("HALTED", "ACTIVE")]
+    assert len(stage.events("KillSwitchChanged")) == 1  # the repeat's switch was announced already
     assert stage.store.load_risk_state().unannounced is None
 
 

@@ -55,7 +55,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -211,10 +211,18 @@ class SwitchAnnouncement(BaseModel):
     delivery that saved it removes it once ``KillSwitchChanged`` — and the ``CircuitBreakerTripped``
     of the breaker reset the command made (``reset_*``; None when it reset nothing) — went out.
     While it stands, a later delivery of the same command and the scheduled reconciliation publish
-    what it names again, once the delivery that saved it cannot still be running (see
+    what it names again, once no other delivery can still be publishing it (see
     :meth:`~ensemble_trader.runtime.orders.OrderRouter.apply_kill_switch`). ``breaker_events`` is
     the state's count of breaker events at the save: the reset is announced again only while no
-    other breaker event followed it (a later one announced the breaker as it then stood)."""
+    other breaker event followed it (a later one announced the breaker as it then stood).
+
+    A delivery publishes it only while it holds the claim: the save that applied the command holds
+    it from ``saved_at``; any other delivery first saves the mark with ``claimed_at`` set to its
+    own time, conditionally on the state's version, and publishes only when that save lands. A
+    claim lapses after the wait a delivery may still be running (:meth:`claimed_until`).
+    ``switch_announced``: its ``KillSwitchChanged`` went out and only a reset it carries is left.
+    A state saved before these two fields existed reads as unclaimed since the save and not
+    announced."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -227,14 +235,18 @@ class SwitchAnnouncement(BaseModel):
     reset_current: TradingState | None = None
     reset_reason: str = ""
     reset_equity: float = 0.0
+    claimed_at: AwareDatetime | None = None
+    switch_announced: bool = False
 
     @classmethod
     def of(cls, state: RiskState, reset: BreakerTransition | None, saved_at: datetime,
            pending: SwitchAnnouncement | None = None) -> SwitchAnnouncement:
         """What remains to be announced once ``state`` — a command just applied to it, and its
         breaker ``reset`` if any — is saved. A reset of an earlier command still ``pending`` and
-        still the breaker's last move (no breaker event since) goes with it, when this command
-        reset nothing itself: its announcement would otherwise be lost with the mark it replaces."""
+        still the breaker's last move (no breaker event since) is carried, when this command
+        reset nothing itself: its announcement would otherwise be lost with the mark it replaces.
+        Whether the delivery saving this mark may publish a carried reset at once is the claim
+        rule's (the earlier delivery may still be publishing it): see :meth:`claimed_until`."""
         if reset is None and pending is not None and pending.reset() is not None \
                 and pending.breaker_events == state.breaker_events:
             reset = pending.reset()
@@ -252,11 +264,52 @@ class SwitchAnnouncement(BaseModel):
         return BreakerTransition(self.reset_previous, self.reset_current, self.reset_reason, self.reset_equity,
                                  0.0, 0.0)
 
+    def claimed_until(self, wait_seconds: float) -> datetime:
+        """When the last claim on this mark lapses: ``wait_seconds`` (the longest a delivery may
+        run) after the later of its save and its last claim. Until then the delivery holding
+        the claim may still be publishing it, and nobody else publishes it."""
+        since = self.saved_at if self.claimed_at is None else max(self.saved_at, self.claimed_at)
+        return since + timedelta(seconds=wait_seconds)
+
+    def claimed(self, at: datetime) -> SwitchAnnouncement:
+        """This mark claimed at ``at`` by a delivery about to publish it."""
+        return self.model_copy(update={"claimed_at": at})
+
+    def without_reset(self) -> SwitchAnnouncement:
+        """This mark with no reset to announce."""
+        return self.model_copy(update={"reset_previous": None, "reset_current": None, "reset_reason": "",
+                                       "reset_equity": 0.0})
+
+    def same_switch(self, other: SwitchAnnouncement) -> bool:
+        """Whether ``other`` names the switch of the same save (its command as saved then)."""
+        return (self.command_id, self.active, self.reason, self.saved_at) == \
+            (other.command_id, other.active, other.reason, other.saved_at)
+
+    def same_reset(self, other: SwitchAnnouncement) -> bool:
+        """Whether ``other`` carries the same breaker reset (each reset is a breaker event of its
+        own, so the count at it and the transition name it, also once another mark carries it)."""
+        return self.reset() is not None and self.reset() == other.reset() \
+            and self.breaker_events == other.breaker_events
+
+    def settled(self, done: SwitchAnnouncement, switch: bool, reset: bool) -> SwitchAnnouncement | None:
+        """This (stored) mark once a delivery settled ``done``: its switch (``switch``) and its
+        reset (``reset``) published or no longer to be announced. Only what names the same save
+        or the same reset is settled — a newer command's mark keeps its own switch, and loses a
+        reset it carried of ``done``'s —; None when nothing is left to announce."""
+        mark = self
+        if switch and not mark.switch_announced and mark.same_switch(done):
+            mark = mark.model_copy(update={"switch_announced": True})
+        if reset and done.same_reset(mark):
+            mark = mark.without_reset()
+        if mark.switch_announced and mark.reset() is None:
+            return None
+        return mark
+
     def still_current(self, state: RiskState) -> tuple[bool, bool]:
-        """Whether ``state`` still holds what this names: (the switch as the command set it, the
-        breaker as its reset left it — no breaker event since)."""
-        switch = (state.kill_switch_command_id == self.command_id and state.kill_switch == self.active
-                  and state.kill_switch_reason == self.reason)
+        """Whether ``state`` still holds what this has left to announce: (the switch as the command
+        set it, not announced yet; the breaker as its reset left it — no breaker event since)."""
+        switch = (not self.switch_announced and state.kill_switch_command_id == self.command_id
+                  and state.kill_switch == self.active and state.kill_switch_reason == self.reason)
         return switch, self.reset() is not None and state.breaker_events == self.breaker_events
 
 
@@ -908,7 +961,8 @@ def merge_states(base: RiskState, ours: RiskState, theirs: RiskState,
     writer whose save lands now — else theirs: an operator's router records none.
     ``unannounced`` (a kill-switch command whose events are not known to be published,
     :class:`SwitchAnnouncement`) is ours when only ours changed it since ``base`` (a command
-    ours applied, or a mark ours removed once it announced it), else theirs.
+    ours applied, a claim ours saved, or a mark ours settled once it announced it), else theirs
+    (a claim saved meanwhile by another writer stands).
 
     Marks (newest per symbol) and accepted orders (throttle and duplicate windows) are always
     united. Without a reset in theirs the equity figures come from ours and the peak is the

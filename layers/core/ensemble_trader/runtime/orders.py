@@ -1763,7 +1763,8 @@ class OrderRouter:
             # the reset's transition is this attempt's own: an attempt that lost its save to a twin
             # delivery of the command finds the command stored (a retry), whose save published it
             transition: BreakerTransition | None = None
-            mark: SwitchAnnouncement | None = None  # what this delivery announces and then unmarks
+            mark: SwitchAnnouncement | None = None  # what this delivery announces and then settles
+            carried_due = False  # the mark carries an earlier command's reset this delivery may publish
             state = self.store.load_risk_state()
             self.require_stage_broker(f"kill switch {'on' if command.active else 'off'}", state)
             verdict, why = kill_switch_verdict(state, command)
@@ -1774,6 +1775,11 @@ class OrderRouter:
             apply_kill_switch(state, command, now)
             transition = self.engine.reset_breaker(state, command.reason) if command.reset_breaker else None
             mark = state.unannounced = SwitchAnnouncement.of(state, transition, now, pending)
+            # a carried reset is this save's to publish only once the earlier claim on it lapsed
+            # (the delivery that saved or claimed it may still be publishing it); the save below,
+            # conditional on the version, is then this delivery's claim
+            carried_due = (transition is None and mark.reset() is not None and pending is not None
+                           and now >= pending.claimed_until(self.announce_after_seconds))
             self._record_broker(state)
             try:
                 self.store.save_risk_state(state, write_kill_switch=True)
@@ -1802,11 +1808,13 @@ class OrderRouter:
             return {**result, "ignored": why}
         if verdict is KillSwitchVerdict.RETRY:
             log.warning("kill switch command %s delivered again: %s", command.command_id, why)
-            mark = self._announcement_left(state, command.command_id or "")
-            if mark is not None:  # the delivery that saved it is over and did not announce it
-                transition = mark.reset() if mark.still_current(state)[1] else None
-        if mark is not None and mark.reset() is not None and transition is None and verdict is KillSwitchVerdict.APPLY:
+            claim = self._claim_left(command.command_id or "") if self.events is not None else None
+            if claim is not None:  # the delivery that saved it is over and did not announce it
+                claimed_state, mark = claim
+                transition = mark.reset() if mark.still_current(claimed_state)[1] else None
+        if mark is not None and verdict is KillSwitchVerdict.APPLY and transition is None and carried_due:
             transition = mark.reset()  # an earlier command's reset, carried: not announced yet
+        publishes_reset = transition is not None or verdict is KillSwitchVerdict.RETRY
         if transition is not None:
             events.append(_breaker_event(transition, self.clock.now()))
         failed: CancelFailedError | None = None
@@ -1824,38 +1832,78 @@ class OrderRouter:
             if mark is None:
                 raise
             log.error("kill switch command %s saved but not announced: %s", command.command_id, exc)
-            raise KillSwitchNotAnnouncedError(command, mark, exc,
+            tried = mark if transition is not None else mark.without_reset()
+            raise KillSwitchNotAnnouncedError(command, tried, exc,
                                               len(failed.failures) if failed is not None else 0) from exc
         if mark is not None and self.events is not None:  # announced (without a bus: nothing was)
-            self._unmark_announced(mark)
+            # a carried reset this delivery left for later stays marked; a retry's claimed mark is
+            # settled whole (its reset published, or no longer the breaker's last move)
+            self._settle_announced(mark, switch=True, reset=publishes_reset)
         if failed is not None:
             raise failed
         return {**result, "canceled": canceled}
 
     def _announcement_left(self, state: RiskState, command_id: str | None = None) -> SwitchAnnouncement | None:
         """The kill-switch announcement ``state`` records as not made (of the command
-        ``command_id``, when given) that this router may make now: the delivery that saved it
-        started more than :attr:`announce_after_seconds` ago, so it has ended (that is the orders
-        functions' timeout) — its publish failed, or it died before it could unmark it. Before
-        that it may still be publishing, and a second announcement of its breaker reset would
-        be a second reset for subscribers and the ``breaker_transitions`` metric; None then."""
+        ``command_id``, when given) that this router may claim now: the delivery that saved it,
+        or the last one that claimed it, started more than :attr:`announce_after_seconds` ago,
+        so it has ended (that is the orders functions' timeout) — its publish failed, or it died
+        before it could settle the mark. Before that it may still be publishing, and a second
+        announcement of its breaker reset would be a second reset for subscribers and the
+        ``breaker_transitions`` metric; None then."""
         mark = state.unannounced
         if mark is None or (command_id is not None and mark.command_id != command_id):
             return None
-        if (self.clock.now() - mark.saved_at).total_seconds() < self.announce_after_seconds:
+        if self.clock.now() < mark.claimed_until(self.announce_after_seconds):
             return None
         return mark
 
-    def _announce_left(self, state: RiskState) -> None:
-        """Publish what the risk state records as a kill-switch command not announced
-        (:meth:`_announcement_left`), then unmark it: the reset's ``CircuitBreakerTripped`` while no
-        breaker event followed it, and ``KillSwitchChanged`` (with no cancels: those were
-        announced by their own events) while the switch is still as that command set it. For
-        reconciliation's runs outside a batch; a publish that fails is logged and leaves the
-        mark for the next run."""
-        mark = self._announcement_left(state)
-        if mark is None:
+    def _durable_store(self) -> OrdersStore:
+        """The store a save goes to at once (a batch's store writes the risk state at its end)."""
+        return self.store.inner if isinstance(self.store, BatchingOrdersStore) else self.store
+
+    def _claim_left(self, command_id: str | None = None) -> tuple[RiskState, SwitchAnnouncement] | None:
+        """Claim the announcement :meth:`_announcement_left` finds in the stored risk state: save
+        it with this router's time as ``claimed_at``, conditionally on the state's version, so
+        that of two deliveries that found it at once only the one whose save lands publishes it
+        (the other reads the claim and leaves it). The state as claimed and the claimed mark, or
+        None: nothing left to claim now, another writer kept saving first, or the save failed
+        (logged: the mark is left for a later delivery or run)."""
+        store = self._durable_store()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                state = store.load_risk_state()
+                mark = self._announcement_left(state, command_id)
+                if mark is None:
+                    return None
+                state.unannounced = mark.claimed(self.clock.now())
+                store.save_risk_state(state)
+                return state, state.unannounced
+            except ConcurrencyError:
+                if attempt == MAX_ATTEMPTS:
+                    log.warning("kill switch announcement not claimed: the risk state kept changing; left "
+                                "for a later delivery or run")
+                    return None
+            except InfrastructureError as exc:
+                log.warning("kill switch announcement not claimed (%s: %s): left for a later delivery or run",
+                            type(exc).__name__, exc)
+                return None
+        return None
+
+    def _announce_left(self) -> None:
+        """Publish what the risk state records as a kill-switch command not announced, once this
+        router holds the claim on it (:meth:`_claim_left`), then settle it: the reset's
+        ``CircuitBreakerTripped`` while no breaker event followed it, and ``KillSwitchChanged``
+        (with no cancels: those were announced by their own events) while the switch is still as
+        that command set it and not announced. For reconciliation's runs outside a batch; a
+        publish that fails is logged and leaves the mark for a run after the claim lapsed. A
+        router without an event bus announces nothing and claims nothing."""
+        if self.events is None:
             return
+        claim = self._claim_left()
+        if claim is None:
+            return
+        state, mark = claim
         switch, reset = mark.still_current(state)
         now = self.clock.now()
         events: list[BaseModel] = []
@@ -1864,29 +1912,33 @@ class OrderRouter:
         if switch:
             events.append(KillSwitchChanged(active=mark.active, reason=mark.reason, canceled=[], timestamp=now))
         if events:
-            if self.events is None:  # a router without an event bus announces nothing: left as it is
-                return
             try:
                 self.events.publish(events)
-            except Exception as exc:  # noqa: BLE001 - the run goes on; the next one tries again
-                log.error("kill switch command %s still not announced (%s: %s): the next run tries again",
+            except Exception as exc:  # noqa: BLE001 - the run goes on; a later one tries again
+                log.error("kill switch command %s still not announced (%s: %s): a later run tries again",
                           mark.command_id or "(unnamed)", type(exc).__name__, exc)
                 return
             log.warning("kill switch command %s announced by reconciliation (%d events): its own delivery "
                         "could not publish them", mark.command_id or "(unnamed)", len(events))
-        self._unmark_announced(mark)
+        self._settle_announced(mark, switch=True, reset=True)
 
-    def _unmark_announced(self, mark: SwitchAnnouncement) -> None:
-        """Remove ``mark`` from the stored risk state once its events went out (a routine save:
-        the kill-switch attributes are not written). A newer mark stays; a save that keeps failing
-        is logged and leaves the mark, so its events may be published once more (at least once)."""
+    def _settle_announced(self, mark: SwitchAnnouncement, *, switch: bool, reset: bool) -> None:
+        """Remove from the stored risk state what this delivery published of ``mark`` (or found no
+        longer to announce): its switch (``switch``), its reset (``reset``) — also from a newer
+        command's mark that carries it — (:meth:`SwitchAnnouncement.settled`; a routine save:
+        the kill-switch attributes are not written). A save that keeps failing is logged and
+        leaves the mark, so its events may be published once more (at least once)."""
+        store = self._durable_store()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                state = self.store.load_risk_state()
-                if state.unannounced != mark:
+                state = store.load_risk_state()
+                if state.unannounced is None:
                     return
-                state.unannounced = None
-                self.store.save_risk_state(state)
+                left = state.unannounced.settled(mark, switch, reset)
+                if left == state.unannounced:
+                    return
+                state.unannounced = left
+                store.save_risk_state(state)
                 return
             except ConcurrencyError:
                 if attempt == MAX_ATTEMPTS:
@@ -1988,7 +2040,7 @@ class OrderRouter:
         started = self.store.load_risk_state()  # the halts as they stand before any comparison
         self.require_stage_broker("reconciliation", started)
         if self._deferred is None:  # a scheduled or an operator's run: not a batch's first one
-            self._announce_left(started)
+            self._announce_left()
         halts = {symbol: started.halt(symbol) for symbol in started.halted_symbols}
         report = ReconciliationReport()
         events: list[BaseModel] = []
