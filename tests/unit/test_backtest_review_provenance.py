@@ -126,8 +126,9 @@ def test_the_backtest_of_the_index_test_window_names_the_warm_up(tmp_path: Path,
     assert printed["in_sample"] == [] and printed["configuration_choice"]["sets"] == []
     assert {(e["model"], e["part"], e["data"]) for e in printed["warm_up_in_sample"]} >= {
         ("agents", "train", "arch:sp500"), ("agents", "validation", "arch:sp500"), ("regime", "train", "arch:sp500")}
+    # from the first bar whose features are ready (bar 172), where the learners first decide
     assert {tuple(e["warm_up"]) for e in printed["warm_up_in_sample"]} == {
-        ("1999-01-04T00:00:00", "2018-09-28T00:00:00")}
+        ("1999-09-09T00:00:00", "2018-09-28T00:00:00")}
     page = (tmp_path / "report.html").read_text()
     assert "Out of sample: the window overlaps none of" in page
     assert "Warm-up in sample:</b> The window itself is out of sample" in page
@@ -137,8 +138,9 @@ def test_select_reports_the_index_sets_warm_up() -> None:
     from training.meta import select
 
     notes = select.warm_up_overlaps(selection.TEST_SETS, WINDOWS)
-    assert len(notes) == 2 and notes[0].startswith("the learners of the set 'S&P 500 2015-18' are warmed up on "
-                                                   "arch:sp500 from 1999-01-04 until 2015-01-01")
+    assert len(notes) == 2 and notes[0].startswith(
+        "the learners of the set 'S&P 500 2015-18' are warmed up on arch:sp500 from 1999-09-09 (its first bar "
+        "whose features are ready) to 2014-12-31 (the last before its window's start, 2015-01-01)")
     assert "agent set agents-x train window of arch:sp500 (1999-09-09 → 2012-12-31)" in notes[0]
     assert "validation window of arch:sp500 (2013-01-02 → 2014-12-30)" in notes[0]
     # NASDAQ bars meet the S&P 500 windows too (the rule is by date, across series); the synthetic sets have none
@@ -156,3 +158,65 @@ def test_select_prints_the_warm_up_notes_and_puts_them_in_its_json(monkeypatch, 
     notes = json.loads(out)["warm_up_notes"]
     assert [n.split("'")[1] for n in notes] == ["S&P 500 2015-18", "NASDAQ 2015-18"]
     assert err.splitlines() == [f"note: {n}" for n in notes] and "warning" not in err
+
+
+# ---- the warm-up begins where the learners first learn (review of the notes above) ----------------
+
+
+def test_the_learners_first_reward_is_for_the_first_ready_bars_decision() -> None:
+    """What :func:`warm_up_span` rests on: a reward is booked at bar k exactly when bar k - 1 was
+    ready, and the weights stay equal until the first ready bar."""
+    from ensemble_trader.backtest.ensemble import run_meta, run_pipeline
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+    from ensemble_trader.domain.regime import RegimeStep
+    from ensemble_trader.domain.synthetic import generate
+
+    from tests.unit.test_meta_backtest import RuleAgents, hand_regime_model
+
+    pipeline = run_pipeline(generate("easy", 260, seed=4).series, RuleAgents(), RegimeStep(hand_regime_model()))
+    run = run_meta(pipeline, MetaAgentConfig.create())
+    first = int(np.argmax(pipeline.ready))
+    assert first == 172 and not pipeline.ready[:first].any()
+    booked = ~np.isnan(run.meta_rewards)
+    assert not booked[0] and np.array_equal(booked[1:], pipeline.ready[:-1])
+    assert np.allclose(run.weights[: first + 1], 0.25)  # nothing learned through the first ready bar's decision
+    assert not np.allclose(run.weights[first + 2], 0.25)
+
+
+def test_the_warm_up_span_runs_from_the_first_ready_bar_to_the_bar_before_the_window() -> None:
+    from ensemble_trader.backtest.provenance import warm_up_span
+    from ensemble_trader.domain.errors import DataError
+
+    times = np.arange("2001-01-01", "2001-01-11", dtype="datetime64[D]").astype("datetime64[ns]")
+    ready = np.arange(10) >= 3
+    assert warm_up_span(times, ready, 3) is None  # the window starts at the first ready bar: no warm-up
+    assert warm_up_span(times, ready, 0) is None and warm_up_span(times, ready, 2) is None
+    assert warm_up_span(times, ready, 4) == (times[3], times[3])
+    assert warm_up_span(times, ready, 8) == (times[3], times[7])
+    for bad in (-1, 11, 2.0, True):
+        with pytest.raises(DataError, match="the window's first bar"):
+            warm_up_span(times, ready, bad)
+    with pytest.raises(DataError, match="ready has 9 entries for 10 bars"):
+        warm_up_span(times, ready[:9], 4)
+
+
+def test_a_backtest_without_start_names_no_warm_up(capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed 'WARM-UP IN SAMPLE: ... warmed up on the bars from 1999-01-04 to 1999-09-08', the
+    features' warm-up, on which the learners learn nothing."""
+    from ensemble_trader.cli import main
+
+    assert main(["backtest", "--bars", "arch:sp500", "--end", "2000-06-01", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["run"]["start"].startswith("1999-09-09") and printed["warm_up_in_sample"] == []
+    assert main(["backtest", "--bars", "arch:sp500", "--end", "2000-06-01"]) == 0
+    assert "WARM-UP" not in capsys.readouterr().out
+
+
+def test_select_names_no_warm_up_for_a_set_whose_window_starts_at_the_first_ready_bar() -> None:
+    from training.meta import select
+
+    early = selection.EvalSet("S&P 500 1999", "arch:sp500", "1999-02-01", "2000-01-01")
+    assert select.learners_warm_up("arch:sp500", "1999-02-01") is None
+    assert select.warm_up_overlaps([early], WINDOWS) == []
+    first, last = select.learners_warm_up("arch:sp500", "1999-10-01")
+    assert (str(first)[:10], str(last)[:10]) == ("1999-09-09", "1999-09-30")

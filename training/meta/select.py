@@ -363,30 +363,54 @@ def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: b
     return problems
 
 
+def learners_warm_up(spec: str, start: str) -> tuple[np.datetime64, np.datetime64] | None:
+    """The first and last bar the learners warm up on before a set's window that starts at
+    ``start`` (:func:`ensemble_trader.backtest.provenance.warm_up_span`: from the first bar whose
+    features are ready to the bar before the window's first ready bar at or after ``start``, as
+    :func:`~ensemble_trader.backtest.ensemble.first_index` places it); None when the learners
+    learn nothing before the window, or no bar of the series is evaluated."""
+    from ensemble_trader.backtest.provenance import warm_up_span
+    from ensemble_trader.domain.bars import parse_datetime64
+    from ensemble_trader.domain.features import compute_features
+    from ensemble_trader.marketdata import load_bars
+
+    series = load_bars(spec)[0]  # the series evaluate_candidates runs
+    timestamps = np.asarray(series.timestamp)
+    ready = compute_features(series).ready
+    evaluated = np.flatnonzero(ready & (timestamps >= parse_datetime64(start)))
+    if evaluated.size == 0:
+        return None
+    return warm_up_span(timestamps, ready, int(evaluated[0]))
+
+
 def warm_up_overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow]) -> list[str]:
     """The fitted windows each real set's warm-up meets by date, in words (empty: none does).
 
     Not a refusal, as :func:`overlaps` is: the bars before a set's ``start`` only warm up the
-    features, the filter and the learners, and nothing after the start is seen. But on the index
-    sets that warm-up covers the agents' own training years (and, before the test sets, their
-    validation years), where they do better than they will out of sample: the learners start the
-    window trusting the agents that fit those years best, so the set's figures depend on it
-    (the backtest's report says the same, :func:`ensemble_trader.backtest.provenance.describe_warm_up`).
-    A synthetic set has no warm-up apart from its seed, which :func:`overlaps` checks."""
-    from ensemble_trader.domain.bars import parse_datetime64
-
+    features, the filter and the learners, and nothing after the start is seen. The learners
+    learn from the first bar whose features are ready (:func:`learners_warm_up`; bar 172 of a
+    series, 1999-09-09 on the indexes). But on the index sets that warm-up covers the agents' own
+    training years (and, before the test sets, their validation years), where they do better
+    than they will out of sample: the learners start the window trusting the agents that fit
+    those years best, so the set's figures depend on it (the backtest's report says the same,
+    :func:`ensemble_trader.backtest.provenance.describe_warm_up`). A synthetic set has no
+    warm-up apart from its seed, which :func:`overlaps` checks."""
     notes = []
     for s in sets:
         if fitted.data_kind(s.spec) == "synthetic" or s.start is None:
             continue
-        first, last = _first_bar(s.spec), parse_datetime64(s.start) - np.timedelta64(1, "ns")
+        span = learners_warm_up(s.spec, s.start)
+        if span is None:
+            continue
+        first, last = span
         met = [found for found in fitted.find_overlaps(s.spec, first, last, windows) if found.by == "date"]
         if met:
             listed = "; ".join(f"{f.window.model} {f.window.part} window of {f.window.data} "
                                f"({f.first[:10]} → {f.last[:10]})" for f in met)
             notes.append(f"the learners of the set {s.name!r} are warmed up on {s.spec} from "
-                         f"{str(np.datetime64(first, 'D'))} until {s.start} (its window's start), which covers {listed}: "
-                         "its figures depend on that warm-up")
+                         f"{np.datetime64(first, 'D')} (its first bar whose features are ready) to "
+                         f"{np.datetime64(last, 'D')} (the last before its window's start, {s.start}), which covers "
+                         f"{listed}: its figures depend on that warm-up")
     return notes
 
 

@@ -10,11 +10,12 @@ window. Unlike select's validation split, the agents' validation windows always 
 :func:`assess` lists the fitted windows the evaluated one meets — metrics measured there flatter
 what those models do on data they never saw — and what it could not check.
 
-Two more things it says apart from that list. The meta-agent's learners are warmed up on every
-bar before the window (from the series' first bar): on the indexes that warm-up covers the
-agents' training (1999-2012) and validation (2013-14) years, where the agents look better than
-they will out of sample, so the learners start the window trusting them more (``warm_up``: the
-fitted windows the warm-up meets, by date; the window itself may be out of sample). And the
+Two more things it says apart from that list. The meta-agent's learners are warmed up on the
+bars before the window from the first whose features are ready (:func:`warm_up_span`; before
+it they learn nothing): on the indexes that warm-up covers the agents' training (1999-2012) and
+validation (2013-14) years, where the agents look better than they will out of sample, so the
+learners start the window trusting them more (``warm_up``: the fitted windows the warm-up
+meets, by date; the window itself may be out of sample). And the
 meta-agent learns online, but its default configuration was chosen by ``training.meta.select``
 on the series of :mod:`ensemble_trader.backtest.selection` (``choice``: the sets of the
 validation and confirm splits the window meets, by the same rule).
@@ -30,6 +31,7 @@ import numpy as np
 
 from ensemble_trader.backtest.selection import choice_uses
 from ensemble_trader.domain import fitted
+from ensemble_trader.domain.errors import DataError
 
 PARTS = {"train": "training", "validation": "validation"}
 
@@ -73,13 +75,35 @@ def _entry(found: fitted.Overlap) -> dict[str, Any]:
     return entry
 
 
+def warm_up_span(timestamps: np.ndarray, ready: np.ndarray, i0: int) -> tuple[Any, Any] | None:
+    """The learners' warm-up before an evaluated window that starts at bar ``i0``: the times of
+    the first ready bar (``ready``: the features' mask) and of bar ``i0 - 1``; None when no bar
+    before ``i0`` is ready.
+
+    The meta-agent draws an arm only on a ready bar and books that decision's reward at the next
+    bar (``MetaAgentStep.decide``): on a bar whose features are not ready it draws none, learns
+    nothing at the next bar, and its weights stay equal. So the first reward its learners take is
+    for the first ready bar's decision, booked at the bar after it, and the last before the
+    window is for bar ``i0 - 1``'s, booked at ``i0`` before the window's first decision: the
+    warm-up is the bars whose decisions were rewarded before the window. Without ``--start`` the
+    window starts at the first ready bar, and there is none."""
+    if isinstance(i0, bool) or not isinstance(i0, int | np.integer) or not 0 <= i0 <= len(timestamps):
+        raise DataError(f"i0={i0!r}: the window's first bar must be an index of the {len(timestamps)} bars")
+    if len(ready) != len(timestamps):
+        raise DataError(f"ready has {len(ready)} entries for {len(timestamps)} bars")
+    before = np.flatnonzero(np.asarray(ready[:i0], dtype=bool))
+    if before.size == 0:
+        return None
+    return timestamps[int(before[0])], timestamps[int(i0) - 1]
+
+
 def assess(spec: str, start: Any, end: Any, windows: Sequence[fitted.FittedWindow],
            warm_up: tuple[Any, Any] | None = None) -> Provenance:
     """The fitted windows the evaluated window ``[start, end]`` (its first and last bar) of the
     data spec or file ``spec`` meets, and notes on what could not be checked: windows the
     manifests do not record, and — for a file — that its provenance is unknown. ``warm_up``: the
-    first and last bar before the window (None: the window starts at the series' first bar); the
-    fitted windows it meets by date are listed apart (a synthetic series' seed matches are
+    first and last bar of the learners' warm-up before the window (:func:`warm_up_span`; None:
+    they learned nothing before it); the fitted windows it meets by date are listed apart (a synthetic series' seed matches are
     already in ``in_sample``: they hold for its every bar). ``choice``: the selection sets the
     window meets."""
     found = fitted.find_overlaps(spec, start, end, windows, selected=True)
@@ -155,8 +179,8 @@ def describe_warm_up(entries: Sequence[Mapping[str, Any]], window_in_sample: boo
     listed = "; ".join(describe(e) for e in entries)
     lead = ("The window is in sample (above); besides," if window_in_sample
             else "The window itself is out of sample for the agents and the regime model, but")
-    return (f"{lead} the meta-agent's learners were warmed up on the bars from {first} to {last}, which "
-            f"cover {listed}. The fitted models do better there than they will out of sample, so the learners "
+    return (f"{lead} the meta-agent's learners were warmed up on the bars from {first} to {last} (from the "
+            f"first whose features are ready to the last before the window), which cover {listed}. The fitted models do better there than they will out of sample, so the learners "
             "start the window trusting the agents that fit those years best: the window's figures depend on "
             "that warm-up.")
 

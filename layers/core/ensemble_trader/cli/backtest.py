@@ -207,6 +207,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         describe,
         describe_warm_up,
         fitted_windows,
+        warm_up_span,
     )
     from ensemble_trader.backtest.report import json_text, write_report
     from ensemble_trader.domain.agents import AgentPool
@@ -262,10 +263,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             print(f"warning: {series.symbol}: {result['run']['periods_per_year']:g} bars/year: {note}", file=sys.stderr)
         run = until(whole, args.end)
         timestamps = run.pipeline.timestamp
-        # the fitted windows of the agents and the regime model it meets (domain.fitted's rule, as select's)
+        # the fitted windows of the agents and the regime model it meets (domain.fitted's rule, as select's),
+        # and those the learners' warm-up meets: the ready bars before the window (none without --start)
         i0 = result["run"]["start_index"]
         provenance = assess(args.bars, timestamps[i0], timestamps[-1], windows,
-                            warm_up=(timestamps[0], timestamps[i0 - 1]) if i0 > 0 else None)
+                            warm_up=warm_up_span(timestamps, run.pipeline.ready, i0))
         result["in_sample"], result["in_sample_notes"] = provenance.in_sample, provenance.notes
         result["warm_up_in_sample"] = provenance.warm_up
         result["configuration_choice"] = {"default": default, "sets": provenance.choice}
