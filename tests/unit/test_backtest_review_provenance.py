@@ -45,16 +45,19 @@ def test_select_reads_its_sets_from_the_one_constant_the_report_uses() -> None:
     assert seeds == list(range(201, 211))  # docs/meta-agent.md §6
 
 
-@pytest.mark.parametrize(("spec", "split", "same_preset"), [
-    ("synth:realistic:202:2500", "validation", True),
-    ("synth:realistic:202:300:ABC", "validation", True),  # any length or symbol: the same path
-    ("synth:easy:202:2500", "validation", False),  # another preset: the seed's correlated path
-    ("synth:hard:210:2500", "confirm", True),
+@pytest.mark.parametrize(("spec", "split", "same_preset", "same_prices"), [
+    ("synth:realistic:202:2500", "validation", True, True),
+    ("synth:realistic:202:2500:ABC", "validation", True, True),  # the symbol changes no price
+    ("synth:realistic:202:300:ABC", "validation", True, False),  # another length: the regime path only
+    ("synth:realistic:202", "validation", True, False),  # 2,000 bars by default
+    ("synth:easy:202:2500", "validation", False, False),  # another preset: the seed's correlated path
+    ("synth:hard:210:2500", "confirm", True, True),
 ])
-def test_a_synthetic_series_the_configuration_was_chosen_on_is_named(spec, split, same_preset) -> None:
+def test_a_synthetic_series_the_configuration_was_chosen_on_is_named(spec, split, same_preset, same_prices) -> None:
     got = assess(spec, ns("2001-01-01"), ns("2009-01-01"), WINDOWS)
     assert got.in_sample == [] and got.notes == []
-    assert [(c["split"], c["match"], c["same_preset"]) for c in got.choice] == [(split, "seed", same_preset)]
+    assert [(c["split"], c["match"], c["same_preset"], c["same_prices"]) for c in got.choice] == [
+        (split, "seed", same_preset, same_prices)]
     page = _sample_note({"in_sample": got.in_sample, "in_sample_notes": got.notes,
                          "configuration_choice": {"default": True, "sets": got.choice}})
     assert "Out of sample" not in page and "Configuration chosen on this data:" in page
@@ -220,3 +223,25 @@ def test_select_names_no_warm_up_for_a_set_whose_window_starts_at_the_first_read
     assert select.warm_up_overlaps([early], WINDOWS) == []
     first, last = select.learners_warm_up("arch:sp500", "1999-10-01")
     assert (str(first)[:10], str(last)[:10]) == ("1999-09-09", "1999-09-30")
+
+
+def test_the_choice_note_says_the_same_prices_only_at_the_sets_length() -> None:
+    """It said 'the same path' for synth:easy:201:700 against the set synth:easy:201:2500: the same
+    regime path, but closes up to 22 % apart."""
+    from ensemble_trader.backtest.provenance import describe_choice
+    from ensemble_trader.domain.synthetic import generate
+
+    whole, short = generate("easy", 2500, 201), generate("easy", 700, 201)
+    assert np.array_equal(short.regimes, whole.regimes[:700])
+    assert np.max(np.abs(short.series.close / whole.series.close[:700] - 1)) > 0.2
+    (entry,) = assess("synth:easy:201:700", None, None, WINDOWS).choice
+    text = describe_choice(entry)
+    assert "the same regime path over the shorter's bars, other prices" in text and "the same path" not in text
+    assert np.array_equal(generate("easy", 2500, 201, symbol="ABC").series.close, whole.series.close)
+    (entry,) = assess("synth:easy:201:2500:ABC", None, None, WINDOWS).choice
+    assert "synthetic seed 201, the same preset and length: the same prices)" in describe_choice(entry)
+    (entry,) = assess("synth:hard:201:2500", None, None, WINDOWS).choice
+    assert "synthetic seed 201, under another preset: a correlated path)" in describe_choice(entry)
+    # a report.json written before same_prices existed claims no more than the generator keeps
+    old = {k: v for k, v in assess("synth:easy:201:700", None, None, WINDOWS).choice[0].items() if k != "same_prices"}
+    assert "the same regime path, and the same prices only at the same length" in describe_choice(old)

@@ -190,8 +190,15 @@ def describe_choice(entry: Mapping[str, Any]) -> str:
     use = "chosen" if entry["split"] == "validation" else "its ranking checked"
     where = f"the {entry['split']} set {entry['set']!r} ({entry['data']}"
     if entry["match"] == "seed":
-        same = "the same path" if entry["same_preset"] else "the same seed under another preset: a correlated path"
-        return f"{where}, synthetic seed {entry['seed']}: {same}), where the configuration was {use}"
+        if not entry["same_preset"]:
+            same = "under another preset: a correlated path"
+        elif "same_prices" not in entry:  # an entry written before same_prices was
+            same = "the same regime path, and the same prices only at the same length"
+        elif entry["same_prices"]:
+            same = "the same preset and length: the same prices"
+        else:  # the shocks follow the chain's draws, so another length draws other ones
+            same = "the same preset at another length: the same regime path over the shorter's bars, other prices"
+        return f"{where}, synthetic seed {entry['seed']}, {same}), where the configuration was {use}"
     lo, hi = (t[:10] if t else "?" for t in entry["overlap"])
     start, end = entry["window"]
     return f"{where} {start} → {end}; overlap {lo} → {hi}), where the configuration was {use}"

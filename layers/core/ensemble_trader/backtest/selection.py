@@ -17,6 +17,7 @@ import numpy as np
 
 from ensemble_trader.domain import fitted
 from ensemble_trader.domain.bars import parse_datetime64
+from ensemble_trader.marketdata import parse_synth_spec
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,6 @@ CHOOSING_SPLITS = ("validation", "confirm")
 """Splits the default configuration was chosen (``validation``) or its ranking checked (``confirm``) on."""
 
 
-def _preset(spec: str) -> str:
-    return str(spec).split(":")[1]
-
-
 def choice_uses(spec: str, first: Any, last: Any) -> list[dict[str, Any]]:
     """The sets of :data:`CHOOSING_SPLITS` that the evaluated window ``[first, last]`` (its first and
     last bar) of the data spec or file ``spec`` meets, by the rule of
@@ -83,11 +80,18 @@ def choice_uses(spec: str, first: Any, last: Any) -> list[dict[str, Any]]:
     whatever the preset (the generator draws the path from the seed alone); real bars and a file's
     meet, by date, every real set whose window [start, end) they overlap, of any series.
 
+    How much a seed match shares (``domain.synthetic.generate``): under the set's preset, the
+    regime path (a shorter series' is the first bars of a longer one's), and the prices only at
+    the set's length (the shocks are drawn after the chain's one uniform a bar, so another length
+    draws other shocks: ``synth:easy:201:700``'s closes differ from the first 700 of
+    ``synth:easy:201:2500`` by up to 22 %); under another preset, correlated paths.
+
     One entry per set: ``{"split", "set": its name, "data": its spec, "match": "seed" | "date",
-    "seed" and "same_preset" (by seed), "window": [start, end) as given and "overlap": [first,
-    last] (by date)}``."""
+    "seed", "same_preset" and "same_prices" (by seed: the set's preset; its preset and length),
+    "window": [start, end) as given and "overlap": [first, last] (by date)}``."""
     kind = fitted.data_kind(spec)
     seed = fitted.synthetic_seed(spec)
+    mine = parse_synth_spec(str(spec)) if kind == "synthetic" else None
     lo = None if first is None else parse_datetime64(first)
     hi = None if last is None else parse_datetime64(last)
     out: list[dict[str, Any]] = []
@@ -96,9 +100,11 @@ def choice_uses(spec: str, first: Any, last: Any) -> list[dict[str, Any]]:
             entry: dict[str, Any] = {"split": split, "set": s.name, "data": s.spec}
             set_seed = fitted.synthetic_seed(s.spec)
             if set_seed is not None:
-                if kind == "synthetic" and set_seed == seed:
-                    out.append(entry | {"match": "seed", "seed": seed,
-                                        "same_preset": _preset(s.spec) == _preset(spec)})
+                if mine is not None and set_seed == seed:
+                    theirs = parse_synth_spec(s.spec)
+                    same_preset = theirs.scenario == mine.scenario
+                    out.append(entry | {"match": "seed", "seed": seed, "same_preset": same_preset,
+                                        "same_prices": same_preset and theirs.bars == mine.bars})
                 continue
             if kind == "synthetic":
                 continue
