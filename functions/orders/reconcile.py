@@ -62,6 +62,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             if secret is None:  # another cause: the invocation fails (retried, then events-dlq)
                 raise
             return keys_not_stored(secret)
+        # the keys are not missing (or not needed): 0, so BrokerKeysMissing clears at this run
+        # and a period without a run keeps its state (the alarm ignores missing data)
+        metrics.add_metric(name="broker_keys_missing", unit="Count", value=0)
         try:
             report = orders.reconcile()
         finally:  # a failed run reports the state too: the switch does not depend on the broker

@@ -873,14 +873,19 @@ class Monitoring(Construct):
                             f"{function_name(self._config.name, 'orders.kill_switch')} log)",
             )
         if "orders.reconcile" in wired:
+            # every run that gets as far as its router reports it, 0 included (1: skipped for the
+            # placeholder keys): as ReconciliationFailed, a period without a run keeps the state,
+            # so the alarm holds while the keys stay missing and clears with the first run after
             self._alarm(
                 "BrokerKeysMissing",
-                self._emf("broker_keys_missing", "orders", "Sum").with_(period=ALARM_PERIOD),
+                self._emf("broker_keys_missing", "orders", "Maximum").with_(period=ALARM_PERIOD),
                 threshold=1,
                 description="the broker secret still holds the empty keys the stack created: the "
                             f"reconciliation ({function_name(self._config.name, 'orders.reconcile')}) is "
                             "skipped and no orders function can reach Alpaca; put the key pair in "
-                            f"{qualified(self._config.name, 'broker-keys')} (docs/runbook.md §7.1)",
+                            f"{qualified(self._config.name, 'broker-keys')}; OK once a run builds its "
+                            "router (docs/runbook.md §7.1)",
+                treat_missing_data=cw.TreatMissingData.IGNORE,
             )
             # every run reports its count, 0 included: a period without a run (the schedule's runs
             # drift against the periods) keeps the state instead of reading as "none failed", so the

@@ -141,3 +141,19 @@ def test_an_event_the_reconciliation_refuses_reports_nothing(stage, capsys):
     with pytest.raises(Exception, match="invalid reconcile event"):
         stage.reconcile({"detail-type": "KillSwitch"})
     assert gauges(emitted(capsys)) == {"kill_switch_active": [], "account_breaker_state": []}
+
+
+def test_a_run_that_builds_its_router_reports_no_missing_keys(stage, capsys, monkeypatch):
+    """``BrokerKeysMissing`` ignores missing data: a run that got its router (the keys stored, or
+    not needed) says 0, so the alarm clears at it; also when the run then fails."""
+    stage.reconcile()
+    assert [v for d in emitted(capsys) for v in d.get("broker_keys_missing", [])] == [0]
+
+    def unreachable():
+        raise BrokerUnavailableError("listing open orders: connection refused")
+
+    monkeypatch.setattr(stage.rig.broker, "list_open_orders", unreachable)
+    with pytest.raises(BrokerUnavailableError):
+        stage.reconcile()
+    assert [v for d in emitted(capsys) for v in d.get("broker_keys_missing", [])] == [0]
+
