@@ -11,16 +11,21 @@ Event: the schedule's (``source`` ``aws.events``, ``detail-type`` ``Scheduled Ev
 ``InvalidMessageError`` naming what was wrong before the broker or the store is touched
 (:mod:`ensemble_trader.runtime.reconcile_event`).
 
-Every run, also one that fails, then reports the kill switch and the circuit breaker as the risk
-state holds them (``kill_switch_active``, ``account_breaker_state``: the names, namespace and
-dimensions the orders entry reports them under with each routed intent). Intents are routed only
-while bars arrive (with daily bars about once a day), so without these samples the alarms
-``KillSwitchOn`` and ``BreakerTripped`` would keep the state of the last intent or command for
-that long; with them they follow the stored state within one schedule period (docs/deployment.md).
+Every run that builds its router — also one whose reconciliation then fails — reports the kill
+switch and the circuit breaker as the risk state holds them (``kill_switch_active``,
+``account_breaker_state``: the names, namespace and dimensions the orders entry reports them under
+with each routed intent). A run whose router cannot be built, one skipped for the placeholder keys
+included, reports neither (the store is built with the router, from the same settings); both
+alarms ignore missing data, so they keep their state until a run that builds its router.
+Intents are routed only while bars arrive (with daily bars about once a day), so without these
+samples the alarms ``KillSwitchOn`` and ``BreakerTripped`` would keep the state of the last intent
+or command for that long; with them they follow the stored state within one schedule period
+(docs/deployment.md).
 
 With the Alpaca broker, a secret that still holds the stack's placeholder (empty keys: a first
 deployment before the operator stored the pair) is not a failure of the run: it is logged as an
-error and counted (``broker_keys_missing``, alarm ``BrokerKeysMissing``) and the run answers
+error and counted (``broker_keys_missing`` 1, alarm ``BrokerKeysMissing``; every run that builds
+its router counts 0, so the alarm, which ignores missing data, clears at it) and the run answers
 ``skipped``, so Lambda does not retry it nor send a letter to ``events-dlq`` every 5 minutes
 (:mod:`ensemble_trader.runtime.broker_keys`).
 """
@@ -67,7 +72,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name="broker_keys_missing", unit="Count", value=0)
         try:
             report = orders.reconcile()
-        finally:  # a failed run reports the state too: the switch does not depend on the broker
+        finally:  # a failed run reports the state too: reading it does not need the broker
             report_state(orders)
     metrics.add_metric(name="reconcile_orders_synced", unit="Count", value=len(report.synced))
     metrics.add_metric(name="reconcile_symbols_failed", unit="Count", value=len(report.failures))

@@ -102,13 +102,23 @@ def test_a_tripped_breaker_is_reported_until_its_reset(stage, capsys):
     assert gauges(emitted(capsys)) == {"kill_switch_active": [0], "account_breaker_state": [0]}
 
 
-def test_the_gauges_carry_the_orders_entries_names_units_and_service(stage, capsys, monkeypatch):
+def test_the_gauges_carry_the_orders_entries_names_units_and_service(capsys, monkeypatch):
     # deployed, every orders entry has POWERTOOLS_SERVICE_NAME=orders (infra_cdk functions.py):
-    # the alarms' dimension; the units are the orders entry's (runtime.orders IntentConsumer)
-    stage.reconcile()
-    [doc] = [d for d in emitted(capsys) if "kill_switch_active" in d]
-    assert doc["units"]["kill_switch_active"] == "Count" and doc["units"]["account_breaker_state"] == "None"
-    assert doc["service"] == "orders-reconcile"  # the module's default name, outside Lambda
+    # the alarms read the dimension service=orders; the units are the orders entry's
+    # (runtime.orders IntentConsumer)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "orders")
+    rig = Rig()
+    reconcile = load_module("orders", "reconcile", fresh=True)
+    monkeypatch.setattr(reconcile, "router", lambda: rig.router)
+    reconcile.lambda_handler(SCHEDULED, FakeLambdaContext("et-unit-orders-reconcile"))
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+              if '"_aws"' in line and "kill_switch_active" in line]
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "EnsembleTrader"
+    assert ["service", "stage"] in [sorted(d) for d in directive["Dimensions"]]
+    assert line["service"] == "orders"
+    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert units["kill_switch_active"] == "Count" and units["account_breaker_state"] == "None"
 
 
 def test_a_failed_run_still_reports_the_state_and_fails(stage, capsys, monkeypatch):
@@ -157,3 +167,18 @@ def test_a_run_that_builds_its_router_reports_no_missing_keys(stage, capsys, mon
         stage.reconcile()
     assert [v for d in emitted(capsys) for v in d.get("broker_keys_missing", [])] == [0]
 
+
+def test_a_run_whose_router_cannot_be_built_reports_nothing(stage, capsys, monkeypatch):
+    """Not the placeholder keys (another cause): the run fails and leaves the alarms their state."""
+    reconcile = load_module("orders", "reconcile", fresh=False)
+
+    def unbuildable():
+        raise BrokerUnavailableError("Alpaca keys: half a pair")
+
+    monkeypatch.setattr(reconcile, "router", unbuildable)
+    monkeypatch.setattr(reconcile, "unstored_keys_secret", lambda: None)
+    with pytest.raises(BrokerUnavailableError):
+        reconcile.lambda_handler(SCHEDULED, FakeLambdaContext("et-unit-orders-reconcile"))
+    docs = emitted(capsys)
+    assert not [d for d in docs if "broker_keys_missing" in d]
+    assert gauges(docs) == {"kill_switch_active": [], "account_breaker_state": []}
