@@ -245,3 +245,41 @@ def test_the_choice_note_says_the_same_prices_only_at_the_sets_length() -> None:
     # a report.json written before same_prices existed claims no more than the generator keeps
     old = {k: v for k, v in assess("synth:easy:201:700", None, None, WINDOWS).choice[0].items() if k != "same_prices"}
     assert "the same regime path, and the same prices only at the same length" in describe_choice(old)
+
+
+# ---- whether the run uses the default configuration: its reward cost counts -----------------------
+
+
+def test_a_run_at_other_costs_does_not_use_the_chosen_configuration() -> None:
+    """The meta-agent's cost_bps (--cost-bps plus --slippage-bps) nets its learners' rewards, and
+    select chose the default at the default costs; is_default left it aside and said "This run uses
+    that configuration" for a run whose learners were rewarded otherwise."""
+    from ensemble_trader.backtest.engine import CostModel
+    from ensemble_trader.cli.backtest import _SET_ELSEWHERE, default_differences, is_default
+    from ensemble_trader.domain.meta_agent import MetaAgentConfig
+
+    select_costs = CostModel()  # what training.meta.select scores with
+    assert MetaAgentConfig.create().cost_bps == select_costs.cost_bps + select_costs.slippage_bps
+    assert is_default(MetaAgentConfig.create(random_state=7, strategy_id="other", cost_bps=3.0))
+    assert default_differences(MetaAgentConfig.create(cost_bps=12.0)) == ["cost_bps"]
+    assert not is_default(MetaAgentConfig.create(cost_bps=12.0))
+    assert default_differences(MetaAgentConfig.create(policy="ucb", cost_bps=0.0)) == ["cost_bps", "policy"]
+    assert set(_SET_ELSEWHERE) >= {"cost_bps", "random_state", "strategy_id"}
+    entries = assess("synth:realistic:202:2500", None, None, WINDOWS).choice
+    assert "This run's configuration is not the default (it differs in cost_bps); the default's" in choice_note(
+        entries, False, ["cost_bps"])
+
+
+def test_the_backtest_at_other_costs_says_its_configuration_is_not_the_default(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ensemble_trader.cli import main
+
+    argv = ["backtest", "--bars", "synth:realistic:202:300", "--cost-bps", "5"]
+    assert main([*argv, "--json", "--out", str(tmp_path)]) == 0
+    choice = json.loads(capsys.readouterr().out)["configuration_choice"]
+    assert choice["default"] is False and choice["differs"] == ["cost_bps"]
+    page = (tmp_path / "report.html").read_text()
+    assert "This run&#x27;s configuration is not the default (it differs in cost_bps)" in page
+    # the same costs split otherwise: the same reward cost, the default configuration
+    assert main([*argv[:-2], "--cost-bps", "0.5", "--slippage-bps", "2.5"]) == 0
+    assert "This run uses that configuration" in capsys.readouterr().out

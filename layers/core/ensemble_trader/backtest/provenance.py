@@ -204,11 +204,13 @@ def describe_choice(entry: Mapping[str, Any]) -> str:
     return f"{where} {start} → {end}; overlap {lo} → {hi}), where the configuration was {use}"
 
 
-def choice_note(entries: Sequence[Mapping[str, Any]], default: bool) -> str:
+def choice_note(entries: Sequence[Mapping[str, Any]], default: bool, differs: Sequence[str] = ()) -> str:
     """Why the window is in sample for the choice of the meta-agent's default configuration
-    (``default``: whether the run uses it)."""
+    (``default``: whether the run uses it; ``differs``: the options in which it does not, named
+    when given — ``cost_bps``, the reward's cost, among them)."""
+    how = f" (it differs in {', '.join(differs)})" if differs else ""
     which = ("This run uses that configuration: its figures here are in sample for that choice." if default
-             else "This run's configuration is not the default; the default's figures here would be in sample "
-                  "for that choice.")
+             else f"This run's configuration is not the default{how}; the default's figures here would be in "
+                  "sample for that choice.")
     return ("The meta-agent learns online, but its default configuration was chosen by training.meta.select "
             f"on this data: {'; '.join(describe_choice(e) for e in entries)}. {which}")

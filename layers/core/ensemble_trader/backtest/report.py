@@ -401,7 +401,7 @@ def _sample_note(result: dict[str, Any]) -> str:
                  f"{html.escape(describe_warm_up(warmed, bool(found)))}")
     if choice.get("sets"):
         text += (f"</p><p class='warn'><b>Configuration chosen on this data:</b> "
-                 f"{html.escape(choice_note(choice['sets'], bool(choice.get('default'))))}")
+                 f"{html.escape(choice_note(choice['sets'], bool(choice.get('default')), choice.get('differs') or ()))}")
     return text
 
 

@@ -90,6 +90,11 @@ def _json_object(text: str) -> dict:
 
 _SET_ELSEWHERE = {"cost_bps": "--cost-bps and --slippage-bps", "random_state": "--seed",
                   "strategy_id": "the ET_STRATEGY_ID setting"}
+_NOT_CHOSEN = frozenset(_SET_ELSEWHERE) - {"cost_bps"}
+"""The options the backtest sets that are no part of the configuration ``training.meta.select``
+chose: the learners' seed and the strategy's name. ``cost_bps`` is part of it: the learners'
+rewards are net of it, and the default was chosen at 3 basis points (the default ``--cost-bps``
+1 plus ``--slippage-bps`` 2), so a run at other costs rewards its learners otherwise."""
 
 
 def _meta_options(text: str) -> dict:
@@ -117,13 +122,20 @@ def compared_configs(config: MetaAgentConfig) -> list[MetaAgentConfig]:
     ]
 
 
-def is_default(config: MetaAgentConfig) -> bool:
-    """Whether ``config`` is the default configuration (the one ``training.meta.select`` chose), the
-    options the run sets for any configuration (costs, seed, strategy) left aside."""
+def default_differences(config: MetaAgentConfig) -> list[str]:
+    """The options in which ``config`` differs from the default configuration (the one
+    ``training.meta.select`` chose), sorted; the seed and the strategy's name left aside
+    (:data:`_NOT_CHOSEN`), the meta-agent's ``cost_bps`` counted."""
     from ensemble_trader.domain.meta_agent import MetaAgentConfig
 
-    own = {"cost_bps", "random_state", "strategy_id"}
-    return config.model_dump(exclude=own) == MetaAgentConfig.create().model_dump(exclude=own)
+    mine = config.model_dump(exclude=_NOT_CHOSEN)
+    chosen = MetaAgentConfig.create().model_dump(exclude=_NOT_CHOSEN)
+    return sorted(key for key in chosen if mine[key] != chosen[key])
+
+
+def is_default(config: MetaAgentConfig) -> bool:
+    """Whether ``config`` is the default configuration (:func:`default_differences` finds none)."""
+    return not default_differences(config)
 
 
 def _print_policies(policies: dict) -> None:
@@ -234,7 +246,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
         cost_bps=costs.cost_bps + costs.slippage_bps, random_state=args.seed,
         strategy_id=settings.strategy_id,
     )
-    default = is_default(config)
+    differs = default_differences(config)
+    default = not differs
     progress = not args.json and sys.stderr.isatty()
     results = {}
     series_list = load_bars(args.bars)
@@ -270,7 +283,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
                             warm_up=warm_up_span(timestamps, run.pipeline.ready, i0))
         result["in_sample"], result["in_sample_notes"] = provenance.in_sample, provenance.notes
         result["warm_up_in_sample"] = provenance.warm_up
-        result["configuration_choice"] = {"default": default, "sets": provenance.choice}
+        result["configuration_choice"] = {"default": default, "differs": differs, "sets": provenance.choice}
         for note in provenance.notes:
             print(f"warning: {series.symbol}: {note}", file=sys.stderr)
         if args.compare:
@@ -288,7 +301,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
             if provenance.warm_up:
                 print("WARM-UP IN SAMPLE: " + describe_warm_up(provenance.warm_up, bool(result["in_sample"])))
             if provenance.choice:
-                print("CONFIGURATION CHOSEN HERE: " + choice_note(provenance.choice, default))
+                print("CONFIGURATION CHOSEN HERE: " + choice_note(provenance.choice, default, differs))
             if args.compare:
                 _print_policies(result["policies"])
     if args.json:
