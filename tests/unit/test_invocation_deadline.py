@@ -686,7 +686,13 @@ def _stub(module, entry: str, seen: list, monkeypatch, seen_end: list | None = N
         return {"Records": [{"messageId": "m-1", "eventSource": "aws:sqs", "body": "{}",
                              "attributes": {"MessageGroupId": "SPX"}}]}
     if entry == "orders/reconcile":
-        monkeypatch.setattr(module, "router", lambda: SimpleNamespace(reconcile=note(_Report())))
+        from ensemble_trader.domain.risk import RiskState
+
+        # the run also reads the risk state, under the deadline, to report the switch and breaker
+        reads: list[float | None] = []
+        seen_end[:] = [reads]
+        store = SimpleNamespace(load_risk_state=lambda: reads.append(time_left()) or RiskState())
+        monkeypatch.setattr(module, "router", lambda: SimpleNamespace(reconcile=note(_Report()), store=store))
         return {}
     if entry == "orders/kill_switch":
         result = {"active": True, "canceled": [], "applied": True, "trading_state": "ACTIVE", "ignored": ""}
@@ -719,6 +725,6 @@ def test_every_handler_works_under_its_invocations_deadline(entry, monkeypatch):
     module.lambda_handler(event, FakeLambdaContext(f"et-unit-{entry.replace('/', '-')}", timeout_seconds=12))
     # a deadline is set, and not above the context's 12 s (not a timing: a slow start is fine)
     assert len(seen) == 1 and seen[0] is not None and seen[0] <= 12.0
-    if entry == "orders/handler":
-        assert len(seen_end[0]) == 1 and seen_end[0][0] is not None  # its batch end runs under it too
+    if entry in ("orders/handler", "orders/reconcile"):  # its batch end / its state read runs under it too
+        assert len(seen_end[0]) == 1 and seen_end[0][0] is not None
     assert time_left() is None  # and only while it runs
