@@ -56,7 +56,8 @@ def test_only_the_agents_that_trained_on_a_spec_are_named() -> None:
     found = windows("synth:mean_reverting:12:5000", "SYN", "2001-01-01", "2002-01-01")
     assert [(e["model"], e["agents"], e["match"]) for e in found] == [("agents", ["b"], "seed")]
     assert describe(found[0]) == ("the b agent's training window of synth:mean_reverting:12:5000 (synthetic seed 12, "
-                                  "the evaluated series' seed: the same regime path, and at equal length the same draws)")
+                                  "the evaluated series' seed: under the same preset the same regime path, and at equal "
+                                  "length the same draws; under another preset a correlated path)")
 
 
 @pytest.mark.parametrize("spec", ["synth:mean_reverting:12:3000", "synth:mean_reverting:12:5000:ABC",

@@ -339,6 +339,7 @@ def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: b
     manifest does not record is refused too (it cannot be checked). The agents' validation
     windows count on the report splits only: the validation split is, by the protocol, the
     agents' own validation window."""
+    from ensemble_trader.backtest.provenance import SHARED_SEED
     from ensemble_trader.domain.bars import parse_datetime64
 
     problems = []
@@ -351,8 +352,7 @@ def overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow], report: b
             verb = "selected on" if w.selected else "fitted on"
             if found.by == "seed":
                 problems.append(f"{w.model} was {verb} {w.data} ({w.part}), a synthetic series of seed {w.seed}, "
-                                f"the seed of the evaluated set {s.name!r} ({s.spec}): the same regime path, and at equal "
-                                f"length the same draws")
+                                f"the seed of the evaluated set {s.name!r} ({s.spec}): {SHARED_SEED}")
             elif found.by == "date":
                 problems.append(f"{w.model} was {verb} {w.data} {w.first[:10]} → {w.last[:10]} ({w.part}), which "
                                 f"overlaps the evaluated set {s.name!r} ({s.start or 'its first bar'} → "

@@ -35,6 +35,10 @@ from ensemble_trader.domain.errors import DataError
 
 PARTS = {"train": "training", "validation": "validation"}
 
+SHARED_SEED = ("under the same preset the same regime path, and at equal length the same draws; under "
+               "another preset a correlated path")
+"""What a synthetic series shares with one of the same seed (the generator draws from the seed)."""
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -167,7 +171,7 @@ def describe(entry: Mapping[str, Any]) -> str:
     """One entry of :func:`in_sample` in words."""
     whose = _whose(entry["model"], entry.get("agents", ()), entry["part"])
     if entry.get("match") == "seed":
-        return f"{whose} of {entry['data']} (synthetic seed {entry['seed']}, the evaluated series' seed: the same regime path, and at equal length the same draws)"
+        return f"{whose} of {entry['data']} (synthetic seed {entry['seed']}, the evaluated series' seed: {SHARED_SEED})"
     first, last = (w[:10] for w in entry["window"])
     lo, hi = (w[:10] for w in entry["overlap"])
     return f"{whose} of {entry['data']} ({first} → {last}; overlap {lo} → {hi})"
