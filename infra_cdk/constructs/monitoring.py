@@ -111,6 +111,19 @@ def failure_destination(entry_key: str) -> str | None:
     return spec.dead_letter_queue if spec.mapping.kind == "kinesis" else None
 
 
+def _calls_widget(title: str, fn: lambda_.IFunction, width: int) -> cw.GraphWidget:
+    """A function's invocations, errors and throttles (sums per :data:`PERIOD`), titled ``title``."""
+    return cw.GraphWidget(
+        title=f"{title}: invocations, errors, throttles",
+        left=[
+            fn.metric_invocations(period=PERIOD, statistic="Sum"),
+            fn.metric_errors(period=PERIOD, statistic="Sum"),
+            fn.metric_throttles(period=PERIOD, statistic="Sum"),
+        ],
+        width=width,
+    )
+
+
 def _duration_text(period: Duration) -> str:
     minutes = int(period.to_minutes())
     return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
@@ -580,15 +593,7 @@ class Monitoring(Construct):
         timeout_ms = next(spec.timeout_seconds for spec in FUNCTIONS if spec.logical == logical) * 1000
         name = function_name(self._config.name, entry_key)
         self.operations.add_widgets(
-            cw.GraphWidget(
-                title=f"{name}: invocations, errors, throttles",
-                left=[
-                    fn.metric_invocations(period=PERIOD, statistic="Sum"),
-                    fn.metric_errors(period=PERIOD, statistic="Sum"),
-                    fn.metric_throttles(period=PERIOD, statistic="Sum"),
-                ],
-                width=WIDE,
-            ),
+            _calls_widget(name, fn, WIDE),
             cw.GraphWidget(
                 title=f"{name}: duration (ms) against its {timeout_ms // 1000} s timeout",
                 left=[
@@ -631,15 +636,7 @@ class Monitoring(Construct):
         title = _construct_name(CACHE_ADMIN)
         name = function_name(self._config.name, CACHE_ADMIN)
         self.operations.add_widgets(
-            cw.GraphWidget(
-                title=f"{title}: invocations, errors, throttles",
-                left=[
-                    fn.metric_invocations(period=PERIOD, statistic="Sum"),
-                    fn.metric_errors(period=PERIOD, statistic="Sum"),
-                    fn.metric_throttles(period=PERIOD, statistic="Sum"),
-                ],
-                width=8,
-            ),
+            _calls_widget(title, fn, 8),
             cw.GraphWidget(
                 title=f"{title}: duration (ms)",
                 left=[fn.metric_duration(statistic="Maximum", period=PERIOD, label="max")],
