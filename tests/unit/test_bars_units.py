@@ -44,3 +44,23 @@ def test_a_time_nanoseconds_cannot_hold_is_refused_not_wrapped(times: np.ndarray
 def test_timestamps_that_are_not_datetime64_are_refused(times: np.ndarray) -> None:
     with pytest.raises(DataError, match="^A: timestamp must be datetime64 \\(UTC\\), got an array of"):
         _series(times)
+
+
+@pytest.mark.parametrize("times", [
+    ["NaT"],  # one bar: no order check to catch it (it was taken, and compute_features gave it a row)
+    ["2020-01-01", "NaT", "2020-01-03"],
+    ["NaT", "2020-01-01"],
+])
+def test_a_nat_time_is_refused_and_named(times: list[str]) -> None:
+    row = times.index("NaT")
+    with pytest.raises(DataError, match=rf"A: timestamp row {row} is NaT \(not a time\)"):
+        _series(np.array(times, dtype="datetime64[ns]"))
+
+
+def test_the_feature_engine_refuses_the_nat_integer_as_a_time() -> None:
+    from ensemble_trader.domain.features import FeatureEngine
+
+    engine = FeatureEngine("A")
+    with pytest.raises(DataError, match="outside signed 64-bit nanoseconds"):
+        engine.update_raw(-(2**63), 1.0, 1.0, 1.0, 1.0, 1.0)
+    engine.update_raw(-(2**63) + 1, 1.0, 1.0, 1.0, 1.0, 1.0)  # the earliest time a bar can have

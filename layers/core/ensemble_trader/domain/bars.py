@@ -123,8 +123,14 @@ class BarSeries:
             col = getattr(self, name)
             if len(col) != n:
                 raise DataError(f"{self.symbol}: column {name} has {len(col)} rows, timestamp has {n}")
+        # a NaT compares false with every time, so the order check finds one among several bars
+        if n == 1 and np.isnat(self.timestamp[0]):
+            raise DataError(f"{self.symbol}: timestamp row 0 is NaT (not a time)")
         if n > 1 and not np.all(self.timestamp[1:] > self.timestamp[:-1]):
             i = int(np.argmin(self.timestamp[1:] > self.timestamp[:-1])) + 1
+            for row in (i - 1, i):
+                if np.isnat(self.timestamp[row]):
+                    raise DataError(f"{self.symbol}: timestamp row {row} is NaT (not a time)")
             raise DataError(
                 f"{self.symbol}: timestamps must increase strictly; row {i} "
                 f"({self.timestamp[i]}) is not after row {i - 1} ({self.timestamp[i - 1]})"

@@ -197,9 +197,10 @@ variances keep their digits (at 1e-150 it was subnormal or 0: a z-score of 0 for
 MIN_VOLUME = MIN_PRICE
 """A volume is 0 or at least this, for the same reason (the volume window's z-score)."""
 _BAR_RULE = "need 1e-130 <= low <= open, close <= high < 1e150 and volume 0 or 1e-130 <= volume < 1e150"
-MIN_TIMESTAMP_NS = -(2**63)
+MIN_TIMESTAMP_NS = -(2**63) + 1
 MAX_TIMESTAMP_NS = 2**63 - 1
-"""Bar times are kept as signed 64-bit nanoseconds (1677-09-21 … 2262-04-11)."""
+"""Bar times are kept as signed 64-bit nanoseconds (1677-09-21 … 2262-04-11); -2**63 is not one,
+numpy reads it as NaT (not a time)."""
 _RECOMPUTE_RATIO = 1e-4
 _RSI_FLUSH = 1e-200
 STATE_VERSION = 2
