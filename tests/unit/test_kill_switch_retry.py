@@ -47,17 +47,24 @@ def latched(store) -> None:
 
 
 class Stage:
-    """Two containers' routers (a delivery and its twin) over one store, one event bus."""
+    """Two containers' routers (a delivery and its twin) over one store, one event bus.
 
-    def __init__(self, store):
+    The stage's clock is also AWS's: a store with a server clock (DynamoDB's ``Date``; moto's is
+    the machine's) reads it in whole seconds, and ``aws_clock`` gives the in-memory store one."""
+
+    def __init__(self, store, aws_clock: bool = False):
         self.store = store
         self.clock = FixedClock(T)
+        if aws_clock or hasattr(store, "server_time"):
+            store.server_time = lambda: self.clock.now().replace(microsecond=0)
         self.bus = MemoryEventBus()
         self.paper = PaperBroker(MemoryPaperLedger(), self.clock, slippage_bps=0, fee_bps=0)
 
-    def router(self) -> OrderRouter:
-        return OrderRouter(self.store, self.paper, self.clock, events=self.bus,
-                           limits=RiskLimits(clock="event"), initial_equity=100_000, reconcile_on_start=False)
+    def router(self, clock=None, **options) -> OrderRouter:
+        """A router of the stage (another container), on ``clock`` (the stage's by default)."""
+        return OrderRouter(self.store, self.paper, clock or self.clock, events=self.bus,
+                           limits=RiskLimits(clock="event"), initial_equity=100_000, reconcile_on_start=False,
+                           **options)
 
     def events(self, name: str) -> list:
         return [e for e in self.bus.events if type(e).__name__ == name]

@@ -221,8 +221,12 @@ class SwitchAnnouncement(BaseModel):
     own time, conditionally on the state's version, and publishes only when that save lands. A
     claim lapses after the wait a delivery may still be running (:meth:`claimed_until`).
     ``switch_announced``: its ``KillSwitchChanged`` went out and only a reset it carries is left.
-    A state saved before these two fields existed reads as unclaimed since the save and not
-    announced."""
+    ``token``: a random token of the delivery that saved or last claimed it, so that a delivery
+    whose conditional save was reported failed although it landed (a retried write whose first
+    answer was lost) finds its own mark and knows it holds it. ``saved_at`` and ``claimed_at``
+    are AWS's time where the store offers it (every router compares them on the same clock). A
+    state saved before these fields existed reads as unclaimed since the save, not announced,
+    and held by no delivery (an empty token)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -237,16 +241,18 @@ class SwitchAnnouncement(BaseModel):
     reset_equity: float = 0.0
     claimed_at: AwareDatetime | None = None
     switch_announced: bool = False
+    token: str = ""
 
     @classmethod
     def of(cls, state: RiskState, reset: BreakerTransition | None, saved_at: datetime,
-           pending: SwitchAnnouncement | None = None) -> SwitchAnnouncement:
+           pending: SwitchAnnouncement | None = None, token: str = "") -> SwitchAnnouncement:
         """What remains to be announced once ``state`` — a command just applied to it, and its
         breaker ``reset`` if any — is saved. A reset of an earlier command still ``pending`` and
         still the breaker's last move (no breaker event since) is carried, when this command
         reset nothing itself: its announcement would otherwise be lost with the mark it replaces.
         Whether the delivery saving this mark may publish a carried reset at once is the claim
-        rule's (the earlier delivery may still be publishing it): see :meth:`claimed_until`."""
+        rule's (the earlier delivery may still be publishing it): see :meth:`claimed_until`.
+        ``token``: the saving delivery's (see the class)."""
         if reset is None and pending is not None and pending.reset() is not None \
                 and pending.breaker_events == state.breaker_events:
             reset = pending.reset()
@@ -255,7 +261,7 @@ class SwitchAnnouncement(BaseModel):
             fields = {"reset_previous": reset.previous, "reset_current": reset.current,
                       "reset_reason": reset.reason, "reset_equity": reset.equity}
         return cls(command_id=state.kill_switch_command_id, active=state.kill_switch, reason=state.kill_switch_reason,
-                   saved_at=saved_at, breaker_events=state.breaker_events, **fields)
+                   saved_at=saved_at, breaker_events=state.breaker_events, token=token, **fields)
 
     def reset(self) -> BreakerTransition | None:
         """The breaker reset to announce (a reset rebases the losses: they are 0)."""
@@ -271,9 +277,9 @@ class SwitchAnnouncement(BaseModel):
         since = self.saved_at if self.claimed_at is None else max(self.saved_at, self.claimed_at)
         return since + timedelta(seconds=wait_seconds)
 
-    def claimed(self, at: datetime) -> SwitchAnnouncement:
-        """This mark claimed at ``at`` by a delivery about to publish it."""
-        return self.model_copy(update={"claimed_at": at})
+    def claimed(self, at: datetime, token: str = "") -> SwitchAnnouncement:
+        """This mark claimed at ``at`` by a delivery about to publish it (its ``token``)."""
+        return self.model_copy(update={"claimed_at": at, "token": token})
 
     def without_reset(self) -> SwitchAnnouncement:
         """This mark with no reset to announce."""

@@ -876,6 +876,7 @@ class OrderRouter:
         operator: bool = False,
         submit_in_flight_seconds: float = BROKER_REQUEST_TIMEOUT_SECONDS,
         announce_after_seconds: float = float(function_spec("orders").timeout_seconds),
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         if broker_name and broker_name not in BROKER_NAMES:
             raise ValueError(f"broker_name {broker_name!r} is none of {', '.join(BROKER_NAMES)}")
@@ -908,6 +909,9 @@ class OrderRouter:
         # how long a kill-switch delivery may still be running after its save (the orders
         # functions' timeout): until then only it announces its command (see apply_kill_switch)
         self.announce_after_seconds = float(announce_after_seconds)
+        # how long this process has held a kill-switch announcement: measured on its own clock,
+        # which no other machine's skew affects (see _still_held)
+        self.monotonic = monotonic
         self._needs_reconcile = reconcile_on_start
         self._deferred: list[BaseModel] | None = None
         self._unsaved: UnsavedRiskState | None = None  # a failed batch's risk state
@@ -1759,34 +1763,53 @@ class OrderRouter:
         work), ``ignored`` (why, when stale), ``command_id`` and ``issued_at`` of the command.
         """
         events: list[BaseModel] = []
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        # each save's token -> (its reset, whether it may publish a carried reset, when it was
+        # loaded): a save reported failed that landed all the same is found by its token
+        saves: dict[str, tuple[BreakerTransition | None, bool, float]] = {}
+        held_since = self.monotonic()  # since when this delivery holds its mark (see _still_held)
+        lost: ConcurrencyError | None = None
+        for attempt in range(1, MAX_ATTEMPTS + 2):
             # the reset's transition is this attempt's own: an attempt that lost its save to a twin
             # delivery of the command finds the command stored (a retry), whose save published it
             transition: BreakerTransition | None = None
             mark: SwitchAnnouncement | None = None  # what this delivery announces and then settles
             carried_due = False  # the mark carries an earlier command's reset this delivery may publish
+            loaded_at = self.monotonic()
             state = self.store.load_risk_state()
+            stored = state.unannounced
+            if stored is not None and stored.token in saves:
+                # a save of ours landed though the store reported it failed (a write retried after
+                # its answer was lost, whose retry failed the condition): this delivery applied it
+                transition, carried_due, held_since = saves[stored.token]
+                verdict, why, mark = KillSwitchVerdict.APPLY, "", stored
+                break
+            if attempt > MAX_ATTEMPTS:
+                assert lost is not None
+                raise lost
             self.require_stage_broker(f"kill switch {'on' if command.active else 'off'}", state)
             verdict, why = kill_switch_verdict(state, command)
             if verdict is not KillSwitchVerdict.APPLY:
                 break
-            pending = state.unannounced
+            pending = stored
             now = self.clock.now()
+            stamp = self._shared_now()  # AWS's clock where the store offers it (see _shared_now)
             apply_kill_switch(state, command, now)
             transition = self.engine.reset_breaker(state, command.reason) if command.reset_breaker else None
-            mark = state.unannounced = SwitchAnnouncement.of(state, transition, now, pending)
+            token = uuid.uuid4().hex
+            mark = state.unannounced = SwitchAnnouncement.of(state, transition, stamp, pending, token)
             # a carried reset is this save's to publish only once the earlier claim on it lapsed
             # (the delivery that saved or claimed it may still be publishing it); the save below,
             # conditional on the version, is then this delivery's claim
             carried_due = (transition is None and mark.reset() is not None and pending is not None
-                           and now >= pending.claimed_until(self.announce_after_seconds))
+                           and stamp >= pending.claimed_until(self.announce_after_seconds))
+            saves[token] = (transition, carried_due, loaded_at)
             self._record_broker(state)
             try:
                 self.store.save_risk_state(state, write_kill_switch=True)
+                held_since = loaded_at
                 break
-            except ConcurrencyError:  # another writer saved first: decide again on its state
-                if attempt == MAX_ATTEMPTS:
-                    raise
+            except ConcurrencyError as exc:  # another writer saved first (or ours landed): decide again
+                lost = exc
         result: dict[str, Any] = {
             "active": state.kill_switch, "reason": state.kill_switch_reason, "canceled": [],
             "trading_state": state.effective_state.value, "applied": verdict is not KillSwitchVerdict.STALE,
@@ -1806,17 +1829,20 @@ class OrderRouter:
             ))
             self._publish(events)
             return {**result, "ignored": why}
+        switch_only: SwitchAnnouncement | None = None  # a retry's stored mark it holds no claim on
         if verdict is KillSwitchVerdict.RETRY:
             log.warning("kill switch command %s delivered again: %s", command.command_id, why)
             claim = self._claim_left(command.command_id or "") if self.events is not None else None
             if claim is not None:  # the delivery that saved it is over and did not announce it
-                claimed_state, mark = claim
+                claimed_state, mark, held_since = claim
                 transition = mark.reset() if mark.still_current(claimed_state)[1] else None
+            elif state.unannounced is not None and state.unannounced.command_id == (command.command_id or ""):
+                switch_only = state.unannounced  # its KillSwitchChanged goes out again: settled below
         if mark is not None and verdict is KillSwitchVerdict.APPLY and transition is None and carried_due:
             transition = mark.reset()  # an earlier command's reset, carried: not announced yet
-        publishes_reset = transition is not None or verdict is KillSwitchVerdict.RETRY
-        if transition is not None:
-            events.append(_breaker_event(transition, self.clock.now()))
+        # a retry holding the claim settles the whole mark (its reset published, or no longer the
+        # breaker's last move)
+        publishes_reset = transition is not None or (verdict is KillSwitchVerdict.RETRY and mark is not None)
         failed: CancelFailedError | None = None
         try:
             canceled = self._cancel_working(f"kill switch: {command.reason}", events) if command.active else []
@@ -1826,6 +1852,19 @@ class OrderRouter:
             KillSwitchChanged(active=command.active, reason=command.reason, canceled=canceled,
                               timestamp=self.clock.now())
         )
+        if mark is not None and transition is not None and self.events is not None:
+            # the cancels (or the save's answer) may have taken this delivery past its hold: then
+            # the reset is published only once it holds the mark again
+            held = self._still_held(mark, held_since)
+            if held is None:
+                log.warning("kill switch command %s: held its announcement past %g s and could not claim it "
+                            "again; its reset is left to the delivery or run that holds it",
+                            command.command_id, self.announce_after_seconds)
+                transition, publishes_reset = None, False
+            else:
+                mark, held_since = held
+        if transition is not None:
+            events.insert(0, _breaker_event(transition, self.clock.now()))
         try:
             self._publish(events)
         except Exception as exc:
@@ -1839,22 +1878,26 @@ class OrderRouter:
             # a carried reset this delivery left for later stays marked; a retry's claimed mark is
             # settled whole (its reset published, or no longer the breaker's last move)
             self._settle_announced(mark, switch=True, reset=publishes_reset)
+        elif switch_only is not None and self.events is not None:
+            # a retry within the wait of another delivery's hold: its KillSwitchChanged went out,
+            # so that is not published again; the reset is left to the holder
+            self._settle_announced(switch_only, switch=True, reset=False)
         if failed is not None:
             raise failed
         return {**result, "canceled": canceled}
 
-    def _announcement_left(self, state: RiskState, command_id: str | None = None) -> SwitchAnnouncement | None:
-        """The kill-switch announcement ``state`` records as not made (of the command
-        ``command_id``, when given) that this router may claim now: the delivery that saved it,
-        or the last one that claimed it, started more than :attr:`announce_after_seconds` ago,
-        so it has ended (that is the orders functions' timeout) — its publish failed, or it died
-        before it could settle the mark. Before that it may still be publishing, and a second
-        announcement of its breaker reset would be a second reset for subscribers and the
-        ``breaker_transitions`` metric; None then."""
-        mark = state.unannounced
+    def _announcement_left(self, mark: SwitchAnnouncement | None, now: datetime,
+                           command_id: str | None = None) -> SwitchAnnouncement | None:
+        """The kill-switch announcement ``mark`` the risk state records as not made (of the command
+        ``command_id``, when given) that this router may claim at ``now`` (:meth:`_shared_now`):
+        the delivery that saved it, or the last one that claimed it, held it more than
+        :attr:`announce_after_seconds` ago, so it publishes it no more (see :meth:`_still_held`) —
+        its publish failed, or it died before it could settle the mark. Before that it may still
+        be publishing, and a second announcement of its breaker reset would be a second reset for
+        subscribers and the ``breaker_transitions`` metric; None then."""
         if mark is None or (command_id is not None and mark.command_id != command_id):
             return None
-        if self.clock.now() < mark.claimed_until(self.announce_after_seconds):
+        if now < mark.claimed_until(self.announce_after_seconds):
             return None
         return mark
 
@@ -1862,28 +1905,76 @@ class OrderRouter:
         """The store a save goes to at once (a batch's store writes the risk state at its end)."""
         return self.store.inner if isinstance(self.store, BatchingOrdersStore) else self.store
 
-    def _claim_left(self, command_id: str | None = None) -> tuple[RiskState, SwitchAnnouncement] | None:
-        """Claim the announcement :meth:`_announcement_left` finds in the stored risk state: save
-        it with this router's time as ``claimed_at``, conditionally on the state's version, so
-        that of two deliveries that found it at once only the one whose save lands publishes it
-        (the other reads the claim and leaves it). The state as claimed and the claimed mark, or
-        None: nothing left to claim now, another writer kept saving first, or the save failed
-        (logged: the mark is left for a later delivery or run)."""
+    def _shared_now(self) -> datetime:
+        """The time a kill-switch announcement is stamped (``saved_at``, ``claimed_at``) and
+        compared with: AWS's clock where the store offers it (its ``server_time``, as
+        :meth:`command_time`), so that the operator CLI's router, whose machine clock may be off,
+        and the Lambdas' stamp and compare on one clock; else this router's clock."""
+        server_time = getattr(self._durable_store(), "server_time", None)
+        return server_time() if server_time is not None else self.clock.now()
+
+    def _hold_seconds(self) -> float:
+        """How long after it loaded the state it saved or claimed a mark with a delivery may
+        publish it: :attr:`announce_after_seconds`, less the second AWS's clock is cut to (a
+        stamp in whole seconds may be up to 1 s earlier than the read it came from), so that the
+        hold ends before another router's clock reaches the mark's ``claimed_until``."""
+        whole_seconds = getattr(self._durable_store(), "server_time", None) is not None
+        return max(0.0, self.announce_after_seconds - (1.0 if whole_seconds else 0.0))
+
+    def _still_held(self, mark: SwitchAnnouncement, held_since: float) -> tuple[SwitchAnnouncement, float] | None:
+        """Whether this delivery, which saved or claimed ``mark`` after loading the state at
+        ``held_since`` (:attr:`monotonic`), may publish it now: while :meth:`_hold_seconds` have
+        not passed, yes (the mark and ``held_since``); past them another delivery may have
+        claimed it, so this one claims it again — it saves the mark with a new claim if the
+        stored mark still carries its token (nobody claimed it since) — and holds it anew (the
+        mark as claimed and the new ``held_since``), else None: the mark is left to whoever
+        holds it, or to a later delivery or run."""
+        if self.monotonic() - held_since < self._hold_seconds():
+            return mark, held_since
+        claim = self._claim(lambda stored, _now: stored if stored.token == mark.token and mark.token else None)
+        return None if claim is None else (claim[1], claim[2])
+
+    def _claim_left(self, command_id: str | None = None) -> tuple[RiskState, SwitchAnnouncement, float] | None:
+        """Claim the announcement :meth:`_announcement_left` finds in the stored risk state (see
+        :meth:`_claim`)."""
+        return self._claim(lambda stored, now: self._announcement_left(stored, now, command_id))
+
+    def _claim(self, pick: Callable[[SwitchAnnouncement, datetime], SwitchAnnouncement | None],
+               ) -> tuple[RiskState, SwitchAnnouncement, float] | None:
+        """Claim the mark ``pick`` chooses of the stored one (at AWS's time now): save it with
+        that time as ``claimed_at`` and a new random token, conditionally on the state's version,
+        so that of two deliveries that found it at once only the one whose save lands publishes
+        it (the other reads the claim and leaves it). A save reported failed whose token is
+        stored all the same landed: the claim is this router's. The state as claimed, the
+        claimed mark and when the state was loaded for it (:attr:`monotonic`), or None: nothing
+        to claim now, another writer kept saving first, or the save failed (logged: the mark is
+        left for a later delivery or run)."""
         store = self._durable_store()
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        claims: dict[str, float] = {}  # each claim's token -> when its state was loaded
+        for attempt in range(1, MAX_ATTEMPTS + 2):
             try:
+                loaded_at = self.monotonic()
                 state = store.load_risk_state()
-                mark = self._announcement_left(state, command_id)
-                if mark is None:
-                    return None
-                state.unannounced = mark.claimed(self.clock.now())
-                store.save_risk_state(state)
-                return state, state.unannounced
-            except ConcurrencyError:
-                if attempt == MAX_ATTEMPTS:
+                stored = state.unannounced
+                if stored is not None and stored.token in claims:  # reported failed, but it landed
+                    return state, stored, claims[stored.token]
+                if attempt > MAX_ATTEMPTS:
                     log.warning("kill switch announcement not claimed: the risk state kept changing; left "
                                 "for a later delivery or run")
                     return None
+                if stored is None:
+                    return None
+                now = self._shared_now()
+                mark = pick(stored, now)
+                if mark is None:
+                    return None
+                token = uuid.uuid4().hex
+                claims[token] = loaded_at
+                state.unannounced = mark.claimed(now, token)
+                store.save_risk_state(state)
+                return state, state.unannounced, loaded_at
+            except ConcurrencyError:
+                continue
             except InfrastructureError as exc:
                 log.warning("kill switch announcement not claimed (%s: %s): left for a later delivery or run",
                             type(exc).__name__, exc)
@@ -1892,19 +1983,27 @@ class OrderRouter:
 
     def _announce_left(self) -> None:
         """Publish what the risk state records as a kill-switch command not announced, once this
-        router holds the claim on it (:meth:`_claim_left`), then settle it: the reset's
-        ``CircuitBreakerTripped`` while no breaker event followed it, and ``KillSwitchChanged``
-        (with no cancels: those were announced by their own events) while the switch is still as
-        that command set it and not announced. For reconciliation's runs outside a batch; a
-        publish that fails is logged and leaves the mark for a run after the claim lapsed. A
-        router without an event bus announces nothing and claims nothing."""
+        router holds the claim on it (:meth:`_claim_left`, and :meth:`_still_held` just before the
+        publish), then settle it: the reset's ``CircuitBreakerTripped`` while no breaker event
+        followed it, and ``KillSwitchChanged`` (with no cancels: those were announced by their own
+        events) while the switch is still as that command set it and not announced. For
+        reconciliation's runs outside a batch; a publish that fails is logged and leaves the mark
+        for a run after the claim lapsed. A router without an event bus announces nothing and
+        claims nothing."""
         if self.events is None:
             return
         claim = self._claim_left()
         if claim is None:
             return
-        state, mark = claim
+        state, mark, held_since = claim
         switch, reset = mark.still_current(state)
+        if reset:
+            held = self._still_held(mark, held_since)
+            if held is None:
+                log.warning("kill switch command %s: reconciliation held its announcement past %g s and could "
+                            "not claim it again: left", mark.command_id or "(unnamed)", self.announce_after_seconds)
+                return
+            mark = held[0]
         now = self.clock.now()
         events: list[BaseModel] = []
         if reset:
