@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code.
 
-    Errors the user can act on (:class:`EnsembleTraderError`, :class:`OSError`) are one line on
-    stderr and exit 1; bad arguments are argparse's usage error, exit 2. Ctrl-C, also while the
+    Errors the user can act on (:class:`EnsembleTraderError`, :class:`OSError`, and botocore's
+    refusal of the AWS configuration: a profile that does not exist) are one line on stderr and
+    exit 1; bad arguments are argparse's usage error, exit 2. Ctrl-C, also while the
     parser imports the commands, prints ``ensemble-trader: interrupted`` and exits 130 (128 +
     SIGINT), without a traceback. A closed stdout (``ensemble-trader data show ... | head -1``)
     is not an error: the rest of the output is discarded quietly (stdout is pointed at
@@ -231,6 +232,19 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[
         return 141
     except (EnsembleTraderError, OSError) as exc:  # a missing input, an output that is a folder, ...
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # botocore's refusal of the AWS configuration (a profile AWS_PROFILE names that the config
+        # file lacks, a config file it cannot parse) from a path outside the AWS clients, which
+        # translate it themselves; botocore's exceptions can only come from a process that
+        # imported it, so it is not imported for the check
+        if "botocore.exceptions" not in sys.modules:
+            raise
+        from ensemble_trader.adapters.aws.clients import CONFIGURATION_ERRORS, configuration_error
+
+        if not isinstance(exc, CONFIGURATION_ERRORS):
+            raise
+        print(f"{prog}: error: {configuration_error(exc)}", file=sys.stderr)
         return 1
 
 

@@ -216,13 +216,31 @@ def _up_claimed(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def _shell_unsets(environ: dict[str, str] | None = None) -> list[str]:
+    """The variables the stack's shell lines unset: those that would steer this package's boto3
+    clients or the aws CLI away from the stack or break them — a profile (one this machine lacks
+    is botocore's ProfileNotFound before any request, even with the stack's keys set), a session
+    token (sent with the dummy keys), ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` (the aws CLI would
+    ignore ``AWS_ENDPOINT_URL`` and call real AWS) — and each ``AWS_ENDPOINT_URL_<SERVICE>`` set in
+    ``environ`` (the aws CLI prefers it to ``AWS_ENDPOINT_URL``)."""
+    import os
+
+    from ensemble_trader.local.servers import CHILD_ENV_REMOVED
+
+    environ = os.environ if environ is None else environ
+    per_service = sorted(k for k in environ if re.fullmatch(r"AWS_ENDPOINT_URL_[A-Z0-9_]+", k))
+    return [*CHILD_ENV_REMOVED, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", *per_service]
+
+
 def _print_exports(env: dict[str, str], path: Path) -> None:
-    """The stack's ``export`` lines; with ``ET_LOCAL_STATE_FILE`` too when the state file is not
-    the default one, so that `local status|drain|down` in the shell that evaluates them find it."""
+    """The stack's shell lines: one ``unset`` (:func:`_shell_unsets`), then the ``export`` lines;
+    with ``ET_LOCAL_STATE_FILE`` too when the state file is not the default one, so that `local
+    status|drain|down` in the shell that evaluates them find it."""
     from ensemble_trader.local.stack import default_state_file_path
 
     if path != default_state_file_path():
         env = {**env, "ET_LOCAL_STATE_FILE": str(path)}
+    print("unset " + " ".join(_shell_unsets()))
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
 

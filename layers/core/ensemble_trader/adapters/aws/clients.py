@@ -19,12 +19,13 @@ botocore's standard mode with :data:`DEFAULT_CONFIG`.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+from botocore.exceptions import BotoCoreError, ClientError, ConfigParseError, ProfileNotFound
 from botocore.retries import standard
 
 from ensemble_trader.domain.errors import InfrastructureError
@@ -64,18 +65,48 @@ def aws_region(settings: Settings | None = None) -> str:
     try:
         session = boto3.session.Session()
         region, profile = session.region_name, session.profile_name
-    except ProfileNotFound as exc:  # AWS_PROFILE names no profile of ~/.aws/config
-        raise EnvironmentSettingError("AWS_PROFILE", f"{exc}; no AWS region can be read from it") from None
+    except CONFIGURATION_ERRORS as exc:
+        raise configuration_error(exc) from None
     if region:
         return region
     raise RegionNotSetError(None if profile == "default" else profile)
+
+
+CONFIGURATION_ERRORS: tuple[type[Exception], ...] = (ProfileNotFound, ConfigParseError)
+"""What botocore raises, before any request, for an AWS configuration it cannot use: a profile
+named by ``AWS_PROFILE`` / ``AWS_DEFAULT_PROFILE`` that the config file lacks (an empty value
+too), a config file it cannot parse. :func:`configuration_error` makes each an
+:class:`~ensemble_trader.runtime.settings.EnvironmentSettingError` naming the variable."""
+
+_PROFILE_VARIABLES = ("AWS_DEFAULT_PROFILE", "AWS_PROFILE")  # botocore's order: the first set wins
+
+
+def configuration_error(exc: Exception) -> EnvironmentSettingError:
+    """The one-line error for ``exc`` (one of :data:`CONFIGURATION_ERRORS`): which variable named
+    the missing profile (or the unparsable config file), and what to do."""
+    if isinstance(exc, ProfileNotFound):
+        variable = next((v for v in _PROFILE_VARIABLES if v in os.environ), "AWS_PROFILE")
+        profile = os.environ.get(variable, exc.kwargs.get("profile", ""))
+        config_file = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+        return EnvironmentSettingError(
+            variable,
+            f"names the AWS profile {profile!r}, which {config_file} does not define: name a profile it "
+            f"defines, or unset {variable} (against the local stack, the lines "
+            "`ensemble-trader local status --exports` prints unset it)",
+        )
+    config_file = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    return EnvironmentSettingError(
+        "AWS_CONFIG_FILE", f"botocore cannot read the AWS config file {config_file}: {exc}; fix or move it")
 
 
 def client(service: str, settings: Settings | None = None, *, config: Config | None = None) -> Any:
     """A boto3 client of ``service`` for the settings' endpoint and :func:`aws_region` (cached).
 
     Clients are cached by (service, endpoint, region), so a process that talks to two local
-    stacks one after the other (tests) gets a client for each.
+    stacks one after the other (tests) gets a client for each. botocore reads the AWS profile
+    even when the region and the endpoint are given: a profile the config file lacks (or a config
+    file it cannot parse) raises :class:`~ensemble_trader.runtime.settings.EnvironmentSettingError`
+    naming the variable (:func:`configuration_error`), not botocore's ProfileNotFound.
     """
     settings = settings or get_settings()
     region = aws_region(settings)
@@ -83,12 +114,15 @@ def client(service: str, settings: Settings | None = None, *, config: Config | N
     with _lock:
         found = _clients.get(cache_key)
         if found is None or config is not None:
-            found = boto3.session.Session().client(
-                service,
-                region_name=region,
-                endpoint_url=settings.aws_endpoint_url,
-                config=config or DEFAULT_CONFIG,
-            )
+            try:
+                found = boto3.session.Session().client(
+                    service,
+                    region_name=region,
+                    endpoint_url=settings.aws_endpoint_url,
+                    config=config or DEFAULT_CONFIG,
+                )
+            except CONFIGURATION_ERRORS as exc:  # the region was set, the profile still read
+                raise configuration_error(exc) from None
             bound_by_deadline(found)
             if config is None:
                 _clients[cache_key] = found
