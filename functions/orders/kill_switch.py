@@ -19,7 +19,8 @@ A command whose events could not be published (the bus failed after the save) ra
 ``KillSwitchNotAnnouncedError``, an InfrastructureError, so Lambda retries it; the risk state
 keeps the command marked as not announced, and Lambda's retry, the next scheduled
 reconciliation or the next command publishes its events once (a breaker reset included), no
-sooner than ``OrderRouter.announce_after_seconds`` after the save (docs/orders-and-risk.md).
+sooner than ``OrderRouter.announce_after_seconds`` after the save on AWS's clock, and only after
+claiming them (docs/orders-and-risk.md, Kill switch: what is guaranteed).
 """
 
 from __future__ import annotations
