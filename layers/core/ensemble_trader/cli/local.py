@@ -148,24 +148,38 @@ def _being_started(path: Path) -> bool:
 
 
 def _up(args: argparse.Namespace) -> int:
-    """SIGTERM while starting is raised as an exception (:func:`~ensemble_trader.local.servers.sigterm_raises`):
-    the servers started so far are stopped and the claim released, exit 143."""
-    from ensemble_trader.local.servers import Terminated, sigterm_raises
+    """SIGTERM or SIGHUP (a closed terminal) while starting is raised as an exception
+    (:func:`~ensemble_trader.local.servers.signals_raise`): before the state file is written, the
+    servers started so far are stopped (and a state file cut short removed), the claim released;
+    once it is written, the stack is left running, findable by ``local status`` and stopped by
+    ``local down``. Either way one line says which, exit 128 + the signal (143, 129)."""
+    import signal
+
+    from ensemble_trader.local.servers import Terminated, signals_raise
 
     path = _state_path()
+    written: list[Path] = []  # the state file, once written: the stack is then left running
     try:
-        with sigterm_raises():
+        with signals_raise(signal.SIGTERM, signal.SIGHUP):
             claim = _claim(path)
             if claim is None:
                 print(f"a local stack is being started by another `ensemble-trader local up` ({path}); "
                       "`ensemble-trader local status` once it is up", file=sys.stderr)
                 return 1
             try:
-                return _up_claimed(args, path)
+                return _up_claimed(args, path, written)
             finally:
                 _release(path, claim)
     except Terminated as exc:
-        print("ensemble-trader local up: terminated (SIGTERM); no stack was left running", file=sys.stderr)
+        name = signal.Signals(exc.signum).name
+        if written:
+            what = (f"the stack was started and is left running (state in {path}): "
+                    "`ensemble-trader local status --exports` prints its shell lines, "
+                    "`ensemble-trader local down` stops it")
+        else:
+            what = "no stack was left running"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"ensemble-trader local up: terminated ({name}); {what}", file=sys.stderr)
         return 128 + exc.signum
 
 
@@ -175,7 +189,9 @@ def _state_path() -> Path:
     return state_file_path()
 
 
-def _up_claimed(args: argparse.Namespace, path: Path) -> int:
+def _up_claimed(args: argparse.Namespace, path: Path, written: list[Path]) -> int:
+    """:func:`_up` holding the claim; ``path`` is appended to ``written`` once the state file
+    describes the running stack."""
     from ensemble_trader.local.servers import RUNNING, UNVERIFIED
     from ensemble_trader.local.stack import LocalStack, check_state
 
@@ -204,12 +220,19 @@ def _up_claimed(args: argparse.Namespace, path: Path) -> int:
     stack.start()
     try:
         stack.write_state_file(path)
-    except BaseException:
+        written.append(path)
+    except BaseException:  # a signal in between too: then the servers are stopped, no stack is left
+        written.clear()
         stack.stop()  # nobody could find the detached servers without the state file
+        # nor should a state file (cut short, or written just before a signal) describe them
+        # stopped; none was there before (removed above while holding the claim)
+        path.unlink(missing_ok=True)
         raise
-    env = stack.environment(for_shell=True)
     stack.attached = True  # leave the servers running when this handle goes away
-    stack.stop()
+    try:
+        env = stack.environment(for_shell=True)
+    finally:
+        stack.stop()  # this process' environment restored; the servers keep running
     print(f"# local stack up: moto {env['ET_AWS_ENDPOINT_URL']} (pid {stack.moto.pid}), "
           f"redis {env['ET_REDIS_URL']} (pid {stack.redis.pid}); state in {path}")
     _print_exports(env, path)
