@@ -77,7 +77,14 @@ class MappingStats:
     function_errors: int = 0  # invocations that raised, exited, timed out or returned what JSON cannot encode
     timeouts: int = 0  # of which: ran longer than the function timeout
     bisections: int = 0
+    # Kinesis: retried invocations (a batch, or what is left of it, delivered again; not the
+    # bisected halves); SQS: messages made visible again for another receive after a failure
     retries: int = 0
+    # records (Kinesis) or messages (SQS) this emulator delivered again after a failed delivery:
+    # Kinesis, each record of a retried batch and of a bisected batch's halves; SQS, each message
+    # received again after it failed and was made visible again. The same thing for both kinds,
+    # what the summary's ``redelivered`` column shows (``retries`` counts batches for Kinesis)
+    redelivered: int = 0
     dead_lettered: int = 0  # records sent to the on-failure destination by the mapping
     expired: int = 0  # of which: older than the maximum record age
     invoke_seconds: float = 0.0
@@ -109,6 +116,7 @@ class _Mapping:
     checkpoints: dict[str, str] = field(default_factory=dict)  # Kinesis: shard -> last sequence number handled
     queue_url: str = ""
     in_flight: set[str] = field(default_factory=set)  # SQS: ids of messages received, not yet deleted or made visible
+    failed: set[str] = field(default_factory=set)  # SQS: ids of messages made visible again after a failure
     consecutive_failures: int = 0  # records dead-lettered after function errors, none succeeding since
 
 
@@ -383,12 +391,15 @@ class EventSourceMappingEmulator:
                 )
                 for r in records
             ]
-            self._deliver_kinesis(mapping, shard_id, event_records)
+            self._deliver_kinesis(mapping, shard_id, event_records, again=False)
             if not mapping.stats.disabled:  # a switched-off mapping left records undelivered
                 mapping.checkpoints[shard_id] = records[-1]["SequenceNumber"]
         return read
 
-    def _deliver_kinesis(self, mapping: _Mapping, shard_id: str, records: list[dict[str, Any]]) -> None:
+    def _deliver_kinesis(self, mapping: _Mapping, shard_id: str, records: list[dict[str, Any]], *,
+                         again: bool) -> None:
+        """Deliver ``records`` (``again``: already delivered once, in a batch that failed and was
+        bisected) until they succeed or are dead-lettered."""
         source = mapping.spec.mapping
         pending = records
         retries = 0
@@ -408,6 +419,8 @@ class EventSourceMappingEmulator:
                     pending = [r for r in pending if id(r) not in old_ids]
                     if not pending:
                         return
+            if again or retries:
+                mapping.stats.redelivered += len(pending)
             try:
                 response, reason = self._invoke(mapping, {"Records": pending})
             except BaseException:
@@ -419,8 +432,8 @@ class EventSourceMappingEmulator:
                 if source.bisect_on_error and len(pending) > 1:
                     mapping.stats.bisections += 1
                     middle = len(pending) // 2
-                    self._deliver_kinesis(mapping, shard_id, pending[:middle])
-                    self._deliver_kinesis(mapping, shard_id, pending[middle:])
+                    self._deliver_kinesis(mapping, shard_id, pending[:middle], again=True)
+                    self._deliver_kinesis(mapping, shard_id, pending[middle:], again=True)
                     return
                 if retries >= source.retry_attempts:
                     self._dead_letter(mapping, pending, f"{reason} (after {retries} retries)")
@@ -525,6 +538,9 @@ class EventSourceMappingEmulator:
         # stack's reset() can give back what an emulator left in flight
         self.stack.hold_in_flight(mapping.queue_url, {m["MessageId"]: m["ReceiptHandle"] for m in messages})
         mapping.in_flight.update(m["MessageId"] for m in messages)
+        again = mapping.failed.intersection(m["MessageId"] for m in messages)
+        mapping.failed.difference_update(again)
+        mapping.stats.redelivered += len(again)
         mapping.stats.records_received += len(messages)
         mapping.stats.messages_received += len(messages)
         queue_name = self.stack.name(spec.mapping.source)
@@ -586,6 +602,7 @@ class EventSourceMappingEmulator:
                 self._count_failure(mapping, len(give_up), reason)
         if retry:
             mapping.stats.retries += len(retry)
+            mapping.failed.update(r["messageId"] for r in retry)
             self._make_visible(mapping, retry, backoff=True)
         return len(messages)
 
@@ -742,12 +759,15 @@ def _lambda_message_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def summarize_stats(stats: Mapping[str, MappingStats]) -> str:
-    """A small table of the mappings' counters."""
-    lines = [f"{'function':<12} {'received':>9} {'ok':>9} {'item-fail':>9} {'errors':>7} {'retries':>8} {'DLQ':>6}"]
+    """A small table of the mappings' counters: per function the records (Kinesis) or messages
+    (SQS) received, succeeded, reported failed, the invocations that failed, the records or
+    messages delivered again after a failed delivery (:attr:`MappingStats.redelivered`: the same
+    thing for both kinds) and those the mapping dead-lettered."""
+    lines = [f"{'function':<12} {'received':>9} {'ok':>9} {'item-fail':>9} {'errors':>7} {'redelivered':>11} {'DLQ':>6}"]
     for s in stats.values():
         lines.append(
             f"{s.function:<12} {s.records_received:>9,} {s.records_succeeded:>9,} {s.item_failures:>9,} "
-            f"{s.function_errors:>7,} {s.retries:>8,} {s.dead_lettered:>6,}"
+            f"{s.function_errors:>7,} {s.redelivered:>11,} {s.dead_lettered:>6,}"
         )
         if s.disabled:
             lines.append(f"  ! {s.function} mapping switched off ({s.undelivered:,} records left undelivered): {s.disabled}")
