@@ -2,11 +2,12 @@
 
 ``up`` starts a detached moto server and a redis-server on free ports, creates every resource,
 writes its state file (``.local-stack.json`` in the root of the checkout the package is installed
-from, or ``$ET_LOCAL_STATE_FILE``; the full path is printed) and prints the ``export`` lines a
-shell (or ``feed replay``) needs; ``drain`` runs the emulated event-source mappings over the
+from, or ``$ET_LOCAL_STATE_FILE``; the full path is printed) and prints the shell lines a
+shell (or ``feed replay``) needs (one ``unset`` of what would steer boto3 or the aws CLI away
+from the stack, then the ``export`` lines); ``drain`` runs the emulated event-source mappings over the
 running stack until every source is empty (nothing else runs the handlers of such a stack); ``down``
 stops both servers by pid; ``status`` says what is running, and
-``status --exports`` prints the running stack's ``export`` lines again (``up`` refuses a second
+``status --exports`` prints the running stack's shell lines again (``up`` refuses a second
 stack, so another shell gets its environment from there). ``up`` claims the state file first (an
 exclusive lock on ``<state file>.lock``, held from its "already running?" check until the file is
 written), so of two ``up`` started at the same moment one refuses instead of starting a second
@@ -80,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     output = status.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true")
     output.add_argument("--exports", action="store_true",
-                        help="print only the export lines of the running stack, for a shell's eval")
+                        help="print only the shell lines (unset, export) of the running stack, for a shell's eval")
     status.set_defaults(func=_status)
 
 
@@ -205,7 +206,7 @@ def _up_claimed(args: argparse.Namespace, path: Path, written: list[Path]) -> in
         statuses = {c.status for c in checks}
         if statuses == {RUNNING}:
             print(f"a local stack is already running ({path}): `ensemble-trader local status --exports` "
-                  "prints its export lines; `ensemble-trader local down` stops it", file=sys.stderr)
+                  "prints its shell lines; `ensemble-trader local down` stops it", file=sys.stderr)
             return 1
         if statuses & {RUNNING, UNVERIFIED}:  # a live server of ours, or maybe ours: never ignore it
             for check in checks:
