@@ -148,7 +148,7 @@ def test_local_status_exports_gives_a_running_stacks_environment(tmp_path):
         assert again.returncode == 1 and "export" not in again.stdout and "status --exports" in again.stderr
         exports = run("status", "--exports")
         assert exports.returncode == 0, exports.stderr
-        assert exports.stdout.splitlines() == [line for line in up.stdout.splitlines() if line.startswith("export ")]
+        assert exports.stdout.splitlines() == [line for line in up.stdout.splitlines() if line.startswith(("export ", "unset "))]
         shell = subprocess.run(["bash", "-c", 'eval "$EXPORTS"; echo "$ET_AWS_ENDPOINT_URL"'],
                                env={**env, "EXPORTS": exports.stdout}, capture_output=True, text=True, timeout=60)
         assert shell.stdout.strip() == json.loads((tmp_path / "stack.json").read_text())["endpoint_url"]
