@@ -68,6 +68,19 @@ def test_a_config_file_botocore_cannot_parse_is_named(shell):
     assert caught.value.variable == "AWS_CONFIG_FILE" and str(shell) in str(caught.value)
 
 
+def test_a_credentials_file_botocore_cannot_parse_is_named_as_such(shell, tmp_path, monkeypatch):
+    """botocore raises the same error for the credentials file (read when no keys are in the
+    environment): the message named the config file, which was fine."""
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text("[default\naws_access_key_id = x\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(EnvironmentSettingError) as caught:
+        client("sqs", Settings()).list_queues()
+    assert caught.value.variable == "AWS_SHARED_CREDENTIALS_FILE"
+    assert "AWS credentials file" in str(caught.value) and str(credentials) in str(caught.value)
+
+
 def test_an_operator_command_with_a_missing_profile_is_one_line(shell, monkeypatch, capsys):
     """The review's case: `ensemble-trader orders status` against the stack with
     AWS_PROFILE=nosuch-profile in the shell exited 1 with a 50-line traceback."""

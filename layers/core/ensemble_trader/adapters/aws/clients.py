@@ -94,9 +94,14 @@ def configuration_error(exc: Exception) -> EnvironmentSettingError:
             f"defines, or unset {variable} (against the local stack, the lines "
             "`ensemble-trader local status --exports` prints unset it)",
         )
-    config_file = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
-    return EnvironmentSettingError(
-        "AWS_CONFIG_FILE", f"botocore cannot read the AWS config file {config_file}: {exc}; fix or move it")
+    # botocore raises the same error for the credentials file: name the file it could not parse
+    path = str(getattr(exc, "kwargs", {}).get("path") or "")
+    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+    if path and os.path.expanduser(path) == os.path.expanduser(credentials):
+        variable, kind, shown = "AWS_SHARED_CREDENTIALS_FILE", "credentials", credentials
+    else:
+        variable, kind, shown = "AWS_CONFIG_FILE", "config", os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    return EnvironmentSettingError(variable, f"botocore cannot read the AWS {kind} file {shown}: {exc}; fix or move it")
 
 
 def client(service: str, settings: Settings | None = None, *, config: Config | None = None) -> Any:
