@@ -23,6 +23,7 @@ from ensemble_trader.runtime.orders import KillSwitchNotAnnouncedError
 from tests.unit.test_kill_switch_order import control_event
 from tests.unit.test_kill_switch_retry import Stage, T, dynamo_store, latched, memory_store
 from tests.unit.test_orders_dynamo import dynamodb  # noqa: F401 - the moto DynamoDB fixture
+from tests.unit.test_orders_kill_switch_announce import resets
 
 RESET = control_event(False, "reviewed: resume", T, "ev-reset", reset_breaker=True)
 LATER = timedelta(seconds=61)  # Lambda's retry of a failed asynchronous invocation, at the earliest
@@ -52,10 +53,6 @@ def stage(request):
     stage.bus = MidPublishBus()
     latched(stage.store)
     return stage
-
-
-def resets(stage) -> list[tuple[str, str]]:
-    return [(e.previous, e.current) for e in stage.events("CircuitBreakerTripped")]
 
 
 def failed_reset(stage) -> None:

@@ -414,14 +414,20 @@ def warm_up_overlaps(sets: Sequence[EvalSet], windows: Sequence[FittedWindow]) -
     return notes
 
 
-def warm_up_notes(sets: Sequence[EvalSet], models: Path | None, regime_model: Path | None) -> list[str]:
-    """:func:`warm_up_overlaps` for the agent set and the regime model a run scores with."""
+def fitted_windows(models: Path | None, regime_model: Path | None) -> tuple[list[FittedWindow], str]:
+    """The fitted windows of the agent set and the regime model a run scores with (the committed
+    ones for None), and the regime model's version."""
     from ensemble_trader.domain.regime_model import RegimeModel
     from ensemble_trader.runtime.settings import Settings
 
     regime = RegimeModel.load(regime_model or Settings().models_dir / "regime")
     agents, _ = agent_windows(models)
-    return warm_up_overlaps(sets, agents + regime_windows(regime))
+    return agents + regime_windows(regime), regime.version
+
+
+def warm_up_notes(sets: Sequence[EvalSet], models: Path | None, regime_model: Path | None) -> list[str]:
+    """:func:`warm_up_overlaps` for the agent set and the regime model a run scores with."""
+    return warm_up_overlaps(sets, fitted_windows(models, regime_model)[0])
 
 
 def check_overlap(sets: Sequence[EvalSet], split: str, models: Path | None, regime_model: Path | None,
@@ -430,22 +436,18 @@ def check_overlap(sets: Sequence[EvalSet], split: str, models: Path | None, regi
     or records no window for data it learned from (:func:`overlaps`; None: nothing overlaps, or
     ``allow`` — then every overlap is printed as a warning), and the regime model's version. The
     fitted windows a set's warm-up meets are reported, not refused (:func:`warm_up_notes`)."""
-    from ensemble_trader.domain.regime_model import RegimeModel
-    from ensemble_trader.runtime.settings import Settings
-
-    regime = RegimeModel.load(regime_model or Settings().models_dir / "regime")
-    agents, _ = agent_windows(models)
-    problems = overlaps(sets, agents + regime_windows(regime), report=split in REPORT_SPLITS)
+    windows, regime_version = fitted_windows(models, regime_model)
+    problems = overlaps(sets, windows, report=split in REPORT_SPLITS)
     if not problems:
-        return None, regime.version
+        return None, regime_version
     if allow:
         for problem in problems:
             print(f"warning: --allow-overlap: {problem}; its scores there are in-sample", file=sys.stderr)
-        return None, regime.version
+        return None, regime_version
     lines = "\n  ".join(problems)
     return (f"the {split} split would score models on data they learned from:\n  {lines}\n"
             "use models fitted before the evaluated windows (--models, --regime-model), or pass --allow-overlap "
-            "to evaluate them anyway (the scores are then in-sample)"), regime.version
+            "to evaluate them anyway (the scores are then in-sample)"), regime_version
 
 
 # ---- running ------------------------------------------------------------------------------------

@@ -48,13 +48,13 @@ def unstored_keys_secret(settings: Any = None, orders: Any = None, secrets: Any 
             from ensemble_trader.runtime.settings import get_settings
 
             settings = get_settings()
-        if orders is None:
-            from ensemble_trader.runtime.orders import read_order_settings
+        from ensemble_trader.runtime.orders import broker_secret_name, read_order_settings
 
+        if orders is None:
             orders, _ = read_order_settings()
         if orders.broker != "alpaca":
             return None
-        name = orders.alpaca_secret_name or settings.name("broker-keys")
+        name = broker_secret_name(settings, orders)
         if secrets is None:
             from ensemble_trader.adapters.aws.clients import client
 

@@ -2784,13 +2784,19 @@ class OrdersService:
     idempotency_config: Any = None
 
 
+def broker_secret_name(settings: Any, orders: OrdersSettings) -> str:
+    """The Secrets Manager secret holding the Alpaca keys: ``ET_ORDERS_ALPACA_SECRET_NAME``, or
+    the stage's ``et-<stage>-broker-keys``."""
+    return orders.alpaca_secret_name or settings.name("broker-keys")
+
+
 def make_broker(settings: Any, orders: OrdersSettings, clock: Clock) -> Broker:
     """The configured broker: the paper broker over DynamoDB, or Alpaca with keys from Secrets Manager."""
     if orders.broker == "alpaca":
         from ensemble_trader.adapters.aws.clients import client
         from ensemble_trader.adapters.brokers.alpaca import AlpacaBroker
 
-        secret = orders.alpaca_secret_name or settings.name("broker-keys")
+        secret = broker_secret_name(settings, orders)
         return AlpacaBroker.from_secret(
             client("secretsmanager", settings), secret, paper=orders.alpaca_paper,
             timeout=orders.alpaca_timeout_seconds,
