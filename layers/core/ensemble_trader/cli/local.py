@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ensemble_trader.local.esm import MappingStats
+    from ensemble_trader.local.esm import EventSourceMappingEmulator, MappingStats
     from ensemble_trader.local.stack import LocalStack
 
 DRAIN_TIMEOUT = 600.0
@@ -374,7 +374,7 @@ def _drain(args: argparse.Namespace) -> int:
     is empty or ``--timeout`` passes (exit 1 with what is left). One drain at a time per stack
     (a claim on ``<state file>.drain.lock``). The mappings' places on the streams are saved in the
     state file after every poll that read something and at the end, also after Ctrl-C, SIGTERM
-    or SIGHUP (a closed terminal; exit 130 / 143 / 129)."""
+    or SIGHUP (a closed terminal; exit 130 / 143 / 129), which print what the drain did until then."""
     import contextlib
     import signal
 
@@ -418,8 +418,8 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
 
     from tqdm import tqdm
 
-    from ensemble_trader import constants
-    from ensemble_trader.local.esm import EventSourceMappingEmulator, summarize_stats
+    from ensemble_trader.local.esm import EventSourceMappingEmulator
+    from ensemble_trader.local.servers import Terminated
 
     # a handler invocation that only skipped redelivered records flushes no metrics; Powertools
     # warns about that on every such call (as in the demo)
@@ -467,6 +467,7 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
             bar.set_postfix({k: v.messages_received for k, v in emulator.stats().items()})
             save_places()  # a SIGKILL loses at most the poll in hand
 
+        interrupted: BaseException | None = None  # Ctrl-C, SIGTERM or SIGHUP: reported, then raised again
         try:
             while True:
                 read.clear()
@@ -476,25 +477,48 @@ def _drain_attached(args: argparse.Namespace, stack: LocalStack) -> int:
                     break
                 if not read:  # only messages in flight (a visibility timeout still running): wait for them
                     time.sleep(0.5)
+        except (KeyboardInterrupt, Terminated) as exc:
+            interrupted, stats, left = exc, emulator.stats(), {}
         finally:
             if not stack.save_mapping_checkpoints(emulator.checkpoints()) and not unsaved:
                 print(f"the state file {stack.state_path} no longer describes this stack (`local down` meanwhile?): "
                       "the mappings' places were not saved", file=sys.stderr)
-    elapsed = time.monotonic() - t0
+    if interrupted is not None:
+        # what this drain did before it was stopped (the terminal may be gone after SIGHUP)
+        with contextlib.suppress(OSError):
+            _print_drain_summary(stack, emulator, stats, {}, time.monotonic() - t0, interrupted=True)
+        raise interrupted
+    return _print_drain_summary(stack, emulator, stats, left, time.monotonic() - t0, timeout=args.timeout)
+
+
+def _print_drain_summary(stack: LocalStack, emulator: EventSourceMappingEmulator, stats: dict[str, MappingStats],
+                         left: dict[str, int], elapsed: float, *, timeout: float = 0.0,
+                         interrupted: bool = False) -> int:
+    """Print what a drain did — per mapping, per stage, the dead-letter queues' depths — and
+    what its ``--timeout`` left waiting (exit status 1 then, else 0). An ``interrupted`` drain
+    says so and lists no backlog (it is not counted: the stack may be what stopped)."""
+    from ensemble_trader import constants
+    from ensemble_trader.local.esm import summarize_stats
+
     received = sum(s.messages_received for s in stats.values())
-    print(f"local drain: stage {stack.stage} ({stack.endpoint_url}), {len(stats)} mappings, {elapsed:.1f} s"
-          + ("" if received else ": nothing was received" if left else ": nothing was waiting on any mapping's source"))
+    if interrupted:
+        outcome = ": interrupted" + ("" if received else ", before any message was received")
+    else:
+        outcome = "" if received else ": nothing was received" if left else ": nothing was waiting on any mapping's source"
+    print(f"local drain: stage {stack.stage} ({stack.endpoint_url}), {len(stats)} mappings, {elapsed:.1f} s{outcome}")
     if received:
         print(summarize_stats(stats))
         for line in _stage_lines(stats):
             print(line)
+    if interrupted:
+        return 1
     dlqs = dict.fromkeys(constants.function_spec(f).dead_letter_queue for f in emulator.functions)
     print("dead-letter queues (messages, this drain's and earlier): "
           + ", ".join(f"{q}={stack.queue_depth(q):,}" for q in dlqs))
     if left:
         waiting = ", ".join(f"{function} {n:,} on {constants.function_spec(function).mapping.source}"
                             for function, n in left.items())
-        print(f"ensemble-trader local drain: the --timeout of {args.timeout:g} s passed with messages still waiting "
+        print(f"ensemble-trader local drain: the --timeout of {timeout:g} s passed with messages still waiting "
               f"({waiting}); `ensemble-trader local drain` again carries on from there", file=sys.stderr)
         return 1
     return 0
