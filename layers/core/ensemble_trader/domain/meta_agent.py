@@ -1404,13 +1404,19 @@ class MetaAgentStep:
                 return (f"{name} has the largest blending weight ({weights[leader]:.2f}; the {learner_key} learner "
                         f"alone prefers {self.agent_names[selection.arm]}) in the {source}")
             est, bonus = selection.estimates[leader], selection.bonuses[leader]
-            shown = "inf" if not math.isfinite(bonus) else f"{bonus:.3f}"
-            return f"{name} has the highest UCB index (estimate {est:.3f} + bonus {shown}) in the {source}"
+            if not math.isfinite(bonus):  # no reward yet: the index is the bonus alone
+                return (f"{name} has no reward yet in the {source}: its UCB bonus is infinite, so agents "
+                        f"without rewards come first{self._tied_with(index, leader)}")
+            said = (f"{name} has the highest UCB index (estimate {est:.3f} + bonus {bonus:.3f}) in the "
+                    f"{source}{self._tied_with(index, leader)}")
+            return said + self._exploring(selection.estimates, leader, "its bonus, for fewer rewards, "
+                                                                       "outweighs {best}'s higher estimate ({value})")
         if selection.samples is not None:
-            return (
-                f"{name} leads the posterior (mean {selection.estimates[leader]:.3f}, "
-                f"draw {selection.samples[leader]:.3f}) in the {source}"
-            )
+            mean, draw = selection.estimates[leader], selection.samples[leader]
+            exploring = self._exploring(selection.estimates, leader, "{best}'s posterior mean is higher ({value})")
+            if exploring:  # the draw, not the posterior's centre, put it first
+                return f"{name} has the largest posterior draw ({draw:.3f}; mean {mean:.3f}) in the {source}{exploring}"
+            return f"{name} leads the posterior (mean {mean:.3f}, draw {draw:.3f}) in the {source}"
         drawn = selection.weights  # the deciding learner's own exponential weights
         top = int(np.argmax(drawn))
         # (agents whose rewards are equal but for rounding tie: the drawn one is among the largest)
@@ -1423,8 +1429,28 @@ class MetaAgentStep:
             # the shrinkage toward the global learner outweighs the regime learner's own leader
             return (f"{name} has the largest blending weight ({weights[leader]:.2f}; the {learner_key} learner "
                     f"alone prefers {self.agent_names[top]} {drawn[top]:.2f}) in the {source}")
-        shown = drawn[leader] if self.config.mode == "select" else weights[leader]  # select: weights are one-hot
-        return f"{name} has the largest exponential weight ({shown:.2f}) in the {source}"
+        shown = drawn if self.config.mode == "select" else weights  # select: weights are one-hot
+        return (f"{name} has the largest exponential weight ({shown[leader]:.2f}) in the {source}"
+                f"{self._tied_with(shown, leader)}")
+
+    def _tied_with(self, values: np.ndarray, leader: int) -> str:
+        """``", tied with a, b"``: the other agents whose value equals the leader's (but for
+        rounding), or "" — the leader of a tie is the previous one, else the first by index."""
+        top = float(values[leader])
+        slack = 1e-9 * max(1.0, abs(top)) if math.isfinite(top) else 0.0
+        tied = [self.agent_names[i] for i in range(self._n)
+                if i != leader and (values[i] == top or abs(values[i] - top) <= slack)]  # inf ties with inf
+        return f", tied with {', '.join(tied)}" if tied else ""
+
+    def _exploring(self, estimates: np.ndarray, leader: int, text: str) -> str:
+        """``", exploring: <text>"`` when another agent's estimate is above the leader's (``text``
+        with ``{best}`` and ``{value}`` of the agent with the largest estimate), else "": UCB's
+        bonus or a posterior draw, not the estimate, put the leader first."""
+        best = int(np.argmax(estimates))
+        top = float(estimates[best])
+        if estimates[leader] >= top - 1e-9 * max(1.0, abs(top)):
+            return ""
+        return ", exploring: " + text.format(best=self.agent_names[best], value=f"{top:.3f}")
 
     def _detail(
         self,
