@@ -85,15 +85,17 @@ class Selection:
         if self.bonuses is not None:
             out["bonuses"] = [_json_float(b) for b in self.bonuses]
         if self.samples is not None:
-            out["samples"] = [float(s) for s in self.samples]
+            out["samples"] = [_json_float(s) for s in self.samples]
         if self.forced:
             out["forced"] = True
         return out
 
 
 def _json_float(x: float) -> float | str:
-    """Infinite bonuses (an arm never played) as the string ``"inf"`` so JSON stays valid."""
-    return float(x) if math.isfinite(x) else "inf"
+    """Infinities as the strings ``"inf"`` / ``"-inf"`` so JSON stays valid: the bonus of an arm
+    never played, a Thompson draw whose precision underflowed to 0 under a vague prior."""
+    x = float(x)
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
 MAX_REWARD = 1e100
