@@ -83,17 +83,20 @@ class Selection:
             "estimates": [float(e) for e in self.estimates],
         }
         if self.bonuses is not None:
-            out["bonuses"] = [_json_float(b) for b in self.bonuses]
+            out["bonuses"] = [json_float(b) for b in self.bonuses]
         if self.samples is not None:
-            out["samples"] = [_json_float(s) for s in self.samples]
+            out["samples"] = [json_float(s) for s in self.samples]
         if self.forced:
             out["forced"] = True
         return out
 
 
-def _json_float(x: float) -> float | str:
+def json_float(x: float) -> float | str:
     """Infinities as the strings ``"inf"`` / ``"-inf"`` so JSON stays valid: the bonus of an arm
-    never played, a Thompson draw whose precision underflowed to 0 under a vague prior."""
+    never played, a Thompson draw whose precision underflowed to 0 under a vague prior (about half
+    the draws before an agent's first reward with ``alpha0`` = 0.001). Written as floats, pydantic
+    put them in an intent's body as ``"Infinity"`` (the intent read back unequal to the one decided)
+    and ``json.dumps`` in a decisions row as the non-standard ``Infinity``."""
     x = float(x)
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 

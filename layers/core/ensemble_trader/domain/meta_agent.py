@@ -65,6 +65,7 @@ from ensemble_trader.domain.bandits import (
     RestartOnChange,
     Selection,
     bandit_from_dict,
+    json_float,
     make_bandit,
 )
 from ensemble_trader.domain.errors import (
@@ -761,18 +762,6 @@ class AgentPolicy(Protocol):
 # ============================================================================================
 # The step
 # ============================================================================================
-
-
-def _detail_number(value: float) -> float | str:
-    """A bonus or posterior draw of the explanation detail: a float, or ``"inf"`` / ``"-inf"``.
-
-    JSON has no infinities: pydantic wrote them into the intent's body as the strings
-    ``"Infinity"`` / ``"-Infinity"`` (so the queued intent read back unequal to the one decided) and
-    ``json.dumps`` into the decisions row as the non-standard ``Infinity``. UCB's bonus is infinite
-    for an agent without rewards; a Thompson draw is infinite when the precision drawn from a vague
-    prior (``alpha0`` = 0.001) underflows to 0 — about half the draws before an agent's first reward."""
-    x = float(value)
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
 
 
 def _learners_too_big(learner: Bandit, n_agents: int) -> str | None:
@@ -1485,9 +1474,9 @@ class MetaAgentStep:
             if selection is not None:
                 entry["estimate"] = float(selection.estimates[i])
                 if selection.bonuses is not None:
-                    entry["bonus"] = _detail_number(selection.bonuses[i])
+                    entry["bonus"] = json_float(selection.bonuses[i])
                 if selection.samples is not None:
-                    entry["sample"] = _detail_number(selection.samples[i])
+                    entry["sample"] = json_float(selection.samples[i])
             if new.last_rewards is not None:
                 entry["last_reward"] = float(new.last_rewards[i])
             agents[name] = entry
