@@ -6,7 +6,9 @@ symbol advances one bar, the transition rule decides the reported regime, the Ma
 to ``market-state`` (partition key = symbol) and its row to the ``regime-history`` table,
 RegimeChanged events go to EventBridge. The filter state of each symbol lives in Redis and is
 snapshotted to ``stage-state``; a redelivered bar is a no-op; a bad record goes to
-``regime-dlq`` with its reason.
+``regime-dlq`` with its reason; a stored state that cannot be read (both its cached copy and its
+snapshot) is rebuilt from the symbol's ``regime-history`` rows, logged with the reason
+(``regime_registry.StateRebuild``).
 
 The model of a symbol is the version its own registry pointer pins
 (``regime/symbols/<SYMBOL>/current.json``), else the version ``regime/current.json`` pins, else
@@ -26,7 +28,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ensemble_trader.domain.regime import RegimeStep, TransitionRule
 from ensemble_trader.runtime.deadline import invocation_deadline
 from ensemble_trader.runtime.observability import observability
-from ensemble_trader.runtime.regime_registry import MarketStateSink, SymbolModels, admit_features, load_pinned
+from ensemble_trader.runtime.regime_registry import (
+    MarketStateSink,
+    StateRebuild,
+    SymbolModels,
+    admit_features,
+    load_pinned,
+)
 from ensemble_trader.runtime.stage import KinesisStageRunner, runner_for_function
 
 obs = observability("regime")
@@ -54,6 +62,8 @@ def runner() -> KinesisStageRunner:
     step = RegimeStep(model, rule, models_for=models, admit=admit_features, recheck=models.recheck)
     built = runner_for_function(step, "regime", settings=settings, metrics=metrics, with_events=True)
     built.sink = MarketStateSink(built.sink, built.snapshots)
+    # a stored state that cannot be read is rebuilt from the symbol's regime-history rows
+    step.start_over = StateRebuild(step, built.snapshots, built.snapshots)
     return built
 
 

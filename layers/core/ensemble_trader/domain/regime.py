@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ __all__ = [
     "RegimeDetector",
     "RegimeFilterState",
     "RegimeModel",
+    "HistoryRow",
     "RegimeStep",
     "TransitionRule",
     "forward_step",
@@ -375,6 +376,33 @@ def _count(raw: dict[str, Any], key: str) -> int:
     return int(value)
 
 
+@dataclass(frozen=True)
+class HistoryRow:
+    """One stored regime-history row as :meth:`RegimeStep.rebuild` replays it: the bar's time
+    (ns since the epoch), whether its features were ready, their values, and what the stage
+    published for it (the reported regime, the bars it had been held, the model version)."""
+
+    ns: int
+    ready: bool
+    values: Mapping[str, float]
+    regime: Regime
+    bars_in_regime: int
+    model_version: str
+
+
+def stored_last_ns(data: bytes, symbol: str) -> int | None:
+    """The last applied bar time a refused stored state still names, when its bytes are a JSON
+    object of ``symbol`` with a valid ``last_ns`` (a state refused for another field); None when
+    they name none (garbage, another symbol, no bar applied)."""
+    try:
+        raw = json.loads(data)
+        if not isinstance(raw, dict) or raw.get("symbol") != symbol:
+            return None
+        return _bar_time_ns(raw)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
 # --------------------------------------------------------------------------------------------
 # The detector
 # --------------------------------------------------------------------------------------------
@@ -509,10 +537,50 @@ class RegimeDetector:
         ns = timestamp_ns(features.timestamp)
         if state.last_ns is not None and ns <= state.last_ns:
             return state, None, []
+        new, probs, change = self.advance(state, ns, features.ready, features.values)
+        events: list[RegimeChanged] = []
+        if change is not None:
+            from_regime, to_regime, held = change
+            events.append(
+                RegimeChanged.create(
+                    symbol,
+                    from_regime,
+                    to_regime,
+                    _unit(probs[_REGIME_INDEX[to_regime]]),
+                    features.timestamp,
+                    held,
+                    self.model.version,
+                )
+            )
+        if features.ready:
+            regime, bars_in_regime = new.regime, new.bars_in_regime
+        else:
+            regime, bars_in_regime = self._prior_regime, 0
+        estimate = RegimeEstimate(
+            symbol=symbol,
+            timestamp=features.timestamp,
+            probabilities=_as_probabilities(probs),
+            regime=regime,
+            confidence=_unit(probs[_REGIME_INDEX[regime]]),
+            bars_in_regime=bars_in_regime,
+            model_version=self.model.version,
+        )
+        return new, MarketState(features=features, regime=estimate), events
+
+    def advance(
+        self, state: RegimeFilterState, ns: int, ready: bool, values: Mapping[str, float]
+    ) -> tuple[RegimeFilterState, np.ndarray, tuple[Regime, Regime, int] | None]:
+        """One bar after ``state`` (a copy is returned, ``state`` is left as it is): the core of
+        :meth:`step`, shared with :meth:`RegimeStep.rebuild`, which replays stored rows through it.
+
+        ``ns`` is the bar's time (after ``state.last_ns``: the caller skips redeliveries),
+        ``ready`` whether its features are past their warm-up and ``values`` the features.
+        Returns the new state, the regime probabilities (the start distribution's on a warm-up
+        bar) and the change of the reported regime (``(from, to, bars held)``) or None."""
         if (state.model_version == self.model.version and state.log_alpha is not None
                 and len(state.log_alpha) != self.model.n_states):
             raise StateError(
-                f"regime state of {symbol} under model {state.model_version} holds {len(state.log_alpha)} "
+                f"regime state of {state.symbol} under model {state.model_version} holds {len(state.log_alpha)} "
                 f"hidden-state probabilities; that model has {self.model.n_states}"
             )
         new = state.copy()
@@ -525,53 +593,25 @@ class RegimeDetector:
         new.lineage = self._state_lineage  # also fills in a state written before lineages were kept
         new.last_ns = ns
         new.n_bars += 1
-        events: list[RegimeChanged] = []
-        if features.ready:
-            try:
-                raw = self.model.raw_vector(features.values)
-            except ModelArtifactError as exc:
-                raise InvalidMessageError(
-                    "FeatureVector",
-                    [FieldProblem("values", sorted(features.values), f"{exc} (model {self.model.version})")],
-                ) from None
-            if self._refused(raw):
-                raise InvalidMessageError("FeatureVector", self._value_problems(raw))
-            try:
-                probs, change = self.update(new, raw)
-            except StateError as exc:  # the bar, not the state: no hidden state can explain it
-                raise InvalidMessageError("FeatureVector", [self._unexplained(raw, exc)]) from None
-            if change is not None:
-                from_regime, to_regime, held = change
-                events.append(
-                    RegimeChanged.create(
-                        symbol,
-                        from_regime,
-                        to_regime,
-                        _unit(probs[_REGIME_INDEX[to_regime]]),
-                        features.timestamp,
-                        held,
-                        self.model.version,
-                    )
-                )
-            regime = new.regime
-            bars_in_regime = new.bars_in_regime
-        else:
+        if not ready:
             # feature warm-up: no detection. After ready bars (the features state restarted) the
             # detection restarts too: the filter, the reported regime and a pending confirmation
             self._restart_detection(new)
-            probs = self._prior_regime_probs
-            regime = self._prior_regime
-            bars_in_regime = 0
-        estimate = RegimeEstimate(
-            symbol=symbol,
-            timestamp=features.timestamp,
-            probabilities=_as_probabilities(probs),
-            regime=regime,
-            confidence=_unit(probs[_REGIME_INDEX[regime]]),
-            bars_in_regime=bars_in_regime,
-            model_version=self.model.version,
-        )
-        return new, MarketState(features=features, regime=estimate), events
+            return new, self._prior_regime_probs, None
+        try:
+            raw = self.model.raw_vector(values)
+        except ModelArtifactError as exc:
+            raise InvalidMessageError(
+                "FeatureVector",
+                [FieldProblem("values", sorted(values), f"{exc} (model {self.model.version})")],
+            ) from None
+        if self._refused(raw):
+            raise InvalidMessageError("FeatureVector", self._value_problems(raw))
+        try:
+            probs, change = self.update(new, raw)
+        except StateError as exc:  # the bar, not the state: no hidden state can explain it
+            raise InvalidMessageError("FeatureVector", [self._unexplained(raw, exc)]) from None
+        return new, probs, change
 
     # -- batch (CLI, evaluation): the same per-bar code in a loop --------------------------------
 
@@ -699,7 +739,10 @@ class RegimeStep:
     is applied to a state another model version wrote; it returns True when ``models_for`` now
     gives the symbol another model (the runtime reads the registry's pointers again, so a warm
     container serving a replaced model switches to the published one instead of taking turns
-    with the new containers).
+    with the new containers). ``start_over`` (optional) is the stage runner's hook for a stored
+    state :meth:`load` refuses: ``start_over(symbol, data, error)`` returns the state to go on from
+    and a note for the log, or None to leave the refusal (the runtime's reads the symbol's
+    regime-history rows and replays them with :meth:`rebuild`).
     """
 
     name = "regime"
@@ -712,6 +755,7 @@ class RegimeStep:
         models_for: Callable[[str], RegimeModel] | None = None,
         admit: Callable[[FeatureVector], None] | None = None,
         recheck: Callable[[str, str], bool] | None = None,
+        start_over: Callable[[str, bytes, Exception], tuple[RegimeFilterState, str] | None] | None = None,
     ):
         if recheck is not None and models_for is None:
             raise ValueError("recheck needs models_for: it changes the model models_for gives a symbol")
@@ -720,6 +764,7 @@ class RegimeStep:
         self.models_for = models_for
         self.admit = admit
         self.recheck = recheck
+        self.start_over = start_over
         self._detectors: dict[str, RegimeDetector] = {model.version: self.detector}
 
     @property
@@ -778,3 +823,66 @@ class RegimeStep:
             detector = self.detector_for(message.symbol)
         new, market_state, events = detector.step(state, message)
         return new, ([] if market_state is None else [market_state]), events
+
+    def rebuild(
+        self, symbol: str, rows: Sequence[HistoryRow], until_ns: int | None = None
+    ) -> tuple[RegimeFilterState, str]:
+        """The state of ``symbol`` rebuilt from its stored regime-history rows, and a note saying
+        how (for a stored state that can no longer be read).
+
+        The rows (any order; one per bar time, the last of a repeated time kept) are replayed in
+        time order through :meth:`RegimeDetector.advance`, the code every bar went through, each
+        under the model version that wrote it when this step serves that version (the filter
+        then carries over or restarts at the same bars as it did), else under the symbol's
+        model. Only rows up to ``until_ns`` are replayed when it is given (the last applied time
+        the refused state still names: later rows come from an attempt that never committed,
+        and its retry applies their records again), and the rebuilt state's last applied time is
+        ``until_ns``, else the newest row's: every record applied before is a redelivery.
+
+        The filter forgets where it started within a few hundred bars, so from a few hundred rows
+        on the replayed distribution is the one the lost state held; the reported regime is
+        path-dependent (the transition rule's margin), so the rebuilt state reports what the last
+        row published, held for the bars that row says (a pending confirmation is kept only when
+        the replay reports that regime too): the next change goes out from the regime consumers
+        saw. The counters (``n_bars``, ``n_observed``, ``log_likelihood``, ``changes``) count
+        the replayed rows only. No rows (up to ``until_ns``) is a :class:`StateError`; a row whose
+        values the model refuses raises as :meth:`RegimeDetector.step` does."""
+        by_time = {row.ns: row for row in rows if until_ns is None or row.ns <= until_ns}
+        if not by_time:
+            upto = "" if until_ns is None else f" up to {_iso_ns(until_ns)}"
+            raise StateError(f"no regime-history rows of {symbol}{upto} to rebuild its state from")
+        kept = [by_time[ns] for ns in sorted(by_time)]
+        serving = self.detector_for(symbol)
+        state = serving.initial_state(symbol)
+        unserved: dict[str, int] = {}
+        for row in kept:
+            detector = self._detectors.get(row.model_version)
+            if detector is None:
+                unserved[row.model_version] = unserved.get(row.model_version, 0) + 1
+                detector = serving
+            state, _, _ = detector.advance(state, row.ns, row.ready, row.values)
+        last = kept[-1]
+        replayed = state.regime
+        if last.ready:
+            if replayed is not last.regime:
+                state.pending, state.pending_count = None, 0
+            state.regime, state.bars_in_regime = last.regime, last.bars_in_regime
+        if until_ns is not None:
+            state.last_ns = until_ns
+        note = (f"rebuilt from {len(kept)} regime-history rows ({_iso_ns(kept[0].ns)} … {_iso_ns(last.ns)}), "
+                f"last applied bar {_iso_ns(state.last_ns)}")  # type: ignore[arg-type]
+        if unserved:
+            versions = ", ".join(f"{v} ({n} rows)" for v, n in sorted(unserved.items()))
+            note += f"; rows of models this container does not serve, {versions}, replayed under {serving.model.version}"
+        if last.ready:
+            note += f"; reporting {last.regime.value} held {last.bars_in_regime} bars, as the last row published"
+            if replayed is not last.regime:
+                note += f" (the replay alone reported {None if replayed is None else replayed.value})"
+        else:
+            note += "; the last row is in feature warm-up: no regime reported yet"
+        return state, note
+
+
+def _iso_ns(ns: int) -> str:
+    """A bar time in ns since the epoch as ISO-8601 UTC (microseconds, as bar times have)."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1_000)).isoformat()

@@ -37,9 +37,17 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from ensemble_trader.adapters.dynamo_numbers import LARGEST, MAX_ITEM_BYTES, from_dynamo, item_size, to_dynamo
-from ensemble_trader.domain.errors import ConcurrencyError, DataError, InfrastructureError, ModelArtifactError
-from ensemble_trader.domain.features import FEATURE_NAMES
-from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState
+from ensemble_trader.domain.errors import (
+    ConcurrencyError,
+    DataError,
+    InfrastructureError,
+    InvalidMessageError,
+    ModelArtifactError,
+    StateError,
+)
+from ensemble_trader.domain.features import FEATURE_NAMES, timestamp_ns
+from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState, Regime
+from ensemble_trader.domain.regime import HistoryRow, RegimeFilterState, RegimeStep, stored_last_ns
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
 
@@ -52,6 +60,11 @@ HISTORY_TABLE = "regime-history"
 RECHECK_SECONDS = 60.0
 """How often a warm container reads a symbol's pointers again for one foreign writer version."""
 MAX_RECHECKS = 10_000
+REBUILD_ROWS = 1_000
+"""The newest regime-history rows a refused stored state is rebuilt from: the filter forgets its
+start within a few hundred bars (docs/regime.md, *A stored state that cannot be read*)."""
+SNAPSHOT_TABLE = "stage-state"
+"""The stage runner's snapshot table (``runtime.stage.SNAPSHOT_TABLE``)."""
 """(symbol, writer) pairs remembered for the recheck's rate limit before the memory is cleared."""
 
 log = logging.getLogger(__name__)
@@ -438,3 +451,84 @@ class MarketStateSink:
         else:
             for row in rows:
                 self.store.put_item(self.table, row)
+
+
+def replay_row(row: Mapping[str, Any]) -> HistoryRow:
+    """A stored regime-history row as :meth:`RegimeStep.rebuild` replays it; DataError naming the
+    row and the attribute otherwise."""
+    when = history_time(dict(row))
+    try:
+        features = row["features"]
+        if not isinstance(features, Mapping):
+            raise TypeError(f"features is {type(features).__name__}, not a map")
+        bars = row["bars_in_regime"]
+        if isinstance(bars, bool) or not isinstance(bars, int) or bars < 0:
+            raise ValueError(f"bars_in_regime {bars!r} is not a whole number >= 0")
+        ready = row["ready"]
+        if not isinstance(ready, bool):
+            raise ValueError(f"ready {ready!r} is not a boolean")
+        version = row["model_version"]
+        if not isinstance(version, str):
+            raise ValueError(f"model_version {version!r} is not text")
+        return HistoryRow(ns=timestamp_ns(when), ready=ready, values={str(k): float(v) for k, v in features.items()},
+                          regime=Regime(row["regime"]), bars_in_regime=bars, model_version=version)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{HISTORY_TABLE} row of {row.get('symbol')!r} at {when.isoformat()} cannot be replayed: "
+                        f"{exc!r}") from None
+
+
+class StateRebuild:
+    """The regime step's ``start_over`` hook: a symbol whose stored filter state cannot be read
+    is rebuilt from its ``regime-history`` rows instead of failing its records until an operator
+    rebuilds it.
+
+    When the symbol's snapshot decodes, nothing is rebuilt (None): the refused bytes are the
+    cached entry, and the stage runner repairs it from the snapshot as it always has (or, when the
+    snapshot is behind the entry, refuses to go back to it). Otherwise the newest ``rows``
+    (:data:`REBUILD_ROWS`) history rows of the symbol are read, up to the last applied time the
+    refused bytes still name when they name one, and replayed by :meth:`RegimeStep.rebuild`; the
+    runner logs the returned note (the refusal's reason, then how the state was rebuilt) as a
+    warning and counts ``regime_state_restarted``. A history that cannot be read or replayed (no
+    rows, DynamoDB unavailable, a row the model refuses) leaves the refusal as it was — the
+    symbol's records fail and are retried — logged as an error naming why."""
+
+    def __init__(
+        self,
+        step: RegimeStep,
+        history: KeyValueStore,
+        snapshots: KeyValueStore | None = None,
+        *,
+        rows: int = REBUILD_ROWS,
+        table: str = HISTORY_TABLE,
+        snapshot_table: str = SNAPSHOT_TABLE,
+    ) -> None:
+        self.step = step
+        self.history = history
+        self.snapshots = snapshots
+        self.rows = rows
+        self.table = table
+        self.snapshot_table = snapshot_table
+
+    def __call__(self, symbol: str, data: bytes, error: Exception) -> tuple[RegimeFilterState, str] | None:
+        try:
+            if self.snapshots is not None and self._snapshot_decodes(symbol):
+                return None  # the runner repairs the cached entry from the snapshot
+            until = stored_last_ns(data, symbol)
+            stored = self.history.query(self.table, "symbol", symbol, limit=self.rows, newest_first=True)  # type: ignore[attr-defined]
+            rows = [replay_row(row) for row in stored]
+            state, note = self.step.rebuild(symbol, rows, until)
+        except (DataError, InfrastructureError, InvalidMessageError, StateError) as exc:
+            log.error("regime state of %s cannot be read (%s) and was not rebuilt from %s: %s", symbol, error,
+                      self.table, exc)
+            return None
+        return state, f"stored state refused ({error}); {note}"
+
+    def _snapshot_decodes(self, symbol: str) -> bool:
+        item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})  # type: ignore[union-attr]
+        if item is None or "state" not in item:
+            return False
+        try:
+            RegimeStep.load(bytes(item["state"]))
+        except StateError:
+            return False
+        return True
