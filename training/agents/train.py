@@ -1288,8 +1288,23 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     except (EnsembleTraderError, ValidationError) as exc:
         report_failure("training", exc)
         return 1
+    except Exception as exc:
+        # a bug or the machine (a module missing from the image, a full disk, an unwritable model
+        # folder): SageMaker still gets the reason, and the traceback follows, as in the regime job
+        report_failure("training", UnexpectedJobError(exc))
+        raise
     print(json.dumps({"version": manifest["version"], "model_dir": str(out)}))
     return 0
+
+
+class UnexpectedJobError(Exception):
+    """How the container job reports an error that is not one of its own (not an
+    :class:`EnsembleTraderError`): the error's type first, whose message alone may say little
+    (``'close'`` for a KeyError, nothing for a MemoryError)."""
+
+    def __init__(self, cause: BaseException):
+        text = str(cause)
+        super().__init__(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
 
 
 if __name__ == "__main__":  # pragma: no cover
