@@ -161,10 +161,12 @@ def test_without_the_hook_the_symbol_is_blocked(model, vectors):
         assert len(stage.feed(vectors[CUT : CUT + 10])["batchItemFailures"]) == 10
 
 
-def test_a_refused_state_that_names_its_last_bar_replays_no_uncommitted_row(model, vectors, reference):
+@pytest.mark.parametrize("garbage", [False, True])
+def test_an_uncommitted_attempts_rows_are_not_replayed(model, vectors, reference, garbage):
     """An attempt that wrote its history rows and failed at the bus before committing: its rows
-    are past the last bar the refused state names, so they are not replayed, and the retry
-    publishes the events that attempt never did."""
+    are past the last bar the refused state names (or, for bytes that name none, the sequence
+    the runner stored beside the snapshot), so they are not replayed, and the retry publishes
+    the events that attempt never did."""
     stage = Stage(model)
     feed_in_batches(stage, vectors[:CUT])
     n_events = len(stage.events())
@@ -174,7 +176,7 @@ def test_a_refused_state_that_names_its_last_bar_replays_no_uncommitted_row(mode
     assert len(stage.store.items("regime-history")) == N_BARS and len(stage.events()) == n_events
     damaged = stage.stored_state()
     damaged["pending_count"] = -1  # refused, but its last_ns is readable
-    stage.damage(json.dumps(damaged).encode())
+    stage.damage(b"{not json" if garbage else json.dumps(damaged).encode())
     assert stage.feed(batch) == {"batchItemFailures": []}
     assert stage.events() == reference[1]
     reference_states = reference[0]

@@ -396,10 +396,19 @@ def stored_last_ns(data: bytes, symbol: str) -> int | None:
     they name none (garbage, another symbol, no bar applied)."""
     try:
         raw = json.loads(data)
-        if not isinstance(raw, dict) or raw.get("symbol") != symbol:
-            return None
-        return _bar_time_ns(raw)
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(raw, dict) or raw.get("symbol") != symbol:
+        return None
+    return bar_time_or_none(raw.get("last_ns"))
+
+
+def bar_time_or_none(value: Any) -> int | None:
+    """``value`` when it is a bar time as a filter state stores ``last_ns`` (an integer number of
+    ns since the epoch, a whole microsecond within signed 64 bits), else None."""
+    try:
+        return _bar_time_ns({"last_ns": value})
+    except ValueError:
         return None
 
 

@@ -47,7 +47,13 @@ from ensemble_trader.domain.errors import (
 )
 from ensemble_trader.domain.features import FEATURE_NAMES, timestamp_ns
 from ensemble_trader.domain.models import REGIMES, SYMBOL_PATTERN, FeatureVector, MarketState, Regime
-from ensemble_trader.domain.regime import HistoryRow, RegimeFilterState, RegimeStep, stored_last_ns
+from ensemble_trader.domain.regime import (
+    HistoryRow,
+    RegimeFilterState,
+    RegimeStep,
+    bar_time_or_none,
+    stored_last_ns,
+)
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
 
@@ -486,7 +492,8 @@ class StateRebuild:
     cached entry, and the stage runner repairs it from the snapshot as it always has (or, when the
     snapshot is behind the entry, refuses to go back to it). Otherwise the newest ``rows``
     (:data:`REBUILD_ROWS`) history rows of the symbol are read, up to the last applied time the
-    refused bytes still name when they name one, and replayed by :meth:`RegimeStep.rebuild`; the
+    refused bytes still name when they name one (else, when they are the snapshot's own, the
+    ``sequence`` the runner stored beside them), and replayed by :meth:`RegimeStep.rebuild`; the
     runner logs the returned note (the refusal's reason, then how the state was rebuilt) as a
     warning and counts ``regime_state_restarted``. A history that cannot be read or replayed (no
     rows, DynamoDB unavailable, a row the model refuses) leaves the refusal as it was — the
@@ -511,9 +518,13 @@ class StateRebuild:
 
     def __call__(self, symbol: str, data: bytes, error: Exception) -> tuple[RegimeFilterState, str] | None:
         try:
-            if self.snapshots is not None and self._snapshot_decodes(symbol):
+            item = None if self.snapshots is None else self.snapshots.get_item(
+                self.snapshot_table, {"pk": self.step.name, "sk": symbol})
+            if item is not None and _decodes(item):
                 return None  # the runner repairs the cached entry from the snapshot
             until = stored_last_ns(data, symbol)
+            if until is None and item is not None and bytes(item.get("state", b"")) == data:
+                until = _committed_sequence(item)  # the refused bytes are this snapshot's
             stored = self.history.query(self.table, "symbol", symbol, limit=self.rows, newest_first=True)  # type: ignore[attr-defined]
             rows = [replay_row(row) for row in stored]
             state, note = self.step.rebuild(symbol, rows, until)
@@ -523,12 +534,20 @@ class StateRebuild:
             return None
         return state, f"stored state refused ({error}); {note}"
 
-    def _snapshot_decodes(self, symbol: str) -> bool:
-        item = self.snapshots.get_item(self.snapshot_table, {"pk": self.step.name, "sk": symbol})  # type: ignore[union-attr]
-        if item is None or "state" not in item:
-            return False
-        try:
-            RegimeStep.load(bytes(item["state"]))
-        except StateError:
-            return False
-        return True
+
+
+def _decodes(item: Mapping[str, Any]) -> bool:
+    """Whether a snapshot item holds a state the step can load."""
+    if "state" not in item:
+        return False
+    try:
+        RegimeStep.load(bytes(item["state"]))
+    except StateError:
+        return False
+    return True
+
+
+def _committed_sequence(item: Mapping[str, Any]) -> int | None:
+    """The last applied time the stage runner stored beside a snapshot's state (its ``sequence``
+    attribute, written from the state before it was encoded), when it is a bar time."""
+    return bar_time_or_none(item.get("sequence"))
