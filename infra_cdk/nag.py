@@ -108,13 +108,18 @@ def acknowledge_sqs_mapping(mapping: IConstruct) -> None:
 
 
 def acknowledge_function_role(role: IConstruct, *, regime_models: str, bucket_id: str) -> None:
-    """A function role: ENI and X-Ray actions take no resource; KMS and S3 grants are key/prefix scoped."""
+    """A function role: the ENI and X-Ray actions on '*' (each named in the reason); KMS and S3
+    grants are key/prefix scoped."""
     acknowledge(
         role,
         "AwsSolutions-IAM5[Resource::*]",
-        "Only actions that accept no resource ARN: Lambda's VPC network-interface management "
-        "(ec2:CreateNetworkInterface, ...) and X-Ray tracing (xray:PutTraceSegments). No data "
-        "resource (table, stream, queue, bucket, secret) is granted on '*'.",
+        "Lambda's management of the function's VPC network interfaces (the EC2 actions of AWS's "
+        "managed policy AWSLambdaVPCAccessExecutionRole, on '*' as there): ec2:DescribeNetworkInterfaces "
+        "and ec2:DescribeSubnets take no resource ARN; ec2:CreateNetworkInterface, "
+        "ec2:DeleteNetworkInterface, ec2:AssignPrivateIpAddresses and ec2:UnassignPrivateIpAddresses act "
+        "on interfaces Lambda creates and names itself. X-Ray tracing: xray:PutTraceSegments and "
+        "xray:PutTelemetryRecords take no resource ARN. No data resource (table, stream, queue, bucket, "
+        "secret) is granted on '*'.",
     )
     acknowledge_grant_wildcards(
         role,
@@ -174,7 +179,12 @@ def acknowledge_training(sagemaker_role: IConstruct, state_machine_role: IConstr
     acknowledge(
         state_machine_role,
         "AwsSolutions-IAM5[Resource::*]",
-        "Step Functions X-Ray tracing and CloudWatch Logs delivery actions accept no resource ARN.",
+        "Step Functions' X-Ray tracing (xray:PutTraceSegments, xray:PutTelemetryRecords, "
+        "xray:GetSamplingRules, xray:GetSamplingTargets) and CloudWatch Logs delivery "
+        "(logs:CreateLogDelivery, logs:GetLogDelivery, logs:UpdateLogDelivery, logs:DeleteLogDelivery, "
+        "logs:ListLogDeliveries, logs:PutResourcePolicy, logs:DescribeResourcePolicies, "
+        "logs:DescribeLogGroups) accept no resource ARN. sagemaker:ListTags is granted on '*' by CDK's "
+        "SageMakerCreateTrainingJob task itself (a read of tags, no data).",
     )
     acknowledge(
         state_machine_role,

@@ -20,7 +20,7 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
-from ensemble_trader.constants import FUNCTIONS, QUEUES, STREAMS, FunctionSpec, qualified
+from ensemble_trader.constants import EVENT_SOURCE, FUNCTIONS, QUEUES, STREAMS, FunctionSpec, qualified
 from ensemble_trader.runtime.orders import reconcile_grace_seconds_for, require_grace_past_redelivery
 
 from infra_cdk.config import StageConfig
@@ -147,6 +147,21 @@ def vpc_interfaces_statement() -> iam.PolicyStatement:
             "ec2:UnassignPrivateIpAddresses",
         ],
         resources=["*"],  # Lambda's ENI management; these actions take no resource ARN
+    )
+
+
+def domain_events_statement(bus: events.IEventBus) -> iam.PolicyStatement:
+    """``events:PutEvents`` on the stage's bus, for events whose ``source`` is the domain events'
+    (:data:`~ensemble_trader.constants.EVENT_SOURCE`, the only source the functions' publishers
+    use; the condition key ``events:source`` of PutEvents). Not ``bus.grant_put_events_to``, which
+    admits any source: with it every function that publishes could put the operator's
+    ``ensemble-trader.control`` KillSwitch event, which the KillSwitch rule routes to the
+    kill_switch entry (turning the switch off, or on). Only an operator's credentials send it."""
+    return iam.PolicyStatement(
+        sid="PutDomainEvents",
+        actions=["events:PutEvents"],
+        resources=[bus.event_bus_arn],
+        conditions={"StringEquals": {"events:source": EVENT_SOURCE}},
     )
 
 
@@ -365,8 +380,8 @@ class Functions(Construct):
         elif access.regime_models == "write":  # publishes new versions; never deletes one
             registry.bucket.grant_read(fn, f"{REGIME_PREFIX}*")
             registry.bucket.grant_put(fn, f"{REGIME_PREFIX}*")
-        if access.put_events:
-            bus.grant_put_events_to(fn)
+        if access.put_events:  # the domain events' source only: never the operator's control events
+            fn.add_to_role_policy(domain_events_statement(bus))
         if access.cache:
             network.cache.grant_connect(fn)
         if access.broker and alpaca:  # the Alpaca keys, read only by an Alpaca broker (make_broker)
