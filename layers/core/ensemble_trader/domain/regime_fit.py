@@ -161,6 +161,28 @@ def forward_backward(
     return gamma, xi, float(np.log(scale).sum() + shift.sum())
 
 
+FLOOR_REACH = 3.0
+"""A state places the log floor within its reach when the floor's standardised value lies within
+this many of its standard deviations of its mean, on a feature the model takes the log of."""
+
+
+def _floor_rows_and_states(model: RegimeModel, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows read a log-transformed feature at the model's log floor (a bar with no range),
+    and which of the model's states place the floor within :data:`FLOOR_REACH` standard
+    deviations of their mean on such a feature (a fit that gave those rows a state of their own)."""
+    logged = [i for i, f in enumerate(model.features) if f.transform == "log"]
+    rows = np.zeros(len(raw), dtype=bool)
+    states = np.zeros(model.n_states, dtype=bool)
+    for i in logged:
+        rows |= raw[:, i] <= model.log_floor
+        f = model.features[i]
+        floor_z = (math.log(model.log_floor) - f.center) / f.scale
+        variance = model.covariances[:, i, i] if model.covariance_type == "full" else model.covariances[:, i]
+        sd = np.sqrt(variance)
+        states |= np.abs(model.means[:, i] - floor_z) <= FLOOR_REACH * sd
+    return rows, states
+
+
 MIN_ROWS_PER_STATE = 20
 """A fit or a refit needs at least this many rows per hidden state (a 4-state model has 23
 parameters: on 40 rows its labels would mean nothing)."""
@@ -255,12 +277,22 @@ def refit(
     z = model.transform(raw)
     bounds = np.cumsum([0, *lengths])
     full = model.covariance_type == "full"
+    # rows read at the log floor (a bar with no range) re-estimate only the states the starting
+    # model already places there: EM would otherwise pull a named state onto them (with 2 % of
+    # such rows the committed model's BULL moved to the floor and labelled no ordinary bar)
+    floor_rows, floor_states = _floor_rows_and_states(model, raw)
+    emission_mask = np.where(floor_rows[:, None] & ~floor_states[None, :], 0.0, 1.0)
+    # and when no state is there, such a row is a missing observation (the same density under
+    # every state): its posterior follows the chain, so the quietest state's transitions are not
+    # read off the rows' positions either
+    missing = floor_rows if not floor_states.any() else np.zeros(len(z), dtype=bool)
 
     def e_step(params: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, float]:
         p_start, p_transmat, p_means, p_covs = params
         current = RegimeModel(model.features, p_start, p_transmat, p_means, p_covs, model.covariance_type,
                               model.state_regimes)
         log_b = current.log_emission_matrix(z)
+        log_b[missing] = 0.0
         gamma = np.empty((len(z), k))
         xi = np.zeros((k, k))
         loglik = 0.0
@@ -283,21 +315,25 @@ def refit(
         rest = np.where(thin[None, :], 0.0, np.maximum(fitted, transition_floor))
         fitted = kept + rest / np.maximum(rest.sum(axis=1, keepdims=True), 1e-300) * (1.0 - kept.sum(axis=1, keepdims=True))
         transmat = np.where(thin[:, None], transmat, fitted)
-        means = np.where(thin[:, None], means, (gamma.T @ z) / np.maximum(weight[:, None], 1e-300))
+        # the emissions from the rows each state may explain (all of them, unless rows at the floor)
+        emitted = gamma * emission_mask
+        emitted_weight = emitted.sum(axis=0)
+        kept_emission = thin | (emitted_weight < min_state_share * len(z))
+        means = np.where(kept_emission[:, None], means, (emitted.T @ z) / np.maximum(emitted_weight[:, None], 1e-300))
         covs = covs.copy()
         for s in range(k):
-            if thin[s]:
+            if kept_emission[s]:
                 continue
             diff = z - means[s]
             # training's estimate (hmmlearn's covars_prior over the state's weight), then a floor
             # that only raises what is below it: never an addition that moves every variance
             if full:
-                scatter = (gamma[:, s, None] * diff).T @ diff + covariance_prior * np.eye(d)
-                values, vectors = np.linalg.eigh(scatter / max(weight[s], 1e-300))
+                scatter = (emitted[:, s, None] * diff).T @ diff + covariance_prior * np.eye(d)
+                values, vectors = np.linalg.eigh(scatter / max(emitted_weight[s], 1e-300))
                 covs[s] = (vectors * np.maximum(values, min_covariance)) @ vectors.T
             else:
-                scatter = (gamma[:, s, None] * diff * diff).sum(axis=0) + covariance_prior
-                covs[s] = np.maximum(scatter / max(weight[s], 1e-300), min_covariance)
+                scatter = (emitted[:, s, None] * diff * diff).sum(axis=0) + covariance_prior
+                covs[s] = np.maximum(scatter / max(emitted_weight[s], 1e-300), min_covariance)
         start = floor_stochastic(stationary_distribution(transmat), transition_floor)
         return start, transmat, means, covs
 
@@ -320,7 +356,9 @@ def refit(
             break
         previous = loglik
     best_iteration, (start, transmat, means, covs), posterior, loglik = best
-    drift, vol, share = state_summary(posterior, np.asarray(ret_1), np.asarray(range_vol_1))
+    # a state is named by the rows it may explain (a flat row's zero range and return are no
+    # measure of a state the starting model does not place on the floor)
+    drift, vol, share = state_summary(posterior * emission_mask, np.asarray(ret_1), np.asarray(range_vol_1))
     # rename only when every state is well represented; otherwise the names stay. The states are
     # the pinned model's, one to one (warm start): a name moves only when the rule clearly says so
     names = (
