@@ -214,6 +214,10 @@ def default_bars() -> tuple[str, ...]:
     return DEFAULT_BARS
 
 
+_NUMBER_TYPES = (int, float, int | None)
+"""The annotations of :class:`TrainConfig`'s number fields (see ``_number_not_a_bool``)."""
+
+
 class TrainConfig(BaseModel):
     """Every knob of the job; SageMaker passes them as strings, pydantic converts them."""
 
@@ -337,10 +341,28 @@ class TrainConfig(BaseModel):
             )
         return value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number must be given as one: JSON's true and false (in ``$SM_HPS``, ``rewards``,
+        ``agent_overrides``) were taken as 1 and 0 — ``seed`` true trained with seed 1,
+        ``gamma`` true with 1.0 — where the regime job, the environment and the cost model
+        refuse them. (A hyperparameters file's "true" is text, and no number either.)"""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in _NUMBER_TYPES:
+            raise ValueError(f"{info.field_name}={value!r}: expected a number, got a boolean")
+        return value
+
     @field_validator("rewards", "agent_overrides", "agent_data", mode="before")
     @classmethod
-    def _json_dict(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
+    def _json_dict(cls, value: Any, info: ValidationInfo) -> Any:
+        value = json.loads(value) if isinstance(value, str) else value
+        if info.field_name == "rewards" and isinstance(value, dict):
+            for agent, params in value.items():
+                flags = [(k, v) for k, v in params.items() if isinstance(v, bool)] if isinstance(params, dict) else []
+                if flags:  # a reward parameter is a number: true was a scale or a penalty of 1
+                    name, flag = flags[0]
+                    raise ValueError(f"rewards[{agent}].{name}={flag!r}: expected a number, got a boolean")
+        return value
 
     @field_validator("agent_data")
     @classmethod
