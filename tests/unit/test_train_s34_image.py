@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path
 
@@ -105,6 +106,19 @@ def test_the_requirements_are_read_from_the_dockerfile():
     assert any(r.startswith(".[") and "train" in r for r in requirements)
     inside = closure(requirements)
     assert {"torch", "stable-baselines3", "gymnasium", "onnx", "numpy", "pydantic"} <= inside
+
+
+def test_the_image_takes_the_torch_the_train_extra_pins_from_the_cpu_index_first():
+    """The torch line comes first, from the CPU index, at the train extra's pin: with another pin
+    the project's install would fetch the extra's torch from PyPI, the multi-GB CUDA build."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    installs = [line for line in text.splitlines() if re.match(r"\s*RUN\s+pip install", line)]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in installs[0]
+    pinned = Requirement(image_requirements()[0])
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = [Requirement(r) for r in project["optional-dependencies"]["train"] if Requirement(r).name == "torch"]
+    assert pinned.name == "torch" and [str(r.specifier) for r in extra] == [str(pinned.specifier)]
+    assert str(pinned.specifier).startswith("==")
 
 
 @pytest.mark.slow
