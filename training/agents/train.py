@@ -784,6 +784,10 @@ def train_agent(
                 leverage=leverage,
                 costs=config.costs,
                 episode_length=config.episode_length,
+                # overridden: PPO seeds its environments (VecEnv.seed), so environment k draws its
+                # episodes from seed + k at its first reset, and the Conservative's (seed 7)
+                # environment 1 draws the windows of the Aggressive's (seed 8) environment 0.
+                # Harmless (the agents train apart), and changing it would change every trained set
                 random_state=seed * 1000 + rank,
                 no_trade_band=band,
             )
