@@ -89,6 +89,10 @@ class Entry:
     def is_main(self) -> bool:
         return self.entry == "handler"
 
+    @property
+    def timeout_seconds(self) -> int:
+        return self.spec.timeout_of(self.entry)
+
 
 def _top_level_functions(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -340,7 +344,7 @@ class Functions(Construct):
             # CDK lists them sorted by construct path (the layer flag), so no file may be in two layers
             layers=[*layers, self._broker_layer] if ACCESS[entry.key].broker else layers,
             memory_size=entry.spec.memory_mb,
-            timeout=Duration.seconds(entry.spec.timeout_seconds),
+            timeout=Duration.seconds(entry.timeout_seconds),
             environment=environment,
             role=role,
             log_group=log_group,

@@ -589,8 +589,8 @@ class Monitoring(Construct):
     def _entry_row(self, entry_key: str, fn: lambda_.IFunction) -> None:
         """A row for an EventBridge-invoked entry (the refit, the reconciliation, the kill switch):
         invocations, errors and throttles, and the duration against the function's timeout."""
-        logical, _, _ = entry_key.partition(".")
-        timeout_ms = next(spec.timeout_seconds for spec in FUNCTIONS if spec.logical == logical) * 1000
+        logical, _, extra = entry_key.partition(".")
+        timeout_ms = next(spec.timeout_of(extra) for spec in FUNCTIONS if spec.logical == logical) * 1000
         name = function_name(self._config.name, entry_key)
         self.operations.add_widgets(
             _calls_widget(name, fn, WIDE),

@@ -44,10 +44,11 @@ def test_every_eventbridge_entry_has_a_row_with_its_timeout(full):
         for extra in spec.extra_entries:
             name = qualified(STAGE, f"{spec.logical}-{extra}".replace("_", "-"))
             assert f"{name}: invocations, errors, throttles" in text, name
-            title = f"{name}: duration (ms) against its {spec.timeout_seconds} s timeout"
+            timeout = spec.timeout_of(extra)  # the entry's own (the refit's), else the function's
+            title = f"{name}: duration (ms) against its {timeout} s timeout"
             widget = text[text.index(title):]
             widget = widget[:widget.index('"type":"metric"') if '"type":"metric"' in widget else len(widget)]
-            assert f'"value":{spec.timeout_seconds * 1000},"label":"timeout"' in widget, name
+            assert f'"value":{timeout * 1000},"label":"timeout"' in widget, name
 
 
 def _function_names(synth) -> dict[str, str]:

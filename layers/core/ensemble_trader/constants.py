@@ -75,6 +75,19 @@ class FunctionSpec:
     timeout_seconds: int = 30
     hot_path: bool = True
     extra_entries: tuple[str, ...] = field(default=())  # other handlers in the same folder
+    entry_timeouts: tuple[tuple[str, int], ...] = field(default=())  # (extra entry, its own timeout in s)
+
+    def timeout_of(self, entry: str = "handler") -> int:
+        """The timeout (seconds) of the entry ``entry`` ("handler", or an extra entry's name):
+        its own from :attr:`entry_timeouts`, else the function's :attr:`timeout_seconds`."""
+        return dict(self.entry_timeouts).get(entry, self.timeout_seconds)
+
+
+REFIT_TIMEOUT_SECONDS = 900
+"""The daily regime refit's timeout, Lambda's largest: its Baum-Welch pass grows with the symbols
+(about 0.5 s per symbol of 2,000 history rows on one core of the development machine, measured
+2026-11-29: 4.1 s for 8 symbols, 15.8 s for 32), so the stream functions' 30 s would end the
+refit of a stage trading some 50 symbols, every day."""
 
 
 STREAMS = ("market-data", "features", "market-state")
@@ -115,6 +128,7 @@ FUNCTIONS = (
         dead_letter_queue="regime-dlq",
         outputs=("market-state",),
         extra_entries=("refit",),
+        entry_timeouts=(("refit", REFIT_TIMEOUT_SECONDS),),
     ),
     FunctionSpec(
         "meta_agent",
