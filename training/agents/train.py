@@ -286,6 +286,20 @@ class TrainConfig(BaseModel):
             raise ValueError(f"entry {blank[0]} is an empty data spec: {list(value)}")
         return value
 
+    @field_validator("bars", "validation_bars")
+    @classmethod
+    def _each_spec_once(cls, value: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+        """A data spec named twice was read twice: its series trained (and was validated) with
+        twice the weight of the others — drawn twice as often, counted twice in the observation
+        statistics and the pooled validation score — and the manifest listed it twice."""
+        seen: set[str] = set()
+        for spec in value or ():
+            if spec.strip() in seen:
+                raise ValueError(f"{info.field_name}={list(value)}: {spec.strip()!r} is given more than once; "
+                                 "name each data set once")
+            seen.add(spec.strip())
+        return value
+
     @field_validator("net_arch")
     @classmethod
     def _layer_sizes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
