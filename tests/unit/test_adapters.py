@@ -282,7 +282,7 @@ def test_a_request_aws_refuses_as_malformed_is_a_data_error_and_a_missing_stream
             KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
         assert client.calls == 1 and sleeps == []
     client = RaisingKinesis(ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"}}, "PutRecords"))
-    with pytest.raises(InfrastructureError, match="misconfigured.*ResourceNotFoundException"):
+    with pytest.raises(InfrastructureError, match=r"no such resource \(is the name right.*ResourceNotFoundException"):
         KinesisPublisher(client, settings=SETTINGS, sleep=sleeps.append).put("features", [("A", b"0")])
     assert client.calls == 1 and sleeps == []
 

@@ -74,7 +74,9 @@ def test_a_configuration_error_names_the_call_and_its_resource(call, code, servi
     assert type(caught.value) is InfrastructureError and not isinstance(caught.value, DeadlineExceededError)
     cause = caught.value.__cause__  # botocore's ClientError (a modelled subclass for some codes)
     assert str(cause) == f"An error occurred ({code}) when calling the {op_name} operation: {service_message}"
-    assert str(caught.value) == f"{what}: AWS client misconfigured, not retried ({type(cause).__name__}: {cause})"
+    problem = ("no such resource (is the name right, and is the stage deployed or the local stack up?)"
+               if code == "ResourceNotFoundException" else "credentials or permissions refused")
+    assert str(caught.value) == f"{what}: {problem}, not retried ({type(cause).__name__}: {cause})"
     assert sleeps == []
 
 

@@ -114,6 +114,23 @@ def is_configuration_error(exc: BaseException) -> bool:
     return isinstance(exc, CONFIGURATION_ERRORS) or _code_in(exc, CONFIGURATION_ERROR_CODES)
 
 
+MISSING_RESOURCE_CODES = frozenset(
+    {"ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+)
+"""The configuration error codes that say the stream, queue or table does not exist."""
+
+
+def configuration_problem(exc: BaseException) -> str:
+    """What a configuration error (:func:`is_configuration_error`) says is wrong, in a few words:
+    a resource that does not exist (a misspelt stream or queue, a stage not deployed or another
+    stage's name), credentials or permissions refused, or the client's own settings."""
+    if _code_in(exc, MISSING_RESOURCE_CODES):
+        return "no such resource (is the name right, and is the stage deployed or the local stack up?)"
+    if isinstance(exc, ClientError):
+        return "credentials or permissions refused"
+    return "AWS client misconfigured"
+
+
 def backoff_delay(base_delay_s: float, attempt: int, max_delay_s: float = math.inf) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): exponential from ``base_delay_s``,
     capped at ``max_delay_s``, with jitter (half to all of it) so retrying writers spread out."""
@@ -137,8 +154,8 @@ def resend_failed(
     of why. Returns what still fails after the last attempt (empty on success) and the last
     error; the caller turns a non-empty result into its own InfrastructureError. A configuration
     error (:func:`is_configuration_error`) raises InfrastructureError at once, its message led by
-    ``what`` (``SQS SendMessageBatch to et-prod-order-intents.fifo: AWS client misconfigured, not
-    retried (ClientError: ... (AccessDenied) ...)``).
+    ``what`` and :func:`configuration_problem` (``SQS SendMessageBatch to et-prod-order-intents.fifo:
+    credentials or permissions refused, not retried (ClientError: ... (AccessDenied) ...)``).
 
     Under an invocation's deadline, a call is not started with less than ``attempt_s`` left and
     a back-off is not slept unless ``attempt_s`` remains after it: DeadlineExceededError, whose
@@ -170,7 +187,7 @@ def resend_failed(
         except (ClientError, BotoCoreError) as exc:
             if is_configuration_error(exc):
                 raise InfrastructureError(
-                    f"{what}: AWS client misconfigured, not retried ({type(exc).__name__}: {exc})"
+                    f"{what}: {configuration_problem(exc)}, not retried ({type(exc).__name__}: {exc})"
                 ) from exc
             if is_request_error(exc):
                 raise DataError(f"{what}: request refused, not retried ({type(exc).__name__}: {exc})") from exc
