@@ -7,7 +7,8 @@ Inputs, as a SageMaker training container receives them (local folders work the 
   comma-separated text, each >= 4; default 4,5,6), ``covariance_type`` (``full``/``diag``),
   ``restarts`` (int >= 1, default 32), ``start`` / ``end`` (ISO dates: train on bars with
   start <= time < end; the features of the first bars of the window are warmed up on the bars
-  before it, see :func:`fit_model`), ``bars`` (a data spec when no channel is given, default arch:sp500);
+  before it, see :func:`fit_model`), ``bars`` (a data spec when no channel is given, default arch:sp500;
+  given beside a train channel, it fails the job naming both, where the channel replaced it unsaid);
 * ``$SM_CHANNEL_TRAIN``: a folder of bars CSVs (every ``*.csv`` in it and its subfolders except
   regime-truth files: ``truth.csv``, ``*.truth.csv`` or a ``timestamp,regime`` header, as
   ``data synth`` writes them), one series per symbol: a symbol split over several files (one per
@@ -254,6 +255,10 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
                        "ensemble-trader regime fit --bars SPEC --out DIR", argv)
     try:
         config = RegimeJobConfig.from_hyperparameters(read_hyperparameters(SM_HYPERPARAMETERS))
+        if os.environ.get("SM_CHANNEL_TRAIN") and "bars" in config.model_fields_set:
+            # the channel's files replaced the spec without a word (as in the agents' job before)
+            raise DataError("both the train channel ($SM_CHANNEL_TRAIN) and the 'bars' hyperparameter are given: "
+                            "the job reads its bars from one, not both; drop 'bars' or the channel")
         channel = read_channel(channel_files(os.environ.get("SM_CHANNEL_TRAIN")))  # one series per symbol
         if channel:
             series, data = [c.series for c in channel], [str(f) for c in channel for f in c.files]
