@@ -128,3 +128,20 @@ def test_the_elasticache_sign_in_uses_the_profiles_region_too(_operator_shell):
                                               redis_cache_name="et-unit"))
     provider = cache.client.connection_pool.connection_kwargs["credential_provider"]
     assert provider.region == "sa-east-1"
+
+
+def test_no_region_on_the_local_stage_points_at_the_local_stacks_exports(monkeypatch):
+    """The local stage (the default) with no endpoint is mostly a shell that never ran local up's
+    lines: the error said only `export AWS_REGION=eu-west-1`, which then sent requests to AWS."""
+    from ensemble_trader.constants import LOCAL_STAGE
+
+    monkeypatch.setenv("ET_STAGE", LOCAL_STAGE)
+    monkeypatch.delenv("ET_AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(RegionNotSetError) as caught:
+        aws_region(Settings())
+    assert 'for the local stack, eval "$(ensemble-trader local status --exports)"' in str(caught.value)
+    assert "for AWS, name the stack's region, e.g. export AWS_REGION=eu-west-1" in str(caught.value)
+    monkeypatch.setenv("ET_STAGE", "prod")  # another stage: AWS only
+    with pytest.raises(RegionNotSetError) as caught:
+        aws_region(Settings())
+    assert "local stack" not in str(caught.value)

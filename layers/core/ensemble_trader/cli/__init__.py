@@ -231,7 +231,7 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[
         _discard_stdout()
         return 141
     except (EnsembleTraderError, OSError) as exc:  # a missing input, an output that is a folder, ...
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}{_local_stack_hint(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:
         # botocore's refusal of the AWS configuration (a profile AWS_PROFILE names that the config
@@ -246,6 +246,25 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[
             raise
         print(f"{prog}: error: {configuration_error(exc)}", file=sys.stderr)
         return 1
+
+
+def _local_stack_hint(exc: BaseException) -> str:
+    """A hint for an error caused by a refused connection while ``ET_AWS_ENDPOINT_URL`` is set
+    (a shell holding a local stack's exports after ``local down``, or before ``local up``):
+    nothing answers at the stack's endpoints, so say how to check it. Else ""."""
+    import os
+
+    if not os.environ.get("ET_AWS_ENDPOINT_URL"):
+        return ""
+    refused = ("EndpointConnectionError", "ConnectionRefusedError", "ConnectionError")
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # the error and what it was raised from
+        seen.add(id(cause))
+        if type(cause).__name__ in refused or "Connection refused" in str(cause):
+            return " (nothing answers there: is the local stack up? `ensemble-trader local status`)"
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 def _discard_stdout() -> None:

@@ -112,11 +112,14 @@ class RegionNotSetError(EnvironmentSettingError):
     AWS profile (``AWS_PROFILE``, else ``default``) names none. Raised by a command that reaches
     AWS, before any request; the message says how to set one."""
 
-    def __init__(self, profile: str | None = None):
+    def __init__(self, profile: str | None = None, *, local_stage: bool = False):
         where = f"the AWS profile {profile!r}" if profile else "the default AWS profile"
+        # the local stage without an endpoint: most likely a shell that never took local up's lines
+        local = ('for the local stack, eval "$(ensemble-trader local status --exports)" once '
+                 "`ensemble-trader local up` runs; for AWS, " if local_stage else "")
         super().__init__(
             "AWS_REGION",
-            f"no AWS region is set (not in AWS_REGION, AWS_DEFAULT_REGION or {where}): name the stack's "
+            f"no AWS region is set (not in AWS_REGION, AWS_DEFAULT_REGION or {where}): {local}name the stack's "
             "region, e.g. export AWS_REGION=eu-west-1, or aws configure set region eu-west-1"
             + (f" --profile {profile}" if profile else ""),
         )

@@ -28,6 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConfigParseError, ProfileNotFound
 from botocore.retries import standard
 
+from ensemble_trader.constants import LOCAL_STAGE
 from ensemble_trader.domain.errors import InfrastructureError
 from ensemble_trader.runtime.deadline import DeadlineExceededError, current
 from ensemble_trader.runtime.settings import (
@@ -69,7 +70,8 @@ def aws_region(settings: Settings | None = None) -> str:
         raise configuration_error(exc) from None
     if region:
         return region
-    raise RegionNotSetError(None if profile == "default" else profile)
+    raise RegionNotSetError(None if profile == "default" else profile,
+                            local_stage=settings.stage == LOCAL_STAGE and not settings.aws_endpoint_url)
 
 
 CONFIGURATION_ERRORS: tuple[type[Exception], ...] = (ProfileNotFound, ConfigParseError)
