@@ -23,21 +23,24 @@ _SPEC_HELP = "arch:sp500 | arch:nasdaq | shared:<name> | synth:<scenario>[:<seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import output_file, output_folder
+    from ensemble_trader.cli import at_least, output_file, output_folder, seed
 
     p = sub.add_parser("data", help="market data: synthetic generator, summaries, CSV export")
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     synth = data_sub.add_parser("synth", help="generate regime-switching bars with ground-truth labels")
-    synth.add_argument("--scenario", default="realistic", help="preset name (see `data scenarios`)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
-    synth.add_argument("--bars", type=int, default=5_000,
-                       help="number of bars, at most 1,000,000 (the generator's MAX_BARS; several seeds for more)")
+    synth.add_argument("--scenario", default="realistic", help="preset name (see `data scenarios`; default realistic)")
+    synth.add_argument("--seed", type=seed, default=0, help="random seed, 0 to 2**32 - 1 (same seed, same bytes; "
+                       "default 0)")
+    synth.add_argument("--bars", type=at_least(1), default=5_000,
+                       help="number of bars (default 5,000), at most 1,000,000 (the generator's MAX_BARS; several "
+                            "seeds for more) and as many as end by 2262-04-11, the last day bar times reach: "
+                            "95,792 daily bars from 2000-01-03")
     synth.add_argument("--out", type=output_folder, required=True, help="output directory")
-    synth.add_argument("--symbol", default="SYN", help="symbol of the generated bars")
+    synth.add_argument("--symbol", default="SYN", help="symbol of the generated bars (default SYN)")
     synth.add_argument("--start", default="2000-01-03", help="time of the first bar (ISO-8601, UTC unless it names an offset; with "
-                            "--freq <k>B a Monday-Friday at that offset)")
-    synth.add_argument("--freq", default="1D", help="bar spacing: 1D, 4h, 15min, 30s ...")
+                            "--freq <k>B a Monday-Friday at that offset; default 2000-01-03)")
+    synth.add_argument("--freq", default="1D", help="bar spacing: 1D, 4h, 15min, 30s ... (default 1D)")
     synth.add_argument("--plot", action="store_true", help="also write DIR/synth.png")
     synth.set_defaults(func=_synth)
 
