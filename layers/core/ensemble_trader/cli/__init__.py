@@ -12,6 +12,7 @@ import importlib
 import logging
 import math
 import pkgutil
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,20 @@ def seed(text: str) -> int:
     if value >= 2**32:
         raise argparse.ArgumentTypeError(f"{text!r} must be an integer below 2**32")
     return int(value)
+
+
+def symbol(text: str) -> str:
+    """An argparse ``type``: a ticker as every message takes it (``SYMBOL_PATTERN``: upper case,
+    digits and ``. - / = _ ^``, at most 24 characters), else a usage error naming the value, with
+    the upper-case spelling when that is valid (``'drn'``: did you mean DRN?)."""
+    from ensemble_trader.domain.models import SYMBOL_PATTERN
+
+    if re.fullmatch(SYMBOL_PATTERN, text) is not None:
+        return text
+    upper = text.upper()
+    hint = f"; did you mean {upper}?" if re.fullmatch(SYMBOL_PATTERN, upper) is not None else ""
+    raise argparse.ArgumentTypeError(f"{text!r} is not a valid symbol (an upper-case ticker, pattern "
+                                     f"{SYMBOL_PATTERN}){hint}")
 
 
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")

@@ -23,6 +23,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ensemble_trader.cli import symbol
     from ensemble_trader.runtime.cache_admin import CACHE_STAGES
 
     cache = sub.add_parser("cache", help="count or flush the stages' states in the cache (deployed or local)")
@@ -35,14 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "answer lists what would be. Deleting is refused while the stage still consumes records "
                     "(pause its event-source mapping first: docs/runbook.md §1 step 2).")
     p.add_argument("--stage", required=True, choices=CACHE_STAGES, help="the stage whose keys go")
-    p.add_argument("--symbol", dest="symbols", action="append", metavar="SYMBOL",
+    p.add_argument("--symbol", dest="symbols", action="append", metavar="SYMBOL", type=symbol,
                    help="only this symbol's key (repeat for several); default: every key of the stage")
     p.add_argument("--yes", action="store_true", help="delete (default: a dry run that deletes nothing)")
     p.set_defaults(func=partial(_run, parser=p, action="flush"))
 
     p = cache_sub.add_parser("count", help="count the stages' cache keys")
     p.add_argument("--stage", choices=CACHE_STAGES, help="one stage (default: every cache stage)")
-    p.add_argument("--symbol", dest="symbols", action="append", metavar="SYMBOL",
+    p.add_argument("--symbol", dest="symbols", action="append", metavar="SYMBOL", type=symbol,
                    help="only this symbol's key (repeat for several)")
     p.set_defaults(func=partial(_run, parser=p, action="count"))
 
