@@ -274,7 +274,7 @@ class MetaAgentConfig(BaseModel):
         try:
             config = cls(**options)
         except ValidationError as exc:
-            raise InvalidMessageError(cls.__name__, field_problems(exc, whole="<configuration>")) from None
+            raise InvalidMessageError(cls.__name__, field_problems(exc, "<configuration>", cls.model_fields)) from None
         if config.policy not in POLICIES:
             raise InvalidMessageError(
                 cls.__name__,

@@ -10,10 +10,11 @@ and its value.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self, TypeVar
@@ -178,18 +179,29 @@ def parse(model: type[M], data: Mapping[str, Any] | str | bytes) -> M:
         raise InvalidMessageError(model.__name__, field_problems(exc)) from None
 
 
-def field_problems(exc: ValidationError, whole: str = "<message>") -> list[FieldProblem]:
+def field_problems(exc: ValidationError, whole: str = "<message>", fields: Collection[str] = ()) -> list[FieldProblem]:
     """Each of pydantic's errors as a :class:`FieldProblem` (``whole`` names an error of the
-    object itself, which has no field)."""
+    object itself, which has no field). Given the model's ``fields``, a name that is not one of
+    them says so and names the closest (``unknown option; did you mean regime_prior_rounds?``),
+    where pydantic says "Extra inputs are not permitted"."""
     return [
         FieldProblem(
             field=".".join(str(p) for p in err["loc"]) or whole,
             # a missing field's "input" is the whole object that lacks it, not its value
             value=MISSING if err["type"] == "missing" else err.get("input"),
-            message=err["msg"],
+            message=_unknown_field(err["loc"], fields) if err["type"] == "extra_forbidden" and fields else err["msg"],
         )
         for err in exc.errors(include_url=False)
     ]
+
+
+def _unknown_field(loc: tuple[Any, ...], fields: Collection[str]) -> str:
+    """"unknown option", with the closest of ``fields`` when one is close, else all of them."""
+    name = str(loc[-1]) if loc else ""
+    close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
+    if close:
+        return f"unknown option; did you mean {close[0]}?"
+    return f"unknown option; the options are {', '.join(sorted(fields))}"
 
 
 # --------------------------------------------------------------------------------------------
