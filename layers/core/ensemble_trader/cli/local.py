@@ -56,11 +56,17 @@ def _stage(text: str) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     from ensemble_trader.cli import at_least
 
-    p = sub.add_parser("local", help="start/stop the local AWS stack (moto server + redis-server)")
+    p = sub.add_parser("local", help="the local AWS stack (moto server + redis-server): up, drain, status, down")
     local_sub = p.add_subparsers(dest="local_command", metavar="SUBCOMMAND", required=True)
-    up = local_sub.add_parser("up", help="start the stack in the background and create every resource")
+    up = local_sub.add_parser(
+        "up", help="start the stack in the background and create every resource",
+        description="Start a moto server and a redis-server in the background, create every stream, queue, "
+                    "table, bus and bucket of the stage under its deployed names, and print shell lines that "
+                    "point a shell at them: run it as eval \"$(ensemble-trader local up)\". The stack is described "
+                    "by the state file .local-stack.json (or $ET_LOCAL_STATE_FILE); another shell takes the same "
+                    "lines from `local status --exports`. One stack at a time.")
     up.add_argument("--stage", type=_stage, default="local", help="stage name in resource names (default: local)")
-    up.add_argument("--shards", type=at_least(1), default=1, help="shards per Kinesis stream")
+    up.add_argument("--shards", type=at_least(1), default=1, help="shards per Kinesis stream (default 1)")
     up.set_defaults(func=_up)
     drain = local_sub.add_parser(
         "drain", help="run the handlers over what the stack's streams and queues hold, until every source is empty",
@@ -75,11 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="show the handlers' log lines and metrics (on stderr; by default they are discarded)")
     drain.add_argument("--no-progress", action="store_true", help="no progress bar")
     drain.set_defaults(func=_drain)
-    down = local_sub.add_parser("down", help="stop the stack started by `local up`")
+    down = local_sub.add_parser(
+        "down", help="stop the stack started by `local up`",
+        description="Stop the moto server and the redis-server of the stack the state file describes and remove "
+                    "their files; everything the stack held is gone. A shell pointed at it keeps its variables: "
+                    "open a new one, or unset ET_AWS_ENDPOINT_URL and ET_REDIS_URL.")
     down.set_defaults(func=_down)
     status = local_sub.add_parser("status", help="show the running stack and its queues")
     output = status.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true")
+    output.add_argument("--json", action="store_true", help="print one JSON object (servers, queues and depths)")
     output.add_argument("--exports", action="store_true",
                         help="print only the shell lines (unset, export) of the running stack, for a shell's eval")
     status.set_defaults(func=_status)

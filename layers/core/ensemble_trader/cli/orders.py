@@ -31,13 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_status)
 
     p = orders_sub.add_parser("kill-switch", help="turn the kill switch on (cancel working orders) or off")
-    p.add_argument("state", choices=["on", "off"])
+    p.add_argument("state", choices=["on", "off"], help="on: reject every new order and cancel working ones; off: trade again")
     p.add_argument("--reason", required=True, help="why (stored with the flag and published)")
     p.add_argument("--reset-breaker", action="store_true",
                    help="only with 'off': also reset a latched circuit breaker (refused with 'on')")
     p.set_defaults(func=partial(_kill_switch, parser=p))
 
-    p = orders_sub.add_parser("reconcile", help="compare orders and positions with the broker now")
+    p = orders_sub.add_parser(
+        "reconcile", help="compare orders and positions with the broker now",
+        description="What the scheduled reconciliation does, now: look up the orders not final and the positions "
+                    "at the broker, book the fills found, retire orders that never reached it, lift halts the "
+                    "broker's book explains, and print the result as JSON.")
     p.set_defaults(func=_reconcile)
 
     p = orders_sub.add_parser("plot", help="positions over time and rejections by reason (PNG)")
