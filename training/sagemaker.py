@@ -81,7 +81,8 @@ TRUTH_HEADER = ("timestamp", "regime")
 def is_truth_file(path: Path) -> bool:
     """A regime-truth CSV, not bars: named ``truth.csv`` (as ``data synth`` writes it) or
     ``*.truth.csv``, or any CSV whose header is ``timestamp,regime``."""
-    if path.name == "truth.csv" or path.name.endswith(".truth.csv"):
+    name = path.name.lower()  # as the channel search reads suffixes
+    if name == "truth.csv" or name.endswith(".truth.csv"):
         return True
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -103,7 +104,8 @@ def channel_files(channel: str | None) -> list[Path]:
     folder = Path(channel)
     if not folder.is_dir():
         raise DataError(f"channel folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*.csv") if p.is_file() and not is_truth_file(p))
+    # any case of the suffix: a channel synced from a store that kept upper-case names (SPX.CSV)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".csv" and p.is_file() and not is_truth_file(p))
     if not files:
         raise DataError(f"channel folder {folder} holds no bars CSV (subfolders included)")
     return files
@@ -223,6 +225,16 @@ def capped(text: str, limit: int = FAILURE_REASON_BYTES) -> str:
         return text
     mark = "…"
     return data[: limit - len(mark.encode("utf-8"))].decode("utf-8", errors="ignore") + mark
+
+
+class UnexpectedJobError(Exception):
+    """How the container job reports an error that is not one of its own (not an
+    :class:`EnsembleTraderError`): the error's type first, whose message alone may say little
+    (``'close'`` for a KeyError, nothing for a MemoryError)."""
+
+    def __init__(self, cause: BaseException):
+        text = str(cause)
+        super().__init__(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
 
 
 def report_failure(job: str, exc: Exception, failure_file: Path = FAILURE_FILE) -> None:

@@ -78,6 +78,7 @@ from pydantic import (
 from training.sagemaker import (
     HYPERPARAMETERS_FILE,
     ChannelSeries,
+    UnexpectedJobError,
     channel_files,
     check_no_arguments,
     read_channel,
@@ -1340,16 +1341,6 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
         raise
     print(json.dumps({"version": manifest["version"], "model_dir": str(out)}))
     return 0
-
-
-class UnexpectedJobError(Exception):
-    """How the container job reports an error that is not one of its own (not an
-    :class:`EnsembleTraderError`): the error's type first, whose message alone may say little
-    (``'close'`` for a KeyError, nothing for a MemoryError)."""
-
-    def __init__(self, cause: BaseException):
-        text = str(cause)
-        super().__init__(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
 
 
 if __name__ == "__main__":  # pragma: no cover

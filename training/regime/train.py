@@ -47,6 +47,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from training.regime.estimator import DEFAULT_RESTARTS, RegimeHMM
 from training.sagemaker import (
     HYPERPARAMETERS_FILE,
+    UnexpectedJobError,
     channel_files,
     check_no_arguments,
     read_channel,
@@ -272,7 +273,7 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
         report_failure("regime training", exc)
         return 1
     except Exception as exc:  # a bug: SageMaker still shows a reason, and the traceback follows
-        report_failure("regime training", exc)
+        report_failure("regime training", UnexpectedJobError(exc))
         raise
     print(json.dumps(result))
     return 0
