@@ -33,3 +33,17 @@ def test_bench_only_lists_the_modules_run_all_knows(capsys):
 ])
 def test_each_command_says_what_it_does(capsys, argv, words):
     assert words in _help(capsys, *argv)
+
+
+@pytest.mark.parametrize("argv, usage, unknown", [
+    (["data", "synth", "--scenaro", "x", "--out", "o"], "usage: ensemble-trader data synth ", "--scenaro x"),
+    (["orders", "kill-switch", "on", "--reason", "r", "--nope"], "usage: ensemble-trader orders kill-switch ", "--nope"),
+    (["--bogus"], "usage: ensemble-trader [-h]", "--bogus"),
+])
+def test_a_misspelt_option_is_named_with_its_sub_commands_usage(capsys, argv, usage, unknown):
+    """It was the top-level usage ("ensemble-trader [-h] [--version] [-v] COMMAND ...") for any."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and f"error: unrecognized arguments: {unknown}\n" in err

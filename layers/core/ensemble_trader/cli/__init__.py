@@ -227,7 +227,9 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[
     ``python -m training....`` entry points)."""
     try:
         parser = make_parser()
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the sub-command's parser, with its usage (not the top level's)
+            _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
         logging.basicConfig(
             level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -261,6 +263,17 @@ def run_main(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[
             raise
         print(f"{prog}: error: {configuration_error(exc)}", file=sys.stderr)
         return 1
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the sub-command ``args`` chose (``data synth``'s for ``data synth ...``),
+    following each level's sub-command choice; ``parser`` itself without one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _chosen_parser(chosen, args)
+    return parser
 
 
 def _local_stack_hint(exc: BaseException) -> str:
