@@ -360,6 +360,13 @@ def _fitted_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> tuple[float 
 def _fit_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> float | str:
     """Fit one EM restart; its log-likelihood, or why it collapsed (an exception hmmlearn raised on
     its own degenerate parameters, non-finite parameters or a non-finite score)."""
+    # hmmlearn logs "Model is not converging" whenever an EM step lowers the log-likelihood by
+    # more than sqrt(eps): expected here (the covariance prior and floors make EM not strictly
+    # monotone), the fit stops there as at convergence and the best restart is kept, so the
+    # message only alarmed the user of `regime fit` (on stderr, with no word of what it meant)
+    monitor_log = logging.getLogger("hmmlearn.base")
+    level = monitor_log.level
+    monitor_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -367,6 +374,8 @@ def _fit_restart(hmm: Any, z: np.ndarray, lengths: list[int]) -> float | str:
             score = float(hmm.score(z, lengths))
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
         return f"{type(exc).__name__}: {exc}"
+    finally:
+        monitor_log.setLevel(level)
     for name in ("startprob_", "transmat_", "means_", "covars_"):
         if not np.all(np.isfinite(getattr(hmm, name))):
             return f"non-finite {name}"

@@ -118,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"test seeds, each once (default the held-out 20-39; 0 1 2 tuned the rule; not "
                          f"{_training_seed()}, the training runs' seed)")
     ev.add_argument("--bars", type=at_least(min_test_bars()), default=3000,
-                    help=f"test bars per seed (at least {min_test_bars()}: the features warm up on the first {WARMUP_BARS})")
+                    help=f"test bars per seed (at least {min_test_bars()}: the features need {WARMUP_BARS} bars, the first "
+                         f"{WARMUP_BARS - 1} give no feature row)")
     ev.add_argument("--train-bars", type=at_least(min_train_bars()), default=6000,
                     help=f"bars of the training run (at least {min_train_bars()} for every method: the first "
                          f"{WARMUP_BARS - 1} give no feature row, then {MIN_ROWS_PER_STATE} rows per state of our fit's largest K)")

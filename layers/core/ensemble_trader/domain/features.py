@@ -185,8 +185,9 @@ WARMUP_BARS: int = max(
     1 + bars_to_forget(EWMA_LAMBDA),  # squared returns, from bar 1
     1 + RSI_PERIOD + bars_to_forget(_RSI_DECAY),  # Wilder: seed mean of 14 changes, then smoothing
 )
-"""Bars before a vector is ready (173): every finite window full and the start of every
-exponential average down to :data:`WARMUP_TOLERANCE` of its weight (see the module notes)."""
+"""Bars a ready vector needs (173: the first 172 give none, the 173rd is the first ready): every
+finite window full and the start of every exponential average down to :data:`WARMUP_TOLERANCE`
+of its weight (see the module notes)."""
 MAX_VALUE = 1e150
 """Prices and volumes must stay below this, so that squared window terms cannot overflow."""
 MIN_PRICE = 1e-130
