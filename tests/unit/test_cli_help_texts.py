@@ -47,3 +47,14 @@ def test_a_misspelt_option_is_named_with_its_sub_commands_usage(capsys, argv, us
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(usage) and f"error: unrecognized arguments: {unknown}\n" in err
+
+
+def test_module_docstrings_read_as_plain_text_in_help(capsys):
+    """`backtest --help` and the research modules' help showed Sphinx markup (``report.html``,
+    :func:`~ensemble_trader.backtest.ensemble.run_meta`)."""
+    from ensemble_trader.cli import plain_help
+
+    assert plain_help("writes ``report.html``; :func:`~a.b.run_meta` and :class:`a.B`") == (
+        "writes report.html; run_meta and a.B")
+    text = _help(capsys, "backtest")
+    assert "``" not in text and "optionally writes report.html with plots" in text

@@ -639,10 +639,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from ensemble_trader.cli import basis_points, existing_folder, output_folder
+    from ensemble_trader.cli import basis_points, existing_folder, output_folder, plain_help
 
     parser = argparse.ArgumentParser(prog="python -m training.agents.evaluate",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=plain_help(__doc__.split("\n\n")[0]))
     parser.add_argument("--models", type=existing_folder, default=None, help="model set (default: the committed one)")
     parser.add_argument("--split", choices=SPLITS, default="test",
                         help="test: report (default); validation: choose between candidates")

@@ -354,12 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from ensemble_trader.cli import output_folder
+    from ensemble_trader.cli import output_folder, plain_help
 
     from training.meta.select import SPLITS
 
     parser = argparse.ArgumentParser(
-        prog="python -m training.meta.bounds", description=__doc__,
+        prog="python -m training.meta.bounds", description=plain_help(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")

@@ -566,10 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from ensemble_trader.cli import existing_folder, output_folder, seed
+    from ensemble_trader.cli import existing_folder, output_folder, plain_help, seed
 
     parser = argparse.ArgumentParser(
-        prog="python -m training.meta.select", description=__doc__,
+        prog="python -m training.meta.select", description=plain_help(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--candidates", nargs="+", default=None,

@@ -39,6 +39,18 @@ def at_least(minimum: float, kind: type[int] | type[float] = int) -> Callable[[s
     return parse
 
 
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+
+
+def plain_help(doc: str | None) -> str:
+    """A module docstring as a command's ``--help`` description: Sphinx markup turned to text
+    (``x`` and :func:`~a.b.c` read ``x`` and ``c``, :class:`a.B` reads ``a.B``)."""
+    if not doc:
+        return ""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), doc)
+    return text.replace("``", "")
+
+
 def seed(text: str) -> int:
     """An argparse ``type``: a random seed numpy accepts (an integer in [0, 2**32))."""
     value = at_least(0)(text)

@@ -19,13 +19,21 @@ POLICY_CHOICES = ("ucb", "ducb", "swucb", "glrucb", "thompson", "dts", "glrts", 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ensemble_trader.cli import WindowBound, basis_points, existing_folder, iso_time, output_folder, seed
+    from ensemble_trader.cli import (
+        WindowBound,
+        basis_points,
+        existing_folder,
+        iso_time,
+        output_folder,
+        plain_help,
+        seed,
+    )
     from ensemble_trader.cli.evaluate import BARS_PER_YEAR_HELP, bars_per_year
 
     p = sub.add_parser(
         "backtest",
         help="run features → regime → agents → meta-agent in process and report",
-        description=__doc__,
+        description=plain_help(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bars", required=True,
