@@ -56,6 +56,7 @@ from ensemble_trader.domain.regime import (
 )
 from ensemble_trader.domain.regime_model import MANIFEST_FILE, PARAMETERS_FILE, RegimeModel
 from ensemble_trader.ports import KeyValueStore, ModelStore
+from ensemble_trader.runtime.stage import SNAPSHOT_TABLE
 
 PREFIX = "regime"
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
@@ -66,12 +67,10 @@ HISTORY_TABLE = "regime-history"
 RECHECK_SECONDS = 60.0
 """How often a warm container reads a symbol's pointers again for one foreign writer version."""
 MAX_RECHECKS = 10_000
+"""(symbol, writer) pairs remembered for the recheck's rate limit before the memory is cleared."""
 REBUILD_ROWS = 1_000
 """The newest regime-history rows a refused stored state is rebuilt from: the filter forgets its
 start within a few hundred bars (docs/regime.md, *A stored state that cannot be read*)."""
-SNAPSHOT_TABLE = "stage-state"
-"""The stage runner's snapshot table (``runtime.stage.SNAPSHOT_TABLE``)."""
-"""(symbol, writer) pairs remembered for the recheck's rate limit before the memory is cleared."""
 
 log = logging.getLogger(__name__)
 
@@ -533,7 +532,6 @@ class StateRebuild:
                       self.table, exc)
             return None
         return state, f"stored state refused ({error}); {note}"
-
 
 
 def _decodes(item: Mapping[str, Any]) -> bool:
