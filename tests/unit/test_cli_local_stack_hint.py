@@ -14,9 +14,15 @@ HINT = " (nothing answers there: is the local stack up? `ensemble-trader local s
 
 @pytest.fixture
 def dead_port() -> int:
+    """A port where connections are refused; the settings are read afresh around the test (the
+    CLI's are read once per process, and another test's would point elsewhere)."""
+    from ensemble_trader.runtime.settings import get_settings
+
+    get_settings.cache_clear()
     with socket.socket() as s:  # bound, never listening: connections to it are refused
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+    get_settings.cache_clear()
 
 
 def test_a_refused_aws_connection_under_a_local_endpoint_says_to_check_the_stack(monkeypatch, capsys, dead_port):
