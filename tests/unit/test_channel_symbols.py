@@ -116,7 +116,7 @@ def _agents_job(monkeypatch, tmp_path, train_dir, validation_dir=None):
 
     seen = {}
 
-    def run_job(config, out, progress=True, read=None):
+    def run_job(config, out, progress=True, read=None, log_lines=False):
         seen.update(config=config, read=dict(read or {}))
         return {"version": "test"}
 

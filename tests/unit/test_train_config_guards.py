@@ -36,7 +36,7 @@ def container(tmp_path, monkeypatch):
         seen["loaded"].append(spec)
         raise JobStarted(spec)
 
-    def job_spy(config, out, progress=True, read=None):
+    def job_spy(config, out, progress=True, read=None, log_lines=False):
         seen["jobs"].append(config)
         raise JobStarted("run_job")
 

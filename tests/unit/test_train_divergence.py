@@ -164,7 +164,9 @@ def test_the_sagemaker_job_writes_the_failure_file(container, monkeypatch, capsy
                                              "agent_overrides": ONE_SEED}))
     assert train.sagemaker_main([]) == 1
     assert container.read_text().startswith("balanced seed 9: PPO diverged by step 512 (")
-    assert capsys.readouterr().err.startswith("training failed: balanced seed 9: PPO diverged")
+    *progress, failed = capsys.readouterr().err.splitlines()  # the job's progress lines (no terminal), then why
+    assert failed.startswith("training failed: balanced seed 9: PPO diverged")
+    assert progress and all(line.startswith("train balanced seed 9: ") for line in progress)
 
 
 def test_a_value_error_that_is_not_divergence_stays_a_value_error(tiny, monkeypatch):

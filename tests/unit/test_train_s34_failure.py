@@ -46,7 +46,7 @@ def container(tmp_path, monkeypatch):
 def test_an_unexpected_error_is_the_failure_reason_and_still_raised(container, monkeypatch, capsys, error, reason):
     failure, _ = container
 
-    def fails(config, out, progress=True, read=None):
+    def fails(config, out, progress=True, read=None, log_lines=False):
         raise error
 
     monkeypatch.setattr(train, "run_job", fails)

@@ -215,6 +215,10 @@ def default_bars() -> tuple[str, ...]:
     return DEFAULT_BARS
 
 
+LOG_EVERY_SECONDS = 30.0
+"""How often, at most, a job without a terminal writes a seed's progress line (besides its first
+and last): a SageMaker job's log showed nothing for its 15 minutes of training."""
+
 _NUMBER_TYPES = (int, float, int | None)
 """The annotations of :class:`TrainConfig`'s number fields (see ``_number_not_a_bool``)."""
 
@@ -762,11 +766,14 @@ def train_agent(
     config: TrainConfig,
     seed: int,
     progress: bool = True,
+    log_lines: bool = False,
 ) -> TrainedAgent:
     """PPO on the agent's environment; the checkpoint with the best validation score wins.
 
     ``config`` is the job's configuration; the agent's overrides apply to its training only, the
-    validation runs with the job's costs.
+    validation runs with the job's costs. ``progress`` shows a progress bar (a terminal);
+    ``log_lines`` writes progress as lines on stderr instead (a log: a SageMaker job's), at the
+    seed's first and last checkpoints and at most every :data:`LOG_EVERY_SECONDS` between.
     """
     import torch
     from stable_baselines3 import PPO
@@ -862,6 +869,11 @@ def train_agent(
         # final update, too); four significant digits: the Conservative's score, a mean reward per
         # step, is 1e-4 to 1e-2 (its checkpoints in a --quick run, 0.000338 and less, showed as 0.000)
         bar.set_postfix(val=f"{best['score']:.4g}@{best['steps']}")
+        now = time.perf_counter()
+        if log_lines and (steps == 0 or steps >= config.timesteps or now - logged[0] >= LOG_EVERY_SECONDS):
+            logged[0] = now
+            print(f"train {agent} seed {seed}: {steps:,} of {config.timesteps:,} steps, best validation score "
+                  f"{best['score']:.4g} at step {best['steps']:,}, {now - started:.0f} s", file=sys.stderr, flush=True)
 
     # the seed in the name: an agent trains n_seeds times (five bars of the Balanced looked alike)
     bar = tqdm(total=config.timesteps, desc=f"train {agent} seed {seed}", unit="step", disable=not progress,
@@ -883,6 +895,7 @@ def train_agent(
             return True
 
     started = time.perf_counter()
+    logged = [started]  # when the last progress line was written (log_lines)
     try:
         checkpoint(0)
         try:
@@ -1146,7 +1159,7 @@ def plan_agent_data(config: TrainConfig, sources: Sequence[Source], val_sources:
 
 
 def run_job(config: TrainConfig, out_dir: Path, progress: bool = True,
-            read: Mapping[str, BarSeries] | None = None) -> dict[str, Any]:
+            read: Mapping[str, BarSeries] | None = None, log_lines: bool = False) -> dict[str, Any]:
     """Train, select, export, test and write the model set to ``out_dir``; returns the manifest.
     ``read`` holds bars already read for some of the specs (a channel's symbols, joined across
     files: :func:`sagemaker_main`); every other spec is loaded here.
@@ -1155,7 +1168,7 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True,
     (:func:`plan_agent_data`), an ``out_dir`` holding model files the set would not replace
     (:func:`check_out_dir`). The set is written and checked in a staging folder, then
     published (:func:`publish_model_set`): a job failing after training leaves ``out_dir``'s set
-    as it was.
+    as it was. ``progress`` shows progress bars, ``log_lines`` progress lines (see :func:`train_agent`).
 
     Every thread pool runs one thread while the job runs — torch's, and the BLAS and OpenMP pools
     of numpy and the rest (``threadpool_limits``). ``OMP_NUM_THREADS=1`` alone does not do it
@@ -1166,11 +1179,11 @@ def run_job(config: TrainConfig, out_dir: Path, progress: bool = True,
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # for any process the job starts
     with threadpool_limits(limits=1):
-        return _run_job(config, out_dir, progress, read)
+        return _run_job(config, out_dir, progress, read, log_lines)
 
 
 def _run_job(config: TrainConfig, out_dir: Path, progress: bool,
-             read: Mapping[str, BarSeries] | None) -> dict[str, Any]:
+             read: Mapping[str, BarSeries] | None, log_lines: bool = False) -> dict[str, Any]:
     import platform
 
     import stable_baselines3
@@ -1207,7 +1220,8 @@ def _run_job(config: TrainConfig, out_dir: Path, progress: bool,
         candidates = []
         own = config.for_agent(agent)
         for seed in config.agent_seeds(agent):
-            candidates.append(train_agent(agent, data.train, data.validation, config, seed=seed, progress=progress))
+            candidates.append(train_agent(agent, data.train, data.validation, config, seed=seed, progress=progress,
+                                          log_lines=log_lines))
         trained[agent] = combine_seeds(candidates, data.validation, config, own.combine_seeds, own.selection,
                                        own.training_band)
         seconds[agent] = round(sum(t.seconds for t in candidates), 1)
@@ -1330,7 +1344,9 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
                 one_symbol_per_file(symbols)
                 config = config.model_copy(update={key: tuple(c.spec for c in symbols)})
                 read.update((c.spec, c.series) for c in symbols)
-        manifest = run_job(config, out, progress=sys.stderr.isatty(), read=read)
+        # a terminal gets progress bars; a log (SageMaker's, in CloudWatch) progress lines
+        terminal = sys.stderr.isatty()
+        manifest = run_job(config, out, progress=terminal, read=read, log_lines=not terminal)
     except (EnsembleTraderError, ValidationError) as exc:
         report_failure("training", exc)
         return 1
