@@ -17,8 +17,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "training" / "sagemaker-train"
 
 STAND_IN = """#!/bin/sh
 # stands in for `python -m training.agents.train`: records its start and a TERM, exits as told
-echo started > "$JOB_DIR/started"
 trap 'echo term > "$JOB_DIR/term"; exit 0' TERM
+echo started > "$JOB_DIR/started"
 [ "${JOB_EXIT:-}" = "" ] || exit "$JOB_EXIT"
 while :; do sleep 0.05; done
 """

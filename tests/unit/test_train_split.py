@@ -106,7 +106,7 @@ def test_a_validation_channel_selects_each_agent_on_its_own_kind_of_data(monkeyp
     class Recorded(Exception):
         pass
 
-    def recorder(agent, train_data, validation, config, seed, progress=True):
+    def recorder(agent, train_data, validation, config, seed, progress=True, log_lines=False):
         seen[agent] = ([s.symbol for s in train_data], [s.symbol for s in validation])
         raise Recorded
 

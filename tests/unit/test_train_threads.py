@@ -11,7 +11,7 @@ def test_the_job_runs_its_blas_and_openmp_pools_with_one_thread(monkeypatch, tmp
 
     seen: list[dict[str, int]] = []
 
-    def inner(config, out_dir, progress, read):
+    def inner(config, out_dir, progress, read, log_lines):
         seen.append({pool["filepath"]: pool["num_threads"] for pool in threadpool_info()})
         return {"version": "agents-test"}
 
