@@ -251,7 +251,9 @@ class Functions(Construct):
             layers[name] = lambda_.LayerVersion(
                 self,
                 f"{name.capitalize()}Layer",
-                code=lambda_.Code.from_asset(str(folder)),
+                # bytecode a local run wrote into build/layers is not part of the layer (it would
+                # also change the asset's hash, and so publish a new layer version, for nothing)
+                code=lambda_.Code.from_asset(str(folder), exclude=["__pycache__", "*.pyc"]),
                 compatible_runtimes=[RUNTIME],
                 compatible_architectures=[ARCHITECTURE],
                 description=f"ensemble-trader {name}: {description}",

@@ -73,9 +73,11 @@ def test_each_deployed_handler_imports_from_the_bundle_alone(layers_built, tmp_p
                 "POWERTOOLS_TRACE_DISABLED": "1",
                 "POWERTOOLS_SERVICE_NAME": entry.spec.logical,
             }
-            # -S: no site-packages of this venv; -I: ignore PYTHON* variables and the cwd
+            # -S: no site-packages of this venv; -I: ignore PYTHON* variables and the cwd; -B: no
+            # __pycache__ written into build/layers (it changed the layers' asset hashes under a
+            # synth running meanwhile: test_infra_versions failed once in CI)
             result = subprocess.run(
-                [sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, env=env, timeout=120
+                [sys.executable, "-S", "-I", "-B", "-c", code], capture_output=True, text=True, env=env, timeout=120
             )
             if result.returncode != 0:
                 failures.append(f"{entry.key}: {result.stderr.strip().splitlines()[-1]}")
