@@ -5,26 +5,14 @@ nothing but warnings for its whole training."""
 
 from __future__ import annotations
 
-import json
+import pytest
+from test_train_s34_failure import container  # noqa: F401 (the fixture: the job in a container's layout)
 
 import training.agents.train as train
-from training import sagemaker
 
 
-def _container(tmp_path, monkeypatch):
-    failure = tmp_path / "output" / "failure"
-    failure.parent.mkdir()
-    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
-    monkeypatch.delenv("SM_CHANNEL_VALIDATION", raising=False)
-    monkeypatch.setattr(train, "SM_HYPERPARAMETERS", tmp_path / "absent.json")
-    monkeypatch.setenv("SM_HPS", json.dumps({"bars": "synth:realistic:11:1200", "quick": "true",
-                                             "agents": "balanced"}))
-    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "model"))
-    monkeypatch.setattr(train, "report_failure", lambda name, exc: sagemaker.report_failure(name, exc, failure))
-
-
-def test_a_job_without_a_terminal_logs_each_seeds_progress(tmp_path, monkeypatch, capsys):
-    _container(tmp_path, monkeypatch)
+@pytest.mark.usefixtures("container")
+def test_a_job_without_a_terminal_logs_each_seeds_progress(monkeypatch, capsys):
     monkeypatch.setattr(train, "LOG_EVERY_SECONDS", 1e9)  # only the first and last lines
     assert train.sagemaker_main([]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train balanced seed ")]
@@ -37,8 +25,8 @@ def test_a_job_without_a_terminal_logs_each_seeds_progress(tmp_path, monkeypatch
         assert int(last.split(": ")[1].split(" of ")[0].replace(",", "")) >= 2048
 
 
-def test_between_them_a_line_at_most_every_log_every_seconds(tmp_path, monkeypatch, capsys):
-    _container(tmp_path, monkeypatch)
+@pytest.mark.usefixtures("container")
+def test_between_them_a_line_at_most_every_log_every_seconds(monkeypatch, capsys):
     monkeypatch.setattr(train, "LOG_EVERY_SECONDS", 0.0)  # every checkpoint
     assert train.sagemaker_main([]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train balanced seed ")]
