@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,16 @@ def is_truth_file(path: Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False  # the bars reader names the problem
     return tuple(h.strip() for h in first.strip().split(",")) == TRUTH_HEADER
+
+
+def refuse_channel_beside(key: str, channel: str, given: Collection[str]) -> None:
+    """DataError when the channel ``channel`` (``SM_CHANNEL_TRAIN``) is set and the hyperparameter
+    ``key`` it replaces is among those ``given`` too: a job reads that data from one, not both (the
+    channel's files replaced the specs without a word)."""
+    if os.environ.get(channel) and key in given:
+        raise DataError(f"both the {channel.removeprefix('SM_CHANNEL_').lower()} channel (${channel}) and "
+                        f"the '{key}' hyperparameter are given: the job reads that data from one, not both; "
+                        f"drop '{key}' or the channel")
 
 
 def channel_files(channel: str | None) -> list[Path]:

@@ -83,6 +83,7 @@ from training.sagemaker import (
     check_no_arguments,
     read_channel,
     read_hyperparameters,
+    refuse_channel_beside,
     report_failure,
     validation_problems,
 )
@@ -1321,11 +1322,7 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
     try:
         hps = read_hyperparameters(SM_HYPERPARAMETERS)
         for key, channel in (("bars", "SM_CHANNEL_TRAIN"), ("validation_bars", "SM_CHANNEL_VALIDATION")):
-            if os.environ.get(channel) and key in hps:
-                # the channel's files would replace the specs without a word
-                raise DataError(f"both the {channel.removeprefix('SM_CHANNEL_').lower()} channel (${channel}) and "
-                                f"the '{key}' hyperparameter are given: the job reads that data from one, not both; "
-                                f"drop '{key}' or the channel")
+            refuse_channel_beside(key, channel, hps)
         # checked before any bar is read; with a validation channel the fractions cut nothing
         separate = bool(os.environ.get("SM_CHANNEL_VALIDATION"))
         try:

@@ -52,6 +52,7 @@ from training.sagemaker import (
     check_no_arguments,
     read_channel,
     read_hyperparameters,
+    refuse_channel_beside,
     report_failure,
     validation_problems,
 )
@@ -256,10 +257,7 @@ def sagemaker_main(argv: Sequence[str] | None = None) -> int:
                        "ensemble-trader regime fit --bars SPEC --out DIR", argv)
     try:
         config = RegimeJobConfig.from_hyperparameters(read_hyperparameters(SM_HYPERPARAMETERS))
-        if os.environ.get("SM_CHANNEL_TRAIN") and "bars" in config.model_fields_set:
-            # the channel's files replaced the spec without a word (as in the agents' job before)
-            raise DataError("both the train channel ($SM_CHANNEL_TRAIN) and the 'bars' hyperparameter are given: "
-                            "the job reads its bars from one, not both; drop 'bars' or the channel")
+        refuse_channel_beside("bars", "SM_CHANNEL_TRAIN", config.model_fields_set)
         channel = read_channel(channel_files(os.environ.get("SM_CHANNEL_TRAIN")))  # one series per symbol
         if channel:
             series, data = [c.series for c in channel], [str(f) for c in channel for f in c.files]
